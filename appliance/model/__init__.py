@@ -1,0 +1,1 @@
+"""Profiles: parsing and validation into frozen dataclasses. Pure."""

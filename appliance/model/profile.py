@@ -1,0 +1,212 @@
+"""The profile model: frozen dataclasses, built by ``appliance.model.parse``. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from appliance.model.values import (
+    AddrItem,
+    IPAddress,
+    IPNetwork,
+    PortItem,
+    SetType,
+)
+from appliance.units import Rate
+
+Verdict = Literal["accept", "drop", "reject"]
+Proto = Literal["tcp", "udp", "icmp", "icmpv6", "sctp", "any"]
+PROTOS: tuple[str, ...] = ("tcp", "udp", "icmp", "icmpv6", "sctp", "any")
+PORT_PROTOS: tuple[str, ...] = ("tcp", "udp", "sctp")
+ANY = "any"
+SELF = "self"
+RESERVED_ZONE_NAMES: tuple[str, ...] = (ANY, SELF)
+AUTOBLOCK_SETS: tuple[str, ...] = ("autoblock_v4", "autoblock_v6")
+
+
+@dataclass(frozen=True)
+class Defaults:
+    input: Verdict = "drop"
+    forward: Verdict = "drop"
+    output: Verdict = "accept"
+
+
+@dataclass(frozen=True)
+class Zone:
+    name: str
+    interfaces: tuple[str, ...] = ()  # names; a trailing * matches a prefix
+    networks: tuple[IPNetwork, ...] = ()  # membership also by source/destination address
+    masquerade: bool = False
+    segment: str | None = None  # set when the zone was created by a segment
+
+
+@dataclass(frozen=True)
+class SetSpec:
+    name: str
+    type: SetType
+    interval: bool = False
+    timeout: float | None = None  # default element timeout, seconds
+    size: int | None = None
+    elements: tuple[str, ...] = ()  # canonical element texts (elements + elements_file)
+
+    @property
+    def family(self) -> Literal["ipv4", "ipv6"] | None:
+        return {"ipv4_addr": "ipv4", "ipv6_addr": "ipv6"}.get(self.type)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    index: int  # position in [[rules]], 0-based
+    from_zone: str = ANY  # a zone name, "self" or "any"
+    to_zone: str = ANY
+    proto: Proto = "any"
+    saddr: tuple[AddrItem, ...] = ()
+    daddr: tuple[AddrItem, ...] = ()
+    sport: tuple[PortItem, ...] = ()
+    dport: tuple[PortItem, ...] = ()
+    limit: Rate | None = None
+    action: Verdict = "accept"
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class Forward:
+    """Port forwarding: DNAT of traffic arriving from ``from_zone`` to ``to_addr:to_port``."""
+
+    name: str
+    index: int
+    from_zone: str
+    proto: Literal["tcp", "udp"]
+    dport: PortItem  # int or PortRange
+    to_addr: IPAddress
+    to_port: int | None = None  # None: keep the original port
+
+
+@dataclass(frozen=True)
+class Protect:
+    invalid: Literal["drop", "accept"] = "drop"
+    spoofing: bool = False
+    syn_flood: Rate | None = None  # per source address
+    conn_limit: int | None = None  # concurrent connections per source
+    block_timeout: float = 600.0  # seconds
+    never_block: tuple[AddrItem, ...] = ()
+
+
+@dataclass(frozen=True)
+class PortScanDetector:
+    ports: int = 20
+    window: float = 10.0
+
+
+@dataclass(frozen=True)
+class SynFloodDetector:
+    rate: Rate = field(default_factory=lambda: Rate(500, "second"))
+
+
+@dataclass(frozen=True)
+class DnsTunnelDetector:
+    max_label: int = 52
+    max_entropy: float = 4.0
+    rate: Rate | None = None  # optional: queries per source above this rate
+
+
+@dataclass(frozen=True)
+class GtpDetector:
+    ue_pools: tuple[IPNetwork, ...] = ()
+
+
+@dataclass(frozen=True)
+class Detectors:
+    port_scan: PortScanDetector | None = None
+    syn_flood: SynFloodDetector | None = None
+    dns_tunnel: DnsTunnelDetector | None = None
+    gtp: GtpDetector | None = None
+
+
+InspectMode = Literal["sample", "mirror", "inline", "off"]
+
+
+@dataclass(frozen=True)
+class Inspect:
+    mode: InspectMode = "off"
+    sample_packets: int = 8
+    interfaces: tuple[str, ...] = ()
+    rules: tuple[str, ...] = ()  # absolute paths of signature files
+    alerts: str = "/var/log/appliance/eve.json"
+    block: bool = True
+    home_net: tuple[IPNetwork, ...] | None = None  # None: every zone's networks
+    detectors: Detectors = field(default_factory=Detectors)
+
+
+SegmentKind = Literal["vlan", "vrf", "netns"]
+
+
+@dataclass(frozen=True)
+class Segment:
+    name: str
+    kind: SegmentKind
+    link: str  # the appliance-side link this segment creates (marked with the "ap-" prefix)
+    parent: str | None = None  # vlan
+    vlan_id: int | None = None  # vlan
+    addresses: tuple[str, ...] = ()  # interface addresses "10.100.0.1/24"
+    zone: str | None = None
+    vrf: str | None = None  # name of a vrf segment to enslave the link to
+    table: int | None = None  # vrf
+    netns: str | None = None  # netns
+    peer_addresses: tuple[str, ...] = ()  # netns
+
+
+@dataclass(frozen=True)
+class Hub:
+    url: str
+    trust: tuple[str, ...]  # absolute paths of trusted public keys
+    poll: float = 30.0
+
+
+@dataclass(frozen=True)
+class Metrics:
+    listen: str = "127.0.0.1:9469"
+
+    @property
+    def host(self) -> str:
+        host, _, _ = self.listen.rpartition(":")
+        return host.strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+@dataclass(frozen=True)
+class Profile:
+    version: int
+    name: str
+    source: str = "<memory>"  # the file it was loaded from
+    defaults: Defaults = field(default_factory=Defaults)
+    zones: tuple[Zone, ...] = ()  # declared zones first (file order), then segment zones
+    sets: tuple[SetSpec, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    forwards: tuple[Forward, ...] = ()
+    protect: Protect = field(default_factory=Protect)
+    inspect: Inspect = field(default_factory=Inspect)
+    segments: tuple[Segment, ...] = ()
+    hub: Hub | None = None
+    metrics: Metrics | None = None
+
+    def zone(self, name: str) -> Zone:
+        for zone in self.zones:
+            if zone.name == name:
+                return zone
+        raise KeyError(name)
+
+    def set(self, name: str) -> SetSpec:
+        for spec in self.sets:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    @property
+    def has_policy(self) -> bool:
+        """False for a hub-only local profile (``version``, ``name``, ``[hub]``, ``[metrics]``)."""
+        return bool(self.zones or self.sets or self.rules or self.forwards or self.segments)

@@ -1,0 +1,203 @@
+"""Addresses, networks, ranges, ports and set elements: parsing and canonical forms.
+
+Canonical forms are what the kernel prints back, so elements read from the kernel and
+elements from a profile compare equal: a host is ``10.0.0.1`` (not ``10.0.0.1/32``), a
+range that is exactly one prefix is that prefix, IPv6 is compressed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Literal, Union
+
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+Family = Literal["ipv4", "ipv6"]
+SetType = Literal["ipv4_addr", "ipv6_addr", "inet_service", "ifname"]
+SET_TYPES: tuple[str, ...] = ("ipv4_addr", "ipv6_addr", "inet_service", "ifname")
+FAMILY_OF_SET_TYPE: dict[str, Family] = {"ipv4_addr": "ipv4", "ipv6_addr": "ipv6"}
+
+_IFNAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}\*?$|^[A-Za-z0-9_.:@-]{0,14}\*$")
+
+
+@dataclass(frozen=True, order=True)
+class SetRef:
+    """``@name``: a reference to a named set."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return f"@{self.name}"
+
+
+@dataclass(frozen=True)
+class AddrRange:
+    """``first-last``, both of one family, first <= last."""
+
+    first: IPAddress
+    last: IPAddress
+
+    @property
+    def family(self) -> Family:
+        return "ipv4" if self.first.version == 4 else "ipv6"
+
+    def __str__(self) -> str:
+        return f"{self.first}-{self.last}"
+
+
+@dataclass(frozen=True)
+class PortRange:
+    first: int
+    last: int
+
+    def __str__(self) -> str:
+        return f"{self.first}-{self.last}"
+
+
+AddrItem = Union[IPNetwork, AddrRange, SetRef]
+PortItem = Union[int, PortRange, SetRef]
+
+
+def family_of(item: IPNetwork | AddrRange | IPAddress) -> Family:
+    if isinstance(item, AddrRange):
+        return item.family
+    return "ipv4" if item.version == 4 else "ipv6"
+
+
+def parse_network(text: str) -> IPNetwork:
+    """An address (as a /32 or /128) or a network with no host bits set."""
+    if not isinstance(text, str):
+        raise ValueError(f"expected an address or network string, got {text!r}")
+    try:
+        return ipaddress.ip_network(text.strip(), strict=True)
+    except ValueError as exc:
+        if "has host bits set" in str(exc):
+            raise ValueError(f"network {text!r} has host bits set") from None
+        raise ValueError(f"bad address or network {text!r}") from None
+
+
+def parse_address(text: str) -> IPAddress:
+    if not isinstance(text, str):
+        raise ValueError(f"expected an address string, got {text!r}")
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise ValueError(f"bad address {text!r}") from None
+
+
+def parse_addr_range(text: str) -> AddrRange:
+    first_text, _, last_text = text.partition("-")
+    first, last = parse_address(first_text), parse_address(last_text)
+    if first.version != last.version:
+        raise ValueError(f"range {text!r} mixes IPv4 and IPv6")
+    if int(first) > int(last):
+        raise ValueError(f"range {text!r} is reversed")
+    return AddrRange(first, last)
+
+
+def parse_addr_item(value: object) -> AddrItem:
+    """One entry of ``saddr``/``daddr``/``never_block``: address, network, range or ``@set``."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected an address, network, range or @set, got {value!r}")
+    text = value.strip()
+    if text.startswith("@"):
+        return SetRef(_set_name(text[1:]))
+    if "-" in text and "/" not in text:
+        return parse_addr_range(text)
+    return parse_network(text)
+
+
+def parse_port(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"bad port {value!r}")
+    try:
+        port = int(value)
+    except ValueError:
+        raise ValueError(f"bad port {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {value!r} is out of range 0-65535")
+    return port
+
+
+def parse_port_item(value: object) -> PortItem:
+    """One entry of ``sport``/``dport``: ``80``, ``"8000-8100"`` or ``"@set"``."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("@"):
+            return SetRef(_set_name(text[1:]))
+        if "-" in text:
+            first_text, _, last_text = text.partition("-")
+            first, last = parse_port(first_text), parse_port(last_text)
+            if first > last:
+                raise ValueError(f"port range {value!r} is reversed")
+            return PortRange(first, last)
+    return parse_port(value)
+
+
+def _set_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,62}", name):
+        raise ValueError(f"bad set name {name!r}")
+    return name
+
+
+def valid_name(name: str) -> bool:
+    """Names of zones, sets, rules and segments: a letter, then letters, digits, _ . -."""
+    return bool(re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]{0,62}", name))
+
+
+def valid_ifname(name: str) -> bool:
+    """An interface name, or a prefix ending in ``*``."""
+    return isinstance(name, str) and bool(_IFNAME.fullmatch(name)) and name != "*"
+
+
+def canonical_element(set_type: str, interval: bool, value: object) -> str:
+    """The canonical text of one set element; ValueError naming the value if it does not fit."""
+    if set_type in FAMILY_OF_SET_TYPE:
+        if not isinstance(value, str):
+            raise ValueError(f"expected an address string, got {value!r}")
+        text = value.strip()
+        family = FAMILY_OF_SET_TYPE[set_type]
+        if "-" in text and "/" not in text:
+            rng = parse_addr_range(text)
+            if rng.family != family:
+                raise ValueError(f"{text!r} is not an {set_type} element")
+            if not interval and rng.first != rng.last:
+                raise ValueError(f"range {text!r} needs interval = true")
+            return _canonical_range(rng.first, rng.last)
+        net = parse_network(text)
+        if family_of(net) != family:
+            raise ValueError(f"{text!r} is not an {set_type} element")
+        if net.num_addresses > 1 and not interval:
+            raise ValueError(f"network {text!r} needs interval = true")
+        return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
+    if set_type == "inet_service":
+        item = parse_port_item(value)
+        if isinstance(item, SetRef):
+            raise ValueError(f"a set element cannot be a set reference: {value!r}")
+        if isinstance(item, PortRange):
+            if item.first == item.last:
+                return str(item.first)
+            if not interval:
+                raise ValueError(f"port range {value!r} needs interval = true")
+            return str(item)
+        return str(item)
+    if set_type == "ifname":
+        if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", value):
+            raise ValueError(f"bad interface name {value!r}")
+        return value
+    raise ValueError(f"unknown set type {set_type!r}")
+
+
+def _canonical_range(first: IPAddress, last: IPAddress) -> str:
+    if first == last:
+        return str(first)
+    nets = list(ipaddress.summarize_address_range(first, last))  # type: ignore[arg-type]
+    if len(nets) == 1:
+        return str(nets[0])
+    return f"{first}-{last}"
+
+
+def element_family(set_type: str) -> Family | None:
+    return FAMILY_OF_SET_TYPE.get(set_type)
