@@ -1,0 +1,91 @@
+"""The only module that talks to nftables: libnftables in-process, JSON API."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from appliance.compile.nftjson import TABLE_FAMILY, TABLE_NAME, Json
+from appliance.errors import ApplianceError, KernelError
+
+
+class NftBackend:
+    """Runs libnftables JSON command batches; each ``run`` is one kernel transaction."""
+
+    def __init__(self) -> None:
+        try:
+            import nftables  # Debian: python3-nftables
+        except ImportError:  # pragma: no cover - depends on the machine
+            raise ApplianceError(
+                "the libnftables Python binding is missing (install python3-nftables)"
+            ) from None
+        self._nft = nftables.Nftables()
+        self._nft.set_json_output(True)
+        self._nft.set_handle_output(True)
+
+    def run(self, commands: list[Json]) -> list[Json]:
+        """Run ``commands`` as one transaction; KernelError (one line) if refused."""
+        if not commands:
+            return []
+        rc, output, error = self._nft.json_cmd({"nftables": commands})
+        if rc != 0:
+            raise KernelError(f"the kernel refused the change: {_first_error(error)}")
+        if isinstance(output, dict):
+            return list(output.get("nftables", []))
+        return []
+
+    def run_text(self, script: str) -> None:
+        """Run an nft script (``nft -f`` syntax) as one transaction."""
+        rc, _output, error = self._nft.cmd(script)
+        if rc != 0:
+            raise KernelError(f"the kernel refused the change: {_first_error(error)}")
+
+    def list_table(self) -> list[Json] | None:
+        """Our table as the kernel lists it (with set elements), or None if absent."""
+        rc, output, error = self._nft.json_cmd(
+            {"nftables": [{"list": {"table": {"family": TABLE_FAMILY, "name": TABLE_NAME}}}]}
+        )
+        if rc != 0:
+            if "No such file or directory" in error:
+                return None
+            raise KernelError(
+                f"cannot read table {TABLE_FAMILY} {TABLE_NAME}: {_first_error(error)}"
+            )
+        return [obj for obj in output.get("nftables", []) if "metainfo" not in obj]
+
+    def list_set(self, name: str) -> Json | None:
+        """One set with its elements, or None if it does not exist."""
+        query = {"set": {"family": TABLE_FAMILY, "table": TABLE_NAME, "name": name}}
+        rc, output, _error = self._nft.json_cmd({"nftables": [{"list": query}]})
+        if rc != 0:
+            return None
+        for obj in output.get("nftables", []):
+            if "set" in obj:
+                return dict(obj["set"])
+        return None
+
+    def list_counters(self) -> dict[str, tuple[int, int]]:
+        """Every named counter of our table: name -> (packets, bytes), in one read."""
+        rc, output, _error = self._nft.json_cmd(
+            {"nftables": [{"list": {"counters": {"family": TABLE_FAMILY, "table": TABLE_NAME}}}]}
+        )
+        if rc != 0:
+            return {}
+        counters: dict[str, tuple[int, int]] = {}
+        for obj in output.get("nftables", []):
+            body: dict[str, Any] | None = obj.get("counter")
+            if body and body.get("table") == TABLE_NAME:
+                counters[body["name"]] = (int(body["packets"]), int(body["bytes"]))
+        return counters
+
+
+def _first_error(error: str) -> str:
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    for line in lines:
+        if "Error:" in line:
+            return line.split("Error:", 1)[1].strip()
+    return lines[0] if lines else "unknown error"
+
+
+def dumps(commands: list[Json]) -> str:
+    return json.dumps({"nftables": commands}, sort_keys=False)

@@ -1,0 +1,295 @@
+"""The ``appliance`` command: argparse front, each command a thin call into the layers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from typing import TYPE_CHECKING
+
+from appliance import __version__
+from appliance.errors import ApplianceError, UsageError
+
+if TYPE_CHECKING:
+    from appliance.engine import Engine
+    from appliance.model.profile import Profile
+    from appliance.reconcile.state import Desired
+
+DEFAULT_STATE_DIR = "/var/lib/appliance"
+DEFAULT_CONTROL_SOCKET = "/run/appliance/control.sock"
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+EXIT_CHANGES = 3
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help(sys.stderr)
+        return EXIT_INVALID
+    try:
+        if args.netns:
+            from appliance.adapters.netns import enter_netns
+
+            enter_netns(args.netns)
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)
+    except ApplianceError as exc:
+        print(f"appliance: {exc}" if not _located(exc) else str(exc), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:  # a bug: still one line, the traceback only on request
+        if os.environ.get("APPLIANCE_DEBUG"):
+            raise
+        print(f"appliance: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _located(exc: ApplianceError) -> bool:
+    """Profile and rule-file errors start with their own location."""
+    from appliance.errors import ProfileError, RuleFileError
+
+    return isinstance(exc, (ProfileError, RuleFileError))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--netns", metavar="NAME", help="act inside this network namespace")
+    common.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR")
+    common.add_argument("--control-socket", default=DEFAULT_CONTROL_SOCKET, metavar="PATH")
+
+    parser = argparse.ArgumentParser(
+        prog="appliance",
+        description="Security appliance: nftables policy, segmentation, inspection, hub sync.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"appliance {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(
+        name: str, handler: Callable[[argparse.Namespace], int], help: str
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("check", cmd_check, "parse and validate a profile; nothing touches the kernel")
+    p.add_argument("profile")
+
+    p = command("compile", cmd_compile, "print the ruleset a profile compiles to")
+    p.add_argument("profile")
+    p.add_argument("--json", action="store_true", help="libnftables JSON instead of nft syntax")
+
+    p = command("plan", cmd_plan, "show what applying a profile would change in the kernel")
+    p.add_argument("profile")
+
+    p = command("apply", cmd_apply, "apply a profile once, atomically, without a daemon")
+    p.add_argument("profile")
+    p.add_argument(
+        "--confirm", metavar="DUR", help="roll back unless `appliance confirm` comes in DUR"
+    )
+
+    command("confirm", cmd_confirm, "keep the ruleset applied with --confirm")
+
+    p = command("set", cmd_set, "change or list a set's elements at run time")
+    p.add_argument("action", choices=("add", "del", "list"))
+    p.add_argument("set")
+    p.add_argument("elements", nargs="*")
+    p.add_argument("--timeout", metavar="DUR")
+
+    p = command("lab", cmd_lab, "a throw-away lab of network namespaces for demos and tests")
+    p.add_argument("action", choices=("up", "down", "demo"))
+    p.add_argument("--prefix", default="lab-", help="namespace name prefix (default lab-)")
+    p.add_argument("--profile", default=None, help="demo: the profile to enforce")
+
+    p = command("probe", cmd_probe, "which optional kernel features this kernel has")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("_rollback-watch", parents=[common])
+    p.add_argument("--token", required=True)
+    p.set_defaults(handler=cmd_rollback_watch)
+    return parser
+
+
+# ---- commands --------------------------------------------------------------------------
+
+
+def _load(path: str) -> Profile:
+    from appliance.model.parse import load_profile
+
+    return load_profile(path)
+
+
+def _desired(path: str) -> Desired:
+    from appliance.compile.ruleset import CompileError
+    from appliance.errors import ProfileError
+    from appliance.reconcile.state import desired_from_profile
+
+    profile = _load(path)
+    try:
+        return desired_from_profile(profile)
+    except CompileError as exc:
+        raise ProfileError(path, exc.key, str(exc)) from None
+
+
+def _engine() -> Engine:
+    from appliance.adapters.nft import NftBackend
+    from appliance.engine import Engine
+
+    return Engine(NftBackend())
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    desired = _desired(args.profile)
+    print(f"{args.profile}: ok ({desired.name}, table hash {desired.table_hash})")
+    return EXIT_OK
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from appliance.compile.render import render_table
+    from appliance.compile.ruleset import element_json
+
+    desired = _desired(args.profile)
+    elements = {
+        name: [element_json(desired.types[name], text) for text in sorted(items)]
+        for name, items in desired.elements.items()
+    }
+    if args.json:
+        commands = [{"add": obj} for obj in desired.objects]
+        for name, elems in elements.items():
+            if elems:
+                commands.append(
+                    {
+                        "add": {
+                            "element": {
+                                "family": "inet",
+                                "table": "appliance",
+                                "name": name,
+                                "elem": elems,
+                            }
+                        }
+                    }
+                )
+        print(json.dumps({"nftables": commands}, indent=2))
+    else:
+        sys.stdout.write(render_table(desired.objects, elements))
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    desired = _desired(args.profile)
+    plan = _engine().plan(desired)
+    if not plan.changed:
+        print("no changes")
+        return EXIT_OK
+    print("\n".join(plan.describe()))
+    return EXIT_CHANGES
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from appliance import confirm
+    from appliance.units import parse_duration
+
+    desired = _desired(args.profile)
+    engine = _engine()
+    seconds = None
+    if args.confirm:
+        try:
+            seconds = parse_duration(args.confirm)
+        except ValueError as exc:
+            raise UsageError(f"--confirm: {exc}") from None
+        previous = engine.backend.list_table()
+    plan = engine.apply(desired)
+    if seconds is not None:
+        confirm.arm(args.state_dir, previous, seconds, args.netns)
+        print(
+            f"applied {desired.name} ({desired.table_hash}); rolls back in {args.confirm} "
+            "unless `appliance confirm`"
+        )
+        return EXIT_OK
+    print(f"applied {desired.name} ({desired.table_hash})" if plan.changed else "no changes")
+    return EXIT_OK
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    from appliance import confirm
+
+    if confirm.confirm(args.state_dir):
+        print("confirmed")
+        return EXIT_OK
+    print("appliance: nothing to confirm", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def cmd_rollback_watch(args: argparse.Namespace) -> int:
+    from appliance import confirm
+    from appliance.adapters.nft import NftBackend
+
+    backend = NftBackend()
+    confirm.wait_and_rollback(args.state_dir, args.token, backend.run)
+    return EXIT_OK
+
+
+def cmd_set(args: argparse.Namespace) -> int:
+    from appliance.units import parse_duration
+
+    engine = _engine()
+    if args.action == "list":
+        info = engine.set_info(args.set)
+        for elem in sorted(info.elements, key=lambda e: e.text):
+            extra = f" expires {elem.expires}s" if elem.expires is not None else ""
+            print(f"{elem.text}{extra}")
+        return EXIT_OK
+    timeout = None
+    if args.timeout:
+        try:
+            timeout = parse_duration(args.timeout)
+        except ValueError as exc:
+            raise UsageError(f"--timeout: {exc}") from None
+    if args.action == "add":
+        engine.set_add(args.set, args.elements, timeout)
+    else:
+        if args.timeout:
+            raise UsageError("--timeout goes with `set add`")
+        engine.set_del(args.set, args.elements)
+    return EXIT_OK
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    from appliance import lab
+
+    if args.action == "up":
+        lab.up(args.prefix)
+        return EXIT_OK
+    if args.action == "down":
+        lab.down(args.prefix)
+        return EXIT_OK
+    profile = args.profile or _default_demo_profile()
+    return int(lab.demo(profile, prefix=args.prefix))
+
+
+def _default_demo_profile() -> str:
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.join(here, "profiles", "edge-gateway.toml")
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from appliance.probe import probe_features
+
+    features = probe_features()
+    if args.json:
+        print(json.dumps(features, sort_keys=True))
+    else:
+        width = max(len(name) for name in features)
+        for name, present in sorted(features.items()):
+            print(f"{name:<{width}}  {'yes' if present else 'no'}")
+    return EXIT_OK

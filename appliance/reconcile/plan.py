@@ -1,0 +1,174 @@
+"""Desired vs observed -> what to change, and the one transaction that changes it. Pure.
+
+Set-only differences become element deltas (the table, its rule handles and counters
+stay); any structural difference becomes one table swap in one transaction that carries
+the run-time elements (``set add``, automatic blocks, the hub) across.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+
+from appliance.compile.nftjson import TABLE_FAMILY, TABLE_NAME, Json
+from appliance.compile.render import render_rule
+from appliance.compile.ruleset import element_json, table_object
+from appliance.reconcile.state import (
+    DYNAMIC_SETS,
+    PROFILE_TAG,
+    Desired,
+    Element,
+    Observed,
+)
+
+
+@dataclass
+class Plan:
+    create: bool = False  # the table is absent
+    swap: bool = False  # the structure differs: replace the table
+    structure_diff: list[str] = field(default_factory=list)
+    add: dict[str, list[str]] = field(default_factory=dict)  # profile elements to add
+    delete: dict[str, list[str]] = field(default_factory=dict)  # stale profile elements
+
+    @property
+    def changed(self) -> bool:
+        return self.create or self.swap or any(self.add.values()) or any(self.delete.values())
+
+    def describe(self) -> list[str]:
+        """Human-readable lines: what applying would change."""
+        lines: list[str] = []
+        if self.create:
+            lines.append(f"+ table {TABLE_FAMILY} {TABLE_NAME} (absent: it will be created)")
+        elif self.swap:
+            lines.append(f"~ table {TABLE_FAMILY} {TABLE_NAME}: structure changes (atomic swap)")
+            lines += [f"  {line}" for line in self.structure_diff]
+        for name in sorted(self.add):
+            lines += [f"+ element {name} {text}" for text in self.add[name]]
+        for name in sorted(self.delete):
+            lines += [f"- element {name} {text}" for text in self.delete[name]]
+        return lines
+
+
+def make_plan(desired: Desired, observed: Observed) -> Plan:
+    plan = Plan()
+    if not observed.present:
+        plan.create = True
+        plan.add = {name: sorted(items) for name, items in desired.elements.items() if items}
+        return plan
+    if desired.structure != observed.structure:
+        plan.swap = True
+        plan.structure_diff = structure_diff(desired.structure, observed.structure)
+    for name, wanted in desired.elements.items():
+        have = observed.elements.get(name, {})
+        same_type = observed.types.get(name) == desired.types.get(name)
+        missing = sorted(text for text in wanted if not same_type or text not in have)
+        if missing:
+            plan.add[name] = missing
+        stale = sorted(
+            text
+            for text, elem in have.items()
+            if elem.comment == PROFILE_TAG and text not in wanted
+        )
+        if stale and same_type:
+            plan.delete[name] = stale
+    return plan
+
+
+def transaction(plan: Plan, desired: Desired, observed: Observed) -> list[Json]:
+    """The commands that carry out ``plan``, as one libnftables batch."""
+    if plan.create or plan.swap:
+        return swap_commands(desired, observed)
+    commands: list[Json] = []
+    for name, texts in sorted(plan.delete.items()):
+        commands.append(
+            _element_cmd("delete", name, [_profile_elem(desired, name, t) for t in texts])
+        )
+    for name, texts in sorted(plan.add.items()):
+        commands.append(_element_cmd("add", name, [_profile_elem(desired, name, t) for t in texts]))
+    return commands
+
+
+def swap_commands(desired: Desired, observed: Observed) -> list[Json]:
+    """Replace the whole table in one transaction, keeping run-time elements."""
+    commands: list[Json] = []
+    if observed.present:
+        commands += [{"add": table_object()}, {"delete": table_object()}]
+    commands += [{"add": obj} for obj in desired.objects]
+    for name in sorted(desired.types):
+        elems: list[object] = [
+            _profile_elem(desired, name, t) for t in sorted(desired.elements.get(name, ()))
+        ]
+        elems += [
+            _runtime_elem(desired, name, elem)
+            for elem in sorted(kept_runtime_elements(desired, observed, name), key=lambda e: e.text)
+        ]
+        if elems:
+            commands.append(_element_cmd("add", name, elems))
+    return commands
+
+
+def kept_runtime_elements(desired: Desired, observed: Observed, name: str) -> list[Element]:
+    """Elements of ``name`` added at run time that survive a swap (same set, same type)."""
+    if name in DYNAMIC_SETS or observed.types.get(name) != desired.types.get(name):
+        return []
+    wanted = desired.elements.get(name, frozenset())
+    return [
+        elem
+        for text, elem in observed.elements.get(name, {}).items()
+        if elem.comment != PROFILE_TAG and text not in wanted and elem.expires != 0
+    ]
+
+
+def structure_diff(desired: list[Json], observed: list[Json]) -> list[str]:
+    """A unified diff of the two structures, one object or rule a line (``+`` would be added)."""
+    diff = difflib.unified_diff(
+        [_describe(obj) for obj in observed],
+        [_describe(obj) for obj in desired],
+        lineterm="",
+        n=0,
+    )
+    return [line for line in diff if not line.startswith(("---", "+++", "@@"))]
+
+
+def _describe(obj: Json) -> str:
+    kind, body = next(iter(obj.items()))
+    if kind == "rule":
+        return f"rule {body['chain']}: {render_rule(body)}"
+    if kind in ("set", "chain", "counter", "limit"):
+        details = {k: v for k, v in body.items() if k not in ("family", "table", "name")}
+        return f"{kind} {body['name']} {json.dumps(details, sort_keys=True)}"
+    return f"{kind} {json.dumps(body, sort_keys=True)}"
+
+
+def _element_cmd(op: str, name: str, elems: list[object]) -> Json:
+    return {
+        op: {"element": {"family": TABLE_FAMILY, "table": TABLE_NAME, "name": name, "elem": elems}}
+    }
+
+
+def _profile_elem(desired: Desired, name: str, text: str) -> object:
+    value = element_json(desired.types[name], text)
+    return {"elem": {"val": value, "comment": PROFILE_TAG}}
+
+
+def _runtime_elem(desired: Desired, name: str, elem: Element) -> object:
+    value = element_json(desired.types[name], elem.text)
+    body: dict[str, object] = {"val": value}
+    if elem.timeout is not None:
+        body["timeout"] = elem.timeout
+    if elem.expires is not None:
+        body["expires"] = elem.expires
+        body.setdefault("timeout", _set_timeout(desired, name) or elem.expires)
+    if elem.comment:
+        body["comment"] = elem.comment
+    return {"elem": body} if len(body) > 1 else value
+
+
+def _set_timeout(desired: Desired, name: str) -> int | None:
+    for obj in desired.objects:
+        body = obj.get("set")
+        if body and body["name"] == name:
+            timeout = body.get("timeout")
+            return int(timeout) if timeout is not None else None
+    return None

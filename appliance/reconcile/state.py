@@ -1,0 +1,128 @@
+"""Desired and observed table state, in one comparable form. Pure."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from appliance.compile.nftjson import Json, element_text
+from appliance.compile.ruleset import (
+    CONN_LIMIT_SETS,
+    SYN_FLOOD_SETS,
+    compile_profile,
+    profile_elements,
+    set_types,
+)
+from appliance.model.profile import Profile
+
+PROFILE_TAG = "profile"  # element comment marking elements that come from the profile
+DYNAMIC_SETS = frozenset(SYN_FLOOD_SETS.values()) | frozenset(CONN_LIMIT_SETS.values())
+
+
+@dataclass(frozen=True)
+class Element:
+    """One element as the kernel holds it."""
+
+    text: str
+    comment: str | None = None
+    timeout: int | None = None  # seconds, when set per element
+    expires: int | None = None  # seconds left
+
+
+@dataclass(frozen=True)
+class Desired:
+    objects: list[Json]  # the table definition without elements
+    elements: dict[str, frozenset[str]]  # set -> elements the profile puts there
+    types: dict[str, str]  # set -> nft type
+    name: str = ""
+
+    @property
+    def structure(self) -> list[Json]:
+        return normalize(self.objects)
+
+    @property
+    def table_hash(self) -> str:
+        """Hash of structure and profile elements: equal tables, equal hashes."""
+        doc = {
+            "structure": self.structure,
+            "elements": {k: sorted(v) for k, v in sorted(self.elements.items())},
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Observed:
+    objects: list[Json] | None  # None: the table is absent
+    elements: dict[str, dict[str, Element]] = field(default_factory=dict)
+    types: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def present(self) -> bool:
+        return self.objects is not None
+
+    @property
+    def structure(self) -> list[Json]:
+        return normalize(self.objects or [])
+
+
+def desired_from_profile(profile: Profile) -> Desired:
+    return Desired(
+        objects=compile_profile(profile),
+        elements={name: frozenset(items) for name, items in profile_elements(profile).items()},
+        types=set_types(profile),
+        name=profile.name,
+    )
+
+
+def observed_from_listing(listing: list[Json] | None) -> Observed:
+    if listing is None:
+        return Observed(objects=None)
+    objects: list[Json] = []
+    elements: dict[str, dict[str, Element]] = {}
+    types: dict[str, str] = {}
+    for obj in listing:
+        kind, body = next(iter(obj.items()))
+        if kind == "set":
+            types[body["name"]] = body["type"]
+            elements[body["name"]] = {
+                elem.text: elem for elem in (parse_element(e) for e in body.get("elem", []))
+            }
+        objects.append(obj)
+    return Observed(objects=objects, elements=elements, types=types)
+
+
+def parse_element(value: object) -> Element:
+    if isinstance(value, dict) and "elem" in value:
+        body = value["elem"]
+        return Element(
+            text=element_text(body["val"]),
+            comment=body.get("comment"),
+            timeout=body.get("timeout"),
+            expires=body.get("expires"),
+        )
+    return Element(text=element_text(value))
+
+
+_VOLATILE = {"handle", "elem", "packets", "bytes"}
+
+
+def normalize(objects: list[Json]) -> list[Json]:
+    """Objects without what the kernel adds or changes at run time: handles, elements,
+    counter values. What remains is the structure two tables must share to be equal."""
+    result: list[Json] = []
+    for obj in objects:
+        kind, body = next(iter(obj.items()))
+        if kind == "metainfo":
+            continue
+        if isinstance(body, dict):
+            clean = {k: v for k, v in body.items() if k not in _VOLATILE}
+            if kind == "set" and "flags" in clean:
+                flags = [f for f in clean["flags"] if f != "dynamic"]
+                clean["flags"] = flags
+                if not flags:
+                    del clean["flags"]
+            result.append({kind: clean})
+        else:
+            result.append({kind: body})
+    return result
