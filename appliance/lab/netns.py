@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import socket
+import time
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -24,6 +25,7 @@ from appliance.lab.nsexec import LabError, run_in_netns
 
 IFA_F_NODAD = 0x02
 _STEP_TIMEOUT = 30.0
+_OPER_UP_WAIT = 5.0
 
 
 def existing(prefix: str = topology.DEFAULT_PREFIX) -> list[str]:
@@ -50,6 +52,11 @@ def up(prefix: str = topology.DEFAULT_PREFIX) -> topology.Lab:
         run_in_netns(veth.ns_a, _add_veth, veth, timeout=_STEP_TIMEOUT)
     for ns in lab.namespaces:
         run_in_netns(ns.name, _configure, ns, timeout=_STEP_TIMEOUT)
+    # The kernel activates a link's queue only when it notices the carrier, up to a second
+    # later; packets sent before that are lost. Wait for every link to be operationally up.
+    for ns in lab.namespaces:
+        ifnames = sorted({a.ifname for a in ns.addresses})
+        run_in_netns(ns.name, _wait_oper_up, ifnames, _OPER_UP_WAIT, timeout=_STEP_TIMEOUT)
     return lab
 
 
@@ -203,6 +210,22 @@ def _flush_neighbours() -> None:
                 # It may be gone meanwhile, or be a permanent entry of the kernel's.
                 with contextlib.suppress(NetlinkError):
                     ipr.neigh("del", ifindex=msg["ifindex"], family=family, dst=dst)
+
+
+def _wait_oper_up(ifnames: list[str], wait: float) -> None:
+    deadline = time.monotonic() + wait
+    with IPRoute() as ipr:
+        while True:
+            down = []
+            for ifname in ifnames:
+                links = ipr.get_links(ifname=ifname)
+                if not links or links[0].get_attr("IFLA_OPERSTATE") != "UP":
+                    down.append(ifname)
+            if not down:
+                return
+            if time.monotonic() >= deadline:
+                raise LabError(f"links not up after {wait:.0f}s: {', '.join(down)}")
+            time.sleep(0.05)
 
 
 def _configure(ns: topology.Namespace) -> None:
