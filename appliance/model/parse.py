@@ -324,7 +324,7 @@ class _Ctx:
 
     def error(self, path: KeyPath, message: str) -> ProfileError:
         source = _lookup_origin(self.origins, path) or self.source
-        return ProfileError(source, format_key_path(path), " ".join(message.split()))
+        return ProfileError(source, format_key_path(path), message.replace("\n", " "))
 
     def path(self, value: str) -> str:
         return os.path.normpath(os.path.join(self.base_dir, value))
@@ -332,8 +332,10 @@ class _Ctx:
 
 def _describe(value: object) -> str:
     kind = _type_name(value)
-    if isinstance(value, dict | list):
-        return f"a {kind}"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
     return f"{_show(value)} ({kind})"
 
 
@@ -411,13 +413,11 @@ def _positive_float(ctx: _Ctx, path: KeyPath, value: Any) -> float:
     return number
 
 
-def _list(ctx: _Ctx, path: KeyPath, value: Any, single: bool = False) -> list[Any]:
-    """An array; with ``single``, a lone string (or integer) stands for a one-item array."""
+def _list(ctx: _Ctx, path: KeyPath, value: Any, single: tuple[type, ...] = ()) -> list[Any]:
+    """An array; a lone value of a type in ``single`` stands for a one-item array."""
     if isinstance(value, list):
         return value
-    if single and (
-        isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
-    ):
+    if isinstance(value, single) and not isinstance(value, bool):
         return [value]
     raise ctx.error(path, f"expected an array, got {_describe(value)}")
 
@@ -874,7 +874,7 @@ def _addr_items(
     ctx: _Ctx, path: KeyPath, value: Any, sets: Mapping[str, SetSpec]
 ) -> tuple[AddrItem, ...]:
     out: list[AddrItem] = []
-    for i, item in enumerate(_list(ctx, path, value, single=True)):
+    for i, item in enumerate(_list(ctx, path, value, single=(str,))):
         try:
             parsed = parse_addr_item(item)
         except ValueError as exc:
@@ -894,7 +894,7 @@ def _addr_items(
 def _port_items(
     ctx: _Ctx, path: KeyPath, value: Any, sets: Mapping[str, SetSpec], proto: str
 ) -> tuple[PortItem, ...]:
-    items = _list(ctx, path, value, single=True)
+    items = _list(ctx, path, value, single=(str, int))
     if items and proto not in PORT_PROTOS:
         raise ctx.error(path, f"ports need proto = tcp, udp or sctp (proto is {proto!r})")
     out: list[PortItem] = []

@@ -100,6 +100,8 @@ BAD: list[tuple[str, str, str, str]] = [
     ("name-missing", "version = 1\n", "name", "required"),
     ("name-bad", 'version = 1\nname = "1st"\n', "name", "'1st'"),
     ("name-type", "version = 1\nname = 5\n", "name", "expected a string"),
+    ("name-array", 'version = 1\nname = ["t"]\n', "name", "expected a string, got an array"),
+    ("name-date", "version = 1\nname = 1979-05-27\n", "name", "date/time"),
     ("defaults-bad", HEAD + '[defaults]\ninput = "allow"\n', "defaults.input", "'allow'"),
     ("defaults-unknown", HEAD + '[defaults]\ninbound = "drop"\n', "defaults.inbound", "unknown"),
     ("defaults-type", HEAD + "defaults = 1\n", "defaults", "expected a table"),
