@@ -1,0 +1,84 @@
+"""Shared test plumbing: privilege markers, throw-away namespaces, golden-file flag.
+
+Tests marked ``root`` need root and the kernel; each works in network namespaces it
+creates and removes. Without root they are skipped, except in CI (``CI=true``), where a
+privileged test that cannot run is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+if (Path(__file__).parent / "guest_plugin.py").exists():
+    pytest_plugins = ["tests.guest_plugin"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="rewrite the golden files of the compiler tests from the current output",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.geteuid() == 0:
+        return
+    for item in items:
+        if "root" in item.keywords:
+            if IN_CI:
+                item.add_marker(pytest.mark.usefixtures("_privileged_test_in_ci"))
+            else:
+                item.add_marker(pytest.mark.skip(reason="needs root (runs in CI as root)"))
+
+
+@pytest.fixture
+def _privileged_test_in_ci() -> None:
+    pytest.fail("privileged test cannot run: CI must run the tests as root")
+
+
+@pytest.fixture
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--update-golden"))
+
+
+def run_appliance(
+    *args: str, check: bool = False, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a user would, in a child process."""
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+        cwd=REPO,
+    )
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    """A fresh, empty network namespace, removed afterwards whatever happens."""
+    name = f"apt-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def nft_in(ns: str, *args: str, check: bool = True) -> str:
+    return subprocess.run(
+        ["ip", "netns", "exec", ns, "nft", *args], capture_output=True, text=True, check=check
+    ).stdout

@@ -1,0 +1,219 @@
+"""Applying against the kernel: atomic refusal, element deltas that keep the table,
+run-time elements surviving a swap, commit-confirm."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import nft_in, run_appliance
+
+pytestmark = pytest.mark.root
+
+PROFILE = """
+version = 1
+name = "engine-test"
+[zones.lan]
+interfaces = ["eth1"]
+[sets.blocklist]
+type = "ipv4_addr"
+interval = true
+elements = ELEMENTS
+[sets.ports]
+type = "inet_service"
+elements = [22]
+[[rules]]
+name = "drop-blocklist"
+from = "any"
+to = "self"
+saddr = ["@blocklist"]
+action = "drop"
+[[rules]]
+name = "ssh"
+from = "lan"
+to = "self"
+proto = "tcp"
+dport = ["@ports"]
+action = "accept"
+"""
+
+
+def write_profile(path: Path, elements: list[str], extra: str = "") -> Path:
+    path.write_text(PROFILE.replace("ELEMENTS", json.dumps(elements)) + extra)
+    return path
+
+
+def rules_with_handles(ns: str) -> list[tuple[int, str]]:
+    listing = json.loads(nft_in(ns, "-j", "-a", "list", "table", "inet", "appliance"))
+    return [
+        (obj["rule"]["handle"], json.dumps(obj["rule"]["expr"], sort_keys=True))
+        for obj in listing["nftables"]
+        if "rule" in obj
+    ]
+
+
+def elements(ns: str, name: str) -> list[str]:
+    result = run_appliance("set", "list", "--netns", ns, name)
+    assert result.returncode == 0, result.stderr
+    return [line.split()[0] for line in result.stdout.splitlines()]
+
+
+def table_text_without_expiry(ns: str) -> str:
+    """The table with handles, less the seconds left on timed elements (they tick)."""
+    text = nft_in(ns, "-a", "list", "table", "inet", "appliance")
+    return "\n".join(line.split(" expires ")[0] for line in text.splitlines())
+
+
+def test_refused_profile_leaves_the_previous_table_byte_for_byte(
+    netns: str, tmp_path: Path
+) -> None:
+    good = write_profile(tmp_path / "good.toml", ["203.0.113.0/24"])
+    assert run_appliance("apply", "--netns", netns, str(good)).returncode == 0
+    run_appliance("set", "add", "--netns", netns, "autoblock_v4", "198.51.100.9")
+    before = table_text_without_expiry(netns)
+    # Valid to the parser, refused by the kernel: overlapping intervals in one set.
+    bad = write_profile(tmp_path / "bad.toml", ["10.0.0.0/8", "10.1.0.0/16"], "\n")
+    bad.write_text(bad.read_text().replace('dport = ["@ports"]', 'dport = ["@ports", 2222]'))
+    result = run_appliance("apply", "--netns", netns, str(bad))
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "refused" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert table_text_without_expiry(netns) == before
+
+
+def test_set_add_keeps_rule_handles_and_counters(netns: str, tmp_path: Path) -> None:
+    profile = write_profile(tmp_path / "p.toml", ["203.0.113.0/24"])
+    assert run_appliance("apply", "--netns", netns, str(profile)).returncode == 0
+    send_outbound_udp(netns)
+    counted = output_counter(netns)
+    assert counted >= 3
+    handles = rules_with_handles(netns)
+    assert (
+        run_appliance("set", "add", "--netns", netns, "blocklist", "192.0.2.0/25").returncode == 0
+    )
+    assert run_appliance("set", "add", "--netns", netns, "ports", "2222").returncode == 0
+    assert (
+        run_appliance("set", "del", "--netns", netns, "blocklist", "203.0.113.0/24").returncode == 0
+    )
+    assert rules_with_handles(netns) == handles
+    assert "192.0.2.0/25" in elements(netns, "blocklist")
+    assert "203.0.113.0/24" not in elements(netns, "blocklist")
+    assert output_counter(netns) >= counted  # counters were not reset
+
+
+def send_outbound_udp(ns: str) -> None:
+    """Three datagrams through the output chain (to a neighbour that does not exist)."""
+    subprocess.run(
+        ["ip", "-n", ns, "link", "add", "t0", "type", "veth", "peer", "name", "t1"], check=True
+    )
+    subprocess.run(["ip", "-n", ns, "addr", "add", "10.99.0.1/24", "dev", "t0"], check=True)
+    subprocess.run(["ip", "-n", ns, "link", "set", "t0", "up"], check=True)
+    subprocess.run(["ip", "-n", ns, "link", "set", "t1", "up"], check=True)
+    code = (
+        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "for _ in range(3): s.sendto(b'x', ('10.99.0.2', 9))"
+    )
+    subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code], check=True, timeout=10)
+
+
+def output_counter(ns: str) -> int:
+    listing = json.loads(nft_in(ns, "-j", "list", "counters", "table", "inet", "appliance"))
+    for obj in listing["nftables"]:
+        if obj.get("counter", {}).get("name") == "ap_default_output":
+            return int(obj["counter"]["packets"])
+    raise AssertionError("no ap_default_output counter")
+
+
+def test_profile_element_change_is_a_delta_not_a_swap(netns: str, tmp_path: Path) -> None:
+    profile = write_profile(tmp_path / "p.toml", ["203.0.113.0/24"])
+    assert run_appliance("apply", "--netns", netns, str(profile)).returncode == 0
+    handles = rules_with_handles(netns)
+    run_appliance("set", "add", "--netns", netns, "blocklist", "198.18.0.1")
+    changed = write_profile(tmp_path / "p2.toml", ["203.0.113.0/24", "192.0.2.1"])
+    plan = run_appliance("plan", "--netns", netns, str(changed))
+    assert plan.returncode == 3 and "+ element blocklist 192.0.2.1" in plan.stdout
+    assert "198.18.0.1" not in plan.stdout  # run-time additions are not changes
+    assert run_appliance("apply", "--netns", netns, str(changed)).returncode == 0
+    assert rules_with_handles(netns) == handles
+    shrunk = write_profile(tmp_path / "p3.toml", ["192.0.2.1"])
+    assert run_appliance("apply", "--netns", netns, str(shrunk)).returncode == 0
+    assert sorted(elements(netns, "blocklist")) == ["192.0.2.1", "198.18.0.1"]
+    assert rules_with_handles(netns) == handles
+
+
+def test_swap_keeps_run_time_elements_and_autoblocks(netns: str, tmp_path: Path) -> None:
+    profile = write_profile(tmp_path / "p.toml", ["203.0.113.0/24"])
+    assert run_appliance("apply", "--netns", netns, str(profile)).returncode == 0
+    run_appliance("set", "add", "--netns", netns, "autoblock_v4", "198.51.100.9", "--timeout", "1h")
+    run_appliance("set", "add", "--netns", netns, "blocklist", "198.18.0.0/16")
+    structural = tmp_path / "p2.toml"
+    structural.write_text(profile.read_text().replace('name = "ssh"', 'name = "ssh2"'))
+    assert run_appliance("apply", "--netns", netns, str(structural)).returncode == 0
+    assert "ssh2" in nft_in(netns, "list", "table", "inet", "appliance")
+    assert elements(netns, "autoblock_v4") == ["198.51.100.9"]
+    assert sorted(elements(netns, "blocklist")) == ["198.18.0.0/16", "203.0.113.0/24"]
+    listing = run_appliance("set", "list", "--netns", netns, "autoblock_v4").stdout
+    assert "expires" in listing  # the remaining timeout carried across the swap
+
+
+def test_set_refuses_wrong_family_and_unknown_set(netns: str, tmp_path: Path) -> None:
+    profile = write_profile(tmp_path / "p.toml", [])
+    assert run_appliance("apply", "--netns", netns, str(profile)).returncode == 0
+    wrong = run_appliance("set", "add", "--netns", netns, "blocklist", "fd00::/64")
+    assert wrong.returncode == 2 and "ipv4_addr" in wrong.stderr
+    unknown = run_appliance("set", "add", "--netns", netns, "nosuch", "192.0.2.1")
+    assert unknown.returncode == 2 and "nosuch" in unknown.stderr
+    bad_port = run_appliance("set", "add", "--netns", netns, "ports", "70000")
+    assert bad_port.returncode == 2
+
+
+def test_unconfirmed_apply_rolls_back(netns: str, tmp_path: Path) -> None:
+    first = write_profile(tmp_path / "p.toml", ["203.0.113.0/24"])
+    assert run_appliance("apply", "--netns", netns, str(first)).returncode == 0
+    before = "\n".join(
+        line.split(" expires ")[0]
+        for line in nft_in(netns, "list", "table", "inet", "appliance").splitlines()
+    )
+    second = tmp_path / "p2.toml"
+    second.write_text(first.read_text().replace('name = "ssh"', 'name = "ssh-new"'))
+    state = tmp_path / "state"
+    result = run_appliance(
+        "apply", "--netns", netns, "--state-dir", str(state), "--confirm", "2s", str(second)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ssh-new" in nft_in(netns, "list", "table", "inet", "appliance")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "ssh-new" in nft_in(
+        netns, "list", "table", "inet", "appliance"
+    ):
+        time.sleep(0.2)
+    restored = nft_in(netns, "list", "table", "inet", "appliance")
+    assert "\n".join(line.split(" expires ")[0] for line in restored.splitlines()) == before
+    assert run_appliance("confirm", "--state-dir", str(state)).returncode == 1
+
+
+def test_confirmed_apply_stays(netns: str, tmp_path: Path) -> None:
+    first = write_profile(tmp_path / "p.toml", [])
+    assert run_appliance("apply", "--netns", netns, str(first)).returncode == 0
+    second = tmp_path / "p2.toml"
+    second.write_text(first.read_text().replace('name = "ssh"', 'name = "ssh-new"'))
+    state = tmp_path / "state"
+    assert (
+        run_appliance(
+            "apply", "--netns", netns, "--state-dir", str(state), "--confirm", "2s", str(second)
+        ).returncode
+        == 0
+    )
+    assert run_appliance("confirm", "--state-dir", str(state)).returncode == 0
+    time.sleep(3)
+    assert "ssh-new" in nft_in(netns, "list", "table", "inet", "appliance")
+    assert run_appliance("confirm", "--state-dir", str(state)).returncode == 1
+
+
+def test_confirm_with_nothing_pending_fails(tmp_path: Path) -> None:
+    assert run_appliance("confirm", "--state-dir", str(tmp_path)).returncode == 1
