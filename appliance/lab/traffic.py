@@ -345,7 +345,7 @@ def udp_probe(
 def _checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     total = (total >> 16) + (total & 0xFFFF)
     total += total >> 16
     return ~total & 0xFFFF
@@ -575,8 +575,8 @@ def _capture_child(conn: Connection, ifname: str, max_frames: int) -> None:
     frames: list[Frame] = []
     conn.send("ready")
     while True:
-        readable, _, _ = select.select([s, conn.fileno()], [], [], 1.0)
-        if s in readable:
+        readable, _, _ = select.select([s.fileno(), conn.fileno()], [], [], 1.0)
+        if s.fileno() in readable:
             data, address = s.recvfrom(65536)
             if len(frames) < max_frames:
                 frames.append(Frame(address[2] == _PACKET_OUTGOING, data))
