@@ -1,0 +1,1 @@
+"""The long-running daemon: asyncio wiring around the engine (``appliance run``)."""

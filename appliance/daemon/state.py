@@ -1,0 +1,106 @@
+"""The last-good store: the last policy that applied, kept in the state directory.
+
+It holds the compiled table (a :class:`Desired` as JSON), so it loads at boot without the
+profile file or anything it names (``extends``, ``elements_file``), plus the metrics
+address the policy came with. Written atomically (temp file, fsync, rename, fsync dir).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from appliance.reconcile.state import Desired
+from appliance.storage import atomic_write
+
+LAST_GOOD = "last-good.json"
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class LastGood:
+    desired: Desired
+    metrics_listen: str | None
+    saved_at: float
+    source: str  # the profile path it came from
+
+
+def desired_to_json(desired: Desired) -> dict[str, Any]:
+    return {
+        "name": desired.name,
+        "objects": desired.objects,
+        "elements": {name: sorted(items) for name, items in sorted(desired.elements.items())},
+        "types": dict(sorted(desired.types.items())),
+    }
+
+
+def desired_from_json(data: dict[str, Any]) -> Desired:
+    objects = data["objects"]
+    elements = data["elements"]
+    types = data["types"]
+    if not isinstance(objects, list) or not isinstance(elements, dict):
+        raise ValueError("malformed table")
+    if not isinstance(types, dict):
+        raise ValueError("malformed set types")
+    return Desired(
+        objects=list(objects),
+        elements={str(k): frozenset(str(v) for v in items) for k, items in elements.items()},
+        types={str(k): str(v) for k, v in types.items()},
+        name=str(data.get("name", "")),
+    )
+
+
+class StateStore:
+    """Files in the state directory (default ``/var/lib/appliance``)."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+
+    @property
+    def last_good_path(self) -> Path:
+        return self.directory / LAST_GOOD
+
+    def save_last_good(
+        self,
+        desired: Desired,
+        metrics_listen: str | None,
+        source: str,
+        now: float | None = None,
+    ) -> None:
+        record = {
+            "format": FORMAT,
+            "saved_at": time.time() if now is None else now,
+            "source": source,
+            "metrics_listen": metrics_listen,
+            "table_hash": desired.table_hash,
+            "desired": desired_to_json(desired),
+        }
+        atomic_write(self.last_good_path, json.dumps(record).encode(), 0o600)
+
+    def load_last_good(self) -> LastGood | None:
+        """The saved policy; None if there is none. ValueError (one line) if it is unusable."""
+        try:
+            text = self.last_good_path.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ValueError(f"{self.last_good_path}: {exc.strerror}") from None
+        try:
+            record = json.loads(text)
+            if record.get("format") != FORMAT:
+                raise ValueError(f"unknown format {record.get('format')!r}")
+            desired = desired_from_json(record["desired"])
+            if record.get("table_hash") not in (None, desired.table_hash):
+                raise ValueError("table hash does not match its content")
+            listen = record.get("metrics_listen")
+            return LastGood(
+                desired=desired,
+                metrics_listen=str(listen) if listen else None,
+                saved_at=float(record.get("saved_at", 0.0)),
+                source=str(record.get("source", "")),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{self.last_good_path}: unusable last good state: {exc}") from None

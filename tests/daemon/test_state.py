@@ -1,0 +1,83 @@
+"""The last-good store and the failsafe policy. Pure: no kernel."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from appliance.daemon.failsafe import failsafe_desired, failsafe_profile
+from appliance.daemon.state import StateStore
+from appliance.model.parse import load_profile
+from appliance.reconcile.state import desired_from_profile
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_round_trip_keeps_the_table_hash(tmp_path: Path) -> None:
+    desired = desired_from_profile(load_profile(REPO / "profiles" / "edge-gateway.toml"))
+    store = StateStore(tmp_path / "state")
+    assert store.load_last_good() is None
+    store.save_last_good(desired, "127.0.0.1:9469", "edge-gateway.toml", now=123.0)
+    loaded = store.load_last_good()
+    assert loaded is not None
+    assert loaded.desired.table_hash == desired.table_hash
+    assert loaded.desired.elements == desired.elements
+    assert loaded.desired.types == desired.types
+    assert loaded.desired.name == "edge-gateway"
+    assert loaded.metrics_listen == "127.0.0.1:9469"
+    assert loaded.saved_at == 123.0
+    assert os.stat(store.last_good_path).st_mode & 0o777 == 0o600
+
+
+def test_no_temp_files_left(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.save_last_good(failsafe_desired(), None, "x")
+    store.save_last_good(failsafe_desired(), None, "x")
+    assert [p.name for p in tmp_path.iterdir()] == ["last-good.json"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["not json", json.dumps({"format": 99}), json.dumps({"format": 1, "desired": {}})],
+)
+def test_unusable_last_good_is_one_line_error(tmp_path: Path, content: str) -> None:
+    (tmp_path / "last-good.json").write_text(content)
+    with pytest.raises(ValueError, match="unusable last good state") as info:
+        StateStore(tmp_path).load_last_good()
+    assert "\n" not in str(info.value)
+
+
+def test_tampered_last_good_is_refused(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.save_last_good(failsafe_desired(), None, "x")
+    record = json.loads(store.last_good_path.read_text())
+    record["desired"]["elements"]["autoblock_v4"] = ["192.0.2.1"]
+    store.last_good_path.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="hash"):
+        store.load_last_good()
+
+
+def test_failsafe_compiles_to_a_default_drop_table() -> None:
+    profile = failsafe_profile(9469)
+    assert profile.defaults.input == "drop"
+    assert profile.defaults.forward == "drop"
+    assert profile.defaults.output == "accept"
+    desired = failsafe_desired(9469)
+    chains = {obj["chain"]["name"]: obj["chain"] for obj in desired.objects if "chain" in obj}
+    assert chains["input"]["policy"] == "drop"
+    assert chains["forward"]["policy"] == "drop"
+    rules = [obj["rule"] for obj in desired.objects if "rule" in obj]
+    management = [r for r in rules if r.get("comment") == "failsafe-management"]
+    assert len(management) == 1
+    assert "9469" in json.dumps(management[0]) and "22" in json.dumps(management[0])
+    comments = {r.get("comment") for r in rules if r["chain"] == "input"}
+    assert "builtin:established" in comments
+    assert "builtin:loopback" in comments
+
+
+def test_failsafe_follows_the_metrics_port() -> None:
+    assert failsafe_desired(9100).table_hash != failsafe_desired(9469).table_hash
+    assert failsafe_desired(None).table_hash != failsafe_desired(9469).table_hash
