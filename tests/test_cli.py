@@ -1,0 +1,78 @@
+"""The command line as users meet it: exit statuses, one-line errors, --netns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, run_appliance
+
+GOOD = REPO / "tests" / "compile" / "golden" / "full.toml"
+
+
+def bad_profile(tmp_path: Path) -> Path:
+    path = tmp_path / "bad.toml"
+    path.write_text('version = 1\nname = "bad"\n[zones.lan]\nnetworks = ["10.0.0.300/24"]\n')
+    return path
+
+
+def test_check_valid_exits_0() -> None:
+    result = run_appliance("check", str(GOOD))
+    assert result.returncode == 0
+    assert "ok" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["check", "compile", "plan", "apply"])
+def test_invalid_profile_exits_2_with_one_line(command: str, tmp_path: Path) -> None:
+    result = run_appliance(command, str(bad_profile(tmp_path)))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "zones.lan.networks[0]" in result.stderr
+    assert str(tmp_path / "bad.toml") in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_missing_profile_is_one_line(tmp_path: Path) -> None:
+    result = run_appliance("check", str(tmp_path / "nope.toml"))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+
+
+def test_compile_json_is_libnftables_json() -> None:
+    import json
+
+    result = run_appliance("compile", "--json", str(GOOD))
+    document = json.loads(result.stdout)
+    first = document["nftables"][0]
+    assert first == {"add": {"table": {"family": "inet", "name": "appliance"}}}
+
+
+def test_unknown_netns_is_one_line_error() -> None:
+    result = run_appliance("plan", "--netns", "no-such-namespace-here", str(GOOD))
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1
+    assert "no-such-namespace-here" in result.stderr
+
+
+@pytest.mark.root
+def test_plan_exit_statuses(netns: str) -> None:
+    pending = run_appliance("plan", "--netns", netns, str(GOOD))
+    assert pending.returncode == 3
+    assert pending.stdout.startswith("+ table inet appliance")
+    assert run_appliance("apply", "--netns", netns, str(GOOD)).returncode == 0
+    assert run_appliance("plan", "--netns", netns, str(GOOD)).returncode == 0
+
+
+@pytest.mark.root
+def test_every_kernel_command_acts_in_the_named_namespace(netns: str) -> None:
+    assert run_appliance("apply", "--netns", netns, str(GOOD)).returncode == 0
+    assert run_appliance("set", "add", "--netns", netns, "blocklist", "192.0.2.7").returncode == 0
+    listed = run_appliance("set", "list", "--netns", netns, "blocklist")
+    assert "192.0.2.7" in listed.stdout
+    # The host's own namespace was not touched.
+    import subprocess
+
+    host = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    assert "inet appliance" not in host
