@@ -167,6 +167,14 @@ def _has_address(ipr: Any, idx: int, address: str, prefixlen: int) -> bool:
     return False
 
 
+def _has_link_local(ipr: Any, idx: int) -> bool:
+    for msg in ipr.get_addr(index=idx, family=socket.AF_INET6):
+        addr = msg.get_attr("IFA_ADDRESS")
+        if addr is not None and addr.lower().startswith("fe80:"):
+            return True
+    return False
+
+
 def _add_address_with(ipr: Any, idx: int, address: str, prefixlen: int) -> None:
     if _has_address(ipr, idx, address, prefixlen):
         return
@@ -247,6 +255,11 @@ def _configure(ns: topology.Namespace) -> None:
             if ns.role != "appliance":
                 _write_sysctl(f"net/ipv6/conf/{ifname}/accept_ra", "0")
             _write_sysctl(f"net/ipv6/conf/{ifname}/accept_dad", "0")
+        for idx in indexes.values():
+            if not _has_link_local(ipr, idx):
+                # Its IPv6 link-local address was removed: the kernel makes a new one when
+                # the link comes up again.
+                ipr.link("set", index=idx, state="down")
         for a in ns.addresses:
             _add_address_with(ipr, indexes[a.ifname], a.address, a.prefixlen)
         for idx in indexes.values():
