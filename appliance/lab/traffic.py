@@ -303,11 +303,12 @@ def connections(
 
 
 def _udp_probe_child(
-    addr: str, port: int, timeout: float, source: str | None, payload: bytes
+    addr: str, port: int, timeout: float, source: str | None, payload: bytes, sport: int
 ) -> Outcome:
     with socket.socket(_family(addr), socket.SOCK_DGRAM) as s:
-        if source is not None:
-            s.bind((source, 0))
+        if source is not None or sport:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((source or "", sport))
         s.connect((addr, port))
         s.settimeout(timeout)
         try:
@@ -332,10 +333,22 @@ def udp_probe(
     *,
     source: str | None = None,
     payload: bytes = b"probe",
+    sport: int = 0,
 ) -> Outcome:
-    """Send one datagram from ``ns`` to a UDP echo server at ``addr:port`` and wait for it back."""
+    """Send one datagram from ``ns`` to a UDP echo server at ``addr:port`` and wait for it back.
+
+    ``source``/``sport``: the source address and port to send from (default: the kernel's).
+    """
     return run_in_netns(
-        ns, _udp_probe_child, addr, port, timeout, source, payload, timeout=timeout + _MARGIN
+        ns,
+        _udp_probe_child,
+        addr,
+        port,
+        timeout,
+        source,
+        payload,
+        sport,
+        timeout=timeout + _MARGIN,
     )
 
 
