@@ -7,8 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from appliance import __version__
 from appliance.errors import ApplianceError, UsageError
@@ -105,6 +104,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("set")
     p.add_argument("elements", nargs="*")
     p.add_argument("--timeout", metavar="DUR")
+
+    p = command("run", cmd_run, "the daemon: enforce a profile, repair drift, serve status")
+    p.add_argument("--profile", default="/etc/appliance/profile.toml", metavar="PROFILE")
+    p.add_argument(
+        "--resync-interval",
+        type=float,
+        default=10.0,
+        metavar="SEC",
+        help="seconds between read-backs of the table (drift repair); default 10",
+    )
+    p.add_argument(
+        "--confirm", metavar="DUR", help="roll a reload back unless `appliance confirm` in DUR"
+    )
+    p.add_argument(
+        "--metrics-listen", metavar="ADDR:PORT", help="overrides the profile's [metrics].listen"
+    )
+
+    p = command("status", cmd_status, "state of the running daemon, over its control socket")
+    p.add_argument("--json", action="store_true")
 
     p = command("lab", cmd_lab, "a throw-away lab of network namespaces for demos and tests")
     p.add_argument("action", choices=("up", "down", "demo"))
@@ -223,6 +241,13 @@ def cmd_apply(args: argparse.Namespace) -> int:
 def cmd_confirm(args: argparse.Namespace) -> int:
     from appliance import confirm
 
+    answer = _daemon_request(args, {"op": "confirm"})
+    if answer is not None:
+        if answer.get("ok"):
+            print("confirmed")
+            return EXIT_OK
+        print(f"appliance: {answer.get('error', 'nothing to confirm')}", file=sys.stderr)
+        return int(answer.get("exit", EXIT_FAILED))
     if confirm.confirm(args.state_dir):
         print("confirmed")
         return EXIT_OK
@@ -242,6 +267,8 @@ def cmd_rollback_watch(args: argparse.Namespace) -> int:
 def cmd_set(args: argparse.Namespace) -> int:
     from appliance.units import parse_duration
 
+    if _set_through_daemon(args):
+        return EXIT_OK
     engine = _engine()
     if args.action == "list":
         info = engine.set_info(args.set)
@@ -262,6 +289,97 @@ def cmd_set(args: argparse.Namespace) -> int:
             raise UsageError("--timeout goes with `set add`")
         engine.set_del(args.set, args.elements)
     return EXIT_OK
+
+
+def _daemon_request(args: argparse.Namespace, message: dict[str, object]) -> dict[str, Any] | None:
+    """The daemon's answer on --control-socket, or None when no daemon answers there."""
+    from appliance.daemon.control import NoDaemon, request
+
+    try:
+        return request(args.control_socket, message)
+    except NoDaemon:
+        return None
+
+
+def _set_through_daemon(args: argparse.Namespace) -> bool:
+    """Run ``set`` through the daemon; False when no daemon answers (go to the kernel)."""
+    from appliance.daemon.control import checked
+
+    if args.action != "add" and args.timeout:
+        raise UsageError("--timeout goes with `set add`")
+    op = {"add": "set_add", "del": "set_del", "list": "set_list"}[args.action]
+    message: dict[str, object] = {"op": op, "set": args.set, "elements": list(args.elements)}
+    if args.timeout:
+        message["timeout"] = args.timeout
+    answer = _daemon_request(args, message)
+    if answer is None:
+        return False
+    checked(answer)
+    for elem in answer.get("elements", []):
+        extra = f" expires {elem['expires']}s" if elem.get("expires") is not None else ""
+        print(f"{elem['text']}{extra}")
+    return True
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from appliance.daemon.service import DaemonConfig, run_daemon
+    from appliance.units import parse_duration
+
+    confirm_seconds = None
+    if args.confirm:
+        try:
+            confirm_seconds = parse_duration(args.confirm)
+        except ValueError as exc:
+            raise UsageError(f"--confirm: {exc}") from None
+    if args.resync_interval <= 0:
+        raise UsageError("--resync-interval: must be above 0")
+    config = DaemonConfig(
+        profile=args.profile,
+        state_dir=args.state_dir,
+        control_socket=args.control_socket,
+        resync_interval=args.resync_interval,
+        confirm_seconds=confirm_seconds,
+        metrics_listen=args.metrics_listen,
+    )
+    return run_daemon(config)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from appliance.daemon.control import checked, request
+
+    status = checked(request(args.control_socket, {"op": "status"}))["status"]
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+        return EXIT_OK
+    for line in _status_lines(status):
+        print(line)
+    return EXIT_OK
+
+
+def _status_lines(status: dict[str, Any]) -> list[str]:
+    import time
+
+    applied = status.get("applied_at")
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(applied)) if applied else "never"
+    lines = [
+        f"policy:        {status.get('policy')} ({status.get('source')})",
+        f"table hash:    {status.get('table_hash')}",
+        f"applied at:    {when}",
+        f"last error:    {status.get('last_error') or 'none'}",
+        f"uptime:        {status.get('uptime_seconds', 0):.0f}s",
+        f"rss:           {status.get('rss_bytes', 0) / 1048576:.1f} MiB",
+    ]
+    repairs = status.get("drift_repairs") or {}
+    lines.append(
+        "drift repairs: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(repairs.items())) if repairs else "none")
+    )
+    if status.get("confirm_pending_until"):
+        lines.append("confirm:       pending (`appliance confirm` keeps the reload)")
+    lines.append("sets:")
+    for name, count in sorted((status.get("sets") or {}).items()):
+        lines.append(f"  {name:<24} {count}")
+    return lines
 
 
 def cmd_lab(args: argparse.Namespace) -> int:

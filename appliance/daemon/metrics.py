@@ -1,0 +1,239 @@
+"""Prometheus metrics (SPEC section 7) on an injected registry, served from the event loop.
+
+Rule counters come from the kernel in one batched read per scrape, cached for at least a
+second; set sizes come from the daemon's bookkeeping, never from listing sets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from appliance.reconcile.state import DYNAMIC_SETS
+
+BUILTIN_PREFIX = "ap_"
+AUTOBLOCK = ("autoblock_v4", "autoblock_v6")
+DRIFT_KINDS = ("table_missing", "structure", "elements")
+HUB_RESULTS = (
+    "applied",
+    "not_modified",
+    "bad_signature",
+    "no_signature",
+    "rollback",
+    "expired",
+    "malformed",
+    "too_large",
+    "unreachable",
+    "http_error",
+    "apply_failed",
+)
+
+
+class _KernelCollector:
+    """Rule counters and set sizes, produced at scrape time from cached values."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        packets = CounterMetricFamily(
+            "appliance_rule_packets", "Packets matched by a profile rule", labels=["rule"]
+        )
+        octets = CounterMetricFamily(
+            "appliance_rule_bytes", "Bytes matched by a profile rule", labels=["rule"]
+        )
+        for name, (pkts, byts) in sorted(self.metrics.counters.items()):
+            if name.startswith(BUILTIN_PREFIX):
+                continue
+            packets.add_metric([name], pkts)
+            octets.add_metric([name], byts)
+        yield packets
+        yield octets
+        sizes = GaugeMetricFamily(
+            "appliance_set_elements", "Elements in a set of the table", labels=["set"]
+        )
+        counts = self.metrics.set_counts()
+        for name, count in sorted(counts.items()):
+            if name in DYNAMIC_SETS or name.startswith(BUILTIN_PREFIX):
+                continue
+            sizes.add_metric([name], count)
+        yield sizes
+        yield GaugeMetricFamily(
+            "appliance_autoblock_elements",
+            "Addresses blocked automatically right now",
+            value=sum(counts.get(name, 0) for name in AUTOBLOCK),
+        )
+
+
+class Metrics:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        read_counters: Callable[[], Awaitable[dict[str, tuple[int, int]]]],
+        set_counts: Callable[[], Mapping[str, int]],
+        clock: Callable[[], float] = time.monotonic,
+        cache_seconds: float = 1.0,
+        max_wait: float = 0.5,
+    ) -> None:
+        self.registry = registry
+        self._read_counters = read_counters
+        self.set_counts = set_counts
+        self._clock = clock
+        self._cache_seconds = cache_seconds
+        self._read_at: float | None = None
+        self._max_wait = max_wait
+        self._inflight: asyncio.Future[None] | None = None
+        self.counters: dict[str, tuple[int, int]] = {}
+        self.counter_reads = 0
+
+        self.policy_version = Gauge(
+            "appliance_policy_version",
+            "Generation of the enforced policy (bumped on every policy change)",
+            registry=registry,
+        )
+        self.policy_info = Gauge(
+            "appliance_policy_info",
+            "The enforced policy: name, table hash and where it came from",
+            ["name", "table_hash", "source"],
+            registry=registry,
+        )
+        self.last_error = Gauge(
+            "appliance_policy_error",
+            "1 while the configured profile could not be enforced",
+            registry=registry,
+        )
+        self.apply_total = Counter(
+            "appliance_apply", "Policy applies by result", ["result"], registry=registry
+        )
+        self.apply_seconds = Histogram(
+            "appliance_apply_seconds",
+            "Time to bring the kernel to the desired table",
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.drift_repairs = Counter(
+            "appliance_drift_repairs",
+            "Repairs of the table after someone else changed it, by kind",
+            ["kind"],
+            registry=registry,
+        )
+        for kind in DRIFT_KINDS:
+            self.drift_repairs.labels(kind=kind)
+        for result in ("ok", "failed"):
+            self.apply_total.labels(result=result)
+        self.inspect_packets = Counter(
+            "appliance_inspect_packets", "Packets inspected in user space", registry=registry
+        )
+        self.inspect_dropped = Counter(
+            "appliance_inspect_dropped",
+            "Packets the inspection engine could not keep up with",
+            registry=registry,
+        )
+        self.alerts = Counter(
+            "appliance_alerts", "Alerts raised, by signature", ["signature_id"], registry=registry
+        )
+        self.hub_sync = Counter(
+            "appliance_hub_sync", "Hub sync attempts by result", ["result"], registry=registry
+        )
+        for result in HUB_RESULTS:
+            self.hub_sync.labels(result=result)
+        self.hub_last_success = Gauge(
+            "appliance_hub_last_success_timestamp_seconds",
+            "Time of the last successful hub sync",
+            registry=registry,
+        )
+        registry.register(_KernelCollector(self))  # type: ignore[arg-type]
+
+    def set_policy(self, name: str, table_hash: str, source: str, generation: int) -> None:
+        self.policy_version.set(generation)
+        self.policy_info.clear()
+        self.policy_info.labels(name=name, table_hash=table_hash, source=source).set(1)
+
+    async def refresh(self) -> None:
+        """Read the rule counters unless the last read is younger than the cache time.
+
+        A scrape never waits long for the kernel: when a read takes longer than
+        ``max_wait`` (the kernel is busy with a large apply), the last values are served
+        and the read completes in the background.
+        """
+        now = self._clock()
+        if self._read_at is not None and now - self._read_at < self._cache_seconds:
+            return
+        if self._inflight is None:
+            self._inflight = asyncio.ensure_future(self._read())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._inflight), self._max_wait)
+
+    async def _read(self) -> None:
+        try:
+            self.counters = await self._read_counters()
+            self.counter_reads += 1
+        finally:
+            self._read_at = self._clock()
+            self._inflight = None
+
+    async def exposition(self) -> bytes:
+        await self.refresh()
+        return generate_latest(self.registry)  # type: ignore[no-any-return]
+
+
+class MetricsServer:
+    """A minimal HTTP/1.0 server on the event loop: GET /metrics, nothing else."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        self.server = await asyncio.start_server(self._handle, host or None, port)
+        address = self.server.sockets[0].getsockname()
+        return str(address[0]), int(address[1])
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            with contextlib.suppress(Exception):
+                await self.server.wait_closed()
+            self.server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readline(), 10)
+            while True:  # the headers: read and ignore
+                line = await asyncio.wait_for(reader.readline(), 10)
+                if line in (b"\r\n", b"\n", b""):
+                    break
+            parts = request.decode("latin-1").split()
+            if len(parts) < 2 or parts[0] not in ("GET", "HEAD"):
+                await _respond(writer, 405, b"method not allowed\n", "text/plain")
+            elif parts[1].split("?", 1)[0] not in ("/metrics", "/metrics/"):
+                await _respond(writer, 404, b"not found; try /metrics\n", "text/plain")
+            else:
+                body = await self.metrics.exposition()
+                await _respond(
+                    writer, 200, b"" if parts[0] == "HEAD" else body, CONTENT_TYPE_LATEST
+                )
+        except (TimeoutError, ConnectionError, UnicodeDecodeError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}
+
+
+async def _respond(writer: asyncio.StreamWriter, status: int, body: bytes, ctype: str) -> None:
+    head = (
+        f"HTTP/1.0 {status} {_REASONS[status]}\r\n"
+        f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    writer.write(head.encode() + body)
+    await writer.drain()

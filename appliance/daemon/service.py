@@ -1,0 +1,605 @@
+"""The daemon's loop: events mark state dirty, one reconcile brings the kernel to it.
+
+Events are a profile change (SIGHUP), a request on the control socket, the resync timer and
+the confirm deadline. Signal handlers and timers only set flags and wake the loop; the loop
+runs one tick at a time. Every kernel call goes through one worker thread (a libnftables
+context is not shared between threads), so the event loop keeps answering the control
+socket and metrics while a large table is loaded.
+
+Boot: a valid profile is applied and saved as the last good policy; an invalid or missing
+profile leaves the last good policy enforced (else the built-in failsafe) and the error in
+status and metrics. The daemon never runs with an empty ruleset, and on SIGTERM it leaves
+the table in the kernel (fail closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import resource
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from prometheus_client import CollectorRegistry
+
+from appliance import __version__
+from appliance.daemon.control import ControlServer
+from appliance.daemon.failsafe import DEFAULT_METRICS_PORT, failsafe_desired
+from appliance.daemon.metrics import Metrics, MetricsServer
+from appliance.daemon.notify import Notifier, watchdog_interval
+from appliance.daemon.state import StateStore
+from appliance.engine import Backend, Engine
+from appliance.errors import ApplianceError, ProfileError, UsageError
+from appliance.reconcile.plan import Plan, kept_runtime_elements, make_plan, transaction
+from appliance.reconcile.state import DYNAMIC_SETS, Desired, Observed
+from appliance.units import parse_duration
+
+T = TypeVar("T")
+
+SOURCE_PROFILE = "profile"
+SOURCE_LAST_GOOD = "last_good"
+SOURCE_FAILSAFE = "failsafe"
+
+
+class DaemonBackend(Backend, Protocol):
+    def list_counters(self) -> dict[str, tuple[int, int]]: ...
+
+
+@dataclass
+class DaemonConfig:
+    profile: str
+    state_dir: str
+    control_socket: str
+    resync_interval: float = 10.0
+    confirm_seconds: float | None = None  # a reload not confirmed in time is rolled back
+    metrics_listen: str | None = None  # overrides [metrics].listen
+
+
+@dataclass
+class Policy:
+    """What the daemon enforces and where it came from."""
+
+    desired: Desired
+    source: str
+    metrics_listen: str | None
+
+
+@dataclass
+class PendingConfirm:
+    previous: Policy
+    deadline: float
+    handle: asyncio.TimerHandle | None = None
+
+
+@dataclass
+class Outcome:
+    """What one reconcile found and did (computed in the kernel worker)."""
+
+    plan: Plan
+    observed: Observed
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def load_desired(path: str) -> tuple[Desired, str | None]:
+    """Profile file -> compiled table and its metrics address. ProfileError if invalid."""
+    from appliance.compile.ruleset import CompileError
+    from appliance.model.parse import load_profile
+    from appliance.reconcile.state import desired_from_profile
+
+    profile = load_profile(path)
+    try:
+        desired = desired_from_profile(profile)
+    except CompileError as exc:
+        raise ProfileError(path, exc.key, str(exc)) from None
+    return desired, profile.metrics.listen if profile.metrics else None
+
+
+def drift_kind(plan: Plan) -> str | None:
+    if plan.create:
+        return "table_missing"
+    if plan.swap:
+        return "structure"
+    if plan.changed:
+        return "elements"
+    return None
+
+
+def set_counts(desired: Desired, observed: Observed, plan: Plan) -> dict[str, int]:
+    """Element counts per set once ``plan`` is carried out: profile elements plus the
+    run-time elements the kernel held (those a swap carries across)."""
+    counts: dict[str, int] = {}
+    for name in desired.types:
+        if name in DYNAMIC_SETS:
+            continue
+        wanted = desired.elements.get(name, frozenset())
+        if plan.create:
+            runtime = 0
+        elif plan.swap:
+            runtime = len(kept_runtime_elements(desired, observed, name))
+        else:
+            have = observed.elements.get(name, {})
+            runtime = sum(
+                1 for text, elem in have.items() if text not in wanted and elem.comment != "profile"
+            )
+        counts[name] = len(wanted) + runtime
+    return counts
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: DaemonConfig,
+        backend: DaemonBackend,
+        *,
+        notifier: Notifier | None = None,
+        registry: CollectorRegistry | None = None,
+        logger: logging.Logger | None = None,
+        store: StateStore | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.engine = Engine(backend)
+        self.notifier = notifier or Notifier()
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.log = logger or logging.getLogger("appliance.daemon")
+        self.store = store or StateStore(config.state_dir)
+        self.wall_clock = wall_clock
+        self.clock = clock
+        self.started = clock()
+
+        self.policy: Policy | None = None
+        self.applied_at: float | None = None
+        self.last_error: str | None = None
+        self.generation = 0
+        self.counts: dict[str, int] = {}
+        self.runtime_added: dict[str, dict[str, float | None]] = {}  # set -> element -> timeout
+        self.drift_repairs: dict[str, int] = {}
+        self.pending: PendingConfirm | None = None
+        self.metrics_address: tuple[str, int] | None = None
+
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernel")
+        self._wake = asyncio.Event()
+        self._stop = False
+        self._reload = False
+        self._resync = False
+        self._revert = False
+        self._control = ControlServer(self.handle_request)
+        self.metrics = Metrics(
+            self.registry,
+            read_counters=lambda: self._kernel(self.backend.list_counters),
+            set_counts=lambda: self.counts,
+            clock=clock,
+        )
+        self._metrics_server = MetricsServer(self.metrics)
+        self._metrics_listen: str | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ---- events: they only set flags and wake the loop ------------------------------
+
+    def request_stop(self) -> None:
+        self._stop = True
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        self._reload = True
+        self._wake.set()
+
+    def request_resync(self) -> None:
+        self._resync = True
+        self._wake.set()
+
+    def _request_revert(self) -> None:
+        self._revert = True
+        self._wake.set()
+
+    # ---- the loop ----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        try:
+            await self._control.start(self.config.control_socket)
+            await self.boot()
+            self.notifier.ready(self.status_line())
+            self.log.info("ready", extra=self._policy_fields())
+            self._tasks.append(asyncio.create_task(self._resync_timer()))
+            interval = watchdog_interval()
+            if interval:
+                self._tasks.append(asyncio.create_task(self._watchdog(interval)))
+            while not self._stop:
+                await self._wake.wait()
+                self._wake.clear()
+                await self.tick()
+        finally:
+            self.notifier.stopping("stopping; the table stays enforced")
+            self.log.info("stopping; the table stays in the kernel", extra=self._policy_fields())
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if self.pending and self.pending.handle:
+                self.pending.handle.cancel()
+            await self._control.close()
+            await self._metrics_server.close()
+            self._executor.shutdown(wait=True)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+        return 0
+
+    async def tick(self) -> None:
+        """One pass over what is dirty, in a fixed order."""
+        if self._stop:
+            return
+        if self._reload:
+            self._reload = False
+            await self.reload()
+        if self._revert:
+            self._revert = False
+            await self.revert_unconfirmed()
+        if self._resync:
+            self._resync = False
+            await self.resync()
+
+    async def _resync_timer(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.resync_interval)
+            self.request_resync()
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    async def _kernel(self, func: Callable[..., T], *args: Any) -> T:
+        """Run ``func`` in the kernel worker thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+
+    # ---- boot, reload, confirm ------------------------------------------------------
+
+    async def boot(self) -> None:
+        try:
+            desired, listen = await self._kernel(load_desired, self.config.profile)
+        except ApplianceError as exc:
+            self._error(f"profile not enforced: {exc}")
+        else:
+            if await self.enforce(Policy(desired, SOURCE_PROFILE, listen)):
+                self.last_error = None
+                self._save_last_good()
+                await self._update_metrics_listener()
+                return
+        try:
+            last_good = self.store.load_last_good()
+        except ValueError as exc:
+            self.log.error("last good state unusable", extra={"error": str(exc)})
+            last_good = None
+        if last_good is not None:
+            policy = Policy(last_good.desired, SOURCE_LAST_GOOD, last_good.metrics_listen)
+            if await self.enforce(policy, keep_error=True):
+                await self._update_metrics_listener()
+                return
+        listen = self.config.metrics_listen
+        port = _port(listen) if listen else DEFAULT_METRICS_PORT
+        if not await self.enforce(
+            Policy(failsafe_desired(port), SOURCE_FAILSAFE, None), keep_error=True
+        ):
+            self.log.critical("even the failsafe policy was refused; the kernel keeps its table")
+        await self._update_metrics_listener()
+
+    async def reload(self) -> None:
+        self.notifier.reloading("reloading the profile")
+        self.log.info("reloading", extra={"profile": self.config.profile})
+        try:
+            try:
+                desired, listen = await self._kernel(load_desired, self.config.profile)
+            except ApplianceError as exc:
+                self._error(f"reload refused, the running policy stays: {exc}")
+                return
+            previous = self.policy
+            if not await self.enforce(Policy(desired, SOURCE_PROFILE, listen)):
+                return
+            self.last_error = None
+            self.metrics.last_error.set(0)
+            changed = previous is None or previous.desired.table_hash != desired.table_hash
+            if self.config.confirm_seconds and previous is not None and changed:
+                self._arm_confirm(previous)
+            elif self.pending is None:
+                self._save_last_good()
+            await self._update_metrics_listener()
+        finally:
+            self.notifier.ready(self.status_line())
+
+    def _arm_confirm(self, previous: Policy) -> None:
+        assert self.config.confirm_seconds is not None
+        if self.pending is not None:  # a second reload keeps the first rollback target
+            previous = self.pending.previous
+            if self.pending.handle:
+                self.pending.handle.cancel()
+        seconds = self.config.confirm_seconds
+        handle = asyncio.get_running_loop().call_later(seconds, self._request_revert)
+        self.pending = PendingConfirm(previous, self.wall_clock() + seconds, handle)
+        self.log.warning(
+            "reload applied; rolls back unless confirmed", extra={"confirm_seconds": seconds}
+        )
+
+    def confirm(self) -> bool:
+        if self.pending is None:
+            return False
+        if self.pending.handle:
+            self.pending.handle.cancel()
+        self.pending = None
+        self._save_last_good()
+        self.log.info("reload confirmed", extra=self._policy_fields())
+        return True
+
+    async def revert_unconfirmed(self) -> None:
+        if self.pending is None:
+            return
+        previous = self.pending.previous
+        self.pending = None
+        if await self.enforce(previous):
+            self._error(
+                f"reload not confirmed in {self.config.confirm_seconds:g}s: "
+                f"rolled back to {previous.desired.name} ({previous.desired.table_hash})"
+            )
+            await self._update_metrics_listener()
+
+    # ---- applying and repairing ----------------------------------------------------
+
+    def _reconcile(self, desired: Desired) -> Outcome:
+        """Observe, plan and run the one transaction (in the kernel worker)."""
+        observed = self.engine.observe()
+        plan = make_plan(desired, observed)
+        if plan.changed:
+            self.backend.run(transaction(plan, desired, observed))
+        return Outcome(plan, observed, set_counts(desired, observed, plan))
+
+    async def enforce(self, policy: Policy, keep_error: bool = False) -> bool:
+        """Bring the kernel to ``policy``. False (and the error recorded) if refused."""
+        started = self.clock()
+        try:
+            outcome = await self._kernel(self._reconcile, policy.desired)
+        except ApplianceError as exc:
+            self.metrics.apply_total.labels(result="failed").inc()
+            self._error(f"apply of {policy.desired.name} ({policy.source}) refused: {exc}")
+            return False
+        elapsed = self.clock() - started
+        self.metrics.apply_seconds.observe(elapsed)
+        self.metrics.apply_total.labels(result="ok").inc()
+        changed_policy = (
+            self.policy is None or self.policy.desired.table_hash != policy.desired.table_hash
+        )
+        if changed_policy:
+            self.generation += 1
+        self.policy = policy
+        self.counts = outcome.counts
+        if outcome.plan.changed or self.applied_at is None:
+            self.applied_at = self.wall_clock()
+        self.metrics.set_policy(
+            policy.desired.name, policy.desired.table_hash, policy.source, self.generation
+        )
+        if not keep_error:
+            self.metrics.last_error.set(0)
+        self.log.info(
+            "policy enforced",
+            extra={
+                **self._policy_fields(),
+                "changed": outcome.plan.changed,
+                "swap": outcome.plan.swap or outcome.plan.create,
+                "seconds": round(elapsed, 4),
+            },
+        )
+        return True
+
+    async def resync(self) -> None:
+        """Read the table back; repair whatever someone else changed."""
+        if self.policy is None:
+            return
+        desired = self.policy.desired
+        try:
+            outcome = await self._kernel(self._reconcile, desired)
+        except ApplianceError as exc:
+            self.metrics.apply_total.labels(result="failed").inc()
+            self._error(f"drift repair refused: {exc}")
+            return
+        self.counts = outcome.counts
+        kind = drift_kind(outcome.plan)
+        if kind is None:
+            return
+        self.drift_repairs[kind] = self.drift_repairs.get(kind, 0) + 1
+        self.metrics.drift_repairs.labels(kind=kind).inc()
+        self.metrics.apply_total.labels(result="ok").inc()
+        self.log.warning(
+            "drift repaired",
+            extra={
+                "kind": kind,
+                "policy": desired.name,
+                "table_hash": desired.table_hash,
+                "changes": outcome.plan.describe()[:20],
+            },
+        )
+
+    # ---- run-time sets -------------------------------------------------------------
+
+    async def set_add(self, name: str, values: list[str], timeout: float | None) -> None:
+        await self._kernel(self.engine.set_add, name, values, timeout)
+        added = self.runtime_added.setdefault(name, {})
+        fresh = [v for v in values if v not in added]
+        for value in values:
+            added[value] = timeout
+        self.counts[name] = self.counts.get(name, 0) + len(fresh)
+        self.log.info("set add", extra={"set": name, "elements": len(values)})
+
+    async def set_del(self, name: str, values: list[str]) -> None:
+        await self._kernel(self.engine.set_del, name, values)
+        added = self.runtime_added.get(name, {})
+        for value in values:
+            added.pop(value, None)
+        self.counts[name] = max(0, self.counts.get(name, 0) - len(values))
+        self.log.info("set del", extra={"set": name, "elements": len(values)})
+
+    # ---- the control socket ----------------------------------------------------------
+
+    async def handle_request(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request["op"]
+        if op == "status":
+            return {"ok": True, "status": self.status()}
+        if op in ("set_add", "set_del", "set_list"):
+            name = request.get("set")
+            if not isinstance(name, str):
+                raise UsageError("set: a set name is required")
+            if op == "set_list":
+                info = await self._kernel(self.engine.set_info, name)
+                elements = [
+                    {"text": e.text, "expires": e.expires}
+                    for e in sorted(info.elements, key=lambda e: e.text)
+                ]
+                return {"ok": True, "set": name, "type": info.type, "elements": elements}
+            values = request.get("elements")
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise UsageError("set: elements must be a list of strings")
+            if op == "set_del":
+                await self.set_del(name, values)
+                return {"ok": True}
+            timeout = request.get("timeout")
+            if isinstance(timeout, str):
+                try:
+                    timeout = parse_duration(timeout)
+                except ValueError as exc:
+                    raise UsageError(f"--timeout: {exc}") from None
+            if timeout is not None and not isinstance(timeout, (int, float)):
+                raise UsageError("set: timeout must be a duration")
+            await self.set_add(name, values, float(timeout) if timeout is not None else None)
+            return {"ok": True}
+        if op == "confirm":
+            if self.confirm():
+                return {"ok": True}
+            return {"ok": False, "error": "nothing to confirm", "exit": 1}
+        if op == "resync":
+            self.request_resync()
+            return {"ok": True}
+        raise UsageError(f"unknown request {op!r}")
+
+    def status(self) -> dict[str, Any]:
+        policy = self.policy
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "policy": policy.desired.name if policy else None,
+            "table_hash": policy.desired.table_hash if policy else None,
+            "source": policy.source if policy else None,
+            "generation": self.generation,
+            "profile": self.config.profile,
+            "applied_at": self.applied_at,
+            "last_error": self.last_error,
+            "sets": {
+                name: count
+                for name, count in sorted(self.counts.items())
+                if not name.startswith("ap_")
+            },
+            "runtime_elements": {
+                name: len(items) for name, items in sorted(self.runtime_added.items()) if items
+            },
+            "drift_repairs": dict(sorted(self.drift_repairs.items())),
+            "confirm_pending_until": self.pending.deadline if self.pending else None,
+            "metrics_listen": (
+                f"{self.metrics_address[0]}:{self.metrics_address[1]}"
+                if self.metrics_address
+                else None
+            ),
+            "uptime_seconds": round(self.clock() - self.started, 3),
+            "rss_bytes": rss_bytes(),
+        }
+
+    def status_line(self) -> str:
+        if self.policy is None:
+            return "no policy enforced"
+        line = f"enforcing {self.policy.desired.name} ({self.policy.source})"
+        if self.last_error:
+            line += f"; error: {self.last_error}"
+        return line
+
+    # ---- helpers -----------------------------------------------------------------------
+
+    def _error(self, message: str) -> None:
+        self.last_error = message
+        self.metrics.last_error.set(1)
+        self.log.error(message, extra=self._policy_fields())
+
+    def _policy_fields(self) -> dict[str, object]:
+        if self.policy is None:
+            return {}
+        return {
+            "policy": self.policy.desired.name,
+            "table_hash": self.policy.desired.table_hash,
+            "source": self.policy.source,
+        }
+
+    def _save_last_good(self) -> None:
+        if self.policy is None or self.policy.source != SOURCE_PROFILE:
+            return
+        try:
+            self.store.save_last_good(
+                self.policy.desired, self.policy.metrics_listen, self.config.profile
+            )
+        except OSError as exc:
+            self.log.error("cannot save the last good policy", extra={"error": str(exc)})
+
+    async def _update_metrics_listener(self) -> None:
+        listen = self.config.metrics_listen or (self.policy.metrics_listen if self.policy else None)
+        if listen == self._metrics_listen:
+            return
+        await self._metrics_server.close()
+        self._metrics_listen = listen
+        self.metrics_address = None
+        if not listen:
+            return
+        host, _, port = listen.rpartition(":")
+        try:
+            self.metrics_address = await self._metrics_server.start(host.strip("[]"), int(port))
+        except (OSError, ValueError) as exc:
+            self._error(f"metrics: cannot listen on {listen}: {exc}")
+            self._metrics_listen = None
+            return
+        self.log.info("metrics listening", extra={"listen": listen})
+
+
+def _port(listen: str) -> int | None:
+    try:
+        return int(listen.rpartition(":")[2])
+    except ValueError:
+        return None
+
+
+def rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def run_daemon(config: DaemonConfig) -> int:
+    """``appliance run``: JSON logs on stderr, the kernel backend, notify from the env."""
+    from appliance.adapters.nft import NftBackend
+    from appliance.daemon.jsonlog import setup_logging
+
+    logger = setup_logging()
+    daemon = Daemon(
+        config,
+        NftBackend(),
+        notifier=Notifier.from_env(),
+        registry=CollectorRegistry(auto_describe=True),
+        logger=logger,
+    )
+    return asyncio.run(daemon.run())
