@@ -1,0 +1,300 @@
+#!/bin/bash
+# Build the QEMU test guest for ARCH (amd64 or arm64) from Debian packages.
+#
+#   qemu/build-image.sh ARCH [--rebuild]
+#
+# Output in qemu/out/ARCH/: rootfs.img (ext4, raw), vmlinuz, initrd.img,
+# manifest.txt (package versions), build.log. The Debian root is staged in
+# qemu/out/ARCH/root and rebuilt only when this recipe changes (or with
+# --rebuild); the appliance from the current checkout, the initramfs and the
+# disk image are redone on every run, which takes seconds.
+#
+# No package runs update-initramfs: a stand-in package satisfies the kernel's
+# "linux-initramfs-tool" dependency and the initramfs (busybox-static plus the
+# modules the root file system needs) is assembled on the host. No loop device
+# and no mount is used: the disk image is made with mke2fs -d. For arm64 the
+# qemu-aarch64 binfmt handler is registered for the build only and removed
+# afterwards (and binfmt_misc unmounted if this script mounted it).
+set -euo pipefail
+
+die() { echo "build-image.sh: $*" >&2; exit 2; }
+
+ARCH=${1:-}
+REBUILD=0
+case "${2:-}" in
+    "") ;;
+    --rebuild) REBUILD=1 ;;
+    *) die "unknown option ${2}" ;;
+esac
+case "$ARCH" in
+    amd64) KARCH=amd64 ;;
+    arm64) KARCH=arm64 ;;
+    "") die "usage: build-image.sh amd64|arm64 [--rebuild]" ;;
+    *) die "unsupported architecture '$ARCH' (amd64 or arm64)" ;;
+esac
+[ "$(id -u)" = 0 ] || die "must run as root (mmdebstrap --mode=root)"
+for tool in mmdebstrap mke2fs cpio dpkg-deb modprobe depmod; do
+    command -v "$tool" > /dev/null || die "missing $tool (run qemu/ci.sh --deps or see qemu/README.md)"
+done
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(dirname "$HERE")
+OUT="$HERE/out/$ARCH"
+ROOT="$OUT/root"
+SUITE=bookworm
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+
+# The guest's packages: kernel, init, nftables and the product's Python deps.
+PACKAGES=(
+    "linux-image-$KARCH" kmod systemd systemd-sysv
+    iproute2 nftables busybox-static
+    python3 python3-nftables python3-pyroute2 python3-scapy
+    python3-prometheus-client python3-cryptography python3-pytest python3-hypothesis
+)
+# Modules the root file system needs before it is mounted (the initramfs).
+INITRD_MODULES=(virtio_pci virtio_blk ext4)
+# Kernel module trees no test guest needs: dropped to keep the image small.
+PRUNE_MODULES=(
+    drivers/gpu drivers/media drivers/infiniband drivers/staging drivers/net/wireless
+    drivers/net/ethernet drivers/scsi drivers/usb drivers/hid drivers/input drivers/iio
+    drivers/mtd drivers/isdn drivers/video drivers/bluetooth drivers/thunderbolt
+    drivers/mmc drivers/nfc drivers/hwmon drivers/edac drivers/ata drivers/pinctrl
+    drivers/power drivers/leds drivers/platform drivers/crypto drivers/misc
+    drivers/firmware drivers/nvme drivers/target drivers/md drivers/soc drivers/phy
+    drivers/clk drivers/regulator drivers/mfd drivers/i2c drivers/spi drivers/rtc
+    drivers/watchdog drivers/gnss drivers/comedi drivers/fpga drivers/remoteproc
+    sound net/bluetooth net/wireless net/mac80211 net/nfc fs/nls fs/ocfs2 fs/btrfs
+    fs/xfs fs/gfs2 fs/nfs fs/nfsd fs/smb fs/cifs fs/ceph fs/f2fs fs/jfs fs/reiserfs
+)
+
+mkdir -p "$OUT"
+exec > >(tee "$OUT/build.log") 2>&1
+start=$(date +%s)
+log() { printf '[%4ds] %s\n' "$(( $(date +%s) - start ))" "$*"; }
+
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$REPO" log -1 --format=%ct 2>/dev/null || echo 0)}
+
+# Anything this script must undo, whatever happens.
+BINFMT_REGISTERED=0
+BINFMT_MOUNTED=0
+TMP=$(mktemp -d "$OUT/.tmp.XXXXXX")
+DEBDIR=$(mktemp -d /tmp/guest-stand-in.XXXXXX)
+cleanup() {
+    if [ "$BINFMT_REGISTERED" = 1 ] && [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+        echo -1 > /proc/sys/fs/binfmt_misc/qemu-aarch64 || true
+    fi
+    if [ "$BINFMT_MOUNTED" = 1 ]; then
+        umount /proc/sys/fs/binfmt_misc || true
+    fi
+    rm -rf "$TMP" "$DEBDIR" "$OUT/root.new"
+}
+trap cleanup EXIT
+
+# --- stage 1: the Debian root (cached on the recipe's hash) -------------------
+
+# Stage 1 depends on these definitions only: change one and the root is rebuilt.
+recipe_hash() {
+    {
+        declare -p PACKAGES PRUNE_MODULES ARCH SUITE MIRROR SECURITY_MIRROR
+        declare -f stand_in_deb binfmt_setup build_root configure_root
+    } | sha256sum | cut -d' ' -f1
+}
+
+binfmt_setup() {
+    [ "$ARCH" = arm64 ] || return 0
+    [ "$(uname -m)" = aarch64 ] && return 0
+    local handler=/usr/libexec/qemu-binfmt/aarch64-binfmt-P
+    [ -x "$handler" ] || die "missing $handler (apt-get install qemu-user-static)"
+    if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+        mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+        BINFMT_MOUNTED=1
+    fi
+    if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+        # As in /usr/lib/binfmt.d/qemu-aarch64.conf, with F: the handler is opened
+        # now, so it also runs inside the chroot.
+        grep -v '^#' /usr/lib/binfmt.d/qemu-aarch64.conf | sed 's/:[A-Z]*$/:OCF/' \
+            > /proc/sys/fs/binfmt_misc/register
+        BINFMT_REGISTERED=1
+    fi
+}
+
+# A package that provides linux-initramfs-tool, so that no initramfs generator
+# is installed (the initramfs is made on the host, below). apt hands dpkg in the
+# chroot the same path as outside, so the file sits at one path in both.
+stand_in_deb() {
+    local dir="$TMP/stand-in"
+    mkdir -p "$dir/DEBIAN" "$DEBDIR"
+    cat > "$dir/DEBIAN/control" <<EOF
+Package: guest-initramfs-stand-in
+Version: 1
+Architecture: all
+Maintainer: appliance <appliance@localhost>
+Provides: linux-initramfs-tool
+Description: the test guest's initramfs is built on the host
+EOF
+    dpkg-deb --root-owner-group -Zgzip --build "$dir" "$DEBDIR/guest-initramfs-stand-in_1_all.deb" > /dev/null
+    echo "$DEBDIR/guest-initramfs-stand-in_1_all.deb"
+}
+
+build_root() {
+    local deb
+    deb=$(stand_in_deb)
+    binfmt_setup
+    rm -rf "$OUT/root.new"
+    log "mmdebstrap $SUITE $ARCH: ${PACKAGES[*]}"
+    local include
+    include=$(IFS=,; echo "${PACKAGES[*]}")
+    mmdebstrap --mode=root --variant=essential --arch="$ARCH" \
+        --include="$include" --include="$deb" \
+        --dpkgopt='path-exclude=/usr/share/doc/*' \
+        --dpkgopt='path-exclude=/usr/share/man/*' \
+        --dpkgopt='path-exclude=/usr/share/info/*' \
+        --dpkgopt='path-exclude=/usr/share/locale/*' \
+        --dpkgopt='path-exclude=/usr/share/lintian/*' \
+        --dpkgopt='path-exclude=/usr/share/zoneinfo/*' \
+        --dpkgopt='path-exclude=/usr/share/bash-completion/*' \
+        --dpkgopt='path-exclude=/usr/lib/firmware/*' \
+        --dpkgopt='force-unsafe-io' \
+        --aptopt='Acquire::Languages "none"' \
+        --setup-hook="mkdir -p \"\$1$DEBDIR\" && cp '$deb' \"\$1$DEBDIR/\"" \
+        --customize-hook="rm -rf \"\$1$DEBDIR\"" \
+        "$SUITE" "$OUT/root.new" \
+        "deb $MIRROR $SUITE main" \
+        "deb $MIRROR $SUITE-updates main" \
+        "deb $SECURITY_MIRROR $SUITE-security main"
+    rm -rf "$ROOT"
+    mv "$OUT/root.new" "$ROOT"
+}
+
+configure_root() {
+    local kver
+    kver=$(kernel_version)
+    log "configure the root (kernel $kver)"
+    echo appliance-guest > "$ROOT/etc/hostname"
+    printf '127.0.0.1 localhost\n127.0.1.1 appliance-guest\n::1 localhost\n' > "$ROOT/etc/hosts"
+    : > "$ROOT/etc/fstab"
+    : > "$ROOT/etc/machine-id"
+    sed -i 's/^root:[^:]*:/root::/' "$ROOT/etc/shadow"
+    mkdir -p "$ROOT/etc/systemd/journald.conf.d"
+    ln -sf /lib/systemd/system/multi-user.target "$ROOT/etc/systemd/system/default.target"
+    printf '[Journal]\nStorage=volatile\n' > "$ROOT/etc/systemd/journald.conf.d/guest.conf"
+    # No udev in the guest: nothing would ever start a getty on a device unit.
+    ln -sf /dev/null "$ROOT/etc/systemd/system/serial-getty@.service"
+    ln -sf /dev/null "$ROOT/etc/systemd/system/getty@.service"
+    local dir
+    for dir in "${PRUNE_MODULES[@]}"; do
+        rm -rf "$ROOT/lib/modules/$kver/kernel/$dir"
+    done
+    depmod -b "$ROOT" "$kver"
+    rm -rf "$ROOT/var/cache/apt"/*.bin "$ROOT/var/lib/apt/lists"/* "$ROOT/var/log"/*.log
+    dpkg-query --admindir="$ROOT/var/lib/dpkg" -W -f '${Package} ${Version} ${Architecture}\n' \
+        | sort > "$OUT/manifest.txt"
+}
+
+kernel_version() {
+    local k
+    k=$(find "$ROOT/boot" -maxdepth 1 -name 'vmlinuz-*' -printf '%f\n' | sort -V | tail -n1)
+    [ -n "$k" ] || die "no kernel in $ROOT/boot"
+    echo "${k#vmlinuz-}"
+}
+
+# --- stage 2: guest files, appliance, initramfs, disk image (every run) -------
+
+install_guest_files() {
+    install -m 0755 "$HERE/guest/guest-run" "$ROOT/usr/local/sbin/guest-run"
+    install -m 0644 "$HERE/guest/guest-run.service" "$ROOT/etc/systemd/system/guest-run.service"
+    install -m 0644 "$HERE/guest/modules.conf" "$ROOT/etc/modules-load.d/guest.conf"
+    mkdir -p "$ROOT/etc/systemd/system/multi-user.target.wants"
+    ln -sf /etc/systemd/system/guest-run.service \
+        "$ROOT/etc/systemd/system/multi-user.target.wants/guest-run.service"
+}
+
+install_appliance() {
+    log "install the appliance from $REPO"
+    local python=${PYTHON:-}
+    if [ -z "$python" ]; then
+        if [ -x "$REPO/.venv/bin/python" ]; then python="$REPO/.venv/bin/python"; else python=python3; fi
+    fi
+    local site="$ROOT/usr/local/lib/python3.11/dist-packages"
+    rm -rf "$site" "$ROOT/usr/local/bin/appliance"
+    mkdir -p "$site"
+    # Build from a copy of the checkout's files (tracked or not, minus what git
+    # ignores) so that local build leftovers never reach the image.
+    mkdir -p "$TMP/src"
+    if git -C "$REPO" rev-parse --git-dir > /dev/null 2>&1; then
+        git -C "$REPO" ls-files -z --cached --others --exclude-standard \
+            | while IFS= read -r -d '' f; do [ -f "$REPO/$f" ] && printf '%s\0' "$f"; done \
+            | (cd "$REPO" && xargs -0 -r cp --parents -t "$TMP/src")
+    else
+        cp -a "$REPO/appliance" "$REPO/pyproject.toml" "$TMP/src/"
+    fi
+    "$python" -m pip install --quiet --no-deps --no-build-isolation --no-compile \
+        --disable-pip-version-check --no-warn-script-location --target "$TMP/site" "$TMP/src"
+    if [ -f "$TMP/site/bin/appliance" ]; then
+        sed '1s|^#!.*|#!/usr/bin/python3|' "$TMP/site/bin/appliance" > "$ROOT/usr/local/bin/appliance"
+        chmod 0755 "$ROOT/usr/local/bin/appliance"
+    fi
+    rm -rf "$TMP/site/bin"
+    cp -a "$TMP/site/." "$site/"
+}
+
+build_initrd() {
+    local kver dir
+    kver=$(kernel_version)
+    dir="$TMP/initrd"
+    log "initramfs: busybox-static + ${INITRD_MODULES[*]}"
+    mkdir -p "$dir/bin"
+    cp "$ROOT/bin/busybox" "$dir/bin/busybox"
+    install -m 0755 "$HERE/guest/init" "$dir/init"
+    : > "$dir/modules"
+    local line ko
+    modprobe -a -d "$ROOT" -S "$kver" --show-depends "${INITRD_MODULES[@]}" \
+        | while read -r line; do
+            case "$line" in
+                insmod\ *)
+                    ko=${line#insmod }
+                    ko=${ko%% *}
+                    ko=${ko#"$ROOT"}
+                    if ! grep -qxF "$ko" "$dir/modules"; then
+                        mkdir -p "$dir$(dirname "$ko")"
+                        cp "$ROOT$ko" "$dir$ko"
+                        echo "$ko" >> "$dir/modules"
+                    fi ;;
+            esac
+        done
+    find "$dir" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+    (cd "$dir" && find . -print0 | LC_ALL=C sort -z \
+        | cpio --quiet --null --create --format=newc --reproducible --owner=0:0) \
+        | gzip -n -9 > "$OUT/initrd.img.new"
+    mv "$OUT/initrd.img.new" "$OUT/initrd.img"
+    cp "$ROOT/boot/vmlinuz-$kver" "$OUT/vmlinuz"
+    echo "$kver" > "$OUT/kernel-version"
+}
+
+build_disk() {
+    log "disk image (mke2fs -d)"
+    local used size
+    used=$(du -sm --apparent-size "$ROOT" | cut -f1)
+    size=$(( used + used / 4 + 512 ))
+    rm -f "$OUT/rootfs.img.new"
+    E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mke2fs -q -F -t ext4 -L guest-root \
+        -U 6f3c6f0e-6a6b-4d0e-9a55-0a11a0c0ffee -E "root_owner=0:0,hash_seed=3b1a1d3e-5c4f-4e8e-8d7f-1f2e3d4c5b6a" \
+        -O ^has_journal -d "$ROOT" "$OUT/rootfs.img.new" "${size}M"
+    mv "$OUT/rootfs.img.new" "$OUT/rootfs.img"
+}
+
+hash=$(recipe_hash)
+if [ "$REBUILD" = 1 ] || [ ! -d "$ROOT" ] || [ "$(cat "$OUT/root.stamp" 2>/dev/null)" != "$hash" ]; then
+    rm -f "$OUT/root.stamp"
+    build_root
+    configure_root
+    echo "$hash" > "$OUT/root.stamp"
+else
+    log "Debian root is current ($OUT/root)"
+fi
+install_guest_files
+install_appliance
+build_initrd
+build_disk
+log "done: $OUT/rootfs.img ($(du -h --apparent-size "$OUT/rootfs.img" | cut -f1) apparent, $(du -h "$OUT/rootfs.img" | cut -f1) used), vmlinuz, initrd.img"
