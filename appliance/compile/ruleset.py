@@ -55,6 +55,7 @@ from appliance.model.values import (
     PortRange,
     SetRef,
     family_of,
+    merge_overlaps,
 )
 from appliance.units import Rate
 
@@ -137,11 +138,12 @@ def profile_elements(profile: Profile) -> dict[str, list[str]]:
     """The elements each set of the table holds by profile (canonical texts), by set name."""
     elements: dict[str, list[str]] = {spec.name: list(spec.elements) for spec in profile.sets}
     for family, name in NEVER_BLOCK_SETS.items():
-        elements[name] = [
-            str(network_text(item))
+        literal = [
+            network_text(item)
             for item in profile.protect.never_block
             if not isinstance(item, SetRef) and family_of(item) == family
         ]
+        elements[name] = merge_overlaps(ADDR_SET_TYPE[family], literal)
     for name in AUTOBLOCK_SETS:
         elements[name] = []
     return elements

@@ -65,6 +65,7 @@ from appliance.model.values import (
     canonical_element,
     element_family,
     family_of,
+    merge_overlaps,
     parse_addr_item,
     parse_address,
     parse_network,
@@ -632,10 +633,11 @@ def _parse_sets(ctx: _Ctx, value: Any) -> dict[str, SetSpec]:
                 raise ctx.error(key, "not allowed here: the elements must be listed in elements")
             for element in _read_elements(ctx, key, table["elements_file"], set_type, interval):
                 elements.setdefault(element)
-        if size is not None and len(elements) > size:
+        merged = merge_overlaps(set_type, list(elements)) if interval else list(elements)
+        if size is not None and len(merged) > size:
             raise ctx.error(
                 (*path, "elements"),
-                f"{len(elements)} elements do not fit in size = {size}",
+                f"{len(merged)} elements do not fit in size = {size}",
             )
         sets[name] = SetSpec(
             name=name,
@@ -643,7 +645,7 @@ def _parse_sets(ctx: _Ctx, value: Any) -> dict[str, SetSpec]:
             interval=interval,
             timeout=timeout,
             size=size,
-            elements=tuple(elements),
+            elements=tuple(merged),
         )
     return sets
 

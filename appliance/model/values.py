@@ -10,10 +10,10 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
-IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Family = Literal["ipv4", "ipv6"]
 SetType = Literal["ipv4_addr", "ipv6_addr", "inet_service", "ifname"]
 SET_TYPES: tuple[str, ...] = ("ipv4_addr", "ipv6_addr", "inet_service", "ifname")
@@ -56,8 +56,8 @@ class PortRange:
         return f"{self.first}-{self.last}"
 
 
-AddrItem = Union[IPNetwork, AddrRange, SetRef]
-PortItem = Union[int, PortRange, SetRef]
+AddrItem = IPNetwork | AddrRange | SetRef
+PortItem = int | PortRange | SetRef
 
 
 def family_of(item: IPNetwork | AddrRange | IPAddress) -> Family:
@@ -152,8 +152,39 @@ def valid_ifname(name: str) -> bool:
     return isinstance(name, str) and bool(_IFNAME.fullmatch(name)) and name != "*"
 
 
+_OCTET = r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_IPV4 = re.compile(rf"^{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}(?:/(3[0-2]|[12]?\d))?$")
+
+
+def _fast_ipv4(text: str, interval: bool) -> str | None:
+    """Canonical text of a plain IPv4 address or network, or None to take the full path.
+
+    Blocklists are mostly these; ipaddress costs several times more per element. The
+    pattern admits only canonical octets (no leading zeros, at most 255).
+    """
+    match = _IPV4.match(text)
+    if not match:
+        return None
+    prefix = match.group(5)
+    if prefix is None:
+        return text
+    address = text[: text.index("/")]
+    length = int(prefix)
+    if length == 32:
+        return address
+    a, b, c, d = match.group(1, 2, 3, 4)
+    value = (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d)
+    if value & ((1 << (32 - length)) - 1) or not interval:
+        return None  # host bits set, or a network without interval: the full path words it
+    return text
+
+
 def canonical_element(set_type: str, interval: bool, value: object) -> str:
     """The canonical text of one set element; ValueError naming the value if it does not fit."""
+    if set_type == "ipv4_addr" and isinstance(value, str):
+        fast = _fast_ipv4(value.strip(), interval)
+        if fast is not None:
+            return fast
     if set_type in FAMILY_OF_SET_TYPE:
         if not isinstance(value, str):
             raise ValueError(f"expected an address string, got {value!r}")
@@ -201,3 +232,54 @@ def _canonical_range(first: IPAddress, last: IPAddress) -> str:
 
 def element_family(set_type: str) -> Family | None:
     return FAMILY_OF_SET_TYPE.get(set_type)
+
+
+def element_bounds(set_type: str, text: str) -> tuple[int, int]:
+    """The first and last value an element covers (addresses as integers, ports as ports)."""
+    if set_type == "inet_service":
+        first, _, last = text.partition("-")
+        return int(first), int(last or first)
+    if set_type == "ipv4_addr" and "-" not in text:
+        addr, _, length = text.partition("/")
+        a, b, c, d = (int(part) for part in addr.split("."))
+        value = (a << 24) | (b << 16) | (c << 8) | d
+        return value, value | ((1 << (32 - int(length or 32))) - 1)
+    if "/" in text:
+        net = ipaddress.ip_network(text)
+        return int(net.network_address), int(net.broadcast_address)
+    if "-" in text:
+        first, _, last = text.partition("-")
+        return int(ipaddress.ip_address(first)), int(ipaddress.ip_address(last))
+    value = int(ipaddress.ip_address(text))
+    return value, value
+
+
+def merge_overlaps(set_type: str, elements: list[str]) -> list[str]:
+    """Interval set elements with overlaps merged: the kernel refuses overlapping intervals,
+    and feeds often list a network and hosts inside it. Elements that do not overlap
+    anything are kept as they are (adjacent ones are not joined)."""
+    if set_type not in ("ipv4_addr", "ipv6_addr", "inet_service") or len(elements) < 2:
+        return list(elements)
+    spans = sorted((element_bounds(set_type, text), text) for text in elements)
+    if all(spans[i][0][1] < spans[i + 1][0][0] for i in range(len(spans) - 1)):
+        return list(elements)  # nothing overlaps: keep the given order
+    merged: list[tuple[int, int, str | None]] = []  # first, last, original text if untouched
+    for (first, last), text in spans:
+        if merged and first <= merged[-1][1]:
+            prev_first, prev_last, _ = merged[-1]
+            if last <= prev_last:
+                continue  # inside the previous one
+            merged[-1] = (prev_first, last, None)
+        else:
+            merged.append((first, last, text))
+    return [
+        text if text is not None else _span_text(set_type, first, last)
+        for first, last, text in merged
+    ]
+
+
+def _span_text(set_type: str, first: int, last: int) -> str:
+    if set_type == "inet_service":
+        return str(first) if first == last else f"{first}-{last}"
+    make = ipaddress.IPv4Address if set_type == "ipv4_addr" else ipaddress.IPv6Address
+    return _canonical_range(make(first), make(last))

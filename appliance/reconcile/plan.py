@@ -23,6 +23,9 @@ from appliance.reconcile.state import (
 )
 
 
+ELEMENTS_SHOWN = 20  # per set and direction in describe(); a feed can hold millions
+
+
 @dataclass
 class Plan:
     create: bool = False  # the table is absent
@@ -43,10 +46,13 @@ class Plan:
         elif self.swap:
             lines.append(f"~ table {TABLE_FAMILY} {TABLE_NAME}: structure changes (atomic swap)")
             lines += [f"  {line}" for line in self.structure_diff]
-        for name in sorted(self.add):
-            lines += [f"+ element {name} {text}" for text in self.add[name]]
-        for name in sorted(self.delete):
-            lines += [f"- element {name} {text}" for text in self.delete[name]]
+        for sign, changes in (("+", self.add), ("-", self.delete)):
+            for name in sorted(changes):
+                texts = changes[name]
+                lines += [f"{sign} element {name} {text}" for text in texts[:ELEMENTS_SHOWN]]
+                if len(texts) > ELEMENTS_SHOWN:
+                    more = len(texts) - ELEMENTS_SHOWN
+                    lines.append(f"{sign} element {name} ... and {more} more ({len(texts)} in all)")
         return lines
 
 

@@ -564,11 +564,11 @@ def test_elements_file_with_comments(tmp_path: Path) -> None:
         + 'elements = ["203.0.113.0/24"]\nelements_file = "lists/bl.txt"\n',
     )
     profile = load_profile(tmp_path / "p.toml")
+    # The range lies inside 198.51.100.0/24: overlaps are merged, the result sorted.
     assert profile.set("bl").elements == (
-        "203.0.113.0/24",
-        "198.51.100.0/24",
         "10.9.0.0/16",
-        "198.51.100.5-198.51.100.9",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
     )
 
 
@@ -763,12 +763,12 @@ def test_full_profile(full_profile_path: Path, tmp_path: Path) -> None:
         1000000,
         "ipv4",
     )
+    # 198.51.100.7 lies inside 198.51.100.0/24 from the file: overlaps are merged.
     assert bl.elements == (
-        "203.0.113.0/24",
-        "198.51.100.7",
         "10.0.0.1",
         "10.1.0.0/16",
         "198.51.100.0/24",
+        "203.0.113.0/24",
     )
     assert p.set("web_ports").elements == ("80", "443", "8000-8100", "9000")
     assert p.set("core_peers").interval is False

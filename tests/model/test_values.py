@@ -243,3 +243,53 @@ def test_valid_ifname(name: str, ok: bool) -> None:
 def test_set_ref_text() -> None:
     assert str(SetRef("blocklist")) == "@blocklist"
     assert str(PortRange(1, 2)) == "1-2"
+
+
+@pytest.mark.parametrize(
+    ("set_type", "elements", "expected"),
+    [
+        ("ipv4_addr", ["10.0.0.1", "10.0.0.2"], ["10.0.0.1", "10.0.0.2"]),
+        ("ipv4_addr", ["10.1.0.0/16", "10.0.0.0/8"], ["10.0.0.0/8"]),
+        ("ipv4_addr", ["10.0.0.5", "10.0.0.0/24", "10.0.1.0/24"], ["10.0.0.0/24", "10.0.1.0/24"]),
+        ("ipv4_addr", ["10.0.0.0-10.0.0.9", "10.0.0.5-10.0.0.20"], ["10.0.0.0-10.0.0.20"]),
+        ("ipv4_addr", ["10.0.0.0-10.0.0.200", "10.0.0.100-10.0.0.255"], ["10.0.0.0/24"]),
+        ("ipv6_addr", ["2001:db8::/32", "2001:db8:1::1"], ["2001:db8::/32"]),
+        ("inet_service", ["8000-8100", "8080", "9000"], ["8000-8100", "9000"]),
+        ("ifname", ["eth0", "eth0"], ["eth0", "eth0"]),
+    ],
+)
+def test_merge_overlaps(set_type: str, elements: list[str], expected: list[str]) -> None:
+    from appliance.model.values import merge_overlaps
+
+    assert merge_overlaps(set_type, elements) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "10.0.0.1",
+        "10.0.0.0/24",
+        "0.0.0.0/0",
+        "255.255.255.255",
+        "192.168.001.1",
+        "10.0.0.1/8",
+        "10.0.0.256",
+        "10.0.0.0/33",
+        "1.2.3.4/32",
+    ],
+)
+def test_ipv4_fast_path_agrees_with_ipaddress(text: str) -> None:
+    """The fast path gives what the full path gives, errors included."""
+    from appliance.model import values
+
+    def full(value: str) -> str:
+        net = values.parse_network(value)
+        return str(net.network_address) if net.prefixlen == 32 else str(net)
+
+    try:
+        expected = full(text)
+    except ValueError:
+        with pytest.raises(ValueError):
+            values.canonical_element("ipv4_addr", True, text)
+        return
+    assert values.canonical_element("ipv4_addr", True, text) == expected
