@@ -22,7 +22,6 @@ from appliance.reconcile.state import (
     Observed,
 )
 
-
 ELEMENTS_SHOWN = 20  # per set and direction in describe(); a feed can hold millions
 
 
