@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import resource
@@ -68,6 +69,11 @@ class Policy:
     desired: Desired
     source: str
     metrics_listen: str | None
+    table_hash: str = ""  # computed once, in the kernel worker (large sets take a while)
+
+    def __post_init__(self) -> None:
+        if not self.table_hash:
+            self.table_hash = self.desired.table_hash
 
 
 @dataclass
@@ -84,6 +90,12 @@ class Outcome:
     plan: Plan
     observed: Observed
     counts: dict[str, int] = field(default_factory=dict)
+
+
+def load_policy(path: str) -> Policy:
+    """Profile file -> the policy to enforce (compiled, hashed). ProfileError if invalid."""
+    desired, listen = load_desired(path)
+    return Policy(desired, SOURCE_PROFILE, listen)
 
 
 def load_desired(path: str) -> tuple[Desired, str | None]:
@@ -269,22 +281,24 @@ class Daemon:
 
     async def boot(self) -> None:
         try:
-            desired, listen = await self._kernel(load_desired, self.config.profile)
+            policy = await self._kernel(load_policy, self.config.profile)
         except ApplianceError as exc:
             self._error(f"profile not enforced: {exc}")
         else:
-            if await self.enforce(Policy(desired, SOURCE_PROFILE, listen)):
+            if await self.enforce(policy):
                 self.last_error = None
-                self._save_last_good()
+                await self._save_last_good()
                 await self._update_metrics_listener()
                 return
         try:
-            last_good = self.store.load_last_good()
+            last_good = await self._kernel(self.store.load_last_good)
         except ValueError as exc:
             self.log.error("last good state unusable", extra={"error": str(exc)})
             last_good = None
         if last_good is not None:
-            policy = Policy(last_good.desired, SOURCE_LAST_GOOD, last_good.metrics_listen)
+            policy = await self._kernel(
+                Policy, last_good.desired, SOURCE_LAST_GOOD, last_good.metrics_listen
+            )
             if await self.enforce(policy, keep_error=True):
                 await self._update_metrics_listener()
                 return
@@ -301,20 +315,20 @@ class Daemon:
         self.log.info("reloading", extra={"profile": self.config.profile})
         try:
             try:
-                desired, listen = await self._kernel(load_desired, self.config.profile)
+                policy = await self._kernel(load_policy, self.config.profile)
             except ApplianceError as exc:
                 self._error(f"reload refused, the running policy stays: {exc}")
                 return
             previous = self.policy
-            if not await self.enforce(Policy(desired, SOURCE_PROFILE, listen)):
+            if not await self.enforce(policy):
                 return
             self.last_error = None
             self.metrics.last_error.set(0)
-            changed = previous is None or previous.desired.table_hash != desired.table_hash
+            changed = previous is None or previous.table_hash != policy.table_hash
             if self.config.confirm_seconds and previous is not None and changed:
                 self._arm_confirm(previous)
             elif self.pending is None:
-                self._save_last_good()
+                await self._save_last_good()
             await self._update_metrics_listener()
         finally:
             self.notifier.ready(self.status_line())
@@ -332,13 +346,13 @@ class Daemon:
             "reload applied; rolls back unless confirmed", extra={"confirm_seconds": seconds}
         )
 
-    def confirm(self) -> bool:
+    async def confirm(self) -> bool:
         if self.pending is None:
             return False
         if self.pending.handle:
             self.pending.handle.cancel()
         self.pending = None
-        self._save_last_good()
+        await self._save_last_good()
         self.log.info("reload confirmed", extra=self._policy_fields())
         return True
 
@@ -350,7 +364,7 @@ class Daemon:
         if await self.enforce(previous):
             self._error(
                 f"reload not confirmed in {self.config.confirm_seconds:g}s: "
-                f"rolled back to {previous.desired.name} ({previous.desired.table_hash})"
+                f"rolled back to {previous.desired.name} ({previous.table_hash})"
             )
             await self._update_metrics_listener()
 
@@ -376,9 +390,7 @@ class Daemon:
         elapsed = self.clock() - started
         self.metrics.apply_seconds.observe(elapsed)
         self.metrics.apply_total.labels(result="ok").inc()
-        changed_policy = (
-            self.policy is None or self.policy.desired.table_hash != policy.desired.table_hash
-        )
+        changed_policy = self.policy is None or self.policy.table_hash != policy.table_hash
         if changed_policy:
             self.generation += 1
         self.policy = policy
@@ -386,7 +398,7 @@ class Daemon:
         if outcome.plan.changed or self.applied_at is None:
             self.applied_at = self.wall_clock()
         self.metrics.set_policy(
-            policy.desired.name, policy.desired.table_hash, policy.source, self.generation
+            policy.desired.name, policy.table_hash, policy.source, self.generation
         )
         if not keep_error:
             self.metrics.last_error.set(0)
@@ -406,6 +418,7 @@ class Daemon:
         if self.policy is None:
             return
         desired = self.policy.desired
+        table_hash = self.policy.table_hash
         try:
             outcome = await self._kernel(self._reconcile, desired)
         except ApplianceError as exc:
@@ -424,7 +437,7 @@ class Daemon:
             extra={
                 "kind": kind,
                 "policy": desired.name,
-                "table_hash": desired.table_hash,
+                "table_hash": table_hash,
                 "changes": outcome.plan.describe()[:20],
             },
         )
@@ -482,7 +495,7 @@ class Daemon:
             await self.set_add(name, values, float(timeout) if timeout is not None else None)
             return {"ok": True}
         if op == "confirm":
-            if self.confirm():
+            if await self.confirm():
                 return {"ok": True}
             return {"ok": False, "error": "nothing to confirm", "exit": 1}
         if op == "resync":
@@ -496,7 +509,7 @@ class Daemon:
             "version": __version__,
             "pid": os.getpid(),
             "policy": policy.desired.name if policy else None,
-            "table_hash": policy.desired.table_hash if policy else None,
+            "table_hash": policy.table_hash if policy else None,
             "source": policy.source if policy else None,
             "generation": self.generation,
             "profile": self.config.profile,
@@ -541,16 +554,23 @@ class Daemon:
             return {}
         return {
             "policy": self.policy.desired.name,
-            "table_hash": self.policy.desired.table_hash,
+            "table_hash": self.policy.table_hash,
             "source": self.policy.source,
         }
 
-    def _save_last_good(self) -> None:
-        if self.policy is None or self.policy.source != SOURCE_PROFILE:
+    async def _save_last_good(self) -> None:
+        policy = self.policy
+        if policy is None or policy.source != SOURCE_PROFILE:
             return
         try:
-            self.store.save_last_good(
-                self.policy.desired, self.policy.metrics_listen, self.config.profile
+            await self._kernel(
+                functools.partial(
+                    self.store.save_last_good,
+                    policy.desired,
+                    policy.metrics_listen,
+                    self.config.profile,
+                    table_hash=policy.table_hash,
+                )
             )
         except OSError as exc:
             self.log.error("cannot save the last good policy", extra={"error": str(exc)})

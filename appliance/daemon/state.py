@@ -69,13 +69,14 @@ class StateStore:
         metrics_listen: str | None,
         source: str,
         now: float | None = None,
+        table_hash: str | None = None,
     ) -> None:
         record = {
             "format": FORMAT,
             "saved_at": time.time() if now is None else now,
             "source": source,
             "metrics_listen": metrics_listen,
-            "table_hash": desired.table_hash,
+            "table_hash": table_hash or desired.table_hash,
             "desired": desired_to_json(desired),
         }
         atomic_write(self.last_good_path, json.dumps(record).encode(), 0o600)

@@ -1,0 +1,239 @@
+"""A daemon under test: ``appliance run`` in a namespace, with a notify socket of our own."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.daemon.control import NoDaemon, request
+from tests.conftest import REPO, nft_in
+
+PROFILE = """
+version = 1
+name = "daemon-test"
+[zones.lan]
+interfaces = ["eth1"]
+[sets.blocklist]
+type = "ipv4_addr"
+interval = true
+elements = ELEMENTS
+[sets.ports]
+type = "inet_service"
+elements = [22]
+[[rules]]
+name = "drop-blocklist"
+from = "any"
+to = "self"
+saddr = ["@blocklist"]
+action = "drop"
+[[rules]]
+name = "ssh"
+from = "lan"
+to = "self"
+proto = "tcp"
+dport = ["@ports"]
+action = "accept"
+"""
+
+EXTRA_RULE = """
+[[rules]]
+name = "web"
+from = "lan"
+to = "self"
+proto = "tcp"
+dport = [80, 443]
+action = "accept"
+"""
+
+METRICS = """
+[metrics]
+listen = "127.0.0.1:9469"
+"""
+
+
+def write_profile(
+    path: Path, elements: list[str] | None = None, extra: str = "", metrics: bool = True
+) -> Path:
+    elements = ["203.0.113.0/24", "198.51.100.1"] if elements is None else elements
+    text = PROFILE.replace("ELEMENTS", json.dumps(elements)) + extra
+    path.write_text(text + (METRICS if metrics else ""))
+    return path
+
+
+class Daemon:
+    """One ``appliance run`` child process and its notify socket."""
+
+    def __init__(self, ns: str, tmp: Path, profile: Path, *extra: str) -> None:
+        self.ns = ns
+        self.tmp = tmp
+        self.profile = profile
+        self.extra = extra
+        self.state_dir = tmp / "state"
+        self.socket = str(tmp / "control.sock")
+        self.notify_path = str(tmp / f"notify-{time.monotonic_ns()}.sock")
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(self.notify_path)
+        self.messages: list[str] = []
+        self.log_path = tmp / f"daemon-{time.monotonic_ns()}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Daemon:
+        env = dict(os.environ, NOTIFY_SOCKET=self.notify_path)
+        command = [
+            sys.executable,
+            "-m",
+            "appliance",
+            "run",
+            "--netns",
+            self.ns,
+            "--profile",
+            str(self.profile),
+            "--state-dir",
+            str(self.state_dir),
+            "--control-socket",
+            self.socket,
+            "--resync-interval",
+            "0.5",
+            *self.extra,
+        ]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log
+            )
+        return self
+
+    def receive(self, timeout: float) -> str | None:
+        self.notify.settimeout(max(timeout, 0.001))
+        try:
+            message = self.notify.recv(4096).decode()
+        except TimeoutError:
+            return None
+        self.messages.append(message)
+        return message
+
+    def wait_for(self, field: str, timeout: float = 30.0) -> str:
+        """The next notify message holding ``field`` (``READY=1``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                pytest.fail(f"daemon exited {self.proc.returncode}:\n{self.log()}")
+            message = self.receive(min(0.5, deadline - time.monotonic()))
+            if message and field in message.split("\n"):
+                return message
+        pytest.fail(f"no {field} from the daemon in {timeout}s:\n{self.log()}")
+
+    def ready(self) -> Daemon:
+        self.wait_for("READY=1")
+        return self
+
+    def status(self) -> dict[str, Any]:
+        answer = request(self.socket, {"op": "status"}, timeout=10)
+        assert answer["ok"], answer
+        status: dict[str, Any] = answer["status"]
+        return status
+
+    def send_signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def close(self) -> None:
+        self.kill()
+        self.notify.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def log_entries(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log().splitlines() if line.startswith("{")]
+
+    def metrics(self) -> str:
+        return nft_in_curl(self.ns, "http://127.0.0.1:9469/metrics")
+
+
+def nft_in_curl(ns: str, url: str) -> str:
+    result = subprocess.run(
+        ["ip", "netns", "exec", ns, "curl", "-sS", "--max-time", "10", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 15.0, step: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(step)
+    raise AssertionError(f"condition not met in {timeout}s")
+
+
+def table_listing(ns: str) -> list[dict[str, Any]]:
+    listing = json.loads(nft_in(ns, "-j", "-a", "list", "table", "inet", "appliance"))
+    objects: list[dict[str, Any]] = listing["nftables"]
+    return objects
+
+
+def rule_handles(ns: str) -> dict[str, int]:
+    """Rule comment -> handle, for the profile's rules."""
+    return {
+        obj["rule"]["comment"]: obj["rule"]["handle"]
+        for obj in table_listing(ns)
+        if "rule" in obj and obj["rule"].get("comment")
+    }
+
+
+def set_elements(ns: str, name: str) -> list[str]:
+    listing = json.loads(nft_in(ns, "-j", "list", "set", "inet", "appliance", name))
+    for obj in listing["nftables"]:
+        if "set" in obj:
+            return [json.dumps(e) for e in obj["set"].get("elem", [])]
+    return []
+
+
+def no_daemon(path: str) -> bool:
+    try:
+        request(path, {"op": "status"}, timeout=2)
+    except NoDaemon:
+        return True
+    return False
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    daemons: list[Daemon] = []
+
+    def start(ns: str, profile: Path, *extra: str, ready: bool = True) -> Daemon:
+        daemon = Daemon(ns, tmp_path, profile, *extra)
+        daemons.append(daemon)
+        daemon.start()
+        return daemon.ready() if ready else daemon
+
+    try:
+        yield start
+    finally:
+        for daemon in daemons:
+            daemon.close()
