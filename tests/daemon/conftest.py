@@ -87,8 +87,8 @@ class Daemon:
         self.log_path = tmp / f"daemon-{time.monotonic_ns()}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> Daemon:
-        env = dict(os.environ, NOTIFY_SOCKET=self.notify_path)
+    def start(self, env: dict[str, str] | None = None) -> Daemon:
+        env = dict(os.environ, NOTIFY_SOCKET=self.notify_path, **(env or {}))
         command = [
             sys.executable,
             "-m",

@@ -387,3 +387,60 @@ def test_status_and_metrics_answer_while_a_100k_set_is_applied(
     assert len(latencies) >= 3
     print(f"status: {len(latencies)} answers, max {max(latencies):.3f}s, {scrapes} scrapes")
     assert max(latencies) < 2.0, max(latencies)
+
+
+def test_an_unconfirmed_reload_is_rolled_back(
+    netns: str, start_daemon: Start, tmp_path: Path
+) -> None:
+    profile = write_profile(tmp_path / "p.toml")
+    daemon = start_daemon(netns, profile, "--confirm", "1s")
+    first = daemon.status()["table_hash"]
+    write_profile(profile, extra=EXTRA_RULE)
+    daemon.send_signal(signal.SIGHUP)
+    daemon.wait_for("READY=1")
+    assert "web" in rule_handles(netns)
+    assert daemon.status()["confirm_pending_until"] is not None
+    wait_until(lambda: daemon.status()["table_hash"] == first, timeout=10)
+    assert "web" not in rule_handles(netns)
+    status = daemon.status()
+    assert "not confirmed" in status["last_error"]
+    assert status["confirm_pending_until"] is None
+    time.sleep(1)  # drift repair does not bring the unconfirmed policy back
+    assert "web" not in rule_handles(netns)
+    assert daemon.status()["drift_repairs"] == {}
+    saved = json.loads((daemon.state_dir / "last-good.json").read_text())
+    assert saved["table_hash"] == first
+
+
+def test_a_confirmed_reload_stays_and_becomes_the_last_good(
+    netns: str, start_daemon: Start, tmp_path: Path
+) -> None:
+    profile = write_profile(tmp_path / "p.toml")
+    daemon = start_daemon(netns, profile, "--confirm", "2s")
+    nothing = run_appliance(
+        "confirm", "--control-socket", daemon.socket, "--state-dir", str(tmp_path / "other")
+    )
+    assert nothing.returncode == 1
+    write_profile(profile, extra=EXTRA_RULE)
+    daemon.send_signal(signal.SIGHUP)
+    daemon.wait_for("READY=1")
+    new = daemon.status()["table_hash"]
+    result = run_appliance("confirm", "--control-socket", daemon.socket)
+    assert result.returncode == 0, result.stderr
+    time.sleep(2.5)
+    assert "web" in rule_handles(netns)
+    status = daemon.status()
+    assert status["table_hash"] == new
+    assert status["last_error"] is None
+    saved = json.loads((daemon.state_dir / "last-good.json").read_text())
+    assert saved["table_hash"] == new
+
+
+def test_watchdog_pings_from_the_loop(netns: str, tmp_path: Path) -> None:
+    daemon = Daemon(netns, tmp_path, write_profile(tmp_path / "p.toml"))
+    try:
+        daemon.start(env={"WATCHDOG_USEC": "200000"}).ready()
+        daemon.wait_for("WATCHDOG=1", timeout=5)
+        daemon.wait_for("WATCHDOG=1", timeout=5)
+    finally:
+        daemon.close()
