@@ -129,3 +129,42 @@ def test_masquerade_only_toward_its_zone(lab: Lab) -> None:
     with traffic.serve(lab.ns("mec"), "tcp", 80) as mec:
         assert probe(lab, "lan", "mec", "tcp", 80, expect="open") == "open"
         assert mec.peers() == ["192.168.10.10"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the forwards' accept is placed before [[rules]] in the forward chain",
+)
+def test_drop_rules_apply_to_forwarded_ports(lab: Lab) -> None:
+    # A blocklist rule "from wan to any" must stop a blocklisted source from using a
+    # published port as well: [[rules]] come before the forwards' accept.
+    lab.apply(
+        profile(
+            "forward-blocklist",
+            """
+            [sets.blocklist]
+            type = "ipv4_addr"
+            interval = true
+            elements = ["198.51.100.0/30"]
+
+            [[forwards]]
+            name = "mec-app"
+            from = "wan"
+            proto = "tcp"
+            dport = 8443
+            to_addr = "10.45.0.10"
+            to_port = 443
+
+            [[rules]]
+            name = "blocklist-in"
+            from = "wan"
+            to = "any"
+            saddr = ["@blocklist"]
+            action = "drop"
+            """,
+        )
+    )
+    with traffic.serve(lab.ns("mec"), "tcp", 443) as app:
+        outcome = probe(lab, "wan", "appliance", "tcp", 8443, toward="wan", expect="timeout")
+        assert outcome == "timeout"
+        assert app.peers() == []
