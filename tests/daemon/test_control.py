@@ -1,0 +1,87 @@
+"""The control socket without a daemon: framing, errors, permissions, stale sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.daemon.control import ControlServer, NoDaemon, checked, request
+from appliance.errors import ApplianceError, UsageError
+
+
+async def handler(message: dict[str, Any]) -> dict[str, Any]:
+    if message["op"] == "echo":
+        return {"ok": True, "echo": message}
+    raise UsageError(f"unknown request {message['op']!r}")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    path = str(tmp_path / "run" / "control.sock")
+    loop = asyncio.new_event_loop()
+    control = ControlServer(handler)
+    loop.run_until_complete(control.start(path))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield path
+    finally:
+        asyncio.run_coroutine_threadsafe(control.close(), loop).result(5)
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0.05), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
+def test_request_and_response(server: str) -> None:
+    answer = request(server, {"op": "echo", "x": [1, 2]})
+    assert answer == {"ok": True, "echo": {"op": "echo", "x": [1, 2]}}
+
+
+def test_socket_is_private(server: str) -> None:
+    assert os.stat(server).st_mode & 0o777 == 0o600
+
+
+def test_errors_carry_the_exit_code(server: str) -> None:
+    answer = request(server, {"op": "nope"})
+    assert answer["ok"] is False and answer["exit"] == 2
+    with pytest.raises(ApplianceError) as info:
+        checked(answer)
+    assert info.value.exit_code == 2
+
+
+def test_large_requests(server: str) -> None:
+    items = [f"10.0.{i >> 8}.{i & 255}" for i in range(50_000)]
+    assert request(server, {"op": "echo", "items": items})["echo"]["items"] == items
+
+
+def test_no_daemon(tmp_path: Path) -> None:
+    with pytest.raises(NoDaemon):
+        request(str(tmp_path / "absent.sock"), {"op": "status"})
+
+
+def test_a_second_server_refuses_a_live_socket(server: str) -> None:
+    with pytest.raises(ApplianceError, match="another daemon"):
+        asyncio.run(ControlServer(handler).start(server))
+
+
+def test_a_stale_socket_is_replaced(tmp_path: Path) -> None:
+    import socket
+
+    path = tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(str(path))  # bound, never listening: a dead daemon's leftover
+
+    async def scenario() -> None:
+        control = ControlServer(handler)
+        await control.start(path)
+        await control.close()
+
+    asyncio.run(scenario())
+    assert not path.exists()

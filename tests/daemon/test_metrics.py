@@ -1,0 +1,109 @@
+"""Metrics without a kernel: counters cached for a second, set sizes from bookkeeping."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import CollectorRegistry
+
+from appliance.daemon.metrics import Metrics, MetricsServer
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(clock: FakeClock, counts: dict[str, int]) -> tuple[Metrics, list[int]]:
+    reads: list[int] = []
+
+    async def read() -> dict[str, tuple[int, int]]:
+        reads.append(1)
+        return {"ssh": (3, 180), "ap_autoblock": (9, 900)}
+
+    return Metrics(CollectorRegistry(), read, lambda: counts, clock=clock), reads
+
+
+def test_counters_are_read_once_per_cache_period() -> None:
+    clock = FakeClock()
+    metrics, reads = make(clock, {})
+
+    async def scenario() -> None:
+        await metrics.exposition()
+        await metrics.exposition()
+        assert len(reads) == 1
+        clock.now += 0.5
+        await metrics.exposition()
+        assert len(reads) == 1
+        clock.now += 0.6
+        await metrics.exposition()
+        assert len(reads) == 2
+
+    asyncio.run(scenario())
+
+
+def test_exposition_names_rules_sets_and_autoblocks() -> None:
+    counts = {"blocklist": 5, "autoblock_v4": 2, "autoblock_v6": 1, "ap_never_block_v4": 4}
+    metrics, _ = make(FakeClock(), counts)
+    metrics.set_policy("edge", "abc", "profile", 3)
+    text = asyncio.run(metrics.exposition()).decode()
+    assert 'appliance_rule_packets_total{rule="ssh"} 3.0' in text
+    assert 'appliance_rule_bytes_total{rule="ssh"} 180.0' in text
+    assert "ap_autoblock" not in text.replace("appliance_autoblock", "")
+    assert 'appliance_set_elements{set="blocklist"} 5.0' in text
+    assert "ap_never_block_v4" not in text
+    assert "appliance_autoblock_elements 3.0" in text
+    assert "appliance_policy_version 3.0" in text
+    assert 'appliance_drift_repairs_total{kind="structure"} 0.0' in text
+    assert 'appliance_hub_sync_total{result="unreachable"} 0.0' in text
+
+
+def test_a_slow_kernel_read_serves_the_cached_values() -> None:
+    clock = FakeClock()
+    release = asyncio.Event()
+    calls: list[int] = []
+
+    async def slow() -> dict[str, tuple[int, int]]:
+        calls.append(1)
+        if len(calls) > 1:
+            await release.wait()
+        return {"ssh": (len(calls), 0)}
+
+    async def scenario() -> None:
+        metrics = Metrics(CollectorRegistry(), slow, dict, clock=clock, max_wait=0.05)
+        await metrics.exposition()
+        clock.now += 2
+        text = (await metrics.exposition()).decode()  # the read hangs: old values
+        assert 'appliance_rule_packets_total{rule="ssh"} 1.0' in text
+        release.set()
+        await asyncio.sleep(0.01)
+        assert metrics.counters == {"ssh": (2, 0)}
+
+    asyncio.run(scenario())
+
+
+def test_http_server_answers_metrics_and_404() -> None:
+    metrics, _ = make(FakeClock(), {})
+
+    async def get(port: int, path: str) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        data = await reader.read()
+        writer.close()
+        return data
+
+    async def scenario() -> None:
+        server = MetricsServer(metrics)
+        _host, port = await server.start("127.0.0.1", 0)
+        try:
+            ok = await get(port, "/metrics")
+            assert ok.startswith(b"HTTP/1.0 200")
+            assert b"appliance_apply_total" in ok
+            assert (await get(port, "/")).startswith(b"HTTP/1.0 404")
+        finally:
+            await server.close()
+
+    asyncio.run(scenario())
