@@ -75,7 +75,13 @@ from appliance.model.values import (
 )
 from appliance.units import Rate, parse_duration, parse_rate
 
-__all__ = ["PROFILE_VERSION", "format_key_path", "load_profile", "parse_profile"]
+__all__ = [
+    "PROFILE_VERSION",
+    "format_key_path",
+    "load_profile",
+    "load_profile_document",
+    "parse_profile",
+]
 
 PROFILE_VERSION = 1
 
@@ -168,6 +174,23 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
     data, origins = _load_file(source, (), None)
     ctx = _Ctx(source, origins, Path(os.path.dirname(os.path.abspath(source))), file_refs=True)
     return _build(ctx, data)
+
+
+def load_profile_document(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The profile at ``path`` as one self-contained document, validated first.
+
+    ``extends`` is merged and every ``elements_file`` is inlined into its set's ``elements``
+    (canonical, overlaps merged, as the kernel gets them), so :func:`parse_profile` accepts
+    the result. File paths (``[inspect].rules``, ``[hub].trust``) are absolute.
+    """
+    profile = load_profile(path)
+    data, _ = _load_file(os.fspath(path), (), None)
+    sets = data.get("sets", {})
+    for name, spec in sets.items():
+        if "elements_file" in spec:
+            del spec["elements_file"]
+            spec["elements"] = list(profile.set(name).elements)
+    return data
 
 
 def parse_profile(data: Mapping[str, Any], source: str, base_dir: Path) -> Profile:
