@@ -132,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("probe", cmd_probe, "which optional kernel features this kernel has")
     p.add_argument("--json", action="store_true")
 
+    from appliance.sync.commands import add_parsers as add_sync_parsers
+
+    add_sync_parsers(sub, common)  # bundle keygen|build|sign|verify, hub serve
+
     p = sub.add_parser("_rollback-watch", parents=[common])
     p.add_argument("--token", required=True)
     p.set_defaults(handler=cmd_rollback_watch)
