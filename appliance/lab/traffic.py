@@ -595,6 +595,14 @@ def _capture_child(conn: Connection, ifname: str, max_frames: int) -> None:
                 frames.append(Frame(address[2] == _PACKET_OUTGOING, data))
         if conn.fileno() in readable:
             conn.recv()
+            # Everything that arrived before the stop counts, read or not.
+            s.setblocking(False)
+            while len(frames) < max_frames:
+                try:
+                    data, address = s.recvfrom(65536)
+                except BlockingIOError:
+                    break
+                frames.append(Frame(address[2] == _PACKET_OUTGOING, data))
             conn.send(frames)
             return
 

@@ -89,7 +89,7 @@ def test_reject_answers_at_once(lab: Lab, servers: None, family: int) -> None:
         got = probe(lab, "lan", dst, proto, port, family, expect=want)
         assert got == want, (dst, proto, port)
         if want == "refused":
-            assert time.monotonic() - start < 0.5, "a rejection must not wait for a timeout"
+            assert time.monotonic() - start < 1.0, "a rejection must not wait for a timeout"
     assert lab.counter("reject-tcp") >= 1
     assert lab.counter("reject-udp") >= 1
 
