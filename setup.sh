@@ -12,7 +12,7 @@ APT_PACKAGES=(
     nftables python3-nftables iproute2 iputils-ping
     python3 python3-venv python3-pip
     python3-pyroute2 python3-prometheus-client python3-cryptography
-    python3-scapy python3-pytest python3-hypothesis python3-dpkt
+    python3-scapy python3-pytest python3-hypothesis python3-dpkt nginx-light
 )
 
 log() { printf '==> %s\n' "$*" >&2; }
