@@ -1,0 +1,591 @@
+"""Bundles: build, sign and verify. Pure: bytes and keys in, bytes or a verdict out.
+
+``bundle.json`` is ``{"version", "expires", "profile", "sets"}``; ``bundle.json.sig`` holds
+lines ``KEYID BASE64SIG``, each an Ed25519 signature of the exact bytes of ``bundle.json``.
+
+Verification order (the first failure wins, and names one result of the sync vocabulary):
+the size, a signature by a trusted key (before anything parses the bytes), the schema and
+the profile, the expiry (no grace), the version against the running one (rollback), and for
+``add``/``del`` deltas the base version.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from appliance.errors import ProfileError
+from appliance.model.parse import parse_profile
+from appliance.model.profile import Profile, SetSpec
+from appliance.model.values import canonical_element, merge_overlaps
+from appliance.sync.keys import PrivateKey, PublicKey
+
+BUNDLE_FILE = "bundle.json"
+SIG_FILE = "bundle.json.sig"
+FULL_DIR = "full"  # a delta bundle's directory holds the same version as a full bundle here
+
+# The results of a sync, as metrics and status name them (SPEC section 7).
+APPLIED = "applied"
+NOT_MODIFIED = "not_modified"
+BAD_SIGNATURE = "bad_signature"
+NO_SIGNATURE = "no_signature"
+ROLLBACK = "rollback"
+EXPIRED = "expired"
+MALFORMED = "malformed"
+TOO_LARGE = "too_large"
+UNREACHABLE = "unreachable"
+HTTP_ERROR = "http_error"
+APPLY_FAILED = "apply_failed"
+RESULTS = (
+    APPLIED,
+    NOT_MODIFIED,
+    BAD_SIGNATURE,
+    NO_SIGNATURE,
+    ROLLBACK,
+    EXPIRED,
+    MALFORMED,
+    TOO_LARGE,
+    UNREACHABLE,
+    HTTP_ERROR,
+    APPLY_FAILED,
+)
+
+MAX_BUNDLE_BYTES = 64 * 1024 * 1024
+MAX_SIG_BYTES = 16 * 1024
+MAX_SIG_LINES = 32
+TOP_KEYS = ("version", "expires", "profile", "sets")
+LOCAL_ONLY_KEYS = ("hub", "metrics")  # a bundle never points the appliance elsewhere
+_RFC3339_Z = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(\.\d{1,9})?Z")
+_KEYID = re.compile(r"[0-9a-f]{16}")
+
+
+class BundleError(ValueError):
+    """A bundle is refused: ``result`` is the sync result word, ``str()`` the one-line reason."""
+
+    def __init__(self, result: str, reason: str) -> None:
+        assert result in RESULTS
+        self.result = result
+        self.reason = " ".join(reason.split())
+        super().__init__(self.reason)
+
+
+class WrongBase(BundleError):
+    """A delta whose base is not the running version: the full bundle is needed."""
+
+
+# --------------------------------------------------------------------------------------
+# The bundle model
+
+
+@dataclass(frozen=True)
+class SetDelta:
+    base: int
+    add: tuple[str, ...]
+    delete: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A parsed, signature-checked bundle.
+
+    ``elements`` holds each set's hub elements as they stand after this bundle (a delta
+    resolved against the running bundle); ``deltas`` the sets this bundle changed by delta.
+    """
+
+    version: int
+    expires: float  # seconds since the epoch
+    profile_doc: dict[str, Any]
+    profile: Profile
+    elements: dict[str, tuple[str, ...]]
+    deltas: dict[str, SetDelta] = field(default_factory=dict)
+    sha256: str = ""
+    data: bytes = b""
+
+    @property
+    def is_delta(self) -> bool:
+        return bool(self.deltas)
+
+    @property
+    def expires_text(self) -> str:
+        return format_time(self.expires)
+
+    def expired(self, now: float) -> bool:
+        return now >= self.expires
+
+    def effective_profile(self) -> Profile:
+        """The bundle's profile with the hub's elements added to its sets' own."""
+        sets: list[SetSpec] = []
+        for spec in self.profile.sets:
+            hub = self.elements.get(spec.name, ())
+            if not hub:
+                sets.append(spec)
+                continue
+            merged = dict.fromkeys(spec.elements)
+            merged.update(dict.fromkeys(hub))
+            items = list(merged)
+            if spec.interval:
+                items = merge_overlaps(spec.type, items)
+            sets.append(dataclasses.replace(spec, elements=tuple(items)))
+        return dataclasses.replace(self.profile, sets=tuple(sets))
+
+    def resolved_document(self) -> dict[str, Any]:
+        """This bundle as a full bundle document (deltas resolved): what a store reloads."""
+        return {
+            "version": self.version,
+            "expires": format_time(self.expires),
+            "profile": self.profile_doc,
+            "sets": {name: {"full": list(items)} for name, items in self.elements.items()},
+        }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What to do with a fetched pair: ``result`` is a sync result word.
+
+    ``bundle`` is set when the result is ``applied`` (ready to apply) and for ``not_modified``
+    (the running bundle). ``wrong_base`` marks a delta whose base is not the running version:
+    fetch the full bundle instead.
+    """
+
+    result: str
+    reason: str = ""
+    bundle: Bundle | None = None
+    key_id: str = ""
+    wrong_base: bool = False
+
+
+# --------------------------------------------------------------------------------------
+# Times
+
+
+def format_time(seconds: float) -> str:
+    return datetime.fromtimestamp(int(seconds), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: object) -> float:
+    """An RFC 3339 UTC time ending in ``Z`` to seconds since the epoch; ValueError if not."""
+    if not isinstance(text, str):
+        raise ValueError(f"expected an RFC 3339 UTC time string, got {text!r}")
+    match = _RFC3339_Z.fullmatch(text)
+    if not match:
+        raise ValueError(f"bad time {text!r} (expected RFC 3339 UTC, e.g. 2030-01-31T12:00:00Z)")
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    fraction = float(match.group(7) or 0)
+    try:
+        moment = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+    except ValueError as exc:
+        raise ValueError(f"bad time {text!r}: {exc}") from None
+    return moment.timestamp() + fraction
+
+
+# --------------------------------------------------------------------------------------
+# Building
+
+
+def profile_for_bundle(document: Mapping[str, Any]) -> dict[str, Any]:
+    """A merged profile document without the local-only sections ([hub], [metrics])."""
+    return {k: v for k, v in document.items() if k not in LOCAL_ONLY_KEYS and k != "extends"}
+
+
+def canonical_set_elements(
+    profile: Profile, name: str, items: Iterable[object], where: str = ""
+) -> list[str]:
+    """Elements for the profile's set ``name``, canonical and deduplicated (overlaps merged
+    in interval sets); ValueError naming the offending item."""
+    try:
+        spec = profile.set(name)
+    except KeyError:
+        known = ", ".join(s.name for s in profile.sets) or "none"
+        raise ValueError(f"{name!r} is not a set of the profile (its sets: {known})") from None
+    out: dict[str, None] = {}
+    for i, item in enumerate(items):
+        try:
+            out.setdefault(canonical_element(spec.type, spec.interval, item))
+        except ValueError as exc:
+            place = where or f"{name}[{i}]"
+            raise ValueError(f"{place}: {exc}") from None
+    return merge_overlaps(spec.type, list(out)) if spec.interval else list(out)
+
+
+def read_element_lines(text: str, filename: str) -> list[tuple[str, str]]:
+    """``(FILE:LINE, element)`` for each element line (``#`` comments and blanks skipped)."""
+    out: list[tuple[str, str]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        item = line.split("#", 1)[0].strip()
+        if item:
+            out.append((f"{filename}:{number}", item))
+    return out
+
+
+def encode_document(document: Mapping[str, Any]) -> bytes:
+    """Deterministic JSON bytes: fixed top-level order, no extra space, one trailing newline."""
+    ordered = {key: document[key] for key in TOP_KEYS if key in document}
+    text = json.dumps(ordered, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.encode("utf-8") + b"\n"
+
+
+def build_bundle(
+    profile_doc: Mapping[str, Any],
+    sets: Mapping[str, Sequence[str]],
+    version: int,
+    expires: float,
+    base_dir: Path,
+) -> bytes:
+    """``bundle.json`` bytes for a full bundle; ValueError (one line) if anything is invalid."""
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"bad version {version!r}: an integer, 1 or more")
+    doc = profile_for_bundle(profile_doc)
+    try:
+        profile = parse_profile(doc, "bundle profile", base_dir)
+    except ProfileError as exc:
+        raise ValueError(str(exc)) from None
+    full = {name: canonical_set_elements(profile, name, items) for name, items in sets.items()}
+    document = {
+        "version": version,
+        "expires": format_time(expires),
+        "profile": doc,
+        "sets": {name: {"full": full[name]} for name in sorted(full)},
+    }
+    data = encode_document(document)
+    # What we write must be what we accept.
+    parse_bundle(data, base_dir)
+    return data
+
+
+def build_delta(full_data: bytes, old: Bundle, base_dir: Path) -> bytes:
+    """A delta bundle (same version, profile and expiry as ``full_data``) on top of ``old``."""
+    new = parse_bundle(full_data, base_dir)
+    if new.version <= old.version:
+        raise ValueError(f"version {new.version} is not above the base version {old.version}")
+    sets: dict[str, Any] = {}
+    for name in sorted(set(new.elements) | set(old.elements)):
+        before = old.elements.get(name, ())
+        after = new.elements.get(name, ())
+        if name not in new.elements:
+            sets[name] = {"base": old.version, "add": [], "del": list(before)}
+            continue
+        before_set = set(before)
+        after_set = set(after)
+        sets[name] = {
+            "base": old.version,
+            "add": [e for e in after if e not in before_set],
+            "del": [e for e in before if e not in after_set],
+        }
+    document = {
+        "version": new.version,
+        "expires": format_time(new.expires),
+        "profile": new.profile_doc,
+        "sets": sets,
+    }
+    data = encode_document(document)
+    parse_bundle(data, base_dir)
+    return data
+
+
+# --------------------------------------------------------------------------------------
+# Signatures
+
+
+def parse_signatures(text: str) -> list[tuple[str, bytes]]:
+    """``(key id, signature)`` per well-formed line; other lines are skipped (they cannot
+    verify anyway). At most MAX_SIG_LINES lines are looked at."""
+    out: list[tuple[str, bytes]] = []
+    for line in text.splitlines()[:MAX_SIG_LINES]:
+        parts = line.split()
+        if len(parts) != 2 or not _KEYID.fullmatch(parts[0]):
+            continue
+        try:
+            sig = base64.b64decode(parts[1], validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        if len(sig) == 64:
+            out.append((parts[0], sig))
+    return out
+
+
+def sign_text(existing: str, key: PrivateKey, data: bytes) -> str:
+    """The signature file with this key's line added or replaced; other keys' lines kept."""
+    own = key.public.id
+    line = f"{own} {base64.b64encode(key.sign(data)).decode('ascii')}"
+    lines: list[str] = []
+    replaced = False
+    for old in existing.splitlines():
+        parts = old.split()
+        if not parts:
+            continue
+        if parts[0] == own:
+            if not replaced:
+                lines.append(line)
+                replaced = True
+            continue
+        lines.append(old.strip())
+    if not replaced:
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def check_signature(data: bytes, sig: bytes | None, trust: Sequence[PublicKey]) -> str:
+    """The id of the trusted key whose line verifies ``data``; BundleError if none does."""
+    if sig is None or not sig.strip():
+        raise BundleError(NO_SIGNATURE, "no signature (bundle.json.sig missing or empty)")
+    if len(sig) > MAX_SIG_BYTES:
+        raise BundleError(TOO_LARGE, f"signature file over {MAX_SIG_BYTES} bytes")
+    try:
+        text = sig.decode("ascii")
+    except UnicodeDecodeError:
+        raise BundleError(BAD_SIGNATURE, "signature file is not ASCII text") from None
+    lines = parse_signatures(text)
+    if not lines:
+        raise BundleError(BAD_SIGNATURE, "no well-formed signature line (KEYID BASE64SIG)")
+    by_id: dict[str, list[PublicKey]] = {}
+    for key in trust:
+        by_id.setdefault(key.id, []).append(key)
+    known = False
+    for kid, signature in lines:
+        for key in by_id.get(kid, ()):
+            known = True
+            if key.verify(signature, data):
+                return kid
+    ids = ", ".join(kid for kid, _ in lines)
+    if known:
+        raise BundleError(BAD_SIGNATURE, f"signature does not verify (key {ids})")
+    raise BundleError(BAD_SIGNATURE, f"no signature by a trusted key (signed by {ids})")
+
+
+# --------------------------------------------------------------------------------------
+# Parsing
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def decode_json(data: bytes) -> Any:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BundleError(MALFORMED, f"not UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except RecursionError:
+        raise BundleError(MALFORMED, "JSON nested too deeply") from None
+    except ValueError as exc:
+        raise BundleError(MALFORMED, f"bad JSON: {exc}") from None
+
+
+def _string_list(value: object, where: str) -> list[str]:
+    if not isinstance(value, list):
+        raise BundleError(MALFORMED, f"{where}: expected an array")
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise BundleError(MALFORMED, f"{where}[{i}]: expected a string, got {item!r}")
+    return value
+
+
+def parse_bundle(data: bytes, base_dir: Path, max_bytes: int = MAX_BUNDLE_BYTES) -> Bundle:
+    """Schema and profile checks (not the signature, not the time): BundleError(malformed)."""
+    if len(data) > max_bytes:
+        raise BundleError(TOO_LARGE, f"bundle over {max_bytes} bytes")
+    doc = decode_json(data)
+    if not isinstance(doc, dict):
+        raise BundleError(MALFORMED, "expected a JSON object")
+    for key in doc:
+        if key not in TOP_KEYS:
+            raise BundleError(MALFORMED, f"unknown key {key!r}")
+    for key in ("version", "expires", "profile"):
+        if key not in doc:
+            raise BundleError(MALFORMED, f"{key}: required")
+    version = doc["version"]
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version < 2**63:
+        raise BundleError(MALFORMED, f"version: expected an integer, 1 or more, got {version!r}")
+    try:
+        expires = parse_time(doc["expires"])
+    except ValueError as exc:
+        raise BundleError(MALFORMED, f"expires: {exc}") from None
+    profile_doc = doc["profile"]
+    if not isinstance(profile_doc, dict):
+        raise BundleError(MALFORMED, "profile: expected an object")
+    for key in (*LOCAL_ONLY_KEYS, "extends"):
+        if key in profile_doc:
+            raise BundleError(MALFORMED, f"profile.{key}: not allowed in a bundle")
+    try:
+        profile = parse_profile(profile_doc, "bundle", base_dir)
+    except ProfileError as exc:
+        raise BundleError(MALFORMED, f"profile: {exc.key}: {exc.message}") from None
+    if not profile.has_policy:
+        raise BundleError(MALFORMED, "profile: holds no policy (no zones, sets or rules)")
+    sets_doc = doc.get("sets", {})
+    if not isinstance(sets_doc, dict):
+        raise BundleError(MALFORMED, "sets: expected an object")
+    elements: dict[str, tuple[str, ...]] = {}
+    deltas: dict[str, SetDelta] = {}
+    for name, spec in sets_doc.items():
+        where = f"sets.{name}"
+        if not isinstance(spec, dict):
+            raise BundleError(MALFORMED, f"{where}: expected an object")
+        keys = set(spec)
+        try:
+            if keys == {"full"}:
+                items = _string_list(spec["full"], f"{where}.full")
+                elements[name] = tuple(canonical_set_elements(profile, name, items, where))
+            elif keys == {"base", "add", "del"}:
+                base = spec["base"]
+                if isinstance(base, bool) or not isinstance(base, int) or base < 1:
+                    raise BundleError(MALFORMED, f"{where}.base: expected an integer, 1 or more")
+                if base >= version:
+                    raise BundleError(
+                        MALFORMED, f"{where}.base: {base} is not below the version {version}"
+                    )
+                add = canonical_set_elements(
+                    profile, name, _string_list(spec["add"], f"{where}.add"), where
+                )
+                delete = canonical_set_elements(
+                    profile, name, _string_list(spec["del"], f"{where}.del"), where
+                )
+                deltas[name] = SetDelta(base, tuple(add), tuple(delete))
+            else:
+                raise BundleError(
+                    MALFORMED,
+                    f"{where}: expected {{full}} or {{base, add, del}}, got {sorted(keys)}",
+                )
+        except ValueError as exc:
+            if isinstance(exc, BundleError):
+                raise
+            raise BundleError(MALFORMED, str(exc)) from None
+    if deltas and elements:
+        raise BundleError(MALFORMED, "sets: a bundle is all full sets or all deltas")
+    if len({d.base for d in deltas.values()}) > 1:
+        raise BundleError(MALFORMED, "sets: deltas name different base versions")
+    if not deltas:
+        _check_sizes(profile, elements)
+    return Bundle(
+        version=version,
+        expires=expires,
+        profile_doc=profile_doc,
+        profile=profile,
+        elements=elements,
+        deltas=deltas,
+        sha256=hashlib.sha256(data).hexdigest(),
+        data=data,
+    )
+
+
+def _check_sizes(profile: Profile, elements: Mapping[str, Sequence[str]]) -> None:
+    for spec in profile.sets:
+        if spec.size is None:
+            continue
+        total = len(set(spec.elements) | set(elements.get(spec.name, ())))
+        if total > spec.size:
+            raise BundleError(
+                MALFORMED, f"sets.{spec.name}: {total} elements do not fit in size = {spec.size}"
+            )
+
+
+def resolve_delta(bundle: Bundle, running: Bundle | None) -> Bundle:
+    """A delta bundle applied on top of the running bundle: its full elements.
+
+    BundleError(apply_failed) when the base is not the running version (fetch the full
+    bundle instead).
+    """
+    if not bundle.deltas:
+        return bundle
+    base = next(iter(bundle.deltas.values())).base
+    if running is None or running.version != base:
+        have = "no bundle" if running is None else f"version {running.version}"
+        raise WrongBase(APPLY_FAILED, f"delta on wrong base: base {base}, running {have}")
+    elements: dict[str, tuple[str, ...]] = {}
+    for spec in bundle.profile.sets:
+        name = spec.name
+        before = running.elements.get(name, ())
+        delta = bundle.deltas.get(name)
+        if delta is None:
+            if before:
+                elements[name] = before
+            continue
+        gone = set(delta.delete)
+        kept = dict.fromkeys(e for e in before if e not in gone)
+        kept.update(dict.fromkeys(e for e in delta.add if e not in gone))
+        items = list(kept)
+        if spec.interval:
+            items = merge_overlaps(spec.type, items)
+        if items:
+            elements[name] = tuple(items)
+    try:
+        _check_sizes(bundle.profile, elements)
+    except BundleError as exc:
+        raise BundleError(APPLY_FAILED, exc.reason) from None
+    return dataclasses.replace(bundle, elements=elements)
+
+
+# --------------------------------------------------------------------------------------
+# The decision
+
+
+def verify(
+    data: bytes,
+    sig: bytes | None,
+    trust: Sequence[PublicKey],
+    now: float,
+    base_dir: Path,
+    running: Bundle | None = None,
+    min_version: int | None = None,
+    max_bytes: int = MAX_BUNDLE_BYTES,
+    resolve: bool = True,
+) -> Verdict:
+    """Every check the daemon makes on a fetched pair, in order; never raises.
+
+    ``running`` is the bundle in force (for rollback and deltas); ``min_version`` stands
+    for a running version when only the number is known (versions below it are refused).
+    ``resolve=False`` leaves a delta unresolved (checking a bundle without a running one).
+    """
+    try:
+        if len(data) > max_bytes:
+            raise BundleError(TOO_LARGE, f"bundle over {max_bytes} bytes")
+        kid = check_signature(data, sig, trust)
+        bundle = parse_bundle(data, base_dir, max_bytes)
+        if bundle.expired(now):
+            raise BundleError(
+                EXPIRED, f"expired at {bundle.expires_text} (version {bundle.version})"
+            )
+        if running is not None:
+            if bundle.version < running.version:
+                raise BundleError(
+                    ROLLBACK, f"version {bundle.version} is below the running {running.version}"
+                )
+            if bundle.version == running.version:
+                if bundle.sha256 == running.sha256:
+                    return Verdict(NOT_MODIFIED, "same version, same bytes", running, kid)
+                raise BundleError(
+                    ROLLBACK,
+                    f"version {bundle.version} is the running version but with other bytes",
+                )
+        if min_version is not None and bundle.version < min_version:
+            raise BundleError(
+                ROLLBACK, f"version {bundle.version} is below the minimum {min_version}"
+            )
+        if bundle.deltas and resolve:
+            try:
+                bundle = resolve_delta(bundle, running)
+            except WrongBase as exc:
+                return Verdict(exc.result, exc.reason, None, kid, wrong_base=True)
+        return Verdict(APPLIED, "", bundle, kid)
+    except BundleError as exc:
+        return Verdict(exc.result, exc.reason)
