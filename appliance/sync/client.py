@@ -1,0 +1,461 @@
+"""The hub client: fetch the bundle pair, verify it, decide; the daemon applies.
+
+Use from the daemon's asyncio loop::
+
+    client = HubClient(hub.url, load_trust(hub.trust), state_dir, name=profile.name)
+    stored = client.load_last_good()          # at boot: enforce stored.bundle if not None
+    while running:
+        sync = await client.poll_once()
+        if sync.pending:                       # verified and newer: apply it
+            try:
+                table_hash = apply(sync.bundle.effective_profile())
+            except Exception as exc:
+                sync = await client.apply_failed(sync, str(exc), current_table_hash)
+            else:
+                sync = await client.applied(sync, table_hash)
+        else:
+            await client.report(sync, current_table_hash)
+        count(sync.result)
+        await sleep(client.next_delay(sync, poll))
+
+or ``await client.sync(apply)``, which does the same in one call.
+
+The pair: the client asks for ``bundle.json.sig`` first, conditionally. A published bundle
+always changes its signature file, so an unchanged signature (304) means nothing new and
+costs one small request; a new one is followed by a conditional GET of ``bundle.json``, and
+the two are verified together (mix-and-match safe: whatever pair arrives is checked as a
+pair). A pair that fails is remembered by its ETags and not fetched or verified again; the
+result is reported again at each poll until the hub offers something else. When the hub
+announces long polls (``X-Long-Poll-Max`` on its answers), the signature request waits on the
+hub (``?wait=SECONDS``) until it changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from appliance.sync import bundle as B
+from appliance.sync.bundle import Bundle, Verdict, format_time, verify
+from appliance.sync.keys import PublicKey
+from appliance.sync.store import BundleStore, Stored, StoreError
+from appliance.sync.transport import Limits, Response, TransportError, request
+
+LONG_POLL_HEADER = "x-long-poll-max"
+FAILED_MEMORY = 16
+
+
+@dataclass(frozen=True)
+class ClientLimits:
+    http: Limits = field(default_factory=Limits)
+    max_bundle: int = B.MAX_BUNDLE_BYTES
+    max_sig: int = B.MAX_SIG_BYTES
+    long_poll: float = 55.0  # wait asked of a hub that offers long polls
+    min_long_poll_interval: float = 1.0  # never more than one long poll a second
+    backoff_base: float = 1.0
+    backoff_max: float = 300.0
+    status_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """One sync. ``result`` is a word of the metrics vocabulary (``appliance_hub_sync_total``).
+
+    ``pending``: ``bundle`` passed every check and is newer than the running one; the daemon
+    applies it and then calls :meth:`HubClient.applied` or :meth:`HubClient.apply_failed`.
+    """
+
+    result: str
+    error: str = ""
+    bundle: Bundle | None = None
+    pending: bool = False
+    version: int | None = None  # the running version after this sync
+    offered: int | None = None  # the version the hub offered, when it parsed
+    stale: bool = False  # the running bundle has expired (still enforced)
+    repeated: bool = False  # a remembered failure, not fetched or verified again
+    time: float = 0.0
+    long_polled: bool = False
+    backoff: bool = False  # a transport failure (unreachable, timeout, HTTP 5xx): back off
+    signature: bytes = b""
+    etag: str = ""
+    sig_etag: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.result in (B.APPLIED, B.NOT_MODIFIED)
+
+
+def backoff_delay(failures: int, base: float, cap: float, rng: Callable[[], float]) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**(n-1)))."""
+    if failures <= 0:
+        return 0.0
+    return float(rng() * min(cap, base * 2.0 ** min(failures - 1, 30)))
+
+
+def next_delay(
+    sync: SyncResult,
+    poll: float,
+    failures: int,
+    limits: ClientLimits,
+    rng: Callable[[], float],
+    elapsed: float = 0.0,
+) -> float:
+    """Seconds until the next poll: backoff only after transport failures; right away after
+    a long poll (but at most one a second); else the poll interval."""
+    if sync.backoff:
+        return backoff_delay(failures, limits.backoff_base, min(limits.backoff_max, poll * 10), rng)
+    if sync.long_polled:
+        return max(0.0, limits.min_long_poll_interval - elapsed)
+    return poll
+
+
+class HubClient:
+    def __init__(
+        self,
+        url: str,
+        trust: Sequence[PublicKey],
+        state_dir: str | Path,
+        *,
+        name: str = "",
+        base_dir: Path | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: Callable[[], float] = random.random,
+        limits: ClientLimits | None = None,
+        report_status: bool = True,
+    ) -> None:
+        if not url.endswith("/"):
+            url += "/"
+        self.url = url
+        self.trust = tuple(trust)
+        self.name = name
+        self.base_dir = base_dir or Path(state_dir)
+        self.clock = clock
+        self.rng = rng
+        self.limits = limits or ClientLimits()
+        self.store = BundleStore(state_dir)
+        self.report_status = report_status and url.startswith(("http://", "https://"))
+        self.running: Stored | None = None
+        self.failures = 0  # consecutive transport failures
+        self.long_poll_max = 0.0  # what the hub announced; 0: no long poll
+        self.last_error = ""
+        self._failed: OrderedDict[tuple[str, str], SyncResult] = OrderedDict()
+        self._seen_sig_etag = ""  # the signature file's ETag at the last answer
+        self._floor: int | None = None
+        self._elapsed = 0.0
+
+    # ---- boot ---------------------------------------------------------------------------
+
+    def load_last_good(self) -> Stored | None:
+        """The stored last-good bundle (signature checked again), or None."""
+        try:
+            self.running = self.store.load(self.trust, self.clock(), self.base_dir)
+        except StoreError as exc:
+            self.running = None
+            if str(exc) != "no bundle stored":
+                self.last_error = str(exc)
+            return None
+        self._seen_sig_etag = self.running.sig_etag
+        return self.running
+
+    @property
+    def running_version(self) -> int | None:
+        return self.running.bundle.version if self.running else None
+
+    @property
+    def stale(self) -> bool:
+        return bool(self.running and self.running.bundle.expired(self.clock()))
+
+    # ---- one poll -----------------------------------------------------------------------
+
+    async def poll_once(self, running_version: int | None = None) -> SyncResult:
+        """Fetch and verify; never raises for network or data problems.
+
+        The client tracks the running bundle itself (stored, or applied through it);
+        ``running_version`` adds a floor when the daemon knows of a higher version.
+        """
+        self._floor = running_version
+        started = time.monotonic()
+        try:
+            sync = await self._poll()
+        except TransportError as exc:
+            sync = self._result(exc.result, exc.reason, backoff=True)
+        self._elapsed = time.monotonic() - started
+        self.failures = self.failures + 1 if sync.backoff else 0
+        if not sync.ok and not sync.pending:
+            self.last_error = sync.error
+        return sync
+
+    async def _poll(self) -> SyncResult:
+        running = self.running
+        wait = 0.0
+        sig_headers: dict[str, str] = {}
+        if self._seen_sig_etag:
+            sig_headers["If-None-Match"] = self._seen_sig_etag
+            if self.long_poll_max > 0:
+                wait = min(self.limits.long_poll, self.long_poll_max)
+        sig_url = self.url + B.SIG_FILE + (f"?wait={wait:g}" if wait else "")
+        sig_resp = await self._get(sig_url, sig_headers, self.limits.max_sig, wait)
+        long_polled = wait > 0
+        if sig_resp.status == 404:
+            probe = await self._get(self.url + B.BUNDLE_FILE, {}, self.limits.max_bundle)
+            if probe.status == 200:
+                return self._failure_for(("", ""), B.NO_SIGNATURE, "bundle.json.sig: HTTP 404")
+            return self._http_error(sig_resp, B.SIG_FILE)
+        if sig_resp.status == 304:
+            return await self._unchanged(long_polled)
+        if sig_resp.status != 200:
+            return self._http_error(sig_resp, B.SIG_FILE)
+        signature = sig_resp.body
+        sig_etag = sig_resp.etag
+        self._seen_sig_etag = sig_etag
+        if running is not None and sig_etag and sig_etag == running.sig_etag:
+            return await self._unchanged(long_polled)
+
+        json_headers: dict[str, str] = {}
+        if running is not None and running.etag:
+            json_headers["If-None-Match"] = running.etag
+        json_resp = await self._get(self.url + B.BUNDLE_FILE, json_headers, self.limits.max_bundle)
+        if json_resp.status == 304 and running is not None:
+            data, etag = running.bundle.data, running.etag
+        elif json_resp.status == 200:
+            data, etag = json_resp.body, json_resp.etag
+        else:
+            return self._http_error(json_resp, B.BUNDLE_FILE)
+        key = (etag or hashlib.sha256(data).hexdigest(), sig_etag or _digest(signature))
+        remembered = self._failed.get(key)
+        if remembered is not None:
+            return replace(remembered, repeated=True, time=self.clock(), long_polled=long_polled)
+        verdict = self._verify(data, signature)
+        if verdict.wrong_base:
+            full = await self._fetch_full(verdict)
+            if full is not None:
+                return replace(full, long_polled=long_polled)
+        return self._conclude(verdict, key, signature, etag, sig_etag, long_polled)
+
+    async def _unchanged(self, long_polled: bool) -> SyncResult:
+        """The signature file did not change: the running pair, or a remembered failure."""
+        for (etag, sig_etag), failure in reversed(self._failed.items()):
+            if sig_etag != self._seen_sig_etag:
+                continue
+            # The signature is the failed one; has bundle.json been fixed since?
+            resp = await self._get(
+                self.url + B.BUNDLE_FILE,
+                {"If-None-Match": etag} if etag.startswith(('"', "W/")) else {},
+                self.limits.max_bundle,
+            )
+            if resp.status == 304 or (resp.status == 200 and resp.etag == etag):
+                return replace(failure, repeated=True, time=self.clock(), long_polled=long_polled)
+            if resp.status != 200:
+                return self._http_error(resp, B.BUNDLE_FILE)
+            sig_resp = await self._get(self.url + B.SIG_FILE, {}, self.limits.max_sig)
+            if sig_resp.status != 200:
+                return self._http_error(sig_resp, B.SIG_FILE)
+            key = (resp.etag or _digest(resp.body), sig_resp.etag or _digest(sig_resp.body))
+            verdict = self._verify(resp.body, sig_resp.body)
+            return self._conclude(
+                verdict, key, sig_resp.body, resp.etag, sig_resp.etag, long_polled
+            )
+        return self._result(B.NOT_MODIFIED, long_polled=long_polled)
+
+    async def _fetch_full(self, verdict: Verdict) -> SyncResult | None:
+        """A delta on the wrong base: the same version as a full bundle, from ``full/``."""
+        base = self.url + B.FULL_DIR + "/"
+        try:
+            sig_resp = await self._get(base + B.SIG_FILE, {}, self.limits.max_sig)
+            data_resp = await self._get(base + B.BUNDLE_FILE, {}, self.limits.max_bundle)
+        except TransportError as exc:
+            return self._result(exc.result, f"{verdict.reason}; full bundle: {exc.reason}")
+        if sig_resp.status != 200 or data_resp.status != 200:
+            bad = sig_resp if sig_resp.status != 200 else data_resp
+            return self._result(B.HTTP_ERROR, f"{verdict.reason}; full bundle: HTTP {bad.status}")
+        full = self._verify(data_resp.body, sig_resp.body)
+        if full.result == B.APPLIED and full.bundle is not None and full.bundle.is_delta:
+            full = Verdict(B.MALFORMED, "full/ holds a delta bundle")
+        key = (data_resp.etag or _digest(data_resp.body), sig_resp.etag or _digest(sig_resp.body))
+        return self._conclude(full, key, sig_resp.body, data_resp.etag, sig_resp.etag, False)
+
+    def _verify(self, data: bytes, signature: bytes) -> Verdict:
+        running = self.running.bundle if self.running else None
+        return verify(
+            data,
+            signature,
+            self.trust,
+            self.clock(),
+            self.base_dir,
+            running=running,
+            min_version=None if self._floor is None else self._floor + 1,
+            max_bytes=self.limits.max_bundle,
+        )
+
+    def _conclude(
+        self,
+        verdict: Verdict,
+        key: tuple[str, str],
+        signature: bytes,
+        etag: str,
+        sig_etag: str,
+        long_polled: bool,
+    ) -> SyncResult:
+        if verdict.result == B.APPLIED and verdict.bundle is not None:
+            return self._result(
+                B.APPLIED,
+                bundle=verdict.bundle,
+                pending=True,
+                offered=verdict.bundle.version,
+                signature=signature,
+                etag=etag,
+                sig_etag=sig_etag,
+                long_polled=long_polled,
+            )
+        if verdict.result == B.NOT_MODIFIED and self.running is not None:
+            # Same bytes, another signature file (a key added or rotated): keep the new one.
+            if signature != self.running.signature:
+                self._save(self.running.bundle, signature, etag, sig_etag)
+            if self.running.bundle.expired(self.clock()):
+                return self._result(B.EXPIRED, "the hub offers the running bundle, expired")
+            return self._result(B.NOT_MODIFIED, long_polled=long_polled)
+        return self._failure_for(key, verdict.result, verdict.reason, long_polled=long_polled)
+
+    def _failure_for(
+        self, key: tuple[str, str], result: str, error: str, long_polled: bool = False
+    ) -> SyncResult:
+        sync = self._result(result, error, long_polled=long_polled)
+        if key != ("", ""):
+            self._failed[key] = sync
+            while len(self._failed) > FAILED_MEMORY:
+                self._failed.popitem(last=False)
+        return sync
+
+    def _http_error(self, resp: Response, what: str) -> SyncResult:
+        return self._result(B.HTTP_ERROR, f"{what}: HTTP {resp.status}")
+
+    def _result(self, result: str, error: str = "", **kw: object) -> SyncResult:
+        running = self.running
+        stale = bool(running and running.bundle.expired(self.clock()))
+        if result == B.NOT_MODIFIED and stale:
+            result, error = B.EXPIRED, error or "the running bundle has expired"
+        return SyncResult(
+            result=result,
+            error=error,
+            version=running.bundle.version if running else None,
+            stale=stale,
+            time=self.clock(),
+            **kw,  # type: ignore[arg-type]
+        )
+
+    async def _get(
+        self, url: str, headers: dict[str, str], cap: int, wait: float = 0.0
+    ) -> Response:
+        resp = await request("GET", url, self.limits.http, headers, wait=wait, max_body=cap)
+        announced = resp.headers.get(LONG_POLL_HEADER)
+        if announced is not None:
+            try:
+                self.long_poll_max = max(0.0, float(announced))
+            except ValueError:
+                self.long_poll_max = 0.0
+        if resp.status >= 500:
+            raise TransportError(B.HTTP_ERROR, f"{url.rsplit('/', 1)[-1]}: HTTP {resp.status}")
+        return resp
+
+    # ---- after the daemon applied (or not) ----------------------------------------------
+
+    async def applied(self, sync: SyncResult, table_hash: str = "") -> SyncResult:
+        """The daemon applied ``sync.bundle``: keep it as last good and report."""
+        assert sync.bundle is not None
+        self._save(sync.bundle, sync.signature, sync.etag, sync.sig_etag)
+        self.last_error = ""
+        done = replace(
+            sync, pending=False, version=sync.bundle.version, stale=False, time=self.clock()
+        )
+        await self.report(done, table_hash)
+        return done
+
+    async def apply_failed(self, sync: SyncResult, error: str, table_hash: str = "") -> SyncResult:
+        """The kernel refused ``sync.bundle``: remember it, keep what runs, report."""
+        failed = self._failure_for(
+            (sync.etag or _digest(sync.bundle.data if sync.bundle else b""), sync.sig_etag),
+            B.APPLY_FAILED,
+            " ".join(error.split()),
+        )
+        self.last_error = failed.error
+        await self.report(failed, table_hash)
+        return failed
+
+    def _save(self, bundle: Bundle, signature: bytes, etag: str, sig_etag: str) -> None:
+        self.store.save(bundle, signature, etag, sig_etag, now=self.clock())
+        self.running = Stored(bundle, signature, etag, sig_etag, self.clock(), False)
+        self._seen_sig_etag = sig_etag
+
+    async def report(self, sync: SyncResult, table_hash: str = "") -> bool:
+        """POST the status to ``url + "status"``; a failure is ignored (False)."""
+        if not self.report_status:
+            return False
+        body = json.dumps(
+            {
+                "name": self.name,
+                "version": sync.version,
+                "result": sync.result,
+                "last_error": sync.error or self.last_error or None,
+                "table_hash": table_hash or None,
+                "time": format_time(sync.time or self.clock()),
+                "stale": sync.stale,
+            }
+        ).encode()
+        limits = Limits(
+            connect_timeout=self.limits.status_timeout,
+            read_timeout=self.limits.status_timeout,
+            total_timeout=self.limits.status_timeout,
+            max_body=64 * 1024,
+        )
+        try:
+            resp = await request(
+                "POST",
+                self.url + "status",
+                limits,
+                {"Content-Type": "application/json"},
+                body,
+            )
+        except TransportError:
+            return False
+        return 200 <= resp.status < 300
+
+    async def check_reachable(self) -> bool:
+        """Can the hub still be reached (after applying a bundle, before confirming it)?"""
+        try:
+            resp = await request(
+                "GET", self.url + B.SIG_FILE, self.limits.http, max_body=self.limits.max_sig
+            )
+        except TransportError:
+            return False
+        return resp.status < 500
+
+    def next_delay(self, sync: SyncResult, poll: float) -> float:
+        return next_delay(sync, poll, self.failures, self.limits, self.rng, self._elapsed)
+
+    async def sync(
+        self, apply: Callable[[Bundle], Awaitable[str]], table_hash: str = ""
+    ) -> SyncResult:
+        """Poll, and when a newer bundle passes every check, ``apply`` it (returning the new
+        table hash, raising if the kernel refused it); store and report the outcome."""
+        result = await self.poll_once()
+        if result.pending and result.bundle is not None:
+            try:
+                new_hash = await apply(result.bundle)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                return await self.apply_failed(result, str(exc) or type(exc).__name__, table_hash)
+            return await self.applied(result, new_hash)
+        await self.report(result, table_hash)
+        return result
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,155 @@
+"""The last bundle applied, kept in the state directory so the daemon enforces it at boot.
+
+Layout under ``STATE_DIR/hub/``: a generation directory per saved bundle holding
+``bundle.json`` and ``bundle.json.sig`` exactly as fetched, ``meta.json`` (ETags, time) and,
+for a delta bundle, ``resolved.json`` (the sets as they stood after it). ``current`` is a
+symlink to the generation in force, replaced by rename: a crash leaves the old pair or the
+new pair, never one file of each. ``appliance bundle verify STATE_DIR/hub/current`` checks
+the stored pair like any bundle directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from appliance.storage import atomic_write
+from appliance.sync.bundle import (
+    BUNDLE_FILE,
+    SIG_FILE,
+    Bundle,
+    BundleError,
+    check_signature,
+    encode_document,
+    parse_bundle,
+)
+from appliance.sync.keys import PublicKey
+
+HUB_DIR = "hub"
+CURRENT = "current"
+META = "meta.json"
+RESOLVED = "resolved.json"
+
+
+@dataclass(frozen=True)
+class Stored:
+    bundle: Bundle
+    signature: bytes
+    etag: str  # of bundle.json, as the hub sent it ("" if none)
+    sig_etag: str  # of bundle.json.sig
+    saved_at: float
+    stale: bool  # expired since it was applied: still enforced, reported as stale
+
+
+class StoreError(Exception):
+    pass
+
+
+class BundleStore:
+    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+        self.root = Path(state_dir) / HUB_DIR
+
+    @property
+    def current(self) -> Path:
+        return self.root / CURRENT
+
+    def save(
+        self,
+        bundle: Bundle,
+        signature: bytes,
+        etag: str = "",
+        sig_etag: str = "",
+        now: float | None = None,
+    ) -> None:
+        """Keep ``bundle`` (its exact bytes and signature) as the last good, atomically."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        name = f"gen-{bundle.version}-{secrets.token_hex(4)}"
+        gen = self.root / name
+        gen.mkdir(mode=0o700)
+        try:
+            atomic_write(gen / BUNDLE_FILE, bundle.data, 0o600)
+            atomic_write(gen / SIG_FILE, signature, 0o600)
+            if bundle.deltas:
+                atomic_write(gen / RESOLVED, encode_document(bundle.resolved_document()), 0o600)
+            meta = {
+                "etag": etag,
+                "sig_etag": sig_etag,
+                "saved_at": time.time() if now is None else now,
+                "version": bundle.version,
+                "sha256": bundle.sha256,
+            }
+            atomic_write(gen / META, json.dumps(meta, sort_keys=True).encode() + b"\n", 0o600)
+            link = self.root / f".{CURRENT}.{secrets.token_hex(4)}"
+            os.symlink(name, link)
+            os.replace(link, self.current)
+            _fsync_dir(self.root)
+        except BaseException:
+            shutil.rmtree(gen, ignore_errors=True)
+            raise
+        self._sweep(keep=name)
+
+    def load(self, trust: tuple[PublicKey, ...] | None, now: float, base_dir: Path) -> Stored:
+        """The last good bundle; StoreError if there is none or it does not check out.
+
+        With ``trust``, the stored signature is checked again (a key removed from the trust
+        list since disowns the bundles it signed).
+        """
+        try:
+            gen = self.current.resolve(strict=True)
+            data = (gen / BUNDLE_FILE).read_bytes()
+            signature = (gen / SIG_FILE).read_bytes()
+            meta = json.loads((gen / META).read_text())
+        except FileNotFoundError:
+            raise StoreError("no bundle stored") from None
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"stored bundle unreadable: {exc}") from None
+        try:
+            if trust is not None:
+                check_signature(data, signature, trust)
+            bundle = parse_bundle(data, base_dir)
+            if bundle.deltas:
+                resolved = parse_bundle((gen / RESOLVED).read_bytes(), base_dir)
+                if resolved.version != bundle.version:
+                    raise StoreError("stored bundle: resolved sets do not match its version")
+                bundle = dataclasses.replace(bundle, elements=resolved.elements)
+        except BundleError as exc:
+            raise StoreError(f"stored bundle refused: {exc.result}: {exc}") from None
+        except OSError as exc:
+            raise StoreError(f"stored bundle unreadable: {exc}") from None
+        return Stored(
+            bundle=bundle,
+            signature=signature,
+            etag=_text(meta, "etag"),
+            sig_etag=_text(meta, "sig_etag"),
+            saved_at=float(meta.get("saved_at", 0)),
+            stale=bundle.expired(now),
+        )
+
+    def _sweep(self, keep: str) -> None:
+        for entry in self.root.iterdir():
+            if entry.name.startswith("gen-") and entry.name != keep:
+                shutil.rmtree(entry, ignore_errors=True)
+            elif entry.name.startswith(f".{CURRENT}."):
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+
+
+def _text(meta: Any, key: str) -> str:
+    value = meta.get(key, "") if isinstance(meta, dict) else ""
+    return value if isinstance(value, str) else ""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

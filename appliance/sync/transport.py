@@ -1,0 +1,296 @@
+"""A small, bounded HTTP/1.1 client on asyncio streams (and file:// URLs).
+
+Bounded in every dimension a hostile or broken server controls: connect and read timeouts,
+a total deadline for the whole exchange (a body that drips a byte a second fails in bounded
+time), a cap on the body size (checked against Content-Length before reading, and while
+reading), a cap on the header size, and no decompression: a Content-Encoding other than
+identity is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import ssl
+from dataclasses import dataclass, field
+from urllib.parse import SplitResult, unquote, urlsplit
+
+from appliance import __version__
+
+USER_AGENT = f"appliance/{__version__}"
+MAX_HEADER_BYTES = 32 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    connect_timeout: float = 5.0
+    read_timeout: float = 10.0  # between two reads (beyond a long poll's wait for the headers)
+    total_timeout: float = 30.0  # the whole exchange, body included (plus a long poll's wait)
+    max_body: int = 64 * 1024 * 1024
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)  # names in lower case
+    body: bytes = b""
+
+    @property
+    def etag(self) -> str:
+        return self.headers.get("etag", "")
+
+
+class TransportError(Exception):
+    """The exchange failed. ``result``: unreachable, too_large, malformed or http_error."""
+
+    def __init__(self, result: str, reason: str) -> None:
+        self.result = result
+        self.reason = reason
+        super().__init__(reason)
+
+
+def etag_of(data: bytes) -> str:
+    """The strong ETag the reference hub (and file:// URLs) give bytes."""
+    return '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+
+
+def etag_matches(header: str, etag: str) -> bool:
+    """If-None-Match: does ``header`` name ``etag`` (or ``*``)? Weak prefixes compare equal."""
+    if not header or not etag:
+        return False
+    if header.strip() == "*":
+        return True
+    bare = etag.removeprefix("W/")
+    return any(item.strip().removeprefix("W/") == bare for item in header.split(","))
+
+
+async def request(
+    method: str,
+    url: str,
+    limits: Limits,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    wait: float = 0.0,
+    max_body: int | None = None,
+) -> Response:
+    """One exchange; TransportError on any failure. ``wait``: a long poll's extra time."""
+    cap = limits.max_body if max_body is None else max_body
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        if method != "GET":
+            raise TransportError("http_error", f"{method} is not possible on a file:// URL")
+        return _file_get(unquote(parts.path), headers or {}, cap)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise TransportError("unreachable", f"unsupported URL {url!r}")
+    try:
+        async with asyncio.timeout(limits.total_timeout + wait):
+            return await _exchange(method, parts, limits, headers or {}, body, wait, cap)
+    except TimeoutError:
+        raise TransportError(
+            "unreachable", f"timed out after {limits.total_timeout + wait:g}s: {url}"
+        ) from None
+
+
+def _file_get(path: str, headers: dict[str, str], cap: int) -> Response:
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > cap:
+                raise TransportError("too_large", f"{path}: {size} bytes, over the cap of {cap}")
+            data = handle.read(cap + 1)
+    except FileNotFoundError:
+        return Response(404)
+    except IsADirectoryError:
+        return Response(404)
+    except OSError as exc:
+        raise TransportError("unreachable", f"{path}: {exc.strerror or exc}") from None
+    if len(data) > cap:
+        raise TransportError("too_large", f"{path}: over the cap of {cap} bytes")
+    etag = etag_of(data)
+    if etag_matches(headers.get("If-None-Match", ""), etag):
+        return Response(304, {"etag": etag})
+    return Response(200, {"etag": etag}, data)
+
+
+async def _exchange(
+    method: str,
+    parts: SplitResult,
+    limits: Limits,
+    headers: dict[str, str],
+    body: bytes | None,
+    wait: float,
+    cap: int,
+) -> Response:
+    host = parts.hostname or ""
+    tls = parts.scheme == "https"
+    port = parts.port or (443 if tls else 80)
+    context = ssl.create_default_context() if tls else None
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                host,
+                port,
+                ssl=context,
+                server_hostname=host if tls else None,
+                limit=MAX_HEADER_BYTES,
+            ),
+            limits.connect_timeout,
+        )
+    except TimeoutError:
+        raise TransportError(
+            "unreachable", f"connect to {host}:{port} timed out ({limits.connect_timeout:g}s)"
+        ) from None
+    except (OSError, ssl.SSLError) as exc:
+        raise TransportError("unreachable", f"connect to {host}:{port}: {_reason(exc)}") from None
+    try:
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        host_header = host if ":" not in host else f"[{host}]"
+        if parts.port:
+            host_header += f":{parts.port}"
+        lines = [
+            f"{method} {target} HTTP/1.1",
+            f"Host: {host_header}",
+            f"User-Agent: {USER_AGENT}",
+            "Accept-Encoding: identity",
+            "Connection: close",
+        ]
+        for name, value in headers.items():
+            if "\r" in value or "\n" in value:
+                raise TransportError("malformed", f"bad header value for {name}")
+            lines.append(f"{name}: {value}")
+        if body is not None:
+            lines.append(f"Content-Length: {len(body)}")
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b""))
+        try:
+            await asyncio.wait_for(writer.drain(), limits.read_timeout)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), limits.read_timeout + wait)
+        except TimeoutError:
+            raise TransportError("unreachable", f"no answer from {host}:{port}") from None
+        except asyncio.IncompleteReadError:
+            raise TransportError(
+                "unreachable", f"{host}:{port} closed the connection without an answer"
+            ) from None
+        except asyncio.LimitOverrunError:
+            raise TransportError("malformed", "response headers too large") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise TransportError("unreachable", f"{host}:{port}: {_reason(exc)}") from None
+        status, response_headers = _parse_head(head)
+        encoding = response_headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise TransportError("malformed", f"unexpected Content-Encoding {encoding!r}")
+        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+            return Response(status, response_headers)
+        data = await _read_body(reader, response_headers, limits, cap)
+        return Response(status, response_headers, data)
+    finally:
+        writer.close()
+        with contextlib.suppress(TimeoutError, OSError, ssl.SSLError):
+            await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+
+def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
+    try:
+        text = head.decode("latin-1")
+    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes anything
+        raise TransportError("malformed", "bad response headers") from None
+    lines = text.split("\r\n")
+    status_line = lines[0].split(" ", 2)
+    if len(status_line) < 2 or not status_line[0].startswith("HTTP/1."):
+        raise TransportError("malformed", f"bad status line {lines[0][:80]!r}")
+    try:
+        status = int(status_line[1])
+    except ValueError:
+        raise TransportError("malformed", f"bad status line {lines[0][:80]!r}") from None
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise TransportError("malformed", f"bad header line {line[:80]!r}")
+        key = name.strip().lower()
+        value = value.strip()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return status, headers
+
+
+async def _read_body(
+    reader: asyncio.StreamReader, headers: dict[str, str], limits: Limits, cap: int
+) -> bytes:
+    async def read(n: int) -> bytes:
+        try:
+            return await asyncio.wait_for(reader.read(n), limits.read_timeout)
+        except TimeoutError:
+            raise TransportError(
+                "unreachable", f"read timed out ({limits.read_timeout:g}s without data)"
+            ) from None
+        except (OSError, ssl.SSLError) as exc:
+            raise TransportError("unreachable", f"read failed: {_reason(exc)}") from None
+
+    async def read_line() -> bytes:
+        try:
+            return await asyncio.wait_for(reader.readuntil(b"\r\n"), limits.read_timeout)
+        except TimeoutError:
+            raise TransportError("unreachable", "read timed out") from None
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            raise TransportError("malformed", "bad chunked encoding") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise TransportError("unreachable", f"read failed: {_reason(exc)}") from None
+
+    async def read_exactly(n: int) -> bytes:
+        chunks: list[bytes] = []
+        while n > 0:
+            chunk = await read(min(n, 256 * 1024))
+            if not chunk:
+                raise TransportError("unreachable", "connection closed in the middle of the body")
+            chunks.append(chunk)
+            n -= len(chunk)
+        return b"".join(chunks)
+
+    transfer = headers.get("transfer-encoding", "").strip().lower()
+    if transfer:
+        if transfer != "chunked":
+            raise TransportError("malformed", f"unexpected Transfer-Encoding {transfer!r}")
+        out = bytearray()
+        while True:
+            size_line = (await read_line()).split(b";", 1)[0].strip()
+            try:
+                size = int(size_line, 16)
+            except ValueError:
+                raise TransportError("malformed", "bad chunk size") from None
+            if size == 0:
+                break
+            if len(out) + size > cap:
+                raise TransportError("too_large", f"body over the cap of {cap} bytes")
+            out += await read_exactly(size)
+            await read_exactly(2)
+        return bytes(out)
+    length_text = headers.get("content-length")
+    if length_text is not None:
+        try:
+            length = int(length_text)
+        except ValueError:
+            raise TransportError("malformed", f"bad Content-Length {length_text!r}") from None
+        if length < 0:
+            raise TransportError("malformed", f"bad Content-Length {length_text!r}")
+        if length > cap:
+            raise TransportError("too_large", f"body of {length} bytes, over the cap of {cap}")
+        return await read_exactly(length)
+    out = bytearray()
+    while True:
+        chunk = await read(256 * 1024)
+        if not chunk:
+            return bytes(out)
+        out += chunk
+        if len(out) > cap:
+            raise TransportError("too_large", f"body over the cap of {cap} bytes")
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
