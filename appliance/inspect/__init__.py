@@ -1,0 +1,1 @@
+"""Packet inspection: decoders, flows, signatures, detectors and EVE alerts. Pure: no sockets."""

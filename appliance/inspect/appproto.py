@@ -1,0 +1,260 @@
+"""Application-layer decoders: DNS questions, the TLS ClientHello SNI, HTTP/1 requests.
+
+Pure functions over a transport payload. Bad input returns ``None`` and counts its reason in
+``errors``; nothing raises. Name decoding follows compression pointers with a hop limit, so
+a pointer loop ends.
+"""
+
+from __future__ import annotations
+
+import struct
+from urllib.parse import unquote_to_bytes
+
+from appliance.inspect.decode import Errors, count
+
+MAX_DNS_POINTERS = 16
+MAX_DNS_NAME = 255
+MAX_HTTP_HEADERS = 100
+
+_u16 = struct.Struct("!H").unpack_from
+_dns_head = struct.Struct("!HHHHHH").unpack_from
+
+HTTP_METHODS = (
+    b"GET",
+    b"POST",
+    b"HEAD",
+    b"PUT",
+    b"DELETE",
+    b"OPTIONS",
+    b"PATCH",
+    b"CONNECT",
+    b"TRACE",
+    b"PROPFIND",
+)
+_METHOD_PREFIXES = frozenset(m[:3] for m in HTTP_METHODS)
+
+DNS_TYPES = {
+    1: "A",
+    2: "NS",
+    5: "CNAME",
+    6: "SOA",
+    10: "NULL",
+    12: "PTR",
+    15: "MX",
+    16: "TXT",
+    28: "AAAA",
+    33: "SRV",
+    35: "NAPTR",
+    43: "DS",
+    46: "RRSIG",
+    48: "DNSKEY",
+    64: "SVCB",
+    65: "HTTPS",
+    252: "AXFR",
+    255: "ANY",
+}
+
+
+class DnsQuery:
+    __slots__ = ("id", "labels", "name", "qtype", "response")
+
+    def __init__(
+        self, ident: int, name: bytes, labels: list[bytes], qtype: int, response: bool
+    ) -> None:
+        self.id = ident
+        self.name = name  # dotted, no trailing dot: b"www.example.com"
+        self.labels = labels
+        self.qtype = qtype
+        self.response = response
+
+
+class HttpRequest:
+    __slots__ = ("host", "method", "raw_uri", "uri", "user_agent")
+
+    def __init__(self, method: bytes, raw_uri: bytes) -> None:
+        self.method = method
+        self.raw_uri = raw_uri
+        self.uri = normalize_uri(raw_uri)
+        self.host: bytes | None = None  # lower case, without the port
+        self.user_agent: bytes | None = None
+
+
+def parse_dns(payload: bytes, errors: Errors, tcp: bool = False) -> DnsQuery | None:
+    """The first question of a DNS message (over TCP, after its 2-byte length)."""
+    if tcp:
+        if len(payload) < 2:
+            count(errors, "dns.truncated")
+            return None
+        payload = payload[2 : 2 + _u16(payload, 0)[0]]
+    if len(payload) < 12:
+        count(errors, "dns.truncated")
+        return None
+    ident, flags, qdcount, _an, _ns, _ar = _dns_head(payload, 0)
+    if qdcount == 0:
+        count(errors, "dns.no_question")
+        return None
+    if flags & 0x7800:  # not a standard query (notify, update, ...)
+        count(errors, "dns.not_query")
+        return None
+    result = _dns_name(payload, 12, errors)
+    if result is None:
+        return None
+    labels, pos = result
+    if pos + 4 > len(payload):
+        count(errors, "dns.truncated")
+        return None
+    qtype = _u16(payload, pos)[0]
+    return DnsQuery(ident, b".".join(labels), labels, qtype, bool(flags & 0x8000))
+
+
+def _dns_name(msg: bytes, pos: int, errors: Errors) -> tuple[list[bytes], int] | None:
+    """Labels of the name at ``pos`` and the offset just after it in the message."""
+    labels: list[bytes] = []
+    total = 0
+    after = -1
+    jumps = 0
+    size = len(msg)
+    while True:
+        if pos >= size:
+            count(errors, "dns.truncated")
+            return None
+        n = msg[pos]
+        if n == 0:
+            pos += 1
+            break
+        kind = n & 0xC0
+        if kind == 0xC0:
+            if pos + 2 > size:
+                count(errors, "dns.truncated")
+                return None
+            jumps += 1
+            if jumps > MAX_DNS_POINTERS:
+                count(errors, "dns.pointer_loop")
+                return None
+            if after < 0:
+                after = pos + 2
+            pos = _u16(msg, pos)[0] & 0x3FFF  # the hop limit bounds any loop
+            continue
+        if kind:
+            count(errors, "dns.bad_label")
+            return None
+        if pos + 1 + n > size:
+            count(errors, "dns.truncated")
+            return None
+        total += n + 1
+        if total > MAX_DNS_NAME:
+            count(errors, "dns.name_too_long")
+            return None
+        labels.append(msg[pos + 1 : pos + 1 + n])
+        pos += 1 + n
+    return labels, (after if after >= 0 else pos)
+
+
+def looks_like_tls(payload: bytes) -> bool:
+    return len(payload) >= 6 and payload[0] == 0x16 and payload[1] == 0x03 and payload[5] == 1
+
+
+def parse_tls_sni(payload: bytes, errors: Errors) -> bytes | None:
+    """The server name of a TLS ClientHello in one record (``None``: absent or malformed)."""
+    if len(payload) < 9 or payload[0] != 0x16 or payload[1] != 0x03:
+        count(errors, "tls.not_handshake")
+        return None
+    end = 5 + _u16(payload, 3)[0]
+    if end > len(payload):
+        end = len(payload)  # the hello continues in the next segment: parse what is here
+    if payload[5] != 1:
+        count(errors, "tls.not_client_hello")
+        return None
+    hs_end = 9 + int.from_bytes(payload[6:9], "big")
+    if hs_end < end:
+        end = hs_end
+    pos = 9 + 2 + 32  # version, random
+    if pos + 1 > end:
+        return _tls_short(errors)
+    pos += 1 + payload[pos]  # session id
+    if pos + 2 > end:
+        return _tls_short(errors)
+    pos += 2 + _u16(payload, pos)[0]  # cipher suites
+    if pos + 1 > end:
+        return _tls_short(errors)
+    pos += 1 + payload[pos]  # compression methods
+    if pos + 2 > end:
+        return None  # no extensions at all: a legal, old hello without SNI
+    ext_end = pos + 2 + _u16(payload, pos)[0]
+    pos += 2
+    if ext_end > end:
+        ext_end = end
+    while pos + 4 <= ext_end:
+        etype, elen = struct.unpack_from("!HH", payload, pos)
+        pos += 4
+        if pos + elen > ext_end:
+            return _tls_short(errors)
+        if etype == 0:
+            return _sni_from_extension(payload[pos : pos + elen], errors)
+        pos += elen
+    return None
+
+
+def _sni_from_extension(ext: bytes, errors: Errors) -> bytes | None:
+    if len(ext) < 2:
+        return _tls_short(errors)
+    end = min(len(ext), 2 + _u16(ext, 0)[0])
+    pos = 2
+    while pos + 3 <= end:
+        kind = ext[pos]
+        size = _u16(ext, pos + 1)[0]
+        pos += 3
+        if pos + size > end:
+            return _tls_short(errors)
+        if kind == 0:
+            return ext[pos : pos + size]
+        pos += size
+    return None
+
+
+def _tls_short(errors: Errors) -> bytes | None:
+    count(errors, "tls.truncated")
+    return None
+
+
+def looks_like_http_request(payload: bytes) -> bool:
+    return payload[:3] in _METHOD_PREFIXES and payload.split(b" ", 1)[0] in HTTP_METHODS
+
+
+def parse_http_request(payload: bytes, errors: Errors) -> HttpRequest | None:
+    """The request line and the Host / User-Agent headers of an HTTP/1 request."""
+    head_end = payload.find(b"\r\n\r\n")
+    head = payload if head_end < 0 else payload[:head_end]
+    lines = head.split(b"\r\n", MAX_HTTP_HEADERS + 1)
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or parts[0] not in HTTP_METHODS or not parts[2].startswith(b"HTTP/"):
+        count(errors, "http.bad_request_line")
+        return None
+    request = HttpRequest(parts[0], parts[1])
+    for line in lines[1 : MAX_HTTP_HEADERS + 1]:
+        name, sep, value = line.partition(b":")
+        if not sep:
+            continue
+        key = name.strip().lower()
+        if key == b"host" and request.host is None:
+            request.host = normalize_host(value.strip())
+        elif key == b"user-agent" and request.user_agent is None:
+            request.user_agent = value.strip()
+    return request
+
+
+def normalize_host(value: bytes) -> bytes:
+    host = value.lower()
+    if host.startswith(b"["):  # [v6]:port
+        close = host.find(b"]")
+        return host[1:close] if close > 0 else host
+    if host.count(b":") == 1:
+        host = host.split(b":", 1)[0]
+    return host.rstrip(b".")
+
+
+def normalize_uri(raw: bytes) -> bytes:
+    """Percent-decoded URI, as the http.uri buffer presents it (the raw form stays)."""
+    if b"%" not in raw:
+        return raw
+    return unquote_to_bytes(raw)

@@ -1,0 +1,224 @@
+"""Behaviour detectors: port scan, SYN flood, DNS tunnel and GTP-U anomalies.
+
+Each keeps bounded state per address and reports ``Detection``s; the engine turns them into
+alerts with the detector's fixed signature id (9000001..9000004).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections import Counter, OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from appliance.inspect.appproto import DnsQuery
+from appliance.inspect.decode import TCP_ACK, TCP_SYN, GtpInfo, Layer
+from appliance.model.profile import (
+    DnsTunnelDetector,
+    GtpDetector,
+    PortScanDetector,
+    SynFloodDetector,
+)
+
+SID_PORT_SCAN = 9000001
+SID_SYN_FLOOD = 9000002
+SID_DNS_TUNNEL = 9000003
+SID_GTP = 9000004
+
+MAX_TRACKED = 65536
+DNS_ALERT_INTERVAL = 60.0
+GTP_ALERT_INTERVAL = 60.0
+MIN_ENTROPY_LABEL = 16
+
+
+@dataclass(frozen=True)
+class DetectorRule:
+    sid: int
+    msg: str
+    classtype: str
+
+
+RULES = {
+    SID_PORT_SCAN: DetectorRule(SID_PORT_SCAN, "APPLIANCE port scan", "attempted-recon"),
+    SID_SYN_FLOOD: DetectorRule(SID_SYN_FLOOD, "APPLIANCE SYN flood", "attempted-dos"),
+    SID_DNS_TUNNEL: DetectorRule(SID_DNS_TUNNEL, "APPLIANCE DNS tunnel", "bad-unknown"),
+    SID_GTP: DetectorRule(SID_GTP, "APPLIANCE GTP-U spoofed inner source", "misc-attack"),
+}
+
+
+@dataclass(frozen=True)
+class Detection:
+    sid: int
+    detail: str  # the reason, appended to the signature text
+
+
+class _Bounded(OrderedDict[object, object]):
+    """An LRU map that forgets its oldest entries past a size."""
+
+    def __init__(self, limit: int = MAX_TRACKED) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def put(self, key: object, value: object) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        if len(self) > self.limit:
+            self.popitem(last=False)
+
+
+class PortScan:
+    """More than ``ports`` distinct destination ports in SYNs (no ACK) from one source within
+    ``window`` seconds; one alert per source per window."""
+
+    def __init__(self, config: PortScanDetector) -> None:
+        self.ports = config.ports
+        self.window = config.window
+        self._seen: _Bounded = _Bounded()
+
+    def on_syn(self, ts: float, layer: Layer) -> Detection | None:
+        state = self._seen.get(layer.src)
+        if state is None:
+            state = [{}, -math.inf]
+            self._seen.put(layer.src, state)
+        assert isinstance(state, list)
+        ports: dict[int, float] = state[0]
+        ports[layer.dport] = ts
+        if len(ports) <= self.ports:
+            return None
+        horizon = ts - self.window
+        for port in [p for p, seen in ports.items() if seen < horizon]:
+            del ports[port]
+        if len(ports) <= self.ports or ts - state[1] < self.window:
+            return None
+        state[1] = ts
+        count = len(ports)
+        ports.clear()  # the next window counts afresh
+        return Detection(SID_PORT_SCAN, f"{count} ports in {self.window:g}s")
+
+
+class SynFlood:
+    """SYNs (no ACK) from one source, or to one destination, above a rate; each counted in a
+    window of one rate unit, one alert per address per window."""
+
+    def __init__(self, config: SynFloodDetector) -> None:
+        self.limit = config.rate.count
+        self.period = config.rate.count / config.rate.per_second
+        self._by_src: _Bounded = _Bounded()
+        self._by_dst: _Bounded = _Bounded()
+
+    def on_syn(self, ts: float, layer: Layer) -> Detection | None:
+        hit = self._count(self._by_src, layer.src, ts)
+        if hit:
+            return Detection(SID_SYN_FLOOD, f"from one source above {self.limit} per window")
+        if self._count(self._by_dst, layer.dst, ts):
+            return Detection(SID_SYN_FLOOD, f"to one destination above {self.limit} per window")
+        return None
+
+    def _count(self, table: _Bounded, key: bytes, ts: float) -> bool:
+        state = table.get(key)
+        if not isinstance(state, list) or ts - state[0] >= self.period or ts < state[0]:
+            state = [ts, 0, False]
+            table.put(key, state)
+        state[1] += 1
+        if state[1] > self.limit and not state[2]:
+            state[2] = True
+            return True
+        return False
+
+
+def shannon_entropy(text: bytes) -> float:
+    if not text:
+        return 0.0
+    size = len(text)
+    return -sum((n / size) * math.log2(n / size) for n in Counter(text).values())
+
+
+class DnsTunnel:
+    """A query whose longest label is longer than ``max_label``, or whose longest label (of at
+    least 16 characters) has a Shannon entropy above ``max_entropy``; optionally more queries
+    from one source than ``rate``. One alert per source per minute."""
+
+    def __init__(self, config: DnsTunnelDetector) -> None:
+        self.max_label = config.max_label
+        self.max_entropy = config.max_entropy
+        self.rate = config.rate
+        self._last_alert: _Bounded = _Bounded()
+        self._rate: _Bounded = _Bounded()
+
+    def on_query(self, ts: float, layer: Layer, query: DnsQuery) -> Detection | None:
+        reason = self._reason(ts, layer.src, query)
+        if reason is None:
+            return None
+        last = self._last_alert.get(layer.src)
+        if isinstance(last, float) and 0 <= ts - last < DNS_ALERT_INTERVAL:
+            return None
+        self._last_alert.put(layer.src, ts)
+        return Detection(SID_DNS_TUNNEL, reason)
+
+    def _reason(self, ts: float, src: bytes, query: DnsQuery) -> str | None:
+        if query.labels:
+            longest = max(query.labels, key=len)
+            if len(longest) > self.max_label:
+                return f"label of {len(longest)} characters"
+            if len(longest) >= MIN_ENTROPY_LABEL:
+                entropy = shannon_entropy(longest)
+                if entropy > self.max_entropy:
+                    return f"label entropy {entropy:.2f} bits"
+        if self.rate is not None:
+            period = self.rate.count / self.rate.per_second
+            state = self._rate.get(src)
+            if not isinstance(state, list) or ts - state[0] >= period or ts < state[0]:
+                state = [ts, 0]
+                self._rate.put(src, state)
+            state[1] += 1
+            if state[1] > self.rate.count:
+                return f"more than {self.rate} queries"
+        return None
+
+
+class GtpAnomaly:
+    """GTP-U: a G-PDU whose inner source is outside the UE pools (and whose inner destination
+    is not a UE either: downlink traffic comes from anywhere), TEID 0, a malformed header, or
+    GTP-U inside GTP-U. One alert per outer source, reason and inner source per minute."""
+
+    def __init__(self, config: GtpDetector) -> None:
+        self.pools = config.ue_pools
+        self._last_alert: _Bounded = _Bounded()
+
+    def on_gtp(self, ts: float, outer: Layer, info: GtpInfo) -> Detection | None:
+        reason = self._reason(info)
+        if reason is None:
+            return None
+        inner_src = info.inner.src if info.inner is not None else b""
+        key = (outer.src, reason, inner_src)
+        last = self._last_alert.get(key)
+        if isinstance(last, float) and 0 <= ts - last < GTP_ALERT_INTERVAL:
+            return None
+        self._last_alert.put(key, ts)
+        return Detection(SID_GTP, reason)
+
+    def _reason(self, info: GtpInfo) -> str | None:
+        if info.error is not None:
+            return f"malformed header ({info.error})"
+        if info.msg_type != 255:
+            return None
+        if info.teid == 0:
+            return "TEID 0"
+        inner = info.inner
+        if inner is None:
+            return None
+        if info.nested:
+            return "GTP-U inside GTP-U"
+        if self.pools and not _in(inner.src, self.pools) and not _in(inner.dst, self.pools):
+            return "inner source outside the UE pools"
+        return None
+
+
+def _in(addr: bytes, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    ip = ipaddress.ip_address(addr)
+    return any(ip.version == n.version and ip in n for n in networks)
+
+
+def is_syn(layer: Layer) -> bool:
+    return layer.flags & (TCP_SYN | TCP_ACK) == TCP_SYN

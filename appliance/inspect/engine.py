@@ -1,0 +1,323 @@
+"""The inspection engine: packets in, alerts out.
+
+``Engine.process(ts, data, linktype)`` decodes one captured frame, tracks its flow, runs the
+signatures and detectors over it (and over the packet a GTP-U tunnel carries) and returns
+the alerts it raises. It never opens a socket or a file: capture (a pcap file, NFLOG,
+AF_PACKET, NFQUEUE) and output (EVE lines, set deltas) belong to the caller.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from appliance.inspect import appproto, detectors
+from appliance.inspect.appproto import DnsQuery, HttpRequest
+from appliance.inspect.classification import CLASSTYPES
+from appliance.inspect.decode import PROTO_TCP, PROTO_UDP, Errors, Layer, decode_packet
+from appliance.inspect.eve import Alert
+from appliance.inspect.flow import Flow, FlowTable
+from appliance.inspect.match import Group, Matcher, rule_matches
+from appliance.inspect.rules import Signature, Variables, parse_rule_files
+from appliance.inspect.threshold import ThresholdState
+from appliance.model.profile import Detectors, Profile
+from appliance.model.values import AddrRange, IPNetwork, SetRef, parse_addr_item
+
+APP_DETECT_TRIES = 4  # payload packets of a TCP flow looked at before giving up on its protocol
+_APPS = ("http", "tls", "dns", "gtp")
+_ACTION_ORDER = {"pass": 0, "drop": 1, "alert": 2}
+
+
+@dataclass
+class EngineConfig:
+    signatures: Sequence[Signature] = ()
+    detectors: Detectors = field(default_factory=Detectors)
+    block: bool = True
+    never_block: tuple[IPNetwork | AddrRange, ...] = ()
+    max_flows: int = 65536
+    idle_timeout: float = 300.0
+
+    @classmethod
+    def from_profile(cls, profile: Profile | None, extra_rules: Sequence[str] = ()) -> EngineConfig:
+        """Signatures of the profile's ``[inspect].rules`` plus ``extra_rules``, its detectors,
+        ``$HOME_NET`` (``home_net``, else every zone's networks) and ``never_block``."""
+        if profile is None:
+            variables = Variables.from_networks(None)
+            return cls(signatures=parse_rule_files(list(extra_rules), variables))
+        inspect = profile.inspect
+        home = inspect.home_net
+        if home is None:
+            home = tuple(n for zone in profile.zones for n in zone.networks)
+        variables = Variables.from_networks(home)
+        paths = [*inspect.rules, *extra_rules]
+        return cls(
+            signatures=parse_rule_files(paths, variables),
+            detectors=inspect.detectors,
+            block=inspect.block,
+            never_block=_never_block(profile),
+        )
+
+
+def _never_block(profile: Profile) -> tuple[IPNetwork | AddrRange, ...]:
+    items: list[IPNetwork | AddrRange] = []
+    sets = {s.name: s for s in profile.sets}
+    for item in profile.protect.never_block:
+        if isinstance(item, SetRef):
+            spec = sets.get(item.name)
+            for element in spec.elements if spec is not None else ():
+                try:
+                    parsed = parse_addr_item(element)
+                except ValueError:
+                    continue
+                if not isinstance(parsed, SetRef):
+                    items.append(parsed)
+        else:
+            items.append(item)
+    return tuple(items)
+
+
+@dataclass
+class Stats:
+    packets: int = 0
+    decoded: int = 0
+    alerts: int = 0
+    errors: Errors = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.matcher = Matcher(config.signatures)
+        self.flows = FlowTable(config.max_flows, config.idle_timeout)
+        self.thresholds = ThresholdState()
+        self.stats = Stats()
+        d = config.detectors
+        self.port_scan = detectors.PortScan(d.port_scan) if d.port_scan else None
+        self.syn_flood = detectors.SynFlood(d.syn_flood) if d.syn_flood else None
+        self.dns_tunnel = detectors.DnsTunnel(d.dns_tunnel) if d.dns_tunnel else None
+        self.gtp = detectors.GtpAnomaly(d.gtp) if d.gtp else None
+        self._syn_detectors = bool(self.port_scan or self.syn_flood)
+        self._never_block_cache: dict[bytes, bool] = {}
+
+    # -- the per-packet path ---------------------------------------------------------------
+
+    def process(self, ts: float, data: bytes, linktype: int) -> list[Alert]:
+        stats = self.stats
+        stats.packets += 1
+        layer = decode_packet(data, linktype, stats.errors)
+        if layer is None:
+            return []
+        stats.decoded += 1
+        alerts: list[Alert] = []
+        self._inspect(ts, layer, alerts)
+        if alerts:
+            stats.alerts += len(alerts)
+        return alerts
+
+    def _inspect(self, ts: float, layer: Layer, alerts: list[Alert]) -> None:
+        gtp = layer.gtp
+        exclude: set[int] = set()
+        if gtp is not None and gtp.inner is not None:
+            start = len(alerts)
+            self._inspect(ts, gtp.inner, alerts)
+            exclude = {a.sid for a in alerts[start:]}
+        flow, to_server = self.flows.lookup(layer, ts)
+        proto = layer.proto
+        payload = layer.payload
+        dns: DnsQuery | None = None
+        sni: bytes | None = None
+        http: HttpRequest | None = None
+        buffers = {"pkt": payload}
+        if proto == PROTO_UDP:
+            if gtp is not None:
+                flow.app = "gtp"
+            elif payload and (layer.dport == 53 or layer.sport == 53):
+                dns = appproto.parse_dns(payload, self.stats.errors)
+                if dns is not None:
+                    flow.app = "dns"
+                    buffers["dns.query"] = dns.name
+        elif proto == PROTO_TCP and payload and flow.app != "none":
+            dns, sni, http = self._tcp_app(flow, layer, payload, to_server, buffers)
+
+        app = flow.app
+        group_key = (to_server, app)
+        group: Group | None = flow.cache.get(group_key)
+        if group is None:
+            group = self.matcher.group_for(
+                layer, app if app in _APPS else "", to_server, gtp is not None
+            )
+            flow.cache[group_key] = group
+        hits: list[Signature] = []
+        if group.plain or group.prefilters:
+            established = flow.established
+            for sig in group.plain:
+                if rule_matches(sig, layer, established, buffers):
+                    hits.append(sig)
+            for prefilter in group.prefilters:
+                data = buffers.get(prefilter.buffer)
+                if not data:
+                    continue
+                candidates = prefilter.candidates(data)
+                if candidates:
+                    for sig in candidates:
+                        if rule_matches(sig, layer, established, buffers):
+                            hits.append(sig)
+        if hits:
+            self._signature_alerts(
+                ts, layer, flow, to_server, hits, exclude, alerts, dns, sni, http
+            )
+
+        if self._syn_detectors and proto == PROTO_TCP and detectors.is_syn(layer):
+            for detector in (self.port_scan, self.syn_flood):
+                if detector is not None:
+                    found = detector.on_syn(ts, layer)
+                    if found is not None:
+                        alerts.append(self._detector_alert(ts, found, layer, flow, to_server))
+        if dns is not None and self.dns_tunnel is not None and not dns.response:
+            found = self.dns_tunnel.on_query(ts, layer, dns)
+            if found is not None:
+                alert = self._detector_alert(ts, found, layer, flow, to_server)
+                alert.dns = dns
+                alerts.append(alert)
+        if gtp is not None and self.gtp is not None:
+            found = self.gtp.on_gtp(ts, layer, gtp)
+            if found is not None:
+                alert = self._detector_alert(ts, found, layer, flow, to_server)
+                alert.gtp_layer = layer
+                alerts.append(alert)
+
+    def _tcp_app(
+        self,
+        flow: Flow,
+        layer: Layer,
+        payload: bytes,
+        to_server: bool,
+        buffers: dict[str, bytes],
+    ) -> tuple[DnsQuery | None, bytes | None, HttpRequest | None]:
+        """Application protocol of a TCP payload and its buffers (first packets only, unless
+        the flow is HTTP, whose later requests are parsed too)."""
+        errors = self.stats.errors
+        app = flow.app
+        dns: DnsQuery | None = None
+        sni: bytes | None = None
+        http: HttpRequest | None = None
+        if to_server and app in ("", "http") and appproto.looks_like_http_request(payload):
+            http = appproto.parse_http_request(payload, errors)
+            if http is not None:
+                flow.app = "http"
+                buffers["http.uri"] = http.uri
+                if http.host is not None:
+                    buffers["http.host"] = http.host
+        elif app in ("", "tls") and appproto.looks_like_tls(payload):
+            sni = appproto.parse_tls_sni(payload, errors)
+            flow.app = "tls"
+            if sni is not None:
+                buffers["tls.sni"] = sni
+        elif app in ("", "dns") and (layer.dport == 53 or layer.sport == 53):
+            dns = appproto.parse_dns(payload, errors, tcp=True)
+            if dns is not None:
+                flow.app = "dns"
+                buffers["dns.query"] = dns.name
+        if flow.app == "":
+            flow.app_tries += 1
+            if flow.app_tries >= APP_DETECT_TRIES:
+                flow.app = "none"
+        return dns, sni, http
+
+    # -- alerts ----------------------------------------------------------------------------
+
+    def _signature_alerts(
+        self,
+        ts: float,
+        layer: Layer,
+        flow: Flow,
+        to_server: bool,
+        hits: list[Signature],
+        exclude: set[int],
+        alerts: list[Alert],
+        dns: DnsQuery | None,
+        sni: bytes | None,
+        http: HttpRequest | None,
+    ) -> None:
+        if any(sig.action == "pass" for sig in hits):
+            return
+        hits.sort(key=lambda s: (_ACTION_ORDER[s.action], s.priority, s.sid))
+        seen: set[int] = set()
+        for sig in hits:
+            if sig.sid in exclude or sig.sid in seen:
+                continue
+            seen.add(sig.sid)
+            if sig.threshold is not None and not self.thresholds.allow(
+                sig.sid, sig.threshold, layer.src, layer.dst, ts
+            ):
+                continue
+            blocked = sig.action == "drop" and self._would_block(layer)
+            alert = Alert(
+                ts,
+                sig.sid,
+                sig.rev,
+                sig.msg,
+                sig.category,
+                sig.priority,
+                "blocked" if blocked else "allowed",
+                layer,
+                flow,
+                to_server,
+            )
+            alert.dns = dns
+            alert.tls_sni = sni
+            alert.http = http
+            if layer.gtp is not None:
+                alert.gtp_layer = layer
+            elif layer.tunnel is not None:
+                alert.gtp_layer = layer.tunnel
+            alerts.append(alert)
+
+    def _detector_alert(
+        self, ts: float, found: detectors.Detection, layer: Layer, flow: Flow, to_server: bool
+    ) -> Alert:
+        rule = detectors.RULES[found.sid]
+        category, priority = CLASSTYPES[rule.classtype]
+        alert = Alert(
+            ts,
+            rule.sid,
+            1,
+            rule.msg,
+            category,
+            priority,
+            "blocked" if self._would_block(layer) else "allowed",
+            layer,
+            flow,
+            to_server,
+        )
+        alert.detail = found.detail
+        if layer.tunnel is not None:
+            alert.gtp_layer = layer.tunnel
+        return alert
+
+    def _would_block(self, layer: Layer) -> bool:
+        """A drop rule or a detector blocks its source, unless blocking is off or the source
+        is in ``never_block``."""
+        if not self.config.block:
+            return False
+        if not self.config.never_block:
+            return True
+        protected = self._never_block_cache.get(layer.src)
+        if protected is None:
+            protected = _covered(layer.src, self.config.never_block)
+            if len(self._never_block_cache) < 65536:
+                self._never_block_cache[layer.src] = protected
+        return not protected
+
+
+def _covered(addr: bytes, items: Iterable[IPNetwork | AddrRange]) -> bool:
+    ip = ipaddress.ip_address(addr)
+    for item in items:
+        if isinstance(item, AddrRange):
+            first, last = int(item.first), int(item.last)
+            if item.first.version == ip.version and first <= int(ip) <= last:
+                return True
+        elif item.version == ip.version and ip in item:
+            return True
+    return False
