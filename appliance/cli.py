@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sync_parsers(sub, common)  # bundle keygen|build|sign|verify, hub serve
 
+    from appliance.inspect.commands import add_parser as add_inspect_parser
+
+    add_inspect_parser(sub, common)  # inspect --pcap FILE [--rules FILE]... [--profile P]
+
     p = sub.add_parser("_rollback-watch", parents=[common])
     p.add_argument("--token", required=True)
     p.set_defaults(handler=cmd_rollback_watch)
