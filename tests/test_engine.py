@@ -75,13 +75,22 @@ def test_refused_profile_leaves_the_previous_table_byte_for_byte(
     good = write_profile(tmp_path / "good.toml", ["203.0.113.0/24"])
     assert run_appliance("apply", "--netns", netns, str(good)).returncode == 0
     run_appliance("set", "add", "--netns", netns, "autoblock_v4", "198.51.100.9")
+    added = run_appliance("set", "add", "--netns", netns, "ports", "2222", "2223", "2224")
+    assert added.returncode == 0
     before = table_text_without_expiry(netns)
-    # Valid to the parser, refused by the kernel: overlapping intervals in one set.
-    bad = write_profile(tmp_path / "bad.toml", ["10.0.0.0/8", "10.1.0.0/16"], "\n")
-    bad.write_text(bad.read_text().replace('dport = ["@ports"]', 'dport = ["@ports", 2222]'))
+    # Valid to the parser, refused by the kernel: the swap carries the three run-time
+    # ports across into a set now too small for them (with the profile's one).
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        good.read_text()
+        .replace("elements = [22]", "elements = [22]\nsize = 2")
+        .replace('name = "ssh"', 'name = "ssh2"')
+    )
+    assert run_appliance("check", str(bad)).returncode == 0
     result = run_appliance("apply", "--netns", netns, str(bad))
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "refused" in result.stderr
+    assert "set is full" in result.stderr
     assert "Traceback" not in result.stderr
     assert table_text_without_expiry(netns) == before
 

@@ -79,11 +79,23 @@ class NftBackend:
         return counters
 
 
+# Kernel errno texts that say little to an operator, and what they mean for our table.
+_EXPLAINED = {
+    "Too many open files in system": "a set is full (more elements than its size)",
+    "No such file or directory": "an object it refers to does not exist",
+    "Device or resource busy": "an object is still in use",
+}
+
+
 def _first_error(error: str) -> str:
     lines = [line.strip() for line in error.splitlines() if line.strip()]
     for line in lines:
         if "Error:" in line:
-            return line.split("Error:", 1)[1].strip()
+            message = line.split("Error:", 1)[1].strip()
+            for errno_text, meaning in _EXPLAINED.items():
+                if message.endswith(errno_text):
+                    return f"{message} ({meaning})"
+            return message
     return lines[0] if lines else "unknown error"
 
 
