@@ -12,17 +12,27 @@ import tempfile
 from collections.abc import Callable
 from typing import TextIO
 
+from appliance.errors import UsageError
 from appliance.lab import netns, topology
 from appliance.lab.topology import DEFAULT_PREFIX
 
 
+def _check_prefix(prefix: str) -> None:
+    try:
+        topology.validate_prefix(prefix)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def up(prefix: str = DEFAULT_PREFIX) -> None:
     """Create the lab, or repair a half-built one. Idempotent."""
+    _check_prefix(prefix)
     netns.up(prefix)
 
 
 def down(prefix: str = DEFAULT_PREFIX) -> None:
     """Remove the lab; quiet if there is none."""
+    _check_prefix(prefix)
     netns.down(prefix)
 
 
@@ -49,6 +59,7 @@ def demo(
     from appliance.lab import runner
     from appliance.lab.scenarios import SCENARIOS, SURVEY
 
+    _check_prefix(prefix)
     stream = out if out is not None else sys.stdout
     lab = topology.lab(prefix)
     say = _printer(stream)

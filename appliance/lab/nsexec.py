@@ -25,12 +25,14 @@ from typing import Any, TypeVar
 
 from pyroute2 import netns as pr_netns
 
+from appliance.errors import ApplianceError
+
 T = TypeVar("T")
 
 _PR_SET_PDEATHSIG = 1
 
 
-class LabError(Exception):
+class LabError(ApplianceError):
     """Something in the lab failed: a namespace is missing, a child failed or timed out."""
 
 

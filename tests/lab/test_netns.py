@@ -190,3 +190,33 @@ def test_secondary_addresses(lab: topology.Lab) -> None:
         netns.del_address(wan, "eth0", "198.51.100.77/32")
     addrs = {a["local"] for e in ip_json(wan, "addr", "show") for a in e.get("addr_info", [])}
     assert "198.51.100.77" not in addrs
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", "lab", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_lab_up_and_down_commands(prefix: str) -> None:
+    lab = topology.lab(prefix)
+    assert run_cli("up", "--prefix", prefix).returncode == 0
+    assert {ns.name for ns in lab.namespaces} <= namespaces()
+    assert run_cli("up", "--prefix", prefix).returncode == 0
+    assert traffic.ping(lab.ns("wan"), "fd00:45::10", 2.0) == "open"
+    assert run_cli("down", "--prefix", prefix).returncode == 0
+    assert run_cli("down", "--prefix", prefix).returncode == 0
+    assert netns.existing(prefix) == []
+
+
+def test_lab_command_refuses_a_bad_prefix() -> None:
+    done = run_cli("up", "--prefix", "../etc")
+    assert done.returncode == 2
+    assert "prefix" in done.stderr
+    assert "Traceback" not in done.stderr
