@@ -1,0 +1,127 @@
+"""Fixtures for the guest tests.
+
+``guest`` tests run inside the QEMU guest and use the ordinary fixtures
+(``netns`` from tests/conftest.py). ``qemu`` tests run on the host: ``booted_guest``
+starts ``qemu/run.sh`` with its NICs in host namespaces the test owns, and always
+stops it, and removes what it made, when the test ends.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.guest_plugin import REPO, RUN_SH
+
+
+@dataclass
+class BootedGuest:
+    """A guest booted by qemu/run.sh, running one command, with files in ``io``."""
+
+    arch: str
+    io: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def wait_for(self, name: str, timeout: float) -> None:
+        """Wait until the guest writes ``name`` in the io folder; fail if it ends first."""
+        deadline = time.monotonic() + timeout
+        while not (self.io / name).exists():
+            if self.proc.poll() is not None:
+                pytest.fail(
+                    f"the guest ended (status {self.proc.returncode}) before writing {name}:\n"
+                    + self.output(),
+                    pytrace=False,
+                )
+            if time.monotonic() > deadline:
+                pytest.fail(f"the guest wrote no {name} within {timeout:g}s:\n" + self.output())
+            time.sleep(0.2)
+
+    def finish(self, timeout: float) -> int:
+        """Wait for the guest to end by itself; its command's exit status."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the guest did not end within {timeout:g}s:\n" + self.output())
+
+    def output(self, lines: int = 40) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """Make sure nothing of this guest is left: qemu, taps, run.sh's namespaces."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # run.sh cleans up on TERM
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        tag = f"aq{self.proc.pid}-"
+        for ns in os.listdir("/run/netns") if os.path.isdir("/run/netns") else []:
+            if ns.startswith(tag):
+                subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+@pytest.fixture
+def host_netns() -> Iterator[Callable[[str], str]]:
+    """``make(role)``: a fresh host network namespace, removed when the test ends."""
+    made: list[str] = []
+    tag = uuid.uuid4().hex[:6]
+
+    def make(role: str) -> str:
+        name = f"aql-{tag}-{role}"
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        made.append(name)
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        return name
+
+    try:
+        yield make
+    finally:
+        for name in made:
+            subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.fixture
+def boot_guest(guest_arch: str, tmp_path: Path) -> Iterator[Callable[..., BootedGuest]]:
+    """``boot(command, nic_netns=[...], timeout=...)``: start the guest running ``command``."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    image = REPO / "qemu" / "out" / guest_arch / "rootfs.img"
+    if not image.exists():
+        pytest.fail(f"no {guest_arch} guest image: run qemu/build-image.sh {guest_arch}")
+    booted: list[BootedGuest] = []
+
+    def boot(command: list[str], nic_netns: list[str], timeout: int = 900) -> BootedGuest:
+        io = tmp_path / f"io{len(booted)}"
+        io.mkdir()
+        log = tmp_path / f"run{len(booted)}.log"
+        args = [str(RUN_SH), guest_arch, "--timeout", str(timeout), "--io-dir", str(io)]
+        for ns in nic_netns:
+            args += ["--nic-netns", ns]
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [*args, "--", *command],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        guest = BootedGuest(guest_arch, io, proc, log)
+        booted.append(guest)
+        return guest
+
+    try:
+        yield boot
+    finally:
+        for guest in booted:
+            guest.stop()
