@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -23,21 +21,6 @@ SHIPPED = {
     "iot-gateway.toml": scenarios.IOT_GATEWAY,
     "5g-upf-n6.toml": scenarios.UPF_N6,
 }
-
-
-@pytest.mark.parametrize(
-    "path",
-    sorted(p.relative_to(PROFILES).as_posix() for p in PROFILES.rglob("*.toml")),
-)
-def test_every_profile_passes_check(path: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "appliance", "check", str(PROFILES / path)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
 
 
 def run_scenario(lab: Lab, scenario: scenarios.Scenario) -> None:
