@@ -120,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--metrics-listen", metavar="ADDR:PORT", help="overrides the profile's [metrics].listen"
     )
+    p.add_argument(
+        "--no-monitor",
+        action="store_true",
+        help="find drift by the periodic read-back only, without `nft monitor`",
+    )
 
     p = command("status", cmd_status, "state of the running daemon, over its control socket")
     p.add_argument("--json", action="store_true")
@@ -345,6 +350,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         resync_interval=args.resync_interval,
         confirm_seconds=confirm_seconds,
         metrics_listen=args.metrics_listen,
+        monitor=not args.no_monitor,
     )
     return run_daemon(config)
 

@@ -33,6 +33,7 @@ from appliance import __version__
 from appliance.daemon.control import ControlServer
 from appliance.daemon.failsafe import DEFAULT_METRICS_PORT, failsafe_desired
 from appliance.daemon.metrics import Metrics, MetricsServer
+from appliance.daemon.monitor import TableMonitor
 from appliance.daemon.notify import Notifier, watchdog_interval
 from appliance.daemon.state import StateStore
 from appliance.engine import Backend, Engine
@@ -60,6 +61,7 @@ class DaemonConfig:
     resync_interval: float = 10.0
     confirm_seconds: float | None = None  # a reload not confirmed in time is rolled back
     metrics_listen: str | None = None  # overrides [metrics].listen
+    monitor: bool = True  # also watch `nft monitor` for changes by other processes
 
 
 @dataclass
@@ -193,6 +195,8 @@ class Daemon:
         self._metrics_server = MetricsServer(self.metrics)
         self._metrics_listen: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._monitor = TableMonitor(self._foreign_change, os.getpid(), self.log)
+        self._monitor_hint: asyncio.TimerHandle | None = None
 
     # ---- events: they only set flags and wake the loop ------------------------------
 
@@ -207,6 +211,15 @@ class Daemon:
     def request_resync(self) -> None:
         self._resync = True
         self._wake.set()
+
+    def _foreign_change(self) -> None:
+        """Another process changed the table: read it back soon (at most 5 times a second)."""
+        if self._monitor_hint is None:
+            self._monitor_hint = asyncio.get_running_loop().call_later(0.2, self._hinted_resync)
+
+    def _hinted_resync(self) -> None:
+        self._monitor_hint = None
+        self.request_resync()
 
     def _request_revert(self) -> None:
         self._revert = True
@@ -225,6 +238,8 @@ class Daemon:
             self.notifier.ready(self.status_line())
             self.log.info("ready", extra=self._policy_fields())
             self._tasks.append(asyncio.create_task(self._resync_timer()))
+            if self.config.monitor:
+                await self._monitor.start()
             interval = watchdog_interval()
             if interval:
                 self._tasks.append(asyncio.create_task(self._watchdog(interval)))
@@ -242,6 +257,9 @@ class Daemon:
                     await task
             if self.pending and self.pending.handle:
                 self.pending.handle.cancel()
+            if self._monitor_hint is not None:
+                self._monitor_hint.cancel()
+            await self._monitor.stop()
             await self._control.close()
             await self._metrics_server.close()
             self._executor.shutdown(wait=True)

@@ -444,3 +444,18 @@ def test_watchdog_pings_from_the_loop(netns: str, tmp_path: Path) -> None:
         daemon.wait_for("WATCHDOG=1", timeout=5)
     finally:
         daemon.close()
+
+
+def test_nft_monitor_repairs_drift_before_the_next_read_back(
+    netns: str, start_daemon: Start, tmp_path: Path
+) -> None:
+    daemon = start_daemon(netns, write_profile(tmp_path / "p.toml"), "--resync-interval", "600")
+    time.sleep(0.5)  # the monitor starts after READY
+    handle = rule_handles(netns)["ssh"]
+    nft_in(netns, "delete", "rule", "inet", "appliance", "input", "handle", str(handle))
+    wait_until(lambda: daemon.status()["drift_repairs"].get("structure") == 1, timeout=5)
+    assert "ssh" in rule_handles(netns)
+    run_appliance("set", "add", "blocklist", "192.0.2.7", "--control-socket", daemon.socket)
+    nft_in(netns, "add", "element", "inet", "appliance", "blocklist", "{ 192.0.2.8 }")
+    time.sleep(1)
+    assert daemon.status()["drift_repairs"] == {"structure": 1}
