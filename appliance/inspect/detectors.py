@@ -11,6 +11,7 @@ import math
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from appliance.inspect.appproto import DnsQuery
 from appliance.inspect.decode import TCP_ACK, TCP_SYN, GtpInfo, Layer
@@ -108,23 +109,31 @@ class SynFlood:
         self._by_dst: _Bounded = _Bounded()
 
     def on_syn(self, ts: float, layer: Layer) -> Detection | None:
-        hit = self._count(self._by_src, layer.src, ts)
-        if hit:
-            return Detection(SID_SYN_FLOOD, f"from one source above {self.limit} per window")
-        if self._count(self._by_dst, layer.dst, ts):
+        by_src = self._window(self._by_src, layer.src, ts)
+        by_dst = self._window(self._by_dst, layer.dst, ts)
+        limit = self.limit
+        if by_src[1] > limit:
+            # a flood from this source: its destination's flood is the same event
+            first = not by_src[2]
+            by_src[2] = True
+            if by_dst[1] > limit:
+                by_dst[2] = True
+            if first:
+                return Detection(SID_SYN_FLOOD, f"from one source above {self.limit} per window")
+            return None
+        if by_dst[1] > limit and not by_dst[2]:
+            by_dst[2] = True
             return Detection(SID_SYN_FLOOD, f"to one destination above {self.limit} per window")
         return None
 
-    def _count(self, table: _Bounded, key: bytes, ts: float) -> bool:
+    def _window(self, table: _Bounded, key: bytes, ts: float) -> list[Any]:
+        """[window start, SYNs in it, alerted in it] for an address, counting this SYN."""
         state = table.get(key)
         if not isinstance(state, list) or ts - state[0] >= self.period or ts < state[0]:
             state = [ts, 0, False]
             table.put(key, state)
         state[1] += 1
-        if state[1] > self.limit and not state[2]:
-            state[2] = True
-            return True
-        return False
+        return state
 
 
 def shannon_entropy(text: bytes) -> float:
