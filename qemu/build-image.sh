@@ -1,7 +1,7 @@
 #!/bin/bash
 # Build the QEMU test guest for ARCH (amd64 or arm64) from Debian packages.
 #
-#   qemu/build-image.sh ARCH [--rebuild]
+#   qemu/build-image.sh ARCH [--rebuild] [--quiet]
 #
 # Output in qemu/out/ARCH/: rootfs.img (ext4, raw), vmlinuz, initrd.img,
 # manifest.txt (package versions), build.log. The Debian root is staged in
@@ -16,20 +16,27 @@
 # qemu-aarch64 binfmt handler is registered for the build only and removed
 # afterwards (and binfmt_misc unmounted if this script mounted it).
 set -euo pipefail
+# The body is one block, read whole before it runs: editing this file
+# while it runs cannot change what a running build does.
+{
 
 die() { echo "build-image.sh: $*" >&2; exit 2; }
 
 ARCH=${1:-}
 REBUILD=0
-case "${2:-}" in
-    "") ;;
-    --rebuild) REBUILD=1 ;;
-    *) die "unknown option ${2}" ;;
-esac
+QUIET=0
+[ $# -gt 0 ] && shift
+for opt in "$@"; do
+    case "$opt" in
+        --rebuild) REBUILD=1 ;;
+        --quiet) QUIET=1 ;;
+        *) die "unknown option '$opt'" ;;
+    esac
+done
 case "$ARCH" in
     amd64) KARCH=amd64 ;;
     arm64) KARCH=arm64 ;;
-    "") die "usage: build-image.sh amd64|arm64 [--rebuild]" ;;
+    "") die "usage: build-image.sh amd64|arm64 [--rebuild] [--quiet]" ;;
     *) die "unsupported architecture '$ARCH' (amd64 or arm64)" ;;
 esac
 [ "$(id -u)" = 0 ] || die "must run as root (mmdebstrap --mode=root)"
@@ -69,7 +76,11 @@ PRUNE_MODULES=(
 )
 
 mkdir -p "$OUT"
-exec > >(tee "$OUT/build.log") 2>&1
+if [ "$QUIET" = 1 ]; then
+    exec > "$OUT/build.log" 2>&1
+else
+    exec > >(tee "$OUT/build.log") 2>&1
+fi
 start=$(date +%s)
 log() { printf '[%4ds] %s\n' "$(( $(date +%s) - start ))" "$*"; }
 
@@ -80,6 +91,7 @@ BINFMT_REGISTERED=0
 BINFMT_MOUNTED=0
 TMP=$(mktemp -d "$OUT/.tmp.XXXXXX")
 DEBDIR=$(mktemp -d /tmp/guest-stand-in.XXXXXX)
+# shellcheck disable=SC2317  # invoked by the trap
 cleanup() {
     if [ "$BINFMT_REGISTERED" = 1 ] && [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
         echo -1 > /proc/sys/fs/binfmt_misc/qemu-aarch64 || true
@@ -111,10 +123,9 @@ binfmt_setup() {
         BINFMT_MOUNTED=1
     fi
     if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
-        # As in /usr/lib/binfmt.d/qemu-aarch64.conf, with F: the handler is opened
-        # now, so it also runs inside the chroot.
-        grep -v '^#' /usr/lib/binfmt.d/qemu-aarch64.conf | sed 's/:[A-Z]*$/:OCF/' \
-            > /proc/sys/fs/binfmt_misc/register
+        # Debian's entry has the F flag: the handler is opened now, so it also
+        # runs inside the chroot.
+        grep -v '^#' /usr/lib/binfmt.d/qemu-aarch64.conf > /proc/sys/fs/binfmt_misc/register
         BINFMT_REGISTERED=1
     fi
 }
@@ -290,6 +301,8 @@ if [ "$REBUILD" = 1 ] || [ ! -d "$ROOT" ] || [ "$(cat "$OUT/root.stamp" 2>/dev/n
     build_root
     configure_root
     echo "$hash" > "$OUT/root.stamp"
+    log "Debian root built: $(du -sh "$ROOT" | cut -f1)"
+    cp "$OUT/build.log" "$OUT/root-build.log"
 else
     log "Debian root is current ($OUT/root)"
 fi
@@ -298,3 +311,6 @@ install_appliance
 build_initrd
 build_disk
 log "done: $OUT/rootfs.img ($(du -h --apparent-size "$OUT/rootfs.img" | cut -f1) apparent, $(du -h "$OUT/rootfs.img" | cut -f1) used), vmlinuz, initrd.img"
+# shellcheck disable=SC2317
+exit
+}

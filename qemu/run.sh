@@ -30,6 +30,9 @@
 # Exit status: the command's; 124 timeout; 125 the guest did not run the
 # command (boot failure: the console log is printed); 2 bad usage.
 set -euo pipefail
+# The body is one block, read whole before it runs: editing this file
+# while it runs cannot change what a running build does.
+{
 
 die() { echo "run.sh: $*" >&2; exit 2; }
 
@@ -253,3 +256,6 @@ printf 'run.sh: %s guest: command started %ss after boot, exit status %s, %.1fs 
     "$ARCH" "$(cat "$IO_DIR/uptime" 2> /dev/null || echo '?')" "$STATUS" \
     "$(awk -v a="$START" -v b="$END" 'BEGIN { print b - a }')" >&2
 exit "$STATUS"
+# shellcheck disable=SC2317
+exit
+}

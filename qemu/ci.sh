@@ -1,0 +1,75 @@
+#!/bin/bash
+# CI entry point for the QEMU test guest: install the host tools, build each
+# guest, run the tests that need it. Exits non-zero if anything failed.
+#
+#   qemu/ci.sh [--deps-only] [ARCH...]
+#
+# ARCH defaults to $GUEST_ARCHES, else "amd64 arm64". Prints one timing line
+# per step, and a summary.
+set -uo pipefail
+# The body is one block, read whole before it runs: editing this file
+# while it runs cannot change what a running build does.
+{
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+DEPS_ONLY=0
+if [ "${1:-}" = --deps-only ]; then
+    DEPS_ONLY=1
+    shift
+fi
+if [ $# -gt 0 ]; then ARCHES=("$@"); else read -r -a ARCHES <<< "${GUEST_ARCHES:-amd64 arm64}"; fi
+for arch in "${ARCHES[@]}"; do
+    case "$arch" in
+        amd64 | arm64) ;;
+        *) echo "ci.sh: unsupported architecture '$arch' (amd64 or arm64)" >&2; exit 2 ;;
+    esac
+done
+
+now() { date +%s; }
+SUMMARY=()
+step() { # step NAME COMMAND...: run, time, remember the outcome
+    local name=$1 start rc
+    shift
+    echo "=== ci.sh: $name"
+    start=$(now)
+    "$@"
+    rc=$?
+    SUMMARY+=("$(printf '%-28s %5ss  %s' "$name" "$(( $(now) - start ))" \
+        "$([ "$rc" = 0 ] && echo ok || echo "FAILED (status $rc)")")")
+    return "$rc"
+}
+
+# shellcheck disable=SC2317  # called through step
+deps() {
+    local packages=(mmdebstrap arch-test libdpkg-perl e2fsprogs cpio kmod gzip git iproute2)
+    local arch
+    for arch in "${ARCHES[@]}"; do
+        case "$arch" in
+            amd64) packages+=(qemu-system-x86) ;;
+            arm64) packages+=(qemu-system-arm qemu-user-static) ;;
+        esac
+    done
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends "${packages[@]}" > /dev/null 2>&1 \
+        || { apt-get update -q > /dev/null && apt-get install -y -q --no-install-recommends "${packages[@]}"; }
+}
+
+status=0
+step "host packages" deps || exit 1
+[ "$DEPS_ONLY" = 1 ] && exit 0
+for arch in "${ARCHES[@]}"; do
+    if ! step "$arch: build guest" "$HERE/build-image.sh" "$arch" --quiet; then
+        tail -n 40 "$HERE/out/$arch/build.log" >&2
+        status=1
+        continue
+    fi
+    step "$arch: guest tests" "$HERE/test-guest.sh" "$arch" -q -rfEs || status=1
+    du -h --apparent-size "$HERE/out/$arch/rootfs.img" | sed "s/^/ci.sh: $arch image size (apparent): /"
+    du -h "$HERE/out/$arch/rootfs.img" | sed "s/^/ci.sh: $arch image size (allocated): /"
+done
+echo "=== ci.sh: summary"
+printf '%s\n' "${SUMMARY[@]}"
+exit "$status"
+# shellcheck disable=SC2317
+exit
+}
