@@ -99,11 +99,12 @@ class FlowTable:
                 if len(flows) > self.max_flows:
                     flows.popitem(last=False)
                     self.evicted += 1
-        flows.move_to_end(key)
         if ts - flow.last_ts > self.idle_timeout:
             # the same 5-tuple after a long silence is a new flow (a reused source port)
-            flow.__init__(key, ts)  # type: ignore[misc]
+            flow = Flow(key, ts)
+            flows[key] = flow
             to_server = True
+        flows.move_to_end(key)
         flow.last_ts = ts
         if to_server:
             flow.packets_to_server += 1
