@@ -129,7 +129,7 @@ def _match(body: Json) -> str:
     left = body["left"]
     quoted = "meta" in left and left["meta"]["key"] in _QUOTED_META
     right = body["right"]
-    if "fib" in left:
+    if "fib" in left and isinstance(right, bool):
         return f"{_left(left)} {'exists' if right else 'missing'}"
     op = "" if body["op"] in ("==", "in") else f"{body['op']} "
     return f"{_left(left)} {op}{_value(right, quoted)}"

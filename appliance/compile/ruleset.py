@@ -255,6 +255,10 @@ class _Compiler:
         self._output_head()
         for rule in profile.rules:
             self._user_rule(rule)
+        # Port forwards are accepted after [[rules]], so a drop rule (a blocklist) also
+        # stops its sources from using a published port.
+        for fwd in profile.forwards:
+            self._forward_accept(fwd)
         for chain, action in (
             ("input", defaults.input),
             ("forward", defaults.forward),
@@ -307,8 +311,6 @@ class _Compiler:
         self._established("forward")
         self._icmp_errors("forward")
         self._flood_protection("forward")
-        for fwd in self.profile.forwards:
-            self._forward_accept(fwd)
 
     def _output_head(self) -> None:
         self._add("output", [match(meta("oif"), "lo"), verdict("accept")], "builtin:loopback")
@@ -447,10 +449,13 @@ class _Compiler:
         if fwd.to_port is not None:
             nat["port"] = fwd.to_port
         port = match(payload(fwd.proto, "dport"), port_value(_plain_port(fwd.dport)))
+        # Only traffic addressed to the appliance itself is forwarded, not traffic passing
+        # through it to the same port elsewhere.
+        to_self = match({"fib": {"result": "type", "flags": ["daddr"]}}, "local")
         for alt in self._zone_alts(fwd.from_zone, "in"):
             if alt.family not in (None, family):
                 continue
-            self._add("dstnat", [*alt.exprs, port, {"dnat": nat}], fwd.name)
+            self._add("dstnat", [*alt.exprs, to_self, port, {"dnat": nat}], fwd.name)
 
     def _forward_accept(self, fwd: Forward) -> None:
         family: Family = family_of(fwd.to_addr)
