@@ -25,9 +25,10 @@ always changes its signature file, so an unchanged signature (304) means nothing
 costs one small request; a new one is followed by a conditional GET of ``bundle.json``, and
 the two are verified together (mix-and-match safe: whatever pair arrives is checked as a
 pair). A pair that fails is remembered by its ETags and not fetched or verified again; the
-result is reported again at each poll until the hub offers something else. When the hub
-announces long polls (``X-Long-Poll-Max`` on its answers), the signature request waits on the
-hub (``?wait=SECONDS``) until it changes.
+result is reported again at each poll until the hub offers something else (while it does,
+both files are polled plainly, every poll interval, since either may bring the fix). When
+the hub announces long polls (``X-Long-Poll-Max`` on its answers), the signature request
+waits on the hub (``?wait=SECONDS``) until it changes.
 """
 
 from __future__ import annotations
@@ -185,7 +186,8 @@ class HubClient:
         try:
             sync = await self._poll()
         except TransportError as exc:
-            sync = self._result(exc.result, exc.reason, backoff=True)
+            backoff = exc.result in (B.UNREACHABLE, B.HTTP_ERROR)
+            sync = self._result(exc.result, exc.reason, backoff=backoff)
         self._elapsed = time.monotonic() - started
         self.failures = self.failures + 1 if sync.backoff else 0
         if not sync.ok and not sync.pending:
@@ -198,7 +200,8 @@ class HubClient:
         sig_headers: dict[str, str] = {}
         if self._seen_sig_etag:
             sig_headers["If-None-Match"] = self._seen_sig_etag
-            if self.long_poll_max > 0:
+            # After a failure both files are polled plainly: either may bring the fix.
+            if self.long_poll_max > 0 and not self._failing():
                 wait = min(self.limits.long_poll, self.long_poll_max)
         sig_url = self.url + B.SIG_FILE + (f"?wait={wait:g}" if wait else "")
         sig_resp = await self._get(sig_url, sig_headers, self.limits.max_sig, wait)
@@ -238,6 +241,9 @@ class HubClient:
             if full is not None:
                 return replace(full, long_polled=long_polled)
         return self._conclude(verdict, key, signature, etag, sig_etag, long_polled)
+
+    def _failing(self) -> bool:
+        return any(sig == self._seen_sig_etag for _, sig in self._failed)
 
     async def _unchanged(self, long_polled: bool) -> SyncResult:
         """The signature file did not change: the running pair, or a remembered failure."""

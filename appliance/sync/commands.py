@@ -6,7 +6,6 @@ Building the parser imports nothing heavy; each command imports what it needs.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import time
@@ -195,6 +194,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     trust = keys.load_trust([p for group in args.trust for p in group])
     source: str = args.source
     if source.startswith(("http://", "https://", "file://")):
+        import asyncio
+
         data, sig, reason = asyncio.run(_fetch_pair(source))
         base_dir = Path.cwd()
     else:

@@ -1,0 +1,443 @@
+"""The hub client against the reference hub on loopback (and against broken servers)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from appliance.storage import atomic_write
+from appliance.sync import bundle as B
+from appliance.sync import keys
+from appliance.sync.client import ClientLimits, HubClient, SyncResult, backoff_delay, next_delay
+from appliance.sync.hub import HubServer
+from appliance.sync.transport import Limits, request
+from tests.sync.conftest import PROFILE_DOC, Publisher, build, run, sign
+
+
+@asynccontextmanager
+async def hub(root: Path) -> AsyncIterator[tuple[HubServer, str]]:
+    server = HubServer(root)
+    host, port = await server.start("127.0.0.1", 0)
+    try:
+        yield server, f"http://{host}:{port}"
+    finally:
+        await server.close()
+
+
+def client(
+    base: str, path: str, state: Path, trust: list[keys.PublicKey], **kw: object
+) -> HubClient:
+    kw.setdefault("limits", ClientLimits(long_poll=0.5))  # short long polls in tests
+    return HubClient(f"{base}/{path}/", trust, state, name="edge-1", **kw)  # type: ignore[arg-type]
+
+
+async def applied(c: HubClient, table_hash: str = "t1") -> SyncResult:
+    sync = await c.poll_once()
+    assert sync.pending, sync
+    return await c.applied(sync, table_hash)
+
+
+def scenario(
+    publisher: Publisher, tmp_path: Path, body: Callable[[HubServer, HubClient], Awaitable[None]]
+) -> None:
+    async def main() -> None:
+        async with hub(publisher.root) as (server, base):
+            c = client(
+                base, publisher.path, tmp_path / "state", [k.public for k in publisher.signers]
+            )
+            await body(server, c)
+
+    run(main())
+
+
+def test_apply_store_report_then_not_modified(publisher: Publisher, tmp_path: Path) -> None:
+    publisher.publish(3, ["192.0.2.1"])
+
+    async def body(server: HubServer, c: HubClient) -> None:
+        sync = await c.poll_once()
+        assert sync.result == B.APPLIED and sync.pending
+        assert sync.bundle is not None and sync.bundle.version == 3
+        done = await c.applied(sync, "hash-3")
+        assert done.version == 3 and not done.pending
+        before = server.requests
+        again = await c.poll_once()
+        assert again.result == B.NOT_MODIFIED and not again.pending
+        assert server.requests - before == 1  # one conditional GET of the signature
+        fleet = server.fleet()
+        assert fleet["site/edge-1"]["version"] == 3
+        assert fleet["site/edge-1"]["result"] == "applied"
+        assert fleet["site/edge-1"]["table_hash"] == "hash-3"
+        assert fleet["site/edge-1"]["offered_version"] == 3
+        # A new client on the same state dir boots from the store.
+        fresh = HubClient(c.url, c.trust, c.store.root.parent)
+        stored = fresh.load_last_good()
+        assert stored is not None and stored.bundle.version == 3 and not stored.stale
+
+    scenario(publisher, tmp_path, body)
+
+
+def test_fleet_over_http_after_a_status_post(publisher: Publisher, tmp_path: Path) -> None:
+    publisher.publish(1)
+
+    async def body(server: HubServer, c: HubClient) -> None:
+        await applied(c)
+        base = c.url.split("/site/")[0]
+        resp = await request("GET", base + "/fleet", Limits())
+        fleet = json.loads(resp.body)
+        report = fleet["site/edge-1"]
+        assert set(report) >= {"name", "version", "result", "last_error", "table_hash", "time"}
+        assert report["name"] == "edge-1" and report["version"] == 1
+        assert report["received"].endswith("Z")
+
+    scenario(publisher, tmp_path, body)
+
+
+def test_tampered_bundle_changes_nothing_and_is_remembered(
+    publisher: Publisher, tmp_path: Path
+) -> None:
+    publisher.publish(1, ["192.0.2.1"])
+
+    async def body(server: HubServer, c: HubClient) -> None:
+        await applied(c)
+        data = build(2, ["192.0.2.2"])
+        atomic_write(publisher.directory / B.SIG_FILE, sign(data, *publisher.signers))
+        atomic_write(publisher.directory / B.BUNDLE_FILE, data.replace(b"192.0.2.2", b"192.0.2.3"))
+        sync = await c.poll_once()
+        assert sync.result == B.BAD_SIGNATURE and not sync.pending and sync.bundle is None
+        assert sync.version == 1
+        assert c.running is not None and c.running.bundle.version == 1
+        before = server.requests
+        again = await c.poll_once()
+        assert again.result == B.BAD_SIGNATURE and again.repeated
+        assert server.requests - before == 2  # two conditional GETs, nothing verified again
+        # The publisher fixes bundle.json: picked up although the signature did not change.
+        atomic_write(publisher.directory / B.BUNDLE_FILE, data)
+        fixed = await c.poll_once()
+        assert fixed.result == B.APPLIED and fixed.pending
+
+    scenario(publisher, tmp_path, body)
+
+
+def test_wrong_key_and_missing_signature(publisher: Publisher, tmp_path: Path) -> None:
+    other = keys.generate()
+
+    async def body(server: HubServer, c: HubClient) -> None:
+        data = build(1)
+        atomic_write(publisher.directory / B.BUNDLE_FILE, data)
+        sync = await c.poll_once()
+        assert sync.result == B.NO_SIGNATURE
+        atomic_write(publisher.directory / B.SIG_FILE, sign(data, other))
+        sync = await c.poll_once()
+        assert sync.result == B.BAD_SIGNATURE
+        assert c.running is None
+
+    scenario(publisher, tmp_path, body)
+
+
+def test_rollback_same_version_and_expired(publisher: Publisher, tmp_path: Path) -> None:
+    async def body(server: HubServer, c: HubClient) -> None:
+        publisher.publish(5, ["192.0.2.5"])
+        await applied(c)
+        publisher.publish(4)
+        assert (await c.poll_once()).result == B.ROLLBACK
+        publisher.publish(5, ["192.0.2.6"])
+        sync = await c.poll_once()
+        assert sync.result == B.ROLLBACK and "other bytes" in sync.error
+        publisher.publish(6, expires=time.time() - 1)
+        assert (await c.poll_once()).result == B.EXPIRED
+        assert c.running is not None and c.running.bundle.version == 5
+        # Same bytes as running, re-signed (a key added): a no-op that keeps the new signature.
+        data = build(7)
+        publisher.publish(7, data=data)
+        await applied(c)
+        key2 = keys.generate()
+        c.trust = (*c.trust, key2.public)
+        atomic_write(
+            publisher.directory / B.SIG_FILE,
+            sign(data, key2, existing=sign(data, *publisher.signers).decode()),
+        )
+        sync = await c.poll_once()
+        assert sync.result == B.NOT_MODIFIED
+        assert c.running is not None and len(c.running.signature.splitlines()) == 2
+
+    scenario(publisher, tmp_path, body)
+
+
+def test_running_bundle_expires_while_the_hub_is_frozen(
+    publisher: Publisher, tmp_path: Path
+) -> None:
+    async def body(server: HubServer, c: HubClient) -> None:
+        publisher.publish(1, expires=time.time() + 1)
+        await applied(c)
+        await asyncio.sleep(1.1)
+        sync = await c.poll_once()
+        assert sync.result == B.EXPIRED and sync.stale
+        assert c.running is not None  # still enforced
+        assert c.load_last_good() is not None and c.stale
+
+    scenario(publisher, tmp_path, body)
+
+
+def test_oversized_bundle_is_too_large(publisher: Publisher, tmp_path: Path) -> None:
+    publisher.publish(1, [f"10.{i // 250}.{i % 250}.1" for i in range(2000)])
+
+    async def main() -> None:
+        async with hub(publisher.root) as (_, base):
+            limits = ClientLimits(max_bundle=4096)
+            c = client(base, publisher.path, tmp_path, [publisher.signers[0].public], limits=limits)
+            sync = await c.poll_once()
+            assert sync.result == B.TOO_LARGE, sync
+            assert not sync.backoff
+
+    run(main())
+
+
+def test_delta_on_the_right_base_and_on_the_wrong_base(
+    publisher: Publisher, tmp_path: Path
+) -> None:
+    def delta(version: int, base: int, add: list[str], delete: list[str]) -> bytes:
+        return B.encode_document(
+            {
+                "version": version,
+                "expires": B.format_time(time.time() + 3600),
+                "profile": PROFILE_DOC,
+                "sets": {"blocklist": {"base": base, "add": add, "del": delete}},
+            }
+        )
+
+    async def body(server: HubServer, c: HubClient) -> None:
+        publisher.publish(1, ["192.0.2.1", "192.0.2.2"])
+        await applied(c)
+        publisher.publish(2, data=delta(2, 1, ["198.51.100.1"], ["192.0.2.1"]))
+        sync = await c.poll_once()
+        assert sync.pending and sync.bundle is not None
+        assert set(sync.bundle.elements["blocklist"]) == {"192.0.2.2", "198.51.100.1"}
+        await c.applied(sync)
+        # A delta on base 3 while 2 runs: refused; the full bundle is fetched instead.
+        publisher.publish(4, data=delta(4, 3, ["203.0.113.9"], []))
+        sync = await c.poll_once()
+        assert sync.result == B.HTTP_ERROR and "wrong base" in sync.error
+        assert not sync.pending
+        publisher.publish(5, ["203.0.113.9"], subdir="full")
+        publisher.publish(5, data=delta(5, 4, ["203.0.113.9"], []))
+        sync = await c.poll_once()
+        assert sync.pending and sync.bundle is not None and sync.bundle.version == 5
+        assert not sync.bundle.is_delta
+        assert sync.bundle.elements == {"blocklist": ("203.0.113.9",)}
+
+    (publisher.directory / "full").mkdir()
+    scenario(publisher, tmp_path, body)
+
+
+def test_long_poll_answers_quickly_after_publishing(publisher: Publisher, tmp_path: Path) -> None:
+    publisher.publish(1)
+
+    async def body(server: HubServer, c: HubClient) -> None:
+        c.limits = ClientLimits(long_poll=10)
+        await applied(c)
+        assert c.long_poll_max > 0
+
+        async def later() -> float:
+            await asyncio.sleep(0.5)
+            publisher.publish(2)
+            return time.monotonic()
+
+        publishing = asyncio.create_task(later())
+        started = time.monotonic()
+        sync = await c.poll_once()
+        published = await publishing
+        answered = time.monotonic()
+        assert sync.result == B.APPLIED and sync.long_polled
+        assert answered - started >= 0.4  # it waited on the hub
+        assert answered - published < 0.5
+        assert c.next_delay(sync, 30) <= 1.0
+
+    scenario(publisher, tmp_path, body)
+
+
+def test_long_poll_times_out_to_not_modified(publisher: Publisher, tmp_path: Path) -> None:
+    publisher.publish(1)
+
+    async def main() -> None:
+        async with hub(publisher.root) as (_, base):
+            limits = ClientLimits(long_poll=0.3)
+            c = client(base, publisher.path, tmp_path, [publisher.signers[0].public], limits=limits)
+            await applied(c)
+            started = time.monotonic()
+            sync = await c.poll_once()
+            assert sync.result == B.NOT_MODIFIED and sync.long_polled
+            assert 0.25 <= time.monotonic() - started < 2
+
+    run(main())
+
+
+def test_publishing_in_two_steps_never_mixes_the_pair(publisher: Publisher, tmp_path: Path) -> None:
+    """build (bundle.json) then sign (bundle.json.sig): in between, nothing new is taken."""
+    publisher.publish(1)
+
+    async def body(server: HubServer, c: HubClient) -> None:
+        await applied(c)
+        data = build(2)
+        atomic_write(publisher.directory / B.BUNDLE_FILE, data)  # built, not signed yet
+        c.limits = ClientLimits(long_poll=0.3)
+        sync = await c.poll_once()
+        assert sync.result == B.NOT_MODIFIED
+        atomic_write(publisher.directory / B.SIG_FILE, sign(data, *publisher.signers))
+        sync = await c.poll_once()
+        assert sync.result == B.APPLIED and sync.bundle is not None and sync.bundle.version == 2
+
+    scenario(publisher, tmp_path, body)
+
+
+def test_apply_failed_is_remembered_and_reported(publisher: Publisher, tmp_path: Path) -> None:
+    publisher.publish(1)
+
+    async def body(server: HubServer, c: HubClient) -> None:
+        async def refuse(bundle: B.Bundle) -> str:
+            raise RuntimeError("the kernel said no")
+
+        sync = await c.sync(refuse, "old-hash")
+        assert sync.result == B.APPLY_FAILED and "kernel said no" in sync.error
+        assert server.reports["site/edge-1"]["result"] == "apply_failed"
+        assert server.reports["site/edge-1"]["last_error"] == "the kernel said no"
+        assert c.running is None
+        again = await c.poll_once()
+        assert again.result == B.APPLY_FAILED and again.repeated
+
+        async def accept(bundle: B.Bundle) -> str:
+            return "new-hash"
+
+        publisher.publish(2)
+        sync = await c.sync(accept, "old-hash")
+        assert sync.result == B.APPLIED and sync.version == 2
+        assert server.reports["site/edge-1"]["table_hash"] == "new-hash"
+
+    scenario(publisher, tmp_path, body)
+
+
+def test_rotation_through_the_client(
+    publisher: Publisher, tmp_path: Path, key2: keys.PrivateKey
+) -> None:
+    publisher.signers = [publisher.signers[0], key2]
+    publisher.publish(1)
+
+    async def main() -> None:
+        async with hub(publisher.root) as (_, base):
+            c = client(base, publisher.path, tmp_path, [key2.public])
+            assert (await c.poll_once()).pending
+
+    run(main())
+
+
+def test_file_url(publisher: Publisher, tmp_path: Path) -> None:
+    publisher.publish(1)
+
+    async def main() -> None:
+        c = HubClient(f"file://{publisher.directory}/", [publisher.signers[0].public], tmp_path)
+        await applied(c)
+        assert (await c.poll_once()).result == B.NOT_MODIFIED
+        publisher.publish(2)
+        assert (await c.poll_once()).pending
+
+    run(main())
+
+
+# ---- transport failures and backoff -----------------------------------------------------
+
+
+async def status_server(code: int) -> tuple[asyncio.AbstractServer, str]:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(f"HTTP/1.1 {code} Oops\r\nContent-Length: 0\r\n\r\n".encode())
+            await writer.drain()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/edge/"
+
+
+@pytest.mark.parametrize("code", [500, 504])
+def test_http_5xx_is_http_error_with_backoff(
+    tmp_path: Path, key1: keys.PrivateKey, code: int
+) -> None:
+    async def main() -> None:
+        server, url = await status_server(code)
+        try:
+            c = HubClient(url, [key1.public], tmp_path, rng=lambda: 0.999)
+            delays = []
+            for _ in range(4):
+                sync = await c.poll_once()
+                assert sync.result == B.HTTP_ERROR and sync.backoff
+                assert str(code) in sync.error
+                delays.append(c.next_delay(sync, 30))
+            assert delays == sorted(delays) and delays[-1] > delays[0] * 4
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main())
+
+
+def test_http_404_is_http_error_without_backoff(tmp_path: Path, key1: keys.PrivateKey) -> None:
+    async def main() -> None:
+        server, url = await status_server(404)
+        try:
+            c = HubClient(url, [key1.public], tmp_path)
+            sync = await c.poll_once()
+            assert sync.result == B.HTTP_ERROR and not sync.backoff
+            assert c.next_delay(sync, 30) == 30
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main())
+
+
+def test_hub_down_is_unreachable_and_the_last_good_stays(
+    publisher: Publisher, tmp_path: Path
+) -> None:
+    publisher.publish(1)
+
+    async def main() -> None:
+        async with hub(publisher.root) as (_, base):
+            c = client(base, publisher.path, tmp_path / "s", [publisher.signers[0].public])
+            await applied(c)
+        # The hub is gone (at run time, and at the next boot).
+        for fresh in (False, True):
+            if fresh:
+                c = HubClient(c.url, c.trust, tmp_path / "s")
+                assert c.load_last_good() is not None
+            sync = await c.poll_once()
+            assert sync.result == B.UNREACHABLE and sync.backoff
+            assert sync.version == 1 and c.running is not None
+            assert await c.report(sync) is False  # a failed POST is ignored
+
+    run(main())
+
+
+def test_backoff_full_jitter_bounds() -> None:
+    limits = ClientLimits(backoff_base=1, backoff_max=60)
+    assert backoff_delay(0, 1, 60, lambda: 1.0) == 0
+    assert [backoff_delay(n, 1, 60, lambda: 1.0) for n in (1, 2, 3, 7, 8, 40)] == [
+        1,
+        2,
+        4,
+        60,
+        60,
+        60,
+    ]
+    assert backoff_delay(5, 1, 60, lambda: 0.0) == 0
+    failed = SyncResult(B.UNREACHABLE, backoff=True)
+    assert next_delay(failed, 30, 3, limits, lambda: 0.5) == 2
+    assert next_delay(SyncResult(B.BAD_SIGNATURE), 30, 0, limits, lambda: 0.5) == 30
+    polled = SyncResult(B.NOT_MODIFIED, long_polled=True)
+    assert next_delay(polled, 30, 0, limits, lambda: 0.5, elapsed=0.2) == pytest.approx(0.8)
+    assert next_delay(polled, 30, 0, limits, lambda: 0.5, elapsed=20) == 0
