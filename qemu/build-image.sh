@@ -55,12 +55,25 @@ SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 # The guest's packages: kernel, init, nftables and the product's Python deps.
 PACKAGES=(
     "linux-image-$KARCH" kmod systemd systemd-sysv
-    iproute2 nftables busybox-static
+    iproute2 nftables busybox-static procps
     python3 python3-nftables python3-pyroute2 python3-scapy
     python3-prometheus-client python3-cryptography python3-pytest python3-hypothesis
 )
 # Modules the root file system needs before it is mounted (the initramfs).
 INITRD_MODULES=(virtio_pci virtio_blk ext4)
+# No docs, man pages, locales or firmware in the guest.
+MMDEBSTRAP_OPTS=(
+    --dpkgopt='path-exclude=/usr/share/doc/*'
+    --dpkgopt='path-exclude=/usr/share/man/*'
+    --dpkgopt='path-exclude=/usr/share/info/*'
+    --dpkgopt='path-exclude=/usr/share/locale/*'
+    --dpkgopt='path-exclude=/usr/share/lintian/*'
+    --dpkgopt='path-exclude=/usr/share/zoneinfo/*'
+    --dpkgopt='path-exclude=/usr/share/bash-completion/*'
+    --dpkgopt='path-exclude=/usr/lib/firmware/*'
+    --dpkgopt='force-unsafe-io'
+    --aptopt='Acquire::Languages "none"'
+)
 # Kernel module trees no test guest needs: dropped to keep the image small.
 PRUNE_MODULES=(
     drivers/gpu drivers/media drivers/infiniband drivers/staging drivers/net/wireless
@@ -83,6 +96,13 @@ else
 fi
 start=$(date +%s)
 log() { printf '[%4ds] %s\n' "$(( $(date +%s) - start ))" "$*"; }
+stamp() {
+    local line now
+    while IFS= read -r line; do
+        printf -v now '%(%s)T' -1
+        printf '%4ds %s\n' "$(( now - start ))" "$line"
+    done
+}
 
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$REPO" log -1 --format=%ct 2>/dev/null || echo 0)}
 
@@ -91,25 +111,45 @@ BINFMT_REGISTERED=0
 BINFMT_MOUNTED=0
 TMP=$(mktemp -d "$OUT/.tmp.XXXXXX")
 DEBDIR=$(mktemp -d /tmp/guest-stand-in.XXXXXX)
+MMDEBSTRAP_PID=""
+
+# rm -rf that never crosses into a mount (a chroot left with /proc or /dev
+# mounted is unmounted first).
+remove_tree() {
+    local dir=$1 mnt
+    [ -e "$dir" ] || return 0
+    awk -v d="$dir" '$2 == d || index($2, d "/") == 1 { print $2 }' /proc/mounts | sort -r \
+        | while read -r mnt; do umount -l "$mnt" || true; done
+    rm -rf --one-file-system "$dir"
+}
+
 # shellcheck disable=SC2317  # invoked by the trap
 cleanup() {
+    if [ -n "$MMDEBSTRAP_PID" ] && kill -0 "$MMDEBSTRAP_PID" 2> /dev/null; then
+        kill -TERM "$MMDEBSTRAP_PID" 2> /dev/null || true
+        wait "$MMDEBSTRAP_PID" 2> /dev/null || true
+    fi
     if [ "$BINFMT_REGISTERED" = 1 ] && [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
         echo -1 > /proc/sys/fs/binfmt_misc/qemu-aarch64 || true
     fi
     if [ "$BINFMT_MOUNTED" = 1 ]; then
         umount /proc/sys/fs/binfmt_misc || true
     fi
-    rm -rf "$TMP" "$DEBDIR" "$OUT/root.new"
+    rm -rf "$TMP" "$DEBDIR"
+    remove_tree "$OUT/root.new"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
 
 # --- stage 1: the Debian root (cached on the recipe's hash) -------------------
 
 # Stage 1 depends on these definitions only: change one and the root is rebuilt.
 recipe_hash() {
     {
-        declare -p PACKAGES PRUNE_MODULES ARCH SUITE MIRROR SECURITY_MIRROR
-        declare -f stand_in_deb binfmt_setup build_root configure_root
+        declare -p PACKAGES MMDEBSTRAP_OPTS PRUNE_MODULES ARCH SUITE MIRROR SECURITY_MIRROR
+        declare -f stand_in_deb configure_root
     } | sha256sum | cut -d' ' -f1
 }
 
@@ -149,32 +189,26 @@ EOF
 }
 
 build_root() {
-    local deb
+    local deb include
     deb=$(stand_in_deb)
     binfmt_setup
-    rm -rf "$OUT/root.new"
+    remove_tree "$OUT/root.new"
     log "mmdebstrap $SUITE $ARCH: ${PACKAGES[*]}"
-    local include
     include=$(IFS=,; echo "${PACKAGES[*]}")
+    # In the background, so that a signal reaches the cleanup at once (which
+    # stops mmdebstrap and lets it unmount what it mounted in the chroot).
     mmdebstrap --mode=root --variant=essential --arch="$ARCH" \
-        --include="$include" --include="$deb" \
-        --dpkgopt='path-exclude=/usr/share/doc/*' \
-        --dpkgopt='path-exclude=/usr/share/man/*' \
-        --dpkgopt='path-exclude=/usr/share/info/*' \
-        --dpkgopt='path-exclude=/usr/share/locale/*' \
-        --dpkgopt='path-exclude=/usr/share/lintian/*' \
-        --dpkgopt='path-exclude=/usr/share/zoneinfo/*' \
-        --dpkgopt='path-exclude=/usr/share/bash-completion/*' \
-        --dpkgopt='path-exclude=/usr/lib/firmware/*' \
-        --dpkgopt='force-unsafe-io' \
-        --aptopt='Acquire::Languages "none"' \
+        --include="$include" --include="$deb" "${MMDEBSTRAP_OPTS[@]}" \
         --setup-hook="mkdir -p \"\$1$DEBDIR\" && cp '$deb' \"\$1$DEBDIR/\"" \
         --customize-hook="rm -rf \"\$1$DEBDIR\"" \
         "$SUITE" "$OUT/root.new" \
         "deb $MIRROR $SUITE main" \
         "deb $MIRROR $SUITE-updates main" \
-        "deb $SECURITY_MIRROR $SUITE-security main"
-    rm -rf "$ROOT"
+        "deb $SECURITY_MIRROR $SUITE-security main" > >(stamp) 2>&1 &
+    MMDEBSTRAP_PID=$!
+    wait "$MMDEBSTRAP_PID"
+    MMDEBSTRAP_PID=""
+    remove_tree "$ROOT"
     mv "$OUT/root.new" "$ROOT"
 }
 

@@ -57,12 +57,46 @@ deps() {
 status=0
 step "host packages" deps || exit 1
 [ "$DEPS_ONLY" = 1 ] && exit 0
+
+# The first guest is built in the foreground; the others (arm64: mostly
+# single-threaded emulation) build in the background meanwhile.
+declare -A BUILD_PID BUILD_START
+# shellcheck disable=SC2317  # invoked by the trap
+stop_builds() {
+    local pid
+    for pid in "${BUILD_PID[@]}"; do
+        kill -TERM "$pid" 2> /dev/null && wait "$pid" 2> /dev/null
+    done
+}
+trap stop_builds EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+for arch in "${ARCHES[@]:1}"; do
+    echo "=== ci.sh: $arch: build guest (in the background)"
+    BUILD_START[$arch]=$(now)
+    "$HERE/build-image.sh" "$arch" --quiet &
+    BUILD_PID[$arch]=$!
+done
+# shellcheck disable=SC2317  # called through step
+wait_build() { wait "${BUILD_PID[$1]}"; }
+
 for arch in "${ARCHES[@]}"; do
-    if ! step "$arch: build guest" "$HERE/build-image.sh" "$arch" --quiet; then
+    if [ -n "${BUILD_PID[$arch]:-}" ]; then
+        wait_build "$arch"
+        rc=$?
+        unset "BUILD_PID[$arch]"
+        SUMMARY+=("$(printf '%-28s %5ss  %s' "$arch: build guest" \
+            "$(( $(now) - BUILD_START[$arch] ))" "$([ "$rc" = 0 ] && echo ok || echo "FAILED (status $rc)")")")
+    else
+        step "$arch: build guest" "$HERE/build-image.sh" "$arch" --quiet
+        rc=$?
+    fi
+    if [ "$rc" != 0 ]; then
         tail -n 40 "$HERE/out/$arch/build.log" >&2
         status=1
         continue
     fi
+    grep -h '^\[' "$HERE/out/$arch/build.log" | sed "s/^/ci.sh: $arch build /"
     step "$arch: guest tests" "$HERE/test-guest.sh" "$arch" -q -rfEs || status=1
     du -h --apparent-size "$HERE/out/$arch/rootfs.img" | sed "s/^/ci.sh: $arch image size (apparent): /"
     du -h "$HERE/out/$arch/rootfs.img" | sed "s/^/ci.sh: $arch image size (allocated): /"
