@@ -207,6 +207,10 @@ class GtpAnomaly:
         self._last_alert.put(key, ts)
         return Detection(SID_GTP, reason)
 
+    def clean(self, info: GtpInfo) -> bool:
+        """Whether this GTP-U packet gives the detector nothing to report."""
+        return self._reason(info) is None
+
     def _reason(self, info: GtpInfo) -> str | None:
         if info.error is not None:
             return f"malformed header ({info.error})"

@@ -17,8 +17,8 @@ from appliance.inspect.appproto import DnsQuery, HttpRequest
 from appliance.inspect.classification import CLASSTYPES
 from appliance.inspect.decode import PROTO_TCP, PROTO_UDP, Errors, Layer, decode_packet
 from appliance.inspect.eve import Alert
-from appliance.inspect.flow import Flow, FlowTable
-from appliance.inspect.match import Group, Matcher, rule_matches
+from appliance.inspect.flow import TCP_ESTABLISHED, Flow, FlowTable
+from appliance.inspect.match import Group, Matcher, contents_match, rule_matches
 from appliance.inspect.rules import Signature, Variables, parse_rule_files
 from appliance.inspect.threshold import ThresholdState
 from appliance.model.profile import Detectors, Profile
@@ -27,6 +27,7 @@ from appliance.model.values import AddrRange, IPNetwork, SetRef, parse_addr_item
 APP_DETECT_TRIES = 4  # payload packets of a TCP flow looked at before giving up on its protocol
 _APPS = ("http", "tls", "dns", "gtp")
 _ACTION_ORDER = {"pass": 0, "drop": 1, "alert": 2}
+_NO_ALERTS: tuple[Alert, ...] = ()
 
 
 @dataclass
@@ -37,6 +38,7 @@ class EngineConfig:
     never_block: tuple[IPNetwork | AddrRange, ...] = ()
     max_flows: int = 65536
     idle_timeout: float = 300.0
+    fast_path: bool = True  # off: every packet takes the full path (tests compare the two)
 
     @classmethod
     def from_profile(cls, profile: Profile | None, extra_rules: Sequence[str] = ()) -> EngineConfig:
@@ -57,6 +59,18 @@ class EngineConfig:
             block=inspect.block,
             never_block=_never_block(profile),
         )
+
+
+def _anchored_hit(group: Group, payload: bytes, established: bool) -> bool:
+    """Whether an anchored rule of the group may match this payload (a rule with ``flags``
+    is left to the full path)."""
+    buffers = {"pkt": payload}
+    for sig in group.anchored:
+        if sig.flow_established is not None and sig.flow_established != established:
+            continue
+        if sig.flags is not None or contents_match(sig, buffers):
+            return True
+    return False
 
 
 def _never_block(profile: Profile) -> tuple[IPNetwork | AddrRange, ...]:
@@ -82,6 +96,7 @@ class Stats:
     packets: int = 0
     decoded: int = 0
     alerts: int = 0
+    fast: int = 0  # packets a fast path took (counted in decoded too)
     errors: Errors = field(default_factory=dict)
 
 
@@ -98,29 +113,145 @@ class Engine:
         self.dns_tunnel = detectors.DnsTunnel(d.dns_tunnel) if d.dns_tunnel else None
         self.gtp = detectors.GtpAnomaly(d.gtp) if d.gtp else None
         self._syn_detectors = bool(self.port_scan or self.syn_flood)
+        self._index = self.flows.index
+        self._idle_timeout = config.idle_timeout
+        self._fast = config.fast_path
         self._never_block_cache: dict[bytes, bool] = {}
 
     # -- the per-packet path ---------------------------------------------------------------
 
-    def process(self, ts: float, data: bytes, linktype: int) -> list[Alert]:
+    def process(self, ts: float, data: bytes, linktype: int) -> Sequence[Alert]:
         stats = self.stats
         stats.packets += 1
+        # Fast paths, for Ethernet / IPv4 without options, not a fragment: a TCP packet, or
+        # a GTP-U G-PDU carrying one, of an established flow whose direction needs nothing
+        # of this packet but its flags (see _fast_tcp). They read the fields the decoders
+        # would, straight from the frame; anything unusual takes the full path below.
+        if (
+            linktype == 1
+            and self._fast
+            and len(data) >= 54
+            and data[12:15] == b"\x08\x00\x45"
+            and not data[20] & 0x3F
+            and not data[21]
+        ):
+            proto = data[23]
+            if proto == 6:
+                end = 14 + (data[16] << 8 | data[17])
+                if end <= len(data) and self._fast_tcp(ts, data, 14, end):
+                    stats.decoded += 1
+                    stats.fast += 1
+                    return _NO_ALERTS
+            elif proto == 17 and data[36] == 0x08 and data[37] == 0x68 and self._fast_gtp(ts, data):
+                stats.decoded += 1
+                stats.fast += 1
+                return _NO_ALERTS
         layer = decode_packet(data, linktype, stats.errors)
         if layer is None:
-            return []
+            return _NO_ALERTS
         stats.decoded += 1
         alerts: list[Alert] = []
         self._inspect(ts, layer, alerts)
         if alerts:
             stats.alerts += len(alerts)
-        return alerts
+            return alerts
+        return _NO_ALERTS
 
-    def _inspect(self, ts: float, layer: Layer, alerts: list[Alert]) -> None:
+    def _fast_tcp(self, ts: float, data: bytes, ip: int, end: int, tunnel: bool = False) -> bool:
+        """Account for the IPv4/TCP packet at ``data[ip:end]`` without decoding it further, if
+        nothing could come of it: its flow is established, its direction has settled its
+        application protocol, no payload rule applies to it (or it carries no payload), it is
+        no SYN or RST (state changes, detectors), and no flags-only rule matches its flags."""
+        entry = self._index.get(data[ip + 12 : ip + 24])
+        if entry is None:
+            return False
+        flow, to_server = entry
+        fast = flow.fast[to_server]
+        flags = data[ip + 33]
+        if (
+            fast is None
+            or flags & 0x06
+            or flow.tcp_state != TCP_ESTABLISHED
+            or ts - flow.last_ts > self._idle_timeout
+            or (tunnel and not flow.gtp_ok)
+        ):
+            return False
+        quiet, group, app = fast
+        if app != flow.app or group.plain_for(flags, True):
+            return False
+        offset = data[ip + 32] >> 4
+        start = ip + 20 + (offset << 2)
+        if offset < 5 or start > end:
+            return False
+        if start < end:
+            if not quiet:
+                return False
+            if group.anchored and _anchored_hit(group, data[start:end], True):
+                return False
+        flow.last_ts = ts
+        if to_server:
+            flow.packets_to_server += 1
+        else:
+            flow.packets_to_client += 1
+        if ts - flow.touched >= 1.0:
+            self.flows.flows.move_to_end(flow.key)
+            flow.touched = ts
+        return True
+
+    def _fast_gtp(self, ts: float, data: bytes) -> bool:
+        """A plain G-PDU (no optional header, TEID not 0) carrying IPv4/TCP that _fast_tcp
+        can take, on a GTP-U flow where no outer rule applies to it."""
+        total = data[16] << 8 | data[17]
+        end = 14 + total
+        if (
+            end > len(data)
+            or total < 76
+            or data[38] << 8 | data[39] != total - 20  # UDP length
+            or data[42] != 0x30  # GTPv1, PT=1, no E/S/PN
+            or data[43] != 255
+            or data[44] << 8 | data[45] != total - 36  # GTP length
+            or data[46:50] == b"\x00\x00\x00\x00"
+            or data[50] != 0x45
+            or data[59] != 6
+            or data[56] & 0x3F
+            or data[57]
+            or data[52] << 8 | data[53] != total - 36  # inner total length
+        ):
+            return False
+        entry = self._index.get(data[26:38] + b"\x11")
+        if entry is None:
+            return False
+        outer, to_server = entry
+        fast = outer.fast[to_server]
+        if fast is None or outer.app != "gtp" or ts - outer.last_ts > self._idle_timeout:
+            return False
+        established = outer.established
+        if not established and (outer.packets_to_client if to_server else outer.packets_to_server):
+            return False  # this packet establishes the flow: let the full path see it
+        group = fast[1]
+        if group.prefilters or group.plain_for(-1, established):
+            return False
+        if group.anchored and _anchored_hit(group, data[42:end], established):
+            return False
+        if not self._fast_tcp(ts, data, 50, end, tunnel=True):
+            return False
+        outer.last_ts = ts
+        if to_server:
+            outer.packets_to_server += 1
+        else:
+            outer.packets_to_client += 1
+        if ts - outer.touched >= 1.0:
+            self.flows.flows.move_to_end(outer.key)
+            outer.touched = ts
+        return True
+
+    def _inspect(self, ts: float, layer: Layer, alerts: list[Alert]) -> Flow:
         gtp = layer.gtp
         exclude: set[int] = set()
+        inner_flow: Flow | None = None
         if gtp is not None and gtp.inner is not None:
             start = len(alerts)
-            self._inspect(ts, gtp.inner, alerts)
+            inner_flow = self._inspect(ts, gtp.inner, alerts)
             exclude = {a.sid for a in alerts[start:]}
         flow, to_server = self.flows.lookup(layer, ts)
         proto = layer.proto
@@ -132,11 +263,14 @@ class Engine:
         if proto == PROTO_UDP:
             if gtp is not None:
                 flow.app = "gtp"
-            elif payload and (layer.dport == 53 or layer.sport == 53):
-                dns = appproto.parse_dns(payload, self.stats.errors)
-                if dns is not None:
-                    flow.app = "dns"
-                    buffers["dns.query"] = dns.name
+            elif layer.dport == 53 or layer.sport == 53:
+                if payload:
+                    dns = appproto.parse_dns(payload, self.stats.errors)
+                    if dns is not None:
+                        flow.app = "dns"
+                        buffers["dns.query"] = dns.name
+            elif not flow.app:
+                flow.app = "none"
         elif proto == PROTO_TCP and payload and flow.app != "none":
             dns, sni, http = self._tcp_app(flow, layer, payload, to_server, buffers)
 
@@ -148,21 +282,31 @@ class Engine:
                 layer, app if app in _APPS else "", to_server, gtp is not None
             )
             flow.cache[group_key] = group
+            if proto == PROTO_TCP:
+                # what the fast path may skip for this direction from now on
+                quiet = not any(p.buffer == "pkt" for p in group.prefilters) and (
+                    app in ("none", "tls") or (app == "http" and not to_server)
+                )
+                flow.fast[to_server] = (quiet, group, app)
+            elif app == "gtp":
+                flow.fast[to_server] = (False, group, app)
         hits: list[Signature] = []
-        if group.plain or group.prefilters:
-            established = flow.established
-            for sig in group.plain:
-                if rule_matches(sig, layer, established, buffers):
-                    hits.append(sig)
-            for prefilter in group.prefilters:
-                data = buffers.get(prefilter.buffer)
-                if not data:
-                    continue
-                candidates = prefilter.candidates(data)
-                if candidates:
-                    for sig in candidates:
-                        if rule_matches(sig, layer, established, buffers):
-                            hits.append(sig)
+        established = flow.established
+        for sig in group.plain_for(layer.flags if proto == PROTO_TCP else -1, established):
+            if not sig.contents or contents_match(sig, buffers):
+                hits.append(sig)
+        for sig in group.anchored:
+            if rule_matches(sig, layer, established, buffers):
+                hits.append(sig)
+        for prefilter in group.prefilters:
+            data = buffers.get(prefilter.buffer)
+            if not data:
+                continue
+            candidates = prefilter.candidates(data)
+            if candidates:
+                for sig in candidates:
+                    if rule_matches(sig, layer, established, buffers):
+                        hits.append(sig)
         if hits:
             self._signature_alerts(
                 ts, layer, flow, to_server, hits, exclude, alerts, dns, sni, http
@@ -186,6 +330,10 @@ class Engine:
                 alert = self._detector_alert(ts, found, layer, flow, to_server)
                 alert.gtp_layer = layer
                 alerts.append(alert)
+        if inner_flow is not None and gtp is not None:
+            # the fast path takes this inner flow's packets only once its addresses passed
+            inner_flow.gtp_ok = self.gtp is None or self.gtp.clean(gtp)
+        return flow
 
     def _tcp_app(
         self,

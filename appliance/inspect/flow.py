@@ -1,24 +1,35 @@
 """A bounded, bidirectional flow table.
 
-Flows are keyed by the 5-tuple as the first packet saw it; a packet of the other direction
-finds the same flow through the reversed key. The table keeps flows in least-recently-used
-order: it drops flows idle for longer than ``idle_timeout`` and, past ``max_flows``, the
-least recently used one. The initiator of a flow is the sender of its first packet (for TCP,
-of its SYN), which gives ``to_server`` / ``to_client``; ``established`` is a completed TCP
-handshake, or for other protocols a packet seen in each direction.
+A flow is indexed under its key as each direction sees it: source address, destination
+address, source port, destination port (2 bytes each, network order), and for protocols other
+than TCP one more byte, the protocol number. For an IPv4 TCP packet that key is the bytes of
+the packet from the source address to the destination port, so the engine's fast path looks a
+flow up with a single slice; the key of the other direction finds the same flow.
+
+The table keeps flows in least-recently-used order (refreshed at most once a second per flow):
+it drops flows idle for longer than ``idle_timeout`` and, past ``max_flows``, the least
+recently used one. The initiator of a flow is the sender of its first packet (for TCP, of its
+SYN), which gives ``to_server`` / ``to_client``; ``established`` is a completed TCP handshake,
+or for other protocols a packet seen in each direction.
 """
 
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections import OrderedDict
 from typing import Any
 
 from appliance.inspect.decode import PROTO_TCP, TCP_ACK, TCP_RST, TCP_SYN, Layer
 
-FlowKey = tuple[bytes, bytes, int, int, int]
+TCP_NEW, TCP_SYN_SENT, TCP_SYN_RECV, TCP_ESTABLISHED = 0, 1, 2, 3
 
-_TCP_NEW, _TCP_SYN_SENT, _TCP_SYN_RECV, _TCP_ESTABLISHED = 0, 1, 2, 3
+_ports = struct.Struct("!HH").pack
+
+
+def flow_key(src: bytes, dst: bytes, sport: int, dport: int, proto: int) -> bytes:
+    key = src + dst + _ports(sport, dport)
+    return key if proto == PROTO_TCP else key + bytes((proto,))
 
 
 class Flow:
@@ -27,42 +38,57 @@ class Flow:
         "app_tries",
         "cache",
         "established",
+        "fast",
         "first_ts",
+        "gtp_ok",
         "key",
         "last_ts",
         "packets_to_client",
         "packets_to_server",
+        "proto",
+        "reverse_key",
         "tcp_state",
+        "touched",
     )
 
-    def __init__(self, key: FlowKey, ts: float) -> None:
-        self.key = key  # (client, server, client port, server port, proto)
+    def __init__(self, key: bytes, reverse_key: bytes, proto: int, ts: float) -> None:
+        self.key = key  # as the client sends: client, server, client port, server port
+        self.reverse_key = reverse_key
+        self.proto = proto
         self.first_ts = ts
         self.last_ts = ts
+        self.touched = ts
         self.packets_to_server = 0
         self.packets_to_client = 0
         self.established = False
-        self.tcp_state = _TCP_NEW
+        self.tcp_state = TCP_NEW
         self.app = ""  # "", "http", "tls", "dns", "gtp", or "none" once detection gave up
         self.app_tries = 0
-        self.cache: dict[Any, Any] = {}  # the rule groups picked for this flow, by direction
+        self.cache: dict[Any, Any] = {}  # rule groups picked for this flow, by direction and app
+        # per direction (index: to_server), the engine's fast-path state, or None
+        self.fast: list[Any] = [None, None]
+        self.gtp_ok = False  # an inner flow whose tunnel's checks passed
 
     @property
     def flow_id(self) -> int:
         """A stable 51-bit id, as EVE writes it."""
-        src, dst, sport, dport, proto = self.key
         digest = hashlib.blake2b(
-            b"%b|%b|%d|%d|%d|%.6f" % (src, dst, sport, dport, proto, self.first_ts),
-            digest_size=8,
+            self.key + b"|%d|%.6f" % (self.proto, self.first_ts), digest_size=8
         ).digest()
         return int.from_bytes(digest, "big") & ((1 << 51) - 1)
+
+    @property
+    def client(self) -> tuple[bytes, int]:
+        size = (len(self.key) - 4 - (self.proto != PROTO_TCP)) // 2
+        return self.key[:size], int.from_bytes(self.key[2 * size : 2 * size + 2], "big")
 
 
 class FlowTable:
     def __init__(self, max_flows: int = 65536, idle_timeout: float = 300.0) -> None:
         self.max_flows = max_flows
         self.idle_timeout = idle_timeout
-        self.flows: OrderedDict[FlowKey, Flow] = OrderedDict()
+        self.flows: OrderedDict[bytes, Flow] = OrderedDict()  # by client key, LRU first
+        self.index: dict[bytes, tuple[Flow, bool]] = {}  # both directions' keys
         self.evicted = 0
         self.expired = 0
         self._next_sweep = 0.0
@@ -72,75 +98,92 @@ class FlowTable:
 
     def lookup(self, layer: Layer, ts: float) -> tuple[Flow, bool]:
         """The flow of a packet (created if new) and whether the packet goes to the server."""
-        flows = self.flows
-        key = (layer.src, layer.dst, layer.sport, layer.dport, layer.proto)
-        flow = flows.get(key)
-        if flow is not None:
-            to_server = True
-        else:
-            rkey = (layer.dst, layer.src, layer.dport, layer.sport, layer.proto)
-            flow = flows.get(rkey)
-            if flow is not None:
-                key = rkey
+        proto = layer.proto
+        key = flow_key(layer.src, layer.dst, layer.sport, layer.dport, proto)
+        entry = self.index.get(key)
+        if entry is None or ts - entry[0].last_ts > self.idle_timeout:
+            if entry is not None:
+                self._remove(entry[0])  # the same 5-tuple after a long silence: a new flow
+            reverse = flow_key(layer.dst, layer.src, layer.dport, layer.sport, proto)
+            if proto == PROTO_TCP and layer.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK:
+                # a SYN/ACK opens what we see of the flow: its receiver is the client
+                flow = self._create(reverse, key, proto, ts)
                 to_server = False
             else:
-                if ts >= self._next_sweep:
-                    self._sweep(ts)
-                if layer.proto == PROTO_TCP and layer.flags & (TCP_SYN | TCP_ACK) == (
-                    TCP_SYN | TCP_ACK
-                ):
-                    # a SYN/ACK opens what we see of the flow: its receiver is the client
-                    key = (layer.dst, layer.src, layer.dport, layer.sport, layer.proto)
-                    to_server = False
-                else:
-                    to_server = True
-                flow = Flow(key, ts)
-                flows[key] = flow
-                if len(flows) > self.max_flows:
-                    flows.popitem(last=False)
-                    self.evicted += 1
-        if ts - flow.last_ts > self.idle_timeout:
-            # the same 5-tuple after a long silence is a new flow (a reused source port)
-            flow = Flow(key, ts)
-            flows[key] = flow
-            to_server = True
-        flows.move_to_end(key)
+                flow = self._create(key, reverse, proto, ts)
+                to_server = True
+        else:
+            flow, to_server = entry
+            if ts - flow.touched >= 1.0:
+                self.flows.move_to_end(flow.key)
+                flow.touched = ts
         flow.last_ts = ts
         if to_server:
             flow.packets_to_server += 1
         else:
             flow.packets_to_client += 1
-        if layer.proto == PROTO_TCP:
-            _tcp_track(flow, layer.flags, to_server)
+        if proto == PROTO_TCP:
+            if flow.tcp_state != TCP_ESTABLISHED or layer.flags & TCP_RST:
+                tcp_track(flow, layer.flags, to_server)
         elif not flow.established and flow.packets_to_client and flow.packets_to_server:
             flow.established = True
         return flow, to_server
 
+    def _create(self, key: bytes, reverse: bytes, proto: int, ts: float) -> Flow:
+        if ts >= self._next_sweep:
+            self._sweep(ts)
+        flow = Flow(key, reverse, proto, ts)
+        self.flows[key] = flow
+        self.index[key] = (flow, True)
+        self.index[reverse] = (flow, False)
+        if len(self.flows) > self.max_flows:
+            _, oldest = self.flows.popitem(last=False)
+            self._drop_index(oldest)
+            self.evicted += 1
+        return flow
+
+    def _remove(self, flow: Flow) -> None:
+        if self.flows.pop(flow.key, None) is not None:
+            self._drop_index(flow)
+            self.expired += 1
+
+    def _drop_index(self, flow: Flow) -> None:
+        index = self.index
+        for key in (flow.key, flow.reverse_key):
+            entry = index.get(key)
+            if entry is not None and entry[0] is flow:
+                del index[key]
+
     def _sweep(self, now: float) -> None:
-        """Drop flows idle longer than the timeout (the oldest sit at the front)."""
+        """Drop flows idle longer than the timeout (the least recently used sit in front)."""
         limit = now - self.idle_timeout
         flows = self.flows
         while flows:
             flow = next(iter(flows.values()))
-            if flow.last_ts >= limit:
+            if flow.touched >= limit:
                 break
+            if flow.last_ts >= limit:  # used since its last refresh: keep, refreshed
+                flows.move_to_end(flow.key)
+                flow.touched = flow.last_ts
+                continue
             flows.popitem(last=False)
+            self._drop_index(flow)
             self.expired += 1
         self._next_sweep = now + 1.0
 
 
-def _tcp_track(flow: Flow, flags: int, to_server: bool) -> None:
+def tcp_track(flow: Flow, flags: int, to_server: bool) -> None:
     state = flow.tcp_state
-    if state == _TCP_ESTABLISHED:
+    if state == TCP_ESTABLISHED:
         if flags & TCP_RST:
             flow.established = False
-            flow.tcp_state = _TCP_NEW
+            flow.tcp_state = TCP_NEW
         return
     syn_ack = flags & (TCP_SYN | TCP_ACK)
     if syn_ack == TCP_SYN and to_server:
-        flow.tcp_state = _TCP_SYN_SENT
-    elif syn_ack == TCP_SYN | TCP_ACK and not to_server and state == _TCP_SYN_SENT:
-        flow.tcp_state = _TCP_SYN_RECV
-    elif syn_ack == TCP_ACK and to_server and state == _TCP_SYN_RECV:
-        flow.tcp_state = _TCP_ESTABLISHED
+        flow.tcp_state = TCP_SYN_SENT
+    elif syn_ack == TCP_SYN | TCP_ACK and not to_server and state == TCP_SYN_SENT:
+        flow.tcp_state = TCP_SYN_RECV
+    elif syn_ack == TCP_ACK and to_server and state == TCP_SYN_RECV:
+        flow.tcp_state = TCP_ESTABLISHED
         flow.established = True

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 from appliance.inspect.decode import (
     PROTO_ICMP,
@@ -29,7 +32,7 @@ from appliance.inspect.decode import (
 )
 from appliance.inspect.rules import PKT, AddrExpr, Content, PortExpr, Signature
 
-_MAX_CACHE = 65536
+_MAX_CACHE = 65536  # rule groups kept
 
 _PROTO_NUMBERS: dict[str, tuple[int, ...]] = {
     "tcp": (PROTO_TCP,),
@@ -90,19 +93,46 @@ class Prefilter:
         return sigs
 
 
+ANCHOR_LIMIT = 64  # a fast pattern that must lie this close to its buffer's start
+
+
 @dataclass
 class Group:
-    """The rules that can match one kind of packet of one flow direction."""
+    """The rules that can match one kind of packet of one flow direction.
+
+    ``plain``: rules without a positive content, decided by flags, flow state and negated
+    contents; ``anchored``: rules whose fast pattern sits within the first bytes of its
+    buffer (checked directly: cheaper than a scan); ``prefilters``: one per buffer.
+    """
 
     plain: list[Signature] = field(default_factory=list)
+    anchored: list[Signature] = field(default_factory=list)
     prefilters: list[Prefilter] = field(default_factory=list)
+    _by_flags: dict[tuple[int, bool], tuple[Signature, ...]] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
-        return not self.plain and not self.prefilters
+        return not self.plain and not self.anchored and not self.prefilters
 
+    @property
+    def reads_payload(self) -> bool:
+        """Whether a rule of the group looks at the packet payload itself."""
+        return bool(self.anchored) or any(p.buffer == PKT for p in self.prefilters)
 
-EMPTY_GROUP = Group()
+    def plain_for(self, flags: int, established: bool) -> tuple[Signature, ...]:
+        """Plain rules that pass the TCP flags (``-1``: not TCP) and the flow state; what is
+        left to check of them is negated contents."""
+        key = (flags, established)
+        found = self._by_flags.get(key)
+        if found is None:
+            found = tuple(
+                sig
+                for sig in self.plain
+                if (sig.flow_established is None or sig.flow_established == established)
+                and (sig.flags is None or (flags >= 0 and sig.flags.matches(flags)))
+            )
+            self._by_flags[key] = found
+        return found
 
 
 def fast_pattern(sig: Signature) -> Content | None:
@@ -131,8 +161,20 @@ class Matcher:
                     protos,
                 )
             )
-        self._addr_cache: dict[bytes, int] = {}
-        self._port_cache: dict[int, int] = {}
+        # Which expressions an address or port falls in is constant between the boundaries
+        # the expressions name: one table of segments per family, looked up by bisection.
+        addr_tests = [e.match for e in self._addr_exprs]
+        self._addr_segments = {
+            size: _segments(
+                addr_tests,
+                _addr_bounds(self._addr_exprs, size),
+                partial(_ip_from_int, size=size),
+            )
+            for size in (4, 16)
+        }
+        self._port_segments = _segments(
+            [e.match for e in self._port_exprs], _port_bounds(self._port_exprs), int
+        )
         self._groups: dict[tuple[object, ...], Group] = {}
         self.groups_built = 0
 
@@ -151,27 +193,12 @@ class Matcher:
         return self._port_exprs.index(expr)
 
     def _addr_bits(self, addr: bytes) -> int:
-        bits = self._addr_cache.get(addr)
-        if bits is None:
-            ip = ipaddress.ip_address(addr)
-            bits = 0
-            for i, expr in enumerate(self._addr_exprs):
-                if expr.match(ip):
-                    bits |= 1 << i
-            if len(self._addr_cache) >= _MAX_CACHE:
-                self._addr_cache.clear()
-            self._addr_cache[addr] = bits
-        return bits
+        starts, bits = self._addr_segments[len(addr)]
+        return bits[bisect_right(starts, int.from_bytes(addr, "big")) - 1]
 
     def _port_bits(self, port: int) -> int:
-        bits = self._port_cache.get(port)
-        if bits is None:
-            bits = 0
-            for i, expr in enumerate(self._port_exprs):
-                if expr.match(port):
-                    bits |= 1 << i
-            self._port_cache[port] = bits
-        return bits
+        starts, bits = self._port_segments
+        return bits[bisect_right(starts, port) - 1]
 
     def group_for(self, layer: Layer, app: str, to_server: bool, outer_gtp: bool) -> Group:
         """The group of a packet (callers cache it per flow direction and app)."""
@@ -198,6 +225,7 @@ class Matcher:
         assert isinstance(sport, int) and isinstance(dport, int)
         self.groups_built += 1
         plain: list[Signature] = []
+        anchored: list[Signature] = []
         by_buffer: dict[str, list[tuple[Content, Signature]]] = {}
         for sig, si, di, spi, dpi, protos in self._compiled:
             if protos is not None and proto not in protos:
@@ -213,12 +241,62 @@ class Matcher:
             fast = fast_pattern(sig)
             if fast is None:
                 plain.append(sig)
+            elif fast.depth is not None and fast.offset + fast.depth <= ANCHOR_LIMIT:
+                anchored.append(sig)
             else:
                 by_buffer.setdefault(fast.buffer, []).append((fast, sig))
         prefilters = [Prefilter(buf, entries) for buf, entries in sorted(by_buffer.items())]
-        if not plain and not prefilters:
-            return EMPTY_GROUP
-        return Group(plain=plain, prefilters=prefilters)
+        return Group(plain=plain, anchored=anchored, prefilters=prefilters)
+
+
+def _addr_bounds(exprs: Sequence[AddrExpr], size: int) -> list[int]:
+    bounds = {0}
+    version = 4 if size == 4 else 6
+
+    def walk(expr: AddrExpr) -> None:
+        if expr.net is not None and expr.net.version == version:
+            bounds.add(int(expr.net.network_address))
+            bounds.add(int(expr.net.broadcast_address) + 1)
+        for item in expr.items:
+            walk(item)
+
+    for expr in exprs:
+        walk(expr)
+    return sorted(b for b in bounds if b < 1 << (8 * size))
+
+
+def _port_bounds(exprs: Sequence[PortExpr]) -> list[int]:
+    bounds = {0}
+
+    def walk(expr: PortExpr) -> None:
+        if expr.kind == "range":
+            bounds.add(expr.low)
+            bounds.add(expr.high + 1)
+        for item in expr.items:
+            walk(item)
+
+    for expr in exprs:
+        walk(expr)
+    return sorted(b for b in bounds if b <= 65535)
+
+
+def _ip_from_int(number: int, size: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(number.to_bytes(size, "big"))
+
+
+def _segments(
+    tests: Sequence[Callable[[Any], bool]], starts: list[int], value_of: Callable[[int], Any]
+) -> tuple[list[int], list[int]]:
+    """For each segment start, the bit set of the expressions its values fall in."""
+    table: list[int] = []
+    for start in starts:
+        value = value_of(start)
+        bits = 0
+        for i, test in enumerate(tests):
+            if test(value):
+                bits |= 1 << i
+        table.append(bits)
+    return starts, table
 
 
 def _header(si: int, di: int, spi: int, dpi: int, src: int, dst: int, sp: int, dp: int) -> bool:
@@ -240,6 +318,10 @@ def rule_matches(
     flags = sig.flags
     if flags is not None and (layer.proto != PROTO_TCP or not flags.matches(layer.flags)):
         return False
+    return contents_match(sig, buffers)
+
+
+def contents_match(sig: Signature, buffers: dict[str, bytes]) -> bool:
     for content in sig.contents:
         data = buffers.get(content.buffer)
         if data is None:
@@ -247,6 +329,3 @@ def rule_matches(
         if not content.matches(data):
             return False
     return True
-
-
-__all__ = ["EMPTY_GROUP", "PKT", "Group", "Matcher", "Prefilter", "fast_pattern", "rule_matches"]

@@ -432,7 +432,7 @@ def test_decoder_errors_are_counted_not_raised() -> None:
     eng = engine(rule("flags:S;"), detectors=Detectors())
     ipv4 = bytes(12) + b"\x08\x00"
     for data in (b"", b"\x00" * 13, ipv4 + b"\x45", ipv4 + b"\x4f" + bytes(30), bytes(14)):
-        assert eng.process(0.0, data, 1) == []
+        assert not eng.process(0.0, data, 1)
     assert eng.stats.errors == {
         "eth.truncated": 2,
         "ipv4.truncated": 1,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from appliance.inspect.decode import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_SYN, Layer
-from appliance.inspect.flow import FlowTable
+from appliance.inspect.flow import FlowTable, flow_key
 
 A, B = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
 
@@ -30,7 +30,8 @@ def test_direction_and_handshake() -> None:
 def test_syn_ack_first_makes_its_receiver_the_client() -> None:
     table = FlowTable()
     flow, to_server = table.lookup(packet(B, A, 80, 1000, TCP_SYN | TCP_ACK), 0.0)
-    assert not to_server and flow.key == (A, B, 1000, 80, PROTO_TCP)
+    assert not to_server and flow.key == flow_key(A, B, 1000, 80, PROTO_TCP)
+    assert flow.client == (A, 1000)
 
 
 def test_udp_established_after_both_directions() -> None:
@@ -64,4 +65,5 @@ def test_lru_cap() -> None:
     table.lookup(packet(A, B, 7, 80), 10.0)  # touched: now the most recent
     table.lookup(packet(A, B, 99, 80), 11.0)
     assert len(table) == 3 and table.evicted == 8
-    assert {k[2] for k in table.flows} == {9, 7, 99}
+    assert {flow.client[1] for flow in table.flows.values()} == {9, 7, 99}
+    assert len(table.index) == 6  # each flow under both directions' keys
