@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import socket
 import stat
@@ -83,6 +84,9 @@ class ControlServer:
             return await self.handler(request)
         except ApplianceError as exc:
             return {"ok": False, "error": str(exc), "exit": exc.exit_code}
+        except Exception as exc:  # a bug: one line to the caller, the daemon keeps serving
+            logging.getLogger("appliance.control").exception("request failed")
+            return {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}", "exit": 1}
 
 
 def _remove_stale(path: Path) -> None:

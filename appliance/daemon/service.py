@@ -174,7 +174,8 @@ class Daemon:
         self.last_error: str | None = None
         self.generation = 0
         self.counts: dict[str, int] = {}
-        self.runtime_added: dict[str, dict[str, float | None]] = {}  # set -> element -> timeout
+        # set -> element -> when its timeout ends (monotonic; None: no timeout)
+        self.runtime_added: dict[str, dict[str, float | None]] = {}
         self.drift_repairs: dict[str, int] = {}
         self.pending: PendingConfirm | None = None
         self.metrics_address: tuple[str, int] | None = None
@@ -246,7 +247,10 @@ class Daemon:
             while not self._stop:
                 await self._wake.wait()
                 self._wake.clear()
-                await self.tick()
+                try:
+                    await self.tick()
+                except Exception as exc:  # a bug must not take enforcement's keeper down
+                    self.log.exception("tick failed", extra={"error": repr(exc)})
         finally:
             self.notifier.stopping("stopping; the table stays enforced")
             self.log.info("stopping; the table stays in the kernel", extra=self._policy_fields())
@@ -444,6 +448,7 @@ class Daemon:
             self._error(f"drift repair refused: {exc}")
             return
         self.counts = outcome.counts
+        self._forget_expired()
         kind = drift_kind(outcome.plan)
         if kind is None:
             return
@@ -466,8 +471,9 @@ class Daemon:
         await self._kernel(self.engine.set_add, name, values, timeout)
         added = self.runtime_added.setdefault(name, {})
         fresh = [v for v in values if v not in added]
+        until = None if timeout is None else self.clock() + timeout
         for value in values:
-            added[value] = timeout
+            added[value] = until
         self.counts[name] = self.counts.get(name, 0) + len(fresh)
         self.log.info("set add", extra={"set": name, "elements": len(values)})
 
@@ -478,6 +484,14 @@ class Daemon:
             added.pop(value, None)
         self.counts[name] = max(0, self.counts.get(name, 0) - len(values))
         self.log.info("set del", extra={"set": name, "elements": len(values)})
+
+    def _forget_expired(self) -> None:
+        now = self.clock()
+        for name, added in list(self.runtime_added.items()):
+            for value in [v for v, until in added.items() if until is not None and until <= now]:
+                del added[value]
+            if not added:
+                del self.runtime_added[name]
 
     # ---- the control socket ----------------------------------------------------------
 

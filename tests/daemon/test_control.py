@@ -18,6 +18,8 @@ from appliance.errors import ApplianceError, UsageError
 async def handler(message: dict[str, Any]) -> dict[str, Any]:
     if message["op"] == "echo":
         return {"ok": True, "echo": message}
+    if message["op"] == "boom":
+        raise RuntimeError("a bug")
     raise UsageError(f"unknown request {message['op']!r}")
 
 
@@ -85,3 +87,9 @@ def test_a_stale_socket_is_replaced(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     assert not path.exists()
+
+
+def test_a_failing_request_answers_one_line_and_the_server_goes_on(server: str) -> None:
+    answer = request(server, {"op": "boom"})
+    assert answer == {"ok": False, "error": "internal error: RuntimeError: a bug", "exit": 1}
+    assert request(server, {"op": "echo"})["ok"] is True
