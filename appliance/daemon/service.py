@@ -620,7 +620,7 @@ class Daemon:
         try:
             self.metrics_address = await self._metrics_server.start(host.strip("[]"), int(port))
         except (OSError, ValueError) as exc:
-            self._error(f"metrics: cannot listen on {listen}: {exc}")
+            self.log.error("metrics: cannot listen", extra={"listen": listen, "error": str(exc)})
             self._metrics_listen = None
             return
         self.log.info("metrics listening", extra={"listen": listen})
