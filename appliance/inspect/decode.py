@@ -118,6 +118,8 @@ class Layer:
 def decode_packet(data: bytes, linktype: int, errors: Errors) -> Layer | None:
     """Decode a captured frame of the given link type down to its IP packet."""
     if linktype == LINKTYPE_ETHERNET:
+        if data[12:14] == b"\x08\x00":  # the common case first
+            return decode_ipv4(data, 14, len(data), errors, 0)
         return decode_ethernet(data, errors)
     if linktype in (LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6):
         return decode_ip(data, 0, len(data), errors, 0)

@@ -6,10 +6,8 @@ alerts with the detector's fixed signature id (9000001..9000004).
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from collections import Counter, OrderedDict
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,6 +191,11 @@ class GtpAnomaly:
 
     def __init__(self, config: GtpDetector) -> None:
         self.pools = config.ue_pools
+        # (address size, first, last) as integers: a membership test without ipaddress objects
+        self._ranges = [
+            (4 if n.version == 4 else 16, int(n.network_address), int(n.broadcast_address))
+            for n in config.ue_pools
+        ]
         self._last_alert: _Bounded = _Bounded()
 
     def on_gtp(self, ts: float, outer: Layer, info: GtpInfo) -> Detection | None:
@@ -223,14 +226,14 @@ class GtpAnomaly:
             return None
         if info.nested:
             return "GTP-U inside GTP-U"
-        if self.pools and not _in(inner.src, self.pools) and not _in(inner.dst, self.pools):
+        if self._ranges and not self._in_pools(inner.src) and not self._in_pools(inner.dst):
             return "inner source outside the UE pools"
         return None
 
-
-def _in(addr: bytes, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
-    ip = ipaddress.ip_address(addr)
-    return any(ip.version == n.version and ip in n for n in networks)
+    def _in_pools(self, addr: bytes) -> bool:
+        size = len(addr)
+        number = int.from_bytes(addr, "big")
+        return any(s == size and first <= number <= last for s, first, last in self._ranges)
 
 
 def is_syn(layer: Layer) -> bool:

@@ -17,7 +17,7 @@ from appliance.inspect.appproto import DnsQuery, HttpRequest
 from appliance.inspect.classification import CLASSTYPES
 from appliance.inspect.decode import PROTO_TCP, PROTO_UDP, Errors, Layer, decode_packet
 from appliance.inspect.eve import Alert
-from appliance.inspect.flow import TCP_ESTABLISHED, Flow, FlowTable
+from appliance.inspect.flow import TCP_ESTABLISHED, TCP_SYN_RECV, Flow, FlowTable
 from appliance.inspect.match import Group, Matcher, contents_match, rule_matches
 from appliance.inspect.rules import Signature, Variables, parse_rule_files
 from appliance.inspect.threshold import ThresholdState
@@ -171,13 +171,23 @@ class Engine:
         if (
             fast is None
             or flags & 0x06
-            or flow.tcp_state != TCP_ESTABLISHED
             or ts - flow.last_ts > self._idle_timeout
             or (tunnel and not flow.gtp_ok)
         ):
             return False
+        handshake = False
+        if flow.tcp_state != TCP_ESTABLISHED:
+            # the ACK that completes the handshake: the flow becomes established with it
+            if not (flow.tcp_state == TCP_SYN_RECV and to_server and flags & 0x10):
+                return False
+            handshake = True
         quiet, group, app = fast
-        if app != flow.app or group.plain_for(flags, True):
+        if app != flow.app:
+            return False
+        plain = group.established.get(flags)
+        if plain is None:
+            plain = group.plain_for(flags, True)
+        if plain:
             return False
         offset = data[ip + 32] >> 4
         start = ip + 20 + (offset << 2)
@@ -188,6 +198,9 @@ class Engine:
                 return False
             if group.anchored and _anchored_hit(group, data[start:end], True):
                 return False
+        if handshake:
+            flow.tcp_state = TCP_ESTABLISHED
+            flow.established = True
         flow.last_ts = ts
         if to_server:
             flow.packets_to_server += 1
@@ -275,21 +288,12 @@ class Engine:
             dns, sni, http = self._tcp_app(flow, layer, payload, to_server, buffers)
 
         app = flow.app
-        group_key = (to_server, app)
-        group: Group | None = flow.cache.get(group_key)
+        group = flow.cache.get((to_server, app))
         if group is None:
-            group = self.matcher.group_for(
-                layer, app if app in _APPS else "", to_server, gtp is not None
-            )
-            flow.cache[group_key] = group
+            group = self._group(flow, layer, to_server, gtp is not None)
             if proto == PROTO_TCP:
-                # what the fast path may skip for this direction from now on
-                quiet = not any(p.buffer == "pkt" for p in group.prefilters) and (
-                    app in ("none", "tls") or (app == "http" and not to_server)
-                )
-                flow.fast[to_server] = (quiet, group, app)
-            elif app == "gtp":
-                flow.fast[to_server] = (False, group, app)
+                # prepare the other direction too: its next packet may take the fast path
+                self._group(flow, layer, not to_server, False, reverse=True)
         hits: list[Signature] = []
         established = flow.established
         for sig in group.plain_for(layer.flags if proto == PROTO_TCP else -1, established):
@@ -335,6 +339,31 @@ class Engine:
             inner_flow.gtp_ok = self.gtp is None or self.gtp.clean(gtp)
         return flow
 
+    def _group(
+        self, flow: Flow, layer: Layer, to_server: bool, outer_gtp: bool, reverse: bool = False
+    ) -> Group:
+        """The rule group of a flow direction for the flow's current application protocol,
+        cached on the flow, and what the fast paths may skip in that direction."""
+        app = flow.app
+        group: Group | None = flow.cache.get((to_server, app))
+        if group is None:
+            group = self.matcher.group_for(
+                layer, app if app in _APPS else "", to_server, outer_gtp, reverse
+            )
+            flow.cache[(to_server, app)] = group
+        if layer.proto == PROTO_TCP:
+            port53 = layer.sport == 53 or layer.dport == 53
+            quiet = not any(p.buffer == "pkt" for p in group.prefilters) and (
+                app in ("none", "tls")
+                or (app == "http" and not to_server)
+                # replies before the protocol is known: only DNS is detected on them
+                or (app == "" and not to_server and not port53)
+            )
+            flow.fast[to_server] = (quiet, group, app)
+        elif app == "gtp":
+            flow.fast[to_server] = (False, group, app)
+        return group
+
     def _tcp_app(
         self,
         flow: Flow,
@@ -357,7 +386,7 @@ class Engine:
                 buffers["http.uri"] = http.uri
                 if http.host is not None:
                     buffers["http.host"] = http.host
-        elif app in ("", "tls") and appproto.looks_like_tls(payload):
+        elif to_server and app in ("", "tls") and appproto.looks_like_tls(payload):
             sni = appproto.parse_tls_sni(payload, errors)
             flow.app = "tls"
             if sni is not None:
@@ -367,7 +396,7 @@ class Engine:
             if dns is not None:
                 flow.app = "dns"
                 buffers["dns.query"] = dns.name
-        if flow.app == "":
+        if flow.app == "" and to_server:
             flow.app_tries += 1
             if flow.app_tries >= APP_DETECT_TRIES:
                 flow.app = "none"

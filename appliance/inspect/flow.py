@@ -99,7 +99,9 @@ class FlowTable:
     def lookup(self, layer: Layer, ts: float) -> tuple[Flow, bool]:
         """The flow of a packet (created if new) and whether the packet goes to the server."""
         proto = layer.proto
-        key = flow_key(layer.src, layer.dst, layer.sport, layer.dport, proto)
+        key = layer.src + layer.dst + _ports(layer.sport, layer.dport)
+        if proto != PROTO_TCP:
+            key += bytes((proto,))
         entry = self.index.get(key)
         if entry is None or ts - entry[0].last_ts > self.idle_timeout:
             if entry is not None:

@@ -49,27 +49,32 @@ _PORT_PROTOS = (PROTO_TCP, PROTO_UDP, PROTO_SCTP)
 
 
 class Prefilter:
-    """One buffer's multi-pattern prefilter over the fast patterns of a group's rules."""
+    """One buffer's multi-pattern prefilter over the fast patterns of a group's rules.
+
+    The scan runs over the lower-cased buffer with every pattern lower-cased: an alternation
+    of plain literals lets the regular-expression engine skip ahead on their first bytes
+    (case-insensitive groups would defeat that). Case-sensitive patterns may so be reported
+    where only their case differs; the full check of each candidate rule settles it.
+    """
 
     __slots__ = ("_by_hit", "_look", "_scan", "buffer", "entries")
 
     def __init__(self, buffer: str, entries: list[tuple[Content, Signature]]) -> None:
         self.buffer = buffer
-        self.entries = entries
-        ordered = sorted({(c.pattern, c.nocase) for c, _ in entries}, key=lambda p: -len(p[0]))
-        alternatives = b"|".join(
-            (b"(?i:" + re.escape(p) + b")") if nocase else re.escape(p) for p, nocase in ordered
-        )
+        self.entries = [(c.pattern.lower(), sig) for c, sig in entries]
+        ordered = sorted({p for p, _ in self.entries}, key=lambda p: (-len(p), p))
+        alternatives = b"|".join(re.escape(p) for p in ordered)
         self._scan = re.compile(alternatives, re.DOTALL)
         self._look = re.compile(b"(?=(" + alternatives + b"))", re.DOTALL)
         self._by_hit: dict[bytes, list[Signature]] = {}
 
     def candidates(self, data: bytes) -> list[Signature] | None:
-        """The rules whose fast pattern occurs in ``data`` (None: no pattern occurs)."""
-        first = self._scan.search(data)
+        """The rules whose fast pattern may occur in ``data`` (None: none occurs)."""
+        lower = data.lower()
+        first = self._scan.search(lower)
         if first is None:
             return None
-        hits = set(self._look.findall(data, first.start()))
+        hits = set(self._look.findall(lower, first.start()))
         if len(hits) == 1:
             return self._for_hit(hits.pop())
         found: dict[int, Signature] = {}
@@ -82,12 +87,7 @@ class Prefilter:
         """Rules whose pattern is in the matched text (a longer alternative may hide one)."""
         sigs = self._by_hit.get(hit)
         if sigs is None:
-            lower = hit.lower()
-            sigs = [
-                sig
-                for content, sig in self.entries
-                if (content.pattern.lower() in lower if content.nocase else content.pattern in hit)
-            ]
+            sigs = [sig for pattern, sig in self.entries if pattern in hit]
             if len(self._by_hit) < 4096:
                 self._by_hit[hit] = sigs
         return sigs
@@ -109,6 +109,8 @@ class Group:
     anchored: list[Signature] = field(default_factory=list)
     prefilters: list[Prefilter] = field(default_factory=list)
     _by_flags: dict[tuple[int, bool], tuple[Signature, ...]] = field(default_factory=dict)
+    # plain_for(flags, True) by flags, for the fast paths
+    established: dict[int, tuple[Signature, ...]] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -132,6 +134,8 @@ class Group:
                 and (sig.flags is None or (flags >= 0 and sig.flags.matches(flags)))
             )
             self._by_flags[key] = found
+            if established:
+                self.established[flags] = found
         return found
 
 
@@ -200,14 +204,17 @@ class Matcher:
         starts, bits = self._port_segments
         return bits[bisect_right(starts, port) - 1]
 
-    def group_for(self, layer: Layer, app: str, to_server: bool, outer_gtp: bool) -> Group:
-        """The group of a packet (callers cache it per flow direction and app)."""
+    def group_for(
+        self, layer: Layer, app: str, to_server: bool, outer_gtp: bool, reverse: bool = False
+    ) -> Group:
+        """The group of a packet (callers cache it per flow direction and app); ``reverse``:
+        of a packet of the other direction (the addresses and ports swapped)."""
         proto = layer.proto
-        src = self._addr_bits(layer.src)
-        dst = self._addr_bits(layer.dst)
+        src = self._addr_bits(layer.dst if reverse else layer.src)
+        dst = self._addr_bits(layer.src if reverse else layer.dst)
         if proto in _PORT_PROTOS:
-            sport = self._port_bits(layer.sport)
-            dport = self._port_bits(layer.dport)
+            sport = self._port_bits(layer.dport if reverse else layer.sport)
+            dport = self._port_bits(layer.sport if reverse else layer.dport)
         else:
             sport = dport = -1  # no ports: only rules with `any` ports apply
         key = (proto, app, to_server, outer_gtp, src, dst, sport, dport)

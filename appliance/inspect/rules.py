@@ -122,16 +122,17 @@ class Content:
     offset: int = 0
     depth: int | None = None
 
-    @property
-    def needle(self) -> bytes:
-        return self.pattern.lower() if self.nocase else self.pattern
+    def __post_init__(self) -> None:
+        # what is searched for: lower case for nocase (then in the lower-cased data)
+        object.__setattr__(self, "_needle", self.pattern.lower() if self.nocase else self.pattern)
 
     def matches(self, data: bytes) -> bool:
         region = data
         if self.offset or self.depth is not None:
             stop = None if self.depth is None else self.offset + self.depth
             region = data[self.offset : stop]
-        found = self.pattern.lower() in region.lower() if self.nocase else self.pattern in region
+        needle: bytes = self._needle  # type: ignore[attr-defined]
+        found = needle in region.lower() if self.nocase else needle in region
         return found != self.negated
 
 
