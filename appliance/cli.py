@@ -179,6 +179,18 @@ def _engine() -> Engine:
     return Engine(NftBackend())
 
 
+def _duration_option(option: str, text: str | None) -> float | None:
+    """Seconds of a duration option, None when absent; UsageError naming the option."""
+    if not text:
+        return None
+    from appliance.units import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     desired = _desired(args.profile)
     print(f"{args.profile}: ok ({desired.name}, table hash {desired.table_hash})")
@@ -228,16 +240,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     from appliance import confirm
-    from appliance.units import parse_duration
 
     desired = _desired(args.profile)
     engine = _engine()
-    seconds = None
-    if args.confirm:
-        try:
-            seconds = parse_duration(args.confirm)
-        except ValueError as exc:
-            raise UsageError(f"--confirm: {exc}") from None
+    seconds = _duration_option("--confirm", args.confirm)
+    if seconds is not None:
         previous = engine.backend.list_table()
     plan = engine.apply(desired)
     if seconds is not None:
@@ -275,7 +282,6 @@ def cmd_rollback_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_set(args: argparse.Namespace) -> int:
-    from appliance.units import parse_duration
 
     if _set_through_daemon(args):
         return EXIT_OK
@@ -286,12 +292,7 @@ def cmd_set(args: argparse.Namespace) -> int:
             extra = f" expires {elem.expires}s" if elem.expires is not None else ""
             print(f"{elem.text}{extra}")
         return EXIT_OK
-    timeout = None
-    if args.timeout:
-        try:
-            timeout = parse_duration(args.timeout)
-        except ValueError as exc:
-            raise UsageError(f"--timeout: {exc}") from None
+    timeout = _duration_option("--timeout", args.timeout)
     if args.action == "add":
         engine.set_add(args.set, args.elements, timeout)
     else:
@@ -333,14 +334,8 @@ def _set_through_daemon(args: argparse.Namespace) -> bool:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from appliance.daemon.service import DaemonConfig, run_daemon
-    from appliance.units import parse_duration
 
-    confirm_seconds = None
-    if args.confirm:
-        try:
-            confirm_seconds = parse_duration(args.confirm)
-        except ValueError as exc:
-            raise UsageError(f"--confirm: {exc}") from None
+    confirm_seconds = _duration_option("--confirm", args.confirm)
     if args.resync_interval <= 0:
         raise UsageError("--resync-interval: must be above 0")
     config = DaemonConfig(
