@@ -197,10 +197,10 @@ def profile_for_bundle(document: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def canonical_set_elements(
-    profile: Profile, name: str, items: Iterable[object], where: str = ""
+    profile: Profile, name: str, items: Iterable[object], where: str = "", merge: bool = True
 ) -> list[str]:
-    """Elements for the profile's set ``name``, canonical and deduplicated (overlaps merged
-    in interval sets); ValueError naming the offending item."""
+    """Elements for the profile's set ``name``, canonical and deduplicated (with ``merge``,
+    overlaps merged in interval sets); ValueError naming the offending item."""
     try:
         spec = profile.set(name)
     except KeyError:
@@ -213,7 +213,7 @@ def canonical_set_elements(
         except ValueError as exc:
             place = where or f"{name}[{i}]"
             raise ValueError(f"{place}: {exc}") from None
-    return merge_overlaps(spec.type, list(out)) if spec.interval else list(out)
+    return merge_overlaps(spec.type, list(out)) if spec.interval and merge else list(out)
 
 
 def read_element_lines(text: str, filename: str) -> list[tuple[str, str]]:
@@ -445,7 +445,11 @@ def parse_bundle(data: bytes, base_dir: Path, max_bytes: int = MAX_BUNDLE_BYTES)
         try:
             if keys == {"full"}:
                 items = _string_list(spec["full"], f"{where}.full")
-                elements[name] = tuple(canonical_set_elements(profile, name, items, where))
+                # Overlaps are merged where the hub's elements meet the profile's own
+                # (effective_profile), not here: a bundle is parsed on every fetch.
+                elements[name] = tuple(
+                    canonical_set_elements(profile, name, items, where, merge=False)
+                )
             elif keys == {"base", "add", "del"}:
                 base = spec["base"]
                 if isinstance(base, bool) or not isinstance(base, int) or base < 1:

@@ -47,7 +47,7 @@ from appliance.sync import bundle as B
 from appliance.sync.bundle import Bundle, Verdict, format_time, verify
 from appliance.sync.keys import PublicKey
 from appliance.sync.store import BundleStore, Stored, StoreError
-from appliance.sync.transport import Limits, Response, TransportError, request
+from appliance.sync.transport import ConnectionPool, Limits, Response, TransportError, request
 
 LONG_POLL_HEADER = "x-long-poll-max"
 FAILED_MEMORY = 16
@@ -107,12 +107,13 @@ def next_delay(
     limits: ClientLimits,
     rng: Callable[[], float],
     elapsed: float = 0.0,
+    long_poll: bool = False,
 ) -> float:
-    """Seconds until the next poll: backoff only after transport failures; right away after
-    a long poll (but at most one a second); else the poll interval."""
+    """Seconds until the next poll: backoff only after transport failures; right away when
+    the next poll is a long poll (but at most one a second); else the poll interval."""
     if sync.backoff:
         return backoff_delay(failures, limits.backoff_base, min(limits.backoff_max, poll * 10), rng)
-    if sync.long_polled:
+    if long_poll:
         return max(0.0, limits.min_long_poll_interval - elapsed)
     return poll
 
@@ -149,6 +150,7 @@ class HubClient:
         self._failed: OrderedDict[tuple[str, str], SyncResult] = OrderedDict()
         self._seen_sig_etag = ""  # the signature file's ETag at the last answer
         self._floor: int | None = None
+        self.pool = ConnectionPool()  # one keep-alive connection to the hub
         self._elapsed = 0.0
 
     # ---- boot ---------------------------------------------------------------------------
@@ -359,7 +361,9 @@ class HubClient:
     async def _get(
         self, url: str, headers: dict[str, str], cap: int, wait: float = 0.0
     ) -> Response:
-        resp = await request("GET", url, self.limits.http, headers, wait=wait, max_body=cap)
+        resp = await request(
+            "GET", url, self.limits.http, headers, wait=wait, max_body=cap, pool=self.pool
+        )
         announced = resp.headers.get(LONG_POLL_HEADER)
         if announced is not None:
             try:
@@ -427,6 +431,7 @@ class HubClient:
                 limits,
                 {"Content-Type": "application/json"},
                 body,
+                pool=self.pool,
             )
         except TransportError:
             return False
@@ -442,8 +447,15 @@ class HubClient:
             return False
         return resp.status < 500
 
+    def close(self) -> None:
+        """Close the kept-alive connection (the client stays usable)."""
+        self.pool.close()
+
     def next_delay(self, sync: SyncResult, poll: float) -> float:
-        return next_delay(sync, poll, self.failures, self.limits, self.rng, self._elapsed)
+        long_poll = self.long_poll_max > 0 and not self._failing()
+        return next_delay(
+            sync, poll, self.failures, self.limits, self.rng, self._elapsed, long_poll
+        )
 
     async def sync(
         self, apply: Callable[[Bundle], Awaitable[str]], table_hash: str = ""

@@ -96,17 +96,26 @@ class BundleFiles:
             return None
         return real if real.is_dir() else None
 
-    def read(self, bundle_path: str, name: str) -> _File | None:
+    def real_path(self, bundle_path: str, name: str) -> Path | None:
+        """The file PATH/name stands for (symlinks resolved, inside DIR), or None."""
         directory = self.locate(bundle_path)
         if directory is None or name not in SERVED:
             return None
-        path = directory / name
         try:
-            real = path.resolve(strict=True)
-            if self.root not in real.parents:
-                return None
-            st = os.stat(real)
+            real = (directory / name).resolve(strict=True)
         except (OSError, RuntimeError):
+            return None
+        return real if self.root in real.parents else None
+
+    def read(self, bundle_path: str, name: str) -> _File | None:
+        real = self.real_path(bundle_path, name)
+        return None if real is None else self.read_real(real)
+
+    def read_real(self, real: Path) -> _File | None:
+        path = real
+        try:
+            st = os.stat(real)
+        except OSError:
             self._cache.pop(path, None)
             return None
         if not os.path.isfile(real) or st.st_size > MAX_FILE:
@@ -145,7 +154,7 @@ class HubServer:
         self.clock = clock
         self.reports: dict[str, dict[str, Any]] = {}
         self.server: asyncio.AbstractServer | None = None
-        self._watches: dict[tuple[str, str], _Watch] = {}
+        self._watches: dict[Path, _Watch] = {}
         self._waiters = 0
         self._connections: set[asyncio.Task[Any]] = set()
         self.requests = 0
@@ -288,10 +297,10 @@ class HubServer:
         return keep
 
     async def _wait_change(self, directory: str, name: str, etag: str, wait: float) -> _File | None:
-        if self._waiters >= MAX_WAITERS:
+        key = self.files.real_path(directory, name)
+        if key is None or self._waiters >= MAX_WAITERS:
             return self.files.read(directory, name)
-        key = (directory, name)
-        watch = self._watches.get(key)
+        watch = self._watches.get(key)  # paths that lead to the same file share one watch
         if watch is None:
             watch = self._watches[key] = _Watch()
             watch.task = asyncio.create_task(self._watch(key, etag, watch))
@@ -305,14 +314,14 @@ class HubServer:
             self._waiters -= 1
         return self.files.read(directory, name)
 
-    async def _watch(self, key: tuple[str, str], etag: str, watch: _Watch) -> None:
+    async def _watch(self, key: Path, etag: str, watch: _Watch) -> None:
         """Stat the file every WATCH_INTERVAL while anyone waits; wake them all on a change."""
         try:
             while True:
                 await asyncio.sleep(WATCH_INTERVAL)
                 if watch.waiters == 0:
                     break
-                entry = self.files.read(*key)
+                entry = self.files.read_real(key)
                 current = entry.etag if entry else ""
                 if current != etag:
                     watch.changed.set()

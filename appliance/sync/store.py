@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance.storage import atomic_write
 from appliance.sync.bundle import (
     BUNDLE_FILE,
     SIG_FILE,
@@ -75,10 +74,12 @@ class BundleStore:
         gen = self.root / name
         gen.mkdir(mode=0o700)
         try:
-            atomic_write(gen / BUNDLE_FILE, bundle.data, 0o600)
-            atomic_write(gen / SIG_FILE, signature, 0o600)
+            # The generation directory is private until ``current`` points at it, so plain
+            # writes (each synced) are enough; the rename of the symlink is the commit.
+            _write(gen / BUNDLE_FILE, bundle.data)
+            _write(gen / SIG_FILE, signature)
             if bundle.deltas:
-                atomic_write(gen / RESOLVED, encode_document(bundle.resolved_document()), 0o600)
+                _write(gen / RESOLVED, encode_document(bundle.resolved_document()))
             meta = {
                 "etag": etag,
                 "sig_etag": sig_etag,
@@ -86,7 +87,8 @@ class BundleStore:
                 "version": bundle.version,
                 "sha256": bundle.sha256,
             }
-            atomic_write(gen / META, json.dumps(meta, sort_keys=True).encode() + b"\n", 0o600)
+            _write(gen / META, json.dumps(meta, sort_keys=True).encode() + b"\n")
+            _fsync_dir(gen)
             link = self.root / f".{CURRENT}.{secrets.token_hex(4)}"
             os.symlink(name, link)
             os.replace(link, self.current)
@@ -145,6 +147,17 @@ class BundleStore:
 def _text(meta: Any, key: str) -> str:
     value = meta.get(key, "") if isinstance(meta, dict) else ""
     return value if isinstance(value, str) else ""
+
+
+def _write(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:

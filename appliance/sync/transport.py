@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import os
 import ssl
+import time
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult, unquote, urlsplit
 
@@ -66,6 +67,45 @@ def etag_matches(header: str, etag: str) -> bool:
     return any(item.strip().removeprefix("W/") == bare for item in header.split(","))
 
 
+Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+class ConnectionPool:
+    """Keeps at most one idle keep-alive connection per origin: a hub client makes one request
+    at a time, so its long poll, the bundle fetch and the status report share one connection.
+    """
+
+    def __init__(self, idle_timeout: float = 30.0) -> None:
+        self.idle_timeout = idle_timeout
+        self._idle: dict[tuple[str, str, int], tuple[Stream, float]] = {}
+
+    def take(self, key: tuple[str, str, int]) -> Stream | None:
+        entry = self._idle.pop(key, None)
+        if entry is None:
+            return None
+        (reader, writer), since = entry
+        fresh = time.monotonic() - since < self.idle_timeout
+        if not fresh or reader.at_eof() or writer.is_closing():
+            writer.close()
+            return None
+        return reader, writer
+
+    def put(self, key: tuple[str, str, int], stream: Stream) -> None:
+        old = self._idle.pop(key, None)
+        if old is not None:
+            old[0][1].close()
+        self._idle[key] = (stream, time.monotonic())
+
+    def close(self) -> None:
+        for (_, writer), _ in self._idle.values():
+            writer.close()
+        self._idle.clear()
+
+
+class _Stale(Exception):
+    """A reused connection was closed by the server before any answer: try a new one."""
+
+
 async def request(
     method: str,
     url: str,
@@ -74,8 +114,13 @@ async def request(
     body: bytes | None = None,
     wait: float = 0.0,
     max_body: int | None = None,
+    pool: ConnectionPool | None = None,
 ) -> Response:
-    """One exchange; TransportError on any failure. ``wait``: a long poll's extra time."""
+    """One exchange; TransportError on any failure. ``wait``: a long poll's extra time.
+
+    With ``pool``, the connection is kept alive and reused (and a reused connection that
+    turns out closed is replaced once, transparently).
+    """
     cap = limits.max_body if max_body is None else max_body
     parts = urlsplit(url)
     if parts.scheme == "file":
@@ -84,13 +129,28 @@ async def request(
         return _file_get(unquote(parts.path), headers or {}, cap)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise TransportError("unreachable", f"unsupported URL {url!r}")
+    tls = parts.scheme == "https"
+    key = (parts.scheme, parts.hostname, parts.port or (443 if tls else 80))
     try:
         async with asyncio.timeout(limits.total_timeout + wait):
-            return await _exchange(method, parts, limits, headers or {}, body, wait, cap)
+            stream = pool.take(key) if pool is not None else None
+            if stream is not None:
+                try:
+                    return await _exchange(
+                        stream, method, parts, limits, headers or {}, body, wait, cap, pool, True
+                    )
+                except _Stale:
+                    pass
+            stream = await _connect(parts, limits)
+            return await _exchange(
+                stream, method, parts, limits, headers or {}, body, wait, cap, pool, False
+            )
     except TimeoutError:
         raise TransportError(
             "unreachable", f"timed out after {limits.total_timeout + wait:g}s: {url}"
         ) from None
+    except _Stale:
+        raise TransportError("unreachable", f"{url}: connection closed without an answer") from None
 
 
 def _file_get(path: str, headers: dict[str, str], cap: int) -> Response:
@@ -114,21 +174,13 @@ def _file_get(path: str, headers: dict[str, str], cap: int) -> Response:
     return Response(200, {"etag": etag}, data)
 
 
-async def _exchange(
-    method: str,
-    parts: SplitResult,
-    limits: Limits,
-    headers: dict[str, str],
-    body: bytes | None,
-    wait: float,
-    cap: int,
-) -> Response:
+async def _connect(parts: SplitResult, limits: Limits) -> Stream:
     host = parts.hostname or ""
     tls = parts.scheme == "https"
     port = parts.port or (443 if tls else 80)
     context = ssl.create_default_context() if tls else None
     try:
-        reader, writer = await asyncio.wait_for(
+        return await asyncio.wait_for(
             asyncio.open_connection(
                 host,
                 port,
@@ -144,6 +196,25 @@ async def _exchange(
         ) from None
     except (OSError, ssl.SSLError) as exc:
         raise TransportError("unreachable", f"connect to {host}:{port}: {_reason(exc)}") from None
+
+
+async def _exchange(
+    stream: Stream,
+    method: str,
+    parts: SplitResult,
+    limits: Limits,
+    headers: dict[str, str],
+    body: bytes | None,
+    wait: float,
+    cap: int,
+    pool: ConnectionPool | None,
+    reused: bool,
+) -> Response:
+    reader, writer = stream
+    host = parts.hostname or ""
+    tls = parts.scheme == "https"
+    port = parts.port or (443 if tls else 80)
+    keep = False
     try:
         target = parts.path or "/"
         if parts.query:
@@ -156,7 +227,7 @@ async def _exchange(
             f"Host: {host_header}",
             f"User-Agent: {USER_AGENT}",
             "Accept-Encoding: identity",
-            "Connection: close",
+            "Connection: keep-alive" if pool is not None else "Connection: close",
         ]
         for name, value in headers.items():
             if "\r" in value or "\n" in value:
@@ -170,26 +241,45 @@ async def _exchange(
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), limits.read_timeout + wait)
         except TimeoutError:
             raise TransportError("unreachable", f"no answer from {host}:{port}") from None
-        except asyncio.IncompleteReadError:
+        except asyncio.IncompleteReadError as exc:
+            if reused and not exc.partial:
+                raise _Stale() from None
             raise TransportError(
                 "unreachable", f"{host}:{port} closed the connection without an answer"
             ) from None
         except asyncio.LimitOverrunError:
             raise TransportError("malformed", "response headers too large") from None
         except (OSError, ssl.SSLError) as exc:
+            if reused and isinstance(exc, ConnectionError):
+                raise _Stale() from None
             raise TransportError("unreachable", f"{host}:{port}: {_reason(exc)}") from None
         status, response_headers = _parse_head(head)
         encoding = response_headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
             raise TransportError("malformed", f"unexpected Content-Encoding {encoding!r}")
+        framed = (
+            "content-length" in response_headers
+            or response_headers.get("transfer-encoding", "").lower() == "chunked"
+        )
         if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
-            return Response(status, response_headers)
-        data = await _read_body(reader, response_headers, limits, cap)
-        return Response(status, response_headers, data)
+            response = Response(status, response_headers)
+            framed = True
+        else:
+            data = await _read_body(reader, response_headers, limits, cap)
+            response = Response(status, response_headers, data)
+        keep = (
+            pool is not None
+            and framed
+            and "close" not in response_headers.get("connection", "").lower()
+        )
+        return response
     finally:
-        writer.close()
-        with contextlib.suppress(TimeoutError, OSError, ssl.SSLError):
-            await asyncio.wait_for(writer.wait_closed(), 1.0)
+        if keep and pool is not None:
+            pool.put((parts.scheme, host, port), stream)
+        else:
+            writer.close()
+            with contextlib.suppress(TimeoutError, OSError, ssl.SSLError):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
 
 
 def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:

@@ -439,5 +439,7 @@ def test_backoff_full_jitter_bounds() -> None:
     assert next_delay(failed, 30, 3, limits, lambda: 0.5) == 2
     assert next_delay(SyncResult(B.BAD_SIGNATURE), 30, 0, limits, lambda: 0.5) == 30
     polled = SyncResult(B.NOT_MODIFIED, long_polled=True)
-    assert next_delay(polled, 30, 0, limits, lambda: 0.5, elapsed=0.2) == pytest.approx(0.8)
-    assert next_delay(polled, 30, 0, limits, lambda: 0.5, elapsed=20) == 0
+    delay = next_delay(polled, 30, 0, limits, lambda: 0.5, elapsed=0.2, long_poll=True)
+    assert delay == pytest.approx(0.8)
+    assert next_delay(polled, 30, 0, limits, lambda: 0.5, elapsed=20, long_poll=True) == 0
+    assert next_delay(polled, 30, 0, limits, lambda: 0.5, elapsed=20, long_poll=False) == 30
