@@ -1,0 +1,296 @@
+"""Fleet sync: N real hub clients against one reference hub on loopback.
+
+Measures the time from publishing version V+1 (bundle.json, then bundle.json.sig, as
+`bundle build` and `bundle sign` write them) until every client has fetched it, verified it
+(signature, schema and profile, expiry, rollback), stored it as last good and POSTed its
+status to the hub. The clients long-poll (the hub announces it). Each appliance has its own
+bundle path (``fleet/edge-NNNN/``, all symlinks to one group directory) so /fleet holds one
+report per appliance.
+
+The hub is `appliance hub serve` in its own process; the clients are asyncio tasks spread
+over worker processes (``--workers``). State directories live on /dev/shm (every appliance
+has its own disk; one shared disk's fsyncs would measure this machine, not the protocol).
+The reference is one client alone in the same run; the ratio says what a fleet costs.
+
+    .venv/bin/python -m bench.fleet [--clients 1 100 1000] [--rounds 3] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+PROFILE = {
+    "version": 1,
+    "name": "fleet",
+    "zones": {"wan": {"interfaces": ["eth0"]}, "lan": {"interfaces": ["eth1"]}},
+    "sets": {"blocklist": {"type": "ipv4_addr", "interval": True}},
+    "rules": [
+        {"name": "drop-bl", "from": "any", "to": "any", "saddr": ["@blocklist"], "action": "drop"},
+        {"name": "lan-out", "from": "lan", "to": "wan", "action": "accept"},
+    ],
+}
+
+
+def publish(group: Path, key: object, version: int, elements: int) -> None:
+    from appliance.storage import atomic_write
+    from appliance.sync import bundle as B
+
+    items = [f"10.{version % 250}.{i // 250}.{i % 250}" for i in range(elements)]
+    data = B.build_bundle(PROFILE, {"blocklist": items}, version, time.time() + 86400, group)
+    atomic_write(group / B.BUNDLE_FILE, data, 0o644)  # build
+    sig = B.sign_text("", key, data)  # type: ignore[arg-type]
+    atomic_write(group / B.SIG_FILE, sig.encode(), 0o644)  # sign
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# ---- worker: a slice of the fleet in one process ----------------------------------------
+
+
+async def worker(base: str, first: int, count: int, state: Path, pub: str) -> None:
+    from appliance.sync import keys
+    from appliance.sync.client import ClientLimits, HubClient
+
+    trust = [keys.load_public(pub)]
+    out = sys.stdout
+    ready = 0
+    ready_event = asyncio.Event()
+    limits = ClientLimits(long_poll=30)
+
+    def emit(record: dict[str, object]) -> None:
+        out.write(json.dumps(record) + "\n")
+        out.flush()
+
+    async def appliance(index: int) -> None:
+        nonlocal ready
+        name = f"edge-{index:04d}"
+        client = HubClient(f"{base}/fleet/{name}/", trust, state / name, name=name, limits=limits)
+        first_apply = True
+        while True:
+            sync = await client.poll_once()
+            if sync.pending:
+                sync = await client.applied(sync, "bench")
+                if first_apply:
+                    first_apply = False
+                    ready += 1
+                    if ready == count:
+                        ready_event.set()
+                else:
+                    emit({"done": index, "version": sync.version, "t": time.time()})
+            elif not sync.ok:
+                emit({"error": index, "result": sync.result, "why": sync.error})
+            await asyncio.sleep(client.next_delay(sync, 5))
+
+    tasks = [asyncio.create_task(appliance(first + i)) for i in range(count)]
+    await ready_event.wait()
+    emit({"ready": count})
+    await asyncio.gather(*tasks)
+
+
+# ---- the run ----------------------------------------------------------------------------
+
+
+def run_fleet(n: int, rounds: int, workers: int, elements: int) -> dict[str, object]:
+    from appliance.sync import keys
+
+    root = Path(tempfile.mkdtemp(prefix="fleet-hub-"))
+    state = Path(tempfile.mkdtemp(prefix="fleet-state-", dir="/dev/shm"))
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        key = keys.generate()
+        keys.write_keypair(root / "hub.key", key)
+        group = root / "srv" / "group"
+        group.mkdir(parents=True)
+        (root / "srv" / "fleet").mkdir()
+        for i in range(n):
+            os.symlink("../group", root / "srv" / "fleet" / f"edge-{i:04d}")
+        version = 1
+        publish(group, key, version, elements)
+        port = free_port()
+        hub = subprocess.Popen(
+            [sys.executable, "-m", "appliance", "hub", "serve", str(root / "srv"),
+             "--listen", f"127.0.0.1:{port}"],
+            stdout=subprocess.PIPE, text=True, cwd=REPO,
+        )  # fmt: skip
+        procs.append(hub)
+        assert hub.stdout is not None
+        hub.stdout.readline()
+        workers = max(1, min(workers, n))
+        share = [n // workers + (1 if i < n % workers else 0) for i in range(workers)]
+        first = 0
+        for count in share:
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.fleet",
+                        "--worker",
+                        f"http://127.0.0.1:{port}",
+                        str(first),
+                        str(count),
+                        str(state),
+                        str(root / "hub.key.pub"),
+                    ],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    cwd=REPO,
+                )
+            )
+            first += count
+        clients = procs[1:]
+        lines = _lines(clients)
+        ready = 0
+        deadline = time.monotonic() + 120
+        while ready < n:
+            record = _next(lines, deadline)
+            ready += int(record.get("ready", 0))  # type: ignore[call-overload]
+        samples: list[float] = []
+        errors: list[dict[str, object]] = []
+        cpu_hub = cpu_clients = 0.0
+        for _ in range(rounds):
+            hub_before = _cpu(hub.pid)
+            clients_before = sum(_cpu(p.pid) for p in clients)
+            time.sleep(1.0)  # every client back in its long poll
+            version += 1
+            start = time.time()
+            publish(group, key, version, elements)
+            done: dict[int, float] = {}
+            deadline = time.monotonic() + 120
+            while len(done) < n:
+                record = _next(lines, deadline)
+                if "error" in record:
+                    errors.append(record)
+                elif record.get("version") == version:
+                    done[int(record["done"])] = float(record["t"])  # type: ignore[arg-type]
+            samples.append(max(done.values()) - start)
+            cpu_hub += _cpu(hub.pid) - hub_before
+            cpu_clients += sum(_cpu(p.pid) for p in clients) - clients_before
+        return {
+            "clients": n,
+            "samples": samples,
+            "errors": errors[:5],
+            "cpu_hub": cpu_hub / rounds,
+            "cpu_clients": cpu_clients / rounds,
+        }
+    finally:
+        for proc in reversed(procs):
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _cpu(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _lines(procs: list[subprocess.Popen[str]]) -> asyncio.Queue[dict[str, object]]:
+    """Every worker's JSON lines, read by threads into one queue-like list."""
+    import queue
+    import threading
+
+    q: queue.Queue[dict[str, object]] = queue.Queue()
+
+    def pump(proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            q.put(json.loads(line))
+
+    for proc in procs:
+        threading.Thread(target=pump, args=(proc,), daemon=True).start()
+    return q  # type: ignore[return-value]
+
+
+def _next(lines: object, deadline: float) -> dict[str, object]:
+    import queue
+
+    assert isinstance(lines, queue.Queue)
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise SystemExit("fleet bench: timed out waiting for the clients")
+    try:
+        record: dict[str, object] = lines.get(timeout=remaining)
+    except queue.Empty:
+        raise SystemExit("fleet bench: timed out waiting for the clients") from None
+    return record
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 100, 1000])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--elements", type=int, default=100, help="blocklist size per bundle")
+    parser.add_argument("--worker", nargs=5, metavar="ARG", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        base, first, count, state, pub = args.worker
+        signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+        profile_to = os.environ.get("FLEET_PROFILE")
+        if profile_to:  # diagnostics: a cProfile of each worker, written on SIGTERM
+            import cProfile
+
+            profiler = cProfile.Profile()
+
+            def dump(*_: object) -> None:
+                profiler.disable()
+                profiler.dump_stats(f"{profile_to}.{first}")
+                os._exit(0)
+
+            signal.signal(signal.SIGTERM, dump)
+            profiler.enable()
+        asyncio.run(worker(base, int(first), int(count), Path(state), pub))
+        return 0
+    print(
+        f"fleet sync: publish -> all clients verified, stored and reported; long poll; "
+        f"{args.elements}-element blocklist; {args.workers} client processes; "
+        f"{os.cpu_count()} CPUs"
+    )
+    reference = None
+    for n in args.clients:
+        result = run_fleet(n, args.rounds, args.workers, args.elements)
+        samples = result["samples"]
+        assert isinstance(samples, list)
+        median = statistics.median(samples)
+        if reference is None:
+            reference = median
+        ratio = median / reference if reference else float("nan")
+        print(
+            f"N={n:5d}: median {median:.3f}s  max {max(samples):.3f}s  "
+            f"(rounds: {', '.join(f'{s:.3f}' for s in samples)})  "
+            f"ratio to N={args.clients[0]}: {ratio:.1f}x  "
+            f"CPU per round: hub {result['cpu_hub']:.2f}s, clients {result['cpu_clients']:.2f}s"
+        )
+        if result["errors"]:
+            print(f"  errors: {result['errors']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
