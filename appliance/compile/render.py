@@ -103,7 +103,15 @@ def _expr(expr: Json) -> str:
             f"limit name {_quote(body)}" if isinstance(body, str) else f"limit rate {_rate(body)}"
         )
     if kind == "log":
-        return f"log prefix {_quote(body['prefix'])}" if body else "log"
+        if not body:
+            return "log"
+        if "group" in body:
+            snaplen = f" snaplen {body['snaplen']}" if "snaplen" in body else ""
+            return f"log group {body['group']}{snaplen}"
+        return f"log prefix {_quote(body['prefix'])}"
+    if kind == "queue":
+        flags = f" flags {','.join(body['flags'])}" if body.get("flags") else ""
+        return f"queue{flags} to {_value(body['num'])}"
     if kind == "reject":
         if body is None:
             return "reject"
@@ -142,7 +150,7 @@ def _left(left: Json) -> str:
     if kind == "payload":
         return f"{body['protocol']} {body['field']}"
     if kind == "ct":
-        return f"ct {body['key']}"
+        return f"ct {body['dir']} {body['key']}" if "dir" in body else f"ct {body['key']}"
     if kind == "fib":
         return f"fib {' . '.join(body['flags'])} {body['result']}"
     if kind == "&":

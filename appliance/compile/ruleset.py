@@ -2,6 +2,11 @@
 
 The table, in evaluation order:
 
+- ``inspect`` (filter, prerouting, priority -175: after conntrack, before everything else):
+  with ``[inspect].mode = "sample"`` the first ``sample_packets`` packets of every flow go
+  to NFLOG group ``SAMPLE_GROUP`` (``snaplen`` bytes each); with ``"inline"`` they go to the
+  NFQUEUE range ``INLINE_QUEUES`` (bypass: they pass while no reader is bound). Packets
+  the policy later drops (a port scan's SYNs to closed ports) are sampled too.
 - ``prerouting`` (filter, mangle priority): the reverse-path check of ``[protect].spoofing``.
 - ``dstnat`` / ``srcnat`` (nat): ``[[forwards]]`` and zone ``masquerade``.
 - ``input`` / ``forward`` / ``output`` (filter): loopback, the autoblock sets, neighbour
@@ -92,6 +97,11 @@ BUILTIN_COUNTERS = (
     "ap_default_output",
 )
 DYNAMIC_SET_SIZE = 65535
+INSPECT_CHAIN = "inspect"
+INSPECT_PRIORITY = -175  # after conntrack (-200), before mangle (-150) and dstnat (-100)
+SAMPLE_GROUP = 0x4150  # NFLOG group of [inspect].mode = "sample" ("AP"); 0 is the kernel log
+SAMPLE_SNAPLEN = 512  # bytes of each sampled packet: DNS, a TLS ClientHello's SNI, HTTP head
+INLINE_QUEUES = (0x4150, 0x4153)  # NFQUEUE numbers of [inspect].mode = "inline", fanned out
 
 
 class CompileError(ValueError):
@@ -233,6 +243,7 @@ class _Compiler:
     def _chains(self) -> None:
         profile = self.profile
         defaults = profile.defaults
+        self._inspect_chain()
         if profile.protect.spoofing:
             self._base_chain("prerouting", "filter", "prerouting", -150, "accept")
             self._spoofing()
@@ -277,6 +288,23 @@ class _Compiler:
             [{"reject": {"type": "icmpx", "expr": "port-unreachable"}}],
             "builtin:reject",
         )
+
+    def _inspect_chain(self) -> None:
+        """The kernel's share of ``[inspect]``: which packets reach user space."""
+        inspect = self.profile.inspect
+        if inspect.mode not in ("sample", "inline"):
+            return
+        self._base_chain(INSPECT_CHAIN, "filter", "prerouting", INSPECT_PRIORITY, "accept")
+        head = [
+            match(meta("iif"), "lo", "!="),
+            match({"ct": {"key": "packets", "dir": "original"}}, inspect.sample_packets, "<="),
+        ]
+        if inspect.mode == "sample":
+            action: Json = {"log": {"group": SAMPLE_GROUP, "snaplen": SAMPLE_SNAPLEN}}
+        else:
+            first, last = INLINE_QUEUES
+            action = {"queue": {"num": {"range": [first, last]}, "flags": ["bypass", "fanout"]}}
+        self._add(INSPECT_CHAIN, [*head, action], f"inspect:{inspect.mode}")
 
     def _base_chain(self, name: str, kind: str, hook: str, prio: int, policy: str) -> None:
         self.objects.append(
