@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 from appliance.lab import traffic
 from appliance.lab.nsexec import run_in_netns
-from appliance.lab.scenarios import Probe, Scenario, SeenBy, SetAdd, Step, Wait
+from appliance.lab.scenarios import Probe, Scenario, SeenBy, SetAdd, SetDel, Step, Wait
 from appliance.lab.topology import Lab
 
 PROBE_TIMEOUT = 1.0
@@ -102,6 +102,21 @@ def run_steps(
     return results
 
 
+def run_probes(
+    lab: Lab, scenario: Scenario, probes: Sequence[Probe], out: TextIO
+) -> list[StepResult]:
+    """Run ``probes`` with the scenario's servers, printing one line per probe."""
+    results: list[StepResult] = []
+    with servers(lab, scenario):
+        for probe in probes:
+            observed = run_probe(lab, probe)
+            ok = scenario.observe_only or observed == probe.expect
+            result = StepResult(probe, ok, observed)
+            results.append(result)
+            _print_result(lab, scenario, result, out)
+    return results
+
+
 def _run_step(
     lab: Lab,
     scenario: Scenario,
@@ -113,9 +128,9 @@ def _run_step(
     if isinstance(step, Probe):
         observed = run_probe(lab, step)
         return StepResult(step, scenario.observe_only or observed == step.expect, observed)
-    if isinstance(step, SetAdd):
-        args = ["set", "add", step.set, *step.elements]
-        if step.timeout:
+    if isinstance(step, (SetAdd, SetDel)):
+        args = ["set", "add" if isinstance(step, SetAdd) else "del", step.set, *step.elements]
+        if isinstance(step, SetAdd) and step.timeout:
             args += ["--timeout", step.timeout]
         done = run_appliance(lab, args, state_dir, appliance_cmd)
         observed = f"exit {done.returncode}"
@@ -141,9 +156,10 @@ def _print_result(lab: Lab, scenario: Scenario, result: StepResult, out: TextIO)
             if not result.ok:
                 line += f" (expected {step.expect})"
         print(f"  [{mark}] {line.rstrip()}", file=out, flush=True)
-    elif isinstance(step, SetAdd):
-        extra = f" --timeout {step.timeout}" if step.timeout else ""
-        cmd = f"appliance set add {step.set} {' '.join(step.elements)}{extra}"
+    elif isinstance(step, (SetAdd, SetDel)):
+        extra = f" --timeout {step.timeout}" if isinstance(step, SetAdd) and step.timeout else ""
+        action = "add" if isinstance(step, SetAdd) else "del"
+        cmd = f"appliance set {action} {step.set} {' '.join(step.elements)}{extra}"
         print(f"  [{mark}] {step.title}\n       $ {cmd}: {result.observed}", file=out, flush=True)
     elif isinstance(step, Wait):
         print(f"  [..] {step.title} (waiting {result.observed})", file=out, flush=True)
@@ -163,6 +179,52 @@ def _list_counters() -> Any:
     if rc != 0:
         raise RuntimeError(error.strip() or f"nft exited {rc}")
     return json.loads(output)
+
+
+def _delete_rule(comment: str) -> tuple[str, int] | None:
+    import nftables  # the libnftables binding; only inside the namespace's child
+
+    nft = nftables.Nftables()
+    nft.set_json_output(True)
+    nft.set_handle_output(True)
+    rc, output, error = nft.cmd("list table inet appliance")
+    if rc != 0:
+        raise RuntimeError(error.strip() or f"nft exited {rc}")
+    for item in json.loads(output).get("nftables", []):
+        rule = item.get("rule")
+        if rule and rule.get("comment") == comment:
+            chain, handle = str(rule["chain"]), int(rule["handle"])
+            rc, _, error = nft.cmd(f"delete rule inet appliance {chain} handle {handle}")
+            if rc != 0:
+                raise RuntimeError(error.strip() or f"nft exited {rc}")
+            return chain, handle
+    return None
+
+
+def delete_rule(lab: Lab, comment: str) -> tuple[str, int] | None:
+    """Delete the first kernel rule of profile rule ``comment`` behind the daemon's back, as
+    ``nft delete rule`` would; (chain, handle), or None if there is no such rule."""
+    return run_in_netns(lab.ns("appliance"), _delete_rule, comment, timeout=30.0)
+
+
+def _rule_comments() -> list[str]:
+    import nftables
+
+    nft = nftables.Nftables()
+    nft.set_json_output(True)
+    rc, output, error = nft.cmd("list table inet appliance")
+    if rc != 0:
+        raise RuntimeError(error.strip() or f"nft exited {rc}")
+    return [
+        str(item["rule"]["comment"])
+        for item in json.loads(output).get("nftables", [])
+        if "rule" in item and item["rule"].get("comment")
+    ]
+
+
+def rule_comments(lab: Lab) -> list[str]:
+    """The comment of every rule of ``table inet appliance`` (a profile rule's name)."""
+    return run_in_netns(lab.ns("appliance"), _rule_comments, timeout=30.0)
 
 
 def counters(lab: Lab) -> list[tuple[str, int, int]]:

@@ -42,6 +42,15 @@ class SetAdd:
 
 
 @dataclass(frozen=True)
+class SetDel:
+    """``appliance set del SET ELEMENT...`` inside the appliance namespace."""
+
+    title: str
+    set: str
+    elements: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Wait:
     title: str
     seconds: float
@@ -58,7 +67,7 @@ class SeenBy:
     peer: str
 
 
-Step = Probe | SetAdd | Wait | SeenBy
+Step = Probe | SetAdd | SetDel | Wait | SeenBy
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,7 @@ class Scenario:
     servers: tuple[Server, ...]
     steps: tuple[Step, ...]
     observe_only: bool = False  # show the outcomes, expect nothing
+    drift_rule: str | None = None  # the demo deletes one of this rule's kernel rules
 
 
 EDGE_GATEWAY = Scenario(
@@ -124,6 +134,7 @@ EDGE_GATEWAY = Scenario(
             "timeout",
             toward="wan",
         ),
+        SetDel("take the wan host off the blocklist", "blocklist", ("198.51.100.2",)),
         SetAdd("automatic block of the wan host for 3s", "autoblock_v4", ("198.51.100.2",), "3s"),
         Probe(
             "the blocked host tries the MEC app: dropped",
@@ -139,6 +150,7 @@ EDGE_GATEWAY = Scenario(
             "the MEC app answers it again", "wan", "appliance", "tcp", 8443, "open", toward="wan"
         ),
     ),
+    drift_rule="lan-web-out",
 )
 
 MEC_NODE = Scenario(

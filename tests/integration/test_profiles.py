@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import uuid
 from pathlib import Path
 
@@ -73,14 +74,40 @@ def test_upf_only_named_core_peers_speak_pfcp(lab: Lab) -> None:
         netns.del_address(lab.ns("lan"), "eth0", f"{impostor}/32")
 
 
+def _rule_packets(output: str) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for line in output.splitlines():
+        match = re.fullmatch(r'\s*appliance_rule_packets_total\{rule="([^"]+)"\} (\S+)', line)
+        if match:
+            found[match.group(1)] = float(match.group(2))
+    return found
+
+
+def _daemon_pid(output: str) -> int:
+    match = re.search(r"READY=1 after \S+ \(pid (\d+)\)", output)
+    assert match, output
+    return int(match.group(1))
+
+
 def test_edge_gateway_demo() -> None:
     prefix = f"idemo{uuid.uuid4().hex[:3]}-"
     out = io.StringIO()
     try:
         status = appliance.lab.demo(str(PROFILES / "edge-gateway.toml"), prefix=prefix, out=out)
-        assert status == 0, out.getvalue()
-        assert "all" in out.getvalue() and "expectations held" in out.getvalue()
-        assert "lan-web-out" in out.getvalue()  # the counters are shown
+        text = out.getvalue()
+        assert status == 0, text
+        assert "all" in text and "expectations held" in text
+        assert "policy:        edge-gateway (profile)" in text  # `appliance status`
+        # The metrics, scraped from the daemon inside the namespace.
+        packets = _rule_packets(text)
+        assert packets.get("lan-web-out", 0) > 0, text
+        assert sum(1 for value in packets.values() if value > 0) >= 5, text
+        for name in ("appliance_apply_total", "appliance_set_elements{set=\"blocklist\"}"):
+            assert name in text
+        assert 'appliance_drift_repairs_total{kind="structure"} 1.0' in text
+        assert "$ appliance set add blocklist 198.51.100.2: exit 0" in text
+        assert "exit status 0" in text  # SIGTERM
+        assert not Path(f"/proc/{_daemon_pid(text)}").exists()  # nothing left running
         assert netns.existing(prefix) == []  # and the lab is gone
     finally:
         netns.down(prefix)
@@ -96,6 +123,9 @@ def test_demo_with_an_unknown_profile_surveys(tmp_path: Path) -> None:
     try:
         assert appliance.lab.demo(str(profile), prefix=prefix, out=out) == 0, out.getvalue()
         assert "lan -> wan 198.51.100.2 tcp/443" in out.getvalue()
+        # No [metrics] in the profile: the demo gives the daemon the lab's loopback.
+        assert "appliance_policy_version 1.0" in out.getvalue()
+        assert netns.existing(prefix) == []
     finally:
         netns.down(prefix)
 
@@ -108,6 +138,8 @@ def test_demo_reports_a_profile_that_does_not_apply(tmp_path: Path) -> None:
     try:
         assert appliance.lab.demo(str(profile), prefix=prefix, out=out) == 1
         assert "defaults.input" in out.getvalue()
+        assert "failsafe policy instead" in out.getvalue()
+        assert not Path(f"/proc/{_daemon_pid(out.getvalue())}").exists()
         assert netns.existing(prefix) == []
     finally:
         netns.down(prefix)
