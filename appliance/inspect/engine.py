@@ -17,7 +17,13 @@ from appliance.inspect.appproto import DnsQuery, HttpRequest
 from appliance.inspect.classification import CLASSTYPES
 from appliance.inspect.decode import PROTO_TCP, PROTO_UDP, Errors, Layer, decode_packet
 from appliance.inspect.eve import Alert
-from appliance.inspect.flow import TCP_ESTABLISHED, TCP_SYN_RECV, Flow, FlowTable
+from appliance.inspect.flow import (
+    TCP_ESTABLISHED,
+    TCP_SYN_RECV,
+    TCP_SYN_SENT,
+    Flow,
+    FlowTable,
+)
 from appliance.inspect.match import Group, Matcher, contents_match, rule_matches
 from appliance.inspect.rules import Signature, Variables, parse_rule_files
 from appliance.inspect.threshold import ThresholdState
@@ -61,10 +67,11 @@ class EngineConfig:
         )
 
 
-def _anchored_hit(group: Group, payload: bytes, established: bool) -> bool:
-    """Whether an anchored rule of the group may match this payload (a rule with ``flags``
-    is left to the full path)."""
-    buffers = {"pkt": payload}
+def _anchored_hit(group: Group, data: bytes, start: int, end: int, established: bool) -> bool:
+    """Whether an anchored rule of the group may match the payload ``data[start:end]`` (a
+    rule with ``flags`` is left to the full path)."""
+    reach = group.anchored_reach
+    buffers = {"pkt": data[start : end if reach < 0 else min(end, start + reach)]}
     for sig in group.anchored:
         if sig.flow_established is not None and sig.flow_established != established:
             continue
@@ -94,10 +101,14 @@ def _never_block(profile: Profile) -> tuple[IPNetwork | AddrRange, ...]:
 @dataclass
 class Stats:
     packets: int = 0
-    decoded: int = 0
+    full: int = 0  # packets decoded by the full path
+    fast: int = 0  # packets a fast path took
     alerts: int = 0
-    fast: int = 0  # packets a fast path took (counted in decoded too)
     errors: Errors = field(default_factory=dict)
+
+    @property
+    def decoded(self) -> int:
+        return self.full + self.fast
 
 
 class Engine:
@@ -137,19 +148,61 @@ class Engine:
         ):
             proto = data[23]
             if proto == 6:
+                # _fast_tcp's common case, inline: the hottest lines of the engine
+                entry = self._index.get(data[26:38])
+                if entry is not None:
+                    flow, to_server = entry
+                    fast = flow.fast[to_server]
+                    flags = data[47]
+                    if (
+                        fast is not None
+                        and not flags & 0x06
+                        and flow.tcp_state == TCP_ESTABLISHED
+                        and fast[2] == flow.app
+                        and ts - flow.last_ts <= self._idle_timeout
+                    ):
+                        group = fast[1]
+                        plain = group.established.get(flags)
+                        if plain is None:
+                            plain = group.plain_for(flags, True)
+                        end = 14 + (data[16] << 8 | data[17])
+                        start = 34 + ((data[46] >> 4) << 2)
+                        if (
+                            not plain
+                            and data[46] >= 0x50
+                            and start <= end <= len(data)
+                            and (
+                                start == end
+                                or (
+                                    fast[0]
+                                    and not (
+                                        group.anchored
+                                        and _anchored_hit(group, data, start, end, True)
+                                    )
+                                )
+                            )
+                        ):
+                            flow.last_ts = ts
+                            if to_server:
+                                flow.packets_to_server += 1
+                            else:
+                                flow.packets_to_client += 1
+                            if ts - flow.touched >= 1.0:
+                                self.flows.flows.move_to_end(flow.key)
+                                flow.touched = ts
+                            stats.fast += 1
+                            return _NO_ALERTS
                 end = 14 + (data[16] << 8 | data[17])
                 if end <= len(data) and self._fast_tcp(ts, data, 14, end):
-                    stats.decoded += 1
                     stats.fast += 1
                     return _NO_ALERTS
             elif proto == 17 and data[36] == 0x08 and data[37] == 0x68 and self._fast_gtp(ts, data):
-                stats.decoded += 1
                 stats.fast += 1
                 return _NO_ALERTS
         layer = decode_packet(data, linktype, stats.errors)
         if layer is None:
             return _NO_ALERTS
-        stats.decoded += 1
+        stats.full += 1
         alerts: list[Alert] = []
         self._inspect(ts, layer, alerts)
         if alerts:
@@ -159,9 +212,10 @@ class Engine:
 
     def _fast_tcp(self, ts: float, data: bytes, ip: int, end: int, tunnel: bool = False) -> bool:
         """Account for the IPv4/TCP packet at ``data[ip:end]`` without decoding it further, if
-        nothing could come of it: its flow is established, its direction has settled its
-        application protocol, no payload rule applies to it (or it carries no payload), it is
-        no SYN or RST (state changes, detectors), and no flags-only rule matches its flags."""
+        nothing could come of it: its flow is established (or this is the SYN/ACK or the ACK
+        of its handshake), its direction has settled its application protocol, no payload
+        rule applies to it (or it carries no payload), it is no SYN or RST (new flows,
+        detectors) and no flags-only rule matches its flags."""
         entry = self._index.get(data[ip + 12 : ip + 24])
         if entry is None:
             return False
@@ -170,23 +224,29 @@ class Engine:
         flags = data[ip + 33]
         if (
             fast is None
-            or flags & 0x06
+            or flags & 0x04  # RST
             or ts - flow.last_ts > self._idle_timeout
             or (tunnel and not flow.gtp_ok)
         ):
             return False
-        handshake = False
-        if flow.tcp_state != TCP_ESTABLISHED:
-            # the ACK that completes the handshake: the flow becomes established with it
-            if not (flow.tcp_state == TCP_SYN_RECV and to_server and flags & 0x10):
+        state = flow.tcp_state
+        established = True
+        if state == TCP_ESTABLISHED:
+            if flags & 0x02:
                 return False
-            handshake = True
+        elif state == TCP_SYN_SENT and not to_server and flags & 0x12 == 0x12:
+            state = TCP_SYN_RECV  # the server's SYN/ACK
+            established = False
+        elif state == TCP_SYN_RECV and to_server and flags & 0x12 == 0x10:
+            state = TCP_ESTABLISHED  # the ACK that completes the handshake
+        else:
+            return False
         quiet, group, app = fast
         if app != flow.app:
             return False
-        plain = group.established.get(flags)
+        plain = group.established.get(flags) if established else None
         if plain is None:
-            plain = group.plain_for(flags, True)
+            plain = group.plain_for(flags, established)
         if plain:
             return False
         offset = data[ip + 32] >> 4
@@ -196,11 +256,11 @@ class Engine:
         if start < end:
             if not quiet:
                 return False
-            if group.anchored and _anchored_hit(group, data[start:end], True):
+            if group.anchored and _anchored_hit(group, data, start, end, established):
                 return False
-        if handshake:
-            flow.tcp_state = TCP_ESTABLISHED
-            flow.established = True
+        if state != flow.tcp_state:
+            flow.tcp_state = state
+            flow.established = established
         flow.last_ts = ts
         if to_server:
             flow.packets_to_server += 1
@@ -244,7 +304,7 @@ class Engine:
         group = fast[1]
         if group.prefilters or group.plain_for(-1, established):
             return False
-        if group.anchored and _anchored_hit(group, data[42:end], established):
+        if group.anchored and _anchored_hit(group, data, 42, end, established):
             return False
         if not self._fast_tcp(ts, data, 50, end, tunnel=True):
             return False

@@ -108,9 +108,27 @@ class Group:
     plain: list[Signature] = field(default_factory=list)
     anchored: list[Signature] = field(default_factory=list)
     prefilters: list[Prefilter] = field(default_factory=list)
-    _by_flags: dict[tuple[int, bool], tuple[Signature, ...]] = field(default_factory=dict)
-    # plain_for(flags, True) by flags, for the fast paths
+    # plain_for(flags, established) by flags
     established: dict[int, tuple[Signature, ...]] = field(default_factory=dict)
+    not_established: dict[int, tuple[Signature, ...]] = field(default_factory=dict)
+
+    # how far into the payload the anchored rules look (-1: a content of theirs may be
+    # anywhere)
+    anchored_reach: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        reach = 0
+        for sig in self.anchored:
+            for content in sig.contents:
+                if content.buffer != PKT:
+                    continue
+                if content.depth is None:
+                    reach = -1
+                    break
+                reach = max(reach, content.offset + content.depth)
+            if reach < 0:
+                break
+        self.anchored_reach = reach
 
     @property
     def empty(self) -> bool:
@@ -124,8 +142,8 @@ class Group:
     def plain_for(self, flags: int, established: bool) -> tuple[Signature, ...]:
         """Plain rules that pass the TCP flags (``-1``: not TCP) and the flow state; what is
         left to check of them is negated contents."""
-        key = (flags, established)
-        found = self._by_flags.get(key)
+        cache = self.established if established else self.not_established
+        found = cache.get(flags)
         if found is None:
             found = tuple(
                 sig
@@ -133,9 +151,7 @@ class Group:
                 if (sig.flow_established is None or sig.flow_established == established)
                 and (sig.flags is None or (flags >= 0 and sig.flags.matches(flags)))
             )
-            self._by_flags[key] = found
-            if established:
-                self.established[flags] = found
+            cache[flags] = found
         return found
 
 
