@@ -1,0 +1,147 @@
+"""The shipped systemd unit and its opt-in netns drop-in: the settings that matter (no root)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+UNIT = REPO / "systemd" / "appliance.service"
+NETNS = REPO / "systemd" / "appliance.service.d" / "netns.conf"
+
+
+def parse(path: Path) -> dict[str, list[tuple[str, str]]]:
+    """Section -> (key, value) in file order, repeated keys kept (systemd's own model)."""
+    sections: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] | None = None
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], [])
+            continue
+        assert current is not None, f"{path}: {line!r} outside a section"
+        key, sep, value = line.partition("=")
+        assert sep, f"{path}: {line!r} is not KEY=VALUE"
+        current.append((key.strip(), value.strip()))
+    return sections
+
+
+def values(section: list[tuple[str, str]], key: str) -> list[str]:
+    return [v for k, v in section if k == key]
+
+
+def one(section: list[tuple[str, str]], key: str) -> str:
+    found = values(section, key)
+    assert len(found) == 1, (key, found)
+    return found[0]
+
+
+def words(section: list[tuple[str, str]], key: str) -> set[str]:
+    return {word for value in values(section, key) for word in value.split()}
+
+
+def test_service_type_and_lifecycle() -> None:
+    service = parse(UNIT)["Service"]
+    assert one(service, "Type") == "notify"
+    assert one(service, "NotifyAccess") == "main"
+    assert one(service, "WatchdogSec") == "30s"
+    assert one(service, "Restart") == "on-failure"
+    assert one(service, "ExecReload") == "/bin/kill -HUP $MAINPID"
+    start = one(service, "ExecStart").split()
+    assert start[0] == "/usr/local/bin/appliance" and start[1] == "run"
+    assert start[start.index("--profile") + 1] == "/etc/appliance/profile.toml"
+    assert start[start.index("--state-dir") + 1] == "/var/lib/appliance"
+    assert start[start.index("--control-socket") + 1] == "/run/appliance/control.sock"
+    assert "--netns" not in start
+
+
+def test_directories() -> None:
+    service = parse(UNIT)["Service"]
+    assert one(service, "StateDirectory") == "appliance"
+    assert one(service, "RuntimeDirectory") == "appliance"
+    assert one(service, "RuntimeDirectoryMode") == "0750"
+    assert one(service, "RuntimeDirectoryPreserve") == "restart"  # the socket path stays
+    assert one(service, "LogsDirectory") == "appliance"
+
+
+def test_capabilities_without_sys_admin() -> None:
+    service = parse(UNIT)["Service"]
+    wanted = {"CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE"}
+    assert words(service, "CapabilityBoundingSet") == wanted
+    assert words(service, "AmbientCapabilities") == wanted
+    assert one(service, "NoNewPrivileges") == "yes"
+
+
+def test_hardening() -> None:
+    service = parse(UNIT)["Service"]
+    expected = {
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "ProtectKernelModules": "yes",
+        "ProtectControlGroups": "yes",
+        "RestrictNamespaces": "yes",
+        "LockPersonality": "yes",
+        "MemoryDenyWriteExecute": "yes",
+        "RestrictRealtime": "yes",
+        "SystemCallArchitectures": "native",
+    }
+    for key, value in expected.items():
+        assert one(service, key) == value, key
+    assert words(service, "RestrictAddressFamilies") == {
+        "AF_UNIX",
+        "AF_NETLINK",
+        "AF_INET",
+        "AF_INET6",
+        "AF_PACKET",
+    }
+    assert words(service, "SystemCallFilter") == {"@system-service", "@network-io"}
+    # /proc/sys is read-only except the network sysctls.
+    assert one(service, "ProtectKernelTunables") == "no"
+    assert "/proc/sys" in words(service, "ReadOnlyPaths")
+    assert words(service, "ReadWritePaths") == {"/proc/sys/net"}
+    assert one(service, "MemoryMax").endswith(("M", "G"))
+    assert int(one(service, "TasksMax")) > 0
+
+
+def test_unit_ordering_and_install() -> None:
+    unit = parse(UNIT)
+    assert "network-pre.target" in words(unit["Unit"], "Before")
+    assert "network-pre.target" in words(unit["Unit"], "Wants")
+    assert one(unit["Install"], "WantedBy") == "multi-user.target"
+
+
+def test_netns_drop_in_grants_sys_admin_and_net_namespaces() -> None:
+    drop_in = parse(NETNS)
+    assert set(drop_in) == {"Service"}
+    service = drop_in["Service"]
+    assert words(service, "CapabilityBoundingSet") == {"CAP_SYS_ADMIN"}
+    assert words(service, "AmbientCapabilities") == {"CAP_SYS_ADMIN"}
+    assert one(service, "RestrictNamespaces") == "net"
+    assert "@mount" in words(service, "SystemCallFilter")
+    assert "/run/netns" in words(service, "ReadWritePaths")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_systemd_analyze_verify(tmp_path: Path) -> None:
+    """The unit and the drop-in parse cleanly (the console script path is swapped for one
+    that exists here, since this checkout is not installed system-wide)."""
+    unit = tmp_path / "appliance.service"
+    unit.write_text(UNIT.read_text().replace("/usr/local/bin/appliance", "/bin/true"))
+    (tmp_path / "appliance.service.d").mkdir()
+    (tmp_path / "appliance.service.d" / "netns.conf").write_text(NETNS.read_text())
+    done = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"SYSTEMD_UNIT_PATH": f"{tmp_path}:", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stderr.strip() == "", done.stderr
