@@ -78,6 +78,9 @@ for ns in "${NIC_NETNS[@]}"; do
     [ -e "/run/netns/$ns" ] || die "no network namespace '$ns'"
 done
 [ "$(id -u)" = 0 ] || die "must run as root (tap devices, network namespaces)"
+case "$REPO" in
+    *[[:space:],]*) die "the checkout's path '$REPO' has a space or comma: the guest cannot mount it" ;;
+esac
 
 OUT="$HERE/out/$ARCH"
 case "$ARCH" in
@@ -92,6 +95,8 @@ case "$ARCH" in
     *) die "unsupported architecture '$ARCH' (amd64 or arm64)" ;;
 esac
 command -v "$QEMU" > /dev/null || die "missing $QEMU (run qemu/ci.sh --deps)"
+KERNEL="$OUT/vmlinuz"
+[ "$ARCH" = amd64 ] && [ -f "$OUT/vmlinux" ] && KERNEL="$OUT/vmlinux"
 for f in vmlinuz initrd.img rootfs.img; do
     [ -f "$OUT/$f" ] || die "no $OUT/$f: run qemu/build-image.sh $ARCH first"
 done
@@ -186,9 +191,9 @@ fi
 KERNEL_ARGS+=" ${APPEND}"
 
 QEMU_ARGS=(
-    "${MACHINE[@]}" -accel tcg -smp "$SMP" -m "$MEM"
+    "${MACHINE[@]}" -nodefaults -accel tcg -smp "$SMP" -m "$MEM"
     -display none -no-reboot "${SERIAL[@]}"
-    -kernel "$OUT/vmlinuz" -initrd "$OUT/initrd.img" -append "$KERNEL_ARGS"
+    -kernel "$KERNEL" -initrd "$OUT/initrd.img" -append "$KERNEL_ARGS"
     -drive "file=$OUT/rootfs.img,if=virtio,format=raw,snapshot=on"
     -device virtio-rng-pci
     -virtfs "local,path=$REPO,mount_tag=src,security_model=none,readonly=on"
