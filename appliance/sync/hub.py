@@ -26,6 +26,7 @@ import json
 import os
 import re
 import signal
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,8 @@ MAX_STATUS = 64 * 1024
 MAX_HEAD = 16 * 1024
 IDLE_TIMEOUT = 75.0
 MAX_FILE = 256 * 1024 * 1024
+RESOLVE_TTL = 1.0
+MAX_RESOLVED = 100_000
 SERVED = (BUNDLE_FILE, SIG_FILE)
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
@@ -78,34 +81,66 @@ class BundleFiles:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
+        self._root_text = str(self.root)
         self._cache: dict[Path, _File] = {}
+        self._resolved: dict[str, tuple[str, float]] = {}
 
     def locate(self, bundle_path: str) -> Path | None:
         """The directory for PATH (``a/b``), or None if PATH is not acceptable."""
+        found = self._directory(bundle_path)
+        return None if found is None else Path(found)
+
+    def real_path(self, bundle_path: str, name: str, fresh: bool = False) -> Path | None:
+        """The file PATH/name stands for (symlinks resolved, inside DIR), or None."""
+        if name not in SERVED:
+            return None
+        directory = self._directory(bundle_path, fresh)
+        if directory is None:
+            return None
+        path = os.path.join(directory, name)
+        try:
+            mode = os.lstat(path).st_mode
+            if stat.S_ISREG(mode):
+                return Path(path)
+            if not stat.S_ISLNK(mode):
+                return None
+            real = os.path.realpath(path, strict=True)
+        except (OSError, ValueError):
+            return None
+        inside = real.startswith(self._root_text + os.sep)
+        return Path(real) if inside and os.path.isfile(real) else None
+
+    def _directory(self, bundle_path: str, fresh: bool = False) -> str | None:
+        """Real path of the directory PATH, remembered for RESOLVE_TTL when found: a fleet
+        polls the same few paths, and resolving walks every component. Both files of a pair
+        go through the same answer, so a directory symlink swapped to publish never mixes
+        them."""
+        now = time.monotonic()
+        hit = None if fresh else self._resolved.get(bundle_path)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        found = self._resolve_directory(bundle_path)
+        if found is None:
+            self._resolved.pop(bundle_path, None)
+            return None
+        if len(self._resolved) >= MAX_RESOLVED:
+            self._resolved.clear()
+        self._resolved[bundle_path] = (found, now + RESOLVE_TTL)
+        return found
+
+    def _resolve_directory(self, bundle_path: str) -> str | None:
         if not bundle_path:
             return None
         segments = bundle_path.split("/")
         if not all(_SEGMENT.fullmatch(s) and s not in (".", "..") for s in segments):
             return None
-        directory = self.root.joinpath(*segments)
         try:
-            real = directory.resolve(strict=True)
-        except (OSError, RuntimeError):
+            real = os.path.realpath(os.path.join(self._root_text, *segments), strict=True)
+        except (OSError, ValueError):
             return None
-        if real != self.root and self.root not in real.parents:
+        if not real.startswith(self._root_text + os.sep) or not os.path.isdir(real):
             return None
-        return real if real.is_dir() else None
-
-    def real_path(self, bundle_path: str, name: str) -> Path | None:
-        """The file PATH/name stands for (symlinks resolved, inside DIR), or None."""
-        directory = self.locate(bundle_path)
-        if directory is None or name not in SERVED:
-            return None
-        try:
-            real = (directory / name).resolve(strict=True)
-        except (OSError, RuntimeError):
-            return None
-        return real if self.root in real.parents else None
+        return real
 
     def read(self, bundle_path: str, name: str) -> _File | None:
         real = self.real_path(bundle_path, name)
@@ -303,7 +338,7 @@ class HubServer:
         watch = self._watches.get(key)  # paths that lead to the same file share one watch
         if watch is None:
             watch = self._watches[key] = _Watch()
-            watch.task = asyncio.create_task(self._watch(key, etag, watch))
+            watch.task = asyncio.create_task(self._watch(key, directory, name, etag, watch))
         watch.waiters += 1
         self._waiters += 1
         try:
@@ -314,14 +349,15 @@ class HubServer:
             self._waiters -= 1
         return self.files.read(directory, name)
 
-    async def _watch(self, key: Path, etag: str, watch: _Watch) -> None:
+    async def _watch(self, key: Path, directory: str, name: str, etag: str, watch: _Watch) -> None:
         """Stat the file every WATCH_INTERVAL while anyone waits; wake them all on a change."""
         try:
             while True:
                 await asyncio.sleep(WATCH_INTERVAL)
                 if watch.waiters == 0:
                     break
-                entry = self.files.read_real(key)
+                real = self.files.real_path(directory, name, fresh=True)
+                entry = None if real is None else self.files.read_real(real)
                 current = entry.etag if entry else ""
                 if current != etag:
                     watch.changed.set()

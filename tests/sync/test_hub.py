@@ -243,3 +243,31 @@ def test_hub_serve_command(publisher: Publisher, tmp_path: Path) -> None:
             if child.poll() is None:
                 child.kill()
                 child.wait(5)
+
+
+def test_publishing_by_swapping_a_directory_symlink_wakes_long_polls(publisher: Publisher) -> None:
+    """DIR/PATH may be a symlink to a release directory, swapped to publish."""
+    root = publisher.root
+    for version in (1, 2):
+        Publisher(root, f"releases/v{version}", publisher.signers).publish(version)
+    os.symlink("releases/v1", root / "edge-9")
+    first = (root / "releases" / "v1" / "bundle.json.sig").read_bytes()
+
+    async def body(server: HubServer, port: int) -> None:
+        async def swap() -> float:
+            await asyncio.sleep(0.3)
+            os.symlink("releases/v2", root / ".edge-9.new")
+            os.replace(root / ".edge-9.new", root / "edge-9")
+            return time.monotonic()
+
+        task = asyncio.create_task(swap())
+        resp: Response = await get(  # type: ignore[assignment]
+            port, "/edge-9/bundle.json.sig?wait=10", {"If-None-Match": etag_of(first)}, wait=10
+        )
+        swapped = await task
+        assert resp.status == 200 and resp.body != first
+        assert time.monotonic() - swapped < 1.5
+        data: Response = await get(port, "/edge-9/bundle.json")  # type: ignore[assignment]
+        assert json.loads(data.body)["version"] == 2
+
+    with_hub(root, body)
