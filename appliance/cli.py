@@ -125,6 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="find drift by the periodic read-back only, without `nft monitor`",
     )
+    p.add_argument("--alerts", metavar="FILE", help="EVE alert file; overrides [inspect].alerts")
+    p.add_argument(
+        "--inspect-queue",
+        type=int,
+        default=8192,
+        metavar="N",
+        help="packets waiting for the inspection engine before samples are dropped; default 8192",
+    )
 
     p = command("status", cmd_status, "state of the running daemon, over its control socket")
     p.add_argument("--json", action="store_true")
@@ -160,12 +168,17 @@ def _load(path: str) -> Profile:
     return load_profile(path)
 
 
-def _desired(path: str) -> Desired:
+def _desired(path: str, for_kernel: bool = False) -> Desired:
+    """The compiled profile; ``for_kernel``: also refuse what this kernel cannot do."""
     from appliance.compile.ruleset import CompileError
     from appliance.errors import ProfileError
     from appliance.reconcile.state import desired_from_profile
 
     profile = _load(path)
+    if for_kernel:
+        from appliance.daemon.inspect import require_kernel_support
+
+        require_kernel_support(profile, path)
     try:
         return desired_from_profile(profile)
     except CompileError as exc:
@@ -241,7 +254,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     from appliance import confirm
 
-    desired = _desired(args.profile)
+    desired = _desired(args.profile, for_kernel=True)
     engine = _engine()
     seconds = _duration_option("--confirm", args.confirm)
     if seconds is not None:
@@ -346,7 +359,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         confirm_seconds=confirm_seconds,
         metrics_listen=args.metrics_listen,
         monitor=not args.no_monitor,
+        alerts=args.alerts,
+        inspect_queue=args.inspect_queue,
     )
+    if args.inspect_queue < 1:
+        raise UsageError("--inspect-queue: must be at least 1")
     return run_daemon(config)
 
 

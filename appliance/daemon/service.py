@@ -32,12 +32,14 @@ from prometheus_client import CollectorRegistry
 from appliance import __version__
 from appliance.daemon.control import ControlServer
 from appliance.daemon.failsafe import DEFAULT_METRICS_PORT, failsafe_desired
+from appliance.daemon.inspect import LiveInspection, settings_key
 from appliance.daemon.metrics import Metrics, MetricsServer
 from appliance.daemon.monitor import TableMonitor
 from appliance.daemon.notify import Notifier, watchdog_interval
 from appliance.daemon.state import StateStore
 from appliance.engine import Backend, Engine
 from appliance.errors import ApplianceError, ProfileError, UsageError
+from appliance.model.profile import Profile
 from appliance.reconcile.plan import Plan, kept_runtime_elements, make_plan, transaction
 from appliance.reconcile.state import DYNAMIC_SETS, Desired, Observed
 from appliance.units import parse_duration
@@ -62,6 +64,8 @@ class DaemonConfig:
     confirm_seconds: float | None = None  # a reload not confirmed in time is rolled back
     metrics_listen: str | None = None  # overrides [metrics].listen
     monitor: bool = True  # also watch `nft monitor` for changes by other processes
+    alerts: str | None = None  # overrides [inspect].alerts
+    inspect_queue: int = 8192  # packets between capture and the inspection engine
 
 
 @dataclass
@@ -72,6 +76,7 @@ class Policy:
     source: str
     metrics_listen: str | None
     table_hash: str = ""  # computed once, in the kernel worker (large sets take a while)
+    profile: Profile | None = None  # the profile it was compiled from (drives inspection)
 
     def __post_init__(self) -> None:
         if not self.table_hash:
@@ -95,18 +100,28 @@ class Outcome:
 
 
 def load_policy(path: str) -> Policy:
-    """Profile file -> the policy to enforce (compiled, hashed). ProfileError if invalid."""
-    desired, listen = load_desired(path)
-    return Policy(desired, SOURCE_PROFILE, listen)
+    """Profile file -> the policy to enforce (compiled, hashed). ProfileError if invalid;
+    KernelError if it needs a kernel feature this kernel lacks (inline inspection)."""
+    from appliance.daemon.inspect import require_kernel_support
+    from appliance.model.parse import load_profile
+
+    profile = load_profile(path)
+    desired, listen = _compile(path, profile)
+    require_kernel_support(profile, path)
+    return Policy(desired, SOURCE_PROFILE, listen, profile=profile)
 
 
 def load_desired(path: str) -> tuple[Desired, str | None]:
     """Profile file -> compiled table and its metrics address. ProfileError if invalid."""
-    from appliance.compile.ruleset import CompileError
     from appliance.model.parse import load_profile
+
+    return _compile(path, load_profile(path))
+
+
+def _compile(path: str, profile: Profile) -> tuple[Desired, str | None]:
+    from appliance.compile.ruleset import CompileError
     from appliance.reconcile.state import desired_from_profile
 
-    profile = load_profile(path)
     try:
         desired = desired_from_profile(profile)
     except CompileError as exc:
@@ -198,6 +213,9 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self._monitor = TableMonitor(self._foreign_change, os.getpid(), self.log)
         self._monitor_hint: asyncio.TimerHandle | None = None
+        self.inspection: LiveInspection | None = None
+        self._inspection_key: str | None = None
+        self.inspection_error: str | None = None
 
     # ---- events: they only set flags and wake the loop ------------------------------
 
@@ -264,6 +282,7 @@ class Daemon:
             if self._monitor_hint is not None:
                 self._monitor_hint.cancel()
             await self._monitor.stop()
+            await self._stop_inspection()
             await self._control.close()
             await self._metrics_server.close()
             self._executor.shutdown(wait=True)
@@ -424,6 +443,7 @@ class Daemon:
         )
         if not keep_error:
             self.metrics.last_error.set(0)
+        await self._update_inspection(policy)
         self.log.info(
             "policy enforced",
             extra={
@@ -464,6 +484,55 @@ class Daemon:
                 "changes": outcome.plan.describe()[:20],
             },
         )
+
+    # ---- live inspection ------------------------------------------------------------
+
+    async def _update_inspection(self, policy: Policy) -> None:
+        """Run the inspection the enforced policy's profile asks for (none for a last good
+        or failsafe policy); restart it only when what it depends on changed."""
+        profile = policy.profile
+        mode = profile.inspect.mode if profile is not None else "off"
+        if profile is None or mode not in ("sample", "mirror"):
+            if mode == "inline":
+                self.log.warning("inline inspection: packets are queued with bypass, no reader")
+            await self._stop_inspection()
+            return
+        key = await asyncio.get_running_loop().run_in_executor(
+            None, settings_key, profile, self.config.alerts
+        )
+        if key == self._inspection_key and self.inspection is not None:
+            return
+        await self._stop_inspection()
+        live = LiveInspection(
+            profile,
+            metrics=self.metrics,
+            block=self.autoblock,
+            logger=self.log,
+            alerts=self.config.alerts,
+            queue_size=self.config.inspect_queue,
+        )
+        try:
+            live.start(asyncio.get_running_loop())
+        except (ApplianceError, OSError) as exc:
+            self.inspection_error = f"inspection not started: {exc}"
+            self.log.error(self.inspection_error)
+            return
+        self.inspection = live
+        self._inspection_key = key
+        self.inspection_error = None
+
+    async def _stop_inspection(self) -> None:
+        live, self.inspection, self._inspection_key = self.inspection, None, None
+        if live is not None:
+            await live.stop()
+
+    async def autoblock(self, source: str) -> None:
+        """Block ``source`` for ``[protect].block_timeout``: the answer to a detection, through
+        the same path as ``appliance set add``."""
+        name = "autoblock_v6" if ":" in source else "autoblock_v4"
+        profile = self.policy.profile if self.policy else None
+        timeout = profile.protect.block_timeout if profile is not None else None
+        await self.set_add(name, [source], timeout)
 
     # ---- run-time sets -------------------------------------------------------------
 
@@ -556,6 +625,7 @@ class Daemon:
                 name: len(items) for name, items in sorted(self.runtime_added.items()) if items
             },
             "drift_repairs": dict(sorted(self.drift_repairs.items())),
+            "inspect": self._inspection_status(),
             "confirm_pending_until": self.pending.deadline if self.pending else None,
             "metrics_listen": (
                 f"{self.metrics_address[0]}:{self.metrics_address[1]}"
@@ -565,6 +635,13 @@ class Daemon:
             "uptime_seconds": round(self.clock() - self.started, 3),
             "rss_bytes": rss_bytes(),
         }
+
+    def _inspection_status(self) -> dict[str, Any]:
+        if self.inspection is not None:
+            return self.inspection.status()
+        profile = self.policy.profile if self.policy else None
+        mode = profile.inspect.mode if profile is not None else "off"
+        return {"mode": mode, "running": False, "error": self.inspection_error}
 
     def status_line(self) -> str:
         if self.policy is None:

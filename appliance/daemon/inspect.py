@@ -1,0 +1,341 @@
+"""Live inspection in the daemon: capture -> bounded queue -> engine thread -> alerts, blocks.
+
+- Capture (``sample``: the NFLOG group the compiled table logs to; ``mirror``: AF_PACKET on
+  ``[inspect].interfaces``) is read on the event loop from non-blocking sockets
+  (``loop.add_reader``), at most a batch per wake-up, so the control socket, metrics and
+  the reconcile loop keep their turn.
+- Packets go into a bounded queue. When it is full the packet is dropped and counted in
+  ``appliance_inspect_dropped_total`` (so are the losses the kernel reports); nothing ever
+  waits for the engine, and forwarding never waits for the daemon at all.
+- The engine runs in its own thread (not the kernel worker). Its alerts are appended as EVE
+  JSON lines to ``[inspect].alerts`` and counted in ``appliance_alerts_total``.
+- An alert whose action is ``blocked`` (a ``drop`` signature, or any detector with
+  ``[inspect].block = true``; the engine leaves ``never_block`` sources ``allowed``) hands
+  its source to the daemon on the event loop, which adds it to ``autoblock_v4``/``_v6``
+  with ``[protect].block_timeout`` through its ordinary set-delta path. A source already
+  blocked is not added again until its block has run out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from appliance.errors import KernelError
+
+if TYPE_CHECKING:
+    from appliance.adapters.capture import Packet
+    from appliance.daemon.metrics import Metrics
+    from appliance.inspect.engine import Engine
+    from appliance.model.profile import Profile
+
+DEFAULT_QUEUE = 8192  # packets between capture and the engine
+READ_BATCH = 256  # packets read per wake-up of the event loop
+WRITE_BATCH = 512  # packets the engine takes from the queue at a time
+DROP_POLL = 1.0  # seconds between reads of AF_PACKET drop statistics
+LIVE_MODES = ("sample", "mirror")
+
+
+class Reader(Protocol):
+    kernel_drops: int
+
+    def fileno(self) -> int: ...
+    def read(self, limit: int = ...) -> list[Packet]: ...
+    def close(self) -> None: ...
+
+
+def require_kernel_support(
+    profile: Profile, path: str, features: Callable[[], dict[str, bool]] | None = None
+) -> None:
+    """Refuse ``[inspect].mode = "inline"`` on a kernel without the nftables ``queue``
+    statement (KernelError, one line). Other modes need nothing beyond the table."""
+    if profile.inspect.mode != "inline":
+        return
+    if features is None:
+        from appliance.probe import probe_features
+
+        features = probe_features
+    if not features().get("queue", False):
+        raise KernelError(
+            f'{path}: inspect.mode: "inline" needs the nftables queue statement (NFQUEUE), '
+            'which this kernel lacks; use mode "sample" or "mirror"'
+        )
+
+
+def settings_key(profile: Profile, alerts: str | None) -> str:
+    """What a running inspection depends on: the ``[inspect]`` and ``[protect]`` sections,
+    the sets ``never_block`` names, the rule files' contents and the alerts path."""
+    digest = hashlib.sha256()
+    digest.update(repr((profile.inspect, profile.protect, alerts)).encode())
+    for spec in profile.sets:
+        digest.update(repr((spec.name, spec.elements)).encode())
+    for path in profile.inspect.rules:
+        try:
+            with open(path, "rb") as handle:
+                digest.update(handle.read())
+        except OSError:
+            digest.update(b"\0missing\0" + path.encode())
+    return digest.hexdigest()
+
+
+@dataclass
+class Counts:
+    received: int = 0
+    inspected: int = 0
+    queue_drops: int = 0
+    kernel_drops: int = 0
+    alerts: int = 0
+    blocks: int = 0
+    block_errors: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+class LiveInspection:
+    """One running inspection: its capture sockets, queue, engine thread and alert file."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        *,
+        metrics: Metrics,
+        block: Callable[[str], Awaitable[None]],
+        logger: logging.Logger,
+        alerts: str | None = None,
+        queue_size: int = DEFAULT_QUEUE,
+        readers: list[Reader] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.profile = profile
+        self.mode = profile.inspect.mode
+        self.metrics = metrics
+        self._block_source = block
+        self.log = logger
+        self.alerts_path = alerts or profile.inspect.alerts
+        self.block_timeout = profile.protect.block_timeout
+        self.queue: queue.Queue[list[Packet] | None] = queue.Queue()
+        self.capacity = queue_size
+        self._queued = 0  # packets in the queue (batches are lists)
+        self._queued_lock = threading.Lock()
+        self.counts = Counts()
+        self._readers: list[Reader] = list(readers or [])
+        self._given_readers = readers is not None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._blocked: dict[str, float] = {}  # source -> when its block runs out (monotonic)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._clock = clock
+        self._last_drop_poll = 0.0
+        self._engine: Engine | None = None
+        self._eve: Any = None
+
+    # ---- start and stop ------------------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Build the engine, open the alert file and the capture sockets, start the engine
+        thread. Raises ApplianceError (a bad rule file, a socket that cannot be bound)."""
+        from appliance.inspect.engine import Engine, EngineConfig
+
+        self._loop = loop
+        self._engine = Engine(EngineConfig.from_profile(self.profile))
+        directory = os.path.dirname(self.alerts_path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        self._eve = open(self.alerts_path, "a", buffering=1 << 16)  # noqa: SIM115 - see stop()
+        try:
+            if not self._given_readers:
+                self._readers = self._open_readers()
+            for reader in self._readers:
+                loop.add_reader(reader.fileno(), self._readable, reader)
+        except BaseException:
+            self._close_readers()
+            self._eve.close()
+            raise
+        self._thread = threading.Thread(target=self._work, name="inspect", daemon=True)
+        self._thread.start()
+        self.log.info(
+            "inspection started",
+            extra={"mode": self.mode, "alerts": self.alerts_path, "queue": self.capacity},
+        )
+
+    def _open_readers(self) -> list[Reader]:
+        from appliance.adapters.capture import NflogReader, PacketReader
+        from appliance.compile.ruleset import SAMPLE_GROUP
+
+        if self.mode == "sample":
+            return [NflogReader(SAMPLE_GROUP)]
+        readers: list[Reader] = []
+        try:
+            for ifname in self.profile.inspect.interfaces:
+                readers.append(PacketReader(ifname))
+        except BaseException:
+            for reader in readers:
+                reader.close()
+            raise
+        return readers
+
+    def _close_readers(self) -> None:
+        for reader in self._readers:
+            if self._loop is not None:
+                with contextlib.suppress(Exception):
+                    self._loop.remove_reader(reader.fileno())
+            with contextlib.suppress(Exception):
+                reader.close()
+        self._readers = []
+
+    async def stop(self) -> None:
+        self._close_readers()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._thread is not None:
+            with contextlib.suppress(queue.Empty):
+                while True:  # whatever is queued is dropped: the thread only has to notice
+                    self.queue.get_nowait()
+            self.queue.put(None)
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10)
+            self._thread = None
+        if self._eve is not None:
+            with contextlib.suppress(OSError):
+                self._eve.close()
+            self._eve = None
+        self.log.info("inspection stopped", extra={"mode": self.mode})
+
+    # ---- capture, on the event loop ----------------------------------------------------
+
+    def _readable(self, reader: Reader) -> None:
+        try:
+            packets = reader.read(READ_BATCH)
+        except OSError as exc:
+            self._count_error("read")
+            self.log.error("capture read failed", extra={"error": str(exc)})
+            return
+        self._kernel_drops()
+        if not packets:
+            return
+        self.counts.received += len(packets)
+        with self._queued_lock:
+            room = self.capacity - self._queued
+            if room <= 0:
+                taken: list[Packet] = []
+            else:
+                taken = packets[:room]
+                self._queued += len(taken)
+        dropped = len(packets) - len(taken)
+        if taken:
+            self.queue.put_nowait(taken)
+        if dropped:
+            self.counts.queue_drops += dropped
+            self.metrics.inspect_dropped.inc(dropped)
+
+    def _kernel_drops(self) -> None:
+        now = self._clock()
+        if now - self._last_drop_poll >= DROP_POLL:
+            self._last_drop_poll = now
+            for reader in self._readers:
+                poll = getattr(reader, "poll_drops", None)
+                if poll is not None:
+                    poll()
+        total = sum(reader.kernel_drops for reader in self._readers)
+        if total > self.counts.kernel_drops:
+            self.metrics.inspect_dropped.inc(total - self.counts.kernel_drops)
+            self.counts.kernel_drops = total
+
+    def _count_error(self, reason: str) -> None:
+        self.counts.errors[reason] = self.counts.errors.get(reason, 0) + 1
+
+    # ---- the engine thread -------------------------------------------------------------
+
+    def _work(self) -> None:
+        engine = self._engine
+        assert engine is not None and self._loop is not None
+        from appliance.inspect.eve import eve_line
+
+        process = engine.process
+        get = self.queue.get
+        while True:
+            batch = get()
+            if batch is None:
+                return
+            with self._queued_lock:
+                self._queued -= len(batch)
+            lines: list[str] = []
+            blocked: list[str] = []
+            by_sid: dict[int, int] = {}
+            for ts, data, linktype in batch:
+                try:
+                    alerts = process(ts, data, linktype)
+                except Exception:  # the engine must not die on one packet
+                    self.log.exception("inspection of a packet failed")
+                    continue
+                for alert in alerts:
+                    lines.append(eve_line(alert))
+                    by_sid[alert.sid] = by_sid.get(alert.sid, 0) + 1
+                    if alert.action == "blocked":
+                        blocked.append(str(ipaddress.ip_address(alert.layer.src)))
+            self.counts.inspected += len(batch)
+            self.metrics.inspect_packets.inc(len(batch))
+            if blocked:
+                self._loop.call_soon_threadsafe(self._block_all, blocked)
+            if lines:
+                self.counts.alerts += len(lines)
+                for sid, number in by_sid.items():
+                    self.metrics.alerts.labels(signature_id=str(sid)).inc(number)
+                try:
+                    self._eve.write("\n".join(lines) + "\n")
+                    self._eve.flush()
+                except (OSError, ValueError) as exc:
+                    self._count_error("eve_write")
+                    self.log.error("cannot write alerts", extra={"error": str(exc)})
+
+    # ---- blocks, on the event loop -----------------------------------------------------
+
+    def _block_all(self, sources: list[str]) -> None:
+        now = self._clock()
+        if len(self._blocked) > 4096:
+            self._blocked = {s: t for s, t in self._blocked.items() if t > now}
+        for source in sources:
+            if self._blocked.get(source, 0.0) > now:
+                continue  # blocked already (or being blocked)
+            self._blocked[source] = now + self.block_timeout
+            task = asyncio.get_running_loop().create_task(self._block(source))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _block(self, source: str) -> None:
+        try:
+            await self._block_source(source)
+        except Exception as exc:
+            self._blocked.pop(source, None)  # a later alert tries again
+            self.counts.block_errors += 1
+            self.log.error("automatic block failed", extra={"source": source, "error": str(exc)})
+            return
+        self.counts.blocks += 1
+        self.log.warning("source blocked", extra={"source": source, "timeout": self.block_timeout})
+
+    # ---- status ------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        counts = self.counts
+        return {
+            "mode": self.mode,
+            "alerts_file": self.alerts_path,
+            "queue": {"capacity": self.capacity, "queued": self._queued},
+            "received": counts.received,
+            "inspected": counts.inspected,
+            "dropped": counts.queue_drops + counts.kernel_drops,
+            "kernel_drops": counts.kernel_drops,
+            "alerts": counts.alerts,
+            "blocks": counts.blocks,
+            "block_errors": counts.block_errors,
+            "errors": dict(counts.errors),
+            "blocked_now": sum(1 for t in self._blocked.values() if t > self._clock()),
+        }
