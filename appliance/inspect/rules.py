@@ -11,7 +11,7 @@ import ipaddress
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from appliance.errors import RuleFileError
+from appliance.errors import RuleFileError, UsageError
 from appliance.inspect.classification import CLASSTYPES, DEFAULT_PRIORITY
 
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -222,9 +222,10 @@ def parse_rule_files(paths: Sequence[str], variables: Variables) -> list[Signatu
             with open(path, encoding="utf-8") as handle:
                 text = handle.read()
         except OSError as exc:
-            raise RuleFileError(path, 0, f"cannot read rule file: {exc.strerror}") from None
+            raise UsageError(f"{path}: cannot read rule file: {exc.strerror}") from None
         except UnicodeDecodeError as exc:
-            raise RuleFileError(path, 0, f"not UTF-8 text (byte {exc.start})") from None
+            line = text_line_of(path, exc.start)
+            raise RuleFileError(path, line, f"not UTF-8 text (byte {exc.start})") from None
         for sig in parse_rules(text, path, variables):
             first = seen.get(sid := sig.sid)
             if first is not None:
@@ -234,6 +235,15 @@ def parse_rule_files(paths: Sequence[str], variables: Variables) -> list[Signatu
             seen[sid] = sig
             signatures.append(sig)
     return signatures
+
+
+def text_line_of(path: str, offset: int) -> int:
+    """The line number of a byte offset in a file."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(offset).count(b"\n") + 1
+    except OSError:
+        return 1
 
 
 def parse_rules(text: str, path: str, variables: Variables) -> Iterator[Signature]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.errors import RuleFileError
+from appliance.errors import RuleFileError, UsageError
 from appliance.inspect.rules import (
     Content,
     Flags,
@@ -138,9 +138,14 @@ def test_duplicate_sid_across_files(tmp_path: Path) -> None:
         parse_rule_files([str(a), str(b)], VARS)
 
 
-def test_unreadable_file() -> None:
-    with pytest.raises(RuleFileError, match="cannot read rule file"):
+def test_unreadable_or_not_text_file(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"/nonexistent/x\.rules: cannot read rule file") as caught:
         parse_rule_files(["/nonexistent/x.rules"], VARS)
+    assert caught.value.exit_code == 2
+    binary = tmp_path / "b.rules"
+    binary.write_bytes(b"# ok\n\xff\xfe\n")
+    with pytest.raises(RuleFileError, match=r"b.rules:2: not UTF-8 text"):
+        parse_rule_files([str(binary)], VARS)
 
 
 def test_addresses_and_ports() -> None:
