@@ -225,7 +225,8 @@ class HubServer:
         try:
             while True:
                 try:
-                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IDLE_TIMEOUT)
+                    async with asyncio.timeout(IDLE_TIMEOUT):
+                        head = await reader.readuntil(b"\r\n\r\n")
                 except (
                     TimeoutError,
                     asyncio.IncompleteReadError,
@@ -275,7 +276,8 @@ class HubServer:
         body = b""
         if length:
             try:
-                body = await asyncio.wait_for(reader.readexactly(length), 10)
+                async with asyncio.timeout(10):
+                    body = await reader.readexactly(length)
             except (TimeoutError, asyncio.IncompleteReadError):
                 return False
         url = urlsplit(target)
@@ -343,7 +345,8 @@ class HubServer:
         self._waiters += 1
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(watch.changed.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await watch.changed.wait()
         finally:
             watch.waiters -= 1
             self._waiters -= 1
@@ -421,9 +424,15 @@ async def _send(
     for name, value in (extra or {}).items():
         lines.append(f"{name}: {value}")
     lines.append("Connection: keep-alive" if keep else "Connection: close")
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     if body and not head_only and status not in (204, 304):
-        writer.write(body)
+        if len(body) <= 1 << 20:
+            writer.write(head + body)  # one send for the usual small answer
+        else:
+            writer.write(head)
+            writer.write(body)
+    else:
+        writer.write(head)
     await writer.drain()
 
 

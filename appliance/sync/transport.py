@@ -237,8 +237,11 @@ async def _exchange(
             lines.append(f"Content-Length: {len(body)}")
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b""))
         try:
-            await asyncio.wait_for(writer.drain(), limits.read_timeout)
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), limits.read_timeout + wait)
+            # asyncio.timeout, not wait_for: no extra task per read (a fleet's hub pays for it)
+            async with asyncio.timeout(limits.read_timeout):
+                await writer.drain()
+            async with asyncio.timeout(limits.read_timeout + wait):
+                head = await reader.readuntil(b"\r\n\r\n")
         except TimeoutError:
             raise TransportError("unreachable", f"no answer from {host}:{port}") from None
         except asyncio.IncompleteReadError as exc:
@@ -313,7 +316,8 @@ async def _read_body(
 ) -> bytes:
     async def read(n: int) -> bytes:
         try:
-            return await asyncio.wait_for(reader.read(n), limits.read_timeout)
+            async with asyncio.timeout(limits.read_timeout):
+                return await reader.read(n)
         except TimeoutError:
             raise TransportError(
                 "unreachable", f"read timed out ({limits.read_timeout:g}s without data)"
@@ -323,7 +327,8 @@ async def _read_body(
 
     async def read_line() -> bytes:
         try:
-            return await asyncio.wait_for(reader.readuntil(b"\r\n"), limits.read_timeout)
+            async with asyncio.timeout(limits.read_timeout):
+                return await reader.readuntil(b"\r\n")
         except TimeoutError:
             raise TransportError("unreachable", "read timed out") from None
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
