@@ -81,14 +81,18 @@ class PortScan:
             state = [{}, -math.inf]
             self._seen.put(layer.src, state)
         assert isinstance(state, list)
+        if ts - state[1] < self.window:
+            return None  # reported in this window already: nothing to count until it ends
         ports: dict[int, float] = state[0]
         ports[layer.dport] = ts
         if len(ports) <= self.ports:
             return None
+        # past the limit: forget ports last seen before the window (so the map never holds
+        # more than ports + 1 entries, whatever the scan rate)
         horizon = ts - self.window
         for port in [p for p, seen in ports.items() if seen < horizon]:
             del ports[port]
-        if len(ports) <= self.ports or ts - state[1] < self.window:
+        if len(ports) <= self.ports:
             return None
         state[1] = ts
         count = len(ports)

@@ -413,7 +413,7 @@ class Engine:
             flow.cache[(to_server, app)] = group
         if layer.proto == PROTO_TCP:
             port53 = layer.sport == 53 or layer.dport == 53
-            quiet = not any(p.buffer == "pkt" for p in group.prefilters) and (
+            quiet = not group.payload_prefilter and (
                 app in ("none", "tls")
                 or (app == "http" and not to_server)
                 # replies before the protocol is known: only DNS is detected on them

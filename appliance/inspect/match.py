@@ -115,6 +115,7 @@ class Group:
     # how far into the payload the anchored rules look (-1: a content of theirs may be
     # anywhere)
     anchored_reach: int = field(init=False, default=0)
+    payload_prefilter: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         reach = 0
@@ -129,6 +130,7 @@ class Group:
             if reach < 0:
                 break
         self.anchored_reach = reach
+        self.payload_prefilter = any(p.buffer == PKT for p in self.prefilters)
 
     @property
     def empty(self) -> bool:

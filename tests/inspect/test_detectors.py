@@ -207,3 +207,20 @@ class TestGtp:
 
     def test_off_when_not_configured(self) -> None:
         assert inspect([gtp("192.0.2.10", "10.0.0.1", self.uplink, teid=0)]) == []
+
+
+def test_port_scan_of_every_port_stays_fast_and_small() -> None:
+    """A full-range scan in one window: one alert, bounded state, linear time."""
+    import time
+
+    from tests.inspect.traffic import engine, frames
+
+    eng = engine(detectors=TestPortScan.detectors)
+    packets = frames([syn(SCANNER, TARGET, port) for port in range(1, 4001)], step=0.00001)
+    started = time.perf_counter()
+    alerts = [a for ts, data, lt in packets for a in eng.process(ts, data, lt)]
+    assert time.perf_counter() - started < 10
+    assert [a.sid for a in alerts] == [9000001]
+    assert eng.port_scan is not None
+    state = eng.port_scan._seen[bytes([198, 51, 100, 66])]
+    assert isinstance(state, list) and len(state[0]) <= 21
