@@ -1,0 +1,183 @@
+"""The daemon's live inspection without sockets: fake readers feed crafted packets through the
+bounded queue and the engine thread; alerts, drops, and one block per source."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from appliance.daemon.inspect import LiveInspection, require_kernel_support, settings_key
+from appliance.daemon.metrics import Metrics
+from appliance.errors import KernelError
+from appliance.model.parse import load_profile
+from appliance.model.profile import Profile
+
+PROFILE = """
+version = 1
+name = "live"
+[zones.wan]
+interfaces = ["eth0"]
+[protect]
+block_timeout = "3s"
+never_block = ["198.51.100.9"]
+[inspect]
+mode = "sample"
+[inspect.detectors]
+port_scan = { ports = 5, window = "10s" }
+"""
+
+
+def syn(src: str, dport: int) -> bytes:
+    from scapy.layers.inet import IP, TCP
+
+    return bytes(IP(src=src, dst="198.51.100.1") / TCP(sport=40000 + dport, dport=dport, flags="S"))
+
+
+class FakeReader:
+    def __init__(self) -> None:
+        self.r, self.w = os.pipe()
+        os.set_blocking(self.r, False)
+        self.pending: list[tuple[float, bytes, int]] = []
+        self.kernel_drops = 0
+
+    def feed(self, packets: list[bytes]) -> None:
+        self.pending += [(1000.0 + i * 0.001, p, 101) for i, p in enumerate(packets)]
+        os.write(self.w, b"x")
+
+    def fileno(self) -> int:
+        return self.r
+
+    def read(self, limit: int = 256) -> list[tuple[float, bytes, int]]:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.r, 4096)
+        taken, self.pending = self.pending[:limit], self.pending[limit:]
+        if self.pending:
+            os.write(self.w, b"x")
+        return taken
+
+    def close(self) -> None:
+        if self.r >= 0:
+            os.close(self.r)
+            os.close(self.w)
+            self.r = self.w = -1
+
+
+def metrics() -> Metrics:
+    async def counters() -> dict[str, tuple[int, int]]:
+        return {}
+
+    return Metrics(CollectorRegistry(), read_counters=counters, set_counts=dict)
+
+
+def profile(tmp_path: Path, text: str = PROFILE) -> Profile:
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    return load_profile(path)
+
+
+async def until(predicate: object, timeout: float = 5.0) -> None:
+    assert callable(predicate)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met"
+        await asyncio.sleep(0.01)
+
+
+def test_scan_blocks_once_and_never_block_is_spared(tmp_path: Path) -> None:
+    blocked: list[str] = []
+
+    async def block(source: str) -> None:
+        blocked.append(source)
+
+    async def run() -> LiveInspection:
+        reader = FakeReader()
+        live = LiveInspection(
+            profile(tmp_path),
+            metrics=metrics(),
+            block=block,
+            logger=logging.getLogger("test"),
+            alerts=str(tmp_path / "log" / "eve.json"),
+            readers=[reader],
+        )
+        live.start(asyncio.get_running_loop())
+        try:
+            reader.feed([syn("198.51.100.2", p) for p in range(1, 30)])
+            reader.feed([syn("198.51.100.9", p) for p in range(1, 30)])
+            await until(lambda: live.counts.inspected == 58)
+            await until(lambda: live.counts.blocks == 1)
+            reader.feed([syn("198.51.100.2", p) for p in range(100, 130)])  # still blocked
+            await until(lambda: live.counts.inspected == 88)
+            await asyncio.sleep(0.05)
+        finally:
+            await live.stop()
+            reader.close()
+        return live
+
+    live = asyncio.run(run())
+    assert blocked == ["198.51.100.2"]
+    events = [json.loads(line) for line in (tmp_path / "log" / "eve.json").read_text().splitlines()]
+    actions = {(e["src_ip"], e["alert"]["action"]) for e in events}
+    assert ("198.51.100.2", "blocked") in actions
+    assert ("198.51.100.9", "allowed") in actions
+    assert live.status()["blocks"] == 1
+
+
+def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:
+    async def block(source: str) -> None:
+        pass
+
+    async def run() -> tuple[LiveInspection, Metrics]:
+        reader = FakeReader()
+        m = metrics()
+        live = LiveInspection(
+            profile(tmp_path),
+            metrics=m,
+            block=block,
+            logger=logging.getLogger("test"),
+            alerts=str(tmp_path / "eve.json"),
+            queue_size=4,
+            readers=[reader],
+        )
+        live.start(asyncio.get_running_loop())
+        try:
+            reader.feed([syn("203.0.113.1", 80)] * 100)  # one read of 100: 4 fit
+            await until(lambda: live.counts.received == 100)
+            await until(lambda: live.counts.inspected + live.counts.queue_drops == 100)
+        finally:
+            await live.stop()
+            reader.close()
+        return live, m
+
+    live, m = asyncio.run(run())
+    assert live.counts.queue_drops >= 96
+    assert m.registry.get_sample_value("appliance_inspect_dropped_total") == live.counts.queue_drops
+    assert m.registry.get_sample_value("appliance_inspect_packets_total") == live.counts.inspected
+
+
+def test_inline_needs_the_queue_statement(tmp_path: Path) -> None:
+    inline = profile(tmp_path, PROFILE.replace('mode = "sample"', 'mode = "inline"'))
+    with pytest.raises(KernelError, match=r'inspect\.mode: "inline" needs the nftables queue'):
+        require_kernel_support(inline, "p.toml", lambda: {"queue": False})
+    require_kernel_support(inline, "p.toml", lambda: {"queue": True})
+    sample = profile(tmp_path)
+    require_kernel_support(sample, "p.toml", lambda: {})
+
+
+def test_settings_key_follows_rule_file_content(tmp_path: Path) -> None:
+    rules = tmp_path / "a.rules"
+    rules.write_text('alert tcp any any -> any 1 (msg:"a"; sid:1; rev:1;)\n')
+    p = profile(
+        tmp_path, PROFILE.replace('mode = "sample"', f'mode = "sample"\nrules = ["{rules}"]')
+    )
+    first = settings_key(p, None)
+    assert settings_key(p, None) == first
+    rules.write_text('alert tcp any any -> any 2 (msg:"b"; sid:2; rev:1;)\n')
+    assert settings_key(p, None) != first
+    assert settings_key(p, "/tmp/other.json") != settings_key(p, None)
