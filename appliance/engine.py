@@ -26,7 +26,7 @@ from appliance.reconcile.state import (
 class Backend(Protocol):
     def run(self, commands: list[Json]) -> list[Json]: ...
     def list_table(self) -> list[Json] | None: ...
-    def list_set(self, name: str) -> Json | None: ...
+    def list_set(self, name: str, elements: bool = True) -> Json | None: ...
 
 
 @dataclass
@@ -57,8 +57,10 @@ class Engine:
 
     # ---- run-time set changes ---------------------------------------------------------
 
-    def set_info(self, name: str) -> SetInfo:
-        body = self.backend.list_set(name)
+    def set_info(self, name: str, elements: bool = True) -> SetInfo:
+        """A set's type and flags, and its elements unless ``elements`` is False (which
+        costs the same whatever the set's size)."""
+        body = self.backend.list_set(name, elements)
         if body is None:
             raise UsageError(f"set {name!r}: no such set in table {TABLE_FAMILY} {TABLE_NAME}")
         return SetInfo(
@@ -70,7 +72,7 @@ class Engine:
 
     def set_elements(self, name: str, values: list[str], timeout: float | None) -> list[object]:
         """The JSON elements for ``values``, checked against the set's type read back."""
-        info = self.set_info(name)
+        info = self.set_info(name, elements=False)
         if not values:
             raise UsageError(f"set {name!r}: no element given")
         if timeout is not None and "timeout" not in info.flags:

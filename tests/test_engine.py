@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -226,3 +227,26 @@ def test_confirmed_apply_stays(netns: str, tmp_path: Path) -> None:
 
 def test_confirm_with_nothing_pending_fails(tmp_path: Path) -> None:
     assert run_appliance("confirm", "--state-dir", str(tmp_path)).returncode == 1
+
+
+def _set_header(name: str) -> tuple[Any, Any]:
+    from appliance.adapters.nft import NftBackend
+
+    backend = NftBackend()
+    return backend.list_set(name, elements=False), backend.list_set(name)
+
+
+def test_set_header_is_listed_without_elements(netns: str, tmp_path: Path) -> None:
+    """`set add` reads the set's type and flags back without its elements, so its cost does
+    not grow with the set."""
+    from appliance.lab.nsexec import run_in_netns
+
+    profile = write_profile(tmp_path / "p.toml", ["203.0.113.0/24", "198.51.100.1"])
+    assert run_appliance("apply", "--netns", netns, str(profile)).returncode == 0
+    header, full = run_in_netns(netns, _set_header, "blocklist")
+    assert header["type"] == "ipv4_addr" and "interval" in header["flags"]
+    assert "elem" not in header
+    assert len(full["elem"]) == 2
+    # and full listings are not left terse afterwards
+    assert run_appliance("set", "add", "--netns", netns, "blocklist", "192.0.2.7").returncode == 0
+    assert "192.0.2.7" in elements(netns, "blocklist")

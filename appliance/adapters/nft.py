@@ -53,10 +53,19 @@ class NftBackend:
             )
         return [obj for obj in output.get("nftables", []) if "metainfo" not in obj]
 
-    def list_set(self, name: str) -> Json | None:
-        """One set with its elements, or None if it does not exist."""
+    def list_set(self, name: str, elements: bool = True) -> Json | None:
+        """One set (with its elements unless ``elements`` is False), or None if absent.
+
+        Without elements the listing costs the same whatever the set's size (terse output).
+        """
         query = {"set": {"family": TABLE_FAMILY, "table": TABLE_NAME, "name": name}}
-        rc, output, _error = self._nft.json_cmd({"nftables": [{"list": query}]})
+        if not elements:
+            self._nft.set_terse_output(True)
+        try:
+            rc, output, _error = self._nft.json_cmd({"nftables": [{"list": query}]})
+        finally:
+            if not elements:
+                self._nft.set_terse_output(False)
         if rc != 0:
             return None
         for obj in output.get("nftables", []):
