@@ -93,7 +93,7 @@ def run_bpf(program: bytes, frame: bytes) -> int:
         elif code == capture.BPF_JEQ_K:
             pc += 1 + (jt if acc == k else jf)
         elif code == capture.BPF_RET_K:
-            return k
+            return int(k)
         else:
             raise AssertionError(code)
 
