@@ -272,15 +272,14 @@ class LiveInspection:
             by_sid: dict[int, int] = {}
             for ts, data, linktype in batch:
                 try:
-                    alerts = process(ts, data, linktype)
-                except Exception:  # the engine must not die on one packet
+                    for alert in process(ts, data, linktype):
+                        lines.append(eve_line(alert))
+                        by_sid[alert.sid] = by_sid.get(alert.sid, 0) + 1
+                        if alert.action == "blocked":
+                            blocked.append(str(ipaddress.ip_address(alert.layer.src)))
+                except Exception:  # the thread must not die on one packet
+                    self._count_error("engine")
                     self.log.exception("inspection of a packet failed")
-                    continue
-                for alert in alerts:
-                    lines.append(eve_line(alert))
-                    by_sid[alert.sid] = by_sid.get(alert.sid, 0) + 1
-                    if alert.action == "blocked":
-                        blocked.append(str(ipaddress.ip_address(alert.layer.src)))
             self.counts.inspected += len(batch)
             self.metrics.inspect_packets.inc(len(batch))
             if blocked:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
 import subprocess
 import textwrap
@@ -205,6 +206,49 @@ def test_port_scan_is_blocked_within_a_second_and_the_block_expires(
     assert metric(text, "appliance_inspect_packets_total") >= 35
     status = d.status()["inspect"]
     assert status["blocks"] == 1, status  # one block for the scan, not one per alert
+
+
+def test_ipv6_port_scan_is_blocked_in_autoblock_v6(
+    lab: Lab, servers: None, daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    from scapy.layers.inet import TCP
+    from scapy.layers.inet6 import IPv6
+
+    d = daemon(sample_profile())
+    src, dst = "2001:db8:100::2", "2001:db8:100::1"
+    scan = [
+        bytes(IPv6(src=src, dst=dst) / TCP(sport=41000 + p, dport=p, flags="S"))
+        for p in range(3000, 3030)
+    ]
+    traffic.send_raw(lab.ns("wan"), scan)
+    waited = wait_for(lambda: src in autoblock(lab, "autoblock_v6"), 3.0)
+    assert waited is not None and waited < 1.0, d.log()
+    assert WAN not in autoblock(lab)
+    alert = next(e for e in eve(tmp_path) if e["src_ip"] == src)
+    assert alert["alert"]["signature_id"] == 9000001 and alert["alert"]["action"] == "blocked"
+
+
+def test_reload_keeps_inspection_unless_it_changed(
+    lab: Lab, servers: None, daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    d = daemon(sample_profile())
+    wan = lab.ns("wan")
+    assert send_payload(wan, APPLIANCE_WAN, SERVICE, b"hello\n") == "sent"
+    assert wait_for(lambda: d.status()["inspect"]["received"] > 0, 3.0, 0.05) is not None
+    received = d.status()["inspect"]["received"]
+    d.send_signal(signal.SIGHUP)
+    d.wait_for("READY=1")
+    assert d.status()["inspect"]["received"] >= received  # the same inspection goes on
+    # a changed rule file restarts it with the new rules
+    (tmp_path / "test.rules").write_text(
+        RULES + 'alert tcp any any -> any 5000 (msg:"new"; content:"NEWRULE"; sid:4; rev:1;)\n'
+    )
+    d.send_signal(signal.SIGHUP)
+    d.wait_for("READY=1")
+    assert d.status()["inspect"]["received"] == 0
+    assert send_payload(wan, APPLIANCE_WAN, SERVICE, b"NEWRULE\n", EXTRA_WAN[0]) == "sent"
+    found = wait_for(lambda: any(e["alert"]["signature_id"] == 4 for e in eve(tmp_path)), 3.0)
+    assert found is not None, d.log()
 
 
 def test_drop_signature_blocks_its_source_and_alert_does_not(
