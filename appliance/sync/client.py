@@ -209,7 +209,7 @@ class HubClient:
         sig_resp = await self._get(sig_url, sig_headers, self.limits.max_sig, wait)
         long_polled = wait > 0
         if sig_resp.status == 404:
-            probe = await self._get(self.url + B.BUNDLE_FILE, {}, self.limits.max_bundle)
+            probe = await self._get(self.url + B.BUNDLE_FILE, {}, self.limits.max_bundle, head=True)
             if probe.status == 200:
                 return self._failure_for(("", ""), B.NO_SIGNATURE, "bundle.json.sig: HTTP 404")
             return self._http_error(sig_resp, B.SIG_FILE)
@@ -279,7 +279,9 @@ class HubClient:
             sig_resp = await self._get(base + B.SIG_FILE, {}, self.limits.max_sig)
             data_resp = await self._get(base + B.BUNDLE_FILE, {}, self.limits.max_bundle)
         except TransportError as exc:
-            return self._result(exc.result, f"{verdict.reason}; full bundle: {exc.reason}")
+            backoff = exc.result in (B.UNREACHABLE, B.HTTP_ERROR)
+            reason = f"{verdict.reason}; full bundle: {exc.reason}"
+            return self._result(exc.result, reason, backoff=backoff)
         if sig_resp.status != 200 or data_resp.status != 200:
             bad = sig_resp if sig_resp.status != 200 else data_resp
             return self._result(B.HTTP_ERROR, f"{verdict.reason}; full bundle: HTTP {bad.status}")
@@ -359,10 +361,11 @@ class HubClient:
         )
 
     async def _get(
-        self, url: str, headers: dict[str, str], cap: int, wait: float = 0.0
+        self, url: str, headers: dict[str, str], cap: int, wait: float = 0.0, head: bool = False
     ) -> Response:
+        method = "HEAD" if head else "GET"
         resp = await request(
-            "GET", url, self.limits.http, headers, wait=wait, max_body=cap, pool=self.pool
+            method, url, self.limits.http, headers, wait=wait, max_body=cap, pool=self.pool
         )
         announced = resp.headers.get(LONG_POLL_HEADER)
         if announced is not None:

@@ -124,9 +124,12 @@ async def request(
     cap = limits.max_body if max_body is None else max_body
     parts = urlsplit(url)
     if parts.scheme == "file":
-        if method != "GET":
+        if method not in ("GET", "HEAD"):
             raise TransportError("http_error", f"{method} is not possible on a file:// URL")
-        return _file_get(unquote(parts.path), headers or {}, cap)
+        response = _file_get(unquote(parts.path), headers or {}, cap)
+        if method == "HEAD":
+            response.body = b""
+        return response
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise TransportError("unreachable", f"unsupported URL {url!r}")
     tls = parts.scheme == "https"

@@ -443,3 +443,35 @@ def test_backoff_full_jitter_bounds() -> None:
     assert delay == pytest.approx(0.8)
     assert next_delay(polled, 30, 0, limits, lambda: 0.5, elapsed=20, long_poll=True) == 0
     assert next_delay(polled, 30, 0, limits, lambda: 0.5, elapsed=20, long_poll=False) == 30
+
+
+def test_a_dripping_hub_fails_within_the_deadline(tmp_path: Path, key1: keys.PrivateKey) -> None:
+    async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            for _ in range(1000):
+                writer.write(b"x")
+                await writer.drain()
+                await asyncio.sleep(1)
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(drip, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/edge/"
+        try:
+            http = Limits(connect_timeout=1, read_timeout=2, total_timeout=3)
+            c = HubClient(url, [key1.public], tmp_path, limits=ClientLimits(http=http))
+            started = time.monotonic()
+            sync = await c.poll_once()
+            assert sync.result == B.UNREACHABLE and sync.backoff
+            assert "timed out" in sync.error
+            assert time.monotonic() - started < 5
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main())
