@@ -9,12 +9,13 @@
 # --rebuild); the appliance from the current checkout, the initramfs and the
 # disk image are redone on every run, which takes seconds.
 #
-# No package runs update-initramfs: a stand-in package satisfies the kernel's
-# "linux-initramfs-tool" dependency and the initramfs (busybox-static plus the
-# modules the root file system needs) is assembled on the host. No loop device
-# and no mount is used: the disk image is made with mke2fs -d. For arm64 the
-# qemu-aarch64 binfmt handler is registered for the build only and removed
-# afterwards (and binfmt_misc unmounted if this script mounted it).
+# The kernel package is unpacked from the host rather than installed, so no
+# initramfs generator runs (under arm64 emulation that was most of the build):
+# the initramfs (busybox-static plus the modules the root file system needs) is
+# assembled on the host. No loop device and no mount is used: the disk image
+# is made with mke2fs -d. For arm64 the qemu-aarch64 binfmt handler is
+# registered for the build only and removed afterwards (and binfmt_misc
+# unmounted if this script mounted it).
 set -euo pipefail
 # The body is one block, read whole before it runs: editing this file
 # while it runs cannot change what a running build does.
@@ -52,9 +53,11 @@ SUITE=bookworm
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 
-# The guest's packages: kernel, init, nftables and the product's Python deps.
+# The guest's packages: init, nftables and the product's Python deps. The
+# kernel (KERNEL_PACKAGE and what it depends on) is unpacked apart, below.
+KERNEL_PACKAGE="linux-image-$KARCH"
 PACKAGES=(
-    "linux-image-$KARCH" kmod systemd systemd-sysv
+    kmod systemd systemd-sysv
     iproute2 nftables busybox-static procps
     python3 python3-nftables python3-pyroute2 python3-scapy
     python3-prometheus-client python3-cryptography python3-pytest python3-hypothesis
@@ -110,7 +113,6 @@ export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$REPO" log -1 --format=%
 BINFMT_REGISTERED=0
 BINFMT_MOUNTED=0
 TMP=$(mktemp -d "$OUT/.tmp.XXXXXX")
-DEBDIR=$(mktemp -d /tmp/guest-stand-in.XXXXXX)
 MMDEBSTRAP_PID=""
 
 # rm -rf that never crosses into a mount (a chroot left with /proc or /dev
@@ -135,7 +137,7 @@ cleanup() {
     if [ "$BINFMT_MOUNTED" = 1 ]; then
         umount /proc/sys/fs/binfmt_misc || true
     fi
-    rm -rf "$TMP" "$DEBDIR"
+    rm -rf "$TMP"
     remove_tree "$OUT/root.new"
 }
 trap cleanup EXIT
@@ -150,7 +152,8 @@ trap 'exit 129' HUP
 recipe_hash() {
     {
         declare -p PACKAGES MMDEBSTRAP_OPTS PRUNE_MODULES ARCH SUITE MIRROR SECURITY_MIRROR
-        declare -f stand_in_deb configure_root
+        declare -p KERNEL_PACKAGE KERNEL_HOOK
+        declare -f configure_root
     } | sha256sum | cut -d' ' -f1
 }
 
@@ -171,37 +174,32 @@ binfmt_setup() {
     fi
 }
 
-# A package that provides linux-initramfs-tool, so that no initramfs generator
-# is installed (the initramfs is made on the host, below). apt hands dpkg in the
-# chroot the same path as outside, so the file sits at one path in both.
-stand_in_deb() {
-    local dir="$TMP/stand-in"
-    mkdir -p "$dir/DEBIAN" "$DEBDIR"
-    cat > "$dir/DEBIAN/control" <<EOF
-Package: guest-initramfs-stand-in
-Version: 1
-Architecture: all
-Maintainer: appliance <appliance@localhost>
-Provides: linux-initramfs-tool
-Description: the test guest's initramfs is built on the host
-EOF
-    dpkg-deb --root-owner-group -Zgzip --build "$dir" "$DEBDIR/guest-initramfs-stand-in_1_all.deb" > /dev/null
-    echo "$DEBDIR/guest-initramfs-stand-in_1_all.deb"
-}
+# The kernel is not installed through dpkg: its package is fetched with the
+# guest's apt configuration and unpacked from the host. So no initramfs
+# generator is needed (the initramfs is made on the host, below) and none of
+# its maintainer scripts runs under emulation; depmod runs on the host too.
+# shellcheck disable=SC2016  # expanded by the hook's shell
+KERNEL_HOOK='set -e
+export APT_CONFIG="$MMDEBSTRAP_APT_CONFIG"
+dir=$(mktemp -d)
+pkg=$(apt-cache depends "$KERNEL_PACKAGE" | sed -n "s/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p" | head -n1)
+[ -n "$pkg" ] || { echo "no kernel behind $KERNEL_PACKAGE" >&2; exit 1; }
+(cd "$dir" && apt-get download -q "$pkg")
+dpkg-deb --fsys-tarfile "$dir"/*.deb \
+    | tar -x -C "$1" --keep-directory-symlink --exclude=./usr/share/doc
+rm -rf "$dir"'
 
 build_root() {
-    local deb include
-    deb=$(stand_in_deb)
+    local include
     binfmt_setup
     remove_tree "$OUT/root.new"
-    log "mmdebstrap $SUITE $ARCH: ${PACKAGES[*]}"
+    log "mmdebstrap $SUITE $ARCH: ${PACKAGES[*]} (and $KERNEL_PACKAGE unpacked)"
     include=$(IFS=,; echo "${PACKAGES[*]}")
     # In the background, so that a signal reaches the cleanup at once (which
     # stops mmdebstrap and lets it unmount what it mounted in the chroot).
     mmdebstrap --mode=root --variant=essential --arch="$ARCH" \
-        --include="$include" --include="$deb" "${MMDEBSTRAP_OPTS[@]}" \
-        --setup-hook="mkdir -p \"\$1$DEBDIR\" && cp '$deb' \"\$1$DEBDIR/\"" \
-        --customize-hook="rm -rf \"\$1$DEBDIR\"" \
+        --include="$include" "${MMDEBSTRAP_OPTS[@]}" \
+        --customize-hook="KERNEL_PACKAGE=$KERNEL_PACKAGE; $KERNEL_HOOK" \
         "$SUITE" "$OUT/root.new" \
         "deb $MIRROR $SUITE main" \
         "deb $MIRROR $SUITE-updates main" \
