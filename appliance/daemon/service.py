@@ -32,7 +32,7 @@ from prometheus_client import CollectorRegistry
 from appliance import __version__
 from appliance.daemon.control import ControlServer
 from appliance.daemon.failsafe import DEFAULT_METRICS_PORT, failsafe_desired
-from appliance.daemon.inspect import LiveInspection, settings_key
+from appliance.daemon.inspect import LIVE_MODES, LiveInspection, settings_key
 from appliance.daemon.metrics import Metrics, MetricsServer
 from appliance.daemon.monitor import TableMonitor
 from appliance.daemon.notify import Notifier, watchdog_interval
@@ -205,7 +205,7 @@ class Daemon:
         self.metrics = Metrics(
             self.registry,
             read_counters=lambda: self._kernel(self.backend.list_counters),
-            set_counts=lambda: self.counts,
+            set_counts=self.current_counts,
             clock=clock,
         )
         self._metrics_server = MetricsServer(self.metrics)
@@ -435,6 +435,7 @@ class Daemon:
         if changed_policy:
             self.generation += 1
         self.policy = policy
+        self._forget_expired()
         self.counts = outcome.counts
         if outcome.plan.changed or self.applied_at is None:
             self.applied_at = self.wall_clock()
@@ -467,8 +468,8 @@ class Daemon:
             self.metrics.apply_total.labels(result="failed").inc()
             self._error(f"drift repair refused: {exc}")
             return
-        self.counts = outcome.counts
         self._forget_expired()
+        self.counts = outcome.counts
         kind = drift_kind(outcome.plan)
         if kind is None:
             return
@@ -492,9 +493,7 @@ class Daemon:
         or failsafe policy); restart it only when what it depends on changed."""
         profile = policy.profile
         mode = profile.inspect.mode if profile is not None else "off"
-        if profile is None or mode not in ("sample", "mirror"):
-            if mode == "inline":
-                self.log.warning("inline inspection: packets are queued with bypass, no reader")
+        if profile is None or mode not in LIVE_MODES:
             await self._stop_inspection()
             return
         key = await asyncio.get_running_loop().run_in_executor(
@@ -555,12 +554,22 @@ class Daemon:
         self.log.info("set del", extra={"set": name, "elements": len(values)})
 
     def _forget_expired(self) -> None:
+        """Drop run-time elements whose timeout has passed from the bookkeeping, and from
+        the element counts (the kernel has removed them; the next read-back confirms it)."""
         now = self.clock()
         for name, added in list(self.runtime_added.items()):
-            for value in [v for v, until in added.items() if until is not None and until <= now]:
+            expired = [v for v, until in added.items() if until is not None and until <= now]
+            for value in expired:
                 del added[value]
+            if expired and name in self.counts:
+                self.counts[name] = max(0, self.counts[name] - len(expired))
             if not added:
                 del self.runtime_added[name]
+
+    def current_counts(self) -> dict[str, int]:
+        """Element counts per set as of now (expired run-time elements taken off)."""
+        self._forget_expired()
+        return self.counts
 
     # ---- the control socket ----------------------------------------------------------
 
@@ -618,7 +627,7 @@ class Daemon:
             "last_error": self.last_error,
             "sets": {
                 name: count
-                for name, count in sorted(self.counts.items())
+                for name, count in sorted(self.current_counts().items())
                 if not name.startswith("ap_")
             },
             "runtime_elements": {
