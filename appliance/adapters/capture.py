@@ -8,6 +8,10 @@ per ``read()``, the packets that are waiting, at most ``limit`` of them: tuples 
 - :class:`NflogReader`: binds an NFLOG group (the ``log group G`` of the compiled table),
   copy mode "packet"; a packet's payload starts at the network header (linktype raw IP).
   Losses show as gaps in the per-group sequence numbers and as ENOBUFS.
+- :class:`NfqueueReader`: binds NFQUEUE numbers (the ``queue`` statement of inline mode),
+  copy mode "packet", fail-open (the kernel accepts what does not fit in its queue).
+  Every packet read is held by the kernel until :meth:`NfqueueReader.verdict` is called
+  for it; ``read_inline`` returns each packet with its queue number and packet id.
 - :class:`PacketReader`: AF_PACKET on one interface, with a classic BPF filter attached
   before the socket is bound, so it never sees a frame the filter refuses (linktype
   Ethernet). Losses come from PACKET_STATISTICS.
@@ -17,6 +21,7 @@ The netlink encoding and decoding are pure functions below, tested without root.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 import struct
@@ -27,6 +32,7 @@ from dataclasses import dataclass
 from appliance.errors import ApplianceError
 
 Packet = tuple[float, bytes, int]
+InlinePacket = tuple[float, bytes, int, int, int]  # ..., queue number, packet id
 
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101  # the packet starts with an IPv4 or IPv6 header
@@ -224,8 +230,7 @@ class NflogReader:
             self.sock.setblocking(False)
         except OSError as exc:
             self.sock.close()
-            reason = "another process reads it" if exc.errno == errno.EBUSY else exc.strerror
-            raise CaptureError(f"NFLOG group {group}: cannot bind: {reason}") from None
+            raise CaptureError(f"NFLOG group {group}: cannot bind: {_bind_reason(exc)}") from None
         except BaseException:
             self.sock.close()
             raise
@@ -236,18 +241,7 @@ class NflogReader:
 
     def _request(self, message: bytes) -> None:
         """Send a config request and wait for its ACK (the socket is still blocking)."""
-        seq = _NLMSGHDR.unpack_from(message)[3]
-        self.sock.send(message)
-        deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline:
-            data = self.sock.recv(65536)
-            for kind, got, body in iter_messages(data):
-                if kind == NLMSG_ERROR and got == seq:
-                    err = ack_error(body)
-                    if err:
-                        raise OSError(err, _strerror(err))
-                    return
-        raise OSError(errno.ETIMEDOUT, "no answer from the kernel")
+        _request(self.sock, message)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -298,10 +292,224 @@ class NflogReader:
         self.sock.close()
 
 
+def _bind_reason(exc: OSError) -> str:
+    if exc.errno in (errno.EPERM, errno.EBUSY):
+        return "another process reads it (or no CAP_NET_ADMIN)"
+    return exc.strerror or str(exc)
+
+
 def _strerror(err: int) -> str:
     import os
 
     return os.strerror(err)
+
+
+# ---- NFQUEUE ----------------------------------------------------------------------------
+
+NFNL_SUBSYS_QUEUE = 3
+NFQNL_MSG_PACKET = 0
+NFQNL_MSG_VERDICT = 1
+NFQNL_MSG_CONFIG = 2
+NFQA_CFG_CMD = 1
+NFQA_CFG_PARAMS = 2
+NFQA_CFG_QUEUE_MAXLEN = 3
+NFQA_CFG_MASK = 4
+NFQA_CFG_FLAGS = 5
+NFQNL_CFG_CMD_BIND = 1
+NFQNL_CFG_CMD_UNBIND = 2
+NFQNL_COPY_PACKET = 2
+NFQA_CFG_F_FAIL_OPEN = 0x0001
+NFQA_PACKET_HDR = 1
+NFQA_VERDICT_HDR = 2
+NFQA_TIMESTAMP = 4
+NFQA_PAYLOAD = 10
+NF_DROP = 0
+NF_ACCEPT = 1
+QUEUE_MAXLEN = 4096  # packets the kernel holds per queue before failing open
+
+
+def nfqueue_message(kind: int, queue_num: int, attrs: bytes, seq: int, ack: bool) -> bytes:
+    body = _NFGENMSG.pack(0, 0, queue_num) + attrs
+    flags = NLM_F_REQUEST | (NLM_F_ACK if ack else 0)
+    msg_type = (NFNL_SUBSYS_QUEUE << 8) | kind
+    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), msg_type, flags, seq, 0) + body
+
+
+def nfqueue_bind(queue_num: int, seq: int) -> bytes:
+    cmd = struct.pack("!BxH", NFQNL_CFG_CMD_BIND, 0)
+    return nfqueue_message(NFQNL_MSG_CONFIG, queue_num, nlattr(NFQA_CFG_CMD, cmd), seq, True)
+
+
+def nfqueue_unbind(queue_num: int, seq: int) -> bytes:
+    cmd = struct.pack("!BxH", NFQNL_CFG_CMD_UNBIND, 0)
+    return nfqueue_message(NFQNL_MSG_CONFIG, queue_num, nlattr(NFQA_CFG_CMD, cmd), seq, True)
+
+
+def nfqueue_params(queue_num: int, seq: int, copy_range: int = 0xFFFF) -> bytes:
+    """Copy whole packets, a bounded kernel queue, and fail open when it is full."""
+    attrs = nlattr(NFQA_CFG_PARAMS, struct.pack("!IBx", copy_range, NFQNL_COPY_PACKET))
+    attrs += nlattr(NFQA_CFG_QUEUE_MAXLEN, struct.pack("!I", QUEUE_MAXLEN))
+    attrs += nlattr(NFQA_CFG_FLAGS, struct.pack("!I", NFQA_CFG_F_FAIL_OPEN))
+    attrs += nlattr(NFQA_CFG_MASK, struct.pack("!I", NFQA_CFG_F_FAIL_OPEN))
+    return nfqueue_message(NFQNL_MSG_CONFIG, queue_num, attrs, seq, True)
+
+
+def nfqueue_verdict(queue_num: int, packet_id: int, verdict: int) -> bytes:
+    attr = nlattr(NFQA_VERDICT_HDR, struct.pack("!II", verdict, packet_id))
+    return nfqueue_message(NFQNL_MSG_VERDICT, queue_num, attr, 0, False)
+
+
+@dataclass
+class QueuedPacket:
+    queue_num: int
+    packet_id: int
+    payload: bytes
+    timestamp: float | None = None
+
+
+def parse_nfqueue_packet(body: bytes) -> QueuedPacket | None:
+    """The packet of one NFQNL_MSG_PACKET body; None without a header or payload."""
+    if len(body) < _NFGENMSG.size:
+        return None
+    _family, _version, queue_num = _NFGENMSG.unpack_from(body)
+    packet_id: int | None = None
+    payload: bytes | None = None
+    stamp: float | None = None
+    for kind, value in iter_attrs(body, _NFGENMSG.size):
+        if kind == NFQA_PACKET_HDR and len(value) >= 4:
+            packet_id = struct.unpack_from("!I", value)[0]
+        elif kind == NFQA_PAYLOAD:
+            payload = value
+        elif kind == NFQA_TIMESTAMP and len(value) >= 16:
+            sec, usec = struct.unpack_from("!QQ", value)
+            stamp = sec + usec / 1e6
+    if packet_id is None or payload is None:
+        return None
+    return QueuedPacket(queue_num, packet_id, payload, stamp)
+
+
+class NfqueueReader:
+    """NFQUEUE numbers ``first``..``last`` on one NETLINK_NETFILTER socket (inline mode).
+
+    The kernel keeps each packet until its verdict; a packet that finds the kernel's queue
+    full is accepted (fail open), and with the rule's ``bypass`` packets pass while no
+    reader is bound.
+    """
+
+    linktype = LINKTYPE_RAW
+
+    def __init__(self, first: int, last: int, recv_buffer: int = RECV_BUFFER) -> None:
+        self.queues = tuple(range(first, last + 1))
+        self.kernel_drops = 0
+        self.verdict_errors = 0
+        self.received = 0
+        self._seq = 0
+        try:
+            self.sock = socket.socket(
+                socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER
+            )
+        except OSError as exc:
+            raise CaptureError(f"NFQUEUE: cannot open a netfilter netlink socket: {exc}") from None
+        bound: list[int] = []
+        try:
+            self.sock.bind((0, 0))
+            _big_buffer(self.sock, recv_buffer)
+            self.sock.settimeout(2.0)
+            for queue_num in self.queues:
+                self._seq += 1
+                _request(self.sock, nfqueue_bind(queue_num, self._seq))
+                bound.append(queue_num)
+                self._seq += 1
+                _request(self.sock, nfqueue_params(queue_num, self._seq))
+            self.sock.setblocking(False)
+        except OSError as exc:
+            self._unbind(bound)
+            self.sock.close()
+            raise CaptureError(
+                f"NFQUEUE {first}-{last}: cannot bind: {_bind_reason(exc)}"
+            ) from None
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def read_inline(self, limit: int = 256) -> list[InlinePacket]:
+        packets: list[InlinePacket] = []
+        recv = self.sock.recv
+        kind = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
+        for _ in range(limit):
+            try:
+                data = recv(1 << 17)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:  # messages lost; their packets fail open
+                    self.kernel_drops += 1
+                    continue
+                raise
+            now = time.time()
+            for msg_kind, _seq, body in iter_messages(data):
+                if msg_kind != kind:
+                    continue
+                packet = parse_nfqueue_packet(body)
+                if packet is not None:
+                    packets.append(
+                        (
+                            packet.timestamp or now,
+                            packet.payload,
+                            LINKTYPE_RAW,
+                            packet.queue_num,
+                            packet.packet_id,
+                        )
+                    )
+        self.received += len(packets)
+        return packets
+
+    def read(self, limit: int = 256) -> list[Packet]:
+        """Packets without their verdict handles: every one is accepted at once."""
+        packets = self.read_inline(limit)
+        for packet in packets:
+            self.verdict(packet[3], packet[4], True)
+        return [(ts, data, linktype) for ts, data, linktype, _q, _i in packets]
+
+    def verdict(self, queue_num: int, packet_id: int, accept: bool) -> bool:
+        """Release a packet. Safe from any thread: one datagram per verdict, handled by the
+        kernel within the send. False if it could not be sent (the socket is closed: the
+        kernel drops what it still held when the queue was unbound)."""
+        message = nfqueue_verdict(queue_num, packet_id, NF_ACCEPT if accept else NF_DROP)
+        try:
+            self.sock.send(message)
+        except OSError:
+            self.verdict_errors += 1
+            return False
+        return True
+
+    def _unbind(self, queues: list[int]) -> None:
+        for queue_num in queues:
+            self._seq += 1
+            with contextlib.suppress(OSError):
+                self.sock.send(nfqueue_unbind(queue_num, self._seq))
+
+    def close(self) -> None:
+        if self.sock.fileno() < 0:
+            return
+        self._unbind(list(self.queues))
+        self.sock.close()
+
+
+def _request(sock: socket.socket, message: bytes) -> None:
+    """Send a config request and wait for its ACK (on a blocking socket)."""
+    seq = _NLMSGHDR.unpack_from(message)[3]
+    sock.send(message)
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        data = sock.recv(65536)
+        for kind, got, body in iter_messages(data):
+            if kind == NLMSG_ERROR and got == seq:
+                err = ack_error(body)
+                if err:
+                    raise OSError(err, _strerror(err))
+                return
+    raise OSError(errno.ETIMEDOUT, "no answer from the kernel")
 
 
 # ---- AF_PACKET --------------------------------------------------------------------------

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import struct
 
+import pytest
+
 from appliance.adapters import capture
 from appliance.adapters.capture import (
     NFULA_IFINDEX_INDEV,
@@ -53,6 +55,7 @@ def test_mode_request_copies_packets_with_sequence_numbers() -> None:
 def test_parse_packet() -> None:
     data = packet_message(b"\x45" + b"\0" * 19, seq=5)
     ((kind, _seq, body),) = list(iter_messages(data))
+    assert kind == capture.NFNL_SUBSYS_ULOG << 8
     packet = parse_nflog_packet(body)
     assert packet is not None
     assert packet.group == 0x4150 and packet.seq == 5 and packet.indev == 3
@@ -106,3 +109,58 @@ def test_bpf_filter_keeps_ip_and_vlan_frames_only() -> None:
     for ethertype in (0x0806, 0x88CC, 0x8864):
         assert run_bpf(program, mac + struct.pack("!H", ethertype) + b"\0" * 40) == 0
     assert run_bpf(program, b"\0" * 10) == 0
+
+
+def queue_message(payload: bytes, packet_id: int, queue_num: int = 0x4150) -> bytes:
+    body = struct.pack("!BBH", 2, 0, queue_num)
+    body += nlattr(capture.NFQA_PACKET_HDR, struct.pack("!IHBx", packet_id, 0x0800, 0))
+    body += nlattr(capture.NFQA_PAYLOAD, payload)
+    kind = capture.NFNL_SUBSYS_QUEUE << 8 | capture.NFQNL_MSG_PACKET
+    return struct.pack("=IHHII", 16 + len(body), kind, 0, 0, 0) + body
+
+
+def test_nfqueue_packet_and_verdict() -> None:
+    ((_kind, _seq, body),) = list(iter_messages(queue_message(b"\x45" * 20, 77)))
+    packet = capture.parse_nfqueue_packet(body)
+    assert packet is not None
+    assert (packet.queue_num, packet.packet_id, packet.payload) == (0x4150, 77, b"\x45" * 20)
+    verdict = capture.nfqueue_verdict(0x4151, 77, capture.NF_DROP)
+    _len, kind, flags, _seq, _pid = struct.unpack_from("=IHHII", verdict)
+    assert kind == (3 << 8) | 1 and flags == capture.NLM_F_REQUEST
+    assert struct.unpack_from("!BBH", verdict, 16) == (0, 0, 0x4151)
+    assert dict(iter_attrs(verdict, 20)) == {capture.NFQA_VERDICT_HDR: struct.pack("!II", 0, 77)}
+
+
+def test_nfqueue_config_fails_open() -> None:
+    attrs = dict(iter_attrs(capture.nfqueue_params(0x4150, 3), 20))
+    assert attrs[capture.NFQA_CFG_FLAGS] == struct.pack("!I", capture.NFQA_CFG_F_FAIL_OPEN)
+    assert attrs[capture.NFQA_CFG_MASK] == struct.pack("!I", capture.NFQA_CFG_F_FAIL_OPEN)
+    bind = dict(iter_attrs(capture.nfqueue_bind(0x4150, 1), 20))
+    assert bind[capture.NFQA_CFG_CMD] == struct.pack("!BxH", 1, 0)
+    assert capture.parse_nfqueue_packet(body=b"\0\0\0\0") is None
+
+
+def _bind_twice(kind: str) -> list[str]:
+    made = capture.NflogReader(0x4150) if kind == "nflog" else capture.NfqueueReader(0x4150, 0x4153)
+    results = ["bound"]
+    try:
+        capture.NflogReader(0x4150) if kind == "nflog" else capture.NfqueueReader(0x4151, 0x4151)
+    except capture.CaptureError as exc:
+        results.append(str(exc))
+    made.close()
+    again = (
+        capture.NflogReader(0x4150) if kind == "nflog" else capture.NfqueueReader(0x4150, 0x4153)
+    )
+    again.close()
+    results.append("rebound")
+    return results
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("kind", ["nflog", "nfqueue"])
+def test_bind_is_exclusive_and_released_on_close(netns: str, kind: str) -> None:
+    from appliance.lab.nsexec import run_in_netns
+
+    first, error, last = run_in_netns(netns, _bind_twice, kind, timeout=10.0)
+    assert (first, last) == ("bound", "rebound")
+    assert "cannot bind: another process reads it" in error and "\n" not in error
