@@ -1,7 +1,8 @@
 """Live inspection in the daemon: capture -> bounded queue -> engine thread -> alerts, blocks.
 
 - Capture (``sample``: the NFLOG group the compiled table logs to; ``mirror``: AF_PACKET on
-  ``[inspect].interfaces``) is read on the event loop from non-blocking sockets
+  ``[inspect].interfaces``; ``inline``: the NFQUEUE numbers the compiled table queues to)
+  is read on the event loop from non-blocking sockets
   (``loop.add_reader``), at most a batch per wake-up, so the control socket, metrics and
   the reconcile loop keep their turn.
 - Packets go into a bounded queue. When it is full the packet is dropped and counted in
@@ -14,6 +15,9 @@
   its source to the daemon on the event loop, which adds it to ``autoblock_v4``/``_v6``
   with ``[protect].block_timeout`` through its ordinary set-delta path. A source already
   blocked is not added again until its block has run out.
+- Inline: every queued packet gets its verdict from the engine thread once inspected: drop
+  when it raised a ``blocked`` alert, else accept. A packet that finds the queue full is
+  accepted at once (and counted as dropped from inspection).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from appliance.errors import KernelError
 
 if TYPE_CHECKING:
-    from appliance.adapters.capture import Packet
+    from appliance.adapters.capture import InlinePacket, NfqueueReader, Packet
     from appliance.daemon.metrics import Metrics
     from appliance.inspect.engine import Engine
     from appliance.model.profile import Profile
@@ -43,7 +47,7 @@ DEFAULT_QUEUE = 8192  # packets between capture and the engine
 READ_BATCH = 256  # packets read per wake-up of the event loop
 WRITE_BATCH = 512  # packets the engine takes from the queue at a time
 DROP_POLL = 1.0  # seconds between reads of AF_PACKET drop statistics
-LIVE_MODES = ("sample", "mirror")
+LIVE_MODES = ("sample", "mirror", "inline")
 
 
 class Reader(Protocol):
@@ -96,6 +100,7 @@ class Counts:
     kernel_drops: int = 0
     alerts: int = 0
     blocks: int = 0
+    dropped_inline: int = 0  # packets dropped by their verdict (inline mode)
     block_errors: int = 0
     errors: dict[str, int] = field(default_factory=dict)
 
@@ -122,7 +127,7 @@ class LiveInspection:
         self.log = logger
         self.alerts_path = alerts or profile.inspect.alerts
         self.block_timeout = profile.protect.block_timeout
-        self.queue: queue.Queue[list[Packet] | None] = queue.Queue()
+        self.queue: queue.Queue[list[Packet] | list[InlinePacket] | None] = queue.Queue()
         self.capacity = queue_size
         self._queued = 0  # packets in the queue (batches are lists)
         self._queued_lock = threading.Lock()
@@ -137,6 +142,7 @@ class LiveInspection:
         self._last_drop_poll = 0.0
         self._engine: Engine | None = None
         self._eve: Any = None
+        self._inline: NfqueueReader | None = None
 
     # ---- start and stop ------------------------------------------------------------------
 
@@ -154,6 +160,8 @@ class LiveInspection:
         try:
             if not self._given_readers:
                 self._readers = self._open_readers()
+            elif self.mode == "inline":
+                self._inline = self._readers[0]  # type: ignore[assignment]
             for reader in self._readers:
                 loop.add_reader(reader.fileno(), self._readable, reader)
         except BaseException:
@@ -168,11 +176,14 @@ class LiveInspection:
         )
 
     def _open_readers(self) -> list[Reader]:
-        from appliance.adapters.capture import NflogReader, PacketReader
-        from appliance.compile.ruleset import SAMPLE_GROUP
+        from appliance.adapters.capture import NflogReader, NfqueueReader, PacketReader
+        from appliance.compile.ruleset import INLINE_QUEUES, SAMPLE_GROUP
 
         if self.mode == "sample":
             return [NflogReader(SAMPLE_GROUP)]
+        if self.mode == "inline":
+            self._inline = NfqueueReader(*INLINE_QUEUES)
+            return [self._inline]
         readers: list[Reader] = []
         try:
             for ifname in self.profile.inspect.interfaces:
@@ -184,25 +195,33 @@ class LiveInspection:
         return readers
 
     def _close_readers(self) -> None:
+        self._unwatch()
+        for reader in self._readers:
+            with contextlib.suppress(Exception):
+                reader.close()
+        self._readers = []
+        self._inline = None
+
+    def _unwatch(self) -> None:
         for reader in self._readers:
             if self._loop is not None:
                 with contextlib.suppress(Exception):
                     self._loop.remove_reader(reader.fileno())
-            with contextlib.suppress(Exception):
-                reader.close()
-        self._readers = []
 
     async def stop(self) -> None:
-        self._close_readers()
+        self._unwatch()
         for task in list(self._tasks):
             task.cancel()
         if self._thread is not None:
             with contextlib.suppress(queue.Empty):
-                while True:  # whatever is queued is dropped: the thread only has to notice
-                    self.queue.get_nowait()
+                while True:  # what is queued is not inspected (held packets are accepted)
+                    batch = self.queue.get_nowait()
+                    if batch is not None:
+                        self._accept_all(batch)
             self.queue.put(None)
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10)
             self._thread = None
+        self._close_readers()
         if self._eve is not None:
             with contextlib.suppress(OSError):
                 self._eve.close()
@@ -212,8 +231,12 @@ class LiveInspection:
     # ---- capture, on the event loop ----------------------------------------------------
 
     def _readable(self, reader: Reader) -> None:
+        packets: list[Packet] | list[InlinePacket]
         try:
-            packets = reader.read(READ_BATCH)
+            if reader is self._inline:
+                packets = self._inline.read_inline(READ_BATCH)
+            else:
+                packets = reader.read(READ_BATCH)
         except OSError as exc:
             self._count_error("read")
             self.log.error("capture read failed", extra={"error": str(exc)})
@@ -223,16 +246,14 @@ class LiveInspection:
             return
         self.counts.received += len(packets)
         with self._queued_lock:
-            room = self.capacity - self._queued
-            if room <= 0:
-                taken: list[Packet] = []
-            else:
-                taken = packets[:room]
-                self._queued += len(taken)
-        dropped = len(packets) - len(taken)
+            room = max(0, self.capacity - self._queued)
+            self._queued += min(room, len(packets))
+        taken, rest = packets[:room], packets[room:]
         if taken:
             self.queue.put_nowait(taken)
+        dropped = len(rest)
         if dropped:
+            self._accept_all(rest)
             self.counts.queue_drops += dropped
             self.metrics.inspect_dropped.inc(dropped)
 
@@ -248,6 +269,15 @@ class LiveInspection:
         if total > self.counts.kernel_drops:
             self.metrics.inspect_dropped.inc(total - self.counts.kernel_drops)
             self.counts.kernel_drops = total
+
+    def _accept_all(self, packets: list[Packet] | list[InlinePacket]) -> None:
+        """Release held packets without inspection (inline mode; a no-op otherwise)."""
+        inline = self._inline
+        if inline is None:
+            return
+        for packet in packets:
+            if len(packet) == 5:
+                inline.verdict(packet[3], packet[4], True)  # type: ignore[misc]
 
     def _count_error(self, reason: str) -> None:
         self.counts.errors[reason] = self.counts.errors.get(reason, 0) + 1
@@ -270,16 +300,23 @@ class LiveInspection:
             lines: list[str] = []
             blocked: list[str] = []
             by_sid: dict[int, int] = {}
-            for ts, data, linktype in batch:
+            inline = self._inline
+            for packet in batch:
+                accept = True
                 try:
-                    for alert in process(ts, data, linktype):
+                    for alert in process(packet[0], packet[1], packet[2]):
                         lines.append(eve_line(alert))
                         by_sid[alert.sid] = by_sid.get(alert.sid, 0) + 1
                         if alert.action == "blocked":
                             blocked.append(str(ipaddress.ip_address(alert.layer.src)))
+                            accept = False
                 except Exception:  # the thread must not die on one packet
                     self._count_error("engine")
                     self.log.exception("inspection of a packet failed")
+                if inline is not None and len(packet) == 5:
+                    inline.verdict(packet[3], packet[4], accept)  # type: ignore[misc]
+                    if not accept:
+                        self.counts.dropped_inline += 1
             self.counts.inspected += len(batch)
             self.metrics.inspect_packets.inc(len(batch))
             if blocked:
@@ -334,6 +371,7 @@ class LiveInspection:
             "kernel_drops": counts.kernel_drops,
             "alerts": counts.alerts,
             "blocks": counts.blocks,
+            "packets_dropped_inline": counts.dropped_inline,
             "block_errors": counts.block_errors,
             "errors": dict(counts.errors),
             "blocked_now": sum(1 for t in self._blocked.values() if t > self._clock()),

@@ -181,3 +181,57 @@ def test_settings_key_follows_rule_file_content(tmp_path: Path) -> None:
     rules.write_text('alert tcp any any -> any 2 (msg:"b"; sid:2; rev:1;)\n')
     assert settings_key(p, None) != first
     assert settings_key(p, "/tmp/other.json") != settings_key(p, None)
+
+
+class FakeQueue(FakeReader):
+    """An inline reader: packets carry a queue number and id; verdicts are recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.verdicts: dict[int, bool] = {}
+        self.next_id = 0
+
+    def read_inline(self, limit: int = 256) -> list[tuple[float, bytes, int, int, int]]:
+        out = []
+        for ts, data, linktype in self.read(limit):
+            self.next_id += 1
+            out.append((ts, data, linktype, 0x4150, self.next_id))
+        return out
+
+    def verdict(self, queue_num: int, packet_id: int, accept: bool) -> bool:
+        self.verdicts[packet_id] = accept
+        return True
+
+
+def test_inline_verdicts_drop_the_packet_that_blocks(tmp_path: Path) -> None:
+    rules = tmp_path / "drop.rules"
+    rules.write_text('drop tcp any any -> any 8080 (msg:"x"; flags:S; sid:1; rev:1;)\n')
+    text = PROFILE.replace('mode = "sample"', f'mode = "inline"\nrules = ["{rules}"]')
+
+    async def block(source: str) -> None:
+        pass
+
+    async def run() -> FakeQueue:
+        reader = FakeQueue()
+        live = LiveInspection(
+            profile(tmp_path, text),
+            metrics=metrics(),
+            block=block,
+            logger=logging.getLogger("test"),
+            alerts=str(tmp_path / "eve.json"),
+            queue_size=3,
+            readers=[reader],
+        )
+        live.start(asyncio.get_running_loop())
+        try:
+            reader.feed([syn("203.0.113.1", 80), syn("203.0.113.2", 8080)])
+            await until(lambda: len(reader.verdicts) == 2)
+            reader.feed([syn("203.0.113.3", 80)] * 10)  # 3 fit, 7 are accepted unseen
+            await until(lambda: len(reader.verdicts) == 12)
+        finally:
+            await live.stop()
+        return reader
+
+    reader = asyncio.run(run())
+    assert reader.verdicts[1] is True and reader.verdicts[2] is False
+    assert all(reader.verdicts[i] for i in range(3, 13))

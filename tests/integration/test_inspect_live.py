@@ -403,6 +403,25 @@ def test_inline_queue_bypass_lets_traffic_pass_without_a_reader(lab: Lab, tmp_pa
         assert traffic.tcp_connect(lab.ns("wan"), APPLIANCE_WAN, SERVICE, 2.0) == "open"
 
 
+@pytest.mark.guest
+def test_inline_drop_signature_drops_the_packet_and_blocks(
+    lab: Lab, servers: None, daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    """Where the kernel has the queue statement (the QEMU guest): the packet that matches a
+    `drop` signature never reaches the server, its source is blocked, others pass."""
+    if not _kernel_has_queue():
+        pytest.skip("this kernel lacks the nftables queue statement")
+    d = daemon(sample_profile().replace('mode = "sample"', 'mode = "inline"'))
+    assert d.status()["inspect"]["mode"] == "inline"
+    wan = lab.ns("wan")
+    dropper, other = EXTRA_WAN[1], EXTRA_WAN[2]
+    assert send_payload(wan, APPLIANCE_WAN, SERVICE, b"HELLO\n", other) == "sent"
+    assert send_payload(wan, APPLIANCE_WAN, DROP_PORT, b"EVIL\n", dropper).startswith("error")
+    assert wait_for(lambda: dropper in autoblock(lab), 3.0) is not None, d.log()
+    assert d.status()["inspect"]["packets_dropped_inline"] >= 1
+    assert traffic.tcp_connect(wan, APPLIANCE_WAN, SERVICE, 2.0, source=other) == "open"
+
+
 def test_metrics_answer_in_sample_mode(
     lab: Lab, servers: None, daemon: Callable[..., Daemon]
 ) -> None:
