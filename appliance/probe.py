@@ -426,7 +426,7 @@ def _child(write_fd: int) -> None:
         view = view[written:]
 
 
-def probe_report(timeout: float = 20.0) -> Report:
+def probe_report(timeout: float = 60.0) -> Report:
     """Run every probe in a throw-away network namespace; answers plus reasons."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -464,7 +464,7 @@ def probe_report(timeout: float = 20.0) -> Report:
     return parse_report(b"".join(chunks).decode(errors="replace"))
 
 
-def probe_features(timeout: float = 20.0) -> dict[str, bool]:
+def probe_features(timeout: float = 60.0) -> dict[str, bool]:
     """Which optional kernel features the running kernel has, by trying each one.
 
     Needs root (it creates a network namespace). Raises :class:`ProbeError`.
