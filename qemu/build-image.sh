@@ -258,8 +258,10 @@ install_appliance() {
     log "install the appliance from $REPO"
     local python=${PYTHON:-}
     if [ -z "$python" ]; then
-        if [ -x "$REPO/.venv/bin/python" ]; then python="$REPO/.venv/bin/python"; else python=python3; fi
+        if [ -x "$REPO/.venv/bin/python" ]; then python="$REPO/.venv/bin/python"; else python=/usr/bin/python3; fi
     fi
+    "$python" -m pip --version > /dev/null 2>&1 \
+        || die "$python has no pip: it installs the appliance into the guest (apt-get install python3-pip)"
     local site="$ROOT/usr/local/lib/python3.11/dist-packages"
     rm -rf "$site" "$ROOT/usr/local/bin/appliance"
     mkdir -p "$site"

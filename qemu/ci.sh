@@ -41,7 +41,8 @@ step() { # step NAME COMMAND...: run, time, remember the outcome
 
 # shellcheck disable=SC2317  # called through step
 deps() {
-    local packages=(mmdebstrap arch-test libdpkg-perl e2fsprogs cpio kmod gzip git iproute2)
+    local packages=(mmdebstrap arch-test libdpkg-perl e2fsprogs cpio kmod gzip xz-utils git iproute2
+        python3-pip python3-setuptools python3-pytest)
     local arch
     for arch in "${ARCHES[@]}"; do
         case "$arch" in

@@ -37,6 +37,6 @@ fi
 
 PYTHON=${PYTHON:-}
 if [ -z "$PYTHON" ]; then
-    if [ -x "$REPO/.venv/bin/python" ]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python3; fi
+    if [ -x "$REPO/.venv/bin/python" ]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=/usr/bin/python3; fi
 fi
 exec "$PYTHON" -m pytest --guest="$ARCH" -m "guest or qemu" "$@"
