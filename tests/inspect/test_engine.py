@@ -439,4 +439,4 @@ def test_decoder_errors_are_counted_not_raised() -> None:
         "ipv4.bad_total_length": 1,
         "eth.not_ip": 1,
     }
-    assert eng.stats.packets == 5 and eng.stats.decoded == 0
+    assert eng.stats.packets == 5 and eng.stats.decoded == 0 and eng.stats.fast == 0
