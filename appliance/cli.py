@@ -399,6 +399,16 @@ def _status_lines(status: dict[str, Any]) -> list[str]:
     )
     if status.get("confirm_pending_until"):
         lines.append("confirm:       pending (`appliance confirm` keeps the reload)")
+    inspect = status.get("inspect") or {}
+    if inspect.get("mode", "off") != "off":
+        if inspect.get("running", True) and "received" in inspect:
+            lines.append(
+                f"inspect:       {inspect['mode']}: {inspect['received']} received, "
+                f"{inspect['inspected']} inspected, {inspect['dropped']} dropped, "
+                f"{inspect['alerts']} alerts, {inspect['blocks']} blocks"
+            )
+        else:
+            lines.append(f"inspect:       {inspect['mode']}: not running: {inspect.get('error')}")
     lines.append("sets:")
     for name, count in sorted((status.get("sets") or {}).items()):
         lines.append(f"  {name:<24} {count}")

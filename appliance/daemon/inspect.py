@@ -363,6 +363,7 @@ class LiveInspection:
         counts = self.counts
         return {
             "mode": self.mode,
+            "running": True,
             "alerts_file": self.alerts_path,
             "queue": {"capacity": self.capacity, "queued": self._queued},
             "received": counts.received,

@@ -19,6 +19,7 @@ import pytest
 
 from appliance.lab import traffic
 from appliance.lab.nsexec import run_in_netns
+from tests.conftest import run_appliance
 from tests.daemon.conftest import Daemon, nft_in_curl
 from tests.integration.labtools import Lab, profile
 
@@ -424,7 +425,10 @@ def test_inline_drop_signature_drops_the_packet_and_blocks(
 def test_metrics_answer_in_sample_mode(
     lab: Lab, servers: None, daemon: Callable[..., Daemon]
 ) -> None:
-    daemon(sample_profile())
+    d = daemon(sample_profile())
     text = nft_in_curl(lab.ns("appliance"), "http://127.0.0.1:9469/metrics")
     assert "appliance_inspect_packets_total" in text
     assert "appliance_inspect_dropped_total" in text
+    shown = run_appliance("status", "--control-socket", d.socket)
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"^inspect: +sample: \d+ received, \d+ inspected", shown.stdout, re.M)
