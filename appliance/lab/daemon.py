@@ -39,11 +39,14 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 class LabDaemon:
-    """One ``appliance run --netns NS`` child with private state, socket and log paths."""
+    """One ``appliance run --netns NS`` child with private state, socket and log paths.
+
+    ``ns=None`` leaves ``--netns`` out (``appliance_cmd`` may then enter a namespace itself).
+    """
 
     def __init__(
         self,
-        ns: str,
+        ns: str | None,
         profile: str,
         workdir: str | os.PathLike[str],
         appliance_cmd: Sequence[str] | None = None,
@@ -59,8 +62,7 @@ class LabDaemon:
         self.command = [
             *appliance_command(appliance_cmd),
             "run",
-            "--netns",
-            ns,
+            *(["--netns", ns] if ns else []),
             "--profile",
             self.profile,
             "--state-dir",

@@ -1,9 +1,11 @@
-"""The shipped systemd unit and its opt-in netns drop-in: the settings that matter (no root)."""
+"""The shipped systemd unit and its opt-in netns drop-in: the settings that matter (parsed,
+no root), and the daemon running with only the capabilities the unit grants (root)."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -145,3 +147,35 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stderr.strip() == "", done.stderr
+
+
+@pytest.mark.root
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="no setpriv")
+def test_the_daemon_works_with_the_units_capabilities(netns: str, tmp_path: Path) -> None:
+    """With only the unit's capability bounding set (no CAP_SYS_ADMIN, no DAC override), the
+    daemon enforces the profile, answers on its socket, serves metrics and stops with 0."""
+    from appliance.lab.daemon import LabDaemon, metric_value, scrape
+
+    caps = words(parse(UNIT)["Service"], "CapabilityBoundingSet")
+    bounding = ",".join(["-all", *(f"+{c.removeprefix('CAP_').lower()}" for c in sorted(caps))])
+    command = [
+        *("ip", "netns", "exec", netns),  # entering needs CAP_SYS_ADMIN: done before
+        *("setpriv", f"--bounding-set={bounding}", "--inh-caps=-all", "--"),
+        *(sys.executable, "-m", "appliance"),
+    ]
+    profile = REPO / "profiles" / "edge-gateway.toml"
+    with LabDaemon(None, str(profile), tmp_path, appliance_cmd=command) as daemon:
+        daemon.start(timeout=30)
+        status = daemon.status()
+        assert status["source"] == "profile", status
+        python = [  # the daemon itself, below ip and setpriv
+            line
+            for line in Path(f"/proc/{status['pid']}/status").read_text().splitlines()
+            if line.startswith("CapBnd:")
+        ]
+        bits = int(python[0].split()[1], 16)
+        assert bits == (1 << 10) | (1 << 12) | (1 << 13)  # BIND_SERVICE, NET_ADMIN, NET_RAW
+        daemon.request({"op": "set_add", "set": "blocklist", "elements": ["192.0.2.99"]})
+        text = scrape(netns, status["metrics_listen"])
+        assert metric_value(text, "appliance_set_elements", {"set": "blocklist"}) == 3.0
+        assert daemon.stop() == 0
