@@ -52,13 +52,13 @@ def _metrics_listen(profile: str) -> str | None:
     return metrics.listen if metrics is not None else None
 
 
-def _profile_name(profile: str) -> str | None:
+def _rule_names(profile: str) -> list[str]:
     try:
         from appliance.model.parse import load_profile
 
-        return load_profile(profile).name
+        return [rule.name for rule in load_profile(profile).rules]
     except Exception:
-        return None
+        return []
 
 
 DEMO_METRICS_LISTEN = "127.0.0.1:9469"  # when the profile has no [metrics]: the lab's loopback
@@ -162,7 +162,8 @@ def _demo(
             say("\nno metrics listener (see the daemon's log)")
             problems.append("no metrics")
 
-        problems += _drift(lab, daemon, scenario.drift_rule, listen, say)
+        candidates = [scenario.drift_rule] if scenario.drift_rule else []
+        problems += _drift(lab, daemon, [*candidates, *_rule_names(profile)], listen, say)
         problems += _stop(daemon, say)
 
         kept = len(runner.rule_comments(lab))
@@ -213,19 +214,19 @@ def _some_rule_matched(text: str) -> bool:
 def _drift(
     lab: topology.Lab,
     daemon: LabDaemon,
-    rule: str | None,
+    candidates: list[str],
     listen: str | None,
     say: Callable[[str], None],
 ) -> list[str]:
-    """Delete a kernel rule behind the daemon's back and wait for the repair."""
+    """Delete a kernel rule of the first of the profile rules ``candidates`` that is in the
+    table, behind the daemon's back, and wait for the repair."""
     from appliance.lab import runner
     from appliance.lab.daemon import metric_lines, scrape
 
-    comments = runner.rule_comments(lab)
-    if rule is None or rule not in comments:
-        rule = next((c for c in comments if not c.startswith("ap_")), None)
+    comments = set(runner.rule_comments(lab))
+    rule = next((name for name in candidates if name in comments), None)
     if rule is None:
-        return []
+        return []  # a profile without rules of its own
     before = sum(daemon.status().get("drift_repairs", {}).values())
     say(f"\ndrift: a kernel rule of {rule!r} deleted behind the daemon's back")
     deleted = runner.delete_rule(lab, rule)
