@@ -3,7 +3,7 @@
 # run the lab demo or the tests.
 #
 #   ./setup.sh          install system packages, create .venv, install the project
-#   ./setup.sh demo     ... then run the lab demo (namespaces, traffic, counters)
+#   ./setup.sh demo     ... then run the lab demo (namespaces, the daemon, traffic, metrics)
 #   ./setup.sh test     ... then run lint, type checks and every test (root tests included)
 set -euo pipefail
 cd "$(dirname "$0")"
