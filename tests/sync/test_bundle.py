@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from appliance.sync import bundle as B
 from appliance.sync import keys
@@ -285,3 +287,19 @@ def test_times() -> None:
     with pytest.raises(ValueError):
         B.parse_time("2030-02-30T00:00:00Z")
     assert B.parse_time(B.format_time(time.time())) <= time.time()
+
+
+@settings(max_examples=200, deadline=None)
+@given(position=st.integers(min_value=0), bit=st.integers(min_value=0, max_value=7))
+def test_any_flipped_bit_is_refused(position: int, bit: int) -> None:
+    data = _SIGNED_DATA
+    flipped = bytearray(data)
+    flipped[position % len(data)] ^= 1 << bit
+    verdict = check(bytes(flipped), _SIGNED_SIG, [_SIGNING_KEY.public])
+    assert verdict.result == B.BAD_SIGNATURE
+    assert verdict.bundle is None
+
+
+_SIGNING_KEY = keys.generate()
+_SIGNED_DATA = build(1, ["192.0.2.1"], expires=NOW + 60)
+_SIGNED_SIG = sign(_SIGNED_DATA, _SIGNING_KEY)
