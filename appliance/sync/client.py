@@ -2,7 +2,7 @@
 
 Use from the daemon's asyncio loop::
 
-    client = HubClient(hub.url, load_trust(hub.trust), state_dir, name=profile.name)
+    client = HubClient.from_profile(profile, state_dir)   # the local profile's [hub]
     stored = client.load_last_good()          # at boot: enforce stored.bundle if not None
     while running:
         sync = await client.poll_once()
@@ -36,16 +36,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import random
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
+from appliance.model.profile import Profile
 from appliance.sync import bundle as B
 from appliance.sync.bundle import Bundle, Verdict, format_time, verify
-from appliance.sync.keys import PublicKey
+from appliance.sync.keys import PublicKey, load_trust
 from appliance.sync.store import BundleStore, Stored, StoreError
 from appliance.sync.transport import ConnectionPool, Limits, Response, TransportError, request
 
@@ -152,6 +155,17 @@ class HubClient:
         self._floor: int | None = None
         self.pool = ConnectionPool()  # one keep-alive connection to the hub
         self._elapsed = 0.0
+
+    @classmethod
+    def from_profile(cls, profile: Profile, state_dir: str | Path, **kw: Any) -> HubClient:
+        """The client for a local profile's ``[hub]`` (ValueError if it has none); trusted
+        keys are read now (KeyFileError if one cannot be)."""
+        if profile.hub is None:
+            raise ValueError(f"{profile.source}: no [hub] section")
+        base = Path(os.path.dirname(os.path.abspath(profile.source)))
+        kw.setdefault("name", profile.name)
+        kw.setdefault("base_dir", base)
+        return cls(profile.hub.url, load_trust(profile.hub.trust), state_dir, **kw)
 
     # ---- boot ---------------------------------------------------------------------------
 

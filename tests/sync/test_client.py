@@ -475,3 +475,19 @@ def test_a_dripping_hub_fails_within_the_deadline(tmp_path: Path, key1: keys.Pri
             await server.wait_closed()
 
     run(main())
+
+
+def test_client_from_a_local_profile(tmp_path: Path, key1: keys.PrivateKey) -> None:
+    from appliance.model.parse import load_profile
+
+    keys.write_keypair(tmp_path / "keys" / "hub.key", key1)
+    (tmp_path / "local.toml").write_text(
+        'version = 1\nname = "edge-7"\n[hub]\nurl = "http://127.0.0.1:1/site/edge-7/"\n'
+        'trust = ["keys/hub.key.pub"]\npoll = "10s"\n'
+    )
+    profile = load_profile(tmp_path / "local.toml")
+    c = HubClient.from_profile(profile, tmp_path / "state")
+    assert c.url == "http://127.0.0.1:1/site/edge-7/"
+    assert c.name == "edge-7" and c.base_dir == tmp_path
+    assert [k.raw for k in c.trust] == [key1.public.raw]
+    assert c.load_last_good() is None
