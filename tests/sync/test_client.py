@@ -255,7 +255,9 @@ def test_long_poll_answers_quickly_after_publishing(publisher: Publisher, tmp_pa
         answered = time.monotonic()
         assert sync.result == B.APPLIED and sync.long_polled
         assert answered - started >= 0.4  # it waited on the hub
-        assert answered - published < 0.5
+        assert (
+            answered - published < 1.5
+        )  # the hub checks every 50 ms; the rest is a loaded CI host
         assert c.next_delay(sync, 30) <= 1.0
 
     scenario(publisher, tmp_path, body)

@@ -126,7 +126,7 @@ def test_long_poll_waits_for_a_change(publisher: Publisher) -> None:
         answers = await asyncio.gather(*waiters)
         published = await task
         assert all(a.status == 200 for a in answers)  # type: ignore[attr-defined]
-        assert time.monotonic() - published < 1
+        assert time.monotonic() - published < 2
         assert json.loads(answers[0].body)["version"] == 2  # type: ignore[attr-defined]
         assert not server._watches  # nothing watched without waiters
 
@@ -141,7 +141,7 @@ def test_long_poll_without_a_matching_etag_answers_at_once(publisher: Publisher)
         resp: Response = await get(  # type: ignore[assignment]
             port, "/site/edge-1/bundle.json?wait=30", {"If-None-Match": '"old"'}, wait=30
         )
-        assert resp.status == 200 and time.monotonic() - started < 1
+        assert resp.status == 200 and time.monotonic() - started < 2
 
     with_hub(publisher.root, body)
 
@@ -266,7 +266,7 @@ def test_publishing_by_swapping_a_directory_symlink_wakes_long_polls(publisher: 
         )
         swapped = await task
         assert resp.status == 200 and resp.body != first
-        assert time.monotonic() - swapped < 1.5
+        assert time.monotonic() - swapped < 2
         data: Response = await get(port, "/edge-9/bundle.json")  # type: ignore[assignment]
         assert json.loads(data.body)["version"] == 2
 
