@@ -493,3 +493,38 @@ def test_client_from_a_local_profile(tmp_path: Path, key1: keys.PrivateKey) -> N
     assert c.name == "edge-7" and c.base_dir == tmp_path
     assert [k.raw for k in c.trust] == [key1.public.raw]
     assert c.load_last_good() is None
+
+
+def test_check_reachable(publisher: Publisher, tmp_path: Path) -> None:
+    publisher.publish(1)
+
+    async def main() -> None:
+        async with hub(publisher.root) as (_, base):
+            c = client(base, publisher.path, tmp_path, [publisher.signers[0].public])
+            assert await c.check_reachable()
+            url = c.url
+        gone = HubClient(
+            url, c.trust, tmp_path, limits=ClientLimits(http=Limits(connect_timeout=1))
+        )
+        assert not await gone.check_reachable()
+
+    run(main())
+
+
+def test_stored_pair_checks_out_with_bundle_verify(publisher: Publisher, tmp_path: Path) -> None:
+    from tests.conftest import run_appliance
+
+    publisher.publish(3)
+
+    async def main() -> None:
+        async with hub(publisher.root) as (_, base):
+            c = client(base, publisher.path, tmp_path / "state", [publisher.signers[0].public])
+            await applied(c)
+
+    run(main())
+    pub = tmp_path / "hub.pub"
+    pub.write_text(publisher.signers[0].public.encode() + "\n")
+    current = tmp_path / "state" / "hub" / "current"
+    result = run_appliance("bundle", "verify", str(current), "--trust", str(pub))
+    assert result.returncode == 0, result.stderr
+    assert "version 3" in result.stdout
