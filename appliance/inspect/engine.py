@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from appliance.inspect import appproto, detectors
@@ -34,6 +35,7 @@ APP_DETECT_TRIES = 4  # payload packets of a TCP flow looked at before giving up
 _APPS = ("http", "tls", "dns", "gtp")
 _ACTION_ORDER = {"pass": 0, "drop": 1, "alert": 2}
 _NO_ALERTS: tuple[Alert, ...] = ()
+_NO_SIDS: frozenset[int] = frozenset()
 
 
 @dataclass
@@ -70,6 +72,20 @@ class EngineConfig:
 def _anchored_hit(group: Group, data: bytes, start: int, end: int, established: bool) -> bool:
     """Whether an anchored rule of the group may match the payload ``data[start:end]`` (a
     rule with ``flags`` is left to the full path)."""
+    probe = group.anchored_probe
+    if probe is not None:
+        for flow_established, checks in probe:
+            if flow_established is not None and flow_established != established:
+                continue
+            for offset, limit, pattern, negated in checks:
+                stop = start + limit
+                if (data.find(pattern, start + offset, stop if stop < end else end) >= 0) is (
+                    negated
+                ):
+                    break
+            else:
+                return True
+        return False
     reach = group.anchored_reach
     buffers = {"pkt": data[start : end if reach < 0 else min(end, start + reach)]}
     for sig in group.anchored:
@@ -320,7 +336,7 @@ class Engine:
 
     def _inspect(self, ts: float, layer: Layer, alerts: list[Alert]) -> Flow:
         gtp = layer.gtp
-        exclude: set[int] = set()
+        exclude: AbstractSet[int] = _NO_SIDS
         inner_flow: Flow | None = None
         if gtp is not None and gtp.inner is not None:
             start = len(alerts)
@@ -356,7 +372,11 @@ class Engine:
                 self._group(flow, layer, not to_server, False, reverse=True)
         hits: list[Signature] = []
         established = flow.established
-        for sig in group.plain_for(layer.flags if proto == PROTO_TCP else -1, established):
+        flags = layer.flags if proto == PROTO_TCP else -1
+        plain = (group.established if established else group.not_established).get(flags)
+        if plain is None:
+            plain = group.plain_for(flags, established)
+        for sig in plain:
             if not sig.contents or contents_match(sig, buffers):
                 hits.append(sig)
         for sig in group.anchored:
@@ -376,12 +396,15 @@ class Engine:
                 ts, layer, flow, to_server, hits, exclude, alerts, dns, sni, http
             )
 
-        if self._syn_detectors and proto == PROTO_TCP and detectors.is_syn(layer):
-            for detector in (self.port_scan, self.syn_flood):
-                if detector is not None:
-                    found = detector.on_syn(ts, layer)
-                    if found is not None:
-                        alerts.append(self._detector_alert(ts, found, layer, flow, to_server))
+        if self._syn_detectors and flags >= 0 and flags & 0x12 == 0x02:  # SYN without ACK
+            if self.port_scan is not None:
+                found = self.port_scan.on_syn(ts, layer)
+                if found is not None:
+                    alerts.append(self._detector_alert(ts, found, layer, flow, to_server))
+            if self.syn_flood is not None:
+                found = self.syn_flood.on_syn(ts, layer)
+                if found is not None:
+                    alerts.append(self._detector_alert(ts, found, layer, flow, to_server))
         if dns is not None and self.dns_tunnel is not None and not dns.response:
             found = self.dns_tunnel.on_query(ts, layer, dns)
             if found is not None:
@@ -471,15 +494,17 @@ class Engine:
         flow: Flow,
         to_server: bool,
         hits: list[Signature],
-        exclude: set[int],
+        exclude: AbstractSet[int],
         alerts: list[Alert],
         dns: DnsQuery | None,
         sni: bytes | None,
         http: HttpRequest | None,
     ) -> None:
-        if any(sig.action == "pass" for sig in hits):
-            return
-        hits.sort(key=lambda s: (_ACTION_ORDER[s.action], s.priority, s.sid))
+        for sig in hits:
+            if sig.action == "pass":
+                return
+        if len(hits) > 1:
+            hits.sort(key=lambda s: (_ACTION_ORDER[s.action], s.priority, s.sid))
         seen: set[int] = set()
         for sig in hits:
             if sig.sid in exclude or sig.sid in seen:

@@ -116,6 +116,11 @@ class Group:
     # anywhere)
     anchored_reach: int = field(init=False, default=0)
     payload_prefilter: bool = field(init=False, default=False)
+    # the anchored rules as (flow_established, ((offset, limit, pattern, negated), ...)):
+    # checked in place with bytes.find; None when one needs the general check
+    anchored_probe: list[tuple[bool | None, tuple[tuple[int, int, bytes, bool], ...]]] | None = (
+        field(init=False, default=None)
+    )
 
     def __post_init__(self) -> None:
         reach = 0
@@ -131,6 +136,25 @@ class Group:
                 break
         self.anchored_reach = reach
         self.payload_prefilter = any(p.buffer == PKT for p in self.prefilters)
+        probe: list[tuple[bool | None, tuple[tuple[int, int, bytes, bool], ...]]] | None = []
+        for sig in self.anchored:
+            contents = sig.contents
+            if sig.flags is not None or any(
+                c.buffer != PKT or c.nocase or c.depth is None for c in contents
+            ):
+                probe = None
+                break
+            assert probe is not None
+            probe.append(
+                (
+                    sig.flow_established,
+                    tuple(
+                        (c.offset, c.offset + (c.depth or 0), c.pattern, c.negated)
+                        for c in contents
+                    ),
+                )
+            )
+        self.anchored_probe = probe
 
     @property
     def empty(self) -> bool:
@@ -198,6 +222,8 @@ class Matcher:
             [e.match for e in self._port_exprs], _port_bounds(self._port_exprs), int
         )
         self._groups: dict[tuple[object, ...], Group] = {}
+        self._last_layer: Layer | None = None
+        self._last_bits = (0, 0, -1, -1)
         self.groups_built = 0
 
     def _addr_index(self, expr: AddrExpr) -> int:
@@ -228,13 +254,20 @@ class Matcher:
         """The group of a packet (callers cache it per flow direction and app); ``reverse``:
         of a packet of the other direction (the addresses and ports swapped)."""
         proto = layer.proto
-        src = self._addr_bits(layer.dst if reverse else layer.src)
-        dst = self._addr_bits(layer.src if reverse else layer.dst)
-        if proto in _PORT_PROTOS:
-            sport = self._port_bits(layer.dport if reverse else layer.sport)
-            dport = self._port_bits(layer.sport if reverse else layer.dport)
+        if layer is self._last_layer:  # the other direction of the packet just seen
+            src, dst, sport, dport = self._last_bits
         else:
-            sport = dport = -1  # no ports: only rules with `any` ports apply
+            src = self._addr_bits(layer.src)
+            dst = self._addr_bits(layer.dst)
+            if proto in _PORT_PROTOS:
+                sport = self._port_bits(layer.sport)
+                dport = self._port_bits(layer.dport)
+            else:
+                sport = dport = -1  # no ports: only rules with `any` ports apply
+            self._last_layer = layer
+            self._last_bits = (src, dst, sport, dport)
+        if reverse:
+            src, dst, sport, dport = dst, src, dport, sport
         key = (proto, app, to_server, outer_gtp, src, dst, sport, dport)
         group = self._groups.get(key)
         if group is None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.all import IP, TCP, Ether, raw  # type: ignore[attr-defined]
 
 from appliance.inspect.engine import Engine, EngineConfig
@@ -78,3 +80,42 @@ def test_flag_and_payload_rules_on_established_flows() -> None:
     slow_events, slow_state = run(slow_twin(fast), frames)
     assert fast_events == slow_events and fast_state == slow_state
     assert {e["alert"]["signature_id"] for e in fast_events} == {1, 2, 3, 4, 5, 6}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=40),
+    st.integers(0, 50),
+    st.integers(0, 60),
+    st.sampled_from(
+        [
+            'content:"AB"; depth:4;',
+            'content:"B"; offset:2; depth:3;',
+            'content:"AB"; depth:2; content:!"C"; offset:1; depth:5;',
+        ]
+    ),
+    st.booleans(),
+)
+def test_anchored_probe_agrees_with_the_general_check(
+    payload: bytes, start: int, end: int, options: str, established: bool
+) -> None:
+    from appliance.inspect.engine import _anchored_hit
+    from appliance.inspect.match import Group
+    from appliance.inspect.rules import Variables, parse_rules
+
+    sig = next(
+        parse_rules(
+            f'alert tcp any any -> any any (msg:"a"; {options} sid:1;)',
+            "t",
+            Variables.from_networks(None),
+        )
+    )
+    data = b"\x00" * start + payload + b"\xff" * 10
+    end = min(len(data), start + end)
+    probed = Group(anchored=[sig])
+    assert probed.anchored_probe is not None
+    general = Group(anchored=[sig])
+    general.anchored_probe = None
+    assert _anchored_hit(probed, data, start, end, established) == _anchored_hit(
+        general, data, start, max(end, start), established
+    )
