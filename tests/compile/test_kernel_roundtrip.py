@@ -93,3 +93,16 @@ def test_change_then_revert_returns_the_same_table(netns: str, tmp_path: Path) -
     assert kernel_table(netns) != before
     assert run_appliance("apply", "--netns", netns, str(original)).returncode == 0
     assert kernel_table(netns) == before
+
+
+@pytest.mark.guest
+def test_inline_inspection_round_trips(netns: str, tmp_path: Path) -> None:
+    """The queue statement of [inspect] mode "inline", where the kernel has it (the QEMU
+    guest): the kernel lists back exactly what we emit, and the nft text form loads the
+    same table."""
+    if not _kernel_has_queue():
+        pytest.skip("this kernel lacks the nftables queue statement")
+    profile = GOLDEN / "inspect-inline.toml"
+    test_apply_converges(profile, netns)
+    nft_in(netns, "delete", "table", "inet", "appliance")
+    test_text_and_json_load_the_same_table(profile, netns, tmp_path)
