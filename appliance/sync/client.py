@@ -415,6 +415,17 @@ class HubClient:
         await self.report(failed, table_hash)
         return failed
 
+    async def rolled_back(self, sync: SyncResult, error: str, table_hash: str = "") -> SyncResult:
+        """The daemon applied ``sync.bundle`` but the hub was unreachable afterwards, so it
+        restored what ran before (commit-confirm): nothing is stored, the bundle is fetched
+        again at the next poll, and the result is a transport failure (back off)."""
+        self._seen_sig_etag = self.running.sig_etag if self.running else ""
+        self.failures += 1
+        self.last_error = " ".join(error.split())
+        failed = self._result(B.UNREACHABLE, self.last_error, backoff=True)
+        await self.report(failed, table_hash)
+        return failed
+
     def _save(self, bundle: Bundle, signature: bytes, etag: str, sig_etag: str) -> None:
         self.store.save(bundle, signature, etag, sig_etag, now=self.clock())
         self.running = Stored(bundle, signature, etag, sig_etag, self.clock(), False)

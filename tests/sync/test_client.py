@@ -528,3 +528,23 @@ def test_stored_pair_checks_out_with_bundle_verify(publisher: Publisher, tmp_pat
     result = run_appliance("bundle", "verify", str(current), "--trust", str(pub))
     assert result.returncode == 0, result.stderr
     assert "version 3" in result.stdout
+
+
+def test_rolled_back_bundle_is_fetched_again(publisher: Publisher, tmp_path: Path) -> None:
+    """Commit-confirm: an apply undone because the hub vanished stores nothing, backs off,
+    and the same bundle is offered again at the next poll."""
+    publisher.publish(3, ["192.0.2.1"])
+
+    async def body(server: HubServer, c: HubClient) -> None:
+        await applied(c)
+        publisher.publish(4, ["192.0.2.2"])
+        sync = await c.poll_once()
+        assert sync.pending and sync.bundle is not None and sync.bundle.version == 4
+        undone = await c.rolled_back(sync, "hub unreachable after the apply", "t1")
+        assert undone.result == B.UNREACHABLE and undone.backoff and undone.version == 3
+        assert c.failures == 1
+        assert c.load_last_good() is not None and c.running_version == 3
+        again = await c.poll_once()
+        assert again.pending and again.bundle is not None and again.bundle.version == 4
+
+    scenario(publisher, tmp_path, body)
