@@ -176,7 +176,7 @@ def _desired(path: str, for_kernel: bool = False) -> Desired:
 
     profile = _load(path)
     if for_kernel:
-        from appliance.daemon.inspect import require_kernel_support
+        from appliance.probe import require_kernel_support
 
         require_kernel_support(profile, path)
     try:

@@ -27,8 +27,12 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, KernelError
+
+if TYPE_CHECKING:
+    from appliance.model.profile import Profile
 
 CLONE_NEWNET = 0x40000000
 
@@ -493,3 +497,19 @@ def main() -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def require_kernel_support(
+    profile: Profile, path: str, features: Callable[[], dict[str, bool]] | None = None
+) -> None:
+    """Refuse ``[inspect].mode = "inline"`` on a kernel without the nftables ``queue``
+    statement (KernelError, one line). Other modes need nothing beyond the table."""
+    if profile.inspect.mode != "inline":
+        return
+    if features is None:
+        features = probe_features
+    if not features().get("queue", False):
+        raise KernelError(
+            f'{path}: inspect.mode: "inline" needs the nftables queue statement (NFQUEUE), '
+            'which this kernel lacks; use mode "sample" or "mirror"'
+        )

@@ -35,8 +35,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from appliance.errors import KernelError
-
 if TYPE_CHECKING:
     from appliance.adapters.capture import InlinePacket, NfqueueReader, Packet
     from appliance.daemon.metrics import Metrics
@@ -56,24 +54,6 @@ class Reader(Protocol):
     def fileno(self) -> int: ...
     def read(self, limit: int = ...) -> list[Packet]: ...
     def close(self) -> None: ...
-
-
-def require_kernel_support(
-    profile: Profile, path: str, features: Callable[[], dict[str, bool]] | None = None
-) -> None:
-    """Refuse ``[inspect].mode = "inline"`` on a kernel without the nftables ``queue``
-    statement (KernelError, one line). Other modes need nothing beyond the table."""
-    if profile.inspect.mode != "inline":
-        return
-    if features is None:
-        from appliance.probe import probe_features
-
-        features = probe_features
-    if not features().get("queue", False):
-        raise KernelError(
-            f'{path}: inspect.mode: "inline" needs the nftables queue statement (NFQUEUE), '
-            'which this kernel lacks; use mode "sample" or "mirror"'
-        )
 
 
 def settings_key(profile: Profile, alerts: str | None) -> str:

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from appliance.daemon.inspect import LiveInspection, require_kernel_support, settings_key
+from appliance.daemon.inspect import LiveInspection, settings_key
 from appliance.daemon.metrics import Metrics
 from appliance.errors import KernelError
 from appliance.model.parse import load_profile
 from appliance.model.profile import Profile
+from appliance.probe import require_kernel_support
 
 PROFILE = """
 version = 1
