@@ -16,10 +16,13 @@ from appliance.compile.render import render_rule
 from appliance.compile.ruleset import element_json, table_object
 from appliance.reconcile.state import (
     DYNAMIC_SETS,
+    HUB_TAG,
     PROFILE_TAG,
     Desired,
     Element,
     Observed,
+    managed_tags,
+    wanted_elements,
 )
 
 ELEMENTS_SHOWN = 20  # per set and direction in describe(); a feed can hold millions
@@ -30,8 +33,8 @@ class Plan:
     create: bool = False  # the table is absent
     swap: bool = False  # the structure differs: replace the table
     structure_diff: list[str] = field(default_factory=list)
-    add: dict[str, list[str]] = field(default_factory=dict)  # profile elements to add
-    delete: dict[str, list[str]] = field(default_factory=dict)  # stale profile elements
+    add: dict[str, list[str]] = field(default_factory=dict)  # profile (or hub) elements to add
+    delete: dict[str, list[str]] = field(default_factory=dict)  # stale profile (or hub) elements
 
     @property
     def changed(self) -> bool:
@@ -57,23 +60,27 @@ class Plan:
 
 def make_plan(desired: Desired, observed: Observed) -> Plan:
     plan = Plan()
+    names = sorted(set(desired.elements) | set(desired.hub or ()))
     if not observed.present:
         plan.create = True
-        plan.add = {name: sorted(items) for name, items in desired.elements.items() if items}
+        for name in names:
+            items = wanted_elements(desired, name)
+            if items:
+                plan.add[name] = sorted(items)
         return plan
     if desired.structure != observed.structure:
         plan.swap = True
         plan.structure_diff = structure_diff(desired.structure, observed.structure)
-    for name, wanted in desired.elements.items():
+    tags = managed_tags(desired)
+    for name in names:
+        wanted = wanted_elements(desired, name)
         have = observed.elements.get(name, {})
         same_type = observed.types.get(name) == desired.types.get(name)
         missing = sorted(text for text in wanted if not same_type or text not in have)
         if missing:
             plan.add[name] = missing
         stale = sorted(
-            text
-            for text, elem in have.items()
-            if elem.comment == PROFILE_TAG and text not in wanted
+            text for text, elem in have.items() if elem.comment in tags and text not in wanted
         )
         if stale and same_type:
             plan.delete[name] = stale
@@ -102,7 +109,7 @@ def swap_commands(desired: Desired, observed: Observed) -> list[Json]:
     commands += [{"add": obj} for obj in desired.objects]
     for name in sorted(desired.types):
         elems: list[object] = [
-            _profile_elem(desired, name, t) for t in sorted(desired.elements.get(name, ()))
+            _profile_elem(desired, name, t) for t in sorted(wanted_elements(desired, name))
         ]
         elems += [
             _runtime_elem(desired, name, elem)
@@ -117,11 +124,12 @@ def kept_runtime_elements(desired: Desired, observed: Observed, name: str) -> li
     """Elements of ``name`` added at run time that survive a swap (same set, same type)."""
     if name in DYNAMIC_SETS or observed.types.get(name) != desired.types.get(name):
         return []
-    wanted = desired.elements.get(name, frozenset())
+    wanted = wanted_elements(desired, name)
+    tags = managed_tags(desired)
     return [
         elem
         for text, elem in observed.elements.get(name, {}).items()
-        if elem.comment != PROFILE_TAG and text not in wanted and elem.expires != 0
+        if elem.comment not in tags and text not in wanted and elem.expires != 0
     ]
 
 
@@ -153,8 +161,11 @@ def _element_cmd(op: str, name: str, elems: list[object]) -> Json:
 
 
 def _profile_elem(desired: Desired, name: str, text: str) -> object:
+    """An element of the policy, tagged with where it comes from (the profile or the hub)."""
     value = element_json(desired.types[name], text)
-    return {"elem": {"val": value, "comment": PROFILE_TAG}}
+    own = desired.elements.get(name, frozenset())
+    tag = PROFILE_TAG if desired.hub is None or text in own else HUB_TAG
+    return {"elem": {"val": value, "comment": tag}}
 
 
 def _runtime_elem(desired: Desired, name: str, elem: Element) -> object:

@@ -17,6 +17,7 @@ from appliance.compile.ruleset import (
 from appliance.model.profile import Profile
 
 PROFILE_TAG = "profile"  # element comment marking elements that come from the profile
+HUB_TAG = "hub"  # element comment marking elements that come from a hub bundle's sets
 DYNAMIC_SETS = frozenset(SYN_FLOOD_SETS.values()) | frozenset(CONN_LIMIT_SETS.values())
 
 
@@ -36,6 +37,10 @@ class Desired:
     elements: dict[str, frozenset[str]]  # set -> elements the profile puts there
     types: dict[str, str]  # set -> nft type
     name: str = ""
+    # set -> the hub's elements (tagged ``hub``), for a policy that came in a bundle. None:
+    # the policy has no hub elements, and hub-tagged elements in the kernel are run-time
+    # state (kept, never drift), as a profile-driven apply must leave them.
+    hub: dict[str, frozenset[str]] | None = None
 
     @property
     def structure(self) -> list[Json]:
@@ -44,10 +49,12 @@ class Desired:
     @property
     def table_hash(self) -> str:
         """Hash of structure and profile elements: equal tables, equal hashes."""
-        doc = {
+        doc: dict[str, object] = {
             "structure": self.structure,
             "elements": {k: sorted(v) for k, v in sorted(self.elements.items())},
         }
+        if self.hub is not None:
+            doc["hub"] = {k: sorted(v) for k, v in sorted(self.hub.items()) if v}
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -73,6 +80,34 @@ def desired_from_profile(profile: Profile) -> Desired:
         types=set_types(profile),
         name=profile.name,
     )
+
+
+def wanted_elements(desired: Desired, name: str) -> frozenset[str]:
+    """Every element the policy puts in set ``name``: the profile's and the hub's."""
+    own = desired.elements.get(name, frozenset())
+    if desired.hub is None or not desired.hub.get(name):
+        return own
+    return own | desired.hub[name]
+
+
+def managed_tags(desired: Desired) -> tuple[str, ...]:
+    """Element comments this policy owns: a tagged element it no longer lists is stale."""
+    return (PROFILE_TAG,) if desired.hub is None else (PROFILE_TAG, HUB_TAG)
+
+
+def desired_with_hub(profile: Profile, effective: Profile) -> Desired:
+    """The table of a bundle: ``profile`` is the bundle's own, ``effective`` the same with
+    the hub's elements added to its sets. Elements the profile lists keep the ``profile``
+    tag; the rest are the hub's."""
+    desired = desired_from_profile(effective)
+    own = profile_elements(profile)
+    elements: dict[str, frozenset[str]] = {}
+    hub: dict[str, frozenset[str]] = {}
+    for name, items in desired.elements.items():
+        mine = frozenset(own.get(name, ()))
+        elements[name] = items & mine
+        hub[name] = items - mine
+    return Desired(desired.objects, elements, desired.types, desired.name, hub)
 
 
 def observed_from_listing(listing: list[Json] | None) -> Observed:

@@ -130,3 +130,65 @@ def test_table_hash_is_stable_and_sensitive() -> None:
     assert desired().table_hash == desired().table_hash
     other = desired(rules=[{"name": "x", "from": "any", "to": "self", "action": "accept"}])
     assert other.table_hash != desired().table_hash
+
+
+def _hub(feed: list[str]) -> Desired:
+    """A bundle's table: the profile's element tagged profile, ``feed`` tagged hub."""
+    from pathlib import Path
+
+    from appliance.reconcile.state import desired_with_hub
+
+    own = parse_profile(copy.deepcopy(BASE), "bundle", Path("."))
+    data = copy.deepcopy(BASE)
+    data["sets"]["bl"]["elements"] = ["192.0.2.0/24", *feed]
+    return desired_with_hub(own, parse_profile(data, "bundle", Path(".")))
+
+
+def _hub_listing(d: Desired) -> list[dict[str, Any]]:
+    hub = [{"elem": {"val": t, "comment": "hub"}} for t in sorted((d.hub or {}).get("bl", ()))]
+    return listing(d, {"bl": hub})
+
+
+def test_hub_elements_are_tagged_and_desired_by_the_bundle() -> None:
+    d = _hub(["198.51.100.7", "203.0.113.1"])
+    assert d.elements["bl"] == {"192.0.2.0/24"}
+    assert d.hub is not None and d.hub["bl"] == {"198.51.100.7", "203.0.113.1"}
+    commands = transaction(
+        make_plan(d, observed_from_listing(None)), d, observed_from_listing(None)
+    )
+    tags = {
+        e["elem"]["val"]["prefix"]["addr"]
+        if isinstance(e["elem"]["val"], dict)
+        else e["elem"]["val"]: e["elem"]["comment"]
+        for c in commands
+        if "element" in c.get("add", {})
+        for e in c["add"]["element"]["elem"]
+    }
+    assert tags == {"192.0.2.0": "profile", "198.51.100.7": "hub", "203.0.113.1": "hub"}
+    assert not make_plan(d, observed_from_listing(_hub_listing(d))).changed
+    assert d.table_hash != _hub(["198.51.100.7"]).table_hash
+
+
+def test_next_bundle_changes_hub_elements_as_deltas() -> None:
+    old = _hub(["198.51.100.7", "203.0.113.1"])
+    new = _hub(["198.51.100.7", "203.0.113.2"])
+    plan = make_plan(new, observed_from_listing(_hub_listing(old)))
+    assert not plan.swap and not plan.create
+    assert plan.add == {"bl": ["203.0.113.2"]} and plan.delete == {"bl": ["203.0.113.1"]}
+
+
+def test_profile_driven_apply_keeps_hub_elements() -> None:
+    bundle = _hub(["198.51.100.7"])
+    plan = make_plan(desired(), observed_from_listing(_hub_listing(bundle)))
+    assert not plan.changed  # hub elements are run-time state for a profile's plan
+    changed = desired(rules=BASE["rules"] * 1 + [{**BASE["rules"][0], "name": "other"}])
+    observed = observed_from_listing(_hub_listing(bundle))
+    commands = swap_commands(changed, observed)
+    kept = [
+        e
+        for c in commands
+        if "element" in c.get("add", {})
+        for e in c["add"]["element"]["elem"]
+        if isinstance(e, dict) and e["elem"].get("comment") == "hub"
+    ]
+    assert len(kept) == 1
