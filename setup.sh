@@ -52,15 +52,35 @@ install_dev_tools() {
 
 run_tests() {
     install_dev_tools
+    local guests=0
+    if [ -x qemu/ci.sh ] && [ "${APPLIANCE_SKIP_GUEST:-0}" != 1 ]; then
+        guests=1
+        read -r -a arches <<< "${GUEST_ARCHES:-amd64 arm64}"
+        log "guest images: host packages, then building ${arches[*]} in the background"
+        qemu/ci.sh --deps-only
+        # The guest roots (arm64 under emulation takes minutes) build at low priority while
+        # the host tests run; qemu/ci.sh then finds them built and only adds the checkout.
+        mkdir -p qemu/out
+        # shellcheck disable=SC2016  # $@ expands in the child shell
+        setsid nice -n 19 bash -c 'for arch in "$@"; do qemu/build-image.sh "$arch" --quiet || exit 1; done' \
+            prebuild "${arches[@]}" > qemu/out/prebuild.log 2>&1 &
+        PREBUILD=$!
+        trap '[ -n "${PREBUILD:-}" ] && kill -- "-$PREBUILD" 2>/dev/null' EXIT
+    fi
     log "ruff"
     .venv/bin/ruff check appliance tests bench
     log "mypy"
     .venv/bin/mypy
-    log "pytest"
-    .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
-    if [ -x qemu/ci.sh ] && [ "${APPLIANCE_SKIP_GUEST:-0}" != 1 ]; then
-        log "guest tests (QEMU)"
-        qemu/ci.sh
+    log "pytest (host; the guest-marked tests run in the QEMU guests below)"
+    .venv/bin/python -m pytest -q -p no:cacheprovider -m "not guest and not qemu" "$@"
+    if [ "$guests" = 1 ]; then
+        log "waiting for the guest images"
+        if ! wait "$PREBUILD"; then
+            tail -n 30 qemu/out/prebuild.log >&2
+        fi
+        PREBUILD=""
+        log "guest tests (QEMU: ${arches[*]})"
+        GUEST_ARCHES="${arches[*]}" qemu/ci.sh
     fi
 }
 
