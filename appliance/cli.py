@@ -399,6 +399,9 @@ def _status_lines(status: dict[str, Any]) -> list[str]:
     )
     if status.get("confirm_pending_until"):
         lines.append("confirm:       pending (`appliance confirm` keeps the reload)")
+    hub = status.get("hub")
+    if hub:
+        lines += _hub_lines(hub)
     inspect = status.get("inspect") or {}
     if inspect.get("mode", "off") != "off":
         if inspect.get("running", True) and "received" in inspect:
@@ -413,6 +416,23 @@ def _status_lines(status: dict[str, Any]) -> list[str]:
     for name, count in sorted((status.get("sets") or {}).items()):
         lines.append(f"  {name:<24} {count}")
     return lines
+
+
+def _hub_lines(hub: dict[str, Any]) -> list[str]:
+    if "url" not in hub:
+        return [f"hub:           {hub.get('error')}"]
+    version = hub.get("version")
+    running = "no bundle" if version is None else f"bundle version {version}"
+    if version is not None:
+        running += f", expires {hub.get('expires')}"
+        if hub.get("stale"):
+            running += " (stale: expired, still enforced)"
+        if not hub.get("enforced"):
+            running += " (not enforced)"
+    result = hub.get("result") or "not synced yet"
+    if hub.get("error"):
+        result += f": {hub['error']}"
+    return [f"hub:           {hub.get('url')}: {running}", f"hub sync:      {result}"]
 
 
 def cmd_lab(args: argparse.Namespace) -> int:

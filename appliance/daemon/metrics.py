@@ -148,6 +148,11 @@ class Metrics:
             "Time of the last successful hub sync",
             registry=registry,
         )
+        self.hub_stale = Gauge(
+            "appliance_hub_bundle_stale",
+            "1 while the enforced hub bundle has expired (it stays enforced)",
+            registry=registry,
+        )
         registry.register(_KernelCollector(self))  # type: ignore[arg-type]
 
     def set_policy(self, name: str, table_hash: str, source: str, generation: int) -> None:

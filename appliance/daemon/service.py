@@ -6,16 +6,21 @@ runs one tick at a time. Every kernel call goes through one worker thread (a lib
 context is not shared between threads), so the event loop keeps answering the control
 socket and metrics while a large table is loaded.
 
-Boot: a valid profile is applied and saved as the last good policy; an invalid or missing
-profile leaves the last good policy enforced (else the built-in failsafe) and the error in
-status and metrics. The daemon never runs with an empty ruleset, and on SIGTERM it leaves
-the table in the kernel (fail closed).
+Boot: with a ``[hub]`` in the local profile, the last good bundle from the state directory
+is enforced first (even if it has expired since: status and metrics then say it is stale).
+Else a valid profile is applied and saved as the last good policy; an invalid or missing
+profile (or a hub-only one) leaves the last good policy enforced (else the built-in
+failsafe) and the error in status and metrics. The hub client then polls from the loop
+(see :meth:`Daemon._hub_loop`); a hub outage never changes what is enforced. The daemon
+never runs with an empty ruleset, and on SIGTERM it leaves the table in the kernel (fail
+closed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -25,7 +30,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry
 
@@ -41,14 +46,25 @@ from appliance.engine import Backend, Engine
 from appliance.errors import ApplianceError, ProfileError, UsageError
 from appliance.model.profile import Profile
 from appliance.reconcile.plan import Plan, kept_runtime_elements, make_plan, transaction
-from appliance.reconcile.state import DYNAMIC_SETS, Desired, Observed
+from appliance.reconcile.state import (
+    DYNAMIC_SETS,
+    Desired,
+    Observed,
+    managed_tags,
+    wanted_elements,
+)
 from appliance.units import parse_duration
+
+if TYPE_CHECKING:  # the hub's modules (and cryptography) load only with a [hub]
+    from appliance.sync.bundle import Bundle
+    from appliance.sync.client import HubClient, SyncResult
 
 T = TypeVar("T")
 
 SOURCE_PROFILE = "profile"
 SOURCE_LAST_GOOD = "last_good"
 SOURCE_FAILSAFE = "failsafe"
+SOURCE_HUB = "hub"
 
 
 class DaemonBackend(Backend, Protocol):
@@ -77,6 +93,7 @@ class Policy:
     metrics_listen: str | None
     table_hash: str = ""  # computed once, in the kernel worker (large sets take a while)
     profile: Profile | None = None  # the profile it was compiled from (drives inspection)
+    bundle_version: int | None = None  # the hub bundle it came in
 
     def __post_init__(self) -> None:
         if not self.table_hash:
@@ -102,13 +119,39 @@ class Outcome:
 def load_policy(path: str) -> Policy:
     """Profile file -> the policy to enforce (compiled, hashed). ProfileError if invalid;
     KernelError if it needs a kernel feature this kernel lacks (inline inspection)."""
-    from appliance.probe import require_kernel_support
     from appliance.model.parse import load_profile
+    from appliance.probe import require_kernel_support
 
     profile = load_profile(path)
     desired, listen = _compile(path, profile)
     require_kernel_support(profile, path)
     return Policy(desired, SOURCE_PROFILE, listen, profile=profile)
+
+
+def load_local(path: str) -> Profile:
+    """The local profile, parsed and validated (ProfileError if invalid)."""
+    from appliance.model.parse import load_profile
+
+    return load_profile(path)
+
+
+def bundle_policy(bundle: Bundle, metrics_listen: str | None) -> Policy:
+    """A verified bundle -> the policy to enforce: its profile's table, the profile's set
+    elements tagged ``profile`` and the hub's tagged ``hub`` (KernelError if it needs a
+    kernel feature this kernel lacks; CompileError as ProfileError)."""
+    from appliance.compile.ruleset import CompileError
+    from appliance.probe import require_kernel_support
+    from appliance.reconcile.state import desired_with_hub
+
+    where = f"bundle version {bundle.version}"
+    try:
+        desired = desired_with_hub(bundle.profile, bundle.effective_profile())
+    except CompileError as exc:
+        raise ProfileError(where, exc.key, str(exc)) from None
+    require_kernel_support(bundle.profile, where)
+    return Policy(
+        desired, SOURCE_HUB, metrics_listen, profile=bundle.profile, bundle_version=bundle.version
+    )
 
 
 def load_desired(path: str) -> tuple[Desired, str | None]:
@@ -143,10 +186,11 @@ def set_counts(desired: Desired, observed: Observed, plan: Plan) -> dict[str, in
     """Element counts per set once ``plan`` is carried out: profile elements plus the
     run-time elements the kernel held (those a swap carries across)."""
     counts: dict[str, int] = {}
+    tags = managed_tags(desired)
     for name in desired.types:
         if name in DYNAMIC_SETS:
             continue
-        wanted = desired.elements.get(name, frozenset())
+        wanted = wanted_elements(desired, name)
         if plan.create:
             runtime = 0
         elif plan.swap:
@@ -154,7 +198,7 @@ def set_counts(desired: Desired, observed: Observed, plan: Plan) -> dict[str, in
         else:
             have = observed.elements.get(name, {})
             runtime = sum(
-                1 for text, elem in have.items() if text not in wanted and elem.comment != "profile"
+                1 for text, elem in have.items() if text not in wanted and elem.comment not in tags
             )
         counts[name] = len(wanted) + runtime
     return counts
@@ -216,6 +260,15 @@ class Daemon:
         self.inspection: LiveInspection | None = None
         self._inspection_key: str | None = None
         self.inspection_error: str | None = None
+        # The hub: the client (None without a [hub] in the local profile), its poll interval,
+        # and what status shows of the last sync.
+        self.hub: HubClient | None = None
+        self.hub_poll = 30.0
+        self.hub_error: str | None = None  # the client could not be set up
+        self.hub_last: SyncResult | None = None
+        self.hub_last_success: float | None = None
+        self.hub_syncs: dict[str, int] = {}
+        self._policy_lock = asyncio.Lock()  # a tick and a bundle apply, one at a time
 
     # ---- events: they only set flags and wake the loop ------------------------------
 
@@ -262,11 +315,14 @@ class Daemon:
             interval = watchdog_interval()
             if interval:
                 self._tasks.append(asyncio.create_task(self._watchdog(interval)))
+            if self.hub is not None:
+                self._tasks.append(asyncio.create_task(self._hub_loop()))
             while not self._stop:
                 await self._wake.wait()
                 self._wake.clear()
                 try:
-                    await self.tick()
+                    async with self._policy_lock:
+                        await self.tick()
                 except Exception as exc:  # a bug must not take enforcement's keeper down
                     self.log.exception("tick failed", extra={"error": repr(exc)})
         finally:
@@ -283,6 +339,8 @@ class Daemon:
                 self._monitor_hint.cancel()
             await self._monitor.stop()
             await self._stop_inspection()
+            if self.hub is not None:
+                self.hub.close()
             await self._control.close()
             await self._metrics_server.close()
             self._executor.shutdown(wait=True)
@@ -321,16 +379,27 @@ class Daemon:
     # ---- boot, reload, confirm ------------------------------------------------------
 
     async def boot(self) -> None:
+        local: Profile | None = None
         try:
-            policy = await self._kernel(load_policy, self.config.profile)
+            local = await self._kernel(load_local, self.config.profile)
         except ApplianceError as exc:
             self._error(f"profile not enforced: {exc}")
-        else:
-            if await self.enforce(policy):
-                self.last_error = None
-                await self._save_last_good()
+        if local is not None and local.hub is not None:
+            await self._start_hub(local)
+            if await self._enforce_last_bundle(local):
                 await self._update_metrics_listener()
                 return
+        if local is not None and local.has_policy:
+            try:
+                policy = await self._kernel(load_policy, self.config.profile)
+            except ApplianceError as exc:
+                self._error(f"profile not enforced: {exc}")
+            else:
+                if await self.enforce(policy):
+                    self.last_error = None
+                    await self._save_last_good()
+                    await self._update_metrics_listener()
+                    return
         try:
             last_good = await self._kernel(self.store.load_last_good)
         except ValueError as exc:
@@ -343,10 +412,14 @@ class Daemon:
             if await self.enforce(policy, keep_error=True):
                 await self._update_metrics_listener()
                 return
-        listen = self.config.metrics_listen
+        # With a [hub], the failsafe serves the local [metrics] while it waits for a bundle.
+        hub_listen = None
+        if local is not None and local.hub is not None and local.metrics is not None:
+            hub_listen = local.metrics.listen
+        listen = self.config.metrics_listen or hub_listen
         port = _port(listen) if listen else DEFAULT_METRICS_PORT
         if not await self.enforce(
-            Policy(failsafe_desired(port), SOURCE_FAILSAFE, None), keep_error=True
+            Policy(failsafe_desired(port), SOURCE_FAILSAFE, hub_listen), keep_error=True
         ):
             self.log.critical("even the failsafe policy was refused; the kernel keeps its table")
         await self._update_metrics_listener()
@@ -355,10 +428,16 @@ class Daemon:
         self.notifier.reloading("reloading the profile")
         self.log.info("reloading", extra={"profile": self.config.profile})
         try:
+            if self.policy is not None and self.policy.source == SOURCE_HUB:
+                await self._reload_under_hub()
+                return
             try:
                 policy = await self._kernel(load_policy, self.config.profile)
             except ApplianceError as exc:
                 self._error(f"reload refused, the running policy stays: {exc}")
+                return
+            if policy.profile is not None and not policy.profile.has_policy:
+                self.log.info("reload: a hub-only profile; the running policy stays")
                 return
             previous = self.policy
             if not await self.enforce(policy):
@@ -409,6 +488,163 @@ class Daemon:
             )
             await self._update_metrics_listener()
 
+    async def _reload_under_hub(self) -> None:
+        """A bundle is enforced: it stays. The local profile is checked, and its
+        ``[metrics]`` taken (its ``[hub]`` is read at start)."""
+        try:
+            local = await self._kernel(load_local, self.config.profile)
+        except ApplianceError as exc:
+            self._error(f"reload refused, the hub's bundle stays: {exc}")
+            return
+        listen = local.metrics.listen if local.metrics else None
+        if self.policy is not None and listen != self.policy.metrics_listen:
+            self.policy = dataclasses.replace(self.policy, metrics_listen=listen)
+            await self._update_metrics_listener()
+        self.log.info("reload: the hub's bundle stays enforced", extra=self._policy_fields())
+
+    # ---- the hub -------------------------------------------------------------------
+
+    async def _start_hub(self, local: Profile) -> None:
+        from appliance.sync.client import HubClient
+        from appliance.sync.keys import KeyFileError
+
+        assert local.hub is not None
+        try:
+            self.hub = HubClient.from_profile(local, self.config.state_dir, clock=self.wall_clock)
+        except (KeyFileError, OSError, ValueError) as exc:
+            self.hub_error = f"hub client not started: {exc}"
+            self._error(self.hub_error)
+            return
+        self.hub_poll = local.hub.poll
+
+    async def _enforce_last_bundle(self, local: Profile) -> bool:
+        """Boot: enforce the last good bundle, stale or not. False if there is none (or it
+        no longer verifies, or the kernel refuses it)."""
+        hub = self.hub
+        if hub is None:
+            return False
+        stored = await self._kernel(hub.load_last_good)
+        if stored is None:
+            if hub.last_error:
+                self._error(f"last good bundle not enforced: {hub.last_error}")
+            return False
+        listen = local.metrics.listen if local.metrics else None
+        try:
+            policy = await self._kernel(bundle_policy, stored.bundle, listen)
+        except ApplianceError as exc:
+            self._error(f"last good bundle not enforced: {exc}")
+            return False
+        if not await self.enforce(policy):
+            return False
+        self.last_error = None
+        self.metrics.last_error.set(0)
+        self._hub_gauges()
+        return True
+
+    async def _hub_loop(self) -> None:
+        """Poll at start, then every ``[hub].poll`` (right away again after a long poll;
+        backoff after transport failures). Never raises; never flushes anything."""
+        hub = self.hub
+        assert hub is not None
+        while True:
+            try:
+                sync = await hub.poll_once()
+                if sync.pending and sync.bundle is not None:
+                    async with self._policy_lock:
+                        sync = await self._apply_bundle(sync)
+                else:
+                    await hub.report(sync, self._table_hash())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug must not stop the polling
+                self.log.exception("hub sync failed", extra={"error": repr(exc)})
+                await asyncio.sleep(self.hub_poll)
+                continue
+            self._record_sync(sync)
+            await asyncio.sleep(hub.next_delay(sync, self.hub_poll))
+
+    async def _apply_bundle(self, sync: SyncResult) -> SyncResult:
+        """Apply a verified bundle; keep it only if the hub is still reachable afterwards."""
+        hub = self.hub
+        bundle = sync.bundle
+        assert hub is not None and bundle is not None
+        previous = self.policy
+        listen = previous.metrics_listen if previous else None
+        if previous is not None and previous.source != SOURCE_HUB:
+            listen = await self._local_metrics_listen()
+        try:
+            policy = await self._kernel(bundle_policy, bundle, listen)
+        except ApplianceError as exc:
+            return await hub.apply_failed(sync, str(exc), self._table_hash())
+        if not await self.enforce(policy, keep_error=True):
+            return await hub.apply_failed(sync, self.last_error or "refused", self._table_hash())
+        if not await hub.check_reachable():
+            error = f"hub unreachable after applying version {bundle.version}: rolled back"
+            if previous is not None:
+                await self.enforce(previous, keep_error=True)
+            self.log.warning(error, extra=self._policy_fields())
+            return await hub.rolled_back(sync, error, self._table_hash())
+        self.last_error = None
+        self.metrics.last_error.set(0)
+        await self._update_metrics_listener()
+        self.log.info(
+            "hub bundle applied", extra={**self._policy_fields(), "bundle": bundle.version}
+        )
+        return await hub.applied(sync, policy.table_hash)
+
+    async def _local_metrics_listen(self) -> str | None:
+        try:
+            local = await self._kernel(load_local, self.config.profile)
+        except ApplianceError:
+            return self.policy.metrics_listen if self.policy else None
+        return local.metrics.listen if local.metrics else None
+
+    def _record_sync(self, sync: SyncResult) -> None:
+        self.hub_last = sync
+        self.hub_syncs[sync.result] = self.hub_syncs.get(sync.result, 0) + 1
+        self.metrics.hub_sync.labels(result=sync.result).inc()
+        if sync.ok:
+            self.hub_last_success = self.wall_clock()
+            self.metrics.hub_last_success.set(self.hub_last_success)
+        elif not sync.repeated or self.hub_syncs[sync.result] == 1:
+            self.log.warning(
+                "hub sync: nothing changed",
+                extra={"result": sync.result, "error": sync.error, "bundle": sync.version},
+            )
+        self._hub_gauges()
+
+    def _hub_gauges(self) -> None:
+        hub = self.hub
+        if hub is None:
+            return
+        self.metrics.hub_stale.set(1 if hub.stale else 0)
+        if self.policy is not None and self.policy.bundle_version is not None:
+            self.metrics.policy_version.set(self.policy.bundle_version)
+
+    def _table_hash(self) -> str:
+        return self.policy.table_hash if self.policy else ""
+
+    def hub_status(self) -> dict[str, Any] | None:
+        hub = self.hub
+        if hub is None:
+            return {"error": self.hub_error} if self.hub_error else None
+        last = self.hub_last
+        return {
+            "url": hub.url,
+            "version": hub.running_version,
+            "enforced": self.policy is not None and self.policy.source == SOURCE_HUB,
+            "stale": hub.stale,
+            "expires": hub.running.bundle.expires_text if hub.running else None,
+            "result": last.result if last else None,
+            "error": (last.error or None) if last else (hub.last_error or None),
+            "offered": last.offered if last else None,
+            "last_sync": last.time if last else None,
+            "last_success": self.hub_last_success,
+            "syncs": dict(sorted(self.hub_syncs.items())),
+            "poll_seconds": self.hub_poll,
+            "long_poll": hub.long_poll_max > 0,
+        }
+
     # ---- applying and repairing ----------------------------------------------------
 
     def _reconcile(self, desired: Desired) -> Outcome:
@@ -442,6 +678,8 @@ class Daemon:
         self.metrics.set_policy(
             policy.desired.name, policy.table_hash, policy.source, self.generation
         )
+        if policy.bundle_version is not None:
+            self.metrics.policy_version.set(policy.bundle_version)
         if not keep_error:
             self.metrics.last_error.set(0)
         await self._update_inspection(policy)
@@ -636,6 +874,7 @@ class Daemon:
             "drift_repairs": dict(sorted(self.drift_repairs.items())),
             "inspect": self._inspection_status(),
             "confirm_pending_until": self.pending.deadline if self.pending else None,
+            "hub": self.hub_status(),
             "metrics_listen": (
                 f"{self.metrics_address[0]}:{self.metrics_address[1]}"
                 if self.metrics_address
