@@ -21,6 +21,8 @@ from appliance.sync import keys
 from tests.conftest import REPO, nft_in
 from tests.daemon.conftest import Daemon, nft_in_curl, rule_handles, wait_until
 
+pytestmark = pytest.mark.root
+
 PORT = 8089  # the hub, on the test namespace's loopback
 PATH = "site/edge-1"
 
@@ -53,12 +55,14 @@ EXTRA_RULE = {
 }
 FEED = ["192.0.2.0/25", "198.51.100.7"]
 
-# A server answering every request with HTTP 500 (the hub's stand-in for one test).
+# A server answering every request with one HTTP error status (500, 504).
 ERROR_SERVER = """
 import http.server, sys
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        self.send_response(500); self.send_header("Content-Length", "0"); self.end_headers()
+        self.send_response(int(sys.argv[2]))
+        self.send_header("Content-Length", "0")
+        self.end_headers()
     do_POST = do_HEAD = do_GET
     def log_message(self, *a): pass
 http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
@@ -130,10 +134,10 @@ class Hub:
         atomic_write(target / B.BUNDLE_FILE, data, 0o644)
         atomic_write(target / B.SIG_FILE, signature or sign(data, self.key), 0o644)
 
-    def start(self, broken: bool = False, vanishing: bool = False) -> Hub:
+    def start(self, broken: int = 0, vanishing: bool = False) -> Hub:
         self.stop()
         if broken:
-            command = [sys.executable, "-c", ERROR_SERVER, str(PORT)]
+            command = [sys.executable, "-c", ERROR_SERVER, str(PORT), str(broken)]
         elif vanishing:
             pair = [str(self.directory / B.BUNDLE_FILE), str(self.directory / B.SIG_FILE)]
             command = [sys.executable, "-c", VANISHING_SERVER, str(PORT), *pair]
@@ -324,8 +328,8 @@ def _refusal(hub: Hub, key: keys.PrivateKey, other: keys.PrivateKey, case: str) 
             handle.truncate(65 * 1024 * 1024)
         atomic_write(hub.directory / B.SIG_FILE, b"0011223344556677 AAAA\n", 0o644)
         return "too_large"
-    if case == "http_500":
-        hub.start(broken=True)
+    if case in ("http_500", "http_504"):
+        hub.start(broken=int(case[-3:]))
         return "http_error"
     if case == "hub_down":
         hub.stop()
@@ -335,7 +339,17 @@ def _refusal(hub: Hub, key: keys.PrivateKey, other: keys.PrivateKey, case: str) 
 
 @pytest.mark.parametrize(
     "case",
-    ["tampered", "wrong_key", "older", "same", "expired", "too_large", "http_500", "hub_down"],
+    [
+        "tampered",
+        "wrong_key",
+        "older",
+        "same",
+        "expired",
+        "too_large",
+        "http_500",
+        "http_504",
+        "hub_down",
+    ],
 )
 def test_refused_bundle_changes_nothing(
     hub: Hub, running: Daemon, key: keys.PrivateKey, case: str
