@@ -94,7 +94,7 @@ class Metrics:
 
         self.policy_version = Gauge(
             "appliance_policy_version",
-            "Generation of the enforced policy (bumped on every policy change)",
+            "Version of the enforced hub bundle; without one, the policy generation",
             registry=registry,
         )
         self.policy_info = Gauge(

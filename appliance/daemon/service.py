@@ -120,9 +120,14 @@ def load_policy(path: str) -> Policy:
     """Profile file -> the policy to enforce (compiled, hashed). ProfileError if invalid;
     KernelError if it needs a kernel feature this kernel lacks (inline inspection)."""
     from appliance.model.parse import load_profile
+
+    return policy_from_profile(path, load_profile(path))
+
+
+def policy_from_profile(path: str, profile: Profile) -> Policy:
+    """A parsed profile -> the policy to enforce (as :func:`load_policy`)."""
     from appliance.probe import require_kernel_support
 
-    profile = load_profile(path)
     desired, listen = _compile(path, profile)
     require_kernel_support(profile, path)
     return Policy(desired, SOURCE_PROFILE, listen, profile=profile)
@@ -391,7 +396,7 @@ class Daemon:
                 return
         if local is not None and local.has_policy:
             try:
-                policy = await self._kernel(load_policy, self.config.profile)
+                policy = await self._kernel(policy_from_profile, self.config.profile, local)
             except ApplianceError as exc:
                 self._error(f"profile not enforced: {exc}")
             else:

@@ -5,6 +5,7 @@ serve``) inside its own namespace, on that namespace's loopback."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -19,7 +20,13 @@ from appliance.storage import atomic_write
 from appliance.sync import bundle as B
 from appliance.sync import keys
 from tests.conftest import REPO, nft_in
-from tests.daemon.conftest import Daemon, nft_in_curl, rule_handles, wait_until
+from tests.daemon.conftest import (
+    Daemon,
+    nft_in_curl,
+    rule_handles,
+    wait_until,
+    write_profile,
+)
 
 pytestmark = pytest.mark.root
 
@@ -478,4 +485,27 @@ def test_hub_only_profile_runs_the_failsafe_until_the_first_bundle(
     hub.start()
     wait_version(daemon, 5, timeout=30)  # after a backoff of at most a few seconds
     assert daemon.status()["source"] == "hub"
+    assert elements(hub.ns)["198.51.100.7"] == "hub"
+
+
+def test_local_policy_runs_until_the_first_bundle_and_sighup_keeps_the_bundle(
+    hub: Hub, tmp_path: Path, key: keys.PrivateKey, start_daemon: Callable[..., Daemon]
+) -> None:
+    profile = local_profile(tmp_path, key, hub)
+    hub_section = profile.read_text().split("[hub]", 1)[1].split("[metrics]", 1)[0]
+    write_profile(profile)  # a policy of its own (daemon-test), with [metrics]
+    profile.write_text(profile.read_text() + "\n[hub]" + hub_section)
+    daemon = start_daemon(hub.ns, profile)
+    status = daemon.status()
+    assert (status["policy"], status["source"]) == ("daemon-test", "profile")
+    hub.publish(build(5))
+    hub.start()
+    wait_version(daemon, 5, timeout=30)
+    assert daemon.status()["policy"] == "hub-edge"
+    generation = daemon.status()["generation"]
+    daemon.send_signal(signal.SIGHUP)
+    wait_until(lambda: "the hub's bundle stays" in daemon.log(), timeout=15)
+    status = daemon.status()
+    assert (status["policy"], status["source"]) == ("hub-edge", "hub")
+    assert status["generation"] == generation
     assert elements(hub.ns)["198.51.100.7"] == "hub"
