@@ -19,7 +19,7 @@ from appliance.daemon.control import request
 from appliance.storage import atomic_write
 from appliance.sync import bundle as B
 from appliance.sync import keys
-from tests.conftest import REPO, nft_in
+from tests.conftest import REPO, nft_in, run_appliance
 from tests.daemon.conftest import (
     Daemon,
     nft_in_curl,
@@ -509,3 +509,59 @@ def test_local_policy_runs_until_the_first_bundle_and_sighup_keeps_the_bundle(
     assert (status["policy"], status["source"]) == ("hub-edge", "hub")
     assert status["generation"] == generation
     assert elements(hub.ns)["198.51.100.7"] == "hub"
+
+
+BUNDLE_PROFILE_TOML = """version = 1
+name = "hub-edge"
+
+[zones.lan]
+interfaces = ["eth1"]
+
+[sets.blocklist]
+type = "ipv4_addr"
+interval = true
+elements = ["203.0.113.0/24"]
+
+[[rules]]
+name = "drop-bl"
+from = "any"
+to = "any"
+saddr = ["@blocklist"]
+action = "drop"
+
+[[rules]]
+name = "ssh"
+from = "lan"
+to = "self"
+proto = "tcp"
+dport = [22]
+action = "accept"
+"""
+
+
+def test_plan_and_apply_of_a_profile_keep_hub_elements(
+    hub: Hub, running: Daemon, tmp_path: Path
+) -> None:
+    """For a profile-driven plan or apply, the hub's elements are run-time state."""
+    path = tmp_path / "same-as-bundle.toml"
+    path.write_text(BUNDLE_PROFILE_TOML)
+    plan = run_appliance("plan", "--netns", hub.ns, str(path))
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert running.stop() == 0
+    applied = run_appliance("apply", "--netns", hub.ns, str(path))
+    assert applied.returncode == 0, applied.stderr
+    assert elements(hub.ns)["198.51.100.7"] == "hub"
+
+
+def test_a_stored_bundle_whose_key_is_no_longer_trusted_is_not_enforced(
+    hub: Hub, running: Daemon, tmp_path: Path, start_daemon: Callable[..., Daemon]
+) -> None:
+    assert running.stop() == 0
+    hub.stop()
+    other = keys.generate()
+    profile = local_profile(tmp_path, other, hub)  # the trust list now names another key
+    daemon = start_daemon(hub.ns, profile)
+    status = daemon.status()
+    assert status["source"] == "failsafe"  # a hub-only profile: nothing else to enforce
+    assert "last good bundle not enforced" in (status["last_error"] or "")
+    assert status["hub"]["version"] is None
