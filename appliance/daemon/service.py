@@ -133,6 +133,12 @@ def policy_from_profile(path: str, profile: Profile) -> Policy:
     return Policy(desired, SOURCE_PROFILE, listen, profile=profile)
 
 
+def hub_only(profile: Profile) -> bool:
+    """A local profile that leaves the policy to the hub (``version``, ``name``, ``[hub]``,
+    ``[metrics]``): nothing of its own to enforce."""
+    return profile.hub is not None and not profile.has_policy
+
+
 def load_local(path: str) -> Profile:
     """The local profile, parsed and validated (ProfileError if invalid)."""
     from appliance.model.parse import load_profile
@@ -394,7 +400,7 @@ class Daemon:
             if await self._enforce_last_bundle(local):
                 await self._update_metrics_listener()
                 return
-        if local is not None and local.has_policy:
+        if local is not None and not hub_only(local):
             try:
                 policy = await self._kernel(policy_from_profile, self.config.profile, local)
             except ApplianceError as exc:
@@ -441,7 +447,7 @@ class Daemon:
             except ApplianceError as exc:
                 self._error(f"reload refused, the running policy stays: {exc}")
                 return
-            if policy.profile is not None and not policy.profile.has_policy:
+            if policy.profile is not None and hub_only(policy.profile):
                 self.log.info("reload: a hub-only profile; the running policy stays")
                 return
             previous = self.policy
