@@ -76,3 +76,25 @@ def test_every_kernel_command_acts_in_the_named_namespace(netns: str) -> None:
 
     host = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
     assert "inet appliance" not in host
+
+
+def test_status_text_shows_the_hub() -> None:
+    from appliance.cli import _status_lines
+
+    base = {"policy": "edge", "source": "hub", "sets": {}}
+    hub = {
+        "url": "http://hub/site/edge-1/",
+        "version": 5,
+        "enforced": True,
+        "stale": True,
+        "expires": "2030-01-01T00:00:00Z",
+        "result": "unreachable",
+        "error": "connection refused",
+    }
+    lines = _status_lines({**base, "hub": hub})
+    assert (
+        "hub:           http://hub/site/edge-1/: bundle version 5, "
+        "expires 2030-01-01T00:00:00Z (stale: expired, still enforced)"
+    ) in lines
+    assert "hub sync:      unreachable: connection refused" in lines
+    assert not any(line.startswith("hub") for line in _status_lines({**base, "hub": None}))
