@@ -13,6 +13,7 @@ APT_PACKAGES=(
     python3 python3-venv python3-pip
     python3-pyroute2 python3-prometheus-client python3-cryptography
     python3-scapy python3-pytest python3-hypothesis python3-dpkt nginx-light
+    curl procps util-linux systemd
 )
 
 log() { printf '==> %s\n' "$*" >&2; }
