@@ -82,3 +82,39 @@ def nft_in(ns: str, *args: str, check: bool = True) -> str:
     return subprocess.run(
         ["ip", "netns", "exec", ns, "nft", *args], capture_output=True, text=True, check=check
     ).stdout
+
+
+SMALL_PROFILE = """
+version = 1
+name = "NAME"
+[zones.lan]
+interfaces = ["eth1"]
+[sets.blocklist]
+type = "ipv4_addr"
+interval = true
+elements = ELEMENTS
+[sets.ports]
+type = "inet_service"
+elements = [22]
+[[rules]]
+name = "drop-blocklist"
+from = "any"
+to = "self"
+saddr = ["@blocklist"]
+action = "drop"
+[[rules]]
+name = "ssh"
+from = "lan"
+to = "self"
+proto = "tcp"
+dport = ["@ports"]
+action = "accept"
+"""
+
+
+def small_profile(name: str, elements: list[str]) -> str:
+    """A lan zone, a blocklist and a ports set, a drop and an accept rule: the profile the
+    engine and daemon tests change step by step."""
+    import json
+
+    return SMALL_PROFILE.replace("NAME", name).replace("ELEMENTS", json.dumps(elements))

@@ -12,40 +12,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import nft_in, run_appliance
+from tests.conftest import nft_in, run_appliance, small_profile
 
 pytestmark = pytest.mark.root
 
-PROFILE = """
-version = 1
-name = "engine-test"
-[zones.lan]
-interfaces = ["eth1"]
-[sets.blocklist]
-type = "ipv4_addr"
-interval = true
-elements = ELEMENTS
-[sets.ports]
-type = "inet_service"
-elements = [22]
-[[rules]]
-name = "drop-blocklist"
-from = "any"
-to = "self"
-saddr = ["@blocklist"]
-action = "drop"
-[[rules]]
-name = "ssh"
-from = "lan"
-to = "self"
-proto = "tcp"
-dport = ["@ports"]
-action = "accept"
-"""
-
-
 def write_profile(path: Path, elements: list[str], extra: str = "") -> Path:
-    path.write_text(PROFILE.replace("ELEMENTS", json.dumps(elements)) + extra)
+    path.write_text(small_profile("engine-test", elements) + extra)
     return path
 
 

@@ -16,34 +16,7 @@ from typing import Any
 import pytest
 
 from appliance.daemon.control import NoDaemon, request
-from tests.conftest import REPO, nft_in
-
-PROFILE = """
-version = 1
-name = "daemon-test"
-[zones.lan]
-interfaces = ["eth1"]
-[sets.blocklist]
-type = "ipv4_addr"
-interval = true
-elements = ELEMENTS
-[sets.ports]
-type = "inet_service"
-elements = [22]
-[[rules]]
-name = "drop-blocklist"
-from = "any"
-to = "self"
-saddr = ["@blocklist"]
-action = "drop"
-[[rules]]
-name = "ssh"
-from = "lan"
-to = "self"
-proto = "tcp"
-dport = ["@ports"]
-action = "accept"
-"""
+from tests.conftest import REPO, nft_in, small_profile
 
 EXTRA_RULE = """
 [[rules]]
@@ -65,7 +38,7 @@ def write_profile(
     path: Path, elements: list[str] | None = None, extra: str = "", metrics: bool = True
 ) -> Path:
     elements = ["203.0.113.0/24", "198.51.100.1"] if elements is None else elements
-    text = PROFILE.replace("ELEMENTS", json.dumps(elements)) + extra
+    text = small_profile("daemon-test", elements) + extra
     path.write_text(text + (METRICS if metrics else ""))
     return path
 
