@@ -153,7 +153,7 @@ SEGMENT_KIND_KEYS: dict[str, tuple[str, ...]] = {
     "netns": ("netns", "peer_addresses"),
 }
 SEGMENT_KEYS = SEGMENT_COMMON_KEYS + tuple(k for keys in SEGMENT_KIND_KEYS.values() for k in keys)
-HUB_KEYS = ("url", "trust", "poll")
+HUB_KEYS = ("url", "trust", "poll", "timeout")
 METRICS_KEYS = ("listen",)
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -1195,7 +1195,12 @@ def _parse_hub(ctx: _Ctx, value: Any) -> Hub:
         _existing_file(ctx, (*trust_path, i), item, "key file") for i, item in enumerate(items)
     )
     poll = _duration(ctx, (*path, "poll"), table["poll"]) if "poll" in table else 30.0
-    return Hub(url=url, trust=trust, poll=poll)
+    timeout = 30.0
+    if "timeout" in table:
+        timeout = _duration(ctx, (*path, "timeout"), table["timeout"])
+        if not 1.0 <= timeout <= 600.0:
+            raise ctx.error((*path, "timeout"), "the hub timeout must be between 1s and 10m")
+    return Hub(url=url, trust=trust, poll=poll, timeout=timeout)
 
 
 def _parse_metrics(ctx: _Ctx, value: Any) -> Metrics:

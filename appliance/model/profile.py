@@ -162,6 +162,7 @@ class Hub:
     url: str
     trust: tuple[str, ...]  # absolute paths of trusted public keys
     poll: float = 30.0
+    timeout: float = 30.0  # the deadline of one exchange with the hub (beyond a long poll's wait)
 
 
 @dataclass(frozen=True)

@@ -165,6 +165,14 @@ class HubClient:
         base = Path(os.path.dirname(os.path.abspath(profile.source)))
         kw.setdefault("name", profile.name)
         kw.setdefault("base_dir", base)
+        if "limits" not in kw:
+            deadline = profile.hub.timeout
+            http = Limits(
+                connect_timeout=min(5.0, deadline),
+                read_timeout=min(10.0, deadline),
+                total_timeout=deadline,
+            )
+            kw["limits"] = ClientLimits(http=http, status_timeout=min(5.0, deadline))
         return cls(profile.hub.url, load_trust(profile.hub.trust), state_dir, **kw)
 
     # ---- boot ---------------------------------------------------------------------------
@@ -204,6 +212,10 @@ class HubClient:
         except TransportError as exc:
             backoff = exc.result in (B.UNREACHABLE, B.HTTP_ERROR)
             sync = self._result(exc.result, exc.reason, backoff=backoff)
+            if backoff:
+                # Whatever answers next must announce long polls again: a hub that failed
+                # (or whatever took its address) is polled plainly until it does.
+                self.long_poll_max = 0.0
         self._elapsed = time.monotonic() - started
         self.failures = self.failures + 1 if sync.backoff else 0
         if not sync.ok and not sync.pending:

@@ -1,10 +1,10 @@
 """A small, bounded HTTP/1.1 client on asyncio streams (and file:// URLs).
 
-Bounded in every dimension a hostile or broken server controls: connect and read timeouts,
-a total deadline for the whole exchange (a body that drips a byte a second fails in bounded
-time), a cap on the body size (checked against Content-Length before reading, and while
-reading), a cap on the header size, and no decompression: a Content-Encoding other than
-identity is refused.
+Bounded in every dimension a hostile or broken server controls: connect and read timeouts;
+a total deadline for the whole exchange, and the same deadline again for the body alone once
+the headers are in (a long poll's wait never lengthens a body that drips a byte a second); a
+cap on the body size (checked against Content-Length before reading, and while reading); a cap
+on the header size; and no decompression: a Content-Encoding other than identity is refused.
 """
 
 from __future__ import annotations
@@ -271,7 +271,15 @@ async def _exchange(
             response = Response(status, response_headers)
             framed = True
         else:
-            data = await _read_body(reader, response_headers, limits, cap)
+            # A long poll's wait ends with the headers: the body gets the plain deadline.
+            try:
+                async with asyncio.timeout(limits.total_timeout):
+                    data = await _read_body(reader, response_headers, limits, cap)
+            except TimeoutError:
+                raise TransportError(
+                    "unreachable",
+                    f"timed out after {limits.total_timeout:g}s: {parts.geturl()}",
+                ) from None
             response = Response(status, response_headers, data)
         keep = (
             pool is not None

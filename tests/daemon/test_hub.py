@@ -101,6 +101,27 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 """
 
+# A hub that answers at once and then sends its body one byte a second (for two minutes at
+# most): only the client's deadline for the whole exchange can end it.
+DRIP_SERVER = """
+import http.server, sys, time
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "120")
+        self.end_headers()
+        try:
+            for _ in range(120):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(1)
+        except OSError:
+            pass
+    do_POST = do_HEAD = do_GET
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
 
 def build(
     version: int,
@@ -141,10 +162,12 @@ class Hub:
         atomic_write(target / B.BUNDLE_FILE, data, 0o644)
         atomic_write(target / B.SIG_FILE, signature or sign(data, self.key), 0o644)
 
-    def start(self, broken: int = 0, vanishing: bool = False) -> Hub:
+    def start(self, broken: int = 0, vanishing: bool = False, drip: bool = False) -> Hub:
         self.stop()
         if broken:
             command = [sys.executable, "-c", ERROR_SERVER, str(PORT), str(broken)]
+        elif drip:
+            command = [sys.executable, "-c", DRIP_SERVER, str(PORT)]
         elif vanishing:
             pair = [str(self.directory / B.BUNDLE_FILE), str(self.directory / B.SIG_FILE)]
             command = [sys.executable, "-c", VANISHING_SERVER, str(PORT), *pair]
@@ -166,7 +189,7 @@ class Hub:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        if not vanishing:  # it serves each file once: no probe
+        if not vanishing and not drip:  # these never answer /fleet in time
             wait_until(self._answers, timeout=20)
         return self
 
@@ -225,7 +248,8 @@ def local_profile(tmp_path: Path, key: keys.PrivateKey, hub: Hub, poll: str = "1
     path = tmp_path / "profile.toml"
     path.write_text(
         f'version = 1\nname = "edge-1"\n\n[hub]\nurl = "{hub.url}"\n'
-        f'trust = ["{pub}"]\npoll = "{poll}"\n\n[metrics]\nlisten = "127.0.0.1:9469"\n'
+        f'trust = ["{pub}"]\npoll = "{poll}"\ntimeout = "5s"\n\n'
+        '[metrics]\nlisten = "127.0.0.1:9469"\n'
     )
     return path
 
@@ -341,6 +365,9 @@ def _refusal(hub: Hub, key: keys.PrivateKey, other: keys.PrivateKey, case: str) 
     if case == "hub_down":
         hub.stop()
         return "unreachable"
+    if case == "drip":
+        hub.start(drip=True)
+        return "unreachable"
     raise AssertionError(case)
 
 
@@ -356,6 +383,7 @@ def _refusal(hub: Hub, key: keys.PrivateKey, other: keys.PrivateKey, case: str) 
         "http_500",
         "http_504",
         "hub_down",
+        "drip",
     ],
 )
 def test_refused_bundle_changes_nothing(
@@ -365,7 +393,14 @@ def test_refused_bundle_changes_nothing(
     before_handles = rule_handles(hub.ns)
     before_hash = running.status()["table_hash"]
     result = _refusal(hub, key, keys.generate(), case)
-    wait_until(lambda: hub_status(running)["result"] == result, timeout=30)
+    # A dripping hub must end in the client's deadline, not in a refused connection.
+    error = "timed out after 5s" if case == "drip" else ""
+
+    def reached() -> bool:
+        now = hub_status(running)
+        return bool(now["result"] == result and error in (now["error"] or ""))
+
+    wait_until(reached, timeout=45)
     status = running.status()
     assert status["hub"]["version"] == 5 and status["source"] == "hub"
     assert status["table_hash"] == before_hash

@@ -329,6 +329,8 @@ BAD: list[tuple[str, str, str, str]] = [
      "hub.trust[0]", "none.pub"),
     ("hub-poll", toml("[hub]", HUB_URL, f'trust = ["{KEY_FILE}"]', 'poll = "often"'),
      "hub.poll", "bad duration 'often'"),
+    ("hub-timeout", toml("[hub]", HUB_URL, f'trust = ["{KEY_FILE}"]', 'timeout = "500ms"'),
+     "hub.timeout", "between 1s and 10m"),
     # metrics
     ("metrics-no-port", HEAD + '[metrics]\nlisten = "localhost"\n', "metrics.listen",
      "'localhost'"),
@@ -985,6 +987,7 @@ def test_hub_only_profile(tmp_path: Path) -> None:
         url = "file:///srv/hub/edge/"
         trust = ["keys/a.pub", "keys/b.pub"]
         poll = "5m"
+        timeout = "8s"
         [metrics]
         listen = "[::1]:9469"
         """
@@ -995,6 +998,7 @@ def test_hub_only_profile(tmp_path: Path) -> None:
     assert p.hub.url == "file:///srv/hub/edge/"
     assert p.hub.trust == (str(tmp_path / "keys/a.pub"), str(tmp_path / "keys/b.pub"))
     assert p.hub.poll == 300.0
+    assert p.hub.timeout == 8.0
     assert p.metrics is not None
     assert (p.metrics.host, p.metrics.port) == ("::1", 9469)
 

@@ -279,6 +279,43 @@ def test_long_poll_times_out_to_not_modified(publisher: Publisher, tmp_path: Pat
     run(main())
 
 
+def test_after_a_transport_failure_the_hub_must_announce_long_polls_again(
+    publisher: Publisher, tmp_path: Path
+) -> None:
+    publisher.publish(1)
+
+    async def main() -> None:
+        server = HubServer(publisher.root)
+        host, port = await server.start("127.0.0.1", 0)
+        c = client(f"http://{host}:{port}", publisher.path, tmp_path, [publisher.signers[0].public])
+        try:
+            await applied(c)
+            assert c.long_poll_max > 0
+        finally:
+            await server.close()
+        sync = await c.poll_once()  # nobody listens: unreachable
+        assert sync.result == B.UNREACHABLE and sync.backoff
+        assert c.long_poll_max == 0  # the next poll is a plain one, whatever answers
+        seen: list[bytes] = []
+
+        async def plain(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            seen.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(b"HTTP/1.1 304 Not Modified\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+        other = await asyncio.start_server(plain, "127.0.0.1", port)
+        try:
+            sync = await c.poll_once()
+        finally:
+            other.close()
+            await other.wait_closed()
+        assert sync.result == B.NOT_MODIFIED and not sync.long_polled
+        assert seen and b"wait=" not in seen[0].split(b"\r\n")[0]
+
+    run(main())
+
+
 def test_publishing_in_two_steps_never_mixes_the_pair(publisher: Publisher, tmp_path: Path) -> None:
     """build (bundle.json) then sign (bundle.json.sig): in between, nothing new is taken."""
     publisher.publish(1)
@@ -485,10 +522,12 @@ def test_client_from_a_local_profile(tmp_path: Path, key1: keys.PrivateKey) -> N
     keys.write_keypair(tmp_path / "keys" / "hub.key", key1)
     (tmp_path / "local.toml").write_text(
         'version = 1\nname = "edge-7"\n[hub]\nurl = "http://127.0.0.1:1/site/edge-7/"\n'
-        'trust = ["keys/hub.key.pub"]\npoll = "10s"\n'
+        'trust = ["keys/hub.key.pub"]\npoll = "10s"\ntimeout = "7s"\n'
     )
     profile = load_profile(tmp_path / "local.toml")
     c = HubClient.from_profile(profile, tmp_path / "state")
+    assert c.limits.http.total_timeout == 7 and c.limits.http.read_timeout == 7
+    assert c.limits.http.connect_timeout == 5
     assert c.url == "http://127.0.0.1:1/site/edge-7/"
     assert c.name == "edge-7" and c.base_dir == tmp_path
     assert [k.raw for k in c.trust] == [key1.public.raw]

@@ -12,6 +12,8 @@ import pytest
 from appliance.sync.transport import Limits, TransportError, etag_matches, etag_of, request
 from tests.sync.conftest import run
 
+Reader = asyncio.StreamReader
+Writer = asyncio.StreamWriter
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
@@ -90,6 +92,28 @@ def test_a_body_that_drips_fails_within_the_deadline() -> None:
     assert exc.result == "unreachable"
     assert "timed out" in exc.reason
     assert elapsed < 5
+
+
+def test_a_long_poll_waits_for_the_headers_but_not_for_a_dripping_body() -> None:
+    async def held_then_answered(reader: Reader, writer: Writer) -> None:
+        await asyncio.sleep(2)  # the hub holds the long poll, then answers at once
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+
+    async def held_then_dripped(reader: Reader, writer: Writer) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+        for _ in range(100):
+            writer.write(b"x")
+            await writer.drain()
+            await asyncio.sleep(1)
+
+    limits = Limits(connect_timeout=1, read_timeout=2, total_timeout=3)
+    held = run(exchange(held_then_answered, limits, wait=30))
+    assert held.body == b"ok"  # type: ignore[attr-defined]
+    started = time.monotonic()
+    exc = failure(held_then_dripped, limits, wait=30)
+    assert exc.result == "unreachable" and "timed out after 3s" in exc.reason
+    assert time.monotonic() - started < 6  # not the 33 s of the long poll's whole deadline
 
 
 def test_silent_server_hits_the_read_timeout() -> None:
