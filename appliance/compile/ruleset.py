@@ -100,7 +100,9 @@ DYNAMIC_SET_SIZE = 65535
 INSPECT_CHAIN = "inspect"
 INSPECT_PRIORITY = -175  # after conntrack (-200), before mangle (-150) and dstnat (-100)
 SAMPLE_GROUP = 0x4150  # NFLOG group of [inspect].mode = "sample" ("AP"); 0 is the kernel log
-SAMPLE_SNAPLEN = 512  # bytes of each sampled packet: DNS, a TLS ClientHello's SNI, HTTP head
+# Bytes of each sampled packet: a whole post-quantum TLS ClientHello (about 1.8-2 kB, its SNI
+# anywhere in it, in one packet when GRO merged its segments), a DNS message, an HTTP head.
+SAMPLE_SNAPLEN = 4096
 INLINE_QUEUES = (0x4150, 0x4153)  # NFQUEUE numbers of [inspect].mode = "inline", fanned out
 
 

@@ -271,6 +271,8 @@ class LiveInspection:
 
         process = engine.process
         get = self.queue.get
+        decode_errors = engine.stats.errors
+        exported: dict[str, int] = {}  # decoder errors already in the metric
         while True:
             batch = get()
             if batch is None:
@@ -299,6 +301,12 @@ class LiveInspection:
                         self.counts.dropped_inline += 1
             self.counts.inspected += len(batch)
             self.metrics.inspect_packets.inc(len(batch))
+            if len(exported) != len(decode_errors) or exported != decode_errors:
+                for reason, number in list(decode_errors.items()):
+                    if number != exported.get(reason, 0):
+                        metric = self.metrics.inspect_decode_errors.labels(reason=reason)
+                        metric.inc(number - exported.get(reason, 0))
+                        exported[reason] = number
             if blocked:
                 self._loop.call_soon_threadsafe(self._block_all, blocked)
             if lines:
@@ -355,5 +363,6 @@ class LiveInspection:
             "packets_dropped_inline": counts.dropped_inline,
             "block_errors": counts.block_errors,
             "errors": dict(counts.errors),
+            "decode_errors": dict(self._engine.stats.errors) if self._engine else {},
             "blocked_now": sum(1 for t in self._blocked.values() if t > self._clock()),
         }

@@ -135,6 +135,12 @@ class Metrics:
             "Packets the inspection engine could not keep up with",
             registry=registry,
         )
+        self.inspect_decode_errors = Counter(
+            "appliance_inspect_decode_errors",
+            "Packets (or parts) the decoders could not take, by reason",
+            ["reason"],
+            registry=registry,
+        )
         self.alerts = Counter(
             "appliance_alerts", "Alerts raised, by signature", ["signature_id"], registry=registry
         )

@@ -154,6 +154,12 @@ def looks_like_tls(payload: bytes) -> bool:
     return len(payload) >= 6 and payload[0] == 0x16 and payload[1] == 0x03 and payload[5] == 1
 
 
+def tls_record_size(payload: bytes) -> int:
+    """The bytes of the TLS record ``payload`` starts (header included): a ClientHello
+    larger than one segment (post-quantum key shares make them about 1.8 kB) needs them all."""
+    return 5 + (payload[3] << 8 | payload[4]) if len(payload) >= 5 else 5
+
+
 def parse_tls_sni(payload: bytes, errors: Errors) -> bytes | None:
     """The server name of a TLS ClientHello in one record (``None``: absent or malformed)."""
     if len(payload) < 9 or payload[0] != 0x16 or payload[1] != 0x03:

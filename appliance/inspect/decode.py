@@ -93,8 +93,10 @@ class Layer:
         "icmp_type",
         "payload",
         "proto",
+        "seq",
         "sport",
         "src",
+        "truncated",
         "tunnel",
     )
 
@@ -107,6 +109,8 @@ class Layer:
         self.sport = 0
         self.dport = 0
         self.flags = 0  # TCP flags
+        self.seq = 0  # TCP sequence number
+        self.truncated = False  # the capture cut the packet short (snaplen)
         self.icmp_type = -1
         self.icmp_code = -1
         self.fragment = False
@@ -209,6 +213,7 @@ def decode_ipv4(data: bytes, off: int, end: int, errors: Errors, depth: int) -> 
         count(errors, "ipv4.truncated")
         return None
     layer = Layer(4, src, dst, proto, depth)
+    layer.truncated = off + total > end
     if frag & 0x3FFF:  # more fragments, or a fragment offset
         layer.fragment = True
         if frag & 0x1FFF:
@@ -229,6 +234,7 @@ def decode_ipv6(data: bytes, off: int, end: int, errors: Errors, depth: int) -> 
         count(errors, "ipv6.truncated_payload")
     pos = off + 40
     layer = Layer(6, src, dst, nxt, depth)
+    layer.truncated = off + 40 + plen > end
     for _ in range(MAX_IPV6_EXT + 1):
         if nxt in _IPV6_EXT or nxt == _IPV6_AH:
             if pos + 2 > end:
@@ -270,7 +276,7 @@ def _transport(layer: Layer, data: bytes, off: int, end: int, errors: Errors) ->
         if end - off < 20:
             count(errors, "tcp.truncated")
             return
-        layer.sport, layer.dport, _seq, _ack, doff, flags = _tcp_head(data, off)
+        layer.sport, layer.dport, layer.seq, _ack, doff, flags = _tcp_head(data, off)
         hlen = (doff >> 4) << 2
         if hlen < 20:
             count(errors, "tcp.bad_header_length")

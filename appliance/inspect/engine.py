@@ -9,6 +9,7 @@ AF_PACKET, NFQUEUE) and output (EVE lines, set deltas) belong to the caller.
 from __future__ import annotations
 
 import ipaddress
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from appliance.inspect import appproto, detectors
 from appliance.inspect.appproto import DnsQuery, HttpRequest
 from appliance.inspect.classification import CLASSTYPES
-from appliance.inspect.decode import PROTO_TCP, PROTO_UDP, Errors, Layer, decode_packet
+from appliance.inspect.decode import PROTO_TCP, PROTO_UDP, Errors, Layer, count, decode_packet
 from appliance.inspect.eve import Alert
 from appliance.inspect.flow import (
     TCP_ESTABLISHED,
@@ -32,6 +33,8 @@ from appliance.model.profile import Detectors, Profile
 from appliance.model.values import AddrRange, IPNetwork, SetRef, parse_addr_item
 
 APP_DETECT_TRIES = 4  # payload packets of a TCP flow looked at before giving up on its protocol
+HELLO_MAX_BYTES = 8192  # a ClientHello is reassembled up to this size (SNI beyond it: missed)
+HELLO_MAX_FLOWS = 1024  # flows whose ClientHello is being reassembled at once (LRU beyond)
 _APPS = ("http", "tls", "dns", "gtp")
 _ACTION_ORDER = {"pass": 0, "drop": 1, "alert": 2}
 _NO_ALERTS: tuple[Alert, ...] = ()
@@ -127,6 +130,18 @@ class Stats:
         return self.full + self.fast
 
 
+class _Hello:
+    """A ClientHello that continues in the next segments of its flow's client direction."""
+
+    __slots__ = ("data", "flow", "next_seq", "size")
+
+    def __init__(self, flow: Flow, payload: bytes, next_seq: int, size: int) -> None:
+        self.flow = flow
+        self.data = bytearray(payload)
+        self.next_seq = next_seq
+        self.size = min(size, HELLO_MAX_BYTES)
+
+
 class Engine:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
@@ -144,6 +159,7 @@ class Engine:
         self._idle_timeout = config.idle_timeout
         self._fast = config.fast_path
         self._never_block_cache: dict[bytes, bool] = {}
+        self._hellos: OrderedDict[bytes, _Hello] = OrderedDict()  # by flow key
 
     # -- the per-packet path ---------------------------------------------------------------
 
@@ -360,6 +376,14 @@ class Engine:
                         buffers["dns.query"] = dns.name
             elif not flow.app:
                 flow.app = "none"
+        hello = False  # a ClientHello of this flow was being reassembled
+        if proto == PROTO_TCP and payload and to_server and self._hellos:
+            pending = self._hellos.get(flow.key)
+            if pending is not None and pending.flow is flow:
+                hello = True
+                sni = self._hello_continues(pending, layer, payload, buffers)
+        if hello:
+            pass
         elif proto == PROTO_TCP and payload and flow.app != "none":
             dns, sni, http = self._tcp_app(flow, layer, payload, to_server, buffers)
 
@@ -370,6 +394,11 @@ class Engine:
             if proto == PROTO_TCP:
                 # prepare the other direction too: its next packet may take the fast path
                 self._group(flow, layer, not to_server, False, reverse=True)
+        if to_server and proto == PROTO_TCP and (hello or self._hellos):
+            if flow.key in self._hellos:
+                flow.fast[True] = None  # the next segments continue the ClientHello
+            elif hello:
+                self._group(flow, layer, True, False)  # done: the fast path may take over
         hits: list[Signature] = []
         established = flow.established
         flags = layer.flags if proto == PROTO_TCP else -1
@@ -470,8 +499,16 @@ class Engine:
                 if http.host is not None:
                     buffers["http.host"] = http.host
         elif to_server and app in ("", "tls") and appproto.looks_like_tls(payload):
-            sni = appproto.parse_tls_sni(payload, errors)
             flow.app = "tls"
+            size = appproto.tls_record_size(payload)
+            if size > len(payload) and not layer.truncated:
+                # The hello continues in the next segments: its SNI may be there.
+                sni = appproto.parse_tls_sni(payload, {})
+                if sni is None:
+                    self._hello_starts(flow, layer, payload, size)
+                    return dns, sni, http
+            else:
+                sni = appproto.parse_tls_sni(payload, errors)
             if sni is not None:
                 buffers["tls.sni"] = sni
         elif app in ("", "dns") and (layer.dport == 53 or layer.sport == 53):
@@ -484,6 +521,38 @@ class Engine:
             if flow.app_tries >= APP_DETECT_TRIES:
                 flow.app = "none"
         return dns, sni, http
+
+    def _hello_starts(self, flow: Flow, layer: Layer, payload: bytes, size: int) -> None:
+        hellos = self._hellos
+        hellos.pop(flow.key, None)
+        if len(hellos) >= HELLO_MAX_FLOWS:
+            hellos.popitem(last=False)
+            count(self.stats.errors, "tls.hello_evicted")
+        next_seq = (layer.seq + len(payload)) & 0xFFFFFFFF
+        hellos[flow.key] = _Hello(flow, payload[:HELLO_MAX_BYTES], next_seq, size)
+
+    def _hello_continues(
+        self, pending: _Hello, layer: Layer, payload: bytes, buffers: dict[str, bytes]
+    ) -> bytes | None:
+        """Add a client segment to a pending ClientHello (in order; a retransmission adds
+        only what is new); parse the SNI once the record is whole, or at a gap."""
+        data = pending.data
+        behind = (pending.next_seq - layer.seq) & 0xFFFFFFFF
+        if behind >= 0x80000000:  # a segment is missing: parse what is there
+            count(self.stats.errors, "tls.hello_gap")
+        elif behind < len(payload):
+            new = payload[behind:]
+            data += new[: pending.size - len(data)]
+            pending.next_seq = (pending.next_seq + len(new)) & 0xFFFFFFFF
+            if len(data) < pending.size and not layer.truncated:
+                return None
+        else:
+            return None  # all of it seen before
+        del self._hellos[pending.flow.key]
+        sni = appproto.parse_tls_sni(bytes(data), self.stats.errors)
+        if sni is not None:
+            buffers["tls.sni"] = sni
+        return sni
 
     # -- alerts ----------------------------------------------------------------------------
 

@@ -125,6 +125,88 @@ def test_tls_sni_buffer() -> None:
     assert events[0]["app_proto"] == "tls"
 
 
+SNI_RULE = rule('tls.sni; content:"ngrok"; flow:to_server,established;', "tls any any -> any any")
+
+
+def hello_segments(
+    hello: bytes, cport: int = 40002, mss: int = 1448, seq: int = 101
+) -> tuple[list[object], list[object]]:
+    """A handshake, and the ClientHello cut into segments of ``mss`` bytes (with their seqs)."""
+    handshake = tcp_session(CLIENT, "203.0.113.9", cport, 443)
+    c2s = Ether() / IP(src=CLIENT, dst="203.0.113.9")
+    segments = [
+        c2s / TCP(sport=cport, dport=443, flags="PA", seq=seq + i, ack=501) / hello[i : i + mss]
+        for i in range(0, len(hello), mss)
+    ]
+    return handshake, segments
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_sni_of_a_client_hello_over_two_segments(fast_path: bool) -> None:
+    hello = client_hello("c2.ngrok.io", key_share=1600)  # the SNI is past the first segment
+    handshake, (first, second) = hello_segments(hello)
+    events = inspect([*handshake, first, second], SNI_RULE, fast_path=fast_path)
+    assert sids(events) == [1] and events[0]["tls"] == {"sni": "c2.ngrok.io"}
+    # A retransmitted first segment in between adds nothing; the hello is whole all the same.
+    events = inspect([*handshake, first, first, second], SNI_RULE, fast_path=fast_path)
+    assert sids(events) == [1]
+    # A second segment that repeats part of the first (new segmentation) adds only what is new.
+    overlap = (
+        Ether()
+        / IP(src=CLIENT, dst="203.0.113.9")
+        / TCP(sport=40002, dport=443, flags="PA", seq=101 + 1000, ack=501)
+        / hello[1000:]
+    )
+    assert sids(inspect([*handshake, first, overlap], SNI_RULE, fast_path=fast_path)) == [1]
+
+
+def test_client_hello_with_a_missing_segment_is_parsed_as_far_as_it_goes() -> None:
+    hello = client_hello("c2.ngrok.io", key_share=3000)
+    handshake, segments = hello_segments(hello)
+    assert len(segments) == 3
+    eng = engine(SNI_RULE)
+    alerts = []
+    for ts, data, linktype in frames([*handshake, segments[0], segments[2]]):
+        alerts.extend(eng.process(ts, data, linktype))
+    assert alerts == []
+    assert eng.stats.errors.get("tls.hello_gap") == 1
+    assert not eng._hellos
+
+
+def test_after_the_client_hello_the_fast_path_takes_the_flow_again() -> None:
+    hello = client_hello("www.example.com", key_share=1600)
+    handshake, segments = hello_segments(hello)
+    c2s = Ether() / IP(src=CLIENT, dst="203.0.113.9")
+    after = 101 + len(hello)
+    data = [
+        c2s
+        / TCP(sport=40002, dport=443, flags="PA", seq=after + i * 100, ack=501)
+        / (b"\x17\x03\x03\x00\x5b" + bytes(95))
+        for i in range(5)
+    ]
+    eng = engine(SNI_RULE)
+    for ts, raw_frame, linktype in frames([*handshake, *segments, *data]):
+        eng.process(ts, raw_frame, linktype)
+    assert not eng._hellos
+    # The full path saw the SYN and the two segments of the hello; the application data
+    # after them (and the rest of the handshake) took the fast path.
+    assert eng.stats.full == 3 and eng.stats.fast == 7
+
+
+def test_pending_client_hellos_are_bounded() -> None:
+    from appliance.inspect.engine import HELLO_MAX_FLOWS
+
+    hello = client_hello("c2.ngrok.io", key_share=1600)
+    eng = engine(SNI_RULE)
+    count = HELLO_MAX_FLOWS + 50
+    for n in range(count):
+        handshake, segments = hello_segments(hello, cport=20000 + n)
+        for ts, data, linktype in frames([*handshake, segments[0]]):
+            eng.process(ts, data, linktype)
+    assert len(eng._hellos) == HELLO_MAX_FLOWS
+    assert eng.stats.errors.get("tls.hello_evicted") == 50
+
+
 def test_app_protocol_rules_need_that_protocol() -> None:
     """An `http` rule does not fire on a TLS flow, nor a `tls` rule on an HTTP one."""
     rules = rule('content:"GET";', "tls any any -> any any") + rule(

@@ -239,13 +239,14 @@ def ipv6_truncated_chain() -> bytes:
 
 
 def tls_truncated() -> bytes:
+    """A ClientHello cut by the capture (snaplen): the IP length counts all of it."""
     hello = client_hello("cut.example")
     tcp = struct.pack("!HHIIBBHHH", 40000, 443, 0, 0, 0x50, 0x18, 65535, 0, 0) + hello[:60]
     ip = struct.pack(
         "!BBHHHBBH4s4s",
         0x45,
         0,
-        20 + len(tcp),
+        40 + len(hello),
         0,
         0,
         64,

@@ -111,8 +111,10 @@ def gtp(outer_src: str, outer_dst: str, inner: Packet, teid: int = 0x1234) -> Pa
     )
 
 
-def client_hello(sni: str) -> bytes:
-    """A minimal TLS 1.2 ClientHello carrying one server_name."""
+def client_hello(sni: str, key_share: int = 0) -> bytes:
+    """A minimal TLS 1.2 ClientHello carrying one server_name. ``key_share``: bytes of a
+    key_share extension put before the server_name, as a post-quantum hello has them (an
+    X25519MLKEM768 share is 1216 bytes, and browsers shuffle the extensions)."""
     name = sni.encode()
     server_name = b"\x00" + len(name).to_bytes(2, "big") + name
     sni_ext = (
@@ -122,6 +124,8 @@ def client_hello(sni: str) -> bytes:
         + server_name
     )
     extensions = sni_ext + b"\x00\x17\x00\x00"  # extended master secret, empty
+    if key_share:
+        extensions = b"\x00\x33" + key_share.to_bytes(2, "big") + bytes(key_share) + extensions
     body = (
         b"\x03\x03"
         + bytes(32)

@@ -28,7 +28,14 @@ pytestmark = pytest.mark.root
 
 SERVICE = 5000  # an allowed service on the appliance
 DROP_PORT = 8080  # the port of the `drop` signature
-EXTRA_WAN = ("198.51.100.3", "198.51.100.4", "198.51.100.5", "198.51.100.6")
+EXTRA_WAN = (
+    "198.51.100.3",
+    "198.51.100.4",
+    "198.51.100.5",
+    "198.51.100.6",
+    "198.51.100.8",
+    "198.51.100.9",
+)
 WAN = "198.51.100.2"
 APPLIANCE_WAN = "198.51.100.1"
 APPLIANCE_LAN = "192.168.10.1"
@@ -37,6 +44,7 @@ RULES = """\
 drop tcp any any -> any 8080 (msg:"test drop"; content:"EVIL"; sid:1; rev:1;)
 alert tcp any any -> any 5000 (msg:"test alert"; content:"HELLO"; sid:2; rev:1;)
 alert dns any any -> any any (msg:"test dns"; dns.query; content:"evil.example"; sid:3; rev:1;)
+drop tls any any -> any any (msg:"test sni"; tls.sni; content:".ngrok.io"; sid:5; rev:1;)
 """
 
 
@@ -155,6 +163,21 @@ def _send_payload_child(addr: str, port: int, payload: bytes, source: str | None
     return "sent"
 
 
+def _send_in_pieces_child(addr: str, port: int, pieces: list[bytes], source: str) -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2.0)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((source, 0))
+        try:
+            sock.connect((addr, port))
+            for piece in pieces:  # one segment each: the peer acknowledges in between
+                sock.sendall(piece)
+                time.sleep(0.1)
+        except OSError as exc:
+            return f"error {exc}"
+    return "sent"
+
+
 def send_payload(ns: str, addr: str, port: int, payload: bytes, source: str | None = None) -> str:
     result: str = run_in_netns(ns, _send_payload_child, addr, port, payload, source, timeout=5.0)
     return result
@@ -268,6 +291,38 @@ def test_drop_signature_blocks_its_source_and_alert_does_not(
     assert events[2]["alert"]["action"] == "allowed" and events[2]["src_ip"] == alerter
     assert d.status()["sets"]["autoblock_v4"] >= 1
     assert metric(d.metrics(), "appliance_autoblock_elements") >= 1
+
+
+@pytest.mark.parametrize("segments", [1, 2])
+def test_sni_of_a_post_quantum_client_hello_blocks(
+    lab: Lab, servers: None, daemon: Callable[..., Daemon], tmp_path: Path, segments: int
+) -> None:
+    """A ClientHello of about 1.7 kB (an ML-KEM key share before the server_name, as
+    browsers send it), its SNI past the first 1448 bytes: in one (GSO) packet the snaplen
+    must take all of it; in two segments the engine must put them together."""
+    from tests.inspect.traffic import client_hello
+
+    d = daemon(sample_profile())
+    wan = lab.ns("wan")
+    source = EXTRA_WAN[3 + segments]
+    # First a hello too short to hold its fields: a decoder error, counted by reason.
+    broken = b"\x16\x03\x01\x00\x06\x01\x00\x00\x02\x03\x03"
+    assert send_payload(wan, APPLIANCE_WAN, SERVICE, broken, source) == "sent"
+    counted = lambda: d.status()["inspect"]["decode_errors"].get("tls.truncated")  # noqa: E731
+    assert wait_for(counted, 3.0) is not None, d.status()["inspect"]
+    errors = 'appliance_inspect_decode_errors_total{reason="tls.truncated"}'
+    assert metric(d.metrics(), errors) >= 1
+    hello = client_hello("c2.ngrok.io", key_share=1600)
+    assert hello.find(b"c2.ngrok.io") > 1448  # past the first segment
+    pieces = [hello[:1000], hello[1000:]] if segments == 2 else [hello]
+    sent = run_in_netns(wan, _send_in_pieces_child, APPLIANCE_WAN, SERVICE, pieces, source)
+    assert sent == "sent"
+    assert wait_for(lambda: source in autoblock(lab), 3.0) is not None, d.log()
+    assert "tls.hello_gap" not in d.status()["inspect"]["decode_errors"]
+    alert = next(e for e in eve(tmp_path) if e["alert"]["signature_id"] == 5)
+    assert alert["src_ip"] == source and alert["tls"] == {"sni": "c2.ngrok.io"}
+    assert alert["alert"]["action"] == "blocked"
+    assert traffic.tcp_connect(wan, APPLIANCE_WAN, SERVICE, 0.7, source=source) == "timeout"
 
 
 def test_never_block_source_is_alerted_not_blocked(
