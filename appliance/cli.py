@@ -60,16 +60,29 @@ def _located(exc: ApplianceError) -> bool:
     return isinstance(exc, (ProfileError, RuleFileError))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _common_options(defaults: bool) -> argparse.ArgumentParser:
+    """The options every command takes, before or after the command's name. The command's
+    copy has no defaults (argparse.SUPPRESS): else it would overwrite what was given
+    before the name (``appliance --netns X apply`` must act inside X)."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--netns", metavar="NAME", help="act inside this network namespace")
-    common.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR")
-    common.add_argument("--control-socket", default=DEFAULT_CONTROL_SOCKET, metavar="PATH")
 
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    common.add_argument(
+        "--netns", metavar="NAME", default=default(None), help="act inside this network namespace"
+    )
+    common.add_argument("--state-dir", default=default(DEFAULT_STATE_DIR), metavar="DIR")
+    common.add_argument("--control-socket", default=default(DEFAULT_CONTROL_SOCKET), metavar="PATH")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options(defaults=False)
     parser = argparse.ArgumentParser(
         prog="appliance",
         description="Security appliance: nftables policy, segmentation, inspection, hub sync.",
-        parents=[common],
+        parents=[_common_options(defaults=True)],
     )
     parser.add_argument("--version", action="version", version=f"appliance {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

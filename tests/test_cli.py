@@ -57,6 +57,23 @@ def test_unknown_netns_is_one_line_error() -> None:
 
 
 @pytest.mark.root
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--netns", "ns1", "--state-dir", "/s", "apply", "p.toml"],
+        ["apply", "--netns", "ns1", "--state-dir", "/s", "p.toml"],
+        ["--netns", "ns1", "apply", "--state-dir", "/s", "p.toml"],
+    ],
+)
+def test_common_options_count_before_and_after_the_command(argv: list[str]) -> None:
+    from appliance.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert (args.netns, args.state_dir, args.profile) == ("ns1", "/s", "p.toml")
+    plain = build_parser().parse_args(["apply", "p.toml"])
+    assert plain.netns is None and plain.state_dir == "/var/lib/appliance"
+
+
 def test_plan_exit_statuses(netns: str) -> None:
     pending = run_appliance("plan", "--netns", netns, str(GOOD))
     assert pending.returncode == 3
