@@ -199,10 +199,11 @@ def _desired(path: str, for_kernel: bool = False) -> Desired:
 
 
 def _engine() -> Engine:
+    from appliance.adapters.links import LinkBackend
     from appliance.adapters.nft import NftBackend
     from appliance.engine import Engine
 
-    return Engine(NftBackend())
+    return Engine(NftBackend(), LinkBackend())
 
 
 def _duration_option(option: str, text: str | None) -> float | None:
@@ -256,11 +257,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     desired = _desired(args.profile)
-    plan = _engine().plan(desired)
-    if not plan.changed:
+    engine = _engine()
+    plan = engine.plan(desired)
+    segments = engine.plan_segments(desired)
+    lines = plan.describe() + (segments.describe() if segments is not None else [])
+    if not lines:
         print("no changes")
         return EXIT_OK
-    print("\n".join(plan.describe()))
+    print("\n".join(lines))
     return EXIT_CHANGES
 
 
@@ -272,7 +276,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     seconds = _duration_option("--confirm", args.confirm)
     if seconds is not None:
         previous = engine.backend.list_table()
-    plan = engine.apply(desired)
+    plan, segments = engine.apply(desired)
+    changed = plan.changed or (segments is not None and segments.changed)
     if seconds is not None:
         confirm.arm(args.state_dir, previous, seconds, args.netns)
         print(
@@ -280,7 +285,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
             "unless `appliance confirm`"
         )
         return EXIT_OK
-    print(f"applied {desired.name} ({desired.table_hash})" if plan.changed else "no changes")
+    print(f"applied {desired.name} ({desired.table_hash})" if changed else "no changes")
     return EXIT_OK
 
 

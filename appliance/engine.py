@@ -6,14 +6,27 @@ asks them, and runs the one transaction they return.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 from appliance.compile.nftjson import TABLE_FAMILY, TABLE_NAME, Json
 from appliance.compile.ruleset import element_json
-from appliance.errors import UsageError
+from appliance.errors import KernelError, UsageError
 from appliance.model.values import canonical_element
 from appliance.reconcile.plan import Plan, make_plan, transaction
+from appliance.reconcile.segments import (
+    DesiredSegment,
+    ObservedLinks,
+    SegmentError,
+    SegmentPlan,
+    SegmentStepError,
+    Step,
+    desired_segments,
+    plan_segments,
+    undo_steps,
+)
 from appliance.reconcile.state import (
     Desired,
     Element,
@@ -29,6 +42,11 @@ class Backend(Protocol):
     def list_set(self, name: str, elements: bool = True) -> Json | None: ...
 
 
+class LinkBackend(Protocol):
+    def observe(self, wanted: Iterable[DesiredSegment] = ()) -> ObservedLinks: ...
+    def run(self, steps: list[Step]) -> list[Step]: ...
+
+
 @dataclass
 class SetInfo:
     name: str
@@ -38,8 +56,11 @@ class SetInfo:
 
 
 class Engine:
-    def __init__(self, backend: Backend) -> None:
+    """The table through ``backend``; with ``links``, the segments' links as well."""
+
+    def __init__(self, backend: Backend, links: LinkBackend | None = None) -> None:
         self.backend = backend
+        self.links = links
 
     def observe(self) -> Observed:
         return observed_from_listing(self.backend.list_table())
@@ -47,13 +68,57 @@ class Engine:
     def plan(self, desired: Desired) -> Plan:
         return make_plan(desired, self.observe())
 
-    def apply(self, desired: Desired) -> Plan:
-        """Apply ``desired`` in one transaction. On KernelError the kernel keeps what it had."""
-        observed = self.observe()
-        plan = make_plan(desired, observed)
-        if plan.changed:
-            self.backend.run(transaction(plan, desired, observed))
-        return plan
+    def plan_segments(self, desired: Desired) -> SegmentPlan | None:
+        """What the segments' links need (None: segments are not managed here, or this
+        policy leaves them as they are). KernelError if a segment cannot be put in place."""
+        if self.links is None or desired.segments is None:
+            return None
+        wanted = desired_segments(desired.segments)
+        try:
+            return plan_segments(wanted, self.links.observe(wanted))
+        except SegmentError as exc:
+            raise KernelError(str(exc)) from None
+
+    def apply(self, desired: Desired) -> tuple[Plan, SegmentPlan | None]:
+        """Apply ``desired``: the segments' new links and addresses, the table in one
+        transaction, then what segments no longer need. On KernelError before the table's
+        transaction went through, the kernel keeps what it had (links made are removed)."""
+        plan, _observed, segments = self.converge(desired)
+        return plan, segments
+
+    def converge(self, desired: Desired) -> tuple[Plan, Observed, SegmentPlan | None]:
+        segments = self.plan_segments(desired)
+        done = self._segment_steps(segments.apply) if segments is not None else []
+        try:
+            observed = self.observe()
+            plan = make_plan(desired, observed)
+            if plan.changed:
+                self.backend.run(transaction(plan, desired, observed))
+        except BaseException:
+            self._undo(done)
+            raise
+        if segments is not None and segments.remove:
+            self._segment_steps(segments.remove, undo=False)
+        return plan, observed, segments
+
+    def _segment_steps(self, steps: list[Step], undo: bool = True) -> list[Step]:
+        if not steps:
+            return []
+        assert self.links is not None
+        try:
+            return self.links.run(steps)
+        except SegmentStepError as exc:
+            if undo:
+                self._undo(exc.done)
+            raise
+
+    def _undo(self, done: list[Step]) -> None:
+        """Take back what the segment steps made (best effort: the error that led here is
+        the one reported)."""
+        if not done or self.links is None:
+            return
+        with contextlib.suppress(KernelError):
+            self.links.run(undo_steps(done))
 
     # ---- run-time set changes ---------------------------------------------------------
 

@@ -502,14 +502,22 @@ if __name__ == "__main__":
 def require_kernel_support(
     profile: Profile, path: str, features: Callable[[], dict[str, bool]] | None = None
 ) -> None:
-    """Refuse ``[inspect].mode = "inline"`` on a kernel without the nftables ``queue``
-    statement (KernelError, one line). Other modes need nothing beyond the table."""
-    if profile.inspect.mode != "inline":
+    """Refuse what this kernel cannot do (KernelError, one line, before anything changes):
+    ``[inspect].mode = "inline"`` without the nftables ``queue`` statement, a ``vlan`` or
+    ``vrf`` segment without 802.1Q or VRF links. Everything else needs only the table."""
+    kinds = {segment.kind for segment in profile.segments} & {"vlan", "vrf"}
+    if profile.inspect.mode != "inline" and not kinds:
         return
-    if features is None:
-        features = probe_features
-    if not features().get("queue", False):
+    found = (features or probe_features)()
+    if profile.inspect.mode == "inline" and not found.get("queue", False):
         raise KernelError(
             f'{path}: inspect.mode: "inline" needs the nftables queue statement (NFQUEUE), '
             'which this kernel lacks; use mode "sample" or "mirror"'
         )
+    for i, segment in enumerate(profile.segments):
+        if segment.kind in kinds and not found.get(segment.kind, False):
+            what = "802.1Q VLAN" if segment.kind == "vlan" else "VRF"
+            raise KernelError(
+                f"{path}: isolation.segments[{i}]: segment {segment.name!r} needs {what} "
+                "links, which this kernel lacks (see `appliance probe`)"
+            )

@@ -7,6 +7,7 @@ It is a normal profile, compiled like any other, so it is a normal table.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,4 +44,6 @@ def failsafe_profile(metrics_port: int | None = DEFAULT_METRICS_PORT) -> Profile
 
 
 def failsafe_desired(metrics_port: int | None = DEFAULT_METRICS_PORT) -> Desired:
-    return desired_from_profile(failsafe_profile(metrics_port))
+    """The failsafe table; segment links stay as they are (a MEC application keeps its
+    link while the appliance waits for a policy it can use)."""
+    return replace(desired_from_profile(failsafe_profile(metrics_port)), segments=None)

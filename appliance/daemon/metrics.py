@@ -19,7 +19,7 @@ from appliance.reconcile.state import DYNAMIC_SETS
 
 BUILTIN_PREFIX = "ap_"
 AUTOBLOCK = ("autoblock_v4", "autoblock_v6")
-DRIFT_KINDS = ("table_missing", "structure", "elements")
+DRIFT_KINDS = ("table_missing", "structure", "elements", "segments")
 HUB_RESULTS = (
     "applied",
     "not_modified",

@@ -42,10 +42,11 @@ from appliance.daemon.metrics import Metrics, MetricsServer
 from appliance.daemon.monitor import TableMonitor
 from appliance.daemon.notify import Notifier, watchdog_interval
 from appliance.daemon.state import StateStore
-from appliance.engine import Backend, Engine
+from appliance.engine import Backend, Engine, LinkBackend
 from appliance.errors import ApplianceError, ProfileError, UsageError
 from appliance.model.profile import Profile
-from appliance.reconcile.plan import Plan, kept_runtime_elements, make_plan, transaction
+from appliance.reconcile.plan import Plan, kept_runtime_elements
+from appliance.reconcile.segments import SegmentPlan
 from appliance.reconcile.state import (
     DYNAMIC_SETS,
     Desired,
@@ -114,6 +115,7 @@ class Outcome:
     plan: Plan
     observed: Observed
     counts: dict[str, int] = field(default_factory=dict)
+    segments: SegmentPlan | None = None  # the segments' links: what was changed
 
 
 def load_policy(path: str) -> Policy:
@@ -183,13 +185,15 @@ def _compile(path: str, profile: Profile) -> tuple[Desired, str | None]:
     return desired, profile.metrics.listen if profile.metrics else None
 
 
-def drift_kind(plan: Plan) -> str | None:
+def drift_kind(plan: Plan, segments: SegmentPlan | None = None) -> str | None:
     if plan.create:
         return "table_missing"
     if plan.swap:
         return "structure"
     if plan.changed:
         return "elements"
+    if segments is not None and segments.changed:
+        return "segments"
     return None
 
 
@@ -227,10 +231,11 @@ class Daemon:
         store: StateStore | None = None,
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
+        links: LinkBackend | None = None,
     ) -> None:
         self.config = config
         self.backend = backend
-        self.engine = Engine(backend)
+        self.engine = Engine(backend, links)
         self.notifier = notifier or Notifier()
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self.log = logger or logging.getLogger("appliance.daemon")
@@ -659,12 +664,10 @@ class Daemon:
     # ---- applying and repairing ----------------------------------------------------
 
     def _reconcile(self, desired: Desired) -> Outcome:
-        """Observe, plan and run the one transaction (in the kernel worker)."""
-        observed = self.engine.observe()
-        plan = make_plan(desired, observed)
-        if plan.changed:
-            self.backend.run(transaction(plan, desired, observed))
-        return Outcome(plan, observed, set_counts(desired, observed, plan))
+        """Observe, plan and run the one transaction, segments' links around it (in the
+        kernel worker)."""
+        plan, observed, segments = self.engine.converge(desired)
+        return Outcome(plan, observed, set_counts(desired, observed, plan), segments)
 
     async def enforce(self, policy: Policy, keep_error: bool = False) -> bool:
         """Bring the kernel to ``policy``. False (and the error recorded) if refused."""
@@ -684,7 +687,8 @@ class Daemon:
         self.policy = policy
         self._forget_expired()
         self.counts = outcome.counts
-        if outcome.plan.changed or self.applied_at is None:
+        segments_changed = outcome.segments is not None and outcome.segments.changed
+        if outcome.plan.changed or segments_changed or self.applied_at is None:
             self.applied_at = self.wall_clock()
         self.metrics.set_policy(
             policy.desired.name, policy.table_hash, policy.source, self.generation
@@ -719,7 +723,7 @@ class Daemon:
             return
         self._forget_expired()
         self.counts = outcome.counts
-        kind = drift_kind(outcome.plan)
+        kind = drift_kind(outcome.plan, outcome.segments)
         if kind is None:
             return
         self.drift_repairs[kind] = self.drift_repairs.get(kind, 0) + 1
@@ -731,7 +735,10 @@ class Daemon:
                 "kind": kind,
                 "policy": desired.name,
                 "table_hash": table_hash,
-                "changes": outcome.plan.describe()[:20],
+                "changes": (
+                    outcome.plan.describe()
+                    + (outcome.segments.describe() if outcome.segments else [])
+                )[:20],
             },
         )
 
@@ -979,6 +986,7 @@ def rss_bytes() -> int:
 
 def run_daemon(config: DaemonConfig) -> int:
     """``appliance run``: JSON logs on stderr, the kernel backend, notify from the env."""
+    from appliance.adapters.links import LinkBackend
     from appliance.adapters.nft import NftBackend
     from appliance.daemon.jsonlog import setup_logging
 
@@ -989,5 +997,6 @@ def run_daemon(config: DaemonConfig) -> int:
         notifier=Notifier.from_env(),
         registry=CollectorRegistry(auto_describe=True),
         logger=logger,
+        links=LinkBackend(),
     )
     return asyncio.run(daemon.run())

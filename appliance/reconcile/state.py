@@ -14,7 +14,7 @@ from appliance.compile.ruleset import (
     profile_elements,
     set_types,
 )
-from appliance.model.profile import Profile
+from appliance.model.profile import Profile, Segment
 
 PROFILE_TAG = "profile"  # element comment marking elements that come from the profile
 HUB_TAG = "hub"  # element comment marking elements that come from a hub bundle's sets
@@ -41,6 +41,9 @@ class Desired:
     # the policy has no hub elements, and hub-tagged elements in the kernel are run-time
     # state (kept, never drift), as a profile-driven apply must leave them.
     hub: dict[str, frozenset[str]] | None = None
+    # The profile's segments (their links are put in place with the table). None: the policy
+    # leaves whatever segment links there are as they are (the failsafe does).
+    segments: tuple[Segment, ...] | None = None
 
     @property
     def structure(self) -> list[Json]:
@@ -79,6 +82,7 @@ def desired_from_profile(profile: Profile) -> Desired:
         elements={name: frozenset(items) for name, items in profile_elements(profile).items()},
         types=set_types(profile),
         name=profile.name,
+        segments=profile.segments,
     )
 
 
@@ -107,7 +111,7 @@ def desired_with_hub(profile: Profile, effective: Profile) -> Desired:
         mine = frozenset(own.get(name, ()))
         elements[name] = items & mine
         hub[name] = items - mine
-    return Desired(desired.objects, elements, desired.types, desired.name, hub)
+    return Desired(desired.objects, elements, desired.types, desired.name, hub, desired.segments)
 
 
 def observed_from_listing(listing: list[Json] | None) -> Observed:
