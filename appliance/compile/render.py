@@ -10,7 +10,7 @@ from typing import Any
 
 from appliance.compile.nftjson import Json
 
-_QUOTED_META = ("iifname", "oifname", "iif", "oif")
+_QUOTED_META = ("iifname", "oifname", "iif", "oif", "sdifname")
 _META_PLAIN = ("iif", "oif", "iifname", "oifname", "mark")
 
 

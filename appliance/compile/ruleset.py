@@ -490,7 +490,7 @@ class _Compiler:
     def _forward_accept(self, fwd: Forward) -> None:
         family: Family = family_of(fwd.to_addr)
         port = fwd.to_port if fwd.to_port is not None else _plain_port(fwd.dport)
-        for alt in self._zone_alts(fwd.from_zone, "in"):
+        for alt in self._zone_alts(fwd.from_zone, "in", filter_hook=True):
             if alt.family not in (None, family):
                 continue
             self._add(
@@ -523,7 +523,7 @@ class _Compiler:
     def _placements(self, rule: Rule) -> list[tuple[str, tuple[Alt, ...], tuple[Alt, ...]]]:
         if rule.from_zone == SELF:
             return [("output", EVERYTHING, self._zone_alts(rule.to_zone, "out"))]
-        from_alts = self._zone_alts(rule.from_zone, "in")
+        from_alts = self._zone_alts(rule.from_zone, "in", filter_hook=True)
         if rule.to_zone == SELF:
             return [("input", from_alts, EVERYTHING)]
         if rule.to_zone == ANY:
@@ -573,11 +573,22 @@ class _Compiler:
                 exprs += self._never_block(alt.family, field)
         return exprs
 
-    def _zone_alts(self, zone_name: str, direction: str) -> tuple[Alt, ...]:
+    def _zone_alts(
+        self, zone_name: str, direction: str, filter_hook: bool = False
+    ) -> tuple[Alt, ...]:
+        """The alternatives that place a packet in a zone. ``filter_hook``: for the input and
+        forward chains, where a packet that came in on a link enslaved to a VRF carries the
+        VRF's link as its input interface, and the enslaved link as ``meta sdifname``."""
         if zone_name == ANY:
             return EVERYTHING
         zone = self.profile.zone(zone_name)
         alts = list(_interface_alts(zone, "iifname" if direction == "in" else "oifname"))
+        if filter_hook and direction == "in":
+            slaves = sorted(
+                s.link for s in self.profile.segments if s.vrf and s.link in zone.interfaces
+            )
+            if slaves:
+                alts.append(Alt((match(meta("sdifname"), set_value(slaves)),)))
         field = "saddr" if direction == "in" else "daddr"
         for family in ("ipv4", "ipv6"):
             nets = [net for net in zone.networks if family_of(net) == family]

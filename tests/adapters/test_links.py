@@ -86,14 +86,9 @@ zone = "mec"
 
 
 def ping(ns: str, address: str) -> bool:
-    return (
-        subprocess.run(
-            ["ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "1", address],
-            capture_output=True,
-            check=False,
-        ).returncode
-        == 0
-    )
+    from appliance.lab import traffic
+
+    return traffic.ping(ns, address, timeout=1.0) == "open"
 
 
 def tcp_open(ns: str, address: str, port: int) -> bool:
@@ -213,3 +208,91 @@ def test_a_step_the_kernel_refuses_takes_back_what_was_made(
     assert link(netns, "ap-mec1") is None
     assert nft_in(netns, "list", "tables").strip() == ""
     assert segment_ns in namespaces()  # it was there before: it stays
+
+
+SLICES = """
+version = 1
+name = "slices"
+[[rules]]
+name = "slice-ping"
+from = "slice"
+to = "self"
+proto = "icmp"
+action = "accept"
+
+[[isolation.segments]]
+name = "vrf-embb"
+kind = "vrf"
+table = 100
+
+[[isolation.segments]]
+name = "slice-embb"
+kind = "vlan"
+parent = "eth1"
+vlan_id = 100
+addresses = ["10.100.0.1/24"]
+zone = "slice"
+vrf = "vrf-embb"
+"""
+
+
+@pytest.mark.guest
+def test_vlan_segment_in_a_vrf_carries_tagged_traffic(
+    netns: str, segment_ns: str, tmp_path: Path
+) -> None:
+    """In the QEMU guest (802.1Q and VRF links): a VLAN segment on eth1, enslaved to a VRF
+    segment; a switch-side namespace tags its traffic with VLAN 100 and reaches the
+    appliance; the connected route lives in table 100."""
+    subprocess.run(["ip", "netns", "add", segment_ns], check=True)
+    subprocess.run(
+        ["ip", "-n", netns, "link", "add", "eth1", "type", "veth", "peer", "name", "sw0"],
+        check=True,
+    )
+    subprocess.run(["ip", "-n", netns, "link", "set", "sw0", "netns", segment_ns], check=True)
+    subprocess.run(["ip", "-n", netns, "link", "set", "eth1", "up"], check=True)
+    for command in (
+        ["link", "set", "sw0", "up"],
+        ["link", "add", "link", "sw0", "name", "sw0.100", "type", "vlan", "id", "100"],
+        ["link", "set", "sw0.100", "up"],
+        ["addr", "add", "10.100.0.2/24", "dev", "sw0.100"],
+        ["addr", "add", "10.99.0.2/24", "dev", "sw0"],
+    ):
+        subprocess.run(["ip", "-n", segment_ns, *command], check=True)
+    path = tmp_path / "slices.toml"
+    path.write_text(SLICES)
+    result = run_appliance("apply", "--netns", netns, str(path))
+    assert result.returncode == 0, result.stderr
+    vlan = link(netns, "ap-slice-embb")
+    vrf = link(netns, "ap-vrf-embb")
+    assert vlan is not None and vrf is not None
+    assert vlan["linkinfo"]["info_kind"] == "vlan"  # type: ignore[index]
+    assert vlan["linkinfo"]["info_data"]["id"] == 100  # type: ignore[index]
+    assert vlan["link"] == "eth1" and vlan["master"] == "ap-vrf-embb"
+    assert vrf["linkinfo"]["info_data"]["table"] == 100  # type: ignore[index]
+    table = ip_json(netns, "route", "show", "table", "100")
+    assert any(r.get("dst") == "10.100.0.0/24" for r in table), table
+    assert ping(segment_ns, "10.100.0.1")  # tagged, zone slice (meta sdifname): allowed
+    plan = run_appliance("plan", "--netns", netns, str(path))
+    assert plan.returncode == 0 and plan.stdout.strip() == "no changes", plan.stdout
+    # The slices go: their links go, eth1 (not the appliance's) stays.
+    path.write_text('version = 1\nname = "none"\n')
+    assert run_appliance("apply", "--netns", netns, str(path)).returncode == 0
+    assert link(netns, "ap-slice-embb") is None and link(netns, "ap-vrf-embb") is None
+    assert link(netns, "eth1") is not None
+
+
+def test_segments_the_kernel_cannot_make_are_refused_before_anything(
+    netns: str, tmp_path: Path
+) -> None:
+    from appliance.probe import probe_features
+
+    if probe_features().get("vrf", False):
+        pytest.skip("this kernel has VRF links")
+    path = tmp_path / "slices.toml"
+    path.write_text(SLICES)
+    result = run_appliance("apply", "--netns", netns, str(path))
+    assert result.returncode == 1
+    assert "isolation.segments[0]: segment 'vrf-embb' needs VRF links" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert nft_in(netns, "list", "tables").strip() == ""
+    assert link(netns, "ap-vrf-embb") is None
