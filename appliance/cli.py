@@ -415,6 +415,8 @@ def _status_lines(status: dict[str, Any]) -> list[str]:
         "drift repairs: "
         + (", ".join(f"{k} {v}" for k, v in sorted(repairs.items())) if repairs else "none")
     )
+    if status.get("segments"):
+        lines.append("segments:      " + ", ".join(status["segments"]))
     if status.get("confirm_pending_until"):
         lines.append("confirm:       pending (`appliance confirm` keeps the reload)")
     hub = status.get("hub")

@@ -890,6 +890,11 @@ class Daemon:
                 name: len(items) for name, items in sorted(self.runtime_added.items()) if items
             },
             "drift_repairs": dict(sorted(self.drift_repairs.items())),
+            "segments": (
+                sorted(s.name for s in policy.desired.segments)
+                if policy and policy.desired.segments is not None
+                else None
+            ),
             "inspect": self._inspection_status(),
             "confirm_pending_until": self.pending.deadline if self.pending else None,
             "hub": self.hub_status(),

@@ -568,3 +568,34 @@ def test_sighup_with_a_set_only_change_keeps_counters_and_an_established_connect
 def _counter(ns: str, name: str) -> int:
     listing = json.loads(nft_in(ns, "-j", "list", "counter", "inet", "appliance", name))
     return int(next(o["counter"]["packets"] for o in listing["nftables"] if "counter" in o))
+
+
+def test_a_segment_link_removed_by_hand_is_put_back_and_counted(
+    netns: str, start_daemon: Start, tmp_path: Path
+) -> None:
+    segment_ns = f"aps-{netns[4:]}"
+    profile = tmp_path / "p.toml"
+    profile.write_text(
+        'version = 1\nname = "segments"\n\n[[isolation.segments]]\nname = "mec1"\n'
+        f'kind = "netns"\nnetns = "{segment_ns}"\naddresses = ["10.50.0.1/24"]\n'
+        'peer_addresses = ["10.50.0.10/24"]\nzone = "mec"\n\n'
+        '[metrics]\nlisten = "127.0.0.1:9469"\n'
+    )
+    try:
+        daemon = start_daemon(netns, profile, "--resync-interval", "1")
+        assert "ap-mec1" in _links(netns)
+        assert "ap-mec1" in _links(segment_ns)
+        subprocess.run(["ip", "-n", netns, "link", "del", "ap-mec1"], check=True)
+        wait_until(lambda: daemon.status()["drift_repairs"].get("segments", 0) >= 1)
+        assert "ap-mec1" in _links(netns) and "ap-mec1" in _links(segment_ns)
+        assert 'appliance_drift_repairs_total{kind="segments"} 1.0' in daemon.metrics()
+        assert daemon.status()["segments"] == ["mec1"]
+    finally:
+        subprocess.run(["ip", "netns", "del", segment_ns], capture_output=True, check=False)
+
+
+def _links(ns: str) -> list[str]:
+    out = subprocess.run(
+        ["ip", "-n", ns, "-j", "link", "show"], capture_output=True, text=True, check=True
+    ).stdout
+    return [item["ifname"] for item in json.loads(out)]
