@@ -12,13 +12,12 @@ import errno
 import ipaddress
 import os
 import socket
+import struct
 from collections.abc import Iterable
 from typing import Any
 
-from pyroute2 import IPRoute
-from pyroute2 import netns as pr_netns
-from pyroute2.netlink.exceptions import NetlinkError
-
+from appliance.adapters.capture import NLMSG_DONE, NLMSG_ERROR, ack_error, iter_attrs
+from appliance.adapters.capture import iter_messages as iter_netlink
 from appliance.errors import ApplianceError, KernelError
 from appliance.reconcile.segments import (
     DesiredSegment,
@@ -34,12 +33,49 @@ from appliance.reconcile.segments import (
 IFF_UP = 0x1
 IFA_F_NODAD = 0x02
 _CHILD_TIMEOUT = 30.0
+RTM_NEWLINK = 16
+RTM_GETLINK = 18
+IFLA_IFALIAS = 20
+NLM_F_REQUEST = 0x1
+NLM_F_DUMP = 0x300
+
+
+def segment_links_present() -> bool:
+    """Whether any link of this namespace carries a segment alias: one RTM_GETLINK dump on
+    a plain netlink socket (a millisecond; pyroute2 is imported only when there is work)."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
+        sock.settimeout(5.0)
+        body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0)
+        header = struct.pack(
+            "=IHHII", 16 + len(body), RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, 1, 0
+        )
+        sock.sendall(header + body)
+        found = False
+        while True:
+            data = sock.recv(1 << 16)
+            for kind, _seq, message in iter_netlink(data):
+                if kind == NLMSG_DONE:
+                    return found
+                if kind == NLMSG_ERROR:
+                    raise KernelError(f"listing links: {os.strerror(ack_error(message))}")
+                if kind != RTM_NEWLINK:
+                    continue
+                for attr, value in iter_attrs(message, 16):
+                    if attr == IFLA_IFALIAS:
+                        alias = value.rstrip(b"\0").decode("utf-8", "replace")
+                        found = found or segment_of_alias(alias) is not None
 
 
 class LinkBackend:
     """Segment links of the calling process's network namespace."""
 
     def observe(self, wanted: Iterable[DesiredSegment] = ()) -> ObservedLinks:
+        wanted = list(wanted)
+        if not wanted and not segment_links_present():
+            return ObservedLinks()  # no segments, none to remove: no pyroute2 at all
+        from pyroute2 import IPRoute
+        from pyroute2 import netns as pr_netns
+
         try:
             namespaces = frozenset(pr_netns.listnetns())
         except OSError:
@@ -82,6 +118,8 @@ class LinkBackend:
                 done += batch
                 i = j
                 continue
+            from pyroute2.netlink.exceptions import NetlinkError
+
             try:
                 _run_here(step)
             except NetlinkError as exc:
@@ -168,6 +206,8 @@ def _addresses(ipr: Any, names: dict[int, str]) -> dict[int, list[str]]:
 
 def _observe_peer(name: str, netns: str) -> PeerState | None:
     """Inside the namespace: the far end ``name``, if it is a veth."""
+    from pyroute2 import IPRoute
+
     with IPRoute() as ipr:
         found = ipr.link_lookup(ifname=name)
         if not found:
@@ -196,6 +236,9 @@ def _observe_peer(name: str, netns: str) -> PeerState | None:
 
 
 def _run_here(step: Step) -> None:
+    from pyroute2 import IPRoute
+    from pyroute2 import netns as pr_netns
+
     if step.op == "create_netns":
         assert step.netns is not None
         pr_netns.create(step.netns)
@@ -214,6 +257,9 @@ def _run_here(step: Step) -> None:
 
 def _run_batch(steps: list[Step]) -> tuple[int, str] | None:
     """Inside a namespace: the steps in order; (index, reason) of the first that failed."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
     with IPRoute() as ipr:
         for i, step in enumerate(steps):
             try:
@@ -233,6 +279,8 @@ def _index(ipr: Any, name: str) -> int:
 
 
 def _do(ipr: Any, step: Step) -> None:
+    from pyroute2.netlink.exceptions import NetlinkError
+
     op = step.op
     if op == "create_link":
         _create(ipr, step)

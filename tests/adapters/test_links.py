@@ -296,3 +296,24 @@ def test_segments_the_kernel_cannot_make_are_refused_before_anything(
     assert result.stderr.count("\n") == 1
     assert nft_in(netns, "list", "tables").strip() == ""
     assert link(netns, "ap-vrf-embb") is None
+
+
+def _present_in(ns: str) -> bool:
+    from appliance.adapters.links import segment_links_present
+
+    return segment_links_present()
+
+
+def test_the_cheap_scan_finds_segment_links_by_their_alias(netns: str) -> None:
+    from appliance.lab.nsexec import run_in_netns
+
+    assert run_in_netns(netns, _present_in, netns) is False
+    subprocess.run(
+        ["ip", "-n", netns, "link", "add", "x0", "type", "veth", "peer", "name", "x1"], check=True
+    )
+    subprocess.run(["ip", "-n", netns, "link", "set", "x0", "alias", "uplink"], check=True)
+    assert run_in_netns(netns, _present_in, netns) is False
+    subprocess.run(
+        ["ip", "-n", netns, "link", "set", "x1", "alias", "appliance segment gone"], check=True
+    )
+    assert run_in_netns(netns, _present_in, netns) is True
