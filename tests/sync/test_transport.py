@@ -77,14 +77,16 @@ def test_oversized_body_is_too_large_before_reading() -> None:
     assert failure(stream, max_body=1000).result == "too_large"
 
 
-def test_a_body_that_drips_fails_within_the_deadline() -> None:
-    async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
-        for _ in range(100):
-            writer.write(b"x")
-            await writer.drain()
-            await asyncio.sleep(1)
+async def drip(reader: Reader, writer: Writer) -> None:
+    """Headers at once, then a body of 100 bytes, one a second."""
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+    for _ in range(100):
+        writer.write(b"x")
+        await writer.drain()
+        await asyncio.sleep(1)
 
+
+def test_a_body_that_drips_fails_within_the_deadline() -> None:
     limits = Limits(connect_timeout=1, read_timeout=2, total_timeout=3)
     started = time.monotonic()
     exc = failure(drip, limits)
@@ -100,18 +102,11 @@ def test_a_long_poll_waits_for_the_headers_but_not_for_a_dripping_body() -> None
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         await writer.drain()
 
-    async def held_then_dripped(reader: Reader, writer: Writer) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
-        for _ in range(100):
-            writer.write(b"x")
-            await writer.drain()
-            await asyncio.sleep(1)
-
     limits = Limits(connect_timeout=1, read_timeout=2, total_timeout=3)
     held = run(exchange(held_then_answered, limits, wait=30))
     assert held.body == b"ok"  # type: ignore[attr-defined]
     started = time.monotonic()
-    exc = failure(held_then_dripped, limits, wait=30)
+    exc = failure(drip, limits, wait=30)
     assert exc.result == "unreachable" and "timed out after 3s" in exc.reason
     assert time.monotonic() - started < 6  # not the 33 s of the long poll's whole deadline
 
