@@ -261,8 +261,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     plan = engine.plan(desired)
     segments = engine.plan_segments(desired)
     lines = plan.describe() + (segments.describe() if segments is not None else [])
-    if not lines:
-        print("no changes")
+    if not plan.changed and not (segments is not None and segments.changed):
+        print("\n".join(["no changes", *lines]))
         return EXIT_OK
     print("\n".join(lines))
     return EXIT_CHANGES
@@ -278,6 +278,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
         previous = engine.backend.list_table()
     plan, segments = engine.apply(desired)
     changed = plan.changed or (segments is not None and segments.changed)
+    for line in segments.waiting if segments is not None else []:
+        print(f"appliance: {line}", file=sys.stderr)
     if seconds is not None:
         confirm.arm(args.state_dir, previous, seconds, args.netns)
         print(
@@ -417,6 +419,8 @@ def _status_lines(status: dict[str, Any]) -> list[str]:
     )
     if status.get("segments"):
         lines.append("segments:      " + ", ".join(status["segments"]))
+    for waiting in status.get("segments_waiting") or []:
+        lines.append(f"               {waiting}")
     if status.get("confirm_pending_until"):
         lines.append("confirm:       pending (`appliance confirm` keeps the reload)")
     hub = status.get("hub")

@@ -296,7 +296,17 @@ def _do(ipr: Any, step: Step) -> None:
         master = _index(ipr, step.value) if step.value else 0
         ipr.link("set", index=_index(ipr, step.link), master=master)
     elif op == "set_up":
-        ipr.link("set", index=_index(ipr, step.link), state="up")
+        index = _index(ipr, step.link)
+        try:
+            ipr.link("set", index=index, state="up")
+        except NetlinkError as exc:
+            if exc.code != errno.ENETDOWN:
+                raise
+            # A VLAN comes up only on a parent that is up: the profile names the parent,
+            # so it is brought up too (never taken down again by the appliance).
+            (msg,) = ipr.get_links(index)
+            ipr.link("set", index=msg.get_attr("IFLA_LINK"), state="up")
+            ipr.link("set", index=index, state="up")
         _promote_secondaries(step.link)
         if step.netns is not None:  # the far end of a netns segment: its loopback too
             lo = ipr.link_lookup(ifname="lo")

@@ -278,6 +278,7 @@ class Daemon:
         self.inspection_error: str | None = None
         # The hub: the client (None without a [hub] in the local profile), its poll interval,
         # and what status shows of the last sync.
+        self.segments_waiting: list[str] = []  # segments whose parent link is not there yet
         self.hub: HubClient | None = None
         self.hub_poll = 30.0
         self.hub_error: str | None = None  # the client could not be set up
@@ -687,6 +688,7 @@ class Daemon:
         self.policy = policy
         self._forget_expired()
         self.counts = outcome.counts
+        self._note_waiting(outcome.segments)
         segments_changed = outcome.segments is not None and outcome.segments.changed
         if outcome.plan.changed or segments_changed or self.applied_at is None:
             self.applied_at = self.wall_clock()
@@ -723,6 +725,7 @@ class Daemon:
             return
         self._forget_expired()
         self.counts = outcome.counts
+        self._note_waiting(outcome.segments)
         kind = drift_kind(outcome.plan, outcome.segments)
         if kind is None:
             return
@@ -741,6 +744,15 @@ class Daemon:
                 )[:20],
             },
         )
+
+    def _note_waiting(self, segments: SegmentPlan | None) -> None:
+        """Segments that wait for their parent link: in status, and logged when it changes."""
+        waiting = list(segments.waiting) if segments is not None else []
+        if waiting != self.segments_waiting:
+            for line in waiting:
+                if line not in self.segments_waiting:
+                    self.log.warning(line)
+            self.segments_waiting = waiting
 
     # ---- live inspection ------------------------------------------------------------
 
@@ -895,6 +907,7 @@ class Daemon:
                 if policy and policy.desired.segments is not None
                 else None
             ),
+            "segments_waiting": list(self.segments_waiting),
             "inspect": self._inspection_status(),
             "confirm_pending_until": self.pending.deadline if self.pending else None,
             "hub": self.hub_status(),

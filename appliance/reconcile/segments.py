@@ -155,13 +155,18 @@ class SegmentPlan:
 
     apply: list[Step] = field(default_factory=list)
     remove: list[Step] = field(default_factory=list)
+    # Segments that cannot be made yet (a VLAN whose parent link is not there: a NIC that
+    # comes up late); the rest of the policy goes ahead, and they are made once it is.
+    waiting: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
         return bool(self.apply or self.remove)
 
     def describe(self) -> list[str]:
-        return [step.describe() for step in self.apply + self.remove]
+        return [step.describe() for step in self.apply + self.remove] + [
+            f"! {line}" for line in self.waiting
+        ]
 
 
 def desired_segments(segments: tuple[Segment, ...]) -> list[DesiredSegment]:
@@ -268,7 +273,10 @@ def plan_segments(wanted: list[DesiredSegment], observed: ObservedLinks) -> Segm
                 " (no 'appliance segment' alias): rename or remove it"
             )
         if link.kind == "vlan" and not _exists(observed, link.parent or ""):
-            raise SegmentError(f"segment {link.segment}: parent link {link.parent} does not exist")
+            plan.waiting.append(
+                f"segment {link.segment}: waiting for its parent link {link.parent}"
+            )
+            continue
         peer = desired.peer
         recreate = have is not None and not _same_link(link, have)
         if peer is not None and have is not None and not recreate:

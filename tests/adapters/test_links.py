@@ -317,3 +317,35 @@ def test_the_cheap_scan_finds_segment_links_by_their_alias(netns: str) -> None:
         ["ip", "-n", netns, "link", "set", "x1", "alias", "appliance segment gone"], check=True
     )
     assert run_in_netns(netns, _present_in, netns) is True
+
+
+@pytest.mark.guest
+def test_a_vlan_whose_parent_comes_late_waits_and_the_rest_is_applied(
+    netns: str, tmp_path: Path
+) -> None:
+    """In the QEMU guest: the parent NIC is not there yet. The table and the VRF are put in
+    place, the VLAN segment waits (said on stderr and by `plan`), and the next apply once
+    the NIC is there makes it."""
+    path = tmp_path / "slices.toml"
+    path.write_text(SLICES)
+    result = run_appliance("apply", "--netns", netns, str(path))
+    assert result.returncode == 0, result.stderr
+    assert "segment slice-embb: waiting for its parent link eth1" in result.stderr
+    assert link(netns, "ap-vrf-embb") is not None and link(netns, "ap-slice-embb") is None
+    assert "slice-ping" in nft_in(netns, "list", "table", "inet", "appliance")
+    plan = run_appliance("plan", "--netns", netns, str(path))
+    assert plan.returncode == 0
+    assert plan.stdout.splitlines() == [
+        "no changes",
+        "! segment slice-embb: waiting for its parent link eth1",
+    ]
+    subprocess.run(
+        ["ip", "-n", netns, "link", "add", "eth1", "type", "veth", "peer", "name", "sw0"],
+        check=True,
+    )
+    plan = run_appliance("plan", "--netns", netns, str(path))
+    assert plan.returncode == 3 and "+ link ap-slice-embb (vlan 100 on eth1)" in plan.stdout
+    result = run_appliance("apply", "--netns", netns, str(path))
+    assert result.returncode == 0 and result.stderr == ""
+    vlan = link(netns, "ap-slice-embb")
+    assert vlan is not None and vlan["master"] == "ap-vrf-embb"

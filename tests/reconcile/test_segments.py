@@ -185,13 +185,25 @@ def test_segments_that_went_lose_their_links_and_created_namespaces() -> None:
     assert "delete_netns" not in [s.op for s in plan_segments([], observed).remove]
 
 
-def test_a_foreign_link_under_the_name_or_a_missing_parent_is_an_error() -> None:
+def test_a_foreign_link_under_the_name_is_an_error() -> None:
     foreign = ObservedLinks(foreign=frozenset({"lo", "eth1", "ap-vrf-embb"}))
     with pytest.raises(SegmentError, match="ap-vrf-embb exists and is not the appliance's"):
         plan_segments(desired_segments((VRF,)), foreign)
+
+
+def test_a_vlan_whose_parent_is_not_there_waits_and_the_rest_goes_ahead() -> None:
     no_parent = ObservedLinks(foreign=frozenset({"lo"}))
-    with pytest.raises(SegmentError, match="parent link eth1 does not exist"):
-        plan_segments(desired_segments((replace(VLAN, vrf=None),)), no_parent)
+    plan = plan_segments(desired_segments((VLAN, VRF)), no_parent)
+    assert plan.waiting == ["segment slice-embb: waiting for its parent link eth1"]
+    assert ops(plan.apply) == [
+        ("create_link", "ap-vrf-embb", None, ""),
+        ("set_up", "ap-vrf-embb", None, ""),
+    ]
+    assert plan.describe()[-1] == "! segment slice-embb: waiting for its parent link eth1"
+    only_waiting = plan_segments(
+        desired_segments((VLAN, VRF)), replace(in_place(VRF), foreign=frozenset({"lo"}))
+    )
+    assert not only_waiting.changed and only_waiting.waiting
 
 
 def test_undo_takes_back_what_was_made_last_first() -> None:
