@@ -264,6 +264,7 @@ def undo_steps(done: list[Step]) -> list[Step]:
 def plan_segments(wanted: list[DesiredSegment], observed: ObservedLinks) -> SegmentPlan:
     plan = SegmentPlan()
     wanted_names = {d.link.name for d in wanted}
+    made_here = {link.netns for link in observed.links.values() if link.created_netns}
     for desired in wanted:
         link = desired.link
         have = observed.links.get(link.name)
@@ -283,7 +284,9 @@ def plan_segments(wanted: list[DesiredSegment], observed: ObservedLinks) -> Segm
             found = observed.peers.get(peer.netns)
             if peer.netns not in observed.namespaces or found is None:
                 recreate = True  # the namespace or the far end went: a new pair
-        created = have is not None and have.created_netns
+        # The appliance made this namespace if a link of its own says so (this one, or the
+        # link of a segment renamed since).
+        created = peer is not None and peer.netns in made_here
         if recreate:
             assert have is not None
             plan.apply.append(Step("delete_link", link.name))

@@ -224,3 +224,14 @@ def test_undo_takes_back_what_was_made_last_first() -> None:
 def test_link_state_of_a_vrf_segment() -> None:
     (vrf,) = desired_segments((VRF,))
     assert vrf.link == LinkState("ap-vrf-embb", "vrf", "vrf-embb", table=100)
+
+
+def test_a_renamed_segment_keeps_the_mark_of_the_namespace_the_appliance_made() -> None:
+    observed = in_place(MEC)
+    observed.links["ap-mec-app1"] = replace(observed.links["ap-mec-app1"], created_netns=True)
+    renamed = replace(MEC, name="mec-app2", link="ap-mec-app2")
+    plan = plan_segments(desired_segments((renamed,)), observed)
+    create = next(s for s in plan.apply if s.op == "create_link")
+    assert create.link == "ap-mec-app2" and create.state is not None
+    assert create.state.created_netns
+    assert ops(plan.remove) == [("delete_link", "ap-mec-app1", None, "")]  # the namespace stays
