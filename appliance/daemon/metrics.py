@@ -154,6 +154,11 @@ class Metrics:
             "Time of the last successful hub sync",
             registry=registry,
         )
+        self.segments_waiting = Gauge(
+            "appliance_segments_waiting",
+            "Segments of the enforced policy waiting for their parent link",
+            registry=registry,
+        )
         self.hub_stale = Gauge(
             "appliance_hub_bundle_stale",
             "1 while the enforced hub bundle has expired (it stays enforced)",

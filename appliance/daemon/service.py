@@ -753,6 +753,7 @@ class Daemon:
                 if line not in self.segments_waiting:
                     self.log.warning(line)
             self.segments_waiting = waiting
+            self.metrics.segments_waiting.set(len(waiting))
 
     # ---- live inspection ------------------------------------------------------------
 

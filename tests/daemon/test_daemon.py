@@ -338,6 +338,7 @@ def test_metrics_endpoint_answers_with_the_metric_names(
         "appliance_inspect_dropped_total",
         "appliance_hub_sync_total",
         "appliance_hub_last_success_timestamp_seconds",
+        "appliance_segments_waiting 0.0",
     ):
         assert name in text, name
     assert "ap_autoblock" not in text  # built-in counters are not rules
