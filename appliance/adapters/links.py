@@ -1,9 +1,11 @@
-"""Segment links in the kernel, with netlink (pyroute2): observe them, carry out steps.
+"""Segment links in the kernel: observe them over rtnetlink, carry out steps with pyroute2.
 
-The adapter for :mod:`appliance.reconcile.segments`. Work inside another namespace (the far
-end of a ``netns`` segment) happens in a short-lived child that entered it, so the daemon's
-own namespace never changes. Every failure is a KernelError of one line naming the segment
-and the step.
+The adapter for :mod:`appliance.reconcile.segments`. Observing (at every reconcile of the
+daemon) uses the standard library (:mod:`appliance.adapters.rtnl`); changes, which are rare,
+run in a short-lived child that imports pyroute2, so the daemon never carries pyroute2's
+memory. Work inside another namespace (the far end of a ``netns`` segment) happens in a child
+that entered it: the daemon's own namespace never changes. Every failure is a KernelError of
+one line naming the step.
 """
 
 from __future__ import annotations
@@ -12,12 +14,10 @@ import errno
 import ipaddress
 import os
 import socket
-import struct
 from collections.abc import Iterable
 from typing import Any
 
-from appliance.adapters.capture import NLMSG_DONE, NLMSG_ERROR, ack_error, iter_attrs
-from appliance.adapters.capture import iter_messages as iter_netlink
+from appliance.adapters import rtnl
 from appliance.errors import ApplianceError, KernelError
 from appliance.reconcile.segments import (
     DesiredSegment,
@@ -33,37 +33,13 @@ from appliance.reconcile.segments import (
 IFF_UP = 0x1
 IFA_F_NODAD = 0x02
 _CHILD_TIMEOUT = 30.0
-RTM_NEWLINK = 16
-RTM_GETLINK = 18
-IFLA_IFALIAS = 20
-NLM_F_REQUEST = 0x1
-NLM_F_DUMP = 0x300
+_CHANGE_TIMEOUT = 120.0
+_NAMESPACE_OPS = ("create_netns", "delete_netns")
 
 
 def segment_links_present() -> bool:
-    """Whether any link of this namespace carries a segment alias: one RTM_GETLINK dump on
-    a plain netlink socket (a millisecond; pyroute2 is imported only when there is work)."""
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
-        sock.settimeout(5.0)
-        body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0)
-        header = struct.pack(
-            "=IHHII", 16 + len(body), RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, 1, 0
-        )
-        sock.sendall(header + body)
-        found = False
-        while True:
-            data = sock.recv(1 << 16)
-            for kind, _seq, message in iter_netlink(data):
-                if kind == NLMSG_DONE:
-                    return found
-                if kind == NLMSG_ERROR:
-                    raise KernelError(f"listing links: {os.strerror(ack_error(message))}")
-                if kind != RTM_NEWLINK:
-                    continue
-                for attr, value in iter_attrs(message, 16):
-                    if attr == IFLA_IFALIAS:
-                        alias = value.rstrip(b"\0").decode("utf-8", "replace")
-                        found = found or segment_of_alias(alias) is not None
+    """Whether any link of this namespace carries a segment alias (one rtnetlink dump)."""
+    return any(segment_of_alias(link.alias) is not None for link in rtnl.dump_links())
 
 
 class LinkBackend:
@@ -71,17 +47,11 @@ class LinkBackend:
 
     def observe(self, wanted: Iterable[DesiredSegment] = ()) -> ObservedLinks:
         wanted = list(wanted)
-        if not wanted and not segment_links_present():
-            return ObservedLinks()  # no segments, none to remove: no pyroute2 at all
-        from pyroute2 import IPRoute
-        from pyroute2 import netns as pr_netns
-
-        try:
-            namespaces = frozenset(pr_netns.listnetns())
-        except OSError:
-            namespaces = frozenset()
-        with IPRoute() as ipr:
-            links, foreign = _links(ipr)
+        raw = rtnl.dump_links()
+        if not wanted and not any(segment_of_alias(link.alias) for link in raw):
+            return ObservedLinks()  # no segments, none to remove
+        links, foreign = _links(raw, rtnl.dump_addresses())
+        namespaces = rtnl.namespaces()
         peers: dict[str, PeerState | None] = {}
         for desired in wanted:
             peer = desired.peer
@@ -91,44 +61,19 @@ class LinkBackend:
         return ObservedLinks(links, frozenset(foreign), namespaces, peers)
 
     def run(self, steps: list[Step]) -> list[Step]:
-        """Carry out ``steps`` in order; the steps done (KernelError at the first failure,
-        whose ``done`` attribute lists the steps done before it)."""
-        done: list[Step] = []
-        i = 0
-        while i < len(steps):
-            step = steps[i]
-            if step.netns is not None and step.op not in ("create_netns", "delete_netns"):
-                # a run of steps inside one namespace: one child for all of them
-                j = i
-                while (
-                    j < len(steps)
-                    and steps[j].netns == step.netns
-                    and steps[j].op
-                    not in (
-                        "create_netns",
-                        "delete_netns",
-                    )
-                ):
-                    j += 1
-                batch = steps[i:j]
-                failed = _in_netns(step.netns, _run_batch, batch)
-                if failed is not None:
-                    index, message = failed
-                    raise _failure(batch[index], message, done + batch[:index])
-                done += batch
-                i = j
-                continue
-            from pyroute2.netlink.exceptions import NetlinkError
+        """Carry out ``steps`` in order, in a child (pyroute2 stays out of this process);
+        the steps done. SegmentStepError at the first failure (``done``: those before it)."""
+        if not steps:
+            return []
+        from appliance.lab.nsexec import run_in_netns
 
-            try:
-                _run_here(step)
-            except NetlinkError as exc:
-                raise _failure(step, os.strerror(exc.code) or str(exc), done) from None
-            except OSError as exc:
-                raise _failure(step, exc.strerror or str(exc), done) from None
-            done.append(step)
-            i += 1
-        return done
+        try:
+            index, reason = run_in_netns(None, _run_steps, steps, timeout=_CHANGE_TIMEOUT)
+        except ApplianceError as exc:
+            raise SegmentStepError(f"segment links: {exc}", []) from None
+        if reason is not None:
+            raise _failure(steps[index], reason, steps[:index])
+        return list(steps)
 
 
 def _failure(step: Step, reason: str, done: list[Step]) -> SegmentStepError:
@@ -150,89 +95,87 @@ def _in_netns(netns: str, fn: Any, *args: Any) -> Any:
 # ---- observing ---------------------------------------------------------------------------
 
 
-def _links(ipr: Any) -> tuple[dict[str, LinkState], set[str]]:
-    raw = ipr.get_links()
-    names = {msg["index"]: msg.get_attr("IFLA_IFNAME") for msg in raw}
-    addresses = _addresses(ipr, names)
+def _links(
+    raw: list[rtnl.RtLink], addresses: dict[int, list[str]]
+) -> tuple[dict[str, LinkState], set[str]]:
+    names = {link.index: link.name for link in raw}
     ours: dict[str, LinkState] = {}
     foreign: set[str] = set()
-    for msg in raw:
-        name = names[msg["index"]]
-        mark = segment_of_alias(msg.get_attr("IFLA_IFALIAS"))
+    for link in raw:
+        mark = segment_of_alias(link.alias)
         if mark is None:
-            foreign.add(name)
+            foreign.add(link.name)
             continue
         segment, netns, created = mark
-        kind, vlan_id, table = "", None, None
-        info = msg.get_attr("IFLA_LINKINFO")
-        if info is not None:
-            kind = str(info.get_attr("IFLA_INFO_KIND") or "")
-            data = info.get_attr("IFLA_INFO_DATA")
-            if data is not None and kind == "vlan":
-                vlan_id = data.get_attr("IFLA_VLAN_ID")
-            elif data is not None and kind == "vrf":
-                table = data.get_attr("IFLA_VRF_TABLE")
-        parent = names.get(msg.get_attr("IFLA_LINK")) if kind == "vlan" else None
-        master = names.get(msg.get_attr("IFLA_MASTER")) if msg.get_attr("IFLA_MASTER") else None
-        ours[name] = LinkState(
-            name,
-            kind,
+        ours[link.name] = LinkState(
+            link.name,
+            link.kind,
             segment,
-            parent=parent,
-            vlan_id=vlan_id,
-            table=table,
-            master=master,
-            addresses=frozenset(addresses.get(msg["index"], ())),
-            up=bool(msg["flags"] & IFF_UP),
+            parent=names.get(link.link) if link.kind == "vlan" else None,
+            vlan_id=link.vlan_id,
+            table=link.vrf_table,
+            master=names.get(link.master) if link.master else None,
+            addresses=frozenset(addresses.get(link.index, ())),
+            up=bool(link.flags & IFF_UP),
             netns=netns,
             created_netns=created,
         )
     return ours, foreign
 
 
-def _addresses(ipr: Any, names: dict[int, str]) -> dict[int, list[str]]:
-    found: dict[int, list[str]] = {}
-    for msg in ipr.get_addr():
-        address = msg.get_attr("IFA_ADDRESS")
-        if address is None or msg["index"] not in names:
-            continue
-        if ipaddress.ip_address(address).is_link_local:
-            continue
-        found.setdefault(msg["index"], []).append(f"{address}/{msg['prefixlen']}")
-    return {
-        index: [str(ipaddress.ip_interface(a)) for a in items] for index, items in found.items()
-    }
-
-
 def _observe_peer(name: str, netns: str) -> PeerState | None:
     """Inside the namespace: the far end ``name``, if it is a veth."""
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        found = ipr.link_lookup(ifname=name)
-        if not found:
+    for link in rtnl.dump_links():
+        if link.name != name:
+            continue
+        if link.kind != "veth":
             return None
-        (msg,) = ipr.get_links(found[0])
-        info = msg.get_attr("IFLA_LINKINFO")
-        if info is None or info.get_attr("IFLA_INFO_KIND") != "veth":
-            return None
-        index = msg["index"]
-        addresses = _addresses(ipr, {index: name}).get(index, [])
-        gateways: list[str] = []
-        for family in (socket.AF_INET, socket.AF_INET6):
-            for route in ipr.get_routes(family=family, oif=index):
-                if route["dst_len"] == 0 and route.get_attr("RTA_GATEWAY"):
-                    gateways.append(str(route.get_attr("RTA_GATEWAY")))
         return PeerState(
             netns,
             name,
-            frozenset(addresses),
-            frozenset(gateways),
-            up=bool(msg["flags"] & IFF_UP),
+            frozenset(rtnl.dump_addresses().get(link.index, ())),
+            frozenset(rtnl.dump_default_gateways(link.index)),
+            up=bool(link.flags & IFF_UP),
         )
+    return None
 
 
 # ---- doing -------------------------------------------------------------------------------
+
+
+def _run_steps(steps: list[Step]) -> tuple[int, str | None]:
+    """In a child, here: the steps in order; (index, reason) of the first that failed, or
+    (len(steps), None)."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    i = 0
+    while i < len(steps):
+        step = steps[i]
+        if step.netns is not None and step.op not in _NAMESPACE_OPS:
+            # a run of steps inside one namespace: one grandchild for all of them
+            j = i
+            while (
+                j < len(steps)
+                and steps[j].netns == step.netns
+                and (steps[j].op not in _NAMESPACE_OPS)
+            ):
+                j += 1
+            try:
+                failed = _in_netns(step.netns, _run_batch, steps[i:j])
+            except KernelError as exc:
+                return i, str(exc)
+            if failed is not None:
+                return i + failed[0], failed[1]
+            i = j
+            continue
+        try:
+            _run_here(step)
+        except NetlinkError as exc:
+            return i, os.strerror(exc.code) or str(exc)
+        except (OSError, KernelError) as exc:
+            return i, (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+        i += 1
+    return len(steps), None
 
 
 def _run_here(step: Step) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
 from appliance.errors import ApplianceError, UsageError
-from appliance.lab import netns, topology
+from appliance.lab import topology
 from appliance.lab.topology import DEFAULT_PREFIX
 
 if TYPE_CHECKING:
@@ -32,12 +32,16 @@ def _check_prefix(prefix: str) -> None:
 
 def up(prefix: str = DEFAULT_PREFIX) -> None:
     """Create the lab, or repair a half-built one. Idempotent."""
+    from appliance.lab import netns  # pyroute2: only where the lab is built
+
     _check_prefix(prefix)
     netns.up(prefix)
 
 
 def down(prefix: str = DEFAULT_PREFIX) -> None:
     """Remove the lab; quiet if there is none."""
+    from appliance.lab import netns
+
     _check_prefix(prefix)
     netns.down(prefix)
 
@@ -86,6 +90,8 @@ def demo(
     For the shipped profiles every probe has an expected outcome; the exit status is 0 if
     all of them held and the daemon behaved. For another profile it shows what passes.
     """
+    from appliance.lab import netns
+
     _check_prefix(prefix)
     stream = out if out is not None else sys.stdout
     lab = topology.lab(prefix)

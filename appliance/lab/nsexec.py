@@ -23,8 +23,6 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
-from pyroute2 import netns as pr_netns
-
 from appliance.errors import ApplianceError
 
 T = TypeVar("T")
@@ -41,10 +39,13 @@ class WorkerTimeout(LabError):
 
 
 def enter(ns: str) -> None:
-    """Move the calling process into the network namespace ``ns`` (under /run/netns)."""
-    if ns not in pr_netns.listnetns():
+    """Move the calling process into the network namespace ``ns`` (under /run/netns). Plain
+    setns(2): the daemon forks children through here, and must not load pyroute2 for it."""
+    from appliance.adapters.netns import NETNS_RUN_DIR, enter_netns
+
+    if not os.path.exists(os.path.join(NETNS_RUN_DIR, ns)):
         raise LabError(f"network namespace {ns!r} does not exist")
-    pr_netns.setns(ns, flags=0)
+    enter_netns(ns)
 
 
 def _die_with_parent() -> None:
