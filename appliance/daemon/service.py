@@ -66,6 +66,7 @@ SOURCE_PROFILE = "profile"
 SOURCE_LAST_GOOD = "last_good"
 SOURCE_FAILSAFE = "failsafe"
 SOURCE_HUB = "hub"
+RETRY_MAX_SECONDS = 300.0  # a profile the kernel refused at boot: tried again at least this often
 
 
 class DaemonBackend(Backend, Protocol):
@@ -253,6 +254,11 @@ class Daemon:
         self.runtime_added: dict[str, dict[str, float | None]] = {}
         self.drift_repairs: dict[str, int] = {}
         self.pending: PendingConfirm | None = None
+        # The profile's policy when the kernel refused it at boot (a transient failure: a
+        # link in the way, a module that failed to load): retried at read-backs, backing off.
+        self._refused: Policy | None = None
+        self._refused_tries = 0
+        self._refused_next = 0.0
         self.metrics_address: tuple[str, int] | None = None
 
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernel")
@@ -417,6 +423,8 @@ class Daemon:
                     await self._save_last_good()
                     await self._update_metrics_listener()
                     return
+                self._refused = policy
+                self._refused_next = self.clock() + self.config.resync_interval
         try:
             last_good = await self._kernel(self.store.load_last_good)
         except ValueError as exc:
@@ -444,6 +452,7 @@ class Daemon:
     async def reload(self) -> None:
         self.notifier.reloading("reloading the profile")
         self.log.info("reloading", extra={"profile": self.config.profile})
+        self._refused = None  # the profile as it is now supersedes the one refused at boot
         try:
             if self.policy is not None and self.policy.source == SOURCE_HUB:
                 await self._reload_under_hub()
@@ -712,7 +721,12 @@ class Daemon:
         return True
 
     async def resync(self) -> None:
-        """Read the table back; repair whatever someone else changed."""
+        """Read the table back; repair whatever someone else changed. A profile the kernel
+        refused at boot is tried again first (at read-backs 1, 2, 4, ... apart, at most
+        every 5 minutes)."""
+        retry = self._refused is not None and self.clock() >= self._refused_next
+        if retry and await self._retry_refused():
+            return
         if self.policy is None:
             return
         desired = self.policy.desired
@@ -744,6 +758,23 @@ class Daemon:
                 )[:20],
             },
         )
+
+    async def _retry_refused(self) -> bool:
+        policy = self._refused
+        assert policy is not None
+        self._refused_tries += 1
+        delay = min(RETRY_MAX_SECONDS, self.config.resync_interval * 2**self._refused_tries)
+        self._refused_next = self.clock() + delay
+        if not await self.enforce(policy):
+            return False
+        self._refused = None
+        self._refused_tries = 0
+        self.last_error = None
+        self.metrics.last_error.set(0)
+        await self._save_last_good()
+        await self._update_metrics_listener()
+        self.log.info("the profile refused at boot is enforced now", extra=self._policy_fields())
+        return True
 
     def _note_waiting(self, segments: SegmentPlan | None) -> None:
         """Segments that wait for their parent link: in status, and logged when it changes."""

@@ -600,3 +600,39 @@ def _links(ns: str) -> list[str]:
         ["ip", "-n", ns, "-j", "link", "show"], capture_output=True, text=True, check=True
     ).stdout
     return [item["ifname"] for item in json.loads(out)]
+
+
+def test_a_profile_the_kernel_refused_at_boot_is_enforced_once_it_can_be(
+    netns: str, start_daemon: Start, tmp_path: Path
+) -> None:
+    """A link of someone else's stands under a segment's name at boot: the kernel side
+    refuses the profile and the failsafe runs; once the link is gone, a read-back enforces
+    the profile without a reload."""
+    segment_ns = f"aps-{netns[4:]}"
+    profile = tmp_path / "p.toml"
+    profile.write_text(
+        'version = 1\nname = "segments"\n\n[[isolation.segments]]\nname = "mec1"\n'
+        f'kind = "netns"\nnetns = "{segment_ns}"\naddresses = ["10.50.0.1/24"]\n'
+        'peer_addresses = ["10.50.0.10/24"]\nzone = "mec"\n\n'
+        '[metrics]\nlisten = "127.0.0.1:9469"\n'
+    )
+    subprocess.run(
+        ["ip", "-n", netns, "link", "add", "ap-mec1", "type", "veth", "peer", "name", "x1"],
+        check=True,
+    )
+    try:
+        daemon = start_daemon(netns, profile, "--resync-interval", "0.5")
+        status = daemon.status()
+        assert status["source"] == "failsafe", status
+        assert "ap-mec1 exists and is not the appliance's" in status["last_error"]
+        subprocess.run(["ip", "-n", netns, "link", "del", "ap-mec1"], check=True)
+        wait_until(lambda: daemon.status()["source"] == "profile", timeout=20)
+        status = daemon.status()
+        assert status["policy"] == "segments" and status["last_error"] is None
+        assert status["segments"] == ["mec1"]
+        assert "ap-mec1" in _links(segment_ns)
+        assert any(
+            e["msg"] == "the profile refused at boot is enforced now" for e in daemon.log_entries()
+        )
+    finally:
+        subprocess.run(["ip", "netns", "del", segment_ns], capture_output=True, check=False)
