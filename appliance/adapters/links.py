@@ -39,7 +39,11 @@ _NAMESPACE_OPS = ("create_netns", "delete_netns")
 
 def segment_links_present() -> bool:
     """Whether any link of this namespace carries a segment alias (one rtnetlink dump)."""
-    return any(segment_of_alias(link.alias) is not None for link in rtnl.dump_links())
+    return _any_ours(rtnl.dump_links())
+
+
+def _any_ours(links: list[rtnl.RtLink]) -> bool:
+    return any(segment_of_alias(link.alias) is not None for link in links)
 
 
 class LinkBackend:
@@ -48,7 +52,7 @@ class LinkBackend:
     def observe(self, wanted: Iterable[DesiredSegment] = ()) -> ObservedLinks:
         wanted = list(wanted)
         raw = rtnl.dump_links()
-        if not wanted and not any(segment_of_alias(link.alias) for link in raw):
+        if not wanted and not _any_ours(raw):
             return ObservedLinks()  # no segments, none to remove
         links, foreign = _links(raw, rtnl.dump_addresses())
         namespaces = rtnl.namespaces()
@@ -143,63 +147,35 @@ def _observe_peer(name: str, netns: str) -> PeerState | None:
 # ---- doing -------------------------------------------------------------------------------
 
 
-def _run_steps(steps: list[Step]) -> tuple[int, str | None]:
-    """In a child, here: the steps in order; (index, reason) of the first that failed, or
-    (len(steps), None)."""
-    from pyroute2.netlink.exceptions import NetlinkError
+def _where(step: Step) -> str | None:
+    """The namespace a step runs in (None: here). Namespaces are made and removed here."""
+    return None if step.op in _NAMESPACE_OPS else step.netns
 
+
+def _run_steps(steps: list[Step]) -> tuple[int, str | None]:
+    """In a child, here: the steps in order, each run of steps inside one namespace in one
+    grandchild that entered it; (index, reason) of the first that failed, or (len, None)."""
     i = 0
     while i < len(steps):
-        step = steps[i]
-        if step.netns is not None and step.op not in _NAMESPACE_OPS:
-            # a run of steps inside one namespace: one grandchild for all of them
-            j = i
-            while (
-                j < len(steps)
-                and steps[j].netns == step.netns
-                and (steps[j].op not in _NAMESPACE_OPS)
-            ):
-                j += 1
+        where = _where(steps[i])
+        j = i + 1
+        while j < len(steps) and _where(steps[j]) == where:
+            j += 1
+        if where is None:
+            failed = _run_batch(steps[i:j])
+        else:
             try:
-                failed = _in_netns(step.netns, _run_batch, steps[i:j])
+                failed = _in_netns(where, _run_batch, steps[i:j])
             except KernelError as exc:
                 return i, str(exc)
-            if failed is not None:
-                return i + failed[0], failed[1]
-            i = j
-            continue
-        try:
-            _run_here(step)
-        except NetlinkError as exc:
-            return i, os.strerror(exc.code) or str(exc)
-        except (OSError, KernelError) as exc:
-            return i, (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
-        i += 1
+        if failed is not None:
+            return i + failed[0], failed[1]
+        i = j
     return len(steps), None
 
 
-def _run_here(step: Step) -> None:
-    from pyroute2 import IPRoute
-    from pyroute2 import netns as pr_netns
-
-    if step.op == "create_netns":
-        assert step.netns is not None
-        pr_netns.create(step.netns)
-        return
-    if step.op == "delete_netns":
-        assert step.netns is not None
-        try:
-            pr_netns.remove(step.netns)
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                raise
-        return
-    with IPRoute() as ipr:
-        _do(ipr, step)
-
-
 def _run_batch(steps: list[Step]) -> tuple[int, str] | None:
-    """Inside a namespace: the steps in order; (index, reason) of the first that failed."""
+    """The steps in order, on one netlink socket; (index, reason) of the first that failed."""
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
 
@@ -209,7 +185,9 @@ def _run_batch(steps: list[Step]) -> tuple[int, str] | None:
                 _do(ipr, step)
             except NetlinkError as exc:
                 return i, os.strerror(exc.code) or str(exc)
-            except (OSError, KernelError) as exc:
+            except OSError as exc:
+                return i, exc.strerror or str(exc)
+            except KernelError as exc:
                 return i, str(exc)
     return None
 
@@ -225,7 +203,19 @@ def _do(ipr: Any, step: Step) -> None:
     from pyroute2.netlink.exceptions import NetlinkError
 
     op = step.op
-    if op == "create_link":
+    if op == "create_netns":
+        from pyroute2 import netns as pr_netns
+
+        pr_netns.create(step.netns)
+    elif op == "delete_netns":
+        from pyroute2 import netns as pr_netns
+
+        try:
+            pr_netns.remove(step.netns)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+    elif op == "create_link":
         _create(ipr, step)
     elif op == "delete_link":
         found = ipr.link_lookup(ifname=step.link)

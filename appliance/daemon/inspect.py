@@ -301,7 +301,7 @@ class LiveInspection:
                         self.counts.dropped_inline += 1
             self.counts.inspected += len(batch)
             self.metrics.inspect_packets.inc(len(batch))
-            if len(exported) != len(decode_errors) or exported != decode_errors:
+            if exported != decode_errors:
                 for reason, number in list(decode_errors.items()):
                     if number != exported.get(reason, 0):
                         metric = self.metrics.inspect_decode_errors.labels(reason=reason)

@@ -253,6 +253,7 @@ class Daemon:
         # set -> element -> when its timeout ends (monotonic; None: no timeout)
         self.runtime_added: dict[str, dict[str, float | None]] = {}
         self.drift_repairs: dict[str, int] = {}
+        self.segments_waiting: list[str] = []  # segments whose parent link is not there yet
         self.pending: PendingConfirm | None = None
         # The profile's policy when the kernel refused it at boot (a transient failure: a
         # link in the way, a module that failed to load): retried at read-backs, backing off.
@@ -284,7 +285,6 @@ class Daemon:
         self.inspection_error: str | None = None
         # The hub: the client (None without a [hub] in the local profile), its poll interval,
         # and what status shows of the last sync.
-        self.segments_waiting: list[str] = []  # segments whose parent link is not there yet
         self.hub: HubClient | None = None
         self.hub_poll = 30.0
         self.hub_error: str | None = None  # the client could not be set up

@@ -382,9 +382,7 @@ class Engine:
             if pending is not None and pending.flow is flow:
                 hello = True
                 sni = self._hello_continues(pending, layer, payload, buffers)
-        if hello:
-            pass
-        elif proto == PROTO_TCP and payload and flow.app != "none":
+        if not hello and proto == PROTO_TCP and payload and flow.app != "none":
             dns, sni, http = self._tcp_app(flow, layer, payload, to_server, buffers)
 
         app = flow.app

@@ -280,9 +280,9 @@ def plan_segments(wanted: list[DesiredSegment], observed: ObservedLinks) -> Segm
             continue
         peer = desired.peer
         recreate = have is not None and not _same_link(link, have)
-        if peer is not None and have is not None and not recreate:
-            found = observed.peers.get(peer.netns)
-            if peer.netns not in observed.namespaces or found is None:
+        if peer is not None and have is not None:
+            far_end = observed.peers.get(peer.netns)
+            if peer.netns not in observed.namespaces or far_end is None:
                 recreate = True  # the namespace or the far end went: a new pair
         # The appliance made this namespace if a link of its own says so (this one, or the
         # link of a segment renamed since).
@@ -294,16 +294,13 @@ def plan_segments(wanted: list[DesiredSegment], observed: ObservedLinks) -> Segm
         if peer is not None and peer.netns not in observed.namespaces:
             plan.apply.append(Step("create_netns", netns=peer.netns))
             created = True
+        found = observed.peers.get(peer.netns) if peer is not None else None
         if have is None:
-            state = replace(link, created_netns=created and peer is not None)
+            state = replace(link, created_netns=created)
             plan.apply.append(Step("create_link", link.name, state=state, peer=peer))
-            if link.master:
-                plan.apply.append(Step("set_master", link.name, value=link.master))
-            plan.apply += [Step("add_address", link.name, value=a) for a in sorted(link.addresses)]
-            plan.apply.append(Step("set_up", link.name))
-            if peer is not None:
-                plan.apply += _peer_steps(peer, None)
-            continue
+            # a new link (and far end) has nothing yet: the steps below give it everything
+            have = replace(link, master=None, addresses=frozenset(), up=False)
+            found = None
         if have.master != link.master:
             plan.apply.append(Step("set_master", link.name, value=link.master or ""))
         plan.apply += [
@@ -315,7 +312,6 @@ def plan_segments(wanted: list[DesiredSegment], observed: ObservedLinks) -> Segm
             Step("del_address", link.name, value=a) for a in sorted(have.addresses - link.addresses)
         ]
         if peer is not None:
-            found = observed.peers.get(peer.netns)
             plan.apply += _peer_steps(peer, found)
             if found is not None:
                 plan.remove += [

@@ -575,13 +575,7 @@ def test_a_segment_link_removed_by_hand_is_put_back_and_counted(
     netns: str, start_daemon: Start, tmp_path: Path
 ) -> None:
     segment_ns = f"aps-{netns[4:]}"
-    profile = tmp_path / "p.toml"
-    profile.write_text(
-        'version = 1\nname = "segments"\n\n[[isolation.segments]]\nname = "mec1"\n'
-        f'kind = "netns"\nnetns = "{segment_ns}"\naddresses = ["10.50.0.1/24"]\n'
-        'peer_addresses = ["10.50.0.10/24"]\nzone = "mec"\n\n'
-        '[metrics]\nlisten = "127.0.0.1:9469"\n'
-    )
+    profile = _segment_profile(tmp_path / "p.toml", segment_ns)
     try:
         daemon = start_daemon(netns, profile, "--resync-interval", "1")
         assert "ap-mec1" in _links(netns)
@@ -593,6 +587,17 @@ def test_a_segment_link_removed_by_hand_is_put_back_and_counted(
         assert daemon.status()["segments"] == ["mec1"]
     finally:
         subprocess.run(["ip", "netns", "del", segment_ns], capture_output=True, check=False)
+
+
+def _segment_profile(path: Path, segment_ns: str) -> Path:
+    """A netns segment mec1 (10.50.0.1 here, 10.50.0.10 in ``segment_ns``), zone mec."""
+    path.write_text(
+        'version = 1\nname = "segments"\n\n[[isolation.segments]]\nname = "mec1"\n'
+        f'kind = "netns"\nnetns = "{segment_ns}"\naddresses = ["10.50.0.1/24"]\n'
+        'peer_addresses = ["10.50.0.10/24"]\nzone = "mec"\n\n'
+        '[metrics]\nlisten = "127.0.0.1:9469"\n'
+    )
+    return path
 
 
 def _links(ns: str) -> list[str]:
@@ -609,13 +614,7 @@ def test_a_profile_the_kernel_refused_at_boot_is_enforced_once_it_can_be(
     refuses the profile and the failsafe runs; once the link is gone, a read-back enforces
     the profile without a reload."""
     segment_ns = f"aps-{netns[4:]}"
-    profile = tmp_path / "p.toml"
-    profile.write_text(
-        'version = 1\nname = "segments"\n\n[[isolation.segments]]\nname = "mec1"\n'
-        f'kind = "netns"\nnetns = "{segment_ns}"\naddresses = ["10.50.0.1/24"]\n'
-        'peer_addresses = ["10.50.0.10/24"]\nzone = "mec"\n\n'
-        '[metrics]\nlisten = "127.0.0.1:9469"\n'
-    )
+    profile = _segment_profile(tmp_path / "p.toml", segment_ns)
     subprocess.run(
         ["ip", "-n", netns, "link", "add", "ap-mec1", "type", "veth", "peer", "name", "x1"],
         check=True,
