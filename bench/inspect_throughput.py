@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from appliance.inspect.engine import Engine, EngineConfig
+from appliance.inspect.engine import InspectionConfig, InspectionEngine
 from appliance.inspect.pcap import LINKTYPE_ETHERNET, read_capture, write_pcap
 from appliance.inspect.rules import Variables, parse_rule_files
 from appliance.model.profile import (
@@ -289,7 +289,7 @@ def load(path: str) -> list[Frame]:
 # ---- contenders ---------------------------------------------------------------------------
 
 
-def make_engine() -> Engine:
+def make_engine() -> InspectionEngine:
     variables = Variables.from_networks([parse_network("10.0.0.0/8")])
     detectors = Detectors(
         port_scan=PortScanDetector(ports=20, window=10.0),
@@ -297,8 +297,8 @@ def make_engine() -> Engine:
         dns_tunnel=DnsTunnelDetector(),
         gtp=GtpDetector(ue_pools=(parse_network("10.45.0.0/16"),)),
     )
-    return Engine(
-        EngineConfig(signatures=parse_rule_files([str(RULES)], variables), detectors=detectors)
+    return InspectionEngine(
+        InspectionConfig(signatures=parse_rule_files([str(RULES)], variables), detectors=detectors)
     )
 
 

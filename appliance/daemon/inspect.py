@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from appliance.adapters.capture import InlinePacket, NfqueueReader, Packet
     from appliance.daemon.metrics import Metrics
-    from appliance.inspect.engine import Engine
+    from appliance.inspect.engine import InspectionEngine
     from appliance.model.profile import Profile
 
 DEFAULT_QUEUE = 8192  # packets between capture and the engine
@@ -120,7 +120,7 @@ class LiveInspection:
         self._tasks: set[asyncio.Task[None]] = set()
         self._clock = clock
         self._last_drop_poll = 0.0
-        self._engine: Engine | None = None
+        self._engine: InspectionEngine | None = None
         self._eve: Any = None
         self._inline: NfqueueReader | None = None
 
@@ -129,10 +129,10 @@ class LiveInspection:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Build the engine, open the alert file and the capture sockets, start the engine
         thread. Raises ApplianceError (a bad rule file, a socket that cannot be bound)."""
-        from appliance.inspect.engine import Engine, EngineConfig
+        from appliance.inspect.engine import InspectionConfig, InspectionEngine
 
         self._loop = loop
-        self._engine = Engine(EngineConfig.from_profile(self.profile))
+        self._engine = InspectionEngine(InspectionConfig.from_profile(self.profile))
         directory = os.path.dirname(self.alerts_path)
         if directory:
             os.makedirs(directory, exist_ok=True)

@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from appliance.inspect.engine import Engine, EngineConfig
+    from appliance.inspect.engine import InspectionConfig, InspectionEngine
     from appliance.inspect.eve import eve_line
     from appliance.inspect.pcap import read_capture
 
@@ -49,7 +49,7 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO | None = None) -> int:
         from appliance.model.parse import load_profile
 
         profile = load_profile(args.profile)
-    engine = Engine(EngineConfig.from_profile(profile, args.rules))
+    engine = InspectionEngine(InspectionConfig.from_profile(profile, args.rules))
     try:
         handle = open(args.pcap, "rb")  # noqa: SIM115 - closed below, after the generator
     except OSError as exc:

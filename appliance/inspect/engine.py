@@ -1,9 +1,9 @@
 """The inspection engine: packets in, alerts out.
 
-``Engine.process(ts, data, linktype)`` decodes one captured frame, tracks its flow, runs the
-signatures and detectors over it (and over the packet a GTP-U tunnel carries) and returns
-the alerts it raises. It never opens a socket or a file: capture (a pcap file, NFLOG,
-AF_PACKET, NFQUEUE) and output (EVE lines, set deltas) belong to the caller.
+``InspectionEngine.process(ts, data, linktype)`` decodes one captured frame, tracks its
+flow, runs the signatures and detectors over it (and over the packet a GTP-U tunnel
+carries) and returns the alerts it raises. It never opens a socket or a file: capture
+(a pcap file, NFLOG, AF_PACKET, NFQUEUE) and output (EVE lines, set deltas) belong to the caller.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ _NO_SIDS: frozenset[int] = frozenset()
 
 
 @dataclass
-class EngineConfig:
+class InspectionConfig:
     signatures: Sequence[Signature] = ()
     detectors: Detectors = field(default_factory=Detectors)
     block: bool = True
@@ -52,7 +52,9 @@ class EngineConfig:
     fast_path: bool = True  # off: every packet takes the full path (tests compare the two)
 
     @classmethod
-    def from_profile(cls, profile: Profile | None, extra_rules: Sequence[str] = ()) -> EngineConfig:
+    def from_profile(
+        cls, profile: Profile | None, extra_rules: Sequence[str] = ()
+    ) -> InspectionConfig:
         """Signatures of the profile's ``[inspect].rules`` plus ``extra_rules``, its detectors,
         ``$HOME_NET`` (``home_net``, else every zone's networks) and ``never_block``."""
         if profile is None:
@@ -142,8 +144,8 @@ class _Hello:
         self.size = min(size, HELLO_MAX_BYTES)
 
 
-class Engine:
-    def __init__(self, config: EngineConfig) -> None:
+class InspectionEngine:
+    def __init__(self, config: InspectionConfig) -> None:
         self.config = config
         self.matcher = Matcher(config.signatures)
         self.flows = FlowTable(config.max_flows, config.idle_timeout)

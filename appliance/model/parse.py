@@ -43,7 +43,7 @@ from appliance.model.profile import (
     GtpDetector,
     Hub,
     Inspect,
-    Metrics,
+    MetricsSpec,
     PortScanDetector,
     Profile,
     Protect,
@@ -1203,11 +1203,11 @@ def _parse_hub(ctx: _Ctx, value: Any) -> Hub:
     return Hub(url=url, trust=trust, poll=poll, timeout=timeout)
 
 
-def _parse_metrics(ctx: _Ctx, value: Any) -> Metrics:
+def _parse_metrics(ctx: _Ctx, value: Any) -> MetricsSpec:
     path: KeyPath = ("metrics",)
     table = _table(ctx, path, value, METRICS_KEYS)
     if "listen" not in table:
-        return Metrics()
+        return MetricsSpec()
     key = (*path, "listen")
     listen = _str(ctx, key, table["listen"])
     bad = f"bad listen address {listen!r} (expected HOST:PORT or [IPv6]:PORT)"
@@ -1234,4 +1234,4 @@ def _parse_metrics(ctx: _Ctx, value: Any) -> Metrics:
     port = int(port_text)
     if not 1 <= port <= 65535:
         raise ctx.error(key, f"{bad}: port {port} is out of range 1-65535")
-    return Metrics(listen=listen)
+    return MetricsSpec(listen=listen)

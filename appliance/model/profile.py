@@ -166,7 +166,7 @@ class Hub:
 
 
 @dataclass(frozen=True)
-class Metrics:
+class MetricsSpec:
     listen: str = "127.0.0.1:9469"
 
     @property
@@ -193,7 +193,7 @@ class Profile:
     inspect: Inspect = field(default_factory=Inspect)
     segments: tuple[Segment, ...] = ()
     hub: Hub | None = None
-    metrics: Metrics | None = None
+    metrics: MetricsSpec | None = None
 
     def zone(self, name: str) -> Zone:
         for zone in self.zones:

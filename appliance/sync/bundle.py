@@ -148,7 +148,7 @@ class Bundle:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class BundleVerdict:
     """What to do with a fetched pair: ``result`` is a sync result word.
 
     ``bundle`` is set when the result is ``applied`` (ready to apply) and for ``not_modified``
@@ -553,7 +553,7 @@ def verify(
     min_version: int | None = None,
     max_bytes: int = MAX_BUNDLE_BYTES,
     resolve: bool = True,
-) -> Verdict:
+) -> BundleVerdict:
     """Every check the daemon makes on a fetched pair, in order; never raises.
 
     ``running`` is the bundle in force (for rollback and deltas); ``min_version`` stands
@@ -576,7 +576,7 @@ def verify(
                 )
             if bundle.version == running.version:
                 if bundle.sha256 == running.sha256:
-                    return Verdict(NOT_MODIFIED, "same version, same bytes", running, kid)
+                    return BundleVerdict(NOT_MODIFIED, "same version, same bytes", running, kid)
                 raise BundleError(
                     ROLLBACK,
                     f"version {bundle.version} is the running version but with other bytes",
@@ -589,7 +589,7 @@ def verify(
             try:
                 bundle = resolve_delta(bundle, running)
             except WrongBase as exc:
-                return Verdict(exc.result, exc.reason, None, kid, wrong_base=True)
-        return Verdict(APPLIED, "", bundle, kid)
+                return BundleVerdict(exc.result, exc.reason, None, kid, wrong_base=True)
+        return BundleVerdict(APPLIED, "", bundle, kid)
     except BundleError as exc:
-        return Verdict(exc.result, exc.reason)
+        return BundleVerdict(exc.result, exc.reason)

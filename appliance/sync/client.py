@@ -47,7 +47,7 @@ from typing import Any
 
 from appliance.model.profile import Profile
 from appliance.sync import bundle as B
-from appliance.sync.bundle import Bundle, Verdict, format_time, verify
+from appliance.sync.bundle import Bundle, BundleVerdict, format_time, verify
 from appliance.sync.keys import PublicKey, load_trust
 from appliance.sync.store import BundleStore, Stored, StoreError
 from appliance.sync.transport import ConnectionPool, Limits, Response, TransportError, request
@@ -298,7 +298,7 @@ class HubClient:
             )
         return self._result(B.NOT_MODIFIED, long_polled=long_polled)
 
-    async def _fetch_full(self, verdict: Verdict) -> SyncResult | None:
+    async def _fetch_full(self, verdict: BundleVerdict) -> SyncResult | None:
         """A delta on the wrong base: the same version as a full bundle, from ``full/``."""
         base = self.url + B.FULL_DIR + "/"
         try:
@@ -313,11 +313,11 @@ class HubClient:
             return self._result(B.HTTP_ERROR, f"{verdict.reason}; full bundle: HTTP {bad.status}")
         full = self._verify(data_resp.body, sig_resp.body)
         if full.result == B.APPLIED and full.bundle is not None and full.bundle.is_delta:
-            full = Verdict(B.MALFORMED, "full/ holds a delta bundle")
+            full = BundleVerdict(B.MALFORMED, "full/ holds a delta bundle")
         key = (data_resp.etag or _digest(data_resp.body), sig_resp.etag or _digest(sig_resp.body))
         return self._conclude(full, key, sig_resp.body, data_resp.etag, sig_resp.etag, False)
 
-    def _verify(self, data: bytes, signature: bytes) -> Verdict:
+    def _verify(self, data: bytes, signature: bytes) -> BundleVerdict:
         running = self.running.bundle if self.running else None
         return verify(
             data,
@@ -332,7 +332,7 @@ class HubClient:
 
     def _conclude(
         self,
-        verdict: Verdict,
+        verdict: BundleVerdict,
         key: tuple[str, str],
         signature: bytes,
         etag: str,

@@ -9,14 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.all import IP, TCP, Ether, raw  # type: ignore[attr-defined]
 
-from appliance.inspect.engine import Engine, EngineConfig
+from appliance.inspect.engine import InspectionConfig, InspectionEngine
 from appliance.inspect.eve import to_eve
 from appliance.inspect.pcap import LINKTYPE_ETHERNET
 from bench.inspect_throughput import Mix, make_engine
 from tests.inspect.traffic import engine, gtp, http_get, tcp_session
 
 
-def run(eng: Engine, frames: list[Any]) -> tuple[list[dict[str, Any]], Any]:
+def run(eng: InspectionEngine, frames: list[Any]) -> tuple[list[dict[str, Any]], Any]:
     events = [to_eve(a) for ts, data, lt in frames for a in eng.process(ts, data, lt)]
     flows = sorted(
         (f.key, f.packets_to_server, f.packets_to_client, f.app, f.established)
@@ -26,10 +26,10 @@ def run(eng: Engine, frames: list[Any]) -> tuple[list[dict[str, Any]], Any]:
     return events, (flows, stats.packets, stats.decoded, stats.alerts, stats.errors)
 
 
-def slow_twin(eng: Engine) -> Engine:
+def slow_twin(eng: InspectionEngine) -> InspectionEngine:
     config = eng.config
-    return Engine(
-        EngineConfig(
+    return InspectionEngine(
+        InspectionConfig(
             signatures=config.signatures,
             detectors=config.detectors,
             block=config.block,

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from appliance.errors import RuleFileError
 from appliance.inspect import appproto
 from appliance.inspect.decode import Errors, Layer, decode_gtp, decode_packet
-from appliance.inspect.engine import Engine, EngineConfig
+from appliance.inspect.engine import InspectionConfig, InspectionEngine
 from appliance.inspect.eve import to_eve
 from appliance.inspect.pcap import CaptureError, read_capture
 from appliance.inspect.rules import Variables, parse_rules
@@ -60,7 +60,7 @@ def udp4(payload: bytes, dport: int = 2152) -> bytes:
     return ETH_IPV4 + ip + udp
 
 
-def all_detectors_engine() -> Engine:
+def all_detectors_engine() -> InspectionEngine:
     signatures = list(
         parse_rules(
             (REPO / "profiles" / "rules" / "edge.rules").read_text(),
@@ -68,8 +68,8 @@ def all_detectors_engine() -> Engine:
             Variables.from_networks([parse_network("10.0.0.0/8")]),
         )
     )
-    return Engine(
-        EngineConfig(
+    return InspectionEngine(
+        InspectionConfig(
             signatures=signatures,
             detectors=Detectors(
                 port_scan=PortScanDetector(),

@@ -12,7 +12,7 @@ from typing import Any
 from scapy.all import IP, TCP, UDP, Ether, Packet, raw  # type: ignore[attr-defined]
 from scapy.contrib.gtp import GTP_U_Header
 
-from appliance.inspect.engine import Engine, EngineConfig
+from appliance.inspect.engine import InspectionConfig, InspectionEngine
 from appliance.inspect.eve import to_eve
 from appliance.inspect.pcap import LINKTYPE_ETHERNET, write_pcap
 from appliance.inspect.rules import Variables, parse_rules
@@ -31,10 +31,12 @@ def frames(packets: Iterable[Packet], t0: float = T0, step: float = 0.001) -> li
     return out
 
 
-def engine(rules: str = "", detectors: Detectors | None = None, **config: Any) -> Engine:
+def engine(rules: str = "", detectors: Detectors | None = None, **config: Any) -> InspectionEngine:
     variables = Variables.from_networks(ipaddress.ip_network(n) for n in HOME)
     signatures = list(parse_rules(rules, "test.rules", variables))
-    return Engine(EngineConfig(signatures=signatures, detectors=detectors or Detectors(), **config))
+    return InspectionEngine(
+        InspectionConfig(signatures=signatures, detectors=detectors or Detectors(), **config)
+    )
 
 
 def inspect(

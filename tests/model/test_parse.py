@@ -16,7 +16,7 @@ from appliance.model.profile import (
     DnsTunnelDetector,
     GtpDetector,
     Inspect,
-    Metrics,
+    MetricsSpec,
     PortScanDetector,
     Protect,
     SynFloodDetector,
@@ -850,7 +850,7 @@ def test_full_profile(full_profile_path: Path, tmp_path: Path) -> None:
     assert p.hub.url == "https://hub.example.net/v1/edge-gw-01/"
     assert p.hub.trust == (str(tmp_path / "keys" / "hub.pub"),)
     assert p.hub.poll == 30.0
-    assert p.metrics == Metrics("127.0.0.1:9469")
+    assert p.metrics == MetricsSpec("127.0.0.1:9469")
     assert (p.metrics.host, p.metrics.port) == ("127.0.0.1", 9469)
 
 
@@ -1007,12 +1007,12 @@ def test_hub_only_profile(tmp_path: Path) -> None:
 def test_metrics_listen_ok(tmp_path: Path, listen: str) -> None:
     text = HEAD + f'[metrics]\nlisten = "{listen}"\n'
     metrics = load_profile(write(tmp_path, "p.toml", text)).metrics
-    assert metrics == Metrics(listen)
+    assert metrics == MetricsSpec(listen)
 
 
 def test_metrics_default_listen(tmp_path: Path) -> None:
     p = load_profile(write(tmp_path, "p.toml", HEAD + "[metrics]\n"))
-    assert p.metrics == Metrics()
+    assert p.metrics == MetricsSpec()
 
 
 # --------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ def check(
     running: B.Bundle | None = None,
     now: float = NOW,
     **kw: object,
-) -> B.Verdict:
+) -> B.BundleVerdict:
     return B.verify(data, sig, trust, now, ROOT, running=running, **kw)  # type: ignore[arg-type]
 
 
