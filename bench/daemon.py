@@ -220,8 +220,8 @@ def main() -> int:
 
 
 def run(ns: str, args: argparse.Namespace, work: Path) -> int:
+    from appliance.adapters.nsexec import run_in_netns
     from appliance.lab.daemon import LabDaemon
-    from appliance.lab.nsexec import run_in_netns
 
     # As installed: byte-compiled (the environment may forbid writing bytecode on import).
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "appliance")], check=True)

@@ -211,7 +211,7 @@ def _set_header(name: str) -> tuple[Any, Any]:
 def test_set_header_is_listed_without_elements(netns: str, tmp_path: Path) -> None:
     """`set add` reads the set's type and flags back without its elements, so its cost does
     not grow with the set."""
-    from appliance.lab.nsexec import run_in_netns
+    from appliance.adapters.nsexec import run_in_netns
 
     profile = write_profile(tmp_path / "p.toml", ["203.0.113.0/24", "198.51.100.1"])
     assert run_appliance("apply", "--netns", netns, str(profile)).returncode == 0

@@ -16,7 +16,8 @@ per ``read()``, the packets that are waiting, at most ``limit`` of them: tuples 
   before the socket is bound, so it never sees a frame the filter refuses (linktype
   Ethernet). Losses come from PACKET_STATISTICS.
 
-The netlink encoding and decoding are pure functions below, tested without root.
+The NFLOG and NFQUEUE encoding and decoding are pure functions below (netlink framing in
+:mod:`appliance.adapters.netlink`), tested without root.
 """
 
 from __future__ import annotations
@@ -26,9 +27,19 @@ import errno
 import socket
 import struct
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
+from appliance.adapters.netlink import (
+    NLM_F_ACK,
+    NLM_F_REQUEST,
+    NLMSG_ERROR,
+    NLMSGHDR,
+    ack_error,
+    iter_attrs,
+    iter_messages,
+    nlattr,
+    nlmsg,
+)
 from appliance.errors import ApplianceError
 
 Packet = tuple[float, bytes, int]
@@ -62,16 +73,8 @@ NFULA_SEQ = 12
 NFULA_HWTYPE = 15
 NFULA_HWHEADER = 16
 
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLMSG_OVERRUN = 4
-NLM_F_REQUEST = 0x1
-NLM_F_ACK = 0x4
-NLA_TYPE_MASK = 0x3FFF
 
-_NLMSGHDR = struct.Struct("=IHHII")
 _NFGENMSG = struct.Struct("!BBH")  # family, version, res_id (the group, big-endian)
-_NLATTR = struct.Struct("=HH")
 
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
@@ -87,12 +90,7 @@ class CaptureError(ApplianceError):
     """A capture socket could not be opened or bound (one line)."""
 
 
-# ---- netlink encoding (pure) ------------------------------------------------------------
-
-
-def nlattr(kind: int, payload: bytes) -> bytes:
-    length = _NLATTR.size + len(payload)
-    return _NLATTR.pack(length, kind) + payload + b"\0" * (-length % 4)
+# ---- NFLOG encoding (pure) --------------------------------------------------------------
 
 
 def nflog_config(group: int, seq: int, attrs: bytes, family: int = 0) -> bytes:
@@ -100,7 +98,7 @@ def nflog_config(group: int, seq: int, attrs: bytes, family: int = 0) -> bytes:
     body = _NFGENMSG.pack(family, 0, group) + attrs
     kind = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG
     flags = NLM_F_REQUEST | NLM_F_ACK
-    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, flags, seq, 0) + body
+    return nlmsg(kind, flags, seq, body)
 
 
 def nflog_bind(group: int, seq: int) -> bytes:
@@ -119,33 +117,6 @@ def nflog_mode(group: int, seq: int, copy_range: int = 0xFFFF) -> bytes:
     attrs += nlattr(NFULA_CFG_QTHRESH, struct.pack("!I", 1))
     attrs += nlattr(NFULA_CFG_NLBUFSIZ, struct.pack("!I", NLBUFSIZ))
     return nflog_config(group, seq, attrs)
-
-
-def iter_messages(data: bytes) -> Iterator[tuple[int, int, bytes]]:
-    """(type, seq, body) of every netlink message in a datagram; stops at a truncation."""
-    offset = 0
-    while offset + _NLMSGHDR.size <= len(data):
-        length, kind, _flags, seq, _pid = _NLMSGHDR.unpack_from(data, offset)
-        if length < _NLMSGHDR.size or offset + length > len(data):
-            return
-        yield kind, seq, data[offset + _NLMSGHDR.size : offset + length]
-        offset += (length + 3) & ~3
-
-
-def iter_attrs(data: bytes, offset: int = 0) -> Iterator[tuple[int, bytes]]:
-    while offset + _NLATTR.size <= len(data):
-        length, kind = _NLATTR.unpack_from(data, offset)
-        if length < _NLATTR.size or offset + length > len(data):
-            return
-        yield kind & NLA_TYPE_MASK, data[offset + _NLATTR.size : offset + length]
-        offset += (length + 3) & ~3
-
-
-def ack_error(body: bytes) -> int:
-    """The errno of an NLMSG_ERROR body (0: an ACK)."""
-    if len(body) < 4:
-        return errno.EPROTO
-    return -int(struct.unpack_from("=i", body)[0])
 
 
 @dataclass
@@ -332,7 +303,7 @@ def nfqueue_message(kind: int, queue_num: int, attrs: bytes, seq: int, ack: bool
     body = _NFGENMSG.pack(0, 0, queue_num) + attrs
     flags = NLM_F_REQUEST | (NLM_F_ACK if ack else 0)
     msg_type = (NFNL_SUBSYS_QUEUE << 8) | kind
-    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), msg_type, flags, seq, 0) + body
+    return nlmsg(msg_type, flags, seq, body)
 
 
 def nfqueue_bind(queue_num: int, seq: int) -> bytes:
@@ -498,7 +469,7 @@ class NfqueueReader:
 
 def _request(sock: socket.socket, message: bytes) -> None:
     """Send a config request and wait for its ACK (on a blocking socket)."""
-    seq = _NLMSGHDR.unpack_from(message)[3]
+    seq = NLMSGHDR.unpack_from(message)[3]
     sock.send(message)
     deadline = time.monotonic() + 2.0
     while time.monotonic() < deadline:

@@ -69,7 +69,7 @@ class LinkBackend:
         the steps done. SegmentStepError at the first failure (``done``: those before it)."""
         if not steps:
             return []
-        from appliance.lab.nsexec import run_in_netns
+        from appliance.adapters.nsexec import run_in_netns
 
         try:
             index, reason = run_in_netns(None, _run_steps, steps, timeout=_CHANGE_TIMEOUT)
@@ -88,7 +88,7 @@ def _failure(step: Step, reason: str, done: list[Step]) -> SegmentStepError:
 
 
 def _in_netns(netns: str, fn: Any, *args: Any) -> Any:
-    from appliance.lab.nsexec import run_in_netns
+    from appliance.adapters.nsexec import run_in_netns
 
     try:
         return run_in_netns(netns, fn, *args, timeout=_CHILD_TIMEOUT)

@@ -15,14 +15,21 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from appliance.adapters.capture import NLMSG_DONE, NLMSG_ERROR, ack_error, iter_attrs
-from appliance.adapters.capture import iter_messages as iter_netlink
+from appliance.adapters.netlink import (
+    NLM_F_DUMP,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    ack_error,
+    iter_attrs,
+    nlmsg,
+)
+from appliance.adapters.netlink import iter_messages as iter_netlink
 from appliance.errors import KernelError
 
 RTM_NEWLINK, RTM_GETLINK = 16, 18
 RTM_NEWADDR, RTM_GETADDR = 20, 22
 RTM_NEWROUTE, RTM_GETROUTE = 24, 26
-NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 
 IFLA_IFNAME, IFLA_LINK, IFLA_MASTER, IFLA_LINKINFO, IFLA_IFALIAS = 3, 5, 10, 18, 20
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
@@ -55,9 +62,8 @@ def _dump(kind: int, body: bytes) -> Iterator[tuple[int, bytes]]:
     """(message type, body) of every answer to one dump request."""
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
         sock.settimeout(5.0)
-        header = struct.pack("=IHHII", 16 + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
         try:
-            sock.sendall(header + body)
+            sock.sendall(nlmsg(kind, NLM_F_REQUEST | NLM_F_DUMP, 1, body))
             while True:
                 data = sock.recv(1 << 16)
                 for msg_type, _seq, message in iter_netlink(data):

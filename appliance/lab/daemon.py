@@ -21,14 +21,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from appliance.adapters.nsexec import run_in_netns
 from appliance.daemon.control import checked, request
-from appliance.lab.nsexec import LabError, run_in_netns
+from appliance.errors import ApplianceError
 from appliance.lab.runner import appliance_command
 
 _PR_SET_PDEATHSIG = 1
 
 
-class DaemonFailed(LabError):
+class DaemonFailed(ApplianceError):
     """The daemon exited or did not report ready in time."""
 
 

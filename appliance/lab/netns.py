@@ -20,12 +20,17 @@ from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
+from appliance.adapters.nsexec import ChildError, run_in_netns
+from appliance.errors import ApplianceError
 from appliance.lab import topology
-from appliance.lab.nsexec import LabError, run_in_netns
 
 IFA_F_NODAD = 0x02
 _STEP_TIMEOUT = 30.0
 _OPER_UP_WAIT = 5.0
+
+
+class LabError(ApplianceError):
+    """The lab cannot be set up or taken down: a link is missing or does not come up."""
 
 
 def existing(prefix: str = topology.DEFAULT_PREFIX) -> list[str]:
@@ -71,7 +76,7 @@ def down(prefix: str = topology.DEFAULT_PREFIX) -> None:
         if veth.ns_a in present:
             try:
                 run_in_netns(veth.ns_a, _delete_links, [veth.ifname_a], timeout=_STEP_TIMEOUT)
-            except LabError as exc:
+            except ChildError as exc:
                 errors.append(str(exc))
     for ns in lab.namespaces:
         if ns.name not in present:

@@ -11,8 +11,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from appliance.adapters.nsexec import run_in_netns
 from appliance.lab import traffic
-from appliance.lab.nsexec import run_in_netns
 from appliance.lab.scenarios import Probe, Scenario, SeenBy, SetAdd, SetDel, Step, Wait
 from appliance.lab.topology import Lab
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Literal
 
-from appliance.lab.nsexec import Worker, run_in_netns
+from appliance.adapters.nsexec import Worker, run_in_netns
 
 Outcome = Literal["open", "refused", "timeout"]
 ServeProto = Literal["tcp", "udp", "both"]

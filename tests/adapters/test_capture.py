@@ -16,11 +16,9 @@ from appliance.adapters.capture import (
     NFULA_TIMESTAMP,
     NflogReader,
     bpf_ethertype_filter,
-    iter_attrs,
-    iter_messages,
-    nlattr,
     parse_nflog_packet,
 )
+from appliance.adapters.netlink import NLM_F_ACK, NLM_F_REQUEST, iter_attrs, iter_messages, nlattr
 
 
 def packet_message(payload: bytes, seq: int | None = None, group: int = 0x4150) -> bytes:
@@ -40,7 +38,7 @@ def test_bind_request_layout() -> None:
     length, kind, flags, seq, _pid = struct.unpack_from("=IHHII", message)
     assert length == len(message) and length % 4 == 0
     assert kind == (4 << 8) | 1  # NFNL_SUBSYS_ULOG, NFULNL_MSG_CONFIG
-    assert flags == capture.NLM_F_REQUEST | capture.NLM_F_ACK and seq == 7
+    assert flags == NLM_F_REQUEST | NLM_F_ACK and seq == 7
     family, version, group = struct.unpack_from("!BBH", message, 16)
     assert (family, version, group) == (0, 0, 0x4150)
     assert list(iter_attrs(message, 20)) == [(capture.NFULA_CFG_CMD, b"\x01")]
@@ -126,7 +124,7 @@ def test_nfqueue_packet_and_verdict() -> None:
     assert (packet.queue_num, packet.packet_id, packet.payload) == (0x4150, 77, b"\x45" * 20)
     verdict = capture.nfqueue_verdict(0x4151, 77, capture.NF_DROP)
     _len, kind, flags, _seq, _pid = struct.unpack_from("=IHHII", verdict)
-    assert kind == (3 << 8) | 1 and flags == capture.NLM_F_REQUEST
+    assert kind == (3 << 8) | 1 and flags == NLM_F_REQUEST
     assert struct.unpack_from("!BBH", verdict, 16) == (0, 0, 0x4151)
     assert dict(iter_attrs(verdict, 20)) == {capture.NFQA_VERDICT_HDR: struct.pack("!II", 0, 77)}
 
@@ -159,7 +157,7 @@ def _bind_twice(kind: str) -> list[str]:
 @pytest.mark.root
 @pytest.mark.parametrize("kind", ["nflog", "nfqueue"])
 def test_bind_is_exclusive_and_released_on_close(netns: str, kind: str) -> None:
-    from appliance.lab.nsexec import run_in_netns
+    from appliance.adapters.nsexec import run_in_netns
 
     first, error, last = run_in_netns(netns, _bind_twice, kind, timeout=10.0)
     assert (first, last) == ("bound", "rebound")

@@ -305,7 +305,7 @@ def _present_in(ns: str) -> bool:
 
 
 def test_the_cheap_scan_finds_segment_links_by_their_alias(netns: str) -> None:
-    from appliance.lab.nsexec import run_in_netns
+    from appliance.adapters.nsexec import run_in_netns
 
     assert run_in_netns(netns, _present_in, netns) is False
     subprocess.run(

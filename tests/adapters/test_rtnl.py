@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from appliance.adapters import rtnl
-from appliance.adapters.capture import nlattr
+from appliance.adapters.netlink import nlattr
 
 
 def link_message(index: int, name: str, kind: str, data: bytes, **attrs: bytes) -> bytes:
@@ -56,7 +56,7 @@ def test_vlan_and_vrf_data_are_read_by_their_kind() -> None:
 
 @pytest.mark.root
 def test_dumps_see_links_addresses_and_default_routes(netns: str) -> None:
-    from appliance.lab.nsexec import run_in_netns
+    from appliance.adapters.nsexec import run_in_netns
 
     for command in (
         ["link", "add", "a0", "type", "veth", "peer", "name", "a1"],

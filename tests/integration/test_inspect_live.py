@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from appliance.adapters.nsexec import run_in_netns
 from appliance.lab import traffic
-from appliance.lab.nsexec import run_in_netns
 from tests.conftest import run_appliance
 from tests.daemon.conftest import Daemon, nft_in_curl
 from tests.integration.labtools import Lab, profile

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from appliance.lab import nsexec, topology, traffic
+from appliance.lab import topology, traffic
 
 pytestmark = pytest.mark.root
 
@@ -110,32 +110,6 @@ def test_capture_and_raw_send(lab: topology.Lab) -> None:
         time.sleep(0.3)
     frames = [Ether(f.data) for f in cap.frames if not f.outgoing]
     assert any(UDP in f and f[UDP].sport == 4242 and f[UDP].dport == 7010 for f in frames)
-
-
-def test_run_in_netns_sees_the_namespace(lab: topology.Lab) -> None:
-    def read_forwarding() -> str:
-        with open("/proc/sys/net/ipv4/ip_forward") as f:
-            return f.read().strip()
-
-    assert nsexec.run_in_netns(lab.ns("appliance"), read_forwarding) == "1"
-    assert nsexec.run_in_netns(lab.ns("lan"), read_forwarding) == "0"
-
-
-def test_run_in_netns_reports_errors_and_missing_namespaces() -> None:
-    def fail() -> None:
-        raise ValueError("boom")
-
-    with pytest.raises(nsexec.LabError, match="boom"):
-        nsexec.run_in_netns(None, fail)
-    with pytest.raises(nsexec.LabError, match="does not exist"):
-        nsexec.run_in_netns("no-such-namespace-here", fail)
-
-
-def test_run_in_netns_kills_a_child_that_overruns() -> None:
-    start = time.monotonic()
-    with pytest.raises(nsexec.WorkerTimeout):
-        nsexec.run_in_netns(None, time.sleep, 30, timeout=0.5)
-    assert time.monotonic() - start < 3.0
 
 
 def test_server_stops_when_the_block_fails(lab: topology.Lab) -> None:

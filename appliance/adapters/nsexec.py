@@ -1,10 +1,11 @@
 """Run Python code inside a named network namespace, in a forked child.
 
 A process can only enter a network namespace for itself, and /proc/sys/net shows the
-namespace of the reading process, so everything the lab does inside a namespace happens in
-a short-lived child: it enters the namespace, does the work and sends the result back over
-a socket pair. The child dies with its parent (PR_SET_PDEATHSIG), carries an alarm that
-bounds its life, and is always reaped: nothing is ever left running.
+namespace of the reading process, so everything done inside a namespace (by the segment
+adapter, the lab, the benchmarks) happens in a short-lived child: it enters the namespace,
+does the work and sends the result back over a socket pair. The child dies with its parent
+(PR_SET_PDEATHSIG), carries an alarm that bounds its life, and is always reaped: nothing is
+ever left running.
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ T = TypeVar("T")
 _PR_SET_PDEATHSIG = 1
 
 
-class LabError(ApplianceError):
-    """Something in the lab failed: a namespace is missing, a child failed or timed out."""
+class ChildError(ApplianceError):
+    """A namespace is missing, or a child failed or timed out."""
 
 
-class WorkerTimeout(LabError):
+class WorkerTimeout(ChildError):
     """A child did not answer in time (it has been killed)."""
 
 
@@ -44,7 +45,7 @@ def enter(ns: str) -> None:
     from appliance.adapters.netns import NETNS_RUN_DIR, enter_netns
 
     if not os.path.exists(os.path.join(NETNS_RUN_DIR, ns)):
-        raise LabError(f"network namespace {ns!r} does not exist")
+        raise ChildError(f"network namespace {ns!r} does not exist")
     enter_netns(ns)
 
 
@@ -61,7 +62,7 @@ class Worker:
 
     ``conn`` is a message channel to the parent (``send``/``recv``/``poll``). The child lives
     at most ``lifetime`` seconds; ``close`` stops it (SIGTERM, then SIGKILL) and reaps it.
-    Errors in the child come back as ``("error", text)`` and are raised as :class:`LabError`.
+    Errors in the child come back as ``("error", text)`` and are raised as :class:`ChildError`.
     """
 
     def __init__(
@@ -91,7 +92,7 @@ class Worker:
                 except BaseException as exc:
                     status = 1
                     text = f"{type(exc).__name__}: {exc}"
-                    if not isinstance(exc, (LabError, OSError)):
+                    if not isinstance(exc, (ChildError, OSError)):
                         text += "\n" + traceback.format_exc()
                     with contextlib.suppress(OSError):
                         conn.send(("error", text))
@@ -108,7 +109,7 @@ class Worker:
         try:
             ready = self.conn.poll(max(0.0, timeout))
         except OSError as exc:
-            raise LabError(f"child in {self.ns}: {exc}") from exc
+            raise ChildError(f"child in {self.ns}: {exc}") from exc
         if not ready:
             self.close()
             raise WorkerTimeout(f"no answer from the child in {self.ns} within {timeout:.1f}s")
@@ -116,10 +117,10 @@ class Worker:
             msg = self.conn.recv()
         except (EOFError, OSError) as exc:
             self.close()
-            raise LabError(f"the child in {self.ns} exited without an answer") from exc
+            raise ChildError(f"the child in {self.ns} exited without an answer") from exc
         if isinstance(msg, tuple) and len(msg) == 2 and msg[0] == "error":
             self.close()
-            raise LabError(f"in namespace {self.ns}: {msg[1]}")
+            raise ChildError(f"in namespace {self.ns}: {msg[1]}")
         return msg
 
     def request(self, msg: Any, timeout: float) -> Any:
@@ -128,7 +129,7 @@ class Worker:
             self.conn.send(msg)
         except OSError as exc:
             self.close()
-            raise LabError(f"the child in {self.ns} is gone") from exc
+            raise ChildError(f"the child in {self.ns} is gone") from exc
         return self.recv(timeout)
 
     def close(self, grace: float = 1.0) -> None:

@@ -1,0 +1,61 @@
+"""Netlink framing with the standard library: messages and attributes, encoded and decoded.
+
+Pure functions shared by the netfilter (:mod:`appliance.adapters.capture`) and rtnetlink
+(:mod:`appliance.adapters.rtnl`) adapters, tested without root.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+from collections.abc import Iterator
+
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLMSG_OVERRUN = 4
+NLM_F_REQUEST = 0x1
+NLM_F_ACK = 0x4
+NLM_F_DUMP = 0x300
+NLA_TYPE_MASK = 0x3FFF
+
+NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, seq, pid
+NLATTR = struct.Struct("=HH")  # length, type
+
+
+def nlmsg(kind: int, flags: int, seq: int, body: bytes) -> bytes:
+    """One netlink message: the header (port id 0: the kernel) and ``body``."""
+    return NLMSGHDR.pack(NLMSGHDR.size + len(body), kind, flags, seq, 0) + body
+
+
+def nlattr(kind: int, payload: bytes) -> bytes:
+    """One attribute, padded to four bytes."""
+    length = NLATTR.size + len(payload)
+    return NLATTR.pack(length, kind) + payload + b"\0" * (-length % 4)
+
+
+def iter_messages(data: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """(type, seq, body) of every netlink message in a datagram; stops at a truncation."""
+    offset = 0
+    while offset + NLMSGHDR.size <= len(data):
+        length, kind, _flags, seq, _pid = NLMSGHDR.unpack_from(data, offset)
+        if length < NLMSGHDR.size or offset + length > len(data):
+            return
+        yield kind, seq, data[offset + NLMSGHDR.size : offset + length]
+        offset += (length + 3) & ~3
+
+
+def iter_attrs(data: bytes, offset: int = 0) -> Iterator[tuple[int, bytes]]:
+    """(type, payload) of every attribute from ``offset``; stops at a truncation."""
+    while offset + NLATTR.size <= len(data):
+        length, kind = NLATTR.unpack_from(data, offset)
+        if length < NLATTR.size or offset + length > len(data):
+            return
+        yield kind & NLA_TYPE_MASK, data[offset + NLATTR.size : offset + length]
+        offset += (length + 3) & ~3
+
+
+def ack_error(body: bytes) -> int:
+    """The errno of an NLMSG_ERROR body (0: an ACK)."""
+    if len(body) < 4:
+        return errno.EPROTO
+    return -int(struct.unpack_from("=i", body)[0])

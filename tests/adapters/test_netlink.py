@@ -1,0 +1,41 @@
+"""Netlink framing: messages and attributes round-trip, truncations stop the walk."""
+
+from __future__ import annotations
+
+import errno
+import struct
+
+from appliance.adapters.netlink import (
+    NLMSG_ERROR,
+    ack_error,
+    iter_attrs,
+    iter_messages,
+    nlattr,
+    nlmsg,
+)
+
+
+def test_messages_and_attributes_round_trip() -> None:
+    body = nlattr(1, b"abc") + nlattr(2, struct.pack("=I", 7))
+    data = nlmsg(0x401, 0x5, 9, body) + nlmsg(NLMSG_ERROR, 0, 10, struct.pack("=i", 0))
+    messages = list(iter_messages(data))
+    assert [(kind, seq) for kind, seq, _ in messages] == [(0x401, 9), (NLMSG_ERROR, 10)]
+    assert list(iter_attrs(messages[0][2])) == [(1, b"abc"), (2, struct.pack("=I", 7))]
+    assert ack_error(messages[1][2]) == 0
+
+
+def test_attribute_padding_and_nested_flag() -> None:
+    assert len(nlattr(1, b"a")) == 8
+    nested = nlattr(0x8000 | 3, b"")
+    assert list(iter_attrs(nested)) == [(3, b"")]
+
+
+def test_truncated_input_stops_the_walk() -> None:
+    data = nlmsg(16, 0, 1, nlattr(1, b"abcd"))
+    assert list(iter_messages(data[:-1])) == []
+    assert list(iter_attrs(nlattr(1, b"abcd")[:-2])) == []
+
+
+def test_error_body() -> None:
+    assert ack_error(struct.pack("=i", -errno.EPERM)) == errno.EPERM
+    assert ack_error(b"\0") == errno.EPROTO
