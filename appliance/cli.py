@@ -166,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_inspect_parser(sub, common)  # inspect --pcap FILE [--rules FILE]... [--profile P]
 
+    from appliance.uninstall import add_parser as add_uninstall_parser
+
+    add_uninstall_parser(sub, common)  # uninstall [--yes]
+
     p = sub.add_parser("_rollback-watch", parents=[common])
     p.add_argument("--token", required=True)
     p.set_defaults(handler=cmd_rollback_watch)
