@@ -15,6 +15,9 @@ APT_PACKAGES=(
     python3-scapy python3-pytest python3-hypothesis python3-dpkt nginx-light
     curl procps util-linux systemd
 )
+# The Debian package build (packaging/build-deb.sh) and its tests (groff renders the man page).
+mapfile -t -O "${#APT_PACKAGES[@]}" APT_PACKAGES < <(sed '/^#/d;/^$/d' packaging/build-deps.txt)
+APT_PACKAGES+=(groff-base)
 
 log() { printf '==> %s\n' "$*" >&2; }
 

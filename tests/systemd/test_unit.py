@@ -55,7 +55,7 @@ def test_service_type_and_lifecycle() -> None:
     assert one(service, "Restart") == "on-failure"
     assert one(service, "ExecReload") == "/bin/kill -HUP $MAINPID"
     start = one(service, "ExecStart").split()
-    assert start[0] == "/usr/local/bin/appliance" and start[1] == "run"
+    assert start[0] == "/usr/bin/appliance" and start[1] == "run"  # the package's
     assert start[start.index("--profile") + 1] == "/etc/appliance/profile.toml"
     assert start[start.index("--state-dir") + 1] == "/var/lib/appliance"
     assert start[start.index("--control-socket") + 1] == "/run/appliance/control.sock"
@@ -134,7 +134,7 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     """The unit and the drop-in parse cleanly (the console script path is swapped for one
     that exists here, since this checkout is not installed system-wide)."""
     unit = tmp_path / "appliance.service"
-    unit.write_text(UNIT.read_text().replace("/usr/local/bin/appliance", "/bin/true"))
+    unit.write_text(UNIT.read_text().replace("/usr/bin/appliance", "/bin/true"))
     (tmp_path / "appliance.service.d").mkdir()
     (tmp_path / "appliance.service.d" / "netns.conf").write_text(NETNS.read_text())
     done = subprocess.run(
