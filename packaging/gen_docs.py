@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from appliance import __version__  # noqa: E402
-from appliance.cli import build_parser  # noqa: E402
+from appliance import __version__
+from appliance.cli import build_parser
 
 # The daemon's files, for FILES in the man page.
 FILES = (
@@ -88,7 +88,8 @@ def option_lines(parser: argparse.ArgumentParser, skip: frozenset[str] = frozens
         if action.help == argparse.SUPPRESS:
             continue
         if action.option_strings:
-            metavar = "" if action.nargs == 0 else " " + (action.metavar or action.dest.upper())
+            name = action.metavar if isinstance(action.metavar, str) else action.dest.upper()
+            metavar = "" if action.nargs == 0 else " " + name
             head = ", ".join(f"\\fB{roff(s)}\\fR" for s in action.option_strings)
             head += f"\\fI{roff(metavar)}\\fR" if metavar.strip() else ""
         else:
@@ -138,12 +139,11 @@ def man_page(parser: argparse.ArgumentParser | None = None) -> str:
         ".TP\n3\n\\fBplan\\fR: changes are pending",
         ".SH FILES",
     ]
-    for path, text in FILES:
-        out += [".TP", f"\\fI{roff(path)}\\fR", roff(text)]
+    for file, purpose in FILES:
+        out += [".TP", f"\\fI{roff(file)}\\fR", roff(purpose)]
     out += [
         ".SH SEE ALSO",
-        "\\fBnft\\fR(8), \\fBsystemctl\\fR(1), \\fBjournalctl\\fR(1), "
-        "/usr/share/doc/appliance/",
+        "\\fBnft\\fR(8), \\fBsystemctl\\fR(1), \\fBjournalctl\\fR(1), /usr/share/doc/appliance/",
     ]
     return "\n".join(line for line in out if line != "") + "\n"
 

@@ -1,8 +1,10 @@
-"""The shipped systemd unit and its opt-in netns drop-in: the settings that matter (parsed,
-no root), and the daemon running with only the capabilities the unit grants (root)."""
+"""The shipped systemd unit and its opt-in drop-ins: the settings that matter (parsed, no
+root), its exposure score, and the daemon running with only the capabilities the unit
+grants (root)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +15,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "appliance.service"
 NETNS = REPO / "systemd" / "appliance.service.d" / "netns.conf"
+LOW_PORT = REPO / "systemd" / "appliance.service.d" / "low-port.conf"
+PIP_INSTALL = REPO / "systemd" / "appliance.service.d" / "pip-install.conf"
+MAX_EXPOSURE = 2.5
 
 
 def parse(path: Path) -> dict[str, list[tuple[str, str]]]:
@@ -71,12 +76,26 @@ def test_directories() -> None:
     assert one(service, "LogsDirectory") == "appliance"
 
 
-def test_capabilities_without_sys_admin() -> None:
+def test_capabilities_net_admin_and_net_raw_only() -> None:
     service = parse(UNIT)["Service"]
-    wanted = {"CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE"}
-    assert words(service, "CapabilityBoundingSet") == wanted
-    assert words(service, "AmbientCapabilities") == wanted
+    assert words(service, "CapabilityBoundingSet") == {"CAP_NET_ADMIN", "CAP_NET_RAW"}
+    assert values(service, "AmbientCapabilities") == []  # root: the bounding set is all
     assert one(service, "NoNewPrivileges") == "yes"
+
+
+def test_low_port_drop_in_adds_net_bind_service_only() -> None:
+    drop_in = parse(LOW_PORT)
+    assert set(drop_in) == {"Service"}
+    assert words(drop_in["Service"], "CapabilityBoundingSet") == {"CAP_NET_BIND_SERVICE"}
+    assert [k for k, _ in drop_in["Service"]] == ["CapabilityBoundingSet"]
+
+
+def test_pip_install_drop_in_runs_the_same_command_from_usr_local() -> None:
+    shipped = one(parse(UNIT)["Service"], "ExecStart")
+    assert values(parse(PIP_INSTALL)["Service"], "ExecStart") == [
+        "",  # resets the package's command
+        shipped.replace("/usr/bin/appliance", "/usr/local/bin/appliance", 1),
+    ]
 
 
 def test_hardening() -> None:
@@ -102,7 +121,11 @@ def test_hardening() -> None:
         "AF_INET6",
         "AF_PACKET",
     }
-    assert words(service, "SystemCallFilter") == {"@system-service", "@network-io"}
+    assert values(service, "SystemCallFilter") == [
+        "@system-service @network-io",
+        "~@privileged @resources",
+    ]
+    assert one(service, "PrivateMounts") == "yes"
     # /proc/sys is read-only except the network sysctls.
     assert one(service, "ProtectKernelTunables") == "no"
     assert "/proc/sys" in words(service, "ReadOnlyPaths")
@@ -115,6 +138,7 @@ def test_unit_ordering_and_install() -> None:
     unit = parse(UNIT)
     assert "network-pre.target" in words(unit["Unit"], "Before")
     assert "network-pre.target" in words(unit["Unit"], "Wants")
+    assert "appliance-restore.service" in words(unit["Unit"], "After")
     assert one(unit["Install"], "WantedBy") == "multi-user.target"
 
 
@@ -123,7 +147,6 @@ def test_netns_drop_in_grants_sys_admin_and_net_namespaces() -> None:
     assert set(drop_in) == {"Service"}
     service = drop_in["Service"]
     assert words(service, "CapabilityBoundingSet") == {"CAP_SYS_ADMIN"}
-    assert words(service, "AmbientCapabilities") == {"CAP_SYS_ADMIN"}
     assert one(service, "RestrictNamespaces") == "net"
     assert "@mount" in words(service, "SystemCallFilter")
     assert "/run/netns" in words(service, "ReadWritePaths")
@@ -136,7 +159,8 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     unit = tmp_path / "appliance.service"
     unit.write_text(UNIT.read_text().replace("/usr/bin/appliance", "/bin/true"))
     (tmp_path / "appliance.service.d").mkdir()
-    (tmp_path / "appliance.service.d" / "netns.conf").write_text(NETNS.read_text())
+    for drop_in in (NETNS, LOW_PORT):
+        (tmp_path / "appliance.service.d" / drop_in.name).write_text(drop_in.read_text())
     done = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", str(unit)],
         capture_output=True,
@@ -147,6 +171,23 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stderr.strip() == "", done.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_exposure_score(tmp_path: Path) -> None:
+    """`systemd-analyze security --offline=yes` on the shipped unit alone (no drop-in)."""
+    (tmp_path / UNIT.name).write_text(UNIT.read_text())
+    done = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(tmp_path / UNIT.name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    found = re.search(r"Overall exposure level for appliance\.service: ([0-9.]+)", done.stdout)
+    assert found, done.stdout + done.stderr
+    assert float(found.group(1)) <= MAX_EXPOSURE, done.stdout
 
 
 @pytest.mark.root
@@ -174,7 +215,7 @@ def test_the_daemon_works_with_the_units_capabilities(netns: str, tmp_path: Path
             if line.startswith("CapBnd:")
         ]
         bits = int(python[0].split()[1], 16)
-        assert bits == (1 << 10) | (1 << 12) | (1 << 13)  # BIND_SERVICE, NET_ADMIN, NET_RAW
+        assert bits == (1 << 12) | (1 << 13)  # CAP_NET_ADMIN, CAP_NET_RAW
         daemon.request({"op": "set_add", "set": "blocklist", "elements": ["192.0.2.99"]})
         text = scrape(netns, status["metrics_listen"])
         assert metric_value(text, "appliance_set_elements", {"set": "blocklist"}) == 3.0
