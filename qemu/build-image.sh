@@ -245,44 +245,47 @@ kernel_version() {
 
 # --- stage 2: guest files, appliance, initramfs, disk image (every run) -------
 
+# The guest's own units: each is enabled where its [Install] WantedBy= says.
+GUEST_UNITS=(guest-run.service guest-seed.service guest-after-restore.service guest-nics.service)
+
 install_guest_files() {
-    install -m 0755 "$HERE/guest/guest-run" "$ROOT/usr/local/sbin/guest-run"
-    install -m 0644 "$HERE/guest/guest-run.service" "$ROOT/etc/systemd/system/guest-run.service"
+    local script unit target
+    for script in guest-run guest-seed guest-nics guest-table-check; do
+        install -m 0755 "$HERE/guest/$script" "$ROOT/usr/local/sbin/$script"
+    done
     install -m 0644 "$HERE/guest/modules.conf" "$ROOT/etc/modules-load.d/guest.conf"
-    mkdir -p "$ROOT/etc/systemd/system/multi-user.target.wants"
-    ln -sf /etc/systemd/system/guest-run.service \
-        "$ROOT/etc/systemd/system/multi-user.target.wants/guest-run.service"
+    for unit in "${GUEST_UNITS[@]}"; do
+        install -m 0644 "$HERE/guest/$unit" "$ROOT/etc/systemd/system/$unit"
+        target=$(sed -n 's/^WantedBy=//p' "$HERE/guest/$unit")
+        mkdir -p "$ROOT/etc/systemd/system/$target.wants"
+        ln -sf "/etc/systemd/system/$unit" "$ROOT/etc/systemd/system/$target.wants/$unit"
+    done
 }
 
+# The appliance as it ships: the Debian package built from the checkout
+# (packaging/build-deb.sh), installed with dpkg in the root, so the guest runs
+# /usr/bin/appliance and the package's units, enabled by its maintainer scripts.
+# For arm64 dpkg and the scripts run under qemu-user (the binfmt handler).
 install_appliance() {
-    log "install the appliance from $REPO"
-    local python=${PYTHON:-}
-    if [ -z "$python" ]; then
-        if [ -x "$REPO/.venv/bin/python" ]; then python="$REPO/.venv/bin/python"; else python=/usr/bin/python3; fi
-    fi
-    "$python" -m pip --version > /dev/null 2>&1 \
-        || die "$python has no pip: it installs the appliance into the guest (apt-get install python3-pip)"
-    local site="$ROOT/usr/local/lib/python3.11/dist-packages"
-    rm -rf "$site" "$ROOT/usr/local/bin/appliance"
-    mkdir -p "$site"
-    # Build from a copy of the checkout's files (tracked or not, minus what git
-    # ignores) so that local build leftovers never reach the image.
-    mkdir -p "$TMP/src"
-    if git -C "$REPO" rev-parse --git-dir > /dev/null 2>&1; then
-        git -C "$REPO" ls-files -z --cached --others --exclude-standard \
-            | while IFS= read -r -d '' f; do [ -f "$REPO/$f" ] && printf '%s\0' "$f"; done \
-            | (cd "$REPO" && xargs -0 -r cp --parents -t "$TMP/src")
-    else
-        cp -a "$REPO/appliance" "$REPO/pyproject.toml" "$TMP/src/"
-    fi
-    "$python" -m pip install --quiet --no-deps --no-build-isolation --no-compile \
-        --disable-pip-version-check --no-warn-script-location --target "$TMP/site" "$TMP/src"
-    if [ -f "$TMP/site/bin/appliance" ]; then
-        sed '1s|^#!.*|#!/usr/bin/python3|' "$TMP/site/bin/appliance" > "$ROOT/usr/local/bin/appliance"
-        chmod 0755 "$ROOT/usr/local/bin/appliance"
-    fi
-    rm -rf "$TMP/site/bin"
-    cp -a "$TMP/site/." "$site/"
+    log "build the Debian package from $REPO"
+    local deb
+    mkdir -p "$TMP/deb"
+    deb=$(PATH=/usr/sbin:/usr/bin:/sbin:/bin "$REPO/packaging/build-deb.sh" "$TMP/deb" \
+        2> "$OUT/deb-build.log" | tail -n 1) || true
+    [ -n "$deb" ] && [ -f "$deb" ] \
+        || die "packaging/build-deb.sh made no package (see $OUT/deb-build.log)"
+    log "install $(basename "$deb") ($(du -k "$deb" | cut -f1) KiB) with dpkg"
+    # Whatever an older build put in /usr/local or /etc/systemd/system would shadow the package.
+    rm -rf "$ROOT/usr/local/lib/python3.11" "$ROOT/usr/local/bin/appliance" \
+        "$ROOT/etc/systemd/system/appliance.service" \
+        "$ROOT/etc/systemd/system/multi-user.target.wants/appliance.service"
+    binfmt_setup
+    cp "$deb" "$ROOT/tmp/appliance.deb"
+    chroot "$ROOT" /usr/bin/dpkg --force-confnew -i /tmp/appliance.deb
+    rm -f "$ROOT/tmp/appliance.deb"
+    cp "$deb" "$OUT/appliance.deb"
+    dpkg-query --admindir="$ROOT/var/lib/dpkg" -W -f '${Package} ${Version} ${Architecture}\n' \
+        | sort > "$OUT/manifest.txt"
 }
 
 build_initrd() {

@@ -43,6 +43,11 @@ step() { # step NAME COMMAND...: run, time, remember the outcome
 deps() {
     local packages=(mmdebstrap arch-test libdpkg-perl e2fsprogs cpio kmod gzip xz-utils git iproute2
         python3-pip python3-setuptools python3-pytest)
+    # The guests install the appliance's Debian package, built on the host.
+    local pkg
+    while read -r pkg; do
+        case "$pkg" in "" | "#"*) ;; *) packages+=("$pkg") ;; esac
+    done < "$HERE/../packaging/build-deps.txt"
     local arch
     for arch in "${ARCHES[@]}"; do
         case "$arch" in

@@ -3,7 +3,8 @@
 ``guest`` tests run inside the QEMU guest and use the ordinary fixtures
 (``netns`` from tests/conftest.py). ``qemu`` tests run on the host: ``booted_guest``
 starts ``qemu/run.sh`` with its NICs in host namespaces the test owns, and always
-stops it, and removes what it made, when the test ends.
+stops it, and removes what it made, when the test ends; ``start_guest`` is the same
+for fixtures of a wider scope (one boot for a module's tests).
 """
 
 from __future__ import annotations
@@ -71,6 +72,46 @@ class BootedGuest:
                 subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
+def make_netns(name: str) -> str:
+    """A fresh host network namespace with its loopback up."""
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    return name
+
+
+def delete_netns(names: list[str]) -> None:
+    for name in names:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def start_guest(
+    arch: str,
+    io: Path,
+    log: Path,
+    command: list[str],
+    nic_netns: list[str],
+    timeout: int = 900,
+    options: tuple[str, ...] = (),
+) -> BootedGuest:
+    """Start qemu/run.sh ARCH (``options``: more of its options, e.g. --systemd)."""
+    image = REPO / "qemu" / "out" / arch / "rootfs.img"
+    if not image.exists():
+        pytest.fail(f"no {arch} guest image: run qemu/build-image.sh {arch}", pytrace=False)
+    io.mkdir(parents=True, exist_ok=True)
+    args = [str(RUN_SH), arch, "--timeout", str(timeout), "--io-dir", str(io), *options]
+    for ns in nic_netns:
+        args += ["--nic-netns", ns]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*args, "--", *command],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return BootedGuest(arch, io, proc, log)
+
+
 @pytest.fixture
 def host_netns() -> Iterator[Callable[[str], str]]:
     """``make(role)``: a fresh host network namespace, removed when the test ends."""
@@ -78,17 +119,13 @@ def host_netns() -> Iterator[Callable[[str], str]]:
     tag = uuid.uuid4().hex[:6]
 
     def make(role: str) -> str:
-        name = f"aql-{tag}-{role}"
-        subprocess.run(["ip", "netns", "add", name], check=True)
-        made.append(name)
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        return name
+        made.append(make_netns(f"aql-{tag}-{role}"))
+        return made[-1]
 
     try:
         yield make
     finally:
-        for name in made:
-            subprocess.run(["ip", "netns", "del", name], check=False)
+        delete_netns(made)
 
 
 @pytest.fixture
@@ -96,27 +133,13 @@ def boot_guest(guest_arch: str, tmp_path: Path) -> Iterator[Callable[..., Booted
     """``boot(command, nic_netns=[...], timeout=...)``: start the guest running ``command``."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    image = REPO / "qemu" / "out" / guest_arch / "rootfs.img"
-    if not image.exists():
-        pytest.fail(f"no {guest_arch} guest image: run qemu/build-image.sh {guest_arch}")
     booted: list[BootedGuest] = []
 
     def boot(command: list[str], nic_netns: list[str], timeout: int = 900) -> BootedGuest:
-        io = tmp_path / f"io{len(booted)}"
-        io.mkdir()
-        log = tmp_path / f"run{len(booted)}.log"
-        args = [str(RUN_SH), guest_arch, "--timeout", str(timeout), "--io-dir", str(io)]
-        for ns in nic_netns:
-            args += ["--nic-netns", ns]
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [*args, "--", *command],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        guest = BootedGuest(guest_arch, io, proc, log)
+        n = len(booted)
+        guest = start_guest(
+            guest_arch, tmp_path / f"io{n}", tmp_path / f"run{n}.log", command, nic_netns, timeout
+        )
         booted.append(guest)
         return guest
 
