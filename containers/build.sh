@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Build the appliance container image from Debian packages only (no image registry):
+#
+#   1. a Debian bookworm base image made with mmdebstrap and `podman import` (once per
+#      architecture; --rebuild-base makes it again);
+#   2. the appliance .deb from this checkout (packaging/build-deb.sh), unless --deb FILE;
+#   3. containers/Containerfile on top: the .deb installed, `appliance run` as PID 1.
+#
+#   containers/build.sh [--arch amd64|arm64] [--deb FILE] [--tag IMAGE] [--rebuild-base]
+#
+# The image is labelled with a digest of its inputs (the Containerfile and the .deb's
+# contents); when an image under the tag already carries that digest nothing is rebuilt.
+# The last line on stdout is the image's name. arm64 on an amd64 host needs
+# qemu-user-static (binfmt) for mmdebstrap and the Containerfile's RUN step.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(dirname "$here")"
+
+arch="$(dpkg --print-architecture)"
+deb=""
+tag=""
+rebuild_base=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --arch) arch="$2"; shift 2 ;;
+        --deb) deb="$2"; shift 2 ;;
+        --tag) tag="$2"; shift 2 ;;
+        --rebuild-base) rebuild_base=1; shift ;;
+        *) echo "usage: containers/build.sh [--arch amd64|arm64] [--deb FILE] [--tag IMAGE] [--rebuild-base]" >&2; exit 2 ;;
+    esac
+done
+case "$arch" in
+    amd64|arm64) ;;
+    *) echo "containers/build.sh: --arch: amd64 or arm64, not $arch" >&2; exit 2 ;;
+esac
+tag="${tag:-localhost/appliance:$arch}"
+base="localhost/appliance-base:bookworm-$arch"
+mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+security="${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}"
+
+# This VM (and many CI machines) has no unified cgroup v2: runc with cgroupfs works where
+# crun does not; the default rlimits of podman exceed what the machine allows.
+podman=(podman --runtime runc --cgroup-manager=cgroupfs)
+ulimits=(--ulimit nofile=4096:4096 --ulimit nproc=4096:4096)
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+work="$(mktemp -d /tmp/appliance-image.XXXXXX)"
+trap 'rm -rf "$work"' EXIT
+
+if [ "$rebuild_base" = 1 ] || ! "${podman[@]}" image exists "$base"; then
+    log "base image $base (mmdebstrap bookworm $arch)"
+    # No recommends, no documentation, manuals or translations, in the base and in every
+    # package installed on it later (the dpkg options stay in /etc/dpkg/dpkg.cfg.d).
+    mmdebstrap --quiet --variant=apt --arch="$arch" \
+        --aptopt='APT::Install-Recommends "false"' \
+        --aptopt='APT::Install-Suggests "false"' \
+        --aptopt='Acquire::Languages "none"' \
+        --dpkgopt='path-exclude=/usr/share/doc/*' \
+        --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+        --dpkgopt='path-exclude=/usr/share/man/*' \
+        --dpkgopt='path-exclude=/usr/share/info/*' \
+        --dpkgopt='path-exclude=/usr/share/locale/*' \
+        --dpkgopt='path-exclude=/usr/share/lintian/*' \
+        --customize-hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/var/log/*.log' \
+        bookworm "$work/base.tar" \
+        "deb $mirror bookworm main" \
+        "deb $mirror bookworm-updates main" \
+        "deb $security bookworm-security main" >&2
+    "${podman[@]}" import --arch "$arch" \
+        --change 'CMD ["/bin/bash"]' \
+        --message "Debian bookworm ($arch) from mmdebstrap" \
+        "$work/base.tar" "$base" >/dev/null
+    rm -f "$work/base.tar"
+fi
+
+if [ -z "$deb" ]; then
+    log "building the .deb (packaging/build-deb.sh)"
+    deb="$("$repo/packaging/build-deb.sh" "$work" | tail -n 1)"
+fi
+[ -f "$deb" ] || { echo "containers/build.sh: no .deb at $deb" >&2; exit 1; }
+
+# The inputs' digest: the Containerfile, the base, and the .deb's control data, file list
+# and contents (not its timestamps, so an unchanged package rebuilt does not count).
+inputs="$(
+    {
+        cat "$here/Containerfile"
+        "${podman[@]}" image inspect --format '{{.Id}}' "$base"
+        dpkg-deb --info "$deb" control
+        dpkg-deb --fsys-tarfile "$deb" | tar -t | LC_ALL=C sort
+        dpkg-deb --fsys-tarfile "$deb" | tar -xO
+    } | sha256sum | cut -c1-32
+)"
+have="$("${podman[@]}" image inspect --format '{{index .Labels "org.appliance.inputs"}}' "$tag" 2>/dev/null || true)"
+if [ "$have" = "$inputs" ]; then
+    log "$tag is up to date"
+    echo "$tag"
+    exit 0
+fi
+
+log "image $tag"
+cp "$deb" "$work/appliance.deb"
+cp "$here/Containerfile" "$work/Containerfile"
+# `--network host`: the RUN step fetches the .deb's dependencies from the Debian mirror.
+nice -n 10 "${podman[@]}" build --quiet --network host "${ulimits[@]}" \
+    --arch "$arch" \
+    --build-arg "BASE=$base" \
+    --label "org.appliance.inputs=$inputs" \
+    --tag "$tag" \
+    --file "$work/Containerfile" "$work" >/dev/null
+echo "$tag"
