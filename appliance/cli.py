@@ -24,6 +24,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_CHANGES = 3
+EXIT_NOT_INTENDED = 4  # status: the daemon runs, but not the intended policy
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,7 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("profile")
 
     p = command("compile", cmd_compile, "print the ruleset a profile compiles to")
-    p.add_argument("profile")
+    p.add_argument("profile", nargs="?")
+    p.add_argument(
+        "--failsafe", action="store_true", help="the built-in failsafe table, as `nft -f` loads it"
+    )
     p.add_argument("--json", action="store_true", help="libnftables JSON instead of nft syntax")
 
     p = command("plan", cmd_plan, "show what applying a profile would change in the kernel")
@@ -161,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     from appliance.sync.commands import add_parsers as add_sync_parsers
 
     add_sync_parsers(sub, common)  # bundle keygen|build|sign|verify, hub serve
+    from appliance.firmware.commands import add_parser as add_firmware_parser
+
+    add_firmware_parser(sub, common)  # firmware sign|verify|update|status|boot-check
 
     from appliance.inspect.commands import add_parser as add_inspect_parser
 
@@ -228,10 +235,24 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _print_failsafe(args: argparse.Namespace) -> int:
+    from appliance.daemon.failsafe import failsafe_desired
+    from appliance.daemon.state import boot_script
+
+    if not args.failsafe:
+        raise UsageError("compile: a PROFILE, or --failsafe")
+    if args.profile is not None or args.json:
+        raise UsageError("compile --failsafe takes no PROFILE and no --json")
+    sys.stdout.write(boot_script(failsafe_desired()))
+    return EXIT_OK
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     from appliance.compile.render import render_table
     from appliance.compile.ruleset import element_json
 
+    if args.failsafe or args.profile is None:
+        return _print_failsafe(args)
     desired = _desired(args.profile)
     elements = {
         name: [element_json(desired.types[name], text) for text in sorted(items)]
@@ -392,14 +413,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """Exit 0 when the intended policy is enforced, 4 when another one is (the failsafe,
+    the last good in place of the profile, or an error since), 1 when no daemon answers."""
     from appliance.daemon.control import checked, request
+    from appliance.daemon.health import not_ready
 
     status = checked(request(args.control_socket, {"op": "status"}))["status"]
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))
-        return EXIT_OK
-    for line in _status_lines(status):
-        print(line)
+    else:
+        for line in _status_lines(status):
+            print(line)
+    reason = not_ready(status.get("source"), status.get("last_error"))
+    if reason is not None:
+        print(f"appliance: not the intended policy: {reason}", file=sys.stderr)
+        return EXIT_NOT_INTENDED
     return EXIT_OK
 
 
