@@ -153,6 +153,16 @@ def test_units_enabled_but_not_started_on_install(deb: Path, tmp_path: Path) -> 
     assert "deb-systemd-invoke $_dh_action" not in postinst
     # an upgrade restarts a daemon that runs, and only then
     assert "deb-systemd-invoke try-restart appliance.service" in postinst
+    # removal stops it (its table stays), before its modules go
+    prerm = control_file(deb, "prerm", tmp_path)
+    stop = prerm.index("deb-systemd-invoke stop appliance.service")
+    assert stop < prerm.index("py3clean")
+
+
+def test_purge_removes_the_state(deb: Path, tmp_path: Path) -> None:
+    postrm = control_file(deb, "postrm", tmp_path)
+    assert "deb-systemd-helper purge" in postrm
+    assert "rm -rf /var/lib/appliance /var/log/appliance" in postrm
 
 
 def test_enabled_in_a_root_as_the_postinst_does(root: Path) -> None:
