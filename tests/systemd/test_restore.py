@@ -157,3 +157,27 @@ def test_nothing_loadable_fails_the_unit(netns: str, tmp_path: Path) -> None:
     env = {"LAST_GOOD": str(tmp_path / "missing.nft"), "FAILSAFE": str(tmp_path / "gone.nft")}
     assert restore(netns, env).returncode != 0
     assert table(netns) == ""
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_systemd_analyze_verify_both_units(tmp_path: Path) -> None:
+    """The restore unit and the daemon's unit it is ordered before parse cleanly together
+    (the daemon's command swapped for one that exists here)."""
+    (tmp_path / RESTORE.name).write_text(RESTORE.read_text())
+    (tmp_path / UNIT.name).write_text(UNIT.read_text().replace("/usr/bin/appliance", "/bin/true"))
+    done = subprocess.run(
+        [
+            "systemd-analyze",
+            "verify",
+            "--man=no",
+            str(tmp_path / RESTORE.name),
+            str(tmp_path / UNIT.name),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"SYSTEMD_UNIT_PATH": f"{tmp_path}:", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stderr.strip() == "", done.stderr
