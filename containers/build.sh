@@ -2,7 +2,7 @@
 # Build the appliance container image from Debian packages only (no image registry):
 #
 #   1. a Debian bookworm base image made with mmdebstrap and `podman import` (once per
-#      architecture; --rebuild-base makes it again);
+#      architecture and recipe; --rebuild-base makes it again, with the mirror's updates);
 #   2. the appliance .deb from this checkout (packaging/build-deb.sh), unless --deb FILE;
 #   3. containers/Containerfile on top: the .deb installed, `appliance run` as PID 1.
 #
@@ -33,7 +33,12 @@ case "$arch" in
     amd64|arm64) ;;
     *) echo "containers/build.sh: --arch: amd64 or arm64, not $arch" >&2; exit 2 ;;
 esac
-tag="${tag:-localhost/appliance:$arch}"
+# The host's architecture is the image the manifests name; another is tagged by its name.
+if [ "$arch" = "$(dpkg --print-architecture)" ]; then
+    tag="${tag:-localhost/appliance:latest}"
+else
+    tag="${tag:-localhost/appliance:$arch}"
+fi
 base="localhost/appliance-base:bookworm-$arch"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 security="${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}"
@@ -48,27 +53,37 @@ log() { printf '==> %s\n' "$*" >&2; }
 work="$(mktemp -d /tmp/appliance-image.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 
-if [ "$rebuild_base" = 1 ] || ! "${podman[@]}" image exists "$base"; then
+# The base: essential packages and apt, merged /usr without the usrmerge package (and the
+# perl it pulls in), no recommends, no documentation, manuals or translations, in the base
+# and in every package installed on it later (the dpkg options stay in /etc/dpkg/dpkg.cfg.d).
+base_recipe=(
+    --variant=apt --arch="$arch"
+    --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr
+    --aptopt='APT::Install-Recommends "false"'
+    --aptopt='APT::Install-Suggests "false"'
+    --aptopt='Acquire::Languages "none"'
+    --dpkgopt='path-exclude=/usr/share/doc/*'
+    --dpkgopt='path-include=/usr/share/doc/*/copyright'
+    --dpkgopt='path-exclude=/usr/share/man/*'
+    --dpkgopt='path-exclude=/usr/share/info/*'
+    --dpkgopt='path-exclude=/usr/share/locale/*'
+    --dpkgopt='path-exclude=/usr/share/lintian/*'
+    --customize-hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/var/log/*.log'
+    bookworm
+)
+sources=(
+    "deb $mirror bookworm main"
+    "deb $mirror bookworm-updates main"
+    "deb $security bookworm-security main"
+)
+base_digest="$(printf '%s\n' "${base_recipe[@]}" "${sources[@]}" | sha256sum | cut -c1-32)"
+have_base="$("${podman[@]}" image inspect --format '{{index .Labels "org.appliance.base"}}' "$base" 2>/dev/null || true)"
+if [ "$rebuild_base" = 1 ] || [ "$have_base" != "$base_digest" ]; then
     log "base image $base (mmdebstrap bookworm $arch)"
-    # No recommends, no documentation, manuals or translations, in the base and in every
-    # package installed on it later (the dpkg options stay in /etc/dpkg/dpkg.cfg.d).
-    mmdebstrap --quiet --variant=apt --arch="$arch" \
-        --aptopt='APT::Install-Recommends "false"' \
-        --aptopt='APT::Install-Suggests "false"' \
-        --aptopt='Acquire::Languages "none"' \
-        --dpkgopt='path-exclude=/usr/share/doc/*' \
-        --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-        --dpkgopt='path-exclude=/usr/share/man/*' \
-        --dpkgopt='path-exclude=/usr/share/info/*' \
-        --dpkgopt='path-exclude=/usr/share/locale/*' \
-        --dpkgopt='path-exclude=/usr/share/lintian/*' \
-        --customize-hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/var/log/*.log' \
-        bookworm "$work/base.tar" \
-        "deb $mirror bookworm main" \
-        "deb $mirror bookworm-updates main" \
-        "deb $security bookworm-security main" >&2
+    nice -n 10 mmdebstrap --quiet "${base_recipe[@]}" "$work/base.tar" "${sources[@]}" >&2
     "${podman[@]}" import --arch "$arch" \
         --change 'CMD ["/bin/bash"]' \
+        --change "LABEL org.appliance.base=$base_digest" \
         --message "Debian bookworm ($arch) from mmdebstrap" \
         "$work/base.tar" "$base" >/dev/null
     rm -f "$work/base.tar"
