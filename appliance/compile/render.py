@@ -84,6 +84,8 @@ def _element(value: Any, quoted: bool) -> str:
         text = _element(elem["val"], quoted)
         if "timeout" in elem:
             text += f" timeout {elem['timeout']}s"
+        if "comment" in elem:
+            text += f" comment {_quote(elem['comment'])}"
         return text
     return _value(value, quoted)
 

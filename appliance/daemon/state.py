@@ -3,6 +3,10 @@
 It holds the compiled table (a :class:`Desired` as JSON), so it loads at boot without the
 profile file or anything it names (``extends``, ``elements_file``), plus the metrics
 address the policy came with. Written atomically (temp file, fsync, rename, fsync dir).
+
+Beside it, ``last-good.nft``: the same table as a script that plain ``nft -f`` loads in one
+transaction, replacing the appliance's table (elements included, tagged as the daemon tags
+them), for a boot unit that runs before any interface is up.
 """
 
 from __future__ import annotations
@@ -13,10 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance.reconcile.state import Desired
+from appliance.compile.nftjson import TABLE_FAMILY, TABLE_NAME
+from appliance.compile.render import render_table
+from appliance.compile.ruleset import element_json
+from appliance.reconcile.state import PROFILE_TAG, Desired
 from appliance.storage import atomic_write
 
 LAST_GOOD = "last-good.json"
+LAST_GOOD_NFT = "last-good.nft"
 FORMAT = 1
 
 
@@ -53,6 +61,21 @@ def desired_from_json(data: dict[str, Any]) -> Desired:
     )
 
 
+def boot_script(desired: Desired) -> str:
+    """``desired`` as an ``nft -f`` script: one transaction that replaces the appliance's
+    table (made first if absent, so the delete never fails) with this one."""
+    elements = {
+        name: [
+            {"elem": {"val": element_json(desired.types[name], text), "comment": PROFILE_TAG}}
+            for text in sorted(items)
+        ]
+        for name, items in desired.elements.items()
+        if items
+    }
+    table = f"table {TABLE_FAMILY} {TABLE_NAME}"
+    return f"{table} {{}}\ndelete {table}\n" + render_table(desired.objects, elements)
+
+
 class StateStore:
     """Files in the state directory (default ``/var/lib/appliance``)."""
 
@@ -62,6 +85,10 @@ class StateStore:
     @property
     def last_good_path(self) -> Path:
         return self.directory / LAST_GOOD
+
+    @property
+    def boot_script_path(self) -> Path:
+        return self.directory / LAST_GOOD_NFT
 
     def save_last_good(
         self,
@@ -79,6 +106,7 @@ class StateStore:
             "table_hash": table_hash or desired.table_hash,
             "desired": desired_to_json(desired),
         }
+        atomic_write(self.boot_script_path, boot_script(desired).encode(), 0o600)
         atomic_write(self.last_good_path, json.dumps(record).encode(), 0o600)
 
     def load_last_good(self) -> LastGood | None:
