@@ -16,6 +16,7 @@ from tests.conftest import nft_in, run_appliance, small_profile
 
 pytestmark = pytest.mark.root
 
+
 def write_profile(path: Path, elements: list[str], extra: str = "") -> Path:
     path.write_text(small_profile("engine-test", elements) + extra)
     return path

@@ -199,11 +199,16 @@ class Metrics:
         return generate_latest(self.registry)  # type: ignore[no-any-return]
 
 
-class MetricsServer:
-    """A minimal HTTP/1.0 server on the event loop: GET /metrics, nothing else."""
+Probe = Callable[[], "str | None"]  # None: healthy; else the reason it is not
 
-    def __init__(self, metrics: Metrics) -> None:
+
+class MetricsServer:
+    """A minimal HTTP/1.0 server on the event loop: GET /metrics, and the ``probes`` (path ->
+    check: 200 ``ok``, or 503 and the check's one-line reason)."""
+
+    def __init__(self, metrics: Metrics, probes: dict[str, Probe] | None = None) -> None:
         self.metrics = metrics
+        self.probes = probes or {}
         self.server: asyncio.AbstractServer | None = None
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
@@ -228,6 +233,11 @@ class MetricsServer:
             parts = request.decode("latin-1").split()
             if len(parts) < 2 or parts[0] not in ("GET", "HEAD"):
                 await _respond(writer, 405, b"method not allowed\n", "text/plain")
+            elif (probe := self.probes.get(parts[1].split("?", 1)[0])) is not None:
+                reason = probe()
+                status, text = (200, "ok") if reason is None else (503, reason)
+                body = b"" if parts[0] == "HEAD" else f"{text}\n".encode()
+                await _respond(writer, status, body, "text/plain")
             elif parts[1].split("?", 1)[0] not in ("/metrics", "/metrics/"):
                 await _respond(writer, 404, b"not found; try /metrics\n", "text/plain")
             else:
@@ -243,7 +253,7 @@ class MetricsServer:
                 await writer.wait_closed()
 
 
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}
+_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
 
 
 async def _respond(writer: asyncio.StreamWriter, status: int, body: bytes, ctype: str) -> None:

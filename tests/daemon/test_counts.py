@@ -49,19 +49,19 @@ def test_expired_runtime_elements_leave_the_counts(tmp_path: Path) -> None:
     daemon = Daemon(config, SetsOnly(), clock=clock)
 
     async def scenario() -> None:
-        await daemon.set_add("autoblock_v4", ["192.0.2.1"], 3.0)
-        await daemon.set_add("autoblock_v4", ["192.0.2.2"], None)
-        assert daemon.current_counts()["autoblock_v4"] == 2
+        await daemon.sets.add("autoblock_v4", ["192.0.2.1"], 3.0)
+        await daemon.sets.add("autoblock_v4", ["192.0.2.2"], None)
+        assert daemon.sets.current_counts()["autoblock_v4"] == 2
         clock.now += 2.5
-        assert daemon.status()["sets"]["autoblock_v4"] == 2
+        assert daemon.control.status()["sets"]["autoblock_v4"] == 2
         clock.now += 1.0  # the first one's timeout has passed: the kernel dropped it
-        assert daemon.current_counts()["autoblock_v4"] == 1
-        assert daemon.status()["sets"]["autoblock_v4"] == 1
-        assert daemon.status()["runtime_elements"] == {"autoblock_v4": 1}
+        assert daemon.sets.current_counts()["autoblock_v4"] == 1
+        assert daemon.control.status()["sets"]["autoblock_v4"] == 1
+        assert daemon.control.status()["runtime_elements"] == {"autoblock_v4": 1}
         clock.now += 3600
-        assert daemon.current_counts()["autoblock_v4"] == 1  # no timeout: stays
+        assert daemon.sets.current_counts()["autoblock_v4"] == 1  # no timeout: stays
 
     try:
         asyncio.run(scenario())
     finally:
-        daemon._executor.shutdown(wait=True)
+        daemon.ctx.executor.shutdown(wait=True)

@@ -630,8 +630,11 @@ def test_a_profile_the_kernel_refused_at_boot_is_enforced_once_it_can_be(
         assert status["policy"] == "segments" and status["last_error"] is None
         assert status["segments"] == ["mec1"]
         assert "ap-mec1" in _links(segment_ns)
-        assert any(
-            e["msg"] == "the profile refused at boot is enforced now" for e in daemon.log_entries()
+        wait_until(  # logged once the policy is saved as the last good one
+            lambda: any(
+                e["msg"] == "the profile refused at boot is enforced now"
+                for e in daemon.log_entries()
+            )
         )
     finally:
         subprocess.run(["ip", "netns", "del", segment_ns], capture_output=True, check=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from appliance.daemon.failsafe import failsafe_desired
-from appliance.daemon.service import drift_kind, set_counts
+from appliance.daemon.policies import drift_kind, set_counts
 from appliance.reconcile.plan import Plan, make_plan
 from appliance.reconcile.state import Element, Observed
 

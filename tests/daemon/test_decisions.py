@@ -1,0 +1,440 @@
+"""The daemon's decisions without root: its managers run against the fake kernel.
+
+Boot fallbacks (profile, last good, failsafe), reload refusals, confirm and rollback, the
+retry with backoff of a profile the kernel refused, drift repairs by kind, hub rollback
+and refusals, and what ``/readyz`` says in each case. The root tests in this folder prove
+the same against the kernel in namespaces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.compile.nftjson import TABLE_FAMILY, TABLE_NAME
+from appliance.daemon.policies import Policy, policy_from_profile
+from appliance.daemon.policy import RETRY_MAX_SECONDS
+from appliance.daemon.service import Daemon, DaemonConfig
+from appliance.model.parse import load_profile
+from tests.conftest import small_profile
+from tests.fakekernel import FakeKernel
+
+INVALID = 'version = 1\nname = "broken"\n[zones.lan]\ninterfaces = 7\n'
+RESYNC = 10.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+class Rig:
+    """A daemon on the fake kernel, a profile file, a state directory, a clock."""
+
+    def __init__(self, tmp: Path, confirm: float | None = None) -> None:
+        self.tmp = tmp
+        self.profile = tmp / "profile.toml"
+        self.kernel = FakeKernel()
+        self.clock = Clock()
+        self.records = Records()
+        self.log = logging.getLogger(f"appliance.test.{id(self)}")
+        self.log.addHandler(self.records)
+        self.log.propagate = False
+        config = DaemonConfig(
+            profile=str(self.profile),
+            state_dir=str(tmp / "state"),
+            control_socket=str(tmp / "control.sock"),
+            resync_interval=RESYNC,
+            confirm_seconds=confirm,
+        )
+        self.daemon = Daemon(config, self.kernel, logger=self.log, clock=self.clock)
+
+    def write(self, elements: list[str] | None = None, name: str = "decisions") -> None:
+        self.profile.write_text(small_profile(name, elements or ["203.0.113.0/24"]))
+
+    def write_invalid(self) -> None:
+        self.profile.write_text(INVALID)
+
+    def status(self) -> dict[str, Any]:
+        return dict(self.daemon.control.status())
+
+    def ready(self) -> str | None:
+        return self.daemon.listener.not_ready()
+
+    async def tick(self, reload: bool = False, resync: bool = False) -> None:
+        if reload:
+            self.daemon.request_reload()
+        if resync:
+            self.daemon.request_resync()
+        await self.daemon.tick()
+
+    def run(self, scenario: Callable[[], Awaitable[None]]) -> None:
+        async def wrapped() -> None:
+            try:
+                await scenario()
+            finally:
+                for manager in self.daemon.managers:
+                    await manager.close()
+
+        try:
+            asyncio.run(wrapped())
+        finally:
+            self.daemon.ctx.executor.shutdown(wait=True)
+            self.log.removeHandler(self.records)
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    yield Rig(tmp_path)
+
+
+def test_boot_on_a_valid_profile_enforces_and_saves_it(rig: Rig) -> None:
+    rig.write()
+
+    async def scenario() -> None:
+        await rig.daemon.boot()
+        status = rig.status()
+        assert (status["source"], status["policy"], status["last_error"]) == (
+            "profile",
+            "decisions",
+            None,
+        )
+        assert rig.kernel.element_texts("blocklist") == {"203.0.113.0/24"}
+        assert rig.daemon.ctx.store.load_last_good() is not None
+        assert rig.ready() is None
+
+    rig.run(scenario)
+
+
+def test_boot_on_an_invalid_profile_enforces_the_last_good(rig: Rig, tmp_path: Path) -> None:
+    rig.write(["198.51.100.0/24"])
+    first = Rig(tmp_path)  # an earlier run saved its policy as the last good one
+    first.run(first.daemon.boot)
+    rig.write_invalid()
+
+    async def scenario() -> None:
+        await rig.daemon.boot()
+        status = rig.status()
+        assert status["source"] == "last_good"
+        assert status["last_error"].startswith("profile not enforced:")
+        assert "zones.lan.interfaces" in status["last_error"]
+        assert rig.kernel.element_texts("blocklist") == {"198.51.100.0/24"}
+        assert rig.ready() == "the last good policy is enforced instead of the profile"
+
+    rig.run(scenario)
+
+
+@pytest.mark.parametrize("profile", ["invalid", "missing"])
+def test_boot_without_a_profile_or_last_good_enforces_the_failsafe(rig: Rig, profile: str) -> None:
+    if profile == "invalid":
+        rig.write_invalid()
+
+    async def scenario() -> None:
+        await rig.daemon.boot()
+        status = rig.status()
+        assert status["source"] == "failsafe"
+        assert status["last_error"].startswith("profile not enforced:")
+        assert rig.kernel.list_table() is not None
+        assert rig.ready() == "the failsafe policy is enforced"
+
+    rig.run(scenario)
+
+
+def test_an_unusable_last_good_state_falls_to_the_failsafe(rig: Rig, tmp_path: Path) -> None:
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "last-good.json").write_text("{not json")
+
+    async def scenario() -> None:
+        await rig.daemon.boot()
+        assert rig.status()["source"] == "failsafe"
+        assert any("last good state unusable" in m for m in rig.records.messages)
+
+    rig.run(scenario)
+
+
+def test_a_reload_with_an_invalid_profile_keeps_the_running_policy(rig: Rig) -> None:
+    rig.write()
+
+    async def scenario() -> None:
+        await rig.daemon.boot()
+        generation = rig.status()["generation"]
+        rig.write_invalid()
+        await rig.tick(reload=True)
+        status = rig.status()
+        assert status["source"] == "profile" and status["generation"] == generation
+        assert status["last_error"].startswith("reload refused, the running policy stays")
+        assert rig.ready() is not None
+        rig.write(["192.0.2.0/24"])
+        await rig.tick(reload=True)
+        assert rig.status()["last_error"] is None and rig.ready() is None
+        assert rig.kernel.element_texts("blocklist") == {"192.0.2.0/24"}
+
+    rig.run(scenario)
+
+
+def test_an_unconfirmed_reload_is_rolled_back(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, confirm=30.0)
+    rig.write(["203.0.113.0/24"])
+
+    async def scenario() -> None:
+        await rig.daemon.boot()
+        rig.write(["192.0.2.0/24"])
+        await rig.tick(reload=True)
+        assert rig.kernel.element_texts("blocklist") == {"192.0.2.0/24"}
+        assert rig.status()["confirm_pending_until"] is not None
+        pending = rig.daemon.policy.pending
+        assert pending is not None and pending.handle is not None
+        pending.handle._run()  # the deadline passes: the timer fires
+        await rig.tick()
+        status = rig.status()
+        assert rig.kernel.element_texts("blocklist") == {"203.0.113.0/24"}
+        assert status["last_error"].startswith("reload not confirmed in 30s: rolled back")
+        assert status["confirm_pending_until"] is None
+        saved = rig.daemon.ctx.store.load_last_good()
+        assert saved is not None and saved.desired.elements["blocklist"] == {"203.0.113.0/24"}
+
+    rig.run(scenario)
+
+
+def test_a_confirmed_reload_becomes_the_last_good(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, confirm=30.0)
+    rig.write(["203.0.113.0/24"])
+
+    async def scenario() -> None:
+        await rig.daemon.boot()
+        rig.write(["192.0.2.0/24"])
+        await rig.tick(reload=True)
+        answer = await rig.daemon.control.handle({"op": "confirm"})
+        assert answer == {"ok": True}
+        saved = rig.daemon.ctx.store.load_last_good()
+        assert saved is not None and saved.desired.elements["blocklist"] == {"192.0.2.0/24"}
+        assert not rig.daemon.policy.revert_requested
+        again = await rig.daemon.control.handle({"op": "confirm"})
+        assert again["ok"] is False and again["exit"] == 1
+
+    rig.run(scenario)
+
+
+def test_a_profile_the_kernel_refused_is_retried_with_backoff(rig: Rig) -> None:
+    rig.write()
+    refusing = True
+    rig.kernel.refuse = lambda commands: (
+        "Cannot allocate memory"
+        if refusing and any("decisions" in str(c) or "203.0.113" in str(c) for c in commands)
+        else None
+    )
+
+    async def scenario() -> None:
+        nonlocal refusing
+        await rig.daemon.boot()
+        assert rig.status()["source"] == "failsafe"
+        assert "Cannot allocate memory" in rig.status()["last_error"]
+        tries_at = []
+        for _ in range(10):  # read-backs every RESYNC seconds: tries 1, 2, 4, 8 ... apart
+            rig.clock.now += RESYNC
+            before = rig.daemon.policy.refused_tries
+            await rig.tick(resync=True)
+            if rig.daemon.policy.refused_tries > before:
+                tries_at.append(rig.clock.now)
+        assert [b - a for a, b in itertools.pairwise(tries_at)] == [
+            2 * RESYNC,
+            4 * RESYNC,
+        ]
+        assert rig.status()["source"] == "failsafe"
+        refusing = False
+        rig.clock.now += RETRY_MAX_SECONDS
+        await rig.tick(resync=True)
+        status = rig.status()
+        assert status["source"] == "profile" and status["last_error"] is None
+        assert rig.daemon.policy.refused is None
+        assert rig.ready() is None
+
+    rig.run(scenario)
+
+
+def test_a_reload_replaces_the_refused_profile(rig: Rig) -> None:
+    rig.write()
+    rig.kernel.refuse = lambda commands: "Device or resource busy"
+
+    async def scenario() -> None:
+        await rig.daemon.boot()
+        assert rig.daemon.policy.refused is not None
+        rig.kernel.refuse = lambda commands: None
+        rig.write(["192.0.2.0/24"])
+        await rig.tick(reload=True)
+        assert rig.daemon.policy.refused is None
+        assert rig.status()["source"] == "profile"
+
+    rig.run(scenario)
+
+
+def test_each_drift_kind_is_repaired_and_counted(rig: Rig) -> None:
+    rig.write()
+    table = {"table": {"family": TABLE_FAMILY, "name": TABLE_NAME}}
+
+    async def scenario() -> None:
+        await rig.daemon.boot()
+        await rig.tick(resync=True)
+        assert rig.status()["drift_repairs"] == {}
+        rig.kernel.run(
+            [
+                {
+                    "delete": {
+                        "element": {
+                            **table["table"],
+                            "table": TABLE_NAME,
+                            "name": "blocklist",
+                            "elem": [{"prefix": {"addr": "203.0.113.0", "len": 24}}],
+                        }
+                    }
+                }
+            ]
+        )
+        await rig.tick(resync=True)
+        assert rig.kernel.element_texts("blocklist") == {"203.0.113.0/24"}
+        assert rig.kernel.table is not None
+        rig.kernel.table.rules.pop()  # someone deleted a rule
+        await rig.tick(resync=True)
+        rig.kernel.run([{"delete": table}])
+        await rig.tick(resync=True)
+        assert rig.kernel.list_table() is not None
+        assert rig.status()["drift_repairs"] == {
+            "elements": 1,
+            "structure": 1,
+            "table_missing": 1,
+        }
+        await rig.tick(resync=True)  # nothing changed since: nothing counted
+        assert sum(rig.status()["drift_repairs"].values()) == 3
+
+    rig.run(scenario)
+
+
+def test_a_refused_drift_repair_is_an_error(rig: Rig) -> None:
+    rig.write()
+
+    async def scenario() -> None:
+        await rig.daemon.boot()
+        assert rig.kernel.table is not None
+        rig.kernel.table.rules.pop()
+        rig.kernel.refuse = lambda commands: "Operation not permitted"
+        await rig.tick(resync=True)
+        assert rig.status()["last_error"].startswith("drift repair refused")
+        assert rig.ready() is not None
+
+    rig.run(scenario)
+
+
+# ---- the hub: a verified bundle, applied or not -------------------------------------
+
+
+class Hub:
+    """The hub client's side of a bundle apply: what the daemon reported back."""
+
+    def __init__(self, reachable: bool) -> None:
+        self.reachable = reachable
+        self.reports: list[tuple[str, str]] = []
+        self.stale = False
+
+    async def check_reachable(self) -> bool:
+        return self.reachable
+
+    async def apply_failed(self, sync: Any, error: str, table_hash: str) -> str:
+        self.reports.append(("failed", error))
+        return "failed"
+
+    async def rolled_back(self, sync: Any, error: str, table_hash: str) -> str:
+        self.reports.append(("rolled_back", error))
+        return "rolled_back"
+
+    async def applied(self, sync: Any, table_hash: str) -> str:
+        self.reports.append(("applied", table_hash))
+        return "applied"
+
+    def close(self) -> None:
+        pass
+
+
+class Sync:
+    def __init__(self, version: int) -> None:
+        self.bundle = type("Bundle", (), {"version": version})()
+
+
+def hub_rig(rig: Rig, monkeypatch: pytest.MonkeyPatch, reachable: bool, bundle: str) -> Hub:
+    """A daemon on its profile, a hub client stand-in, and ``bundle`` as the policy the
+    next bundle compiles to (``invalid``: it does not)."""
+    from appliance.daemon import hub as hub_module
+    from appliance.daemon.hub import HubSync
+    from appliance.errors import ProfileError
+
+    source = rig.tmp / "bundle.toml"
+    source.write_text(small_profile("from-hub", ["192.0.2.0/24"]))
+
+    def bundle_policy(bundle_: Any, listen: str | None) -> Policy:
+        if bundle == "invalid":
+            raise ProfileError("bundle version 7", "rules[0].dport", "ports need proto tcp")
+        policy = policy_from_profile(str(source), load_profile(str(source)))
+        return Policy(policy.desired, "hub", listen, profile=policy.profile, bundle_version=7)
+
+    monkeypatch.setattr(hub_module, "bundle_policy", bundle_policy)
+    client = Hub(reachable)
+    sync = HubSync(rig.daemon.ctx, rig.daemon.policy)
+    sync.client = client  # type: ignore[assignment]
+    rig.daemon.hub = rig.daemon.policy.hub = sync
+    return client
+
+
+@pytest.mark.parametrize(
+    ("reachable", "bundle", "report", "blocklist"),
+    [
+        (True, "valid", "applied", {"192.0.2.0/24"}),
+        (False, "valid", "rolled_back", {"203.0.113.0/24"}),
+        (True, "invalid", "failed", {"203.0.113.0/24"}),
+        (True, "refused", "failed", {"203.0.113.0/24"}),
+    ],
+)
+def test_a_bundle_is_kept_only_when_it_applies_and_the_hub_stays_reachable(
+    rig: Rig,
+    monkeypatch: pytest.MonkeyPatch,
+    reachable: bool,
+    bundle: str,
+    report: str,
+    blocklist: set[str],
+) -> None:
+    rig.write()
+    client = hub_rig(rig, monkeypatch, reachable, bundle)
+
+    async def scenario() -> None:
+        await rig.daemon.boot()
+        if bundle == "refused":
+            rig.kernel.refuse = lambda c: "Invalid argument" if "192.0.2.0" in str(c) else None
+        hub = rig.daemon.hub
+        assert hub is not None
+        result = await hub._apply_bundle(Sync(7))  # type: ignore[arg-type]
+        assert result == report
+        assert [r for r, _ in client.reports] == [report]
+        assert rig.kernel.element_texts("blocklist") == blocklist
+        policy = rig.daemon.ctx.policy
+        assert policy is not None
+        assert policy.source == ("hub" if report == "applied" else "profile")
+        if report == "applied":
+            assert rig.daemon.ctx.last_error is None and rig.ready() is None
+
+    rig.run(scenario)
