@@ -12,12 +12,20 @@ apart. A test can also make it refuse (``refuse``) to stand for a transient fail
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from appliance.compile.nftjson import TABLE_FAMILY, TABLE_NAME, Json, element_text
 from appliance.errors import KernelError
+from appliance.reconcile.segments import (
+    DesiredSegment,
+    LinkState,
+    ObservedLinks,
+    PeerState,
+    SegmentStepError,
+    Step,
+)
 
 # The order in which the kernel lists a table's objects (rules last, chain by chain).
 LIST_ORDER = ("counter", "quota", "limit", "ct helper", "set", "map", "flowtable", "chain")
@@ -231,3 +239,76 @@ def _listed_elem(spec: Json, elem: Any) -> Any:
 
 def _refused(reason: str) -> KernelError:
     return KernelError(f"the kernel refused the change: {reason}")
+
+
+class FakeLinks:
+    """The segments' links in memory: a :class:`~appliance.engine.LinkBackend` that carries
+    out the planner's steps on an :class:`ObservedLinks` and observes it back. ``foreign``
+    stands for links of someone else's; ``fail`` makes the next ``run`` refuse."""
+
+    def __init__(self) -> None:
+        self.state = ObservedLinks()
+        self.runs: list[list[Step]] = []
+        self.fail: str | None = None
+
+    def observe(self, wanted: Iterable[DesiredSegment] = ()) -> ObservedLinks:
+        return copy.deepcopy(self.state)
+
+    def run(self, steps: list[Step]) -> list[Step]:
+        if self.fail is not None:
+            raise SegmentStepError(self.fail, [])
+        for step in steps:
+            self._step(step)
+        self.runs.append(steps)
+        return steps
+
+    def _step(self, step: Step) -> None:
+        state = self.state
+        if step.op == "create_netns":
+            state.namespaces = state.namespaces | {step.netns or ""}
+        elif step.op == "delete_netns":
+            state.namespaces = state.namespaces - {step.netns or ""}
+            state.peers.pop(step.netns or "", None)
+        elif step.op == "create_link":
+            assert step.state is not None
+            link = replace(step.state, master=None, addresses=frozenset(), up=False)
+            state.links[step.link] = link
+            if step.peer is not None:
+                peer = replace(step.peer, addresses=frozenset(), gateways=frozenset(), up=False)
+                state.peers[step.peer.netns] = peer
+        elif step.op == "delete_link":
+            link = state.links.pop(step.link)
+            if link.netns is not None:
+                state.peers[link.netns] = None
+        elif step.netns is not None:
+            peer = state.peers[step.netns]
+            assert peer is not None
+            state.peers[step.netns] = _changed_peer(peer, step)
+        else:
+            state.links[step.link] = _changed_link(state.links[step.link], step)
+
+
+def _changed_link(link: LinkState, step: Step) -> LinkState:
+    if step.op == "set_master":
+        return replace(link, master=step.value or None)
+    if step.op == "set_up":
+        return replace(link, up=True)
+    if step.op == "add_address":
+        return replace(link, addresses=link.addresses | {step.value})
+    if step.op == "del_address":
+        return replace(link, addresses=link.addresses - {step.value})
+    raise AssertionError(f"unexpected step {step.describe()}")
+
+
+def _changed_peer(peer: PeerState, step: Step) -> PeerState:
+    if step.op == "set_up":
+        return replace(peer, up=True)
+    if step.op == "add_address":
+        return replace(peer, addresses=peer.addresses | {step.value})
+    if step.op == "del_address":
+        return replace(peer, addresses=peer.addresses - {step.value})
+    if step.op == "add_route":
+        return replace(peer, gateways=peer.gateways | {step.value})
+    if step.op == "del_route":
+        return replace(peer, gateways=peer.gateways - {step.value})
+    raise AssertionError(f"unexpected step {step.describe()}")

@@ -23,10 +23,15 @@ from appliance.daemon.policy import RETRY_MAX_SECONDS
 from appliance.daemon.service import Daemon, DaemonConfig
 from appliance.model.parse import load_profile
 from tests.conftest import small_profile
-from tests.fakekernel import FakeKernel
+from tests.fakekernel import FakeKernel, FakeLinks
 
 INVALID = 'version = 1\nname = "broken"\n[zones.lan]\ninterfaces = 7\n'
 RESYNC = 10.0
+SEGMENT = (
+    'version = 1\nname = "segments"\n\n[[isolation.segments]]\nname = "mec1"\n'
+    'kind = "netns"\nnetns = "mec-app"\naddresses = ["10.50.0.1/24"]\n'
+    'peer_addresses = ["10.50.0.10/24"]\nzone = "mec"\n'
+)
 
 
 class Clock:
@@ -53,6 +58,7 @@ class Rig:
         self.tmp = tmp
         self.profile = tmp / "profile.toml"
         self.kernel = FakeKernel()
+        self.links = FakeLinks()
         self.clock = Clock()
         self.records = Records()
         self.log = logging.getLogger(f"appliance.test.{id(self)}")
@@ -65,7 +71,9 @@ class Rig:
             resync_interval=RESYNC,
             confirm_seconds=confirm,
         )
-        self.daemon = Daemon(config, self.kernel, logger=self.log, clock=self.clock)
+        self.daemon = Daemon(
+            config, self.kernel, logger=self.log, clock=self.clock, links=self.links
+        )
 
     def write(self, elements: list[str] | None = None, name: str = "decisions") -> None:
         self.profile.write_text(small_profile(name, elements or ["203.0.113.0/24"]))
@@ -323,6 +331,48 @@ def test_each_drift_kind_is_repaired_and_counted(rig: Rig) -> None:
         }
         await rig.tick(resync=True)  # nothing changed since: nothing counted
         assert sum(rig.status()["drift_repairs"].values()) == 3
+
+    rig.run(scenario)
+
+
+def test_a_segment_link_removed_behind_the_daemons_back_is_segment_drift(rig: Rig) -> None:
+    rig.profile.write_text(SEGMENT)
+
+    async def scenario() -> None:
+        await rig.daemon.boot()
+        assert rig.status()["segments"] == ["mec1"]
+        assert set(rig.links.state.links) == {"ap-mec1"}
+        await rig.tick(resync=True)
+        assert rig.status()["drift_repairs"] == {}
+        rig.links.state.links.pop("ap-mec1")  # someone deleted the link (and its far end)
+        rig.links.state.peers["mec-app"] = None
+        await rig.tick(resync=True)
+        assert rig.status()["drift_repairs"] == {"segments": 1}
+        assert rig.links.state.links["ap-mec1"].addresses == {"10.50.0.1/24"}
+        peer = rig.links.state.peers["mec-app"]
+        assert peer is not None and peer.addresses == {"10.50.0.10/24"}
+
+    rig.run(scenario)
+
+
+def test_a_foreign_link_under_a_segments_name_refuses_the_profile_until_it_goes(
+    rig: Rig,
+) -> None:
+    rig.profile.write_text(SEGMENT)
+    rig.links.state.foreign = frozenset({"ap-mec1"})
+
+    async def scenario() -> None:
+        await rig.daemon.boot()
+        status = rig.status()
+        assert status["source"] == "failsafe"
+        assert "ap-mec1 exists and is not the appliance's" in status["last_error"]
+        assert rig.links.runs == []  # nothing made for a policy that did not go in
+        rig.links.state.foreign = frozenset()
+        rig.clock.now += RESYNC
+        await rig.tick(resync=True)
+        status = rig.status()
+        assert (status["source"], status["last_error"]) == ("profile", None)
+        assert "ap-mec1" in rig.links.state.links
 
     rig.run(scenario)
 
