@@ -281,9 +281,9 @@ class FakeLinks:
             if link.netns is not None:
                 state.peers[link.netns] = None
         elif step.netns is not None:
-            peer = state.peers[step.netns]
-            assert peer is not None
-            state.peers[step.netns] = _changed_peer(peer, step)
+            far_end = state.peers[step.netns]
+            assert far_end is not None
+            state.peers[step.netns] = _changed_peer(far_end, step)
         else:
             state.links[step.link] = _changed_link(state.links[step.link], step)
 

@@ -478,7 +478,7 @@ def test_a_bundle_is_kept_only_when_it_applies_and_the_hub_stays_reachable(
         hub = rig.daemon.hub
         assert hub is not None
         result = await hub._apply_bundle(Sync(7))  # type: ignore[arg-type]
-        assert result == report
+        assert str(result) == report
         assert [r for r, _ in client.reports] == [report]
         assert rig.kernel.element_texts("blocklist") == blocklist
         policy = rig.daemon.ctx.policy
