@@ -74,13 +74,15 @@ def http_get(host: str, port: int, path: str = "/metrics") -> bytes:
 
 def scrape_samples(listen: str, reference: tuple[str, int], count: int) -> dict[str, Any]:
     """``count`` GETs of each, interleaved; the durations in seconds."""
-    host, _, port = listen.rpartition(":")
+    from appliance.model.values import parse_host_port
+
+    address = parse_host_port(listen)
     daemon: list[float] = []
     ref: list[float] = []
     size = 0
     for _ in range(count):
         start = time.perf_counter()
-        size = len(http_get(host, int(port)))
+        size = len(http_get(address.host, address.port))
         daemon.append(time.perf_counter() - start)
         start = time.perf_counter()
         http_get(*reference)
@@ -222,6 +224,7 @@ def main() -> int:
 def run(ns: str, args: argparse.Namespace, work: Path) -> int:
     from appliance.adapters.nsexec import run_in_netns
     from appliance.lab.daemon import LabDaemon
+    from appliance.model.values import parse_host_port
 
     # As installed: byte-compiled (the environment may forbid writing bytecode on import).
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "appliance")], check=True)
@@ -251,8 +254,8 @@ def run(ns: str, args: argparse.Namespace, work: Path) -> int:
         if not listen:
             raise RuntimeError("the profile has no [metrics] listen address")
         # The reference server serves a file as large as the daemon's exposition.
-        host = listen.rpartition(":")[0]
-        body = run_in_netns(ns, http_get, host, int(listen.rpartition(":")[2]), timeout=BOUND)
+        address = parse_host_port(listen)
+        body = run_in_netns(ns, http_get, address.host, address.port, timeout=BOUND)
         site = work / "site"
         site.mkdir()
         (site / "metrics").write_bytes(body)
@@ -266,7 +269,7 @@ def run(ns: str, args: argparse.Namespace, work: Path) -> int:
                 "-m",
                 "http.server",
                 "--bind",
-                host,
+                address.host,
                 "--directory",
                 str(site),
                 str(REFERENCE_PORT),
@@ -275,12 +278,12 @@ def run(ns: str, args: argparse.Namespace, work: Path) -> int:
             stderr=subprocess.DEVNULL,
         )
         try:
-            run_in_netns(ns, wait_listening, host, REFERENCE_PORT, 20.0, timeout=BOUND)
+            run_in_netns(ns, wait_listening, address.host, REFERENCE_PORT, 20.0, timeout=BOUND)
             scrapes = run_in_netns(
                 ns,
                 scrape_samples,
                 listen,
-                (host, REFERENCE_PORT),
+                (address.host, REFERENCE_PORT),
                 args.scrapes,
                 timeout=BOUND * 10,
             )

@@ -25,6 +25,7 @@ from appliance.adapters.nsexec import run_in_netns
 from appliance.daemon.control import checked, request
 from appliance.errors import ApplianceError
 from appliance.lab.runner import appliance_command
+from appliance.model.values import parse_host_port
 
 _PR_SET_PDEATHSIG = 1
 
@@ -182,10 +183,8 @@ def http_get(url: str, timeout: float = 5.0) -> str:
 
 def scrape(ns: str, listen: str, timeout: float = 10.0) -> str:
     """The daemon's ``/metrics`` fetched from inside ``ns`` (``listen`` is ADDR:PORT there)."""
-    host, _, port = listen.rpartition(":")
-    if ":" in host.strip("[]"):
-        host = f"[{host.strip('[]')}]"
-    return run_in_netns(ns, http_get, f"http://{host}:{port}/metrics", timeout, timeout=timeout)
+    url = f"http://{parse_host_port(listen)}/metrics"
+    return run_in_netns(ns, http_get, url, timeout, timeout=timeout)
 
 
 def metric_lines(text: str, names: Sequence[str]) -> list[str]:

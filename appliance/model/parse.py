@@ -68,6 +68,7 @@ from appliance.model.values import (
     merge_overlaps,
     parse_addr_item,
     parse_address,
+    parse_host_port,
     parse_network,
     parse_port_item,
     valid_ifname,
@@ -158,10 +159,6 @@ METRICS_KEYS = ("listen",)
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _NETNS_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
-_HOSTNAME = re.compile(
-    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
-)
 
 
 # --------------------------------------------------------------------------------------
@@ -1210,28 +1207,8 @@ def _parse_metrics(ctx: _Ctx, value: Any) -> MetricsSpec:
         return MetricsSpec()
     key = (*path, "listen")
     listen = _str(ctx, key, table["listen"])
-    bad = f"bad listen address {listen!r} (expected HOST:PORT or [IPv6]:PORT)"
-    if listen.startswith("["):
-        match = re.fullmatch(r"\[([^\]]*)\]:(\d+)", listen)
-        if not match:
-            raise ctx.error(key, bad)
-        host, port_text = match.groups()
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ctx.error(key, f"{bad}: {host!r} is not an IPv6 address") from None
-    else:
-        host, sep, port_text = listen.rpartition(":")
-        if not sep or not host or ":" in host or not port_text.isdigit():
-            raise ctx.error(key, bad)
-        if re.fullmatch(r"[0-9.]+", host):
-            try:
-                ipaddress.IPv4Address(host)
-            except ValueError:
-                raise ctx.error(key, f"{bad}: {host!r} is not an IPv4 address") from None
-        elif not _HOSTNAME.fullmatch(host):
-            raise ctx.error(key, f"{bad}: {host!r} is not a host name")
-    port = int(port_text)
-    if not 1 <= port <= 65535:
-        raise ctx.error(key, f"{bad}: port {port} is out of range 1-65535")
+    try:
+        parse_host_port(listen)
+    except ValueError as exc:
+        raise ctx.error(key, str(exc)) from None
     return MetricsSpec(listen=listen)

@@ -7,10 +7,12 @@ from typing import Literal
 
 from appliance.model.values import (
     AddrItem,
+    HostPort,
     IPAddress,
     IPNetwork,
     PortItem,
     SetType,
+    parse_host_port,
 )
 from appliance.units import Rate
 
@@ -170,13 +172,16 @@ class MetricsSpec:
     listen: str = "127.0.0.1:9469"
 
     @property
+    def address(self) -> HostPort:
+        return parse_host_port(self.listen)
+
+    @property
     def host(self) -> str:
-        host, _, _ = self.listen.rpartition(":")
-        return host.strip("[]")
+        return self.address.host
 
     @property
     def port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
+        return self.address.port
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,11 @@ SET_TYPES: tuple[str, ...] = ("ipv4_addr", "ipv6_addr", "inet_service", "ifname"
 FAMILY_OF_SET_TYPE: dict[str, Family] = {"ipv4_addr": "ipv4", "ipv6_addr": "ipv6"}
 
 _IFNAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}\*?$|^[A-Za-z0-9_.:@-]{0,14}\*$")
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+_BRACKETED = re.compile(r"\[([^\]]*)\]:([0-9]+)")
 
 
 @dataclass(frozen=True, order=True)
@@ -283,3 +288,55 @@ def _span_text(set_type: str, first: int, last: int) -> str:
         return str(first) if first == last else f"{first}-{last}"
     make = ipaddress.IPv4Address if set_type == "ipv4_addr" else ipaddress.IPv6Address
     return _canonical_range(make(first), make(last))
+
+
+@dataclass(frozen=True)
+class HostPort:
+    """A listening or connecting address: ``HOST:PORT`` or ``[IPv6]:PORT``."""
+
+    host: str  # an IPv4 or IPv6 address (no brackets), a host name, or "" (every address)
+    port: int
+
+    @property
+    def url_host(self) -> str:
+        """The host as a URL or ``HOST:PORT`` text writes it (IPv6 in brackets)."""
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+    def __str__(self) -> str:
+        return f"{self.url_host}:{self.port}"
+
+
+def parse_host_port(text: str, *, any_host: bool = False, any_port: bool = False) -> HostPort:
+    """``HOST:PORT`` or ``[IPv6]:PORT``; ValueError with a one-line reason.
+
+    HOST is an IPv4 address, a host name or a bracketed IPv6 address; ``any_host`` also takes
+    an empty HOST (every address), ``any_port`` also port 0 (one the kernel picks).
+    """
+    bad = f"bad listen address {text!r} (expected HOST:PORT or [IPv6]:PORT)"
+    match = _BRACKETED.fullmatch(text)
+    if text.startswith("["):
+        if not match:
+            raise ValueError(bad)
+        host, port_text = match.groups()
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{bad}: {host!r} is not an IPv6 address") from None
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or (not host and not any_host) or ":" in host:
+            raise ValueError(bad)
+        if not re.fullmatch(r"[0-9]+", port_text):
+            raise ValueError(bad)
+        if re.fullmatch(r"[0-9.]+", host):
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                raise ValueError(f"{bad}: {host!r} is not an IPv4 address") from None
+        elif host and not _HOSTNAME.fullmatch(host):
+            raise ValueError(f"{bad}: {host!r} is not a host name")
+    port = int(port_text)
+    low = 0 if any_port else 1
+    if not low <= port <= 65535:
+        raise ValueError(f"{bad}: port {port} is out of range {low}-65535")
+    return HostPort(host, port)

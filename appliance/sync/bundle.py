@@ -21,31 +21,42 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal
 
 from appliance.errors import ProfileError
 from appliance.model.parse import parse_profile
 from appliance.model.profile import Profile, SetSpec
 from appliance.model.values import canonical_element, merge_overlaps
 from appliance.sync.keys import PrivateKey, PublicKey
+from appliance.sync.transport import TransportFailure
 
 BUNDLE_FILE = "bundle.json"
 SIG_FILE = "bundle.json.sig"
 FULL_DIR = "full"  # a delta bundle's directory holds the same version as a full bundle here
 
-# The results of a sync, as metrics and status name them (SPEC section 7).
-APPLIED = "applied"
-NOT_MODIFIED = "not_modified"
-BAD_SIGNATURE = "bad_signature"
-NO_SIGNATURE = "no_signature"
-ROLLBACK = "rollback"
-EXPIRED = "expired"
-MALFORMED = "malformed"
-TOO_LARGE = "too_large"
-UNREACHABLE = "unreachable"
-HTTP_ERROR = "http_error"
-APPLY_FAILED = "apply_failed"
-RESULTS = (
+# The results of a sync, as the hub metrics and the status name them (docs/hub.md).
+Outcome = Literal[
+    TransportFailure,
+    "applied",
+    "not_modified",
+    "bad_signature",
+    "no_signature",
+    "rollback",
+    "expired",
+    "apply_failed",
+]
+APPLIED: Final = "applied"
+NOT_MODIFIED: Final = "not_modified"
+BAD_SIGNATURE: Final = "bad_signature"
+NO_SIGNATURE: Final = "no_signature"
+ROLLBACK: Final = "rollback"
+EXPIRED: Final = "expired"
+MALFORMED: Final = "malformed"
+TOO_LARGE: Final = "too_large"
+UNREACHABLE: Final = "unreachable"
+HTTP_ERROR: Final = "http_error"
+APPLY_FAILED: Final = "apply_failed"
+RESULTS: tuple[Outcome, ...] = (
     APPLIED,
     NOT_MODIFIED,
     BAD_SIGNATURE,
@@ -71,7 +82,7 @@ _KEYID = re.compile(r"[0-9a-f]{16}")
 class BundleError(ValueError):
     """A bundle is refused: ``result`` is the sync result word, ``str()`` the one-line reason."""
 
-    def __init__(self, result: str, reason: str) -> None:
+    def __init__(self, result: Outcome, reason: str) -> None:
         assert result in RESULTS
         self.result = result
         self.reason = " ".join(reason.split())
@@ -156,7 +167,7 @@ class BundleVerdict:
     fetch the full bundle instead.
     """
 
-    result: str
+    result: Outcome
     reason: str = ""
     bundle: Bundle | None = None
     key_id: str = ""

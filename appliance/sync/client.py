@@ -76,7 +76,7 @@ class SyncResult:
     applies it and then calls :meth:`HubClient.applied` or :meth:`HubClient.apply_failed`.
     """
 
-    result: str
+    result: B.Outcome
     error: str = ""
     bundle: Bundle | None = None
     pending: bool = False
@@ -360,7 +360,7 @@ class HubClient:
         return self._failure_for(key, verdict.result, verdict.reason, long_polled=long_polled)
 
     def _failure_for(
-        self, key: tuple[str, str], result: str, error: str, long_polled: bool = False
+        self, key: tuple[str, str], result: B.Outcome, error: str, long_polled: bool = False
     ) -> SyncResult:
         sync = self._result(result, error, long_polled=long_polled)
         if key != ("", ""):
@@ -372,7 +372,7 @@ class HubClient:
     def _http_error(self, resp: Response, what: str) -> SyncResult:
         return self._result(B.HTTP_ERROR, f"{what}: HTTP {resp.status}")
 
-    def _result(self, result: str, error: str = "", **kw: object) -> SyncResult:
+    def _result(self, result: B.Outcome, error: str = "", **kw: object) -> SyncResult:
         running = self.running
         stale = bool(running and running.bundle.expired(self.clock()))
         if result == B.NOT_MODIFIED and stale:

@@ -10,12 +10,8 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from appliance.errors import ApplianceError, ProfileError, UsageError
-
-if TYPE_CHECKING:
-    pass
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 EXIT_OK = 0

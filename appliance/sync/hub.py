@@ -34,8 +34,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from appliance.errors import UsageError
+from appliance.model.values import parse_host_port
 from appliance.sync.bundle import BUNDLE_FILE, SIG_FILE, format_time
-from appliance.sync.commands import DEFAULT_LISTEN
 from appliance.sync.transport import etag_matches, etag_of
 
 MAX_WAIT = 300.0
@@ -52,14 +52,13 @@ _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[IPv6]:PORT``; UsageError if malformed."""
-    match = re.fullmatch(r"\[([^\]]+)\]:(\d+)", text) or re.fullmatch(r"([^:]*):(\d+)", text)
-    if not match:
-        raise UsageError(f"--listen: bad address {text!r} (expected HOST:PORT or [IPv6]:PORT)")
-    port = int(match.group(2))
-    if not 0 <= port <= 65535:
-        raise UsageError(f"--listen: port {port} is out of range")
-    return match.group(1), port
+    """``HOST:PORT`` or ``[IPv6]:PORT`` (an empty HOST: every address; port 0: any free
+    port); UsageError if malformed."""
+    try:
+        address = parse_host_port(text, any_host=True, any_port=True)
+    except ValueError as exc:
+        raise UsageError(f"--listen: {exc}") from None
+    return address.host, address.port
 
 
 @dataclass
@@ -436,7 +435,7 @@ async def _send(
     await writer.drain()
 
 
-def serve(root: str, listen: str = DEFAULT_LISTEN) -> int:
+def serve(root: str, listen: str) -> int:
     """Run the hub in the foreground until SIGTERM or SIGINT."""
     if not os.path.isdir(root):
         raise UsageError(f"{root}: not a directory")

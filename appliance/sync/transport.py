@@ -16,6 +16,7 @@ import os
 import ssl
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from appliance import __version__
@@ -43,10 +44,13 @@ class Response:
         return self.headers.get("etag", "")
 
 
+TransportFailure = Literal["unreachable", "too_large", "malformed", "http_error"]
+
+
 class TransportError(Exception):
     """The exchange failed. ``result``: unreachable, too_large, malformed or http_error."""
 
-    def __init__(self, result: str, reason: str) -> None:
+    def __init__(self, result: TransportFailure, reason: str) -> None:
         self.result = result
         self.reason = reason
         super().__init__(reason)

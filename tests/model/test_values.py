@@ -8,6 +8,7 @@ import pytest
 
 from appliance.model.values import (
     AddrRange,
+    HostPort,
     PortRange,
     SetRef,
     canonical_element,
@@ -15,6 +16,7 @@ from appliance.model.values import (
     family_of,
     parse_addr_item,
     parse_address,
+    parse_host_port,
     parse_network,
     parse_port,
     parse_port_item,
@@ -293,3 +295,40 @@ def test_ipv4_fast_path_agrees_with_ipaddress(text: str) -> None:
             values.canonical_element("ipv4_addr", True, text)
         return
     assert values.canonical_element("ipv4_addr", True, text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port", "shown"),
+    [
+        ("127.0.0.1:9469", "127.0.0.1", 9469, "127.0.0.1:9469"),
+        ("[::1]:9469", "::1", 9469, "[::1]:9469"),
+        ("metrics.example:80", "metrics.example", 80, "metrics.example:80"),
+    ],
+)
+def test_host_port(text: str, host: str, port: int, shown: str) -> None:
+    address = parse_host_port(text)
+    assert address == HostPort(host, port)
+    assert str(address) == shown
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("9469", "expected HOST:PORT"),
+        ("::1:9469", "expected HOST:PORT"),
+        ("[zz]:9469", "not an IPv6 address"),
+        ("10.0.0.300:1", "not an IPv4 address"),
+        ("bad_host:1", "not a host name"),
+        ("127.0.0.1:70000", "out of range 1-65535"),
+        ("127.0.0.1:0", "out of range 1-65535"),
+        (":8080", "expected HOST:PORT"),
+        ("127.0.0.1:x", "expected HOST:PORT"),
+    ],
+)
+def test_host_port_refused(text: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        parse_host_port(text)
+
+
+def test_host_port_any_host_and_port() -> None:
+    assert parse_host_port(":0", any_host=True, any_port=True) == HostPort("", 0)
