@@ -12,7 +12,7 @@ from scapy.all import IP, TCP, Ether, raw  # type: ignore[attr-defined]
 from appliance.inspect.engine import InspectionConfig, InspectionEngine
 from appliance.inspect.eve import to_eve
 from appliance.inspect.pcap import LINKTYPE_ETHERNET
-from bench.inspect_throughput import Mix, make_engine
+from appliance.lab.mix import Mix, make_engine
 from tests.inspect.traffic import engine, gtp, http_get, tcp_session
 
 
