@@ -7,6 +7,9 @@
 # appliance_<version>_all.deb; the last line of stdout is its path, everything else goes to
 # stderr. It installs nothing: the build dependencies are in packaging/build-deps.txt
 # (setup.sh installs them).
+#
+# APPLIANCE_DEB_REV=REV (e.g. HEAD) builds a committed revision instead of the work tree
+# as it is (`git archive REV`).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,18 +28,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
 	exit 1
 fi
 
-version=$(cd "$repo" && dpkg-parsechangelog -S Version)
-upstream=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$repo/appliance/__init__.py")
-if [ "$version" != "$upstream" ]; then
-	echo "build-deb.sh: debian/changelog is at $version, appliance/__init__.py at $upstream" >&2
-	exit 1
-fi
-
 work=$(mktemp -d "${TMPDIR:-/tmp}/appliance-deb.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-src=$work/appliance-$version
+src=$work/appliance
 mkdir "$src"
-if git -C "$repo" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+if [ -n "${APPLIANCE_DEB_REV:-}" ]; then
+	git -C "$repo" archive --format=tar "$APPLIANCE_DEB_REV" | tar -C "$src" -xf -
+elif git -C "$repo" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
 	# --ignore-failed-read: a tracked file deleted in the work tree is left out.
 	git -C "$repo" ls-files -z --cached --others --exclude-standard \
 		| tar -C "$repo" --null -T - --ignore-failed-read -cf - 2>/dev/null \
@@ -44,6 +42,13 @@ if git -C "$repo" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
 else
 	tar -C "$repo" --exclude=./.venv --exclude=./dist --exclude=./build --exclude=./qemu/out \
 		--exclude=./.git -cf - . | tar -C "$src" -xf -
+fi
+
+version=$(cd "$src" && dpkg-parsechangelog -S Version)
+upstream=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$src/appliance/__init__.py")
+if [ "$version" != "$upstream" ]; then
+	echo "build-deb.sh: debian/changelog is at $version, appliance/__init__.py at $upstream" >&2
+	exit 1
 fi
 
 # Debian's own Python and tools, whatever else is first on PATH (pyenv, a venv).

@@ -294,3 +294,59 @@ def test_shipped_failsafe_loads(root: Path, netns: str) -> None:
         check=True,
     ).stdout
     assert "failsafe-management" in listed
+
+
+INSTALL_IN_OVERLAY = r"""
+set -eu
+root=$1 deb=$2
+mount -t overlay overlay -o "lowerdir=/,upperdir=$root.upper,workdir=$root.work" "$root"
+mount -t proc proc "$root/proc"
+mount --bind /dev "$root/dev"
+mount -t tmpfs tmpfs "$root/run"
+mount -t tmpfs tmpfs "$root/tmp"
+cp "$deb" "$root/tmp/"
+in_root() { chroot "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
+in_root dpkg -i "/tmp/$(basename "$deb")" >&2
+echo "version: $(cd "$root" && in_root appliance --version)"
+echo "check: $(in_root appliance check /etc/appliance/profile.toml)"
+echo "status: $(in_root dpkg-query -W -f='${Status}' appliance)"
+for unit in multi-user.target.wants/appliance.service \
+        sysinit.target.wants/appliance-restore.service; do
+    if [ -L "$root/etc/systemd/system/$unit" ]; then echo "enabled: $unit"; fi
+done
+in_root dpkg --purge appliance >&2
+for path in /usr/bin/appliance /etc/appliance /var/lib/appliance; do
+    if [ -e "$root$path" ]; then echo "left: $path"; fi
+done
+echo done
+"""
+
+
+@pytest.mark.root
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="no unshare")
+def test_dpkg_installs_and_purges_it_in_a_throwaway_root(deb: Path, tmp_path: Path) -> None:
+    """The real dpkg, maintainer scripts included, in a copy-on-write overlay of this Debian
+    machine's root (it has the dependencies), inside a private mount namespace: nothing of
+    it outlives the command, and the machine's own root is not written."""
+    root = tmp_path / "root"
+    for path in (root, tmp_path / "root.upper", tmp_path / "root.work"):
+        path.mkdir()
+    done = subprocess.run(
+        [
+            *("unshare", "--mount", "--propagation", "private"),
+            *("sh", "-c", INSTALL_IN_OVERLAY, "sh", str(root), str(deb)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert f"version: appliance {__version__}" in lines
+    assert "check: /etc/appliance/profile.toml: ok (default" in done.stdout
+    assert "status: install ok installed" in lines
+    assert "enabled: multi-user.target.wants/appliance.service" in lines
+    assert "enabled: sysinit.target.wants/appliance-restore.service" in lines
+    assert not [line for line in lines if line.startswith("left: ")], lines
+    assert lines[-1] == "done"
