@@ -106,8 +106,17 @@ class StateStore:
             "table_hash": table_hash or desired.table_hash,
             "desired": desired_to_json(desired),
         }
-        atomic_write(self.boot_script_path, boot_script(desired).encode(), 0o600)
+        script = boot_script(desired).encode()
+        if self._read(self.boot_script_path) != script:  # flash is spared an identical write
+            atomic_write(self.boot_script_path, script, 0o600)
         atomic_write(self.last_good_path, json.dumps(record).encode(), 0o600)
+
+    @staticmethod
+    def _read(path: Path) -> bytes | None:
+        try:
+            return path.read_bytes()
+        except OSError:
+            return None
 
     def load_last_good(self) -> LastGood | None:
         """The saved policy; None if there is none. ValueError (one line) if it is unusable."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from appliance.daemon.failsafe import failsafe_desired, failsafe_profile
-from appliance.daemon.state import StateStore
+from appliance.daemon.state import StateStore, boot_script
 from appliance.model.parse import load_profile
 from appliance.reconcile.state import desired_from_profile
 
@@ -36,7 +36,36 @@ def test_no_temp_files_left(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     store.save_last_good(failsafe_desired(), None, "x")
     store.save_last_good(failsafe_desired(), None, "x")
-    assert [p.name for p in tmp_path.iterdir()] == ["last-good.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last-good.json", "last-good.nft"]
+
+
+def test_the_boot_script_replaces_the_table_with_tagged_elements(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.save_last_good(failsafe_desired(), None, "x")
+    script = store.boot_script_path.read_text()
+    head = "table inet appliance {}\ndelete table inet appliance\ntable inet appliance {\n"
+    assert script.startswith(head)
+    assert script == boot_script(failsafe_desired())
+    assert store.boot_script_path.stat().st_mode & 0o777 == 0o600
+
+
+def test_elements_in_the_boot_script_carry_the_profile_tag() -> None:
+    desired = desired_from_profile(load_profile(REPO / "profiles" / "edge-gateway.toml"))
+    script = boot_script(desired)
+    assert (
+        'elements = { 192.0.2.128/25 comment "profile", 203.0.113.0/24 comment "profile" }'
+        in script
+    )
+
+
+def test_an_unchanged_boot_script_is_not_written_again(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.save_last_good(failsafe_desired(), None, "x")
+    before = store.boot_script_path.stat().st_ino
+    store.save_last_good(failsafe_desired(), None, "x")
+    assert store.boot_script_path.stat().st_ino == before
+    store.save_last_good(failsafe_desired(8080), None, "x")
+    assert store.boot_script_path.stat().st_ino != before
 
 
 @pytest.mark.parametrize(
