@@ -14,6 +14,7 @@ names them, so a base file can sit next to its own lists and keys.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import json
@@ -21,7 +22,7 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
@@ -30,8 +31,8 @@ from urllib.parse import urlsplit
 
 from appliance.errors import ProfileError
 from appliance.model.profile import (
-    ANY,
     AUTOBLOCK_SETS,
+    INSPECT_DECLARED_MODE,
     PORT_PROTOS,
     PROTOS,
     RESERVED_ZONE_NAMES,
@@ -96,6 +97,7 @@ SEGMENT_KINDS = ("vlan", "vrf", "netns")
 INSPECT_MODES = ("sample", "mirror", "inline", "off")
 HUB_SCHEMES = ("https://", "http://", "file://")
 RESERVED_VRF_TABLES = (253, 254, 255)  # default, main, local
+HUB_TIMEOUT_RANGE = (1.0, 600.0)  # seconds: one exchange with the hub
 
 TOP_KEYS = (
     "version",
@@ -112,40 +114,6 @@ TOP_KEYS = (
     "hub",
     "metrics",
 )
-DEFAULTS_KEYS = ("input", "forward", "output")
-ZONE_KEYS = ("interfaces", "networks", "masquerade")
-SET_KEYS = ("type", "interval", "timeout", "size", "elements", "elements_file")
-RULE_KEYS = (
-    "name",
-    "from",
-    "to",
-    "proto",
-    "saddr",
-    "daddr",
-    "sport",
-    "dport",
-    "limit",
-    "action",
-    "log",
-)
-FORWARD_KEYS = ("name", "from", "proto", "dport", "to_addr", "to_port")
-PROTECT_KEYS = ("invalid", "spoofing", "syn_flood", "conn_limit", "block_timeout", "never_block")
-INSPECT_KEYS = (
-    "mode",
-    "sample_packets",
-    "interfaces",
-    "rules",
-    "alerts",
-    "block",
-    "home_net",
-    "detectors",
-)
-DETECTOR_KEYS: dict[str, tuple[str, ...]] = {
-    "port_scan": ("ports", "window"),
-    "syn_flood": ("rate",),
-    "dns_tunnel": ("max_label", "max_entropy", "rate"),
-    "gtp": ("ue_pools",),
-}
 ISOLATION_KEYS = ("segments",)
 SEGMENT_COMMON_KEYS = ("name", "kind", "addresses", "zone", "vrf")
 SEGMENT_KIND_KEYS: dict[str, tuple[str, ...]] = {
@@ -154,8 +122,6 @@ SEGMENT_KIND_KEYS: dict[str, tuple[str, ...]] = {
     "netns": ("netns", "peer_addresses"),
 }
 SEGMENT_KEYS = SEGMENT_COMMON_KEYS + tuple(k for keys in SEGMENT_KIND_KEYS.values() for k in keys)
-HUB_KEYS = ("url", "trust", "poll", "timeout")
-METRICS_KEYS = ("listen",)
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _NETNS_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
@@ -443,11 +409,6 @@ def _list(ctx: _Ctx, path: KeyPath, value: Any, single: tuple[type, ...] = ()) -
     raise ctx.error(path, f"expected an array, got {_describe(value)}")
 
 
-def _str_list(ctx: _Ctx, path: KeyPath, value: Any) -> list[str]:
-    items = _list(ctx, path, value)
-    return [_str(ctx, (*path, i), item) for i, item in enumerate(items)]
-
-
 def _duration(ctx: _Ctx, path: KeyPath, value: Any) -> float:
     try:
         return parse_duration(_str(ctx, path, value))
@@ -501,6 +462,99 @@ def _require(ctx: _Ctx, path: KeyPath, table: Mapping[str, Any], key: str, hint:
     if key not in table:
         raise ctx.error((*path, key), f"required{hint}")
     return table[key]
+
+
+# --------------------------------------------------------------------------------------
+# Option tables: one per section, (key, parser, model field, required), defaults from the
+# model's dataclasses
+
+
+Parser = Callable[["_Ctx", KeyPath, Any], Any]
+_MODEL_DEFAULT: Any = object()
+
+
+@dataclass(frozen=True)
+class _Key:
+    """One key of a section: its parser (context, key path, value) and its model field.
+
+    ``required`` is None for an optional key (absent: the model's default, or ``default``),
+    else the hint after "required". Hand-written checks that span several keys follow the
+    table in each section's function.
+    """
+
+    name: str
+    parse: Parser
+    field: str = ""  # the model's field; "" when it is the key's name
+    required: str | None = None
+    default: Any = _MODEL_DEFAULT
+
+
+def _options(
+    ctx: _Ctx, path: KeyPath, value: Any, keys: Sequence[_Key], model: type
+) -> dict[str, Any]:
+    """The section at ``path`` read through ``keys``: model field -> value.
+
+    Unknown keys are refused first; then each key is parsed in table order, a missing one
+    taking the model's default (or the key's own).
+    """
+    table = _table(ctx, path, value, [key.name for key in keys])
+    defaults = _model_defaults(model)
+    out: dict[str, Any] = {}
+    for key in keys:
+        field_name = key.field or key.name
+        if key.name in table:
+            out[field_name] = key.parse(ctx, (*path, key.name), table[key.name])
+        elif key.required is not None:
+            raise ctx.error((*path, key.name), f"required{key.required}")
+        elif key.default is not _MODEL_DEFAULT:
+            out[field_name] = key.default
+        else:
+            out[field_name] = defaults[field_name]
+    return out
+
+
+def _model_defaults(model: type) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in dataclasses.fields(model):
+        if item.default is not dataclasses.MISSING:
+            out[item.name] = item.default
+        elif item.default_factory is not dataclasses.MISSING:
+            out[item.name] = item.default_factory()
+    return out
+
+
+def _choice(choices: Collection[str]) -> Parser:
+    return lambda ctx, path, value: _str(ctx, path, value, choices)
+
+
+def _integer(low: int | None = None, high: int | None = None) -> Parser:
+    return lambda ctx, path, value: _int(ctx, path, value, low, high)
+
+
+def _text(ctx: _Ctx, path: KeyPath, value: Any) -> str:
+    return _str(ctx, path, value)
+
+
+def _file_path(ctx: _Ctx, path: KeyPath, value: Any) -> str:
+    text = _str(ctx, path, value)
+    if not text.strip():
+        raise ctx.error(path, "expected a file path, got an empty string")
+    return text
+
+
+def _ifnames(wildcard: bool) -> Parser:
+    """Interface names, each at most once."""
+
+    def parse(ctx: _Ctx, path: KeyPath, value: Any) -> tuple[str, ...]:
+        names: list[str] = []
+        for i, item in enumerate(_list(ctx, path, value)):
+            ifname = _ifname(ctx, (*path, i), item, wildcard)
+            if ifname in names:
+                raise ctx.error((*path, i), f"interface {ifname!r} listed twice")
+            names.append(ifname)
+        return tuple(names)
+
+    return parse
 
 
 # --------------------------------------------------------------------------------------
@@ -571,13 +625,16 @@ def _build(ctx: _Ctx, data: dict[str, Any]) -> Profile:
     )
 
 
+_DEFAULTS_KEYS = tuple(_Key(chain, _choice(VERDICTS)) for chain in ("input", "forward", "output"))
+_ZONE_KEYS = (
+    _Key("interfaces", _ifnames(wildcard=True)),
+    _Key("networks", lambda ctx, path, value: _networks(ctx, path, value)),
+    _Key("masquerade", _bool),
+)
+
+
 def _parse_defaults(ctx: _Ctx, value: Any) -> Defaults:
-    path: KeyPath = ("defaults",)
-    table = _table(ctx, path, value, DEFAULTS_KEYS)
-    fields = {
-        key: _str(ctx, (*path, key), table[key], VERDICTS) for key in DEFAULTS_KEYS if key in table
-    }
-    return Defaults(**cast(dict[str, Any], fields))
+    return Defaults(**_options(ctx, ("defaults",), value, _DEFAULTS_KEYS, Defaults))
 
 
 def _parse_zones(ctx: _Ctx, value: Any) -> dict[str, _ZoneDraft]:
@@ -587,20 +644,10 @@ def _parse_zones(ctx: _Ctx, value: Any) -> dict[str, _ZoneDraft]:
     for name, spec in value.items():
         path: KeyPath = ("zones", name)
         _zone_name(ctx, path, name)
-        table = _table(ctx, path, spec, ZONE_KEYS)
-        zone = _ZoneDraft(name)
-        if "interfaces" in table:
-            items = _list(ctx, (*path, "interfaces"), table["interfaces"])
-            for i, item in enumerate(items):
-                ifname = _ifname(ctx, (*path, "interfaces", i), item)
-                if ifname in zone.interfaces:
-                    raise ctx.error((*path, "interfaces", i), f"interface {ifname!r} listed twice")
-                zone.interfaces.append(ifname)
-        if "networks" in table:
-            zone.networks = _networks(ctx, (*path, "networks"), table["networks"])
-        if "masquerade" in table:
-            zone.masquerade = _bool(ctx, (*path, "masquerade"), table["masquerade"])
-        zones[name] = zone
+        options = _options(ctx, path, spec, _ZONE_KEYS, Zone)
+        zones[name] = _ZoneDraft(
+            name, list(options["interfaces"]), options["networks"], options["masquerade"]
+        )
     return zones
 
 
@@ -616,6 +663,16 @@ def _valid_set_name(name: str) -> bool:
         return isinstance(parse_addr_item("@" + name), SetRef)
     except ValueError:
         return False
+
+
+_SET_KEYS = (
+    _Key("type", _choice(SET_TYPES), required=""),
+    _Key("interval", _bool),
+    _Key("timeout", _duration),
+    _Key("size", _integer(1, 2**32 - 1)),
+    _Key("elements", lambda ctx, path, value: _list(ctx, path, value)),
+    _Key("elements_file", lambda ctx, path, value: value, default=None),  # read below
+)
 
 
 def _parse_sets(ctx: _Ctx, value: Any) -> dict[str, SetSpec]:
@@ -634,24 +691,19 @@ def _parse_sets(ctx: _Ctx, value: Any) -> dict[str, SetSpec]:
                 f"set name {name!r} is reserved (autoblock_v4, autoblock_v6 and ap_* belong"
                 " to the appliance)",
             )
-        table = _table(ctx, path, spec, SET_KEYS)
-        set_type = _str(ctx, (*path, "type"), _require(ctx, path, table, "type"), SET_TYPES)
-        interval = _bool(ctx, (*path, "interval"), table.get("interval", False))
-        timeout = (
-            _duration(ctx, (*path, "timeout"), table["timeout"]) if "timeout" in table else None
-        )
-        size = _int(ctx, (*path, "size"), table["size"], 1, 2**32 - 1) if "size" in table else None
+        options = _options(ctx, path, spec, _SET_KEYS, SetSpec)
+        set_type, interval, size = options["type"], options["interval"], options["size"]
         elements: dict[str, None] = {}
-        for i, item in enumerate(_list(ctx, (*path, "elements"), table.get("elements", []))):
+        for i, item in enumerate(options["elements"]):
             try:
                 elements.setdefault(canonical_element(set_type, interval, item))
             except ValueError as exc:
                 raise ctx.error((*path, "elements", i), str(exc)) from None
-        if "elements_file" in table:
+        if options["elements_file"] is not None:
             key = (*path, "elements_file")
             if not ctx.file_refs:
                 raise ctx.error(key, "not allowed here: the elements must be listed in elements")
-            for element in _read_elements(ctx, key, table["elements_file"], set_type, interval):
+            for element in _read_elements(ctx, key, options["elements_file"], set_type, interval):
                 elements.setdefault(element)
         merged = merge_overlaps(set_type, list(elements)) if interval else list(elements)
         if size is not None and len(merged) > size:
@@ -661,9 +713,9 @@ def _parse_sets(ctx: _Ctx, value: Any) -> dict[str, SetSpec]:
             )
         sets[name] = SetSpec(
             name=name,
-            type=cast(Any, set_type),
+            type=set_type,
             interval=interval,
-            timeout=timeout,
+            timeout=options["timeout"],
             size=size,
             elements=tuple(merged),
         )
@@ -824,57 +876,62 @@ def _interface_addresses(ctx: _Ctx, path: KeyPath, value: Any) -> tuple[str, ...
 # Rules and forwards
 
 
+def _rule_keys(zones: Mapping[str, _ZoneDraft], sets: Mapping[str, SetSpec]) -> tuple[_Key, ...]:
+    def addresses(ctx: _Ctx, path: KeyPath, value: Any) -> tuple[AddrItem, ...]:
+        return _addr_items(ctx, path, value, sets)
+
+    def ports(ctx: _Ctx, path: KeyPath, value: Any) -> tuple[PortItem, ...]:
+        return _port_items(ctx, path, value, sets)
+
+    def zone(ctx: _Ctx, path: KeyPath, value: Any) -> str:
+        return _zone_ref(ctx, path, value, zones, True)
+
+    return (
+        _Key("name", _named("rule"), required=""),
+        _Key("from", zone, field="from_zone"),
+        _Key("to", zone, field="to_zone"),
+        _Key("proto", _choice(PROTOS)),
+        _Key("saddr", addresses),
+        _Key("daddr", addresses),
+        _Key("sport", ports),
+        _Key("dport", ports),
+        _Key("limit", _rate),
+        _Key("action", _choice(VERDICTS), required=" (accept, drop or reject)"),
+        _Key("log", _bool),
+    )
+
+
 def _parse_rules(
     ctx: _Ctx, value: Any, zones: Mapping[str, _ZoneDraft], sets: Mapping[str, SetSpec]
 ) -> list[Rule]:
+    keys = _rule_keys(zones, sets)
     rules: list[Rule] = []
     seen: dict[str, int] = {}
     for i, spec in enumerate(_list(ctx, ("rules",), value)):
         path: KeyPath = ("rules", i)
-        table = _table(ctx, path, spec, RULE_KEYS)
-        name = _name(ctx, (*path, "name"), _require(ctx, path, table, "name"), "rule")
-        if name in seen:
+        rule = Rule(index=i, **_options(ctx, path, spec, keys, Rule))
+        if rule.name in seen:
             raise ctx.error(
-                (*path, "name"), f"duplicate rule name {name!r} (also rules[{seen[name]}])"
+                (*path, "name"),
+                f"duplicate rule name {rule.name!r} (also rules[{seen[rule.name]}])",
             )
-        seen[name] = i
-        from_zone = _zone_ref(ctx, (*path, "from"), table.get("from", ANY), zones, True)
-        to_zone = _zone_ref(ctx, (*path, "to"), table.get("to", ANY), zones, True)
-        if from_zone == SELF and to_zone == SELF:
+        seen[rule.name] = i
+        if rule.from_zone == SELF and rule.to_zone == SELF:
             raise ctx.error(
                 (*path, "to"), 'from = "self" and to = "self": the appliance to itself is loopback'
             )
-        proto = _str(ctx, (*path, "proto"), table.get("proto", "any"), PROTOS)
-        saddr = _addr_items(ctx, (*path, "saddr"), table.get("saddr", []), sets)
-        daddr = _addr_items(ctx, (*path, "daddr"), table.get("daddr", []), sets)
-        sport = _port_items(ctx, (*path, "sport"), table.get("sport", []), sets, proto)
-        dport = _port_items(ctx, (*path, "dport"), table.get("dport", []), sets, proto)
-        _check_families(ctx, path, proto, saddr, daddr, sets)
-        limit = _rate(ctx, (*path, "limit"), table["limit"]) if "limit" in table else None
-        action = _str(
-            ctx,
-            (*path, "action"),
-            _require(ctx, path, table, "action", " (accept, drop or reject)"),
-            VERDICTS,
-        )
-        log = _bool(ctx, (*path, "log"), table.get("log", False))
-        rules.append(
-            Rule(
-                name=name,
-                index=i,
-                from_zone=from_zone,
-                to_zone=to_zone,
-                proto=cast(Any, proto),
-                saddr=saddr,
-                daddr=daddr,
-                sport=sport,
-                dport=dport,
-                limit=limit,
-                action=cast(Any, action),
-                log=log,
-            )
-        )
+        for key, items in (("sport", rule.sport), ("dport", rule.dport)):
+            if items and rule.proto not in PORT_PROTOS:
+                raise ctx.error(
+                    (*path, key), f"ports need proto = tcp, udp or sctp (proto is {rule.proto!r})"
+                )
+        _check_families(ctx, path, rule.proto, rule.saddr, rule.daddr, sets)
+        rules.append(rule)
     return rules
+
+
+def _named(what: str) -> Parser:
+    return lambda ctx, path, value: _name(ctx, path, value, what)
 
 
 def _zone_ref(
@@ -914,13 +971,10 @@ def _addr_items(
 
 
 def _port_items(
-    ctx: _Ctx, path: KeyPath, value: Any, sets: Mapping[str, SetSpec], proto: str
+    ctx: _Ctx, path: KeyPath, value: Any, sets: Mapping[str, SetSpec]
 ) -> tuple[PortItem, ...]:
-    items = _list(ctx, path, value, single=(str, int))
-    if items and proto not in PORT_PROTOS:
-        raise ctx.error(path, f"ports need proto = tcp, udp or sctp (proto is {proto!r})")
     out: list[PortItem] = []
-    for i, item in enumerate(items):
+    for i, item in enumerate(_list(ctx, path, value, single=(str, int))):
         try:
             parsed = parse_port_item(item)
         except ValueError as exc:
@@ -979,16 +1033,49 @@ def _check_families(
         )
 
 
+def _forward_port(ctx: _Ctx, path: KeyPath, value: Any) -> PortItem:
+    try:
+        port = parse_port_item(value)
+    except ValueError as exc:
+        raise ctx.error(path, str(exc)) from None
+    if isinstance(port, SetRef):
+        raise ctx.error(path, f"expected a port or range, got {value!r}")
+    if (port.first if isinstance(port, PortRange) else port) == 0:
+        raise ctx.error(path, f"port 0 cannot be forwarded: {value!r}")
+    return port
+
+
+def _one_address(ctx: _Ctx, path: KeyPath, value: Any) -> IPAddress:
+    text = _str(ctx, path, value)
+    try:
+        return parse_address(text)
+    except ValueError:
+        raise ctx.error(path, f"bad address {text!r} (one address, not a network)") from None
+
+
 def _parse_forwards(
     ctx: _Ctx, value: Any, zones: Mapping[str, _ZoneDraft], rules: list[Rule]
 ) -> list[Forward]:
+    keys = (
+        _Key("name", _named("forward"), required=""),
+        _Key(
+            "from",
+            lambda ctx, path, value: _zone_ref(ctx, path, value, zones, False),
+            field="from_zone",
+            required="",
+        ),
+        _Key("proto", _choice(("tcp", "udp"))),
+        _Key("dport", _forward_port, required=""),
+        _Key("to_addr", _one_address, required=""),
+        _Key("to_port", _integer(1, 65535)),
+    )
     rule_names = {rule.name: rule.index for rule in rules}
     seen: dict[str, int] = {}
     forwards: list[Forward] = []
     for i, spec in enumerate(_list(ctx, ("forwards",), value)):
         path: KeyPath = ("forwards", i)
-        table = _table(ctx, path, spec, FORWARD_KEYS)
-        name = _name(ctx, (*path, "name"), _require(ctx, path, table, "name"), "forward")
+        forward = Forward(index=i, **_options(ctx, path, spec, keys, Forward))
+        name = forward.name
         if name in seen:
             raise ctx.error(
                 (*path, "name"), f"duplicate forward name {name!r} (also forwards[{seen[name]}])"
@@ -1000,43 +1087,7 @@ def _parse_forwards(
                 " (rules and forwards share counter names)",
             )
         seen[name] = i
-        from_zone = _zone_ref(
-            ctx, (*path, "from"), _require(ctx, path, table, "from"), zones, False
-        )
-        proto = _str(ctx, (*path, "proto"), table.get("proto", "tcp"), ("tcp", "udp"))
-        dport_path = (*path, "dport")
-        dport_value = _require(ctx, path, table, "dport")
-        try:
-            dport = parse_port_item(dport_value)
-        except ValueError as exc:
-            raise ctx.error(dport_path, str(exc)) from None
-        if isinstance(dport, SetRef):
-            raise ctx.error(dport_path, f"expected a port or range, got {dport_value!r}")
-        if (dport.first if isinstance(dport, PortRange) else dport) == 0:
-            raise ctx.error(dport_path, f"port 0 cannot be forwarded: {dport_value!r}")
-        to_addr_text = _str(ctx, (*path, "to_addr"), _require(ctx, path, table, "to_addr"))
-        try:
-            to_addr: IPAddress = parse_address(to_addr_text)
-        except ValueError:
-            raise ctx.error(
-                (*path, "to_addr"), f"bad address {to_addr_text!r} (one address, not a network)"
-            ) from None
-        to_port = (
-            _int(ctx, (*path, "to_port"), table["to_port"], 1, 65535)
-            if "to_port" in table
-            else None
-        )
-        forwards.append(
-            Forward(
-                name=name,
-                index=i,
-                from_zone=from_zone,
-                proto=cast(Any, proto),
-                dport=dport,
-                to_addr=to_addr,
-                to_port=to_port,
-            )
-        )
+        forwards.append(forward)
     return forwards
 
 
@@ -1045,77 +1096,27 @@ def _parse_forwards(
 
 
 def _parse_protect(ctx: _Ctx, value: Any, sets: Mapping[str, SetSpec]) -> Protect:
-    path: KeyPath = ("protect",)
-    table = _table(ctx, path, value, PROTECT_KEYS)
-    defaults = Protect()
-    return Protect(
-        invalid=cast(
-            Any, _str(ctx, (*path, "invalid"), table.get("invalid", "drop"), ("drop", "accept"))
-        ),
-        spoofing=_bool(ctx, (*path, "spoofing"), table.get("spoofing", False)),
-        syn_flood=_rate(ctx, (*path, "syn_flood"), table["syn_flood"])
-        if "syn_flood" in table
-        else None,
-        conn_limit=_int(ctx, (*path, "conn_limit"), table["conn_limit"], 1)
-        if "conn_limit" in table
-        else None,
-        block_timeout=_duration(ctx, (*path, "block_timeout"), table["block_timeout"])
-        if "block_timeout" in table
-        else defaults.block_timeout,
-        never_block=_addr_items(ctx, (*path, "never_block"), table.get("never_block", []), sets),
+    keys = (
+        _Key("invalid", _choice(("drop", "accept"))),
+        _Key("spoofing", _bool),
+        _Key("syn_flood", _rate),
+        _Key("conn_limit", _integer(1)),
+        _Key("block_timeout", _duration),
+        _Key("never_block", lambda ctx, path, value: _addr_items(ctx, path, value, sets)),
     )
+    return Protect(**_options(ctx, ("protect",), value, keys, Protect))
 
 
-def _parse_inspect(ctx: _Ctx, value: Any) -> Inspect:
-    path: KeyPath = ("inspect",)
-    table = _table(ctx, path, value, INSPECT_KEYS)
-    defaults = Inspect()
-    mode = _str(ctx, (*path, "mode"), table.get("mode", "sample"), INSPECT_MODES)
-    sample_packets = _int(
-        ctx,
-        (*path, "sample_packets"),
-        table.get("sample_packets", defaults.sample_packets),
-        1,
-        1000,
-    )
-    interfaces: list[str] = []
-    for i, item in enumerate(_list(ctx, (*path, "interfaces"), table.get("interfaces", []))):
-        ifname = _ifname(ctx, (*path, "interfaces", i), item, wildcard=False)
-        if ifname in interfaces:
-            raise ctx.error((*path, "interfaces", i), f"interface {ifname!r} listed twice")
-        interfaces.append(ifname)
-    if mode == "mirror" and not interfaces:
-        raise ctx.error(
-            (*path, "interfaces"), 'mode = "mirror" needs at least one interface to read'
-        )
-    rules: list[str] = []
-    for i, item in enumerate(_list(ctx, (*path, "rules"), table.get("rules", []))):
-        rules.append(_existing_file(ctx, (*path, "rules", i), item, "rule file"))
-    alerts = _str(ctx, (*path, "alerts"), table.get("alerts", defaults.alerts))
-    if not alerts.strip():
-        raise ctx.error((*path, "alerts"), "expected a file path, got an empty string")
-    block = _bool(ctx, (*path, "block"), table.get("block", defaults.block))
-    home_net = (
-        _networks(ctx, (*path, "home_net"), table["home_net"]) if "home_net" in table else None
-    )
-    detectors = _parse_detectors(ctx, table.get("detectors", {}))
-    return Inspect(
-        mode=cast(Any, mode),
-        sample_packets=sample_packets,
-        interfaces=tuple(interfaces),
-        rules=tuple(rules),
-        alerts=alerts,
-        block=block,
-        home_net=home_net,
-        detectors=detectors,
-    )
+def _existing_files(what: str) -> Parser:
+    def parse(ctx: _Ctx, path: KeyPath, value: Any) -> tuple[str, ...]:
+        items = _list(ctx, path, value)
+        return tuple(_existing_file(ctx, (*path, i), item, what) for i, item in enumerate(items))
+
+    return parse
 
 
 def _existing_file(ctx: _Ctx, path: KeyPath, value: Any, what: str) -> str:
-    text = _str(ctx, path, value)
-    if not text.strip():
-        raise ctx.error(path, "expected a file path, got an empty string")
-    filename = ctx.path(text)
+    filename = ctx.path(_file_path(ctx, path, value))
     if not os.path.exists(filename):
         raise ctx.error(path, f"{what} {filename!r} does not exist")
     if not os.path.isfile(filename):
@@ -1123,92 +1124,109 @@ def _existing_file(ctx: _Ctx, path: KeyPath, value: Any, what: str) -> str:
     return filename
 
 
-def _parse_detectors(ctx: _Ctx, value: Any) -> Detectors:
-    path: KeyPath = ("inspect", "detectors")
-    table = _table(ctx, path, value, DETECTOR_KEYS)
-    port_scan: PortScanDetector | None = None
-    syn_flood: SynFloodDetector | None = None
-    dns_tunnel: DnsTunnelDetector | None = None
-    gtp: GtpDetector | None = None
-    if "port_scan" in table:
-        key = (*path, "port_scan")
-        spec = _table(ctx, key, table["port_scan"], DETECTOR_KEYS["port_scan"])
-        base = PortScanDetector()
-        port_scan = PortScanDetector(
-            ports=_int(ctx, (*key, "ports"), spec.get("ports", base.ports), 1, 65535),
-            window=_duration(ctx, (*key, "window"), spec["window"])
-            if "window" in spec
-            else base.window,
-        )
-    if "syn_flood" in table:
-        key = (*path, "syn_flood")
-        spec = _table(ctx, key, table["syn_flood"], DETECTOR_KEYS["syn_flood"])
-        syn_flood = (
-            SynFloodDetector(rate=_rate(ctx, (*key, "rate"), spec["rate"]))
-            if "rate" in spec
-            else SynFloodDetector()
-        )
-    if "dns_tunnel" in table:
-        key = (*path, "dns_tunnel")
-        spec = _table(ctx, key, table["dns_tunnel"], DETECTOR_KEYS["dns_tunnel"])
-        dns = DnsTunnelDetector()
-        dns_tunnel = DnsTunnelDetector(
-            max_label=_int(ctx, (*key, "max_label"), spec.get("max_label", dns.max_label), 1),
-            max_entropy=_positive_float(
-                ctx, (*key, "max_entropy"), spec.get("max_entropy", dns.max_entropy)
+def _detector(model: type, keys: tuple[_Key, ...]) -> Parser:
+    return lambda ctx, path, value: model(**_options(ctx, path, value, keys, model))
+
+
+_DETECTOR_KEYS = (
+    _Key(
+        "port_scan",
+        _detector(PortScanDetector, (_Key("ports", _integer(1, 65535)), _Key("window", _duration))),
+    ),
+    _Key("syn_flood", _detector(SynFloodDetector, (_Key("rate", _rate),))),
+    _Key(
+        "dns_tunnel",
+        _detector(
+            DnsTunnelDetector,
+            (
+                _Key("max_label", _integer(1)),
+                _Key("max_entropy", _positive_float),
+                _Key("rate", _rate),
             ),
-            rate=_rate(ctx, (*key, "rate"), spec["rate"]) if "rate" in spec else None,
+        ),
+    ),
+    _Key("gtp", _detector(GtpDetector, (_Key("ue_pools", _networks),))),
+)
+_INSPECT_KEYS = (
+    _Key("mode", _choice(INSPECT_MODES), default=INSPECT_DECLARED_MODE),
+    _Key("sample_packets", _integer(1, 1000)),
+    _Key("interfaces", _ifnames(wildcard=False)),
+    _Key("rules", _existing_files("rule file")),
+    _Key("alerts", _file_path),
+    _Key("block", _bool),
+    _Key("home_net", _networks),
+    _Key(
+        "detectors",
+        lambda ctx, path, value: Detectors(**_options(ctx, path, value, _DETECTOR_KEYS, Detectors)),
+    ),
+)
+
+
+def _parse_inspect(ctx: _Ctx, value: Any) -> Inspect:
+    path: KeyPath = ("inspect",)
+    inspect = Inspect(**_options(ctx, path, value, _INSPECT_KEYS, Inspect))
+    if inspect.mode == "mirror" and not inspect.interfaces:
+        raise ctx.error(
+            (*path, "interfaces"), 'mode = "mirror" needs at least one interface to read'
         )
-    if "gtp" in table:
-        key = (*path, "gtp")
-        spec = _table(ctx, key, table["gtp"], DETECTOR_KEYS["gtp"])
-        gtp = GtpDetector(ue_pools=_networks(ctx, (*key, "ue_pools"), spec.get("ue_pools", [])))
-    return Detectors(port_scan=port_scan, syn_flood=syn_flood, dns_tunnel=dns_tunnel, gtp=gtp)
+    return inspect
+
+
+def _hub_url(ctx: _Ctx, path: KeyPath, value: Any) -> str:
+    url = _str(ctx, path, value)
+    if not url.startswith(HUB_SCHEMES):
+        raise ctx.error(path, f"bad hub url {url!r}: expected https://, http:// or file://")
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https") and not parts.netloc:
+        raise ctx.error(path, f"bad hub url {url!r}: no host")
+    if parts.scheme == "file" and parts.path in ("", "/"):
+        raise ctx.error(path, f"bad hub url {url!r}: no directory")
+    if not url.endswith("/") or parts.query or parts.fragment:
+        raise ctx.error(
+            path, f"bad hub url {url!r}: it names a bundle directory and must end with /"
+        )
+    return url
+
+
+def _trust(ctx: _Ctx, path: KeyPath, value: Any) -> tuple[str, ...]:
+    if not _list(ctx, path, value):
+        raise ctx.error(path, "needs at least one trusted public key")
+    files: tuple[str, ...] = _existing_files("key file")(ctx, path, value)
+    return files
+
+
+def _hub_timeout(ctx: _Ctx, path: KeyPath, value: Any) -> float:
+    timeout = _duration(ctx, path, value)
+    if not HUB_TIMEOUT_RANGE[0] <= timeout <= HUB_TIMEOUT_RANGE[1]:
+        raise ctx.error(path, "the hub timeout must be between 1s and 10m")
+    return timeout
+
+
+_HUB_KEYS = (
+    _Key("url", _hub_url, required=""),
+    _Key("trust", _trust, required=" (trusted public keys)"),
+    _Key("poll", _duration),
+    _Key("timeout", _hub_timeout),
+)
 
 
 def _parse_hub(ctx: _Ctx, value: Any) -> Hub:
-    path: KeyPath = ("hub",)
-    table = _table(ctx, path, value, HUB_KEYS)
-    url = _str(ctx, (*path, "url"), _require(ctx, path, table, "url"))
-    if not url.startswith(HUB_SCHEMES):
-        raise ctx.error(
-            (*path, "url"), f"bad hub url {url!r}: expected https://, http:// or file://"
-        )
-    parts = urlsplit(url)
-    if parts.scheme in ("http", "https") and not parts.netloc:
-        raise ctx.error((*path, "url"), f"bad hub url {url!r}: no host")
-    if parts.scheme == "file" and parts.path in ("", "/"):
-        raise ctx.error((*path, "url"), f"bad hub url {url!r}: no directory")
-    if not url.endswith("/") or parts.query or parts.fragment:
-        raise ctx.error(
-            (*path, "url"),
-            f"bad hub url {url!r}: it names a bundle directory and must end with /",
-        )
-    trust_path = (*path, "trust")
-    items = _list(ctx, trust_path, _require(ctx, path, table, "trust", " (trusted public keys)"))
-    if not items:
-        raise ctx.error(trust_path, "needs at least one trusted public key")
-    trust = tuple(
-        _existing_file(ctx, (*trust_path, i), item, "key file") for i, item in enumerate(items)
-    )
-    poll = _duration(ctx, (*path, "poll"), table["poll"]) if "poll" in table else 30.0
-    timeout = 30.0
-    if "timeout" in table:
-        timeout = _duration(ctx, (*path, "timeout"), table["timeout"])
-        if not 1.0 <= timeout <= 600.0:
-            raise ctx.error((*path, "timeout"), "the hub timeout must be between 1s and 10m")
-    return Hub(url=url, trust=trust, poll=poll, timeout=timeout)
+    return Hub(**_options(ctx, ("hub",), value, _HUB_KEYS, Hub))
 
 
-def _parse_metrics(ctx: _Ctx, value: Any) -> MetricsSpec:
-    path: KeyPath = ("metrics",)
-    table = _table(ctx, path, value, METRICS_KEYS)
-    if "listen" not in table:
-        return MetricsSpec()
-    key = (*path, "listen")
-    listen = _str(ctx, key, table["listen"])
+def _listen(ctx: _Ctx, path: KeyPath, value: Any) -> str:
+    listen = _str(ctx, path, value)
     try:
         parse_host_port(listen)
     except ValueError as exc:
-        raise ctx.error(key, str(exc)) from None
-    return MetricsSpec(listen=listen)
+        raise ctx.error(path, str(exc)) from None
+    return listen
+
+
+_METRICS_KEYS = (_Key("listen", _listen),)
+
+
+def _parse_metrics(ctx: _Ctx, value: Any) -> MetricsSpec:
+    return MetricsSpec(
+        **_options(ctx, ("metrics",), value, (_Key("listen", _listen),), MetricsSpec)
+    )

@@ -72,14 +72,14 @@ class Rule:
     log: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Forward:
     """Port forwarding: DNAT of traffic arriving from ``from_zone`` to ``to_addr:to_port``."""
 
     name: str
     index: int
     from_zone: str
-    proto: Literal["tcp", "udp"]
+    proto: Literal["tcp", "udp"] = "tcp"
     dport: PortItem  # int or PortRange
     to_addr: IPAddress
     to_port: int | None = None  # None: keep the original port
@@ -127,6 +127,9 @@ class Detectors:
 
 
 InspectMode = Literal["sample", "mirror", "inline", "off"]
+# A profile without [inspect] inspects nothing (mode "off"); an [inspect] table that names no
+# mode samples: declaring the table is asking for inspection.
+INSPECT_DECLARED_MODE: InspectMode = "sample"
 
 
 @dataclass(frozen=True)
