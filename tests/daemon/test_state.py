@@ -110,3 +110,15 @@ def test_failsafe_compiles_to_a_default_drop_table() -> None:
 def test_failsafe_follows_the_metrics_port() -> None:
     assert failsafe_desired(9100).table_hash != failsafe_desired(9469).table_hash
     assert failsafe_desired(None).table_hash != failsafe_desired(9469).table_hash
+
+
+def test_compile_failsafe_prints_the_same_boot_script() -> None:
+    from tests.conftest import run_appliance
+
+    result = run_appliance("compile", "--failsafe")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == boot_script(failsafe_desired())
+    for args in (("compile",), ("compile", "--failsafe", "--json")):
+        refused = run_appliance(*args)
+        assert refused.returncode == 2
+        assert len(refused.stderr.strip().splitlines()) == 1
