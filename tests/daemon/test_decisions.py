@@ -198,9 +198,11 @@ def test_a_reload_with_an_invalid_profile_keeps_the_running_policy(rig: Rig) -> 
     rig.run(scenario)
 
 
-def test_an_unconfirmed_reload_is_rolled_back(tmp_path: Path) -> None:
+@pytest.mark.parametrize("confirmed", [False, True])
+def test_a_reload_stays_only_if_confirmed_in_time(tmp_path: Path, confirmed: bool) -> None:
     rig = Rig(tmp_path, confirm=30.0)
     rig.write(["203.0.113.0/24"])
+    kept = {"192.0.2.0/24"} if confirmed else {"203.0.113.0/24"}
 
     async def scenario() -> None:
         await rig.daemon.boot()
@@ -210,31 +212,18 @@ def test_an_unconfirmed_reload_is_rolled_back(tmp_path: Path) -> None:
         assert rig.status()["confirm_pending_until"] is not None
         pending = rig.daemon.policy.pending
         assert pending is not None and pending.handle is not None
-        pending.handle._run()  # the deadline passes: the timer fires
-        await rig.tick()
+        if confirmed:
+            assert await rig.daemon.control.handle({"op": "confirm"}) == {"ok": True}
+        else:
+            pending.handle._run()  # the deadline passes: the timer fires
+            await rig.tick()
         status = rig.status()
-        assert rig.kernel.element_texts("blocklist") == {"203.0.113.0/24"}
-        assert status["last_error"].startswith("reload not confirmed in 30s: rolled back")
+        assert rig.kernel.element_texts("blocklist") == kept
         assert status["confirm_pending_until"] is None
+        if not confirmed:
+            assert status["last_error"].startswith("reload not confirmed in 30s: rolled back")
         saved = rig.daemon.ctx.store.load_last_good()
-        assert saved is not None and saved.desired.elements["blocklist"] == {"203.0.113.0/24"}
-
-    rig.run(scenario)
-
-
-def test_a_confirmed_reload_becomes_the_last_good(tmp_path: Path) -> None:
-    rig = Rig(tmp_path, confirm=30.0)
-    rig.write(["203.0.113.0/24"])
-
-    async def scenario() -> None:
-        await rig.daemon.boot()
-        rig.write(["192.0.2.0/24"])
-        await rig.tick(reload=True)
-        answer = await rig.daemon.control.handle({"op": "confirm"})
-        assert answer == {"ok": True}
-        saved = rig.daemon.ctx.store.load_last_good()
-        assert saved is not None and saved.desired.elements["blocklist"] == {"192.0.2.0/24"}
-        assert not rig.daemon.policy.revert_requested
+        assert saved is not None and saved.desired.elements["blocklist"] == kept
         again = await rig.daemon.control.handle({"op": "confirm"})
         assert again["ok"] is False and again["exit"] == 1
 
