@@ -26,7 +26,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
 from appliance.errors import ProfileError
@@ -115,13 +115,6 @@ TOP_KEYS = (
     "metrics",
 )
 ISOLATION_KEYS = ("segments",)
-SEGMENT_COMMON_KEYS = ("name", "kind", "addresses", "zone", "vrf")
-SEGMENT_KIND_KEYS: dict[str, tuple[str, ...]] = {
-    "vlan": ("parent", "vlan_id"),
-    "vrf": ("table",),
-    "netns": ("netns", "peer_addresses"),
-}
-SEGMENT_KEYS = SEGMENT_COMMON_KEYS + tuple(k for keys in SEGMENT_KIND_KEYS.values() for k in keys)
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _NETNS_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
@@ -542,6 +535,10 @@ def _file_path(ctx: _Ctx, path: KeyPath, value: Any) -> str:
     return text
 
 
+def _named(what: str) -> Parser:
+    return lambda ctx, path, value: _name(ctx, path, value, what)
+
+
 def _ifnames(wildcard: bool) -> Parser:
     """Interface names, each at most once."""
 
@@ -748,6 +745,44 @@ def _read_elements(
     return out
 
 
+def _segment_name(ctx: _Ctx, path: KeyPath, value: Any) -> str:
+    name = _name(ctx, path, value, "segment")
+    if len(name) > SEGMENT_NAME_MAX:
+        raise ctx.error(
+            path,
+            f"segment name {name!r} is longer than {SEGMENT_NAME_MAX} characters"
+            f" (its link {SEGMENT_LINK_PREFIX}{name} must fit in 15)",
+        )
+    return name
+
+
+def _netns_name(ctx: _Ctx, path: KeyPath, value: Any) -> str:
+    netns = _str(ctx, path, value)
+    if not _NETNS_NAME.fullmatch(netns) or netns in (".", ".."):
+        raise ctx.error(path, f"bad network namespace name {netns!r}")
+    return netns
+
+
+_SEGMENT_COMMON_KEYS = (
+    _Key("name", _segment_name, required=""),
+    _Key("kind", _choice(SEGMENT_KINDS), required=""),
+    _Key("addresses", lambda ctx, path, value: _interface_addresses(ctx, path, value)),
+    _Key("zone", lambda ctx, path, value: _zone_name(ctx, path, value)),
+    _Key("vrf", _named("segment")),
+)
+_SEGMENT_KIND_KEYS: dict[str, tuple[_Key, ...]] = {
+    "vlan": (
+        _Key("parent", lambda ctx, path, value: _ifname(ctx, path, value, False), required=""),
+        _Key("vlan_id", _integer(1, 4094), required=""),
+    ),
+    "vrf": (_Key("table", _integer(1, 2**32 - 1), required=""),),
+    "netns": (
+        _Key("netns", _netns_name, required=""),
+        _Key("peer_addresses", lambda ctx, path, value: _interface_addresses(ctx, path, value)),
+    ),
+}
+
+
 def _parse_isolation(ctx: _Ctx, value: Any, zones: dict[str, _ZoneDraft]) -> list[Segment]:
     table = _table(ctx, ("isolation",), value, ISOLATION_KEYS)
     items = _list(ctx, ("isolation", "segments"), table.get("segments", []))
@@ -759,13 +794,7 @@ def _parse_isolation(ctx: _Ctx, value: Any, zones: dict[str, _ZoneDraft]) -> lis
         path: KeyPath = ("isolation", "segments", i)
         if not isinstance(spec, dict):
             raise ctx.error(path, f"expected a table, got {_describe(spec)}")
-        name = _name(ctx, (*path, "name"), _require(ctx, path, spec, "name"), "segment")
-        if len(name) > SEGMENT_NAME_MAX:
-            raise ctx.error(
-                (*path, "name"),
-                f"segment name {name!r} is longer than {SEGMENT_NAME_MAX} characters"
-                f" (its link {SEGMENT_LINK_PREFIX}{name} must fit in 15)",
-            )
+        name = _segment_name(ctx, (*path, "name"), _require(ctx, path, spec, "name"))
         if name in seen:
             raise ctx.error(
                 (*path, "name"),
@@ -773,67 +802,35 @@ def _parse_isolation(ctx: _Ctx, value: Any, zones: dict[str, _ZoneDraft]) -> lis
             )
         seen[name] = i
         kind = _str(ctx, (*path, "kind"), _require(ctx, path, spec, "kind"), SEGMENT_KINDS)
-        _table(ctx, path, spec, SEGMENT_KEYS)
-        for key in spec:
-            if key not in SEGMENT_COMMON_KEYS and key not in SEGMENT_KIND_KEYS[kind]:
-                owner = next(k for k, keys in SEGMENT_KIND_KEYS.items() if key in keys)
-                raise ctx.error(
-                    (*path, key), f"{key!r} does not apply to kind = {kind!r} (only to {owner})"
-                )
-        link = SEGMENT_LINK_PREFIX + name
-        parent: str | None = None
-        vlan_id: int | None = None
-        table_id: int | None = None
-        netns: str | None = None
-        if kind == "vlan":
-            parent = _ifname(ctx, (*path, "parent"), _require(ctx, path, spec, "parent"), False)
-            vlan_id = _int(ctx, (*path, "vlan_id"), _require(ctx, path, spec, "vlan_id"), 1, 4094)
-        elif kind == "vrf":
-            table_id = _int(ctx, (*path, "table"), _require(ctx, path, spec, "table"), 1, 2**32 - 1)
-            if table_id in RESERVED_VRF_TABLES:
+        _segment_keys_apply(ctx, path, spec, kind)
+        keys = _SEGMENT_COMMON_KEYS + _SEGMENT_KIND_KEYS[kind]
+        segment = Segment(
+            link=SEGMENT_LINK_PREFIX + name, **_options(ctx, path, spec, keys, Segment)
+        )
+        if segment.table is not None:
+            if segment.table in RESERVED_VRF_TABLES:
                 raise ctx.error(
                     (*path, "table"),
-                    f"table {table_id} is reserved (253 default, 254 main, 255 local)",
+                    f"table {segment.table} is reserved (253 default, 254 main, 255 local)",
                 )
-            if table_id in vrf_tables:
+            if segment.table in vrf_tables:
                 raise ctx.error(
                     (*path, "table"),
-                    f"table {table_id} is already used by isolation.segments"
-                    f"[{vrf_tables[table_id]}]",
+                    f"table {segment.table} is already used by isolation.segments"
+                    f"[{vrf_tables[segment.table]}]",
                 )
-            vrf_tables[table_id] = i
-            if "vrf" in spec:
-                raise ctx.error((*path, "vrf"), "a vrf segment cannot be enslaved to a vrf")
-        else:
-            netns = _str(ctx, (*path, "netns"), _require(ctx, path, spec, "netns"))
-            if not _NETNS_NAME.fullmatch(netns) or netns in (".", ".."):
-                raise ctx.error((*path, "netns"), f"bad network namespace name {netns!r}")
-            if netns in netns_names:
+            vrf_tables[segment.table] = i
+        if kind == "vrf" and segment.vrf is not None:
+            raise ctx.error((*path, "vrf"), "a vrf segment cannot be enslaved to a vrf")
+        if segment.netns is not None:
+            if segment.netns in netns_names:
                 raise ctx.error(
                     (*path, "netns"),
-                    f"namespace {netns!r} is already used by isolation.segments"
-                    f"[{netns_names[netns]}]",
+                    f"namespace {segment.netns!r} is already used by isolation.segments"
+                    f"[{netns_names[segment.netns]}]",
                 )
-            netns_names[netns] = i
-        addresses = _interface_addresses(ctx, (*path, "addresses"), spec.get("addresses", []))
-        peer = _interface_addresses(ctx, (*path, "peer_addresses"), spec.get("peer_addresses", []))
-        vrf = _name(ctx, (*path, "vrf"), spec["vrf"], "segment") if "vrf" in spec else None
-        zone_name = _zone_name(ctx, (*path, "zone"), spec["zone"]) if "zone" in spec else None
-        segments.append(
-            Segment(
-                name=name,
-                kind=cast(Any, kind),
-                link=link,
-                parent=parent,
-                vlan_id=vlan_id,
-                addresses=addresses,
-                zone=zone_name,
-                vrf=vrf,
-                table=table_id,
-                netns=netns,
-                peer_addresses=peer,
-            )
-        )
+            netns_names[segment.netns] = i
+        segments.append(segment)
 
     by_name = {segment.name: segment for segment in segments}
     for i, segment in enumerate(segments):
@@ -853,6 +850,19 @@ def _parse_isolation(ctx: _Ctx, value: Any, zones: dict[str, _ZoneDraft]) -> lis
                 zone = zones[segment.zone] = _ZoneDraft(segment.zone, segment=segment.name)
             zone.interfaces.append(segment.link)
     return segments
+
+
+def _segment_keys_apply(ctx: _Ctx, path: KeyPath, spec: dict[str, Any], kind: str) -> None:
+    """Every key of a segment is known, and belongs to its kind (or to every kind)."""
+    common = [key.name for key in _SEGMENT_COMMON_KEYS]
+    by_kind = {k: [key.name for key in keys] for k, keys in _SEGMENT_KIND_KEYS.items()}
+    _table(ctx, path, spec, common + [name for names in by_kind.values() for name in names])
+    for key in spec:
+        if key not in common and key not in by_kind[kind]:
+            owner = next(k for k, names in by_kind.items() if key in names)
+            raise ctx.error(
+                (*path, key), f"{key!r} does not apply to kind = {kind!r} (only to {owner})"
+            )
 
 
 def _interface_addresses(ctx: _Ctx, path: KeyPath, value: Any) -> tuple[str, ...]:
@@ -928,10 +938,6 @@ def _parse_rules(
         _check_families(ctx, path, rule.proto, rule.saddr, rule.daddr, sets)
         rules.append(rule)
     return rules
-
-
-def _named(what: str) -> Parser:
-    return lambda ctx, path, value: _name(ctx, path, value, what)
 
 
 def _zone_ref(
