@@ -50,6 +50,16 @@ ulimits=(--ulimit nofile=4096:4096 --ulimit nproc=4096:4096)
 
 log() { printf '==> %s\n' "$*" >&2; }
 
+# Another architecture runs its maintainer scripts and the RUN step under qemu-user: the
+# handler of qemu-user-static, registered with the F flag so it works inside the chroot
+# and the container too. It stays registered.
+if [ "$arch" = arm64 ] && [ "$(uname -m)" != aarch64 ] \
+    && [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+    [ -e /proc/sys/fs/binfmt_misc/register ] \
+        || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+    grep -v '^#' /usr/lib/binfmt.d/qemu-aarch64.conf > /proc/sys/fs/binfmt_misc/register
+fi
+
 work="$(mktemp -d /tmp/appliance-image.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 

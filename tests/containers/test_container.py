@@ -1,16 +1,16 @@
 """The appliance image run as the DaemonSet runs it (root, podman): inside a lab namespace
 (the node's network), with CAP_NET_ADMIN and CAP_NET_RAW only, a read-only root, the profile,
-the state and the control socket on host paths. Ready and enforcing; healthy; stopped with
-SIGTERM it exits 0 and the table stays; started again on a node whose kernel lost the table
-and whose profile is broken, it enforces the last good policy from the host path; the same
-image's `appliance uninstall --yes` takes it all out."""
+the state and the control socket on host paths. Ready and enforcing; healthy; SIGHUP reloads
+a changed profile; stopped with SIGTERM it exits 0 and the table stays; started again on a
+node whose kernel lost the table and whose profile is broken, it enforces the last good
+policy from the host path; the same image's `appliance uninstall --yes` takes it all out."""
 
 from __future__ import annotations
 
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -24,21 +24,28 @@ from tests.integration.labtools import Lab, probe, profile
 pytestmark = pytest.mark.root
 
 METRICS = "127.0.0.1:9469"
-PROFILE = profile(
-    "container",
-    f"""
-    [metrics]
-    listen = "{METRICS}"
 
-    [[rules]]
-    name = "lan-to-wan-5000"
-    from = "lan"
-    to = "wan"
-    proto = "tcp"
-    dport = [5000]
-    action = "accept"
-    """,
-)
+
+def lab_profile(name: str, port: int) -> str:
+    """The lab's zones, the metrics listener, and lan -> wan open on ``port`` only."""
+    return profile(
+        name,
+        f"""
+        [metrics]
+        listen = "{METRICS}"
+
+        [[rules]]
+        name = "lan-to-wan"
+        from = "lan"
+        to = "wan"
+        proto = "tcp"
+        dport = [{port}]
+        action = "accept"
+        """,
+    )
+
+
+PROFILE = lab_profile("container", 5000)
 BROKEN = 'version = 1\nname = "container"\n[[rules]]\nname = "x"\naction = "maybe"\n'
 
 
@@ -48,19 +55,22 @@ def servers(lab: Lab) -> Iterator[None]:
         yield
 
 
-def wait_ready(node: Node, timeout: float = 60.0) -> dict[str, Any]:
-    """The daemon's status once it answers on the control socket (it binds it after the
-    policy is enforced); fails after ``timeout`` seconds."""
+def wait_status(
+    node: Node, until: Callable[[dict[str, Any]], bool] = lambda status: True, timeout: float = 60
+) -> dict[str, Any]:
+    """The daemon's status once it answers on the control socket (bound once the policy is
+    enforced) and ``until`` holds; fails after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            answer = request(node.control_socket, {"op": "status"}, timeout=10.0)
-            status: dict[str, Any] = answer["status"]
-            return status
+            status: dict[str, Any] = request(node.control_socket, {"op": "status"})["status"]
+            if until(status):
+                return status
         except NoDaemon:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no daemon answered in {timeout:.0f} s") from None
-            time.sleep(0.2)
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no daemon answered as expected in {timeout:.0f} s")
+        time.sleep(0.2)
 
 
 def _http_status(url: str) -> int:
@@ -76,57 +86,68 @@ def http_status(lab: Lab, path: str) -> int:
     return run_in_netns(lab.ns("appliance"), _http_status, f"http://{METRICS}{path}", timeout=15)
 
 
-def assert_enforcing(lab: Lab) -> None:
-    assert probe(lab, "lan", "wan", "tcp", 5000, expect="open") == "open"
-    assert probe(lab, "lan", "wan", "tcp", 5001, expect="timeout") == "timeout"
+def assert_enforcing(lab: Lab, open_port: int, dropped_port: int) -> None:
+    assert probe(lab, "lan", "wan", "tcp", open_port, expect="open") == "open"
+    assert probe(lab, "lan", "wan", "tcp", dropped_port, expect="timeout") == "timeout"
 
 
 def exit_code(name: str) -> str:
     return podman("inspect", "--format", "{{.State.ExitCode}}", name).strip()
 
 
-def test_runs_confined_restarts_from_host_state_and_leaves_the_table_on_sigterm(
+def test_runs_confined_reloads_restarts_from_host_state_and_leaves_the_table_on_sigterm(
     image: str, lab: Lab, servers: None, node: Node
 ) -> None:
     node.write_profile(PROFILE)
     name = node.run(image, lab.ns("appliance"))
-    status = wait_ready(node)
+    status = wait_status(node)
     assert (status["policy"], status["source"], status["last_error"]) == (
         "container",
         "profile",
         None,
     )
-    first_hash = status["table_hash"]
     # PID 1 is the daemon, with CAP_NET_ADMIN and CAP_NET_RAW and nothing else.
     proc = podman("exec", name, "cat", "/proc/1/status", "/proc/1/cmdline")
     assert "\nCapEff:\t0000000000003000\n" in proc
     assert "\nCapBnd:\t0000000000003000\n" in proc
     assert "appliance\0run\0" in proc
-    assert_enforcing(lab)
+    assert_enforcing(lab, 5000, 5001)
+    # nft inside the image lists the table as the host does (protocol names included), so
+    # the daemon's read-back of its own table matches what it applied.
+    table = ("nft", "-s", "list", "table", "inet", "appliance")
+    assert podman("exec", name, *table) == lab.nft(*table[1:])
     assert http_status(lab, "/metrics") == 200
     assert http_status(lab, "/healthz") == 200
     assert http_status(lab, "/readyz") == 200
     assert list(node.state_dir.iterdir()), "the last good policy is on the host path"
 
+    # A new profile (a ConfigMap update) and SIGHUP to PID 1: reloaded.
+    node.write_profile(lab_profile("container-b", 5001))
+    podman("kill", "--signal", "HUP", name)
+    status = wait_status(node, lambda status: status["policy"] == "container-b")
+    reloaded_hash = status["table_hash"]
+    assert (status["source"], status["last_error"]) == ("profile", None)
+    assert_enforcing(lab, 5001, 5000)
+
     podman("stop", "--time", "30", name)  # SIGTERM
     assert exit_code(name) == "0"
     assert "table inet appliance" in lab.nft("list", "tables")
-    assert_enforcing(lab)
+    assert_enforcing(lab, 5001, 5000)
 
     # A node that rebooted (the kernel lost the table) and a broken ConfigMap: the container
     # starts again and enforces the last good policy from the host path.
     lab.nft("delete", "table", "inet", "appliance")
-    assert probe(lab, "lan", "wan", "tcp", 5001, expect="open") == "open"
+    assert probe(lab, "lan", "wan", "tcp", 5000, expect="open") == "open"
     node.write_profile(BROKEN)
     podman("start", name)
-    status = wait_ready(node)
+    status = wait_status(node)
     assert (status["policy"], status["source"], status["table_hash"]) == (
-        "container",
+        "container-b",
         "last_good",
-        first_hash,
+        reloaded_hash,
     )
     assert "rules[0].action" in (status["last_error"] or "")
-    assert_enforcing(lab)
+    assert_enforcing(lab, 5001, 5000)
     assert http_status(lab, "/healthz") == 200
     assert http_status(lab, "/readyz") == 503  # running, but not the intended policy
 
