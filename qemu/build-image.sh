@@ -118,11 +118,18 @@ MMDEBSTRAP_PID=""
 # rm -rf that never crosses into a mount (a chroot left with /proc or /dev
 # mounted is unmounted first).
 remove_tree() {
-    local dir=$1 mnt
+    local dir=$1
     [ -e "$dir" ] || return 0
-    awk -v d="$dir" '$2 == d || index($2, d "/") == 1 { print $2 }' /proc/mounts | sort -r \
-        | while read -r mnt; do umount -l "$mnt" || true; done
+    unmount_under "$dir"
     rm -rf --one-file-system "$dir"
+}
+
+# Unmount whatever is mounted at or under DIR (mmdebstrap may leave the chroot's
+# /proc mounted when a process there kept it busy).
+unmount_under() {
+    local mnt
+    awk -v d="$1" '$2 == d || index($2, d "/") == 1 { print $2 }' /proc/mounts | sort -r \
+        | while read -r mnt; do umount -l "$mnt" || true; done
 }
 
 # shellcheck disable=SC2317  # invoked by the trap
@@ -207,6 +214,7 @@ build_root() {
     MMDEBSTRAP_PID=$!
     wait "$MMDEBSTRAP_PID"
     MMDEBSTRAP_PID=""
+    unmount_under "$OUT/root.new"
     remove_tree "$ROOT"
     mv "$OUT/root.new" "$ROOT"
 }
@@ -355,6 +363,7 @@ if [ "$REBUILD" = 1 ] || [ ! -d "$ROOT" ] || [ "$(cat "$OUT/root.stamp" 2>/dev/n
 else
     log "Debian root is current ($OUT/root)"
 fi
+unmount_under "$ROOT"
 install_guest_files
 install_appliance
 build_initrd

@@ -104,6 +104,8 @@ for arch in "${ARCHES[@]}"; do
     fi
     grep -h '^\[' "$HERE/out/$arch/build.log" | sed "s/^/ci.sh: $arch build /"
     step "$arch: guest tests" "$HERE/test-guest.sh" "$arch" -q -rfEs || status=1
+    # Written by tests/guest/test_systemd.py: boot to READY, RSS, watchdog restart.
+    sed "s/^/ci.sh: $arch systemd: /" "$HERE/out/$arch/systemd-figures.txt" 2> /dev/null || true
     du -h --apparent-size "$HERE/out/$arch/rootfs.img" | sed "s/^/ci.sh: $arch image size (apparent): /"
     du -h "$HERE/out/$arch/rootfs.img" | sed "s/^/ci.sh: $arch image size (allocated): /"
 done

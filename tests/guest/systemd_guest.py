@@ -87,10 +87,13 @@ def wait_until(what: str, check: Callable[[], bool], timeout: float) -> float:
 
 
 def daemon_status() -> dict[str, Any]:
+    """``appliance status --json``: the daemon's status, plus the command's exit status
+    (``exit``; non-zero also when the daemon runs another policy than the intended one)."""
     done = run("appliance", "status", "--json", "--control-socket", CONTROL)
-    if done.returncode != 0:
-        return {"error": (done.stderr or done.stdout).strip(), "exit": done.returncode}
-    status: dict[str, Any] = json.loads(done.stdout)
+    try:
+        status: dict[str, Any] = json.loads(done.stdout)
+    except ValueError:
+        status = {"error": (done.stderr or done.stdout).strip()}
     status["exit"] = done.returncode
     return status
 
@@ -118,11 +121,15 @@ def http(path: str) -> dict[str, Any]:
         return {"code": None, "body": str(exc)}
 
 
-def active() -> bool:
-    state = show(UNIT, "ActiveState")["ActiveState"]
-    if state == "failed":
-        raise RuntimeError(f"{UNIT} failed:\n{journal(UNIT)}")
-    return state == "active"
+def active(restarts: int | None = None) -> bool:
+    """Whether the unit is active (READY); RuntimeError when it failed, or (with
+    ``restarts``) when it was restarted more often than that."""
+    unit = show(UNIT, "ActiveState", "NRestarts")
+    if unit["ActiveState"] == "failed" or (
+        restarts is not None and int(unit["NRestarts"] or 0) > restarts
+    ):
+        raise RuntimeError(f"{UNIT} {unit}:\n{journal(UNIT)[-4000:]}")
+    return unit["ActiveState"] == "active"
 
 
 def journal(*units: str) -> str:
@@ -138,7 +145,7 @@ def boot_probe(name: str) -> Any:
 
 
 def step_ready() -> None:
-    wait_until(f"{UNIT} active", active, 600)
+    wait_until(f"{UNIT} active", lambda: active(restarts=0), 600)
     unit = show(UNIT, *UNIT_PROPERTIES)
     pid = int(unit["MainPID"])
     status = proc_status(pid)

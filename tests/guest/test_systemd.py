@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from appliance.cli import EXIT_NOT_INTENDED
 from appliance.compile.render import render_table
 from appliance.compile.ruleset import element_json
 from appliance.daemon.state import StateStore
@@ -63,8 +64,10 @@ class SystemdBoot:
     def section(self, name: str) -> dict[str, Any]:
         error = self.results.get("errors", {}).get(name)
         if error or name not in self.results:
+            recorded = json.dumps(self.results.get(name), indent=1)[:6000]
             pytest.fail(
-                f"the guest's step {name!r} did not complete: {error}\n{self.guest.output(80)}",
+                f"the guest's step {name!r} did not complete: {error}\n"
+                f"{self.guest.output(80)}\nrecorded: {recorded}",
                 pytrace=False,
             )
         section: dict[str, Any] = self.results[name]
@@ -104,6 +107,7 @@ def booted(
         pytest.skip("needs --guest=ARCH")
     if os.geteuid() != 0:
         pytest.skip("needs root")
+    (REPO / "qemu" / "out" / arch / "systemd-figures.txt").unlink(missing_ok=True)
     tmp = tmp_path_factory.mktemp("systemd")
     io = tmp / "io"
     io.mkdir()
@@ -224,6 +228,27 @@ def test_ruleset_is_in_the_kernel_before_the_nics_come_up(booted: SystemdBoot) -
     )
 
 
+def test_daemon_takes_the_restored_table_over_without_a_change(booted: SystemdBoot) -> None:
+    ready = booted.section("ready")
+    enforced = [e for e in _daemon_log(ready["journal"]) if e.get("msg") == "policy enforced"]
+    assert enforced, ready["journal"]
+    # The restored table is the profile's: the daemon's first apply had nothing to change.
+    assert enforced[0]["changed"] is False, enforced[0]
+
+
+def _daemon_log(journal: str) -> list[dict[str, Any]]:
+    """The daemon's JSON log lines in a journal excerpt."""
+    entries = []
+    for line in journal.splitlines():
+        _, brace, rest = line.partition(": {")
+        if brace:
+            try:
+                entries.append(json.loads("{" + rest))
+            except ValueError:
+                continue
+    return entries
+
+
 def test_metrics_answer(booted: SystemdBoot) -> None:
     ready = booted.section("ready")
     metrics = ready["metrics"]
@@ -243,6 +268,8 @@ def test_reload_with_a_broken_profile_keeps_the_running_policy(booted: SystemdBo
     assert reload["unit"]["ActiveState"] == "active", reload["unit"]
     assert reload["unit"]["MainPID"] == reload["pid_before"]
     assert "profile.toml" in reload["status"]["last_error"], reload["status"]
+    # The policy running is no longer the intended one: status says so to scripts.
+    assert reload["status"]["exit"] == EXIT_NOT_INTENDED, reload["status"]
     assert reload["status"]["policy"] == "guest-lab", reload["status"]
     assert reload["table_after"] == reload["table_before"]
     assert "client-server-open" in reload["table_after"]
