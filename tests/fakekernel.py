@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from appliance.compile.nftjson import TABLE_FAMILY, TABLE_NAME, Json, element_text
 from appliance.errors import KernelError
@@ -283,32 +283,30 @@ class FakeLinks:
         elif step.netns is not None:
             far_end = state.peers[step.netns]
             assert far_end is not None
-            state.peers[step.netns] = _changed_peer(far_end, step)
+            state.peers[step.netns] = _changed(far_end, step)
         else:
-            state.links[step.link] = _changed_link(state.links[step.link], step)
+            state.links[step.link] = _changed(state.links[step.link], step)
 
 
-def _changed_link(link: LinkState, step: Step) -> LinkState:
+# step -> (the field it changes, whether it adds to it)
+_SET_FIELDS = {
+    "add_address": ("addresses", True),
+    "del_address": ("addresses", False),
+    "add_route": ("gateways", True),
+    "del_route": ("gateways", False),
+}
+Changed = TypeVar("Changed", LinkState, PeerState)
+
+
+def _changed(item: Changed, step: Step) -> Changed:
+    """A link or a far end after one step."""
+    changes: dict[str, Any]
     if step.op == "set_master":
-        return replace(link, master=step.value or None)
-    if step.op == "set_up":
-        return replace(link, up=True)
-    if step.op == "add_address":
-        return replace(link, addresses=link.addresses | {step.value})
-    if step.op == "del_address":
-        return replace(link, addresses=link.addresses - {step.value})
-    raise AssertionError(f"unexpected step {step.describe()}")
-
-
-def _changed_peer(peer: PeerState, step: Step) -> PeerState:
-    if step.op == "set_up":
-        return replace(peer, up=True)
-    if step.op == "add_address":
-        return replace(peer, addresses=peer.addresses | {step.value})
-    if step.op == "del_address":
-        return replace(peer, addresses=peer.addresses - {step.value})
-    if step.op == "add_route":
-        return replace(peer, gateways=peer.gateways | {step.value})
-    if step.op == "del_route":
-        return replace(peer, gateways=peer.gateways - {step.value})
-    raise AssertionError(f"unexpected step {step.describe()}")
+        changes = {"master": step.value or None}
+    elif step.op == "set_up":
+        changes = {"up": True}
+    else:
+        name, add = _SET_FIELDS[step.op]
+        have: frozenset[str] = getattr(item, name)
+        changes = {name: have | {step.value} if add else have - {step.value}}
+    return replace(item, **changes)
