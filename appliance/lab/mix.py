@@ -83,15 +83,20 @@ def dns_answer(query: bytes) -> bytes:
     )
 
 
-def client_hello(sni: str) -> bytes:
+def sni_extension(sni: str) -> bytes:
+    """A TLS server_name extension carrying one host name."""
     name = sni.encode()
     server_name = b"\x00" + len(name).to_bytes(2, "big") + name
-    ext = (
+    return (
         b"\x00\x00"
         + (len(server_name) + 2).to_bytes(2, "big")
         + len(server_name).to_bytes(2, "big")
         + server_name
     )
+
+
+def client_hello(sni: str) -> bytes:
+    ext = sni_extension(sni)
     ext += (
         b"\x00\x0a\x00\x04\x00\x02\x00\x1d"
         + b"\x00\x0d\x00\x04\x00\x02\x04\x03"

@@ -16,6 +16,7 @@ from appliance.inspect.engine import InspectionConfig, InspectionEngine
 from appliance.inspect.eve import to_eve
 from appliance.inspect.pcap import LINKTYPE_ETHERNET, write_pcap
 from appliance.inspect.rules import Variables, parse_rules
+from appliance.lab.mix import sni_extension
 from appliance.model.profile import Detectors
 from tests.conftest import run_appliance
 
@@ -117,15 +118,7 @@ def client_hello(sni: str, key_share: int = 0) -> bytes:
     """A minimal TLS 1.2 ClientHello carrying one server_name. ``key_share``: bytes of a
     key_share extension put before the server_name, as a post-quantum hello has them (an
     X25519MLKEM768 share is 1216 bytes, and browsers shuffle the extensions)."""
-    name = sni.encode()
-    server_name = b"\x00" + len(name).to_bytes(2, "big") + name
-    sni_ext = (
-        b"\x00\x00"
-        + (len(server_name) + 2).to_bytes(2, "big")
-        + len(server_name).to_bytes(2, "big")
-        + server_name
-    )
-    extensions = sni_ext + b"\x00\x17\x00\x00"  # extended master secret, empty
+    extensions = sni_extension(sni) + b"\x00\x17\x00\x00"  # extended master secret, empty
     if key_share:
         extensions = b"\x00\x33" + key_share.to_bytes(2, "big") + bytes(key_share) + extensions
     body = (
