@@ -248,6 +248,7 @@ def _print_failsafe(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
+    from appliance.compile.nftjson import element_command
     from appliance.compile.render import render_table
     from appliance.compile.ruleset import element_json
 
@@ -262,18 +263,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         commands = [{"add": obj} for obj in desired.objects]
         for name, elems in elements.items():
             if elems:
-                commands.append(
-                    {
-                        "add": {
-                            "element": {
-                                "family": "inet",
-                                "table": "appliance",
-                                "name": name,
-                                "elem": elems,
-                            }
-                        }
-                    }
-                )
+                commands.append(element_command("add", name, elems))
         print(json.dumps({"nftables": commands}, indent=2))
     else:
         sys.stdout.write(render_table(desired.objects, elements))
@@ -340,7 +330,6 @@ def cmd_rollback_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_set(args: argparse.Namespace) -> int:
-
     if _set_through_daemon(args):
         return EXIT_OK
     engine = _engine()
@@ -353,9 +342,7 @@ def cmd_set(args: argparse.Namespace) -> int:
     timeout = _duration_option("--timeout", args.timeout)
     if args.action == "add":
         engine.set_add(args.set, args.elements, timeout)
-    else:
-        if args.timeout:
-            raise UsageError("--timeout goes with `set add`")
+    else:  # a --timeout here was refused before the daemon was asked
         engine.set_del(args.set, args.elements)
     return EXIT_OK
 

@@ -7,7 +7,7 @@ so what we load and what we read back compare without translation.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import Any, Literal
 
 from appliance.model.values import AddrRange, IPNetwork, PortRange, SetRef
 
@@ -15,6 +15,14 @@ TABLE_FAMILY = "inet"
 TABLE_NAME = "appliance"
 
 Json = dict[str, Any]
+ElementOp = Literal["add", "delete"]
+
+
+def element_command(op: ElementOp, name: str, elems: list[object]) -> Json:
+    """Add or delete ``elems`` (element JSON) in the appliance's set ``name``: one command."""
+    return {
+        op: {"element": {"family": TABLE_FAMILY, "table": TABLE_NAME, "name": name, "elem": elems}}
+    }
 
 
 def match(left: Json, right: Any, op: str = "==") -> Json:

@@ -11,7 +11,7 @@ import difflib
 import json
 from dataclasses import dataclass, field
 
-from appliance.compile.nftjson import TABLE_FAMILY, TABLE_NAME, Json
+from appliance.compile.nftjson import TABLE_FAMILY, TABLE_NAME, Json, element_command
 from appliance.compile.render import render_rule
 from appliance.compile.ruleset import element_json, table_object
 from appliance.reconcile.state import (
@@ -94,10 +94,11 @@ def transaction(plan: Plan, desired: Desired, observed: Observed) -> list[Json]:
     commands: list[Json] = []
     for name, texts in sorted(plan.delete.items()):
         commands.append(
-            _element_cmd("delete", name, [_profile_elem(desired, name, t) for t in texts])
+            element_command("delete", name, [_profile_elem(desired, name, t) for t in texts])
         )
     for name, texts in sorted(plan.add.items()):
-        commands.append(_element_cmd("add", name, [_profile_elem(desired, name, t) for t in texts]))
+        elems = [_profile_elem(desired, name, t) for t in texts]
+        commands.append(element_command("add", name, elems))
     return commands
 
 
@@ -116,7 +117,7 @@ def swap_commands(desired: Desired, observed: Observed) -> list[Json]:
             for elem in sorted(kept_runtime_elements(desired, observed, name), key=lambda e: e.text)
         ]
         if elems:
-            commands.append(_element_cmd("add", name, elems))
+            commands.append(element_command("add", name, elems))
     return commands
 
 
@@ -152,12 +153,6 @@ def _describe(obj: Json) -> str:
         details = {k: v for k, v in body.items() if k not in ("family", "table", "name")}
         return f"{kind} {body['name']} {json.dumps(details, sort_keys=True)}"
     return f"{kind} {json.dumps(body, sort_keys=True)}"
-
-
-def _element_cmd(op: str, name: str, elems: list[object]) -> Json:
-    return {
-        op: {"element": {"family": TABLE_FAMILY, "table": TABLE_NAME, "name": name, "elem": elems}}
-    }
 
 
 def _profile_elem(desired: Desired, name: str, text: str) -> object:
