@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TextIO
 from appliance.errors import ApplianceError, UsageError
 from appliance.lab import topology
 from appliance.lab.topology import DEFAULT_PREFIX
+from appliance.model.profile import MetricsSpec
 
 if TYPE_CHECKING:
     from appliance.lab.daemon import LabDaemon
@@ -65,7 +66,7 @@ def _rule_names(profile: str) -> list[str]:
         return []
 
 
-DEMO_METRICS_LISTEN = "127.0.0.1:9469"  # when the profile has no [metrics]: the lab's loopback
+DEMO_METRICS_LISTEN = MetricsSpec().listen  # the profile has no [metrics]: the default one
 DEMO_METRICS = (
     "appliance_policy_version",
     "appliance_apply_total",

@@ -277,7 +277,7 @@ def make_engine(rules: Path = RULES) -> InspectionEngine:
     """An engine with the shipped signatures and all four detectors, for the mix's networks."""
     variables = Variables.from_networks([parse_network("10.0.0.0/8")])
     detectors = Detectors(
-        port_scan=PortScanDetector(ports=20, window=10.0),
+        port_scan=PortScanDetector(),
         syn_flood=SynFloodDetector(),
         dns_tunnel=DnsTunnelDetector(),
         gtp=GtpDetector(ue_pools=(parse_network("10.45.0.0/16"),)),
