@@ -4,10 +4,14 @@ throw-away network namespace (root)."""
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import shlex
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -181,3 +185,98 @@ def test_systemd_analyze_verify_both_units(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stderr.strip() == "", done.stderr
+
+
+class Monitor:
+    """`nft monitor ruleset` in the namespace, read by a thread; ``until_marker`` returns
+    the events up to a table this test adds as a marker, so every earlier event is in."""
+
+    def __init__(self, netns: str) -> None:
+        self.netns = netns
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", netns, "nft", "monitor", "ruleset"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.markers = 0
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def until_marker(self, timeout: float = 30) -> list[str]:
+        self.markers += 1
+        name = f"marker{self.markers}"
+        subprocess.run(
+            ["ip", "netns", "exec", self.netns, "nft", "add", "table", "inet", name], check=True
+        )
+        seen: list[str] = []
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            if line == f"add table inet {name}":
+                return seen
+            seen.append(line)
+        raise AssertionError(f"nft monitor did not show {name} within {timeout}s: {seen}")
+
+    def subscribed(self, timeout: float = 30) -> None:
+        """Wait until the monitor hears events: markers until one shows (the first ones
+        may come before it listens)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(AssertionError):
+                self.until_marker(timeout=0.5)
+                return
+        raise AssertionError(f"nft monitor heard nothing within {timeout}s")
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+        self.reader.join(10)
+
+
+@pytest.mark.root
+@pytest.mark.skipif(shutil.which("nft") is None, reason="no nft")
+def test_the_daemon_takes_the_restored_table_over_as_it_is(netns: str, tmp_path: Path) -> None:
+    """Boot, as the units run it: the daemon's last-good.nft from an earlier run is loaded
+    into an empty kernel by the restore command line; the daemon started next enforces the
+    same policy from it without one change to the ruleset (no swap, no gap)."""
+    from appliance.lab.daemon import LabDaemon
+
+    profile = str(REPO / "profiles" / "edge-gateway.toml")
+    with LabDaemon(netns, profile, tmp_path / "run") as daemon:
+        daemon.start(timeout=60)
+        assert daemon.stop() == 0
+    saved = tmp_path / "run" / "state" / "last-good.nft"
+    assert saved.is_file()
+
+    subprocess.run(["ip", "netns", "exec", netns, "nft", "flush", "ruleset"], check=True)
+    assert table(netns) == ""  # the kernel after a reboot
+    done = restore(netns, {"LAST_GOOD": str(saved), "FAILSAFE": str(failsafe(tmp_path))})
+    assert done.returncode == 0, done.stderr
+    assert "blocklist-in" in table(netns)
+    assert "failsafe-management" not in table(netns)
+
+    monitor = Monitor(netns)
+    try:
+        monitor.subscribed()
+        with LabDaemon(netns, profile, tmp_path / "run") as daemon:
+            daemon.start(timeout=60)
+            status = daemon.status()
+            assert status["source"] == "profile", status
+            changes = monitor.until_marker()
+            assert daemon.stop() == 0
+    finally:
+        monitor.close()
+    assert [line for line in changes if "inet appliance" in line] == []
