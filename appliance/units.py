@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal, cast
 
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
 _DURATION_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+RateUnit = Literal["second", "minute", "hour", "day"]
+UNIT_SECONDS: dict[RateUnit, int] = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 _RATE = re.compile(r"^(\d+)\s*/\s*(second|minute|hour|day)$")
 
 
@@ -33,14 +36,14 @@ def format_duration(seconds: float) -> str:
 @dataclass(frozen=True)
 class Rate:
     count: int
-    per: str  # second | minute | hour | day
+    per: RateUnit
 
     def __str__(self) -> str:
         return f"{self.count}/{self.per}"
 
     @property
     def per_second(self) -> float:
-        return self.count / {"second": 1, "minute": 60, "hour": 3600, "day": 86400}[self.per]
+        return self.count / UNIT_SECONDS[self.per]
 
 
 def parse_rate(text: str) -> Rate:
@@ -51,4 +54,4 @@ def parse_rate(text: str) -> Rate:
     count = int(match.group(1))
     if count <= 0:
         raise ValueError(f"bad rate {text!r}: must be above zero")
-    return Rate(count, match.group(2))
+    return Rate(count, cast(RateUnit, match.group(2)))

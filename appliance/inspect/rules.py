@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal, cast, get_args
 
 from appliance.errors import RuleFileError, UsageError
 from appliance.inspect.classification import CLASSTYPES, DEFAULT_PRIORITY
@@ -17,7 +18,12 @@ from appliance.inspect.classification import CLASSTYPES, DEFAULT_PRIORITY
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-ACTIONS = ("alert", "drop", "pass")
+Action = Literal["alert", "drop", "pass"]
+ACTIONS: tuple[Action, ...] = get_args(Action)
+AddrKind = Literal["any", "net", "list", "not"]
+PortKind = Literal["any", "range", "list", "not"]
+ThresholdType = Literal["limit", "threshold", "both"]
+Track = Literal["by_src", "by_dst"]
 PROTOCOLS = ("ip", "tcp", "udp", "icmp", "icmpv6", "sctp", "dns", "tls", "http", "gtp")
 BUFFERS = ("dns.query", "tls.sni", "http.host", "http.uri")
 BUFFER_APP = {"dns.query": "dns", "tls.sni": "tls", "http.host": "http", "http.uri": "http"}
@@ -58,7 +64,7 @@ _FLAG_BITS.update({"C": 0x80, "1": 0x80, "2": 0x40})
 class AddrExpr:
     """``any``, networks, ``[a, b]`` lists and ``!x`` negations, evaluated as Suricata does."""
 
-    kind: str  # any | net | list | not
+    kind: AddrKind
     net: IPNet | None = None
     items: tuple[AddrExpr, ...] = ()
 
@@ -83,7 +89,7 @@ class AddrExpr:
 
 @dataclass(frozen=True)
 class PortExpr:
-    kind: str  # any | range | list | not
+    kind: PortKind
     low: int = 0
     high: int = 65535
     items: tuple[PortExpr, ...] = ()
@@ -160,15 +166,15 @@ class Flags:
 
 @dataclass(frozen=True)
 class Threshold:
-    type: str  # limit | threshold | both
-    track: str  # by_src | by_dst
+    type: ThresholdType
+    track: Track
     count: int
     seconds: int
 
 
 @dataclass(frozen=True)
 class Signature:
-    action: str
+    action: Action
     proto: str
     src: AddrExpr
     sport: PortExpr
@@ -631,15 +637,15 @@ class _Builder:
         missing = [k for k in ("type", "track", "count", "seconds") if k not in parts]
         if missing:
             raise self.error(f"threshold: missing {', '.join(missing)}")
-        if parts["type"] not in ("limit", "threshold", "both"):
+        if parts["type"] not in get_args(ThresholdType):
             raise self.error(
                 f"threshold: type must be limit, threshold or both, not {parts['type']!r}"
             )
-        if parts["track"] not in ("by_src", "by_dst"):
+        if parts["track"] not in get_args(Track):
             raise self.error(f"threshold: track must be by_src or by_dst, not {parts['track']!r}")
         self.threshold = Threshold(
-            type=parts["type"],
-            track=parts["track"],
+            type=cast(ThresholdType, parts["type"]),
+            track=cast(Track, parts["track"]),
             count=self._int("threshold count", parts["count"], 1),
             seconds=self._int("threshold seconds", parts["seconds"], 1),
         )

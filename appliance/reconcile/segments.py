@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from appliance.errors import KernelError
 from appliance.model.profile import Segment
@@ -103,13 +104,26 @@ class DesiredSegment:
     peer: PeerState | None = None
 
 
+StepOp = Literal[
+    "create_netns",
+    "create_link",
+    "delete_link",
+    "set_master",
+    "set_up",
+    "add_address",
+    "del_address",
+    "add_route",
+    "del_route",
+    "delete_netns",
+]
+
+
 @dataclass(frozen=True)
 class Step:
-    """One change. ``op``: create_netns, create_link, delete_link, set_master, set_up,
-    add_address, del_address, add_route, del_route, delete_netns. ``netns``: where the link
-    of the step lives (None: here)."""
+    """One change (see :data:`StepOp`). ``netns``: where the link of the step lives (None:
+    here)."""
 
-    op: str
+    op: StepOp
     link: str = ""
     netns: str | None = None
     value: str = ""  # an address, a gateway, a master's name
@@ -238,7 +252,7 @@ class SegmentStepError(KernelError):
         self.done = done
 
 
-_INVERSE = {
+_INVERSE: dict[StepOp, StepOp] = {
     "create_link": "delete_link",
     "create_netns": "delete_netns",
     "add_address": "del_address",
