@@ -32,11 +32,16 @@ from urllib.parse import urlsplit
 from appliance.errors import ProfileError
 from appliance.model.profile import (
     AUTOBLOCK_SETS,
+    FORWARD_PROTOS,
     INSPECT_DECLARED_MODE,
+    INSPECT_MODES,
+    INVALID_VERDICTS,
     PORT_PROTOS,
     PROTOS,
     RESERVED_ZONE_NAMES,
+    SEGMENT_KINDS,
     SELF,
+    VERDICTS,
     Defaults,
     Detectors,
     DnsTunnelDetector,
@@ -89,12 +94,9 @@ PROFILE_VERSION = 1
 
 KeyPath = tuple[str | int, ...]
 
-VERDICTS = ("accept", "drop", "reject")
 SET_PREFIX_RESERVED = "ap_"
 SEGMENT_LINK_PREFIX = "ap-"
 SEGMENT_NAME_MAX = 15 - len(SEGMENT_LINK_PREFIX)
-SEGMENT_KINDS = ("vlan", "vrf", "netns")
-INSPECT_MODES = ("sample", "mirror", "inline", "off")
 HUB_SCHEMES = ("https://", "http://", "file://")
 RESERVED_VRF_TABLES = (253, 254, 255)  # default, main, local
 HUB_TIMEOUT_RANGE = (1.0, 600.0)  # seconds: one exchange with the hub
@@ -1070,7 +1072,7 @@ def _parse_forwards(
             field="from_zone",
             required="",
         ),
-        _Key("proto", _choice(("tcp", "udp"))),
+        _Key("proto", _choice(FORWARD_PROTOS)),
         _Key("dport", _forward_port, required=""),
         _Key("to_addr", _one_address, required=""),
         _Key("to_port", _integer(1, 65535)),
@@ -1103,7 +1105,7 @@ def _parse_forwards(
 
 def _parse_protect(ctx: _Ctx, value: Any, sets: Mapping[str, SetSpec]) -> Protect:
     keys = (
-        _Key("invalid", _choice(("drop", "accept"))),
+        _Key("invalid", _choice(INVALID_VERDICTS)),
         _Key("spoofing", _bool),
         _Key("syn_flood", _rate),
         _Key("conn_limit", _integer(1)),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from appliance.model.values import (
     AddrItem,
@@ -18,10 +18,15 @@ from appliance.units import Rate
 
 Verdict = Literal["accept", "drop", "reject"]
 Proto = Literal["tcp", "udp", "icmp", "icmpv6", "sctp", "any"]
-PROTOS: tuple[str, ...] = ("tcp", "udp", "icmp", "icmpv6", "sctp", "any")
+PROTOS: tuple[str, ...] = get_args(Proto)
+VERDICTS: tuple[str, ...] = get_args(Verdict)
 PORT_PROTOS: tuple[str, ...] = ("tcp", "udp", "sctp")
 ANY = "any"
 SELF = "self"
+ForwardProto = Literal["tcp", "udp"]
+FORWARD_PROTOS: tuple[str, ...] = get_args(ForwardProto)
+InvalidVerdict = Literal["drop", "accept"]
+INVALID_VERDICTS: tuple[str, ...] = get_args(InvalidVerdict)
 RESERVED_ZONE_NAMES: tuple[str, ...] = (ANY, SELF)
 AUTOBLOCK_SETS: tuple[str, ...] = ("autoblock_v4", "autoblock_v6")
 
@@ -79,7 +84,7 @@ class Forward:
     name: str
     index: int
     from_zone: str
-    proto: Literal["tcp", "udp"] = "tcp"
+    proto: ForwardProto = "tcp"
     dport: PortItem  # int or PortRange
     to_addr: IPAddress
     to_port: int | None = None  # None: keep the original port
@@ -87,7 +92,7 @@ class Forward:
 
 @dataclass(frozen=True)
 class Protect:
-    invalid: Literal["drop", "accept"] = "drop"
+    invalid: InvalidVerdict = "drop"
     spoofing: bool = False
     syn_flood: Rate | None = None  # per source address
     conn_limit: int | None = None  # concurrent connections per source
@@ -127,6 +132,7 @@ class Detectors:
 
 
 InspectMode = Literal["sample", "mirror", "inline", "off"]
+INSPECT_MODES: tuple[str, ...] = get_args(InspectMode)
 # A profile without [inspect] inspects nothing (mode "off"); an [inspect] table that names no
 # mode samples: declaring the table is asking for inspection.
 INSPECT_DECLARED_MODE: InspectMode = "sample"
@@ -145,6 +151,7 @@ class Inspect:
 
 
 SegmentKind = Literal["vlan", "vrf", "netns"]
+SEGMENT_KINDS: tuple[str, ...] = get_args(SegmentKind)
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Family = Literal["ipv4", "ipv6"]
 SetType = Literal["ipv4_addr", "ipv6_addr", "inet_service", "ifname"]
-SET_TYPES: tuple[str, ...] = ("ipv4_addr", "ipv6_addr", "inet_service", "ifname")
+SET_TYPES: tuple[str, ...] = get_args(SetType)
 FAMILY_OF_SET_TYPE: dict[str, Family] = {"ipv4_addr": "ipv4", "ipv6_addr": "ipv6"}
 
 _IFNAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}\*?$|^[A-Za-z0-9_.:@-]{0,14}\*$")
