@@ -1235,6 +1235,4 @@ _METRICS_KEYS = (_Key("listen", _listen),)
 
 
 def _parse_metrics(ctx: _Ctx, value: Any) -> MetricsSpec:
-    return MetricsSpec(
-        **_options(ctx, ("metrics",), value, (_Key("listen", _listen),), MetricsSpec)
-    )
+    return MetricsSpec(**_options(ctx, ("metrics",), value, _METRICS_KEYS, MetricsSpec))
