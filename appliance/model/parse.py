@@ -815,23 +815,12 @@ def _parse_isolation(ctx: _Ctx, value: Any, zones: dict[str, _ZoneDraft]) -> lis
                     (*path, "table"),
                     f"table {segment.table} is reserved (253 default, 254 main, 255 local)",
                 )
-            if segment.table in vrf_tables:
-                raise ctx.error(
-                    (*path, "table"),
-                    f"table {segment.table} is already used by isolation.segments"
-                    f"[{vrf_tables[segment.table]}]",
-                )
-            vrf_tables[segment.table] = i
+            _used_once(ctx, (*path, "table"), segment.table, vrf_tables, f"table {segment.table}")
         if kind == "vrf" and segment.vrf is not None:
             raise ctx.error((*path, "vrf"), "a vrf segment cannot be enslaved to a vrf")
         if segment.netns is not None:
-            if segment.netns in netns_names:
-                raise ctx.error(
-                    (*path, "netns"),
-                    f"namespace {segment.netns!r} is already used by isolation.segments"
-                    f"[{netns_names[segment.netns]}]",
-                )
-            netns_names[segment.netns] = i
+            namespace = f"namespace {segment.netns!r}"
+            _used_once(ctx, (*path, "netns"), segment.netns, netns_names, namespace)
         segments.append(segment)
 
     by_name = {segment.name: segment for segment in segments}
@@ -852,6 +841,13 @@ def _parse_isolation(ctx: _Ctx, value: Any, zones: dict[str, _ZoneDraft]) -> lis
                 zone = zones[segment.zone] = _ZoneDraft(segment.zone, segment=segment.name)
             zone.interfaces.append(segment.link)
     return segments
+
+
+def _used_once(ctx: _Ctx, path: KeyPath, value: Any, seen: dict[Any, int], what: str) -> None:
+    """``value`` of the segment at ``path`` is not that of an earlier segment."""
+    if value in seen:
+        raise ctx.error(path, f"{what} is already used by isolation.segments[{seen[value]}]")
+    seen[value] = int(path[2])
 
 
 def _segment_keys_apply(ctx: _Ctx, path: KeyPath, spec: dict[str, Any], kind: str) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 from appliance.errors import ProfileError
 from appliance.model.parse import parse_profile
@@ -56,19 +56,7 @@ TOO_LARGE: Final = "too_large"
 UNREACHABLE: Final = "unreachable"
 HTTP_ERROR: Final = "http_error"
 APPLY_FAILED: Final = "apply_failed"
-RESULTS: tuple[Outcome, ...] = (
-    APPLIED,
-    NOT_MODIFIED,
-    BAD_SIGNATURE,
-    NO_SIGNATURE,
-    ROLLBACK,
-    EXPIRED,
-    MALFORMED,
-    TOO_LARGE,
-    UNREACHABLE,
-    HTTP_ERROR,
-    APPLY_FAILED,
-)
+RESULTS: tuple[Outcome, ...] = get_args(Outcome)
 
 MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 MAX_SIG_BYTES = 16 * 1024
