@@ -29,6 +29,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from appliance.adapters.netlink import (
+    IFINFOMSG,
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_EXCL,
+    NLM_F_REQUEST,
+    NLMSG_ERROR,
+    ack_error,
+    iter_messages,
+    nlattr,
+    nlmsg,
+)
 from appliance.errors import ApplianceError, KernelError
 
 if TYPE_CHECKING:
@@ -187,28 +199,13 @@ LINK_PROBES: dict[str, LinkProbe] = {
 
 # --- rtnetlink encoding (pure) ----------------------------------------------
 
-NLMSG_ERROR = 2
 RTM_NEWLINK = 16
-NLM_F_REQUEST = 0x1
-NLM_F_ACK = 0x4
-NLM_F_EXCL = 0x200
-NLM_F_CREATE = 0x400
 IFLA_IFNAME = 3
 IFLA_LINK = 5
 IFLA_LINKINFO = 18
 IFLA_INFO_KIND = 1
 IFLA_INFO_DATA = 2
 IFF_UP = 0x1
-
-_NLMSGHDR = struct.Struct("=IHHII")
-_IFINFOMSG = struct.Struct("=BxHiII")
-_RTATTR = struct.Struct("=HH")
-
-
-def rtattr(kind: int, payload: bytes) -> bytes:
-    """One netlink attribute, padded to 4 bytes."""
-    length = _RTATTR.size + len(payload)
-    return _RTATTR.pack(length, kind) + payload + b"\0" * (-length % 4)
 
 
 def _ifname(name: str) -> bytes:
@@ -220,37 +217,31 @@ def _ifname(name: str) -> bytes:
 
 def encode_newlink(probe: LinkProbe, seq: int, parent_index: int = 0) -> bytes:
     """The RTM_NEWLINK request (create, exclusive, ack) that creates ``probe``'s link."""
-    info = rtattr(IFLA_INFO_KIND, probe.kind.encode())
-    data = b"".join(rtattr(k, v) for k, v in probe.data)
+    info = nlattr(IFLA_INFO_KIND, probe.kind.encode())
+    data = b"".join(nlattr(k, v) for k, v in probe.data)
     if probe.peer is not None:
-        peer = _IFINFOMSG.pack(0, 0, 0, 0, 0) + rtattr(IFLA_IFNAME, _ifname(probe.peer))
-        data += rtattr(VETH_INFO_PEER, peer)
+        peer = IFINFOMSG.pack(0, 0, 0, 0, 0) + nlattr(IFLA_IFNAME, _ifname(probe.peer))
+        data += nlattr(VETH_INFO_PEER, peer)
     if data:
-        info += rtattr(IFLA_INFO_DATA, data)
-    attrs = rtattr(IFLA_IFNAME, _ifname(probe.ifname))
+        info += nlattr(IFLA_INFO_DATA, data)
+    attrs = nlattr(IFLA_IFNAME, _ifname(probe.ifname))
     if probe.on_parent:
         if parent_index <= 0:
             raise ValueError(f"{probe.kind} needs a parent link")
-        attrs += rtattr(IFLA_LINK, struct.pack("=i", parent_index))
-    attrs += rtattr(IFLA_LINKINFO, info)
-    body = _IFINFOMSG.pack(0, 0, 0, 0, 0) + attrs
+        attrs += nlattr(IFLA_LINK, struct.pack("=i", parent_index))
+    attrs += nlattr(IFLA_LINKINFO, info)
+    body = IFINFOMSG.pack(0, 0, 0, 0, 0) + attrs
     flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
-    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_NEWLINK, flags, seq, 0) + body
+    return nlmsg(RTM_NEWLINK, flags, seq, body)
 
 
 def decode_ack(reply: bytes, seq: int) -> int:
     """The errno of the kernel's answer to request ``seq`` (0: done)."""
-    offset = 0
-    while offset + _NLMSGHDR.size <= len(reply):
-        length, kind, _flags, rseq, _pid = _NLMSGHDR.unpack_from(reply, offset)
-        if length < _NLMSGHDR.size:
-            break
+    for kind, rseq, body in iter_messages(reply):
         if kind == NLMSG_ERROR and rseq == seq:
-            if length < _NLMSGHDR.size + 4:
+            if len(body) < 4:
                 raise ValueError("truncated netlink error message")
-            (error,) = struct.unpack_from("=i", reply, offset + _NLMSGHDR.size)
-            return -int(error)
-        offset += (length + 3) & ~3
+            return ack_error(body)
     raise ValueError(f"no acknowledgement for netlink request {seq}")
 
 
@@ -336,10 +327,9 @@ class _Rtnl:
 
     def set_up(self, index: int) -> int:
         self.seq += 1
-        body = _IFINFOMSG.pack(0, 0, index, IFF_UP, IFF_UP)
+        body = IFINFOMSG.pack(0, 0, index, IFF_UP, IFF_UP)
         flags = NLM_F_REQUEST | NLM_F_ACK
-        msg = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_NEWLINK, flags, self.seq, 0) + body
-        return self.request(msg, self.seq)
+        return self.request(nlmsg(RTM_NEWLINK, flags, self.seq, body), self.seq)
 
     def close(self) -> None:
         self.sock.close()

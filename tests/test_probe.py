@@ -13,6 +13,7 @@ import time
 import pytest
 
 from appliance import probe
+from appliance.adapters.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLMSG_ERROR
 from appliance.probe import (
     FEATURE_NAMES,
     LINK_PROBES,
@@ -23,7 +24,6 @@ from appliance.probe import (
     encode_newlink,
     format_features,
     parse_report,
-    rtattr,
 )
 from tests.guest_plugin import in_guest
 
@@ -51,16 +51,11 @@ def test_every_feature_has_a_probe_and_the_contract_keys_are_there() -> None:
     assert len(FEATURE_NAMES) == len(set(FEATURE_NAMES))
 
 
-def test_rtattr_pads_to_four_bytes() -> None:
-    assert rtattr(3, b"ab\0") == struct.pack("=HH", 7, 3) + b"ab\0" + b"\0"
-    assert rtattr(1, b"abcd") == struct.pack("=HH", 8, 1) + b"abcd"
-
-
 def test_newlink_for_a_vlan_carries_name_parent_kind_and_id() -> None:
     msg = encode_newlink(LINK_PROBES["vlan"], seq=7, parent_index=42)
     length, kind, flags, seq, _pid = struct.unpack_from("=IHHII", msg)
     assert (length, kind, seq) == (len(msg), probe.RTM_NEWLINK, 7)
-    assert flags & probe.NLM_F_CREATE and flags & probe.NLM_F_EXCL and flags & probe.NLM_F_ACK
+    assert flags & NLM_F_CREATE and flags & NLM_F_EXCL and flags & NLM_F_ACK
     top = attrs(msg[16 + 16 :])
     assert top[probe.IFLA_IFNAME] == b"pvlan\0"
     assert struct.unpack("=i", top[probe.IFLA_LINK]) == (42,)
@@ -89,7 +84,7 @@ def test_newlink_refuses_a_child_link_without_parent() -> None:
 
 def ack(seq: int, error: int) -> bytes:
     body = struct.pack("=i", error) + struct.pack("=IHHII", 16, 16, 0, seq, 0)
-    return struct.pack("=IHHII", 16 + len(body), probe.NLMSG_ERROR, 0, seq, 0) + body
+    return struct.pack("=IHHII", 16 + len(body), NLMSG_ERROR, 0, seq, 0) + body
 
 
 def test_decode_ack_finds_the_answer_to_its_request() -> None:

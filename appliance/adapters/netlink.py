@@ -15,11 +15,14 @@ NLMSG_DONE = 3
 NLMSG_OVERRUN = 4
 NLM_F_REQUEST = 0x1
 NLM_F_ACK = 0x4
+NLM_F_EXCL = 0x200
+NLM_F_CREATE = 0x400
 NLM_F_DUMP = 0x300
 NLA_TYPE_MASK = 0x3FFF
 
 NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, seq, pid
 NLATTR = struct.Struct("=HH")  # length, type
+IFINFOMSG = struct.Struct("=BxHiII")  # rtnetlink link header: family, type, index, flags, change
 
 
 def nlmsg(kind: int, flags: int, seq: int, body: bytes) -> bytes:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from appliance.adapters.netlink import (
+    IFINFOMSG,
     NLM_F_DUMP,
     NLM_F_REQUEST,
     NLMSG_DONE,
@@ -39,7 +40,6 @@ IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_OIF, RTA_GATEWAY, RTA_TABLE = 4, 5, 15
 RT_TABLE_MAIN = 254
 
-_IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
 _IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 _RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, proto, scope, type
 NETNS_RUN_DIR = "/run/netns"
@@ -82,19 +82,19 @@ def _text(value: bytes) -> str:
 
 def dump_links() -> list[RtLink]:
     links: list[RtLink] = []
-    for msg_type, message in _dump(RTM_GETLINK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
-        if msg_type == RTM_NEWLINK and len(message) >= _IFINFOMSG.size:
+    for msg_type, message in _dump(RTM_GETLINK, IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
+        if msg_type == RTM_NEWLINK and len(message) >= IFINFOMSG.size:
             links.append(parse_link(message))
     return links
 
 
 def parse_link(message: bytes) -> RtLink:
     """One RTM_NEWLINK body (ifinfomsg and its attributes)."""
-    _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(message)
+    _family, _type, index, flags, _change = IFINFOMSG.unpack_from(message)
     name, alias, link, master, kind = "", None, 0, 0, ""
     vlan_id: int | None = None
     vrf_table: int | None = None
-    for attr, value in iter_attrs(message, _IFINFOMSG.size):
+    for attr, value in iter_attrs(message, IFINFOMSG.size):
         if attr == IFLA_IFNAME:
             name = _text(value)
         elif attr == IFLA_IFALIAS:

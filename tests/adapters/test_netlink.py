@@ -25,7 +25,8 @@ def test_messages_and_attributes_round_trip() -> None:
 
 
 def test_attribute_padding_and_nested_flag() -> None:
-    assert len(nlattr(1, b"a")) == 8
+    assert nlattr(3, b"ab\0") == struct.pack("=HH", 7, 3) + b"ab\0" + b"\0"
+    assert nlattr(1, b"abcd") == struct.pack("=HH", 8, 1) + b"abcd"
     nested = nlattr(0x8000 | 3, b"")
     assert list(iter_attrs(nested)) == [(3, b"")]
 
