@@ -815,12 +815,13 @@ def _parse_isolation(ctx: _Ctx, value: Any, zones: dict[str, _ZoneDraft]) -> lis
                     (*path, "table"),
                     f"table {segment.table} is reserved (253 default, 254 main, 255 local)",
                 )
-            _used_once(ctx, (*path, "table"), segment.table, vrf_tables, f"table {segment.table}")
+            table = segment.table
+            _used_once(ctx, (*path, "table"), table, vrf_tables, i, f"table {table}")
         if kind == "vrf" and segment.vrf is not None:
             raise ctx.error((*path, "vrf"), "a vrf segment cannot be enslaved to a vrf")
         if segment.netns is not None:
             namespace = f"namespace {segment.netns!r}"
-            _used_once(ctx, (*path, "netns"), segment.netns, netns_names, namespace)
+            _used_once(ctx, (*path, "netns"), segment.netns, netns_names, i, namespace)
         segments.append(segment)
 
     by_name = {segment.name: segment for segment in segments}
@@ -843,11 +844,13 @@ def _parse_isolation(ctx: _Ctx, value: Any, zones: dict[str, _ZoneDraft]) -> lis
     return segments
 
 
-def _used_once(ctx: _Ctx, path: KeyPath, value: Any, seen: dict[Any, int], what: str) -> None:
-    """``value`` of the segment at ``path`` is not that of an earlier segment."""
+def _used_once(
+    ctx: _Ctx, path: KeyPath, value: Any, seen: dict[Any, int], index: int, what: str
+) -> None:
+    """``value`` of segment ``index`` is not that of an earlier segment (``seen``)."""
     if value in seen:
         raise ctx.error(path, f"{what} is already used by isolation.segments[{seen[value]}]")
-    seen[value] = int(path[2])
+    seen[value] = index
 
 
 def _segment_keys_apply(ctx: _Ctx, path: KeyPath, spec: dict[str, Any], kind: str) -> None:
