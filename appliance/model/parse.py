@@ -815,8 +815,8 @@ def _parse_isolation(ctx: _Ctx, value: Any, zones: dict[str, _ZoneDraft]) -> lis
                     (*path, "table"),
                     f"table {segment.table} is reserved (253 default, 254 main, 255 local)",
                 )
-            table = segment.table
-            _used_once(ctx, (*path, "table"), table, vrf_tables, i, f"table {table}")
+            vrf_table = segment.table
+            _used_once(ctx, (*path, "table"), vrf_table, vrf_tables, i, f"table {vrf_table}")
         if kind == "vrf" and segment.vrf is not None:
             raise ctx.error((*path, "vrf"), "a vrf segment cannot be enslaved to a vrf")
         if segment.netns is not None:
