@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from appliance.inspect.appproto import DNS_TYPES, DnsQuery, HttpRequest
 from appliance.inspect.decode import (
@@ -18,6 +18,7 @@ from appliance.inspect.decode import (
 )
 from appliance.inspect.flow import Flow
 
+AlertAction = Literal["allowed", "blocked"]  # blocked: the engine asks for the source to be blocked
 PROTO_NAMES = {
     PROTO_TCP: "TCP",
     PROTO_UDP: "UDP",
@@ -60,7 +61,7 @@ class Alert:
         msg: str,
         category: str,
         severity: int,
-        action: str,
+        action: AlertAction,
         layer: Layer,
         flow: Flow | None,
         to_server: bool,
@@ -71,7 +72,7 @@ class Alert:
         self.msg = msg
         self.category = category
         self.severity = severity
-        self.action = action  # "allowed" | "blocked"
+        self.action = action
         self.layer = layer  # whose addresses and ports the alert reports
         self.flow = flow
         self.to_server = to_server

@@ -24,7 +24,8 @@ AddrKind = Literal["any", "net", "list", "not"]
 PortKind = Literal["any", "range", "list", "not"]
 ThresholdType = Literal["limit", "threshold", "both"]
 Track = Literal["by_src", "by_dst"]
-PROTOCOLS = ("ip", "tcp", "udp", "icmp", "icmpv6", "sctp", "dns", "tls", "http", "gtp")
+RuleProto = Literal["ip", "tcp", "udp", "icmp", "icmpv6", "sctp", "dns", "tls", "http", "gtp"]
+PROTOCOLS: tuple[str, ...] = get_args(RuleProto)
 BUFFERS = ("dns.query", "tls.sni", "http.host", "http.uri")
 BUFFER_APP = {"dns.query": "dns", "tls.sni": "tls", "http.host": "http", "http.uri": "http"}
 PROTO_APP = {"dns": "dns", "tls": "tls", "http": "http", "gtp": "gtp"}
@@ -175,7 +176,7 @@ class Threshold:
 @dataclass(frozen=True)
 class Signature:
     action: Action
-    proto: str
+    proto: RuleProto
     src: AddrExpr
     sport: PortExpr
     dst: AddrExpr
