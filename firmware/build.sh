@@ -63,7 +63,7 @@ SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 KERNEL_PACKAGE=linux-image-arm64
 # The root: systemd, nftables and the appliance's dependencies, nothing else.
 PACKAGES=(
-    kmod systemd systemd-sysv iproute2 nftables busybox-static
+    kmod systemd systemd-sysv iproute2 nftables netbase busybox-static
     python3 python3-nftables python3-pyroute2 python3-prometheus-client python3-cryptography
 )
 INITRD_MODULES=(virtio_pci virtio_blk ext4)

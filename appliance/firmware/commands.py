@@ -70,8 +70,8 @@ def add_parser(
     b = actions.add_parser(
         "boot-check",
         parents=[common],
-        help="mark the running slot good once the appliance is READY; a trial slot that "
-        "never gets READY reboots (the boot counter falls back)",
+        help="mark the running slot good once the appliance is READY with the intended "
+        "policy; a trial slot that never gets there reboots (the boot counter falls back)",
     )
     b.add_argument(
         "--timeout",
@@ -209,19 +209,39 @@ def _service_state() -> tuple[str, int]:
     return fields.get("ActiveState", ""), restarts
 
 
+def _intended_policy() -> tuple[bool, str]:
+    """Whether ``appliance status`` says the intended policy is enforced (exit 0)."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "appliance", "status"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        return False, "appliance status did not answer"
+    lines = (done.stderr or done.stdout).strip().splitlines()
+    return done.returncode == 0, lines[-1] if lines else f"status {done.returncode}"
+
+
 def wait_ready(timeout: float) -> str:
-    """``ready``, or why the appliance will not get READY (failed, restarting, timeout)."""
+    """``ready`` once the appliance is READY and enforces the intended policy (not the
+    failsafe, no error), or why it does not (failed, restarting, timeout)."""
     deadline = time.monotonic() + timeout
+    why = ""
     while True:
         state, restarts = _service_state()
         if state == "active":
-            return "ready"
+            intended, why = _intended_policy()
+            if intended:
+                return "ready"
         if state == "failed":
             return f"{APPLIANCE_UNIT} failed"
         if restarts >= MAX_RESTARTS:
             return f"{APPLIANCE_UNIT} restarted {restarts} times without READY"
         if time.monotonic() >= deadline:
-            return f"{APPLIANCE_UNIT} not READY within {timeout:.0f}s ({state})"
+            return f"{APPLIANCE_UNIT} not READY within {timeout:.0f}s ({why or state})"
         time.sleep(1.0)
 
 
