@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from appliance.engine import Backend
 from appliance.errors import ProfileError
 from appliance.model.profile import Hub, Profile
+from appliance.model.values import parse_host_port
 from appliance.reconcile.plan import Plan, kept_runtime_elements
 from appliance.reconcile.segments import SegmentPlan
 from appliance.reconcile.state import DYNAMIC_SETS, Desired, Observed, managed_tags, wanted_elements
@@ -154,6 +155,6 @@ def set_counts(desired: Desired, observed: Observed, plan: Plan) -> dict[str, in
 
 def listen_port(listen: str) -> int | None:
     try:
-        return int(listen.rpartition(":")[2])
+        return parse_host_port(listen, any_host=True, any_port=True).port
     except ValueError:
         return None

@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import socket
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -477,3 +480,42 @@ def test_a_bundle_is_kept_only_when_it_applies_and_the_hub_stays_reachable(
             assert rig.daemon.ctx.last_error is None and rig.ready() is None
 
     rig.run(scenario)
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+            return answer.status, answer.read().decode().strip()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode().strip()
+
+
+def test_the_listener_retries_a_busy_address_and_answers_health(rig: Rig) -> None:
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    port = blocker.getsockname()[1]
+    rig.write()
+    rig.profile.write_text(rig.profile.read_text() + f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
+
+    async def scenario() -> None:
+        await rig.daemon.boot()
+        assert rig.status()["metrics_listen"] is None
+        await rig.tick(resync=True)
+        await rig.tick(resync=True)
+        assert rig.records.messages.count("metrics: cannot listen") == 1  # once, not each tick
+        blocker.close()
+        await rig.tick(resync=True)
+        assert rig.status()["metrics_listen"] == f"127.0.0.1:{port}"
+        loop = asyncio.get_running_loop()
+        assert await loop.run_in_executor(None, http_get, port, "/healthz") == (200, "ok")
+        assert await loop.run_in_executor(None, http_get, port, "/readyz") == (200, "ok")
+        rig.write_invalid()
+        await rig.tick(reload=True)
+        code, reason = await loop.run_in_executor(None, http_get, port, "/readyz")
+        assert code == 503 and reason.startswith("error: reload refused")
+
+    try:
+        rig.run(scenario)
+    finally:
+        blocker.close()
