@@ -288,8 +288,13 @@ install_appliance() {
         "$ROOT/etc/systemd/system/appliance.service" \
         "$ROOT/etc/systemd/system/multi-user.target.wants/appliance.service"
     binfmt_setup
+    # Every build installs afresh (the root is kept between builds): an upgrade would
+    # keep an older build's unit state and conffiles.
+    if chroot "$ROOT" /usr/bin/dpkg-query -W appliance > /dev/null 2>&1; then
+        chroot "$ROOT" /usr/bin/dpkg --purge appliance
+    fi
     cp "$deb" "$ROOT/tmp/appliance.deb"
-    chroot "$ROOT" /usr/bin/dpkg --force-confnew -i /tmp/appliance.deb
+    chroot "$ROOT" /usr/bin/dpkg -i /tmp/appliance.deb
     rm -f "$ROOT/tmp/appliance.deb"
     cp "$deb" "$OUT/appliance.deb"
     dpkg-query --admindir="$ROOT/var/lib/dpkg" -W -f '${Package} ${Version} ${Architecture}\n' \

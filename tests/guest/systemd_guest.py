@@ -40,6 +40,7 @@ DROPIN = Path("/run/systemd/system/appliance.service.d/guest-watchdog.conf")
 # Short enough for a quick test, long enough that a busy emulated guest never misses it.
 WATCHDOG_SEC = 10
 UNIT_PROPERTIES = (
+    "UnitFileState",
     "ActiveState",
     "SubState",
     "Result",
@@ -145,6 +146,9 @@ def boot_probe(name: str) -> Any:
 
 
 def step_ready() -> None:
+    enabled = show(UNIT, "UnitFileState")["UnitFileState"]
+    if enabled != "enabled":
+        raise RuntimeError(f"{UNIT} is {enabled or 'not installed'}: the boot does not start it")
     wait_until(f"{UNIT} active", lambda: active(restarts=0), 600)
     unit = show(UNIT, *UNIT_PROPERTIES)
     pid = int(unit["MainPID"])

@@ -181,6 +181,8 @@ def test_the_guest_ran_every_step(booted: SystemdBoot) -> None:
 
 def test_unit_reaches_ready_with_the_profile(booted: SystemdBoot) -> None:
     ready = booted.section("ready")
+    assert ready["unit"]["UnitFileState"] == "enabled"  # by the package
+    assert ready["unit"]["FragmentPath"] == "/lib/systemd/system/appliance.service"
     assert ready["unit"]["ActiveState"] == "active"
     assert ready["unit"]["SubState"] == "running"
     assert ready["unit"]["NRestarts"] == "0", ready["journal"]
