@@ -159,7 +159,10 @@ def lab(prefix: str = DEFAULT_PREFIX) -> Lab:
                 ),
                 routes=(Route(ap4, HOST_IFNAME), Route(ap6, HOST_IFNAME)),
                 sysctls=(
-                    # A host is a plain end system: no router advertisements to wait for.
+                    # A host is a plain end system: it does not route (a new namespace
+                    # starts with the IPv4 settings of the machine's, which may forward)
+                    # and has no router advertisements to wait for.
+                    ("net/ipv4/ip_forward", "0"),
                     ("net/ipv6/conf/all/accept_ra", "0"),
                     ("net/ipv6/conf/default/accept_ra", "0"),
                 ),
