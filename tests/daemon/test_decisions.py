@@ -519,3 +519,29 @@ def test_the_listener_retries_a_busy_address_and_answers_health(rig: Rig) -> Non
         rig.run(scenario)
     finally:
         blocker.close()
+
+
+def test_a_failing_manager_does_not_stop_the_others_and_marks_a_read_back(rig: Rig) -> None:
+    from appliance.daemon.manager import Manager
+
+    class Broken(Manager):
+        name = "broken"
+
+        async def configure(self, old: Policy | None, new: Policy | None) -> None:
+            raise RuntimeError("a bug")
+
+    rig.daemon.managers.insert(0, Broken())
+    rig.write()
+    with socket.socket() as probe:  # a free port on loopback
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    rig.profile.write_text(rig.profile.read_text() + f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
+
+    async def scenario() -> None:
+        await rig.daemon.boot()
+        assert rig.status()["source"] == "profile"
+        assert rig.status()["metrics_listen"] is not None  # the managers after it still heard
+        assert "broken: configure failed" in rig.records.messages
+        assert rig.daemon._resync
+
+    rig.run(scenario)
