@@ -103,7 +103,7 @@ for arch in "${ARCHES[@]}"; do
         continue
     fi
     grep -h '^\[' "$HERE/out/$arch/build.log" | sed "s/^/ci.sh: $arch build /"
-    step "$arch: guest tests" "$HERE/test-guest.sh" "$arch" -q -rfEs || status=1
+    step "$arch: guest tests" env GUEST_IMAGE_CURRENT=1 "$HERE/test-guest.sh" "$arch" -q -rfEs || status=1
     # Written by tests/guest/test_systemd.py: boot to READY, RSS, watchdog restart.
     sed "s/^/ci.sh: $arch systemd: /" "$HERE/out/$arch/systemd-figures.txt" 2> /dev/null || true
     du -h --apparent-size "$HERE/out/$arch/rootfs.img" | sed "s/^/ci.sh: $arch image size (apparent): /"

@@ -22,10 +22,13 @@ case "$ARCH" in
     *) echo "usage: qemu/test-guest.sh amd64|arm64 [--inside] [PYTEST_ARGS...]" >&2; exit 2 ;;
 esac
 
-"$HERE/build-image.sh" "$ARCH" > /dev/null || {
-    echo "test-guest.sh: building the $ARCH guest failed (see $HERE/out/$ARCH/build.log)" >&2
-    exit 1
-}
+# GUEST_IMAGE_CURRENT=1: the caller has just built it (qemu/ci.sh).
+if [ "${GUEST_IMAGE_CURRENT:-0}" != 1 ]; then
+    "$HERE/build-image.sh" "$ARCH" > /dev/null || {
+        echo "test-guest.sh: building the $ARCH guest failed (see $HERE/out/$ARCH/build.log)" >&2
+        exit 1
+    }
+fi
 
 cd "$REPO"
 if [ "${1:-}" = --inside ]; then
