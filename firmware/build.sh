@@ -358,6 +358,34 @@ build_slot() {
     E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mke2fs -q -F -t ext4 -L appliance-root -U "$ROOTFS_UUID" \
         -E "root_owner=0:0,hash_seed=$HASH_SEED" -O ^has_journal -m 0 \
         -d "$STAGE" "$OUT/slot.img" "${size}M"
+    clamp_inode_times "$STAGE" "$OUT/slot.img"
+}
+
+# mke2fs -d copies each file's atime and ctime too, and no one can set a ctime: set both
+# to SOURCE_DATE_EPOCH in the new file system (debugfs, by path).
+clamp_inode_times() { # clamp_inode_times TREE IMAGE
+    local tree=$1 image=$2
+    (cd "$tree" && find . -mindepth 1 -printf '%P\0') | SDE=$SOURCE_DATE_EPOCH python3 -c '
+import os, sys
+fields = {"atime": "@" + os.environ["SDE"], "ctime": "@" + os.environ["SDE"],
+          "atime_extra": "0", "ctime_extra": "0"}
+names = ["/"]
+for path in sys.stdin.buffer.read().split(b"\0"):
+    if path:
+        names.append("/" + path.decode("utf-8", "surrogateescape"))
+for name in names:
+    if any(c in name for c in "\"\n"):
+        sys.exit("build.sh: cannot clamp the times of " + repr(name))
+    for field, value in fields.items():
+        sys.stdout.write("sif \"%s\" %s %s\n" % (name, field, value))
+sys.stdout.write("ssv wtime @%s\n" % os.environ["SDE"])
+' > "$TMP/clamp.debugfs"
+    E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH debugfs -w -f "$TMP/clamp.debugfs" "$image" \
+        > /dev/null 2> "$TMP/clamp.err" || true
+    if grep -v '^debugfs ' "$TMP/clamp.err" | grep -q .; then
+        head -n 5 "$TMP/clamp.err" >&2
+        die "debugfs could not clamp the inode times of $image"
+    fi
 }
 
 build_esp() {
@@ -383,6 +411,7 @@ PY
     find "$TMP/state" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
     E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mke2fs -q -F -t ext4 -L appliance-state -U "$STATEFS_UUID" \
         -E "root_owner=0:0,hash_seed=$HASH_SEED" -d "$TMP/state" "$TMP/state.img" "${STATE_MB}M"
+    clamp_inode_times "$TMP/state" "$TMP/state.img"
 }
 
 build_disk() {
