@@ -43,8 +43,8 @@ base="localhost/appliance-base:bookworm-$arch"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 security="${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}"
 
-# This VM (and many CI machines) has no unified cgroup v2: runc with cgroupfs works where
-# crun does not; the default rlimits of podman exceed what the machine allows.
+# Machines without a unified cgroup v2 (CI's among them): runc with cgroupfs works where
+# crun does not; rlimits within what such a machine allows, below podman's defaults.
 podman=(podman --runtime runc --cgroup-manager=cgroupfs)
 ulimits=(--ulimit nofile=4096:4096 --ulimit nproc=4096:4096)
 
