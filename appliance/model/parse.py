@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import ipaddress
 import json
 import math
@@ -508,7 +509,9 @@ def _options(
     return out
 
 
+@functools.cache
 def _model_defaults(model: type) -> dict[str, Any]:
+    """The defaults of a model's fields (all immutable: frozen dataclasses, tuples)."""
     out: dict[str, Any] = {}
     for item in dataclasses.fields(model):
         if item.default is not dataclasses.MISSING:
@@ -524,10 +527,6 @@ def _choice(choices: Collection[str]) -> Parser:
 
 def _integer(low: int | None = None, high: int | None = None) -> Parser:
     return lambda ctx, path, value: _int(ctx, path, value, low, high)
-
-
-def _text(ctx: _Ctx, path: KeyPath, value: Any) -> str:
-    return _str(ctx, path, value)
 
 
 def _file_path(ctx: _Ctx, path: KeyPath, value: Any) -> str:
