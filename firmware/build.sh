@@ -20,6 +20,7 @@
 # --version N    the firmware version written into the root (default: 1)
 # --deb FILE     the appliance's Debian package (default: packaging/build-deb.sh,
 #                else the checkout installed with pip into /usr/local)
+# --rebuild      stage the Debian root again (--root-only: only that)
 # --trust PUB    a public key (appliance bundle keygen) the image trusts for updates
 #                (repeat); without one, the image takes no update
 # --overlay DIR  files copied over the root before the slot image is made
@@ -311,6 +312,8 @@ configure_root() {
         log "overlay $OVERLAY"
         cp -a "$OVERLAY/." "$STAGE/"
     fi
+    # Device trees: UEFI boards hand the kernel their own (or ACPI tables).
+    rm -rf "$STAGE"/usr/lib/linux-image-*
     rm -rf "$STAGE/var/cache/apt"/*.bin "$STAGE/var/log"/*.log "$STAGE/tmp"/* "$STAGE/var/cache/debconf"/*-old
     dpkg-query --admindir="$STAGE/var/lib/dpkg" -W -f '${Package} ${Version} ${Architecture}\n' \
         | sort > "$OUT/manifest.txt"
@@ -356,7 +359,7 @@ build_slot() {
     [ "$size" -le "$SLOT_MB" ] || die "the root ($size MiB) does not fit a slot ($SLOT_MB MiB)"
     rm -f "$OUT/slot.img"
     E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mke2fs -q -F -t ext4 -L appliance-root -U "$ROOTFS_UUID" \
-        -E "root_owner=0:0,hash_seed=$HASH_SEED" -O ^has_journal -m 0 \
+        -E "root_owner=0:0,hash_seed=$HASH_SEED" -O ^has_journal -m 0 -b 4096 \
         -d "$STAGE" "$OUT/slot.img" "${size}M"
     clamp_inode_times "$STAGE" "$OUT/slot.img"
 }
@@ -410,7 +413,7 @@ open(sys.argv[1], "w").write(body + "#" * (1024 - len(body)))
 PY
     find "$TMP/state" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
     E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mke2fs -q -F -t ext4 -L appliance-state -U "$STATEFS_UUID" \
-        -E "root_owner=0:0,hash_seed=$HASH_SEED" -d "$TMP/state" "$TMP/state.img" "${STATE_MB}M"
+        -E "root_owner=0:0,hash_seed=$HASH_SEED" -b 4096 -d "$TMP/state" "$TMP/state.img" "${STATE_MB}M"
     clamp_inode_times "$TMP/state" "$TMP/state.img"
 }
 

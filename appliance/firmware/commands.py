@@ -260,9 +260,13 @@ def cmd_boot_check(args: argparse.Namespace) -> int:
         print(f"firmware: slot {running} version {version} is good (appliance READY)", flush=True)
         return 0
     if state.on_trial(running) and not args.no_reboot:
+        then = (
+            f"slot {state.slot} boots next"
+            if state.try_count == 0
+            else f"{state.try_count} more boot(s) of this slot, then slot {state.slot}"
+        )
         print(
-            f"firmware: slot {running} version {version} on trial: {verdict}: rebooting "
-            f"(slot {state.slot} after {state.try_count} more boot(s) of this one)",
+            f"firmware: slot {running} version {version} on trial: {verdict}: rebooting ({then})",
             file=sys.stderr,
             flush=True,
         )
