@@ -1,6 +1,8 @@
 """sd_notify without a dependency: a datagram to ``$NOTIFY_SOCKET``, a no-op without it.
 
 A socket name starting with ``@`` is in the abstract namespace (a leading NUL byte).
+A send never blocks the daemon: when the service manager reads slowly and its datagram
+queue is full, the message is dropped and counted (``dropped``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ class Notifier:
 
     def __init__(self, address: str | None = None) -> None:
         self.address = address or None
+        self.dropped = 0  # messages not sent because the peer's queue was full
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Notifier:
@@ -34,8 +37,12 @@ class Notifier:
         if target.startswith("@"):
             target = "\0" + target[1:]
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            kind = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+            with socket.socket(socket.AF_UNIX, kind) as sock:
                 sock.sendto("\n".join(fields).encode(), target)
+        except BlockingIOError:
+            self.dropped += 1
+            return False
         except OSError:
             return False
         return True

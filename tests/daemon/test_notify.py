@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,3 +86,25 @@ def test_watchdog_interval() -> None:
         None if os.getpid() != 1 else 1.0,
     )
     assert watchdog_interval({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": str(os.getpid())}) == 1.0
+
+
+def test_a_full_queue_drops_and_counts_instead_of_blocking(
+    listener: tuple[socket.socket, str],
+) -> None:
+    """A service manager that does not read: its datagram queue fills, and every further
+    message is dropped and counted; the sender never waits (it runs in a thread that must
+    finish, a blocking send would hang it)."""
+    _, path = listener
+    notifier = Notifier(path)
+    results: list[bool] = []
+
+    def flood() -> None:
+        for _ in range(2000):  # far above any datagram queue length (10 by default)
+            results.append(notifier.watchdog())
+
+    worker = threading.Thread(target=flood, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "a notify send blocked on a full queue"
+    assert results.count(False) == notifier.dropped > 0
+    assert results[0] is True
