@@ -151,7 +151,8 @@ class HubClient:
         self.long_poll_max = 0.0  # what the hub announced; 0: no long poll
         self.last_error = ""
         self._failed: OrderedDict[tuple[str, str], SyncResult] = OrderedDict()
-        self._seen_sig_etag = ""  # the signature file's ETag at the last answer
+        self._seen_sig_etag = ""  # the signature file's ETag of the last pair concluded
+        self._incomplete = False  # a new signature whose pair could not be fetched
         self._floor: int | None = None
         self.pool = ConnectionPool()  # one keep-alive connection to the hub
         self._elapsed = 0.0
@@ -245,9 +246,13 @@ class HubClient:
             return self._http_error(sig_resp, B.SIG_FILE)
         signature = sig_resp.body
         sig_etag = sig_resp.etag
-        self._seen_sig_etag = sig_etag
         if running is not None and sig_etag and sig_etag == running.sig_etag:
+            self._seen_sig_etag = sig_etag
+            self._incomplete = False
             return await self._unchanged(long_polled)
+        # A version counts as fetched only once bundle and signature were verified together:
+        # until then the signature is asked for with the ETag of the last pair concluded.
+        self._incomplete = True
 
         json_headers: dict[str, str] = {}
         if running is not None and running.etag:
@@ -262,15 +267,26 @@ class HubClient:
         key = (etag or hashlib.sha256(data).hexdigest(), sig_etag or _digest(signature))
         remembered = self._failed.get(key)
         if remembered is not None:
+            self._concluded(sig_etag)
             return replace(remembered, repeated=True, time=self.clock(), long_polled=long_polled)
         verdict = self._verify(data, signature)
         if verdict.wrong_base:
             full = await self._fetch_full(verdict)
             if full is not None:
+                if not full.backoff and full.result != B.HTTP_ERROR:
+                    self._concluded(sig_etag)
                 return replace(full, long_polled=long_polled)
+        self._concluded(sig_etag)
         return self._conclude(verdict, key, signature, etag, sig_etag, long_polled)
 
+    def _concluded(self, sig_etag: str) -> None:
+        """The pair behind this signature was verified (or its failure remembered)."""
+        self._seen_sig_etag = sig_etag
+        self._incomplete = False
+
     def _failing(self) -> bool:
+        if self._incomplete:
+            return True
         return any(sig == self._seen_sig_etag for _, sig in self._failed)
 
     async def _unchanged(self, long_polled: bool) -> SyncResult:

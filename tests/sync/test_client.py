@@ -587,3 +587,34 @@ def test_rolled_back_bundle_is_fetched_again(publisher: Publisher, tmp_path: Pat
         assert again.pending and again.bundle is not None and again.bundle.version == 4
 
     scenario(publisher, tmp_path, body)
+
+
+@pytest.mark.parametrize("failure", ["missing", "too_large"])
+def test_a_failed_bundle_fetch_after_a_new_signature_is_fetched_again(
+    publisher: Publisher, tmp_path: Path, failure: str
+) -> None:
+    """A version counts as fetched only when its bundle and signature verified together: a
+    new signature whose bundle.json failed once is not taken for "nothing new" later."""
+    publisher.publish(1, ["192.0.2.1"])
+
+    async def body(server: HubServer, c: HubClient) -> None:
+        await applied(c)
+        data = build(2, ["192.0.2.2"])
+        target = publisher.directory / B.BUNDLE_FILE
+        atomic_write(publisher.directory / B.SIG_FILE, sign(data, *publisher.signers), 0o644)
+        if failure == "missing":
+            target.unlink()
+        else:
+            with open(target, "wb") as handle:  # sparse, over the client's cap
+                handle.truncate(B.MAX_BUNDLE_BYTES + 1)
+        sync = await c.poll_once()
+        assert not sync.ok and not sync.pending, sync
+        assert c.next_delay(sync, 30) == 30  # polled plainly at the interval, not in a loop
+        again = await c.poll_once()
+        assert not again.ok and not again.pending, again
+        atomic_write(target, data, 0o644)
+        fixed = await c.poll_once()
+        assert fixed.result == B.APPLIED and fixed.pending, fixed
+        assert fixed.bundle is not None and fixed.bundle.version == 2
+
+    scenario(publisher, tmp_path, body)
