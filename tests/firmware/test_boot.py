@@ -154,6 +154,8 @@ def session(request: pytest.FixtureRequest) -> Iterator[Session]:
         shutil.copy(AAVMF / "AAVMF_VARS.fd", run / "vars.fd")
         console = run / "console.log"
         command = [
+            # timeout(1): QEMU goes even if this process is killed first.
+            "timeout", "-k", "10", str(int(RUN_TIMEOUT) + 60),
             "nice", "-n", "10", "qemu-system-aarch64",
             "-machine", "virt", "-cpu", "max,pauth-impdef=on", "-accel", "tcg",
             "-smp", "2", "-m", "1024", "-nodefaults", "-display", "none",
