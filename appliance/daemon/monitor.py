@@ -5,6 +5,7 @@ drift read-back at once instead of at the next resync tick.
 PID (NAME)``. Transactions of this process are ours and ignored; so are element additions
 by others (run-time elements are never drift). The monitor only hints: the periodic
 read-back stays the authority, and without the ``nft`` binary the daemon runs without it.
+The ``nft monitor`` child dies with the daemon, also when the daemon is killed with SIGKILL.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import shutil
 from collections.abc import Callable, Iterable
 
 from appliance.compile.nftjson import TABLE_FAMILY, TABLE_NAME
+from appliance.daemon.children import die_with_parent
 
 _GENERATION = re.compile(r"^# new generation \d+ by process (\d+)")
 _OURS = f" {TABLE_FAMILY} {TABLE_NAME}"
@@ -62,6 +64,7 @@ class TableMonitor:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.DEVNULL,
                 limit=16 * 1024 * 1024,
+                preexec_fn=die_with_parent(),  # no orphan when the daemon is killed
             )
         except OSError as exc:
             self.log.warning("nft monitor did not start", extra={"error": str(exc)})

@@ -1,10 +1,15 @@
-"""Which ``nft monitor`` transactions hint at drift. Pure."""
+"""Which ``nft monitor`` transactions hint at drift (pure), and the monitor child dies with
+the daemon (root)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from appliance.daemon.monitor import foreign_drift
+from tests.daemon.conftest import Daemon, alive, children, wait_until, write_profile
 
 OWN = 100
 
@@ -26,3 +31,16 @@ OWN = 100
 )
 def test_foreign_drift(events: list[str], pid: int, expected: bool) -> None:
     assert foreign_drift(events, pid, OWN) is expected
+
+
+@pytest.mark.root
+def test_the_nft_monitor_child_dies_with_a_daemon_killed_with_sigkill(
+    netns: str, start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    daemon = start_daemon(netns, write_profile(tmp_path / "p.toml"))
+    assert daemon.proc is not None
+    pid = daemon.proc.pid
+    monitors: list[int] = []
+    wait_until(lambda: monitors.extend(children(pid, "nft")) or monitors)  # after READY
+    daemon.kill()  # SIGKILL: no cleanup in the daemon runs
+    wait_until(lambda: not alive(monitors[0]), timeout=30)
