@@ -40,7 +40,7 @@ def test_the_nft_monitor_child_dies_with_a_daemon_killed_with_sigkill(
     daemon = start_daemon(netns, write_profile(tmp_path / "p.toml"))
     assert daemon.proc is not None
     pid = daemon.proc.pid
-    monitors: list[int] = []
-    wait_until(lambda: monitors.extend(children(pid, "nft")) or monitors)  # after READY
+    wait_until(lambda: children(pid, "nft"))  # the monitor starts after READY
+    monitors = children(pid, "nft")
     daemon.kill()  # SIGKILL: no cleanup in the daemon runs
     wait_until(lambda: not alive(monitors[0]), timeout=30)
