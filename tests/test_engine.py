@@ -223,3 +223,40 @@ def test_set_header_is_listed_without_elements(netns: str, tmp_path: Path) -> No
     # and full listings are not left terse afterwards
     assert run_appliance("set", "add", "--netns", netns, "blocklist", "192.0.2.7").returncode == 0
     assert "192.0.2.7" in elements(netns, "blocklist")
+
+
+@pytest.mark.parametrize("runtime", ["203.0.113.0/25", "203.0.112.0/23"])
+def test_repair_does_not_fail_on_a_run_time_element_that_overlaps_the_profile(
+    netns: str, tmp_path: Path, runtime: str
+) -> None:
+    """A profile network deleted and a run-time network overlapping it added: the element
+    repair and the structural repair (a rule deleted) both go through, the profile's
+    network is back and what the run-time element covers outside it is kept."""
+    profile = write_profile(tmp_path / "p.toml", ["203.0.113.0/24"])
+    assert run_appliance("apply", "--netns", netns, str(profile)).returncode == 0
+    assert (
+        run_appliance("set", "del", "--netns", netns, "blocklist", "203.0.113.0/24").returncode == 0
+    )
+    added = run_appliance("set", "add", "--netns", netns, "blocklist", runtime)
+    assert added.returncode == 0, added.stderr
+    outside = ["203.0.112.0/24"] if runtime.endswith("/23") else []
+
+    repaired = run_appliance("apply", "--netns", netns, str(profile))
+    assert repaired.returncode == 0, repaired.stderr
+    assert sorted(elements(netns, "blocklist")) == sorted(["203.0.113.0/24", *outside])
+
+    deleted = run_appliance("set", "del", "--netns", netns, "blocklist", "203.0.113.0/24", *outside)
+    assert deleted.returncode == 0, deleted.stderr
+    assert run_appliance("set", "add", "--netns", netns, "blocklist", runtime).returncode == 0
+    handle, _expr = rules_with_handles(netns)[-1]
+    chain = next(
+        obj["rule"]["chain"]
+        for obj in json.loads(nft_in(netns, "-j", "-a", "list", "table", "inet", "appliance"))[
+            "nftables"
+        ]
+        if "rule" in obj and obj["rule"]["handle"] == handle
+    )
+    nft_in(netns, "delete", "rule", "inet", "appliance", chain, "handle", str(handle))
+    swapped = run_appliance("apply", "--netns", netns, str(profile))
+    assert swapped.returncode == 0, swapped.stderr
+    assert sorted(elements(netns, "blocklist")) == sorted(["203.0.113.0/24", *outside])

@@ -149,6 +149,7 @@ def set_counts(desired: Desired, observed: Observed, plan: Plan) -> dict[str, in
             runtime = sum(
                 1 for text, elem in have.items() if text not in wanted and elem.comment not in tags
             )
+            runtime += len(plan.trimmed.get(name, ())) - len(plan.trim.get(name, ()))
         counts[name] = len(wanted) + runtime
     return counts
 

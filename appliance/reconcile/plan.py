@@ -3,6 +3,10 @@
 Set-only differences become element deltas (the table, its rule handles and counters
 stay); any structural difference becomes one table swap in one transaction that carries
 the run-time elements (``set add``, automatic blocks, the hub) across.
+
+In an interval set, a run-time element that overlaps an element the policy puts back would
+make the kernel refuse the whole transaction, and with it every repair: such an element is
+replaced, in the same transaction, by what it covers outside the policy's elements.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from dataclasses import dataclass, field
 from appliance.compile.nftjson import TABLE_FAMILY, TABLE_NAME, Json, element_command
 from appliance.compile.render import render_rule
 from appliance.compile.ruleset import element_json, table_object
+from appliance.model.values import element_bounds
+from appliance.reconcile.intervals import Spans, span_text, width_of
 from appliance.reconcile.state import (
     DYNAMIC_SETS,
     HUB_TAG,
@@ -35,10 +41,19 @@ class Plan:
     structure_diff: list[str] = field(default_factory=list)
     add: dict[str, list[str]] = field(default_factory=dict)  # profile (or hub) elements to add
     delete: dict[str, list[str]] = field(default_factory=dict)  # stale profile (or hub) elements
+    # run-time elements that overlap policy elements being added, and what replaces them
+    trim: dict[str, list[Element]] = field(default_factory=dict)
+    trimmed: dict[str, list[Element]] = field(default_factory=dict)
 
     @property
     def changed(self) -> bool:
-        return self.create or self.swap or any(self.add.values()) or any(self.delete.values())
+        return (
+            self.create
+            or self.swap
+            or any(self.add.values())
+            or any(self.delete.values())
+            or any(self.trim.values())
+        )
 
     def describe(self) -> list[str]:
         """Human-readable lines: what applying would change."""
@@ -55,6 +70,11 @@ class Plan:
                 if len(texts) > ELEMENTS_SHOWN:
                     more = len(texts) - ELEMENTS_SHOWN
                     lines.append(f"{sign} element {name} ... and {more} more ({len(texts)} in all)")
+        for name in sorted(self.trim):
+            for elem in self.trim[name][:ELEMENTS_SHOWN]:
+                lines.append(f"~ element {name} {elem.text} (overlaps the policy's elements)")
+            for elem in self.trimmed.get(name, [])[:ELEMENTS_SHOWN]:
+                lines.append(f"+ element {name} {elem.text} (what it keeps outside them)")
         return lines
 
 
@@ -84,7 +104,49 @@ def make_plan(desired: Desired, observed: Observed) -> Plan:
         )
         if stale and same_type:
             plan.delete[name] = stale
+        if missing and same_type:
+            runtime = [e for t, e in have.items() if e.comment not in tags and t not in wanted]
+            trim, trimmed = trim_overlaps(desired, name, missing, runtime)
+            if trim:
+                plan.trim[name], plan.trimmed[name] = trim, trimmed
     return plan
+
+
+def interval_type(desired: Desired, name: str) -> str | None:
+    """The type of set ``name`` if it is an interval set of addresses or ports."""
+    for obj in desired.objects:
+        body = obj.get("set")
+        if body and body["name"] == name:
+            if "interval" in body.get("flags", []) and width_of(body["type"]) is not None:
+                return str(body["type"])
+            return None
+    return None
+
+
+def trim_overlaps(
+    desired: Desired, name: str, texts: list[str] | frozenset[str], runtime: list[Element]
+) -> tuple[list[Element], list[Element]]:
+    """Run-time elements of interval set ``name`` that overlap ``texts`` (the policy's
+    elements about to be added), and the elements that keep what they cover outside
+    ``texts`` (same comment and timeout). ([], []) when nothing overlaps."""
+    set_type = interval_type(desired, name)
+    if set_type is None or not runtime or not texts:
+        return [], []
+    width = width_of(set_type)
+    assert width is not None
+    policy = Spans.of(width, (element_bounds(set_type, t) for t in texts))
+    trim: list[Element] = []
+    kept: list[Element] = []
+    for elem in runtime:
+        first, last = element_bounds(set_type, elem.text)
+        if not policy.overlapping(first, last):
+            continue
+        trim.append(elem)
+        for a, b in Spans.of(width, [(first, last)]).difference(policy):
+            kept.append(
+                Element(span_text(set_type, a, b), elem.comment, elem.timeout, elem.expires)
+            )
+    return trim, kept
 
 
 def transaction(plan: Plan, desired: Desired, observed: Observed) -> list[Json]:
@@ -92,6 +154,9 @@ def transaction(plan: Plan, desired: Desired, observed: Observed) -> list[Json]:
     if plan.create or plan.swap:
         return swap_commands(desired, observed)
     commands: list[Json] = []
+    for name, overlapping in sorted(plan.trim.items()):
+        values = [element_json(desired.types[name], e.text) for e in overlapping]
+        commands.append(element_command("delete", name, values))
     for name, texts in sorted(plan.delete.items()):
         commands.append(
             element_command("delete", name, [_profile_elem(desired, name, t) for t in texts])
@@ -99,6 +164,10 @@ def transaction(plan: Plan, desired: Desired, observed: Observed) -> list[Json]:
     for name, texts in sorted(plan.add.items()):
         elems = [_profile_elem(desired, name, t) for t in texts]
         commands.append(element_command("add", name, elems))
+    for name, kept in sorted(plan.trimmed.items()):
+        if kept:
+            runtime = [_runtime_elem(desired, name, e) for e in kept]
+            commands.append(element_command("add", name, runtime))
     return commands
 
 
@@ -122,16 +191,23 @@ def swap_commands(desired: Desired, observed: Observed) -> list[Json]:
 
 
 def kept_runtime_elements(desired: Desired, observed: Observed, name: str) -> list[Element]:
-    """Elements of ``name`` added at run time that survive a swap (same set, same type)."""
+    """Elements of ``name`` added at run time that survive a swap (same set, same type);
+    in an interval set, those overlapping the policy's elements keep only what they cover
+    outside them."""
     if name in DYNAMIC_SETS or observed.types.get(name) != desired.types.get(name):
         return []
     wanted = wanted_elements(desired, name)
     tags = managed_tags(desired)
-    return [
+    kept = [
         elem
         for text, elem in observed.elements.get(name, {}).items()
         if elem.comment not in tags and text not in wanted and elem.expires != 0
     ]
+    trim, trimmed = trim_overlaps(desired, name, wanted, kept)
+    if not trim:
+        return kept
+    gone = {id(e) for e in trim}
+    return [e for e in kept if id(e) not in gone] + trimmed
 
 
 def structure_diff(desired: list[Json], observed: list[Json]) -> list[str]:

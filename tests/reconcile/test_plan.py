@@ -192,3 +192,42 @@ def test_profile_driven_apply_keeps_hub_elements() -> None:
         if isinstance(e, dict) and e["elem"].get("comment") == "hub"
     ]
     assert len(kept) == 1
+
+
+def test_run_time_element_overlapping_a_profile_element_put_back_is_trimmed() -> None:
+    """A run-time network inside a deleted profile network: the repair replaces it rather
+    than fail on conflicting intervals."""
+    d = desired()
+    inside = {"elem": {"val": {"prefix": {"addr": "192.0.2.0", "len": 25}}}}
+    observed_listing = listing(d, {"bl": [inside]})
+    for obj in observed_listing:
+        if obj.get("set", {}).get("name") == "bl":
+            obj["set"]["elem"] = [inside]  # the profile's /24 was deleted
+    observed = observed_from_listing(observed_listing)
+    plan = make_plan(d, observed)
+    assert plan.add["bl"] == ["192.0.2.0/24"]
+    assert [e.text for e in plan.trim["bl"]] == ["192.0.2.0/25"]
+    assert plan.trimmed["bl"] == []
+    commands = transaction(plan, d, observed)
+    assert "delete" in commands[0] and "add" in commands[1]
+
+
+def test_swap_keeps_what_an_overlapping_run_time_element_covers_outside_the_policy() -> None:
+    d = desired()
+    wider = {"elem": {"val": {"prefix": {"addr": "192.0.2.0", "len": 23}}, "timeout": 60}}
+    observed_listing = listing(d, {"bl": [wider]})
+    for obj in observed_listing:
+        if obj.get("set", {}).get("name") == "bl":
+            obj["set"]["elem"] = [wider]
+    observed_listing.append({"chain": {"family": "inet", "table": "appliance", "name": "x"}})
+    observed = observed_from_listing(observed_listing)
+    plan = make_plan(d, observed)
+    assert plan.swap
+    commands = swap_commands(d, observed)
+    adds = [c["add"]["element"]["elem"] for c in commands if "element" in c.get("add", {})]
+    assert adds == [
+        [
+            {"elem": {"val": {"prefix": {"addr": "192.0.2.0", "len": 24}}, "comment": "profile"}},
+            {"elem": {"val": {"prefix": {"addr": "192.0.3.0", "len": 24}}, "timeout": 60}},
+        ]
+    ]

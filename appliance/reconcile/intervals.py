@@ -1,0 +1,210 @@
+"""Address and port ranges in packed form: sorted spans, overlapping and adjacent ones
+merged. Pure.
+
+A :class:`Spans` holds its bounds in machine-word arrays, never an object per element: an
+IPv4 address or port span costs 16 bytes (two ``Q`` words), an IPv6 span 32 bytes (the high
+and low halves of both bounds). Union, difference and the delta between two sets of spans
+run on that form, in one merge pass over sorted bounds.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from array import array
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator
+
+MASK64 = (1 << 64) - 1
+WIDTHS = {"ipv4_addr": 32, "inet_service": 16, "ipv6_addr": 128}
+
+
+class _Bounds:
+    """A read-only sequence of integers over one or two word arrays (for ``bisect``)."""
+
+    __slots__ = ("hi", "lo")
+
+    def __init__(self, lo: array[int], hi: array[int] | None) -> None:
+        self.lo = lo
+        self.hi = hi
+
+    def __len__(self) -> int:
+        return len(self.lo)
+
+    def __getitem__(self, i: int) -> int:
+        if self.hi is None:
+            return self.lo[i]
+        return (self.hi[i] << 64) | self.lo[i]
+
+    def append(self, value: int) -> None:
+        if self.hi is None:
+            self.lo.append(value)
+        else:
+            self.hi.append(value >> 64)
+            self.lo.append(value & MASK64)
+
+    def nbytes(self) -> int:
+        size = self.lo.itemsize * len(self.lo)
+        return size + (self.hi.itemsize * len(self.hi) if self.hi is not None else 0)
+
+
+class Spans:
+    """Disjoint, non-adjacent, sorted spans ``[first, last]`` of ``width``-bit integers."""
+
+    __slots__ = ("firsts", "lasts", "width")
+
+    def __init__(self, width: int) -> None:
+        if width not in (16, 32, 128):
+            raise ValueError(f"unsupported width {width}")
+        self.width = width
+        wide = width > 64
+        self.firsts = _Bounds(array("Q"), array("Q") if wide else None)
+        self.lasts = _Bounds(array("Q"), array("Q") if wide else None)
+
+    # ---- building ---------------------------------------------------------------------
+
+    @classmethod
+    def of(cls, width: int, pairs: Iterable[tuple[int, int]]) -> Spans:
+        """Spans covering every ``(first, last)`` pair given (in any order, overlapping or
+        not); ValueError for a pair outside ``width`` bits or with ``first > last``."""
+        top = (1 << width) - 1
+        checked = []
+        for first, last in pairs:
+            if not 0 <= first <= last <= top:
+                raise ValueError(f"bad span {first}-{last} for {width} bits")
+            checked.append((first, last))
+        checked.sort()
+        spans = cls(width)
+        for first, last in checked:
+            spans._push(first, last)
+        return spans
+
+    def _push(self, first: int, last: int) -> None:
+        """Append a span that starts at or after the last one's start (merging)."""
+        n = len(self.lasts)
+        if n and first <= self.lasts[n - 1] + 1:
+            if last > self.lasts[n - 1]:
+                self._set_last(n - 1, last)
+            return
+        self.firsts.append(first)
+        self.lasts.append(last)
+
+    def _set_last(self, i: int, value: int) -> None:
+        bounds = self.lasts
+        if bounds.hi is None:
+            bounds.lo[i] = value
+        else:
+            bounds.hi[i] = value >> 64
+            bounds.lo[i] = value & MASK64
+
+    # ---- reading ----------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.firsts)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for i in range(len(self.firsts)):
+            yield self.firsts[i], self.lasts[i]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Spans) and self.width == other.width and list(self) == list(other)
+
+    def __hash__(self) -> int:  # pragma: no cover - mutable while built; not hashed
+        raise TypeError("Spans is not hashable")
+
+    def nbytes(self) -> int:
+        """Bytes held by the bounds (without the arrays' headers)."""
+        return self.firsts.nbytes() + self.lasts.nbytes()
+
+    def count(self) -> int:
+        """How many values the spans cover."""
+        return sum(last - first + 1 for first, last in self)
+
+    def contains(self, value: int) -> bool:
+        i = bisect_right(self.firsts, value) - 1
+        return i >= 0 and value <= self.lasts[i]
+
+    def overlapping(self, first: int, last: int) -> list[tuple[int, int]]:
+        """The spans that share at least one value with ``[first, last]``."""
+        i = max(bisect_right(self.firsts, first) - 1, 0)
+        found = []
+        while i < len(self.firsts) and self.firsts[i] <= last:
+            if self.lasts[i] >= first:
+                found.append((self.firsts[i], self.lasts[i]))
+            i += 1
+        return found
+
+    # ---- algebra ----------------------------------------------------------------------
+
+    def union(self, other: Spans) -> Spans:
+        self._same_width(other)
+        result = Spans(self.width)
+        for first, last in _merge_sorted(iter(self), iter(other)):
+            result._push(first, last)
+        return result
+
+    def difference(self, other: Spans) -> Spans:
+        """Values in ``self`` and not in ``other``."""
+        self._same_width(other)
+        result = Spans(self.width)
+        theirs = iter(other)
+        cut = next(theirs, None)
+        for first, last in self:
+            start = first
+            while cut is not None and cut[1] < start:
+                cut = next(theirs, None)
+            while cut is not None and cut[0] <= last:
+                if cut[0] > start:
+                    result._push(start, cut[0] - 1)
+                if cut[1] >= last:
+                    start = last + 1
+                    break
+                start = cut[1] + 1
+                cut = next(theirs, None)
+            if start <= last:
+                result._push(start, last)
+        return result
+
+    def _same_width(self, other: Spans) -> None:
+        if other.width != self.width:
+            raise ValueError(f"spans of {self.width} and {other.width} bits")
+
+
+def delta(old: Spans, new: Spans) -> tuple[Spans, Spans]:
+    """What turns ``old`` into ``new``: (spans to add, spans to remove)."""
+    return new.difference(old), old.difference(new)
+
+
+def _merge_sorted(
+    a: Iterator[tuple[int, int]], b: Iterator[tuple[int, int]]
+) -> Iterator[tuple[int, int]]:
+    x, y = next(a, None), next(b, None)
+    while x is not None or y is not None:
+        if y is None or (x is not None and x <= y):
+            assert x is not None
+            yield x
+            x = next(a, None)
+        else:
+            yield y
+            y = next(b, None)
+
+
+# ---- set elements ---------------------------------------------------------------------
+
+
+def width_of(set_type: str) -> int | None:
+    """The bit width of an interval set type's values (None: not a range type)."""
+    return WIDTHS.get(set_type)
+
+
+def span_text(set_type: str, first: int, last: int) -> str:
+    """One element's text as the kernel prints it: a host, a network or ``first-last``."""
+    if set_type == "inet_service":
+        return str(first) if first == last else f"{first}-{last}"
+    make = ipaddress.IPv4Address if set_type == "ipv4_addr" else ipaddress.IPv6Address
+    low, high = make(first), make(last)
+    if first == last:
+        return str(low)
+    size = last - first + 1
+    if size & (size - 1) == 0 and first % size == 0:
+        return f"{low}/{WIDTHS[set_type] - size.bit_length() + 1}"
+    return f"{low}-{high}"

@@ -1,0 +1,109 @@
+"""Packed spans against a reference model: a set of integers (hypothesis)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from appliance.reconcile.intervals import Spans, delta, span_text
+
+# Small universes, so that the reference (every value covered) stays small; the IPv6 one
+# sits across the 64-bit boundary of the packed halves.
+UNIVERSES = {32: (0, 300), 16: (65_300, 65_535), 128: ((1 << 64) - 150, (1 << 64) + 150)}
+
+
+def pairs(width: int) -> st.SearchStrategy[list[tuple[int, int]]]:
+    low, high = UNIVERSES[width]
+    pair = st.tuples(st.integers(low, high), st.integers(0, 40)).map(
+        lambda p: (p[0], min(p[0] + p[1], high))
+    )
+    return st.lists(pair, max_size=25)
+
+
+def model(items: list[tuple[int, int]]) -> set[int]:
+    return {v for first, last in items for v in range(first, last + 1)}
+
+
+def covered(spans: Spans) -> set[int]:
+    return model(list(spans))
+
+
+def well_formed(spans: Spans) -> bool:
+    """Sorted, each span non-empty, neither overlapping nor adjacent to the next."""
+    items = list(spans)
+    return all(a <= b for a, b in items) and all(
+        items[i][1] + 1 < items[i + 1][0] for i in range(len(items) - 1)
+    )
+
+
+widths = st.sampled_from(sorted(UNIVERSES))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_normalized_spans_cover_exactly_the_input_merged(data: st.DataObject) -> None:
+    width = data.draw(widths)
+    items = data.draw(pairs(width))
+    spans = Spans.of(width, items)
+    assert well_formed(spans)
+    assert covered(spans) == model(items)
+    assert spans.count() == len(model(items))
+    for value in range(*UNIVERSES[width])[::7]:
+        assert spans.contains(value) == (value in model(items))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_union_difference_and_delta_match_the_model(data: st.DataObject) -> None:
+    width = data.draw(widths)
+    a_items, b_items = data.draw(pairs(width)), data.draw(pairs(width))
+    a, b = Spans.of(width, a_items), Spans.of(width, b_items)
+    ref_a, ref_b = model(a_items), model(b_items)
+    assert covered(a.union(b)) == ref_a | ref_b and well_formed(a.union(b))
+    assert covered(a.difference(b)) == ref_a - ref_b and well_formed(a.difference(b))
+    added, removed = delta(a, b)
+    assert covered(added) == ref_b - ref_a
+    assert covered(removed) == ref_a - ref_b
+    low, high = UNIVERSES[width]
+    first = data.draw(st.integers(low, high))
+    last = data.draw(st.integers(first, high))
+    window = set(range(first, last + 1))
+    assert model(a.overlapping(first, last)) & window == ref_a & window
+    assert all(model([s]) & window for s in a.overlapping(first, last))
+
+
+def test_packed_size_per_span() -> None:
+    v4 = Spans.of(32, ((i * 4, i * 4 + 1) for i in range(1000)))
+    v6 = Spans.of(128, ((i << 70, (i << 70) + 1) for i in range(1000)))
+    assert v4.nbytes() == 16 * 1000
+    assert v6.nbytes() == 32 * 1000
+
+
+def test_bad_spans_are_refused() -> None:
+    with pytest.raises(ValueError, match="bad span"):
+        Spans.of(32, [(5, 4)])
+    with pytest.raises(ValueError, match="bad span"):
+        Spans.of(32, [(0, 1 << 32)])
+    with pytest.raises(ValueError, match="bits"):
+        Spans.of(32, []).union(Spans.of(128, []))
+
+
+@given(st.integers(0, (1 << 32) - 1), st.integers(0, 5000))
+def test_span_text_names_the_same_addresses(first: int, size: int) -> None:
+    last = min(first + size, (1 << 32) - 1)
+    text = span_text("ipv4_addr", first, last)
+    if "-" in text:
+        low, high = (int(ipaddress.IPv4Address(t)) for t in text.split("-"))
+    else:
+        net = ipaddress.IPv4Network(text)
+        low, high = int(net.network_address), int(net.broadcast_address)
+    assert (low, high) == (first, last)
+
+
+def test_span_text_of_ports_and_ipv6() -> None:
+    assert span_text("inet_service", 22, 22) == "22"
+    assert span_text("inet_service", 5000, 5010) == "5000-5010"
+    assert span_text("ipv6_addr", 1 << 64, (1 << 64) + 255) == "0:0:0:1::/120"
