@@ -121,6 +121,8 @@ class LiveInspection:
         self._clock = clock
         self._last_drop_poll = 0.0
         self._engine: InspectionEngine | None = None
+        self._rules_loaded = 0
+        self._rules_skipped: dict[str, int] = {}
         self._eve: Any = None
         self._inline: NfqueueReader | None = None
 
@@ -132,7 +134,17 @@ class LiveInspection:
         from appliance.inspect.engine import InspectionConfig, InspectionEngine
 
         self._loop = loop
-        self._engine = InspectionEngine(InspectionConfig.from_profile(self.profile))
+        config = InspectionConfig.from_profile(self.profile)
+        self._engine = InspectionEngine(config)
+        self._rules_loaded = len(config.signatures)
+        self._rules_skipped = {}
+        for skipped in config.skipped:
+            self.log.warning(skipped.warning)
+            self._rules_skipped[skipped.reason] = self._rules_skipped.get(skipped.reason, 0) + 1
+        gauge = self.metrics.inspect_rules_skipped
+        gauge.clear()
+        for reason, number in self._rules_skipped.items():
+            gauge.labels(reason=reason).set(number)
         directory = os.path.dirname(self.alerts_path)
         if directory:
             os.makedirs(directory, exist_ok=True)
@@ -364,5 +376,10 @@ class LiveInspection:
             "block_errors": counts.block_errors,
             "errors": dict(counts.errors),
             "decode_errors": dict(self._engine.stats.errors) if self._engine else {},
+            "rules": {
+                "loaded": self._rules_loaded,
+                "skipped": sum(self._rules_skipped.values()),
+                "skipped_by_reason": dict(self._rules_skipped),
+            },
             "blocked_now": sum(1 for t in self._blocked.values() if t > self._clock()),
         }

@@ -141,6 +141,12 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.inspect_rules_skipped = Gauge(
+            "appliance_inspect_rules_skipped",
+            "Rules of the loaded set left out, by reason (a Suricata keyword, unknown, invalid)",
+            ["reason"],
+            registry=registry,
+        )
         self.alerts = Counter(
             "appliance_alerts", "Alerts raised, by signature", ["signature_id"], registry=registry
         )

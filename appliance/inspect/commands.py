@@ -34,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--profile", metavar="PROFILE", help="take rules, detectors and $HOME_NET from it"
     )
     parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse the rules when one cannot be run (default: skip it with a warning)",
+    )
+    parser.add_argument(
         "--stats", action="store_true", help="print packet and decoder-error counts to stderr"
     )
 
@@ -49,7 +54,10 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO | None = None) -> int:
         from appliance.model.parse import load_profile
 
         profile = load_profile(args.profile)
-    engine = InspectionEngine(InspectionConfig.from_profile(profile, args.rules))
+    config = InspectionConfig.from_profile(profile, args.rules, strict=args.strict)
+    for skipped in config.skipped:
+        print(skipped.warning, file=sys.stderr)
+    engine = InspectionEngine(config)
     try:
         handle = open(args.pcap, "rb")  # noqa: SIM115 - closed below, after the generator
     except OSError as exc:

@@ -27,7 +27,7 @@ from appliance.inspect.flow import (
     FlowTable,
 )
 from appliance.inspect.match import Group, Matcher, contents_match, rule_matches
-from appliance.inspect.rules import Signature, Variables, parse_rule_files
+from appliance.inspect.rules import Signature, Skipped, Variables, load_rules
 from appliance.inspect.threshold import ThresholdState
 from appliance.model.profile import Detectors, Profile
 from appliance.model.values import AddrRange, IPNetwork, SetRef, parse_addr_item
@@ -50,24 +50,30 @@ class InspectionConfig:
     max_flows: int = 65536
     idle_timeout: float = 300.0
     fast_path: bool = True  # off: every packet takes the full path (tests compare the two)
+    skipped: Sequence[Skipped] = ()  # rules left out, each with its warning line and reason
 
     @classmethod
     def from_profile(
-        cls, profile: Profile | None, extra_rules: Sequence[str] = ()
+        cls, profile: Profile | None, extra_rules: Sequence[str] = (), strict: bool = False
     ) -> InspectionConfig:
         """Signatures of the profile's ``[inspect].rules`` plus ``extra_rules``, its detectors,
-        ``$HOME_NET`` (``home_net``, else every zone's networks) and ``never_block``."""
+        ``$HOME_NET`` (``home_net``, else every zone's networks) and ``never_block``. Rules
+        the engine cannot run are left out (``skipped``) unless ``strict`` (or
+        ``[inspect].strict``): then the first refuses them all (``RuleFileError``)."""
         if profile is None:
             variables = Variables.from_networks(None)
-            return cls(signatures=parse_rule_files(list(extra_rules), variables))
+            rules = load_rules(list(extra_rules), variables, strict)
+            return cls(signatures=rules.signatures, skipped=rules.skipped)
         inspect = profile.inspect
         home = inspect.home_net
         if home is None:
             home = tuple(n for zone in profile.zones for n in zone.networks)
         variables = Variables.from_networks(home)
         paths = [*inspect.rules, *extra_rules]
+        rules = load_rules(paths, variables, strict or getattr(inspect, "strict", False))
         return cls(
-            signatures=parse_rule_files(paths, variables),
+            signatures=rules.signatures,
+            skipped=rules.skipped,
             detectors=inspect.detectors,
             block=inspect.block,
             never_block=_never_block(profile),
@@ -496,8 +502,12 @@ class InspectionEngine:
             if http is not None:
                 flow.app = "http"
                 buffers["http.uri"] = http.uri
+                buffers["http.raw_uri"] = http.raw_uri
+                buffers["http.method"] = http.method
                 if http.host is not None:
                     buffers["http.host"] = http.host
+                if http.user_agent is not None:
+                    buffers["http.user_agent"] = http.user_agent
         elif to_server and app in ("", "tls") and appproto.looks_like_tls(payload):
             flow.app = "tls"
             size = appproto.tls_record_size(payload)

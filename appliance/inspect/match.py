@@ -30,7 +30,7 @@ from appliance.inspect.decode import (
     PROTO_UDP,
     Layer,
 )
-from appliance.inspect.rules import PKT, AddrExpr, Content, PortExpr, Signature
+from appliance.inspect.rules import PKT, AddrExpr, Content, PortExpr, Signature, chain_matches
 
 _MAX_CACHE = 65536  # rule groups kept
 
@@ -182,10 +182,14 @@ class Group:
 
 
 def fast_pattern(sig: Signature) -> Content | None:
-    """The longest positive content of a rule (its prefilter pattern), if it has one."""
-    positive = [c for c in sig.contents if not c.negated]
+    """The content marked ``fast_pattern``, else the longest positive content of a rule (its
+    prefilter pattern), if it has one."""
+    positive = [c for c in sig.contents if c.literal]
     if not positive:
         return None
+    for content in positive:
+        if content.fast:
+            return content
     return max(positive, key=lambda c: len(c.pattern))
 
 
@@ -299,7 +303,11 @@ class Matcher:
             fast = fast_pattern(sig)
             if fast is None:
                 plain.append(sig)
-            elif fast.depth is not None and fast.offset + fast.depth <= ANCHOR_LIMIT:
+            elif (
+                fast.depth is not None
+                and fast.offset + fast.depth <= ANCHOR_LIMIT
+                and all(c.plain and c.buffer == PKT for c in sig.contents)
+            ):
                 anchored.append(sig)
             else:
                 by_buffer.setdefault(fast.buffer, []).append((fast, sig))
@@ -380,10 +388,24 @@ def rule_matches(
 
 
 def contents_match(sig: Signature, buffers: dict[str, bytes]) -> bool:
+    """Every item of the rule holds: plain contents each on their own, each buffer's chain
+    of relative items in order."""
+    chains: dict[str, list[Content]] | None = None
     for content in sig.contents:
         data = buffers.get(content.buffer)
         if data is None:
             return False
-        if not content.matches(data):
+        if content.plain:
+            if not content.matches(data):
+                return False
+            continue
+        if chains is None:
+            chains = {}
+        chains.setdefault(content.buffer, [])
+    if chains is None:
+        return True
+    for buffer in chains:
+        items = [c for c in sig.contents if c.buffer == buffer]
+        if not chain_matches(items, buffers[buffer]):
             return False
     return True

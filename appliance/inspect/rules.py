@@ -8,8 +8,9 @@ next; ``#`` starts a comment line. Every error is a ``RuleFileError`` naming ``F
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, cast, get_args
 
 from appliance.errors import RuleFileError, UsageError
@@ -26,8 +27,31 @@ ThresholdType = Literal["limit", "threshold", "both"]
 Track = Literal["by_src", "by_dst"]
 RuleProto = Literal["ip", "tcp", "udp", "icmp", "icmpv6", "sctp", "dns", "tls", "http", "gtp"]
 PROTOCOLS: tuple[str, ...] = get_args(RuleProto)
-BUFFERS = ("dns.query", "tls.sni", "http.host", "http.uri")
-BUFFER_APP = {"dns.query": "dns", "tls.sni": "tls", "http.host": "http", "http.uri": "http"}
+# The buffers the engine fills, their application protocol, and the older names and content
+# modifiers that select them (Suricata's legacy forms)
+BUFFER_APP = {
+    "dns.query": "dns",
+    "tls.sni": "tls",
+    "http.host": "http",
+    "http.uri": "http",
+    "http.raw_uri": "http",
+    "http.method": "http",
+    "http.user_agent": "http",
+}
+BUFFERS = tuple(BUFFER_APP)
+LEGACY_STICKY = {"dns_query": "dns.query", "tls_sni": "tls.sni"}
+STICKY_ALIASES = {
+    "http.uri.raw": "http.raw_uri",
+}
+CONTENT_MODIFIERS = {
+    "http_uri": "http.uri",
+    "http_raw_uri": "http.raw_uri",
+    "http_host": "http.host",
+    "http_method": "http.method",
+    "http_user_agent": "http.user_agent",
+}
+# Options that change nothing the engine decides on
+IGNORED_OPTIONS = frozenset({"gid", "target", "rawbytes"})
 PROTO_APP = {"dns": "dns", "tls": "tls", "http": "http", "gtp": "gtp"}
 PKT = "pkt"
 
@@ -122,25 +146,109 @@ ANY_PORT = PortExpr("any")
 
 @dataclass(frozen=True)
 class Content:
+    """One item of a buffer's chain: a ``content`` (``pattern``), a ``pcre`` (``regex``) or
+    an ``isdataat`` (``data_at``). ``distance``/``within`` (or a relative ``pcre`` /
+    ``isdataat``) place it after the end of the previous item's match, as Suricata does."""
+
     pattern: bytes
     buffer: str = PKT
     nocase: bool = False
     negated: bool = False
     offset: int = 0
     depth: int | None = None
+    distance: int | None = None
+    within: int | None = None
+    fast: bool = False  # fast_pattern: the rule's prefilter pattern
+    regex: re.Pattern[bytes] | None = field(default=None, compare=False)
+    data_at: int | None = None  # isdataat
+    size: tuple[int, int] | None = None  # dsize, bsize, urilen: the buffer's length range
 
     def __post_init__(self) -> None:
         # what is searched for: lower case for nocase (then in the lower-cased data)
         object.__setattr__(self, "_needle", self.pattern.lower() if self.nocase else self.pattern)
 
+    @property
+    def relative(self) -> bool:
+        return self.distance is not None or self.within is not None
+
+    @property
+    def plain(self) -> bool:
+        """A content at a fixed place (no relative placement, no pcre, no isdataat)."""
+        return (
+            self.regex is None and self.data_at is None and self.size is None and not self.relative
+        )
+
+    @property
+    def literal(self) -> bool:
+        """A positive ``content`` (a prefilter pattern may be taken from it)."""
+        return (
+            not self.negated and self.regex is None and self.data_at is None and (self.size is None)
+        )
+
     def matches(self, data: bytes) -> bool:
-        region = data
-        if self.offset or self.depth is not None:
-            stop = None if self.depth is None else self.offset + self.depth
-            region = data[self.offset : stop]
-        needle: bytes = self._needle  # type: ignore[attr-defined]
-        found = needle in region.lower() if self.nocase else needle in region
-        return found != self.negated
+        return self.find(data, 0) is not None
+
+    def find(self, data: bytes, prev_end: int, start: int = -1) -> tuple[int, int] | None:
+        """Where this item matches (start, end) searching from ``start`` (default: where its
+        placement begins); a negated item or ``isdataat`` gives (prev_end, prev_end). None if
+        it does not hold."""
+        size = self.size
+        if size is not None:
+            held = (size[0] <= len(data) <= size[1]) != self.negated
+            return (prev_end, prev_end) if held else None
+        if self.data_at is not None:
+            base = prev_end if self.relative else 0
+            held = (len(data) > base + self.data_at) != self.negated
+            return (prev_end, prev_end) if held else None
+        if self.relative:
+            low = max(prev_end + (self.distance or 0), 0)
+            high = None if self.within is None else low + self.within
+        else:
+            low = self.offset
+            high = None if self.depth is None else self.offset + self.depth
+        if start > low:
+            low = start
+        found: tuple[int, int] | None = None
+        regex = self.regex
+        if regex is not None:
+            hit = regex.search(data, low) if high is None else regex.search(data, low, high)
+            if hit is not None:
+                found = hit.span()
+        else:
+            needle: bytes = self._needle  # type: ignore[attr-defined]
+            hay = data.lower() if self.nocase else data
+            at = hay.find(needle, low) if high is None else hay.find(needle, low, high)
+            if at >= 0:
+                found = (at, at + len(needle))
+        if self.negated:
+            return (prev_end, prev_end) if found is None else None
+        return found
+
+
+def chain_matches(items: Sequence[Content], data: bytes, budget: int = 64) -> bool:
+    """Whether one buffer's items all hold in order; a relative item that fails makes the
+    items before it try their next match (at most ``budget`` retries), as Suricata does."""
+    tries = [budget]
+
+    def walk(i: int, prev_end: int) -> bool:
+        if i == len(items):
+            return True
+        item = items[i]
+        start = -1
+        while True:
+            found = item.find(data, prev_end, start)
+            if found is None:
+                return False
+            if walk(i + 1, found[1]):
+                return True
+            if item.negated or item.data_at is not None or item.size is not None or tries[0] <= 0:
+                return False
+            if not any(later.relative for later in items[i + 1 :]):
+                return False
+            tries[0] -= 1
+            start = found[0] + 1
+
+    return walk(0, 0)
 
 
 @dataclass(frozen=True)
@@ -197,9 +305,44 @@ class Signature:
     path: str = ""
     line: int = 0
     references: tuple[str, ...] = field(default=(), compare=False)
+    metadata: tuple[str, ...] = field(default=(), compare=False)
 
 
 # ---- parsing ------------------------------------------------------------------------------
+
+
+class UnsupportedKeyword(RuleFileError):
+    """A rule uses a keyword the engine cannot run: skipped, unless loading is strict."""
+
+    def __init__(self, path: str, line: int, sid: int, keyword: str) -> None:
+        self.sid = sid
+        self.keyword = keyword
+        super().__init__(path, line, f"sid {sid}: unsupported keyword {keyword!r}")
+
+    @property
+    def reason(self) -> str:
+        """The metric label: the keyword when Suricata knows it, else ``unknown`` (bounded)."""
+        return self.keyword if self.keyword in SURICATA_KEYWORDS else "unknown"
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A rule left out: its warning line and the (bounded) reason it counts under."""
+
+    warning: str
+    reason: str
+
+
+@dataclass
+class RuleSet:
+    signatures: list[Signature]
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def reasons(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for item in self.skipped:
+            counts[item.reason] = counts.get(item.reason, 0) + 1
+        return counts
 
 
 @dataclass
@@ -221,8 +364,17 @@ class Variables:
 
 
 def parse_rule_files(paths: Sequence[str], variables: Variables) -> list[Signature]:
-    """All signatures of the files, in order; a sid may appear once across them."""
+    """All signatures of the files, in order (strict: the first bad rule refuses them)."""
+    return load_rules(paths, variables, strict=True).signatures
+
+
+def load_rules(paths: Sequence[str], variables: Variables, strict: bool = False) -> RuleSet:
+    """The signatures of the files, in order; a sid may appear once across them. Not
+    strict: a rule the engine cannot run (an unsupported keyword, a malformed option, a
+    repeated sid) is left out with one warning line and counted by reason, as Suricata
+    does; strict: it refuses the whole set (``RuleFileError``)."""
     signatures: list[Signature] = []
+    skipped: list[Skipped] = []
     seen: dict[int, Signature] = {}
     for path in paths:
         try:
@@ -233,15 +385,27 @@ def parse_rule_files(paths: Sequence[str], variables: Variables) -> list[Signatu
         except UnicodeDecodeError as exc:
             line = text_line_of(path, exc.start)
             raise RuleFileError(path, line, f"not UTF-8 text (byte {exc.start})") from None
-        for sig in parse_rules(text, path, variables):
-            first = seen.get(sid := sig.sid)
-            if first is not None:
-                raise RuleFileError(
-                    path, sig.line, f"duplicate sid {sid} (first at {first.path}:{first.line})"
-                )
-            seen[sid] = sig
+        for line_no, rule in _logical_lines(text):
+            try:
+                sig = parse_rule(rule, path, line_no, variables, strict_options=strict)
+                first = seen.get(sig.sid)
+                if first is not None:
+                    raise RuleFileError(
+                        path,
+                        sig.line,
+                        f"duplicate sid {sig.sid} (first at {first.path}:{first.line})",
+                    )
+            except UnsupportedKeyword as exc:
+                skipped.append(Skipped(str(exc), exc.reason))
+                continue
+            except RuleFileError as exc:
+                if strict:
+                    raise
+                skipped.append(Skipped(str(exc), "invalid"))
+                continue
+            seen[sig.sid] = sig
             signatures.append(sig)
-    return signatures
+    return RuleSet(signatures, skipped)
 
 
 def text_line_of(path: str, offset: int) -> int:
@@ -254,8 +418,9 @@ def text_line_of(path: str, offset: int) -> int:
 
 
 def parse_rules(text: str, path: str, variables: Variables) -> Iterator[Signature]:
+    """Every rule of a text, strictly: the first it cannot run raises ``RuleFileError``."""
     for line_no, rule in _logical_lines(text):
-        yield parse_rule(rule, path, line_no, variables)
+        yield parse_rule(rule, path, line_no, variables, strict_options=True)
 
 
 def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
@@ -277,7 +442,9 @@ def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
         yield start, " ".join(pending)
 
 
-def parse_rule(text: str, path: str, line: int, variables: Variables) -> Signature:
+def parse_rule(
+    text: str, path: str, line: int, variables: Variables, strict_options: bool = False
+) -> Signature:
     def fail(message: str) -> RuleFileError:
         return RuleFileError(path, line, message)
 
@@ -306,8 +473,15 @@ def parse_rule(text: str, path: str, line: int, variables: Variables) -> Signatu
     except ValueError as exc:
         raise fail(str(exc)) from None
     body = text[open_at + 1 : text.rstrip().rfind(")")]
-    builder = _Builder(fail)
-    for name, value in _split_options(body, fail):
+    options = list(_split_options(body, fail))
+    sid_text = next((v for n, v in options if n == "sid" and v), "")
+    sid = int(sid_text) if sid_text.strip().isdigit() else 0
+
+    def unsupported(keyword: str) -> RuleFileError:
+        return UnsupportedKeyword(path, line, sid, keyword)
+
+    builder = _Builder(fail, unsupported if not strict_options else None)
+    for name, value in options:
         builder.option(name, value)
     return builder.build(
         action=action,
@@ -446,8 +620,9 @@ def parse_content(value: str) -> tuple[bytes, bool]:
 
 
 class _Builder:
-    def __init__(self, fail: object) -> None:
+    def __init__(self, fail: object, unsupported: object = None) -> None:
         self.fail = fail
+        self.unsupported = unsupported
         self.msg: str | None = None
         self.sid: int | None = None
         self.rev = 1
@@ -461,14 +636,22 @@ class _Builder:
         self.flags: Flags | None = None
         self.threshold: Threshold | None = None
         self.references: list[str] = []
+        self.metadata: list[str] = []
         self.seen: set[str] = set()
 
     def error(self, message: str) -> RuleFileError:
         return _call(self.fail, message)
 
     def option(self, name: str, value: str | None) -> None:
+        if name in IGNORED_OPTIONS:
+            return
+        if name in CONTENT_MODIFIERS:
+            self._modifier(name, value)
+            return
         handler = getattr(self, "_opt_" + name.replace(".", "_"), None)
         if not name or handler is None:
+            if self.unsupported is not None:
+                raise _call(self.unsupported, name)
             raise self.error(f"unknown rule option {name!r}")
         single = ("msg", "sid", "rev", "classtype", "flow", "flags", "threshold", "priority")
         if name in single:
@@ -519,7 +702,9 @@ class _Builder:
         self.references.append(self._need(name, value).strip())
 
     def _opt_metadata(self, name: str, value: str | None) -> None:
-        self._need(name, value)
+        for item in self._need(name, value).split(","):
+            if item.strip():
+                self.metadata.append(" ".join(item.split()))
 
     # payload
     def _opt_content(self, name: str, value: str | None) -> None:
@@ -529,23 +714,18 @@ class _Builder:
             raise self.error(str(exc)) from None
         self.contents.append(Content(pattern, buffer=self.buffer, negated=negated))
 
+    def _opt_uricontent(self, name: str, value: str | None) -> None:
+        self._opt_content(name, value)
+        self._to_buffer(self.contents[-1], "http.uri")
+
     def _last_content(self, name: str) -> Content:
-        if not self.contents:
+        last = self.contents[-1] if self.contents else None
+        if last is None or last.regex is not None or last.data_at is not None or last.size:
             raise self.error(f"option {name!r} must follow a content")
         return self.contents[-1]
 
     def _replace_last(self, **changes: object) -> None:
-        last = self.contents[-1]
-        fields = {
-            "pattern": last.pattern,
-            "buffer": last.buffer,
-            "nocase": last.nocase,
-            "negated": last.negated,
-            "offset": last.offset,
-            "depth": last.depth,
-        }
-        fields.update(changes)
-        self.contents[-1] = Content(**fields)  # type: ignore[arg-type]
+        self.contents[-1] = replace(self.contents[-1], **changes)  # type: ignore[arg-type]
 
     def _opt_nocase(self, name: str, value: str | None) -> None:
         self._flag_only(name, value)
@@ -557,21 +737,143 @@ class _Builder:
         depth = self._int(name, value, 1, 65535)
         if depth < len(last.pattern):
             raise self.error(f"depth {depth} is shorter than its content ({len(last.pattern)})")
+        if last.relative:
+            raise self.error("depth cannot be mixed with distance or within")
         self._replace_last(depth=depth)
 
     def _opt_offset(self, name: str, value: str | None) -> None:
-        self._last_content(name)
+        last = self._last_content(name)
+        if last.relative:
+            raise self.error("offset cannot be mixed with distance or within")
         self._replace_last(offset=self._int(name, value, 0, 65535))
+
+    def _relative_to(self, name: str) -> Content:
+        last = self._last_content(name)
+        if last.offset or last.depth is not None:
+            raise self.error(f"{name} cannot be mixed with offset or depth")
+        if not any(c.buffer == last.buffer for c in self.contents[:-1]):
+            # Suricata: relative to the start of the buffer when nothing comes before
+            return last
+        return last
+
+    def _opt_distance(self, name: str, value: str | None) -> None:
+        self._relative_to(name)
+        self._replace_last(distance=self._int(name, value, -65535, 65535))
+
+    def _opt_within(self, name: str, value: str | None) -> None:
+        last = self._relative_to(name)
+        within = self._int(name, value, 1, 65535)
+        if within < len(last.pattern):
+            raise self.error(f"within {within} is shorter than its content ({len(last.pattern)})")
+        self._replace_last(within=within)
+
+    def _opt_fast_pattern(self, name: str, value: str | None) -> None:
+        self._last_content(name)
+        self._replace_last(fast=True)
+
+    def _opt_startswith(self, name: str, value: str | None) -> None:
+        self._flag_only(name, value)
+        last = self._last_content(name)
+        self._replace_last(offset=0, depth=len(last.pattern))
+
+    def _opt_endswith(self, name: str, value: str | None) -> None:
+        self._flag_only(name, value)
+        last = self._last_content(name)
+        flags = re.IGNORECASE if last.nocase else 0
+        regex = re.compile(re.escape(last.pattern) + rb"\Z", flags | re.DOTALL)
+        self._replace_last(regex=regex)
+
+    def _opt_isdataat(self, name: str, value: str | None) -> None:
+        text = self._need(name, value).strip()
+        negated = text.startswith("!")
+        number, _, rest = text.lstrip("!").partition(",")
+        relative = rest.strip() == "relative"
+        if rest.strip() not in ("", "relative"):
+            raise self.error(f"isdataat: unknown modifier {rest.strip()!r}")
+        at = self._int(name, number, 0, 65535)
+        if relative and not any(c.buffer == self.buffer for c in self.contents):
+            raise self.error("isdataat: relative needs a content before it")
+        self.contents.append(
+            Content(
+                b"",
+                buffer=self.buffer,
+                negated=negated,
+                data_at=at,
+                distance=0 if relative else None,
+            )
+        )
+
+    def _size(self, name: str, value: str | None, buffer: str) -> None:
+        text = self._need(name, value).strip()
+        try:
+            low, high = parse_size(text)
+        except ValueError as exc:
+            raise self.error(f"{name}: {exc}") from None
+        if buffer != PKT:
+            self.buffers_used.add(buffer)
+        self.contents.append(Content(b"", buffer=buffer, size=(low, high)))
+
+    def _opt_dsize(self, name: str, value: str | None) -> None:
+        self._size(name, value, PKT)
+
+    def _opt_bsize(self, name: str, value: str | None) -> None:
+        self._size(name, value, self.buffer)
+
+    def _opt_urilen(self, name: str, value: str | None) -> None:
+        text = self._need(name, value).strip()
+        text, _, form = text.partition(",")
+        buffer = "http.raw_uri" if form.strip() == "raw" else "http.uri"
+        self._size(name, text, buffer)
+
+    def _opt_pcre(self, name: str, value: str | None) -> None:
+        try:
+            regex, buffer, relative, negated = parse_pcre(self._need(name, value))
+        except ValueError as exc:
+            raise self.error(f"pcre: {exc}") from None
+        if buffer is None:
+            buffer = self.buffer
+        elif buffer != PKT:
+            self.buffers_used.add(buffer)
+        if relative and not any(c.buffer == buffer for c in self.contents):
+            relative = False  # Suricata: relative to the buffer's start then
+        self.contents.append(
+            Content(
+                b"",
+                buffer=buffer,
+                negated=negated,
+                regex=regex,
+                distance=0 if relative else None,
+            )
+        )
 
     def _sticky(self, name: str, value: str | None) -> None:
         self._flag_only(name, value)
-        self.buffer = name
-        self.buffers_used.add(name)
+        buffer = LEGACY_STICKY.get(name, STICKY_ALIASES.get(name, name))
+        self.buffer = buffer
+        self.buffers_used.add(buffer)
 
     _opt_dns_query = _sticky
     _opt_tls_sni = _sticky
     _opt_http_host = _sticky
     _opt_http_uri = _sticky
+    _opt_http_method = _sticky
+    _opt_http_user_agent = _sticky
+    _opt_http_raw_uri = _sticky
+
+    def _opt_http_uri_raw(self, name: str, value: str | None) -> None:
+        self._sticky(name, value)
+
+    def _modifier(self, name: str, value: str | None) -> None:
+        """``content:...; http_uri;``: the older form, moving the content to a buffer."""
+        self._flag_only(name, value)
+        last = self._last_content(name)
+        if last.buffer != PKT:
+            raise self.error(f"{name}: the content is already in {last.buffer}")
+        self._to_buffer(last, CONTENT_MODIFIERS[name])
+
+    def _to_buffer(self, last: Content, buffer: str) -> None:
+        self._replace_last(buffer=buffer)
+        self.buffers_used.add(buffer)
 
     def _opt_pkt_data(self, name: str, value: str | None) -> None:
         self._flag_only(name, value)
@@ -654,8 +956,6 @@ class _Builder:
     def build(self, **header: object) -> Signature:
         if self.sid is None:
             raise self.error("the rule has no sid")
-        if self.msg is None:
-            raise self.error("the rule has no msg")
         proto = str(header["proto"])
         apps = {BUFFER_APP[b] for b in self.buffers_used}
         if proto in PROTO_APP:
@@ -674,7 +974,7 @@ class _Builder:
             priority = self.priority
         return Signature(
             sid=self.sid,
-            msg=self.msg,
+            msg=self.msg or "",
             rev=self.rev,
             classtype=self.classtype,
             category=category,
@@ -686,6 +986,7 @@ class _Builder:
             threshold=self.threshold,
             app=app,
             references=tuple(self.references),
+            metadata=tuple(self.metadata),
             **header,  # type: ignore[arg-type]
         )
 
@@ -794,3 +1095,127 @@ def _split_list(text: str) -> list[str]:
     if current.strip() or parts:
         parts.append(current)
     return [p for p in (p.strip() for p in parts) if p] if parts else []
+
+
+# ---- pcre, sizes -------------------------------------------------------------------------
+
+# pcre flags: Python re equivalents, and the buffers Suricata's buffer flags select
+_PCRE_FLAGS = {"i": re.IGNORECASE, "s": re.DOTALL, "m": re.MULTILINE, "x": re.VERBOSE}
+_PCRE_BUFFERS = {
+    "U": "http.uri",
+    "I": "http.raw_uri",
+    "M": "http.method",
+    "V": "http.user_agent",
+    "W": "http.host",
+}
+_PCRE_IGNORED = "OAEG"  # match limits, anchoring and greediness Python expresses otherwise
+_PCRE_UNSUPPORTED = re.compile(
+    r"\(\?\||\(\*|\\[KRXGQEhHvVz]|\\g|\(\?R\)|\(\?[+-]?\d|\(\?P?>\w|\(\?&"
+)
+
+
+def parse_pcre(value: str) -> tuple[re.Pattern[bytes], str | None, bool, bool]:
+    """``"/regex/flags"`` -> (compiled, buffer or None, relative, negated); ValueError for
+    a form Python's ``re`` cannot run the same way."""
+    text = value.strip()
+    negated = text.startswith("!")
+    if negated:
+        text = text[1:].strip()
+    if len(text) < 2 or text[0] != '"' or text[-1] != '"':
+        raise ValueError(f'expected a quoted "/regex/flags", got {text!r}')
+    text = text[1:-1]
+    if not text.startswith("/") or text.rfind("/") == 0:
+        raise ValueError(f"expected /regex/flags, got {text!r}")
+    end = text.rfind("/")
+    pattern, flags_text = text[1:end], text[end + 1 :]
+    flags = 0
+    buffer: str | None = None
+    relative = False
+    for c in flags_text:
+        if c in _PCRE_FLAGS:
+            flags |= _PCRE_FLAGS[c]
+        elif c == "R":
+            relative = True
+        elif c == "B":
+            pass  # raw bytes: the engine has no decoded form of the payload besides
+        elif c in _PCRE_BUFFERS:
+            if buffer is not None:
+                raise ValueError("more than one buffer flag")
+            buffer = _PCRE_BUFFERS[c]
+        elif c in _PCRE_IGNORED:
+            pass
+        else:
+            raise ValueError(f"flag {c!r} is not supported")
+    if _PCRE_UNSUPPORTED.search(pattern):
+        raise ValueError("a PCRE construct Python's re does not run the same way")
+    try:
+        regex = re.compile(pattern.encode("utf-8", "surrogateescape"), flags)
+    except re.error as exc:
+        raise ValueError(f"not a supported expression: {exc}") from None
+    except (OverflowError, RecursionError):
+        raise ValueError("expression too complex") from None
+    return regex, buffer, relative, negated
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``N``, ``<N``, ``>N``, ``N<>M``, ``N-M`` -> an inclusive (low, high) length range."""
+    text = text.strip()
+    try:
+        if "<>" in text:
+            low, high = (int(p) for p in text.split("<>"))
+            result = (low + 1, high - 1)
+        elif text.startswith("<="):
+            result = (0, int(text[2:]))
+        elif text.startswith(">="):
+            result = (int(text[2:]), 1 << 32)
+        elif text.startswith("<"):
+            result = (0, int(text[1:]) - 1)
+        elif text.startswith(">"):
+            result = (int(text[1:]) + 1, 1 << 32)
+        elif "-" in text[1:]:
+            low, high = (int(p) for p in text.split("-", 1))
+            result = (low, high)
+        else:
+            result = (int(text), int(text))
+    except ValueError:
+        raise ValueError(f"expected N, <N, >N or N<>M, got {text!r}") from None
+    if result[0] > result[1] or result[0] < 0:
+        raise ValueError(f"empty range {text!r}")
+    return result
+
+
+# Keywords of Suricata's rule language: an unsupported one counts under its own name (a
+# bounded set of metric series); anything else counts as "unknown"
+_KEYWORDS = """
+    app-layer-event app-layer-protocol asn1 base64_data base64_decode bsize byte_extract
+    byte_jump byte_math byte_test cip_attribute cip_class cip_service cipservice classtype
+    community-id config content dataset datarep dcerpc.iface dcerpc.opnum dcerpc.stub_data
+    dce_iface dce_opnum dce_stub_data decode-event depth detection_filter distance dnp3_data
+    dnp3_func dnp3_ind dnp3_obj dns.answer.name dns.opcode dns.query dns.query.name dns.rrtype
+    dns_query dsize endswith enip_command engine-event fast_pattern file.data file.magic
+    file.name file_data filemagic filemd5 filename filesha1 filesha256 filesize filestore
+    flags flow flowbits flowint flowvar fragbits fragoffset frame ftp.command ftp.command_data
+    ftp.dynamic_port ftpbounce ftpdata_command geoip gid http.accept http.accept_enc
+    http.accept_lang http.connection http.content_len http.content_type http.cookie
+    http.header http.header.raw http.header_names http.host http.host.raw http.location
+    http.method http.protocol http.referer http.request_body http.request_line
+    http.response_body http.response_line http.server http.start http.stat_code
+    http.stat_msg http.uri http.uri.raw http.user_agent http_accept http_accept_enc
+    http_accept_lang http_client_body http_connection http_content_len http_content_type
+    http_cookie http_header http_header_names http_host http_method http_protocol
+    http_raw_cookie http_raw_header http_raw_host http_raw_uri http_referer
+    http_request_line http_response_line http_server_body http_start http_stat_code
+    http_stat_msg http_uri http_user_agent icmp_id icmp_seq icmpv4.hdr icmpv6.hdr icode id
+    ike.chosen_sa_attribute ipopts ip_proto ipv4.hdr ipv6.hdr isdataat itype ja3.hash
+    ja3.string ja3s.hash ja3s.string ja3_hash ja3_string krb5.cname krb5.sname krb5_cname
+    krb5_err_code krb5_msg_type krb5_sname lua luajit metadata modbus msg noalert nocase
+    offset pcre pkt_data prefilter priority rawbytes reference rev rpc sameip sid smb.named_pipe
+    smb.share snmp.community ssh.proto ssh.protoversion ssh.software ssh.softwareversion
+    ssh_proto ssh_software ssl_state ssl_version startswith stream_size tag target
+    tcp.hdr tcp.mss threshold tls.cert_chain_len tls.cert_expired tls.cert_fingerprint
+    tls.cert_issuer tls.cert_serial tls.cert_subject tls.certs tls.fingerprint tls.issuerdn
+    tls.sni tls.store tls.subject tls.version tls_cert_expired tls_cert_fingerprint
+    tls_cert_issuer tls_cert_serial tls_cert_subject tls_cert_valid tls_sni tos ttl
+    udp.hdr uricontent urilen window within xbits
+"""
+SURICATA_KEYWORDS = frozenset(_KEYWORDS.split())

@@ -236,3 +236,51 @@ def test_inline_verdicts_drop_the_packet_that_blocks(tmp_path: Path) -> None:
     reader = asyncio.run(run())
     assert reader.verdicts[1] is True and reader.verdicts[2] is False
     assert all(reader.verdicts[i] for i in range(3, 13))
+
+
+def test_skipped_rules_are_logged_counted_in_status_and_metric(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rules = tmp_path / "set.rules"
+    rules.write_text(
+        'alert tcp any any -> any any (msg:"a"; content:"x"; http_uri; sid:1;)\n'
+        'alert tcp any any -> any any (msg:"b"; ja3.hash; content:"y"; sid:2;)\n'
+        'alert tcp any any -> any any (msg:"c"; frobnicate; sid:3;)\n'
+        'alert tcp any any -> any any (msg:"d"; depth:3; sid:4;)\n'
+    )
+    text = PROFILE.replace('mode = "sample"', f'mode = "sample"\nrules = ["{rules}"]')
+    registry = metrics()
+
+    async def block(source: str) -> None:
+        pass
+
+    async def run() -> dict[str, object]:
+        reader = FakeReader()
+        live = LiveInspection(
+            profile(tmp_path, text),
+            metrics=registry,
+            block=block,
+            logger=logging.getLogger("test.skipped"),
+            alerts=str(tmp_path / "eve.json"),
+            readers=[reader],
+        )
+        live.start(asyncio.get_running_loop())
+        try:
+            return live.status()
+        finally:
+            await live.stop()
+            reader.close()
+
+    with caplog.at_level(logging.WARNING, logger="test.skipped"):
+        status = asyncio.run(run())
+    assert status["rules"] == {
+        "loaded": 1,
+        "skipped": 3,
+        "skipped_by_reason": {"ja3.hash": 1, "unknown": 1, "invalid": 1},
+    }
+    warnings = [r.getMessage() for r in caplog.records if r.name == "test.skipped"]
+    assert f"{rules}:2: sid 2: unsupported keyword 'ja3.hash'" in warnings
+    assert f"{rules}:3: sid 3: unsupported keyword 'frobnicate'" in warnings
+    gauge = registry.inspect_rules_skipped
+    assert gauge.labels(reason="ja3.hash")._value.get() == 1
+    assert gauge.labels(reason="invalid")._value.get() == 1

@@ -74,16 +74,21 @@ def test_pcapng_input(tmp_path: Path) -> None:
     assert events[0]["timestamp"].startswith("2023-11-14T22:13:20.")
 
 
-def test_bad_rule_file_exits_2_naming_file_and_line(tmp_path: Path) -> None:
+def test_unsupported_rule_is_skipped_with_one_warning_strict_refuses(tmp_path: Path) -> None:
     rules = tmp_path / "bad.rules"
     rules.write_text(
         "# comment\n"
-        'alert tcp any any -> any any (msg:"ok"; sid:1;)\n'
+        'alert tcp any any -> any any (msg:"ok"; flags:S; sid:1;)\n'
         "\n"
         'alert tcp any any -> any any (msg:"bad"; frobnicate:3; sid:2;)\n'
+        'alert tcp any any -> any any (msg:"uri"; content:"UNION"; http_uri; sid:3;)\n'
     )
     pcap = write(tmp_path / "x.pcap", attack_traffic())
     code, events, stderr = run_cli("--pcap", str(pcap), "--rules", str(rules))
+    assert code == 0, stderr
+    assert stderr == f"{rules}:4: sid 2: unsupported keyword 'frobnicate'\n"
+    assert set(sids(events)) == {1, 3}
+    code, events, stderr = run_cli("--pcap", str(pcap), "--rules", str(rules), "--strict")
     assert code == 2
     assert events == []
     assert stderr == f"{rules}:4: unknown rule option 'frobnicate'\n"

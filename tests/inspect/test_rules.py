@@ -68,7 +68,6 @@ def test_continuation_lines_and_comments() -> None:
         ('alert tcp any any -> any any (msg:"x"; bogus:1; sid:1;)', "unknown rule option 'bogus'"),
         ('alert tcp any any -> any any (msg:"x"; sid:1)', "option 'sid:1' is not ended by ';'"),
         ('alert tcp any any -> any any (msg:"x";)', "the rule has no sid"),
-        ("alert tcp any any -> any any (sid:1;)", "the rule has no msg"),
         ('reject tcp any any -> any any (msg:"x"; sid:1;)', "unknown action 'reject'"),
         ('alert smtp any any -> any any (msg:"x"; sid:1;)', "unknown protocol 'smtp'"),
         ('alert tcp any any => any any (msg:"x"; sid:1;)', "bad direction '=>'"),
