@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Literal, cast
@@ -11,6 +12,7 @@ _DURATION_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 RateUnit = Literal["second", "minute", "hour", "day"]
 UNIT_SECONDS: dict[RateUnit, int] = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 _RATE = re.compile(r"^(\d+)\s*/\s*(second|minute|hour|day)$")
+MAX_TIMEOUT_SECONDS = 365 * 86400  # a run-time set element's timeout: at most a year
 
 
 def parse_duration(text: str) -> float:
@@ -22,6 +24,20 @@ def parse_duration(text: str) -> float:
     if value <= 0:
         raise ValueError(f"bad duration {text!r}: must be above zero")
     return float(value)
+
+
+def parse_timeout(value: object) -> float:
+    """A set element's timeout: a duration text (``10m``) or a number of seconds, finite,
+    from 1 ms to :data:`MAX_TIMEOUT_SECONDS`. ValueError otherwise (``true``, ``-5``,
+    ``Infinity``, ``1e30``)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"bad timeout {value!r} (expected a duration such as 10m)")
+    seconds = parse_duration(value) if isinstance(value, str) else float(value)
+    if not math.isfinite(seconds) or seconds < 0.001:
+        raise ValueError(f"bad timeout {value!r}: must be from 1ms to 365d")
+    if seconds > MAX_TIMEOUT_SECONDS:
+        raise ValueError(f"bad timeout {value!r}: must be at most 365d")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.units import Rate, format_duration, parse_duration, parse_rate
+from appliance.units import Rate, format_duration, parse_duration, parse_rate, parse_timeout
 
 
 @pytest.mark.parametrize(
@@ -64,3 +64,19 @@ def test_parse_rate_bad(value: object) -> None:
 
 def test_rate_text() -> None:
     assert str(Rate(200, "second")) == "200/second"
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("10m", 600.0), (30, 30.0), (0.5, 0.5), ("365d", 31_536_000.0)]
+)
+def test_parse_timeout(value: object, seconds: float) -> None:
+    assert parse_timeout(value) == seconds
+
+
+@pytest.mark.parametrize(
+    "value",
+    [float("inf"), float("-inf"), float("nan"), 1e30, -5, 0, 0.0001, True, False, None, [], "x"],
+)
+def test_parse_timeout_refuses(value: object) -> None:
+    with pytest.raises(ValueError, match=r"timeout|duration"):
+        parse_timeout(value)

@@ -65,6 +65,7 @@ class PolicyManager(Manager):
         self.refused_tries = 0
         self.refused_next = 0.0
         self.revert_requested = False
+        self.repair_error: str | None = None  # the last error, while it is a failed repair
 
     # ---- bringing the kernel to a policy ---------------------------------------------
 
@@ -268,8 +269,12 @@ class PolicyManager(Manager):
             outcome = await ctx.kernel(self._reconcile, desired)
         except ApplianceError as exc:
             ctx.metrics.apply_total.labels(result="failed").inc()
-            ctx.fail(f"drift repair refused: {exc}")
+            self.repair_error = f"drift repair refused: {exc}"
+            ctx.fail(self.repair_error)
             return
+        if self.repair_error is not None and ctx.last_error == self.repair_error:
+            ctx.clear_error()  # the repair that failed went through now
+        self.repair_error = None
         ctx.on_outcome(outcome)
         kind = drift_kind(outcome.plan, outcome.segments)
         if kind is None:

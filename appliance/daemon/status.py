@@ -17,7 +17,7 @@ from appliance.daemon.policy import PolicyManager
 from appliance.daemon.segments import Segments
 from appliance.daemon.sets import RuntimeSets
 from appliance.errors import UsageError
-from appliance.units import parse_duration
+from appliance.units import parse_timeout
 
 
 class Status(TypedDict):
@@ -104,14 +104,12 @@ class Control(Manager):
             await self.sets.delete(name, values)
             return {"ok": True}
         timeout = request.get("timeout")
-        if isinstance(timeout, str):
+        if timeout is not None:
             try:
-                timeout = parse_duration(timeout)
+                timeout = parse_timeout(timeout)
             except ValueError as exc:
                 raise UsageError(f"--timeout: {exc}") from None
-        if timeout is not None and not isinstance(timeout, (int, float)):
-            raise UsageError("set: timeout must be a duration")
-        await self.sets.add(name, values, float(timeout) if timeout is not None else None)
+        await self.sets.add(name, values, timeout)
         return {"ok": True}
 
     def status(self) -> Status:

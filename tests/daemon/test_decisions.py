@@ -24,6 +24,7 @@ from appliance.compile.nftjson import TABLE_FAMILY, TABLE_NAME
 from appliance.daemon.policies import Policy, policy_from_profile
 from appliance.daemon.policy import RETRY_MAX_SECONDS
 from appliance.daemon.service import Daemon, DaemonConfig
+from appliance.errors import UsageError
 from appliance.model.parse import load_profile
 from tests.conftest import small_profile
 from tests.fakekernel import FakeKernel, FakeLinks
@@ -380,6 +381,68 @@ def test_a_refused_drift_repair_is_an_error(rig: Rig) -> None:
         await rig.tick(resync=True)
         assert rig.status()["last_error"].startswith("drift repair refused")
         assert rig.ready() is not None
+
+    rig.run(scenario)
+
+
+def test_a_later_successful_repair_clears_the_repair_error(rig: Rig) -> None:
+    rig.write()
+
+    async def scenario() -> None:
+        await rig.daemon.boot()
+        assert rig.kernel.table is not None
+        rig.kernel.table.rules.pop()
+        rig.kernel.refuse = lambda commands: "Operation not permitted"
+        await rig.tick(resync=True)
+        assert rig.status()["last_error"].startswith("drift repair refused")
+        rig.kernel.refuse = lambda commands: None
+        await rig.tick(resync=True)
+        assert rig.status()["last_error"] is None
+        assert rig.ready() is None
+        assert rig.status()["drift_repairs"] == {"structure": 1}
+
+    rig.run(scenario)
+
+
+def test_a_successful_repair_keeps_an_error_that_is_not_a_repair_failure(rig: Rig) -> None:
+    rig.write()
+
+    async def scenario() -> None:
+        await rig.daemon.boot()
+        rig.write_invalid()
+        await rig.tick(reload=True)
+        error = rig.status()["last_error"]
+        assert error.startswith("reload refused")
+        await rig.tick(resync=True)
+        assert rig.status()["last_error"] == error
+
+    rig.run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("timeout", "reason"),
+    [
+        (float("inf"), "must be from 1ms to 365d"),
+        (1e30, "must be at most 365d"),
+        (-5, "must be from 1ms to 365d"),
+        (True, "expected a duration"),
+        ("Infinity", "bad duration"),
+        ("400d", "must be at most 365d"),
+    ],
+)
+def test_a_set_add_with_a_bad_timeout_is_refused_with_exit_2(
+    rig: Rig, timeout: object, reason: str
+) -> None:
+    rig.write()
+
+    async def scenario() -> None:
+        await rig.daemon.boot()
+        with pytest.raises(UsageError, match=reason) as info:
+            await rig.daemon.control.handle(
+                {"op": "set_add", "set": "blocklist", "elements": ["192.0.2.1"], "timeout": timeout}
+            )
+        assert info.value.exit_code == 2
+        assert rig.status()["runtime_elements"] == {}
 
     rig.run(scenario)
 
