@@ -211,9 +211,10 @@ class Content:
         found: tuple[int, int] | None = None
         regex = self.regex
         if regex is not None:
-            hit = regex.search(data, low) if high is None else regex.search(data, low, high)
+            # on the slice: ``^`` anchors where a relative expression starts, as in PCRE
+            hit = regex.search(data[low:high] if low or high is not None else data)
             if hit is not None:
-                found = hit.span()
+                found = (hit.start() + low, hit.end() + low)
         else:
             needle: bytes = self._needle  # type: ignore[attr-defined]
             hay = data.lower() if self.nocase else data

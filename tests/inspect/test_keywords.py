@@ -1,0 +1,201 @@
+"""Suricata's payload keywords against crafted buffers and traffic: content modifiers, the
+relative chain, pcre, sizes, the older modifier forms, and what is skipped and why."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from appliance.errors import RuleFileError
+from appliance.inspect.match import contents_match, fast_pattern
+from appliance.inspect.rules import Signature, Variables, load_rules, parse_rules
+from tests.inspect.traffic import http_get, inspect, sids, tcp_session
+
+VARS = Variables.from_networks([ipaddress.ip_network("10.0.0.0/8")])
+
+
+def rule(options: str, proto: str = "tcp") -> Signature:
+    sigs = list(parse_rules(f"alert {proto} any any -> any any ({options} sid:1;)", "t", VARS))
+    return sigs[0]
+
+
+def hits(options: str, data: bytes, buffer: str = "pkt") -> bool:
+    sig = rule(options)
+    return contents_match(sig, {"pkt": data, buffer: data})
+
+
+@pytest.mark.parametrize(
+    ("options", "data", "expected"),
+    [
+        # distance / within from the end of the previous match (Suricata's window)
+        ('content:"ab"; content:"cd"; distance:2;', b"ab..cd", True),
+        ('content:"ab"; content:"cd"; distance:3;', b"ab..cd", False),
+        ('content:"ab"; content:"cd"; within:4;', b"ab..cd", True),
+        ('content:"ab"; content:"cd"; within:3;', b"ab..cd", False),
+        ('content:"ab"; content:"cd"; distance:1; within:2;', b"ab..cd", False),
+        ('content:"ab"; content:"cd"; distance:1; within:4;', b"ab..cd", True),
+        ('content:"ab"; content:"cd"; distance:-4; within:4;', b"cdab", True),
+        # the first "ab" fails its follower; the second is tried (backtracking)
+        ('content:"ab"; content:"cd"; within:2;', b"ab....abcd", True),
+        # negated relative content: absent in its window
+        ('content:"ab"; content:!"cd"; within:4;', b"ab..cd", False),
+        ('content:"ab"; content:!"cd"; within:4;', b"ab....cd", True),
+        # depth / offset / nocase / startswith / endswith
+        ('content:"GET"; depth:3;', b"GET /", True),
+        ('content:"GET"; offset:1; depth:3;', b"GET /", False),
+        ('content:"get"; nocase;', b"GET /", True),
+        ('content:"GET"; startswith;', b" GET /", False),
+        ('content:".exe"; endswith;', b"/a.exe", True),
+        ('content:".exe"; endswith;', b"/a.exe?x", False),
+        # isdataat, absolute and relative
+        ("isdataat:4;", b"abcde", True),
+        ("isdataat:5;", b"abcde", False),
+        ('content:"ab"; isdataat:2,relative;', b"abcde", True),
+        ('content:"ab"; isdataat:3,relative;', b"abcde", False),
+        ('content:"ab"; isdataat:!3,relative;', b"abcde", True),
+        # pcre: flags, relative, negation
+        ('pcre:"/^get\\s+\\/x/i";', b"GET /x", True),
+        ('pcre:"/a.b/s";', b"a\nb", True),
+        ('pcre:"/a.b/";', b"a\nb", False),
+        ('pcre:"/^b$/m";', b"a\nb\nc", True),
+        ('pcre:"/a  b/x";', b"ab", True),
+        ('content:"id="; pcre:"/^\\d+/R";', b"x=1 id=42", True),
+        ('content:"id="; pcre:"/^\\d+/R";', b"42 id=x", False),
+        ('pcre:!"/evil/";', b"good", True),
+        # sizes
+        ("dsize:5;", b"abcde", True),
+        ("dsize:>5;", b"abcde", False),
+        ("dsize:<6;", b"abcde", True),
+        ("dsize:2<>6;", b"abcde", True),
+        ("dsize:5<>9;", b"abcde", False),
+        ('content:"a"; bsize:5;', b"abcde", True),
+    ],
+)
+def test_payload_keywords(options: str, data: bytes, expected: bool) -> None:
+    assert hits(options, data) is expected
+
+
+def test_fast_pattern_is_the_prefilter_pattern() -> None:
+    sig = rule('content:"ab"; fast_pattern; content:"longer one";')
+    found = fast_pattern(sig)
+    assert found is not None and found.pattern == b"ab"
+    sig = rule('content:"ab"; content:"longer one"; pcre:"/x/";')
+    found = fast_pattern(sig)
+    assert found is not None and found.pattern == b"longer one"
+
+
+@pytest.mark.parametrize(
+    ("options", "buffer"),
+    [
+        ('content:"/x"; http_uri;', "http.uri"),
+        ('uricontent:"/x";', "http.uri"),
+        ('http.uri; content:"/x";', "http.uri"),
+        ('content:"/x"; http_raw_uri;', "http.raw_uri"),
+        ('http.uri.raw; content:"/x";', "http.raw_uri"),
+        ('content:"h.example"; http_host;', "http.host"),
+        ('http.host; content:"h.example";', "http.host"),
+        ('content:"GET"; http_method;', "http.method"),
+        ('http.method; content:"GET";', "http.method"),
+        ('content:"curl"; http_user_agent;', "http.user_agent"),
+        ('http.user_agent; content:"curl";', "http.user_agent"),
+        ('dns_query; content:"evil";', "dns.query"),
+        ('dns.query; content:"evil";', "dns.query"),
+        ('tls_sni; content:"evil";', "tls.sni"),
+        ('tls.sni; content:"evil";', "tls.sni"),
+        ('pcre:"/x/U";', "http.uri"),
+        ('pcre:"/x/I";', "http.raw_uri"),
+        ('pcre:"/x/W";', "http.host"),
+    ],
+)
+def test_older_and_sticky_forms_select_the_same_buffer(options: str, buffer: str) -> None:
+    sig = rule(options)
+    assert [c.buffer for c in sig.contents] == [buffer]
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        ('content:"a"; http_header;', "http_header"),
+        ('file_data; content:"a";', "file_data"),
+        ('flowbits:set,x; content:"a";', "flowbits"),
+        ("byte_test:1,>,2,0;", "byte_test"),
+        ('content:"a"; frobnicate;', "unknown"),
+    ],
+)
+def test_unsupported_keywords_skip_the_rule_with_a_bounded_reason(
+    tmp_path: Path, options: str, reason: str
+) -> None:
+    path = tmp_path / "r.rules"
+    path.write_text(
+        f"alert tcp any any -> any any ({options} sid:7;)\n"
+        'alert tcp any any -> any any (content:"ok"; sid:8;)\n'
+    )
+    rules = load_rules([str(path)], VARS)
+    assert [s.sid for s in rules.signatures] == [8]
+    assert rules.reasons() == {reason: 1}
+    keyword = options.split(";")[-2].strip().split(":")[0] if reason == "unknown" else reason
+    assert rules.skipped[0].warning == f"{path}:1: sid 7: unsupported keyword {keyword!r}"
+    with pytest.raises(RuleFileError, match=r"r.rules:1: "):
+        load_rules([str(path)], VARS, strict=True)
+
+
+@pytest.mark.parametrize(
+    "pcre",
+    [
+        '"/a(?|b|c)/"',  # branch reset
+        '"/(*UTF8)a/"',  # verbs
+        '"/a\\Kb/"',  # \K
+        '"/(a)(?1)/"',  # recursion
+        '"/a/Q"',  # an unknown flag
+        '"/(/"',  # not an expression
+        '"x"',  # not /…/
+    ],
+)
+def test_pcre_python_cannot_run_is_refused_cleanly(tmp_path: Path, pcre: str) -> None:
+    path = tmp_path / "r.rules"
+    path.write_text(f"alert tcp any any -> any any (pcre:{pcre}; sid:7;)\n")
+    rules = load_rules([str(path)], VARS)
+    assert rules.signatures == []
+    assert rules.reasons() == {"invalid": 1}
+    assert rules.skipped[0].warning.startswith(f"{path}:1: pcre: ")
+
+
+def test_msg_is_optional_and_bad_rules_never_raise_other_errors(tmp_path: Path) -> None:
+    path = tmp_path / "r.rules"
+    lines = [
+        'alert tcp any any -> any any (content:"x"; sid:1;)',
+        'alert tcp any any -> any any (content:"x"; http_uri; http_uri; sid:2;)',
+        "alert tcp any any -> any any (http_uri; sid:3;)",
+        "alert tcp any any -> any any (dns_query; tls_sni; sid:4;)",
+        'alert tcp any any -> any any (content:"x"; http_host; dns_query; content:"y"; sid:5;)',
+        "alert tcp any any -> any any (isdataat:1,relative; sid:6;)",
+        "alert tcp any any -> any any (dsize:9<>2; sid:7;)",
+        'alert tcp any any -> any any (content:"x"; distance:1; depth:3; sid:8;)',
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    rules = load_rules([str(path)], VARS)
+    assert [s.sid for s in rules.signatures] == [1]
+    assert rules.signatures[0].msg == ""
+    assert len(rules.skipped) == len(lines) - 1
+    assert all(s.reason == "invalid" for s in rules.skipped)
+
+
+def test_http_buffers_in_traffic() -> None:
+    rules = "\n".join(
+        [
+            'alert http any any -> any any (msg:"m"; content:"POST"; http_method; sid:1;)',
+            'alert http any any -> any any (msg:"u"; http.user_agent; content:"curl/"; '
+            "startswith; sid:2;)",
+            'alert http any any -> any any (msg:"r"; content:"%2e%2e"; http_raw_uri; sid:3;)',
+            'alert http any any -> any any (msg:"d"; content:"/../"; http_uri; sid:4;)',
+            'alert http any any -> any any (msg:"p"; pcre:"/\\/a\\/\\.\\.\\/b$/U"; sid:5;)',
+            'alert http any any -> any any (msg:"l"; urilen:>100; sid:6;)',
+            'alert tcp any any -> any any (msg:"c"; content:"GET"; depth:3; '
+            'content:"HTTP/1.1"; distance:0; within:40; sid:7;)',
+        ]
+    )
+    request = http_get("/a/%2e%2e/b", headers="User-Agent: curl/8.0\r\n")
+    events = inspect(tcp_session("198.51.100.7", "10.0.0.80", 40000, 80, [request]), rules)
+    assert sorted(set(sids(events))) == [2, 3, 4, 5, 7]
