@@ -1,0 +1,23 @@
+"""The trusted files on disk: kept across restarts, a damaged one dropped (not trusted)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from appliance.sync import keys, tuf
+from appliance.sync.updater import TrustStore
+
+
+def test_a_damaged_stored_file_is_dropped_and_the_installed_root_used(tmp_path: Path) -> None:
+    key = keys.generate()
+    now = time.time()
+    one = {role: ([key.public], 1) for role in tuf.ROLES}
+    root = tuf.sign_new(tuf.root_signed(1, now + 3600, one), key)
+    store = TrustStore(tmp_path)
+    (tmp_path / "root.json").write_bytes(b"{not json")
+    (tmp_path / "timestamp.json").write_bytes(b"\x00" * 10)
+    trusted = store.load(root, now)
+    assert trusted.root.version == 1 and trusted.timestamp is None
+    store.save(trusted)
+    assert (tmp_path / "root.json").read_bytes() == root
