@@ -4,6 +4,11 @@ uses (``status``, ``set``, ``confirm``).
 
 A request is ``{"op": NAME, ...}``; a response is ``{"ok": true, ...}`` or
 ``{"ok": false, "error": "one line", "exit": CODE}``.
+
+A request is at most :data:`MAX_REQUEST_BYTES` (8 MiB: a ``set add`` of the most elements
+one request may carry, the longest IPv6 prefixes); a longer one is answered with an error
+(exit 2) once that much has been read, and the connection closed. A client that does not
+read its answer within :data:`WRITE_SECONDS` is dropped: no peer holds the loop.
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, UsageError
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
-LINE_LIMIT = 64 * 1024 * 1024
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
+WRITE_SECONDS = 10.0
 
 
 class ControlServer:
@@ -38,7 +44,7 @@ class ControlServer:
         old_umask = os.umask(0o177)  # the socket is born 0600: no window with wider access
         try:
             self.server = await asyncio.start_unix_server(
-                self._serve, path=str(target), limit=LINE_LIMIT
+                self._serve, path=str(target), limit=MAX_REQUEST_BYTES
             )
         finally:
             os.umask(old_umask)
@@ -60,14 +66,16 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                line = await reader.readline()
+                try:
+                    line = await reader.readline()
+                except (asyncio.LimitOverrunError, ValueError):  # the limit, not all of it
+                    await _send(writer, TOO_LARGE)
+                    break
                 if not line:
                     break
-                response = await self._answer(line)
-                writer.write(json.dumps(response).encode() + b"\n")
-                await writer.drain()
-        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
-            pass
+                await _send(writer, await self._answer(line))
+        except (ConnectionError, TimeoutError):
+            writer.transport.abort()
         finally:
             writer.close()
             with contextlib.suppress(Exception):
@@ -87,6 +95,19 @@ class ControlServer:
         except Exception as exc:  # a bug: one line to the caller, the daemon keeps serving
             logging.getLogger("appliance.control").exception("request failed")
             return {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}", "exit": 1}
+
+
+TOO_LARGE = {
+    "ok": False,
+    "error": f"request larger than {MAX_REQUEST_BYTES // (1024 * 1024)} MiB",
+    "exit": 2,
+}
+
+
+async def _send(writer: asyncio.StreamWriter, response: dict[str, Any]) -> None:
+    """One response line; TimeoutError if the client does not take it in time."""
+    writer.write(json.dumps(response).encode() + b"\n")
+    await asyncio.wait_for(writer.drain(), WRITE_SECONDS)
 
 
 def _remove_stale(path: Path) -> None:
@@ -114,7 +135,11 @@ class NoDaemon(ApplianceError):
 
 
 def request(path: str, message: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
-    """Send one request and return the response. NoDaemon if nothing listens on ``path``."""
+    """Send one request and return the response. NoDaemon if nothing listens on ``path``;
+    a request above :data:`MAX_REQUEST_BYTES` is refused before it is sent (exit 2)."""
+    data = json.dumps(message).encode() + b"\n"
+    if len(data) > MAX_REQUEST_BYTES:
+        raise UsageError(str(TOO_LARGE["error"]))
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
         sock.settimeout(timeout)
         try:
@@ -124,7 +149,7 @@ def request(path: str, message: dict[str, Any], timeout: float = 30.0) -> dict[s
         except OSError as exc:
             raise NoDaemon(f"no daemon answers on {path} ({exc.strerror or exc})") from None
         try:
-            sock.sendall(json.dumps(message).encode() + b"\n")
+            sock.sendall(data)
             data = b""
             while not data.endswith(b"\n"):
                 chunk = sock.recv(1 << 20)

@@ -19,6 +19,11 @@ from appliance.daemon.sets import RuntimeSets
 from appliance.errors import UsageError
 from appliance.units import parse_timeout
 
+# Elements one ``set add`` or ``set del`` may carry: one kernel transaction each, well
+# inside what the kernel takes at once (a million were refused after 11 s) and within the
+# control socket's 8 MiB request bound for the longest IPv6 prefixes.
+MAX_ELEMENTS_PER_REQUEST = 100_000
+
 
 class Status(TypedDict):
     """The reply to ``status`` (``appliance status --json``)."""
@@ -100,6 +105,11 @@ class Control(Manager):
         values = request.get("elements")
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
             raise UsageError("set: elements must be a list of strings")
+        if len(values) > MAX_ELEMENTS_PER_REQUEST:
+            raise UsageError(
+                f"set: {len(values)} elements in one request; at most"
+                f" {MAX_ELEMENTS_PER_REQUEST} (split the list)"
+            )
         if op == "set_del":
             await self.sets.delete(name, values)
             return {"ok": True}

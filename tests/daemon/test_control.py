@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +14,13 @@ from typing import Any
 
 import pytest
 
-from appliance.daemon.control import ControlServer, NoDaemon, checked, request
+from appliance.daemon.control import (
+    MAX_REQUEST_BYTES,
+    ControlServer,
+    NoDaemon,
+    checked,
+    request,
+)
 from appliance.errors import ApplianceError, UsageError
 
 
@@ -93,3 +102,47 @@ def test_a_failing_request_answers_one_line_and_the_server_goes_on(server: str) 
     answer = request(server, {"op": "boom"})
     assert answer == {"ok": False, "error": "internal error: RuntimeError: a bug", "exit": 1}
     assert request(server, {"op": "echo"})["ok"] is True
+
+
+def test_a_request_above_the_bound_is_answered_with_an_error_and_the_server_goes_on(
+    server: str,
+) -> None:
+    """The server reads no more than the bound, answers exit 2 and closes; the client
+    sending the rest sees the pipe closed at worst."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(server)
+        chunk = b"x" * (1 << 20)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for _ in range(MAX_REQUEST_BYTES // len(chunk) + 2):  # bounded: the bound + 2 MiB
+                sock.sendall(chunk)
+        answer = json.loads(sock.makefile("rb").readline())
+    assert answer == {"ok": False, "error": "request larger than 8 MiB", "exit": 2}
+    assert request(server, {"op": "echo"})["ok"] is True
+
+
+def test_the_client_refuses_a_request_above_the_bound_before_sending_it(server: str) -> None:
+    with pytest.raises(UsageError, match="request larger than 8 MiB") as info:
+        request(server, {"op": "echo", "blob": "x" * MAX_REQUEST_BYTES})
+    assert info.value.exit_code == 2
+
+
+def test_a_client_that_does_not_read_its_answers_does_not_hold_the_server(
+    server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client sends requests and never reads: once the socket's buffers are full the
+    server drops it (after the write deadline) and answers others meanwhile."""
+    monkeypatch.setattr("appliance.daemon.control.WRITE_SECONDS", 0.5)
+    big = json.dumps({"op": "echo", "pad": "y" * 200_000}).encode() + b"\n"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stuck:
+        stuck.connect(server)
+        stuck.settimeout(30)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for _ in range(200):  # bounded: about 40 MB of answers it never reads
+                stuck.sendall(big)
+                assert request(server, {"op": "echo"}, timeout=10)["ok"] is True
+        # the server gave up on it: its end is closed (or reset)
+        stuck.settimeout(30)
+        with contextlib.suppress(ConnectionResetError):
+            while stuck.recv(1 << 20):
+                pass

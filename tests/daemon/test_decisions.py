@@ -447,6 +447,22 @@ def test_a_set_add_with_a_bad_timeout_is_refused_with_exit_2(
     rig.run(scenario)
 
 
+@pytest.mark.parametrize("op", ["set_add", "set_del"])
+def test_a_set_request_above_the_element_bound_is_refused_before_the_kernel(
+    rig: Rig, op: str
+) -> None:
+    rig.write()
+
+    async def scenario() -> None:
+        await rig.daemon.boot()
+        values = [f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}" for i in range(100_001)]
+        with pytest.raises(UsageError, match="100001 elements in one request; at most 100000"):
+            await rig.daemon.control.handle({"op": op, "set": "blocklist", "elements": values})
+        assert rig.status()["runtime_elements"] == {}
+
+    rig.run(scenario)
+
+
 # ---- the hub: a verified bundle, applied or not -------------------------------------
 
 
