@@ -20,6 +20,8 @@ from appliance.reconcile.state import DYNAMIC_SETS
 BUILTIN_PREFIX = "ap_"
 AUTOBLOCK = ("autoblock_v4", "autoblock_v6")
 DRIFT_KINDS = ("table_missing", "structure", "elements", "segments")
+SCRAPE_SECONDS = 10.0  # each read of a scrape's request and the write of its answer
+MAX_HEADER_LINES = 100  # a request with more is dropped unanswered
 HUB_RESULTS = (
     "applied",
     "not_modified",
@@ -231,11 +233,13 @@ class MetricsServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await asyncio.wait_for(reader.readline(), 10)
-            while True:  # the headers: read and ignore
-                line = await asyncio.wait_for(reader.readline(), 10)
+            request = await asyncio.wait_for(reader.readline(), SCRAPE_SECONDS)
+            for _ in range(MAX_HEADER_LINES):  # the headers: read and ignore
+                line = await asyncio.wait_for(reader.readline(), SCRAPE_SECONDS)
                 if line in (b"\r\n", b"\n", b""):
                     break
+            else:
+                return
             parts = request.decode("latin-1").split()
             if len(parts) < 2 or parts[0] not in ("GET", "HEAD"):
                 await _respond(writer, 405, b"method not allowed\n", "text/plain")
@@ -251,8 +255,8 @@ class MetricsServer:
                 await _respond(
                     writer, 200, b"" if parts[0] == "HEAD" else body, CONTENT_TYPE_LATEST
                 )
-        except (TimeoutError, ConnectionError, UnicodeDecodeError):
-            pass
+        except (TimeoutError, ConnectionError, UnicodeDecodeError, ValueError):
+            writer.transport.abort()  # a scraper that does not read is not waited for
         finally:
             writer.close()
             with contextlib.suppress(Exception):
@@ -268,4 +272,4 @@ async def _respond(writer: asyncio.StreamWriter, status: int, body: bytes, ctype
         f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     )
     writer.write(head.encode() + body)
-    await writer.drain()
+    await asyncio.wait_for(writer.drain(), SCRAPE_SECONDS)

@@ -6,7 +6,7 @@ import asyncio
 
 from prometheus_client import CollectorRegistry
 
-from appliance.daemon.metrics import Metrics, MetricsServer
+from appliance.daemon.metrics import MAX_HEADER_LINES, Metrics, MetricsServer
 
 
 class FakeClock:
@@ -107,3 +107,33 @@ def test_http_server_answers_metrics_and_404() -> None:
             await server.close()
 
     asyncio.run(scenario())
+
+
+def test_a_request_with_endless_headers_is_dropped_unanswered() -> None:
+    metrics, _ = make(FakeClock(), {})
+
+    async def scenario() -> None:
+        server = MetricsServer(metrics)
+        _host, port = await server.start("127.0.0.1", 0)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /metrics HTTP/1.1\r\n")
+            for number in range(MAX_HEADER_LINES + 1):
+                writer.write(f"X-Header-{number}: x\r\n".encode())
+            await writer.drain()
+            assert await asyncio.wait_for(reader.read(), 30) == b""
+            writer.close()
+            ok = await asyncio.wait_for(_get(port), 30)  # and the next one is answered
+            assert ok.startswith(b"HTTP/1.0 200")
+        finally:
+            await server.close()
+
+    asyncio.run(scenario())
+
+
+async def _get(port: int) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = await reader.read()
+    writer.close()
+    return data
