@@ -7,7 +7,8 @@ asks them, and runs the one transaction they return.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,12 +56,41 @@ class SetInfo:
     elements: list[Element]
 
 
-class Engine:
-    """The table through ``backend``; with ``links``, the segments' links as well."""
+# How long a read-back that found nothing to change stands for the kernel while the ruleset
+# generation stays the same (an element's timeout ends it sooner).
+QUIET_SECONDS = 300.0
 
-    def __init__(self, backend: Backend, links: LinkBackend | None = None) -> None:
+
+@dataclass
+class Quiet:
+    """The last read-back that found the kernel as ``desired`` wants it."""
+
+    generation: int
+    desired: Desired
+    observed: Observed
+    until: float  # monotonic
+
+
+class Engine:
+    """The table through ``backend``; with ``links``, the segments' links as well.
+
+    A backend that can tell the ruleset generation (``generation()``) spares read-backs:
+    while the generation is the one of a read-back that found nothing to change, and the
+    policy is the same, the table is not listed again (no element listing of large sets
+    every few seconds); any transaction, ours or another writer's, changes the generation.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        links: LinkBackend | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.backend = backend
         self.links = links
+        self.clock = clock
+        self.quiet: Quiet | None = None
+        self.listings = 0  # full table listings made by converge
 
     def observe(self) -> Observed:
         return observed_from_listing(self.backend.list_table())
@@ -90,16 +120,46 @@ class Engine:
         segments = self.plan_segments(desired)
         done = self._segment_steps(segments.apply) if segments is not None else []
         try:
-            observed = self.observe()
-            plan = make_plan(desired, observed)
-            if plan.changed:
-                self.backend.run(transaction(plan, desired, observed))
+            generation = self._generation()
+            quiet = self.quiet
+            if (
+                generation is not None
+                and quiet is not None
+                and quiet.generation == generation
+                and quiet.desired is desired
+                and self.clock() < quiet.until
+            ):
+                plan, observed = Plan(), quiet.observed
+            else:
+                self.quiet = None
+                observed = self.observe()
+                self.listings += 1
+                plan = make_plan(desired, observed)
+                if plan.changed:
+                    self.backend.run(transaction(plan, desired, observed))
+                elif generation is not None:
+                    self.quiet = Quiet(generation, desired, observed, self._quiet_until(observed))
         except BaseException:
+            self.quiet = None
             self._undo(done)
             raise
         if segments is not None and segments.remove:
             self._segment_steps(segments.remove, undo=False)
         return plan, observed, segments
+
+    def _generation(self) -> int | None:
+        read = getattr(self.backend, "generation", None)
+        return read() if read is not None else None
+
+    def _quiet_until(self, observed: Observed) -> float:
+        """When the read-back ``observed`` stops standing for the kernel: the first element
+        timeout to end (the kernel removes it without a new generation), or QUIET_SECONDS."""
+        left = QUIET_SECONDS
+        for elements in observed.elements.values():
+            for elem in elements.values():
+                if elem.expires is not None and elem.expires < left:
+                    left = float(elem.expires)
+        return self.clock() + left
 
     def _segment_steps(self, steps: list[Step], undo: bool = True) -> list[Step]:
         if not steps:

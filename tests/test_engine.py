@@ -260,3 +260,50 @@ def test_repair_does_not_fail_on_a_run_time_element_that_overlaps_the_profile(
     swapped = run_appliance("apply", "--netns", netns, str(profile))
     assert swapped.returncode == 0, swapped.stderr
     assert sorted(elements(netns, "blocklist")) == sorted(["203.0.113.0/24", *outside])
+
+
+def _read_backs(profile_path: str) -> list[tuple[bool, int, bool]]:
+    """In the test's namespace: (changed, listings so far, element present) after each
+    converge of one policy: create, confirm, quiet, after another writer, quiet again."""
+    from appliance.adapters.nft import NftBackend
+    from appliance.engine import Engine
+    from appliance.model.parse import load_profile
+    from appliance.reconcile.state import desired_from_profile
+
+    desired = desired_from_profile(load_profile(profile_path))
+    engine = Engine(NftBackend())
+    steps: list[tuple[bool, int, bool]] = []
+
+    def step() -> None:
+        plan, observed, _ = engine.converge(desired)
+        present = "192.0.2.1" in observed.elements.get("blocklist", {})
+        steps.append((plan.changed, engine.listings, present))
+
+    step()
+    step()
+    step()
+    subprocess.run(
+        ["nft", "delete", "element", "inet", "appliance", "blocklist", "{ 192.0.2.1 }"],
+        check=True,
+    )
+    step()
+    step()
+    step()
+    return steps
+
+
+def test_read_back_lists_the_table_only_when_the_ruleset_generation_changed(
+    netns: str, tmp_path: Path
+) -> None:
+    from appliance.adapters.nsexec import run_in_netns
+
+    profile = write_profile(tmp_path / "p.toml", ["192.0.2.1"])
+    steps = run_in_netns(netns, _read_backs, str(profile))
+    assert steps == [
+        (True, 1, False),  # created
+        (False, 2, True),  # listed once more: the kernel is as wanted
+        (False, 2, True),  # same generation: not listed
+        (True, 3, False),  # another writer deleted the element: listed, repaired
+        (False, 4, True),
+        (False, 4, True),
+    ]

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import json
+import socket
+import struct
 from typing import Any
 
+from appliance.adapters.netlink import (
+    NLM_F_REQUEST,
+    NLMSG_ERROR,
+    ack_error,
+    iter_attrs,
+    iter_messages,
+    nlmsg,
+)
 from appliance.compile.nftjson import TABLE_FAMILY, TABLE_NAME, Json
 from appliance.errors import ApplianceError, KernelError
 
@@ -33,6 +43,19 @@ class NftBackend:
         if isinstance(output, dict):
             return list(output.get("nftables", []))
         return []
+
+    def generation(self) -> int | None:
+        """The ruleset generation of this network namespace: every committed nftables
+        transaction (ours or anyone's) changes it. None if it cannot be read."""
+        try:
+            with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
+                sock.settimeout(1.0)
+                sock.bind((0, 0))
+                sock.send(nlmsg(NFT_MSG_GETGEN, NLM_F_REQUEST, 1, NFGENMSG.pack(0, 0, 0)))
+                data = sock.recv(4096)
+        except OSError:
+            return None
+        return parse_generation(data)
 
     def run_text(self, script: str) -> None:
         """Run an nft script (``nft -f`` syntax) as one transaction."""
@@ -86,6 +109,25 @@ class NftBackend:
             if body and body.get("table") == TABLE_NAME:
                 counters[body["name"]] = (int(body["packets"]), int(body["bytes"]))
         return counters
+
+
+NETLINK_NETFILTER = 12
+NFT_MSG_GETGEN = (10 << 8) | 16  # nftables subsystem, get generation
+NFT_MSG_NEWGEN = (10 << 8) | 15
+NFTA_GEN_ID = 1
+NFGENMSG = struct.Struct("=BBH")  # family, version, resource id
+
+
+def parse_generation(data: bytes) -> int | None:
+    """The generation id in a NEWGEN answer (None: an error or no id)."""
+    for kind, _seq, body in iter_messages(data):
+        if kind == NLMSG_ERROR and ack_error(body):
+            return None
+        if kind == NFT_MSG_NEWGEN:
+            for attr, payload in iter_attrs(body, NFGENMSG.size):
+                if attr == NFTA_GEN_ID and len(payload) >= 4:
+                    return int(struct.unpack_from(">I", payload)[0])
+    return None
 
 
 # Kernel errno texts that say little to an operator, and what they mean for our table.
