@@ -27,11 +27,9 @@ from typing import Any
 import pytest
 
 from appliance.cli import EXIT_NOT_INTENDED
-from appliance.compile.render import render_table
-from appliance.compile.ruleset import element_json
 from appliance.daemon.state import StateStore
 from appliance.model.parse import load_profile
-from appliance.reconcile.state import Desired, desired_from_profile
+from appliance.reconcile.state import desired_from_profile
 from tests.guest.conftest import BootedGuest, delete_netns, make_netns, start_guest
 from tests.guest.lab import (
     CLOSED_PORT,
@@ -82,20 +80,9 @@ def seed(io: Path) -> None:
     desired = desired_from_profile(load_profile(profile_path))
     state = io / "seed" / "var" / "lib" / "appliance"
     state.mkdir(parents=True)
+    # As the daemon saves it (last-good.json, and last-good.nft for the restore unit).
     StateStore(state).save_last_good(desired, METRICS_LISTEN, "/etc/appliance/profile.toml")
-    if not (state / "last-good.nft").exists():
-        (state / "last-good.nft").write_text(nft_script(desired))
     (io / "nics.conf").write_text(GUEST_NICS)
-
-
-def nft_script(desired: Desired) -> str:
-    """The table as one ``nft -f`` transaction that replaces any table of that name."""
-    elements = {
-        name: [element_json(desired.types[name], text) for text in sorted(items)]
-        for name, items in desired.elements.items()
-    }
-    body = render_table(desired.objects, elements)
-    return f"table inet appliance\ndelete table inet appliance\n{body}"
 
 
 @pytest.fixture(scope="module")
