@@ -206,6 +206,21 @@ def children(pid: int, name: str) -> list[int]:
     return found
 
 
+def monitor_listening(daemon_pid: int) -> bool:
+    """Whether the daemon's ``nft monitor`` child has joined the netfilter event groups
+    (a NETLINK_NETFILTER socket of its own with groups): from then on it sees changes."""
+    for pid in children(daemon_pid, "nft"):
+        try:
+            lines = Path(f"/proc/{pid}/net/netlink").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[1] == "12" and fields[2] == str(pid) and int(fields[3], 16):
+                return True
+    return False
+
+
 def alive(pid: int) -> bool:
     """Whether ``pid`` still runs (a zombie does not)."""
     try:

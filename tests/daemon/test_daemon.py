@@ -18,6 +18,7 @@ from tests.conftest import nft_in, run_appliance
 from tests.daemon.conftest import (
     EXTRA_RULE,
     Daemon,
+    monitor_listening,
     rule_handles,
     set_elements,
     wait_until,
@@ -457,7 +458,9 @@ def test_nft_monitor_repairs_drift_before_the_next_read_back(
     netns: str, start_daemon: Start, tmp_path: Path
 ) -> None:
     daemon = start_daemon(netns, write_profile(tmp_path / "p.toml"), "--resync-interval", "600")
-    time.sleep(0.5)  # the monitor starts after READY
+    assert daemon.proc is not None
+    pid = daemon.proc.pid
+    wait_until(lambda: monitor_listening(pid))  # the monitor starts after READY
     handle = rule_handles(netns)["ssh"]
     nft_in(netns, "delete", "rule", "inet", "appliance", "input", "handle", str(handle))
     wait_until(lambda: daemon.status()["drift_repairs"].get("structure") == 1, timeout=5)
@@ -625,16 +628,19 @@ def test_a_profile_the_kernel_refused_at_boot_is_enforced_once_it_can_be(
         assert status["source"] == "failsafe", status
         assert "ap-mec1 exists and is not the appliance's" in status["last_error"]
         subprocess.run(["ip", "-n", netns, "link", "del", "ap-mec1"], check=True)
-        wait_until(lambda: daemon.status()["source"] == "profile", timeout=20)
-        status = daemon.status()
-        assert status["policy"] == "segments" and status["last_error"] is None
-        assert status["segments"] == ["mec1"]
-        assert "ap-mec1" in _links(segment_ns)
-        wait_until(  # logged once the policy is saved as the last good one
+        # The event: logged once the profile is enforced, the error cleared and the policy
+        # saved as the last good one (status may show the profile a moment before).
+        wait_until(
             lambda: any(
                 e["msg"] == "the profile refused at boot is enforced now"
                 for e in daemon.log_entries()
-            )
+            ),
+            timeout=20,
         )
+        status = daemon.status()
+        assert status["source"] == "profile", status
+        assert status["policy"] == "segments" and status["last_error"] is None
+        assert status["segments"] == ["mec1"]
+        assert "ap-mec1" in _links(segment_ns)
     finally:
         subprocess.run(["ip", "netns", "del", segment_ns], capture_output=True, check=False)
