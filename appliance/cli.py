@@ -332,6 +332,8 @@ def cmd_rollback_watch(args: argparse.Namespace) -> int:
 def cmd_set(args: argparse.Namespace) -> int:
     if _set_through_daemon(args):
         return EXIT_OK
+    if not _net_admin():
+        raise ApplianceError("set: permission denied (the kernel's sets need root)")
     engine = _engine()
     if args.action == "list":
         info = engine.set_info(args.set)
@@ -345,6 +347,18 @@ def cmd_set(args: argparse.Namespace) -> int:
     else:  # a --timeout here was refused before the daemon was asked
         engine.set_del(args.set, args.elements)
     return EXIT_OK
+
+
+def _net_admin() -> bool:
+    """Whether this process may change nftables (CAP_NET_ADMIN in its effective set)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) & (1 << 12))
+    except (OSError, ValueError):
+        pass
+    return os.geteuid() == 0
 
 
 def _daemon_request(args: argparse.Namespace, message: dict[str, object]) -> dict[str, Any] | None:

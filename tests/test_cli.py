@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -115,3 +121,44 @@ def test_status_text_shows_the_hub() -> None:
     ) in lines
     assert "hub sync:      unreachable: connection refused" in lines
     assert not any(line.startswith("hub") for line in _status_lines({**base, "hub": None}))
+
+
+NOBODY = ("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups")
+
+
+def _as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*NOBODY, sys.executable, "-m", "appliance", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO,
+    )
+
+
+@pytest.mark.root
+def test_set_by_another_user_says_permission_denied() -> None:
+    """Not root: the daemon's socket refuses the connection, and without a daemon the
+    kernel would; either way the error says so (not "no such set")."""
+    directory = Path(tempfile.mkdtemp(prefix="appliance-cli-"))
+    try:
+        directory.chmod(0o755)
+        path = str(directory / "control.sock")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+            server.bind(path)
+            os.chmod(path, 0o600)
+            server.listen(1)
+            denied = _as_nobody("set", "add", "blocklist", "192.0.2.1", "--control-socket", path)
+        assert denied.returncode == 1, denied.stderr
+        assert denied.stderr.strip() == (
+            f"appliance: control socket {path}: permission denied (the daemon answers root only)"
+        )
+        nobody = str(directory / "none.sock")
+        direct = _as_nobody("set", "add", "blocklist", "192.0.2.1", "--control-socket", nobody)
+        assert direct.returncode == 1, direct.stderr
+        assert direct.stderr.strip() == (
+            "appliance: set: permission denied (the kernel's sets need root)"
+        )
+    finally:
+        shutil.rmtree(directory)

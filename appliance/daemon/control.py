@@ -146,6 +146,10 @@ def request(path: str, message: dict[str, Any], timeout: float = 30.0) -> dict[s
             sock.connect(path)
         except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError) as exc:
             raise NoDaemon(f"no daemon answers on {path} ({exc.strerror})") from None
+        except PermissionError:
+            raise ApplianceError(
+                f"control socket {path}: permission denied (the daemon answers root only)"
+            ) from None
         except OSError as exc:
             raise NoDaemon(f"no daemon answers on {path} ({exc.strerror or exc})") from None
         try:
