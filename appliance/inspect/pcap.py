@@ -36,9 +36,9 @@ _MAX_BLOCK = 16 * 1024 * 1024
 
 
 class CaptureError(ApplianceError):
-    """The file is not a capture this reader understands."""
+    """The file is not a capture this reader understands (bad input: exit 2)."""
 
-    exit_code = 1
+    exit_code = 2
 
 
 def read_capture(handle: BinaryIO, name: str = "<capture>") -> Iterator[Record]:

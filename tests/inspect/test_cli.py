@@ -126,12 +126,20 @@ def test_profile_rules_detectors_and_home_net(tmp_path: Path) -> None:
     assert all(e["alert"]["action"] == "allowed" for e in events)  # block = false
 
 
-def test_not_a_capture_exits_1_with_one_line(tmp_path: Path) -> None:
+def test_not_a_capture_exits_2_with_one_line(tmp_path: Path) -> None:
     junk = tmp_path / "junk.pcap"
     junk.write_bytes(b"hello world, not a capture")
     code, _events, stderr = run_cli("--pcap", str(junk))
-    assert code == 1
+    assert code == 2
     assert stderr.count("\n") == 1 and "not a pcap or pcapng file" in stderr
+    corrupt = tmp_path / "corrupt.pcap"
+    write(corrupt, attack_traffic()[:2])
+    with open(corrupt, "r+b") as handle:  # the first record's captured length: 10 MB
+        handle.seek(24 + 8)
+        handle.write((10_000_000).to_bytes(4, "little") * 2)
+    code, _events, stderr = run_cli("--pcap", str(corrupt))
+    assert code == 2, stderr
+    assert stderr.count("\n") == 1 and "corrupt pcap record" in stderr
     code, _events, stderr = run_cli("--pcap", str(tmp_path / "missing.pcap"))
     assert code == 1 and stderr.count("\n") == 1
 
