@@ -29,6 +29,7 @@ import ipaddress
 import logging
 import os
 import queue
+import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -82,6 +83,7 @@ class Counts:
     blocks: int = 0
     dropped_inline: int = 0  # packets dropped by their verdict (inline mode)
     block_errors: int = 0
+    reopened: int = 0  # times the alert file was opened afresh after a rotation
     errors: dict[str, int] = field(default_factory=dict)
 
 
@@ -107,7 +109,10 @@ class LiveInspection:
         self.log = logger
         self.alerts_path = alerts or profile.inspect.alerts
         self.block_timeout = profile.protect.block_timeout
-        self.queue: queue.Queue[list[Packet] | list[InlinePacket] | None] = queue.Queue()
+        # batches, each with the interface it was captured on ("" when not known)
+        self.queue: queue.Queue[tuple[str, list[Packet] | list[InlinePacket]] | None] = (
+            queue.Queue()
+        )
         self.capacity = queue_size
         self._queued = 0  # packets in the queue (batches are lists)
         self._queued_lock = threading.Lock()
@@ -207,9 +212,9 @@ class LiveInspection:
         if self._thread is not None:
             with contextlib.suppress(queue.Empty):
                 while True:  # what is queued is not inspected (held packets are accepted)
-                    batch = self.queue.get_nowait()
-                    if batch is not None:
-                        self._accept_all(batch)
+                    item = self.queue.get_nowait()
+                    if item is not None:
+                        self._accept_all(item[1])
             self.queue.put(None)
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10)
             self._thread = None
@@ -242,7 +247,7 @@ class LiveInspection:
             self._queued += min(room, len(packets))
         taken, rest = packets[:room], packets[room:]
         if taken:
-            self.queue.put_nowait(taken)
+            self.queue.put_nowait((getattr(reader, "ifname", ""), taken))
         dropped = len(rest)
         if dropped:
             self._accept_all(rest)
@@ -282,13 +287,15 @@ class LiveInspection:
         from appliance.inspect.eve import eve_line
 
         process = engine.process
+        host = socket.gethostname()
         get = self.queue.get
         decode_errors = engine.stats.errors
         exported: dict[str, int] = {}  # decoder errors already in the metric
         while True:
-            batch = get()
-            if batch is None:
+            item = get()
+            if item is None:
                 return
+            iface, batch = item
             with self._queued_lock:
                 self._queued -= len(batch)
             lines: list[str] = []
@@ -299,7 +306,8 @@ class LiveInspection:
                 accept = True
                 try:
                     for alert in process(packet[0], packet[1], packet[2]):
-                        lines.append(eve_line(alert))
+                        alert.in_iface = iface
+                        lines.append(eve_line(alert, host))
                         by_sid[alert.sid] = by_sid.get(alert.sid, 0) + 1
                         if alert.action == "blocked":
                             blocked.append(str(ipaddress.ip_address(alert.layer.src)))
@@ -326,11 +334,28 @@ class LiveInspection:
                 for sid, number in by_sid.items():
                     self.metrics.alerts.labels(signature_id=str(sid)).inc(number)
                 try:
+                    self._reopen_if_rotated()
                     self._eve.write("\n".join(lines) + "\n")
                     self._eve.flush()
                 except (OSError, ValueError) as exc:
                     self._count_error("eve_write")
                     self.log.error("cannot write alerts", extra={"error": str(exc)})
+
+    def _reopen_if_rotated(self) -> None:
+        """A rotated alert file (renamed or removed, as logrotate does before its HUP) is
+        closed and the path opened afresh, so alerts never go to the old file."""
+        try:
+            current = os.stat(self.alerts_path)
+            opened = os.fstat(self._eve.fileno())
+            if (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino):
+                return
+        except FileNotFoundError:
+            pass
+        old, self._eve = self._eve, open(self.alerts_path, "a", buffering=1 << 16)  # noqa: SIM115
+        with contextlib.suppress(OSError):
+            old.close()
+        self.counts.reopened += 1
+        self.log.info("alert file reopened", extra={"alerts": self.alerts_path})
 
     # ---- blocks, on the event loop -----------------------------------------------------
 
@@ -365,6 +390,7 @@ class LiveInspection:
             "mode": self.mode,
             "running": True,
             "alerts_file": self.alerts_path,
+            "alerts_file_reopened": counts.reopened,
             "queue": {"capacity": self.capacity, "queued": self._queued},
             "received": counts.received,
             "inspected": counts.inspected,

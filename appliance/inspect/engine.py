@@ -606,6 +606,7 @@ class InspectionEngine:
                 flow,
                 to_server,
             )
+            alert.metadata = sig.metadata
             alert.dns = dns
             alert.tls_sni = sni
             alert.http = http

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from appliance.inspect.appproto import DNS_TYPES, DnsQuery, HttpRequest
+from appliance.inspect.communityid import community_id
 from appliance.inspect.decode import (
     PROTO_ICMP,
     PROTO_ICMPV6,
@@ -43,7 +44,9 @@ class Alert:
         "flow",
         "gtp_layer",
         "http",
+        "in_iface",
         "layer",
+        "metadata",
         "msg",
         "rev",
         "severity",
@@ -76,7 +79,9 @@ class Alert:
         self.layer = layer  # whose addresses and ports the alert reports
         self.flow = flow
         self.to_server = to_server
-        self.detail = ""
+        self.detail = ""  # what a detector found (EVE: alert.metadata.detail)
+        self.metadata: tuple[str, ...] = ()  # the rule's metadata ("key value" items)
+        self.in_iface = ""  # the interface the packet was captured on, when known
         self.dns: DnsQuery | None = None
         self.tls_sni: bytes | None = None
         self.http: HttpRequest | None = None
@@ -96,11 +101,27 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "backslashreplace")
 
 
-def to_eve(alert: Alert) -> dict[str, Any]:
+def rule_metadata(items: tuple[str, ...], detail: str = "") -> dict[str, list[str]]:
+    """Suricata's ``alert.metadata``: each key with its values, in order."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        key, _, value = item.partition(" ")
+        out.setdefault(key, []).append(value.strip())
+    if detail:
+        out.setdefault("detail", []).append(detail)
+    return out
+
+
+def to_eve(alert: Alert, host: str = "") -> dict[str, Any]:
+    """The EVE object of an alert; ``host``: the sensor's name (Suricata's ``host``)."""
     layer = alert.layer
     event: dict[str, Any] = {"timestamp": timestamp(alert.ts)}
     if alert.flow is not None:
         event["flow_id"] = alert.flow.flow_id
+    if host:
+        event["host"] = host
+    if alert.in_iface:
+        event["in_iface"] = alert.in_iface
     event["event_type"] = "alert"
     event["src_ip"] = ip_text(layer.src)
     event["src_port"] = layer.sport
@@ -110,16 +131,27 @@ def to_eve(alert: Alert) -> dict[str, Any]:
     if layer.icmp_type >= 0:
         event["icmp_type"] = layer.icmp_type
         event["icmp_code"] = layer.icmp_code
+    event["community_id"] = community_id(
+        layer.src,
+        layer.dst,
+        layer.proto,
+        layer.sport,
+        layer.dport,
+        icmp_type=layer.icmp_type,
+        icmp_code=layer.icmp_code,
+    )
     event["direction"] = "to_server" if alert.to_server else "to_client"
     event["alert"] = {
         "action": alert.action,
         "gid": 1,
         "signature_id": alert.sid,
         "rev": alert.rev,
-        "signature": alert.msg + (f": {alert.detail}" if alert.detail else ""),
+        "signature": alert.msg,
         "category": alert.category,
         "severity": alert.severity,
     }
+    if alert.metadata or alert.detail:
+        event["alert"]["metadata"] = rule_metadata(alert.metadata, alert.detail)
     if alert.flow is not None and alert.flow.app in ("http", "tls", "dns", "gtp"):
         event["app_proto"] = alert.flow.app
     if alert.dns is not None:
@@ -167,5 +199,5 @@ def to_eve(alert: Alert) -> dict[str, Any]:
     return event
 
 
-def eve_line(alert: Alert) -> str:
-    return json.dumps(to_eve(alert), separators=(",", ":"))
+def eve_line(alert: Alert, host: str = "") -> str:
+    return json.dumps(to_eve(alert, host), separators=(",", ":"))

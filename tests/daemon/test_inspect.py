@@ -284,3 +284,40 @@ def test_skipped_rules_are_logged_counted_in_status_and_metric(
     gauge = registry.inspect_rules_skipped
     assert gauge.labels(reason="ja3.hash")._value.get() == 1
     assert gauge.labels(reason="invalid")._value.get() == 1
+
+
+def test_alert_file_renamed_by_logrotate_is_opened_afresh(tmp_path: Path) -> None:
+    eve = tmp_path / "log" / "eve.json"
+
+    async def block(source: str) -> None:
+        pass
+
+    async def run() -> LiveInspection:
+        reader = FakeReader()
+        live = LiveInspection(
+            profile(tmp_path),
+            metrics=metrics(),
+            block=block,
+            logger=logging.getLogger("test"),
+            alerts=str(eve),
+            readers=[reader],
+        )
+        live.start(asyncio.get_running_loop())
+        try:
+            reader.feed([syn("198.51.100.2", p) for p in range(1, 30)])
+            await until(lambda: live.counts.alerts == 1)
+            eve.rename(tmp_path / "log" / "eve.json.1")  # what logrotate does
+            reader.feed([syn("198.51.100.3", p) for p in range(1, 30)])
+            await until(lambda: live.counts.alerts == 2)
+        finally:
+            await live.stop()
+            reader.close()
+        return live
+
+    live = asyncio.run(run())
+    rotated = (tmp_path / "log" / "eve.json.1").read_text().splitlines()
+    fresh = eve.read_text().splitlines()
+    assert [json.loads(line)["src_ip"] for line in rotated] == ["198.51.100.2"]
+    assert [json.loads(line)["src_ip"] for line in fresh] == ["198.51.100.3"]
+    status = live.status()
+    assert status["alerts_file_reopened"] == 1
