@@ -291,12 +291,13 @@ def cmd_apply(args: argparse.Namespace) -> int:
     seconds = _duration_option("--confirm", args.confirm)
     if seconds is not None:
         previous = engine.backend.list_table()
+        previous_links = confirm.links_snapshot(engine.links)
     plan, segments = engine.apply(desired)
     changed = plan.changed or (segments is not None and segments.changed)
     for line in segments.waiting if segments is not None else []:
         print(f"appliance: {line}", file=sys.stderr)
     if seconds is not None:
-        confirm.arm(args.state_dir, previous, seconds, args.netns)
+        confirm.arm(args.state_dir, previous, seconds, args.netns, previous_links)
         print(
             f"applied {desired.name} ({desired.table_hash}); rolls back in {args.confirm} "
             "unless `appliance confirm`"
@@ -325,7 +326,7 @@ def cmd_rollback_watch(args: argparse.Namespace) -> int:
     from appliance.adapters.nft import NftBackend
 
     backend = NftBackend()
-    confirm.wait_and_rollback(args.state_dir, args.token, backend.run)
+    confirm.wait_and_rollback(args.state_dir, args.token, backend.run, _engine().links)
     return EXIT_OK
 
 
