@@ -29,6 +29,12 @@ result is reported again at each poll until the hub offers something else (while
 both files are polled plainly, every poll interval, since either may bring the fix). When
 the hub announces long polls (``X-Long-Poll-Max`` on its answers), the signature request
 waits on the hub (``?wait=SECONDS``) until it changes.
+
+With a TUF root (``tuf_root``, ``[hub].root``) the pair is replaced by TUF's client workflow
+(:mod:`appliance.sync.updater`): ``timestamp.json`` is the file polled (and long-polled);
+the root chain, snapshot, targets and the bundle by its hash follow only when it changes.
+The bundle then passes the same checks (schema, expiry, rollback, deltas) without a
+signature file: targets vouch for its bytes.
 """
 
 from __future__ import annotations
@@ -48,11 +54,14 @@ from typing import Any
 from appliance.model.profile import Profile
 from appliance.sync import bundle as B
 from appliance.sync.bundle import Bundle, BundleVerdict, format_time, verify
-from appliance.sync.keys import PublicKey, load_trust
+from appliance.sync.keys import KeyFileError, PublicKey, load_trust
 from appliance.sync.store import BundleStore, Stored, StoreError
 from appliance.sync.transport import ConnectionPool, Limits, Response, TransportError, request
+from appliance.sync.tuf import Trusted
+from appliance.sync.updater import FULL_TARGET, TrustStore, fetch_target, refresh
 
 LONG_POLL_HEADER = "x-long-poll-max"
+TIMESTAMP_FILE = "timestamp.json"
 FAILED_MEMORY = 16
 
 
@@ -134,6 +143,7 @@ class HubClient:
         rng: Callable[[], float] = random.random,
         limits: ClientLimits | None = None,
         report_status: bool = True,
+        tuf_root: bytes | None = None,
     ) -> None:
         if not url.endswith("/"):
             url += "/"
@@ -156,6 +166,10 @@ class HubClient:
         self._floor: int | None = None
         self.pool = ConnectionPool()  # one keep-alive connection to the hub
         self._elapsed = 0.0
+        self.tuf_root = tuf_root
+        self.trust_store = TrustStore(Path(state_dir) / "hub-tuf")
+        self._trusted: Trusted | None = None
+        self._timestamp_etag = ""
 
     @classmethod
     def from_profile(cls, profile: Profile, state_dir: str | Path, **kw: Any) -> HubClient:
@@ -165,6 +179,9 @@ class HubClient:
             raise ValueError(f"{profile.source}: no [hub] section")
         base = Path(os.path.dirname(os.path.abspath(profile.source)))
         kw.setdefault("name", profile.name)
+        root = getattr(profile.hub, "root", None)
+        if root and "tuf_root" not in kw:
+            kw["tuf_root"] = _read_root(root)
         kw.setdefault("base_dir", base)
         if "limits" not in kw:
             deadline = profile.hub.timeout
@@ -181,7 +198,9 @@ class HubClient:
     def load_last_good(self) -> Stored | None:
         """The stored last-good bundle (signature checked again), or None."""
         try:
-            self.running = self.store.load(self.trust, self.clock(), self.base_dir)
+            # Under TUF the stored bundle was vouched for by targets when it was fetched.
+            trust = None if self.tuf_root is not None else self.trust
+            self.running = self.store.load(trust, self.clock(), self.base_dir)
         except StoreError as exc:
             self.running = None
             if str(exc) != "no bundle stored":
@@ -224,6 +243,8 @@ class HubClient:
         return sync
 
     async def _poll(self) -> SyncResult:
+        if self.tuf_root is not None:
+            return await self._poll_tuf()
         running = self.running
         wait = 0.0
         sig_headers: dict[str, str] = {}
@@ -284,6 +305,65 @@ class HubClient:
         self._seen_sig_etag = sig_etag
         self._incomplete = False
 
+    async def _poll_tuf(self) -> SyncResult:
+        now = self.clock()
+        if self._trusted is None:
+            try:
+                self._trusted = self.trust_store.load(self.tuf_root or b"", now)
+            except B.BundleError as exc:
+                return self._result(exc.result, f"[hub].root: {exc.reason}")
+        trusted = self._trusted
+        trusted.now = now
+        wait = 0.0
+        if self.long_poll_max > 0 and self._timestamp_etag and not self._failing():
+            wait = min(self.limits.long_poll, self.long_poll_max)
+        long_polled = wait > 0
+
+        async def fetch(name: str, cap: int) -> bytes | None:
+            headers: dict[str, str] = {}
+            url = self.url + name
+            delay = 0.0
+            if name == TIMESTAMP_FILE and wait:
+                headers["If-None-Match"] = self._timestamp_etag
+                url += f"?wait={wait:g}"
+                delay = wait
+            resp = await self._get(url, headers, cap, delay)
+            if resp.status == 304:
+                return trusted.timestamp.data if trusted.timestamp else None
+            if resp.status == 404:
+                return None
+            if resp.status != 200:
+                raise TransportError(B.HTTP_ERROR, f"{name}: HTTP {resp.status}")
+            if name == TIMESTAMP_FILE:
+                self._timestamp_etag = resp.etag
+            return resp.body
+
+        have = self.running.bundle.sha256 if self.running else ""
+        try:
+            update = await refresh(trusted, fetch, have)
+            data = update.bundle
+            if data is None:
+                self.trust_store.save(trusted)
+                self._incomplete = False
+                return self._result(B.NOT_MODIFIED, long_polled=long_polled)
+            verdict = self._verify(data, b"", authenticated="tuf")
+            if verdict.wrong_base:
+                data = await fetch_target(trusted, fetch, FULL_TARGET)
+                verdict = self._verify(data, b"", authenticated="tuf")
+                if verdict.result == B.APPLIED and verdict.bundle and verdict.bundle.is_delta:
+                    verdict = BundleVerdict(B.MALFORMED, "full/ holds a delta bundle")
+        except B.BundleError as exc:
+            self._incomplete = True  # what failed is fetched again at the next poll
+            return self._result(exc.result, exc.reason, long_polled=long_polled)
+        self.trust_store.save(trusted)
+        self._incomplete = False
+        digest = _digest(data)
+        key = (digest, "tuf")
+        remembered = self._failed.get(key)
+        if remembered is not None:
+            return replace(remembered, repeated=True, time=self.clock(), long_polled=long_polled)
+        return self._conclude(verdict, key, b"", digest, "tuf", long_polled)
+
     def _failing(self) -> bool:
         if self._incomplete:
             return True
@@ -333,7 +413,7 @@ class HubClient:
         key = (data_resp.etag or _digest(data_resp.body), sig_resp.etag or _digest(sig_resp.body))
         return self._conclude(full, key, sig_resp.body, data_resp.etag, sig_resp.etag, False)
 
-    def _verify(self, data: bytes, signature: bytes) -> BundleVerdict:
+    def _verify(self, data: bytes, signature: bytes, authenticated: str = "") -> BundleVerdict:
         running = self.running.bundle if self.running else None
         return verify(
             data,
@@ -344,6 +424,7 @@ class HubClient:
             running=running,
             min_version=None if self._floor is None else self._floor + 1,
             max_bytes=self.limits.max_bundle,
+            authenticated=authenticated,
         )
 
     def _conclude(
@@ -496,8 +577,9 @@ class HubClient:
     async def check_reachable(self) -> bool:
         """Can the hub still be reached (after applying a bundle, before confirming it)?"""
         try:
+            probe = TIMESTAMP_FILE if self.tuf_root is not None else B.SIG_FILE
             resp = await request(
-                "GET", self.url + B.SIG_FILE, self.limits.http, max_body=self.limits.max_sig
+                "GET", self.url + probe, self.limits.http, max_body=self.limits.max_sig
             )
         except TransportError:
             return False
@@ -533,3 +615,12 @@ class HubClient:
 
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _read_root(path: str) -> bytes:
+    """The installed TUF root (``[hub].root``); KeyFileError if it cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(1024 * 1024)
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot read: {exc.strerror or exc}") from None

@@ -62,6 +62,10 @@ def add_parsers(
     v.add_argument("--min-version", type=int, metavar="N", help="refuse versions below N")
     v.set_defaults(handler=cmd_verify)
 
+    from appliance.sync import repo_commands
+
+    repo_commands.add_parsers(actions, common)
+
     h = sub.add_parser("hub", parents=[common], help="the reference hub server")
     hub_actions = h.add_subparsers(dest="hub_command", metavar="ACTION")
     hub_actions.required = True

@@ -48,6 +48,17 @@ MAX_FILE = 256 * 1024 * 1024
 RESOLVE_TTL = 1.0
 MAX_RESOLVED = 100_000
 SERVED = (BUNDLE_FILE, SIG_FILE)
+# TUF metadata and targets by content (appliance.sync.repository writes them).
+_TUF_NAME = re.compile(
+    r"(?:\d{1,19}\.)?root\.json|\d{1,19}\.(?:snapshot|targets)\.json"
+    r"|timestamp\.json|[0-9a-f]{64}\.bundle\.json"
+)
+
+
+def served(name: str) -> bool:
+    return name in SERVED or _TUF_NAME.fullmatch(name) is not None
+
+
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
@@ -91,7 +102,7 @@ class BundleFiles:
 
     def real_path(self, bundle_path: str, name: str, fresh: bool = False) -> Path | None:
         """The file PATH/name stands for (symlinks resolved, inside DIR), or None."""
-        if name not in SERVED:
+        if not served(name):
             return None
         directory = self._directory(bundle_path, fresh)
         if directory is None:
@@ -291,7 +302,7 @@ class HubServer:
         if method not in ("GET", "HEAD"):
             await _send(writer, 405, b"method not allowed\n", keep, extra={"Allow": "GET, HEAD"})
             return keep
-        if name not in SERVED or not path.startswith("/") or path.endswith("/"):
+        if not served(name) or not path.startswith("/") or path.endswith("/"):
             await _send(writer, 404, b"not found\n", keep)
             return keep
         wait = 0.0

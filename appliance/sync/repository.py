@@ -159,7 +159,13 @@ def sign(directory: Path, role: str, key: PrivateKey) -> tuple[Path, int, int]:
         raise RepositoryError(f"{path}: {exc.reason}") from None
     _write(path, signed)
     meta = tuf.parse(signed, role, tuf.MAX_ROOT_BYTES)
-    root = meta if role == tuf.ROOT else current_root(directory)
+    staged_root = directory / STAGED / "root.json"
+    if role == tuf.ROOT:
+        root: tuf.Metadata | None = meta
+    elif staged_root.exists():
+        root = _parse(staged_root, tuf.ROOT)  # published together, before the targets
+    else:
+        root = current_root(directory)
     return (
         path,
         _count(meta, root, role) if root else 0,

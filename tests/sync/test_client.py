@@ -618,3 +618,62 @@ def test_a_failed_bundle_fetch_after_a_new_signature_is_fetched_again(
         assert fixed.bundle is not None and fixed.bundle.version == 2
 
     scenario(publisher, tmp_path, body)
+
+
+def _tuf_repo(directory: Path) -> tuple[Path, Callable[[int], None], keys.PrivateKey]:
+    """A TUF repository in the hub directory: one key per role, and a release function."""
+    from appliance.sync import repository, tuf
+
+    now = time.time()
+    key = keys.generate()
+    roles = {role: ([key.public], 1) for role in tuf.ROLES}
+    repository.init(directory, roles, now + 86400)
+    repository.sign(directory, tuf.ROOT, key)
+
+    def release(version: int) -> None:
+        atomic_write(directory / B.BUNDLE_FILE, build(version, [f"192.0.2.{version}"]), 0o644)
+        repository.stage_targets(directory, now + 86400)
+        repository.sign(directory, tuf.TARGETS, key)
+        repository.publish(directory, key, key, now + 86400, now + 3600)
+
+    release(1)
+    return directory / "1.root.json", release, key
+
+
+def test_tuf_client_over_the_reference_hub(publisher: Publisher, tmp_path: Path) -> None:
+    root, release, _key = _tuf_repo(publisher.directory)
+
+    async def main() -> None:
+        async with hub(publisher.root) as (_server, base):
+            url = f"{base}/{publisher.path}/"
+            limits = ClientLimits(long_poll=0.2)
+            c = HubClient(url, [], tmp_path / "state", tuf_root=root.read_bytes(), limits=limits)
+            first = await applied(c)
+            assert first.version == 1
+            again = await c.poll_once()
+            assert again.result == B.NOT_MODIFIED, again
+            assert c.long_poll_max > 0
+            # A long poll on timestamp.json answers as soon as version 2 is published.
+            c.limits = ClientLimits(long_poll=30)
+            task = asyncio.ensure_future(c.poll_once())
+            await asyncio.sleep(0.3)
+            release(2)
+            second = await asyncio.wait_for(task, 30)
+            assert second.long_polled and second.pending and second.bundle is not None
+            assert second.bundle.version == 2
+            await c.applied(second)
+            # A fresh client on the same state boots from the store and its trusted files.
+            fresh = HubClient(url, [], tmp_path / "state", tuf_root=root.read_bytes())
+            stored = fresh.load_last_good()
+            assert stored is not None and stored.bundle.version == 2
+            assert (await fresh.poll_once()).result == B.NOT_MODIFIED
+            # A bundle swapped on the server under its signed name: refused, nothing applied.
+            for path in publisher.directory.glob("*.bundle.json"):
+                data = path.read_bytes()
+                if b"192.0.2.2" in data:
+                    atomic_write(path, data.replace(b"192.0.2.2", b"192.0.2.9"), 0o644)
+            fresh2 = HubClient(url, [], tmp_path / "state2", tuf_root=root.read_bytes())
+            bad = await fresh2.poll_once()
+            assert bad.result == B.BAD_SIGNATURE and not bad.pending, bad
+
+    run(main())
