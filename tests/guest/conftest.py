@@ -46,6 +46,17 @@ class BootedGuest:
                 pytest.fail(f"the guest wrote no {name} within {timeout:g}s:\n" + self.output())
             time.sleep(0.2)
 
+    def wait_for_or_end(self, name: str, timeout: float) -> bool:
+        """Wait until the guest writes ``name`` (True) or ends (False); fail after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not (self.io / name).exists():
+            if self.proc.poll() is not None:
+                return (self.io / name).exists()
+            if time.monotonic() > deadline:
+                pytest.fail(f"the guest wrote no {name} within {timeout:g}s:\n" + self.output())
+            time.sleep(0.2)
+        return True
+
     def finish(self, timeout: float) -> int:
         """Wait for the guest to end by itself; its command's exit status."""
         try:

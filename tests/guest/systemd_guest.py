@@ -12,9 +12,9 @@ Runs inside the guest (``qemu/run.sh --systemd``), after a boot that started
 ``watchdog``  WatchdogSec shortened with a runtime drop-in, the daemon stopped with
               SIGSTOP: systemd kills it and starts a new one, which reaches READY.
 
-Between ``ready`` and ``reload`` it writes ``ready`` and waits for the host's
-``traffic-done`` (the host sends traffic through the guest meanwhile). Every wait is
-bounded; the guest powers off when this ends.
+After ``ready``, and again after the refused reload, it writes ``ready`` (``reloaded``)
+and waits for the host's ``ready-done`` (``reloaded-done``): the host sends traffic
+through the guest meanwhile. Every wait is bounded; the guest powers off when this ends.
 """
 
 from __future__ import annotations
@@ -180,9 +180,14 @@ def step_ready() -> None:
 
 
 def step_traffic() -> None:
-    """Tell the host the guest is ready; wait (bounded) until it has sent its traffic."""
-    (IO / "ready").touch()
-    wait_until("the host's traffic-done", (IO / "traffic-done").exists, 900)
+    handshake("ready")
+
+
+def handshake(name: str) -> None:
+    """Tell the host (file ``name``); wait, bounded, until it has sent its traffic through
+    the guest (file ``name-done``)."""
+    (IO / name).touch()
+    wait_until(f"the host's {name}-done", (IO / f"{name}-done").exists, 900)
 
 
 def step_reload() -> None:
@@ -206,6 +211,8 @@ def step_reload() -> None:
             "table_before": before,
             "table_after": after,
         }
+        # The host sends its traffic again, the broken profile on disk.
+        handshake("reloaded")
     # The good profile again, for the next step.
     PROFILE.write_bytes(good)
     run("systemctl", "reload", UNIT)
