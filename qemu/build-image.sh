@@ -6,8 +6,9 @@
 # Output in qemu/out/ARCH/: rootfs.img (ext4, raw), vmlinuz, initrd.img,
 # manifest.txt (package versions), build.log. The Debian root is staged in
 # qemu/out/ARCH/root and rebuilt only when this recipe changes (or with
-# --rebuild); the appliance from the current checkout, the initramfs and the
-# disk image are redone on every run, which takes seconds.
+# --rebuild); the appliance (its Debian package, built from the current
+# checkout by packaging/build-deb.sh and installed with dpkg), the initramfs
+# and the disk image are redone on every run, which takes seconds.
 #
 # The kernel package is unpacked from the host rather than installed, so no
 # initramfs generator runs (under arm64 emulation that was most of the build):
