@@ -8,6 +8,7 @@ a pointer loop ends.
 from __future__ import annotations
 
 import struct
+from collections.abc import Set as AbstractSet
 from urllib.parse import unquote_to_bytes
 
 from appliance.inspect.decode import Errors, count
@@ -69,7 +70,7 @@ class DnsQuery:
 
 
 class HttpRequest:
-    __slots__ = ("host", "method", "raw_uri", "uri", "user_agent")
+    __slots__ = ("body", "headers", "host", "method", "raw_uri", "uri", "user_agent")
 
     def __init__(self, method: bytes, raw_uri: bytes) -> None:
         self.method = method
@@ -77,6 +78,79 @@ class HttpRequest:
         self.uri = normalize_uri(raw_uri)
         self.host: bytes | None = None  # lower case, without the port
         self.user_agent: bytes | None = None
+        self.headers: list[tuple[bytes, bytes]] = []  # (name, value), values stripped
+        self.body = b""  # what of the body this segment carries
+
+
+class HttpResponse:
+    __slots__ = ("body", "headers", "stat_code", "stat_msg")
+
+    def __init__(self, stat_code: bytes, stat_msg: bytes) -> None:
+        self.stat_code = stat_code
+        self.stat_msg = stat_msg
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body = b""
+
+
+def header_buffers(
+    headers: list[tuple[bytes, bytes]], body: bytes, wanted: AbstractSet[str]
+) -> dict[str, bytes]:
+    """Suricata's header buffers of a request or response, only those ``wanted``:
+    ``http.header`` ("Name: value\\r\\n" each), ``http.header_names`` ("\\r\\nName..."),
+    ``http.cookie``, ``http.content_type`` and the others named after one header, and the
+    body (``file.data``)."""
+    out: dict[str, bytes] = {}
+    if "http.header" in wanted:
+        out["http.header"] = b"".join(n + b": " + v + b"\r\n" for n, v in headers)
+    if "http.header_names" in wanted:
+        out["http.header_names"] = b"\r\n" + b"".join(n + b"\r\n" for n, _ in headers) + b"\r\n"
+    for name, value in headers:
+        buffer = HEADER_BUFFERS.get(name.lower())
+        if buffer is not None and buffer in wanted and buffer not in out:
+            out[buffer] = value
+    if body and "file.data" in wanted:
+        out["file.data"] = body
+    return out
+
+
+# buffers holding one header's value
+HEADER_BUFFERS = {
+    b"cookie": "http.cookie",
+    b"set-cookie": "http.cookie",
+    b"content-type": "http.content_type",
+    b"content-length": "http.content_len",
+    b"referer": "http.referer",
+    b"accept": "http.accept",
+    b"accept-encoding": "http.accept_enc",
+    b"accept-language": "http.accept_lang",
+    b"connection": "http.connection",
+    b"location": "http.location",
+    b"server": "http.server",
+}
+
+
+def parse_http_response(payload: bytes) -> HttpResponse | None:
+    """The status line, headers and the body's first bytes of an HTTP/1 response."""
+    head_end = payload.find(b"\r\n\r\n")
+    head = payload if head_end < 0 else payload[:head_end]
+    lines = head.split(b"\r\n", MAX_HTTP_HEADERS + 1)
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        return None
+    response = HttpResponse(parts[1], parts[2] if len(parts) > 2 else b"")
+    response.headers = _headers(lines)
+    if head_end >= 0:
+        response.body = payload[head_end + 4 :]
+    return response
+
+
+def _headers(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
+    out = []
+    for line in lines[1 : MAX_HTTP_HEADERS + 1]:
+        name, sep, value = line.partition(b":")
+        if sep:
+            out.append((name.strip(), value.strip()))
+    return out
 
 
 def parse_dns(payload: bytes, errors: Errors, tcp: bool = False) -> DnsQuery | None:
@@ -237,15 +311,15 @@ def parse_http_request(payload: bytes, errors: Errors) -> HttpRequest | None:
         count(errors, "http.bad_request_line")
         return None
     request = HttpRequest(parts[0], parts[1])
-    for line in lines[1 : MAX_HTTP_HEADERS + 1]:
-        name, sep, value = line.partition(b":")
-        if not sep:
-            continue
-        key = name.strip().lower()
+    request.headers = _headers(lines)
+    for name, value in request.headers:
+        key = name.lower()
         if key == b"host" and request.host is None:
-            request.host = normalize_host(value.strip())
+            request.host = normalize_host(value)
         elif key == b"user-agent" and request.user_agent is None:
-            request.user_agent = value.strip()
+            request.user_agent = value
+    if head_end >= 0:
+        request.body = payload[head_end + 4 :]
     return request
 
 

@@ -27,7 +27,14 @@ from appliance.inspect.flow import (
     FlowTable,
 )
 from appliance.inspect.match import Group, Matcher, contents_match, rule_matches
-from appliance.inspect.rules import Signature, Skipped, Variables, load_rules
+from appliance.inspect.rules import (
+    Signature,
+    Skipped,
+    Variables,
+    flowbits_apply,
+    flowbits_hold,
+    load_rules,
+)
 from appliance.inspect.threshold import ThresholdState
 from appliance.model.profile import Detectors, Profile
 from appliance.model.values import AddrRange, IPNetwork, SetRef, parse_addr_item
@@ -107,6 +114,25 @@ def _anchored_hit(group: Group, data: bytes, start: int, end: int, established: 
     return False
 
 
+def _flowbits(flow: Flow, hits: list[Signature]) -> list[Signature]:
+    """The rules that alert, once flowbits are checked and set: rules that only set bits
+    go first (as Suricata orders them), so a later rule on the same packet sees them."""
+    if not any(sig.flowbits or sig.noalert for sig in hits):
+        return hits
+    bits = flow.bits if flow.bits is not None else set()
+    ordered = sorted(hits, key=lambda s: any(c in ("isset", "isnotset") for c, _ in s.flowbits))
+    alerting = []
+    for sig in ordered:
+        if not flowbits_hold(sig.flowbits, bits):
+            continue
+        flowbits_apply(sig.flowbits, bits)
+        if not sig.noalert:
+            alerting.append(sig)
+    if bits:
+        flow.bits = bits
+    return alerting
+
+
 def _never_block(profile: Profile) -> tuple[IPNetwork | AddrRange, ...]:
     items: list[IPNetwork | AddrRange] = []
     sets = {s.name: s for s in profile.sets}
@@ -154,6 +180,9 @@ class InspectionEngine:
     def __init__(self, config: InspectionConfig) -> None:
         self.config = config
         self.matcher = Matcher(config.signatures)
+        # the buffers some rule reads (only these of HTTP's many are built)
+        self._wanted = frozenset(c.buffer for sig in config.signatures for c in sig.contents)
+        self._flowbits = any(sig.flowbits or sig.noalert for sig in config.signatures)
         self.flows = FlowTable(config.max_flows, config.idle_timeout)
         self.thresholds = ThresholdState()
         self.stats = Stats()
@@ -426,6 +455,8 @@ class InspectionEngine:
                 for sig in candidates:
                     if rule_matches(sig, layer, established, buffers):
                         hits.append(sig)
+        if hits and self._flowbits:
+            hits = _flowbits(flow, hits)
         if hits:
             self._signature_alerts(
                 ts, layer, flow, to_server, hits, exclude, alerts, dns, sni, http
@@ -473,7 +504,8 @@ class InspectionEngine:
             port53 = layer.sport == 53 or layer.dport == 53
             quiet = not group.payload_prefilter and (
                 app in ("none", "tls")
-                or (app == "http" and not to_server)
+                # responses: unless a rule reads a response buffer
+                or (app == "http" and not to_server and not group.prefilters)
                 # replies before the protocol is known: only DNS is detected on them
                 or (app == "" and not to_server and not port53)
             )
@@ -508,6 +540,22 @@ class InspectionEngine:
                     buffers["http.host"] = http.host
                 if http.user_agent is not None:
                     buffers["http.user_agent"] = http.user_agent
+                wanted = self._wanted
+                if wanted:
+                    buffers.update(appproto.header_buffers(http.headers, http.body, wanted))
+                    if http.body:
+                        buffers["http.request_body"] = http.body
+        elif not to_server and app == "http" and payload.startswith(b"HTTP/1."):
+            response = appproto.parse_http_response(payload)
+            if response is not None:
+                buffers["http.stat_code"] = response.stat_code
+                buffers["http.stat_msg"] = response.stat_msg
+                if self._wanted:
+                    buffers.update(
+                        appproto.header_buffers(response.headers, response.body, self._wanted)
+                    )
+                    if response.body:
+                        buffers["http.response_body"] = response.body
         elif to_server and app in ("", "tls") and appproto.looks_like_tls(payload):
             flow.app = "tls"
             size = appproto.tls_record_size(payload)

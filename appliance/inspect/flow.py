@@ -36,6 +36,7 @@ class Flow:
     __slots__ = (
         "app",
         "app_tries",
+        "bits",
         "cache",
         "established",
         "fast",
@@ -68,6 +69,7 @@ class Flow:
         # per direction (index: to_server), the engine's fast-path state, or None
         self.fast: list[Any] = [None, None]
         self.gtp_ok = False  # an inner flow whose tunnel's checks passed
+        self.bits: set[str] | None = None  # flowbits set by rules (created on the first)
 
     @property
     def flow_id(self) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import Literal, cast, get_args
 
@@ -37,19 +38,62 @@ BUFFER_APP = {
     "http.raw_uri": "http",
     "http.method": "http",
     "http.user_agent": "http",
+    "http.header": "http",
+    "http.header_names": "http",
+    "http.cookie": "http",
+    "http.content_type": "http",
+    "http.content_len": "http",
+    "http.referer": "http",
+    "http.accept": "http",
+    "http.accept_enc": "http",
+    "http.accept_lang": "http",
+    "http.connection": "http",
+    "http.location": "http",
+    "http.server": "http",
+    "http.request_body": "http",
+    "http.response_body": "http",
+    "http.stat_code": "http",
+    "http.stat_msg": "http",
+    "file.data": "http",
 }
 BUFFERS = tuple(BUFFER_APP)
-LEGACY_STICKY = {"dns_query": "dns.query", "tls_sni": "tls.sni"}
+# older names of sticky buffers
+LEGACY_STICKY = {
+    "dns_query": "dns.query",
+    "tls_sni": "tls.sni",
+    "file_data": "file.data",
+    "http_header_names": "http.header_names",
+    "http_content_type": "http.content_type",
+    "http_content_len": "http.content_len",
+    "http_referer": "http.referer",
+    "http_accept": "http.accept",
+    "http_accept_enc": "http.accept_enc",
+    "http_accept_lang": "http.accept_lang",
+    "http_connection": "http.connection",
+}
 STICKY_ALIASES = {
     "http.uri.raw": "http.raw_uri",
+    "dns.query.name": "dns.query",
+    "http.request_body": "http.request_body",
+    "http.response_body": "http.response_body",
+    **LEGACY_STICKY,
 }
+# content modifiers (the older form: ``content:"x"; http_uri;``)
 CONTENT_MODIFIERS = {
     "http_uri": "http.uri",
     "http_raw_uri": "http.raw_uri",
     "http_host": "http.host",
     "http_method": "http.method",
     "http_user_agent": "http.user_agent",
+    "http_header": "http.header",
+    "http_cookie": "http.cookie",
+    "http_client_body": "http.request_body",
+    "http_server_body": "http.response_body",
+    "http_stat_code": "http.stat_code",
+    "http_stat_msg": "http.stat_msg",
 }
+FLOWBIT_COMMANDS = ("set", "unset", "toggle", "isset", "isnotset")
+
 # Options that change nothing the engine decides on
 IGNORED_OPTIONS = frozenset({"gid", "target", "rawbytes"})
 PROTO_APP = {"dns": "dns", "tls": "tls", "http": "http", "gtp": "gtp"}
@@ -307,6 +351,10 @@ class Signature:
     line: int = 0
     references: tuple[str, ...] = field(default=(), compare=False)
     metadata: tuple[str, ...] = field(default=(), compare=False)
+    # flowbits: (command, names) in order; conditions (isset, isnotset) and actions (set,
+    # unset, toggle); noalert: the rule only sets bits
+    flowbits: tuple[tuple[str, str], ...] = ()
+    noalert: bool = False
 
 
 # ---- parsing ------------------------------------------------------------------------------
@@ -638,6 +686,8 @@ class _Builder:
         self.threshold: Threshold | None = None
         self.references: list[str] = []
         self.metadata: list[str] = []
+        self.flowbits: list[tuple[str, str]] = []
+        self.noalert = False
         self.seen: set[str] = set()
 
     def error(self, message: str) -> RuleFileError:
@@ -648,6 +698,9 @@ class _Builder:
             return
         if name in CONTENT_MODIFIERS:
             self._modifier(name, value)
+            return
+        if name in BUFFER_APP or name in STICKY_ALIASES:
+            self._sticky(name, value)
             return
         handler = getattr(self, "_opt_" + name.replace(".", "_"), None)
         if not name or handler is None:
@@ -853,17 +906,6 @@ class _Builder:
         self.buffer = buffer
         self.buffers_used.add(buffer)
 
-    _opt_dns_query = _sticky
-    _opt_tls_sni = _sticky
-    _opt_http_host = _sticky
-    _opt_http_uri = _sticky
-    _opt_http_method = _sticky
-    _opt_http_user_agent = _sticky
-    _opt_http_raw_uri = _sticky
-
-    def _opt_http_uri_raw(self, name: str, value: str | None) -> None:
-        self._sticky(name, value)
-
     def _modifier(self, name: str, value: str | None) -> None:
         """``content:...; http_uri;``: the older form, moving the content to a buffer."""
         self._flag_only(name, value)
@@ -875,6 +917,28 @@ class _Builder:
     def _to_buffer(self, last: Content, buffer: str) -> None:
         self._replace_last(buffer=buffer)
         self.buffers_used.add(buffer)
+
+    def _opt_flowbits(self, name: str, value: str | None) -> None:
+        command, _, names = self._need(name, value).partition(",")
+        command, names = command.strip(), "".join(names.split())
+        if command == "noalert":
+            if names:
+                raise self.error("flowbits: noalert takes no name")
+            self.noalert = True
+            return
+        if command not in FLOWBIT_COMMANDS:
+            raise self.error(f"flowbits: unknown command {command!r}")
+        if not names or not all(n for n in re.split(r"[|&]", names)):
+            raise self.error(f"flowbits: {command} needs a name")
+        if ("|" in names and "&" in names) or (
+            command not in ("isset", "isnotset") and ("|" in names or "&" in names)
+        ):
+            raise self.error(f"flowbits: {names!r}: | and & only in isset and isnotset, not mixed")
+        self.flowbits.append((command, names))
+
+    def _opt_noalert(self, name: str, value: str | None) -> None:
+        self._flag_only(name, value)
+        self.noalert = True
 
     def _opt_pkt_data(self, name: str, value: str | None) -> None:
         self._flag_only(name, value)
@@ -988,6 +1052,8 @@ class _Builder:
             app=app,
             references=tuple(self.references),
             metadata=tuple(self.metadata),
+            flowbits=tuple(self.flowbits),
+            noalert=self.noalert,
             **header,  # type: ignore[arg-type]
         )
 
@@ -1220,3 +1286,27 @@ _KEYWORDS = """
     udp.hdr uricontent urilen window within xbits
 """
 SURICATA_KEYWORDS = frozenset(_KEYWORDS.split())
+
+
+def flowbits_hold(conditions: Sequence[tuple[str, str]], bits: AbstractSet[str]) -> bool:
+    """Whether a rule's isset / isnotset conditions hold (``a|b``: any, ``a&b``: all)."""
+    for command, names in conditions:
+        if command not in ("isset", "isnotset"):
+            continue
+        if "|" in names:
+            found = any(n in bits for n in names.split("|"))
+        else:
+            found = all(n in bits for n in names.split("&"))
+        if found != (command == "isset"):
+            return False
+    return True
+
+
+def flowbits_apply(actions: Sequence[tuple[str, str]], bits: set[str]) -> None:
+    for command, name in actions:
+        if command == "set":
+            bits.add(name)
+        elif command == "unset":
+            bits.discard(name)
+        elif command == "toggle":
+            bits.symmetric_difference_update((name,))

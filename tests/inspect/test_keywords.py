@@ -117,9 +117,9 @@ def test_older_and_sticky_forms_select_the_same_buffer(options: str, buffer: str
 @pytest.mark.parametrize(
     ("options", "reason"),
     [
-        ('content:"a"; http_header;', "http_header"),
-        ('file_data; content:"a";', "file_data"),
-        ('flowbits:set,x; content:"a";', "flowbits"),
+        ('tls.cert_subject; content:"a";', "tls.cert_subject"),
+        ('ja3.hash; content:"a";', "ja3.hash"),
+        ('xbits:set,x,track ip_src; content:"a";', "xbits"),
         ("byte_test:1,>,2,0;", "byte_test"),
         ('content:"a"; frobnicate;', "unknown"),
     ],
@@ -199,3 +199,64 @@ def test_http_buffers_in_traffic() -> None:
     request = http_get("/a/%2e%2e/b", headers="User-Agent: curl/8.0\r\n")
     events = inspect(tcp_session("198.51.100.7", "10.0.0.80", 40000, 80, [request]), rules)
     assert sorted(set(sids(events))) == [2, 3, 4, 5, 7]
+
+
+def test_http_header_family_bodies_and_responses_in_traffic() -> None:
+    rules = "\n".join(
+        [
+            'alert http any any -> any any (msg:"h"; content:"X-Api|3a| evil"; http_header; '
+            "sid:1;)",
+            'alert http any any -> any any (msg:"n"; http.header_names; '
+            'content:"|0d 0a|X-Api|0d 0a|"; sid:2;)',
+            'alert http any any -> any any (msg:"c"; content:"session=1"; http_cookie; sid:3;)',
+            'alert http any any -> any any (msg:"t"; http.content_type; content:"text/x"; sid:4;)',
+            'alert http any any -> any any (msg:"b"; content:"secret"; http_client_body; sid:5;)',
+            'alert http any any -> any any (msg:"f"; flow:to_server; file_data; content:"secret"; '
+            "sid:6;)",
+            'alert http any any -> any any (msg:"s"; flow:to_client; content:"404"; '
+            "http_stat_code; sid:7;)",
+            'alert http any any -> any any (msg:"m"; http.stat_msg; content:"Not Found"; sid:8;)',
+            'alert http any any -> any any (msg:"r"; flow:to_client; file_data; content:"gone"; '
+            "sid:9;)",
+            'alert http any any -> any any (msg:"v"; http.server; content:"nginx"; sid:10;)',
+            'alert http any any -> any any (msg:"x"; content:"secret"; http_header; sid:11;)',
+        ]
+    )
+    request = (
+        b"POST /form HTTP/1.1\r\nHost: a.example\r\nX-Api: evil\r\nCookie: session=1\r\n"
+        b"Content-Type: text/x\r\nContent-Length: 6\r\n\r\nsecret"
+    )
+    response = b"HTTP/1.1 404 Not Found\r\nServer: nginx\r\n\r\ngone"
+    packets = tcp_session("198.51.100.7", "10.0.0.80", 40000, 80, [request], [response])
+    assert sorted(set(sids(inspect(packets, rules)))) == list(range(1, 11))
+
+
+def test_flowbits_set_on_one_packet_checked_on_a_later_one() -> None:
+    rules = "\n".join(
+        [
+            'alert http any any -> any any (msg:"login"; content:"/login"; http_uri; '
+            "flowbits:set,seen.login; flowbits:noalert; sid:1;)",
+            'alert http any any -> any any (msg:"after login"; flow:to_client; '
+            'content:"200"; http_stat_code; flowbits:isset,seen.login; sid:2;)',
+            'alert http any any -> any any (msg:"no login"; flow:to_client; '
+            'content:"200"; http_stat_code; flowbits:isnotset,seen.login; sid:3;)',
+            'alert http any any -> any any (msg:"either"; flow:to_client; '
+            'content:"200"; http_stat_code; flowbits:isset,other|seen.login; sid:4;)',
+            'alert http any any -> any any (msg:"both"; flow:to_client; '
+            'content:"200"; http_stat_code; flowbits:isset,other&seen.login; sid:5;)',
+        ]
+    )
+    ok = b"HTTP/1.1 200 OK\r\n\r\n"
+    login = tcp_session("198.51.100.7", "10.0.0.80", 40000, 80, [http_get("/login")], [ok])
+    other = tcp_session("198.51.100.7", "10.0.0.80", 40001, 80, [http_get("/")], [ok])
+    assert sorted(set(sids(inspect(login, rules)))) == [2, 4]
+    assert sorted(set(sids(inspect(other, rules)))) == [3]
+
+
+@pytest.mark.parametrize(
+    "options",
+    ["flowbits:frob,x;", "flowbits:set;", "flowbits:set,a|b;", "flowbits:isset,a|b&c;"],
+)
+def test_bad_flowbits_are_refused(options: str) -> None:
+    with pytest.raises(RuleFileError, match="flowbits"):
+        rule(options)
