@@ -29,6 +29,8 @@ from appliance.reconcile.segments import (
     undo_steps,
 )
 from appliance.reconcile.state import (
+    HUB_TAG,
+    PROFILE_TAG,
     Desired,
     Element,
     Observed,
@@ -137,6 +139,7 @@ class Engine:
                 plan = make_plan(desired, observed)
                 if plan.changed:
                     self.backend.run(transaction(plan, desired, observed))
+                    self._after_delta(generation, plan, desired, observed)
                 elif generation is not None:
                     self.quiet = Quiet(generation, desired, observed, self._quiet_until(observed))
         except BaseException:
@@ -146,6 +149,41 @@ class Engine:
         if segments is not None and segments.remove:
             self._segment_steps(segments.remove, undo=False)
         return plan, observed, segments
+
+    def _after_delta(
+        self, before: int | None, plan: Plan, desired: Desired, observed: Observed
+    ) -> None:
+        """After an element delta, the read-back it started from with the delta carried
+        out stands for the kernel, if ours was the only transaction in between (the
+        generation moved by one): the next read-back need not list a large set again."""
+        if before is None or plan.create or plan.swap:
+            return
+        timed = {
+            body["name"] for obj in desired.objects if "timeout" in (body := obj.get("set", {}))
+        }
+        if timed & set(plan.add) or self._generation() != before + 1:
+            return  # elements the kernel will time out itself, or another writer
+        after = Observed(
+            objects=observed.objects,
+            elements={name: dict(items) for name, items in observed.elements.items()},
+            types=observed.types,
+        )
+        for name, texts in plan.delete.items():
+            for text in texts:
+                after.elements[name].pop(text, None)
+        for name, gone in plan.trim.items():
+            for elem in gone:
+                after.elements[name].pop(elem.text, None)
+        for name, texts in plan.add.items():
+            have = after.elements.setdefault(name, {})
+            own = desired.elements.get(name, frozenset())
+            for text in texts:
+                tag = PROFILE_TAG if desired.hub is None or text in own else HUB_TAG
+                have[text] = Element(text, tag)
+        for name, kept in plan.trimmed.items():
+            for elem in kept:
+                after.elements.setdefault(name, {})[elem.text] = elem
+        self.quiet = Quiet(before + 1, desired, after, self._quiet_until(after))
 
     def _generation(self) -> int | None:
         read = getattr(self.backend, "generation", None)

@@ -103,3 +103,32 @@ def test_generation_answer_is_parsed() -> None:
     error = nlmsg(NLMSG_ERROR, 0, 1, (-1).to_bytes(4, "little", signed=True) + b"\0" * 16)
     assert parse_generation(error) is None
     assert parse_generation(b"") is None
+
+
+def test_after_our_own_delta_the_kernel_is_not_listed_again() -> None:
+    kernel = Generations()
+    engine = Engine(kernel)
+    data = copy.deepcopy(PROFILE)
+    del data["sets"]["bl"]["timeout"]
+    first = desired_from_profile(parse_profile(data, "t.toml", Path(".")))
+    data["sets"]["bl"]["elements"] = ["192.0.2.2", "192.0.2.3"]
+    second = desired_from_profile(parse_profile(data, "t.toml", Path(".")))
+    engine.converge(first)
+    engine.converge(first)
+    plan = engine.converge(second)[0]
+    assert plan.add == {"bl": ["192.0.2.2", "192.0.2.3"]} and plan.delete == {"bl": ["192.0.2.1"]}
+    listed = kernel.listed
+    plan, observed, _ = engine.converge(second)
+    assert not plan.changed and kernel.listed == listed
+    assert sorted(observed.elements["bl"]) == sorted(kernel.element_texts("bl"))
+    assert {e.comment for e in observed.elements["bl"].values()} == {"profile"}
+
+    ours = kernel.run
+
+    def and_another_writer(commands: list[Json]) -> list[Json]:
+        kernel.gen += 1  # another transaction committed next to ours
+        return ours(commands)
+
+    kernel.run = and_another_writer  # type: ignore[method-assign]
+    assert engine.converge(first)[0].changed
+    assert engine.quiet is None

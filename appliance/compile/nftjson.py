@@ -138,6 +138,8 @@ def element_text(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, str):
+        if value.count(".") == 3 and value.replace(".", "").isdigit():
+            return value  # an IPv4 address as the kernel prints it: already canonical
         try:
             return str(ipaddress.ip_address(value))
         except ValueError:
