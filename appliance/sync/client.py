@@ -56,7 +56,14 @@ from appliance.sync import bundle as B
 from appliance.sync.bundle import Bundle, BundleVerdict, format_time, verify
 from appliance.sync.keys import KeyFileError, PublicKey, load_trust
 from appliance.sync.store import BundleStore, Stored, StoreError
-from appliance.sync.transport import ConnectionPool, Limits, Response, TransportError, request
+from appliance.sync.transport import (
+    ConnectionPool,
+    Limits,
+    Response,
+    Tls,
+    TransportError,
+    request,
+)
 from appliance.sync.tuf import Trusted
 from appliance.sync.updater import FULL_TARGET, TrustStore, fetch_target, refresh
 
@@ -185,10 +192,17 @@ class HubClient:
         kw.setdefault("base_dir", base)
         if "limits" not in kw:
             deadline = profile.hub.timeout
+            hub = profile.hub
             http = Limits(
                 connect_timeout=min(5.0, deadline),
                 read_timeout=min(10.0, deadline),
                 total_timeout=deadline,
+                tls=Tls(
+                    ca=getattr(hub, "ca", None) or "",
+                    cert=getattr(hub, "client_cert", None) or "",
+                    key=getattr(hub, "client_key", None) or "",
+                    proxy=getattr(hub, "proxy", None) or "",
+                ),
             )
             kw["limits"] = ClientLimits(http=http, status_timeout=min(5.0, deadline))
         return cls(profile.hub.url, load_trust(profile.hub.trust), state_dir, **kw)
@@ -560,6 +574,7 @@ class HubClient:
             read_timeout=self.limits.status_timeout,
             total_timeout=self.limits.status_timeout,
             max_body=64 * 1024,
+            tls=self.limits.http.tls,
         )
         try:
             resp = await request(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import os
 import ssl
@@ -26,11 +27,36 @@ MAX_HEADER_BYTES = 32 * 1024
 
 
 @dataclass(frozen=True)
+class Tls:
+    """How to reach the hub: ``ca`` (PEM bundle; default: the system's), a client certificate
+    and key for mutual TLS, and an HTTP proxy (``http://HOST:PORT``: CONNECT for https,
+    absolute-form requests for http)."""
+
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+    proxy: str = ""
+
+
+@dataclass(frozen=True)
 class Limits:
     connect_timeout: float = 5.0
     read_timeout: float = 10.0  # between two reads (beyond a long poll's wait for the headers)
     total_timeout: float = 30.0  # the whole exchange, body included (plus a long poll's wait)
     max_body: int = 64 * 1024 * 1024
+    tls: Tls = field(default_factory=Tls)
+
+
+@functools.lru_cache(maxsize=8)
+def tls_context(ca: str, cert: str, key: str) -> ssl.SSLContext:
+    """The client's TLS context (built once per setting: loading a CA bundle costs)."""
+    try:
+        context = ssl.create_default_context(cafile=ca or None)
+        if cert:
+            context.load_cert_chain(cert, key or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise TransportError("unreachable", f"TLS setup: {_reason(exc)}") from None
+    return context
 
 
 @dataclass
@@ -185,8 +211,14 @@ async def _connect(parts: SplitResult, limits: Limits) -> Stream:
     host = parts.hostname or ""
     tls = parts.scheme == "https"
     port = parts.port or (443 if tls else 80)
-    context = ssl.create_default_context() if tls else None
+    settings = limits.tls
+    context = tls_context(settings.ca, settings.cert, settings.key) if tls else None
     try:
+        if settings.proxy:
+            return await asyncio.wait_for(
+                _via_proxy(settings.proxy, host, port, context, limits),
+                limits.connect_timeout,
+            )
         return await asyncio.wait_for(
             asyncio.open_connection(
                 host,
@@ -203,6 +235,35 @@ async def _connect(parts: SplitResult, limits: Limits) -> Stream:
         ) from None
     except (OSError, ssl.SSLError) as exc:
         raise TransportError("unreachable", f"connect to {host}:{port}: {_reason(exc)}") from None
+
+
+async def _via_proxy(
+    proxy: str, host: str, port: int, context: ssl.SSLContext | None, limits: Limits
+) -> Stream:
+    """A connection through an HTTP proxy: a CONNECT tunnel with TLS inside for https; for
+    http the proxy itself (requests then carry the absolute URL)."""
+    via = urlsplit(proxy)
+    if via.scheme != "http" or not via.hostname:
+        raise TransportError("unreachable", f"unsupported proxy {proxy!r} (http://HOST:PORT)")
+    reader, writer = await asyncio.open_connection(
+        via.hostname, via.port or 8080, limit=MAX_HEADER_BYTES
+    )
+    if context is None:
+        return reader, writer
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    writer.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode("latin-1"))
+    await writer.drain()
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        writer.close()
+        raise TransportError("unreachable", f"proxy {proxy}: no answer to CONNECT") from None
+    status, _ = _parse_head(head)
+    if status != 200:
+        writer.close()
+        raise TransportError("unreachable", f"proxy {proxy}: CONNECT {target}: HTTP {status}")
+    await writer.start_tls(context, server_hostname=host)
+    return reader, writer
 
 
 async def _exchange(
@@ -226,6 +287,8 @@ async def _exchange(
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
+        if limits.tls.proxy and not tls:  # a plain proxy takes the absolute URL
+            target = f"{parts.scheme}://{parts.netloc}{target}"
         host_header = host if ":" not in host else f"[{host}]"
         if parts.port:
             host_header += f":{parts.port}"

@@ -174,3 +174,158 @@ def test_etag_matching() -> None:
     assert etag_matches("*", '"a"')
     assert not etag_matches('"a"', '"b"')
     assert not etag_matches("", '"b"')
+
+
+def _pki(directory: Path) -> dict[str, str]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(text: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    def cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer_key: ec.EllipticCurvePrivateKey,
+             issuer: str, ca: bool = False, ip: str = "") -> x509.Certificate:  # fmt: skip
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(name(issuer))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if ip:
+            san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))])
+            builder = builder.add_extension(san, critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    files: dict[str, str] = {}
+
+    def write(label: str, data: bytes) -> None:
+        path = directory / f"{label}.pem"
+        path.write_bytes(data)
+        files[label] = str(path)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = cert("hub CA", ca_key, ca_key, "hub CA", ca=True)
+    write("ca", ca.public_bytes(serialization.Encoding.PEM))
+    for label, ip in (("server", "127.0.0.1"), ("client", "")):
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem_key = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        write(f"{label}-key", pem_key)
+        write(label, cert(f"edge-{label}", key, ca_key, "hub CA", ip=ip).public_bytes(
+            serialization.Encoding.PEM))  # fmt: skip
+    return files
+
+
+async def _tls_server(files: dict[str, str]) -> tuple[asyncio.AbstractServer, int]:
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=files["ca"])
+    context.load_cert_chain(files["server"], files["server-key"])
+    context.verify_mode = ssl.CERT_REQUIRED  # mutual TLS
+
+    async def answer(reader: Reader, writer: Writer) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            peer = writer.get_extra_info("peercert") or {}
+            subject = dict(item[0] for item in peer.get("subject", ()))
+            body = str(subject.get("commonName", "")).encode()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=context)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def _connect_proxy(seen: list[str]) -> tuple[asyncio.AbstractServer, int]:
+    async def pipe(reader: Reader, writer: Writer) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def tunnel(reader: Reader, writer: Writer) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        seen.append(head.split("\r\n", 1)[0])
+        host, _, port = head.split()[1].rpartition(":")
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    server = await asyncio.start_server(tunnel, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def test_https_with_a_ca_bundle_a_client_certificate_and_a_proxy(tmp_path: Path) -> None:
+    from appliance.sync.transport import Tls
+
+    files = _pki(tmp_path)
+
+    async def main() -> None:
+        server, port = await _tls_server(files)
+        seen: list[str] = []
+        proxy, proxy_port = await _connect_proxy(seen)
+        url = f"https://127.0.0.1:{port}/edge/timestamp.json"
+        mutual = Tls(ca=files["ca"], cert=files["client"], key=files["client-key"])
+        try:
+            resp = await request("GET", url, Limits(tls=mutual))
+            assert resp.status == 200 and resp.body == b"edge-client"
+            # The hub's certificate is not trusted without the CA bundle.
+            with pytest.raises(TransportError) as caught:
+                await request("GET", url, Limits())
+            assert caught.value.result == "unreachable"
+            assert "CERTIFICATE_VERIFY_FAILED" in caught.value.reason
+            # Without the client certificate the hub refuses the appliance.
+            with pytest.raises(TransportError) as caught:
+                await request("GET", url, Limits(tls=Tls(ca=files["ca"])))
+            assert caught.value.result == "unreachable"
+            # Through an HTTP proxy: a CONNECT tunnel, TLS end to end.
+            proxied = Tls(
+                ca=files["ca"],
+                cert=files["client"],
+                key=files["client-key"],
+                proxy=f"http://127.0.0.1:{proxy_port}",
+            )
+            resp = await request("GET", url, Limits(tls=proxied))
+            assert resp.status == 200 and resp.body == b"edge-client"
+            assert seen == [f"CONNECT 127.0.0.1:{port} HTTP/1.1"]
+        finally:
+            for s in (server, proxy):
+                s.close()
+
+    run(main())
+
+
+def test_a_bad_ca_file_is_a_one_line_failure(tmp_path: Path) -> None:
+    from appliance.sync.transport import Tls
+
+    async def main() -> None:
+        with pytest.raises(TransportError) as caught:
+            limits = Limits(tls=Tls(ca=str(tmp_path / "missing.pem")))
+            await request("GET", "https://127.0.0.1:9/x", limits)
+        assert caught.value.result == "unreachable" and "TLS setup" in caught.value.reason
+
+    run(main())
