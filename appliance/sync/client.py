@@ -40,6 +40,7 @@ signature file: targets vouch for its bytes.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import os
@@ -54,7 +55,7 @@ from typing import Any
 from appliance.model.profile import Profile
 from appliance.sync import bundle as B
 from appliance.sync.bundle import Bundle, BundleVerdict, format_time, verify
-from appliance.sync.keys import KeyFileError, PublicKey, load_trust
+from appliance.sync.keys import KeyFileError, PrivateKey, PublicKey, load_private, load_trust
 from appliance.sync.store import BundleStore, Stored, StoreError
 from appliance.sync.transport import (
     ConnectionPool,
@@ -151,6 +152,7 @@ class HubClient:
         limits: ClientLimits | None = None,
         report_status: bool = True,
         tuf_root: bytes | None = None,
+        status_key: PrivateKey | None = None,
     ) -> None:
         if not url.endswith("/"):
             url += "/"
@@ -174,6 +176,7 @@ class HubClient:
         self.pool = ConnectionPool()  # one keep-alive connection to the hub
         self._elapsed = 0.0
         self.tuf_root = tuf_root
+        self.status_key = status_key  # signs the status reports (the hub may require it)
         self.trust_store = TrustStore(Path(state_dir) / "hub-tuf")
         self._trusted: Trusted | None = None
         self._timestamp_etag = ""
@@ -189,6 +192,9 @@ class HubClient:
         root = getattr(profile.hub, "root", None)
         if root and "tuf_root" not in kw:
             kw["tuf_root"] = _read_root(root)
+        status_key = getattr(profile.hub, "key", None)
+        if status_key and "status_key" not in kw:
+            kw["status_key"] = load_private(status_key)
         kw.setdefault("base_dir", base)
         if "limits" not in kw:
             deadline = profile.hub.timeout
@@ -567,8 +573,13 @@ class HubClient:
                 "table_hash": table_hash or None,
                 "time": format_time(sync.time or self.clock()),
                 "stale": sync.stale,
+                "sent": round(time.time(), 6),
             }
         ).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.status_key is not None:
+            signature = base64.b64encode(self.status_key.sign(body)).decode("ascii")
+            headers["X-Appliance-Signature"] = f"{self.status_key.public.id} {signature}"
         limits = Limits(
             connect_timeout=self.limits.status_timeout,
             read_timeout=self.limits.status_timeout,
@@ -581,7 +592,7 @@ class HubClient:
                 "POST",
                 self.url + "status",
                 limits,
-                {"Content-Type": "application/json"},
+                headers,
                 body,
                 pool=self.pool,
             )

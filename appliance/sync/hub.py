@@ -21,6 +21,8 @@ Bundles are static signed files: the hub needs no key and is not trusted; any st
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import json
 import os
@@ -48,6 +50,8 @@ MAX_FILE = 256 * 1024 * 1024
 RESOLVE_TTL = 1.0
 MAX_RESOLVED = 100_000
 SERVED = (BUNDLE_FILE, SIG_FILE)
+APPLIANCE_KEY = "appliance.pub"  # when present: status reports for PATH must be signed by it
+STATUS_SIGNATURE_HEADER = "x-appliance-signature"
 # TUF metadata and targets by content (appliance.sync.repository writes them).
 _TUF_NAME = re.compile(
     r"(?:\d{1,19}\.)?root\.json|\d{1,19}\.(?:snapshot|targets)\.json"
@@ -60,6 +64,42 @@ def served(name: str) -> bool:
 
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def check_status_signature(
+    directory: Path,
+    body: bytes,
+    signature: str,
+    report: dict[str, Any],
+    last: dict[str, Any] | None,
+) -> str:
+    """When ``DIR/PATH/appliance.pub`` exists, only the appliance holding its key may report
+    for PATH: the body must carry its signature (``X-Appliance-Signature: KEYID BASE64``)
+    and a ``sent`` time (seconds, fractional) later than the last report's (no replay). The
+    refusal, or ""."""
+    pub = directory / APPLIANCE_KEY
+    if not pub.exists():
+        return ""
+    from appliance.sync.keys import KeyFileError, load_public
+
+    try:
+        key = load_public(pub)
+    except KeyFileError as exc:
+        return f"status key unusable: {exc}"
+    kid, _, encoded = signature.partition(" ")
+    try:
+        raw = base64.b64decode(encoded.strip(), validate=True)
+    except (ValueError, binascii.Error):
+        raw = b""
+    if kid != key.id or not key.verify(raw, body):
+        return "status not signed by the appliance's key"
+    sent = report.get("sent")
+    if isinstance(sent, bool) or not isinstance(sent, (int, float)):
+        return "signed status without a sent time"
+    before = (last or {}).get("sent")
+    if isinstance(before, (int, float)) and sent <= before:
+        return "status not newer than the last one (replayed)"
+    return ""
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -298,7 +338,8 @@ class HubServer:
             return keep
         directory, _, name = path.strip("/").rpartition("/")
         if method == "POST" and name == "status":
-            return await self._status(writer, directory, body, keep)
+            signature = headers.get(STATUS_SIGNATURE_HEADER, "")
+            return await self._status(writer, directory, body, keep, signature)
         if method not in ("GET", "HEAD"):
             await _send(writer, 405, b"method not allowed\n", keep, extra={"Allow": "GET, HEAD"})
             return keep
@@ -380,9 +421,15 @@ class HubServer:
                 del self._watches[key]
 
     async def _status(
-        self, writer: asyncio.StreamWriter, directory: str, body: bytes, keep: bool
+        self,
+        writer: asyncio.StreamWriter,
+        directory: str,
+        body: bytes,
+        keep: bool,
+        signature: str = "",
     ) -> bool:
-        if self.files.locate(directory) is None:
+        located = self.files.locate(directory)
+        if located is None:
             await _send(writer, 404, b"no such bundle path\n", keep)
             return keep
         try:
@@ -392,6 +439,13 @@ class HubServer:
         if not isinstance(report, dict):
             await _send(writer, 400, b"expected a JSON object\n", keep)
             return keep
+        refusal = check_status_signature(
+            located, body, signature, report, self.reports.get(directory)
+        )
+        if refusal:
+            await _send(writer, 403, refusal.encode() + b"\n", keep)
+            return keep
+        report["signed"] = bool(signature)
         report["received"] = format_time(self.clock())
         self.reports[directory] = report
         await _send(writer, 204, b"", keep)
@@ -411,6 +465,7 @@ _REASONS = {
     204: "No Content",
     304: "Not Modified",
     400: "Bad Request",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     413: "Content Too Large",

@@ -271,3 +271,38 @@ def test_publishing_by_swapping_a_directory_symlink_wakes_long_polls(publisher: 
         assert json.loads(data.body)["version"] == 2
 
     with_hub(root, body)
+
+
+def test_status_reports_signed_by_the_appliance_key(publisher: Publisher, tmp_path: Path) -> None:
+    """With PATH/appliance.pub, only the appliance holding the key reports for PATH."""
+    from appliance.sync import keys
+    from appliance.sync.client import HubClient, SyncResult
+
+    appliance_key = keys.generate()
+    (publisher.directory / "appliance.pub").write_text(appliance_key.public.encode() + "\n")
+    publisher.publish(1)
+
+    async def body(server: HubServer, port: int) -> None:
+        url = f"http://127.0.0.1:{port}/{publisher.path}/"
+        status = url + "status"
+        plain = await request("POST", status, Limits(), {}, b'{"name": "intruder", "sent": 9e9}')
+        assert plain.status == 403 and publisher.path not in server.fleet()
+        other = HubClient(url, [], tmp_path / "o", name="intruder", status_key=keys.generate())
+        assert not await other.report(SyncResult("applied", version=99))
+        good = HubClient(url, [], tmp_path / "g", name="edge-1", status_key=appliance_key)
+        assert await good.report(SyncResult("applied", version=1))
+        report = server.fleet()[publisher.path]
+        assert report["name"] == "edge-1" and report["signed"] is True
+        # A signed report accepted once, then the very same request again (a replay).
+        import base64
+
+        sent = json.dumps({"name": "edge-1", "result": "not_modified", "sent": time.time()})
+        signature = base64.b64encode(appliance_key.sign(sent.encode())).decode()
+        headers = {"X-Appliance-Signature": f"{appliance_key.public.id} {signature}"}
+        first = await request("POST", status, Limits(), headers, sent.encode())
+        assert first.status == 204
+        replay = await request("POST", status, Limits(), headers, sent.encode())
+        assert replay.status == 403 and b"replayed" in replay.body
+        assert server.fleet()[publisher.path]["result"] == "not_modified"
+
+    with_hub(publisher.root, body)
