@@ -26,7 +26,7 @@ from appliance.inspect.flow import (
     Flow,
     FlowTable,
 )
-from appliance.inspect.match import Group, Matcher, contents_match, rule_matches
+from appliance.inspect.match import Group, Matcher, contents_match, icmp_matches, rule_matches
 from appliance.inspect.rules import (
     Signature,
     Skipped,
@@ -441,6 +441,8 @@ class InspectionEngine:
         if plain is None:
             plain = group.plain_for(flags, established)
         for sig in plain:
+            if (sig.itype is not None or sig.icode is not None) and not icmp_matches(sig, layer):
+                continue
             if not sig.contents or contents_match(sig, buffers):
                 hits.append(sig)
         for sig in group.anchored:

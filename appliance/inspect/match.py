@@ -294,6 +294,10 @@ class Matcher:
                 continue
             if sig.app and (sig.app != app or (sig.app == "gtp" and not outer_gtp)):
                 continue
+            if sig.not_app and sig.not_app == app:
+                continue
+            if sig.ip_proto is not None and (sig.ip_proto[0] == proto) == sig.ip_proto[1]:
+                continue
             if sig.flow_to_server is not None and sig.flow_to_server != to_server:
                 continue
             if not _header(si, di, spi, dpi, src, dst, sport, dport) and not (
@@ -384,7 +388,19 @@ def rule_matches(
     flags = sig.flags
     if flags is not None and (layer.proto != PROTO_TCP or not flags.matches(layer.flags)):
         return False
+    if (sig.itype is not None or sig.icode is not None) and not icmp_matches(sig, layer):
+        return False
     return contents_match(sig, buffers)
+
+
+def icmp_matches(sig: Signature, layer: Layer) -> bool:
+    """``itype`` / ``icode``: the packet is ICMP and its type and code fall in the ranges."""
+    if layer.icmp_type < 0:
+        return False
+    itype, icode = sig.itype, sig.icode
+    if itype is not None and not itype[0] <= layer.icmp_type <= itype[1]:
+        return False
+    return icode is None or icode[0] <= layer.icmp_code <= icode[1]
 
 
 def contents_match(sig: Signature, buffers: dict[str, bytes]) -> bool:

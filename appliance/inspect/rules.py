@@ -24,7 +24,7 @@ Action = Literal["alert", "drop", "pass"]
 ACTIONS: tuple[Action, ...] = get_args(Action)
 AddrKind = Literal["any", "net", "list", "not"]
 PortKind = Literal["any", "range", "list", "not"]
-ThresholdType = Literal["limit", "threshold", "both"]
+ThresholdType = Literal["limit", "threshold", "both", "detection_filter"]
 Track = Literal["by_src", "by_dst"]
 RuleProto = Literal["ip", "tcp", "udp", "icmp", "icmpv6", "sctp", "dns", "tls", "http", "gtp"]
 PROTOCOLS: tuple[str, ...] = get_args(RuleProto)
@@ -93,6 +93,19 @@ CONTENT_MODIFIERS = {
     "http_stat_msg": "http.stat_msg",
 }
 FLOWBIT_COMMANDS = ("set", "unset", "toggle", "isset", "isnotset")
+IP_PROTO_NAMES = {"icmp": 1, "igmp": 2, "tcp": 6, "udp": 17, "gre": 47, "esp": 50, "ah": 51}
+IP_PROTO_NAMES.update({"ipv6-icmp": 58, "icmpv6": 58, "sctp": 132, "ipip": 4, "ipv6": 41})
+# application protocols the engine does not detect, run as TCP rules on their ports
+APP_PORTS = {
+    "ssh": "22",
+    "ftp": "21",
+    "smtp": "[25,465,587]",
+    "imap": "[143,993]",
+    "pop3": "[110,995]",
+    "smb": "[139,445]",
+    "rdp": "3389",
+    "ftp-data": "20",
+}
 
 # Options that change nothing the engine decides on
 IGNORED_OPTIONS = frozenset({"gid", "target", "rawbytes"})
@@ -189,6 +202,66 @@ ANY_PORT = PortExpr("any")
 
 
 @dataclass(frozen=True)
+class ByteOp:
+    """``byte_test`` (compare a number read from the buffer) or ``byte_jump`` (move the
+    position by one)."""
+
+    kind: Literal["test", "jump"]
+    count: int
+    offset: int
+    relative: bool = False
+    big_endian: bool = True
+    base: int = 0  # 0: binary; 8, 10, 16: the number as text
+    op: str = "="
+    value: int = 0
+    negated: bool = False
+    bitmask: int = 0
+    multiplier: int = 1
+    post_offset: int = 0
+    from_beginning: bool = False
+    align: bool = False
+
+    def read(self, data: bytes, prev_end: int) -> tuple[int, int] | None:
+        """(the number, where it ends) or None when the buffer is too short or not a number."""
+        pos = (prev_end if self.relative else 0) + self.offset
+        if pos < 0 or pos + self.count > len(data):
+            return None
+        raw = data[pos : pos + self.count]
+        if self.base:
+            try:
+                number = int(raw.decode("ascii"), self.base)
+            except ValueError:
+                return None
+        else:
+            number = int.from_bytes(raw, "big" if self.big_endian else "little")
+        if self.bitmask:
+            number &= self.bitmask
+            mask = self.bitmask
+            while mask and not mask & 1:
+                number >>= 1
+                mask >>= 1
+        return number, pos + self.count
+
+    def holds(self, number: int) -> bool:
+        op, value = self.op, self.value
+        if op == "<":
+            result = number < value
+        elif op == ">":
+            result = number > value
+        elif op == "<=":
+            result = number <= value
+        elif op == ">=":
+            result = number >= value
+        elif op == "&":
+            result = bool(number & value)
+        elif op == "^":
+            result = bool(number ^ value)
+        else:
+            result = number == value
+        return result != self.negated
+
+
+@dataclass(frozen=True)
 class Content:
     """One item of a buffer's chain: a ``content`` (``pattern``), a ``pcre`` (``regex``) or
     an ``isdataat`` (``data_at``). ``distance``/``within`` (or a relative ``pcre`` /
@@ -206,6 +279,7 @@ class Content:
     regex: re.Pattern[bytes] | None = field(default=None, compare=False)
     data_at: int | None = None  # isdataat
     size: tuple[int, int] | None = None  # dsize, bsize, urilen: the buffer's length range
+    byte_op: ByteOp | None = None  # byte_test, byte_jump
 
     def __post_init__(self) -> None:
         # what is searched for: lower case for nocase (then in the lower-cased data)
@@ -219,14 +293,22 @@ class Content:
     def plain(self) -> bool:
         """A content at a fixed place (no relative placement, no pcre, no isdataat)."""
         return (
-            self.regex is None and self.data_at is None and self.size is None and not self.relative
+            self.regex is None
+            and self.data_at is None
+            and self.size is None
+            and self.byte_op is None
+            and not self.relative
         )
 
     @property
     def literal(self) -> bool:
         """A positive ``content`` (a prefilter pattern may be taken from it)."""
         return (
-            not self.negated and self.regex is None and self.data_at is None and (self.size is None)
+            not self.negated
+            and self.regex is None
+            and self.data_at is None
+            and self.size is None
+            and self.byte_op is None
         )
 
     def matches(self, data: bytes) -> bool:
@@ -236,6 +318,19 @@ class Content:
         """Where this item matches (start, end) searching from ``start`` (default: where its
         placement begins); a negated item or ``isdataat`` gives (prev_end, prev_end). None if
         it does not hold."""
+        byte_op = self.byte_op
+        if byte_op is not None:
+            read = byte_op.read(data, prev_end)
+            if read is None:
+                return None
+            number, end = read
+            if byte_op.kind == "test":
+                return (prev_end, prev_end) if byte_op.holds(number) else None
+            target = (0 if byte_op.from_beginning else end) + number * byte_op.multiplier
+            if byte_op.align and target % 4:
+                target += 4 - target % 4
+            target += byte_op.post_offset
+            return (target, target) if 0 <= target <= len(data) else None
         size = self.size
         if size is not None:
             held = (size[0] <= len(data) <= size[1]) != self.negated
@@ -286,7 +381,7 @@ def chain_matches(items: Sequence[Content], data: bytes, budget: int = 64) -> bo
                 return False
             if walk(i + 1, found[1]):
                 return True
-            if item.negated or item.data_at is not None or item.size is not None or tries[0] <= 0:
+            if (not item.literal and item.regex is None) or item.negated or tries[0] <= 0:
                 return False
             if not any(later.relative for later in items[i + 1 :]):
                 return False
@@ -355,6 +450,10 @@ class Signature:
     # unset, toggle); noalert: the rule only sets bits
     flowbits: tuple[tuple[str, str], ...] = ()
     noalert: bool = False
+    itype: tuple[int, int] | None = None  # ICMP type range
+    icode: tuple[int, int] | None = None
+    ip_proto: tuple[int, bool] | None = None  # (number, negated)
+    not_app: str = ""  # app-layer-protocol:!X
 
 
 # ---- parsing ------------------------------------------------------------------------------
@@ -510,6 +609,9 @@ def parse_rule(
     if action not in ACTIONS:
         raise fail(f"unknown action {action!r} (expected one of {', '.join(ACTIONS)})")
     proto = proto.lower()
+    app_ports = APP_PORTS.get(proto)
+    if app_ports is not None:
+        proto = "tcp"
     if proto not in PROTOCOLS:
         raise fail(f"unknown protocol {proto!r} (expected one of {', '.join(PROTOCOLS)})")
     if direction not in ("->", "<>"):
@@ -532,6 +634,12 @@ def parse_rule(
     builder = _Builder(fail, unsupported if not strict_options else None)
     for name, value in options:
         builder.option(name, value)
+    if app_ports is not None:  # the protocol's ports on the server side
+        if builder.flow_to_server is False:
+            if sport_expr.is_any:
+                sport_expr = parse_ports(app_ports, variables)
+        elif dport_expr.is_any:
+            dport_expr = parse_ports(app_ports, variables)
     return builder.build(
         action=action,
         proto=proto,
@@ -688,6 +796,10 @@ class _Builder:
         self.metadata: list[str] = []
         self.flowbits: list[tuple[str, str]] = []
         self.noalert = False
+        self.itype: tuple[int, int] | None = None
+        self.icode: tuple[int, int] | None = None
+        self.ip_proto: tuple[int, bool] | None = None
+        self.app_protocol: tuple[str, bool] | None = None
         self.seen: set[str] = set()
 
     def error(self, message: str) -> RuleFileError:
@@ -702,7 +814,7 @@ class _Builder:
         if name in BUFFER_APP or name in STICKY_ALIASES:
             self._sticky(name, value)
             return
-        handler = getattr(self, "_opt_" + name.replace(".", "_"), None)
+        handler = getattr(self, "_opt_" + name.replace(".", "_").replace("-", "_"), None)
         if not name or handler is None:
             if self.unsupported is not None:
                 raise _call(self.unsupported, name)
@@ -774,7 +886,13 @@ class _Builder:
 
     def _last_content(self, name: str) -> Content:
         last = self.contents[-1] if self.contents else None
-        if last is None or last.regex is not None or last.data_at is not None or last.size:
+        if (
+            last is None
+            or last.regex is not None
+            or last.data_at is not None
+            or last.size
+            or (last.byte_op is not None)
+        ):
             raise self.error(f"option {name!r} must follow a content")
         return self.contents[-1]
 
@@ -918,6 +1036,105 @@ class _Builder:
         self._replace_last(buffer=buffer)
         self.buffers_used.add(buffer)
 
+    def _byte_op(self, name: str, value: str | None, kind: Literal["test", "jump"]) -> None:
+        parts = [p.strip() for p in self._need(name, value).split(",")]
+        need = 4 if kind == "test" else 2
+        if len(parts) < need:
+            raise self.error(f"{name}: expected at least {need} fields, got {len(parts)}")
+        fields: dict[str, object] = {"kind": kind}
+        try:
+            fields["count"] = int(parts[0])
+            if kind == "test":
+                op = parts[1]
+                fields["negated"] = op.startswith("!")
+                op = op.lstrip("!") or "="
+                if op not in ("<", ">", "=", "<=", ">=", "&", "^"):
+                    raise ValueError(f"unknown operator {op!r}")
+                fields["op"] = op
+                fields["value"] = int(parts[2], 0)
+                fields["offset"] = int(parts[3], 0)
+                rest = parts[4:]
+            else:
+                fields["offset"] = int(parts[1], 0)
+                rest = parts[2:]
+            for flag in rest:
+                word, _, arg = flag.partition(" ")
+                if word == "relative":
+                    fields["relative"] = True
+                elif word in ("big", "little"):
+                    fields["big_endian"] = word == "big"
+                elif word == "string":
+                    fields["base"] = 10
+                elif word in ("dec", "hex", "oct"):
+                    fields["base"] = {"dec": 10, "hex": 16, "oct": 8}[word]
+                elif word == "bitmask":
+                    fields["bitmask"] = int(arg.strip(), 0)
+                elif word == "multiplier" and kind == "jump":
+                    fields["multiplier"] = int(arg.strip(), 0)
+                elif word == "post_offset" and kind == "jump":
+                    fields["post_offset"] = int(arg.strip(), 0)
+                elif word == "from_beginning" and kind == "jump":
+                    fields["from_beginning"] = True
+                elif word == "align" and kind == "jump":
+                    fields["align"] = True
+                else:
+                    raise ValueError(f"unsupported modifier {flag!r}")
+        except ValueError as exc:
+            raise self.error(f"{name}: {exc}") from None
+        count = fields["count"]
+        assert isinstance(count, int)
+        if not 1 <= count <= (10 if fields.get("base") else 8):
+            raise self.error(f"{name}: cannot read {count} bytes")
+        byte_op = ByteOp(**fields)  # type: ignore[arg-type]
+        if byte_op.relative and not any(c.buffer == self.buffer for c in self.contents):
+            byte_op = replace(byte_op, relative=False)
+        self.contents.append(
+            Content(
+                b"", buffer=self.buffer, byte_op=byte_op, distance=0 if byte_op.relative else None
+            )
+        )
+
+    def _opt_byte_test(self, name: str, value: str | None) -> None:
+        self._byte_op(name, value, "test")
+
+    def _opt_byte_jump(self, name: str, value: str | None) -> None:
+        self._byte_op(name, value, "jump")
+
+    def _opt_detection_filter(self, name: str, value: str | None) -> None:
+        if self.threshold is not None:
+            raise self.error("detection_filter with threshold is not supported")
+        self._opt_threshold(name, "type detection_filter, " + self._need(name, value))
+
+    def _icmp_field(self, name: str, value: str | None) -> tuple[int, int]:
+        try:
+            low, high = parse_size(self._need(name, value))
+        except ValueError as exc:
+            raise self.error(f"{name}: {exc}") from None
+        return low, min(high, 255)
+
+    def _opt_itype(self, name: str, value: str | None) -> None:
+        self.itype = self._icmp_field(name, value)
+
+    def _opt_icode(self, name: str, value: str | None) -> None:
+        self.icode = self._icmp_field(name, value)
+
+    def _opt_ip_proto(self, name: str, value: str | None) -> None:
+        text = self._need(name, value).strip()
+        negated = text.startswith("!")
+        text = text.lstrip("!").strip()
+        number = IP_PROTO_NAMES.get(text.lower())
+        if number is None:
+            number = self._int(name, text, 0, 255)
+        self.ip_proto = (number, negated)
+
+    def _opt_app_layer_protocol(self, name: str, value: str | None) -> None:
+        text = self._need(name, value).strip()
+        negated = text.startswith("!")
+        text = text.lstrip("!").strip()
+        if text not in PROTO_APP:
+            raise self.error(f"app-layer-protocol: {text!r} is not detected by the engine")
+        self.app_protocol = (PROTO_APP[text], negated)
+
     def _opt_flowbits(self, name: str, value: str | None) -> None:
         command, _, names = self._need(name, value).partition(",")
         command, names = command.strip(), "".join(names.split())
@@ -1005,7 +1222,9 @@ class _Builder:
         missing = [k for k in ("type", "track", "count", "seconds") if k not in parts]
         if missing:
             raise self.error(f"threshold: missing {', '.join(missing)}")
-        if parts["type"] not in get_args(ThresholdType):
+        if parts["type"] not in get_args(ThresholdType) or (
+            parts["type"] == "detection_filter" and name != "detection_filter"
+        ):
             raise self.error(
                 f"threshold: type must be limit, threshold or both, not {parts['type']!r}"
             )
@@ -1023,6 +1242,12 @@ class _Builder:
             raise self.error("the rule has no sid")
         proto = str(header["proto"])
         apps = {BUFFER_APP[b] for b in self.buffers_used}
+        not_app = ""
+        if self.app_protocol is not None:
+            if self.app_protocol[1]:
+                not_app = self.app_protocol[0]
+            else:
+                apps.add(self.app_protocol[0])
         if proto in PROTO_APP:
             apps.add(PROTO_APP[proto])
         if len(apps) > 1:
@@ -1054,6 +1279,10 @@ class _Builder:
             metadata=tuple(self.metadata),
             flowbits=tuple(self.flowbits),
             noalert=self.noalert,
+            itype=self.itype,
+            icode=self.icode,
+            ip_proto=self.ip_proto,
+            not_app=not_app,
             **header,  # type: ignore[arg-type]
         )
 

@@ -2,7 +2,8 @@
 
 - ``limit``: alert on the first ``count`` matches in each ``seconds`` window;
 - ``threshold``: alert on every ``count``-th match within the window;
-- ``both``: alert once per window, when the ``count``-th match arrives.
+- ``both``: alert once per window, when the ``count``-th match arrives;
+- ``detection_filter``: alert on every match after the ``count``-th in the window.
 
 Windows start at the first match of a tracked address. State is bounded: past ``max_entries``
 tracked (rule, address) pairs, the oldest are forgotten.
@@ -34,6 +35,8 @@ class ThresholdState:
         entry[1] += 1
         seen = int(entry[1])
         kind = threshold.type
+        if kind == "detection_filter":
+            return seen > threshold.count
         if kind == "limit":
             return seen <= threshold.count
         if kind == "threshold":

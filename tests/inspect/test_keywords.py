@@ -120,7 +120,8 @@ def test_older_and_sticky_forms_select_the_same_buffer(options: str, buffer: str
         ('tls.cert_subject; content:"a";', "tls.cert_subject"),
         ('ja3.hash; content:"a";', "ja3.hash"),
         ('xbits:set,x,track ip_src; content:"a";', "xbits"),
-        ("byte_test:1,>,2,0;", "byte_test"),
+        ("byte_extract:1,0,n;", "byte_extract"),
+        ("stream_size:server,<,5;", "stream_size"),
         ('content:"a"; frobnicate;', "unknown"),
     ],
 )
@@ -260,3 +261,77 @@ def test_flowbits_set_on_one_packet_checked_on_a_later_one() -> None:
 def test_bad_flowbits_are_refused(options: str) -> None:
     with pytest.raises(RuleFileError, match="flowbits"):
         rule(options)
+
+
+@pytest.mark.parametrize(
+    ("options", "data", "expected"),
+    [
+        ("byte_test:2,>,255,0;", b"\x01\x00", True),
+        ("byte_test:2,>,256,0;", b"\x01\x00", False),
+        ("byte_test:2,=,1,0,little;", b"\x01\x00", True),
+        ("byte_test:2,!=,1,0,little;", b"\x01\x00", False),
+        ("byte_test:1,&,0x80,1;", b"\x00\x81", True),
+        ("byte_test:3,=,123,0,string,dec;", b"123abc", True),
+        ("byte_test:2,=,255,0,string,hex;", b"ff", True),
+        ("byte_test:1,=,3,0,bitmask 0xf0;", b"\x30", True),
+        ('content:"LEN"; byte_test:1,=,5,0,relative;', b"LEN\x05", True),
+        ("byte_test:4,>,0,10;", b"short", False),
+        # byte_jump moves the position the next relative item starts from
+        ('content:"|00|"; byte_jump:1,0,relative; content:"OK"; within:2;', b"\x00\x03abcOK", True),
+        (
+            'content:"|00|"; byte_jump:1,0,relative; content:"OK"; within:2;',
+            b"\x00\x02abcOK",
+            False,
+        ),
+        ('byte_jump:1,0,from_beginning; content:"Z"; within:1;', b"\x03..Z", True),
+        ('byte_jump:1,0,post_offset 1; content:"Z"; within:1;', b"\x01.xZ", True),
+        ('byte_jump:1,0,multiplier 2; content:"Z"; within:1;', b"\x01..Z", True),
+        ('byte_jump:1,0,align; content:"Z"; within:1;', b"\x01...Z", True),
+    ],
+)
+def test_byte_test_and_byte_jump(options: str, data: bytes, expected: bool) -> None:
+    assert hits(options, data) is expected
+
+
+def test_detection_filter_alerts_after_count() -> None:
+    from appliance.inspect.rules import Threshold
+    from appliance.inspect.threshold import ThresholdState
+
+    sig = rule('content:"x"; detection_filter:track by_src, count 3, seconds 60;')
+    assert sig.threshold == Threshold("detection_filter", "by_src", 3, 60)
+    state = ThresholdState()
+    answers = [state.allow(1, sig.threshold, b"a", b"b", float(t)) for t in range(6)]
+    assert answers == [False, False, False, True, True, True]
+    with pytest.raises(RuleFileError, match="type must be"):
+        rule("threshold:type detection_filter, track by_src, count 1, seconds 1;")
+
+
+def test_icmp_type_code_ip_proto_and_app_layer_protocol_in_traffic() -> None:
+    from scapy.all import ICMP, IP, Ether  # type: ignore[attr-defined]
+
+    rules = "\n".join(
+        [
+            'alert icmp any any -> any any (msg:"echo"; itype:8; icode:0; sid:1;)',
+            'alert icmp any any -> any any (msg:"unreach"; itype:3; sid:2;)',
+            'alert icmp any any -> any any (msg:"big"; itype:>5; dsize:>50; sid:3;)',
+            'alert ip any any -> any any (msg:"icmp proto"; ip_proto:1; sid:4;)',
+            'alert ip any any -> any any (msg:"not icmp"; ip_proto:!1; sid:5;)',
+        ]
+    )
+    echo = Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / ICMP(type=8) / (b"x" * 60)
+    assert sorted(sids(inspect([echo], rules))) == [1, 3, 4]
+    app_rules = "\n".join(
+        [
+            'alert tcp any any -> any any (msg:"not http"; app-layer-protocol:!http; '
+            'content:"hello"; sid:1;)',
+            'alert tcp any any -> any any (msg:"http"; app-layer-protocol:http; '
+            'content:"GET"; sid:2;)',
+            'alert ssh any any -> any any (msg:"ssh port"; flow:to_server; content:"SSH-"; sid:3;)',
+        ]
+    )
+    web = tcp_session("198.51.100.7", "10.0.0.80", 40000, 80, [http_get("/")])
+    other = tcp_session("198.51.100.7", "10.0.0.80", 40001, 7000, [b"hello SSH-2.0"])
+    ssh = tcp_session("198.51.100.7", "10.0.0.80", 40002, 22, [b"SSH-2.0-x\r\n"])
+    assert sids(inspect(web, app_rules)) == [2]
+    assert sids(inspect(other, app_rules)) == [1]
+    assert sids(inspect(ssh, app_rules)) == [3]

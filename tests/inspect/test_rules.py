@@ -69,7 +69,7 @@ def test_continuation_lines_and_comments() -> None:
         ('alert tcp any any -> any any (msg:"x"; sid:1)', "option 'sid:1' is not ended by ';'"),
         ('alert tcp any any -> any any (msg:"x";)', "the rule has no sid"),
         ('reject tcp any any -> any any (msg:"x"; sid:1;)', "unknown action 'reject'"),
-        ('alert smtp any any -> any any (msg:"x"; sid:1;)', "unknown protocol 'smtp'"),
+        ('alert nntp any any -> any any (msg:"x"; sid:1;)', "unknown protocol 'nntp'"),
         ('alert tcp any any => any any (msg:"x"; sid:1;)', "bad direction '=>'"),
         ('alert tcp 10.0.0.300 any -> any any (msg:"x"; sid:1;)', "bad address '10.0.0.300'"),
         ('alert tcp $NOPE any -> any any (msg:"x"; sid:1;)', "unknown address variable $NOPE"),
