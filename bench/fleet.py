@@ -105,6 +105,201 @@ async def worker(base: str, first: int, count: int, state: Path, pub: str) -> No
     await asyncio.gather(*tasks)
 
 
+async def poller(base: str, first: int, count: int, period: float) -> None:
+    """Plain conditional polling (what a static server sees): each appliance GETs its
+    signature file with If-None-Match every ``period`` seconds, at a random phase, over one
+    kept-alive connection, and the bundle when the signature changed."""
+    import random
+    from urllib.parse import urlsplit
+
+    out = sys.stdout
+    parts = urlsplit(base)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    requests = 0
+
+    def emit(record: dict[str, object]) -> None:
+        out.write(json.dumps(record) + "\n")
+        out.flush()
+
+    async def get(
+        stream: tuple[asyncio.StreamReader, asyncio.StreamWriter], path: str, etag: str
+    ) -> tuple[int, str]:
+        nonlocal requests
+        reader, writer = stream
+        condition = f"If-None-Match: {etag}\r\n" if etag else ""
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: hub\r\n{condition}\r\n".encode())
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        requests += 1
+        status = int(head.split(" ", 2)[1])
+        headers = dict(line.split(": ", 1) for line in head.split("\r\n")[1:] if ": " in line)
+        lower = {k.lower(): v for k, v in headers.items()}
+        length = int(lower.get("content-length", "0"))
+        if length:
+            await reader.readexactly(length)
+        return status, lower.get("etag", "")
+
+    ready = 0
+    ready_event = asyncio.Event()
+
+    async def appliance(index: int) -> None:
+        nonlocal ready
+        name = f"/fleet/edge-{index:04d}/"
+        stream = await asyncio.open_connection(host, port)
+        _, sig_etag = await get(stream, name + "bundle.json.sig", "")
+        _, etag = await get(stream, name + "bundle.json", "")
+        ready += 1
+        if ready == count:
+            ready_event.set()
+        await asyncio.sleep(random.uniform(0, period))
+        while True:
+            started = time.monotonic()
+            status, new_sig = await get(stream, name + "bundle.json.sig", sig_etag)
+            if status == 200 and new_sig != sig_etag:
+                sig_etag = new_sig
+                status, etag = await get(stream, name + "bundle.json", etag)
+                emit({"seen": index, "t": time.time()})
+            await asyncio.sleep(max(0.0, period - (time.monotonic() - started)))
+
+    tasks = [asyncio.create_task(appliance(first + i)) for i in range(count)]
+    await ready_event.wait()
+    emit({"ready": count})
+    while True:
+        await asyncio.sleep(1.0)
+        emit({"requests": requests, "tasks": len(tasks)})
+        requests = 0
+
+
+NGINX_CONF = """
+daemon off;
+user root;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log;
+worker_processes 1;
+worker_rlimit_nofile {files};
+events {{ worker_connections {connections}; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/tmp-body;
+    proxy_temp_path {dir}/tmp-proxy;
+    fastcgi_temp_path {dir}/tmp-fastcgi;
+    uwsgi_temp_path {dir}/tmp-uwsgi;
+    scgi_temp_path {dir}/tmp-scgi;
+    default_type application/octet-stream;
+    keepalive_timeout 120s;
+    keepalive_requests 100000;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        root {root};
+    }}
+}}
+"""
+
+
+def run_nginx(n: int, workers: int, elements: int, period: float) -> dict[str, object]:
+    """nginx (Debian's, one worker) serving the same bundles to N plain pollers."""
+    from appliance.sync import keys
+
+    root = Path(tempfile.mkdtemp(prefix="fleet-nginx-"))
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        key = keys.generate()
+        group = root / "srv" / "group"
+        group.mkdir(parents=True)
+        (root / "srv" / "fleet").mkdir()
+        for i in range(n):
+            os.symlink("../group", root / "srv" / "fleet" / f"edge-{i:04d}")
+        publish(group, key, 1, elements)
+        port = free_port()
+        conf = root / "nginx.conf"
+        conf.write_text(
+            NGINX_CONF.format(
+                dir=root, root=root / "srv", port=port, files=2 * n + 100, connections=n + 100
+            )
+        )
+        nginx = subprocess.Popen(["nginx", "-c", str(conf)], text=True)
+        procs.append(nginx)
+        deadline = time.monotonic() + 10
+        while not (root / "nginx.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)  # nginx writes its pid file once it listens
+        workers = max(1, min(workers, n))
+        share = [n // workers + (1 if i < n % workers else 0) for i in range(workers)]
+        first = 0
+        for count in share:
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.fleet",
+                        "--poll-worker",
+                        f"http://127.0.0.1:{port}",
+                        str(first),
+                        str(count),
+                        str(period),
+                    ],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    cwd=REPO,
+                )
+            )
+            first += count
+        clients = procs[1:]
+        lines = _lines(clients)
+        ready = 0
+        deadline = time.monotonic() + 300
+        while ready < n:
+            ready += int(_next(lines, deadline).get("ready", 0))  # type: ignore[call-overload]
+        nginx_pids = [int(p) for p in _children(nginx.pid)] + [nginx.pid]
+        # One period to spread the phases, then one measured period, then a publish.
+        deadline = time.monotonic() + period
+        while time.monotonic() < deadline:
+            _next(lines, deadline + 5)
+        cpu_before = sum(_cpu(pid) for pid in nginx_pids)
+        clients_before = sum(_cpu(p.pid) for p in clients)
+        requests = 0
+        deadline = time.monotonic() + period
+        while time.monotonic() < deadline:
+            record = _next(lines, deadline + 5)
+            requests += int(record.get("requests", 0))  # type: ignore[call-overload]
+        cpu_nginx = sum(_cpu(pid) for pid in nginx_pids) - cpu_before
+        cpu_clients = sum(_cpu(p.pid) for p in clients) - clients_before
+        time.sleep(1.1)  # nginx's ETag is the mtime in seconds and the size
+        start = time.time()
+        publish(group, key, 2, elements)
+        seen: dict[int, float] = {}
+        deadline = time.monotonic() + 3 * period
+        while len(seen) < n:
+            record = _next(lines, deadline)
+            if "seen" in record:
+                seen[int(record["seen"])] = float(record["t"])  # type: ignore[arg-type]
+        return {
+            "clients": n,
+            "period": period,
+            "rate": requests / period,
+            "cpu_nginx": cpu_nginx,
+            "cpu_clients": cpu_clients,
+            "all_seen": max(seen.values()) - start,
+            "median_seen": statistics.median(seen.values()) - start,
+        }
+    finally:
+        for proc in reversed(procs):
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _children(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+
+
 # ---- the run ----------------------------------------------------------------------------
 
 
@@ -248,7 +443,30 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--elements", type=int, default=100, help="blocklist size per bundle")
     parser.add_argument("--worker", nargs=5, metavar="ARG", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--nginx",
+        type=float,
+        metavar="PERIOD",
+        help="instead: nginx serving the bundles to plain pollers, one GET every PERIOD s",
+    )
+    parser.add_argument("--poll-worker", nargs=4, metavar="ARG", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.poll_worker:
+        base, first, count, period = args.poll_worker
+        signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+        asyncio.run(poller(base, int(first), int(count), float(period)))
+        return 0
+    if args.nginx:
+        for n in args.clients:
+            result = run_nginx(n, args.workers, args.elements, args.nginx)
+            print(
+                f"nginx N={n:5d}, a conditional GET every {args.nginx:g}s: "
+                f"{result['rate']:.0f} requests/s, nginx CPU {result['cpu_nginx']:.2f}s "
+                f"over {args.nginx:g}s ({100 * result['cpu_nginx'] / args.nginx:.1f}% of a core), "
+                f"pollers {result['cpu_clients']:.2f}s; version 2 seen by all "
+                f"{result['all_seen']:.1f}s after publishing (median {result['median_seen']:.1f}s)"
+            )
+        return 0
     if args.worker:
         base, first, count, state, pub = args.worker
         signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
