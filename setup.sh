@@ -68,7 +68,9 @@ run_tests() {
         # the host tests run; qemu/ci.sh then finds them built and only adds the checkout.
         mkdir -p qemu/out
         # shellcheck disable=SC2016  # $@ expands in the child shell
-        setsid nice -n 19 bash -c 'for arch in "$@"; do qemu/build-image.sh "$arch" --quiet || exit 1; done' \
+        # The firmware image's Debian root (arm64) is staged there too.
+        setsid nice -n 19 bash -c 'for arch in "$@"; do qemu/build-image.sh "$arch" --quiet || exit 1; done
+            case " $* " in *" arm64 "*) firmware/build.sh --root-only ;; esac' \
             prebuild "${arches[@]}" > qemu/out/prebuild.log 2>&1 &
         PREBUILD=$!
         trap '[ -n "${PREBUILD:-}" ] && kill -- "-$PREBUILD" 2>/dev/null' EXIT
