@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from appliance.errors import ProfileError
+from appliance.model.elements_file import ElementsFileError, read_elements_text
 from appliance.model.profile import (
     AUTOBLOCK_SETS,
     FORWARD_PROTOS,
@@ -728,12 +729,11 @@ def _read_elements(
         raise ctx.error(path, "expected a file path, got an empty string")
     filename = ctx.path(name)
     try:
-        with open(filename, encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
+        lines = read_elements_text(str(filename)).splitlines()
     except OSError as exc:
         raise ctx.error(path, f"cannot read {filename!r}: {_os_reason(exc)}") from None
-    except UnicodeDecodeError as exc:
-        raise ctx.error(path, f"{filename}: not UTF-8 text (byte {exc.start})") from None
+    except ElementsFileError as exc:  # not a regular file, too large, too slow, not UTF-8
+        raise ctx.error(path, str(exc)) from None
     out: list[str] = []
     for number, line in enumerate(lines, start=1):
         text = line.split("#", 1)[0].strip()
@@ -1161,6 +1161,9 @@ _INSPECT_KEYS = (
     _Key("alerts", _file_path),
     _Key("block", _bool),
     _Key("home_net", _networks),
+    _Key("strict", _bool),
+    _Key("classification", lambda c, p, v: _existing_file(c, p, v, "classification file")),
+    _Key("reference", lambda c, p, v: _existing_file(c, p, v, "reference file")),
     _Key(
         "detectors",
         lambda ctx, path, value: Detectors(**_options(ctx, path, value, _DETECTOR_KEYS, Detectors)),
@@ -1208,16 +1211,39 @@ def _hub_timeout(ctx: _Ctx, path: KeyPath, value: Any) -> float:
     return timeout
 
 
+def _hub_file(what: str) -> Parser:
+    return lambda ctx, path, value: _existing_file(ctx, path, value, what)
+
+
+def _hub_proxy(ctx: _Ctx, path: KeyPath, value: Any) -> str:
+    proxy = _str(ctx, path, value)
+    parts = urlsplit(proxy)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ctx.error(path, f"bad proxy {proxy!r}: expected http://HOST:PORT")
+    return proxy
+
+
 _HUB_KEYS = (
     _Key("url", _hub_url, required=""),
-    _Key("trust", _trust, required=" (trusted public keys)"),
+    _Key("trust", _trust, default=()),
     _Key("poll", _duration),
     _Key("timeout", _hub_timeout),
+    _Key("root", _hub_file("TUF root")),
+    _Key("ca", _hub_file("CA bundle")),
+    _Key("client_cert", _hub_file("client certificate")),
+    _Key("client_key", _hub_file("client key")),
+    _Key("proxy", _hub_proxy),
+    _Key("key", _hub_file("key file")),
 )
 
 
 def _parse_hub(ctx: _Ctx, value: Any) -> Hub:
-    return Hub(**_options(ctx, ("hub",), value, _HUB_KEYS, Hub))
+    hub = Hub(**_options(ctx, ("hub",), value, _HUB_KEYS, Hub))
+    if not hub.trust and hub.root is None:
+        raise ctx.error(("hub", "trust"), "required (trusted public keys), or [hub].root")
+    if (hub.client_cert is None) != (hub.client_key is None):
+        raise ctx.error(("hub", "client_cert"), "client_cert and client_key go together")
+    return hub
 
 
 def _listen(ctx: _Ctx, path: KeyPath, value: Any) -> str:

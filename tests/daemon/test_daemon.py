@@ -4,6 +4,7 @@ boot fallbacks, status and metrics."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -644,3 +645,44 @@ def test_a_profile_the_kernel_refused_at_boot_is_enforced_once_it_can_be(
         assert "ap-mec1" in _links(segment_ns)
     finally:
         subprocess.run(["ip", "netns", "del", segment_ns], capture_output=True, check=False)
+
+
+def _blocklist_reads(profile: Path, target: str) -> None:
+    text = profile.read_text()
+    profile.write_text(text.replace("[sets.ports]", f'elements_file = "{target}"\n[sets.ports]', 1))
+
+
+def test_a_fifo_as_elements_file_never_stalls_the_daemon(
+    netns: str, start_daemon: Start, tmp_path: Path
+) -> None:
+    """At boot the failsafe is enforced (a table, never none) and SIGTERM is honoured; at a
+    reload the running policy stays, drift is still repaired and status names the key."""
+    fifo = tmp_path / "elements.fifo"
+    os.mkfifo(fifo)
+    profile = write_profile(tmp_path / "p.toml")
+    _blocklist_reads(profile, str(fifo))
+    daemon = start_daemon(netns, profile)
+    status = daemon.status()
+    assert status["source"] == "failsafe", status
+    assert "sets.blocklist.elements_file" in status["last_error"]
+    assert nft_in(netns, "list", "table", "inet", "appliance")
+    assert daemon.stop(signal.SIGTERM) == 0
+
+    write_profile(profile)
+    daemon = start_daemon(netns, profile)
+    _blocklist_reads(profile, str(fifo))
+    daemon.send_signal(signal.SIGHUP)
+    wait_until(lambda: "elements_file" in (daemon.status()["last_error"] or ""))
+    nft_in(
+        netns,
+        "delete",
+        "rule",
+        "inet",
+        "appliance",
+        "input",
+        "handle",
+        str(rule_handles(netns)["ssh"]),
+    )
+    wait_until(lambda: daemon.status()["drift_repairs"].get("structure", 0) >= 1)
+    assert daemon.status()["source"] == "profile"
+    assert daemon.stop(signal.SIGTERM) == 0

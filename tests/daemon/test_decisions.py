@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import socket
 import urllib.error
 import urllib.request
@@ -461,6 +462,76 @@ def test_a_set_request_above_the_element_bound_is_refused_before_the_kernel(
         assert rig.status()["runtime_elements"] == {}
 
     rig.run(scenario)
+
+
+def _with_elements_file(rig: Rig, target: str) -> None:
+    """The profile's blocklist also reads ``target`` (a FIFO, a device)."""
+    text = small_profile("decisions", ["203.0.113.0/24"])
+    rig.profile.write_text(
+        text.replace("[sets.ports]", f'elements_file = "{target}"\n[sets.ports]', 1)
+    )
+
+
+@pytest.mark.parametrize("target", ["fifo", "/dev/zero"])
+def test_an_elements_file_that_never_ends_is_refused_at_reload(rig: Rig, target: str) -> None:
+    """A FIFO (no writer: a read would wait for ever) or /dev/zero (a read would never end)
+    is a profile error naming the key path; the running policy stays."""
+    if target == "fifo":
+        target = str(rig.tmp / "elements.fifo")
+        os.mkfifo(target)
+    rig.write()
+
+    async def scenario() -> None:
+        await rig.daemon.boot()
+        hash_before = rig.status()["table_hash"]
+        _with_elements_file(rig, target)
+        await rig.tick(reload=True)
+        status = rig.status()
+        assert status["source"] == "profile" and status["table_hash"] == hash_before
+        assert "sets.blocklist.elements_file" in status["last_error"]
+        assert "not a regular file" in status["last_error"]
+
+    rig.run(scenario)
+
+
+@pytest.mark.parametrize("saved", [True, False])
+def test_an_elements_file_that_never_ends_at_boot_falls_back(rig: Rig, saved: bool) -> None:
+    """At boot: the last good policy if there is one, else the failsafe; never no table."""
+    fifo = str(rig.tmp / "elements.fifo")
+    os.mkfifo(fifo)
+    rig.write()
+
+    async def scenario() -> None:
+        if saved:
+            await rig.daemon.boot()
+            rig.daemon.ctx.policy = None
+        _with_elements_file(rig, fifo)
+        await rig.daemon.boot()
+        status = rig.status()
+        assert status["source"] == ("last_good" if saved else "failsafe"), status
+        assert rig.kernel.table is not None
+        assert "sets.blocklist.elements_file" in status["last_error"]
+
+    rig.run(scenario)
+
+
+def test_a_service_manager_that_does_not_read_costs_dropped_notifications(rig: Rig) -> None:
+    rig.write()
+    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # bound, never read
+    manager.bind(str(rig.tmp / "notify.sock"))
+
+    async def scenario() -> None:
+        rig.daemon.ctx.notifier.address = str(rig.tmp / "notify.sock")
+        await rig.daemon.boot()
+        for _ in range(100):  # ten times the default datagram queue: reloads never wait
+            await rig.tick(reload=True)
+        assert rig.status()["notify_dropped"] > 0
+        assert rig.status()["source"] == "profile"
+
+    try:
+        rig.run(scenario)
+    finally:
+        manager.close()
 
 
 # ---- the hub: a verified bundle, applied or not -------------------------------------

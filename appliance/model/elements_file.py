@@ -1,0 +1,77 @@
+"""Reading a set's ``elements_file``: only a regular file, at most ``MAX_BYTES``, within
+``DEADLINE_SECONDS``.
+
+The profile is read in the daemon's kernel worker: a FIFO (which never ends), a device
+such as ``/dev/zero`` (which never ends either) or a huge file would stall enforcement or
+exhaust memory. They are refused with a one-line reason instead. 64 MiB holds a list of a
+million IPv6 prefixes with room for comments (an IPv4 address takes 8 to 19 bytes a line).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+
+MAX_BYTES = 64 * 1024 * 1024
+DEADLINE_SECONDS = 10.0
+_CHUNK = 1 << 20
+
+
+class ElementsFileError(ValueError):
+    """The file cannot be an element list; the message says why (one line)."""
+
+
+def read_elements_text(
+    filename: str,
+    max_bytes: int = MAX_BYTES,
+    deadline_seconds: float = DEADLINE_SECONDS,
+) -> str:
+    """The text of ``filename``. ElementsFileError if it is not a regular file, is larger
+    than ``max_bytes``, takes longer than ``deadline_seconds`` or is not UTF-8; OSError if
+    it cannot be opened or read."""
+    # O_NONBLOCK: opening a FIFO without a writer would otherwise wait for one.
+    fd = os.open(filename, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ElementsFileError(f"{filename}: not a regular file ({_kind(info.st_mode)})")
+        if info.st_size > max_bytes:
+            raise ElementsFileError(_too_large(filename, max_bytes))
+        ends = time.monotonic() + deadline_seconds
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = os.read(fd, _CHUNK)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > max_bytes:  # it grew while read
+                raise ElementsFileError(_too_large(filename, max_bytes))
+            chunks.append(chunk)
+            if time.monotonic() > ends:
+                raise ElementsFileError(f"{filename}: not read within {deadline_seconds:g}s")
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ElementsFileError(f"{filename}: not UTF-8 text (byte {exc.start})") from None
+
+
+def _too_large(filename: str, max_bytes: int) -> str:
+    return f"{filename}: larger than {max_bytes // (1024 * 1024)} MiB"
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+    ):
+        if test(mode):
+            return name
+    return "not a file"
