@@ -48,6 +48,7 @@ class Status(TypedDict):
     metrics_listen: str | None
     uptime_seconds: float
     rss_bytes: int
+    notify_dropped: int  # notifications dropped: the service manager's queue was full
 
 
 class Control(Manager):
@@ -148,6 +149,7 @@ class Control(Manager):
             "metrics_listen": self.listener.address_text,
             "uptime_seconds": round(ctx.clock() - ctx.started, 3),
             "rss_bytes": rss_bytes(),
+            "notify_dropped": ctx.notifier.dropped,
         }
 
 
