@@ -6,6 +6,8 @@ classtype has priority 3.
 
 from __future__ import annotations
 
+from appliance.errors import RuleFileError, UsageError
+
 DEFAULT_PRIORITY = 3
 
 CLASSTYPES: dict[str, tuple[str, int]] = {
@@ -53,3 +55,52 @@ CLASSTYPES: dict[str, tuple[str, int]] = {
     "coin-mining": ("Crypto Currency Mining Activity Detected", 2),
     "command-and-control": ("Malware Command and Control Activity Detected", 1),
 }
+
+
+def read_classification(path: str) -> dict[str, tuple[str, int]]:
+    """A ``classification.config`` (``config classification: NAME,DESCRIPTION,PRIORITY``
+    lines): its classtypes over the shipped ones. Bad lines: ``RuleFileError`` FILE:LINE."""
+    table = dict(CLASSTYPES)
+    for line, value in _config_lines(path, "classification"):
+        parts = [p.strip() for p in value.rsplit(",", 1)]
+        name, _, description = parts[0].partition(",")
+        try:
+            priority = int(parts[1]) if len(parts) == 2 else -1
+        except ValueError:
+            priority = -1
+        if not name.strip() or not description.strip() or not 1 <= priority <= 255:
+            raise RuleFileError(path, line, f"expected NAME,DESCRIPTION,PRIORITY, got {value!r}")
+        table[name.strip()] = (description.strip(), priority)
+    return table
+
+
+def read_references(path: str) -> dict[str, str]:
+    """A ``reference.config`` (``config reference: SYSTEM URL`` lines): URL prefixes by
+    reference system."""
+    table: dict[str, str] = {}
+    for line, value in _config_lines(path, "reference"):
+        system, _, url = value.partition(" ")
+        if not system.strip() or not url.strip():
+            raise RuleFileError(path, line, f"expected SYSTEM URL, got {value!r}")
+        table[system.strip().lower()] = url.strip()
+    return table
+
+
+def _config_lines(path: str, kind: str) -> list[tuple[int, str]]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read {kind} file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise RuleFileError(path, 1, f"not UTF-8 text (byte {exc.start})") from None
+    out = []
+    prefix = f"config {kind}:"
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not line.startswith(prefix):
+            raise RuleFileError(path, number, f"expected '{prefix} ...'")
+        out.append((number, line[len(prefix) :].strip()))
+    return out

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from appliance.inspect import appproto, detectors
 from appliance.inspect.appproto import DnsQuery, HttpRequest
-from appliance.inspect.classification import CLASSTYPES
+from appliance.inspect.classification import CLASSTYPES, read_classification, read_references
 from appliance.inspect.decode import PROTO_TCP, PROTO_UDP, Errors, Layer, count, decode_packet
 from appliance.inspect.eve import Alert
 from appliance.inspect.flow import (
@@ -76,8 +76,12 @@ class InspectionConfig:
         if home is None:
             home = tuple(n for zone in profile.zones for n in zone.networks)
         variables = Variables.from_networks(home)
+        if inspect.classification:
+            variables.classtypes = read_classification(inspect.classification)
+        if inspect.reference:
+            read_references(inspect.reference)  # checked: a bad file is refused like a rule
         paths = [*inspect.rules, *extra_rules]
-        rules = load_rules(paths, variables, strict or getattr(inspect, "strict", False))
+        rules = load_rules(paths, variables, strict or inspect.strict)
         return cls(
             signatures=rules.signatures,
             skipped=rules.skipped,

@@ -499,6 +499,7 @@ class Variables:
 
     home_net: tuple[IPNet, ...]
     ports: Mapping[str, str] = field(default_factory=lambda: dict(PORT_VARS))
+    classtypes: Mapping[str, tuple[str, int]] = field(default_factory=lambda: CLASSTYPES)
 
     @classmethod
     def from_networks(cls, networks: Iterable[IPNet] | None) -> Variables:
@@ -631,7 +632,7 @@ def parse_rule(
     def unsupported(keyword: str) -> RuleFileError:
         return UnsupportedKeyword(path, line, sid, keyword)
 
-    builder = _Builder(fail, unsupported if not strict_options else None)
+    builder = _Builder(fail, unsupported if not strict_options else None, variables.classtypes)
     for name, value in options:
         builder.option(name, value)
     if app_ports is not None:  # the protocol's ports on the server side
@@ -777,8 +778,14 @@ def parse_content(value: str) -> tuple[bytes, bool]:
 
 
 class _Builder:
-    def __init__(self, fail: object, unsupported: object = None) -> None:
+    def __init__(
+        self,
+        fail: object,
+        unsupported: object = None,
+        classtypes: Mapping[str, tuple[str, int]] = CLASSTYPES,
+    ) -> None:
         self.fail = fail
+        self.classtypes = classtypes
         self.unsupported = unsupported
         self.msg: str | None = None
         self.sid: int | None = None
@@ -857,7 +864,7 @@ class _Builder:
 
     def _opt_classtype(self, name: str, value: str | None) -> None:
         text = self._need(name, value).strip()
-        if text not in CLASSTYPES:
+        if text not in self.classtypes:
             raise self.error(f"unknown classtype {text!r}")
         self.classtype = text
 
@@ -1259,7 +1266,7 @@ class _Builder:
             raise self.error(f"{app} buffers need a {app} or tcp rule, not {proto}")
         category, priority = "", DEFAULT_PRIORITY
         if self.classtype:
-            category, priority = CLASSTYPES[self.classtype]
+            category, priority = self.classtypes[self.classtype]
         if self.priority is not None:
             priority = self.priority
         return Signature(

@@ -148,6 +148,9 @@ class Inspect:
     block: bool = True
     home_net: tuple[IPNetwork, ...] | None = None  # None: every zone's networks
     detectors: Detectors = field(default_factory=Detectors)
+    strict: bool = False  # a rule the engine cannot run refuses the set (else: skipped)
+    classification: str | None = None  # a classification.config over the shipped classtypes
+    reference: str | None = None  # a reference.config
 
 
 SegmentKind = Literal["vlan", "vrf", "netns"]
@@ -175,6 +178,12 @@ class Hub:
     trust: tuple[str, ...]  # absolute paths of trusted public keys
     poll: float = 30.0
     timeout: float = 30.0  # the deadline of one exchange with the hub (beyond a long poll's wait)
+    root: str | None = None  # a TUF root.json: TUF roles replace the signed pair and trust
+    ca: str | None = None  # PEM CA bundle for https (default: the system's)
+    client_cert: str | None = None  # mutual TLS, with client_key
+    client_key: str | None = None
+    proxy: str | None = None  # http://HOST:PORT
+    key: str | None = None  # the appliance's Ed25519 key: signs its status reports
 
 
 @dataclass(frozen=True)

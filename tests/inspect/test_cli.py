@@ -150,3 +150,44 @@ def test_stats_on_stderr(tmp_path: Path) -> None:
     assert code == 0
     assert stderr.startswith("packets 10 decoded 9 alerts 0")
     assert "decoder eth.not_ip 1\n" in stderr
+
+
+def test_profile_strict_classification_and_reference_config(tmp_path: Path) -> None:
+    rules = tmp_path / "set.rules"
+    rules.write_text(
+        'alert http any any -> any any (msg:"custom"; content:"UNION"; http_uri; '
+        "classtype:edge-custom; reference:edge,42; sid:5;)\n"
+        'alert tcp any any -> any any (msg:"x"; ja3.hash; content:"y"; sid:6;)\n'
+    )
+    (tmp_path / "classification.config").write_text(
+        "# the shipped ones plus one\nconfig classification: edge-custom,Edge Custom Class,1\n"
+    )
+    (tmp_path / "reference.config").write_text("config reference: edge https://edge.example/\n")
+
+    def profile(extra: str, name: str) -> str:
+        path = tmp_path / name
+        path.write_text(
+            'version = 1\nname = "t"\n[zones.lan]\ninterfaces = ["eth1"]\n'
+            f'[inspect]\nrules = ["set.rules"]\n{extra}'
+        )
+        return str(path)
+
+    pcap = write(tmp_path / "x.pcap", attack_traffic())
+    lenient = profile(
+        'classification = "classification.config"\nreference = "reference.config"\n', "a.toml"
+    )
+    code, events, stderr = run_cli("--pcap", str(pcap), "--profile", lenient)
+    assert code == 0, stderr
+    assert stderr == f"{rules}:2: sid 6: unsupported keyword 'ja3.hash'\n"
+    assert [(e["alert"]["category"], e["alert"]["severity"]) for e in events] == [
+        ("Edge Custom Class", 1)
+    ]
+    code, events, stderr = run_cli(
+        "--pcap", str(pcap), "--profile", profile("strict = true\n", "b.toml")
+    )
+    assert code == 2 and events == []
+    assert stderr.startswith(f"{rules}:1: unknown classtype 'edge-custom'")
+    (tmp_path / "classification.config").write_text("config classification: broken\n")
+    code, events, stderr = run_cli("--pcap", str(pcap), "--profile", lenient)
+    assert code == 2
+    assert stderr.startswith(f"{tmp_path / 'classification.config'}:1: expected NAME,")
