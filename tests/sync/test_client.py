@@ -677,3 +677,37 @@ def test_tuf_client_over_the_reference_hub(publisher: Publisher, tmp_path: Path)
             assert bad.result == B.BAD_SIGNATURE and not bad.pending, bad
 
     run(main())
+
+
+def test_client_from_a_profile_with_tuf_tls_proxy_and_a_status_key(
+    tmp_path: Path, key1: keys.PrivateKey
+) -> None:
+    from appliance.errors import ProfileError
+    from appliance.model.parse import load_profile
+
+    root, _, _ = _tuf_repo(tmp_path / "hub")
+    keys.write_keypair(tmp_path / "appliance.key", key1)
+    for name in ("ca.pem", "edge.crt", "edge.key"):
+        (tmp_path / name).write_text("PEM\n")
+    head = 'version = 1\nname = "edge-7"\n[hub]\nurl = "https://hub.example.net/edge-7/"\n'
+    (tmp_path / "local.toml").write_text(
+        head + f'root = "{root}"\nca = "ca.pem"\nclient_cert = "edge.crt"\n'
+        'client_key = "edge.key"\nproxy = "http://proxy.mgmt:3128"\nkey = "appliance.key"\n'
+    )
+    profile = load_profile(tmp_path / "local.toml")
+    c = HubClient.from_profile(profile, tmp_path / "state")
+    assert c.tuf_root == root.read_bytes() and c.trust == ()
+    tls = c.limits.http.tls
+    assert tls.ca == str(tmp_path / "ca.pem") and tls.cert == str(tmp_path / "edge.crt")
+    assert tls.key == str(tmp_path / "edge.key") and tls.proxy == "http://proxy.mgmt:3128"
+    assert c.status_key is not None and c.status_key.public.raw == key1.public.raw
+    for body, where in (
+        ("", "hub.trust"),  # neither trust nor root
+        ('root = "missing.json"\n', "hub.root"),
+        (f'root = "{root}"\nproxy = "socks5://p:1"\n', "hub.proxy"),
+        (f'root = "{root}"\nclient_cert = "edge.crt"\n', "hub.client_cert"),
+    ):
+        (tmp_path / "bad.toml").write_text(head + body)
+        with pytest.raises(ProfileError) as caught:
+            load_profile(tmp_path / "bad.toml")
+        assert where in str(caught.value), caught.value
