@@ -56,6 +56,7 @@ class SetInfo:
     type: str
     flags: list[str]
     elements: list[Element]
+    size: int | None = None  # the declared maximum of elements
 
 
 # How long a read-back that found nothing to change stands for the kernel while the ruleset
@@ -71,6 +72,9 @@ class Quiet:
     desired: Desired
     observed: Observed
     until: float  # monotonic
+
+
+SET_FULL = "Too many open files in system"  # ENFILE: the kernel's word for a full set
 
 
 class Engine:
@@ -128,20 +132,24 @@ class Engine:
                 generation is not None
                 and quiet is not None
                 and quiet.generation == generation
-                and quiet.desired is desired
                 and self.clock() < quiet.until
             ):
-                plan, observed = Plan(), quiet.observed
+                observed = quiet.observed  # the kernel has not changed since
+                plan = Plan() if quiet.desired is desired else make_plan(desired, observed)
             else:
                 self.quiet = None
                 observed = self.observe()
                 self.listings += 1
                 plan = make_plan(desired, observed)
-                if plan.changed:
-                    self.backend.run(transaction(plan, desired, observed))
-                    self._after_delta(generation, plan, desired, observed)
-                elif generation is not None:
-                    self.quiet = Quiet(generation, desired, observed, self._quiet_until(observed))
+            if plan.changed:
+                self.quiet = None
+                self.backend.run(transaction(plan, desired, observed))
+                self._after_delta(generation, plan, desired, observed)
+            elif generation is not None and (
+                self.quiet is None or self.quiet.desired is not desired
+            ):
+                until = self.quiet.until if self.quiet else self._quiet_until(observed)
+                self.quiet = Quiet(generation, desired, observed, until)
         except BaseException:
             self.quiet = None
             self._undo(done)
@@ -231,6 +239,7 @@ class Engine:
             type=body["type"],
             flags=list(body.get("flags", [])),
             elements=[parse_element(e) for e in body.get("elem", [])],
+            size=body.get("size"),
         )
 
     def set_elements(self, name: str, values: list[str], timeout: float | None) -> list[object]:
@@ -251,7 +260,16 @@ class Engine:
 
     def set_add(self, name: str, values: list[str], timeout: float | None = None) -> None:
         elements = self.set_elements(name, values, timeout)
-        self.backend.run([_element_cmd("add", name, elements)])
+        try:
+            self.backend.run([_element_cmd("add", name, elements)])
+        except KernelError as exc:
+            if SET_FULL not in str(exc):
+                raise
+            size = self.set_info(name, elements=False).size
+            raise UsageError(
+                f"set {name!r} is full (size {size}): {len(values)} element(s) not added, "
+                "nothing changed"
+            ) from None
 
     def set_del(self, name: str, values: list[str]) -> None:
         elements = self.set_elements(name, values, None)

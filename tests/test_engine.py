@@ -307,3 +307,27 @@ def test_read_back_lists_the_table_only_when_the_ruleset_generation_changed(
         (False, 3, True),  # the repair was the only transaction: not listed again
         (False, 3, True),
     ]
+
+
+def test_a_set_at_its_size_refuses_more_elements_and_nothing_changes(
+    netns: str, tmp_path: Path
+) -> None:
+    profile = tmp_path / "p.toml"
+    profile.write_text(
+        small_profile("engine-test", ["192.0.2.1"]).replace(
+            'type = "ipv4_addr"\ninterval = true', 'type = "ipv4_addr"\ninterval = true\nsize = 3'
+        )
+    )
+    assert run_appliance("apply", "--netns", netns, str(profile)).returncode == 0
+    before = table_text_without_expiry(netns)
+    full = run_appliance(
+        "set", "add", "--netns", netns, "blocklist", "198.51.100.1", "198.51.100.2", "198.51.100.3"
+    )
+    assert full.returncode == 2
+    assert full.stderr.strip().splitlines() == [
+        "appliance: set 'blocklist' is full (size 3): 3 element(s) not added, nothing changed"
+    ]
+    assert table_text_without_expiry(netns) == before
+    assert (
+        run_appliance("set", "add", "--netns", netns, "blocklist", "198.51.100.1").returncode == 0
+    )

@@ -19,11 +19,14 @@ from appliance.model.profile import Profile, Segment
 PROFILE_TAG = "profile"  # element comment marking elements that come from the profile
 HUB_TAG = "hub"  # element comment marking elements that come from a hub bundle's sets
 DYNAMIC_SETS = frozenset(SYN_FLOOD_SETS.values()) | frozenset(CONN_LIMIT_SETS.values())
+# One string object for each tag however many elements carry it (a read-back of a large set
+# would otherwise hold one copy per element).
+_COMMENTS = {PROFILE_TAG: PROFILE_TAG, HUB_TAG: HUB_TAG}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Element:
-    """One element as the kernel holds it."""
+    """One element as the kernel holds it (slots: a large set's read-back holds millions)."""
 
     text: str
     comment: str | None = None
@@ -125,8 +128,8 @@ def observed_from_listing(listing: list[Json] | None) -> Observed:
         if kind == "set":
             types[body["name"]] = body["type"]
             elements[body["name"]] = {
-                elem.text: elem for elem in (parse_element(e) for e in body.get("elem", []))
-            }
+                elem.text: elem for elem in (parse_element(e) for e in body.pop("elem", []))
+            }  # the listing's element dicts are not kept: only the compact Element per element
         objects.append(obj)
     return Observed(objects=objects, elements=elements, types=types)
 
@@ -134,9 +137,10 @@ def observed_from_listing(listing: list[Json] | None) -> Observed:
 def parse_element(value: object) -> Element:
     if isinstance(value, dict) and "elem" in value:
         body = value["elem"]
+        comment = body.get("comment")
         return Element(
             text=element_text(body["val"]),
-            comment=body.get("comment"),
+            comment=_COMMENTS.get(comment, comment),
             timeout=body.get("timeout"),
             expires=body.get("expires"),
         )

@@ -1,0 +1,253 @@
+"""Large sets: `appliance apply` against raw `nft -f` of the same elements, same run.
+
+For each size N (IPv4 host elements of one hash set, deterministic), in a fresh namespace:
+
+- load: the table absent, `nft -f` of the compiled ruleset against `appliance apply` of the
+  profile (its elements in an ``elements_file``); wall time and the process's peak RSS;
+- delta: N/10 changed (N/20 deleted, N/20 added) on the loaded set, `nft -f` of an
+  ``add element``/``delete element`` script against `appliance apply` of the changed profile;
+- bytes per element: peak RSS of the apply less that of an apply with an empty set, over N;
+- the daemon's path, in one process as the daemon holds it (the engine's read-back kept
+  between changes): the load and the delta of already compiled policies, and what parsing
+  the profile costs on top.
+
+Prints a table with the ratios against `nft -f`, appends it to bench/RESULTS.md (unless
+--no-append) and draws update time and peak RSS against N as a PNG where matplotlib is
+installed (Debian: python3-matplotlib), else says the plot was skipped.
+
+    sudo .venv/bin/python -m bench.sets [--sizes 10000 100000 1000000] [--png PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "RESULTS.md"
+
+PROFILE = """version = 1
+name = "bench-sets"
+[zones.lan]
+interfaces = ["eth1"]
+[sets.blocklist]
+type = "ipv4_addr"
+size = SIZE
+elements_file = "ELEMENTS"
+[[rules]]
+name = "drop-blocklist"
+from = "any"
+to = "self"
+saddr = ["@blocklist"]
+action = "drop"
+"""
+
+
+@dataclass
+class Run:
+    seconds: float
+    peak_kib: int
+
+
+@dataclass
+class Engine:
+    load: float
+    delta: float
+    parse: float
+    peak_growth_kib: int
+
+
+@dataclass
+class Row:
+    size: int
+    nft_load: Run
+    apply_load: Run
+    nft_delta: Run
+    apply_delta: Run
+    base_kib: int
+    engine: Engine
+
+    @property
+    def bytes_per_element(self) -> float:
+        return (self.apply_load.peak_kib - self.base_kib) * 1024 / self.size
+
+
+def measured(argv: list[str]) -> Run:
+    """Wall time and peak RSS (of the process itself, from wait4) of ``argv``."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)}: exit {proc.returncode}: {stderr.strip()}")
+    return Run(seconds, int(usage.ru_maxrss))
+
+
+def engine_path(profile: str, changed: str) -> Engine:
+    """In the namespace: load ``profile`` then change to ``changed`` with one engine."""
+    import resource
+
+    from appliance.adapters.nft import NftBackend
+    from appliance.engine import Engine as Reconciler
+    from appliance.model.parse import load_profile
+    from appliance.reconcile.state import desired_from_profile
+
+    start_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    engine = Reconciler(NftBackend())
+    t0 = time.perf_counter()
+    first = desired_from_profile(load_profile(profile))
+    t1 = time.perf_counter()
+    engine.apply(first)
+    t2 = time.perf_counter()
+    engine.converge(first)  # the daemon's first read-back after its load
+    second = desired_from_profile(load_profile(changed))
+    t3 = time.perf_counter()
+    engine.apply(second)
+    t4 = time.perf_counter()
+    growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start_kib
+    return Engine(t2 - t1, t4 - t3, t1 - t0, growth)
+
+
+def addresses(count: int, seed: int) -> list[str]:
+    picked = random.Random(seed).sample(range(1 << 24), count)
+    return [f"10.{v >> 16}.{(v >> 8) & 255}.{v & 255}" for v in picked]
+
+
+def write_profile(folder: Path, name: str, elements: list[str], size: int) -> Path:
+    listing = folder / f"{name}.txt"
+    listing.write_text("".join(f"{e}\n" for e in elements))
+    profile = folder / f"{name}.toml"
+    text = PROFILE.replace("SIZE", str(size)).replace("ELEMENTS", str(listing))
+    profile.write_text(text)
+    return profile
+
+
+def bench_size(size: int, folder: Path) -> Row:
+    ns = f"setbench-{uuid.uuid4().hex[:6]}"
+    appliance = [sys.executable, "-m", "appliance"]
+    exec_ns = ["ip", "netns", "exec", ns]
+    elements = addresses(size + size // 20, seed=size)
+    loaded, extra = elements[:size], elements[size:]
+    gone = loaded[: size // 20]
+    changed = loaded[size // 20 :] + extra
+    capacity = 2 * size
+    profile = write_profile(folder, f"load-{size}", loaded, capacity)
+    profile_changed = write_profile(folder, f"changed-{size}", changed, capacity)
+    empty = write_profile(folder, "empty", [], capacity)
+    script = folder / f"load-{size}.nft"
+    script.write_text(
+        subprocess.run(
+            [*appliance, "compile", str(profile)], check=True, capture_output=True, text=True
+        ).stdout
+    )
+    delta = folder / f"delta-{size}.nft"
+    delta.write_text(
+        f"delete element inet appliance blocklist {{ {', '.join(gone)} }}\n"
+        f"add element inet appliance blocklist {{ {', '.join(extra)} }}\n"
+    )
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        base = measured([*appliance, "apply", "--netns", ns, str(empty)])
+        subprocess.run([*exec_ns, "nft", "delete", "table", "inet", "appliance"], check=True)
+        nft_load = measured([*exec_ns, "nft", "-f", str(script)])
+        nft_delta = measured([*exec_ns, "nft", "-f", str(delta)])
+        subprocess.run([*exec_ns, "nft", "delete", "table", "inet", "appliance"], check=True)
+        apply_load = measured([*appliance, "apply", "--netns", ns, str(profile)])
+        apply_delta = measured([*appliance, "apply", "--netns", ns, str(profile_changed)])
+        subprocess.run([*exec_ns, "nft", "delete", "table", "inet", "appliance"], check=True)
+        from appliance.adapters.nsexec import run_in_netns
+
+        engine = run_in_netns(ns, engine_path, str(profile), str(profile_changed), timeout=900)
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+    return Row(size, nft_load, apply_load, nft_delta, apply_delta, base.peak_kib, engine)
+
+
+def table(rows: list[Row]) -> list[str]:
+    lines = [
+        "| elements | nft -f load | apply load | ratio | nft -f delta | apply delta | ratio "
+        "| nft peak RSS | apply peak RSS | B/element "
+        "| engine load | ratio | engine delta | ratio | profile parse | engine B/element |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.size:,} | {r.nft_load.seconds:.2f} s | {r.apply_load.seconds:.2f} s "
+            f"| {r.apply_load.seconds / r.nft_load.seconds:.2f}x "
+            f"| {r.nft_delta.seconds:.2f} s | {r.apply_delta.seconds:.2f} s "
+            f"| {r.apply_delta.seconds / r.nft_delta.seconds:.2f}x "
+            f"| {r.nft_load.peak_kib / 1024:.0f} MiB | {r.apply_load.peak_kib / 1024:.0f} MiB "
+            f"| {r.bytes_per_element:.0f} "
+            f"| {r.engine.load:.2f} s | {r.engine.load / r.nft_load.seconds:.2f}x "
+            f"| {r.engine.delta:.2f} s | {r.engine.delta / r.nft_delta.seconds:.2f}x "
+            f"| {r.engine.parse:.2f} s | {r.engine.peak_growth_kib * 1024 / r.size:.0f} |"
+        )
+    return lines
+
+
+def plot(rows: list[Row], path: Path) -> str:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "plot skipped: matplotlib is not installed (Debian: python3-matplotlib)"
+    sizes = [r.size for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(sizes, [r.nft_delta.seconds for r in rows], "o-", label="nft -f delta")
+    left.plot(sizes, [r.apply_delta.seconds for r in rows], "o-", label="apply delta")
+    left.plot(sizes, [r.nft_load.seconds for r in rows], "s--", label="nft -f load")
+    left.plot(sizes, [r.apply_load.seconds for r in rows], "s--", label="apply load")
+    left.set(xscale="log", yscale="log", xlabel="elements", ylabel="seconds")
+    left.legend()
+    right.plot(sizes, [r.nft_load.peak_kib / 1024 for r in rows], "o-", label="nft -f")
+    right.plot(sizes, [r.apply_load.peak_kib / 1024 for r in rows], "o-", label="apply")
+    right.set(xscale="log", yscale="log", xlabel="elements", ylabel="peak RSS (MiB)")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    return f"plot: {path}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--png", type=Path, default=REPO / "bench" / "sets.png")
+    parser.add_argument("--no-append", action="store_true")
+    args = parser.parse_args()
+    # As installed: byte-compiled (the environment may forbid writing bytecode on import).
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "appliance")], check=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes:
+            rows.append(bench_size(size, Path(tmp)))
+            print("\n".join(table(rows)[-1:]), flush=True)
+    lines = table(rows)
+    print("\n".join(lines))
+    note = plot(rows, args.png)
+    print(note)
+    if not args.no_append:
+        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        load = os.getloadavg()[0]
+        with RESULTS.open("a") as out:
+            out.write(
+                f"\n## Sets: load and delta against nft -f ({stamp}, load average {load:.1f})\n\n"
+                f"`sudo .venv/bin/python -m bench.sets --sizes {' '.join(map(str, args.sizes))}`"
+                "\n\n" + "\n".join(lines) + f"\n\n{note}\n"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
