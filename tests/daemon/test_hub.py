@@ -600,3 +600,75 @@ def test_a_stored_bundle_whose_key_is_no_longer_trusted_is_not_enforced(
     assert status["source"] == "failsafe"  # a hub-only profile: nothing else to enforce
     assert "last good bundle not enforced" in (status["last_error"] or "")
     assert status["hub"]["version"] is None
+
+
+def test_tuf_roles_at_daemon_level_with_a_revoked_key(
+    hub: Hub, tmp_path: Path, start_daemon: Callable[..., Daemon]
+) -> None:
+    """[hub].root: the daemon follows TUF (2 of 3 targets keys), follows a new root that
+    revokes a stolen targets key, and from then on refuses what that key helps sign."""
+    from appliance.sync import repository, tuf
+
+    now = time.time()
+    root_keys = [keys.generate() for _ in range(3)]
+    targets_keys = [keys.generate() for _ in range(3)]
+    online = keys.generate()
+    directory = hub.directory
+    roles = {
+        tuf.ROOT: ([k.public for k in root_keys], 2),
+        tuf.TARGETS: ([k.public for k in targets_keys], 2),
+        tuf.SNAPSHOT: ([online.public], 1),
+        tuf.TIMESTAMP: ([online.public], 1),
+    }
+    repository.init(directory, roles, now + 86400)
+    for key in root_keys[:2]:
+        repository.sign(directory, tuf.ROOT, key)
+
+    def release(version: int, signers: Sequence[keys.PrivateKey]) -> None:
+        atomic_write(directory / B.BUNDLE_FILE, build(version), 0o644)
+        repository.stage_targets(directory, now + 86400)
+        for key in signers:
+            repository.sign(directory, tuf.TARGETS, key)
+        repository.publish(directory, online, online, now + 86400, now + 3600)
+
+    release(5, targets_keys[:2])
+    hub.start()
+    profile = tmp_path / "profile.toml"
+    profile.write_text(
+        f'version = 1\nname = "edge-1"\n\n[hub]\nurl = "{hub.url}"\n'
+        f'root = "{directory / "1.root.json"}"\npoll = "1s"\ntimeout = "5s"\n\n'
+        '[metrics]\nlisten = "127.0.0.1:9469"\n'
+    )
+    daemon = start_daemon(hub.ns, profile)
+    wait_version(daemon, 5)
+    before_hash = daemon.status()["table_hash"]
+    # Root 2 revokes targets key 0; the stolen key and one good key sign version 6.
+    stolen = targets_keys[0]
+    repository.change_keys(directory, tuf.TARGETS, now + 86400, revoke=[stolen.public])
+    for key in root_keys[1:]:
+        repository.sign(directory, tuf.ROOT, key)
+    atomic_write(directory / B.BUNDLE_FILE, build(6), 0o644)
+    repository.stage_targets(directory, now + 86400)
+    repository.sign(directory, tuf.TARGETS, targets_keys[1])  # 1 good signature of 2
+    # The publisher would stop here; the thief adds the revoked key's signature by hand.
+    staged = directory / repository.STAGED / "targets.json"
+    atomic_write(staged, tuf.add_signature(staged.read_bytes(), tuf.TARGETS, stolen), 0o644)
+    forged = tuf.parse(staged.read_bytes(), tuf.TARGETS)
+    atomic_write(directory / f"{forged.version}.targets.json", forged.data, 0o644)
+    data = (directory / B.BUNDLE_FILE).read_bytes()
+    atomic_write(directory / f"{tuf.file_meta(data)['hashes']['sha256']}.bundle.json", data, 0o644)
+    staged.unlink()
+    repository.publish(directory, online, online, now + 86400, now + 3600)
+
+    def refused() -> bool:
+        now_status = hub_status(daemon)
+        return bool(
+            now_status["result"] == "bad_signature" and "1 of the 2" in (now_status["error"] or "")
+        )
+
+    wait_until(refused, timeout=45)
+    status = daemon.status()
+    assert status["hub"]["version"] == 5 and status["table_hash"] == before_hash
+    # The good keys sign version 7: applied.
+    release(7, targets_keys[1:])
+    wait_version(daemon, 7)
