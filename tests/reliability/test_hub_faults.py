@@ -214,3 +214,120 @@ def test_a_hub_fault_applies_nothing_costs_little_and_a_good_hub_is_followed_aga
         f"{fault}: result {status['result']!r}, CPU {share:.1%} over {CPU_WINDOW:g}s, "
         f"recovered in {took:.2f}s (poll {POLL:g}s)"
     )
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that no CA signed, and its key."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hub")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "hub.crt", directory / "hub.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+TLS_SERVER = r"""
+import http.server, ssl, sys
+port, root, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+class H(http.server.SimpleHTTPRequestHandler):
+    def __init__(self, *a, **k):
+        super().__init__(*a, directory=root, **k)
+    def log_message(self, *a): pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", port), H)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print("listening", flush=True)
+server.serve_forever()
+"""
+
+
+def test_a_hub_with_an_untrusted_certificate_is_not_followed(
+    netns: str, fault_hub: FaultHub, start_daemon: Start, tmp_path: Path
+) -> None:
+    """The hub's bundles behind TLS with a certificate no trusted CA signed: the stored
+    bundle stays enforced and nothing new is applied; with the certificate as [hub].ca the
+    same hub is followed."""
+    hub = fault_hub.hub
+    pub = tmp_path / "hub.pub"
+    pub.write_text(hub.key.public.encode() + "\n")
+    cert, key = _self_signed(tmp_path)
+    profile = tmp_path / "profile.toml"
+
+    def write(url: str, ca: str = "") -> None:
+        profile.write_text(
+            f'version = 1\nname = "edge-1"\n\n[hub]\nurl = "{url}"\ntrust = ["{pub}"]\n'
+            f'poll = "{POLL:g}s"\ntimeout = "3s"\n' + (f'ca = "{ca}"\n' if ca else "")
+        )
+
+    hub.publish(build(5))
+    write(f"http://127.0.0.1:{PORT}/{PATH}/")
+    first = start_daemon(netns, profile)
+    wait_until(lambda: hub_status(first)["version"] == 5, timeout=30)
+    assert first.stop() == 0
+    hub.publish(build(6, extra_rule=True))
+    tls = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            netns,
+            sys.executable,
+            "-c",
+            TLS_SERVER,
+            "8443",
+            str(hub.root),
+            str(cert),
+            str(key),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert tls.stdout is not None and tls.stdout.readline().strip() == "listening"
+        write(f"https://127.0.0.1:8443/{PATH}/")
+        daemon = start_daemon(netns, profile)
+        share = _cpu_share(daemon, CPU_WINDOW)
+        wait_until(lambda: hub_status(daemon)["result"] == "unreachable", timeout=30)
+        status = hub_status(daemon)
+        assert status["version"] == 5
+        assert "certificate" in (status["error"] or "").lower(), status
+        assert share < 0.5
+        daemon.stop()
+        write(f"https://127.0.0.1:8443/{PATH}/", ca=str(cert))
+        trusted = start_daemon(netns, profile)
+        wait_until(lambda: hub_status(trusted)["version"] == 6, timeout=RECOVERED_WITHIN)
+        print(f"bad TLS: {status['error']!r}, CPU {share:.1%}; with [hub].ca: version 6")
+    finally:
+        tls.kill()
+        tls.wait()
