@@ -56,6 +56,26 @@ def publish(group: Path, key: object, version: int, elements: int) -> None:
     atomic_write(group / B.SIG_FILE, sig.encode(), 0o644)  # sign
 
 
+def publish_tuf(group: Path, key: object, version: int, elements: int) -> None:
+    """The same bundle published as a TUF repository (one key for every role, for the
+    bench): targets staged and signed, then snapshot and timestamp."""
+    from appliance.storage import atomic_write
+    from appliance.sync import bundle as B
+    from appliance.sync import repository, tuf
+
+    now = time.time()
+    if version == 1:
+        roles = {role: ([key.public], 1) for role in tuf.ROLES}  # type: ignore[attr-defined]
+        repository.init(group, roles, now + 86400)
+        repository.sign(group, tuf.ROOT, key)  # type: ignore[arg-type]
+    items = [f"10.{version % 250}.{i // 250}.{i % 250}" for i in range(elements)]
+    data = B.build_bundle(PROFILE, {"blocklist": items}, version, now + 86400, group)
+    atomic_write(group / B.BUNDLE_FILE, data, 0o644)
+    repository.stage_targets(group, now + 86400)
+    repository.sign(group, tuf.TARGETS, key)  # type: ignore[arg-type]
+    repository.publish(group, key, key, now + 86400, now + 3600)  # type: ignore[arg-type]
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -69,7 +89,8 @@ async def worker(base: str, first: int, count: int, state: Path, pub: str) -> No
     from appliance.sync import keys
     from appliance.sync.client import ClientLimits, HubClient
 
-    trust = [keys.load_public(pub)]
+    tuf_root = Path(pub).read_bytes() if pub.endswith("root.json") else None
+    trust = [] if tuf_root else [keys.load_public(pub)]
     out = sys.stdout
     ready = 0
     ready_event = asyncio.Event()
@@ -82,7 +103,14 @@ async def worker(base: str, first: int, count: int, state: Path, pub: str) -> No
     async def appliance(index: int) -> None:
         nonlocal ready
         name = f"edge-{index:04d}"
-        client = HubClient(f"{base}/fleet/{name}/", trust, state / name, name=name, limits=limits)
+        client = HubClient(
+            f"{base}/fleet/{name}/",
+            trust,
+            state / name,
+            name=name,
+            limits=limits,
+            tuf_root=tuf_root,
+        )
         first_apply = True
         while True:
             sync = await client.poll_once()
@@ -303,7 +331,9 @@ def _children(pid: int) -> list[str]:
 # ---- the run ----------------------------------------------------------------------------
 
 
-def run_fleet(n: int, rounds: int, workers: int, elements: int) -> dict[str, object]:
+def run_fleet(
+    n: int, rounds: int, workers: int, elements: int, use_tuf: bool = False
+) -> dict[str, object]:
     from appliance.sync import keys
 
     root = Path(tempfile.mkdtemp(prefix="fleet-hub-"))
@@ -318,7 +348,9 @@ def run_fleet(n: int, rounds: int, workers: int, elements: int) -> dict[str, obj
         for i in range(n):
             os.symlink("../group", root / "srv" / "fleet" / f"edge-{i:04d}")
         version = 1
-        publish(group, key, version, elements)
+        release = publish_tuf if use_tuf else publish
+        release(group, key, version, elements)
+        trust_file = group / "1.root.json" if use_tuf else root / "hub.key.pub"
         port = free_port()
         hub = subprocess.Popen(
             [sys.executable, "-m", "appliance", "hub", "serve", str(root / "srv"),
@@ -343,7 +375,7 @@ def run_fleet(n: int, rounds: int, workers: int, elements: int) -> dict[str, obj
                         str(first),
                         str(count),
                         str(state),
-                        str(root / "hub.key.pub"),
+                        str(trust_file),
                     ],
                     stdout=subprocess.PIPE,
                     text=True,
@@ -367,7 +399,7 @@ def run_fleet(n: int, rounds: int, workers: int, elements: int) -> dict[str, obj
             time.sleep(1.0)  # every client back in its long poll
             version += 1
             start = time.time()
-            publish(group, key, version, elements)
+            release(group, key, version, elements)
             done: dict[int, float] = {}
             deadline = time.monotonic() + 120
             while len(done) < n:
@@ -450,6 +482,7 @@ def main() -> int:
         help="instead: nginx serving the bundles to plain pollers, one GET every PERIOD s",
     )
     parser.add_argument("--poll-worker", nargs=4, metavar="ARG", help=argparse.SUPPRESS)
+    parser.add_argument("--tuf", action="store_true", help="publish and verify with TUF roles")
     args = parser.parse_args()
     if args.poll_worker:
         base, first, count, period = args.poll_worker
@@ -486,13 +519,14 @@ def main() -> int:
         asyncio.run(worker(base, int(first), int(count), Path(state), pub))
         return 0
     print(
-        f"fleet sync: publish -> all clients verified, stored and reported; long poll; "
+        f"fleet sync{' (TUF roles)' if args.tuf else ''}: publish -> all clients verified, "
+        f"stored and reported; long poll; "
         f"{args.elements}-element blocklist; {args.workers} client processes; "
         f"{os.cpu_count()} CPUs"
     )
     reference = None
     for n in args.clients:
-        result = run_fleet(n, args.rounds, args.workers, args.elements)
+        result = run_fleet(n, args.rounds, args.workers, args.elements, args.tuf)
         samples = result["samples"]
         assert isinstance(samples, list)
         median = statistics.median(samples)
