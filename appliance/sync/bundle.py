@@ -23,12 +23,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
-from appliance.errors import ProfileError
+from appliance.errors import ProfileError, UsageError
 from appliance.model.parse import parse_profile
 from appliance.model.profile import Profile, SetSpec
 from appliance.model.values import canonical_element, merge_overlaps
 from appliance.sync.keys import PrivateKey, PublicKey
 from appliance.sync.transport import TransportFailure
+from appliance.units import parse_duration
 
 BUNDLE_FILE = "bundle.json"
 SIG_FILE = "bundle.json.sig"
@@ -184,6 +185,21 @@ def parse_time(text: object) -> float:
     except ValueError as exc:
         raise ValueError(f"bad time {text!r}: {exc}") from None
     return moment.timestamp() + fraction
+
+
+def expiry_time(text: str, now: float) -> float:
+    """``--expires``: a duration from ``now`` (7d, 12h) or an RFC 3339 UTC time; UsageError
+    if neither."""
+    try:
+        return now + parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise UsageError(
+            f"--expires: bad duration or time {text!r} (e.g. 7d, 12h or 2030-01-31T00:00:00Z)"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------

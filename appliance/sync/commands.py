@@ -88,22 +88,6 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _expires(text: str, now: float) -> float:
-    from appliance.sync import bundle as B
-    from appliance.units import parse_duration
-
-    try:
-        return now + parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        return B.parse_time(text)
-    except ValueError:
-        raise UsageError(
-            f"--expires: bad duration or time {text!r} (e.g. 7d, 12h or 2030-01-31T00:00:00Z)"
-        ) from None
-
-
 def cmd_build(args: argparse.Namespace) -> int:
     from appliance.model.parse import load_profile_document, parse_profile
     from appliance.storage import atomic_write
@@ -111,7 +95,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     if args.bundle_version < 1:
         raise UsageError("--version: an integer, 1 or more")
-    expires = _expires(args.expires, time.time())
+    expires = B.expiry_time(args.expires, time.time())
     if expires <= time.time():
         raise UsageError("--expires: already in the past")
     base_dir = Path(os.path.dirname(os.path.abspath(args.profile)))

@@ -66,9 +66,9 @@ def add_parsers(
 def _when(text: str) -> float:
     import time
 
-    from appliance.sync.commands import _expires
+    from appliance.sync.bundle import expiry_time
 
-    return _expires(text, time.time())
+    return expiry_time(text, time.time())
 
 
 def cmd_init(args: argparse.Namespace) -> int:
