@@ -21,6 +21,7 @@ from typing import Literal
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from appliance import __version__
+from appliance.model.values import HostPort
 
 USER_AGENT = f"appliance/{__version__}"
 MAX_HEADER_BYTES = 32 * 1024
@@ -250,7 +251,7 @@ async def _via_proxy(
     )
     if context is None:
         return reader, writer
-    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    target = str(HostPort(host, port))
     writer.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode("latin-1"))
     await writer.drain()
     try:
@@ -289,7 +290,7 @@ async def _exchange(
             target += "?" + parts.query
         if limits.tls.proxy and not tls:  # a plain proxy takes the absolute URL
             target = f"{parts.scheme}://{parts.netloc}{target}"
-        host_header = host if ":" not in host else f"[{host}]"
+        host_header = HostPort(host, port).url_host
         if parts.port:
             host_header += f":{parts.port}"
         lines = [

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.model.values import parse_host_port
 from appliance.sync.transport import Limits, TransportError, etag_matches, etag_of, request
 from tests.sync.conftest import run
 
@@ -269,8 +270,8 @@ async def _connect_proxy(seen: list[str]) -> tuple[asyncio.AbstractServer, int]:
     async def tunnel(reader: Reader, writer: Writer) -> None:
         head = (await reader.readuntil(b"\r\n\r\n")).decode()
         seen.append(head.split("\r\n", 1)[0])
-        host, _, port = head.split()[1].rpartition(":")
-        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        target = parse_host_port(head.split()[1])
+        up_reader, up_writer = await asyncio.open_connection(target.host, target.port)
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await writer.drain()
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
