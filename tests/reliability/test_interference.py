@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import nft_in
+from tests.conftest import nft_in, run_appliance
 from tests.daemon.conftest import (
     EXTRA_RULE,
     Daemon,
@@ -140,3 +140,26 @@ def test_a_competing_writer_during_reloads_loses_and_the_daemon_ends_clean(
     assert status["last_error"] is None
     assert status["generation"] == ROUNDS + 1
     print(f"competing writer: {writes} foreign writes, repairs {status['drift_repairs']}")
+
+
+def test_a_rule_deleted_beside_an_overlapping_run_time_element_is_repaired(
+    netns: str, start_daemon: Start, tmp_path: Path
+) -> None:
+    """A run-time element that overlaps a policy element (the /24 taken out, a /25 of it put
+    in) must not make the repair's transaction fail."""
+    daemon = start_daemon(netns, write_profile(tmp_path / "p.toml"))
+    expected = set(rule_handles(netns))
+    for args in (("del", "203.0.113.0/24"), ("add", "203.0.113.0/25")):
+        result = run_appliance(
+            "set", args[0], "blocklist", args[1], "--control-socket", daemon.socket
+        )
+        assert result.returncode == 0, result.stderr
+    before = _total(daemon)
+    handle = rule_handles(netns)["ssh"]
+    nft_in(netns, "delete", "rule", "inet", "appliance", "input", "handle", str(handle))
+    wait_until(
+        lambda: _total(daemon) > before and _back(netns, expected)(),
+        timeout=REPAIRED_WITHIN,
+        step=0.01,
+    )
+    assert daemon.status()["last_error"] is None
