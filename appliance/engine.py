@@ -97,6 +97,9 @@ class Engine:
         self.clock = clock
         self.quiet: Quiet | None = None
         self.listings = 0  # full table listings made by converge
+        # set -> its type, flags and size, read once: they change only with the table's
+        # structure (a swap here clears them; a refused change by another writer's too)
+        self.set_shapes: dict[str, SetInfo] = {}
 
     def observe(self) -> Observed:
         return observed_from_listing(self.backend.list_table())
@@ -143,6 +146,8 @@ class Engine:
                 plan = make_plan(desired, observed)
             if plan.changed:
                 self.quiet = None
+                if plan.create or plan.swap:
+                    self.set_shapes.clear()
                 self.backend.run(transaction(plan, desired, observed))
                 self._after_delta(generation, plan, desired, observed)
             elif generation is not None and (
@@ -244,7 +249,8 @@ class Engine:
 
     def set_elements(self, name: str, values: list[str], timeout: float | None) -> list[object]:
         """The JSON elements for ``values``, checked against the set's type read back."""
-        info = self.set_info(name, elements=False)
+        info = self.set_shapes.get(name) or self.set_info(name, elements=False)
+        self.set_shapes[name] = info
         if not values:
             raise UsageError(f"set {name!r}: no element given")
         if timeout is not None and "timeout" not in info.flags:
@@ -263,6 +269,7 @@ class Engine:
         try:
             self.backend.run([_element_cmd("add", name, elements)])
         except KernelError as exc:
+            self.set_shapes.pop(name, None)
             if SET_FULL not in str(exc):
                 raise
             size = self.set_info(name, elements=False).size
@@ -273,7 +280,11 @@ class Engine:
 
     def set_del(self, name: str, values: list[str]) -> None:
         elements = self.set_elements(name, values, None)
-        self.backend.run([_element_cmd("delete", name, elements)])
+        try:
+            self.backend.run([_element_cmd("delete", name, elements)])
+        except KernelError:
+            self.set_shapes.pop(name, None)
+            raise
 
 
 def _element_cmd(op: str, name: str, elems: list[object]) -> Json:
