@@ -1,9 +1,11 @@
 """kill -9 at random points of a reload that applies 100k set elements and a new rule: the
 kernel holds the old table or the new one, never a mix, never none (sampled every 10 ms),
-and an established connection through the table loses nothing."""
+and an established connection through the table loses nothing, and no child of the daemon
+(its ``nft monitor``) outlives it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
@@ -15,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import nft_in
-from tests.daemon.conftest import EXTRA_RULE, Daemon, rule_handles, write_profile
+from tests.daemon.conftest import EXTRA_RULE, Daemon, rule_handles, wait_until, write_profile
 from tests.reliability.conftest import Link, TableSampler, trials
 
 pytestmark = pytest.mark.root
@@ -72,6 +74,20 @@ def _profiles(tmp: Path) -> tuple[str, str]:
         .replace('elements = ["203.0.113.0/24", "198.51.100.1"]', f'elements_file = "{big}"')
     )
     return old, new
+
+
+def _children(daemon: Daemon) -> set[int]:
+    """The daemon's child processes (of every thread)."""
+    assert daemon.proc is not None
+    found: set[int] = set()
+    for task in Path(f"/proc/{daemon.proc.pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found |= {int(p) for p in (task / "children").read_text().split()}
+    return found
+
+
+def _gone(pids: set[int]) -> Callable[[], bool]:
+    return lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids)
 
 
 def _which(ns: str, base: set[str]) -> str:
@@ -131,7 +147,9 @@ def test_kill_9_during_a_100k_apply_leaves_old_or_new_and_the_flow_intact(
                 # a random point of the apply: from at once to well after it may be done
                 pause = rng.uniform(0.0, 1.5)
                 daemon.receive(pause)
+                children = _children(daemon)
                 daemon.kill()
+                wait_until(_gone(children), timeout=30)  # no orphan outlives the daemon
                 found = _which(netns, base)
                 assert found in (current, target), f"trial {trial}: {found}"
                 seen[found] += 1
