@@ -34,6 +34,12 @@ PROTO_UDP = 17
 PROTO_ICMPV6 = 58
 PROTO_SCTP = 132
 GTPU_PORT = 2152
+VXLAN_PORT = 4789
+_VXLAN_PORT = VXLAN_PORT.to_bytes(2, "big")
+PROTO_IPIP = 4
+PROTO_IPV6_IN_IP = 41
+PROTO_GRE = 47
+_ETH_BRIDGED = 0x6558  # GRE carrying Ethernet
 
 TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK, TCP_URG, TCP_ECE, TCP_CWR = (
     0x01,
@@ -159,9 +165,11 @@ def decode_ethernet(data: bytes, errors: Errors) -> Layer | None:
     return _ethertype(data, 14, _u16(data, 12)[0], errors)
 
 
-def _ethertype(data: bytes, off: int, etype: int, errors: Errors) -> Layer | None:
+def _ethertype(
+    data: bytes, off: int, etype: int, errors: Errors, tunnel_depth: int = 0
+) -> Layer | None:
     if etype in (_ETH_IPV4, _ETH_IPV6):
-        return decode_ip(data, off, len(data), errors, 0)
+        return decode_ip(data, off, len(data), errors, tunnel_depth)
     depth = 0
     while etype in _ETH_VLAN:
         depth += 1
@@ -174,7 +182,7 @@ def _ethertype(data: bytes, off: int, etype: int, errors: Errors) -> Layer | Non
         etype = _u16(data, off + 2)[0]
         off += 4
     if etype in (_ETH_IPV4, _ETH_IPV6):
-        return decode_ip(data, off, len(data), errors, 0)
+        return decode_ip(data, off, len(data), errors, tunnel_depth)
     count(errors, "eth.not_ip")  # ARP, LLDP, ...: not an error of the packet, but not inspected
     return None
 
@@ -219,8 +227,7 @@ def decode_ipv4(data: bytes, off: int, end: int, errors: Errors, depth: int) -> 
         if frag & 0x1FFF:
             layer.payload = data[off + hlen : end]
             return layer  # a later fragment: no transport header in it
-    _transport(layer, data, off + hlen, end, errors)
-    return layer
+    return _transport(layer, data, off + hlen, end, errors)
 
 
 def decode_ipv6(data: bytes, off: int, end: int, errors: Errors, depth: int) -> Layer | None:
@@ -263,14 +270,82 @@ def decode_ipv6(data: bytes, off: int, end: int, errors: Errors, depth: int) -> 
                 return layer
         else:
             layer.proto = nxt
-            _transport(layer, data, pos, end, errors)
-            return layer
+            return _transport(layer, data, pos, end, errors)
     count(errors, "ipv6.ext_too_many")
     layer.proto = nxt
     return layer
 
 
-def _transport(layer: Layer, data: bytes, off: int, end: int, errors: Errors) -> None:
+def _transport(layer: Layer, data: bytes, off: int, end: int, errors: Errors) -> Layer:
+    """The transport header into ``layer``; the packet to inspect: ``layer``, or the inner
+    packet of an IP-in-IP, GRE or VXLAN tunnel (its ``tunnel`` the outer one)."""
+    proto = layer.proto
+    if proto in (PROTO_IPIP, PROTO_IPV6_IN_IP, PROTO_GRE):
+        return _tunneled(layer, data, off, end, errors)
+    if proto == PROTO_UDP and end - off >= 16 and data[off + 2 : off + 4] == _VXLAN_PORT:
+        return _tunneled(layer, data, off, end, errors)
+    _ports_payload(layer, data, off, end, errors)
+    return layer
+
+
+def _tunneled(outer: Layer, data: bytes, off: int, end: int, errors: Errors) -> Layer:
+    """The inner packet of IP-in-IP (v4 or v6 in v4 or v6), GRE (version 0, carrying IP or
+    Ethernet) or VXLAN (UDP 4789); the outer layer when it cannot be decoded (counted)."""
+    if outer.depth + 1 > MAX_TUNNEL_DEPTH:
+        count(errors, "tunnel.too_deep")
+        return outer
+    proto = outer.proto
+    inner: Layer | None = None
+    if proto in (PROTO_IPIP, PROTO_IPV6_IN_IP):
+        want = 4 if proto == PROTO_IPIP else 6
+        if end - off < 1 or data[off] >> 4 != want:
+            count(errors, "ipip.bad_inner")
+            return outer
+        inner = decode_ip(data, off, end, errors, outer.depth + 1)
+    elif proto == PROTO_GRE:
+        if end - off < 4:
+            count(errors, "gre.truncated")
+            return outer
+        flags, etype = struct.unpack_from("!HH", data, off)
+        if flags & 0x0007:  # version 1 (PPTP) and others: not decoded
+            count(errors, "gre.unsupported_version")
+            return outer
+        pos = off + 4 + 4 * bin(flags & 0xB000).count("1")  # checksum, key, sequence
+        if flags & 0x4000:  # routing present (deprecated)
+            count(errors, "gre.routing")
+            return outer
+        if pos > end:
+            count(errors, "gre.truncated")
+            return outer
+        if etype in (_ETH_IPV4, _ETH_IPV6):
+            inner = decode_ip(data, pos, end, errors, outer.depth + 1)
+        elif etype == _ETH_BRIDGED:
+            inner = _inner_ethernet(data[pos:end], errors, outer.depth + 1)
+        else:
+            count(errors, "gre.unsupported_protocol")
+            return outer
+    else:  # VXLAN
+        outer.sport, outer.dport = struct.unpack_from("!HH", data, off)
+        if not data[off + 8] & 0x08:  # the VNI flag
+            count(errors, "vxlan.bad_flags")
+            _ports_payload(outer, data, off, end, errors)
+            return outer
+        inner = _inner_ethernet(data[off + 16 : end], errors, outer.depth + 1)
+    if inner is None:
+        return outer
+    if inner.tunnel is None:
+        inner.tunnel = outer
+    return inner
+
+
+def _inner_ethernet(frame: bytes, errors: Errors, depth: int) -> Layer | None:
+    if len(frame) < 14:
+        count(errors, "eth.truncated")
+        return None
+    return _ethertype(frame, 14, _u16(frame, 12)[0], errors, depth)
+
+
+def _ports_payload(layer: Layer, data: bytes, off: int, end: int, errors: Errors) -> None:
     proto = layer.proto
     if proto == PROTO_TCP:
         if end - off < 20:

@@ -27,6 +27,8 @@ PROTO_NAMES = {
     PROTO_ICMPV6: "IPv6-ICMP",
     PROTO_SCTP: "SCTP",
     2: "IGMP",
+    4: "IPIP",
+    41: "IPv6",
     47: "GRE",
     50: "ESP",
     51: "AH",
@@ -187,15 +189,16 @@ def to_eve(alert: Alert, host: str = "") -> dict[str, Any]:
         if outer.gtp.error is not None:
             gtp["error"] = outer.gtp.error
         event["gtp"] = gtp
-        if outer is not layer:
-            event["tunnel"] = {
-                "src_ip": ip_text(outer.src),
-                "src_port": outer.sport,
-                "dest_ip": ip_text(outer.dst),
-                "dest_port": outer.dport,
-                "proto": "UDP",
-                "depth": layer.depth,
-            }
+    if outer is not None and outer is not layer:
+        tunnel: dict[str, Any] = {"src_ip": ip_text(outer.src)}
+        if outer.proto in (PROTO_UDP, PROTO_TCP):
+            tunnel["src_port"] = outer.sport
+        tunnel["dest_ip"] = ip_text(outer.dst)
+        if outer.proto in (PROTO_UDP, PROTO_TCP):
+            tunnel["dest_port"] = outer.dport
+        tunnel["proto"] = PROTO_NAMES.get(outer.proto, str(outer.proto))
+        tunnel["depth"] = layer.depth
+        event["tunnel"] = tunnel
     return event
 
 
