@@ -114,6 +114,7 @@ def test_kill_9_during_a_100k_apply_leaves_old_or_new_and_the_flow_intact(
     rng = random.Random(12)
     server = client = None
     seen: dict[str, int] = {"old": 0, "new": 0}
+    reaped = 0
     try:
         server = subprocess.Popen(
             ["ip", "netns", "exec", netns, sys.executable, "-c", ECHO_SERVER],
@@ -148,6 +149,7 @@ def test_kill_9_during_a_100k_apply_leaves_old_or_new_and_the_flow_intact(
                 pause = rng.uniform(0.0, 1.5)
                 daemon.receive(pause)
                 children = _children(daemon)
+                reaped += len(children)
                 daemon.kill()
                 wait_until(_gone(children), timeout=30)  # no orphan outlives the daemon
                 found = _which(netns, base)
@@ -160,7 +162,10 @@ def test_kill_9_during_a_100k_apply_leaves_old_or_new_and_the_flow_intact(
             sampler.wait_for(sampler.samples + 3)
         echo("after")
         assert sampler.missing == [], sampler.missing[:3]
-        print(f"{TRIALS} trials, {sampler.samples} samples, outcomes {seen}")
+        print(
+            f"{TRIALS} trials, {sampler.samples} samples, outcomes {seen}, "
+            f"{reaped} children gone with the daemon"
+        )
     finally:
         for proc in (client, server):
             if proc is not None:
