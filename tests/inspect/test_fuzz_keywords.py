@@ -1,0 +1,102 @@
+"""Seeded fuzzing of what real rule sets and tunnels bring: any combination of keywords and
+values loads or is skipped with a FILE:LINE reason (never another error), the tunnel
+decoders take any bytes, and a rule's chain of relative items stays bounded on any payload."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from appliance.errors import RuleFileError
+from appliance.inspect.decode import Errors, decode_packet
+from appliance.inspect.match import contents_match
+from appliance.inspect.rules import SURICATA_KEYWORDS, Variables, load_rules, parse_rules
+
+SEEDED = settings(
+    max_examples=300,
+    deadline=300,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+VARS = Variables.from_networks(None)
+VALUES = st.sampled_from(
+    [
+        None,
+        '"abc"',
+        '"|00 01|x"',
+        "1",
+        "-3",
+        "0,relative",
+        "2,>,1,0",
+        "1,0,relative",
+        '"/a+b/iR"',
+        "set,x",
+        "isset,x|y",
+        "<5",
+        "3<>9",
+        "to_server,established",
+        "http",
+        "!http",
+        "type limit, track by_src, count 1, seconds 1",
+        "track by_dst, count 2, seconds 5",
+        "",
+        "x y z",
+    ]
+)
+OPTION = st.tuples(st.sampled_from(sorted(SURICATA_KEYWORDS)), VALUES)
+
+
+def option_text(options: list[tuple[str, str | None]]) -> str:
+    return " ".join(f"{k};" if v is None else f"{k}:{v};" for k, v in options)
+
+
+@SEEDED
+@given(st.lists(OPTION, max_size=8), st.sampled_from(["tcp", "http", "dns", "ip", "ssh"]))
+def test_any_keywords_load_or_are_skipped_with_a_reason(
+    options: list[tuple[str, str | None]], proto: str
+) -> None:
+    line = f"alert {proto} any any -> any any ({option_text(options)} sid:1;)"
+    try:
+        sigs = list(parse_rules(line, "f.rules", VARS))
+    except RuleFileError as exc:
+        assert str(exc).startswith("f.rules:1: ")
+    else:
+        payload = b"abc\x00\x01xaab" * 4
+        for sig in sigs:
+            contents_match(sig, dict.fromkeys([c.buffer for c in sig.contents], payload))
+
+
+def test_lenient_load_never_raises_for_a_rule(tmp_path: Path) -> None:
+    lines = [
+        f"alert tcp any any -> any any ({k}:{v}; sid:{i + 1};)"
+        for i, (k, v) in enumerate((k, '"x"') for k in sorted(SURICATA_KEYWORDS))
+    ]
+    path = tmp_path / "all.rules"
+    path.write_text("\n".join(lines) + "\n")
+    rules = load_rules([str(path)], VARS)
+    assert len(rules.signatures) + len(rules.skipped) == len(lines)
+
+
+def ipv4(proto: int, body: bytes) -> bytes:
+    head = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 0, 0, 64, proto, 0, b"\xc0\0\2\1", b"\xc0\0\2\2"
+    )
+    return b"\0" * 12 + b"\x08\x00" + head + body
+
+
+@SEEDED
+@given(st.sampled_from([4, 41, 47]), st.binary(max_size=200))
+def test_fuzz_ip_in_ip_and_gre(proto: int, body: bytes) -> None:
+    errors: Errors = {}
+    decode_packet(ipv4(proto, body), 1, errors)
+
+
+@SEEDED
+@given(st.binary(max_size=200))
+def test_fuzz_vxlan(body: bytes) -> None:
+    udp = struct.pack("!HHHH", 5555, 4789, 8 + len(body), 0) + body
+    errors: Errors = {}
+    decode_packet(ipv4(17, udp), 1, errors)
