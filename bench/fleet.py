@@ -168,15 +168,29 @@ async def poller(base: str, first: int, count: int, period: float) -> None:
 
     ready = 0
     ready_event = asyncio.Event()
+    opening = asyncio.Semaphore(100)  # connections set up a hundred at a time
+    failed: list[int] = []
 
     async def appliance(index: int) -> None:
         nonlocal ready
         name = f"/fleet/edge-{index:04d}/"
-        stream = await asyncio.open_connection(host, port)
-        _, sig_etag = await get(stream, name + "bundle.json.sig", "")
-        _, etag = await get(stream, name + "bundle.json", "")
+        for attempt in range(20):
+            try:
+                async with opening:
+                    stream = await asyncio.open_connection(host, port)
+                    _, sig_etag = await get(stream, name + "bundle.json.sig", "")
+                    _, etag = await get(stream, name + "bundle.json", "")
+                break
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                if attempt == 19:
+                    emit({"error": index, "why": repr(exc)})
+                    failed.append(index)
+                    if ready + len(failed) == count:
+                        ready_event.set()
+                    return
+                await asyncio.sleep(0.5)
         ready += 1
-        if ready == count:
+        if ready + len(failed) == count:
             ready_event.set()
         await asyncio.sleep(random.uniform(0, period))
         while True:
@@ -190,7 +204,7 @@ async def poller(base: str, first: int, count: int, period: float) -> None:
 
     tasks = [asyncio.create_task(appliance(first + i)) for i in range(count)]
     await ready_event.wait()
-    emit({"ready": count})
+    emit({"ready": count, "failed": len(failed)})
     while True:
         await asyncio.sleep(1.0)
         emit({"requests": requests, "tasks": len(tasks)})
@@ -273,10 +287,12 @@ def run_nginx(n: int, workers: int, elements: int, period: float) -> dict[str, o
             first += count
         clients = procs[1:]
         lines = _lines(clients)
-        ready = 0
+        ready = failed = 0
         deadline = time.monotonic() + 300
         while ready < n:
-            ready += int(_next(lines, deadline).get("ready", 0))  # type: ignore[call-overload]
+            record = _next(lines, deadline)
+            ready += int(record.get("ready", 0))  # type: ignore[call-overload]
+            failed += int(record.get("failed", 0))  # type: ignore[call-overload]
         nginx_pids = [int(p) for p in _children(nginx.pid)] + [nginx.pid]
         # One period to spread the phases, then one measured period, then a publish.
         deadline = time.monotonic() + period
@@ -296,12 +312,13 @@ def run_nginx(n: int, workers: int, elements: int, period: float) -> dict[str, o
         publish(group, key, 2, elements)
         seen: dict[int, float] = {}
         deadline = time.monotonic() + 3 * period
-        while len(seen) < n:
+        while len(seen) < n - failed:
             record = _next(lines, deadline)
             if "seen" in record:
                 seen[int(record["seen"])] = float(record["t"])  # type: ignore[arg-type]
         return {
             "clients": n,
+            "failed": failed,
             "period": period,
             "rate": requests / period,
             "cpu_nginx": cpu_nginx,
@@ -497,7 +514,9 @@ def main() -> int:
                 f"{result['rate']:.0f} requests/s, nginx CPU {result['cpu_nginx']:.2f}s "
                 f"over {args.nginx:g}s ({100 * result['cpu_nginx'] / args.nginx:.1f}% of a core), "
                 f"pollers {result['cpu_clients']:.2f}s; version 2 seen by all "
-                f"{result['all_seen']:.1f}s after publishing (median {result['median_seen']:.1f}s)"
+                f"{result['all_seen']:.1f}s after publishing "
+                f"(median {result['median_seen']:.1f}s); "
+                f"{result['failed']} pollers could not connect"
             )
         return 0
     if args.worker:
