@@ -93,6 +93,7 @@ class Layer:
         "dst",
         "family",
         "flags",
+        "frag",
         "fragment",
         "gtp",
         "icmp_code",
@@ -120,6 +121,8 @@ class Layer:
         self.icmp_type = -1
         self.icmp_code = -1
         self.fragment = False
+        # a fragment: (identification, offset, more fragments, its part of the IP payload)
+        self.frag: tuple[int, int, bool, bytes] | None = None
         self.payload = b""
         self.gtp: GtpInfo | None = None  # set on a GTP-U packet (the outer one)
         self.tunnel: Layer | None = None  # set on an inner packet: its GTP-U carrier
@@ -205,7 +208,7 @@ def decode_ipv4(data: bytes, off: int, end: int, errors: Errors, depth: int) -> 
     if end - off < 20:
         count(errors, "ipv4.truncated")
         return None
-    vihl, _tos, total, _ident, frag, _ttl, proto, _csum, src, dst = _ipv4_head(data, off)
+    vihl, _tos, total, ident, frag, _ttl, proto, _csum, src, dst = _ipv4_head(data, off)
     hlen = (vihl & 0x0F) << 2
     if hlen < 20:
         count(errors, "ipv4.bad_header_length")
@@ -224,6 +227,7 @@ def decode_ipv4(data: bytes, off: int, end: int, errors: Errors, depth: int) -> 
     layer.truncated = off + total > end
     if frag & 0x3FFF:  # more fragments, or a fragment offset
         layer.fragment = True
+        layer.frag = (ident, (frag & 0x1FFF) << 3, bool(frag & 0x2000), data[off + hlen : end])
         if frag & 0x1FFF:
             layer.payload = data[off + hlen : end]
             return layer  # a later fragment: no transport header in it
@@ -262,8 +266,10 @@ def decode_ipv6(data: bytes, off: int, end: int, errors: Errors, depth: int) -> 
                 return layer
             layer.fragment = True
             offset_flags = _u16(data, pos + 2)[0]
+            ident = int.from_bytes(data[pos + 4 : pos + 8], "big")
             nxt = data[pos]
             pos += 8
+            layer.frag = (ident, offset_flags & 0xFFF8, bool(offset_flags & 1), data[pos:end])
             if offset_flags & 0xFFF8:
                 layer.proto = nxt
                 layer.payload = data[pos:end]
@@ -286,6 +292,11 @@ def _transport(layer: Layer, data: bytes, off: int, end: int, errors: Errors) ->
         return _tunneled(layer, data, off, end, errors)
     _ports_payload(layer, data, off, end, errors)
     return layer
+
+
+def decode_transport(layer: Layer, data: bytes, errors: Errors) -> Layer:
+    """A reassembled IP payload's transport header (and tunnel) into ``layer``."""
+    return _transport(layer, data, 0, len(data), errors)
 
 
 def _tunneled(outer: Layer, data: bytes, off: int, end: int, errors: Errors) -> Layer:

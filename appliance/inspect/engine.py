@@ -18,6 +18,7 @@ from appliance.inspect import appproto, detectors
 from appliance.inspect.appproto import DnsQuery, HttpRequest
 from appliance.inspect.classification import CLASSTYPES, read_classification, read_references
 from appliance.inspect.decode import PROTO_TCP, PROTO_UDP, Errors, Layer, count, decode_packet
+from appliance.inspect.defrag import Defragmenter
 from appliance.inspect.eve import Alert
 from appliance.inspect.flow import (
     TCP_ESTABLISHED,
@@ -189,6 +190,7 @@ class InspectionEngine:
         self._flowbits = any(sig.flowbits or sig.noalert for sig in config.signatures)
         self.flows = FlowTable(config.max_flows, config.idle_timeout)
         self.thresholds = ThresholdState()
+        self.defrag = Defragmenter()
         self.stats = Stats()
         d = config.detectors
         self.port_scan = detectors.PortScan(d.port_scan) if d.port_scan else None
@@ -275,6 +277,10 @@ class InspectionEngine:
         layer = decode_packet(data, linktype, stats.errors)
         if layer is None:
             return _NO_ALERTS
+        if layer.frag is not None:  # inspected once its datagram is whole
+            layer = self.defrag.add(ts, layer, stats.errors)
+            if layer is None:
+                return _NO_ALERTS
         stats.full += 1
         alerts: list[Alert] = []
         self._inspect(ts, layer, alerts)
