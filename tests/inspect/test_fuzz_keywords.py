@@ -100,3 +100,37 @@ def test_fuzz_vxlan(body: bytes) -> None:
     udp = struct.pack("!HHHH", 5555, 4789, 8 + len(body), 0) + body
     errors: Errors = {}
     decode_packet(ipv4(17, udp), 1, errors)
+
+
+@SEEDED
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.integers(0, 64), st.booleans(), st.binary(max_size=40)),
+        max_size=12,
+    )
+)
+def test_fuzz_fragments(parts: list[tuple[int, int, bool, bytes]]) -> None:
+    from appliance.inspect.defrag import Defragmenter
+
+    defrag = Defragmenter(max_datagrams=2, max_bytes=256, timeout=1.0)
+    errors: Errors = {}
+    for i, (ident, offset8, more, data) in enumerate(parts):
+        body = struct.pack("!HHHH", 1, 2, 8 + len(data), 0) + data if offset8 == 0 else data
+        flags = (0x2000 if more else 0) | offset8
+        head = struct.pack(
+            "!BBHHHBBH4s4s",
+            0x45,
+            0,
+            20 + len(body),
+            ident,
+            flags,
+            64,
+            17,
+            0,
+            b"\1\1\1\1",
+            b"\2\2\2\2",
+        )
+        layer = decode_packet(b"\0" * 12 + b"\x08\x00" + head + body, 1, errors)
+        if layer is not None and layer.frag is not None:
+            defrag.add(i * 0.1, layer, errors)
+        assert defrag.held <= 256 and len(defrag) <= 2
