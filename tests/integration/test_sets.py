@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -237,3 +239,51 @@ def _strip_counters(text: str) -> str:
     import re
 
     return re.sub(r"packets \d+ bytes \d+", "", text)
+
+
+def _blocklist_profile(folder: Path, name: str, elements: list[str]) -> str:
+    listing = folder / f"{name}.txt"
+    listing.write_text("".join(f"{e}\n" for e in elements))
+    return profile(
+        name,
+        f"""
+        [sets.feed]
+        type = "ipv4_addr"
+        size = 262144
+        elements_file = "{listing}"
+
+        [[rules]]
+        name = "drop-feed"
+        from = "any"
+        to = "any"
+        saddr = ["@feed"]
+        action = "drop"
+
+        [[rules]]
+        name = "lan-to-wan"
+        from = "lan"
+        to = "wan"
+        proto = "tcp"
+        dport = [5000]
+        action = "accept"
+        """,
+    )
+
+
+def test_an_established_connection_survives_a_100k_element_delta(
+    lab: Lab, servers: None, tmp_path: Path
+) -> None:
+    """A set of 100k elements (100.64.0.0/10, no lab address) loses 50k and gains 50k in
+    one apply while a TCP connection through the appliance is held: it still echoes."""
+    hosts = [f"100.{64 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}" for i in range(150_000)]
+    lab.apply(_blocklist_profile(tmp_path, "feed-a", hosts[:100_000]))
+    wan = lab.addr("wan")
+    with traffic.connections(lab.ns("lan"), wan, 5000, count=1, timeout=5.0) as held:
+        assert held.outcomes == ["open"]
+        assert held.echo(timeout=5.0) == ["open"]
+        lab.apply(_blocklist_profile(tmp_path, "feed-b", hosts[50_000:]))
+        assert held.echo(timeout=5.0) == ["open"]
+    listed = json.loads(lab.nft("-j", "list", "set", "inet", "appliance", "feed"))
+    body = next(obj["set"] for obj in listed["nftables"] if "set" in obj)
+    texts = {e["elem"]["val"] if isinstance(e, dict) else e for e in body["elem"]}
+    assert texts == set(hosts[50_000:])
