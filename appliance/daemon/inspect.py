@@ -59,12 +59,15 @@ class Reader(Protocol):
 
 def settings_key(profile: Profile, alerts: str | None) -> str:
     """What a running inspection depends on: the ``[inspect]`` and ``[protect]`` sections,
-    the sets ``never_block`` names, the rule files' contents and the alerts path."""
+    the sets ``never_block`` names, the rule, classification and reference files' contents
+    and the alerts path."""
     digest = hashlib.sha256()
     digest.update(repr((profile.inspect, profile.protect, alerts)).encode())
     for spec in profile.sets:
         digest.update(repr((spec.name, spec.elements)).encode())
-    for path in profile.inspect.rules:
+    inspect = profile.inspect
+    extra = [p for p in (inspect.classification, inspect.reference) if p]
+    for path in (*inspect.rules, *extra):
         try:
             with open(path, "rb") as handle:
                 digest.update(handle.read())

@@ -182,6 +182,15 @@ def test_settings_key_follows_rule_file_content(tmp_path: Path) -> None:
     rules.write_text('alert tcp any any -> any 2 (msg:"b"; sid:2; rev:1;)\n')
     assert settings_key(p, None) != first
     assert settings_key(p, "/tmp/other.json") != settings_key(p, None)
+    classes = tmp_path / "classification.config"
+    classes.write_text("config classification: a,A,1\n")
+    text = PROFILE.replace(
+        'mode = "sample"', f'mode = "sample"\nrules = ["{rules}"]\nclassification = "{classes}"'
+    )
+    with_classes = profile(tmp_path, text)
+    before = settings_key(with_classes, None)
+    classes.write_text("config classification: a,A,2\n")
+    assert settings_key(with_classes, None) != before
 
 
 class FakeQueue(FakeReader):
