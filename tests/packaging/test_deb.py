@@ -123,6 +123,7 @@ def test_files(root: Path) -> None:
         "usr/lib/python3/dist-packages/appliance/cli.py",
         "etc/appliance/profile.toml",
         "etc/appliance/lists/management.txt",
+        "etc/logrotate.d/appliance",
         "usr/share/doc/appliance/examples/netns.conf",
         "usr/share/doc/appliance/examples/low-port.conf",
         "usr/share/doc/appliance/examples/pip-install.conf",
@@ -143,6 +144,7 @@ def test_conffiles(deb: Path, tmp_path: Path) -> None:
         "/etc/appliance/profile.toml",
         "/etc/appliance/lists/management.txt",
         "/etc/appliance/lists/management-v6.txt",
+        "/etc/logrotate.d/appliance",
     }
 
 
