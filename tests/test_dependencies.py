@@ -4,17 +4,20 @@
   under ``if TYPE_CHECKING:`` do not, they never run);
 - adapters (the kernel side) never import the lab, which is built on top of them;
 - the profile model is the pure core: it imports only itself, the units and the errors;
-- tests never import the benchmarks (what both need lives in the product or in ``tests``).
+- tests never import the benchmarks (what both need lives in the product or in ``tests``);
+- no source file outside the daemon package refers to a document outside the repository.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "appliance"
+OUTSIDE_DOCUMENT = re.compile(r"\bSPEC\b")
 
 
 def module_name(path: Path) -> str:
@@ -154,5 +157,17 @@ def test_tests_never_import_the_benchmarks() -> None:
         for path in sources("tests")
         for name in imported(ast.parse(path.read_text()))
         if name == "bench" or name.startswith("bench.")
+    ]
+    assert wrong == []
+
+
+def test_no_source_refers_to_a_document_outside_the_repository() -> None:
+    daemon = PACKAGE / "daemon"
+    wrong = [
+        f"{path.relative_to(REPO)}:{number}"
+        for path in sources("appliance", "bench", "tests")
+        if daemon not in path.parents and path != Path(__file__).resolve()
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if OUTSIDE_DOCUMENT.search(line)
     ]
     assert wrong == []
