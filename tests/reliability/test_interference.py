@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import nft_in, run_appliance
+from appliance.daemon.control import request
+from tests.conftest import nft_in
 from tests.daemon.conftest import (
     EXTRA_RULE,
     Daemon,
@@ -150,17 +151,18 @@ def test_a_rule_deleted_beside_an_overlapping_run_time_element_is_repaired(
     daemon = start_daemon(netns, write_profile(tmp_path / "p.toml"))
     expected = set(rule_handles(netns))
     # a read-back between the two requests puts the policy's /24 back and the kernel then
-    # refuses the /25: the pair is tried again (bounded) until the /25 is in
-    for _attempt in range(20):
-        run_appliance(
-            "set", "del", "blocklist", "203.0.113.0/24", "--control-socket", daemon.socket
+    # refuses the /25: the pair goes straight to the control socket (no process start in
+    # between) and is tried again, bounded, until the /25 is in
+    for _attempt in range(50):
+        request(
+            daemon.socket, {"op": "set_del", "set": "blocklist", "elements": ["203.0.113.0/24"]}
         )
-        added = run_appliance(
-            "set", "add", "blocklist", "203.0.113.0/25", "--control-socket", daemon.socket
+        added = request(
+            daemon.socket, {"op": "set_add", "set": "blocklist", "elements": ["203.0.113.0/25"]}
         )
-        if added.returncode == 0:
+        if added["ok"]:
             break
-    assert added.returncode == 0, added.stderr
+    assert added["ok"], added
     before = _total(daemon)
     handle = rule_handles(netns)["ssh"]
     nft_in(netns, "delete", "rule", "inet", "appliance", "input", "handle", str(handle))
