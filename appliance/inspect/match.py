@@ -15,7 +15,6 @@ packet of the group (they are cheap: flags, flow).
 from __future__ import annotations
 
 import ipaddress
-import re
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from appliance.inspect.decode import (
     PROTO_UDP,
     Layer,
 )
+from appliance.inspect.prefilter import Exhaustive, Prefilter
 from appliance.inspect.rules import PKT, AddrExpr, Content, PortExpr, Signature, chain_matches
 
 _MAX_CACHE = 65536  # rule groups kept
@@ -48,51 +48,6 @@ _PROTO_NUMBERS: dict[str, tuple[int, ...]] = {
 _PORT_PROTOS = (PROTO_TCP, PROTO_UDP, PROTO_SCTP)
 
 
-class Prefilter:
-    """One buffer's multi-pattern prefilter over the fast patterns of a group's rules.
-
-    The scan runs over the lower-cased buffer with every pattern lower-cased: an alternation
-    of plain literals lets the regular-expression engine skip ahead on their first bytes
-    (case-insensitive groups would defeat that). Case-sensitive patterns may so be reported
-    where only their case differs; the full check of each candidate rule settles it.
-    """
-
-    __slots__ = ("_by_hit", "_look", "_scan", "buffer", "entries")
-
-    def __init__(self, buffer: str, entries: list[tuple[Content, Signature]]) -> None:
-        self.buffer = buffer
-        self.entries = [(c.pattern.lower(), sig) for c, sig in entries]
-        ordered = sorted({p for p, _ in self.entries}, key=lambda p: (-len(p), p))
-        alternatives = b"|".join(re.escape(p) for p in ordered)
-        self._scan = re.compile(alternatives, re.DOTALL)
-        self._look = re.compile(b"(?=(" + alternatives + b"))", re.DOTALL)
-        self._by_hit: dict[bytes, list[Signature]] = {}
-
-    def candidates(self, data: bytes) -> list[Signature] | None:
-        """The rules whose fast pattern may occur in ``data`` (None: none occurs)."""
-        lower = data.lower()
-        first = self._scan.search(lower)
-        if first is None:
-            return None
-        hits = set(self._look.findall(lower, first.start()))
-        if len(hits) == 1:
-            return self._for_hit(hits.pop())
-        found: dict[int, Signature] = {}
-        for hit in hits:
-            for sig in self._for_hit(hit):
-                found[sig.sid] = sig
-        return list(found.values())
-
-    def _for_hit(self, hit: bytes) -> list[Signature]:
-        """Rules whose pattern is in the matched text (a longer alternative may hide one)."""
-        sigs = self._by_hit.get(hit)
-        if sigs is None:
-            sigs = [sig for pattern, sig in self.entries if pattern in hit]
-            if len(self._by_hit) < 4096:
-                self._by_hit[hit] = sigs
-        return sigs
-
-
 ANCHOR_LIMIT = 64  # a fast pattern that must lie this close to its buffer's start
 
 
@@ -107,7 +62,7 @@ class Group:
 
     plain: list[Signature] = field(default_factory=list)
     anchored: list[Signature] = field(default_factory=list)
-    prefilters: list[Prefilter] = field(default_factory=list)
+    prefilters: list[Prefilter | Exhaustive] = field(default_factory=list)
     # plain_for(flags, established) by flags
     established: dict[int, tuple[Signature, ...]] = field(default_factory=dict)
     not_established: dict[int, tuple[Signature, ...]] = field(default_factory=dict)
@@ -194,8 +149,11 @@ def fast_pattern(sig: Signature) -> Content | None:
 
 
 class Matcher:
-    def __init__(self, signatures: Sequence[Signature]) -> None:
+    def __init__(self, signatures: Sequence[Signature], exhaustive: bool = False) -> None:
+        """``exhaustive``: every rule with a fast pattern is checked in full on every
+        buffer (the prefilters' reference, for differential tests)."""
         self.signatures = list(signatures)
+        self._prefilter: type[Prefilter | Exhaustive] = Exhaustive if exhaustive else Prefilter
         self._addr_exprs: list[AddrExpr] = []
         self._port_exprs: list[PortExpr] = []
         self._compiled: list[tuple[Signature, int, int, int, int, tuple[int, ...] | None]] = []
@@ -315,7 +273,8 @@ class Matcher:
                 anchored.append(sig)
             else:
                 by_buffer.setdefault(fast.buffer, []).append((fast, sig))
-        prefilters = [Prefilter(buf, entries) for buf, entries in sorted(by_buffer.items())]
+        make = self._prefilter
+        prefilters = [make(buf, entries) for buf, entries in sorted(by_buffer.items())]
         return Group(plain=plain, anchored=anchored, prefilters=prefilters)
 
 

@@ -1,0 +1,160 @@
+"""The multi-pattern prefilter against its reference twin: an engine whose rule groups scan
+each buffer once for the rules' fast patterns gives exactly the alerts of an engine that
+checks every rule in full on every packet (the mixed capture, crafted sessions and
+generated payloads, with the shipped rules and the rule corpus)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scapy.all import DNS, DNSQR, IP, UDP, Ether, raw  # type: ignore[attr-defined]
+
+from appliance.inspect.engine import InspectionEngine
+from appliance.inspect.eve import to_eve
+from appliance.inspect.match import Matcher
+from appliance.inspect.pcap import LINKTYPE_ETHERNET
+from appliance.inspect.prefilter import Exhaustive, Prefilter
+from appliance.inspect.rules import Content, Signature, Variables, load_rules
+from appliance.lab.mix import Mix, make_engine
+from appliance.model.values import parse_network
+from tests.inspect.traffic import client_hello, http_get, tcp_session
+
+CORPUS = Path(__file__).parent / "rules" / "corpus.rules"
+T0 = 1_700_000_000.0
+
+Frame = tuple[float, bytes, int]
+
+
+def _signatures() -> list[Signature]:
+    shipped = make_engine().config.signatures
+    variables = Variables.from_networks([parse_network("10.0.0.0/8")])
+    return [*shipped, *load_rules([str(CORPUS)], variables).signatures]
+
+
+SIGNATURES = _signatures()
+
+
+def _engines() -> tuple[InspectionEngine, InspectionEngine]:
+    base = make_engine()
+    config = replace(base.config, signatures=SIGNATURES)
+    fast = InspectionEngine(config)
+    reference = InspectionEngine(config)
+    reference.matcher = Matcher(config.signatures, exhaustive=True)
+    return fast, reference
+
+
+def _events(alerts: Iterable[Any]) -> list[str]:
+    return sorted(json.dumps(to_eve(a), sort_keys=True, default=str) for a in alerts)
+
+
+def _same_alerts(frames: Sequence[Frame]) -> int:
+    """Runs both engines over the frames, packet by packet; the count of alerts."""
+    fast, reference = _engines()
+    total = 0
+    for ts, data, linktype in frames:
+        got = _events(fast.process(ts, data, linktype))
+        want = _events(reference.process(ts, data, linktype))
+        assert got == want, (ts, data)
+        total += len(got)
+    return total
+
+
+def _patterns() -> list[bytes]:
+    return sorted({c.pattern for sig in SIGNATURES for c in sig.contents if c.pattern})
+
+
+PATTERNS = _patterns()
+
+
+def test_the_mixed_capture_alerts_alike() -> None:
+    assert _same_alerts(Mix().build(4000)) > 0
+
+
+def test_crafted_sessions_alert_alike() -> None:
+    packets = [
+        *tcp_session(
+            "203.0.113.5",
+            "10.1.2.3",
+            40000,
+            80,
+            [
+                http_get("/cgi-bin/../../etc/passwd", headers="User-Agent: sqlmap/1.0\r\n"),
+                http_get("/x?q=1 UNION SELECT a", host="pastebin.com"),
+            ],
+            [b"HTTP/1.1 200 OK\r\nServer: Apache/2.2\r\n\r\nMZ\x90\x00PE\x00\x00"],
+        ),
+        *tcp_session("10.1.2.3", "198.51.100.7", 40001, 443, [client_hello("evil.example")]),
+        Ether()
+        / IP(src="10.1.2.3", dst="10.0.0.53")
+        / UDP(sport=5353, dport=53)
+        / DNS(rd=1, qd=DNSQR(qname="a.pastebin.com")),
+    ]
+    frames = [(T0 + i * 0.001, raw(p), LINKTYPE_ETHERNET) for i, p in enumerate(packets)]
+    assert _same_alerts(frames) > 0
+
+
+def _flip(data: bytes, mask: int) -> bytes:
+    """The case of the ASCII letters at the positions the mask's bits name swapped."""
+    return bytes(
+        b ^ 0x20 if b < 0x80 and chr(b).isalpha() and mask >> (i % 31) & 1 else b
+        for i, b in enumerate(data)
+    )
+
+
+payloads = st.lists(
+    st.one_of(st.sampled_from(PATTERNS), st.binary(max_size=24)), min_size=1, max_size=6
+).map(b"".join)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    requests=st.lists(st.tuples(payloads, st.integers(0, 2**31 - 1)), min_size=1, max_size=3),
+    port=st.sampled_from([80, 443, 8080, 21, 25, 445, 3389, 12345]),
+    http=st.booleans(),
+)
+def test_generated_payloads_alert_alike(
+    requests: list[tuple[bytes, int]], port: int, http: bool
+) -> None:
+    bodies = [_flip(p, mask) for p, mask in requests]
+    if http:
+        bodies = [http_get("/" + b.hex()[:40], headers="X: ") + b for b in bodies]
+    packets = [
+        *tcp_session("203.0.113.9", "10.4.5.6", 41000, port, bodies, bodies[::-1]),
+        *(
+            Ether() / IP(src="10.4.5.6", dst="192.0.2.1") / UDP(sport=41001, dport=port) / b
+            for b in bodies
+        ),
+    ]
+    frames = [(T0 + i * 0.001, raw(p), LINKTYPE_ETHERNET) for i, p in enumerate(packets)]
+    _same_alerts(frames)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.lists(st.one_of(st.sampled_from(PATTERNS), st.binary(max_size=16)), max_size=6))
+def test_candidates_cover_every_rule_whose_pattern_occurs(data: list[bytes]) -> None:
+    """The prefilter's candidates hold every rule whose fast pattern occurs, case folded."""
+    text = b"".join(data)
+    entries = [
+        (Content(pattern=p), SIGNATURES[i % len(SIGNATURES)]) for i, p in enumerate(PATTERNS)
+    ]
+    entries = list({sig.sid: (c, sig) for c, sig in entries}.values())
+    found = Prefilter("pkt", entries).candidates(text) or []
+    want = {sig.sid for c, sig in entries if c.pattern.lower() in text.lower()}
+    assert want <= {sig.sid for sig in found}
+    assert want or not found
+    assert {s.sid for s in Exhaustive("pkt", entries).candidates(text) or []} >= want
+
+
+def test_one_pattern_without_letters_is_found_as_it_is() -> None:
+    sig = SIGNATURES[0]
+    prefilter = Prefilter("pkt", [(Content(pattern=b"\x00\x01/"), sig)])
+    assert prefilter.candidates(b"ab\x00\x01/cd") == [sig]
+    assert prefilter.candidates(b"ab\x00\x01cd") is None
+    cased = Prefilter("pkt", [(Content(pattern=b"EvIl"), sig)])
+    assert cased.candidates(b"xx evil") == [sig]
