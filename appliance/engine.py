@@ -15,7 +15,8 @@ from typing import Protocol
 from appliance.compile.nftjson import TABLE_FAMILY, TABLE_NAME, Json
 from appliance.compile.ruleset import element_json
 from appliance.errors import KernelError, UsageError
-from appliance.model.values import canonical_element
+from appliance.model.values import canonical_element, element_bounds
+from appliance.reconcile.intervals import Spans, span_text, width_of
 from appliance.reconcile.plan import Plan, make_plan, transaction
 from appliance.reconcile.segments import (
     DesiredSegment,
@@ -247,25 +248,32 @@ class Engine:
             size=body.get("size"),
         )
 
-    def set_elements(self, name: str, values: list[str], timeout: float | None) -> list[object]:
-        """The JSON elements for ``values``, checked against the set's type read back."""
+    def set_elements(
+        self, name: str, values: list[str], timeout: float | None, merge: bool = False
+    ) -> list[object]:
+        """The JSON elements for ``values``, checked against the set's type read back; with
+        ``merge``, in an interval set, overlapping and adjacent values merged (the kernel
+        refuses overlapping intervals in one change)."""
         info = self.set_shapes.get(name) or self.set_info(name, elements=False)
         self.set_shapes[name] = info
         if not values:
             raise UsageError(f"set {name!r}: no element given")
         if timeout is not None and "timeout" not in info.flags:
             raise UsageError(f"set {name!r} has no timeout flag: --timeout is not possible")
-        elements: list[object] = []
+        texts: list[str] = []
         for value in values:
             try:
-                text = canonical_element(info.type, "interval" in info.flags, value)
+                texts.append(canonical_element(info.type, "interval" in info.flags, value))
             except ValueError as exc:
                 raise UsageError(f"set {name!r} ({info.type}): {exc}") from None
-            elements.append(element_json(info.type, text, timeout))
-        return elements
+        width = width_of(info.type)
+        if merge and "interval" in info.flags and width is not None and len(texts) > 1:
+            spans = Spans.of(width, (element_bounds(info.type, t) for t in texts))
+            texts = [span_text(info.type, first, last) for first, last in spans]
+        return [element_json(info.type, text, timeout) for text in texts]
 
     def set_add(self, name: str, values: list[str], timeout: float | None = None) -> None:
-        elements = self.set_elements(name, values, timeout)
+        elements = self.set_elements(name, values, timeout, merge=True)
         try:
             self.backend.run([_element_cmd("add", name, elements)])
         except KernelError as exc:

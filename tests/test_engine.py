@@ -321,7 +321,7 @@ def test_a_set_at_its_size_refuses_more_elements_and_nothing_changes(
     assert run_appliance("apply", "--netns", netns, str(profile)).returncode == 0
     before = table_text_without_expiry(netns)
     full = run_appliance(
-        "set", "add", "--netns", netns, "blocklist", "198.51.100.1", "198.51.100.2", "198.51.100.3"
+        "set", "add", "--netns", netns, "blocklist", "198.51.100.1", "198.51.100.3", "198.51.100.5"
     )
     assert full.returncode == 2
     assert full.stderr.strip().splitlines() == [
@@ -331,3 +331,18 @@ def test_a_set_at_its_size_refuses_more_elements_and_nothing_changes(
     assert (
         run_appliance("set", "add", "--netns", netns, "blocklist", "198.51.100.1").returncode == 0
     )
+
+
+def test_set_add_merges_overlapping_and_adjacent_values_of_one_request(
+    netns: str, tmp_path: Path
+) -> None:
+    """Values the kernel would refuse together (a network and a host in it, two adjacent
+    halves) are added merged."""
+    profile = write_profile(tmp_path / "p.toml", ["203.0.113.0/24"])
+    assert run_appliance("apply", "--netns", netns, str(profile)).returncode == 0
+    added = run_appliance(
+        "set", "add", "--netns", netns, "blocklist",
+        "10.0.0.0/25", "10.0.0.128/25", "10.0.0.5", "10.1.0.0/16", "10.1.2.3",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert sorted(elements(netns, "blocklist")) == ["10.0.0.0/24", "10.1.0.0/16", "203.0.113.0/24"]
