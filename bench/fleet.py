@@ -195,11 +195,20 @@ async def poller(base: str, first: int, count: int, period: float) -> None:
         await asyncio.sleep(random.uniform(0, period))
         while True:
             started = time.monotonic()
-            status, new_sig = await get(stream, name + "bundle.json.sig", sig_etag)
-            if status == 200 and new_sig != sig_etag:
-                sig_etag = new_sig
-                status, etag = await get(stream, name + "bundle.json", etag)
-                emit({"seen": index, "t": time.time()})
+            try:
+                status, new_sig = await get(stream, name + "bundle.json.sig", sig_etag)
+                if status == 200 and new_sig != sig_etag:
+                    sig_etag = new_sig
+                    status, etag = await get(stream, name + "bundle.json", etag)
+                    emit({"seen": index, "t": time.time()})
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                emit({"poll_error": index, "why": repr(exc)})
+                stream[1].close()
+                try:
+                    async with opening:
+                        stream = await asyncio.open_connection(host, port)
+                except OSError:
+                    pass
             await asyncio.sleep(max(0.0, period - (time.monotonic() - started)))
 
     tasks = [asyncio.create_task(appliance(first + i)) for i in range(count)]
@@ -255,7 +264,7 @@ def run_nginx(n: int, workers: int, elements: int, period: float) -> dict[str, o
         conf = root / "nginx.conf"
         conf.write_text(
             NGINX_CONF.format(
-                dir=root, root=root / "srv", port=port, files=2 * n + 100, connections=n + 100
+                dir=root, root=root / "srv", port=port, files=8 * n + 1000, connections=4 * n + 1000
             )
         )
         nginx = subprocess.Popen(["nginx", "-c", str(conf)], text=True)
@@ -311,9 +320,17 @@ def run_nginx(n: int, workers: int, elements: int, period: float) -> dict[str, o
         start = time.time()
         publish(group, key, 2, elements)
         seen: dict[int, float] = {}
+        poll_errors = 0
+        first_error = ""
         deadline = time.monotonic() + 3 * period
-        while len(seen) < n - failed:
-            record = _next(lines, deadline)
+        while len(seen) < n - failed and time.monotonic() < deadline:
+            try:
+                record = _next(lines, deadline)
+            except SystemExit:
+                break
+            if "poll_error" in record:
+                poll_errors += 1
+                first_error = first_error or str(record.get("why"))
             if "seen" in record:
                 seen[int(record["seen"])] = float(record["t"])  # type: ignore[arg-type]
         return {
@@ -323,8 +340,11 @@ def run_nginx(n: int, workers: int, elements: int, period: float) -> dict[str, o
             "rate": requests / period,
             "cpu_nginx": cpu_nginx,
             "cpu_clients": cpu_clients,
-            "all_seen": max(seen.values()) - start,
-            "median_seen": statistics.median(seen.values()) - start,
+            "all_seen": max(seen.values(), default=float("nan")) - start,
+            "median_seen": statistics.median(seen.values() or [float("nan")]) - start,
+            "seen": len(seen),
+            "poll_errors": poll_errors,
+            "first_error": first_error,
         }
     finally:
         for proc in reversed(procs):
@@ -516,7 +536,8 @@ def main() -> int:
                 f"pollers {result['cpu_clients']:.2f}s; version 2 seen by all "
                 f"{result['all_seen']:.1f}s after publishing "
                 f"(median {result['median_seen']:.1f}s); "
-                f"{result['failed']} pollers could not connect"
+                f"{result['failed']} pollers could not connect; seen by {result['seen']}, "
+                f"{result['poll_errors']} poll errors {result['first_error']}"
             )
         return 0
     if args.worker:
