@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from appliance import __version__
+from appliance.daemon.defaults import INSPECT_QUEUE, RESYNC_INTERVAL
 from appliance.errors import ApplianceError, UsageError
 
 if TYPE_CHECKING:
@@ -127,9 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resync-interval",
         type=float,
-        default=10.0,
+        default=RESYNC_INTERVAL,
         metavar="SEC",
-        help="seconds between read-backs of the table (drift repair); default 10",
+        help="seconds between read-backs of the table (drift repair); default %(default)g",
     )
     p.add_argument(
         "--confirm", metavar="DUR", help="roll a reload back unless `appliance confirm` in DUR"
@@ -146,9 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--inspect-queue",
         type=int,
-        default=8192,
+        default=INSPECT_QUEUE,
         metavar="N",
-        help="packets waiting for the inspection engine before samples are dropped; default 8192",
+        help="packets waiting for the inspection engine before samples are dropped; "
+        "default %(default)s",
     )
 
     p = command("status", cmd_status, "state of the running daemon, over its control socket")
@@ -194,8 +196,7 @@ def _load(path: str) -> Profile:
 
 def _desired(path: str, for_kernel: bool = False) -> Desired:
     """The compiled profile; ``for_kernel``: also refuse what this kernel cannot do."""
-    from appliance.compile.ruleset import CompileError
-    from appliance.errors import ProfileError
+    from appliance.compile.ruleset import as_profile_error
     from appliance.reconcile.state import desired_from_profile
 
     profile = _load(path)
@@ -203,10 +204,8 @@ def _desired(path: str, for_kernel: bool = False) -> Desired:
         from appliance.probe import require_kernel_support
 
         require_kernel_support(profile, path)
-    try:
+    with as_profile_error(path):
         return desired_from_profile(profile)
-    except CompileError as exc:
-        raise ProfileError(path, exc.key, str(exc)) from None
 
 
 def _engine() -> Engine:

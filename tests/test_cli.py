@@ -80,6 +80,16 @@ def test_common_options_count_before_and_after_the_command(argv: list[str]) -> N
     assert plain.netns is None and plain.state_dir == "/var/lib/appliance"
 
 
+def test_the_run_options_default_as_the_daemon_does() -> None:
+    from appliance.cli import build_parser
+    from appliance.daemon.context import DaemonConfig
+
+    args = build_parser().parse_args(["run"])
+    config = DaemonConfig(profile="p.toml", state_dir="/s", control_socket="/s/c")
+    assert args.inspect_queue == config.inspect_queue
+    assert args.resync_interval == config.resync_interval
+
+
 def test_plan_exit_statuses(netns: str) -> None:
     pending = run_appliance("plan", "--netns", netns, str(GOOD))
     assert pending.returncode == 3

@@ -22,7 +22,8 @@ per profile rule whatever the expansion.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from appliance.compile.nftjson import (
@@ -41,6 +42,7 @@ from appliance.compile.nftjson import (
     set_value,
     verdict,
 )
+from appliance.errors import ProfileError
 from appliance.model.profile import (
     ANY,
     AUTOBLOCK_SETS,
@@ -112,6 +114,16 @@ class CompileError(ValueError):
     def __init__(self, key: str, message: str) -> None:
         self.key = key
         super().__init__(message)
+
+
+@contextmanager
+def as_profile_error(where: str) -> Iterator[None]:
+    """A CompileError raised inside becomes a ProfileError at ``where`` (the profile's file
+    or the policy's source), naming the same key path."""
+    try:
+        yield
+    except CompileError as exc:
+        raise ProfileError(where, exc.key, str(exc)) from None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from appliance.daemon.inspect import DEFAULT_QUEUE
+from appliance.daemon.defaults import INSPECT_QUEUE, RESYNC_INTERVAL
 from appliance.daemon.metrics import Metrics
 from appliance.daemon.notify import Notifier
 from appliance.daemon.policies import DaemonBackend, Outcome, Policy
@@ -27,12 +27,12 @@ class DaemonConfig:
     profile: str
     state_dir: str
     control_socket: str
-    resync_interval: float = 10.0
+    resync_interval: float = RESYNC_INTERVAL
     confirm_seconds: float | None = None  # a reload not confirmed in time is rolled back
     metrics_listen: str | None = None  # overrides [metrics].listen
     monitor: bool = True  # also watch `nft monitor` for changes by other processes
     alerts: str | None = None  # overrides [inspect].alerts
-    inspect_queue: int = DEFAULT_QUEUE  # packets between capture and the inspection engine
+    inspect_queue: int = INSPECT_QUEUE  # packets between capture and the inspection engine
 
 
 PolicyListener = Callable[[Policy | None, Policy], Awaitable[None]]

@@ -36,13 +36,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from appliance.daemon.defaults import INSPECT_QUEUE
+
 if TYPE_CHECKING:
     from appliance.adapters.capture import InlinePacket, NfqueueReader, Packet
     from appliance.daemon.metrics import Metrics
     from appliance.inspect.engine import InspectionEngine
     from appliance.model.profile import Profile
 
-DEFAULT_QUEUE = 8192  # packets between capture and the engine
 READ_BATCH = 256  # packets read per wake-up of the event loop
 WRITE_BATCH = 512  # packets the engine takes from the queue at a time
 DROP_POLL = 1.0  # seconds between reads of AF_PACKET drop statistics
@@ -101,7 +102,7 @@ class LiveInspection:
         block: Callable[[str], Awaitable[None]],
         logger: logging.Logger,
         alerts: str | None = None,
-        queue_size: int = DEFAULT_QUEUE,
+        queue_size: int = INSPECT_QUEUE,
         readers: list[Reader] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

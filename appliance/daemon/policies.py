@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from appliance.engine import Backend
-from appliance.errors import ProfileError
 from appliance.model.profile import Hub, Profile
 from appliance.model.values import parse_host_port
 from appliance.reconcile.plan import Plan, kept_runtime_elements
@@ -65,15 +64,13 @@ class Outcome:
 def compiled(where: str, profile: Profile, effective: Profile | None = None) -> Desired:
     """The table of ``profile`` (with ``effective``: a bundle's, the hub's elements in it);
     a CompileError becomes a ProfileError at ``where``."""
-    from appliance.compile.ruleset import CompileError
+    from appliance.compile.ruleset import as_profile_error
     from appliance.reconcile.state import desired_from_profile, desired_with_hub
 
-    try:
+    with as_profile_error(where):
         if effective is None:
             return desired_from_profile(profile)
         return desired_with_hub(profile, effective)
-    except CompileError as exc:
-        raise ProfileError(where, exc.key, str(exc)) from None
 
 
 def load_local(path: str) -> Profile:
