@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from appliance.model.parse import parse_profile
-from appliance.model.profile import Profile
+from appliance.model.profile import MetricsSpec, Profile
 from appliance.reconcile.state import Desired, desired_from_profile
 
 FAILSAFE_NAME = "failsafe"
 SSH_PORT = 22
-DEFAULT_METRICS_PORT = 9469
+DEFAULT_METRICS_PORT = MetricsSpec().port  # the port of the default [metrics].listen
 
 
 def failsafe_document(metrics_port: int | None = DEFAULT_METRICS_PORT) -> dict[str, Any]:

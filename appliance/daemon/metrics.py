@@ -1,4 +1,6 @@
-"""Prometheus metrics (SPEC section 7) on an injected registry, served from the event loop.
+"""Prometheus metrics (rule counters, set sizes, drift, hub sync, inspection, segments and the
+last error; docs/daemon.md, "Metrics", lists them) on an injected registry, served
+from the event loop.
 
 Rule counters come from the kernel in one batched read per scrape, cached for at least a
 second; set sizes come from the daemon's bookkeeping, never from listing sets.
@@ -16,25 +18,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from appliance.reconcile.state import DYNAMIC_SETS
+from appliance.sync.bundle import RESULTS
 
 BUILTIN_PREFIX = "ap_"
 AUTOBLOCK = ("autoblock_v4", "autoblock_v6")
 DRIFT_KINDS = ("table_missing", "structure", "elements", "segments")
 SCRAPE_SECONDS = 10.0  # each read of a scrape's request and the write of its answer
 MAX_HEADER_LINES = 100  # a request with more is dropped unanswered
-HUB_RESULTS = (
-    "applied",
-    "not_modified",
-    "bad_signature",
-    "no_signature",
-    "rollback",
-    "expired",
-    "malformed",
-    "too_large",
-    "unreachable",
-    "http_error",
-    "apply_failed",
-)
 
 
 class _KernelCollector:
@@ -155,7 +145,7 @@ class Metrics:
         self.hub_sync = Counter(
             "appliance_hub_sync", "Hub sync attempts by result", ["result"], registry=registry
         )
-        for result in HUB_RESULTS:
+        for result in RESULTS:
             self.hub_sync.labels(result=result)
         self.hub_last_success = Gauge(
             "appliance_hub_last_success_timestamp_seconds",

@@ -7,6 +7,7 @@ import asyncio
 from prometheus_client import CollectorRegistry
 
 from appliance.daemon.metrics import MAX_HEADER_LINES, Metrics, MetricsServer
+from appliance.sync.bundle import RESULTS
 
 
 class FakeClock:
@@ -59,6 +60,17 @@ def test_exposition_names_rules_sets_and_autoblocks() -> None:
     assert "appliance_policy_version 3.0" in text
     assert 'appliance_drift_repairs_total{kind="structure"} 0.0' in text
     assert 'appliance_hub_sync_total{result="unreachable"} 0.0' in text
+
+
+def test_every_sync_result_is_exposed_before_its_first_count() -> None:
+    metrics, _ = make(FakeClock(), {})
+    text = asyncio.run(metrics.exposition()).decode()
+    exposed = {
+        line.split('"')[1]
+        for line in text.splitlines()
+        if line.startswith("appliance_hub_sync_total{")
+    }
+    assert exposed == set(RESULTS)
 
 
 def test_a_slow_kernel_read_serves_the_cached_values() -> None:
