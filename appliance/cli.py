@@ -395,6 +395,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from appliance.daemon.service import DaemonConfig, run_daemon
 
     confirm_seconds = _duration_option("--confirm", args.confirm)
+    if args.metrics_listen:
+        from appliance.model.values import parse_host_port
+
+        try:
+            parse_host_port(args.metrics_listen, any_host=True, any_port=True)
+        except ValueError as exc:
+            raise UsageError(f"--metrics-listen: {exc}") from None
     if args.resync_interval <= 0:
         raise UsageError("--resync-interval: must be above 0")
     config = DaemonConfig(

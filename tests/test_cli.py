@@ -172,3 +172,16 @@ def test_set_by_another_user_says_permission_denied() -> None:
         )
     finally:
         shutil.rmtree(directory)
+
+
+@pytest.mark.parametrize("listen", ["9469", "[::1]9469", "127.0.0.1:http", "[fe80::1:9469"])
+def test_a_bad_metrics_listen_address_is_refused_before_the_daemon_starts(
+    listen: str, tmp_path: Path
+) -> None:
+    result = run_appliance(
+        "run", "--metrics-listen", listen, "--state-dir", str(tmp_path), "--profile", "/nonexistent"
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("appliance: --metrics-listen: bad listen address")
+    assert list(tmp_path.iterdir()) == []
