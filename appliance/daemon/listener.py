@@ -9,7 +9,7 @@ from appliance.daemon.health import not_alive, not_ready
 from appliance.daemon.manager import Manager
 from appliance.daemon.metrics import MetricsServer
 from appliance.daemon.policies import Policy
-from appliance.model.values import parse_host_port
+from appliance.model.values import HostPort, parse_host_port
 
 
 class MetricsListener(Manager):
@@ -21,7 +21,7 @@ class MetricsListener(Manager):
             ctx.metrics, {"/healthz": self.not_alive, "/readyz": self.not_ready}
         )
         self.wanted: str | None = None  # the address to listen on
-        self.address: tuple[str, int] | None = None  # where it listens (None: it does not)
+        self.address: HostPort | None = None  # where it listens (None: it does not)
         self.failed: str | None = None  # why it could not
 
     def not_alive(self) -> str | None:
@@ -50,7 +50,7 @@ class MetricsListener(Manager):
             return
         try:
             address = parse_host_port(listen, any_host=True, any_port=True)
-            self.address = await self.server.start(address.host, address.port)
+            self.address = HostPort(*await self.server.start(address.host, address.port))
         except (OSError, ValueError) as exc:
             if str(exc) != self.failed:  # once per reason, not at every tick
                 self.ctx.log.error(
@@ -66,4 +66,5 @@ class MetricsListener(Manager):
 
     @property
     def address_text(self) -> str | None:
-        return f"{self.address[0]}:{self.address[1]}" if self.address else None
+        """Where it listens as ``HOST:PORT`` (``[IPv6]:PORT``), None when it does not."""
+        return str(self.address) if self.address else None

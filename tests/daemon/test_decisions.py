@@ -671,6 +671,28 @@ def test_the_listener_retries_a_busy_address_and_answers_health(rig: Rig) -> Non
         blocker.close()
 
 
+def test_the_listener_reports_an_ipv6_address_in_brackets(rig: Rig) -> None:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:  # a free port on the IPv6 loopback
+            probe.bind(("::1", 0))
+            port = probe.getsockname()[1]
+    except OSError:
+        pytest.skip("no IPv6 loopback on this host")
+    rig.write()
+    rig.profile.write_text(rig.profile.read_text() + f'[metrics]\nlisten = "[::1]:{port}"\n')
+
+    async def scenario() -> None:
+        await rig.daemon.boot()
+        assert rig.status()["source"] == "profile"
+        assert rig.status()["metrics_listen"] == f"[::1]:{port}"
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_INET6) as client:
+            client.setblocking(False)
+            await asyncio.wait_for(loop.sock_connect(client, ("::1", port)), 10)
+
+    rig.run(scenario)
+
+
 def test_a_failing_manager_does_not_stop_the_others_and_marks_a_read_back(rig: Rig) -> None:
     from appliance.daemon.manager import Manager
 
