@@ -17,6 +17,12 @@ import re
 from appliance.inspect.rules import Content, Signature
 
 _MAX_HITS = 4096  # matched texts whose rules are kept
+# Patterns this short occur in most buffers: in an alternation they would make each scan
+# stop early and then look at every position; each is looked for on its own instead.
+SHORT = 2
+# Up to this many patterns, bytes.find on each (a fast substring search in C) beats one
+# scan of their alternation.
+FIND_LIMIT = 8
 
 
 def _has_letters(pattern: bytes) -> bool:
@@ -31,31 +37,56 @@ class Prefilter:
     (case-insensitive groups would defeat that). Case-sensitive patterns may so be reported
     where only their case differs; the full check of each candidate rule settles it. When
     no pattern has a letter, the buffer is scanned as it is (lower-casing it would change
-    nothing a pattern can match).
+    nothing a pattern can match). Patterns of at most ``SHORT`` bytes stay out of the
+    alternation, and so do all when there are at most ``FIND_LIMIT``: each is looked for
+    with ``bytes.find``.
     """
 
-    __slots__ = ("_by_hit", "_fold", "_look", "_only", "_scan", "buffer", "entries")
+    __slots__ = ("_by_hit", "_fold", "_look", "_scan", "_short", "buffer", "entries")
 
     def __init__(self, buffer: str, entries: list[tuple[Content, Signature]]) -> None:
         self.buffer = buffer
         self.entries = [(c.pattern.lower(), sig) for c, sig in entries]
-        ordered = sorted({p for p, _ in self.entries}, key=lambda p: (-len(p), p))
-        self._fold = any(_has_letters(p) for p in ordered)
-        # one pattern: bytes.find, and its rules are the answer to every hit
-        self._only: tuple[bytes, list[Signature]] | None = None
-        if len(ordered) == 1:
-            self._only = (ordered[0], [sig for _, sig in self.entries])
-        alternatives = b"|".join(re.escape(p) for p in ordered)
-        self._scan = re.compile(alternatives, re.DOTALL)
-        self._look = re.compile(b"(?=(" + alternatives + b"))", re.DOTALL)
+        patterns = {p for p, _ in self.entries}
+        self._fold = any(_has_letters(p) for p in patterns)
+        ordered = sorted((p for p in patterns if len(p) > SHORT), key=lambda p: (-len(p), p))
+        found_alone = sorted(p for p in patterns if len(p) <= SHORT)
+        if len(ordered) + len(found_alone) <= FIND_LIMIT:
+            found_alone, ordered = sorted(patterns, key=lambda p: (-len(p), p)), []
+        self._short = [(p, [sig for q, sig in self.entries if q == p]) for p in found_alone]
+        self._scan: re.Pattern[bytes] | None = None
+        self._look: re.Pattern[bytes] | None = None
+        if ordered:
+            alternatives = b"|".join(re.escape(p) for p in ordered)
+            self._scan = re.compile(alternatives, re.DOTALL)
+            self._look = re.compile(b"(?=(" + alternatives + b"))", re.DOTALL)
         self._by_hit: dict[bytes, list[Signature]] = {}
 
     def candidates(self, data: bytes) -> list[Signature] | None:
         """The rules whose fast pattern may occur in ``data`` (None: none occurs)."""
         text = data.lower() if self._fold else data
-        only = self._only
-        if only is not None:
-            return only[1] if only[0] in text else None
+        if not self._short:
+            return self._long(text)
+        found: dict[int, Signature] = {}
+        for pattern, sigs in self._short:
+            if pattern in text:
+                if len(sigs) == 1:
+                    found[sigs[0].sid] = sigs[0]
+                    continue
+                for sig in sigs:
+                    found[sig.sid] = sig
+        more = self._long(text) if self._scan is not None else None
+        if more:
+            if not found:
+                return more
+            for sig in more:
+                found[sig.sid] = sig
+        return list(found.values()) or None
+
+    def _long(self, text: bytes) -> list[Signature] | None:
+        """The rules whose pattern (longer than ``SHORT``) occurs in the folded text."""
+        if self._scan is None or self._look is None:
+            return None
         first = self._scan.search(text)
         if first is None:
             return None
