@@ -32,6 +32,8 @@ class NftBackend:
         self._nft = nftables.Nftables()
         self._nft.set_json_output(True)
         self._nft.set_handle_output(True)
+        self._gen_socket: socket.socket | None = None
+        self._gen_seq = 0
 
     def run(self, commands: list[Json]) -> list[Json]:
         """Run ``commands`` as one transaction; KernelError (one line) if refused."""
@@ -48,12 +50,19 @@ class NftBackend:
         """The ruleset generation of this network namespace: every committed nftables
         transaction (ours or anyone's) changes it. None if it cannot be read."""
         try:
-            with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
+            if self._gen_socket is None:  # kept open: closing a netlink socket is slow
+                sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
                 sock.settimeout(1.0)
                 sock.bind((0, 0))
-                sock.send(nlmsg(NFT_MSG_GETGEN, NLM_F_REQUEST, 1, NFGENMSG.pack(0, 0, 0)))
-                data = sock.recv(4096)
+                self._gen_socket = sock
+            self._gen_seq += 1
+            message = nlmsg(NFT_MSG_GETGEN, NLM_F_REQUEST, self._gen_seq, NFGENMSG.pack(0, 0, 0))
+            self._gen_socket.send(message)
+            data = self._gen_socket.recv(4096)
         except OSError:
+            if self._gen_socket is not None:
+                self._gen_socket.close()
+                self._gen_socket = None
             return None
         return parse_generation(data)
 
