@@ -711,3 +711,50 @@ def test_client_from_a_profile_with_tuf_tls_proxy_and_a_status_key(
         with pytest.raises(ProfileError) as caught:
             load_profile(tmp_path / "bad.toml")
         assert where in str(caught.value), caught.value
+
+
+def test_tuf_deltas_stay_deltas_and_a_wrong_base_takes_the_full_target(
+    publisher: Publisher, tmp_path: Path
+) -> None:
+    from appliance.sync import repository, tuf
+
+    directory = publisher.directory
+    root, _release, key = _tuf_repo(directory)  # version 1: 192.0.2.1
+    now = time.time()
+
+    def publish(data: bytes, full: bytes | None = None) -> None:
+        if full is not None:
+            atomic_write(directory / B.FULL_DIR / B.BUNDLE_FILE, full, 0o644)
+        atomic_write(directory / B.BUNDLE_FILE, data, 0o644)
+        repository.stage_targets(directory, now + 86400)
+        repository.sign(directory, tuf.TARGETS, key)
+        repository.publish(directory, key, key, now + 86400, now + 3600)
+
+    def delta(version: int, base: int, add: list[str]) -> bytes:
+        return B.encode_document(
+            {
+                "version": version,
+                "expires": B.format_time(now + 3600),
+                "profile": PROFILE_DOC,
+                "sets": {"blocklist": {"base": base, "add": add, "del": []}},
+            }
+        )
+
+    async def main() -> None:
+        async with hub(publisher.root) as (_server, base):
+            url = f"{base}/{publisher.path}/"
+            c = HubClient(url, [], tmp_path / "state", tuf_root=root.read_bytes())
+            await applied(c)
+            publish(delta(2, 1, ["198.51.100.1"]), full=build(2, ["192.0.2.1", "198.51.100.1"]))
+            sync = await c.poll_once()
+            assert sync.pending and sync.bundle is not None and sync.bundle.is_delta
+            assert set(sync.bundle.elements["blocklist"]) == {"192.0.2.1", "198.51.100.1"}
+            await c.applied(sync)
+            # Version 4 as a delta on 3, which this appliance never ran: the full target.
+            publish(delta(4, 3, ["203.0.113.9"]), full=build(4, ["203.0.113.9"]))
+            sync = await c.poll_once()
+            assert sync.pending and sync.bundle is not None and sync.bundle.version == 4
+            assert not sync.bundle.is_delta
+            assert sync.bundle.elements == {"blocklist": ("203.0.113.9",)}
+
+    run(main())
