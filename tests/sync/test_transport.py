@@ -330,3 +330,29 @@ def test_a_bad_ca_file_is_a_one_line_failure(tmp_path: Path) -> None:
         assert caught.value.result == "unreachable" and "TLS setup" in caught.value.reason
 
     run(main())
+
+
+def test_plain_http_through_a_proxy_sends_the_absolute_url() -> None:
+    from appliance.sync.transport import Tls
+
+    seen: list[str] = []
+
+    async def proxy(reader: Reader, writer: Writer) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        seen.append(head.split("\r\n", 1)[0])
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            limits = Limits(tls=Tls(proxy=f"http://127.0.0.1:{port}"))
+            resp = await request("GET", "http://hub.invalid:8080/edge/bundle.json", limits)
+            assert resp.status == 200 and resp.body == b"ok"
+            assert seen == ["GET http://hub.invalid:8080/edge/bundle.json HTTP/1.1"]
+        finally:
+            server.close()
+
+    run(main())
