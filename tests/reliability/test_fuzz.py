@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import tempfile
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
@@ -182,7 +185,13 @@ def test_profile_documents(edits: list[tuple[int, Any, bool]]) -> None:
         _one_line(exc)
 
 
-PROFILE_FILE = Path("/tmp") / f"appliance-fuzz-{id(PROFILE_DOC)}.toml"
+PROFILE_FILE = Path(tempfile.gettempdir()) / f"appliance-fuzz-{os.getpid()}.toml"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_profile_file() -> Iterator[None]:
+    yield
+    PROFILE_FILE.unlink(missing_ok=True)
 
 
 @fuzz(TEXT_EDITS)
