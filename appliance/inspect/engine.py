@@ -36,6 +36,7 @@ from appliance.inspect.rules import (
     flowbits_hold,
     load_rules,
 )
+from appliance.inspect.stream import DEFAULT_DEPTH, Reassembler, stream_hits
 from appliance.inspect.threshold import ThresholdState
 from appliance.model.profile import Detectors, Profile
 from appliance.model.values import AddrRange, IPNetwork, SetRef, parse_addr_item
@@ -59,6 +60,7 @@ class InspectionConfig:
     idle_timeout: float = 300.0
     fast_path: bool = True  # off: every packet takes the full path (tests compare the two)
     skipped: Sequence[Skipped] = ()  # rules left out, each with its warning line and reason
+    stream_depth: int = DEFAULT_DEPTH  # bytes of each TCP direction reassembled (0: none)
 
     @classmethod
     def from_profile(
@@ -89,6 +91,7 @@ class InspectionConfig:
             detectors=inspect.detectors,
             block=inspect.block,
             never_block=_never_block(profile),
+            stream_depth=inspect.stream_depth,
         )
 
 
@@ -191,6 +194,8 @@ class InspectionEngine:
         self.flows = FlowTable(config.max_flows, config.idle_timeout)
         self.thresholds = ThresholdState()
         self.defrag = Defragmenter()
+        depth = config.stream_depth
+        self.streams = Reassembler(depth) if depth > 0 else None
         self.stats = Stats()
         d = config.detectors
         self.port_scan = detectors.PortScan(d.port_scan) if d.port_scan else None
@@ -467,6 +472,10 @@ class InspectionEngine:
                 for sig in candidates:
                     if rule_matches(sig, layer, established, buffers):
                         hits.append(sig)
+        if proto == PROTO_TCP and self.streams is not None and group.reads_payload:
+            stream_hits(
+                self.streams, flow, to_server, layer, group, buffers, hits, self.stats.errors
+            )
         if hits and self._flowbits:
             hits = _flowbits(flow, hits)
         if hits:

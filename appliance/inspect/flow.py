@@ -48,6 +48,7 @@ class Flow:
         "packets_to_server",
         "proto",
         "reverse_key",
+        "streams",
         "tcp_state",
         "touched",
     )
@@ -70,6 +71,8 @@ class Flow:
         self.fast: list[Any] = [None, None]
         self.gtp_ok = False  # an inner flow whose tunnel's checks passed
         self.bits: set[str] | None = None  # flowbits set by rules (created on the first)
+        # per direction (index: to_server), the reassembled TCP stream, once a rule reads it
+        self.streams: list[Any] | None = None
 
     @property
     def flow_id(self) -> int:

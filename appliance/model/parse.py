@@ -1164,6 +1164,7 @@ _INSPECT_KEYS = (
     _Key("strict", _bool),
     _Key("classification", lambda c, p, v: _existing_file(c, p, v, "classification file")),
     _Key("reference", lambda c, p, v: _existing_file(c, p, v, "reference file")),
+    _Key("stream_depth", _integer(0, 16 << 20)),
     _Key(
         "detectors",
         lambda ctx, path, value: Detectors(**_options(ctx, path, value, _DETECTOR_KEYS, Detectors)),

@@ -151,6 +151,7 @@ class Inspect:
     strict: bool = False  # a rule the engine cannot run refuses the set (else: skipped)
     classification: str | None = None  # a classification.config over the shipped classtypes
     reference: str | None = None  # a reference.config
+    stream_depth: int = 65536  # bytes of each TCP direction reassembled for the rules (0: off)
 
 
 SegmentKind = Literal["vlan", "vrf", "netns"]

@@ -1,0 +1,212 @@
+"""TCP stream reassembly per flow direction, in order, bounded.
+
+Each direction keeps the first ``depth`` bytes of its stream (stream offset 0 is the byte
+after the SYN's sequence number, or the first payload byte seen when the SYN was missed).
+A segment that arrives in order is appended; one that arrives ahead of the stream is held
+until the gap is filled. Bytes once taken into the stream never change: a retransmission
+that carries different bytes for a range already held is counted
+(``stream.retransmit_conflict``) and its bytes are ignored. Sequence numbers are compared
+modulo 2**32, so a stream whose sequence numbers wrap around reassembles like any other.
+
+Bounds: per direction, ``depth`` bytes in order plus at most ``depth`` bytes (and
+``MAX_PENDING_SEGMENTS`` segments) held out of order; in all flows together, ``max_pending``
+bytes held out of order: past it, the directions that have held theirs the longest lose them
+first (``stream.ooo_evicted``, one per segment). A segment that cannot be held is dropped
+and counted (``stream.ooo_dropped``); bytes past the depth are not kept
+(``stream.depth_reached``, once per direction).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from appliance.inspect.decode import TCP_SYN, Errors, Layer, count
+from appliance.inspect.flow import Flow
+from appliance.inspect.match import Group, rule_matches
+from appliance.inspect.rules import PKT, Signature
+
+DEFAULT_DEPTH = 64 * 1024
+DEFAULT_MAX_PENDING = 4 << 20
+MAX_PENDING_SEGMENTS = 256
+_MOD = 1 << 32
+_HALF = 1 << 31
+
+
+class StreamDirection:
+    """One direction of a TCP stream: ``data`` holds its first bytes, in order."""
+
+    __slots__ = ("base", "data", "full", "pending", "pending_bytes", "reported")
+
+    def __init__(self, base: int) -> None:
+        self.base = base  # sequence number of stream offset 0
+        self.data = bytearray()
+        self.pending: dict[int, bytes] = {}  # stream offset -> bytes, ahead of ``data``
+        self.pending_bytes = 0
+        self.full = False  # the depth was reached
+        self.reported: set[int] = set()  # sids that alerted on this stream already
+
+
+class Reassembler:
+    """The streams of all flows share one bound on the bytes held out of order."""
+
+    def __init__(self, depth: int = DEFAULT_DEPTH, max_pending: int = DEFAULT_MAX_PENDING) -> None:
+        self.depth = depth
+        self.max_pending = max_pending
+        self.pending_bytes = 0  # out-of-order bytes held in all directions
+        # directions holding out-of-order bytes, the longest-holding first
+        self._holders: OrderedDict[int, StreamDirection] = OrderedDict()
+
+    def open(self, seq: int, syn: bool) -> StreamDirection:
+        """A direction whose first segment (``syn``: its SYN) carries sequence ``seq``."""
+        return StreamDirection((seq + 1) % _MOD if syn else seq)
+
+    def add(self, stream: StreamDirection, seq: int, payload: bytes, errors: Errors) -> bool:
+        """Take a segment into the stream; whether the in-order data grew."""
+        rel = (seq - stream.base) % _MOD
+        if rel >= _HALF:
+            rel -= _MOD  # before the stream's start (an old retransmission)
+        end = rel + len(payload)
+        if end <= 0 or not payload:
+            return False
+        if rel < 0:
+            payload = payload[-rel:]
+            rel = 0
+        depth = self.depth
+        if end > depth:
+            if not stream.full:
+                stream.full = True
+                count(errors, "stream.depth_reached")
+            if rel >= depth:
+                return False
+            payload = payload[: depth - rel]
+        data = stream.data
+        have = len(data)
+        if rel > have:
+            self._hold(stream, rel, payload, errors)
+            return False
+        if not self._append(stream, rel, payload, errors):
+            return False
+        if stream.pending:
+            self._drain(stream, errors)
+        return True
+
+    def release(self, stream: StreamDirection) -> None:
+        """Forget what a direction holds out of order (its flow ended)."""
+        if stream.pending:
+            self.pending_bytes -= stream.pending_bytes
+            stream.pending.clear()
+            stream.pending_bytes = 0
+            self._holders.pop(id(stream), None)
+
+    def _append(self, stream: StreamDirection, rel: int, payload: bytes, errors: Errors) -> bool:
+        data = stream.data
+        have = len(data)
+        overlap = min(have - rel, len(payload))
+        if overlap > 0:
+            if data[rel : rel + overlap] != payload[:overlap]:
+                count(errors, "stream.retransmit_conflict")
+            payload = payload[overlap:]
+        if not payload:
+            return False
+        data += payload
+        return True
+
+    def _hold(self, stream: StreamDirection, rel: int, payload: bytes, errors: Errors) -> None:
+        pending = stream.pending
+        size = len(payload)
+        for offset, held in pending.items():
+            lo, hi = max(offset, rel), min(offset + len(held), rel + size)
+            if lo < hi and held[lo - offset : hi - offset] != payload[lo - rel : hi - rel]:
+                count(errors, "stream.retransmit_conflict")
+                return  # the bytes held first stay
+        previous = pending.get(rel)
+        if previous is not None and len(previous) >= size:
+            return  # a plain retransmission of a held segment
+        if len(pending) >= MAX_PENDING_SEGMENTS or size > self.max_pending:
+            count(errors, "stream.ooo_dropped")
+            return
+        holders = self._holders
+        while self.pending_bytes + size > self.max_pending and holders:
+            _, oldest = holders.popitem(last=False)
+            for _ in oldest.pending:
+                count(errors, "stream.ooo_evicted")
+            self.pending_bytes -= oldest.pending_bytes
+            oldest.pending.clear()
+            oldest.pending_bytes = 0
+        if previous is not None:
+            stream.pending_bytes -= len(previous)
+            self.pending_bytes -= len(previous)
+        pending[rel] = payload
+        stream.pending_bytes += size
+        self.pending_bytes += size
+        if id(stream) not in holders:
+            holders[id(stream)] = stream
+
+    def _drain(self, stream: StreamDirection, errors: Errors) -> None:
+        pending = stream.pending
+        data = stream.data
+        for offset in sorted(pending):
+            if offset > len(data):
+                break
+            held = pending.pop(offset)
+            stream.pending_bytes -= len(held)
+            self.pending_bytes -= len(held)
+            self._append(stream, offset, held, errors)
+        if not pending:
+            self._holders.pop(id(stream), None)
+
+
+def stream_hits(
+    reassembler: Reassembler,
+    flow: Flow,
+    to_server: bool,
+    layer: Layer,
+    group: Group,
+    buffers: dict[str, bytes],
+    hits: list[Signature],
+    errors: Errors,
+) -> None:
+    """Feed a TCP segment of a direction whose rules read the payload to its stream, and add
+    to ``hits`` the rules that match the reassembled stream (``pkt`` as the stream's bytes
+    from its start, as Suricata inspects an established flow's stream) but not this packet
+    alone. A rule alerts on a stream once; the rules the packet matched count as reported."""
+    streams = flow.streams
+    if streams is None:
+        streams = flow.streams = [None, None]
+    stream: StreamDirection | None = streams[to_server]
+    syn = bool(layer.flags & TCP_SYN)
+    if stream is None:
+        stream = streams[to_server] = reassembler.open(layer.seq, syn)
+        if syn:
+            return
+    payload = layer.payload
+    if not payload or (stream.full and not stream.pending):
+        return
+    reported = stream.reported
+    for sig in hits:
+        reported.add(sig.sid)
+    grew = reassembler.add(stream, layer.seq, payload, errors)
+    data = stream.data
+    if not grew or not flow.established or len(data) <= len(payload):
+        return
+    view = dict(buffers)
+    view[PKT] = bytes(data)
+    found: list[Signature] = []
+    for sig in group.anchored:
+        if sig.sid not in reported and rule_matches(sig, layer, True, view):
+            found.append(sig)
+    for prefilter in group.prefilters:
+        if prefilter.buffer != PKT:
+            continue
+        candidates = prefilter.candidates(view[PKT])
+        if candidates:
+            for sig in candidates:
+                if (
+                    sig.sid not in reported
+                    and sig not in found
+                    and rule_matches(sig, layer, True, view)
+                ):
+                    found.append(sig)
+    for sig in found:
+        reported.add(sig.sid)
+        hits.append(sig)
