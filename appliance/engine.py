@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from appliance.compile.nftjson import TABLE_FAMILY, TABLE_NAME, Json
+from appliance.compile.nftjson import TABLE_FAMILY, TABLE_NAME, Json, element_command
 from appliance.compile.ruleset import element_json
 from appliance.errors import KernelError, UsageError
 from appliance.model.values import canonical_element, element_bounds
@@ -275,7 +275,7 @@ class Engine:
     def set_add(self, name: str, values: list[str], timeout: float | None = None) -> None:
         elements = self.set_elements(name, values, timeout, merge=True)
         try:
-            self.backend.run([_element_cmd("add", name, elements)])
+            self.backend.run([element_command("add", name, elements)])
         except KernelError as exc:
             self.set_shapes.pop(name, None)
             if SET_FULL not in str(exc):
@@ -289,13 +289,7 @@ class Engine:
     def set_del(self, name: str, values: list[str]) -> None:
         elements = self.set_elements(name, values, None)
         try:
-            self.backend.run([_element_cmd("delete", name, elements)])
+            self.backend.run([element_command("delete", name, elements)])
         except KernelError:
             self.set_shapes.pop(name, None)
             raise
-
-
-def _element_cmd(op: str, name: str, elems: list[object]) -> Json:
-    return {
-        op: {"element": {"family": TABLE_FAMILY, "table": TABLE_NAME, "name": name, "elem": elems}}
-    }
