@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 from scapy.all import IP, TCP, Ether, Packet  # type: ignore[attr-defined]
 
+from appliance.errors import ProfileError
 from appliance.inspect.decode import Errors
+from appliance.inspect.engine import InspectionConfig
 from appliance.inspect.pcap import read_capture
 from appliance.inspect.stream import MAX_PENDING_SEGMENTS, Reassembler
+from appliance.model.parse import load_profile
 from tests.inspect.traffic import engine, frames, inspect, sids
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -240,3 +243,26 @@ def test_corpus(name: str) -> None:
         found += [a.sid for a in eng.process(ts, data, linktype)]
     assert sorted(found) == EXPECTED[name]
     assert sorted(sids(inspect(corpus_cases()[name], RULE))) == EXPECTED[name]
+
+
+def test_anchored_rule_alone_agrees_on_both_paths() -> None:
+    rule = (
+        'alert tcp any any -> any 80 (msg:"anchored"; flow:established,to_server; '
+        'content:"GET /adm"; depth:8; sid:2;)'
+    )
+    packets = handshake() + segments(BODY, 10)  # "GET /adm" cut after 6 bytes
+    for fast_path in (True, False):
+        eng = engine(rule, fast_path=fast_path)
+        found = [a.sid for ts, d, lt in frames(packets) for a in eng.process(ts, d, lt)]
+        assert found == [2]
+
+
+def test_stream_depth_from_the_profile(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text('version = 1\nname = "t"\n[inspect]\nstream_depth = 4096\n')
+    profile = load_profile(path)
+    assert profile.inspect.stream_depth == 4096
+    assert InspectionConfig.from_profile(profile).stream_depth == 4096
+    path.write_text('version = 1\nname = "t"\n[inspect]\nstream_depth = -1\n')
+    with pytest.raises(ProfileError, match=r"inspect\.stream_depth"):
+        load_profile(path)
