@@ -35,7 +35,16 @@ _HALF = 1 << 31
 class StreamDirection:
     """One direction of a TCP stream: ``data`` holds its first bytes, in order."""
 
-    __slots__ = ("base", "data", "full", "pending", "pending_bytes", "reported")
+    __slots__ = (
+        "base",
+        "data",
+        "full",
+        "pending",
+        "pending_bytes",
+        "reported",
+        "scanned",
+        "waiting",
+    )
 
     def __init__(self, base: int) -> None:
         self.base = base  # sequence number of stream offset 0
@@ -44,6 +53,9 @@ class StreamDirection:
         self.pending_bytes = 0
         self.full = False  # the depth was reached
         self.reported: set[int] = set()  # sids that alerted on this stream already
+        self.scanned = 0  # bytes of ``data`` the prefilters went over
+        # rules whose prefilter pattern is in the stream, the rest of them not (yet)
+        self.waiting: list[Signature] = []
 
 
 class Reassembler:
@@ -55,6 +67,8 @@ class Reassembler:
         self.pending_bytes = 0  # out-of-order bytes held in all directions
         # directions holding out-of-order bytes, the longest-holding first
         self._holders: OrderedDict[int, StreamDirection] = OrderedDict()
+        self._widths: dict[int, int] = {}
+        self._keep: list[object] = []
 
     def open(self, seq: int, syn: bool) -> StreamDirection:
         """A direction whose first segment (``syn``: its SYN) carries sequence ``seq``."""
@@ -89,6 +103,17 @@ class Reassembler:
         if stream.pending:
             self._drain(stream, errors)
         return True
+
+    def width(self, prefilter: object) -> int:
+        """The longest pattern of a prefilter (a scan resumes this much before its end)."""
+        key = id(prefilter)
+        width = self._widths.get(key)
+        if width is None:
+            entries = getattr(prefilter, "entries", ())
+            width = max((len(pattern) for pattern, _ in entries), default=1)
+            self._widths[key] = width
+            self._keep.append(prefilter)  # ids stay unique while the engine lives
+        return width
 
     def release(self, stream: StreamDirection) -> None:
         """Forget what a direction holds out of order (its flow ended)."""
@@ -185,28 +210,47 @@ def stream_hits(
     reported = stream.reported
     for sig in hits:
         reported.add(sig.sid)
-    grew = reassembler.add(stream, layer.seq, payload, errors)
-    data = stream.data
-    if not grew or not flow.established or len(data) <= len(payload):
+    if not reassembler.add(stream, layer.seq, payload, errors):
         return
-    view = dict(buffers)
-    view[PKT] = bytes(data)
+    data = stream.data
+    if not flow.established or len(data) <= len(payload):
+        return
+    # The stream is scanned once: each time from where the last scan ended (less a
+    # pattern's length, for a pattern across the two); a rule whose pattern was found but
+    # not the rest of it is checked again as the stream grows.
+    scanned = stream.scanned
+    stream.scanned = len(data)
+    view: dict[str, bytes] | None = None
     found: list[Signature] = []
-    for sig in group.anchored:
-        if sig.sid not in reported and rule_matches(sig, layer, True, view):
-            found.append(sig)
+    reach = group.anchored_reach
+    if group.anchored and (reach < 0 or scanned < reach):
+        view = dict(buffers)
+        view[PKT] = bytes(data)
+        for sig in group.anchored:
+            if sig.sid not in reported and rule_matches(sig, layer, True, view):
+                found.append(sig)
+    waiting = stream.waiting
+    checked: list[Signature] = []
     for prefilter in group.prefilters:
         if prefilter.buffer != PKT:
             continue
-        candidates = prefilter.candidates(view[PKT])
+        start = max(0, scanned - reassembler.width(prefilter) + 1)
+        candidates = prefilter.candidates(bytes(data[start:]))
         if candidates:
-            for sig in candidates:
-                if (
-                    sig.sid not in reported
-                    and sig not in found
-                    and rule_matches(sig, layer, True, view)
-                ):
-                    found.append(sig)
+            checked.extend(candidates)
+    checked.extend(waiting)
+    for sig in checked:
+        if sig.sid in reported or sig in found:
+            continue
+        if view is None:
+            view = dict(buffers)
+            view[PKT] = bytes(data)
+        if rule_matches(sig, layer, True, view):
+            found.append(sig)
+        elif sig not in waiting:
+            waiting.append(sig)
     for sig in found:
         reported.add(sig.sid)
         hits.append(sig)
+        if sig in waiting:
+            waiting.remove(sig)

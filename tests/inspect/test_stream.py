@@ -266,3 +266,21 @@ def test_stream_depth_from_the_profile(tmp_path: Path) -> None:
     path.write_text('version = 1\nname = "t"\n[inspect]\nstream_depth = -1\n')
     with pytest.raises(ProfileError, match=r"inspect\.stream_depth"):
         load_profile(path)
+
+
+def test_rule_completed_by_a_later_segment() -> None:
+    """The prefilter pattern arrives first, the rest of the rule segments later; and a
+    pattern cut across segments far into the stream (each scan resumes where the last
+    ended)."""
+    rule = (
+        'alert tcp any any -> any 80 (msg:"two parts"; flow:established,to_server; '
+        'content:"EVIL-SPLIT-MARKER"; fast_pattern; content:"TAIL"; distance:0; sid:7;)\n'
+        'alert tcp any any -> any 80 (msg:"far"; flow:established,to_server; '
+        'content:"FAR-AWAY-PATTERN"; sid:8;)'
+    )
+    body = BODY + b"." * 3000 + b"TAIL" + b"," * 2000 + b"FAR-AWAY-PATTERN" + b"!" * 100
+    for parts in (40, 400):
+        eng = engine(rule)
+        packets = handshake() + segments(body, parts)
+        found = [a.sid for ts, d, lt in frames(packets) for a in eng.process(ts, d, lt)]
+        assert found == [7, 8]
