@@ -11,9 +11,10 @@ modulo 2**32, so a stream whose sequence numbers wrap around reassembles like an
 Bounds: per direction, ``depth`` bytes in order plus at most ``depth`` bytes (and
 ``MAX_PENDING_SEGMENTS`` segments) held out of order; in all flows together, ``max_pending``
 bytes held out of order: past it, the directions that have held theirs the longest lose them
-first (``stream.ooo_evicted``, one per segment). A segment that cannot be held is dropped
-and counted (``stream.ooo_dropped``); bytes past the depth are not kept
-(``stream.depth_reached``, once per direction).
+first (``stream.ooo_evicted``, one per segment); ``max_bytes`` held in order: past it, the
+directions that grew least recently are ended (their bytes freed, ``stream.memory``). A
+segment that cannot be held is dropped and counted (``stream.ooo_dropped``); bytes past the
+depth are not kept (``stream.depth_reached``, once per direction).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from appliance.inspect.rules import PKT, Signature
 
 DEFAULT_DEPTH = 64 * 1024
 DEFAULT_MAX_PENDING = 4 << 20
+DEFAULT_MAX_BYTES = 64 << 20
 MAX_PENDING_SEGMENTS = 256
 _MOD = 1 << 32
 _HALF = 1 << 31
@@ -47,7 +49,7 @@ class StreamDirection:
     )
 
     def __init__(self, base: int) -> None:
-        self.base = base  # sequence number of stream offset 0
+        self.base = base  # sequence number of stream offset 0 (-1: ended, memory bound)
         self.data = bytearray()
         self.pending: dict[int, bytes] = {}  # stream offset -> bytes, ahead of ``data``
         self.pending_bytes = 0
@@ -59,11 +61,21 @@ class StreamDirection:
 
 
 class Reassembler:
-    """The streams of all flows share one bound on the bytes held out of order."""
+    """The streams of all flows share one bound on the bytes held out of order and one on
+    the bytes held in order."""
 
-    def __init__(self, depth: int = DEFAULT_DEPTH, max_pending: int = DEFAULT_MAX_PENDING) -> None:
+    def __init__(
+        self,
+        depth: int = DEFAULT_DEPTH,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
         self.depth = depth
         self.max_pending = max_pending
+        self.max_bytes = max_bytes
+        self.held = 0  # in-order bytes held in all directions
+        # directions holding in-order bytes, the least recently grown first
+        self._streams: OrderedDict[int, StreamDirection] = OrderedDict()
         self.pending_bytes = 0  # out-of-order bytes held in all directions
         # directions holding out-of-order bytes, the longest-holding first
         self._holders: OrderedDict[int, StreamDirection] = OrderedDict()
@@ -76,6 +88,8 @@ class Reassembler:
 
     def add(self, stream: StreamDirection, seq: int, payload: bytes, errors: Errors) -> bool:
         """Take a segment into the stream; whether the in-order data grew."""
+        if stream.base < 0:
+            return False  # ended by the memory bound
         rel = (seq - stream.base) % _MOD
         if rel >= _HALF:
             rel -= _MOD  # before the stream's start (an old retransmission)
@@ -102,7 +116,22 @@ class Reassembler:
             return False
         if stream.pending:
             self._drain(stream, errors)
-        return True
+        self.held += len(data) - have
+        streams = self._streams
+        key = id(stream)
+        if key in streams:
+            streams.move_to_end(key)
+        else:
+            streams[key] = stream
+        while self.held > self.max_bytes and streams:
+            _, oldest = streams.popitem(last=False)
+            count(errors, "stream.memory")
+            self.held -= len(oldest.data)
+            oldest.data = bytearray()
+            oldest.full = True
+            oldest.base = -1
+            self.release(oldest)
+        return bool(stream.data)
 
     def width(self, prefilter: object) -> int:
         """The longest pattern of a prefilter (a scan resumes this much before its end)."""

@@ -284,3 +284,18 @@ def test_rule_completed_by_a_later_segment() -> None:
         packets = handshake() + segments(body, parts)
         found = [a.sid for ts, d, lt in frames(packets) for a in eng.process(ts, d, lt)]
         assert found == [7, 8]
+
+
+def test_reassembler_global_in_order_bound() -> None:
+    errors: Errors = {}
+    asm = Reassembler(depth=4096, max_bytes=100_000)
+    streams = [asm.open(0, syn=False) for _ in range(300)]
+    for stream in streams:
+        for i in range(4):
+            asm.add(stream, i * 1000, b"z" * 1000, errors)
+        assert asm.held <= 100_000
+    assert asm.held == sum(len(s.data) for s in streams)
+    assert errors.get("stream.memory", 0) >= 200
+    assert not streams[0].data and streams[0].full and len(streams[-1].data) == 4000
+    assert not asm.add(streams[0], 4000, b"late", errors)  # an ended direction takes no more
+    assert not streams[0].pending and asm.pending_bytes == 0
