@@ -144,6 +144,12 @@ class Reassembler:
             self._keep.append(prefilter)  # ids stay unique while the engine lives
         return width
 
+    def close(self, stream: StreamDirection) -> None:
+        """Forget a direction and all it holds (its connection ended)."""
+        self.release(stream)
+        if self._streams.pop(id(stream), None) is not None:
+            self.held -= len(stream.data)
+
     def release(self, stream: StreamDirection) -> None:
         """Forget what a direction holds out of order (its flow ended)."""
         if stream.pending:
@@ -229,7 +235,9 @@ def stream_hits(
         streams = flow.streams = [None, None]
     stream: StreamDirection | None = streams[to_server]
     syn = bool(layer.flags & TCP_SYN)
-    if stream is None:
+    if syn or stream is None:
+        if stream is not None:
+            reassembler.close(stream)  # a new connection on the same addresses and ports
         stream = streams[to_server] = reassembler.open(layer.seq, syn)
         if syn:
             return

@@ -299,3 +299,12 @@ def test_reassembler_global_in_order_bound() -> None:
     assert not streams[0].data and streams[0].full and len(streams[-1].data) == 4000
     assert not asm.add(streams[0], 4000, b"late", errors)  # an ended direction takes no more
     assert not streams[0].pending and asm.pending_bytes == 0
+
+
+def test_a_new_connection_on_the_same_ports_starts_a_new_stream() -> None:
+    first = handshake(1000) + segments(b"first connection, nothing to see", 2, 1000)
+    reset = C2S / TCP(sport=40000, dport=80, flags="R", seq=2000)
+    second = handshake(900_000) + segments(BODY, 5, 900_000)
+    found, errors = run([*first, reset, *second])
+    assert sorted(found) == [1, 2]
+    assert "stream.ooo_dropped" not in errors
