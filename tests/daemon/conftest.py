@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -253,3 +255,103 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     finally:
         for daemon in daemons:
             daemon.close()
+
+
+@dataclass
+class Link:
+    """A veth pair between the daemon's namespace (``inner``, eth1) and a peer namespace
+    (``outer``, eth0), with one /24 between them."""
+
+    inner: str
+    outer: str
+    inner_addr: str
+    outer_addr: str
+
+
+@contextlib.contextmanager
+def peer_namespace(netns: str, peer: str) -> Iterator[Link]:
+    """A new namespace ``peer`` wired to ``netns`` by a veth pair: 10.77.0.1 (netns, eth1)
+    and 10.77.0.2 (peer, eth0). Removed afterwards whatever happens."""
+    subprocess.run(["ip", "netns", "add", peer], check=True)
+    try:
+        veth = ["ip", "-n", netns, "link", "add", "eth1", "type", "veth"]
+        subprocess.run([*veth, "peer", "name", "eth0", "netns", peer], check=True)
+        for ns, dev, addr in ((netns, "eth1", "10.77.0.1/24"), (peer, "eth0", "10.77.0.2/24")):
+            subprocess.run(["ip", "-n", ns, "addr", "add", addr, "dev", dev], check=True)
+            subprocess.run(["ip", "-n", ns, "link", "set", dev, "up"], check=True)
+        subprocess.run(["ip", "-n", peer, "link", "set", "lo", "up"], check=True)
+        yield Link(netns, peer, "10.77.0.1", "10.77.0.2")
+    finally:
+        subprocess.run(["ip", "netns", "del", peer], check=False)
+
+
+ECHO_RULE = """
+[[rules]]
+name = "echo"
+from = "lan"
+to = "self"
+proto = "tcp"
+dport = [5555]
+action = "accept"
+"""
+
+ECHO_SERVER = """
+import socket
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("10.77.0.1", 5555))
+srv.listen(1)
+print("listening", flush=True)
+conn, _ = srv.accept()
+while data := conn.recv(100):
+    conn.sendall(data)
+"""
+
+ECHO_CLIENT = """
+import socket, sys
+c = socket.create_connection(("10.77.0.1", 5555), timeout=float(sys.argv[1]))
+for line in sys.stdin:
+    c.sendall(line.encode())
+    print(c.recv(100).decode().strip(), flush=True)
+"""
+
+
+@dataclass
+class EchoFlow:
+    """One established TCP connection to the echo server (see ``echo_flow``)."""
+
+    client: subprocess.Popen[str]
+
+    def echo(self, word: str) -> None:
+        """Sends ``word`` and asserts it comes back."""
+        assert self.client.stdin is not None and self.client.stdout is not None
+        self.client.stdin.write(word + "\n")
+        self.client.stdin.flush()
+        assert self.client.stdout.readline().strip() == word
+
+
+@contextlib.contextmanager
+def echo_flow(server_ns: str, client_ns: str, timeout: float) -> Iterator[EchoFlow]:
+    """An echo server on 10.77.0.1:5555 in ``server_ns`` and a client connected to it from
+    ``client_ns`` (``timeout``: of the connect and of each read); both killed afterwards."""
+    server = client = None
+    try:
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", server_ns, sys.executable, "-c", ECHO_SERVER],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert server.stdout is not None and server.stdout.readline().strip() == "listening"
+        client = subprocess.Popen(
+            ["ip", "netns", "exec", client_ns, sys.executable, "-c", ECHO_CLIENT, str(timeout)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert client.stdin is not None and client.stdout is not None
+        yield EchoFlow(client)
+    finally:
+        for proc in (client, server):
+            if proc is not None:
+                proc.kill()
+                proc.wait()

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -17,9 +16,12 @@ import pytest
 
 from tests.conftest import nft_in, run_appliance
 from tests.daemon.conftest import (
+    ECHO_RULE,
     EXTRA_RULE,
     Daemon,
+    echo_flow,
     monitor_listening,
+    peer_namespace,
     rule_handles,
     set_elements,
     wait_until,
@@ -472,102 +474,25 @@ def test_nft_monitor_repairs_drift_before_the_next_read_back(
     assert daemon.status()["drift_repairs"] == {"structure": 1}
 
 
-ECHO_SERVER = """
-import socket
-srv = socket.socket()
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("10.77.0.1", 5555))
-srv.listen(1)
-print("listening", flush=True)
-conn, _ = srv.accept()
-while data := conn.recv(100):
-    conn.sendall(data)
-"""
-
-CLIENT = """
-import socket, sys
-c = socket.create_connection(("10.77.0.1", 5555), timeout=5)
-for line in sys.stdin:
-    c.sendall(line.encode())
-    print(c.recv(100).decode().strip(), flush=True)
-"""
-
-LAN_RULE = """
-[[rules]]
-name = "echo"
-from = "lan"
-to = "self"
-proto = "tcp"
-dport = [5555]
-action = "accept"
-"""
-
-
 def test_sighup_with_a_set_only_change_keeps_counters_and_an_established_connection(
     netns: str, start_daemon: Start, tmp_path: Path
 ) -> None:
-    peer = f"{netns}-peer"
-    subprocess.run(["ip", "netns", "add", peer], check=True)
-    server = client = None
-    try:
-        subprocess.run(
-            [
-                "ip",
-                "-n",
-                netns,
-                "link",
-                "add",
-                "eth1",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                peer,
-            ],
-            check=True,
-        )
-        for ns, dev, addr in ((netns, "eth1", "10.77.0.1/24"), (peer, "eth0", "10.77.0.2/24")):
-            subprocess.run(["ip", "-n", ns, "addr", "add", addr, "dev", dev], check=True)
-            subprocess.run(["ip", "-n", ns, "link", "set", dev, "up"], check=True)
-        profile = write_profile(tmp_path / "p.toml", extra=LAN_RULE)
+    with peer_namespace(netns, f"{netns}-peer") as link:
+        profile = write_profile(tmp_path / "p.toml", extra=ECHO_RULE)
         daemon = start_daemon(netns, profile)
-        server = subprocess.Popen(
-            ["ip", "netns", "exec", netns, sys.executable, "-c", ECHO_SERVER],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert server.stdout is not None and server.stdout.readline().strip() == "listening"
-        client = subprocess.Popen(
-            ["ip", "netns", "exec", peer, sys.executable, "-c", CLIENT],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert client.stdin is not None and client.stdout is not None
-        client.stdin.write("before\n")
-        client.stdin.flush()
-        assert client.stdout.readline().strip() == "before"
-        handles = rule_handles(netns)
-        counted = _counter(netns, "echo")
-        assert counted >= 1
-        write_profile(profile, ["203.0.113.0/24", "198.51.100.9"], extra=LAN_RULE)
-        daemon.send_signal(signal.SIGHUP)
-        daemon.wait_for("RELOADING=1")
-        daemon.wait_for("READY=1")
-        assert any("198.51.100.9" in e for e in set_elements(netns, "blocklist"))
-        client.stdin.write("after\n")
-        client.stdin.flush()
-        assert client.stdout.readline().strip() == "after"
-        assert rule_handles(netns) == handles
-        assert _counter(netns, "echo") == counted  # kept, not reset
-    finally:
-        for proc in (client, server):
-            if proc is not None:
-                proc.kill()
-                proc.wait()
-        subprocess.run(["ip", "netns", "del", peer], check=False)
+        with echo_flow(netns, link.outer, timeout=5) as flow:
+            flow.echo("before")
+            handles = rule_handles(netns)
+            counted = _counter(netns, "echo")
+            assert counted >= 1
+            write_profile(profile, ["203.0.113.0/24", "198.51.100.9"], extra=ECHO_RULE)
+            daemon.send_signal(signal.SIGHUP)
+            daemon.wait_for("RELOADING=1")
+            daemon.wait_for("READY=1")
+            assert any("198.51.100.9" in e for e in set_elements(netns, "blocklist"))
+            flow.echo("after")
+            assert rule_handles(netns) == handles
+            assert _counter(netns, "echo") == counted  # kept, not reset
 
 
 def _counter(ns: str, name: str) -> int:

@@ -16,7 +16,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.daemon.conftest import start_daemon  # noqa: F401  (the daemon fixture, shared)
+from tests.daemon.conftest import (
+    Link,
+    peer_namespace,
+    start_daemon,  # noqa: F401  (the daemon fixture, shared)
+)
 
 SOAK = os.environ.get("APPLIANCE_SOAK", "") not in ("", "0")
 
@@ -37,49 +41,12 @@ def fuzz_seconds() -> float:
     return float(os.environ.get("APPLIANCE_FUZZ_SECONDS", "600"))
 
 
-@dataclass
-class Link:
-    """A veth pair between the daemon's namespace (``inner``, eth1) and a peer namespace
-    (``outer``, eth0), with one /24 between them."""
-
-    inner: str
-    outer: str
-    inner_addr: str
-    outer_addr: str
-
-
 @pytest.fixture
 def peer_link(netns: str) -> Iterator[Link]:
     """A peer namespace wired to ``netns`` by a veth pair: 10.77.0.1 (netns, eth1) and
     10.77.0.2 (peer, eth0). Removed afterwards whatever happens."""
-    peer = f"rel-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", peer], check=True)
-    try:
-        subprocess.run(
-            [
-                "ip",
-                "-n",
-                netns,
-                "link",
-                "add",
-                "eth1",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                peer,
-            ],
-            check=True,
-        )
-        for ns, dev, addr in ((netns, "eth1", "10.77.0.1/24"), (peer, "eth0", "10.77.0.2/24")):
-            subprocess.run(["ip", "-n", ns, "addr", "add", addr, "dev", dev], check=True)
-            subprocess.run(["ip", "-n", ns, "link", "set", dev, "up"], check=True)
-        subprocess.run(["ip", "-n", peer, "link", "set", "lo", "up"], check=True)
-        yield Link(netns, peer, "10.77.0.1", "10.77.0.2")
-    finally:
-        subprocess.run(["ip", "netns", "del", peer], check=False)
+    with peer_namespace(netns, f"rel-{uuid.uuid4().hex[:8]}") as link:
+        yield link
 
 
 @dataclass

@@ -9,15 +9,21 @@ import contextlib
 import json
 import random
 import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import nft_in
-from tests.daemon.conftest import EXTRA_RULE, Daemon, rule_handles, wait_until, write_profile
+from tests.daemon.conftest import (
+    ECHO_RULE,
+    EXTRA_RULE,
+    Daemon,
+    echo_flow,
+    rule_handles,
+    wait_until,
+    write_profile,
+)
 from tests.reliability.conftest import Link, TableSampler, trials
 
 pytestmark = pytest.mark.root
@@ -26,36 +32,6 @@ Start = Callable[..., Daemon]
 
 TRIALS = trials(ci=2, soak=50)
 ELEMENTS = 100_000
-
-ECHO_RULE = """
-[[rules]]
-name = "echo"
-from = "lan"
-to = "self"
-proto = "tcp"
-dport = [5555]
-action = "accept"
-"""
-
-ECHO_SERVER = """
-import socket
-srv = socket.socket()
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("10.77.0.1", 5555))
-srv.listen(1)
-print("listening", flush=True)
-conn, _ = srv.accept()
-while data := conn.recv(100):
-    conn.sendall(data)
-"""
-
-CLIENT = """
-import socket, sys
-c = socket.create_connection(("10.77.0.1", 5555), timeout=10)
-for line in sys.stdin:
-    c.sendall(line.encode())
-    print(c.recv(100).decode().strip(), flush=True)
-"""
 
 
 def _address(i: int) -> str:
@@ -112,31 +88,10 @@ def test_kill_9_during_a_100k_apply_leaves_old_or_new_and_the_flow_intact(
     daemon = start_daemon(netns, profile)
     base = set(rule_handles(netns))
     rng = random.Random(12)
-    server = client = None
     seen: dict[str, int] = {"old": 0, "new": 0}
     reaped = 0
-    try:
-        server = subprocess.Popen(
-            ["ip", "netns", "exec", netns, sys.executable, "-c", ECHO_SERVER],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert server.stdout is not None and server.stdout.readline().strip() == "listening"
-        client = subprocess.Popen(
-            ["ip", "netns", "exec", peer_link.outer, sys.executable, "-c", CLIENT],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert client.stdin is not None and client.stdout is not None
-
-        def echo(word: str) -> None:
-            assert client is not None and client.stdin is not None
-            assert client.stdout is not None
-            client.stdin.write(word + "\n")
-            client.stdin.flush()
-            assert client.stdout.readline().strip() == word
-
+    with echo_flow(netns, peer_link.outer, timeout=10) as flow:
+        echo = flow.echo
         echo("before")
         current = "old"
         with TableSampler(netns) as sampler:
@@ -166,8 +121,3 @@ def test_kill_9_during_a_100k_apply_leaves_old_or_new_and_the_flow_intact(
             f"{TRIALS} trials, {sampler.samples} samples, outcomes {seen}, "
             f"{reaped} children gone with the daemon"
         )
-    finally:
-        for proc in (client, server):
-            if proc is not None:
-                proc.kill()
-                proc.wait()
