@@ -246,6 +246,33 @@ http {{
 """
 
 
+def _fleet_tree(root: Path, n: int) -> Path:
+    """``root/srv/group`` (returned: where the bundles go) and ``root/srv/fleet/edge-NNNN``
+    for N edges, each a link to the group."""
+    group = root / "srv" / "group"
+    group.mkdir(parents=True)
+    (root / "srv" / "fleet").mkdir()
+    for i in range(n):
+        os.symlink("../group", root / "srv" / "fleet" / f"edge-{i:04d}")
+    return group
+
+
+def _spawn_workers(
+    procs: list[subprocess.Popen[str]], mode: str, port: int, n: int, workers: int, *args: str
+) -> None:
+    """N edges shared out over at most ``workers`` processes of ``bench.fleet MODE``, each
+    given the hub's URL, its first edge, its count of edges and ``args``; each process is
+    added to ``procs`` as it starts."""
+    workers = max(1, min(workers, n))
+    share = [n // workers + (1 if i < n % workers else 0) for i in range(workers)]
+    first = 0
+    for count in share:
+        command = [sys.executable, "-m", "bench.fleet", mode, f"http://127.0.0.1:{port}"]
+        command += [str(first), str(count), *args]
+        procs.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=REPO))
+        first += count
+
+
 def run_nginx(n: int, workers: int, elements: int, period: float) -> dict[str, object]:
     """nginx (Debian's, one worker) serving the same bundles to N plain pollers."""
     from appliance.sync import keys
@@ -254,11 +281,7 @@ def run_nginx(n: int, workers: int, elements: int, period: float) -> dict[str, o
     procs: list[subprocess.Popen[str]] = []
     try:
         key = keys.generate()
-        group = root / "srv" / "group"
-        group.mkdir(parents=True)
-        (root / "srv" / "fleet").mkdir()
-        for i in range(n):
-            os.symlink("../group", root / "srv" / "fleet" / f"edge-{i:04d}")
+        group = _fleet_tree(root, n)
         publish(group, key, 1, elements)
         port = free_port()
         conf = root / "nginx.conf"
@@ -272,28 +295,7 @@ def run_nginx(n: int, workers: int, elements: int, period: float) -> dict[str, o
         deadline = time.monotonic() + 10
         while not (root / "nginx.pid").exists() and time.monotonic() < deadline:
             time.sleep(0.05)  # nginx writes its pid file once it listens
-        workers = max(1, min(workers, n))
-        share = [n // workers + (1 if i < n % workers else 0) for i in range(workers)]
-        first = 0
-        for count in share:
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "bench.fleet",
-                        "--poll-worker",
-                        f"http://127.0.0.1:{port}",
-                        str(first),
-                        str(count),
-                        str(period),
-                    ],
-                    stdout=subprocess.PIPE,
-                    text=True,
-                    cwd=REPO,
-                )
-            )
-            first += count
+        _spawn_workers(procs, "--poll-worker", port, n, workers, str(period))
         clients = procs[1:]
         lines = _lines(clients)
         ready = failed = 0
@@ -379,11 +381,7 @@ def run_fleet(
     try:
         key = keys.generate()
         keys.write_keypair(root / "hub.key", key)
-        group = root / "srv" / "group"
-        group.mkdir(parents=True)
-        (root / "srv" / "fleet").mkdir()
-        for i in range(n):
-            os.symlink("../group", root / "srv" / "fleet" / f"edge-{i:04d}")
+        group = _fleet_tree(root, n)
         version = 1
         release = publish_tuf if use_tuf else publish
         release(group, key, version, elements)
@@ -397,29 +395,7 @@ def run_fleet(
         procs.append(hub)
         assert hub.stdout is not None
         hub.stdout.readline()
-        workers = max(1, min(workers, n))
-        share = [n // workers + (1 if i < n % workers else 0) for i in range(workers)]
-        first = 0
-        for count in share:
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "bench.fleet",
-                        "--worker",
-                        f"http://127.0.0.1:{port}",
-                        str(first),
-                        str(count),
-                        str(state),
-                        str(trust_file),
-                    ],
-                    stdout=subprocess.PIPE,
-                    text=True,
-                    cwd=REPO,
-                )
-            )
-            first += count
+        _spawn_workers(procs, "--worker", port, n, workers, str(state), str(trust_file))
         clients = procs[1:]
         lines = _lines(clients)
         ready = 0
