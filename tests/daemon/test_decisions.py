@@ -371,16 +371,22 @@ def test_a_foreign_link_under_a_segments_name_refuses_the_profile_until_it_goes(
     rig.run(scenario)
 
 
+async def _a_refused_drift_repair(rig: Rig) -> None:
+    """Boots, takes a rule out of the kernel's table, has the kernel refuse the repair and
+    runs a resync: the refusal is the last error."""
+    await rig.daemon.boot()
+    assert rig.kernel.table is not None
+    rig.kernel.table.rules.pop()
+    rig.kernel.refuse = lambda commands: "Operation not permitted"
+    await rig.tick(resync=True)
+    assert rig.status()["last_error"].startswith("drift repair refused")
+
+
 def test_a_refused_drift_repair_is_an_error(rig: Rig) -> None:
     rig.write()
 
     async def scenario() -> None:
-        await rig.daemon.boot()
-        assert rig.kernel.table is not None
-        rig.kernel.table.rules.pop()
-        rig.kernel.refuse = lambda commands: "Operation not permitted"
-        await rig.tick(resync=True)
-        assert rig.status()["last_error"].startswith("drift repair refused")
+        await _a_refused_drift_repair(rig)
         assert rig.ready() is not None
 
     rig.run(scenario)
@@ -390,12 +396,7 @@ def test_a_later_successful_repair_clears_the_repair_error(rig: Rig) -> None:
     rig.write()
 
     async def scenario() -> None:
-        await rig.daemon.boot()
-        assert rig.kernel.table is not None
-        rig.kernel.table.rules.pop()
-        rig.kernel.refuse = lambda commands: "Operation not permitted"
-        await rig.tick(resync=True)
-        assert rig.status()["last_error"].startswith("drift repair refused")
+        await _a_refused_drift_repair(rig)
         rig.kernel.refuse = lambda commands: None
         await rig.tick(resync=True)
         assert rig.status()["last_error"] is None
