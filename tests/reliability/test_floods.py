@@ -18,7 +18,7 @@ import pytest
 
 from tests.daemon.conftest import Daemon, write_profile
 from tests.reliability.conftest import Link, trials
-from tests.reliability.test_replace_under_flood import RECEIVER, SENDER, UDP_RULE
+from tests.reliability.test_replace_under_flood import RECEIVER, SENDER, UDP_RULE, stop_receiver
 
 pytestmark = pytest.mark.root
 
@@ -156,19 +156,7 @@ def test_a_random_source_syn_flood_leaves_status_metrics_memory_and_enforcement_
         sender.stdin.write("stop\n")
         sender.stdin.close()
         sender.wait(30)
-        subprocess.run(
-            [
-                "ip",
-                "netns",
-                "exec",
-                netns,
-                sys.executable,
-                "-c",
-                "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"
-                ".sendto(b'stop', ('10.77.0.1', 6000))",
-            ],
-            check=True,
-        )
+        stop_receiver(netns)
         assert receiver.stdout is not None
         counts = json.loads(receiver.stdout.readline())
     finally:

@@ -87,6 +87,23 @@ print(sent, flush=True)
 """
 
 
+def stop_receiver(ns: str) -> None:
+    """Ends ``RECEIVER`` in ``ns``: it prints its counts and exits."""
+    subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            sys.executable,
+            "-c",
+            "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"
+            ".sendto(b'stop', ('10.77.0.1', 6000))",
+        ],
+        check=True,
+    )
+
+
 @pytest.mark.parametrize(
     "must_drop",
     [
@@ -151,19 +168,7 @@ def test_the_must_drop_counter_stays_0_through_table_swaps_under_a_flood(
         sender.stdin.close()
         sent = int(sender.stdout.readline())
         sender.wait(30)
-        subprocess.run(
-            [
-                "ip",
-                "netns",
-                "exec",
-                netns,
-                sys.executable,
-                "-c",
-                "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"
-                ".sendto(b'stop', ('10.77.0.1', 6000))",
-            ],
-            check=True,
-        )
+        stop_receiver(netns)
         counts = json.loads(receiver.stdout.readline())
         receiver.wait(30)
         dropped = _counter_packets(netns, "drop-literal") + _counter_packets(
