@@ -24,11 +24,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.daemon import BOUND, percentile
+from bench.daemon import BOUND, percentile, scratch_netns
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "RESULTS.md"
@@ -94,21 +93,16 @@ def main() -> int:
     from appliance.lab.daemon import LabDaemon
 
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "appliance")], check=True)
-    ns = f"apblock-{uuid.uuid4().hex[:6]}"
-    subprocess.run(["ip", "netns", "add", ns], check=True, timeout=BOUND)
-    try:
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True, timeout=BOUND)
-        with (
-            tempfile.TemporaryDirectory(prefix="apblock-") as work,
-            LabDaemon(ns, args.profile, Path(work) / "d") as daemon,
-        ):
-            daemon.start(BOUND)
-            result = run_in_netns(
-                ns, block_samples, daemon.control_socket, args.blocks, 3600, timeout=BOUND * 20
-            )
-            daemon.stop(BOUND)
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False, timeout=BOUND)
+    with (
+        scratch_netns("apblock") as ns,
+        tempfile.TemporaryDirectory(prefix="apblock-") as work,
+        LabDaemon(ns, args.profile, Path(work) / "d") as daemon,
+    ):
+        daemon.start(BOUND)
+        result = run_in_netns(
+            ns, block_samples, daemon.control_socket, args.blocks, 3600, timeout=BOUND * 20
+        )
+        daemon.stop(BOUND)
     samples = result["samples"]
     reference = percentile(samples["nft"], 99)
     lines = [

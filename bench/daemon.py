@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -211,12 +211,19 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench.daemon: needs root (network namespaces)", file=sys.stderr)
         return 1
-    ns = f"apbenchd-{uuid.uuid4().hex[:6]}"
+    with scratch_netns("apbenchd") as ns, tempfile.TemporaryDirectory(prefix="apbenchd-") as work:
+        return run(ns, args, Path(work))
+
+
+@contextlib.contextmanager
+def scratch_netns(prefix: str) -> Iterator[str]:
+    """A new network namespace ``PREFIX-XXXXXX`` with its loopback up; deleted afterwards
+    whatever happens."""
+    ns = f"{prefix}-{uuid.uuid4().hex[:6]}"
     subprocess.run(["ip", "netns", "add", ns], check=True, timeout=BOUND)
     try:
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True, timeout=BOUND)
-        with tempfile.TemporaryDirectory(prefix="apbenchd-") as work:
-            return run(ns, args, Path(work))
+        yield ns
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False, timeout=BOUND)
 

@@ -17,10 +17,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-from bench.daemon import percentile
+from bench.daemon import percentile, scratch_netns
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "RESULTS.md"
@@ -92,15 +91,9 @@ def main() -> int:
         print("bench.scrape: needs root (network namespaces)", file=sys.stderr)
         return 1
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "appliance")], check=True)
-    ns = f"apscrape-{uuid.uuid4().hex[:6]}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-        with tempfile.TemporaryDirectory(prefix="apscrape-") as tmp:
-            empty = measure(ns, Path(tmp), 0, args.scrapes)
-            loaded = measure(ns, Path(tmp), args.elements, args.scrapes)
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
+    with scratch_netns("apscrape") as ns, tempfile.TemporaryDirectory(prefix="apscrape-") as tmp:
+        empty = measure(ns, Path(tmp), 0, args.scrapes)
+        loaded = measure(ns, Path(tmp), args.elements, args.scrapes)
     lines = [
         f"| daemon ({args.scrapes} scrapes each) | p50 | p99 | start to READY | RSS |",
         "|---|---:|---:|---:|---:|",
