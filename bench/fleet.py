@@ -273,6 +273,19 @@ def _spawn_workers(
         first += count
 
 
+def _stop(procs: list[subprocess.Popen[str]]) -> None:
+    """SIGTERM to every process, the last started first; one that has not exited 10 s
+    later is killed."""
+    for proc in reversed(procs):
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 def run_nginx(n: int, workers: int, elements: int, period: float) -> dict[str, object]:
     """nginx (Debian's, one worker) serving the same bundles to N plain pollers."""
     from appliance.sync import keys
@@ -349,14 +362,7 @@ def run_nginx(n: int, workers: int, elements: int, period: float) -> dict[str, o
             "first_error": first_error,
         }
     finally:
-        for proc in reversed(procs):
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        _stop(procs)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -432,14 +438,7 @@ def run_fleet(
             "cpu_clients": cpu_clients / rounds,
         }
     finally:
-        for proc in reversed(procs):
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        _stop(procs)
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(state, ignore_errors=True)
 
