@@ -8,11 +8,13 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from appliance.daemon.defaults import INSPECT_QUEUE
 from appliance.daemon.inspect import LiveInspection, settings_key
 from appliance.daemon.metrics import Metrics
 from appliance.errors import KernelError
@@ -83,6 +85,35 @@ def profile(tmp_path: Path, text: str = PROFILE) -> Profile:
     return load_profile(path)
 
 
+async def _ignore(source: str) -> None:
+    pass
+
+
+def start_live(
+    p: Profile,
+    reader: FakeReader,
+    alerts: Path,
+    *,
+    block: Callable[[str], Awaitable[None]] = _ignore,
+    registry: Metrics | None = None,
+    logger: str = "test",
+    queue_size: int = INSPECT_QUEUE,
+) -> LiveInspection:
+    """A LiveInspection of ``p`` reading from ``reader`` and writing alerts to ``alerts``,
+    started on the running loop."""
+    live = LiveInspection(
+        p,
+        metrics=metrics() if registry is None else registry,
+        block=block,
+        logger=logging.getLogger(logger),
+        alerts=str(alerts),
+        queue_size=queue_size,
+        readers=[reader],
+    )
+    live.start(asyncio.get_running_loop())
+    return live
+
+
 async def until(predicate: object, timeout: float = 5.0) -> None:
     assert callable(predicate)
     deadline = asyncio.get_running_loop().time() + timeout
@@ -99,15 +130,7 @@ def test_scan_blocks_once_and_never_block_is_spared(tmp_path: Path) -> None:
 
     async def run() -> LiveInspection:
         reader = FakeReader()
-        live = LiveInspection(
-            profile(tmp_path),
-            metrics=metrics(),
-            block=block,
-            logger=logging.getLogger("test"),
-            alerts=str(tmp_path / "log" / "eve.json"),
-            readers=[reader],
-        )
-        live.start(asyncio.get_running_loop())
+        live = start_live(profile(tmp_path), reader, tmp_path / "log" / "eve.json", block=block)
         try:
             reader.feed([syn("198.51.100.2", p) for p in range(1, 30)])
             reader.feed([syn("198.51.100.9", p) for p in range(1, 30)])
@@ -131,22 +154,12 @@ def test_scan_blocks_once_and_never_block_is_spared(tmp_path: Path) -> None:
 
 
 def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:
-    async def block(source: str) -> None:
-        pass
-
     async def run() -> tuple[LiveInspection, Metrics]:
         reader = FakeReader()
         m = metrics()
-        live = LiveInspection(
-            profile(tmp_path),
-            metrics=m,
-            block=block,
-            logger=logging.getLogger("test"),
-            alerts=str(tmp_path / "eve.json"),
-            queue_size=4,
-            readers=[reader],
+        live = start_live(
+            profile(tmp_path), reader, tmp_path / "eve.json", registry=m, queue_size=4
         )
-        live.start(asyncio.get_running_loop())
         try:
             reader.feed([syn("203.0.113.1", 80)] * 100)  # one read of 100: 4 fit
             await until(lambda: live.counts.received == 100)
@@ -218,21 +231,9 @@ def test_inline_verdicts_drop_the_packet_that_blocks(tmp_path: Path) -> None:
     rules.write_text('drop tcp any any -> any 8080 (msg:"x"; flags:S; sid:1; rev:1;)\n')
     text = PROFILE.replace('mode = "sample"', f'mode = "inline"\nrules = ["{rules}"]')
 
-    async def block(source: str) -> None:
-        pass
-
     async def run() -> FakeQueue:
         reader = FakeQueue()
-        live = LiveInspection(
-            profile(tmp_path, text),
-            metrics=metrics(),
-            block=block,
-            logger=logging.getLogger("test"),
-            alerts=str(tmp_path / "eve.json"),
-            queue_size=3,
-            readers=[reader],
-        )
-        live.start(asyncio.get_running_loop())
+        live = start_live(profile(tmp_path, text), reader, tmp_path / "eve.json", queue_size=3)
         try:
             reader.feed([syn("203.0.113.1", 80), syn("203.0.113.2", 8080)])
             await until(lambda: len(reader.verdicts) == 2)
@@ -260,20 +261,15 @@ def test_skipped_rules_are_logged_counted_in_status_and_metric(
     text = PROFILE.replace('mode = "sample"', f'mode = "sample"\nrules = ["{rules}"]')
     registry = metrics()
 
-    async def block(source: str) -> None:
-        pass
-
     async def run() -> dict[str, object]:
         reader = FakeReader()
-        live = LiveInspection(
+        live = start_live(
             profile(tmp_path, text),
-            metrics=registry,
-            block=block,
-            logger=logging.getLogger("test.skipped"),
-            alerts=str(tmp_path / "eve.json"),
-            readers=[reader],
+            reader,
+            tmp_path / "eve.json",
+            registry=registry,
+            logger="test.skipped",
         )
-        live.start(asyncio.get_running_loop())
         try:
             return live.status()
         finally:
@@ -298,20 +294,9 @@ def test_skipped_rules_are_logged_counted_in_status_and_metric(
 def test_alert_file_renamed_by_logrotate_is_opened_afresh(tmp_path: Path) -> None:
     eve = tmp_path / "log" / "eve.json"
 
-    async def block(source: str) -> None:
-        pass
-
     async def run() -> LiveInspection:
         reader = FakeReader()
-        live = LiveInspection(
-            profile(tmp_path),
-            metrics=metrics(),
-            block=block,
-            logger=logging.getLogger("test"),
-            alerts=str(eve),
-            readers=[reader],
-        )
-        live.start(asyncio.get_running_loop())
+        live = start_live(profile(tmp_path), reader, eve)
         try:
             reader.feed([syn("198.51.100.2", p) for p in range(1, 30)])
             await until(lambda: live.counts.alerts == 1)
