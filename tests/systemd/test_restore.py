@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.systemd.test_unit import UNIT, one, parse, values, words
+from tests.systemd.test_unit import UNIT, analyze_verify, one, parse, values, words
 
 REPO = Path(__file__).resolve().parents[2]
 RESTORE = REPO / "systemd" / "appliance-restore.service"
@@ -169,22 +169,7 @@ def test_systemd_analyze_verify_both_units(tmp_path: Path) -> None:
     (the daemon's command swapped for one that exists here)."""
     (tmp_path / RESTORE.name).write_text(RESTORE.read_text())
     (tmp_path / UNIT.name).write_text(UNIT.read_text().replace("/usr/bin/appliance", "/bin/true"))
-    done = subprocess.run(
-        [
-            "systemd-analyze",
-            "verify",
-            "--man=no",
-            str(tmp_path / RESTORE.name),
-            str(tmp_path / UNIT.name),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"SYSTEMD_UNIT_PATH": f"{tmp_path}:", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stderr.strip() == "", done.stderr
+    analyze_verify(tmp_path, tmp_path / RESTORE.name, tmp_path / UNIT.name)
 
 
 class Monitor:

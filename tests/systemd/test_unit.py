@@ -161,12 +161,18 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     (tmp_path / "appliance.service.d").mkdir()
     for drop_in in (NETNS, LOW_PORT):
         (tmp_path / "appliance.service.d" / drop_in.name).write_text(drop_in.read_text())
+    analyze_verify(tmp_path, unit)
+
+
+def analyze_verify(unit_path: Path, *units: Path) -> None:
+    """``systemd-analyze verify`` of ``units`` with ``unit_path`` first in the unit search
+    path: exit 0 and not one warning."""
     done = subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", str(unit)],
+        ["systemd-analyze", "verify", "--man=no", *map(str, units)],
         capture_output=True,
         text=True,
         timeout=60,
-        env={"SYSTEMD_UNIT_PATH": f"{tmp_path}:", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        env={"SYSTEMD_UNIT_PATH": f"{unit_path}:", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
