@@ -53,6 +53,12 @@ def segments(body: bytes, parts: int, isn: int = 1000) -> list[Packet]:
     ]
 
 
+def other_copy(segment: Packet, payload: bytes) -> Packet:
+    """A segment of the client direction at ``segment``'s sequence number, holding
+    ``payload``."""
+    return C2S / TCP(sport=40000, dport=80, flags="PA", seq=segment[TCP].seq, ack=7001) / payload
+
+
 def run(packets: list[Packet], **config: object) -> tuple[list[int], Errors]:
     eng = engine(RULE, **config)
     found = []
@@ -87,11 +93,7 @@ def test_not_established_flow_is_not_reassembled_for_the_rules() -> None:
 def test_retransmission_with_different_bytes_is_counted_and_changes_nothing() -> None:
     parts = segments(BODY, 3)
     first = bytes(parts[1][TCP].payload)
-    forged = (
-        C2S
-        / TCP(sport=40000, dport=80, flags="PA", seq=parts[1][TCP].seq, ack=7001)
-        / (b"FORGED" + b"x" * (len(first) - 6))
-    )
+    forged = other_copy(parts[1], b"FORGED" + b"x" * (len(first) - 6))
     found, errors = run([*handshake(), parts[0], parts[1], forged, parts[2]])
     # the stream keeps the bytes seen first (1 and 2 match it once); the forged packet
     # alone matches 3 on its own payload
@@ -103,11 +105,7 @@ def test_forged_bytes_never_enter_the_stream() -> None:
     # the forged copy of segment 2 arrives first: it is what the stream keeps
     parts = segments(BODY.replace(b"EVIL", b"GOOD"), 3)
     genuine = bytes(parts[1][TCP].payload)
-    forged = (
-        C2S
-        / TCP(sport=40000, dport=80, flags="PA", seq=parts[1][TCP].seq, ack=7001)
-        / (genuine.replace(b"GOOD", b"EVIL"))
-    )
+    forged = other_copy(parts[1], genuine.replace(b"GOOD", b"EVIL"))
     found, errors = run([*handshake(), parts[0], forged, parts[1], parts[2]])
     assert errors.get("stream.retransmit_conflict") == 1
     assert found.count(1) <= 1
@@ -116,11 +114,7 @@ def test_forged_bytes_never_enter_the_stream() -> None:
 def test_out_of_order_conflicting_copies_keep_the_first() -> None:
     parts = segments(BODY, 3)
     held = bytes(parts[2][TCP].payload)
-    other = (
-        C2S
-        / TCP(sport=40000, dport=80, flags="PA", seq=parts[2][TCP].seq, ack=7001)
-        / (b"Z" * len(held))
-    )
+    other = other_copy(parts[2], b"Z" * len(held))
     found, errors = run([*handshake(), parts[2], other, parts[0], parts[1]])
     assert sorted(found) == [1, 2]
     assert errors.get("stream.retransmit_conflict") == 1
@@ -212,11 +206,7 @@ def test_memory_bound_holds_across_many_flows() -> None:
 def corpus_cases() -> dict[str, list[Packet]]:
     parts = segments(BODY, 3)
     first = bytes(parts[1][TCP].payload)
-    forged = (
-        C2S
-        / TCP(sport=40000, dport=80, flags="PA", seq=parts[1][TCP].seq, ack=7001)
-        / (b"FORGED" + b"x" * (len(first) - 6))
-    )
+    forged = other_copy(parts[1], b"FORGED" + b"x" * (len(first) - 6))
     return {
         "stream-split-in-order": handshake() + segments(BODY, 5),
         "stream-split-out-of-order": handshake() + segments(BODY, 4)[::-1],
