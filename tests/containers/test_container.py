@@ -55,11 +55,17 @@ def servers(lab: Lab) -> Iterator[None]:
         yield
 
 
+def enforcing(status: dict[str, Any]) -> bool:
+    """The daemon has enforced a policy: its control socket answers from the start, while
+    it boots, with no policy yet."""
+    return status["policy"] is not None
+
+
 def wait_status(
-    node: Node, until: Callable[[dict[str, Any]], bool] = lambda status: True, timeout: float = 60
+    node: Node, until: Callable[[dict[str, Any]], bool] = enforcing, timeout: float = 60
 ) -> dict[str, Any]:
-    """The daemon's status once it answers on the control socket (bound once the policy is
-    enforced) and ``until`` holds; fails after ``timeout`` seconds."""
+    """The daemon's status once it answers on the control socket and ``until`` holds (by
+    default: a policy is enforced); fails after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         try:
