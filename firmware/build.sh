@@ -320,32 +320,11 @@ configure_root() {
 }
 
 build_initrd() {
-    local kver dir line ko
+    local kver
     kver=$(kernel_version "$STAGE")
-    dir="$TMP/initrd"
     log "initramfs: busybox-static + ${INITRD_MODULES[*]}"
-    mkdir -p "$dir/bin"
-    cp "$STAGE/bin/busybox" "$dir/bin/busybox"
-    install -m 0755 "$HERE/initramfs-init" "$dir/init"
-    : > "$dir/modules"
-    modprobe -a -d "$STAGE" -S "$kver" --show-depends "${INITRD_MODULES[@]}" \
-        | while read -r line; do
-            case "$line" in
-                insmod\ *)
-                    ko=${line#insmod }
-                    ko=${ko%% *}
-                    ko=${ko#"$STAGE"}
-                    if ! grep -qxF "$ko" "$dir/modules"; then
-                        mkdir -p "$dir$(dirname "$ko")"
-                        cp "$STAGE$ko" "$dir$ko"
-                        echo "$ko" >> "$dir/modules"
-                    fi ;;
-            esac
-        done
-    find "$dir" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
-    (cd "$dir" && find . -print0 | LC_ALL=C sort -z \
-        | cpio --quiet --null --create --format=newc --reproducible --owner=0:0) \
-        | gzip -n -9 > "$STAGE/boot/initrd.img-$kver"
+    "$REPO/qemu/make-initramfs.sh" "$STAGE" "$kver" "$HERE/initramfs-init" \
+        "$STAGE/boot/initrd.img-$kver" "${INITRD_MODULES[@]}"
     ln -sf "vmlinuz-$kver" "$STAGE/boot/vmlinuz"
     ln -sf "initrd.img-$kver" "$STAGE/boot/initrd.img"
 }

@@ -303,33 +303,11 @@ install_appliance() {
 }
 
 build_initrd() {
-    local kver dir
+    local kver
     kver=$(kernel_version)
-    dir="$TMP/initrd"
     log "initramfs: busybox-static + ${INITRD_MODULES[*]}"
-    mkdir -p "$dir/bin"
-    cp "$ROOT/bin/busybox" "$dir/bin/busybox"
-    install -m 0755 "$HERE/guest/init" "$dir/init"
-    : > "$dir/modules"
-    local line ko
-    modprobe -a -d "$ROOT" -S "$kver" --show-depends "${INITRD_MODULES[@]}" \
-        | while read -r line; do
-            case "$line" in
-                insmod\ *)
-                    ko=${line#insmod }
-                    ko=${ko%% *}
-                    ko=${ko#"$ROOT"}
-                    if ! grep -qxF "$ko" "$dir/modules"; then
-                        mkdir -p "$dir$(dirname "$ko")"
-                        cp "$ROOT$ko" "$dir$ko"
-                        echo "$ko" >> "$dir/modules"
-                    fi ;;
-            esac
-        done
-    find "$dir" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
-    (cd "$dir" && find . -print0 | LC_ALL=C sort -z \
-        | cpio --quiet --null --create --format=newc --reproducible --owner=0:0) \
-        | gzip -n -9 > "$OUT/initrd.img.new"
+    "$HERE/make-initramfs.sh" "$ROOT" "$kver" "$HERE/guest/init" "$OUT/initrd.img.new" \
+        "${INITRD_MODULES[@]}"
     mv "$OUT/initrd.img.new" "$OUT/initrd.img"
     cp "$ROOT/boot/vmlinuz-$kver" "$OUT/vmlinuz"
     echo "$kver" > "$OUT/kernel-version"
