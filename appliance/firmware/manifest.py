@@ -110,6 +110,11 @@ def verify(
     """The manifest, if a trusted key signed it, its version is above the running one and
     its image fits the slot; ManifestError otherwise. The image itself: ``check_image``."""
     check_signature(data, sig, trust)
+    return check(data, running_version, slot_size)
+
+
+def check(data: bytes, running_version: int, slot_size: int | None = None) -> Manifest:
+    """``verify`` after the signature (checked already): parse, rollback, slot size."""
     manifest = parse(data)
     if manifest.version <= running_version:
         raise ManifestError(
