@@ -254,8 +254,9 @@ class Engine:
         """The JSON elements for ``values``, checked against the set's type read back; with
         ``merge``, in an interval set, overlapping and adjacent values merged (the kernel
         refuses overlapping intervals in one change)."""
-        info = self.set_shapes.get(name) or self.set_info(name, elements=False)
-        self.set_shapes[name] = info
+        info = self.set_shapes.get(name)
+        if info is None:
+            info = self.set_shapes[name] = self.set_info(name, elements=False)
         if not values:
             raise UsageError(f"set {name!r}: no element given")
         if timeout is not None and "timeout" not in info.flags:
