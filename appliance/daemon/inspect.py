@@ -32,6 +32,7 @@ import queue
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -146,10 +147,9 @@ class LiveInspection:
         config = InspectionConfig.from_profile(self.profile)
         self._engine = InspectionEngine(config)
         self._rules_loaded = len(config.signatures)
-        self._rules_skipped = {}
         for skipped in config.skipped:
             self.log.warning(skipped.warning)
-            self._rules_skipped[skipped.reason] = self._rules_skipped.get(skipped.reason, 0) + 1
+        self._rules_skipped = dict(Counter(skipped.reason for skipped in config.skipped))
         gauge = self.metrics.inspect_rules_skipped
         gauge.clear()
         for reason, number in self._rules_skipped.items():
