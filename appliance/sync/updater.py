@@ -149,7 +149,5 @@ class TrustStore:
     def _read(self, role: str) -> bytes | None:
         try:
             return (self.root / f"{role}.json").read_bytes()
-        except FileNotFoundError:
-            return None
         except OSError:
             return None
