@@ -47,10 +47,9 @@ async def refresh(
         trusted.update_root(data)
         roots += 1
     trusted.check_root_fresh()
-    data = await fetch("timestamp.json", tuf.MAX_TIMESTAMP_BYTES)
-    if data is None:
-        raise BundleError(BAD_SIGNATURE, "timestamp.json: not found")
-    changed = trusted.update_timestamp(data)
+    changed = trusted.update_timestamp(
+        await _required(fetch, "timestamp.json", tuf.MAX_TIMESTAMP_BYTES)
+    )
     if not changed and _complete(trusted):
         trusted.check_fresh(trusted.snapshot)
         trusted.check_fresh(trusted.targets)
@@ -58,15 +57,11 @@ async def refresh(
             return Update(False, roots=roots)
         return Update(True, await fetch_target(trusted, fetch, name), roots)
     entry = trusted.snapshot_meta()
-    data = await fetch(f"{entry['version']}.snapshot.json", _cap(entry))
-    if data is None:
-        raise BundleError(BAD_SIGNATURE, f"{entry['version']}.snapshot.json: not found")
-    trusted.update_snapshot(data)
+    trusted.update_snapshot(
+        await _required(fetch, f"{entry['version']}.snapshot.json", _cap(entry))
+    )
     entry = trusted.targets_meta()
-    data = await fetch(f"{entry['version']}.targets.json", _cap(entry))
-    if data is None:
-        raise BundleError(BAD_SIGNATURE, f"{entry['version']}.targets.json: not found")
-    trusted.update_targets(data)
+    trusted.update_targets(await _required(fetch, f"{entry['version']}.targets.json", _cap(entry)))
     if trusted.target(name)["hashes"]["sha256"] == have:
         return Update(True, roots=roots)
     return Update(True, await fetch_target(trusted, fetch, name), roots)
@@ -76,10 +71,16 @@ async def fetch_target(trusted: tuf.Trusted, fetch: Fetch, name: str = BUNDLE_FI
     entry = trusted.target(name)
     folder, _, base = name.rpartition("/")
     path = f"{folder + '/' if folder else ''}{entry['hashes']['sha256']}.{base}"
-    data = await fetch(path, int(entry["length"]))
+    data = await _required(fetch, path, int(entry["length"]))
+    trusted.check_target(name, data)
+    return data
+
+
+async def _required(fetch: Fetch, path: str, cap: int) -> bytes:
+    """The fetched file; BundleError (bad_signature) when the hub does not have it."""
+    data = await fetch(path, cap)
     if data is None:
         raise BundleError(BAD_SIGNATURE, f"{path}: not found")
-    trusted.check_target(name, data)
     return data
 
 
