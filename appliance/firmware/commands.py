@@ -11,8 +11,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from appliance.errors import UsageError
+
+if TYPE_CHECKING:
+    from appliance.sync.keys import PublicKey
 
 APPLIANCE_UNIT = "appliance.service"
 DEFAULT_CHECK_TIMEOUT = 300.0
@@ -115,7 +119,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
     return 0
 
 
-def _trust(paths: list[str] | None) -> list:  # type: ignore[type-arg]
+def _trust(paths: list[str] | None) -> list[PublicKey]:
     from appliance.firmware import system
     from appliance.sync import keys
 
