@@ -127,6 +127,10 @@ HEADER_BUFFERS = {
     b"location": "http.location",
     b"server": "http.server",
 }
+# every buffer header_buffers() can build
+HEADER_BUFFER_NAMES = frozenset(
+    {"http.header", "http.header_names", "file.data", *HEADER_BUFFERS.values()}
+)
 
 
 def parse_http_response(payload: bytes) -> HttpResponse | None:

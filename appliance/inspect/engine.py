@@ -48,6 +48,7 @@ _APPS = ("http", "tls", "dns", "gtp")
 _ACTION_ORDER = {"pass": 0, "drop": 1, "alert": 2}
 _NO_ALERTS: tuple[Alert, ...] = ()
 _NO_SIDS: frozenset[int] = frozenset()
+_HEADER_AND_BODY = appproto.HEADER_BUFFER_NAMES | {"http.request_body", "http.response_body"}
 
 
 @dataclass
@@ -188,8 +189,10 @@ class InspectionEngine:
     def __init__(self, config: InspectionConfig) -> None:
         self.config = config
         self.matcher = Matcher(config.signatures)
-        # the buffers some rule reads (only these of HTTP's many are built)
-        self._wanted = frozenset(c.buffer for sig in config.signatures for c in sig.contents)
+        # the header and body buffers some rule reads (only these of HTTP's many are built;
+        # none: the headers are not walked)
+        read = frozenset(c.buffer for sig in config.signatures for c in sig.contents)
+        self._wanted = read & _HEADER_AND_BODY
         self._flowbits = any(sig.flowbits or sig.noalert for sig in config.signatures)
         self.flows = FlowTable(config.max_flows, config.idle_timeout)
         self.thresholds = ThresholdState()
@@ -571,10 +574,9 @@ class InspectionEngine:
             if response is not None:
                 buffers["http.stat_code"] = response.stat_code
                 buffers["http.stat_msg"] = response.stat_msg
-                if self._wanted:
-                    buffers.update(
-                        appproto.header_buffers(response.headers, response.body, self._wanted)
-                    )
+                wanted = self._wanted
+                if wanted:
+                    buffers.update(appproto.header_buffers(response.headers, response.body, wanted))
                     if response.body:
                         buffers["http.response_body"] = response.body
         elif to_server and app in ("", "tls") and appproto.looks_like_tls(payload):
