@@ -21,8 +21,6 @@ Bundles are static signed files: the hub needs no key and is not trusted; any st
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import json
 import os
@@ -37,7 +35,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from appliance.errors import UsageError
 from appliance.model.values import parse_host_port
-from appliance.sync.bundle import BUNDLE_FILE, SIG_FILE, format_time
+from appliance.sync.bundle import BUNDLE_FILE, SIG_FILE, format_time, parse_signatures
 from appliance.sync.transport import etag_matches, etag_of
 
 MAX_WAIT = 300.0
@@ -86,12 +84,7 @@ def check_status_signature(
         key = load_public(pub)
     except KeyFileError as exc:
         return f"status key unusable: {exc}"
-    kid, _, encoded = signature.partition(" ")
-    try:
-        raw = base64.b64decode(encoded.strip(), validate=True)
-    except (ValueError, binascii.Error):
-        raw = b""
-    if kid != key.id or not key.verify(raw, body):
+    if not any(kid == key.id and key.verify(raw, body) for kid, raw in parse_signatures(signature)):
         return "status not signed by the appliance's key"
     sent = report.get("sent")
     if isinstance(sent, bool) or not isinstance(sent, (int, float)):
