@@ -7,9 +7,12 @@ privileged test that cannot run is a failure.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,6 +66,35 @@ def run_appliance(
         timeout=timeout,
         check=check,
         cwd=REPO,
+    )
+
+
+NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+_nobody_tree: list[Path] = []
+
+
+def run_as_nobody(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the distribution's Python as user nobody (``python ARGS...``) with the
+    appliance package importable. The checkout and its venv may sit in a directory only
+    root can enter (a clone in ``mktemp -d``), so the package is copied once into a
+    world-readable directory, removed when the test run ends."""
+    if not _nobody_tree:
+        tree = Path(tempfile.mkdtemp(prefix="appliance-nobody-"))
+        tree.chmod(0o755)
+        shutil.copytree(
+            REPO / "appliance", tree / "appliance", ignore=shutil.ignore_patterns("__pycache__")
+        )
+        atexit.register(shutil.rmtree, tree, True)
+        _nobody_tree.append(tree)
+    tree = _nobody_tree[0]
+    python = os.path.realpath(sys.executable)  # the venv's link resolves to /usr/bin
+    return subprocess.run(
+        [*NOBODY, "env", f"PYTHONPATH={tree}", python, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=tree,
     )
 
 

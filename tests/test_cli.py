@@ -6,13 +6,12 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_appliance
+from tests.conftest import REPO, run_appliance, run_as_nobody
 
 GOOD = REPO / "tests" / "compile" / "golden" / "full.toml"
 
@@ -133,18 +132,8 @@ def test_status_text_shows_the_hub() -> None:
     assert not any(line.startswith("hub") for line in _status_lines({**base, "hub": None}))
 
 
-NOBODY = ("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups")
-
-
 def _as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*NOBODY, sys.executable, "-m", "appliance", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=REPO,
-    )
+    return run_as_nobody("-m", "appliance", *args)
 
 
 @pytest.mark.root

@@ -9,7 +9,6 @@ import json
 import random
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import run_as_nobody
 from tests.daemon.conftest import Daemon, write_profile
 from tests.reliability.conftest import trials
 
@@ -191,29 +190,9 @@ def test_other_users_are_refused(netns: str, start_daemon: Start, tmp_path: Path
         "else:\n"
         "    print('connected')\n"
     )
-    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    result = subprocess.run(
-        [*as_nobody, sys.executable, "-c", probe, daemon.socket],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_as_nobody("-c", probe, daemon.socket, timeout=30)
     assert result.stdout.strip() == "refused", result
-    cli = subprocess.run(
-        [
-            *as_nobody,
-            sys.executable,
-            "-m",
-            "appliance",
-            "status",
-            "--control-socket",
-            daemon.socket,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-    )
+    cli = run_as_nobody("-m", "appliance", "status", "--control-socket", daemon.socket)
     assert cli.returncode != 0
     assert "permission denied" in cli.stderr.lower(), cli.stderr
     assert "Traceback" not in cli.stderr
