@@ -7,8 +7,11 @@ A request is ``{"op": NAME, ...}``; a response is ``{"ok": true, ...}`` or
 
 A request is at most :data:`MAX_REQUEST_BYTES` (8 MiB: a ``set add`` of the most elements
 one request may carry, the longest IPv6 prefixes); a longer one is answered with an error
-(exit 2) once that much has been read, and the connection closed. A client that does not
-read its answer within :data:`WRITE_SECONDS` is dropped: no peer holds the loop.
+(exit 2) once that much has been read, and the connection closed. A request must arrive
+whole (up to its newline) within :data:`READ_SECONDS` of the moment the server starts
+waiting for it, and a client must read its answer within :data:`WRITE_SECONDS`; a client
+that stalls (half a request, a byte now and then, nothing at all) is closed and its buffer
+freed: no peer holds the loop or memory.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from appliance.errors import ApplianceError, UsageError
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
 WRITE_SECONDS = 10.0
+READ_SECONDS = 10.0
 
 
 class ControlServer:
@@ -67,9 +71,12 @@ class ControlServer:
         try:
             while True:
                 try:
-                    line = await reader.readline()
+                    line = await asyncio.wait_for(reader.readline(), READ_SECONDS)
                 except (asyncio.LimitOverrunError, ValueError):  # the limit, not all of it
                     await _send(writer, TOO_LARGE)
+                    break
+                except TimeoutError:  # a stalled request: no answer, the connection closed
+                    writer.transport.abort()
                     break
                 if not line:
                     break

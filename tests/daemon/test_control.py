@@ -146,3 +146,42 @@ def test_a_client_that_does_not_read_its_answers_does_not_hold_the_server(
         with contextlib.suppress(ConnectionResetError):
             while stuck.recv(1 << 20):
                 pass
+
+
+@pytest.mark.parametrize("sent", [b"", b'{"op": "ec', b'{"op": "echo"'])
+def test_a_request_that_stalls_is_closed_after_the_read_deadline(
+    server: str, monkeypatch: pytest.MonkeyPatch, sent: bytes
+) -> None:
+    """Nothing, half a request, or all but its newline, then nothing: the server closes the
+    connection unanswered once the read deadline passes, and answers others meanwhile."""
+    monkeypatch.setattr("appliance.daemon.control.READ_SECONDS", 0.5)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stalled:
+        stalled.connect(server)
+        stalled.settimeout(30)  # bounds the test; the deadline is far below it
+        stalled.sendall(sent)
+        assert request(server, {"op": "echo"}, timeout=10)["ok"] is True
+        with contextlib.suppress(ConnectionResetError):
+            assert stalled.recv(1024) == b""  # closed, no answer
+
+
+def test_a_request_dripped_a_byte_at_a_time_is_closed_at_the_deadline(
+    server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline holds for the whole request, not between bytes (slowloris)."""
+    monkeypatch.setattr("appliance.daemon.control.READ_SECONDS", 0.5)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as drip:
+        drip.connect(server)
+        drip.settimeout(0.05)
+        closed = False
+        for byte in b'{"op": "echo", "pad": "' + b"x" * 2000:  # bounded: at most 2000 tries
+            try:
+                drip.sendall(bytes([byte]))
+                if drip.recv(1024) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+        assert closed

@@ -5,6 +5,7 @@ refused, and no request or scrape adds a metrics series."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import socket
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from appliance.daemon.control import READ_SECONDS
 from tests.conftest import run_as_nobody
 from tests.daemon.conftest import Daemon, write_profile
 from tests.reliability.conftest import trials
@@ -171,7 +173,18 @@ def test_half_sent_requests_hold_nothing(netns: str, start_daemon: Start, tmp_pa
             started = time.monotonic()
             assert daemon.status()["source"] == "profile"
             latencies.append(time.monotonic() - started)
-        print(f"{SLOW_CLIENTS} half-sent requests: status slowest {max(latencies):.3f}s")
+        # each is closed unanswered once the read deadline passes, its buffer freed
+        started = time.monotonic()
+        for sock in slow:
+            sock.settimeout(READ_SECONDS + 60)  # bounds the wait; the deadline ends it
+            with contextlib.suppress(ConnectionResetError):
+                assert sock.recv(1024) == b""
+        closed = time.monotonic() - started
+        assert daemon.status()["source"] == "profile"
+        print(
+            f"{SLOW_CLIENTS} half-sent requests: status slowest {max(latencies):.3f}s; "
+            f"all closed {closed:.1f}s later (read deadline {READ_SECONDS:g}s)"
+        )
     finally:
         for sock in slow:
             sock.close()
