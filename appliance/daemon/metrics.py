@@ -162,6 +162,11 @@ class Metrics:
             "1 while the enforced hub bundle has expired (it stays enforced)",
             registry=registry,
         )
+        self.notify_dropped = Counter(
+            "appliance_notify_dropped",
+            "Service-manager notifications dropped because its queue was full",
+            registry=registry,
+        )
         registry.register(_KernelCollector(self))  # type: ignore[arg-type]
 
     def set_policy(self, name: str, table_hash: str, source: str, generation: int) -> None:

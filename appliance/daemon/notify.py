@@ -2,7 +2,8 @@
 
 A socket name starting with ``@`` is in the abstract namespace (a leading NUL byte).
 A send never blocks the daemon: when the service manager reads slowly and its datagram
-queue is full, the message is dropped and counted (``dropped``).
+queue is full, the message is dropped and counted (``dropped``, and ``on_drop`` is called:
+the daemon counts it in ``appliance_notify_dropped_total``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 
 class Notifier:
@@ -19,6 +20,7 @@ class Notifier:
     def __init__(self, address: str | None = None) -> None:
         self.address = address or None
         self.dropped = 0  # messages not sent because the peer's queue was full
+        self.on_drop: Callable[[], None] = lambda: None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Notifier:
@@ -42,6 +44,7 @@ class Notifier:
                 sock.sendto("\n".join(fields).encode(), target)
         except BlockingIOError:
             self.dropped += 1
+            self.on_drop()
             return False
         except OSError:
             return False

@@ -68,6 +68,7 @@ class Control(Manager):
         self.sets = sets
         self.segments = segments
         self.inspection = inspection
+        ctx.notifier.on_drop = ctx.metrics.notify_dropped.inc  # status and metrics agree
         self.listener = listener
         self.server = ControlServer(self.handle)
 

@@ -526,8 +526,11 @@ def test_a_service_manager_that_does_not_read_costs_dropped_notifications(rig: R
         await rig.daemon.boot()
         for _ in range(100):  # ten times the default datagram queue: reloads never wait
             await rig.tick(reload=True)
-        assert rig.status()["notify_dropped"] > 0
+        dropped = rig.status()["notify_dropped"]
+        assert dropped > 0
         assert rig.status()["source"] == "profile"
+        exposition = (await rig.daemon.ctx.metrics.exposition()).decode()
+        assert f"appliance_notify_dropped_total {float(dropped)}" in exposition.splitlines()
 
     try:
         rig.run(scenario)
