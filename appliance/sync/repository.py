@@ -168,21 +168,8 @@ def sign(directory: Path, role: str, key: PrivateKey) -> tuple[Path, int, int]:
         root = current_root(directory)
     return (
         path,
-        _count(meta, root, role) if root else 0,
+        tuf.count_signatures(meta, root, role) if root else 0,
         root.role_of(role).threshold if root else 0,
-    )
-
-
-def _count(meta: tuf.Metadata, root: tuf.Metadata, role: str) -> int:
-    keys = root.keys()
-    spec = root.role_of(role)
-    payload = tuf.canonical(meta.signed)
-    return len(
-        {
-            k
-            for k, s in meta.signatures
-            if k in spec.keyids and k in keys and keys[k].verify(s, payload)
-        }
     )
 
 

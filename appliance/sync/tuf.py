@@ -211,11 +211,10 @@ def parse(data: bytes, role: str, max_bytes: int = MAX_META_BYTES) -> Metadata:
     return Metadata(role, version, expires, signed, tuple(sigs), data)
 
 
-def check_threshold(meta: Metadata, root: Metadata, role: str | None = None) -> None:
-    """``meta`` carries signatures of at least the threshold of distinct keys that ``root``
-    gives ``role``; BundleError (bad_signature) if not."""
-    role = role or meta.role
-    spec = root.role_of(role)
+def count_signatures(meta: Metadata, root: Metadata, role: str | None = None) -> int:
+    """How many distinct keys that ``root`` gives ``role`` signed ``meta`` (a key counts
+    once however often it signed)."""
+    spec = root.role_of(role or meta.role)
     keys = root.keys()
     payload = canonical(meta.signed)
     good: set[str] = set()
@@ -227,10 +226,19 @@ def check_threshold(meta: Metadata, root: Metadata, role: str | None = None) -> 
             and keys[kid].verify(sig, payload)
         ):
             good.add(kid)
-    if len(good) < spec.threshold:
+    return len(good)
+
+
+def check_threshold(meta: Metadata, root: Metadata, role: str | None = None) -> None:
+    """``meta`` carries signatures of at least the threshold of distinct keys that ``root``
+    gives ``role``; BundleError (bad_signature) if not."""
+    role = role or meta.role
+    threshold = root.role_of(role).threshold
+    good = count_signatures(meta, root, role)
+    if good < threshold:
         raise BundleError(
             BAD_SIGNATURE,
-            f"{meta.role}.json version {meta.version}: {len(good)} of the {spec.threshold} "
+            f"{meta.role}.json version {meta.version}: {good} of the {threshold} "
             f"signatures the {role} role needs (root version {root.version})",
         )
 
