@@ -2,19 +2,23 @@
 merged. Pure.
 
 A :class:`Spans` holds its bounds in machine-word arrays, never an object per element: an
-IPv4 address or port span costs 16 bytes (two ``Q`` words), an IPv6 span 32 bytes (the high
+IPv4 address or port span costs 8 bytes (two 32-bit words), an IPv6 span 32 bytes (the high
 and low halves of both bounds). Union, difference and the delta between two sets of spans
-run on that form, in one merge pass over sorted bounds.
+run on that form, in one merge pass over sorted bounds. :class:`Collector` builds spans
+from values in any order without a list of them: sorted input is merged in place.
 """
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 import ipaddress
 from array import array
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 
 MASK64 = (1 << 64) - 1
+NARROW = "I" if array("I").itemsize == 4 else "L"  # a 32-bit word: bounds of 32 bits or less
 WIDTHS = {"ipv4_addr": 32, "inet_service": 16, "ipv6_addr": 128}
 
 
@@ -46,6 +50,27 @@ class _Bounds:
         size = self.lo.itemsize * len(self.lo)
         return size + (self.hi.itemsize * len(self.hi) if self.hi is not None else 0)
 
+    def set(self, i: int, value: int) -> None:
+        if self.hi is None:
+            self.lo[i] = value
+        else:
+            self.hi[i] = value >> 64
+            self.lo[i] = value & MASK64
+
+    def truncate(self, n: int) -> None:
+        del self.lo[n:]
+        if self.hi is not None:
+            del self.hi[n:]
+
+    def arrays(self) -> tuple[array[int], ...]:
+        return (self.lo,) if self.hi is None else (self.hi, self.lo)
+
+
+def _bounds(width: int) -> _Bounds:
+    if width > 64:
+        return _Bounds(array("Q"), array("Q"))
+    return _Bounds(array(NARROW if width <= 32 else "Q"), None)
+
 
 class Spans:
     """Disjoint, non-adjacent, sorted spans ``[first, last]`` of ``width``-bit integers."""
@@ -56,9 +81,8 @@ class Spans:
         if width not in (16, 32, 128):
             raise ValueError(f"unsupported width {width}")
         self.width = width
-        wide = width > 64
-        self.firsts = _Bounds(array("Q"), array("Q") if wide else None)
-        self.lasts = _Bounds(array("Q"), array("Q") if wide else None)
+        self.firsts = _bounds(width)
+        self.lasts = _bounds(width)
 
     # ---- building ---------------------------------------------------------------------
 
@@ -66,17 +90,10 @@ class Spans:
     def of(cls, width: int, pairs: Iterable[tuple[int, int]]) -> Spans:
         """Spans covering every ``(first, last)`` pair given (in any order, overlapping or
         not); ValueError for a pair outside ``width`` bits or with ``first > last``."""
-        top = (1 << width) - 1
-        checked = []
+        collector = Collector(width)
         for first, last in pairs:
-            if not 0 <= first <= last <= top:
-                raise ValueError(f"bad span {first}-{last} for {width} bits")
-            checked.append((first, last))
-        checked.sort()
-        spans = cls(width)
-        for first, last in checked:
-            spans._push(first, last)
-        return spans
+            collector.add(first, last)
+        return collector.finish()
 
     def _push(self, first: int, last: int) -> None:
         """Append a span that starts at or after the last one's start (merging)."""
@@ -89,12 +106,7 @@ class Spans:
         self.lasts.append(last)
 
     def _set_last(self, i: int, value: int) -> None:
-        bounds = self.lasts
-        if bounds.hi is None:
-            bounds.lo[i] = value
-        else:
-            bounds.hi[i] = value >> 64
-            bounds.lo[i] = value & MASK64
+        self.lasts.set(i, value)
 
     # ---- reading ----------------------------------------------------------------------
 
@@ -118,6 +130,23 @@ class Spans:
     def count(self) -> int:
         """How many values the spans cover."""
         return sum(last - first + 1 for first, last in self)
+
+    def values(self) -> Iterator[int]:
+        """Every value covered, in order (the elements of a hash set)."""
+        for first, last in self:
+            yield from range(first, last + 1)
+
+    def take(self, n: int) -> list[tuple[int, int]]:
+        """The first ``n`` spans."""
+        return [(self.firsts[i], self.lasts[i]) for i in range(min(n, len(self)))]
+
+    def digest(self) -> str:
+        """A hash of the width and the bounds' bytes: equal spans, equal digests."""
+        sha = hashlib.sha256(str(self.width).encode())
+        for bounds in (self.firsts, self.lasts):
+            for words in bounds.arrays():
+                sha.update(memoryview(words))
+        return sha.hexdigest()
 
     def contains(self, value: int) -> bool:
         i = bisect_right(self.firsts, value) - 1
@@ -172,6 +201,115 @@ class Spans:
 def delta(old: Spans, new: Spans) -> tuple[Spans, Spans]:
     """What turns ``old`` into ``new``: (spans to add, spans to remove)."""
     return new.difference(old), old.difference(new)
+
+
+def exact_difference(a: Spans, b: Spans) -> Spans:
+    """The spans of ``a`` that are not spans of ``b`` as they stand (the same first and the
+    same last): the elements of an interval set to add or delete whole, as the kernel holds
+    them (it deletes an element only as it was added)."""
+    a._same_width(b)
+    result = Spans(a.width)
+    theirs = iter(b)
+    cut = next(theirs, None)
+    for span in a:
+        while cut is not None and cut < span:
+            cut = next(theirs, None)
+        if cut != span:
+            result.firsts.append(span[0])
+            result.lasts.append(span[1])
+    return result
+
+
+def exact_delta(old: Spans, new: Spans) -> tuple[Spans, Spans]:
+    """What turns the interval elements ``old`` into ``new``: (elements to add, to delete)."""
+    return exact_difference(new, old), exact_difference(old, new)
+
+
+def join(a: Spans, b: Spans) -> Spans:
+    """``a`` and ``b`` in one sorted list; they must share no value (ValueError if they
+    overlap). Adjacent spans stay apart: each stays the element it was."""
+    a._same_width(b)
+    result = Spans(a.width)
+    last = -2
+    for first, end in _merge_sorted(iter(a), iter(b)):
+        if first <= last:
+            raise ValueError("joined spans overlap")
+        result.firsts.append(first)
+        result.lasts.append(end)
+        last = end
+    return result
+
+
+RUN = 1 << 16  # spans sorted at a time when the input was not in order
+
+
+class Collector:
+    """Spans built from ``(first, last)`` pairs given one at a time, in any order.
+
+    The pairs are kept in the packed arrays as they come; :meth:`finish` merges them in
+    place when they came in order (no second copy), else sorts runs of ``RUN`` spans in
+    place and merges the runs into new arrays.
+    """
+
+    def __init__(self, width: int) -> None:
+        self.spans = Spans(width)
+        self.top = (1 << width) - 1
+        self.ordered = True
+        self._previous = (-1, -1)
+
+    def add(self, first: int, last: int) -> None:
+        if not 0 <= first <= last <= self.top:
+            raise ValueError(f"bad span {first}-{last} for {self.spans.width} bits")
+        if (first, last) < self._previous:
+            self.ordered = False
+        self._previous = (first, last)
+        self.spans.firsts.append(first)
+        self.spans.lasts.append(last)
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    def finish(self) -> Spans:
+        raw = self.spans
+        self.spans = Spans(raw.width)
+        if self.ordered:
+            return _merge_in_place(raw)
+        runs: list[Iterator[tuple[int, int]]] = []
+        for start in range(0, len(raw), RUN):
+            end = min(start + RUN, len(raw))
+            chunk = sorted((raw.firsts[i], raw.lasts[i]) for i in range(start, end))
+            for i, (first, last) in enumerate(chunk, start):
+                raw.firsts.set(i, first)
+                raw.lasts.set(i, last)
+            runs.append(_run(raw, start, end))
+        result = Spans(raw.width)
+        for first, last in heapq.merge(*runs):
+            result._push(first, last)
+        return result
+
+
+def _run(spans: Spans, start: int, end: int) -> Iterator[tuple[int, int]]:
+    for i in range(start, end):
+        yield spans.firsts[i], spans.lasts[i]
+
+
+def _merge_in_place(spans: Spans) -> Spans:
+    """``spans`` (sorted by first, possibly overlapping or adjacent) merged in place."""
+    firsts, lasts = spans.firsts, spans.lasts
+    n = 0
+    for i in range(len(firsts)):
+        first, last = firsts[i], lasts[i]
+        if n and first <= lasts[n - 1] + 1:
+            if last > lasts[n - 1]:
+                lasts.set(n - 1, last)
+            continue
+        if n != i:
+            firsts.set(n, first)
+            lasts.set(n, last)
+        n += 1
+    firsts.truncate(n)
+    lasts.truncate(n)
+    return spans
 
 
 def _merge_sorted(
