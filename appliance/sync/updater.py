@@ -19,7 +19,7 @@ from pathlib import Path
 
 from appliance.storage import atomic_write
 from appliance.sync import tuf
-from appliance.sync.bundle import BAD_SIGNATURE, BUNDLE_FILE, FULL_DIR, BundleError
+from appliance.sync.bundle import BUNDLE_FILE, FULL_DIR, HTTP_ERROR, BundleError
 
 Fetch = Callable[[str, int], Awaitable[bytes | None]]
 TRUST_FILES = ("root", "timestamp", "snapshot", "targets")
@@ -77,10 +77,11 @@ async def fetch_target(trusted: tuf.Trusted, fetch: Fetch, name: str = BUNDLE_FI
 
 
 async def _required(fetch: Fetch, path: str, cap: int) -> bytes:
-    """The fetched file; BundleError (bad_signature) when the hub does not have it."""
+    """The fetched file; BundleError (http_error) when the hub does not have it: a file
+    missing from the hub is a publishing or serving fault, not a forgery."""
     data = await fetch(path, cap)
     if data is None:
-        raise BundleError(BAD_SIGNATURE, f"{path}: not found")
+        raise BundleError(HTTP_ERROR, f"{path}: HTTP 404 (not on the hub)")
     return data
 
 

@@ -337,3 +337,28 @@ def test_canonical_json_and_key_ids() -> None:
         tuf.canonical({"a": 1.5})
     key = keys.generate().public
     assert len(tuf.tuf_key_id(key)) == 64
+
+
+@pytest.mark.parametrize("missing", ["timestamp.json", "snapshot", "targets", "bundle"])
+def test_a_file_missing_from_the_hub_is_an_http_error_not_a_bad_signature(
+    repo: Repo, missing: str
+) -> None:
+    """A 404 on metadata or a target is a serving fault (http_error); nothing is trusted
+    from it, and the same files served again are taken."""
+    trusted = client(repo)
+    repo.release(2)
+    entry = json.loads((repo.dir / "2.targets.json").read_text())["signed"]["targets"]
+    name = {
+        "timestamp.json": "timestamp.json",
+        "snapshot": "2.snapshot.json",
+        "targets": "2.targets.json",
+        "bundle": f"{entry['bundle.json']['hashes']['sha256']}.bundle.json",
+    }[missing]
+    path = repo.dir / name
+    kept = path.read_bytes()
+    path.unlink()
+    error = refused(trusted, repo.dir)
+    assert error.result == B.HTTP_ERROR and name in error.reason and "404" in error.reason
+    atomic_write(path, kept, 0o644)
+    data = update(trusted, repo.dir)
+    assert data is not None and json.loads(data)["version"] == 2
