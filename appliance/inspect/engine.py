@@ -232,10 +232,11 @@ class InspectionEngine:
             proto = data[23]
             if proto == 6:
                 # _fast_tcp's common case, inline: the hottest lines of the engine
-                entry = self._index.get(data[26:38])
-                if entry is not None:
-                    flow, to_server = entry
-                    fast = flow.fast[to_server]
+                key = data[26:38]
+                flow = self._index.get(key)
+                if flow is not None:
+                    to_server = key == flow.fwd_key
+                    fast = flow.fast_s if to_server else flow.fast_c
                     flags = data[47]
                     if (
                         fast is not None
@@ -303,11 +304,12 @@ class InspectionEngine:
         of its handshake), its direction has settled its application protocol, no payload
         rule applies to it (or it carries no payload), it is no SYN or RST (new flows,
         detectors) and no flags-only rule matches its flags."""
-        entry = self._index.get(data[ip + 12 : ip + 24])
-        if entry is None:
+        key = data[ip + 12 : ip + 24]
+        flow = self._index.get(key)
+        if flow is None:
             return False
-        flow, to_server = entry
-        fast = flow.fast[to_server]
+        to_server = key == flow.fwd_key
+        fast = flow.fast_s if to_server else flow.fast_c
         flags = data[ip + 33]
         if (
             fast is None
@@ -378,11 +380,12 @@ class InspectionEngine:
             or data[52] << 8 | data[53] != total - 36  # inner total length
         ):
             return False
-        entry = self._index.get(data[26:38] + b"\x11")
-        if entry is None:
+        key = data[26:38] + b"\x11"
+        outer = self._index.get(key)
+        if outer is None:
             return False
-        outer, to_server = entry
-        fast = outer.fast[to_server]
+        to_server = key == outer.fwd_key
+        fast = outer.fast_s if to_server else outer.fast_c
         if fast is None or outer.app != "gtp" or ts - outer.last_ts > self._idle_timeout:
             return False
         established = outer.established
@@ -441,15 +444,17 @@ class InspectionEngine:
             dns, sni, http = self._tcp_app(flow, layer, payload, to_server, buffers)
 
         app = flow.app
-        group = flow.cache.get((to_server, app))
-        if group is None:
+        sel = flow.sel_s if to_server else flow.sel_c
+        if sel is not None and sel[2] == app:
+            group = sel[1]
+        else:
             group = self._group(flow, layer, to_server, gtp is not None)
             if proto == PROTO_TCP:
                 # prepare the other direction too: its next packet may take the fast path
                 self._group(flow, layer, not to_server, False, reverse=True)
         if to_server and proto == PROTO_TCP and (hello or self._hellos):
             if flow.key in self._hellos:
-                flow.fast[True] = None  # the next segments continue the ClientHello
+                flow.fast_s = None  # the next segments continue the ClientHello
             elif hello:
                 self._group(flow, layer, True, False)  # done: the fast path may take over
         hits: list[Signature] = []
@@ -518,12 +523,15 @@ class InspectionEngine:
         """The rule group of a flow direction for the flow's current application protocol,
         cached on the flow, and what the fast paths may skip in that direction."""
         app = flow.app
-        group: Group | None = flow.cache.get((to_server, app))
-        if group is None:
+        sel = flow.sel_s if to_server else flow.sel_c
+        if sel is not None and sel[2] == app:
+            group: Group = sel[1]
+        else:
             group = self.matcher.group_for(
                 layer, app if app in _APPS else "", to_server, outer_gtp, reverse
             )
-            flow.cache[(to_server, app)] = group
+        fast = True
+        quiet = False
         if layer.proto == PROTO_TCP:
             port53 = layer.sport == 53 or layer.dport == 53
             quiet = not group.payload_prefilter and (
@@ -533,9 +541,17 @@ class InspectionEngine:
                 # replies before the protocol is known: only DNS is detected on them
                 or (app == "" and not to_server and not port53)
             )
-            flow.fast[to_server] = (quiet, group, app)
-        elif app == "gtp":
-            flow.fast[to_server] = (False, group, app)
+        elif app != "gtp":
+            fast = False
+        sel = group.pick(quiet, app)
+        if to_server:
+            flow.sel_s = sel
+            if fast:
+                flow.fast_s = sel
+        else:
+            flow.sel_c = sel
+            if fast:
+                flow.fast_c = sel
         return group
 
     def _tcp_app(

@@ -37,10 +37,11 @@ class Flow:
         "app",
         "app_tries",
         "bits",
-        "cache",
         "established",
-        "fast",
+        "fast_c",
+        "fast_s",
         "first_ts",
+        "fwd_key",
         "gtp_ok",
         "key",
         "last_ts",
@@ -48,6 +49,8 @@ class Flow:
         "packets_to_server",
         "proto",
         "reverse_key",
+        "sel_c",
+        "sel_s",
         "streams",
         "tcp_state",
         "touched",
@@ -56,6 +59,9 @@ class Flow:
     def __init__(self, key: bytes, reverse_key: bytes, proto: int, ts: float) -> None:
         self.key = key  # as the client sends: client, server, client port, server port
         self.reverse_key = reverse_key
+        # the key a packet to the server is indexed under (none when both directions have
+        # the same key: then every packet after the first counts as to the client)
+        self.fwd_key = key if key != reverse_key else None
         self.proto = proto
         self.first_ts = ts
         self.last_ts = ts
@@ -66,9 +72,13 @@ class Flow:
         self.tcp_state = TCP_NEW
         self.app = ""  # "", "http", "tls", "dns", "gtp", or "none" once detection gave up
         self.app_tries = 0
-        self.cache: dict[Any, Any] = {}  # rule groups picked for this flow, by direction and app
-        # per direction (index: to_server), the engine's fast-path state, or None
-        self.fast: list[Any] = [None, None]
+        # per direction (_s: to the server, _c: to the client), the engine's rule group for
+        # the flow's application protocol (sel) and its fast-path state (fast), or None:
+        # tuples the engine shares between flows, so that a new flow allocates no container
+        self.sel_s: Any = None
+        self.sel_c: Any = None
+        self.fast_s: Any = None
+        self.fast_c: Any = None
         self.gtp_ok = False  # an inner flow whose tunnel's checks passed
         self.bits: set[str] | None = None  # flowbits set by rules (created on the first)
         # per direction (index: to_server), the reassembled TCP stream, once a rule reads it
@@ -93,7 +103,7 @@ class FlowTable:
         self.max_flows = max_flows
         self.idle_timeout = idle_timeout
         self.flows: OrderedDict[bytes, Flow] = OrderedDict()  # by client key, LRU first
-        self.index: dict[bytes, tuple[Flow, bool]] = {}  # both directions' keys
+        self.index: dict[bytes, Flow] = {}  # both directions' keys (see Flow.fwd_key)
         self.evicted = 0
         self.expired = 0
         self._next_sweep = 0.0
@@ -107,10 +117,10 @@ class FlowTable:
         key = layer.src + layer.dst + _ports(layer.sport, layer.dport)
         if proto != PROTO_TCP:
             key += bytes((proto,))
-        entry = self.index.get(key)
-        if entry is None or ts - entry[0].last_ts > self.idle_timeout:
-            if entry is not None:
-                self._remove(entry[0])  # the same 5-tuple after a long silence: a new flow
+        found = self.index.get(key)
+        if found is None or ts - found.last_ts > self.idle_timeout:
+            if found is not None:
+                self._remove(found)  # the same 5-tuple after a long silence: a new flow
             reverse = flow_key(layer.dst, layer.src, layer.dport, layer.sport, proto)
             if proto == PROTO_TCP and layer.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK:
                 # a SYN/ACK opens what we see of the flow: its receiver is the client
@@ -120,7 +130,8 @@ class FlowTable:
                 flow = self._create(key, reverse, proto, ts)
                 to_server = True
         else:
-            flow, to_server = entry
+            flow = found
+            to_server = key == flow.fwd_key
             if ts - flow.touched >= 1.0:
                 self.flows.move_to_end(flow.key)
                 flow.touched = ts
@@ -141,8 +152,8 @@ class FlowTable:
             self._sweep(ts)
         flow = Flow(key, reverse, proto, ts)
         self.flows[key] = flow
-        self.index[key] = (flow, True)
-        self.index[reverse] = (flow, False)
+        self.index[key] = flow
+        self.index[reverse] = flow
         if len(self.flows) > self.max_flows:
             _, oldest = self.flows.popitem(last=False)
             self._drop_index(oldest)
@@ -156,10 +167,10 @@ class FlowTable:
 
     def _drop_index(self, flow: Flow) -> None:
         index = self.index
-        for key in (flow.key, flow.reverse_key):
-            entry = index.get(key)
-            if entry is not None and entry[0] is flow:
-                del index[key]
+        if index.get(flow.key) is flow:
+            del index[flow.key]
+        if index.get(flow.reverse_key) is flow:
+            del index[flow.reverse_key]
 
     def _sweep(self, now: float) -> None:
         """Drop flows idle longer than the timeout (the least recently used sit in front)."""

@@ -76,6 +76,13 @@ class Group:
     anchored_probe: list[tuple[bool | None, tuple[tuple[int, int, bytes, bool], ...]]] | None = (
         field(init=False, default=None)
     )
+    # whether a rule of the group looks at the packet payload itself
+    reads_payload: bool = field(init=False, default=False)
+    # (quiet, group, app) by (quiet, app): what a flow direction holds of its group, one
+    # tuple shared by all flows (see InspectionEngine._group)
+    picks: dict[tuple[bool, str], tuple[bool, Group, str]] = field(
+        init=False, default_factory=dict, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         reach = 0
@@ -91,6 +98,7 @@ class Group:
                 break
         self.anchored_reach = reach
         self.payload_prefilter = any(p.buffer == PKT for p in self.prefilters)
+        self.reads_payload = bool(self.anchored) or self.payload_prefilter
         probe: list[tuple[bool | None, tuple[tuple[int, int, bytes, bool], ...]]] | None = []
         for sig in self.anchored:
             contents = sig.contents
@@ -115,10 +123,12 @@ class Group:
     def empty(self) -> bool:
         return not self.plain and not self.anchored and not self.prefilters
 
-    @property
-    def reads_payload(self) -> bool:
-        """Whether a rule of the group looks at the packet payload itself."""
-        return bool(self.anchored) or any(p.buffer == PKT for p in self.prefilters)
+    def pick(self, quiet: bool, app: str) -> tuple[bool, Group, str]:
+        """The shared ``(quiet, self, app)``."""
+        found = self.picks.get((quiet, app))
+        if found is None:
+            found = self.picks[(quiet, app)] = (quiet, self, app)
+        return found
 
     def plain_for(self, flags: int, established: bool) -> tuple[Signature, ...]:
         """Plain rules that pass the TCP flags (``-1``: not TCP) and the flow state; what is
