@@ -33,6 +33,7 @@ class HubSync(Manager):
         self.last: SyncResult | None = None
         self.last_success: float | None = None
         self.syncs: dict[str, int] = {}
+        self.next_poll: float | None = None  # wall time of the next poll; None while one runs
 
     def start(self, local: Profile) -> None:
         from appliance.sync.client import HubClient
@@ -88,6 +89,7 @@ class HubSync(Manager):
         hub = self.client
         assert hub is not None
         while True:
+            self.next_poll = None
             try:
                 sync = await hub.poll_once()
                 if sync.pending and sync.bundle is not None:
@@ -99,10 +101,14 @@ class HubSync(Manager):
                 raise
             except Exception as exc:  # a bug must not stop the polling
                 self.ctx.log.exception("hub sync failed", extra={"error": repr(exc)})
-                await asyncio.sleep(self.poll)
+                await self._sleep(self.poll)
                 continue
             self._record(sync)
-            await asyncio.sleep(hub.next_delay(sync, self.poll))
+            await self._sleep(hub.next_delay(sync, self.poll))
+
+    async def _sleep(self, delay: float) -> None:
+        self.next_poll = self.ctx.wall_clock() + delay
+        await asyncio.sleep(delay)
 
     async def _apply_bundle(self, sync: SyncResult) -> SyncResult:
         """Apply a verified bundle; keep it only if the hub is still reachable afterwards."""
@@ -166,6 +172,7 @@ class HubSync(Manager):
             "offered": last.offered if last else None,
             "last_sync": last.time if last else None,
             "last_success": self.last_success,
+            "next_poll": self.next_poll,
             "syncs": dict(sorted(self.syncs.items())),
             "poll_seconds": self.poll,
             "long_poll": hub.long_poll_max > 0,

@@ -114,10 +114,13 @@ class SyncResult:
 
 
 def backoff_delay(failures: int, base: float, cap: float, rng: Callable[[], float]) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**(n-1)))."""
+    """Exponential backoff with jitter: the step ``min(cap, base * 2**(n-1))`` doubles with
+    each failure up to ``cap``; the delay is uniform in [step/2, 3*step/2), so it never
+    exceeds 1.5 * cap and a fleet's retries spread around the step."""
     if failures <= 0:
         return 0.0
-    return float(rng() * min(cap, base * 2.0 ** min(failures - 1, 30)))
+    step = min(cap, base * 2.0 ** min(failures - 1, 30))
+    return float(step * (0.5 + rng()))
 
 
 def next_delay(
@@ -130,9 +133,13 @@ def next_delay(
     long_poll: bool = False,
 ) -> float:
     """Seconds until the next poll: backoff only after transport failures; right away when
-    the next poll is a long poll (but at most one a second); else the poll interval."""
+    the next poll is a long poll (but at most one a second); else the poll interval.
+
+    The backoff's step is capped at one poll interval (delays up to 1.5 intervals, one on
+    average): a hub that comes back is polled within 1.5 intervals, so the first poll that
+    can succeed is never held back by earlier failures by more than that."""
     if sync.backoff:
-        return backoff_delay(failures, limits.backoff_base, min(limits.backoff_max, poll * 10), rng)
+        return backoff_delay(failures, limits.backoff_base, min(limits.backoff_max, poll), rng)
     if long_poll:
         return max(0.0, limits.min_long_poll_interval - elapsed)
     return poll

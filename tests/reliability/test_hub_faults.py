@@ -216,6 +216,59 @@ def test_a_hub_fault_applies_nothing_costs_little_and_a_good_hub_is_followed_aga
     )
 
 
+RESETS = 6  # failed polls before the hub comes back: the old backoff had grown past 10 s
+SCHEDULING_ALLOWANCE = 0.5  # the daemon's own work between stamping a sync and scheduling
+
+
+def test_after_a_resetting_hub_comes_back_the_first_poll_applies_the_new_version(
+    netns: str, fault_hub: FaultHub, start_daemon: Start, tmp_path: Path
+) -> None:
+    """The hub resets every connection for several polls, then answers again: each poll
+    after a failure was scheduled within 1.5 poll intervals of it (the daemon's recorded
+    sync time and next poll), and the first poll after the hub is back applies the version
+    it offers; the time from recovery to the applied version is printed."""
+    hub = fault_hub.hub
+    pub = tmp_path / "hub.pub"
+    pub.write_text(hub.key.public.encode() + "\n")
+    profile = tmp_path / "profile.toml"
+    profile.write_text(
+        f'version = 1\nname = "edge-1"\n\n[hub]\nurl = "http://127.0.0.1:{PORT}/{PATH}/"\n'
+        f'trust = ["{pub}"]\npoll = "{POLL:g}s"\ntimeout = "3s"\n'
+    )
+    hub.publish(build(5))
+    daemon = start_daemon(netns, profile)
+    wait_until(lambda: hub_status(daemon)["version"] == 5, timeout=30)
+    fault_hub.set("rst")
+    hub.publish(build(6, extra_rule=True))
+    gaps: dict[float, float] = {}  # failed sync's time -> the next poll it scheduled
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status = hub_status(daemon)
+        failed = status["syncs"].get("unreachable", 0)
+        if status["result"] == "unreachable" and status["next_poll"] is not None:
+            gaps[status["last_sync"]] = status["next_poll"] - status["last_sync"]
+        if failed >= RESETS and len(gaps) >= 2:
+            break
+        time.sleep(0.05)
+    assert failed >= RESETS, status
+    assert len(gaps) >= 2, gaps
+    fault_hub.set("good")
+    healthy = time.time()
+    failed = hub_status(daemon)["syncs"].get("unreachable", 0)
+    wait_until(lambda: hub_status(daemon)["version"] == 6, timeout=RECOVERED_WITHIN)
+    status = hub_status(daemon)
+    longest = max(gaps.values())
+    assert longest <= 1.5 * POLL + SCHEDULING_ALLOWANCE, gaps
+    # at most one poll was under way when the hub came back; the next one applied
+    assert status["syncs"].get("unreachable", 0) <= failed + 1, status
+    assert daemon.status()["source"] == "hub"
+    print(
+        f"rst: {failed} failed polls, longest scheduled gap {longest:.2f}s "
+        f"(poll {POLL:g}s); version 6 applied {status['last_success'] - healthy:.2f}s after "
+        "the hub answered again"
+    )
+
+
 def _self_signed(directory: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 that no CA signed, and its key."""
     import datetime

@@ -10,6 +10,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from appliance.storage import atomic_write
 from appliance.sync import bundle as B
@@ -462,10 +464,10 @@ def test_hub_down_is_unreachable_and_the_last_good_stays(
     run(main())
 
 
-def test_backoff_full_jitter_bounds() -> None:
+def test_backoff_jitter_bounds() -> None:
     limits = ClientLimits(backoff_base=1, backoff_max=60)
     assert backoff_delay(0, 1, 60, lambda: 1.0) == 0
-    assert [backoff_delay(n, 1, 60, lambda: 1.0) for n in (1, 2, 3, 7, 8, 40)] == [
+    assert [backoff_delay(n, 1, 60, lambda: 0.5) for n in (1, 2, 3, 7, 8, 40)] == [
         1,
         2,
         4,
@@ -473,9 +475,10 @@ def test_backoff_full_jitter_bounds() -> None:
         60,
         60,
     ]
-    assert backoff_delay(5, 1, 60, lambda: 0.0) == 0
+    assert backoff_delay(5, 1, 60, lambda: 0.0) == 8  # half the step at least
+    assert backoff_delay(5, 1, 60, lambda: 0.999) < 24  # below 1.5 steps
     failed = SyncResult(B.UNREACHABLE, backoff=True)
-    assert next_delay(failed, 30, 3, limits, lambda: 0.5) == 2
+    assert next_delay(failed, 30, 3, limits, lambda: 0.5) == 4
     assert next_delay(SyncResult(B.BAD_SIGNATURE), 30, 0, limits, lambda: 0.5) == 30
     polled = SyncResult(B.NOT_MODIFIED, long_polled=True)
     delay = next_delay(polled, 30, 0, limits, lambda: 0.5, elapsed=0.2, long_poll=True)
@@ -758,3 +761,20 @@ def test_tuf_deltas_stay_deltas_and_a_wrong_base_takes_the_full_target(
             assert sync.bundle.elements == {"blocklist": ("203.0.113.9",)}
 
     run(main())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    failures=st.integers(min_value=1, max_value=10_000),
+    poll=st.floats(min_value=1.0, max_value=600.0),
+    jitter=st.floats(min_value=0.0, max_value=1.0, exclude_max=True),
+)
+def test_after_any_run_of_failures_the_next_poll_is_within_one_and_a_half_intervals(
+    failures: int, poll: float, jitter: float
+) -> None:
+    """However long the hub failed, the backoff never holds the first poll after it is
+    back by more than 1.5 poll intervals (so recovery takes under 2 intervals with the
+    exchange itself), and never retries faster than half the first step."""
+    failed = SyncResult(B.UNREACHABLE, backoff=True)
+    delay = next_delay(failed, poll, failures, ClientLimits(), lambda: jitter)
+    assert 0.5 <= delay <= 1.5 * poll
