@@ -54,6 +54,7 @@ from typing import Any
 
 from appliance.model.profile import Profile
 from appliance.sync import bundle as B
+from appliance.sync import tuf
 from appliance.sync.bundle import Bundle, BundleVerdict, format_time, verify
 from appliance.sync.keys import KeyFileError, PrivateKey, PublicKey, load_private, load_trust
 from appliance.sync.store import BundleStore, Stored, StoreError
@@ -187,6 +188,7 @@ class HubClient:
         self.trust_store = TrustStore(Path(state_dir) / "hub-tuf")
         self._trusted: Trusted | None = None
         self._timestamp_etag = ""
+        self.frozen = ""  # TUF: why the hub may be frozen (an expired timestamp ...), or ""
 
     @classmethod
     def from_profile(cls, profile: Profile, state_dir: str | Path, **kw: Any) -> HubClient:
@@ -223,11 +225,13 @@ class HubClient:
     # ---- boot ---------------------------------------------------------------------------
 
     def load_last_good(self) -> Stored | None:
-        """The stored last-good bundle (signature checked again), or None."""
+        """The stored last-good bundle (signature, or under TUF the targets that vouched
+        for it, checked again), or None."""
         try:
-            # Under TUF the stored bundle was vouched for by targets when it was fetched.
-            trust = None if self.tuf_root is not None else self.trust
-            self.running = self.store.load(trust, self.clock(), self.base_dir)
+            if self.tuf_root is not None:
+                self.running = self._load_tuf()
+            else:
+                self.running = self.store.load(self.trust, self.clock(), self.base_dir)
         except StoreError as exc:
             self.running = None
             if str(exc) != "no bundle stored":
@@ -236,12 +240,60 @@ class HubClient:
         self._seen_sig_etag = self.running.sig_etag
         return self.running
 
+    def _load_tuf(self) -> Stored:
+        """The stored bundle, checked again against the ``targets.json`` kept with it: that
+        file must still carry the targets role's threshold under the trusted root (a key
+        revoked since disowns it) and name the bundle's exact length and SHA-256 (a file
+        changed on disk after it was verified is refused). A bundle stored without its
+        targets is checked against the trusted targets."""
+        now = self.clock()
+        stored = self.store.load(None, now, self.base_dir)
+        try:
+            trusted = self._trusted or self.trust_store.load(self.tuf_root or b"", now)
+        except B.BundleError as exc:
+            raise StoreError(f"stored bundle refused: [hub].root: {exc.reason}") from None
+        self._trusted = trusted
+        self._note_freshness(trusted, now)
+        try:
+            if stored.signature:
+                targets = tuf.parse(stored.signature, tuf.TARGETS)
+                tuf.check_threshold(targets, trusted.root)
+            elif trusted.targets is not None:
+                targets = trusted.targets
+            else:
+                raise B.BundleError(B.BAD_SIGNATURE, "no targets.json vouches for it")
+            data = stored.bundle.data
+            if not any(
+                _vouched(data, targets.target(name)) for name in (B.BUNDLE_FILE, FULL_TARGET)
+            ):
+                raise B.BundleError(
+                    B.BAD_SIGNATURE,
+                    f"not the bundle targets.json version {targets.version} signed for "
+                    "(changed since it was verified)",
+                )
+        except B.BundleError as exc:
+            raise StoreError(f"stored bundle refused: {exc.result}: {exc.reason}") from None
+        return stored
+
+    def _note_freshness(self, trusted: Trusted, now: float) -> None:
+        """Freeze: an expired root, timestamp, snapshot or targets makes the appliance say it
+        may be frozen (``stale``); what runs stays enforced."""
+        self.frozen = ""
+        for meta in (trusted.root, trusted.timestamp, trusted.snapshot, trusted.targets):
+            if meta is not None and meta.expired(now):
+                self.frozen = f"{meta.role}.json version {meta.version} expired {meta.expires_text}"
+                return
+
     @property
     def running_version(self) -> int | None:
         return self.running.bundle.version if self.running else None
 
     @property
     def stale(self) -> bool:
+        """The running bundle has expired, or (TUF) the hub's metadata has: the hub may be
+        frozen. Either way what runs stays enforced."""
+        if self.frozen:
+            return True
         return bool(self.running and self.running.bundle.expired(self.clock()))
 
     # ---- one poll -----------------------------------------------------------------------
@@ -368,10 +420,12 @@ class HubClient:
         have = self.running.bundle.sha256 if self.running else ""
         try:
             update = await refresh(trusted, fetch, have)
+            self.frozen = ""
             data = update.bundle
             if data is None:
                 self.trust_store.save(trusted)
                 self._incomplete = False
+                self._keep_targets(trusted)
                 return self._result(B.NOT_MODIFIED, long_polled=long_polled)
             verdict = self._verify(data, b"", authenticated="tuf")
             if verdict.wrong_base:
@@ -381,6 +435,8 @@ class HubClient:
                     verdict = BundleVerdict(B.MALFORMED, "full/ holds a delta bundle")
         except B.BundleError as exc:
             self._incomplete = True  # what failed is fetched again at the next poll
+            if exc.result == B.EXPIRED:
+                self.frozen = exc.reason
             return self._result(exc.result, exc.reason, long_polled=long_polled)
         self.trust_store.save(trusted)
         self._incomplete = False
@@ -389,7 +445,19 @@ class HubClient:
         remembered = self._failed.get(key)
         if remembered is not None:
             return replace(remembered, repeated=True, time=self.clock(), long_polled=long_polled)
-        return self._conclude(verdict, key, b"", digest, "tuf", long_polled)
+        # The targets that vouch for the bundle are kept with it (checked again at boot).
+        vouch = trusted.targets.data if trusted.targets is not None else b""
+        return self._conclude(verdict, key, vouch, digest, "tuf", long_polled)
+
+    def _keep_targets(self, trusted: Trusted) -> None:
+        """New targets naming the running bundle (re-signed, keys rotated): keep them with
+        it, so the bundle still checks out at boot once the old targets keys are revoked."""
+        running, targets = self.running, trusted.targets
+        if running is None or targets is None or running.signature == targets.data:
+            return
+        data = running.bundle.data
+        if any(_vouched(data, targets.target(name)) for name in (B.BUNDLE_FILE, FULL_TARGET)):
+            self._save(running.bundle, targets.data, running.etag, running.sig_etag)
 
     def _failing(self) -> bool:
         if self._incomplete:
@@ -498,7 +566,7 @@ class HubClient:
 
     def _result(self, result: B.Outcome, error: str = "", **kw: object) -> SyncResult:
         running = self.running
-        stale = bool(running and running.bundle.expired(self.clock()))
+        stale = self.stale
         if result == B.NOT_MODIFIED and stale:
             result, error = B.EXPIRED, error or "the running bundle has expired"
         return SyncResult(
@@ -648,6 +716,17 @@ class HubClient:
 
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _vouched(data: bytes, entry: dict[str, Any] | None) -> bool:
+    """``data`` has the length and SHA-256 of a targets entry."""
+    if entry is None:
+        return False
+    try:
+        tuf.check_file(data, entry, "bundle.json")
+    except B.BundleError:
+        return False
+    return True
 
 
 def _read_root(path: str) -> bytes:

@@ -778,3 +778,94 @@ def test_after_any_run_of_failures_the_next_poll_is_within_one_and_a_half_interv
     failed = SyncResult(B.UNREACHABLE, backoff=True)
     delay = next_delay(failed, poll, failures, ClientLimits(), lambda: jitter)
     assert 0.5 <= delay <= 1.5 * poll
+
+
+def _tuf_client(url: str, state: Path, root: Path, clock: Callable[[], float]) -> HubClient:
+    limits = ClientLimits(long_poll=0.2)  # short long polls of timestamp.json
+    return HubClient(url, [], state, tuf_root=root.read_bytes(), limits=limits, clock=clock)
+
+
+def test_tuf_a_stored_bundle_changed_on_disk_is_refused_at_boot(
+    publisher: Publisher, tmp_path: Path
+) -> None:
+    """The stored bundle is checked again at boot against the targets.json kept with it:
+    a bundle or targets changed on disk after they were verified is refused (no last good:
+    the daemon falls back to its profile), a good one loads; targets re-signed for the
+    same bundle are kept with it."""
+    from appliance.sync import repository, tuf
+
+    directory = publisher.directory
+    root, _release, key = _tuf_repo(directory)
+    state = tmp_path / "state"
+    current = state / "hub" / "current"
+
+    async def main() -> None:
+        async with hub(publisher.root) as (_server, base):
+            url = f"{base}/{publisher.path}/"
+            c = _tuf_client(url, state, root, time.time)
+            await applied(c)
+            assert (current / B.SIG_FILE).read_bytes() == (
+                directory / "1.targets.json"
+            ).read_bytes()
+            # targets re-signed (a new version) for the same bundle: kept with the bundle
+            repository.stage_targets(directory, time.time() + 86400)
+            repository.sign(directory, tuf.TARGETS, key)
+            repository.publish(directory, key, key, time.time() + 86400, time.time() + 3600)
+            assert (await c.poll_once()).result == B.NOT_MODIFIED
+            kept = (current / B.SIG_FILE).read_bytes()
+            assert kept == (directory / "2.targets.json").read_bytes()
+            assert _tuf_client(url, state, root, time.time).load_last_good() is not None
+
+    run(main())
+    bundle_file = (current / B.BUNDLE_FILE).resolve()
+    good = bundle_file.read_bytes()
+    bundle_file.write_bytes(good.replace(b"192.0.2.1", b"192.0.2.9"))  # valid, same length
+    booted = _tuf_client("http://127.0.0.1:9/", state, root, time.time)
+    assert booted.load_last_good() is None and booted.running is None
+    assert "stored bundle refused: bad_signature" in booted.last_error
+    assert "changed since it was verified" in booted.last_error
+    bundle_file.write_bytes(good)
+    targets_file = (current / B.SIG_FILE).resolve()
+    targets = targets_file.read_bytes()
+    document = json.loads(targets)
+    document["signed"]["expires"] = "2099-01-01T00:00:00Z"  # extended by whoever holds the disk
+    targets_file.write_bytes(json.dumps(document).encode())
+    booted = _tuf_client("http://127.0.0.1:9/", state, root, time.time)
+    assert booted.load_last_good() is None
+    assert "signatures the targets role needs" in booted.last_error, booted.last_error
+    targets_file.write_bytes(targets)
+    assert _tuf_client("http://127.0.0.1:9/", state, root, time.time).load_last_good()
+
+
+def test_tuf_an_expired_timestamp_is_stale_and_what_runs_stays(
+    publisher: Publisher, tmp_path: Path
+) -> None:
+    """Freeze protection: once the timestamp expires the client says ``stale`` (in each
+    sync and at boot) and keeps the running bundle; a timestamp renewed by the online key
+    alone clears it."""
+    from appliance.sync import repository
+
+    directory = publisher.directory
+    root, _release, key = _tuf_repo(directory)
+    repository.timestamp(directory, key, time.time() + 60)
+    now = [time.time()]
+    state = tmp_path / "state"
+
+    async def main() -> None:
+        async with hub(publisher.root) as (_server, base):
+            url = f"{base}/{publisher.path}/"
+            c = _tuf_client(url, state, root, lambda: now[0])
+            await applied(c)
+            assert not c.stale
+            now[0] += 600  # the hub is frozen: its timestamp expired 9 minutes ago
+            sync = await c.poll_once()
+            assert sync.result == B.EXPIRED and "timestamp.json" in sync.error, sync
+            assert sync.stale and c.stale and c.running_version == 1
+            booted = _tuf_client(url, state, root, lambda: now[0])
+            assert booted.load_last_good() is not None and booted.stale
+            repository.timestamp(directory, key, now[0] + 3600)
+            sync = await c.poll_once()
+            assert sync.result == B.NOT_MODIFIED and not sync.stale and not c.stale, sync
+            assert c.running_version == 1
+
+    run(main())
