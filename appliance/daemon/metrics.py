@@ -159,12 +159,18 @@ class Metrics:
         )
         self.hub_stale = Gauge(
             "appliance_hub_bundle_stale",
-            "1 while the enforced hub bundle has expired (it stays enforced)",
+            "1 while the enforced hub bundle has expired, or the hub's TUF metadata has (the "
+            "hub may be frozen); what runs stays enforced",
             registry=registry,
         )
         self.notify_dropped = Counter(
             "appliance_notify_dropped",
             "Service-manager notifications dropped because its queue was full",
+            registry=registry,
+        )
+        self.flow_offload = Gauge(
+            "appliance_flow_offload",
+            "1 while the enforced table offloads accepted forwarded flows to a flowtable",
             registry=registry,
         )
         registry.register(_KernelCollector(self))  # type: ignore[arg-type]
