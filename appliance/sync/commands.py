@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from appliance.errors import ApplianceError, ProfileError, UsageError
@@ -58,7 +59,12 @@ def add_parsers(
         "verify", parents=[common], help="check a bundle as the daemon would (DIR or URL)"
     )
     v.add_argument("source", metavar="DIR|URL")
-    v.add_argument("--trust", required=True, action="append", nargs="+", metavar="PUB")
+    v.add_argument("--trust", action="append", nargs="+", metavar="PUB")
+    v.add_argument(
+        "--root",
+        metavar="ROOT_JSON",
+        help="a TUF repository: the root.json an appliance trusts ([hub].root), not --trust",
+    )
     v.add_argument("--min-version", type=int, metavar="N", help="refuse versions below N")
     v.set_defaults(handler=cmd_verify)
 
@@ -175,6 +181,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from appliance.sync import bundle as B
     from appliance.sync import keys
 
+    if (args.root is None) == (args.trust is None):
+        raise UsageError("bundle verify: give --trust PUB... (a signed pair) or --root ROOT_JSON")
+    if args.root is not None:
+        return _verify_tuf(args.source, args.root, args.min_version)
     trust = keys.load_trust([p for group in args.trust for p in group])
     source: str = args.source
     if source.startswith(("http://", "https://", "file://")):
@@ -203,6 +213,113 @@ def cmd_verify(args: argparse.Namespace) -> int:
         f"signed by {verdict.key_id}{kind}"
     )
     return EXIT_OK
+
+
+def _verify_tuf(source: str, root_path: str, min_version: int | None) -> int:
+    """The appliance's TUF workflow from ``root_path`` alone (no state: nothing is
+    trusted beyond that root) over a repository directory or URL, then the bundle's checks
+    (and those of ``full/bundle.json`` when targets name one). Exit 0, or 2 with one line."""
+    import asyncio
+
+    from appliance.sync import bundle as B
+    from appliance.sync import tuf
+    from appliance.sync.updater import FULL_TARGET, fetch_target, refresh
+
+    try:
+        with open(root_path, "rb") as handle:
+            root = handle.read(tuf.MAX_ROOT_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"{root_path}: cannot read: {exc.strerror or exc}") from None
+    remote = source.startswith(("http://", "https://", "file://"))
+    base_dir = Path.cwd() if remote else Path(source).resolve()
+    now = time.time()
+
+    async def check() -> tuple[B.Bundle, tuf.Trusted]:
+        trusted = tuf.Trusted(root, now)
+        fetch = _url_fetch(source) if remote else _directory_fetch(Path(source))
+        update = await refresh(trusted, fetch)
+        names = [B.BUNDLE_FILE]
+        assert trusted.targets is not None
+        if trusted.targets.target(FULL_TARGET) is not None:
+            names.append(FULL_TARGET)
+        first: B.Bundle | None = None
+        for name in names:
+            data = update.bundle if name == B.BUNDLE_FILE else None
+            if data is None:
+                data = await fetch_target(trusted, fetch, name)
+            verdict = B.verify(
+                data,
+                b"",
+                (),
+                now,
+                base_dir,
+                min_version=min_version,
+                resolve=False,
+                authenticated="tuf",
+            )
+            if verdict.result != B.APPLIED or verdict.bundle is None:
+                raise B.BundleError(verdict.result, f"{name}: {verdict.reason}")
+            first = first or verdict.bundle
+        assert first is not None
+        return first, trusted
+
+    try:
+        bundle, trusted = asyncio.run(check())
+    except B.BundleError as exc:
+        print(f"rejected: {exc.result}: {' '.join(exc.reason.split())}", file=sys.stderr)
+        return 2
+    assert trusted.targets is not None and trusted.timestamp is not None
+    kind = ""
+    if bundle.deltas:
+        kind = f", set deltas on base {next(iter(bundle.deltas.values())).base}"
+    print(
+        f"valid: version {bundle.version}, expires {bundle.expires_text}{kind}; "
+        f"targets.json version {trusted.targets.version} "
+        f"({tuf.count_signatures(trusted.targets, trusted.root)} of "
+        f"{trusted.root.role_of(tuf.TARGETS).threshold} needed), root version "
+        f"{trusted.root.version}, timestamp expires {trusted.timestamp.expires_text}"
+    )
+    return EXIT_OK
+
+
+def _directory_fetch(directory: Path) -> Callable[[str, int], Awaitable[bytes | None]]:
+    from appliance.sync import bundle as B
+
+    async def fetch(name: str, cap: int) -> bytes | None:
+        path = directory / name
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(cap + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise B.BundleError(B.MALFORMED, f"{path}: {exc.strerror or exc}") from None
+        if len(data) > cap:
+            raise B.BundleError(B.TOO_LARGE, f"{name}: over {cap} bytes")
+        return data
+
+    return fetch
+
+
+def _url_fetch(url: str) -> Callable[[str, int], Awaitable[bytes | None]]:
+    from appliance.sync import bundle as B
+    from appliance.sync.transport import Limits, TransportError, request
+
+    if not url.endswith("/"):
+        url += "/"
+
+    async def fetch(name: str, cap: int) -> bytes | None:
+        try:
+            resp = await request("GET", url + name, Limits(), max_body=cap)
+        except TransportError as exc:
+            raise B.BundleError(exc.result, exc.reason) from None
+        if resp.status == 404:
+            return None
+        if resp.status != 200:
+            raise B.BundleError(B.HTTP_ERROR, f"{name}: HTTP {resp.status}")
+        return resp.body
+
+    return fetch
 
 
 def _read_pair(directory: Path) -> tuple[bytes | None, bytes | None, str]:

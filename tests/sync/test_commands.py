@@ -149,3 +149,54 @@ def test_delta_build_writes_full_too(tmp_path: Path) -> None:
     for directory in (out, out / "full"):
         r = run_appliance("bundle", "verify", str(directory), "--trust", f"{key}.pub")
         assert r.returncode == 0, r.stderr
+
+
+def test_verify_a_tuf_repository_as_an_appliance_would(tmp_path: Path) -> None:
+    """``bundle verify DIR --root ROOT``: the TUF workflow from that root alone; a bad
+    repository exits 2 with one line naming the result."""
+    import time
+
+    from appliance.storage import atomic_write
+    from appliance.sync import bundle as B
+    from appliance.sync import keys, repository, tuf
+    from tests.sync.conftest import build
+
+    hub = tmp_path / "hub"
+    now = time.time()
+    key = keys.generate()
+    repository.init(hub, {role: ([key.public], 1) for role in tuf.ROLES}, now + 86400)
+    repository.sign(hub, tuf.ROOT, key)
+    atomic_write(hub / B.BUNDLE_FILE, build(3, ["192.0.2.3"]), 0o644)
+    repository.stage_targets(hub, now + 86400)
+    repository.sign(hub, tuf.TARGETS, key)
+    repository.publish(hub, key, key, now + 86400, now + 3600)
+    root = str(hub / "1.root.json")
+
+    r = run_appliance("bundle", "verify", str(hub), "--root", root)
+    assert r.returncode == 0, r.stderr
+    assert "valid: version 3" in r.stdout and "targets.json version 1 (1 of 1" in r.stdout
+    r = run_appliance("bundle", "verify", f"file://{hub}/", "--root", root, "--min-version", "4")
+    assert r.returncode == 2 and r.stderr.startswith("rejected: rollback"), r.stderr
+
+    def rejected(*extra: str) -> str:
+        r = run_appliance("bundle", "verify", str(hub), *extra)
+        assert r.returncode == 2, (r.stdout, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+        return r.stderr
+
+    target = next(hub.glob("*.bundle.json"))
+    good = target.read_bytes()
+    target.write_bytes(good.replace(b"192.0.2.3", b"192.0.2.9"))  # same length, other bytes
+    assert rejected("--root", root).startswith("rejected: bad_signature")
+    target.write_bytes(good)
+    other = keys.generate()  # a root this repository's keys never signed
+    other_root = tmp_path / "other-root.json"
+    other_root.write_bytes(
+        tuf.sign_new(
+            tuf.root_signed(1, now + 86400, {r: ([other.public], 1) for r in tuf.ROLES}), other
+        )
+    )
+    assert rejected("--root", str(other_root)).startswith("rejected: bad_signature")
+    (hub / "timestamp.json").rename(tmp_path / "timestamp.json")
+    assert rejected("--root", root).startswith("rejected: http_error: timestamp.json")
+    assert "give --trust" in rejected()  # neither --trust nor --root
