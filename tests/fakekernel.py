@@ -139,25 +139,59 @@ def _apply(table: Table | None, op: str, obj: Json) -> Table | None:
 def _object(table: Table, op: str, kind: str, body: Json) -> None:
     key = (kind, body["name"])
     if op == "add":
-        if key in table.objects:
-            return  # the kernel takes an identical add again; the object stays
-        table.objects[key] = {**body, "handle": table.next_handle()}
-        if kind == "set":
-            table.elements[body["name"]] = {}
+        have = table.objects.get(key)
+        if have is None:
+            table.objects[key] = {**body, "handle": table.next_handle()}
+            if kind == "set":
+                table.elements[body["name"]] = {}
+        elif kind == "set" and any(have.get(k) != body.get(k) for k in ("type", "flags")):
+            raise _refused("File exists")  # a set's type and flags are not changed in place
+        elif kind in ("set", "chain"):
+            # a chain's policy, a set's timeout and size, are (size and timeout only on
+            # newer kernels: 6.1 takes the add and keeps the old values)
+            table.objects[key] = {**body, "handle": have["handle"]}
+        # else: the object stays as it was (a limit keeps its old rate, as in the kernel)
         return
     if key not in table.objects:
         raise _refused("No such file or directory")
     if op == "delete":
-        if kind == "chain" and any(r["chain"] == body["name"] for r in table.rules):
+        if key in _references(r for r in table.rules if r["chain"] != body["name"]):
             raise _refused("Device or resource busy")
         del table.objects[key]
         table.elements.pop(body["name"], None)
+        if kind == "chain":  # its own rules go with it
+            table.rules[:] = [r for r in table.rules if r["chain"] != body["name"]]
     elif op == "flush" and kind == "set":
         table.elements[body["name"]].clear()
     elif op == "flush" and kind == "chain":
         table.rules[:] = [r for r in table.rules if r["chain"] != body["name"]]
     else:
         raise _refused(f"unsupported {op} {kind}")
+
+
+def _references(rules: Iterable[Json]) -> set[tuple[str, str]]:
+    """(kind, name) of the sets, named objects and chains ``rules`` use: the kernel refuses
+    to delete them while a rule does."""
+    found: set[tuple[str, str]] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str) and value.startswith("@"):
+            found.add(("set", value[1:]))
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if key in ("counter", "limit", "quota") and isinstance(item, str):
+                    found.add((key, item))
+                elif key in ("jump", "goto") and isinstance(item, dict):
+                    found.add(("chain", str(item.get("target"))))
+                else:
+                    walk(item)
+
+    for rule in rules:
+        walk(rule.get("expr", []))
+    return found
 
 
 def _rule(table: Table, op: str, body: Json) -> None:

@@ -88,7 +88,7 @@ def make_plan(desired: Desired, observed: Observed) -> Plan:
             if items:
                 plan.add[name] = sorted(items)
         return plan
-    if desired.structure != observed.structure:
+    if canonical(desired.structure) != canonical(observed.structure):
         plan.swap = True
         plan.structure_diff = structure_diff(desired.structure, observed.structure)
     tags = managed_tags(desired)
@@ -152,7 +152,7 @@ def trim_overlaps(
 def transaction(plan: Plan, desired: Desired, observed: Observed) -> list[Json]:
     """The commands that carry out ``plan``, as one libnftables batch."""
     if plan.create or plan.swap:
-        return swap_commands(desired, observed)
+        return swap_commands(desired, observed, plan)
     commands: list[Json] = []
     for name, overlapping in sorted(plan.trim.items()):
         values = [element_json(desired.types[name], e.text) for e in overlapping]
@@ -171,13 +171,67 @@ def transaction(plan: Plan, desired: Desired, observed: Observed) -> list[Json]:
     return commands
 
 
-def swap_commands(desired: Desired, observed: Observed) -> list[Json]:
-    """Replace the whole table in one transaction, keeping run-time elements."""
+def swap_commands(desired: Desired, observed: Observed, plan: Plan | None = None) -> list[Json]:
+    """The structural change as one transaction. The table stays, and so does every set,
+    counter and limit whose definition is unchanged, with its elements and values; every
+    rule goes (``flush table``), then what is no longer wanted as it was (sets and maps
+    first, then chains and named objects); then the new objects, the elements of the new
+    sets (the policy's and the run-time ones carried across), the element delta of the
+    kept sets, the new chains, and last all the rules. A set both policies use keeps its
+    elements live through the commit: no packet it drops slips through."""
+    if not observed.present:
+        commands: list[Json] = [{"add": obj} for obj in desired.objects]
+        return commands + _set_fills(desired, observed, sorted(desired.types))
+    if plan is None:
+        plan = make_plan(desired, observed)
+    kept = kept_objects(desired, observed)
+    commands = [{"flush": table_object()}]
+    gone = [key for key in _keyed(observed.structure) if key not in kept]
+    for first in (True, False):  # sets and maps first: a verdict map holds its chains
+        commands += [
+            {"delete": {kind: {"family": TABLE_FAMILY, "table": TABLE_NAME, "name": name}}}
+            for kind, name in gone
+            if (kind in ("set", "map")) == first
+        ]
+    objects = [obj for obj in desired.objects if not {"table", "rule"} & obj.keys()]
+    new = [obj for obj in objects if _key(obj) not in kept]
+    commands += [{"add": obj} for obj in new if "chain" not in obj]
+    commands += _set_fills(
+        desired, observed, [name for name in sorted(desired.types) if ("set", name) not in kept]
+    )
+    delta = Plan(
+        add={n: v for n, v in plan.add.items() if ("set", n) in kept},
+        delete={n: v for n, v in plan.delete.items() if ("set", n) in kept},
+        trim={n: v for n, v in plan.trim.items() if ("set", n) in kept},
+        trimmed={n: v for n, v in plan.trimmed.items() if ("set", n) in kept},
+    )
+    commands += transaction(delta, desired, observed)
+    commands += [{"add": obj} for obj in new if "chain" in obj]
+    return commands + [{"add": obj} for obj in desired.objects if "rule" in obj]
+
+
+def kept_objects(desired: Desired, observed: Observed) -> set[tuple[str, str]]:
+    """(kind, name) of the sets, chains and named objects a swap keeps: both tables have
+    them with the same definition."""
+    have = _keyed(observed.structure)
+    return {key for key, body in _keyed(desired.structure).items() if have.get(key) == body}
+
+
+def _keyed(structure: list[Json]) -> dict[tuple[str, str], Json]:
+    """Named objects of a normalized structure (no table, no rules) by (kind, name)."""
+    return {_key(obj): obj for obj in structure if not {"table", "rule"} & obj.keys()}
+
+
+def _key(obj: Json) -> tuple[str, str]:
+    kind, body = next(iter(obj.items()))
+    return kind, str(body["name"])
+
+
+def _set_fills(desired: Desired, observed: Observed, names: list[str]) -> list[Json]:
+    """The elements of sets a transaction creates: the policy's, then the run-time ones
+    carried across from the set of the same name."""
     commands: list[Json] = []
-    if observed.present:
-        commands += [{"add": table_object()}, {"delete": table_object()}]
-    commands += [{"add": obj} for obj in desired.objects]
-    for name in sorted(desired.types):
+    for name in names:
         elems: list[object] = [
             _profile_elem(desired, name, t) for t in sorted(wanted_elements(desired, name))
         ]
@@ -191,18 +245,24 @@ def swap_commands(desired: Desired, observed: Observed) -> list[Json]:
 
 
 def kept_runtime_elements(desired: Desired, observed: Observed, name: str) -> list[Element]:
-    """Elements of ``name`` added at run time that survive a swap (same set, same type);
-    in an interval set, those overlapping the policy's elements keep only what they cover
-    outside them."""
+    """Elements of ``name`` added at run time that survive a swap (same set, same type, and
+    only those the set's definition can hold: no timed element in a set without timeouts,
+    no network or range in a set without intervals); in an interval set, those overlapping
+    the policy's elements keep only what they cover outside them. More than the set's
+    ``size`` is for the kernel to refuse ("set is full"): none is left out for it."""
     if name in DYNAMIC_SETS or observed.types.get(name) != desired.types.get(name):
         return []
     wanted = wanted_elements(desired, name)
     tags = managed_tags(desired)
-    kept = [
-        elem
-        for text, elem in observed.elements.get(name, {}).items()
-        if elem.comment not in tags and text not in wanted and elem.expires != 0
-    ]
+    kept = _fitting(
+        desired,
+        name,
+        [
+            elem
+            for text, elem in observed.elements.get(name, {}).items()
+            if elem.comment not in tags and text not in wanted and elem.expires != 0
+        ],
+    )
     trim, trimmed = trim_overlaps(desired, name, wanted, kept)
     if not trim:
         return kept
@@ -210,11 +270,39 @@ def kept_runtime_elements(desired: Desired, observed: Observed, name: str) -> li
     return [e for e in kept if id(e) not in gone] + trimmed
 
 
+def _fitting(desired: Desired, name: str, elems: list[Element]) -> list[Element]:
+    """The run-time elements set ``name``, as ``desired`` defines it, can hold."""
+    sets: list[Json] = [obj["set"] for obj in desired.objects if "set" in obj]
+    body = next((s for s in sets if s["name"] == name), {})
+    flags = body.get("flags", [])
+    if "timeout" not in flags:
+        elems = [e for e in elems if e.timeout is None and e.expires is None]
+    if "interval" not in flags:
+        elems = [e for e in elems if "/" not in e.text and "-" not in e.text]
+    return elems
+
+
+def canonical(structure: list[Json]) -> list[Json]:
+    """``structure`` in an order of its own: the table, the named objects by kind and name,
+    the rules by chain (in their order within it). The kernel lists objects in the order
+    they were added, and a swap keeps some and adds others after them."""
+
+    def rank(obj: Json) -> tuple[int, str, str]:
+        kind, body = next(iter(obj.items()))
+        if kind == "table":
+            return 0, "", ""
+        if kind == "rule":
+            return 2, str(body.get("chain", "")), ""
+        return 1, kind, str(body.get("name", ""))
+
+    return sorted(structure, key=rank)
+
+
 def structure_diff(desired: list[Json], observed: list[Json]) -> list[str]:
     """A unified diff of the two structures, one object or rule a line (``+`` would be added)."""
     diff = difflib.unified_diff(
-        [_describe(obj) for obj in observed],
-        [_describe(obj) for obj in desired],
+        [_describe(obj) for obj in canonical(observed)],
+        [_describe(obj) for obj in canonical(desired)],
         lineterm="",
         n=0,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from appliance.compile.nftjson import element_command
 from appliance.model.parse import parse_profile
 from appliance.reconcile.plan import make_plan, swap_commands, transaction
 from appliance.reconcile.state import Desired, desired_from_profile, observed_from_listing
@@ -87,7 +88,7 @@ def test_element_change_is_a_delta() -> None:
     assert all("element" in next(iter(c.values())) for c in commands)
 
 
-def test_structural_change_is_one_swap_that_keeps_run_time_elements() -> None:
+def test_structural_change_keeps_the_table_and_the_unchanged_sets_with_their_elements() -> None:
     old = desired()
     rules = [{"name": "drop-bl2", "from": "lan", "to": "self", "saddr": ["@bl"], "action": "drop"}]
     new = desired(rules=rules)
@@ -105,15 +106,160 @@ def test_structural_change_is_one_swap_that_keeps_run_time_elements() -> None:
     assert plan.swap
     assert any("drop-bl2" in line for line in plan.structure_diff)
     commands = transaction(plan, new, observed)
-    assert commands[0] == {"add": {"table": {"family": "inet", "name": "appliance"}}}
-    assert commands[1] == {"delete": {"table": {"family": "inet", "name": "appliance"}}}
-    added = {
-        c["add"]["element"]["name"]: c["add"]["element"]["elem"]
-        for c in commands
-        if "element" in c.get("add", {})
+    assert commands[0] == {"flush": {"table": {"family": "inet", "name": "appliance"}}}
+    assert not any("table" in body for op, body in _ops(commands) if op != "flush")
+    # bl, the autoblock and meter sets stay as they are: no command touches them
+    assert not [c for op, c in _ops(commands) if "set" in c or "element" in c]
+    # the chains stay (their rules were flushed); the old rule's counter goes, the new one
+    # comes; every rule of the new table is added, last
+    assert [c["chain"]["name"] for op, c in _ops(commands) if "chain" in c] == []
+    assert ("delete", "counter", "drop-bl") in _names(commands)
+    assert ("add", "counter", "drop-bl2") in _names(commands)
+    rules_added = [c for op, c in _ops(commands) if "rule" in c]
+    assert rules_added == [obj for obj in new.objects if "rule" in obj]
+    assert all("rule" in c for _, c in _ops(commands)[-len(rules_added) :])
+
+
+def _ops(commands: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return [next(iter(c.items())) for c in commands]
+
+
+def _names(commands: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(op, kind, name) of the commands on named objects."""
+    found = []
+    for op, body in _ops(commands):
+        kind, obj = next(iter(body.items()))
+        if kind not in ("rule", "table") and "name" in obj:
+            found.append((op, kind, obj["name"]))
+    return found
+
+
+def test_a_swap_adds_and_deletes_in_an_order_the_kernel_takes() -> None:
+    """Rules go first (flush), sets before chains and other objects; new sets are filled
+    before the new chains and rules that use them; rules come last."""
+    old = desired(
+        sets={
+            "bl": BASE["sets"]["bl"],
+            "gone": {"type": "ipv4_addr", "elements": ["198.18.0.1"]},
+        },
+        rules=[*BASE["rules"], {**BASE["rules"][0], "name": "drop-gone", "saddr": ["@gone"]}],
+    )
+    new = desired(
+        sets={
+            "bl": {**BASE["sets"]["bl"], "size": 1000},  # redefined
+            "fresh": {"type": "ipv6_addr", "interval": True, "elements": ["2001:db8::/32"]},
+        },
+        rules=[*BASE["rules"], {**BASE["rules"][0], "name": "drop-fresh", "saddr": ["@fresh"]}],
+        defaults={"input": "accept"},
+    )
+    observed = observed_from_listing(listing(old, {"bl": ["198.51.100.7"], "gone": ["198.18.0.2"]}))
+    commands = swap_commands(new, observed)
+    names = _names(commands)
+    position = {key: index for index, key in enumerate(names)}
+    assert _ops(commands)[0][0] == "flush"
+    assert position["delete", "set", "gone"] < position["delete", "chain", "input"]
+    assert position["delete", "set", "bl"] < position["add", "set", "bl"]
+    assert position["delete", "counter", "drop-gone"] < position["add", "counter", "drop-fresh"]
+    assert position["add", "set", "fresh"] < position["add", "chain", "input"]
+    assert ("add", "chain", "forward") not in position  # unchanged: kept
+    filled = {n for op, kind, n in names if op == "add" and kind == "element"}
+    assert filled == {"bl", "fresh"}  # the redefined set and the new one, nothing else
+    last_fill = max(i for key, i in position.items() if key[1] == "element")
+    assert last_fill < position["add", "chain", "input"]
+    bl = next(c["add"]["element"]["elem"] for c in commands if _is_fill(c, "bl"))
+    assert "198.51.100.7" in bl  # carried into the redefined set
+
+
+def _is_fill(command: dict[str, Any], name: str | None = None) -> bool:
+    """An add of elements (to set ``name``)."""
+    element = command.get("add", {}).get("element")
+    return element is not None and name in (None, element["name"])
+
+
+def test_run_time_elements_a_redefined_set_cannot_take_are_left_out() -> None:
+    """Timed elements into a set without timeouts, networks into a set without intervals:
+    the kernel would refuse the whole swap. (More than the set's size is the kernel's to
+    refuse, with "set is full": no run-time element is left out for it.)"""
+    old = desired(
+        sets={
+            "bl": BASE["sets"]["bl"],
+            "hosts": {"type": "ipv4_addr", "timeout": "10m", "elements": ["198.51.100.1"]},
+        },
+        rules=[*BASE["rules"], {**BASE["rules"][0], "name": "h", "saddr": ["@hosts"]}],
+    )
+    new = desired(
+        sets={
+            "bl": {"type": "ipv4_addr", "elements": ["192.0.2.1"]},
+            "hosts": {"type": "ipv4_addr", "elements": ["198.51.100.1"]},
+        },
+        rules=[*BASE["rules"], {**BASE["rules"][0], "name": "h", "saddr": ["@hosts"]}],
+    )
+    runtime: dict[str, list[Any]] = {
+        "bl": [
+            "198.51.100.7",
+            {"elem": {"val": "198.51.100.8", "timeout": 60, "expires": 50}},
+            "198.51.100.9",
+            {"elem": {"val": {"prefix": {"addr": "10.0.0.0", "len": 8}}}},
+        ],
+        "hosts": [{"elem": {"val": "198.51.100.2", "expires": 500}}],
     }
-    assert "198.51.100.7" in added["bl"]
-    assert {"elem": {"val": "203.0.113.9", "timeout": 600, "expires": 30}} in added["autoblock_v4"]
+    observed = observed_from_listing(listing(old, runtime))
+    commands = swap_commands(new, observed)
+    fills = {
+        c["add"]["element"]["name"]: c["add"]["element"]["elem"] for c in commands if _is_fill(c)
+    }
+    assert fills["bl"] == [
+        {"elem": {"val": "192.0.2.1", "comment": "profile"}},
+        "198.51.100.7",
+        "198.51.100.9",
+    ]
+    assert fills["hosts"] == [{"elem": {"val": "198.51.100.1", "comment": "profile"}}]
+
+
+def test_a_swap_on_the_fake_kernel_ends_as_the_new_policy_with_the_run_time_elements() -> None:
+    """IPv4 and IPv6, interval and hash sets, sets with timeouts: after the swap the table
+    is the new policy's, nothing is left to change, and the run-time elements are there."""
+    from tests.fakekernel import FakeKernel
+
+    sets = {
+        **BASE["sets"],
+        "bl6": {"type": "ipv6_addr", "interval": True, "elements": ["2001:db8:bad::/48"]},
+        "hosts": {"type": "ipv4_addr", "timeout": "10m", "elements": ["198.51.100.1"]},
+    }
+    rules = [
+        *BASE["rules"],
+        {**BASE["rules"][0], "name": "drop-bl6", "saddr": ["@bl6"]},
+        {**BASE["rules"][0], "name": "drop-hosts", "saddr": ["@hosts"]},
+    ]
+    old = desired(sets=sets, rules=rules)
+    new = desired(
+        sets=sets, rules=[*rules, {**BASE["rules"][0], "name": "more", "saddr": ["10.0.0.1"]}]
+    )
+    fake = FakeKernel()
+    fake.run(
+        transaction(make_plan(old, observed_from_listing(None)), old, observed_from_listing(None))
+    )
+    fake.run(
+        [
+            element_command("add", "bl", ["198.51.100.7"]),
+            element_command("add", "bl6", [{"prefix": {"addr": "2001:db8:1::", "len": 64}}]),
+            element_command("add", "hosts", [{"elem": {"val": "198.51.100.9", "timeout": 60}}]),
+            element_command(
+                "add", "autoblock_v6", [{"elem": {"val": "2001:db8::9", "timeout": 60}}]
+            ),
+        ]
+    )
+    observed = observed_from_listing(fake.list_table())
+    plan = make_plan(new, observed)
+    assert plan.swap
+    fake.run(transaction(plan, new, observed))
+    after = observed_from_listing(fake.list_table())
+    assert not make_plan(new, after).changed
+    assert "198.51.100.7" in after.elements["bl"]
+    assert "2001:db8:1::/64" in after.elements["bl6"]
+    assert after.elements["hosts"]["198.51.100.9"].timeout == 60
+    assert "2001:db8::9" in after.elements["autoblock_v6"]
+    assert len(fake.batches) == 3  # one transaction for the swap
 
 
 def test_swap_drops_elements_of_a_set_whose_type_changed() -> None:
@@ -184,14 +330,7 @@ def test_profile_driven_apply_keeps_hub_elements() -> None:
     changed = desired(rules=BASE["rules"] * 1 + [{**BASE["rules"][0], "name": "other"}])
     observed = observed_from_listing(_hub_listing(bundle))
     commands = swap_commands(changed, observed)
-    kept = [
-        e
-        for c in commands
-        if "element" in c.get("add", {})
-        for e in c["add"]["element"]["elem"]
-        if isinstance(e, dict) and e["elem"].get("comment") == "hub"
-    ]
-    assert len(kept) == 1
+    assert not [c for _, c in _ops(commands) if "element" in c or "set" in c]  # bl stays
 
 
 def test_run_time_element_overlapping_a_profile_element_put_back_is_trimmed() -> None:
@@ -224,10 +363,12 @@ def test_swap_keeps_what_an_overlapping_run_time_element_covers_outside_the_poli
     plan = make_plan(d, observed)
     assert plan.swap
     commands = swap_commands(d, observed)
-    adds = [c["add"]["element"]["elem"] for c in commands if "element" in c.get("add", {})]
-    assert adds == [
-        [
-            {"elem": {"val": {"prefix": {"addr": "192.0.2.0", "len": 24}}, "comment": "profile"}},
-            {"elem": {"val": {"prefix": {"addr": "192.0.3.0", "len": 24}}, "timeout": 60}},
-        ]
+    changes = [(op, c["element"]["elem"]) for op, c in _ops(commands) if "element" in c]
+    assert changes == [
+        ("delete", [{"prefix": {"addr": "192.0.2.0", "len": 23}}]),
+        (
+            "add",
+            [{"elem": {"val": {"prefix": {"addr": "192.0.2.0", "len": 24}}, "comment": "profile"}}],
+        ),
+        ("add", [{"elem": {"val": {"prefix": {"addr": "192.0.3.0", "len": 24}}, "timeout": 60}}]),
     ]
