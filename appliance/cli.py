@@ -194,8 +194,9 @@ def _load(path: str) -> Profile:
     return load_profile(path)
 
 
-def _desired(path: str, for_kernel: bool = False) -> Desired:
-    """The compiled profile; ``for_kernel``: also refuse what this kernel cannot do."""
+def _desired(path: str, for_kernel: bool = False, here: bool = False) -> Desired:
+    """The compiled profile; ``for_kernel``: also refuse what this kernel cannot do;
+    ``for_kernel`` or ``here``: as this kernel and its links would hold it (flow offload)."""
     from appliance.compile.ruleset import as_profile_error
     from appliance.reconcile.state import desired_from_profile
 
@@ -204,8 +205,13 @@ def _desired(path: str, for_kernel: bool = False) -> Desired:
         from appliance.probe import require_kernel_support
 
         require_kernel_support(profile, path)
+    devices: tuple[str, ...] = ()
+    if for_kernel or here:  # [defaults].offload: the flowtable of this kernel and links
+        from appliance.probe import offload_for
+
+        devices = offload_for(profile).devices
     with as_profile_error(path):
-        return desired_from_profile(profile)
+        return desired_from_profile(profile, devices)
 
 
 def _engine() -> Engine:
@@ -270,7 +276,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    desired = _desired(args.profile)
+    desired = _desired(args.profile, here=True)
     engine = _engine()
     plan = engine.plan(desired)
     segments = engine.plan_segments(desired)
@@ -476,6 +482,10 @@ def _status_lines(status: dict[str, Any]) -> list[str]:
             )
         else:
             lines.append(f"inspect:       {inspect['mode']}: not running: {inspect.get('error')}")
+    offload = status.get("offload") or {}
+    if offload.get("devices") or offload.get("reason"):
+        devices = ", ".join(offload.get("devices") or [])
+        lines.append(f"offload:       {('on: ' + devices) if devices else offload['reason']}")
     lines.append("sets:")
     for name, count in sorted((status.get("sets") or {}).items()):
         lines.append(f"  {name:<24} {count}")

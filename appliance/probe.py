@@ -18,14 +18,16 @@ child touch the kernel.
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
+import logging
 import os
 import select
 import signal
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -358,19 +360,20 @@ def _probe_links(report: dict[str, object]) -> None:
         rtnl.close()
 
 
-def _probe_nft(report: dict[str, object]) -> None:
+def _probe_nft(report: dict[str, object], only: Collection[str] | None = None) -> None:
     features: dict[str, bool] = report["features"]  # type: ignore[assignment]
     errors: dict[str, str] = report["errors"]  # type: ignore[assignment]
+    probes = {k: v for k, v in NFT_PROBES.items() if only is None or k in only}
     try:
         import nftables  # Debian: python3-nftables
     except ImportError:
-        for name in NFT_PROBES:
+        for name in probes:
             features[name] = False
             errors[name] = "the libnftables Python binding (python3-nftables) is missing"
         return
     nft = nftables.Nftables()
     dev = _VETH if features.get("veth") else "lo"
-    for name, ruleset in NFT_PROBES.items():
+    for name, ruleset in probes.items():
         rc, _out, err = nft.cmd(ruleset.replace("{dev}", dev))
         features[name] = rc == 0
         if rc != 0:
@@ -390,7 +393,7 @@ def _probe_sockets(report: dict[str, object]) -> None:
         features["af_packet"] = True
 
 
-def _child(write_fd: int) -> None:
+def _child(write_fd: int, only: Collection[str] | None = None) -> None:
     report: dict[str, object] = {"features": {}, "errors": {}}
     try:
         _unshare_net()
@@ -400,16 +403,17 @@ def _child(write_fd: int) -> None:
             f"cannot create a network namespace: {exc.strerror or exc}"
         }
     else:
-        steps: tuple[Callable[[dict[str, object]], None], ...] = (
-            _probe_links,
-            _probe_nft,
-            _probe_sockets,
-        )
-        for step in steps:
+        steps: list[tuple[str, Callable[[dict[str, object]], None]]] = [
+            ("_probe_links", _probe_links),
+            ("_probe_nft", functools.partial(_probe_nft, only=only)),
+        ]
+        if only is None:  # else: the links (the hooks' device) and the nftables probes asked
+            steps.append(("_probe_sockets", _probe_sockets))
+        for step_name, step in steps:
             try:
                 step(report)
             except Exception as exc:  # a probe that breaks must not hide the others
-                report["errors"][step.__name__] = repr(exc)  # type: ignore[index]
+                report["errors"][step_name] = repr(exc)  # type: ignore[index]
         features: dict[str, bool] = report["features"]  # type: ignore[assignment]
         for name in FEATURE_NAMES:
             features.setdefault(name, False)
@@ -420,15 +424,21 @@ def _child(write_fd: int) -> None:
         view = view[written:]
 
 
-def probe_report(timeout: float = 60.0) -> Report:
-    """Run every probe in a throw-away network namespace; answers plus reasons."""
+def probe_report(timeout: float = 60.0, only: Collection[str] | None = None) -> Report:
+    """Run every probe in a throw-away network namespace; answers plus reasons.
+
+    ``only``: just these nftables probes (and the links they hook); every other feature
+    then reads False."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns
         status = 0
         try:
             os.close(read_fd)
-            _child(write_fd)
+            if only is None:
+                _child(write_fd)
+            else:
+                _child(write_fd, only)
         except BaseException:
             status = 1
         finally:
@@ -487,6 +497,65 @@ def main() -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# --- flow offload: the profile's wish, this kernel, these links ----------------
+
+log = logging.getLogger("appliance.probe")
+
+OFFLOAD_OFF = "off in the profile ([defaults].offload = false)"
+NO_FLOWTABLE = (
+    "this kernel has no nftables flowtable (nf_flow_table): forwarded flows stay on the "
+    "forward path"
+)
+NO_DEVICES = "none of the zones' interfaces exists"
+
+
+@dataclass(frozen=True)
+class Offload:
+    """Where accepted forwarded flows are offloaded: the links the flowtable hooks (none:
+    no offload, and ``reason`` says why)."""
+
+    devices: tuple[str, ...] = ()
+    reason: str | None = None
+
+
+@functools.cache
+def has_flowtable() -> bool:
+    """Whether this kernel takes a flowtable (probed once per process; no root: False)."""
+    try:
+        report = probe_report(only=("flowtable",))
+    except ProbeError as exc:
+        log.warning("flow offload: cannot probe for a flowtable: %s", exc)
+        return False
+    if not report.features["flowtable"]:
+        log.warning(
+            "flow offload: %s (%s)", NO_FLOWTABLE, report.errors.get("flowtable", "refused")
+        )
+    return report.features["flowtable"]
+
+
+def current_links() -> list[str]:
+    """The names of the links of this process's network namespace."""
+    return [name for _index, name in socket.if_nameindex()]
+
+
+def offload_for(
+    profile: Profile,
+    flowtable: Callable[[], bool] | None = None,
+    links: Callable[[], Iterable[str]] | None = None,
+) -> Offload:
+    """The offload of ``profile`` here: the zones' interfaces that exist, on a kernel with
+    a flowtable, when ``[defaults].offload`` asks for it. The kernel's lack is logged once
+    (the probe's answer is kept for the life of the process)."""
+    from appliance.compile.ruleset import offload_devices
+
+    if not profile.defaults.offload:
+        return Offload(reason=OFFLOAD_OFF)
+    if not (flowtable or has_flowtable)():
+        return Offload(reason=NO_FLOWTABLE)
+    devices = offload_devices(profile, (links or current_links)())
+    return Offload(devices) if devices else Offload(reason=NO_DEVICES)
 
 
 def require_kernel_support(

@@ -32,6 +32,8 @@ def render_table(objects: list[Json], elements: dict[str, list[Any]] | None = No
             lines += [f"\tlimit {_name(body['name'])} {{", f"\t\trate {_rate(body)}", "\t}", ""]
         elif kind == "set":
             lines += [*_set(body, elements.get(body["name"], [])), ""]
+        elif kind == "flowtable":
+            lines += [*_flowtable(body), ""]
         elif kind == "chain":
             head = []
             if "hook" in body:
@@ -76,6 +78,16 @@ def _set(body: Json, elements: list[Any]) -> list[str]:
         lines.append(f"\t\telements = {{ {', '.join(items)} }}")
     lines.append("\t}")
     return lines
+
+
+def _flowtable(body: Json) -> list[str]:
+    devices = [body["dev"]] if isinstance(body["dev"], str) else body["dev"]
+    return [
+        f"\tflowtable {_name(body['name'])} {{",
+        f"\t\thook {body['hook']} priority {body['prio']}",
+        f"\t\tdevices = {{ {', '.join(_quote(d) for d in devices)} }}",
+        "\t}",
+    ]
 
 
 def _element(value: Any, quoted: bool) -> str:
@@ -129,6 +141,8 @@ def _expr(expr: Json) -> str:
     if kind == "set":
         inner = " ".join([_left(body["elem"]), *(_expr(s) for s in body.get("stmt", []))])
         return f"{body['op']} {body['set']} {{ {inner} }}"
+    if kind == "flow":
+        return f"flow {body['op']} {body['flowtable']}"
     if kind == "ct count":
         over = "over " if body.get("inv") else ""
         return f"ct count {over}{body['val']}"

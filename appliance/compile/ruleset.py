@@ -12,6 +12,11 @@ The table, in evaluation order:
 - ``input`` / ``forward`` / ``output`` (filter): loopback, the autoblock sets, neighbour
   discovery, invalid, established/related, the ICMP errors TCP needs, the SYN-rate and
   connection-count protections, then ``[[rules]]`` in file order, then the default.
+- with ``[defaults].offload`` and devices to hook (the caller finds which of the zones'
+  interfaces exist, on a kernel that has flowtables): the flowtable ``FLOWTABLE``, and in
+  ``forward``, after the autoblock and invalid rules and before established/related, the
+  rule that hands established TCP and UDP flows to it once their original direction has
+  passed ``[inspect].sample_packets`` (the packets inspection samples are never offloaded).
 
 Every profile rule becomes one or more kernel rules (one per combination of zone
 membership alternatives: interface or network, IPv4 or IPv6), all carrying the rule name as
@@ -22,7 +27,7 @@ per profile rule whatever the expansion.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -106,6 +111,8 @@ SAMPLE_GROUP = 0x4150  # NFLOG group of [inspect].mode = "sample" ("AP"); 0 is t
 # anywhere in it, in one packet when GRO merged its segments), a DNS message, an HTTP head.
 SAMPLE_SNAPLEN = 4096
 INLINE_QUEUES = (0x4150, 0x4153)  # NFQUEUE numbers of [inspect].mode = "inline", fanned out
+FLOWTABLE = "ap_fastpath"  # the flowtable of [defaults].offload
+OFFLOAD_COMMENT = "builtin:offload"
 
 
 class CompileError(ValueError):
@@ -149,13 +156,53 @@ def _rule(chain: str, exprs: Iterable[Json], comment: str) -> Json:
     return _obj("rule", chain=chain, expr=list(exprs), comment=comment)
 
 
-def compile_profile(profile: Profile) -> list[Json]:
-    """The table definition: table, counters, limits, sets (without elements), chains, rules.
+def compile_profile(profile: Profile, offload_devices: Sequence[str] = ()) -> list[Json]:
+    """The table definition: table, counters, limits, sets (without elements), flowtable,
+    chains, rules.
 
     Deterministic: the same profile gives the same list, byte for byte once serialised.
-    Set elements come separately from :func:`profile_elements`.
+    Set elements come separately from :func:`profile_elements`. ``offload_devices``: the
+    links the flowtable hooks (from :func:`offload_devices`); none, or ``[defaults].offload``
+    off: no flowtable.
     """
-    return _Compiler(profile).build()
+    return _Compiler(profile, offload_devices).build()
+
+
+def offload_devices(profile: Profile, links: Iterable[str]) -> tuple[str, ...]:
+    """The zones' interfaces among ``links`` (the links that exist), a trailing ``*``
+    matching a prefix; never loopback nor a segment's own link (the daemon makes those
+    with the table, so they may not exist when it loads). Sorted."""
+    segment_links = {segment.link for segment in profile.segments}
+    names = [zone_if for zone in profile.zones for zone_if in zone.interfaces]
+    found = set()
+    for link in links:
+        if link == "lo" or link in segment_links:
+            continue
+        for name in names:
+            if link == name or (name.endswith("*") and link.startswith(name[:-1])):
+                found.add(link)
+    return tuple(sorted(found))
+
+
+def offloaded_devices(objects: Iterable[Json]) -> tuple[str, ...]:
+    """The devices of the table's flowtable (compiled or listed); empty: no offload."""
+    for obj in objects:
+        body = obj.get("flowtable")
+        if body is not None and body.get("name") == FLOWTABLE:
+            dev = body.get("dev", [])
+            return tuple([dev] if isinstance(dev, str) else dev)
+    return ()
+
+
+def without_offload(objects: Iterable[Json]) -> list[Json]:
+    """``objects`` without the flowtable and the rule that fills it: the same policy for a
+    kernel, or a moment (boot, before the links exist), where it cannot be hooked."""
+    return [
+        obj
+        for obj in objects
+        if "flowtable" not in obj
+        and not ("rule" in obj and obj["rule"].get("comment") == OFFLOAD_COMMENT)
+    ]
 
 
 def profile_elements(profile: Profile) -> dict[str, list[str]]:
@@ -199,8 +246,9 @@ def element_json(set_type: str, text: str, timeout: float | None = None) -> obje
 
 
 class _Compiler:
-    def __init__(self, profile: Profile) -> None:
+    def __init__(self, profile: Profile, offload_devices: Sequence[str] = ()) -> None:
         self.profile = profile
+        self.offload = tuple(sorted(set(offload_devices))) if profile.defaults.offload else ()
         self.sets = {spec.name: spec for spec in profile.sets}
         self.objects: list[Json] = []
         self.rules: list[Json] = []
@@ -216,6 +264,7 @@ class _Compiler:
             if rule.limit is not None:
                 self.objects.append(_obj("limit", name=rule.name, **_limit_fields(rule.limit)))
         self._sets()
+        self._flowtable()
         self._chains()
         return self.objects + self._rules_by_chain()
 
@@ -350,6 +399,7 @@ class _Compiler:
     def _forward_head(self) -> None:
         self._autoblock("forward")
         self._invalid("forward")
+        self._offload_rule()
         self._established("forward")
         self._icmp_errors("forward")
         self._flood_protection("forward")
@@ -363,6 +413,31 @@ class _Compiler:
         )
         self._established("output")
         self._icmp_errors("output")
+
+    # ---- flow offload -----------------------------------------------------------------
+
+    def _flowtable(self) -> None:
+        if not self.offload:
+            return
+        # The kernel lists one device as a string, several as a list.
+        dev: object = self.offload[0] if len(self.offload) == 1 else list(self.offload)
+        self.objects.append(_obj("flowtable", name=FLOWTABLE, hook="ingress", prio=0, dev=dev))
+
+    def _offload_rule(self) -> None:
+        """Established TCP and UDP flows to the flowtable, past the inspection sample. The
+        autoblock rules come first: a blocked source is dropped, never offloaded."""
+        if not self.offload:
+            return
+        exprs = [
+            match(meta("l4proto"), set_value(["tcp", "udp"])),
+            match(ct("state"), "established", "in"),
+        ]
+        inspect = self.profile.inspect
+        if inspect.mode in ("sample", "inline"):
+            sampled = {"ct": {"key": "packets", "dir": "original"}}
+            exprs.append(match(sampled, inspect.sample_packets, ">"))
+        exprs.append({"flow": {"op": "add", "flowtable": f"@{FLOWTABLE}"}})
+        self._add("forward", exprs, OFFLOAD_COMMENT)
 
     def _autoblock(self, chain: str) -> None:
         for family, name in AUTOBLOCK.items():

@@ -65,12 +65,14 @@ def compiled(where: str, profile: Profile, effective: Profile | None = None) -> 
     """The table of ``profile`` (with ``effective``: a bundle's, the hub's elements in it);
     a CompileError becomes a ProfileError at ``where``."""
     from appliance.compile.ruleset import as_profile_error
+    from appliance.probe import offload_for
     from appliance.reconcile.state import desired_from_profile, desired_with_hub
 
+    devices = offload_for(profile).devices  # [defaults].offload, where the kernel can
     with as_profile_error(where):
         if effective is None:
-            return desired_from_profile(profile)
-        return desired_with_hub(profile, effective)
+            return desired_from_profile(profile, devices)
+        return desired_with_hub(profile, effective, devices)
 
 
 def load_local(path: str) -> Profile:

@@ -19,7 +19,7 @@ from typing import Any
 
 from appliance.compile.nftjson import TABLE_FAMILY, TABLE_NAME
 from appliance.compile.render import render_table
-from appliance.compile.ruleset import element_json
+from appliance.compile.ruleset import element_json, without_offload
 from appliance.reconcile.state import PROFILE_TAG, Desired
 from appliance.storage import atomic_write
 
@@ -73,7 +73,9 @@ def boot_script(desired: Desired) -> str:
         if items
     }
     table = f"table {TABLE_FAMILY} {TABLE_NAME}"
-    return f"{table} {{}}\ndelete {table}\n" + render_table(desired.objects, elements)
+    # Without the flowtable: its links may not exist yet at boot; the daemon adds it.
+    objects = without_offload(desired.objects)
+    return f"{table} {{}}\ndelete {table}\n" + render_table(objects, elements)
 
 
 class StateStore:

@@ -8,11 +8,13 @@ import resource
 from typing import Any, TypedDict
 
 from appliance import __version__
+from appliance.compile.ruleset import offloaded_devices
 from appliance.daemon.context import Context
 from appliance.daemon.control import ControlServer
 from appliance.daemon.inspection import Inspection
 from appliance.daemon.listener import MetricsListener
 from appliance.daemon.manager import Manager
+from appliance.daemon.policies import Policy
 from appliance.daemon.policy import PolicyManager
 from appliance.daemon.segments import Segments
 from appliance.daemon.sets import RuntimeSets
@@ -49,6 +51,7 @@ class Status(TypedDict):
     uptime_seconds: float
     rss_bytes: int
     notify_dropped: int  # notifications dropped: the service manager's queue was full
+    offload: dict[str, Any]  # the flowtable's devices, or why there is none
 
 
 class Control(Manager):
@@ -151,7 +154,22 @@ class Control(Manager):
             "uptime_seconds": round(ctx.clock() - ctx.started, 3),
             "rss_bytes": rss_bytes(),
             "notify_dropped": ctx.notifier.dropped,
+            "offload": offload_status(policy),
         }
+
+
+def offload_status(policy: Policy | None) -> dict[str, Any]:
+    """``{"devices": [...], "reason": ...}``: the links whose flows the enforced table
+    offloads, or why it offloads none."""
+    from appliance.probe import offload_for
+
+    devices = list(offloaded_devices(policy.desired.objects)) if policy else []
+    reason = None
+    if not devices:
+        reason = "no policy" if policy is None or policy.profile is None else None
+        if policy is not None and policy.profile is not None:
+            reason = offload_for(policy.profile).reason or "no flowtable in the enforced table"
+    return {"devices": devices, "reason": reason}
 
 
 def rss_bytes() -> int:

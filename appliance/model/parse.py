@@ -624,7 +624,10 @@ def _build(ctx: _Ctx, data: dict[str, Any]) -> Profile:
     )
 
 
-_DEFAULTS_KEYS = tuple(_Key(chain, _choice(VERDICTS)) for chain in ("input", "forward", "output"))
+_DEFAULTS_KEYS = (
+    *(_Key(chain, _choice(VERDICTS)) for chain in ("input", "forward", "output")),
+    _Key("offload", _bool),
+)
 _ZONE_KEYS = (
     _Key("interfaces", _ifnames(wildcard=True)),
     _Key("networks", lambda ctx, path, value: _networks(ctx, path, value)),

@@ -36,6 +36,9 @@ class Defaults:
     input: Verdict = "drop"
     forward: Verdict = "drop"
     output: Verdict = "accept"
+    # Accepted forwarded TCP and UDP flows leave the forward path for the kernel's flowtable
+    # once inspection has had its sample of them (where the kernel has a flowtable).
+    offload: bool = False
 
 
 @dataclass(frozen=True)

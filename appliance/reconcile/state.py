@@ -79,9 +79,9 @@ class Observed:
         return normalize(self.objects or [])
 
 
-def desired_from_profile(profile: Profile) -> Desired:
+def desired_from_profile(profile: Profile, offload_devices: tuple[str, ...] = ()) -> Desired:
     return Desired(
-        objects=compile_profile(profile),
+        objects=compile_profile(profile, offload_devices),
         elements={name: frozenset(items) for name, items in profile_elements(profile).items()},
         types=set_types(profile),
         name=profile.name,
@@ -102,11 +102,13 @@ def managed_tags(desired: Desired) -> tuple[str, ...]:
     return (PROFILE_TAG,) if desired.hub is None else (PROFILE_TAG, HUB_TAG)
 
 
-def desired_with_hub(profile: Profile, effective: Profile) -> Desired:
+def desired_with_hub(
+    profile: Profile, effective: Profile, offload_devices: tuple[str, ...] = ()
+) -> Desired:
     """The table of a bundle: ``profile`` is the bundle's own, ``effective`` the same with
     the hub's elements added to its sets. Elements the profile lists keep the ``profile``
     tag; the rest are the hub's."""
-    desired = desired_from_profile(effective)
+    desired = desired_from_profile(effective, offload_devices)
     own = profile_elements(profile)
     elements: dict[str, frozenset[str]] = {}
     hub: dict[str, frozenset[str]] = {}
@@ -160,6 +162,10 @@ def normalize(objects: list[Json]) -> list[Json]:
             continue
         if isinstance(body, dict):
             clean = {k: v for k, v in body.items() if k not in _VOLATILE}
+            if kind == "flowtable":
+                # The kernel takes a device out of a flowtable when the link goes away (and
+                # never puts it back): which links are hooked is not the policy's shape.
+                clean.pop("dev", None)
             if kind == "set" and "flags" in clean:
                 flags = [f for f in clean["flags"] if f != "dynamic"]
                 clean["flags"] = flags

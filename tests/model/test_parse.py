@@ -871,6 +871,16 @@ def test_partial_defaults(tmp_path: Path) -> None:
     assert p.defaults == Defaults(input="drop", forward="accept", output="accept")
 
 
+def test_offload_is_asked_for_in_defaults(tmp_path: Path) -> None:
+    assert load_profile(write(tmp_path, "a.toml", HEAD)).defaults.offload is False
+    p = load_profile(write(tmp_path, "b.toml", HEAD + "[defaults]\noffload = true\n"))
+    assert p.defaults == Defaults(offload=True)
+    err = load_text(tmp_path, HEAD + '[defaults]\noffload = "yes"\n', "c.toml")
+    assert err.key == "defaults.offload" and "true or false" in err.message
+    err = load_text(tmp_path, HEAD + "[defaults]\nfastpath = true\n", "d.toml")
+    assert "fastpath" in str(err)
+
+
 def test_inspect_table_without_mode_samples(tmp_path: Path) -> None:
     p = load_profile(write(tmp_path, "p.toml", HEAD + "[inspect]\nblock = false\n"))
     assert p.inspect.mode == "sample"
