@@ -52,8 +52,12 @@ class Detection:
     detail: str  # the reason, appended to the signature text
 
 
-class _Bounded(OrderedDict[object, object]):
-    """An LRU map that forgets its oldest entries past a size."""
+class _Bounded(OrderedDict[Any, Any]):
+    """An LRU map that forgets its oldest entries past a size.
+
+    Its values are numbers or tuples of numbers where they can be (tuples of numbers are left
+    alone by the garbage collector once it has seen them, lists never are): a flood of new
+    addresses then costs the collector nothing per address."""
 
     def __init__(self, limit: int = MAX_TRACKED) -> None:
         super().__init__()
@@ -76,11 +80,19 @@ class PortScan:
         self._seen: _Bounded = _Bounded()
 
     def on_syn(self, ts: float, layer: Layer) -> Detection | None:
-        state = self._seen.get(layer.src)
+        seen = self._seen
+        state = seen.get(layer.src)
         if state is None:
+            if self.ports >= 1:
+                # a source's first SYN: its port and time, until a second port comes
+                seen.put(layer.src, (layer.dport, ts))
+                return None
             state = [{}, -math.inf]
-            self._seen.put(layer.src, state)
-        assert isinstance(state, list)
+            seen.put(layer.src, state)
+        elif type(state) is tuple:
+            first_port, first_ts = state
+            state = [{first_port: first_ts}, -math.inf]
+            seen[layer.src] = state  # in place: the order of the sources stays
         if ts - state[1] < self.window:
             return None  # reported in this window already: nothing to count until it ends
         ports: dict[int, float] = state[0]
@@ -111,30 +123,32 @@ class SynFlood:
         self._by_dst: _Bounded = _Bounded()
 
     def on_syn(self, ts: float, layer: Layer) -> Detection | None:
-        by_src = self._window(self._by_src, layer.src, ts)
-        by_dst = self._window(self._by_dst, layer.dst, ts)
+        src, dst = layer.src, layer.dst
+        by_src = self._window(self._by_src, src, ts)
+        by_dst = self._window(self._by_dst, dst, ts)
         limit = self.limit
         if by_src[1] > limit:
             # a flood from this source: its destination's flood is the same event
-            first = not by_src[2]
-            by_src[2] = True
-            if by_dst[1] > limit:
-                by_dst[2] = True
-            if first:
+            if by_dst[1] > limit and not by_dst[2]:
+                self._by_dst[dst] = (by_dst[0], by_dst[1], True)
+            if not by_src[2]:
+                self._by_src[src] = (by_src[0], by_src[1], True)
                 return Detection(SID_SYN_FLOOD, f"from one source above {self.limit} per window")
             return None
         if by_dst[1] > limit and not by_dst[2]:
-            by_dst[2] = True
+            self._by_dst[dst] = (by_dst[0], by_dst[1], True)
             return Detection(SID_SYN_FLOOD, f"to one destination above {self.limit} per window")
         return None
 
-    def _window(self, table: _Bounded, key: bytes, ts: float) -> list[Any]:
-        """[window start, SYNs in it, alerted in it] for an address, counting this SYN."""
+    def _window(self, table: _Bounded, key: bytes, ts: float) -> tuple[float, int, bool]:
+        """(window start, SYNs in it, alerted in it) for an address, counting this SYN."""
         state = table.get(key)
-        if not isinstance(state, list) or ts - state[0] >= self.period or ts < state[0]:
-            state = [ts, 0, False]
+        if state is None or ts - state[0] >= self.period or ts < state[0]:
+            state = (ts, 1, False)
             table.put(key, state)
-        state[1] += 1
+        else:
+            state = (state[0], state[1] + 1, state[2])
+            table[key] = state  # in place: the window's start keeps its order
         return state
 
 
@@ -179,10 +193,12 @@ class DnsTunnel:
         if self.rate is not None:
             period = self.rate.count / self.rate.per_second
             state = self._rate.get(src)
-            if not isinstance(state, list) or ts - state[0] >= period or ts < state[0]:
-                state = [ts, 0]
+            if state is None or ts - state[0] >= period or ts < state[0]:
+                state = (ts, 1)
                 self._rate.put(src, state)
-            state[1] += 1
+            else:
+                state = (state[0], state[1] + 1)
+                self._rate[src] = state
             if state[1] > self.rate.count:
                 return f"more than {self.rate} queries"
         return None

@@ -19,21 +19,26 @@ from appliance.inspect.rules import Threshold
 class ThresholdState:
     def __init__(self, max_entries: int = 65536) -> None:
         self.max_entries = max_entries
-        self._entries: OrderedDict[tuple[int, bytes], list[float]] = OrderedDict()
+        # (window start, matches in it) by (rule, address): tuples of numbers, which the
+        # garbage collector stops tracking, so that many tracked addresses cost it nothing
+        self._entries: OrderedDict[tuple[int, bytes], tuple[float, int]] = OrderedDict()
 
     def allow(self, sid: int, threshold: Threshold, src: bytes, dst: bytes, ts: float) -> bool:
         """Whether a match of rule ``sid`` at ``ts`` raises an alert."""
+        entries = self._entries
         key = (sid, src if threshold.track == "by_src" else dst)
-        entry = self._entries.get(key)
+        entry = entries.get(key)
         if entry is None or ts - entry[0] >= threshold.seconds or ts < entry[0]:
-            entry = [ts, 0.0]
-            self._entries[key] = entry
-            if len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            start = ts
+            seen = 1
+            entries[key] = (start, seen)
+            if len(entries) > self.max_entries:
+                entries.popitem(last=False)
         else:
-            self._entries.move_to_end(key)
-        entry[1] += 1
-        seen = int(entry[1])
+            entries.move_to_end(key)
+            start = entry[0]
+            seen = entry[1] + 1
+            entries[key] = (start, seen)
         kind = threshold.type
         if kind == "detection_filter":
             return seen > threshold.count
@@ -41,7 +46,8 @@ class ThresholdState:
             return seen <= threshold.count
         if kind == "threshold":
             if seen >= threshold.count:
-                entry[1] = 0.0
+                if key in entries:
+                    entries[key] = (start, 0)
                 return True
             return False
         return seen == threshold.count  # both
