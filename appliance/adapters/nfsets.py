@@ -82,6 +82,7 @@ NFT_MSG_NEWSET = 9
 NFT_MSG_NEWSETELEM = 12
 NFT_MSG_GETSETELEM = 13
 NFT_MSG_DELSETELEM = 14
+NFT_MSG_NEWGEN, NFT_MSG_GETGEN, NFTA_GEN_ID = 15, 16, 1
 NFT_MSG_DESTROYSETELEM = 30  # Linux 6.3 and later: a delete that ignores absent elements
 
 NFTA_SET_TABLE, NFTA_SET_NAME, NFTA_SET_FLAGS, NFTA_SET_KEY_LEN = 1, 2, 3, 5
@@ -188,13 +189,14 @@ def _fill(template: bytes, n: int, keys: list[tuple[int, bytes]], klen: int) -> 
     return out
 
 
-def _number(out: bytearray, size: int, offsets: tuple[int, ...]) -> None:
-    """Number the elements of one message 1, 2, ... in their attribute types (as
+def _number(out: bytearray, size: int, offsets: tuple[int, ...], after: int = 0) -> None:
+    """Number the elements of one message ``after + 1``, ... in their attribute types (as
     libnftnl does; the kernel ignores them)."""
     n = len(out) // size
     per = len(offsets)
+    base = NLA_F_NESTED + after + 1
     for k, offset in enumerate(offsets):
-        numbers = array("H", range(NLA_F_NESTED + 1 + k, NLA_F_NESTED + 1 + k + per * n, per))
+        numbers = array("H", range(base + k, base + k + per * n, per))
         raw = numbers.tobytes()
         out[offset + 2 :: size] = raw[0::2]
         out[offset + 3 :: size] = raw[1::2]
@@ -215,20 +217,46 @@ class Encoder:
         self.end, self.end_key_at = _element(self.klen, end=True)
         self.open, _ = _element(self.klen, udata=udata + UDATA_INTERVAL_OPEN)
 
-    def element_lists(self, spans: Spans, i: int, j: int) -> Iterator[bytes]:
-        """The elements of ``spans[i:j]``, each list small enough for one message."""
+    def element_lists(
+        self, spans: Spans, i: int, j: int, *, adding: bool = True
+    ) -> Iterator[bytes]:
+        """The elements of ``spans[i:j]``, each list small enough for one message. Interval
+        elements added that do not start at 0 follow an end element at 0, as nft sends
+        them (the kernel keeps it; listings leave it out)."""
         if not self.interval:
             yield from self._values(*_expand(spans, i, j))
             return
         last_is_top = j > i and spans.lasts[j - 1] == self.top
         stop = j - 1 if last_is_top else j
-        yield from self._pairs(spans, i, stop)
+        lead = b""
+        if adding and j > i and spans.firsts[i] != 0:
+            zero_end = bytearray(self.end)
+            _number(zero_end, len(zero_end), (0,))
+            lead = bytes(zero_end)
+        lists = list(self._pairs(spans, i, stop, lead)) if stop > i else []
         if last_is_top:
             first = _slice(spans.firsts, j - 1, j)
             keys = _be_keys(self.width, *first)
             out = _fill(self.open, 1, [(self.key_at, keys)], self.klen)
-            _number(out, len(self.open), (0,))
-            yield bytes(out)
+            if not lists and lead:
+                lists.append(lead)
+            if lists and len(lists[-1]) + len(out) <= MAX_NEST:
+                numbered = self._count(lists[-1])
+                _number(out, len(self.open), (0,), numbered)
+                lists[-1] += out
+            else:
+                _number(out, len(self.open), (0,))
+                lists.append(bytes(out))
+        yield from lists
+
+    @staticmethod
+    def _count(listed: bytes) -> int:
+        """How many elements a list holds."""
+        n = offset = 0
+        while offset < len(listed):
+            offset += (_HDR.unpack_from(listed, offset)[0] + 3) & ~3
+            n += 1
+        return n
 
     def _values(self, lo: array[int], hi: array[int] | None) -> Iterator[bytes]:
         size = len(self.start)
@@ -241,12 +269,15 @@ class Encoder:
             _number(out, size, (0,))
             yield bytes(out)
 
-    def _pairs(self, spans: Spans, i: int, j: int) -> Iterator[bytes]:
+    def _pairs(self, spans: Spans, i: int, j: int, lead: bytes = b"") -> Iterator[bytes]:
+        """Start and end elements of ``spans[i:j]`` (none reaches the top), after ``lead``
+        in the first list."""
         pair = self.start + self.end
         size = len(pair)
-        per = MAX_NEST // size
-        for k in range(i, j, per):
-            stop = min(k + per, j)
+        k = i
+        while k < j:
+            room = MAX_NEST - len(lead)
+            stop = min(k + room // size, j)
             firsts = _slice(spans.firsts, k, stop)
             ends = _plus_one(self.width, *_slice(spans.lasts, k, stop))
             keys = [
@@ -254,8 +285,10 @@ class Encoder:
                 (len(self.start) + self.end_key_at, _be_keys(self.width, *ends)),
             ]
             out = _fill(pair, stop - k, keys, self.klen)
-            _number(out, size, (0, len(self.start)))
-            yield bytes(out)
+            _number(out, size, (0, len(self.start)), 1 if lead else 0)
+            yield lead + bytes(out)
+            lead = b""
+            k = stop
 
 
 def _slice(bounds: Any, i: int, j: int) -> tuple[array[int], array[int] | None]:
@@ -337,7 +370,7 @@ def build_batch(
     deletes = 0
     if delete is not None:
         plain = Encoder(encoder.width, encoder.interval)
-        for elements in plain.element_lists(*delete):
+        for elements in plain.element_lists(*delete, adding=False):
             bodies.append((delete_kind, NLM_F_REQUEST, attrs, elements))
             deletes += 1
     if add is not None:
@@ -578,7 +611,7 @@ class ElementReader:
         """The spans per tag (None: elements without a comment)."""
         found: dict[str | None, Spans] = {}
         if self.ordered:
-            if self._pending is not None:
+            if self._pending not in (None, 0):  # an end at 0 alone: nft's leading element
                 raise _Unordered
             for tag, (f_lo, f_hi, l_lo, l_hi) in enumerate(self._desc):
                 spans = Spans(self.width)
@@ -837,6 +870,22 @@ class NfSets:
         elif code == errno.EEXIST:
             text += " (an element overlaps one of the set's)"
         return f"{self._where(set_name)}: the kernel refused the elements: {text}"
+
+    def generation(self) -> int:
+        """The ruleset generation of the namespace: each committed transaction moves it."""
+        seq = self._next_seq(1)
+        request = nlmsg(
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN,
+            NLM_F_REQUEST | NLM_F_ACK,
+            seq,
+            struct.pack("=BBH", 0, 0, 0),
+        )
+        for kind, body in self._exchange(request, seq, "(generation)"):
+            if kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN:
+                for attr, payload in iter_attrs(body, 4):
+                    if attr == NFTA_GEN_ID and len(payload) >= 4:
+                        return int(struct.unpack_from(">I", payload)[0])
+        raise KernelError("nf_tables netlink: no ruleset generation in the answer")
 
     def dump(self, set_name: str, *, width: int, interval: bool) -> dict[str | None, Spans]:
         """Every element without a timeout, as spans per comment tag (None: no comment)."""

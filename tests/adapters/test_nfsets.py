@@ -1,0 +1,628 @@
+"""nf_tables set elements over netlink: the messages against what nft sends (pure), and the
+adapter against the kernel in a private namespace (root)."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import socket
+import struct
+import subprocess
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from appliance.adapters import nfsets
+from appliance.adapters.netlink import NLM_F_ACK, NLMSGHDR
+from appliance.reconcile.intervals import Spans
+
+V4 = ipaddress.IPv4Address
+V6 = ipaddress.IPv6Address
+TOP32 = (1 << 32) - 1
+
+# What `nft -f` (nftables 1.0.6) sent for these commands, read with
+# `strace -e trace=sendmsg -e write=3`; one batch each, BEGIN to END.
+NFT_SENT = {
+    "a": (
+        "140000001000010000000000000000000000000a780000000c0a01040100000000000000010000000e000100"
+        "6170706c69616e63650000000600020068000000080004000000000144000380200001800c00018008000100"
+        "0a0000010e000600000870726f66696c65000000200002800c000180080001000a0000020e00060000087072"
+        "6f66696c65000000140000001100010002000000000000000000000a"
+    ),
+    "b": (
+        "140000001000010000000000000000000000000aa40000000c0a01040100000000000000010000000e000100"
+        "6170706c69616e63650000000600020069000000080004000000000270000380100001800c00018008000100"
+        "000000001800028008000300000000010c0001800800010000000006100003800c000180080001000a000000"
+        "1800048008000300000000010c000180080001000a0001001c0005800c00018008000100ffffff000a000600"
+        "0104010000000000140000001100010002000000000000000000000a"
+    ),
+    "c": (
+        "140000001000010000000000000000000000000aa40000000c0a01040100000000000000010000000e000100"
+        "6170706c69616e63650000000600020069000000080004000000000270000380180001800800030000000001"
+        "0c00018008000100000000001c0002800c000180080001000a0000000a000600000468756200000018000380"
+        "08000300000000010c000180080001000a000100200004800c00018008000100ffff00001000060000046875"
+        "6200010401000000140000001100010002000000000000000000000a"
+    ),
+    "d": (
+        "140000001000010000000000000000000000000a580000000c0a01040100000000000000010000000e000100"
+        "6170706c69616e63650000000600020073000000080004000000000324000380100001800c00018006000100"
+        "00160000100002800c00018006000100ffff0000140000001100010002000000000000000000000a"
+    ),
+    "e": (
+        "140000001000010000000000000000000000000ae00000000c0a01040100000000000000010000000e000100"
+        "6170706c69616e636500000008000200736978000800040000000005ac0003801c0001801800018014000100"
+        "0000000000000000000000000000000024000280080003000000000118000180140001000000000000000000"
+        "00000000000000061c000380180001801400010020010db80000000000000000000000002400048008000300"
+        "00000001180001801400010020010db9000000000000000000000000280005801800018014000100ffff0000"
+        "0000000000000000000000000a0006000104010000000000140000001100010002000000000000000000000a"
+    ),
+    "p": (
+        "140000001000010000000000000000000000000a7c0000000c0a01040100000000000000010000000e000100"
+        "6170706c69616e63650000000600020070000000080004000000000448000380100001800c00018006000100"
+        "000000001800028008000300000000010c00018006000100001600001c0003800c0001800600010004000000"
+        "0a0006000104010000000000140000001100010002000000000000000000000a"
+    ),
+    "g": (
+        "140000001000010000000000000000000000000a2c0000000e0a010001000000000000000100000006000200"
+        "730000000e0001006170706c69616e6365000000480000000c0a01040200000000000000010000000e000100"
+        "6170706c69616e63650000000600020073000000080004000000000314000380100001800c00018006000100"
+        "00160000140000001100010003000000000000000000000a"
+    ),
+    "h6": (
+        "140000001000010000000000000000000000000a700000000c0a01040100000000000000010000000e000100"
+        "6170706c69616e6365000000070002006836000008000400000000063c0003801c0001801800018014000100"
+        "000000000000000000000000000000011c000280180001801400010020010db800000000ffffffffffffffff"
+        "140000001100010002000000000000000000000a"
+    ),
+    "f": (
+        "140000001000010000000000000000000000000a740000000e0a01000100000000000000010000000e000100"
+        "6170706c69616e6365000000060002006900000048000380100001800c000180080001000000000018000280"
+        "08000300000000010c00018008000100000000061c0003800c00018008000100ffffff000a00060001040100"
+        "00000000140000001100010002000000000000000000000a"
+    ),
+    "k": (
+        "140000001000010000000000000000000000000a400000000e0a01000100000000000000010000000e000100"
+        "6170706c69616e6365000000060002006800000014000380100001800c000180080001000a00000114000000"
+        "1100010002000000000000000000000a"
+    ),
+}
+
+
+def _v4(text: str) -> int:
+    return int(V4(text))
+
+
+def _v6(text: str) -> int:
+    return int(V6(text))
+
+
+# name: (set, width, interval, tag, add pairs, delete pairs, flush)
+CASES: dict[
+    str, tuple[str, int, bool, str | None, list[tuple[int, int]], list[tuple[int, int]], bool]
+] = {
+    "a": ("h", 32, False, "profile", [(_v4("10.0.0.1"), _v4("10.0.0.2"))], [], False),
+    "b": (
+        "i",
+        32,
+        True,
+        None,
+        [(0, 5), (_v4("10.0.0.0"), _v4("10.0.0.255")), (_v4("255.255.255.0"), TOP32)],
+        [],
+        False,
+    ),
+    "c": (
+        "i",
+        32,
+        True,
+        "hub",
+        [(_v4("10.0.0.0"), _v4("10.0.0.255")), (_v4("255.255.0.0"), TOP32)],
+        [],
+        False,
+    ),
+    "d": ("s", 16, False, None, [(22, 22), (65535, 65535)], [], False),
+    "e": (
+        "six",
+        128,
+        True,
+        None,
+        [
+            (0, 5),
+            (_v6("2001:db8::"), _v6("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff")),
+            (_v6("ffff::"), (1 << 128) - 1),
+        ],
+        [],
+        False,
+    ),
+    "p": ("p", 16, True, None, [(0, 21), (1024, 65535)], [], False),
+    "g": ("s", 16, False, None, [(22, 22)], [], True),
+    "h6": (
+        "h6",
+        128,
+        False,
+        None,
+        [(1, 1), (_v6("2001:db8::ffff:ffff:ffff:ffff"),) * 2],
+        [],
+        False,
+    ),
+    "f": ("i", 32, True, None, [], [(0, 5), (_v4("255.255.255.0"), TOP32)], False),
+    "k": ("h", 32, False, None, [], [(_v4("10.0.0.1"),) * 2], False),
+}
+
+
+def nft_messages(batch: bytes) -> list[tuple[int, int, int, bytes]]:
+    """(type, flags, seq, body) of the data messages of a batch, without the set id
+    attribute nft adds (NFTA_SET_ELEM_LIST_SET_ID: the adapter names existing sets)."""
+    found = []
+    offset = 0
+    while offset < len(batch):
+        length, kind, flags, seq, _pid = NLMSGHDR.unpack_from(batch, offset)
+        body = batch[offset + NLMSGHDR.size : offset + length]
+        offset += length
+        if kind in (nfsets.NFNL_MSG_BATCH_BEGIN, nfsets.NFNL_MSG_BATCH_END):
+            continue
+        kept = body[:4]
+        at = 4
+        while at < len(body):
+            alen, atype = struct.unpack_from("=HH", body, at)
+            padded = (alen + 3) & ~3
+            if atype & 0x3FFF != 4:
+                kept += body[at : at + padded]
+            at += padded
+        found.append((kind, flags, seq, kept))
+    return found
+
+
+def adapter_messages(case: str, seq: int) -> list[tuple[int, int, int, bytes]]:
+    set_name, width, interval, tag, add, delete, flush = CASES[case]
+    add_spans = Spans.of(width, add)
+    delete_spans = Spans.of(width, delete)
+    batch = nfsets.build_batch(
+        family=nfsets.FAMILIES["inet"],
+        table="appliance",
+        set_name=set_name,
+        seq=seq,
+        encoder=nfsets.Encoder(width, interval, tag),
+        add=(add_spans, 0, len(add_spans)) if add else None,
+        delete=(delete_spans, 0, len(delete_spans)) if delete else None,
+        flush=flush,
+    )
+    found = []
+    for raw in batch.messages:
+        length, kind, flags, msg_seq, _pid = NLMSGHDR.unpack_from(raw)
+        found.append((kind, flags & ~NLM_F_ACK, msg_seq, raw[NLMSGHDR.size : length]))
+    return found
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_messages_are_the_bytes_nft_sends(case: str) -> None:
+    """Hash and interval sets of IPv4, IPv6 and ports, a comment, the span from 0 and the
+    one to the top of the range, a delete, a flush and refill: byte for byte nft's."""
+    sent = nft_messages(bytes.fromhex("".join(NFT_SENT[case])))
+    assert adapter_messages(case, sent[0][2]) == sent
+
+
+def test_the_last_message_of_a_batch_asks_for_the_acknowledgement() -> None:
+    spans = Spans.of(32, [(1, 1)])
+    batch = nfsets.build_batch(
+        family=1,
+        table="t",
+        set_name="s",
+        seq=7,
+        encoder=nfsets.Encoder(32, False),
+        add=(spans, 0, 1),
+        delete=(spans, 0, 1),
+    )
+    flags = [NLMSGHDR.unpack_from(raw)[2] for raw in batch.messages]
+    assert [bool(f & NLM_F_ACK) for f in flags] == [False, True]
+    assert batch.delete_seqs == range(7, 8)
+
+
+def random_spans(rng: random.Random, width: int, count: int, longest: int) -> Spans:
+    top = (1 << width) - 1
+    pairs = []
+    for _ in range(count):
+        first = rng.randrange(top)
+        pairs.append((first, min(first + rng.randrange(longest), top)))
+    return Spans.of(width, pairs)
+
+
+def encoded_elements(spans: Spans, interval: bool, tag: str | None) -> list[bytes]:
+    return list(nfsets.Encoder(spans.width, interval, tag).element_lists(spans, 0, len(spans)))
+
+
+def split_elements(lists: list[bytes]) -> list[bytes]:
+    """Every element attribute of the lists, one by one (as the kernel may order them)."""
+    found = []
+    for listed in lists:
+        offset = 0
+        while offset < len(listed):
+            length = struct.unpack_from("=H", listed, offset)[0]
+            found.append(listed[offset : offset + ((length + 3) & ~3)])
+            offset += (length + 3) & ~3
+    return found
+
+
+def read_back(
+    elements: list[bytes], width: int, interval: bool, ordered: bool = True
+) -> dict[str | None, Spans]:
+    reader = nfsets.ElementReader(width, interval, ordered=ordered)
+    data = b"".join(elements)
+    reader.feed(data, 0, len(data))
+    return reader.result()
+
+
+@pytest.mark.parametrize("width", [16, 32, 128])
+def test_interval_elements_read_back_in_the_kernels_descending_order(width: int) -> None:
+    rng = random.Random(width)
+    spans = random_spans(rng, width, 300, 1 << (width // 2))
+    spans = spans.union(Spans.of(width, [(0, 3), ((1 << width) - 9, (1 << width) - 1)]))
+    elements = split_elements(encoded_elements(spans, True, "profile"))
+    # the rbtree lists from the highest key down; an end before its start
+    pairs: list[list[bytes]] = []
+    for element in elements:
+        if len(pairs) and len(pairs[-1]) == 1 and b"\x08\x00\x03\x00" in element[4:8]:
+            pairs[-1].append(element)
+        else:
+            pairs.append([element])
+    descending = [e for pair in reversed(pairs) for e in reversed(pair)]
+    assert read_back(descending, width, True) == {"profile": spans}
+    # any other order: sorted, as for a hash set
+    rng.shuffle(descending)
+    with pytest.raises(nfsets._Unordered):
+        read_back(descending, width, True)
+    assert read_back(descending, width, True, ordered=False) == {"profile": spans}
+
+
+@pytest.mark.parametrize("width", [16, 32, 128])
+def test_hash_elements_read_back_in_any_order_per_tag(width: int) -> None:
+    rng = random.Random(width + 1)
+    profile = random_spans(rng, width, 2000, 1)
+    hub = random_spans(rng, width, 500, 1).difference(profile)
+    elements = split_elements(encoded_elements(profile, False, None))
+    elements += split_elements(encoded_elements(hub, False, "hub"))
+    rng.shuffle(elements)
+    reader = nfsets.ElementReader(width, False)
+    reader.RUN = 97  # several sorted runs merged
+    data = b"".join(elements)
+    reader.feed(data, 0, len(data))
+    assert reader.result() == {None: profile, "hub": hub}
+
+
+def test_hash_spans_are_one_element_per_value() -> None:
+    spans = Spans.of(32, [(10, 13), (20, 20)])
+    elements = split_elements(encoded_elements(spans, False, None))
+    assert len(elements) == 5
+    assert read_back(elements, 32, False) == {None: spans}
+
+
+def test_elements_with_a_timeout_are_left_out() -> None:
+    kept = split_elements(encoded_elements(Spans.of(32, [(1, 1)]), False, None))
+    timed = nfsets._element(4, udata=b"")[0]
+    key = struct.pack("=HH", 12, 0x8001) + struct.pack("=HH", 8, 1) + struct.pack(">I", 2)
+    timeout = struct.pack("=HH", 12, nfsets.NFTA_SET_ELEM_TIMEOUT) + struct.pack(">Q", 5000)
+    timed = struct.pack("=HH", 4 + len(key) + len(timeout), 0x8001) + key + timeout
+    reader = nfsets.ElementReader(32, False)
+    data = b"".join(kept) + timed
+    reader.feed(data, 0, len(data))
+    assert reader.result() == {None: Spans.of(32, [(1, 1)])}
+    assert reader.skipped == 1
+
+
+def test_large_lists_are_split_into_messages_the_kernel_takes() -> None:
+    spans = random_spans(random.Random(3), 32, 20000, 50)
+    for interval in (False, True):
+        lists = encoded_elements(spans, interval, "profile")
+        assert len(lists) > 1
+        assert all(len(listed) <= nfsets.MAX_NEST for listed in lists)
+        assert read_back(split_elements(lists), 32, interval, ordered=False) == {"profile": spans}
+
+
+def test_batches_hold_whole_ranges_and_never_overlap_each_other() -> None:
+    rng = random.Random(5)
+    add = random_spans(rng, 32, 3000, 1 << 20)
+    delete = random_spans(rng, 32, 3000, 1 << 20)
+    seen_add = seen_delete = 0
+    previous_reach = -1
+    for (ia, ja), (idel, jd) in nfsets.batch_ranges(add, delete, 200):
+        assert (ia, idel) == (seen_add, seen_delete)
+        assert (ja - ia) + (jd - idel) > 0
+        lows = [add.firsts[k] for k in range(ia, ja)] + [delete.firsts[k] for k in range(idel, jd)]
+        highs = [add.lasts[k] for k in range(ia, ja)] + [delete.lasts[k] for k in range(idel, jd)]
+        assert min(lows) > previous_reach
+        previous_reach = max(highs)
+        seen_add, seen_delete = ja, jd
+    assert (seen_add, seen_delete) == (len(add), len(delete))
+
+
+def test_batches_of_a_small_chunk_stay_small_when_nothing_overlaps() -> None:
+    add = Spans.of(32, [(k * 10, k * 10) for k in range(1000)])
+    sizes = [j - i for (i, j), _ in nfsets.batch_ranges(add, None, 100)]
+    assert max(sizes) <= 100
+    assert sum(sizes) == 1000
+
+
+def test_element_delta_of_interval_sets_is_by_whole_elements() -> None:
+    old = Spans.of(32, [(1, 10), (20, 30), (40, 50)])
+    new = Spans.of(32, [(1, 5), (20, 30), (60, 70)])
+    add, remove = nfsets.element_delta(old, new)
+    assert list(add) == [(1, 5), (60, 70)]
+    assert list(remove) == [(1, 10), (40, 50)]
+
+
+def test_exact_elements_skips_a_piece_of_an_element() -> None:
+    present = Spans.of(32, [(1, 10), (20, 30)])
+    wanted = Spans.of(32, [(1, 5), (20, 30), (40, 41)])
+    assert list(nfsets.exact_elements(wanted, present)) == [(20, 30)]
+
+
+def test_a_comment_is_the_tlv_nft_writes() -> None:
+    assert nfsets.comment_udata("profile") == b"\x00\x08profile\x00"
+    with pytest.raises(ValueError):
+        nfsets.comment_udata("x" * 300)
+
+
+def test_dump_messages_give_their_element_lists() -> None:
+    elements = b"".join(encoded_elements(Spans.of(32, [(7, 7)]), False, None))
+    body = struct.pack("=BBH", 1, 0, 0) + nfsets.nlattr(3 | 0x8000, elements)
+    kind = (nfsets.NFNL_SUBSYS_NFTABLES << 8) | nfsets.NFT_MSG_NEWSETELEM
+    data = nfsets.nlmsg(kind, 2, 9, body) + nfsets.nlmsg(3, 2, 9, b"\0\0\0\0")
+    found = list(nfsets.iter_dump_elements(data, len(data)))
+    assert [(k, s) for k, s, _a, _b in found] == [(kind, 9), (3, 9)]
+    _k, _s, start, end = found[0]
+    assert data[start:end] == elements
+
+
+# ---- against the kernel ---------------------------------------------------------------
+
+SET_TYPES = {32: "ipv4_addr", 128: "ipv6_addr", 16: "inet_service"}
+
+
+def nft(ns: str, *args: str, stdin: str | None = None) -> str:
+    done = subprocess.run(
+        ["ip", "netns", "exec", ns, "nft", *args], input=stdin, capture_output=True, text=True
+    )
+    assert done.returncode == 0, f"nft {' '.join(args)}: {done.stderr.strip()}"
+    return done.stdout
+
+
+def make_set(ns: str, table: str, name: str, width: int, interval: bool, size: int = 0) -> None:
+    flags = "flags interval; " if interval else ""
+    bound = f"size {size}; " if size else ""
+    nft(
+        ns,
+        "-f",
+        "-",
+        stdin=(
+            f"table inet {table} {{ set {name} {{ type {SET_TYPES[width]}; {flags}{bound}}}; }}\n"
+        ),
+    )
+
+
+def element_texts(width: int, interval: bool, spans: Spans) -> list[str]:
+    from appliance.reconcile.intervals import span_text
+
+    kind = SET_TYPES[width]
+    if interval:
+        return [span_text(kind, first, last) for first, last in spans]
+    return [span_text(kind, v, v) for first, last in spans for v in range(first, last + 1)]
+
+
+def nft_add(
+    ns: str, table: str, name: str, width: int, interval: bool, spans: Spans, tag: str | None = None
+) -> None:
+    comment = f' comment "{tag}"' if tag else ""
+    texts = ", ".join(f"{text}{comment}" for text in element_texts(width, interval, spans))
+    nft(ns, "-f", "-", stdin=f"add element inet {table} {name} {{ {texts} }}\n")
+
+
+def listed(ns: str, table: str, name: str) -> str:
+    return nft(ns, "list", "set", "inet", table, name).replace(f"table inet {table} ", "table T ")
+
+
+@pytest.fixture
+def kernel(netns: str) -> Iterator[tuple[str, nfsets.NfSets]]:
+    with nfsets.NfSets(netns=netns) as sets:
+        yield netns, sets
+
+
+V6_TOP = (1 << 128) - 1
+SHAPES = {
+    "ipv4 hash": (32, False, [(0, 0), (_v4("10.0.0.1"), _v4("10.0.0.3")), (TOP32, TOP32)]),
+    "ipv4 interval": (
+        32,
+        True,
+        [
+            (0, 5),
+            (_v4("10.0.0.0"), _v4("10.0.0.255")),
+            (_v4("10.0.2.7"), _v4("10.0.3.1")),
+            (_v4("255.255.255.0"), TOP32),
+        ],
+    ),
+    "ipv4 interval from 1": (32, True, [(1, 1), (_v4("192.0.2.0"), _v4("192.0.2.127"))]),
+    "ipv6 hash": (128, False, [(1, 1), (_v6("2001:db8::1"), _v6("2001:db8::2")), (V6_TOP,) * 2]),
+    "ipv6 interval": (
+        128,
+        True,
+        [(0, 5), (_v6("2001:db8::"), _v6("2001:db8::ffff")), (_v6("ffff::"), V6_TOP)],
+    ),
+    "ports hash": (16, False, [(0, 0), (22, 22), (80, 81), (65535, 65535)]),
+    "ports interval": (16, True, [(0, 21), (1024, 2047), (60000, 65535)]),
+}
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+@pytest.mark.parametrize("tag", [None, "profile"])
+def test_apply_lists_as_nft_f_of_the_same_elements(
+    kernel: tuple[str, nfsets.NfSets], shape: str, tag: str | None
+) -> None:
+    ns, sets = kernel
+    width, interval, pairs = SHAPES[shape]
+    spans = Spans.of(width, pairs)
+    for table in ("appliance", "reference"):
+        make_set(ns, table, "s", width, interval)
+    assert sets.apply("s", width=width, interval=interval, add=spans, delete=None, tag=tag) == 1
+    nft_add(ns, "reference", "s", width, interval, spans, tag)
+    assert listed(ns, "appliance", "s") == listed(ns, "reference", "s")
+    assert sets.dump("s", width=width, interval=interval) == {tag: spans}
+    with nfsets.NfSets(table="reference", netns=ns) as reference:
+        assert reference.dump("s", width=width, interval=interval) == {tag: spans}
+        assert reference.count("s") == (len(spans) if interval else spans.count())
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("interval", [False, True])
+def test_a_delta_in_chunks_adds_deletes_and_ignores_what_is_already_so(
+    kernel: tuple[str, nfsets.NfSets], interval: bool
+) -> None:
+    ns, sets = kernel
+    make_set(ns, "appliance", "s", 32, interval)
+    make_set(ns, "reference", "s", 32, interval)
+    rng = random.Random(11)
+    base = 1 << 28
+    old = Spans.of(32, [(base + 8 * k, base + 8 * k + (1 if interval else 0)) for k in range(600)])
+    sets.apply("s", width=32, interval=interval, add=old, delete=None, tag="profile")
+    gone = Spans.of(32, [p for p in old if rng.random() < 0.3])
+    new_pairs = [(base + 8 * k + 4, base + 8 * k + 4) for k in range(0, 600, 3)]
+    added = Spans.of(32, new_pairs)
+    absent = Spans.of(32, [(7, 7), (base - 10, base - 9)])
+    before = sets.generation()
+    done = sets.apply(
+        "s",
+        width=32,
+        interval=interval,
+        add=added.union(Spans.of(32, list(old)[-3:])),  # three already there
+        delete=gone.union(absent),
+        tag="profile",
+        chunk=64,
+    )
+    assert done > 5
+    expected = old.difference(gone).union(added)
+    assert sets.dump("s", width=32, interval=interval) == {"profile": expected}
+    assert sets.generation() >= before + done
+    nft_add(ns, "reference", "s", 32, interval, old.difference(gone), "profile")
+    nft_add(ns, "reference", "s", 32, interval, added, "profile")
+    assert listed(ns, "appliance", "s") == listed(ns, "reference", "s")
+
+
+@pytest.mark.root
+def test_interval_delete_of_a_piece_of_an_element_leaves_the_element(
+    kernel: tuple[str, nfsets.NfSets],
+) -> None:
+    ns, sets = kernel
+    make_set(ns, "appliance", "s", 32, True)
+    held = Spans.of(32, [(100, 200), (300, 400)])
+    sets.apply("s", width=32, interval=True, add=held, delete=None)
+    sets.apply(
+        "s", width=32, interval=True, add=None, delete=Spans.of(32, [(100, 150), (300, 400)])
+    )
+    assert sets.dump("s", width=32, interval=True) == {None: Spans.of(32, [(100, 200)])}
+
+
+@pytest.mark.root
+def test_hash_delete_of_absent_values_without_destroy(kernel: tuple[str, nfsets.NfSets]) -> None:
+    """A kernel before 6.3 has no DESTROYSETELEM: the delete falls back to the present."""
+    ns, sets = kernel
+    make_set(ns, "appliance", "s", 32, False)
+    sets.apply("s", width=32, interval=False, add=Spans.of(32, [(1, 5)]), delete=None)
+    sets._destroy = False
+    sets.apply("s", width=32, interval=False, add=None, delete=Spans.of(32, [(4, 9)]))
+    assert sets.dump("s", width=32, interval=False) == {None: Spans.of(32, [(1, 3)])}
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("interval", [False, True])
+def test_flush_and_refill_is_one_transaction(
+    kernel: tuple[str, nfsets.NfSets], interval: bool
+) -> None:
+    ns, sets = kernel
+    make_set(ns, "appliance", "s", 32, interval)
+    first = Spans.of(32, [(k * 10, k * 10 + (3 if interval else 0)) for k in range(1, 5000)])
+    sets.apply("s", width=32, interval=interval, add=first, delete=None, tag="hub", chunk=500)
+    second = Spans.of(32, [(k * 10 + 5, k * 10 + 5) for k in range(1, 3000)])
+    before = sets.generation()
+    assert sets.apply("s", width=32, interval=interval, add=second, delete=None, flush=True) == 1
+    assert sets.generation() == before + 1
+    assert sets.dump("s", width=32, interval=interval) == {None: second}
+    sets.apply("s", width=32, interval=interval, add=None, delete=None, flush=True)
+    assert sets.dump("s", width=32, interval=interval) == {}
+    assert sets.count("s") == 0
+
+
+@pytest.mark.root
+def test_nothing_to_do_sends_nothing(kernel: tuple[str, nfsets.NfSets]) -> None:
+    ns, sets = kernel
+    make_set(ns, "appliance", "s", 32, True)
+    before = sets.generation()
+    assert sets.apply("s", width=32, interval=True, add=Spans(32), delete=None) == 0
+    assert sets.generation() == before
+    assert sets.dump("s", width=32, interval=True) == {}
+
+
+@pytest.mark.root
+def test_refusals_are_one_line_naming_the_set_and_change_nothing(
+    kernel: tuple[str, nfsets.NfSets],
+) -> None:
+    ns, sets = kernel
+    make_set(ns, "appliance", "s", 32, False, size=4)
+    sets.apply("s", width=32, interval=False, add=Spans.of(32, [(1, 2)]), delete=None)
+    with pytest.raises(nfsets.KernelError) as full:
+        sets.apply("s", width=32, interval=False, add=Spans.of(32, [(10, 14)]), delete=None)
+    assert "set inet appliance s" in str(full.value) and "full" in str(full.value)
+    assert "\n" not in str(full.value)
+    assert sets.dump("s", width=32, interval=False) == {None: Spans.of(32, [(1, 2)])}
+    with pytest.raises(nfsets.KernelError, match="set inet appliance nope: no such set"):
+        sets.apply("nope", width=32, interval=False, add=Spans.of(32, [(1, 1)]), delete=None)
+    with pytest.raises(nfsets.KernelError, match="holds a hash set of 32-bit keys"):
+        sets.apply("s", width=32, interval=True, add=Spans.of(32, [(1, 1)]), delete=None)
+
+
+def _udp_from(sources: list[str], target: str, port: int) -> list[str]:
+    """In the namespace: one datagram from each source to ``target``; the sources whose
+    datagram arrived (the last source is never blocked: its arrival ends the wait)."""
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind((target, port))
+    receiver.settimeout(5.0)
+    for source in sources:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.bind((source, 0))
+            sender.sendto(source.encode(), (target, port))
+    arrived = []
+    while not arrived or arrived[-1] != sources[-1]:
+        arrived.append(receiver.recv(64).decode())
+    receiver.close()
+    return arrived
+
+
+@pytest.mark.root
+def test_an_address_in_an_interval_set_is_dropped_one_outside_passes(
+    kernel: tuple[str, nfsets.NfSets],
+) -> None:
+    from appliance.adapters.nsexec import run_in_netns
+
+    ns, sets = kernel
+    nft(
+        ns,
+        "-f",
+        "-",
+        stdin=(
+            "table inet appliance { set s { type ipv4_addr; flags interval; }\n"
+            "  chain input { type filter hook input priority 0; ip saddr @s counter drop; }; }\n"
+        ),
+    )
+    for address in ("10.77.0.1", "10.77.1.1", "10.77.2.1", "10.77.9.9"):
+        subprocess.run(["ip", "-n", ns, "addr", "add", f"{address}/32", "dev", "lo"], check=True)
+    blocked = Spans.of(32, [(_v4("10.77.0.0"), _v4("10.77.1.255"))])
+    sets.apply("s", width=32, interval=True, add=blocked, delete=None, tag="profile")
+    sources = ["10.77.0.1", "10.77.1.1", "10.77.2.1"]
+    assert run_in_netns(ns, _udp_from, sources, "10.77.9.9", 5353, timeout=10) == ["10.77.2.1"]
+    assert "packets 2 " in nft(ns, "list", "chain", "inet", "appliance", "input")
+    sets.apply("s", width=32, interval=True, add=None, delete=blocked)
+    assert run_in_netns(ns, _udp_from, sources, "10.77.9.9", 5353, timeout=10) == sources
+
+
+@pytest.mark.root
+def test_a_socket_in_a_missing_namespace_is_a_one_line_error() -> None:
+    with pytest.raises(nfsets.KernelError, match="network namespace"):
+        nfsets.open_socket(f"absent-{uuid.uuid4().hex[:8]}")
