@@ -9,20 +9,28 @@ import os
 import struct
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 from appliance import probe
 from appliance.adapters.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLMSG_ERROR
+from appliance.model.parse import load_profile
+from appliance.model.profile import Profile
 from appliance.probe import (
     FEATURE_NAMES,
     LINK_PROBES,
     NFT_PROBES,
+    NO_DEVICES,
+    NO_FLOWTABLE,
+    OFFLOAD_OFF,
     LinkProbe,
+    Offload,
     ProbeError,
     decode_ack,
     encode_newlink,
     format_features,
+    offload_for,
     parse_report,
 )
 from tests.guest_plugin import in_guest
@@ -223,3 +231,46 @@ def test_probe_matches_this_hosts_kernel() -> None:
         pytest.skip("the matrix is this project's CI host kernel; elsewhere see the probe test")
     features = probe.probe_features()
     assert {name for name, ok in features.items() if not ok} == HOST_LACKS
+
+
+# --- flow offload: the profile's wish, the kernel, the links ---------------------------
+
+OFFLOAD_PROFILE = """
+version = 1
+name = "fast"
+[defaults]
+offload = OFFLOAD
+[zones.wan]
+interfaces = ["eth0"]
+[zones.lan]
+interfaces = ["eth1", "wlan*"]
+"""
+
+
+def offload_profile(tmp_path: Path, offload: bool) -> Profile:
+    path = tmp_path / "fast.toml"
+    path.write_text(OFFLOAD_PROFILE.replace("OFFLOAD", "true" if offload else "false"))
+    return load_profile(path)
+
+
+def never() -> bool:
+    raise AssertionError("the kernel was probed for a profile that does not ask for offload")
+
+
+def test_offload_needs_the_profile_the_kernel_and_links(tmp_path: Path) -> None:
+    links = lambda: ["lo", "eth0", "wlan3", "eth7"]  # noqa: E731
+    wanted = offload_profile(tmp_path, True)
+    off = offload_for(offload_profile(tmp_path, False), never, links)
+    assert off == Offload(reason=OFFLOAD_OFF)
+    assert offload_for(wanted, lambda: False, links) == Offload(reason=NO_FLOWTABLE)
+    assert offload_for(wanted, lambda: True, links) == Offload(("eth0", "wlan3"))
+    assert offload_for(wanted, lambda: True, lambda: ["lo", "eth7"]) == Offload(reason=NO_DEVICES)
+
+
+@pytest.mark.root
+def test_probing_only_the_flowtable_agrees_with_the_full_probe() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    alone = probe.probe_report(only=("flowtable",)).features["flowtable"]
+    assert alone == probe.probe_features()["flowtable"]
+    assert probe.has_flowtable() == alone

@@ -1,0 +1,53 @@
+"""``[defaults].offload`` on a kernel without flowtables (this host): the daemon says so
+once, in the log, in status and in ``appliance_flow_offload``, enforces the table without
+the fast path, and a block still cuts an established flow through the router (the block
+rule comes before ``ct state established accept``). The guest, whose kernel has
+flowtables, runs the offloaded case: tests/guest/test_offload.py."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from appliance.daemon.control import request
+from appliance.probe import NO_FLOWTABLE
+from tests.conftest import nft_in
+from tests.daemon.conftest import Daemon
+from tests.guest_plugin import in_guest
+from tests.routed import CLIENT_ADDR, ROUTER_PROFILE, echo_flow, routed
+
+pytestmark = pytest.mark.root
+
+METRICS = '\n[metrics]\nlisten = "127.0.0.1:9469"\n'
+
+
+def test_without_a_flowtable_the_daemon_says_so_once_and_a_block_cuts_the_flow(
+    tmp_path: Path, start_daemon: Callable[..., Daemon]
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    if in_guest():
+        pytest.skip("the guest's kernel has flowtables: tests/guest/test_offload.py")
+    profile = tmp_path / "router.toml"
+    profile.write_text(ROUTER_PROFILE + METRICS)
+    with routed("d") as net:
+        daemon = start_daemon(net.router, profile)
+        status = daemon.status()
+        assert status["offload"] == {"devices": [], "reason": NO_FLOWTABLE}
+        assert "flowtable" not in nft_in(net.router, "list", "table", "inet", "appliance")
+        assert "appliance_flow_offload 0.0" in daemon.metrics()
+        with echo_flow(net, timeout=5) as flow:
+            for i in range(10):
+                assert flow.echo(f"before-{i}")
+            answer = request(
+                daemon.socket,
+                {"op": "set_add", "set": "autoblock_v4", "elements": [CLIENT_ADDR]},
+                timeout=10,
+            )
+            assert answer["ok"], answer
+            assert not flow.echo("after")  # the established flow is cut
+        said = [e for e in daemon.log_entries() if "flow offload" in str(e.get("msg", ""))]
+        assert len(said) == 1 and NO_FLOWTABLE in said[0]["msg"], said
