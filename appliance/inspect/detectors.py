@@ -85,7 +85,9 @@ class PortScan:
         if state is None:
             if self.ports >= 1:
                 # a source's first SYN: its port and time, until a second port comes
-                seen.put(layer.src, (layer.dport, ts))
+                seen[layer.src] = (layer.dport, ts)
+                if len(seen) > seen.limit:
+                    seen.popitem(last=False)
                 return None
             state = [{}, -math.inf]
             seen.put(layer.src, state)
@@ -124,8 +126,24 @@ class SynFlood:
 
     def on_syn(self, ts: float, layer: Layer) -> Detection | None:
         src, dst = layer.src, layer.dst
-        by_src = self._window(self._by_src, src, ts)
-        by_dst = self._window(self._by_dst, dst, ts)
+        # (window start, SYNs in it, alerted in it) of each address, counting this SYN
+        period = self.period
+        table = self._by_src
+        by_src = table.get(src)
+        if by_src is None:
+            by_src = table[src] = (ts, 1, False)
+            if len(table) > table.limit:
+                table.popitem(last=False)
+        else:
+            by_src = self._count(table, src, by_src, ts, period)
+        table = self._by_dst
+        by_dst = table.get(dst)
+        if by_dst is None:
+            by_dst = table[dst] = (ts, 1, False)
+            if len(table) > table.limit:
+                table.popitem(last=False)
+        else:
+            by_dst = self._count(table, dst, by_dst, ts, period)
         limit = self.limit
         if by_src[1] > limit:
             # a flood from this source: its destination's flood is the same event
@@ -140,10 +158,12 @@ class SynFlood:
             return Detection(SID_SYN_FLOOD, f"to one destination above {self.limit} per window")
         return None
 
-    def _window(self, table: _Bounded, key: bytes, ts: float) -> tuple[float, int, bool]:
-        """(window start, SYNs in it, alerted in it) for an address, counting this SYN."""
-        state = table.get(key)
-        if state is None or ts - state[0] >= self.period or ts < state[0]:
+    @staticmethod
+    def _count(
+        table: _Bounded, key: bytes, state: tuple[float, int, bool], ts: float, period: float
+    ) -> tuple[float, int, bool]:
+        """An address's window, counting this SYN: a new one once the last has ended."""
+        if ts - state[0] >= period or ts < state[0]:
             state = (ts, 1, False)
             table.put(key, state)
         else:

@@ -447,11 +447,13 @@ class InspectionEngine:
         sel = flow.sel_s if to_server else flow.sel_c
         if sel is not None and sel[2] == app:
             group = sel[1]
+        elif proto == PROTO_TCP:
+            # prepare the other direction too: its next packet may take the fast path
+            pair = self.matcher.pair_for(layer, app if app in _APPS else "", to_server)
+            group = self._group(flow, layer, to_server, False, pair[0])
+            self._group(flow, layer, not to_server, False, pair[1])
         else:
             group = self._group(flow, layer, to_server, gtp is not None)
-            if proto == PROTO_TCP:
-                # prepare the other direction too: its next packet may take the fast path
-                self._group(flow, layer, not to_server, False, reverse=True)
         if to_server and proto == PROTO_TCP and (hello or self._hellos):
             if flow.key in self._hellos:
                 flow.fast_s = None  # the next segments continue the ClientHello
@@ -518,18 +520,24 @@ class InspectionEngine:
         return flow
 
     def _group(
-        self, flow: Flow, layer: Layer, to_server: bool, outer_gtp: bool, reverse: bool = False
+        self,
+        flow: Flow,
+        layer: Layer,
+        to_server: bool,
+        outer_gtp: bool,
+        found: Group | None = None,
     ) -> Group:
-        """The rule group of a flow direction for the flow's current application protocol,
-        cached on the flow, and what the fast paths may skip in that direction."""
+        """The rule group of a flow direction (of this packet's, or the other one) for the
+        flow's current application protocol, cached on the flow, and what the fast paths may
+        skip in that direction; ``found``: the group, when the caller has looked it up."""
         app = flow.app
         sel = flow.sel_s if to_server else flow.sel_c
         if sel is not None and sel[2] == app:
             group: Group = sel[1]
+        elif found is not None:
+            group = found
         else:
-            group = self.matcher.group_for(
-                layer, app if app in _APPS else "", to_server, outer_gtp, reverse
-            )
+            group = self.matcher.group_for(layer, app if app in _APPS else "", to_server, outer_gtp)
         fast = True
         quiet = False
         if layer.proto == PROTO_TCP:

@@ -212,41 +212,60 @@ class Matcher:
             self._port_exprs.append(expr)
         return self._port_exprs.index(expr)
 
-    def _addr_bits(self, addr: bytes) -> int:
-        starts, bits = self._addr_segments[len(addr)]
-        return bits[bisect_right(starts, int.from_bytes(addr, "big")) - 1]
-
-    def _port_bits(self, port: int) -> int:
-        starts, bits = self._port_segments
-        return bits[bisect_right(starts, port) - 1]
-
     def group_for(
         self, layer: Layer, app: str, to_server: bool, outer_gtp: bool, reverse: bool = False
     ) -> Group:
         """The group of a packet (callers cache it per flow direction and app); ``reverse``:
         of a packet of the other direction (the addresses and ports swapped)."""
-        proto = layer.proto
         if layer is self._last_layer:  # the other direction of the packet just seen
             src, dst, sport, dport = self._last_bits
         else:
-            src = self._addr_bits(layer.src)
-            dst = self._addr_bits(layer.dst)
-            if proto in _PORT_PROTOS:
-                sport = self._port_bits(layer.sport)
-                dport = self._port_bits(layer.dport)
-            else:
-                sport = dport = -1  # no ports: only rules with `any` ports apply
-            self._last_layer = layer
-            self._last_bits = (src, dst, sport, dport)
+            src, dst, sport, dport = self._header_bits(layer)
         if reverse:
             src, dst, sport, dport = dst, src, dport, sport
-        key = (proto, app, to_server, outer_gtp, src, dst, sport, dport)
+        key = (layer.proto, app, to_server, outer_gtp, src, dst, sport, dport)
         group = self._groups.get(key)
         if group is None:
-            group = self._build(key)
-            if len(self._groups) >= _MAX_CACHE:
-                self._groups.clear()
-            self._groups[key] = group
+            group = self._add(key)
+        return group
+
+    def pair_for(self, layer: Layer, app: str, to_server: bool) -> tuple[Group, Group]:
+        """The groups of a packet's direction and of the other one (as ``group_for``, with no
+        outer GTP-U): one lookup of the header for both, as a new TCP flow needs them."""
+        src, dst, sport, dport = self._header_bits(layer)
+        proto = layer.proto
+        groups = self._groups
+        key = (proto, app, to_server, False, src, dst, sport, dport)
+        group = groups.get(key)
+        if group is None:
+            group = self._add(key)
+        key = (proto, app, not to_server, False, dst, src, dport, sport)
+        other = groups.get(key)
+        if other is None:
+            other = self._add(key)
+        return group, other
+
+    def _header_bits(self, layer: Layer) -> tuple[int, int, int, int]:
+        """Which address and port expressions a packet's addresses and ports fall in."""
+        src_addr = layer.src
+        starts, bits = self._addr_segments[len(src_addr)]
+        src = bits[bisect_right(starts, int.from_bytes(src_addr, "big")) - 1]
+        dst = bits[bisect_right(starts, int.from_bytes(layer.dst, "big")) - 1]
+        if layer.proto in _PORT_PROTOS:
+            starts, bits = self._port_segments
+            sport = bits[bisect_right(starts, layer.sport) - 1]
+            dport = bits[bisect_right(starts, layer.dport) - 1]
+        else:
+            sport = dport = -1  # no ports: only rules with `any` ports apply
+        self._last_layer = layer
+        self._last_bits = found = (src, dst, sport, dport)
+        return found
+
+    def _add(self, key: tuple[object, ...]) -> Group:
+        group = self._build(key)
+        if len(self._groups) >= _MAX_CACHE:
+            self._groups.clear()
+        self._groups[key] = group
         return group
 
     def _build(self, key: tuple[object, ...]) -> Group:
