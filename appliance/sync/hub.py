@@ -16,6 +16,11 @@ A small asyncio HTTP/1.1 server (standard library only):
 
 Bundles are static signed files: the hub needs no key and is not trusted; any static server
 (nginx, an object store, a CDN) can serve the same directory, without long polls and /fleet.
+
+Built for fleets: one :class:`asyncio.Protocol` per connection (no task, stream or timer per
+request), answers to files kept as ready bytes (headers and body, per file version),
+directories resolved below DIR by a walk of their own components, the long-pollers of a file
+woken in one pass when it changes, and idle connections closed by one periodic sweep.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from appliance.errors import UsageError
 from appliance.model.values import parse_host_port
 from appliance.sync.bundle import BUNDLE_FILE, SIG_FILE, format_time, parse_signatures
+from appliance.sync.keys import KeyFileError, PublicKey
 from appliance.sync.transport import etag_matches, etag_of
 
 MAX_WAIT = 300.0
@@ -44,9 +50,12 @@ MAX_WAITERS = 100_000
 MAX_STATUS = 64 * 1024
 MAX_HEAD = 16 * 1024
 IDLE_TIMEOUT = 75.0
+BODY_TIMEOUT = 10.0  # a request's body must arrive within this
+SWEEP_INTERVAL = 1.0
 MAX_FILE = 256 * 1024 * 1024
 RESOLVE_TTL = 1.0
 MAX_RESOLVED = 100_000
+MAX_LINKS = 40  # symlinks followed in one path (a loop ends there)
 SERVED = (BUNDLE_FILE, SIG_FILE)
 APPLIANCE_KEY = "appliance.pub"  # when present: status reports for PATH must be signed by it
 STATUS_SIGNATURE_HEADER = "x-appliance-signature"
@@ -64,26 +73,57 @@ def served(name: str) -> bool:
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
+class StatusKeys:
+    """The appliances' public keys (``DIR/PATH/appliance.pub``), read again only when the
+    file changes (inode, size, mtime)."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, tuple[tuple[int, int, int], PublicKey | str]] = {}
+
+    def get(self, directory: Path) -> PublicKey | str | None:
+        """The key, None when there is none, or why it is unusable."""
+        path = os.path.join(directory, APPLIANCE_KEY)
+        try:
+            st = os.stat(path)
+        except OSError:
+            self._keys.pop(path, None)
+            return None
+        version = (st.st_ino, st.st_size, st.st_mtime_ns)
+        cached = self._keys.get(path)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        from appliance.sync.keys import load_public
+
+        try:
+            key: PublicKey | str = load_public(path)
+        except KeyFileError as exc:
+            key = f"status key unusable: {exc}"
+        if len(self._keys) >= MAX_RESOLVED:
+            self._keys.clear()
+        self._keys[path] = (version, key)
+        return key
+
+
+_STATUS_KEYS = StatusKeys()
+
+
 def check_status_signature(
     directory: Path,
     body: bytes,
     signature: str,
     report: dict[str, Any],
     last: dict[str, Any] | None,
+    keys: StatusKeys = _STATUS_KEYS,
 ) -> str:
     """When ``DIR/PATH/appliance.pub`` exists, only the appliance holding its key may report
     for PATH: the body must carry its signature (``X-Appliance-Signature: KEYID BASE64``)
     and a ``sent`` time (seconds, fractional) later than the last report's (no replay). The
     refusal, or ""."""
-    pub = directory / APPLIANCE_KEY
-    if not pub.exists():
+    key = keys.get(directory)
+    if key is None:
         return ""
-    from appliance.sync.keys import KeyFileError, load_public
-
-    try:
-        key = load_public(pub)
-    except KeyFileError as exc:
-        return f"status key unusable: {exc}"
+    if isinstance(key, str):
+        return key
     if not any(kid == key.id and key.verify(raw, body) for kid, raw in parse_signatures(signature)):
         return "status not signed by the appliance's key"
     sent = report.get("sent")
@@ -105,18 +145,38 @@ def parse_listen(text: str) -> tuple[str, int]:
     return address.host, address.port
 
 
+_COMMON = f"X-Long-Poll-Max: {MAX_WAIT:g}\r\nCache-Control: no-cache\r\n"
+
+
 @dataclass
 class _File:
     stat: tuple[int, int, int]  # inode, size, mtime_ns
     data: bytes
     etag: str
+    _answers: dict[tuple[int, str, bool, bool], bytes] = field(default_factory=dict)
 
-
-@dataclass
-class _Watch:
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    waiters: int = 0
-    task: asyncio.Task[None] | None = None
+    def answer(self, status: int, ctype: str, keep: bool, head_only: bool) -> bytes:
+        """The whole answer (200 or 304) to a GET or HEAD of this file, built once."""
+        key = (status, ctype, keep, head_only)
+        ready = self._answers.get(key)
+        if ready is None:
+            connection = "keep-alive" if keep else "close"
+            if status == 304:
+                ready = (
+                    f"HTTP/1.1 304 Not Modified\r\n{_COMMON}ETag: {self.etag}\r\n"
+                    f"Connection: {connection}\r\n\r\n"
+                ).encode("latin-1")
+            else:
+                ready = (
+                    f"HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\n"
+                    f"Content-Length: {len(self.data)}\r\n{_COMMON}ETag: {self.etag}\r\n"
+                    f"Connection: {connection}\r\n\r\n"
+                ).encode("latin-1")
+                if not head_only:
+                    ready += self.data
+            if len(self.data) <= 1 << 20 or head_only or status == 304:
+                self._answers[key] = ready  # a big file's answer is not kept twice
+        return ready
 
 
 class BundleFiles:
@@ -125,7 +185,7 @@ class BundleFiles:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
         self._root_text = str(self.root)
-        self._cache: dict[Path, _File] = {}
+        self._cache: dict[str, _File] = {}
         self._resolved: dict[str, tuple[str, float]] = {}
 
     def locate(self, bundle_path: str) -> Path | None:
@@ -135,23 +195,31 @@ class BundleFiles:
 
     def real_path(self, bundle_path: str, name: str, fresh: bool = False) -> Path | None:
         """The file PATH/name stands for (symlinks resolved, inside DIR), or None."""
+        found = self._file(bundle_path, name, fresh)
+        return None if found is None else Path(found[0])
+
+    def _file(
+        self, bundle_path: str, name: str, fresh: bool = False
+    ) -> tuple[str, os.stat_result] | None:
+        """The real path of PATH/name and its stat, when it is a regular file inside DIR."""
         if not served(name):
             return None
         directory = self._directory(bundle_path, fresh)
         if directory is None:
             return None
-        path = os.path.join(directory, name)
+        path = directory + "/" + name
         try:
-            mode = os.lstat(path).st_mode
-            if stat.S_ISREG(mode):
-                return Path(path)
-            if not stat.S_ISLNK(mode):
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode):
+                return path, st
+            if not stat.S_ISLNK(st.st_mode):
                 return None
             real = os.path.realpath(path, strict=True)
+            st = os.stat(real)
         except (OSError, ValueError):
             return None
         inside = real.startswith(self._root_text + os.sep)
-        return Path(real) if inside and os.path.isfile(real) else None
+        return (real, st) if inside and stat.S_ISREG(st.st_mode) else None
 
     def _directory(self, bundle_path: str, fresh: bool = False) -> str | None:
         """Real path of the directory PATH, remembered for RESOLVE_TTL when found: a fleet
@@ -178,32 +246,34 @@ class BundleFiles:
         if not all(_SEGMENT.fullmatch(s) and s not in (".", "..") for s in segments):
             return None
         try:
-            real = os.path.realpath(os.path.join(self._root_text, *segments), strict=True)
+            found = _walk(self._root_text, segments, [0])
         except (OSError, ValueError):
             return None
-        if not real.startswith(self._root_text + os.sep) or not os.path.isdir(real):
+        if found is None or not found[0].startswith(self._root_text + os.sep):
             return None
-        return real
+        return found[0] if stat.S_ISDIR(found[1]) else None
 
     def read(self, bundle_path: str, name: str) -> _File | None:
-        real = self.real_path(bundle_path, name)
-        return None if real is None else self.read_real(real)
+        found = self._file(bundle_path, name)
+        return None if found is None else self._read(found[0], found[1])
 
     def read_real(self, real: Path) -> _File | None:
-        path = real
         try:
             st = os.stat(real)
         except OSError:
-            self._cache.pop(path, None)
+            self._cache.pop(str(real), None)
             return None
-        if not os.path.isfile(real) or st.st_size > MAX_FILE:
+        return self._read(str(real), st)
+
+    def _read(self, path: str, st: os.stat_result) -> _File | None:
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_FILE:
             return None
         key = (st.st_ino, st.st_size, st.st_mtime_ns)
         cached = self._cache.get(path)
         if cached is not None and cached.stat == key:
             return cached
         try:
-            with open(real, "rb") as handle:
+            with open(path, "rb") as handle:
                 data = handle.read(MAX_FILE + 1)
         except OSError:
             return None
@@ -226,78 +296,123 @@ class BundleFiles:
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-class HubServer:
-    def __init__(self, root: str | os.PathLike[str], clock: Any = time.time) -> None:
-        self.files = BundleFiles(root)
-        self.clock = clock
-        self.reports: dict[str, dict[str, Any]] = {}
-        self.server: asyncio.AbstractServer | None = None
-        self._watches: dict[Path, _Watch] = {}
-        self._waiters = 0
-        self._connections: set[asyncio.Task[Any]] = set()
-        self.requests = 0
+def _walk(base: str, parts: list[str], links: list[int]) -> tuple[str, int] | None:
+    """``base`` (a real directory) joined with ``parts``, every symlink resolved the way
+    ``os.path.realpath`` does, one ``lstat`` per component: the real path and its mode.
+    OSError when a component is missing; None past MAX_LINKS symlinks (a loop)."""
+    current, mode = base, stat.S_IFDIR
+    for part in parts:
+        if part in ("", "."):
+            continue
+        if part == "..":
+            current, mode = os.path.dirname(current) or "/", stat.S_IFDIR
+            continue
+        path = current.rstrip("/") + "/" + part
+        st = os.lstat(path)
+        if not stat.S_ISLNK(st.st_mode):
+            current, mode = path, st.st_mode
+            continue
+        links[0] += 1
+        if links[0] > MAX_LINKS:
+            return None
+        target = os.readlink(path)
+        found = _walk("/" if target.startswith("/") else current, target.split("/"), links)
+        if found is None:
+            return None
+        current, mode = found
+    return current, mode
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
-        self.server = await asyncio.start_server(
-            self._connection, host or None, port, limit=MAX_HEAD, backlog=4096
-        )
-        sock = self.server.sockets[0].getsockname()
-        return str(sock[0]), int(sock[1])
 
-    async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        for watch in self._watches.values():
-            if watch.task is not None:
-                watch.task.cancel()
-        for task in list(self._connections):
-            task.cancel()
-        if self._connections:
-            await asyncio.gather(*self._connections, return_exceptions=True)
-        if self.server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.server.wait_closed(), 2)
-        self.server = None
+@dataclass(eq=False)
+class _Waiter:
+    """A long poll held: the connection, what it asked, and when its time is up."""
 
-    # ---- connections --------------------------------------------------------------------
+    http: _Http
+    directory: str
+    name: str
+    condition: str
+    keep: bool
+    head_only: bool
+    watch: _Watch | None = None
+    timer: asyncio.TimerHandle | None = None
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._connections.add(task)
-        try:
-            while True:
-                try:
-                    async with asyncio.timeout(IDLE_TIMEOUT):
-                        head = await reader.readuntil(b"\r\n\r\n")
-                except (
-                    TimeoutError,
-                    asyncio.IncompleteReadError,
-                    asyncio.LimitOverrunError,
-                    ConnectionError,
-                ):
-                    return
-                keep = await self._request(head, reader, writer)
-                if not keep:
-                    return
-        except (ConnectionError, asyncio.CancelledError):
-            return
-        finally:
-            if task is not None:
-                self._connections.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1)
 
-    async def _request(
-        self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> bool:
-        self.requests += 1
-        lines = head.decode("latin-1").split("\r\n")
+@dataclass(eq=False)
+class _Watch:
+    key: str
+    waiters: set[_Waiter] = field(default_factory=set)
+    task: asyncio.Task[None] | None = None
+
+
+class _Http(asyncio.Protocol):
+    """One client connection: requests parsed from a buffer and answered in order (at most
+    one request in progress; later pipelined ones wait in the buffer)."""
+
+    def __init__(self, hub: HubServer) -> None:
+        self.hub = hub
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: _Waiter | None = None
+        self.writing_paused = False
+        self.reading_paused = False
+        self.active = time.monotonic()
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.hub._http.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.hub._http.discard(self)
+        if self.waiter is not None:
+            self.hub._forget(self.waiter)
+            self.waiter = None
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self.active = time.monotonic()
+        self.advance()
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self.advance()
+
+    def busy(self) -> bool:
+        return self.waiter is not None or self.writing_paused
+
+    def advance(self) -> None:
+        """Answer the requests complete in the buffer, while nothing holds the connection."""
+        while not self.closed and not self.busy():
+            end = self.buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
+            if end < 0:
+                if len(self.buffer) >= MAX_HEAD:
+                    self.close()  # a head too long
+                break
+            if not self.request(end + 4):
+                break
+        # A client that keeps sending while its answer waits is read no further.
+        pause = self.busy() and len(self.buffer) > MAX_HEAD + MAX_STATUS
+        if self.transport is not None and pause != self.reading_paused and not self.closed:
+            self.reading_paused = pause
+            if pause:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+
+    def request(self, head_end: int) -> bool:
+        """Handle the request whose head ends at ``head_end``; False when its body is not
+        all here yet or the connection is done."""
+        hub = self.hub
+        lines = self.buffer[: head_end - 4].decode("latin-1").split("\r\n")
         parts = lines[0].split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            await _send(writer, 400, b"bad request\n", keep=False)
-            return False
+            hub.requests += 1
+            return self.send(400, b"bad request\n", keep=False)
         method, target, version = parts
         headers: dict[str, str] = {}
         for line in lines[1:]:
@@ -306,143 +421,254 @@ class HubServer:
                 headers[name.strip().lower()] = value.strip()
         keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
         if "transfer-encoding" in headers:
-            await _send(writer, 501, b"no request bodies in chunks\n", keep=False)
-            return False
+            hub.requests += 1
+            return self.send(501, b"no request bodies in chunks\n", keep=False)
         try:
             length = int(headers.get("content-length", "0"))
         except ValueError:
-            await _send(writer, 400, b"bad Content-Length\n", keep=False)
-            return False
+            hub.requests += 1
+            return self.send(400, b"bad Content-Length\n", keep=False)
         if length < 0 or length > MAX_STATUS:
-            await _send(writer, 413, b"too large\n", keep=False)
+            hub.requests += 1
+            return self.send(413, b"too large\n", keep=False)
+        if len(self.buffer) < head_end + length:
+            return False  # the body is still coming (the sweep ends a stalled one)
+        body = bytes(self.buffer[head_end : head_end + length])
+        del self.buffer[: head_end + length]
+        hub.requests += 1
+        return hub.handle(self, method, target, headers, body, keep)
+
+    def write(self, data: bytes, keep: bool) -> bool:
+        if self.transport is None or self.closed:
             return False
-        body = b""
-        if length:
-            try:
-                async with asyncio.timeout(10):
-                    body = await reader.readexactly(length)
-            except (TimeoutError, asyncio.IncompleteReadError):
-                return False
-        url = urlsplit(target)
-        path = unquote(url.path)
+        self.transport.write(data)
+        self.active = time.monotonic()
+        if not keep:
+            self.close()
+        return keep
+
+    def send(
+        self,
+        status: int,
+        body: bytes,
+        keep: bool,
+        ctype: str = "text/plain",
+        extra: dict[str, str] | None = None,
+        head_only: bool = False,
+    ) -> bool:
+        return self.write(_answer(status, body, keep, ctype, extra, head_only), keep)
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+
+class HubServer:
+    def __init__(self, root: str | os.PathLike[str], clock: Any = time.time) -> None:
+        self.files = BundleFiles(root)
+        self.clock = clock
+        self.reports: dict[str, dict[str, Any]] = {}
+        self.server: asyncio.AbstractServer | None = None
+        self._watches: dict[str, _Watch] = {}
+        self._waiters = 0
+        self._http: set[_Http] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self.status_keys = StatusKeys()
+        self.requests = 0
+
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            lambda: _Http(self), host or None, port, backlog=4096, reuse_port=reuse_port or None
+        )
+        self._sweeper = asyncio.create_task(self._sweep())
+        sock = self.server.sockets[0].getsockname()
+        return str(sock[0]), int(sock[1])
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for watch in list(self._watches.values()):
+            if watch.task is not None:
+                watch.task.cancel()
+        for http in list(self._http):
+            if http.transport is not None:
+                http.transport.abort()
+        tasks = [w.task for w in self._watches.values() if w.task is not None]
+        if self._sweeper is not None:
+            tasks.append(self._sweeper)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 2)
+        self.server = None
+
+    async def _sweep(self) -> None:
+        """Close connections idle for IDLE_TIMEOUT, or stalled in a request's body for
+        BODY_TIMEOUT (a held long poll is not idle)."""
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            now = time.monotonic()
+            for http in list(self._http):
+                if http.waiter is not None:
+                    continue
+                quiet = now - http.active
+                if quiet > IDLE_TIMEOUT or (http.buffer and quiet > BODY_TIMEOUT):
+                    http.close()
+
+    # ---- requests -----------------------------------------------------------------------
+
+    def handle(
+        self,
+        http: _Http,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        body: bytes,
+        keep: bool,
+    ) -> bool:
+        """Answer one request (or hold it: a long poll); False when the connection stops
+        taking requests for now."""
+        if "?" in target or "%" in target:
+            url = urlsplit(target)
+            path, query = unquote(url.path), url.query
+        else:
+            path, query = target, ""
+        head_only = method == "HEAD"
         if method in ("GET", "HEAD") and path == "/fleet":
             data = json.dumps(self.fleet(), indent=2, sort_keys=True).encode() + b"\n"
-            await _send(writer, 200, data, keep, "application/json", head_only=method == "HEAD")
-            return keep
+            return http.send(200, data, keep, "application/json", head_only=head_only)
         directory, _, name = path.strip("/").rpartition("/")
         if method == "POST" and name == "status":
             signature = headers.get(STATUS_SIGNATURE_HEADER, "")
-            return await self._status(writer, directory, body, keep, signature)
+            return http.send(*self._status(directory, body, signature), keep)  # type: ignore[misc]
         if method not in ("GET", "HEAD"):
-            await _send(writer, 405, b"method not allowed\n", keep, extra={"Allow": "GET, HEAD"})
-            return keep
+            extra = {"Allow": "GET, HEAD"}
+            return http.send(405, b"method not allowed\n", keep, extra=extra)
         if not served(name) or not path.startswith("/") or path.endswith("/"):
-            await _send(writer, 404, b"not found\n", keep)
-            return keep
+            return http.send(404, b"not found\n", keep)
         wait = 0.0
-        query = parse_qs(url.query)
-        if "wait" in query:
-            try:
-                wait = min(MAX_WAIT, max(0.0, float(query["wait"][0])))
-            except ValueError:
-                await _send(writer, 400, b"bad wait\n", keep)
-                return keep
-            if wait != wait:  # NaN
-                wait = 0.0
-        return await self._serve_file(writer, directory, name, headers, wait, keep, method)
+        if query:
+            values = parse_qs(query).get("wait")
+            if values:
+                try:
+                    wait = min(MAX_WAIT, max(0.0, float(values[0])))
+                except ValueError:
+                    return http.send(400, b"bad wait\n", keep)
+                if wait != wait:  # NaN
+                    wait = 0.0
+        condition = headers.get("if-none-match", "")
+        found = self.files._file(directory, name)
+        entry = None if found is None else self.files._read(*found)
+        held = wait > 0 and found is not None and self._waiters < MAX_WAITERS
+        if held and entry is not None and etag_matches(condition, entry.etag):
+            assert found is not None
+            self._hold(_Waiter(http, directory, name, condition, keep, head_only), found[0], wait)
+            return False
+        return self._answer_file(http, directory, name, entry, condition, keep, head_only)
 
-    async def _serve_file(
+    def _answer_file(
         self,
-        writer: asyncio.StreamWriter,
+        http: _Http,
         directory: str,
         name: str,
-        headers: dict[str, str],
-        wait: float,
+        entry: _File | None,
+        condition: str,
         keep: bool,
-        method: str,
+        head_only: bool,
     ) -> bool:
-        entry = self.files.read(directory, name)
-        condition = headers.get("if-none-match", "")
-        if entry is not None and wait > 0 and etag_matches(condition, entry.etag):
-            entry = await self._wait_change(directory, name, entry.etag, wait)
-        extra = {"X-Long-Poll-Max": f"{MAX_WAIT:g}", "Cache-Control": "no-cache"}
         if entry is None:
-            await _send(writer, 404, b"not found\n", keep, extra=extra)
-            return keep
-        extra["ETag"] = entry.etag
-        if etag_matches(condition, entry.etag):
-            await _send(writer, 304, b"", keep, extra=extra)
-            return keep
+            extra = {"X-Long-Poll-Max": f"{MAX_WAIT:g}", "Cache-Control": "no-cache"}
+            return http.send(404, b"not found\n", keep, extra=extra)
         ctype = "application/json" if name == BUNDLE_FILE else "text/plain"
-        await _send(writer, 200, entry.data, keep, ctype, extra, head_only=method == "HEAD")
-        return keep
+        status = 304 if etag_matches(condition, entry.etag) else 200
+        return http.write(entry.answer(status, ctype, keep, head_only), keep)
 
-    async def _wait_change(self, directory: str, name: str, etag: str, wait: float) -> _File | None:
-        key = self.files.real_path(directory, name)
-        if key is None or self._waiters >= MAX_WAITERS:
-            return self.files.read(directory, name)
+    # ---- long polls ---------------------------------------------------------------------
+
+    def _hold(self, waiter: _Waiter, key: str, wait: float) -> None:
         watch = self._watches.get(key)  # paths that lead to the same file share one watch
         if watch is None:
-            watch = self._watches[key] = _Watch()
-            watch.task = asyncio.create_task(self._watch(key, directory, name, etag, watch))
-        watch.waiters += 1
+            watch = self._watches[key] = _Watch(key)
+            etag = self.files._cache[key].etag
+            watching = self._watch(watch, waiter.directory, waiter.name, etag)
+            watch.task = asyncio.create_task(watching)
+        waiter.watch = watch
+        watch.waiters.add(waiter)
+        waiter.http.waiter = waiter
         self._waiters += 1
-        try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await watch.changed.wait()
-        finally:
-            watch.waiters -= 1
-            self._waiters -= 1
-        return self.files.read(directory, name)
+        waiter.timer = asyncio.get_running_loop().call_later(wait, self._release, waiter)
 
-    async def _watch(self, key: Path, directory: str, name: str, etag: str, watch: _Watch) -> None:
-        """Stat the file every WATCH_INTERVAL while anyone waits; wake them all on a change."""
+    def _forget(self, waiter: _Waiter) -> None:
+        """The waiter leaves its watch (answered, timed out or disconnected)."""
+        watch = waiter.watch
+        if watch is not None and waiter in watch.waiters:
+            watch.waiters.discard(waiter)
+            self._waiters -= 1
+        if waiter.timer is not None:
+            waiter.timer.cancel()
+        waiter.watch = None
+
+    def _release(self, waiter: _Waiter) -> None:
+        """Answer a held long poll with the file as it is now (new, or 304 when time is up),
+        then go on with what the client sent meanwhile."""
+        self._forget(waiter)
+        http = waiter.http
+        if http.waiter is not waiter or http.closed:
+            return
+        http.waiter = None
+        entry = self.files.read(waiter.directory, waiter.name)
+        keep = self._answer_file(
+            http, waiter.directory, waiter.name, entry, waiter.condition, waiter.keep,
+            waiter.head_only,
+        )  # fmt: skip
+        if keep:
+            http.advance()
+
+    async def _watch(self, watch: _Watch, directory: str, name: str, etag: str) -> None:
+        """Stat the file every WATCH_INTERVAL while anyone waits; answer them all on a
+        change."""
         try:
             while True:
                 await asyncio.sleep(WATCH_INTERVAL)
-                if watch.waiters == 0:
+                if not watch.waiters:
                     break
-                real = self.files.real_path(directory, name, fresh=True)
-                entry = None if real is None else self.files.read_real(real)
-                current = entry.etag if entry else ""
-                if current != etag:
-                    watch.changed.set()
+                found = self.files._file(directory, name, fresh=True)
+                entry = None if found is None else self.files._read(*found)
+                if (entry.etag if entry else "") != etag:
+                    for waiter in list(watch.waiters):
+                        self._release(waiter)
                     break
         finally:
-            if self._watches.get(key) is watch:
-                del self._watches[key]
+            if self._watches.get(watch.key) is watch:
+                del self._watches[watch.key]
+            for waiter in list(watch.waiters):  # cancelled: the server is closing
+                self._forget(waiter)
 
-    async def _status(
-        self,
-        writer: asyncio.StreamWriter,
-        directory: str,
-        body: bytes,
-        keep: bool,
-        signature: str = "",
-    ) -> bool:
+    # ---- status reports -----------------------------------------------------------------
+
+    def _status(self, directory: str, body: bytes, signature: str) -> tuple[int, bytes]:
         located = self.files.locate(directory)
         if located is None:
-            await _send(writer, 404, b"no such bundle path\n", keep)
-            return keep
+            return 404, b"no such bundle path\n"
         try:
             report = json.loads(body)
         except (ValueError, RecursionError):
             report = None
         if not isinstance(report, dict):
-            await _send(writer, 400, b"expected a JSON object\n", keep)
-            return keep
+            return 400, b"expected a JSON object\n"
         refusal = check_status_signature(
-            located, body, signature, report, self.reports.get(directory)
+            located, body, signature, report, self.reports.get(directory), self.status_keys
         )
         if refusal:
-            await _send(writer, 403, refusal.encode() + b"\n", keep)
-            return keep
+            return 403, refusal.encode() + b"\n"
         report["signed"] = bool(signature)
         report["received"] = format_time(self.clock())
         self.reports[directory] = report
-        await _send(writer, 204, b"", keep)
-        return keep
+        return 204, b""
 
     def fleet(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -466,15 +692,14 @@ _REASONS = {
 }
 
 
-async def _send(
-    writer: asyncio.StreamWriter,
+def _answer(
     status: int,
     body: bytes,
     keep: bool,
     ctype: str = "text/plain",
     extra: dict[str, str] | None = None,
     head_only: bool = False,
-) -> None:
+) -> bytes:
     lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}"]
     if status not in (204, 304):
         lines.append(f"Content-Type: {ctype}")
@@ -484,14 +709,8 @@ async def _send(
     lines.append("Connection: keep-alive" if keep else "Connection: close")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     if body and not head_only and status not in (204, 304):
-        if len(body) <= 1 << 20:
-            writer.write(head + body)  # one send for the usual small answer
-        else:
-            writer.write(head)
-            writer.write(body)
-    else:
-        writer.write(head)
-    await writer.drain()
+        return head + body
+    return head
 
 
 def serve(root: str, listen: str) -> int:
