@@ -109,6 +109,7 @@ class TrustStore:
 
     def __init__(self, directory: str | Path) -> None:
         self.root = Path(directory)
+        self._kept: dict[str, bytes] = {}  # what each file holds, as last read or written
 
     def load(self, initial_root: bytes, now: float) -> tuf.Trusted:
         """The trusted set: the stored root (else the installed one), then the stored
@@ -145,11 +146,14 @@ class TrustStore:
             ("snapshot", trusted.snapshot),
             ("targets", trusted.targets),
         ):
-            if meta is not None:
-                atomic_write(self.root / f"{role}.json", meta.data, 0o600)
+            if meta is not None and self._kept.get(role) != meta.data:
+                atomic_write(self.root / f"{role}.json", meta.data, 0o600)  # only what changed
+                self._kept[role] = meta.data
 
     def _read(self, role: str) -> bytes | None:
         try:
-            return (self.root / f"{role}.json").read_bytes()
+            data = (self.root / f"{role}.json").read_bytes()
         except OSError:
             return None
+        self._kept[role] = data
+        return data
