@@ -306,3 +306,50 @@ def test_status_reports_signed_by_the_appliance_key(publisher: Publisher, tmp_pa
         assert server.fleet()[publisher.path]["result"] == "not_modified"
 
     with_hub(publisher.root, body)
+
+
+def test_pipelined_requests_are_answered_in_order(publisher: Publisher) -> None:
+    """A request sent behind a long poll on the same connection is answered after it."""
+    publisher.publish(1)
+    sig = (publisher.directory / "bundle.json.sig").read_bytes()
+    path = f"/{publisher.path}"
+
+    async def body(server: HubServer, port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            f"GET {path}/bundle.json.sig?wait=0.3 HTTP/1.1\r\nHost: x\r\n"
+            f"If-None-Match: {etag_of(sig)}\r\n\r\n"
+            f"HEAD {path}/bundle.json HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        )
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        second = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        writer.close()
+        assert first.startswith(b"HTTP/1.1 304") and second.startswith(b"HTTP/1.1 200")
+        assert b"application/json" in second
+
+    with_hub(publisher.root, body)
+
+
+def test_a_stalled_body_or_a_symlink_loop_ends_there(
+    publisher: Publisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from appliance.sync import hub
+
+    monkeypatch.setattr(hub, "BODY_TIMEOUT", 0.2)
+    monkeypatch.setattr(hub, "SWEEP_INTERVAL", 0.05)
+    publisher.publish(1)
+    os.symlink("loop-b", publisher.root / "loop-a")
+    os.symlink("loop-a", publisher.root / "loop-b")
+
+    async def body(server: HubServer, port: int) -> None:
+        answer = await raw(port, b"GET /loop-a/bundle.json HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 404")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            f"POST /{publisher.path}/status HTTP/1.1\r\nContent-Length: 10\r\n\r\n{{".encode()
+        )
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, nothing answered
+        writer.close()
+        assert publisher.path not in server.reports
+
+    with_hub(publisher.root, body)
