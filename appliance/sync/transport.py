@@ -14,6 +14,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import socket
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -216,26 +217,45 @@ async def _connect(parts: SplitResult, limits: Limits) -> Stream:
     context = tls_context(settings.ca, settings.cert, settings.key) if tls else None
     try:
         if settings.proxy:
-            return await asyncio.wait_for(
+            stream = await asyncio.wait_for(
                 _via_proxy(settings.proxy, host, port, context, limits),
                 limits.connect_timeout,
             )
-        return await asyncio.wait_for(
-            asyncio.open_connection(
-                host,
-                port,
-                ssl=context,
-                server_hostname=host if tls else None,
-                limit=MAX_HEADER_BYTES,
-            ),
-            limits.connect_timeout,
-        )
+        else:
+            stream = await asyncio.wait_for(
+                asyncio.open_connection(
+                    host,
+                    port,
+                    ssl=context,
+                    server_hostname=host if tls else None,
+                    limit=MAX_HEADER_BYTES,
+                ),
+                limits.connect_timeout,
+            )
+        _watch_silence(stream[1], limits.total_timeout)
+        return stream
     except TimeoutError:
         raise TransportError(
             "unreachable", f"connect to {host}:{port} timed out ({limits.connect_timeout:g}s)"
         ) from None
     except (OSError, ssl.SSLError) as exc:
         raise TransportError("unreachable", f"connect to {host}:{port}: {_reason(exc)}") from None
+
+
+def _watch_silence(writer: asyncio.StreamWriter, deadline: float) -> None:
+    """A peer that goes silent on an open connection (a black hole: no reset, no answer)
+    is noticed within ``deadline`` even while a long poll waits: keepalive probes start
+    after half of it, and data or probes unacknowledged for half of it abort the
+    connection (TCP_USER_TIMEOUT), which fails the exchange as unreachable."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    half = max(1, int(deadline / 2))
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, half)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, max(500, int(deadline * 500)))
 
 
 async def _via_proxy(

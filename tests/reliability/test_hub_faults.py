@@ -1,11 +1,14 @@
 """Hub faults: a hub that never answers, resets, answers with an endless body, drips, sends
 a gzip bomb, rolls the version back, serves an expired (frozen) bundle, or fails the bundle
 once after its new signature. Nothing is applied that should not be, the daemon stays
-under half a core while it lasts, and a good hub is followed again afterwards."""
+under half a core while it lasts, and a good hub is followed again afterwards: after resets,
+by the first poll once it is back; after a black hole (packets dropped, at boot or at run
+time), with status, metrics, reloads and SIGTERM answered while a poll hangs."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -17,7 +20,7 @@ import pytest
 from appliance.sync import keys
 from tests.conftest import REPO
 from tests.daemon.conftest import Daemon, wait_until
-from tests.daemon.test_hub import PATH, Hub, build, hub_status
+from tests.daemon.test_hub import PATH, Hub, build, hub_status, local_profile
 from tests.reliability.conftest import SOAK
 
 pytestmark = pytest.mark.root
@@ -267,6 +270,84 @@ def test_after_a_resetting_hub_comes_back_the_first_poll_applies_the_new_version
         f"(poll {POLL:g}s); version 6 applied {status['last_success'] - healthy:.2f}s after "
         "the hub answered again"
     )
+
+
+def _black_hole(ns: str, on: bool) -> None:
+    """Packets to the hub's port silently dropped in ``ns`` (no reset, no answer), by a
+    table of the test's own beside the daemon's."""
+    if on:
+        rules = (
+            "add table inet blackhole; "
+            "add chain inet blackhole out { type filter hook output priority -10; }; "
+            f"add rule inet blackhole out tcp dport {PORT} drop"
+        )
+    else:
+        rules = "delete table inet blackhole"
+    subprocess.run(["ip", "netns", "exec", ns, "nft", rules], check=True)
+
+
+def _responsive_while_a_poll_hangs(daemon: Daemon, version: int, holed: float) -> float:
+    """The hub is black-holed (since wall time ``holed``): status and metrics answer, the
+    hub shows ``unreachable`` (returned: seconds from ``holed`` to the failed sync), and a
+    reload completes while a poll hangs in connect."""
+    assert daemon.metrics()  # the metrics port answers
+    wait_until(lambda: hub_status(daemon)["result"] == "unreachable", timeout=60)
+    status = hub_status(daemon)
+    seen = float(status["last_sync"]) - holed
+    assert status["version"] == version and daemon.status()["source"] == "hub"
+    assert f"127.0.0.1:{PORT}" in (status["error"] or ""), status  # names the hub
+    wait_until(lambda: hub_status(daemon)["next_poll"] is None, timeout=30)  # a poll hangs
+    daemon.messages.clear()
+    daemon.send_signal(signal.SIGHUP)
+    daemon.wait_for("RELOADING=1")
+    daemon.wait_for("READY=1")
+    assert hub_status(daemon)["version"] == version
+    assert f"appliance_policy_version {float(version)}" in daemon.metrics().splitlines()
+    return seen
+
+
+@pytest.mark.parametrize("when", ["boot", "run time"])
+def test_a_black_holed_hub_holds_nothing_and_is_followed_once_it_answers(
+    netns: str, start_daemon: Start, tmp_path: Path, when: str
+) -> None:
+    """The hub's packets dropped (no reset, no answer). At boot: the last good bundle is
+    enforced before any poll could end (no sync counted yet at READY). Both at boot and
+    at run time: status, metrics and reloads answer while a poll hangs, the hub shows
+    ``unreachable``, the version it offers is applied once it answers again, and SIGTERM
+    ends the daemon with a poll hanging."""
+    key = keys.generate()
+    hub = Hub(netns, tmp_path / "bundles", key)
+    try:
+        hub.publish(build(5))
+        hub.start()
+        profile = local_profile(tmp_path, key, hub)
+        daemon = start_daemon(netns, profile)
+        wait_until(lambda: hub_status(daemon)["version"] == 5, timeout=30)
+        if when == "boot":
+            assert daemon.stop() == 0
+            _black_hole(netns, True)
+            holed = time.time()
+            hub.publish(build(6, extra_rule=True))
+            daemon = start_daemon(netns, profile)  # READY=1 came
+            status = daemon.status()
+            assert status["source"] == "hub" and status["hub"]["version"] == 5, status
+            assert status["hub"]["syncs"] == {}, status  # enforced before any poll ended
+        else:
+            _black_hole(netns, True)
+            holed = time.time()
+            hub.publish(build(6, extra_rule=True))
+        seen = _responsive_while_a_poll_hangs(daemon, 5, holed)
+        _black_hole(netns, False)
+        wait_until(lambda: hub_status(daemon)["version"] == 6, timeout=RECOVERED_WITHIN)
+        _black_hole(netns, True)
+        wait_until(lambda: hub_status(daemon)["next_poll"] is None, timeout=30)
+        assert daemon.stop(timeout=20) == 0  # SIGTERM with a poll hanging in connect
+        print(
+            f"black hole at {when}: policy kept; unreachable {seen:.1f}s after the hub "
+            "went silent ([hub].timeout 5s); version 6 once it answered"
+        )
+    finally:
+        hub.stop()
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:

@@ -356,3 +356,32 @@ def test_plain_http_through_a_proxy_sends_the_absolute_url() -> None:
             server.close()
 
     run(main())
+
+
+def test_a_kept_connection_watches_for_a_silent_peer() -> None:
+    """Every hub connection carries keepalive probes and a user timeout of half the
+    deadline: a hub that goes silent under an open long poll (a black hole) fails the
+    exchange within the deadline, not after the long poll's wait."""
+    import socket
+
+    from appliance.sync.transport import ConnectionPool
+
+    async def main() -> None:
+        server, url = await serve(answer("HTTP/1.1 200 OK\r\nContent-Length: 2", b"ok"))
+        pool = ConnectionPool()
+        try:
+            resp = await request("GET", url, Limits(total_timeout=8.0), pool=pool)
+            assert resp.status == 200
+            stream = pool.take(("http", "127.0.0.1", int(url.split(":")[2].split("/")[0])))
+            assert stream is not None
+            sock = stream[1].get_extra_info("socket")
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 4
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 4000
+            stream[1].close()
+        finally:
+            pool.close()
+            server.close()
+            await server.wait_closed()
+
+    run(main())
