@@ -1,11 +1,12 @@
 """The last bundle applied, kept in the state directory so the daemon enforces it at boot.
 
 Layout under ``STATE_DIR/hub/``: a generation directory per saved bundle holding
-``bundle.json`` and ``bundle.json.sig`` exactly as fetched, ``meta.json`` (ETags, time) and,
+``bundle.json`` and ``bundle.json.sig`` exactly as fetched (under TUF, the ``targets.json``
+that vouched for the bundle stands in the signature's place), ``meta.json`` (ETags, time) and,
 for a delta bundle, ``resolved.json`` (the sets as they stood after it). ``current`` is a
 symlink to the generation in force, replaced by rename: a crash leaves the old pair or the
 new pair, never one file of each. ``appliance bundle verify STATE_DIR/hub/current`` checks
-the stored pair like any bundle directory.
+a stored signed pair like any bundle directory.
 """
 
 from __future__ import annotations
