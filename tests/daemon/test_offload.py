@@ -51,3 +51,39 @@ def test_without_a_flowtable_the_daemon_says_so_once_and_a_block_cuts_the_flow(
             assert not flow.echo("after")  # the established flow is cut
         said = [e for e in daemon.log_entries() if "flow offload" in str(e.get("msg", ""))]
         assert len(said) == 1 and NO_FLOWTABLE in said[0]["msg"], said
+
+
+# --- without root: the daemon's decisions on the fake kernel -----------------------------
+
+
+@pytest.mark.parametrize("flowtable", [True, False])
+def test_blocks_end_the_sources_flows_only_while_the_table_offloads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flowtable: bool
+) -> None:
+    from appliance import probe
+    from appliance.daemon import sets
+    from tests.daemon.test_decisions import Rig
+
+    ended: list[list[str]] = []
+    monkeypatch.setattr(probe, "has_flowtable", lambda: flowtable)
+    monkeypatch.setattr(probe, "current_links", lambda: ["lo", "r0", "r1", "r7"])
+    monkeypatch.setattr(sets, "end_flows", lambda values, log: ended.append(list(values)))
+    rig = Rig(tmp_path)
+    rig.profile.write_text(ROUTER_PROFILE)
+
+    async def scenario() -> None:
+        await rig.daemon.boot()
+        offload = rig.status()["offload"]
+        if flowtable:
+            assert offload == {"devices": ["r0", "r1"], "reason": None}
+        else:
+            assert offload == {"devices": [], "reason": NO_FLOWTABLE}
+        assert rig.daemon.ctx.metrics.flow_offload._value.get() == (1 if flowtable else 0)
+        for name, value in (("autoblock_v4", "192.0.2.9"), ("autoblock_v6", "2001:db8::9")):
+            await rig.daemon.control.handle({"op": "set_add", "set": name, "elements": [value]})
+        # Read back: the fake kernel lists the table as the real one does, no drift.
+        await rig.tick(resync=True)
+        assert sum(rig.status()["drift_repairs"].values()) == 0
+
+    rig.run(scenario)
+    assert ended == ([["192.0.2.9"], ["2001:db8::9"]] if flowtable else [])
