@@ -606,7 +606,9 @@ def test_tuf_roles_at_daemon_level_with_a_revoked_key(
     hub: Hub, tmp_path: Path, start_daemon: Callable[..., Daemon]
 ) -> None:
     """[hub].root: the daemon follows TUF (2 of 3 targets keys), follows a new root that
-    revokes a stolen targets key, and from then on refuses what that key helps sign."""
+    revokes a stolen targets key, and from then on refuses what that key helps sign; an
+    expired timestamp makes it stale (still enforcing); a stored bundle edited on disk is
+    refused at boot."""
     from appliance.sync import repository, tuf
 
     now = time.time()
@@ -672,3 +674,25 @@ def test_tuf_roles_at_daemon_level_with_a_revoked_key(
     # The good keys sign version 7: applied.
     release(7, targets_keys[1:])
     wait_version(daemon, 7)
+    # A mirror serves an expired timestamp (a frozen hub): stale, version 7 still enforced.
+    repository.timestamp(directory, online, time.time() - 60)
+    wait_until(lambda: hub_status(daemon)["stale"], timeout=45)
+    status = daemon.status()
+    assert status["hub"]["result"] == "expired" and "timestamp.json" in status["hub"]["error"]
+    assert status["hub"]["version"] == 7 and status["source"] == "hub"
+    assert metric(daemon, "appliance_hub_bundle_stale") == 1
+    repository.timestamp(directory, online, time.time() + 3600)  # renewed: fresh again
+    wait_until(lambda: not hub_status(daemon)["stale"], timeout=45)
+    assert metric(daemon, "appliance_hub_bundle_stale") == 0
+    # The stored bundle edited on disk: refused at boot, the failsafe of this hub-only profile.
+    assert daemon.stop() == 0
+    hub.stop()
+    stored = (daemon.state_dir / "hub" / "current" / B.BUNDLE_FILE).resolve()
+    edited = stored.read_bytes().replace(b'{"version":7,', b'{"version":8,', 1)
+    assert edited != stored.read_bytes()
+    stored.write_bytes(edited)
+    booted = start_daemon(hub.ns, profile)
+    status = booted.status()
+    assert status["source"] == "failsafe" and status["hub"]["version"] is None, status
+    assert "stored bundle refused: bad_signature" in (status["last_error"] or ""), status
+    assert "changed since it was verified" in status["last_error"]
