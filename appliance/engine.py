@@ -17,7 +17,7 @@ from appliance.compile.ruleset import element_json
 from appliance.errors import KernelError, UsageError
 from appliance.model.values import canonical_element, element_bounds
 from appliance.reconcile.intervals import Spans, span_text, width_of
-from appliance.reconcile.plan import Plan, make_plan, transaction
+from appliance.reconcile.plan import Plan, make_plan, split_tags, transaction
 from appliance.reconcile.segments import (
     DesiredSegment,
     ObservedLinks,
@@ -181,19 +181,21 @@ class Engine:
             objects=observed.objects,
             elements={name: dict(items) for name, items in observed.elements.items()},
             types=observed.types,
+            tagged={name: dict(tags) for name, tags in observed.tagged.items()},
         )
-        for name, texts in plan.delete.items():
-            for text in texts:
-                after.elements[name].pop(text, None)
+        for name, stale in plan.delete.items():
+            tags = after.tagged.setdefault(name, {})
+            for tag, items in tags.items():
+                tags[tag] = items.minus(stale)
         for name, gone in plan.trim.items():
             for elem in gone:
                 after.elements[name].pop(elem.text, None)
-        for name, texts in plan.add.items():
-            have = after.elements.setdefault(name, {})
-            own = desired.elements.get(name, frozenset())
-            for text in texts:
-                tag = PROFILE_TAG if desired.hub is None or text in own else HUB_TAG
-                have[text] = Element(text, tag)
+        for name, fresh in plan.add.items():
+            tags = after.tagged.setdefault(name, {})
+            own, hub = split_tags(desired, name, fresh)
+            for tag, part in ((PROFILE_TAG, own), (HUB_TAG, hub)):
+                if part:
+                    tags[tag] = tags[tag].join(part) if tag in tags else part
         for name, kept in plan.trimmed.items():
             for elem in kept:
                 after.elements.setdefault(name, {})[elem.text] = elem

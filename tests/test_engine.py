@@ -276,7 +276,7 @@ def _read_backs(profile_path: str) -> list[tuple[bool, int, bool]]:
 
     def step() -> None:
         plan, observed, _ = engine.converge(desired)
-        present = "192.0.2.1" in observed.elements.get("blocklist", {})
+        present = observed.holds("blocklist", "192.0.2.1")
         steps.append((plan.changed, engine.listings, present))
 
     step()

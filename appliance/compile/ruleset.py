@@ -48,9 +48,9 @@ from appliance.compile.nftjson import (
     verdict,
 )
 from appliance.errors import ProfileError
+from appliance.model.elements import Elements
 from appliance.model.profile import (
     ANY,
-    AUTOBLOCK_SETS,
     PORT_PROTOS,
     SELF,
     Forward,
@@ -67,7 +67,6 @@ from appliance.model.values import (
     PortRange,
     SetRef,
     family_of,
-    merge_overlaps,
 )
 from appliance.units import Rate
 
@@ -205,18 +204,18 @@ def without_offload(objects: Iterable[Json]) -> list[Json]:
     ]
 
 
-def profile_elements(profile: Profile) -> dict[str, list[str]]:
-    """The elements each set of the table holds by profile (canonical texts), by set name."""
-    elements: dict[str, list[str]] = {spec.name: list(spec.elements) for spec in profile.sets}
+def profile_elements(profile: Profile) -> dict[str, Elements]:
+    """The elements each set of the table holds by profile (packed), by set name."""
+    elements: dict[str, Elements] = {spec.name: spec.elements for spec in profile.sets}
     for family, name in NEVER_BLOCK_SETS.items():
         literal = [
             network_text(item)
             for item in profile.protect.never_block
             if not isinstance(item, SetRef) and family_of(item) == family
         ]
-        elements[name] = merge_overlaps(ADDR_SET_TYPE[family], literal)
-    for name in AUTOBLOCK_SETS:
-        elements[name] = []
+        elements[name] = Elements.of(ADDR_SET_TYPE[family], True, literal)
+    for family, name in AUTOBLOCK.items():
+        elements[name] = Elements(ADDR_SET_TYPE[family], False)
     return elements
 
 

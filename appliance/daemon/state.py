@@ -20,7 +20,7 @@ from typing import Any
 from appliance.compile.nftjson import TABLE_FAMILY, TABLE_NAME
 from appliance.compile.render import render_table
 from appliance.compile.ruleset import element_json, without_offload
-from appliance.reconcile.state import PROFILE_TAG, Desired
+from appliance.reconcile.state import PROFILE_TAG, Desired, packed_elements
 from appliance.storage import atomic_write
 
 LAST_GOOD = "last-good.json"
@@ -55,7 +55,9 @@ def desired_from_json(data: dict[str, Any]) -> Desired:
         raise ValueError("malformed set types")
     return Desired(
         objects=list(objects),
-        elements={str(k): frozenset(str(v) for v in items) for k, items in elements.items()},
+        elements=packed_elements(
+            objects, types, {str(k): map(str, v) for k, v in elements.items()}
+        ),
         types={str(k): str(v) for k, v in types.items()},
         name=str(data.get("name", "")),
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from collections.abc import Iterator
 
 MAX_BYTES = 64 * 1024 * 1024
 DEADLINE_SECONDS = 10.0
@@ -27,9 +28,19 @@ def read_elements_text(
     max_bytes: int = MAX_BYTES,
     deadline_seconds: float = DEADLINE_SECONDS,
 ) -> str:
-    """The text of ``filename``. ElementsFileError if it is not a regular file, is larger
-    than ``max_bytes``, takes longer than ``deadline_seconds`` or is not UTF-8; OSError if
-    it cannot be opened or read."""
+    """The text of ``filename`` (see :func:`iter_lines` for what is refused)."""
+    return "".join(iter_lines(filename, max_bytes, deadline_seconds))
+
+
+def iter_lines(
+    filename: str,
+    max_bytes: int = MAX_BYTES,
+    deadline_seconds: float = DEADLINE_SECONDS,
+) -> Iterator[str]:
+    """The lines of ``filename`` (with their line ends), read a chunk at a time: the whole
+    text is never held. ElementsFileError if it is not a regular file, is larger than
+    ``max_bytes``, takes longer than ``deadline_seconds`` or is not UTF-8; OSError if it
+    cannot be opened or read."""
     # O_NONBLOCK: opening a FIFO without a writer would otherwise wait for one.
     fd = os.open(filename, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     try:
@@ -39,8 +50,9 @@ def read_elements_text(
         if info.st_size > max_bytes:
             raise ElementsFileError(_too_large(filename, max_bytes))
         ends = time.monotonic() + deadline_seconds
-        chunks: list[bytes] = []
-        size = 0
+        size = 0  # bytes read
+        offset = 0  # of ``rest`` in the file
+        rest = b""
         while True:
             chunk = os.read(fd, _CHUNK)
             if not chunk:
@@ -48,16 +60,24 @@ def read_elements_text(
             size += len(chunk)
             if size > max_bytes:  # it grew while read
                 raise ElementsFileError(_too_large(filename, max_bytes))
-            chunks.append(chunk)
             if time.monotonic() > ends:
                 raise ElementsFileError(f"{filename}: not read within {deadline_seconds:g}s")
+            data = rest + chunk
+            cut = data.rfind(b"\n") + 1
+            rest = data[cut:]
+            yield from _decode(filename, data[:cut], offset)
+            offset += cut
+        if rest:
+            yield from _decode(filename, rest, offset)
     finally:
         os.close(fd)
-    data = b"".join(chunks)
+
+
+def _decode(filename: str, data: bytes, offset: int) -> list[str]:
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").splitlines(keepends=True)
     except UnicodeDecodeError as exc:
-        raise ElementsFileError(f"{filename}: not UTF-8 text (byte {exc.start})") from None
+        raise ElementsFileError(f"{filename}: not UTF-8 text (byte {offset + exc.start})") from None
 
 
 def _too_large(filename: str, max_bytes: int) -> str:

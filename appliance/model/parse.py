@@ -31,7 +31,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from appliance.errors import ProfileError
-from appliance.model.elements_file import ElementsFileError, read_elements_text
+from appliance.model.elements import Elements
+from appliance.model.elements_file import ElementsFileError, iter_lines
 from appliance.model.profile import (
     AUTOBLOCK_SETS,
     FORWARD_PROTOS,
@@ -71,9 +72,9 @@ from appliance.model.values import (
     PortRange,
     SetRef,
     canonical_element,
+    element_bounds,
     element_family,
     family_of,
-    merge_overlaps,
     parse_addr_item,
     parse_address,
     parse_host_port,
@@ -82,6 +83,7 @@ from appliance.model.values import (
     valid_ifname,
     valid_name,
 )
+from appliance.reconcile.intervals import Collector, width_of
 from appliance.units import Rate, parse_duration, parse_rate
 
 __all__ = [
@@ -695,19 +697,18 @@ def _parse_sets(ctx: _Ctx, value: Any) -> dict[str, SetSpec]:
             )
         options = _options(ctx, path, spec, _SET_KEYS, SetSpec)
         set_type, interval, size = options["type"], options["interval"], options["size"]
-        elements: dict[str, None] = {}
-        for i, item in enumerate(options["elements"]):
+        collector = _ElementCollector(set_type, interval)
+        for i, item in enumerate(options["elements"] or ()):
             try:
-                elements.setdefault(canonical_element(set_type, interval, item))
+                collector.add(canonical_element(set_type, interval, item))
             except ValueError as exc:
                 raise ctx.error((*path, "elements", i), str(exc)) from None
         if options["elements_file"] is not None:
             key = (*path, "elements_file")
             if not ctx.file_refs:
                 raise ctx.error(key, "not allowed here: the elements must be listed in elements")
-            for element in _read_elements(ctx, key, options["elements_file"], set_type, interval):
-                elements.setdefault(element)
-        merged = merge_overlaps(set_type, list(elements)) if interval else list(elements)
+            _read_elements(ctx, key, options["elements_file"], collector)
+        merged = collector.finish()
         if size is not None and len(merged) > size:
             raise ctx.error(
                 (*path, "elements"),
@@ -719,34 +720,52 @@ def _parse_sets(ctx: _Ctx, value: Any) -> dict[str, SetSpec]:
             interval=interval,
             timeout=options["timeout"],
             size=size,
-            elements=tuple(merged),
+            elements=merged,
         )
     return sets
 
 
-def _read_elements(
-    ctx: _Ctx, path: KeyPath, value: Any, set_type: str, interval: bool
-) -> list[str]:
+class _ElementCollector:
+    """A set's elements gathered one canonical text at a time, packed as they come."""
+
+    def __init__(self, set_type: str, interval: bool) -> None:
+        self.set_type = set_type
+        self.interval = interval
+        width = width_of(set_type)
+        self.spans = Collector(width) if width is not None else None
+        self.names: dict[str, None] = {}
+
+    def add(self, text: str) -> None:
+        if self.spans is None:
+            self.names.setdefault(text)
+        else:
+            self.spans.add(*element_bounds(self.set_type, text))
+
+    def finish(self) -> Elements:
+        if self.spans is None:
+            return Elements(self.set_type, self.interval, names=self.names)
+        return Elements(self.set_type, self.interval, self.spans.finish())
+
+
+def _read_elements(ctx: _Ctx, path: KeyPath, value: Any, collector: _ElementCollector) -> None:
     name = _str(ctx, path, value)
     if not name.strip():
         raise ctx.error(path, "expected a file path, got an empty string")
     filename = ctx.path(name)
+    set_type, interval = collector.set_type, collector.interval
     try:
-        lines = read_elements_text(str(filename)).splitlines()
+        for number, line in enumerate(iter_lines(str(filename)), start=1):
+            text = line.split("#", 1)[0].strip()
+            if not text:
+                continue
+            try:
+                collector.add(canonical_element(set_type, interval, text))
+            except ValueError as exc:
+                raise ctx.error(path, f"{filename}:{number}: {exc}") from None
     except OSError as exc:
         raise ctx.error(path, f"cannot read {filename!r}: {_os_reason(exc)}") from None
     except ElementsFileError as exc:  # not a regular file, too large, too slow, not UTF-8
         raise ctx.error(path, str(exc)) from None
-    out: list[str] = []
-    for number, line in enumerate(lines, start=1):
-        text = line.split("#", 1)[0].strip()
-        if not text:
-            continue
-        try:
-            out.append(canonical_element(set_type, interval, text))
-        except ValueError as exc:
-            raise ctx.error(path, f"{filename}:{number}: {exc}") from None
-    return out
 
 
 def _segment_name(ctx: _Ctx, path: KeyPath, value: Any) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+from appliance.model.elements import Elements
 from appliance.model.values import (
     AddrItem,
     HostPort,
@@ -57,7 +58,13 @@ class SetSpec:
     interval: bool = False
     timeout: float | None = None  # default element timeout, seconds
     size: int | None = None
-    elements: tuple[str, ...] = ()  # canonical element texts (elements + elements_file)
+    # elements + elements_file, packed (they read as canonical texts, in order). None: none.
+    elements: Elements = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.elements is None or not isinstance(self.elements, Elements):
+            texts = self.elements or ()
+            object.__setattr__(self, "elements", Elements.of(self.type, self.interval, texts))
 
     @property
     def family(self) -> Literal["ipv4", "ipv6"] | None:

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from appliance.compile.nftjson import TABLE_FAMILY, TABLE_NAME, Json, element_command
 from appliance.compile.render import render_rule
 from appliance.compile.ruleset import element_json, table_object
+from appliance.model.elements import Elements
 from appliance.model.values import element_bounds
 from appliance.reconcile.intervals import Spans, span_text, width_of
 from appliance.reconcile.state import (
@@ -28,6 +30,7 @@ from appliance.reconcile.state import (
     Element,
     Observed,
     managed_tags,
+    runtime_elements,
     wanted_elements,
 )
 
@@ -39,8 +42,8 @@ class Plan:
     create: bool = False  # the table is absent
     swap: bool = False  # the structure differs: replace the table
     structure_diff: list[str] = field(default_factory=list)
-    add: dict[str, list[str]] = field(default_factory=dict)  # profile (or hub) elements to add
-    delete: dict[str, list[str]] = field(default_factory=dict)  # stale profile (or hub) elements
+    add: dict[str, Elements] = field(default_factory=dict)  # profile (or hub) elements to add
+    delete: dict[str, Elements] = field(default_factory=dict)  # stale profile (or hub) elements
     # run-time elements that overlap policy elements being added, and what replaces them
     trim: dict[str, list[Element]] = field(default_factory=dict)
     trimmed: dict[str, list[Element]] = field(default_factory=dict)
@@ -65,11 +68,11 @@ class Plan:
             lines += [f"  {line}" for line in self.structure_diff]
         for sign, changes in (("+", self.add), ("-", self.delete)):
             for name in sorted(changes):
-                texts = changes[name]
-                lines += [f"{sign} element {name} {text}" for text in texts[:ELEMENTS_SHOWN]]
-                if len(texts) > ELEMENTS_SHOWN:
-                    more = len(texts) - ELEMENTS_SHOWN
-                    lines.append(f"{sign} element {name} ... and {more} more ({len(texts)} in all)")
+                items = changes[name]
+                lines += [f"{sign} element {name} {text}" for text in items.first(ELEMENTS_SHOWN)]
+                if len(items) > ELEMENTS_SHOWN:
+                    more = len(items) - ELEMENTS_SHOWN
+                    lines.append(f"{sign} element {name} ... and {more} more ({len(items)} in all)")
         for name in sorted(self.trim):
             for elem in self.trim[name][:ELEMENTS_SHOWN]:
                 lines.append(f"~ element {name} {elem.text} (overlaps the policy's elements)")
@@ -86,30 +89,44 @@ def make_plan(desired: Desired, observed: Observed) -> Plan:
         for name in names:
             items = wanted_elements(desired, name)
             if items:
-                plan.add[name] = sorted(items)
+                plan.add[name] = items
         return plan
     if canonical(desired.structure) != canonical(observed.structure):
         plan.swap = True
         plan.structure_diff = structure_diff(desired.structure, observed.structure)
-    tags = managed_tags(desired)
     for name in names:
         wanted = wanted_elements(desired, name)
-        have = observed.elements.get(name, {})
-        same_type = observed.types.get(name) == desired.types.get(name)
-        # Set operations on the texts (a million elements: C loops, not Python ones).
-        missing = sorted(wanted.difference(have) if same_type else wanted)
+        if observed.types.get(name) != desired.types.get(name):
+            if wanted:
+                plan.add[name] = wanted
+            continue
+        # Deltas on the packed elements (a million elements: one merge pass, no texts).
+        have = owned_elements(desired, observed, name)
+        runtime = runtime_elements(desired, observed, name)
+        missing = wanted.minus(have)
+        if missing and runtime:  # a run-time element equal to the policy's stands for it
+            missing = missing.minus(Elements.of(wanted.set_type, wanted.interval, runtime))
         if missing:
             plan.add[name] = missing
-        extra = have.keys() - wanted
-        stale = sorted(text for text in extra if have[text].comment in tags)
-        if stale and same_type:
+        stale = have.minus(wanted)
+        if stale:
             plan.delete[name] = stale
-        if missing and same_type:
-            runtime = [have[t] for t in extra if have[t].comment not in tags]
-            trim, trimmed = trim_overlaps(desired, name, missing, runtime)
+        if missing and runtime:
+            others = [elem for text, elem in runtime.items() if text not in wanted]
+            trim, trimmed = trim_overlaps(desired, name, missing, others)
             if trim:
                 plan.trim[name], plan.trimmed[name] = trim, trimmed
     return plan
+
+
+def owned_elements(desired: Desired, observed: Observed, name: str) -> Elements:
+    """The elements of set ``name`` in the kernel that carry a tag ``desired`` owns."""
+    have = desired.empty(name)
+    for tag in managed_tags(desired):
+        items = observed.with_tag(name, tag)
+        if items is not None and items.set_type == have.set_type:
+            have = have.join(items)
+    return have
 
 
 def interval_type(desired: Desired, name: str) -> str | None:
@@ -124,7 +141,7 @@ def interval_type(desired: Desired, name: str) -> str | None:
 
 
 def trim_overlaps(
-    desired: Desired, name: str, texts: list[str] | frozenset[str], runtime: list[Element]
+    desired: Desired, name: str, texts: Iterable[str] | Elements, runtime: list[Element]
 ) -> tuple[list[Element], list[Element]]:
     """Run-time elements of interval set ``name`` that overlap ``texts`` (the policy's
     elements about to be added), and the elements that keep what they cover outside
@@ -134,7 +151,10 @@ def trim_overlaps(
         return [], []
     width = width_of(set_type)
     assert width is not None
-    policy = Spans.of(width, (element_bounds(set_type, t) for t in texts))
+    if isinstance(texts, Elements) and texts.spans is not None:
+        policy = texts.spans
+    else:
+        policy = Spans.of(width, (element_bounds(set_type, t) for t in texts))
     trim: list[Element] = []
     kept: list[Element] = []
     for elem in runtime:
@@ -157,13 +177,10 @@ def transaction(plan: Plan, desired: Desired, observed: Observed) -> list[Json]:
     for name, overlapping in sorted(plan.trim.items()):
         values = [element_json(desired.types[name], e.text) for e in overlapping]
         commands.append(element_command("delete", name, values))
-    for name, texts in sorted(plan.delete.items()):
-        commands.append(
-            element_command("delete", name, [_profile_elem(desired, name, t) for t in texts])
-        )
-    for name, texts in sorted(plan.add.items()):
-        elems = [_profile_elem(desired, name, t) for t in texts]
-        commands.append(element_command("add", name, elems))
+    for name, items in sorted(plan.delete.items()):
+        commands.append(element_command("delete", name, tagged_elems(desired, name, items)))
+    for name, items in sorted(plan.add.items()):
+        commands.append(element_command("add", name, tagged_elems(desired, name, items)))
     for name, kept in sorted(plan.trimmed.items()):
         if kept:
             runtime = [_runtime_elem(desired, name, e) for e in kept]
@@ -259,7 +276,7 @@ def kept_runtime_elements(desired: Desired, observed: Observed, name: str) -> li
         name,
         [
             elem
-            for text, elem in observed.elements.get(name, {}).items()
+            for text, elem in runtime_elements(desired, observed, name).items()
             if elem.comment not in tags and text not in wanted and elem.expires != 0
         ],
     )
@@ -319,11 +336,32 @@ def _describe(obj: Json) -> str:
     return f"{kind} {json.dumps(body, sort_keys=True)}"
 
 
+def tagged_elems(desired: Desired, name: str, items: Elements) -> list[object]:
+    """Element JSON for ``items``, each tagged with where it comes from (the profile or
+    the hub)."""
+    own, hub = split_tags(desired, name, items)
+    set_type = desired.types[name]
+    return [
+        {"elem": {"val": element_json(set_type, text), "comment": tag}}
+        for tag, part in ((PROFILE_TAG, own), (HUB_TAG, hub))
+        for text in part
+    ]
+
+
+def split_tags(desired: Desired, name: str, items: Elements) -> tuple[Elements, Elements]:
+    """``items`` parted into the profile's elements and the hub's."""
+    if desired.hub is None:
+        return items, items.minus(items)
+    own = desired.elements.get(name)
+    mine = items.common(own) if own is not None else items.minus(items)
+    return mine, items.minus(mine)
+
+
 def _profile_elem(desired: Desired, name: str, text: str) -> object:
     """An element of the policy, tagged with where it comes from (the profile or the hub)."""
     value = element_json(desired.types[name], text)
-    own = desired.elements.get(name, frozenset())
-    tag = PROFILE_TAG if desired.hub is None or text in own else HUB_TAG
+    own = desired.elements.get(name)
+    tag = PROFILE_TAG if desired.hub is None or (own is not None and text in own) else HUB_TAG
     return {"elem": {"val": value, "comment": tag}}
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
 from appliance.errors import ProfileError, UsageError
+from appliance.model.elements import Elements
 from appliance.model.parse import parse_profile
 from appliance.model.profile import Profile, SetSpec
 from appliance.model.values import canonical_element, merge_overlaps
@@ -129,12 +130,8 @@ class Bundle:
             if not hub:
                 sets.append(spec)
                 continue
-            merged = dict.fromkeys(spec.elements)
-            merged.update(dict.fromkeys(hub))
-            items = list(merged)
-            if spec.interval:
-                items = merge_overlaps(spec.type, items)
-            sets.append(dataclasses.replace(spec, elements=tuple(items)))
+            merged = spec.elements.merge(Elements.of(spec.type, spec.interval, hub))
+            sets.append(dataclasses.replace(spec, elements=merged))
         return dataclasses.replace(self.profile, sets=tuple(sets))
 
     def resolved_document(self) -> dict[str, Any]:

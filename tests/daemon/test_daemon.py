@@ -372,8 +372,8 @@ def test_status_and_metrics_answer_while_a_100k_set_is_applied(
     profile = write_profile(tmp_path / "p.toml")
     daemon = start_daemon(netns, profile)
     big = tmp_path / "big.txt"
-    big.write_text(
-        "".join(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}\n" for i in range(100_000))
+    big.write_text(  # every other address: adjacent ones would merge into one range
+        "".join(f"10.{i >> 15 & 255}.{i >> 7 & 255}.{i << 1 & 255}\n" for i in range(100_000))
     )
     text = profile.read_text().replace(
         'elements = ["203.0.113.0/24", "198.51.100.1"]', f'elements_file = "{big}"'

@@ -64,7 +64,7 @@ def test_valid_bundle_applies(key1: keys.PrivateKey) -> None:
     assert verdict.bundle is not None
     assert verdict.bundle.elements == {"blocklist": ("192.0.2.0/24",)}
     profile = verdict.bundle.effective_profile()
-    assert profile.set("blocklist").elements == ("192.0.2.0/24",)
+    assert tuple(profile.set("blocklist").elements) == ("192.0.2.0/24",)
 
 
 def test_key_id_is_sha256_prefix(key1: keys.PrivateKey) -> None:
