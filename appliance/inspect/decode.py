@@ -231,6 +231,22 @@ def decode_ipv4(data: bytes, off: int, end: int, errors: Errors, depth: int) -> 
         if frag & 0x1FFF:
             layer.payload = data[off + hlen : end]
             return layer  # a later fragment: no transport header in it
+    if proto == PROTO_TCP:  # the common case, as _ports_payload decodes it
+        off += hlen
+        if end - off < 20:
+            count(errors, "tcp.truncated")
+            return layer
+        layer.sport, layer.dport, layer.seq, _ack, doff, flags = _tcp_head(data, off)
+        hlen = (doff >> 4) << 2
+        if hlen < 20:
+            count(errors, "tcp.bad_header_length")
+            return layer
+        if off + hlen > end:
+            count(errors, "tcp.truncated")
+            return layer
+        layer.flags = flags
+        layer.payload = data[off + hlen : end]
+        return layer
     return _transport(layer, data, off + hlen, end, errors)
 
 

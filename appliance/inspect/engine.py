@@ -123,13 +123,18 @@ def _anchored_hit(group: Group, data: bytes, start: int, end: int, established: 
     return False
 
 
-def _flowbits(flow: Flow, hits: list[Signature]) -> list[Signature]:
+def _flowbits(flow: Flow, hits: list[Signature], checks: dict[int, bool]) -> list[Signature]:
     """The rules that alert, once flowbits are checked and set: rules that only set bits
-    go first (as Suricata orders them), so a later rule on the same packet sees them."""
-    if not any(sig.flowbits or sig.noalert for sig in hits):
+    go first (as Suricata orders them), so a later rule on the same packet sees them.
+    ``checks``: by ``id`` of each rule with flowbits or ``noalert``, whether it checks a bit
+    (``isset``, ``isnotset``)."""
+    for sig in hits:
+        if id(sig) in checks:
+            break
+    else:
         return hits
     bits = flow.bits if flow.bits is not None else set()
-    ordered = sorted(hits, key=lambda s: any(c in ("isset", "isnotset") for c, _ in s.flowbits))
+    ordered = sorted(hits, key=lambda s: checks.get(id(s), False))
     alerting = []
     for sig in ordered:
         if not flowbits_hold(sig.flowbits, bits):
@@ -189,6 +194,18 @@ class InspectionEngine:
     def __init__(self, config: InspectionConfig) -> None:
         self.config = config
         self.matcher = Matcher(config.signatures)
+        # computed once: which rules use flowbits (and whether they check one), the order
+        # of alerts (action, priority, sid)
+        self._flowbit_checks = {
+            id(sig): any(c in ("isset", "isnotset") for c, _ in sig.flowbits)
+            for sig in config.signatures
+            if sig.flowbits or sig.noalert
+        }
+        order = sorted({(_ACTION_ORDER[s.action], s.priority, s.sid) for s in config.signatures})
+        ranks = {key: rank for rank, key in enumerate(order)}
+        self._rank = {
+            id(s): ranks[(_ACTION_ORDER[s.action], s.priority, s.sid)] for s in config.signatures
+        }
         # the header and body buffers some rule reads (only these of HTTP's many are built;
         # none: the headers are not walked)
         read = frozenset(c.buffer for sig in config.signatures for c in sig.contents)
@@ -470,24 +487,26 @@ class InspectionEngine:
                 continue
             if not sig.contents or contents_match(sig, buffers):
                 hits.append(sig)
-        for sig in group.anchored:
-            if rule_matches(sig, layer, established, buffers):
-                hits.append(sig)
-        for prefilter in group.prefilters:
-            data = buffers.get(prefilter.buffer)
-            if not data:
-                continue
-            candidates = prefilter.candidates(data)
-            if candidates:
-                for sig in candidates:
-                    if rule_matches(sig, layer, established, buffers):
-                        hits.append(sig)
+        if payload:  # an anchored rule has a content in the payload
+            for sig in group.anchored:
+                if rule_matches(sig, layer, established, buffers):
+                    hits.append(sig)
+        if payload or len(buffers) > 1:  # a buffer to scan
+            for prefilter in group.prefilters:
+                data = buffers.get(prefilter.buffer)
+                if not data:
+                    continue
+                candidates = prefilter.candidates(data)
+                if candidates:
+                    for sig in candidates:
+                        if rule_matches(sig, layer, established, buffers):
+                            hits.append(sig)
         if proto == PROTO_TCP and self.streams is not None and group.reads_payload:
             stream_hits(
                 self.streams, flow, to_server, layer, group, buffers, hits, self.stats.errors
             )
         if hits and self._flowbits:
-            hits = _flowbits(flow, hits)
+            hits = _flowbits(flow, hits, self._flowbit_checks)
         if hits:
             self._signature_alerts(
                 ts, layer, flow, to_server, hits, exclude, alerts, dns, sni, http
@@ -678,7 +697,8 @@ class InspectionEngine:
             if sig.action == "pass":
                 return
         if len(hits) > 1:
-            hits.sort(key=lambda s: (_ACTION_ORDER[s.action], s.priority, s.sid))
+            rank = self._rank
+            hits.sort(key=lambda s: rank[id(s)])
         seen: set[int] = set()
         for sig in hits:
             if sig.sid in exclude or sig.sid in seen:
