@@ -168,12 +168,12 @@ def topology() -> Iterator[Net]:
 
 
 @contextlib.contextmanager
-def servers(net: Net, senders: int) -> Iterator[None]:
+def servers(net: Net, senders: int, iperf3: bool) -> Iterator[None]:
     """iperf3 servers (one per sender) in the server and the router namespaces, and the
     echo server of the latency probe; all stopped afterwards."""
     procs: list[subprocess.Popen[str]] = []
     try:
-        for ns in (net.server, net.router):
+        for ns in (net.server, net.router) if iperf3 else ():
             for i in range(senders + 1):
                 procs.append(
                     subprocess.Popen(
@@ -230,6 +230,128 @@ def tcp_bps(net: Net, seconds: int, port: int) -> float:
     return float(json.loads(out)["end"]["sum_received"]["bits_per_second"])
 
 
+# Without iperf3 (the QEMU guests): senders in Python, and the packets that arrive counted
+# by the kernel in the target's namespace (before conntrack, then dropped), so a slow
+# receiver never hides what the path delivered.
+UDP_SENDER = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect((sys.argv[1], int(sys.argv[2])))
+s.settimeout(5)
+s.send(b"hello")  # answered: the flow is established (and can be offloaded)
+s.recv(16)
+payload, sent, end = b"x" * 64, 0, time.monotonic() + float(sys.argv[3])
+while time.monotonic() < end:
+    for _ in range(256):
+        try:
+            s.send(payload)
+        except OSError:
+            pass
+    sent += 256
+print(sent)
+"""
+
+COUNTER = (
+    "table inet apfwdcount {\n  chain c {\n    type filter hook prerouting priority -300;\n"
+    f"    udp dport {BASE_PORT}-{BASE_PORT + 99} udp length 72 counter drop\n  }}\n}}\n"
+)
+
+UDP_HELLO = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+print("ready", flush=True)
+while True:
+    data, peer = s.recvfrom(64)
+    s.sendto(data, peer)
+"""
+
+TCP_SINK = """
+import socket, sys
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", int(sys.argv[1])))
+srv.listen(1)
+print("listening", flush=True)
+conn, _ = srv.accept()
+total = 0
+while data := conn.recv(1 << 18):
+    total += len(data)
+print(total, flush=True)
+"""
+
+TCP_SOURCE = """
+import socket, sys, time
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
+chunk, end = b"x" * (1 << 16), time.monotonic() + float(sys.argv[3])
+while time.monotonic() < end:
+    c.sendall(chunk)
+c.close()
+"""
+
+
+def udp_pps_python(net: Net, target_ns: str, target: str, senders: int, seconds: int) -> float:
+    """Packets per second arriving in ``target_ns`` from ``senders`` Python senders."""
+    in_ns(target_ns, "nft", "-f", "-", input=COUNTER)
+
+    def sender(i: int) -> list[str]:
+        return [target, str(BASE_PORT + i), str(seconds)]
+
+    hellos = [
+        subprocess.Popen(
+            [*ns_exec(target_ns), sys.executable, "-c", UDP_HELLO, str(BASE_PORT + i)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(senders)
+    ]
+    try:
+        for hello in hellos:
+            assert hello.stdout is not None and hello.stdout.readline().strip() == "ready"
+        procs = [
+            subprocess.Popen(
+                [*ns_exec(net.client), sys.executable, "-c", UDP_SENDER, *sender(i)],
+                stdout=subprocess.DEVNULL,
+                text=True,
+            )
+            for i in range(senders)
+        ]
+        for proc in procs:
+            proc.wait(timeout=seconds + BOUND)
+        listing = json.loads(in_ns(target_ns, "nft", "-j", "list", "table", "inet", "apfwdcount"))
+    finally:
+        for hello in hellos:
+            hello.kill()
+            hello.wait()
+        subprocess.run(
+            [*ns_exec(target_ns), "nft", "delete", "table", "inet", "apfwdcount"],
+            check=False,
+            capture_output=True,
+        )
+    packets = 0
+    for obj in listing["nftables"]:
+        for expr in obj.get("rule", {}).get("expr", []):
+            if "counter" in expr:
+                packets += int(expr["counter"]["packets"])
+    return packets / seconds
+
+
+def tcp_bps_python(net: Net, seconds: int, port: int) -> float:
+    sink = subprocess.Popen(
+        [*ns_exec(net.server), sys.executable, "-c", TCP_SINK, str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert sink.stdout is not None and sink.stdout.readline().strip() == "listening"
+        in_ns(net.client, sys.executable, "-c", TCP_SOURCE, SERVER, str(port), str(seconds))
+        received = int(sink.stdout.readline().strip())
+    finally:
+        sink.kill()
+        sink.wait()
+    return received * 8 / seconds
+
+
 def latency(net: Net, pings: int) -> tuple[float, float]:
     times = json.loads(in_ns(net.client, sys.executable, "-c", PING_CLIENT, SERVER, str(pings)))
     times.sort()
@@ -279,14 +401,33 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--senders", type=int, default=2)
     parser.add_argument("--pings", type=int, default=2000)
+    parser.add_argument(
+        "--generator",
+        choices=("iperf3", "python"),
+        default="iperf3" if shutil.which("iperf3") else "python",
+        help="traffic generator (default: iperf3 where installed)",
+    )
     parser.add_argument("--no-append", action="store_true")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench.forwarding: needs root (network namespaces)", file=sys.stderr)
         return 1
-    if shutil.which("iperf3") is None:
+    if args.generator == "iperf3" and shutil.which("iperf3") is None:
         print("bench.forwarding: needs iperf3 (apt-get install iperf3)", file=sys.stderr)
         return 1
+    iperf3 = args.generator == "iperf3"
+
+    def udp(net: Net, forwarded: bool) -> float:
+        target = SERVER if forwarded else ROUTER_CLIENT_SIDE
+        if iperf3:
+            return udp_pps(net, target, args.senders, args.seconds)
+        target_ns = net.server if forwarded else net.router
+        return udp_pps_python(net, target_ns, target, args.senders, args.seconds)
+
+    def tcp(net: Net) -> float:
+        port = BASE_PORT + args.senders
+        return (tcp_bps if iperf3 else tcp_bps_python)(net, args.seconds, port)
+
     from appliance.probe import has_flowtable
 
     with tempfile.TemporaryDirectory(prefix="apfwd-") as tmp:
@@ -306,15 +447,15 @@ def main() -> int:
             name: {"pps": [], "bps": [], "p50": [], "p99": []} for name in setups
         }
         ceiling: list[float] = []
-        with topology() as net, servers(net, args.senders):
+        with topology() as net, servers(net, args.senders, iperf3):
             for _round in range(args.rounds):
-                ceiling.append(udp_pps(net, ROUTER_CLIENT_SIDE, args.senders, args.seconds))
+                ceiling.append(udp(net, forwarded=False))
                 for name, setup in setups.items():
                     clear(net)
                     setup(net)
                     got = figures[name]
-                    got["pps"].append(udp_pps(net, SERVER, args.senders, args.seconds))
-                    got["bps"].append(tcp_bps(net, args.seconds, BASE_PORT + args.senders))
+                    got["pps"].append(udp(net, forwarded=True))
+                    got["bps"].append(tcp(net))
                     p50, p99 = latency(net, args.pings)
                     got["p50"].append(p50)
                     got["p99"].append(p99)
@@ -338,15 +479,16 @@ def main() -> int:
         )
     lines.append("")
     lines.append(
-        f"The generator's ceiling ({args.senders} iperf3 senders to the router itself, nothing "
-        f"forwarded): {max(ceiling):,.0f} packets/s."
+        f"The generator's ceiling ({args.senders} {args.generator} senders to the router itself, "
+        f"nothing forwarded): {max(ceiling):,.0f} packets/s."
     )
     print("\n".join(lines))
     if not args.no_append:
         stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         command = (
             f"sudo .venv/bin/python -m bench.forwarding --elements {args.elements} "
-            f"--rounds {args.rounds} --seconds {args.seconds} --senders {args.senders}"
+            f"--rounds {args.rounds} --seconds {args.seconds} --senders {args.senders} "
+            f"--generator {args.generator}"
         )
         with RESULTS.open("a") as out:
             out.write(
