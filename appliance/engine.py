@@ -269,6 +269,7 @@ class Engine:
                 texts.append(canonical_element(info.type, "interval" in info.flags, value))
             except ValueError as exc:
                 raise UsageError(f"set {name!r} ({info.type}): {exc}") from None
+        texts = list(dict.fromkeys(texts))  # a value given twice is one element
         width = width_of(info.type)
         if merge and "interval" in info.flags and width is not None and len(texts) > 1:
             spans = Spans.of(width, (element_bounds(info.type, t) for t in texts))

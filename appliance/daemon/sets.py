@@ -34,7 +34,7 @@ class RuntimeSets(Manager):
             # An offloaded flow skips the forward hook and the block: end the source's flows.
             await self.ctx.kernel(end_flows, values, self.ctx.log)
         added = self.added.setdefault(name, {})
-        fresh = [v for v in values if v not in added]
+        fresh = [v for v in dict.fromkeys(values) if v not in added]
         until = None if timeout is None else self.ctx.clock() + timeout
         for value in values:
             added[value] = until
@@ -43,10 +43,13 @@ class RuntimeSets(Manager):
 
     async def delete(self, name: str, values: list[str]) -> None:
         await self.ctx.kernel(self.ctx.engine.set_del, name, values)
+        # The kernel refuses to delete an element it does not hold (nothing changes then):
+        # once it has deleted them, each distinct value was one element.
         added = self.added.get(name, {})
-        for value in values:
+        gone = dict.fromkeys(values)
+        for value in gone:
             added.pop(value, None)
-        self.counts[name] = max(0, self.counts.get(name, 0) - len(values))
+        self.counts[name] = max(0, self.counts.get(name, 0) - len(gone))
         self.ctx.log.info("set del", extra={"set": name, "elements": len(values)})
 
     async def autoblock(self, source: str) -> None:
