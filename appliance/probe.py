@@ -27,7 +27,7 @@ import signal
 import socket
 import struct
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -360,20 +360,19 @@ def _probe_links(report: dict[str, object]) -> None:
         rtnl.close()
 
 
-def _probe_nft(report: dict[str, object], only: Collection[str] | None = None) -> None:
+def _probe_nft(report: dict[str, object]) -> None:
     features: dict[str, bool] = report["features"]  # type: ignore[assignment]
     errors: dict[str, str] = report["errors"]  # type: ignore[assignment]
-    probes = {k: v for k, v in NFT_PROBES.items() if only is None or k in only}
     try:
         import nftables  # Debian: python3-nftables
     except ImportError:
-        for name in probes:
+        for name in NFT_PROBES:
             features[name] = False
             errors[name] = "the libnftables Python binding (python3-nftables) is missing"
         return
     nft = nftables.Nftables()
     dev = _VETH if features.get("veth") else "lo"
-    for name, ruleset in probes.items():
+    for name, ruleset in NFT_PROBES.items():
         rc, _out, err = nft.cmd(ruleset.replace("{dev}", dev))
         features[name] = rc == 0
         if rc != 0:
@@ -393,7 +392,7 @@ def _probe_sockets(report: dict[str, object]) -> None:
         features["af_packet"] = True
 
 
-def _child(write_fd: int, only: Collection[str] | None = None) -> None:
+def _child(write_fd: int) -> None:
     report: dict[str, object] = {"features": {}, "errors": {}}
     try:
         _unshare_net()
@@ -403,17 +402,16 @@ def _child(write_fd: int, only: Collection[str] | None = None) -> None:
             f"cannot create a network namespace: {exc.strerror or exc}"
         }
     else:
-        steps: list[tuple[str, Callable[[dict[str, object]], None]]] = [
-            ("_probe_links", _probe_links),
-            ("_probe_nft", functools.partial(_probe_nft, only=only)),
-        ]
-        if only is None:  # else: the links (the hooks' device) and the nftables probes asked
-            steps.append(("_probe_sockets", _probe_sockets))
-        for step_name, step in steps:
+        steps: tuple[Callable[[dict[str, object]], None], ...] = (
+            _probe_links,
+            _probe_nft,
+            _probe_sockets,
+        )
+        for step in steps:
             try:
                 step(report)
             except Exception as exc:  # a probe that breaks must not hide the others
-                report["errors"][step_name] = repr(exc)  # type: ignore[index]
+                report["errors"][step.__name__] = repr(exc)  # type: ignore[index]
         features: dict[str, bool] = report["features"]  # type: ignore[assignment]
         for name in FEATURE_NAMES:
             features.setdefault(name, False)
@@ -424,21 +422,15 @@ def _child(write_fd: int, only: Collection[str] | None = None) -> None:
         view = view[written:]
 
 
-def probe_report(timeout: float = 60.0, only: Collection[str] | None = None) -> Report:
-    """Run every probe in a throw-away network namespace; answers plus reasons.
-
-    ``only``: just these nftables probes (and the links they hook); every other feature
-    then reads False."""
+def probe_report(timeout: float = 60.0) -> Report:
+    """Run every probe in a throw-away network namespace; answers plus reasons."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns
         status = 0
         try:
             os.close(read_fd)
-            if only is None:
-                _child(write_fd)
-            else:
-                _child(write_fd, only)
+            _child(write_fd)
         except BaseException:
             status = 1
         finally:
@@ -522,17 +514,24 @@ class Offload:
 
 @functools.cache
 def has_flowtable() -> bool:
-    """Whether this kernel takes a flowtable (probed once per process; no root: False)."""
+    """Whether this kernel takes a flowtable, asked once per process.
+
+    The kernel checks a flowtable on loopback in this process's own network namespace and
+    commits nothing (a libnftables dry run: the transaction is aborted). Unlike the other
+    probes it needs no namespace of its own, so it works in the daemon, whose unit grants
+    only CAP_NET_ADMIN and forbids new namespaces. The answer, if no, is logged here."""
     try:
-        report = probe_report(only=("flowtable",))
-    except ProbeError as exc:
-        log.warning("flow offload: cannot probe for a flowtable: %s", exc)
+        import nftables  # Debian: python3-nftables
+    except ImportError:
+        log.warning("flow offload: %s (python3-nftables is missing)", NO_FLOWTABLE)
         return False
-    if not report.features["flowtable"]:
-        log.warning(
-            "flow offload: %s (%s)", NO_FLOWTABLE, report.errors.get("flowtable", "refused")
-        )
-    return report.features["flowtable"]
+    nft = nftables.Nftables()
+    nft.set_dry_run(True)
+    rc, _out, err = nft.cmd(NFT_PROBES["flowtable"].replace("{dev}", "lo"))
+    if rc != 0:
+        log.warning("flow offload: %s (%s)", NO_FLOWTABLE, " ".join(str(err).split())[:300])
+        return False
+    return True
 
 
 def current_links() -> list[str]:

@@ -268,9 +268,10 @@ def test_offload_needs_the_profile_the_kernel_and_links(tmp_path: Path) -> None:
 
 
 @pytest.mark.root
-def test_probing_only_the_flowtable_agrees_with_the_full_probe() -> None:
+def test_the_dry_run_flowtable_check_agrees_with_the_probe() -> None:
+    """The daemon's check (in its own namespace, committing nothing) against the probe's."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    alone = probe.probe_report(only=("flowtable",)).features["flowtable"]
-    assert alone == probe.probe_features()["flowtable"]
-    assert probe.has_flowtable() == alone
+    before = host_state()
+    assert probe.has_flowtable() == probe.probe_features()["flowtable"]
+    assert host_state() == before
