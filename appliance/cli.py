@@ -350,9 +350,26 @@ def cmd_set(args: argparse.Namespace) -> int:
     timeout = _duration_option("--timeout", args.timeout)
     if args.action == "add":
         engine.set_add(args.set, args.elements, timeout)
+        if args.set in ("autoblock_v4", "autoblock_v6") and _offloading():
+            import logging  # as the daemon does: a block ends the source's offloaded flows
+
+            from appliance.adapters.conntrack import end_flows
+
+            end_flows(args.elements, logging.getLogger("appliance"))
     else:  # a --timeout here was refused before the daemon was asked
         engine.set_del(args.set, args.elements)
     return EXIT_OK
+
+
+def _offloading() -> bool:
+    """Whether the appliance's table here has its flowtable (``[defaults].offload``)."""
+    import nftables
+
+    from appliance.compile.nftjson import TABLE_FAMILY, TABLE_NAME
+    from appliance.compile.ruleset import FLOWTABLE
+
+    rc, _, _ = nftables.Nftables().cmd(f"list flowtable {TABLE_FAMILY} {TABLE_NAME} {FLOWTABLE}")
+    return bool(rc == 0)
 
 
 def _net_admin() -> bool:
