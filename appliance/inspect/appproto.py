@@ -342,3 +342,51 @@ def normalize_uri(raw: bytes) -> bytes:
     if b"%" not in raw:
         return raw
     return unquote_to_bytes(raw)
+
+
+def request_buffers(request: HttpRequest, wanted: AbstractSet[str]) -> dict[str, bytes]:
+    """The buffers of a request: its line's, Host and User-Agent, and of the header and body
+    buffers those ``wanted``."""
+    out = {
+        "http.uri": request.uri,
+        "http.raw_uri": request.raw_uri,
+        "http.method": request.method,
+    }
+    if request.host is not None:
+        out["http.host"] = request.host
+    if request.user_agent is not None:
+        out["http.user_agent"] = request.user_agent
+    if wanted:
+        out.update(header_buffers(request.headers, request.body, wanted))
+        if request.body:
+            out["http.request_body"] = request.body
+    return out
+
+
+def response_buffers(response: HttpResponse, wanted: AbstractSet[str]) -> dict[str, bytes]:
+    """The buffers of a response: its status, and the header and body buffers ``wanted``."""
+    out = {"http.stat_code": response.stat_code, "http.stat_msg": response.stat_msg}
+    if wanted:
+        out.update(header_buffers(response.headers, response.body, wanted))
+        if response.body:
+            out["http.response_body"] = response.body
+    return out
+
+
+def message_size(data: bytes | bytearray, body: bool = True) -> int:
+    """The bytes of the HTTP/1 message ``data`` starts: its head and, after it (``body``),
+    the body its Content-Length announces (-1: the head is not complete yet). A chunked
+    body, or one without a length, counts as what has arrived with the head."""
+    head_end = data.find(b"\r\n\r\n")
+    if head_end < 0:
+        return -1
+    size = head_end + 4
+    if not body:
+        return size
+    head = bytes(data[:head_end]).lower()
+    at = head.find(b"\r\ncontent-length:")
+    if at < 0 or b"\r\ntransfer-encoding:" in head:
+        return len(data)
+    line_end = head.find(b"\r\n", at + 2)
+    value = head[at + 17 : line_end if line_end >= 0 else len(head)].strip()
+    return size + int(value) if value.isdigit() else len(data)

@@ -27,6 +27,7 @@ from appliance.inspect.flow import (
     Flow,
     FlowTable,
 )
+from appliance.inspect.follow import Follow
 from appliance.inspect.match import Group, Matcher, contents_match, icmp_matches, rule_matches
 from appliance.inspect.rules import (
     Signature,
@@ -211,6 +212,8 @@ class InspectionEngine:
         read = frozenset(c.buffer for sig in config.signatures for c in sig.contents)
         self._wanted = read & _HEADER_AND_BODY
         self._flowbits = any(sig.flowbits or sig.noalert for sig in config.signatures)
+        # the TLS handshake, HTTP messages across segments, stream sizes: when rules read them
+        self._follow = Follow.of(config.signatures)
         self.flows = FlowTable(config.max_flows, config.idle_timeout)
         self.thresholds = ThresholdState()
         self.defrag = Defragmenter()
@@ -459,6 +462,12 @@ class InspectionEngine:
                 sni = self._hello_continues(pending, layer, payload, buffers)
         if not hello and proto == PROTO_TCP and payload and flow.app != "none":
             dns, sni, http = self._tcp_app(flow, layer, payload, to_server, buffers)
+        if (
+            self._follow is not None
+            and proto == PROTO_TCP
+            and self._follow.segment(ts, flow, to_server, layer, buffers, self.stats.errors)
+        ):
+            self._group(flow, layer, to_server, gtp is not None)  # the fast path may resume
 
         app = flow.app
         sel = flow.sel_s if to_server else flow.sel_c
@@ -505,6 +514,8 @@ class InspectionEngine:
             stream_hits(
                 self.streams, flow, to_server, layer, group, buffers, hits, self.stats.errors
             )
+        if hits and self._follow is not None:
+            hits = self._follow.once(flow, to_server, hits)
         if hits and self._flowbits:
             hits = _flowbits(flow, hits, self._flowbit_checks)
         if hits:
@@ -568,6 +579,8 @@ class InspectionEngine:
                 # replies before the protocol is known: only DNS is detected on them
                 or (app == "" and not to_server and not port53)
             )
+            if quiet and self._follow is not None:
+                quiet = self._follow.quiet(flow, to_server, app)
         elif app != "gtp":
             fast = False
         sel = group.pick(quiet, app)

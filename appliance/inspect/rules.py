@@ -8,8 +8,9 @@ next; ``#`` starts a comment line. Every error is a ``RuleFileError`` naming ``F
 from __future__ import annotations
 
 import ipaddress
+import operator
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import Literal, cast, get_args
@@ -55,8 +56,24 @@ BUFFER_APP = {
     "http.stat_code": "http",
     "http.stat_msg": "http",
     "file.data": "http",
+    # the TLS handshake (appliance/inspect/tlsinfo.py): the server's certificates, JA3
+    "tls.cert_subject": "tls",
+    "tls.cert_issuer": "tls",
+    "tls.cert_serial": "tls",
+    "tls.cert_fingerprint": "tls",
+    "tls.cert_validity": "tls",
+    "tls.certs": "tls",
+    "ja3.hash": "tls",
+    "ja3.string": "tls",
+    "ja3s.hash": "tls",
+    "ja3s.string": "tls",
 }
 BUFFERS = tuple(BUFFER_APP)
+# buffers of one message holding several values (tls.certs: each certificate); a rule
+# matches when its items all hold in one of them
+MULTI_BUFFERS = frozenset({"tls.certs"})
+# the TCP stream sizes of a flow (stream_size), filled only when a rule reads them
+STREAM_SIZE = "tcp.stream_size"
 # older names of sticky buffers
 LEGACY_STICKY = {
     "dns_query": "dns.query",
@@ -70,6 +87,12 @@ LEGACY_STICKY = {
     "http_accept_enc": "http.accept_enc",
     "http_accept_lang": "http.accept_lang",
     "http_connection": "http.connection",
+    "tls_cert_subject": "tls.cert_subject",
+    "tls_cert_issuer": "tls.cert_issuer",
+    "tls_cert_serial": "tls.cert_serial",
+    "tls_cert_fingerprint": "tls.cert_fingerprint",
+    "ja3_hash": "ja3.hash",
+    "ja3_string": "ja3.string",
 }
 STICKY_ALIASES = {
     "http.uri.raw": "http.raw_uri",
@@ -203,10 +226,10 @@ ANY_PORT = PortExpr("any")
 
 @dataclass(frozen=True)
 class ByteOp:
-    """``byte_test`` (compare a number read from the buffer) or ``byte_jump`` (move the
-    position by one)."""
+    """``byte_test`` (compare a number read from the buffer), ``byte_jump`` (move the
+    position by one) or ``byte_extract`` (keep it in a rule variable, ``name``)."""
 
-    kind: Literal["test", "jump"]
+    kind: Literal["test", "jump", "extract"]
     count: int
     offset: int
     relative: bool = False
@@ -220,6 +243,8 @@ class ByteOp:
     post_offset: int = 0
     from_beginning: bool = False
     align: bool = False
+    name: str = ""  # byte_extract: the variable
+    align_to: int = 0  # byte_extract: the value rounded up to a multiple of this (2, 4)
 
     def read(self, data: bytes, prev_end: int) -> tuple[int, int] | None:
         """(the number, where it ends) or None when the buffer is too short or not a number."""
@@ -241,6 +266,13 @@ class ByteOp:
                 number >>= 1
                 mask >>= 1
         return number, pos + self.count
+
+    def extracted(self, number: int) -> int:
+        """A byte_extract's value: multiplied, then aligned."""
+        number *= self.multiplier
+        if self.align_to and number % self.align_to:
+            number += self.align_to - number % self.align_to
+        return number
 
     def holds(self, number: int) -> bool:
         op, value = self.op, self.value
@@ -279,45 +311,69 @@ class Content:
     regex: re.Pattern[bytes] | None = field(default=None, compare=False)
     data_at: int | None = None  # isdataat
     size: tuple[int, int] | None = None  # dsize, bsize, urilen: the buffer's length range
-    byte_op: ByteOp | None = None  # byte_test, byte_jump
+    byte_op: ByteOp | None = None  # byte_test, byte_jump, byte_extract
+    # fields given by a byte_extract variable: (field, variable); the field holds a
+    # placeholder that makes the item match at least where it could (0, or no limit)
+    refs: tuple[tuple[str, str], ...] = ()
+    # stream_size: (sides, operator, bytes); sides 1 server, 2 client, 3 both, 4 either
+    stream: tuple[int, str, int] | None = None
+    # plain: a content at a fixed place (no relative placement, pcre, isdataat, variable),
+    # checked on its own; literal: a positive ``content`` (a prefilter pattern may be taken
+    # from it). Both follow from the fields above.
+    plain: bool = field(default=False, init=False, compare=False, repr=False)
+    literal: bool = field(default=False, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # what is searched for: lower case for nocase (then in the lower-cased data)
         object.__setattr__(self, "_needle", self.pattern.lower() if self.nocase else self.pattern)
+        multi = self.buffer in MULTI_BUFFERS
+        object.__setattr__(self, "_multi", multi)
+        literal = (
+            self.regex is None
+            and self.data_at is None
+            and self.size is None
+            and self.byte_op is None
+            and self.stream is None
+        )
+        object.__setattr__(self, "literal", literal and not self.negated)
+        # the items of a buffer of several values hold in one of them together: a chain
+        plain = literal and not self.relative and not self.refs and not multi
+        object.__setattr__(self, "plain", plain)
 
     @property
     def relative(self) -> bool:
         return self.distance is not None or self.within is not None
 
-    @property
-    def plain(self) -> bool:
-        """A content at a fixed place (no relative placement, no pcre, no isdataat)."""
-        return (
-            self.regex is None
-            and self.data_at is None
-            and self.size is None
-            and self.byte_op is None
-            and not self.relative
-        )
-
-    @property
-    def literal(self) -> bool:
-        """A positive ``content`` (a prefilter pattern may be taken from it)."""
-        return (
-            not self.negated
-            and self.regex is None
-            and self.data_at is None
-            and self.size is None
-            and self.byte_op is None
-        )
-
     def matches(self, data: bytes) -> bool:
+        if self._multi:  # type: ignore[attr-defined]
+            return any(self.find(part, 0) is not None for part in parts_of(data))
         return self.find(data, 0) is not None
+
+    def bind(self, values: Mapping[str, int]) -> Content | None:
+        """This item with its variables' values in place (None: one is not set)."""
+        changes: dict[str, object] = {}
+        byte_op = self.byte_op
+        for name, var in self.refs:
+            value = values.get(var)
+            if value is None:
+                return None
+            if name == "byte_value":
+                assert byte_op is not None
+                byte_op = replace(byte_op, value=value)
+            elif name == "byte_offset":
+                assert byte_op is not None
+                byte_op = replace(byte_op, offset=value)
+            else:
+                changes[name] = value
+        return replace(self, refs=(), byte_op=byte_op, **changes)  # type: ignore[arg-type]
 
     def find(self, data: bytes, prev_end: int, start: int = -1) -> tuple[int, int] | None:
         """Where this item matches (start, end) searching from ``start`` (default: where its
         placement begins); a negated item or ``isdataat`` gives (prev_end, prev_end). None if
         it does not hold."""
+        stream = self.stream
+        if stream is not None:
+            return (prev_end, prev_end) if stream_size_holds(stream, data) else None
         byte_op = self.byte_op
         if byte_op is not None:
             read = byte_op.read(data, prev_end)
@@ -326,6 +382,8 @@ class Content:
             number, end = read
             if byte_op.kind == "test":
                 return (prev_end, prev_end) if byte_op.holds(number) else None
+            if byte_op.kind == "extract":
+                return (end, end)
             target = (0 if byte_op.from_beginning else end) + number * byte_op.multiplier
             if byte_op.align and target % 4:
                 target += 4 - target % 4
@@ -365,15 +423,76 @@ class Content:
         return found
 
 
+class MultiBuffer(bytes):
+    """A buffer of several values (``tls.certs``): its bytes are the values joined (what a
+    prefilter scans: a superset of where a pattern occurs); ``parts`` are the values."""
+
+    parts: tuple[bytes, ...] = ()
+
+    @classmethod
+    def of(cls, parts: Sequence[bytes]) -> MultiBuffer:
+        buffer = cls(b"".join(parts))
+        buffer.parts = tuple(parts)
+        return buffer
+
+
+def parts_of(data: bytes) -> tuple[bytes, ...]:
+    return data.parts if isinstance(data, MultiBuffer) else (data,)
+
+
+_STREAM_OPS: dict[str, Callable[[int, int], bool]] = {
+    "<": operator.lt,
+    ">": operator.gt,
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<=": operator.le,
+    ">=": operator.ge,
+}
+
+
+def stream_size_holds(spec: tuple[int, str, int], data: bytes) -> bool:
+    """``stream_size`` over the ``tcp.stream_size`` buffer (8 bytes: the bytes the server
+    and the client sent, big-endian 32-bit each)."""
+    if len(data) != 8:
+        return False
+    sides, op, value = spec
+    compare = _STREAM_OPS[op]
+    server = compare(int.from_bytes(data[:4], "big"), value)
+    client = compare(int.from_bytes(data[4:], "big"), value)
+    if sides == 1:
+        return server
+    if sides == 2:
+        return client
+    if sides == 3:
+        return server and client
+    return server or client
+
+
 def chain_matches(items: Sequence[Content], data: bytes, budget: int = 64) -> bool:
     """Whether one buffer's items all hold in order; a relative item that fails makes the
-    items before it try their next match (at most ``budget`` retries), as Suricata does."""
+    items before it try their next match (at most ``budget`` retries), as Suricata does.
+    ``byte_extract`` items set variables that later items read."""
+    if isinstance(data, MultiBuffer):
+        return any(chain_matches(items, part, budget) for part in data.parts)
     tries = [budget]
+    values: dict[str, int] = {}
 
     def walk(i: int, prev_end: int) -> bool:
         if i == len(items):
             return True
-        item = items[i]
+        item: Content | None = items[i]
+        assert item is not None
+        if item.refs:
+            item = item.bind(values)
+            if item is None:
+                return False
+        byte_op = item.byte_op
+        if byte_op is not None and byte_op.kind == "extract":
+            read = byte_op.read(data, prev_end)
+            if read is None:
+                return False
+            values[byte_op.name] = byte_op.extracted(read[0])
+            return walk(i + 1, read[1])
         start = -1
         while True:
             found = item.find(data, prev_end, start)
@@ -808,6 +927,7 @@ class _Builder:
         self.ip_proto: tuple[int, bool] | None = None
         self.app_protocol: tuple[str, bool] | None = None
         self.seen: set[str] = set()
+        self.byte_vars: dict[str, str] = {}  # byte_extract variables -> their buffer
 
     def error(self, message: str) -> RuleFileError:
         return _call(self.fail, message)
@@ -898,6 +1018,7 @@ class _Builder:
             or last.regex is not None
             or last.data_at is not None
             or last.size
+            or last.stream is not None
             or (last.byte_op is not None)
         ):
             raise self.error(f"option {name!r} must follow a content")
@@ -911,8 +1032,30 @@ class _Builder:
         self._last_content(name)
         self._replace_last(nocase=True)
 
+    def _var(self, name: str, value: str | None) -> str | None:
+        """The byte_extract variable a numeric option names (it must read the same buffer)."""
+        text = (value or "").strip()
+        if not text or not (text[0].isalpha() or text[0] == "_"):
+            return None
+        buffer = self.byte_vars.get(text)
+        if buffer is None:
+            raise self.error(f"{name}: unknown variable {text!r} (byte_extract defines them)")
+        if buffer != self.contents[-1].buffer:
+            raise self.error(f"{name}: variable {text!r} reads another buffer")
+        return text
+
+    def _ref_last(self, name: str, var: str, **placeholder: object) -> None:
+        last = self.contents[-1]
+        self._replace_last(refs=(*last.refs, (name, var)), **placeholder)
+
     def _opt_depth(self, name: str, value: str | None) -> None:
         last = self._last_content(name)
+        var = self._var(name, value)
+        if var is not None:
+            if last.relative:
+                raise self.error("depth cannot be mixed with distance or within")
+            self._ref_last("depth", var, depth=None)
+            return
         depth = self._int(name, value, 1, 65535)
         if depth < len(last.pattern):
             raise self.error(f"depth {depth} is shorter than its content ({len(last.pattern)})")
@@ -924,6 +1067,10 @@ class _Builder:
         last = self._last_content(name)
         if last.relative:
             raise self.error("offset cannot be mixed with distance or within")
+        var = self._var(name, value)
+        if var is not None:
+            self._ref_last("offset", var, offset=0)
+            return
         self._replace_last(offset=self._int(name, value, 0, 65535))
 
     def _relative_to(self, name: str) -> Content:
@@ -937,10 +1084,20 @@ class _Builder:
 
     def _opt_distance(self, name: str, value: str | None) -> None:
         self._relative_to(name)
+        var = self._var(name, value)
+        if var is not None:
+            self._ref_last("distance", var, distance=0)
+            return
         self._replace_last(distance=self._int(name, value, -65535, 65535))
 
     def _opt_within(self, name: str, value: str | None) -> None:
         last = self._relative_to(name)
+        var = self._var(name, value)
+        if var is not None:
+            # no limit until the variable's value is known
+            distance = 0 if last.distance is None else last.distance
+            self._ref_last("within", var, distance=distance, within=1 << 32)
+            return
         within = self._int(name, value, 1, 65535)
         if within < len(last.pattern):
             raise self.error(f"within {within} is shorter than its content ({len(last.pattern)})")
@@ -969,7 +1126,10 @@ class _Builder:
         relative = rest.strip() == "relative"
         if rest.strip() not in ("", "relative"):
             raise self.error(f"isdataat: unknown modifier {rest.strip()!r}")
-        at = self._int(name, number, 0, 65535)
+        var = None
+        if self.contents and self.contents[-1].buffer == self.buffer:
+            var = self._var(name, number)
+        at = 0 if var is not None else self._int(name, number, 0, 65535)
         if relative and not any(c.buffer == self.buffer for c in self.contents):
             raise self.error("isdataat: relative needs a content before it")
         self.contents.append(
@@ -979,6 +1139,7 @@ class _Builder:
                 negated=negated,
                 data_at=at,
                 distance=0 if relative else None,
+                refs=(("data_at", var),) if var is not None else (),
             )
         )
 
@@ -1043,12 +1204,27 @@ class _Builder:
         self._replace_last(buffer=buffer)
         self.buffers_used.add(buffer)
 
-    def _byte_op(self, name: str, value: str | None, kind: Literal["test", "jump"]) -> None:
+    def _number_or_var(self, name: str, text: str, field: str, refs: list[tuple[str, str]]) -> int:
+        """An integer field of a byte keyword, or a byte_extract variable of this buffer."""
+        if text and (text[0].isalpha() or text[0] == "_"):
+            buffer = self.byte_vars.get(text)
+            if buffer is None:
+                raise ValueError(f"unknown variable {text!r} (byte_extract defines them)")
+            if buffer != self.buffer:
+                raise ValueError(f"variable {text!r} reads another buffer")
+            refs.append((field, text))
+            return 0
+        return int(text, 0)
+
+    def _byte_op(
+        self, name: str, value: str | None, kind: Literal["test", "jump", "extract"]
+    ) -> None:
         parts = [p.strip() for p in self._need(name, value).split(",")]
-        need = 4 if kind == "test" else 2
+        need = 2 if kind == "jump" else 3 if kind == "extract" else 4
         if len(parts) < need:
             raise self.error(f"{name}: expected at least {need} fields, got {len(parts)}")
         fields: dict[str, object] = {"kind": kind}
+        refs: list[tuple[str, str]] = []
         try:
             fields["count"] = int(parts[0])
             if kind == "test":
@@ -1058,11 +1234,20 @@ class _Builder:
                 if op not in ("<", ">", "=", "<=", ">=", "&", "^"):
                     raise ValueError(f"unknown operator {op!r}")
                 fields["op"] = op
-                fields["value"] = int(parts[2], 0)
-                fields["offset"] = int(parts[3], 0)
+                fields["value"] = self._number_or_var(name, parts[2], "byte_value", refs)
+                fields["offset"] = self._number_or_var(name, parts[3], "byte_offset", refs)
                 rest = parts[4:]
-            else:
+            elif kind == "extract":
                 fields["offset"] = int(parts[1], 0)
+                var = parts[2]
+                if not re.fullmatch(r"[A-Za-z_]\w*", var):
+                    raise ValueError(f"bad variable name {var!r}")
+                if var in self.byte_vars:
+                    raise ValueError(f"variable {var!r} defined twice")
+                fields["name"] = var
+                rest = parts[3:]
+            else:
+                fields["offset"] = self._number_or_var(name, parts[1], "byte_offset", refs)
                 rest = parts[2:]
             for flag in rest:
                 word, _, arg = flag.partition(" ")
@@ -1076,8 +1261,12 @@ class _Builder:
                     fields["base"] = {"dec": 10, "hex": 16, "oct": 8}[word]
                 elif word == "bitmask":
                     fields["bitmask"] = int(arg.strip(), 0)
-                elif word == "multiplier" and kind == "jump":
+                elif word == "multiplier" and kind in ("jump", "extract"):
                     fields["multiplier"] = int(arg.strip(), 0)
+                elif word == "align" and kind == "extract":
+                    fields["align_to"] = int(arg.strip(), 0)
+                    if fields["align_to"] not in (2, 4):
+                        raise ValueError("align must be 2 or 4")
                 elif word == "post_offset" and kind == "jump":
                     fields["post_offset"] = int(arg.strip(), 0)
                 elif word == "from_beginning" and kind == "jump":
@@ -1095,9 +1284,17 @@ class _Builder:
         byte_op = ByteOp(**fields)  # type: ignore[arg-type]
         if byte_op.relative and not any(c.buffer == self.buffer for c in self.contents):
             byte_op = replace(byte_op, relative=False)
+        if kind == "extract":
+            self.byte_vars[byte_op.name] = self.buffer
+            if self.buffer != PKT:
+                self.buffers_used.add(self.buffer)
         self.contents.append(
             Content(
-                b"", buffer=self.buffer, byte_op=byte_op, distance=0 if byte_op.relative else None
+                b"",
+                buffer=self.buffer,
+                byte_op=byte_op,
+                distance=0 if byte_op.relative else None,
+                refs=tuple(refs),
             )
         )
 
@@ -1106,6 +1303,50 @@ class _Builder:
 
     def _opt_byte_jump(self, name: str, value: str | None) -> None:
         self._byte_op(name, value, "jump")
+
+    def _opt_byte_extract(self, name: str, value: str | None) -> None:
+        self._byte_op(name, value, "extract")
+
+    def _opt_stream_size(self, name: str, value: str | None) -> None:
+        parts = [p.strip() for p in self._need(name, value).split(",")]
+        sides = {"server": 1, "client": 2, "both": 3, "either": 4}
+        if len(parts) != 3 or parts[0] not in sides or parts[1] not in _STREAM_OPS:
+            raise self.error(
+                f"stream_size: expected <server|client|both|either>,<op>,<bytes>, got {value!r}"
+            )
+        size = self._int(name, parts[2], 0)
+        self.contents.append(
+            Content(b"", buffer=STREAM_SIZE, stream=(sides[parts[0]], parts[1], size))
+        )
+
+    # legacy TLS keywords with their value (case-sensitive, no modifiers)
+    def _tls_value(self, name: str, value: str | None, buffer: str) -> None:
+        try:
+            pattern, negated = parse_content(self._need(name, value))
+        except ValueError as exc:
+            raise self.error(f"{name}: {exc}") from None
+        self.buffers_used.add(buffer)
+        self.contents.append(Content(pattern, buffer=buffer, negated=negated))
+
+    def _opt_tls_subject(self, name: str, value: str | None) -> None:
+        self._tls_value(name, value, "tls.cert_subject")
+
+    def _opt_tls_issuerdn(self, name: str, value: str | None) -> None:
+        self._tls_value(name, value, "tls.cert_issuer")
+
+    def _opt_tls_fingerprint(self, name: str, value: str | None) -> None:
+        self._tls_value(name, value, "tls.cert_fingerprint")
+
+    def _validity(self, name: str, value: str | None, state: bytes) -> None:
+        self._flag_only(name, value)
+        self.buffers_used.add("tls.cert_validity")
+        self.contents.append(Content(state, buffer="tls.cert_validity", offset=0, depth=len(state)))
+
+    def _opt_tls_cert_expired(self, name: str, value: str | None) -> None:
+        self._validity(name, value, b"expired")
+
+    def _opt_tls_cert_valid(self, name: str, value: str | None) -> None:
+        self._validity(name, value, b"valid")
 
     def _opt_detection_filter(self, name: str, value: str | None) -> None:
         if self.threshold is not None:

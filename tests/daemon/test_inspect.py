@@ -254,7 +254,7 @@ def test_skipped_rules_are_logged_counted_in_status_and_metric(
     rules = tmp_path / "set.rules"
     rules.write_text(
         'alert tcp any any -> any any (msg:"a"; content:"x"; http_uri; sid:1;)\n'
-        'alert tcp any any -> any any (msg:"b"; ja3.hash; content:"y"; sid:2;)\n'
+        'alert tcp any any -> any any (msg:"b"; dnp3_func:1; content:"y"; sid:2;)\n'
         'alert tcp any any -> any any (msg:"c"; frobnicate; sid:3;)\n'
         'alert tcp any any -> any any (msg:"d"; depth:3; sid:4;)\n'
     )
@@ -281,13 +281,13 @@ def test_skipped_rules_are_logged_counted_in_status_and_metric(
     assert status["rules"] == {
         "loaded": 1,
         "skipped": 3,
-        "skipped_by_reason": {"ja3.hash": 1, "unknown": 1, "invalid": 1},
+        "skipped_by_reason": {"dnp3_func": 1, "unknown": 1, "invalid": 1},
     }
     warnings = [r.getMessage() for r in caplog.records if r.name == "test.skipped"]
-    assert f"{rules}:2: sid 2: unsupported keyword 'ja3.hash'" in warnings
+    assert f"{rules}:2: sid 2: unsupported keyword 'dnp3_func'" in warnings
     assert f"{rules}:3: sid 3: unsupported keyword 'frobnicate'" in warnings
     gauge = registry.inspect_rules_skipped
-    assert gauge.labels(reason="ja3.hash")._value.get() == 1
+    assert gauge.labels(reason="dnp3_func")._value.get() == 1
     assert gauge.labels(reason="invalid")._value.get() == 1
 
 

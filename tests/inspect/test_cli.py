@@ -157,7 +157,7 @@ def test_profile_strict_classification_and_reference_config(tmp_path: Path) -> N
     rules.write_text(
         'alert http any any -> any any (msg:"custom"; content:"UNION"; http_uri; '
         "classtype:edge-custom; reference:edge,42; sid:5;)\n"
-        'alert tcp any any -> any any (msg:"x"; ja3.hash; content:"y"; sid:6;)\n'
+        'alert tcp any any -> any any (msg:"x"; dnp3_func:1; content:"y"; sid:6;)\n'
     )
     (tmp_path / "classification.config").write_text(
         "# the shipped ones plus one\nconfig classification: edge-custom,Edge Custom Class,1\n"
@@ -178,7 +178,7 @@ def test_profile_strict_classification_and_reference_config(tmp_path: Path) -> N
     )
     code, events, stderr = run_cli("--pcap", str(pcap), "--profile", lenient)
     assert code == 0, stderr
-    assert stderr == f"{rules}:2: sid 6: unsupported keyword 'ja3.hash'\n"
+    assert stderr == f"{rules}:2: sid 6: unsupported keyword 'dnp3_func'\n"
     assert [(e["alert"]["category"], e["alert"]["severity"]) for e in events] == [
         ("Edge Custom Class", 1)
     ]

@@ -7,6 +7,7 @@ import ipaddress
 from pathlib import Path
 
 import pytest
+from scapy.all import IP, TCP, Ether  # type: ignore[attr-defined]
 
 from appliance.errors import RuleFileError
 from appliance.inspect.match import contents_match, fast_pattern
@@ -117,11 +118,11 @@ def test_older_and_sticky_forms_select_the_same_buffer(options: str, buffer: str
 @pytest.mark.parametrize(
     ("options", "reason"),
     [
-        ('tls.cert_subject; content:"a";', "tls.cert_subject"),
-        ('ja3.hash; content:"a";', "ja3.hash"),
+        ('tls.cert_chain_len:1; content:"a";', "tls.cert_chain_len"),
+        ('content:"a"; ja4.hash;', "unknown"),
         ('xbits:set,x,track ip_src; content:"a";', "xbits"),
-        ("byte_extract:1,0,n;", "byte_extract"),
-        ("stream_size:server,<,5;", "stream_size"),
+        ("byte_math:bytes 1,offset 0,oper +,rvalue 1,result n;", "byte_math"),
+        ("dnp3_func:1;", "dnp3_func"),
         ('content:"a"; frobnicate;', "unknown"),
     ],
 )
@@ -335,3 +336,104 @@ def test_icmp_type_code_ip_proto_and_app_layer_protocol_in_traffic() -> None:
     assert sids(inspect(web, app_rules)) == [2]
     assert sids(inspect(other, app_rules)) == [1]
     assert sids(inspect(ssh, app_rules)) == [3]
+
+
+@pytest.mark.parametrize(
+    ("options", "data", "expected"),
+    [
+        # a length field read, then the content that far on (Suricata's documented pattern)
+        (
+            'content:"LEN"; byte_extract:2,0,len,relative; content:"END"; distance:len;',
+            b"LEN\x00\x03abcEND",
+            True,
+        ),
+        (
+            'content:"LEN"; byte_extract:2,0,len,relative; content:"END"; distance:len;',
+            b"LEN\x00\x04abcEND",
+            False,
+        ),
+        (
+            'content:"LEN"; byte_extract:2,0,n,relative; content:"END"; within:n;',
+            b"LEN\x00\x05abEND",
+            True,
+        ),
+        (
+            'content:"LEN"; byte_extract:2,0,n,relative; content:"END"; within:n;',
+            b"LEN\x00\x04abEND",
+            False,
+        ),
+        # as text, little-endian, multiplied, aligned
+        ('byte_extract:2,0,n,string,dec; content:"X"; offset:n; depth:1;', b"03.X", True),
+        ('byte_extract:2,0,n,string,dec; content:"X"; offset:n; depth:1;', b"02.X", False),
+        ("byte_extract:2,0,n,little; byte_test:1,=,n,2;", b"\x07\x00\x07", True),
+        ("byte_extract:1,0,n,multiplier 2; isdataat:n;", b"\x02abcd", True),
+        ("byte_extract:1,0,n,multiplier 2; isdataat:n;", b"\x03abcd", False),
+        ("byte_extract:1,0,n,align 4; byte_test:1,=,n,1;", b"\x05\x08", True),
+        # the value and offset of byte_test, the offset of byte_jump
+        ("byte_extract:1,0,v; byte_extract:1,1,at; byte_test:1,>,v,at;", b"\x05\x02\x09", True),
+        ("byte_extract:1,0,v; byte_extract:1,1,at; byte_test:1,>,v,at;", b"\x05\x02\x04", False),
+        (
+            'byte_extract:1,0,skip; byte_jump:1,skip; content:"Z"; within:1;',
+            b"\x02\x00\x01\x00Z",
+            True,
+        ),
+        # too short to read: the rule does not hold
+        ('content:"LEN"; byte_extract:4,0,n,relative; content:"E"; distance:n;', b"LEN\x00", False),
+    ],
+)
+def test_byte_extract_variables(options: str, data: bytes, expected: bool) -> None:
+    assert hits(options, data) is expected
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        'content:"a"; distance:nope;',  # not defined
+        'byte_extract:1,0,n; byte_extract:1,1,n; content:"a";',  # defined twice
+        'byte_extract:1,0,n; http.uri; content:"a"; offset:n;',  # another buffer's
+        "byte_extract:1,0,n,align 3;",
+        "byte_extract:1,0;",
+        "stream_size:sideways,<,5;",
+        "stream_size:server,~,5;",
+    ],
+)
+def test_bad_byte_extract_and_stream_size_are_refused(options: str) -> None:
+    with pytest.raises(RuleFileError, match=r"^t:1: "):
+        rule(options)
+
+
+def test_byte_extract_in_traffic() -> None:
+    ruleset = (
+        'alert tcp any any -> any 9000 (msg:"len"; flow:established,to_server; content:"LEN"; '
+        'byte_extract:2,0,len,relative; content:"END"; distance:len; within:3; sid:1;)\n'
+    )
+    good = tcp_session("10.0.0.1", "192.0.2.9", 40000, 9000, [b"LEN\x00\x02xxEND"])
+    bad = tcp_session("10.0.0.1", "192.0.2.9", 40001, 9000, [b"LEN\x00\x01xxEND"])
+    assert sids(inspect(good, ruleset)) == [1]
+    assert sids(inspect(bad, ruleset)) == []
+
+
+def test_stream_size_in_traffic() -> None:
+    """stream_size counts each side's bytes as Suricata does (the SYN counts one)."""
+    ruleset = (
+        'alert tcp any any -> any 9000 (msg:"small"; flow:established,to_server; '
+        'stream_size:client,<,8; content:"x"; sid:1;)\n'
+        'alert tcp any any -> any 9000 (msg:"big"; flow:established,to_server; '
+        "stream_size:client,>=,12; sid:2;)\n"
+        'alert tcp any any -> any 9000 (msg:"server quiet"; flow:established,to_server; '
+        'stream_size:server,=,1; content:"x"; sid:3;)\n'
+        'alert tcp any 9000 -> any any (msg:"either"; flow:established,to_client; '
+        "stream_size:either,>,100; sid:4;)\n"
+    )
+    c2s = Ether() / IP(src="10.0.0.1", dst="192.0.2.9")
+    s2c = Ether() / IP(src="192.0.2.9", dst="10.0.0.1")
+    packets = [
+        c2s / TCP(sport=40000, dport=9000, flags="S", seq=100),
+        s2c / TCP(sport=9000, dport=40000, flags="SA", seq=500),
+        c2s / TCP(sport=40000, dport=9000, flags="A", seq=101),
+        c2s / TCP(sport=40000, dport=9000, flags="PA", seq=101) / (b"x" * 5),
+        s2c / TCP(sport=9000, dport=40000, flags="PA", seq=501) / (b"y" * 200),
+        c2s / TCP(sport=40000, dport=9000, flags="PA", seq=106) / (b"x" * 6),
+    ]
+    # 1 + 5 bytes: small; then the server answers 200 bytes; 1 + 11 bytes: big
+    assert sids(inspect(packets, ruleset)) == [1, 3, 4, 2]

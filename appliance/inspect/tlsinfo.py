@@ -1,0 +1,355 @@
+"""The TLS handshake in clear: JA3 / JA3S and the server's certificates.
+
+Each direction of a TLS flow is reassembled in order (its own bounded ``Reassembler``) from
+its first payload byte, and its handshake records are read until the first record that is
+not a handshake (ChangeCipherSpec, application data, an alert) or ``HANDSHAKE_MAX`` bytes.
+From the client: the ClientHello's JA3 (``ja3.string``, ``ja3.hash``); from the server:
+the ServerHello's JA3S (``ja3s.*``) and the Certificate message (TLS 1.0 to 1.2: TLS 1.3
+encrypts it) as Suricata presents it: ``tls.cert_subject`` and ``tls.cert_issuer`` of the
+first certificate (``C=US, O=Example, CN=host``), ``tls.cert_serial`` (``5C:19:B7``),
+``tls.cert_fingerprint`` (SHA-1, ``4a:a3:66``), ``tls.cert_validity`` (``valid``,
+``expired`` or ``notyet`` at the packet's time) and ``tls.certs`` (each certificate, DER).
+
+Only directions whose buffers a loaded rule reads are followed, and only on flows whose
+protocol is TLS. Bad input is counted (``tls.bad_certificate``, ``tls.handshake_too_long``,
+``tls.not_handshake``) and ends the direction; nothing raises.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import struct
+from collections import OrderedDict
+from collections.abc import Set as AbstractSet
+from typing import Any
+
+from cryptography import x509
+
+from appliance.inspect.decode import Errors, Layer, count
+from appliance.inspect.rules import MultiBuffer
+from appliance.inspect.stream import Reassembler, StreamDirection
+
+HANDSHAKE_MAX = 64 * 1024  # bytes of a direction's handshake read at most
+MAX_PENDING = 1 << 20  # out-of-order handshake bytes held in all flows
+MAX_BYTES = 16 << 20  # in-order handshake bytes held in all flows
+MAX_FLOWS = 8192  # flow directions whose handshake state is kept (the oldest go first)
+CLIENT_BUFFERS = frozenset({"ja3.hash", "ja3.string"})
+SERVER_BUFFERS = frozenset(
+    {
+        "ja3s.hash",
+        "ja3s.string",
+        "tls.cert_subject",
+        "tls.cert_issuer",
+        "tls.cert_serial",
+        "tls.cert_fingerprint",
+        "tls.cert_validity",
+        "tls.certs",
+    }
+)
+TLS_BUFFERS = CLIENT_BUFFERS | SERVER_BUFFERS
+CERT_BUFFERS = SERVER_BUFFERS - {"ja3s.hash", "ja3s.string"}
+
+_u16 = struct.Struct("!H").unpack_from
+_DONE = "done"
+
+# x509 attribute names as Suricata writes them (others: the dotted OID)
+_ATTR_NAMES = {
+    "2.5.4.3": "CN",
+    "2.5.4.6": "C",
+    "2.5.4.7": "L",
+    "2.5.4.8": "ST",
+    "2.5.4.9": "STREET",
+    "2.5.4.10": "O",
+    "2.5.4.11": "OU",
+    "2.5.4.5": "serialNumber",
+    "1.2.840.113549.1.9.1": "emailAddress",
+    "0.9.2342.19200300.100.1.25": "DC",
+    "0.9.2342.19200300.100.1.1": "UID",
+}
+
+
+def is_grease(value: int) -> bool:
+    """A GREASE value (RFC 8701: 0x0a0a, 0x1a1a, ... 0xfafa), left out of JA3."""
+    return value & 0x0F0F == 0x0A0A and value >> 8 == value & 0xFF
+
+
+def _join(values: list[int]) -> str:
+    return "-".join(str(v) for v in values if not is_grease(v))
+
+
+def _u16_list(data: bytes) -> list[int]:
+    return [_u16(data, i)[0] for i in range(0, len(data) - 1, 2)]
+
+
+def ja3_client(body: bytes) -> str | None:
+    """The JA3 string of a ClientHello's body (after its 4-byte handshake header)."""
+    try:
+        version = _u16(body, 0)[0]
+        pos = 34
+        pos += 1 + body[pos]  # session id
+        size = _u16(body, pos)[0]
+        ciphers = _u16_list(body[pos + 2 : pos + 2 + size])
+        pos += 2 + size
+        pos += 1 + body[pos]  # compression methods
+    except (IndexError, struct.error):
+        return None
+    extensions, groups, formats = [], [], []
+    for etype, data in _extensions(body, pos):
+        extensions.append(etype)
+        if etype == 10 and len(data) >= 2:  # supported_groups
+            groups = _u16_list(data[2 : 2 + _u16(data, 0)[0]])
+        elif etype == 11 and data:  # ec_point_formats
+            formats = list(data[1 : 1 + data[0]])
+    return ",".join(
+        (str(version), _join(ciphers), _join(extensions), _join(groups), _join(formats))
+    )
+
+
+def ja3_server(body: bytes) -> str | None:
+    """The JA3S string of a ServerHello's body."""
+    try:
+        version = _u16(body, 0)[0]
+        pos = 34
+        pos += 1 + body[pos]  # session id
+        cipher = _u16(body, pos)[0]
+        pos += 3  # cipher suite, compression method
+    except (IndexError, struct.error):
+        return None
+    extensions = [etype for etype, _ in _extensions(body, pos)]
+    return ",".join((str(version), str(cipher), _join(extensions)))
+
+
+def _extensions(body: bytes, pos: int) -> list[tuple[int, bytes]]:
+    if pos + 2 > len(body):
+        return []
+    end = min(len(body), pos + 2 + _u16(body, pos)[0])
+    pos += 2
+    out = []
+    while pos + 4 <= end:
+        etype, size = struct.unpack_from("!HH", body, pos)
+        pos += 4
+        out.append((etype, body[pos : pos + size]))
+        pos += size
+    return out
+
+
+def certificates(body: bytes) -> list[bytes]:
+    """The DER certificates of a TLS 1.0-1.2 Certificate message's body."""
+    if len(body) < 3:
+        return []
+    end = min(len(body), 3 + int.from_bytes(body[:3], "big"))
+    pos = 3
+    out = []
+    while pos + 3 <= end:
+        size = int.from_bytes(body[pos : pos + 3], "big")
+        pos += 3
+        if pos + size > end:
+            break
+        out.append(body[pos : pos + size])
+        pos += size
+    return out
+
+
+def name_text(name: x509.Name) -> str:
+    """A distinguished name as Suricata writes it: ``C=US, O=Example, CN=host``."""
+    parts = []
+    for rdn in name.rdns:
+        parts.append(
+            " + ".join(
+                f"{_ATTR_NAMES.get(a.oid.dotted_string, a.oid.dotted_string)}={a.value!s}"
+                for a in rdn
+            )
+        )
+    return ", ".join(parts)
+
+
+def serial_text(serial: int) -> str:
+    """The serial number's DER bytes, upper-case colon hex (``00:80`` for 128)."""
+    size = max(1, (serial.bit_length() + 8) // 8)
+    return ":".join(f"{b:02X}" for b in serial.to_bytes(size, "big"))
+
+
+def fingerprint_text(der: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in hashlib.sha1(der).digest())
+
+
+def cert_buffers(
+    chain: list[bytes], wanted: AbstractSet[str], ts: float, errors: Errors
+) -> dict[str, bytes]:
+    """The certificate buffers ``wanted`` of a server's chain (the first is the server's)."""
+    out: dict[str, bytes] = {}
+    if not chain:
+        return out
+    if "tls.certs" in wanted:
+        out["tls.certs"] = MultiBuffer.of(chain)
+    first = chain[0]
+    if "tls.cert_fingerprint" in wanted:
+        out["tls.cert_fingerprint"] = fingerprint_text(first).encode()
+    if not wanted & {"tls.cert_subject", "tls.cert_issuer", "tls.cert_serial", "tls.cert_validity"}:
+        return out
+    try:
+        cert = x509.load_der_x509_certificate(first)
+        subject, issuer = name_text(cert.subject), name_text(cert.issuer)
+        serial = serial_text(cert.serial_number)
+        before, after = cert.not_valid_before, cert.not_valid_after
+    except (ValueError, TypeError):
+        count(errors, "tls.bad_certificate")
+        return out
+    out["tls.cert_subject"] = subject.encode("utf-8", "surrogateescape")
+    out["tls.cert_issuer"] = issuer.encode("utf-8", "surrogateescape")
+    out["tls.cert_serial"] = serial.encode()
+    now = datetime.datetime.fromtimestamp(ts, datetime.UTC).replace(tzinfo=None)
+    state = b"expired" if now > after else b"notyet" if now < before else b"valid"
+    out["tls.cert_validity"] = state
+    return out
+
+
+class _Direction:
+    __slots__ = ("handshake", "read", "stream")
+
+    def __init__(self, stream: StreamDirection) -> None:
+        self.stream = stream
+        self.read = 0  # bytes of the stream's records taken
+        self.handshake = bytearray()  # handshake bytes not yet taken as messages
+
+
+class TlsHandshakes:
+    """The handshakes of TLS flows, for the buffers ``wanted`` by the loaded rules."""
+
+    def __init__(self, wanted: AbstractSet[str]) -> None:
+        self.wanted = frozenset(wanted) & TLS_BUFFERS
+        self.client = bool(self.wanted & CLIENT_BUFFERS)
+        self.server = bool(self.wanted & SERVER_BUFFERS)
+        self.streams = Reassembler(HANDSHAKE_MAX, MAX_PENDING, MAX_BYTES)
+        # by (flow key, direction): the flow and its direction's state, or _DONE
+        self._states: OrderedDict[tuple[bytes, bool], tuple[Any, _Direction | str]] = OrderedDict()
+
+    def _state(self, flow: Any, to_server: bool) -> _Direction | str | None:
+        entry = self._states.get((flow.key, to_server))
+        if entry is None or entry[0] is not flow:
+            return None
+        return entry[1]
+
+    def _set(self, flow: Any, to_server: bool, state: _Direction | str) -> None:
+        states = self._states
+        key = (flow.key, to_server)
+        old = states.pop(key, None)
+        if old is not None and isinstance(old[1], _Direction) and old[1] is not state:
+            self.streams.close(old[1].stream)
+        states[key] = (flow, state)
+        if len(states) > MAX_FLOWS:
+            _, (_, oldest) = states.popitem(last=False)
+            if isinstance(oldest, _Direction):
+                self.streams.close(oldest.stream)
+
+    def pending(self, flow: Any, to_server: bool) -> bool:
+        """Whether this direction's handshake is still to be read."""
+        if not (self.client if to_server else self.server):
+            return False
+        return self._state(flow, to_server) is not _DONE
+
+    def feed(
+        self,
+        ts: float,
+        flow: Any,
+        to_server: bool,
+        layer: Layer,
+        buffers: dict[str, bytes],
+        errors: Errors,
+    ) -> bool:
+        """Take a segment of a TLS flow; add the buffers of the messages it completes.
+        True when the direction's handshake is over (nothing more to read in it)."""
+        state = self._state(flow, to_server)
+        if state is _DONE:
+            return True
+        if not (self.client if to_server else self.server):
+            self._set(flow, to_server, _DONE)
+            return True
+        if not isinstance(state, _Direction):
+            state = _Direction(self.streams.open(layer.seq, False))
+            self._set(flow, to_server, state)
+        if not self.streams.add(state.stream, layer.seq, layer.payload, errors):
+            if state.stream.full and not state.stream.pending:  # the bound, or memory
+                count(errors, "tls.handshake_too_long")
+                self._set(flow, to_server, _DONE)
+                return True
+            return False
+        done = self._records(ts, state, to_server, buffers, errors)
+        if done:
+            self._set(flow, to_server, _DONE)
+        return done
+
+    def _records(
+        self,
+        ts: float,
+        state: _Direction,
+        to_server: bool,
+        buffers: dict[str, bytes],
+        errors: Errors,
+    ) -> bool:
+        data = state.stream.data
+        pos = state.read
+        while pos + 5 <= len(data):
+            kind, major = data[pos], data[pos + 1]
+            size = data[pos + 3] << 8 | data[pos + 4]
+            if kind != 22 or major != 3:
+                if pos == 0:
+                    count(errors, "tls.not_handshake")
+                return True  # encrypted (or not TLS) from here on
+            if pos + 5 + size > len(data):
+                break
+            state.handshake += data[pos + 5 : pos + 5 + size]
+            pos += 5 + size
+            if self._messages(ts, state, to_server, buffers, errors):
+                return True
+        state.read = pos
+        if len(data) >= HANDSHAKE_MAX:
+            count(errors, "tls.handshake_too_long")
+            return True
+        return False
+
+    def _messages(
+        self,
+        ts: float,
+        state: _Direction,
+        to_server: bool,
+        buffers: dict[str, bytes],
+        errors: Errors,
+    ) -> bool:
+        """Take the whole handshake messages held; True once nothing more is wanted."""
+        hs = state.handshake
+        pos = 0
+        done = False
+        wanted = self.wanted
+        while pos + 4 <= len(hs):
+            size = int.from_bytes(hs[pos + 1 : pos + 4], "big")
+            if pos + 4 + size > len(hs):
+                break
+            kind = hs[pos]
+            body = bytes(hs[pos + 4 : pos + 4 + size])
+            pos += 4 + size
+            if to_server and kind == 1:  # ClientHello
+                text = ja3_client(body)
+                if text is not None:
+                    buffers["ja3.string"] = text.encode()
+                    buffers["ja3.hash"] = _md5(text)
+                done = True
+            elif not to_server and kind == 2:  # ServerHello
+                text = ja3_server(body)
+                if text is not None:
+                    buffers["ja3s.string"] = text.encode()
+                    buffers["ja3s.hash"] = _md5(text)
+                if not wanted & CERT_BUFFERS:
+                    done = True
+            elif not to_server and kind == 11:  # Certificate
+                buffers.update(cert_buffers(certificates(body), wanted, ts, errors))
+                done = True
+            elif not to_server and kind in (12, 13, 14):  # after the certificate
+                done = True
+        del hs[:pos]
+        return done
+
+
+def _md5(text: str) -> bytes:
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest().encode()

@@ -1,0 +1,125 @@
+"""HTTP messages split across TCP segments: the URI, headers and bodies are matched as one
+buffer, a rule alerts once per message, and the bound and gaps are counted."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import pytest
+from scapy.all import IP, TCP, Ether, Packet  # type: ignore[attr-defined]
+
+from appliance.inspect.httpsplit import HTTP_MAX_BYTES
+from tests.inspect.traffic import engine, frames
+
+C2S = Ether() / IP(src="10.0.0.1", dst="192.0.2.80")
+S2C = Ether() / IP(src="192.0.2.80", dst="10.0.0.1")
+
+
+def session(
+    request: Sequence[bytes], response: Sequence[bytes] = (), skip: int = -1
+) -> list[Packet]:
+    """A handshake, the request in the given segments, then the response's (``skip``: the
+    index of a request segment that is lost)."""
+    out = [
+        C2S / TCP(sport=40000, dport=80, flags="S", seq=1000),
+        S2C / TCP(sport=80, dport=40000, flags="SA", seq=5000, ack=1001),
+        C2S / TCP(sport=40000, dport=80, flags="A", seq=1001, ack=5001),
+    ]
+    seq = 1001
+    for i, part in enumerate(request):
+        if i != skip:
+            out.append(C2S / TCP(sport=40000, dport=80, flags="PA", seq=seq) / part)
+        seq += len(part)
+    seq = 5001
+    for part in response:
+        out.append(S2C / TCP(sport=80, dport=40000, flags="PA", seq=seq) / part)
+        seq += len(part)
+    return out
+
+
+def run(packets: list[Packet], rules: str) -> tuple[list[int], dict[str, int]]:
+    eng = engine(rules)
+    found = []
+    for ts, data, link in frames(packets):
+        found.extend(a.sid for a in eng.process(ts, data, link))
+    return found, eng.stats.errors
+
+
+def cut(data: bytes, *at: int) -> list[bytes]:
+    bounds = [0, *at, len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+RULES = (
+    'alert http any any -> any any (msg:"uri"; flow:to_server; http.uri; '
+    'content:"/admin/secret"; sid:1;)\n'
+    'alert http any any -> any any (msg:"header"; http.header; content:"X-Evil: yes|0d 0a|"; '
+    "sid:2;)\n"
+    'alert http any any -> any any (msg:"ua"; content:"EvilAgent/1"; http_user_agent; sid:3;)\n'
+    'alert http any any -> any any (msg:"body"; http.request_body; content:"payload=DROP"; '
+    "sid:4;)\n"
+    'alert http any any -> any any (msg:"file"; flow:to_client; file_data; '
+    'content:"MZ-SPLIT-EXE"; sid:5;)\n'
+    'alert http any any -> any any (msg:"method"; http.method; content:"POST"; sid:6;)\n'
+    'alert http any any -> any any (msg:"absent"; http.uri; content:"/nowhere"; sid:7;)\n'
+)
+BODY = b"a=1&payload=DROP&z=2"
+REQUEST = (
+    b"POST /admin/secret?q=1 HTTP/1.1\r\nHost: app.example\r\nUser-Agent: EvilAgent/1.0\r\n"
+    b"X-Evil: yes\r\nContent-Length: %d\r\n\r\n" % len(BODY) + BODY
+)
+RESPONSE_BODY = b"....MZ-SPLIT-EXE...."
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+    b"Content-Length: %d\r\n\r\n" % len(RESPONSE_BODY) + RESPONSE_BODY
+)
+
+
+def test_whole_message_in_one_segment() -> None:
+    found, _ = run(session([REQUEST], [RESPONSE]), RULES)
+    assert sorted(found) == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize(
+    "cuts",
+    [
+        (10,),  # in the URI
+        (45, 80),  # in the headers
+        (len(REQUEST) - 10,),  # in the body
+        tuple(range(7, len(REQUEST), 7)),  # everywhere
+    ],
+)
+def test_split_request_matches_as_one_buffer_and_alerts_once(cuts: tuple[int, ...]) -> None:
+    response = cut(RESPONSE, len(RESPONSE) - 12)  # the file's content split in two
+    found, errors = run(session(cut(REQUEST, *cuts), response), RULES)
+    assert sorted(found) == [1, 2, 3, 4, 5, 6]
+    assert not errors.get("http.truncated") and not errors.get("http.gap")
+
+
+def test_rules_on_headers_only_do_not_wait_for_the_body() -> None:
+    rules = 'alert http any any -> any any (msg:"uri"; http.uri; content:"/admin/secret"; sid:1;)\n'
+    # the body never comes in full: the head was enough
+    found, _ = run(session(cut(REQUEST[:-5], 12)), rules)
+    assert found == [1]
+
+
+def test_a_lost_segment_ends_the_message() -> None:
+    found, errors = run(session(cut(REQUEST, 20, 40, 60), skip=1), RULES)
+    assert errors.get("http.gap") == 1
+    assert 7 not in found
+
+
+def test_the_bound_is_counted_and_holds() -> None:
+    """Past HTTP_MAX_BYTES the message is inspected as gathered: a body content past it is
+    not seen, one before it is."""
+    body = b"payload=DROP" + bytes(HTTP_MAX_BYTES) + b"LATE-MARKER"
+    head = b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(body)
+    message = head + body
+    rules = RULES + (
+        'alert http any any -> any any (msg:"late"; http.request_body; content:"LATE-MARKER"; '
+        "sid:8;)\n"
+    )
+    found, errors = run(session(cut(message, *range(1400, len(message), 1400))), rules)
+    assert errors.get("http.truncated") == 1
+    assert 4 in found and 8 not in found
