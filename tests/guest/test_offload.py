@@ -52,6 +52,13 @@ def echo_entries(router: str) -> list[dict[str, object]]:
     return entries
 
 
+def appliance_set(router: str, tmp_path: Path, action: str) -> None:
+    """``appliance set ACTION autoblock_v4 CLIENT`` with no daemon on the control socket."""
+    options = ["--netns", router, "--control-socket", str(tmp_path / "none.sock")]
+    command = ["set", action, "autoblock_v4", CLIENT_ADDR]
+    subprocess.run([sys.executable, "-m", "appliance", *options, *command], check=True, timeout=120)
+
+
 def wait_for(what: str, predicate: object, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():  # type: ignore[operator]
@@ -108,3 +115,13 @@ def test_an_offloaded_flow_is_sampled_first_and_stopped_by_a_block(tmp_path: Pat
             assert sum(repairs.values()) == 0, (repairs, daemon.log())
         finally:
             daemon.close()
+        # Without a daemon (its table stays in the kernel): `appliance set` goes straight
+        # to the kernel, and a block there ends an offloaded flow the same way.
+        appliance_set(net.router, tmp_path, "del")
+        with echo_flow(net, timeout=10) as flow:
+            for i in range(ROUNDS):
+                assert flow.echo(f"again-{i}")
+            assert echo_entries(net.router) == [{"src": CLIENT_ADDR, "offloaded": True}]
+            appliance_set(net.router, tmp_path, "add")
+            assert echo_entries(net.router) == []
+            assert not flow.echo("after-the-cli-block")
