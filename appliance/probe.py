@@ -8,7 +8,9 @@ caller's namespace is never touched; the only lasting effect is that the kernel
 may load the modules the probes ask for, as it would for the real feature.
 
 The daemon uses the same answers to choose its fallbacks (no flowtable: no fast
-path; no ``queue``: no inline inspection; no table owner flag: no owner table).
+path; no ``queue``: no inline inspection; no table owner flag: no owner table). The
+flowtable is asked differently: :func:`has_flowtable` has the kernel check one in the
+caller's own namespace without committing it (a daemon may not make namespaces).
 
 The description of every probe, the netlink encoding and the parsing of the
 child's report are pure; only :func:`probe_features` and what it runs in the
