@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.storage import atomic_write
 from appliance.sync import keys
 from tests.conftest import REPO
 from tests.daemon.conftest import Daemon, wait_until
@@ -141,7 +142,8 @@ class FaultHub:
         assert self.proc.stdout.readline().strip() == "listening"
 
     def set(self, mode: str) -> None:
-        self.mode_file.write_text(mode + "\n")
+        # replaced whole: the server never reads a half-written (empty: "good") mode
+        atomic_write(self.mode_file, (mode + "\n").encode(), 0o644)
 
     def close(self) -> None:
         self.proc.kill()
@@ -262,6 +264,7 @@ def test_after_a_resetting_hub_comes_back_the_first_poll_applies_the_new_version
     status = hub_status(daemon)
     longest = max(gaps.values())
     assert longest <= 1.5 * POLL + SCHEDULING_ALLOWANCE, gaps
+    assert status["last_success"] >= healthy, status  # nothing got through the resets
     # at most one poll was under way when the hub came back; the next one applied
     assert status["syncs"].get("unreachable", 0) <= failed + 1, status
     assert daemon.status()["source"] == "hub"
