@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,6 +77,25 @@ def publish_tuf(group: Path, key: object, version: int, elements: int) -> None:
     repository.publish(group, key, key, now + 86400, now + 3600)  # type: ignore[arg-type]
 
 
+def _emitter() -> Callable[[dict[str, object]], None]:
+    """A function writing JSON lines to stdout, flushed once per turn of the event loop (a
+    thousand clients done in one turn cost one write, not a thousand)."""
+    loop = asyncio.get_running_loop()
+    pending: list[str] = []
+
+    def flush() -> None:
+        sys.stdout.write("".join(pending))
+        sys.stdout.flush()
+        pending.clear()
+
+    def emit(record: dict[str, object]) -> None:
+        if not pending:
+            loop.call_soon(flush)
+        pending.append(json.dumps(record) + "\n")
+
+    return emit
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -91,14 +111,10 @@ async def worker(base: str, first: int, count: int, state: Path, pub: str) -> No
 
     tuf_root = Path(pub).read_bytes() if pub.endswith("root.json") else None
     trust = [] if tuf_root else [keys.load_public(pub)]
-    out = sys.stdout
     ready = 0
     ready_event = asyncio.Event()
     limits = ClientLimits(long_poll=30)
-
-    def emit(record: dict[str, object]) -> None:
-        out.write(json.dumps(record) + "\n")
-        out.flush()
+    emit = _emitter()
 
     async def appliance(index: int) -> None:
         nonlocal ready
@@ -140,14 +156,10 @@ async def poller(base: str, first: int, count: int, period: float) -> None:
     import random
     from urllib.parse import urlsplit
 
-    out = sys.stdout
     parts = urlsplit(base)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     requests = 0
-
-    def emit(record: dict[str, object]) -> None:
-        out.write(json.dumps(record) + "\n")
-        out.flush()
+    emit = _emitter()
 
     async def get(
         stream: tuple[asyncio.StreamReader, asyncio.StreamWriter], path: str, etag: str
@@ -411,7 +423,9 @@ def run_fleet(
             ready += int(record.get("ready", 0))  # type: ignore[call-overload]
         samples: list[float] = []
         errors: list[dict[str, object]] = []
+        error_count = 0
         cpu_hub = cpu_clients = 0.0
+        load_before = os.getloadavg()[0]
         for _ in range(rounds):
             hub_before = _cpu(hub.pid)
             clients_before = sum(_cpu(p.pid) for p in clients)
@@ -424,6 +438,7 @@ def run_fleet(
             while len(done) < n:
                 record = _next(lines, deadline)
                 if "error" in record:
+                    error_count += 1
                     errors.append(record)
                 elif record.get("version") == version:
                     done[int(record["done"])] = float(record["t"])  # type: ignore[arg-type]
@@ -433,9 +448,11 @@ def run_fleet(
         return {
             "clients": n,
             "samples": samples,
-            "errors": errors[:5],
+            "errors": errors[:3],
+            "error_count": error_count,
             "cpu_hub": cpu_hub / rounds,
             "cpu_clients": cpu_clients / rounds,
+            "load": (load_before, os.getloadavg()[0]),
         }
     finally:
         _stop(procs)
@@ -548,14 +565,21 @@ def main() -> int:
         if reference is None:
             reference = median
         ratio = median / reference if reference else float("nan")
+        hub, clients = float(result["cpu_hub"]), float(result["cpu_clients"])  # type: ignore[arg-type]
+        load = result["load"]
+        assert isinstance(load, tuple)
         print(
             f"N={n:5d}: median {median:.3f}s  max {max(samples):.3f}s  "
             f"(rounds: {', '.join(f'{s:.3f}' for s in samples)})  "
             f"ratio to N={args.clients[0]}: {ratio:.1f}x  "
-            f"CPU per round: hub {result['cpu_hub']:.2f}s, clients {result['cpu_clients']:.2f}s"
+            f"CPU per round: hub {hub:.2f}s, clients {clients:.2f}s "
+            f"(per appliance {1e6 * hub / n:.0f} + {1e6 * clients / n:.0f} us; "
+            f"on {os.cpu_count()} idle cores no round could end before "
+            f"{(hub + clients) / (os.cpu_count() or 1):.2f}s); "
+            f"load average {load[0]:.1f} -> {load[1]:.1f}"
         )
         if result["errors"]:
-            print(f"  errors: {result['errors']}")
+            print(f"  {result['error_count']} client errors, first: {result['errors']}")
     return 0
 
 
