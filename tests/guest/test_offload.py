@@ -8,7 +8,6 @@ It runs in namespaces of its own inside the guest; a few seconds of traffic.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from appliance.adapters.conntrack import Conntrack
+from appliance.adapters.nsexec import run_in_netns
 from appliance.daemon.control import request
 from tests.conftest import nft_in
 from tests.daemon.conftest import Daemon
@@ -28,28 +29,20 @@ SAMPLE = 4
 PROFILE = ROUTER_PROFILE + f'\n[inspect]\nmode = "sample"\nsample_packets = {SAMPLE}\n'
 ROUNDS = 30  # request/answer pairs through the router before the block
 
-ENTRIES = f"""
-import json
-from appliance.adapters.conntrack import Conntrack
-with Conntrack() as ct:
-    print(json.dumps([
-        {{"src": e.orig.src, "offloaded": e.offloaded}}
-        for e in ct.entries() if e.orig.proto == 6 and e.orig.dport == {ECHO_PORT}
-    ]))
-"""
+
+def echo_flow_entries() -> list[dict[str, object]]:
+    """This namespace's conntrack entries of the echo flow (run in the router)."""
+    with Conntrack() as ct:
+        return [
+            {"src": e.orig.src, "offloaded": e.offloaded}
+            for e in ct.entries()
+            if e.orig.proto == 6 and e.orig.dport == ECHO_PORT
+        ]
 
 
 def echo_entries(router: str) -> list[dict[str, object]]:
     """The router's conntrack entries of the echo flow."""
-    out = subprocess.run(
-        ["ip", "netns", "exec", router, sys.executable, "-c", ENTRIES],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    entries: list[dict[str, object]] = json.loads(out)
-    return entries
+    return run_in_netns(router, echo_flow_entries, timeout=60)
 
 
 def appliance_set(router: str, tmp_path: Path, action: str) -> None:
