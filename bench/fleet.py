@@ -130,6 +130,8 @@ async def worker(base: str, first: int, count: int, state: Path, pub: str) -> No
         first_apply = True
         while True:
             sync = await client.poll_once()
+            if sync.pending and not first_apply and sync.bundle is not None:
+                emit({"seen": index, "version": sync.bundle.version, "t": time.time()})
             if sync.pending:
                 sync = await client.applied(sync, "bench")
                 if first_apply:
@@ -421,7 +423,8 @@ def run_fleet(
         while ready < n:
             record = _next(lines, deadline)
             ready += int(record.get("ready", 0))  # type: ignore[call-overload]
-        samples: list[float] = []
+        samples: list[float] = []  # publish -> the last client stored it and reported
+        seen_samples: list[float] = []  # publish -> the last client verified it
         errors: list[dict[str, object]] = []
         error_count = 0
         cpu_hub = cpu_clients = 0.0
@@ -434,20 +437,25 @@ def run_fleet(
             start = time.time()
             release(group, key, version, elements)
             done: dict[int, float] = {}
+            seen: dict[int, float] = {}
             deadline = time.monotonic() + 120
             while len(done) < n:
                 record = _next(lines, deadline)
                 if "error" in record:
                     error_count += 1
                     errors.append(record)
+                elif record.get("version") == version and "seen" in record:
+                    seen[int(record["seen"])] = float(record["t"])  # type: ignore[arg-type]
                 elif record.get("version") == version:
                     done[int(record["done"])] = float(record["t"])  # type: ignore[arg-type]
             samples.append(max(done.values()) - start)
+            seen_samples.append(max(seen.values()) - start)
             cpu_hub += _cpu(hub.pid) - hub_before
             cpu_clients += sum(_cpu(p.pid) for p in clients) - clients_before
         return {
             "clients": n,
             "samples": samples,
+            "seen": seen_samples,
             "errors": errors[:3],
             "error_count": error_count,
             "cpu_hub": cpu_hub / rounds,
@@ -566,10 +574,11 @@ def main() -> int:
             reference = median
         ratio = median / reference if reference else float("nan")
         hub, clients = float(result["cpu_hub"]), float(result["cpu_clients"])  # type: ignore[arg-type]
-        load = result["load"]
-        assert isinstance(load, tuple)
+        load, seen = result["load"], result["seen"]
+        assert isinstance(load, tuple) and isinstance(seen, list)
         print(
             f"N={n:5d}: median {median:.3f}s  max {max(samples):.3f}s  "
+            f"(verified by all: median {statistics.median(seen):.3f}s)  "
             f"(rounds: {', '.join(f'{s:.3f}' for s in samples)})  "
             f"ratio to N={args.clients[0]}: {ratio:.1f}x  "
             f"CPU per round: hub {hub:.2f}s, clients {clients:.2f}s "
