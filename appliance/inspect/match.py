@@ -394,22 +394,43 @@ def icmp_matches(sig: Signature, layer: Layer) -> bool:
 def contents_match(sig: Signature, buffers: dict[str, bytes]) -> bool:
     """Every item of the rule holds: plain contents each on their own, each buffer's chain
     of relative items in order."""
-    chains: dict[str, list[Content]] | None = None
-    for content in sig.contents:
-        data = buffers.get(content.buffer)
-        if data is None:
+    plan = _PLANS.get(id(sig))
+    if plan is None or plan[0] is not sig:
+        plan = _plan(sig)
+    _, needed, plain, chains = plan
+    for buffer in needed:
+        if buffers.get(buffer) is None:
             return False
-        if content.plain:
-            if not content.matches(data):
-                return False
-            continue
-        if chains is None:
-            chains = {}
-        chains.setdefault(content.buffer, [])
-    if chains is None:
-        return True
-    for buffer in chains:
-        items = [c for c in sig.contents if c.buffer == buffer]
-        if not chain_matches(items, buffers[buffer]):
+    for buffer, content in plain:
+        if not content.matches(buffers[buffer]):
             return False
-    return True
+    return not chains or all(chain_matches(items, buffers[b]) for b, items in chains)
+
+
+# A rule's contents sorted out once (by the id of the rule, which the entry keeps alive):
+# the buffers it reads, its plain contents, and by buffer the items of each buffer that has
+# a relative item, in rule order.
+_Plan = tuple[
+    Signature,
+    tuple[str, ...],
+    tuple[tuple[str, Content], ...],
+    tuple[tuple[str, tuple[Content, ...]], ...],
+]
+_PLANS: dict[int, _Plan] = {}
+_MAX_PLANS = 1 << 17
+
+
+def _plan(sig: Signature) -> _Plan:
+    contents = sig.contents
+    needed = tuple(dict.fromkeys(c.buffer for c in contents))
+    chained = tuple(dict.fromkeys(c.buffer for c in contents if not c.plain))
+    plan: _Plan = (
+        sig,
+        needed,
+        tuple((c.buffer, c) for c in contents if c.plain),
+        tuple((b, tuple(c for c in contents if c.buffer == b)) for b in chained),
+    )
+    if len(_PLANS) >= _MAX_PLANS:
+        _PLANS.clear()
+    _PLANS[id(sig)] = plan
+    return plan

@@ -42,7 +42,7 @@ class Prefilter:
     with ``bytes.find``.
     """
 
-    __slots__ = ("_by_hit", "_fold", "_look", "_scan", "_short", "buffer", "entries")
+    __slots__ = ("_by_hit", "_fold", "_look", "_scan", "_short", "_unique", "buffer", "entries")
 
     def __init__(self, buffer: str, entries: list[tuple[Content, Signature]]) -> None:
         self.buffer = buffer
@@ -54,6 +54,9 @@ class Prefilter:
         if len(ordered) + len(found_alone) <= FIND_LIMIT:
             found_alone, ordered = sorted(patterns, key=lambda p: (-len(p), p)), []
         self._short = [(p, [sig for q, sig in self.entries if q == p]) for p in found_alone]
+        # each rule once, under one sid of its own: the hits of the patterns looked for
+        # alone are then simply joined (a rule has one fast pattern per buffer)
+        self._unique = len({sig.sid for _, sig in self.entries}) == len(self.entries)
         self._scan: re.Pattern[bytes] | None = None
         self._look: re.Pattern[bytes] | None = None
         if ordered:
@@ -67,6 +70,15 @@ class Prefilter:
         text = data.lower() if self._fold else data
         if not self._short:
             return self._long(text)
+        if self._unique and self._scan is None:
+            joined: list[Signature] | None = None
+            for pattern, sigs in self._short:
+                if pattern in text:
+                    if joined is None:
+                        joined = list(sigs)
+                    else:
+                        joined += sigs
+            return joined
         found: dict[int, Signature] = {}
         for pattern, sigs in self._short:
             if pattern in text:
