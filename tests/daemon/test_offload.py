@@ -19,11 +19,10 @@ from tests.daemon.conftest import Daemon
 from tests.guest_plugin import in_guest
 from tests.routed import CLIENT_ADDR, ROUTER_PROFILE, echo_flow, routed
 
-pytestmark = pytest.mark.root
-
 METRICS = '\n[metrics]\nlisten = "127.0.0.1:9469"\n'
 
 
+@pytest.mark.root
 def test_without_a_flowtable_the_daemon_says_so_once_and_a_block_cuts_the_flow(
     tmp_path: Path, start_daemon: Callable[..., Daemon]
 ) -> None:
