@@ -21,12 +21,12 @@ Semantics, as nft's ``add element`` / ``destroy element``:
 - deleting an element that is not there is no error. For a hash set every value of a
   ``delete`` span is an element; for an interval set every span of ``delete`` must be one
   of the set's elements exactly (``[a, b]`` does not cut a piece out of an element
-  ``[a, c]``: it is skipped as absent). :func:`element_delta` gives the exact element delta
-  between two interval sets;
-- without ``flush``, the change goes in batches of at most ``chunk`` elements, each its own
-  transaction; a batch holds the deletes before the adds of one range of values, and no
-  element deleted in one batch overlaps one added in another, so a replaced range is never
-  missing between two transactions;
+  ``[a, c]``: it is skipped as absent); ``intervals.exact_delta`` gives that delta between
+  two interval sets;
+- without ``flush``, the change goes in batches of at most ``chunk`` spans (for a hash set,
+  a span is one element per value), each its own transaction; a batch holds the deletes
+  before the adds of one range of values, and no element deleted in one batch overlaps one
+  added in another, so a replaced range is never missing between two transactions;
 - with ``flush``, the set is emptied and refilled with ``add`` in one transaction: no
   packet sees it empty or half filled;
 - elements with a timeout (run-time elements) are left out of :meth:`dump` and
@@ -364,24 +364,27 @@ def build_batch(
     table's, as nft sends it), the deletes, then the adds; the last asks for an ACK."""
     table_attr, set_attr = _names(table, set_name)
     attrs = table_attr + set_attr
-    bodies: list[tuple[int, int, bytes, bytes | None]] = []
+    messages: list[bytes] = []
+
+    def append(kind: int, flags: int, names: bytes, listed: bytes | None) -> None:
+        messages.append(message(kind, flags, seq + len(messages), family, names, listed))
+
     if flush:
-        bodies.append((NFT_MSG_DELSETELEM, NLM_F_REQUEST, set_attr + table_attr, None))
+        append(NFT_MSG_DELSETELEM, NLM_F_REQUEST, set_attr + table_attr, None)
     deletes = 0
     if delete is not None:
         plain = Encoder(encoder.width, encoder.interval)
         for elements in plain.element_lists(*delete, adding=False):
-            bodies.append((delete_kind, NLM_F_REQUEST, attrs, elements))
+            append(delete_kind, NLM_F_REQUEST, attrs, elements)
             deletes += 1
     if add is not None:
         for elements in encoder.element_lists(*add):
-            bodies.append((NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_CREATE, attrs, elements))
-    messages = []
-    for k, (kind, flags, names, listed) in enumerate(bodies):
-        last = k == len(bodies) - 1
-        messages.append(
-            message(kind, flags | (NLM_F_ACK if last else 0), seq + k, family, names, listed)
-        )
+            append(NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_CREATE, attrs, elements)
+    if messages:  # built one by one (no second copy of a large batch), the last acked
+        last = bytearray(messages[-1])
+        flags = NLMSGHDR.unpack_from(last)[2]
+        struct.pack_into("=H", last, 6, flags | NLM_F_ACK)
+        messages[-1] = bytes(last)
     first_delete = seq + (1 if flush else 0)
     return Batch(messages, range(first_delete, first_delete + deletes))
 
@@ -418,26 +421,6 @@ def batch_ranges(
                 cut = reach
         yield (ia, ja), (idel, jd)
         ia, idel = ja, jd
-
-
-def element_delta(old: Spans, new: Spans) -> tuple[Spans, Spans]:
-    """The element delta of an interval set: (spans of ``new`` that are not elements of
-    ``old``, spans of ``old`` that are not elements of ``new``); a span is one element."""
-    old_pairs = iter(old)
-    new_pairs = iter(new)
-    add, remove = Spans(new.width), Spans(old.width)
-    a, b = next(old_pairs, None), next(new_pairs, None)
-    while a is not None or b is not None:
-        if b is None or (a is not None and a < b):
-            assert a is not None
-            remove._push(*a)
-            a = next(old_pairs, None)
-        elif a is None or b < a:
-            add._push(*b)
-            b = next(new_pairs, None)
-        else:
-            a, b = next(old_pairs, None), next(new_pairs, None)
-    return add, remove
 
 
 def exact_elements(wanted: Spans, present: Spans) -> Spans:
@@ -485,7 +468,7 @@ class ElementReader:
         # ordered pairing: spans per tag in descending order
         self._pending: int | None = None
         self._previous: tuple[int, int] | None = None
-        self._desc: list[tuple[array[int], array[int] | None, array[int], array[int] | None]] = []
+        self._desc: list[Spans] = []  # per tag, highest first, in the spans' own words
         # sort keys: value << 17 | start << 16 | tag, words for 128 bits
         self._keys_lo: array[int] = array("Q")
         self._keys_hi: array[int] = array("Q")
@@ -592,20 +575,10 @@ class ElementReader:
         last = self.top if self._pending is None else self._pending - 1
         self._pending = None
         while len(self._desc) <= tag:
-            wide = self.width == 128
-            self._desc.append(
-                (array("Q"), array("Q") if wide else None, array("Q"), array("Q") if wide else None)
-            )
-        f_lo, f_hi, l_lo, l_hi = self._desc[tag]
-        if f_hi is None:
-            f_lo.append(key)
-            l_lo.append(last)
-        else:
-            assert l_hi is not None
-            f_hi.append(key >> 64)
-            f_lo.append(key & MASK64)
-            l_hi.append(last >> 64)
-            l_lo.append(last & MASK64)
+            self._desc.append(Spans(self.width))
+        raw = self._desc[tag]
+        raw.firsts.append(key)
+        raw.lasts.append(last)
 
     def result(self) -> dict[str | None, Spans]:
         """The spans per tag (None: elements without a comment)."""
@@ -613,16 +586,9 @@ class ElementReader:
         if self.ordered:
             if self._pending not in (None, 0):  # an end at 0 alone: nft's leading element
                 raise _Unordered
-            for tag, (f_lo, f_hi, l_lo, l_hi) in enumerate(self._desc):
-                spans = Spans(self.width)
-                for k in range(len(f_lo) - 1, -1, -1):
-                    if f_hi is None:
-                        spans._push(f_lo[k], l_lo[k])
-                    else:
-                        assert l_hi is not None
-                        spans._push((f_hi[k] << 64) | f_lo[k], (l_hi[k] << 64) | l_lo[k])
-                if len(spans):
-                    found[self.tag_names[tag]] = spans
+            for tag, raw in enumerate(self._desc):
+                if len(raw):
+                    found[self.tag_names[tag]] = _ascending(raw)
             self._desc = []
             return found
         per_tag: dict[int, Spans] = {}
@@ -676,6 +642,20 @@ class ElementReader:
                     yield self._keys_lo[m]
 
         yield from heapq.merge(*(run_keys(i, j) for i, j in runs))
+
+
+def _ascending(raw: Spans) -> Spans:
+    """Spans appended highest first, turned around in place (adjacent ones, which another
+    writer may have added as separate elements, merged)."""
+    for words in raw.words():
+        words.reverse()
+    firsts, lasts = raw.firsts, raw.lasts
+    if all(firsts[k + 1] > lasts[k] + 1 for k in range(len(raw) - 1)):
+        return raw
+    merged = Spans(raw.width)
+    for first, last in raw:
+        merged._push(first, last)
+    return merged
 
 
 def iter_dump_elements(data: bytes | bytearray, length: int) -> Iterator[tuple[int, int, int, int]]:

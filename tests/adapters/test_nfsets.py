@@ -342,14 +342,6 @@ def test_batches_of_a_small_chunk_stay_small_when_nothing_overlaps() -> None:
     assert sum(sizes) == 1000
 
 
-def test_element_delta_of_interval_sets_is_by_whole_elements() -> None:
-    old = Spans.of(32, [(1, 10), (20, 30), (40, 50)])
-    new = Spans.of(32, [(1, 5), (20, 30), (60, 70)])
-    add, remove = nfsets.element_delta(old, new)
-    assert list(add) == [(1, 5), (60, 70)]
-    assert list(remove) == [(1, 10), (40, 50)]
-
-
 def test_exact_elements_skips_a_piece_of_an_element() -> None:
     present = Spans.of(32, [(1, 10), (20, 30)])
     wanted = Spans.of(32, [(1, 5), (20, 30), (40, 41)])
