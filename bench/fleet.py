@@ -11,8 +11,14 @@ The hub is `appliance hub serve` in its own process; the clients are asyncio tas
 over worker processes (``--workers``). State directories live on /dev/shm (every appliance
 has its own disk; one shared disk's fsyncs would measure this machine, not the protocol).
 The reference is one client alone in the same run; the ratio says what a fleet costs.
+"Seen by all" is the time until the last client had verified the new version; the CPU per
+round of the hub and of the clients, divided by the cores, is the shortest round this machine
+allows. ``--light`` keeps the requests and drops the clients' work (nothing verified or
+stored): what is left is the hub's share. ``--tuf`` publishes and verifies with TUF roles;
+``--nginx PERIOD`` measures plain conditional polling of nginx instead.
 
     .venv/bin/python -m bench.fleet [--clients 1 100 1000] [--rounds 3] [--workers 2]
+        [--tuf | --light | --nginx PERIOD]
 """
 
 from __future__ import annotations
@@ -144,6 +150,88 @@ async def worker(base: str, first: int, count: int, state: Path, pub: str) -> No
             elif not sync.ok:
                 emit({"error": index, "result": sync.result, "why": sync.error})
             await asyncio.sleep(client.next_delay(sync, 5))
+
+    tasks = [asyncio.create_task(appliance(first + i)) for i in range(count)]
+    await ready_event.wait()
+    emit({"ready": count})
+    await asyncio.gather(*tasks)
+
+
+async def light_worker(base: str, first: int, count: int) -> None:
+    """The hub's share alone: clients that make the requests the real client makes (the long
+    poll on the signature, the bundle when it changed, the status report, one kept-alive
+    connection each) but verify and store nothing, so what is measured is the hub."""
+    import re
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    emit = _emitter()
+    ready = 0
+    ready_event = asyncio.Event()
+    opening = asyncio.Semaphore(100)  # connections set up a hundred at a time
+    Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+    async def exchange(stream: Stream, request: str, body: bytes = b"") -> tuple[int, str, bytes]:
+        reader, writer = stream
+        writer.write(request.encode("latin-1") + body)
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        length, etag = 0, ""
+        for line in head.split("\r\n")[1:]:
+            name, _, value = line.partition(": ")
+            if name.lower() == "content-length":
+                length = int(value)
+            elif name.lower() == "etag":
+                etag = value
+        data = await reader.readexactly(length) if length else b""
+        return int(head[9:12]), etag, data
+
+    async def connect(path: str) -> tuple[Stream, str, str]:
+        async with opening:
+            stream = await asyncio.open_connection(host, port)
+            _, sig_etag, _ = await exchange(stream, f"GET {path}bundle.json.sig HTTP/1.1\r\n\r\n")
+            _, etag, _ = await exchange(stream, f"GET {path}bundle.json HTTP/1.1\r\n\r\n")
+        return stream, sig_etag, etag
+
+    async def appliance(index: int) -> None:
+        nonlocal ready
+        path = f"/fleet/edge-{index:04d}/"
+        stream, sig_etag, etag = await connect(path)
+        ready += 1
+        if ready == count:
+            ready_event.set()
+        while True:
+            try:
+                status, new_sig, _ = await exchange(
+                    stream,
+                    f"GET {path}bundle.json.sig?wait=30 HTTP/1.1\r\n"
+                    f"If-None-Match: {sig_etag}\r\n\r\n",
+                )
+                if status != 200:
+                    continue
+                sig_etag = new_sig
+                status, etag, data = await exchange(
+                    stream, f"GET {path}bundle.json HTTP/1.1\r\nIf-None-Match: {etag}\r\n\r\n"
+                )
+                found = re.match(rb'\{"version":(\d+)', data)  # bundles start with it
+                version = int(found.group(1)) if found else 0
+                emit({"seen": index, "version": version, "t": time.time()})
+                report = json.dumps(
+                    {"name": path, "version": version, "result": "applied", "sent": time.time()}
+                ).encode()
+                await exchange(
+                    stream,
+                    f"POST {path}status HTTP/1.1\r\nContent-Length: {len(report)}\r\n\r\n",
+                    report,
+                )
+                emit({"done": index, "version": version, "t": time.time()})
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                emit({"error": index, "result": "unreachable", "why": repr(exc)})
+                stream[1].close()
+                await asyncio.sleep(0.5)
+                stream, sig_etag, etag = await connect(path)
+                continue
+            await asyncio.sleep(1.0)  # the real client's shortest gap between long polls
 
     tasks = [asyncio.create_task(appliance(first + i)) for i in range(count)]
     await ready_event.wait()
@@ -391,7 +479,7 @@ def _children(pid: int) -> list[str]:
 
 
 def run_fleet(
-    n: int, rounds: int, workers: int, elements: int, use_tuf: bool = False
+    n: int, rounds: int, workers: int, elements: int, use_tuf: bool = False, light: bool = False
 ) -> dict[str, object]:
     from appliance.sync import keys
 
@@ -415,7 +503,10 @@ def run_fleet(
         procs.append(hub)
         assert hub.stdout is not None
         hub.stdout.readline()
-        _spawn_workers(procs, "--worker", port, n, workers, str(state), str(trust_file))
+        if light:
+            _spawn_workers(procs, "--light-worker", port, n, workers)
+        else:
+            _spawn_workers(procs, "--worker", port, n, workers, str(state), str(trust_file))
         clients = procs[1:]
         lines = _lines(clients)
         ready = 0
@@ -424,7 +515,7 @@ def run_fleet(
             record = _next(lines, deadline)
             ready += int(record.get("ready", 0))  # type: ignore[call-overload]
         samples: list[float] = []  # publish -> the last client stored it and reported
-        seen_samples: list[float] = []  # publish -> the last client verified it
+        seen_samples: list[float] = []  # publish -> the last client verified (or fetched) it
         errors: list[dict[str, object]] = []
         error_count = 0
         cpu_hub = cpu_clients = 0.0
@@ -520,7 +611,18 @@ def main() -> int:
     )
     parser.add_argument("--poll-worker", nargs=4, metavar="ARG", help=argparse.SUPPRESS)
     parser.add_argument("--tuf", action="store_true", help="publish and verify with TUF roles")
+    parser.add_argument(
+        "--light",
+        action="store_true",
+        help="the hub's share alone: clients that make the same requests, verify nothing",
+    )
+    parser.add_argument("--light-worker", nargs=3, metavar="ARG", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.light_worker:
+        base, first, count = args.light_worker
+        signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+        asyncio.run(light_worker(base, int(first), int(count)))
+        return 0
     if args.poll_worker:
         base, first, count, period = args.poll_worker
         signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
@@ -559,14 +661,19 @@ def main() -> int:
         asyncio.run(worker(base, int(first), int(count), Path(state), pub))
         return 0
     print(
-        f"fleet sync{' (TUF roles)' if args.tuf else ''}: publish -> all clients verified, "
-        f"stored and reported; long poll; "
+        f"fleet sync{' (TUF roles)' if args.tuf else ''}: publish -> all clients "
+        + (
+            "fetched and reported; light clients (the same requests, nothing verified or stored)"
+            if args.light
+            else "verified, stored and reported"
+        )
+        + "; long poll; "
         f"{args.elements}-element blocklist; {args.workers} client processes; "
         f"{os.cpu_count()} CPUs"
     )
     reference = None
     for n in args.clients:
-        result = run_fleet(n, args.rounds, args.workers, args.elements, args.tuf)
+        result = run_fleet(n, args.rounds, args.workers, args.elements, args.tuf, args.light)
         samples = result["samples"]
         assert isinstance(samples, list)
         median = statistics.median(samples)
@@ -578,7 +685,7 @@ def main() -> int:
         assert isinstance(load, tuple) and isinstance(seen, list)
         print(
             f"N={n:5d}: median {median:.3f}s  max {max(samples):.3f}s  "
-            f"(verified by all: median {statistics.median(seen):.3f}s)  "
+            f"(seen by all: median {statistics.median(seen):.3f}s)  "
             f"(rounds: {', '.join(f'{s:.3f}' for s in samples)})  "
             f"ratio to N={args.clients[0]}: {ratio:.1f}x  "
             f"CPU per round: hub {hub:.2f}s, clients {clients:.2f}s "
