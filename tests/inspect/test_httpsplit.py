@@ -4,12 +4,13 @@ buffer, a rule alerts once per message, and the bound and gaps are counted."""
 from __future__ import annotations
 
 import itertools
+import random
 from collections.abc import Sequence
 
 import pytest
 from scapy.all import IP, TCP, Ether, Packet  # type: ignore[attr-defined]
 
-from appliance.inspect.httpsplit import HTTP_MAX_BYTES
+from appliance.inspect.httpsplit import HTTP_MAX_BYTES, HTTP_MAX_FLOWS
 from tests.inspect.traffic import engine, frames
 
 C2S = Ether() / IP(src="10.0.0.1", dst="192.0.2.80")
@@ -123,3 +124,27 @@ def test_the_bound_is_counted_and_holds() -> None:
     found, errors = run(session(cut(message, *range(1400, len(message), 1400))), rules)
     assert errors.get("http.truncated") == 1
     assert 4 in found and 8 not in found
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_seeded_fuzz_of_split_messages(seed: int) -> None:
+    """Random cuts of the same request match the same rules as the whole request; random
+    corruption never raises and no more than HTTP_MAX_FLOWS messages are held."""
+    rng = random.Random(seed)
+    whole, _ = run(session([REQUEST], [RESPONSE]), RULES)
+    for _ in range(20):
+        cuts = sorted(rng.sample(range(1, len(REQUEST)), rng.randrange(1, 12)))
+        found, _ = run(session(cut(REQUEST, *cuts), [RESPONSE]), RULES)
+        assert sorted(found) == sorted(whole)
+    eng = engine(RULES)
+    for i in range(50):
+        data = bytearray(REQUEST)
+        for _ in range(rng.randrange(1, 6)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        packets = session(cut(bytes(data), *sorted(rng.sample(range(1, len(data)), 3))))
+        for pkt in packets:
+            pkt[TCP].sport = 30000 + i
+        for ts, raw_frame, link in frames(packets):
+            eng.process(ts, raw_frame, link)
+    assert eng._follow is not None and eng._follow.http is not None
+    assert len(eng._follow.http.pending) <= HTTP_MAX_FLOWS

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import random
 from functools import cache
 
 import pytest
@@ -253,3 +254,33 @@ def test_a_corrupt_certificate_is_counted() -> None:
     alerts = [a for f in frames(session(flight)) for a in eng.process(*f)]
     assert alerts == []
     assert eng.stats.errors.get("tls.bad_certificate") == 1
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_seeded_fuzz_of_the_handshake_never_raises(seed: int) -> None:
+    """Cut, truncated and corrupted handshakes: counted or ignored, never an exception, and
+    the handshake state stays within its bounds."""
+    rng = random.Random(seed)
+    ruleset = rules(
+        'tls.cert_subject; content:"CN=";',
+        'ja3.hash; content:"a";',
+        'ja3s.string; content:"7";',
+        'tls.certs; content:"|30|";',
+    )
+    eng = engine(ruleset)
+    flight = server_flight()
+    hello = client_hello("fuzz.example")
+    for i in range(60):
+        data = bytearray(flight)
+        for _ in range(rng.randrange(1, 8)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        if rng.random() < 0.3:
+            data = data[: rng.randrange(len(data))]
+        packets = session(bytes(data) or b"\x16", rng.randrange(1, 9), hello)
+        for pkt in packets:
+            pkt[TCP].sport = 20000 + i
+        for ts, raw_frame, link in frames(packets):
+            eng.process(ts, raw_frame, link)
+    assert eng._follow is not None and eng._follow.tls is not None
+    assert eng._follow.tls.streams.held <= 64 * 1024 * 60
+    assert len(eng._follow.tls._states) <= 2 * 60
