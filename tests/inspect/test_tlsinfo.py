@@ -284,3 +284,16 @@ def test_seeded_fuzz_of_the_handshake_never_raises(seed: int) -> None:
     assert eng._follow is not None and eng._follow.tls is not None
     assert eng._follow.tls.streams.held <= 64 * 1024 * 60
     assert len(eng._follow.tls._states) <= 2 * 60
+
+
+def test_fast_and_full_path_agree() -> None:
+    ruleset = rules(
+        'flow:to_client; tls.cert_subject; content:"evil";',
+        'ja3.string; content:"771,";',
+        'ja3s.string; content:"771,";',
+        'flow:to_client; content:"|17 03 03|"; depth:3;',
+    )
+    packets = session(server_flight(), 4)
+    fast = sids(inspect(packets, ruleset))
+    full = sids(inspect(packets, ruleset, fast_path=False))
+    assert sorted(fast) == sorted(full) == [1, 2, 3, 4]
