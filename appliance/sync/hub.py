@@ -50,7 +50,7 @@ MAX_WAITERS = 100_000
 MAX_STATUS = 64 * 1024
 MAX_HEAD = 16 * 1024
 IDLE_TIMEOUT = 75.0
-BODY_TIMEOUT = 10.0  # a request's body must arrive within this
+BODY_TIMEOUT = 10.0  # a request, head and body, must arrive within this once begun
 SWEEP_INTERVAL = 1.0
 MAX_FILE = 256 * 1024 * 1024
 RESOLVE_TTL = 1.0
@@ -356,6 +356,7 @@ class _Http(asyncio.Protocol):
         self.writing_paused = False
         self.reading_paused = False
         self.active = time.monotonic()
+        self.started = self.active  # when the request now in the buffer began to arrive
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -371,8 +372,10 @@ class _Http(asyncio.Protocol):
             self.waiter = None
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
         self.active = time.monotonic()
+        if not self.buffer:
+            self.started = self.active
+        self.buffer += data
         self.advance()
 
     def pause_writing(self) -> None:
@@ -435,6 +438,7 @@ class _Http(asyncio.Protocol):
             return False  # the body is still coming (the sweep ends a stalled one)
         body = bytes(self.buffer[head_end : head_end + length])
         del self.buffer[: head_end + length]
+        self.started = time.monotonic()  # for whatever follows in the buffer
         hub.requests += 1
         return hub.handle(self, method, target, headers, body, keep)
 
@@ -477,10 +481,10 @@ class HubServer:
         self.status_keys = StatusKeys()
         self.requests = 0
 
-    async def start(self, host: str, port: int, reuse_port: bool = False) -> tuple[str, int]:
+    async def start(self, host: str, port: int) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
-            lambda: _Http(self), host or None, port, backlog=4096, reuse_port=reuse_port or None
+            lambda: _Http(self), host or None, port, backlog=4096
         )
         self._sweeper = asyncio.create_task(self._sweep())
         sock = self.server.sockets[0].getsockname()
@@ -507,16 +511,16 @@ class HubServer:
         self.server = None
 
     async def _sweep(self) -> None:
-        """Close connections idle for IDLE_TIMEOUT, or stalled in a request's body for
-        BODY_TIMEOUT (a held long poll is not idle)."""
+        """Close connections idle for IDLE_TIMEOUT, or with a request begun BODY_TIMEOUT ago
+        and still not whole (a held long poll is not idle)."""
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             now = time.monotonic()
             for http in list(self._http):
                 if http.waiter is not None:
                     continue
-                quiet = now - http.active
-                if quiet > IDLE_TIMEOUT or (http.buffer and quiet > BODY_TIMEOUT):
+                stalled = bool(http.buffer) and now - http.started > BODY_TIMEOUT
+                if stalled or now - http.active > IDLE_TIMEOUT:
                     http.close()
 
     # ---- requests -----------------------------------------------------------------------
@@ -532,7 +536,7 @@ class HubServer:
     ) -> bool:
         """Answer one request (or hold it: a long poll); False when the connection stops
         taking requests for now."""
-        if "?" in target or "%" in target:
+        if not target.startswith("/") or "?" in target or "%" in target or "#" in target:
             url = urlsplit(target)
             path, query = unquote(url.path), url.query
         else:
