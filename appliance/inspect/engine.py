@@ -166,7 +166,7 @@ def _never_block(profile: Profile) -> tuple[IPNetwork | AddrRange, ...]:
     return tuple(items)
 
 
-@dataclass
+@dataclass(slots=True)  # read and written on every packet: slots are the fastest
 class Stats:
     packets: int = 0
     full: int = 0  # packets decoded by the full path
