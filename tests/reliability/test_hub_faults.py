@@ -314,7 +314,7 @@ def test_a_black_holed_hub_holds_nothing_and_is_followed_once_it_answers(
     netns: str, start_daemon: Start, tmp_path: Path, when: str
 ) -> None:
     """The hub's packets dropped (no reset, no answer). At boot: the last good bundle is
-    enforced before any poll could end (no sync counted yet at READY). Both at boot and
+    enforced, and the daemon ready, before any poll could end. Both at boot and
     at run time: status, metrics and reloads answer while a poll hangs, the hub shows
     ``unreachable``, the version it offers is applied once it answers again, and SIGTERM
     ends the daemon with a poll hanging."""
@@ -334,7 +334,13 @@ def test_a_black_holed_hub_holds_nothing_and_is_followed_once_it_answers(
             daemon = start_daemon(netns, profile)  # READY=1 came
             status = daemon.status()
             assert status["source"] == "hub" and status["hub"]["version"] == 5, status
-            assert status["hub"]["syncs"] == {}, status  # enforced before any poll ended
+            # ready with the stored bundle before any poll could end: in the log, the
+            # first failed sync (after the connect timeout) comes after "ready"
+            wait_until(lambda: hub_status(daemon)["result"] == "unreachable", timeout=60)
+            messages = [(e["msg"], e.get("source")) for e in daemon.log_entries()]
+            assert ("ready", "hub") in messages, messages
+            failed = [i for i, (msg, _) in enumerate(messages) if msg.startswith("hub sync")]
+            assert failed and failed[0] > messages.index(("ready", "hub")), messages
         else:
             _black_hole(netns, True)
             holed = time.time()
