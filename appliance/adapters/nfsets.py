@@ -233,21 +233,26 @@ class Encoder:
             zero_end = bytearray(self.end)
             _number(zero_end, len(zero_end), (0,))
             lead = bytes(zero_end)
-        lists = list(self._pairs(spans, i, stop, lead)) if stop > i else []
+        held = lead if stop == i else None  # one list held back: the top may join it
+        if stop > i:
+            for listed in self._pairs(spans, i, stop, lead):
+                if held is not None:
+                    yield held
+                held = listed
         if last_is_top:
             first = _slice(spans.firsts, j - 1, j)
             keys = _be_keys(self.width, *first)
             out = _fill(self.open, 1, [(self.key_at, keys)], self.klen)
-            if not lists and lead:
-                lists.append(lead)
-            if lists and len(lists[-1]) + len(out) <= MAX_NEST:
-                numbered = self._count(lists[-1])
-                _number(out, len(self.open), (0,), numbered)
-                lists[-1] += out
+            if held and len(held) + len(out) <= MAX_NEST:
+                _number(out, len(self.open), (0,), self._count(held))
+                held += out
             else:
+                if held:
+                    yield held
                 _number(out, len(self.open), (0,))
-                lists.append(bytes(out))
-        yield from lists
+                held = bytes(out)
+        if held:
+            yield held
 
     @staticmethod
     def _count(listed: bytes) -> int:
