@@ -618,3 +618,31 @@ def test_an_address_in_an_interval_set_is_dropped_one_outside_passes(
 def test_a_socket_in_a_missing_namespace_is_a_one_line_error() -> None:
     with pytest.raises(nfsets.KernelError, match="network namespace"):
         nfsets.open_socket(f"absent-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("interval", [False, True])
+def test_elements_of_two_tags_read_back_apart(
+    kernel: tuple[str, nfsets.NfSets], interval: bool
+) -> None:
+    ns, sets = kernel
+    make_set(ns, "appliance", "s", 32, interval)
+    profile = Spans.of(32, [(100, 100), (300, 300 + (9 if interval else 0))])
+    hub = Spans.of(32, [(200, 200), (TOP32 - 3 if interval else TOP32, TOP32)])
+    sets.apply("s", width=32, interval=interval, add=profile, delete=None, tag="profile")
+    sets.apply("s", width=32, interval=interval, add=hub, delete=None, tag="hub")
+    assert sets.dump("s", width=32, interval=interval) == {"profile": profile, "hub": hub}
+
+
+@pytest.mark.root
+def test_an_interval_reaching_the_top_alone(kernel: tuple[str, nfsets.NfSets]) -> None:
+    ns, sets = kernel
+    for table in ("appliance", "reference"):
+        make_set(ns, table, "s", 32, True)
+    top = Spans.of(32, [(_v4("255.255.255.128"), TOP32)])
+    sets.apply("s", width=32, interval=True, add=top, delete=None, tag="hub")
+    nft_add(ns, "reference", "s", 32, True, top, "hub")
+    assert listed(ns, "appliance", "s") == listed(ns, "reference", "s")
+    assert sets.dump("s", width=32, interval=True) == {"hub": top}
+    sets.apply("s", width=32, interval=True, add=None, delete=top)
+    assert sets.dump("s", width=32, interval=True) == {}
