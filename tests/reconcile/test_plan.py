@@ -267,6 +267,36 @@ def test_a_swap_on_the_fake_kernel_ends_as_the_new_policy_with_the_run_time_elem
     assert len(fake.batches) == 3  # one transaction for the swap
 
 
+def test_a_kept_interval_set_with_a_costly_delete_is_flushed_and_refilled(
+    monkeypatch: Any,
+) -> None:
+    """libnftables deletes interval elements in time that grows with deletes times size:
+    past REFILL_COST the swap flushes the kept set and adds what stays."""
+    import appliance.reconcile.plan as plan_module
+
+    many = desired(
+        sets={"bl": {**BASE["sets"]["bl"], "elements": ["192.0.2.0/24", "10.0.0.1", "10.0.0.3"]}}
+    )
+    few = desired(rules=[*BASE["rules"], {**BASE["rules"][0], "name": "other"}])
+    observed = observed_from_listing(listing(many, {"bl": ["198.51.100.7"]}))
+    monkeypatch.setattr(plan_module, "REFILL_COST", 7)  # 2 deletes x 4 elements
+    commands = swap_commands(few, observed)
+    assert ("flush", "set", "bl") in _names(commands)
+    assert not [c for op, c in _ops(commands) if op == "delete" and "element" in c]
+    fill = next(c["add"]["element"]["elem"] for c in commands if _is_fill(c, "bl"))
+    assert fill == [
+        {"elem": {"val": {"prefix": {"addr": "192.0.2.0", "len": 24}}, "comment": "profile"}},
+        "198.51.100.7",
+    ]
+    monkeypatch.setattr(plan_module, "REFILL_COST", 8)
+    commands = swap_commands(few, observed)
+    assert ("flush", "set", "bl") not in _names(commands)
+    deleted = [
+        c["element"]["elem"] for op, c in _ops(commands) if op == "delete" and "element" in c
+    ]
+    assert len(deleted[0]) == 2
+
+
 def test_swap_drops_elements_of_a_set_whose_type_changed() -> None:
     old = desired()
     sets = {"bl": {"type": "ipv6_addr", "interval": True, "elements": ["2001:db8::/32"]}}
