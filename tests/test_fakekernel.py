@@ -175,6 +175,10 @@ def swap_sequence() -> list[list[Json]]:
         [{"add": {"set": {**_set(second, "hosts")}}}],  # other flags in place: refused
         [{"delete": {"chain": {**obj, "name": "output"}}}],  # with its rules: taken
         [{"add": {"chain": {**_chain(second, "input")}}}],  # a new policy: taken
+        [  # a kept set refilled: flushed and filled again in one transaction
+            {"flush": {"set": {**obj, "name": "bl"}}},
+            elements("add", "bl", [element_json("ipv4_addr", "192.0.2.0/24")]),
+        ],
         [{"flush": TABLE}],  # the rules go; sets keep their elements
         [{"delete": {"set": {**obj, "name": "bl"}}}],  # no rule uses it now: taken
     ]
