@@ -396,6 +396,8 @@ class HubClient:
         wait = 0.0
         if self.long_poll_max > 0 and self._timestamp_etag and not self._failing():
             wait = min(self.limits.long_poll, self.long_poll_max)
+            if trusted.timestamp is not None:  # freeze: the wait ends when the timestamp expires
+                wait = max(0.0, min(wait, trusted.timestamp.expires - now))
         long_polled = wait > 0
 
         async def fetch(name: str, cap: int) -> bytes | None:

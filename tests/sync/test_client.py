@@ -869,3 +869,37 @@ def test_tuf_an_expired_timestamp_is_stale_and_what_runs_stays(
             assert c.running_version == 1
 
     run(main())
+
+
+def test_tuf_a_long_poll_ends_when_the_timestamp_expires(
+    publisher: Publisher, tmp_path: Path
+) -> None:
+    """A hub that stops renewing its timestamp under a long poll: the poll's wait ends
+    when the timestamp expires, so the client says stale then, not after the whole wait."""
+    from appliance.sync import repository
+
+    directory = publisher.directory
+    root, _release, key = _tuf_repo(directory)
+
+    async def main() -> None:
+        async with hub(publisher.root) as (_server, base):
+            url = f"{base}/{publisher.path}/"
+            limits = ClientLimits(long_poll=30)
+            c = HubClient(url, [], tmp_path / "state", tuf_root=root.read_bytes(), limits=limits)
+            await applied(c)
+            repository.timestamp(directory, key, time.time() + 2)  # 2 s left, then frozen
+            sync = await asyncio.wait_for(c.poll_once(), 20)  # the long poll takes it
+            assert sync.result == B.NOT_MODIFIED and c.long_poll_max > 0, sync
+
+            async def until_expired() -> SyncResult:
+                for _ in range(10):  # bounded; one or two polls in practice
+                    sync = await c.poll_once()
+                    if sync.result == B.EXPIRED:
+                        return sync
+                raise AssertionError("the timestamp never expired")
+
+            # well inside the 30 s the long poll would otherwise hold
+            sync = await asyncio.wait_for(until_expired(), 20)
+            assert sync.stale and c.stale and "timestamp.json" in sync.error, sync
+
+    run(main())
