@@ -31,6 +31,8 @@ Semantics, as nft's ``add element`` / ``destroy element``:
   added in another, so a replaced range is never missing between two transactions;
 - with ``flush``, the set is emptied and refilled with ``add`` in one transaction: no
   packet sees it empty or half filled;
+- a refused batch changes nothing and raises a one-line KernelError naming the set and the
+  kernel's errno text; the batches sent before it stay (each was its own transaction);
 - elements with a timeout (run-time elements) are left out of :meth:`dump` and
   :meth:`count`: they are managed through libnftables.
 """
