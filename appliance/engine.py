@@ -9,15 +9,16 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from appliance.compile.nftjson import TABLE_FAMILY, TABLE_NAME, Json, element_command
 from appliance.compile.ruleset import element_json
 from appliance.errors import KernelError, UsageError
+from appliance.model.elements import Elements
 from appliance.model.values import canonical_element, element_bounds
 from appliance.reconcile.intervals import Spans, span_text, width_of
-from appliance.reconcile.plan import Plan, make_plan, split_tags, transaction
+from appliance.reconcile.plan import Plan, kept_objects, make_plan, split_tags, transaction
 from appliance.reconcile.segments import (
     DesiredSegment,
     ObservedLinks,
@@ -44,6 +45,26 @@ class Backend(Protocol):
     def run(self, commands: list[Json]) -> list[Json]: ...
     def list_table(self) -> list[Json] | None: ...
     def list_set(self, name: str, elements: bool = True) -> Json | None: ...
+
+
+class SetElements(Protocol):
+    """Set elements straight from packed spans, without JSON (nf_tables netlink:
+    :class:`appliance.adapters.nfsets.NfSets`). ``apply`` returns the number of kernel
+    transactions it made; ``dump`` leaves out elements with a timeout."""
+
+    def apply(
+        self,
+        set_name: str,
+        *,
+        width: int,
+        interval: bool,
+        add: Spans | None,
+        delete: Spans | None,
+        flush: bool = False,
+        tag: str | None = None,
+    ) -> int: ...
+
+    def dump(self, set_name: str, *, width: int, interval: bool) -> dict[str | None, Spans]: ...
 
 
 class LinkBackend(Protocol):
@@ -78,6 +99,12 @@ class Quiet:
 SET_FULL = "Too many open files in system"  # ENFILE: the kernel's word for a full set
 
 
+def _emptied(
+    desired: Desired, elements: dict[str, Elements], names: set[str]
+) -> dict[str, Elements]:
+    return {n: desired.empty(n) if n in names else v for n, v in elements.items()}
+
+
 class Engine:
     """The table through ``backend``; with ``links``, the segments' links as well.
 
@@ -85,6 +112,15 @@ class Engine:
     while the generation is the one of a read-back that found nothing to change, and the
     policy is the same, the table is not listed again (no element listing of large sets
     every few seconds); any transaction, ours or another writer's, changes the generation.
+
+    With ``sets`` (nf_tables netlink), address and port elements never go through JSON:
+    the table is listed without elements (``list_structure``), a set's elements are read
+    with one streamed dump into packed spans, and element deltas go from the spans to the
+    kernel in chunked transactions. The table definition a create or a structural change
+    sends carries no such elements: a new table's sets start empty and are filled right
+    after (as a first load always did); a structural change keeps the sets it does not
+    redefine, with their elements, and their delta follows. A set it redefines gets its
+    elements in the same transaction (through JSON), so no packet sees it empty.
     """
 
     def __init__(
@@ -92,10 +128,16 @@ class Engine:
         backend: Backend,
         links: LinkBackend | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sets: SetElements | None = None,
     ) -> None:
         self.backend = backend
         self.links = links
         self.clock = clock
+        if sets is None:  # a backend that offers the netlink path: elements go by it
+            make = getattr(backend, "set_elements", None)
+            sets = make() if make is not None else None
+        self.sets = sets
+        self.transactions = 0  # kernel transactions of the last change carried out
         self.quiet: Quiet | None = None
         self.listings = 0  # full table listings made by converge
         # set -> its type, flags and size, read once: they change only with the table's
@@ -103,7 +145,42 @@ class Engine:
         self.set_shapes: dict[str, SetInfo] = {}
 
     def observe(self) -> Observed:
-        return observed_from_listing(self.backend.list_table())
+        structure = getattr(self.backend, "list_structure", None)
+        if self.sets is None or structure is None:
+            return observed_from_listing(self.backend.list_table())
+        listing: list[Json] | None = structure()
+        observed = observed_from_listing(listing)
+        for obj in listing or []:
+            body = obj.get("set")
+            if body is not None:
+                self._read_elements(observed, body)
+        return observed
+
+    def _read_elements(self, observed: Observed, body: Json) -> None:
+        """Set ``body``'s elements into ``observed``: address and port sets by a dump into
+        packed spans; a set with timeouts (its elements carry them) or of names, listed."""
+        assert self.sets is not None
+        name, set_type = body["name"], body["type"]
+        flags = body.get("flags", [])
+        width = width_of(set_type)
+        if width is None or "timeout" in flags:
+            full = self.backend.list_set(name)
+            if full is not None:
+                one = observed_from_listing([{"set": full}])
+                observed.elements[name] = one.elements.get(name, {})
+                observed.tagged[name] = one.tagged.get(name, {})
+            return
+        interval = "interval" in flags
+        runtime: dict[str, Element] = {}
+        tagged: dict[str, Elements] = {}
+        for tag, spans in self.sets.dump(name, width=width, interval=interval).items():
+            items = Elements(set_type, interval, spans)
+            if tag in (PROFILE_TAG, HUB_TAG):
+                tagged[tag] = items
+            else:
+                runtime.update((text, Element(text, tag)) for text in items)
+        observed.elements[name] = runtime
+        observed.tagged[name] = tagged
 
     def plan(self, desired: Desired) -> Plan:
         return make_plan(desired, self.observe())
@@ -149,7 +226,7 @@ class Engine:
                 self.quiet = None
                 if plan.create or plan.swap:
                     self.set_shapes.clear()
-                self.backend.run(transaction(plan, desired, observed))
+                self._carry_out(plan, desired, observed)
                 self._after_delta(generation, plan, desired, observed)
             elif generation is not None and (
                 self.quiet is None or self.quiet.desired is not desired
@@ -164,6 +241,74 @@ class Engine:
             self._segment_steps(segments.remove, undo=False)
         return plan, observed, segments
 
+    def _carry_out(self, plan: Plan, desired: Desired, observed: Observed) -> None:
+        """Run ``plan``: one libnftables transaction, then the element deltas that go
+        through ``sets`` (chunked)."""
+        packed = self._netlink_sets(plan, desired, observed)
+        if not packed:
+            self.backend.run(transaction(plan, desired, observed))
+            self.transactions = 1
+            return
+        rest = Plan(
+            create=plan.create,
+            swap=plan.swap,
+            structure_diff=plan.structure_diff,
+            add={n: v for n, v in plan.add.items() if n not in packed},
+            delete={n: v for n, v in plan.delete.items() if n not in packed},
+            trim=plan.trim,
+            trimmed=plan.trimmed,
+        )
+        light = desired
+        if plan.create:  # the new table's sets start empty; their elements follow
+            light = replace(
+                desired,
+                elements=_emptied(desired, desired.elements, packed),
+                hub=None if desired.hub is None else _emptied(desired, desired.hub, packed),
+            )
+        self.transactions = 0
+        if rest.changed:
+            self.backend.run(transaction(rest, light, observed))
+            self.transactions = 1
+        assert self.sets is not None
+        for name in sorted(packed):
+            add, delete = plan.add.get(name), plan.delete.get(name)
+            shape = add if add is not None else delete
+            assert shape is not None and shape.spans is not None
+            width, interval = shape.spans.width, shape.interval
+            own, hub = split_tags(desired, name, add) if add is not None else (None, None)
+            self.transactions += self.sets.apply(
+                name,
+                width=width,
+                interval=interval,
+                add=own.spans if own else None,
+                delete=delete.spans if delete else None,
+                tag=PROFILE_TAG,
+            )
+            if hub:
+                self.transactions += self.sets.apply(
+                    name, width=width, interval=interval, add=hub.spans, delete=None, tag=HUB_TAG
+                )
+
+    def _netlink_sets(self, plan: Plan, desired: Desired, observed: Observed) -> set[str]:
+        """The sets whose element delta goes through ``sets``: packed elements, no run-time
+        element to trim in the same transaction, and on a structural change only the sets
+        it keeps as they are."""
+        if self.sets is None or getattr(self.backend, "list_structure", None) is None:
+            return set()
+        names = set(plan.add) | set(plan.delete)
+        if plan.swap:
+            names &= {name for kind, name in kept_objects(desired, observed) if kind == "set"}
+        return {
+            name
+            for name in names
+            if name not in plan.trim
+            and all(
+                items.spans is not None
+                for items in (plan.add.get(name), plan.delete.get(name))
+                if items is not None
+            )
+        }
+
     def _after_delta(
         self, before: int | None, plan: Plan, desired: Desired, observed: Observed
     ) -> None:
@@ -175,7 +320,7 @@ class Engine:
         timed = {
             body["name"] for obj in desired.objects if "timeout" in (body := obj.get("set", {}))
         }
-        if timed & set(plan.add) or self._generation() != before + 1:
+        if timed & set(plan.add) or self._generation() != before + self.transactions:
             return  # elements the kernel will time out itself, or another writer
         after = Observed(
             objects=observed.objects,

@@ -82,6 +82,12 @@ class FakeKernel:
             listing += [{"rule": dict(r)} for r in table.rules if r["chain"] == chain]
         return listing
 
+    def list_structure(self) -> list[Json] | None:
+        listing = self.list_table()
+        for obj in listing or []:
+            obj.get("set", {}).pop("elem", None)
+        return listing
+
     def list_set(self, name: str, elements: bool = True) -> Json | None:
         if self.table is None or ("set", name) not in self.table.objects:
             return None

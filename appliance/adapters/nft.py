@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.adapters.netlink import (
     NLM_F_REQUEST,
@@ -17,6 +17,9 @@ from appliance.adapters.netlink import (
 )
 from appliance.compile.nftjson import TABLE_FAMILY, TABLE_NAME, Json
 from appliance.errors import ApplianceError, KernelError
+
+if TYPE_CHECKING:
+    from appliance.adapters.nfsets import NfSets
 
 
 class NftBackend:
@@ -84,6 +87,22 @@ class NftBackend:
                 f"cannot read table {TABLE_FAMILY} {TABLE_NAME}: {_first_error(error)}"
             )
         return [obj for obj in output.get("nftables", []) if "metainfo" not in obj]
+
+    def set_elements(self) -> NfSets:
+        """The elements of our table's sets over nf_tables netlink, from and to packed
+        spans (no JSON), in this network namespace."""
+        from appliance.adapters.nfsets import NfSets
+
+        return NfSets(family=TABLE_FAMILY, table=TABLE_NAME)
+
+    def list_structure(self) -> list[Json] | None:
+        """Our table without set elements (terse output: the listing costs the same
+        whatever the sets hold), or None if absent."""
+        self._nft.set_terse_output(True)
+        try:
+            return self.list_table()
+        finally:
+            self._nft.set_terse_output(False)
 
     def list_set(self, name: str, elements: bool = True) -> Json | None:
         """One set (with its elements unless ``elements`` is False), or None if absent.

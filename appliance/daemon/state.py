@@ -7,25 +7,41 @@ address the policy came with. Written atomically (temp file, fsync, rename, fsyn
 Beside it, ``last-good.nft``: the same table as a script that plain ``nft -f`` loads in one
 transaction, replacing the appliance's table (elements included, tagged as the daemon tags
 them), for a boot unit that runs before any interface is up.
+
+A set of more than ``INLINE`` elements is kept packed: its word arrays go to
+``last-good-HASH.elements`` (named by the table's hash, written before the JSON that names
+it), and the script adds its elements after the table, a chunk of text at a time. Neither
+file is ever held whole in memory.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
+import sys
+import tempfile
 import time
+from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from appliance.compile.nftjson import TABLE_FAMILY, TABLE_NAME
 from appliance.compile.render import render_table
 from appliance.compile.ruleset import element_json, without_offload
+from appliance.model.elements import Elements
+from appliance.reconcile.intervals import Spans, width_of
 from appliance.reconcile.state import PROFILE_TAG, Desired, packed_elements
 from appliance.storage import atomic_write
 
 LAST_GOOD = "last-good.json"
 LAST_GOOD_NFT = "last-good.nft"
 FORMAT = 1
+INLINE = 1000  # elements of a set kept as text in the JSON and inline in the script
+CHUNK = 10_000  # elements a line of the script adds
 
 
 @dataclass(frozen=True)
@@ -36,16 +52,30 @@ class LastGood:
     source: str  # the profile path it came from
 
 
-def desired_to_json(desired: Desired) -> dict[str, Any]:
+def _packed(items: Elements) -> bool:
+    return items.spans is not None and len(items) > INLINE
+
+
+def desired_to_json(desired: Desired, offsets: dict[str, int] | None = None) -> dict[str, Any]:
+    """``desired`` as JSON; a set in ``offsets`` (packed, its words at that byte offset of
+    the elements file) as its shape and place, the others as their texts."""
+    offsets = offsets or {}
+    elements: dict[str, Any] = {}
+    for name, items in sorted(desired.elements.items()):
+        if name in offsets and items.spans is not None:
+            spans = items.spans
+            elements[name] = {"offset": offsets[name], "spans": len(spans), "width": spans.width}
+        else:
+            elements[name] = sorted(items)
     return {
         "name": desired.name,
         "objects": desired.objects,
-        "elements": {name: sorted(items) for name, items in sorted(desired.elements.items())},
+        "elements": elements,
         "types": dict(sorted(desired.types.items())),
     }
 
 
-def desired_from_json(data: dict[str, Any]) -> Desired:
+def desired_from_json(data: dict[str, Any], words: IO[bytes] | None = None) -> Desired:
     objects = data["objects"]
     elements = data["elements"]
     types = data["types"]
@@ -53,31 +83,133 @@ def desired_from_json(data: dict[str, Any]) -> Desired:
         raise ValueError("malformed table")
     if not isinstance(types, dict):
         raise ValueError("malformed set types")
+    texts: dict[str, Iterable[str]] = {}
+    packed: dict[str, Elements] = {}
+    for key, items in elements.items():
+        if isinstance(items, dict):
+            packed[str(key)] = _read_words(str(key), items, types, objects, words)
+        else:
+            texts[str(key)] = map(str, items)
     return Desired(
         objects=list(objects),
-        elements=packed_elements(
-            objects, types, {str(k): map(str, v) for k, v in elements.items()}
-        ),
+        elements={**packed_elements(objects, types, texts), **packed},
         types={str(k): str(v) for k, v in types.items()},
         name=str(data.get("name", "")),
     )
 
 
+def _read_words(
+    name: str, place: dict[str, Any], types: dict[str, Any], objects: list[Any], words: Any
+) -> Elements:
+    if words is None:
+        raise ValueError(f"set {name}: its elements file is missing")
+    set_type = str(types[name])
+    width = width_of(set_type)
+    if width is None or int(place["width"]) != width:
+        raise ValueError(f"set {name}: packed elements of the wrong width")
+    count = int(place["spans"])
+    words.seek(int(place["offset"]))
+    arrays = []
+    for template in Spans(width).words():
+        part = array(template.typecode)
+        try:
+            part.fromfile(words, count)
+        except EOFError:
+            raise ValueError(f"set {name}: its elements file is short") from None
+        if sys.byteorder != "little":
+            part.byteswap()
+        arrays.append(part)
+    interval = any(
+        "interval" in obj["set"].get("flags", [])
+        for obj in objects
+        if "set" in obj and obj["set"].get("name") == name
+    )
+    return Elements(set_type, interval, Spans.from_words(width, arrays))
+
+
+def _words(items: Elements) -> Iterator[memoryview]:
+    """The packed words of ``items`` as the elements file holds them (little-endian)."""
+    assert items.spans is not None
+    for words in items.spans.words():
+        if sys.byteorder != "little":
+            words = array(words.typecode, words)
+            words.byteswap()
+        yield memoryview(words)
+
+
 def boot_script(desired: Desired) -> str:
     """``desired`` as an ``nft -f`` script: one transaction that replaces the appliance's
     table (made first if absent, so the delete never fails) with this one."""
+    return "".join(boot_script_parts(desired))
+
+
+def boot_script_parts(desired: Desired) -> Iterator[str]:
+    """:func:`boot_script` a part at a time (a large set's elements a chunk at a time)."""
     elements = {
         name: [
             {"elem": {"val": element_json(desired.types[name], text), "comment": PROFILE_TAG}}
             for text in sorted(items)
         ]
         for name, items in desired.elements.items()
-        if items
+        if items and not _packed(items)
     }
     table = f"table {TABLE_FAMILY} {TABLE_NAME}"
     # Without the flowtable: its links may not exist yet at boot; the daemon adds it.
     objects = without_offload(desired.objects)
-    return f"{table} {{}}\ndelete {table}\n" + render_table(objects, elements)
+    yield f"{table} {{}}\ndelete {table}\n" + render_table(objects, elements)
+    for name, items in sorted(desired.elements.items()):
+        if not _packed(items):
+            continue
+        line: list[str] = []
+        for text in items:
+            line.append(f'{text} comment "{PROFILE_TAG}"')
+            if len(line) == CHUNK:
+                yield f"add element {TABLE_FAMILY} {TABLE_NAME} {name} {{ {', '.join(line)} }}\n"
+                line = []
+        if line:
+            yield f"add element {TABLE_FAMILY} {TABLE_NAME} {name} {{ {', '.join(line)} }}\n"
+
+
+def _write_parts(
+    path: Path, parts: Iterable[bytes | memoryview], skip_if_same: bool = False
+) -> None:
+    """Replace ``path`` with ``parts`` as :func:`atomic_write` does, written as they come;
+    with ``skip_if_same``, a file already holding the same bytes is left as it is."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            for part in parts:
+                digest.update(part)
+                handle.write(part)
+            handle.flush()
+            os.fchmod(handle.fileno(), 0o600)
+            if skip_if_same and _file_digest(path) == digest.digest():
+                os.unlink(tmp)
+                return
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _file_digest(path: Path) -> bytes | None:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.digest()
 
 
 class StateStore:
@@ -102,18 +234,37 @@ class StateStore:
         now: float | None = None,
         table_hash: str | None = None,
     ) -> None:
+        table_hash = table_hash or desired.table_hash
+        large = {name: items for name, items in desired.elements.items() if _packed(items)}
+        offsets: dict[str, int] = {}
+        words_file = None
+        if large:
+            words_file = f"last-good-{table_hash}.elements"
+            offset = 0
+            for name, items in sorted(large.items()):
+                offsets[name] = offset
+                offset += items.nbytes()
+            path = self.directory / words_file
+            if not path.exists():  # named by its content's hash: already as it should be
+                parts = (w for _name, items in sorted(large.items()) for w in _words(items))
+                _write_parts(path, parts)
         record = {
             "format": FORMAT,
             "saved_at": time.time() if now is None else now,
             "source": source,
             "metrics_listen": metrics_listen,
-            "table_hash": table_hash or desired.table_hash,
-            "desired": desired_to_json(desired),
+            "table_hash": table_hash,
+            "desired": desired_to_json(desired, offsets),
+            "elements_file": words_file,
         }
-        script = boot_script(desired).encode()
-        if self._read(self.boot_script_path) != script:  # flash is spared an identical write
-            atomic_write(self.boot_script_path, script, 0o600)
+        # flash is spared an identical write
+        script = (part.encode() for part in boot_script_parts(desired))
+        _write_parts(self.boot_script_path, script, skip_if_same=True)
         atomic_write(self.last_good_path, json.dumps(record).encode(), 0o600)
+        for old in self.directory.glob("last-good-*.elements"):
+            if old.name != words_file:
+                with contextlib.suppress(OSError):
+                    old.unlink()
 
     @staticmethod
     def _read(path: Path) -> bytes | None:
@@ -134,7 +285,17 @@ class StateStore:
             record = json.loads(text)
             if record.get("format") != FORMAT:
                 raise ValueError(f"unknown format {record.get('format')!r}")
-            desired = desired_from_json(record["desired"])
+            words_file = record.get("elements_file")
+            if words_file is None:
+                desired = desired_from_json(record["desired"])
+            else:
+                if "/" in str(words_file):
+                    raise ValueError(f"bad elements file name {words_file!r}")
+                try:
+                    with (self.directory / str(words_file)).open("rb") as words:
+                        desired = desired_from_json(record["desired"], words)
+                except OSError as exc:
+                    raise ValueError(f"{words_file}: {exc.strerror}") from None
             if record.get("table_hash") not in (None, desired.table_hash):
                 raise ValueError("table hash does not match its content")
             listen = record.get("metrics_listen")

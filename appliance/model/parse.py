@@ -700,7 +700,7 @@ def _parse_sets(ctx: _Ctx, value: Any) -> dict[str, SetSpec]:
         collector = _ElementCollector(set_type, interval)
         for i, item in enumerate(options["elements"] or ()):
             try:
-                collector.add(canonical_element(set_type, interval, item))
+                collector.add_value(item)
             except ValueError as exc:
                 raise ctx.error((*path, "elements", i), str(exc)) from None
         if options["elements_file"] is not None:
@@ -725,6 +725,13 @@ def _parse_sets(ctx: _Ctx, value: Any) -> dict[str, SetSpec]:
     return sets
 
 
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+# A canonical IPv4 address or network, surrounding blanks allowed (as in a list's lines).
+_IPV4_ELEMENT = re.compile(
+    rf"\s*{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}(?:/(3[0-2]|[12]?[0-9]))?\s*\Z"
+)
+
+
 class _ElementCollector:
     """A set's elements gathered one canonical text at a time, packed as they come."""
 
@@ -741,6 +748,21 @@ class _ElementCollector:
         else:
             self.spans.add(*element_bounds(self.set_type, text))
 
+    def add_value(self, value: Any) -> None:
+        """``value`` as given (ValueError naming it if it does not fit): a plain IPv4
+        address or network straight to its bounds, anything else through its canonical
+        text."""
+        if self.set_type == "ipv4_addr" and self.spans is not None and isinstance(value, str):
+            match = _IPV4_ELEMENT.match(value)
+            if match is not None:
+                a, b, c, d, length = match.groups()
+                address = (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d)
+                host = (1 << (32 - int(length))) - 1 if length else 0
+                if not address & host and (self.interval or not host):
+                    self.spans.add(address, address | host)
+                    return
+        self.add(canonical_element(self.set_type, self.interval, value))
+
     def finish(self) -> Elements:
         if self.spans is None:
             return Elements(self.set_type, self.interval, names=self.names)
@@ -752,14 +774,13 @@ def _read_elements(ctx: _Ctx, path: KeyPath, value: Any, collector: _ElementColl
     if not name.strip():
         raise ctx.error(path, "expected a file path, got an empty string")
     filename = ctx.path(name)
-    set_type, interval = collector.set_type, collector.interval
     try:
         for number, line in enumerate(iter_lines(str(filename)), start=1):
             text = line.split("#", 1)[0].strip()
             if not text:
                 continue
             try:
-                collector.add(canonical_element(set_type, interval, text))
+                collector.add_value(text)
             except ValueError as exc:
                 raise ctx.error(path, f"{filename}:{number}: {exc}") from None
     except OSError as exc:

@@ -16,6 +16,7 @@ import ipaddress
 from array import array
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
+from itertools import islice
 
 MASK64 = (1 << 64) - 1
 NARROW = "I" if array("I").itemsize == 4 else "L"  # a 32-bit word: bounds of 32 bits or less
@@ -140,6 +141,30 @@ class Spans:
         """The first ``n`` spans."""
         return [(self.firsts[i], self.lasts[i]) for i in range(min(n, len(self)))]
 
+    def words(self) -> list[array[int]]:
+        """The word arrays that hold the bounds (firsts, then lasts; high words first)."""
+        return [*self.firsts.arrays(), *self.lasts.arrays()]
+
+    @classmethod
+    def from_words(cls, width: int, words: list[array[int]]) -> Spans:
+        """Spans over ``words`` as :meth:`words` gives them (taken, not copied);
+        ValueError if they do not fit ``width``."""
+        spans = cls(width)
+        mine = spans.words()
+        if len(words) != len(mine) or len({len(w) for w in words}) > 1:
+            raise ValueError("packed spans: word arrays do not match")
+        for target, given in zip(mine, words, strict=True):
+            if given.typecode != target.typecode:
+                raise ValueError("packed spans: word arrays do not match")
+        bounds = (spans.firsts, spans.lasts)
+        half = len(words) // 2
+        for bound, part in zip(bounds, (words[:half], words[half:]), strict=True):
+            if bound.hi is None:
+                bound.lo = part[0]
+            else:
+                bound.hi, bound.lo = part
+        return spans
+
     def digest(self) -> str:
         """A hash of the width and the bounds' bytes: equal spans, equal digests."""
         sha = hashlib.sha256(str(self.width).encode())
@@ -247,24 +272,31 @@ class Collector:
     """Spans built from ``(first, last)`` pairs given one at a time, in any order.
 
     The pairs are kept in the packed arrays as they come; :meth:`finish` merges them in
-    place when they came in order (no second copy), else sorts runs of ``RUN`` spans in
-    place and merges the runs into new arrays.
+    place when they came in order of their first value (no second copy), else sorts runs
+    of ``RUN`` spans in place and merges the runs into new arrays.
     """
 
     def __init__(self, width: int) -> None:
         self.spans = Spans(width)
         self.top = (1 << width) - 1
         self.ordered = True
-        self._previous = (-1, -1)
+        self._first = -1
+        self._narrow = self.spans.firsts.hi is None
+        self._firsts = self.spans.firsts.lo
+        self._lasts = self.spans.lasts.lo
 
     def add(self, first: int, last: int) -> None:
         if not 0 <= first <= last <= self.top:
             raise ValueError(f"bad span {first}-{last} for {self.spans.width} bits")
-        if (first, last) < self._previous:
+        if first < self._first:
             self.ordered = False
-        self._previous = (first, last)
-        self.spans.firsts.append(first)
-        self.spans.lasts.append(last)
+        self._first = first
+        if self._narrow:
+            self._firsts.append(first)
+            self._lasts.append(last)
+        else:
+            self.spans.firsts.append(first)
+            self.spans.lasts.append(last)
 
     def __len__(self) -> int:
         return len(self.spans)
@@ -272,30 +304,96 @@ class Collector:
     def finish(self) -> Spans:
         raw = self.spans
         self.spans = Spans(raw.width)
+        self._firsts, self._lasts = self.spans.firsts.lo, self.spans.lasts.lo
         if self.ordered:
             return _merge_in_place(raw)
         runs: list[Iterator[tuple[int, int]]] = []
         for start in range(0, len(raw), RUN):
             end = min(start + RUN, len(raw))
-            chunk = sorted((raw.firsts[i], raw.lasts[i]) for i in range(start, end))
-            for i, (first, last) in enumerate(chunk, start):
-                raw.firsts.set(i, first)
-                raw.lasts.set(i, last)
-            runs.append(_run(raw, start, end))
-        result = Spans(raw.width)
-        for first, last in heapq.merge(*runs):
+            chunk = sorted(_pairs(raw, start, end))
+            _write(raw, start, chunk)
+            runs.append(_pairs(raw, start, end))
+        return _merged(raw.width, heapq.merge(*runs))
+
+
+def _pairs(spans: Spans, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """Spans ``start:end`` as ``(first, last)`` pairs (read at C speed where narrow)."""
+    firsts, lasts = spans.firsts, spans.lasts
+    if firsts.hi is None or lasts.hi is None:
+        return zip(islice(firsts.lo, start, end), islice(lasts.lo, start, end), strict=True)
+    return (
+        ((fh << 64) | fl, (lh << 64) | ll)
+        for fh, fl, lh, ll in zip(
+            islice(firsts.hi, start, end),
+            islice(firsts.lo, start, end),
+            islice(lasts.hi, start, end),
+            islice(lasts.lo, start, end),
+            strict=True,
+        )
+    )
+
+
+def _write(spans: Spans, start: int, pairs: list[tuple[int, int]]) -> None:
+    end = start + len(pairs)
+    firsts, lasts = spans.firsts, spans.lasts
+    if firsts.hi is None:
+        code = firsts.lo.typecode
+        firsts.lo[start:end] = array(code, (first for first, _ in pairs))
+        lasts.lo[start:end] = array(code, (last for _, last in pairs))
+        return
+    for i, (first, last) in enumerate(pairs, start):
+        firsts.set(i, first)
+        lasts.set(i, last)
+
+
+def _merged(width: int, pairs: Iterable[tuple[int, int]]) -> Spans:
+    """Spans of ``pairs`` sorted by first value (overlapping and adjacent ones merged)."""
+    result = Spans(width)
+    if result.firsts.hi is not None:
+        for first, last in pairs:
             result._push(first, last)
         return result
-
-
-def _run(spans: Spans, start: int, end: int) -> Iterator[tuple[int, int]]:
-    for i in range(start, end):
-        yield spans.firsts[i], spans.lasts[i]
+    firsts, lasts = result.firsts.lo, result.lasts.lo
+    low = high = -2
+    for first, last in pairs:
+        if first <= high + 1:
+            if last > high:
+                high = last
+            continue
+        if high >= 0:
+            firsts.append(low)
+            lasts.append(high)
+        low, high = first, last
+    if high >= 0:
+        firsts.append(low)
+        lasts.append(high)
+    return result
 
 
 def _merge_in_place(spans: Spans) -> Spans:
     """``spans`` (sorted by first, possibly overlapping or adjacent) merged in place."""
     firsts, lasts = spans.firsts, spans.lasts
+    if firsts.hi is None:
+        lo_firsts, lo_lasts = firsts.lo, lasts.lo
+        n = 0
+        low = high = -2
+        for first, last in zip(lo_firsts, lo_lasts, strict=True):  # writes trail the reads
+            if first <= high + 1:
+                if last > high:
+                    high = last
+                continue
+            if high >= 0:
+                lo_firsts[n] = low
+                lo_lasts[n] = high
+                n += 1
+            low, high = first, last
+        if high >= 0:
+            lo_firsts[n] = low
+            lo_lasts[n] = high
+            n += 1
+        firsts.truncate(n)
+        lasts.truncate(n)
+        return spans
     n = 0
     for i in range(len(firsts)):
         first, last = firsts[i], lasts[i]

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
 
 from appliance.daemon.failsafe import failsafe_desired, failsafe_profile
 from appliance.daemon.state import StateStore, boot_script
-from appliance.model.parse import load_profile
-from appliance.reconcile.state import desired_from_profile
+from appliance.model.parse import load_profile, parse_profile
+from appliance.reconcile.state import Desired, desired_from_profile
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -122,3 +124,64 @@ def test_compile_failsafe_prints_the_same_boot_script() -> None:
         refused = run_appliance(*args)
         assert refused.returncode == 2
         assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def large_desired(count: int) -> Desired:
+    data = {
+        "version": 1,
+        "name": "large",
+        "sets": {
+            "bl": {"type": "ipv4_addr", "interval": True, "size": 2 * count},
+            "v6": {
+                "type": "ipv6_addr",
+                "elements": [f"2001:db8::{i:x}" for i in range(0, 4000, 2)],
+            },
+            "small": {"type": "inet_service", "elements": [22, 80]},
+        },
+    }
+    listing = [f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in range(0, 2 * count, 2)]
+    data["sets"]["bl"]["elements"] = [*listing[:-1], "192.0.2.0/24"]
+    return desired_from_profile(parse_profile(data, "large.toml", Path(".")))
+
+
+def test_large_sets_are_kept_packed_beside_the_json(tmp_path: Path) -> None:
+    desired = large_desired(5000)
+    store = StateStore(tmp_path)
+    store.save_last_good(desired, None, "large.toml")
+    words = sorted(p.name for p in tmp_path.glob("*.elements"))
+    assert words == [f"last-good-{desired.table_hash}.elements"]
+    assert "10.0.0.2" not in store.last_good_path.read_text()  # packed, not as text
+    loaded = store.load_last_good()
+    assert loaded is not None and loaded.desired.elements == desired.elements
+    assert list(loaded.desired.elements["small"]) == ["22", "80"]
+    script = store.boot_script_path.read_text()
+    assert script == boot_script(desired), "the saved script differs"
+    assert 'add element inet appliance bl { 10.0.0.0 comment "profile", 10.0.0.2' in script
+    assert '192.0.2.0/24 comment "profile" }\n' in script
+    changed = large_desired(4000)
+    store.save_last_good(changed, None, "large.toml")  # the old elements file goes
+    assert [p.name for p in tmp_path.glob("*.elements")] == [
+        f"last-good-{changed.table_hash}.elements"
+    ]
+    (tmp_path / f"last-good-{changed.table_hash}.elements").write_bytes(b"\0" * 8)
+    with pytest.raises(ValueError, match="unusable last good state"):
+        store.load_last_good()
+
+
+@pytest.mark.root
+def test_the_boot_script_of_a_large_set_loads_with_nft(tmp_path: Path) -> None:
+    script = tmp_path / "boot.nft"
+    script.write_text(boot_script(large_desired(25_000)))
+    ns = f"apstate-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", str(script)], check=True)
+        listed = subprocess.run(
+            ["ip", "netns", "exec", ns, "nft", "list", "set", "inet", "appliance", "bl"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        assert listed.count('comment "profile"') == 25_000
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
