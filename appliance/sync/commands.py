@@ -218,7 +218,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def _verify_tuf(source: str, root_path: str, min_version: int | None) -> int:
     """The appliance's TUF workflow from ``root_path`` alone (no state: nothing is
     trusted beyond that root) over a repository directory or URL, then the bundle's checks
-    (and those of ``full/bundle.json`` when targets name one). Exit 0, or 2 with one line."""
+    (and those of ``full/bundle.json`` when targets name one). Exit 0 valid, 1 rejected with
+the reason on one line (as for a signed pair), 2 for a root file that cannot be read."""
     import asyncio
 
     from appliance.sync import bundle as B
@@ -267,7 +268,7 @@ def _verify_tuf(source: str, root_path: str, min_version: int | None) -> int:
         bundle, trusted = asyncio.run(check())
     except B.BundleError as exc:
         print(f"rejected: {exc.result}: {' '.join(exc.reason.split())}", file=sys.stderr)
-        return 2
+        return EXIT_REJECTED
     assert trusted.targets is not None and trusted.timestamp is not None
     kind = ""
     if bundle.deltas:
