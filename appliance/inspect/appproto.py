@@ -373,6 +373,24 @@ def response_buffers(response: HttpResponse, wanted: AbstractSet[str]) -> dict[s
     return out
 
 
+START_BUFFERS = frozenset({"http.request_line", "http.response_line", "http.start"})
+
+
+def start_buffers(data: bytes, request: bool, wanted: AbstractSet[str]) -> dict[str, bytes]:
+    """``http.request_line`` (or ``http.response_line``): the first line without its CRLF;
+    ``http.start``: the first line and the headers up to the empty line that ends them."""
+    out: dict[str, bytes] = {}
+    line_end = data.find(b"\r\n")
+    if line_end >= 0:
+        name = "http.request_line" if request else "http.response_line"
+        if name in wanted:
+            out[name] = data[:line_end]
+    if "http.start" in wanted:
+        head_end = data.find(b"\r\n\r\n")
+        out["http.start"] = data if head_end < 0 else data[: head_end + 4]
+    return out
+
+
 def message_size(data: bytes | bytearray, body: bool = True) -> int:
     """The bytes of the HTTP/1 message ``data`` starts: its head and, after it (``body``),
     the body its Content-Length announces (-1: the head is not complete yet). A chunked

@@ -25,10 +25,13 @@ HTTP_MAX_BYTES = 64 * 1024  # bytes of one message gathered at most (head and bo
 HTTP_MAX_FLOWS = 1024  # messages gathered at once
 _MOD = 1 << 32
 _BODIES = frozenset({"http.request_body", "http.response_body", "file.data"})
+# a client's first segment this short that begins a method may begin a request
+_METHOD_STARTS = tuple(m + b" " for m in appproto.HTTP_METHODS)
+_SHORT_START = max(len(m) for m in _METHOD_STARTS)
 
 
 class _Message:
-    __slots__ = ("data", "flow", "head_done", "next_seq", "reported", "size")
+    __slots__ = ("data", "flow", "head_done", "maybe", "next_seq", "reported", "size")
 
     def __init__(self, flow: Any, data: bytes, next_seq: int, size: int) -> None:
         self.flow = flow
@@ -37,6 +40,7 @@ class _Message:
         self.size = size  # the message's bytes (-1: its head is not complete yet)
         self.head_done = size >= 0
         self.reported: set[int] = set()  # sids that alerted on this message
+        self.maybe = False  # the first bytes of a method: a request, if more of it follows
 
 
 class HttpSplit:
@@ -44,6 +48,7 @@ class HttpSplit:
         self.wanted = frozenset(wanted)  # header and body buffers some rule reads
         # bodies are waited for only when a rule reads one
         self.bodies = bool(self.wanted & _BODIES)
+        self.lines = self.wanted & appproto.START_BUFFERS
         self.pending: OrderedDict[tuple[bytes, bool], _Message] = OrderedDict()
         # the message whose alerts are being decided on this packet: (flow, direction, it)
         self._current: tuple[Any, bool, _Message] | None = None
@@ -63,6 +68,8 @@ class HttpSplit:
         key = (flow.key, to_server)
         payload = layer.payload
         started = "http.method" in buffers if to_server else "http.stat_code" in buffers
+        if started and self.lines:
+            buffers.update(appproto.start_buffers(payload, to_server, self.lines))
         message = self.pending.get(key)
         if message is not None and (message.flow is not flow or started):
             del self.pending[key]  # a new message (or a new flow): the old one is over
@@ -73,6 +80,16 @@ class HttpSplit:
                 started = flow.app in ("", "http")
                 if started:
                     flow.app = "http"
+            elif (
+                not started
+                and to_server
+                and flow.app == ""
+                and len(payload) < _SHORT_START
+                and any(m.startswith(payload) for m in _METHOD_STARTS)
+            ):
+                self._start(key, flow, layer, -1, errors)  # a method cut short: wait
+                self.pending[key].maybe = True
+                return
             if started:
                 size = appproto.message_size(payload, self.bodies)
                 if size < 0 or size > len(payload):
@@ -91,6 +108,13 @@ class HttpSplit:
         data = message.data
         room = HTTP_MAX_BYTES - len(data)
         data += new[:room]
+        if message.maybe:
+            if not appproto.looks_like_http_request(bytes(data[:_SHORT_START])):
+                if len(data) >= _SHORT_START or flow.app != "":
+                    del self.pending[key]  # not HTTP after all
+                return
+            message.maybe = False
+            flow.app = "http"
         if len(new) > room:
             count(errors, "http.truncated")
             self._finish(key, message, to_server, buffers, errors)
@@ -153,9 +177,13 @@ class HttpSplit:
             data = data[: message.size]
         if to_server:
             request = appproto.parse_http_request(data, errors)
-            if request is not None:
-                buffers.update(appproto.request_buffers(request, self.wanted))
+            if request is None:
+                return
+            buffers.update(appproto.request_buffers(request, self.wanted))
         else:
             response = appproto.parse_http_response(data)
-            if response is not None:
-                buffers.update(appproto.response_buffers(response, self.wanted))
+            if response is None:
+                return
+            buffers.update(appproto.response_buffers(response, self.wanted))
+        if self.lines:
+            buffers.update(appproto.start_buffers(data, to_server, self.lines))

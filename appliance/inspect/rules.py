@@ -7,6 +7,7 @@ next; ``#`` starts a comment line. Every error is a ``RuleFileError`` naming ``F
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import operator
 import re
@@ -56,12 +57,17 @@ BUFFER_APP = {
     "http.stat_code": "http",
     "http.stat_msg": "http",
     "file.data": "http",
+    "http.request_line": "http",
+    "http.response_line": "http",
+    "http.start": "http",
     # the TLS handshake (appliance/inspect/tlsinfo.py): the server's certificates, JA3
     "tls.cert_subject": "tls",
     "tls.cert_issuer": "tls",
     "tls.cert_serial": "tls",
     "tls.cert_fingerprint": "tls",
     "tls.cert_validity": "tls",
+    "tls.cert_notbefore": "tls",
+    "tls.cert_notafter": "tls",
     "tls.certs": "tls",
     "ja3.hash": "tls",
     "ja3.string": "tls",
@@ -87,6 +93,9 @@ LEGACY_STICKY = {
     "http_accept_enc": "http.accept_enc",
     "http_accept_lang": "http.accept_lang",
     "http_connection": "http.connection",
+    "http_request_line": "http.request_line",
+    "http_response_line": "http.response_line",
+    "http_start": "http.start",
     "tls_cert_subject": "tls.cert_subject",
     "tls_cert_issuer": "tls.cert_issuer",
     "tls_cert_serial": "tls.cert_serial",
@@ -129,6 +138,10 @@ APP_PORTS = {
     "rdp": "3389",
     "ftp-data": "20",
 }
+
+# tcp-pkt and tcp-stream (Suricata 7: packets only, the stream only) run as tcp rules, which
+# see both
+PROTO_ALIASES = {"tcp-pkt": "tcp", "tcp-stream": "tcp"}
 
 # Options that change nothing the engine decides on
 IGNORED_OPTIONS = frozenset({"gid", "target", "rawbytes"})
@@ -317,6 +330,11 @@ class Content:
     refs: tuple[tuple[str, str], ...] = ()
     # stream_size: (sides, operator, bytes); sides 1 server, 2 client, 3 both, 4 either
     stream: tuple[int, str, int] | None = None
+    # tls_cert_notbefore / notafter: the inclusive range of seconds since the epoch that the
+    # buffer's time (8 bytes, big-endian, signed) must fall in
+    date: tuple[int, int] | None = None
+    ends: bool = False  # endswith: the match ends where the buffer does
+    dot: bool = False  # dotprefix: the buffer is matched with a "." before it
     # plain: a content at a fixed place (no relative placement, pcre, isdataat, variable),
     # checked on its own; literal: a positive ``content`` (a prefilter pattern may be taken
     # from it). Both follow from the fields above.
@@ -334,10 +352,12 @@ class Content:
             and self.size is None
             and self.byte_op is None
             and self.stream is None
+            and self.date is None
+            and not self.dot  # a transformed buffer: no prefilter pattern of it
         )
         object.__setattr__(self, "literal", literal and not self.negated)
         # the items of a buffer of several values hold in one of them together: a chain
-        plain = literal and not self.relative and not self.refs and not multi
+        plain = literal and not self.relative and not self.refs and not multi and not self.ends
         object.__setattr__(self, "plain", plain)
 
     @property
@@ -371,9 +391,16 @@ class Content:
         """Where this item matches (start, end) searching from ``start`` (default: where its
         placement begins); a negated item or ``isdataat`` gives (prev_end, prev_end). None if
         it does not hold."""
+        if self.dot:
+            data = b"." + data
         stream = self.stream
         if stream is not None:
             return (prev_end, prev_end) if stream_size_holds(stream, data) else None
+        date = self.date
+        if date is not None:
+            when = int.from_bytes(data, "big", signed=True) if len(data) == 8 else None
+            held = when is not None and date[0] <= when <= date[1]
+            return (prev_end, prev_end) if held else None
         byte_op = self.byte_op
         if byte_op is not None:
             read = byte_op.read(data, prev_end)
@@ -415,7 +442,13 @@ class Content:
         else:
             needle: bytes = self._needle  # type: ignore[attr-defined]
             hay = data.lower() if self.nocase else data
-            at = hay.find(needle, low) if high is None else hay.find(needle, low, high)
+            if self.ends:
+                at = len(hay) - len(needle)
+                beyond = high is not None and at + len(needle) > high
+                if at < low or beyond or not hay.endswith(needle):
+                    at = -1
+            else:
+                at = hay.find(needle, low) if high is None else hay.find(needle, low, high)
             if at >= 0:
                 found = (at, at + len(needle))
         if self.negated:
@@ -729,6 +762,7 @@ def parse_rule(
     if action not in ACTIONS:
         raise fail(f"unknown action {action!r} (expected one of {', '.join(ACTIONS)})")
     proto = proto.lower()
+    proto = PROTO_ALIASES.get(proto, proto)
     app_ports = APP_PORTS.get(proto)
     if app_ports is not None:
         proto = "tcp"
@@ -928,6 +962,8 @@ class _Builder:
         self.app_protocol: tuple[str, bool] | None = None
         self.seen: set[str] = set()
         self.byte_vars: dict[str, str] = {}  # byte_extract variables -> their buffer
+        self._last_index = -1  # the content the modifiers change (see _last_content)
+        self.dotted: set[str] = set()  # buffers transformed by dotprefix
 
     def error(self, message: str) -> RuleFileError:
         return _call(self.fail, message)
@@ -1006,26 +1042,26 @@ class _Builder:
         except ValueError as exc:
             raise self.error(str(exc)) from None
         self.contents.append(Content(pattern, buffer=self.buffer, negated=negated))
+        self._last_index = len(self.contents) - 1
 
     def _opt_uricontent(self, name: str, value: str | None) -> None:
         self._opt_content(name, value)
         self._to_buffer(self.contents[-1], "http.uri")
 
     def _last_content(self, name: str) -> Content:
-        last = self.contents[-1] if self.contents else None
-        if (
-            last is None
-            or last.regex is not None
-            or last.data_at is not None
-            or last.size
-            or last.stream is not None
-            or (last.byte_op is not None)
-        ):
-            raise self.error(f"option {name!r} must follow a content")
-        return self.contents[-1]
+        """The last ``content`` of the rule, which a modifier changes (as in Suricata, items
+        that are no content in between, such as ``bsize`` or ``isdataat``, are passed)."""
+        for index in range(len(self.contents) - 1, -1, -1):
+            item = self.contents[index]
+            if item.pattern and item.regex is None:
+                self._last_index = index
+                return item
+        raise self.error(f"option {name!r} must follow a content")
 
     def _replace_last(self, **changes: object) -> None:
-        self.contents[-1] = replace(self.contents[-1], **changes)  # type: ignore[arg-type]
+        """Change the content ``_last_content`` found."""
+        index = self._last_index
+        self.contents[index] = replace(self.contents[index], **changes)  # type: ignore[arg-type]
 
     def _opt_nocase(self, name: str, value: str | None) -> None:
         self._flag_only(name, value)
@@ -1040,12 +1076,12 @@ class _Builder:
         buffer = self.byte_vars.get(text)
         if buffer is None:
             raise self.error(f"{name}: unknown variable {text!r} (byte_extract defines them)")
-        if buffer != self.contents[-1].buffer:
+        if buffer != self.contents[self._last_index].buffer:
             raise self.error(f"{name}: variable {text!r} reads another buffer")
         return text
 
     def _ref_last(self, name: str, var: str, **placeholder: object) -> None:
-        last = self.contents[-1]
+        last = self.contents[self._last_index]
         self._replace_last(refs=(*last.refs, (name, var)), **placeholder)
 
     def _opt_depth(self, name: str, value: str | None) -> None:
@@ -1114,10 +1150,8 @@ class _Builder:
 
     def _opt_endswith(self, name: str, value: str | None) -> None:
         self._flag_only(name, value)
-        last = self._last_content(name)
-        flags = re.IGNORECASE if last.nocase else 0
-        regex = re.compile(re.escape(last.pattern) + rb"\Z", flags | re.DOTALL)
-        self._replace_last(regex=regex)
+        self._last_content(name)
+        self._replace_last(ends=True)
 
     def _opt_isdataat(self, name: str, value: str | None) -> None:
         text = self._need(name, value).strip()
@@ -1342,6 +1376,29 @@ class _Builder:
         self.buffers_used.add("tls.cert_validity")
         self.contents.append(Content(state, buffer="tls.cert_validity", offset=0, depth=len(state)))
 
+    def _date_range(self, name: str, value: str | None, buffer: str) -> None:
+        text = self._need(name, value).strip()
+        try:
+            if "<>" in text:
+                low_text, high_text = text.split("<>", 1)
+                low, high = parse_date(low_text), parse_date(high_text)
+            elif text.startswith("<"):
+                low, high = -(1 << 62), parse_date(text[1:]) - 1
+            elif text.startswith(">"):
+                low, high = parse_date(text[1:]) + 1, 1 << 62
+            else:
+                low = high = parse_date(text.lstrip("="))
+        except ValueError as exc:
+            raise self.error(f"{name}: {exc}") from None
+        self.buffers_used.add(buffer)
+        self.contents.append(Content(b"", buffer=buffer, date=(low, high)))
+
+    def _opt_tls_cert_notbefore(self, name: str, value: str | None) -> None:
+        self._date_range(name, value, "tls.cert_notbefore")
+
+    def _opt_tls_cert_notafter(self, name: str, value: str | None) -> None:
+        self._date_range(name, value, "tls.cert_notafter")
+
     def _opt_tls_cert_expired(self, name: str, value: str | None) -> None:
         self._validity(name, value, b"expired")
 
@@ -1404,6 +1461,15 @@ class _Builder:
     def _opt_noalert(self, name: str, value: str | None) -> None:
         self._flag_only(name, value)
         self.noalert = True
+
+    def _opt_dotprefix(self, name: str, value: str | None) -> None:
+        """The transformation: the sticky buffer's items see it with a "." before it."""
+        self._flag_only(name, value)
+        if self.buffer == PKT:
+            raise self.error("dotprefix needs a sticky buffer before it")
+        if any(c.buffer == self.buffer for c in self.contents):
+            raise self.error("dotprefix must come before the buffer's items")
+        self.dotted.add(self.buffer)
 
     def _opt_pkt_data(self, name: str, value: str | None) -> None:
         self._flag_only(name, value)
@@ -1510,6 +1576,7 @@ class _Builder:
             category, priority = self.classtypes[self.classtype]
         if self.priority is not None:
             priority = self.priority
+        contents = [replace(c, dot=True) if c.buffer in self.dotted else c for c in self.contents]
         return Signature(
             sid=self.sid,
             msg=self.msg or "",
@@ -1517,7 +1584,7 @@ class _Builder:
             classtype=self.classtype,
             category=category,
             priority=priority,
-            contents=tuple(self.contents),
+            contents=tuple(contents),
             flow_to_server=self.flow_to_server,
             flow_established=self.flow_established,
             flags=self.flags,
@@ -1651,6 +1718,12 @@ _PCRE_BUFFERS = {
     "M": "http.method",
     "V": "http.user_agent",
     "W": "http.host",
+    "H": "http.header",
+    "C": "http.cookie",
+    "P": "http.request_body",
+    "Q": "http.response_body",
+    "S": "http.stat_code",
+    "Y": "http.stat_msg",
 }
 _PCRE_IGNORED = "OAEG"  # match limits, anchoring and greediness Python expresses otherwise
 _PCRE_UNSUPPORTED = re.compile(
@@ -1699,6 +1772,24 @@ def parse_pcre(value: str) -> tuple[re.Pattern[bytes], str | None, bool, bool]:
     except (OverflowError, RecursionError):
         raise ValueError("expression too complex") from None
     return regex, buffer, relative, negated
+
+
+_DATE_FORMATS = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H", "%Y-%m-%d", "%Y-%m", "%Y")
+
+
+def parse_date(text: str) -> int:
+    """A date of tls_cert_notbefore / notafter (``2015``, ``2015-06``, ``2015-06-01``, up
+    to ``2015-06-01T12:30:00``, UTC; or seconds since the epoch) -> seconds since the epoch."""
+    text = text.strip()
+    for form in _DATE_FORMATS:
+        try:
+            when = datetime.datetime.strptime(text, form)
+        except ValueError:
+            continue
+        return int(when.replace(tzinfo=datetime.UTC).timestamp())
+    if text.isdigit() and len(text) > 4:
+        return int(text)
+    raise ValueError(f"expected a date like 2015-06-01, got {text!r}")
 
 
 def parse_size(text: str) -> tuple[int, int]:

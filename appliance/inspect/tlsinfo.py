@@ -44,11 +44,15 @@ SERVER_BUFFERS = frozenset(
         "tls.cert_serial",
         "tls.cert_fingerprint",
         "tls.cert_validity",
+        "tls.cert_notbefore",
+        "tls.cert_notafter",
         "tls.certs",
     }
 )
 TLS_BUFFERS = CLIENT_BUFFERS | SERVER_BUFFERS
 CERT_BUFFERS = SERVER_BUFFERS - {"ja3s.hash", "ja3s.string"}
+# the buffers that need the certificate parsed
+_PARSED = CERT_BUFFERS - {"tls.certs", "tls.cert_fingerprint"}
 
 _u16 = struct.Struct("!H").unpack_from
 _DONE = "done"
@@ -186,7 +190,7 @@ def cert_buffers(
     first = chain[0]
     if "tls.cert_fingerprint" in wanted:
         out["tls.cert_fingerprint"] = fingerprint_text(first).encode()
-    if not wanted & {"tls.cert_subject", "tls.cert_issuer", "tls.cert_serial", "tls.cert_validity"}:
+    if not wanted & _PARSED:
         return out
     try:
         cert = x509.load_der_x509_certificate(first)
@@ -202,7 +206,14 @@ def cert_buffers(
     now = datetime.datetime.fromtimestamp(ts, datetime.UTC).replace(tzinfo=None)
     state = b"expired" if now > after else b"notyet" if now < before else b"valid"
     out["tls.cert_validity"] = state
+    out["tls.cert_notbefore"] = _epoch(before)
+    out["tls.cert_notafter"] = _epoch(after)
     return out
+
+
+def _epoch(when: datetime.datetime) -> bytes:
+    seconds = int(when.replace(tzinfo=datetime.UTC).timestamp())
+    return seconds.to_bytes(8, "big", signed=True)
 
 
 class _Direction:

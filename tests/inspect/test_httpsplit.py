@@ -13,8 +13,8 @@ from scapy.all import IP, TCP, Ether, Packet  # type: ignore[attr-defined]
 from appliance.inspect.httpsplit import HTTP_MAX_BYTES, HTTP_MAX_FLOWS
 from tests.inspect.traffic import engine, frames
 
-C2S = Ether() / IP(src="10.0.0.1", dst="192.0.2.80")
-S2C = Ether() / IP(src="192.0.2.80", dst="10.0.0.1")
+C2S = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src="10.0.0.1", dst="192.0.2.80")
+S2C = Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01") / IP(src="192.0.2.80", dst="10.0.0.1")
 
 
 def session(

@@ -7,13 +7,14 @@ import ipaddress
 from pathlib import Path
 
 import pytest
-from scapy.all import IP, TCP, Ether  # type: ignore[attr-defined]
+from scapy.all import DNS, DNSQR, IP, TCP, UDP, Ether  # type: ignore[attr-defined]
 
 from appliance.errors import RuleFileError
 from appliance.inspect.match import contents_match, fast_pattern
 from appliance.inspect.rules import Signature, Variables, load_rules, parse_rules
 from tests.inspect.traffic import http_get, inspect, sids, tcp_session
 
+MAC_A, MAC_B = "02:00:00:00:00:01", "02:00:00:00:00:02"  # no ARP lookups
 VARS = Variables.from_networks([ipaddress.ip_network("10.0.0.0/8")])
 
 
@@ -150,7 +151,7 @@ def test_unsupported_keywords_skip_the_rule_with_a_bounded_reason(
         '"/(*UTF8)a/"',  # verbs
         '"/a\\Kb/"',  # \K
         '"/(a)(?1)/"',  # recursion
-        '"/a/Q"',  # an unknown flag
+        '"/a/q"',  # an unknown flag
         '"/(/"',  # not an expression
         '"x"',  # not /…/
     ],
@@ -425,8 +426,8 @@ def test_stream_size_in_traffic() -> None:
         'alert tcp any 9000 -> any any (msg:"either"; flow:established,to_client; '
         "stream_size:either,>,100; sid:4;)\n"
     )
-    c2s = Ether() / IP(src="10.0.0.1", dst="192.0.2.9")
-    s2c = Ether() / IP(src="192.0.2.9", dst="10.0.0.1")
+    c2s = Ether(src=MAC_A, dst=MAC_B) / IP(src="10.0.0.1", dst="192.0.2.9")
+    s2c = Ether(src=MAC_B, dst=MAC_A) / IP(src="192.0.2.9", dst="10.0.0.1")
     packets = [
         c2s / TCP(sport=40000, dport=9000, flags="S", seq=100),
         s2c / TCP(sport=9000, dport=40000, flags="SA", seq=500),
@@ -437,3 +438,110 @@ def test_stream_size_in_traffic() -> None:
     ]
     # 1 + 5 bytes: small; then the server answers 200 bytes; 1 + 11 bytes: big
     assert sids(inspect(packets, ruleset)) == [1, 3, 4, 2]
+
+
+@pytest.mark.parametrize(
+    ("options", "data", "expected"),
+    [
+        # endswith keeps its content a content: nocase and fast_pattern may follow it
+        ('content:".herominers.com"; nocase; endswith; fast_pattern;', b"x.HEROMINERS.com", True),
+        ('content:".herominers.com"; endswith; nocase;', b"x.herominers.com.evil", False),
+        ('content:"/"; content:".exe"; distance:0; endswith;', b"/a/b.exe", True),
+        ('content:"/"; content:".exe"; distance:0; within:4; endswith;', b"/ab.exe", False),
+        ('content:"x"; startswith; endswith;', b"xx", False),
+        ('content:!".exe"; endswith;', b"a.exe.txt", True),
+    ],
+)
+def test_endswith(options: str, data: bytes, expected: bool) -> None:
+    assert hits(options, data) is expected
+    assert rule(options).contents[-1].regex is None
+
+
+def test_endswith_content_is_the_fast_pattern() -> None:
+    sig = rule('dns.query; content:"a"; content:".herominers.com"; nocase; endswith;', "dns")
+    fast = fast_pattern(sig)
+    assert fast is not None and fast.pattern == b".herominers.com"
+
+
+@pytest.mark.parametrize(
+    ("flag", "buffer"),
+    [
+        ("H", "http.header"),
+        ("C", "http.cookie"),
+        ("P", "http.request_body"),
+        ("Q", "http.response_body"),
+        ("S", "http.stat_code"),
+        ("Y", "http.stat_msg"),
+    ],
+)
+def test_pcre_http_buffer_flags(flag: str, buffer: str) -> None:
+    assert [c.buffer for c in rule(f'pcre:"/x/{flag}";').contents] == [buffer]
+
+
+def test_tcp_pkt_and_tcp_stream_run_as_tcp() -> None:
+    for proto in ("tcp-pkt", "tcp-stream"):
+        assert rule('content:"x";', proto).proto == "tcp"
+
+
+def test_request_line_response_line_and_start_in_traffic() -> None:
+    ruleset = (
+        'alert http any any -> any any (msg:"line"; http.request_line; '
+        'content:"GET /index.php?id=1 HTTP/1.1"; startswith; endswith; sid:1;)\n'
+        'alert http any any -> any any (msg:"start"; http.start; content:"|0d 0a|Host|3a| '
+        'app.example|0d 0a 0d 0a|"; endswith; sid:2;)\n'
+        'alert http any any -> any any (msg:"legacy"; http_request_line; content:"HTTP/1.0"; '
+        "sid:3;)\n"
+        'alert http any any -> any any (msg:"response"; flow:to_client; http.response_line; '
+        'content:"HTTP/1.1 403 Forbidden"; endswith; sid:4;)\n'
+        'alert http any any -> any any (msg:"response start"; flow:to_client; http_start; '
+        'content:"Server|3a| edge"; sid:5;)\n'
+    )
+    packets = tcp_session(
+        "10.0.0.1",
+        "192.0.2.9",
+        40000,
+        80,
+        [http_get("/index.php?id=1")],
+        [b"HTTP/1.1 403 Forbidden\r\nServer: edge\r\n\r\n"],
+    )
+    assert sorted(sids(inspect(packets, ruleset))) == [1, 2, 4, 5]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [(b"awsdns.vpnrf.com", True), (b"a.awsdns.vpnrf.com", True), (b"aawsdns.vpnrf.com", False)],
+)
+def test_dotprefix_matches_the_domain_and_its_subdomains(data: bytes, expected: bool) -> None:
+    sig = rule('tls.sni; dotprefix; content:".awsdns.vpnrf.com"; endswith; fast_pattern;', "tls")
+    assert contents_match(sig, {"tls.sni": data}) is expected
+
+
+def test_dotprefix_in_traffic() -> None:
+    ruleset = (
+        'alert dns any any -> any any (msg:"d"; dns.query; dotprefix; content:".evil.example"; '
+        "endswith; sid:1;)\n"
+    )
+
+    def query(name: str) -> list[object]:
+        return [
+            Ether(src=MAC_A, dst=MAC_B)
+            / IP(src="10.0.0.1", dst="192.0.2.53")
+            / UDP(sport=5353, dport=53)
+            / DNS(rd=1, qd=DNSQR(qname=name))
+        ]
+
+    assert sids(inspect(query("evil.example"), ruleset)) == [1]
+    assert sids(inspect(query("www.evil.example"), ruleset)) == [1]
+    assert sids(inspect(query("notevil.example"), ruleset)) == []
+
+
+def test_modifiers_apply_to_the_last_content_past_other_items() -> None:
+    """As in Suricata: fast_pattern or nocase after bsize or isdataat change the content."""
+    sig = rule(
+        'http.host; content:".web.app"; isdataat:!1,relative; fast_pattern; '
+        'http.uri; content:"/login"; bsize:6; nocase;'
+    )
+    host, _, uri, _ = sig.contents
+    assert host.fast and uri.nocase
+    with pytest.raises(RuleFileError, match="must follow a content"):
+        rule("dsize:5; nocase;")

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from scapy.all import IP, TCP, Ether, Packet  # type: ignore[attr-defined]
 
+from appliance.errors import RuleFileError
 from appliance.inspect.decode import Errors
 from appliance.inspect.tlsinfo import (
     certificates,
@@ -27,8 +28,8 @@ from appliance.inspect.tlsinfo import (
 )
 from tests.inspect.traffic import client_hello, engine, frames, inspect, sids
 
-C2S = Ether() / IP(src="10.0.0.1", dst="192.0.2.44")
-S2C = Ether() / IP(src="192.0.2.44", dst="10.0.0.1")
+C2S = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src="10.0.0.1", dst="192.0.2.44")
+S2C = Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01") / IP(src="192.0.2.44", dst="10.0.0.1")
 SERVER_HELLO_EXTENSIONS = b"\xff\x01\x00\x01\x00" + b"\x00\x0b\x00\x02\x01\x00"
 
 
@@ -157,8 +158,11 @@ def test_certificate_rules_match_across_segments(parts: int) -> None:
         'tls_cert_subject; content:"evil.example"; tls.issuerdn:!"Good CA";',
         f'tls.fingerprint:"{fingerprint()}";',
         'tls.subject:"Evil Org";',
+        "tls_cert_notbefore:2019-06-01<>2020-06-01;",
+        "tls_cert_notafter:<2021-06;",
+        "tls_cert_notbefore:2020-01-01T00:00:00;",
     )
-    assert sorted(sids(inspect(session(server_flight(), parts), ruleset))) == list(range(1, 10))
+    assert sorted(sids(inspect(session(server_flight(), parts), ruleset))) == list(range(1, 13))
 
 
 def test_certificate_rules_that_must_not_match() -> None:
@@ -170,6 +174,8 @@ def test_certificate_rules_that_must_not_match() -> None:
         'tls.certs; content:"evil.example"; content:"second.example";',
         "tls_cert_valid;",
         'tls.cert_subject; content:"evil"; tls.issuerdn:!"Evil CA";',
+        "tls_cert_notafter:>2030;",
+        "tls_cert_notbefore:2020-01-01T00:00:01<>2020-12-31;",
     )
     assert sids(inspect(session(server_flight()), ruleset)) == []
 
@@ -297,3 +303,9 @@ def test_fast_and_full_path_agree() -> None:
     fast = sids(inspect(packets, ruleset))
     full = sids(inspect(packets, ruleset, fast_path=False))
     assert sorted(fast) == sorted(full) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("value", ["yesterday", "2015-13", "", "2015<>"])
+def test_bad_certificate_dates_are_refused(value: str) -> None:
+    with pytest.raises(RuleFileError, match=r"^test.rules:1: "):
+        engine(rules(f"tls_cert_notafter:{value};"))
