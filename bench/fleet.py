@@ -114,12 +114,20 @@ def free_port() -> int:
 async def worker(base: str, first: int, count: int, state: Path, pub: str) -> None:
     from appliance.sync import keys
     from appliance.sync.client import ClientLimits, HubClient
+    from appliance.sync.transport import Limits
 
     tuf_root = Path(pub).read_bytes() if pub.endswith("root.json") else None
     trust = [] if tuf_root else [keys.load_public(pub)]
     ready = 0
     ready_event = asyncio.Event()
-    limits = ClientLimits(long_poll=30)
+    # Thousands of clients share this event loop, which a busy machine leaves seconds behind:
+    # the deadlines of one appliance alone (10 s to read) would time out on that lag, and the
+    # retries would be what is measured. The checks are the same.
+    limits = ClientLimits(
+        http=Limits(connect_timeout=60, read_timeout=60, total_timeout=120),
+        long_poll=30,
+        status_timeout=60,
+    )
     emit = _emitter()
 
     async def appliance(index: int) -> None:
