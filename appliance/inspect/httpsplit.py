@@ -7,7 +7,8 @@ and again when its body is: ``http.uri``, ``http.header``, ``http.request_body``
 ``file.data`` and the others are then the whole message's, as Suricata presents them. A rule
 alerts once per message. Past the bound the message is inspected as it is
 (``http.truncated``); a missing segment ends it too (``http.gap``); at most
-``HTTP_MAX_FLOWS`` messages are gathered at once (the oldest go first, ``http.evicted``).
+``HTTP_MAX_FLOWS`` messages and ``HTTP_MAX_HELD`` bytes are gathered at once (the oldest go
+first, ``http.evicted``).
 A chunked body is not decoded: what came with the head is the body.
 """
 
@@ -23,6 +24,7 @@ from appliance.inspect.rules import Signature
 
 HTTP_MAX_BYTES = 64 * 1024  # bytes of one message gathered at most (head and body)
 HTTP_MAX_FLOWS = 1024  # messages gathered at once
+HTTP_MAX_HELD = 8 << 20  # bytes of all messages gathered at once
 _MOD = 1 << 32
 _BODIES = frozenset({"http.request_body", "http.response_body", "file.data"})
 # a client's first segment this short that begins a method may begin a request
@@ -50,6 +52,7 @@ class HttpSplit:
         self.bodies = bool(self.wanted & _BODIES)
         self.lines = self.wanted & appproto.START_BUFFERS
         self.pending: OrderedDict[tuple[bytes, bool], _Message] = OrderedDict()
+        self.held = 0  # bytes of the messages in ``pending``
         # the message whose alerts are being decided on this packet: (flow, direction, it)
         self._current: tuple[Any, bool, _Message] | None = None
 
@@ -72,7 +75,7 @@ class HttpSplit:
             buffers.update(appproto.start_buffers(payload, to_server, self.lines))
         message = self.pending.get(key)
         if message is not None and (message.flow is not flow or started):
-            del self.pending[key]  # a new message (or a new flow): the old one is over
+            self._drop(key)  # a new message (or a new flow): the old one is over
             message = None
         if message is None:
             if not started and to_server and appproto.looks_like_http_request(payload):
@@ -108,10 +111,12 @@ class HttpSplit:
         data = message.data
         room = HTTP_MAX_BYTES - len(data)
         data += new[:room]
+        self.held += min(len(new), room)
+        self._bound(key, errors)
         if message.maybe:
             if not appproto.looks_like_http_request(bytes(data[:_SHORT_START])):
                 if len(data) >= _SHORT_START or flow.app != "":
-                    del self.pending[key]  # not HTTP after all
+                    self._drop(key)  # not HTTP after all
                 return
             message.maybe = False
             flow.app = "http"
@@ -153,10 +158,28 @@ class HttpSplit:
     ) -> None:
         pending = self.pending
         if len(pending) >= HTTP_MAX_FLOWS:
-            pending.popitem(last=False)
+            self._drop(next(iter(pending)))
             count(errors, "http.evicted")
         payload = layer.payload
-        pending[key] = _Message(flow, payload, (layer.seq + len(payload)) % _MOD, size)
+        message = pending[key] = _Message(flow, payload, (layer.seq + len(payload)) % _MOD, size)
+        self.held += len(message.data)
+        self._bound(key, errors)
+
+    def _bound(self, keep: tuple[bytes, bool], errors: Errors) -> None:
+        """Past HTTP_MAX_HELD, the messages gathered the longest go (not ``keep``)."""
+        pending = self.pending
+        while self.held > HTTP_MAX_HELD and len(pending) > 1:
+            oldest = next(iter(pending))
+            if oldest == keep:
+                pending.move_to_end(keep)
+                continue
+            self._drop(oldest)
+            count(errors, "http.evicted")
+
+    def _drop(self, key: tuple[bytes, bool]) -> None:
+        message = self.pending.pop(key, None)
+        if message is not None:
+            self.held -= len(message.data)
 
     def _finish(
         self,
@@ -166,7 +189,7 @@ class HttpSplit:
         buffers: dict[str, bytes],
         errors: Errors,
     ) -> None:
-        self.pending.pop(key, None)
+        self._drop(key)
         self._fill(message, to_server, buffers, errors)
 
     def _fill(

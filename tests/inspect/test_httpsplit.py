@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import pytest
 from scapy.all import IP, TCP, Ether, Packet  # type: ignore[attr-defined]
 
+from appliance.inspect import httpsplit
 from appliance.inspect.httpsplit import HTTP_MAX_BYTES, HTTP_MAX_FLOWS
 from tests.inspect.traffic import engine, frames
 
@@ -148,3 +149,40 @@ def test_seeded_fuzz_of_split_messages(seed: int) -> None:
             eng.process(ts, raw_frame, link)
     assert eng._follow is not None and eng._follow.http is not None
     assert len(eng._follow.http.pending) <= HTTP_MAX_FLOWS
+
+
+def test_the_bytes_gathered_in_all_flows_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many large requests whose bodies never end: at most HTTP_MAX_HELD bytes are held
+    (lowered here, so that a few flows reach it), the oldest messages go first, counted."""
+    bound = 200_000
+    monkeypatch.setattr(httpsplit, "HTTP_MAX_HELD", bound)
+    eng = engine(RULES)
+    head = b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 60000\r\n\r\n"
+    chunk = head + bytes(1400 - len(head))
+    flows = 2 * bound // 1400 // 40 + 2
+    for port in range(flows):
+        c2s = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(
+            src="10.0.0.1", dst="192.0.2.80"
+        )
+        s2c = Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01") / IP(
+            src="192.0.2.80", dst="10.0.0.1"
+        )
+        packets = [
+            c2s / TCP(sport=10000 + port, dport=80, flags="S", seq=1000),
+            s2c / TCP(sport=80, dport=10000 + port, flags="SA", seq=5000, ack=1001),
+            c2s / TCP(sport=10000 + port, dport=80, flags="A", seq=1001, ack=5001),
+        ]
+        seq = 1001
+        for i in range(40):
+            packets.append(
+                c2s
+                / TCP(sport=10000 + port, dport=80, flags="PA", seq=seq)
+                / (chunk if i == 0 else bytes(1400))
+            )
+            seq += 1400
+        for ts, data, link in frames(packets):
+            eng.process(ts, data, link)
+        split = eng._follow.http if eng._follow is not None else None
+        assert split is not None and split.held <= bound
+        assert split.held == sum(len(m.data) for m in split.pending.values())
+    assert eng.stats.errors.get("http.evicted", 0) > 0
