@@ -138,6 +138,7 @@ class Engine:
             sets = make() if make is not None else None
         self.sets = sets
         self.transactions = 0  # kernel transactions of the last change carried out
+        self.created: Observed | None = None  # a new table read back before its elements
         self.quiet: Quiet | None = None
         self.listings = 0  # full table listings made by converge
         # set -> its type, flags and size, read once: they change only with the table's
@@ -266,9 +267,14 @@ class Engine:
                 hub=None if desired.hub is None else _emptied(desired, desired.hub, packed),
             )
         self.transactions = 0
+        self.created = None
         if rest.changed:
             self.backend.run(transaction(rest, light, observed))
             self.transactions = 1
+        if plan.create and self._generation() is not None:
+            # read back now, while the sets to fill are empty (a listing's cost follows
+            # the elements): with what is sent next, it stands for the kernel
+            self.created = self.observe()
         assert self.sets is not None
         for name in sorted(packed):
             add, delete = plan.add.get(name), plan.delete.get(name)
@@ -315,8 +321,11 @@ class Engine:
         """After an element delta, the read-back it started from with the delta carried
         out stands for the kernel, if ours was the only transaction in between (the
         generation moved by one): the next read-back need not list a large set again."""
-        if before is None or plan.create or plan.swap:
+        if before is None or plan.swap or (plan.create and self.created is None):
             return
+        if plan.create:
+            assert self.created is not None
+            observed, self.created = self.created, None
         timed = {
             body["name"] for obj in desired.objects if "timeout" in (body := obj.get("set", {}))
         }
@@ -337,6 +346,8 @@ class Engine:
                 after.elements[name].pop(elem.text, None)
         for name, fresh in plan.add.items():
             tags = after.tagged.setdefault(name, {})
+            if plan.create and any(tags.values()):
+                continue  # sent with the table: the read-back has them
             own, hub = split_tags(desired, name, fresh)
             for tag, part in ((PROFILE_TAG, own), (HUB_TAG, hub)):
                 if part:
@@ -344,7 +355,7 @@ class Engine:
         for name, kept in plan.trimmed.items():
             for elem in kept:
                 after.elements.setdefault(name, {})[elem.text] = elem
-        self.quiet = Quiet(before + 1, desired, after, self._quiet_until(after))
+        self.quiet = Quiet(before + self.transactions, desired, after, self._quiet_until(after))
 
     def _generation(self) -> int | None:
         read = getattr(self.backend, "generation", None)

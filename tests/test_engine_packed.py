@@ -166,3 +166,58 @@ def test_hub_elements_keep_their_tag() -> None:
         ("bl", "profile"),
         ("bl", "hub"),
     }
+
+
+class Counted(Kernel):
+    """A kernel with a ruleset generation that each transaction moves."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gen = 1
+        self.structures = 0
+
+    def run(self, commands: list[Json]) -> list[Json]:
+        result = super().run(commands)
+        if commands:
+            self.gen += 1
+        return result
+
+    def generation(self) -> int:
+        return self.gen
+
+    def list_structure(self) -> list[Json] | None:
+        self.structures += 1
+        return super().list_structure()
+
+
+def test_after_a_load_nothing_is_read_back_again_while_only_we_wrote() -> None:
+    kernel = Counted()
+    sets = FakeNfSets(kernel)
+    engine = Engine(kernel, sets=sets)
+    d = desired(addresses(0, N))
+    assert engine.apply(d)[0].create
+    read = (kernel.structures, sets.dumps)
+    assert kernel.element_texts("bl") == set(addresses(0, N))
+    plan, observed, _ = engine.converge(d)
+    assert not plan.changed and observed.count("bl") == N
+    assert (kernel.structures, sets.dumps) == read  # the load's own read-back stands
+    d2 = desired(addresses(0, N - 10))
+    assert len(engine.converge(d2)[0].delete["bl"]) == 10
+    assert not engine.converge(d2)[0].changed
+    assert (kernel.structures, sets.dumps) == read
+    kernel.run(
+        [
+            {
+                "delete": {
+                    "element": {
+                        "family": "inet",
+                        "table": "appliance",
+                        "name": "bl",
+                        "elem": [addresses(0, 1)[0]],
+                    }
+                }
+            }
+        ]
+    )
+    assert list(engine.converge(d2)[0].add["bl"]) == addresses(0, 1)  # another writer: read
+    assert kernel.structures == read[0] + 1
