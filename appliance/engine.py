@@ -157,6 +157,18 @@ class Engine:
                 self._read_elements(observed, body)
         return observed
 
+    def _dumps_elements(self) -> bool:
+        return self.sets is not None and getattr(self.backend, "list_structure", None) is not None
+
+    def _elements_again(self, before: Observed) -> Observed:
+        """``before``'s structure with every set's elements read again."""
+        observed = Observed(objects=before.objects, types=dict(before.types))
+        for obj in before.objects or []:
+            body = obj.get("set")
+            if body is not None:
+                self._read_elements(observed, body)
+        return observed
+
     def _read_elements(self, observed: Observed, body: Json) -> None:
         """Set ``body``'s elements into ``observed``: address and port sets by a dump into
         packed spans; a set with timeouts (its elements carry them) or of names, listed."""
@@ -218,6 +230,17 @@ class Engine:
             ):
                 observed = quiet.observed  # the kernel has not changed since
                 plan = Plan() if quiet.desired is desired else make_plan(desired, observed)
+            elif (
+                generation is not None
+                and quiet is not None
+                and quiet.generation == generation
+                and self._dumps_elements()
+            ):
+                # no structural change can have happened (it would move the generation):
+                # only the elements are read again (timeouts end without a new generation)
+                self.quiet = None
+                observed = self._elements_again(quiet.observed)
+                plan = make_plan(desired, observed)
             else:
                 self.quiet = None
                 observed = self.observe()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.compile.nftjson import Json
-from appliance.engine import Engine
+from appliance.engine import QUIET_SECONDS, Engine
 from appliance.model.parse import parse_profile
 from appliance.reconcile.state import Desired, desired_from_profile, desired_with_hub
 from tests.fakekernel import FakeKernel
@@ -221,3 +221,17 @@ def test_after_a_load_nothing_is_read_back_again_while_only_we_wrote() -> None:
     )
     assert list(engine.converge(d2)[0].add["bl"]) == addresses(0, 1)  # another writer: read
     assert kernel.structures == read[0] + 1
+
+
+def test_when_the_quiet_read_back_ends_only_the_elements_are_read_again() -> None:
+    kernel = Counted()
+    sets = FakeNfSets(kernel)
+    now = [0.0]
+    engine = Engine(kernel, clock=lambda: now[0], sets=sets)
+    d = desired(addresses(0, 100))
+    engine.apply(d)
+    structures, dumps = kernel.structures, sets.dumps
+    now[0] += QUIET_SECONDS + 1
+    plan, observed, _ = engine.converge(d)
+    assert not plan.changed and observed.count("bl") == 100
+    assert kernel.structures == structures and sets.dumps > dumps
