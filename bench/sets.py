@@ -9,13 +9,20 @@ For each size N (IPv4 host elements of one hash set, deterministic), in a fresh 
 - bytes per element: peak RSS of the apply less that of an apply with an empty set, over N;
 - the daemon's path, in one process as the daemon holds it (the engine's read-back kept
   between changes): the load and the delta of already compiled policies, and what parsing
-  the profile costs on top.
+  the profile costs on top;
+- the daemon itself (``appliance run`` in the namespace): its RSS once READY with the set
+  loaded (steady) and its high-water mark (peak, the load included), then again after a
+  reload to the changed profile, less those of the same daemon with the set empty, per
+  element. Goal: at most 16 B per IPv4 element and 32 per IPv6 element, peak included.
+
+``--v6-sizes`` runs the same with IPv6 hosts (2001:db8::/32).
 
 Prints a table with the ratios against `nft -f`, appends it to bench/RESULTS.md (unless
 --no-append) and draws update time and peak RSS against N as a PNG where matplotlib is
 installed (Debian: python3-matplotlib), else says the plot was skipped.
 
-    sudo .venv/bin/python -m bench.sets [--sizes 10000 100000 1000000] [--png PATH]
+    sudo .venv/bin/python -m bench.sets [--sizes 10000 100000 1000000] [--v6-sizes 100000]
+        [--png PATH]
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -39,7 +47,7 @@ name = "bench-sets"
 [zones.lan]
 interfaces = ["eth1"]
 [sets.blocklist]
-type = "ipv4_addr"
+type = "TYPE"
 size = SIZE
 elements_file = "ELEMENTS"
 [[rules]]
@@ -66,7 +74,20 @@ class Engine:
 
 
 @dataclass
+class Daemon:
+    """KiB over the empty-set daemon: RSS when READY, high-water mark, after the reload."""
+
+    steady_kib: int
+    peak_kib: int
+    reload_steady_kib: int
+    reload_peak_kib: int
+    start: float  # seconds to READY
+    reload: float  # seconds from SIGHUP to READY
+
+
+@dataclass
 class Row:
+    family: str
     size: int
     nft_load: Run
     apply_load: Run
@@ -74,6 +95,10 @@ class Row:
     apply_delta: Run
     base_kib: int
     engine: Engine
+    daemon: Daemon
+
+    def per_element(self, kib: int) -> float:
+        return kib * 1024 / self.size
 
     @property
     def bytes_per_element(self) -> float:
@@ -118,32 +143,88 @@ def engine_path(profile: str, changed: str) -> Engine:
     return Engine(t2 - t1, t4 - t3, t1 - t0, growth)
 
 
-def addresses(count: int, seed: int) -> list[str]:
+def addresses(count: int, seed: int, family: str = "ipv4") -> list[str]:
     picked = random.Random(seed).sample(range(1 << 24), count)
+    if family == "ipv6":
+        return [f"2001:db8:{v >> 12:x}:{v & 4095:x}::1" for v in picked]
     return [f"10.{v >> 16}.{(v >> 8) & 255}.{v & 255}" for v in picked]
 
 
-def write_profile(folder: Path, name: str, elements: list[str], size: int) -> Path:
+def write_profile(
+    folder: Path, name: str, elements: list[str], size: int, family: str = "ipv4"
+) -> Path:
     listing = folder / f"{name}.txt"
     listing.write_text("".join(f"{e}\n" for e in elements))
     profile = folder / f"{name}.toml"
-    text = PROFILE.replace("SIZE", str(size)).replace("ELEMENTS", str(listing))
+    text = (
+        PROFILE.replace("SIZE", str(size))
+        .replace("ELEMENTS", str(listing))
+        .replace("TYPE", "ipv6_addr" if family == "ipv6" else "ipv4_addr")
+    )
     profile.write_text(text)
     return profile
 
 
-def bench_size(size: int, folder: Path) -> Row:
+def proc_kib(pid: int, field: str) -> int:
+    """``VmRSS`` or ``VmHWM`` of process ``pid`` in KiB."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise SystemExit(f"no {field} for process {pid}")
+
+
+def daemon_memory(ns: str, folder: Path, empty: Path, profile: Path, changed: Path) -> Daemon:
+    """The daemon's RSS and high-water mark with ``profile``'s set, then after a reload to
+    ``changed``, less those of the daemon with the set empty (KiB)."""
+    from appliance.lab.daemon import LabDaemon
+
+    def run(path: Path, work: str, reload_to: Path | None) -> tuple[int, ...]:
+        subprocess.run(["ip", "netns", "exec", ns, "nft", "flush", "ruleset"], check=True)
+        live = folder / f"{work}.toml"  # the daemon's own copy: a reload reads it again
+        live.write_text(path.read_text())
+        with LabDaemon(ns, str(live), folder / work) as daemon:
+            started = daemon.start(1800)
+            pid = daemon.pid
+            assert pid is not None
+            first = (proc_kib(pid, "VmRSS"), proc_kib(pid, "VmHWM"))
+            reloaded, seconds = first, 0.0
+            if reload_to is not None:
+                live.write_text(reload_to.read_text())
+                begun = time.monotonic()
+                assert daemon.proc is not None
+                daemon.proc.send_signal(signal.SIGHUP)
+                daemon.wait_for("RELOADING=1", 60)
+                daemon.wait_for("READY=1", 1800)
+                seconds = time.monotonic() - begun
+                reloaded = (proc_kib(pid, "VmRSS"), proc_kib(pid, "VmHWM"))
+            daemon.stop(120)
+        return (*first, *reloaded, int(started * 1000), int(seconds * 1000))
+
+    base = run(empty, "daemon-empty", None)
+    loaded = run(profile, "daemon-loaded", changed)
+    return Daemon(
+        loaded[0] - base[0],
+        loaded[1] - base[1],
+        loaded[2] - base[0],
+        loaded[3] - base[1],
+        loaded[4] / 1000,
+        loaded[5] / 1000,
+    )
+
+
+def bench_size(size: int, folder: Path, family: str = "ipv4") -> Row:
     ns = f"setbench-{uuid.uuid4().hex[:6]}"
     appliance = [sys.executable, "-m", "appliance"]
     exec_ns = ["ip", "netns", "exec", ns]
-    elements = addresses(size + size // 20, seed=size)
+    elements = addresses(size + size // 20, seed=size, family=family)
     loaded, extra = elements[:size], elements[size:]
     gone = loaded[: size // 20]
     changed = loaded[size // 20 :] + extra
     capacity = 2 * size
-    profile = write_profile(folder, f"load-{size}", loaded, capacity)
-    profile_changed = write_profile(folder, f"changed-{size}", changed, capacity)
-    empty = write_profile(folder, "empty", [], capacity)
+    profile = write_profile(folder, f"load-{size}", loaded, capacity, family)
+    profile_changed = write_profile(folder, f"changed-{size}", changed, capacity, family)
+    empty = write_profile(folder, "empty", [], capacity, family)
     script = folder / f"load-{size}.nft"
     script.write_text(
         subprocess.run(
@@ -168,21 +249,41 @@ def bench_size(size: int, folder: Path) -> Row:
         from appliance.adapters.nsexec import run_in_netns
 
         engine = run_in_netns(ns, engine_path, str(profile), str(profile_changed), timeout=900)
+        daemon = daemon_memory(ns, folder, empty, profile, profile_changed)
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
-    return Row(size, nft_load, apply_load, nft_delta, apply_delta, base.peak_kib, engine)
+    return Row(
+        family, size, nft_load, apply_load, nft_delta, apply_delta, base.peak_kib, engine, daemon
+    )
+
+
+def daemon_table(rows: list[Row]) -> list[str]:
+    lines = [
+        "| family | elements | daemon steady B/element | peak B/element | after reload steady "
+        "| peak | start to READY | reload to READY |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        d = r.daemon
+        lines.append(
+            f"| {r.family} | {r.size:,} | {r.per_element(d.steady_kib):.1f} "
+            f"| {r.per_element(d.peak_kib):.1f} | {r.per_element(d.reload_steady_kib):.1f} "
+            f"| {r.per_element(d.reload_peak_kib):.1f} | {d.start:.1f} s | {d.reload:.1f} s |"
+        )
+    return lines
 
 
 def table(rows: list[Row]) -> list[str]:
     lines = [
-        "| elements | nft -f load | apply load | ratio | nft -f delta | apply delta | ratio "
-        "| nft peak RSS | apply peak RSS | B/element "
+        "| family | elements | nft -f load | apply load | ratio | nft -f delta | apply delta "
+        "| ratio | nft peak RSS | apply peak RSS | B/element "
         "| engine load | ratio | engine delta | ratio | profile parse | engine B/element |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r.size:,} | {r.nft_load.seconds:.2f} s | {r.apply_load.seconds:.2f} s "
+            f"| {r.family} | {r.size:,} | {r.nft_load.seconds:.2f} s "
+            f"| {r.apply_load.seconds:.2f} s "
             f"| {r.apply_load.seconds / r.nft_load.seconds:.2f}x "
             f"| {r.nft_delta.seconds:.2f} s | {r.apply_delta.seconds:.2f} s "
             f"| {r.apply_delta.seconds / r.nft_delta.seconds:.2f}x "
@@ -203,6 +304,7 @@ def plot(rows: list[Row], path: Path) -> str:
         import matplotlib.pyplot as plt
     except ImportError:
         return "plot skipped: matplotlib is not installed (Debian: python3-matplotlib)"
+    rows = [r for r in rows if r.family == "ipv4"]
     sizes = [r.size for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.plot(sizes, [r.nft_delta.seconds for r in rows], "o-", label="nft -f delta")
@@ -213,6 +315,10 @@ def plot(rows: list[Row], path: Path) -> str:
     left.legend()
     right.plot(sizes, [r.nft_load.peak_kib / 1024 for r in rows], "o-", label="nft -f")
     right.plot(sizes, [r.apply_load.peak_kib / 1024 for r in rows], "o-", label="apply")
+    right.plot(sizes, [r.daemon.peak_kib / 1024 for r in rows], "^-", label="daemon peak growth")
+    right.plot(
+        sizes, [r.daemon.steady_kib / 1024 for r in rows], "v-", label="daemon steady growth"
+    )
     right.set(xscale="log", yscale="log", xlabel="elements", ylabel="peak RSS (MiB)")
     right.legend()
     fig.tight_layout()
@@ -223,6 +329,7 @@ def plot(rows: list[Row], path: Path) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--v6-sizes", type=int, nargs="*", default=[100_000])
     parser.add_argument("--png", type=Path, default=REPO / "bench" / "sets.png")
     parser.add_argument("--no-append", action="store_true")
     args = parser.parse_args()
@@ -230,10 +337,11 @@ def main() -> int:
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "appliance")], check=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for size in args.sizes:
-            rows.append(bench_size(size, Path(tmp)))
-            print("\n".join(table(rows)[-1:]), flush=True)
-    lines = table(rows)
+        runs = [("ipv4", n) for n in args.sizes] + [("ipv6", n) for n in args.v6_sizes]
+        for family, size in runs:
+            rows.append(bench_size(size, Path(tmp), family))
+            print("\n".join(table(rows)[-1:] + daemon_table(rows)[-1:]), flush=True)
+    lines = [*table(rows), "", *daemon_table(rows)]
     print("\n".join(lines))
     note = plot(rows, args.png)
     print(note)
@@ -243,7 +351,8 @@ def main() -> int:
         with RESULTS.open("a") as out:
             out.write(
                 f"\n## Sets: load and delta against nft -f ({stamp}, load average {load:.1f})\n\n"
-                f"`sudo .venv/bin/python -m bench.sets --sizes {' '.join(map(str, args.sizes))}`"
+                f"`sudo .venv/bin/python -m bench.sets --sizes {' '.join(map(str, args.sizes))}"
+                f" --v6-sizes {' '.join(map(str, args.v6_sizes))}`"
                 "\n\n" + "\n".join(lines) + f"\n\n{note}\n"
             )
     return 0
