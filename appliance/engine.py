@@ -18,7 +18,7 @@ from appliance.errors import KernelError, UsageError
 from appliance.model.elements import Elements
 from appliance.model.values import canonical_element, element_bounds
 from appliance.reconcile.intervals import Spans, span_text, width_of
-from appliance.reconcile.plan import Plan, kept_objects, make_plan, split_tags, transaction
+from appliance.reconcile.plan import Plan, make_plan, split_tags, transaction
 from appliance.reconcile.segments import (
     DesiredSegment,
     ObservedLinks,
@@ -116,11 +116,11 @@ class Engine:
     With ``sets`` (nf_tables netlink), address and port elements never go through JSON:
     the table is listed without elements (``list_structure``), a set's elements are read
     with one streamed dump into packed spans, and element deltas go from the spans to the
-    kernel in chunked transactions. The table definition a create or a structural change
-    sends carries no such elements: a new table's sets start empty and are filled right
-    after (as a first load always did); a structural change keeps the sets it does not
-    redefine, with their elements, and their delta follows. A set it redefines gets its
-    elements in the same transaction (through JSON), so no packet sees it empty.
+    kernel in chunked transactions. The table definition a create sends carries no such
+    elements: a new table's sets start empty and are filled right after (as a first load
+    always did). A structural change stays one transaction, old or new: it keeps the sets
+    it does not redefine, with their elements, and carries their delta and the elements
+    of the sets it redefines through JSON, so no packet sees a set empty.
     """
 
     def __init__(
@@ -320,13 +320,13 @@ class Engine:
 
     def _netlink_sets(self, plan: Plan, desired: Desired, observed: Observed) -> set[str]:
         """The sets whose element delta goes through ``sets``: packed elements, no run-time
-        element to trim in the same transaction, and on a structural change only the sets
-        it keeps as they are."""
+        element to trim in the same transaction, and no structural change (what a swap
+        changes, elements included, goes in its one transaction)."""
         if self.sets is None or getattr(self.backend, "list_structure", None) is None:
             return set()
+        if plan.swap:  # the kept sets' delta goes in the swap's one transaction: old or new
+            return set()
         names = set(plan.add) | set(plan.delete)
-        if plan.swap:
-            names &= {name for kind, name in kept_objects(desired, observed) if kind == "set"}
         return {
             name
             for name in names

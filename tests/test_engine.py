@@ -346,3 +346,20 @@ def test_set_add_merges_overlapping_and_adjacent_values_of_one_request(
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
     assert sorted(elements(netns, "blocklist")) == ["10.0.0.0/24", "10.1.0.0/16", "203.0.113.0/24"]
+
+
+def _counters_both_ways() -> tuple[Any, Any]:
+    from appliance.adapters.nft import NftBackend
+
+    backend = NftBackend()
+    return backend._dump_counters(), backend._list_counters()
+
+
+def test_counters_read_by_netlink_are_those_libnftables_lists(netns: str, tmp_path: Path) -> None:
+    from appliance.adapters.nsexec import run_in_netns
+
+    profile = write_profile(tmp_path / "p.toml", ["203.0.113.0/24"])
+    assert run_appliance("apply", "--netns", netns, str(profile)).returncode == 0
+    send_outbound_udp(netns)
+    dumped, listed = run_in_netns(netns, _counters_both_ways)
+    assert dumped == listed and dumped["ap_default_output"][0] > 0

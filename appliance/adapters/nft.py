@@ -8,11 +8,14 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 from appliance.adapters.netlink import (
+    NLM_F_DUMP,
     NLM_F_REQUEST,
+    NLMSG_DONE,
     NLMSG_ERROR,
     ack_error,
     iter_attrs,
     iter_messages,
+    nlattr,
     nlmsg,
 )
 from appliance.compile.nftjson import TABLE_FAMILY, TABLE_NAME, Json
@@ -125,7 +128,41 @@ class NftBackend:
         return None
 
     def list_counters(self) -> dict[str, tuple[int, int]]:
-        """Every named counter of our table: name -> (packets, bytes), in one read."""
+        """Every named counter of our table: name -> (packets, bytes), in one read: a
+        netlink dump of the table's counter objects (libnftables would first fetch every
+        set element of the table into its cache), else through libnftables."""
+        counters = self._dump_counters()
+        return counters if counters is not None else self._list_counters()
+
+    def _dump_counters(self) -> dict[str, tuple[int, int]] | None:
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        except OSError:
+            return None
+        with sock:
+            sock.settimeout(2.0)
+            try:
+                sock.bind((0, 0))
+                body = NFGENMSG.pack(NFPROTO_INET, 0, 0)
+                body += nlattr(NFTA_OBJ_TABLE, TABLE_NAME.encode() + b"\0")
+                body += nlattr(NFTA_OBJ_TYPE, struct.pack(">I", NFT_OBJECT_COUNTER))
+                sock.send(nlmsg(NFT_MSG_GETOBJ, NLM_F_REQUEST | NLM_F_DUMP, 1, body))
+                counters: dict[str, tuple[int, int]] = {}
+                while True:
+                    data = sock.recv(1 << 16)
+                    for kind, _seq, message in iter_messages(data):
+                        if kind == NLMSG_DONE:
+                            return counters
+                        if kind == NLMSG_ERROR:
+                            return counters if not ack_error(message) else None
+                        if kind == NFT_MSG_NEWOBJ:
+                            found = parse_counter(message)
+                            if found is not None:
+                                counters[found[0]] = found[1]
+            except OSError:
+                return None
+
+    def _list_counters(self) -> dict[str, tuple[int, int]]:
         rc, output, _error = self._nft.json_cmd(
             {"nftables": [{"list": {"counters": {"family": TABLE_FAMILY, "table": TABLE_NAME}}}]}
         )
@@ -144,6 +181,37 @@ NFT_MSG_GETGEN = (10 << 8) | 16  # nftables subsystem, get generation
 NFT_MSG_NEWGEN = (10 << 8) | 15
 NFTA_GEN_ID = 1
 NFGENMSG = struct.Struct("=BBH")  # family, version, resource id
+
+
+NFT_MSG_GETOBJ = (10 << 8) | 19
+NFT_MSG_NEWOBJ = (10 << 8) | 18
+NFPROTO_INET = 1
+NFTA_OBJ_TABLE, NFTA_OBJ_NAME, NFTA_OBJ_TYPE, NFTA_OBJ_DATA = 1, 2, 3, 4
+NFT_OBJECT_COUNTER = 1
+NFTA_COUNTER_BYTES, NFTA_COUNTER_PACKETS = 1, 2
+
+
+def parse_counter(body: bytes) -> tuple[str, tuple[int, int]] | None:
+    """(name, (packets, bytes)) of a NEWOBJ message of a counter of our table."""
+    table = name = None
+    packets = octets = 0
+    kind = None
+    for attr, payload in iter_attrs(body, NFGENMSG.size):
+        if attr == NFTA_OBJ_TABLE:
+            table = payload.rstrip(b"\0").decode()
+        elif attr == NFTA_OBJ_NAME:
+            name = payload.rstrip(b"\0").decode()
+        elif attr == NFTA_OBJ_TYPE and len(payload) >= 4:
+            kind = struct.unpack_from(">I", payload)[0]
+        elif attr == NFTA_OBJ_DATA:
+            for inner, value in iter_attrs(payload):
+                if inner == NFTA_COUNTER_PACKETS and len(value) >= 8:
+                    packets = struct.unpack_from(">Q", value)[0]
+                elif inner == NFTA_COUNTER_BYTES and len(value) >= 8:
+                    octets = struct.unpack_from(">Q", value)[0]
+    if table != TABLE_NAME or name is None or kind != NFT_OBJECT_COUNTER:
+        return None
+    return name, (packets, octets)
 
 
 def parse_generation(data: bytes) -> int | None:

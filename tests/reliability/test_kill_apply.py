@@ -42,7 +42,7 @@ def _profiles(tmp: Path) -> tuple[str, str]:
     """The old profile (two elements, no web rule) and the new one (100k elements from a
     file and the web rule)."""
     big = tmp / "big.txt"
-    big.write_text("".join(_address(i) + "\n" for i in range(ELEMENTS)))
+    big.write_text("".join(_address(2 * i) + "\n" for i in range(ELEMENTS)))  # none adjacent
     old = write_profile(tmp / "old.toml", extra=ECHO_RULE).read_text()
     new = (
         write_profile(tmp / "new.toml", extra=ECHO_RULE + EXTRA_RULE)
