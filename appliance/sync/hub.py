@@ -46,6 +46,7 @@ from appliance.sync.transport import etag_matches, etag_of
 
 MAX_WAIT = 300.0
 WATCH_INTERVAL = 0.05
+WAKE_BATCH = 200  # long polls answered before the hub reads what came in meanwhile
 MAX_WAITERS = 100_000
 MAX_STATUS = 64 * 1024
 MAX_HEAD = 16 * 1024
@@ -643,8 +644,12 @@ class HubServer:
                 found = self.files._file(directory, name, fresh=True)
                 entry = None if found is None else self.files._read(*found)
                 if (entry.etag if entry else "") != etag:
-                    for waiter in list(watch.waiters):
+                    if self._watches.get(watch.key) is watch:
+                        del self._watches[watch.key]  # long polls from now on watch anew
+                    for count, waiter in enumerate(list(watch.waiters), 1):
                         self._release(waiter)
+                        if count % WAKE_BATCH == 0:
+                            await asyncio.sleep(0)  # the answered clients' requests get in
                     break
         finally:
             if self._watches.get(watch.key) is watch:

@@ -363,3 +363,28 @@ def test_a_stalled_body_or_a_symlink_loop_ends_there(
         assert publisher.path not in server.reports
 
     with_hub(publisher.root, body)
+
+
+def test_long_polls_are_answered_in_batches_all_of_them(
+    publisher: Publisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from appliance.sync import hub
+
+    monkeypatch.setattr(hub, "WAKE_BATCH", 2)
+    etag = etag_of(publisher.publish(1))
+
+    async def body(server: HubServer, port: int) -> None:
+        path = f"/{publisher.path}/bundle.json?wait=10"
+        waiters = [get(port, path, {"If-None-Match": etag}, wait=10) for _ in range(7)]
+        task = asyncio.gather(*waiters)
+        for _ in range(1000):  # until every long poll is held (10 s at most)
+            if server._waiters == 7:
+                break
+            await asyncio.sleep(0.01)
+        assert server._waiters == 7
+        publisher.publish(2)
+        answers = await asyncio.wait_for(task, 10)
+        assert [a.status for a in answers] == [200] * 7  # type: ignore[attr-defined]
+        assert not server._watches and server._waiters == 0
+
+    with_hub(publisher.root, body)
