@@ -16,8 +16,8 @@ from appliance.compile.nftjson import TABLE_FAMILY, TABLE_NAME, Json, element_co
 from appliance.compile.ruleset import element_json
 from appliance.errors import KernelError, UsageError
 from appliance.model.elements import Elements
+from appliance.model.intervals import Spans, span_text, width_of
 from appliance.model.values import canonical_element, element_bounds
-from appliance.reconcile.intervals import Spans, span_text, width_of
 from appliance.reconcile.plan import Plan, make_plan, split_tags, transaction
 from appliance.reconcile.segments import (
     DesiredSegment,

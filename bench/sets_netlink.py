@@ -91,7 +91,7 @@ def _peak_kib() -> int:
 
 def read_spans(path: str) -> object:
     """Spans of 32 bits from a file of their word arrays (firsts, then lasts)."""
-    from appliance.reconcile.intervals import Spans
+    from appliance.model.intervals import Spans
 
     spans = Spans(32)
     if not path:
@@ -147,7 +147,7 @@ def child(args: argparse.Namespace) -> int:
 
 
 def write_spans(path: Path, pairs: list[tuple[int, int]]) -> None:
-    from appliance.reconcile.intervals import Spans
+    from appliance.model.intervals import Spans
 
     spans = Spans(32)
     for first, last in pairs:

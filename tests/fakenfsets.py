@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from appliance.compile.nftjson import element_command
 from appliance.compile.ruleset import element_json
 from appliance.model.elements import Elements
+from appliance.model.intervals import Collector, Spans
 from appliance.model.values import element_bounds
-from appliance.reconcile.intervals import Collector, Spans
 from tests.fakekernel import FakeKernel
 
 

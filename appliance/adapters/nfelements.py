@@ -31,7 +31,7 @@ from appliance.adapters.netlink import (
     nlattr,
     nlmsg,
 )
-from appliance.reconcile.intervals import MASK64, Spans
+from appliance.model.intervals import MASK64, Spans
 
 NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN = 16

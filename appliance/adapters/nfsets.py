@@ -1,6 +1,6 @@
 """Set elements over nf_tables netlink (NETLINK_NETFILTER), straight from packed spans.
 
-The elements of an existing set travel between :class:`~appliance.reconcile.intervals.Spans`
+The elements of an existing set travel between :class:`~appliance.model.intervals.Spans`
 and the kernel without libnftables, JSON or an object per element:
 
 - :meth:`NfSets.apply` sends NFT_MSG_NEWSETELEM / NFT_MSG_DELSETELEM messages (built by
@@ -98,7 +98,7 @@ from appliance.adapters.nfelements import (
     union_of,
 )
 from appliance.errors import KernelError
-from appliance.reconcile.intervals import Spans
+from appliance.model.intervals import Spans
 
 NETLINK_NETFILTER = 12
 SOL_NETLINK = 270

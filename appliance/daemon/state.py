@@ -33,7 +33,7 @@ from appliance.compile.nftjson import TABLE_FAMILY, TABLE_NAME
 from appliance.compile.render import render_table
 from appliance.compile.ruleset import element_json, without_offload
 from appliance.model.elements import Elements
-from appliance.reconcile.intervals import Spans, width_of
+from appliance.model.intervals import Spans, width_of
 from appliance.reconcile.state import PROFILE_TAG, Desired, packed_elements
 from appliance.storage import atomic_write
 

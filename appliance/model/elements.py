@@ -1,5 +1,5 @@
 """A set's elements, packed: address and port elements as sorted spans of integers
-(:class:`~appliance.reconcile.intervals.Spans`), never a string per element. Pure.
+(:class:`~appliance.model.intervals.Spans`), never a string per element. Pure.
 
 In an interval set each span is one element (overlapping and adjacent ranges merged, as the
 kernel would refuse overlaps); in a hash set each value covered is one element (a run of
@@ -14,8 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 
-from appliance.model.values import element_bounds
-from appliance.reconcile.intervals import (
+from appliance.model.intervals import (
     Collector,
     Spans,
     exact_difference,
@@ -23,6 +22,7 @@ from appliance.reconcile.intervals import (
     span_text,
     width_of,
 )
+from appliance.model.values import element_bounds
 
 
 class Elements:

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 from appliance.errors import ProfileError
 from appliance.model.elements import Elements
 from appliance.model.elements_file import ElementsFileError, iter_lines
+from appliance.model.intervals import Collector, width_of
 from appliance.model.profile import (
     AUTOBLOCK_SETS,
     FORWARD_PROTOS,
@@ -83,7 +84,6 @@ from appliance.model.values import (
     valid_ifname,
     valid_name,
 )
-from appliance.reconcile.intervals import Collector, width_of
 from appliance.units import Rate, parse_duration, parse_rate
 
 __all__ = [

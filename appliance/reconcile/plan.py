@@ -20,8 +20,8 @@ from appliance.compile.nftjson import TABLE_FAMILY, TABLE_NAME, Json, element_co
 from appliance.compile.render import render_rule
 from appliance.compile.ruleset import element_json, table_object
 from appliance.model.elements import Elements
+from appliance.model.intervals import Spans, span_text, width_of
 from appliance.model.values import element_bounds
-from appliance.reconcile.intervals import Spans, span_text, width_of
 from appliance.reconcile.state import (
     DYNAMIC_SETS,
     HUB_TAG,

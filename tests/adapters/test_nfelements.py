@@ -11,7 +11,7 @@ import pytest
 
 from appliance.adapters import nfelements
 from appliance.adapters.netlink import NLM_F_ACK, NLMSGHDR, nlattr, nlmsg
-from appliance.reconcile.intervals import Spans
+from appliance.model.intervals import Spans
 
 V4 = ipaddress.IPv4Address
 V6 = ipaddress.IPv6Address

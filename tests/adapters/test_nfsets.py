@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from appliance.adapters import nfsets
-from appliance.reconcile.intervals import Spans
+from appliance.model.intervals import Spans
 
 TOP32 = (1 << 32) - 1
 
@@ -52,7 +52,7 @@ def make_set(ns: str, table: str, name: str, width: int, interval: bool, size: i
 
 
 def element_texts(width: int, interval: bool, spans: Spans) -> list[str]:
-    from appliance.reconcile.intervals import span_text
+    from appliance.model.intervals import span_text
 
     kind = SET_TYPES[width]
     if interval:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.reconcile.intervals import (
+from appliance.model.intervals import (
     Collector,
     Spans,
     delta,
@@ -134,7 +134,7 @@ def test_collected_pairs_in_any_order_give_the_same_spans(data: st.DataObject) -
 def test_unordered_input_longer_than_a_run_is_sorted_across_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("appliance.reconcile.intervals.RUN", 7)
+    monkeypatch.setattr("appliance.model.intervals.RUN", 7)
     values = [(i * 37) % 101 * 3 for i in range(101)]
     spans = Spans.of(32, ((v, v) for v in values))
     assert list(spans) == [(v, v) for v in sorted(values)]
