@@ -16,7 +16,7 @@ import pytest
 from appliance.sync import bundle as B
 from appliance.sync import keys
 from tests.conftest import REPO
-from tests.daemon.conftest import Daemon, rule_handles, wait_until
+from tests.daemon.conftest import Daemon, table_listing, wait_until
 from tests.daemon.test_hub import BUNDLE_PROFILE, FEED, PATH, Hub, hub_status
 from tests.reliability.conftest import Link
 
@@ -70,6 +70,15 @@ def _manage(peer: str) -> bool:
     return result.stdout.strip() == "hello"
 
 
+def rules(ns: str) -> dict[str, str]:
+    """Rule comment -> the rule's statements (handles left out: a swap renumbers them)."""
+    return {
+        obj["rule"]["comment"]: json.dumps(obj["rule"]["expr"], sort_keys=True)
+        for obj in table_listing(ns)
+        if "rule" in obj and obj["rule"].get("comment")
+    }
+
+
 @pytest.fixture
 def remote_hub(peer_link: Link, tmp_path: Path) -> Iterator[Hub]:
     """The reference hub in the peer namespace, reached over the veth (10.77.0.2)."""
@@ -121,12 +130,12 @@ def test_a_pushed_policy_that_cuts_hub_and_management_is_rolled_back(
         daemon = start_daemon(netns, profile)
         wait_until(lambda: hub_status(daemon)["version"] == 5, timeout=30)
         assert _manage(peer_link.outer)
-        handles = rule_handles(netns)
+        before = rules(netns)
         remote_hub.publish(_bundle(6, lock_out=True))
         wait_until(lambda: "rolled back" in (hub_status(daemon)["error"] or ""), timeout=60)
         status = daemon.status()
         assert status["hub"]["version"] == 5
-        assert rule_handles(netns) == handles
+        assert rules(netns) == before
         assert _manage(peer_link.outer)
         print(f"lock-out: rolled back, hub error {status['hub']['error']!r}")
     finally:
