@@ -3,21 +3,41 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` so a crash leaves either the old or the new file."""
+    atomic_write_parts(path, (data,), mode)
+
+
+def atomic_write_parts(
+    path: str | os.PathLike[str],
+    parts: Iterable[bytes | memoryview],
+    mode: int = 0o600,
+    skip_if_same: bool = False,
+) -> None:
+    """:func:`atomic_write` of ``parts``, written as they come (a large file is never held
+    whole); with ``skip_if_same``, a file already holding the same bytes is left as it is."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    digest = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            for part in parts:
+                if skip_if_same:
+                    digest.update(part)
+                handle.write(part)
             handle.flush()
             os.fchmod(handle.fileno(), mode)
+            if skip_if_same and _file_digest(target) == digest.digest():
+                os.unlink(tmp)
+                return
             os.fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException:
@@ -29,3 +49,14 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _file_digest(path: Path) -> bytes | None:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.digest()

@@ -17,11 +17,8 @@ file is ever held whole in memory.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import os
 import sys
-import tempfile
 import time
 from array import array
 from collections.abc import Iterable, Iterator
@@ -35,7 +32,7 @@ from appliance.compile.ruleset import element_json, without_offload
 from appliance.model.elements import Elements
 from appliance.model.intervals import Spans, width_of
 from appliance.reconcile.state import PROFILE_TAG, Desired, packed_elements
-from appliance.storage import atomic_write
+from appliance.storage import atomic_write, atomic_write_parts
 
 LAST_GOOD = "last-good.json"
 LAST_GOOD_NFT = "last-good.nft"
@@ -170,48 +167,6 @@ def boot_script_parts(desired: Desired) -> Iterator[str]:
             yield f"add element {TABLE_FAMILY} {TABLE_NAME} {name} {{ {', '.join(line)} }}\n"
 
 
-def _write_parts(
-    path: Path, parts: Iterable[bytes | memoryview], skip_if_same: bool = False
-) -> None:
-    """Replace ``path`` with ``parts`` as :func:`atomic_write` does, written as they come;
-    with ``skip_if_same``, a file already holding the same bytes is left as it is."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    digest = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            for part in parts:
-                digest.update(part)
-                handle.write(part)
-            handle.flush()
-            os.fchmod(handle.fileno(), 0o600)
-            if skip_if_same and _file_digest(path) == digest.digest():
-                os.unlink(tmp)
-                return
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _file_digest(path: Path) -> bytes | None:
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    except OSError:
-        return None
-    return digest.digest()
-
-
 class StateStore:
     """Files in the state directory (default ``/var/lib/appliance``)."""
 
@@ -247,7 +202,7 @@ class StateStore:
             path = self.directory / words_file
             if not path.exists():  # named by its content's hash: already as it should be
                 parts = (w for _name, items in sorted(large.items()) for w in _words(items))
-                _write_parts(path, parts)
+                atomic_write_parts(path, parts)
         record = {
             "format": FORMAT,
             "saved_at": time.time() if now is None else now,
@@ -259,7 +214,7 @@ class StateStore:
         }
         # flash is spared an identical write
         script = (part.encode() for part in boot_script_parts(desired))
-        _write_parts(self.boot_script_path, script, skip_if_same=True)
+        atomic_write_parts(self.boot_script_path, script, skip_if_same=True)
         atomic_write(self.last_good_path, json.dumps(record).encode(), 0o600)
         for old in self.directory.glob("last-good-*.elements"):
             if old.name != words_file:
