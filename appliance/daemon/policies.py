@@ -148,6 +148,11 @@ def set_counts(desired: Desired, observed: Observed, plan: Plan) -> dict[str, in
             runtime = sum(
                 1 for text, elem in have.items() if text not in wanted and elem.comment not in tags
             )
+            # tagged elements this policy does not own (the hub's after a profile-only
+            # apply) stay as run-time elements
+            for tag, items in observed.tagged.get(name, {}).items():
+                if tag not in tags and items:
+                    runtime += len(items.minus(wanted)) if items.set_type == wanted.set_type else 0
             runtime += len(plan.trimmed.get(name, ())) - len(plan.trim.get(name, ()))
         counts[name] = len(wanted) + runtime
     return counts

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+from appliance.compile.nftjson import Json
 from appliance.daemon.failsafe import failsafe_desired
-from appliance.daemon.policies import drift_kind, set_counts
+from appliance.daemon.policies import drift_kind, policy_from_profile, set_counts
+from appliance.model.parse import load_profile
 from appliance.reconcile.plan import Plan, make_plan
-from appliance.reconcile.state import Element, Observed
+from appliance.reconcile.state import Desired, Element, Observed, observed_from_listing
+from tests.conftest import small_profile
 
 
 def test_drift_kinds() -> None:
@@ -44,3 +50,38 @@ def test_a_missing_table_counts_profile_elements_only() -> None:
     plan = make_plan(desired, observed)
     assert drift_kind(plan) == "table_missing"
     assert set(set_counts(desired, observed, plan).values()) == {0}
+
+
+def test_hub_elements_count_after_a_profile_only_apply(tmp_path: Path) -> None:
+    """A profile-only policy leaves the hub's elements as run-time elements: they are in
+    the set, so in its count (with or without a swap)."""
+    path = tmp_path / "p.toml"
+    path.write_text(small_profile("local", ["192.0.2.0/24"]))
+    desired = policy_from_profile(str(path), load_profile(path)).desired
+    assert desired.hub is None
+    hub = ["198.51.100.0/24", "203.0.113.0/24"]
+    listing: list[Json] = json.loads(json.dumps(desired.objects))
+    for obj in listing:
+        body = obj.get("set")
+        if body is not None and body["name"] == "blocklist":
+            body["elem"] = [
+                {
+                    "elem": {
+                        "val": {"prefix": {"addr": text.split("/")[0], "len": 24}},
+                        "comment": tag,
+                    }
+                }
+                for text, tag in [("192.0.2.0/24", "profile")] + [(t, "hub") for t in hub]
+            ]
+    observed = observed_from_listing(listing)
+    plan = make_plan(desired, observed)
+    assert not plan.swap and "blocklist" not in plan.add
+    assert set_counts(desired, observed, plan)["blocklist"] == 3
+    swapped = Desired(
+        [*desired.objects, {"counter": {"family": "inet", "table": "appliance", "name": "x"}}],
+        desired.elements,
+        desired.types,
+    )
+    swap = make_plan(swapped, observed)
+    assert swap.swap
+    assert set_counts(swapped, observed, swap)["blocklist"] == 3
