@@ -22,9 +22,9 @@ from appliance.adapters.netlink import (
     NLM_F_ACK,
     NLM_F_DUMP,
     NLM_F_REQUEST,
-    NLMSG_DONE,
     NLMSG_ERROR,
     ack_error,
+    dump_answers,
     iter_attrs,
     iter_messages,
     nlattr,
@@ -211,22 +211,15 @@ class Conntrack:
         """Every entry, decoded as the dump streams in."""
         self.seq += 1
         seq = self.seq
-        self.sock.send(encode_dump(seq, family))
-        while True:
-            data = self.sock.recv(RECV_BUFFER)
-            for kind, rseq, body in iter_messages(data):
-                if rseq != seq:
-                    continue
-                if kind == NLMSG_DONE:
-                    return
-                if kind == NLMSG_ERROR:
-                    err = ack_error(body)
-                    if err:
-                        raise KernelError(f"conntrack: listing refused: errno {err}")
-                    continue
+        try:
+            for _kind, body in dump_answers(self.sock, encode_dump(seq, family), seq, RECV_BUFFER):
                 entry = decode_entry(body)
                 if entry is not None:
                     yield entry
+        except TimeoutError:
+            raise
+        except OSError as exc:
+            raise KernelError(f"conntrack: listing refused: {exc.strerror or exc}") from None
 
     def delete(self, entry: Entry) -> bool:
         """Delete ``entry``; False when it was already gone."""

@@ -7,6 +7,8 @@ Pure functions shared by the netfilter (:mod:`appliance.adapters.capture`) and r
 from __future__ import annotations
 
 import errno
+import os
+import socket
 import struct
 from collections.abc import Iterator
 
@@ -55,6 +57,27 @@ def iter_attrs(data: bytes, offset: int = 0) -> Iterator[tuple[int, bytes]]:
             return
         yield kind & NLA_TYPE_MASK, data[offset + NLATTR.size : offset + length]
         offset += (length + 3) & ~3
+
+
+def dump_answers(
+    sock: socket.socket, request: bytes, seq: int, bufsize: int = 1 << 16
+) -> Iterator[tuple[int, bytes]]:
+    """Send the dump ``request`` (sequence number ``seq``) on ``sock`` and yield (type,
+    body) of every answer to it until the kernel's NLMSG_DONE; an error answer raises
+    OSError with the kernel's errno (a socket timeout raises as the socket does)."""
+    sock.send(request)
+    while True:
+        for kind, answer_seq, body in iter_messages(sock.recv(bufsize)):
+            if answer_seq != seq:
+                continue
+            if kind == NLMSG_DONE:
+                return
+            if kind == NLMSG_ERROR:
+                code = ack_error(body)
+                if code:
+                    raise OSError(code, os.strerror(code))
+                return
+            yield kind, body
 
 
 def ack_error(body: bytes) -> int:

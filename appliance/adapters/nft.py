@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 from appliance.adapters.netlink import (
     NLM_F_DUMP,
     NLM_F_REQUEST,
-    NLMSG_DONE,
     NLMSG_ERROR,
     ack_error,
+    dump_answers,
     iter_attrs,
     iter_messages,
     nlattr,
@@ -146,19 +146,14 @@ class NftBackend:
                 body = NFGENMSG.pack(NFPROTO_INET, 0, 0)
                 body += nlattr(NFTA_OBJ_TABLE, TABLE_NAME.encode() + b"\0")
                 body += nlattr(NFTA_OBJ_TYPE, struct.pack(">I", NFT_OBJECT_COUNTER))
-                sock.send(nlmsg(NFT_MSG_GETOBJ, NLM_F_REQUEST | NLM_F_DUMP, 1, body))
+                request = nlmsg(NFT_MSG_GETOBJ, NLM_F_REQUEST | NLM_F_DUMP, 1, body)
                 counters: dict[str, tuple[int, int]] = {}
-                while True:
-                    data = sock.recv(1 << 16)
-                    for kind, _seq, message in iter_messages(data):
-                        if kind == NLMSG_DONE:
-                            return counters
-                        if kind == NLMSG_ERROR:
-                            return counters if not ack_error(message) else None
-                        if kind == NFT_MSG_NEWOBJ:
-                            found = parse_counter(message)
-                            if found is not None:
-                                counters[found[0]] = found[1]
+                for kind, message in dump_answers(sock, request, 1):
+                    if kind == NFT_MSG_NEWOBJ:
+                        found = parse_counter(message)
+                        if found is not None:
+                            counters[found[0]] = found[1]
+                return counters
             except OSError:
                 return None
 

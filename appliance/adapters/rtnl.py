@@ -19,13 +19,10 @@ from appliance.adapters.netlink import (
     IFINFOMSG,
     NLM_F_DUMP,
     NLM_F_REQUEST,
-    NLMSG_DONE,
-    NLMSG_ERROR,
-    ack_error,
+    dump_answers,
     iter_attrs,
     nlmsg,
 )
-from appliance.adapters.netlink import iter_messages as iter_netlink
 from appliance.errors import KernelError
 
 RTM_NEWLINK, RTM_GETLINK = 16, 18
@@ -63,15 +60,8 @@ def _dump(kind: int, body: bytes) -> Iterator[tuple[int, bytes]]:
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
         sock.settimeout(5.0)
         try:
-            sock.sendall(nlmsg(kind, NLM_F_REQUEST | NLM_F_DUMP, 1, body))
-            while True:
-                data = sock.recv(1 << 16)
-                for msg_type, _seq, message in iter_netlink(data):
-                    if msg_type == NLMSG_DONE:
-                        return
-                    if msg_type == NLMSG_ERROR:
-                        raise KernelError(f"rtnetlink dump: {os.strerror(ack_error(message))}")
-                    yield msg_type, message
+            request = nlmsg(kind, NLM_F_REQUEST | NLM_F_DUMP, 1, body)
+            yield from dump_answers(sock, request, 1)
         except OSError as exc:
             raise KernelError(f"rtnetlink dump: {exc.strerror or exc}") from None
 

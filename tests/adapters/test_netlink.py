@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import errno
+import socket
 import struct
 
+import pytest
+
 from appliance.adapters.netlink import (
+    NLMSG_DONE,
     NLMSG_ERROR,
     ack_error,
+    dump_answers,
     iter_attrs,
     iter_messages,
     nlattr,
@@ -40,3 +45,18 @@ def test_truncated_input_stops_the_walk() -> None:
 def test_error_body() -> None:
     assert ack_error(struct.pack("=i", -errno.EPERM)) == errno.EPERM
     assert ack_error(b"\0") == errno.EPROTO
+
+
+def test_a_dump_yields_its_own_answers_until_done_and_raises_on_an_error() -> None:
+    """Answers to another sequence number are skipped; the kernel's error is an OSError."""
+    ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with ours, kernel:
+        kernel.send(nlmsg(0x100, 0, 7, b"old!") + nlmsg(0x100, 0, 8, b"one!"))
+        kernel.send(nlmsg(0x100, 0, 8, b"two!") + nlmsg(NLMSG_DONE, 0, 8, b"\0" * 4))
+        assert list(dump_answers(ours, b"request", 8)) == [(0x100, b"one!"), (0x100, b"two!")]
+        assert kernel.recv(64) == b"request"
+        refused = struct.pack("=i", -errno.EPERM) + b"\0" * 16
+        kernel.send(nlmsg(NLMSG_ERROR, 0, 9, refused))
+        with pytest.raises(OSError) as caught:
+            list(dump_answers(ours, b"request", 9))
+        assert caught.value.errno == errno.EPERM
