@@ -20,7 +20,7 @@ Bundles are static signed files: the hub needs no key and is not trusted; any st
 Built for fleets: one :class:`asyncio.Protocol` per connection (no task, stream or timer per
 request), answers to files kept as ready bytes (headers and body, per file version),
 directories resolved below DIR by a walk of their own components, the long-pollers of a file
-woken in one pass when it changes, and idle connections closed by one periodic sweep.
+answered in batches when it changes, and idle connections closed by one periodic sweep.
 """
 
 from __future__ import annotations
