@@ -295,7 +295,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     engine = _engine()
     seconds = _duration_option("--confirm", args.confirm)
     if seconds is not None:
-        previous = engine.backend.list_table()
+        previous = engine.observe()
         previous_links = confirm.links_snapshot(engine.links)
     plan, segments = engine.apply(desired)
     changed = plan.changed or (segments is not None and segments.changed)
@@ -328,10 +328,9 @@ def cmd_confirm(args: argparse.Namespace) -> int:
 
 def cmd_rollback_watch(args: argparse.Namespace) -> int:
     from appliance import confirm
-    from appliance.adapters.nft import NftBackend
 
-    backend = NftBackend()
-    confirm.wait_and_rollback(args.state_dir, args.token, backend.run, _engine().links)
+    engine = _engine()
+    confirm.wait_and_rollback(args.state_dir, args.token, engine, engine.links)
     return EXIT_OK
 
 

@@ -5,6 +5,14 @@ in the state directory and starts a detached watcher process; ``confirm`` remove
 pending record; the watcher, woken at the deadline, restores the saved table and puts the
 links back as they were (links the apply made go, links it removed or changed come back)
 if the record is still there.
+
+The saved table is its definition and its tagged elements (the profile's and the hub's);
+a set of more than ``INLINE`` elements is kept packed in ``confirm-previous.elements``
+beside the record. The restore is a change from the table as it is to the saved one, made
+as any other: the table and every set both keep stay, with their elements (a source both
+drop never passes during the commit), element differences go as deltas, and the run-time
+elements in the kernel are carried across. A record of the earlier format (the table as
+listed, elements included) is restored the same way.
 """
 
 from __future__ import annotations
@@ -18,18 +26,29 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from appliance.compile.nftjson import Json
 from appliance.compile.ruleset import table_object
+from appliance.daemon.state import INLINE, _words, desired_from_json, desired_to_json
+from appliance.model.elements import Elements
 from appliance.model.profile import Segment, SegmentKind
 from appliance.reconcile.segments import DesiredSegment, LinkState, PeerState, plan_segments
-from appliance.storage import atomic_write
+from appliance.reconcile.state import (
+    HUB_TAG,
+    PROFILE_TAG,
+    Desired,
+    Observed,
+    observed_from_listing,
+)
+from appliance.storage import atomic_write, atomic_write_parts
 
 if TYPE_CHECKING:
-    from appliance.engine import LinkBackend
+    from appliance.engine import Backend, LinkBackend
 
 PENDING = "confirm-pending.json"
+PREVIOUS_ELEMENTS = "confirm-previous.elements"
+FORMAT = 2  # 1 (no "format" key): "previous" is the table as listed, elements included
 
 
 def pending_path(state_dir: str) -> Path:
@@ -38,18 +57,19 @@ def pending_path(state_dir: str) -> Path:
 
 def arm(
     state_dir: str,
-    previous: list[Json] | None,
+    previous: Observed,
     seconds: float,
     netns: str | None,
     links: list[Json] | None = None,
 ) -> None:
-    """Record the table (and the links, see :func:`links_snapshot`) to restore and start the
-    watcher."""
+    """Record the table as it was (and the links, see :func:`links_snapshot`) to restore
+    and start the watcher."""
     token = f"{os.getpid()}-{time.time_ns()}"
     record = {
+        "format": FORMAT,
         "token": token,
         "deadline": time.time() + seconds,
-        "previous": previous,
+        "previous": save_table(state_dir, saved_table(previous)),
         "links": links,
     }
     atomic_write(pending_path(state_dir), json.dumps(record).encode())
@@ -85,6 +105,7 @@ def confirm(state_dir: str) -> bool:
     except (FileNotFoundError, ValueError):
         return False
     path.unlink(missing_ok=True)
+    (Path(state_dir) / PREVIOUS_ELEMENTS).unlink(missing_ok=True)
     watcher = record.get("watcher")
     if isinstance(watcher, int):
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -92,13 +113,24 @@ def confirm(state_dir: str) -> bool:
     return True
 
 
+class TableEngine(Protocol):
+    """What the restore needs of :class:`appliance.engine.Engine`."""
+
+    def apply(self, desired: Desired) -> object: ...
+
+    def observe(self) -> Observed: ...
+
+    @property
+    def backend(self) -> Backend: ...
+
+
 def wait_and_rollback(
-    state_dir: str, token: str, run: object, links: LinkBackend | None = None
+    state_dir: str, token: str, engine: TableEngine, links: LinkBackend | None = None
 ) -> bool:
     """The watcher: sleep until the deadline, then restore if still unconfirmed.
 
-    ``run`` executes a libnftables command batch; ``links`` puts the segments' links back.
-    Returns True if it rolled back.
+    ``engine`` changes the table back; ``links`` puts the segments' links back. Returns
+    True if it rolled back.
     """
     path = pending_path(state_dir)
     while True:
@@ -112,25 +144,78 @@ def wait_and_rollback(
         if left <= 0:
             break
         time.sleep(min(left, 1.0))
-    assert callable(run)
-    run(restore_commands(record.get("previous")))
+    restore_table(engine, load_table(state_dir, record))
     snapshot = record.get("links")
     if links is not None and snapshot is not None:
         restore_links(links, snapshot)
     path.unlink(missing_ok=True)
+    (Path(state_dir) / PREVIOUS_ELEMENTS).unlink(missing_ok=True)
     return True
 
 
-def restore_commands(previous: list[Json] | None) -> list[Json]:
-    """Replace whatever table is there with ``previous`` (as listed), or remove it."""
-    commands: list[Json] = [{"add": table_object()}, {"delete": table_object()}]
-    for obj in previous or []:
+def restore_table(engine: TableEngine, previous: Desired | None) -> None:
+    """Bring the table back to ``previous`` (None: there was none, it goes) as any change
+    is made: kept sets keep their elements, differences go as deltas."""
+    if previous is None:
+        if engine.observe().present:
+            engine.backend.run([{"delete": table_object()}])
+        return
+    engine.apply(previous)
+
+
+def saved_table(observed: Observed) -> Desired | None:
+    """The table ``observed`` as a policy that puts it back: its definition (no handles)
+    and its tagged elements, the hub's too (so hub elements added since go); the run-time
+    elements are those in the kernel at the restore. None: there was no table."""
+    if observed.objects is None:
+        return None
+    objects: list[Json] = []
+    for obj in observed.objects:
         kind, body = next(iter(obj.items()))
-        if kind == "metainfo":
-            continue
-        clean = {k: v for k, v in body.items() if k != "handle"}
-        commands.append({"add": {kind: clean}})
-    return commands
+        if kind != "metainfo":
+            objects.append({kind: {k: v for k, v in body.items() if k not in ("handle", "elem")}})
+    own: dict[str, Elements] = {}
+    hub: dict[str, Elements] = {}
+    for name, tags in observed.tagged.items():
+        for tag, into in ((PROFILE_TAG, own), (HUB_TAG, hub)):
+            if tags.get(tag):
+                into[name] = tags[tag]
+    return Desired(objects, own, dict(observed.types), hub=hub)
+
+
+def save_table(state_dir: str, desired: Desired | None) -> Json | None:
+    """``desired`` as the pending record keeps it; its large sets' words written packed to
+    ``PREVIOUS_ELEMENTS``."""
+    if desired is None:
+        return None
+    hub = desired.hub or {}
+    offsets: dict[str, dict[str, int]] = {"own": {}, "hub": {}}
+    parts: list[memoryview] = []
+    offset = 0
+    for part, elements in (("own", desired.elements), ("hub", hub)):
+        for name, items in sorted(elements.items()):
+            if items.spans is not None and len(items) > INLINE:
+                offsets[part][name] = offset
+                offset += items.nbytes()
+                parts += _words(items)
+    atomic_write_parts(Path(state_dir) / PREVIOUS_ELEMENTS, parts)
+    data = desired_to_json(desired, offsets["own"])
+    hub_only = Desired(desired.objects, hub, desired.types)
+    data["hub"] = desired_to_json(hub_only, offsets["hub"])["elements"]
+    return data
+
+
+def load_table(state_dir: str, record: dict[str, Any]) -> Desired | None:
+    """The table a pending record saved (either format)."""
+    previous = record.get("previous")
+    if previous is None:
+        return None
+    if record.get("format") is None:  # the table as listed
+        return saved_table(observed_from_listing(previous))
+    with (Path(state_dir) / PREVIOUS_ELEMENTS).open("rb") as words:
+        own = desired_from_json(previous, words)
+        hub = desired_from_json({**previous, "elements": previous["hub"]}, words)
+    return Desired(own.objects, own.elements, own.types, hub=hub.elements)
 
 
 # ---- the segments' links ------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Commit-confirm's snapshot of the segments' links and their restore, on the fake links."""
+"""Commit-confirm: the saved table and its restore (a change back, on the fake kernel and
+on nftables), the segments' links and their restore (on the fake links)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,23 @@ from pathlib import Path
 
 import pytest
 
-from appliance.confirm import links_snapshot, pending_path, restore_links
+from appliance.compile.nftjson import Json
+from appliance.confirm import (
+    FORMAT,
+    PREVIOUS_ELEMENTS,
+    links_snapshot,
+    load_table,
+    pending_path,
+    restore_links,
+    restore_table,
+    save_table,
+    saved_table,
+)
 from appliance.daemon.policies import policy_from_profile
 from appliance.engine import Engine
 from appliance.model.parse import load_profile
 from appliance.reconcile.state import Desired
-from tests.conftest import nft_in, run_appliance
+from tests.conftest import nft_in, run_appliance, small_profile
 from tests.daemon.conftest import wait_until
 from tests.fakekernel import FakeKernel, FakeLinks
 
@@ -98,3 +110,150 @@ def _links(ns: str) -> list[str]:
 def _namespaces() -> list[str]:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
     return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+
+
+# ---- the table ----------------------------------------------------------------------------
+
+
+def _policy(tmp_path: Path, name: str, elements: list[str], rule: str = "ssh") -> Desired:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(small_profile(name, elements).replace('name = "ssh"', f'name = "{rule}"'))
+    return policy_from_profile(str(path), load_profile(path)).desired
+
+
+def _spread(count: int) -> list[str]:
+    """``count`` addresses no two of which are adjacent (an interval set keeps them apart)."""
+    return [f"10.{i // 100}.{i % 100}.1" for i in range(count)]
+
+
+def _shape(listing: list[Json] | None) -> tuple[list[str], list[str]]:
+    """A listing without handles: its objects (elements sorted) and its rules, chain by
+    chain in their order (the kernel lists kept objects before those added after them)."""
+    objects, rules = [], []
+    for obj in listing or []:
+        ((kind, body),) = obj.items()
+        if kind == "metainfo":
+            continue
+        clean = {k: v for k, v in body.items() if k != "handle"}
+        if "elem" in clean:
+            clean["elem"] = sorted(json.dumps(e, sort_keys=True) for e in clean["elem"])
+        text = json.dumps({kind: clean}, sort_keys=True)
+        (rules if kind == "rule" else objects).append((str(clean.get("chain")), text))
+    return sorted(text for _chain, text in objects), [
+        text for _chain, text in sorted(rules, key=lambda r: r[0])
+    ]
+
+
+def _touched_sets(batches: list[list[Json]]) -> set[tuple[str, str]]:
+    """(command, kind) of every command on a table or a whole set in ``batches`` (``flush
+    table`` takes the rules only)."""
+    return {
+        (op, kind)
+        for batch in batches
+        for command in batch
+        for op, obj in command.items()
+        for kind in obj
+        if kind in ("table", "set")
+    }
+
+
+def test_a_rollback_changes_the_table_back_keeping_the_sets_both_have(tmp_path: Path) -> None:
+    kernel = FakeKernel()
+    engine = Engine(kernel)
+    engine.apply(_policy(tmp_path, "before", _spread(1500)))
+    engine.set_add("blocklist", ["192.168.7.1"])  # a run-time element
+    before = kernel.list_table()
+    record = {
+        "format": FORMAT,
+        "previous": save_table(str(tmp_path), saved_table(engine.observe())),
+    }
+    stored = json.dumps(record)
+    assert len(stored) < 20_000  # the large set is packed beside the record
+    assert (tmp_path / PREVIOUS_ELEMENTS).stat().st_size > 0
+    # the new policy: the rule renamed (a structural change), one element less, one more
+    engine.apply(_policy(tmp_path, "after", [*_spread(1499), "172.16.0.1"], rule="ssh-new"))
+    assert _shape(kernel.list_table()) != _shape(before)
+    done = len(kernel.batches)
+    restore_table(engine, load_table(str(tmp_path), json.loads(stored)))
+    assert _shape(kernel.list_table()) == _shape(before)
+    # the table and the sets stay (no delete, no set flushed); elements go as deltas
+    assert _touched_sets(kernel.batches[done:]) <= {("flush", "table")}
+    assert kernel.element_texts("blocklist") >= {"192.168.7.1", "10.0.0.1"}
+
+
+def test_hub_elements_added_since_go_and_the_saved_ones_come_back(tmp_path: Path) -> None:
+    kernel = FakeKernel()
+    engine = Engine(kernel)
+    first = _policy(tmp_path, "before", ["192.0.2.0/24"])
+    engine.apply(
+        Desired(first.objects, first.elements, first.types, hub={"blocklist": ["198.51.100.0/24"]})
+    )
+    before = kernel.list_table()
+    previous = save_table(str(tmp_path), saved_table(engine.observe()))
+    engine.apply(
+        Desired(first.objects, first.elements, first.types, hub={"blocklist": ["203.0.113.0/24"]})
+    )
+    restore_table(engine, load_table(str(tmp_path), {"format": FORMAT, "previous": previous}))
+    assert _shape(kernel.list_table()) == _shape(before)
+
+
+def test_a_record_of_the_earlier_format_is_restored_the_same_way(tmp_path: Path) -> None:
+    kernel = FakeKernel()
+    engine = Engine(kernel)
+    engine.apply(_policy(tmp_path, "before", ["192.0.2.0/24", "198.51.100.0/24"]))
+    before = kernel.list_table()
+    record = json.loads(json.dumps({"token": "t", "deadline": 0, "previous": before}))
+    engine.apply(_policy(tmp_path, "after", ["192.0.2.0/24"], rule="ssh-new"))
+    done = len(kernel.batches)
+    restore_table(engine, load_table(str(tmp_path), record))
+    assert _shape(kernel.list_table()) == _shape(before)
+    assert _touched_sets(kernel.batches[done:]) <= {("flush", "table")}
+
+
+def test_no_table_before_means_none_after(tmp_path: Path) -> None:
+    kernel = FakeKernel()
+    engine = Engine(kernel)
+    previous = save_table(str(tmp_path), saved_table(engine.observe()))
+    assert previous is None
+    engine.apply(_policy(tmp_path, "after", ["192.0.2.0/24"]))
+    restore_table(engine, load_table(str(tmp_path), {"format": FORMAT, "previous": previous}))
+    assert kernel.list_table() is None
+    restore_table(engine, None)  # and again: nothing to remove
+    assert kernel.list_table() is None
+
+
+@pytest.mark.root
+def test_an_unconfirmed_apply_is_changed_back_and_a_kept_set_never_emptied(
+    netns: str, tmp_path: Path
+) -> None:
+    first = tmp_path / "first.toml"
+    first.write_text(small_profile("first", ["203.0.113.0/24", "198.51.100.0/24"]))
+    assert run_appliance("apply", "--netns", netns, str(first)).returncode == 0
+    added = run_appliance("set", "add", "--netns", netns, "blocklist", "192.0.2.7")
+    assert added.returncode == 0, added.stderr
+    before = _listing(netns)
+    handle = _set_handle(netns, "blocklist")
+    second = tmp_path / "second.toml"  # a rule renamed (a structural change), an element less
+    second.write_text(
+        small_profile("second", ["203.0.113.0/24"]).replace('name = "ssh"', 'name = "ssh-new"')
+    )
+    state = tmp_path / "state"
+    result = run_appliance(
+        "apply", "--netns", netns, "--state-dir", str(state), "--confirm", "1s", str(second)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ssh-new" in nft_in(netns, "list", "table", "inet", "appliance")
+    wait_until(lambda: not pending_path(str(state)).exists(), timeout=30)
+    assert _listing(netns) == before
+    # the set both tables have was kept through the apply and the rollback, never deleted
+    assert _set_handle(netns, "blocklist") == handle
+    assert not (state / PREVIOUS_ELEMENTS).exists()
+
+
+def _set_handle(ns: str, name: str) -> int:
+    listing = json.loads(nft_in(ns, "-j", "-a", "list", "set", "inet", "appliance", name))
+    return int(next(obj["set"]["handle"] for obj in listing["nftables"] if "set" in obj))
+
+
+def _listing(ns: str) -> tuple[list[str], list[str]]:
+    return _shape(json.loads(nft_in(ns, "-j", "list", "table", "inet", "appliance"))["nftables"])
