@@ -144,7 +144,13 @@ def wait_and_rollback(
         if left <= 0:
             break
         time.sleep(min(left, 1.0))
-    restore_table(engine, load_table(state_dir, record))
+    try:
+        previous = load_table(state_dir, record)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # the record stays, saying why
+        record["error"] = f"{path}: cannot restore the saved table: {exc}"
+        atomic_write(path, json.dumps(record).encode())
+        return False
+    restore_table(engine, previous)
     snapshot = record.get("links")
     if links is not None and snapshot is not None:
         restore_links(links, snapshot)
@@ -206,11 +212,15 @@ def save_table(state_dir: str, desired: Desired | None) -> Json | None:
 
 
 def load_table(state_dir: str, record: dict[str, Any]) -> Desired | None:
-    """The table a pending record saved (either format)."""
+    """The table a pending record saved (either format). ValueError (one line) for a
+    record of an unknown format."""
     previous = record.get("previous")
+    form = record.get("format")
+    if form not in (None, FORMAT):
+        raise ValueError(f"unknown format {form!r}")
     if previous is None:
         return None
-    if record.get("format") is None:  # the table as listed
+    if form is None:  # the table as listed
         return saved_table(observed_from_listing(previous))
     with (Path(state_dir) / PREVIOUS_ELEMENTS).open("rb") as words:
         own = desired_from_json(previous, words)

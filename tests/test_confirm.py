@@ -22,6 +22,7 @@ from appliance.confirm import (
     restore_table,
     save_table,
     saved_table,
+    wait_and_rollback,
 )
 from appliance.daemon.policies import policy_from_profile
 from appliance.engine import Engine
@@ -220,6 +221,21 @@ def test_no_table_before_means_none_after(tmp_path: Path) -> None:
     assert kernel.list_table() is None
     restore_table(engine, None)  # and again: nothing to remove
     assert kernel.list_table() is None
+
+
+def test_a_record_of_an_unknown_format_is_refused_and_the_table_left_alone(
+    tmp_path: Path,
+) -> None:
+    kernel = FakeKernel()
+    engine = Engine(kernel)
+    engine.apply(_policy(tmp_path, "after", ["192.0.2.0/24"]))
+    after = kernel.list_table()
+    record = {"format": 99, "token": "t", "deadline": 0, "previous": {"objects": []}}
+    pending_path(str(tmp_path)).write_text(json.dumps(record))
+    assert not wait_and_rollback(str(tmp_path), "t", engine)
+    assert kernel.list_table() == after
+    kept = json.loads(pending_path(str(tmp_path)).read_text())
+    assert "unknown format 99" in kept["error"] and "\n" not in kept["error"]
 
 
 @pytest.mark.root
