@@ -99,13 +99,32 @@ class NftBackend:
         return NfSets(family=TABLE_FAMILY, table=TABLE_NAME)
 
     def list_structure(self) -> list[Json] | None:
-        """Our table without set elements (terse output: the listing costs the same
-        whatever the sets hold), or None if absent."""
+        """Our table without set elements (anonymous sets inline in their rules), or None
+        if absent.
+
+        nftables 1.0.6 fetches every set element into its cache for ``list table``, terse
+        or not (seconds and hundreds of MiB for 200k elements); a terse ``list ruleset``
+        of the family fetches none and lists the same objects in the same order, ours
+        kept. If that listing fails, the table is listed terse."""
         self._nft.set_terse_output(True)
         try:
-            return self.list_table()
+            listed, objects = self._ruleset_structure()
+            return objects if listed else self.list_table()
         finally:
             self._nft.set_terse_output(False)
+
+    def _ruleset_structure(self) -> tuple[bool, list[Json] | None]:
+        """(listed, our table's objects out of a terse ``list ruleset`` or None if the
+        table is absent); listed is False if the listing failed."""
+        rc, output, _error = self._nft.json_cmd(
+            {"nftables": [{"list": {"ruleset": {"family": TABLE_FAMILY}}}]}
+        )
+        if rc != 0 or not isinstance(output, dict):
+            return False, None
+        objects = [obj for obj in output.get("nftables", []) if _of_our_table(obj)]
+        if not any("table" in obj for obj in objects):
+            return True, None
+        return True, objects
 
     def list_set(self, name: str, elements: bool = True) -> Json | None:
         """One set (with its elements unless ``elements`` is False), or None if absent.
@@ -169,6 +188,16 @@ class NftBackend:
             if body and body.get("table") == TABLE_NAME:
                 counters[body["name"]] = (int(body["packets"]), int(body["bytes"]))
         return counters
+
+
+def _of_our_table(obj: Json) -> bool:
+    """Whether a listed object (not metainfo) belongs to table ``inet appliance``."""
+    for kind, body in obj.items():
+        if kind == "metainfo" or not isinstance(body, dict):
+            return False
+        name = body.get("name") if kind == "table" else body.get("table")
+        return bool(body.get("family") == TABLE_FAMILY and name == TABLE_NAME)
+    return False
 
 
 NETLINK_NETFILTER = 12
