@@ -4,8 +4,10 @@ In a fresh namespace, a real profile (profiles/edge-gateway.toml, applied by the
 an interval set and a hash set of N IPv4 elements each (not adjacent: they do not merge).
 Each way runs in its own child process, R times: the way used before (libnftables' terse
 ``list table``, which in nftables 1.0.6 fetches every set element into its cache) and
-``NftBackend.list_structure()``. Time is the call's wall time, memory the child's peak RSS
-above its RSS before the call (VmHWM). The two listings must be equal (normalised JSON).
+``NftBackend.list_structure()``; then the same for the daemon's read-back of the table
+(``Engine.observe()``: the structure, then every set's elements over netlink). Time is
+the call's wall time, memory the child's peak RSS above its RSS before the call (VmHWM).
+The two listings must be equal (normalised JSON).
 
 Prints the figures with the ratios, appends them with the command to bench/RESULTS.md
 (unless --no-append).
@@ -64,11 +66,23 @@ def child(way: str) -> None:
         return 0
 
     backend = NftBackend()
+    if way.endswith("list table"):
+
+        def terse_table() -> list[dict[str, object]] | None:
+            backend._nft.set_terse_output(True)
+            try:
+                return backend.list_table()
+            finally:
+                backend._nft.set_terse_output(False)
+
+        backend.list_structure = terse_table  # type: ignore[method-assign]
     before = hwm()
     start = time.perf_counter()
-    if way == "list table":
-        backend._nft.set_terse_output(True)
-        listing = backend.list_table()
+    listing = None
+    if way.startswith("observe"):
+        from appliance.engine import Engine
+
+        Engine(backend).observe()
     else:
         listing = backend.list_structure()
     seconds = time.perf_counter() - start
@@ -112,13 +126,19 @@ def main() -> None:
             script.write(load_script(args.size))
             script.flush()
             subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", script.name], check=True)
-        figures: dict[str, list[tuple[float, int]]] = {"list table": [], "list_structure()": []}
+        figures: dict[str, list[tuple[float, int]]] = {
+            "list table": [],
+            "list_structure()": [],
+            "observe, list table": [],
+            "observe, list_structure()": [],
+        }
         listings: dict[str, object] = {}
         for _ in range(args.runs):
             for way, runs in figures.items():
                 result = run_way(ns, way)
                 runs.append((float(str(result["s"])), int(str(result["kib"]))))
-                listings[way] = result["listing"]
+                if not way.startswith("observe"):
+                    listings[way] = result["listing"]
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
     equal = listings["list table"] == listings["list_structure()"]
@@ -128,6 +148,10 @@ def main() -> None:
     ref_s = statistics.median(s for s, _ in reference)
     ref_kib = statistics.median(k for _, k in reference)
     for way, runs in figures.items():
+        if way.startswith("observe"):
+            reference = figures["observe, list table"]
+            ref_s = statistics.median(s for s, _ in reference)
+            ref_kib = statistics.median(k for _, k in reference)
         s = statistics.median(x for x, _ in runs)
         kib = statistics.median(k for _, k in runs)
         rows.append(
