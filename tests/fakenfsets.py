@@ -79,9 +79,7 @@ class FakeNfSets:
         return {tag: collector.finish() for tag, collector in collectors.items()}
 
 
-def _chunks(
-    dels: list[str], adds: list[str], size: int
-) -> Iterator[tuple[list[str], list[str]]]:
+def _chunks(dels: list[str], adds: list[str], size: int) -> Iterator[tuple[list[str], list[str]]]:
     """Deletes first (an interval added must not overlap one still there), then adds."""
     for start in range(0, len(dels), size):
         yield dels[start : start + size], []

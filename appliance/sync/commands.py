@@ -219,7 +219,7 @@ def _verify_tuf(source: str, root_path: str, min_version: int | None) -> int:
     """The appliance's TUF workflow from ``root_path`` alone (no state: nothing is
     trusted beyond that root) over a repository directory or URL, then the bundle's checks
     (and those of ``full/bundle.json`` when targets name one). Exit 0 valid, 1 rejected with
-the reason on one line (as for a signed pair), 2 for a root file that cannot be read."""
+    the reason on one line (as for a signed pair), 2 for a root file that cannot be read."""
     import asyncio
 
     from appliance.sync import bundle as B

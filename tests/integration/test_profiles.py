@@ -102,7 +102,7 @@ def test_edge_gateway_demo() -> None:
         packets = _rule_packets(text)
         assert packets.get("lan-web-out", 0) > 0, text
         assert sum(1 for value in packets.values() if value > 0) >= 5, text
-        for name in ("appliance_apply_total", "appliance_set_elements{set=\"blocklist\"}"):
+        for name in ("appliance_apply_total", 'appliance_set_elements{set="blocklist"}'):
             assert name in text
         assert 'appliance_drift_repairs_total{kind="structure"} 1.0' in text
         assert "$ appliance set add blocklist 198.51.100.2: exit 0" in text
