@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import stat
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,10 @@ Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
 WRITE_SECONDS = 10.0
 READ_SECONDS = 10.0
+# Connections the kernel queues before the daemon accepts them: a burst of clients (or of
+# stalled ones) waits in the queue instead of being turned away.
+BACKLOG = 1024
+CONNECT_RETRY = 0.02  # seconds between connects while the queue is full
 
 
 class ControlServer:
@@ -48,7 +53,7 @@ class ControlServer:
         old_umask = os.umask(0o177)  # the socket is born 0600: no window with wider access
         try:
             self.server = await asyncio.start_unix_server(
-                self._serve, path=str(target), limit=MAX_REQUEST_BYTES
+                self._serve, path=str(target), limit=MAX_REQUEST_BYTES, backlog=BACKLOG
             )
         finally:
             os.umask(old_umask)
@@ -141,6 +146,19 @@ class NoDaemon(ApplianceError):
     exit_code = 1
 
 
+def _connect(sock: socket.socket, path: str, deadline: float) -> None:
+    """Connect, waiting while the daemon's queue of connections is full (a socket with a
+    timeout is told EAGAIN at once, where a blocking one would wait) until ``deadline``."""
+    while True:
+        try:
+            sock.connect(path)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError("the daemon's queue of connections stayed full") from None
+            time.sleep(CONNECT_RETRY)
+
+
 def request(path: str, message: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
     """Send one request and return the response. NoDaemon if nothing listens on ``path``;
     a request above :data:`MAX_REQUEST_BYTES` is refused before it is sent (exit 2)."""
@@ -150,7 +168,7 @@ def request(path: str, message: dict[str, Any], timeout: float = 30.0) -> dict[s
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
         sock.settimeout(timeout)
         try:
-            sock.connect(path)
+            _connect(sock, path, time.monotonic() + timeout)
         except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError) as exc:
             raise NoDaemon(f"no daemon answers on {path} ({exc.strerror})") from None
         except PermissionError:

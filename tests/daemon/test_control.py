@@ -185,3 +185,47 @@ def test_a_request_dripped_a_byte_at_a_time_is_closed_at_the_deadline(
                 closed = True
                 break
         assert closed
+
+
+def test_a_client_waits_while_the_queue_of_connections_is_full(tmp_path: Path) -> None:
+    """A busy daemon whose queue of pending connections is full: the client waits for its
+    turn (within its timeout) instead of failing at once with EAGAIN."""
+    path = str(tmp_path / "busy.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(0)
+    queued: list[socket.socket] = []
+    try:
+        for _ in range(8):  # fill the queue: connects that would block fail at once
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            try:
+                sock.connect(path)
+            except BlockingIOError:
+                sock.close()
+                break
+            queued.append(sock)
+        else:
+            pytest.fail("the queue of connections never filled")
+        answered = threading.Event()
+
+        def serve() -> None:  # accepts only once the client is waiting, then answers it
+            for _ in range(len(queued)):
+                server.accept()[0].close()
+            conn, _ = server.accept()
+            with conn:
+                assert conn.recv(1024).endswith(b"\n")
+                answered.set()
+                conn.sendall(b'{"ok": true}\n')
+
+        thread = threading.Thread(target=serve, daemon=True)
+        timer = threading.Timer(0.3, thread.start)
+        timer.start()
+        assert request(path, {"op": "status"}, timeout=20) == {"ok": True}
+        assert answered.is_set()
+        timer.join()
+        thread.join(timeout=20)
+    finally:
+        for sock in queued:
+            sock.close()
+        server.close()
