@@ -4,12 +4,23 @@ Each sample starts from an empty namespace (the table absent), so both load the 
 table. Also timed: the in-process apply (no interpreter start-up), and a no-change apply
 (the plan finds nothing to do). Prints medians and ratios against `nft -f`.
 
+With ``--sets N``: a profile with one hash set of N IPv4 hosts (an ``elements_file``), in
+a fresh namespace: the first load of the set (the table absent) and a change of ``--delta``
+elements (half deleted, half added), each by `appliance apply` as a new process against
+`nft -f` of the same change (the compiled ruleset; an ``add element``/``delete element``
+script), in the same run, the median of ``--runs`` (each delta undone by applying the
+first profile again, each load after the table was deleted). ``--profile-cli DIR`` also
+writes cProfile files of one CLI load and one CLI delta there. Appends the figures to
+bench/RESULTS.md unless --no-append.
+
     sudo .venv/bin/python -m bench.apply_vs_nft [PROFILE] [--runs N]
+    sudo .venv/bin/python -m bench.apply_vs_nft --sets 1000000 --delta 100000 --runs 3
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -20,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "RESULTS.md"
 
 
 def timed(action: Callable[[], object], reset: Callable[[], object], runs: int) -> list[float]:
@@ -32,15 +44,35 @@ def timed(action: Callable[[], object], reset: Callable[[], object], runs: int) 
     return samples
 
 
+def timed_undone(
+    action: Callable[[], object], undo: Callable[[], object], runs: int
+) -> list[float]:
+    """``action`` timed ``runs`` times, each undone after it (untimed)."""
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        action()
+        samples.append(time.perf_counter() - start)
+        undo()
+    return samples
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("profile", nargs="?", default=str(REPO / "profiles" / "edge-gateway.toml"))
-    parser.add_argument("--runs", type=int, default=21)
+    parser.add_argument("--runs", type=int, default=None)
+    parser.add_argument("--sets", type=int, metavar="N", help="a set of N elements")
+    parser.add_argument("--delta", type=int, default=100_000, metavar="D")
+    parser.add_argument("--profile-cli", type=Path, metavar="DIR")
+    parser.add_argument("--check", action="store_true", help="count the set's elements after")
+    parser.add_argument("--no-append", action="store_true")
     args = parser.parse_args()
     ns = f"apbench-{uuid.uuid4().hex[:6]}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
-        return run(ns, args.profile, args.runs)
+        if args.sets:
+            return run_sets(ns, args)
+        return run(ns, args.profile, args.runs or 21)
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
 
@@ -112,6 +144,147 @@ def run(ns: str, profile: str, runs: int) -> int:
         median = statistics.median(samples)
         print(f"  {label:<44} {median * 1000:8.1f} ms   x{median / base:5.2f} of nft -f")
     Path(script).unlink()
+    return 0
+
+
+SET_PROFILE = """version = 1
+name = "bench-cli-sets"
+[zones.lan]
+interfaces = ["eth1"]
+[sets.blocklist]
+type = "ipv4_addr"
+size = SIZE
+elements_file = "ELEMENTS"
+[[rules]]
+name = "drop-blocklist"
+from = "any"
+to = "self"
+saddr = ["@blocklist"]
+action = "drop"
+"""
+
+
+def set_profile(folder: Path, name: str, elements: list[str], size: int) -> Path:
+    listing = folder / f"{name}.txt"
+    listing.write_text("".join(f"{e}\n" for e in elements))
+    profile = folder / f"{name}.toml"
+    profile.write_text(SET_PROFILE.replace("SIZE", str(size)).replace("ELEMENTS", str(listing)))
+    return profile
+
+
+def addresses(count: int, seed: int) -> list[str]:
+    import random
+
+    picked = random.Random(seed).sample(range(1 << 24), count)
+    return [f"10.{v >> 16}.{(v >> 8) & 255}.{v & 255}" for v in picked]
+
+
+def _count() -> int:
+    from appliance.adapters.nfsets import NfSets
+
+    with NfSets() as sets:
+        return sets.count("blocklist")
+
+
+def run_sets(ns: str, args: argparse.Namespace) -> int:
+    """The first load and a delta of a large set: `appliance apply` against `nft -f`."""
+    size, delta, runs = args.sets, args.delta, args.runs or 3
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "appliance")], check=True)
+    appliance = [sys.executable, "-m", "appliance"]
+    exec_ns = ["ip", "netns", "exec", ns]
+    elements = addresses(size + delta // 2, seed=size)
+    loaded, extra = elements[:size], elements[size:]
+    gone = loaded[: delta // 2]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        state = folder / "state"
+        state.mkdir()
+        first = set_profile(folder, "first", loaded, 2 * size)
+        changed = set_profile(folder, "changed", loaded[delta // 2 :] + extra, 2 * size)
+        script = folder / "first.nft"
+        script.write_text(
+            subprocess.run(
+                [*appliance, "compile", str(first)], check=True, capture_output=True, text=True
+            ).stdout
+        )
+        forward = folder / "forward.nft"
+        forward.write_text(
+            f"delete element inet appliance blocklist {{ {', '.join(gone)} }}\n"
+            f"add element inet appliance blocklist {{ {', '.join(extra)} }}\n"
+        )
+        backward = folder / "backward.nft"
+        backward.write_text(
+            f"delete element inet appliance blocklist {{ {', '.join(extra)} }}\n"
+            f"add element inet appliance blocklist {{ {', '.join(gone)} }}\n"
+        )
+
+        def sh(*argv: str) -> None:
+            subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+
+        def drop() -> None:
+            subprocess.run(
+                [*exec_ns, "nft", "delete", "table", "inet", "appliance"], capture_output=True
+            )
+
+        def cli(profile: Path, *extra_args: str) -> list[str]:
+            return [
+                *appliance,
+                "apply",
+                "--netns",
+                ns,
+                "--state-dir",
+                str(state),
+                *extra_args,
+                str(profile),
+            ]
+
+        nft_load = timed(lambda: sh(*exec_ns, "nft", "-f", str(script)), drop, runs)
+        nft_delta = timed_undone(
+            lambda: sh(*exec_ns, "nft", "-f", str(forward)),
+            lambda: sh(*exec_ns, "nft", "-f", str(backward)),
+            runs,
+        )
+        drop()
+        cli_load = timed(lambda: sh(*cli(first)), drop, runs)
+        cli_delta = timed_undone(lambda: sh(*cli(changed)), lambda: sh(*cli(first)), runs)
+        if args.profile_cli:
+            args.profile_cli.mkdir(parents=True, exist_ok=True)
+            profiled = [sys.executable, "-m", "cProfile", "-o"]
+            drop()
+            load_out, delta_out = args.profile_cli / "load.prof", args.profile_cli / "delta.prof"
+            sh(*profiled, str(load_out), "-m", "appliance", *cli(first)[3:])
+            sh(*profiled, str(delta_out), "-m", "appliance", *cli(changed)[3:])
+        held = None
+        if args.check:  # a dump of the whole set (a minute at 1M)
+            from appliance.adapters.nsexec import run_in_netns
+
+            held = run_in_netns(ns, _count, timeout=900)
+    rows = [
+        ("first load: nft -f", nft_load, nft_load),
+        ("first load: appliance apply", cli_load, nft_load),
+        (f"delta of {delta:,}: nft -f", nft_delta, nft_delta),
+        (f"delta of {delta:,}: appliance apply", cli_delta, nft_delta),
+    ]
+    lines = [
+        "| change | median | samples | ratio to nft -f |",
+        "|---|---:|---|---:|",
+    ]
+    for label, samples, base in rows:
+        median = statistics.median(samples)
+        shown = " ".join(f"{s:.2f}" for s in samples)
+        ratio = median / statistics.median(base)
+        lines.append(f"| {label} | {median:.2f} s | {shown} | {ratio:.2f}x |")
+    print("\n".join(lines))
+    if held is not None:
+        print(f"elements held after the last apply: {held:,} (expected {size:,})")
+    if not args.no_append:
+        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        load = os.getloadavg()[0]
+        with RESULTS.open("a") as out:
+            out.write(
+                f"\n`sudo .venv/bin/python -m bench.apply_vs_nft --sets {size} --delta {delta}"
+                f" --runs {runs}` ({stamp}, load average {load:.1f}):\n\n" + "\n".join(lines) + "\n"
+            )
     return 0
 
 
