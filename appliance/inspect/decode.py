@@ -98,14 +98,20 @@ class Layer:
         "gtp",
         "icmp_code",
         "icmp_type",
+        "ip_at",
         "payload",
         "proto",
+        "raw",
         "seq",
         "sport",
         "src",
         "truncated",
         "tunnel",
     )
+    # set by the IP decoders only (a reassembled datagram has none): the bytes the packet
+    # is in and where its IP header starts in them
+    raw: bytes
+    ip_at: int
 
     def __init__(self, family: int, src: bytes, dst: bytes, proto: int, depth: int) -> None:
         self.family = family
@@ -224,6 +230,8 @@ def decode_ipv4(data: bytes, off: int, end: int, errors: Errors, depth: int) -> 
         count(errors, "ipv4.truncated")
         return None
     layer = Layer(4, src, dst, proto, depth)
+    layer.raw = data
+    layer.ip_at = off
     layer.truncated = off + total > end
     if frag & 0x3FFF:  # more fragments, or a fragment offset
         layer.fragment = True
@@ -261,6 +269,8 @@ def decode_ipv6(data: bytes, off: int, end: int, errors: Errors, depth: int) -> 
         count(errors, "ipv6.truncated_payload")
     pos = off + 40
     layer = Layer(6, src, dst, nxt, depth)
+    layer.raw = data
+    layer.ip_at = off
     layer.truncated = off + 40 + plen > end
     for _ in range(MAX_IPV6_EXT + 1):
         if nxt in _IPV6_EXT or nxt == _IPV6_AH:
