@@ -125,7 +125,7 @@ def owned_elements(desired: Desired, observed: Observed, name: str) -> Elements:
     for tag in managed_tags(desired):
         items = observed.with_tag(name, tag)
         if items is not None and items.set_type == have.set_type:
-            have = have.join(items)
+            have = have.join(items) if have else items  # no pass over a lone tag's elements
     return have
 
 
