@@ -294,10 +294,12 @@ def cmd_apply(args: argparse.Namespace) -> int:
     desired = _desired(args.profile, for_kernel=True)
     engine = _engine()
     seconds = _duration_option("--confirm", args.confirm)
+    _recall_applied(args, engine)
     if seconds is not None:
         previous = engine.observe()
         previous_links = confirm.links_snapshot(engine.links)
     plan, segments = engine.apply(desired)
+    _keep_applied(args, engine)
     changed = plan.changed or (segments is not None and segments.changed)
     for line in segments.waiting if segments is not None else []:
         print(f"appliance: {line}", file=sys.stderr)
@@ -310,6 +312,25 @@ def cmd_apply(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"applied {desired.name} ({desired.table_hash})" if changed else "no changes")
     return EXIT_OK
+
+
+def _recall_applied(args: argparse.Namespace, engine: Engine) -> None:
+    """Start from what the last apply here left in the sets, while no transaction
+    happened since (see appliance.applied)."""
+    from appliance import applied
+
+    engine.known = applied.load(args.state_dir, args.netns)
+
+
+def _keep_applied(args: argparse.Namespace, engine: Engine) -> None:
+    """Keep what the sets hold now for the next apply here (nothing if the state
+    directory cannot be written: the next apply reads the sets from the kernel)."""
+    from appliance import applied
+
+    try:
+        applied.save(args.state_dir, args.netns, engine.known_now())
+    except OSError as exc:
+        print(f"appliance: {args.state_dir}: cannot keep the applied state: {exc}", file=sys.stderr)
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
@@ -330,7 +351,9 @@ def cmd_rollback_watch(args: argparse.Namespace) -> int:
     from appliance import confirm
 
     engine = _engine()
-    confirm.wait_and_rollback(args.state_dir, args.token, engine, engine.links)
+    _recall_applied(args, engine)
+    if confirm.wait_and_rollback(args.state_dir, args.token, engine, engine.links):
+        _keep_applied(args, engine)
     return EXIT_OK
 
 

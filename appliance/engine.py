@@ -38,6 +38,7 @@ from appliance.reconcile.state import (
     Observed,
     observed_from_listing,
     parse_element,
+    runtime_elements,
 )
 
 
@@ -96,6 +97,20 @@ class Quiet:
     until: float  # monotonic
 
 
+@dataclass
+class Known:
+    """What an earlier change left in address and port sets without timeouts (their
+    handles, tagged and run-time elements), with the ruleset generation it left. While the
+    kernel's generation is still that one, no transaction happened since: those sets hold
+    exactly this, and need not be read (a dump of a million elements takes half a minute).
+    Another generation means another writer; then every set is read."""
+
+    generation: int
+    handles: dict[str, int]
+    tagged: dict[str, dict[str, Elements]]
+    elements: dict[str, dict[str, Element]]
+
+
 SET_FULL = "Too many open files in system"  # ENFILE: the kernel's word for a full set
 
 
@@ -144,18 +159,73 @@ class Engine:
         # set -> its type, flags and size, read once: they change only with the table's
         # structure (a swap here clears them; a refused change by another writer's too)
         self.set_shapes: dict[str, SetInfo] = {}
+        # what an earlier process's change left (see Known); sets taken from it by observe
+        self.known: Known | None = None
+        self.recalled: set[str] = set()
 
     def observe(self) -> Observed:
         structure = getattr(self.backend, "list_structure", None)
         if self.sets is None or structure is None:
             return observed_from_listing(self.backend.list_table())
+        before = self._generation() if self.known is not None else None
         listing: list[Json] | None = structure()
         observed = observed_from_listing(listing)
+        known = self._known_at(before)
+        self.recalled = set()
         for obj in listing or []:
             body = obj.get("set")
-            if body is not None:
+            if body is not None and not (known is not None and self._recall(known, observed, body)):
                 self._read_elements(observed, body)
         return observed
+
+    def _known_at(self, before: int | None) -> Known | None:
+        """``self.known`` if the generation was its own before the listing and still is."""
+        known = self.known
+        if known is None or before is None or before != known.generation:
+            return None
+        return known if self._generation() == before else None
+
+    def _recall(self, known: Known, observed: Observed, body: Json) -> bool:
+        """Set ``body``'s elements into ``observed`` from ``known``, if it has them."""
+        name = body["name"]
+        if known.handles.get(name) != body.get("handle") or "timeout" in body.get("flags", []):
+            return False
+        observed.tagged[name] = dict(known.tagged.get(name, {}))
+        observed.elements[name] = dict(known.elements.get(name, {}))
+        self.recalled.add(name)
+        return True
+
+    def known_now(self) -> Known | None:
+        """What the kernel's address and port sets without timeouts hold now, when the
+        last change or read-back stands for the kernel (the generation is its own), for a
+        later process to start from (:attr:`known`). None: it does not stand."""
+        quiet = self.quiet
+        if quiet is None or quiet.observed.objects is None:
+            return None
+        if self._generation() != quiet.generation:
+            return None
+        handles: dict[str, int] = {}
+        for obj in quiet.observed.objects:
+            body = obj.get("set")
+            if (
+                body is not None
+                and isinstance(body.get("handle"), int)
+                and width_of(body["type"]) is not None
+                and "timeout" not in body.get("flags", [])
+            ):
+                handles[body["name"]] = body["handle"]
+        if any(
+            elem.timeout is not None or elem.expires is not None
+            for name in handles
+            for elem in quiet.observed.elements.get(name, {}).values()
+        ):
+            return None
+        return Known(
+            quiet.generation,
+            handles,
+            {name: dict(quiet.observed.tagged.get(name, {})) for name in handles},
+            {name: dict(quiet.observed.elements.get(name, {})) for name in handles},
+        )
 
     def _dumps_elements(self) -> bool:
         return self.sets is not None and getattr(self.backend, "list_structure", None) is not None
@@ -304,7 +374,7 @@ class Engine:
             shape = add if add is not None else delete
             assert shape is not None and shape.spans is not None
             width, interval = shape.spans.width, shape.interval
-            own, hub = split_tags(desired, name, add) if add is not None else (None, None)
+            own, hub = self._split(desired, name, add)
             self.transactions += self.sets.apply(
                 name,
                 width=width,
@@ -317,6 +387,18 @@ class Engine:
                 self.transactions += self.sets.apply(
                     name, width=width, interval=interval, add=hub.spans, delete=None, tag=HUB_TAG
                 )
+
+    @staticmethod
+    def _split(
+        desired: Desired, name: str, items: Elements | None
+    ) -> tuple[Elements | None, Elements | None]:
+        """``items`` parted into the profile's and the hub's (no pass over them when the
+        policy has no hub elements)."""
+        if items is None:
+            return None, None
+        if desired.hub is None:
+            return items, None
+        return split_tags(desired, name, items)
 
     def _netlink_sets(self, plan: Plan, desired: Desired, observed: Observed) -> set[str]:
         """The sets whose element delta goes through ``sets``: packed elements, no run-time
@@ -360,7 +442,12 @@ class Engine:
             types=observed.types,
             tagged={name: dict(tags) for name, tags in observed.tagged.items()},
         )
+        whole = self._wholly_profile(plan, desired, observed)
+        for name in whole:  # the set holds the profile's elements, nothing else
+            after.tagged[name] = {PROFILE_TAG: desired.elements.get(name) or desired.empty(name)}
         for name, stale in plan.delete.items():
+            if name in whole:
+                continue
             tags = after.tagged.setdefault(name, {})
             for tag, items in tags.items():
                 tags[tag] = items.minus(stale)
@@ -368,6 +455,8 @@ class Engine:
             for elem in gone:
                 after.elements[name].pop(elem.text, None)
         for name, fresh in plan.add.items():
+            if name in whole:
+                continue
             tags = after.tagged.setdefault(name, {})
             if plan.create and any(tags.values()):
                 continue  # sent with the table: the read-back has them
@@ -379,6 +468,21 @@ class Engine:
             for elem in kept:
                 after.elements.setdefault(name, {})[elem.text] = elem
         self.quiet = Quiet(before + self.transactions, desired, after, self._quiet_until(after))
+
+    @staticmethod
+    def _wholly_profile(plan: Plan, desired: Desired, observed: Observed) -> set[str]:
+        """The changed sets that hold only the profile's elements once ``plan`` is carried
+        out (a profile-only policy, no run-time element in them, nothing trimmed): their
+        state after is the policy's elements themselves, without a pass over them."""
+        if desired.hub is not None:
+            return set()
+        return {
+            name
+            for name in set(plan.add) | set(plan.delete)
+            if name not in plan.trim
+            and not runtime_elements(desired, observed, name)
+            and set(observed.tagged.get(name, {})) <= {PROFILE_TAG}
+        }
 
     def _generation(self) -> int | None:
         read = getattr(self.backend, "generation", None)

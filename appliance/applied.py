@@ -1,0 +1,134 @@
+"""What the last one-shot ``appliance apply`` left in the kernel, kept on disk.
+
+A new process knows nothing of the kernel's sets; reading a million elements back takes
+half a minute (a netlink dump walks the set again for every message). So ``apply`` keeps,
+per network namespace, the elements it left in the address and port sets without timeouts
+with the ruleset generation it left (:class:`appliance.engine.Known`). The next ``apply``
+takes them from here while the generation is still that one (no transaction happened
+since, by anyone); once it moved, every set is read from the kernel again.
+
+One file per namespace in the state directory, written atomically: a line of JSON (the
+generation, the namespace's identity, each set's handle, its tags' spans and run-time
+elements) followed by the spans' words (little-endian). The namespace's identity (the boot
+and the namespace's inode) keeps a record from matching another namespace, or the same
+name after a reboot, whose generation happens to be the same. A record that cannot be read
+is ignored: the sets are read from the kernel. The records of named namespaces that no
+longer exist are removed when a record is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from array import array
+from pathlib import Path
+from typing import Any
+
+from appliance.engine import Known
+from appliance.model.elements import Elements
+from appliance.model.intervals import Spans
+from appliance.reconcile.state import Element
+from appliance.storage import atomic_write_parts
+
+FORMAT = 1
+NETNS_DIR = Path("/run/netns")
+
+
+def record_path(state_dir: str | os.PathLike[str], netns: str | None) -> Path:
+    key = re.sub(r"[^A-Za-z0-9_.-]", "_", netns) if netns else "host"
+    if key in (".", ".."):
+        key = key.replace(".", "_")
+    return Path(state_dir) / f"applied-{key}.state"
+
+
+def identity() -> str:
+    """This boot and the network namespace this thread is in."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}:{os.stat('/proc/self/ns/net').st_ino}"
+    except OSError:
+        return ""
+
+
+def save(state_dir: str | os.PathLike[str], netns: str | None, known: Known | None) -> None:
+    """Keep ``known`` for the next apply in this namespace (None: forget what was kept)."""
+    path = record_path(state_dir, netns)
+    here = identity()
+    if known is None or not here:
+        path.unlink(missing_ok=True)
+        return
+    sets: dict[str, Any] = {}
+    words: list[memoryview] = []
+    offset = 0
+    for name, handle in sorted(known.handles.items()):
+        tags: dict[str, Any] = {}
+        for tag, items in sorted(known.tagged.get(name, {}).items()):
+            if items.spans is None:
+                continue
+            tags[tag] = {
+                "type": items.set_type,
+                "interval": items.interval,
+                "width": items.spans.width,
+                "spans": len(items.spans),
+                "offset": offset,
+            }
+            for part in items.spans.words():
+                if sys.byteorder != "little":
+                    part = array(part.typecode, part)
+                    part.byteswap()
+                words.append(memoryview(part))
+                offset += part.itemsize * len(part)
+        runtime = [[e.text, e.comment] for e in known.elements.get(name, {}).values()]
+        sets[name] = {"handle": handle, "tags": tags, "runtime": runtime}
+    header = {"format": FORMAT, "identity": here, "generation": known.generation, "sets": sets}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_parts(path, [memoryview(json.dumps(header).encode() + b"\n"), *words])
+    _prune(path.parent)
+
+
+def _prune(state_dir: Path) -> None:
+    """Remove the records of named namespaces that no longer exist."""
+    for record in state_dir.glob("applied-*.state"):
+        key = record.name[len("applied-") : -len(".state")]
+        if key != "host" and not (NETNS_DIR / key).exists():
+            record.unlink(missing_ok=True)
+
+
+def load(state_dir: str | os.PathLike[str], netns: str | None) -> Known | None:
+    """What the last apply in this namespace kept, or None (none, another namespace or
+    boot, or a record that cannot be read)."""
+    try:
+        with record_path(state_dir, netns).open("rb") as source:
+            header = json.loads(source.readline())
+            if header.get("format") != FORMAT or header.get("identity") != identity():
+                return None
+            start = source.tell()
+            handles: dict[str, int] = {}
+            tagged: dict[str, dict[str, Elements]] = {}
+            elements: dict[str, dict[str, Element]] = {}
+            for name, body in header["sets"].items():
+                handles[name] = int(body["handle"])
+                tagged[name] = {
+                    tag: _read(source, start, place) for tag, place in body["tags"].items()
+                }
+                elements[name] = {
+                    str(text): Element(str(text), comment) for text, comment in body["runtime"]
+                }
+            return Known(int(header["generation"]), handles, tagged, elements)
+    except (OSError, ValueError, KeyError, TypeError, EOFError):
+        return None
+
+
+def _read(source: Any, start: int, place: dict[str, Any]) -> Elements:
+    width, count = int(place["width"]), int(place["spans"])
+    source.seek(start + int(place["offset"]))
+    arrays = []
+    for template in Spans(width).words():
+        part = array(template.typecode)
+        part.fromfile(source, count)
+        if sys.byteorder != "little":
+            part.byteswap()
+        arrays.append(part)
+    return Elements(str(place["type"]), bool(place["interval"]), Spans.from_words(width, arrays))

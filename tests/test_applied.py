@@ -1,0 +1,157 @@
+"""What an apply leaves for the next one: the sets' elements with the ruleset generation,
+kept on disk, taken instead of reading the sets while the generation is the same (the fake
+kernel without root; the command line on nftables with root)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from appliance import applied
+from appliance.engine import Engine
+from tests.conftest import nft_in, run_appliance, small_profile
+from tests.fakenfsets import FakeNfSets
+from tests.test_engine_packed import Counted, addresses, desired
+
+N = 3000
+
+
+def _engine(kernel: Counted, state: Path) -> tuple[Engine, FakeNfSets]:
+    """A new process's engine: it knows what the last apply kept, nothing else."""
+    sets = FakeNfSets(kernel)
+    engine = Engine(kernel, sets=sets)
+    engine.known = applied.load(state, None)
+    return engine, sets
+
+
+def _apply(kernel: Counted, state: Path, elements: list[str]) -> tuple[Engine, FakeNfSets]:
+    engine, sets = _engine(kernel, state)
+    engine.apply(desired(elements))
+    applied.save(state, None, engine.known_now())
+    return engine, sets
+
+
+def test_a_new_process_takes_the_sets_from_the_record_while_the_generation_stands(
+    tmp_path: Path,
+) -> None:
+    kernel = Counted()
+    first = addresses(0, N)
+    _apply(kernel, tmp_path, first)
+    changed = first[100:] + addresses(2 * N + 1, 100)
+    engine, sets = _apply(kernel, tmp_path, changed)
+    assert sets.dumps == 0 and {"bl", "ports"} <= engine.recalled
+    assert kernel.element_texts("bl") == set(changed)
+    engine, sets = _engine(kernel, tmp_path)
+    plan = engine.plan(desired(changed))
+    assert not plan.changed and sets.dumps == 0  # the delta's result was kept too
+
+
+def test_another_writer_moves_the_generation_and_the_sets_are_read(tmp_path: Path) -> None:
+    kernel = Counted()
+    wanted = addresses(0, N)
+    _apply(kernel, tmp_path, wanted)
+    element = {"family": "inet", "table": "appliance", "name": "bl", "elem": wanted[:5]}
+    kernel.run([{"delete": {"element": element}}])
+    engine, sets = _engine(kernel, tmp_path)
+    plan, _segments = engine.apply(desired(wanted))
+    assert list(plan.add["bl"]) == wanted[:5]  # the drift is seen and repaired
+    assert sets.dumps > 0 and engine.recalled == set()
+    assert kernel.element_texts("bl") == set(wanted)
+
+
+def test_a_record_of_another_namespace_or_boot_is_not_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kernel = Counted()
+    _apply(kernel, tmp_path, addresses(0, 10))
+    assert applied.load(tmp_path, None) is not None
+    monkeypatch.setattr(applied, "identity", lambda: "another-boot:4026531840")
+    assert applied.load(tmp_path, None) is None
+    assert applied.load(tmp_path, "elsewhere") is None  # no record for that namespace
+
+
+def test_a_record_that_cannot_be_read_is_ignored(tmp_path: Path) -> None:
+    kernel = Counted()
+    _apply(kernel, tmp_path, addresses(0, 2000))
+    path = applied.record_path(tmp_path, None)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 100])  # the words cut short
+    assert applied.load(tmp_path, None) is None
+    path.write_bytes(b"not json\n")
+    assert applied.load(tmp_path, None) is None
+
+
+def test_the_record_keeps_run_time_elements_and_tags(tmp_path: Path) -> None:
+    kernel = Counted()
+    engine, _sets = _apply(kernel, tmp_path, addresses(0, 50))
+    element = {"family": "inet", "table": "appliance", "name": "bl", "elem": ["10.200.0.1"]}
+    kernel.run([{"add": {"element": element}}])  # run-time, untagged
+    engine.converge(desired(addresses(0, 50)))  # read back: it now stands for the kernel
+    applied.save(tmp_path, None, engine.known_now())
+    known = applied.load(tmp_path, None)
+    assert known is not None and known.generation == kernel.gen
+    assert set(known.elements["bl"]) == {"10.200.0.1"}
+    assert set(known.tagged["bl"]["profile"]) == set(addresses(0, 50))
+
+
+def test_nothing_is_kept_when_another_writer_came_after_the_change(tmp_path: Path) -> None:
+    kernel = Counted()
+    engine, _sets = _engine(kernel, tmp_path)
+    engine.apply(desired(addresses(0, 10)))
+    kernel.run([{"add": {"element": {"family": "inet", "table": "appliance", "name": "bl",
+                                     "elem": ["10.200.0.1"]}}}])  # fmt: skip
+    assert engine.known_now() is None
+    applied.save(tmp_path, None, None)
+    assert not applied.record_path(tmp_path, None).exists()
+
+
+@pytest.mark.root
+def test_apply_keeps_its_record_and_repairs_what_another_writer_changed(
+    netns: str, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    listing = tmp_path / "bl.txt"
+    profile = tmp_path / "p.toml"
+    elements = [f"10.9.{i // 120}.{i % 120 * 2 + 1}" for i in range(2000)]  # none adjacent
+    listing.write_text("\n".join(elements) + "\n")
+    profile.write_text(
+        small_profile("kept", []).replace("elements = []", f'elements_file = "{listing}"')
+    )
+    assert "elements_file" in profile.read_text()
+
+    def apply() -> None:
+        result = run_appliance("apply", "--netns", netns, "--state-dir", str(state), str(profile))
+        assert result.returncode == 0, result.stderr
+
+    def held() -> set[str]:
+        out = json.loads(nft_in(netns, "-j", "list", "set", "inet", "appliance", "blocklist"))
+        body = next(obj["set"] for obj in out["nftables"] if "set" in obj)
+        return {e["elem"]["val"] for e in body.get("elem", [])}
+
+    apply()
+    record = applied.record_path(state, netns)
+    assert record.exists()
+    listing.write_text("\n".join(elements[10:]) + "\n10.99.0.1\n")
+    apply()  # from the record: the delta only
+    assert held() == set(elements[10:]) | {"10.99.0.1"}
+    nft_in(netns, "delete", "element", "inet", "appliance", "blocklist", "{ 10.9.0.21 }")
+    apply()  # the generation moved: the set is read, the missing element put back
+    assert held() == set(elements[10:]) | {"10.99.0.1"}
+
+
+def test_records_of_namespaces_that_are_gone_are_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    namespaces = tmp_path / "netns"
+    namespaces.mkdir()
+    (namespaces / "here").touch()
+    monkeypatch.setattr(applied, "NETNS_DIR", namespaces)
+    kernel = Counted()
+    engine, _sets = _engine(kernel, tmp_path)
+    engine.apply(desired(addresses(0, 10)))
+    for name in ("gone", "here", None):
+        applied.save(tmp_path, name, engine.known_now())
+    kept = sorted(p.name for p in tmp_path.glob("applied-*"))
+    assert kept == ["applied-here.state", "applied-host.state"]
