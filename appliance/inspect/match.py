@@ -29,6 +29,7 @@ from appliance.inspect.decode import (
     PROTO_UDP,
     Layer,
 )
+from appliance.inspect.fields import IP_PACKET, PACKET_BYTES
 from appliance.inspect.prefilter import Exhaustive, Prefilter
 from appliance.inspect.rules import PKT, AddrExpr, Content, PortExpr, Signature, chain_matches
 
@@ -378,7 +379,25 @@ def rule_matches(
         return False
     if (sig.itype is not None or sig.icode is not None) and not icmp_matches(sig, layer):
         return False
+    if sig.header and IP_PACKET not in buffers:
+        add_packet(layer, buffers)
     return contents_match(sig, buffers)
+
+
+def reads_packet(signatures: Sequence[Signature]) -> bool:
+    """Whether a rule tests a header field (ttl, window, ...): then each packet's
+    ``ip:packet`` buffer is wanted (``add_packet``)."""
+    return any(sig.header for sig in signatures)
+
+
+def add_packet(layer: Layer, buffers: dict[str, bytes]) -> None:
+    """The ``ip:packet`` buffer of a packet: its bytes from the IP header on (up to
+    PACKET_BYTES), which the header keywords read; none for a datagram reassembled from
+    fragments (its first fragment's header is not kept)."""
+    raw = getattr(layer, "raw", None)
+    if raw is not None:
+        at = layer.ip_at
+        buffers[IP_PACKET] = raw[at : at + PACKET_BYTES]
 
 
 def icmp_matches(sig: Signature, layer: Layer) -> bool:

@@ -17,7 +17,21 @@ from dataclasses import dataclass, field, replace
 from typing import Literal, cast, get_args
 
 from appliance.errors import RuleFileError, UsageError
+from appliance.inspect import transforms
 from appliance.inspect.classification import CLASSTYPES, DEFAULT_PRIORITY
+from appliance.inspect.fields import (
+    FRAG_BITS,
+    IP_OPTIONS,
+    IP_PACKET,
+    SSL_STATES,
+    SSL_VERSIONS,
+    TLS_CHAIN,
+    TLS_STATE,
+    TLS_VERSION,
+    FieldTest,
+    parse_uint,
+)
+from appliance.inspect.transforms import Transform
 
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -73,6 +87,10 @@ BUFFER_APP = {
     "ja3.string": "tls",
     "ja3s.hash": "tls",
     "ja3s.string": "tls",
+    # what tls.version / ssl_version, ssl_state and tls.cert_chain_len read (fields.py)
+    TLS_VERSION: "tls",
+    TLS_STATE: "tls",
+    TLS_CHAIN: "tls",
 }
 BUFFERS = tuple(BUFFER_APP)
 # buffers of one message holding several values (tls.certs: each certificate); a rule
@@ -240,9 +258,10 @@ ANY_PORT = PortExpr("any")
 @dataclass(frozen=True)
 class ByteOp:
     """``byte_test`` (compare a number read from the buffer), ``byte_jump`` (move the
-    position by one) or ``byte_extract`` (keep it in a rule variable, ``name``)."""
+    position by one), ``byte_extract`` (keep it in a rule variable, ``name``) or
+    ``byte_math`` (keep ``number oper value`` in the variable ``name``)."""
 
-    kind: Literal["test", "jump", "extract"]
+    kind: Literal["test", "jump", "extract", "math"]
     count: int
     offset: int
     relative: bool = False
@@ -258,6 +277,36 @@ class ByteOp:
     align: bool = False
     name: str = ""  # byte_extract: the variable
     align_to: int = 0  # byte_extract: the value rounded up to a multiple of this (2, 4)
+    oper: str = ""  # byte_math: + - * / << >>
+    math_mask: int = 0  # byte_math: its bitmask, applied to the result
+
+    def computed(self, number: int) -> int | None:
+        """byte_math's result: ``number oper value`` (64-bit, as Suricata), then the bitmask
+        (applied after the operation, its trailing zeros shifted out); None: a division
+        by zero."""
+        value, oper = self.value, self.oper
+        if oper == "+":
+            number += value
+        elif oper == "-":
+            number -= value
+        elif oper == "*":
+            number *= value
+        elif oper == "/":
+            if not value:
+                return None
+            number //= value
+        elif oper == "<<":
+            number <<= min(value, 64)
+        elif oper == ">>":
+            number >>= min(value, 64)
+        number &= (1 << 64) - 1
+        if self.math_mask:
+            number &= self.math_mask
+            mask = self.math_mask
+            while number and mask and not mask & 1:
+                number >>= 1
+                mask >>= 1
+        return number
 
     def read(self, data: bytes, prev_end: int) -> tuple[int, int] | None:
         """(the number, where it ends) or None when the buffer is too short or not a number."""
@@ -334,7 +383,11 @@ class Content:
     # buffer's time (8 bytes, big-endian, signed) must fall in
     date: tuple[int, int] | None = None
     ends: bool = False  # endswith: the match ends where the buffer does
-    dot: bool = False  # dotprefix: the buffer is matched with a "." before it
+    # the buffer's transformations (dotprefix, to_lowercase, ...): what the item sees
+    transforms: tuple[Transform, ...] = ()
+    # a header field (ttl, window, ...) or a TLS handshake fact (tls.version, ...) and
+    # the test it must pass
+    head: FieldTest | None = None
     # plain: a content at a fixed place (no relative placement, pcre, isdataat, variable),
     # checked on its own; literal: a positive ``content`` (a prefilter pattern may be taken
     # from it). Both follow from the fields above.
@@ -353,7 +406,8 @@ class Content:
             and self.byte_op is None
             and self.stream is None
             and self.date is None
-            and not self.dot  # a transformed buffer: no prefilter pattern of it
+            and self.head is None
+            and not self.transforms  # a transformed buffer: no prefilter pattern of it
         )
         object.__setattr__(self, "literal", literal and not self.negated)
         # the items of a buffer of several values hold in one of them together: a chain
@@ -391,8 +445,15 @@ class Content:
         """Where this item matches (start, end) searching from ``start`` (default: where its
         placement begins); a negated item or ``isdataat`` gives (prev_end, prev_end). None if
         it does not hold."""
-        if self.dot:
-            data = b"." + data
+        if self.transforms:
+            data = transforms.apply(data, self.transforms)
+        return self.locate(data, prev_end, start)
+
+    def locate(self, data: bytes, prev_end: int, start: int = -1) -> tuple[int, int] | None:
+        """``find`` in a buffer already transformed."""
+        head = self.head
+        if head is not None:
+            return (prev_end, prev_end) if head.holds(data) else None
         stream = self.stream
         if stream is not None:
             return (prev_end, prev_end) if stream_size_holds(stream, data) else None
@@ -507,6 +568,8 @@ def chain_matches(items: Sequence[Content], data: bytes, budget: int = 64) -> bo
     ``byte_extract`` items set variables that later items read."""
     if isinstance(data, MultiBuffer):
         return any(chain_matches(items, part, budget) for part in data.parts)
+    if items and items[0].transforms:  # the items of a buffer share its transformations
+        data = transforms.apply(data, items[0].transforms)
     tries = [budget]
     values: dict[str, int] = {}
 
@@ -520,15 +583,21 @@ def chain_matches(items: Sequence[Content], data: bytes, budget: int = 64) -> bo
             if item is None:
                 return False
         byte_op = item.byte_op
-        if byte_op is not None and byte_op.kind == "extract":
+        if byte_op is not None and (byte_op.kind == "extract" or byte_op.kind == "math"):
             read = byte_op.read(data, prev_end)
             if read is None:
                 return False
-            values[byte_op.name] = byte_op.extracted(read[0])
+            if byte_op.kind == "math":
+                result = byte_op.computed(read[0])
+                if result is None:
+                    return False
+                values[byte_op.name] = result
+            else:
+                values[byte_op.name] = byte_op.extracted(read[0])
             return walk(i + 1, read[1])
         start = -1
         while True:
-            found = item.find(data, prev_end, start)
+            found = item.locate(data, prev_end, start)
             if found is None:
                 return False
             if walk(i + 1, found[1]):
@@ -606,6 +675,7 @@ class Signature:
     icode: tuple[int, int] | None = None
     ip_proto: tuple[int, bool] | None = None  # (number, negated)
     not_app: str = ""  # app-layer-protocol:!X
+    header: bool = False  # a header keyword (ttl, window, ...): reads the ip:packet buffer
 
 
 # ---- parsing ------------------------------------------------------------------------------
@@ -963,7 +1033,8 @@ class _Builder:
         self.seen: set[str] = set()
         self.byte_vars: dict[str, str] = {}  # byte_extract variables -> their buffer
         self._last_index = -1  # the content the modifiers change (see _last_content)
-        self.dotted: set[str] = set()  # buffers transformed by dotprefix
+        # the transformations of each sticky buffer, in rule order
+        self.transforms: dict[str, list[Transform]] = {}
 
     def error(self, message: str) -> RuleFileError:
         return _call(self.fail, message)
@@ -976,6 +1047,9 @@ class _Builder:
             return
         if name in BUFFER_APP or name in STICKY_ALIASES:
             self._sticky(name, value)
+            return
+        if name in transforms.NAMES:
+            self._transform(name, value)
             return
         handler = getattr(self, "_opt_" + name.replace(".", "_").replace("-", "_"), None)
         if not name or handler is None:
@@ -1341,6 +1415,95 @@ class _Builder:
     def _opt_byte_extract(self, name: str, value: str | None) -> None:
         self._byte_op(name, value, "extract")
 
+    def _opt_byte_math(self, name: str, value: str | None) -> None:
+        """``byte_math:bytes N, offset N, oper OP, rvalue N|VAR, result VAR [, relative]
+        [, endian big|little] [, string hex|dec|oct] [, bitmask N]``: the result is a rule
+        variable, as byte_extract's are."""
+        fields: dict[str, str] = {}
+        flags: set[str] = set()
+        for part in self._need(name, value).split(","):
+            word, _, arg = part.strip().partition(" ")
+            arg = arg.strip()
+            if not word:
+                continue
+            if word in fields or word in flags:
+                raise self.error(f"byte_math: {word!r} given twice")
+            if word in ("relative", "dce"):
+                if arg:
+                    raise self.error(f"byte_math: {word} takes no value")
+                flags.add(word)
+            elif word in ("bytes", "offset", "oper", "rvalue", "result", "endian", "string"):
+                if not arg:
+                    raise self.error(f"byte_math: {word} needs a value")
+                fields[word] = arg
+            elif word == "bitmask":
+                fields[word] = arg
+            else:
+                raise self.error(f"byte_math: unknown field {word!r}")
+        if "dce" in flags:
+            raise self.error("byte_math: dce (the DCE/RPC byte order) is not supported")
+        missing = [k for k in ("bytes", "offset", "oper", "rvalue", "result") if k not in fields]
+        if missing:
+            raise self.error(f"byte_math: missing {', '.join(missing)}")
+        refs: list[tuple[str, str]] = []
+        try:
+            count = int(fields["bytes"])
+            offset = int(fields["offset"], 0)
+            oper = fields["oper"]
+            if oper not in ("+", "-", "*", "/", "<<", ">>"):
+                raise ValueError(f"unknown oper {oper!r} (+, -, *, /, <<, >>)")
+            if oper in ("<<", ">>") and count > 4:
+                raise ValueError("bytes must be 1 to 4 with << or >>")
+            rvalue = self._number_or_var(name, fields["rvalue"], "byte_value", refs)
+            if not 0 <= rvalue < 2**32:
+                raise ValueError(f"rvalue {rvalue} is out of range")
+            result = fields["result"]
+            if not re.fullmatch(r"[A-Za-z_]\w*", result):
+                raise ValueError(f"bad variable name {result!r}")
+            if result in self.byte_vars:
+                raise ValueError(f"variable {result!r} defined twice")
+            endian = fields.get("endian", "big")
+            if endian not in ("big", "little"):
+                raise ValueError(f"endian must be big or little, not {endian!r}")
+            base = 0
+            if "string" in fields:
+                bases = {"dec": 10, "hex": 16, "oct": 8}
+                if fields["string"] not in bases:
+                    raise ValueError(f"string must be dec, hex or oct, not {fields['string']!r}")
+                base = bases[fields["string"]]
+            mask = int(fields["bitmask"], 0) if "bitmask" in fields else 0
+        except ValueError as exc:
+            raise self.error(f"{name}: {exc}") from None
+        if not 1 <= count <= 10 or (not base and count > 8):
+            raise self.error(f"{name}: cannot read {count} bytes")
+        if not -65535 <= offset <= 65535:
+            raise self.error(f"{name}: offset {offset} is out of range")
+        relative = "relative" in flags and any(c.buffer == self.buffer for c in self.contents)
+        byte_op = ByteOp(
+            kind="math",
+            count=count,
+            offset=offset,
+            relative=relative,
+            big_endian=endian == "big",
+            base=base,
+            value=rvalue,
+            name=result,
+            oper=oper,
+            math_mask=mask,
+        )
+        self.byte_vars[result] = self.buffer
+        if self.buffer != PKT:
+            self.buffers_used.add(self.buffer)
+        self.contents.append(
+            Content(
+                b"",
+                buffer=self.buffer,
+                byte_op=byte_op,
+                distance=0 if relative else None,
+                refs=tuple(refs),
+            )
+        )
+
     def _opt_stream_size(self, name: str, value: str | None) -> None:
         parts = [p.strip() for p in self._need(name, value).split(",")]
         sides = {"server": 1, "client": 2, "both": 3, "either": 4}
@@ -1462,14 +1625,146 @@ class _Builder:
         self._flag_only(name, value)
         self.noalert = True
 
-    def _opt_dotprefix(self, name: str, value: str | None) -> None:
-        """The transformation: the sticky buffer's items see it with a "." before it."""
-        self._flag_only(name, value)
+    def _transform(self, name: str, value: str | None) -> None:
+        """A transformation (dotprefix, to_lowercase, ...): the sticky buffer's items see
+        the buffer transformed, in the order the transformations are named."""
         if self.buffer == PKT:
-            raise self.error("dotprefix needs a sticky buffer before it")
+            raise self.error(f"{name} needs a sticky buffer before it")
         if any(c.buffer == self.buffer for c in self.contents):
-            raise self.error("dotprefix must come before the buffer's items")
-        self.dotted.add(self.buffer)
+            raise self.error(f"{name} must come before the buffer's items")
+        try:
+            argument = transforms.parse_argument(name, value)
+        except ValueError as exc:
+            raise self.error(str(exc)) from None
+        self.transforms.setdefault(self.buffer, []).append((name, argument))
+
+    # header fields: tests on the packet from its IP header on (fields.py)
+    def _field(
+        self, name: str, value: str | None, field_name: str, maximum: int, negatable: bool = True
+    ) -> None:
+        text = self._need(name, value).strip()
+        try:
+            low, high, negated = parse_uint(text, maximum)
+        except ValueError as exc:
+            raise self.error(f"{name}: {exc}") from None
+        if negated and not negatable:
+            raise self.error(f"{name}: no negation")
+        test = FieldTest(field_name, low=low, high=high, negated=negated)
+        self.contents.append(Content(b"", buffer=IP_PACKET, head=test))
+
+    def _opt_ttl(self, name: str, value: str | None) -> None:
+        self._field(name, value, "ttl", 255)
+
+    def _opt_tos(self, name: str, value: str | None) -> None:
+        self._field(name, value, "tos", 255)
+
+    def _opt_id(self, name: str, value: str | None) -> None:
+        self._field(name, value, "id", 65535)
+
+    def _opt_fragoffset(self, name: str, value: str | None) -> None:
+        self._field(name, value, "fragoffset", 8191)
+
+    def _opt_window(self, name: str, value: str | None) -> None:
+        self._field(name, value, "window", 65535)
+
+    def _opt_seq(self, name: str, value: str | None) -> None:
+        self._field(name, value, "seq", 2**32 - 1)
+
+    def _opt_ack(self, name: str, value: str | None) -> None:
+        self._field(name, value, "ack", 2**32 - 1)
+
+    def _opt_tcp_mss(self, name: str, value: str | None) -> None:
+        self._field(name, value, "tcp.mss", 65535)
+
+    def _opt_fragbits(self, name: str, value: str | None) -> None:
+        text = self._need(name, value).strip()
+        main, _, _ignored = text.partition(",")  # a second part: bits to leave out (rare)
+        main = main.strip()
+        modifier = ""
+        if main[:1] in ("+", "*", "!"):
+            modifier, main = main[0], main[1:]
+        if main[-1:] in ("+", "*"):  # also written after the bits
+            if modifier:
+                raise self.error("fragbits: only one modifier (+, * or !) at a time")
+            modifier, main = main[-1], main[:-1]
+        bits = 0
+        for c in main:
+            if c.upper() not in FRAG_BITS:
+                raise self.error(f"fragbits: unknown bit {c!r} (M, D or R)")
+            bits |= FRAG_BITS[c.upper()]
+        if not bits:
+            raise self.error(f"fragbits: no bit named in {text!r}")
+        test = FieldTest("fragbits", kind="flags", bits=bits, modifier=modifier)
+        self.contents.append(Content(b"", buffer=IP_PACKET, head=test))
+
+    def _opt_ipopts(self, name: str, value: str | None) -> None:
+        text = self._need(name, value).strip().lower()
+        if text not in IP_OPTIONS:
+            raise self.error(f"ipopts: unknown option {text!r} ({', '.join(IP_OPTIONS)})")
+        test = FieldTest("ipopts", kind="option", low=IP_OPTIONS[text])
+        self.contents.append(Content(b"", buffer=IP_PACKET, head=test))
+
+    # the TLS handshake's facts (tlsinfo.py fills their buffers)
+    def _tls_field(self, buffer: str, test: FieldTest) -> None:
+        self.buffers_used.add(buffer)
+        self.contents.append(Content(b"", buffer=buffer, head=test))
+
+    def _opt_tls_version(self, name: str, value: str | None) -> None:
+        """``tls.version:1.2`` (1.0 to 1.3) or a number (``0x0303``): the version the
+        direction's hello gave (TLS 1.3 from its supported_versions extension)."""
+        text = self._need(name, value).strip()
+        named = {"1.0": 0x0301, "1.1": 0x0302, "1.2": 0x0303, "1.3": 0x0304}
+        if text in named:
+            number = named[text]
+        else:
+            try:
+                number = int(text, 0)
+            except ValueError:
+                raise self.error(f"{name}: expected 1.0, 1.1, 1.2, 1.3 or a number") from None
+            if not 0 <= number <= 0xFFFF:
+                raise self.error(f"{name}: {text} is out of range")
+        self._tls_field(TLS_VERSION, FieldTest("number", low=number, high=number))
+
+    def _opt_ssl_version(self, name: str, value: str | None) -> None:
+        """``ssl_version:tls1.2,tls1.3`` (any of them), ``!`` before a name: not that one."""
+        wanted: set[int] = set()
+        unwanted: set[int] = set()
+        for item in self._need(name, value).split(","):
+            word = item.strip().lower()
+            negated = word.startswith("!")
+            word = word.lstrip("!").strip()
+            if word not in SSL_VERSIONS:
+                raise self.error(f"ssl_version: unknown version {word!r}")
+            (unwanted if negated else wanted).add(SSL_VERSIONS[word])
+        test = FieldTest("number", kind="set", values=frozenset(wanted), others=frozenset(unwanted))
+        self._tls_field(TLS_VERSION, test)
+
+    def _opt_ssl_state(self, name: str, value: str | None) -> None:
+        """``ssl_state:client_hello|server_hello``: this segment completes one of them;
+        ``!`` before a name: it completes not that one."""
+        bits = 0
+        others: set[int] = set()
+        for item in self._need(name, value).split("|"):
+            word = item.strip().lower()
+            negated = word.startswith("!")
+            word = word.lstrip("!").strip()
+            if word not in SSL_STATES:
+                raise self.error(f"ssl_state: unknown state {word!r}")
+            if negated:
+                others.add(SSL_STATES[word])
+            else:
+                bits |= SSL_STATES[word]
+        self._tls_field(
+            TLS_STATE, FieldTest("number", kind="state", bits=bits, others=frozenset(others))
+        )
+
+    def _opt_tls_cert_chain_len(self, name: str, value: str | None) -> None:
+        text = self._need(name, value).strip()
+        try:
+            low, high, negated = parse_uint(text, 2**32 - 1)
+        except ValueError as exc:
+            raise self.error(f"{name}: {exc}") from None
+        self._tls_field(TLS_CHAIN, FieldTest("number", low=low, high=high, negated=negated))
 
     def _opt_pkt_data(self, name: str, value: str | None) -> None:
         self._flag_only(name, value)
@@ -1576,7 +1871,12 @@ class _Builder:
             category, priority = self.classtypes[self.classtype]
         if self.priority is not None:
             priority = self.priority
-        contents = [replace(c, dot=True) if c.buffer in self.dotted else c for c in self.contents]
+        contents = [
+            replace(c, transforms=tuple(self.transforms[c.buffer]))
+            if c.buffer in self.transforms
+            else c
+            for c in self.contents
+        ]
         return Signature(
             sid=self.sid,
             msg=self.msg or "",
@@ -1598,6 +1898,7 @@ class _Builder:
             icode=self.icode,
             ip_proto=self.ip_proto,
             not_app=not_app,
+            header=any(c.buffer == IP_PACKET for c in contents),
             **header,  # type: ignore[arg-type]
         )
 
@@ -1851,7 +2152,10 @@ _KEYWORDS = """
     tls.cert_issuer tls.cert_serial tls.cert_subject tls.certs tls.fingerprint tls.issuerdn
     tls.sni tls.store tls.subject tls.version tls_cert_expired tls_cert_fingerprint
     tls_cert_issuer tls_cert_serial tls_cert_subject tls_cert_valid tls_sni tos ttl
-    udp.hdr uricontent urilen window within xbits
+    udp.hdr uricontent urilen window within xbits ack seq ipopts dotprefix to_lowercase
+    to_uppercase strip_whitespace compress_whitespace to_md5 to_sha1 to_sha256 url_decode
+    xor header_lowercase strip_pseudo_headers from_base64 pcrexform tls.cert_notbefore
+    tls.cert_notafter
 """
 SURICATA_KEYWORDS = frozenset(_KEYWORDS.split())
 

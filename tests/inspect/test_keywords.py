@@ -119,10 +119,10 @@ def test_older_and_sticky_forms_select_the_same_buffer(options: str, buffer: str
 @pytest.mark.parametrize(
     ("options", "reason"),
     [
-        ('tls.cert_chain_len:1; content:"a";', "tls.cert_chain_len"),
+        ('base64_decode:bytes 10; content:"a";', "base64_decode"),
         ('content:"a"; ja4.hash;', "unknown"),
         ('xbits:set,x,track ip_src; content:"a";', "xbits"),
-        ("byte_math:bytes 1,offset 0,oper +,rvalue 1,result n;", "byte_math"),
+        ("flowint:n,=,1;", "flowint"),
         ("dnp3_func:1;", "dnp3_func"),
         ('content:"a"; frobnicate;', "unknown"),
     ],

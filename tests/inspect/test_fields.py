@@ -1,0 +1,148 @@
+"""Header keywords (ttl, tos, id, fragbits, fragoffset, ipopts, tcp.mss, window, seq, ack)
+against packets scapy builds, and the integer forms they take."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from scapy.all import (  # type: ignore[attr-defined]
+    IP,
+    TCP,
+    UDP,
+    Ether,
+    IPOption_LSRR,
+    IPOption_RR,
+    IPv6,
+    IPv6ExtHdrFragment,
+    raw,
+)
+
+from appliance.inspect.fields import IP_PACKET, parse_uint, read_field
+from appliance.inspect.match import contents_match
+from appliance.inspect.rules import Signature, Variables, parse_rules
+from tests.inspect.traffic import inspect, sids
+
+VARS = Variables.from_networks([ipaddress.ip_network("10.0.0.0/8")])
+
+
+def rule(options: str) -> Signature:
+    return next(parse_rules(f"alert ip any any -> any any ({options} sid:1;)", "t", VARS))
+
+
+def holds(options: str, packet: object) -> bool:
+    return contents_match(rule(options), {"pkt": b"", IP_PACKET: raw(packet)})
+
+
+V4 = IP(src="10.0.0.1", dst="10.0.0.2", ttl=3, tos=0x10, id=31337, flags="DF")
+SYN = TCP(sport=1, dport=2, flags="S", seq=1000, ack=0, window=1024, options=[("MSS", 500)])
+
+
+@pytest.mark.parametrize(
+    ("options", "packet", "expected"),
+    [
+        ("ttl:3;", V4 / SYN, True),
+        ("ttl:4;", V4 / SYN, False),
+        ("ttl:<4;", V4 / SYN, True),
+        ("ttl:>3;", V4 / SYN, False),
+        ("ttl:>=3;", V4 / SYN, True),
+        ("ttl:<=2;", V4 / SYN, False),
+        ("ttl:2<>4;", V4 / SYN, True),  # both ends left out
+        ("ttl:3<>5;", V4 / SYN, False),
+        ("ttl:2-4;", V4 / SYN, True),
+        ("ttl:!3;", V4 / SYN, False),
+        ("ttl:7;", IPv6(src="fc00::1", dst="fc00::2", hlim=7) / SYN, True),  # the hop limit
+        ("tos:16;", V4 / SYN, True),
+        ("tos:0x10;", V4 / SYN, True),
+        ("tos:!16;", V4 / SYN, False),
+        ("tos:0;", IPv6(src="fc00::1", dst="fc00::2") / SYN, False),  # IPv4 only
+        ("id:31337;", V4 / SYN, True),
+        ("id:1;", V4 / SYN, False),
+        ("fragbits:D;", V4 / SYN, True),
+        ("fragbits:M;", V4 / SYN, False),
+        ("fragbits:*MD;", V4 / SYN, True),
+        ("fragbits:+D;", IP(flags="DF+MF") / SYN, True),
+        ("fragbits:D;", IP(flags="DF+MF") / SYN, False),  # exactly these
+        ("fragbits:!D;", V4 / SYN, False),
+        ("fragbits:M+;", IP(flags="MF") / UDP(), True),
+        ("fragoffset:0;", V4 / SYN, True),
+        ("fragoffset:>0;", IP(frag=185) / (b"x" * 8), True),
+        ("fragoffset:185;", IP(frag=185) / (b"x" * 8), True),
+        (
+            "fragoffset:100;",
+            IPv6(src="fc00::1", dst="fc00::2") / IPv6ExtHdrFragment(offset=100) / (b"x" * 8),
+            True,
+        ),
+        ("ipopts:lsrr;", IP(options=[IPOption_LSRR(routers=["10.0.0.9"])]) / SYN, True),
+        ("ipopts:rr;", IP(options=[IPOption_LSRR(routers=["10.0.0.9"])]) / SYN, False),
+        ("ipopts:rr;", IP(options=[IPOption_RR()]) / SYN, True),
+        ("ipopts:any;", IP(options=[IPOption_RR()]) / SYN, True),
+        ("ipopts:any;", V4 / SYN, False),
+        ("window:1024;", V4 / SYN, True),
+        ("window:!1024;", V4 / SYN, False),
+        ("window:1024;", V4 / UDP(), False),  # no TCP header
+        ("seq:1000;", V4 / SYN, True),
+        ("ack:0;", V4 / SYN, True),
+        ("ack:1;", V4 / SYN, False),
+        ("tcp.mss:500;", V4 / SYN, True),
+        ("tcp.mss:<536;", V4 / SYN, True),
+        ("tcp.mss:>=536;", V4 / SYN, False),
+        ("tcp.mss:500;", V4 / TCP(options=[("NOP", None), ("WScale", 7)]), False),  # none
+        ("window:1024;", IPv6(src="fc00::1", dst="fc00::2") / SYN, True),
+        ("ttl:3; window:1024; tcp.mss:500;", V4 / SYN, True),
+    ],
+)
+def test_header_keywords(options: str, packet: object, expected: bool) -> None:
+    assert holds(options, packet) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("5", (5, 5, False)),
+        ("!5", (5, 5, True)),
+        ("<5", (0, 4, False)),
+        ("<=5", (0, 5, False)),
+        (">5", (6, 255, False)),
+        (">=5", (5, 255, False)),
+        ("1<>5", (2, 4, False)),
+        ("1-5", (2, 4, False)),
+        ("0x10", (16, 16, False)),
+        ("x10", (16, 16, False)),
+    ],
+)
+def test_integer_forms(text: str, expected: tuple[int, int, bool]) -> None:
+    assert parse_uint(text, 255) == expected
+
+
+@pytest.mark.parametrize("text", ["", "a", "300", "<0", "5<>6", ">255", "1-"])
+def test_bad_integer_forms(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_uint(text, 255)
+
+
+def test_short_or_odd_bytes_read_as_no_field() -> None:
+    for data in (b"", b"\x45", bytes(19), b"\x60" + bytes(20), b"\x45" + bytes(30)):
+        for name in ("ttl", "tos", "id", "fragoffset", "seq", "ack", "window", "tcp.mss"):
+            read_field(name, data)  # never raises
+
+
+def test_header_keywords_on_crafted_traffic() -> None:
+    """Through the engine: rules with a content and header keywords, over IPv4 and IPv6."""
+    rules = (
+        'alert udp any any -> any any (msg:"low ttl probe"; content:"probe"; ttl:<5; sid:1;)\n'
+        'alert tcp any any -> any any (msg:"small window"; content:"hi"; window:<600; sid:2;)\n'
+    )
+    udp = UDP(sport=999, dport=7) / b"probe"
+    tcp = TCP(sport=5, dport=80, flags="PA") / b"hi"
+    packets = [
+        Ether() / IP(src="10.0.0.5", dst="192.0.2.9", ttl=2) / udp,
+        Ether() / IP(src="10.0.0.5", dst="192.0.2.9", ttl=64) / udp,
+        Ether() / IPv6(src="fc00::5", dst="fc00::9", hlim=1) / udp,
+        Ether()
+        / IP(src="10.0.0.6", dst="192.0.2.9")
+        / TCP(sport=6, dport=80, flags="PA", window=512)
+        / b"hi",
+        Ether() / IP(src="10.0.0.7", dst="192.0.2.9") / tcp,  # scapy's window: 8192
+    ]
+    assert sids(inspect(packets, rules)) == [1, 1, 2]

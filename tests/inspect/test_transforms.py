@@ -1,0 +1,176 @@
+"""Transformations of sticky buffers, with Suricata's semantics: each on its own, chained in
+rule order, and in rules run over crafted HTTP and DNS traffic."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import itertools
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scapy.all import DNS, DNSQR, IP, UDP, Ether  # type: ignore[attr-defined]
+
+from appliance.errors import RuleFileError
+from appliance.inspect import transforms
+from appliance.inspect.match import contents_match
+from appliance.inspect.rules import Signature, Variables, parse_rules
+from tests.inspect.traffic import http_get, inspect, sids, tcp_session
+
+VARS = Variables.from_networks([ipaddress.ip_network("10.0.0.0/8")])
+
+
+def rule(options: str) -> Signature:
+    return next(parse_rules(f"alert tcp any any -> any any ({options} sid:1;)", "t", VARS))
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "expected"),
+    [
+        ("dotprefix", b"a.example", b".a.example"),
+        ("to_lowercase", b"GET /A\xc3\x89", b"get /a\xc3\x89"),  # ASCII letters only
+        ("to_uppercase", b"get /a", b"GET /A"),
+        ("strip_whitespace", b" a\tb\r\nc\x0b\x0cd ", b"abcd"),
+        ("compress_whitespace", b"I  \t J", b"I J"),
+        ("compress_whitespace", b" A B  ", b" A B "),
+        ("compress_whitespace", b"a\t\tb", b"a\tb"),  # the run's first byte stays
+        ("url_decode", b"Suricata%20is+%27%61wesome%21%27", b"Suricata is 'awesome!'"),
+        ("url_decode", b"%00%ZZ%4", b"\x00%ZZ%4"),  # bad escapes stay as they are
+        ("url_decode", b"%%41", b"%%41"),
+        ("url_decode", b"a%2+b", b"a%2+b"),  # a "+" inside a bad escape is not a space
+        (
+            "header_lowercase",
+            b"Header1: Value1\nheader2:Value2\n",
+            b"header1: Value1\nheader2:Value2\n",
+        ),
+        (
+            "header_lowercase",
+            b"Host: A.Example\r\nUser-Agent: X\r\n",
+            b"host: A.Example\r\nuser-agent: X\r\n",
+        ),
+        (
+            "strip_pseudo_headers",
+            b"Header1: Value1\n:method:get\nheader2:Value2\n:scheme:https\nheader3:Value3\n",
+            b"Header1: Value1\nheader2:Value2\nheader3:Value3\n",
+        ),
+        ("strip_pseudo_headers", b":method:get", b""),
+        ("strip_pseudo_headers", b":method:get\nheader2:Value2", b"header2:Value2"),
+    ],
+)
+def test_each_transformation(name: str, data: bytes, expected: bytes) -> None:
+    assert transforms.apply(data, [(name, b"")]) == expected
+
+
+def test_hashes_are_raw_digests() -> None:
+    data = b"GET /index.html HTTP/1.1"
+    assert transforms.apply(data, [("to_md5", b"")]) == hashlib.md5(data).digest()
+    assert transforms.apply(data, [("to_sha1", b"")]) == hashlib.sha1(data).digest()
+    assert transforms.apply(data, [("to_sha256", b"")]) == hashlib.sha256(data).digest()
+
+
+def test_xor_repeats_its_key() -> None:
+    key = bytes.fromhex("0d0ac8ff")
+    plain = b"This is a secret message"
+    hidden = bytes(b ^ key[i % 4] for i, b in enumerate(plain))
+    assert transforms.xor(hidden, key) == plain
+    assert transforms.xor(b"", key) == b""
+
+
+@given(st.binary(max_size=200))
+def test_url_decode_matches_a_byte_by_byte_reading(data: bytes) -> None:
+    """Against a plain reading of Suricata's state machine, one byte at a time."""
+    hexd = b"0123456789abcdefABCDEF"
+    out = bytearray()
+    i = 0
+    while i < len(data):
+        c = data[i]
+        if c == 0x25:  # %
+            a = data[i + 1 : i + 2]
+            b = data[i + 2 : i + 3]
+            if a and a[0] in hexd and b and b[0] in hexd:
+                out.append(int(a + b, 16))
+                i += 3
+            elif a and a[0] in hexd:
+                out += data[i : i + 3]
+                i += 3
+            else:
+                out += data[i : i + 2]
+                i += 2
+        else:
+            out.append(0x20 if c == 0x2B else c)
+            i += 1
+    assert transforms.url_decode(data) == bytes(out)
+
+
+@given(st.binary(max_size=200))
+def test_whitespace_transformations_hold_their_promise(data: bytes) -> None:
+    stripped = transforms.apply(data, [("strip_whitespace", b"")])
+    assert not any(c in b" \t\n\x0b\x0c\r" for c in stripped)
+    compressed = transforms.apply(data, [("compress_whitespace", b"")])
+    spaces = b" \t\n\x0b\x0c\r"
+    assert not any(a in spaces and b in spaces for a, b in itertools.pairwise(compressed))
+    assert compressed.translate(None, spaces) == stripped
+
+
+@pytest.mark.parametrize(
+    ("options", "data", "expected"),
+    [
+        ('http.uri; to_lowercase; content:"/admin";', b"/ADMIN/x", True),
+        ('http.uri; content:"/admin";', b"/ADMIN/x", False),
+        ('http.uri; to_uppercase; content:"/ADMIN";', b"/admin", True),
+        ('http.uri; url_decode; content:"/a b";', b"/a%20b", True),
+        ('http.uri; strip_whitespace; content:"window.navigate(";', b"window.navigate (", True),
+        ('http.uri; compress_whitespace; content:"a b";', b"a \t b", True),
+        # chained, in rule order: decoded, then lowered
+        ('http.uri; url_decode; to_lowercase; content:"/admin";', b"/%41DMIN", True),
+        ('http.uri; to_lowercase; content:"/a"; content:"b"; distance:0;', b"/A..B", True),
+        (
+            'http.uri; to_md5; content:"|0c c1 75 b9 c0 f1 b6 a8 31 c3 99 e2 69 77 26 61|";',
+            b"a",
+            True,
+        ),
+        ('http.uri; xor:"01"; content:"`";', b"a", True),
+        ("http.uri; to_lowercase; bsize:2;", b"AB", True),
+        ("http.uri; to_sha256; bsize:32;", b"anything", True),
+        ('http.uri; dotprefix; content:".example"; endswith;', b"a.example", True),
+        ('http.uri; dotprefix; to_uppercase; content:".A.EX";', b"a.ex", True),
+        ('http.uri; to_lowercase; pcre:"/^\\/admin$/";', b"/Admin", True),
+    ],
+)
+def test_transformed_buffers_in_rules(options: str, data: bytes, expected: bool) -> None:
+    sig = rule(options)
+    assert contents_match(sig, {"pkt": b"", "http.uri": data}) is expected
+
+
+def test_transformation_after_a_content_or_without_a_buffer_is_refused() -> None:
+    with pytest.raises(RuleFileError, match="to_lowercase must come before"):
+        rule('http.uri; content:"a"; to_lowercase;')
+    with pytest.raises(RuleFileError, match="to_lowercase needs a sticky buffer"):
+        rule('to_lowercase; content:"a";')
+    with pytest.raises(RuleFileError, match="xor needs a key"):
+        rule('http.uri; xor:"0g"; content:"a";')
+    with pytest.raises(RuleFileError, match="to_md5 takes no value"):
+        rule('http.uri; to_md5:1; content:"a";')
+
+
+def test_a_transformed_content_is_no_prefilter_pattern() -> None:
+    sig = rule('http.uri; to_lowercase; content:"/admin";')
+    assert not sig.contents[0].literal
+
+
+def test_transformations_on_crafted_traffic() -> None:
+    rules = (
+        'alert http any any -> any any (msg:"lowered uri"; flow:to_server; http.uri; '
+        'url_decode; to_lowercase; content:"/admin/"; sid:1;)\n'
+        'alert http any any -> any any (msg:"header names"; flow:to_server; http.header; '
+        'header_lowercase; content:"x-evil: Yes"; sid:2;)\n'
+        'alert dns any any -> any any (msg:"domain"; dns.query; dotprefix; to_lowercase; '
+        'content:".example.org"; endswith; sid:3;)\n'
+    )
+    request = http_get("/%41dmin/Panel", headers="X-EVIL: Yes\r\n")
+    packets = tcp_session("10.0.0.5", "198.51.100.7", 40000, 80, [request])
+    query = Ether() / IP(src="10.0.0.5", dst="198.51.100.53") / UDP(sport=5353, dport=53)
+    packets.append(query / DNS(rd=1, qd=DNSQR(qname="WWW.Example.ORG")))
+    packets.append(query / DNS(rd=1, qd=DNSQR(qname="www.notexample.org")))
+    assert sorted(sids(inspect(packets, rules))) == [1, 2, 3]
