@@ -9,6 +9,11 @@ encrypts it) as Suricata presents it: ``tls.cert_subject`` and ``tls.cert_issuer
 first certificate (``C=US, O=Example, CN=host``), ``tls.cert_serial`` (``5C:19:B7``),
 ``tls.cert_fingerprint`` (SHA-1, ``4a:a3:66``), ``tls.cert_validity`` (``valid``,
 ``expired`` or ``notyet`` at the packet's time) and ``tls.certs`` (each certificate, DER).
+For ``tls.version`` / ``ssl_version``: the version each hello gives (``tls:version``; TLS 1.3
+from the supported_versions extension, as Suricata reads it); for ``ssl_state``: the
+handshake messages a segment completes (``tls:state``: client_hello, server_hello,
+client_keyx, server_keyx, unknown), read until the handshake turns encrypted; for
+``tls.cert_chain_len``: the certificates the server sent (``tls:chain_len``).
 
 Only directions whose buffers a loaded rule reads are followed, and only on flows whose
 protocol is TLS. Bad input is counted (``tls.bad_certificate``, ``tls.handshake_too_long``,
@@ -27,6 +32,7 @@ from typing import Any
 from cryptography import x509
 
 from appliance.inspect.decode import Errors, Layer, count
+from appliance.inspect.fields import SSL_STATES, TLS_CHAIN, TLS_STATE, TLS_VERSION
 from appliance.inspect.rules import MultiBuffer
 from appliance.inspect.stream import Reassembler, StreamDirection
 
@@ -34,9 +40,12 @@ HANDSHAKE_MAX = 64 * 1024  # bytes of a direction's handshake read at most
 MAX_PENDING = 1 << 20  # out-of-order handshake bytes held in all flows
 MAX_BYTES = 16 << 20  # in-order handshake bytes held in all flows
 MAX_FLOWS = 8192  # flow directions whose handshake state is kept (the oldest go first)
-CLIENT_BUFFERS = frozenset({"ja3.hash", "ja3.string"})
+CLIENT_BUFFERS = frozenset({"ja3.hash", "ja3.string", TLS_VERSION, TLS_STATE})
 SERVER_BUFFERS = frozenset(
     {
+        TLS_VERSION,
+        TLS_STATE,
+        TLS_CHAIN,
         "ja3s.hash",
         "ja3s.string",
         "tls.cert_subject",
@@ -50,9 +59,14 @@ SERVER_BUFFERS = frozenset(
     }
 )
 TLS_BUFFERS = CLIENT_BUFFERS | SERVER_BUFFERS
-CERT_BUFFERS = SERVER_BUFFERS - {"ja3s.hash", "ja3s.string"}
+CERT_BUFFERS = SERVER_BUFFERS - {"ja3s.hash", "ja3s.string", TLS_VERSION, TLS_STATE}
 # the buffers that need the certificate parsed
-_PARSED = CERT_BUFFERS - {"tls.certs", "tls.cert_fingerprint"}
+_PARSED = CERT_BUFFERS - {"tls.certs", "tls.cert_fingerprint", TLS_CHAIN}
+# handshake message types ssl_state does not count as "unknown" (RFC 5246, RFC 8446)
+_KNOWN_MESSAGES = frozenset({0, 1, 2, 4, 5, 8, 11, 12, 13, 14, 15, 16, 20, 21, 22, 23, 24})
+_STATE_OF = {1: SSL_STATES["client_hello"], 2: SSL_STATES["server_hello"]}
+_STATE_OF.update({16: SSL_STATES["client_keyx"], 12: SSL_STATES["server_keyx"]})
+TLS13 = 0x0304
 
 _u16 = struct.Struct("!H").unpack_from
 _DONE = "done"
@@ -138,6 +152,35 @@ def _extensions(body: bytes, pos: int) -> list[tuple[int, bytes]]:
     return out
 
 
+def hello_version(body: bytes, client: bool) -> int | None:
+    """The version a hello gives: its supported_versions extension's (the client's: 1.3 if
+    it offers 1.3 or a draft of it; the server's: the one it chose), else its legacy
+    version field."""
+    if len(body) < 2:
+        return None
+    version: int = _u16(body, 0)[0]
+    try:
+        pos = 34
+        pos += 1 + body[pos]  # session id
+        if client:
+            pos += 2 + _u16(body, pos)[0]  # cipher suites
+            pos += 1 + body[pos]  # compression methods
+        else:
+            pos += 3  # cipher suite, compression method
+    except (IndexError, struct.error):
+        return version
+    for etype, data in _extensions(body, pos):
+        if etype != 43:  # supported_versions
+            continue
+        if not client:
+            chosen: int = _u16(data, 0)[0] if len(data) >= 2 else version
+            return chosen
+        offered = _u16_list(data[1 : 1 + data[0]]) if data else []
+        if any(v == TLS13 or v >> 8 == 0x7F for v in offered):
+            return TLS13
+    return version
+
+
 def certificates(body: bytes) -> list[bytes]:
     """The DER certificates of a TLS 1.0-1.2 Certificate message's body."""
     if len(body) < 3:
@@ -185,6 +228,8 @@ def cert_buffers(
     out: dict[str, bytes] = {}
     if not chain:
         return out
+    if TLS_CHAIN in wanted:
+        out[TLS_CHAIN] = len(chain).to_bytes(4, "big")
     if "tls.certs" in wanted:
         out["tls.certs"] = MultiBuffer.of(chain)
     first = chain[0]
@@ -328,11 +373,13 @@ class TlsHandshakes:
         buffers: dict[str, bytes],
         errors: Errors,
     ) -> bool:
-        """Take the whole handshake messages held; True once nothing more is wanted."""
+        """Take the whole handshake messages held; True once nothing more is wanted (with
+        ssl_state: once the handshake turns encrypted)."""
         hs = state.handshake
         pos = 0
         done = False
         wanted = self.wanted
+        states = 0
         while pos + 4 <= len(hs):
             size = int.from_bytes(hs[pos + 1 : pos + 4], "big")
             if pos + 4 + size > len(hs):
@@ -340,6 +387,11 @@ class TlsHandshakes:
             kind = hs[pos]
             body = bytes(hs[pos + 4 : pos + 4 + size])
             pos += 4 + size
+            states |= _STATE_OF.get(kind, 0 if kind in _KNOWN_MESSAGES else SSL_STATES["unknown"])
+            if (kind == 1 or kind == 2) and TLS_VERSION in wanted:  # a hello
+                version = hello_version(body, kind == 1)
+                if version is not None:
+                    buffers[TLS_VERSION] = version.to_bytes(2, "big")
             if to_server and kind == 1:  # ClientHello
                 text = ja3_client(body)
                 if text is not None:
@@ -359,6 +411,10 @@ class TlsHandshakes:
             elif not to_server and kind in (12, 13, 14):  # after the certificate
                 done = True
         del hs[:pos]
+        if TLS_STATE in wanted:  # every message of the handshake counts
+            if states:
+                buffers[TLS_STATE] = bytes((states,))
+            return False
         return done
 
 
