@@ -80,25 +80,29 @@ class PortScan:
         self._seen: _Bounded = _Bounded()
 
     def on_syn(self, ts: float, layer: Layer) -> Detection | None:
+        return self.syn(ts, layer.src, layer.dport)
+
+    def syn(self, ts: float, src: bytes, dport: int) -> Detection | None:
+        """A SYN (no ACK) from ``src`` to port ``dport``."""
         seen = self._seen
-        state = seen.get(layer.src)
+        state = seen.get(src)
         if state is None:
             if self.ports >= 1:
                 # a source's first SYN: its port and time, until a second port comes
-                seen[layer.src] = (layer.dport, ts)
+                seen[src] = (dport, ts)
                 if len(seen) > seen.limit:
                     seen.popitem(last=False)
                 return None
             state = [{}, -math.inf]
-            seen.put(layer.src, state)
+            seen.put(src, state)
         elif type(state) is tuple:
             first_port, first_ts = state
             state = [{first_port: first_ts}, -math.inf]
-            seen[layer.src] = state  # in place: the order of the sources stays
+            seen[src] = state  # in place: the order of the sources stays
         if ts - state[1] < self.window:
             return None  # reported in this window already: nothing to count until it ends
         ports: dict[int, float] = state[0]
-        ports[layer.dport] = ts
+        ports[dport] = ts
         if len(ports) <= self.ports:
             return None
         # past the limit: forget ports last seen before the window (so the map never holds
@@ -125,7 +129,10 @@ class SynFlood:
         self._by_dst: _Bounded = _Bounded()
 
     def on_syn(self, ts: float, layer: Layer) -> Detection | None:
-        src, dst = layer.src, layer.dst
+        return self.syn(ts, layer.src, layer.dst)
+
+    def syn(self, ts: float, src: bytes, dst: bytes) -> Detection | None:
+        """A SYN (no ACK) from ``src`` to ``dst``."""
         # (window start, SYNs in it, alerted in it) of each address, counting this SYN
         period = self.period
         table = self._by_src

@@ -9,10 +9,13 @@ carries) and returns the alerts it raises. It never opens a socket or a file: ca
 from __future__ import annotations
 
 import ipaddress
+import struct
+from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from typing import Any
 
 from appliance.inspect import appproto, detectors
 from appliance.inspect.appproto import DnsQuery, HttpRequest
@@ -24,8 +27,10 @@ from appliance.inspect.flow import (
     TCP_ESTABLISHED,
     TCP_SYN_RECV,
     TCP_SYN_SENT,
+    Embryo,
     Flow,
     FlowTable,
+    reverse_tcp_key,
 )
 from appliance.inspect.follow import Follow
 from appliance.inspect.match import Group, Matcher, contents_match, icmp_matches, rule_matches
@@ -50,6 +55,8 @@ _ACTION_ORDER = {"pass": 0, "drop": 1, "alert": 2}
 _NO_ALERTS: tuple[Alert, ...] = ()
 _NO_SIDS: frozenset[int] = frozenset()
 _HEADER_AND_BODY = appproto.HEADER_BUFFER_NAMES | {"http.request_body", "http.response_body"}
+_SYN_HEAD = struct.Struct("!IIHHI").unpack_from  # addresses, ports, sequence number
+_NO_PLAN = -1  # a bare SYN of this kind takes the full path
 
 
 @dataclass
@@ -215,6 +222,7 @@ class InspectionEngine:
         # the TLS handshake, HTTP messages across segments, stream sizes: when rules read them
         self._follow = Follow.of(config.signatures)
         self.flows = FlowTable(config.max_flows, config.idle_timeout)
+        self.flows.hatch = self._hatch
         self.thresholds = ThresholdState()
         self.defrag = Defragmenter()
         depth = config.stream_depth
@@ -231,6 +239,17 @@ class InspectionEngine:
         self._fast = config.fast_path
         self._never_block_cache: dict[bytes, bool] = {}
         self._hellos: OrderedDict[bytes, _Hello] = OrderedDict()  # by flow key
+        # A bare SYN opening an IPv4/TCP flow (see _new_syn): what the full path would do
+        # with it depends on its flags and on which rule expressions its addresses and
+        # ports fall in; the answer, a plan, is worked out once per such kind of SYN.
+        # Stream sizes follow every SYN: then the full path takes them all.
+        self._syn_path = self._fast and (self._follow is None or self._follow.sizes is None)
+        self._syn_plans: dict[tuple[int, ...], int] = {}  # kind of SYN -> index in _plans
+        # (direction to the server's selection, the other's, whether the stream is
+        # followed, the rules that alert on it in order)
+        self._plans: list[tuple[Any, Any, bool, tuple[Signature, ...]]] = []
+        self._addr4 = self.matcher._addr_segments[4]
+        self._port_bits = self.matcher._port_segments
 
     # -- the per-packet path ---------------------------------------------------------------
 
@@ -254,6 +273,13 @@ class InspectionEngine:
                 # _fast_tcp's common case, inline: the hottest lines of the engine
                 key = data[26:38]
                 flow = self._index.get(key)
+                if flow is None:
+                    if self.flows.embryos:
+                        flow = self.flows.hatched(key, ts)
+                    if flow is None and data[47] & 0x17 == 0x02 and self._syn_path:
+                        found = self._new_syn(ts, data, key)
+                        if found is not None:
+                            return found
                 if flow is not None:
                     to_server = key == flow.fwd_key
                     fast = flow.fast_s if to_server else flow.fast_c
@@ -296,10 +322,10 @@ class InspectionEngine:
                                 flow.touched = ts
                             stats.fast += 1
                             return _NO_ALERTS
-                end = 14 + (data[16] << 8 | data[17])
-                if end <= len(data) and self._fast_tcp(ts, data, 14, end):
-                    stats.fast += 1
-                    return _NO_ALERTS
+                    end = 14 + (data[16] << 8 | data[17])
+                    if end <= len(data) and self._fast_tcp(ts, data, 14, end):
+                        stats.fast += 1
+                        return _NO_ALERTS
             elif proto == 17 and data[36] == 0x08 and data[37] == 0x68 and self._fast_gtp(ts, data):
                 stats.fast += 1
                 return _NO_ALERTS
@@ -317,6 +343,117 @@ class InspectionEngine:
             stats.alerts += len(alerts)
             return alerts
         return _NO_ALERTS
+
+    def _new_syn(self, ts: float, data: bytes, key: bytes) -> Sequence[Alert] | None:
+        """A bare SYN (no ACK, RST or FIN; no payload) opening an IPv4/TCP flow whose key
+        (``data[26:38]``) no flow or embryo holds, in a few steps: its kind's plan gives the
+        rules that match it, their thresholds and the SYN detectors count it, and its flow is
+        held as an embryo until it answers. Only when something alerts is the packet decoded
+        and the flow hatched, for the alerts. None: the full path takes the packet."""
+        total = data[16] << 8 | data[17]
+        doff = data[46] >> 4
+        if doff < 5 or total != 20 + (doff << 2) or 14 + total > len(data):
+            return None  # a payload, or a malformed or truncated header
+        if self._hellos and key in self._hellos:
+            return None
+        src_n, dst_n, sport, dport, seq = _SYN_HEAD(data, 26)
+        starts, bits = self._addr4
+        port_starts, port_bits = self._port_bits
+        kind = (
+            data[47],
+            bits[bisect_right(starts, src_n) - 1],
+            bits[bisect_right(starts, dst_n) - 1],
+            port_bits[bisect_right(port_starts, sport) - 1],
+            port_bits[bisect_right(port_starts, dport) - 1],
+            sport == 53 or dport == 53,
+        )
+        plan = self._syn_plans.get(kind)
+        if plan is None:
+            plan = self._syn_plan(kind, data)
+        if plan < 0:
+            return None
+        self.stats.full += 1
+        self.flows.add_embryo(key, ts, seq, plan)
+        alerting = self._plans[plan][3]
+        if not alerting and not self._syn_detectors:
+            return _NO_ALERTS
+        src = data[26:30]
+        dst = data[30:34]
+        fired: list[Signature] | None = None
+        for sig in alerting:
+            if sig.threshold is None or self.thresholds.allow(sig.sid, sig.threshold, src, dst, ts):
+                if fired is None:
+                    fired = [sig]
+                else:
+                    fired.append(sig)
+        scan = self.port_scan.syn(ts, src, dport) if self.port_scan is not None else None
+        flood = self.syn_flood.syn(ts, src, dst) if self.syn_flood is not None else None
+        if fired is None and scan is None and flood is None:
+            return _NO_ALERTS
+        flow = self.flows.hatched(key, ts)
+        layer = decode_packet(data, 1, self.stats.errors)
+        assert flow is not None and layer is not None
+        alerts: list[Alert] = []
+        for sig in fired or ():
+            alerts.append(self._signature_alert(ts, sig, layer, flow, True, None, None, None))
+        if scan is not None:
+            alerts.append(self._detector_alert(ts, scan, layer, flow, True))
+        if flood is not None:
+            alerts.append(self._detector_alert(ts, flood, layer, flow, True))
+        self.stats.alerts += len(alerts)
+        return alerts
+
+    def _syn_plan(self, kind: tuple[int, ...], data: bytes) -> int:
+        """Work out, from a bare SYN of this kind, what the full path does with every SYN of
+        the kind: the rule groups and fast-path state of its flow, whether the stream is
+        followed, the rules that alert on it (before thresholds) in their order."""
+        plan = _NO_PLAN
+        layer = decode_packet(data, 1, {})
+        if layer is not None and not layer.payload:
+            group, other = self.matcher.pair_for(layer, "", True)
+            port53 = bool(kind[5])
+            sel_s = group.pick(self._quiet(group, None, True, "", port53), "")
+            sel_c = other.pick(self._quiet(other, None, False, "", port53), "")
+            plain = group.plain_for(layer.flags, False)
+            hits = [
+                sig
+                for sig in plain
+                if not (
+                    (sig.itype is not None or sig.icode is not None)
+                    and not icmp_matches(sig, layer)
+                )
+            ]
+            # a rule that reads the packet (contents, header fields) is left to the full path
+            if not any(
+                sig.contents or getattr(sig, "header", False) or id(sig) in self._flowbit_checks
+                for sig in plain
+            ):
+                alerting: list[Signature] = []
+                if not any(sig.action == "pass" for sig in hits):
+                    seen: set[int] = set()
+                    for sig in sorted(hits, key=lambda s: self._rank[id(s)]):
+                        if sig.sid not in seen:
+                            seen.add(sig.sid)
+                            alerting.append(sig)
+                reads = self.streams is not None and group.reads_payload
+                self._plans.append((sel_s, sel_c, reads, tuple(alerting)))
+                plan = len(self._plans) - 1
+        self._syn_plans[kind] = plan
+        return plan
+
+    def _hatch(self, key: bytes, embryo: Embryo) -> Flow:
+        """The flow an embryo stands for: as the full path leaves it after the SYN."""
+        ts, seq, plan = embryo
+        sel_s, sel_c, reads, _ = self._plans[plan]
+        flow = Flow(key, reverse_tcp_key(key), PROTO_TCP, ts)
+        flow.packets_to_server = 1
+        flow.tcp_state = TCP_SYN_SENT
+        flow.sel_s = flow.fast_s = sel_s
+        flow.sel_c = flow.fast_c = sel_c
+        if reads:
+            assert self.streams is not None
+            flow.streams = [None, self.streams.open(seq, True)]
+        return flow
 
     def _fast_tcp(self, ts: float, data: bytes, ip: int, end: int, tunnel: bool = False) -> bool:
         """Account for the IPv4/TCP packet at ``data[ip:end]`` without decoding it further, if
@@ -572,15 +709,7 @@ class InspectionEngine:
         quiet = False
         if layer.proto == PROTO_TCP:
             port53 = layer.sport == 53 or layer.dport == 53
-            quiet = not group.payload_prefilter and (
-                app in ("none", "tls")
-                # responses: unless a rule reads a response buffer
-                or (app == "http" and not to_server and not group.prefilters)
-                # replies before the protocol is known: only DNS is detected on them
-                or (app == "" and not to_server and not port53)
-            )
-            if quiet and self._follow is not None:
-                quiet = self._follow.quiet(flow, to_server, app)
+            quiet = self._quiet(group, flow, to_server, app, port53)
         elif app != "gtp":
             fast = False
         sel = group.pick(quiet, app)
@@ -593,6 +722,22 @@ class InspectionEngine:
             if fast:
                 flow.fast_c = sel
         return group
+
+    def _quiet(
+        self, group: Group, flow: Flow | None, to_server: bool, app: str, port53: bool
+    ) -> bool:
+        """Whether the fast path may skip a TCP direction's payload (``flow``: None for a
+        flow whose application protocol is not known yet)."""
+        quiet = not group.payload_prefilter and (
+            app in ("none", "tls")
+            # responses: unless a rule reads a response buffer
+            or (app == "http" and not to_server and not group.prefilters)
+            # replies before the protocol is known: only DNS is detected on them
+            or (app == "" and not to_server and not port53)
+        )
+        if quiet and self._follow is not None:
+            quiet = self._follow.quiet(flow, to_server, app)
+        return quiet
 
     def _tcp_app(
         self,
@@ -721,28 +866,41 @@ class InspectionEngine:
                 sig.sid, sig.threshold, layer.src, layer.dst, ts
             ):
                 continue
-            blocked = sig.action == "drop" and self._would_block(layer)
-            alert = Alert(
-                ts,
-                sig.sid,
-                sig.rev,
-                sig.msg,
-                sig.category,
-                sig.priority,
-                "blocked" if blocked else "allowed",
-                layer,
-                flow,
-                to_server,
-            )
-            alert.metadata = sig.metadata
-            alert.dns = dns
-            alert.tls_sni = sni
-            alert.http = http
-            if layer.gtp is not None:
-                alert.gtp_layer = layer
-            elif layer.tunnel is not None:
-                alert.gtp_layer = layer.tunnel
-            alerts.append(alert)
+            alerts.append(self._signature_alert(ts, sig, layer, flow, to_server, dns, sni, http))
+
+    def _signature_alert(
+        self,
+        ts: float,
+        sig: Signature,
+        layer: Layer,
+        flow: Flow,
+        to_server: bool,
+        dns: DnsQuery | None,
+        sni: bytes | None,
+        http: HttpRequest | None,
+    ) -> Alert:
+        blocked = sig.action == "drop" and self._would_block(layer)
+        alert = Alert(
+            ts,
+            sig.sid,
+            sig.rev,
+            sig.msg,
+            sig.category,
+            sig.priority,
+            "blocked" if blocked else "allowed",
+            layer,
+            flow,
+            to_server,
+        )
+        alert.metadata = sig.metadata
+        alert.dns = dns
+        alert.tls_sni = sni
+        alert.http = http
+        if layer.gtp is not None:
+            alert.gtp_layer = layer
+        elif layer.tunnel is not None:
+            alert.gtp_layer = layer.tunnel
+        return alert
 
     def _detector_alert(
         self, ts: float, found: detectors.Detection, layer: Layer, flow: Flow, to_server: bool

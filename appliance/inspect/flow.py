@@ -11,6 +11,12 @@ it drops flows idle for longer than ``idle_timeout`` and, past ``max_flows``, th
 recently used one. The initiator of a flow is the sender of its first packet (for TCP, of its
 SYN), which gives ``to_server`` / ``to_client``; ``established`` is a completed TCP handshake,
 or for other protocols a packet seen in each direction.
+
+A TCP flow opened by a bare SYN may first be held as an embryo: a tuple ``(ts, seq, plan)``
+under its key in ``flows`` (not in ``index``), in the place and with the bounds a flow has.
+Half-open floods never answer, so their flows never cost more; the first other packet of
+either direction hatches the embryo (``hatch``, given by the engine) into the ``Flow`` the SYN
+would have left.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from appliance.inspect.decode import PROTO_TCP, TCP_ACK, TCP_RST, TCP_SYN, Layer
@@ -27,9 +34,19 @@ TCP_NEW, TCP_SYN_SENT, TCP_SYN_RECV, TCP_ESTABLISHED = 0, 1, 2, 3
 _ports = struct.Struct("!HH").pack
 
 
+# An embryo: (time of its SYN, the SYN's sequence number, the engine's plan for the flow)
+Embryo = tuple[float, int, int]
+
+
 def flow_key(src: bytes, dst: bytes, sport: int, dport: int, proto: int) -> bytes:
     key = src + dst + _ports(sport, dport)
     return key if proto == PROTO_TCP else key + bytes((proto,))
+
+
+def reverse_tcp_key(key: bytes) -> bytes:
+    """The key of the other direction of an IPv4 or IPv6 TCP flow key."""
+    size = (len(key) - 4) // 2
+    return key[size : 2 * size] + key[:size] + key[-2:] + key[-4:-2]
 
 
 class Flow:
@@ -102,14 +119,66 @@ class FlowTable:
     def __init__(self, max_flows: int = 65536, idle_timeout: float = 300.0) -> None:
         self.max_flows = max_flows
         self.idle_timeout = idle_timeout
-        self.flows: OrderedDict[bytes, Flow] = OrderedDict()  # by client key, LRU first
+        # by client key, LRU first: flows and embryos
+        self.flows: OrderedDict[bytes, Flow | Embryo] = OrderedDict()
         self.index: dict[bytes, Flow] = {}  # both directions' keys (see Flow.fwd_key)
         self.evicted = 0
         self.expired = 0
+        self.embryos = 0  # embryos in ``flows``
+        # makes the flow of an embryo (its key, the embryo): set by whoever adds embryos
+        self.hatch: Callable[[bytes, Embryo], Flow] | None = None
         self._next_sweep = 0.0
 
     def __len__(self) -> int:
         return len(self.flows)
+
+    def records(self) -> Iterator[Flow]:
+        """Every flow, least recently used first; an embryo as the flow it would hatch into
+        (made for the caller, the table keeps the embryo)."""
+        hatch = self.hatch
+        for key, flow in self.flows.items():
+            if type(flow) is tuple:
+                assert hatch is not None
+                yield hatch(key, flow)
+            else:
+                assert isinstance(flow, Flow)
+                yield flow
+
+    def add_embryo(self, key: bytes, ts: float, seq: int, plan: int) -> None:
+        """Hold the flow a bare SYN opens (its key not in the table) as an embryo."""
+        if ts >= self._next_sweep:
+            self._sweep(ts)
+        flows = self.flows
+        flows[key] = (ts, seq, plan)
+        self.embryos += 1
+        if len(flows) > self.max_flows:
+            _, oldest = flows.popitem(last=False)
+            self._drop_index(oldest)
+            self.evicted += 1
+
+    def hatched(self, key: bytes, ts: float) -> Flow | None:
+        """The flow of a TCP packet whose key is not in the index, if an embryo under its key
+        or the reverse one hatches into it; an embryo idle past the timeout is dropped."""
+        flows = self.flows
+        client = key
+        embryo = flows.get(key)
+        if embryo is None:
+            client = reverse_tcp_key(key)
+            embryo = flows.get(client)
+            if embryo is None:
+                return None
+        assert type(embryo) is tuple and self.hatch is not None
+        if ts - embryo[0] > self.idle_timeout:
+            del flows[client]
+            self.embryos -= 1
+            self.expired += 1
+            return None
+        self.embryos -= 1
+        flow = self.hatch(client, embryo)
+        flows[client] = flow  # in the embryo's place
+        self.index[client] = flow
+        self.index[flow.reverse_key] = flow
+        return flow
 
     def lookup(self, layer: Layer, ts: float) -> tuple[Flow, bool]:
         """The flow of a packet (created if new) and whether the packet goes to the server."""
@@ -118,6 +187,8 @@ class FlowTable:
         if proto != PROTO_TCP:
             key += bytes((proto,))
         found = self.index.get(key)
+        if found is None and self.embryos and proto == PROTO_TCP:
+            found = self.hatched(key, ts)
         if found is None or ts - found.last_ts > self.idle_timeout:
             if found is not None:
                 self._remove(found)  # the same 5-tuple after a long silence: a new flow
@@ -165,7 +236,11 @@ class FlowTable:
             self._drop_index(flow)
             self.expired += 1
 
-    def _drop_index(self, flow: Flow) -> None:
+    def _drop_index(self, flow: Flow | Embryo) -> None:
+        if type(flow) is tuple:
+            self.embryos -= 1  # an embryo: not in the index
+            return
+        assert isinstance(flow, Flow)
         index = self.index
         if index.get(flow.key) is flow:
             del index[flow.key]
@@ -178,6 +253,14 @@ class FlowTable:
         flows = self.flows
         while flows:
             flow = next(iter(flows.values()))
+            if type(flow) is tuple:  # an embryo: its SYN is its only packet
+                if flow[0] >= limit:
+                    break
+                flows.popitem(last=False)
+                self.embryos -= 1
+                self.expired += 1
+                continue
+            assert isinstance(flow, Flow)
             if flow.touched >= limit:
                 break
             if flow.last_ts >= limit:  # used since its last refresh: keep, refreshed

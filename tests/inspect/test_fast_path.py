@@ -20,7 +20,7 @@ def run(eng: InspectionEngine, frames: list[Any]) -> tuple[list[dict[str, Any]],
     events = [to_eve(a) for ts, data, lt in frames for a in eng.process(ts, data, lt)]
     flows = sorted(
         (f.key, f.packets_to_server, f.packets_to_client, f.app, f.established)
-        for f in eng.flows.flows.values()
+        for f in eng.flows.records()
     )
     stats = eng.stats
     return events, (flows, stats.packets, stats.decoded, stats.alerts, stats.errors)

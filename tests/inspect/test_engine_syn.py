@@ -1,0 +1,202 @@
+"""The new-flow path: a bare SYN opening an IPv4/TCP flow is counted by the rules, thresholds
+and detectors and held as an embryo until its flow answers. What comes out is what the full
+path gives: the same alerts, flows, counters and bounds, whatever follows the SYN."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from scapy.all import IP, TCP, Ether, raw  # type: ignore[attr-defined]
+
+from appliance.inspect.engine import InspectionConfig, InspectionEngine
+from appliance.inspect.eve import to_eve
+from appliance.inspect.flow import Flow
+from appliance.inspect.pcap import LINKTYPE_ETHERNET
+from appliance.lab.mix import Mix, make_engine
+from appliance.model.profile import Detectors, PortScanDetector, SynFloodDetector
+from appliance.units import Rate
+from tests.inspect.traffic import engine, tcp_session
+
+RULES = (
+    'alert tcp $EXTERNAL_NET any -> $HOME_NET any (msg:"syn"; flags:S,12; '
+    "threshold: type both, track by_src, count 3, seconds 10; sid:1;)\n"
+    'alert tcp any any -> $HOME_NET 23 (msg:"telnet"; flags:S; sid:2;)\n'
+    'drop tcp any any -> $HOME_NET 2323 (msg:"mirai"; flags:S; sid:3;)\n'
+    'alert tcp any any -> any any (msg:"late"; flow:established; content:"late"; sid:4;)\n'
+    'alert tcp any any -> $HOME_NET 9 (msg:"ece"; flags:SE; sid:5;)\n'
+)
+DETECTORS = Detectors(
+    port_scan=PortScanDetector(ports=5, window=10.0),
+    syn_flood=SynFloodDetector(rate=Rate(20, "second")),
+)
+
+
+def run(eng: InspectionEngine, frames: list[Any]) -> tuple[list[dict[str, Any]], Any]:
+    events = [to_eve(a) for ts, data, lt in frames for a in eng.process(ts, data, lt)]
+    flows = [
+        (
+            f.key,
+            f.first_ts,
+            f.last_ts,
+            f.packets_to_server,
+            f.packets_to_client,
+            f.tcp_state,
+            f.app,
+            f.established,
+        )
+        for f in eng.flows.records()
+    ]
+    table = eng.flows
+    stats = eng.stats
+    counters = (stats.packets, stats.decoded, stats.alerts, stats.errors)
+    return events, (flows, counters, len(table), table.evicted, table.expired)
+
+
+def twins(**config: Any) -> tuple[InspectionEngine, InspectionEngine]:
+    """The engine and its twin without fast paths (every packet through the full path)."""
+    return (
+        engine(RULES, DETECTORS, **config),
+        engine(RULES, DETECTORS, fast_path=False, **config),
+    )
+
+
+def syn(src: str, dst: str, sport: int, dport: int, flags: str = "S", **tcp: Any) -> Any:
+    return Ether() / IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags=flags, **tcp)
+
+
+def traffic(seed: int, count: int) -> list[Any]:
+    """SYNs from a few sources to a few servers and ports, some answered (SYN/ACK, RST,
+    data), some retransmitted, some opened from both ends at once, some arriving after the
+    idle timeout; timestamps that sometimes go back."""
+    rng = random.Random(seed)
+    sources = [f"198.51.100.{i}" for i in range(1, 6)] + ["10.0.0.7", "10.0.0.8"]
+    servers = ["10.0.0.1", "10.0.0.2", "192.0.2.1"]
+    ports = [22, 23, 80, 9, 2323, 443]
+    out: list[Any] = []
+    ts = 1000.0
+    for _ in range(count):
+        ts += rng.choice([0.001, 0.01, 0.3, -0.002, 40.0 if rng.random() < 0.02 else 0.002])
+        src, dst = rng.choice(sources), rng.choice(servers)
+        sport, dport = rng.randrange(1000, 1012), rng.choice(ports)
+        flags = rng.choice(["S", "S", "S", "SE", "SEC", "SP"])
+        seq = rng.randrange(2**32)
+        kind = rng.random()
+        packets = [syn(src, dst, sport, dport, flags, seq=seq)]
+        if kind < 0.2:
+            packets.append(syn(dst, src, dport, sport, "SA", seq=7, ack=seq + 1))
+            packets.append(syn(src, dst, sport, dport, "A", seq=seq + 1, ack=8))
+            packets.append(syn(src, dst, sport, dport, "PA", seq=seq + 1, ack=8) / b"late")
+        elif kind < 0.3:
+            packets.append(syn(dst, src, dport, sport, "R"))
+        elif kind < 0.4:
+            packets.append(syn(src, dst, sport, dport, flags, seq=seq))  # retransmitted
+        elif kind < 0.45:
+            packets.append(syn(dst, src, dport, sport, "S", seq=9))  # simultaneous open
+        elif kind < 0.5:
+            packets.append(syn(src, dst, sport, dport, "PA", seq=seq + 1) / b"late data")
+        elif kind < 0.55:
+            packets[0] = packets[0] / b"payload"  # a SYN with data: the full path
+        for packet in packets:
+            ts += 0.0005
+            packet.time = ts
+            out.append((ts, raw(packet), LINKTYPE_ETHERNET))
+    return out
+
+
+def test_syns_and_what_follows_them_as_the_full_path_gives() -> None:
+    for seed in range(4):
+        frames = traffic(seed, 600)
+        fast, slow = twins()
+        fast_events, fast_state = run(fast, frames)
+        slow_events, slow_state = run(slow, frames)
+        assert fast_events == slow_events
+        assert fast_state == slow_state
+        assert {e["alert"]["signature_id"] for e in fast_events} >= {1, 2, 3, 5, 9000001}
+
+
+def test_embryos_count_against_the_flow_table_bound() -> None:
+    frames = traffic(7, 1500)
+    fast, slow = twins(max_flows=40, idle_timeout=30.0)
+    fast_events, fast_state = run(fast, frames)
+    slow_events, slow_state = run(slow, frames)
+    assert (fast_events, fast_state) == (slow_events, slow_state)
+    assert len(fast.flows) == 40 and fast.flows.evicted > 100 and fast.flows.expired > 0
+    assert len(fast.flows.index) <= 80
+
+
+def test_a_half_open_flood_leaves_only_embryos() -> None:
+    eng = engine(RULES, DETECTORS, max_flows=1000)
+    rng = random.Random(3)
+    packets = [
+        syn(f"203.0.{rng.randrange(256)}.{rng.randrange(1, 255)}", "10.0.0.1", 1024 + i, 80)
+        for i in range(3000)
+    ]
+    alerts = 0
+    for i, packet in enumerate(packets):
+        alerts += len(eng.process(1.0 + i * 1e-4, raw(packet), LINKTYPE_ETHERNET))
+    table = eng.flows
+    assert len(table) == 1000 and table.evicted == 2000
+    assert table.embryos + sum(type(f) is Flow for f in table.flows.values()) == 1000
+    # each alert hatched its flow (the alert refers to it); the rest stayed embryos
+    assert table.embryos >= 1000 - alerts and len(table.index) == 2 * (1000 - table.embryos)
+    assert eng.stats.full == 3000 and eng.stats.fast == 0
+
+
+def test_an_embryo_hatches_into_the_flow_the_full_path_makes() -> None:
+    packets = tcp_session("10.0.0.5", "10.0.0.80", 40000, 9000, [b"late"], [b"ok"])
+    frames = [(1.0 + i / 100, raw(p), LINKTYPE_ETHERNET) for i, p in enumerate(packets)]
+    fast, slow = twins()
+    fast.process(*frames[0])
+    slow.process(*frames[0])
+    assert fast.flows.embryos == 1 and not fast.flows.index
+    (embryo_view,) = fast.flows.records()
+    (made,) = slow.flows.records()
+    for name in Flow.__slots__:
+        if name in ("sel_s", "sel_c", "fast_s", "fast_c"):  # (quiet, group, app)
+            mine, theirs = getattr(embryo_view, name), getattr(made, name)
+            assert (mine[0], mine[2]) == (theirs[0], theirs[2])
+            assert mine[1].reads_payload == theirs[1].reads_payload
+            assert [s.sid for s in mine[1].plain] == [s.sid for s in theirs[1].plain]
+        elif name == "streams":
+            assert embryo_view.streams is not None and made.streams is not None
+            assert embryo_view.streams[1].base == made.streams[1].base
+        else:
+            assert getattr(embryo_view, name) == getattr(made, name), name
+    assert embryo_view.flow_id == made.flow_id
+    fast_events, fast_state = run(fast, frames[1:])
+    slow_events, slow_state = run(slow, frames[1:])
+    assert (fast_events, fast_state) == (slow_events, slow_state)
+    assert [e["alert"]["signature_id"] for e in fast_events] == [4]
+    assert fast.flows.embryos == 0
+
+
+def test_the_bench_mix_and_a_flood_give_the_same_results() -> None:
+    rng = random.Random(3)
+    flood = [
+        (
+            1_700_000_000.0 + i * 4e-5 + 1e-6,
+            raw(
+                syn(
+                    f"203.0.{rng.randrange(256)}.{rng.randrange(1, 255)}", "10.0.0.80", 2000 + i, 80
+                )
+            ),
+            LINKTYPE_ETHERNET,
+        )
+        for i in range(4000)
+    ]
+    frames = sorted(Mix(seed=5).build(8000) + flood)
+    fast = make_engine()
+    config = fast.config
+    slow = InspectionEngine(
+        InspectionConfig(
+            signatures=config.signatures,
+            detectors=config.detectors,
+            never_block=config.never_block,
+            fast_path=False,
+        )
+    )
+    fast_events, fast_state = run(fast, frames)
+    slow_events, slow_state = run(slow, frames)
+    assert (fast_events, fast_state) == (slow_events, slow_state)
+    assert len(fast_events) > 10
