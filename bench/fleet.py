@@ -39,6 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+ROOT_HINT_HEADER = "x-tuf-root-version"  # appliance.sync.hub: the newest root it serves
 
 PROFILE = {
     "version": 1,
@@ -165,10 +166,14 @@ async def worker(base: str, first: int, count: int, state: Path, pub: str) -> No
     await asyncio.gather(*tasks)
 
 
-async def light_worker(base: str, first: int, count: int) -> None:
-    """The hub's share alone: clients that make the requests the real client makes (the long
-    poll on the signature, the bundle when it changed, the status report, one kept-alive
-    connection each) but verify and store nothing, so what is measured is the hub."""
+async def light_worker(base: str, first: int, count: int, use_tuf: bool = False) -> None:
+    """The hub's share alone: clients that make the requests the real client makes, one
+    kept-alive connection each, but verify and store nothing, so what is measured is the hub.
+
+    Signed pair: the long poll on the signature, the bundle when it changed, the status
+    report. TUF (``use_tuf``): the long poll on ``timestamp.json``, the next root probed
+    unless the hub's answer says it has none, then the snapshot, the targets and the bundle
+    by the names each file gives the next (read, not verified), and the status report."""
     import re
     from urllib.parse import urlsplit
 
@@ -180,66 +185,97 @@ async def light_worker(base: str, first: int, count: int) -> None:
     opening = asyncio.Semaphore(100)  # connections set up a hundred at a time
     Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
-    async def exchange(stream: Stream, request: str, body: bytes = b"") -> tuple[int, str, bytes]:
+    async def exchange(
+        stream: Stream, request: str, body: bytes = b""
+    ) -> tuple[int, dict[str, str], bytes]:
         reader, writer = stream
         writer.write(request.encode("latin-1") + body)
         head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-        length, etag = 0, ""
+        headers: dict[str, str] = {}
         for line in head.split("\r\n")[1:]:
             name, _, value = line.partition(": ")
-            if name.lower() == "content-length":
-                length = int(value)
-            elif name.lower() == "etag":
-                etag = value
+            headers[name.lower()] = value
+        length = int(headers.get("content-length", "0"))
         data = await reader.readexactly(length) if length else b""
-        return int(head[9:12]), etag, data
+        return int(head[9:12]), headers, data
 
-    async def connect(path: str) -> tuple[Stream, str, str]:
+    def get(path: str, etag: str = "", wait: int = 0) -> str:
+        query = f"?wait={wait}" if wait else ""
+        condition = f"If-None-Match: {etag}\r\n" if etag else ""
+        return f"GET {path}{query} HTTP/1.1\r\n{condition}\r\n"
+
+    async def report(stream: Stream, index: int, path: str, version: int) -> None:
+        emit({"seen": index, "version": version, "t": time.time()})
+        body = json.dumps(
+            {"name": path, "version": version, "result": "applied", "sent": time.time()}
+        ).encode()
+        await exchange(
+            stream, f"POST {path}status HTTP/1.1\r\nContent-Length: {len(body)}\r\n\r\n", body
+        )
+        emit({"done": index, "version": version, "t": time.time()})
+
+    def bundle_version(data: bytes) -> int:
+        found = re.match(rb'\{"version":(\d+)', data)  # bundles start with it
+        return int(found.group(1)) if found else 0
+
+    async def connect(path: str) -> tuple[Stream, list[str]]:
         async with opening:
             stream = await asyncio.open_connection(host, port)
-            _, sig_etag, _ = await exchange(stream, f"GET {path}bundle.json.sig HTTP/1.1\r\n\r\n")
-            _, etag, _ = await exchange(stream, f"GET {path}bundle.json HTTP/1.1\r\n\r\n")
-        return stream, sig_etag, etag
+            if use_tuf:
+                _, headers, _ = await exchange(stream, get(path + "timestamp.json"))
+                return stream, [headers.get("etag", "")]
+            _, sig, _ = await exchange(stream, get(path + "bundle.json.sig"))
+            _, data, _ = await exchange(stream, get(path + "bundle.json"))
+        return stream, [sig.get("etag", ""), data.get("etag", "")]
+
+    async def update_pair(stream: Stream, index: int, path: str, etags: list[str]) -> None:
+        status, headers, _ = await exchange(stream, get(path + "bundle.json.sig", etags[0], 30))
+        if status != 200:
+            return
+        etags[0] = headers.get("etag", "")
+        status, headers, data = await exchange(stream, get(path + "bundle.json", etags[1]))
+        etags[1] = headers.get("etag", "")
+        await report(stream, index, path, bundle_version(data))
+
+    root_version = 1
+
+    async def update_tuf(stream: Stream, index: int, path: str, etags: list[str]) -> None:
+        status, headers, data = await exchange(stream, get(path + "timestamp.json", etags[0], 30))
+        if status != 200:
+            return
+        etags[0] = headers.get("etag", "")
+        newest = headers.get(ROOT_HINT_HEADER)
+        if newest is None or int(newest) > root_version:
+            await exchange(stream, get(f"{path}{root_version + 1}.root.json"))  # 404
+        meta = json.loads(data)["signed"]["meta"]
+        _, _, data = await exchange(
+            stream, get(f"{path}{meta['snapshot.json']['version']}.snapshot.json")
+        )
+        meta = json.loads(data)["signed"]["meta"]
+        _, _, data = await exchange(
+            stream, get(f"{path}{meta['targets.json']['version']}.targets.json")
+        )
+        target = json.loads(data)["signed"]["targets"]["bundle.json"]["hashes"]["sha256"]
+        _, _, data = await exchange(stream, get(f"{path}{target}.bundle.json"))
+        await report(stream, index, path, bundle_version(data))
+
+    update = update_tuf if use_tuf else update_pair
 
     async def appliance(index: int) -> None:
         nonlocal ready
         path = f"/fleet/edge-{index:04d}/"
-        stream, sig_etag, etag = await connect(path)
+        stream, etags = await connect(path)
         ready += 1
         if ready == count:
             ready_event.set()
         while True:
             try:
-                status, new_sig, _ = await exchange(
-                    stream,
-                    f"GET {path}bundle.json.sig?wait=30 HTTP/1.1\r\n"
-                    f"If-None-Match: {sig_etag}\r\n\r\n",
-                )
-                if status != 200:
-                    continue
-                sig_etag = new_sig
-                status, etag, data = await exchange(
-                    stream, f"GET {path}bundle.json HTTP/1.1\r\nIf-None-Match: {etag}\r\n\r\n"
-                )
-                found = re.match(rb'\{"version":(\d+)', data)  # bundles start with it
-                version = int(found.group(1)) if found else 0
-                emit({"seen": index, "version": version, "t": time.time()})
-                report = json.dumps(
-                    {"name": path, "version": version, "result": "applied", "sent": time.time()}
-                ).encode()
-                await exchange(
-                    stream,
-                    f"POST {path}status HTTP/1.1\r\nContent-Length: {len(report)}\r\n\r\n",
-                    report,
-                )
-                emit({"done": index, "version": version, "t": time.time()})
-            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                await update(stream, index, path, etags)
+            except (OSError, asyncio.IncompleteReadError, ValueError, KeyError) as exc:
                 emit({"error": index, "result": "unreachable", "why": repr(exc)})
                 stream[1].close()
                 await asyncio.sleep(0.5)
-                stream, sig_etag, etag = await connect(path)
-                continue
-            await asyncio.sleep(1.0)  # the real client's shortest gap between long polls
+                stream, etags = await connect(path)
 
     tasks = [asyncio.create_task(appliance(first + i)) for i in range(count)]
     await ready_event.wait()
@@ -512,7 +548,7 @@ def run_fleet(
         assert hub.stdout is not None
         hub.stdout.readline()
         if light:
-            _spawn_workers(procs, "--light-worker", port, n, workers)
+            _spawn_workers(procs, "--light-worker", port, n, workers, "tuf" if use_tuf else "pair")
         else:
             _spawn_workers(procs, "--worker", port, n, workers, str(state), str(trust_file))
         clients = procs[1:]
@@ -625,12 +661,12 @@ def main() -> int:
         action="store_true",
         help="the hub's share alone: clients that make the same requests, verify nothing",
     )
-    parser.add_argument("--light-worker", nargs=3, metavar="ARG", help=argparse.SUPPRESS)
+    parser.add_argument("--light-worker", nargs=4, metavar="ARG", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.light_worker:
-        base, first, count = args.light_worker
+        base, first, count, mode = args.light_worker
         signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-        asyncio.run(light_worker(base, int(first), int(count)))
+        asyncio.run(light_worker(base, int(first), int(count), mode == "tuf"))
         return 0
     if args.poll_worker:
         base, first, count, period = args.poll_worker

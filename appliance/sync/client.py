@@ -70,6 +70,7 @@ from appliance.sync.tuf import Trusted
 from appliance.sync.updater import FULL_TARGET, TrustStore, fetch_target, refresh
 
 LONG_POLL_HEADER = "x-long-poll-max"
+ROOT_HINT_HEADER = "x-tuf-root-version"  # the newest root the hub serves (with timestamp.json)
 TIMESTAMP_FILE = "timestamp.json"
 FAILED_MEMORY = 16
 
@@ -399,6 +400,7 @@ class HubClient:
             if trusted.timestamp is not None:  # freeze: the wait ends when the timestamp expires
                 wait = max(0.0, min(wait, trusted.timestamp.expires - now))
         long_polled = wait > 0
+        announced: list[int | None] = [None]
 
         async def fetch(name: str, cap: int) -> bytes | None:
             headers: dict[str, str] = {}
@@ -409,6 +411,8 @@ class HubClient:
                 url += f"?wait={wait:g}"
                 delay = wait
             resp = await self._get(url, headers, cap, delay)
+            if name == TIMESTAMP_FILE:
+                announced[0] = _announced_root(resp)
             if resp.status == 304:
                 return trusted.timestamp.data if trusted.timestamp else None
             if resp.status == 404:
@@ -421,7 +425,7 @@ class HubClient:
 
         have = self.running.bundle.sha256 if self.running else ""
         try:
-            update = await refresh(trusted, fetch, have)
+            update = await refresh(trusted, fetch, have, newest_root=lambda: announced[0])
             self.frozen = ""
             data = update.bundle
             if data is None:
@@ -718,6 +722,13 @@ class HubClient:
 
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _announced_root(resp: Response) -> int | None:
+    """The newest root version the hub says it serves (``X-TUF-Root-Version``), or None
+    when it says nothing usable (then the next root is asked for, as from any server)."""
+    text = resp.headers.get(ROOT_HINT_HEADER, "")
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 10 else None
 
 
 def _vouched(data: bytes, entry: dict[str, Any] | None) -> bool:

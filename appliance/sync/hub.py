@@ -10,6 +10,9 @@ A small asyncio HTTP/1.1 server (standard library only):
   answer until the file's ETag changes or the time is up (then 304). Files with waiters are
   watched by one stat poll each (every WATCH_INTERVAL); nothing is watched without waiters.
   Every answer carries ``X-Long-Poll-Max`` so clients know they may wait.
+- ``timestamp.json`` (TUF) answers carry ``X-TUF-Root-Version: N``, the newest
+  ``N.root.json`` PATH serves: a client that trusts root N need not ask for ``N+1.root.json``
+  (the hub could as well answer that with 404; the header is worth no more and no less).
 - ``POST /PATH/status`` takes a JSON object (at most MAX_STATUS bytes) and keeps the latest
   per PATH (an existing bundle directory); ``GET /fleet`` answers ``{PATH: report}``, each
   report with the time it arrived and the version the hub offers at PATH.
@@ -60,6 +63,9 @@ MAX_LINKS = 40  # symlinks followed in one path (a loop ends there)
 SERVED = (BUNDLE_FILE, SIG_FILE)
 APPLIANCE_KEY = "appliance.pub"  # when present: status reports for PATH must be signed by it
 STATUS_SIGNATURE_HEADER = "x-appliance-signature"
+ROOT_HINT_HEADER = "X-TUF-Root-Version"
+TIMESTAMP = "timestamp.json"
+MAX_ROOTS = 100_000  # root versions counted when looking for the newest
 # TUF metadata and targets by content (appliance.sync.repository writes them).
 _TUF_NAME = re.compile(
     r"(?:\d{1,19}\.)?root\.json|\d{1,19}\.(?:snapshot|targets)\.json"
@@ -154,23 +160,26 @@ class _File:
     stat: tuple[int, int, int]  # inode, size, mtime_ns
     data: bytes
     etag: str
-    _answers: dict[tuple[int, str, bool, bool], bytes] = field(default_factory=dict)
+    _answers: dict[tuple[int, str, bool, bool, str], bytes] = field(default_factory=dict)
 
-    def answer(self, status: int, ctype: str, keep: bool, head_only: bool) -> bytes:
-        """The whole answer (200 or 304) to a GET or HEAD of this file, built once."""
-        key = (status, ctype, keep, head_only)
+    def answer(
+        self, status: int, ctype: str, keep: bool, head_only: bool, extra: str = ""
+    ) -> bytes:
+        """The whole answer (200 or 304) to a GET or HEAD of this file, built once;
+        ``extra``: header lines to add (each ending in CRLF)."""
+        key = (status, ctype, keep, head_only, extra)
         ready = self._answers.get(key)
         if ready is None:
             connection = "keep-alive" if keep else "close"
             if status == 304:
                 ready = (
-                    f"HTTP/1.1 304 Not Modified\r\n{_COMMON}ETag: {self.etag}\r\n"
+                    f"HTTP/1.1 304 Not Modified\r\n{_COMMON}{extra}ETag: {self.etag}\r\n"
                     f"Connection: {connection}\r\n\r\n"
                 ).encode("latin-1")
             else:
                 ready = (
                     f"HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\n"
-                    f"Content-Length: {len(self.data)}\r\n{_COMMON}ETag: {self.etag}\r\n"
+                    f"Content-Length: {len(self.data)}\r\n{_COMMON}{extra}ETag: {self.etag}\r\n"
                     f"Connection: {connection}\r\n\r\n"
                 ).encode("latin-1")
                 if not head_only:
@@ -188,6 +197,7 @@ class BundleFiles:
         self._root_text = str(self.root)
         self._cache: dict[str, _File] = {}
         self._resolved: dict[str, tuple[str, float]] = {}
+        self._roots: dict[str, int] = {}
 
     def locate(self, bundle_path: str) -> Path | None:
         """The directory for PATH (``a/b``), or None if PATH is not acceptable."""
@@ -253,6 +263,23 @@ class BundleFiles:
         if found is None or not found[0].startswith(self._root_text + os.sep):
             return None
         return found[0] if stat.S_ISDIR(found[1]) else None
+
+    def newest_root(self, bundle_path: str) -> int:
+        """N of the newest ``N.root.json`` PATH serves (1, 2, ... each present), 0 for none.
+        Remembered per directory and checked again at each call by one look for N+1, so a
+        root published a moment ago counts at once."""
+        directory = self._directory(bundle_path)
+        if directory is None:
+            return 0
+        newest = self._roots.get(directory, 0)
+        if newest and self._file(bundle_path, f"{newest}.root.json") is None:
+            newest = 0  # roots taken away: count again
+        while newest < MAX_ROOTS and self._file(bundle_path, f"{newest + 1}.root.json"):
+            newest += 1
+        if len(self._roots) >= MAX_RESOLVED:
+            self._roots.clear()
+        self._roots[directory] = newest
+        return newest
 
     def read(self, bundle_path: str, name: str) -> _File | None:
         found = self._file(bundle_path, name)
@@ -590,7 +617,11 @@ class HubServer:
             return http.send(404, b"not found\n", keep, extra=extra)
         ctype = "application/json" if name == BUNDLE_FILE else "text/plain"
         status = 304 if etag_matches(condition, entry.etag) else 200
-        return http.write(entry.answer(status, ctype, keep, head_only), keep)
+        hint = ""
+        if name == TIMESTAMP:
+            newest = self.files.newest_root(directory)
+            hint = f"{ROOT_HINT_HEADER}: {newest}\r\n" if newest else ""
+        return http.write(entry.answer(status, ctype, keep, head_only, hint), keep)
 
     # ---- long polls ---------------------------------------------------------------------
 

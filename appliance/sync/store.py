@@ -137,12 +137,23 @@ class BundleStore:
         )
 
     def _sweep(self, keep: str) -> None:
-        for entry in self.root.iterdir():
-            if entry.name.startswith("gen-") and entry.name != keep:
-                shutil.rmtree(entry, ignore_errors=True)
-            elif entry.name.startswith(f".{CURRENT}."):
+        root = str(self.root)
+        for name in os.listdir(root):
+            if name.startswith("gen-") and name != keep:
+                _remove_generation(f"{root}/{name}")
+            elif name.startswith(f".{CURRENT}."):
                 with contextlib.suppress(OSError):
-                    entry.unlink()
+                    os.unlink(f"{root}/{name}")
+
+
+def _remove_generation(path: str) -> None:
+    """An old generation: its few plain files, then the directory (else the slow way)."""
+    try:
+        for name in os.listdir(path):
+            os.unlink(f"{path}/{name}")
+        os.rmdir(path)
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _text(meta: Any, key: str) -> str:

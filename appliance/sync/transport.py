@@ -328,9 +328,11 @@ async def _exchange(
             lines.append(f"Content-Length: {len(body)}")
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b""))
         try:
-            # asyncio.timeout, not wait_for: no extra task per read (a fleet's hub pays for it)
-            async with asyncio.timeout(limits.read_timeout):
-                await writer.drain()
+            # asyncio.timeout, not wait_for: no extra task per read (a fleet's hub pays for it);
+            # and none at all to drain what the socket took whole (a request almost always)
+            if writer.transport.get_write_buffer_size():
+                async with asyncio.timeout(limits.read_timeout):
+                    await writer.drain()
             async with asyncio.timeout(limits.read_timeout + wait):
                 head = await reader.readuntil(b"\r\n\r\n")
         except TimeoutError:
@@ -358,6 +360,8 @@ async def _exchange(
         if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
             response = Response(status, response_headers)
             framed = True
+        elif (data := await _buffered_body(reader, response_headers, cap)) is not None:
+            response = Response(status, response_headers, data)  # it came with the headers
         else:
             # A long poll's wait ends with the headers: the body gets the plain deadline.
             try:
@@ -408,6 +412,23 @@ def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
         value = value.strip()
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
     return status, headers
+
+
+async def _buffered_body(
+    reader: asyncio.StreamReader, headers: dict[str, str], cap: int
+) -> bytes | None:
+    """The body when it is already read in whole (a small answer arrives with its headers):
+    taken without a wait, so without a timer; None otherwise (then :func:`_read_body`)."""
+    if "transfer-encoding" in headers:
+        return None
+    text = headers.get("content-length", "")
+    if not (text.isascii() and text.isdigit()):
+        return None
+    length = int(text)
+    buffered = getattr(reader, "_buffer", None)  # CPython's StreamReader; else the slow way
+    if length > cap or not isinstance(buffered, bytearray) or len(buffered) < length:
+        return None
+    return await reader.readexactly(length)  # returns at once: the bytes are there
 
 
 async def _read_body(

@@ -19,11 +19,15 @@ a word of the sync vocabulary and changes nothing already trusted.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from appliance.sync.bundle import (
     BAD_SIGNATURE,
@@ -99,6 +103,8 @@ class Metadata:
     signed: dict[str, Any]
     signatures: tuple[tuple[str, bytes], ...]
     data: bytes
+    # What a root gives every later file's check (its keys, its roles), worked out once.
+    _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def expired(self, now: float) -> bool:
         return now >= self.expires
@@ -109,15 +115,25 @@ class Metadata:
 
     # root only
     def keys(self) -> dict[str, PublicKey]:
-        found: dict[str, PublicKey] = {}
-        for kid, doc in _mapping(self.signed.get("keys"), "root: keys").items():
-            key = _public_key(doc, f"root: keys.{kid}")
-            if tuf_key_id(key) != kid:
-                raise BundleError(MALFORMED, f"root: key id {kid} is not the key's SHA-256")
-            found[kid] = key
-        return found
+        found = self._cache.get("keys")
+        if found is None:
+            found = {}
+            for kid, doc in _mapping(self.signed.get("keys"), "root: keys").items():
+                key = _public_key(doc, f"root: keys.{kid}")
+                if tuf_key_id(key) != kid:
+                    raise BundleError(MALFORMED, f"root: key id {kid} is not the key's SHA-256")
+                found[kid] = key
+            self._cache["keys"] = found
+        return dict(found)
 
     def role_of(self, name: str) -> Role:
+        role = self._cache.get("role:" + name)
+        if role is None:
+            role = self._cache["role:" + name] = self._role_of(name)
+        assert isinstance(role, Role)
+        return role
+
+    def _role_of(self, name: str) -> Role:
         roles = _mapping(self.signed.get("roles"), "root: roles")
         doc = _mapping(roles.get(name), f"root: roles.{name}")
         keyids = doc.get("keyids")
@@ -223,10 +239,25 @@ def count_signatures(meta: Metadata, root: Metadata, role: str | None = None) ->
             kid in spec.keyids
             and kid in keys
             and kid not in good
-            and keys[kid].verify(sig, payload)
+            and _verify(keys[kid].raw, sig, payload)
         ):
             good.add(kid)
     return len(good)
+
+
+@functools.lru_cache(maxsize=64)
+def _ed25519(raw: bytes) -> Ed25519PublicKey:
+    """The key object of a trusted key, loaded once (a fleet's roots hold a few keys)."""
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def _verify(raw: bytes, signature: bytes, payload: bytes) -> bool:
+    """``signature`` is the Ed25519 signature of ``payload`` by the 32-byte key ``raw``."""
+    try:
+        _ed25519(raw).verify(signature, payload)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
 
 def check_threshold(meta: Metadata, root: Metadata, role: str | None = None) -> None:

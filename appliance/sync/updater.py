@@ -5,6 +5,10 @@ the bound its parent names (a root or a timestamp with a fixed cap; snapshot, ta
 the bundle with the exact length signed for): the chain of roots (``N+1.root.json`` until
 there is none, at most :data:`tuf.MAX_ROOT_ROTATIONS`), ``timestamp.json``, then, only when
 the timestamp is new, ``N.snapshot.json``, ``N.targets.json`` and the bundle by its hash.
+``timestamp.json`` is fetched first (it is what a long poll waits on) and checked after the
+root chain, under the newest root; when the hub said with it which root is its newest
+(``newest_root``), the chain is asked for only past the trusted root: that answer is worth
+what a 404 for ``N+1.root.json`` is, from the same hub.
 ``fetch(name, cap)`` returns the bytes or None when the file is absent; it raises on
 transport failures. Files already trusted are kept in the state directory
 (:class:`TrustStore`), so rollback protection survives restarts.
@@ -13,11 +17,11 @@ transport failures. Files already trusted are kept in the state directory
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.storage import atomic_write
 from appliance.sync import tuf
 from appliance.sync.bundle import BUNDLE_FILE, FULL_DIR, HTTP_ERROR, BundleError
 
@@ -33,23 +37,32 @@ class Update:
 
 
 async def refresh(
-    trusted: tuf.Trusted, fetch: Fetch, have: str = "", name: str = BUNDLE_FILE
+    trusted: tuf.Trusted,
+    fetch: Fetch,
+    have: str = "",
+    name: str = BUNDLE_FILE,
+    newest_root: Callable[[], int | None] | None = None,
 ) -> Update:
     """One update; BundleError (a sync word and a reason) on any refusal, leaving what is
     trusted as it was for the steps that failed. ``have``: the SHA-256 of the bundle in
     force; the bundle is fetched when targets name another one (also when an earlier
-    update stopped after targets: a version counts as fetched only once its bundle is)."""
+    update stopped after targets: a version counts as fetched only once its bundle is).
+    ``newest_root``: the newest root version the hub announced with the timestamp, or
+    None (a static server: the next root is asked for)."""
+    timestamp = await fetch("timestamp.json", tuf.MAX_TIMESTAMP_BYTES)
     roots = 0
-    for _ in range(tuf.MAX_ROOT_ROTATIONS):
-        data = await fetch(f"{trusted.root.version + 1}.root.json", tuf.MAX_ROOT_BYTES)
-        if data is None:
-            break
-        trusted.update_root(data)
-        roots += 1
+    announced = newest_root() if newest_root is not None else None
+    if announced is None or announced > trusted.root.version:
+        for _ in range(tuf.MAX_ROOT_ROTATIONS):
+            data = await fetch(f"{trusted.root.version + 1}.root.json", tuf.MAX_ROOT_BYTES)
+            if data is None:
+                break
+            trusted.update_root(data)
+            roots += 1
     trusted.check_root_fresh()
-    changed = trusted.update_timestamp(
-        await _required(fetch, "timestamp.json", tuf.MAX_TIMESTAMP_BYTES)
-    )
+    if timestamp is None:
+        raise BundleError(HTTP_ERROR, "timestamp.json: HTTP 404 (not on the hub)")
+    changed = trusted.update_timestamp(timestamp)
     if not changed and _complete(trusted):
         trusted.check_fresh(trusted.snapshot)
         trusted.check_fresh(trusted.targets)
@@ -140,15 +153,32 @@ class TrustStore:
         return trusted
 
     def save(self, trusted: tuf.Trusted) -> None:
-        for role, meta in (
-            ("root", trusted.root),
-            ("timestamp", trusted.timestamp),
-            ("snapshot", trusted.snapshot),
-            ("targets", trusted.targets),
-        ):
-            if meta is not None and self._kept.get(role) != meta.data:
-                atomic_write(self.root / f"{role}.json", meta.data, 0o600)  # only what changed
-                self._kept[role] = meta.data
+        """Write the files that changed (an update changes three: timestamp, snapshot,
+        targets), each replaced whole by a rename after its bytes are synced, and the
+        directory synced once for all of them."""
+        changed = [
+            (role, meta.data)
+            for role, meta in (
+                ("root", trusted.root),
+                ("timestamp", trusted.timestamp),
+                ("snapshot", trusted.snapshot),
+                ("targets", trusted.targets),
+            )
+            if meta is not None and self._kept.get(role) != meta.data
+        ]
+        if not changed:
+            return
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        directory = str(self.root)
+        for role, data in changed:
+            _write_synced(f"{directory}/.{role}.json.new", data)
+            os.replace(f"{directory}/.{role}.json.new", f"{directory}/{role}.json")
+            self._kept[role] = data
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _read(self, role: str) -> bytes | None:
         try:
@@ -157,3 +187,21 @@ class TrustStore:
             return None
         self._kept[role] = data
         return data
+
+
+def _write_synced(path: str, data: bytes) -> None:
+    """``data`` in a new file at ``path`` (mode 0600, a leftover of a crash replaced),
+    synced to disk."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        os.unlink(path)
+        fd = os.open(path, flags, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)

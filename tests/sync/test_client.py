@@ -903,3 +903,52 @@ def test_tuf_a_long_poll_ends_when_the_timestamp_expires(
             assert sync.stale and c.stale and "timestamp.json" in sync.error, sync
 
     run(main())
+
+
+def test_tuf_over_the_reference_hub_the_next_root_is_asked_for_only_when_announced(
+    publisher: Publisher, tmp_path: Path
+) -> None:
+    """An update is timestamp, snapshot, targets and the bundle, without a request for a
+    next root the hub said it does not have; a new root (the timestamp key rotated) is
+    followed at the update that announces it."""
+    from appliance.sync import repository, tuf
+
+    root, release, key = _tuf_repo(publisher.directory)
+    online = keys.generate()
+
+    async def main() -> None:
+        async with hub(publisher.root) as (server, base):
+            asked: list[str] = []
+            handle = server.handle
+
+            def record(http: object, method: str, target: str, *rest: object) -> bool:
+                asked.append(target.rsplit("/", 1)[-1])
+                return handle(http, method, target, *rest)  # type: ignore[arg-type]
+
+            server.handle = record  # type: ignore[method-assign]
+            url = f"{base}/{publisher.path}/"
+            limits = ClientLimits(long_poll=0.2)
+            c = HubClient(url, [], tmp_path / "state", tuf_root=root.read_bytes(), limits=limits)
+            await applied(c)
+            release(2)
+            asked.clear()
+            await applied(c)
+            names = [n.split("?")[0] for n in asked]
+            assert names[:3] == ["timestamp.json", "2.snapshot.json", "2.targets.json"], asked
+            assert names[3].endswith(".bundle.json") and names[4:] == ["status"], asked
+            now = time.time()
+            repository.change_keys(
+                publisher.directory, tuf.TIMESTAMP, now + 86400, add=[online.public],
+                revoke=[key.public],
+            )  # fmt: skip
+            repository.sign(publisher.directory, tuf.ROOT, key)
+            atomic_write(publisher.directory / B.BUNDLE_FILE, build(3, ["192.0.2.3"]), 0o644)
+            repository.stage_targets(publisher.directory, now + 86400)
+            repository.sign(publisher.directory, tuf.TARGETS, key)
+            repository.publish(publisher.directory, key, online, now + 86400, now + 3600)
+            asked.clear()
+            third = await applied(c)
+            assert third.version == 3 and "2.root.json" in asked and "3.root.json" in asked
+            assert c._trusted is not None and c._trusted.root.version == 2
+
+    run(main())

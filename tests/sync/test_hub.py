@@ -388,3 +388,27 @@ def test_long_polls_are_answered_in_batches_all_of_them(
         assert not server._watches and server._waiters == 0
 
     with_hub(publisher.root, body)
+
+
+def test_timestamp_answers_announce_the_newest_root(publisher: Publisher) -> None:
+    """``timestamp.json`` answers (200 and 304) carry the newest ``N.root.json`` the path
+    serves, counted again as soon as a root is added; other files and paths without roots
+    carry nothing."""
+    directory = publisher.directory
+    publisher.publish(1, ["192.0.2.1"])
+    (directory / "timestamp.json").write_bytes(b'{"signed": {}}\n')
+
+    async def body(server: HubServer, port: int) -> None:
+        path = f"/{publisher.path}/timestamp.json"
+        plain = await get(port, path)
+        assert plain.status == 200 and "x-tuf-root-version" not in plain.headers
+        (directory / "1.root.json").write_bytes(b"{}\n")
+        first = await get(port, path)
+        assert first.headers["x-tuf-root-version"] == "1"
+        (directory / "2.root.json").write_bytes(b"{}\n")
+        again = await get(port, path, {"If-None-Match": first.etag})
+        assert again.status == 304 and again.headers["x-tuf-root-version"] == "2"
+        other = await get(port, f"/{publisher.path}/bundle.json")
+        assert other.status == 200 and "x-tuf-root-version" not in other.headers
+
+    with_hub(publisher.root, body)
