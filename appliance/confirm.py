@@ -8,11 +8,19 @@ if the record is still there.
 
 The saved table is its definition and its tagged elements (the profile's and the hub's);
 a set of more than ``INLINE`` elements is kept packed in ``confirm-previous.elements``
-beside the record. The restore is a change from the table as it is to the saved one, made
+beside the record. The run-time elements (automatic blocks, ``appliance set add``) are
+saved with it, with what was left of their timeouts, and put back after the restore where
+they are missing (a set the apply redefined lost them), their timeouts running on from
+the moment they were saved. The restore is a change from the table as it is to the saved one, made
 as any other: the table and every set both keep stay, with their elements (a source both
 drop never passes during the commit), element differences go as deltas, and the run-time
 elements in the kernel are carried across. A record of the earlier format (the table as
 listed, elements included) is restored the same way.
+
+A restore the kernel refuses is not the end of the watcher: it writes one line to
+``confirm-watch.log`` in the state directory, keeps the reason and the number of refusals
+in the record (``error``, ``refused``) and tries again (1, 2, 4 ... 30 s apart) until the
+restore goes through or ``appliance confirm`` removes the record.
 """
 
 from __future__ import annotations
@@ -25,12 +33,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from appliance.compile.nftjson import Json
+from appliance.compile.nftjson import Json, element_command, element_value
 from appliance.compile.ruleset import table_object
 from appliance.daemon.state import INLINE, _words, desired_from_json, desired_to_json
+from appliance.errors import KernelError
 from appliance.model.elements import Elements
 from appliance.model.profile import Segment, SegmentKind
 from appliance.reconcile.segments import DesiredSegment, LinkState, PeerState, plan_segments
@@ -48,6 +58,8 @@ if TYPE_CHECKING:
 
 PENDING = "confirm-pending.json"
 PREVIOUS_ELEMENTS = "confirm-previous.elements"
+WATCH_LOG = "confirm-watch.log"
+RETRY_MAX = 30.0  # seconds between two tries of a restore the kernel refused
 FORMAT = 2  # 1 (no "format" key): "previous" is the table as listed, elements included
 
 
@@ -65,13 +77,7 @@ def arm(
     """Record the table as it was (and the links, see :func:`links_snapshot`) to restore
     and start the watcher."""
     token = f"{os.getpid()}-{time.time_ns()}"
-    record = {
-        "format": FORMAT,
-        "token": token,
-        "deadline": time.time() + seconds,
-        "previous": save_table(state_dir, saved_table(previous)),
-        "links": links,
-    }
+    record = pending_record(state_dir, previous, seconds, token, links)
     atomic_write(pending_path(state_dir), json.dumps(record).encode())
     command = [
         sys.executable,
@@ -85,16 +91,46 @@ def arm(
     ]
     if netns:
         command += ["--netns", netns]
-    proc = subprocess.Popen(
-        command,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        close_fds=True,
-    )
+    with open(Path(state_dir) / WATCH_LOG, "ab") as log:  # what the watcher has to say
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+            close_fds=True,
+        )
     record["watcher"] = proc.pid
     atomic_write(pending_path(state_dir), json.dumps(record).encode())
+
+
+def pending_record(
+    state_dir: str,
+    previous: Observed,
+    seconds: float,
+    token: str,
+    links: list[Json] | None = None,
+) -> dict[str, Any]:
+    """The pending record of an apply that replaced ``previous`` (its large sets written
+    beside it)."""
+    return {
+        "format": FORMAT,
+        "token": token,
+        "deadline": time.time() + seconds,
+        "previous": save_table(state_dir, saved_table(previous)),
+        "runtime": saved_runtime(previous),
+        "saved_at": time.time(),
+        "links": links,
+    }
+
+
+def saved_runtime(observed: Observed) -> dict[str, list[list[Any]]]:
+    """The run-time elements of ``observed``: set -> [text, comment, timeout, expires]."""
+    return {
+        name: [[e.text, e.comment, e.timeout, e.expires] for e in elements.values()]
+        for name, elements in sorted(observed.elements.items())
+        if elements
+    }
 
 
 def confirm(state_dir: str) -> bool:
@@ -113,6 +149,62 @@ def confirm(state_dir: str) -> bool:
     return True
 
 
+def _wait_for(path: Path, token: str, sleep: Callable[[float], None]) -> dict[str, Any] | None:
+    """The pending record once its deadline has come; None once it is gone or another
+    apply's."""
+    while True:
+        try:
+            record: dict[str, Any] = json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        if record.get("token") != token:
+            return None
+        left = float(record["deadline"]) - time.time()
+        if left <= 0:
+            return record
+        sleep(min(left, 1.0))
+
+
+def restore_runtime(engine: TableEngine, previous: Desired | None, record: dict[str, Any]) -> None:
+    """Put back the run-time elements ``record`` saved that the kernel no longer holds,
+    with what is left of their timeouts (those whose timeout ended meanwhile stay out).
+    Elements the kernel takes are added in one transaction; if it refuses the lot (one
+    overlaps what the restored policy holds), each is tried alone and the refused ones
+    left out."""
+    saved = record.get("runtime") or {}
+    if previous is None or not saved:
+        return
+    elapsed = max(0.0, time.time() - float(record.get("saved_at", time.time())))
+    present = engine.current()
+    for name, items in sorted(saved.items()):
+        set_type = present.types.get(name)
+        if set_type is None:
+            continue
+        elems: list[object] = []
+        for text, comment, timeout, expires in items:
+            if present.holds(name, text):
+                continue
+            body: dict[str, Any] = {"val": element_value(set_type, text)}
+            if expires is not None:
+                left = round(float(expires) - elapsed)
+                if left <= 0:
+                    continue
+                body["timeout"] = left
+            elif timeout is not None:
+                body["timeout"] = timeout
+            if comment:
+                body["comment"] = comment
+            elems.append({"elem": body} if len(body) > 1 else body["val"])
+        if not elems:
+            continue
+        try:
+            engine.backend.run([element_command("add", name, elems)])
+        except KernelError:
+            for elem in elems:
+                with contextlib.suppress(KernelError):
+                    engine.backend.run([element_command("add", name, [elem])])
+
+
 class TableEngine(Protocol):
     """What the restore needs of :class:`appliance.engine.Engine`."""
 
@@ -120,37 +212,51 @@ class TableEngine(Protocol):
 
     def observe(self) -> Observed: ...
 
+    def current(self) -> Observed: ...
+
     @property
     def backend(self) -> Backend: ...
 
 
 def wait_and_rollback(
-    state_dir: str, token: str, engine: TableEngine, links: LinkBackend | None = None
+    state_dir: str,
+    token: str,
+    engine: TableEngine,
+    links: LinkBackend | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> bool:
     """The watcher: sleep until the deadline, then restore if still unconfirmed.
 
-    ``engine`` changes the table back; ``links`` puts the segments' links back. Returns
-    True if it rolled back.
+    ``engine`` changes the table back; ``links`` puts the segments' links back. A restore
+    the kernel refuses is logged in one line, counted in the record and tried again until
+    it goes through or the record is confirmed away. Returns True if it rolled back.
     """
     path = pending_path(state_dir)
-    while True:
-        try:
-            record = json.loads(path.read_text())
-        except (FileNotFoundError, ValueError):
-            return False
-        if record.get("token") != token:
-            return False
-        left = float(record["deadline"]) - time.time()
-        if left <= 0:
-            break
-        time.sleep(min(left, 1.0))
+    record = _wait_for(path, token, sleep)
+    if record is None:
+        return False
     try:
         previous = load_table(state_dir, record)
     except (OSError, ValueError, KeyError, TypeError) as exc:  # the record stays, saying why
         record["error"] = f"{path}: cannot restore the saved table: {exc}"
         atomic_write(path, json.dumps(record).encode())
         return False
-    restore_table(engine, previous)
+    pause = 1.0
+    while True:
+        try:
+            restore_table(engine, previous)
+            restore_runtime(engine, previous, record)
+            break
+        except KernelError as exc:
+            refused = int(record.get("refused", 0)) + 1
+            record["refused"], record["error"] = refused, f"rollback refused: {exc}"
+            print(f"appliance: {record['error']} (try {refused}; again in {pause:.0f} s)",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            atomic_write(path, json.dumps(record).encode())
+        sleep(pause)
+        pause = min(pause * 2, RETRY_MAX)
+        if _wait_for(path, token, sleep) is None:  # confirmed meanwhile
+            return False
     snapshot = record.get("links")
     if links is not None and snapshot is not None:
         restore_links(links, snapshot)

@@ -178,6 +178,14 @@ class Engine:
                 self._read_elements(observed, body)
         return observed
 
+    def current(self) -> Observed:
+        """The table as the last change or read-back left it, while the generation says
+        nothing happened since; else read back."""
+        quiet = self.quiet
+        if quiet is not None and self._generation() == quiet.generation:
+            return quiet.observed
+        return self.observe()
+
     def _known_at(self, before: int | None) -> Known | None:
         """``self.known`` if the generation was its own before the listing and still is."""
         known = self.known

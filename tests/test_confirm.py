@@ -15,9 +15,11 @@ from appliance.compile.nftjson import Json
 from appliance.confirm import (
     FORMAT,
     PREVIOUS_ELEMENTS,
+    confirm,
     links_snapshot,
     load_table,
     pending_path,
+    pending_record,
     restore_links,
     restore_table,
     save_table,
@@ -273,3 +275,121 @@ def _set_handle(ns: str, name: str) -> int:
 
 def _listing(ns: str) -> tuple[list[str], list[str]]:
     return _shape(json.loads(nft_in(ns, "-j", "list", "table", "inet", "appliance"))["nftables"])
+
+
+def _without_blocklist(tmp_path: Path) -> Desired:
+    """The small profile without its blocklist (the set and the rule that uses it go)."""
+    text = small_profile("gone", [])
+    start = text.index("[sets.blocklist]")
+    text = text[:start] + text[text.index("[sets.ports]") :]
+    start = text.index("[[rules]]")
+    text = text[:start] + text[text.index("[[rules]]", start + 1) :]
+    path = tmp_path / "gone.toml"
+    path.write_text(text)
+    return policy_from_profile(str(path), load_profile(path)).desired
+
+
+def _arm_here(tmp_path: Path, engine: Engine, token: str = "t") -> None:
+    """What ``apply --confirm`` records (without its watcher process), due at once."""
+    record = pending_record(str(tmp_path), engine.observe(), 0, token)
+    pending_path(str(tmp_path)).write_text(json.dumps(record))
+
+
+def test_a_rollback_puts_back_the_run_time_elements_the_apply_took(tmp_path: Path) -> None:
+    kernel = FakeKernel()
+    engine = Engine(kernel)
+    engine.apply(_policy(tmp_path, "before", ["203.0.113.0/24"]))
+    engine.set_add("blocklist", ["192.168.7.1", "192.168.9.0/24"])  # run-time elements
+    before = kernel.list_table()
+    _arm_here(tmp_path, engine)
+    engine.apply(_without_blocklist(tmp_path))  # the set goes, its run-time elements too
+    assert kernel.list_set("blocklist") is None
+    assert wait_and_rollback(str(tmp_path), "t", engine, sleep=lambda _s: None)
+    objects, rules = _shape(kernel.list_table())
+    assert (sorted(objects), rules) == (sorted(_shape(before)[0]), _shape(before)[1])
+    assert kernel.element_texts("blocklist") == {"203.0.113.0/24", "192.168.7.1", "192.168.9.0/24"}
+    assert not pending_path(str(tmp_path)).exists()
+
+
+def test_run_time_elements_come_back_with_what_is_left_of_their_timeouts(
+    tmp_path: Path,
+) -> None:
+    kernel = FakeKernel()
+    engine = Engine(kernel)
+    engine.apply(_policy(tmp_path, "before", []))
+    element = {"family": "inet", "table": "appliance", "name": "blocklist"}
+    kernel.run([{"add": {"element": {**element, "elem": ["192.168.7.1"]}}}])
+    record = pending_record(str(tmp_path), engine.observe(), 0, "t")
+    record["runtime"] = {  # as a set with timeouts lists them: seconds left
+        "blocklist": [["192.0.2.1", "autoblock", None, 100], ["192.0.2.2", None, None, 5]]
+    }
+    record["saved_at"] -= 30  # saved 30 s ago: the second one's timeout has ended
+    pending_path(str(tmp_path)).write_text(json.dumps(record))
+    engine.apply(_without_blocklist(tmp_path))
+    kernel.refuse = lambda commands: None
+    added: list[Json] = []
+    run = kernel.run
+
+    def recording(commands: list[Json]) -> list[Json]:
+        added.extend(c["add"]["element"] for c in commands if "element" in c.get("add", {}))
+        return run(commands)
+
+    kernel.run = recording  # type: ignore[method-assign]
+    assert wait_and_rollback(str(tmp_path), "t", engine, sleep=lambda _s: None)
+    # the set has no timeouts here: the fake kernel refuses the lot, then the one alone
+    tried = [e for body in added for e in body["elem"] if isinstance(e, dict)]
+    assert tried and all(
+        e == {"elem": {"val": "192.0.2.1", "timeout": 70, "comment": "autoblock"}} for e in tried
+    )
+
+
+def test_a_refused_rollback_is_logged_counted_and_tried_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kernel = FakeKernel()
+    engine = Engine(kernel)
+    engine.apply(_policy(tmp_path, "before", ["203.0.113.0/24"]))
+    before = kernel.list_table()
+    _arm_here(tmp_path, engine)
+    engine.apply(_policy(tmp_path, "after", ["198.51.100.0/24"], rule="ssh-new"))
+    refusals = [3]
+
+    def refuse(_commands: list[Json]) -> str | None:
+        if refusals[0]:
+            refusals[0] -= 1
+            return "Device or resource busy"
+        return None
+
+    kernel.refuse = refuse
+    pauses: list[float] = []
+    counted: list[int] = []
+
+    def sleep(seconds: float) -> None:  # between tries: the record says how it stands
+        pauses.append(seconds)
+        counted.append(json.loads(pending_path(str(tmp_path)).read_text()).get("refused", 0))
+
+    assert wait_and_rollback(str(tmp_path), "t", engine, sleep=sleep)
+    assert _shape(kernel.list_table()) == _shape(before)
+    assert counted == [1, 2, 3] and pauses == [1.0, 2.0, 4.0]
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3 and all("rollback refused" in line for line in lines)
+    assert "Device or resource busy" in lines[0]
+
+
+def test_a_refused_rollback_stops_trying_once_confirmed(tmp_path: Path) -> None:
+    kernel = FakeKernel()
+    engine = Engine(kernel)
+    engine.apply(_policy(tmp_path, "before", ["203.0.113.0/24"]))
+    _arm_here(tmp_path, engine)
+    engine.apply(_policy(tmp_path, "after", ["198.51.100.0/24"], rule="ssh-new"))
+    after = kernel.list_table()
+    kernel.refuse = lambda _commands: "Device or resource busy"
+    tries: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        tries.append(seconds)
+        if len(tries) == 2:
+            assert confirm(str(tmp_path))  # the operator keeps the new table
+
+    assert not wait_and_rollback(str(tmp_path), "t", engine, sleep=sleep)
+    assert kernel.list_table() == after and len(tries) == 2
