@@ -69,27 +69,114 @@ class DnsQuery:
         self.response = response
 
 
-class HttpRequest:
-    __slots__ = ("body", "headers", "host", "method", "raw_uri", "uri", "user_agent")
+class _Message:
+    """What requests and responses share: headers and a body, de-chunked when read."""
+
+    __slots__ = ("_body", "headers", "raw_body")
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[bytes, bytes]] = []  # (name, value), values stripped
+        self.raw_body = b""  # what of the body the message's bytes carry, as sent
+        self._body: bytes | None = None
+
+    @property
+    def body(self) -> bytes:
+        """The body as ``http.request_body`` / ``http.response_body`` / ``file.data`` see it:
+        de-chunked when the message says ``Transfer-Encoding: chunked`` (decoded once, on
+        first use: only rules that read a body pay for it)."""
+        found = self._body
+        if found is None:
+            found = self.raw_body
+            if found and is_chunked(self.headers):
+                found = dechunk(found)
+            self._body = found
+        return found
+
+
+class HttpRequest(_Message):
+    __slots__ = ("host", "method", "raw_uri", "uri", "user_agent")
 
     def __init__(self, method: bytes, raw_uri: bytes) -> None:
+        self.headers = []  # as _Message's, without the call (one per request parsed)
+        self.raw_body = b""
+        self._body = None
         self.method = method
         self.raw_uri = raw_uri
         self.uri = normalize_uri(raw_uri)
         self.host: bytes | None = None  # lower case, without the port
         self.user_agent: bytes | None = None
-        self.headers: list[tuple[bytes, bytes]] = []  # (name, value), values stripped
-        self.body = b""  # what of the body this segment carries
 
 
-class HttpResponse:
-    __slots__ = ("body", "headers", "stat_code", "stat_msg")
+class HttpResponse(_Message):
+    __slots__ = ("stat_code", "stat_msg")
 
     def __init__(self, stat_code: bytes, stat_msg: bytes) -> None:
+        self.headers = []
+        self.raw_body = b""
+        self._body = None
         self.stat_code = stat_code
         self.stat_msg = stat_msg
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.body = b""
+
+
+MAX_CHUNKS = 4096  # chunks of one body decoded at most (each is at least 3 bytes besides)
+CHUNKED_OPEN = 1 << 40  # message_size of a chunked body whose last chunk has not come yet
+
+
+def is_chunked(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the message's last transfer coding is ``chunked`` (RFC 9112 6.1)."""
+    for name, value in headers:
+        if name.lower() == b"transfer-encoding":
+            return value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+    return False
+
+
+def _chunks(data: bytes | bytearray, pos: int, out: bytearray | None) -> int:
+    """Walk the chunked body at ``data[pos:]``, adding its data to ``out`` (if given): where
+    the body ends (after the last chunk and the trailer section), -1 when more is to
+    come, -2 when it is malformed (``out`` then holds what came before)."""
+    size = len(data)
+    for _ in range(MAX_CHUNKS):
+        line_end = data.find(b"\n", pos)
+        if line_end < 0:
+            return -1 if size - pos < 1024 else -2
+        text = bytes(data[pos:line_end]).split(b";", 1)[0].strip()
+        if not text or len(text) > 16 or any(c not in _HEX_DIGITS for c in text):
+            return -2
+        length = int(text, 16)
+        pos = line_end + 1
+        if length == 0:  # the last chunk: then trailer lines, up to an empty one
+            for _ in range(MAX_HTTP_HEADERS + 1):
+                line_end = data.find(b"\n", pos)
+                if line_end < 0:
+                    return -1
+                empty = not bytes(data[pos:line_end]).strip(b"\r")
+                pos = line_end + 1
+                if empty:
+                    return pos
+            return -2
+        if out is not None:
+            out += data[pos : pos + length]
+        if pos + length + 2 > size:
+            return -1
+        pos += length
+        if data[pos : pos + 2] == b"\r\n":
+            pos += 2
+        elif data[pos : pos + 1] == b"\n":
+            pos += 1
+        else:
+            return -2
+    return -2
+
+
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+
+
+def dechunk(data: bytes) -> bytes:
+    """A chunked body's data, as far as it goes (cut short or malformed: what came
+    before)."""
+    out = bytearray()
+    _chunks(data, 0, out)
+    return bytes(out)
 
 
 def header_buffers(
@@ -144,7 +231,7 @@ def parse_http_response(payload: bytes) -> HttpResponse | None:
     response = HttpResponse(parts[1], parts[2] if len(parts) > 2 else b"")
     response.headers = _headers(lines)
     if head_end >= 0:
-        response.body = payload[head_end + 4 :]
+        response.raw_body = payload[head_end + 4 :]
     return response
 
 
@@ -323,7 +410,7 @@ def parse_http_request(payload: bytes, errors: Errors) -> HttpRequest | None:
         elif key == b"user-agent" and request.user_agent is None:
             request.user_agent = value
     if head_end >= 0:
-        request.body = payload[head_end + 4 :]
+        request.raw_body = payload[head_end + 4 :]
     return request
 
 
@@ -393,8 +480,9 @@ def start_buffers(data: bytes, request: bool, wanted: AbstractSet[str]) -> dict[
 
 def message_size(data: bytes | bytearray, body: bool = True) -> int:
     """The bytes of the HTTP/1 message ``data`` starts: its head and, after it (``body``),
-    the body its Content-Length announces (-1: the head is not complete yet). A chunked
-    body, or one without a length, counts as what has arrived with the head."""
+    the body its Content-Length announces, or its chunked body up to the last chunk
+    (-1: the head is not complete yet; CHUNKED_OPEN: the last chunk has not come yet). A
+    body without a length, or a malformed chunked one, counts as what has arrived."""
     head_end = data.find(b"\r\n\r\n")
     if head_end < 0:
         return -1
@@ -403,7 +491,12 @@ def message_size(data: bytes | bytearray, body: bool = True) -> int:
         return size
     head = bytes(data[:head_end]).lower()
     at = head.find(b"\r\ncontent-length:")
-    if at < 0 or b"\r\ntransfer-encoding:" in head:
+    if b"\r\ntransfer-encoding:" in head:
+        if not is_chunked(_headers(head.split(b"\r\n", MAX_HTTP_HEADERS + 1))):
+            return len(data)
+        end = _chunks(data, size, None)
+        return CHUNKED_OPEN if end == -1 else end if end >= 0 else len(data)
+    if at < 0:
         return len(data)
     line_end = head.find(b"\r\n", at + 2)
     value = head[at + 17 : line_end if line_end >= 0 else len(head)].strip()

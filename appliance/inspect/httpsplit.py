@@ -9,7 +9,10 @@ alerts once per message. Past the bound the message is inspected as it is
 (``http.truncated``); a missing segment ends it too (``http.gap``); at most
 ``HTTP_MAX_FLOWS`` messages and ``HTTP_MAX_HELD`` bytes are gathered at once (the oldest go
 first, ``http.evicted``).
-A chunked body is not decoded: what came with the head is the body.
+A chunked body is gathered up to its last chunk and its trailer, and the body buffers see
+it de-chunked (``appproto.dechunk``), within the same bounds.
+The request a segment completes is kept for its alerts (``completed``): their EVE ``http``
+object is the whole request's, as for a request in one segment.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Set as AbstractSet
 from typing import Any
 
 from appliance.inspect import appproto
+from appliance.inspect.appproto import HttpRequest
 from appliance.inspect.decode import Errors, Layer, count
 from appliance.inspect.rules import Signature
 
@@ -55,6 +59,8 @@ class HttpSplit:
         self.held = 0  # bytes of the messages in ``pending``
         # the message whose alerts are being decided on this packet: (flow, direction, it)
         self._current: tuple[Any, bool, _Message] | None = None
+        # the request this packet's segment completed (its head, or all of it): (flow, it)
+        self._request: tuple[Any, HttpRequest] | None = None
 
     def segment(
         self,
@@ -68,6 +74,7 @@ class HttpSplit:
         is kept; a segment that continues a kept one adds to it, and fills ``buffers`` with
         the whole message's when its head or its body is complete."""
         self._current = None
+        self._request = None
         key = (flow.key, to_server)
         payload = layer.payload
         started = "http.method" in buffers if to_server else "http.stat_code" in buffers
@@ -135,8 +142,18 @@ class HttpSplit:
             if len(data) < message.size:
                 self._fill(message, to_server, buffers, errors)  # the head is whole
                 return
+        elif message.size == appproto.CHUNKED_OPEN:  # has the last chunk come?
+            message.size = appproto.message_size(data, True)
         if len(data) >= message.size:
             self._finish(key, message, to_server, buffers, errors)
+
+    def completed(self, flow: Any, to_server: bool) -> HttpRequest | None:
+        """The request this packet's segment of ``flow`` completed (its head or all of it),
+        for the EVE ``http`` object of its alerts; None when it completed none."""
+        found = self._request
+        if found is None or found[0] is not flow or not to_server:
+            return None
+        return found[1]
 
     def once(self, flow: Any, to_server: bool, hits: list[Signature]) -> list[Signature]:
         """The hits that have not alerted on this packet's message yet (rules alert once
@@ -202,6 +219,7 @@ class HttpSplit:
             request = appproto.parse_http_request(data, errors)
             if request is None:
                 return
+            self._request = (message.flow, request)
             buffers.update(appproto.request_buffers(request, self.wanted))
         else:
             response = appproto.parse_http_response(data)
