@@ -74,7 +74,17 @@ _TUF_NAME = re.compile(
 
 
 def served(name: str) -> bool:
-    return name in SERVED or _TUF_NAME.fullmatch(name) is not None
+    known = _SERVED_NAMES.get(name)
+    if known is None:
+        known = name in SERVED or _TUF_NAME.fullmatch(name) is not None
+        if len(_SERVED_NAMES) >= MAX_NAMES:
+            _SERVED_NAMES.clear()
+        _SERVED_NAMES[name] = known
+    return known
+
+
+MAX_NAMES = 4096
+_SERVED_NAMES: dict[str, bool] = {}  # a fleet asks for the same few names
 
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -508,6 +518,7 @@ class HubServer:
         self._sweeper: asyncio.Task[None] | None = None
         self.status_keys = StatusKeys()
         self.requests = 0
+        self._time_text = (-1, "")
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
@@ -706,9 +717,16 @@ class HubServer:
         if refusal:
             return 403, refusal.encode() + b"\n"
         report["signed"] = bool(signature)
-        report["received"] = format_time(self.clock())
+        report["received"] = self._received(self.clock())
         self.reports[directory] = report
         return 204, b""
+
+    def _received(self, now: float) -> str:
+        """``now`` as RFC 3339 (whole seconds), formatted once a second."""
+        second = int(now)
+        if self._time_text[0] != second:
+            self._time_text = (second, format_time(second))
+        return self._time_text[1]
 
     def fleet(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
