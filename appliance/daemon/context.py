@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from appliance.compile.ruleset import offloaded_devices
 from appliance.daemon.defaults import INSPECT_QUEUE, RESYNC_INTERVAL
 from appliance.daemon.metrics import Metrics
 from appliance.daemon.notify import Notifier
@@ -94,7 +93,7 @@ class Context:
     async def set_policy(self, policy: Policy) -> None:
         """``policy`` is what the kernel holds now: every manager hears of it."""
         old, self.policy = self.policy, policy
-        self.metrics.flow_offload.set(1 if offloaded_devices(policy.desired.objects) else 0)
+        self.metrics.flow_offload.set(1 if policy.offloaded else 0)
         if self.on_policy is not None:
             await self.on_policy(old, policy)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from appliance.compile.ruleset import offloaded_devices
 from appliance.engine import Backend
 from appliance.model.profile import Hub, Profile
 from appliance.model.values import parse_host_port
@@ -45,10 +46,13 @@ class Policy:
     table_hash: str = ""  # computed once, in the kernel worker (large sets take a while)
     profile: Profile | None = None  # the profile it was compiled from (drives inspection)
     bundle_version: int | None = None  # the hub bundle it came in
+    # the links its flowtable hooks, read once when the policy is loaded (empty: no offload)
+    offloaded: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
         if not self.table_hash:
             self.table_hash = self.desired.table_hash
+        self.offloaded = offloaded_devices(self.desired.objects)
 
 
 @dataclass

@@ -8,7 +8,6 @@ import resource
 from typing import Any, TypedDict
 
 from appliance import __version__
-from appliance.compile.ruleset import offloaded_devices
 from appliance.daemon.context import Context
 from appliance.daemon.control import ControlServer
 from appliance.daemon.inspection import Inspection
@@ -163,7 +162,7 @@ def offload_status(policy: Policy | None) -> dict[str, Any]:
     offloads, or why it offloads none."""
     from appliance.probe import offload_for
 
-    devices = list(offloaded_devices(policy.desired.objects)) if policy else []
+    devices = list(policy.offloaded) if policy else []
     reason = None
     if not devices:
         reason = "no policy" if policy is None or policy.profile is None else None

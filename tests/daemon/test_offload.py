@@ -86,3 +86,39 @@ def test_blocks_end_the_sources_flows_only_while_the_table_offloads(
 
     rig.run(scenario)
     assert ended == ([["192.0.2.9"], ["2001:db8::9"]] if flowtable else [])
+
+
+def test_the_flowtable_devices_are_read_once_per_policy_not_per_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from appliance import probe
+    from appliance.compile import ruleset
+    from appliance.daemon import policies, sets
+    from tests.daemon.test_decisions import Rig
+
+    monkeypatch.setattr(probe, "has_flowtable", lambda: True)
+    monkeypatch.setattr(probe, "current_links", lambda: ["lo", "r0", "r1"])
+    monkeypatch.setattr(sets, "end_flows", lambda values, log: None)
+    reads: list[int] = []
+
+    def counted(objects: object) -> tuple[str, ...]:
+        reads.append(1)
+        return ruleset.offloaded_devices(objects)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(policies, "offloaded_devices", counted)
+    rig = Rig(tmp_path)
+    rig.profile.write_text(ROUTER_PROFILE)
+
+    async def scenario() -> None:
+        await rig.daemon.boot()
+        assert rig.daemon.ctx.policy is not None
+        assert rig.daemon.ctx.policy.offloaded == ("r0", "r1")
+        loaded = len(reads)
+        for i in range(20):
+            await rig.daemon.control.handle(
+                {"op": "set_add", "set": "autoblock_v4", "elements": [f"192.0.2.{i + 1}"]}
+            )
+        assert len(reads) == loaded  # no scan of the table per block
+        assert rig.status()["offload"]["devices"] == ["r0", "r1"]
+
+    rig.run(scenario)
