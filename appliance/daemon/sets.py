@@ -4,7 +4,6 @@ automatic blocks), and the element counts per set that status and metrics show."
 from __future__ import annotations
 
 from appliance.adapters.conntrack import end_flows
-from appliance.compile.ruleset import offloaded_devices
 from appliance.daemon.context import Context
 from appliance.daemon.manager import Manager
 from appliance.daemon.policies import Outcome
@@ -26,11 +25,7 @@ class RuntimeSets(Manager):
 
     async def add(self, name: str, values: list[str], timeout: float | None) -> None:
         await self.ctx.kernel(self.ctx.engine.set_add, name, values, timeout)
-        if (
-            name in AUTOBLOCK_SETS
-            and self.ctx.policy
-            and offloaded_devices(self.ctx.policy.desired.objects)
-        ):
+        if name in AUTOBLOCK_SETS and self.ctx.policy and self.ctx.policy.offloaded:
             # An offloaded flow skips the forward hook and the block: end the source's flows.
             await self.ctx.kernel(end_flows, values, self.ctx.log)
         added = self.added.setdefault(name, {})
