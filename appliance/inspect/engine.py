@@ -35,6 +35,8 @@ from appliance.inspect.flow import (
 from appliance.inspect.follow import Follow
 from appliance.inspect.match import Group, Matcher, contents_match, icmp_matches, rule_matches
 from appliance.inspect.rules import (
+    PKT,
+    STREAM_SIZE,
     Signature,
     Skipped,
     Variables,
@@ -57,6 +59,7 @@ _NO_SIDS: frozenset[int] = frozenset()
 _HEADER_AND_BODY = appproto.HEADER_BUFFER_NAMES | {"http.request_body", "http.response_body"}
 _SYN_HEAD = struct.Struct("!IIHHI").unpack_from  # addresses, ports, sequence number
 _NO_PLAN = -1  # a bare SYN of this kind takes the full path
+_SYN_SIZES = bytes(7) + b"\x01"  # stream_size of a new flow's SYN: server 0, client 1
 
 
 @dataclass
@@ -129,6 +132,42 @@ def _anchored_hit(group: Group, data: bytes, start: int, end: int, established: 
         if sig.flags is not None or contents_match(sig, buffers):
             return True
     return False
+
+
+def _rule_hits(
+    layer: Layer,
+    group: Group,
+    established: bool,
+    flags: int,
+    payload: bytes,
+    buffers: dict[str, bytes],
+) -> list[Signature]:
+    """The rules of a group that match a packet (``flags``: its TCP flags, -1 if not TCP)
+    whose buffers are ``buffers``, the reassembled stream aside."""
+    hits: list[Signature] = []
+    plain = (group.established if established else group.not_established).get(flags)
+    if plain is None:
+        plain = group.plain_for(flags, established)
+    for sig in plain:
+        if (sig.itype is not None or sig.icode is not None) and not icmp_matches(sig, layer):
+            continue
+        if not sig.contents or contents_match(sig, buffers):
+            hits.append(sig)
+    if payload:  # an anchored rule has a content in the payload
+        for sig in group.anchored:
+            if rule_matches(sig, layer, established, buffers):
+                hits.append(sig)
+    if payload or len(buffers) > 1:  # a buffer to scan
+        for prefilter in group.prefilters:
+            data = buffers.get(prefilter.buffer)
+            if not data:
+                continue
+            candidates = prefilter.candidates(data)
+            if candidates:
+                for sig in candidates:
+                    if rule_matches(sig, layer, established, buffers):
+                        hits.append(sig)
+    return hits
 
 
 def _flowbits(flow: Flow, hits: list[Signature], checks: dict[int, bool]) -> list[Signature]:
@@ -242,8 +281,8 @@ class InspectionEngine:
         # A bare SYN opening an IPv4/TCP flow (see _new_syn): what the full path would do
         # with it depends on its flags and on which rule expressions its addresses and
         # ports fall in; the answer, a plan, is worked out once per such kind of SYN.
-        # Stream sizes follow every SYN: then the full path takes them all.
-        self._syn_path = self._fast and (self._follow is None or self._follow.sizes is None)
+        self._syn_path = self._fast
+        self._sizes = self._follow is not None and self._follow.sizes is not None
         self._syn_plans: dict[tuple[int, ...], int] = {}  # kind of SYN -> index in _plans
         # (direction to the server's selection, the other's, whether the stream is
         # followed, the rules that alert on it in order)
@@ -414,20 +453,18 @@ class InspectionEngine:
             port53 = bool(kind[5])
             sel_s = group.pick(self._quiet(group, None, True, "", port53), "")
             sel_c = other.pick(self._quiet(other, None, False, "", port53), "")
+            # The SYN's buffers: its empty payload, and the stream sizes every new flow's
+            # SYN gives. A plan holds only if nothing else of the packet decides a match:
+            # no rule that could match reads a header field or has flowbits, no
+            # prefilter scans the stream sizes.
+            buffers = {PKT: b""}
+            if self._sizes:
+                buffers[STREAM_SIZE] = _SYN_SIZES
             plain = group.plain_for(layer.flags, False)
-            hits = [
-                sig
-                for sig in plain
-                if not (
-                    (sig.itype is not None or sig.icode is not None)
-                    and not icmp_matches(sig, layer)
-                )
-            ]
-            # a rule that reads the packet (contents, header fields) is left to the full path
-            if not any(
-                sig.contents or getattr(sig, "header", False) or id(sig) in self._flowbit_checks
-                for sig in plain
+            if not any(sig.header or id(sig) in self._flowbit_checks for sig in plain) and not any(
+                p.buffer in buffers and p.buffer != PKT for p in group.prefilters
             ):
+                hits = _rule_hits(layer, group, False, layer.flags, b"", buffers)
                 alerting: list[Signature] = []
                 if not any(sig.action == "pass" for sig in hits):
                     seen: set[int] = set()
@@ -453,6 +490,8 @@ class InspectionEngine:
         if reads:
             assert self.streams is not None
             flow.streams = [None, self.streams.open(seq, True)]
+        if self._sizes:
+            flow.sizes = [seq, (seq + 1) & 0xFFFFFFFF, -1, -1]
         return flow
 
     def _fast_tcp(self, ts: float, data: bytes, ip: int, end: int, tunnel: bool = False) -> bool:
@@ -622,31 +661,9 @@ class InspectionEngine:
                 flow.fast_s = None  # the next segments continue the ClientHello
             elif hello:
                 self._group(flow, layer, True, False)  # done: the fast path may take over
-        hits: list[Signature] = []
         established = flow.established
         flags = layer.flags if proto == PROTO_TCP else -1
-        plain = (group.established if established else group.not_established).get(flags)
-        if plain is None:
-            plain = group.plain_for(flags, established)
-        for sig in plain:
-            if (sig.itype is not None or sig.icode is not None) and not icmp_matches(sig, layer):
-                continue
-            if not sig.contents or contents_match(sig, buffers):
-                hits.append(sig)
-        if payload:  # an anchored rule has a content in the payload
-            for sig in group.anchored:
-                if rule_matches(sig, layer, established, buffers):
-                    hits.append(sig)
-        if payload or len(buffers) > 1:  # a buffer to scan
-            for prefilter in group.prefilters:
-                data = buffers.get(prefilter.buffer)
-                if not data:
-                    continue
-                candidates = prefilter.candidates(data)
-                if candidates:
-                    for sig in candidates:
-                        if rule_matches(sig, layer, established, buffers):
-                            hits.append(sig)
+        hits = _rule_hits(layer, group, established, flags, payload, buffers)
         if proto == PROTO_TCP and self.streams is not None and group.reads_payload:
             stream_hits(
                 self.streams, flow, to_server, layer, group, buffers, hits, self.stats.errors

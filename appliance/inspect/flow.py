@@ -68,6 +68,7 @@ class Flow:
         "reverse_key",
         "sel_c",
         "sel_s",
+        "sizes",
         "streams",
         "tcp_state",
         "touched",
@@ -100,6 +101,9 @@ class Flow:
         self.bits: set[str] | None = None  # flowbits set by rules (created on the first)
         # per direction (index: to_server), the reassembled TCP stream, once a rule reads it
         self.streams: list[Any] | None = None
+        # stream_size: client isn, client next, server isn, server next (-1: not seen yet),
+        # once a rule reads them
+        self.sizes: list[int] | None = None
 
     @property
     def flow_id(self) -> int:

@@ -298,26 +298,14 @@ class StreamSizes:
     (the next sequence number less the initial one: the SYN counts one). A side's initial
     sequence number is its SYN's, or one before its first segment seen; a side not seen yet
     counts its SYN once the handshake is complete. The count of the other side is as of its
-    last segment the engine decoded. Followed only when a rule
-    reads it, for at most ``max_flows`` flows (the least recently seen are forgotten)."""
-
-    def __init__(self, max_flows: int = 65536) -> None:
-        self.max_flows = max_flows
-        # by flow key: (flow, [client isn, client next, server isn, server next])
-        self._flows: OrderedDict[bytes, tuple[Flow, list[int]]] = OrderedDict()
+    last segment the engine decoded. Followed only when a rule reads it, on the flow
+    (``Flow.sizes``): as long as the flow table keeps the flow."""
 
     def update(self, flow: Flow, to_server: bool, layer: Layer) -> bytes:
         """Take a segment; the sizes as the ``tcp.stream_size`` buffer (server, client)."""
-        flows = self._flows
-        entry = flows.get(flow.key)
-        if entry is None or entry[0] is not flow:
-            entry = (flow, [-1, -1, -1, -1])
-            flows[flow.key] = entry
-            if len(flows) > self.max_flows:
-                flows.popitem(last=False)
-        else:
-            flows.move_to_end(flow.key)
-        seqs = entry[1]
+        seqs = flow.sizes
+        if seqs is None:
+            seqs = flow.sizes = [-1, -1, -1, -1]
         side = 0 if to_server else 2
         syn = 1 if layer.flags & TCP_SYN else 0
         if syn or seqs[side] < 0:

@@ -115,6 +115,27 @@ def test_syns_and_what_follows_them_as_the_full_path_gives() -> None:
         assert {e["alert"]["signature_id"] for e in fast_events} >= {1, 2, 3, 5, 9000001}
 
 
+def test_stream_sizes_as_the_full_path_gives() -> None:
+    rules = RULES + (
+        'alert tcp any any -> any 22 (msg:"first"; flags:S; stream_size:client,<,2; '
+        "threshold: type limit, track by_dst, count 2, seconds 5; sid:6;)\n"
+        'alert tcp any any -> any any (msg:"no reply"; flow:not_established; '
+        "stream_size:server,=,0; flags:S; threshold: type both, track by_src, count 9, "
+        "seconds 5; sid:7;)\n"
+        'alert tcp any any -> any any (msg:"sent"; flow:established; '
+        "stream_size:client,>,5; sid:8;)\n"
+    )
+    for seed in range(2):
+        frames = traffic(seed, 500)
+        fast = engine(rules, DETECTORS)
+        slow = engine(rules, DETECTORS, fast_path=False)
+        fast_events, fast_state = run(fast, frames)
+        slow_events, slow_state = run(slow, frames)
+        assert (fast_events, fast_state) == (slow_events, slow_state)
+        assert {e["alert"]["signature_id"] for e in fast_events} >= {6, 7, 8}
+        assert fast._plans
+
+
 def test_embryos_count_against_the_flow_table_bound() -> None:
     frames = traffic(7, 1500)
     fast, slow = twins(max_flows=40, idle_timeout=30.0)
