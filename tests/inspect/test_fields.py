@@ -6,6 +6,8 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from scapy.all import (  # type: ignore[attr-defined]
     IP,
     TCP,
@@ -18,7 +20,13 @@ from scapy.all import (  # type: ignore[attr-defined]
     raw,
 )
 
-from appliance.inspect.fields import IP_PACKET, parse_uint, read_field
+from appliance.inspect.fields import (
+    IP_OPTIONS,
+    IP_PACKET,
+    has_ip_option,
+    parse_uint,
+    read_field,
+)
 from appliance.inspect.match import contents_match
 from appliance.inspect.rules import Signature, Variables, parse_rules
 from tests.inspect.traffic import inspect, sids
@@ -146,3 +154,13 @@ def test_header_keywords_on_crafted_traffic() -> None:
         Ether() / IP(src="10.0.0.7", dst="192.0.2.9") / tcp,  # scapy's window: 8192
     ]
     assert sids(inspect(packets, rules)) == [1, 1, 2]
+
+
+@given(st.binary(max_size=120), st.sampled_from(sorted(IP_OPTIONS.values())))
+def test_any_bytes_read_as_a_field_or_none(data: bytes, option: int) -> None:
+    for name in ("ttl", "tos", "id", "fragbits", "fragoffset", "seq", "ack", "window"):
+        found = read_field(name, data)
+        assert found is None or 0 <= found < 2**32
+    mss = read_field("tcp.mss", data)
+    assert mss is None or 0 <= mss <= 65535
+    has_ip_option(data, option)

@@ -44,6 +44,15 @@ VALUES = st.sampled_from(
         "track by_dst, count 2, seconds 5",
         "",
         "x y z",
+        "bytes 2, offset 0, oper +, rvalue 1, result r, relative",
+        "bytes 1, offset 1, oper <<, rvalue r, result s",
+        '"0d0ac8ff"',
+        "tls1.2,!sslv3",
+        "client_hello|!server_keyx",
+        "*MD",
+        "lsrr",
+        "1.3",
+        "!0x10",
     ]
 )
 OPTION = st.tuples(st.sampled_from(sorted(SURICATA_KEYWORDS)), VALUES)

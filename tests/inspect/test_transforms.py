@@ -174,3 +174,9 @@ def test_transformations_on_crafted_traffic() -> None:
     packets.append(query / DNS(rd=1, qd=DNSQR(qname="WWW.Example.ORG")))
     packets.append(query / DNS(rd=1, qd=DNSQR(qname="www.notexample.org")))
     assert sorted(sids(inspect(packets, rules))) == [1, 2, 3]
+
+
+@given(st.binary(max_size=300), st.lists(st.sampled_from(sorted(transforms.NAMES)), max_size=4))
+def test_every_transformation_takes_any_bytes(data: bytes, names: list[str]) -> None:
+    chain = [(name, b"\x5a\xa5" if name == "xor" else b"") for name in names]
+    assert isinstance(transforms.apply(data, chain), bytes)

@@ -275,6 +275,27 @@ def test_packet_decoder(case: tuple[int, int, int, bytes]) -> None:
     assert all(isinstance(v, int) and v > 0 for v in errors.values())
 
 
+CHUNKED = (
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"4;ext=1\r\nMZ-S\r\n8\r\nPLIT-EXE\r\n0\r\nX-Trailer: 1\r\n\r\n"
+)
+
+
+@fuzz(st.tuples(st.integers(0, len(CHUNKED)), st.binary(max_size=200), st.binary(max_size=40)))
+def test_chunked_bodies(case: tuple[int, bytes, bytes]) -> None:
+    """A chunked response cut anywhere and continued by any bytes: its size is known,
+    still open or the head incomplete, and de-chunking gives at most what came."""
+    cut, tail, head_junk = case
+    data = CHUNKED[:cut] + tail
+    size = appproto.message_size(data)
+    assert size == -1 or size == appproto.CHUNKED_OPEN or 0 < size <= len(data)
+    body = data[data.find(b"\r\n\r\n") + 4 :] if b"\r\n\r\n" in data else tail
+    assert len(appproto.dechunk(body)) <= len(body)
+    response = appproto.parse_http_response(head_junk + data)
+    if response is not None:
+        assert len(response.body) <= len(response.raw_body)
+
+
 @fuzz(st.binary(max_size=600))
 def test_application_decoders(payload: bytes) -> None:
     errors: Errors = {}
