@@ -23,6 +23,7 @@ from appliance.inspect.classification import CLASSTYPES, read_classification, re
 from appliance.inspect.decode import PROTO_TCP, PROTO_UDP, Errors, Layer, count, decode_packet
 from appliance.inspect.defrag import Defragmenter
 from appliance.inspect.eve import Alert
+from appliance.inspect.fields import IP_PACKET
 from appliance.inspect.flow import (
     TCP_ESTABLISHED,
     TCP_SYN_RECV,
@@ -33,7 +34,15 @@ from appliance.inspect.flow import (
     reverse_tcp_key,
 )
 from appliance.inspect.follow import Follow
-from appliance.inspect.match import Group, Matcher, contents_match, icmp_matches, rule_matches
+from appliance.inspect.match import (
+    Group,
+    Matcher,
+    add_packet,
+    contents_match,
+    icmp_matches,
+    reads_packet,
+    rule_matches,
+)
 from appliance.inspect.rules import (
     PKT,
     STREAM_SIZE,
@@ -60,6 +69,7 @@ _HEADER_AND_BODY = appproto.HEADER_BUFFER_NAMES | {"http.request_body", "http.re
 _SYN_HEAD = struct.Struct("!IIHHI").unpack_from  # addresses, ports, sequence number
 _NO_PLAN = -1  # a bare SYN of this kind takes the full path
 _SYN_SIZES = bytes(7) + b"\x01"  # stream_size of a new flow's SYN: server 0, client 1
+_SYN_BUFFERS = (STREAM_SIZE, IP_PACKET)  # buffers a SYN may have besides its payload
 
 
 @dataclass
@@ -282,6 +292,7 @@ class InspectionEngine:
         # with it depends on its flags and on which rule expressions its addresses and
         # ports fall in; the answer, a plan, is worked out once per such kind of SYN.
         self._syn_path = self._fast
+        self._packet = reads_packet(config.signatures)  # a header keyword: ip:packet wanted
         self._sizes = self._follow is not None and self._follow.sizes is not None
         self._syn_plans: dict[tuple[int, ...], int] = {}  # kind of SYN -> index in _plans
         # (direction to the server's selection, the other's, whether the stream is
@@ -456,14 +467,15 @@ class InspectionEngine:
             # The SYN's buffers: its empty payload, and the stream sizes every new flow's
             # SYN gives. A plan holds only if nothing else of the packet decides a match:
             # no rule that could match reads a header field or has flowbits, no
-            # prefilter scans the stream sizes.
+            # prefilter scans a buffer a SYN may have besides its payload.
             buffers = {PKT: b""}
             if self._sizes:
                 buffers[STREAM_SIZE] = _SYN_SIZES
             plain = group.plain_for(layer.flags, False)
-            if not any(sig.header or id(sig) in self._flowbit_checks for sig in plain) and not any(
-                p.buffer in buffers and p.buffer != PKT for p in group.prefilters
-            ):
+            if not any(
+                sig.header or id(sig) in self._flowbit_checks  # more than the kind decides
+                for sig in plain
+            ) and not any(p.buffer in _SYN_BUFFERS for p in group.prefilters):
                 hits = _rule_hits(layer, group, False, layer.flags, b"", buffers)
                 alerting: list[Signature] = []
                 if not any(sig.action == "pass" for sig in hits):
@@ -619,6 +631,8 @@ class InspectionEngine:
         sni: bytes | None = None
         http: HttpRequest | None = None
         buffers = {"pkt": payload}
+        if self._packet:
+            add_packet(layer, buffers)
         if proto == PROTO_UDP:
             if gtp is not None:
                 flow.app = "gtp"
@@ -673,6 +687,8 @@ class InspectionEngine:
         if hits and self._flowbits:
             hits = _flowbits(flow, hits, self._flowbit_checks)
         if hits:
+            if http is None and self._follow is not None and self._follow.http is not None:
+                http = self._follow.http.completed(flow, to_server)  # a request split up
             self._signature_alerts(
                 ts, layer, flow, to_server, hits, exclude, alerts, dns, sni, http
             )
