@@ -136,10 +136,13 @@ def test_short_or_odd_bytes_read_as_no_field() -> None:
 
 
 def test_header_keywords_on_crafted_traffic() -> None:
-    """Through the engine: rules with a content and header keywords, over IPv4 and IPv6."""
+    """Through the engine: rules with a content and header keywords, over IPv4 and IPv6, and
+    rules of header keywords alone."""
     rules = (
         'alert udp any any -> any any (msg:"low ttl probe"; content:"probe"; ttl:<5; sid:1;)\n'
         'alert tcp any any -> any any (msg:"small window"; content:"hi"; window:<600; sid:2;)\n'
+        'alert tcp any any -> any any (msg:"syn mss"; flags:S; tcp.mss:<536; sid:3;)\n'
+        'alert ip any any -> any any (msg:"ttl alone"; ttl:1; sid:4;)\n'
     )
     udp = UDP(sport=999, dport=7) / b"probe"
     tcp = TCP(sport=5, dport=80, flags="PA") / b"hi"
@@ -152,8 +155,16 @@ def test_header_keywords_on_crafted_traffic() -> None:
         / TCP(sport=6, dport=80, flags="PA", window=512)
         / b"hi",
         Ether() / IP(src="10.0.0.7", dst="192.0.2.9") / tcp,  # scapy's window: 8192
+        # header keywords alone, on bare SYNs and on any IP packet
+        Ether()
+        / IP(src="10.0.0.8", dst="192.0.2.9")
+        / TCP(sport=8, flags="S", options=[("MSS", 100)]),
+        Ether()
+        / IP(src="10.0.0.8", dst="192.0.2.9")
+        / TCP(sport=9, flags="S", options=[("MSS", 1460)]),
+        Ether() / IP(src="10.0.0.9", dst="192.0.2.9", ttl=1, proto=47) / (b"x" * 8),
     ]
-    assert sids(inspect(packets, rules)) == [1, 1, 2]
+    assert sids(inspect(packets, rules)) == [1, 1, 4, 2, 3, 4]  # 4: the IPv6 hop limit 1
 
 
 @given(st.binary(max_size=120), st.sampled_from(sorted(IP_OPTIONS.values())))
