@@ -111,6 +111,25 @@ class Known:
     elements: dict[str, dict[str, Element]]
 
 
+# What an element costs the kernel through nf_tables netlink, in microseconds, measured on a
+# 1,000,000-element IPv4 set (bench/sets_netlink.py --refill-curve; bench/RESULTS.md): an
+# element added and an element deleted by a chunked delta, and an element of the set after
+# a flush and refill in one transaction (the flush of the old elements included); hash
+# sets, then interval sets, whose deletes cost the rbtree most. So an interval set is
+# refilled once its deletes alone pass about 44% of the set, a hash set past about 53%,
+# and any set whose elements are all replaced.
+ADD_US = {False: 1.8, True: 6.0}
+DELETE_US = {False: 1.6, True: 11.0}
+REFILL_US = {False: 1.8, True: 8.6}
+
+
+def refill_cheaper(interval: bool, adds: int, deletes: int, after: int) -> bool:
+    """Whether a flush and refill of a set that will hold ``after`` elements costs the
+    kernel less than a delta of ``adds`` and ``deletes`` elements."""
+    delta = adds * ADD_US[interval] + deletes * DELETE_US[interval]
+    return delta > after * REFILL_US[interval]
+
+
 SET_FULL = "Too many open files in system"  # ENFILE: the kernel's word for a full set
 
 
@@ -162,6 +181,7 @@ class Engine:
         # what an earlier process's change left (see Known); sets taken from it by observe
         self.known: Known | None = None
         self.recalled: set[str] = set()
+        self.refilled: set[str] = set()  # sets the last change flushed and refilled
 
     def observe(self) -> Observed:
         structure = getattr(self.backend, "list_structure", None)
@@ -347,6 +367,7 @@ class Engine:
         """Run ``plan``: one libnftables transaction, then the element deltas that go
         through ``sets`` (chunked)."""
         packed = self._netlink_sets(plan, desired, observed)
+        self.refilled = set()
         if not packed:
             self.backend.run(transaction(plan, desired, observed))
             self.transactions = 1
@@ -377,11 +398,25 @@ class Engine:
             # the elements): with what is sent next, it stands for the kernel
             self.created = self.observe()
         assert self.sets is not None
+        refill = set() if plan.create else self._refills(plan, desired, observed, packed)
+        self.refilled = refill
         for name in sorted(packed):
             add, delete = plan.add.get(name), plan.delete.get(name)
             shape = add if add is not None else delete
             assert shape is not None and shape.spans is not None
             width, interval = shape.spans.width, shape.interval
+            if name in refill:  # one transaction: the set never seen empty or half filled
+                whole = desired.elements.get(name) or desired.empty(name)
+                self.transactions += self.sets.apply(
+                    name,
+                    width=width,
+                    interval=interval,
+                    add=whole.spans,
+                    delete=None,
+                    flush=True,
+                    tag=PROFILE_TAG,
+                )
+                continue
             own, hub = self._split(desired, name, add)
             self.transactions += self.sets.apply(
                 name,
@@ -395,6 +430,26 @@ class Engine:
                 self.transactions += self.sets.apply(
                     name, width=width, interval=interval, add=hub.spans, delete=None, tag=HUB_TAG
                 )
+
+    def _refills(
+        self, plan: Plan, desired: Desired, observed: Observed, packed: set[str]
+    ) -> set[str]:
+        """The sets of ``packed`` whose change costs less as a flush and refill than as a
+        delta (:func:`refill_cheaper`): only sets that hold the profile's elements and
+        nothing else (a flush would take run-time and hub elements with it)."""
+        chosen: set[str] = set()
+        for name in packed & self._wholly_profile(plan, desired, observed):
+            wanted = desired.elements.get(name)
+            if wanted is None or wanted.spans is None:
+                continue
+            add, delete = plan.add.get(name), plan.delete.get(name)
+            adds, deletes = len(add) if add else 0, len(delete) if delete else 0
+            interval = wanted.interval
+            if not refill_cheaper(interval, adds, deletes, len(wanted.spans)):
+                continue  # spans are at most elements: the delta is cheaper, no count needed
+            if interval or refill_cheaper(interval, adds, deletes, len(wanted)):
+                chosen.add(name)
+        return chosen
 
     @staticmethod
     def _split(

@@ -25,6 +25,14 @@ Prints the tables with the ratios against `nft -f`, appends them with the comman
 bench/RESULTS.md (unless --no-append).
 
     sudo .venv/bin/python -m bench.sets_netlink [--size 1000000] [--delta 100000]
+
+``--refill-curve D ...``: instead, for a hash and an interval set of N elements, each delta
+size D made two ways on the same loaded set, in-process in this process: the chunked delta
+(D/2 deleted and D/2 added; then D deleted only) against a flush and refill of the whole
+set in one transaction with the same result; each undone after it. The ratio refill/delta
+is what the engine's choice between them rests on (appliance/engine.py, ``refill_cheaper``).
+
+    sudo .venv/bin/python -m bench.sets_netlink --refill-curve 1000 10000 100000 500000
 """
 
 from __future__ import annotations
@@ -359,8 +367,101 @@ def curve_lines(shapes: list[Shape], delta: int) -> list[str]:
     return lines
 
 
+def spans_of(pairs: list[tuple[int, int]]) -> object:
+    from appliance.model.intervals import Spans
+
+    spans = Spans(32)
+    for first, last in pairs:
+        spans.firsts.append(first)
+        spans.lasts.append(last)
+    return spans
+
+
+@dataclass
+class Choice:
+    shape: str
+    mix: str  # "half" (D/2 deleted, D/2 added) or "deletes" (D deleted)
+    delta: int
+    delta_s: float
+    refill_s: float
+
+
+def refill_curve(size: int, deltas: list[int], shapes: list[str]) -> list[Choice]:
+    """For each shape and delta size: the chunked delta against a flush and refill with the
+    same result, on the same loaded set, in this process."""
+    from appliance.adapters.nfsets import NfSets
+
+    found: list[Choice] = []
+    for shape in shapes:
+        interval = shape == "interval"
+        pool = elements(size + max(deltas) // 2, interval, seed=size + interval)
+        rng = random.Random(11)
+        rng.shuffle(pool)
+        loaded_pairs = sorted(pool[:size])
+        spare = pool[size:]
+        loaded = spans_of(loaded_pairs)
+        ns = f"nlrefill-{uuid.uuid4().hex[:8]}"
+        flags = " flags interval;" if interval else f" size {4 * size};"
+        setup = f"table inet appliance {{ set s {{ type ipv4_addr;{flags} }}; }}\n"
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        try:
+            subprocess.run(
+                ["ip", "netns", "exec", ns, "nft", "-f", "-"], input=setup.encode(), check=True
+            )
+            with NfSets(netns=ns) as sets:
+
+                def apply(interval: bool = interval, **kw: object) -> float:
+                    start = time.perf_counter()
+                    sets.apply("s", width=32, interval=interval, **kw)  # type: ignore[arg-type]
+                    return time.perf_counter() - start
+
+                print(f"{shape}: load {size:,}", flush=True)
+                apply(add=loaded, delete=None)
+                for delta in deltas:
+                    for mix in ("half", "deletes"):
+                        gone_n = delta // 2 if mix == "half" else delta
+                        extra_pairs = sorted(spare[: delta // 2]) if mix == "half" else []
+                        gone_pairs = sorted(rng.sample(loaded_pairs, gone_n))
+                        gone, extra = spans_of(gone_pairs), spans_of(extra_pairs)
+                        after = spans_of(
+                            sorted(set(loaded_pairs) - set(gone_pairs) | set(extra_pairs))
+                        )
+                        delta_s = apply(add=extra, delete=gone)
+                        apply(add=gone, delete=extra)  # undone
+                        refill_s = apply(add=after, delete=None, flush=True)
+                        apply(add=loaded, delete=None, flush=True)  # undone
+                        print(
+                            f"{shape} {mix} {delta:,}: delta {delta_s:.3f} s, "
+                            f"refill {refill_s:.3f} s",
+                            flush=True,
+                        )
+                        found.append(Choice(shape, mix, delta, delta_s, refill_s))
+        finally:
+            subprocess.run(["ip", "netns", "del", ns], check=False)
+    return found
+
+
+def choice_lines(choices: list[Choice], size: int) -> list[str]:
+    lines = [
+        f"| set ({size:,} elements) | change | delta | flush and refill | refill / delta |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for c in choices:
+        change = (
+            f"{c.delta // 2:,} deleted, {c.delta // 2:,} added"
+            if c.mix == "half"
+            else f"{c.delta:,} deleted"
+        )
+        lines.append(
+            f"| {c.shape} | {change} | {c.delta_s:.3f} s | {c.refill_s:.3f} s "
+            f"| {c.refill_s / c.delta_s:.2f} |"
+        )
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--refill-curve", type=int, nargs="+", metavar="D")
     parser.add_argument("--size", type=int, default=1_000_000)
     parser.add_argument("--delta", type=int, default=100_000)
     parser.add_argument("--chunk", type=int, default=None)
@@ -386,6 +487,23 @@ def main() -> int:
         return child(args)
     if args.generate:
         generate(args.generate, args.interval, args.size, args.delta)
+        return 0
+    if args.refill_curve:
+        start_load = os.getloadavg()[0]
+        choices = refill_curve(args.size, args.refill_curve, args.shapes)
+        lines = choice_lines(choices, args.size)
+        print("\n".join(lines))
+        if not args.no_append:
+            stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            command = (
+                f"sudo .venv/bin/python -m bench.sets_netlink --size {args.size} "
+                f"--refill-curve {' '.join(map(str, args.refill_curve))}"
+            )
+            with RESULTS.open("a") as out:
+                out.write(
+                    f"\n`{command}` ({stamp}, load average {start_load:.1f} at the start, "
+                    f"{os.getloadavg()[0]:.1f} at the end):\n\n" + "\n".join(lines) + "\n"
+                )
         return 0
     from appliance.adapters.nfsets import DEFAULT_CHUNK
 
