@@ -88,6 +88,38 @@ def save(state_dir: str | os.PathLike[str], netns: str | None, known: Known | No
     _prune(path.parent)
 
 
+def set_changed(
+    state_dir: str | os.PathLike[str],
+    netns: str | None,
+    name: str,
+    before: int | None,
+    after: int | None,
+) -> None:
+    """After ``appliance set`` changed set ``name`` (the generation went from ``before`` to
+    ``after``): if the record stood before and that change was the only transaction, it
+    stands again for every other set (only ``name`` is read at the next apply); otherwise
+    it is forgotten. Nothing happens without a record."""
+    path = record_path(state_dir, netns)
+    if not path.exists():
+        return
+    known = load(state_dir, netns)
+    try:
+        if known is None or before is None or after is None or known.generation != before:
+            path.unlink(missing_ok=True)
+            return
+        if after == before:
+            return  # nothing was committed
+        if after != before + 1:
+            path.unlink(missing_ok=True)
+            return
+        for part in (known.handles, known.tagged, known.elements):
+            part.pop(name, None)
+        known.generation = after
+        save(state_dir, netns, known)
+    except OSError:
+        return
+
+
 def _prune(state_dir: Path) -> None:
     """Remove the records of named namespaces that no longer exist."""
     for record in state_dir.glob("applied-*.state"):

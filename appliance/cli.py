@@ -370,6 +370,17 @@ def cmd_set(args: argparse.Namespace) -> int:
             print(f"{elem.text}{extra}")
         return EXIT_OK
     timeout = _duration_option("--timeout", args.timeout)
+    before = engine.generation()
+    try:
+        _set_change(args, engine, timeout)
+    finally:
+        from appliance import applied
+
+        applied.set_changed(args.state_dir, args.netns, args.set, before, engine.generation())
+    return EXIT_OK
+
+
+def _set_change(args: argparse.Namespace, engine: Engine, timeout: float | None) -> None:
     if args.action == "add":
         engine.set_add(args.set, args.elements, timeout)
         if args.set in ("autoblock_v4", "autoblock_v6") and _offloading():
@@ -380,7 +391,6 @@ def cmd_set(args: argparse.Namespace) -> int:
             end_flows(args.elements, logging.getLogger("appliance"))
     else:  # a --timeout here was refused before the daemon was asked
         engine.set_del(args.set, args.elements)
-    return EXIT_OK
 
 
 def _offloading() -> bool:

@@ -547,6 +547,10 @@ class Engine:
             and set(observed.tagged.get(name, {})) <= {PROFILE_TAG}
         }
 
+    def generation(self) -> int | None:
+        """The kernel's ruleset generation (None: the backend cannot tell)."""
+        return self._generation()
+
     def _generation(self) -> int | None:
         read = getattr(self.backend, "generation", None)
         return read() if read is not None else None

@@ -128,7 +128,7 @@ def test_apply_keeps_its_record_and_repairs_what_another_writer_changed(
     def held() -> set[str]:
         out = json.loads(nft_in(netns, "-j", "list", "set", "inet", "appliance", "blocklist"))
         body = next(obj["set"] for obj in out["nftables"] if "set" in obj)
-        return {e["elem"]["val"] for e in body.get("elem", [])}
+        return {e["elem"]["val"] if isinstance(e, dict) else e for e in body.get("elem", [])}
 
     apply()
     record = applied.record_path(state, netns)
@@ -139,6 +139,13 @@ def test_apply_keeps_its_record_and_repairs_what_another_writer_changed(
     nft_in(netns, "delete", "element", "inet", "appliance", "blocklist", "{ 10.9.0.21 }")
     apply()  # the generation moved: the set is read, the missing element put back
     assert held() == set(elements[10:]) | {"10.99.0.1"}
+    added = run_appliance(
+        "set", "add", "--netns", netns, "--state-dir", str(state), "blocklist", "10.98.0.1"
+    )
+    assert added.returncode == 0, added.stderr
+    assert record.exists()  # it stands for the other sets
+    apply()  # the run-time element is read with its set and kept
+    assert held() == set(elements[10:]) | {"10.99.0.1", "10.98.0.1"}
 
 
 def test_records_of_namespaces_that_are_gone_are_removed(
@@ -155,3 +162,30 @@ def test_records_of_namespaces_that_are_gone_are_removed(
         applied.save(tmp_path, name, engine.known_now())
     kept = sorted(p.name for p in tmp_path.glob("applied-*"))
     assert kept == ["applied-here.state", "applied-host.state"]
+
+
+def test_after_a_set_command_only_that_set_is_read_again(tmp_path: Path) -> None:
+    kernel = Counted()
+    wanted = addresses(0, N)
+    _apply(kernel, tmp_path, wanted)
+    before = kernel.gen
+    element = {"family": "inet", "table": "appliance", "name": "ports", "elem": [8080]}
+    kernel.run([{"add": {"element": element}}])  # `appliance set add ports 8080`
+    applied.set_changed(tmp_path, None, "ports", before, kernel.gen)
+    engine, sets = _engine(kernel, tmp_path)
+    plan = engine.plan(desired(wanted))
+    assert not plan.changed
+    assert "bl" in engine.recalled and "ports" not in engine.recalled
+    assert sets.dumps == 1  # the set the command changed, and only it
+
+
+def test_a_set_command_after_another_writer_forgets_the_record(tmp_path: Path) -> None:
+    kernel = Counted()
+    _apply(kernel, tmp_path, addresses(0, 10))
+    kernel.run([{"add": {"element": {"family": "inet", "table": "appliance", "name": "bl",
+                                     "elem": ["10.250.0.1"]}}}])  # fmt: skip
+    before = kernel.gen  # the record no longer stands
+    kernel.run([{"add": {"element": {"family": "inet", "table": "appliance", "name": "ports",
+                                     "elem": [8080]}}}])  # fmt: skip
+    applied.set_changed(tmp_path, None, "ports", before, kernel.gen)
+    assert not applied.record_path(tmp_path, None).exists()
