@@ -444,13 +444,9 @@ class Content:
     def find(self, data: bytes, prev_end: int, start: int = -1) -> tuple[int, int] | None:
         """Where this item matches (start, end) searching from ``start`` (default: where its
         placement begins); a negated item or ``isdataat`` gives (prev_end, prev_end). None if
-        it does not hold."""
-        if self.transforms:
-            data = transforms.apply(data, self.transforms)
-        return self.locate(data, prev_end, start)
-
-    def locate(self, data: bytes, prev_end: int, start: int = -1) -> tuple[int, int] | None:
-        """``find`` in a buffer already transformed."""
+        it does not hold. ``data`` is the buffer after its transformations: an item of a
+        transformed buffer is never plain, so ``chain_matches`` (which transforms the buffer
+        once for all its items) is what runs it."""
         head = self.head
         if head is not None:
             return (prev_end, prev_end) if head.holds(data) else None
@@ -597,7 +593,7 @@ def chain_matches(items: Sequence[Content], data: bytes, budget: int = 64) -> bo
             return walk(i + 1, read[1])
         start = -1
         while True:
-            found = item.locate(data, prev_end, start)
+            found = item.find(data, prev_end, start)
             if found is None:
                 return False
             if walk(i + 1, found[1]):
