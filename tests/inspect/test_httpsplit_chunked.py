@@ -4,6 +4,8 @@ several up to the last chunk, within the bounds of split messages."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from appliance.inspect import appproto
 from appliance.inspect.appproto import CHUNKED_OPEN, dechunk, message_size
@@ -113,3 +115,10 @@ def test_a_chunked_body_past_the_bound_is_inspected_as_it_is() -> None:
     assert found == [1]  # the first chunk, once, cut at the bound; the second is past it
     assert errors.get("http.truncated") == 1
     assert len(message) > HTTP_MAX_BYTES
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.lists(st.integers(1, len(REQUEST) - 1), max_size=6, unique=True))
+def test_a_chunked_request_cut_anywhere(at: list[int]) -> None:
+    found, _ = run(session(cut(REQUEST, *sorted(at))), RULES)
+    assert sorted(found) == [4, 9]
