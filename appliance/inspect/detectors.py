@@ -127,6 +127,7 @@ class SynFlood:
         self.period = config.rate.count / config.rate.per_second
         self._by_src: _Bounded = _Bounded()
         self._by_dst: _Bounded = _Bounded()
+        self._tracked = MAX_TRACKED
 
     def on_syn(self, ts: float, layer: Layer) -> Detection | None:
         return self.syn(ts, layer.src, layer.dst)
@@ -134,23 +135,25 @@ class SynFlood:
     def syn(self, ts: float, src: bytes, dst: bytes) -> Detection | None:
         """A SYN (no ACK) from ``src`` to ``dst``."""
         # (window start, SYNs in it, alerted in it) of each address, counting this SYN
-        period = self.period
         table = self._by_src
         by_src = table.get(src)
         if by_src is None:
             by_src = table[src] = (ts, 1, False)
-            if len(table) > table.limit:
+            if len(table) > self._tracked:
                 table.popitem(last=False)
         else:
-            by_src = self._count(table, src, by_src, ts, period)
+            by_src = self._count(table, src, by_src, ts, self.period)
         table = self._by_dst
         by_dst = table.get(dst)
         if by_dst is None:
-            by_dst = table[dst] = (ts, 1, False)
-            if len(table) > table.limit:
+            table[dst] = (ts, 1, False)
+            if len(table) > self._tracked:
                 table.popitem(last=False)
+            if by_src[1] <= self.limit and self.limit >= 1:
+                return None  # neither count is above the limit
+            by_dst = (ts, 1, False)
         else:
-            by_dst = self._count(table, dst, by_dst, ts, period)
+            by_dst = self._count(table, dst, by_dst, ts, self.period)
         limit = self.limit
         if by_src[1] > limit:
             # a flood from this source: its destination's flood is the same event

@@ -67,6 +67,7 @@ _NO_ALERTS: tuple[Alert, ...] = ()
 _NO_SIDS: frozenset[int] = frozenset()
 _HEADER_AND_BODY = appproto.HEADER_BUFFER_NAMES | {"http.request_body", "http.response_body"}
 _SYN_HEAD = struct.Struct("!IIHHI").unpack_from  # addresses, ports, sequence number
+_TCP_KEY = struct.Struct("!IIHH").pack  # an IPv4 TCP flow key from its numbers
 _NO_PLAN = -1  # a bare SYN of this kind takes the full path
 _SYN_SIZES = bytes(7) + b"\x01"  # stream_size of a new flow's SYN: server 0, client 1
 _SYN_BUFFERS = (STREAM_SIZE, IP_PACKET)  # buffers a SYN may have besides its payload
@@ -298,6 +299,7 @@ class InspectionEngine:
         # (direction to the server's selection, the other's, whether the stream is
         # followed, the rules that alert on it in order)
         self._plans: list[tuple[Any, Any, bool, tuple[Signature, ...]]] = []
+        self._alerting: list[tuple[Signature, ...]] = []  # the last of each plan
         self._addr4 = self.matcher._addr_segments[4]
         self._port_bits = self.matcher._port_segments
 
@@ -324,12 +326,19 @@ class InspectionEngine:
                 key = data[26:38]
                 flow = self._index.get(key)
                 if flow is None:
-                    if self.flows.embryos:
-                        flow = self.flows.hatched(key, ts)
-                    if flow is None and data[47] & 0x17 == 0x02 and self._syn_path:
+                    # an embryo under this key or the other direction's hatches; a new SYN
+                    # takes the new-flow path
+                    table = self.flows
+                    if table.embryos and key in table.flows:
+                        flow = table.hatched(key, ts)
+                    elif data[47] & 0x17 == 0x02 and self._syn_path:
                         found = self._new_syn(ts, data, key)
                         if found is not None:
                             return found
+                        if table.embryos:
+                            flow = table.hatched(key, ts)
+                    elif table.embryos:
+                        flow = table.hatched(key, ts)
                 if flow is not None:
                     to_server = key == flow.fwd_key
                     fast = flow.fast_s if to_server else flow.fast_c
@@ -407,6 +416,10 @@ class InspectionEngine:
         if self._hellos and key in self._hellos:
             return None
         src_n, dst_n, sport, dport, seq = _SYN_HEAD(data, 26)
+        table = self.flows
+        flows = table.flows
+        if table.embryos and _TCP_KEY(dst_n, src_n, dport, sport) in flows:
+            return None  # the other end's SYN opened the flow: it hatches
         starts, bits = self._addr4
         port_starts, port_bits = self._port_bits
         kind = (
@@ -423,8 +436,19 @@ class InspectionEngine:
         if plan < 0:
             return None
         self.stats.full += 1
-        self.flows.add_embryo(key, ts, seq, plan)
-        alerting = self._plans[plan][3]
+        # the embryo (FlowTable.add_embryo, inline)
+        if ts >= table._next_sweep:
+            table._sweep(ts)
+        flows[key] = (ts, seq, plan)
+        table.embryos += 1
+        if len(flows) > table.max_flows:
+            _, oldest = flows.popitem(last=False)
+            if type(oldest) is tuple:
+                table.embryos -= 1
+            else:
+                table.drop_index(oldest)
+            table.evicted += 1
+        alerting = self._alerting[plan]
         if not alerting and not self._syn_detectors:
             return _NO_ALERTS
         src = data[26:30]
@@ -486,6 +510,7 @@ class InspectionEngine:
                             alerting.append(sig)
                 reads = self.streams is not None and group.reads_payload
                 self._plans.append((sel_s, sel_c, reads, tuple(alerting)))
+                self._alerting.append(tuple(alerting))
                 plan = len(self._plans) - 1
         self._syn_plans[kind] = plan
         return plan

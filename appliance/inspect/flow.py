@@ -149,16 +149,21 @@ class FlowTable:
                 yield flow
 
     def add_embryo(self, key: bytes, ts: float, seq: int, plan: int) -> None:
-        """Hold the flow a bare SYN opens (its key not in the table) as an embryo."""
+        """Hold the flow a bare SYN opens (its key not in the table) as an embryo. (The
+        engine does the same inline.)"""
         if ts >= self._next_sweep:
             self._sweep(ts)
         flows = self.flows
         flows[key] = (ts, seq, plan)
         self.embryos += 1
         if len(flows) > self.max_flows:
-            _, oldest = flows.popitem(last=False)
-            self._drop_index(oldest)
-            self.evicted += 1
+            self.evict()
+
+    def evict(self) -> None:
+        """Drop the least recently used flow or embryo (the table is over its bound)."""
+        _, oldest = self.flows.popitem(last=False)
+        self.drop_index(oldest)
+        self.evicted += 1
 
     def hatched(self, key: bytes, ts: float) -> Flow | None:
         """The flow of a TCP packet whose key is not in the index, if an embryo under its key
@@ -230,17 +235,16 @@ class FlowTable:
         self.index[key] = flow
         self.index[reverse] = flow
         if len(self.flows) > self.max_flows:
-            _, oldest = self.flows.popitem(last=False)
-            self._drop_index(oldest)
-            self.evicted += 1
+            self.evict()
         return flow
 
     def _remove(self, flow: Flow) -> None:
         if self.flows.pop(flow.key, None) is not None:
-            self._drop_index(flow)
+            self.drop_index(flow)
             self.expired += 1
 
-    def _drop_index(self, flow: Flow | Embryo) -> None:
+    def drop_index(self, flow: Flow | Embryo) -> None:
+        """Forget a flow's index entries (it has left ``flows``); an embryo has none."""
         if type(flow) is tuple:
             self.embryos -= 1  # an embryo: not in the index
             return
@@ -272,7 +276,7 @@ class FlowTable:
                 flow.touched = flow.last_ts
                 continue
             flows.popitem(last=False)
-            self._drop_index(flow)
+            self.drop_index(flow)
             self.expired += 1
         self._next_sweep = now + 1.0
 

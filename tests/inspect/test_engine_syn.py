@@ -221,3 +221,20 @@ def test_the_bench_mix_and_a_flood_give_the_same_results() -> None:
     slow_events, slow_state = run(slow, frames)
     assert (fast_events, fast_state) == (slow_events, slow_state)
     assert len(fast_events) > 10
+
+
+def test_header_fields_of_a_syn_decide_as_on_the_full_path() -> None:
+    rules = RULES + (
+        'alert tcp any any -> any any (msg:"window"; flags:S; window:8192; sid:10;)\n'
+        'alert ip any any -> any any (msg:"ttl"; ttl:<10; sid:11;)\n'
+    )
+    packets = [
+        syn("198.51.100.1", "10.0.0.1", 1000, 80, window=8192),
+        syn("198.51.100.1", "10.0.0.1", 1001, 80, window=1024, seq=5),
+        Ether() / IP(src="198.51.100.2", dst="10.0.0.1", ttl=3) / TCP(sport=1, dport=80),
+        syn("198.51.100.2", "10.0.0.1", 1002, 80),
+    ]
+    frames = [(1.0 + i / 100, raw(p), LINKTYPE_ETHERNET) for i, p in enumerate(packets)]
+    fast_events, fast_state = run(engine(rules, DETECTORS), frames)
+    slow_events, slow_state = run(engine(rules, DETECTORS, fast_path=False), frames)
+    assert (fast_events, fast_state) == (slow_events, slow_state)
