@@ -411,7 +411,14 @@ class Content:
         )
         object.__setattr__(self, "literal", literal and not self.negated)
         # the items of a buffer of several values hold in one of them together: a chain
-        plain = literal and not self.relative and not self.refs and not multi and not self.ends
+        # (a header or handshake field test is checked on its own as well: no chain)
+        plain = (
+            (literal or self.head is not None)
+            and not self.relative
+            and not self.refs
+            and not multi
+            and not self.ends
+        )
         object.__setattr__(self, "plain", plain)
 
     @property
