@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import itertools
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -15,7 +16,7 @@ from scapy.all import DNS, DNSQR, IP, UDP, Ether  # type: ignore[attr-defined]
 from appliance.errors import RuleFileError
 from appliance.inspect import transforms
 from appliance.inspect.match import contents_match
-from appliance.inspect.rules import Signature, Variables, parse_rules
+from appliance.inspect.rules import Signature, Variables, load_rules, parse_rules
 from tests.inspect.traffic import http_get, inspect, sids, tcp_session
 
 VARS = Variables.from_networks([ipaddress.ip_network("10.0.0.0/8")])
@@ -180,3 +181,15 @@ def test_transformations_on_crafted_traffic() -> None:
 def test_every_transformation_takes_any_bytes(data: bytes, names: list[str]) -> None:
     chain = [(name, b"\x5a\xa5" if name == "xor" else b"") for name in names]
     assert isinstance(transforms.apply(data, chain), bytes)
+
+
+def test_transformations_not_run_are_skipped_with_their_name(tmp_path: Path) -> None:
+    path = tmp_path / "t.rules"
+    path.write_text(
+        'alert http any any -> any any (http.uri; from_base64; content:"a"; sid:1;)\n'
+        'alert http any any -> any any (http.uri; pcrexform:"(.*)"; content:"a"; sid:2;)\n'
+        'alert http any any -> any any (http.uri; to_lowercase; content:"a"; sid:3;)\n'
+    )
+    rules = load_rules([str(path)], VARS)
+    assert [s.sid for s in rules.signatures] == [3]
+    assert rules.reasons() == {"from_base64": 1, "pcrexform": 1}
