@@ -688,8 +688,9 @@ class InspectionEngine:
         sel = flow.sel_s if to_server else flow.sel_c
         if sel is not None and sel[2] == app:
             group = sel[1]
-        elif proto == PROTO_TCP:
-            # prepare the other direction too: its next packet may take the fast path
+        elif gtp is None:
+            # prepare the other direction too (one look-up of the header for both): a TCP
+            # flow's next packet may take the fast path, a DNS answer finds its group
             pair = self.matcher.pair_for(layer, app if app in _APPS else "", to_server)
             group = self._group(flow, layer, to_server, False, pair[0])
             self._group(flow, layer, not to_server, False, pair[1])
