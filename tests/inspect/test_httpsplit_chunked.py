@@ -3,14 +3,19 @@ several up to the last chunk, within the bounds of split messages."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scapy.all import Packet, raw  # type: ignore[attr-defined]
 
 from appliance.inspect import appproto
 from appliance.inspect.appproto import CHUNKED_OPEN, dechunk, message_size
 from appliance.inspect.httpsplit import HTTP_MAX_BYTES
+from appliance.inspect.pcap import read_capture
 from tests.inspect.test_httpsplit import cut, run, session
+from tests.inspect.traffic import run_cli
 
 
 def chunked(*parts: bytes, trailer: bytes = b"") -> bytes:
@@ -122,3 +127,30 @@ def test_a_chunked_body_past_the_bound_is_inspected_as_it_is() -> None:
 def test_a_chunked_request_cut_anywhere(at: list[int]) -> None:
     found, _ = run(session(cut(REQUEST, *sorted(at))), RULES)
     assert sorted(found) == [4, 9]
+
+
+CORPUS = Path(__file__).parent / "corpus"
+CAPTURE = "http-chunked-split"
+
+
+def capture_packets() -> list[Packet]:
+    """A chunked request in three segments (the body's pattern across two chunks and two
+    segments) and its chunked response in two."""
+    return session(cut(REQUEST, 70, 95), cut(RESPONSE, 90))
+
+
+def test_the_committed_capture_through_the_cli(tmp_path: Path) -> None:
+    """The capture (committed; written from capture_packets) read by ``appliance inspect``:
+    the de-chunked bodies match, the chunk framing does not, and the request's alerts carry
+    its EVE http object."""
+    pcap = CORPUS / f"{CAPTURE}.pcap"
+    rules = tmp_path / "chunked.rules"
+    rules.write_text(RULES)
+    code, events, stderr = run_cli("--pcap", str(pcap), "--rules", str(rules))
+    assert code == 0, stderr
+    assert sorted(e["alert"]["signature_id"] for e in events) == [4, 5, 9]
+    request_alerts = [e for e in events if e["alert"]["signature_id"] in (4, 9)]
+    assert all(e["http"]["url"] == "/upload" for e in request_alerts)
+    # the capture is what the packets built here give
+    with open(pcap, "rb") as handle:
+        assert [r[1] for r in read_capture(handle, CAPTURE)] == [raw(p) for p in capture_packets()]
