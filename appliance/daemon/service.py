@@ -33,6 +33,7 @@ from appliance.daemon.manager import Manager
 from appliance.daemon.metrics import Metrics
 from appliance.daemon.monitor import TableMonitor
 from appliance.daemon.notify import Notifier, watchdog_interval
+from appliance.daemon.offloadlinks import OffloadLinks
 from appliance.daemon.policies import DaemonBackend, Outcome, Policy
 from appliance.daemon.policy import PolicyManager
 from appliance.daemon.segments import Segments
@@ -97,6 +98,7 @@ class Daemon:
             self.policy,
             self.sets,
             self.segments,
+            OffloadLinks(ctx, self.policy.enforce),
             self.inspection,
             self.listener,
             self.control,
