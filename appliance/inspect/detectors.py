@@ -134,27 +134,33 @@ class SynFlood:
 
     def syn(self, ts: float, src: bytes, dst: bytes) -> Detection | None:
         """A SYN (no ACK) from ``src`` to ``dst``."""
-        # (window start, SYNs in it, alerted in it) of each address, counting this SYN
+        # (window start, SYNs in it, alerted in it) of each address, counting this SYN: a
+        # new window once the last has ended (then the address moves to the end of its
+        # table), else the count goes up in place (the window's start keeps its order)
+        period = self.period
+        limit = self.limit
         table = self._by_src
         by_src = table.get(src)
         if by_src is None:
             by_src = table[src] = (ts, 1, False)
             if len(table) > self._tracked:
                 table.popitem(last=False)
+        elif ts - by_src[0] >= period or ts < by_src[0]:
+            by_src = (ts, 1, False)
+            table.put(src, by_src)
         else:
-            by_src = self._count(table, src, by_src, ts, self.period)
+            by_src = table[src] = (by_src[0], by_src[1] + 1, by_src[2])
         table = self._by_dst
         by_dst = table.get(dst)
         if by_dst is None:
-            table[dst] = (ts, 1, False)
+            by_dst = table[dst] = (ts, 1, False)
             if len(table) > self._tracked:
                 table.popitem(last=False)
-            if by_src[1] <= self.limit and self.limit >= 1:
-                return None  # neither count is above the limit
+        elif ts - by_dst[0] >= period or ts < by_dst[0]:
             by_dst = (ts, 1, False)
+            table.put(dst, by_dst)
         else:
-            by_dst = self._count(table, dst, by_dst, ts, self.period)
-        limit = self.limit
+            by_dst = table[dst] = (by_dst[0], by_dst[1] + 1, by_dst[2])
         if by_src[1] > limit:
             # a flood from this source: its destination's flood is the same event
             if by_dst[1] > limit and not by_dst[2]:
@@ -167,19 +173,6 @@ class SynFlood:
             self._by_dst[dst] = (by_dst[0], by_dst[1], True)
             return Detection(SID_SYN_FLOOD, f"to one destination above {self.limit} per window")
         return None
-
-    @staticmethod
-    def _count(
-        table: _Bounded, key: bytes, state: tuple[float, int, bool], ts: float, period: float
-    ) -> tuple[float, int, bool]:
-        """An address's window, counting this SYN: a new one once the last has ended."""
-        if ts - state[0] >= period or ts < state[0]:
-            state = (ts, 1, False)
-            table.put(key, state)
-        else:
-            state = (state[0], state[1] + 1, state[2])
-            table[key] = state  # in place: the window's start keeps its order
-        return state
 
 
 def shannon_entropy(text: bytes) -> float:
