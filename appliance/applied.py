@@ -10,10 +10,10 @@ since, by anyone); once it moved, every set is read from the kernel again.
 One file per namespace in the state directory, written atomically: a line of JSON (the
 generation, the namespace's identity, each set's handle, its tags' spans and run-time
 elements) followed by the spans' words (little-endian). The namespace's identity (the boot
-and the namespace's inode) keeps a record from matching another namespace, or the same
-name after a reboot, whose generation happens to be the same. A record that cannot be read
-is ignored: the sets are read from the kernel. The records of named namespaces that no
-longer exist are removed when a record is written.
+and the namespace's cookie) keeps a record from matching another namespace, the same name
+made anew, or the same namespace after a reboot, whose generation happens to be the same.
+A record that cannot be read is ignored: the sets are read from the kernel. The records of
+named namespaces that no longer exist are removed when a record is written.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import struct
 import sys
 from array import array
 from pathlib import Path
@@ -43,13 +45,23 @@ def record_path(state_dir: str | os.PathLike[str], netns: str | None) -> Path:
     return Path(state_dir) / f"applied-{key}.state"
 
 
+SO_NETNS_COOKIE = 71  # Linux 5.14: a namespace's number, never given to another one
+
+
 def identity() -> str:
-    """This boot and the network namespace this thread is in."""
+    """This boot and the network namespace this thread is in: its cookie (never reused
+    while the machine runs, unlike the namespace's inode) where the kernel has it."""
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        return f"{boot}:{os.stat('/proc/self/ns/net').st_ino}"
+        here = f"{boot}:{os.stat('/proc/self/ns/net').st_ino}"
     except OSError:
         return ""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            cookie = struct.unpack("=Q", sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))
+        return f"{here}:{cookie[0]}"
+    except OSError:
+        return here
 
 
 def save(state_dir: str | os.PathLike[str], netns: str | None, known: Known | None) -> None:
