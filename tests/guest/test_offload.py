@@ -1,7 +1,8 @@
 """Flow offload on a kernel with flowtables (the guest's): a flow through the router the
 daemon guards leaves the forward path once inspection has its sample (``[OFFLOAD]`` in
 conntrack), inspection still gets the flow's first packets, the daemon reads its own table
-back without drift, and a block of the flow's source stops it.
+back without drift, a zone's link that appears later is hooked, and a block of the flow's
+source stops it.
 
 It runs in namespaces of its own inside the guest; a few seconds of traffic.
 """
@@ -26,7 +27,9 @@ from tests.routed import CLIENT_ADDR, ECHO_PORT, ROUTER_PROFILE, echo_flow, rout
 pytestmark = [pytest.mark.guest, pytest.mark.root]
 
 SAMPLE = 4
-PROFILE = ROUTER_PROFILE + f'\n[inspect]\nmode = "sample"\nsample_packets = {SAMPLE}\n'
+PROFILE = ROUTER_PROFILE.replace('interfaces = ["r1"]', 'interfaces = ["r1", "up*"]') + (
+    f'\n[inspect]\nmode = "sample"\nsample_packets = {SAMPLE}\n'
+)
 ROUNDS = 30  # request/answer pairs through the router before the block
 
 
@@ -72,6 +75,17 @@ def test_an_offloaded_flow_is_sampled_first_and_stopped_by_a_block(tmp_path: Pat
             assert "flowtable ap_fastpath" in nft_in(
                 net.router, "list", "table", "inet", "appliance"
             )
+            # a zone's link that appears later is hooked too (no reload)
+            subprocess.run(
+                ["ip", "-n", net.router, "link", "add", "up7", "type", "dummy"], check=True
+            )
+            wait_for(
+                "the new link hooked",
+                lambda: "up7" in daemon.status()["offload"]["devices"],
+                timeout=30,
+            )
+            hooked = nft_in(net.router, "list", "flowtable", "inet", "appliance", "ap_fastpath")
+            assert "up7" in hooked and "r0" in hooked, hooked
             with echo_flow(net, timeout=10) as flow:
                 for i in range(ROUNDS):
                     assert flow.echo(f"ping-{i}")
