@@ -5,8 +5,10 @@ and what the TLS handshake told (``tls.version``, ``ssl_version``, ``ssl_state``
 
 A test reads its number from a buffer the engine fills only when a loaded rule needs it:
 ``ip:packet`` (the packet from its IP header on) or one of the ``tls:`` buffers
-(``tlsinfo``). Pure: nothing here raises on short or odd bytes; a field a packet does not
-have (``tos`` of IPv6, ``window`` of UDP) makes the test fail, as in Suricata.
+(``tlsinfo``). The sticky buffers ``ipv4.hdr``, ``ipv6.hdr``, ``tcp.hdr`` and ``udp.hdr``
+are the headers' bytes, cut from ``ip:packet`` (``header_buffers``). Pure: nothing here
+raises on short or odd bytes; a field a packet does not have (``tos`` of IPv6, ``window`` of
+UDP) makes the test fail, as in Suricata.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ IP_OPTIONS = {
 }
 # fragbits' letters: the bits of the IPv4 flags byte
 FRAG_BITS = {"R": 0x80, "D": 0x40, "M": 0x20}
+
+# sticky buffers of a packet's headers (each present only on a packet that has that header)
+HEADER_BUFFERS = frozenset({"ipv4.hdr", "ipv6.hdr", "tcp.hdr", "udp.hdr"})
 
 _IPV6_EXT = (0, 43, 60, 135, 139, 140)
 _MAX_EXT = 8
@@ -176,30 +181,56 @@ def read_field(name: str, data: bytes) -> int | None:
 
 def tcp_offset(data: bytes) -> int:
     """Where the TCP header of the packet begins (-1: not TCP, or not the first fragment)."""
-    version = data[0] >> 4 if data else 0
+    proto, at = transport_offset(data)
+    return at if proto == 6 else -1
+
+
+def transport_offset(data: bytes) -> tuple[int, int]:
+    """The transport protocol of the packet and where its header begins (offset -1: none
+    found, or not the first fragment)."""
+    version = data[0] >> 4 if len(data) >= 20 else 0
     if version == 4:
-        if data[9] != 6 or (data[6] << 8 | data[7]) & 0x1FFF:
-            return -1
-        return (data[0] & 0x0F) << 2
+        if (data[6] << 8 | data[7]) & 0x1FFF:
+            return data[9], -1
+        return data[9], (data[0] & 0x0F) << 2
     if version != 6 or len(data) < 40:
-        return -1
+        return -1, -1
     nxt, pos = data[6], 40
     for _ in range(_MAX_EXT):
-        if nxt == 6:
-            return pos
+        if nxt not in _IPV6_EXT and nxt != 44 and nxt != 51:
+            return nxt, pos
         if pos + 8 > len(data):
-            return -1
-        if nxt == 44:  # fragment: only the first carries the TCP header
+            return nxt, -1
+        if nxt == 44:  # fragment: only the first carries the transport header
             if (data[pos + 2] << 8 | data[pos + 3]) & 0xFFF8:
-                return -1
+                return data[pos], -1
             nxt, pos = data[pos], pos + 8
-        elif nxt in _IPV6_EXT:
-            nxt, pos = data[pos], pos + (data[pos + 1] + 1) * 8
         elif nxt == 51:  # authentication header
             nxt, pos = data[pos], pos + (data[pos + 1] + 2) * 4
         else:
-            return -1
-    return -1
+            nxt, pos = data[pos], pos + (data[pos + 1] + 1) * 8
+    return nxt, -1
+
+
+def header_buffers(data: bytes) -> dict[str, bytes]:
+    """The header sticky buffers of the packet ``data`` (from its IP header on): those of
+    the headers it has, each as it was sent (options included)."""
+    out: dict[str, bytes] = {}
+    if len(data) < 20:
+        return out
+    version = data[0] >> 4
+    if version == 4:
+        out["ipv4.hdr"] = data[: (data[0] & 0x0F) << 2]
+    elif version == 6 and len(data) >= 40:
+        out["ipv6.hdr"] = data[:40]
+    proto, at = transport_offset(data)
+    if at < 0:
+        return out
+    if proto == 6 and at + 20 <= len(data):
+        out["tcp.hdr"] = data[at : at + ((data[at + 12] >> 4) << 2)]
+    elif proto == 17 and at + 8 <= len(data):
+        out["udp.hdr"] = data[at : at + 8]
+    return out
 
 
 def _ipv6_fragment_offset(data: bytes) -> int:

@@ -29,7 +29,7 @@ from appliance.inspect.decode import (
     PROTO_UDP,
     Layer,
 )
-from appliance.inspect.fields import IP_PACKET, PACKET_BYTES
+from appliance.inspect.fields import HEADER_BUFFERS, IP_PACKET, PACKET_BYTES, header_buffers
 from appliance.inspect.prefilter import Exhaustive, Prefilter
 from appliance.inspect.rules import PKT, AddrExpr, Content, PortExpr, Signature, chain_matches
 
@@ -149,8 +149,9 @@ class Group:
 
 def fast_pattern(sig: Signature) -> Content | None:
     """The content marked ``fast_pattern``, else the longest positive content of a rule (its
-    prefilter pattern), if it has one."""
-    positive = [c for c in sig.contents if c.literal]
+    prefilter pattern), if it has one. A header buffer's (``tcp.hdr``, ...) is none: the fast
+    paths skip packets by their payload, so its rules are checked on every packet."""
+    positive = [c for c in sig.contents if c.literal and c.buffer not in HEADER_BUFFERS]
     if not positive:
         return None
     for content in positive:
@@ -392,12 +393,14 @@ def reads_packet(signatures: Sequence[Signature]) -> bool:
 
 def add_packet(layer: Layer, buffers: dict[str, bytes]) -> None:
     """The ``ip:packet`` buffer of a packet: its bytes from the IP header on (up to
-    PACKET_BYTES), which the header keywords read; none for a datagram reassembled from
-    fragments (its first fragment's header is not kept)."""
+    PACKET_BYTES), which the header keywords read, and the header buffers (``tcp.hdr``, ...)
+    cut from it; none for a datagram reassembled from fragments (its first fragment's
+    header is not kept)."""
     raw = getattr(layer, "raw", None)
     if raw is not None:
         at = layer.ip_at
-        buffers[IP_PACKET] = raw[at : at + PACKET_BYTES]
+        packet = buffers[IP_PACKET] = raw[at : at + PACKET_BYTES]
+        buffers.update(header_buffers(packet))
 
 
 def icmp_matches(sig: Signature, layer: Layer) -> bool:

@@ -21,6 +21,7 @@ from appliance.inspect import transforms
 from appliance.inspect.classification import CLASSTYPES, DEFAULT_PRIORITY
 from appliance.inspect.fields import (
     FRAG_BITS,
+    HEADER_BUFFERS,
     IP_OPTIONS,
     IP_PACKET,
     SSL_STATES,
@@ -678,7 +679,8 @@ class Signature:
     icode: tuple[int, int] | None = None
     ip_proto: tuple[int, bool] | None = None  # (number, negated)
     not_app: str = ""  # app-layer-protocol:!X
-    header: bool = False  # a header keyword (ttl, window, ...): reads the ip:packet buffer
+    # a header keyword (ttl, window, ...) or buffer (tcp.hdr, ...): reads ip:packet
+    header: bool = False
 
 
 # ---- parsing ------------------------------------------------------------------------------
@@ -1053,6 +1055,10 @@ class _Builder:
             return
         if name in transforms.NAMES:
             self._transform(name, value)
+            return
+        if name in HEADER_BUFFERS:  # ipv4.hdr, tcp.hdr, ...: no application protocol
+            self._flag_only(name, value)
+            self.buffer = name
             return
         handler = getattr(self, "_opt_" + name.replace(".", "_").replace("-", "_"), None)
         if not name or handler is None:
@@ -1853,7 +1859,7 @@ class _Builder:
         if self.sid is None:
             raise self.error("the rule has no sid")
         proto = str(header["proto"])
-        apps = {BUFFER_APP[b] for b in self.buffers_used}
+        apps = {BUFFER_APP[b] for b in self.buffers_used if b in BUFFER_APP}
         not_app = ""
         if self.app_protocol is not None:
             if self.app_protocol[1]:
@@ -1901,7 +1907,7 @@ class _Builder:
             icode=self.icode,
             ip_proto=self.ip_proto,
             not_app=not_app,
-            header=any(c.buffer == IP_PACKET for c in contents),
+            header=any(c.buffer == IP_PACKET or c.buffer in HEADER_BUFFERS for c in contents),
             **header,  # type: ignore[arg-type]
         )
 

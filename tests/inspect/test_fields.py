@@ -24,6 +24,7 @@ from appliance.inspect.fields import (
     IP_OPTIONS,
     IP_PACKET,
     has_ip_option,
+    header_buffers,
     parse_uint,
     read_field,
 )
@@ -175,3 +176,45 @@ def test_any_bytes_read_as_a_field_or_none(data: bytes, option: int) -> None:
     mss = read_field("tcp.mss", data)
     assert mss is None or 0 <= mss <= 65535
     has_ip_option(data, option)
+
+
+@pytest.mark.parametrize(
+    ("options", "packet", "expected"),
+    [
+        ('ipv4.hdr; content:"|40 06|"; offset:8; depth:2;', IP(ttl=64) / TCP(), True),
+        ('ipv4.hdr; content:"|40 11|"; offset:8; depth:2;', IP(ttl=64) / TCP(), False),
+        ("ipv4.hdr; bsize:24;", IP(options=[IPOption_RR()]) / TCP(), True),  # options in
+        ("ipv4.hdr; bsize:20;", IP() / TCP(), True),
+        ('ipv6.hdr; content:"|06 07|"; offset:6; depth:2;', IPv6(hlim=7) / TCP(), True),
+        ('ipv6.hdr; content:"|06|";', IP() / TCP(), False),  # no IPv6 header
+        ('tcp.hdr; content:"|02|"; offset:13; depth:1;', IP() / TCP(flags="S"), True),
+        ('tcp.hdr; content:"|02 04 01 f4|"; offset:20;', V4 / SYN, True),  # the MSS option
+        ("tcp.hdr; bsize:>20;", V4 / SYN, True),
+        ('tcp.hdr; content:"|00 50|"; offset:2; depth:2;', IPv6() / TCP(dport=80), True),
+        ('udp.hdr; content:"|00 35|"; offset:2; depth:2;', IP() / UDP(dport=53), True),
+        ('udp.hdr; content:"|00 35|";', IP() / TCP(dport=53), False),  # no UDP header
+        ('udp.hdr; to_lowercase; content:"|00 35|"; offset:2;', IP() / UDP(dport=53), True),
+    ],
+)
+def test_header_buffers(options: str, packet: object, expected: bool) -> None:
+    data = raw(packet)
+    sig = rule(options)
+    assert contents_match(sig, {"pkt": b"", IP_PACKET: data, **header_buffers(data)}) is expected
+    assert sig.header and sig.app == ""
+
+
+def test_header_buffers_through_the_engine() -> None:
+    rules = (
+        'alert tcp any any -> any any (msg:"syn with mss 100"; tcp.hdr; '
+        'content:"|02 04 00 64|"; offset:20; sid:1;)\n'
+        'alert udp any any -> any any (msg:"udp length 9"; udp.hdr; content:"|00 09|"; '
+        "offset:4; depth:2; sid:2;)\n"
+    )
+    src = Ether() / IP(src="10.0.0.8", dst="192.0.2.9")
+    packets = [
+        src / TCP(sport=8, flags="S", options=[("MSS", 100)]),
+        src / TCP(sport=9, flags="S", options=[("MSS", 1460)]),
+        src / UDP(sport=1, dport=9) / b"x",
+        src / UDP(sport=1, dport=9) / b"xy",
+    ]
+    assert sids(inspect(packets, rules)) == [1, 2]
