@@ -525,8 +525,7 @@ class InspectionEngine:
         flow.sel_s = flow.fast_s = sel_s
         flow.sel_c = flow.fast_c = sel_c
         if reads:
-            assert self.streams is not None
-            flow.streams = [None, self.streams.open(seq, True)]
+            flow.streams = [None, (seq + 1) & 0xFFFFFFFF]  # opened on the first payload
         if self._sizes:
             flow.sizes = [seq, (seq + 1) & 0xFFFFFFFF, -1, -1]
         return flow

@@ -99,7 +99,8 @@ class Flow:
         self.fast_c: Any = None
         self.gtp_ok = False  # an inner flow whose tunnel's checks passed
         self.bits: set[str] | None = None  # flowbits set by rules (created on the first)
-        # per direction (index: to_server), the reassembled TCP stream, once a rule reads it
+        # per direction (index: to_server), the reassembled TCP stream once a rule reads it
+        # (before its first payload: the sequence number it starts at)
         self.streams: list[Any] | None = None
         # stream_size: client isn, client next, server isn, server next (-1: not seen yet),
         # once a rule reads them

@@ -229,20 +229,29 @@ def stream_hits(
     """Feed a TCP segment of a direction whose rules read the payload to its stream, and add
     to ``hits`` the rules that match the reassembled stream (``pkt`` as the stream's bytes
     from its start, as Suricata inspects an established flow's stream) but not this packet
-    alone. A rule alerts on a stream once; the rules the packet matched count as reported."""
+    alone. A rule alerts on a stream once; the rules the packet matched count as reported.
+
+    A direction is held as the sequence number of its stream's start (an int in
+    ``flow.streams``) until its first payload: a flow that carries none never costs a
+    ``StreamDirection``."""
     streams = flow.streams
     if streams is None:
         streams = flow.streams = [None, None]
-    stream: StreamDirection | None = streams[to_server]
-    syn = bool(layer.flags & TCP_SYN)
-    if syn or stream is None:
-        if stream is not None:
+    stream: StreamDirection | int | None = streams[to_server]
+    if layer.flags & TCP_SYN:
+        if isinstance(stream, StreamDirection):
             reassembler.close(stream)  # a new connection on the same addresses and ports
-        stream = streams[to_server] = reassembler.open(layer.seq, syn)
-        if syn:
-            return
+        streams[to_server] = (layer.seq + 1) % _MOD
+        return
+    if stream is None:
+        stream = streams[to_server] = layer.seq  # the SYN was not seen
     payload = layer.payload
-    if not payload or (stream.full and not stream.pending):
+    if not payload:
+        return
+    if type(stream) is int:
+        stream = streams[to_server] = StreamDirection(stream)
+    assert isinstance(stream, StreamDirection)
+    if stream.full and not stream.pending:
         return
     reported = stream.reported
     for sig in hits:
