@@ -1648,16 +1648,12 @@ class _Builder:
         self.transforms.setdefault(self.buffer, []).append((name, argument))
 
     # header fields: tests on the packet from its IP header on (fields.py)
-    def _field(
-        self, name: str, value: str | None, field_name: str, maximum: int, negatable: bool = True
-    ) -> None:
+    def _field(self, name: str, value: str | None, field_name: str, maximum: int) -> None:
         text = self._need(name, value).strip()
         try:
             low, high, negated = parse_uint(text, maximum)
         except ValueError as exc:
             raise self.error(f"{name}: {exc}") from None
-        if negated and not negatable:
-            raise self.error(f"{name}: no negation")
         test = FieldTest(field_name, low=low, high=high, negated=negated)
         self.contents.append(Content(b"", buffer=IP_PACKET, head=test))
 
