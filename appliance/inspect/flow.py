@@ -177,7 +177,8 @@ class FlowTable:
             embryo = flows.get(client)
             if embryo is None:
                 return None
-        assert type(embryo) is tuple and self.hatch is not None
+        if type(embryo) is not tuple or self.hatch is None:
+            return None  # a flow (found by the caller in the index already)
         if ts - embryo[0] > self.idle_timeout:
             del flows[client]
             self.embryos -= 1

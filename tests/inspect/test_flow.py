@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from appliance.inspect.decode import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_SYN, Layer
-from appliance.inspect.flow import FlowTable, flow_key
+from appliance.inspect.flow import Flow, FlowTable, flow_key, reverse_tcp_key
 
 A, B = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
 
@@ -67,3 +67,38 @@ def test_lru_cap() -> None:
     assert len(table) == 3 and table.evicted == 8
     assert {flow.client[1] for flow in table.flows.values()} == {9, 7, 99}
     assert len(table.index) == 6  # each flow under both directions' keys
+
+
+def hatch_plain(key: bytes, embryo: tuple[float, int, int]) -> Flow:
+    flow = Flow(key, reverse_tcp_key(key), PROTO_TCP, embryo[0])
+    flow.packets_to_server = 1
+    return flow
+
+
+def test_an_embryo_hatches_from_either_direction_in_its_place() -> None:
+    table = FlowTable(max_flows=3)
+    table.hatch = hatch_plain
+    table.lookup(packet(A, B, 1, 80, TCP_SYN), 0.0)
+    table.add_embryo(flow_key(A, B, 2, 80, PROTO_TCP), 1.0, 100, 0)
+    table.add_embryo(flow_key(A, B, 3, 80, PROTO_TCP), 2.0, 200, 0)
+    assert table.embryos == 2 and len(table) == 3 and len(table.index) == 2
+    assert [f.client[1] for f in table.records()] == [1, 2, 3]
+    assert table.embryos == 2  # records() leaves embryos as they are
+    flow, to_server = table.lookup(packet(B, A, 80, 2, TCP_SYN | TCP_ACK), 1.5)
+    assert not to_server and flow.client == (A, 2) and flow.first_ts == 1.0
+    assert flow.packets_to_server == 1 and flow.packets_to_client == 1
+    assert table.embryos == 1 and list(table.flows)[1] == flow.key  # in the embryo's place
+    table.add_embryo(flow_key(A, B, 4, 80, PROTO_TCP), 4.0, 300, 0)  # evicts port 1's flow
+    assert table.evicted == 1 and len(table) == 3 and len(table.index) == 2
+    assert [f.client[1] for f in table.records()] == [2, 3, 4]
+
+
+def test_an_idle_embryo_expires() -> None:
+    table = FlowTable(idle_timeout=10.0)
+    table.hatch = hatch_plain
+    table.add_embryo(flow_key(A, B, 1, 80, PROTO_TCP), 0.0, 1, 0)
+    assert table.hatched(flow_key(B, A, 80, 1, PROTO_TCP), 20.0) is None
+    assert table.expired == 1 and table.embryos == 0 and len(table) == 0
+    table.add_embryo(flow_key(A, B, 2, 80, PROTO_TCP), 30.0, 1, 0)
+    table.lookup(packet(A, B, 3, 80, TCP_SYN), 45.0)  # the sweep drops the idle embryo
+    assert table.expired == 2 and table.embryos == 0 and len(table) == 1
