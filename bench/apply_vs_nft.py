@@ -15,6 +15,10 @@ bench/RESULTS.md unless --no-append.
 
     sudo .venv/bin/python -m bench.apply_vs_nft [PROFILE] [--runs N]
     sudo .venv/bin/python -m bench.apply_vs_nft --sets 1000000 --delta 100000 --runs 3
+
+``--floor N``: what N IPv4 lines cost in this interpreter at C speed at best (split,
+``inet_aton`` with a round-trip check, sort; then the difference of two such sets of
+integers both ways), the floor under any parse and plan of the whole set in Python.
 """
 
 from __future__ import annotations
@@ -65,8 +69,11 @@ def main() -> int:
     parser.add_argument("--delta", type=int, default=100_000, metavar="D")
     parser.add_argument("--profile-cli", type=Path, metavar="DIR")
     parser.add_argument("--check", action="store_true", help="count the set's elements after")
+    parser.add_argument("--floor", type=int, metavar="N", help="C-speed parse floor of N lines")
     parser.add_argument("--no-append", action="store_true")
     args = parser.parse_args()
+    if args.floor:
+        return floor(args.floor, args.delta)
     ns = f"apbench-{uuid.uuid4().hex[:6]}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
@@ -144,6 +151,34 @@ def run(ns: str, profile: str, runs: int) -> int:
         median = statistics.median(samples)
         print(f"  {label:<44} {median * 1000:8.1f} ms   x{median / base:5.2f} of nft -f")
     Path(script).unlink()
+    return 0
+
+
+def floor(size: int, delta: int) -> int:
+    """The C-speed floor of parsing ``size`` IPv4 lines and planning a ``delta`` change."""
+    import array
+    import socket
+
+    text = "".join(f"{a}\n" for a in addresses(size, seed=size))
+    start = time.perf_counter()
+    lines = text.split()
+    packed = b"".join(map(socket.inet_aton, lines))
+    quads = (packed[i : i + 4] for i in range(0, len(packed), 4))
+    valid = list(map(socket.inet_ntoa, quads)) == lines
+    words = array.array("I", packed)
+    if sys.byteorder == "little":
+        words.byteswap()
+    values = sorted(words)
+    parsed = time.perf_counter()
+    old = set(values)
+    new = set(values[delta // 2 :]) | set(range(1 << 25, (1 << 25) + delta // 2))
+    added, gone = sorted(new - old), sorted(old - new)
+    planned = time.perf_counter()
+    print(
+        f"{size:,} lines: split, inet_aton, checked, sorted {parsed - start:.2f} s "
+        f"(valid: {valid}); the difference both ways ({len(added):,} added, {len(gone):,} "
+        f"gone) {planned - parsed:.2f} s; load average {os.getloadavg()[0]:.1f}"
+    )
     return 0
 
 
