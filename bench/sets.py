@@ -213,7 +213,7 @@ def daemon_memory(ns: str, folder: Path, empty: Path, profile: Path, changed: Pa
     )
 
 
-def bench_size(size: int, folder: Path, family: str = "ipv4") -> Row:
+def bench_size(size: int, folder: Path, family: str = "ipv4", daemon_only: bool = False) -> Row:
     ns = f"setbench-{uuid.uuid4().hex[:6]}"
     appliance = [sys.executable, "-m", "appliance"]
     exec_ns = ["ip", "netns", "exec", ns]
@@ -226,18 +226,23 @@ def bench_size(size: int, folder: Path, family: str = "ipv4") -> Row:
     profile_changed = write_profile(folder, f"changed-{size}", changed, capacity, family)
     empty = write_profile(folder, "empty", [], capacity, family)
     script = folder / f"load-{size}.nft"
-    script.write_text(
-        subprocess.run(
-            [*appliance, "compile", str(profile)], check=True, capture_output=True, text=True
-        ).stdout
-    )
     delta = folder / f"delta-{size}.nft"
-    delta.write_text(
-        f"delete element inet appliance blocklist {{ {', '.join(gone)} }}\n"
-        f"add element inet appliance blocklist {{ {', '.join(extra)} }}\n"
-    )
+    if not daemon_only:
+        script.write_text(
+            subprocess.run(
+                [*appliance, "compile", str(profile)], check=True, capture_output=True, text=True
+            ).stdout
+        )
+        delta.write_text(
+            f"delete element inet appliance blocklist {{ {', '.join(gone)} }}\n"
+            f"add element inet appliance blocklist {{ {', '.join(extra)} }}\n"
+        )
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
+        if daemon_only:
+            daemon = daemon_memory(ns, folder, empty, profile, profile_changed)
+            none, idle = Run(float("nan"), 0), Engine(float("nan"), float("nan"), 0.0, 0)
+            return Row(family, size, none, none, none, none, 0, idle, daemon)
         base = measured([*appliance, "apply", "--netns", ns, str(empty)])
         subprocess.run([*exec_ns, "nft", "delete", "table", "inet", "appliance"], check=True)
         nft_load = measured([*exec_ns, "nft", "-f", str(script)])
@@ -332,6 +337,11 @@ def main() -> int:
     parser.add_argument("--v6-sizes", type=int, nargs="*", default=[100_000])
     parser.add_argument("--png", type=Path, default=REPO / "bench" / "sets.png")
     parser.add_argument("--no-append", action="store_true")
+    parser.add_argument(
+        "--daemon-only",
+        action="store_true",
+        help="only the daemon's memory (no nft -f, apply or engine runs; a quicker run)",
+    )
     args = parser.parse_args()
     # As installed: byte-compiled (the environment may forbid writing bytecode on import).
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "appliance")], check=True)
@@ -339,11 +349,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         runs = [("ipv4", n) for n in args.sizes] + [("ipv6", n) for n in args.v6_sizes]
         for family, size in runs:
-            rows.append(bench_size(size, Path(tmp), family))
-            print("\n".join(table(rows)[-1:] + daemon_table(rows)[-1:]), flush=True)
-    lines = [*table(rows), "", *daemon_table(rows)]
+            rows.append(bench_size(size, Path(tmp), family, args.daemon_only))
+            shown = daemon_table(rows)[-1:]
+            if not args.daemon_only:
+                shown = table(rows)[-1:] + shown
+            print("\n".join(shown), flush=True)
+    lines = daemon_table(rows) if args.daemon_only else [*table(rows), "", *daemon_table(rows)]
     print("\n".join(lines))
-    note = plot(rows, args.png)
+    note = "plot skipped: --daemon-only" if args.daemon_only else plot(rows, args.png)
     print(note)
     if not args.no_append:
         stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -352,7 +365,8 @@ def main() -> int:
             out.write(
                 f"\n## Sets: load and delta against nft -f ({stamp}, load average {load:.1f})\n\n"
                 f"`sudo .venv/bin/python -m bench.sets --sizes {' '.join(map(str, args.sizes))}"
-                f" --v6-sizes {' '.join(map(str, args.v6_sizes))}`"
+                f" --v6-sizes {' '.join(map(str, args.v6_sizes))}"
+                f"{' --daemon-only' if args.daemon_only else ''}`"
                 "\n\n" + "\n".join(lines) + f"\n\n{note}\n"
             )
     return 0

@@ -17,6 +17,7 @@ import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from appliance.daemon import heap
 from appliance.daemon.context import Context
 from appliance.daemon.failsafe import DEFAULT_METRICS_PORT, failsafe_desired
 from appliance.daemon.manager import Manager
@@ -85,6 +86,7 @@ class PolicyManager(Manager):
         except ApplianceError as exc:
             ctx.metrics.apply_total.labels(result="failed").inc()
             ctx.fail(f"apply of {policy.desired.name} ({policy.source}) refused: {exc}")
+            await ctx.kernel(heap.release)
             return False
         elapsed = ctx.clock() - started
         ctx.metrics.apply_seconds.observe(elapsed)
@@ -101,6 +103,8 @@ class PolicyManager(Manager):
         if policy.bundle_version is not None:
             ctx.metrics.policy_version.set(policy.bundle_version)
         await ctx.set_policy(policy)
+        # what loading it left behind (a large set's parse) goes back to the system
+        await ctx.kernel(heap.release)
         ctx.log.info(
             "policy enforced",
             extra={
@@ -178,6 +182,7 @@ class PolicyManager(Manager):
                 policy = await ctx.kernel(load_policy, ctx.config.profile)
             except ApplianceError as exc:
                 ctx.fail(f"reload refused, the running policy stays: {exc}")
+                await ctx.kernel(heap.release)
                 return
             if policy.profile is not None and hub_only(policy.profile):
                 ctx.log.info("reload: a hub-only profile; the running policy stays")
@@ -191,6 +196,8 @@ class PolicyManager(Manager):
                 self._arm_confirm(previous)
             elif self.pending is None:
                 await self.save_last_good()
+            previous = None  # a pending confirm keeps its own reference
+            await ctx.kernel(heap.release)  # the previous policy's elements, once dropped
         finally:
             ctx.notifier.ready(self.status_line())
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 MAX_BYTES = 64 * 1024 * 1024
 DEADLINE_SECONDS = 10.0
-_CHUNK = 1 << 20
+_CHUNK = 1 << 16  # a chunk is split into its lines at once: a few thousand strings at a time
 
 
 class ElementsFileError(ValueError):

@@ -265,7 +265,10 @@ def join(a: Spans, b: Spans) -> Spans:
     return result
 
 
-RUN = 1 << 16  # spans sorted at a time when the input was not in order
+# Spans sorted at a time when the input was not in order. A run is sorted as a list of
+# tuples (120 bytes a span while it lasts): small runs keep that transient small, and with
+# it the interpreter's pools that the tuples leave behind.
+RUN = 1 << 14
 
 
 class Collector:

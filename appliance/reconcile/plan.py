@@ -84,6 +84,7 @@ class Plan:
 def make_plan(desired: Desired, observed: Observed) -> Plan:
     plan = Plan()
     names = sorted(set(desired.elements) | set(desired.hub or ()))
+    share_wanted(desired, observed, names)
     if not observed.present:
         plan.create = True
         for name in names:
@@ -117,6 +118,29 @@ def make_plan(desired: Desired, observed: Observed) -> Plan:
             if trim:
                 plan.trim[name], plan.trimmed[name] = trim, trimmed
     return plan
+
+
+def share_wanted(desired: Desired, observed: Observed, names: Iterable[str]) -> None:
+    """Where a read-back's tagged elements of a set equal what ``desired`` puts there under
+    that tag, the read-back holds the policy's object instead (equal content: one copy of
+    a large set, not two)."""
+    for name in names:
+        tags = observed.tagged.get(name)
+        if not tags:
+            continue
+        for tag, mine in (
+            (PROFILE_TAG, desired.elements.get(name)),
+            (HUB_TAG, (desired.hub or {}).get(name)),
+        ):
+            theirs = tags.get(tag)
+            if (
+                mine is not None
+                and theirs is not None
+                and theirs is not mine
+                and theirs.nbytes() == mine.nbytes()
+                and theirs == mine
+            ):
+                tags[tag] = mine
 
 
 def owned_elements(desired: Desired, observed: Observed, name: str) -> Elements:
