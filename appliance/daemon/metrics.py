@@ -168,6 +168,12 @@ class Metrics:
             "Service-manager notifications dropped because its queue was full",
             registry=registry,
         )
+        self.table_watch_errors = Counter(
+            "appliance_table_watch_errors",
+            "Failures of the table watch it went on after (nft monitor ended and started "
+            "again, a drift hint failed)",
+            registry=registry,
+        )
         self.flow_offload = Gauge(
             "appliance_flow_offload",
             "1 while the enforced table offloads accepted forwarded flows to a flowtable",

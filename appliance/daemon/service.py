@@ -108,7 +108,12 @@ class Daemon:
         self._reload = False
         self._resync = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._monitor = TableMonitor(self._foreign_change, os.getpid(), ctx.log)
+        self._monitor = TableMonitor(
+            self._foreign_change,
+            os.getpid(),
+            ctx.log,
+            on_error=lambda _reason: ctx.metrics.table_watch_errors.inc(),
+        )
         self._monitor_hint: asyncio.TimerHandle | None = None
 
     # ---- events: they only set flags and wake the loop ------------------------------

@@ -105,3 +105,18 @@ def test_a_failed_drift_hint_is_logged_and_the_watch_goes_on() -> None:
     _monitor, told = _watch(failing, lambda m: len(calls) >= 2)
     assert len(calls) >= 2  # still watching after the failure
     assert any("drift hint failed" in r and "refused the repair" in r for r in told)
+
+
+def test_the_daemon_counts_its_table_watch_failures_in_a_metric(tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+
+    from tests.daemon.test_decisions import Rig
+
+    rig = Rig(tmp_path)
+    monitor = rig.daemon._monitor
+    assert monitor.on_error is not None
+    monitor.on_error("nft monitor ended (exit 1); started again in 1 s")
+    monitor.on_error("drift hint failed: RuntimeError()")
+    text = generate_latest(rig.daemon.ctx.metrics.registry).decode()
+    assert "appliance_table_watch_errors_total 2.0" in text
+    rig.daemon.ctx.executor.shutdown(wait=True)
