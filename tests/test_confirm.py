@@ -393,3 +393,25 @@ def test_a_refused_rollback_stops_trying_once_confirmed(tmp_path: Path) -> None:
 
     assert not wait_and_rollback(str(tmp_path), "t", engine, sleep=sleep)
     assert kernel.list_table() == after and len(tries) == 2
+
+
+@pytest.mark.root
+def test_an_apply_that_drops_a_set_rolls_back_with_its_run_time_elements(
+    netns: str, tmp_path: Path
+) -> None:
+    first = tmp_path / "first.toml"
+    first.write_text(small_profile("first", ["203.0.113.0/24"]))
+    assert run_appliance("apply", "--netns", netns, str(first)).returncode == 0
+    for value in ("192.0.2.7", "198.51.100.0/25"):
+        added = run_appliance("set", "add", "--netns", netns, "blocklist", value)
+        assert added.returncode == 0, added.stderr
+    before = _listing(netns)
+    _without_blocklist(tmp_path)  # writes gone.toml: the blocklist and its rule dropped
+    state = tmp_path / "state"
+    result = run_appliance(
+        "apply", "--netns", netns, "--state-dir", str(state), "--confirm", "1s",
+        str(tmp_path / "gone.toml"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    wait_until(lambda: not pending_path(str(state)).exists(), timeout=30)
+    assert _listing(netns) == before  # the set is back with its run-time elements
