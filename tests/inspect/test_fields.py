@@ -33,6 +33,7 @@ from appliance.inspect.rules import Signature, Variables, parse_rules
 from tests.inspect.traffic import inspect, sids
 
 VARS = Variables.from_networks([ipaddress.ip_network("10.0.0.0/8")])
+ETH = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")  # no ARP lookups
 
 
 def rule(options: str) -> Signature:
@@ -148,22 +149,20 @@ def test_header_keywords_on_crafted_traffic() -> None:
     udp = UDP(sport=999, dport=7) / b"probe"
     tcp = TCP(sport=5, dport=80, flags="PA") / b"hi"
     packets = [
-        Ether() / IP(src="10.0.0.5", dst="192.0.2.9", ttl=2) / udp,
-        Ether() / IP(src="10.0.0.5", dst="192.0.2.9", ttl=64) / udp,
-        Ether() / IPv6(src="fc00::5", dst="fc00::9", hlim=1) / udp,
-        Ether()
+        ETH / IP(src="10.0.0.5", dst="192.0.2.9", ttl=2) / udp,
+        ETH / IP(src="10.0.0.5", dst="192.0.2.9", ttl=64) / udp,
+        ETH / IPv6(src="fc00::5", dst="fc00::9", hlim=1) / udp,
+        ETH
         / IP(src="10.0.0.6", dst="192.0.2.9")
         / TCP(sport=6, dport=80, flags="PA", window=512)
         / b"hi",
-        Ether() / IP(src="10.0.0.7", dst="192.0.2.9") / tcp,  # scapy's window: 8192
+        ETH / IP(src="10.0.0.7", dst="192.0.2.9") / tcp,  # scapy's window: 8192
         # header keywords alone, on bare SYNs and on any IP packet
-        Ether()
-        / IP(src="10.0.0.8", dst="192.0.2.9")
-        / TCP(sport=8, flags="S", options=[("MSS", 100)]),
-        Ether()
+        ETH / IP(src="10.0.0.8", dst="192.0.2.9") / TCP(sport=8, flags="S", options=[("MSS", 100)]),
+        ETH
         / IP(src="10.0.0.8", dst="192.0.2.9")
         / TCP(sport=9, flags="S", options=[("MSS", 1460)]),
-        Ether() / IP(src="10.0.0.9", dst="192.0.2.9", ttl=1, proto=47) / (b"x" * 8),
+        ETH / IP(src="10.0.0.9", dst="192.0.2.9", ttl=1, proto=47) / (b"x" * 8),
     ]
     assert sids(inspect(packets, rules)) == [1, 1, 4, 2, 3, 4]  # 4: the IPv6 hop limit 1
 
@@ -210,7 +209,7 @@ def test_header_buffers_through_the_engine() -> None:
         'alert udp any any -> any any (msg:"udp length 9"; udp.hdr; content:"|00 09|"; '
         "offset:4; depth:2; sid:2;)\n"
     )
-    src = Ether() / IP(src="10.0.0.8", dst="192.0.2.9")
+    src = ETH / IP(src="10.0.0.8", dst="192.0.2.9")
     packets = [
         src / TCP(sport=8, flags="S", options=[("MSS", 100)]),
         src / TCP(sport=9, flags="S", options=[("MSS", 1460)]),

@@ -20,6 +20,7 @@ from appliance.inspect.rules import Signature, Variables, load_rules, parse_rule
 from tests.inspect.traffic import http_get, inspect, sids, tcp_session
 
 VARS = Variables.from_networks([ipaddress.ip_network("10.0.0.0/8")])
+ETH = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")  # no ARP lookups
 
 
 def rule(options: str) -> Signature:
@@ -171,7 +172,7 @@ def test_transformations_on_crafted_traffic() -> None:
     )
     request = http_get("/%41dmin/Panel", headers="X-EVIL: Yes\r\n")
     packets = tcp_session("10.0.0.5", "198.51.100.7", 40000, 80, [request])
-    query = Ether() / IP(src="10.0.0.5", dst="198.51.100.53") / UDP(sport=5353, dport=53)
+    query = ETH / IP(src="10.0.0.5", dst="198.51.100.53") / UDP(sport=5353, dport=53)
     packets.append(query / DNS(rd=1, qd=DNSQR(qname="WWW.Example.ORG")))
     packets.append(query / DNS(rd=1, qd=DNSQR(qname="www.notexample.org")))
     assert sorted(sids(inspect(packets, rules))) == [1, 2, 3]
