@@ -278,6 +278,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     desired = _desired(args.profile, here=True)
     engine = _engine()
+    _recall_applied(args, engine)
     plan = engine.plan(desired)
     segments = engine.plan_segments(desired)
     lines = plan.describe() + (segments.describe() if segments is not None else [])

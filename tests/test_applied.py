@@ -133,6 +133,8 @@ def test_apply_keeps_its_record_and_repairs_what_another_writer_changed(
     apply()
     record = applied.record_path(state, netns)
     assert record.exists()
+    plan = run_appliance("plan", "--netns", netns, "--state-dir", str(state), str(profile))
+    assert plan.returncode == 0 and plan.stdout.startswith("no changes"), plan.stdout
     listing.write_text("\n".join(elements[10:]) + "\n10.99.0.1\n")
     apply()  # from the record: the delta only
     assert held() == set(elements[10:]) | {"10.99.0.1"}
