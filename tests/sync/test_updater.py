@@ -73,3 +73,6 @@ def test_the_root_chain_is_asked_for_only_past_the_root_the_hub_announces(tmp_pa
     assert served[:3] == ["timestamp.json", "2.root.json", "3.root.json"]
     assert trusted.root.version == 2 and trusted.targets is not None
     assert trusted.targets.target("bundle.json") is not None
+    # A hub announcing a root it does not have gets asked for it, and nothing changes.
+    update(7)
+    assert served[:2] == ["timestamp.json", "3.root.json"] and trusted.root.version == 2
