@@ -7,6 +7,11 @@ Verification order (the first failure wins, and names one result of the sync voc
 the size, a signature by a trusted key (before anything parses the bytes), the schema and
 the profile, the expiry (no grace), the version against the running one (rollback), and for
 ``add``/``del`` deltas the base version.
+
+A set's elements are packed (:class:`~appliance.model.elements.Elements`) as soon as they
+are read, one array of the document at a time: a bundle with a 1,000,000-element set holds
+them as the profile's own sets are held, never as a tuple of texts. The signature and the
+hash cover the exact bytes, checked before anything is parsed.
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ from typing import Any, Final, Literal, get_args
 
 from appliance.errors import ProfileError, UsageError
 from appliance.model.elements import Elements
+from appliance.model.intervals import Collector, width_of
 from appliance.model.parse import parse_profile
 from appliance.model.profile import Profile, SetSpec
-from appliance.model.values import canonical_element, merge_overlaps
+from appliance.model.values import canonical_element, element_bounds, merge_overlaps
 from appliance.sync.keys import PrivateKey, PublicKey
 from appliance.sync.transport import TransportFailure
 from appliance.units import parse_duration
@@ -90,23 +96,24 @@ class WrongBase(BundleError):
 @dataclass(frozen=True)
 class SetDelta:
     base: int
-    add: tuple[str, ...]
-    delete: tuple[str, ...]
+    add: Elements
+    delete: Elements
 
 
 @dataclass(frozen=True)
 class Bundle:
     """A parsed, signature-checked bundle.
 
-    ``elements`` holds each set's hub elements as they stand after this bundle (a delta
-    resolved against the running bundle); ``deltas`` the sets this bundle changed by delta.
+    ``elements`` holds each set's hub elements (packed) as they stand after this bundle (a
+    delta resolved against the running bundle); ``deltas`` the sets this bundle changed by
+    delta.
     """
 
     version: int
     expires: float  # seconds since the epoch
     profile_doc: dict[str, Any]
     profile: Profile
-    elements: dict[str, tuple[str, ...]]
+    elements: dict[str, Elements]
     deltas: dict[str, SetDelta] = field(default_factory=dict)
     sha256: str = ""
     data: bytes = b""
@@ -126,12 +133,11 @@ class Bundle:
         """The bundle's profile with the hub's elements added to its sets' own."""
         sets: list[SetSpec] = []
         for spec in self.profile.sets:
-            hub = self.elements.get(spec.name, ())
+            hub = self.elements.get(spec.name)
             if not hub:
                 sets.append(spec)
                 continue
-            merged = spec.elements.merge(Elements.of(spec.type, spec.interval, hub))
-            sets.append(dataclasses.replace(spec, elements=merged))
+            sets.append(dataclasses.replace(spec, elements=spec.elements.merge(hub)))
         return dataclasses.replace(self.profile, sets=tuple(sets))
 
     def resolved_document(self) -> dict[str, Any]:
@@ -213,11 +219,7 @@ def canonical_set_elements(
 ) -> list[str]:
     """Elements for the profile's set ``name``, canonical and deduplicated (with ``merge``,
     overlaps merged in interval sets); ValueError naming the offending item."""
-    try:
-        spec = profile.set(name)
-    except KeyError:
-        known = ", ".join(s.name for s in profile.sets) or "none"
-        raise ValueError(f"{name!r} is not a set of the profile (its sets: {known})") from None
+    spec = _set_of(profile, name)
     out: dict[str, None] = {}
     for i, item in enumerate(items):
         try:
@@ -226,6 +228,38 @@ def canonical_set_elements(
             place = where or f"{name}[{i}]"
             raise ValueError(f"{place}: {exc}") from None
     return merge_overlaps(spec.type, list(out)) if spec.interval and merge else list(out)
+
+
+def packed_set_elements(
+    profile: Profile, name: str, items: Iterable[object], where: str = ""
+) -> Elements:
+    """:func:`canonical_set_elements` packed as they come (no list of texts): overlapping
+    and adjacent ranges of an interval set merged, as the kernel holds them."""
+    spec = _set_of(profile, name)
+    width = width_of(spec.type)
+    collector = Collector(width) if width is not None else None
+    names: dict[str, None] = {}
+    for i, item in enumerate(items):
+        try:
+            text = canonical_element(spec.type, spec.interval, item)
+            if collector is None:
+                names.setdefault(text)
+            else:
+                collector.add(*element_bounds(spec.type, text))
+        except ValueError as exc:
+            place = where or f"{name}[{i}]"
+            raise ValueError(f"{place}: {exc}") from None
+    if collector is None:
+        return Elements(spec.type, spec.interval, names=names)
+    return Elements(spec.type, spec.interval, collector.finish())
+
+
+def _set_of(profile: Profile, name: str) -> SetSpec:
+    try:
+        return profile.set(name)
+    except KeyError:
+        known = ", ".join(s.name for s in profile.sets) or "none"
+        raise ValueError(f"{name!r} is not a set of the profile (its sets: {known})") from None
 
 
 def read_element_lines(text: str, filename: str) -> list[tuple[str, str]]:
@@ -280,17 +314,18 @@ def build_delta(full_data: bytes, old: Bundle, base_dir: Path) -> bytes:
         raise ValueError(f"version {new.version} is not above the base version {old.version}")
     sets: dict[str, Any] = {}
     for name in sorted(set(new.elements) | set(old.elements)):
-        before = old.elements.get(name, ())
-        after = new.elements.get(name, ())
-        if name not in new.elements:
+        before = old.elements.get(name)
+        after = new.elements.get(name)
+        if after is None:
+            assert before is not None
             sets[name] = {"base": old.version, "add": [], "del": list(before)}
             continue
-        before_set = set(before)
-        after_set = set(after)
-        sets[name] = {
+        if before is None:
+            before = after.minus(after)
+        sets[name] = {  # by value: what is added, what is taken away
             "base": old.version,
-            "add": [e for e in after if e not in before_set],
-            "del": [e for e in before if e not in after_set],
+            "add": list(_without(after, before)),
+            "del": list(_without(before, after)),
         }
     document = {
         "version": new.version,
@@ -447,7 +482,7 @@ def parse_bundle(data: bytes, base_dir: Path, max_bytes: int = MAX_BUNDLE_BYTES)
     sets_doc = doc.get("sets", {})
     if not isinstance(sets_doc, dict):
         raise BundleError(MALFORMED, "sets: expected an object")
-    elements: dict[str, tuple[str, ...]] = {}
+    elements: dict[str, Elements] = {}
     deltas: dict[str, SetDelta] = {}
     for name, spec in sets_doc.items():
         where = f"sets.{name}"
@@ -457,11 +492,9 @@ def parse_bundle(data: bytes, base_dir: Path, max_bytes: int = MAX_BUNDLE_BYTES)
         try:
             if keys == {"full"}:
                 items = _string_list(spec["full"], f"{where}.full")
-                # Overlaps are merged where the hub's elements meet the profile's own
-                # (effective_profile), not here: a bundle is parsed on every fetch.
-                elements[name] = tuple(
-                    canonical_set_elements(profile, name, items, where, merge=False)
-                )
+                elements[name] = packed_set_elements(profile, name, items, where)
+                del items
+                spec["full"] = []  # the texts go as soon as they are packed
             elif keys == {"base", "add", "del"}:
                 base = spec["base"]
                 if isinstance(base, bool) or not isinstance(base, int) or base < 1:
@@ -470,13 +503,13 @@ def parse_bundle(data: bytes, base_dir: Path, max_bytes: int = MAX_BUNDLE_BYTES)
                     raise BundleError(
                         MALFORMED, f"{where}.base: {base} is not below the version {version}"
                     )
-                add = canonical_set_elements(
+                add = packed_set_elements(
                     profile, name, _string_list(spec["add"], f"{where}.add"), where
                 )
-                delete = canonical_set_elements(
+                delete = packed_set_elements(
                     profile, name, _string_list(spec["del"], f"{where}.del"), where
                 )
-                deltas[name] = SetDelta(base, tuple(add), tuple(delete))
+                deltas[name] = SetDelta(base, add, delete)
             else:
                 raise BundleError(
                     MALFORMED,
@@ -504,11 +537,12 @@ def parse_bundle(data: bytes, base_dir: Path, max_bytes: int = MAX_BUNDLE_BYTES)
     )
 
 
-def _check_sizes(profile: Profile, elements: Mapping[str, Sequence[str]]) -> None:
+def _check_sizes(profile: Profile, elements: Mapping[str, Elements]) -> None:
     for spec in profile.sets:
         if spec.size is None:
             continue
-        total = len(set(spec.elements) | set(elements.get(spec.name, ())))
+        hub = elements.get(spec.name)
+        total = len(spec.elements.merge(hub) if hub else spec.elements)
         if total > spec.size:
             raise BundleError(
                 MALFORMED, f"sets.{spec.name}: {total} elements do not fit in size = {spec.size}"
@@ -527,28 +561,33 @@ def resolve_delta(bundle: Bundle, running: Bundle | None) -> Bundle:
     if running is None or running.version != base:
         have = "no bundle" if running is None else f"version {running.version}"
         raise WrongBase(APPLY_FAILED, f"delta on wrong base: base {base}, running {have}")
-    elements: dict[str, tuple[str, ...]] = {}
+    elements: dict[str, Elements] = {}
     for spec in bundle.profile.sets:
         name = spec.name
-        before = running.elements.get(name, ())
+        before = running.elements.get(name)
         delta = bundle.deltas.get(name)
         if delta is None:
             if before:
                 elements[name] = before
             continue
-        gone = set(delta.delete)
-        kept = dict.fromkeys(e for e in before if e not in gone)
-        kept.update(dict.fromkeys(e for e in delta.add if e not in gone))
-        items = list(kept)
-        if spec.interval:
-            items = merge_overlaps(spec.type, items)
-        if items:
-            elements[name] = tuple(items)
+        kept = _without(delta.add, delta.delete)
+        if before is not None and before.set_type == kept.set_type:
+            kept = _without(before, delta.delete).merge(kept)
+        if kept:
+            elements[name] = kept
     try:
         _check_sizes(bundle.profile, elements)
     except BundleError as exc:
         raise BundleError(APPLY_FAILED, exc.reason) from None
     return dataclasses.replace(bundle, elements=elements)
+
+
+def _without(items: Elements, gone: Elements) -> Elements:
+    """``items`` less every value ``gone`` covers (a range deleted from an interval set
+    takes what it covers, however the set's elements were cut or merged)."""
+    if items.spans is None or gone.spans is None:
+        return items.minus(gone)
+    return Elements(items.set_type, items.interval, items.spans.difference(gone.spans))
 
 
 # --------------------------------------------------------------------------------------

@@ -62,7 +62,9 @@ def test_valid_bundle_applies(key1: keys.PrivateKey) -> None:
     assert verdict.result == B.APPLIED
     assert verdict.key_id == key1.public.id
     assert verdict.bundle is not None
-    assert verdict.bundle.elements == {"blocklist": ("192.0.2.0/24",)}
+    assert {k: tuple(v) for k, v in verdict.bundle.elements.items()} == {
+        "blocklist": ("192.0.2.0/24",)
+    }
     profile = verdict.bundle.effective_profile()
     assert tuple(profile.set("blocklist").elements) == ("192.0.2.0/24",)
 
@@ -185,7 +187,7 @@ def test_delta_on_the_running_base(key1: keys.PrivateKey) -> None:
     assert verdict.result == B.APPLIED
     assert verdict.bundle is not None
     assert set(verdict.bundle.elements["blocklist"]) == {"192.0.2.2", "198.51.100.7"}
-    assert verdict.bundle.deltas["blocklist"].add == ("198.51.100.7",)
+    assert tuple(verdict.bundle.deltas["blocklist"].add) == ("198.51.100.7",)
     resolved = B.parse_bundle(B.encode_document(verdict.bundle.resolved_document()), ROOT)
     assert resolved.elements == verdict.bundle.elements
 
@@ -210,7 +212,8 @@ def test_build_delta_round_trip(key1: keys.PrivateKey) -> None:
     assert doc["sets"]["blocklist"] == {"base": 1, "add": ["192.0.2.3"], "del": ["192.0.2.1"]}
     verdict = check(delta, sign(delta, key1), [key1.public], old)
     assert verdict.bundle is not None
-    assert sorted(verdict.bundle.elements["blocklist"]) == ["192.0.2.2", "192.0.2.3"]
+    # adjacent elements of an interval set merged, as the kernel holds them
+    assert list(verdict.bundle.elements["blocklist"]) == ["192.0.2.2/31"]
 
 
 def _doc(**changes: object) -> bytes:
@@ -303,3 +306,60 @@ def test_any_flipped_bit_is_refused(position: int, bit: int) -> None:
 _SIGNING_KEY = keys.generate()
 _SIGNED_DATA = build(1, ["192.0.2.1"], expires=NOW + 60)
 _SIGNED_SIG = sign(_SIGNED_DATA, _SIGNING_KEY)
+
+
+def _hosts(count: int, seed: int) -> list[str]:
+    import random
+
+    picked = random.Random(seed).sample(range(1 << 24), count)
+    return [f"10.{v >> 16}.{(v >> 8) & 255}.{v & 255}" for v in picked]
+
+
+def test_large_set_is_packed_and_applies_the_same_elements(key1: keys.PrivateKey) -> None:
+    from appliance.model.elements import Elements
+    from appliance.reconcile.state import desired_with_hub
+
+    texts = [*_hosts(50_000, seed=7), "192.0.2.0/24", "192.0.2.7", "198.51.100.0/25"]
+    data = build(3, texts, expires=NOW + 60)
+    verdict = check(data, sign(data, key1), [key1.public])
+    assert verdict.result == B.APPLIED and verdict.bundle is not None
+    held = verdict.bundle.elements["blocklist"]
+    assert held.spans is not None  # packed: words, not a text per element
+    assert held.nbytes() <= 8 * len(held)
+    # the elements the kernel gets are those the texts name, overlaps merged
+    expected = Elements.of("ipv4_addr", True, texts)
+    assert held == expected
+    bundle = verdict.bundle
+    desired = desired_with_hub(bundle.profile, bundle.effective_profile())
+    assert desired.hub is not None and desired.hub["blocklist"] == expected
+    assert not desired.elements["blocklist"]
+    # kept as the store keeps it and read again: the same
+    again = B.parse_bundle(B.encode_document(bundle.resolved_document()), ROOT)
+    assert again.elements == bundle.elements
+
+
+def test_large_set_tampered_is_refused(key1: keys.PrivateKey) -> None:
+    texts = _hosts(20_000, seed=8)
+    data = build(3, texts, expires=NOW + 60)
+    sig = sign(data, key1)
+    victim = texts[12_345].encode()
+    at = data.index(b'"' + victim + b'"') + 1
+    swapped = b"10.255.255.255"[: len(victim)].ljust(len(victim), b"0")
+    tampered = data[:at] + swapped + data[at + len(victim) :]
+    assert len(tampered) == len(data) and tampered != data
+    verdict = check(tampered, sig, [key1.public])
+    assert verdict.result == B.BAD_SIGNATURE and verdict.bundle is None
+    # a set array cut short (an element dropped) is refused the same way
+    dropped = data.replace(b'"' + victim + b'",', b"", 1)
+    assert check(dropped, sig, [key1.public]).result == B.BAD_SIGNATURE
+
+
+def test_large_set_delta_by_value(key1: keys.PrivateKey) -> None:
+    texts = _hosts(20_000, seed=9)
+    old = B.parse_bundle(build(1, texts, expires=NOW + 60), ROOT)
+    changed = texts[1000:] + _hosts(1_000, seed=10)
+    full = build(2, changed, expires=NOW + 60)
+    delta = B.build_delta(full, old, ROOT)
+    verdict = check(delta, sign(delta, key1), [key1.public], old)
+    assert verdict.result == B.APPLIED and verdict.bundle is not None
+    assert verdict.bundle.elements == B.parse_bundle(full, ROOT).elements
