@@ -139,10 +139,10 @@ class SynFlood:
         # table), else the count goes up in place (the window's start keeps its order)
         period = self.period
         limit = self.limit
+        first = (ts, 1, False)
         table = self._by_src
-        by_src = table.get(src)
-        if by_src is None:
-            by_src = table[src] = (ts, 1, False)
+        by_src = table.setdefault(src, first)
+        if by_src is first:
             if len(table) > self._tracked:
                 table.popitem(last=False)
         elif ts - by_src[0] >= period or ts < by_src[0]:
@@ -151,9 +151,8 @@ class SynFlood:
         else:
             by_src = table[src] = (by_src[0], by_src[1] + 1, by_src[2])
         table = self._by_dst
-        by_dst = table.get(dst)
-        if by_dst is None:
-            by_dst = table[dst] = (ts, 1, False)
+        by_dst = table.setdefault(dst, first)
+        if by_dst is first:
             if len(table) > self._tracked:
                 table.popitem(last=False)
         elif ts - by_dst[0] >= period or ts < by_dst[0]:

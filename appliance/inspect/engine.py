@@ -284,6 +284,10 @@ class InspectionEngine:
         self.dns_tunnel = detectors.DnsTunnel(d.dns_tunnel) if d.dns_tunnel else None
         self.gtp = detectors.GtpAnomaly(d.gtp) if d.gtp else None
         self._syn_detectors = bool(self.port_scan or self.syn_flood)
+        # bound once for the new-flow path
+        self._allow = self.thresholds.allow
+        self._scan_syn = self.port_scan.syn if self.port_scan is not None else None
+        self._flood_syn = self.syn_flood.syn if self.syn_flood is not None else None
         self._index = self.flows.index
         self._idle_timeout = config.idle_timeout
         self._fast = config.fast_path
@@ -455,13 +459,13 @@ class InspectionEngine:
         dst = data[30:34]
         fired: list[Signature] | None = None
         for sig in alerting:
-            if sig.threshold is None or self.thresholds.allow(sig.sid, sig.threshold, src, dst, ts):
+            if sig.threshold is None or self._allow(sig.sid, sig.threshold, src, dst, ts):
                 if fired is None:
                     fired = [sig]
                 else:
                     fired.append(sig)
-        scan = self.port_scan.syn(ts, src, dport) if self.port_scan is not None else None
-        flood = self.syn_flood.syn(ts, src, dst) if self.syn_flood is not None else None
+        scan = self._scan_syn(ts, src, dport) if self._scan_syn is not None else None
+        flood = self._flood_syn(ts, src, dst) if self._flood_syn is not None else None
         if fired is None and scan is None and flood is None:
             return _NO_ALERTS
         flow = self.flows.hatched(key, ts)
