@@ -12,7 +12,8 @@ for a zone interface that has appeared since:
   the flowtable and its rule. A hub's policy gets it with the next bundle or reload.
 
 A refused hook is logged once per link and policy (the link stays on the forward path). A
-link that goes away leaves the flowtable by itself (the kernel removes it).
+link that goes away leaves the flowtable by itself (the kernel removes it) and the list
+of hooked links (status); made again, it is hooked again.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ class OffloadLinks(Manager):
         if policy is None or policy.profile is None or not policy.profile.defaults.offload:
             return
         found = offload_for(policy.profile).devices
+        if any(d not in found for d in policy.offloaded):  # gone: the kernel unhooked them
+            policy.offloaded = tuple(d for d in policy.offloaded if d in found)
+            self.ctx.metrics.flow_offload.set(1 if policy.offloaded else 0)
         new = [d for d in found if d not in policy.offloaded and d not in self.tried]
         if not new:
             return

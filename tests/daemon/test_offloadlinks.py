@@ -60,6 +60,12 @@ def test_a_zone_link_that_appears_is_hooked_without_a_swap(
         await rig.tick(resync=True)  # and the read-back sees no drift in it
         assert sum(rig.status()["drift_repairs"].values()) == 0
         assert len(_hooks(rig)) == 1
+        links.remove("uplink7")  # gone (the kernel unhooks it), then made again
+        await rig.tick()
+        assert rig.status()["offload"]["devices"] == ["r0", "r1"]
+        links.append("uplink7")
+        await rig.tick()
+        assert _hooks(rig) == [["uplink7"], ["uplink7"]]
 
     rig.run(scenario)
 
