@@ -14,7 +14,9 @@ The reference is one client alone in the same run; the ratio says what a fleet c
 "Seen by all" is the time until the last client had verified the new version; the CPU per
 round of the hub and of the clients, divided by the cores, is the shortest round this machine
 allows. ``--light`` keeps the requests and drops the clients' work (nothing verified or
-stored): what is left is the hub's share. ``--tuf`` publishes and verifies with TUF roles;
+stored): what is left is the hub's share (with ``--tuf``, the TUF client's requests: the
+long poll on ``timestamp.json``, the next root unless the hub says it has none, snapshot,
+targets, the bundle by its hash, the status). ``--tuf`` publishes and verifies with TUF roles;
 ``--nginx PERIOD`` measures plain conditional polling of nginx instead.
 
     .venv/bin/python -m bench.fleet [--clients 1 100 1000] [--rounds 3] [--workers 2]
