@@ -182,6 +182,8 @@ class Engine:
         self.known: Known | None = None
         self.recalled: set[str] = set()
         self.refilled: set[str] = set()  # sets the last change flushed and refilled
+        # the kept sets after a structural change (a swap leaves no quiet read-back)
+        self.swapped: Known | None = None
 
     def observe(self) -> Observed:
         structure = getattr(self.backend, "list_structure", None)
@@ -228,6 +230,9 @@ class Engine:
         last change or read-back stands for the kernel (the generation is its own), for a
         later process to start from (:attr:`known`). None: it does not stand."""
         quiet = self.quiet
+        if quiet is None and self.swapped is not None:
+            swapped = self.swapped
+            return swapped if self._generation() == swapped.generation else None
         if quiet is None or quiet.observed.objects is None:
             return None
         if self._generation() != quiet.generation:
@@ -317,6 +322,7 @@ class Engine:
     def converge(self, desired: Desired) -> tuple[Plan, Observed, SegmentPlan | None]:
         segments = self.plan_segments(desired)
         done = self._segment_steps(segments.apply) if segments is not None else []
+        self.swapped = None
         try:
             generation = self._generation()
             quiet = self.quiet
@@ -350,6 +356,8 @@ class Engine:
                     self.set_shapes.clear()
                 self._carry_out(plan, desired, observed)
                 self._after_delta(generation, plan, desired, observed)
+                if plan.swap:
+                    self.swapped = self._known_after_swap(generation, plan, desired, observed)
             elif generation is not None and (
                 self.quiet is None or self.quiet.desired is not desired
             ):
@@ -531,6 +539,48 @@ class Engine:
             for elem in kept:
                 after.elements.setdefault(name, {})[elem.text] = elem
         self.quiet = Quiet(before + self.transactions, desired, after, self._quiet_until(after))
+
+    def _known_after_swap(
+        self, before: int | None, plan: Plan, desired: Desired, observed: Observed
+    ) -> Known | None:
+        """After a structural change that was the only transaction since ``observed``: the
+        sets it kept (the same handle), with what they hold now: their elements as they
+        were if the change left them alone, the policy's elements if they hold only those.
+        New and redefined sets are left out (read again by the next process)."""
+        structure = getattr(self.backend, "list_structure", None)
+        if before is None or structure is None or self.sets is None:
+            return None
+        after = before + self.transactions
+        if self._generation() != after:
+            return None
+        listing: list[Json] | None = structure()  # the structure only: the new handles
+        old = {
+            body["name"]: body.get("handle")
+            for obj in observed.objects or []
+            if (body := obj.get("set")) is not None
+        }
+        whole = self._wholly_profile(plan, desired, observed)
+        known = Known(after, {}, {}, {})
+        for obj in listing or []:
+            body = obj.get("set")
+            if body is None or width_of(body["type"]) is None:
+                continue
+            name, handle = body["name"], body.get("handle")
+            if "timeout" in body.get("flags", []) or not isinstance(handle, int):
+                continue
+            if old.get(name) != handle or name in plan.trim:
+                continue
+            if name in plan.add or name in plan.delete:
+                if name not in whole:
+                    continue
+                wanted = desired.elements.get(name) or desired.empty(name)
+                known.tagged[name] = {PROFILE_TAG: wanted}
+                known.elements[name] = {}
+            else:
+                known.tagged[name] = dict(observed.tagged.get(name, {}))
+                known.elements[name] = dict(observed.elements.get(name, {}))
+            known.handles[name] = handle
+        return known if self._generation() == after else None
 
     @staticmethod
     def _wholly_profile(plan: Plan, desired: Desired, observed: Observed) -> set[str]:

@@ -148,6 +148,12 @@ def test_apply_keeps_its_record_and_repairs_what_another_writer_changed(
     assert record.exists()  # it stands for the other sets
     apply()  # the run-time element is read with its set and kept
     assert held() == set(elements[10:]) | {"10.99.0.1", "10.98.0.1"}
+    profile.write_text(profile.read_text().replace('name = "ssh"', 'name = "ssh-new"'))
+    apply()  # a structural change: the kept set stays in the record
+    assert record.exists()
+    plan = run_appliance("plan", "--netns", netns, "--state-dir", str(state), str(profile))
+    assert plan.returncode == 0 and plan.stdout.startswith("no changes"), plan.stdout
+    assert held() == set(elements[10:]) | {"10.99.0.1", "10.98.0.1"}
 
 
 def test_records_of_namespaces_that_are_gone_are_removed(
@@ -191,3 +197,21 @@ def test_a_set_command_after_another_writer_forgets_the_record(tmp_path: Path) -
                                      "elem": [8080]}}}])  # fmt: skip
     applied.set_changed(tmp_path, None, "ports", before, kernel.gen)
     assert not applied.record_path(tmp_path, None).exists()
+
+
+def test_after_a_structural_change_the_kept_sets_are_kept_in_the_record(tmp_path: Path) -> None:
+    kernel = Counted()
+    first = addresses(0, N)
+    _apply(kernel, tmp_path, first)
+    changed = first[50:] + addresses(2 * N + 1, 50)
+    engine, _sets = _engine(kernel, tmp_path)
+    plan, _segments = engine.apply(desired(changed, extra_rule=True))  # a rule more: a swap
+    assert plan.swap
+    applied.save(tmp_path, None, engine.known_now())
+    known = applied.load(tmp_path, None)
+    assert known is not None and "bl" in known.handles
+    assert set(known.tagged["bl"]["profile"]) == set(changed)
+    engine, sets = _engine(kernel, tmp_path)
+    assert not engine.plan(desired(changed, extra_rule=True)).changed
+    assert sets.dumps == 0 and "bl" in engine.recalled
+    assert kernel.element_texts("bl") == set(changed)
