@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -104,9 +105,13 @@ def run(ns: str, profile: str, runs: int) -> int:
     def nft_f() -> None:
         subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", script], check=True)
 
+    state = tempfile.mkdtemp(prefix="apbench-state-")  # the apply's record: not the host's
+
     def cli_apply() -> None:
         subprocess.run(
-            [*appliance, "apply", "--netns", ns, profile], check=True, capture_output=True
+            [*appliance, "apply", "--netns", ns, "--state-dir", state, profile],
+            check=True,
+            capture_output=True,
         )
 
     def nothing() -> None:
@@ -151,6 +156,7 @@ def run(ns: str, profile: str, runs: int) -> int:
         median = statistics.median(samples)
         print(f"  {label:<44} {median * 1000:8.1f} ms   x{median / base:5.2f} of nft -f")
     Path(script).unlink()
+    shutil.rmtree(state, ignore_errors=True)
     return 0
 
 
