@@ -7,9 +7,10 @@ with the ruleset generation it left (:class:`appliance.engine.Known`). The next 
 takes them from here while the generation is still that one (no transaction happened
 since, by anyone); once it moved, every set is read from the kernel again.
 
-One file per namespace in the state directory, written atomically: a line of JSON (the
-generation, the namespace's identity, each set's handle, its tags' spans and run-time
-elements) followed by the spans' words (little-endian). The namespace's identity (the boot
+One file per namespace in the state directory, replaced whole (not fsynced: see
+``_replace``): a line of JSON (the generation, the namespace's identity, each set's
+handle, its tags' spans and run-time elements) followed by the spans' words
+(little-endian). The namespace's identity (the boot
 and the namespace's cookie) keeps a record from matching another namespace, the same name
 made anew, or the same namespace after a reboot, whose generation happens to be the same.
 A record that cannot be read is ignored: the sets are read from the kernel. The records of
@@ -18,12 +19,14 @@ named namespaces that no longer exist are removed when a record is written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import socket
 import struct
 import sys
+import tempfile
 from array import array
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,6 @@ from appliance.engine import Known
 from appliance.model.elements import Elements
 from appliance.model.intervals import Spans
 from appliance.reconcile.state import Element
-from appliance.storage import atomic_write_parts
 
 FORMAT = 1
 NETNS_DIR = Path("/run/netns")
@@ -95,9 +97,26 @@ def save(state_dir: str | os.PathLike[str], netns: str | None, known: Known | No
         runtime = [[e.text, e.comment] for e in known.elements.get(name, {}).values()]
         sets[name] = {"handle": handle, "tags": tags, "runtime": runtime}
     header = {"format": FORMAT, "identity": here, "generation": known.generation, "sets": sets}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_parts(path, [memoryview(json.dumps(header).encode() + b"\n"), *words])
+    _replace(path, [memoryview(json.dumps(header).encode() + b"\n"), *words])
     _prune(path.parent)
+
+
+def _replace(path: Path, parts: list[memoryview]) -> None:
+    """Write ``path`` whole through a temporary file and a rename, without fsync (on this
+    machine's disk a durable write costs tens of milliseconds, more than a small apply):
+    only a crash of the machine can leave the file torn, and a record of another boot is
+    never taken."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                out.write(part)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def set_changed(
