@@ -17,7 +17,8 @@ allows. ``--light`` keeps the requests and drops the clients' work (nothing veri
 stored): what is left is the hub's share (with ``--tuf``, the TUF client's requests: the
 long poll on ``timestamp.json``, the next root unless the hub says it has none, snapshot,
 targets, the bundle by its hash, the status). ``--tuf`` publishes and verifies with TUF roles;
-``--nginx PERIOD`` measures plain conditional polling of nginx instead.
+``--nginx PERIOD`` measures plain conditional polling of nginx instead (with ``--tuf``, of
+``timestamp.json``, then the TUF files when it changed).
 
     .venv/bin/python -m bench.fleet [--clients 1 100 1000] [--rounds 3] [--workers 2]
         [--tuf | --light | --nginx PERIOD]
@@ -285,10 +286,12 @@ async def light_worker(base: str, first: int, count: int, use_tuf: bool = False)
     await asyncio.gather(*tasks)
 
 
-async def poller(base: str, first: int, count: int, period: float) -> None:
+async def poller(base: str, first: int, count: int, period: float, use_tuf: bool = False) -> None:
     """Plain conditional polling (what a static server sees): each appliance GETs its
     signature file with If-None-Match every ``period`` seconds, at a random phase, over one
-    kept-alive connection, and the bundle when the signature changed."""
+    kept-alive connection, and the bundle when the signature changed. With ``use_tuf``, the
+    file polled is ``timestamp.json``; when it changed, the next root is asked for (a static
+    server announces none), then snapshot, targets and the bundle by the names each gives."""
     import random
     from urllib.parse import urlsplit
 
@@ -297,9 +300,10 @@ async def poller(base: str, first: int, count: int, period: float) -> None:
     requests = 0
     emit = _emitter()
 
-    async def get(
-        stream: tuple[asyncio.StreamReader, asyncio.StreamWriter], path: str, etag: str
-    ) -> tuple[int, str]:
+    Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+    last_body = [b""]
+
+    async def get(stream: Stream, path: str, etag: str) -> tuple[int, str]:
         nonlocal requests
         reader, writer = stream
         condition = f"If-None-Match: {etag}\r\n" if etag else ""
@@ -310,9 +314,23 @@ async def poller(base: str, first: int, count: int, period: float) -> None:
         headers = dict(line.split(": ", 1) for line in head.split("\r\n")[1:] if ": " in line)
         lower = {k.lower(): v for k, v in headers.items()}
         length = int(lower.get("content-length", "0"))
-        if length:
-            await reader.readexactly(length)
+        last_body[0] = await reader.readexactly(length) if length else b""
         return status, lower.get("etag", "")
+
+    watched = "timestamp.json" if use_tuf else "bundle.json.sig"
+
+    async def follow(stream: Stream, name: str, etag: str) -> str:
+        """After a change: what the client fetches next; the bundle's new ETag (pair)."""
+        if not use_tuf:
+            return (await get(stream, name + "bundle.json", etag))[1]
+        meta = json.loads(last_body[0])["signed"]["meta"]
+        await get(stream, name + "2.root.json", "")  # 404: the root stays 1
+        await get(stream, f"{name}{meta['snapshot.json']['version']}.snapshot.json", "")
+        meta = json.loads(last_body[0])["signed"]["meta"]
+        await get(stream, f"{name}{meta['targets.json']['version']}.targets.json", "")
+        target = json.loads(last_body[0])["signed"]["targets"]["bundle.json"]
+        await get(stream, f"{name}{target['hashes']['sha256']}.bundle.json", "")
+        return ""
 
     ready = 0
     ready_event = asyncio.Event()
@@ -326,7 +344,7 @@ async def poller(base: str, first: int, count: int, period: float) -> None:
             try:
                 async with opening:
                     stream = await asyncio.open_connection(host, port)
-                    _, sig_etag = await get(stream, name + "bundle.json.sig", "")
+                    _, sig_etag = await get(stream, name + watched, "")
                     _, etag = await get(stream, name + "bundle.json", "")
                 break
             except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
@@ -344,12 +362,12 @@ async def poller(base: str, first: int, count: int, period: float) -> None:
         while True:
             started = time.monotonic()
             try:
-                status, new_sig = await get(stream, name + "bundle.json.sig", sig_etag)
+                status, new_sig = await get(stream, name + watched, sig_etag)
                 if status == 200 and new_sig != sig_etag:
                     sig_etag = new_sig
-                    status, etag = await get(stream, name + "bundle.json", etag)
+                    etag = await follow(stream, name, etag)
                     emit({"seen": index, "t": time.time()})
-            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            except (OSError, asyncio.IncompleteReadError, ValueError, KeyError) as exc:
                 emit({"poll_error": index, "why": repr(exc)})
                 stream[1].close()
                 try:
@@ -434,7 +452,9 @@ def _stop(procs: list[subprocess.Popen[str]]) -> None:
             proc.wait(5)
 
 
-def run_nginx(n: int, workers: int, elements: int, period: float) -> dict[str, object]:
+def run_nginx(
+    n: int, workers: int, elements: int, period: float, use_tuf: bool = False
+) -> dict[str, object]:
     """nginx (Debian's, one worker) serving the same bundles to N plain pollers."""
     from appliance.sync import keys
 
@@ -443,7 +463,8 @@ def run_nginx(n: int, workers: int, elements: int, period: float) -> dict[str, o
     try:
         key = keys.generate()
         group = _fleet_tree(root, n)
-        publish(group, key, 1, elements)
+        release = publish_tuf if use_tuf else publish
+        release(group, key, 1, elements)
         port = free_port()
         conf = root / "nginx.conf"
         conf.write_text(
@@ -456,7 +477,8 @@ def run_nginx(n: int, workers: int, elements: int, period: float) -> dict[str, o
         deadline = time.monotonic() + 10
         while not (root / "nginx.pid").exists() and time.monotonic() < deadline:
             time.sleep(0.05)  # nginx writes its pid file once it listens
-        _spawn_workers(procs, "--poll-worker", port, n, workers, str(period))
+        mode = "tuf" if use_tuf else "pair"
+        _spawn_workers(procs, "--poll-worker", port, n, workers, str(period), mode)
         clients = procs[1:]
         lines = _lines(clients)
         ready = failed = 0
@@ -481,7 +503,7 @@ def run_nginx(n: int, workers: int, elements: int, period: float) -> dict[str, o
         cpu_clients = sum(_cpu(p.pid) for p in clients) - clients_before
         time.sleep(1.1)  # nginx's ETag is the mtime in seconds and the size
         start = time.time()
-        publish(group, key, 2, elements)
+        release(group, key, 2, elements)
         seen: dict[int, float] = {}
         poll_errors = 0
         first_error = ""
@@ -656,7 +678,7 @@ def main() -> int:
         metavar="PERIOD",
         help="instead: nginx serving the bundles to plain pollers, one GET every PERIOD s",
     )
-    parser.add_argument("--poll-worker", nargs=4, metavar="ARG", help=argparse.SUPPRESS)
+    parser.add_argument("--poll-worker", nargs=5, metavar="ARG", help=argparse.SUPPRESS)
     parser.add_argument("--tuf", action="store_true", help="publish and verify with TUF roles")
     parser.add_argument(
         "--light",
@@ -671,15 +693,16 @@ def main() -> int:
         asyncio.run(light_worker(base, int(first), int(count), mode == "tuf"))
         return 0
     if args.poll_worker:
-        base, first, count, period = args.poll_worker
+        base, first, count, period, mode = args.poll_worker
         signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-        asyncio.run(poller(base, int(first), int(count), float(period)))
+        asyncio.run(poller(base, int(first), int(count), float(period), mode == "tuf"))
         return 0
     if args.nginx:
         for n in args.clients:
-            result = run_nginx(n, args.workers, args.elements, args.nginx)
+            result = run_nginx(n, args.workers, args.elements, args.nginx, args.tuf)
             print(
-                f"nginx N={n:5d}, a conditional GET every {args.nginx:g}s: "
+                f"nginx{' TUF' if args.tuf else ''} N={n:5d}, "
+                f"a conditional GET every {args.nginx:g}s: "
                 f"{result['rate']:.0f} requests/s, nginx CPU {result['cpu_nginx']:.2f}s "
                 f"over {args.nginx:g}s ({100 * result['cpu_nginx'] / args.nginx:.1f}% of a core), "
                 f"pollers {result['cpu_clients']:.2f}s; version 2 seen by all "
