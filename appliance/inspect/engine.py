@@ -31,7 +31,6 @@ from appliance.inspect.flow import (
     Embryo,
     Flow,
     FlowTable,
-    reverse_tcp_key,
 )
 from appliance.inspect.follow import Follow
 from appliance.inspect.match import (
@@ -519,11 +518,11 @@ class InspectionEngine:
         self._syn_plans[kind] = plan
         return plan
 
-    def _hatch(self, key: bytes, embryo: Embryo) -> Flow:
+    def _hatch(self, key: bytes, reverse: bytes, embryo: Embryo) -> Flow:
         """The flow an embryo stands for: as the full path leaves it after the SYN."""
         ts, seq, plan = embryo
         sel_s, sel_c, reads, _ = self._plans[plan]
-        flow = Flow(key, reverse_tcp_key(key), PROTO_TCP, ts)
+        flow = Flow(key, reverse, PROTO_TCP, ts)
         flow.packets_to_server = 1
         flow.tcp_state = TCP_SYN_SENT
         flow.sel_s = flow.fast_s = sel_s

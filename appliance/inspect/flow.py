@@ -131,7 +131,8 @@ class FlowTable:
         self.expired = 0
         self.embryos = 0  # embryos in ``flows``
         # makes the flow of an embryo (its key, the embryo): set by whoever adds embryos
-        self.hatch: Callable[[bytes, Embryo], Flow] | None = None
+        # (its key, the other direction's key, the embryo)
+        self.hatch: Callable[[bytes, bytes, Embryo], Flow] | None = None
         self._next_sweep = 0.0
 
     def __len__(self) -> int:
@@ -144,7 +145,7 @@ class FlowTable:
         for key, flow in self.flows.items():
             if type(flow) is tuple:
                 assert hatch is not None
-                yield hatch(key, flow)
+                yield hatch(key, reverse_tcp_key(key), flow)
             else:
                 assert isinstance(flow, Flow)
                 yield flow
@@ -170,10 +171,10 @@ class FlowTable:
         """The flow of a TCP packet whose key is not in the index, if an embryo under its key
         or the reverse one hatches into it; an embryo idle past the timeout is dropped."""
         flows = self.flows
-        client = key
+        client, reverse = key, None
         embryo = flows.get(key)
         if embryo is None:
-            client = reverse_tcp_key(key)
+            client, reverse = reverse_tcp_key(key), key
             embryo = flows.get(client)
             if embryo is None:
                 return None
@@ -185,10 +186,12 @@ class FlowTable:
             self.expired += 1
             return None
         self.embryos -= 1
-        flow = self.hatch(client, embryo)
+        if reverse is None:
+            reverse = reverse_tcp_key(client)
+        flow = self.hatch(client, reverse, embryo)
         flows[client] = flow  # in the embryo's place
         self.index[client] = flow
-        self.index[flow.reverse_key] = flow
+        self.index[reverse] = flow
         return flow
 
     def lookup(self, layer: Layer, ts: float) -> tuple[Flow, bool]:

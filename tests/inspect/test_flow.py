@@ -69,8 +69,9 @@ def test_lru_cap() -> None:
     assert len(table.index) == 6  # each flow under both directions' keys
 
 
-def hatch_plain(key: bytes, embryo: tuple[float, int, int]) -> Flow:
-    flow = Flow(key, reverse_tcp_key(key), PROTO_TCP, embryo[0])
+def hatch_plain(key: bytes, reverse: bytes, embryo: tuple[float, int, int]) -> Flow:
+    assert reverse == reverse_tcp_key(key)
+    flow = Flow(key, reverse, PROTO_TCP, embryo[0])
     flow.packets_to_server = 1
     return flow
 
