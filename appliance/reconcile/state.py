@@ -195,7 +195,10 @@ def desired_with_hub(
     hub: dict[str, Elements] = {}
     for name, items in desired.elements.items():
         mine = own.get(name)
-        elements[name] = items.common(mine) if mine is not None else items.minus(items)
+        if not mine:  # all the hub's: the effective set's own object, not a copy
+            elements[name], hub[name] = desired.empty(name), items
+            continue
+        elements[name] = items.common(mine)
         hub[name] = items.minus(elements[name])
     return Desired(desired.objects, elements, desired.types, desired.name, hub, desired.segments)
 

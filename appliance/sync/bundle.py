@@ -137,7 +137,8 @@ class Bundle:
             if not hub:
                 sets.append(spec)
                 continue
-            sets.append(dataclasses.replace(spec, elements=spec.elements.merge(hub)))
+            merged = spec.elements.merge(hub) if spec.elements else hub  # no copy: hub alone
+            sets.append(dataclasses.replace(spec, elements=merged))
         return dataclasses.replace(self.profile, sets=tuple(sets))
 
     def resolved_document(self) -> dict[str, Any]:
