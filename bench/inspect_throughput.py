@@ -216,13 +216,17 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     generated = flood(args.packets) if args.flood else Mix().build(args.packets)
-    path = args.pcap or os.path.join(tempfile.mkdtemp(prefix="inspect-bench-"), "mix.pcap")
-    with open(path, "wb") as handle:
-        write_pcap(handle, generated)
-    frames = load(path)
-    size = os.path.getsize(path)
+    # the capture goes through a file, as a real one would; it is kept only where --pcap says
+    with tempfile.TemporaryDirectory(prefix="inspect-bench-") as scratch:
+        path = args.pcap or os.path.join(scratch, "mix.pcap")
+        with open(path, "wb") as handle:
+            write_pcap(handle, generated)
+        frames = load(path)
+        size = os.path.getsize(path)
+    del generated
     built = time.perf_counter() - started
-    print(f"capture: {len(frames)} packets, {size / 1e6:.1f} MB ({path}), built in {built:.1f}s")
+    kept = f" ({path})" if args.pcap else ""
+    print(f"capture: {len(frames)} packets, {size / 1e6:.1f} MB{kept}, built in {built:.1f}s")
     print(f"mix: {mix_summary(frames)}")
     print(f"engine: {len(bench_engine().matcher.signatures)} signatures, 4 detectors")
 
