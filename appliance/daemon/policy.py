@@ -59,6 +59,7 @@ class PolicyManager(Manager):
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        heap.configure()  # a large set's arrays go back to the system once freed
         self.hub: HubSync | None = None  # set at boot when the local profile has a [hub]
         self.pending: PendingConfirm | None = None
         self.drift_repairs: dict[DriftKind, int] = {}

@@ -39,6 +39,13 @@ def test_release_without_trim(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.skipif("libc.so.6" not in str(ctypes.util.find_library("c")), reason="not glibc")
-def test_glibc_has_trim() -> None:
+def test_glibc_has_trim_and_a_fixed_threshold() -> None:
     assert heap._TRIM is not None
     assert heap.release() is True
+    assert heap.configure() is True
+    assert heap.configure() is True  # as often as a daemon starts in one process
+
+
+def test_configure_without_mallopt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(heap, "_MALLOPT", None)
+    assert heap.configure() is False
