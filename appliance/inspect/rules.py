@@ -1641,6 +1641,8 @@ class _Builder:
             raise self.error(f"{name} needs a sticky buffer before it")
         if any(c.buffer == self.buffer for c in self.contents):
             raise self.error(f"{name} must come before the buffer's items")
+        if name == "pcrexform" and _PCRE_UNSUPPORTED.search(value or ""):
+            raise self.error("pcrexform: a PCRE construct Python's re does not run the same way")
         try:
             argument = transforms.parse_argument(name, value)
         except ValueError as exc:

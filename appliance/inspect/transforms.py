@@ -13,11 +13,20 @@ functions over bytes: every one is linear in its input and none raises.
   digits stays as it is, with the byte after it;
 - ``xor:"KEY"``: each byte XORed with the key (hex), repeated;
 - ``header_lowercase``: the names of ``Name: value`` lines lowercased, the values kept;
-- ``strip_pseudo_headers``: lines that begin with ``:`` (HTTP/2 pseudo-headers) removed.
+- ``strip_pseudo_headers``: lines that begin with ``:`` (HTTP/2 pseudo-headers) removed;
+- ``from_base64:[bytes N][, offset N][, mode rfc4648|rfc2045|strict]``: the base64 decode of
+  the buffer from ``offset`` on, ``bytes`` of it (an offset or a count reaching the end of
+  the buffer leaves it as it is); rfc4648 (the default) stops at the first byte outside the
+  alphabet, rfc2045 skips such bytes, strict decodes nothing unless the whole input is
+  valid base64; a last incomplete group gives the whole bytes it holds; nothing decoded
+  makes the buffer empty;
+- ``pcrexform:"REGEX"``: the first capture group of the regex's first match (the buffer as
+  it is when the regex does not match).
 """
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import re
 from collections.abc import Callable, Sequence
@@ -29,6 +38,74 @@ _RUNS = re.compile(rb"([ \t\n\x0b\x0c\r])[ \t\n\x0b\x0c\r]+")
 _NAMES = re.compile(rb"(?:^|(?<=\n))[^:]*")
 _PSEUDO = re.compile(rb"(?m)^:[^\n]*(?:\n|$)")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
+_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_NOT_ALPHABET = bytes(sorted(set(range(256)) - set(_ALPHABET)))
+_PREFIX = re.compile(rb"[A-Za-z0-9+/]*")
+_STRICT = re.compile(rb"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+BASE64_MODES = ("rfc4648", "rfc2045", "strict")
+MAX_BASE64 = 65535  # the largest bytes and offset of from_base64
+
+
+def _decode_groups(chars: bytes) -> bytes:
+    """Base64 characters (the alphabet only, no padding) decoded; a last group of 2 or 3
+    characters gives its 1 or 2 whole bytes, one of 1 character nothing."""
+    tail = len(chars) % 4
+    if tail == 1:
+        chars = chars[:-1]
+    elif tail:
+        chars += b"=" * (4 - tail)
+    return binascii.a2b_base64(chars) if chars else b""
+
+
+def base64_decode(data: bytes, mode: str = "rfc4648") -> bytes:
+    """``data`` decoded as base64 in Suricata's ``mode``; b"" when nothing decodes."""
+    if mode == "strict":
+        if len(data) % 4 or _STRICT.fullmatch(data) is None:
+            return b""
+        return binascii.a2b_base64(data)
+    if mode == "rfc2045":
+        end = data.find(b"=")
+        return _decode_groups((data if end < 0 else data[:end]).translate(None, _NOT_ALPHABET))
+    match = _PREFIX.match(data)
+    return _decode_groups(match.group()) if match else b""
+
+
+def from_base64(data: bytes, argument: bytes) -> bytes:
+    """The ``from_base64`` transformation; ``argument`` as ``parse_argument`` packs it."""
+    nbytes, offset, mode = unpack_base64(argument)
+    if offset:
+        if offset >= len(data):
+            return data
+        data = data[offset:]
+    if nbytes:
+        if nbytes >= len(data):
+            return data
+        data = data[:nbytes]
+    return base64_decode(data, mode) if data else data
+
+
+def unpack_base64(argument: bytes) -> tuple[int, int, str]:
+    """(bytes, offset, mode) of a packed ``from_base64`` argument."""
+    return (
+        int.from_bytes(argument[0:2], "big"),
+        int.from_bytes(argument[2:4], "big"),
+        BASE64_MODES[argument[4]] if len(argument) > 4 else "rfc4648",
+    )
+
+
+_REGEXES: dict[bytes, re.Pattern[bytes]] = {}
+
+
+def pcrexform(data: bytes, source: bytes) -> bytes:
+    """The first capture group of ``source``'s first match in ``data`` (``data`` when it
+    does not match; an unset group gives b"")."""
+    regex = _REGEXES.get(source)
+    if regex is None:
+        regex = _REGEXES[source] = re.compile(source)
+    match = regex.search(data)
+    if match is None:
+        return data
+    return match.group(1) or b""
 
 
 def url_decode(data: bytes) -> bytes:
@@ -84,18 +161,25 @@ _FUNCTIONS: dict[str, Callable[[bytes, bytes], bytes]] = {
     "xor": xor,
     "header_lowercase": lambda data, _: _lower_names(data),
     "strip_pseudo_headers": lambda data, _: _PSEUDO.sub(b"", data),
+    "from_base64": from_base64,
+    "pcrexform": pcrexform,
 }
 NAMES = frozenset(_FUNCTIONS)
-WITH_ARGUMENT = frozenset({"xor"})
+WITH_ARGUMENT = frozenset({"xor", "pcrexform"})  # a value needed
+OPTIONAL_ARGUMENT = frozenset({"from_base64"})  # a value allowed
 
 
 def parse_argument(name: str, value: str | None) -> bytes:
     """The argument of a transformation (``xor:"0d0ac8ff"``: the key); ValueError if it is
     missing where needed, or given where none is taken."""
+    if name in OPTIONAL_ARGUMENT:
+        return parse_base64(value or "")
     if name not in WITH_ARGUMENT:
         if value is not None:
             raise ValueError(f"{name} takes no value")
         return b""
+    if name == "pcrexform":
+        return parse_pcrexform(value or "")
     text = (value or "").strip()
     if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
         text = text[1:-1]
@@ -104,6 +188,55 @@ def parse_argument(name: str, value: str | None) -> bytes:
     if len(text) > 510:
         raise ValueError(f"{name}: a key of at most 255 bytes")
     return bytes.fromhex(text)
+
+
+def parse_base64(text: str) -> bytes:
+    """``from_base64``'s options (``bytes N, offset N, mode M``, each at most once, in any
+    order) packed as 2 bytes of count, 2 of offset and 1 of mode; ValueError if bad."""
+    found: dict[str, str] = {}
+    for part in text.split(","):
+        words = part.split()
+        if not words and not text.strip():
+            break
+        if len(words) != 2 or words[0] not in ("bytes", "offset", "mode"):
+            raise ValueError(f"from_base64: expected bytes N, offset N or mode M, got {part!r}")
+        if words[0] in found:
+            raise ValueError(f"from_base64: {words[0]} given twice")
+        found[words[0]] = words[1]
+    mode = found.get("mode", "rfc4648")
+    if mode not in BASE64_MODES:
+        raise ValueError(f"from_base64: mode {mode!r}, expected one of {', '.join(BASE64_MODES)}")
+    numbers = []
+    for key in ("bytes", "offset"):
+        word = found.get(key, "0")
+        if not word.isdigit() or int(word) > MAX_BASE64:
+            raise ValueError(f"from_base64: {key} must be a number 0..{MAX_BASE64}, got {word!r}")
+        numbers.append(int(word))
+    return (
+        numbers[0].to_bytes(2, "big")
+        + numbers[1].to_bytes(2, "big")
+        + bytes([BASE64_MODES.index(mode)])
+    )
+
+
+def parse_pcrexform(text: str) -> bytes:
+    """``pcrexform``'s quoted regex (no delimiters, no flags), checked: Python's ``re``
+    compiles it, and it has a capture group; ValueError if not. Constructs ``re`` runs
+    differently from PCRE are refused by the rule parser, as for ``pcre``."""
+    text = text.strip()
+    if len(text) < 2 or text[0] != '"' or text[-1] != '"':
+        raise ValueError(f"pcrexform needs a quoted regex, got {text!r}")
+    source = text[1:-1].encode("utf-8", "surrogateescape")
+    try:
+        regex = re.compile(source)
+    except re.error as exc:
+        raise ValueError(f"pcrexform: not a supported expression: {exc}") from None
+    except (OverflowError, RecursionError):
+        raise ValueError("pcrexform: expression too complex") from None
+    if regex.groups < 1:
+        raise ValueError("pcrexform: the regex needs a capture group")
+    _REGEXES[source] = regex
+    return source
 
 
 def apply(data: bytes, transforms: Sequence[Transform]) -> bytes:

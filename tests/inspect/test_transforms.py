@@ -3,10 +3,10 @@ rule order, and in rules run over crafted HTTP and DNS traffic."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import ipaddress
 import itertools
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -16,7 +16,7 @@ from scapy.all import DNS, DNSQR, IP, UDP, Ether  # type: ignore[attr-defined]
 from appliance.errors import RuleFileError
 from appliance.inspect import transforms
 from appliance.inspect.match import contents_match
-from appliance.inspect.rules import Signature, Variables, load_rules, parse_rules
+from appliance.inspect.rules import Signature, Variables, parse_rules
 from tests.inspect.traffic import http_get, inspect, sids, tcp_session
 
 VARS = Variables.from_networks([ipaddress.ip_network("10.0.0.0/8")])
@@ -178,19 +178,121 @@ def test_transformations_on_crafted_traffic() -> None:
     assert sorted(sids(inspect(packets, rules))) == [1, 2, 3]
 
 
+ARGUMENTS = {
+    "xor": b"\x5a\xa5",
+    "pcrexform": transforms.parse_argument("pcrexform", '"a(b*)c|(x)"'),
+    "from_base64": transforms.parse_argument("from_base64", None),
+}
+
+
 @given(st.binary(max_size=300), st.lists(st.sampled_from(sorted(transforms.NAMES)), max_size=4))
 def test_every_transformation_takes_any_bytes(data: bytes, names: list[str]) -> None:
-    chain = [(name, b"\x5a\xa5" if name == "xor" else b"") for name in names]
+    chain = [(name, ARGUMENTS.get(name, b"")) for name in names]
     assert isinstance(transforms.apply(data, chain), bytes)
 
 
-def test_transformations_not_run_are_skipped_with_their_name(tmp_path: Path) -> None:
-    path = tmp_path / "t.rules"
-    path.write_text(
-        'alert http any any -> any any (http.uri; from_base64; content:"a"; sid:1;)\n'
-        'alert http any any -> any any (http.uri; pcrexform:"(.*)"; content:"a"; sid:2;)\n'
-        'alert http any any -> any any (http.uri; to_lowercase; content:"a"; sid:3;)\n'
+@given(
+    st.binary(max_size=300),
+    st.integers(0, 400),
+    st.integers(0, 400),
+    st.sampled_from(transforms.BASE64_MODES),
+)
+def test_base64_decodes_any_bytes(data: bytes, nbytes: int, offset: int, mode: str) -> None:
+    argument = transforms.parse_argument(
+        "from_base64", f"bytes {nbytes}, offset {offset}, mode {mode}"
     )
-    rules = load_rules([str(path)], VARS)
-    assert [s.sid for s in rules.signatures] == [3]
-    assert rules.reasons() == {"from_base64": 1, "pcrexform": 1}
+    out = transforms.apply(data, [("from_base64", argument)])
+    assert isinstance(out, bytes) and len(out) <= len(data)
+    assert isinstance(transforms.base64_decode(data, mode), bytes)
+
+
+@given(st.binary(max_size=200))
+def test_base64_of_encoded_bytes_gives_them_back_in_every_mode(data: bytes) -> None:
+    encoded = base64.b64encode(data)
+    for mode in transforms.BASE64_MODES:
+        assert transforms.base64_decode(encoded, mode) == data
+    # a line break every 76 characters, as MIME writes: only rfc2045 reads past it
+    wrapped = b"\r\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76))
+    assert transforms.base64_decode(wrapped, "rfc2045") == data
+
+
+@pytest.mark.parametrize(
+    ("options", "data", "expected"),
+    [
+        (None, b"aGVsbG8gd29ybGQ=", b"hello world"),
+        (None, b"aGVsbG8=junk", b"hello"),  # rfc4648 stops at the padding
+        (None, b"aGVs bG8=", b"hel"),  # and at any byte outside the alphabet
+        (None, b"aGVsbG8", b"hello"),  # a last group of 3 characters: 2 bytes
+        (None, b"aGVsb", b"hel"),  # of 1 character: nothing
+        (None, b"!!!!", b""),  # nothing decoded: empty
+        ("mode rfc2045", b"aGVs\r\nbG8=", b"hello"),  # bytes outside the alphabet skipped
+        ("mode rfc2045", b"aG-Vs*bG8", b"hello"),
+        ("mode strict", b"aGVsbG8=", b"hello"),
+        ("mode strict", b"aGVsbG8", b""),  # unpadded: refused whole
+        ("mode strict", b"aGVs bG8=", b""),
+        ("offset 4", b"XXXXaGVsbG8=", b"hello"),
+        ("offset 4, bytes 4", b"XXXXaGVsbG8=", b"hel"),
+        ("bytes 4, offset 4", b"XXXXaGVsbG8=", b"hel"),
+        ("offset 12", b"XXXXaGVsbG8=", b"XXXXaGVsbG8="),  # past the end: as it is
+        ("bytes 12", b"XXXXaGVsbG8=", b"XXXXaGVsbG8="),  # to the end or past: as it is
+    ],
+)
+def test_from_base64(options: str | None, data: bytes, expected: bytes) -> None:
+    argument = transforms.parse_argument("from_base64", options)
+    assert transforms.apply(data, [("from_base64", argument)]) == expected
+
+
+@pytest.mark.parametrize(
+    ("regex", "data", "expected"),
+    [
+        ('"user=([a-z]+)"', b"id=1&user=bob&x", b"bob"),
+        ('"user=([a-z]+)"', b"nothing here", b"nothing here"),  # no match: as it is
+        ('"(?:a(x)|b(y))"', b"b y by", b""),  # the first group, unset: empty
+        ('"[a-zA-Z]+\\s+(.*)\\s+HTTP"', b"GET /index.html HTTP/1.0", b"/index.html"),
+    ],
+)
+def test_pcrexform(regex: str, data: bytes, expected: bytes) -> None:
+    argument = transforms.parse_argument("pcrexform", regex)
+    assert transforms.apply(data, [("pcrexform", argument)]) == expected
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ('http.uri; from_base64: mode other; content:"a";', "mode 'other'"),
+        ('http.uri; from_base64: bytes 70000; content:"a";', "bytes must be a number"),
+        ('http.uri; from_base64: bytes 4, bytes 5; content:"a";', "bytes given twice"),
+        ('http.uri; from_base64: size 4; content:"a";', "expected bytes N"),
+        ('http.uri; pcrexform:"abc"; content:"a";', "needs a capture group"),
+        ('http.uri; pcrexform:"(a"; content:"a";', "not a supported expression"),
+        ('http.uri; pcrexform:"(?|(a)|(b))"; content:"a";', "PCRE construct"),
+        ('http.uri; pcrexform:"a\\Kb(c)"; content:"a";', "PCRE construct"),
+        ('http.uri; pcrexform; content:"a";', "quoted regex"),
+    ],
+)
+def test_bad_from_base64_and_pcrexform_are_refused(options: str, message: str) -> None:
+    with pytest.raises(RuleFileError, match=message):
+        rule(options)
+
+
+def test_from_base64_and_pcrexform_on_crafted_traffic() -> None:
+    token = base64.b64encode(b"cmd=exec&target=vault").decode()
+    rules = (
+        'alert http any any -> any any (msg:"b64 token"; flow:to_server; http.uri; '
+        'pcrexform:"token=([A-Za-z0-9+/=]+)"; from_base64; content:"cmd=exec"; sid:1;)\n'
+        'alert http any any -> any any (msg:"b64 cookie"; flow:to_server; http.cookie; '
+        'from_base64: offset 2, mode rfc2045; content:"admin=1"; sid:2;)\n'
+        'alert http any any -> any any (msg:"b64 strict"; flow:to_server; http.uri; '
+        'pcrexform:"token=([^&]+)"; from_base64: mode strict; content:"target"; sid:3;)\n'
+    )
+    cookie = "c=" + base64.b64encode(b"user=a;admin=1").decode()
+    match = http_get(f"/q?token={token}", headers=f"Cookie: {cookie}\r\n")
+    packets = tcp_session("10.0.0.5", "198.51.100.7", 40000, 80, [match])
+    assert sorted(sids(inspect(packets, rules))) == [1, 2, 3]
+    # the same words in clear, or a token that is not valid base64 for strict: nothing
+    clear = http_get("/q?token=cmd=exec", headers="Cookie: c=admin=1\r\n")
+    packets = tcp_session("10.0.0.5", "198.51.100.7", 40001, 80, [clear])
+    assert sids(inspect(packets, rules)) == []
+    broken = http_get(f"/q?token={token[:-2]}*", headers="")
+    packets = tcp_session("10.0.0.5", "198.51.100.7", 40002, 80, [broken])
+    assert sids(inspect(packets, rules)) == [1]
