@@ -14,7 +14,7 @@ import hashlib
 import heapq
 import ipaddress
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
 from itertools import islice
 
@@ -62,6 +62,16 @@ class _Bounds:
         del self.lo[n:]
         if self.hi is not None:
             del self.hi[n:]
+
+    def drop(self, n: int) -> None:
+        """Take away the first ``n`` bounds."""
+        del self.lo[:n]
+        if self.hi is not None:
+            del self.hi[:n]
+
+    def first_at_least(self, value: int) -> int:
+        """Where ``value`` would go in these sorted bounds (before any equal one)."""
+        return bisect_left(self.lo if self.hi is None else self, value)
 
     def arrays(self) -> tuple[array[int], ...]:
         return (self.lo,) if self.hi is None else (self.hi, self.lo)
@@ -267,16 +277,23 @@ def join(a: Spans, b: Spans) -> Spans:
 
 # Spans sorted at a time when the input was not in order. A run is sorted as a list of
 # tuples (120 bytes a span while it lasts): small runs keep that transient small, and with
-# it the interpreter's pools that the tuples leave behind.
-RUN = 1 << 14
+# it the interpreter's pools that the tuples leave behind. Each run's word arrays are
+# 128 KiB or more (the C library maps such blocks on their own: the front of a run given
+# up goes back to the system at once).
+RUN = 1 << 15
+PART = 1 << 16  # spans merged between two cuts of what the runs have given
+SAMPLE = 1 << 10  # every SAMPLE-th first value of each run picks the parts' bounds
 
 
 class Collector:
     """Spans built from ``(first, last)`` pairs given one at a time, in any order.
 
     The pairs are kept in the packed arrays as they come; :meth:`finish` merges them in
-    place when they came in order of their first value (no second copy), else sorts runs
-    of ``RUN`` spans in place and merges the runs into new arrays.
+    place when they came in order of their first value (no second copy). Else it cuts
+    them into sorted runs of ``RUN`` spans from the end (the arrays shrink as the runs are
+    made), and merges the runs into new arrays a part of about ``PART`` spans at a time,
+    each run giving up what it gave after each part: the spans are held about once
+    throughout, not twice.
     """
 
     def __init__(self, width: int) -> None:
@@ -310,13 +327,53 @@ class Collector:
         self._firsts, self._lasts = self.spans.firsts.lo, self.spans.lasts.lo
         if self.ordered:
             return _merge_in_place(raw)
-        runs: list[Iterator[tuple[int, int]]] = []
-        for start in range(0, len(raw), RUN):
-            end = min(start + RUN, len(raw))
-            chunk = sorted(_pairs(raw, start, end))
-            _write(raw, start, chunk)
-            runs.append(_pairs(raw, start, end))
-        return _merged(raw.width, heapq.merge(*runs))
+        return _merged(raw.width, _merge_runs(_sorted_runs(raw)))
+
+
+def _sorted_runs(raw: Spans) -> list[Spans]:
+    """``raw`` as sorted runs of ``RUN`` spans, taken from its end (``raw`` left empty)."""
+    runs: list[Spans] = []
+    end = len(raw)
+    while end > 0:
+        start = (end - 1) // RUN * RUN
+        run = Spans(raw.width)
+        _fill(run, sorted(_pairs(raw, start, end)))
+        raw.firsts.truncate(start)
+        raw.lasts.truncate(start)
+        runs.append(run)
+        end = start
+    runs.reverse()
+    return runs
+
+
+def _merge_runs(runs: list[Spans]) -> Iterator[tuple[int, int]]:
+    """The spans of sorted ``runs`` in order of their first value, a part at a time: after
+    each part, every run gives up the spans it yielded (``runs`` left empty)."""
+    total = sum(len(run) for run in runs)
+    samples = sorted(run.firsts[i] for run in runs for i in range(0, len(run), SAMPLE))
+    parts = max(1, min(total // PART, len(samples)))
+    bounds = sorted({samples[k * len(samples) // parts] for k in range(1, parts)})
+    for bound in [*bounds, None]:
+        cuts = [len(run) if bound is None else run.firsts.first_at_least(bound) for run in runs]
+        yield from heapq.merge(
+            *(_pairs(run, 0, cut) for run, cut in zip(runs, cuts, strict=True) if cut)
+        )
+        for run, cut in zip(runs, cuts, strict=True):
+            run.firsts.drop(cut)
+            run.lasts.drop(cut)
+
+
+def _fill(spans: Spans, pairs: list[tuple[int, int]]) -> None:
+    """Empty ``spans`` given ``pairs`` (sorted, as they are: no merging)."""
+    firsts, lasts = spans.firsts, spans.lasts
+    if firsts.hi is None:
+        code = firsts.lo.typecode
+        firsts.lo = array(code, (first for first, _ in pairs))
+        lasts.lo = array(code, (last for _, last in pairs))
+        return
+    for first, last in pairs:
+        firsts.append(first)
+        lasts.append(last)
 
 
 def _pairs(spans: Spans, start: int, end: int) -> Iterator[tuple[int, int]]:
@@ -334,19 +391,6 @@ def _pairs(spans: Spans, start: int, end: int) -> Iterator[tuple[int, int]]:
             strict=True,
         )
     )
-
-
-def _write(spans: Spans, start: int, pairs: list[tuple[int, int]]) -> None:
-    end = start + len(pairs)
-    firsts, lasts = spans.firsts, spans.lasts
-    if firsts.hi is None:
-        code = firsts.lo.typecode
-        firsts.lo[start:end] = array(code, (first for first, _ in pairs))
-        lasts.lo[start:end] = array(code, (last for _, last in pairs))
-        return
-    for i, (first, last) in enumerate(pairs, start):
-        firsts.set(i, first)
-        lasts.set(i, last)
 
 
 def _merged(width: int, pairs: Iterable[tuple[int, int]]) -> Spans:

@@ -165,3 +165,27 @@ def test_digest_follows_the_bounds() -> None:
     assert a.digest() == b.digest()
     assert a.digest() != Spans.of(128, [(1, 2)]).digest()
     assert Spans.of(32, [(1, 2)]).digest() != Spans.of(16, [(1, 2)]).digest()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_unordered_input_merged_in_parts_across_many_runs(data: st.DataObject) -> None:
+    from unittest import mock
+
+    from appliance.model import intervals
+
+    width = data.draw(widths)
+    items = data.draw(pairs(width))
+    shuffled = data.draw(st.permutations(items))
+    run, part, sample = data.draw(st.sampled_from([(1, 1, 1), (3, 4, 1), (7, 5, 2), (2, 50, 3)]))
+    with (
+        mock.patch.object(intervals, "RUN", run),
+        mock.patch.object(intervals, "PART", part),
+        mock.patch.object(intervals, "SAMPLE", sample),
+    ):
+        collector = Collector(width)
+        for first, last in shuffled:
+            collector.add(first, last)
+        spans = collector.finish()
+    assert well_formed(spans)
+    assert covered(spans) == model(items)
