@@ -6,10 +6,16 @@ whole datagram and are counted (RFC 5722 for IPv6; the same for IPv4, so that no
 hide content from the rules). Bounds: datagrams of at most 65,535 bytes, ``max_datagrams``
 in reassembly at once (the oldest evicted), ``max_bytes`` held in all, ``timeout`` seconds
 for a datagram to complete.
+
+The reassembled packet has its first fragment's IP header, as Suricata builds it, for the
+header keywords (``ttl``, ``id``, ``ipv4.hdr``, ...): IPv4's with the total length of the
+datagram and the flags and fragment offset cleared (its checksum made again); IPv6's with
+the fragment header taken out of the chain and the payload length of the datagram.
 """
 
 from __future__ import annotations
 
+import struct
 from collections import OrderedDict
 
 from appliance.inspect.decode import Errors, Layer, count, decode_transport
@@ -85,6 +91,10 @@ class Defragmenter:
         self._drop(key, errors, "")
         whole = Layer(first.family, first.src, first.dst, first.proto, first.depth)
         whole.tunnel = first.tunnel
+        header = first_header(first, len(payload))
+        if header:
+            whole.raw = header + payload
+            whole.ip_at = 0
         count(errors, "frag.reassembled")
         return decode_transport(whole, payload, errors)
 
@@ -101,3 +111,50 @@ class Defragmenter:
             self.held -= datagram.size
         if reason:
             count(errors, reason)
+
+
+_IPV6_EXT = (0, 43, 60, 51)  # the headers a fragment header may follow
+_MAX_EXT = 8
+
+
+def first_header(first: Layer, size: int) -> bytes:
+    """The IP header of a datagram of ``size`` payload bytes reassembled from ``first``,
+    its fragment at offset 0 (b"" when that fragment's bytes were not kept)."""
+    raw = getattr(first, "raw", None)
+    if raw is None:
+        return b""
+    at = first.ip_at
+    if first.family == 4:
+        hlen = (raw[at] & 0x0F) << 2
+        header = bytearray(raw[at : at + hlen])
+        if len(header) < 20 or hlen + size > 0xFFFF:
+            return b""
+        struct.pack_into("!H", header, 2, hlen + size)
+        header[6:8] = b"\0\0"
+        header[10:12] = b"\0\0"
+        struct.pack_into("!H", header, 10, _checksum(header))
+        return bytes(header)
+    nxt_at, pos = at + 6, at + 40  # where the next-header byte pointing at pos is
+    for _ in range(_MAX_EXT):
+        if pos + 8 > len(raw):
+            return b""
+        nxt = raw[nxt_at]
+        if nxt == 44:
+            header = bytearray(raw[at:pos])
+            if len(header) - 40 + size > 0xFFFF:
+                return b""
+            header[nxt_at - at] = raw[pos]  # the fragment header's next header
+            struct.pack_into("!H", header, 4, len(header) - 40 + size)
+            return bytes(header)
+        if nxt not in _IPV6_EXT:
+            return b""
+        step = (raw[pos + 1] + 2) * 4 if nxt == 51 else (raw[pos + 1] + 1) * 8
+        nxt_at, pos = pos, pos + step
+    return b""
+
+
+def _checksum(header: bytes | bytearray) -> int:
+    total: int = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF

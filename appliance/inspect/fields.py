@@ -5,8 +5,9 @@ and what the TLS handshake told (``tls.version``, ``ssl_version``, ``ssl_state``
 
 A test reads its number from a buffer the engine fills only when a loaded rule needs it:
 ``ip:packet`` (the packet from its IP header on) or one of the ``tls:`` buffers
-(``tlsinfo``). The sticky buffers ``ipv4.hdr``, ``ipv6.hdr``, ``tcp.hdr`` and ``udp.hdr``
-are the headers' bytes, cut from ``ip:packet`` (``header_buffers``). Pure: nothing here
+(``tlsinfo``). The sticky buffers ``ipv4.hdr``, ``ipv6.hdr``, ``tcp.hdr``, ``udp.hdr``,
+``icmpv4.hdr`` and ``icmpv6.hdr`` (their first 8 bytes: type, code, checksum and the rest of
+the header) are the headers' bytes, cut from ``ip:packet`` (``header_buffers``). Pure: nothing here
 raises on short or odd bytes; a field a packet does not have (``tos`` of IPv6, ``window`` of
 UDP) makes the test fail, as in Suricata.
 """
@@ -55,7 +56,9 @@ IP_OPTIONS = {
 FRAG_BITS = {"R": 0x80, "D": 0x40, "M": 0x20}
 
 # sticky buffers of a packet's headers (each present only on a packet that has that header)
-HEADER_BUFFERS = frozenset({"ipv4.hdr", "ipv6.hdr", "tcp.hdr", "udp.hdr"})
+HEADER_BUFFERS = frozenset(
+    {"ipv4.hdr", "ipv6.hdr", "tcp.hdr", "udp.hdr", "icmpv4.hdr", "icmpv6.hdr"}
+)
 
 _IPV6_EXT = (0, 43, 60, 135, 139, 140)
 _MAX_EXT = 8
@@ -230,6 +233,10 @@ def header_buffers(data: bytes) -> dict[str, bytes]:
         out["tcp.hdr"] = data[at : at + ((data[at + 12] >> 4) << 2)]
     elif proto == 17 and at + 8 <= len(data):
         out["udp.hdr"] = data[at : at + 8]
+    elif proto == 1 and version == 4 and at + 8 <= len(data):
+        out["icmpv4.hdr"] = data[at : at + 8]
+    elif proto == 58 and version == 6 and at + 8 <= len(data):
+        out["icmpv6.hdr"] = data[at : at + 8]
     return out
 
 

@@ -394,8 +394,8 @@ def reads_packet(signatures: Sequence[Signature]) -> bool:
 def add_packet(layer: Layer, buffers: dict[str, bytes]) -> None:
     """The ``ip:packet`` buffer of a packet: its bytes from the IP header on (up to
     PACKET_BYTES), which the header keywords read, and the header buffers (``tcp.hdr``, ...)
-    cut from it; none for a datagram reassembled from fragments (its first fragment's
-    header is not kept)."""
+    cut from it (a datagram reassembled from fragments: its first fragment's header, as
+    ``defrag`` rebuilds it)."""
     raw = getattr(layer, "raw", None)
     if raw is not None:
         at = layer.ip_at

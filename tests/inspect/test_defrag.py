@@ -3,7 +3,16 @@ and counted; the reassembly state bounded in datagrams, bytes and time."""
 
 from __future__ import annotations
 
-from scapy.all import IP, UDP, Ether, IPv6, IPv6ExtHdrFragment, fragment, raw  # type: ignore[attr-defined]
+from scapy.all import (  # type: ignore[attr-defined]
+    IP,
+    UDP,
+    Ether,
+    IPv6,
+    IPv6ExtHdrFragment,
+    IPv6ExtHdrHopByHop,
+    fragment,
+    raw,
+)
 from scapy.layers.inet6 import fragment6
 
 from appliance.inspect.decode import LINKTYPE_ETHERNET, Errors, decode_packet
@@ -77,3 +86,41 @@ def test_bounds_datagrams_bytes_and_time() -> None:
     assert defrag.held <= 64 and errors["frag.memory"] >= 1
     assert defrag.add(10.0, first(200), errors) is None  # type: ignore[arg-type]
     assert len(defrag) == 1 and errors["frag.timeout"] >= 1
+
+
+def reassembled(frames: list[bytes]) -> object:
+    errors: Errors = {}
+    defrag = Defragmenter()
+    whole = None
+    for frame in frames:
+        layer = decode_packet(frame, LINKTYPE_ETHERNET, errors)
+        assert layer is not None and layer.frag is not None
+        whole = defrag.add(0.0, layer, errors) or whole
+    assert whole is not None
+    return whole
+
+
+def test_the_datagram_keeps_its_first_fragments_ipv4_header() -> None:
+    packet = IP(src="10.0.0.1", dst="10.0.0.2", id=77, ttl=5, tos=4) / UDP(dport=9999) / BODY
+    whole = reassembled([raw(Ether() / f) for f in fragment(packet, fragsize=24)])
+    rebuilt = IP(whole.raw)  # type: ignore[attr-defined]
+    assert (rebuilt.ttl, rebuilt.id, rebuilt.tos, rebuilt.frag, rebuilt.flags) == (5, 77, 4, 0, 0)
+    assert rebuilt.len == len(raw(packet)) and raw(rebuilt[UDP].payload) == BODY
+    checked = IP(raw(rebuilt))
+    del checked.chksum
+    assert IP(raw(checked)).chksum == rebuilt.chksum  # the checksum made again
+
+
+def test_the_datagram_keeps_its_first_fragments_ipv6_chain_without_the_fragment_header() -> None:
+    packet = (
+        IPv6(src="fd00::1", dst="fd00::2", hlim=3)
+        / IPv6ExtHdrHopByHop()
+        / IPv6ExtHdrFragment(id=9)
+        / UDP(sport=1000, dport=9999)
+        / (BODY * 3)
+    )
+    whole = reassembled([raw(Ether() / f) for f in fragment6(packet, 120)])
+    rebuilt = IPv6(whole.raw)  # type: ignore[attr-defined]
+    assert rebuilt.hlim == 3 and rebuilt.nh == 0 and rebuilt[IPv6ExtHdrHopByHop].nh == 17
+    assert IPv6ExtHdrFragment not in rebuilt
+    assert rebuilt.plen == 8 + 8 + len(BODY * 3) and raw(rebuilt[UDP].payload) == BODY * 3

@@ -9,16 +9,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from scapy.all import (  # type: ignore[attr-defined]
+    ICMP,
     IP,
     TCP,
     UDP,
     Ether,
+    ICMPv6EchoRequest,
     IPOption_LSRR,
     IPOption_RR,
     IPv6,
     IPv6ExtHdrFragment,
+    fragment,
     raw,
 )
+from scapy.layers.inet6 import fragment6
 
 from appliance.inspect.fields import (
     IP_OPTIONS,
@@ -193,6 +197,15 @@ def test_any_bytes_read_as_a_field_or_none(data: bytes, option: int) -> None:
         ('udp.hdr; content:"|00 35|"; offset:2; depth:2;', IP() / UDP(dport=53), True),
         ('udp.hdr; content:"|00 35|";', IP() / TCP(dport=53), False),  # no UDP header
         ('udp.hdr; to_lowercase; content:"|00 35|"; offset:2;', IP() / UDP(dport=53), True),
+        ('icmpv4.hdr; content:"|08 00|"; depth:2;', IP() / ICMP(type=8), True),
+        ('icmpv4.hdr; content:"|08 00|"; depth:2;', IP() / ICMP(type=0), False),
+        ('icmpv4.hdr; content:"|12 34|"; offset:4; depth:2;', IP() / ICMP(id=0x1234), True),
+        ("icmpv4.hdr; bsize:8;", IP() / ICMP() / (b"x" * 40), True),  # the payload is not in
+        ('icmpv4.hdr; content:"|08|";', IPv6() / ICMPv6EchoRequest(), False),
+        ('icmpv6.hdr; content:"|80 00|"; depth:2;', IPv6() / ICMPv6EchoRequest(), True),
+        ('icmpv6.hdr; content:"|00 07|"; offset:6;', IPv6() / ICMPv6EchoRequest(seq=7), True),
+        ("icmpv6.hdr; bsize:8;", IPv6() / ICMPv6EchoRequest(data=b"y" * 30), True),
+        ('icmpv6.hdr; content:"|80|";', IP() / ICMP(type=8), False),  # no ICMPv6 header
     ],
 )
 def test_header_buffers(options: str, packet: object, expected: bool) -> None:
@@ -217,3 +230,50 @@ def test_header_buffers_through_the_engine() -> None:
         src / UDP(sport=1, dport=9) / b"xy",
     ]
     assert sids(inspect(packets, rules)) == [1, 2]
+
+
+def test_icmp_header_buffers_through_the_engine() -> None:
+    rules = (
+        'alert icmp any any -> any any (msg:"echo id 0x4242"; icmpv4.hdr; '
+        'content:"|08 00|"; depth:2; content:"|42 42|"; offset:4; depth:2; sid:1;)\n'
+        'alert icmpv6 any any -> any any (msg:"echo6 seq 9"; icmpv6.hdr; '
+        'content:"|80 00|"; depth:2; content:"|00 09|"; offset:6; sid:2;)\n'
+    )
+    v4 = ETH / IP(src="10.0.0.8", dst="192.0.2.9")
+    v6 = ETH / IPv6(src="fc00::8", dst="fc00::9")
+    packets = [
+        v4 / ICMP(type=8, id=0x4141) / b"BB",  # the id in the payload only: no match
+        v4 / ICMP(type=8, id=0x4242),
+        v6 / ICMPv6EchoRequest(seq=8, data=b"\x00\x09"),
+        v6 / ICMPv6EchoRequest(seq=9),
+    ]
+    assert sids(inspect(packets, rules)) == [1, 2]
+
+
+def test_header_keywords_see_the_first_fragment_of_a_reassembled_datagram() -> None:
+    """Suricata's reassembled packet: the first fragment's IP header (its TTL, id, TOS and
+    options), the datagram's length, the fragment bits and offset cleared."""
+    rules = (
+        'alert udp any any -> any any (msg:"ttl of the first"; ttl:3; content:"tail"; sid:1;)\n'
+        'alert udp any any -> any any (msg:"id"; id:4242; content:"tail"; sid:2;)\n'
+        'alert udp any any -> any any (msg:"fragbits"; fragbits:M; content:"tail"; sid:3;)\n'
+        'alert udp any any -> any any (msg:"hdr"; ipv4.hdr; content:"|10|"; offset:1; '
+        "depth:1; sid:4;)\n"
+        'alert ip any any -> any any (msg:"v6 hop limit"; ttl:9; sid:5;)\n'
+        'alert udp any any -> any any (msg:"udp hdr"; udp.hdr; content:"|27 0f|"; offset:2; '
+        "depth:2; sid:6;)\n"
+        'alert ip any any -> any any (msg:"offset"; fragoffset:>0; sid:7;)\n'
+    )
+    body = UDP(sport=1000, dport=9999) / (b"h" * 60 + b"tail")
+    first, *rest = fragment(IP(src="10.0.0.1", dst="10.0.0.2", id=4242, ttl=3, tos=0x10) / body, 24)
+    rest = [IP(raw(f)) for f in rest]
+    for f in rest:
+        f.ttl = 200  # later fragments' TTL is not the datagram's
+        del f.chksum
+    v6 = IPv6(src="fd00::1", dst="fd00::2", hlim=9) / IPv6ExtHdrFragment(id=5) / body
+    frames = [ETH / p for p in [first, *rest, *fragment6(v6, 64)]]
+    assert len(frames) >= 6
+    assert sorted(sids(inspect(frames, rules))) == [1, 2, 4, 5, 6, 6]  # 6: v4 and v6
+    # the same datagram with a TTL of 64 in its first fragment: only the other rules
+    first, *rest = fragment(IP(src="10.0.0.1", dst="10.0.0.2", id=4242, ttl=64) / body, 24)
+    assert sorted(sids(inspect([ETH / p for p in [first, *rest]], rules))) == [2, 6]
