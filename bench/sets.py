@@ -15,7 +15,11 @@ For each size N (IPv4 host elements of one hash set, deterministic), in a fresh 
   reload to the changed profile, less those of the same daemon with the set empty, per
   element. Goal: at most 16 B per IPv4 element and 32 per IPv6 element, peak included.
 
-``--v6-sizes`` runs the same with IPv6 hosts (2001:db8::/32).
+``--v6-sizes`` runs the same with IPv6 hosts (2001:db8::/32). ``--daemon-only`` measures
+the daemon alone (no `nft -f`, apply or engine runs). ``--bundle-sizes`` measures a hub
+bundle with one set of N IPv4 hosts in a child process: what the daemon holds of it once
+verified and compiled (the bundle and the policy, its bytes apart) and the peak of doing
+so, per element.
 
 Prints a table with the ratios against `nft -f`, appends it to bench/RESULTS.md (unless
 --no-append) and draws update time and peak RSS against N as a PNG where matplotlib is
@@ -28,6 +32,7 @@ installed (Debian: python3-matplotlib), else says the plot was skipped.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import signal
@@ -262,6 +267,67 @@ def bench_size(size: int, folder: Path, family: str = "ipv4", daemon_only: bool 
     )
 
 
+BUNDLE_CHILD = """
+import gc, json, random, sys, time
+from pathlib import Path
+from appliance.daemon import heap
+from appliance.reconcile.state import desired_with_hub
+from appliance.sync import bundle as B
+heap.configure()
+size = int(sys.argv[1])
+profile = {"version": 1, "name": "bench", "zones": {"lan": {"interfaces": ["eth1"]}},
+    "sets": {"blocklist": {"type": "ipv4_addr", "interval": True}},
+    "rules": [{"name": "drop", "from": "any", "to": "any", "saddr": ["@blocklist"],
+        "action": "drop"}]}
+picked = random.Random(size).sample(range(1 << 24), size)
+hosts = [f"10.{v >> 16}.{(v >> 8) & 255}.{v & 255}" for v in picked]
+doc = {"version": 1, "expires": "2100-01-01T00:00:00Z", "profile": profile,
+    "sets": {"blocklist": {"full": hosts}}}
+data = B.encode_document(doc)
+del doc, hosts, picked
+def kib(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+heap.release()
+open("/proc/self/clear_refs", "w").write("5")  # the high-water mark from here
+rss, hwm = kib("VmRSS"), kib("VmHWM")
+began = time.perf_counter()
+bundle = B.parse_bundle(data, Path("/"))
+desired = desired_with_hub(bundle.profile, bundle.effective_profile())
+seconds = time.perf_counter() - began
+heap.release()
+print(json.dumps([len(data), kib("VmRSS") - rss, kib("VmHWM") - hwm, seconds]))
+"""
+
+
+def bundle_memory(size: int) -> list[str]:
+    """A table row: a hub bundle of ``size`` IPv4 hosts, parsed, verified and compiled."""
+    out = subprocess.run(
+        [sys.executable, "-c", BUNDLE_CHILD, str(size)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    ).stdout
+    data, held, peak, seconds = json.loads(out.strip().splitlines()[-1])
+    return [
+        f"| {size:,} | {data / size:.1f} | {held * 1024 / size:.1f} | {peak * 1024 / size:.1f} "
+        f"| {seconds:.1f} s |"
+    ]
+
+
+def bundle_table(sizes: list[int]) -> list[str]:
+    lines = [
+        "| hub set (IPv4 hosts) | bundle bytes/element | held B/element | peak B/element "
+        "| parse and compile |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for size in sizes:
+        lines += bundle_memory(size)
+    return lines
+
+
 def daemon_table(rows: list[Row]) -> list[str]:
     lines = [
         "| family | elements | daemon steady B/element | peak B/element | after reload steady "
@@ -333,7 +399,7 @@ def plot(rows: list[Row], path: Path) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--v6-sizes", type=int, nargs="*", default=[100_000])
     parser.add_argument("--png", type=Path, default=REPO / "bench" / "sets.png")
     parser.add_argument("--no-append", action="store_true")
@@ -342,6 +408,7 @@ def main() -> int:
         action="store_true",
         help="only the daemon's memory (no nft -f, apply or engine runs; a quicker run)",
     )
+    parser.add_argument("--bundle-sizes", type=int, nargs="*", default=[])
     args = parser.parse_args()
     # As installed: byte-compiled (the environment may forbid writing bytecode on import).
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "appliance")], check=True)
@@ -355,8 +422,14 @@ def main() -> int:
                 shown = table(rows)[-1:] + shown
             print("\n".join(shown), flush=True)
     lines = daemon_table(rows) if args.daemon_only else [*table(rows), "", *daemon_table(rows)]
+    if not rows:
+        lines = []
+    if args.bundle_sizes:
+        lines += (
+            ["", *bundle_table(args.bundle_sizes)] if lines else bundle_table(args.bundle_sizes)
+        )
     print("\n".join(lines))
-    note = "plot skipped: --daemon-only" if args.daemon_only else plot(rows, args.png)
+    note = "plot skipped: --daemon-only" if args.daemon_only or not rows else plot(rows, args.png)
     print(note)
     if not args.no_append:
         stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -366,7 +439,9 @@ def main() -> int:
                 f"\n## Sets: load and delta against nft -f ({stamp}, load average {load:.1f})\n\n"
                 f"`sudo .venv/bin/python -m bench.sets --sizes {' '.join(map(str, args.sizes))}"
                 f" --v6-sizes {' '.join(map(str, args.v6_sizes))}"
-                f"{' --daemon-only' if args.daemon_only else ''}`"
+                f"{' --daemon-only' if args.daemon_only else ''}"
+                f"{' --bundle-sizes ' if args.bundle_sizes else ''}"
+                f"{' '.join(map(str, args.bundle_sizes))}`"
                 "\n\n" + "\n".join(lines) + f"\n\n{note}\n"
             )
     return 0
