@@ -23,7 +23,7 @@ from appliance.inspect.classification import CLASSTYPES, read_classification, re
 from appliance.inspect.decode import PROTO_TCP, PROTO_UDP, Errors, Layer, count, decode_packet
 from appliance.inspect.defrag import Defragmenter
 from appliance.inspect.eve import Alert
-from appliance.inspect.fields import IP_PACKET
+from appliance.inspect.fields import IP_PACKET, TLS_VERSION
 from appliance.inspect.flow import (
     TCP_ESTABLISHED,
     TCP_SYN_RECV,
@@ -270,6 +270,9 @@ class InspectionEngine:
         self._flowbits = any(sig.flowbits or sig.noalert for sig in config.signatures)
         # the TLS handshake, HTTP messages across segments, stream sizes: when rules read them
         self._follow = Follow.of(config.signatures)
+        tls = self._follow.tls if self._follow is not None else None
+        # the version a TLS flow's hello gave, for its later packets: with a rule reading it
+        self._tls_known = tls if tls is not None and TLS_VERSION in tls.wanted else None
         self.flows = FlowTable(config.max_flows, config.idle_timeout)
         self.flows.hatch = self._hatch
         self.thresholds = ThresholdState()
@@ -685,6 +688,9 @@ class InspectionEngine:
             and self._follow.segment(ts, flow, to_server, layer, buffers, self.stats.errors)
         ):
             self._group(flow, layer, to_server, gtp is not None)  # the fast path may resume
+        tls = self._tls_known
+        if tls is not None and flow.app == "tls":
+            tls.known(flow, to_server, buffers)  # the version its hello gave, kept
 
         app = flow.app
         sel = flow.sel_s if to_server else flow.sel_c
@@ -712,6 +718,8 @@ class InspectionEngine:
             )
         if hits and self._follow is not None:
             hits = self._follow.once(flow, to_server, hits)
+        if hits and tls is not None and flow.app == "tls":
+            hits = tls.once(flow, to_server, hits)  # a rule on the version: once a direction
         if hits and self._flowbits:
             hits = _flowbits(flow, hits, self._flowbit_checks)
         if hits:

@@ -10,7 +10,10 @@ first certificate (``C=US, O=Example, CN=host``), ``tls.cert_serial`` (``5C:19:B
 ``tls.cert_fingerprint`` (SHA-1, ``4a:a3:66``), ``tls.cert_validity`` (``valid``,
 ``expired`` or ``notyet`` at the packet's time) and ``tls.certs`` (each certificate, DER).
 For ``tls.version`` / ``ssl_version``: the version each hello gives (``tls:version``; TLS 1.3
-from the supported_versions extension, as Suricata reads it); for ``ssl_state``: the
+from the supported_versions extension, as Suricata reads it), kept for the flow's direction
+as Suricata keeps it in the flow's TLS state: every later segment of that direction that
+the rules see has it, and a rule reading it alerts once per flow direction (``once``); for
+``ssl_state``: the
 handshake messages a segment completes (``tls:state``: client_hello, server_hello,
 client_keyx, server_keyx, unknown), read until the handshake turns encrypted; for
 ``tls.cert_chain_len``: the certificates the server sent (``tls:chain_len``).
@@ -270,6 +273,18 @@ class _Direction:
         self.handshake = bytearray()  # handshake bytes not yet taken as messages
 
 
+class _Known:
+    """What a flow direction's handshake told that lasts: its version, and the rules
+    reading it that alerted already."""
+
+    __slots__ = ("alerted", "flow", "version")
+
+    def __init__(self, flow: Any, version: bytes) -> None:
+        self.flow = flow
+        self.version = version
+        self.alerted: set[int] = set()
+
+
 class TlsHandshakes:
     """The handshakes of TLS flows, for the buffers ``wanted`` by the loaded rules."""
 
@@ -280,6 +295,39 @@ class TlsHandshakes:
         self.streams = Reassembler(HANDSHAKE_MAX, MAX_PENDING, MAX_BYTES)
         # by (flow key, direction): the flow and its direction's state, or _DONE
         self._states: OrderedDict[tuple[bytes, bool], tuple[Any, _Direction | str]] = OrderedDict()
+        # by (flow key, direction): the version its hello gave (only with a rule reading it)
+        self._known: OrderedDict[tuple[bytes, bool], _Known] = OrderedDict()
+
+    def known(self, flow: Any, to_server: bool, buffers: dict[str, bytes]) -> None:
+        """Add the version this flow direction's hello gave, when a rule reads it."""
+        if TLS_VERSION in buffers or not self._known:
+            return
+        entry = self._known.get((flow.key, to_server))
+        if entry is not None and entry.flow is flow:
+            buffers[TLS_VERSION] = entry.version
+
+    def once(self, flow: Any, to_server: bool, hits: list[Any]) -> list[Any]:
+        """The hits that alert: a rule reading the version alerts once per flow direction,
+        as Suricata matches a rule once on a flow's TLS state."""
+        entry = self._known.get((flow.key, to_server)) if self._known else None
+        if entry is None or entry.flow is not flow:
+            return hits
+        out = []
+        for sig in hits:
+            if any(c.buffer == TLS_VERSION for c in sig.contents):
+                if sig.sid in entry.alerted:
+                    continue
+                entry.alerted.add(sig.sid)
+            out.append(sig)
+        return out
+
+    def _keep_version(self, flow: Any, to_server: bool, version: bytes) -> None:
+        known = self._known
+        key = (flow.key, to_server)
+        known.pop(key, None)
+        known[key] = _Known(flow, version)
+        if len(known) > MAX_FLOWS:
+            known.popitem(last=False)
 
     def _state(self, flow: Any, to_server: bool) -> _Direction | str | None:
         entry = self._states.get((flow.key, to_server))
@@ -334,6 +382,11 @@ class TlsHandshakes:
         done = self._records(ts, state, to_server, buffers, errors)
         if done:
             self._set(flow, to_server, _DONE)
+        version = buffers.get(TLS_VERSION)
+        if version is not None:
+            self._keep_version(flow, to_server, version)
+        else:
+            self.known(flow, to_server, buffers)
         return done
 
     def _records(

@@ -88,3 +88,26 @@ def test_cert_chain_len() -> None:
         "tls.cert_chain_len:!2;",
     )
     assert sorted(sids(inspect(session(tls12_flight(), 4), ruleset))) == [1, 3]
+
+
+def test_the_version_lasts_for_the_flow_and_a_rule_on_it_alerts_once_a_direction() -> None:
+    """As Suricata keeps the version in the flow's TLS state: a rule on the version and the
+    payload of a later segment matches that segment; a rule on the version alone alerts
+    once per direction, not on every later packet."""
+    ruleset = rules(
+        'flow:to_server; tls.version:1.2; content:"|17 03 03|"; depth:3; content:"later";',
+        'flow:to_server; tls.version:1.3; content:"later";',  # the client said 1.2
+        "flow:to_server; tls.version:1.2;",
+        'flow:to_client; ssl_version:tls1.3; content:"|17 03 03 00 28|";',
+        'flow:to_client; tls.version:1.2; content:"|17 03 03 00 28|";',  # the server: 1.3
+    )
+    packets = session(tls13_flight())
+    seq = 1001 + len(client_hello("evil.example")) + 6
+    for i in range(3):  # more application data from the client
+        data = _record(23, b"later" + bytes(i))
+        packets.append(C2S / TCP(sport=40001, dport=443, flags="PA", seq=seq) / data)
+        seq += len(data)
+    found = sids(inspect(packets, ruleset))
+    # 1: once, on the first later segment; 3: once, on the hello; 4: on the server's data
+    assert sorted(found) == [1, 3, 4]
+    assert sorted(sids(inspect(session(tls13_flight()), ruleset))) == [3, 4]  # no "later"
