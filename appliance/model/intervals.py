@@ -276,8 +276,9 @@ def join(a: Spans, b: Spans) -> Spans:
 
 
 # Spans sorted at a time when the input was not in order. A run is sorted as a list of
-# tuples (120 bytes a span while it lasts): small runs keep that transient small, and with
-# it the interpreter's pools that the tuples leave behind. Each run's word arrays are
+# integers (bounds of 32 bits or less: 48 bytes a span while it lasts) or of tuples (128
+# bits: about 150): small runs keep that transient small, and with it the interpreter's
+# pools that it leaves behind. Each run's word arrays are
 # 128 KiB or more (the C library maps such blocks on their own: the front of a run given
 # up goes back to the system at once).
 RUN = 1 << 15
@@ -334,10 +335,25 @@ def _sorted_runs(raw: Spans) -> list[Spans]:
     """``raw`` as sorted runs of ``RUN`` spans, taken from its end (``raw`` left empty)."""
     runs: list[Spans] = []
     end = len(raw)
+    narrow = raw.firsts.hi is None
     while end > 0:
         start = (end - 1) // RUN * RUN
         run = Spans(raw.width)
-        _fill(run, sorted(_pairs(raw, start, end)))
+        if narrow:  # one integer a span while sorted (48 bytes, not a tuple's 128)
+            code = raw.firsts.lo.typecode
+            keys = sorted(
+                (first << 32) | last
+                for first, last in zip(
+                    islice(raw.firsts.lo, start, end),
+                    islice(raw.lasts.lo, start, end),
+                    strict=True,
+                )
+            )
+            run.firsts.lo = array(code, (key >> 32 for key in keys))
+            run.lasts.lo = array(code, (key & 0xFFFFFFFF for key in keys))
+            del keys
+        else:
+            _fill(run, sorted(_pairs(raw, start, end)))
         raw.firsts.truncate(start)
         raw.lasts.truncate(start)
         runs.append(run)
