@@ -386,6 +386,11 @@ class Content:
     ends: bool = False  # endswith: the match ends where the buffer does
     # the buffer's transformations (dotprefix, to_lowercase, ...): what the item sees
     transforms: tuple[Transform, ...] = ()
+    # base64_decode: (bytes, offset) of the buffer decoded (from the previous item's end
+    # when relative: then ``distance`` is 0); the items after it in the chain (base64_data,
+    # ``decoded``) match the decoded bytes
+    decode: tuple[int, int] | None = None
+    decoded: bool = False
     # a header field (ttl, window, ...) or a TLS handshake fact (tls.version, ...) and
     # the test it must pass
     head: FieldTest | None = None
@@ -409,6 +414,8 @@ class Content:
             and self.date is None
             and self.head is None
             and not self.transforms  # a transformed buffer: no prefilter pattern of it
+            and self.decode is None
+            and not self.decoded  # base64_data: what the buffer decodes to
         )
         object.__setattr__(self, "literal", literal and not self.negated)
         # the items of a buffer of several values hold in one of them together: a chain
@@ -586,6 +593,12 @@ def chain_matches(items: Sequence[Content], data: bytes, budget: int = 64) -> bo
             item = item.bind(values)
             if item is None:
                 return False
+        decode = item.decode
+        if decode is not None:  # base64_decode: the items after it read what it decodes
+            start = decode[1] + (prev_end if item.distance is not None else 0)
+            chunk = data[start : start + decode[0]] if decode[0] else data[start:]
+            decoded = transforms.base64_decode(chunk[:BASE64_MAX])
+            return bool(decoded) and chain_matches(items[i + 1 :], decoded, tries[0])
         byte_op = item.byte_op
         if byte_op is not None and (byte_op.kind == "extract" or byte_op.kind == "math"):
             read = byte_op.read(data, prev_end)
@@ -1040,6 +1053,8 @@ class _Builder:
         self._last_index = -1  # the content the modifiers change (see _last_content)
         # the transformations of each sticky buffer, in rule order
         self.transforms: dict[str, list[Transform]] = {}
+        self.base64: str | None = None  # the buffer base64_decode decodes
+        self.base64_data = False  # base64_data chosen: the items read the decoded bytes
 
     def error(self, message: str) -> RuleFileError:
         return _call(self.fail, message)
@@ -1306,6 +1321,7 @@ class _Builder:
     def _sticky(self, name: str, value: str | None) -> None:
         self._flag_only(name, value)
         buffer = LEGACY_STICKY.get(name, STICKY_ALIASES.get(name, name))
+        self._leave_base64(buffer)
         self.buffer = buffer
         self.buffers_used.add(buffer)
 
@@ -1637,6 +1653,8 @@ class _Builder:
     def _transform(self, name: str, value: str | None) -> None:
         """A transformation (dotprefix, to_lowercase, ...): the sticky buffer's items see
         the buffer transformed, in the order the transformations are named."""
+        if self.base64_data:
+            raise self._refuse("base64_data", f"{name} after base64_data")
         if self.buffer == PKT:
             raise self.error(f"{name} needs a sticky buffer before it")
         if any(c.buffer == self.buffer for c in self.contents):
@@ -1775,7 +1793,64 @@ class _Builder:
 
     def _opt_pkt_data(self, name: str, value: str | None) -> None:
         self._flag_only(name, value)
+        self._leave_base64(PKT)
         self.buffer = PKT
+
+    # base64_decode and base64_data
+    def _refuse(self, keyword: str, message: str) -> RuleFileError:
+        """A form the engine does not run: skipped with ``keyword`` as the reason (an
+        error when loading is strict)."""
+        if self.unsupported is not None:
+            return _call(self.unsupported, keyword)
+        return self.error(message)
+
+    def _leave_base64(self, buffer: str) -> None:
+        if self.base64_data and buffer == self.base64:
+            # its items would follow the decoded ones in one chain
+            raise self._refuse("base64_data", f"{buffer} again after base64_data")
+        self.base64_data = False
+
+    def _opt_base64_decode(self, name: str, value: str | None) -> None:
+        """``base64_decode[:bytes N][, offset N][, relative]``: the current buffer (from the
+        previous item's end when relative), base64_data's bytes once decoded."""
+        if self.base64 is not None:
+            raise self._refuse("base64_decode", "base64_decode given twice")
+        found: dict[str, str] = {}
+        for part in (value or "").split(","):
+            words = part.split()
+            if not words:
+                continue
+            key = words[0]
+            if key not in ("bytes", "offset", "relative") or len(words) != (
+                1 if key == "relative" else 2
+            ):
+                raise self.error(
+                    f"base64_decode: expected bytes N, offset N or relative, got {part.strip()!r}"
+                )
+            if key in found:
+                raise self.error(f"base64_decode: {key} given twice")
+            found[key] = words[-1]
+        nbytes = self._int(name, found.get("bytes", "0"), 0, BASE64_MAX)
+        offset = self._int(name, found.get("offset", "0"), 0, BASE64_MAX)
+        buffer = self.buffer
+        if buffer == PKT and self.contents and self.contents[-1].buffer != PKT:
+            buffer = self.contents[-1].buffer  # content:...; http_uri; base64_decode
+        relative = "relative" in found
+        if relative and not any(c.buffer == buffer for c in self.contents):
+            raise self.error("base64_decode: relative needs a content before it")
+        self.base64 = buffer
+        self.buffer = buffer
+        self.buffers_used.add(buffer)
+        self.contents.append(
+            Content(b"", buffer=buffer, decode=(nbytes, offset), distance=0 if relative else None)
+        )
+
+    def _opt_base64_data(self, name: str, value: str | None) -> None:
+        self._flag_only(name, value)
+        if self.base64 is None:
+            raise self.error("base64_data needs a base64_decode before it")
+        self.buffer = self.base64
+        self.base64_data = True
 
     # flow and packet
     def _opt_flow(self, name: str, value: str | None) -> None:
@@ -1884,6 +1959,12 @@ class _Builder:
             else c
             for c in self.contents
         ]
+        if self.base64 is not None:  # the items after base64_decode in its buffer: decoded
+            at = next(i for i, c in enumerate(contents) if c.decode is not None)
+            contents[at + 1 :] = [
+                replace(c, decoded=True, transforms=()) if c.buffer == self.base64 else c
+                for c in contents[at + 1 :]
+            ]
         return Signature(
             sid=self.sid,
             msg=self.msg or "",
@@ -2015,6 +2096,8 @@ def _split_list(text: str) -> list[str]:
         parts.append(current)
     return [p for p in (p.strip() for p in parts) if p] if parts else []
 
+
+BASE64_MAX = 65535  # base64_decode's bytes and offset at most (and the bytes decoded)
 
 # ---- pcre, sizes -------------------------------------------------------------------------
 

@@ -119,7 +119,7 @@ def test_older_and_sticky_forms_select_the_same_buffer(options: str, buffer: str
 @pytest.mark.parametrize(
     ("options", "reason"),
     [
-        ('base64_decode:bytes 10; content:"a";', "base64_decode"),
+        ('dataset:isset,bad,type string; content:"a";', "dataset"),
         ('content:"a"; ja4.hash;', "unknown"),
         ('xbits:set,x,track ip_src; content:"a";', "xbits"),
         ("flowint:n,=,1;", "flowint"),
