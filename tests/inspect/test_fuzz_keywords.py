@@ -53,6 +53,10 @@ VALUES = st.sampled_from(
         "lsrr",
         "1.3",
         "!0x10",
+        "bytes 4, offset 1, relative",
+        "offset 2, mode rfc2045",
+        "mode strict",
+        '"(a+)b"',
     ]
 )
 OPTION = st.tuples(st.sampled_from(sorted(SURICATA_KEYWORDS)), VALUES)
@@ -141,5 +145,8 @@ def test_fuzz_fragments(parts: list[tuple[int, int, bool, bytes]]) -> None:
         )
         layer = decode_packet(b"\0" * 12 + b"\x08\x00" + head + body, 1, errors)
         if layer is not None and layer.frag is not None:
-            defrag.add(i * 0.1, layer, errors)
+            whole = defrag.add(i * 0.1, layer, errors)
+            if whole is not None:  # the first fragment's header, the datagram's length
+                assert whole.raw[0] == 0x45 and whole.raw[6:8] == b"\0\0"
+                assert struct.unpack("!H", whole.raw[2:4])[0] == len(whole.raw)
         assert defrag.held <= 256 and len(defrag) <= 2
