@@ -90,6 +90,10 @@ class PolicyManager(Manager):
             await ctx.kernel(heap.release)
             return False
         elapsed = ctx.clock() - started
+        # what loading it left behind (a large set's parse) goes back to the system, before
+        # anything says the policy is enforced (the previous one's arrays, freed when it is
+        # replaced, are mappings of their own: they go back at once)
+        await ctx.kernel(heap.release)
         ctx.metrics.apply_seconds.observe(elapsed)
         ctx.metrics.apply_total.labels(result="ok").inc()
         if ctx.policy is None or ctx.policy.table_hash != policy.table_hash:
@@ -104,8 +108,6 @@ class PolicyManager(Manager):
         if policy.bundle_version is not None:
             ctx.metrics.policy_version.set(policy.bundle_version)
         await ctx.set_policy(policy)
-        # what loading it left behind (a large set's parse) goes back to the system
-        await ctx.kernel(heap.release)
         ctx.log.info(
             "policy enforced",
             extra={
