@@ -6,8 +6,9 @@ and what the TLS handshake told (``tls.version``, ``ssl_version``, ``ssl_state``
 A test reads its number from a buffer the engine fills only when a loaded rule needs it:
 ``ip:packet`` (the packet from its IP header on) or one of the ``tls:`` buffers
 (``tlsinfo``). The sticky buffers ``ipv4.hdr``, ``ipv6.hdr``, ``tcp.hdr``, ``udp.hdr``,
-``icmpv4.hdr`` and ``icmpv6.hdr`` (their first 8 bytes: type, code, checksum and the rest of
-the header) are the headers' bytes, cut from ``ip:packet`` (``header_buffers``). Pure: nothing here
+``icmpv4.hdr`` and ``icmpv6.hdr`` (8 bytes: type, code, checksum and the rest of the header;
+an ICMPv4 timestamp's 20, a router advertisement's 8 and its addresses, as Suricata counts
+them) are the headers' bytes, cut from ``ip:packet`` (``header_buffers``). Pure: nothing here
 raises on short or odd bytes; a field a packet does not have (``tos`` of IPv6, ``window`` of
 UDP) makes the test fail, as in Suricata.
 """
@@ -234,10 +235,24 @@ def header_buffers(data: bytes) -> dict[str, bytes]:
     elif proto == 17 and at + 8 <= len(data):
         out["udp.hdr"] = data[at : at + 8]
     elif proto == 1 and version == 4 and at + 8 <= len(data):
-        out["icmpv4.hdr"] = data[at : at + 8]
+        out["icmpv4.hdr"] = data[at : at + icmpv4_header_length(data, at)]
     elif proto == 58 and version == 6 and at + 8 <= len(data):
         out["icmpv6.hdr"] = data[at : at + 8]
     return out
+
+
+def icmpv4_header_length(data: bytes, at: int) -> int:
+    """The ICMPv4 header's length as Suricata counts it: 8 bytes; a timestamp or its reply
+    20 (its three times); a router advertisement 8 and its addresses (when all are there)."""
+    kind = data[at]
+    size = 8
+    if kind in (13, 14) and at + 20 <= len(data):
+        size = 20
+    elif kind == 9:
+        size = 8 + data[at + 4] * data[at + 5] * 4
+        if at + size > len(data):
+            size = 8
+    return size
 
 
 def _ipv6_fragment_offset(data: bytes) -> int:

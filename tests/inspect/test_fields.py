@@ -25,6 +25,7 @@ from scapy.all import (  # type: ignore[attr-defined]
 from scapy.layers.inet6 import fragment6
 
 from appliance.inspect.fields import (
+    HEADER_BUFFERS,
     IP_OPTIONS,
     IP_PACKET,
     has_ip_option,
@@ -179,6 +180,8 @@ def test_any_bytes_read_as_a_field_or_none(data: bytes, option: int) -> None:
     mss = read_field("tcp.mss", data)
     assert mss is None or 0 <= mss <= 65535
     has_ip_option(data, option)
+    for name, header in header_buffers(data).items():
+        assert name in HEADER_BUFFERS and len(header) <= len(data)
 
 
 @pytest.mark.parametrize(
@@ -201,6 +204,18 @@ def test_any_bytes_read_as_a_field_or_none(data: bytes, option: int) -> None:
         ('icmpv4.hdr; content:"|08 00|"; depth:2;', IP() / ICMP(type=0), False),
         ('icmpv4.hdr; content:"|12 34|"; offset:4; depth:2;', IP() / ICMP(id=0x1234), True),
         ("icmpv4.hdr; bsize:8;", IP() / ICMP() / (b"x" * 40), True),  # the payload is not in
+        ("icmpv4.hdr; bsize:20;", IP() / ICMP(type=13, ts_ori=1, ts_rx=2, ts_tx=3), True),
+        ('icmpv4.hdr; content:"|00 00 00 03|"; offset:16;', IP() / ICMP(type=14, ts_tx=3), True),
+        (
+            "icmpv4.hdr; bsize:16;",  # a router advertisement of one address (2 words each)
+            IP(proto=1) / (b"\x09\0\0\0\x01\x02\x07\x08" + b"\x0a\0\0\1" + bytes(4)),
+            True,
+        ),
+        (
+            "icmpv4.hdr; bsize:8;",  # its addresses cut short: the 8 bytes
+            IP(proto=1) / (b"\x09\0\0\0\x04\x02\x07\x08" + bytes(8)),
+            True,
+        ),
         ('icmpv4.hdr; content:"|08|";', IPv6() / ICMPv6EchoRequest(), False),
         ('icmpv6.hdr; content:"|80 00|"; depth:2;', IPv6() / ICMPv6EchoRequest(), True),
         ('icmpv6.hdr; content:"|00 07|"; offset:6;', IPv6() / ICMPv6EchoRequest(seq=7), True),
