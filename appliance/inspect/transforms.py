@@ -73,15 +73,16 @@ def base64_decode(data: bytes, mode: str = "rfc4648") -> bytes:
 def from_base64(data: bytes, argument: bytes) -> bytes:
     """The ``from_base64`` transformation; ``argument`` as ``parse_argument`` packs it."""
     nbytes, offset, mode = unpack_base64(argument)
+    chunk = data
     if offset:
         if offset >= len(data):
             return data
-        data = data[offset:]
+        chunk = data[offset:]
     if nbytes:
-        if nbytes >= len(data):
-            return data
-        data = data[:nbytes]
-    return base64_decode(data, mode) if data else data
+        if nbytes >= len(chunk):
+            return data  # the buffer as it is, its offset included
+        chunk = chunk[:nbytes]
+    return base64_decode(chunk, mode) if chunk else chunk
 
 
 def unpack_base64(argument: bytes) -> tuple[int, int, str]:

@@ -235,6 +235,7 @@ def test_base64_of_encoded_bytes_gives_them_back_in_every_mode(data: bytes) -> N
         ("bytes 4, offset 4", b"XXXXaGVsbG8=", b"hel"),
         ("offset 12", b"XXXXaGVsbG8=", b"XXXXaGVsbG8="),  # past the end: as it is
         ("bytes 12", b"XXXXaGVsbG8=", b"XXXXaGVsbG8="),  # to the end or past: as it is
+        ("offset 4, bytes 8", b"XXXXaGVsbG8=", b"XXXXaGVsbG8="),  # the whole buffer, as it was
     ],
 )
 def test_from_base64(options: str | None, data: bytes, expected: bytes) -> None:
