@@ -16,10 +16,11 @@ functions over bytes: every one is linear in its input and none raises.
 - ``strip_pseudo_headers``: lines that begin with ``:`` (HTTP/2 pseudo-headers) removed;
 - ``from_base64:[bytes N][, offset N][, mode rfc4648|rfc2045|strict]``: the base64 decode of
   the buffer from ``offset`` on, ``bytes`` of it (an offset or a count reaching the end of
-  the buffer leaves it as it is); rfc4648 (the default) stops at the first byte outside the
-  alphabet, rfc2045 skips such bytes, strict decodes nothing unless the whole input is
-  valid base64; a last incomplete group gives the whole bytes it holds; nothing decoded
-  makes the buffer empty;
+  the buffer leaves it as it is); rfc4648 (the default) stops at the first byte neither in
+  the alphabet nor ``=`` and decodes a last incomplete group of 2 or 3 characters, rfc2045
+  skips such bytes and drops a last incomplete group, strict decodes nothing unless the
+  whole input is padded base64; ``=`` ends a group (third: 1 byte, fourth: 2), never the
+  decoding; nothing decoded makes the buffer empty;
 - ``pcrexform:"REGEX"``: the first capture group of the regex's first match (the buffer as
   it is when the regex does not match).
 """
@@ -39,35 +40,58 @@ _NAMES = re.compile(rb"(?:^|(?<=\n))[^:]*")
 _PSEUDO = re.compile(rb"(?m)^:[^\n]*(?:\n|$)")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 _ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-_NOT_ALPHABET = bytes(sorted(set(range(256)) - set(_ALPHABET)))
-_PREFIX = re.compile(rb"[A-Za-z0-9+/]*")
+_NOT_BASE64 = bytes(sorted(set(range(256)) - set(_ALPHABET + b"=")))
+_PREFIX = re.compile(rb"[A-Za-z0-9+/=]*")
 _STRICT = re.compile(rb"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 BASE64_MODES = ("rfc4648", "rfc2045", "strict")
 MAX_BASE64 = 65535  # the largest bytes and offset of from_base64
+_EQ = 0x3D
 
 
-def _decode_groups(chars: bytes) -> bytes:
-    """Base64 characters (the alphabet only, no padding) decoded; a last group of 2 or 3
-    characters gives its 1 or 2 whole bytes, one of 1 character nothing."""
+def _decode_groups(chars: bytes, partial: bool) -> bytes:
+    """Groups of 4 characters of the alphabet or ``=`` decoded as Suricata's decoder does:
+    a group with ``=`` third gives 1 byte, fourth 2 bytes, first or second nothing at all
+    (the input is refused); a last partial group is padded with ``=`` when ``partial``
+    (rfc4648: 2 or 3 characters give 1 or 2 bytes, 1 character refuses the input), else
+    dropped (rfc2045)."""
     tail = len(chars) % 4
-    if tail == 1:
-        chars = chars[:-1]
-    elif tail:
-        chars += b"=" * (4 - tail)
-    return binascii.a2b_base64(chars) if chars else b""
+    if tail:
+        if not partial:
+            chars = chars[:-tail]
+        elif tail == 1:
+            return b""
+        else:
+            chars += b"=" * (4 - tail)
+    first = chars.find(b"=")
+    if first < 0:
+        return binascii.a2b_base64(chars) if chars else b""
+    whole = first - first % 4  # the groups before the first with "="
+    out = bytearray(binascii.a2b_base64(chars[:whole]) if whole else b"")
+    for at in range(whole, len(chars), 4):
+        group = chars[at : at + 4]
+        if group[0] == _EQ or group[1] == _EQ:
+            return b""
+        if group[2] == _EQ:
+            out += binascii.a2b_base64(group[:2] + b"==")
+        elif group[3] == _EQ:
+            out += binascii.a2b_base64(group[:3] + b"=")
+        else:
+            out += binascii.a2b_base64(group)
+    return bytes(out)
 
 
 def base64_decode(data: bytes, mode: str = "rfc4648") -> bytes:
-    """``data`` decoded as base64 in Suricata's ``mode``; b"" when nothing decodes."""
+    """``data`` decoded as base64 in Suricata's ``mode``; b"" when nothing decodes.
+    rfc4648 reads up to the first byte neither in the alphabet nor ``=``; rfc2045 skips
+    such bytes; strict takes only padded base64, whole."""
     if mode == "strict":
         if len(data) % 4 or _STRICT.fullmatch(data) is None:
             return b""
         return binascii.a2b_base64(data)
     if mode == "rfc2045":
-        end = data.find(b"=")
-        return _decode_groups((data if end < 0 else data[:end]).translate(None, _NOT_ALPHABET))
+        return _decode_groups(data.translate(None, _NOT_BASE64), False)
     match = _PREFIX.match(data)
-    return _decode_groups(match.group()) if match else b""
+    return _decode_groups(match.group(), True) if match else b""
 
 
 def from_base64(data: bytes, argument: bytes) -> bytes:

@@ -220,13 +220,17 @@ def test_base64_of_encoded_bytes_gives_them_back_in_every_mode(data: bytes) -> N
     ("options", "data", "expected"),
     [
         (None, b"aGVsbG8gd29ybGQ=", b"hello world"),
-        (None, b"aGVsbG8=junk", b"hello"),  # rfc4648 stops at the padding
+        (None, b"aGVsbG8=junk", b"hello" + base64.b64decode(b"junk")),  # "=" ends a group
+        (None, b"aGk=aGk=", b"hihi"),
+        (None, b"aG=k", b"h"),  # "=" third: 1 byte, the fourth character ignored
+        (None, b"=aGk", b""),  # "=" first: the input refused
         (None, b"aGVs bG8=", b"hel"),  # and at any byte outside the alphabet
         (None, b"aGVsbG8", b"hello"),  # a last group of 3 characters: 2 bytes
-        (None, b"aGVsb", b"hel"),  # of 1 character: nothing
+        (None, b"aGVsb", b""),  # of 1 character: the input refused
         (None, b"!!!!", b""),  # nothing decoded: empty
         ("mode rfc2045", b"aGVs\r\nbG8=", b"hello"),  # bytes outside the alphabet skipped
-        ("mode rfc2045", b"aG-Vs*bG8", b"hello"),
+        ("mode rfc2045", b"aG-Vs*bG8=", b"hello"),
+        ("mode rfc2045", b"aG-Vs*bG8", b"hel"),  # a last incomplete group dropped
         ("mode strict", b"aGVsbG8=", b"hello"),
         ("mode strict", b"aGVsbG8", b""),  # unpadded: refused whole
         ("mode strict", b"aGVs bG8=", b""),
