@@ -162,7 +162,20 @@ def _text(meta: Any, key: str) -> str:
 
 
 def _write(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    write_synced(path, data, replace=False)
+
+
+def write_synced(path: Path | str, data: bytes, replace: bool = True) -> None:
+    """``data`` in a new file at ``path`` (mode 0600), synced to disk. A file already there
+    (a leftover of a crash) is replaced, or refused unless ``replace``."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        if not replace:
+            raise
+        os.unlink(path)
+        fd = os.open(path, flags, 0o600)
     try:
         view = memoryview(data)
         while view:

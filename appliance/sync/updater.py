@@ -24,6 +24,7 @@ from pathlib import Path
 
 from appliance.sync import tuf
 from appliance.sync.bundle import BUNDLE_FILE, FULL_DIR, HTTP_ERROR, BundleError
+from appliance.sync.store import write_synced
 
 Fetch = Callable[[str, int], Awaitable[bytes | None]]
 TRUST_FILES = ("root", "timestamp", "snapshot", "targets")
@@ -171,7 +172,7 @@ class TrustStore:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         directory = str(self.root)
         for role, data in changed:
-            _write_synced(f"{directory}/.{role}.json.new", data)
+            write_synced(f"{directory}/.{role}.json.new", data)
             os.replace(f"{directory}/.{role}.json.new", f"{directory}/{role}.json")
             self._kept[role] = data
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -187,21 +188,3 @@ class TrustStore:
             return None
         self._kept[role] = data
         return data
-
-
-def _write_synced(path: str, data: bytes) -> None:
-    """``data`` in a new file at ``path`` (mode 0600, a leftover of a crash replaced),
-    synced to disk."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags, 0o600)
-    except FileExistsError:
-        os.unlink(path)
-        fd = os.open(path, flags, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
