@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-monitor",
         action="store_true",
-        help="find drift by the periodic read-back only, without `nft monitor`",
+        help="find drift by the periodic read-back only, without the kernel's nf_tables events",
     )
     p.add_argument("--alerts", metavar="FILE", help="EVE alert file; overrides [inspect].alerts")
     p.add_argument(

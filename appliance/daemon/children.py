@@ -1,6 +1,6 @@
 """Children of the daemon die with it: ``PR_SET_PDEATHSIG`` set in the child before exec.
 
-A daemon killed with SIGKILL runs no cleanup; without this its ``nft monitor`` would run
+A daemon killed with SIGKILL runs no cleanup; without this a child it started would run
 for ever, one more after each restart. The signal goes out when the thread that started
 the child ends, so children are started from the event loop's (main) thread.
 """

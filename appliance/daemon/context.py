@@ -30,7 +30,7 @@ class DaemonConfig:
     resync_interval: float = RESYNC_INTERVAL
     confirm_seconds: float | None = None  # a reload not confirmed in time is rolled back
     metrics_listen: str | None = None  # overrides [metrics].listen
-    monitor: bool = True  # also watch `nft monitor` for changes by other processes
+    monitor: bool = True  # also watch the kernel's nf_tables events for changes by others
     alerts: str | None = None  # overrides [inspect].alerts
     inspect_queue: int = INSPECT_QUEUE  # packets between capture and the inspection engine
 

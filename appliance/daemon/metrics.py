@@ -170,8 +170,8 @@ class Metrics:
         )
         self.table_watch_errors = Counter(
             "appliance_table_watch_errors",
-            "Failures of the table watch it went on after (nft monitor ended and started "
-            "again, a drift hint failed)",
+            "Failures of the table watch it went on after (its event socket failed and was "
+            "opened again, a drift hint failed)",
             registry=registry,
         )
         self.flow_offload = Gauge(

@@ -76,7 +76,7 @@ DEMO_METRICS = (
     "appliance_rule_packets_total",
 )
 READY_TIMEOUT = 30.0
-REPAIR_TIMEOUT = 15.0  # the read-back runs every 10 s at the latest; `nft monitor` is sooner
+REPAIR_TIMEOUT = 15.0  # the read-back runs every 10 s at the latest; table events sooner
 
 
 def demo(

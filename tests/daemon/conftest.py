@@ -209,17 +209,23 @@ def children(pid: int, name: str) -> list[int]:
 
 
 def monitor_listening(daemon_pid: int) -> bool:
-    """Whether the daemon's ``nft monitor`` child has joined the netfilter event groups
-    (a NETLINK_NETFILTER socket of its own with groups): from then on it sees changes."""
-    for pid in children(daemon_pid, "nft"):
-        try:
-            lines = Path(f"/proc/{pid}/net/netlink").read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if fields[1] == "12" and fields[2] == str(pid) and int(fields[3], 16):
-                return True
+    """Whether the daemon holds a NETLINK_NETFILTER socket that joined an event group (its
+    table watch): from then on it sees changes."""
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{daemon_pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{daemon_pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    try:
+        lines = Path(f"/proc/{daemon_pid}/net/netlink").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split()
+        if fields[1] == "12" and int(fields[3], 16) and fields[-1] in inodes:
+            return True
     return False
 
 

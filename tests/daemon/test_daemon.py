@@ -457,13 +457,13 @@ def test_watchdog_pings_from_the_loop(netns: str, tmp_path: Path) -> None:
         daemon.close()
 
 
-def test_nft_monitor_repairs_drift_before_the_next_read_back(
+def test_table_events_repair_drift_before_the_next_read_back(
     netns: str, start_daemon: Start, tmp_path: Path
 ) -> None:
     daemon = start_daemon(netns, write_profile(tmp_path / "p.toml"), "--resync-interval", "600")
     assert daemon.proc is not None
     pid = daemon.proc.pid
-    wait_until(lambda: monitor_listening(pid))  # the monitor starts after READY
+    wait_until(lambda: monitor_listening(pid))  # the table watch starts after READY
     handle = rule_handles(netns)["ssh"]
     nft_in(netns, "delete", "rule", "inet", "appliance", "input", "handle", str(handle))
     wait_until(lambda: daemon.status()["drift_repairs"].get("structure") == 1, timeout=5)

@@ -1,72 +1,75 @@
-"""Which ``nft monitor`` transactions hint at drift (pure), the watch going on after its
-failures (a stand-in for ``nft monitor``), and the monitor child dies with the daemon
-(root)."""
+"""Which nf_tables transactions hint at drift (pure), the watch going on after its failures
+(a stand-in socket fed crafted events), and the daemon watching with a socket of its own,
+no child (root). The repair a foreign change wakes is tested in test_daemon.py."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import sys
+import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from appliance.adapters.nftevents import NFPROTO_INET, Change
 from appliance.daemon.monitor import TableMonitor, foreign_drift
-from tests.daemon.conftest import Daemon, alive, children, wait_until, write_profile
+from tests.adapters.test_nftevents import message, transaction
+from tests.daemon.conftest import Daemon, children, monitor_listening, wait_until, write_profile
 
 OWN = 100
+INET = NFPROTO_INET
+IP = 2
+NEWTABLE, DELTABLE, NEWRULE, DELRULE, NEWSETELEM, DELSETELEM = 0, 2, 6, 8, 12, 14
 
 
 @pytest.mark.parametrize(
-    ("events", "pid", "expected"),
+    ("changes", "pid", "expected"),
     [
-        (["delete rule inet appliance input handle 69"], 200, True),
-        (["delete rule inet appliance input handle 69"], OWN, False),
-        (["delete table inet appliance"], 200, True),
-        (["add rule inet appliance input tcp dport 4444 accept"], 200, True),
-        (["delete element inet appliance blocklist { 10.0.0.1 }"], 200, True),
-        (["add element inet appliance blocklist { 10.9.9.9 }"], 200, False),
-        (["add rule inet other input accept"], 200, False),
-        (["delete table inet appliance2"], 200, False),
-        (["add rule ip appliance input accept"], 200, False),
+        ([Change(DELRULE, INET, "appliance")], 200, True),
+        ([Change(DELRULE, INET, "appliance")], OWN, False),
+        ([Change(DELTABLE, INET, "appliance")], 200, True),
+        ([Change(NEWRULE, INET, "appliance")], 200, True),
+        ([Change(DELSETELEM, INET, "appliance")], 200, True),
+        ([Change(NEWSETELEM, INET, "appliance")], 200, False),
+        ([Change(NEWRULE, INET, "other")], 200, False),
+        ([Change(DELTABLE, INET, "appliance2")], 200, False),
+        ([Change(NEWRULE, IP, "appliance")], 200, False),
+        ([Change(-1, INET, "?")], 200, True),  # more than was held: look
+        ([Change(-1, INET, "?")], OWN, False),
         ([], 200, False),
+        ([Change(DELRULE, INET, "appliance")], None, True),  # the kernel named no process
     ],
 )
-def test_foreign_drift(events: list[str], pid: int, expected: bool) -> None:
-    assert foreign_drift(events, pid, OWN) is expected
+def test_foreign_drift(changes: list[Change], pid: int | None, expected: bool) -> None:
+    assert foreign_drift(changes, pid, OWN) is expected
 
 
-@pytest.mark.root
-def test_the_nft_monitor_child_dies_with_a_daemon_killed_with_sigkill(
-    netns: str, start_daemon: Callable[..., Daemon], tmp_path: Path
-) -> None:
-    daemon = start_daemon(netns, write_profile(tmp_path / "p.toml"))
-    assert daemon.proc is not None
-    pid = daemon.proc.pid
-    wait_until(lambda: children(pid, "nft"))  # the monitor starts after READY
-    monitors = children(pid, "nft")
-    daemon.kill()  # SIGKILL: no cleanup in the daemon runs
-    wait_until(lambda: not alive(monitors[0]), timeout=30)
-
-
-FAKE_MONITOR = """
-import sys
-print("delete rule inet appliance input handle 69")
-print("# new generation 7 by process 200 (nft)", flush=True)
-sys.exit(3)
-"""
+FOREIGN = transaction(200, message(DELRULE, INET, "appliance"))
+OURS = transaction(OWN, message(DELRULE, INET, "appliance"))
+ADDED = transaction(200, message(NEWSETELEM, INET, "appliance"))
 
 
 def _watch(
-    on_drift: Callable[[], None], until: Callable[[TableMonitor], bool]
+    on_drift: Callable[[], None],
+    feed: Callable[[socket.socket, int], None],
+    until: Callable[[TableMonitor], bool],
 ) -> tuple[TableMonitor, list[str]]:
-    """A monitor over a stand-in for ``nft monitor`` that reports one foreign change and
-    ends, run until ``until`` holds (10 s at most)."""
+    """A monitor over stand-in sockets (one per opening), each fed by ``feed(peer, n)``
+    from a thread, run until ``until`` holds (10 s at most)."""
     told: list[str] = []
     log = logging.getLogger("test.monitor")
-    command = (sys.executable, "-c", FAKE_MONITOR)
-    monitor = TableMonitor(on_drift, OWN, log, command, on_error=told.append, restart_pause=0.01)
+    openings: list[socket.socket] = []
+
+    def opener() -> socket.socket:
+        ours, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        ours.setblocking(False)
+        openings.append(peer)
+        threading.Thread(target=feed, args=(peer, len(openings)), daemon=True).start()
+        return ours
+
+    monitor = TableMonitor(on_drift, OWN, log, opener, on_error=told.append, restart_pause=0.01)
 
     async def run() -> None:
         assert await monitor.start()
@@ -76,20 +79,38 @@ def _watch(
                 await asyncio.sleep(0.01)
         finally:
             await monitor.stop()
+            for peer in openings:
+                peer.close()
 
     asyncio.run(run())
     return monitor, told
 
 
-def test_an_nft_monitor_that_ends_is_started_again_logged_and_counted(
+def test_only_a_foreign_change_of_the_table_hints() -> None:
+    hints: list[int] = []
+
+    def feed(peer: socket.socket, _n: int) -> None:
+        for datagram in (OURS, ADDED, FOREIGN, OURS):
+            peer.send(datagram)
+
+    monitor, told = _watch(lambda: hints.append(1), feed, lambda m: bool(hints))
+    assert hints == [1] and not told and monitor.errors == 0
+
+
+def test_a_socket_that_fails_is_opened_again_logged_and_counted(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     hints: list[int] = []
+
+    def feed(peer: socket.socket, _n: int) -> None:
+        peer.send(FOREIGN)
+        peer.send(b"")  # an empty datagram: the stand-in's end of the socket
+
     with caplog.at_level(logging.WARNING, logger="test.monitor"):
-        monitor, told = _watch(lambda: hints.append(1), lambda m: len(hints) >= 3)
-    assert len(hints) >= 3  # each new start reported the change again
+        monitor, told = _watch(lambda: hints.append(1), feed, lambda m: m.errors >= 2)
     assert monitor.errors >= 2 and len(told) >= 2
-    assert all("nft monitor ended (exit 3)" in reason for reason in told)
+    assert all("event socket failed (closed)" in reason for reason in told)
+    assert len(hints) >= 3  # each socket's foreign change, and a look after each reopening
     lines = [r.getMessage() for r in caplog.records if "table watch" in r.getMessage()]
     assert lines and all("\n" not in line for line in lines)
 
@@ -102,7 +123,11 @@ def test_a_failed_drift_hint_is_logged_and_the_watch_goes_on() -> None:
         if len(calls) == 1:
             raise RuntimeError("the kernel refused the repair")
 
-    _monitor, told = _watch(failing, lambda m: len(calls) >= 2)
+    def feed(peer: socket.socket, _n: int) -> None:
+        peer.send(FOREIGN)
+        peer.send(FOREIGN)
+
+    _monitor, told = _watch(failing, feed, lambda m: len(calls) >= 2)
     assert len(calls) >= 2  # still watching after the failure
     assert any("drift hint failed" in r and "refused the repair" in r for r in told)
 
@@ -115,8 +140,19 @@ def test_the_daemon_counts_its_table_watch_failures_in_a_metric(tmp_path: Path) 
     rig = Rig(tmp_path)
     monitor = rig.daemon._monitor
     assert monitor.on_error is not None
-    monitor.on_error("nft monitor ended (exit 1); started again in 1 s")
+    monitor.on_error("event socket failed (closed); opened again in 1 s")
     monitor.on_error("drift hint failed: RuntimeError()")
     text = generate_latest(rig.daemon.ctx.metrics.registry).decode()
     assert "appliance_table_watch_errors_total 2.0" in text
     rig.daemon.ctx.executor.shutdown(wait=True)
+
+
+@pytest.mark.root
+def test_the_daemon_watches_without_a_child(
+    netns: str, start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    daemon = start_daemon(netns, write_profile(tmp_path / "p.toml"))
+    assert daemon.proc is not None
+    pid = daemon.proc.pid
+    wait_until(lambda: monitor_listening(pid))  # the table watch starts after READY
+    assert children(pid, "nft") == []
