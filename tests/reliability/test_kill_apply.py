@@ -1,7 +1,7 @@
 """kill -9 at random points of a reload that applies 100k set elements and a new rule: the
 kernel holds the old table or the new one, never a mix, never none (sampled every 10 ms),
 and an established connection through the table loses nothing, and no child of the daemon
-(its ``nft monitor``) outlives it."""
+outlives it."""
 
 from __future__ import annotations
 
