@@ -1418,15 +1418,22 @@ class _Builder:
         if byte_op.relative and not any(c.buffer == self.buffer for c in self.contents):
             byte_op = replace(byte_op, relative=False)
         if kind == "extract":
-            self.byte_vars[byte_op.name] = self.buffer
-            if self.buffer != PKT:
-                self.buffers_used.add(self.buffer)
+            self._set_byte_var(byte_op.name)
+        self._add_byte_op(byte_op, byte_op.relative, refs)
+
+    def _set_byte_var(self, name: str) -> None:
+        """``name`` a rule variable read from the current buffer."""
+        self.byte_vars[name] = self.buffer
+        if self.buffer != PKT:
+            self.buffers_used.add(self.buffer)
+
+    def _add_byte_op(self, byte_op: ByteOp, relative: bool, refs: list[tuple[str, str]]) -> None:
         self.contents.append(
             Content(
                 b"",
                 buffer=self.buffer,
                 byte_op=byte_op,
-                distance=0 if byte_op.relative else None,
+                distance=0 if relative else None,
                 refs=tuple(refs),
             )
         )
@@ -1516,18 +1523,8 @@ class _Builder:
             oper=oper,
             math_mask=mask,
         )
-        self.byte_vars[result] = self.buffer
-        if self.buffer != PKT:
-            self.buffers_used.add(self.buffer)
-        self.contents.append(
-            Content(
-                b"",
-                buffer=self.buffer,
-                byte_op=byte_op,
-                distance=0 if relative else None,
-                refs=tuple(refs),
-            )
-        )
+        self._set_byte_var(result)
+        self._add_byte_op(byte_op, relative, refs)
 
     def _opt_stream_size(self, name: str, value: str | None) -> None:
         parts = [p.strip() for p in self._need(name, value).split(",")]
