@@ -17,7 +17,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.inspect import appproto, detectors
+from appliance.inspect import appproto, core, detectors
 from appliance.inspect.appproto import DnsQuery, HttpRequest
 from appliance.inspect.classification import CLASSTYPES, read_classification, read_references
 from appliance.inspect.decode import PROTO_TCP, PROTO_UDP, Errors, Layer, count, decode_packet
@@ -81,6 +81,7 @@ class InspectionConfig:
     max_flows: int = 65536
     idle_timeout: float = 300.0
     fast_path: bool = True  # off: every packet takes the full path (tests compare the two)
+    compiled: bool = True  # the compiled fast path when built (off: its Python twin)
     skipped: Sequence[Skipped] = ()  # rules left out, each with its warning line and reason
     stream_depth: int = DEFAULT_DEPTH  # bytes of each TCP direction reassembled (0: none)
 
@@ -293,6 +294,14 @@ class InspectionEngine:
         self._index = self.flows.index
         self._idle_timeout = config.idle_timeout
         self._fast = config.fast_path
+        # the compiled fast path (core.py): take(ts, data) -> True (taken), False (full
+        # path), None (an IPv4/TCP packet whose key the index does not hold)
+        self._core = None
+        compiled = core.fast_path_class() if self._fast and config.compiled else None
+        if compiled is not None:
+            self._core = compiled(
+                self._index, self.flows.flows, config.idle_timeout, Flow, _anchored_hit
+            ).take
         self._never_block_cache: dict[bytes, bool] = {}
         self._hellos: OrderedDict[bytes, _Hello] = OrderedDict()  # by flow key
         # A bare SYN opening an IPv4/TCP flow (see _new_syn): what the full path would do
@@ -314,11 +323,20 @@ class InspectionEngine:
     def process(self, ts: float, data: bytes, linktype: int) -> Sequence[Alert]:
         stats = self.stats
         stats.packets += 1
+        if self._core is not None and linktype == 1:
+            taken = self._core(ts, data)
+            if taken:
+                stats.fast += 1
+                return _NO_ALERTS
+            if taken is None:  # no flow under its key: an embryo hatches, a SYN is new
+                found = self._unindexed(ts, data)
+                if found is not None:
+                    return found
         # Fast paths, for Ethernet / IPv4 without options, not a fragment: a TCP packet, or
         # a GTP-U G-PDU carrying one, of an established flow whose direction needs nothing
         # of this packet but its flags (see _fast_tcp). They read the fields the decoders
         # would, straight from the frame; anything unusual takes the full path below.
-        if (
+        elif (
             linktype == 1
             and self._fast
             and len(data) >= 54
@@ -408,6 +426,28 @@ class InspectionEngine:
             stats.alerts += len(alerts)
             return alerts
         return _NO_ALERTS
+
+    def _unindexed(self, ts: float, data: bytes) -> Sequence[Alert] | None:
+        """With the compiled fast path: an IPv4/TCP packet whose key the index does not hold,
+        as the twin's inline block takes it (an embryo hatches, a new SYN takes the new-flow
+        path, a hatched flow's packet may take the fast path). None: the full path."""
+        key = data[26:38]
+        table = self.flows
+        flow = None
+        if table.embryos and key in table.flows:
+            flow = table.hatched(key, ts)
+        elif data[47] & 0x17 == 0x02 and self._syn_path:
+            found = self._new_syn(ts, data, key)
+            if found is not None:
+                return found
+            if table.embryos:
+                flow = table.hatched(key, ts)
+        elif table.embryos:
+            flow = table.hatched(key, ts)
+        if flow is not None and self._core is not None and self._core(ts, data):
+            self.stats.fast += 1
+            return _NO_ALERTS
+        return None
 
     def _new_syn(self, ts: float, data: bytes, key: bytes) -> Sequence[Alert] | None:
         """A bare SYN (no ACK, RST or FIN; no payload) opening an IPv4/TCP flow whose key

@@ -1,0 +1,675 @@
+/* The inspection engine's fast path, compiled: the established-flow packet in one call.
+ *
+ * FastPath(index, flows, idle_timeout, flow_type, anchored_hit).take(ts, data) does what
+ * InspectionEngine._fast_tcp and _fast_gtp do (appliance/inspect/engine.py, the twin that
+ * runs when this module is not built): for an Ethernet / IPv4 frame without options, not a
+ * fragment, carrying TCP or a GTP-U G-PDU with TCP inside, it finds the flow in the engine's
+ * index (a dict of flow keys), reads the flow's slots and its direction's rule group, and
+ * either accounts for the packet (its counters, state and time, the table's LRU order) and
+ * returns True, or returns False (the full path takes the packet), or None (an IPv4/TCP
+ * packet whose key the index does not hold: embryos and new SYNs are the engine's).
+ *
+ * Rule groups are read through their attributes (established, not_established, anchored,
+ * anchored_probe, prefilters) and plain_for(), exactly as the twin reads them; an anchored
+ * probe is checked here, a group without one through the twin's anchored_hit.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h> /* defines _GNU_SOURCE: memmem */
+#include <structmember.h>
+#include <string.h>
+
+#define TCP_SYN_SENT 1
+#define TCP_SYN_RECV 2
+#define TCP_ESTABLISHED 3
+
+enum {
+    S_APP,
+    S_ESTABLISHED,
+    S_FAST_C,
+    S_FAST_S,
+    S_FWD_KEY,
+    S_GTP_OK,
+    S_KEY,
+    S_LAST_TS,
+    S_PACKETS_TO_CLIENT,
+    S_PACKETS_TO_SERVER,
+    S_TCP_STATE,
+    S_TOUCHED,
+    S_COUNT
+};
+
+static const char *slot_names[S_COUNT] = {
+    "app",       "established", "fast_c",  "fast_s",
+    "fwd_key",   "gtp_ok",      "key",     "last_ts",
+    "packets_to_client", "packets_to_server", "tcp_state", "touched",
+};
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *index;        /* dict: flow key -> Flow */
+    PyObject *flows;        /* OrderedDict: client key -> Flow or embryo (LRU order) */
+    PyObject *flow_type;    /* the Flow class (objects of exactly this type are read) */
+    PyObject *anchored_hit; /* the twin's _anchored_hit(group, data, start, end, established) */
+    double idle_timeout;
+    Py_ssize_t offsets[S_COUNT];
+} FastPath;
+
+static PyObject *one;
+static PyObject *str_established, *str_not_established, *str_anchored, *str_anchored_probe,
+    *str_prefilters, *str_plain_for, *str_move_to_end, *str_gtp;
+
+/* ---- a Flow's slots ------------------------------------------------------------------ */
+
+static inline PyObject *slot(FastPath *fp, PyObject *flow, int which)
+{
+    return *(PyObject **)((char *)flow + fp->offsets[which]);
+}
+
+static inline void set_slot(FastPath *fp, PyObject *flow, int which, PyObject *value)
+{
+    PyObject **place = (PyObject **)((char *)flow + fp->offsets[which]);
+    PyObject *old = *place;
+    Py_INCREF(value);
+    *place = value;
+    Py_XDECREF(old);
+}
+
+/* A counter slot plus one; -1 on error. */
+static int increment(FastPath *fp, PyObject *flow, int which)
+{
+    PyObject *old = slot(fp, flow, which);
+    PyObject *new;
+    if (old == NULL) {
+        PyErr_SetString(PyExc_AttributeError, slot_names[which]);
+        return -1;
+    }
+    new = PyNumber_Add(old, one);
+    if (new == NULL)
+        return -1;
+    set_slot(fp, flow, which, new);
+    Py_DECREF(new);
+    return 0;
+}
+
+/* A float slot as a double; -1.0 with an error set on failure (check PyErr_Occurred). */
+static inline double slot_double(FastPath *fp, PyObject *flow, int which)
+{
+    PyObject *value = slot(fp, flow, which);
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, slot_names[which]);
+        return -1.0;
+    }
+    if (PyFloat_CheckExact(value))
+        return PyFloat_AS_DOUBLE(value);
+    return PyFloat_AsDouble(value);
+}
+
+/* key == flow.fwd_key (None when both directions share a key: never equal). */
+static inline int is_forward(FastPath *fp, PyObject *flow, const char *key, Py_ssize_t size)
+{
+    PyObject *fwd = slot(fp, flow, S_FWD_KEY);
+    return fwd != NULL && PyBytes_CheckExact(fwd) && PyBytes_GET_SIZE(fwd) == size
+        && memcmp(PyBytes_AS_STRING(fwd), key, (size_t)size) == 0;
+}
+
+/* ---- rule groups --------------------------------------------------------------------- */
+
+/* Whether group.plain_for(flags, established) is not empty: 1, 0, or -1 on error. */
+static int plain_rules(PyObject *group, long flags, int established)
+{
+    PyObject *cache, *key, *found;
+    int result;
+    cache = PyObject_GetAttr(group, established ? str_established : str_not_established);
+    if (cache == NULL)
+        return -1;
+    key = PyLong_FromLong(flags);
+    if (key == NULL) {
+        Py_DECREF(cache);
+        return -1;
+    }
+    found = PyDict_Check(cache) ? PyDict_GetItemWithError(cache, key) : NULL;
+    Py_DECREF(cache);
+    if (found != NULL) {
+        Py_DECREF(key);
+        return PyObject_IsTrue(found);
+    }
+    if (PyErr_Occurred()) {
+        Py_DECREF(key);
+        return -1;
+    }
+    found = PyObject_CallMethodObjArgs(
+        group, str_plain_for, key, established ? Py_True : Py_False, NULL);
+    Py_DECREF(key);
+    if (found == NULL)
+        return -1;
+    result = PyObject_IsTrue(found);
+    Py_DECREF(found);
+    return result;
+}
+
+/* Truth of group.<name>: 1, 0 or -1. */
+static int attr_true(PyObject *group, PyObject *name)
+{
+    PyObject *value = PyObject_GetAttr(group, name);
+    int result;
+    if (value == NULL)
+        return -1;
+    result = PyObject_IsTrue(value);
+    Py_DECREF(value);
+    return result;
+}
+
+/* bytes.find(pattern, lo, hi) >= 0 on data of n bytes (lo, hi >= 0). */
+static inline int found_in(const unsigned char *data, Py_ssize_t n, PyObject *pattern,
+                           Py_ssize_t lo, Py_ssize_t hi)
+{
+    Py_ssize_t m = PyBytes_GET_SIZE(pattern);
+    if (hi > n)
+        hi = n;
+    if (hi - lo < m)
+        return 0;
+    if (m == 0)
+        return 1;
+    return memmem(data + lo, (size_t)(hi - lo), PyBytes_AS_STRING(pattern), (size_t)m) != NULL;
+}
+
+/* A probe's checks, in place: 1 (all hold), 0, or -2 when they are not in the shape
+ * expected (the twin decides). */
+static int probe_holds(PyObject *checks, const unsigned char *data, Py_ssize_t n,
+                       Py_ssize_t start, Py_ssize_t end)
+{
+    Py_ssize_t i, count;
+    if (!PyTuple_Check(checks))
+        return -2;
+    count = PyTuple_GET_SIZE(checks);
+    for (i = 0; i < count; i++) {
+        PyObject *check = PyTuple_GET_ITEM(checks, i);
+        PyObject *pattern, *negated;
+        Py_ssize_t offset, limit, stop;
+        int found;
+        if (!PyTuple_Check(check) || PyTuple_GET_SIZE(check) != 4)
+            return -2;
+        pattern = PyTuple_GET_ITEM(check, 2);
+        negated = PyTuple_GET_ITEM(check, 3);
+        if (!PyLong_CheckExact(PyTuple_GET_ITEM(check, 0))
+            || !PyLong_CheckExact(PyTuple_GET_ITEM(check, 1)) || !PyBytes_CheckExact(pattern)
+            || !PyBool_Check(negated))
+            return -2;
+        offset = PyLong_AsSsize_t(PyTuple_GET_ITEM(check, 0));
+        limit = PyLong_AsSsize_t(PyTuple_GET_ITEM(check, 1));
+        if ((offset == -1 || limit == -1) && PyErr_Occurred()) {
+            PyErr_Clear();
+            return -2;
+        }
+        if (offset < 0 || limit < 0)
+            return -2;
+        stop = start + limit;
+        found = found_in(data, n, pattern, start + offset, stop < end ? stop : end);
+        if (found == (negated == Py_True))
+            return 0;
+    }
+    return 1;
+}
+
+/* _anchored_hit(group, data, start, end, established): 1, 0 or -1 on error. */
+static int anchored_hit(FastPath *fp, PyObject *group, PyObject *bytes, Py_ssize_t start,
+                        Py_ssize_t end, int established)
+{
+    PyObject *probe = PyObject_GetAttr(group, str_anchored_probe);
+    Py_ssize_t i, count;
+    int result = 0;
+    if (probe == NULL)
+        return -1;
+    if (!PyList_CheckExact(probe))
+        goto twin;
+    count = PyList_GET_SIZE(probe);
+    for (i = 0; i < count; i++) {
+        PyObject *item = PyList_GET_ITEM(probe, i);
+        PyObject *want;
+        int holds;
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2)
+            goto twin;
+        want = PyTuple_GET_ITEM(item, 0);
+        if (want != Py_None) {
+            if (!PyBool_Check(want))
+                goto twin;
+            if ((want == Py_True) != established)
+                continue;
+        }
+        holds = probe_holds(PyTuple_GET_ITEM(item, 1),
+                            (const unsigned char *)PyBytes_AS_STRING(bytes),
+                            PyBytes_GET_SIZE(bytes), start, end);
+        if (holds == -2)
+            goto twin;
+        if (holds) {
+            result = 1;
+            break;
+        }
+    }
+    Py_DECREF(probe);
+    return result;
+twin:
+    Py_DECREF(probe);
+    {
+        PyObject *found = PyObject_CallFunction(fp->anchored_hit, "OOnnO", group, bytes, start,
+                                                end, established ? Py_True : Py_False);
+        if (found == NULL)
+            return -1;
+        result = PyObject_IsTrue(found);
+        Py_DECREF(found);
+        return result;
+    }
+}
+
+/* ---- the flow's time and place ------------------------------------------------------- */
+
+/* flow.last_ts = ts, the direction's counter, and the LRU refresh at most once a second. */
+static int touch(FastPath *fp, PyObject *flow, PyObject *ts_obj, double ts, int to_server)
+{
+    double touched;
+    set_slot(fp, flow, S_LAST_TS, ts_obj);
+    if (increment(fp, flow, to_server ? S_PACKETS_TO_SERVER : S_PACKETS_TO_CLIENT) < 0)
+        return -1;
+    touched = slot_double(fp, flow, S_TOUCHED);
+    if (touched == -1.0 && PyErr_Occurred())
+        return -1;
+    if (ts - touched >= 1.0) {
+        PyObject *key = slot(fp, flow, S_KEY);
+        PyObject *done;
+        if (key == NULL) {
+            PyErr_SetString(PyExc_AttributeError, "key");
+            return -1;
+        }
+        done = PyObject_CallMethodOneArg(fp->flows, str_move_to_end, key);
+        if (done == NULL)
+            return -1;
+        Py_DECREF(done);
+        set_slot(fp, flow, S_TOUCHED, ts_obj);
+    }
+    return 0;
+}
+
+/* ---- _fast_tcp ----------------------------------------------------------------------- */
+
+/* 1 taken, 0 not, -1 error, 2 no flow under the key (only reported when asked). */
+static int fast_tcp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, Py_ssize_t ip,
+                    Py_ssize_t end, int tunnel)
+{
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(bytes);
+    PyObject *key, *flow, *fast, *group, *app, *value;
+    int to_server, flags, state, established = 1, result = 0, truth;
+    Py_ssize_t offset, start;
+    double last;
+
+    key = PyBytes_FromStringAndSize((const char *)data + ip + 12, 12);
+    if (key == NULL)
+        return -1;
+    flow = PyDict_GetItemWithError(fp->index, key);
+    Py_DECREF(key);
+    if (flow == NULL)
+        return PyErr_Occurred() ? -1 : 2;
+    if (Py_TYPE(flow) != (PyTypeObject *)fp->flow_type)
+        return 0;
+    Py_INCREF(flow);
+    to_server = is_forward(fp, flow, (const char *)data + ip + 12, 12);
+    fast = slot(fp, flow, to_server ? S_FAST_S : S_FAST_C);
+    flags = data[ip + 33];
+    if (fast == NULL || fast == Py_None || flags & 0x04)
+        goto done;
+    last = slot_double(fp, flow, S_LAST_TS);
+    if (last == -1.0 && PyErr_Occurred())
+        goto error;
+    if (ts - last > fp->idle_timeout)
+        goto done;
+    if (tunnel) {
+        value = slot(fp, flow, S_GTP_OK);
+        if (value == NULL || (truth = PyObject_IsTrue(value)) < 0)
+            goto error;
+        if (!truth)
+            goto done;
+    }
+    value = slot(fp, flow, S_TCP_STATE);
+    if (value == NULL || !PyLong_CheckExact(value))
+        goto done;
+    state = (int)PyLong_AsLong(value);
+    if (state == TCP_ESTABLISHED) {
+        if (flags & 0x02)
+            goto done;
+    } else if (state == TCP_SYN_SENT && !to_server && (flags & 0x12) == 0x12) {
+        state = TCP_SYN_RECV;
+        established = 0;
+    } else if (state == TCP_SYN_RECV && to_server && (flags & 0x12) == 0x10) {
+        state = TCP_ESTABLISHED;
+    } else {
+        goto done;
+    }
+    if (!PyTuple_Check(fast) || PyTuple_GET_SIZE(fast) != 3)
+        goto done;
+    Py_INCREF(fast);
+    group = PyTuple_GET_ITEM(fast, 1);
+    app = slot(fp, flow, S_APP);
+    if (app == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "app");
+        goto error_fast;
+    }
+    truth = PyObject_RichCompareBool(PyTuple_GET_ITEM(fast, 2), app, Py_EQ);
+    if (truth <= 0)
+        goto leave_fast;
+    truth = plain_rules(group, flags, established);
+    if (truth != 0)
+        goto leave_fast;
+    offset = data[ip + 32] >> 4;
+    start = ip + 20 + (offset << 2);
+    if (offset < 5 || start > end)
+        goto leave_fast_zero;
+    if (start < end) {
+        if ((truth = PyObject_IsTrue(PyTuple_GET_ITEM(fast, 0))) <= 0)
+            goto leave_fast;
+        if ((truth = attr_true(group, str_anchored)) < 0)
+            goto leave_fast;
+        if (truth && (truth = anchored_hit(fp, group, bytes, start, end, established)) != 0)
+            goto leave_fast;
+    }
+    Py_DECREF(fast);
+    value = slot(fp, flow, S_TCP_STATE);
+    if (value == NULL || !PyLong_CheckExact(value) || PyLong_AsLong(value) != state) {
+        PyObject *number = PyLong_FromLong(state);
+        if (number == NULL)
+            goto error;
+        set_slot(fp, flow, S_TCP_STATE, number);
+        Py_DECREF(number);
+        set_slot(fp, flow, S_ESTABLISHED, established ? Py_True : Py_False);
+    }
+    if (touch(fp, flow, ts_obj, ts, to_server) < 0)
+        goto error;
+    result = 1;
+    goto done;
+leave_fast_zero:
+    truth = 0;
+leave_fast:
+    Py_DECREF(fast);
+    if (truth < 0)
+        goto error;
+done:
+    Py_DECREF(flow);
+    return result;
+error_fast:
+    Py_DECREF(fast);
+error:
+    Py_DECREF(flow);
+    return -1;
+}
+
+/* ---- _fast_gtp ----------------------------------------------------------------------- */
+
+static int fast_gtp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes)
+{
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(bytes);
+    Py_ssize_t n = PyBytes_GET_SIZE(bytes);
+    Py_ssize_t total = data[16] << 8 | data[17];
+    Py_ssize_t end = 14 + total;
+    PyObject *key, *outer, *fast, *group, *value;
+    int to_server, established, truth, result = 0;
+    double last;
+    unsigned char raw[13];
+
+    if (end > n || total < 76 || (data[38] << 8 | data[39]) != total - 20 || data[42] != 0x30
+        || data[43] != 255 || (data[44] << 8 | data[45]) != total - 36
+        || (data[46] | data[47] | data[48] | data[49]) == 0 || data[50] != 0x45
+        || data[59] != 6 || data[56] & 0x3F || data[57]
+        || (data[52] << 8 | data[53]) != total - 36)
+        return 0;
+    memcpy(raw, data + 26, 12);
+    raw[12] = 0x11;
+    key = PyBytes_FromStringAndSize((const char *)raw, 13);
+    if (key == NULL)
+        return -1;
+    outer = PyDict_GetItemWithError(fp->index, key);
+    Py_DECREF(key);
+    if (outer == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (Py_TYPE(outer) != (PyTypeObject *)fp->flow_type)
+        return 0;
+    Py_INCREF(outer);
+    to_server = is_forward(fp, outer, (const char *)raw, 13);
+    fast = slot(fp, outer, to_server ? S_FAST_S : S_FAST_C);
+    if (fast == NULL || fast == Py_None || !PyTuple_Check(fast) || PyTuple_GET_SIZE(fast) != 3)
+        goto done;
+    value = slot(fp, outer, S_APP);
+    if (value == NULL)
+        goto done;
+    if ((truth = PyObject_RichCompareBool(value, str_gtp, Py_EQ)) <= 0)
+        goto check;
+    last = slot_double(fp, outer, S_LAST_TS);
+    if (last == -1.0 && PyErr_Occurred())
+        goto error;
+    if (ts - last > fp->idle_timeout)
+        goto done;
+    value = slot(fp, outer, S_ESTABLISHED);
+    if (value == NULL || (established = PyObject_IsTrue(value)) < 0)
+        goto error;
+    if (!established) {
+        value = slot(fp, outer, to_server ? S_PACKETS_TO_CLIENT : S_PACKETS_TO_SERVER);
+        if (value == NULL || (truth = PyObject_IsTrue(value)) < 0)
+            goto error;
+        if (truth)
+            goto done;
+    }
+    Py_INCREF(fast);
+    group = PyTuple_GET_ITEM(fast, 1);
+    if ((truth = attr_true(group, str_prefilters)) != 0
+        || (truth = plain_rules(group, -1, established)) != 0)
+        goto leave_fast;
+    if ((truth = attr_true(group, str_anchored)) < 0)
+        goto leave_fast;
+    if (truth && (truth = anchored_hit(fp, group, bytes, 42, end, established)) != 0)
+        goto leave_fast;
+    Py_DECREF(fast);
+    truth = fast_tcp(fp, ts_obj, ts, bytes, 50, end, 1);
+    if (truth < 0)
+        goto error;
+    if (truth != 1)
+        goto done;
+    if (touch(fp, outer, ts_obj, ts, to_server) < 0)
+        goto error;
+    result = 1;
+    goto done;
+leave_fast:
+    Py_DECREF(fast);
+check:
+    if (truth < 0)
+        goto error;
+done:
+    Py_DECREF(outer);
+    return result;
+error:
+    Py_DECREF(outer);
+    return -1;
+}
+
+/* ---- the entry point ----------------------------------------------------------------- */
+
+static PyObject *FastPath_take(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *ts_obj, *bytes;
+    const unsigned char *data;
+    Py_ssize_t n, end;
+    double ts;
+    int result;
+
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "take(ts, data)");
+        return NULL;
+    }
+    ts_obj = args[0];
+    bytes = args[1];
+    if (!PyBytes_CheckExact(bytes))
+        Py_RETURN_FALSE; /* the full path reads any buffer */
+    ts = PyFloat_CheckExact(ts_obj) ? PyFloat_AS_DOUBLE(ts_obj) : PyFloat_AsDouble(ts_obj);
+    if (ts == -1.0 && PyErr_Occurred())
+        return NULL;
+    data = (const unsigned char *)PyBytes_AS_STRING(bytes);
+    n = PyBytes_GET_SIZE(bytes);
+    if (n < 54 || data[12] != 0x08 || data[13] != 0x00 || data[14] != 0x45 || data[20] & 0x3F
+        || data[21])
+        Py_RETURN_FALSE;
+    if (data[23] == 6) {
+        end = 14 + (data[16] << 8 | data[17]);
+        if (end > n) {
+            /* the twin looks the key up first: a packet without a flow is still reported */
+            PyObject *key = PyBytes_FromStringAndSize((const char *)data + 26, 12);
+            int held;
+            if (key == NULL)
+                return NULL;
+            held = PyDict_Contains(fp->index, key);
+            Py_DECREF(key);
+            if (held < 0)
+                return NULL;
+            if (held)
+                Py_RETURN_FALSE;
+            Py_RETURN_NONE;
+        }
+        result = fast_tcp(fp, ts_obj, ts, bytes, 14, end, 0);
+        if (result < 0)
+            return NULL;
+        if (result == 2)
+            Py_RETURN_NONE;
+        return PyBool_FromLong(result);
+    }
+    if (data[23] == 17 && data[36] == 0x08 && data[37] == 0x68) {
+        result = fast_gtp(fp, ts_obj, ts, bytes);
+        if (result < 0)
+            return NULL;
+        return PyBool_FromLong(result);
+    }
+    Py_RETURN_FALSE;
+}
+
+/* ---- the type ------------------------------------------------------------------------ */
+
+static int FastPath_init(FastPath *fp, PyObject *args, PyObject *kwargs)
+{
+    PyObject *index, *flows, *flow_type, *hit;
+    double idle;
+    int i;
+    static char *names[] = {"index", "flows", "idle_timeout", "flow_type", "anchored_hit", NULL};
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!OdO!O:FastPath", names, &PyDict_Type,
+                                     &index, &flows, &idle, &PyType_Type, &flow_type, &hit))
+        return -1;
+    for (i = 0; i < S_COUNT; i++) {
+        PyObject *descr = PyObject_GetAttrString(flow_type, slot_names[i]);
+        PyMemberDef *member;
+        if (descr == NULL)
+            return -1;
+        if (Py_TYPE(descr) != &PyMemberDescr_Type) {
+            Py_DECREF(descr);
+            PyErr_Format(PyExc_TypeError, "flow_type.%s is not a slot", slot_names[i]);
+            return -1;
+        }
+        member = ((PyMemberDescrObject *)descr)->d_member;
+        if (member->type != T_OBJECT_EX) {
+            Py_DECREF(descr);
+            PyErr_Format(PyExc_TypeError, "flow_type.%s is not an object slot", slot_names[i]);
+            return -1;
+        }
+        fp->offsets[i] = member->offset;
+        Py_DECREF(descr);
+    }
+    Py_INCREF(index);
+    Py_XSETREF(fp->index, index);
+    Py_INCREF(flows);
+    Py_XSETREF(fp->flows, flows);
+    Py_INCREF(flow_type);
+    Py_XSETREF(fp->flow_type, flow_type);
+    Py_INCREF(hit);
+    Py_XSETREF(fp->anchored_hit, hit);
+    fp->idle_timeout = idle;
+    return 0;
+}
+
+static int FastPath_traverse(FastPath *fp, visitproc visit, void *arg)
+{
+    Py_VISIT(fp->index);
+    Py_VISIT(fp->flows);
+    Py_VISIT(fp->flow_type);
+    Py_VISIT(fp->anchored_hit);
+    return 0;
+}
+
+static int FastPath_clear(FastPath *fp)
+{
+    Py_CLEAR(fp->index);
+    Py_CLEAR(fp->flows);
+    Py_CLEAR(fp->flow_type);
+    Py_CLEAR(fp->anchored_hit);
+    return 0;
+}
+
+static void FastPath_dealloc(FastPath *fp)
+{
+    PyObject_GC_UnTrack(fp);
+    FastPath_clear(fp);
+    Py_TYPE(fp)->tp_free((PyObject *)fp);
+}
+
+static PyMethodDef FastPath_methods[] = {
+    {"take", (PyCFunction)(void (*)(void))FastPath_take, METH_FASTCALL,
+     "take(ts, data) -> True (accounted for), False (full path) or None (no flow)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject FastPathType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "appliance.inspect._fastpath.FastPath",
+    .tp_basicsize = sizeof(FastPath),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The engine's fast path over its flow index",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)FastPath_init,
+    .tp_dealloc = (destructor)FastPath_dealloc,
+    .tp_traverse = (traverseproc)FastPath_traverse,
+    .tp_clear = (inquiry)FastPath_clear,
+    .tp_methods = FastPath_methods,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "appliance.inspect._fastpath",
+    .m_doc = "The inspection engine's fast path, compiled (see engine.py for its twin)",
+    .m_size = -1,
+};
+
+static int intern(PyObject **place, const char *text)
+{
+    *place = PyUnicode_InternFromString(text);
+    return *place == NULL ? -1 : 0;
+}
+
+PyMODINIT_FUNC PyInit__fastpath(void)
+{
+    PyObject *mod;
+    one = PyLong_FromLong(1);
+    if (one == NULL)
+        return NULL;
+    if (intern(&str_established, "established") < 0
+        || intern(&str_not_established, "not_established") < 0
+        || intern(&str_anchored, "anchored") < 0
+        || intern(&str_anchored_probe, "anchored_probe") < 0
+        || intern(&str_prefilters, "prefilters") < 0 || intern(&str_plain_for, "plain_for") < 0
+        || intern(&str_move_to_end, "move_to_end") < 0 || intern(&str_gtp, "gtp") < 0)
+        return NULL;
+    if (PyType_Ready(&FastPathType) < 0)
+        return NULL;
+    mod = PyModule_Create(&module);
+    if (mod == NULL)
+        return NULL;
+    Py_INCREF(&FastPathType);
+    if (PyModule_AddObject(mod, "FastPath", (PyObject *)&FastPathType) < 0) {
+        Py_DECREF(&FastPathType);
+        Py_DECREF(mod);
+        return NULL;
+    }
+    return mod;
+}

@@ -1,0 +1,14 @@
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+class FastPath:
+    def __init__(
+        self,
+        index: dict[bytes, Any],
+        flows: OrderedDict[bytes, Any],
+        idle_timeout: float,
+        flow_type: type,
+        anchored_hit: Callable[..., bool],
+    ) -> None: ...
+    def take(self, ts: float, data: bytes) -> bool | None: ...

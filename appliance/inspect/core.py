@@ -1,0 +1,41 @@
+"""The compiled fast path (``_fastpath.c``), when it is built and not switched off.
+
+The engine's fast path (``InspectionEngine._fast_tcp`` and ``_fast_gtp``: a packet of an
+established flow that needs nothing but its counters) has a compiled form that does the
+same in one call per packet. ``setup.py`` builds it in place when gcc and Python's headers
+are there; without it (a plain source tree, the container, the Debian package) the engine
+runs its pure-Python twin, which gives the same alerts, flows and counters.
+
+``APPLIANCE_INSPECT_CORE=python`` (or ``0``, ``off``) in the environment forces the twin.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from appliance.inspect._fastpath import FastPath
+
+ENV = "APPLIANCE_INSPECT_CORE"
+_OFF = ("0", "off", "python", "no", "false")
+
+
+def fast_path_class() -> type[FastPath] | None:
+    """The compiled ``FastPath``, or None: not built, or switched off by ``ENV``."""
+    if os.environ.get(ENV, "").strip().lower() in _OFF:
+        return None
+    try:
+        from appliance.inspect._fastpath import FastPath as compiled
+    except ImportError:
+        return None
+    return compiled
+
+
+def available() -> bool:
+    """Whether the compiled fast path is built (whatever the switch says)."""
+    try:
+        from appliance.inspect import _fastpath  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -1,0 +1,19 @@
+"""The compiled part of the inspection engine (appliance/inspect/_fastpath.c), optional.
+
+Everything else is in pyproject.toml. ``pip install -e . --no-build-isolation`` builds the
+extension in place when a C compiler and Python's headers (gcc, python3-dev) are there; when
+they are not, the install still succeeds and the engine runs its pure-Python twin.
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "appliance.inspect._fastpath",
+            ["appliance/inspect/_fastpath.c"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra"],
+            optional=True,  # a failed build is a warning: the Python twin runs instead
+        )
+    ]
+)
