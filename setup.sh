@@ -14,6 +14,7 @@ APT_PACKAGES=(
     python3-pyroute2 python3-prometheus-client python3-cryptography
     python3-scapy python3-pytest python3-hypothesis python3-dpkt nginx-light
     curl procps util-linux systemd
+    gcc python3-dev
     podman runc mmdebstrap catatonit
 )
 # The Debian package build (packaging/build-deb.sh) and its tests (groff renders the man page).
