@@ -1,0 +1,308 @@
+"""The compiled fast path against its Python twin: the same captures through an engine with
+the compiled core and through one with the twin (``compiled=False``) give byte-identical EVE
+lines, the same counters and the same flow records, in the table's order. Malformed input
+(short packets, bad lengths, flipped header bytes, odd arguments) crashes neither and gives
+the same result."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import struct
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from appliance.inspect import core
+from appliance.inspect.engine import InspectionEngine, _anchored_hit
+from appliance.inspect.eve import to_eve
+from appliance.inspect.flow import Flow
+from appliance.inspect.pcap import read_capture
+from appliance.inspect.rules import Variables, load_rules, parse_rules
+from appliance.lab.mix import Mix, make_engine
+from appliance.model.values import parse_network
+
+pytestmark = pytest.mark.skipif(
+    not core.available(), reason="the compiled fast path is not built (setup.py)"
+)
+
+CORPUS = Path(__file__).parent / "corpus"
+CORPUS_RULES = Path(__file__).parent / "rules" / "corpus.rules"
+Frames = list[tuple[float, bytes, int]]
+
+
+def test_built_where_ci_runs() -> None:
+    """setup.sh installs gcc and python3-dev: CI runs the compiled core, not only the twin."""
+    if os.environ.get("CI") == "true":
+        assert core.available()
+
+
+# Rules whose anchored contents (checked in place by the core, or by the twin's general
+# check when nocase or flags leave no probe) meet the mix's payloads
+ANCHORED = """
+alert tcp any any -> any 80 (msg:"get not admin"; flow:established; content:"GET"; depth:3; \
+content:!"/admin"; offset:4; depth:10; sid:9001;)
+alert tcp any any -> any 443 (msg:"hello"; flow:established; content:"|16 03|"; depth:2; \
+content:!"|01|"; offset:5; depth:1; sid:9002;)
+alert tcp any any -> any any (msg:"zero"; flow:not_established; content:"|00|"; depth:1; sid:9003;)
+alert tcp any any -> any any (msg:"nocase"; content:"get"; nocase; depth:3; sid:9004;)
+alert tcp any any -> any any (msg:"push"; flags:PA,12; content:"|ff|"; offset:1; depth:2; sid:9005;)
+alert udp any any -> any 2152 (msg:"gtp"; content:"|30 ff|"; depth:2; \
+content:!"|00 00 00 00|"; offset:4; depth:4; sid:9006;)
+alert tcp any any -> any any (msg:"h"; content:"H"; offset:0; depth:1; sid:9007;)
+"""
+
+
+def pair(
+    max_flows: int | None = None, corpus: bool = False, rules: str = ""
+) -> tuple[InspectionEngine, InspectionEngine]:
+    """The benchmark's engine (edge.rules, four detectors) with the core and with the twin."""
+    base = make_engine()
+    config = base.config
+    variables = Variables.from_networks([parse_network("10.0.0.0/8")])
+    if corpus:
+        extra = load_rules([str(CORPUS_RULES)], variables).signatures
+        config = replace(config, signatures=[*config.signatures, *extra])
+    if rules:
+        more = list(parse_rules(rules.replace("\\\n", ""), "anchored.rules", variables))
+        config = replace(config, signatures=[*config.signatures, *more])
+    if max_flows is not None:
+        config = replace(config, max_flows=max_flows)
+    compiled = InspectionEngine(replace(config, compiled=True))
+    twin = InspectionEngine(replace(config, compiled=False))
+    assert compiled._core is not None
+    assert twin._core is None
+    return compiled, twin
+
+
+def run(eng: InspectionEngine, frames: Frames) -> tuple[list[str], Any]:
+    lines = [
+        json.dumps(to_eve(alert, "sensor"))
+        for ts, data, linktype in frames
+        for alert in eng.process(ts, data, linktype)
+    ]
+    flows = [
+        (
+            f.key,
+            f.proto,
+            f.first_ts,
+            f.last_ts,
+            f.touched,
+            f.packets_to_server,
+            f.packets_to_client,
+            f.tcp_state,
+            f.established,
+            f.app,
+            f.app_tries,
+            f.gtp_ok,
+        )
+        for f in eng.flows.records()
+    ]
+    stats = eng.stats
+    table = eng.flows
+    counters = (
+        stats.packets,
+        stats.full,
+        stats.fast,
+        stats.alerts,
+        dict(stats.errors),
+        len(table),
+        table.embryos,
+        table.evicted,
+        table.expired,
+    )
+    return lines, (flows, counters)
+
+
+def same(frames: Frames, **config: Any) -> tuple[list[str], Any]:
+    compiled, twin = pair(**config)
+    got = run(compiled, frames)
+    want = run(twin, frames)
+    assert got[0] == want[0]
+    assert got[1][1] == want[1][1]
+    assert got[1][0] == want[1][0]
+    return got
+
+
+def flood(count: int, seed: int) -> Frames:
+    """The benchmark's flood: SYNs that each open a new flow."""
+    rng = random.Random(seed)
+    eth = b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08\x00"
+    frames: Frames = []
+    for i in range(count):
+        src = struct.pack("!I", rng.getrandbits(32) | 0x01000000)
+        dst = bytes((10, 0, rng.randrange(256), rng.randrange(1, 255)))
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, i & 0xFFFF, 0, 64, 6, 0, src, dst)
+        tcp = struct.pack(
+            "!HHIIBBHHH",
+            rng.randrange(1024, 65536),
+            80,
+            rng.getrandbits(32),
+            0,
+            0x50,
+            2,
+            1024,
+            0,
+            0,
+        )
+        frames.append((1_700_000_000.0 + i * 1e-5, eth + ip + tcp, 1))
+    return frames
+
+
+def mutate(frames: Frames, seed: int, share: float = 0.3) -> Frames:
+    """A share of the frames truncated, with a header byte flipped, or with a wrong length
+    (IP total, UDP, GTP, TCP data offset), the rest as they were; now and then a frame twice
+    or time going back."""
+    rng = random.Random(seed)
+    out: Frames = []
+    for ts, data, linktype in frames:
+        if rng.random() < share:
+            raw = bytearray(data)
+            kind = rng.randrange(6)
+            if kind == 0:
+                raw = raw[: rng.randrange(len(raw) + 1)]
+            elif kind == 1:
+                spot = rng.randrange(min(len(raw), 80))
+                raw[spot] ^= 1 << rng.randrange(8)
+            elif kind == 2 and len(raw) > 18:
+                raw[16:18] = rng.randrange(65536).to_bytes(2, "big")
+            elif kind == 3 and len(raw) > 60:
+                raw[rng.choice((38, 44, 52))] = rng.randrange(256)
+            elif kind == 4 and len(raw) > 47:
+                raw[46] = rng.randrange(256)  # TCP data offset (or GTP's TEID byte)
+            else:
+                raw[47 if len(raw) > 47 else 0] = rng.randrange(256)  # TCP flags
+            data = bytes(raw)
+        if rng.random() < 0.01:
+            ts -= 0.5
+        out.append((ts, data, linktype))
+        if rng.random() < 0.01:
+            out.append((ts, data, linktype))
+    return out
+
+
+def test_bench_mix() -> None:
+    frames = Mix(seed=21).build(30_000)
+    lines, (_flows, counters) = same(frames)
+    assert len(lines) > 10
+    assert counters[2] > len(frames) // 2  # most packets took the fast path
+
+
+def test_bench_mix_with_evictions() -> None:
+    same(Mix(seed=22).build(12_000), max_flows=300)
+
+
+def test_flood_and_mix_with_flood() -> None:
+    same(flood(10_000, seed=3))
+    mixed = Mix(seed=23).build(9_000)
+    syns = flood(3_000, seed=4)
+    frames: Frames = []
+    for i, (ts, data, linktype) in enumerate(mixed):
+        frames.append((ts, data, linktype))
+        if i % 3 == 2:
+            frames.append((ts, syns[i // 3][1], 1))  # a SYN among the flows, at their time
+    same(frames, max_flows=2_000)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_anchored_rules(seed: int) -> None:
+    frames = Mix(seed=50 + seed).build(6_000)
+    lines, _ = same(frames, rules=ANCHORED)
+    assert len(lines) > 10
+    same(mutate(frames, seed), rules=ANCHORED)
+
+
+def test_with_the_rule_corpus() -> None:
+    same(Mix(seed=24).build(6_000), corpus=True)
+
+
+def test_regression_captures() -> None:
+    for path in sorted(CORPUS.glob("*.pcap")):
+        with open(path, "rb") as handle:
+            frames = [(ts, data, lt) for ts, data, lt in read_capture(handle, str(path))]
+        same(frames)
+        same(frames, corpus=True)
+
+
+def test_stretched_time_refreshes_and_evictions() -> None:
+    """The mix spread over minutes: flows are refreshed in the table's order (at most once a
+    second), the least recently used evicted past the bound."""
+    frames = Mix(seed=26).build(8_000)
+    t0 = frames[0][0]
+    stretched = [(t0 + i * 0.03, data, lt) for i, (_ts, data, lt) in enumerate(frames)]
+    same(stretched, max_flows=150)
+
+
+def test_idle_timeout_and_time_going_back() -> None:
+    frames = Mix(seed=25).build(4_000)
+    spread: Frames = []
+    for i, (ts, data, linktype) in enumerate(frames):
+        jump = 400.0 * (i // 1000) + (-2.0 if i % 97 == 0 else 0.0)
+        spread.append((ts + jump, data, linktype))
+    same(spread)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_malformed_packets(seed: int) -> None:
+    same(mutate(Mix(seed=30 + seed).build(5_000), seed))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32 - 1), st.floats(0.05, 0.9))
+def test_random_mutations(seed: int, share: float) -> None:
+    same(mutate(Mix(seed=seed).build(600), seed, share))
+
+
+def test_entry_point_odd_arguments() -> None:
+    """take(ts, data) on anything: short or empty frames, other buffer types, wrong
+    argument counts; the core never crashes and never takes a packet it has no flow for."""
+    compiled, _ = pair()
+    take = compiled._core
+    assert take is not None
+    frames = Mix(seed=40).build(200)
+    for ts, data, _lt in frames:
+        compiled.process(ts, data, 1)
+    rng = random.Random(5)
+    for ts, data, _lt in frames:
+        for size in (0, 1, 13, 14, 33, 34, 53, 54, 55, 61, 62, 73, 74, 89, len(data)):
+            assert take(ts, data[:size]) in (True, False, None)
+        for _ in range(5):
+            noise = bytes(rng.randrange(256) for _ in range(rng.randrange(100)))
+            assert take(ts, noise) in (False, None)
+        assert take(ts, bytearray(data)) is False
+        assert take(ts, memoryview(data)) is False
+    with pytest.raises(TypeError):
+        take(1.0)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        take("now", frames[0][1])  # type: ignore[arg-type]
+    with pytest.raises((TypeError, AttributeError)):  # not a class of slots
+        core.fast_path_class()(  # type: ignore[misc]
+            {}, compiled.flows.flows, 1.0, int, _anchored_hit
+        )
+    assert core.fast_path_class() is not None
+
+
+def test_switch_forces_the_twin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(core.ENV, "python")
+    assert core.fast_path_class() is None
+    assert make_engine()._core is None
+    monkeypatch.setenv(core.ENV, "")
+    assert make_engine()._core is not None
+
+
+def test_a_flow_slot_the_core_writes_keeps_its_type() -> None:
+    compiled, _ = pair()
+    for ts, data, linktype in Mix(seed=41).build(2_000):
+        compiled.process(ts, data, linktype)
+    flows = [f for f in compiled.flows.records() if isinstance(f, Flow)]
+    assert flows
+    for flow in flows:
+        assert type(flow.packets_to_server) is int
+        assert type(flow.last_ts) is float
+        assert type(flow.tcp_state) is int
+        assert type(flow.established) is bool
