@@ -11,6 +11,10 @@ app-layer parsing, the shipped signatures (profiles/rules/edge.rules) and all fo
         [--scapy-every N] [--pcap FILE] [--rules FILE]... [--flood] [--breakdown]
         [--profile N]
 
+With the compiled fast path built (setup.py), the engine runs twice a round: with it
+("engine") and with its pure-Python twin ("twin", ``compiled=False``); the environment's
+``APPLIANCE_INSPECT_CORE=python`` leaves only the twin.
+
 ``--rules`` adds rule files to the shipped ones (loaded as the daemon does: a rule the engine
 cannot run is skipped); ``--flood`` replaces the mix by TCP SYNs that each open a new flow;
 ``--breakdown`` times each kind of packet on its own; ``--profile N`` runs the engine's loop
@@ -33,6 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from appliance.inspect import core
 from appliance.inspect.engine import InspectionEngine
 from appliance.inspect.pcap import read_capture, write_pcap
 from appliance.inspect.rules import Variables, load_rules
@@ -51,15 +56,15 @@ def load(path: str) -> list[Frame]:
 EXTRA_RULES: list[str] = []
 
 
-def bench_engine() -> InspectionEngine:
-    """The lab's engine (shipped rules, all four detectors), plus ``--rules`` files."""
+def bench_engine(compiled: bool = True) -> InspectionEngine:
+    """The lab's engine (shipped rules, all four detectors), plus ``--rules`` files; with the
+    compiled fast path if built (``compiled``), else its Python twin."""
     engine = make_engine()
-    if not EXTRA_RULES:
-        return engine
-    variables = Variables.from_networks([parse_network("10.0.0.0/8")])
-    extra = load_rules(EXTRA_RULES, variables).signatures
-    config = replace(engine.config, signatures=[*engine.config.signatures, *extra])
-    return InspectionEngine(config)
+    signatures = list(engine.config.signatures)
+    if EXTRA_RULES:
+        variables = Variables.from_networks([parse_network("10.0.0.0/8")])
+        signatures += load_rules(EXTRA_RULES, variables).signatures
+    return InspectionEngine(replace(engine.config, signatures=signatures, compiled=compiled))
 
 
 def flood(count: int, seed: int = 7) -> list[Frame]:
@@ -87,8 +92,8 @@ def flood(count: int, seed: int = 7) -> list[Frame]:
     return frames
 
 
-def run_engine(frames: list[Frame]) -> tuple[float, int, int]:
-    engine = bench_engine()
+def run_engine(frames: list[Frame], compiled: bool = True) -> tuple[float, int, int]:
+    engine = bench_engine(compiled)
     process = engine.process
     alerts = 0
     started = time.perf_counter()
@@ -234,11 +239,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.scapy_every > 1:
         scapy_frames = frames[:: args.scapy_every]
     # rounds interleave the contenders, so that a busy machine slows them alike
-    times: dict[str, list[float]] = {"engine": [], "dpkt": [], "scapy": []}
+    times: dict[str, list[float]] = {"engine": [], "twin": [], "dpkt": [], "scapy": []}
     alerting = fast = 0
+    compiled = bench_engine()._core is not None
+    print(f"compiled fast path: {'yes' if compiled else 'no (' + core.ENV + ' or not built)'}")
     for _ in range(args.runs):
         elapsed, alerting, fast = run_engine(frames)
         times["engine"].append(elapsed)
+        if compiled:
+            elapsed, twin_alerting, _ = run_engine(frames, compiled=False)
+            times["twin"].append(elapsed)
+            assert twin_alerting == alerting
         times["dpkt"].append(run_dpkt(frames)[0])
         times["scapy"].append(run_scapy(scapy_frames)[0])
     engine_pps = len(frames) / min(times["engine"])
@@ -255,6 +266,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"ratio engine/scapy {engine_pps / scapy_pps:8.1f}x  (goal >= 100x)")
     print(f"ratio engine/dpkt  {engine_pps / dpkt_pps:8.2f}x  (goal >= 5x)")
+    if compiled:
+        twin_pps = len(frames) / min(times["twin"])
+        print(
+            f"twin        {twin_pps:12,.0f} packets/s  (best {min(times['twin']):.2f}s; "
+            f"the Python twin of the compiled fast path)"
+        )
+        print(f"ratio twin/dpkt    {twin_pps / dpkt_pps:8.2f}x")
+        print(f"ratio engine/twin  {engine_pps / twin_pps:8.2f}x")
     print(f"ratio dpkt/scapy   {dpkt_pps / scapy_pps:8.1f}x")
     if args.breakdown:
         breakdown(frames)
