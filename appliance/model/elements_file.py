@@ -32,6 +32,38 @@ def read_elements_text(
     return "".join(iter_lines(filename, max_bytes, deadline_seconds))
 
 
+def read_elements_bytes(
+    filename: str,
+    max_bytes: int = MAX_BYTES,
+    deadline_seconds: float = DEADLINE_SECONDS,
+) -> bytes:
+    """The bytes of ``filename``, refused as :func:`iter_lines` refuses (but not decoded:
+    the caller decodes, or reads the lines with :func:`iter_lines` for their errors)."""
+    fd = os.open(filename, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ElementsFileError(f"{filename}: not a regular file ({_kind(info.st_mode)})")
+        if info.st_size > max_bytes:
+            raise ElementsFileError(_too_large(filename, max_bytes))
+        began = time.monotonic()
+        parts = []
+        size = 0
+        while True:
+            chunk = os.read(fd, max(info.st_size - size, 0) + _CHUNK)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > max_bytes:  # it grew while read
+                raise ElementsFileError(_too_large(filename, max_bytes))
+            if time.monotonic() - began > deadline_seconds:
+                raise ElementsFileError(f"{filename}: not read within {deadline_seconds:g}s")
+            parts.append(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+    finally:
+        os.close(fd)
+
+
 def iter_lines(
     filename: str,
     max_bytes: int = MAX_BYTES,
