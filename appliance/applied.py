@@ -9,8 +9,11 @@ since, by anyone); once it moved, every set is read from the kernel again.
 
 One file per namespace in the state directory, replaced whole (not fsynced: see
 ``_replace``): a line of JSON (the generation, the namespace's identity, each set's
-handle, its tags' spans and run-time elements) followed by the spans' words
-(little-endian). The namespace's identity (the boot
+handle, its tags' spans and run-time elements; the elements files whose every line was
+one address, each with its bytes and its spans or the set's tag whose spans they are)
+followed by the spans' words (little-endian) and the files' bytes: the next apply diffs a
+file against its bytes kept here and parses only the lines that changed
+(:mod:`appliance.model.elements_fast`). The namespace's identity (the boot
 and the namespace's cookie) keeps a record from matching another namespace, the same name
 made anew, or the same namespace after a reboot, whose generation happens to be the same.
 A record that cannot be read is ignored: the sets are read from the kernel. The records of
@@ -28,15 +31,17 @@ import struct
 import sys
 import tempfile
 from array import array
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from appliance.engine import Known
 from appliance.model.elements import Elements
+from appliance.model.elements_fast import Parsed, Recalled
 from appliance.model.intervals import Spans
 from appliance.reconcile.state import Element
 
-FORMAT = 1
+FORMAT = 2
 NETNS_DIR = Path("/run/netns")
 
 
@@ -66,38 +71,74 @@ def identity() -> str:
         return here
 
 
-def save(state_dir: str | os.PathLike[str], netns: str | None, known: Known | None) -> None:
-    """Keep ``known`` for the next apply in this namespace (None: forget what was kept)."""
+def save(
+    state_dir: str | os.PathLike[str],
+    netns: str | None,
+    known: Known | None,
+    files: Mapping[str, Parsed] | None = None,
+) -> None:
+    """Keep ``known`` for the next apply in this namespace (None: forget what was kept),
+    and ``files``: the last version of elements files parsed at C speed."""
     path = record_path(state_dir, netns)
     here = identity()
     if known is None or not here:
         path.unlink(missing_ok=True)
         return
     sets: dict[str, Any] = {}
-    words: list[memoryview] = []
+    parts: list[memoryview] = []
     offset = 0
+    placed: dict[int, dict[str, str]] = {}  # id of kept elements -> their set and tag
+
+    def spans_place(items: Elements) -> dict[str, Any]:
+        nonlocal offset
+        assert items.spans is not None
+        place = {
+            "type": items.set_type,
+            "interval": items.interval,
+            "width": items.spans.width,
+            "spans": len(items.spans),
+            "offset": offset,
+        }
+        for part in items.spans.words():
+            if sys.byteorder != "little":
+                part = array(part.typecode, part)
+                part.byteswap()
+            parts.append(memoryview(part))
+            offset += part.itemsize * len(part)
+        return place
+
     for name, handle in sorted(known.handles.items()):
         tags: dict[str, Any] = {}
         for tag, items in sorted(known.tagged.get(name, {}).items()):
             if items.spans is None:
                 continue
-            tags[tag] = {
-                "type": items.set_type,
-                "interval": items.interval,
-                "width": items.spans.width,
-                "spans": len(items.spans),
-                "offset": offset,
-            }
-            for part in items.spans.words():
-                if sys.byteorder != "little":
-                    part = array(part.typecode, part)
-                    part.byteswap()
-                words.append(memoryview(part))
-                offset += part.itemsize * len(part)
+            tags[tag] = spans_place(items)
+            placed[id(items)] = {"set": name, "tag": tag}
         runtime = [[e.text, e.comment] for e in known.elements.get(name, {}).values()]
         sets[name] = {"handle": handle, "tags": tags, "runtime": runtime}
-    header = {"format": FORMAT, "identity": here, "generation": known.generation, "sets": sets}
-    _replace(path, [memoryview(json.dumps(header).encode() + b"\n"), *words])
+    kept: dict[str, Any] = {}
+    for filename, parsed in sorted((files or {}).items()):
+        if not parsed.unique or parsed.elements.spans is None:
+            continue  # a diff would not be taken: the file is parsed whole next time
+        spans = placed.get(id(parsed.elements)) or spans_place(parsed.elements)
+        kept[filename] = {
+            "type": parsed.set_type,
+            "interval": parsed.interval,
+            "lines": parsed.lines,
+            "spans": spans,
+            "offset": offset,
+            "length": len(parsed.data),
+        }
+        parts.append(memoryview(parsed.data))
+        offset += len(parsed.data)
+    header = {
+        "format": FORMAT,
+        "identity": here,
+        "generation": known.generation,
+        "sets": sets,
+        "files": kept,
+    }
+    _replace(path, [memoryview(json.dumps(header).encode() + b"\n"), *parts])
     _prune(path.parent)
 
 
@@ -133,7 +174,7 @@ def set_changed(
     path = record_path(state_dir, netns)
     if not path.exists():
         return
-    known = load(state_dir, netns)
+    known, files = load_record(state_dir, netns)
     try:
         if known is None or before is None or after is None or known.generation != before:
             path.unlink(missing_ok=True)
@@ -146,7 +187,7 @@ def set_changed(
         for part in (known.handles, known.tagged, known.elements):
             part.pop(name, None)
         known.generation = after
-        save(state_dir, netns, known)
+        save(state_dir, netns, known, files)
     except OSError:
         return
 
@@ -162,11 +203,19 @@ def _prune(state_dir: Path) -> None:
 def load(state_dir: str | os.PathLike[str], netns: str | None) -> Known | None:
     """What the last apply in this namespace kept, or None (none, another namespace or
     boot, or a record that cannot be read)."""
+    return load_record(state_dir, netns)[0]
+
+
+def load_record(
+    state_dir: str | os.PathLike[str], netns: str | None
+) -> tuple[Known | None, dict[str, Parsed]]:
+    """What the last apply in this namespace kept (see :func:`load`), and the last version
+    of the elements files it kept (file name -> its bytes and elements)."""
     try:
         with record_path(state_dir, netns).open("rb") as source:
             header = json.loads(source.readline())
             if header.get("format") != FORMAT or header.get("identity") != identity():
-                return None
+                return None, {}
             start = source.tell()
             handles: dict[str, int] = {}
             tagged: dict[str, dict[str, Elements]] = {}
@@ -179,9 +228,23 @@ def load(state_dir: str | os.PathLike[str], netns: str | None) -> Known | None:
                 elements[name] = {
                     str(text): Element(str(text), comment) for text, comment in body["runtime"]
                 }
-            return Known(int(header["generation"]), handles, tagged, elements)
+            files: dict[str, Parsed] = {}
+            for filename, body in header.get("files", {}).items():
+                place = body["spans"]
+                if "set" in place:
+                    items = tagged[place["set"]][place["tag"]]
+                else:
+                    items = _read(source, start, place)
+                source.seek(start + int(body["offset"]))
+                data = source.read(int(body["length"]))
+                if len(data) != int(body["length"]):
+                    raise EOFError(filename)
+                files[str(filename)] = Parsed(
+                    str(body["type"]), bool(body["interval"]), data, items, int(body["lines"]), True
+                )
+            return Known(int(header["generation"]), handles, tagged, elements), files
     except (OSError, ValueError, KeyError, TypeError, EOFError):
-        return None
+        return None, {}
 
 
 def _read(source: Any, start: int, place: dict[str, Any]) -> Elements:
@@ -194,4 +257,4 @@ def _read(source: Any, start: int, place: dict[str, Any]) -> Elements:
         if sys.byteorder != "little":
             part.byteswap()
         arrays.append(part)
-    return Elements(str(place["type"]), bool(place["interval"]), Spans.from_words(width, arrays))
+    return Recalled(str(place["type"]), bool(place["interval"]), Spans.from_words(width, arrays))

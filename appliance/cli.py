@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from appliance import __version__
@@ -15,6 +15,7 @@ from appliance.errors import ApplianceError, UsageError
 
 if TYPE_CHECKING:
     from appliance.engine import Engine
+    from appliance.model.elements_fast import Parsed
     from appliance.model.profile import Profile
     from appliance.reconcile.state import Desired
 
@@ -290,17 +291,20 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from appliance import confirm
+    from appliance import applied, confirm
+    from appliance.model import elements_fast
 
-    desired = _desired(args.profile, for_kernel=True)
+    known, files = applied.load_record(args.state_dir, args.netns)
+    with elements_fast.remembering(files) as parsed:  # a large file: only its changed lines
+        desired = _desired(args.profile, for_kernel=True)
     engine = _engine()
     seconds = _duration_option("--confirm", args.confirm)
-    _recall_applied(args, engine)
+    engine.known = known
     if seconds is not None:
         previous = engine.observe()
         previous_links = confirm.links_snapshot(engine.links)
     plan, segments = engine.apply(desired)
-    _keep_applied(args, engine)
+    _keep_applied(args, engine, parsed)
     changed = plan.changed or (segments is not None and segments.changed)
     for line in segments.waiting if segments is not None else []:
         print(f"appliance: {line}", file=sys.stderr)
@@ -323,13 +327,16 @@ def _recall_applied(args: argparse.Namespace, engine: Engine) -> None:
     engine.known = applied.load(args.state_dir, args.netns)
 
 
-def _keep_applied(args: argparse.Namespace, engine: Engine) -> None:
-    """Keep what the sets hold now for the next apply here (nothing if the state
-    directory cannot be written: the next apply reads the sets from the kernel)."""
+def _keep_applied(
+    args: argparse.Namespace, engine: Engine, files: Mapping[str, Parsed] | None = None
+) -> None:
+    """Keep what the sets hold now for the next apply here, and the last version of the
+    elements ``files`` (nothing if the state directory cannot be written: the next apply
+    reads the sets from the kernel and the files whole)."""
     from appliance import applied
 
     try:
-        applied.save(args.state_dir, args.netns, engine.known_now())
+        applied.save(args.state_dir, args.netns, engine.known_now(), files)
     except OSError as exc:
         print(f"appliance: {args.state_dir}: cannot keep the applied state: {exc}", file=sys.stderr)
 

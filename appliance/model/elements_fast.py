@@ -1,0 +1,363 @@
+"""A large ``elements_file`` of plain addresses, parsed and diffed at C speed. Pure.
+
+The general parse (:mod:`appliance.model.parse`) takes one Python step per line: a
+million lines take seconds. Most feeds are one IPv4 or IPv6 address per line, and most
+changes to them keep most lines as they were. For those:
+
+- :func:`parse_hosts`: a file whose every line is one address (nothing else on it: no
+  blank, comment, network or range) is split, converted by ``inet_pton`` and sorted by the
+  interpreter's C code (``map``, ``sorted``, ``compress``), never a Python step per line;
+- :func:`diff_hosts`: against the bytes and spans of the file's last version (kept in the
+  record of the last apply, :mod:`appliance.applied`), the lines that stayed are found by
+  comparing blocks of the old bytes with the new ones (``startswith``/``find``: memory
+  comparisons); only the lines outside those blocks are parsed, and the new spans are the
+  old ones with the values those lines took away and brought;
+- the result of a diff is :class:`Changed`: it knows the elements it came from and what it
+  adds and takes away, so a plan against those very elements (:class:`Recalled`, what the
+  last apply left) needs no pass over a million spans.
+
+Both give up (None) whenever they cannot prove the result equals the general parse's: any
+line that is not one address, a value given twice (then a line's removal need not remove
+its value), a set type other than addresses. The caller then parses the whole file the
+general way, which also gives the errors with FILE:LINE.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import socket
+import sys
+from array import array
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from itertools import chain, compress, filterfalse, islice, repeat
+from operator import add, and_, lshift, or_, rshift, sub
+
+from appliance.model.elements import Elements
+from appliance.model.intervals import MASK64, NARROW, Spans
+
+FAMILIES = {"ipv4_addr": (socket.AF_INET, 32), "ipv6_addr": (socket.AF_INET6, 128)}
+BLOCK = 1 << 13  # bytes of the old file compared at a time (line-aligned)
+WINDOW = 1 << 16  # how far past the expected place a moved block is looked for
+FAR_SEARCHES = 64  # searches of the whole rest of the new file, at most
+
+
+@dataclass
+class Parsed:
+    """A file's elements (every line one address) and what the next diff needs."""
+
+    set_type: str
+    interval: bool
+    data: bytes  # the file's bytes
+    elements: Elements
+    lines: int
+    unique: bool  # every line a value of its own: a line gone is its value gone
+
+
+# ---- parsing --------------------------------------------------------------------------
+
+
+def _lines(data: bytes) -> list[str] | None:
+    """The lines of ``data`` (ASCII), without the last line end; None if not ASCII."""
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    if not text:
+        return []
+    pieces = text.split("\n")
+    if pieces[-1] == "":
+        pieces.pop()
+    return pieces
+
+
+def host_values(set_type: str, lines: list[str]) -> list[int] | None:
+    """The value of each line, each line exactly one address of ``set_type`` (None: a line
+    is anything else: blank, blanks around it, a comment, a network, a range, a typo)."""
+    family, width = FAMILIES[set_type]
+    try:
+        packed = b"".join(map(partial(socket.inet_pton, family), lines))
+    except (OSError, ValueError):
+        return None
+    if width == 32:
+        words = array(NARROW, packed)
+        if sys.byteorder == "little":
+            words.byteswap()
+        return words.tolist()
+    halves = array("Q", packed)
+    if sys.byteorder == "little":
+        halves.byteswap()
+    return list(map(or_, map(lshift, halves[0::2], repeat(64)), halves[1::2]))
+
+
+def spans_of_values(width: int, values: list[int], steps: list[int] | None = None) -> Spans:
+    """Spans of sorted, distinct ``values`` (consecutive ones one span), at C speed;
+    ``steps``: the differences between neighbours, if known."""
+    if not values:
+        return Spans(width)
+    if steps is None:
+        steps = list(map(sub, islice(values, 1, None), values))
+    if 1 not in steps:
+        return _spans(width, values, values)
+    apart = (1).__ne__
+    firsts = compress(values, chain((True,), map(apart, steps)))
+    lasts = compress(values, chain(map(apart, steps), (True,)))
+    return _spans(width, firsts, lasts)
+
+
+def _spans(width: int, firsts: Iterable[int], lasts: Iterable[int]) -> Spans:
+    if width <= 32:
+        return Spans.from_words(width, [array(NARROW, firsts), array(NARROW, lasts)])
+    words = []
+    for bounds in (firsts, lasts):
+        bounds = list(bounds)
+        words.append(array("Q", map(rshift, bounds, repeat(64))))
+        words.append(array("Q", map(and_, bounds, repeat(MASK64))))
+    return Spans.from_words(width, words)
+
+
+def _values(spans: Spans) -> list[int]:
+    """Every value ``spans`` covers, in order (a list of integers, built at C speed)."""
+    words = spans.words()
+    if spans.width <= 32:
+        firsts, lasts = words[0].tolist(), words[1].tolist()
+    else:
+        firsts = list(map(or_, map(lshift, words[0], repeat(64)), words[1]))
+        lasts = list(map(or_, map(lshift, words[2], repeat(64)), words[3]))
+    if firsts == lasts:
+        return firsts
+    return list(chain.from_iterable(map(range, firsts, map(add, lasts, repeat(1)))))
+
+
+def _distinct_sorted(values: list[int]) -> tuple[list[int], list[int], bool]:
+    """``values`` sorted without repeats, the differences between neighbours, and whether
+    no value was repeated."""
+    values.sort()
+    steps = list(map(sub, islice(values, 1, None), values))
+    if 0 in steps:
+        values = sorted(set(values))
+        return values, list(map(sub, islice(values, 1, None), values)), False
+    return values, steps, True
+
+
+def parse_hosts(set_type: str, interval: bool, data: bytes) -> Parsed | None:
+    """The elements of a file whose every line is one address (None: any other line, or
+    a set type that is not addresses: parse it the general way)."""
+    if set_type not in FAMILIES or b"/" in data or b"#" in data:
+        return None
+    lines = _lines(data)
+    if lines is None:
+        return None
+    values = host_values(set_type, lines)
+    if values is None:
+        return None
+    values, steps, unique = _distinct_sorted(values)
+    width = FAMILIES[set_type][1]
+    spans = spans_of_values(width, values, steps)
+    elements = Counted(set_type, interval, spans, len(values))
+    return Parsed(set_type, interval, data, elements, len(lines), unique)
+
+
+# ---- diffing against the last version -------------------------------------------------
+
+
+def aligned(old: bytes, new: bytes) -> tuple[bytes, bytes]:
+    """The parts of ``old`` and ``new`` outside the blocks they share, each a run of whole
+    lines: (old's, new's). Every line of old is in a shared block or in old's part, each
+    line of new likewise, and the shared blocks are the same lines in both: so the lines
+    of old are those of new with new's part taken out and old's put in."""
+    if old and not old.endswith(b"\n"):
+        old += b"\n"
+    if new and not new.endswith(b"\n"):
+        new += b"\n"
+    old_parts: list[bytes] = []
+    new_parts: list[bytes] = []
+    at = 0  # where the next shared block is expected in new
+    far = 0
+    start = 0
+    while start < len(old):
+        cut = old.find(b"\n", start + BLOCK - 1)
+        end = len(old) if cut < 0 else cut + 1
+        block = old[start:end]
+        if new.startswith(block, at):
+            at += len(block)
+        else:
+            found = new.find(block, at, at + WINDOW + len(block))
+            if found < 0 and far < FAR_SEARCHES:
+                far += 1
+                found = new.find(block, at)
+            while found > 0 and new[found - 1] != 10:  # a block starts a line
+                found = new.find(block, found + 1)
+            if found < 0:
+                old_parts.append(block)
+            else:
+                new_parts.append(new[at:found])
+                at = found + len(block)
+        start = end
+    new_parts.append(new[at:])
+    return b"".join(old_parts), b"".join(new_parts)
+
+
+def diff_hosts(last: Parsed, data: bytes) -> Parsed | None:
+    """The file's elements now that its bytes are ``data``, from its last version (which
+    was all addresses, each line its own value), parsing only the lines that changed.
+    None: the fast path cannot prove the result (a changed line that is not one address,
+    a value now given twice): parse the whole file instead."""
+    if not last.unique or b"/" in data or b"#" in data:
+        return None
+    if data == last.data:
+        return Parsed(last.set_type, last.interval, data, last.elements, last.lines, True)
+    gone_part, new_part = aligned(last.data, data)
+    gone_lines, new_lines = _lines(gone_part), _lines(new_part)
+    if gone_lines is None or new_lines is None:
+        return None
+    set_type, interval = last.set_type, last.interval
+    gone_values = host_values(set_type, gone_lines)
+    new_values = host_values(set_type, new_lines)
+    if gone_values is None or new_values is None:
+        return None
+    before, after = set(gone_values), set(new_values)
+    removed, added = sorted(before - after), sorted(after - before)
+    base = last.elements
+    assert base.spans is not None
+    width = base.spans.width
+    values = _values(base.spans)
+    count = len(values)
+    if removed:
+        dropped = set(removed)
+        values = list(filterfalse(dropped.__contains__, values))
+        if len(values) != count - len(removed):
+            return None  # the record does not hold what its bytes say
+    if added:
+        values = sorted(chain(values, added))  # two sorted runs: one merge
+    values, steps, distinct = _distinct_sorted(values)
+    if not distinct:
+        return None  # an added line repeats a value that stayed: no longer one value a line
+    lines = last.lines - len(gone_lines) + len(new_lines)
+    elements = Changed(
+        set_type,
+        interval,
+        spans_of_values(width, values, steps),
+        len(values),
+        base=base,
+        added=Counted(set_type, interval, spans_of_values(width, added), len(added)),
+        removed=Counted(set_type, interval, spans_of_values(width, removed), len(removed)),
+    )
+    return Parsed(set_type, interval, data, elements, lines, lines == len(values))
+
+
+def count_values(spans: Spans) -> int:
+    """How many values ``spans`` cover (sums at C speed)."""
+    words = spans.words()
+    if spans.width <= 32:
+        return int(sum(words[1]) - sum(words[0])) + len(spans)
+    firsts: int = sum(map(or_, map(lshift, words[0], repeat(64)), words[1]))
+    lasts: int = sum(map(or_, map(lshift, words[2], repeat(64)), words[3]))
+    return lasts - firsts + len(spans)
+
+
+class Counted(Elements):
+    """Elements whose count of values is known (a hash set's ``len`` without a pass in
+    Python over its spans)."""
+
+    __slots__ = ("_count",)
+
+    def __init__(
+        self, set_type: str, interval: bool, spans: Spans, count: int | None = None
+    ) -> None:
+        super().__init__(set_type, interval, spans)
+        self._count = count  # counted when first asked
+
+    def __len__(self) -> int:
+        assert self.spans is not None
+        if self.interval:
+            return len(self.spans)
+        if self._count is None:
+            self._count = count_values(self.spans)
+        return self._count
+
+
+class Changed(Counted):
+    """Elements made from ``base`` by adding ``added`` and taking away ``removed`` (values of
+    a hash set; of an interval set, the spans are whole elements only where no neighbour
+    merged, so the shortcut is taken for hash sets only)."""
+
+    __slots__ = ("added", "base", "removed")
+
+    def __init__(
+        self,
+        set_type: str,
+        interval: bool,
+        spans: Spans,
+        count: int,
+        *,
+        base: Elements,
+        added: Elements,
+        removed: Elements,
+    ) -> None:
+        super().__init__(set_type, interval, spans, count)
+        self.base = base
+        self.added = added
+        self.removed = removed
+
+    def minus(self, other: Elements) -> Elements:
+        if other is self.base and not self.interval:
+            return self.added
+        return super().minus(other)
+
+
+class Recalled(Counted):
+    """Elements read from the record of the last apply: their difference with a
+    :class:`Changed` made from them is what that one took away."""
+
+    __slots__ = ()
+
+    def minus(self, other: Elements) -> Elements:
+        if isinstance(other, Changed) and other.base is self and not self.interval:
+            return other.removed
+        return super().minus(other)
+
+
+# ---- what this process parsed, and what the last apply left --------------------------
+
+_LAST: contextvars.ContextVar[dict[str, Parsed] | None] = contextvars.ContextVar(
+    "elements_fast_last", default=None
+)
+_SEEN: contextvars.ContextVar[dict[str, Parsed] | None] = contextvars.ContextVar(
+    "elements_fast_seen", default=None
+)
+
+
+@contextmanager
+def remembering(last: dict[str, Parsed]) -> Iterator[dict[str, Parsed]]:
+    """While inside: elements files are diffed against ``last`` (file name -> its last
+    version), and each file parsed here at C speed lands in the dictionary yielded."""
+    seen: dict[str, Parsed] = {}
+    last_token = _LAST.set(last)
+    seen_token = _SEEN.set(seen)
+    try:
+        yield seen
+    finally:
+        _LAST.reset(last_token)
+        _SEEN.reset(seen_token)
+
+
+def read(filename: str, set_type: str, interval: bool, data: bytes) -> Elements | None:
+    """The elements of ``filename`` (its bytes ``data``) at C speed, or None (parse it the
+    general way)."""
+    if set_type not in FAMILIES:
+        return None
+    last = (_LAST.get() or {}).get(filename)
+    parsed = None
+    if last is not None and last.set_type == set_type and last.interval == interval:
+        parsed = diff_hosts(last, data)
+    if parsed is None:
+        parsed = parse_hosts(set_type, interval, data)
+    if parsed is None:
+        return None
+    seen = _SEEN.get()
+    if seen is not None:
+        seen[filename] = parsed
+    return parsed.elements

@@ -1,0 +1,210 @@
+"""The elements file's fast parse and diff give what the general parse gives."""
+
+from __future__ import annotations
+
+import ipaddress
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from appliance.errors import ProfileError
+from appliance.model import elements_fast
+from appliance.model.elements import Elements
+from appliance.model.elements_fast import Changed, Recalled, aligned, parse_hosts
+from appliance.model.parse import load_profile
+
+PROFILE = """version = 1
+name = "fast"
+[sets.feed]
+type = "{type}"
+interval = {interval}
+elements_file = "feed.txt"
+"""
+
+
+def load(folder: Path, lines: list[str], set_type: str, interval: bool) -> Elements:
+    (folder / "feed.txt").write_text("".join(f"{line}\n" for line in lines))
+    profile = folder / "profile.toml"
+    profile.write_text(PROFILE.format(type=set_type, interval=str(interval).lower()))
+    return load_profile(profile).sets[0].elements
+
+
+def general(
+    folder: Path, lines: list[str], set_type: str, interval: bool, monkeypatch: pytest.MonkeyPatch
+) -> Elements | str:
+    """What the line-by-line parse gives (or its error)."""
+    with monkeypatch.context() as patch:
+        patch.setattr(elements_fast, "read", lambda *_args: None)
+        try:
+            return load(folder, lines, set_type, interval)
+        except ProfileError as exc:
+            return str(exc)
+
+
+def fast(
+    folder: Path,
+    lines: list[str],
+    set_type: str,
+    interval: bool,
+    last: dict[str, elements_fast.Parsed],
+) -> tuple[Elements | str, dict[str, elements_fast.Parsed]]:
+    with elements_fast.remembering(last) as seen:
+        try:
+            return load(folder, lines, set_type, interval), seen
+        except ProfileError as exc:
+            return str(exc), seen
+
+
+def v4(value: int) -> str:
+    return str(ipaddress.IPv4Address((10 << 24) | value))
+
+
+def v6(value: int) -> str:
+    return str(ipaddress.IPv6Address((0x20010DB8 << 96) | value))
+
+
+values = st.integers(0, 4095)  # a small space: neighbours and repeats are common
+odd_lines = st.sampled_from(
+    [
+        "# a comment",
+        "",
+        "  10.0.0.7  ",
+        "10.0.0.8 # trailing",
+        "10.0.2.0/24",
+        "10.0.0.4/30",
+        "10.0.0.1-10.0.0.9",
+        "2001:db8::/120",
+        "not-an-address",
+        "10.0.0.256",
+        "2001:DB8::1",
+        "10.0.00.1",
+    ]
+)
+
+
+@st.composite
+def edits(draw: st.DrawFn) -> tuple[str, bool, list[str], list[str]]:
+    """An old file of addresses and a new one made from it by adds, deletes, repeats,
+    moves and, sometimes, a line the fast path does not take."""
+    set_type = draw(st.sampled_from(["ipv4_addr", "ipv6_addr"]))
+    interval = draw(st.booleans())
+    text = v4 if set_type == "ipv4_addr" else v6
+    old = [text(v) for v in draw(st.lists(values, max_size=60))]
+    new = list(old)
+    for _ in range(draw(st.integers(0, 8))):
+        kind = draw(st.sampled_from(["add", "delete", "repeat", "move", "odd"]))
+        if kind == "add":
+            new.insert(draw(st.integers(0, len(new))), text(draw(values)))
+        elif kind == "delete" and new:
+            del new[draw(st.integers(0, len(new) - 1))]
+        elif kind == "repeat" and new:
+            new.insert(draw(st.integers(0, len(new))), draw(st.sampled_from(new)))
+        elif kind == "move" and new:
+            new.append(new.pop(draw(st.integers(0, len(new) - 1))))
+        elif kind == "odd":
+            new.insert(draw(st.integers(0, len(new))), draw(odd_lines))
+    return set_type, interval, old, new
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(edits())
+def test_a_diff_gives_what_the_whole_parse_gives(
+    monkeypatch: pytest.MonkeyPatch, case: tuple[str, bool, list[str], list[str]]
+) -> None:
+    set_type, interval, old, new = case
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        first, seen = fast(folder, old, set_type, interval, {})
+        assert first == general(folder, old, set_type, interval, monkeypatch)
+        second, _ = fast(folder, new, set_type, interval, dict(seen))
+        expected = general(folder, new, set_type, interval, monkeypatch)
+        assert second == expected  # the same elements, or the same FILE:LINE error
+        if isinstance(second, Elements):
+            assert len(second) == len(expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 1 << 20), max_size=80), st.booleans(), st.booleans())
+def test_a_file_of_addresses_parses_as_the_general_parse(
+    picked: list[int], six: bool, interval: bool
+) -> None:
+    set_type = "ipv6_addr" if six else "ipv4_addr"
+    texts = [(v6 if six else v4)(v) for v in picked]
+    parsed = parse_hosts(set_type, interval, "".join(f"{t}\n" for t in texts).encode())
+    assert parsed is not None
+    assert parsed.elements == Elements.of(set_type, interval, texts)
+    assert len(parsed.elements) == len(Elements.of(set_type, interval, texts))
+    assert parsed.unique == (len(set(picked)) == len(picked))
+    assert parsed.lines == len(texts)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"10.0.0.1\n\n10.0.0.2\n",  # a blank line
+        b"10.0.0.1\n# feed\n",
+        b"10.0.0.0/24\n",
+        b" 10.0.0.1\n",
+        b"10.0.0.1\r\n",
+        b"10.0.0.01\n",
+        b"10.0.0.1 10.0.0.2\n",
+        "10.0.0.1\n\u00e9\n".encode(),
+    ],
+)
+def test_anything_but_one_address_a_line_is_left_to_the_general_parse(text: bytes) -> None:
+    assert parse_hosts("ipv4_addr", True, text) is None
+
+
+def test_a_file_without_its_last_line_end() -> None:
+    parsed = parse_hosts("ipv4_addr", False, b"10.0.0.1\n10.0.0.3")
+    assert parsed is not None and list(parsed.elements) == ["10.0.0.1", "10.0.0.3"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 50), max_size=300), st.lists(st.integers(0, 50), max_size=300))
+def test_aligned_parts_account_for_every_line(old_values: list[int], new_values: list[int]) -> None:
+    old = "".join(f"{v}\n" for v in old_values).encode()
+    new = "".join(f"{v}\n" for v in new_values).encode()
+    gone, came = aligned(old, new)
+    assert sorted(old.splitlines()) == sorted(
+        _minus(new.splitlines(), came.splitlines()) + gone.splitlines()
+    )
+
+
+def _minus(lines: list[bytes], taken: list[bytes]) -> list[bytes]:
+    left = list(lines)
+    for line in taken:
+        left.remove(line)
+    return left
+
+
+def test_a_shifted_feed_is_diffed_by_its_changed_lines_only(tmp_path: Path) -> None:
+    """The oldest lines dropped and new ones appended: only those are parsed, and the
+    plan against the recalled elements needs no pass over the others."""
+    old = [v4(v) for v in range(0, 60000, 3)]
+    new = old[5000:] + [v4(v) for v in range(1, 15000, 3)]
+    first, seen = fast(tmp_path, old, "ipv4_addr", False, {})
+    last = next(iter(seen.values()))
+    gone, came = aligned(last.data, "".join(f"{t}\n" for t in new).encode())
+    assert len(gone.splitlines()) < 5000 + 1000 and len(came.splitlines()) < 5000 + 1000
+    assert isinstance(first, Elements) and first.spans is not None
+    recalled = Recalled("ipv4_addr", False, first.spans)
+    last.elements = recalled
+    second, _ = fast(tmp_path, new, "ipv4_addr", False, {next(iter(seen)): last})
+    assert isinstance(second, Changed) and second.base is recalled
+    assert second.minus(recalled) == Elements.of("ipv4_addr", False, set(new) - set(old))
+    assert recalled.minus(second) == Elements.of("ipv4_addr", False, set(old) - set(new))
+    assert second == Elements.of("ipv4_addr", False, new)
+    assert len(second) == len(set(new))
+
+
+def test_an_unchanged_file_keeps_its_elements(tmp_path: Path) -> None:
+    lines = [v4(v) for v in range(0, 3000, 2)]
+    first, seen = fast(tmp_path, lines, "ipv4_addr", True, {})
+    again, _ = fast(tmp_path, lines, "ipv4_addr", True, dict(seen))
+    assert again is first
