@@ -63,6 +63,9 @@ PACKAGES=(
     python3 python3-nftables python3-pyroute2 python3-scapy
     python3-prometheus-client python3-cryptography python3-pytest python3-hypothesis
 )
+# The inspection engine's compiled fast path, built and checked in the guest by
+# tests/inspect/test_core_guest.py: its toolchain costs the emulated arm64 root minutes.
+[ "${APPLIANCE_GUEST_CORE:-0}" = 1 ] && PACKAGES+=(gcc libpython3-dev)
 # Modules the root file system needs before it is mounted (the initramfs).
 INITRD_MODULES=(virtio_pci virtio_blk ext4)
 # No docs, man pages, locales or firmware in the guest.
