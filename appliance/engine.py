@@ -19,6 +19,7 @@ from appliance.model.elements import Elements
 from appliance.model.intervals import Spans, span_text, width_of
 from appliance.model.values import canonical_element, element_bounds
 from appliance.reconcile.plan import Plan, make_plan, split_tags, transaction
+from appliance.reconcile.readback import EventJournal, follow, shapes
 from appliance.reconcile.segments import (
     DesiredSegment,
     ObservedLinks,
@@ -184,6 +185,62 @@ class Engine:
         self.refilled: set[str] = set()  # sets the last change flushed and refilled
         # the kept sets after a structural change (a swap leaves no quiet read-back)
         self.swapped: Known | None = None
+        # the kernel's nf_tables events, when a table watch records them (follow_events)
+        self.journal: EventJournal | None = None
+        self.followed: set[str] = set()  # sets the last read-back took from the events
+
+    def follow_events(self) -> EventJournal:
+        """A journal for the table watch to record the kernel's transactions in: a
+        read-back after other processes' transactions then takes their element changes
+        from it instead of dumping the sets (:mod:`appliance.reconcile.readback`)."""
+        if self.journal is None:
+            self.journal = EventJournal()
+        return self.journal
+
+    def _follow(self, quiet: Quiet | None, generation: int | None) -> None:
+        """Where the journal holds every transaction since ``quiet``'s generation, what
+        the sets hold now, as :attr:`known` at ``generation``: the next listing takes
+        them from it (a set the events do not fit is left out, and dumped)."""
+        self.followed = set()
+        journal = self.journal
+        if journal is None or quiet is None or generation is None:
+            return
+        if quiet.observed.objects is None or generation <= quiet.generation:
+            return
+        if self.sets is None or self.clock() >= quiet.until:
+            return
+        transactions = journal.between(quiet.generation, generation)
+        if transactions is None:
+            journal.note(
+                False, f"generations {quiet.generation + 1} to {generation}: not all known"
+            )
+            return
+        set_shapes = shapes(quiet.observed.objects)
+        handles = {
+            body["name"]: body["handle"]
+            for obj in quiet.observed.objects
+            if (body := obj.get("set")) is not None
+            and body["name"] in set_shapes
+            and isinstance(body.get("handle"), int)
+        }
+        if any(
+            elem.timeout is not None or elem.expires is not None
+            for name in handles
+            for elem in quiet.observed.elements.get(name, {}).values()
+        ):
+            journal.note(False, "elements with a timeout")
+            return
+        tagged = {name: dict(quiet.observed.tagged.get(name, {})) for name in handles}
+        elements = {name: dict(quiet.observed.elements.get(name, {})) for name in handles}
+        unfollowed = follow(transactions, handles, set_shapes, tagged, elements)
+        for name in unfollowed:
+            del handles[name]
+        self.known = Known(generation, handles, tagged, elements)
+        self.followed = set(handles)
+        detail = f"generations {quiet.generation + 1} to {generation}"
+        if unfollowed:
+            detail += f"; read again: {', '.join(sorted(unfollowed))}"
+        journal.note(True, detail)
 
     def observe(self) -> Observed:
         structure = getattr(self.backend, "list_structure", None)
@@ -347,6 +404,7 @@ class Engine:
                 plan = make_plan(desired, observed)
             else:
                 self.quiet = None
+                self._follow(quiet, generation)
                 observed = self.observe()
                 self.listings += 1
                 plan = make_plan(desired, observed)

@@ -8,8 +8,11 @@ whole ruleset, every set element included, before it prints an event, which for 
 a million elements is more memory than the daemon's unit may use.
 
 Only what a drift check needs is decoded: the message kind, the family and the table name
-(attribute 1 of every object message), and the committing process of a generation.
-Standard library only.
+(attribute 1 of every object message), the new generation and the process that committed
+it. The element messages (``NEWSETELEM``/``DELSETELEM``) of one table, named when the
+events are gathered, are kept as the kernel sent them: the set's name and the element
+list, the same bytes as a dump's, so that the elements another process added or deleted
+are known without a dump of the set. Standard library only.
 """
 
 from __future__ import annotations
@@ -29,9 +32,13 @@ NLMSG_ERROR = 2
 NLMSG_OVERRUN = 4
 
 NFT_MSG_NEWSETELEM = 12
+NFT_MSG_DELSETELEM = 14
 NFT_MSG_NEWGEN = 15
+NFTA_GEN_ID = 1
 NFTA_GEN_PROC_PID = 2
 NFTA_TABLE = 1  # the table's name in every object message (NFTA_*_TABLE, NFTA_TABLE_NAME)
+NFTA_SET_ELEM_LIST_SET = 2
+NFTA_SET_ELEM_LIST_ELEMENTS = 3
 NFPROTO_INET = 1
 
 RECEIVE_BUFFER = 8 * 1024 * 1024  # a burst of element events; beyond it, events are lost
@@ -110,31 +117,124 @@ def generation_pid(payload: bytes) -> int | None:
     return None
 
 
+def generation_id(payload: bytes) -> int | None:
+    """The generation a ``NEWGEN`` message announces."""
+    for attr, value in _attributes(payload):
+        if attr == NFTA_GEN_ID and len(value) >= 4:
+            return int.from_bytes(value[:4], "big")
+    return None
+
+
+@dataclass(frozen=True)
+class ElementList:
+    """The elements one message added (``NFT_MSG_NEWSETELEM``) or deleted
+    (``NFT_MSG_DELSETELEM``) in a set of the kept table: the payload of its
+    NFTA_SET_ELEM_LIST_ELEMENTS attribute, as a dump of the set carries it (an interval's
+    start and end are two elements, each in a message of its own)."""
+
+    kind: int
+    set: str
+    elements: bytes
+
+
+@dataclass
+class Transaction:
+    """One committed transaction: the process that committed it (if the kernel named it),
+    the generation it made, its object messages (one Change per kind and table) and the
+    element messages of the kept table. ``elements`` is None when they are not all known:
+    more than the budget, or events were lost before it ended."""
+
+    pid: int | None
+    generation: int | None
+    changes: list[Change]
+    elements: list[ElementList] | None
+
+
+ELEMENT_BUDGET = 4 * 1024 * 1024  # bytes of element lists kept for one transaction
+
+
 class Transactions:
     """Gathers object messages until their ``NEWGEN``: ``feed`` returns each transaction
-    completed by a datagram as (pid, changes). Element additions are left out; at most
-    ``limit`` changes of an unfinished transaction are held, the rest summed up by one
-    change of kind -1 on an unknown table."""
+    completed by a datagram. Each kind of change on a table is held once; at most ``limit``
+    of them, the rest summed up by one change of kind -1 on an unknown table. With
+    ``keep`` (family, table), the element messages of that table are held as well, up to
+    ``budget`` bytes a transaction. After :meth:`lost` (the kernel dropped events), the
+    next transaction to end is marked as not wholly known."""
 
-    def __init__(self, limit: int = 4096) -> None:
+    def __init__(
+        self,
+        limit: int = 4096,
+        keep: tuple[int, str] | None = None,
+        budget: int = ELEMENT_BUDGET,
+    ) -> None:
         self.limit = limit
-        self.pending: list[Change] = []
+        self.keep = (keep[0], keep[1].encode()) if keep is not None else None
+        self.budget = budget
+        self.pending: dict[Change, None] = {}
         self.dropped = 0
+        self.elements: list[ElementList] | None = []
+        self.kept = 0
+        self.partial = False
 
-    def feed(self, datagram: bytes) -> list[tuple[int | None, list[Change]]]:
-        done: list[tuple[int | None, list[Change]]] = []
+    def lost(self) -> None:
+        """Events were lost: what is gathered so far is dropped, and the transaction that
+        ends next is not wholly known."""
+        self.pending = {}
+        self.dropped = 0
+        self.elements = None
+        self.kept = 0
+        self.partial = True
+
+    def feed(self, datagram: bytes) -> list[Transaction]:
+        done: list[Transaction] = []
         for kind, payload in messages(datagram):
             if kind == NFT_MSG_NEWGEN:
-                changes = self.pending
-                if self.dropped:
+                changes = list(self.pending)
+                if self.dropped or self.partial:
                     changes.append(Change(-1, NFPROTO_INET, "?"))
-                done.append((generation_pid(payload), changes))
-                self.pending = []
+                done.append(
+                    Transaction(
+                        generation_pid(payload),
+                        generation_id(payload),
+                        changes,
+                        None if self.partial else self.elements,
+                    )
+                )
+                self.pending = {}
                 self.dropped = 0
-            elif kind == NFT_MSG_NEWSETELEM:
-                continue  # added elements are never drift: not held (a load sends millions)
-            elif len(self.pending) < self.limit:
-                self.pending.append(change(kind, payload))
+                self.elements = []
+                self.kept = 0
+                self.partial = False
+                continue
+            if kind in (NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM):
+                found = self._element_message(kind, payload)
+            else:
+                found = change(kind, payload)
+            if found in self.pending:
+                continue
+            if len(self.pending) < self.limit:
+                self.pending[found] = None
             else:
                 self.dropped += 1
         return done
+
+    def _element_message(self, kind: int, payload: bytes) -> Change:
+        """The change an element message makes; its elements held if they are the kept
+        table's and the budget allows."""
+        family = payload[0] if payload else 0
+        table = name = b""
+        listed: bytes | None = None
+        for attr, value in _attributes(payload):
+            if attr == NFTA_TABLE:
+                table = value.split(b"\0", 1)[0]
+            elif attr == NFTA_SET_ELEM_LIST_SET:
+                name = value.split(b"\0", 1)[0]
+            elif attr == NFTA_SET_ELEM_LIST_ELEMENTS:
+                listed = value
+        if self.keep is not None and self.elements is not None and (family, table) == self.keep:
+            if listed is None or self.kept + len(listed) > self.budget:
+                self.elements = None  # more than is held: not all known
+            else:
+                self.kept += len(listed)
+                self.elements.append(ElementList(kind, name.decode(errors="replace"), listed))
+        return Change(kind, family, table.decode(errors="replace"))

@@ -5,8 +5,13 @@ The events come from netlink (``appliance.adapters.nftevents``), read in the dae
 loop: no ``nft monitor`` child, which would list every element of every set before its
 first event (hundreds of MiB for a million-element set). A transaction ends with its new
 generation and the process that committed it. Transactions of this process are ours and
-ignored; so are element additions by others (run-time elements are never drift). The
-events only hint: the periodic read-back stays the authority.
+ignored; any other change of our table is a hint, element additions included (another
+writer's element tagged as the profile's is drift). The events only hint: the periodic
+read-back stays the authority.
+
+With a journal (``Engine.follow_events``), every transaction is recorded with the element
+changes of our table, by generation: the read-back a hint wakes then takes what others
+added and deleted from there, without a dump of the sets. Events lost mark a gap in it.
 
 The watch does not end quietly: events lost to a full receive queue are a hint (the
 read-back looks), and a socket that fails is opened again (1, 2, 4 ... 30 s later). Each
@@ -25,12 +30,12 @@ from collections.abc import Callable, Iterable
 
 from appliance.adapters.nftevents import (
     NFPROTO_INET,
-    NFT_MSG_NEWSETELEM,
     Change,
     Transactions,
     open_events,
 )
 from appliance.compile.nftjson import TABLE_NAME
+from appliance.reconcile.readback import EventJournal
 
 
 def foreign_drift(changes: Iterable[Change], pid: int | None, own_pid: int) -> bool:
@@ -41,8 +46,6 @@ def foreign_drift(changes: Iterable[Change], pid: int | None, own_pid: int) -> b
         if change.kind == -1:
             return True  # more than was held: cannot tell, look
         if change.family != NFPROTO_INET or change.table != TABLE_NAME:
-            continue
-        if change.kind == NFT_MSG_NEWSETELEM:
             continue
         return True
     return False
@@ -61,6 +64,7 @@ class TableMonitor:
         opener: Callable[[], socket.socket] = open_events,
         on_error: Callable[[str], None] | None = None,
         restart_pause: float = 1.0,
+        journal: EventJournal | None = None,
     ) -> None:
         self.on_drift = on_drift
         self.own_pid = own_pid
@@ -68,6 +72,9 @@ class TableMonitor:
         self.opener = opener
         self.on_error = on_error
         self.restart_pause = restart_pause
+        self.journal = journal
+        if journal is not None:
+            journal.on_read = self._read_back
         self.sock: socket.socket | None = None
         self.task: asyncio.Task[None] | None = None
         self.errors = 0  # failures the watch went on after (reopenings, failed hints)
@@ -84,6 +91,8 @@ class TableMonitor:
             )
             return False
         self.task = asyncio.create_task(self._watch())
+        if self.journal is not None:
+            self.journal.set_live(True)
         return True
 
     def _failed(self, reason: str) -> None:
@@ -93,6 +102,13 @@ class TableMonitor:
         if self.on_error is not None:
             with contextlib.suppress(Exception):
                 self.on_error(reason)
+
+    def _read_back(self, followed: bool, detail: str) -> None:
+        """A read-back after other transactions (told from the kernel worker thread)."""
+        if followed:
+            self.log.info("table read back from nf_tables events", extra={"detail": detail})
+        else:
+            self.log.info("table read back by a dump of its sets", extra={"detail": detail})
 
     def _hint(self) -> None:
         try:
@@ -108,6 +124,8 @@ class TableMonitor:
             if self.stopping:
                 return
             self._close()
+            if self.journal is not None:
+                self.journal.set_live(False)
             self._failed(f"event socket failed ({reason}); opened again in {pause:g} s")
             await asyncio.sleep(pause)
             pause = min(pause * 2, RESTART_MAX)
@@ -116,13 +134,16 @@ class TableMonitor:
             except OSError as exc:
                 self._failed(f"event socket did not open again: {exc}")
                 continue
+            if self.journal is not None:
+                self.journal.set_live(True)
             self._hint()  # what happened while it was closed is unknown: look
 
     async def _read(self) -> str:
         """Follow the current socket until it fails; why it failed."""
         assert self.sock is not None
         loop = asyncio.get_running_loop()
-        transactions = Transactions()
+        transactions = Transactions(keep=(NFPROTO_INET, TABLE_NAME))
+        journal = self.journal
         while True:
             try:
                 datagram = await loop.sock_recv(self.sock, RECEIVE_SIZE)
@@ -132,13 +153,17 @@ class TableMonitor:
                 # the kernel dropped events (a burst of element events, ours mostly):
                 # what was lost is unknown, so look; the count is for status
                 self.lost += 1
-                transactions = Transactions()
+                transactions.lost()
+                if journal is not None:
+                    journal.lost()
                 self._hint()
                 continue
             if not datagram:
                 return "closed"
-            for pid, changes in transactions.feed(datagram):
-                if foreign_drift(changes, pid, self.own_pid):
+            for done in transactions.feed(datagram):
+                if journal is not None:
+                    journal.record(done)
+                if foreign_drift(done.changes, done.pid, self.own_pid):
                     self._hint()
 
     def _close(self) -> None:
@@ -149,6 +174,8 @@ class TableMonitor:
 
     async def stop(self) -> None:
         self.stopping = True
+        if self.journal is not None:
+            self.journal.set_live(False)
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

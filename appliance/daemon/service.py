@@ -113,6 +113,7 @@ class Daemon:
             os.getpid(),
             ctx.log,
             on_error=lambda _reason: ctx.metrics.table_watch_errors.inc(),
+            journal=ctx.engine.follow_events(),
         )
         self._monitor_hint: asyncio.TimerHandle | None = None
 

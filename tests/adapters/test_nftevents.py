@@ -17,6 +17,8 @@ from appliance.adapters.nftevents import (
     NFPROTO_INET,
     NFT_MSG_NEWGEN,
     Change,
+    ElementList,
+    Transaction,
     Transactions,
     messages,
     open_events,
@@ -47,24 +49,60 @@ def transaction(pid: int, *objects: bytes) -> bytes:
     return b"".join(objects) + _nlmsg(NFT_MSG_NEWGEN, gen)
 
 
-def test_a_transaction_is_its_changes_and_the_committing_process() -> None:
+def _done(transactions: list[Transaction]) -> list[tuple[int | None, list[Change]]]:
+    return [(t.pid, t.changes) for t in transactions]
+
+
+def test_a_transaction_is_its_changes_the_committing_process_and_its_generation() -> None:
     data = transaction(4242, message(DELRULE, NFPROTO_INET, "appliance"))
-    assert Transactions().feed(data) == [(4242, [Change(DELRULE, NFPROTO_INET, "appliance")])]
+    [done] = Transactions().feed(data)
+    assert (done.pid, done.generation) == (4242, 7)
+    assert done.changes == [Change(DELRULE, NFPROTO_INET, "appliance")]
 
 
-def test_element_additions_are_not_held_and_a_long_transaction_is_summed_up() -> None:
+def test_each_kind_of_change_is_held_once_and_a_long_list_is_summed_up() -> None:
     added = message(NEWSETELEM, NFPROTO_INET, "appliance")
-    assert Transactions().feed(transaction(1, added * 50)) == [(1, [])]
+    assert _done(Transactions().feed(transaction(1, added * 50))) == [
+        (1, [Change(NEWSETELEM, NFPROTO_INET, "appliance")])
+    ]
     gathered = Transactions(limit=3)
-    rules = message(NEWRULE, NFPROTO_INET, "appliance") * 5
-    [(pid, changes)] = gathered.feed(rules) + gathered.feed(transaction(9))
+    rules = b"".join(message(NEWRULE, NFPROTO_INET, f"t{i}") for i in range(5))
+    [(pid, changes)] = _done(gathered.feed(rules) + gathered.feed(transaction(9)))
     assert pid == 9 and len(changes) == 4 and changes[-1].kind == -1
 
 
 def test_a_transaction_may_span_datagrams() -> None:
     gathered = Transactions()
     assert gathered.feed(message(DELSETELEM, NFPROTO_INET, "appliance")) == []
-    assert gathered.feed(transaction(3)) == [(3, [Change(DELSETELEM, NFPROTO_INET, "appliance")])]
+    assert _done(gathered.feed(transaction(3))) == [
+        (3, [Change(DELSETELEM, NFPROTO_INET, "appliance")])
+    ]
+
+
+def element_message(kind: int, table: str, set_name: str, elements: bytes) -> bytes:
+    """An element message: the table, the set and the element list attribute."""
+    attrs = _attr(1, table.encode() + b"\0") + _attr(2, set_name.encode() + b"\0")
+    return _nlmsg(kind, bytes([NFPROTO_INET, 0, 0, 0]) + attrs + _attr(3, elements))
+
+
+def test_the_kept_tables_element_lists_are_held_up_to_the_budget() -> None:
+    ours = element_message(DELSETELEM, "appliance", "blocklist", b"\x01" * 40)
+    other = element_message(NEWSETELEM, "other", "blocklist", b"\x02" * 40)
+    gathered = Transactions(keep=(NFPROTO_INET, "appliance"), budget=100)
+    [done] = gathered.feed(transaction(5, ours, other, ours))
+    assert done.elements == [ElementList(DELSETELEM, "blocklist", b"\x01" * 40)] * 2
+    [done] = gathered.feed(transaction(5, ours, ours, ours))  # 120 bytes: more than kept
+    assert done.elements is None
+
+
+def test_a_transaction_after_lost_events_is_not_wholly_known() -> None:
+    gathered = Transactions(keep=(NFPROTO_INET, "appliance"))
+    gathered.feed(element_message(NEWSETELEM, "appliance", "blocklist", b"\x01" * 8))
+    gathered.lost()
+    [done] = gathered.feed(transaction(5))
+    assert done.elements is None and done.changes[-1].kind == -1
+    [done] = gathered.feed(transaction(6))
+    assert done.elements == [] and done.changes == []
 
 
 @pytest.mark.parametrize(
@@ -125,17 +163,20 @@ def test_the_kernel_announces_a_transaction_with_its_process(netns: str) -> None
         )
         proc.communicate(script.encode(), timeout=30)
         assert proc.returncode == 0
-        gathered = Transactions()
-        done: list[tuple[int | None, list[Change]]] = []
+        gathered = Transactions(keep=(NFPROTO_INET, "appliance"))
+        done: list[Transaction] = []
         deadline = time.monotonic() + 10
         while not done and time.monotonic() < deadline:
             if select.select([sock], [], [], 0.5)[0]:
                 done += gathered.feed(sock.recv(256 * 1024))
         assert done, "no generation announced within 10 s"
-        pid, changes = done[0]
-        assert pid == proc.pid  # ip netns exec runs nft in its own process
-        kinds = {c.kind for c in changes if c.table == "appliance" and c.family == NFPROTO_INET}
-        assert {NEWTABLE, NEWSET, NEWCHAIN, NEWRULE} <= kinds
-        assert NEWSETELEM not in kinds
+        first = done[0]
+        assert first.pid == proc.pid  # ip netns exec runs nft in its own process
+        kinds = {
+            c.kind for c in first.changes if c.table == "appliance" and c.family == NFPROTO_INET
+        }
+        assert {NEWTABLE, NEWSET, NEWCHAIN, NEWRULE, NEWSETELEM} <= kinds
+        assert first.elements is not None
+        assert {(e.kind, e.set) for e in first.elements} == {(NEWSETELEM, "blocklist")}
     finally:
         sock.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +33,8 @@ NEWTABLE, DELTABLE, NEWRULE, DELRULE, NEWSETELEM, DELSETELEM = 0, 2, 6, 8, 12, 1
         ([Change(DELTABLE, INET, "appliance")], 200, True),
         ([Change(NEWRULE, INET, "appliance")], 200, True),
         ([Change(DELSETELEM, INET, "appliance")], 200, True),
-        ([Change(NEWSETELEM, INET, "appliance")], 200, False),
+        ([Change(NEWSETELEM, INET, "appliance")], 200, True),  # tagged as ours: drift
+        ([Change(NEWSETELEM, INET, "appliance")], OWN, False),
         ([Change(NEWRULE, INET, "other")], 200, False),
         ([Change(DELTABLE, INET, "appliance2")], 200, False),
         ([Change(NEWRULE, IP, "appliance")], 200, False),
@@ -48,7 +50,7 @@ def test_foreign_drift(changes: list[Change], pid: int | None, expected: bool) -
 
 FOREIGN = transaction(200, message(DELRULE, INET, "appliance"))
 OURS = transaction(OWN, message(DELRULE, INET, "appliance"))
-ADDED = transaction(200, message(NEWSETELEM, INET, "appliance"))
+ADDED = transaction(200, message(NEWSETELEM, INET, "other"))
 
 
 def _watch(
@@ -156,3 +158,86 @@ def test_the_daemon_watches_without_a_child(
     pid = daemon.proc.pid
     wait_until(lambda: monitor_listening(pid))  # the table watch starts after READY
     assert children(pid, "nft") == []
+
+
+# ---- a drift read from the events, and by a dump where they are not all known ----------
+
+SET_PROFILE = """version = 1
+name = "events"
+[zones.lan]
+interfaces = ["eth1"]
+[sets.blocklist]
+type = "ipv4_addr"
+interval = true
+elements_file = "blocklist.txt"
+[[rules]]
+name = "drop-blocklist"
+from = "any"
+to = "self"
+saddr = ["@blocklist"]
+action = "drop"
+"""
+ELEMENTS = 20_000
+
+
+def _element(i: int, base: int = 10) -> str:
+    """Distinct, never adjacent elements: a /30 for one in four, a host otherwise."""
+    value = (base << 24) + 8 * i
+    text = f"{value >> 24}.{value >> 16 & 255}.{value >> 8 & 255}.{value & 255}"
+    return f"{text}/30" if i % 4 == 0 else text
+
+
+def _reads(daemon: Daemon) -> list[str]:
+    return [
+        e["msg"]
+        for e in daemon.log_entries()
+        if e["msg"].startswith("table read back") or e["msg"] == "drift repaired"
+    ]
+
+
+def _nft(ns: str, script: str) -> None:
+    subprocess.run(
+        ["ip", "netns", "exec", ns, "nft", "-f", "-"], input=script, text=True, check=True
+    )
+
+
+@pytest.mark.root
+def test_a_drift_in_a_large_set_is_read_from_the_events_and_by_a_dump_when_not_all_known(
+    netns: str, start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    from tests.reliability.test_million_set import kernel_holds
+
+    listing = tmp_path / "blocklist.txt"
+    listing.write_text("".join(_element(i) + "\n" for i in range(ELEMENTS)))
+    profile = tmp_path / "events.toml"
+    profile.write_text(SET_PROFILE)
+    daemon = start_daemon(netns, profile)
+    assert daemon.proc is not None
+    wait_until(lambda: monitor_listening(daemon.proc.pid))  # type: ignore[union-attr]
+    where = "inet appliance blocklist"
+
+    # Another writer deletes a profile element and adds a stale one tagged as the profile's:
+    # the repair takes both from the transaction's events, no dump of the set.
+    gone, stale = _element(7), _element(3, base=11)
+    _nft(
+        netns,
+        f"delete element {where} {{ {gone} }}\n"
+        f'add element {where} {{ {stale} comment "profile" }}\n',
+    )
+    wait_until(lambda: kernel_holds(netns, [gone, stale]) == [True, False], timeout=60)
+    wait_until(lambda: "drift repaired" in _reads(daemon), timeout=60)
+    reads = _reads(daemon)
+    assert "table read back from nf_tables events" in reads, reads
+    assert "table read back by a dump of its sets" not in reads, reads
+
+    # More elements in one transaction than the events keep: not all known, so the set is
+    # dumped, and the drift in it repaired all the same (the run-time elements stay).
+    many = ", ".join(_element(i, base=12) for i in range(100_000))
+    gone = _element(11)
+    _nft(
+        netns,
+        f"delete element {where} {{ {gone} }}\nadd element {where} {{ {many} }}\n",
+    )
+    wait_until(lambda: kernel_holds(netns, [gone]) == [True], timeout=120)
+    wait_until(lambda: "table read back by a dump of its sets" in _reads(daemon), timeout=60)
+    assert kernel_holds(netns, [_element(5, base=12)]) == [True]
