@@ -134,6 +134,10 @@ def refill_cheaper(interval: bool, adds: int, deletes: int, after: int) -> bool:
 SET_FULL = "Too many open files in system"  # ENFILE: the kernel's word for a full set
 
 
+def _timed(elements: dict[str, Element]) -> bool:
+    return any(e.timeout is not None or e.expires is not None for e in elements.values())
+
+
 def _emptied(
     desired: Desired, elements: dict[str, Elements], names: set[str]
 ) -> dict[str, Elements]:
@@ -223,11 +227,7 @@ class Engine:
             and body["name"] in set_shapes
             and isinstance(body.get("handle"), int)
         }
-        if any(
-            elem.timeout is not None or elem.expires is not None
-            for name in handles
-            for elem in quiet.observed.elements.get(name, {}).values()
-        ):
+        if any(_timed(quiet.observed.elements.get(name, {})) for name in handles):
             journal.note(False, "elements with a timeout")
             return
         tagged = {name: dict(quiet.observed.tagged.get(name, {})) for name in handles}
@@ -321,12 +321,23 @@ class Engine:
         return self.sets is not None and getattr(self.backend, "list_structure", None) is not None
 
     def _elements_again(self, before: Observed) -> Observed:
-        """``before``'s structure with every set's elements read again."""
+        """``before``'s structure with every set's elements read again; while the table
+        watch follows every transaction (a live journal), only the sets whose elements
+        change without one (timeouts, the packet path's dynamic sets, sets of names): the
+        others cannot have changed while the generation stood, and a dump of a large
+        interval set costs the kernel minutes."""
         observed = Observed(objects=before.objects, types=dict(before.types))
+        steady = self.journal is not None and self.journal.live
         for obj in before.objects or []:
             body = obj.get("set")
-            if body is not None:
-                self._read_elements(observed, body)
+            if body is None:
+                continue
+            name = body["name"]
+            if steady and name in shapes([obj]) and not _timed(before.elements.get(name, {})):
+                observed.tagged[name] = dict(before.tagged.get(name, {}))
+                observed.elements[name] = dict(before.elements.get(name, {}))
+                continue
+            self._read_elements(observed, body)
         return observed
 
     def _read_elements(self, observed: Observed, body: Json) -> None:

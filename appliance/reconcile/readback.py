@@ -140,11 +140,12 @@ class Unfollowed(Exception):
 
 
 def shapes(objects: Iterable[dict[str, Any]]) -> dict[str, SetShape]:
-    """The address and port sets of a listing without timeouts, by name."""
+    """The address and port sets of a listing whose elements change only by transactions
+    (no timeouts, not dynamic: the packet path adds to those), by name."""
     found: dict[str, SetShape] = {}
     for obj in objects:
         body = obj.get("set")
-        if body is None or "timeout" in body.get("flags", []):
+        if body is None or {"timeout", "dynamic"} & set(body.get("flags", [])):
             continue
         width = width_of(body["type"])
         if width is not None:
