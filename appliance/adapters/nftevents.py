@@ -158,8 +158,13 @@ class Transactions:
     completed by a datagram. Each kind of change on a table is held once; at most ``limit``
     of them, the rest summed up by one change of kind -1 on an unknown table. With
     ``keep`` (family, table), the element messages of that table are held as well, up to
-    ``budget`` bytes a transaction. After :meth:`lost` (the kernel dropped events), the
-    next transaction to end is marked as not wholly known."""
+    ``budget`` bytes a transaction (consecutive messages of one kind and set as one list).
+    After :meth:`lost` (the kernel dropped events), the next transaction to end is marked
+    as not wholly known.
+
+    A load sends a message per element (millions): an element message whose family, table
+    and set (its leading bytes) are the last one's is taken without decoding them again.
+    """
 
     def __init__(
         self,
@@ -175,66 +180,113 @@ class Transactions:
         self.elements: list[ElementList] | None = []
         self.kept = 0
         self.partial = False
+        self._lead = b""  # the last element message's kind, family, table and set
+        self._set: str | None = None  # its set, if its elements are held
+        self._run = bytearray()  # element lists of the current kind and set, not yet held
+        self._run_kind = 0
 
     def lost(self) -> None:
         """Events were lost: what is gathered so far is dropped, and the transaction that
         ends next is not wholly known."""
+        self._begin()
+        self.elements = None
+        self.partial = True
+
+    def _begin(self) -> None:
         self.pending = {}
         self.dropped = 0
-        self.elements = None
+        self.elements = []
         self.kept = 0
-        self.partial = True
+        self.partial = False
+        self._lead = b""
+        self._set = None
+        self._run = bytearray()
 
     def feed(self, datagram: bytes) -> list[Transaction]:
         done: list[Transaction] = []
-        for kind, payload in messages(datagram):
-            if kind == NFT_MSG_NEWGEN:
-                changes = list(self.pending)
-                if self.dropped or self.partial:
-                    changes.append(Change(-1, NFPROTO_INET, "?"))
-                done.append(
-                    Transaction(
-                        generation_pid(payload),
-                        generation_id(payload),
-                        changes,
-                        None if self.partial else self.elements,
-                    )
-                )
-                self.pending = {}
-                self.dropped = 0
-                self.elements = []
-                self.kept = 0
-                self.partial = False
-                continue
-            if kind in (NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM):
-                found = self._element_message(kind, payload)
-            else:
-                found = change(kind, payload)
-            if found in self.pending:
-                continue
-            if len(self.pending) < self.limit:
-                self.pending[found] = None
-            else:
-                self.dropped += 1
+        at, end = 0, len(datagram)
+        while at + _header.size <= end:
+            length, kind = _header.unpack_from(datagram, at)[:2]
+            if length < _header.size or at + length > end:
+                break
+            if kind >> 8 == NFNL_SUBSYS_NFTABLES:
+                kind &= 0xFF
+                if kind in (NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM):
+                    self._element_message(kind, datagram, at + _header.size, at + length)
+                elif kind == NFT_MSG_NEWGEN:
+                    done.append(self._end(datagram[at + _header.size : at + length]))
+                else:
+                    self._note(change(kind, datagram[at + _header.size : at + length]))
+            at += (length + 3) & ~3
         return done
 
-    def _element_message(self, kind: int, payload: bytes) -> Change:
-        """The change an element message makes; its elements held if they are the kept
-        table's and the budget allows."""
-        family = payload[0] if payload else 0
-        table = name = b""
-        listed: bytes | None = None
+    def _end(self, payload: bytes) -> Transaction:
+        self._close_run()
+        changes = list(self.pending)
+        if self.dropped or self.partial:
+            changes.append(Change(-1, NFPROTO_INET, "?"))
+        transaction = Transaction(
+            generation_pid(payload),
+            generation_id(payload),
+            changes,
+            None if self.partial else self.elements,
+        )
+        self._begin()
+        return transaction
+
+    def _note(self, found: Change) -> None:
+        if found in self.pending:
+            return
+        if len(self.pending) < self.limit:
+            self.pending[found] = None
+        else:
+            self.dropped += 1
+
+    def _element_message(self, kind: int, data: bytes, start: int, stop: int) -> None:
+        """An element message in ``data[start:stop]`` (after the netlink header)."""
+        lead_end = start + 4  # nfgenmsg, then the table and the set attributes
+        for _ in range(2):
+            if lead_end + _attr.size > stop:
+                break
+            size = _attr.unpack_from(data, lead_end)[0]
+            if size < _attr.size:
+                break
+            lead_end += (size + 3) & ~3
+        lead = bytes([kind]) + data[start:lead_end]
+        if lead != self._lead:
+            self._close_run()
+            self._lead = lead
+            found = self._decode(kind, data[start:stop])
+            self._note(found)
+            kept = self.keep is not None and (found.family, found.table.encode()) == self.keep
+            self._set = self._set_name(data[start:stop]) if kept else None
+            self._run_kind = kind
+        if self._set is None or self.elements is None:
+            return
+        listed = None
+        if lead_end + _attr.size <= stop:
+            size, attr = _attr.unpack_from(data, lead_end)
+            if attr & 0x3FFF == NFTA_SET_ELEM_LIST_ELEMENTS and lead_end + size <= stop:
+                listed = data[lead_end + _attr.size : lead_end + size]
+        if listed is None or self.kept + len(listed) > self.budget:
+            self.elements = None  # more than is held, or not as expected: not all known
+            self._run = bytearray()
+            return
+        self.kept += len(listed)
+        self._run += listed
+
+    def _close_run(self) -> None:
+        if self._run and self.elements is not None and self._set is not None:
+            self.elements.append(ElementList(self._run_kind, self._set, bytes(self._run)))
+        self._run = bytearray()
+
+    @staticmethod
+    def _decode(kind: int, payload: bytes) -> Change:
+        return change(kind, payload)
+
+    @staticmethod
+    def _set_name(payload: bytes) -> str:
         for attr, value in _attributes(payload):
-            if attr == NFTA_TABLE:
-                table = value.split(b"\0", 1)[0]
-            elif attr == NFTA_SET_ELEM_LIST_SET:
-                name = value.split(b"\0", 1)[0]
-            elif attr == NFTA_SET_ELEM_LIST_ELEMENTS:
-                listed = value
-        if self.keep is not None and self.elements is not None and (family, table) == self.keep:
-            if listed is None or self.kept + len(listed) > self.budget:
-                self.elements = None  # more than is held: not all known
-            else:
-                self.kept += len(listed)
-                self.elements.append(ElementList(kind, name.decode(errors="replace"), listed))
-        return Change(kind, family, table.decode(errors="replace"))
+            if attr == NFTA_SET_ELEM_LIST_SET:
+                return value.split(b"\0", 1)[0].decode(errors="replace")
+        return ""
