@@ -11,6 +11,7 @@ runs its pure-Python twin, which gives the same alerts, flows and counters.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import TYPE_CHECKING
 
@@ -19,11 +20,28 @@ if TYPE_CHECKING:
 
 ENV = "APPLIANCE_INSPECT_CORE"
 _OFF = ("0", "off", "python", "no", "false")
+_NAME = "appliance.inspect._fastpath"
+
+
+def switched_off() -> bool:
+    """Whether the environment forces the Python twin (``ENV``)."""
+    return os.environ.get(ENV, "").strip().lower() in _OFF
+
+
+def enabled() -> bool:
+    """Whether the compiled fast path is built and not switched off, found without loading
+    it (an engine loads it on its first packet)."""
+    if switched_off():
+        return False
+    try:
+        return importlib.util.find_spec(_NAME) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def fast_path_class() -> type[FastPath] | None:
     """The compiled ``FastPath``, or None: not built, or switched off by ``ENV``."""
-    if os.environ.get(ENV, "").strip().lower() in _OFF:
+    if switched_off():
         return None
     try:
         from appliance.inspect._fastpath import FastPath as compiled

@@ -12,7 +12,7 @@ import ipaddress
 import struct
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
@@ -295,13 +295,11 @@ class InspectionEngine:
         self._idle_timeout = config.idle_timeout
         self._fast = config.fast_path
         # the compiled fast path (core.py): take(ts, data) -> True (taken), False (full
-        # path), None (an IPv4/TCP packet whose key the index does not hold)
-        self._core = None
-        compiled = core.fast_path_class() if self._fast and config.compiled else None
-        if compiled is not None:
-            self._core = compiled(
-                self._index, self.flows.flows, config.idle_timeout, Flow, _anchored_hit
-            ).take
+        # path), None (an IPv4/TCP packet whose key the index does not hold); loaded by the
+        # first packet, so that an idle engine maps none of it
+        self._core: Callable[[float, bytes], bool | None] | None = None
+        if self._fast and config.compiled and core.enabled():
+            self._core = self._load_core
         self._never_block_cache: dict[bytes, bool] = {}
         self._hellos: OrderedDict[bytes, _Hello] = OrderedDict()  # by flow key
         # A bare SYN opening an IPv4/TCP flow (see _new_syn): what the full path would do
@@ -426,6 +424,17 @@ class InspectionEngine:
             stats.alerts += len(alerts)
             return alerts
         return _NO_ALERTS
+
+    def _load_core(self, ts: float, data: bytes) -> bool | None:
+        """The first packet's call: the compiled fast path is loaded and takes it."""
+        compiled = core.fast_path_class()
+        if compiled is None:  # found but not loadable: the full path takes this packet
+            self._core = None
+            return False
+        self._core = compiled(
+            self._index, self.flows.flows, self._idle_timeout, Flow, _anchored_hit
+        ).take
+        return self._core(ts, data)
 
     def _unindexed(self, ts: float, data: bytes) -> Sequence[Alert] | None:
         """With the compiled fast path: an IPv4/TCP packet whose key the index does not hold,

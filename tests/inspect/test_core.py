@@ -10,6 +10,8 @@ import json
 import os
 import random
 import struct
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -293,6 +295,25 @@ def test_switch_forces_the_twin(monkeypatch: pytest.MonkeyPatch) -> None:
     assert make_engine()._core is None
     monkeypatch.setenv(core.ENV, "")
     assert make_engine()._core is not None
+
+
+def test_an_idle_engine_loads_none_of_it() -> None:
+    """The module is loaded by an engine's first packet, not by the engine (the daemon's
+    idle memory is the same with the compiled fast path built or not)."""
+    script = (
+        "import sys\n"
+        "from appliance.lab.mix import Mix, make_engine\n"
+        "engine = make_engine()\n"
+        "before = 'appliance.inspect._fastpath' in sys.modules\n"
+        "for frame in Mix(seed=1).build(5):\n"
+        "    engine.process(*frame)\n"
+        "print(before, 'appliance.inspect._fastpath' in sys.modules)\n"
+    )
+    env = {**os.environ, core.ENV: ""}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.stdout.split() == ["False", "True"], done.stderr
 
 
 def test_a_flow_slot_the_core_writes_keeps_its_type() -> None:

@@ -47,6 +47,8 @@ def test_builds_without_warnings_and_agrees_with_its_twin(
     from tests.inspect import test_core
 
     compiled_engine, _ = test_core.pair()
+    for ts, data, linktype in test_core.Mix(seed=1).build(10):
+        compiled_engine.process(ts, data, linktype)
     assert compiled_engine._core is not None
     assert compiled_engine._core.__self__.__class__ is module.FastPath  # type: ignore[attr-defined]
     test_core.test_bench_mix_with_evictions()
