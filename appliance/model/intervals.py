@@ -3,9 +3,11 @@ merged. Pure.
 
 A :class:`Spans` holds its bounds in machine-word arrays, never an object per element: an
 IPv4 address or port span costs 8 bytes (two 32-bit words), an IPv6 span 32 bytes (the high
-and low halves of both bounds). Union, difference and the delta between two sets of spans
-run on that form, in one merge pass over sorted bounds. :class:`Collector` builds spans
-from values in any order without a list of them: sorted input is merged in place.
+and low halves of both bounds). Spans that are all single values (a list of hosts) hold one
+array of values for both bounds: 4 bytes an IPv4 host, 16 an IPv6 host. Union, difference
+and the delta between two sets of spans run on that form, in one merge pass over sorted
+bounds. :class:`Collector` builds spans from values in any order without a list of them:
+sorted input is merged in place.
 """
 
 from __future__ import annotations
@@ -89,12 +91,48 @@ class Spans:
 
     __slots__ = ("firsts", "lasts", "width")
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, points: bool = False) -> None:
+        """Empty spans; with ``points``, ``lasts`` is ``firsts`` (one array of single
+        values) until a span of more than one value is added through :meth:`_push` or
+        :meth:`_append` (never through the bounds' own ``append``)."""
         if width not in (16, 32, 128):
             raise ValueError(f"unsupported width {width}")
         self.width = width
         self.firsts = _bounds(width)
-        self.lasts = _bounds(width)
+        self.lasts = self.firsts if points else _bounds(width)
+
+    @property
+    def points(self) -> bool:
+        """Whether every span is a single value, held once (``lasts`` is ``firsts``)."""
+        return self.lasts is self.firsts
+
+    def _spread(self) -> None:
+        """Hold the last bounds apart from the first ones (a wider span comes)."""
+        if self.lasts is self.firsts:
+            firsts = self.firsts
+            self.lasts = _Bounds(
+                array(firsts.lo.typecode, firsts.lo),
+                array(firsts.hi.typecode, firsts.hi) if firsts.hi is not None else None,
+            )
+
+    def compact(self) -> Spans:
+        """Hold the bounds once where every span is a single value (``self``)."""
+        if self.lasts is not self.firsts and all(
+            mine == theirs
+            for mine, theirs in zip(self.firsts.arrays(), self.lasts.arrays(), strict=True)
+        ):
+            self.lasts = self.firsts
+        return self
+
+    def _truncate(self, n: int) -> None:
+        self.firsts.truncate(n)
+        if self.lasts is not self.firsts:
+            self.lasts.truncate(n)
+
+    def _drop(self, n: int) -> None:
+        self.firsts.drop(n)
+        if self.lasts is not self.firsts:
+            self.lasts.drop(n)
 
     # ---- building ---------------------------------------------------------------------
 
@@ -114,10 +152,20 @@ class Spans:
             if last > self.lasts[n - 1]:
                 self._set_last(n - 1, last)
             return
+        self._append(first, last)
+
+    def _append(self, first: int, last: int) -> None:
+        """Append a span as it is (no merging)."""
+        if self.lasts is self.firsts:
+            if first == last:
+                self.firsts.append(first)
+                return
+            self._spread()
         self.firsts.append(first)
         self.lasts.append(last)
 
     def _set_last(self, i: int, value: int) -> None:
+        self._spread()
         self.lasts.set(i, value)
 
     # ---- reading ----------------------------------------------------------------------
@@ -137,6 +185,8 @@ class Spans:
 
     def nbytes(self) -> int:
         """Bytes held by the bounds (without the arrays' headers)."""
+        if self.lasts is self.firsts:
+            return self.firsts.nbytes()
         return self.firsts.nbytes() + self.lasts.nbytes()
 
     def count(self) -> int:
@@ -153,13 +203,15 @@ class Spans:
         return [(self.firsts[i], self.lasts[i]) for i in range(min(n, len(self)))]
 
     def words(self) -> list[array[int]]:
-        """The word arrays that hold the bounds (firsts, then lasts; high words first)."""
+        """The word arrays that hold the bounds (firsts, then lasts; high words first; the
+        same arrays twice where the spans are single values)."""
         return [*self.firsts.arrays(), *self.lasts.arrays()]
 
     @classmethod
     def from_words(cls, width: int, words: list[array[int]]) -> Spans:
-        """Spans over ``words`` as :meth:`words` gives them (taken, not copied);
-        ValueError if they do not fit ``width``."""
+        """Spans over ``words`` as :meth:`words` gives them (taken, not copied; held once
+        where the first and last bounds are equal); ValueError if they do not fit
+        ``width``."""
         spans = cls(width)
         mine = spans.words()
         if len(words) != len(mine) or len({len(w) for w in words}) > 1:
@@ -174,7 +226,7 @@ class Spans:
                 bound.lo = part[0]
             else:
                 bound.hi, bound.lo = part
-        return spans
+        return spans.compact()
 
     def digest(self) -> str:
         """A hash of the width and the bounds' bytes: equal spans, equal digests."""
@@ -202,7 +254,7 @@ class Spans:
 
     def union(self, other: Spans) -> Spans:
         self._same_width(other)
-        result = Spans(self.width)
+        result = Spans(self.width, points=True)
         for first, last in _merge_sorted(iter(self), iter(other)):
             result._push(first, last)
         return result
@@ -210,7 +262,7 @@ class Spans:
     def difference(self, other: Spans) -> Spans:
         """Values in ``self`` and not in ``other``."""
         self._same_width(other)
-        result = Spans(self.width)
+        result = Spans(self.width, points=True)
         theirs = iter(other)
         cut = next(theirs, None)
         for first, last in self:
@@ -244,15 +296,14 @@ def exact_difference(a: Spans, b: Spans) -> Spans:
     same last): the elements of an interval set to add or delete whole, as the kernel holds
     them (it deletes an element only as it was added)."""
     a._same_width(b)
-    result = Spans(a.width)
+    result = Spans(a.width, points=True)
     theirs = iter(b)
     cut = next(theirs, None)
     for span in a:
         while cut is not None and cut < span:
             cut = next(theirs, None)
         if cut != span:
-            result.firsts.append(span[0])
-            result.lasts.append(span[1])
+            result._append(*span)
     return result
 
 
@@ -265,13 +316,12 @@ def join(a: Spans, b: Spans) -> Spans:
     """``a`` and ``b`` in one sorted list; they must share no value (ValueError if they
     overlap). Adjacent spans stay apart: each stays the element it was."""
     a._same_width(b)
-    result = Spans(a.width)
+    result = Spans(a.width, points=True)
     last = -2
     for first, end in _merge_sorted(iter(a), iter(b)):
         if first <= last:
             raise ValueError("joined spans overlap")
-        result.firsts.append(first)
-        result.lasts.append(end)
+        result._append(first, end)
         last = end
     return result
 
@@ -290,22 +340,25 @@ SAMPLE = 1 << 10  # every SAMPLE-th first value of each run picks the parts' bou
 class Collector:
     """Spans built from ``(first, last)`` pairs given one at a time, in any order.
 
-    The pairs are kept in the packed arrays as they come; :meth:`finish` merges them in
-    place when they came in order of their first value (no second copy). Else it cuts
-    them into sorted runs of ``RUN`` spans from the end (the arrays shrink as the runs are
-    made), and merges the runs into new arrays a part of about ``PART`` spans at a time,
-    each run giving up what it gave after each part: the spans are held about once
-    throughout, not twice.
+    The pairs are kept in the packed arrays as they come (single values in one array, until
+    a wider span comes); :meth:`finish` merges them in place when they came in order of
+    their first value (no second copy). Else it cuts them into sorted runs of ``RUN`` spans
+    from the end (the arrays shrink as the runs are made), and merges the runs into new
+    arrays a part of about ``PART`` spans at a time, each run giving up what it gave after
+    each part: the spans are held about once throughout, not twice.
     """
 
     def __init__(self, width: int) -> None:
-        self.spans = Spans(width)
         self.top = (1 << width) - 1
+        self._start(width)
+
+    def _start(self, width: int) -> None:
+        self.spans = Spans(width, points=True)
         self.ordered = True
         self._first = -1
         self._narrow = self.spans.firsts.hi is None
         self._firsts = self.spans.firsts.lo
-        self._lasts = self.spans.lasts.lo
+        self._lasts: array[int] | None = None  # while every pair is a single value
 
     def add(self, first: int, last: int) -> None:
         if not 0 <= first <= last <= self.top:
@@ -313,21 +366,26 @@ class Collector:
         if first < self._first:
             self.ordered = False
         self._first = first
+        if self._lasts is None and first != last:
+            self.spans._spread()
+            self._lasts = self.spans.lasts.lo
         if self._narrow:
             self._firsts.append(first)
-            self._lasts.append(last)
+            if self._lasts is not None:
+                self._lasts.append(last)
         else:
             self.spans.firsts.append(first)
-            self.spans.lasts.append(last)
+            if self._lasts is not None:
+                self.spans.lasts.append(last)
 
     def __len__(self) -> int:
         return len(self.spans)
 
     def finish(self) -> Spans:
         raw = self.spans
-        self.spans = Spans(raw.width)
-        self._firsts, self._lasts = self.spans.firsts.lo, self.spans.lasts.lo
-        if self.ordered:
+        ordered = self.ordered
+        self._start(raw.width)
+        if ordered:
             return _merge_in_place(raw)
         return _merged(raw.width, _merge_runs(_sorted_runs(raw)))
 
@@ -337,10 +395,13 @@ def _sorted_runs(raw: Spans) -> list[Spans]:
     runs: list[Spans] = []
     end = len(raw)
     narrow = raw.firsts.hi is None
+    points = raw.points
     while end > 0:
         start = (end - 1) // RUN * RUN
-        run = Spans(raw.width)
-        if narrow:  # one integer a span while sorted (48 bytes, not a tuple's 128)
+        run = Spans(raw.width, points)
+        if narrow and points:
+            run.firsts.lo = array(raw.firsts.lo.typecode, sorted(raw.firsts.lo[start:end]))
+        elif narrow:  # one integer a span while sorted (48 bytes, not a tuple's 128)
             code = raw.firsts.lo.typecode
             keys = sorted(
                 (first << 32) | last
@@ -353,14 +414,25 @@ def _sorted_runs(raw: Spans) -> list[Spans]:
             run.firsts.lo = array(code, (key >> 32 for key in keys))
             run.lasts.lo = array(code, (key & 0xFFFFFFFF for key in keys))
             del keys
+        elif points:  # one 128-bit integer a value
+            hi = raw.firsts.hi
+            assert hi is not None
+            keys = sorted(
+                (high << 64) | low
+                for high, low in zip(
+                    islice(hi, start, end), islice(raw.firsts.lo, start, end), strict=True
+                )
+            )
+            run.firsts.hi = array("Q", (key >> 64 for key in keys))
+            run.firsts.lo = array("Q", (key & MASK64 for key in keys))
+            del keys
         else:  # one integer a span as well (of 256 bits: about 70 bytes, not 150)
             keys = sorted((first << 128) | last for first, last in _pairs(raw, start, end))
             for key in keys:
                 run.firsts.append(key >> 128)
                 run.lasts.append(key & MASK128)
             del keys
-        raw.firsts.truncate(start)
-        raw.lasts.truncate(start)
+        raw._truncate(start)
         runs.append(run)
         end = start
     runs.reverse()
@@ -380,8 +452,7 @@ def _merge_runs(runs: list[Spans]) -> Iterator[tuple[int, int]]:
             *(_pairs(run, 0, cut) for run, cut in zip(runs, cuts, strict=True) if cut)
         )
         for run, cut in zip(runs, cuts, strict=True):
-            run.firsts.drop(cut)
-            run.lasts.drop(cut)
+            run._drop(cut)
 
 
 def _pairs(spans: Spans, start: int, end: int) -> Iterator[tuple[int, int]]:
@@ -389,6 +460,16 @@ def _pairs(spans: Spans, start: int, end: int) -> Iterator[tuple[int, int]]:
     firsts, lasts = spans.firsts, spans.lasts
     if firsts.hi is None or lasts.hi is None:
         return zip(islice(firsts.lo, start, end), islice(lasts.lo, start, end), strict=True)
+    if spans.points:
+        return (
+            (value, value)
+            for value in (
+                (high << 64) | low
+                for high, low in zip(
+                    islice(firsts.hi, start, end), islice(firsts.lo, start, end), strict=True
+                )
+            )
+        )
     return (
         ((fh << 64) | fl, (lh << 64) | ll)
         for fh, fl, lh, ll in zip(
@@ -402,13 +483,15 @@ def _pairs(spans: Spans, start: int, end: int) -> Iterator[tuple[int, int]]:
 
 
 def _merged(width: int, pairs: Iterable[tuple[int, int]]) -> Spans:
-    """Spans of ``pairs`` sorted by first value (overlapping and adjacent ones merged)."""
-    result = Spans(width)
+    """Spans of ``pairs`` sorted by first value (overlapping and adjacent ones merged;
+    single values held once while every span is one)."""
+    result = Spans(width, points=True)
     if result.firsts.hi is not None:
         for first, last in pairs:
             result._push(first, last)
         return result
-    firsts, lasts = result.firsts.lo, result.lasts.lo
+    firsts = result.firsts.lo
+    lasts: array[int] | None = None
     low = high = -2
     for first, last in pairs:
         if first <= high + 1:
@@ -416,18 +499,39 @@ def _merged(width: int, pairs: Iterable[tuple[int, int]]) -> Spans:
                 high = last
             continue
         if high >= 0:
+            if lasts is None and low != high:
+                result._spread()
+                lasts = result.lasts.lo
             firsts.append(low)
-            lasts.append(high)
+            if lasts is not None:
+                lasts.append(high)
         low, high = first, last
     if high >= 0:
+        if lasts is None and low != high:
+            result._spread()
+            lasts = result.lasts.lo
         firsts.append(low)
-        lasts.append(high)
+        if lasts is not None:
+            lasts.append(high)
     return result
+
+
+def _values(bounds: _Bounds) -> Iterator[int]:
+    if bounds.hi is None:
+        return iter(bounds.lo)
+    return ((high << 64) | low for high, low in zip(bounds.hi, bounds.lo, strict=True))
 
 
 def _merge_in_place(spans: Spans) -> Spans:
     """``spans`` (sorted by first, possibly overlapping or adjacent) merged in place."""
-    firsts, lasts = spans.firsts, spans.lasts
+    firsts = spans.firsts
+    if spans.points:
+        following = _values(firsts)
+        next(following, None)
+        if all(b - a > 1 for a, b in zip(_values(firsts), following, strict=False)):
+            return spans  # apart from each other: nothing to merge
+        spans._spread()
+    lasts = spans.lasts
     if firsts.hi is None:
         lo_firsts, lo_lasts = firsts.lo, lasts.lo
         n = 0
@@ -446,9 +550,8 @@ def _merge_in_place(spans: Spans) -> Spans:
             lo_firsts[n] = low
             lo_lasts[n] = high
             n += 1
-        firsts.truncate(n)
-        lasts.truncate(n)
-        return spans
+        spans._truncate(n)
+        return spans.compact()
     n = 0
     for i in range(len(firsts)):
         first, last = firsts[i], lasts[i]
@@ -460,9 +563,8 @@ def _merge_in_place(spans: Spans) -> Spans:
             firsts.set(n, first)
             lasts.set(n, last)
         n += 1
-    firsts.truncate(n)
-    lasts.truncate(n)
-    return spans
+    spans._truncate(n)
+    return spans.compact()
 
 
 def _merge_sorted(

@@ -189,3 +189,67 @@ def test_unordered_input_merged_in_parts_across_many_runs(data: st.DataObject) -
         spans = collector.finish()
     assert well_formed(spans)
     assert covered(spans) == model(items)
+
+
+def singles(width: int) -> st.SearchStrategy[list[tuple[int, int]]]:
+    """Mostly single values (a list of hosts), now and then a wider span."""
+    low, high = UNIVERSES[width]
+    value = st.integers(low, high)
+    pair = st.one_of(
+        value.map(lambda v: (v, v)),
+        value.map(lambda v: (v, v)),
+        value.map(lambda v: (v, v)),
+        st.tuples(value, st.integers(1, 5)).map(lambda p: (p[0], min(p[0] + p[1], high))),
+    )
+    return st.lists(pair, max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_single_values_are_held_once_and_read_as_spans(data: st.DataObject) -> None:
+    from unittest import mock
+
+    from appliance.model import intervals
+
+    width = data.draw(widths)
+    items = data.draw(singles(width))
+    order = data.draw(st.sampled_from(["given", "sorted", "shuffled"]))
+    if order == "sorted":
+        items = sorted(items)
+    elif order == "shuffled":
+        items = data.draw(st.permutations(items))
+    run, part = data.draw(st.sampled_from([(1 << 15, 1 << 16), (3, 4), (1, 1)]))
+    with mock.patch.object(intervals, "RUN", run), mock.patch.object(intervals, "PART", part):
+        spans = Spans.of(width, items)
+    assert well_formed(spans) and covered(spans) == model(items)
+    assert spans.points == all(first == last for first, last in spans)
+    reference = Spans(width)  # the same spans with both bounds held apart
+    for first, last in spans:
+        reference.firsts.append(first)
+        reference.lasts.append(last)
+    assert spans == reference and spans.digest() == reference.digest()
+    single = 16 if width == 128 else 4
+    assert spans.nbytes() == len(spans) * single * (1 if spans.points else 2)
+    assert Spans.from_words(width, [a[:] for a in reference.words()]).points == spans.points
+    other = Spans.of(width, data.draw(singles(width)))
+    ref_a, ref_b = covered(spans), covered(other)
+    assert covered(spans.union(other)) == ref_a | ref_b and well_formed(spans.union(other))
+    assert covered(spans.difference(other)) == ref_a - ref_b
+    add, remove = exact_delta(other, spans)
+    kept = [span for span in other if span not in set(remove)]
+    assert sorted(kept + list(add)) == list(spans)
+    for result in (spans.union(other), spans.difference(other), add, remove):
+        assert result.points == all(first == last for first, last in result)
+    assert list(spans) == list(reference)  # nothing above changed the operands
+    assert list(other) == list(Spans.of(width, list(other)))
+
+
+def test_hosts_cost_one_word_array() -> None:
+    v4 = Spans.of(32, ((i * 4, i * 4) for i in range(1000)))
+    v6 = Spans.of(128, ((i << 70, i << 70) for i in reversed(range(1000))))
+    assert v4.points and v4.nbytes() == 4 * 1000
+    assert v6.points and v6.nbytes() == 16 * 1000
+    grown = Spans.of(32, [*v4, (9000, 9001)])  # a span of two values: both bounds held
+    assert not grown.points and grown.nbytes() == 8 * 1001
+    adjacent = Spans.of(32, [(4, 4), (5, 5), (9, 9)])  # adjacent values merge into one span
+    assert list(adjacent) == [(4, 5), (9, 9)] and not adjacent.points
