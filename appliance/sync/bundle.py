@@ -34,6 +34,7 @@ from appliance.model.intervals import Collector, width_of
 from appliance.model.parse import parse_profile
 from appliance.model.profile import Profile, SetSpec
 from appliance.model.values import canonical_element, element_bounds, merge_overlaps
+from appliance.sync import setarrays
 from appliance.sync.keys import PrivateKey, PublicKey
 from appliance.sync.transport import TransportFailure
 from appliance.units import parse_duration
@@ -231,6 +232,10 @@ def canonical_set_elements(
     return merge_overlaps(spec.type, list(out)) if spec.interval and merge else list(out)
 
 
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4_HOST = re.compile(rf"\s*{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}\s*\Z")  # as canonical
+
+
 def packed_set_elements(
     profile: Profile, name: str, items: Iterable[object], where: str = ""
 ) -> Elements:
@@ -240,7 +245,16 @@ def packed_set_elements(
     width = width_of(spec.type)
     collector = Collector(width) if width is not None else None
     names: dict[str, None] = {}
+    hosts = spec.type == "ipv4_addr" and collector is not None
     for i, item in enumerate(items):
+        if hosts and isinstance(item, str):
+            match = _IPV4_HOST.match(item)
+            if match is not None:  # a plain IPv4 address: straight to its value
+                a, b, c, d = match.groups()
+                value = (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d)
+                assert collector is not None
+                collector.add(value, value)
+                continue
         try:
             text = canonical_element(spec.type, spec.interval, item)
             if collector is None:
@@ -452,7 +466,16 @@ def parse_bundle(data: bytes, base_dir: Path, max_bytes: int = MAX_BUNDLE_BYTES)
     """Schema and profile checks (not the signature, not the time): BundleError(malformed)."""
     if len(data) > max_bytes:
         raise BundleError(TOO_LARGE, f"bundle over {max_bytes} bytes")
-    doc = decode_json(data)
+    # The sets' element arrays are read from the bytes one element at a time, packed as
+    # they come (never a string object per element of the whole document at once).
+    split = setarrays.split(data)
+    arrays: dict[tuple[str, str], setarrays.Place] = {}
+    if split is None:
+        doc = decode_json(data)
+    else:
+        skeleton, arrays = split
+        doc = decode_json(skeleton)
+        del skeleton
     if not isinstance(doc, dict):
         raise BundleError(MALFORMED, "expected a JSON object")
     for key in doc:
@@ -490,11 +513,16 @@ def parse_bundle(data: bytes, base_dir: Path, max_bytes: int = MAX_BUNDLE_BYTES)
         if not isinstance(spec, dict):
             raise BundleError(MALFORMED, f"{where}: expected an object")
         keys = set(spec)
+
+        def items(key: str, name: str = name, spec: dict[str, Any] = spec) -> Iterable[str]:
+            place = arrays.get((name, key))
+            if place is not None and spec[key] == []:
+                return setarrays.texts(data, place)
+            return _string_list(spec[key], f"sets.{name}.{key}")
+
         try:
             if keys == {"full"}:
-                items = _string_list(spec["full"], f"{where}.full")
-                elements[name] = packed_set_elements(profile, name, items, where)
-                del items
+                elements[name] = packed_set_elements(profile, name, items("full"), where)
                 spec["full"] = []  # the texts go as soon as they are packed
             elif keys == {"base", "add", "del"}:
                 base = spec["base"]
@@ -504,12 +532,8 @@ def parse_bundle(data: bytes, base_dir: Path, max_bytes: int = MAX_BUNDLE_BYTES)
                     raise BundleError(
                         MALFORMED, f"{where}.base: {base} is not below the version {version}"
                     )
-                add = packed_set_elements(
-                    profile, name, _string_list(spec["add"], f"{where}.add"), where
-                )
-                delete = packed_set_elements(
-                    profile, name, _string_list(spec["del"], f"{where}.del"), where
-                )
+                add = packed_set_elements(profile, name, items("add"), where)
+                delete = packed_set_elements(profile, name, items("del"), where)
                 deltas[name] = SetDelta(base, add, delete)
             else:
                 raise BundleError(
