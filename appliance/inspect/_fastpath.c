@@ -546,6 +546,247 @@ static PyObject *FastPath_take(FastPath *fp, PyObject *const *args, Py_ssize_t n
     Py_RETURN_FALSE;
 }
 
+/* ---- the common frame's decoding ------------------------------------------------------ */
+
+/* Decoder(layer_type, fallback).decode(data, linktype, errors) is decode.decode_packet for
+ * the frames most traffic is made of: Ethernet / IPv4, not a fragment, carrying TCP, or UDP
+ * that is neither GTP-U nor VXLAN, with nothing wrong in the headers. It fills a Layer's
+ * slots as decode_ipv4 does; any other frame (or anything it would count as an error) goes
+ * to fallback, decode_packet itself, which decodes and counts as always. */
+
+enum {
+    L_DEPTH,
+    L_DPORT,
+    L_DST,
+    L_FAMILY,
+    L_FLAGS,
+    L_FRAG,
+    L_FRAGMENT,
+    L_GTP,
+    L_ICMP_CODE,
+    L_ICMP_TYPE,
+    L_IP_AT,
+    L_PAYLOAD,
+    L_PROTO,
+    L_RAW,
+    L_SEQ,
+    L_SPORT,
+    L_SRC,
+    L_TRUNCATED,
+    L_TUNNEL,
+    L_COUNT
+};
+
+static const char *layer_names[L_COUNT] = {
+    "depth", "dport", "dst",     "family",  "flags",   "frag",      "fragment",
+    "gtp",   "icmp_code", "icmp_type", "ip_at", "payload", "proto", "raw",
+    "seq",   "sport", "src",     "truncated", "tunnel",
+};
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *layer_type;
+    PyObject *fallback;
+    Py_ssize_t offsets[L_COUNT];
+} Decoder;
+
+static PyObject *minus_one, *zero, *four, *fourteen;
+
+/* Steals value (NULL: an error already set, -1). */
+static inline int put(Decoder *dec, PyObject *layer, int which, PyObject *value)
+{
+    PyObject **place;
+    if (value == NULL)
+        return -1;
+    place = (PyObject **)((char *)layer + dec->offsets[which]);
+    Py_XSETREF(*place, value);
+    return 0;
+}
+
+static inline PyObject *ref(PyObject *value)
+{
+    Py_INCREF(value);
+    return value;
+}
+
+static PyObject *Decoder_decode(Decoder *dec, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *bytes, *layer;
+    const unsigned char *data;
+    Py_ssize_t n, hlen, total, end, off, thlen, ulen;
+    unsigned int proto, sport, dport, flags = 0;
+    unsigned long seq = 0;
+    long linktype;
+    int frag;
+
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "decode(data, linktype, errors)");
+        return NULL;
+    }
+    bytes = args[0];
+    if (!PyBytes_CheckExact(bytes) || !PyLong_CheckExact(args[1]))
+        goto fallback;
+    linktype = PyLong_AsLong(args[1]);
+    if (linktype == -1 && PyErr_Occurred())
+        PyErr_Clear();
+    if (linktype != 1)
+        goto fallback;
+    data = (const unsigned char *)PyBytes_AS_STRING(bytes);
+    n = PyBytes_GET_SIZE(bytes);
+    if (n < 34 || data[12] != 0x08 || data[13] != 0x00)
+        goto fallback;
+    hlen = (data[14] & 0x0F) << 2;
+    total = data[16] << 8 | data[17];
+    if (hlen < 20 || total < hlen || 14 + total > n)
+        goto fallback; /* errors, or a short snaplen (counted) */
+    end = 14 + total;
+    if (14 + hlen > end)
+        goto fallback;
+    frag = data[20] << 8 | data[21];
+    if (frag & 0x3FFF)
+        goto fallback; /* a fragment */
+    proto = data[23];
+    off = 14 + hlen;
+    if (proto == 6) {
+        if (end - off < 20)
+            goto fallback;
+        thlen = (data[off + 12] >> 4) << 2;
+        if (thlen < 20 || off + thlen > end)
+            goto fallback;
+        sport = data[off] << 8 | data[off + 1];
+        dport = data[off + 2] << 8 | data[off + 3];
+        seq = (unsigned long)data[off + 4] << 24 | (unsigned long)data[off + 5] << 16
+            | (unsigned long)data[off + 6] << 8 | data[off + 7];
+        flags = data[off + 13];
+        off += thlen;
+    } else if (proto == 17) {
+        if (end - off < 8)
+            goto fallback;
+        sport = data[off] << 8 | data[off + 1];
+        dport = data[off + 2] << 8 | data[off + 3];
+        if (dport == 4789 && end - off >= 16)
+            goto fallback; /* VXLAN */
+        if (dport == 2152)
+            goto fallback; /* GTP-U */
+        ulen = data[off + 4] << 8 | data[off + 5];
+        if (ulen < 8)
+            goto fallback; /* counted */
+        if (ulen <= end - off)
+            end = off + ulen;
+        off += 8;
+    } else {
+        goto fallback;
+    }
+
+    layer = ((PyTypeObject *)dec->layer_type)->tp_alloc((PyTypeObject *)dec->layer_type, 0);
+    if (layer == NULL)
+        return NULL;
+    if (put(dec, layer, L_FAMILY, ref(four)) < 0
+        || put(dec, layer, L_SRC, PyBytes_FromStringAndSize((const char *)data + 26, 4)) < 0
+        || put(dec, layer, L_DST, PyBytes_FromStringAndSize((const char *)data + 30, 4)) < 0
+        || put(dec, layer, L_PROTO, PyLong_FromLong(proto)) < 0
+        || put(dec, layer, L_DEPTH, ref(zero)) < 0
+        || put(dec, layer, L_SPORT, PyLong_FromLong(sport)) < 0
+        || put(dec, layer, L_DPORT, PyLong_FromLong(dport)) < 0
+        || put(dec, layer, L_FLAGS, PyLong_FromLong(flags)) < 0
+        || put(dec, layer, L_SEQ, PyLong_FromUnsignedLong(seq)) < 0
+        || put(dec, layer, L_TRUNCATED, ref(Py_False)) < 0
+        || put(dec, layer, L_ICMP_TYPE, ref(minus_one)) < 0
+        || put(dec, layer, L_ICMP_CODE, ref(minus_one)) < 0
+        || put(dec, layer, L_FRAGMENT, ref(Py_False)) < 0
+        || put(dec, layer, L_FRAG, ref(Py_None)) < 0
+        || put(dec, layer, L_PAYLOAD,
+               PyBytes_FromStringAndSize((const char *)data + off, end - off)) < 0
+        || put(dec, layer, L_GTP, ref(Py_None)) < 0 || put(dec, layer, L_TUNNEL, ref(Py_None)) < 0
+        || put(dec, layer, L_RAW, ref(bytes)) < 0 || put(dec, layer, L_IP_AT, ref(fourteen)) < 0) {
+        Py_DECREF(layer);
+        return NULL;
+    }
+    return layer;
+fallback:
+    return PyObject_Vectorcall(dec->fallback, args, nargs, NULL);
+}
+
+static int Decoder_init(Decoder *dec, PyObject *args, PyObject *kwargs)
+{
+    PyObject *layer_type, *fallback;
+    int i;
+    static char *names[] = {"layer_type", "fallback", NULL};
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O:Decoder", names, &PyType_Type,
+                                     &layer_type, &fallback))
+        return -1;
+    if (((PyTypeObject *)layer_type)->tp_dictoffset != 0) {
+        PyErr_SetString(PyExc_TypeError, "layer_type: a class of slots only");
+        return -1;
+    }
+    for (i = 0; i < L_COUNT; i++) {
+        PyObject *descr = PyObject_GetAttrString(layer_type, layer_names[i]);
+        PyMemberDef *member;
+        if (descr == NULL)
+            return -1;
+        if (Py_TYPE(descr) != &PyMemberDescr_Type) {
+            Py_DECREF(descr);
+            PyErr_Format(PyExc_TypeError, "layer_type.%s is not a slot", layer_names[i]);
+            return -1;
+        }
+        member = ((PyMemberDescrObject *)descr)->d_member;
+        if (member->type != T_OBJECT_EX) {
+            Py_DECREF(descr);
+            PyErr_Format(PyExc_TypeError, "layer_type.%s is not an object slot", layer_names[i]);
+            return -1;
+        }
+        dec->offsets[i] = member->offset;
+        Py_DECREF(descr);
+    }
+    Py_INCREF(layer_type);
+    Py_XSETREF(dec->layer_type, layer_type);
+    Py_INCREF(fallback);
+    Py_XSETREF(dec->fallback, fallback);
+    return 0;
+}
+
+static int Decoder_traverse(Decoder *dec, visitproc visit, void *arg)
+{
+    Py_VISIT(dec->layer_type);
+    Py_VISIT(dec->fallback);
+    return 0;
+}
+
+static int Decoder_clear(Decoder *dec)
+{
+    Py_CLEAR(dec->layer_type);
+    Py_CLEAR(dec->fallback);
+    return 0;
+}
+
+static void Decoder_dealloc(Decoder *dec)
+{
+    PyObject_GC_UnTrack(dec);
+    Decoder_clear(dec);
+    Py_TYPE(dec)->tp_free((PyObject *)dec);
+}
+
+static PyMethodDef Decoder_methods[] = {
+    {"decode", (PyCFunction)(void (*)(void))Decoder_decode, METH_FASTCALL,
+     "decode(data, linktype, errors) -> Layer or None, as decode.decode_packet"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject DecoderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "appliance.inspect._fastpath.Decoder",
+    .tp_basicsize = sizeof(Decoder),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "decode_packet for the common Ethernet / IPv4 frame",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Decoder_init,
+    .tp_dealloc = (destructor)Decoder_dealloc,
+    .tp_traverse = (traverseproc)Decoder_traverse,
+    .tp_clear = (inquiry)Decoder_clear,
+    .tp_methods = Decoder_methods,
+};
+
 /* ---- the type ------------------------------------------------------------------------ */
 
 static int FastPath_init(FastPath *fp, PyObject *args, PyObject *kwargs)
@@ -660,7 +901,13 @@ PyMODINIT_FUNC PyInit__fastpath(void)
         || intern(&str_prefilters, "prefilters") < 0 || intern(&str_plain_for, "plain_for") < 0
         || intern(&str_move_to_end, "move_to_end") < 0 || intern(&str_gtp, "gtp") < 0)
         return NULL;
-    if (PyType_Ready(&FastPathType) < 0)
+    minus_one = PyLong_FromLong(-1);
+    zero = PyLong_FromLong(0);
+    four = PyLong_FromLong(4);
+    fourteen = PyLong_FromLong(14);
+    if (minus_one == NULL || zero == NULL || four == NULL || fourteen == NULL)
+        return NULL;
+    if (PyType_Ready(&FastPathType) < 0 || PyType_Ready(&DecoderType) < 0)
         return NULL;
     mod = PyModule_Create(&module);
     if (mod == NULL)
@@ -668,6 +915,12 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     Py_INCREF(&FastPathType);
     if (PyModule_AddObject(mod, "FastPath", (PyObject *)&FastPathType) < 0) {
         Py_DECREF(&FastPathType);
+        Py_DECREF(mod);
+        return NULL;
+    }
+    Py_INCREF(&DecoderType);
+    if (PyModule_AddObject(mod, "Decoder", (PyObject *)&DecoderType) < 0) {
+        Py_DECREF(&DecoderType);
         Py_DECREF(mod);
         return NULL;
     }

@@ -2,9 +2,11 @@
 
 The engine's fast path (``InspectionEngine._fast_tcp`` and ``_fast_gtp``: a packet of an
 established flow that needs nothing but its counters) has a compiled form that does the
-same in one call per packet. ``setup.py`` builds it in place when gcc and Python's headers
-are there; without it (a plain source tree, the container, the Debian package) the engine
-runs its pure-Python twin, which gives the same alerts, flows and counters.
+same in one call per packet, and so has ``decode.decode_packet`` for the common frame
+(Ethernet / IPv4 carrying TCP or plain UDP). ``setup.py`` builds them in place when gcc and
+Python's headers are there; without them (a plain source tree, the container, the Debian
+package) the engine runs its pure-Python twin, which gives the same alerts, flows and
+counters.
 
 ``APPLIANCE_INSPECT_CORE=python`` (or ``0``, ``off``) in the environment forces the twin.
 """
@@ -16,7 +18,7 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from appliance.inspect._fastpath import FastPath
+    from appliance.inspect._fastpath import Decoder, FastPath
 
 ENV = "APPLIANCE_INSPECT_CORE"
 _OFF = ("0", "off", "python", "no", "false")
@@ -45,6 +47,18 @@ def fast_path_class() -> type[FastPath] | None:
         return None
     try:
         from appliance.inspect._fastpath import FastPath as compiled
+    except ImportError:
+        return None
+    return compiled
+
+
+def decoder_class() -> type[Decoder] | None:
+    """The compiled ``Decoder`` (``decode_packet`` for the common frame), as
+    ``fast_path_class``."""
+    if switched_off():
+        return None
+    try:
+        from appliance.inspect._fastpath import Decoder as compiled
     except ImportError:
         return None
     return compiled

@@ -298,6 +298,7 @@ class InspectionEngine:
         # path), None (an IPv4/TCP packet whose key the index does not hold); loaded by the
         # first packet, so that an idle engine maps none of it
         self._core: Callable[[float, bytes], bool | None] | None = None
+        self._decode: Callable[[bytes, int, Errors], Layer | None] = decode_packet
         if self._fast and config.compiled and core.enabled():
             self._core = self._load_core
         self._never_block_cache: dict[bytes, bool] = {}
@@ -410,7 +411,7 @@ class InspectionEngine:
             elif proto == 17 and data[36] == 0x08 and data[37] == 0x68 and self._fast_gtp(ts, data):
                 stats.fast += 1
                 return _NO_ALERTS
-        layer = decode_packet(data, linktype, stats.errors)
+        layer = self._decode(data, linktype, stats.errors)
         if layer is None:
             return _NO_ALERTS
         if layer.frag is not None:  # inspected once its datagram is whole
@@ -434,6 +435,9 @@ class InspectionEngine:
         self._core = compiled(
             self._index, self.flows.flows, self._idle_timeout, Flow, _anchored_hit
         ).take
+        decoder = core.decoder_class()
+        if decoder is not None:
+            self._decode = decoder(Layer, decode_packet).decode
         return self._core(ts, data)
 
     def _unindexed(self, ts: float, data: bytes) -> Sequence[Alert] | None:
