@@ -72,6 +72,9 @@ def main() -> int:
     parser.add_argument("--delta", type=int, default=100_000, metavar="D")
     parser.add_argument("--profile-cli", type=Path, metavar="DIR")
     parser.add_argument("--check", action="store_true", help="count the set's elements after")
+    parser.add_argument(
+        "--scattered", action="store_true", help="the delta's lines spread through the file"
+    )
     parser.add_argument("--floor", type=int, metavar="N", help="C-speed parse floor of N lines")
     parser.add_argument("--no-append", action="store_true")
     args = parser.parse_args()
@@ -209,6 +212,30 @@ def addresses(count: int, seed: int) -> list[str]:
     return [f"10.{v >> 16}.{(v >> 8) & 255}.{v & 255}" for v in picked]
 
 
+def changed_lines(loaded: list[str], delta: int, scattered: bool) -> tuple[list[str], list[str]]:
+    """The lines a change of ``delta`` takes away and those it keeps: the oldest half of
+    ``delta`` (a feed that drops its oldest entries), or with ``scattered`` every n-th
+    line throughout the file."""
+    half = delta // 2
+    if not scattered:
+        return loaded[:half], loaded[half:]
+    step = max(len(loaded) // max(half, 1), 1)
+    taken = set(range(0, step * half, step))
+    return [loaded[i] for i in sorted(taken)], [e for i, e in enumerate(loaded) if i not in taken]
+
+
+def interleaved(kept: list[str], extra: list[str], scattered: bool) -> list[str]:
+    """The changed file's lines: ``extra`` appended, or with ``scattered`` spread through."""
+    if not scattered or not extra:
+        return kept + extra
+    step = max(len(kept) // len(extra), 1)
+    lines: list[str] = []
+    for i in range(len(extra)):
+        lines += kept[i * step : (i + 1) * step]
+        lines.append(extra[i])
+    return lines + kept[len(extra) * step :]
+
+
 def _count() -> int:
     from appliance.adapters.nfsets import NfSets
 
@@ -224,13 +251,17 @@ def run_sets(ns: str, args: argparse.Namespace) -> int:
     exec_ns = ["ip", "netns", "exec", ns]
     elements = addresses(size + delta // 2, seed=size)
     loaded, extra = elements[:size], elements[size:]
-    gone = loaded[: delta // 2]
+    gone, kept = changed_lines(loaded, delta, args.scattered)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         state = folder / "state"
         state.mkdir()
         first = set_profile(folder, "first", loaded, 2 * size)
-        changed = set_profile(folder, "changed", loaded[delta // 2 :] + extra, 2 * size)
+        # the CLI's profile: its elements file changed in place, as a feed is updated
+        feed = set_profile(folder, "feed", loaded, 2 * size)
+        listing = folder / "feed.txt"
+        first_bytes = listing.read_bytes()
+        changed_bytes = "".join(f"{e}\n" for e in interleaved(kept, extra, args.scattered)).encode()
         script = folder / "first.nft"
         script.write_text(
             subprocess.run(
@@ -275,15 +306,27 @@ def run_sets(ns: str, args: argparse.Namespace) -> int:
             runs,
         )
         drop()
-        cli_load = timed(lambda: sh(*cli(first)), drop, runs)
-        cli_delta = timed_undone(lambda: sh(*cli(changed)), lambda: sh(*cli(first)), runs)
+
+        def fresh() -> None:
+            drop()
+            listing.write_bytes(first_bytes)
+
+        def undo_delta() -> None:
+            listing.write_bytes(first_bytes)
+            sh(*cli(feed))
+            listing.write_bytes(changed_bytes)
+
+        cli_load = timed(lambda: sh(*cli(feed)), fresh, runs)
+        listing.write_bytes(changed_bytes)
+        cli_delta = timed_undone(lambda: sh(*cli(feed)), undo_delta, runs)
         if args.profile_cli:
             args.profile_cli.mkdir(parents=True, exist_ok=True)
             profiled = [sys.executable, "-m", "cProfile", "-o"]
-            drop()
+            fresh()
             load_out, delta_out = args.profile_cli / "load.prof", args.profile_cli / "delta.prof"
-            sh(*profiled, str(load_out), "-m", "appliance", *cli(first)[3:])
-            sh(*profiled, str(delta_out), "-m", "appliance", *cli(changed)[3:])
+            sh(*profiled, str(load_out), "-m", "appliance", *cli(feed)[3:])
+            listing.write_bytes(changed_bytes)
+            sh(*profiled, str(delta_out), "-m", "appliance", *cli(feed)[3:])
         held = None
         if args.check:  # a dump of the whole set (a minute at 1M)
             from appliance.adapters.nsexec import run_in_netns
@@ -313,7 +356,8 @@ def run_sets(ns: str, args: argparse.Namespace) -> int:
         with RESULTS.open("a") as out:
             out.write(
                 f"\n`sudo .venv/bin/python -m bench.apply_vs_nft --sets {size} --delta {delta}"
-                f" --runs {runs}` ({stamp}, load average {load:.1f}):\n\n" + "\n".join(lines) + "\n"
+                f" --runs {runs}{' --scattered' if args.scattered else ''}` ({stamp}, load average"
+                f" {load:.1f}):\n\n" + "\n".join(lines) + "\n"
             )
     return 0
 

@@ -116,6 +116,8 @@ def edits(draw: st.DrawFn) -> tuple[str, bool, list[str], list[str]]:
 def test_a_diff_gives_what_the_whole_parse_gives(
     monkeypatch: pytest.MonkeyPatch, case: tuple[str, bool, list[str], list[str]]
 ) -> None:
+    monkeypatch.setattr(elements_fast, "BLOCK", 48)  # blocks of a few lines: many of them
+    monkeypatch.setattr(elements_fast, "WINDOW", 32)
     set_type, interval, old, new = case
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -165,9 +167,22 @@ def test_a_file_without_its_last_line_end() -> None:
     assert parsed is not None and list(parsed.elements) == ["10.0.0.1", "10.0.0.3"]
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.integers(0, 50), max_size=300), st.lists(st.integers(0, 50), max_size=300))
-def test_aligned_parts_account_for_every_line(old_values: list[int], new_values: list[int]) -> None:
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(st.integers(0, 50), max_size=300),
+    st.lists(st.integers(0, 50), max_size=300),
+    st.sampled_from([(8, 4), (40, 16), (1 << 13, 1 << 14)]),
+)
+def test_aligned_parts_account_for_every_line(
+    monkeypatch: pytest.MonkeyPatch,
+    old_values: list[int],
+    new_values: list[int],
+    sizes: tuple[int, int],
+) -> None:
+    monkeypatch.setattr(elements_fast, "BLOCK", sizes[0])
+    monkeypatch.setattr(elements_fast, "WINDOW", sizes[1])
     old = "".join(f"{v}\n" for v in old_values).encode()
     new = "".join(f"{v}\n" for v in new_values).encode()
     gone, came = aligned(old, new)
@@ -208,3 +223,26 @@ def test_an_unchanged_file_keeps_its_elements(tmp_path: Path) -> None:
     first, seen = fast(tmp_path, lines, "ipv4_addr", True, {})
     again, _ = fast(tmp_path, lines, "ipv4_addr", True, dict(seen))
     assert again is first
+
+
+spans_pairs = st.lists(st.tuples(st.integers(0, 300), st.integers(0, 6)), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(spans_pairs, spans_pairs, st.booleans(), st.booleans())
+def test_the_difference_at_c_speed_is_the_merge_difference(
+    a: list[tuple[int, int]], b: list[tuple[int, int]], interval: bool, six: bool
+) -> None:
+    set_type = "ipv6_addr" if six else "ipv4_addr"
+    base = (1 << 100) if six else 0
+    texts = [
+        [f"{ipaddress.ip_address(base + f)}-{ipaddress.ip_address(base + f + n)}" for f, n in s]
+        for s in (a, b)
+    ]
+    if not interval:  # hash sets: hosts
+        texts = [[str(ipaddress.ip_address(base + f)) for f, _n in s] for s in (a, b)]
+    mine, theirs = (Elements.of(set_type, interval, t) for t in texts)
+    assert mine.spans is not None and theirs.spans is not None
+    fast_mine = elements_fast.Counted(set_type, interval, mine.spans)
+    assert fast_mine.minus(theirs) == mine.minus(theirs)
+    assert len(fast_mine.minus(theirs)) == len(mine.minus(theirs))
