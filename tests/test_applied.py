@@ -215,3 +215,53 @@ def test_after_a_structural_change_the_kept_sets_are_kept_in_the_record(tmp_path
     assert not engine.plan(desired(changed, extra_rule=True)).changed
     assert sets.dumps == 0 and "bl" in engine.recalled
     assert kernel.element_texts("bl") == set(changed)
+
+
+def _held_profile_elements() -> list[tuple[int, int]]:
+    """The ``blocklist`` set's elements tagged ``profile`` (read by a netlink dump)."""
+    from appliance.adapters.nfsets import NfSets
+
+    with NfSets() as sets:
+        return list(sets.dump("blocklist", width=32, interval=False).get("profile", []))
+
+
+@pytest.mark.root
+def test_a_changed_large_elements_file_is_applied_by_its_changed_lines(
+    netns: str, tmp_path: Path
+) -> None:
+    """A 100,000-line feed loses its oldest 5,000 lines and gains 5,000, then 5,000 lines
+    spread through it change: each apply diffs the file against its last version (the
+    record keeps it) and the kernel holds exactly the new file's addresses."""
+    from appliance.adapters.nsexec import run_in_netns
+    from appliance.model.elements import Elements
+
+    state = tmp_path / "state"
+    listing = tmp_path / "feed.txt"
+    profile = tmp_path / "p.toml"
+    values = [(i * 7919) % (1 << 20) for i in range(110_000)]  # distinct, unordered
+    texts = [f"10.{v >> 16}.{(v >> 8) & 255}.{v & 255}" for v in values]
+    profile.write_text(
+        small_profile("feed", [])
+        .replace("interval = true\n", "size = 200000\n")
+        .replace("elements = []", f'elements_file = "{listing}"')
+    )
+
+    def apply(lines: list[str]) -> None:
+        listing.write_text("".join(f"{line}\n" for line in lines))
+        result = run_appliance(
+            "apply", "--netns", netns, "--state-dir", str(state), str(profile), timeout=300
+        )
+        assert result.returncode == 0, result.stderr
+        held = run_in_netns(netns, _held_profile_elements, timeout=300)
+        assert held == list(Elements.of("ipv4_addr", False, lines).spans or [])
+
+    first = texts[:100_000]
+    apply(first)
+    record = json.loads(applied.record_path(state, netns).read_bytes().split(b"\n", 1)[0])
+    assert list(record["files"]) == [str(listing)]  # its bytes kept for the next diff
+    shifted = first[5_000:] + texts[100_000:105_000]
+    apply(shifted)
+    spread = [t if i % 20 else texts[105_000 + i // 20] for i, t in enumerate(shifted)]
+    apply(spread)
+    plan = run_appliance("plan", "--netns", netns, "--state-dir", str(state), str(profile))
+    assert plan.stdout.startswith("no changes"), plan.stdout
