@@ -51,6 +51,17 @@ def foreign_drift(changes: Iterable[Change], pid: int | None, own_pid: int) -> b
     return False
 
 
+def _drained(sock: socket.socket) -> bool | None:
+    """Whether nothing waits in the socket's receive queue (None: events were lost)."""
+    try:
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return True
+    except OSError as exc:
+        return None if exc.errno == errno.ENOBUFS else False
+    return False
+
+
 RESTART_MAX = 30.0  # seconds between two openings of an event socket that keeps failing
 RECEIVE_SIZE = 256 * 1024  # one read: many datagrams' worth is never needed at once
 
@@ -139,32 +150,51 @@ class TableMonitor:
             self._hint()  # what happened while it was closed is unknown: look
 
     async def _read(self) -> str:
-        """Follow the current socket until it fails; why it failed."""
-        assert self.sock is not None
+        """Follow the current socket until it fails; why it failed.
+
+        The kernel reports events dropped from a full queue once (ENOBUFS, from a read or
+        as the socket's error) and drops more silently until the queue has drained: from
+        the report until the queue is empty, no transaction that ends is taken as wholly
+        known (its first messages may be gone)."""
+        sock = self.sock
+        assert sock is not None
         loop = asyncio.get_running_loop()
         transactions = Transactions(keep=(NFPROTO_INET, TABLE_NAME))
-        journal = self.journal
+        overrun = False
         while True:
             try:
-                datagram = await loop.sock_recv(self.sock, RECEIVE_SIZE)
+                datagram = await loop.sock_recv(sock, RECEIVE_SIZE)
             except OSError as exc:
                 if exc.errno != errno.ENOBUFS:
                     return str(exc)
-                # the kernel dropped events (a burst of element events, ours mostly):
-                # what was lost is unknown, so look; the count is for status
-                self.lost += 1
-                transactions.lost()
-                if journal is not None:
-                    journal.lost()
-                self._hint()
+                overrun = self._overrun(transactions)
                 continue
             if not datagram:
                 return "closed"
+            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ENOBUFS:
+                overrun = self._overrun(transactions)
+            if overrun:
+                transactions.lost()
             for done in transactions.feed(datagram):
-                if journal is not None:
-                    journal.record(done)
+                if self.journal is not None:
+                    self.journal.record(done)
                 if foreign_drift(done.changes, done.pid, self.own_pid):
                     self._hint()
+            if overrun:
+                drained = _drained(sock)
+                if drained is None:
+                    self._overrun(transactions)
+                overrun = not drained
+
+    def _overrun(self, transactions: Transactions) -> bool:
+        """The kernel dropped events (a burst of element events, ours mostly): what was
+        lost is unknown, so look; the count is for status."""
+        self.lost += 1
+        transactions.lost()
+        if self.journal is not None:
+            self.journal.lost()
+        self._hint()
+        return True
 
     def _close(self) -> None:
         if self.sock is not None:

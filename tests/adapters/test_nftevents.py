@@ -122,7 +122,7 @@ def test_malformed_datagrams_are_no_error(data: bytes) -> None:
     Transactions().feed(data)
 
 
-def _open_in(netns: str) -> socket.socket:
+def _open_in(netns: str, receive_buffer: int | None = None) -> socket.socket:
     """An event socket of ``netns``, opened by a thread that entered it (a socket stays in
     the namespace it was made in; the test's own thread does not move)."""
     made: list[socket.socket | BaseException] = []
@@ -135,7 +135,7 @@ def _open_in(netns: str) -> socket.socket:
                     raise OSError(ctypes.get_errno(), "setns")
             finally:
                 os.close(fd)
-            made.append(open_events())
+            made.append(open_events() if receive_buffer is None else open_events(receive_buffer))
         except BaseException as exc:
             made.append(exc)
 

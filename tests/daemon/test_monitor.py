@@ -241,3 +241,62 @@ def test_a_drift_in_a_large_set_is_read_from_the_events_and_by_a_dump_when_not_a
     wait_until(lambda: kernel_holds(netns, [gone]) == [True], timeout=120)
     wait_until(lambda: "table read back by a dump of its sets" in _reads(daemon), timeout=60)
     assert kernel_holds(netns, [_element(5, base=12)]) == [True]
+
+
+@pytest.mark.root
+def test_events_lost_to_a_small_receive_queue_leave_a_gap_the_read_back_dumps_across(
+    netns: str,
+) -> None:
+    """A tiny receive buffer: a transaction of 20,000 elements overruns it. The watch
+    counts the loss and hints; the journal holds no generation up to the loss, so a
+    read-back across it dumps; the first transaction to end after it is not known whole
+    (its first messages may be gone), the next one is."""
+    from appliance.adapters.nfsets import NfSets
+    from appliance.reconcile.readback import EventJournal
+    from tests.adapters.test_nftevents import _open_in
+
+    journal = EventJournal()
+    hints: list[int] = []
+    monitor = TableMonitor(
+        lambda: hints.append(1),
+        OWN,
+        logging.getLogger("test.monitor"),
+        lambda: _open_in(netns, receive_buffer=4096),
+        journal=journal,
+    )
+    many = ", ".join(_element(i) for i in range(20_000))
+    script = (
+        "table inet appliance { set blocklist { type ipv4_addr; flags interval; }; }\n"
+        f"add element inet appliance blocklist {{ {many} }}\n"
+    )
+
+    def generation() -> int:
+        with NfSets(netns=netns) as sets:
+            return sets.generation()
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        assert await monitor.start()
+        try:
+            before = await loop.run_in_executor(None, generation)
+            _nft(netns, script)  # the loop blocked meanwhile: nothing is read until it ends
+            deadline = loop.time() + 30
+            while monitor.lost == 0 and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            for address in ("192.0.2.1", "192.0.2.3"):
+                await loop.run_in_executor(
+                    None, _nft, netns, f"add element inet appliance blocklist {{ {address} }}\n"
+                )
+            after = await loop.run_in_executor(None, generation)
+            while (journal.newest or 0) < after and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            assert monitor.lost >= 1 and hints
+            assert journal.between(before, after, wait=0) is None  # across the loss: a dump
+            assert journal.between(after - 2, after, wait=0) is None
+            [last] = journal.between(after - 1, after, wait=0) or [None]
+            assert last is not None and last.elements is not None  # after it: known whole
+            assert [(e.kind, e.set) for e in last.elements] == [(NEWSETELEM, "blocklist")]
+        finally:
+            await monitor.stop()
+
+    asyncio.run(run())
