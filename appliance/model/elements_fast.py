@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from itertools import chain, compress, filterfalse, islice, repeat
-from operator import add, and_, lshift, or_, rshift, sub
+from operator import add, and_, lshift, ne, or_, rshift, sub
 
 from appliance.model.elements import Elements
 from appliance.model.intervals import MASK64, NARROW, Spans
@@ -118,7 +118,8 @@ def _spans(width: int, firsts: Iterable[int], lasts: Iterable[int]) -> Spans:
 
 
 def _values(spans: Spans) -> list[int]:
-    """Every value ``spans`` covers, in order (a list of integers, built at C speed)."""
+    """Every value ``spans`` cover, in order (a list of integers, built at C speed: only
+    the spans of more than one value are expanded)."""
     words = spans.words()
     if spans.width <= 32:
         firsts, lasts = words[0].tolist(), words[1].tolist()
@@ -127,13 +128,18 @@ def _values(spans: Spans) -> list[int]:
         lasts = list(map(or_, map(lshift, words[2], repeat(64)), words[3]))
     if firsts == lasts:
         return firsts
-    return list(chain.from_iterable(map(range, firsts, map(add, lasts, repeat(1)))))
+    wide = list(map(ne, firsts, lasts))
+    starts = map(add, compress(firsts, wide), repeat(1))
+    ends = map(add, compress(lasts, wide), repeat(1))
+    firsts += chain.from_iterable(map(range, starts, ends))
+    firsts.sort()  # two sorted runs: one merge
+    return firsts
 
 
 def _distinct_sorted(values: list[int]) -> tuple[list[int], list[int], bool]:
-    """``values`` sorted without repeats, the differences between neighbours, and whether
-    no value was repeated."""
-    values.sort()
+    """``values`` sorted (in place) without repeats, the differences between neighbours,
+    and whether no value was repeated."""
+    values.sort()  # a merge where they are a few sorted runs
     steps = list(map(sub, islice(values, 1, None), values))
     if 0 in steps:
         values = sorted(set(values))
@@ -253,8 +259,7 @@ def diff_hosts(last: Parsed, data: bytes) -> Parsed | None:
         values = list(filterfalse(dropped.__contains__, values))
         if len(values) != count - len(removed):
             return None  # the record does not hold what its bytes say
-    if added:
-        values = sorted(chain(values, added))  # two sorted runs: one merge
+    values += added
     values, steps, distinct = _distinct_sorted(values)
     if not distinct:
         return None  # an added line repeats a value that stayed: no longer one value a line
