@@ -19,7 +19,7 @@ from appliance.model.elements import Elements
 from appliance.model.intervals import Spans, span_text, width_of
 from appliance.model.values import canonical_element, element_bounds
 from appliance.reconcile.plan import Plan, make_plan, split_tags, transaction
-from appliance.reconcile.readback import EventJournal, follow, shapes
+from appliance.reconcile.readback import EventJournal, follow, joined, shapes, without
 from appliance.reconcile.segments import (
     DesiredSegment,
     ObservedLinks,
@@ -590,7 +590,7 @@ class Engine:
                 continue
             tags = after.tagged.setdefault(name, {})
             for tag, items in tags.items():
-                tags[tag] = items.minus(stale)
+                tags[tag] = without(items, stale)
         for name, gone in plan.trim.items():
             for elem in gone:
                 after.elements[name].pop(elem.text, None)
@@ -603,7 +603,7 @@ class Engine:
             own, hub = split_tags(desired, name, fresh)
             for tag, part in ((PROFILE_TAG, own), (HUB_TAG, hub)):
                 if part:
-                    tags[tag] = tags[tag].join(part) if tag in tags else part
+                    tags[tag] = joined(tags[tag], part) if tag in tags else part
         for name, kept in plan.trimmed.items():
             for elem in kept:
                 after.elements.setdefault(name, {})[elem.text] = elem

@@ -32,7 +32,7 @@ from appliance.adapters.nftevents import (
     Transaction,
 )
 from appliance.model.elements import Elements
-from appliance.model.intervals import Spans, join, width_of
+from appliance.model.intervals import Spans, exact_difference, join, width_of
 from appliance.reconcile.state import HUB_TAG, PROFILE_TAG, Element
 
 CAPACITY = 1024  # transactions kept
@@ -257,6 +257,22 @@ def _removed(held: Elements, spans: Spans) -> Spans:
         return left
 
     return patched(held.spans, spans, remove)
+
+
+def joined(held: Elements, more: Elements) -> Elements:
+    """``held.join(more)``, worked out only where ``more`` touches ``held``."""
+    if held.spans is None or more.spans is None:
+        return held.join(more)
+    op = join if held.interval else Spans.union
+    return _elements(held, patched(held.spans, more.spans, op))
+
+
+def without(held: Elements, gone: Elements) -> Elements:
+    """``held.minus(gone)``, worked out only where ``gone`` touches ``held``."""
+    if held.spans is None or gone.spans is None:
+        return held.minus(gone)
+    op = exact_difference if held.interval else Spans.difference
+    return _elements(held, patched(held.spans, gone.spans, op))
 
 
 # ---- a small change to many spans, without a pass over all of them in Python ------------

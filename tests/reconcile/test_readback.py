@@ -25,8 +25,10 @@ from appliance.reconcile.readback import (
     EventJournal,
     SetShape,
     follow,
+    joined,
     patched,
     shapes,
+    without,
 )
 from appliance.reconcile.state import HUB_TAG, PROFILE_TAG, Element
 
@@ -73,6 +75,24 @@ def test_a_patch_equals_the_whole_operation(pair: tuple[Spans, Spans]) -> None:
     else:
         assert list(patched(big, small, join)) == whole
     assert len(big) == len(list(big))  # not changed
+
+
+@settings(max_examples=100, deadline=None)
+@given(big_and_small(), st.booleans())
+def test_joined_and_without_equal_the_elements_own(
+    pair: tuple[Spans, Spans], interval: bool
+) -> None:
+    big, small = pair
+    held = Elements("ipv4_addr", interval, big)
+    other = Elements("ipv4_addr", interval, small)
+    assert without(held, other) == held.minus(other)
+    try:
+        whole = held.join(other)
+    except ValueError:
+        with pytest.raises(ValueError):
+            joined(held, other)
+    else:
+        assert joined(held, other) == whole
 
 
 def _lists(kind: int, name: str, items: Spans, tag: str | None, interval: bool = True) -> list:
