@@ -6,8 +6,8 @@
  * fragment, carrying TCP or a GTP-U G-PDU with TCP inside, it finds the flow in the engine's
  * index (a dict of flow keys), reads the flow's slots and its direction's rule group, and
  * either accounts for the packet (its counters, state and time, the table's LRU order) and
- * returns True, or returns False (the full path takes the packet), or None (an IPv4/TCP
- * packet whose key the index does not hold: embryos and new SYNs are the engine's).
+ * returns True, or returns False (the full path takes the packet), or the key (bytes) of an
+ * IPv4/TCP packet that the index does not hold (embryos and new SYNs are the engine's).
  *
  * Rule groups are read through their attributes (established, not_established, anchored,
  * anchored_probe, prefilters) and plain_for(), exactly as the twin reads them; an anchored
@@ -292,9 +292,10 @@ static int touch(FastPath *fp, PyObject *flow, PyObject *ts_obj, double ts, int 
 
 /* ---- _fast_tcp ----------------------------------------------------------------------- */
 
-/* 1 taken, 0 not, -1 error, 2 no flow under the key (only reported when asked). */
+/* 1 taken, 0 not, -1 error, 2 no flow under the key (then *missing, if given, is the key:
+ * a new reference). */
 static int fast_tcp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, Py_ssize_t ip,
-                    Py_ssize_t end, int tunnel)
+                    Py_ssize_t end, int tunnel, PyObject **missing)
 {
     const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(bytes);
     PyObject *key, *flow, *fast, *group, *app, *value;
@@ -306,9 +307,18 @@ static int fast_tcp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, 
     if (key == NULL)
         return -1;
     flow = PyDict_GetItemWithError(fp->index, key);
+    if (flow == NULL) {
+        if (PyErr_Occurred()) {
+            Py_DECREF(key);
+            return -1;
+        }
+        if (missing != NULL)
+            *missing = key;
+        else
+            Py_DECREF(key);
+        return 2;
+    }
     Py_DECREF(key);
-    if (flow == NULL)
-        return PyErr_Occurred() ? -1 : 2;
     if (Py_TYPE(flow) != (PyTypeObject *)fp->flow_type)
         return 0;
     Py_INCREF(flow);
@@ -466,7 +476,7 @@ static int fast_gtp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes)
     if (truth && (truth = anchored_hit(fp, group, bytes, 42, end, established)) != 0)
         goto leave_fast;
     Py_DECREF(fast);
-    truth = fast_tcp(fp, ts_obj, ts, bytes, 50, end, 1);
+    truth = fast_tcp(fp, ts_obj, ts, bytes, 50, end, 1, NULL);
     if (truth < 0)
         goto error;
     if (truth != 1)
@@ -492,7 +502,7 @@ error:
 
 static PyObject *FastPath_take(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *ts_obj, *bytes;
+    PyObject *ts_obj, *bytes, *key = NULL;
     const unsigned char *data;
     Py_ssize_t n, end;
     double ts;
@@ -518,8 +528,8 @@ static PyObject *FastPath_take(FastPath *fp, PyObject *const *args, Py_ssize_t n
         end = 14 + (data[16] << 8 | data[17]);
         if (end > n) {
             /* the twin looks the key up first: a packet without a flow is still reported */
-            PyObject *key = PyBytes_FromStringAndSize((const char *)data + 26, 12);
             int held;
+            key = PyBytes_FromStringAndSize((const char *)data + 26, 12);
             if (key == NULL)
                 return NULL;
             held = PyDict_Contains(fp->index, key);
@@ -528,13 +538,14 @@ static PyObject *FastPath_take(FastPath *fp, PyObject *const *args, Py_ssize_t n
                 return NULL;
             if (held)
                 Py_RETURN_FALSE;
-            Py_RETURN_NONE;
+            key = PyBytes_FromStringAndSize((const char *)data + 26, 12);
+            return key;
         }
-        result = fast_tcp(fp, ts_obj, ts, bytes, 14, end, 0);
+        result = fast_tcp(fp, ts_obj, ts, bytes, 14, end, 0, &key);
         if (result < 0)
             return NULL;
         if (result == 2)
-            Py_RETURN_NONE;
+            return key;
         return PyBool_FromLong(result);
     }
     if (data[23] == 17 && data[36] == 0x08 && data[37] == 0x68) {
@@ -857,7 +868,8 @@ static void FastPath_dealloc(FastPath *fp)
 
 static PyMethodDef FastPath_methods[] = {
     {"take", (PyCFunction)(void (*)(void))FastPath_take, METH_FASTCALL,
-     "take(ts, data) -> True (accounted for), False (full path) or None (no flow)"},
+     "take(ts, data) -> True (accounted for), False (full path) or the flow key of an "
+     "IPv4/TCP packet no flow holds (bytes)"},
     {NULL, NULL, 0, NULL},
 };
 

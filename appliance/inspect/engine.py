@@ -295,9 +295,9 @@ class InspectionEngine:
         self._idle_timeout = config.idle_timeout
         self._fast = config.fast_path
         # the compiled fast path (core.py): take(ts, data) -> True (taken), False (full
-        # path), None (an IPv4/TCP packet whose key the index does not hold); loaded by the
+        # path), or the key of an IPv4/TCP packet the index does not hold; loaded by the
         # first packet, so that an idle engine maps none of it
-        self._core: Callable[[float, bytes], bool | None] | None = None
+        self._core: Callable[[float, bytes], bool | bytes] | None = None
         self._decode: Callable[[bytes, int, Errors], Layer | None] = decode_packet
         if self._fast and config.compiled and core.enabled():
             self._core = self._load_core
@@ -324,13 +324,27 @@ class InspectionEngine:
         stats.packets += 1
         if self._core is not None and linktype == 1:
             taken = self._core(ts, data)
-            if taken:
+            if taken is True:
                 stats.fast += 1
                 return _NO_ALERTS
-            if taken is None:  # no flow under its key: an embryo hatches, a SYN is new
-                found = self._unindexed(ts, data)
-                if found is not None:
-                    return found
+            if taken is not False:
+                # the key of an IPv4/TCP packet no flow holds, as the twin's block below
+                # takes it: an embryo hatches, a new SYN takes the new-flow path
+                table = self.flows
+                flow = None
+                if table.embryos and taken in table.flows:
+                    flow = table.hatched(taken, ts)
+                elif data[47] & 0x17 == 0x02 and self._syn_path:
+                    found = self._new_syn(ts, data, taken)
+                    if found is not None:
+                        return found
+                    if table.embryos:
+                        flow = table.hatched(taken, ts)
+                elif table.embryos:
+                    flow = table.hatched(taken, ts)
+                if flow is not None and self._core(ts, data) is True:
+                    stats.fast += 1
+                    return _NO_ALERTS
         # Fast paths, for Ethernet / IPv4 without options, not a fragment: a TCP packet, or
         # a GTP-U G-PDU carrying one, of an established flow whose direction needs nothing
         # of this packet but its flags (see _fast_tcp). They read the fields the decoders
@@ -426,7 +440,7 @@ class InspectionEngine:
             return alerts
         return _NO_ALERTS
 
-    def _load_core(self, ts: float, data: bytes) -> bool | None:
+    def _load_core(self, ts: float, data: bytes) -> bool | bytes:
         """The first packet's call: the compiled fast path is loaded and takes it."""
         compiled = core.fast_path_class()
         if compiled is None:  # found but not loadable: the full path takes this packet
@@ -439,28 +453,6 @@ class InspectionEngine:
         if decoder is not None:
             self._decode = decoder(Layer, decode_packet).decode
         return self._core(ts, data)
-
-    def _unindexed(self, ts: float, data: bytes) -> Sequence[Alert] | None:
-        """With the compiled fast path: an IPv4/TCP packet whose key the index does not hold,
-        as the twin's inline block takes it (an embryo hatches, a new SYN takes the new-flow
-        path, a hatched flow's packet may take the fast path). None: the full path."""
-        key = data[26:38]
-        table = self.flows
-        flow = None
-        if table.embryos and key in table.flows:
-            flow = table.hatched(key, ts)
-        elif data[47] & 0x17 == 0x02 and self._syn_path:
-            found = self._new_syn(ts, data, key)
-            if found is not None:
-                return found
-            if table.embryos:
-                flow = table.hatched(key, ts)
-        elif table.embryos:
-            flow = table.hatched(key, ts)
-        if flow is not None and self._core is not None and self._core(ts, data):
-            self.stats.fast += 1
-            return _NO_ALERTS
-        return None
 
     def _new_syn(self, ts: float, data: bytes, key: bytes) -> Sequence[Alert] | None:
         """A bare SYN (no ACK, RST or FIN; no payload) opening an IPv4/TCP flow whose key
