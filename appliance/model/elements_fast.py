@@ -28,7 +28,7 @@ import contextvars
 import socket
 import sys
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -99,21 +99,25 @@ def spans_of_values(width: int, values: list[int], steps: list[int] | None = Non
     if steps is None:
         steps = list(map(sub, islice(values, 1, None), values))
     if 1 not in steps:
-        return _spans(width, values, values)
-    apart = (1).__ne__
-    firsts = compress(values, chain((True,), map(apart, steps)))
-    lasts = compress(values, chain(map(apart, steps), (True,)))
+        return _spans(width, values, None)
+    apart = bytes(map((1).__ne__, steps))  # a span ends between these neighbours
+    firsts = list(compress(values, chain((1,), apart)))
+    lasts = list(compress(values, chain(apart, (1,))))
     return _spans(width, firsts, lasts)
 
 
-def _spans(width: int, firsts: Iterable[int], lasts: Iterable[int]) -> Spans:
-    if width <= 32:
-        return Spans.from_words(width, [array(NARROW, firsts), array(NARROW, lasts)])
-    words = []
+def _spans(width: int, firsts: list[int], lasts: list[int] | None) -> Spans:
+    """Spans of these bounds (``lasts`` None: each span one value). Arrays are made from
+    lists, not iterators: an array grows a word at a time from an iterator."""
+    words: list[array[int]] = []
     for bounds in (firsts, lasts):
-        bounds = list(bounds)
-        words.append(array("Q", map(rshift, bounds, repeat(64))))
-        words.append(array("Q", map(and_, bounds, repeat(MASK64))))
+        if bounds is None:
+            words += [part[:] for part in words]  # the same words again
+        elif width <= 32:
+            words.append(array(NARROW, bounds))
+        else:
+            words.append(array("Q", list(map(rshift, bounds, repeat(64)))))
+            words.append(array("Q", list(map(and_, bounds, repeat(MASK64)))))
     return Spans.from_words(width, words)
 
 
