@@ -171,8 +171,8 @@ def _rule_hits(
     if payload or len(buffers) > 1:  # a buffer to scan
         for prefilter in group.prefilters:
             data = buffers.get(prefilter.buffer)
-            if not data:
-                continue
+            if not data and (data is None or not prefilter.transforms):
+                continue  # (an empty buffer transformed may hold a pattern: dotprefix's ".")
             candidates = prefilter.candidates(data)
             if candidates:
                 for sig in candidates:

@@ -31,7 +31,17 @@ from appliance.inspect.decode import (
 )
 from appliance.inspect.fields import HEADER_BUFFERS, IP_PACKET, PACKET_BYTES, header_buffers
 from appliance.inspect.prefilter import Exhaustive, Prefilter
-from appliance.inspect.rules import PKT, AddrExpr, Content, PortExpr, Signature, chain_matches
+from appliance.inspect.rules import (
+    BUFFER_APP,
+    MULTI_BUFFERS,
+    PKT,
+    AddrExpr,
+    Content,
+    PortExpr,
+    Signature,
+    chain_matches,
+)
+from appliance.inspect.transforms import Transform
 
 _MAX_CACHE = 65536  # rule groups kept
 
@@ -150,14 +160,42 @@ class Group:
 def fast_pattern(sig: Signature) -> Content | None:
     """The content marked ``fast_pattern``, else the longest positive content of a rule (its
     prefilter pattern), if it has one. A header buffer's (``tcp.hdr``, ...) is none: the fast
-    paths skip packets by their payload, so its rules are checked on every packet."""
+    paths skip packets by their payload, so its rules are checked on every packet. A rule
+    whose only positive contents are in a transformed buffer (``dns.query; dotprefix;``)
+    takes the longest of those: it is looked for in the buffer once transformed."""
     positive = [c for c in sig.contents if c.literal and c.buffer not in HEADER_BUFFERS]
     if not positive:
-        return None
+        positive = [c for c in sig.contents if transformed_literal(c)]
+        if not positive:
+            return None
     for content in positive:
         if content.fast:
             return content
     return max(positive, key=lambda c: len(c.pattern))
+
+
+def transformed_literal(content: Content) -> bool:
+    """A positive ``content`` of a transformed application buffer: it occurs in the buffer
+    once transformed whenever its rule matches (every item of a buffer sees the buffer
+    transformed alike). Not for the packet payload (its stream is scanned in pieces) nor a
+    buffer of several values (each is transformed on its own)."""
+    return (
+        bool(content.transforms)
+        and bool(content.pattern)
+        and not content.negated
+        and content.regex is None
+        and content.data_at is None
+        and content.size is None
+        and content.byte_op is None
+        and content.stream is None
+        and content.date is None
+        and content.head is None
+        and content.decode is None
+        and not content.decoded
+        and content.buffer != PKT
+        and content.buffer in BUFFER_APP
+        and content.buffer not in MULTI_BUFFERS
+    )
 
 
 class Matcher:
@@ -168,19 +206,28 @@ class Matcher:
         self._prefilter: type[Prefilter | Exhaustive] = Exhaustive if exhaustive else Prefilter
         self._addr_exprs: list[AddrExpr] = []
         self._port_exprs: list[PortExpr] = []
-        self._compiled: list[tuple[Signature, int, int, int, int, tuple[int, ...] | None]] = []
-        for sig in self.signatures:
-            protos = _PROTO_NUMBERS.get(sig.proto)
-            self._compiled.append(
-                (
-                    sig,
-                    self._addr_index(sig.src),
-                    self._addr_index(sig.dst),
-                    self._port_index(sig.sport),
-                    self._port_index(sig.dport),
-                    protos,
-                )
+        # Rules sorted out once at load: those of one header (protocols, application,
+        # direction, address and port expressions) form a class, whose header a group's
+        # packet is tested against once; each rule's place in a group (plain, anchored, or
+        # the prefilter of a buffer and its transformations) and its fast pattern.
+        classes: dict[tuple[object, ...], list[int]] = {}
+        self._routes: list[tuple[int, tuple[str, tuple[Transform, ...]], Content | None]] = []
+        for index, sig in enumerate(self.signatures):
+            header = (
+                _PROTO_NUMBERS.get(sig.proto),
+                sig.app,
+                sig.not_app,
+                sig.ip_proto,
+                sig.flow_to_server,
+                sig.bidirectional,
+                self._addr_index(sig.src),
+                self._addr_index(sig.dst),
+                self._port_index(sig.sport),
+                self._port_index(sig.dport),
             )
+            classes.setdefault(header, []).append(index)
+            self._routes.append(_route(sig))
+        self._classes = list(classes.items())
         # Which expressions an address or port falls in is constant between the boundaries
         # the expressions name: one table of segments per family, looked up by bisection.
         addr_tests = [e.match for e in self._addr_exprs]
@@ -196,6 +243,10 @@ class Matcher:
             [e.match for e in self._port_exprs], _port_bounds(self._port_exprs), int
         )
         self._groups: dict[tuple[object, ...], Group] = {}
+        # groups and prefilters by the rules they hold: packets of different headers that
+        # the same rules apply to share one group
+        self._shared: dict[tuple[int, ...], Group] = {}
+        self._prefilters: dict[tuple[object, ...], Prefilter | Exhaustive] = {}
         self._last_layer: Layer | None = None
         self._last_bits = (0, 0, -1, -1)
         self.groups_built = 0
@@ -270,43 +321,95 @@ class Matcher:
         self._groups[key] = group
         return group
 
-    def _build(self, key: tuple[object, ...]) -> Group:
+    def members(self, key: tuple[object, ...]) -> tuple[int, ...]:
+        """The indexes (in load order) of the rules whose header a packet of this group key
+        passes: each class of rules of one header tested once."""
         proto, app, to_server, outer_gtp, src, dst, sport, dport = key
         assert isinstance(src, int) and isinstance(dst, int)
         assert isinstance(sport, int) and isinstance(dport, int)
+        found: list[int] = []
+        for header, indexes in self._classes:
+            protos, sig_app, not_app, ip_proto, flow_to_server, bidir, si, di, spi, dpi = header
+            if protos is not None and proto not in protos:  # type: ignore[operator]
+                continue
+            if sig_app and (sig_app != app or (sig_app == "gtp" and not outer_gtp)):
+                continue
+            if not_app and not_app == app:
+                continue
+            if ip_proto is not None and (ip_proto[0] == proto) == ip_proto[1]:  # type: ignore[index]
+                continue
+            if flow_to_server is not None and flow_to_server != to_server:
+                continue
+            assert isinstance(si, int) and isinstance(di, int)
+            assert isinstance(spi, int) and isinstance(dpi, int)
+            if not _header(si, di, spi, dpi, src, dst, sport, dport) and not (
+                bidir and _header(si, di, spi, dpi, dst, src, dport, sport)
+            ):
+                continue
+            found.extend(indexes)
+        found.sort()
+        return tuple(found)
+
+    def _build(self, key: tuple[object, ...]) -> Group:
+        members = self.members(key)
+        group = self._shared.get(members)
+        if group is not None:
+            return group
         self.groups_built += 1
         plain: list[Signature] = []
         anchored: list[Signature] = []
-        by_buffer: dict[str, list[tuple[Content, Signature]]] = {}
-        for sig, si, di, spi, dpi, protos in self._compiled:
-            if protos is not None and proto not in protos:
-                continue
-            if sig.app and (sig.app != app or (sig.app == "gtp" and not outer_gtp)):
-                continue
-            if sig.not_app and sig.not_app == app:
-                continue
-            if sig.ip_proto is not None and (sig.ip_proto[0] == proto) == sig.ip_proto[1]:
-                continue
-            if sig.flow_to_server is not None and sig.flow_to_server != to_server:
-                continue
-            if not _header(si, di, spi, dpi, src, dst, sport, dport) and not (
-                sig.bidirectional and _header(si, di, spi, dpi, dst, src, dport, sport)
-            ):
-                continue
-            fast = fast_pattern(sig)
-            if fast is None:
-                plain.append(sig)
-            elif (
-                fast.depth is not None
-                and fast.offset + fast.depth <= ANCHOR_LIMIT
-                and all(c.plain and c.buffer == PKT for c in sig.contents)
-            ):
-                anchored.append(sig)
+        by_buffer: dict[tuple[str, tuple[Transform, ...]], list[int]] = {}
+        signatures, routes = self.signatures, self._routes
+        for index in members:
+            kind, where, _ = routes[index]
+            if kind == _PLAIN:
+                plain.append(signatures[index])
+            elif kind == _ANCHORED:
+                anchored.append(signatures[index])
             else:
-                by_buffer.setdefault(fast.buffer, []).append((fast, sig))
-        make = self._prefilter
-        prefilters = [make(buf, entries) for buf, entries in sorted(by_buffer.items())]
-        return Group(plain=plain, anchored=anchored, prefilters=prefilters)
+                by_buffer.setdefault(where, []).append(index)
+        prefilters = [self._prefilter_of(where, by_buffer[where]) for where in sorted(by_buffer)]
+        group = Group(plain=plain, anchored=anchored, prefilters=prefilters)
+        if len(self._shared) >= _MAX_CACHE:
+            self._shared.clear()
+            self._prefilters.clear()
+        self._shared[members] = group
+        return group
+
+    def _prefilter_of(
+        self, where: tuple[str, tuple[Transform, ...]], indexes: list[int]
+    ) -> Prefilter | Exhaustive:
+        """The prefilter of a buffer (and its transformations) over these rules, made once."""
+        key = (where, tuple(indexes))
+        found = self._prefilters.get(key)
+        if found is None:
+            entries = []
+            for index in indexes:
+                fast = self._routes[index][2]
+                assert fast is not None
+                entries.append((fast, self.signatures[index]))
+            found = self._prefilters[key] = self._prefilter(where[0], entries, where[1])
+        return found
+
+
+_PLAIN, _ANCHORED, _PREFILTERED = 0, 1, 2
+_NO_WHERE: tuple[str, tuple[Transform, ...]] = ("", ())
+
+
+def _route(sig: Signature) -> tuple[int, tuple[str, tuple[Transform, ...]], Content | None]:
+    """Where a rule goes in a group: plain (no fast pattern), anchored (its fast pattern in
+    the payload's first bytes, every content a plain one of the payload), or the prefilter
+    of its fast pattern's buffer and transformations; and that fast pattern."""
+    fast = fast_pattern(sig)
+    if fast is None:
+        return _PLAIN, _NO_WHERE, None
+    if (
+        fast.depth is not None
+        and fast.offset + fast.depth <= ANCHOR_LIMIT
+        and all(c.plain and c.buffer == PKT for c in sig.contents)
+    ):
+        return _ANCHORED, _NO_WHERE, fast
+    return _PREFILTERED, (fast.buffer, fast.transforms), fast
 
 
 def _addr_bounds(exprs: Sequence[AddrExpr], size: int) -> list[int]:

@@ -2,7 +2,9 @@
 
 A prefilter holds the fast patterns of the rules of one buffer (the packet payload,
 ``dns.query``, ``tls.sni``, ``http.host``, ``http.uri``) and answers, for a buffer's bytes,
-the rules whose fast pattern occurs in it; only those are then checked in full.
+the rules whose fast pattern occurs in it; only those are then checked in full. A
+prefilter of a transformed buffer (``dns.query; dotprefix;``) holds the patterns of the rules
+that transform it the same way and scans the buffer once transformed.
 
 :class:`Prefilter` scans with one compiled alternation of the escaped patterns (the
 regular-expression engine is C), or with ``bytes.find`` when the buffer has a single
@@ -15,6 +17,7 @@ from __future__ import annotations
 import re
 
 from appliance.inspect.rules import Content, Signature
+from appliance.inspect.transforms import Transform, apply
 
 _MAX_HITS = 4096  # matched texts whose rules are kept
 # Patterns this short occur in most buffers: in an alternation they would make each scan
@@ -42,10 +45,26 @@ class Prefilter:
     with ``bytes.find``.
     """
 
-    __slots__ = ("_by_hit", "_fold", "_look", "_scan", "_short", "_unique", "buffer", "entries")
+    __slots__ = (
+        "_by_hit",
+        "_fold",
+        "_look",
+        "_scan",
+        "_short",
+        "_unique",
+        "buffer",
+        "entries",
+        "transforms",
+    )
 
-    def __init__(self, buffer: str, entries: list[tuple[Content, Signature]]) -> None:
+    def __init__(
+        self,
+        buffer: str,
+        entries: list[tuple[Content, Signature]],
+        transforms: tuple[Transform, ...] = (),
+    ) -> None:
         self.buffer = buffer
+        self.transforms = transforms  # applied to the buffer before it is scanned
         self.entries = [(c.pattern.lower(), sig) for c, sig in entries]
         patterns = {p for p, _ in self.entries}
         self._fold = any(_has_letters(p) for p in patterns)
@@ -67,6 +86,8 @@ class Prefilter:
 
     def candidates(self, data: bytes) -> list[Signature] | None:
         """The rules whose fast pattern may occur in ``data`` (None: none occurs)."""
+        if self.transforms:
+            data = apply(data, self.transforms)
         text = data.lower() if self._fold else data
         if not self._short:
             return self._long(text)
@@ -124,10 +145,16 @@ class Prefilter:
 class Exhaustive:
     """The reference twin of :class:`Prefilter`: every rule of the buffer is a candidate."""
 
-    __slots__ = ("_all", "buffer", "entries")
+    __slots__ = ("_all", "buffer", "entries", "transforms")
 
-    def __init__(self, buffer: str, entries: list[tuple[Content, Signature]]) -> None:
+    def __init__(
+        self,
+        buffer: str,
+        entries: list[tuple[Content, Signature]],
+        transforms: tuple[Transform, ...] = (),
+    ) -> None:
         self.buffer = buffer
+        self.transforms = transforms
         self.entries = [(c.pattern.lower(), sig) for c, sig in entries]
         found: dict[int, Signature] = {}
         for _, sig in self.entries:
