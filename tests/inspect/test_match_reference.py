@@ -1,0 +1,301 @@
+"""The grouped matcher against a reference that checks every rule on every packet.
+
+The matcher sorts rules once into classes of one header and, per packet kind, a group with a
+prefilter per buffer (and per transformation of a buffer); the reference below tests each
+rule's protocol, application, direction, addresses and ports with the rule's own expressions
+and then every option of it. Random packets (addresses inside and outside ``$HOME_NET``, the
+ports the rules name, random flags, TTLs and payloads made of the rules' own patterns in
+random case) with random application buffers go through both, with the shipped rules, the
+rule corpus and rules on transformed buffers: the same rules match.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+
+from appliance.inspect.decode import PROTO_ICMP, PROTO_TCP, PROTO_UDP, Layer, decode_packet
+from appliance.inspect.engine import _rule_hits
+from appliance.inspect.match import Matcher, add_packet, reads_packet, rule_matches
+from appliance.inspect.rules import (
+    PKT,
+    AddrExpr,
+    PortExpr,
+    Signature,
+    Variables,
+    load_rules,
+    parse_rules,
+)
+from appliance.lab.mix import make_engine
+from appliance.model.values import parse_network
+
+CORPUS = Path(__file__).parent / "rules" / "corpus.rules"
+PACKETS = 2500  # per seed
+
+# Rules on transformed buffers, an empty transformed buffer among what they may match
+_TRANSFORMED_OPTIONS = (
+    ("dns", 'dns.query; dotprefix; content:".evil.test"; endswith;'),
+    ("dns", 'dns.query; dotprefix; content:".";'),
+    ("tls", 'tls.sni; dotprefix; content:".bad.example"; endswith; nocase;'),
+    ("http", 'http.uri; to_lowercase; content:"/admin";'),
+    ("http", 'http.host; to_lowercase; content:"evil"; fast_pattern; content:".test"; distance:0;'),
+    ("dns", 'dns.query; strip_whitespace; content:"ab"; content:"cd"; distance:0;'),
+)
+TRANSFORMED = "\n".join(
+    f'alert {proto} any any -> any any (msg:"t{i}"; {options} sid:{3900001 + i};)'
+    for i, (proto, options) in enumerate(_TRANSFORMED_OPTIONS)
+)
+
+_PROTOS: dict[str, tuple[int, ...]] = {
+    "tcp": (PROTO_TCP,),
+    "http": (PROTO_TCP,),
+    "tls": (PROTO_TCP,),
+    "udp": (PROTO_UDP,),
+    "gtp": (PROTO_UDP,),
+    "dns": (PROTO_UDP, PROTO_TCP),
+    "icmp": (PROTO_ICMP, 58),
+    "icmpv6": (58,),
+    "sctp": (132,),
+}
+_APPS = ("", "http", "tls", "dns", "none")
+_APP_BUFFERS = {
+    "http": ("http.uri", "http.host", "http.method", "http.user_agent", "http.header"),
+    "tls": ("tls.sni",),
+    "dns": ("dns.query",),
+}
+
+
+def _signatures(tmp: Path) -> list[Signature]:
+    variables = Variables.from_networks([parse_network("10.0.0.0/8")])
+    shipped = make_engine().config.signatures
+    corpus = load_rules([str(CORPUS)], variables).signatures
+    extra = parse_rules(TRANSFORMED, str(tmp / "transformed.rules"), variables)
+    return [*shipped, *corpus, *extra]
+
+
+def _addr_ok(expr: AddrExpr, addr: bytes) -> bool:
+    return expr.match(ipaddress.ip_address(addr))
+
+
+def _port_ok(expr: PortExpr, port: int) -> bool:
+    return expr.is_any or (port >= 0 and expr.match(port))
+
+
+def _header_ok(sig: Signature, layer: Layer, reverse: bool) -> bool:
+    ports = layer.proto in (PROTO_TCP, PROTO_UDP, 132)
+    sport = layer.sport if ports else -1
+    dport = layer.dport if ports else -1
+    src, dst = layer.src, layer.dst
+    if reverse:
+        src, dst, sport, dport = dst, src, dport, sport
+    return (
+        _addr_ok(sig.src, src)
+        and _addr_ok(sig.dst, dst)
+        and _port_ok(sig.sport, sport)
+        and _port_ok(sig.dport, dport)
+    )
+
+
+def reference_hits(
+    signatures: Sequence[Signature],
+    layer: Layer,
+    app: str,
+    to_server: bool,
+    established: bool,
+    buffers: dict[str, bytes],
+) -> list[int]:
+    """The sids of the rules that match: every rule checked, nothing grouped or cached."""
+    found = []
+    for sig in signatures:
+        protos = _PROTOS.get(sig.proto)
+        if protos is not None and layer.proto not in protos:
+            continue
+        if sig.app and (sig.app != app or sig.app == "gtp"):
+            continue
+        if sig.not_app and sig.not_app == app:
+            continue
+        if sig.ip_proto is not None and (sig.ip_proto[0] == layer.proto) == sig.ip_proto[1]:
+            continue
+        if sig.flow_to_server is not None and sig.flow_to_server != to_server:
+            continue
+        if not _header_ok(sig, layer, False) and not (
+            sig.bidirectional and _header_ok(sig, layer, True)
+        ):
+            continue
+        if rule_matches(sig, layer, established, buffers):
+            found.append(sig.sid)
+    return sorted(found)
+
+
+def _words(signatures: Sequence[Signature]) -> list[bytes]:
+    words = {c.pattern for sig in signatures for c in sig.contents if c.pattern}
+    return sorted(words | {b"GET ", b"\x00", b" ", b"ab cd", b"evil.test"})
+
+
+def _text(rng: random.Random, words: Sequence[bytes]) -> bytes:
+    parts = []
+    for _ in range(rng.randrange(0, 5)):
+        word = rng.choice(words)
+        roll = rng.random()
+        if roll < 0.2:
+            word = word.upper()
+        elif roll < 0.3:
+            word = word[: max(1, len(word) // 2)]
+        parts.append(word)
+        if rng.random() < 0.3:
+            parts.append(rng.randbytes(rng.randrange(1, 6)))
+    return b"".join(parts)[:1200]
+
+
+def _address(rng: random.Random) -> bytes:
+    first = rng.choice((10, 10, 192, 172, 8))
+    return bytes((first, rng.choice((0, 16, 168)), rng.randrange(4), rng.randrange(1, 255)))
+
+
+def _frame(rng: random.Random, ports: Sequence[int], words: Sequence[bytes]) -> bytes:
+    proto = rng.choice((PROTO_TCP, PROTO_TCP, PROTO_UDP, PROTO_ICMP))
+    payload = _text(rng, words) if rng.random() < 0.8 else b""
+    if proto == PROTO_TCP:
+        flags = rng.choice((0x02, 0x12, 0x10, 0x18, 0x11, 0x04, 0x01, 0x29, 0x00, 0xC2))
+        head = struct.pack(
+            "!HHIIBBHHH",
+            rng.choice(ports),
+            rng.choice(ports),
+            rng.getrandbits(32),
+            rng.getrandbits(32),
+            0x50,
+            flags,
+            rng.choice((1024, 65535, 512, 0)),
+            0,
+            0,
+        )
+    elif proto == PROTO_UDP:
+        head = struct.pack("!HHHH", rng.choice(ports), rng.choice(ports), 8 + len(payload), 0)
+    else:
+        head = struct.pack("!BBHI", rng.choice((0, 3, 8, 11, 13)), rng.randrange(4), 0, 0)
+    total = 20 + len(head) + len(payload)
+    ip = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        rng.choice((0, 0x10, 0x08)),
+        total,
+        rng.getrandbits(16),
+        rng.choice((0, 0x4000, 0x8000)),
+        rng.choice((64, 128, 255, 1, 0)),
+        proto,
+        0,
+        _address(rng),
+        _address(rng),
+    )
+    ether = b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08\x00"
+    return ether + ip + head + payload
+
+
+def _ports(signatures: Sequence[Signature]) -> list[int]:
+    found = {53, 80, 443, 2152, 22, 8080, 1024, 65535, 0, 1}
+
+    def walk(expr: PortExpr) -> None:
+        if expr.kind == "range":
+            found.update({expr.low, expr.high, min(expr.high + 1, 65535)})
+        for item in expr.items:
+            walk(item)
+
+    for sig in signatures:
+        walk(sig.sport)
+        walk(sig.dport)
+    return sorted(found)
+
+
+def _compare(signatures: list[Signature], seed: int, exhaustive: bool = False) -> int:
+    rng = random.Random(seed)
+    matcher = Matcher(signatures, exhaustive=exhaustive)
+    words, ports = _words(signatures), _ports(signatures)
+    packet = reads_packet(signatures)
+    matched = 0
+    for _ in range(PACKETS):
+        layer = decode_packet(_frame(rng, ports, words), 1, {})
+        assert layer is not None
+        app = rng.choice(_APPS)
+        to_server = rng.random() < 0.6
+        established = rng.random() < 0.7
+        buffers: dict[str, bytes] = {PKT: layer.payload}
+        if packet:
+            add_packet(layer, buffers)
+        for name in _APP_BUFFERS.get(app, ()):
+            if rng.random() < 0.8:
+                buffers[name] = _text(rng, words) if rng.random() < 0.9 else b""
+        group = matcher.group_for(layer, app, to_server, False)
+        flags = layer.flags if layer.proto == PROTO_TCP else -1
+        got = sorted(
+            sig.sid for sig in _rule_hits(layer, group, established, flags, layer.payload, buffers)
+        )
+        want = reference_hits(signatures, layer, app, to_server, established, buffers)
+        assert got == want, (seed, app, to_server, established, layer, buffers)
+        matched += bool(want)
+    return matched
+
+
+def test_grouped_matcher_matches_what_every_rule_checked_matches(tmp_path: Path) -> None:
+    signatures = _signatures(tmp_path)
+    matched = sum(_compare(signatures, seed) for seed in (1, 2))
+    assert matched > PACKETS // 10  # the traffic does reach the rules
+
+
+def test_exhaustive_twin_matches_the_reference_too(tmp_path: Path) -> None:
+    assert _compare(_signatures(tmp_path), 3, exhaustive=True) > 0
+
+
+def test_transformed_buffers_are_prefiltered_and_still_match(tmp_path: Path) -> None:
+    signatures = parse_rules(TRANSFORMED, str(tmp_path / "t.rules"), Variables.from_networks(None))
+    matcher = Matcher(signatures)
+    frame = _frame(random.Random(5), [53], [b"x"])
+    layer = decode_packet(frame, 1, {})
+    assert layer is not None
+    group = matcher.group_for(layer, "dns", True, False)
+    assert not group.plain  # every rule has a pattern to look for
+    assert {p.transforms for p in group.prefilters} == {
+        (("dotprefix", b""),),
+        (("strip_whitespace", b""),),
+    }
+    for query, want in (
+        (b"www.evil.test", [3900001, 3900002]),
+        (b"evil.test", [3900001, 3900002]),
+        (b"", [3900002]),  # the empty name transformed is "."
+        (b"a b c d", [3900002, 3900006]),
+        (b"xevil.test.org", [3900002]),
+    ):
+        buffers = {PKT: layer.payload, "dns.query": query}
+        flags = layer.flags if layer.proto == PROTO_TCP else -1
+        got = sorted(s.sid for s in _rule_hits(layer, group, True, flags, b"", buffers))
+        assert got == want, query
+
+
+def test_packets_of_different_headers_share_a_group_of_the_same_rules() -> None:
+    variables = Variables.from_networks([parse_network("10.0.0.0/8")])
+    signatures = parse_rules(
+        'alert tcp any any -> $HOME_NET 80 (msg:"a"; content:"x"; sid:1;)\n'
+        'alert tcp any [1000:2000] -> any any (msg:"b"; content:"y"; sid:2;)\n',
+        "t.rules",
+        variables,
+    )
+    matcher = Matcher(signatures)
+    groups = []
+    for sport in (3000, 4000, 1500):
+        frame = _tcp(sport, 80)
+        layer = decode_packet(frame, 1, {})
+        assert layer is not None
+        groups.append(matcher.group_for(layer, "", True, False))
+    assert groups[0] is groups[1]  # ports outside [1000:2000]: the same rules, one group
+    assert groups[2] is not groups[0]
+    assert matcher.groups_built == 2
+
+
+def _tcp(sport: int, dport: int) -> bytes:
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 40, 1, 0, 64, 6, 0, bytes((192, 0, 2, 1)), bytes((10, 0, 0, 1))
+    )
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 0x50, 0x02, 1024, 0, 0)
+    return b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08\x00" + ip + tcp
