@@ -247,8 +247,11 @@ def diff_hosts(last: Parsed, data: bytes) -> Parsed | None:
     if gone_lines is None or new_lines is None:
         return None
     set_type, interval = last.set_type, last.interval
-    gone_values = host_values(set_type, gone_lines)
-    new_values = host_values(set_type, new_lines)
+    # a line in both parts moved: only the others are parsed (an IPv6 address may be
+    # written two ways: the values are compared again below)
+    gone_texts, new_texts = set(gone_lines), set(new_lines)
+    gone_values = host_values(set_type, list(gone_texts.difference(new_texts)))
+    new_values = host_values(set_type, list(new_texts.difference(gone_texts)))
     if gone_values is None or new_values is None:
         return None
     before, after = set(gone_values), set(new_values)
