@@ -110,7 +110,7 @@ def edits(draw: st.DrawFn) -> tuple[str, bool, list[str], list[str]]:
 
 
 @settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(edits())
 def test_a_diff_gives_what_the_whole_parse_gives(
@@ -130,7 +130,7 @@ def test_a_diff_gives_what_the_whole_parse_gives(
             assert len(second) == len(expected)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(st.integers(0, 1 << 20), max_size=80), st.booleans(), st.booleans())
 def test_a_file_of_addresses_parses_as_the_general_parse(
     picked: list[int], six: bool, interval: bool
@@ -168,7 +168,7 @@ def test_a_file_without_its_last_line_end() -> None:
 
 
 @settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     st.lists(st.integers(0, 50), max_size=300),
@@ -228,7 +228,7 @@ def test_an_unchanged_file_keeps_its_elements(tmp_path: Path) -> None:
 spans_pairs = st.lists(st.tuples(st.integers(0, 300), st.integers(0, 6)), max_size=40)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(spans_pairs, spans_pairs, st.booleans(), st.booleans())
 def test_the_difference_at_c_speed_is_the_merge_difference(
     a: list[tuple[int, int]], b: list[tuple[int, int]], interval: bool, six: bool
