@@ -14,7 +14,7 @@ from appliance.daemon.defaults import INSPECT_QUEUE, RESYNC_INTERVAL
 from appliance.errors import ApplianceError, UsageError
 
 if TYPE_CHECKING:
-    from appliance.engine import Engine
+    from appliance.engine import Engine, Known
     from appliance.model.elements_fast import Parsed
     from appliance.model.profile import Profile
     from appliance.reconcile.state import Desired
@@ -277,9 +277,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    desired = _desired(args.profile, here=True)
+    desired, known, _files = _desired_after_last(args, here=True)
     engine = _engine()
-    _recall_applied(args, engine)
+    engine.known = known
     plan = engine.plan(desired)
     segments = engine.plan_segments(desired)
     lines = plan.describe() + (segments.describe() if segments is not None else [])
@@ -291,12 +291,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from appliance import applied, confirm
-    from appliance.model import elements_fast
+    from appliance import confirm
 
-    known, files = applied.load_record(args.state_dir, args.netns)
-    with elements_fast.remembering(files) as parsed:  # a large file: only its changed lines
-        desired = _desired(args.profile, for_kernel=True)
+    desired, known, parsed = _desired_after_last(args, for_kernel=True)
     engine = _engine()
     seconds = _duration_option("--confirm", args.confirm)
     engine.known = known
@@ -325,6 +322,22 @@ def _recall_applied(args: argparse.Namespace, engine: Engine) -> None:
     from appliance import applied
 
     engine.known = applied.load(args.state_dir, args.netns)
+
+
+def _desired_after_last(
+    args: argparse.Namespace, for_kernel: bool = False, here: bool = False
+) -> tuple[Desired, Known | None, dict[str, Parsed]]:
+    """The compiled profile, with what the last apply here left: the sets' elements (an
+    engine starts from them while no transaction happened since) and the elements files
+    as they were (a large file is diffed against its last version: only its changed lines
+    are parsed); and the files parsed now, for the record (see appliance.applied)."""
+    from appliance import applied
+    from appliance.model import elements_fast
+
+    known, files = applied.load_record(args.state_dir, args.netns)
+    with elements_fast.remembering(files) as parsed:
+        desired = _desired(args.profile, for_kernel=for_kernel, here=here)
+    return desired, known, parsed
 
 
 def _keep_applied(
