@@ -51,9 +51,15 @@ typedef struct {
     PyObject *flows;        /* OrderedDict: client key -> Flow or embryo (LRU order) */
     PyObject *flow_type;    /* the Flow class (objects of exactly this type are read) */
     PyObject *anchored_hit; /* the twin's _anchored_hit(group, data, start, end, established) */
+    PyObject *layer_type;   /* decode.Layer, for lookup() */
+    PyObject *lookup;       /* the twin's FlowTable.lookup(layer, ts) */
     double idle_timeout;
     Py_ssize_t offsets[S_COUNT];
+    Py_ssize_t layer_offsets[6];
 } FastPath;
+
+enum { LK_PROTO, LK_SRC, LK_DST, LK_SPORT, LK_DPORT, LK_FLAGS };
+static const char *lookup_names[6] = {"proto", "src", "dst", "sport", "dport", "flags"};
 
 static PyObject *one;
 static PyObject *str_established, *str_not_established, *str_anchored, *str_anchored_probe,
@@ -498,6 +504,173 @@ error:
     return -1;
 }
 
+/* ---- FlowTable.lookup's common case ------------------------------------------------- */
+
+static inline PyObject *layer_slot(FastPath *fp, PyObject *layer, int which)
+{
+    return *(PyObject **)((char *)layer + fp->layer_offsets[which]);
+}
+
+static inline long small(PyObject *value, int *ok)
+{
+    long number;
+    if (value == NULL || !PyLong_CheckExact(value)) {
+        *ok = 0;
+        return 0;
+    }
+    number = PyLong_AsLong(value);
+    if (number == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        *ok = 0;
+    }
+    return number;
+}
+
+static int set_long(FastPath *fp, PyObject *flow, int which, long number)
+{
+    PyObject *value = PyLong_FromLong(number);
+    if (value == NULL)
+        return -1;
+    set_slot(fp, flow, which, value);
+    Py_DECREF(value);
+    return 0;
+}
+
+/* flow.tcp_track(flags, to_server) for a flow not established or a packet with RST. */
+static int tcp_track(FastPath *fp, PyObject *flow, long flags, int to_server, long state)
+{
+    long syn_ack = flags & 0x12;
+    if (state == TCP_ESTABLISHED) {
+        if (flags & 0x04) {
+            set_slot(fp, flow, S_ESTABLISHED, Py_False);
+            return set_long(fp, flow, S_TCP_STATE, 0);
+        }
+        return 0;
+    }
+    if (syn_ack == 0x02 && to_server)
+        return set_long(fp, flow, S_TCP_STATE, TCP_SYN_SENT);
+    if (syn_ack == 0x12 && !to_server && state == TCP_SYN_SENT)
+        return set_long(fp, flow, S_TCP_STATE, TCP_SYN_RECV);
+    if (syn_ack == 0x10 && to_server && state == TCP_SYN_RECV) {
+        if (set_long(fp, flow, S_TCP_STATE, TCP_ESTABLISHED) < 0)
+            return -1;
+        set_slot(fp, flow, S_ESTABLISHED, Py_True);
+    }
+    return 0;
+}
+
+/* lookup(layer, ts) -> (flow, to_server), as FlowTable.lookup: a packet of a flow in the
+ * index and not idle is accounted for here; anything else (a new flow, an embryo, an idle
+ * flow, an odd layer) goes to the twin's lookup before anything is changed. */
+static PyObject *FastPath_lookup(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *layer, *ts_obj, *src, *dst, *key, *flow, *value, *result;
+    Py_ssize_t size;
+    long proto, sport, dport, flags, state;
+    double ts, last, touched;
+    int ok = 1, to_server;
+    char *out;
+
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "lookup(layer, ts)");
+        return NULL;
+    }
+    layer = args[0];
+    ts_obj = args[1];
+    if (Py_TYPE(layer) != (PyTypeObject *)fp->layer_type || !PyFloat_CheckExact(ts_obj))
+        goto fallback;
+    ts = PyFloat_AS_DOUBLE(ts_obj);
+    proto = small(layer_slot(fp, layer, LK_PROTO), &ok);
+    sport = small(layer_slot(fp, layer, LK_SPORT), &ok);
+    dport = small(layer_slot(fp, layer, LK_DPORT), &ok);
+    flags = small(layer_slot(fp, layer, LK_FLAGS), &ok);
+    src = layer_slot(fp, layer, LK_SRC);
+    dst = layer_slot(fp, layer, LK_DST);
+    if (!ok || src == NULL || dst == NULL || !PyBytes_CheckExact(src) || !PyBytes_CheckExact(dst)
+        || proto < 0 || proto > 255 || sport < 0 || sport > 0xFFFF || dport < 0
+        || dport > 0xFFFF)
+        goto fallback;
+    size = PyBytes_GET_SIZE(src) + PyBytes_GET_SIZE(dst) + 4 + (proto != 6);
+    key = PyBytes_FromStringAndSize(NULL, size);
+    if (key == NULL)
+        return NULL;
+    out = PyBytes_AS_STRING(key);
+    memcpy(out, PyBytes_AS_STRING(src), (size_t)PyBytes_GET_SIZE(src));
+    out += PyBytes_GET_SIZE(src);
+    memcpy(out, PyBytes_AS_STRING(dst), (size_t)PyBytes_GET_SIZE(dst));
+    out += PyBytes_GET_SIZE(dst);
+    out[0] = (char)(sport >> 8);
+    out[1] = (char)sport;
+    out[2] = (char)(dport >> 8);
+    out[3] = (char)dport;
+    if (proto != 6)
+        out[4] = (char)proto;
+    flow = PyDict_GetItemWithError(fp->index, key);
+    if (flow == NULL || Py_TYPE(flow) != (PyTypeObject *)fp->flow_type) {
+        Py_DECREF(key);
+        if (PyErr_Occurred())
+            return NULL;
+        goto fallback;
+    }
+    last = slot_double(fp, flow, S_LAST_TS);
+    if (last == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        Py_DECREF(key);
+        goto fallback;
+    }
+    if (ts - last > fp->idle_timeout) {
+        Py_DECREF(key);
+        goto fallback; /* the same 5-tuple after a long silence: a new flow */
+    }
+    value = slot(fp, flow, S_TCP_STATE);
+    state = small(value, &ok);
+    touched = slot_double(fp, flow, S_TOUCHED);
+    if (!ok || (touched == -1.0 && PyErr_Occurred())) {
+        PyErr_Clear();
+        Py_DECREF(key);
+        goto fallback;
+    }
+    Py_INCREF(flow);
+    to_server = is_forward(fp, flow, PyBytes_AS_STRING(key), size);
+    Py_DECREF(key);
+    if (ts - touched >= 1.0) {
+        PyObject *done = PyObject_CallMethodOneArg(fp->flows, str_move_to_end,
+                                                   slot(fp, flow, S_KEY));
+        if (done == NULL)
+            goto error;
+        Py_DECREF(done);
+        set_slot(fp, flow, S_TOUCHED, ts_obj);
+    }
+    set_slot(fp, flow, S_LAST_TS, ts_obj);
+    if (increment(fp, flow, to_server ? S_PACKETS_TO_SERVER : S_PACKETS_TO_CLIENT) < 0)
+        goto error;
+    if (proto == 6) {
+        if ((state != TCP_ESTABLISHED || flags & 0x04)
+            && tcp_track(fp, flow, flags, to_server, state) < 0)
+            goto error;
+    } else {
+        int established = PyObject_IsTrue(slot(fp, flow, S_ESTABLISHED));
+        if (established < 0)
+            goto error;
+        if (!established) {
+            int to_client = PyObject_IsTrue(slot(fp, flow, S_PACKETS_TO_CLIENT));
+            int to_server_count = PyObject_IsTrue(slot(fp, flow, S_PACKETS_TO_SERVER));
+            if (to_client < 0 || to_server_count < 0)
+                goto error;
+            if (to_client && to_server_count)
+                set_slot(fp, flow, S_ESTABLISHED, Py_True);
+        }
+    }
+    result = PyTuple_Pack(2, flow, to_server ? Py_True : Py_False);
+    Py_DECREF(flow);
+    return result;
+error:
+    Py_DECREF(flow);
+    return NULL;
+fallback:
+    return PyObject_Vectorcall(fp->lookup, args, nargs, NULL);
+}
+
 /* ---- the entry point ----------------------------------------------------------------- */
 
 static PyObject *FastPath_take(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
@@ -802,14 +975,36 @@ static PyTypeObject DecoderType = {
 
 static int FastPath_init(FastPath *fp, PyObject *args, PyObject *kwargs)
 {
-    PyObject *index, *flows, *flow_type, *hit;
+    PyObject *index, *flows, *flow_type, *hit, *layer_type, *lookup;
     double idle;
     int i;
-    static char *names[] = {"index", "flows", "idle_timeout", "flow_type", "anchored_hit", NULL};
+    static char *names[] = {"index",        "flows",      "idle_timeout", "flow_type",
+                            "anchored_hit", "layer_type", "lookup",       NULL};
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!OdO!O:FastPath", names, &PyDict_Type,
-                                     &index, &flows, &idle, &PyType_Type, &flow_type, &hit))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!OdO!OO!O:FastPath", names, &PyDict_Type,
+                                     &index, &flows, &idle, &PyType_Type, &flow_type, &hit,
+                                     &PyType_Type, &layer_type, &lookup))
         return -1;
+    for (i = 0; i < 6; i++) {
+        PyObject *descr = PyObject_GetAttrString(layer_type, lookup_names[i]);
+        PyMemberDef *member;
+        if (descr == NULL)
+            return -1;
+        if (Py_TYPE(descr) != &PyMemberDescr_Type) {
+            Py_DECREF(descr);
+            PyErr_Format(PyExc_TypeError, "layer_type.%s is not a slot", lookup_names[i]);
+            return -1;
+        }
+        member = ((PyMemberDescrObject *)descr)->d_member;
+        if (member->type != T_OBJECT_EX) {
+            Py_DECREF(descr);
+            PyErr_Format(PyExc_TypeError, "layer_type.%s is not an object slot",
+                         lookup_names[i]);
+            return -1;
+        }
+        fp->layer_offsets[i] = member->offset;
+        Py_DECREF(descr);
+    }
     for (i = 0; i < S_COUNT; i++) {
         PyObject *descr = PyObject_GetAttrString(flow_type, slot_names[i]);
         PyMemberDef *member;
@@ -837,6 +1032,10 @@ static int FastPath_init(FastPath *fp, PyObject *args, PyObject *kwargs)
     Py_XSETREF(fp->flow_type, flow_type);
     Py_INCREF(hit);
     Py_XSETREF(fp->anchored_hit, hit);
+    Py_INCREF(layer_type);
+    Py_XSETREF(fp->layer_type, layer_type);
+    Py_INCREF(lookup);
+    Py_XSETREF(fp->lookup, lookup);
     fp->idle_timeout = idle;
     return 0;
 }
@@ -847,6 +1046,8 @@ static int FastPath_traverse(FastPath *fp, visitproc visit, void *arg)
     Py_VISIT(fp->flows);
     Py_VISIT(fp->flow_type);
     Py_VISIT(fp->anchored_hit);
+    Py_VISIT(fp->layer_type);
+    Py_VISIT(fp->lookup);
     return 0;
 }
 
@@ -856,6 +1057,8 @@ static int FastPath_clear(FastPath *fp)
     Py_CLEAR(fp->flows);
     Py_CLEAR(fp->flow_type);
     Py_CLEAR(fp->anchored_hit);
+    Py_CLEAR(fp->layer_type);
+    Py_CLEAR(fp->lookup);
     return 0;
 }
 
@@ -870,6 +1073,8 @@ static PyMethodDef FastPath_methods[] = {
     {"take", (PyCFunction)(void (*)(void))FastPath_take, METH_FASTCALL,
      "take(ts, data) -> True (accounted for), False (full path) or the flow key of an "
      "IPv4/TCP packet no flow holds (bytes)"},
+    {"lookup", (PyCFunction)(void (*)(void))FastPath_lookup, METH_FASTCALL,
+     "lookup(layer, ts) -> (flow, to_server), as FlowTable.lookup"},
     {NULL, NULL, 0, NULL},
 };
 

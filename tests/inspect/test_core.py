@@ -367,7 +367,7 @@ def test_entry_point_odd_arguments() -> None:
         take("now", frames[0][1])  # type: ignore[arg-type]
     with pytest.raises((TypeError, AttributeError)):  # not a class of slots
         core.fast_path_class()(  # type: ignore[misc]
-            {}, compiled.flows.flows, 1.0, int, _anchored_hit
+            {}, compiled.flows.flows, 1.0, int, _anchored_hit, Layer, compiled.flows.lookup
         )
     assert core.fast_path_class() is not None
 
