@@ -29,7 +29,14 @@ from appliance.inspect.decode import (
     PROTO_UDP,
     Layer,
 )
-from appliance.inspect.fields import HEADER_BUFFERS, IP_PACKET, PACKET_BYTES, header_buffers
+from appliance.inspect.fields import (
+    HEADER_BUFFERS,
+    IP_PACKET,
+    PACKET_BYTES,
+    FieldTest,
+    header_buffers,
+    read_field,
+)
 from appliance.inspect.prefilter import Exhaustive, Prefilter
 from appliance.inspect.rules import (
     BUFFER_APP,
@@ -61,6 +68,11 @@ _PORT_PROTOS = (PROTO_TCP, PROTO_UDP, PROTO_SCTP)
 
 ANCHOR_LIMIT = 64  # a fast pattern that must lie this close to its buffer's start
 
+# A header test compiled: (key of its number in a packet's cache, buffer, field, whether it
+# is a range test, low, high, negated, the test)
+HeadTest = tuple[str, str, str, bool, int, int, bool, FieldTest]
+PlainCheck = tuple[Signature, "tuple[HeadTest, ...] | None"]
+
 
 @dataclass
 class Group:
@@ -86,6 +98,15 @@ class Group:
     # checked in place with bytes.find; None when one needs the general check
     anchored_probe: list[tuple[bool | None, tuple[tuple[int, int, bytes, bool], ...]]] | None = (
         field(init=False, default=None)
+    )
+    # the anchored rules with their fast pattern's place: (rule, pattern, from, to, nocase);
+    # a rule whose pattern is not there does not match (its full check is skipped)
+    anchored_fast: list[tuple[Signature, bytes, int, int, bool]] = field(
+        init=False, default_factory=list
+    )
+    # plain_checks(flags, established) by established, then flags
+    checks: tuple[dict[int, tuple[PlainCheck, ...]], dict[int, tuple[PlainCheck, ...]]] = field(
+        init=False, default_factory=lambda: ({}, {}), repr=False, compare=False
     )
     # whether a rule of the group looks at the packet payload itself
     reads_payload: bool = field(init=False, default=False)
@@ -129,6 +150,12 @@ class Group:
                 )
             )
         self.anchored_probe = probe
+        for sig in self.anchored:
+            fast = fast_pattern(sig)
+            assert fast is not None and fast.depth is not None
+            needle = fast.pattern.lower() if fast.nocase else fast.pattern
+            limit = fast.offset + fast.depth
+            self.anchored_fast.append((sig, needle, fast.offset, limit, fast.nocase))
 
     @property
     def empty(self) -> bool:
@@ -154,6 +181,17 @@ class Group:
                 and (sig.flags is None or (flags >= 0 and sig.flags.matches(flags)))
             )
             cache[flags] = found
+        return found
+
+    def plain_checks(self, flags: int, established: bool) -> tuple[PlainCheck, ...]:
+        """``plain_for``'s rules, each with its header tests compiled (``head_tests``) or
+        None (its contents are checked in full)."""
+        cache = self.checks[established]
+        found = cache.get(flags)
+        if found is None:
+            found = cache[flags] = tuple(
+                (sig, head_tests(sig)) for sig in self.plain_for(flags, established)
+            )
         return found
 
 
@@ -486,6 +524,46 @@ def rule_matches(
     if sig.header and IP_PACKET not in buffers:
         add_packet(layer, buffers)
     return contents_match(sig, buffers)
+
+
+def head_tests(sig: Signature) -> tuple[HeadTest, ...] | None:
+    """A rule whose contents are all header tests (``ttl``, ``window``, ``tls.version``,
+    ...) each on its own: its tests, compiled so that a packet's field is read once for all
+    the rules that test it (``head_holds``). None for any other rule."""
+    tests: list[HeadTest] = []
+    for content in sig.contents:
+        head = content.head
+        if head is None or not content.plain:
+            return None
+        key = f"{content.buffer}\0{head.field}"
+        ranged = head.kind == "range"
+        tests.append(
+            (key, content.buffer, head.field, ranged, head.low, head.high, head.negated, head)
+        )
+    return tuple(tests) if tests else None
+
+
+_UNREAD = -1
+
+
+def head_holds(
+    tests: tuple[HeadTest, ...], buffers: dict[str, bytes], numbers: dict[str, int | None]
+) -> bool:
+    """Whether a rule's header tests all hold (what ``contents_match`` answers for it);
+    ``numbers``: the fields read from this packet so far."""
+    for key, buffer, name, ranged, low, high, negated, test in tests:
+        data = buffers.get(buffer)
+        if data is None:
+            return False
+        if ranged:
+            number = numbers.get(key, _UNREAD)
+            if number == _UNREAD:
+                number = numbers[key] = read_field(name, data)
+            if number is None or (low <= number <= high) == negated:
+                return False
+        elif not test.holds(data):
+            return False
+    return True
 
 
 def reads_packet(signatures: Sequence[Signature]) -> bool:

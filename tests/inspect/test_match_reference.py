@@ -19,7 +19,15 @@ from pathlib import Path
 
 from appliance.inspect.decode import PROTO_ICMP, PROTO_TCP, PROTO_UDP, Layer, decode_packet
 from appliance.inspect.engine import _rule_hits
-from appliance.inspect.match import Matcher, add_packet, reads_packet, rule_matches
+from appliance.inspect.match import (
+    Matcher,
+    add_packet,
+    contents_match,
+    head_holds,
+    head_tests,
+    reads_packet,
+    rule_matches,
+)
 from appliance.inspect.rules import (
     PKT,
     AddrExpr,
@@ -299,3 +307,29 @@ def _tcp(sport: int, dport: int) -> bytes:
     )
     tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 0x50, 0x02, 1024, 0, 0)
     return b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08\x00" + ip + tcp
+
+
+def test_header_rules_are_compiled_and_agree_with_the_full_check() -> None:
+    signatures = list(
+        parse_rules(
+            'alert ip any any -> any any (msg:"a"; ttl:<5; sid:1;)\n'
+            'alert ip any any -> any any (msg:"b"; ttl:!64; tos:16; sid:2;)\n'
+            'alert ip any any -> any any (msg:"c"; fragbits:D; ipopts:any; sid:3;)\n'
+            'alert tcp any any -> any any (msg:"d"; window:1024; sid:4;)\n'
+            'alert tcp any any -> any any (msg:"e"; window:1024; content:"x"; sid:5;)\n',
+            "t.rules",
+            Variables.from_networks(None),
+        )
+    )
+    compiled = [head_tests(sig) for sig in signatures]
+    assert [tests is not None for tests in compiled] == [True, True, True, True, False]
+    rng = random.Random(9)
+    for _ in range(500):
+        layer = decode_packet(_frame(rng, [80, 53], [b"x"]), 1, {})
+        assert layer is not None
+        buffers: dict[str, bytes] = {PKT: layer.payload}
+        add_packet(layer, buffers)
+        numbers: dict[str, int | None] = {}
+        for sig, tests in zip(signatures, compiled, strict=True):
+            if tests is not None:
+                assert head_holds(tests, buffers, numbers) == contents_match(sig, buffers)
