@@ -38,6 +38,7 @@ from appliance.inspect.match import (
     Matcher,
     add_packet,
     contents_match,
+    head_holds,
     icmp_matches,
     reads_packet,
     rule_matches,
@@ -156,16 +157,28 @@ def _rule_hits(
     """The rules of a group that match a packet (``flags``: its TCP flags, -1 if not TCP)
     whose buffers are ``buffers``, the reassembled stream aside."""
     hits: list[Signature] = []
-    plain = (group.established if established else group.not_established).get(flags)
+    plain = group.checks[established].get(flags)
     if plain is None:
-        plain = group.plain_for(flags, established)
-    for sig in plain:
+        plain = group.plain_checks(flags, established)
+    numbers: dict[str, int | None] = {}  # header fields read, for all the rules testing them
+    for sig, head in plain:
         if (sig.itype is not None or sig.icode is not None) and not icmp_matches(sig, layer):
             continue
-        if not sig.contents or contents_match(sig, buffers):
+        if head is not None:
+            if head_holds(head, buffers, numbers):
+                hits.append(sig)
+        elif not sig.contents or contents_match(sig, buffers):
             hits.append(sig)
     if payload:  # an anchored rule has a content in the payload
-        for sig in group.anchored:
+        folded = None
+        for sig, needle, low, high, nocase in group.anchored_fast:
+            if nocase:
+                if folded is None:
+                    folded = payload.lower()
+                if folded.find(needle, low, high) < 0:
+                    continue
+            elif payload.find(needle, low, high) < 0:
+                continue  # its fast pattern is not where it must be
             if rule_matches(sig, layer, established, buffers):
                 hits.append(sig)
     if payload or len(buffers) > 1:  # a buffer to scan
