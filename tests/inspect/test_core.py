@@ -372,6 +372,30 @@ def test_entry_point_odd_arguments() -> None:
     assert core.fast_path_class() is not None
 
 
+def test_lookup_odd_arguments() -> None:
+    """The compiled lookup hands anything unusual (an int time, another object) to the
+    Python lookup, which answers or fails as it always does."""
+    compiled, twin = pair()
+    frames = Mix(seed=42).build(300)
+    for ts, data, linktype in frames:
+        compiled.process(ts, data, linktype)
+        twin.process(ts, data, linktype)
+    layer = decode_packet(frames[-1][1], 1, {})
+    assert layer is not None
+    ts = int(frames[-1][0]) + 1
+    got = compiled._lookup(layer, ts)
+    want = twin._lookup(layer, ts)
+    assert (got[0].key, got[0].packets_to_server, got[1]) == (
+        want[0].key,
+        want[0].packets_to_server,
+        want[1],
+    )
+    with pytest.raises(AttributeError):
+        compiled._lookup(object(), 1.0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        compiled._lookup(layer)  # type: ignore[call-arg]
+
+
 def test_switch_forces_the_twin(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(core.ENV, "python")
     assert core.fast_path_class() is None
