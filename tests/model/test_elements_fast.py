@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -86,13 +87,18 @@ odd_lines = st.sampled_from(
 
 
 @st.composite
-def edits(draw: st.DrawFn) -> tuple[str, bool, list[str], list[str]]:
-    """An old file of addresses and a new one made from it by adds, deletes, repeats,
-    moves and, sometimes, a line the fast path does not take."""
+def edits(draw: st.DrawFn) -> tuple[str, bool, list[str], list[str], list[str]]:
+    """An old file of addresses and two new versions, each made from the one before by
+    adds, deletes, repeats, moves and, sometimes, a line the fast path does not take."""
     set_type = draw(st.sampled_from(["ipv4_addr", "ipv6_addr"]))
     interval = draw(st.booleans())
     text = v4 if set_type == "ipv4_addr" else v6
     old = [text(v) for v in draw(st.lists(values, max_size=60))]
+    new = edited(draw, old, text)
+    return set_type, interval, old, new, edited(draw, new, text)
+
+
+def edited(draw: st.DrawFn, old: list[str], text: Callable[[int], str]) -> list[str]:
     new = list(old)
     for _ in range(draw(st.integers(0, 8))):
         kind = draw(st.sampled_from(["add", "delete", "repeat", "move", "odd"]))
@@ -106,7 +112,7 @@ def edits(draw: st.DrawFn) -> tuple[str, bool, list[str], list[str]]:
             new.append(new.pop(draw(st.integers(0, len(new) - 1))))
         elif kind == "odd":
             new.insert(draw(st.integers(0, len(new))), draw(odd_lines))
-    return set_type, interval, old, new
+    return new
 
 
 @settings(
@@ -114,20 +120,21 @@ def edits(draw: st.DrawFn) -> tuple[str, bool, list[str], list[str]]:
 )
 @given(edits())
 def test_a_diff_gives_what_the_whole_parse_gives(
-    monkeypatch: pytest.MonkeyPatch, case: tuple[str, bool, list[str], list[str]]
+    monkeypatch: pytest.MonkeyPatch, case: tuple[str, bool, list[str], list[str], list[str]]
 ) -> None:
     monkeypatch.setattr(elements_fast, "BLOCK", 48)  # blocks of a few lines: many of them
     monkeypatch.setattr(elements_fast, "WINDOW", 32)
-    set_type, interval, old, new = case
+    set_type, interval, *versions = case
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        first, seen = fast(folder, old, set_type, interval, {})
-        assert first == general(folder, old, set_type, interval, monkeypatch)
-        second, _ = fast(folder, new, set_type, interval, dict(seen))
-        expected = general(folder, new, set_type, interval, monkeypatch)
-        assert second == expected  # the same elements, or the same FILE:LINE error
-        if isinstance(second, Elements):
-            assert len(second) == len(expected)
+        last: dict[str, elements_fast.Parsed] = {}
+        for lines in versions:  # each diffed against the one before, when it was all fast
+            result, seen = fast(folder, lines, set_type, interval, last)
+            expected = general(folder, lines, set_type, interval, monkeypatch)
+            assert result == expected  # the same elements, or the same FILE:LINE error
+            if isinstance(result, Elements):
+                assert len(result) == len(expected)
+            last = dict(seen)
 
 
 @settings(max_examples=100, deadline=None)
