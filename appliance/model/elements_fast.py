@@ -16,7 +16,9 @@ changes to them keep most lines as they were. For those:
   adds and takes away, so a plan against those very elements (:class:`Recalled`, what the
   last apply left) needs no pass over a million spans.
 
-Both give up (None) whenever they cannot prove the result equals the general parse's: any
+They serve the one-shot ``appliance apply`` and ``plan`` (inside :func:`remembering`); the
+daemon keeps the general parse, which holds a few bytes per element at its peak. Both give
+up (None) whenever they cannot prove the result equals the general parse's: any
 line that is not one address, a value given twice (then a line's removal need not remove
 its value), a set type other than addresses. The caller then parses the whole file the
 general way, which also gives the errors with FILE:LINE.
@@ -413,10 +415,13 @@ def remembering(last: dict[str, Parsed]) -> Iterator[dict[str, Parsed]]:
 
 def read(filename: str, set_type: str, interval: bool, data: bytes) -> Elements | None:
     """The elements of ``filename`` (its bytes ``data``) at C speed, or None (parse it the
-    general way)."""
-    if set_type not in FAMILIES:
+    general way). Only inside :func:`remembering` (a one-shot apply or plan): the speed
+    costs memory (a Python integer and a string a line while parsing, about 150 bytes per
+    element at the peak), which the daemon's line-by-line parse does not spend."""
+    remembered = _LAST.get()
+    if set_type not in FAMILIES or remembered is None:
         return None
-    last = (_LAST.get() or {}).get(filename)
+    last = remembered.get(filename)
     parsed = None
     if last is not None and last.set_type == set_type and last.interval == interval:
         parsed = diff_hosts(last, data)
