@@ -318,6 +318,8 @@ class Counted(Elements):
     def minus(self, other: Elements) -> Elements:
         """As :meth:`Elements.minus`, at C speed (sets of integers, not a merge in Python)."""
         mine, theirs = self.spans, other.spans
+        if other is self and mine is not None:  # an unchanged file against its record
+            return Counted(self.set_type, self.interval, Spans(mine.width), 0)
         if (
             mine is None
             or theirs is None

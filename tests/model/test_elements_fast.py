@@ -253,3 +253,10 @@ def test_the_difference_at_c_speed_is_the_merge_difference(
     fast_mine = elements_fast.Counted(set_type, interval, mine.spans)
     assert fast_mine.minus(theirs) == mine.minus(theirs)
     assert len(fast_mine.minus(theirs)) == len(mine.minus(theirs))
+
+
+def test_elements_less_themselves_are_none() -> None:
+    spans = Elements.of("ipv4_addr", False, ["10.0.0.1", "10.0.0.2"]).spans
+    assert spans is not None
+    items = elements_fast.Counted("ipv4_addr", False, spans)
+    assert not items.minus(items) and len(items.minus(items)) == 0
