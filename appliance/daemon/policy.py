@@ -45,6 +45,20 @@ if TYPE_CHECKING:
     from appliance.daemon.hub import HubSync
 
 RETRY_MAX_SECONDS = 300.0  # a profile the kernel refused at boot: tried again at least this often
+PARK_SPANS = 1 << 16  # a set of this many spans is held compressed while a reload parses
+
+
+def park_large_sets(*policies: Policy | None) -> None:
+    """Hold the large sets of ``policies`` compressed (read in order, as the next plan reads
+    them, they stay so; read by index, they unpack), and give the memory back: a reload's
+    parse of the next list does not come on top of the running policy's spans."""
+    for policy in policies:
+        if policy is None:
+            continue
+        for items in policy.desired.elements.values():
+            if items.spans is not None and len(items.spans) >= PARK_SPANS:
+                items.park()
+    heap.release()
 
 
 @dataclass
@@ -181,6 +195,8 @@ class PolicyManager(Manager):
             if ctx.policy is not None and ctx.policy.source == SOURCE_HUB:
                 await self._reload_under_hub()
                 return
+            pending = self.pending.previous if self.pending is not None else None
+            await ctx.kernel(park_large_sets, ctx.policy, pending)
             try:
                 policy = await ctx.kernel(load_policy, ctx.config.profile)
             except ApplianceError as exc:

@@ -133,6 +133,13 @@ class Elements:
     def nbytes(self) -> int:
         return self.spans.nbytes() if self.spans is not None else 0
 
+    def park(self) -> None:
+        """Hold the spans compressed until they are read other than in order (see
+        :meth:`Spans.park`); the digest is taken first, so comparing needs no spans."""
+        if self.spans is not None:
+            self.digest()
+            self.spans.park()
+
     # ---- algebra on whole elements ----------------------------------------------------
 
     def _like(self, spans: Spans | None = None, names: Iterable[str] = ()) -> Elements:

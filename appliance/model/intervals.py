@@ -15,10 +15,13 @@ from __future__ import annotations
 import hashlib
 import heapq
 import ipaddress
+import zlib
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
-from itertools import islice
+from dataclasses import dataclass
+from itertools import accumulate, chain, islice, repeat
+from operator import and_, sub
 
 MASK64 = (1 << 64) - 1
 MASK128 = (1 << 128) - 1
@@ -80,6 +83,47 @@ class _Bounds:
         return (self.lo,) if self.hi is None else (self.hi, self.lo)
 
 
+STREAM = 1 << 16  # words of a parked array compressed or decoded at a time
+
+
+@dataclass(frozen=True)
+class _Parked:
+    count: int
+    points: bool
+    blobs: list[tuple[str, bytes]]  # (typecode, deflated differences) per word array
+
+
+def _inflated(code: str, blob: bytes) -> Iterator[array[int]]:
+    """The words of a parked array, ``STREAM`` at a time."""
+    size = array(code).itemsize
+    mask = (1 << (8 * size)) - 1
+    unpacker = zlib.decompressobj()
+    previous = 0
+    rest = blob
+    done = False
+    while not done:
+        data = unpacker.decompress(rest, STREAM * size)
+        rest = unpacker.unconsumed_tail
+        if not data and not rest:
+            data, done = unpacker.flush(), True
+        if not data:
+            continue
+        steps = array(code)
+        steps.frombytes(data)
+        words = array(code, map(and_, accumulate(steps, initial=previous), repeat(mask)))
+        del words[0]
+        previous = words[-1]
+        yield words
+
+
+def _joined(high: int, low: int, shift: int) -> int:
+    return (high << shift) | low
+
+
+def _pack_bounds(arrays: list[array[int]]) -> _Bounds:
+    return _Bounds(arrays[-1], arrays[0] if len(arrays) == 2 else None)
+
+
 def _bounds(width: int) -> _Bounds:
     if width > 64:
         return _Bounds(array("Q"), array("Q"))
@@ -89,7 +133,7 @@ def _bounds(width: int) -> _Bounds:
 class Spans:
     """Disjoint, non-adjacent, sorted spans ``[first, last]`` of ``width``-bit integers."""
 
-    __slots__ = ("firsts", "lasts", "width")
+    __slots__ = ("_firsts", "_lasts", "_parked", "width")
 
     def __init__(self, width: int, points: bool = False) -> None:
         """Empty spans; with ``points``, ``lasts`` is ``firsts`` (one array of single
@@ -98,13 +142,96 @@ class Spans:
         if width not in (16, 32, 128):
             raise ValueError(f"unsupported width {width}")
         self.width = width
-        self.firsts = _bounds(width)
-        self.lasts = self.firsts if points else _bounds(width)
+        self._parked: _Parked | None = None
+        self._firsts = _bounds(width)
+        self._lasts = self._firsts if points else _bounds(width)
+
+    @property
+    def firsts(self) -> _Bounds:
+        if self._parked is not None:
+            self._unpark()
+        return self._firsts
+
+    @firsts.setter
+    def firsts(self, bounds: _Bounds) -> None:
+        self._firsts = bounds
+
+    @property
+    def lasts(self) -> _Bounds:
+        if self._parked is not None:
+            self._unpark()
+        return self._lasts
+
+    @lasts.setter
+    def lasts(self, bounds: _Bounds) -> None:
+        self._lasts = bounds
 
     @property
     def points(self) -> bool:
         """Whether every span is a single value, held once (``lasts`` is ``firsts``)."""
-        return self.lasts is self.firsts
+        if self._parked is not None:
+            return self._parked.points
+        return self._lasts is self._firsts
+
+    # ---- parked: compressed while only read in order ----------------------------------
+
+    @property
+    def parked(self) -> bool:
+        return self._parked is not None
+
+    def park(self) -> None:
+        """Hold the bounds compressed (each word array as the differences from one word to
+        the next, deflated) until a bound is read by its index: reading the spans in order
+        (iteration, ``len``, ``difference``, ``union``) decodes them a part at a time. A
+        list of addresses takes a few bytes a span parked."""
+        if self._parked is not None:
+            return
+        words = [*self._firsts.arrays(), *([] if self.points else self._lasts.arrays())]
+        blobs: list[tuple[str, bytes]] = []
+        for part in words:
+            mask = (1 << (8 * part.itemsize)) - 1
+            packer = zlib.compressobj(1)
+            out: list[bytes] = []
+            previous = 0
+            for k in range(0, len(part), STREAM):
+                piece = part[k : k + STREAM]
+                steps = array(
+                    part.typecode,
+                    map(and_, map(sub, piece, chain((previous,), piece)), repeat(mask)),
+                )
+                previous = piece[-1]
+                out.append(packer.compress(steps))
+            out.append(packer.flush())
+            blobs.append((part.typecode, b"".join(out)))
+        self._parked = _Parked(len(self), self.points, blobs)
+        self._firsts = self._lasts = _bounds(self.width)
+
+    def _parked_spans(self) -> Iterator[tuple[int, int]]:
+        """The spans of parked bounds, in order, decoded a part at a time."""
+        assert self._parked is not None
+        words = [chain.from_iterable(_inflated(code, blob)) for code, blob in self._parked.blobs]
+        if len(words) == 1:
+            return ((value, value) for value in words[0])
+        if len(words) == 2 and self.width <= 64:
+            return zip(words[0], words[1], strict=True)
+        values = [map(_joined, words[k], words[k + 1], repeat(64)) for k in range(0, len(words), 2)]
+        if len(values) == 1:
+            return ((value, value) for value in values[0])
+        return zip(values[0], values[1], strict=True)
+
+    def _unpark(self) -> None:
+        parked = self._parked
+        assert parked is not None
+        arrays = []
+        for code, blob in parked.blobs:
+            whole = array(code)
+            for part in _inflated(code, blob):
+                whole.extend(part)
+            arrays.append(whole)
+        half = len(arrays) if parked.points else len(arrays) // 2
+        self._firsts = _pack_bounds(arrays[:half])
+        self._lasts = self._firsts if parked.points else _pack_bounds(arrays[half:])
+        self._parked = None
 
     def _spread(self) -> None:
         """Hold the last bounds apart from the first ones (a wider span comes)."""
@@ -171,11 +298,17 @@ class Spans:
     # ---- reading ----------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self.firsts)
+        if self._parked is not None:
+            return self._parked.count
+        return len(self._firsts)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        for i in range(len(self.firsts)):
-            yield self.firsts[i], self.lasts[i]
+        if self._parked is not None:
+            yield from self._parked_spans()
+            return
+        firsts, lasts = self._firsts, self._lasts
+        for i in range(len(firsts)):
+            yield firsts[i], lasts[i]
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Spans) and self.width == other.width and list(self) == list(other)
@@ -185,6 +318,8 @@ class Spans:
 
     def nbytes(self) -> int:
         """Bytes held by the bounds (without the arrays' headers)."""
+        if self._parked is not None:
+            return sum(len(blob) for _code, blob in self._parked.blobs)
         if self.lasts is self.firsts:
             return self.firsts.nbytes()
         return self.firsts.nbytes() + self.lasts.nbytes()

@@ -721,3 +721,33 @@ def test_a_failing_manager_does_not_stop_the_others_and_marks_a_read_back(rig: R
         assert rig.daemon._resync
 
     rig.run(scenario)
+
+
+def test_a_reload_plans_from_the_running_sets_held_compressed(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a reload parses the next profile, the running policy's sets are held
+    compressed; the next plan reads them as they were, a refused reload keeps them."""
+    monkeypatch.setattr("appliance.daemon.policy.PARK_SPANS", 1)
+    rig.write(["203.0.113.0/24", "198.51.100.7"])
+
+    async def scenario() -> None:
+        await rig.daemon.boot()
+        running = rig.daemon.ctx.policy
+        assert running is not None
+        rig.write_invalid()
+        await rig.tick(reload=True)
+        assert rig.daemon.ctx.policy is running
+        spans = running.desired.elements["blocklist"].spans
+        assert spans is not None and spans.parked
+        await rig.tick(resync=True)  # nothing drifted: the plan read them in order
+        assert rig.status()["last_error"].startswith("reload refused")
+        assert rig.kernel.element_texts("blocklist") == {"203.0.113.0/24", "198.51.100.7"}
+        rig.write(["198.51.100.7", "192.0.2.0/24"])
+        await rig.tick(reload=True)
+        assert rig.status()["last_error"] is None
+        assert rig.kernel.element_texts("blocklist") == {"198.51.100.7", "192.0.2.0/24"}
+        await rig.tick(resync=True)
+        assert rig.kernel.element_texts("blocklist") == {"198.51.100.7", "192.0.2.0/24"}
+
+    rig.run(scenario)

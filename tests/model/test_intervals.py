@@ -253,3 +253,39 @@ def test_hosts_cost_one_word_array() -> None:
     assert not grown.points and grown.nbytes() == 8 * 1001
     adjacent = Spans.of(32, [(4, 4), (5, 5), (9, 9)])  # adjacent values merge into one span
     assert list(adjacent) == [(4, 5), (9, 9)] and not adjacent.points
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_parked_spans_read_in_order_and_unpark_when_indexed(data: st.DataObject) -> None:
+    from unittest import mock
+
+    from appliance.model import intervals
+
+    width = data.draw(widths)
+    items = data.draw(st.one_of(singles(width), pairs(width)))
+    other = Spans.of(width, data.draw(singles(width)))
+    stream = data.draw(st.sampled_from([1, 3, 1 << 16]))
+    with mock.patch.object(intervals, "STREAM", stream):
+        spans = Spans.of(width, items)
+        expected, points = list(spans), spans.points
+        union, difference = list(spans.union(other)), list(spans.difference(other))
+        add, remove = exact_delta(spans, other)
+        spans.park()
+        assert spans.parked and len(spans) == len(expected) and spans.points == points
+        assert list(spans) == expected and spans.count() == len(model(items))
+        assert list(spans.union(other)) == union and list(spans.difference(other)) == difference
+        assert list(other.difference(spans)) == list(other.difference(Spans.of(width, items)))
+        assert tuple(map(list, exact_delta(spans, other))) == (list(add), list(remove))
+        assert spans.parked  # all of that read the spans in order
+        assert spans.contains(expected[0][0]) if expected else not spans.contains(0)
+        assert not spans.parked and list(spans) == expected and spans.points == points
+
+
+def test_a_parked_list_of_hosts_takes_a_few_bytes_a_span() -> None:
+    v4 = Spans.of(32, ((i * 7, i * 7) for i in range(100_000)))
+    v6 = Spans.of(128, (((0x20010DB8 << 96) | (i << 64) | 1,) * 2 for i in range(100_000)))
+    for spans in (v4, v6):
+        before = spans.nbytes()
+        spans.park()
+        assert spans.nbytes() < before / 8
