@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -260,3 +261,24 @@ def test_elements_less_themselves_are_none() -> None:
     assert spans is not None
     items = elements_fast.Counted("ipv4_addr", False, spans)
     assert not items.minus(items) and len(items.minus(items)) == 0
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "not utf-8"])
+def test_what_the_general_parse_refuses_is_refused_in_one_line(tmp_path: Path, kind: str) -> None:
+    feed = tmp_path / "feed.txt"
+    if kind == "fifo":
+        os.mkfifo(feed)  # never opened for writing: reading must not wait for a writer
+    elif kind == "device":
+        feed = Path("/dev/zero")
+    else:
+        feed.write_bytes(b"10.0.0.1\n\xff\n")
+    profile = tmp_path / "profile.toml"
+    text = PROFILE.format(type="ipv4_addr", interval="false")
+    profile.write_text(text.replace('"feed.txt"', f'"{feed}"'))
+    with elements_fast.remembering({}), pytest.raises(ProfileError) as raised:
+        load_profile(profile)
+    message = str(raised.value)
+    assert "\n" not in message and "sets.feed.elements_file" in message
+    assert {"fifo": "a FIFO", "device": "a character device", "not utf-8": "not UTF-8"}[
+        kind
+    ] in message
