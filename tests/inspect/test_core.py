@@ -31,7 +31,8 @@ from appliance.lab.mix import Mix, make_engine
 from appliance.model.values import parse_network
 
 pytestmark = pytest.mark.skipif(
-    not core.available(), reason="the compiled fast path is not built (setup.py)"
+    not core.available() or core.switched_off(),
+    reason="the compiled fast path is not built (setup.py) or is switched off",
 )
 
 CORPUS = Path(__file__).parent / "corpus"
