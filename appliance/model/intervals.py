@@ -84,6 +84,7 @@ class _Bounds:
 
 
 STREAM = 1 << 16  # words of a parked array compressed or decoded at a time
+FEED = 1 << 16  # deflated bytes given to the decoder at a time
 
 
 @dataclass(frozen=True)
@@ -94,18 +95,36 @@ class _Parked:
 
 
 def _inflated(code: str, blob: bytes) -> Iterator[array[int]]:
-    """The words of a parked array, ``STREAM`` at a time."""
+    """The words of a parked array, at most ``STREAM`` at a time (the deflated bytes fed a
+    part at a time: the decoder's unread rest is never a copy of the whole)."""
     size = array(code).itemsize
     mask = (1 << (8 * size)) - 1
     unpacker = zlib.decompressobj()
+    view = memoryview(blob)
+    at = 0
+    pending: bytes | memoryview = b""
+    carry = b""  # the bytes of a word cut between two outputs
+    flushed = False
     previous = 0
-    rest = blob
-    done = False
-    while not done:
-        data = unpacker.decompress(rest, STREAM * size)
-        rest = unpacker.unconsumed_tail
-        if not data and not rest:
-            data, done = unpacker.flush(), True
+    while True:
+        if pending:
+            data = unpacker.decompress(pending, STREAM * size)
+            pending = unpacker.unconsumed_tail
+        elif at < len(view):
+            pending = view[at : at + FEED]
+            at += FEED
+            continue
+        elif not flushed:
+            data, flushed = unpacker.flush(), True
+        else:
+            if carry:
+                raise ValueError("parked spans: a word cut short")
+            return
+        if carry:
+            data, carry = carry + data, b""
+        cut = len(data) - len(data) % size
+        if cut < len(data):
+            data, carry = data[:cut], data[cut:]
         if not data:
             continue
         steps = array(code)

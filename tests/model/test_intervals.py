@@ -266,7 +266,8 @@ def test_parked_spans_read_in_order_and_unpark_when_indexed(data: st.DataObject)
     items = data.draw(st.one_of(singles(width), pairs(width)))
     other = Spans.of(width, data.draw(singles(width)))
     stream = data.draw(st.sampled_from([1, 3, 1 << 16]))
-    with mock.patch.object(intervals, "STREAM", stream):
+    feed = data.draw(st.sampled_from([1, 7, 1 << 16]))  # words cut between the decoder's outputs
+    with mock.patch.object(intervals, "STREAM", stream), mock.patch.object(intervals, "FEED", feed):
         spans = Spans.of(width, items)
         expected, points = list(spans), spans.points
         union, difference = list(spans.union(other)), list(spans.difference(other))
