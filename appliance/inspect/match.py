@@ -14,11 +14,9 @@ packet of the group (they are cheap: flags, flow).
 
 from __future__ import annotations
 
-import ipaddress
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 from appliance.inspect.decode import (
@@ -268,15 +266,7 @@ class Matcher:
         self._classes = list(classes.items())
         # Which expressions an address or port falls in is constant between the boundaries
         # the expressions name: one table of segments per family, looked up by bisection.
-        addr_tests = [e.match for e in self._addr_exprs]
-        self._addr_segments = {
-            size: _segments(
-                addr_tests,
-                _addr_bounds(self._addr_exprs, size),
-                partial(_ip_from_int, size=size),
-            )
-            for size in (4, 16)
-        }
+        self._addr_segments = {size: addr_segments(self._addr_exprs, size) for size in (4, 16)}
         self._port_segments = _segments(
             [e.match for e in self._port_exprs], _port_bounds(self._port_exprs), int
         )
@@ -450,6 +440,95 @@ def _route(sig: Signature) -> tuple[int, tuple[str, tuple[Transform, ...]], Cont
     return _PREFILTERED, (fast.buffer, fast.transforms), fast
 
 
+def addr_segments(exprs: Sequence[AddrExpr], size: int) -> tuple[list[int], list[int]]:
+    """The segments of one family's addresses (``size`` bytes) between the boundaries the
+    expressions name, and for each the bit set of the expressions its addresses fall in:
+    each expression's addresses worked out as intervals once, and its bit set on the
+    segments they cover (not every expression tested at every boundary: rule sets name
+    thousands of addresses in hundreds of lists)."""
+    starts = _addr_bounds(exprs, size)
+    table = [0] * len(starts)
+    top = 1 << (8 * size)
+    for i, expr in enumerate(exprs):
+        bit = 1 << i
+        for low, high in _intervals(expr, 4 if size == 4 else 6, top):
+            first = bisect_right(starts, low) - 1
+            last = bisect_right(starts, high - 1)  # the segments up to the one holding high-1
+            for at in range(first, last):
+                table[at] |= bit
+    return starts, table
+
+
+def _intervals(expr: AddrExpr, version: int, top: int) -> list[tuple[int, int]]:
+    """The addresses of one family an expression matches (``AddrExpr.match``), as sorted,
+    disjoint half-open intervals."""
+    kind = expr.kind
+    if kind == "any":
+        return [(0, top)]
+    if kind == "net":
+        net = expr.net
+        if net is None or net.version != version:
+            return []
+        return [(int(net.network_address), int(net.broadcast_address) + 1)]
+    if kind == "not":
+        return _complement(_intervals(expr.items[0], version, top), top)
+    positives = [i for i in expr.items if i.kind != "not"]
+    found = (
+        _union([r for i in positives for r in _intervals(i, version, top)])
+        if positives
+        else [(0, top)]
+    )
+    negated = _union(
+        [r for i in expr.items if i.kind == "not" for r in _intervals(i.items[0], version, top)]
+    )
+    return _subtract(found, negated, top)
+
+
+def _union(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for low, high in sorted(ranges):
+        if merged and low <= merged[-1][1]:
+            if high > merged[-1][1]:
+                merged[-1] = (merged[-1][0], high)
+        else:
+            merged.append((low, high))
+    return merged
+
+
+def _complement(ranges: list[tuple[int, int]], top: int) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    at = 0
+    for low, high in ranges:
+        if low > at:
+            out.append((at, low))
+        at = max(at, high)
+    if at < top:
+        out.append((at, top))
+    return out
+
+
+def _subtract(
+    ranges: list[tuple[int, int]], taken: list[tuple[int, int]], top: int
+) -> list[tuple[int, int]]:
+    """``ranges`` less ``taken`` (both sorted and disjoint): ``ranges`` intersected with
+    the complement of ``taken``, walked side by side."""
+    if not taken:
+        return ranges
+    kept = _complement(taken, top)
+    out: list[tuple[int, int]] = []
+    i = j = 0
+    while i < len(ranges) and j < len(kept):
+        low = max(ranges[i][0], kept[j][0])
+        high = min(ranges[i][1], kept[j][1])
+        if low < high:
+            out.append((low, high))
+        if ranges[i][1] < kept[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
 def _addr_bounds(exprs: Sequence[AddrExpr], size: int) -> list[int]:
     bounds = {0}
     version = 4 if size == 4 else 6
@@ -479,10 +558,6 @@ def _port_bounds(exprs: Sequence[PortExpr]) -> list[int]:
     for expr in exprs:
         walk(expr)
     return sorted(b for b in bounds if b <= 65535)
-
-
-def _ip_from_int(number: int, size: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    return ipaddress.ip_address(number.to_bytes(size, "big"))
 
 
 def _segments(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import random
 import struct
+from bisect import bisect_right
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from appliance.inspect.engine import _rule_hits
 from appliance.inspect.match import (
     Matcher,
     add_packet,
+    addr_segments,
     contents_match,
     head_holds,
     head_tests,
@@ -333,3 +335,32 @@ def test_header_rules_are_compiled_and_agree_with_the_full_check() -> None:
         for sig, tests in zip(signatures, compiled, strict=True):
             if tests is not None:
                 assert head_holds(tests, buffers, numbers) == contents_match(sig, buffers)
+
+
+def test_address_segments_agree_with_each_expression() -> None:
+    rng = random.Random(11)
+    nets = ["10.0.0.0/8", "10.1.0.0/16", "192.168.0.0/16", "192.168.1.7/32", "0.0.0.0/1"]
+    nets += ["fc00::/7", "2001:db8::/32", "2001:db8::1/128", "172.16.0.0/12"]
+
+    def expr(depth: int) -> AddrExpr:
+        roll = rng.random()
+        if depth > 2 or roll < 0.4:
+            return AddrExpr("net", ipaddress.ip_network(rng.choice(nets)))
+        if roll < 0.5:
+            return AddrExpr("any")
+        if roll < 0.7:
+            return AddrExpr("not", items=(expr(depth + 1),))
+        return AddrExpr("list", items=tuple(expr(depth + 1) for _ in range(rng.randrange(1, 4))))
+
+    exprs = [expr(0) for _ in range(60)]
+    for size, version in ((4, 4), (16, 6)):
+        starts, bits = addr_segments(exprs, size)
+        points = {0, (1 << (8 * size)) - 1}
+        for start in starts:
+            points.update({start, max(start - 1, 0)})
+        points.update(rng.getrandbits(8 * size) for _ in range(200))
+        for point in sorted(points):
+            addr = ipaddress.ip_address(point) if version == 4 else ipaddress.IPv6Address(point)
+            found = bits[bisect_right(starts, point) - 1]
+            want = sum(1 << i for i, e in enumerate(exprs) if e.match(addr))
+            assert found == want, (point, exprs)
