@@ -39,13 +39,8 @@ def read_elements_bytes(
 ) -> bytes:
     """The bytes of ``filename``, refused as :func:`iter_lines` refuses (but not decoded:
     the caller decodes, or reads the lines with :func:`iter_lines` for their errors)."""
-    fd = os.open(filename, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    fd, info = _open_regular(filename, max_bytes)
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ElementsFileError(f"{filename}: not a regular file ({_kind(info.st_mode)})")
-        if info.st_size > max_bytes:
-            raise ElementsFileError(_too_large(filename, max_bytes))
         began = time.monotonic()
         parts = []
         size = 0
@@ -73,14 +68,8 @@ def iter_lines(
     text is never held. ElementsFileError if it is not a regular file, is larger than
     ``max_bytes``, takes longer than ``deadline_seconds`` or is not UTF-8; OSError if it
     cannot be opened or read."""
-    # O_NONBLOCK: opening a FIFO without a writer would otherwise wait for one.
-    fd = os.open(filename, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    fd, _ = _open_regular(filename, max_bytes)
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ElementsFileError(f"{filename}: not a regular file ({_kind(info.st_mode)})")
-        if info.st_size > max_bytes:
-            raise ElementsFileError(_too_large(filename, max_bytes))
         spent = 0.0  # seconds in reads (what the caller does between chunks is its own)
         size = 0  # bytes read
         offset = 0  # of ``rest`` in the file
@@ -105,6 +94,23 @@ def iter_lines(
             yield from _decode(filename, rest, offset)
     finally:
         os.close(fd)
+
+
+def _open_regular(filename: str, max_bytes: int) -> tuple[int, os.stat_result]:
+    """``filename`` opened for reading, with its status, if it is a regular file of at most
+    ``max_bytes``; ElementsFileError (the descriptor closed) if not."""
+    # O_NONBLOCK: opening a FIFO without a writer would otherwise wait for one.
+    fd = os.open(filename, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ElementsFileError(f"{filename}: not a regular file ({_kind(info.st_mode)})")
+        if info.st_size > max_bytes:
+            raise ElementsFileError(_too_large(filename, max_bytes))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, info
 
 
 def _decode(filename: str, data: bytes, offset: int) -> list[str]:
