@@ -342,21 +342,12 @@ class InspectionEngine:
                 stats.fast += 1
                 return _NO_ALERTS
             if taken is not False:
-                # the key of an IPv4/TCP packet no flow holds, as the twin's block below
-                # takes it: an embryo hatches, a new SYN takes the new-flow path
-                table = self.flows
-                flow = None
-                if table.embryos and taken in table.flows:
-                    flow = table.hatched(taken, ts)
-                elif data[47] & 0x17 == 0x02 and self._syn_path:
-                    found = self._new_syn(ts, data, taken)
-                    if found is not None:
-                        return found
-                    if table.embryos:
-                        flow = table.hatched(taken, ts)
-                elif table.embryos:
-                    flow = table.hatched(taken, ts)
-                if flow is not None and self._core(ts, data) is True:
+                # the key of an IPv4/TCP packet no flow holds, taken as the twin's block
+                # below takes it
+                got = self._unheld(ts, data, taken)
+                if got is not None and not isinstance(got, Flow):
+                    return got
+                if got is not None and self._core(ts, data) is True:
                     stats.fast += 1
                     return _NO_ALERTS
         # Fast paths, for Ethernet / IPv4 without options, not a fragment: a TCP packet, or
@@ -377,19 +368,10 @@ class InspectionEngine:
                 key = data[26:38]
                 flow = self._index.get(key)
                 if flow is None:
-                    # an embryo under this key or the other direction's hatches; a new SYN
-                    # takes the new-flow path
-                    table = self.flows
-                    if table.embryos and key in table.flows:
-                        flow = table.hatched(key, ts)
-                    elif data[47] & 0x17 == 0x02 and self._syn_path:
-                        found = self._new_syn(ts, data, key)
-                        if found is not None:
-                            return found
-                        if table.embryos:
-                            flow = table.hatched(key, ts)
-                    elif table.embryos:
-                        flow = table.hatched(key, ts)
+                    got = self._unheld(ts, data, key)
+                    if got is not None and not isinstance(got, Flow):
+                        return got
+                    flow = got
                 if flow is not None:
                     to_server = key == flow.fwd_key
                     fast = flow.fast_s if to_server else flow.fast_c
@@ -475,6 +457,21 @@ class InspectionEngine:
         if decoder is not None:
             self._decode = decoder(Layer, decode_packet).decode
         return self._core(ts, data)
+
+    def _unheld(self, ts: float, data: bytes, key: bytes) -> Flow | Sequence[Alert] | None:
+        """An IPv4/TCP packet no flow holds under ``key``: an embryo under this key or the
+        other direction's hatches (the flow returned); a new SYN takes the new-flow path
+        (its alerts returned, or None where the full path is to take it)."""
+        table = self.flows
+        if table.embryos and key in table.flows:
+            return table.hatched(key, ts)
+        if data[47] & 0x17 == 0x02 and self._syn_path:
+            found = self._new_syn(ts, data, key)
+            if found is not None:
+                return found
+        if table.embryos:
+            return table.hatched(key, ts)
+        return None
 
     def _new_syn(self, ts: float, data: bytes, key: bytes) -> Sequence[Alert] | None:
         """A bare SYN (no ACK, RST or FIN; no payload) opening an IPv4/TCP flow whose key
