@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import struct
 import sys
 import tempfile
@@ -42,7 +41,7 @@ from appliance.inspect import core
 from appliance.inspect.engine import InspectionEngine
 from appliance.inspect.pcap import read_capture, write_pcap
 from appliance.inspect.rules import Variables, load_rules
-from appliance.lab.mix import Frame, Mix, make_engine
+from appliance.lab.mix import Frame, Mix, flood, make_engine
 from appliance.model.values import parse_network
 
 
@@ -69,31 +68,6 @@ def bench_engine(compiled: bool = True) -> InspectionEngine:
         variables = Variables.from_networks([parse_network("10.0.0.0/8")])
         signatures += load_rules(EXTRA_RULES, variables).signatures
     return InspectionEngine(replace(engine.config, signatures=signatures, compiled=compiled))
-
-
-def flood(count: int, seed: int = 7) -> list[Frame]:
-    """TCP SYNs from random sources and ports to one network: every packet a new flow."""
-    rng = random.Random(seed)
-    frames: list[Frame] = []
-    eth = b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08\x00"
-    for i in range(count):
-        src = struct.pack("!I", rng.getrandbits(32) | 0x01000000)
-        dst = bytes((10, 0, rng.randrange(256), rng.randrange(1, 255)))
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, i & 0xFFFF, 0, 64, 6, 0, src, dst)
-        tcp = struct.pack(
-            "!HHIIBBHHH",
-            rng.randrange(1024, 65536),
-            80,
-            rng.getrandbits(32),
-            0,
-            0x50,
-            2,
-            1024,
-            0,
-            0,
-        )
-        frames.append((1_700_000_000.0 + i * 1e-5, eth + ip + tcp, 1))
-    return frames
 
 
 def run_engine(frames: list[Frame], compiled: bool = True) -> tuple[float, int, int]:

@@ -273,6 +273,31 @@ class Mix:
         return self.frames[:count]
 
 
+def flood(count: int, seed: int = 7) -> list[Frame]:
+    """TCP SYNs from random sources and ports to one network: every packet a new flow."""
+    rng = random.Random(seed)
+    frames: list[Frame] = []
+    eth = b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08\x00"
+    for i in range(count):
+        src = struct.pack("!I", rng.getrandbits(32) | 0x01000000)
+        dst = bytes((10, 0, rng.randrange(256), rng.randrange(1, 255)))
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, i & 0xFFFF, 0, 64, 6, 0, src, dst)
+        tcp = struct.pack(
+            "!HHIIBBHHH",
+            rng.randrange(1024, 65536),
+            80,
+            rng.getrandbits(32),
+            0,
+            0x50,
+            2,
+            1024,
+            0,
+            0,
+        )
+        frames.append((1_700_000_000.0 + i * 1e-5, eth + ip + tcp, 1))
+    return frames
+
+
 def make_engine(rules: Path = RULES) -> InspectionEngine:
     """An engine with the shipped signatures and all four detectors, for the mix's networks."""
     variables = Variables.from_networks([parse_network("10.0.0.0/8")])

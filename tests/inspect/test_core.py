@@ -27,7 +27,7 @@ from appliance.inspect.eve import to_eve
 from appliance.inspect.flow import Flow
 from appliance.inspect.pcap import read_capture
 from appliance.inspect.rules import Variables, load_rules, parse_rules
-from appliance.lab.mix import Mix, make_engine
+from appliance.lab.mix import Mix, flood, make_engine
 from appliance.model.values import parse_network
 
 pytestmark = pytest.mark.skipif(
@@ -125,31 +125,6 @@ def same(frames: Frames, **config: Any) -> tuple[list[str], Any]:
     assert got[1][1] == want[1][1]
     assert got[1][0] == want[1][0]
     return got
-
-
-def flood(count: int, seed: int) -> Frames:
-    """The benchmark's flood: SYNs that each open a new flow."""
-    rng = random.Random(seed)
-    eth = b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08\x00"
-    frames: Frames = []
-    for i in range(count):
-        src = struct.pack("!I", rng.getrandbits(32) | 0x01000000)
-        dst = bytes((10, 0, rng.randrange(256), rng.randrange(1, 255)))
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, i & 0xFFFF, 0, 64, 6, 0, src, dst)
-        tcp = struct.pack(
-            "!HHIIBBHHH",
-            rng.randrange(1024, 65536),
-            80,
-            rng.getrandbits(32),
-            0,
-            0x50,
-            2,
-            1024,
-            0,
-            0,
-        )
-        frames.append((1_700_000_000.0 + i * 1e-5, eth + ip + tcp, 1))
-    return frames
 
 
 def mutate(frames: Frames, seed: int, share: float = 0.3) -> Frames:
@@ -404,7 +379,7 @@ def test_an_idle_engine_loads_none_of_it() -> None:
     idle memory is the same with the compiled fast path built or not)."""
     script = (
         "import sys\n"
-        "from appliance.lab.mix import Mix, make_engine\n"
+        "from appliance.lab.mix import Mix, flood, make_engine\n"
         "engine = make_engine()\n"
         "before = 'appliance.inspect._fastpath' in sys.modules\n"
         "for frame in Mix(seed=1).build(5):\n"
