@@ -415,6 +415,11 @@ def remembering(last: dict[str, Parsed]) -> Iterator[dict[str, Parsed]]:
         _SEEN.reset(seen_token)
 
 
+def active() -> bool:
+    """Whether this is inside :func:`remembering` (where :func:`read` is worth calling)."""
+    return _SEEN.get() is not None
+
+
 def read(filename: str, set_type: str, interval: bool, data: bytes) -> Elements | None:
     """The elements of ``filename`` (its bytes ``data``) at C speed, or None (parse it the
     general way). Only inside :func:`remembering` (a one-shot apply or plan): the speed

@@ -783,8 +783,7 @@ def _read_elements(ctx: _Ctx, path: KeyPath, value: Any, collector: _ElementColl
         # At C speed only where the last apply's files are remembered (`appliance apply`):
         # it holds every line as a string at once (over 200 bytes an element at its peak),
         # which a daemon that holds a large set in a few bytes an element cannot afford.
-        remembering = elements_fast._SEEN.get() is not None
-        if collector.spans is not None and collector.packed is None and remembering:
+        if collector.spans is not None and collector.packed is None and elements_fast.active():
             data = read_elements_bytes(str(filename))
             packed = elements_fast.read(str(filename), collector.set_type, collector.interval, data)
             if packed is not None:  # else the lines one by one, for their errors
