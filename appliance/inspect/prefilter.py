@@ -8,8 +8,12 @@ that transform it the same way and scans the buffer once transformed.
 
 :class:`Prefilter` scans with one compiled alternation of the escaped patterns (the
 regular-expression engine is C), or with ``bytes.find`` when the buffer has a single
-pattern. :class:`Exhaustive` is its reference twin: every rule is a candidate on every
-buffer. Both give the same alerts; the differential tests hold them equal.
+pattern. The alternation is written as a trie (patterns of one prefix share it: ``ab(?:c|d)``
+for ``abc`` and ``abd``), so that at each position of the buffer the engine follows the
+buffer's next byte instead of trying every pattern in turn (391 ``dns.query`` patterns over a
+16-byte name: 0.8 us, 20 us as a flat list). :class:`Exhaustive` is its reference twin:
+every rule is a candidate on every buffer. Both give the same alerts; the differential tests
+hold them equal.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ SHORT = 2
 # Up to this many patterns, bytes.find on each (a fast substring search in C) beats one
 # scan of their alternation.
 FIND_LIMIT = 8
+# A trie whose branches nest deeper than this is written as a flat alternation (the
+# regular-expression parser recurses once per nested group).
+MAX_NESTING = 100
 
 
 def _has_letters(pattern: bytes) -> bool:
@@ -79,7 +86,7 @@ class Prefilter:
         self._scan: re.Pattern[bytes] | None = None
         self._look: re.Pattern[bytes] | None = None
         if ordered:
-            alternatives = b"|".join(re.escape(p) for p in ordered)
+            alternatives = trie_alternation(ordered)
             self._scan = re.compile(alternatives, re.DOTALL)
             self._look = re.compile(b"(?=(" + alternatives + b"))", re.DOTALL)
         self._by_hit: dict[bytes, list[Signature]] = {}
@@ -140,6 +147,51 @@ class Prefilter:
             if len(self._by_hit) < _MAX_HITS:
                 self._by_hit[hit] = sigs
         return sigs
+
+
+_Trie = dict[int, "_Trie"]  # by next byte (-1: a pattern ends here)
+
+
+def trie_alternation(patterns: list[bytes]) -> bytes:
+    """A regular expression matching, at a position, the longest of ``patterns`` that starts
+    there (as their flat alternation longest first does), written as a trie: the patterns
+    sharing a prefix share it, each branch point a group of the next bytes, a pattern that
+    ends where longer ones go on an optional group (greedy: the longer tried first). Tries
+    nesting deeper than ``MAX_NESTING`` groups are written flat."""
+    root: _Trie = {}
+    for pattern in patterns:
+        node = root
+        for byte in pattern:
+            node = node.setdefault(byte, {})
+        node[-1] = {}  # a pattern ends here
+    written = _trie_node(root, 0)
+    if written is None:
+        return b"|".join(re.escape(p) for p in sorted(patterns, key=lambda p: (-len(p), p)))
+    return written
+
+
+def _trie_node(node: _Trie, depth: int) -> bytes | None:
+    """The expression of a trie node's continuations (None: nested too deep)."""
+    if depth > MAX_NESTING:
+        return None
+    branches: list[bytes] = []
+    for byte in sorted(b for b in node if b >= 0):
+        run = bytearray((byte,))
+        child = node[byte]
+        while len(child) == 1 and -1 not in child:  # a run of bytes without a branch
+            ((byte, child),) = child.items()
+            run.append(byte)
+        rest = _trie_node(child, depth + 1) if child.keys() - {-1} else b""
+        if rest is None:
+            return None
+        branches.append(re.escape(bytes(run)) + rest)
+    if not branches:
+        return b""
+    ends = -1 in node
+    if len(branches) == 1 and not ends:
+        return branches[0]
+    group = b"(?:" + b"|".join(branches) + b")"
+    return group + b"?" if ends else group
 
 
 class Exhaustive:

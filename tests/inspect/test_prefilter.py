@@ -6,6 +6,7 @@ generated payloads, with the shipped rules and the rule corpus)."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from appliance.inspect.engine import InspectionEngine
 from appliance.inspect.eve import to_eve
 from appliance.inspect.match import Matcher
 from appliance.inspect.pcap import LINKTYPE_ETHERNET
-from appliance.inspect.prefilter import Exhaustive, Prefilter
+from appliance.inspect.prefilter import MAX_NESTING, Exhaustive, Prefilter, trie_alternation
 from appliance.inspect.rules import Content, Signature, Variables, load_rules
 from appliance.lab.mix import Mix, make_engine
 from appliance.model.values import parse_network
@@ -158,3 +159,35 @@ def test_one_pattern_without_letters_is_found_as_it_is() -> None:
     assert prefilter.candidates(b"ab\x00\x01cd") is None
     cased = Prefilter("pkt", [(Content(pattern=b"EvIl"), sig)])
     assert cased.candidates(b"xx evil") == [sig]
+
+
+def _flat(patterns: list[bytes]) -> bytes:
+    return b"|".join(re.escape(p) for p in sorted(patterns, key=lambda p: (-len(p), p)))
+
+
+_BYTE = st.sampled_from(b"ab.\x00|(")  # few bytes, so that patterns share prefixes
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    patterns=st.lists(st.lists(_BYTE, min_size=3, max_size=7).map(bytes), min_size=1),
+    texts=st.lists(st.lists(_BYTE, max_size=30).map(bytes)),
+)
+def test_the_trie_alternation_matches_as_the_flat_one(
+    patterns: list[bytes], texts: list[bytes]
+) -> None:
+    """At each position the trie matches what the flat alternation, longest first, does:
+    the same first hit and the same texts for the candidates."""
+    unique = sorted(set(patterns))
+    flat, trie = _flat(unique), trie_alternation(unique)
+    for text in texts:
+        want = re.search(flat, text, re.DOTALL)
+        got = re.search(trie, text, re.DOTALL)
+        assert (got and (got.start(), got.group())) == (want and (want.start(), want.group()))
+        assert re.findall(b"(?=(" + trie + b"))", text) == re.findall(b"(?=(" + flat + b"))", text)
+
+
+def test_a_trie_nested_too_deep_is_written_flat() -> None:
+    chain = [b"a" * n for n in range(3, MAX_NESTING + 10)]
+    assert trie_alternation(chain) == _flat(chain)
+    assert trie_alternation([b"abc", b"abd", b"xyz"]) == b"(?:ab(?:c|d)|xyz)"
