@@ -17,6 +17,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h> /* defines _GNU_SOURCE: memmem */
 #include <structmember.h>
+#include <stdint.h>
 #include <string.h>
 
 #define TCP_SYN_SENT 1
@@ -56,12 +57,32 @@ typedef struct {
     double idle_timeout;
     Py_ssize_t offsets[S_COUNT];
     Py_ssize_t layer_offsets[6];
+    /* the new-flow path (syn_path()): NULL until the engine hands it over */
+    PyObject *table;     /* FlowTable */
+    PyObject *stats;     /* the engine's Stats */
+    PyObject *hellos;    /* the engine's pending ClientHellos, by flow key */
+    PyObject *plans;     /* kind of SYN -> plan */
+    PyObject *plan_of;   /* the engine's _syn_plan(kind, data) */
+    PyObject *alerting;  /* list: the rules that alert on each plan's SYN */
+    PyObject *scan;      /* PortScan.syn(ts, src, dport), or None */
+    PyObject *flood;     /* SynFlood.syn(ts, src, dst), or None */
+    PyObject *fire;      /* the engine's _syn_fire(ts, data, key, plan) */
+    PyObject *detected;  /* the engine's _syn_alerts(ts, data, key, fired, scan, flood) */
+    PyObject *no_alerts; /* what a packet without alerts gives */
+    PyObject *addr_bits; /* tuple: the IPv4 address segments' bit sets */
+    PyObject *port_bits; /* tuple: the port segments' bit sets */
+    uint32_t *addr_starts;
+    uint32_t *port_starts;
+    Py_ssize_t addr_count, port_count;
+    int syn_on; /* bare SYNs take the new-flow path */
 } FastPath;
 
 enum { LK_PROTO, LK_SRC, LK_DST, LK_SPORT, LK_DPORT, LK_FLAGS };
 static const char *lookup_names[6] = {"proto", "src", "dst", "sport", "dport", "flags"};
 
 static PyObject *one;
+static PyObject *str_embryos, *str_next_sweep, *str_sweep, *str_max_flows, *str_evict,
+    *str_expired, *str_hatch, *str_full;
 static PyObject *str_established, *str_not_established, *str_anchored, *str_anchored_probe,
     *str_prefilters, *str_plain_for, *str_move_to_end, *str_gtp;
 
@@ -671,6 +692,461 @@ fallback:
     return PyObject_Vectorcall(fp->lookup, args, nargs, NULL);
 }
 
+/* ---- the new-flow path: InspectionEngine._unheld, _new_syn and FlowTable.hatched ---- */
+
+/* An integer attribute of an object (the flow table's counters); -1 with an error set. */
+static long long_attr(PyObject *obj, PyObject *name)
+{
+    PyObject *value = PyObject_GetAttr(obj, name);
+    long number;
+    if (value == NULL)
+        return -1;
+    number = PyLong_AsLong(value);
+    Py_DECREF(value);
+    if (number < 0 && !PyErr_Occurred())
+        PyErr_SetString(PyExc_ValueError, "a counter below 0");
+    return number;
+}
+
+static int set_long_attr(PyObject *obj, PyObject *name, long number)
+{
+    PyObject *value = PyLong_FromLong(number);
+    int result;
+    if (value == NULL)
+        return -1;
+    result = PyObject_SetAttr(obj, name, value);
+    Py_DECREF(value);
+    return result;
+}
+
+/* obj.name += delta on an integer attribute. */
+static int add_attr(PyObject *obj, PyObject *name, long delta)
+{
+    long number = long_attr(obj, name);
+    if (number == -1 && PyErr_Occurred())
+        return -1;
+    return set_long_attr(obj, name, number + delta);
+}
+
+/* The other direction's key of a 12-byte IPv4 TCP key. */
+static PyObject *reverse_key(const char *key)
+{
+    char raw[12];
+    memcpy(raw, key + 4, 4);
+    memcpy(raw + 4, key, 4);
+    memcpy(raw + 8, key + 10, 2);
+    memcpy(raw + 10, key + 8, 2);
+    return PyBytes_FromStringAndSize(raw, 12);
+}
+
+/* FlowTable.hatched(key, ts) for a 12-byte key: a new reference to the flow an embryo under
+ * the key (or the other direction's) hatches into, Py_None (a new reference) when there is
+ * none, NULL on error. */
+static PyObject *hatched(FastPath *fp, PyObject *key, double ts)
+{
+    PyObject *flows = fp->flows, *client = key, *reverse = NULL, *embryo, *hatch, *flow;
+    PyObject *first;
+    double born;
+    int failed;
+
+    embryo = PyDict_GetItemWithError(flows, key);
+    if (embryo == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        client = reverse_key(PyBytes_AS_STRING(key));
+        if (client == NULL)
+            return NULL;
+        reverse = key;
+        Py_INCREF(reverse);
+        embryo = PyDict_GetItemWithError(flows, client);
+        if (embryo == NULL) {
+            Py_DECREF(client);
+            Py_DECREF(reverse);
+            if (PyErr_Occurred())
+                return NULL;
+            Py_RETURN_NONE;
+        }
+    } else {
+        Py_INCREF(client);
+    }
+    Py_INCREF(embryo);
+    hatch = PyObject_GetAttr(fp->table, str_hatch);
+    if (hatch == NULL)
+        goto error;
+    if (!PyTuple_CheckExact(embryo) || hatch == Py_None) {
+        Py_DECREF(hatch);
+        Py_DECREF(embryo);
+        Py_DECREF(client);
+        Py_XDECREF(reverse);
+        Py_RETURN_NONE; /* a flow (the caller found none in the index) */
+    }
+    first = PyTuple_GET_SIZE(embryo) > 0 ? PyTuple_GET_ITEM(embryo, 0) : NULL;
+    born = first == NULL ? -1.0 : PyFloat_AsDouble(first);
+    if (born == -1.0 && (first == NULL || PyErr_Occurred())) {
+        if (first == NULL)
+            PyErr_SetString(PyExc_ValueError, "an empty embryo");
+        goto error_hatch;
+    }
+    if (ts - born > fp->idle_timeout) {
+        failed = PyObject_DelItem(flows, client) < 0 || add_attr(fp->table, str_embryos, -1) < 0
+            || add_attr(fp->table, str_expired, 1) < 0;
+        Py_DECREF(hatch);
+        Py_DECREF(embryo);
+        Py_DECREF(client);
+        Py_XDECREF(reverse);
+        if (failed)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    if (add_attr(fp->table, str_embryos, -1) < 0)
+        goto error_hatch;
+    if (reverse == NULL) {
+        reverse = reverse_key(PyBytes_AS_STRING(client));
+        if (reverse == NULL)
+            goto error_hatch;
+    }
+    flow = PyObject_CallFunctionObjArgs(hatch, client, reverse, embryo, NULL);
+    Py_DECREF(hatch);
+    Py_DECREF(embryo);
+    if (flow == NULL)
+        goto error_keys;
+    if (PyObject_SetItem(flows, client, flow) < 0 || PyDict_SetItem(fp->index, client, flow) < 0
+        || PyDict_SetItem(fp->index, reverse, flow) < 0) {
+        Py_DECREF(flow);
+        goto error_keys;
+    }
+    Py_DECREF(client);
+    Py_DECREF(reverse);
+    return flow;
+error_hatch:
+    Py_DECREF(hatch);
+error:
+    Py_DECREF(embryo);
+error_keys:
+    Py_DECREF(client);
+    Py_XDECREF(reverse);
+    return NULL;
+}
+
+/* The segment of a sorted table of starts that holds value: bisect_right(starts, value) - 1. */
+static Py_ssize_t segment_of(const uint32_t *starts, Py_ssize_t count, uint32_t value)
+{
+    Py_ssize_t low = 0, high = count;
+    while (low < high) {
+        Py_ssize_t middle = (low + high) / 2;
+        if (value < starts[middle])
+            high = middle;
+        else
+            low = middle + 1;
+    }
+    return low - 1;
+}
+
+/* _new_syn(ts, data, key): a new reference to the alerts (a sequence), Py_None (a new
+ * reference) where the full path is to take the packet, NULL on error. */
+static PyObject *new_syn(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, PyObject *key)
+{
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(bytes);
+    Py_ssize_t n = PyBytes_GET_SIZE(bytes);
+    Py_ssize_t total = data[16] << 8 | data[17], doff = data[46] >> 4, at;
+    uint32_t src_n, dst_n;
+    unsigned int sport, dport;
+    unsigned long seq;
+    long embryos, plan, limit, size;
+    PyObject *kind, *found, *embryo, *fired, *scan = NULL, *flood = NULL, *src, *dst, *next;
+    double sweep;
+    int held;
+
+    if (doff < 5 || total != 20 + (doff << 2) || 14 + total > n)
+        Py_RETURN_NONE; /* a payload, or a malformed or truncated header */
+    if (PyDict_GET_SIZE(fp->hellos)) {
+        held = PyDict_Contains(fp->hellos, key);
+        if (held < 0)
+            return NULL;
+        if (held)
+            Py_RETURN_NONE;
+    }
+    src_n = (uint32_t)data[26] << 24 | (uint32_t)data[27] << 16 | (uint32_t)data[28] << 8 | data[29];
+    dst_n = (uint32_t)data[30] << 24 | (uint32_t)data[31] << 16 | (uint32_t)data[32] << 8 | data[33];
+    sport = data[34] << 8 | data[35];
+    dport = data[36] << 8 | data[37];
+    seq = (unsigned long)data[38] << 24 | (unsigned long)data[39] << 16
+        | (unsigned long)data[40] << 8 | data[41];
+    embryos = long_attr(fp->table, str_embryos);
+    if (embryos == -1 && PyErr_Occurred())
+        return NULL;
+    if (embryos) {
+        PyObject *other = reverse_key(PyBytes_AS_STRING(key));
+        if (other == NULL)
+            return NULL;
+        held = PyDict_Contains(fp->flows, other);
+        Py_DECREF(other);
+        if (held < 0)
+            return NULL;
+        if (held)
+            Py_RETURN_NONE; /* the other end's SYN opened the flow: it hatches */
+    }
+    kind = PyTuple_New(6);
+    if (kind == NULL)
+        return NULL;
+    PyTuple_SET_ITEM(kind, 0, PyLong_FromLong(data[47]));
+    at = segment_of(fp->addr_starts, fp->addr_count, src_n);
+    PyTuple_SET_ITEM(kind, 1, Py_NewRef(PyTuple_GET_ITEM(fp->addr_bits, at)));
+    at = segment_of(fp->addr_starts, fp->addr_count, dst_n);
+    PyTuple_SET_ITEM(kind, 2, Py_NewRef(PyTuple_GET_ITEM(fp->addr_bits, at)));
+    at = segment_of(fp->port_starts, fp->port_count, sport);
+    PyTuple_SET_ITEM(kind, 3, Py_NewRef(PyTuple_GET_ITEM(fp->port_bits, at)));
+    at = segment_of(fp->port_starts, fp->port_count, dport);
+    PyTuple_SET_ITEM(kind, 4, Py_NewRef(PyTuple_GET_ITEM(fp->port_bits, at)));
+    PyTuple_SET_ITEM(kind, 5, Py_NewRef(sport == 53 || dport == 53 ? Py_True : Py_False));
+    found = PyDict_GetItemWithError(fp->plans, kind);
+    if (found != NULL) {
+        Py_INCREF(found);
+    } else if (PyErr_Occurred()) {
+        Py_DECREF(kind);
+        return NULL;
+    } else {
+        found = PyObject_CallFunctionObjArgs(fp->plan_of, kind, bytes, NULL);
+    }
+    Py_DECREF(kind);
+    if (found == NULL)
+        return NULL;
+    plan = PyLong_AsLong(found);
+    Py_DECREF(found);
+    if (plan == -1 && PyErr_Occurred())
+        return NULL;
+    if (plan < 0)
+        Py_RETURN_NONE;
+    if (plan >= PyList_GET_SIZE(fp->alerting)) {
+        PyErr_SetString(PyExc_IndexError, "a plan without its alerting rules");
+        return NULL;
+    }
+    if (add_attr(fp->stats, str_full, 1) < 0)
+        return NULL;
+    /* the embryo (FlowTable.add_embryo) */
+    next = PyObject_GetAttr(fp->table, str_next_sweep);
+    if (next == NULL)
+        return NULL;
+    sweep = PyFloat_AsDouble(next);
+    Py_DECREF(next);
+    if (sweep == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (ts >= sweep) {
+        PyObject *done = PyObject_CallMethodOneArg(fp->table, str_sweep, ts_obj);
+        if (done == NULL)
+            return NULL;
+        Py_DECREF(done);
+    }
+    embryo = Py_BuildValue("(Okl)", ts_obj, seq, plan);
+    if (embryo == NULL)
+        return NULL;
+    held = PyObject_SetItem(fp->flows, key, embryo);
+    Py_DECREF(embryo);
+    if (held < 0 || add_attr(fp->table, str_embryos, 1) < 0)
+        return NULL;
+    limit = long_attr(fp->table, str_max_flows);
+    if (limit == -1 && PyErr_Occurred())
+        return NULL;
+    size = (long)PyObject_Size(fp->flows);
+    if (size < 0)
+        return NULL;
+    if (size > limit) {
+        PyObject *done = PyObject_CallMethodNoArgs(fp->table, str_evict);
+        if (done == NULL)
+            return NULL;
+        Py_DECREF(done);
+    }
+    fired = PyList_GET_ITEM(fp->alerting, plan);
+    if (PyObject_IsTrue(fired))
+        return PyObject_CallFunction(fp->fire, "OOOl", ts_obj, bytes, key, plan);
+    if (fp->scan == Py_None && fp->flood == Py_None)
+        return Py_NewRef(fp->no_alerts);
+    src = PyBytes_FromStringAndSize((const char *)data + 26, 4);
+    dst = PyBytes_FromStringAndSize((const char *)data + 30, 4);
+    if (src == NULL || dst == NULL)
+        goto error;
+    if (fp->scan != Py_None) {
+        scan = PyObject_CallFunction(fp->scan, "OOI", ts_obj, src, dport);
+        if (scan == NULL)
+            goto error;
+    }
+    if (fp->flood != Py_None) {
+        flood = PyObject_CallFunctionObjArgs(fp->flood, ts_obj, src, dst, NULL);
+        if (flood == NULL)
+            goto error;
+    }
+    Py_DECREF(src);
+    Py_DECREF(dst);
+    if ((scan == NULL || scan == Py_None) && (flood == NULL || flood == Py_None)) {
+        Py_XDECREF(scan);
+        Py_XDECREF(flood);
+        return Py_NewRef(fp->no_alerts);
+    }
+    found = PyObject_CallFunctionObjArgs(fp->detected, ts_obj, bytes, key, Py_None,
+                                         scan == NULL ? Py_None : scan,
+                                         flood == NULL ? Py_None : flood, NULL);
+    Py_XDECREF(scan);
+    Py_XDECREF(flood);
+    return found;
+error:
+    Py_XDECREF(src);
+    Py_XDECREF(dst);
+    Py_XDECREF(scan);
+    return NULL;
+}
+
+/* _unheld(ts, data, key) and what follows it in process: True (the hatched flow's packet
+ * taken), False (the full path takes the packet), or the alerts of a new flow's SYN (a new
+ * reference each); NULL on error. The key: a new reference, given up here. */
+static PyObject *unheld(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes,
+                        PyObject *key, Py_ssize_t end, int whole)
+{
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(bytes);
+    PyObject *flow = NULL, *found;
+    long embryos;
+    int held, result;
+
+    embryos = long_attr(fp->table, str_embryos);
+    if (embryos == -1 && PyErr_Occurred())
+        goto error;
+    held = embryos ? PyDict_Contains(fp->flows, key) : 0;
+    if (held < 0)
+        goto error;
+    if (held) {
+        flow = hatched(fp, key, ts);
+    } else {
+        if ((data[47] & 0x17) == 0x02 && fp->syn_on) {
+            found = new_syn(fp, ts_obj, ts, bytes, key);
+            if (found != Py_None) {
+                Py_DECREF(key);
+                return found; /* the alerts, or NULL */
+            }
+            Py_DECREF(found);
+        }
+        embryos = long_attr(fp->table, str_embryos);
+        if (embryos == -1 && PyErr_Occurred())
+            goto error;
+        flow = embryos ? hatched(fp, key, ts) : Py_NewRef(Py_None);
+    }
+    Py_DECREF(key);
+    if (flow == NULL)
+        return NULL;
+    if (flow == Py_None || !whole) {
+        Py_DECREF(flow);
+        Py_RETURN_FALSE;
+    }
+    Py_DECREF(flow);
+    result = fast_tcp(fp, ts_obj, ts, bytes, 14, end, 0, NULL);
+    if (result < 0)
+        return NULL;
+    return PyBool_FromLong(result == 1);
+error:
+    Py_DECREF(key);
+    return NULL;
+}
+
+/* A table of segment starts (a list of ints below 2**32) as an array; NULL on error. */
+static uint32_t *starts_array(PyObject *list, Py_ssize_t *count)
+{
+    Py_ssize_t i, size;
+    uint32_t *out;
+    if (!PyList_Check(list) || PyList_GET_SIZE(list) == 0) {
+        PyErr_SetString(PyExc_TypeError, "segment starts: a list of ints, the first 0");
+        return NULL;
+    }
+    size = PyList_GET_SIZE(list);
+    out = PyMem_New(uint32_t, size);
+    if (out == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (i = 0; i < size; i++) {
+        unsigned long value = PyLong_AsUnsignedLong(PyList_GET_ITEM(list, i));
+        if ((value == (unsigned long)-1 && PyErr_Occurred()) || value > 0xFFFFFFFFul
+            || (i == 0 && value != 0) || (i > 0 && value <= out[i - 1])) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "segment starts: increasing, the first 0");
+            PyMem_Free(out);
+            return NULL;
+        }
+        out[i] = (uint32_t)value;
+    }
+    *count = size;
+    return out;
+}
+
+/* One (starts, bits) segment table: the starts as an array, the bits as a tuple. */
+static int segments(PyObject *pair, uint32_t **starts, Py_ssize_t *count, PyObject **bits)
+{
+    PyObject *tuple;
+    uint32_t *array;
+    Py_ssize_t size;
+    if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+        PyErr_SetString(PyExc_TypeError, "a segment table: (starts, bits)");
+        return -1;
+    }
+    array = starts_array(PyTuple_GET_ITEM(pair, 0), &size);
+    if (array == NULL)
+        return -1;
+    tuple = PySequence_Tuple(PyTuple_GET_ITEM(pair, 1));
+    if (tuple == NULL || PyTuple_GET_SIZE(tuple) != size) {
+        if (tuple != NULL)
+            PyErr_SetString(PyExc_ValueError, "a segment table: as many bits as starts");
+        Py_XDECREF(tuple);
+        PyMem_Free(array);
+        return -1;
+    }
+    PyMem_Free(*starts);
+    *starts = array;
+    *count = size;
+    Py_XSETREF(*bits, tuple);
+    return 0;
+}
+
+static PyObject *FastPath_syn_path(FastPath *fp, PyObject *args, PyObject *kwargs)
+{
+    PyObject *table, *stats, *hellos, *plans, *plan_of, *addr, *ports, *alerting, *scan, *flood;
+    PyObject *fire, *detected, *no_alerts;
+    int on;
+    static char *names[] = {"table",  "stats", "hellos", "plans",    "plan_of",
+                            "addr",   "ports", "alerting", "scan",   "flood",
+                            "fire",   "detected", "no_alerts", "on", NULL};
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO!O!OO!O!O!OOOOOp:syn_path", names, &table,
+                                     &stats, &PyDict_Type, &hellos, &PyDict_Type, &plans,
+                                     &plan_of, &PyTuple_Type, &addr, &PyTuple_Type, &ports,
+                                     &PyList_Type, &alerting, &scan, &flood, &fire, &detected,
+                                     &no_alerts, &on))
+        return NULL;
+    if (segments(addr, &fp->addr_starts, &fp->addr_count, &fp->addr_bits) < 0
+        || segments(ports, &fp->port_starts, &fp->port_count, &fp->port_bits) < 0)
+        return NULL;
+    Py_INCREF(table);
+    Py_XSETREF(fp->table, table);
+    Py_INCREF(stats);
+    Py_XSETREF(fp->stats, stats);
+    Py_INCREF(hellos);
+    Py_XSETREF(fp->hellos, hellos);
+    Py_INCREF(plans);
+    Py_XSETREF(fp->plans, plans);
+    Py_INCREF(plan_of);
+    Py_XSETREF(fp->plan_of, plan_of);
+    Py_INCREF(alerting);
+    Py_XSETREF(fp->alerting, alerting);
+    Py_INCREF(scan);
+    Py_XSETREF(fp->scan, scan);
+    Py_INCREF(flood);
+    Py_XSETREF(fp->flood, flood);
+    Py_INCREF(fire);
+    Py_XSETREF(fp->fire, fire);
+    Py_INCREF(detected);
+    Py_XSETREF(fp->detected, detected);
+    Py_INCREF(no_alerts);
+    Py_XSETREF(fp->no_alerts, no_alerts);
+    fp->syn_on = on;
+    Py_RETURN_NONE;
+}
+
 /* ---- the entry point ----------------------------------------------------------------- */
 
 static PyObject *FastPath_take(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
@@ -712,13 +1188,15 @@ static PyObject *FastPath_take(FastPath *fp, PyObject *const *args, Py_ssize_t n
             if (held)
                 Py_RETURN_FALSE;
             key = PyBytes_FromStringAndSize((const char *)data + 26, 12);
-            return key;
+            if (key == NULL || fp->table == NULL)
+                return key;
+            return unheld(fp, ts_obj, ts, bytes, key, end, 0);
         }
         result = fast_tcp(fp, ts_obj, ts, bytes, 14, end, 0, &key);
         if (result < 0)
             return NULL;
         if (result == 2)
-            return key;
+            return fp->table == NULL ? key : unheld(fp, ts_obj, ts, bytes, key, end, 1);
         return PyBool_FromLong(result);
     }
     if (data[23] == 17 && data[36] == 0x08 && data[37] == 0x68) {
@@ -1048,6 +1526,19 @@ static int FastPath_traverse(FastPath *fp, visitproc visit, void *arg)
     Py_VISIT(fp->anchored_hit);
     Py_VISIT(fp->layer_type);
     Py_VISIT(fp->lookup);
+    Py_VISIT(fp->table);
+    Py_VISIT(fp->stats);
+    Py_VISIT(fp->hellos);
+    Py_VISIT(fp->plans);
+    Py_VISIT(fp->plan_of);
+    Py_VISIT(fp->alerting);
+    Py_VISIT(fp->scan);
+    Py_VISIT(fp->flood);
+    Py_VISIT(fp->fire);
+    Py_VISIT(fp->detected);
+    Py_VISIT(fp->no_alerts);
+    Py_VISIT(fp->addr_bits);
+    Py_VISIT(fp->port_bits);
     return 0;
 }
 
@@ -1059,6 +1550,19 @@ static int FastPath_clear(FastPath *fp)
     Py_CLEAR(fp->anchored_hit);
     Py_CLEAR(fp->layer_type);
     Py_CLEAR(fp->lookup);
+    Py_CLEAR(fp->table);
+    Py_CLEAR(fp->stats);
+    Py_CLEAR(fp->hellos);
+    Py_CLEAR(fp->plans);
+    Py_CLEAR(fp->plan_of);
+    Py_CLEAR(fp->alerting);
+    Py_CLEAR(fp->scan);
+    Py_CLEAR(fp->flood);
+    Py_CLEAR(fp->fire);
+    Py_CLEAR(fp->detected);
+    Py_CLEAR(fp->no_alerts);
+    Py_CLEAR(fp->addr_bits);
+    Py_CLEAR(fp->port_bits);
     return 0;
 }
 
@@ -1066,6 +1570,8 @@ static void FastPath_dealloc(FastPath *fp)
 {
     PyObject_GC_UnTrack(fp);
     FastPath_clear(fp);
+    PyMem_Free(fp->addr_starts);
+    PyMem_Free(fp->port_starts);
     Py_TYPE(fp)->tp_free((PyObject *)fp);
 }
 
@@ -1073,6 +1579,9 @@ static PyMethodDef FastPath_methods[] = {
     {"take", (PyCFunction)(void (*)(void))FastPath_take, METH_FASTCALL,
      "take(ts, data) -> True (accounted for), False (full path) or the flow key of an "
      "IPv4/TCP packet no flow holds (bytes)"},
+    {"syn_path", (PyCFunction)(void (*)(void))FastPath_syn_path, METH_VARARGS | METH_KEYWORDS,
+     "syn_path(table, stats, hellos, plans, plan_of, addr, ports, alerting, scan, flood, fire, "
+     "detected, no_alerts, on): take a packet no flow holds as the engine's _unheld does"},
     {"lookup", (PyCFunction)(void (*)(void))FastPath_lookup, METH_FASTCALL,
      "lookup(layer, ts) -> (flow, to_server), as FlowTable.lookup"},
     {NULL, NULL, 0, NULL},
@@ -1110,6 +1619,12 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     PyObject *mod;
     one = PyLong_FromLong(1);
     if (one == NULL)
+        return NULL;
+    if (intern(&str_embryos, "embryos") < 0 || intern(&str_next_sweep, "_next_sweep") < 0
+        || intern(&str_sweep, "_sweep") < 0 || intern(&str_max_flows, "max_flows") < 0
+        || intern(&str_evict, "evict") < 0
+        || intern(&str_expired, "expired") < 0 || intern(&str_hatch, "hatch") < 0
+        || intern(&str_full, "full") < 0)
         return NULL;
     if (intern(&str_established, "established") < 0
         || intern(&str_not_established, "not_established") < 0

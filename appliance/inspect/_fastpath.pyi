@@ -1,5 +1,5 @@
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 class FastPath:
@@ -13,7 +13,24 @@ class FastPath:
         layer_type: type,
         lookup: Callable[[Any, float], tuple[Any, bool]],
     ) -> None: ...
-    def take(self, ts: float, data: bytes) -> bool | bytes: ...
+    def take(self, ts: float, data: bytes) -> bool | bytes | Sequence[Any]: ...
+    def syn_path(
+        self,
+        table: Any,
+        stats: Any,
+        hellos: dict[bytes, Any],
+        plans: dict[tuple[int, ...], int],
+        plan_of: Callable[[tuple[int, ...], bytes], int],
+        addr: tuple[list[int], list[int]],
+        ports: tuple[list[int], list[int]],
+        alerting: list[tuple[Any, ...]],
+        scan: Callable[[float, bytes, int], Any] | None,
+        flood: Callable[[float, bytes, bytes], Any] | None,
+        fire: Callable[[float, bytes, bytes, int], Sequence[Any]],
+        detected: Callable[..., Sequence[Any]],
+        no_alerts: Sequence[Any],
+        on: bool,
+    ) -> None: ...
     def lookup(self, layer: Any, ts: float) -> tuple[Any, bool]: ...
 
 class Decoder:

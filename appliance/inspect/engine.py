@@ -308,9 +308,10 @@ class InspectionEngine:
         self._idle_timeout = config.idle_timeout
         self._fast = config.fast_path
         # the compiled fast path (core.py): take(ts, data) -> True (taken), False (full
-        # path), or the key of an IPv4/TCP packet the index does not hold; loaded by the
-        # first packet, so that an idle engine maps none of it
-        self._core: Callable[[float, bytes], bool | bytes] | None = None
+        # path), the alerts of a bare SYN that opens a flow (the new-flow path, compiled),
+        # or the key of an IPv4/TCP packet the index does not hold (left to _unheld); loaded
+        # by the first packet, so that an idle engine maps none of it
+        self._core: Callable[[float, bytes], bool | bytes | Sequence[Alert]] | None = None
         self._decode: Callable[[bytes, int, Errors], Layer | None] = decode_packet
         self._lookup: Callable[[Layer, float], tuple[Flow, bool]] = self.flows.lookup
         if self._fast and config.compiled and core.enabled():
@@ -342,6 +343,8 @@ class InspectionEngine:
                 stats.fast += 1
                 return _NO_ALERTS
             if taken is not False:
+                if not isinstance(taken, bytes):
+                    return taken  # a new flow's SYN: its alerts
                 # the key of an IPv4/TCP packet no flow holds, taken as the twin's block
                 # below takes it
                 got = self._unheld(ts, data, taken)
@@ -436,7 +439,7 @@ class InspectionEngine:
             return alerts
         return _NO_ALERTS
 
-    def _load_core(self, ts: float, data: bytes) -> bool | bytes:
+    def _load_core(self, ts: float, data: bytes) -> bool | bytes | Sequence[Alert]:
         """The first packet's call: the compiled fast path is loaded and takes it."""
         compiled = core.fast_path_class()
         if compiled is None:  # found but not loadable: the full path takes this packet
@@ -450,6 +453,24 @@ class InspectionEngine:
             _anchored_hit,
             Layer,
             self.flows.lookup,
+        )
+        addr_starts, addr_bits = self._addr4
+        port_starts, port_bits = self._port_bits
+        fast.syn_path(  # a packet no flow holds: _unheld, _new_syn and the hatching, compiled
+            self.flows,
+            self.stats,
+            self._hellos,
+            self._syn_plans,
+            self._syn_plan,
+            (addr_starts, addr_bits),
+            (port_starts, port_bits),
+            self._alerting,
+            self._scan_syn,
+            self._flood_syn,
+            self._syn_fire,
+            self._syn_alerts,
+            _NO_ALERTS,
+            self._syn_path,
         )
         self._core = fast.take
         self._lookup = fast.lookup
@@ -518,9 +539,15 @@ class InspectionEngine:
             else:
                 table.drop_index(oldest)
             table.evicted += 1
-        alerting = self._alerting[plan]
-        if not alerting and not self._syn_detectors:
+        if not self._alerting[plan] and not self._syn_detectors:
             return _NO_ALERTS
+        return self._syn_fire(ts, data, key, plan)
+
+    def _syn_fire(self, ts: float, data: bytes, key: bytes, plan: int) -> Sequence[Alert]:
+        """A new flow's bare SYN, held as an embryo: its rules' thresholds and the SYN
+        detectors count it; its alerts, if any."""
+        alerting = self._alerting[plan]
+        dport = data[36] << 8 | data[37]
         src = data[26:30]
         dst = data[30:34]
         fired: list[Signature] | None = None
@@ -534,6 +561,19 @@ class InspectionEngine:
         flood = self._flood_syn(ts, src, dst) if self._flood_syn is not None else None
         if fired is None and scan is None and flood is None:
             return _NO_ALERTS
+        return self._syn_alerts(ts, data, key, fired, scan, flood)
+
+    def _syn_alerts(
+        self,
+        ts: float,
+        data: bytes,
+        key: bytes,
+        fired: list[Signature] | None,
+        scan: detectors.Detection | None,
+        flood: detectors.Detection | None,
+    ) -> Sequence[Alert]:
+        """The alerts of a bare SYN held as an embryo: its flow hatched, the packet
+        decoded, for them."""
         flow = self.flows.hatched(key, ts)
         layer = decode_packet(data, 1, self.stats.errors)
         assert flow is not None and layer is not None

@@ -190,6 +190,94 @@ def test_anchored_rules(seed: int) -> None:
     same(mutate(frames, seed), rules=ANCHORED)
 
 
+def syn_pair(**config: Any) -> tuple[InspectionEngine, InspectionEngine]:
+    """Engines with rules and thresholds on SYNs and the SYN detectors (low limits): with
+    the core, and with the twin."""
+    from tests.inspect.test_engine_syn import DETECTORS, RULES
+    from tests.inspect.traffic import engine
+
+    compiled = engine(RULES, DETECTORS, **config)
+    twin = engine(RULES, DETECTORS, compiled=False, **config)
+    assert compiled._core is not None and twin._core is None
+    return compiled, twin
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_new_flows_with_rules_and_detectors_on_their_syns(seed: int) -> None:
+    """SYNs that rules (with thresholds) and the SYN detectors alert on, answered or not,
+    retransmitted, opened from both ends, arriving past the idle timeout, in a table too
+    small for them: the compiled new-flow path (the embryo, its hatching, the alerts handed
+    to the twin's code) gives what the twin gives."""
+    from tests.inspect.test_engine_syn import traffic
+
+    frames = traffic(seed, 700)
+    for config in ({}, {"max_flows": 30, "idle_timeout": 30.0}):
+        compiled, twin = syn_pair(**config)
+        got = run(compiled, frames)
+        want = run(twin, frames)
+        assert got == want
+        assert len(got[0]) > 20
+        assert compiled.flows.evicted == twin.flows.evicted
+    mixed = mutate(frames, seed, share=0.2)
+    compiled, twin = syn_pair(max_flows=50)
+    assert run(compiled, mixed) == run(twin, mixed)
+
+
+def test_syn_path_refuses_odd_tables() -> None:
+    """syn_path() checks what it is handed: segment tables whose starts do not begin at 0,
+    do not increase, are not ints below 2**32 or do not match their bits are refused."""
+    compiled, _ = pair()
+    compiled.process(*Mix(seed=43).build(1)[0])
+    fast = core.fast_path_class()
+    assert fast is not None
+    engine = compiled
+    path = fast(
+        engine._index,
+        engine.flows.flows,
+        engine._idle_timeout,
+        Flow,
+        _anchored_hit,
+        Layer,
+        engine.flows.lookup,
+    )
+    ports = engine._port_bits
+
+    def handover(addr: Any, ports: Any = ports) -> None:
+        path.syn_path(
+            engine.flows,
+            engine.stats,
+            engine._hellos,
+            engine._syn_plans,
+            engine._syn_plan,
+            addr,
+            ports,
+            engine._alerting,
+            None,
+            None,
+            engine._syn_fire,
+            engine._syn_alerts,
+            (),
+            True,
+        )
+
+    starts, bits = engine._addr4
+    handover((list(starts), list(bits)))
+    for bad in (
+        ([1, 5], [0, 1]),
+        ([0, 5, 5], [0, 1, 2]),
+        ([0, 2**32], [0, 1]),
+        ([0, -1], [0, 1]),
+        ([0, "x"], [0, 1]),
+        ([], []),
+        ([0, 5], [0]),
+        (list(starts),),
+    ):
+        with pytest.raises((TypeError, ValueError, OverflowError)):
+            handover(bad)
+    with pytest.raises(TypeError):
+        path.syn_path()  # type: ignore[call-arg]
+
+
 def test_with_the_rule_corpus() -> None:
     same(Mix(seed=24).build(6_000), corpus=True)
 
