@@ -153,6 +153,11 @@ class NftBackend:
         counters = self._dump_counters()
         return counters if counters is not None else self._list_counters()
 
+    def dump_counters(self) -> dict[str, tuple[int, int]] | None:
+        """The counters by the netlink dump alone, on a socket of its own: safe on another
+        thread than the one using libnftables. None when the dump fails."""
+        return self._dump_counters()
+
     def _dump_counters(self) -> dict[str, tuple[int, int]] | None:
         try:
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
