@@ -3,7 +3,9 @@ last error; docs/daemon.md, "Metrics", lists them) on an injected registry, serv
 from the event loop.
 
 Rule counters come from the kernel in one batched read per scrape, cached for at least a
-second; set sizes come from the daemon's bookkeeping, never from listing sets.
+second, on a thread of their own where the backend can read them apart from the kernel
+worker (:func:`counter_reader`): a scrape never queues behind a large set's load, reload or
+read-back. Set sizes come from the daemon's bookkeeping, never from listing sets.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -25,6 +29,30 @@ AUTOBLOCK = ("autoblock_v4", "autoblock_v6")
 DRIFT_KINDS = ("table_missing", "structure", "elements", "segments")
 SCRAPE_SECONDS = 10.0  # each read of a scrape's request and the write of its answer
 MAX_HEADER_LINES = 100  # a request with more is dropped unanswered
+
+
+Counters = dict[str, tuple[int, int]]
+
+
+def counter_reader(
+    backend: Any, kernel: Callable[[Callable[[], Counters]], Awaitable[Counters]]
+) -> Callable[[], Awaitable[Counters]]:
+    """How the metrics read the rule counters: through ``backend.dump_counters`` on a thread
+    of their own when the backend has it (a netlink dump on a socket of its own, safe beside
+    the kernel worker), so that a read never waits for whatever the kernel worker is doing;
+    through ``kernel`` (the worker) when it has not, or when that dump fails."""
+    dump: Callable[[], Counters | None] | None = getattr(backend, "dump_counters", None)
+    if dump is None:
+        return lambda: kernel(backend.list_counters)
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="counters")
+
+    async def read() -> Counters:
+        counters = await asyncio.get_running_loop().run_in_executor(reader, dump)
+        if counters is None:
+            counters = await kernel(backend.list_counters)
+        return counters
+
+    return read
 
 
 class _KernelCollector:

@@ -30,7 +30,7 @@ from appliance.daemon.hub import HubSync
 from appliance.daemon.inspection import Inspection
 from appliance.daemon.listener import MetricsListener
 from appliance.daemon.manager import Manager
-from appliance.daemon.metrics import Metrics
+from appliance.daemon.metrics import Metrics, counter_reader
 from appliance.daemon.monitor import TableMonitor
 from appliance.daemon.notify import Notifier, watchdog_interval
 from appliance.daemon.offloadlinks import OffloadLinks
@@ -64,7 +64,7 @@ class Daemon:
         sets: list[RuntimeSets] = []  # made once the context is; metrics read it from then on
         metrics = Metrics(
             registry,
-            read_counters=lambda: self.ctx.kernel(backend.list_counters),
+            read_counters=counter_reader(backend, lambda read: self.ctx.kernel(read)),
             set_counts=lambda: sets[0].current_counts() if sets else {},
             clock=clock,
         )

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry
 
-from appliance.daemon.metrics import MAX_HEADER_LINES, Metrics, MetricsServer
+from appliance.daemon.metrics import MAX_HEADER_LINES, Metrics, MetricsServer, counter_reader
 from appliance.sync.bundle import RESULTS
 
 
@@ -95,6 +100,130 @@ def test_a_slow_kernel_read_serves_the_cached_values() -> None:
         assert metrics.counters == {"ssh": (2, 0)}
 
     asyncio.run(scenario())
+
+
+class SplitCounters:
+    """A backend that reads counters two ways: its own netlink dump (None: it failed) and
+    through the kernel worker's listing."""
+
+    def __init__(self, dump_fails: bool = False) -> None:
+        self.dump_fails = dump_fails
+        self.dumps: list[str] = []  # the thread each dump ran on
+        self.listings: list[str] = []
+
+    def dump_counters(self) -> dict[str, tuple[int, int]] | None:
+        self.dumps.append(threading.current_thread().name)
+        return None if self.dump_fails else {"ssh": (7, 70)}
+
+    def list_counters(self) -> dict[str, tuple[int, int]]:
+        self.listings.append(threading.current_thread().name)
+        return {"ssh": (5, 50)}
+
+
+def scrape_beside(backend: object, hold: bool) -> tuple[str, bool]:
+    """A scrape with ``backend``'s counters, the kernel worker held by a long job (a large
+    set's load) if ``hold``: its text, and whether the job was still under way when the
+    scrape was answered."""
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernel")
+    job_done = threading.Event()
+    release = threading.Event()
+
+    def long_job() -> None:
+        release.wait(30)
+        job_done.set()
+
+    async def kernel(func: Callable[[], dict[str, tuple[int, int]]]) -> dict[str, tuple[int, int]]:
+        return await asyncio.get_running_loop().run_in_executor(worker, func)
+
+    async def scenario() -> tuple[str, bool]:
+        read = counter_reader(backend, kernel)
+        metrics = Metrics(CollectorRegistry(), read, dict, clock=FakeClock(), max_wait=60)
+        if not hold:
+            release.set()
+        held = asyncio.get_running_loop().run_in_executor(worker, long_job)
+        text = (await metrics.exposition()).decode()
+        under_way = not job_done.is_set()
+        release.set()
+        await held
+        return text, under_way
+
+    try:
+        return asyncio.run(scenario())
+    finally:
+        release.set()
+        worker.shutdown(wait=True)
+
+
+def test_a_scrape_reads_fresh_counters_while_the_kernel_worker_is_busy() -> None:
+    backend = SplitCounters()
+    text, under_way = scrape_beside(backend, hold=True)
+    assert under_way  # answered without waiting for the worker's job
+    assert 'appliance_rule_packets_total{rule="ssh"} 7.0' in text  # read, not cached
+    assert backend.listings == [] and backend.dumps[0].startswith("counters")
+
+
+def test_a_failed_dump_reads_the_counters_through_the_kernel_worker() -> None:
+    backend = SplitCounters(dump_fails=True)
+    text, _ = scrape_beside(backend, hold=False)
+    assert 'appliance_rule_packets_total{rule="ssh"} 5.0' in text
+    assert backend.listings[0].startswith("kernel")
+
+
+def test_a_backend_without_a_dump_reads_through_the_kernel_worker() -> None:
+    class ListOnly:
+        def __init__(self) -> None:
+            self.threads: list[str] = []
+
+        def list_counters(self) -> dict[str, tuple[int, int]]:
+            self.threads.append(threading.current_thread().name)
+            return {"ssh": (1, 10)}
+
+    backend = ListOnly()
+    text, _ = scrape_beside(backend, hold=False)
+    assert 'appliance_rule_packets_total{rule="ssh"} 1.0' in text
+    assert backend.threads[0].startswith("kernel")
+
+
+def test_a_scrape_and_status_never_walk_a_sets_elements(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a scrape and ``status`` show of a set comes from the counts kept when the
+    policy was enforced: nothing in them reads the elements, however many there are."""
+    from appliance.daemon.service import Daemon, DaemonConfig
+    from appliance.model.elements import Elements
+    from appliance.model.intervals import Spans
+    from tests.conftest import small_profile
+    from tests.fakekernel import FakeKernel
+
+    profile = tmp_path / "profile.toml"
+    profile.write_text(small_profile("counts", ["203.0.113.0/24", "198.51.100.7"]))
+    config = DaemonConfig(
+        profile=str(profile),
+        state_dir=str(tmp_path / "state"),
+        control_socket=str(tmp_path / "control.sock"),
+    )
+    daemon = Daemon(config, FakeKernel())
+
+    def walked(*_args: object) -> None:
+        raise AssertionError("the elements were walked")
+
+    async def scenario() -> tuple[str, dict[str, int]]:
+        await daemon.boot()
+        for cls, names in (
+            (Elements, ("__iter__", "__len__", "bounds", "first")),
+            (Spans, ("__iter__", "__len__", "count", "values")),
+        ):
+            for name in names:
+                monkeypatch.setattr(cls, name, walked)
+        text = (await daemon.ctx.metrics.exposition()).decode()
+        return text, daemon.control.status()["sets"]
+
+    try:
+        text, sets = asyncio.run(scenario())
+    finally:
+        daemon.ctx.executor.shutdown(wait=True)
+    assert 'appliance_set_elements{set="blocklist"} 2.0' in text
+    assert sets["blocklist"] == 2
 
 
 def test_http_server_answers_metrics_and_404() -> None:
