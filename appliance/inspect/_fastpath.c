@@ -1210,11 +1210,13 @@ static PyObject *FastPath_take(FastPath *fp, PyObject *const *args, Py_ssize_t n
 
 /* ---- the common frame's decoding ------------------------------------------------------ */
 
-/* Decoder(layer_type, fallback).decode(data, linktype, errors) is decode.decode_packet for
- * the frames most traffic is made of: Ethernet / IPv4, not a fragment, carrying TCP, or UDP
- * that is neither GTP-U nor VXLAN, with nothing wrong in the headers. It fills a Layer's
- * slots as decode_ipv4 does; any other frame (or anything it would count as an error) goes
- * to fallback, decode_packet itself, which decodes and counts as always. */
+/* Decoder(layer_type, fallback[, gtp_type]).decode(data, linktype, errors) is
+ * decode.decode_packet for the frames most traffic is made of: Ethernet / IPv4, not a
+ * fragment, carrying TCP, or UDP that is not VXLAN; with gtp_type (decode.GtpInfo), also a
+ * GTP-U G-PDU with a plain header (no optional fields) carrying such an IPv4 packet (not
+ * GTP-U again). It fills the Layers' and the GtpInfo's slots as decode_ipv4 and decode_gtp
+ * do; any other frame (or anything they would count as an error) goes to fallback,
+ * decode_packet itself, which decodes and counts as always. */
 
 enum {
     L_DEPTH,
@@ -1245,14 +1247,20 @@ static const char *layer_names[L_COUNT] = {
     "seq",   "sport", "src",     "truncated", "tunnel",
 };
 
+enum { G_ERROR, G_INNER, G_MSG_TYPE, G_NESTED, G_TEID, G_COUNT };
+
+static const char *gtp_names[G_COUNT] = {"error", "inner", "msg_type", "nested", "teid"};
+
 typedef struct {
     PyObject_HEAD
     PyObject *layer_type;
     PyObject *fallback;
+    PyObject *gtp_type; /* decode.GtpInfo: G-PDUs decoded here too; NULL: handed over */
     Py_ssize_t offsets[L_COUNT];
+    Py_ssize_t gtp_offsets[G_COUNT];
 } Decoder;
 
-static PyObject *minus_one, *zero, *four, *fourteen;
+static PyObject *minus_one, *zero, *four;
 
 /* Steals value (NULL: an error already set, -1). */
 static inline int put(Decoder *dec, PyObject *layer, int which, PyObject *value)
@@ -1265,21 +1273,167 @@ static inline int put(Decoder *dec, PyObject *layer, int which, PyObject *value)
     return 0;
 }
 
+/* Steals value, into a GtpInfo's slot. */
+static inline int put_gtp(Decoder *dec, PyObject *info, int which, PyObject *value)
+{
+    PyObject **place;
+    if (value == NULL)
+        return -1;
+    place = (PyObject **)((char *)info + dec->gtp_offsets[which]);
+    Py_XSETREF(*place, value);
+    return 0;
+}
+
 static inline PyObject *ref(PyObject *value)
 {
     Py_INCREF(value);
     return value;
 }
 
+/* An IPv4 packet at data[off:end] as decode_ipv4 decodes it without counting anything: not
+ * a fragment, carrying TCP or UDP that is not VXLAN (and, unless gtp_ok, not GTP-U). 0, or
+ * -1 where decode_packet is to decode the frame. */
+typedef struct {
+    Py_ssize_t off, end;   /* where the IP header starts; where the transport's payload ends */
+    Py_ssize_t payload;    /* where the transport's payload starts */
+    unsigned int proto, sport, dport, flags;
+    unsigned long seq;
+} Ip4;
+
+static int parse_ipv4(const unsigned char *data, Py_ssize_t off, Py_ssize_t end, int gtp_ok,
+                      Ip4 *ip)
+{
+    Py_ssize_t hlen, total, at, thlen, ulen;
+    if (end - off < 20 || data[off] >> 4 != 4)
+        return -1;
+    hlen = (data[off] & 0x0F) << 2;
+    total = data[off + 2] << 8 | data[off + 3];
+    if (hlen < 20 || total < hlen || off + total > end)
+        return -1; /* errors, or a short snaplen (counted) */
+    end = off + total;
+    if ((data[off + 6] << 8 | data[off + 7]) & 0x3FFF)
+        return -1; /* a fragment */
+    ip->off = off;
+    ip->proto = data[off + 9];
+    at = off + hlen;
+    if (ip->proto == 6) {
+        if (end - at < 20)
+            return -1;
+        thlen = (data[at + 12] >> 4) << 2;
+        if (thlen < 20 || at + thlen > end)
+            return -1;
+        ip->sport = data[at] << 8 | data[at + 1];
+        ip->dport = data[at + 2] << 8 | data[at + 3];
+        ip->seq = (unsigned long)data[at + 4] << 24 | (unsigned long)data[at + 5] << 16
+            | (unsigned long)data[at + 6] << 8 | data[at + 7];
+        ip->flags = data[at + 13];
+        ip->payload = at + thlen;
+        ip->end = end;
+        return 0;
+    }
+    if (ip->proto != 17 || end - at < 8)
+        return -1;
+    ip->sport = data[at] << 8 | data[at + 1];
+    ip->dport = data[at + 2] << 8 | data[at + 3];
+    if (ip->dport == 4789 && end - at >= 16)
+        return -1; /* VXLAN */
+    if (ip->dport == 2152 && !gtp_ok)
+        return -1; /* GTP-U */
+    ulen = data[at + 4] << 8 | data[at + 5];
+    if (ulen < 8)
+        return -1; /* counted */
+    if (ulen <= end - at)
+        end = at + ulen;
+    ip->flags = 0;
+    ip->seq = 0;
+    ip->payload = at + 8;
+    ip->end = end;
+    return 0;
+}
+
+/* The Layer of a decoded IPv4 packet (a new reference), its gtp and tunnel slots None. */
+static PyObject *ipv4_layer(Decoder *dec, PyObject *bytes, const Ip4 *ip, PyObject *depth)
+{
+    const char *data = PyBytes_AS_STRING(bytes);
+    PyObject *layer;
+    layer = ((PyTypeObject *)dec->layer_type)->tp_alloc((PyTypeObject *)dec->layer_type, 0);
+    if (layer == NULL)
+        return NULL;
+    if (put(dec, layer, L_FAMILY, ref(four)) < 0
+        || put(dec, layer, L_SRC, PyBytes_FromStringAndSize(data + ip->off + 12, 4)) < 0
+        || put(dec, layer, L_DST, PyBytes_FromStringAndSize(data + ip->off + 16, 4)) < 0
+        || put(dec, layer, L_PROTO, PyLong_FromLong(ip->proto)) < 0
+        || put(dec, layer, L_DEPTH, ref(depth)) < 0
+        || put(dec, layer, L_SPORT, PyLong_FromLong(ip->sport)) < 0
+        || put(dec, layer, L_DPORT, PyLong_FromLong(ip->dport)) < 0
+        || put(dec, layer, L_FLAGS, PyLong_FromLong(ip->flags)) < 0
+        || put(dec, layer, L_SEQ, PyLong_FromUnsignedLong(ip->seq)) < 0
+        || put(dec, layer, L_TRUNCATED, ref(Py_False)) < 0
+        || put(dec, layer, L_ICMP_TYPE, ref(minus_one)) < 0
+        || put(dec, layer, L_ICMP_CODE, ref(minus_one)) < 0
+        || put(dec, layer, L_FRAGMENT, ref(Py_False)) < 0
+        || put(dec, layer, L_FRAG, ref(Py_None)) < 0
+        || put(dec, layer, L_PAYLOAD,
+               PyBytes_FromStringAndSize(data + ip->payload, ip->end - ip->payload)) < 0
+        || put(dec, layer, L_GTP, ref(Py_None)) < 0 || put(dec, layer, L_TUNNEL, ref(Py_None)) < 0
+        || put(dec, layer, L_RAW, ref(bytes)) < 0
+        || put(dec, layer, L_IP_AT, PyLong_FromSsize_t(ip->off)) < 0) {
+        Py_DECREF(layer);
+        return NULL;
+    }
+    return layer;
+}
+
+/* A G-PDU's GtpInfo and inner Layer onto the outer layer, as decode_gtp sets them: a plain
+ * GTPv1 header (no optional fields) carrying an IPv4 packet that parse_ipv4 decodes. 0, 1
+ * (not such a frame: decode_packet decodes it) or -1 on error. */
+static int gtp_pdu(Decoder *dec, PyObject *bytes, const Ip4 *outer_ip, PyObject *outer)
+{
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(bytes);
+    Py_ssize_t at = outer_ip->payload, pdu_end;
+    PyObject *info, *inner, **place;
+    unsigned long teid;
+    Ip4 ip;
+    if (outer_ip->end - at < 8 || data[at] != 0x30 || data[at + 1] != 255)
+        return 1; /* short, another version, optional fields, or not a G-PDU */
+    pdu_end = at + 8 + (data[at + 2] << 8 | data[at + 3]);
+    if (pdu_end > outer_ip->end || pdu_end <= at + 8)
+        return 1; /* counted: truncated, or an empty PDU */
+    if (parse_ipv4(data, at + 8, pdu_end, 0, &ip) < 0)
+        return 1;
+    teid = (unsigned long)data[at + 4] << 24 | (unsigned long)data[at + 5] << 16
+        | (unsigned long)data[at + 6] << 8 | data[at + 7];
+    info = ((PyTypeObject *)dec->gtp_type)->tp_alloc((PyTypeObject *)dec->gtp_type, 0);
+    if (info == NULL)
+        return -1;
+    inner = ipv4_layer(dec, bytes, &ip, one);
+    if (inner == NULL) {
+        Py_DECREF(info);
+        return -1;
+    }
+    place = (PyObject **)((char *)inner + dec->offsets[L_TUNNEL]);
+    Py_XSETREF(*place, ref(outer));
+    if (put_gtp(dec, info, G_TEID, PyLong_FromUnsignedLong(teid)) < 0
+        || put_gtp(dec, info, G_MSG_TYPE, PyLong_FromLong(255)) < 0
+        || put_gtp(dec, info, G_ERROR, ref(Py_None)) < 0
+        || put_gtp(dec, info, G_INNER, inner) < 0
+        || put_gtp(dec, info, G_NESTED, ref(Py_False)) < 0) {
+        Py_DECREF(info);
+        return -1;
+    }
+    place = (PyObject **)((char *)outer + dec->offsets[L_GTP]);
+    Py_XSETREF(*place, info);
+    return 0;
+}
+
 static PyObject *Decoder_decode(Decoder *dec, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *bytes, *layer;
     const unsigned char *data;
-    Py_ssize_t n, hlen, total, end, off, thlen, ulen;
-    unsigned int proto, sport, dport, flags = 0;
-    unsigned long seq = 0;
+    Py_ssize_t n;
     long linktype;
-    int frag;
+    int gtp;
+    Ip4 ip;
 
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "decode(data, linktype, errors)");
@@ -1297,114 +1451,76 @@ static PyObject *Decoder_decode(Decoder *dec, PyObject *const *args, Py_ssize_t 
     n = PyBytes_GET_SIZE(bytes);
     if (n < 34 || data[12] != 0x08 || data[13] != 0x00)
         goto fallback;
-    hlen = (data[14] & 0x0F) << 2;
-    total = data[16] << 8 | data[17];
-    if (hlen < 20 || total < hlen || 14 + total > n)
-        goto fallback; /* errors, or a short snaplen (counted) */
-    end = 14 + total;
-    if (14 + hlen > end)
+    if (parse_ipv4(data, 14, n, dec->gtp_type != NULL, &ip) < 0)
         goto fallback;
-    frag = data[20] << 8 | data[21];
-    if (frag & 0x3FFF)
-        goto fallback; /* a fragment */
-    proto = data[23];
-    off = 14 + hlen;
-    if (proto == 6) {
-        if (end - off < 20)
-            goto fallback;
-        thlen = (data[off + 12] >> 4) << 2;
-        if (thlen < 20 || off + thlen > end)
-            goto fallback;
-        sport = data[off] << 8 | data[off + 1];
-        dport = data[off + 2] << 8 | data[off + 3];
-        seq = (unsigned long)data[off + 4] << 24 | (unsigned long)data[off + 5] << 16
-            | (unsigned long)data[off + 6] << 8 | data[off + 7];
-        flags = data[off + 13];
-        off += thlen;
-    } else if (proto == 17) {
-        if (end - off < 8)
-            goto fallback;
-        sport = data[off] << 8 | data[off + 1];
-        dport = data[off + 2] << 8 | data[off + 3];
-        if (dport == 4789 && end - off >= 16)
-            goto fallback; /* VXLAN */
-        if (dport == 2152)
-            goto fallback; /* GTP-U */
-        ulen = data[off + 4] << 8 | data[off + 5];
-        if (ulen < 8)
-            goto fallback; /* counted */
-        if (ulen <= end - off)
-            end = off + ulen;
-        off += 8;
-    } else {
-        goto fallback;
-    }
-
-    layer = ((PyTypeObject *)dec->layer_type)->tp_alloc((PyTypeObject *)dec->layer_type, 0);
+    gtp = ip.proto == 17 && ip.dport == 2152;
+    layer = ipv4_layer(dec, bytes, &ip, zero);
     if (layer == NULL)
         return NULL;
-    if (put(dec, layer, L_FAMILY, ref(four)) < 0
-        || put(dec, layer, L_SRC, PyBytes_FromStringAndSize((const char *)data + 26, 4)) < 0
-        || put(dec, layer, L_DST, PyBytes_FromStringAndSize((const char *)data + 30, 4)) < 0
-        || put(dec, layer, L_PROTO, PyLong_FromLong(proto)) < 0
-        || put(dec, layer, L_DEPTH, ref(zero)) < 0
-        || put(dec, layer, L_SPORT, PyLong_FromLong(sport)) < 0
-        || put(dec, layer, L_DPORT, PyLong_FromLong(dport)) < 0
-        || put(dec, layer, L_FLAGS, PyLong_FromLong(flags)) < 0
-        || put(dec, layer, L_SEQ, PyLong_FromUnsignedLong(seq)) < 0
-        || put(dec, layer, L_TRUNCATED, ref(Py_False)) < 0
-        || put(dec, layer, L_ICMP_TYPE, ref(minus_one)) < 0
-        || put(dec, layer, L_ICMP_CODE, ref(minus_one)) < 0
-        || put(dec, layer, L_FRAGMENT, ref(Py_False)) < 0
-        || put(dec, layer, L_FRAG, ref(Py_None)) < 0
-        || put(dec, layer, L_PAYLOAD,
-               PyBytes_FromStringAndSize((const char *)data + off, end - off)) < 0
-        || put(dec, layer, L_GTP, ref(Py_None)) < 0 || put(dec, layer, L_TUNNEL, ref(Py_None)) < 0
-        || put(dec, layer, L_RAW, ref(bytes)) < 0 || put(dec, layer, L_IP_AT, ref(fourteen)) < 0) {
-        Py_DECREF(layer);
-        return NULL;
+    if (gtp) {
+        int done = gtp_pdu(dec, bytes, &ip, layer);
+        if (done != 0) {
+            Py_DECREF(layer);
+            if (done < 0)
+                return NULL;
+            goto fallback;
+        }
     }
     return layer;
 fallback:
     return PyObject_Vectorcall(dec->fallback, args, nargs, NULL);
 }
 
-static int Decoder_init(Decoder *dec, PyObject *args, PyObject *kwargs)
+/* The offsets of a slots-only class's object slots (names); -1 with an error set. */
+static int slot_offsets(PyObject *type, const char *what, const char *const *names, int count,
+                        Py_ssize_t *out)
 {
-    PyObject *layer_type, *fallback;
     int i;
-    static char *names[] = {"layer_type", "fallback", NULL};
-
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O:Decoder", names, &PyType_Type,
-                                     &layer_type, &fallback))
-        return -1;
-    if (((PyTypeObject *)layer_type)->tp_dictoffset != 0) {
-        PyErr_SetString(PyExc_TypeError, "layer_type: a class of slots only");
+    if (((PyTypeObject *)type)->tp_dictoffset != 0) {
+        PyErr_Format(PyExc_TypeError, "%s: a class of slots only", what);
         return -1;
     }
-    for (i = 0; i < L_COUNT; i++) {
-        PyObject *descr = PyObject_GetAttrString(layer_type, layer_names[i]);
+    for (i = 0; i < count; i++) {
+        PyObject *descr = PyObject_GetAttrString(type, names[i]);
         PyMemberDef *member;
         if (descr == NULL)
             return -1;
         if (Py_TYPE(descr) != &PyMemberDescr_Type) {
             Py_DECREF(descr);
-            PyErr_Format(PyExc_TypeError, "layer_type.%s is not a slot", layer_names[i]);
+            PyErr_Format(PyExc_TypeError, "%s.%s is not a slot", what, names[i]);
             return -1;
         }
         member = ((PyMemberDescrObject *)descr)->d_member;
         if (member->type != T_OBJECT_EX) {
             Py_DECREF(descr);
-            PyErr_Format(PyExc_TypeError, "layer_type.%s is not an object slot", layer_names[i]);
+            PyErr_Format(PyExc_TypeError, "%s.%s is not an object slot", what, names[i]);
             return -1;
         }
-        dec->offsets[i] = member->offset;
+        out[i] = member->offset;
         Py_DECREF(descr);
     }
+    return 0;
+}
+
+static int Decoder_init(Decoder *dec, PyObject *args, PyObject *kwargs)
+{
+    PyObject *layer_type, *fallback, *gtp_type = NULL;
+    static char *names[] = {"layer_type", "fallback", "gtp_type", NULL};
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O|O!:Decoder", names, &PyType_Type,
+                                     &layer_type, &fallback, &PyType_Type, &gtp_type))
+        return -1;
+    if (slot_offsets(layer_type, "layer_type", layer_names, L_COUNT, dec->offsets) < 0)
+        return -1;
+    if (gtp_type != NULL
+        && slot_offsets(gtp_type, "gtp_type", gtp_names, G_COUNT, dec->gtp_offsets) < 0)
+        return -1;
     Py_INCREF(layer_type);
     Py_XSETREF(dec->layer_type, layer_type);
     Py_INCREF(fallback);
     Py_XSETREF(dec->fallback, fallback);
+    Py_XINCREF(gtp_type);
+    Py_XSETREF(dec->gtp_type, gtp_type);
     return 0;
 }
 
@@ -1412,6 +1528,7 @@ static int Decoder_traverse(Decoder *dec, visitproc visit, void *arg)
 {
     Py_VISIT(dec->layer_type);
     Py_VISIT(dec->fallback);
+    Py_VISIT(dec->gtp_type);
     return 0;
 }
 
@@ -1419,6 +1536,7 @@ static int Decoder_clear(Decoder *dec)
 {
     Py_CLEAR(dec->layer_type);
     Py_CLEAR(dec->fallback);
+    Py_CLEAR(dec->gtp_type);
     return 0;
 }
 
@@ -1636,8 +1754,7 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     minus_one = PyLong_FromLong(-1);
     zero = PyLong_FromLong(0);
     four = PyLong_FromLong(4);
-    fourteen = PyLong_FromLong(14);
-    if (minus_one == NULL || zero == NULL || four == NULL || fourteen == NULL)
+    if (minus_one == NULL || zero == NULL || four == NULL)
         return NULL;
     if (PyType_Ready(&FastPathType) < 0 || PyType_Ready(&DecoderType) < 0)
         return NULL;

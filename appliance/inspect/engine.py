@@ -20,7 +20,15 @@ from typing import Any
 from appliance.inspect import appproto, core, detectors
 from appliance.inspect.appproto import DnsQuery, HttpRequest
 from appliance.inspect.classification import CLASSTYPES, read_classification, read_references
-from appliance.inspect.decode import PROTO_TCP, PROTO_UDP, Errors, Layer, count, decode_packet
+from appliance.inspect.decode import (
+    PROTO_TCP,
+    PROTO_UDP,
+    Errors,
+    GtpInfo,
+    Layer,
+    count,
+    decode_packet,
+)
 from appliance.inspect.defrag import Defragmenter
 from appliance.inspect.eve import Alert
 from appliance.inspect.fields import IP_PACKET, TLS_VERSION
@@ -476,7 +484,7 @@ class InspectionEngine:
         self._lookup = fast.lookup
         decoder = core.decoder_class()
         if decoder is not None:
-            self._decode = decoder(Layer, decode_packet).decode
+            self._decode = decoder(Layer, decode_packet, GtpInfo).decode
         return self._core(ts, data)
 
     def _unheld(self, ts: float, data: bytes, key: bytes) -> Flow | Sequence[Alert] | None:

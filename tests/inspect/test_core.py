@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from appliance.inspect import core
-from appliance.inspect.decode import Layer, decode_packet
+from appliance.inspect.decode import GtpInfo, Layer, decode_packet
 from appliance.inspect.engine import InspectionEngine, _anchored_hit
 from appliance.inspect.eve import to_eve
 from appliance.inspect.flow import Flow
@@ -322,19 +322,31 @@ def test_random_mutations(seed: int, share: float) -> None:
 LAYER_SLOTS = [name for name in Layer.__slots__ if name not in ("gtp", "tunnel")]
 
 
+GTP_SLOTS = ("error", "msg_type", "nested", "teid")
+
+
 def layer_state(layer: Layer | None) -> Any:
+    """Every slot of a decoded layer, its GtpInfo's, its inner layer's (which must name it
+    as its tunnel)."""
     if layer is None:
         return None
     state = [getattr(layer, name, "<unset>") for name in LAYER_SLOTS]
     gtp = layer.gtp
     inner = gtp.inner if gtp is not None else None
-    return state, gtp is None, layer.tunnel is None, layer_state(inner)
+    info = None if gtp is None else [getattr(gtp, name, "<unset>") for name in GTP_SLOTS]
+    if inner is not None:
+        assert inner.tunnel is layer
+    return state, info, layer.tunnel is None, layer_state(inner)
 
 
-def decoded_alike(frames: Frames) -> None:
+def decoded_alike(frames: Frames, gtp: bool = True) -> None:
+    """The compiled decoder (with G-PDUs, or without: handed to decode_packet) against
+    decode_packet: the same layers, the same errors counted."""
     compiled = core.decoder_class()
     assert compiled is not None
-    decode = compiled(Layer, decode_packet).decode
+    decode = (
+        compiled(Layer, decode_packet, GtpInfo) if gtp else compiled(Layer, decode_packet)
+    ).decode
     for _ts, data, linktype in frames:
         errors: dict[str, int] = {}
         want_errors: dict[str, int] = {}
@@ -350,6 +362,7 @@ def test_decoder_as_decode_packet() -> None:
     types and buffers."""
     frames = Mix(seed=60).build(5_000)
     decoded_alike(frames)
+    decoded_alike(frames, gtp=False)
     handed: list[int] = []
 
     def fallback(data: bytes, linktype: int, errors: dict[str, int]) -> Layer | None:
@@ -358,12 +371,20 @@ def test_decoder_as_decode_packet() -> None:
 
     compiled = core.decoder_class()
     assert compiled is not None
+    gtp_frames = [
+        data for _ts, data, _lt in frames if data[23] == 17 and data[36:38] == b"\x08\x68"
+    ]
+    assert len(gtp_frames) > 200
+    for data in gtp_frames:
+        compiled(Layer, fallback, GtpInfo).decode(data, 1, {})
+    assert not handed  # the mix's G-PDUs are decoded in C
     for _ts, data, linktype in frames:
         compiled(Layer, fallback).decode(data, linktype, {})
-    assert len(handed) < len(frames) // 4  # most of the mix is decoded in C (not GTP-U)
+    assert len(handed) < len(frames) // 4  # without gtp_type, only GTP-U is handed over
     decoded_alike(flood(500, seed=6))
     for seed in range(3):
         decoded_alike(mutate(frames, seed, share=0.8))
+        decoded_alike(mutate([(0.0, d, 1) for d in gtp_frames], seed, share=0.9))
     for path in sorted(CORPUS.glob("*.pcap")):
         with open(path, "rb") as handle:
             decoded_alike(list(read_capture(handle, str(path))))
@@ -397,6 +418,62 @@ def test_decoder_on_random_headers(
     )
     transport = struct.pack("!HH", 40000, port)
     decoded_alike([(0.0, eth + ip + transport + tail, 1), (0.0, eth + ip + tail, 1)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(min_size=0, max_size=60),
+    st.sampled_from([0x30, 0x32, 0x34, 0x38, 0x20, 0x50, 0x31]),
+    st.sampled_from([255, 1, 26, 254]),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([6, 17, 1, 4]),
+    st.integers(0x40, 0x4F),
+    st.integers(0, 0xFFFF),
+    st.tuples(st.integers(-3, 3), st.integers(-3, 3), st.integers(-3, 3), st.integers(-3, 3)),
+    st.sampled_from([0x45, 0x46, 0x60, 0x44]),
+    st.integers(0, 0xFFFF),
+)
+def test_decoder_on_random_gtp_u(
+    tail: bytes,
+    gtp_flags: int,
+    msg_type: int,
+    teid: int,
+    proto: int,
+    vihl: int,
+    frag: int,
+    skew: tuple[int, int, int, int],
+    outer_vihl: int,
+    port: int,
+) -> None:
+    """GTP-U frames with random GTP flags, message types and TEIDs, inner IPv4 headers with
+    random header lengths, fragment bits and protocols, lengths (outer IP, UDP, GTP, inner
+    IP) a little off: the compiled decoder and decode_packet agree."""
+    transport = struct.pack("!HH", 40000, port) + tail
+    inner_total = 20 + len(transport) + skew[0]
+    inner = (
+        struct.pack(
+            "!BBHHHBBH4s4s",
+            vihl,
+            0,
+            max(0, inner_total),
+            1,
+            frag,
+            64,
+            proto,
+            0,
+            b"\n\x2d\0\1",
+            b"\n\0\0\2",
+        )
+        + transport
+    )
+    gtp = struct.pack("!BBHI", gtp_flags, msg_type, max(0, len(inner) + skew[1]), teid) + inner
+    udp = struct.pack("!HHHH", 2152, 2152, max(0, 8 + len(gtp) + skew[2]), 0) + gtp
+    total = max(0, 20 + len(udp) + skew[3])
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", outer_vihl, 0, total, 1, 0, 64, 17, 0, b"\xc0\0\2\1", b"\xc0\0\2\2"
+    )
+    eth = b"\x02" * 12 + b"\x08\x00"
+    decoded_alike([(0.0, eth + ip + udp, 1), (0.0, eth + ip + udp[:-3], 1)])
 
 
 def test_entry_point_odd_arguments() -> None:
