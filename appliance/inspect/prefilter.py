@@ -19,6 +19,7 @@ hold them equal.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from appliance.inspect.rules import Content, Signature
 from appliance.inspect.transforms import Transform, apply
@@ -55,6 +56,8 @@ class Prefilter:
     __slots__ = (
         "_by_hit",
         "_fold",
+        "_last",
+        "_last_found",
         "_look",
         "_scan",
         "_short",
@@ -86,13 +89,24 @@ class Prefilter:
         self._scan: re.Pattern[bytes] | None = None
         self._look: re.Pattern[bytes] | None = None
         if ordered:
-            alternatives = trie_alternation(ordered)
-            self._scan = re.compile(alternatives, re.DOTALL)
-            self._look = re.compile(b"(?=(" + alternatives + b"))", re.DOTALL)
+            self._scan, self._look = _compiled(tuple(ordered))
         self._by_hit: dict[bytes, list[Signature]] = {}
+        self._last: bytes | None = None  # the buffer last scanned, and what it gave
+        self._last_found: list[Signature] | None = None
 
     def candidates(self, data: bytes) -> list[Signature] | None:
         """The rules whose fast pattern may occur in ``data`` (None: none occurs)."""
+        found = self._candidates(data)
+        self._last = data
+        self._last_found = found
+        return found
+
+    def none_in(self, data: bytes) -> bool:
+        """Whether the last scan was of this very buffer and found no pattern in it (a
+        stream then scans only what spans the segment's start: see ``stream_hits``)."""
+        return self._last is data and self._last_found is None
+
+    def _candidates(self, data: bytes) -> list[Signature] | None:
         if self.transforms:
             data = apply(data, self.transforms)
         text = data.lower() if self._fold else data
@@ -147,6 +161,15 @@ class Prefilter:
             if len(self._by_hit) < _MAX_HITS:
                 self._by_hit[hit] = sigs
         return sigs
+
+
+@lru_cache(maxsize=256)
+def _compiled(patterns: tuple[bytes, ...]) -> tuple[re.Pattern[bytes], re.Pattern[bytes]]:
+    """The scan and the look-ahead of an alternation, compiled once for every prefilter of
+    the same patterns (the groups of a reload, of another engine)."""
+    alternatives = trie_alternation(list(patterns))
+    scan = re.compile(alternatives, re.DOTALL)
+    return scan, re.compile(b"(?=(" + alternatives + b"))", re.DOTALL)
 
 
 _Trie = dict[int, "_Trie"]  # by next byte (-1: a pattern ends here)
@@ -215,3 +238,6 @@ class Exhaustive:
 
     def candidates(self, data: bytes) -> list[Signature] | None:
         return self._all or None
+
+    def none_in(self, data: bytes) -> bool:
+        return False

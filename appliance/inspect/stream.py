@@ -277,11 +277,18 @@ def stream_hits(
                 found.append(sig)
     waiting = stream.waiting
     checked: list[Signature] = []
+    # the segment taken whole, in order, after what was scanned: where the packet's own
+    # scan found nothing, only what spans its start is left to scan
+    fresh = len(data) - scanned == len(payload) and data.endswith(payload)
     for prefilter in group.prefilters:
         if prefilter.buffer != PKT:
             continue
-        start = max(0, scanned - reassembler.width(prefilter) + 1)
-        candidates = prefilter.candidates(bytes(data[start:]))
+        width = reassembler.width(prefilter)
+        start = max(0, scanned - width + 1)
+        if fresh and not prefilter.transforms and prefilter.none_in(payload):
+            candidates = prefilter.candidates(bytes(data[start : scanned + width - 1]))
+        else:
+            candidates = prefilter.candidates(bytes(data[start:]))
         if candidates:
             checked.extend(candidates)
     checked.extend(waiting)

@@ -9,11 +9,14 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.all import IP, TCP, Ether, Packet  # type: ignore[attr-defined]
 
 from appliance.errors import ProfileError
 from appliance.inspect.decode import Errors
 from appliance.inspect.engine import InspectionConfig
+from appliance.inspect.match import Matcher
 from appliance.inspect.pcap import read_capture
 from appliance.inspect.stream import MAX_PENDING_SEGMENTS, Reassembler
 from appliance.model.parse import load_profile
@@ -327,3 +330,60 @@ def test_seeded_fuzz_reassembles_the_truth_within_bounds(seed: int) -> None:
         assert truth.startswith(bytes(stream.data))
     assert bytes(stream.data) == truth[:depth]
     assert asm.pending_bytes == stream.pending_bytes
+
+
+PATTERN_RULES = "".join(
+    f'alert tcp any any -> any 80 (msg:"p{i}"; flow:established,to_server; '
+    f'content:"{p}"; sid:{100 + i};)\n'
+    for i, p in enumerate(["spans", "SPLIT-HERE", "xyzzy", "ab", "a-very-long-marker-text"])
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    body=st.lists(
+        st.sampled_from([b"spans", b"split-here", b"xyzzy", b"ab", b"a-very-long-", b"marker-text"])
+        | st.binary(max_size=12),
+        max_size=12,
+    ).map(b"".join),
+    cuts=st.lists(st.integers(1, 200), max_size=8),
+)
+def test_a_pattern_across_segments_is_found_as_a_scan_of_the_whole_stream_finds_it(
+    body: bytes, cuts: list[int]
+) -> None:
+    """Where a segment alone holds no pattern, only the bytes around its start are scanned
+    again (the segment was scanned as a packet): the alerts are those of an engine whose
+    prefilters scan everything (the reference matcher)."""
+    bounds = sorted({0, len(body), *(c for c in cuts if c < len(body))})
+    packets = [
+        *handshake(),
+        *(
+            C2S / TCP(sport=40000, dport=80, flags="PA", seq=1001 + a, ack=7001) / body[a:b]
+            for a, b in itertools.pairwise(bounds)
+        ),
+    ]
+    scanned = engine(PATTERN_RULES)
+    reference = engine(PATTERN_RULES)
+    reference.matcher = Matcher(reference.config.signatures, exhaustive=True)
+    for ts, data, linktype in frames(packets):
+        got = sorted(a.sid for a in scanned.process(ts, data, linktype))
+        assert got == sorted(a.sid for a in reference.process(ts, data, linktype))
+
+
+@pytest.mark.parametrize("pattern", [b"spans", b"a-very-long-marker-text", b"ab"])
+def test_a_pattern_cut_anywhere_is_found_in_the_stream(pattern: bytes) -> None:
+    """The pattern cut at each of its bytes, after segments that hold none: the stream's
+    rule alerts whatever part of it the earlier segment holds."""
+    sid = {b"spans": 100, b"ab": 103, b"a-very-long-marker-text": 104}[pattern]
+    for cut in range(1, len(pattern)):
+        body = b"0123456789" * 3 + pattern + b"9876543210"
+        at = 30 + cut
+        packets = [
+            *handshake(),
+            C2S / TCP(sport=40000, dport=80, flags="PA", seq=1001, ack=7001) / body[:10],
+            C2S / TCP(sport=40000, dport=80, flags="PA", seq=1011, ack=7001) / body[10:at],
+            C2S / TCP(sport=40000, dport=80, flags="PA", seq=1001 + at, ack=7001) / body[at:],
+        ]
+        eng = engine(PATTERN_RULES)
+        found = [a.sid for ts, data, lt in frames(packets) for a in eng.process(ts, data, lt)]
+        assert found == [sid], cut
