@@ -20,6 +20,11 @@
 #include <stdint.h>
 #include <string.h>
 
+static int slot_offsets(PyObject *type, const char *what, const char *const *names, int count,
+                        Py_ssize_t *out);
+
+static const char *const stat_names[2] = {"packets", "fast"};
+
 #define TCP_SYN_SENT 1
 #define TCP_SYN_RECV 2
 #define TCP_ESTABLISHED 3
@@ -75,6 +80,7 @@ typedef struct {
     uint32_t *port_starts;
     Py_ssize_t addr_count, port_count;
     int syn_on; /* bare SYNs take the new-flow path */
+    Py_ssize_t stat_offsets[2]; /* Stats.packets, Stats.fast: counted by take() */
 } FastPath;
 
 enum { LK_PROTO, LK_SRC, LK_DST, LK_SPORT, LK_DPORT, LK_FLAGS };
@@ -116,6 +122,22 @@ static int increment(FastPath *fp, PyObject *flow, int which)
         return -1;
     set_slot(fp, flow, which, new);
     Py_DECREF(new);
+    return 0;
+}
+
+/* One more in a counter slot of the engine's Stats (0: packets, 1: fast); -1 on error. */
+static int count_stat(FastPath *fp, int which)
+{
+    PyObject **place = (PyObject **)((char *)fp->stats + fp->stat_offsets[which]);
+    PyObject *new;
+    if (*place == NULL) {
+        PyErr_SetString(PyExc_AttributeError, stat_names[which]);
+        return -1;
+    }
+    new = PyNumber_Add(*place, one);
+    if (new == NULL)
+        return -1;
+    Py_SETREF(*place, new);
     return 0;
 }
 
@@ -1118,7 +1140,8 @@ static PyObject *FastPath_syn_path(FastPath *fp, PyObject *args, PyObject *kwarg
                                      &PyList_Type, &alerting, &scan, &flood, &fire, &detected,
                                      &no_alerts, &on))
         return NULL;
-    if (segments(addr, &fp->addr_starts, &fp->addr_count, &fp->addr_bits) < 0
+    if (slot_offsets((PyObject *)Py_TYPE(stats), "stats", stat_names, 2, fp->stat_offsets) < 0
+        || segments(addr, &fp->addr_starts, &fp->addr_count, &fp->addr_bits) < 0
         || segments(ports, &fp->port_starts, &fp->port_count, &fp->port_bits) < 0)
         return NULL;
     Py_INCREF(table);
@@ -1149,7 +1172,7 @@ static PyObject *FastPath_syn_path(FastPath *fp, PyObject *args, PyObject *kwarg
 
 /* ---- the entry point ----------------------------------------------------------------- */
 
-static PyObject *FastPath_take(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *take_packet(FastPath *fp, PyObject *const *args)
 {
     PyObject *ts_obj, *bytes, *key = NULL;
     const unsigned char *data;
@@ -1157,10 +1180,6 @@ static PyObject *FastPath_take(FastPath *fp, PyObject *const *args, Py_ssize_t n
     double ts;
     int result;
 
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "take(ts, data)");
-        return NULL;
-    }
     ts_obj = args[0];
     bytes = args[1];
     if (!PyBytes_CheckExact(bytes))
@@ -1206,6 +1225,27 @@ static PyObject *FastPath_take(FastPath *fp, PyObject *const *args, Py_ssize_t n
         return PyBool_FromLong(result);
     }
     Py_RETURN_FALSE;
+}
+
+/* take(ts, data): once the engine has handed its Stats over (syn_path()), the packet is
+ * counted here (stats.packets; stats.fast when taken), as process() counts it. */
+static PyObject *FastPath_take(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *result;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "take(ts, data)");
+        return NULL;
+    }
+    if (fp->stats == NULL)
+        return take_packet(fp, args);
+    if (count_stat(fp, 0) < 0)
+        return NULL;
+    result = take_packet(fp, args);
+    if (result == Py_True && count_stat(fp, 1) < 0) {
+        Py_DECREF(result);
+        return NULL;
+    }
+    return result;
 }
 
 /* ---- the common frame's decoding ------------------------------------------------------ */

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from appliance.inspect import appproto, core, detectors
 from appliance.inspect.appproto import DnsQuery, HttpRequest
@@ -316,10 +316,10 @@ class InspectionEngine:
         self._idle_timeout = config.idle_timeout
         self._fast = config.fast_path
         # the compiled fast path (core.py): take(ts, data) -> True (taken), False (full
-        # path), the alerts of a bare SYN that opens a flow (the new-flow path, compiled),
-        # or the key of an IPv4/TCP packet the index does not hold (left to _unheld); loaded
-        # by the first packet, so that an idle engine maps none of it
-        self._core: Callable[[float, bytes], bool | bytes | Sequence[Alert]] | None = None
+        # path), or the alerts of a bare SYN that opens a flow (the new-flow path,
+        # compiled); it counts the packet in stats. Loaded by the first packet, so that an
+        # idle engine maps none of it
+        self._core: Callable[[float, bytes], bool | Sequence[Alert]] | None = None
         self._decode: Callable[[bytes, int, Errors], Layer | None] = decode_packet
         self._lookup: Callable[[Layer, float], tuple[Flow, bool]] = self.flows.lookup
         if self._fast and config.compiled and core.enabled():
@@ -344,29 +344,23 @@ class InspectionEngine:
 
     def process(self, ts: float, data: bytes, linktype: int) -> Sequence[Alert]:
         stats = self.stats
-        stats.packets += 1
         if self._core is not None and linktype == 1:
+            # the compiled fast path counts the packet (stats.packets, and stats.fast when
+            # it takes it) and takes a packet no flow holds as the twin's _unheld does
             taken = self._core(ts, data)
             if taken is True:
-                stats.fast += 1
                 return _NO_ALERTS
             if taken is not False:
-                if not isinstance(taken, bytes):
-                    return taken  # a new flow's SYN: its alerts
-                # the key of an IPv4/TCP packet no flow holds, taken as the twin's block
-                # below takes it
-                got = self._unheld(ts, data, taken)
-                if got is not None and not isinstance(got, Flow):
-                    return got
-                if got is not None and self._core(ts, data) is True:
-                    stats.fast += 1
-                    return _NO_ALERTS
+                return taken  # a new flow's SYN: its alerts
+        else:
+            stats.packets += 1
         # Fast paths, for Ethernet / IPv4 without options, not a fragment: a TCP packet, or
         # a GTP-U G-PDU carrying one, of an established flow whose direction needs nothing
         # of this packet but its flags (see _fast_tcp). They read the fields the decoders
         # would, straight from the frame; anything unusual takes the full path below.
-        elif (
-            linktype == 1
+        if (
+            self._core is None
+            and linktype == 1
             and self._fast
             and len(data) >= 54
             and data[12:15] == b"\x08\x00\x45"
@@ -447,11 +441,12 @@ class InspectionEngine:
             return alerts
         return _NO_ALERTS
 
-    def _load_core(self, ts: float, data: bytes) -> bool | bytes | Sequence[Alert]:
+    def _load_core(self, ts: float, data: bytes) -> bool | Sequence[Alert]:
         """The first packet's call: the compiled fast path is loaded and takes it."""
         compiled = core.fast_path_class()
         if compiled is None:  # found but not loadable: the full path takes this packet
             self._core = None
+            self.stats.packets += 1  # (as the compiled take would have)
             return False
         fast = compiled(
             self._index,
@@ -480,7 +475,8 @@ class InspectionEngine:
             _NO_ALERTS,
             self._syn_path,
         )
-        self._core = fast.take
+        # (handed the tables above, take never gives back a key: no bytes)
+        self._core = cast(Callable[[float, bytes], bool | Sequence[Alert]], fast.take)
         self._lookup = fast.lookup
         decoder = core.decoder_class()
         if decoder is not None:

@@ -476,9 +476,15 @@ def test_decoder_on_random_gtp_u(
     decoded_alike([(0.0, eth + ip + udp, 1), (0.0, eth + ip + udp[:-3], 1)])
 
 
+def syn_alerts(got: Any, data: bytes) -> bool:
+    """A sequence of alerts that take() may give: for a bare SYN (no ACK, RST, FIN)."""
+    return isinstance(got, (list, tuple)) and len(data) >= 54 and data[47] & 0x17 == 0x02
+
+
 def test_entry_point_odd_arguments() -> None:
     """take(ts, data) on anything: short or empty frames, other buffer types, wrong
-    argument counts; the core never crashes and never takes a packet it has no flow for."""
+    argument counts; the core never crashes, takes (True) only a packet of a flow it holds,
+    and gives a sequence of alerts only for a bare SYN (the new-flow path)."""
     compiled, _ = pair()
     take = compiled._core
     assert take is not None
@@ -489,11 +495,11 @@ def test_entry_point_odd_arguments() -> None:
     for ts, data, _lt in frames:
         for size in (0, 1, 13, 14, 33, 34, 53, 54, 55, 61, 62, 73, 74, 89, len(data)):
             got = take(ts, data[:size])
-            assert got in (True, False) or got == data[26:38]
+            assert got is True or got is False or syn_alerts(got, data[:size])
         for _ in range(5):
             noise = bytes(rng.randrange(256) for _ in range(rng.randrange(100)))
             got = take(ts, noise)
-            assert got is False or got == noise[26:38]
+            assert got is False or syn_alerts(got, noise)
         assert take(ts, bytearray(data)) is False
         assert take(ts, memoryview(data)) is False
     with pytest.raises(TypeError):
