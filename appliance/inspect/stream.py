@@ -23,7 +23,7 @@ from collections import OrderedDict
 
 from appliance.inspect.decode import TCP_SYN, Errors, Layer, count
 from appliance.inspect.flow import Flow
-from appliance.inspect.match import Group, rule_matches
+from appliance.inspect.match import ANCHOR_LIMIT, Group, rule_matches
 from appliance.inspect.rules import PKT, Signature
 
 DEFAULT_DEPTH = 64 * 1024
@@ -270,10 +270,24 @@ def stream_hits(
     found: list[Signature] = []
     reach = group.anchored_reach
     if group.anchored and (reach < 0 or scanned < reach):
-        view = dict(buffers)
-        view[PKT] = bytes(data)
-        for sig in group.anchored:
-            if sig.sid not in reported and rule_matches(sig, layer, True, view):
+        # a rule whose fast pattern is not in its place at the stream's start never matches
+        # it: only the others are checked over the whole stream
+        head = bytes(data[:ANCHOR_LIMIT])
+        folded = None
+        for sig, needle, low, high, nocase in group.anchored_fast:
+            if sig.sid in reported:
+                continue
+            if nocase:
+                if folded is None:
+                    folded = head.lower()
+                if folded.find(needle, low, high) < 0:
+                    continue
+            elif head.find(needle, low, high) < 0:
+                continue
+            if view is None:
+                view = dict(buffers)
+                view[PKT] = bytes(data)
+            if rule_matches(sig, layer, True, view):
                 found.append(sig)
     waiting = stream.waiting
     checked: list[Signature] = []
