@@ -387,3 +387,26 @@ def test_a_pattern_cut_anywhere_is_found_in_the_stream(pattern: bytes) -> None:
         eng = engine(PATTERN_RULES)
         found = [a.sid for ts, data, lt in frames(packets) for a in eng.process(ts, data, lt)]
         assert found == [sid], cut
+
+
+ANCHORED = (
+    'alert tcp any any -> any 80 (msg:"anchored"; flow:established,to_server; '
+    'content:"get /admin"; depth:10; nocase; content:"MK-7"; sid:200;)\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("start", "alerts"), [(b"GET /ADMIN/x HTTP/1.1\r\n", [200]), (b"POST /admin/x\r\n", [])]
+)
+def test_an_anchored_rule_is_completed_by_a_later_segment(start: bytes, alerts: list[int]) -> None:
+    """A rule whose fast pattern is at the stream's start (case folded) and whose other
+    content comes in a later segment alerts on the stream; with the start elsewhere, never."""
+    packets = [
+        *handshake(),
+        C2S / TCP(sport=40000, dport=80, flags="PA", seq=1001, ack=7001) / start,
+        C2S
+        / TCP(sport=40000, dport=80, flags="PA", seq=1001 + len(start), ack=7001)
+        / b"X: MK-7\r\n\r\n",
+    ]
+    eng = engine(ANCHORED)
+    assert [a.sid for ts, d, lt in frames(packets) for a in eng.process(ts, d, lt)] == alerts
