@@ -30,7 +30,7 @@ EXIT_NOT_INTENDED = 4  # status: the daemon runs, but not the intended policy
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(named_command(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
@@ -80,7 +80,40 @@ def _common_options(defaults: bool) -> argparse.ArgumentParser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
+# The commands of this module: when the command line names one, only its parser is built
+# (the others, and the modules that add theirs, cost every command's start).
+OWN_COMMANDS = frozenset(
+    ("check", "compile", "plan", "apply", "confirm", "set", "run", "status", "lab", "probe")
+)
+_VALUED = ("--netns", "--state-dir", "--control-socket")
+
+
+def named_command(argv: Sequence[str]) -> str | None:
+    """The command of :data:`OWN_COMMANDS` that ``argv`` names, or None (no command,
+    another one, or an option before it that is not one of the common options written
+    out, such as --help or an abbreviation: then every parser is built)."""
+    k = 0
+    while k < len(argv):
+        arg = argv[k]
+        if arg in _VALUED:
+            k += 2
+        elif arg.startswith(tuple(f"{option}=" for option in _VALUED)):
+            k += 1
+        else:
+            return arg if arg in OWN_COMMANDS else None
+    return None
+
+
+class _Unbuilt:
+    """A command's parser left out (see :func:`build_parser`): its arguments are not added."""
+
+    def add_argument(self, *args: object, **kwargs: object) -> None:
+        pass
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; ``only``: with that command's parser alone (one of
+    :data:`OWN_COMMANDS`), which parses its command line as the whole one does."""
     common = _common_options(defaults=False)
     parser = argparse.ArgumentParser(
         prog="appliance",
@@ -93,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     def command(
         name: str, handler: Callable[[argparse.Namespace], int], help: str
     ) -> argparse.ArgumentParser:
+        if only is not None and name != only:
+            return _Unbuilt()  # type: ignore[return-value]
         p = sub.add_parser(name, parents=[common], help=help, description=help)
         p.set_defaults(handler=handler)
         return p
@@ -164,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("probe", cmd_probe, "which optional kernel features this kernel has")
     p.add_argument("--json", action="store_true")
+    if only is not None:
+        return parser
 
     from appliance.sync.commands import add_parsers as add_sync_parsers
 
@@ -291,13 +328,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from appliance import confirm
-
     desired, known, parsed = _desired_after_last(args, for_kernel=True)
     engine = _engine()
     seconds = _duration_option("--confirm", args.confirm)
     engine.known = known
     if seconds is not None:
+        from appliance import confirm
+
         previous = engine.observe()
         previous_links = confirm.links_snapshot(engine.links)
     plan, segments = engine.apply(desired)
@@ -306,6 +343,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     for line in segments.waiting if segments is not None else []:
         print(f"appliance: {line}", file=sys.stderr)
     if seconds is not None:
+        from appliance import confirm
+
         confirm.arm(args.state_dir, previous, seconds, args.netns, previous_links)
         print(
             f"applied {desired.name} ({desired.table_hash}); rolls back in {args.confirm} "
@@ -330,7 +369,13 @@ def _desired_after_last(
     """The compiled profile, with what the last apply here left: the sets' elements (an
     engine starts from them while no transaction happened since) and the elements files
     as they were (a large file is diffed against its last version: only its changed lines
-    are parsed); and the files parsed now, for the record (see appliance.applied)."""
+    are parsed); and the files parsed now, for the record (see appliance.applied).
+    One-shot (``apply``, ``plan``): the cyclic garbage collector is off from here (what
+    these commands make lives until they exit; its passes over a large set's objects
+    cost more than the little it would free)."""
+    import gc
+
+    gc.disable()
     from appliance import applied
     from appliance.model import elements_fast
 

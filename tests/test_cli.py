@@ -174,3 +174,48 @@ def test_a_bad_metrics_listen_address_is_refused_before_the_daemon_starts(
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith("appliance: --metrics-listen: bad listen address")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["apply", "p.toml"],
+        ["apply"],
+        ["apply", "-h"],
+        ["--netns", "ns1", "apply", "p.toml", "--confirm", "5s"],
+        ["--state-dir=/s", "apply", "--bogus", "p.toml"],
+        ["plan", "a.toml", "b.toml"],
+        ["set", "add", "blocklist", "10.0.0.1", "--timeout", "1h"],
+        ["run", "--resync-interval", "x"],
+        ["status", "--json"],
+        ["apply", "--netns"],
+    ],
+)
+def test_a_command_parsed_by_its_parser_alone_as_by_the_whole(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`appliance apply` builds only its own parser (the start of a one-shot command):
+    what it parses, its help and its errors are the whole parser's."""
+    from appliance.cli import build_parser, named_command
+
+    def outcome(only: str | None) -> tuple[object, str, str]:
+        try:
+            parsed: object = vars(build_parser(only).parse_args(argv))
+        except SystemExit as exc:
+            parsed = exc.code
+        captured = capsys.readouterr()
+        return parsed, captured.out, captured.err
+
+    only = named_command(argv)
+    assert only is not None
+    assert outcome(only) == outcome(None)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["--help"], ["--version"], ["--net", "x", "apply"], ["bundle", "build"], ["aply", "p"]],
+)
+def test_without_one_of_its_own_commands_every_parser_is_built(argv: list[str]) -> None:
+    from appliance.cli import named_command
+
+    assert named_command(argv) is None
