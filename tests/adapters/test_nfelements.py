@@ -292,6 +292,20 @@ def test_hash_spans_are_one_element_per_value() -> None:
     assert read_back(elements, 32, False) == {None: spans}
 
 
+@pytest.mark.parametrize("width", [32, 128])
+def test_a_hash_sets_spans_expand_to_each_value_in_order(width: int) -> None:
+    rng = random.Random(width)
+    base = (1 << 100) if width == 128 else 0
+    pairs = [(base + f, base + f + rng.choice([0, 0, 1, 5])) for f in range(0, 4000, 9)]
+    pairs.append(((1 << width) - 3, (1 << width) - 1))  # to the top of the range
+    spans = Spans.of(width, pairs)
+    for i, j in ((0, len(spans)), (5, 40), (len(spans) - 1, len(spans))):
+        lo, hi = nfelements._expand(spans, i, j)
+        wanted = [v for first, last in list(spans)[i:j] for v in range(first, last + 1)]
+        got = list(lo) if hi is None else [(h << 64) | low for h, low in zip(hi, lo, strict=True)]
+        assert got == wanted
+
+
 def test_elements_with_a_timeout_are_left_out() -> None:
     kept = split_elements(encoded_elements(Spans.of(32, [(1, 1)]), False, None))
     timed = nfelements._element(4, udata=b"")[0]
