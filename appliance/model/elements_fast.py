@@ -39,6 +39,7 @@ from operator import add, and_, lshift, ne, or_, rshift, sub
 
 from appliance.model.elements import Elements
 from appliance.model.intervals import MASK64, NARROW, Spans
+from appliance.model.splice import splice
 
 FAMILIES = {"ipv4_addr": (socket.AF_INET, 32), "ipv6_addr": (socket.AF_INET6, 128)}
 BLOCK = 1 << 13  # bytes of the old file compared at a time (line-aligned)
@@ -261,28 +262,23 @@ def diff_hosts(last: Parsed, data: bytes) -> Parsed | None:
     base = last.elements
     assert base.spans is not None
     width = base.spans.width
-    values = _values(base.spans)
-    count = len(values)
-    if removed:
-        dropped = set(removed)
-        values = list(filterfalse(dropped.__contains__, values))
-        if len(values) != count - len(removed):
-            return None  # the record does not hold what its bytes say
-    values += added
-    values, steps, distinct = _distinct_sorted(values)
-    if not distinct:
-        return None  # an added line repeats a value that stayed: no longer one value a line
+    # a removed value not held: the record does not hold what its bytes say; an added
+    # value held: it repeats a line that stayed (no longer one value a line)
+    spans = splice(base.spans, removed, added)
+    if spans is None:
+        return None
+    count = last.lines - len(removed) + len(added)  # the last version: a value a line
     lines = last.lines - len(gone_lines) + len(new_lines)
     elements = Changed(
         set_type,
         interval,
-        spans_of_values(width, values, steps),
-        len(values),
+        spans,
+        count,
         base=base,
         added=Counted(set_type, interval, spans_of_values(width, added), len(added)),
         removed=Counted(set_type, interval, spans_of_values(width, removed), len(removed)),
     )
-    return Parsed(set_type, interval, data, elements, lines, lines == len(values))
+    return Parsed(set_type, interval, data, elements, lines, lines == count)
 
 
 def count_values(spans: Spans) -> int:

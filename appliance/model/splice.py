@@ -1,0 +1,249 @@
+"""Spans with a few values taken out and others put in, without a pass in Python. Pure.
+
+A feed of a million addresses changes by a tenth at a time. Its new spans are the old ones
+less the values gone and with the values come: :func:`splice` finds where each changed
+value goes among the old spans (``bisect`` at C speed) and copies the word arrays between
+those places whole (slices of their bytes, joined once), never making an integer per
+span. Only the spans that a change splits or joins are made again from their values
+(few: a removed value inside a span of several, a new value next to a span or to another
+new value).
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
+from itertools import chain, compress, filterfalse, islice, repeat
+from operator import add, and_, eq, gt, le, lshift, mul, or_, rshift, sub
+
+from appliance.model.intervals import MASK64, Spans
+
+_FLIP = bytes.maketrans(b"\0\1", b"\1\0")
+
+
+def splice(spans: Spans, removed: list[int], added: list[int]) -> Spans | None:
+    """``spans`` without the values ``removed`` and with the values ``added`` (each list
+    sorted, without repeats, none in both). None if a removed value is not in ``spans`` or
+    an added one is already."""
+    if not removed and not added:
+        return spans
+    width = spans.width
+    points = spans.points
+    first_words = spans.firsts.arrays()
+    last_words = first_words if points else spans.lasts.arrays()
+    firsts = _ints(first_words)
+    lasts = firsts if points else _ints(last_words)
+    n = len(firsts)
+    touched: set[int] = set()  # old spans made again from their values
+    drops = _removed(firsts, lasts, points, removed, touched)
+    if drops is None:
+        return None
+    placed = _placed(firsts, lasts, (1 << width) - 1, added, touched)
+    if placed is None:
+        return None
+    simple, where, joining = placed
+    region: list[tuple[int, int]] = []
+    if touched or joining:
+        region = _remade(firsts, lasts, sorted(touched), removed, joining)
+        drops = sorted(touched.union(drops))
+    values_first, values_last, places = _inserts(firsts, simple, where, region)
+    events = _events(drops, places)
+    new_firsts = [_rebuilt(words, events, values_first, n) for words in _split(first_words)]
+    if points and values_last is values_first:
+        return Spans.from_words(width, [*new_firsts, *new_firsts])
+    new_lasts = [_rebuilt(words, events, values_last, n) for words in _split(last_words)]
+    return Spans.from_words(width, [*new_firsts, *new_lasts])
+
+
+def _ints(words: Sequence[array[int]]) -> Sequence[int]:
+    """One bound's integers, indexable for ``bisect``: its word array itself (32 bits and
+    less), else its high and low words joined (a list)."""
+    if len(words) == 1:
+        return words[0]
+    return list(map(or_, map(lshift, words[0], repeat(64)), words[1]))
+
+
+def _split(words: Sequence[array[int]]) -> list[tuple[array[int], int, int]]:
+    """Each word array of a bound with the shift and mask of its part of a value."""
+    if len(words) == 1:
+        return [(words[0], 0, -1)]  # the values themselves
+    return [(words[0], 64, MASK64), (words[1], 0, MASK64)]
+
+
+def _removed(
+    firsts: Sequence[int],
+    lasts: Sequence[int],
+    points: bool,
+    removed: list[int],
+    touched: set[int],
+) -> list[int] | None:
+    """The old spans that ``removed`` takes away whole (spans of one value, sorted); the
+    wider spans a removed value is in go to ``touched``. None: a value is not held."""
+    if not removed:
+        return []
+    at = list(map(sub, map(bisect_right, repeat(firsts), removed), repeat(1)))
+    if at[0] < 0:
+        return None  # below the first span
+    ends = list(map(lasts.__getitem__, at))
+    if any(map(gt, removed, ends)):
+        return None  # after the end of the span it follows: not held
+    if points:
+        return at
+    one = bytes(map(eq, map(firsts.__getitem__, at), ends))
+    touched.update(compress(at, one.translate(_FLIP)))
+    return list(compress(at, one))
+
+
+def _placed(
+    firsts: Sequence[int], lasts: Sequence[int], top: int, added: list[int], touched: set[int]
+) -> tuple[list[int], list[int], list[int]] | None:
+    """The added values that join nothing (no neighbouring value held or added), with the
+    old span each goes before; and those that join something, whose old neighbours go to
+    ``touched``. None: an added value is held already."""
+    if not added:
+        return [], [], []
+    n = len(firsts)
+    at = list(map(bisect_right, repeat(firsts), added))  # the old span above; below: at - 1
+    low = bisect_right(at, 0)  # below every span
+    high = len(at) - bisect_left(at, n)  # above every span's first value
+    below = [-2] * low
+    below += map(lasts.__getitem__, map(sub, islice(at, low, None), repeat(1)))
+    if any(map(le, added, below)):
+        return None  # in the span below it
+    above = list(map(firsts.__getitem__, islice(at, 0, len(at) - high)))
+    above += repeat(top + 2, high)
+    up = list(map(add, added, repeat(1)))
+    joins_below = bytes(map(eq, below, map(sub, added, repeat(1))))
+    joins_above = bytes(map(eq, above, up))
+    pairs = bytes(map(eq, islice(added, 1, None), up))  # a value and the next one added
+    flags = _ored(joins_below, joins_above, pairs + b"\0", b"\0" + pairs)
+    if 1 not in flags:
+        return added, at, []
+    touched.update(map(sub, compress(at, joins_below), repeat(1)))
+    touched.update(compress(at, joins_above))
+    alone = flags.translate(_FLIP)
+    return list(compress(added, alone)), list(compress(at, alone)), list(compress(added, flags))
+
+
+def _ored(*parts: bytes) -> bytes:
+    """The bytewise OR of flag bytes (each 0 or 1) of one length, at C speed."""
+    total = 0
+    for part in parts:
+        total |= int.from_bytes(part, "big")
+    return total.to_bytes(len(parts[0]), "big")
+
+
+def _remade(
+    firsts: Sequence[int],
+    lasts: Sequence[int],
+    touched: list[int],
+    removed: list[int],
+    joining: list[int],
+) -> list[tuple[int, int]]:
+    """The spans of the ``touched`` old spans' values less ``removed``, with the added
+    values ``joining`` them or each other (none of these reaches an old span left as it
+    was: its neighbours are touched too)."""
+    gone = set(removed)
+    starts = map(firsts.__getitem__, touched)
+    stops = map(add, map(lasts.__getitem__, touched), repeat(1))
+    values = list(filterfalse(gone.__contains__, chain.from_iterable(map(range, starts, stops))))
+    values += joining
+    values.sort()
+    spans: list[tuple[int, int]] = []
+    for value in values:
+        if spans and spans[-1][1] + 1 == value:
+            spans[-1] = (spans[-1][0], value)
+        else:
+            spans.append((value, value))
+    return spans
+
+
+def _inserts(
+    firsts: Sequence[int], simple: list[int], where: list[int], region: list[tuple[int, int]]
+) -> tuple[list[int], list[int], list[int]]:
+    """The new spans' first and last values (the same list where all are single values)
+    and the old span each goes before, in order."""
+    if not region:
+        return simple, simple, where
+    count = len(simple) + len(region)
+    shift = count.bit_length()
+    keys = list(map(or_, map(lshift, simple, repeat(shift)), range(len(simple))))
+    keys += [(first << shift) | k for k, (first, _) in enumerate(region, start=len(simple))]
+    keys.sort()  # two sorted runs: one merge
+    order = list(map(and_, keys, repeat((1 << shift) - 1)))
+    all_firsts = simple + [first for first, _ in region]
+    all_lasts = simple + [last for _, last in region]
+    all_places = where + [bisect_right(firsts, first) for first, _ in region]
+    return (
+        list(map(all_firsts.__getitem__, order)),
+        list(map(all_lasts.__getitem__, order)),
+        list(map(all_places.__getitem__, order)),
+    )
+
+
+class _Events:
+    """Drops of old spans and inserts of new ones, in the order of the old spans: where
+    each cuts the old arrays and which insert (or none) it puts there."""
+
+    __slots__ = ("_cuts", "inserted", "starts", "stops")
+
+    def __init__(self, starts: list[int], stops: list[int], inserted: list[int]) -> None:
+        self.starts = starts  # old index where each piece of old words starts
+        self.stops = stops  # and where it stops (the last piece runs to the end)
+        self.inserted = inserted  # after each piece: the insert's index (a drop: past them)
+        self._cuts: dict[int, tuple[list[slice], list[slice]]] = {}
+
+    def cuts(self, size: int, n: int) -> tuple[list[slice], list[slice]]:
+        """For words of ``size`` bytes (``n`` old ones): the slices of the old bytes
+        between the events, and after each the slice of the inserts' bytes that goes
+        there (past their end for a drop: nothing). The same for every array of a size."""
+        found = self._cuts.get(size)
+        if found is None:
+            stops = [*self.stops, n]
+            pieces = list(
+                map(slice, map(mul, self.starts, repeat(size)), map(mul, stops, repeat(size)))
+            )
+            at = list(map(mul, self.inserted, repeat(size)))
+            words = list(map(slice, at, map(add, at, repeat(size))))
+            words.append(slice(0, 0))  # after the last piece
+            found = self._cuts[size] = (pieces, words)
+        return found
+
+
+def _events(drops: list[int], places: list[int]) -> _Events:
+    """Sorted at C speed: an insert before old span ``p`` sorts at ``2p``, a drop of old
+    span ``i`` at ``2i + 1`` (an insert before a dropped span comes first); below, the
+    insert's index (a drop's is one past the inserts)."""
+    none = len(places)
+    shift = (none + 1).bit_length()
+    keys = list(map(or_, map(lshift, map(mul, places, repeat(2)), repeat(shift)), range(none)))
+    kinds = map(add, map(mul, drops, repeat(2)), repeat(1))
+    keys += map(or_, map(lshift, kinds, repeat(shift)), repeat(none))
+    keys.sort()  # two sorted runs: one merge
+    cuts = list(map(rshift, keys, repeat(shift)))
+    stops = list(map(rshift, cuts, repeat(1)))
+    starts = [0, *map(add, stops, map(and_, cuts, repeat(1)))]
+    inserted = list(map(and_, keys, repeat((1 << shift) - 1)))
+    return _Events(starts, stops, inserted)
+
+
+def _rebuilt(
+    words: tuple[array[int], int, int], events: _Events, values: list[int], n: int
+) -> array[int]:
+    """A word array of the old bounds with the events carried out: the old words between
+    two events copied as one slice of bytes, an insert's word packed between them."""
+    source, shift, mask = words
+    pieces, between = events.cuts(source.itemsize, n)
+    data = source.tobytes()
+    part = values if mask < 0 else list(map(and_, map(rshift, values, repeat(shift)), repeat(mask)))
+    inserted = array(source.typecode, part).tobytes()
+    out = array(source.typecode)
+    out.frombytes(
+        b"".join(
+            chain.from_iterable(
+                zip(map(data.__getitem__, pieces), map(inserted.__getitem__, between), strict=True)
+            )
+        )
+    )
+    return out
