@@ -6,6 +6,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from appliance.daemon.service import Daemon, DaemonConfig
 
 
@@ -65,3 +67,41 @@ def test_expired_runtime_elements_leave_the_counts(tmp_path: Path) -> None:
         asyncio.run(scenario())
     finally:
         daemon.ctx.executor.shutdown(wait=True)
+
+
+def test_a_read_back_does_not_count_the_policys_own_elements_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every read-back works out the sets' counts; the policy's own elements are counted
+    once per policy (a pass over a million spans otherwise, every ten seconds)."""
+    from appliance.daemon.policies import policy_from_profile, set_counts
+    from appliance.model.elements import Elements
+    from appliance.model.intervals import Spans
+    from appliance.model.parse import load_profile
+    from appliance.reconcile.plan import Plan
+    from appliance.reconcile.state import Element, Observed
+    from tests.conftest import small_profile
+
+    path = tmp_path / "profile.toml"
+    path.write_text(small_profile("counts", ["203.0.113.0/24", "198.51.100.7"]))
+    desired = policy_from_profile(str(path), load_profile(str(path))).desired
+    observed = Observed(objects=[], types=dict(desired.types))
+
+    def counts() -> dict[str, int]:
+        found = set_counts(desired, observed, Plan())
+        return {name: found[name] for name in ("blocklist", "ports")}
+
+    assert counts() == {"blocklist": 2, "ports": 1}
+
+    def walked(*_args: object) -> None:
+        raise AssertionError("the policy's elements were walked")
+
+    for cls, names in (
+        (Elements, ("__iter__", "__len__", "bounds")),
+        (Spans, ("__iter__", "count", "values")),
+    ):
+        for name in names:
+            monkeypatch.setattr(cls, name, walked)
+    assert counts() == {"blocklist": 2, "ports": 1}
+    observed.elements["ports"] = {"8080": Element("8080")}  # one added at run time
+    assert counts() == {"blocklist": 2, "ports": 2}
