@@ -1248,6 +1248,373 @@ static PyObject *FastPath_take(FastPath *fp, PyObject *const *args, Py_ssize_t n
     return result;
 }
 
+/* ---- the rule driver: engine._rule_hits --------------------------------------------- */
+
+/* RuleHits(icmp_matches, head_holds, contents_match, rule_matches, twin).hits(layer, group,
+ * established, flags, payload, buffers) is the engine's _rule_hits: a group's plain rules
+ * (their compiled header tests, or their contents), its anchored rules whose fast pattern is
+ * in its place, and the candidates of its prefilters, each checked by the twin's functions
+ * (match.py), in the twin's order. A group whose tables are not in the shape expected goes
+ * to the twin (_rule_hits itself) before anything is checked. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *icmp_matches, *head_holds, *contents_match, *rule_matches, *twin;
+} RuleHits;
+
+static PyObject *str_checks, *str_plain_checks, *str_anchored_fast, *str_itype, *str_icode,
+    *str_contents, *str_buffer, *str_transforms, *str_candidates;
+
+/* Whether the group's anchored_fast entries are (rule, bytes, int >= 0, int >= 0, bool). */
+static int anchored_shape(PyObject *fast)
+{
+    Py_ssize_t i;
+    if (!PyList_CheckExact(fast))
+        return 0;
+    for (i = 0; i < PyList_GET_SIZE(fast); i++) {
+        PyObject *entry = PyList_GET_ITEM(fast, i);
+        Py_ssize_t low, high;
+        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 5
+            || !PyBytes_CheckExact(PyTuple_GET_ITEM(entry, 1))
+            || !PyLong_CheckExact(PyTuple_GET_ITEM(entry, 2))
+            || !PyLong_CheckExact(PyTuple_GET_ITEM(entry, 3))
+            || !PyBool_Check(PyTuple_GET_ITEM(entry, 4)))
+            return 0;
+        low = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 2));
+        high = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 3));
+        if (low < 0 || high < 0) {
+            PyErr_Clear();
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Whether the plain checks are (rule, tests or None) pairs. */
+static int plain_shape(PyObject *plain)
+{
+    Py_ssize_t i;
+    if (!PyTuple_CheckExact(plain))
+        return 0;
+    for (i = 0; i < PyTuple_GET_SIZE(plain); i++) {
+        PyObject *entry = PyTuple_GET_ITEM(plain, i);
+        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2)
+            return 0;
+    }
+    return 1;
+}
+
+/* Truth of a call's result: 1, 0, -1 (error). Steals the result. */
+static int truth_of(PyObject *result)
+{
+    int truth;
+    if (result == NULL)
+        return -1;
+    truth = PyObject_IsTrue(result);
+    Py_DECREF(result);
+    return truth;
+}
+
+/* The ASCII lower case of data (bytes.lower): a new bytes object. */
+static PyObject *lowered(PyObject *bytes)
+{
+    Py_ssize_t i, n = PyBytes_GET_SIZE(bytes);
+    const unsigned char *in = (const unsigned char *)PyBytes_AS_STRING(bytes);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n);
+    unsigned char *to;
+    if (out == NULL)
+        return NULL;
+    to = (unsigned char *)PyBytes_AS_STRING(out);
+    for (i = 0; i < n; i++)
+        to[i] = in[i] >= 'A' && in[i] <= 'Z' ? in[i] + 32 : in[i];
+    return out;
+}
+
+static PyObject *RuleHits_hits(RuleHits *rh, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *layer, *group, *established, *flags, *payload, *buffers;
+    PyObject *checks = NULL, *plain = NULL, *fast = NULL, *prefilters = NULL, *hits = NULL;
+    PyObject *numbers = NULL, *folded = NULL, *table;
+    Py_ssize_t i, j, count;
+    int truth;
+
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError,
+                        "hits(layer, group, established, flags, payload, buffers)");
+        return NULL;
+    }
+    layer = args[0];
+    group = args[1];
+    established = args[2];
+    flags = args[3];
+    payload = args[4];
+    buffers = args[5];
+    if (!PyBool_Check(established) || !PyBytes_CheckExact(payload) || !PyDict_CheckExact(buffers))
+        goto twin;
+    checks = PyObject_GetAttr(group, str_checks);
+    if (checks == NULL)
+        return NULL;
+    if (!PyTuple_CheckExact(checks) || PyTuple_GET_SIZE(checks) != 2)
+        goto twin;
+    table = PyTuple_GET_ITEM(checks, established == Py_True);
+    if (!PyDict_CheckExact(table))
+        goto twin;
+    plain = PyDict_GetItemWithError(table, flags);
+    if (plain != NULL) {
+        Py_INCREF(plain);
+    } else if (PyErr_Occurred()) {
+        goto error;
+    } else {
+        plain = PyObject_CallMethodObjArgs(group, str_plain_checks, flags, established, NULL);
+        if (plain == NULL)
+            goto error;
+    }
+    fast = PyObject_GetAttr(group, str_anchored_fast);
+    if (fast == NULL)
+        goto error;
+    prefilters = PyObject_GetAttr(group, str_prefilters);
+    if (prefilters == NULL)
+        goto error;
+    if (!plain_shape(plain) || !anchored_shape(fast) || !PyList_CheckExact(prefilters))
+        goto twin;
+    hits = PyList_New(0);
+    if (hits == NULL)
+        goto error;
+    count = PyTuple_GET_SIZE(plain);
+    for (i = 0; i < count; i++) {
+        PyObject *entry = PyTuple_GET_ITEM(plain, i);
+        PyObject *sig = PyTuple_GET_ITEM(entry, 0), *head = PyTuple_GET_ITEM(entry, 1);
+        PyObject *value;
+        int icmp;
+        value = PyObject_GetAttr(sig, str_itype);
+        if (value == NULL)
+            goto error;
+        icmp = value != Py_None;
+        Py_DECREF(value);
+        if (!icmp) {
+            value = PyObject_GetAttr(sig, str_icode);
+            if (value == NULL)
+                goto error;
+            icmp = value != Py_None;
+            Py_DECREF(value);
+        }
+        if (icmp) {
+            truth = truth_of(PyObject_CallFunctionObjArgs(rh->icmp_matches, sig, layer, NULL));
+            if (truth < 0)
+                goto error;
+            if (!truth)
+                continue;
+        }
+        if (head != Py_None) {
+            if (numbers == NULL && (numbers = PyDict_New()) == NULL)
+                goto error;
+            truth = truth_of(
+                PyObject_CallFunctionObjArgs(rh->head_holds, head, buffers, numbers, NULL));
+        } else {
+            value = PyObject_GetAttr(sig, str_contents);
+            if (value == NULL)
+                goto error;
+            truth = PyObject_IsTrue(value);
+            Py_DECREF(value);
+            if (truth > 0)
+                truth = truth_of(
+                    PyObject_CallFunctionObjArgs(rh->contents_match, sig, buffers, NULL));
+            else if (truth == 0)
+                truth = 1;
+        }
+        if (truth < 0)
+            goto error;
+        if (truth && PyList_Append(hits, sig) < 0)
+            goto error;
+    }
+    if (PyBytes_GET_SIZE(payload)) { /* an anchored rule has a content in the payload */
+        const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(payload);
+        Py_ssize_t n = PyBytes_GET_SIZE(payload);
+        count = PyList_GET_SIZE(fast);
+        for (i = 0; i < count; i++) {
+            PyObject *entry = PyList_GET_ITEM(fast, i);
+            PyObject *sig = PyTuple_GET_ITEM(entry, 0), *needle = PyTuple_GET_ITEM(entry, 1);
+            Py_ssize_t low = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 2));
+            Py_ssize_t high = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 3));
+            const unsigned char *text = data;
+            if (PyTuple_GET_ITEM(entry, 4) == Py_True) {
+                if (folded == NULL && (folded = lowered(payload)) == NULL)
+                    goto error;
+                text = (const unsigned char *)PyBytes_AS_STRING(folded);
+            }
+            if (!found_in(text, n, needle, low, high))
+                continue; /* its fast pattern is not where it must be */
+            truth = truth_of(PyObject_CallFunctionObjArgs(rh->rule_matches, sig, layer,
+                                                          established, buffers, NULL));
+            if (truth < 0)
+                goto error;
+            if (truth && PyList_Append(hits, sig) < 0)
+                goto error;
+        }
+    }
+    if (PyBytes_GET_SIZE(payload) || PyDict_GET_SIZE(buffers) > 1) { /* a buffer to scan */
+        count = PyList_GET_SIZE(prefilters);
+        for (i = 0; i < count; i++) {
+            PyObject *prefilter = PyList_GET_ITEM(prefilters, i);
+            PyObject *name, *data, *candidates;
+            Py_INCREF(prefilter);
+            name = PyObject_GetAttr(prefilter, str_buffer);
+            if (name == NULL) {
+                Py_DECREF(prefilter);
+                goto error;
+            }
+            data = PyDict_GetItemWithError(buffers, name);
+            Py_DECREF(name);
+            if (data == NULL && PyErr_Occurred()) {
+                Py_DECREF(prefilter);
+                goto error;
+            }
+            Py_XINCREF(data);
+            truth = data == NULL ? 0 : PyObject_IsTrue(data);
+            if (truth < 0) {
+                Py_DECREF(data);
+                Py_DECREF(prefilter);
+                goto error;
+            }
+            if (!truth) {
+                /* (an empty buffer transformed may hold a pattern: dotprefix's ".") */
+                PyObject *transforms;
+                if (data == NULL) {
+                    Py_DECREF(prefilter);
+                    continue;
+                }
+                transforms = PyObject_GetAttr(prefilter, str_transforms);
+                truth = transforms == NULL ? -1 : PyObject_IsTrue(transforms);
+                Py_XDECREF(transforms);
+                if (truth <= 0) {
+                    Py_DECREF(data);
+                    Py_DECREF(prefilter);
+                    if (truth < 0)
+                        goto error;
+                    continue;
+                }
+            }
+            candidates = PyObject_CallMethodOneArg(prefilter, str_candidates, data);
+            Py_DECREF(data);
+            Py_DECREF(prefilter);
+            if (candidates == NULL)
+                goto error;
+            truth = PyObject_IsTrue(candidates);
+            if (truth > 0) {
+                PyObject *seq = PySequence_Fast(candidates, "candidates: a sequence");
+                Py_DECREF(candidates);
+                if (seq == NULL)
+                    goto error;
+                for (j = 0; j < PySequence_Fast_GET_SIZE(seq); j++) {
+                    PyObject *sig = PySequence_Fast_GET_ITEM(seq, j);
+                    truth = truth_of(PyObject_CallFunctionObjArgs(
+                        rh->rule_matches, sig, layer, established, buffers, NULL));
+                    if (truth < 0 || (truth && PyList_Append(hits, sig) < 0)) {
+                        Py_DECREF(seq);
+                        goto error;
+                    }
+                }
+                Py_DECREF(seq);
+            } else {
+                Py_DECREF(candidates);
+                if (truth < 0)
+                    goto error;
+            }
+        }
+    }
+    Py_DECREF(checks);
+    Py_DECREF(plain);
+    Py_DECREF(fast);
+    Py_DECREF(prefilters);
+    Py_XDECREF(numbers);
+    Py_XDECREF(folded);
+    return hits;
+twin:
+    Py_XDECREF(checks);
+    Py_XDECREF(plain);
+    Py_XDECREF(fast);
+    Py_XDECREF(prefilters);
+    return PyObject_Vectorcall(rh->twin, args, nargs, NULL);
+error:
+    Py_XDECREF(checks);
+    Py_XDECREF(plain);
+    Py_XDECREF(fast);
+    Py_XDECREF(prefilters);
+    Py_XDECREF(hits);
+    Py_XDECREF(numbers);
+    Py_XDECREF(folded);
+    return NULL;
+}
+
+static int RuleHits_init(RuleHits *rh, PyObject *args, PyObject *kwargs)
+{
+    PyObject *icmp, *head, *contents, *rule, *twin;
+    static char *names[] = {"icmp_matches", "head_holds", "contents_match", "rule_matches",
+                            "twin", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOO:RuleHits", names, &icmp, &head,
+                                     &contents, &rule, &twin))
+        return -1;
+    Py_INCREF(icmp);
+    Py_XSETREF(rh->icmp_matches, icmp);
+    Py_INCREF(head);
+    Py_XSETREF(rh->head_holds, head);
+    Py_INCREF(contents);
+    Py_XSETREF(rh->contents_match, contents);
+    Py_INCREF(rule);
+    Py_XSETREF(rh->rule_matches, rule);
+    Py_INCREF(twin);
+    Py_XSETREF(rh->twin, twin);
+    return 0;
+}
+
+static int RuleHits_traverse(RuleHits *rh, visitproc visit, void *arg)
+{
+    Py_VISIT(rh->icmp_matches);
+    Py_VISIT(rh->head_holds);
+    Py_VISIT(rh->contents_match);
+    Py_VISIT(rh->rule_matches);
+    Py_VISIT(rh->twin);
+    return 0;
+}
+
+static int RuleHits_clear(RuleHits *rh)
+{
+    Py_CLEAR(rh->icmp_matches);
+    Py_CLEAR(rh->head_holds);
+    Py_CLEAR(rh->contents_match);
+    Py_CLEAR(rh->rule_matches);
+    Py_CLEAR(rh->twin);
+    return 0;
+}
+
+static void RuleHits_dealloc(RuleHits *rh)
+{
+    PyObject_GC_UnTrack(rh);
+    RuleHits_clear(rh);
+    Py_TYPE(rh)->tp_free((PyObject *)rh);
+}
+
+static PyMethodDef RuleHits_methods[] = {
+    {"hits", (PyCFunction)(void (*)(void))RuleHits_hits, METH_FASTCALL,
+     "hits(layer, group, established, flags, payload, buffers) -> the rules that match, as "
+     "the engine's _rule_hits"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject RuleHitsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "appliance.inspect._fastpath.RuleHits",
+    .tp_basicsize = sizeof(RuleHits),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The engine's rule driver over a group",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)RuleHits_init,
+    .tp_dealloc = (destructor)RuleHits_dealloc,
+    .tp_traverse = (traverseproc)RuleHits_traverse,
+    .tp_clear = (inquiry)RuleHits_clear,
+    .tp_methods = RuleHits_methods,
+};
+
 /* ---- the common frame's decoding ------------------------------------------------------ */
 
 /* Decoder(layer_type, fallback[, gtp_type]).decode(data, linktype, errors) is
@@ -1796,7 +2163,14 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     four = PyLong_FromLong(4);
     if (minus_one == NULL || zero == NULL || four == NULL)
         return NULL;
-    if (PyType_Ready(&FastPathType) < 0 || PyType_Ready(&DecoderType) < 0)
+    if (intern(&str_checks, "checks") < 0 || intern(&str_plain_checks, "plain_checks") < 0
+        || intern(&str_anchored_fast, "anchored_fast") < 0 || intern(&str_itype, "itype") < 0
+        || intern(&str_icode, "icode") < 0 || intern(&str_contents, "contents") < 0
+        || intern(&str_buffer, "buffer") < 0 || intern(&str_transforms, "transforms") < 0
+        || intern(&str_candidates, "candidates") < 0)
+        return NULL;
+    if (PyType_Ready(&FastPathType) < 0 || PyType_Ready(&DecoderType) < 0
+        || PyType_Ready(&RuleHitsType) < 0)
         return NULL;
     mod = PyModule_Create(&module);
     if (mod == NULL)
@@ -1810,6 +2184,12 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     Py_INCREF(&DecoderType);
     if (PyModule_AddObject(mod, "Decoder", (PyObject *)&DecoderType) < 0) {
         Py_DECREF(&DecoderType);
+        Py_DECREF(mod);
+        return NULL;
+    }
+    Py_INCREF(&RuleHitsType);
+    if (PyModule_AddObject(mod, "RuleHits", (PyObject *)&RuleHitsType) < 0) {
+        Py_DECREF(&RuleHitsType);
         Py_DECREF(mod);
         return NULL;
     }

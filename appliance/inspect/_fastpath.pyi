@@ -38,3 +38,22 @@ class Decoder:
         self, layer_type: type, fallback: Callable[..., Any], gtp_type: type | None = None
     ) -> None: ...
     def decode(self, data: bytes, linktype: int, errors: dict[str, int]) -> Any: ...
+
+class RuleHits:
+    def __init__(
+        self,
+        icmp_matches: Callable[..., bool],
+        head_holds: Callable[..., bool],
+        contents_match: Callable[..., bool],
+        rule_matches: Callable[..., bool],
+        twin: Callable[..., list[Any]],
+    ) -> None: ...
+    def hits(
+        self,
+        layer: Any,
+        group: Any,
+        established: bool,
+        flags: int,
+        payload: bytes,
+        buffers: dict[str, bytes],
+    ) -> list[Any]: ...

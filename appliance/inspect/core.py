@@ -2,11 +2,13 @@
 
 The engine's fast path (``InspectionEngine._fast_tcp`` and ``_fast_gtp``: a packet of an
 established flow that needs nothing but its counters) has a compiled form that does the
-same in one call per packet, and so has ``decode.decode_packet`` for the common frame
-(Ethernet / IPv4 carrying TCP or plain UDP). ``setup.py`` builds them in place when gcc and
-Python's headers are there; without them (a plain source tree, the container, the Debian
-package) the engine runs its pure-Python twin, which gives the same alerts, flows and
-counters.
+same in one call per packet, and so have its new-flow path (``_unheld``, ``_new_syn``: a
+bare SYN held as an embryo, an embryo hatched), its flow lookup's common case, its rule
+driver (``_rule_hits``) and ``decode.decode_packet`` for the common frame (Ethernet / IPv4
+carrying TCP or plain UDP, or a GTP-U G-PDU carrying one). ``setup.py`` builds them in
+place when gcc and Python's headers are there; without them (a plain source tree, the
+container, the Debian package) the engine runs its pure-Python twin, which gives the same
+alerts, flows and counters.
 
 ``APPLIANCE_INSPECT_CORE=python`` (or ``0``, ``off``) in the environment forces the twin.
 """
@@ -18,7 +20,7 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from appliance.inspect._fastpath import Decoder, FastPath
+    from appliance.inspect._fastpath import Decoder, FastPath, RuleHits
 
 ENV = "APPLIANCE_INSPECT_CORE"
 _OFF = ("0", "off", "python", "no", "false")
@@ -59,6 +61,18 @@ def decoder_class() -> type[Decoder] | None:
         return None
     try:
         from appliance.inspect._fastpath import Decoder as compiled
+    except ImportError:
+        return None
+    return compiled
+
+
+def rule_hits_class() -> type[RuleHits] | None:
+    """The compiled ``RuleHits`` (the engine's ``_rule_hits`` driver), as
+    ``fast_path_class``."""
+    if switched_off():
+        return None
+    try:
+        from appliance.inspect._fastpath import RuleHits as compiled
     except ImportError:
         return None
     return compiled

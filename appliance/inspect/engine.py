@@ -322,6 +322,7 @@ class InspectionEngine:
         self._core: Callable[[float, bytes], bool | Sequence[Alert]] | None = None
         self._decode: Callable[[bytes, int, Errors], Layer | None] = decode_packet
         self._lookup: Callable[[Layer, float], tuple[Flow, bool]] = self.flows.lookup
+        self._rule_hits: Callable[..., list[Signature]] = _rule_hits
         if self._fast and config.compiled and core.enabled():
             self._core = self._load_core
         self._never_block_cache: dict[bytes, bool] = {}
@@ -478,6 +479,11 @@ class InspectionEngine:
         # (handed the tables above, take never gives back a key: no bytes)
         self._core = cast(Callable[[float, bytes], bool | Sequence[Alert]], fast.take)
         self._lookup = fast.lookup
+        driver = core.rule_hits_class()
+        if driver is not None:
+            self._rule_hits = driver(
+                icmp_matches, head_holds, contents_match, rule_matches, _rule_hits
+            ).hits
         decoder = core.decoder_class()
         if decoder is not None:
             self._decode = decoder(Layer, decode_packet, GtpInfo).decode
@@ -819,7 +825,7 @@ class InspectionEngine:
                 self._group(flow, layer, True, False)  # done: the fast path may take over
         established = flow.established
         flags = layer.flags if proto == PROTO_TCP else -1
-        hits = _rule_hits(layer, group, established, flags, payload, buffers)
+        hits = self._rule_hits(layer, group, established, flags, payload, buffers)
         if proto == PROTO_TCP and self.streams is not None and group.reads_payload:
             stream_hits(
                 self.streams, flow, to_server, layer, group, buffers, hits, self.stats.errors

@@ -22,9 +22,10 @@ from hypothesis import strategies as st
 
 from appliance.inspect import core
 from appliance.inspect.decode import GtpInfo, Layer, decode_packet
-from appliance.inspect.engine import InspectionEngine, _anchored_hit
+from appliance.inspect.engine import InspectionEngine, _anchored_hit, _rule_hits
 from appliance.inspect.eve import to_eve
 from appliance.inspect.flow import Flow
+from appliance.inspect.match import Group, contents_match, head_holds, icmp_matches, rule_matches
 from appliance.inspect.pcap import read_capture
 from appliance.inspect.rules import Variables, load_rules, parse_rules
 from appliance.lab.mix import Mix, flood, make_engine
@@ -276,6 +277,85 @@ def test_syn_path_refuses_odd_tables() -> None:
             handover(bad)
     with pytest.raises(TypeError):
         path.syn_path()  # type: ignore[call-arg]
+
+
+def driver_calls(frames: Frames, **config: Any) -> list[tuple[Any, ...]]:
+    """The twin's _rule_hits calls over the frames: (layer, group, established, flags,
+    payload, buffers as they were)."""
+    _, twin = pair(**config)
+    calls: list[tuple[Any, ...]] = []
+
+    def record(*args: Any) -> list[Any]:
+        calls.append((*args[:5], dict(args[5])))
+        return _rule_hits(*args)
+
+    twin._rule_hits = record
+    for ts, data, linktype in frames:
+        twin.process(ts, data, linktype)
+    return calls
+
+
+def test_rule_driver_as_the_twin() -> None:
+    """The compiled rule driver gives the rules the twin's _rule_hits gives, in its order,
+    for every call the engine made over the mix (mutated too) and the regression captures,
+    with edge.rules, the rule corpus (header tests, ICMP types, flags, transformed buffers)
+    and anchored rules (nocase among them)."""
+    compiled = core.rule_hits_class()
+    assert compiled is not None
+    driver = compiled(icmp_matches, head_holds, contents_match, rule_matches, _rule_hits)
+    frames = Mix(seed=70).build(4_000)
+    frames += mutate(Mix(seed=71).build(2_000), 71)
+    for path in sorted(CORPUS.glob("*.pcap")):
+        with open(path, "rb") as handle:
+            frames += [(ts, data, lt) for ts, data, lt in read_capture(handle, str(path))]
+    found = 0
+    for config in ({}, {"corpus": True}, {"rules": ANCHORED}):
+        calls = driver_calls(frames, **config)
+        assert len(calls) > 500
+        for layer, group, established, flags, payload, buffers in calls:
+            want = _rule_hits(layer, group, established, flags, payload, dict(buffers))
+            got = driver.hits(layer, group, established, flags, payload, dict(buffers))
+            assert [id(sig) for sig in got] == [id(sig) for sig in want]
+            found += len(got)
+    assert found > 100
+
+
+def test_rule_driver_odd_arguments() -> None:
+    """Arguments or groups not in the shape expected go to the twin, which answers or fails
+    as it always does; a wrong argument count is a TypeError."""
+    compiled = core.rule_hits_class()
+    assert compiled is not None
+    seen: list[int] = []
+
+    def twin(*args: Any) -> list[Any]:
+        seen.append(1)
+        return _rule_hits(*args)
+
+    driver = compiled(icmp_matches, head_holds, contents_match, rule_matches, twin)
+    calls = driver_calls(Mix(seed=72).build(300))
+    layer, group, established, flags, payload, buffers = calls[-1]
+    want = _rule_hits(layer, group, established, flags, payload, dict(buffers))
+    assert driver.hits(layer, group, established, flags, payload, dict(buffers)) == want
+    assert not seen
+    odd = Group(plain=list(group.plain), anchored=list(group.anchored))
+    odd.anchored_fast = tuple(odd.anchored_fast)  # type: ignore[assignment]  # not a list
+    for args in (
+        (layer, group, 1, flags, payload, dict(buffers)),  # established not a bool
+        (layer, group, established, flags, bytearray(payload), dict(buffers)),
+        (layer, odd, established, flags, payload, dict(buffers)),
+    ):
+        try:
+            want = _rule_hits(*args)
+        except Exception as exc:  # the same failure from both
+            with pytest.raises(type(exc)):
+                driver.hits(*args)
+        else:
+            assert driver.hits(*args) == want
+    assert len(seen) == 3
+    with pytest.raises(AttributeError):
+        driver.hits(layer, object(), established, flags, payload, dict(buffers))
+    with pytest.raises(TypeError):
+        driver.hits(layer, group)  # type: ignore[call-arg]
 
 
 def test_with_the_rule_corpus() -> None:
