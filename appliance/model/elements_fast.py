@@ -44,6 +44,7 @@ from appliance.model.splice import splice
 FAMILIES = {"ipv4_addr": (socket.AF_INET, 32), "ipv6_addr": (socket.AF_INET6, 128)}
 BLOCK = 1 << 13  # bytes of the old file compared at a time (line-aligned)
 WINDOW = 1 << 14  # how far past the expected place a moved block is looked for first
+CHANGED = 32  # changed blocks (more than half of those compared) that end the comparison
 
 
 @dataclass
@@ -185,7 +186,9 @@ def aligned(old: bytes, new: bytes) -> tuple[bytes, bytes]:
     is shared; else lines were put in new (the block is found further on in new) or taken
     out of old (new's next block is found further on in old), looked for within
     ``WINDOW`` bytes, then to the end while the searches have scanned less than twice the
-    files; else the block changed."""
+    files; else the block changed. Once most blocks changed (``CHANGED`` of the first
+    ``CHANGED * 2``: changes spread through the file, a few lines apart), the rest of
+    both is one part each: searching for blocks there would find none."""
     if old and not old.endswith(b"\n"):
         old += b"\n"
     if new and not new.endswith(b"\n"):
@@ -194,7 +197,12 @@ def aligned(old: bytes, new: bytes) -> tuple[bytes, bytes]:
     new_parts: list[bytes] = []
     budget = 2 * (len(old) + len(new))  # bytes the searches to the end may scan
     i = j = 0  # the next line of old, of new
+    blocks = changed = 0
     while i < len(old):
+        if blocks >= 2 * CHANGED and 2 * changed > blocks:
+            old_parts.append(old[i:])
+            break
+        blocks += 1
         end = _block_end(old, i)
         block = old[i:end]
         if new.startswith(block, j):
@@ -212,6 +220,7 @@ def aligned(old: bytes, new: bytes) -> tuple[bytes, bytes]:
                 old_parts.append(old[i:back])
                 i, j = back + len(ahead), j + len(ahead)
                 continue
+        changed += 1
         old_parts.append(block)
         i = end
     new_parts.append(new[j:])
@@ -252,9 +261,11 @@ def diff_hosts(last: Parsed, data: bytes) -> Parsed | None:
     set_type, interval = last.set_type, last.interval
     # a line in both parts moved: only the others are parsed (an IPv6 address may be
     # written two ways: the values are compared again below)
-    gone_texts, new_texts = set(gone_lines), set(new_lines)
-    gone_values = host_values(set_type, list(gone_texts.difference(new_texts)))
-    new_values = host_values(set_type, list(new_texts.difference(gone_texts)))
+    gone_texts = set(gone_lines)
+    came = list(filterfalse(gone_texts.__contains__, new_lines))  # one set, not two
+    gone_texts.difference_update(new_lines)
+    gone_values = host_values(set_type, list(gone_texts))
+    new_values = host_values(set_type, came)
     if gone_values is None or new_values is None:
         return None
     before, after = set(gone_values), set(new_values)
