@@ -1228,7 +1228,8 @@ static PyObject *take_packet(FastPath *fp, PyObject *const *args)
 }
 
 /* take(ts, data): once the engine has handed its Stats over (syn_path()), the packet is
- * counted here (stats.packets; stats.fast when taken), as process() counts it. */
+ * counted here (stats.packets; stats.fast when taken), as process() counts it, and a packet
+ * taken gives what process() returns for it (no_alerts) instead of True. */
 static PyObject *FastPath_take(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *result;
@@ -1241,9 +1242,11 @@ static PyObject *FastPath_take(FastPath *fp, PyObject *const *args, Py_ssize_t n
     if (count_stat(fp, 0) < 0)
         return NULL;
     result = take_packet(fp, args);
-    if (result == Py_True && count_stat(fp, 1) < 0) {
+    if (result == Py_True) {
         Py_DECREF(result);
-        return NULL;
+        if (count_stat(fp, 1) < 0)
+            return NULL;
+        return Py_NewRef(fp->no_alerts);
     }
     return result;
 }
@@ -2103,7 +2106,8 @@ static void FastPath_dealloc(FastPath *fp)
 static PyMethodDef FastPath_methods[] = {
     {"take", (PyCFunction)(void (*)(void))FastPath_take, METH_FASTCALL,
      "take(ts, data) -> True (accounted for), False (full path) or the flow key of an "
-     "IPv4/TCP packet no flow holds (bytes)"},
+     "IPv4/TCP packet no flow holds (bytes); once syn_path() has the engine's tables: "
+     "False, or the packet's alerts (no_alerts when accounted for), the packet counted"},
     {"syn_path", (PyCFunction)(void (*)(void))FastPath_syn_path, METH_VARARGS | METH_KEYWORDS,
      "syn_path(table, stats, hellos, plans, plan_of, addr, ports, alerting, scan, flood, fire, "
      "detected, no_alerts, on): take a packet no flow holds as the engine's _unheld does"},

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from appliance.inspect import appproto, core, detectors
 from appliance.inspect.appproto import DnsQuery, HttpRequest
@@ -315,11 +315,11 @@ class InspectionEngine:
         self._index = self.flows.index
         self._idle_timeout = config.idle_timeout
         self._fast = config.fast_path
-        # the compiled fast path (core.py): take(ts, data) -> True (taken), False (full
-        # path), or the alerts of a bare SYN that opens a flow (the new-flow path,
-        # compiled); it counts the packet in stats. Loaded by the first packet, so that an
-        # idle engine maps none of it
-        self._core: Callable[[float, bytes], bool | Sequence[Alert]] | None = None
+        # the compiled fast path (core.py): take(ts, data) -> False (the full path takes
+        # the packet) or the packet's alerts (_NO_ALERTS for a packet it took; those of a
+        # bare SYN that opens a flow, the new-flow path compiled); it counts the packet in
+        # stats. Loaded by the first packet, so that an idle engine maps none of it
+        self._core: Callable[[float, bytes], Literal[False] | Sequence[Alert]] | None = None
         self._decode: Callable[[bytes, int, Errors], Layer | None] = decode_packet
         self._lookup: Callable[[Layer, float], tuple[Flow, bool]] = self.flows.lookup
         self._rule_hits: Callable[..., list[Signature]] = _rule_hits
@@ -344,16 +344,17 @@ class InspectionEngine:
     # -- the per-packet path ---------------------------------------------------------------
 
     def process(self, ts: float, data: bytes, linktype: int) -> Sequence[Alert]:
-        stats = self.stats
-        if self._core is not None and linktype == 1:
+        core = self._core
+        if core is not None and linktype == 1:
             # the compiled fast path counts the packet (stats.packets, and stats.fast when
-            # it takes it) and takes a packet no flow holds as the twin's _unheld does
-            taken = self._core(ts, data)
-            if taken is True:
-                return _NO_ALERTS
+            # it takes it), takes a packet no flow holds as the twin's _unheld does, and
+            # gives False (the full path is to take the packet) or the packet's alerts
+            taken = core(ts, data)
             if taken is not False:
-                return taken  # a new flow's SYN: its alerts
+                return taken
+            stats = self.stats
         else:
+            stats = self.stats
             stats.packets += 1
         # Fast paths, for Ethernet / IPv4 without options, not a fragment: a TCP packet, or
         # a GTP-U G-PDU carrying one, of an established flow whose direction needs nothing
@@ -442,7 +443,7 @@ class InspectionEngine:
             return alerts
         return _NO_ALERTS
 
-    def _load_core(self, ts: float, data: bytes) -> bool | Sequence[Alert]:
+    def _load_core(self, ts: float, data: bytes) -> Literal[False] | Sequence[Alert]:
         """The first packet's call: the compiled fast path is loaded and takes it."""
         compiled = core.fast_path_class()
         if compiled is None:  # found but not loadable: the full path takes this packet
@@ -476,8 +477,8 @@ class InspectionEngine:
             _NO_ALERTS,
             self._syn_path,
         )
-        # (handed the tables above, take never gives back a key: no bytes)
-        self._core = cast(Callable[[float, bytes], bool | Sequence[Alert]], fast.take)
+        # (handed the tables above, take gives False or the packet's alerts)
+        self._core = cast(Callable[[float, bytes], Literal[False] | Sequence[Alert]], fast.take)
         self._lookup = fast.lookup
         driver = core.rule_hits_class()
         if driver is not None:
