@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -41,13 +42,21 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "RESULTS.md"
 
 
+def children_cpu() -> float:
+    """User and system CPU seconds of the children waited for so far."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
 def timed(action: Callable[[], object], reset: Callable[[], object], runs: int) -> list[float]:
-    samples = []
+    samples, cpu = [], []
     for _ in range(runs):
         reset()
-        start = time.perf_counter()
+        start, spent = time.perf_counter(), children_cpu()
         action()
         samples.append(time.perf_counter() - start)
+        cpu.append(children_cpu() - spent)
+    CPU_SAMPLES[id(samples)] = cpu
     return samples
 
 
@@ -55,13 +64,18 @@ def timed_undone(
     action: Callable[[], object], undo: Callable[[], object], runs: int
 ) -> list[float]:
     """``action`` timed ``runs`` times, each undone after it (untimed)."""
-    samples = []
+    samples, cpu = [], []
     for _ in range(runs):
-        start = time.perf_counter()
+        start, spent = time.perf_counter(), children_cpu()
         action()
         samples.append(time.perf_counter() - start)
+        cpu.append(children_cpu() - spent)
         undo()
+    CPU_SAMPLES[id(samples)] = cpu
     return samples
+
+
+CPU_SAMPLES: dict[int, list[float]] = {}  # the CPU seconds (user + system) of each sample
 
 
 def main() -> int:
@@ -339,14 +353,17 @@ def run_sets(ns: str, args: argparse.Namespace) -> int:
         (f"delta of {delta:,}: appliance apply", cli_delta, nft_delta),
     ]
     lines = [
-        "| change | median | samples | ratio to nft -f |",
-        "|---|---:|---|---:|",
+        "| change | median | samples | ratio to nft -f | CPU (user + system) | CPU ratio |",
+        "|---|---:|---|---:|---:|---:|",
     ]
     for label, samples, base in rows:
         median = statistics.median(samples)
         shown = " ".join(f"{s:.2f}" for s in samples)
         ratio = median / statistics.median(base)
-        lines.append(f"| {label} | {median:.2f} s | {shown} | {ratio:.2f}x |")
+        cpu = statistics.median(CPU_SAMPLES[id(samples)])
+        cpu_ratio = cpu / statistics.median(CPU_SAMPLES[id(base)])
+        cells = [label, f"{median:.2f} s", shown, f"{ratio:.2f}x", f"{cpu:.2f} s"]
+        lines.append(f"| {' | '.join(cells)} | {cpu_ratio:.2f}x |")
     print("\n".join(lines))
     if held is not None:
         print(f"elements held after the last apply: {held:,} (expected {size:,})")

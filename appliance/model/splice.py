@@ -163,23 +163,28 @@ def _inserts(
     firsts: Sequence[int], simple: list[int], where: list[int], region: list[tuple[int, int]]
 ) -> tuple[list[int], list[int], list[int]]:
     """The new spans' first and last values (the same list where all are single values)
-    and the old span each goes before, in order."""
+    and the old span each goes before, in order: the few remade spans put among the
+    values added alone by slices of those lists."""
     if not region:
         return simple, simple, where
-    count = len(simple) + len(region)
-    shift = count.bit_length()
-    keys = list(map(or_, map(lshift, simple, repeat(shift)), range(len(simple))))
-    keys += [(first << shift) | k for k, (first, _) in enumerate(region, start=len(simple))]
-    keys.sort()  # two sorted runs: one merge
-    order = list(map(and_, keys, repeat((1 << shift) - 1)))
-    all_firsts = simple + [first for first, _ in region]
-    all_lasts = simple + [last for _, last in region]
-    all_places = where + [bisect_right(firsts, first) for first, _ in region]
+    region_firsts = [first for first, _ in region]
+    cuts = [0, *map(bisect_right, repeat(simple), region_firsts), len(simple)]
+    places = [bisect_right(firsts, first) for first in region_firsts]
+
+    def merged(alone: list[int], remade: list[int]) -> list[int]:
+        runs = map(alone.__getitem__, map(slice, cuts, islice(cuts, 1, None)))
+        parts = zip(runs, map(_one, chain(remade, (None,))), strict=True)
+        return list(chain.from_iterable(chain.from_iterable(parts)))
+
     return (
-        list(map(all_firsts.__getitem__, order)),
-        list(map(all_lasts.__getitem__, order)),
-        list(map(all_places.__getitem__, order)),
+        merged(simple, region_firsts),
+        merged(simple, [last for _, last in region]),
+        merged(where, places),
     )
+
+
+def _one(value: int | None) -> tuple[int, ...]:
+    return () if value is None else (value,)
 
 
 class _Events:
