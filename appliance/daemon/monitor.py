@@ -12,6 +12,8 @@ read-back stays the authority.
 With a journal (``Engine.follow_events``), every transaction is recorded with the element
 changes of our table, by generation: the read-back a hint wakes then takes what others
 added and deleted from there, without a dump of the sets. Events lost mark a gap in it.
+The elements of a transaction no read-back will start before (the daemon's own delta,
+once its read-back stands) are not kept.
 
 The watch does not end quietly: events lost to a full receive queue are a hint (the
 read-back looks), and a socket that fails is opened again (1, 2, 4 ... 30 s later). Each
@@ -159,7 +161,11 @@ class TableMonitor:
         sock = self.sock
         assert sock is not None
         loop = asyncio.get_running_loop()
-        transactions = Transactions(keep=(NFPROTO_INET, TABLE_NAME))
+        journal = self.journal
+        transactions = Transactions(
+            keep=(NFPROTO_INET, TABLE_NAME),
+            wanted=journal.wanted if journal is not None else None,
+        )
         overrun = False
         while True:
             try:

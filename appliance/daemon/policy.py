@@ -87,8 +87,12 @@ class PolicyManager(Manager):
 
     def _reconcile(self, desired: Desired) -> Outcome:
         """Observe, plan and run the one transaction, segments' links around it (in the
-        kernel worker)."""
-        plan, observed, segments = self.ctx.engine.converge(desired)
+        kernel worker). Where the read-back now stands for the kernel, the table watch's
+        journal drops the element changes up to it (no later read-back follows them)."""
+        engine = self.ctx.engine
+        plan, observed, segments = engine.converge(desired)
+        if engine.journal is not None and engine.quiet is not None:
+            engine.journal.settle(engine.quiet.generation)
         return Outcome(plan, observed, set_counts(desired, observed, plan), segments)
 
     async def enforce(self, policy: Policy) -> bool:

@@ -3,13 +3,18 @@ without a dump.
 
 Every committed transaction is announced with the elements it added and deleted (an
 element's comment, its tag, included) and the generation it made. :class:`EventJournal`
-keeps those of the last transactions, by generation; while it holds every generation
-since a read-back that stood for the kernel, the sets as they are now follow from that
-read-back and the events (:func:`follow`), without listing a set again: the inverse of
-what another process did is then a delta of the elements it named. Where the journal has
-a gap (events lost to a full receive queue, more elements than it keeps) or the events
-do not fit what was read (an element deleted that was not there), nothing is followed
-and the sets are dumped, as without events.
+keeps those of the last transactions, by generation, packed; while it holds every
+generation since a read-back that stood for the kernel, the sets as they are now follow
+from that read-back and the events (:func:`follow`), without listing a set again: the
+inverse of what another process did is then a delta of the elements it named. Where the
+journal has a gap (events lost to a full receive queue, more elements than it keeps) or
+the events do not fit what was read (an element deleted that was not there), nothing is
+followed and the sets are dumped, as without events.
+
+Only the transactions after the read-back that stands for the kernel are ever followed:
+once one stands at a generation (:meth:`EventJournal.settle`), no later read-back starts
+before it, and the elements of that generation and the ones before it are not kept (a
+reload's own delta, 100,000 element changes, would otherwise stay in the journal).
 
 Pure, apart from the journal's lock: it is filled by the event loop and read by the
 kernel worker thread.
@@ -21,7 +26,7 @@ import threading
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from appliance.adapters.nfelements import ElementReader
@@ -29,6 +34,7 @@ from appliance.adapters.nftevents import (
     NFT_MSG_DELSETELEM,
     NFT_MSG_NEWSETELEM,
     ElementList,
+    PackedElements,
     Transaction,
 )
 from appliance.model.elements import Elements
@@ -36,7 +42,7 @@ from appliance.model.intervals import Spans, exact_difference, join, width_of
 from appliance.reconcile.state import HUB_TAG, PROFILE_TAG, Element
 
 CAPACITY = 1024  # transactions kept
-BUDGET = 32 * 1024 * 1024  # bytes of element lists kept in all
+BUDGET = 8 * 1024 * 1024  # bytes of packed elements kept in all
 WAIT = 1.0  # seconds a read-back waits for the events of a generation it has read
 
 
@@ -50,6 +56,7 @@ class EventJournal:
         self.records: dict[int, Transaction] = {}
         self.kept = 0
         self.newest: int | None = None
+        self.floor: int | None = None  # no read-back starts before this generation (settle)
         self.live = False  # the watch is reading events: a missing generation may come
         self.writer: int | None = None  # the thread that records
         self.followed = 0  # read-backs that followed events instead of dumping
@@ -68,7 +75,26 @@ class EventJournal:
 
     @staticmethod
     def _size(transaction: Transaction) -> int:
-        return sum(len(e.elements) for e in transaction.elements or ())
+        return sum(e.nbytes() for e in transaction.elements or ())
+
+    def wanted(self, generation: int) -> bool:
+        """Whether a read-back may still follow the transaction that makes ``generation``
+        (the table watch keeps no elements of one that is not)."""
+        floor = self.floor
+        return floor is None or generation > floor
+
+    def settle(self, generation: int) -> None:
+        """A read-back stands for the kernel at ``generation``: the read-backs to come
+        start there or later, so the elements of the transactions up to it are dropped
+        (their records stay, as not wholly known)."""
+        with self._cond:
+            if self.floor is not None and generation <= self.floor:
+                return
+            self.floor = generation
+            for number, transaction in self.records.items():
+                if number <= generation and transaction.elements:
+                    self.kept -= self._size(transaction)
+                    self.records[number] = replace(transaction, elements=None)
 
     def record(self, transaction: Transaction) -> None:
         """A transaction as the kernel announced it (one without a generation is a gap)."""
@@ -78,6 +104,8 @@ class EventJournal:
             if generation is None:
                 self._clear()
                 return
+            if transaction.elements and not self.wanted(generation):
+                transaction = replace(transaction, elements=None)
             self.records[generation] = transaction
             self.kept += self._size(transaction)
             self.newest = generation
@@ -184,17 +212,20 @@ def follow(
     return failed
 
 
-def _groups(lists: list[ElementList]) -> Iterable[tuple[int, str, list[bytes]]]:
+Listed = ElementList | PackedElements
+
+
+def _groups(lists: list[Listed]) -> Iterable[tuple[int, str, list[Listed]]]:
     """Runs of element messages of one kind in one set, in the transaction's order (an
     interval's start and end, two messages, decode together)."""
-    run: list[bytes] = []
+    run: list[Listed] = []
     key: tuple[int, str] | None = None
     for item in lists:
         if (item.kind, item.set) != key:
             if key is not None:
                 yield key[0], key[1], run
             key, run = (item.kind, item.set), []
-        run.append(item.elements)
+        run.append(item)
     if key is not None:
         yield key[0], key[1], run
 
@@ -202,13 +233,21 @@ def _groups(lists: list[ElementList]) -> Iterable[tuple[int, str, list[bytes]]]:
 def _apply(
     kind: int,
     shape: SetShape,
-    lists: list[bytes],
+    lists: list[Listed],
     tagged: dict[str, Elements],
     runtime: dict[str, Element],
 ) -> None:
     reader = ElementReader(shape.width, shape.interval, ordered=False)
-    for listed in lists:
-        reader.feed(listed, 0, len(listed))
+    for item in lists:
+        if isinstance(item, ElementList):
+            reader.feed(item.elements, 0, len(item.elements))
+            continue
+        if item.timed():
+            raise Unfollowed("elements with a timeout")
+        if len(item) and item.klen != shape.width // 8:
+            raise Unfollowed("keys of another length")
+        for listed in item.lists():  # a chunk at a time, as a dump's messages
+            reader.feed(listed, 0, len(listed))
     if reader.skipped:
         raise Unfollowed("elements with a timeout")
     for tag, spans in reader.result().items():

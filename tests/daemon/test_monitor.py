@@ -300,3 +300,71 @@ def test_events_lost_to_a_small_receive_queue_leave_a_gap_the_read_back_dumps_ac
             await monitor.stop()
 
     asyncio.run(run())
+
+
+@pytest.mark.root
+def test_the_watch_keeps_no_elements_of_generations_a_read_back_stands_for(netns: str) -> None:
+    """Once a read-back stands at a generation (the daemon's own delta, settled as soon as
+    it is carried out), the journal drops the elements up to it, and those of a generation
+    up to it announced later are not kept at all; the next ones are, packed."""
+    from appliance.adapters.nfsets import NfSets
+    from appliance.adapters.nftevents import PackedElements
+    from appliance.reconcile.readback import EventJournal
+    from tests.adapters.test_nftevents import _open_in
+
+    journal = EventJournal()
+    monitor = TableMonitor(
+        lambda: None,
+        OWN,
+        logging.getLogger("test.monitor"),
+        lambda: _open_in(netns),
+        journal=journal,
+    )
+    where = "inet appliance blocklist"
+
+    def generation() -> int:
+        with NfSets(netns=netns) as sets:
+            return sets.generation()
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+
+        async def recorded(through: int) -> None:
+            deadline = loop.time() + 30
+            while (journal.newest or 0) < through and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            assert (journal.newest or 0) >= through, "the watch did not record in 30 s"
+
+        def nft(script: str) -> int:
+            _nft(netns, script)
+            return generation()
+
+        assert await monitor.start()
+        try:
+            made = await loop.run_in_executor(
+                None,
+                nft,
+                "table inet appliance { set blocklist { type ipv4_addr; }; }\n"
+                f"add element {where} {{ {', '.join(_element(i) for i in range(1, 200, 4))} }}\n",
+            )
+            await recorded(made)
+            assert journal.records[made].elements  # kept while no read-back stands at it
+            journal.settle(made + 1)  # as the daemon does once its own delta is carried out
+            assert journal.records[made].elements is None
+            many = ", ".join(_element(i, base=11) for i in range(1, 2000, 4))
+            own = await loop.run_in_executor(None, nft, f"add element {where} {{ {many} }}\n")
+            later = await loop.run_in_executor(
+                None, nft, f"delete element {where} {{ {_element(1)} }}\n"
+            )
+            assert (own, later) == (made + 1, made + 2)
+            await recorded(later)
+            assert journal.records[own].elements is None  # announced after: never kept
+            [last] = journal.between(own, later, wait=0) or [None]
+            assert last is not None and last.elements is not None
+            [run] = last.elements
+            assert isinstance(run, PackedElements) and (run.set, len(run)) == ("blocklist", 1)
+            assert journal.kept == run.nbytes() == 5
+        finally:
+            await monitor.stop()
+
+    asyncio.run(run())

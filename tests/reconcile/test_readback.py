@@ -1,6 +1,7 @@
 """Following the kernel's element events instead of dumping a set (pure): a small change
 worked out on the spans it touches equals the whole operation (hypothesis), events in the
-kernel's form carried into a read-back, the journal's gaps."""
+kernel's form and packed as the table watch keeps them carried into a read-back, the
+journal's gaps, what it drops once a read-back stands."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from appliance.adapters.nftevents import (
     NFT_MSG_NEWSETELEM,
     Change,
     ElementList,
+    ElementPacker,
+    PackedElements,
     Transaction,
 )
 from appliance.model.elements import Elements
@@ -238,3 +241,76 @@ def test_journal_budget_drops_the_oldest() -> None:
         )
     assert journal.between(0, 3) is None
     assert journal.between(1, 3) is not None
+
+
+def _packed(lists: list[ElementList]) -> list[PackedElements]:
+    """``lists`` as the table watch keeps them: each run of one kind and set packed."""
+    runs: list[PackedElements] = []
+    packer, key = ElementPacker(), None
+    for item in [*lists, None]:
+        if item is None or (item.kind, item.set) != key:
+            if key is not None:
+                runs.append(packer.packed(*key))
+            if item is None:
+                break
+            packer, key = ElementPacker(), (item.kind, item.set)
+        assert packer.add(item.elements, 0, len(item.elements))
+    return runs
+
+
+@pytest.mark.parametrize("interval", [True, False])
+def test_packed_events_are_followed_as_the_kernels_own_bytes(interval: bool) -> None:
+    shape = V4 if interval else HASH
+    wide = 3 if interval else 0
+    held = spans([(10 << 24 | 8 * i, 10 << 24 | 8 * i + wide) for i in range(300)])
+    gone = spans([(held.firsts[7], held.lasts[7]), (held.firsts[200], held.lasts[200])])
+    fresh = spans([(11 << 24, 11 << 24 | wide)])
+    runtime = spans([(192 << 24 | 1, 192 << 24 | 1)])
+    lists = [
+        *_lists(NFT_MSG_DELSETELEM, "blocklist", gone, PROFILE_TAG, interval),
+        *_lists(NFT_MSG_NEWSETELEM, "blocklist", fresh, PROFILE_TAG, interval),
+        *_lists(NFT_MSG_NEWSETELEM, "blocklist", runtime, "blocked", interval),
+    ]
+    results = []
+    for events in (lists, _packed(lists)):
+        tagged = {"blocklist": {PROFILE_TAG: Elements("ipv4_addr", interval, held)}}
+        elements: dict[str, dict[str, Element]] = {}
+        transaction = Transaction(200, 3, [], list(events))
+        assert follow([transaction], ["blocklist"], {"blocklist": shape}, tagged, elements) == set()
+        now = tagged["blocklist"][PROFILE_TAG].spans
+        assert now is not None
+        results.append((list(now), elements))
+    assert results[0] == results[1]
+    assert results[1][1]["blocklist"] == {"192.0.0.1": Element("192.0.0.1", "blocked")}
+    packed = _packed(lists)  # the deletes, then the additions whatever their tag
+    assert [e.kind for e in packed] == [NFT_MSG_DELSETELEM, NFT_MSG_NEWSETELEM]
+    assert sum(e.nbytes() for e in packed) * 5 < sum(e.nbytes() for e in lists)
+
+
+def test_packed_events_with_a_timeout_or_other_keys_leave_the_set_to_a_dump() -> None:
+    timed = bytearray(next(Encoder(32, False).element_lists(spans([(1, 1)]), 0, 1)))
+    timed[0:2] = (int.from_bytes(timed[0:2], "little") + 12).to_bytes(2, "little")
+    timed += (12).to_bytes(2, "little") + (4).to_bytes(2, "little") + (1000).to_bytes(8, "big")
+    v6 = Encoder(128, False).element_lists(spans([(1, 1)], 128), 0, 1)
+    wide = [ElementList(NFT_MSG_NEWSETELEM, "a", b) for b in v6]  # 16-byte keys
+    for lists in ([ElementList(NFT_MSG_NEWSETELEM, "a", bytes(timed))], wide):
+        event = Transaction(1, 5, [], list(_packed(lists)))
+        assert follow([event], ["a"], {"a": HASH}, {}, {}) == {"a"}
+
+
+def test_a_settled_generation_keeps_no_elements() -> None:
+    journal = EventJournal()
+    listed = [ElementList(NFT_MSG_NEWSETELEM, "s", b"x" * 40)]
+    for generation in (1, 2, 3):
+        journal.record(Transaction(1, generation, [], list(listed)))
+    assert journal.kept == 120 and journal.wanted(2)
+    journal.settle(2)  # a read-back stands at 2: the next ones start there or later
+    assert journal.kept == 40 and not journal.wanted(2) and journal.wanted(3)
+    assert journal.between(1, 3) is None  # 2's elements are gone
+    assert [t.generation for t in journal.between(2, 3) or []] == [3]
+    journal.settle(1)  # never back
+    assert journal.floor == 2
+    journal.record(Transaction(1, 2, [], list(listed)))  # announced late: not kept
+    assert journal.kept == 40 and journal.records[2].elements is None
+    journal.record(Transaction(1, 4, [], list(listed)))
+    assert [t.generation for t in journal.between(2, 4) or []] == [3, 4]
