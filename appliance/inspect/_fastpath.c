@@ -51,6 +51,16 @@ static const char *slot_names[S_COUNT] = {
     "packets_to_client", "packets_to_server", "tcp_state", "touched",
 };
 
+/* What the fast path reads of a rule group, read once per group (a group's tables are
+ * made with it and never replaced: its flag tables grow in place). */
+typedef struct {
+    PyObject *group; /* a strong reference: the entry's key */
+    PyObject *established, *not_established, *probe;
+    int anchored, prefilters;
+} GroupInfo;
+
+#define GROUP_CACHE 64
+
 typedef struct {
     PyObject_HEAD
     PyObject *index;        /* dict: flow key -> Flow */
@@ -81,6 +91,7 @@ typedef struct {
     Py_ssize_t addr_count, port_count;
     int syn_on; /* bare SYNs take the new-flow path */
     Py_ssize_t stat_offsets[2]; /* Stats.packets, Stats.fast: counted by take() */
+    GroupInfo groups[GROUP_CACHE]; /* by the group's address */
 } FastPath;
 
 enum { LK_PROTO, LK_SRC, LK_DST, LK_SPORT, LK_DPORT, LK_FLAGS };
@@ -197,16 +208,70 @@ static int plain_rules(PyObject *group, long flags, int established)
     return result;
 }
 
-/* Truth of group.<name>: 1, 0 or -1. */
-static int attr_true(PyObject *group, PyObject *name)
+static void group_forget(GroupInfo *info)
 {
-    PyObject *value = PyObject_GetAttr(group, name);
-    int result;
-    if (value == NULL)
+    Py_CLEAR(info->group);
+    Py_CLEAR(info->established);
+    Py_CLEAR(info->not_established);
+    Py_CLEAR(info->probe);
+}
+
+/* The group's entry in the cache (read on a miss); NULL on error. */
+static GroupInfo *group_info(FastPath *fp, PyObject *group)
+{
+    GroupInfo *info = &fp->groups[((uintptr_t)group >> 4) % GROUP_CACHE];
+    PyObject *established, *not_established, *probe, *value;
+    int anchored, prefilters;
+    if (info->group == group)
+        return info;
+    established = PyObject_GetAttr(group, str_established);
+    not_established = PyObject_GetAttr(group, str_not_established);
+    probe = PyObject_GetAttr(group, str_anchored_probe);
+    if (established == NULL || not_established == NULL || probe == NULL)
+        goto error;
+    value = PyObject_GetAttr(group, str_anchored);
+    anchored = value == NULL ? -1 : PyObject_IsTrue(value);
+    Py_XDECREF(value);
+    if (anchored < 0)
+        goto error;
+    value = PyObject_GetAttr(group, str_prefilters);
+    prefilters = value == NULL ? -1 : PyObject_IsTrue(value);
+    Py_XDECREF(value);
+    if (prefilters < 0)
+        goto error;
+    group_forget(info);
+    Py_INCREF(group);
+    info->group = group;
+    info->established = established;
+    info->not_established = not_established;
+    info->probe = probe;
+    info->anchored = anchored;
+    info->prefilters = prefilters;
+    return info;
+error:
+    Py_XDECREF(established);
+    Py_XDECREF(not_established);
+    Py_XDECREF(probe);
+    return NULL;
+}
+
+/* plain_rules() through the group's cached flag tables. */
+static int group_plain(GroupInfo *info, long flags, int established)
+{
+    PyObject *cache = established ? info->established : info->not_established;
+    PyObject *key, *found;
+    if (!PyDict_CheckExact(cache))
+        return plain_rules(info->group, flags, established);
+    key = PyLong_FromLong(flags);
+    if (key == NULL)
         return -1;
-    result = PyObject_IsTrue(value);
-    Py_DECREF(value);
-    return result;
+    found = PyDict_GetItemWithError(cache, key);
+    Py_DECREF(key);
+    if (found != NULL)
+        return PyObject_IsTrue(found);
+    if (PyErr_Occurred())
+        return -1;
+    return plain_rules(info->group, flags, established);
 }
 
 /* bytes.find(pattern, lo, hi) >= 0 on data of n bytes (lo, hi >= 0). */
@@ -261,15 +326,14 @@ static int probe_holds(PyObject *checks, const unsigned char *data, Py_ssize_t n
     return 1;
 }
 
-/* _anchored_hit(group, data, start, end, established): 1, 0 or -1 on error. */
-static int anchored_hit(FastPath *fp, PyObject *group, PyObject *bytes, Py_ssize_t start,
-                        Py_ssize_t end, int established)
+/* _anchored_hit(group, data, start, end, established): 1, 0 or -1 on error (probe: the
+ * group's anchored_probe). */
+static int anchored_hit(FastPath *fp, PyObject *group, PyObject *probe, PyObject *bytes,
+                        Py_ssize_t start, Py_ssize_t end, int established)
 {
-    PyObject *probe = PyObject_GetAttr(group, str_anchored_probe);
     Py_ssize_t i, count;
     int result = 0;
-    if (probe == NULL)
-        return -1;
+    Py_INCREF(probe);
     if (!PyList_CheckExact(probe))
         goto twin;
     count = PyList_GET_SIZE(probe);
@@ -348,6 +412,7 @@ static int fast_tcp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, 
 {
     const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(bytes);
     PyObject *key, *flow, *fast, *group, *app, *value;
+    GroupInfo *info;
     int to_server, flags, state, established = 1, result = 0, truth;
     Py_ssize_t offset, start;
     double last;
@@ -415,7 +480,10 @@ static int fast_tcp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, 
     truth = PyObject_RichCompareBool(PyTuple_GET_ITEM(fast, 2), app, Py_EQ);
     if (truth <= 0)
         goto leave_fast;
-    truth = plain_rules(group, flags, established);
+    info = group_info(fp, group);
+    if (info == NULL)
+        goto error_fast;
+    truth = group_plain(info, flags, established);
     if (truth != 0)
         goto leave_fast;
     offset = data[ip + 32] >> 4;
@@ -425,9 +493,9 @@ static int fast_tcp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, 
     if (start < end) {
         if ((truth = PyObject_IsTrue(PyTuple_GET_ITEM(fast, 0))) <= 0)
             goto leave_fast;
-        if ((truth = attr_true(group, str_anchored)) < 0)
-            goto leave_fast;
-        if (truth && (truth = anchored_hit(fp, group, bytes, start, end, established)) != 0)
+        if (info->anchored
+            && (truth = anchored_hit(fp, group, info->probe, bytes, start, end, established))
+                   != 0)
             goto leave_fast;
     }
     Py_DECREF(fast);
@@ -469,6 +537,7 @@ static int fast_gtp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes)
     Py_ssize_t total = data[16] << 8 | data[17];
     Py_ssize_t end = 14 + total;
     PyObject *key, *outer, *fast, *group, *value;
+    GroupInfo *info;
     int to_server, established, truth, result = 0;
     double last;
     unsigned char raw[13];
@@ -517,12 +586,15 @@ static int fast_gtp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes)
     }
     Py_INCREF(fast);
     group = PyTuple_GET_ITEM(fast, 1);
-    if ((truth = attr_true(group, str_prefilters)) != 0
-        || (truth = plain_rules(group, -1, established)) != 0)
+    info = group_info(fp, group);
+    if (info == NULL) {
+        truth = -1;
         goto leave_fast;
-    if ((truth = attr_true(group, str_anchored)) < 0)
+    }
+    if ((truth = info->prefilters) != 0 || (truth = group_plain(info, -1, established)) != 0)
         goto leave_fast;
-    if (truth && (truth = anchored_hit(fp, group, bytes, 42, end, established)) != 0)
+    if (info->anchored
+        && (truth = anchored_hit(fp, group, info->probe, bytes, 42, end, established)) != 0)
         goto leave_fast;
     Py_DECREF(fast);
     truth = fast_tcp(fp, ts_obj, ts, bytes, 50, end, 1, NULL);
@@ -2048,6 +2120,7 @@ static int FastPath_init(FastPath *fp, PyObject *args, PyObject *kwargs)
 
 static int FastPath_traverse(FastPath *fp, visitproc visit, void *arg)
 {
+    int i;
     Py_VISIT(fp->index);
     Py_VISIT(fp->flows);
     Py_VISIT(fp->flow_type);
@@ -2067,11 +2140,18 @@ static int FastPath_traverse(FastPath *fp, visitproc visit, void *arg)
     Py_VISIT(fp->no_alerts);
     Py_VISIT(fp->addr_bits);
     Py_VISIT(fp->port_bits);
+    for (i = 0; i < GROUP_CACHE; i++) {
+        Py_VISIT(fp->groups[i].group);
+        Py_VISIT(fp->groups[i].established);
+        Py_VISIT(fp->groups[i].not_established);
+        Py_VISIT(fp->groups[i].probe);
+    }
     return 0;
 }
 
 static int FastPath_clear(FastPath *fp)
 {
+    int i;
     Py_CLEAR(fp->index);
     Py_CLEAR(fp->flows);
     Py_CLEAR(fp->flow_type);
@@ -2091,6 +2171,8 @@ static int FastPath_clear(FastPath *fp)
     Py_CLEAR(fp->no_alerts);
     Py_CLEAR(fp->addr_bits);
     Py_CLEAR(fp->port_bits);
+    for (i = 0; i < GROUP_CACHE; i++)
+        group_forget(&fp->groups[i]);
     return 0;
 }
 

@@ -358,6 +358,44 @@ def test_rule_driver_odd_arguments() -> None:
         driver.hits(layer, group)  # type: ignore[call-arg]
 
 
+def test_many_groups_through_the_core_s_group_cache() -> None:
+    """Flows to 150 ports, each port with rules of its own (a group each: more groups than
+    the core keeps the tables of), their packets interleaved: the core reads each group's
+    tables again when its entry was taken by another, and gives what the twin gives."""
+    from tests.inspect.traffic import engine, frames, tcp_session
+
+    rules = "".join(
+        f'alert tcp any any -> any {port} (msg:"p{port}"; flow:established; '
+        f'content:"|00 01|"; depth:2; content:!"x"; offset:2; depth:1; sid:{port};)\n'
+        f'alert tcp any any -> any {port} (msg:"f{port}"; flags:U+; sid:{port + 1000};)\n'
+        for port in range(2000, 2150)
+    )
+    sessions = [
+        tcp_session(
+            f"10.1.{port % 7}.{port % 200 + 1}",
+            "10.2.0.1",
+            40000 + port,
+            port,
+            [b"\x00\x01y" if port % 3 else b"\x00\x01x", b"data " * 20, b"\x00\x01z"],
+            [b"ok"] * 3,
+        )
+        for port in range(2000, 2150)
+    ]
+    packets = [
+        session[i]
+        for i in range(max(len(x) for x in sessions))
+        for session in sessions
+        if i < len(session)
+    ]
+    compiled = engine(rules)
+    twin = engine(rules, compiled=False)
+    got = run(compiled, frames(packets))
+    want = run(twin, frames(packets))
+    assert got == want
+    assert len(got[0]) > 100
+    assert compiled.stats.fast > len(packets) // 3
+
+
 def test_with_the_rule_corpus() -> None:
     same(Mix(seed=24).build(6_000), corpus=True)
 
