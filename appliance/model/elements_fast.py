@@ -76,6 +76,19 @@ def _lines(data: bytes) -> list[str] | None:
     return pieces
 
 
+def _byte_lines(data: bytes) -> list[bytes]:
+    """The lines of ``data``, without the last line end."""
+    if not data:
+        return []
+    pieces = data.split(b"\n")
+    if pieces[-1] == b"":
+        pieces.pop()
+    return pieces
+
+
+_ascii = partial(bytes.decode, encoding="ascii")
+
+
 def host_values(set_type: str, lines: list[str]) -> list[int] | None:
     """The value of each line, each line exactly one address of ``set_type`` (None: a line
     is anything else: blank, blanks around it, a comment, a network, a range, a typo)."""
@@ -255,17 +268,18 @@ def diff_hosts(last: Parsed, data: bytes) -> Parsed | None:
     if data == last.data:
         return Parsed(last.set_type, last.interval, data, last.elements, last.lines, True)
     gone_part, new_part = aligned(last.data, data)
-    gone_lines, new_lines = _lines(gone_part), _lines(new_part)
-    if gone_lines is None or new_lines is None:
-        return None
+    gone_lines, new_lines = _byte_lines(gone_part), _byte_lines(new_part)
     set_type, interval = last.set_type, last.interval
     # a line in both parts moved: only the others are parsed (an IPv6 address may be
     # written two ways: the values are compared again below)
     gone_texts = set(gone_lines)
     came = list(filterfalse(gone_texts.__contains__, new_lines))  # one set, not two
     gone_texts.difference_update(new_lines)
-    gone_values = host_values(set_type, list(gone_texts))
-    new_values = host_values(set_type, came)
+    try:  # only the lines that differ are decoded (a file changed throughout: a tenth)
+        gone_values = host_values(set_type, list(map(_ascii, gone_texts)))
+        new_values = host_values(set_type, list(map(_ascii, came)))
+    except UnicodeDecodeError:
+        return None
     if gone_values is None or new_values is None:
         return None
     before, after = set(gone_values), set(new_values)

@@ -282,3 +282,16 @@ def test_what_the_general_parse_refuses_is_refused_in_one_line(tmp_path: Path, k
     assert {"fifo": "a FIFO", "device": "a character device", "not utf-8": "not UTF-8"}[
         kind
     ] in message
+
+
+@pytest.mark.parametrize("line", ["10.0.0.\u00e9", "10.0.0.7\r", "10.0.0.7 "])
+def test_a_changed_line_that_is_not_one_address_gives_the_general_parse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: str
+) -> None:
+    """Only the changed lines are read at a diff: one that is not one address (not ASCII,
+    a carriage return, a blank) sends the file to the general parse and its FILE:LINE."""
+    old = [v4(v) for v in range(0, 3000, 3)]
+    new = [*old[:500], line, *old[500:]]
+    _first, seen = fast(tmp_path, old, "ipv4_addr", False, {})
+    result, _ = fast(tmp_path, new, "ipv4_addr", False, dict(seen))
+    assert result == general(tmp_path, new, "ipv4_addr", False, monkeypatch)
