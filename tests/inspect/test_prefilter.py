@@ -12,10 +12,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scapy.all import DNS, DNSQR, IP, UDP, Ether, raw  # type: ignore[attr-defined]
 
+from appliance.inspect import prefilter
 from appliance.inspect.engine import InspectionEngine
 from appliance.inspect.eve import to_eve
 from appliance.inspect.match import Matcher
@@ -191,3 +193,30 @@ def test_a_trie_nested_too_deep_is_written_flat() -> None:
     chain = [b"a" * n for n in range(3, MAX_NESTING + 10)]
     assert trie_alternation(chain) == _flat(chain)
     assert trie_alternation([b"abc", b"abd", b"xyz"]) == b"(?:ab(?:c|d)|xyz)"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.lists(st.one_of(st.sampled_from(PATTERNS), st.binary(max_size=16)), max_size=6),
+    cased=st.integers(0, 2**31 - 1),
+)
+def test_the_automaton_finds_what_the_alternation_finds(data: list[bytes], cased: int) -> None:
+    """With the ahocorasick module, a prefilter's alternation is an automaton: the same
+    candidates as the regular expression's, on any buffer."""
+    pytest.importorskip("ahocorasick")
+    text = _flip(b"".join(data), cased)
+    entries = [
+        (Content(pattern=p), SIGNATURES[i % len(SIGNATURES)]) for i, p in enumerate(PATTERNS)
+    ]
+    automaton = Prefilter("pkt", entries)
+    assert automaton._automaton is not None
+    try:
+        prefilter.USE_AUTOMATON = False
+        alternation = Prefilter("pkt", entries)
+    finally:
+        prefilter.USE_AUTOMATON = True
+    assert alternation._automaton is None
+    got = automaton.candidates(text) or []
+    want = alternation.candidates(text) or []
+    assert {id(s) for s in got} == {id(s) for s in want}
+    assert len(got) == len({s.sid for s in got})
