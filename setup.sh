@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 APT_PACKAGES=(
     nftables python3-nftables iproute2 iputils-ping
     python3 python3-venv python3-pip
-    python3-pyroute2 python3-prometheus-client python3-cryptography
+    python3-pyroute2 python3-prometheus-client python3-cryptography python3-ahocorasick
     python3-scapy python3-pytest python3-hypothesis python3-dpkt nginx-light
     curl procps util-linux systemd
     gcc python3-dev
