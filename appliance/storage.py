@@ -51,12 +51,19 @@ def atomic_write_parts(
         os.close(dir_fd)
 
 
+READ_BLOCK = 1 << 16  # bytes of a file read at a time into one buffer, to hash it
+
+
 def _file_digest(path: Path) -> bytes | None:
+    """The file's SHA-256 (None if it cannot be read), read into one small buffer (a
+    megabyte read at a time was two megabytes at once: the block hashed and the next)."""
     digest = hashlib.sha256()
+    buffer = bytearray(READ_BLOCK)
+    view = memoryview(buffer)
     try:
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        with path.open("rb", buffering=0) as handle:
+            while size := handle.readinto(buffer):
+                digest.update(view[:size])
     except OSError:
         return None
     return digest.digest()

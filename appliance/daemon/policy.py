@@ -217,10 +217,12 @@ class PolicyManager(Manager):
             changed = previous is None or previous.table_hash != policy.table_hash
             if ctx.config.confirm_seconds and previous is not None and changed:
                 self._arm_confirm(previous)
-            elif self.pending is None:
+            # the previous policy's elements go before the new one is saved (a pending
+            # confirm keeps its own reference)
+            previous = None
+            if self.pending is None:
                 await self.save_last_good()
-            previous = None  # a pending confirm keeps its own reference
-            await ctx.kernel(heap.release)  # the previous policy's elements, once dropped
+            await ctx.kernel(heap.release)
         finally:
             ctx.notifier.ready(self.status_line())
 
