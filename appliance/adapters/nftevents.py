@@ -228,7 +228,7 @@ class ElementPacker:
         self.keys = bytearray()
         self.meta = bytearray()
         self.udata: dict[bytes, int] = {}
-        self._before = b"\xff"  # the last element parsed, up to its key (none yet)
+        self._before = b""  # the last element parsed, up to its key (none yet)
         self._after = b""  # and after it
         self._meta = 0
 
@@ -240,21 +240,32 @@ class ElementPacker:
 
     def add(self, data: bytes | bytearray, start: int, stop: int) -> bool:
         at = start
+        before, after = self._before, self._after
+        key_at = len(before)  # where the key is in an element laid out as the last one
+        key_end = key_at + self.klen
+        size = key_end + len(after)
         while at + _attr.size <= stop:
+            # the bytes before the key begin with the element's length: equal, it is the
+            # last one's
+            if (
+                key_at
+                and data[at : at + key_at] == before
+                and at + size <= stop
+                and data[at + key_end : at + size] == after
+            ):
+                self.keys += data[at + key_at : at + key_end]
+                self.meta.append(self._meta)
+                at += (size + 3) & ~3
+                continue
             length = _attr.unpack_from(data, at)[0]
             if length < _attr.size or at + length > stop:
                 return False
-            key_at = at + len(self._before)
-            key_end = key_at + self.klen
-            if (
-                key_end + len(self._after) == at + length
-                and data[at:key_at] == self._before
-                and data[key_end : at + length] == self._after
-            ):
-                self.keys += data[key_at:key_end]
-                self.meta.append(self._meta)
-            elif not self._parse(data, at, at + length):
+            if not self._parse(data, at, at + length):
                 return False
+            before, after = self._before, self._after
+            key_at = len(before)
+            key_end = key_at + self.klen
+            size = key_end + len(after)
             at += (length + 3) & ~3
         return at == stop
 
