@@ -25,6 +25,21 @@ static int slot_offsets(PyObject *type, const char *what, const char *const *nam
 
 static const char *const stat_names[2] = {"packets", "fast"};
 
+/* Every slot of a Flow, for a flow made here (flow.Flow.__init__'s values): used only when
+ * the class has exactly these slots. */
+enum {
+    F_APP, F_APP_TRIES, F_BITS, F_ESTABLISHED, F_FAST_C, F_FAST_S, F_FIRST_TS, F_FWD_KEY,
+    F_GTP_OK, F_KEY, F_LAST_TS, F_PACKETS_TO_CLIENT, F_PACKETS_TO_SERVER, F_PROTO,
+    F_REVERSE_KEY, F_SEL_C, F_SEL_S, F_SIZES, F_STREAMS, F_TCP_STATE, F_TOUCHED, F_COUNT
+};
+
+static const char *const flow_names[F_COUNT] = {
+    "app",       "app_tries", "bits",     "established", "fast_c",  "fast_s",
+    "first_ts",  "fwd_key",   "gtp_ok",   "key",         "last_ts", "packets_to_client",
+    "packets_to_server", "proto", "reverse_key", "sel_c", "sel_s", "sizes", "streams",
+    "tcp_state", "touched",
+};
+
 #define TCP_SYN_SENT 1
 #define TCP_SYN_RECV 2
 #define TCP_ESTABLISHED 3
@@ -92,12 +107,16 @@ typedef struct {
     int syn_on; /* bare SYNs take the new-flow path */
     Py_ssize_t stat_offsets[2]; /* Stats.packets, Stats.fast: counted by take() */
     GroupInfo groups[GROUP_CACHE]; /* by the group's address */
+    PyObject *made_plans;          /* the engine's _plans: what an embryo hatches into */
+    int sizes;                     /* a hatched flow follows its stream sizes */
+    int make_flows;                /* flows are made here (flow_offsets) */
+    Py_ssize_t flow_offsets[F_COUNT];
 } FastPath;
 
 enum { LK_PROTO, LK_SRC, LK_DST, LK_SPORT, LK_DPORT, LK_FLAGS };
 static const char *lookup_names[6] = {"proto", "src", "dst", "sport", "dport", "flags"};
 
-static PyObject *one;
+static PyObject *one, *zero, *six, *empty;
 static PyObject *str_embryos, *str_next_sweep, *str_sweep, *str_max_flows, *str_evict,
     *str_expired, *str_hatch, *str_full;
 static PyObject *str_established, *str_not_established, *str_anchored, *str_anchored_probe,
@@ -674,6 +693,95 @@ static int tcp_track(FastPath *fp, PyObject *flow, long flags, int to_server, lo
     return 0;
 }
 
+static long long_attr(PyObject *obj, PyObject *name);
+static PyObject *new_flow(FastPath *fp, PyObject *key, PyObject *reverse, PyObject *proto,
+                          PyObject *ts_obj);
+
+/* FlowTable.lookup's new flow (_create): the packet's key (stolen) is in no flow's index
+ * entry. (flow, to_server), or Py_None (a new reference) where the twin's lookup is to
+ * take the packet (an embryo hatches under the key); NULL on error. */
+static PyObject *lookup_new(FastPath *fp, PyObject *layer, PyObject *key, long proto,
+                            long flags, PyObject *ts_obj, double ts)
+{
+    PyObject *reverse = NULL, *flow = NULL, *client, *server, *next, *result;
+    const char *raw = PyBytes_AS_STRING(key);
+    Py_ssize_t size = PyBytes_GET_SIZE(key), half = (size - 4 - (proto != 6)) / 2;
+    long embryos, limit, count;
+    double sweep;
+    int syn_ack, to_server;
+    char *out;
+
+    if (proto == 6) {
+        embryos = long_attr(fp->table, str_embryos);
+        if (embryos == -1 && PyErr_Occurred())
+            goto error;
+        if (embryos) {
+            Py_DECREF(key);
+            Py_RETURN_NONE; /* the twin's lookup looks for an embryo under the key */
+        }
+    }
+    reverse = PyBytes_FromStringAndSize(NULL, size);
+    if (reverse == NULL)
+        goto error;
+    out = PyBytes_AS_STRING(reverse);
+    memcpy(out, raw + half, (size_t)half);
+    memcpy(out + half, raw, (size_t)half);
+    memcpy(out + 2 * half, raw + 2 * half + 2, 2);
+    memcpy(out + 2 * half + 2, raw + 2 * half, 2);
+    if (proto != 6)
+        out[size - 1] = raw[size - 1];
+    syn_ack = proto == 6 && (flags & 0x12) == 0x12; /* its receiver is the client */
+    client = syn_ack ? reverse : key;
+    server = syn_ack ? key : reverse;
+    to_server = !syn_ack;
+    next = PyObject_GetAttr(fp->table, str_next_sweep);
+    if (next == NULL)
+        goto error;
+    sweep = PyFloat_AsDouble(next);
+    Py_DECREF(next);
+    if (sweep == -1.0 && PyErr_Occurred())
+        goto error;
+    if (ts >= sweep) {
+        PyObject *done = PyObject_CallMethodOneArg(fp->table, str_sweep, ts_obj);
+        if (done == NULL)
+            goto error;
+        Py_DECREF(done);
+    }
+    flow = new_flow(fp, client, server, layer_slot(fp, layer, LK_PROTO), ts_obj);
+    if (flow == NULL)
+        goto error;
+    if (PyObject_SetItem(fp->flows, client, flow) < 0
+        || PyDict_SetItem(fp->index, client, flow) < 0
+        || PyDict_SetItem(fp->index, server, flow) < 0)
+        goto error;
+    limit = long_attr(fp->table, str_max_flows);
+    if (limit == -1 && PyErr_Occurred())
+        goto error;
+    count = (long)PyObject_Size(fp->flows);
+    if (count < 0)
+        goto error;
+    if (count > limit) {
+        PyObject *done = PyObject_CallMethodNoArgs(fp->table, str_evict);
+        if (done == NULL)
+            goto error;
+        Py_DECREF(done);
+    }
+    if (increment(fp, flow, to_server ? S_PACKETS_TO_SERVER : S_PACKETS_TO_CLIENT) < 0)
+        goto error;
+    if (proto == 6 && tcp_track(fp, flow, flags, to_server, 0) < 0)
+        goto error;
+    result = PyTuple_Pack(2, flow, to_server ? Py_True : Py_False);
+    Py_DECREF(flow);
+    Py_DECREF(key);
+    Py_DECREF(reverse);
+    return result;
+error:
+    Py_XDECREF(flow);
+    Py_XDECREF(reverse);
+    Py_DECREF(key);
+    return NULL;
+}
+
 /* lookup(layer, ts) -> (flow, to_server), as FlowTable.lookup: a packet of a flow in the
  * index and not idle is accounted for here; anything else (a new flow, an embryo, an idle
  * flow, an odd layer) goes to the twin's lookup before anything is changed. */
@@ -721,6 +829,14 @@ static PyObject *FastPath_lookup(FastPath *fp, PyObject *const *args, Py_ssize_t
     if (proto != 6)
         out[4] = (char)proto;
     flow = PyDict_GetItemWithError(fp->index, key);
+    if (flow == NULL && !PyErr_Occurred() && fp->table != NULL && fp->make_flows
+        && PyBytes_GET_SIZE(src) == PyBytes_GET_SIZE(dst)) {
+        result = lookup_new(fp, layer, key, proto, flags, ts_obj, ts);
+        if (result != Py_None)
+            return result; /* (flow, to_server), or NULL */
+        Py_DECREF(result);
+        goto fallback;
+    }
     if (flow == NULL || Py_TYPE(flow) != (PyTypeObject *)fp->flow_type) {
         Py_DECREF(key);
         if (PyErr_Occurred())
@@ -833,6 +949,119 @@ static PyObject *reverse_key(const char *key)
     return PyBytes_FromStringAndSize(raw, 12);
 }
 
+static inline void put_flow(FastPath *fp, PyObject *flow, int which, PyObject *value)
+{
+    PyObject **place = (PyObject **)((char *)flow + fp->flow_offsets[which]);
+    Py_INCREF(value);
+    Py_XSETREF(*place, value);
+}
+
+/* Flow(key, reverse, proto, ts): a new reference, NULL on error. */
+static PyObject *new_flow(FastPath *fp, PyObject *key, PyObject *reverse, PyObject *proto,
+                          PyObject *ts_obj)
+{
+    PyObject *flow;
+    int same;
+    if (!fp->make_flows)
+        return PyObject_CallFunctionObjArgs(fp->flow_type, key, reverse, proto, ts_obj, NULL);
+    same = PyObject_RichCompareBool(key, reverse, Py_EQ);
+    if (same < 0)
+        return NULL;
+    flow = ((PyTypeObject *)fp->flow_type)->tp_alloc((PyTypeObject *)fp->flow_type, 0);
+    if (flow == NULL)
+        return NULL;
+    put_flow(fp, flow, F_KEY, key);
+    put_flow(fp, flow, F_REVERSE_KEY, reverse);
+    put_flow(fp, flow, F_FWD_KEY, same ? Py_None : key);
+    put_flow(fp, flow, F_PROTO, proto);
+    put_flow(fp, flow, F_FIRST_TS, ts_obj);
+    put_flow(fp, flow, F_LAST_TS, ts_obj);
+    put_flow(fp, flow, F_TOUCHED, ts_obj);
+    put_flow(fp, flow, F_PACKETS_TO_SERVER, zero);
+    put_flow(fp, flow, F_PACKETS_TO_CLIENT, zero);
+    put_flow(fp, flow, F_ESTABLISHED, Py_False);
+    put_flow(fp, flow, F_TCP_STATE, zero);
+    put_flow(fp, flow, F_APP, empty);
+    put_flow(fp, flow, F_APP_TRIES, zero);
+    put_flow(fp, flow, F_SEL_S, Py_None);
+    put_flow(fp, flow, F_SEL_C, Py_None);
+    put_flow(fp, flow, F_FAST_S, Py_None);
+    put_flow(fp, flow, F_FAST_C, Py_None);
+    put_flow(fp, flow, F_GTP_OK, Py_False);
+    put_flow(fp, flow, F_BITS, Py_None);
+    put_flow(fp, flow, F_STREAMS, Py_None);
+    put_flow(fp, flow, F_SIZES, Py_None);
+    return flow;
+}
+
+/* The engine's _hatch(client, reverse, embryo): the flow an embryo stands for, as the full
+ * path leaves it after the SYN (its plan's selections and followers). */
+static PyObject *hatch_flow(FastPath *fp, PyObject *client, PyObject *reverse, PyObject *embryo)
+{
+    PyObject *plan_obj, *plan, *flow, *value;
+    unsigned long seq, next;
+    Py_ssize_t at;
+    int reads;
+    if (PyTuple_GET_SIZE(embryo) != 3 || !PyLong_CheckExact(PyTuple_GET_ITEM(embryo, 1))
+        || !PyLong_CheckExact(PyTuple_GET_ITEM(embryo, 2)))
+        goto twin;
+    plan_obj = PyTuple_GET_ITEM(embryo, 2);
+    at = PyLong_AsSsize_t(plan_obj);
+    if (at < 0 || at >= PyList_GET_SIZE(fp->made_plans)) {
+        PyErr_Clear();
+        goto twin;
+    }
+    plan = PyList_GET_ITEM(fp->made_plans, at);
+    seq = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(embryo, 1));
+    if ((seq == (unsigned long)-1 && PyErr_Occurred()) || !PyTuple_CheckExact(plan)
+        || PyTuple_GET_SIZE(plan) != 4) {
+        PyErr_Clear();
+        goto twin;
+    }
+    reads = PyObject_IsTrue(PyTuple_GET_ITEM(plan, 2));
+    if (reads < 0)
+        return NULL;
+    Py_INCREF(plan);
+    flow = new_flow(fp, client, reverse, six, PyTuple_GET_ITEM(embryo, 0));
+    if (flow == NULL) {
+        Py_DECREF(plan);
+        return NULL;
+    }
+    put_flow(fp, flow, F_PACKETS_TO_SERVER, one);
+    value = PyLong_FromLong(TCP_SYN_SENT);
+    if (value == NULL)
+        goto error;
+    put_flow(fp, flow, F_TCP_STATE, value);
+    Py_DECREF(value);
+    put_flow(fp, flow, F_SEL_S, PyTuple_GET_ITEM(plan, 0));
+    put_flow(fp, flow, F_FAST_S, PyTuple_GET_ITEM(plan, 0));
+    put_flow(fp, flow, F_SEL_C, PyTuple_GET_ITEM(plan, 1));
+    put_flow(fp, flow, F_FAST_C, PyTuple_GET_ITEM(plan, 1));
+    next = (seq + 1) & 0xFFFFFFFFul;
+    if (reads) { /* opened on the first payload */
+        value = Py_BuildValue("[Ok]", Py_None, next);
+        if (value == NULL)
+            goto error;
+        put_flow(fp, flow, F_STREAMS, value);
+        Py_DECREF(value);
+    }
+    if (fp->sizes) {
+        value = Py_BuildValue("[kkii]", seq, next, -1, -1);
+        if (value == NULL)
+            goto error;
+        put_flow(fp, flow, F_SIZES, value);
+        Py_DECREF(value);
+    }
+    Py_DECREF(plan);
+    return flow;
+error:
+    Py_DECREF(plan);
+    Py_DECREF(flow);
+    return NULL;
+twin:
+    return NULL; /* (never: the engine's embryos are in this shape) */
+}
+
 /* FlowTable.hatched(key, ts) for a 12-byte key: a new reference to the flow an embryo under
  * the key (or the other direction's) hatches into, Py_None (a new reference) when there is
  * none, NULL on error. */
@@ -899,7 +1128,12 @@ static PyObject *hatched(FastPath *fp, PyObject *key, double ts)
         if (reverse == NULL)
             goto error_hatch;
     }
-    flow = PyObject_CallFunctionObjArgs(hatch, client, reverse, embryo, NULL);
+    if (fp->made_plans != NULL && fp->make_flows)
+        flow = hatch_flow(fp, client, reverse, embryo);
+    else
+        flow = PyObject_CallFunctionObjArgs(hatch, client, reverse, embryo, NULL);
+    if (flow == NULL && !PyErr_Occurred())
+        flow = PyObject_CallFunctionObjArgs(hatch, client, reverse, embryo, NULL);
     Py_DECREF(hatch);
     Py_DECREF(embryo);
     if (flow == NULL)
@@ -1200,18 +1434,43 @@ static int segments(PyObject *pair, uint32_t **starts, Py_ssize_t *count, PyObje
 static PyObject *FastPath_syn_path(FastPath *fp, PyObject *args, PyObject *kwargs)
 {
     PyObject *table, *stats, *hellos, *plans, *plan_of, *addr, *ports, *alerting, *scan, *flood;
-    PyObject *fire, *detected, *no_alerts;
-    int on;
-    static char *names[] = {"table",  "stats", "hellos", "plans",    "plan_of",
-                            "addr",   "ports", "alerting", "scan",   "flood",
-                            "fire",   "detected", "no_alerts", "on", NULL};
+    PyObject *fire, *detected, *no_alerts, *made, *slots;
+    int on, sizes;
+    static char *names[] = {"table",    "stats",     "hellos", "plans", "plan_of", "addr",
+                            "ports",    "alerting",  "scan",   "flood", "fire",    "detected",
+                            "no_alerts", "on",       "made",   "sizes", NULL};
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO!O!OO!O!O!OOOOOp:syn_path", names, &table,
-                                     &stats, &PyDict_Type, &hellos, &PyDict_Type, &plans,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO!O!OO!O!O!OOOOOpO!p:syn_path", names,
+                                     &table, &stats, &PyDict_Type, &hellos, &PyDict_Type, &plans,
                                      &plan_of, &PyTuple_Type, &addr, &PyTuple_Type, &ports,
                                      &PyList_Type, &alerting, &scan, &flood, &fire, &detected,
-                                     &no_alerts, &on))
+                                     &no_alerts, &on, &PyList_Type, &made, &sizes))
         return NULL;
+    /* flows are made here only if the class has exactly the slots flow_names lists */
+    fp->make_flows = 0;
+    slots = PyObject_GetAttrString(fp->flow_type, "__slots__");
+    if (slots == NULL) {
+        PyErr_Clear();
+    } else {
+        PyObject *mine = PyFrozenSet_New(slots), *theirs = PyFrozenSet_New(NULL);
+        int i, same = 0;
+        for (i = 0; theirs != NULL && i < F_COUNT; i++) {
+            PyObject *name = PyUnicode_FromString(flow_names[i]);
+            if (name == NULL || PySet_Add(theirs, name) < 0)
+                Py_CLEAR(theirs);
+            Py_XDECREF(name);
+        }
+        if (mine != NULL && theirs != NULL && PySequence_Size(slots) == F_COUNT)
+            same = PyObject_RichCompareBool(mine, theirs, Py_EQ);
+        Py_XDECREF(mine);
+        Py_XDECREF(theirs);
+        Py_DECREF(slots);
+        if (same > 0
+            && slot_offsets(fp->flow_type, "flow_type", flow_names, F_COUNT, fp->flow_offsets)
+                   == 0)
+            fp->make_flows = 1;
+        PyErr_Clear();
+    }
     if (slot_offsets((PyObject *)Py_TYPE(stats), "stats", stat_names, 2, fp->stat_offsets) < 0
         || segments(addr, &fp->addr_starts, &fp->addr_count, &fp->addr_bits) < 0
         || segments(ports, &fp->port_starts, &fp->port_count, &fp->port_bits) < 0)
@@ -1238,7 +1497,10 @@ static PyObject *FastPath_syn_path(FastPath *fp, PyObject *args, PyObject *kwarg
     Py_XSETREF(fp->detected, detected);
     Py_INCREF(no_alerts);
     Py_XSETREF(fp->no_alerts, no_alerts);
+    Py_INCREF(made);
+    Py_XSETREF(fp->made_plans, made);
     fp->syn_on = on;
+    fp->sizes = sizes;
     Py_RETURN_NONE;
 }
 
@@ -1742,7 +2004,7 @@ typedef struct {
     Py_ssize_t gtp_offsets[G_COUNT];
 } Decoder;
 
-static PyObject *minus_one, *zero, *four;
+static PyObject *minus_one, *four;
 
 /* Steals value (NULL: an error already set, -1). */
 static inline int put(Decoder *dec, PyObject *layer, int which, PyObject *value)
@@ -2140,6 +2402,7 @@ static int FastPath_traverse(FastPath *fp, visitproc visit, void *arg)
     Py_VISIT(fp->no_alerts);
     Py_VISIT(fp->addr_bits);
     Py_VISIT(fp->port_bits);
+    Py_VISIT(fp->made_plans);
     for (i = 0; i < GROUP_CACHE; i++) {
         Py_VISIT(fp->groups[i].group);
         Py_VISIT(fp->groups[i].established);
@@ -2171,6 +2434,7 @@ static int FastPath_clear(FastPath *fp)
     Py_CLEAR(fp->no_alerts);
     Py_CLEAR(fp->addr_bits);
     Py_CLEAR(fp->port_bits);
+    Py_CLEAR(fp->made_plans);
     for (i = 0; i < GROUP_CACHE; i++)
         group_forget(&fp->groups[i]);
     return 0;
@@ -2192,7 +2456,8 @@ static PyMethodDef FastPath_methods[] = {
      "False, or the packet's alerts (no_alerts when accounted for), the packet counted"},
     {"syn_path", (PyCFunction)(void (*)(void))FastPath_syn_path, METH_VARARGS | METH_KEYWORDS,
      "syn_path(table, stats, hellos, plans, plan_of, addr, ports, alerting, scan, flood, fire, "
-     "detected, no_alerts, on): take a packet no flow holds as the engine's _unheld does"},
+     "detected, no_alerts, on, made, sizes): take a packet no flow holds as the engine's "
+     "_unheld does, hatch an embryo as its _hatch does, make a new flow in lookup()"},
     {"lookup", (PyCFunction)(void (*)(void))FastPath_lookup, METH_FASTCALL,
      "lookup(layer, ts) -> (flow, to_server), as FlowTable.lookup"},
     {NULL, NULL, 0, NULL},
@@ -2247,7 +2512,9 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     minus_one = PyLong_FromLong(-1);
     zero = PyLong_FromLong(0);
     four = PyLong_FromLong(4);
-    if (minus_one == NULL || zero == NULL || four == NULL)
+    six = PyLong_FromLong(6);
+    empty = PyUnicode_FromString("");
+    if (minus_one == NULL || zero == NULL || four == NULL || six == NULL || empty == NULL)
         return NULL;
     if (intern(&str_checks, "checks") < 0 || intern(&str_plain_checks, "plain_checks") < 0
         || intern(&str_anchored_fast, "anchored_fast") < 0 || intern(&str_itype, "itype") < 0

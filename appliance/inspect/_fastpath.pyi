@@ -30,6 +30,8 @@ class FastPath:
         detected: Callable[..., Sequence[Any]],
         no_alerts: Sequence[Any],
         on: bool,
+        made: list[tuple[Any, Any, bool, tuple[Any, ...]]],
+        sizes: bool,
     ) -> None: ...
     def lookup(self, layer: Any, ts: float) -> tuple[Any, bool]: ...
 

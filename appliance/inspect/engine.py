@@ -476,6 +476,8 @@ class InspectionEngine:
             self._syn_alerts,
             _NO_ALERTS,
             self._syn_path,
+            self._plans,  # what an embryo hatches into (_hatch, compiled)
+            self._sizes,
         )
         # (handed the tables above, take gives False or the packet's alerts)
         self._core = cast(Callable[[float, bytes], Literal[False] | Sequence[Alert]], fast.take)

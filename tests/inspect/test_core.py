@@ -79,6 +79,32 @@ def pair(
     return compiled, twin
 
 
+def streams_of(flow: Flow) -> Any:
+    """A flow's streams: where each starts, what it holds."""
+    if flow.streams is None:
+        return None
+    return [
+        s if s is None or isinstance(s, int) else (s.base, bytes(s.data), s.full)
+        for s in flow.streams
+    ]
+
+
+def selections_of(flow: Flow) -> Any:
+    """A flow's rule selections (quiet, the group's rules, app) in each direction."""
+    return [
+        None
+        if sel is None
+        else (
+            sel[0],
+            [s.sid for s in sel[1].plain],
+            [s.sid for s in sel[1].anchored],
+            [(p.buffer, sorted(sig.sid for _, sig in p.entries)) for p in sel[1].prefilters],
+            sel[2],
+        )
+        for sel in (flow.sel_s, flow.sel_c, flow.fast_s, flow.fast_c)
+    ]
+
+
 def run(eng: InspectionEngine, frames: Frames) -> tuple[list[str], Any]:
     lines = [
         json.dumps(to_eve(alert, "sensor"))
@@ -99,6 +125,9 @@ def run(eng: InspectionEngine, frames: Frames) -> tuple[list[str], Any]:
             f.app,
             f.app_tries,
             f.gtp_ok,
+            f.sizes,
+            streams_of(f),
+            selections_of(f),
         )
         for f in eng.flows.records()
     ]
@@ -259,6 +288,8 @@ def test_syn_path_refuses_odd_tables() -> None:
             engine._syn_alerts,
             (),
             True,
+            engine._plans,
+            False,
         )
 
     starts, bits = engine._addr4
@@ -394,6 +425,61 @@ def test_many_groups_through_the_core_s_group_cache() -> None:
     assert got == want
     assert len(got[0]) > 100
     assert compiled.stats.fast > len(packets) // 3
+
+
+def test_new_flows_of_every_kind_as_the_twin_makes_them() -> None:
+    """Flows the compiled lookup makes: IPv4 and IPv6, TCP opened by a SYN or first seen
+    at its SYN/ACK, UDP, ICMP, SCTP, the same 5-tuple after the idle timeout, in a table
+    small enough to evict and with time passing for its sweeps: the flows, their order
+    and the counters are the twin's."""
+    from scapy.all import ICMP, IP, SCTP, TCP, UDP, Ether, IPv6, raw  # type: ignore[attr-defined]
+
+    rng = random.Random(9)
+    frames: Frames = []
+    ts = 1_700_000_000.0
+    for i in range(900):
+        v6 = rng.random() < 0.3
+        a, b = (
+            (f"2001:db8::{i % 37 + 1}", "2001:db8::ff")
+            if v6
+            else (f"10.3.0.{i % 37 + 1}", "10.4.0.1")
+        )
+        ip = IPv6(src=a, dst=b) if v6 else IP(src=a, dst=b)
+        back = IPv6(src=b, dst=a) if v6 else IP(src=b, dst=a)
+        sport, dport = 30000 + i % 50, rng.choice([53, 80, 443, 9999])
+        kind = rng.randrange(6)
+        if kind == 0:
+            packets = [
+                ip / TCP(sport=sport, dport=dport, flags="S"),
+                back / TCP(sport=dport, dport=sport, flags="SA"),
+            ]
+        elif kind == 1:
+            packets = [
+                back / TCP(sport=dport, dport=sport, flags="SA"),
+                ip / TCP(sport=sport, dport=dport, flags="A"),
+            ]
+        elif kind == 2:
+            packets = [
+                ip / UDP(sport=sport, dport=dport) / b"x",
+                back / UDP(sport=dport, dport=sport) / b"y",
+            ]
+        elif kind == 3:
+            packets = [
+                ip / ICMP() if not v6 else ip / UDP(sport=1, dport=2),
+                back / TCP(sport=dport, dport=sport, flags="R"),
+            ]
+        elif kind == 4:
+            packets = [ip / SCTP(sport=sport, dport=dport)]
+        else:
+            packets = [ip / TCP(sport=sport, dport=dport, flags="PA") / b"mid-flow"]
+        for packet in packets:
+            ts += rng.choice([0.001, 0.01, 0.5, 2.0, 350.0 if rng.random() < 0.01 else 0.002])
+            # (both addresses given: scapy resolves nothing)
+            frames.append(
+                (ts, raw(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / packet), 1)
+            )
+    for config in ({}, {"max_flows": 25}):
+        same(frames, **config)
 
 
 def test_with_the_rule_corpus() -> None:
