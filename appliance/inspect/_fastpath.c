@@ -694,6 +694,7 @@ static int tcp_track(FastPath *fp, PyObject *flow, long flags, int to_server, lo
 }
 
 static long long_attr(PyObject *obj, PyObject *name);
+static PyObject *hatched(FastPath *fp, PyObject *key, double ts);
 static PyObject *new_flow(FastPath *fp, PyObject *key, PyObject *reverse, PyObject *proto,
                           PyObject *ts_obj);
 
@@ -716,8 +717,16 @@ static PyObject *lookup_new(FastPath *fp, PyObject *layer, PyObject *key, long p
         if (embryos == -1 && PyErr_Occurred())
             goto error;
         if (embryos) {
-            Py_DECREF(key);
-            Py_RETURN_NONE; /* the twin's lookup looks for an embryo under the key */
+            /* an embryo under the key (or the other direction's) hatches first */
+            PyObject *hatchling = size == 12 ? hatched(fp, key, ts) : NULL;
+            if (hatchling == NULL && size == 12)
+                goto error;
+            if (hatchling != Py_None) {
+                Py_XDECREF(hatchling);
+                Py_DECREF(key);
+                Py_RETURN_NONE; /* the twin's lookup takes it (from the index, if hatched) */
+            }
+            Py_DECREF(hatchling);
         }
     }
     reverse = PyBytes_FromStringAndSize(NULL, size);

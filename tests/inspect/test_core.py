@@ -432,7 +432,17 @@ def test_new_flows_of_every_kind_as_the_twin_makes_them() -> None:
     at its SYN/ACK, UDP, ICMP, SCTP, the same 5-tuple after the idle timeout, in a table
     small enough to evict and with time passing for its sweeps: the flows, their order
     and the counters are the twin's."""
-    from scapy.all import ICMP, IP, SCTP, TCP, UDP, Ether, IPv6, raw  # type: ignore[attr-defined]
+    from scapy.all import (  # type: ignore[attr-defined]
+        ICMP,
+        IP,
+        SCTP,
+        TCP,
+        UDP,
+        Ether,
+        IPOption_NOP,
+        IPv6,
+        raw,
+    )
 
     rng = random.Random(9)
     frames: Frames = []
@@ -447,7 +457,7 @@ def test_new_flows_of_every_kind_as_the_twin_makes_them() -> None:
         ip = IPv6(src=a, dst=b) if v6 else IP(src=a, dst=b)
         back = IPv6(src=b, dst=a) if v6 else IP(src=b, dst=a)
         sport, dport = 30000 + i % 50, rng.choice([53, 80, 443, 9999])
-        kind = rng.randrange(6)
+        kind = rng.randrange(7)
         if kind == 0:
             packets = [
                 ip / TCP(sport=sport, dport=dport, flags="S"),
@@ -470,8 +480,15 @@ def test_new_flows_of_every_kind_as_the_twin_makes_them() -> None:
             ]
         elif kind == 4:
             packets = [ip / SCTP(sport=sport, dport=dport)]
-        else:
+        elif kind == 5:
             packets = [ip / TCP(sport=sport, dport=dport, flags="PA") / b"mid-flow"]
+        else:  # an embryo, answered by a packet the full path takes (IP options)
+            answer = IPv6(src=b, dst=a) if v6 else IP(src=b, dst=a, options=[IPOption_NOP()] * 4)
+            packets = [
+                ip / TCP(sport=sport, dport=dport, flags="S"),
+                answer / TCP(sport=dport, dport=sport, flags="SA"),
+                ip / TCP(sport=sport, dport=dport, flags="A"),
+            ]
         for packet in packets:
             ts += rng.choice([0.001, 0.01, 0.5, 2.0, 350.0 if rng.random() < 0.01 else 0.002])
             # (both addresses given: scapy resolves nothing)
