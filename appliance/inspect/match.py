@@ -45,6 +45,8 @@ from appliance.inspect.rules import (
     PortExpr,
     Signature,
     chain_matches,
+    independent,
+    items_hold,
 )
 from appliance.inspect.transforms import Transform
 
@@ -682,17 +684,21 @@ def contents_match(sig: Signature, buffers: dict[str, bytes]) -> bool:
     for buffer, content in plain:
         if not content.matches(buffers[buffer]):
             return False
-    return not chains or all(chain_matches(items, buffers[b]) for b, items in chains)
+    for buffer, items, alone in chains:
+        data = buffers[buffer]
+        if not (items_hold(items, data) if alone else chain_matches(items, data)):
+            return False
+    return True
 
 
 # A rule's contents sorted out once (by the id of the rule, which the entry keeps alive):
 # the buffers it reads, its plain contents, and by buffer the items of each buffer that has
-# a relative item, in rule order.
+# an item other than a plain one, in rule order, and whether they are ``independent``.
 _Plan = tuple[
     Signature,
     tuple[str, ...],
     tuple[tuple[str, Content], ...],
-    tuple[tuple[str, tuple[Content, ...]], ...],
+    tuple[tuple[str, tuple[Content, ...], bool], ...],
 ]
 _PLANS: dict[int, _Plan] = {}
 _MAX_PLANS = 1 << 17
@@ -702,11 +708,12 @@ def _plan(sig: Signature) -> _Plan:
     contents = sig.contents
     needed = tuple(dict.fromkeys(c.buffer for c in contents))
     chained = tuple(dict.fromkeys(c.buffer for c in contents if not c.plain))
+    chains = [(b, tuple(c for c in contents if c.buffer == b)) for b in chained]
     plan: _Plan = (
         sig,
         needed,
         tuple((c.buffer, c) for c in contents if c.plain),
-        tuple((b, tuple(c for c in contents if c.buffer == b)) for b in chained),
+        tuple((b, items, independent(items)) for b, items in chains),
     )
     if len(_PLANS) >= _MAX_PLANS:
         _PLANS.clear()

@@ -573,6 +573,29 @@ def stream_size_holds(spec: tuple[int, str, int], data: bytes) -> bool:
     return server or client
 
 
+def independent(items: Sequence[Content]) -> bool:
+    """Whether each of a buffer's items holds or not whatever the others matched: none is
+    placed relative to another, reads or sets a variable, or decodes what follows. The
+    items then hold together when each holds on its own (``items_hold``): the retries of
+    ``chain_matches`` never happen."""
+    for item in items:
+        if item.relative or item.refs or item.decode is not None:
+            return False
+        byte_op = item.byte_op
+        if byte_op is not None and (byte_op.kind == "extract" or byte_op.kind == "math"):
+            return False
+    return True
+
+
+def items_hold(items: Sequence[Content], data: bytes) -> bool:
+    """``chain_matches`` for items that are ``independent``: each looked for on its own."""
+    if isinstance(data, MultiBuffer):
+        return any(items_hold(items, part) for part in data.parts)
+    if items and items[0].transforms:  # the items of a buffer share its transformations
+        data = transforms.apply(data, items[0].transforms)
+    return all(item.find(data, 0) is not None for item in items)
+
+
 def chain_matches(items: Sequence[Content], data: bytes, budget: int = 64) -> bool:
     """Whether one buffer's items all hold in order; a relative item that fails makes the
     items before it try their next match (at most ``budget`` retries), as Suricata does.

@@ -36,6 +36,9 @@ from appliance.inspect.rules import (
     PortExpr,
     Signature,
     Variables,
+    chain_matches,
+    independent,
+    items_hold,
     load_rules,
     parse_rules,
 )
@@ -364,3 +367,26 @@ def test_address_segments_agree_with_each_expression() -> None:
             found = bits[bisect_right(starts, point) - 1]
             want = sum(1 << i for i, e in enumerate(exprs) if e.match(addr))
             assert found == want, (point, exprs)
+
+
+def test_independent_items_hold_as_their_chain_does(tmp_path: Path) -> None:
+    """A buffer's items none of which is placed relative to another (nor reads a variable):
+    each looked for on its own holds exactly when ``chain_matches`` holds."""
+    signatures = _signatures(tmp_path)
+    chains = []
+    for sig in signatures:
+        for buffer in dict.fromkeys(c.buffer for c in sig.contents):
+            items = tuple(c for c in sig.contents if c.buffer == buffer)
+            if independent(items) and not all(c.plain for c in items):
+                chains.append(items)
+    assert len(chains) > 20  # the corpus has such rules (negated contents, byte_test, ...)
+    rng = random.Random(7)
+    words = _words(signatures)
+    held = 0
+    for _ in range(20):
+        for items in chains:
+            data = _text(rng, words) if rng.random() < 0.8 else rng.randbytes(rng.randrange(40))
+            want = chain_matches(items, data)
+            assert items_hold(items, data) == want, (items, data)
+            held += want
+    assert held > 0
