@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 
@@ -44,6 +45,11 @@ from appliance.engine import Engine, LinkBackend
 from appliance.model.profile import Profile
 
 __all__ = ["Daemon", "DaemonConfig", "run_daemon"]
+
+# How long the kernel worker may hold the interpreter while the loop waits for it (Python's
+# default is 5 ms): a scrape or a control request needs it several times, and while a large
+# set is parsed or read back a scrape took 11.5 ms at p50 with 5 ms, 2.9 ms with this.
+SWITCH_SECONDS = 0.0005
 
 
 class Daemon:
@@ -264,6 +270,7 @@ def run_daemon(config: DaemonConfig) -> int:
     from appliance.daemon.jsonlog import setup_logging
 
     logger = setup_logging()
+    sys.setswitchinterval(SWITCH_SECONDS)
     daemon = Daemon(
         config,
         NftBackend(),
