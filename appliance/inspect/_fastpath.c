@@ -1961,6 +1961,180 @@ static PyTypeObject RuleHitsType = {
     .tp_methods = RuleHits_methods,
 };
 
+/* ---- DNS: appproto.parse_dns over UDP ------------------------------------------------- */
+
+/* DnsParser(query_type, fallback, max_name).parse(payload, errors) is appproto.parse_dns
+ * for a DNS message over UDP whose question's name has no compression pointer: the
+ * DnsQuery it makes (its slots filled as DnsQuery.__init__ fills them). Any other message,
+ * or one parse_dns would count an error for, goes to fallback (parse_dns itself). */
+
+enum { Q_ID, Q_LABELS, Q_NAME, Q_QTYPE, Q_RESPONSE, Q_COUNT };
+
+static const char *const query_names[Q_COUNT] = {"id", "labels", "name", "qtype", "response"};
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *query_type, *fallback;
+    Py_ssize_t max_name;
+    Py_ssize_t offsets[Q_COUNT];
+} DnsParser;
+
+static inline int put_query(DnsParser *dp, PyObject *query, int which, PyObject *value)
+{
+    PyObject **place;
+    if (value == NULL)
+        return -1;
+    place = (PyObject **)((char *)query + dp->offsets[which]);
+    Py_XSETREF(*place, value);
+    return 0;
+}
+
+static PyObject *DnsParser_parse(DnsParser *dp, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *payload, *labels, *name, *query;
+    const unsigned char *msg;
+    Py_ssize_t size, pos = 12, total = 0, length = 0, count = 0, at;
+    unsigned int ident, flags, qdcount;
+    char *out;
+
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "parse(payload, errors)");
+        return NULL;
+    }
+    payload = args[0];
+    if (!PyBytes_CheckExact(payload))
+        goto fallback;
+    msg = (const unsigned char *)PyBytes_AS_STRING(payload);
+    size = PyBytes_GET_SIZE(payload);
+    if (size < 12)
+        goto fallback;
+    ident = msg[0] << 8 | msg[1];
+    flags = msg[2] << 8 | msg[3];
+    qdcount = msg[4] << 8 | msg[5];
+    if (qdcount == 0 || flags & 0x7800)
+        goto fallback;
+    for (;;) { /* the name's labels: counted first */
+        unsigned int n;
+        if (pos >= size)
+            goto fallback;
+        n = msg[pos];
+        if (n == 0) {
+            pos += 1;
+            break;
+        }
+        if (n & 0xC0 || pos + 1 + (Py_ssize_t)n > size)
+            goto fallback; /* a pointer, a bad label, or truncated */
+        total += n + 1;
+        if (total > dp->max_name)
+            goto fallback;
+        length += n;
+        count += 1;
+        pos += 1 + n;
+    }
+    if (pos + 4 > size)
+        goto fallback;
+    labels = PyList_New(count);
+    if (labels == NULL)
+        return NULL;
+    name = PyBytes_FromStringAndSize(NULL, length + (count > 0 ? count - 1 : 0));
+    if (name == NULL) {
+        Py_DECREF(labels);
+        return NULL;
+    }
+    out = PyBytes_AS_STRING(name);
+    for (at = 12, count = 0; msg[at] != 0; count++) {
+        unsigned int n = msg[at];
+        PyObject *label = PyBytes_FromStringAndSize((const char *)msg + at + 1, n);
+        if (label == NULL) {
+            Py_DECREF(labels);
+            Py_DECREF(name);
+            return NULL;
+        }
+        PyList_SET_ITEM(labels, count, label);
+        if (count > 0)
+            *out++ = '.';
+        memcpy(out, msg + at + 1, n);
+        out += n;
+        at += 1 + n;
+    }
+    query = ((PyTypeObject *)dp->query_type)->tp_alloc((PyTypeObject *)dp->query_type, 0);
+    if (query == NULL) {
+        Py_DECREF(labels);
+        Py_DECREF(name);
+        return NULL;
+    }
+    if (put_query(dp, query, Q_ID, PyLong_FromLong(ident)) < 0
+        || put_query(dp, query, Q_NAME, name) < 0 || put_query(dp, query, Q_LABELS, labels) < 0
+        || put_query(dp, query, Q_QTYPE, PyLong_FromLong(msg[pos] << 8 | msg[pos + 1])) < 0
+        || put_query(dp, query, Q_RESPONSE, Py_NewRef(flags & 0x8000 ? Py_True : Py_False))
+               < 0) {
+        Py_DECREF(query);
+        return NULL;
+    }
+    return query;
+fallback:
+    return PyObject_Vectorcall(dp->fallback, args, nargs, NULL);
+}
+
+static int DnsParser_init(DnsParser *dp, PyObject *args, PyObject *kwargs)
+{
+    PyObject *query_type, *fallback;
+    Py_ssize_t max_name;
+    static char *names[] = {"query_type", "fallback", "max_name", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!On:DnsParser", names, &PyType_Type,
+                                     &query_type, &fallback, &max_name))
+        return -1;
+    if (slot_offsets(query_type, "query_type", query_names, Q_COUNT, dp->offsets) < 0)
+        return -1;
+    Py_INCREF(query_type);
+    Py_XSETREF(dp->query_type, query_type);
+    Py_INCREF(fallback);
+    Py_XSETREF(dp->fallback, fallback);
+    dp->max_name = max_name;
+    return 0;
+}
+
+static int DnsParser_traverse(DnsParser *dp, visitproc visit, void *arg)
+{
+    Py_VISIT(dp->query_type);
+    Py_VISIT(dp->fallback);
+    return 0;
+}
+
+static int DnsParser_clear(DnsParser *dp)
+{
+    Py_CLEAR(dp->query_type);
+    Py_CLEAR(dp->fallback);
+    return 0;
+}
+
+static void DnsParser_dealloc(DnsParser *dp)
+{
+    PyObject_GC_UnTrack(dp);
+    DnsParser_clear(dp);
+    Py_TYPE(dp)->tp_free((PyObject *)dp);
+}
+
+static PyMethodDef DnsParser_methods[] = {
+    {"parse", (PyCFunction)(void (*)(void))DnsParser_parse, METH_FASTCALL,
+     "parse(payload, errors) -> DnsQuery or None, as appproto.parse_dns over UDP"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject DnsParserType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "appliance.inspect._fastpath.DnsParser",
+    .tp_basicsize = sizeof(DnsParser),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "parse_dns for the common DNS message over UDP",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)DnsParser_init,
+    .tp_dealloc = (destructor)DnsParser_dealloc,
+    .tp_traverse = (traverseproc)DnsParser_traverse,
+    .tp_clear = (inquiry)DnsParser_clear,
+    .tp_methods = DnsParser_methods,
+};
+
 /* ---- the common frame's decoding ------------------------------------------------------ */
 
 /* Decoder(layer_type, fallback[, gtp_type]).decode(data, linktype, errors) is
@@ -2532,7 +2706,7 @@ PyMODINIT_FUNC PyInit__fastpath(void)
         || intern(&str_candidates, "candidates") < 0)
         return NULL;
     if (PyType_Ready(&FastPathType) < 0 || PyType_Ready(&DecoderType) < 0
-        || PyType_Ready(&RuleHitsType) < 0)
+        || PyType_Ready(&RuleHitsType) < 0 || PyType_Ready(&DnsParserType) < 0)
         return NULL;
     mod = PyModule_Create(&module);
     if (mod == NULL)
@@ -2552,6 +2726,12 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     Py_INCREF(&RuleHitsType);
     if (PyModule_AddObject(mod, "RuleHits", (PyObject *)&RuleHitsType) < 0) {
         Py_DECREF(&RuleHitsType);
+        Py_DECREF(mod);
+        return NULL;
+    }
+    Py_INCREF(&DnsParserType);
+    if (PyModule_AddObject(mod, "DnsParser", (PyObject *)&DnsParserType) < 0) {
+        Py_DECREF(&DnsParserType);
         Py_DECREF(mod);
         return NULL;
     }

@@ -4,8 +4,9 @@ The engine's fast path (``InspectionEngine._fast_tcp`` and ``_fast_gtp``: a pack
 established flow that needs nothing but its counters) has a compiled form that does the
 same in one call per packet, and so have its new-flow path (``_unheld``, ``_new_syn``: a
 bare SYN held as an embryo, an embryo hatched), its flow lookup's common case, its rule
-driver (``_rule_hits``) and ``decode.decode_packet`` for the common frame (Ethernet / IPv4
-carrying TCP or plain UDP, or a GTP-U G-PDU carrying one). ``setup.py`` builds them in
+driver (``_rule_hits``), ``appproto.parse_dns`` for a DNS message over UDP and
+``decode.decode_packet`` for the common frame (Ethernet / IPv4 carrying TCP or plain UDP,
+or a GTP-U G-PDU carrying one). ``setup.py`` builds them in
 place when gcc and Python's headers are there; without them (a plain source tree, the
 container, the Debian package) the engine runs its pure-Python twin, which gives the same
 alerts, flows and counters.
@@ -20,7 +21,7 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from appliance.inspect._fastpath import Decoder, FastPath, RuleHits
+    from appliance.inspect._fastpath import Decoder, DnsParser, FastPath, RuleHits
 
 ENV = "APPLIANCE_INSPECT_CORE"
 _OFF = ("0", "off", "python", "no", "false")
@@ -73,6 +74,18 @@ def rule_hits_class() -> type[RuleHits] | None:
         return None
     try:
         from appliance.inspect._fastpath import RuleHits as compiled
+    except ImportError:
+        return None
+    return compiled
+
+
+def dns_parser_class() -> type[DnsParser] | None:
+    """The compiled ``DnsParser`` (``appproto.parse_dns`` over UDP), as
+    ``fast_path_class``."""
+    if switched_off():
+        return None
+    try:
+        from appliance.inspect._fastpath import DnsParser as compiled
     except ImportError:
         return None
     return compiled

@@ -323,6 +323,7 @@ class InspectionEngine:
         self._decode: Callable[[bytes, int, Errors], Layer | None] = decode_packet
         self._lookup: Callable[[Layer, float], tuple[Flow, bool]] = self.flows.lookup
         self._rule_hits: Callable[..., list[Signature]] = _rule_hits
+        self._parse_dns: Callable[[bytes, Errors], DnsQuery | None] = appproto.parse_dns
         if self._fast and config.compiled and core.enabled():
             self._core = self._load_core
         self._never_block_cache: dict[bytes, bool] = {}
@@ -487,6 +488,9 @@ class InspectionEngine:
             self._rule_hits = driver(
                 icmp_matches, head_holds, contents_match, rule_matches, _rule_hits
             ).hits
+        dns = core.dns_parser_class()
+        if dns is not None:
+            self._parse_dns = dns(DnsQuery, appproto.parse_dns, appproto.MAX_DNS_NAME).parse
         decoder = core.decoder_class()
         if decoder is not None:
             self._decode = decoder(Layer, decode_packet, GtpInfo).decode
@@ -785,7 +789,7 @@ class InspectionEngine:
                 flow.app = "gtp"
             elif layer.dport == 53 or layer.sport == 53:
                 if payload:
-                    dns = appproto.parse_dns(payload, self.stats.errors)
+                    dns = self._parse_dns(payload, self.stats.errors)
                     if dns is not None:
                         flow.app = "dns"
                         buffers["dns.query"] = dns.name

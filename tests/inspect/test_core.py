@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from appliance.inspect import core
+from appliance.inspect.appproto import MAX_DNS_NAME, DnsQuery, parse_dns
 from appliance.inspect.decode import GtpInfo, Layer, decode_packet
 from appliance.inspect.engine import InspectionEngine, _anchored_hit, _rule_hits
 from appliance.inspect.eve import to_eve
@@ -700,6 +701,94 @@ def test_decoder_on_random_gtp_u(
 def syn_alerts(got: Any, data: bytes) -> bool:
     """Alerts that take() may give: for a bare SYN (no ACK, RST, FIN)."""
     return isinstance(got, list) and len(data) >= 54 and data[47] & 0x17 == 0x02
+
+
+QUERY_SLOTS = ("id", "labels", "name", "qtype", "response")
+
+
+def parsed_alike(payloads: list[bytes]) -> int:
+    """The compiled DNS parser against parse_dns over UDP: the same DnsQuery (every slot)
+    or None, the same errors counted; how many it parsed without parse_dns."""
+    compiled = core.dns_parser_class()
+    assert compiled is not None
+    handed: list[int] = []
+
+    def fallback(payload: bytes, errors: dict[str, int]) -> DnsQuery | None:
+        handed.append(1)
+        return parse_dns(payload, errors)
+
+    parse = compiled(DnsQuery, fallback, MAX_DNS_NAME).parse
+    for payload in payloads:
+        errors: dict[str, int] = {}
+        want_errors: dict[str, int] = {}
+        got = parse(payload, errors)
+        want = parse_dns(payload, want_errors)
+        assert (got is None) == (want is None), payload.hex()
+        if got is not None:
+            assert type(got) is DnsQuery
+            assert [getattr(got, n) for n in QUERY_SLOTS] == [getattr(want, n) for n in QUERY_SLOTS]
+        assert errors == want_errors
+    return len(payloads) - len(handed)
+
+
+def test_dns_parser_as_parse_dns() -> None:
+    """The mix's DNS payloads (queries and answers), mutated, cut short: the compiled parser
+    gives what parse_dns gives; odd arguments go to parse_dns or fail as it does."""
+    frames = Mix(seed=80).build(8_000)
+    payloads = []
+    for _ts, data, _lt in frames:
+        layer = decode_packet(data, 1, {})
+        if layer is not None and layer.proto == 17 and 53 in (layer.sport, layer.dport):
+            payloads.append(layer.payload)
+    assert len(payloads) > 100
+    assert parsed_alike(payloads) == len(payloads)  # all of them in C
+    rng = random.Random(8)
+    for _ in range(3):
+        mutated = []
+        for payload in payloads:
+            raw = bytearray(payload)
+            for _ in range(rng.randrange(1, 4)):
+                spot = rng.randrange(len(raw))
+                raw[spot] = rng.choice([0, 0xC0, 0x3F, 0x40, 0x80, 63, 1, rng.randrange(256)])
+            mutated.append(bytes(raw[: rng.randrange(len(raw) + 1)] if rng.random() < 0.3 else raw))
+        parsed_alike(mutated)
+    long_name = b"\x3f" + b"a" * 63
+    parsed_alike(
+        [
+            b"",
+            b"\x00" * 11,
+            b"\x12\x34\x01\x00\x00\x01" + b"\x00" * 6 + long_name * 4 + b"\x00\x00\x01\x00\x01",
+            b"\x12\x34\x01\x00\x00\x01"
+            + b"\x00" * 6
+            + long_name * 3
+            + b"\x3d"
+            + b"b" * 61
+            + b"\x00\x00\x01\x00\x01",
+            b"\x12\x34\x81\x80\x00\x01" + b"\x00" * 6 + b"\x00\x00\x1c\x00\x01",
+            b"\x12\x34\x01\x00\x00\x01" + b"\x00" * 6 + b"\xc0\x0c\x00\x01\x00\x01",
+        ]
+    )
+    compiled = core.dns_parser_class()
+    assert compiled is not None
+    parse = compiled(DnsQuery, parse_dns, MAX_DNS_NAME).parse
+    assert parse(bytearray(payloads[0]), {}) is not None  # (handed to parse_dns)
+    with pytest.raises(TypeError):
+        parse(payloads[0])  # type: ignore[call-arg]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(0, 0xFFFF),
+    st.integers(0, 3),
+    st.lists(st.binary(min_size=0, max_size=70), max_size=6),
+    st.binary(max_size=6),
+)
+def test_dns_parser_on_random_messages(
+    flags: int, qdcount: int, labels: list[bytes], tail: bytes
+) -> None:
+    name = b"".join(bytes((len(label),)) + label for label in labels) + b"\x00"
+    head = b"\xab\xcd" + flags.to_bytes(2, "big") + qdcount.to_bytes(2, "big") + b"\x00" * 6
+    parsed_alike([head + name + tail, head + name[:-1] + tail])
 
 
 def test_entry_point_odd_arguments() -> None:
