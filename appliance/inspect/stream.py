@@ -116,7 +116,13 @@ class Reassembler:
             return False
         if stream.pending:
             self._drain(stream, errors)
-        self.held += len(data) - have
+        self.grew(stream, have, errors)
+        return bool(stream.data)
+
+    def grew(self, stream: StreamDirection, have: int, errors: Errors) -> None:
+        """Account for a direction's in-order data grown from ``have`` bytes: it is the most
+        recently grown, and the bound on what all hold may end the least recent ones."""
+        self.held += len(stream.data) - have
         streams = self._streams
         key = id(stream)
         if key in streams:
@@ -131,7 +137,6 @@ class Reassembler:
             oldest.full = True
             oldest.base = -1
             self.release(oldest)
-        return bool(stream.data)
 
     def width(self, prefilter: object) -> int:
         """The longest pattern of a prefilter (a scan resumes this much before its end)."""
@@ -256,7 +261,19 @@ def stream_hits(
     reported = stream.reported
     for sig in hits:
         reported.add(sig.sid)
-    if not reassembler.add(stream, layer.seq, payload, errors):
+    data = stream.data
+    have = len(data)
+    if (
+        not stream.pending
+        and (layer.seq - stream.base) % _MOD == have
+        and have + len(payload) <= reassembler.depth
+        and stream.base >= 0
+    ):  # the next bytes in order, within the depth: Reassembler.add's common case
+        data += payload
+        reassembler.grew(stream, have, errors)
+        if not stream.data:
+            return  # ended by the memory bound
+    elif not reassembler.add(stream, layer.seq, payload, errors):
         return
     data = stream.data
     if not flow.established or len(data) <= len(payload):
