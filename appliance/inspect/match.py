@@ -266,6 +266,10 @@ class Matcher:
             classes.setdefault(header, []).append(index)
             self._routes.append(_route(sig))
         self._classes = list(classes.items())
+        # by (protocol, application, direction, outer GTP-U): the classes whose header
+        # passes them, each as its address and port expressions, bidirectional, its rules
+        self._passing: dict[tuple[object, ...], list[tuple[int, int, int, int, bool, list[int]]]]
+        self._passing = {}
         # Which expressions an address or port falls in is constant between the boundaries
         # the expressions name: one table of segments per family, looked up by bisection.
         self._addr_segments = {size: addr_segments(self._addr_exprs, size) for size in (4, 16)}
@@ -353,11 +357,33 @@ class Matcher:
 
     def members(self, key: tuple[object, ...]) -> tuple[int, ...]:
         """The indexes (in load order) of the rules whose header a packet of this group key
-        passes: each class of rules of one header tested once."""
+        passes: each class of rules of one header tested once (its protocol, application
+        and direction once per kind of packet, its addresses and ports here)."""
         proto, app, to_server, outer_gtp, src, dst, sport, dport = key
         assert isinstance(src, int) and isinstance(dst, int)
         assert isinstance(sport, int) and isinstance(dport, int)
+        passing = self._passing.get((proto, app, to_server, outer_gtp))
+        if passing is None:
+            passing = self._passing[(proto, app, to_server, outer_gtp)] = self._pass(
+                proto, app, to_server, outer_gtp
+            )
         found: list[int] = []
+        for si, di, spi, dpi, bidir, indexes in passing:
+            if (
+                (si < 0 or src >> si & 1)
+                and (di < 0 or dst >> di & 1)
+                and (spi < 0 or (sport >= 0 and sport >> spi & 1))
+                and (dpi < 0 or (dport >= 0 and dport >> dpi & 1))
+            ) or (bidir and _header(si, di, spi, dpi, dst, src, dport, sport)):
+                found.extend(indexes)
+        found.sort()
+        return tuple(found)
+
+    def _pass(
+        self, proto: object, app: object, to_server: object, outer_gtp: object
+    ) -> list[tuple[int, int, int, int, bool, list[int]]]:
+        """The classes whose protocol, application and direction a packet passes."""
+        out = []
         for header, indexes in self._classes:
             protos, sig_app, not_app, ip_proto, flow_to_server, bidir, si, di, spi, dpi = header
             if protos is not None and proto not in protos:  # type: ignore[operator]
@@ -372,13 +398,8 @@ class Matcher:
                 continue
             assert isinstance(si, int) and isinstance(di, int)
             assert isinstance(spi, int) and isinstance(dpi, int)
-            if not _header(si, di, spi, dpi, src, dst, sport, dport) and not (
-                bidir and _header(si, di, spi, dpi, dst, src, dport, sport)
-            ):
-                continue
-            found.extend(indexes)
-        found.sort()
-        return tuple(found)
+            out.append((si, di, spi, dpi, bool(bidir), indexes))
+        return out
 
     def _build(self, key: tuple[object, ...]) -> Group:
         members = self.members(key)
