@@ -2135,6 +2135,143 @@ static PyTypeObject DnsParserType = {
     .tp_methods = DnsParser_methods,
 };
 
+/* ---- TLS: appproto.parse_tls_sni ---------------------------------------------------- */
+
+/* SniParser(fallback).parse(payload, errors) is appproto.parse_tls_sni: the server name of
+ * a ClientHello (bytes), or None where parse_tls_sni finds none without counting an error.
+ * Anything parse_tls_sni would count an error for goes to fallback (parse_tls_sni). */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *fallback;
+} SniParser;
+
+static inline Py_ssize_t u16(const unsigned char *data, Py_ssize_t at)
+{
+    return data[at] << 8 | data[at + 1];
+}
+
+static PyObject *SniParser_parse(SniParser *sp, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *payload;
+    const unsigned char *data;
+    Py_ssize_t n, end, hs_end, pos, ext_end;
+
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "parse(payload, errors)");
+        return NULL;
+    }
+    payload = args[0];
+    if (!PyBytes_CheckExact(payload))
+        goto fallback;
+    data = (const unsigned char *)PyBytes_AS_STRING(payload);
+    n = PyBytes_GET_SIZE(payload);
+    if (n < 9 || data[0] != 0x16 || data[1] != 0x03 || data[5] != 1)
+        goto fallback; /* counted */
+    end = 5 + u16(data, 3);
+    if (end > n)
+        end = n; /* the hello continues in the next segment: parse what is here */
+    hs_end = 9 + ((Py_ssize_t)data[6] << 16 | data[7] << 8 | data[8]);
+    if (hs_end < end)
+        end = hs_end;
+    pos = 9 + 2 + 32; /* version, random */
+    if (pos + 1 > end)
+        goto fallback;
+    pos += 1 + data[pos]; /* session id */
+    if (pos + 2 > end)
+        goto fallback;
+    pos += 2 + u16(data, pos); /* cipher suites */
+    if (pos + 1 > end)
+        goto fallback;
+    pos += 1 + data[pos]; /* compression methods */
+    if (pos + 2 > end)
+        Py_RETURN_NONE; /* no extensions at all: a legal, old hello without SNI */
+    ext_end = pos + 2 + u16(data, pos);
+    pos += 2;
+    if (ext_end > end)
+        ext_end = end;
+    while (pos + 4 <= ext_end) {
+        Py_ssize_t etype = u16(data, pos), elen = u16(data, pos + 2), list_end, at;
+        pos += 4;
+        if (pos + elen > ext_end)
+            goto fallback;
+        if (etype != 0) {
+            pos += elen;
+            continue;
+        }
+        /* server_name: its list of (type, length, name) */
+        if (elen < 2)
+            goto fallback;
+        list_end = 2 + u16(data, pos);
+        if (list_end > elen)
+            list_end = elen;
+        at = 2;
+        while (at + 3 <= list_end) {
+            Py_ssize_t kind = data[pos + at], size = u16(data, pos + at + 1);
+            at += 3;
+            if (at + size > list_end)
+                goto fallback;
+            if (kind == 0)
+                return PyBytes_FromStringAndSize((const char *)data + pos + at, size);
+            at += size;
+        }
+        Py_RETURN_NONE;
+    }
+    Py_RETURN_NONE;
+fallback:
+    return PyObject_Vectorcall(sp->fallback, args, nargs, NULL);
+}
+
+static int SniParser_init(SniParser *sp, PyObject *args, PyObject *kwargs)
+{
+    PyObject *fallback;
+    static char *names[] = {"fallback", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:SniParser", names, &fallback))
+        return -1;
+    Py_INCREF(fallback);
+    Py_XSETREF(sp->fallback, fallback);
+    return 0;
+}
+
+static int SniParser_traverse(SniParser *sp, visitproc visit, void *arg)
+{
+    Py_VISIT(sp->fallback);
+    return 0;
+}
+
+static int SniParser_clear(SniParser *sp)
+{
+    Py_CLEAR(sp->fallback);
+    return 0;
+}
+
+static void SniParser_dealloc(SniParser *sp)
+{
+    PyObject_GC_UnTrack(sp);
+    SniParser_clear(sp);
+    Py_TYPE(sp)->tp_free((PyObject *)sp);
+}
+
+static PyMethodDef SniParser_methods[] = {
+    {"parse", (PyCFunction)(void (*)(void))SniParser_parse, METH_FASTCALL,
+     "parse(payload, errors) -> the server name or None, as appproto.parse_tls_sni"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject SniParserType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "appliance.inspect._fastpath.SniParser",
+    .tp_basicsize = sizeof(SniParser),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "parse_tls_sni for a ClientHello",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)SniParser_init,
+    .tp_dealloc = (destructor)SniParser_dealloc,
+    .tp_traverse = (traverseproc)SniParser_traverse,
+    .tp_clear = (inquiry)SniParser_clear,
+    .tp_methods = SniParser_methods,
+};
+
 /* ---- the common frame's decoding ------------------------------------------------------ */
 
 /* Decoder(layer_type, fallback[, gtp_type]).decode(data, linktype, errors) is
@@ -2706,7 +2843,8 @@ PyMODINIT_FUNC PyInit__fastpath(void)
         || intern(&str_candidates, "candidates") < 0)
         return NULL;
     if (PyType_Ready(&FastPathType) < 0 || PyType_Ready(&DecoderType) < 0
-        || PyType_Ready(&RuleHitsType) < 0 || PyType_Ready(&DnsParserType) < 0)
+        || PyType_Ready(&RuleHitsType) < 0 || PyType_Ready(&DnsParserType) < 0
+        || PyType_Ready(&SniParserType) < 0)
         return NULL;
     mod = PyModule_Create(&module);
     if (mod == NULL)
@@ -2732,6 +2870,12 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     Py_INCREF(&DnsParserType);
     if (PyModule_AddObject(mod, "DnsParser", (PyObject *)&DnsParserType) < 0) {
         Py_DECREF(&DnsParserType);
+        Py_DECREF(mod);
+        return NULL;
+    }
+    Py_INCREF(&SniParserType);
+    if (PyModule_AddObject(mod, "SniParser", (PyObject *)&SniParserType) < 0) {
+        Py_DECREF(&SniParserType);
         Py_DECREF(mod);
         return NULL;
     }

@@ -3,11 +3,11 @@
 The engine's fast path (``InspectionEngine._fast_tcp`` and ``_fast_gtp``: a packet of an
 established flow that needs nothing but its counters) has a compiled form that does the
 same in one call per packet, and so have its new-flow path (``_unheld``, ``_new_syn``: a
-bare SYN held as an embryo, an embryo hatched), its flow lookup's common case, its rule
-driver (``_rule_hits``), ``appproto.parse_dns`` for a DNS message over UDP and
-``decode.decode_packet`` for the common frame (Ethernet / IPv4 carrying TCP or plain UDP,
-or a GTP-U G-PDU carrying one). ``setup.py`` builds them in
-place when gcc and Python's headers are there; without them (a plain source tree, the
+bare SYN held as an embryo, an embryo hatched), its flow lookup's common case and new
+flows, its rule driver (``_rule_hits``), ``appproto.parse_dns`` over UDP,
+``appproto.parse_tls_sni`` and ``decode.decode_packet`` for the common frame (Ethernet /
+IPv4 carrying TCP or plain UDP, or a GTP-U G-PDU carrying one). ``setup.py`` builds them
+in place when gcc and Python's headers are there; without them (a plain source tree, the
 container, the Debian package) the engine runs its pure-Python twin, which gives the same
 alerts, flows and counters.
 
@@ -21,7 +21,7 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from appliance.inspect._fastpath import Decoder, DnsParser, FastPath, RuleHits
+    from appliance.inspect._fastpath import Decoder, DnsParser, FastPath, RuleHits, SniParser
 
 ENV = "APPLIANCE_INSPECT_CORE"
 _OFF = ("0", "off", "python", "no", "false")
@@ -86,6 +86,17 @@ def dns_parser_class() -> type[DnsParser] | None:
         return None
     try:
         from appliance.inspect._fastpath import DnsParser as compiled
+    except ImportError:
+        return None
+    return compiled
+
+
+def sni_parser_class() -> type[SniParser] | None:
+    """The compiled ``SniParser`` (``appproto.parse_tls_sni``), as ``fast_path_class``."""
+    if switched_off():
+        return None
+    try:
+        from appliance.inspect._fastpath import SniParser as compiled
     except ImportError:
         return None
     return compiled

@@ -324,6 +324,7 @@ class InspectionEngine:
         self._lookup: Callable[[Layer, float], tuple[Flow, bool]] = self.flows.lookup
         self._rule_hits: Callable[..., list[Signature]] = _rule_hits
         self._parse_dns: Callable[[bytes, Errors], DnsQuery | None] = appproto.parse_dns
+        self._parse_sni: Callable[[bytes, Errors], bytes | None] = appproto.parse_tls_sni
         if self._fast and config.compiled and core.enabled():
             self._core = self._load_core
         self._never_block_cache: dict[bytes, bool] = {}
@@ -488,6 +489,9 @@ class InspectionEngine:
             self._rule_hits = driver(
                 icmp_matches, head_holds, contents_match, rule_matches, _rule_hits
             ).hits
+        sni = core.sni_parser_class()
+        if sni is not None:
+            self._parse_sni = sni(appproto.parse_tls_sni).parse
         dns = core.dns_parser_class()
         if dns is not None:
             self._parse_dns = dns(DnsQuery, appproto.parse_dns, appproto.MAX_DNS_NAME).parse
@@ -975,12 +979,12 @@ class InspectionEngine:
             size = appproto.tls_record_size(payload)
             if size > len(payload) and not layer.truncated:
                 # The hello continues in the next segments: its SNI may be there.
-                sni = appproto.parse_tls_sni(payload, {})
+                sni = self._parse_sni(payload, {})
                 if sni is None:
                     self._hello_starts(flow, layer, payload, size)
                     return dns, sni, http
             else:
-                sni = appproto.parse_tls_sni(payload, errors)
+                sni = self._parse_sni(payload, errors)
             if sni is not None:
                 buffers["tls.sni"] = sni
         elif app in ("", "dns") and (layer.dport == 53 or layer.sport == 53):
@@ -1021,7 +1025,7 @@ class InspectionEngine:
         else:
             return None  # all of it seen before
         del self._hellos[pending.flow.key]
-        sni = appproto.parse_tls_sni(bytes(data), self.stats.errors)
+        sni = self._parse_sni(bytes(data), self.stats.errors)
         if sni is not None:
             buffers["tls.sni"] = sni
         return sni

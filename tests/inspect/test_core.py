@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from appliance.inspect import core
-from appliance.inspect.appproto import MAX_DNS_NAME, DnsQuery, parse_dns
+from appliance.inspect.appproto import MAX_DNS_NAME, DnsQuery, parse_dns, parse_tls_sni
 from appliance.inspect.decode import GtpInfo, Layer, decode_packet
 from appliance.inspect.engine import InspectionEngine, _anchored_hit, _rule_hits
 from appliance.inspect.eve import to_eve
@@ -789,6 +789,95 @@ def test_dns_parser_on_random_messages(
     name = b"".join(bytes((len(label),)) + label for label in labels) + b"\x00"
     head = b"\xab\xcd" + flags.to_bytes(2, "big") + qdcount.to_bytes(2, "big") + b"\x00" * 6
     parsed_alike([head + name + tail, head + name[:-1] + tail])
+
+
+def sni_alike(payloads: list[bytes]) -> int:
+    """The compiled SNI parser against parse_tls_sni: the same name or None, the same errors
+    counted; how many it answered without parse_tls_sni."""
+    compiled = core.sni_parser_class()
+    assert compiled is not None
+    handed: list[int] = []
+
+    def fallback(payload: bytes, errors: dict[str, int]) -> bytes | None:
+        handed.append(1)
+        return parse_tls_sni(payload, errors)
+
+    parse = compiled(fallback).parse
+    for payload in payloads:
+        errors: dict[str, int] = {}
+        want_errors: dict[str, int] = {}
+        assert parse(payload, errors) == parse_tls_sni(payload, want_errors), payload.hex()
+        assert errors == want_errors
+    return len(payloads) - len(handed)
+
+
+def test_sni_parser_as_parse_tls_sni() -> None:
+    """The mix's ClientHellos, mutated (lengths above all) and cut short: the compiled
+    parser gives what parse_tls_sni gives."""
+    hellos = []
+    for _ts, data, _lt in Mix(seed=81).build(8_000):
+        layer = decode_packet(data, 1, {})
+        if layer is not None and layer.payload[:1] == b"\x16" and layer.payload[5:6] == b"\x01":
+            hellos.append(layer.payload)
+    assert len(hellos) > 50
+    # all but the hellos cut by their segment (parse_tls_sni counts them short)
+    assert sni_alike(hellos) > len(hellos) * 3 // 4
+    rng = random.Random(10)
+    for _ in range(6):
+        mutated = []
+        for hello in hellos:
+            raw = bytearray(hello)
+            for _ in range(rng.randrange(1, 3)):
+                spot = rng.randrange(min(len(raw), 140))
+                raw[spot] = rng.choice([0, 1, 2, 0xFF, rng.randrange(256)])
+            cut = rng.randrange(len(raw) + 1) if rng.random() < 0.3 else len(raw)
+            mutated.append(bytes(raw[:cut]))
+        sni_alike(mutated)
+    compiled = core.sni_parser_class()
+    assert compiled is not None
+    parse = compiled(parse_tls_sni).parse
+    assert parse(bytearray(hellos[0]), {}) == parse_tls_sni(hellos[0], {})
+    with pytest.raises(TypeError):
+        parse(hellos[0])  # type: ignore[call-arg]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(0, 40),
+    st.integers(0, 40),
+    st.lists(st.tuples(st.integers(0, 3), st.binary(max_size=40)), max_size=4),
+    st.tuples(st.integers(-4, 4), st.integers(-4, 4), st.integers(-4, 4), st.integers(-4, 4)),
+    st.lists(st.tuples(st.integers(0, 2), st.binary(max_size=12)), max_size=3),
+)
+def test_sni_parser_on_random_hellos(
+    session: int,
+    suites: int,
+    names: list[tuple[int, bytes]],
+    skew: tuple[int, int, int, int],
+    others: list[tuple[int, bytes]],
+) -> None:
+    """ClientHellos with random session ids, cipher lists, other extensions and server name
+    lists, their lengths a little off: both parsers agree."""
+    listed = b"".join(bytes((kind,)) + len(n).to_bytes(2, "big") + n for kind, n in names)
+    sni = (max(0, len(listed) + skew[0])).to_bytes(2, "big") + listed
+    extensions = b"".join(
+        t.to_bytes(2, "big") + len(body).to_bytes(2, "big") + body for t, body in others
+    )
+    extensions += b"\x00\x00" + max(0, len(sni) + skew[1]).to_bytes(2, "big") + sni
+    body = (
+        b"\x03\x03"
+        + b"r" * 32
+        + bytes((session,))
+        + b"s" * session
+        + (2 * suites).to_bytes(2, "big")
+        + b"c" * (2 * suites)
+        + b"\x01\x00"
+        + max(0, len(extensions) + skew[2]).to_bytes(2, "big")
+        + extensions
+    )
+    hello = b"\x01" + len(body).to_bytes(3, "big") + body
+    record = b"\x16\x03\x01" + max(0, len(hello) + skew[3]).to_bytes(2, "big") + hello
+    sni_alike([record, record[: len(record) // 2]])
 
 
 def test_entry_point_odd_arguments() -> None:
