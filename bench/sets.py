@@ -13,7 +13,11 @@ For each size N (IPv4 host elements of one hash set, deterministic), in a fresh 
 - the daemon itself (``appliance run`` in the namespace): its RSS once READY with the set
   loaded (steady) and its high-water mark (peak, the load included), then again after a
   reload to the changed profile, less those of the same daemon with the set empty, per
-  element. Goal: at most 16 B per IPv4 element and 32 per IPv6 element, peak included.
+  element. Goal: at most 16 B per IPv4 element and 32 per IPv6 element, peak included;
+- the reload's phases: the daemon's RSS sampled every 5 ms during the reload, its highest
+  above the RSS at READY up to the log's "policy enforced" (the running sets parked, the
+  next list parsed, its delta) and from there to READY (the last good policy saved), per
+  element.
 
 ``--v6-sizes`` runs the same with IPv6 hosts (2001:db8::/32). ``--daemon-only`` measures
 the daemon alone (no `nft -f`, apply or engine runs). ``--bundle-sizes`` measures a hub
@@ -32,6 +36,7 @@ installed (Debian: python3-matplotlib), else says the plot was skipped.
 from __future__ import annotations
 
 import argparse
+import calendar
 import json
 import os
 import random
@@ -39,6 +44,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -88,6 +94,8 @@ class Daemon:
     reload_peak_kib: int
     start: float  # seconds to READY
     reload: float  # seconds from SIGHUP to READY
+    parse_delta_kib: int = 0  # the reload's highest RSS above READY's, to "policy enforced"
+    save_kib: int = 0  # and from there to READY
 
 
 @dataclass
@@ -179,6 +187,48 @@ def proc_kib(pid: int, field: str) -> int:
     raise SystemExit(f"no {field} for process {pid}")
 
 
+class Sampler:
+    """The RSS of process ``pid`` every 5 ms, in a thread, until stopped: (wall time, KiB)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.samples.append((time.time(), proc_kib(self.pid, "VmRSS")))
+            except (OSError, SystemExit):
+                return
+            self._stop.wait(0.005)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def highest(self, since: float, until: float) -> int:
+        return max((kib for at, kib in self.samples if since <= at < until), default=0)
+
+
+def logged_at(lines: list[str], message: str) -> float | None:
+    """The wall time of the last log line whose ``msg`` is ``message`` (JSON lines)."""
+    found: float | None = None
+    for line in lines:
+        try:
+            entry = json.loads(line[line.find("{") :])
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("msg") == message:
+            stamp = str(entry["ts"]).rstrip("Z")
+            whole, _, millis = stamp.partition(".")
+            seconds = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
+            found = seconds + int(millis or 0) / 1000
+    return found
+
+
 def daemon_memory(ns: str, folder: Path, empty: Path, profile: Path, changed: Path) -> Daemon:
     """The daemon's RSS and high-water mark with ``profile``'s set, then after a reload to
     ``changed``, less those of the daemon with the set empty (KiB)."""
@@ -193,18 +243,27 @@ def daemon_memory(ns: str, folder: Path, empty: Path, profile: Path, changed: Pa
             pid = daemon.pid
             assert pid is not None
             first = (proc_kib(pid, "VmRSS"), proc_kib(pid, "VmHWM"))
-            reloaded, seconds = first, 0.0
+            reloaded, seconds, phases = first, 0.0, (0, 0)
             if reload_to is not None:
                 live.write_text(reload_to.read_text())
+                sampler = Sampler(pid)
+                signalled = time.time()
                 begun = time.monotonic()
                 assert daemon.proc is not None
                 daemon.proc.send_signal(signal.SIGHUP)
                 daemon.wait_for("RELOADING=1", 60)
                 daemon.wait_for("READY=1", 1800)
                 seconds = time.monotonic() - begun
+                ready = time.time()
+                sampler.stop()
                 reloaded = (proc_kib(pid, "VmRSS"), proc_kib(pid, "VmHWM"))
+                enforced = logged_at(daemon.log_lines(), "policy enforced") or ready
+                phases = (
+                    max(0, sampler.highest(signalled, enforced) - first[0]),
+                    max(0, sampler.highest(enforced, ready + 1) - first[0]),
+                )
             daemon.stop(120)
-        return (*first, *reloaded, int(started * 1000), int(seconds * 1000))
+        return (*first, *reloaded, int(started * 1000), int(seconds * 1000), *phases)
 
     base = run(empty, "daemon-empty", None)
     loaded = run(profile, "daemon-loaded", changed)
@@ -215,6 +274,8 @@ def daemon_memory(ns: str, folder: Path, empty: Path, profile: Path, changed: Pa
         loaded[3] - base[1],
         loaded[4] / 1000,
         loaded[5] / 1000,
+        loaded[6],
+        loaded[7],
     )
 
 
@@ -331,15 +392,17 @@ def bundle_table(sizes: list[int]) -> list[str]:
 def daemon_table(rows: list[Row]) -> list[str]:
     lines = [
         "| family | elements | daemon steady B/element | peak B/element | after reload steady "
-        "| peak | start to READY | reload to READY |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| peak | start to READY | reload to READY | reload above READY: parse and delta "
+        "| save |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         d = r.daemon
         lines.append(
             f"| {r.family} | {r.size:,} | {r.per_element(d.steady_kib):.1f} "
             f"| {r.per_element(d.peak_kib):.1f} | {r.per_element(d.reload_steady_kib):.1f} "
-            f"| {r.per_element(d.reload_peak_kib):.1f} | {d.start:.1f} s | {d.reload:.1f} s |"
+            f"| {r.per_element(d.reload_peak_kib):.1f} | {d.start:.1f} s | {d.reload:.1f} s "
+            f"| {r.per_element(d.parse_delta_kib):.1f} | {r.per_element(d.save_kib):.1f} |"
         )
     return lines
 
