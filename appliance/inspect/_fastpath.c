@@ -2272,6 +2272,243 @@ static PyTypeObject SniParserType = {
     .tp_methods = SniParser_methods,
 };
 
+/* ---- HTTP: appproto.parse_http_request ------------------------------------------------ */
+
+/* HttpParser(request_type, normalize_host, methods, max_headers, fallback).parse(payload,
+ * errors) is appproto.parse_http_request: the request line split, the HttpRequest made by
+ * its class (which normalises the URI), its headers (name and value stripped) read in C,
+ * Host (through normalize_host) and User-Agent. A request line parse_http_request would
+ * refuse (and count) goes to fallback (parse_http_request itself). */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *request_type, *normalize_host, *methods, *fallback;
+    Py_ssize_t max_headers;
+} HttpParser;
+
+static PyObject *str_headers, *str_host, *str_user_agent, *str_raw_body;
+
+static inline int http_space(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\x0b' || c == '\x0c';
+}
+
+/* data[*lo:*hi] stripped of ASCII white space (bytes.strip()). */
+static inline void strip(const unsigned char *data, Py_ssize_t *lo, Py_ssize_t *hi)
+{
+    while (*lo < *hi && http_space(data[*lo]))
+        (*lo)++;
+    while (*hi > *lo && http_space(data[*hi - 1]))
+        (*hi)--;
+}
+
+/* Whether data[lo:hi] is word in ASCII lower case (bytes.lower() == word). */
+static inline int lower_is(const unsigned char *data, Py_ssize_t lo, Py_ssize_t hi,
+                           const char *word)
+{
+    Py_ssize_t i, n = (Py_ssize_t)strlen(word);
+    if (hi - lo != n)
+        return 0;
+    for (i = 0; i < n; i++) {
+        unsigned char c = data[lo + i];
+        if ((c >= 'A' && c <= 'Z' ? c + 32 : c) != (unsigned char)word[i])
+            return 0;
+    }
+    return 1;
+}
+
+/* Where the next CRLF starts in data[from:end], or end. */
+static inline Py_ssize_t line_end(const unsigned char *data, Py_ssize_t from, Py_ssize_t end)
+{
+    const unsigned char *found;
+    if (end - from < 2)
+        return end;
+    found = memmem(data + from, (size_t)(end - from), "\r\n", 2);
+    return found == NULL ? end : found - data;
+}
+
+static PyObject *HttpParser_parse(HttpParser *hp, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *payload, *method = NULL, *uri = NULL, *request = NULL, *headers = NULL;
+    PyObject *host = NULL, *agent = NULL, *body;
+    const unsigned char *data, *found;
+    Py_ssize_t n, head, first, space1, space2, at, lines;
+    int known;
+
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "parse(payload, errors)");
+        return NULL;
+    }
+    payload = args[0];
+    if (!PyBytes_CheckExact(payload))
+        goto fallback;
+    data = (const unsigned char *)PyBytes_AS_STRING(payload);
+    n = PyBytes_GET_SIZE(payload);
+    found = n >= 4 ? memmem(data, (size_t)n, "\r\n\r\n", 4) : NULL;
+    head = found == NULL ? n : found - data;
+    first = line_end(data, 0, head);
+    /* the request line: exactly three parts separated by single spaces */
+    found = memchr(data, ' ', (size_t)first);
+    if (found == NULL)
+        goto fallback;
+    space1 = found - data;
+    found = memchr(data + space1 + 1, ' ', (size_t)(first - space1 - 1));
+    if (found == NULL)
+        goto fallback;
+    space2 = found - data;
+    if (memchr(data + space2 + 1, ' ', (size_t)(first - space2 - 1)) != NULL
+        || first - space2 - 1 < 5 || memcmp(data + space2 + 1, "HTTP/", 5) != 0)
+        goto fallback;
+    method = PyBytes_FromStringAndSize((const char *)data, space1);
+    if (method == NULL)
+        return NULL;
+    known = PySequence_Contains(hp->methods, method);
+    if (known <= 0) {
+        Py_DECREF(method);
+        if (known < 0)
+            return NULL;
+        goto fallback;
+    }
+    uri = PyBytes_FromStringAndSize((const char *)data + space1 + 1, space2 - space1 - 1);
+    if (uri == NULL)
+        goto error;
+    request = PyObject_CallFunctionObjArgs(hp->request_type, method, uri, NULL);
+    if (request == NULL)
+        goto error;
+    headers = PyList_New(0);
+    if (headers == NULL)
+        goto error;
+    /* the lines after the first, at most max_headers of them */
+    for (at = first, lines = 0; at < head && lines < hp->max_headers; lines++) {
+        Py_ssize_t start = at + 2, stop, colon, name_lo, name_hi, value_lo, value_hi;
+        PyObject *pair;
+        if (start > head)
+            break;
+        stop = line_end(data, start, head);
+        at = stop;
+        found = memchr(data + start, ':', (size_t)(stop - start));
+        if (found == NULL)
+            continue;
+        colon = found - data;
+        name_lo = start;
+        name_hi = colon;
+        value_lo = colon + 1;
+        value_hi = stop;
+        strip(data, &name_lo, &name_hi);
+        strip(data, &value_lo, &value_hi);
+        pair = Py_BuildValue("(y#y#)", data + name_lo, name_hi - name_lo, data + value_lo,
+                             value_hi - value_lo);
+        if (pair == NULL || PyList_Append(headers, pair) < 0) {
+            Py_XDECREF(pair);
+            goto error;
+        }
+        if (host == NULL && lower_is(data, name_lo, name_hi, "host")) {
+            host = PyObject_CallOneArg(hp->normalize_host, PyTuple_GET_ITEM(pair, 1));
+            if (host == NULL) {
+                Py_DECREF(pair);
+                goto error;
+            }
+        } else if (agent == NULL && lower_is(data, name_lo, name_hi, "user-agent")) {
+            agent = Py_NewRef(PyTuple_GET_ITEM(pair, 1));
+        }
+        Py_DECREF(pair);
+    }
+    if (PyObject_SetAttr(request, str_headers, headers) < 0
+        || (host != NULL && PyObject_SetAttr(request, str_host, host) < 0)
+        || (agent != NULL && PyObject_SetAttr(request, str_user_agent, agent) < 0))
+        goto error;
+    if (head < n) {
+        body = PyBytes_FromStringAndSize((const char *)data + head + 4, n - head - 4);
+        if (body == NULL || PyObject_SetAttr(request, str_raw_body, body) < 0) {
+            Py_XDECREF(body);
+            goto error;
+        }
+        Py_DECREF(body);
+    }
+    Py_DECREF(method);
+    Py_DECREF(uri);
+    Py_DECREF(headers);
+    Py_XDECREF(host);
+    Py_XDECREF(agent);
+    return request;
+error:
+    Py_XDECREF(method);
+    Py_XDECREF(uri);
+    Py_XDECREF(request);
+    Py_XDECREF(headers);
+    Py_XDECREF(host);
+    Py_XDECREF(agent);
+    return NULL;
+fallback:
+    return PyObject_Vectorcall(hp->fallback, args, nargs, NULL);
+}
+
+static int HttpParser_init(HttpParser *hp, PyObject *args, PyObject *kwargs)
+{
+    PyObject *request_type, *normalize_host, *methods, *fallback;
+    Py_ssize_t max_headers;
+    static char *names[] = {"request_type", "normalize_host", "methods", "max_headers",
+                            "fallback", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOnO:HttpParser", names, &request_type,
+                                     &normalize_host, &methods, &max_headers, &fallback))
+        return -1;
+    Py_INCREF(request_type);
+    Py_XSETREF(hp->request_type, request_type);
+    Py_INCREF(normalize_host);
+    Py_XSETREF(hp->normalize_host, normalize_host);
+    Py_INCREF(methods);
+    Py_XSETREF(hp->methods, methods);
+    Py_INCREF(fallback);
+    Py_XSETREF(hp->fallback, fallback);
+    hp->max_headers = max_headers;
+    return 0;
+}
+
+static int HttpParser_traverse(HttpParser *hp, visitproc visit, void *arg)
+{
+    Py_VISIT(hp->request_type);
+    Py_VISIT(hp->normalize_host);
+    Py_VISIT(hp->methods);
+    Py_VISIT(hp->fallback);
+    return 0;
+}
+
+static int HttpParser_clear(HttpParser *hp)
+{
+    Py_CLEAR(hp->request_type);
+    Py_CLEAR(hp->normalize_host);
+    Py_CLEAR(hp->methods);
+    Py_CLEAR(hp->fallback);
+    return 0;
+}
+
+static void HttpParser_dealloc(HttpParser *hp)
+{
+    PyObject_GC_UnTrack(hp);
+    HttpParser_clear(hp);
+    Py_TYPE(hp)->tp_free((PyObject *)hp);
+}
+
+static PyMethodDef HttpParser_methods[] = {
+    {"parse", (PyCFunction)(void (*)(void))HttpParser_parse, METH_FASTCALL,
+     "parse(payload, errors) -> HttpRequest or None, as appproto.parse_http_request"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject HttpParserType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "appliance.inspect._fastpath.HttpParser",
+    .tp_basicsize = sizeof(HttpParser),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "parse_http_request for an HTTP/1 request",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)HttpParser_init,
+    .tp_dealloc = (destructor)HttpParser_dealloc,
+    .tp_traverse = (traverseproc)HttpParser_traverse,
+    .tp_clear = (inquiry)HttpParser_clear,
+    .tp_methods = HttpParser_methods,
+};
+
 /* ---- the common frame's decoding ------------------------------------------------------ */
 
 /* Decoder(layer_type, fallback[, gtp_type]).decode(data, linktype, errors) is
@@ -2844,7 +3081,10 @@ PyMODINIT_FUNC PyInit__fastpath(void)
         return NULL;
     if (PyType_Ready(&FastPathType) < 0 || PyType_Ready(&DecoderType) < 0
         || PyType_Ready(&RuleHitsType) < 0 || PyType_Ready(&DnsParserType) < 0
-        || PyType_Ready(&SniParserType) < 0)
+        || PyType_Ready(&SniParserType) < 0 || PyType_Ready(&HttpParserType) < 0)
+        return NULL;
+    if (intern(&str_headers, "headers") < 0 || intern(&str_host, "host") < 0
+        || intern(&str_user_agent, "user_agent") < 0 || intern(&str_raw_body, "raw_body") < 0)
         return NULL;
     mod = PyModule_Create(&module);
     if (mod == NULL)
@@ -2876,6 +3116,12 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     Py_INCREF(&SniParserType);
     if (PyModule_AddObject(mod, "SniParser", (PyObject *)&SniParserType) < 0) {
         Py_DECREF(&SniParserType);
+        Py_DECREF(mod);
+        return NULL;
+    }
+    Py_INCREF(&HttpParserType);
+    if (PyModule_AddObject(mod, "HttpParser", (PyObject *)&HttpParserType) < 0) {
+        Py_DECREF(&HttpParserType);
         Py_DECREF(mod);
         return NULL;
     }

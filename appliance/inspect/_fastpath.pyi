@@ -67,3 +67,14 @@ class DnsParser:
 class SniParser:
     def __init__(self, fallback: Callable[..., bytes | None]) -> None: ...
     def parse(self, payload: bytes, errors: dict[str, int]) -> bytes | None: ...
+
+class HttpParser:
+    def __init__(
+        self,
+        request_type: type,
+        normalize_host: Callable[[bytes], bytes],
+        methods: tuple[bytes, ...],
+        max_headers: int,
+        fallback: Callable[..., Any],
+    ) -> None: ...
+    def parse(self, payload: bytes, errors: dict[str, int]) -> Any: ...

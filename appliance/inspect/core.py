@@ -5,11 +5,11 @@ established flow that needs nothing but its counters) has a compiled form that d
 same in one call per packet, and so have its new-flow path (``_unheld``, ``_new_syn``: a
 bare SYN held as an embryo, an embryo hatched), its flow lookup's common case and new
 flows, its rule driver (``_rule_hits``), ``appproto.parse_dns`` over UDP,
-``appproto.parse_tls_sni`` and ``decode.decode_packet`` for the common frame (Ethernet /
-IPv4 carrying TCP or plain UDP, or a GTP-U G-PDU carrying one). ``setup.py`` builds them
-in place when gcc and Python's headers are there; without them (a plain source tree, the
-container, the Debian package) the engine runs its pure-Python twin, which gives the same
-alerts, flows and counters.
+``appproto.parse_tls_sni``, ``appproto.parse_http_request`` and ``decode.decode_packet``
+for the common frame (Ethernet / IPv4 carrying TCP or plain UDP, or a GTP-U G-PDU carrying
+one). ``setup.py`` builds them in place when gcc and Python's headers are there; without
+them (a plain source tree, the container, the Debian package) the engine runs its
+pure-Python twin, which gives the same alerts, flows and counters.
 
 ``APPLIANCE_INSPECT_CORE=python`` (or ``0``, ``off``) in the environment forces the twin.
 """
@@ -21,7 +21,14 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from appliance.inspect._fastpath import Decoder, DnsParser, FastPath, RuleHits, SniParser
+    from appliance.inspect._fastpath import (
+        Decoder,
+        DnsParser,
+        FastPath,
+        HttpParser,
+        RuleHits,
+        SniParser,
+    )
 
 ENV = "APPLIANCE_INSPECT_CORE"
 _OFF = ("0", "off", "python", "no", "false")
@@ -97,6 +104,18 @@ def sni_parser_class() -> type[SniParser] | None:
         return None
     try:
         from appliance.inspect._fastpath import SniParser as compiled
+    except ImportError:
+        return None
+    return compiled
+
+
+def http_parser_class() -> type[HttpParser] | None:
+    """The compiled ``HttpParser`` (``appproto.parse_http_request``), as
+    ``fast_path_class``."""
+    if switched_off():
+        return None
+    try:
+        from appliance.inspect._fastpath import HttpParser as compiled
     except ImportError:
         return None
     return compiled

@@ -325,6 +325,9 @@ class InspectionEngine:
         self._rule_hits: Callable[..., list[Signature]] = _rule_hits
         self._parse_dns: Callable[[bytes, Errors], DnsQuery | None] = appproto.parse_dns
         self._parse_sni: Callable[[bytes, Errors], bytes | None] = appproto.parse_tls_sni
+        self._parse_http: Callable[[bytes, Errors], HttpRequest | None] = (
+            appproto.parse_http_request
+        )
         if self._fast and config.compiled and core.enabled():
             self._core = self._load_core
         self._never_block_cache: dict[bytes, bool] = {}
@@ -489,6 +492,15 @@ class InspectionEngine:
             self._rule_hits = driver(
                 icmp_matches, head_holds, contents_match, rule_matches, _rule_hits
             ).hits
+        http = core.http_parser_class()
+        if http is not None:
+            self._parse_http = http(
+                HttpRequest,
+                appproto.normalize_host,
+                appproto.HTTP_METHODS,
+                appproto.MAX_HTTP_HEADERS,
+                appproto.parse_http_request,
+            ).parse
         sni = core.sni_parser_class()
         if sni is not None:
             self._parse_sni = sni(appproto.parse_tls_sni).parse
@@ -949,7 +961,7 @@ class InspectionEngine:
         sni: bytes | None = None
         http: HttpRequest | None = None
         if to_server and app in ("", "http") and appproto.looks_like_http_request(payload):
-            http = appproto.parse_http_request(payload, errors)
+            http = self._parse_http(payload, errors)
             if http is not None:
                 flow.app = "http"
                 buffers["http.uri"] = http.uri

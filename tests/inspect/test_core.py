@@ -21,7 +21,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from appliance.inspect import core
-from appliance.inspect.appproto import MAX_DNS_NAME, DnsQuery, parse_dns, parse_tls_sni
+from appliance.inspect.appproto import (
+    HTTP_METHODS,
+    MAX_DNS_NAME,
+    MAX_HTTP_HEADERS,
+    DnsQuery,
+    HttpRequest,
+    looks_like_http_request,
+    normalize_host,
+    parse_dns,
+    parse_http_request,
+    parse_tls_sni,
+)
 from appliance.inspect.decode import GtpInfo, Layer, decode_packet
 from appliance.inspect.engine import InspectionEngine, _anchored_hit, _rule_hits
 from appliance.inspect.eve import to_eve
@@ -878,6 +889,93 @@ def test_sni_parser_on_random_hellos(
     hello = b"\x01" + len(body).to_bytes(3, "big") + body
     record = b"\x16\x03\x01" + max(0, len(hello) + skew[3]).to_bytes(2, "big") + hello
     sni_alike([record, record[: len(record) // 2]])
+
+
+REQUEST_SLOTS = ("method", "raw_uri", "uri", "host", "user_agent", "headers", "raw_body")
+
+
+def http_alike(payloads: list[bytes]) -> int:
+    """The compiled HTTP request parser against parse_http_request: the same HttpRequest
+    (every slot, the body as read) or None, the same errors counted; how many it parsed
+    without parse_http_request."""
+    compiled = core.http_parser_class()
+    assert compiled is not None
+    handed: list[int] = []
+
+    def fallback(payload: bytes, errors: dict[str, int]) -> HttpRequest | None:
+        handed.append(1)
+        return parse_http_request(payload, errors)
+
+    parse = compiled(HttpRequest, normalize_host, HTTP_METHODS, MAX_HTTP_HEADERS, fallback).parse
+    for payload in payloads:
+        errors: dict[str, int] = {}
+        want_errors: dict[str, int] = {}
+        got = parse(payload, errors)
+        want = parse_http_request(payload, want_errors)
+        assert (got is None) == (want is None), payload
+        if got is not None and want is not None:
+            assert type(got) is HttpRequest
+            mine = [getattr(got, n) for n in REQUEST_SLOTS] + [got.body]
+            assert mine == [getattr(want, n) for n in REQUEST_SLOTS] + [want.body], payload
+        assert errors == want_errors
+    return len(payloads) - len(handed)
+
+
+def test_http_parser_as_parse_http_request() -> None:
+    """The mix's requests, requests with odd headers (spaces, tabs, empty values, repeated
+    Host and User-Agent, a Host with a port or in brackets, no colon, a bare LF, 150 lines),
+    mutated and cut short: the compiled parser gives what parse_http_request gives."""
+    requests = []
+    for _ts, data, _lt in Mix(seed=82).build(6_000):
+        layer = decode_packet(data, 1, {})
+        if layer is not None and looks_like_http_request(layer.payload):
+            requests.append(layer.payload)
+    assert len(requests) > 50
+    assert http_alike(requests) == len(requests)
+    odd = [
+        b"GET /a%20b?x=1 HTTP/1.1\r\nHost: Example.COM:8080\r\nUser-Agent:  curl/8 \r\n\r\n",
+        b"POST /u HTTP/1.0\r\nhost:\t[2001:db8::1]:80\r\nHOST: second\r\nuser-agent:\r\n"
+        b"User-Agent: two\r\n\r\nbody=1",
+        b"GET / HTTP/1.1\r\nno colon here\r\n: empty name\r\nX:\x0b\x0cv\x0c\r\n\r\n",
+        b"GET / HTTP/1.1\nHost: lf-only\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a.b.\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"GET  / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1 extra\r\n\r\n",
+        b"FETCH / HTTP/1.1\r\n\r\n",
+        b"GET / HTTX/1.1\r\n\r\n",
+        b"GET / HTTP/",
+        b"GET / HTTP/1.1\r\n",
+        b"GET / HTTP/1.1\r\nA: b\r\n",
+        b"GET / HTTP/1.1\r\n\r\n\r\n\r\n",
+        b"",
+        b"GET / HTTP/1.1\r\n"
+        + b"".join(b"H%d: v%d\r\n" % (i, i) for i in range(150))
+        + b"Host: late\r\n\r\n",
+        b"GET / HTTP/1.1\r\n"
+        + b"".join(b"H%d: v\r\n" % i for i in range(99))
+        + b"Host: at100\r\nHost: at101\r\n\r\n",
+    ]
+    http_alike(odd)
+    rng = random.Random(11)
+    for _ in range(3):
+        mutated = []
+        for request in requests + odd:
+            raw = bytearray(request)
+            for _ in range(rng.randrange(1, 4)):
+                if raw:
+                    raw[rng.randrange(len(raw))] = (
+                        rng.choice(b" :\r\n\tHh") if rng.random() < 0.7 else rng.randrange(256)
+                    )
+            mutated.append(bytes(raw[: rng.randrange(len(raw) + 1)] if rng.random() < 0.3 else raw))
+        http_alike(mutated)
+    compiled = core.http_parser_class()
+    assert compiled is not None
+    parse = compiled(
+        HttpRequest, normalize_host, HTTP_METHODS, MAX_HTTP_HEADERS, parse_http_request
+    ).parse
+    assert parse(bytearray(requests[0]), {}) is not None  # (handed to parse_http_request)
+    with pytest.raises(TypeError):
+        parse(requests[0])  # type: ignore[call-arg]
 
 
 def test_entry_point_odd_arguments() -> None:
