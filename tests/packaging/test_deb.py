@@ -99,6 +99,8 @@ def test_control_fields(deb: Path) -> None:
         "nftables",
         "netbase",  # /etc/protocols: without it nft lists protocols by number
     } <= depends
+    # the inspection prefilter's automaton; without it the prefilter is a regular expression
+    assert field(deb, "Recommends") == "python3-ahocorasick"
     assert deb.stat().st_size < MAX_SIZE
 
 
