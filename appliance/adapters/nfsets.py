@@ -23,8 +23,9 @@ Semantics, as nft's ``add element`` / ``destroy element``:
   of the set's elements exactly (``[a, b]`` does not cut a piece out of an element
   ``[a, c]``: it is skipped as absent); ``intervals.exact_delta`` gives that delta between
   two interval sets. A hash set's deletes are NFT_MSG_DESTROYSETELEM where the kernel has
-  it (Linux 6.3 and later, probed once); otherwise, and for interval sets, a batch the
-  kernel refuses with ENOENT is sent again with only the elements a dump finds;
+  it (Linux 6.3 and later: known from the kernel's release, else probed once); otherwise,
+  and for interval sets, a batch the kernel refuses with ENOENT is sent again with only
+  the elements a dump finds;
 - without ``flush``, the change goes in batches of at most ``chunk`` spans (for a hash set,
   a span is one element per value), each its own transaction; a batch holds the deletes
   before the adds of one range of values, and no element deleted in one batch overlaps one
@@ -176,6 +177,20 @@ def _netfilter_socket() -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+DESTROY_RELEASE = (6, 3)  # the first Linux release with NFT_MSG_DESTROYSETELEM
+
+
+def has_destroy(release: str) -> bool:
+    """Whether a kernel of this release (``uname -r``) has DESTROYSETELEM for certain
+    (False: an older release, or one not read: a backport may have it, so probe)."""
+    numbers = release.split("-", 1)[0].split(".")
+    try:
+        version = (int(numbers[0]), int(numbers[1]))
+    except (IndexError, ValueError):
+        return False
+    return version >= DESTROY_RELEASE
 
 
 class NfSets:
@@ -440,7 +455,7 @@ class NfSets:
         if interval:
             return NFT_MSG_DELSETELEM  # a partial interval must not remove half an element
         if self._destroy is None:
-            self._destroy = self._probe_destroy()
+            self._destroy = has_destroy(os.uname().release) or self._probe_destroy()
         return NFT_MSG_DESTROYSETELEM if self._destroy else NFT_MSG_DELSETELEM
 
     def _probe_destroy(self) -> bool:

@@ -5,6 +5,7 @@ flush and refill, absent deletes, refusals, and packets dropped by an interval s
 from __future__ import annotations
 
 import ipaddress
+import os
 import random
 import socket
 import subprocess
@@ -180,6 +181,49 @@ def test_hash_delete_of_absent_values_without_destroy(kernel: tuple[str, nfsets.
     sets.apply("s", width=32, interval=False, add=Spans.of(32, [(1, 5)]), delete=None)
     sets._destroy = False
     sets.apply("s", width=32, interval=False, add=None, delete=Spans.of(32, [(4, 9)]))
+    assert sets.dump("s", width=32, interval=False) == {None: Spans.of(32, [(1, 3)])}
+
+
+@pytest.mark.parametrize(
+    ("release", "known"),
+    [
+        ("6.3.0", True),
+        ("6.18.44-fc-v1272", True),
+        ("7.0", True),
+        ("6.2.16-300.fc38.x86_64", False),
+        ("5.10.0-28-arm64", False),
+        ("6", False),
+        ("x.y", False),
+        ("", False),
+    ],
+)
+def test_destroy_known_from_the_release(release: str, known: bool) -> None:
+    assert nfsets.has_destroy(release) is known
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("release", ["6.3.0", "5.10.0-28-amd64"])
+def test_hash_delete_probes_only_where_the_release_does_not_tell(
+    kernel: tuple[str, nfsets.NfSets], monkeypatch: pytest.MonkeyPatch, release: str
+) -> None:
+    """A release of 6.3 or later has DESTROYSETELEM: no probe transaction. An older one
+    (or a backport) is probed; either way absent values are skipped."""
+    ns, sets = kernel
+    make_set(ns, "appliance", "s", 32, False)
+    sets.apply("s", width=32, interval=False, add=Spans.of(32, [(1, 5)]), delete=None)
+    real = os.uname()
+    fields = (real.sysname, real.nodename, release, real.version, real.machine)
+    monkeypatch.setattr(os, "uname", lambda: os.uname_result(fields))
+    probes: list[bool] = []
+    probe = sets._probe_destroy
+
+    def counted() -> bool:
+        probes.append(True)
+        return probe()
+
+    monkeypatch.setattr(sets, "_probe_destroy", counted)
+    sets.apply("s", width=32, interval=False, add=None, delete=Spans.of(32, [(4, 9)]))
+    assert probes == ([] if release.startswith("6.") else [True])
     assert sets.dump("s", width=32, interval=False) == {None: Spans.of(32, [(1, 3)])}
 
 
