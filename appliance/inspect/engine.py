@@ -455,35 +455,41 @@ class InspectionEngine:
             self._core = None
             self.stats.packets += 1  # (as the compiled take would have)
             return False
-        fast = compiled(
-            self._index,
-            self.flows.flows,
-            self._idle_timeout,
-            Flow,
-            _anchored_hit,
-            Layer,
-            self.flows.lookup,
-        )
         addr_starts, addr_bits = self._addr4
         port_starts, port_bits = self._port_bits
-        fast.syn_path(  # a packet no flow holds: _unheld, _new_syn and the hatching, compiled
-            self.flows,
-            self.stats,
-            self._hellos,
-            self._syn_plans,
-            self._syn_plan,
-            (addr_starts, addr_bits),
-            (port_starts, port_bits),
-            self._alerting,
-            self._scan_syn,
-            self._flood_syn,
-            self._syn_fire,
-            self._syn_alerts,
-            _NO_ALERTS,
-            self._syn_path,
-            self._plans,  # what an embryo hatches into (_hatch, compiled)
-            self._sizes,
-        )
+        try:
+            fast = compiled(
+                self._index,
+                self.flows.flows,
+                self._idle_timeout,
+                Flow,
+                _anchored_hit,
+                Layer,
+                self.flows.lookup,
+            )
+            fast.syn_path(  # a packet no flow holds: _unheld, _new_syn, the hatching
+                self.flows,
+                self.stats,
+                self._hellos,
+                self._syn_plans,
+                self._syn_plan,
+                (addr_starts, addr_bits),
+                (port_starts, port_bits),
+                self._alerting,
+                self._scan_syn,
+                self._flood_syn,
+                self._syn_fire,
+                self._syn_alerts,
+                _NO_ALERTS,
+                self._syn_path,
+                self._plans,  # what an embryo hatches into (_hatch, compiled)
+                self._sizes,
+            )
+        except (AttributeError, TypeError, ValueError):
+            # a module built from other sources than these: the twin takes over
+            self._core = None
+            self.stats.packets += 1  # (as the compiled take would have)
+            return False
         # (handed the tables above, take gives False or the packet's alerts)
         self._core = cast(Callable[[float, bytes], Literal[False] | Sequence[Alert]], fast.take)
         self._lookup = fast.lookup

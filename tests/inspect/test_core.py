@@ -1035,6 +1035,23 @@ def test_lookup_odd_arguments() -> None:
         compiled._lookup(layer)  # type: ignore[call-arg]
 
 
+def test_a_module_from_other_sources_leaves_the_packets_to_the_twin(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A module that does not take what this engine hands it (built from other sources:
+    no syn_path) leaves every packet to the twin, from the first on, counted once."""
+
+    class Other:
+        def __init__(self, *args: Any) -> None:
+            pass
+
+    compiled, twin = pair()
+    monkeypatch.setattr(core, "fast_path_class", lambda: Other)
+    frames = Mix(seed=27).build(2_000)
+    assert run(compiled, frames) == run(twin, frames)
+    assert compiled._core is None
+
+
 def test_switch_forces_the_twin(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(core.ENV, "python")
     assert core.fast_path_class() is None
