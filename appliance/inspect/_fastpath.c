@@ -1294,7 +1294,10 @@ static PyObject *new_syn(FastPath *fp, PyObject *ts_obj, double ts, PyObject *by
         Py_DECREF(done);
     }
     fired = PyList_GET_ITEM(fp->alerting, plan);
-    if (PyObject_IsTrue(fired))
+    held = PyObject_IsTrue(fired);
+    if (held < 0)
+        return NULL;
+    if (held)
         return PyObject_CallFunction(fp->fire, "OOOl", ts_obj, bytes, key, plan);
     if (fp->scan == Py_None && fp->flood == Py_None)
         return Py_NewRef(fp->no_alerts);
