@@ -110,6 +110,11 @@ class Group:
     )
     # whether a rule of the group looks at the packet payload itself
     reads_payload: bool = field(init=False, default=False)
+    # the prefilters of the payload, each with its longest pattern (a stream's scan resumes
+    # that much less one before where the last one ended)
+    payload_scans: list[tuple[Prefilter | Exhaustive, int]] = field(
+        init=False, default_factory=list, repr=False, compare=False
+    )
     # (quiet, group, app) by (quiet, app): what a flow direction holds of its group, one
     # tuple shared by all flows (see InspectionEngine._group)
     picks: dict[tuple[bool, str], tuple[bool, Group, str]] = field(
@@ -130,6 +135,11 @@ class Group:
                 break
         self.anchored_reach = reach
         self.payload_prefilter = any(p.buffer == PKT for p in self.prefilters)
+        self.payload_scans = [
+            (p, max((len(pattern) for pattern, _ in p.entries), default=1))
+            for p in self.prefilters
+            if p.buffer == PKT
+        ]
         self.reads_payload = bool(self.anchored) or self.payload_prefilter
         probe: list[tuple[bool | None, tuple[tuple[int, int, bytes, bool], ...]]] | None = []
         for sig in self.anchored:

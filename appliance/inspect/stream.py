@@ -79,8 +79,6 @@ class Reassembler:
         self.pending_bytes = 0  # out-of-order bytes held in all directions
         # directions holding out-of-order bytes, the longest-holding first
         self._holders: OrderedDict[int, StreamDirection] = OrderedDict()
-        self._widths: dict[int, int] = {}
-        self._keep: list[object] = []
 
     def open(self, seq: int, syn: bool) -> StreamDirection:
         """A direction whose first segment (``syn``: its SYN) carries sequence ``seq``."""
@@ -137,17 +135,6 @@ class Reassembler:
             oldest.full = True
             oldest.base = -1
             self.release(oldest)
-
-    def width(self, prefilter: object) -> int:
-        """The longest pattern of a prefilter (a scan resumes this much before its end)."""
-        key = id(prefilter)
-        width = self._widths.get(key)
-        if width is None:
-            entries = getattr(prefilter, "entries", ())
-            width = max((len(pattern) for pattern, _ in entries), default=1)
-            self._widths[key] = width
-            self._keep.append(prefilter)  # ids stay unique while the engine lives
-        return width
 
     def close(self, stream: StreamDirection) -> None:
         """Forget a direction and all it holds (its connection ended)."""
@@ -311,10 +298,7 @@ def stream_hits(
     # the segment taken whole, in order, after what was scanned: where the packet's own
     # scan found nothing, only what spans its start is left to scan
     fresh = len(data) - scanned == len(payload) and data.endswith(payload)
-    for prefilter in group.prefilters:
-        if prefilter.buffer != PKT:
-            continue
-        width = reassembler.width(prefilter)
+    for prefilter, width in group.payload_scans:
         start = max(0, scanned - width + 1)
         if fresh and not prefilter.transforms and prefilter.none_in(payload):
             candidates = prefilter.candidates(bytes(data[start : scanned + width - 1]))
