@@ -16,9 +16,10 @@ pure-Python twin, which gives the same alerts, flows and counters.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from appliance.inspect._fastpath import (
@@ -51,74 +52,50 @@ def enabled() -> bool:
         return False
 
 
-def fast_path_class() -> type[FastPath] | None:
-    """The compiled ``FastPath``, or None: not built, or switched off by ``ENV``."""
+def _compiled(name: str) -> Any:
+    """The compiled module's class ``name``, or None: not built, or switched off by
+    ``ENV``."""
     if switched_off():
         return None
     try:
-        from appliance.inspect._fastpath import FastPath as compiled
+        module = importlib.import_module(_NAME)
     except ImportError:
         return None
-    return compiled
+    return getattr(module, name, None)
+
+
+def fast_path_class() -> type[FastPath] | None:
+    """The compiled ``FastPath``, or None: not built, or switched off by ``ENV``."""
+    return cast("type[FastPath] | None", _compiled("FastPath"))
 
 
 def decoder_class() -> type[Decoder] | None:
     """The compiled ``Decoder`` (``decode_packet`` for the common frame), as
     ``fast_path_class``."""
-    if switched_off():
-        return None
-    try:
-        from appliance.inspect._fastpath import Decoder as compiled
-    except ImportError:
-        return None
-    return compiled
+    return cast("type[Decoder] | None", _compiled("Decoder"))
 
 
 def rule_hits_class() -> type[RuleHits] | None:
     """The compiled ``RuleHits`` (the engine's ``_rule_hits`` driver), as
     ``fast_path_class``."""
-    if switched_off():
-        return None
-    try:
-        from appliance.inspect._fastpath import RuleHits as compiled
-    except ImportError:
-        return None
-    return compiled
+    return cast("type[RuleHits] | None", _compiled("RuleHits"))
 
 
 def dns_parser_class() -> type[DnsParser] | None:
     """The compiled ``DnsParser`` (``appproto.parse_dns`` over UDP), as
     ``fast_path_class``."""
-    if switched_off():
-        return None
-    try:
-        from appliance.inspect._fastpath import DnsParser as compiled
-    except ImportError:
-        return None
-    return compiled
+    return cast("type[DnsParser] | None", _compiled("DnsParser"))
 
 
 def sni_parser_class() -> type[SniParser] | None:
     """The compiled ``SniParser`` (``appproto.parse_tls_sni``), as ``fast_path_class``."""
-    if switched_off():
-        return None
-    try:
-        from appliance.inspect._fastpath import SniParser as compiled
-    except ImportError:
-        return None
-    return compiled
+    return cast("type[SniParser] | None", _compiled("SniParser"))
 
 
 def http_parser_class() -> type[HttpParser] | None:
     """The compiled ``HttpParser`` (``appproto.parse_http_request``), as
     ``fast_path_class``."""
-    if switched_off():
-        return None
-    try:
-        from appliance.inspect._fastpath import HttpParser as compiled
-    except ImportError:
-        return None
-    return compiled
+    return cast("type[HttpParser] | None", _compiled("HttpParser"))
 
 
 def available() -> bool:
