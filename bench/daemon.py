@@ -42,6 +42,43 @@ REFERENCE_PORT = 9479  # the http.server reference, on the namespace's loopback
 BOUND = 60.0  # no single step of the benchmark may take longer
 
 
+def serve_copy(
+    ns: str, python: Sequence[str], body: bytes, host: str, port: int, site: Path
+) -> subprocess.Popen[bytes]:
+    """The reference server: the stdlib ``http.server`` in ``ns`` serving ``body`` as
+    ``/metrics`` from ``site`` (made here) at ``host:port``, once it listens. The caller
+    kills it."""
+    from appliance.adapters.nsexec import run_in_netns
+
+    site.mkdir()
+    (site / "metrics").write_bytes(body)
+    server = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            *python,
+            "-m",
+            "http.server",
+            "--bind",
+            host,
+            "--directory",
+            str(site),
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        run_in_netns(ns, wait_listening, host, port, 20.0, timeout=BOUND)
+    except BaseException:
+        server.kill()
+        server.wait(10)
+        raise
+    return server
+
+
 def percentile(samples: Sequence[float], q: float) -> float:
     ordered = sorted(samples)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
@@ -263,29 +300,8 @@ def run(ns: str, args: argparse.Namespace, work: Path) -> int:
         # The reference server serves a file as large as the daemon's exposition.
         address = parse_host_port(listen)
         body = run_in_netns(ns, http_get, address.host, address.port, timeout=BOUND)
-        site = work / "site"
-        site.mkdir()
-        (site / "metrics").write_bytes(body)
-        server = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                *python,
-                "-m",
-                "http.server",
-                "--bind",
-                address.host,
-                "--directory",
-                str(site),
-                str(REFERENCE_PORT),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        server = serve_copy(ns, python, body, address.host, REFERENCE_PORT, work / "site")
         try:
-            run_in_netns(ns, wait_listening, address.host, REFERENCE_PORT, 20.0, timeout=BOUND)
             scrapes = run_in_netns(
                 ns,
                 scrape_samples,

@@ -35,7 +35,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench.daemon import BOUND, http_get, percentile, scratch_netns, wait_listening
+from bench.daemon import BOUND, http_get, percentile, scratch_netns, serve_copy
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "RESULTS.md"
@@ -308,30 +308,11 @@ def main() -> int:
             daemons[key] = daemon
             starts[key] = (started, 0)
         body = run_in_netns(spaces["loaded"], http_get, HOST, PORT, timeout=BOUND)
-        site = tmp / "site"
-        site.mkdir()
-        (site / "metrics").write_bytes(body)
-        server = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                spaces["empty"],
-                sys.executable,
-                "-m",
-                "http.server",
-                "--bind",
-                HOST,
-                "--directory",
-                str(site),
-                str(REFERENCE_PORT),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        server = serve_copy(
+            spaces["empty"], [sys.executable], body, HOST, REFERENCE_PORT, tmp / "site"
         )
         stack.callback(server.wait, 10)
         stack.callback(server.kill)
-        run_in_netns(spaces["empty"], wait_listening, HOST, REFERENCE_PORT, 20.0, timeout=BOUND)
         targets = [
             ("empty", spaces["empty"], PORT, daemons["empty"].pid),
             ("loaded", spaces["loaded"], PORT, daemons["loaded"].pid),
