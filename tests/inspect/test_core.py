@@ -49,6 +49,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 CORPUS = Path(__file__).parent / "corpus"
+# APPLIANCE_CORE_EXAMPLES=N: N times the random examples (a longer fuzz, opt-in)
+MORE = max(1, int(os.environ.get("APPLIANCE_CORE_EXAMPLES", "1") or "1"))
 CORPUS_RULES = Path(__file__).parent / "rules" / "corpus.rules"
 Frames = list[tuple[float, bytes, int]]
 
@@ -546,7 +548,7 @@ def test_malformed_packets(seed: int) -> None:
     same(mutate(Mix(seed=30 + seed).build(5_000), seed))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40 * MORE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 2**32 - 1), st.floats(0.05, 0.9))
 def test_random_mutations(seed: int, share: float) -> None:
     same(mutate(Mix(seed=seed).build(600), seed, share))
@@ -631,7 +633,7 @@ def test_decoder_as_decode_packet() -> None:
         decode(data, 1)  # type: ignore[call-arg]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * MORE, deadline=None)
 @given(
     st.binary(min_size=0, max_size=90),
     st.sampled_from([6, 17, 1, 4, 47]),
@@ -653,7 +655,7 @@ def test_decoder_on_random_headers(
     decoded_alike([(0.0, eth + ip + transport + tail, 1), (0.0, eth + ip + tail, 1)])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * MORE, deadline=None)
 @given(
     st.binary(min_size=0, max_size=60),
     st.sampled_from([0x30, 0x32, 0x34, 0x38, 0x20, 0x50, 0x31]),
@@ -787,7 +789,7 @@ def test_dns_parser_as_parse_dns() -> None:
         parse(payloads[0])  # type: ignore[call-arg]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * MORE, deadline=None)
 @given(
     st.integers(0, 0xFFFF),
     st.integers(0, 3),
@@ -852,7 +854,7 @@ def test_sni_parser_as_parse_tls_sni() -> None:
         parse(hellos[0])  # type: ignore[call-arg]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * MORE, deadline=None)
 @given(
     st.integers(0, 40),
     st.integers(0, 40),
