@@ -33,6 +33,7 @@ from appliance.inspect.fields import (
     parse_uint,
 )
 from appliance.inspect.transforms import Transform
+from appliance.inspect.xbits import Xbit, parse_xbits
 
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -711,6 +712,8 @@ class Signature:
     # unset, toggle); noalert: the rule only sets bits
     flowbits: tuple[tuple[str, str], ...] = ()
     noalert: bool = False
+    # xbits: (command, name, track, expire) in order, kept per host or address pair
+    xbits: tuple[Xbit, ...] = ()
     itype: tuple[int, int] | None = None  # ICMP type range
     icode: tuple[int, int] | None = None
     ip_proto: tuple[int, bool] | None = None  # (number, negated)
@@ -1067,6 +1070,7 @@ class _Builder:
         self.metadata: list[str] = []
         self.flowbits: list[tuple[str, str]] = []
         self.noalert = False
+        self.xbits: list[Xbit] = []
         self.itype: tuple[int, int] | None = None
         self.icode: tuple[int, int] | None = None
         self.ip_proto: tuple[int, bool] | None = None
@@ -1666,6 +1670,16 @@ class _Builder:
             raise self.error(f"flowbits: {names!r}: | and & only in isset and isnotset, not mixed")
         self.flowbits.append((command, names))
 
+    def _opt_xbits(self, name: str, value: str | None) -> None:
+        try:
+            xbit = parse_xbits(self._need(name, value))
+        except ValueError as exc:
+            raise self.error(str(exc)) from None
+        if xbit is None:
+            self.noalert = True
+        else:
+            self.xbits.append(xbit)
+
     def _opt_noalert(self, name: str, value: str | None) -> None:
         self._flag_only(name, value)
         self.noalert = True
@@ -2002,6 +2016,7 @@ class _Builder:
             metadata=tuple(self.metadata),
             flowbits=tuple(self.flowbits),
             noalert=self.noalert,
+            xbits=tuple(self.xbits),
             itype=self.itype,
             icode=self.icode,
             ip_proto=self.ip_proto,

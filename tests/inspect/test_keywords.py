@@ -121,7 +121,7 @@ def test_older_and_sticky_forms_select_the_same_buffer(options: str, buffer: str
     [
         ('dataset:isset,bad,type string; content:"a";', "dataset"),
         ('content:"a"; ja4.hash;', "unknown"),
-        ('xbits:set,x,track ip_src; content:"a";', "xbits"),
+        ('lua:check.lua; content:"a";', "lua"),
         ("flowint:n,=,1;", "flowint"),
         ("dnp3_func:1;", "dnp3_func"),
         ('content:"a"; frobnicate;', "unknown"),
