@@ -63,6 +63,7 @@ from appliance.inspect.rules import (
 )
 from appliance.inspect.stream import DEFAULT_DEPTH, Reassembler, stream_hits
 from appliance.inspect.threshold import ThresholdState
+from appliance.inspect.xbits import XbitState
 from appliance.model.profile import Detectors, Profile
 from appliance.model.values import AddrRange, IPNetwork, SetRef, parse_addr_item
 
@@ -202,9 +203,16 @@ def _rule_hits(
     return hits
 
 
-def _flowbits(flow: Flow, hits: list[Signature], checks: dict[int, bool]) -> list[Signature]:
-    """The rules that alert, once flowbits are checked and set: rules that only set bits
-    go first (as Suricata orders them), so a later rule on the same packet sees them.
+def _flowbits(
+    flow: Flow,
+    hits: list[Signature],
+    checks: dict[int, bool],
+    xbits: XbitState | None = None,
+    ts: float = 0.0,
+    layer: Layer | None = None,
+) -> list[Signature]:
+    """The rules that alert, once flowbits and xbits are checked and set: rules that only
+    set bits go first (as Suricata orders them), so a later rule on the same packet sees them.
     ``checks``: by ``id`` of each rule with flowbits or ``noalert``, whether it checks a bit
     (``isset``, ``isnotset``)."""
     for sig in hits:
@@ -218,6 +226,10 @@ def _flowbits(flow: Flow, hits: list[Signature], checks: dict[int, bool]) -> lis
     for sig in ordered:
         if not flowbits_hold(sig.flowbits, bits):
             continue
+        if sig.xbits and xbits is not None and layer is not None:
+            if not xbits.hold(sig.xbits, layer.src, layer.dst, ts):
+                continue
+            xbits.apply(sig.xbits, layer.src, layer.dst, ts)
         flowbits_apply(sig.flowbits, bits)
         if not sig.noalert:
             alerting.append(sig)
@@ -277,9 +289,11 @@ class InspectionEngine:
         # of alerts (action, priority, sid)
         self._flowbit_checks = {
             id(sig): any(c in ("isset", "isnotset") for c, _ in sig.flowbits)
+            or any(x[0] in ("isset", "isnotset") for x in sig.xbits)
             for sig in config.signatures
-            if sig.flowbits or sig.noalert
+            if sig.flowbits or sig.noalert or sig.xbits
         }
+        self.xbits = XbitState()
         order = sorted({(_ACTION_ORDER[s.action], s.priority, s.sid) for s in config.signatures})
         ranks = {key: rank for rank, key in enumerate(order)}
         self._rank = {
@@ -289,7 +303,7 @@ class InspectionEngine:
         # none: the headers are not walked)
         read = frozenset(c.buffer for sig in config.signatures for c in sig.contents)
         self._wanted = read & _HEADER_AND_BODY
-        self._flowbits = any(sig.flowbits or sig.noalert for sig in config.signatures)
+        self._flowbits = bool(self._flowbit_checks)
         # the TLS handshake, HTTP messages across segments, stream sizes: when rules read them
         self._follow = Follow.of(config.signatures)
         tls = self._follow.tls if self._follow is not None else None
@@ -864,7 +878,7 @@ class InspectionEngine:
         if hits and tls is not None and flow.app == "tls":
             hits = tls.once(flow, to_server, hits)  # a rule on the version: once a direction
         if hits and self._flowbits:
-            hits = _flowbits(flow, hits, self._flowbit_checks)
+            hits = _flowbits(flow, hits, self._flowbit_checks, self.xbits, ts, layer)
         if hits:
             if http is None and self._follow is not None and self._follow.http is not None:
                 http = self._follow.http.completed(flow, to_server)  # a request split up
