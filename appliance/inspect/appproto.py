@@ -460,21 +460,28 @@ def response_buffers(response: HttpResponse, wanted: AbstractSet[str]) -> dict[s
     return out
 
 
-START_BUFFERS = frozenset({"http.request_line", "http.response_line", "http.start"})
+START_BUFFERS = frozenset(
+    {"http.request_line", "http.response_line", "http.start", "http.header.raw"}
+)
 
 
 def start_buffers(data: bytes, request: bool, wanted: AbstractSet[str]) -> dict[str, bytes]:
     """``http.request_line`` (or ``http.response_line``): the first line without its CRLF;
-    ``http.start``: the first line and the headers up to the empty line that ends them."""
+    ``http.start``: the first line and the headers up to the empty line that ends them;
+    ``http.header.raw``: the header lines as sent, with the empty line that ends them (once
+    that line has come)."""
     out: dict[str, bytes] = {}
     line_end = data.find(b"\r\n")
     if line_end >= 0:
         name = "http.request_line" if request else "http.response_line"
         if name in wanted:
             out[name] = data[:line_end]
-    if "http.start" in wanted:
+    if "http.start" in wanted or "http.header.raw" in wanted:
         head_end = data.find(b"\r\n\r\n")
-        out["http.start"] = data if head_end < 0 else data[: head_end + 4]
+        if "http.start" in wanted:
+            out["http.start"] = data if head_end < 0 else data[: head_end + 4]
+        if "http.header.raw" in wanted and head_end >= 0:
+            out["http.header.raw"] = data[line_end + 2 : head_end + 4]
     return out
 
 

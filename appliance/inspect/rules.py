@@ -76,6 +76,7 @@ BUFFER_APP = {
     "http.request_line": "http",
     "http.response_line": "http",
     "http.start": "http",
+    "http.header.raw": "http",
     # the TLS handshake (appliance/inspect/tlsinfo.py): the server's certificates, JA3
     "tls.cert_subject": "tls",
     "tls.cert_issuer": "tls",
@@ -143,6 +144,7 @@ CONTENT_MODIFIERS = {
     "http_server_body": "http.response_body",
     "http_stat_code": "http.stat_code",
     "http_stat_msg": "http.stat_msg",
+    "http_raw_header": "http.header.raw",
 }
 FLOWBIT_COMMANDS = ("set", "unset", "toggle", "isset", "isnotset")
 IP_PROTO_NAMES = {"icmp": 1, "igmp": 2, "tcp": 6, "udp": 17, "gre": 47, "esp": 50, "ah": 51}
@@ -2145,6 +2147,7 @@ _PCRE_BUFFERS = {
     "V": "http.user_agent",
     "W": "http.host",
     "H": "http.header",
+    "D": "http.header.raw",
     "C": "http.cookie",
     "P": "http.request_body",
     "Q": "http.response_body",

@@ -545,3 +545,48 @@ def test_modifiers_apply_to_the_last_content_past_other_items() -> None:
     assert host.fast and uri.nocase
     with pytest.raises(RuleFileError, match="must follow a content"):
         rule("dsize:5; nocase;")
+
+
+def test_http_header_raw_is_the_header_block_as_sent() -> None:
+    rules = "\n".join(
+        [
+            # sticky form; the normalized http.header would have "Name: value" only
+            'alert http any any -> any any (msg:"raw spacing"; flow:to_server; '
+            'http.header.raw; content:"X-Tab:|09|a|0d 0a 0d 0a|"; sid:1;)',
+            'alert http any any -> any any (msg:"normalized"; flow:to_server; '
+            'http.header; content:"X-Tab:|09|a"; sid:2;)',
+            # older modifier form, relative items; the request line is not in it
+            'alert http any any -> any any (msg:"modifier"; flow:to_server; '
+            'content:"Host|3a 20|"; http_raw_header; content:"app.example"; distance:0; '
+            "http_raw_header; sid:3;)",
+            'alert http any any -> any any (msg:"not the line"; flow:to_server; '
+            'content:"GET"; http_raw_header; sid:4;)',
+            # the response's header block, pcre's /D
+            'alert http any any -> any any (msg:"response"; flow:to_client; '
+            'pcre:"/^Server: +Odd\\r$/mD"; sid:5;)',
+        ]
+    )
+    request = http_get("/", headers="X-Tab:\ta\r\n")
+    response = b"HTTP/1.1 200 OK\r\nServer:  Odd\r\nContent-Length: 0\r\n\r\n"
+    packets = tcp_session("198.51.100.7", "10.0.0.80", 40000, 80, [request], [response])
+    assert sorted(set(sids(inspect(packets, rules)))) == [1, 3, 5]
+
+
+def test_http_header_raw_across_segments_once_the_head_is_complete() -> None:
+    rule_text = (
+        'alert http any any -> any any (msg:"raw"; flow:to_server; '
+        'http.header.raw; content:"User-Agent: Mozilla|0d 0a|"; sid:1;)'
+    )
+    c2s = Ether(src=MAC_A, dst=MAC_B) / IP(src="198.51.100.7", dst="10.0.0.80")
+    s2c = Ether(src=MAC_B, dst=MAC_A) / IP(src="10.0.0.80", dst="198.51.100.7")
+    first = b"GET / HTTP/1.1\r\nHost: app.example\r\nUser-Agent: Moz"
+    second = b"illa\r\n\r\n"
+    packets = [
+        c2s / TCP(sport=40000, dport=80, flags="S", seq=100),
+        s2c / TCP(sport=80, dport=40000, flags="SA", seq=500, ack=101),
+        c2s / TCP(sport=40000, dport=80, flags="A", seq=101, ack=501),
+        c2s / TCP(sport=40000, dport=80, flags="PA", seq=101, ack=501) / first,
+        c2s / TCP(sport=40000, dport=80, flags="PA", seq=101 + len(first), ack=501) / second,
+    ]
+    assert sids(inspect(packets[:4], rule_text)) == []
+    assert sids(inspect(packets, rule_text)) == [1]
