@@ -6,6 +6,8 @@ the same result."""
 
 from __future__ import annotations
 
+import gc
+import importlib
 import json
 import os
 import random
@@ -1092,3 +1094,118 @@ def test_a_flow_slot_the_core_writes_keeps_its_type() -> None:
         assert type(flow.last_ts) is float
         assert type(flow.tcp_state) is int
         assert type(flow.established) is bool
+
+
+class Flaky:
+    """A callback that raises on every ``every``-th call and otherwise calls through."""
+
+    def __init__(self, call: Any, every: int) -> None:
+        self.call, self.every, self.calls, self.raised = call, every, 0, 0
+
+    def __call__(self, *args: Any) -> Any:
+        self.calls += 1
+        if self.calls % self.every == 0:
+            self.raised += 1
+            raise RuntimeError("flaky")
+        return self.call(*args)
+
+
+def refs(data: bytes, collect: bool = False) -> int:
+    """The reference count of ``data``, after collecting cyclic garbage (a tunnel's layers)
+    if asked, counted the same way before and after a call."""
+    if collect:
+        gc.collect()
+    return sys.getrefcount(data)
+
+
+def test_callbacks_that_raise_fail_the_packet_cleanly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Python exception raised in a callback the core calls (detectors, a SYN's plan and
+    alerts, the anchored check, the flow lookup) comes out of process() as it is; the
+    packet's bytes keep their reference count and the engine goes on with the next packet."""
+    frames = Mix(seed=90).build(3_000) + flood(600, seed=90)
+    engine = importlib.import_module("appliance.inspect.engine")
+    monkeypatch.setattr(engine, "_anchored_hit", Flaky(engine._anchored_hit, 5))
+    compiled, _ = pair(rules=ANCHORED)
+    flaky = []
+    for name in ("_scan_syn", "_flood_syn", "_syn_fire", "_syn_alerts", "_syn_plan"):
+        if getattr(compiled, name) is not None:
+            flaky.append(Flaky(getattr(compiled, name), 7))
+            setattr(compiled, name, flaky[-1])
+    flaky.append(Flaky(compiled.flows.lookup, 11))
+    compiled.flows.lookup = flaky[-1]  # type: ignore[method-assign]
+    counts = [sys.getrefcount(data) for _ts, data, _lt in frames]
+    failed = 0
+    for ts, data, linktype in frames:
+        try:
+            compiled.process(ts, data, linktype)
+        except RuntimeError as exc:
+            assert str(exc) == "flaky"
+            failed += 1
+    assert compiled._core is not None
+    assert failed > 10
+    raised = sum(f.raised for f in flaky)
+    del compiled, flaky, data
+    gc.collect()  # the engine gone, no packet is held by anything
+    assert [sys.getrefcount(data) for _ts, data, _lt in frames] == counts
+    assert raised > 10
+
+
+def test_parser_callbacks_that_raise() -> None:
+    """A raising fallback, normalize_host or request class: the parse raises it, the
+    payload keeps its reference count, the next parse is right."""
+    mix = Mix(seed=91).build(3_000)
+    payloads = [
+        bytes(layer.payload)
+        for layer in (decode_packet(d, 1, {}) for _, d, _ in mix)
+        if layer is not None and layer.payload
+    ]
+    dns, sni, http = core.dns_parser_class(), core.sni_parser_class(), core.http_parser_class()
+    decoder = core.decoder_class()
+    assert dns and sni and http and decoder
+    parsers = [
+        (dns(DnsQuery, Flaky(parse_dns, 2), MAX_DNS_NAME).parse, parse_dns),
+        (sni(Flaky(parse_tls_sni, 2)).parse, parse_tls_sni),
+        (
+            http(
+                Flaky(HttpRequest, 3),
+                normalize_host,
+                HTTP_METHODS,
+                MAX_HTTP_HEADERS,
+                Flaky(parse_http_request, 2),
+            ).parse,
+            parse_http_request,
+        ),
+        (
+            http(
+                HttpRequest,
+                Flaky(normalize_host, 2),
+                HTTP_METHODS,
+                MAX_HTTP_HEADERS,
+                parse_http_request,
+            ).parse,
+            parse_http_request,
+        ),
+    ]
+    raised = 0
+    for parse, twin in parsers:
+        for payload in payloads:
+            before = refs(payload)
+            try:
+                got = parse(payload, {})
+            except RuntimeError:
+                raised += 1
+            else:
+                want = twin(payload, {})
+                assert type(got) is type(want)
+                assert not isinstance(want, bytes) or got == want
+                got = want = None
+            assert refs(payload) == before or refs(payload, True) == before
+    decode = decoder(Layer, Flaky(decode_packet, 2), GtpInfo).decode
+    for _ts, data, linktype in mutate(mix, 91, 0.5):
+        before = refs(data)
+        try:
+            decode(data, linktype, {})
+        except RuntimeError:
+            raised += 1
+        assert refs(data) == before or refs(data, True) == before
+    assert raised > 20
