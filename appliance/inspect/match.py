@@ -738,8 +738,11 @@ _MAX_PLANS = 1 << 17
 def _plan(sig: Signature) -> _Plan:
     contents = sig.contents
     needed = tuple(dict.fromkeys(c.buffer for c in contents))
-    chained = tuple(dict.fromkeys(c.buffer for c in contents if not c.plain))
-    chains = [(b, tuple(c for c in contents if c.buffer == b)) for b in chained]
+    # a chain: the items of one view of a buffer (its name and transformations)
+    chained = tuple(dict.fromkeys((c.buffer, c.transforms) for c in contents if not c.plain))
+    chains = [
+        (b, tuple(c for c in contents if c.buffer == b and c.transforms == t)) for b, t in chained
+    ]
     plan: _Plan = (
         sig,
         needed,

@@ -259,6 +259,14 @@ ANY_PORT = PortExpr("any")
 # ---- options ------------------------------------------------------------------------------
 
 
+# the number as text a byte_test of 0 bytes reads: white space, a sign, digits of its base
+_LEADING_NUMBER = {
+    10: re.compile(rb"[ \t\n\v\f\r]*([+-]?)([0-9]+)"),
+    16: re.compile(rb"[ \t\n\v\f\r]*([+-]?)(?:0[xX](?=[0-9a-fA-F]))?([0-9a-fA-F]+)"),
+    8: re.compile(rb"[ \t\n\v\f\r]*([+-]?)([0-7]+)"),
+}
+
+
 @dataclass(frozen=True)
 class ByteOp:
     """``byte_test`` (compare a number read from the buffer), ``byte_jump`` (move the
@@ -318,7 +326,19 @@ class ByteOp:
         if pos < 0 or pos + self.count > len(data):
             return None
         raw = data[pos : pos + self.count]
-        if self.base:
+        if not self.count:
+            # byte_test of 0 bytes as text (Suricata's strtoull over the buffer): the number
+            # that starts there, however many digits it has; none, or above 64 bits: None
+            found = _LEADING_NUMBER[self.base].match(data, pos)
+            if found is None:
+                return None
+            number = int(found[2], self.base)
+            if number >> 64:
+                return None
+            if found[1] == b"-":
+                number = -number & ((1 << 64) - 1)
+            raw = data[pos : found.end()]
+        elif self.base:
             try:
                 number = int(raw.decode("ascii"), self.base)
             except ValueError:
@@ -331,7 +351,7 @@ class ByteOp:
             while mask and not mask & 1:
                 number >>= 1
                 mask >>= 1
-        return number, pos + self.count
+        return number, pos + len(raw)
 
     def extracted(self, number: int) -> int:
         """A byte_extract's value: multiplied, then aligned."""
@@ -1082,6 +1102,9 @@ class _Builder:
         self._last_index = -1  # the content the modifiers change (see _last_content)
         # the transformations of each sticky buffer, in rule order
         self.transforms: dict[str, list[Transform]] = {}
+        # by buffer, the first item its transformations apply to (transformations named
+        # after items start a new view of the buffer: the items before see it untransformed)
+        self.transform_from: dict[str, int] = {}
         self.base64: str | None = None  # the buffer base64_decode decodes
         self.base64_data = False  # base64_data chosen: the items read the decoded bytes
 
@@ -1441,7 +1464,9 @@ class _Builder:
             raise self.error(f"{name}: {exc}") from None
         count = fields["count"]
         assert isinstance(count, int)
-        if not 1 <= count <= (10 if fields.get("base") else 8):
+        if not 1 <= count <= (10 if fields.get("base") else 8) and not (
+            count == 0 and kind == "test" and fields.get("base")
+        ):  # 0 bytes as text: the number however long (Suricata)
             raise self.error(f"{name}: cannot read {count} bytes")
         byte_op = ByteOp(**fields)  # type: ignore[arg-type]
         if byte_op.relative and not any(c.buffer == self.buffer for c in self.contents):
@@ -1693,8 +1718,11 @@ class _Builder:
             raise self._refuse("base64_data", f"{name} after base64_data")
         if self.buffer == PKT:
             raise self.error(f"{name} needs a sticky buffer before it")
-        if any(c.buffer == self.buffer for c in self.contents):
-            raise self.error(f"{name} must come before the buffer's items")
+        if self.buffer in self.transforms and any(
+            c.buffer == self.buffer for c in self.contents[self.transform_from[self.buffer] :]
+        ):  # Suricata: transformations follow the sticky buffer or its untransformed items
+            raise self.error(f"{name} must come before the buffer's transformed items")
+        self.transform_from.setdefault(self.buffer, len(self.contents))
         if name == "pcrexform" and _PCRE_UNSUPPORTED.search(value or ""):
             raise self.error("pcrexform: a PCRE construct Python's re does not run the same way")
         try:
@@ -1991,9 +2019,9 @@ class _Builder:
             priority = self.priority
         contents = [
             replace(c, transforms=tuple(self.transforms[c.buffer]))
-            if c.buffer in self.transforms
+            if c.buffer in self.transforms and i >= self.transform_from[c.buffer]
             else c
-            for c in self.contents
+            for i, c in enumerate(self.contents)
         ]
         if self.base64 is not None:  # the items after base64_decode in its buffer: decoded
             at = next(i for i, c in enumerate(contents) if c.decode is not None)

@@ -590,3 +590,61 @@ def test_http_header_raw_across_segments_once_the_head_is_complete() -> None:
     ]
     assert sids(inspect(packets[:4], rule_text)) == []
     assert sids(inspect(packets, rule_text)) == [1]
+
+
+@pytest.mark.parametrize(
+    ("options", "data", "expected"),
+    [
+        # 0 bytes as text: the number that starts there, however long (Suricata's strtoull)
+        ("byte_test:0,=,0,0,string,dec;", b"0", True),
+        ("byte_test:0,=,0,0,string,dec;", b"10", False),
+        ("byte_test:0,=,123456789012,0,string,dec;", b"123456789012", True),
+        ("byte_test:0,=,42,0,string,dec;", b" 42abc", True),
+        ("byte_test:0,=,255,0,string,hex;", b"0xff;", True),
+        ("byte_test:0,>,0,0,string,dec;", b"abc", False),  # no number: no match
+        ("byte_test:0,>,0,0,string,dec;", b"99999999999999999999999", False),  # > 64 bits
+        ('content:"len="; byte_test:0,=,7,0,relative,string,dec;', b"len=7&x=1", True),
+        ('content:"len="; byte_test:0,=,7,0,relative,string,dec;', b"len=", False),
+    ],
+)
+def test_byte_test_of_zero_bytes_reads_the_whole_number(
+    options: str, data: bytes, expected: bool
+) -> None:
+    assert hits(options, data) is expected
+
+
+def test_byte_test_of_zero_bytes_needs_string() -> None:
+    with pytest.raises(RuleFileError, match="cannot read 0 bytes"):
+        rule("byte_test:0,=,0,0;")
+
+
+def test_byte_test_of_zero_bytes_on_the_content_length() -> None:
+    rules = (
+        'alert http any any -> any any (msg:"empty"; flow:established,to_client; '
+        'http.stat_code; content:"200"; http.content_len; byte_test:0,=,0,0,string,dec; sid:1;)'
+    )
+    empty = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    full = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789"
+    for response, expected in ((empty, [1]), (full, [])):
+        packets = tcp_session("10.0.0.7", "198.51.100.80", 40000, 80, [http_get("/")], [response])
+        assert sids(inspect(packets, rules)) == expected
+
+
+def test_dotprefix_after_items_on_a_dns_query() -> None:
+    rules = (
+        'alert dns any any -> any any (msg:"relay"; dns.query; content:"rs-"; startswith; '
+        'fast_pattern; pcre:"/[a-z]{2}/Ri"; dotprefix; content:".rustdesk.com"; nocase; '
+        "endswith; sid:1;)"
+    )
+
+    def query(name: str) -> list:  # type: ignore[type-arg]
+        return [
+            Ether(src=MAC_A, dst=MAC_B)
+            / IP(src="10.0.0.7", dst="198.51.100.53")
+            / UDP(sport=40000, dport=53)
+            / DNS(rd=1, qd=DNSQR(qname=name))
+        ]
+
+    assert sids(inspect(query("rs-ny.rustdesk.com"), rules)) == [1]
+    assert sids(inspect(query("rs-ny.rustdesk.com.example"), rules)) == []
+    assert sids(inspect(query("xrs-ny.rustdesk.com"), rules)) == []

@@ -145,9 +145,30 @@ def test_transformed_buffers_in_rules(options: str, data: bytes, expected: bool)
     assert contents_match(sig, {"pkt": b"", "http.uri": data}) is expected
 
 
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"rs-ab.rustdesk.com", True),
+        (b"rs-ab.RUSTDESK.com", True),
+        (b"xrs-ab.rustdesk.com", False),  # the untransformed items: startswith
+        (b"rs-ab.rustdesk.com.evil", False),  # the transformed view: endswith
+    ],
+)
+def test_a_transformation_after_items_starts_a_transformed_view(
+    data: bytes, expected: bool
+) -> None:
+    # as Suricata: the items before it see the buffer as it is, those after it a new
+    # buffer, transformed, whose chain starts over
+    sig = rule(
+        'http.uri; content:"rs-"; startswith; fast_pattern; pcre:"/[a-z]{2}/Ri"; '
+        'dotprefix; content:".rustdesk.com"; nocase; endswith;'
+    )
+    assert contents_match(sig, {"pkt": b"", "http.uri": data}) is expected
+
+
 def test_transformation_after_a_content_or_without_a_buffer_is_refused() -> None:
     with pytest.raises(RuleFileError, match="to_lowercase must come before"):
-        rule('http.uri; content:"a"; to_lowercase;')
+        rule('http.uri; dotprefix; content:"a"; to_lowercase;')
     with pytest.raises(RuleFileError, match="to_lowercase needs a sticky buffer"):
         rule('to_lowercase; content:"a";')
     with pytest.raises(RuleFileError, match="xor needs a key"):
