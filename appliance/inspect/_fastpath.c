@@ -2066,8 +2066,9 @@ static PyObject *DnsParser_parse(DnsParser *dp, PyObject *const *args, Py_ssize_
         Py_DECREF(name);
         return NULL;
     }
-    if (put_query(dp, query, Q_ID, PyLong_FromLong(ident)) < 0
-        || put_query(dp, query, Q_NAME, name) < 0 || put_query(dp, query, Q_LABELS, labels) < 0
+    /* name and labels first: the query owns them before anything can fail */
+    if (put_query(dp, query, Q_NAME, name) < 0 || put_query(dp, query, Q_LABELS, labels) < 0
+        || put_query(dp, query, Q_ID, PyLong_FromLong(ident)) < 0
         || put_query(dp, query, Q_QTYPE, PyLong_FromLong(msg[pos] << 8 | msg[pos + 1])) < 0
         || put_query(dp, query, Q_RESPONSE, Py_NewRef(flags & 0x8000 ? Py_True : Py_False))
                < 0) {
@@ -2717,10 +2718,11 @@ static int gtp_pdu(Decoder *dec, PyObject *bytes, const Ip4 *outer_ip, PyObject 
     }
     place = (PyObject **)((char *)inner + dec->offsets[L_TUNNEL]);
     Py_XSETREF(*place, ref(outer));
-    if (put_gtp(dec, info, G_TEID, PyLong_FromUnsignedLong(teid)) < 0
+    /* the inner layer first: the info owns it before anything can fail */
+    if (put_gtp(dec, info, G_INNER, inner) < 0
+        || put_gtp(dec, info, G_TEID, PyLong_FromUnsignedLong(teid)) < 0
         || put_gtp(dec, info, G_MSG_TYPE, PyLong_FromLong(255)) < 0
         || put_gtp(dec, info, G_ERROR, ref(Py_None)) < 0
-        || put_gtp(dec, info, G_INNER, inner) < 0
         || put_gtp(dec, info, G_NESTED, ref(Py_False)) < 0) {
         Py_DECREF(info);
         return -1;
