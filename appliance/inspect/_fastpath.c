@@ -23,6 +23,19 @@
 static int slot_offsets(PyObject *type, const char *what, const char *const *names, int count,
                         Py_ssize_t *out);
 
+/* An object held from now on in place of what *place held (a new reference to value). */
+static inline void keep(PyObject **place, PyObject *value)
+{
+    Py_INCREF(value);
+    Py_XSETREF(*place, value);
+}
+
+static inline void keep_x(PyObject **place, PyObject *value)
+{
+    Py_XINCREF(value);
+    Py_XSETREF(*place, value);
+}
+
 static const char *const stat_names[2] = {"packets", "fast"};
 
 /* Every slot of a Flow, for a flow made here (flow.Flow.__init__'s values): used only when
@@ -1487,30 +1500,18 @@ static PyObject *FastPath_syn_path(FastPath *fp, PyObject *args, PyObject *kwarg
         || segments(addr, &fp->addr_starts, &fp->addr_count, &fp->addr_bits) < 0
         || segments(ports, &fp->port_starts, &fp->port_count, &fp->port_bits) < 0)
         return NULL;
-    Py_INCREF(table);
-    Py_XSETREF(fp->table, table);
-    Py_INCREF(stats);
-    Py_XSETREF(fp->stats, stats);
-    Py_INCREF(hellos);
-    Py_XSETREF(fp->hellos, hellos);
-    Py_INCREF(plans);
-    Py_XSETREF(fp->plans, plans);
-    Py_INCREF(plan_of);
-    Py_XSETREF(fp->plan_of, plan_of);
-    Py_INCREF(alerting);
-    Py_XSETREF(fp->alerting, alerting);
-    Py_INCREF(scan);
-    Py_XSETREF(fp->scan, scan);
-    Py_INCREF(flood);
-    Py_XSETREF(fp->flood, flood);
-    Py_INCREF(fire);
-    Py_XSETREF(fp->fire, fire);
-    Py_INCREF(detected);
-    Py_XSETREF(fp->detected, detected);
-    Py_INCREF(no_alerts);
-    Py_XSETREF(fp->no_alerts, no_alerts);
-    Py_INCREF(made);
-    Py_XSETREF(fp->made_plans, made);
+    keep(&fp->table, table);
+    keep(&fp->stats, stats);
+    keep(&fp->hellos, hellos);
+    keep(&fp->plans, plans);
+    keep(&fp->plan_of, plan_of);
+    keep(&fp->alerting, alerting);
+    keep(&fp->scan, scan);
+    keep(&fp->flood, flood);
+    keep(&fp->fire, fire);
+    keep(&fp->detected, detected);
+    keep(&fp->no_alerts, no_alerts);
+    keep(&fp->made_plans, made);
     fp->syn_on = on;
     fp->sizes = sizes;
     Py_RETURN_NONE;
@@ -1903,16 +1904,11 @@ static int RuleHits_init(RuleHits *rh, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOO:RuleHits", names, &icmp, &head,
                                      &contents, &rule, &twin))
         return -1;
-    Py_INCREF(icmp);
-    Py_XSETREF(rh->icmp_matches, icmp);
-    Py_INCREF(head);
-    Py_XSETREF(rh->head_holds, head);
-    Py_INCREF(contents);
-    Py_XSETREF(rh->contents_match, contents);
-    Py_INCREF(rule);
-    Py_XSETREF(rh->rule_matches, rule);
-    Py_INCREF(twin);
-    Py_XSETREF(rh->twin, twin);
+    keep(&rh->icmp_matches, icmp);
+    keep(&rh->head_holds, head);
+    keep(&rh->contents_match, contents);
+    keep(&rh->rule_matches, rule);
+    keep(&rh->twin, twin);
     return 0;
 }
 
@@ -2090,10 +2086,8 @@ static int DnsParser_init(DnsParser *dp, PyObject *args, PyObject *kwargs)
         return -1;
     if (slot_offsets(query_type, "query_type", query_names, Q_COUNT, dp->offsets) < 0)
         return -1;
-    Py_INCREF(query_type);
-    Py_XSETREF(dp->query_type, query_type);
-    Py_INCREF(fallback);
-    Py_XSETREF(dp->fallback, fallback);
+    keep(&dp->query_type, query_type);
+    keep(&dp->fallback, fallback);
     dp->max_name = max_name;
     return 0;
 }
@@ -2232,8 +2226,7 @@ static int SniParser_init(SniParser *sp, PyObject *args, PyObject *kwargs)
     static char *names[] = {"fallback", NULL};
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:SniParser", names, &fallback))
         return -1;
-    Py_INCREF(fallback);
-    Py_XSETREF(sp->fallback, fallback);
+    keep(&sp->fallback, fallback);
     return 0;
 }
 
@@ -2456,14 +2449,10 @@ static int HttpParser_init(HttpParser *hp, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOnO:HttpParser", names, &request_type,
                                      &normalize_host, &methods, &max_headers, &fallback))
         return -1;
-    Py_INCREF(request_type);
-    Py_XSETREF(hp->request_type, request_type);
-    Py_INCREF(normalize_host);
-    Py_XSETREF(hp->normalize_host, normalize_host);
-    Py_INCREF(methods);
-    Py_XSETREF(hp->methods, methods);
-    Py_INCREF(fallback);
-    Py_XSETREF(hp->fallback, fallback);
+    keep(&hp->request_type, request_type);
+    keep(&hp->normalize_host, normalize_host);
+    keep(&hp->methods, methods);
+    keep(&hp->fallback, fallback);
     hp->max_headers = max_headers;
     return 0;
 }
@@ -2821,12 +2810,9 @@ static int Decoder_init(Decoder *dec, PyObject *args, PyObject *kwargs)
     if (gtp_type != NULL
         && slot_offsets(gtp_type, "gtp_type", gtp_names, G_COUNT, dec->gtp_offsets) < 0)
         return -1;
-    Py_INCREF(layer_type);
-    Py_XSETREF(dec->layer_type, layer_type);
-    Py_INCREF(fallback);
-    Py_XSETREF(dec->fallback, fallback);
-    Py_XINCREF(gtp_type);
-    Py_XSETREF(dec->gtp_type, gtp_type);
+    keep(&dec->layer_type, layer_type);
+    keep(&dec->fallback, fallback);
+    keep_x(&dec->gtp_type, gtp_type);
     return 0;
 }
 
@@ -2879,7 +2865,6 @@ static int FastPath_init(FastPath *fp, PyObject *args, PyObject *kwargs)
 {
     PyObject *index, *flows, *flow_type, *hit, *layer_type, *lookup;
     double idle;
-    int i;
     static char *names[] = {"index",        "flows",      "idle_timeout", "flow_type",
                             "anchored_hit", "layer_type", "lookup",       NULL};
 
@@ -2887,57 +2872,15 @@ static int FastPath_init(FastPath *fp, PyObject *args, PyObject *kwargs)
                                      &index, &flows, &idle, &PyType_Type, &flow_type, &hit,
                                      &PyType_Type, &layer_type, &lookup))
         return -1;
-    for (i = 0; i < 6; i++) {
-        PyObject *descr = PyObject_GetAttrString(layer_type, lookup_names[i]);
-        PyMemberDef *member;
-        if (descr == NULL)
-            return -1;
-        if (Py_TYPE(descr) != &PyMemberDescr_Type) {
-            Py_DECREF(descr);
-            PyErr_Format(PyExc_TypeError, "layer_type.%s is not a slot", lookup_names[i]);
-            return -1;
-        }
-        member = ((PyMemberDescrObject *)descr)->d_member;
-        if (member->type != T_OBJECT_EX) {
-            Py_DECREF(descr);
-            PyErr_Format(PyExc_TypeError, "layer_type.%s is not an object slot",
-                         lookup_names[i]);
-            return -1;
-        }
-        fp->layer_offsets[i] = member->offset;
-        Py_DECREF(descr);
-    }
-    for (i = 0; i < S_COUNT; i++) {
-        PyObject *descr = PyObject_GetAttrString(flow_type, slot_names[i]);
-        PyMemberDef *member;
-        if (descr == NULL)
-            return -1;
-        if (Py_TYPE(descr) != &PyMemberDescr_Type) {
-            Py_DECREF(descr);
-            PyErr_Format(PyExc_TypeError, "flow_type.%s is not a slot", slot_names[i]);
-            return -1;
-        }
-        member = ((PyMemberDescrObject *)descr)->d_member;
-        if (member->type != T_OBJECT_EX) {
-            Py_DECREF(descr);
-            PyErr_Format(PyExc_TypeError, "flow_type.%s is not an object slot", slot_names[i]);
-            return -1;
-        }
-        fp->offsets[i] = member->offset;
-        Py_DECREF(descr);
-    }
-    Py_INCREF(index);
-    Py_XSETREF(fp->index, index);
-    Py_INCREF(flows);
-    Py_XSETREF(fp->flows, flows);
-    Py_INCREF(flow_type);
-    Py_XSETREF(fp->flow_type, flow_type);
-    Py_INCREF(hit);
-    Py_XSETREF(fp->anchored_hit, hit);
-    Py_INCREF(layer_type);
-    Py_XSETREF(fp->layer_type, layer_type);
-    Py_INCREF(lookup);
-    Py_XSETREF(fp->lookup, lookup);
+    if (slot_offsets(layer_type, "layer_type", lookup_names, 6, fp->layer_offsets) < 0
+        || slot_offsets(flow_type, "flow_type", slot_names, S_COUNT, fp->offsets) < 0)
+        return -1;
+    keep(&fp->index, index);
+    keep(&fp->flows, flows);
+    keep(&fp->flow_type, flow_type);
+    keep(&fp->anchored_hit, hit);
+    keep(&fp->layer_type, layer_type);
+    keep(&fp->lookup, lookup);
     fp->idle_timeout = idle;
     return 0;
 }
