@@ -315,6 +315,30 @@ def _dns_name(msg: bytes, pos: int, errors: Errors) -> tuple[list[bytes], int] |
     return labels, (after if after >= 0 else pos)
 
 
+SSH_PROTO, SSH_SOFTWARE = "ssh.proto", "ssh.software"
+SSH_BUFFERS = frozenset({SSH_PROTO, SSH_SOFTWARE})
+
+
+def ssh_buffers(payload: bytes) -> dict[str, bytes]:
+    """``ssh.proto`` and ``ssh.software`` of a segment that starts an SSH banner
+    (``SSH-protoversion-softwareversion SP comments CR LF``, RFC 4253 4.2): the version
+    (``2.0``) and the software up to the comments (``OpenSSH_9.2p1``); none for any other
+    payload."""
+    if not payload.startswith(b"SSH-"):
+        return {}
+    line = payload[4:256]
+    end = len(line)
+    for stop in (b"\r", b"\n"):
+        at = line.find(stop)
+        if 0 <= at < end:
+            end = at
+    line = line[:end]
+    proto, dash, software = line.partition(b"-")
+    if not dash or not proto:
+        return {}
+    return {SSH_PROTO: proto, SSH_SOFTWARE: software.split(b" ", 1)[0]}
+
+
 def looks_like_tls(payload: bytes) -> bool:
     return len(payload) >= 6 and payload[0] == 0x16 and payload[1] == 0x03 and payload[5] == 1
 

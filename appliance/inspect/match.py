@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from appliance.inspect.appproto import SSH_BUFFERS, ssh_buffers
 from appliance.inspect.decode import (
     PROTO_ICMP,
     PROTO_ICMPV6,
@@ -211,9 +212,15 @@ def fast_pattern(sig: Signature) -> Content | None:
     paths skip packets by their payload, so its rules are checked on every packet. A rule
     whose only positive contents are in a transformed buffer (``dns.query; dotprefix;``)
     takes the longest of those: it is looked for in the buffer once transformed."""
-    positive = [c for c in sig.contents if c.literal and c.buffer not in HEADER_BUFFERS]
+    positive = [
+        c
+        for c in sig.contents
+        if c.literal and c.buffer not in HEADER_BUFFERS and c.buffer not in SSH_BUFFERS
+    ]
     if not positive:
-        positive = [c for c in sig.contents if transformed_literal(c)]
+        positive = [
+            c for c in sig.contents if transformed_literal(c) and c.buffer not in SSH_BUFFERS
+        ]
         if not positive:
             return None
     for content in positive:
@@ -402,7 +409,7 @@ class Matcher:
                 continue
             if not_app and not_app == app:
                 continue
-            if ip_proto is not None and (ip_proto[0] == proto) == ip_proto[1]:  # type: ignore[index]
+            if ip_proto is not None and (ip_proto[0] <= proto <= ip_proto[1]) == ip_proto[2]:  # type: ignore[index,operator]
                 continue
             if flow_to_server is not None and flow_to_server != to_server:
                 continue
@@ -711,7 +718,13 @@ def contents_match(sig: Signature, buffers: dict[str, bytes]) -> bool:
     _, needed, plain, chains = plan
     for buffer in needed:
         if buffers.get(buffer) is None:
-            return False
+            # the SSH banner's buffers: read from the payload by the rules that want them
+            if buffer not in SSH_BUFFERS or PKT not in buffers:
+                return False
+            found = ssh_buffers(buffers[PKT])
+            if not found:
+                return False
+            buffers.update(found)
     for buffer, content in plain:
         if not content.matches(buffers[buffer]):
             return False

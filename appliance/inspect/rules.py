@@ -146,6 +146,13 @@ CONTENT_MODIFIERS = {
     "http_stat_msg": "http.stat_msg",
     "http_raw_header": "http.header.raw",
 }
+# the SSH banner's buffers (read from a payload that starts one), and their older names
+SSH_STICKY = {
+    "ssh.proto": "ssh.proto",
+    "ssh.software": "ssh.software",
+    "ssh_proto": "ssh.proto",
+    "ssh_software": "ssh.software",
+}
 FLOWBIT_COMMANDS = ("set", "unset", "toggle", "isset", "isnotset")
 IP_PROTO_NAMES = {"icmp": 1, "igmp": 2, "tcp": 6, "udp": 17, "gre": 47, "esp": 50, "ah": 51}
 IP_PROTO_NAMES.update({"ipv6-icmp": 58, "icmpv6": 58, "sctp": 132, "ipip": 4, "ipv6": 41})
@@ -738,7 +745,7 @@ class Signature:
     xbits: tuple[Xbit, ...] = ()
     itype: tuple[int, int] | None = None  # ICMP type range
     icode: tuple[int, int] | None = None
-    ip_proto: tuple[int, bool] | None = None  # (number, negated)
+    ip_proto: tuple[int, int, bool] | None = None  # (lowest, highest, negated)
     not_app: str = ""  # app-layer-protocol:!X
     # a header keyword (ttl, window, ...) or buffer (tcp.hdr, ...): reads ip:packet
     header: bool = False
@@ -1095,7 +1102,7 @@ class _Builder:
         self.xbits: list[Xbit] = []
         self.itype: tuple[int, int] | None = None
         self.icode: tuple[int, int] | None = None
-        self.ip_proto: tuple[int, bool] | None = None
+        self.ip_proto: tuple[int, int, bool] | None = None
         self.app_protocol: tuple[str, bool] | None = None
         self.seen: set[str] = set()
         self.byte_vars: dict[str, str] = {}  # byte_extract variables -> their buffer
@@ -1126,6 +1133,11 @@ class _Builder:
         if name in HEADER_BUFFERS:  # ipv4.hdr, tcp.hdr, ...: no application protocol
             self._flag_only(name, value)
             self.buffer = name
+            return
+        if name in SSH_STICKY:  # the SSH banner's, read from the payload (appproto.py)
+            self._flag_only(name, value)
+            self._leave_base64(SSH_STICKY[name])
+            self.buffer = SSH_STICKY[name]
             return
         handler = getattr(self, "_opt_" + name.replace(".", "_").replace("-", "_"), None)
         if not name or handler is None:
@@ -1666,10 +1678,21 @@ class _Builder:
         text = self._need(name, value).strip()
         negated = text.startswith("!")
         text = text.lstrip("!").strip()
+        compare = text[:1] if text[:1] in "<>" else ""
+        text = text[len(compare) :].strip()
         number = IP_PROTO_NAMES.get(text.lower())
         if number is None:
             number = self._int(name, text, 0, 255)
-        self.ip_proto = (number, negated)
+        if compare == "<":  # as Suricata: strictly below, strictly above
+            if number == 0:
+                raise self.error(f"{name}: no protocol is below 0")
+            self.ip_proto = (0, number - 1, negated)
+        elif compare == ">":
+            if number == 255:
+                raise self.error(f"{name}: no protocol is above 255")
+            self.ip_proto = (number + 1, 255, negated)
+        else:
+            self.ip_proto = (number, number, negated)
 
     def _opt_app_layer_protocol(self, name: str, value: str | None) -> None:
         text = self._need(name, value).strip()
@@ -1706,6 +1729,28 @@ class _Builder:
             self.noalert = True
         else:
             self.xbits.append(xbit)
+
+    def _ssh_value(self, name: str, value: str | None, buffer: str, items: list[str]) -> None:
+        """The older value forms of the SSH keywords, as items of the banner's buffer (the
+        sticky buffer stays as it was)."""
+        text = self._need(name, value).strip().strip('"').strip()
+        if not text or any(c in text for c in '"|;\\'):
+            raise self.error(f"{name}: {text!r} is not a plain version string")
+        before = self.buffer
+        self.buffer = buffer
+        if text == "2_compat" and name == "ssh.protoversion":
+            self.option("pcre", '"/^(?:2\\.0|1\\.99)$/"')
+        else:
+            self.option("content", f'"{text}"')
+            for item in items:
+                self.option(item, None)
+        self.buffer = before
+
+    def _opt_ssh_protoversion(self, name: str, value: str | None) -> None:
+        self._ssh_value(name, value, "ssh.proto", ["startswith", "endswith"])
+
+    def _opt_ssh_softwareversion(self, name: str, value: str | None) -> None:
+        self._ssh_value(name, value, "ssh.software", ["startswith"])
 
     def _opt_noalert(self, name: str, value: str | None) -> None:
         self._flag_only(name, value)
@@ -1928,6 +1973,8 @@ class _Builder:
                 self.flow_established = True
             elif word in ("not_established", "stateless"):
                 self.flow_established = False if word == "not_established" else None
+            elif word in ("no_stream", "only_stream", "no_frag", "only_frag"):
+                pass  # the rule sees packets and the stream alike (as tcp-pkt, tcp-stream)
             else:
                 raise self.error(f"unknown flow keyword {word!r}")
 

@@ -118,3 +118,19 @@ def test_http_not_a_request() -> None:
 def test_normalize_host() -> None:
     assert normalize_host(b"[2001:DB8::1]:443") == b"2001:db8::1"
     assert normalize_host(b"Example.COM.") == b"example.com"
+
+
+def test_ssh_banner_buffers() -> None:
+    from appliance.inspect.appproto import ssh_buffers
+
+    assert ssh_buffers(b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n") == {
+        "ssh.proto": b"2.0",
+        "ssh.software": b"OpenSSH_9.2p1",
+    }
+    assert ssh_buffers(b"SSH-1.99-libssh_0.9.6\n") == {
+        "ssh.proto": b"1.99",
+        "ssh.software": b"libssh_0.9.6",
+    }
+    assert ssh_buffers(b"SSH-2.0-") == {"ssh.proto": b"2.0", "ssh.software": b""}
+    assert ssh_buffers(b"\x00\x00\x01\x0c\x0a\x14") == {}
+    assert ssh_buffers(b"SSH-2.0OpenSSH") == {}

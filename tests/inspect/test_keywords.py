@@ -648,3 +648,62 @@ def test_dotprefix_after_items_on_a_dns_query() -> None:
     assert sids(inspect(query("rs-ny.rustdesk.com"), rules)) == [1]
     assert sids(inspect(query("rs-ny.rustdesk.com.example"), rules)) == []
     assert sids(inspect(query("xrs-ny.rustdesk.com"), rules)) == []
+
+
+SSH_RULES = "\n".join(
+    [
+        'alert ssh any any -> any any (msg:"libssh client"; flow:established,to_server; '
+        'ssh.software; content:"libssh-"; sid:1;)',
+        'alert ssh any any -> any any (msg:"old server"; flow:established,to_client; '
+        'ssh_software; content:"OpenSSH_7"; startswith; sid:2;)',
+        'alert ssh any any -> any any (msg:"v1 compat"; flow:to_server; '
+        "ssh.protoversion:2_compat; sid:3;)",
+        'alert ssh any any -> any any (msg:"1.99 only"; ssh.proto; content:"1.99"; '
+        "bsize:4; sid:4;)",
+        'alert ssh any any -> any any (msg:"old form"; flow:to_server; '
+        "ssh.softwareversion:libssh; sid:5;)",
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("client", "server", "expected"),
+    [
+        (b"SSH-2.0-libssh-0.9.6\r\n", b"SSH-2.0-OpenSSH_9.2p1 Debian\r\n", [1, 3, 5]),
+        (b"SSH-1.99-PuTTY_Release_0.78\r\n", b"SSH-2.0-OpenSSH_7.4\r\n", [2, 3, 4]),
+        # the banner's words elsewhere in the payload: not a banner
+        (b"hello SSH-2.0-libssh-0.9.6\r\n", b"x SSH-2.0-OpenSSH_7.4\r\n", []),
+    ],
+)
+def test_ssh_banner_keywords(client: bytes, server: bytes, expected: list[int]) -> None:
+    packets = tcp_session("198.51.100.7", "10.0.0.22", 40000, 22, [client], [server])
+    assert sorted(set(sids(inspect(packets, SSH_RULES)))) == expected
+
+
+def test_ip_proto_below_and_above() -> None:
+    rules = "\n".join(
+        [
+            'alert ip any any -> any any (msg:"unassigned"; ip_proto:>134; sid:1;)',
+            'alert ip any any -> any any (msg:"low"; ip_proto:<2; sid:2;)',
+            'alert ip any any -> any any (msg:"not low"; ip_proto:!<2; sid:3;)',
+        ]
+    )
+    reserved = Ether() / IP(src="10.0.0.1", dst="10.0.0.2", proto=200) / (b"x" * 8)
+    assigned = Ether() / IP(src="10.0.0.1", dst="10.0.0.2", proto=134) / (b"x" * 8)
+    icmp = Ether() / IP(src="10.0.0.1", dst="10.0.0.2", proto=1) / (b"\x08\x00" + b"x" * 6)
+    assert sorted(sids(inspect([reserved], rules))) == [1, 3]
+    assert sorted(sids(inspect([assigned], rules))) == [3]
+    assert sorted(sids(inspect([icmp], rules))) == [2]
+    with pytest.raises(RuleFileError, match="ip_proto"):
+        rule("ip_proto:>255;")
+
+
+def test_flow_no_stream_matches_the_packet() -> None:
+    rules = (
+        'alert ftp any any -> any any (msg:"long command"; flow:to_server,established,'
+        "no_stream; dsize:>100; sid:1;)"
+    )
+    long = tcp_session("198.51.100.7", "10.0.0.21", 40000, 21, [b"USER " + b"A" * 120 + b"\r\n"])
+    short = tcp_session("198.51.100.7", "10.0.0.21", 40001, 21, [b"USER anonymous\r\n"])
+    assert sids(inspect(long, rules)) == [1]
+    assert sids(inspect(short, rules)) == []

@@ -130,7 +130,10 @@ def reference_hits(
             continue
         if sig.not_app and sig.not_app == app:
             continue
-        if sig.ip_proto is not None and (sig.ip_proto[0] == layer.proto) == sig.ip_proto[1]:
+        if (
+            sig.ip_proto is not None
+            and (sig.ip_proto[0] <= layer.proto <= sig.ip_proto[1]) == sig.ip_proto[2]
+        ):
             continue
         if sig.flow_to_server is not None and sig.flow_to_server != to_server:
             continue
