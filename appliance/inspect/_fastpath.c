@@ -23,6 +23,27 @@
 static int slot_offsets(PyObject *type, const char *what, const char *const *names, int count,
                         Py_ssize_t *out);
 
+/* A class's traverse, clear and dealloc from the list of the objects it holds. */
+#define VISIT_ONE(field) Py_VISIT(self->field);
+#define CLEAR_ONE(field) Py_CLEAR(self->field);
+#define GC_FUNCTIONS(Type, OBJECTS)                                                        \
+    static int Type##_traverse(Type *self, visitproc visit, void *arg)                     \
+    {                                                                                      \
+        OBJECTS(VISIT_ONE)                                                                 \
+        return 0;                                                                          \
+    }                                                                                      \
+    static int Type##_clear(Type *self)                                                    \
+    {                                                                                      \
+        OBJECTS(CLEAR_ONE)                                                                 \
+        return 0;                                                                          \
+    }                                                                                      \
+    static void Type##_dealloc(Type *self)                                                 \
+    {                                                                                      \
+        PyObject_GC_UnTrack(self);                                                         \
+        Type##_clear(self);                                                                \
+        Py_TYPE(self)->tp_free((PyObject *)self);                                          \
+    }
+
 /* An object held from now on in place of what *place held (a new reference to value). */
 static inline void keep(PyObject **place, PyObject *value)
 {
@@ -921,7 +942,7 @@ error:
     Py_DECREF(flow);
     return NULL;
 fallback:
-    return PyObject_Vectorcall(fp->lookup, args, nargs, NULL);
+    return PyObject_Vectorcall(fp->lookup, args, (size_t)nargs, NULL);
 }
 
 /* ---- the new-flow path: InspectionEngine._unheld, _new_syn and FlowTable.hatched ---- */
@@ -1884,7 +1905,7 @@ twin:
     Py_XDECREF(plain);
     Py_XDECREF(fast);
     Py_XDECREF(prefilters);
-    return PyObject_Vectorcall(rh->twin, args, nargs, NULL);
+    return PyObject_Vectorcall(rh->twin, args, (size_t)nargs, NULL);
 error:
     Py_XDECREF(checks);
     Py_XDECREF(plain);
@@ -1912,32 +1933,8 @@ static int RuleHits_init(RuleHits *rh, PyObject *args, PyObject *kwargs)
     return 0;
 }
 
-static int RuleHits_traverse(RuleHits *rh, visitproc visit, void *arg)
-{
-    Py_VISIT(rh->icmp_matches);
-    Py_VISIT(rh->head_holds);
-    Py_VISIT(rh->contents_match);
-    Py_VISIT(rh->rule_matches);
-    Py_VISIT(rh->twin);
-    return 0;
-}
-
-static int RuleHits_clear(RuleHits *rh)
-{
-    Py_CLEAR(rh->icmp_matches);
-    Py_CLEAR(rh->head_holds);
-    Py_CLEAR(rh->contents_match);
-    Py_CLEAR(rh->rule_matches);
-    Py_CLEAR(rh->twin);
-    return 0;
-}
-
-static void RuleHits_dealloc(RuleHits *rh)
-{
-    PyObject_GC_UnTrack(rh);
-    RuleHits_clear(rh);
-    Py_TYPE(rh)->tp_free((PyObject *)rh);
-}
+#define RULEHITS_OBJECTS(X) X(icmp_matches) X(head_holds) X(contents_match) X(rule_matches) X(twin)
+GC_FUNCTIONS(RuleHits, RULEHITS_OBJECTS)
 
 static PyMethodDef RuleHits_methods[] = {
     {"hits", (PyCFunction)(void (*)(void))RuleHits_hits, METH_FASTCALL,
@@ -2073,7 +2070,7 @@ static PyObject *DnsParser_parse(DnsParser *dp, PyObject *const *args, Py_ssize_
     }
     return query;
 fallback:
-    return PyObject_Vectorcall(dp->fallback, args, nargs, NULL);
+    return PyObject_Vectorcall(dp->fallback, args, (size_t)nargs, NULL);
 }
 
 static int DnsParser_init(DnsParser *dp, PyObject *args, PyObject *kwargs)
@@ -2092,26 +2089,8 @@ static int DnsParser_init(DnsParser *dp, PyObject *args, PyObject *kwargs)
     return 0;
 }
 
-static int DnsParser_traverse(DnsParser *dp, visitproc visit, void *arg)
-{
-    Py_VISIT(dp->query_type);
-    Py_VISIT(dp->fallback);
-    return 0;
-}
-
-static int DnsParser_clear(DnsParser *dp)
-{
-    Py_CLEAR(dp->query_type);
-    Py_CLEAR(dp->fallback);
-    return 0;
-}
-
-static void DnsParser_dealloc(DnsParser *dp)
-{
-    PyObject_GC_UnTrack(dp);
-    DnsParser_clear(dp);
-    Py_TYPE(dp)->tp_free((PyObject *)dp);
-}
+#define DNSPARSER_OBJECTS(X) X(query_type) X(fallback)
+GC_FUNCTIONS(DnsParser, DNSPARSER_OBJECTS)
 
 static PyMethodDef DnsParser_methods[] = {
     {"parse", (PyCFunction)(void (*)(void))DnsParser_parse, METH_FASTCALL,
@@ -2217,7 +2196,7 @@ static PyObject *SniParser_parse(SniParser *sp, PyObject *const *args, Py_ssize_
     }
     Py_RETURN_NONE;
 fallback:
-    return PyObject_Vectorcall(sp->fallback, args, nargs, NULL);
+    return PyObject_Vectorcall(sp->fallback, args, (size_t)nargs, NULL);
 }
 
 static int SniParser_init(SniParser *sp, PyObject *args, PyObject *kwargs)
@@ -2230,24 +2209,8 @@ static int SniParser_init(SniParser *sp, PyObject *args, PyObject *kwargs)
     return 0;
 }
 
-static int SniParser_traverse(SniParser *sp, visitproc visit, void *arg)
-{
-    Py_VISIT(sp->fallback);
-    return 0;
-}
-
-static int SniParser_clear(SniParser *sp)
-{
-    Py_CLEAR(sp->fallback);
-    return 0;
-}
-
-static void SniParser_dealloc(SniParser *sp)
-{
-    PyObject_GC_UnTrack(sp);
-    SniParser_clear(sp);
-    Py_TYPE(sp)->tp_free((PyObject *)sp);
-}
+#define SNIPARSER_OBJECTS(X) X(fallback)
+GC_FUNCTIONS(SniParser, SNIPARSER_OBJECTS)
 
 static PyMethodDef SniParser_methods[] = {
     {"parse", (PyCFunction)(void (*)(void))SniParser_parse, METH_FASTCALL,
@@ -2437,7 +2400,7 @@ error:
     Py_XDECREF(agent);
     return NULL;
 fallback:
-    return PyObject_Vectorcall(hp->fallback, args, nargs, NULL);
+    return PyObject_Vectorcall(hp->fallback, args, (size_t)nargs, NULL);
 }
 
 static int HttpParser_init(HttpParser *hp, PyObject *args, PyObject *kwargs)
@@ -2457,30 +2420,8 @@ static int HttpParser_init(HttpParser *hp, PyObject *args, PyObject *kwargs)
     return 0;
 }
 
-static int HttpParser_traverse(HttpParser *hp, visitproc visit, void *arg)
-{
-    Py_VISIT(hp->request_type);
-    Py_VISIT(hp->normalize_host);
-    Py_VISIT(hp->methods);
-    Py_VISIT(hp->fallback);
-    return 0;
-}
-
-static int HttpParser_clear(HttpParser *hp)
-{
-    Py_CLEAR(hp->request_type);
-    Py_CLEAR(hp->normalize_host);
-    Py_CLEAR(hp->methods);
-    Py_CLEAR(hp->fallback);
-    return 0;
-}
-
-static void HttpParser_dealloc(HttpParser *hp)
-{
-    PyObject_GC_UnTrack(hp);
-    HttpParser_clear(hp);
-    Py_TYPE(hp)->tp_free((PyObject *)hp);
-}
+#define HTTPPARSER_OBJECTS(X) X(request_type) X(normalize_host) X(methods) X(fallback)
+GC_FUNCTIONS(HttpParser, HTTPPARSER_OBJECTS)
 
 static PyMethodDef HttpParser_methods[] = {
     {"parse", (PyCFunction)(void (*)(void))HttpParser_parse, METH_FASTCALL,
@@ -2763,7 +2704,7 @@ static PyObject *Decoder_decode(Decoder *dec, PyObject *const *args, Py_ssize_t 
     }
     return layer;
 fallback:
-    return PyObject_Vectorcall(dec->fallback, args, nargs, NULL);
+    return PyObject_Vectorcall(dec->fallback, args, (size_t)nargs, NULL);
 }
 
 /* The offsets of a slots-only class's object slots (names); -1 with an error set. */
@@ -2816,28 +2757,8 @@ static int Decoder_init(Decoder *dec, PyObject *args, PyObject *kwargs)
     return 0;
 }
 
-static int Decoder_traverse(Decoder *dec, visitproc visit, void *arg)
-{
-    Py_VISIT(dec->layer_type);
-    Py_VISIT(dec->fallback);
-    Py_VISIT(dec->gtp_type);
-    return 0;
-}
-
-static int Decoder_clear(Decoder *dec)
-{
-    Py_CLEAR(dec->layer_type);
-    Py_CLEAR(dec->fallback);
-    Py_CLEAR(dec->gtp_type);
-    return 0;
-}
-
-static void Decoder_dealloc(Decoder *dec)
-{
-    PyObject_GC_UnTrack(dec);
-    Decoder_clear(dec);
-    Py_TYPE(dec)->tp_free((PyObject *)dec);
-}
+#define DECODER_OBJECTS(X) X(layer_type) X(fallback) X(gtp_type)
+GC_FUNCTIONS(Decoder, DECODER_OBJECTS)
 
 static PyMethodDef Decoder_methods[] = {
     {"decode", (PyCFunction)(void (*)(void))Decoder_decode, METH_FASTCALL,
