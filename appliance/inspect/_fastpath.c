@@ -23,6 +23,18 @@
 static int slot_offsets(PyObject *type, const char *what, const char *const *names, int count,
                         Py_ssize_t *out);
 
+/* Big-endian reads of a header's 16- and 32-bit fields (the caller checked the bounds). */
+static inline unsigned int u16(const unsigned char *data, Py_ssize_t at)
+{
+    return (unsigned int)data[at] << 8 | data[at + 1];
+}
+
+static inline uint32_t u32(const unsigned char *data, Py_ssize_t at)
+{
+    return (uint32_t)data[at] << 24 | (uint32_t)data[at + 1] << 16 | (uint32_t)data[at + 2] << 8
+        | data[at + 3];
+}
+
 /* A class's traverse, clear and dealloc from the list of the objects it holds. */
 #define VISIT_ONE(field) Py_VISIT(self->field);
 #define CLEAR_ONE(field) Py_CLEAR(self->field);
@@ -587,7 +599,7 @@ static int fast_gtp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes)
 {
     const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(bytes);
     Py_ssize_t n = PyBytes_GET_SIZE(bytes);
-    Py_ssize_t total = data[16] << 8 | data[17];
+    Py_ssize_t total = u16(data, 16);
     Py_ssize_t end = 14 + total;
     PyObject *key, *outer, *fast, *group, *value;
     GroupInfo *info;
@@ -595,11 +607,11 @@ static int fast_gtp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes)
     double last;
     unsigned char raw[13];
 
-    if (end > n || total < 76 || (data[38] << 8 | data[39]) != total - 20 || data[42] != 0x30
-        || data[43] != 255 || (data[44] << 8 | data[45]) != total - 36
+    if (end > n || total < 76 || u16(data, 38) != total - 20 || data[42] != 0x30
+        || data[43] != 255 || u16(data, 44) != total - 36
         || (data[46] | data[47] | data[48] | data[49]) == 0 || data[50] != 0x45
         || data[59] != 6 || data[56] & 0x3F || data[57]
-        || (data[52] << 8 | data[53]) != total - 36)
+        || u16(data, 52) != total - 36)
         return 0;
     memcpy(raw, data + 26, 12);
     raw[12] = 0x11;
@@ -1219,7 +1231,7 @@ static PyObject *new_syn(FastPath *fp, PyObject *ts_obj, double ts, PyObject *by
 {
     const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(bytes);
     Py_ssize_t n = PyBytes_GET_SIZE(bytes);
-    Py_ssize_t total = data[16] << 8 | data[17], doff = data[46] >> 4, at;
+    Py_ssize_t total = u16(data, 16), doff = data[46] >> 4, at;
     uint32_t src_n, dst_n;
     unsigned int sport, dport;
     unsigned long seq;
@@ -1237,12 +1249,11 @@ static PyObject *new_syn(FastPath *fp, PyObject *ts_obj, double ts, PyObject *by
         if (held)
             Py_RETURN_NONE;
     }
-    src_n = (uint32_t)data[26] << 24 | (uint32_t)data[27] << 16 | (uint32_t)data[28] << 8 | data[29];
-    dst_n = (uint32_t)data[30] << 24 | (uint32_t)data[31] << 16 | (uint32_t)data[32] << 8 | data[33];
-    sport = data[34] << 8 | data[35];
-    dport = data[36] << 8 | data[37];
-    seq = (unsigned long)data[38] << 24 | (unsigned long)data[39] << 16
-        | (unsigned long)data[40] << 8 | data[41];
+    src_n = u32(data, 26);
+    dst_n = u32(data, 30);
+    sport = u16(data, 34);
+    dport = u16(data, 36);
+    seq = u32(data, 38);
     embryos = long_attr(fp->table, str_embryos);
     if (embryos == -1 && PyErr_Occurred())
         return NULL;
@@ -1561,7 +1572,7 @@ static PyObject *take_packet(FastPath *fp, PyObject *const *args)
         || data[21])
         Py_RETURN_FALSE;
     if (data[23] == 6) {
-        end = 14 + (data[16] << 8 | data[17]);
+        end = 14 + u16(data, 16);
         if (end > n) {
             /* the twin looks the key up first: a packet without a flow is still reported */
             int held;
@@ -2004,9 +2015,9 @@ static PyObject *DnsParser_parse(DnsParser *dp, PyObject *const *args, Py_ssize_
     size = PyBytes_GET_SIZE(payload);
     if (size < 12)
         goto fallback;
-    ident = msg[0] << 8 | msg[1];
-    flags = msg[2] << 8 | msg[3];
-    qdcount = msg[4] << 8 | msg[5];
+    ident = u16(msg, 0);
+    flags = u16(msg, 2);
+    qdcount = u16(msg, 4);
     if (qdcount == 0 || flags & 0x7800)
         goto fallback;
     for (;;) { /* the name's labels: counted first */
@@ -2062,7 +2073,7 @@ static PyObject *DnsParser_parse(DnsParser *dp, PyObject *const *args, Py_ssize_
     /* name and labels first: the query owns them before anything can fail */
     if (put_query(dp, query, Q_NAME, name) < 0 || put_query(dp, query, Q_LABELS, labels) < 0
         || put_query(dp, query, Q_ID, PyLong_FromLong(ident)) < 0
-        || put_query(dp, query, Q_QTYPE, PyLong_FromLong(msg[pos] << 8 | msg[pos + 1])) < 0
+        || put_query(dp, query, Q_QTYPE, PyLong_FromLong(u16(msg, pos))) < 0
         || put_query(dp, query, Q_RESPONSE, Py_NewRef(flags & 0x8000 ? Py_True : Py_False))
                < 0) {
         Py_DECREF(query);
@@ -2123,11 +2134,6 @@ typedef struct {
     PyObject *fallback;
 } SniParser;
 
-static inline Py_ssize_t u16(const unsigned char *data, Py_ssize_t at)
-{
-    return data[at] << 8 | data[at + 1];
-}
-
 static PyObject *SniParser_parse(SniParser *sp, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *payload;
@@ -2148,7 +2154,7 @@ static PyObject *SniParser_parse(SniParser *sp, PyObject *const *args, Py_ssize_
     end = 5 + u16(data, 3);
     if (end > n)
         end = n; /* the hello continues in the next segment: parse what is here */
-    hs_end = 9 + ((Py_ssize_t)data[6] << 16 | data[7] << 8 | data[8]);
+    hs_end = 9 + ((Py_ssize_t)data[6] << 16 | u16(data, 7));
     if (hs_end < end)
         end = hs_end;
     pos = 9 + 2 + 32; /* version, random */
@@ -2542,11 +2548,11 @@ static int parse_ipv4(const unsigned char *data, Py_ssize_t off, Py_ssize_t end,
     if (end - off < 20 || data[off] >> 4 != 4)
         return -1;
     hlen = (data[off] & 0x0F) << 2;
-    total = data[off + 2] << 8 | data[off + 3];
+    total = u16(data, off + 2);
     if (hlen < 20 || total < hlen || off + total > end)
         return -1; /* errors, or a short snaplen (counted) */
     end = off + total;
-    if ((data[off + 6] << 8 | data[off + 7]) & 0x3FFF)
+    if (u16(data, off + 6) & 0x3FFF)
         return -1; /* a fragment */
     ip->off = off;
     ip->proto = data[off + 9];
@@ -2557,10 +2563,9 @@ static int parse_ipv4(const unsigned char *data, Py_ssize_t off, Py_ssize_t end,
         thlen = (data[at + 12] >> 4) << 2;
         if (thlen < 20 || at + thlen > end)
             return -1;
-        ip->sport = data[at] << 8 | data[at + 1];
-        ip->dport = data[at + 2] << 8 | data[at + 3];
-        ip->seq = (unsigned long)data[at + 4] << 24 | (unsigned long)data[at + 5] << 16
-            | (unsigned long)data[at + 6] << 8 | data[at + 7];
+        ip->sport = u16(data, at);
+        ip->dport = u16(data, at + 2);
+        ip->seq = u32(data, at + 4);
         ip->flags = data[at + 13];
         ip->payload = at + thlen;
         ip->end = end;
@@ -2568,13 +2573,13 @@ static int parse_ipv4(const unsigned char *data, Py_ssize_t off, Py_ssize_t end,
     }
     if (ip->proto != 17 || end - at < 8)
         return -1;
-    ip->sport = data[at] << 8 | data[at + 1];
-    ip->dport = data[at + 2] << 8 | data[at + 3];
+    ip->sport = u16(data, at);
+    ip->dport = u16(data, at + 2);
     if (ip->dport == 4789 && end - at >= 16)
         return -1; /* VXLAN */
     if (ip->dport == 2152 && !gtp_ok)
         return -1; /* GTP-U */
-    ulen = data[at + 4] << 8 | data[at + 5];
+    ulen = u16(data, at + 4);
     if (ulen < 8)
         return -1; /* counted */
     if (ulen <= end - at)
@@ -2631,13 +2636,12 @@ static int gtp_pdu(Decoder *dec, PyObject *bytes, const Ip4 *outer_ip, PyObject 
     Ip4 ip;
     if (outer_ip->end - at < 8 || data[at] != 0x30 || data[at + 1] != 255)
         return 1; /* short, another version, optional fields, or not a G-PDU */
-    pdu_end = at + 8 + (data[at + 2] << 8 | data[at + 3]);
+    pdu_end = at + 8 + u16(data, at + 2);
     if (pdu_end > outer_ip->end || pdu_end <= at + 8)
         return 1; /* counted: truncated, or an empty PDU */
     if (parse_ipv4(data, at + 8, pdu_end, 0, &ip) < 0)
         return 1;
-    teid = (unsigned long)data[at + 4] << 24 | (unsigned long)data[at + 5] << 16
-        | (unsigned long)data[at + 6] << 8 | data[at + 7];
+    teid = u32(data, at + 4);
     info = ((PyTypeObject *)dec->gtp_type)->tp_alloc((PyTypeObject *)dec->gtp_type, 0);
     if (info == NULL)
         return -1;
