@@ -18,6 +18,7 @@ from typing import Literal, cast, get_args
 
 from appliance.errors import RuleFileError, UsageError
 from appliance.inspect import transforms
+from appliance.inspect.asn1 import Asn1Check, asn1_holds, parse_asn1
 from appliance.inspect.classification import CLASSTYPES, DEFAULT_PRIORITY
 from appliance.inspect.fields import (
     FRAG_BITS,
@@ -280,7 +281,7 @@ class ByteOp:
     position by one), ``byte_extract`` (keep it in a rule variable, ``name``) or
     ``byte_math`` (keep ``number oper value`` in the variable ``name``)."""
 
-    kind: Literal["test", "jump", "extract", "math"]
+    kind: Literal["test", "jump", "extract", "math", "asn1"]
     count: int
     offset: int
     relative: bool = False
@@ -298,6 +299,7 @@ class ByteOp:
     align_to: int = 0  # byte_extract: the value rounded up to a multiple of this (2, 4)
     oper: str = ""  # byte_math: + - * / << >>
     math_mask: int = 0  # byte_math: its bitmask, applied to the result
+    asn1: Asn1Check | None = None  # asn1: the BER objects from ``offset`` checked
 
     def computed(self, number: int) -> int | None:
         """byte_math's result: ``number oper value`` (64-bit, as Suricata), then the bitmask
@@ -505,6 +507,9 @@ class Content:
             return (prev_end, prev_end) if held else None
         byte_op = self.byte_op
         if byte_op is not None:
+            if byte_op.asn1 is not None:
+                at = (prev_end if byte_op.relative else 0) + byte_op.offset
+                return (prev_end, prev_end) if asn1_holds(byte_op.asn1, data, at) else None
             read = byte_op.read(data, prev_end)
             if read is None:
                 return None
@@ -1503,6 +1508,15 @@ class _Builder:
                 refs=tuple(refs),
             )
         )
+
+    def _opt_asn1(self, name: str, value: str | None) -> None:
+        try:
+            check, offset, relative = parse_asn1(self._need(name, value))
+        except ValueError as exc:
+            raise self.error(str(exc)) from None
+        relative = relative and any(c.buffer == self.buffer for c in self.contents)
+        byte_op = ByteOp("asn1", 0, offset or 0, relative=relative, asn1=check)
+        self._add_byte_op(byte_op, relative, [])
 
     def _opt_byte_test(self, name: str, value: str | None) -> None:
         self._byte_op(name, value, "test")
