@@ -56,6 +56,21 @@ static inline uint32_t u32(const unsigned char *data, Py_ssize_t at)
         Py_TYPE(self)->tp_free((PyObject *)self);                                          \
     }
 
+/* The place of an object slot at offset in obj (offsets as slot_offsets finds them). */
+static inline PyObject **place_of(PyObject *obj, Py_ssize_t offset)
+{
+    return (PyObject **)((char *)obj + offset);
+}
+
+/* Into *place, stealing value (NULL: an error already set, -1). */
+static inline int steal(PyObject **place, PyObject *value)
+{
+    if (value == NULL)
+        return -1;
+    Py_XSETREF(*place, value);
+    return 0;
+}
+
 /* An object held from now on in place of what *place held (a new reference to value). */
 static inline void keep(PyObject **place, PyObject *value)
 {
@@ -172,16 +187,12 @@ static PyObject *str_established, *str_not_established, *str_anchored, *str_anch
 
 static inline PyObject *slot(FastPath *fp, PyObject *flow, int which)
 {
-    return *(PyObject **)((char *)flow + fp->offsets[which]);
+    return *place_of(flow, fp->offsets[which]);
 }
 
 static inline void set_slot(FastPath *fp, PyObject *flow, int which, PyObject *value)
 {
-    PyObject **place = (PyObject **)((char *)flow + fp->offsets[which]);
-    PyObject *old = *place;
-    Py_INCREF(value);
-    *place = value;
-    Py_XDECREF(old);
+    keep(place_of(flow, fp->offsets[which]), value);
 }
 
 /* A counter slot plus one; -1 on error. */
@@ -204,7 +215,7 @@ static int increment(FastPath *fp, PyObject *flow, int which)
 /* One more in a counter slot of the engine's Stats (0: packets, 1: fast); -1 on error. */
 static int count_stat(FastPath *fp, int which)
 {
-    PyObject **place = (PyObject **)((char *)fp->stats + fp->stat_offsets[which]);
+    PyObject **place = place_of(fp->stats, fp->stat_offsets[which]);
     PyObject *new;
     if (*place == NULL) {
         PyErr_SetString(PyExc_AttributeError, stat_names[which]);
@@ -688,7 +699,7 @@ error:
 
 static inline PyObject *layer_slot(FastPath *fp, PyObject *layer, int which)
 {
-    return *(PyObject **)((char *)layer + fp->layer_offsets[which]);
+    return *place_of(layer, fp->layer_offsets[which]);
 }
 
 static inline long small(PyObject *value, int *ok)
@@ -1006,9 +1017,7 @@ static PyObject *reverse_key(const char *key)
 
 static inline void put_flow(FastPath *fp, PyObject *flow, int which, PyObject *value)
 {
-    PyObject **place = (PyObject **)((char *)flow + fp->flow_offsets[which]);
-    Py_INCREF(value);
-    Py_XSETREF(*place, value);
+    keep(place_of(flow, fp->flow_offsets[which]), value);
 }
 
 /* Flow(key, reverse, proto, ts): a new reference, NULL on error. */
@@ -1988,12 +1997,7 @@ typedef struct {
 
 static inline int put_query(DnsParser *dp, PyObject *query, int which, PyObject *value)
 {
-    PyObject **place;
-    if (value == NULL)
-        return -1;
-    place = (PyObject **)((char *)query + dp->offsets[which]);
-    Py_XSETREF(*place, value);
-    return 0;
+    return steal(place_of(query, dp->offsets[which]), value);
 }
 
 static PyObject *DnsParser_parse(DnsParser *dp, PyObject *const *args, Py_ssize_t nargs)
@@ -2506,23 +2510,13 @@ static PyObject *minus_one, *four;
 /* Steals value (NULL: an error already set, -1). */
 static inline int put(Decoder *dec, PyObject *layer, int which, PyObject *value)
 {
-    PyObject **place;
-    if (value == NULL)
-        return -1;
-    place = (PyObject **)((char *)layer + dec->offsets[which]);
-    Py_XSETREF(*place, value);
-    return 0;
+    return steal(place_of(layer, dec->offsets[which]), value);
 }
 
 /* Steals value, into a GtpInfo's slot. */
 static inline int put_gtp(Decoder *dec, PyObject *info, int which, PyObject *value)
 {
-    PyObject **place;
-    if (value == NULL)
-        return -1;
-    place = (PyObject **)((char *)info + dec->gtp_offsets[which]);
-    Py_XSETREF(*place, value);
-    return 0;
+    return steal(place_of(info, dec->gtp_offsets[which]), value);
 }
 
 static inline PyObject *ref(PyObject *value)
@@ -2631,7 +2625,7 @@ static int gtp_pdu(Decoder *dec, PyObject *bytes, const Ip4 *outer_ip, PyObject 
 {
     const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(bytes);
     Py_ssize_t at = outer_ip->payload, pdu_end;
-    PyObject *info, *inner, **place;
+    PyObject *info, *inner;
     unsigned long teid;
     Ip4 ip;
     if (outer_ip->end - at < 8 || data[at] != 0x30 || data[at + 1] != 255)
@@ -2650,8 +2644,7 @@ static int gtp_pdu(Decoder *dec, PyObject *bytes, const Ip4 *outer_ip, PyObject 
         Py_DECREF(info);
         return -1;
     }
-    place = (PyObject **)((char *)inner + dec->offsets[L_TUNNEL]);
-    Py_XSETREF(*place, ref(outer));
+    keep(place_of(inner, dec->offsets[L_TUNNEL]), outer);
     /* the inner layer first: the info owns it before anything can fail */
     if (put_gtp(dec, info, G_INNER, inner) < 0
         || put_gtp(dec, info, G_TEID, PyLong_FromUnsignedLong(teid)) < 0
@@ -2661,8 +2654,7 @@ static int gtp_pdu(Decoder *dec, PyObject *bytes, const Ip4 *outer_ip, PyObject 
         Py_DECREF(info);
         return -1;
     }
-    place = (PyObject **)((char *)outer + dec->offsets[L_GTP]);
-    Py_XSETREF(*place, info);
+    Py_XSETREF(*place_of(outer, dec->offsets[L_GTP]), info);
     return 0;
 }
 
