@@ -56,6 +56,27 @@ static inline uint32_t u32(const unsigned char *data, Py_ssize_t at)
         Py_TYPE(self)->tp_free((PyObject *)self);                                          \
     }
 
+/* A class of one METH_FASTCALL method, Cls_method, made by Cls_init, its objects
+ * collected by the functions of GC_FUNCTIONS. */
+#define ONE_METHOD_CLASS(Cls, method, method_doc, type_doc)                                  \
+    static PyMethodDef Cls##_methods[] = {                                                   \
+        {#method, (PyCFunction)(void (*)(void))Cls##_##method, METH_FASTCALL, method_doc},   \
+        {NULL, NULL, 0, NULL},                                                               \
+    };                                                                                       \
+    static PyTypeObject Cls##Type = {                                                        \
+        PyVarObject_HEAD_INIT(NULL, 0)                                                       \
+        .tp_name = "appliance.inspect._fastpath." #Cls,                                      \
+        .tp_basicsize = sizeof(Cls),                                                         \
+        .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,                                 \
+        .tp_doc = type_doc,                                                                  \
+        .tp_new = PyType_GenericNew,                                                         \
+        .tp_init = (initproc)Cls##_init,                                                     \
+        .tp_dealloc = (destructor)Cls##_dealloc,                                             \
+        .tp_traverse = (traverseproc)Cls##_traverse,                                         \
+        .tp_clear = (inquiry)Cls##_clear,                                                    \
+        .tp_methods = Cls##_methods,                                                         \
+    };
+
 /* The place of an object slot at offset in obj (offsets as slot_offsets finds them). */
 static inline PyObject **place_of(PyObject *obj, Py_ssize_t offset)
 {
@@ -1956,26 +1977,10 @@ static int RuleHits_init(RuleHits *rh, PyObject *args, PyObject *kwargs)
 #define RULEHITS_OBJECTS(X) X(icmp_matches) X(head_holds) X(contents_match) X(rule_matches) X(twin)
 GC_FUNCTIONS(RuleHits, RULEHITS_OBJECTS)
 
-static PyMethodDef RuleHits_methods[] = {
-    {"hits", (PyCFunction)(void (*)(void))RuleHits_hits, METH_FASTCALL,
-     "hits(layer, group, established, flags, payload, buffers) -> the rules that match, as "
-     "the engine's _rule_hits"},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyTypeObject RuleHitsType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "appliance.inspect._fastpath.RuleHits",
-    .tp_basicsize = sizeof(RuleHits),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "The engine's rule driver over a group",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)RuleHits_init,
-    .tp_dealloc = (destructor)RuleHits_dealloc,
-    .tp_traverse = (traverseproc)RuleHits_traverse,
-    .tp_clear = (inquiry)RuleHits_clear,
-    .tp_methods = RuleHits_methods,
-};
+ONE_METHOD_CLASS(RuleHits, hits,
+    "hits(layer, group, established, flags, payload, buffers) -> the rules that match, as "
+    "the engine's _rule_hits",
+    "The engine's rule driver over a group")
 
 /* ---- DNS: appproto.parse_dns over UDP ------------------------------------------------- */
 
@@ -2107,25 +2112,9 @@ static int DnsParser_init(DnsParser *dp, PyObject *args, PyObject *kwargs)
 #define DNSPARSER_OBJECTS(X) X(query_type) X(fallback)
 GC_FUNCTIONS(DnsParser, DNSPARSER_OBJECTS)
 
-static PyMethodDef DnsParser_methods[] = {
-    {"parse", (PyCFunction)(void (*)(void))DnsParser_parse, METH_FASTCALL,
-     "parse(payload, errors) -> DnsQuery or None, as appproto.parse_dns over UDP"},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyTypeObject DnsParserType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "appliance.inspect._fastpath.DnsParser",
-    .tp_basicsize = sizeof(DnsParser),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "parse_dns for the common DNS message over UDP",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)DnsParser_init,
-    .tp_dealloc = (destructor)DnsParser_dealloc,
-    .tp_traverse = (traverseproc)DnsParser_traverse,
-    .tp_clear = (inquiry)DnsParser_clear,
-    .tp_methods = DnsParser_methods,
-};
+ONE_METHOD_CLASS(DnsParser, parse,
+    "parse(payload, errors) -> DnsQuery or None, as appproto.parse_dns over UDP",
+    "parse_dns for the common DNS message over UDP")
 
 /* ---- TLS: appproto.parse_tls_sni ---------------------------------------------------- */
 
@@ -2222,25 +2211,9 @@ static int SniParser_init(SniParser *sp, PyObject *args, PyObject *kwargs)
 #define SNIPARSER_OBJECTS(X) X(fallback)
 GC_FUNCTIONS(SniParser, SNIPARSER_OBJECTS)
 
-static PyMethodDef SniParser_methods[] = {
-    {"parse", (PyCFunction)(void (*)(void))SniParser_parse, METH_FASTCALL,
-     "parse(payload, errors) -> the server name or None, as appproto.parse_tls_sni"},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyTypeObject SniParserType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "appliance.inspect._fastpath.SniParser",
-    .tp_basicsize = sizeof(SniParser),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "parse_tls_sni for a ClientHello",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)SniParser_init,
-    .tp_dealloc = (destructor)SniParser_dealloc,
-    .tp_traverse = (traverseproc)SniParser_traverse,
-    .tp_clear = (inquiry)SniParser_clear,
-    .tp_methods = SniParser_methods,
-};
+ONE_METHOD_CLASS(SniParser, parse,
+    "parse(payload, errors) -> the server name or None, as appproto.parse_tls_sni",
+    "parse_tls_sni for a ClientHello")
 
 /* ---- HTTP: appproto.parse_http_request ------------------------------------------------ */
 
@@ -2433,25 +2406,9 @@ static int HttpParser_init(HttpParser *hp, PyObject *args, PyObject *kwargs)
 #define HTTPPARSER_OBJECTS(X) X(request_type) X(normalize_host) X(methods) X(fallback)
 GC_FUNCTIONS(HttpParser, HTTPPARSER_OBJECTS)
 
-static PyMethodDef HttpParser_methods[] = {
-    {"parse", (PyCFunction)(void (*)(void))HttpParser_parse, METH_FASTCALL,
-     "parse(payload, errors) -> HttpRequest or None, as appproto.parse_http_request"},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyTypeObject HttpParserType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "appliance.inspect._fastpath.HttpParser",
-    .tp_basicsize = sizeof(HttpParser),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "parse_http_request for an HTTP/1 request",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)HttpParser_init,
-    .tp_dealloc = (destructor)HttpParser_dealloc,
-    .tp_traverse = (traverseproc)HttpParser_traverse,
-    .tp_clear = (inquiry)HttpParser_clear,
-    .tp_methods = HttpParser_methods,
-};
+ONE_METHOD_CLASS(HttpParser, parse,
+    "parse(payload, errors) -> HttpRequest or None, as appproto.parse_http_request",
+    "parse_http_request for an HTTP/1 request")
 
 /* ---- the common frame's decoding ------------------------------------------------------ */
 
@@ -2756,25 +2713,9 @@ static int Decoder_init(Decoder *dec, PyObject *args, PyObject *kwargs)
 #define DECODER_OBJECTS(X) X(layer_type) X(fallback) X(gtp_type)
 GC_FUNCTIONS(Decoder, DECODER_OBJECTS)
 
-static PyMethodDef Decoder_methods[] = {
-    {"decode", (PyCFunction)(void (*)(void))Decoder_decode, METH_FASTCALL,
-     "decode(data, linktype, errors) -> Layer or None, as decode.decode_packet"},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyTypeObject DecoderType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "appliance.inspect._fastpath.Decoder",
-    .tp_basicsize = sizeof(Decoder),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "decode_packet for the common Ethernet / IPv4 frame",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)Decoder_init,
-    .tp_dealloc = (destructor)Decoder_dealloc,
-    .tp_traverse = (traverseproc)Decoder_traverse,
-    .tp_clear = (inquiry)Decoder_clear,
-    .tp_methods = Decoder_methods,
-};
+ONE_METHOD_CLASS(Decoder, decode,
+    "decode(data, linktype, errors) -> Layer or None, as decode.decode_packet",
+    "decode_packet for the common Ethernet / IPv4 frame")
 
 /* ---- the type ------------------------------------------------------------------------ */
 
