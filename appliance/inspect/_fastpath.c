@@ -2855,7 +2855,10 @@ static int intern(PyObject **place, const char *text)
 
 PyMODINIT_FUNC PyInit__fastpath(void)
 {
+    PyTypeObject *const types[] = {&FastPathType,  &DecoderType,   &RuleHitsType,
+                                   &DnsParserType, &SniParserType, &HttpParserType};
     PyObject *mod;
+    int i;
     one = PyLong_FromLong(1);
     if (one == NULL)
         return NULL;
@@ -2885,51 +2888,16 @@ PyMODINIT_FUNC PyInit__fastpath(void)
         || intern(&str_buffer, "buffer") < 0 || intern(&str_transforms, "transforms") < 0
         || intern(&str_candidates, "candidates") < 0)
         return NULL;
-    if (PyType_Ready(&FastPathType) < 0 || PyType_Ready(&DecoderType) < 0
-        || PyType_Ready(&RuleHitsType) < 0 || PyType_Ready(&DnsParserType) < 0
-        || PyType_Ready(&SniParserType) < 0 || PyType_Ready(&HttpParserType) < 0)
-        return NULL;
     if (intern(&str_headers, "headers") < 0 || intern(&str_host, "host") < 0
         || intern(&str_user_agent, "user_agent") < 0 || intern(&str_raw_body, "raw_body") < 0)
         return NULL;
     mod = PyModule_Create(&module);
     if (mod == NULL)
         return NULL;
-    Py_INCREF(&FastPathType);
-    if (PyModule_AddObject(mod, "FastPath", (PyObject *)&FastPathType) < 0) {
-        Py_DECREF(&FastPathType);
-        Py_DECREF(mod);
-        return NULL;
-    }
-    Py_INCREF(&DecoderType);
-    if (PyModule_AddObject(mod, "Decoder", (PyObject *)&DecoderType) < 0) {
-        Py_DECREF(&DecoderType);
-        Py_DECREF(mod);
-        return NULL;
-    }
-    Py_INCREF(&RuleHitsType);
-    if (PyModule_AddObject(mod, "RuleHits", (PyObject *)&RuleHitsType) < 0) {
-        Py_DECREF(&RuleHitsType);
-        Py_DECREF(mod);
-        return NULL;
-    }
-    Py_INCREF(&DnsParserType);
-    if (PyModule_AddObject(mod, "DnsParser", (PyObject *)&DnsParserType) < 0) {
-        Py_DECREF(&DnsParserType);
-        Py_DECREF(mod);
-        return NULL;
-    }
-    Py_INCREF(&SniParserType);
-    if (PyModule_AddObject(mod, "SniParser", (PyObject *)&SniParserType) < 0) {
-        Py_DECREF(&SniParserType);
-        Py_DECREF(mod);
-        return NULL;
-    }
-    Py_INCREF(&HttpParserType);
-    if (PyModule_AddObject(mod, "HttpParser", (PyObject *)&HttpParserType) < 0) {
-        Py_DECREF(&HttpParserType);
-        Py_DECREF(mod);
-        return NULL;
-    }
+    for (i = 0; i < (int)(sizeof(types) / sizeof(types[0])); i++)
+        if (PyModule_AddType(mod, types[i]) < 0) { /* readies the type, named by tp_name */
+            Py_DECREF(mod);
+            return NULL;
+        }
     return mod;
 }
