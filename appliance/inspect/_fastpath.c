@@ -779,14 +779,50 @@ static PyObject *new_flow(FastPath *fp, PyObject *key, PyObject *reverse, PyObje
 /* FlowTable.lookup's new flow (_create): the packet's key (stolen) is in no flow's index
  * entry. (flow, to_server), or Py_None (a new reference) where the twin's lookup is to
  * take the packet (an embryo hatches under the key); NULL on error. */
+/* FlowTable's sweep of idle flows when it is due (ts at or past _next_sweep), as
+ * FlowTable.lookup and add_embryo do it; 0, or -1 on error. */
+static int table_sweep(FastPath *fp, PyObject *ts_obj, double ts)
+{
+    PyObject *next = PyObject_GetAttr(fp->table, str_next_sweep), *done;
+    double sweep;
+    if (next == NULL)
+        return -1;
+    sweep = PyFloat_AsDouble(next);
+    Py_DECREF(next);
+    if (sweep == -1.0 && PyErr_Occurred())
+        return -1;
+    if (ts < sweep)
+        return 0;
+    done = PyObject_CallMethodOneArg(fp->table, str_sweep, ts_obj);
+    Py_XDECREF(done);
+    return done == NULL ? -1 : 0;
+}
+
+/* FlowTable's eviction of the oldest flow once the table holds more than max_flows; 0, or
+ * -1 on error. */
+static int table_evict(FastPath *fp)
+{
+    long limit = long_attr(fp->table, str_max_flows), size;
+    PyObject *done;
+    if (limit == -1 && PyErr_Occurred())
+        return -1;
+    size = (long)PyObject_Size(fp->flows);
+    if (size < 0)
+        return -1;
+    if (size <= limit)
+        return 0;
+    done = PyObject_CallMethodNoArgs(fp->table, str_evict);
+    Py_XDECREF(done);
+    return done == NULL ? -1 : 0;
+}
+
 static PyObject *lookup_new(FastPath *fp, PyObject *layer, PyObject *key, long proto,
                             long flags, PyObject *ts_obj, double ts)
 {
-    PyObject *reverse = NULL, *flow = NULL, *client, *server, *next, *result;
+    PyObject *reverse = NULL, *flow = NULL, *client, *server, *result;
     const char *raw = PyBytes_AS_STRING(key);
     Py_ssize_t size = PyBytes_GET_SIZE(key), half = (size - 4 - (proto != 6)) / 2;
-    long embryos, limit, count;
-    double sweep;
+    long embryos;
     int syn_ack, to_server;
     char *out;
 
@@ -821,19 +857,8 @@ static PyObject *lookup_new(FastPath *fp, PyObject *layer, PyObject *key, long p
     client = syn_ack ? reverse : key;
     server = syn_ack ? key : reverse;
     to_server = !syn_ack;
-    next = PyObject_GetAttr(fp->table, str_next_sweep);
-    if (next == NULL)
+    if (table_sweep(fp, ts_obj, ts) < 0)
         goto error;
-    sweep = PyFloat_AsDouble(next);
-    Py_DECREF(next);
-    if (sweep == -1.0 && PyErr_Occurred())
-        goto error;
-    if (ts >= sweep) {
-        PyObject *done = PyObject_CallMethodOneArg(fp->table, str_sweep, ts_obj);
-        if (done == NULL)
-            goto error;
-        Py_DECREF(done);
-    }
     flow = new_flow(fp, client, server, layer_slot(fp, layer, LK_PROTO), ts_obj);
     if (flow == NULL)
         goto error;
@@ -841,18 +866,8 @@ static PyObject *lookup_new(FastPath *fp, PyObject *layer, PyObject *key, long p
         || PyDict_SetItem(fp->index, client, flow) < 0
         || PyDict_SetItem(fp->index, server, flow) < 0)
         goto error;
-    limit = long_attr(fp->table, str_max_flows);
-    if (limit == -1 && PyErr_Occurred())
+    if (table_evict(fp) < 0)
         goto error;
-    count = (long)PyObject_Size(fp->flows);
-    if (count < 0)
-        goto error;
-    if (count > limit) {
-        PyObject *done = PyObject_CallMethodNoArgs(fp->table, str_evict);
-        if (done == NULL)
-            goto error;
-        Py_DECREF(done);
-    }
     if (increment(fp, flow, to_server ? S_PACKETS_TO_SERVER : S_PACKETS_TO_CLIENT) < 0)
         goto error;
     if (proto == 6 && tcp_track(fp, flow, flags, to_server, 0) < 0)
@@ -1265,9 +1280,8 @@ static PyObject *new_syn(FastPath *fp, PyObject *ts_obj, double ts, PyObject *by
     uint32_t src_n, dst_n;
     unsigned int sport, dport;
     unsigned long seq;
-    long embryos, plan, limit, size;
-    PyObject *kind, *found, *embryo, *fired, *scan = NULL, *flood = NULL, *src, *dst, *next;
-    double sweep;
+    long embryos, plan;
+    PyObject *kind, *found, *embryo, *fired, *scan = NULL, *flood = NULL, *src, *dst;
     int held;
 
     if (doff < 5 || total != 20 + (doff << 2) || 14 + total > n)
@@ -1336,19 +1350,8 @@ static PyObject *new_syn(FastPath *fp, PyObject *ts_obj, double ts, PyObject *by
     if (add_attr(fp->stats, str_full, 1) < 0)
         return NULL;
     /* the embryo (FlowTable.add_embryo) */
-    next = PyObject_GetAttr(fp->table, str_next_sweep);
-    if (next == NULL)
+    if (table_sweep(fp, ts_obj, ts) < 0)
         return NULL;
-    sweep = PyFloat_AsDouble(next);
-    Py_DECREF(next);
-    if (sweep == -1.0 && PyErr_Occurred())
-        return NULL;
-    if (ts >= sweep) {
-        PyObject *done = PyObject_CallMethodOneArg(fp->table, str_sweep, ts_obj);
-        if (done == NULL)
-            return NULL;
-        Py_DECREF(done);
-    }
     embryo = Py_BuildValue("(Okl)", ts_obj, seq, plan);
     if (embryo == NULL)
         return NULL;
@@ -1356,18 +1359,8 @@ static PyObject *new_syn(FastPath *fp, PyObject *ts_obj, double ts, PyObject *by
     Py_DECREF(embryo);
     if (held < 0 || add_attr(fp->table, str_embryos, 1) < 0)
         return NULL;
-    limit = long_attr(fp->table, str_max_flows);
-    if (limit == -1 && PyErr_Occurred())
+    if (table_evict(fp) < 0)
         return NULL;
-    size = (long)PyObject_Size(fp->flows);
-    if (size < 0)
-        return NULL;
-    if (size > limit) {
-        PyObject *done = PyObject_CallMethodNoArgs(fp->table, str_evict);
-        if (done == NULL)
-            return NULL;
-        Py_DECREF(done);
-    }
     fired = PyList_GET_ITEM(fp->alerting, plan);
     held = PyObject_IsTrue(fired);
     if (held < 0)
