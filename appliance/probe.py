@@ -531,7 +531,8 @@ def has_flowtable() -> bool:
     nft.set_dry_run(True)
     rc, _out, err = nft.cmd(NFT_PROBES["flowtable"].replace("{dev}", "lo"))
     if rc != 0:
-        log.warning("flow offload: %s (%s)", NO_FLOWTABLE, " ".join(str(err).split())[:300])
+        first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+        log.warning("flow offload: %s (%s)", NO_FLOWTABLE, first[:200])
         return False
     return True
 
