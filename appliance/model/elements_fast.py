@@ -39,7 +39,7 @@ from operator import add, and_, lshift, ne, or_, rshift, sub
 
 from appliance.model.elements import Elements
 from appliance.model.intervals import MASK64, NARROW, Spans
-from appliance.model.splice import splice
+from appliance.model.splice import changes, spans_of_words, spliced
 
 FAMILIES = {"ipv4_addr": (socket.AF_INET, 32), "ipv6_addr": (socket.AF_INET6, 128)}
 BLOCK = 1 << 13  # bytes of the old file compared at a time (line-aligned)
@@ -89,13 +89,22 @@ def _byte_lines(data: bytes) -> list[bytes]:
 _ascii = partial(bytes.decode, encoding="ascii")
 
 
-def host_values(set_type: str, lines: list[str]) -> list[int] | None:
-    """The value of each line, each line exactly one address of ``set_type`` (None: a line
-    is anything else: blank, blanks around it, a comment, a network, a range, a typo)."""
-    family, width = FAMILIES[set_type]
+def packed_hosts(set_type: str, lines: list[str]) -> bytes | None:
+    """Each line's address packed in network order (``inet_pton``), each line exactly one
+    address of ``set_type`` (None: a line is anything else: blank, blanks around it, a
+    comment, a network, a range, a typo)."""
     try:
-        packed = b"".join(map(partial(socket.inet_pton, family), lines))
+        return b"".join(map(partial(socket.inet_pton, FAMILIES[set_type][0]), lines))
     except (OSError, ValueError):
+        return None
+
+
+def host_values(set_type: str, lines: list[str]) -> list[int] | None:
+    """The value of each line, as :func:`packed_hosts` reads it (None: a line that is not
+    one address)."""
+    width = FAMILIES[set_type][1]
+    packed = packed_hosts(set_type, lines)
+    if packed is None:
         return None
     if width == 32:
         words = array(NARROW, packed)
@@ -276,23 +285,23 @@ def diff_hosts(last: Parsed, data: bytes) -> Parsed | None:
     came = list(filterfalse(gone_texts.__contains__, new_lines))  # one set, not two
     gone_texts.difference_update(new_lines)
     try:  # only the lines that differ are decoded (a file changed throughout: a tenth)
-        gone_values = host_values(set_type, list(map(_ascii, gone_texts)))
-        new_values = host_values(set_type, list(map(_ascii, came)))
+        gone_packed = packed_hosts(set_type, list(map(_ascii, gone_texts)))
+        came_packed = packed_hosts(set_type, list(map(_ascii, came)))
     except UnicodeDecodeError:
         return None
-    if gone_values is None or new_values is None:
+    if gone_packed is None or came_packed is None:
         return None
-    before, after = set(gone_values), set(new_values)
-    removed, added = sorted(before - after), sorted(after - before)
     base = last.elements
     assert base.spans is not None
     width = base.spans.width
+    # the values that went and came (an address written anew another way is neither)
+    removed, added = changes(width, gone_packed, came_packed)
     # a removed value not held: the record does not hold what its bytes say; an added
     # value held: it repeats a line that stayed (no longer one value a line)
-    spans = splice(base.spans, removed, added)
+    spans = spliced(base.spans, removed, added)
     if spans is None:
         return None
-    count = last.lines - len(removed) + len(added)  # the last version: a value a line
+    count = last.lines - len(removed[0]) + len(added[0])  # the last version: a value a line
     lines = last.lines - len(gone_lines) + len(new_lines)
     elements = Changed(
         set_type,
@@ -300,8 +309,8 @@ def diff_hosts(last: Parsed, data: bytes) -> Parsed | None:
         spans,
         count,
         base=base,
-        added=Counted(set_type, interval, spans_of_values(width, added), len(added)),
-        removed=Counted(set_type, interval, spans_of_values(width, removed), len(removed)),
+        added=Counted(set_type, interval, spans_of_words(width, added), len(added[0])),
+        removed=Counted(set_type, interval, spans_of_words(width, removed), len(removed[0])),
     )
     return Parsed(set_type, interval, data, elements, lines, lines == count)
 

@@ -1,37 +1,205 @@
 """Spans with a few values taken out and others put in, without a pass in Python. Pure.
 
 A feed of a million addresses changes by a tenth at a time. Its new spans are the old ones
-less the values gone and with the values come: :func:`splice` finds where each changed
-value goes among the old spans (``bisect`` at C speed) and copies the word arrays between
-those places whole (slices of their bytes, joined once), never making an integer per
-span. Only the spans that a change splits or joins are made again from their values
-(few: a removed value inside a span of several, a new value next to a span or to another
-new value).
+less the values gone and with the values come. Values travel as word arrays, as
+:meth:`Spans.words` holds bounds: one 32-bit word a value of 32 bits or less, two 64-bit
+words (high, low) of 128 bits, each part in an array of its own.
+
+Two functions do the work, each with a compiled twin (``_splice.c``, built by ``setup.py``
+where gcc and Python's headers are there, loaded on first use, never by the daemon) that
+gives the same bytes:
+
+- :func:`differ`: from the packed addresses of the lines that went and those that came
+  (``inet_pton``'s bytes), the values taken away and those brought, sorted and distinct;
+- :func:`splice_words`: the old spans' words with those values taken out and put in. In
+  Python it finds where each changed value goes among the old spans (``bisect`` at C
+  speed) and copies the word arrays between those places whole (slices of their bytes,
+  joined once), never making an integer per span; only the spans that a change splits or
+  joins are made again from their values (few: a removed value inside a span of several, a
+  new value next to a span or to another new value). Compiled, it is one merge pass.
+
+:func:`spliced` and :func:`changes` take the compiled one where it is built and not
+switched off (``APPLIANCE_SPLICE_CORE=python``), else this module's.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
+import sys
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from itertools import chain, compress, filterfalse, islice, repeat
 from operator import add, and_, eq, gt, le, lshift, mul, or_, rshift, sub
+from types import ModuleType
 
-from appliance.model.intervals import MASK64, Spans
+from appliance.model.intervals import MASK64, NARROW, Spans
 
 _FLIP = bytes.maketrans(b"\0\1", b"\1\0")
+ENV = "APPLIANCE_SPLICE_CORE"
+_OFF = ("0", "off", "python", "no", "false")
+Words = tuple[bytes, ...]  # the bytes of word arrays, in their machine's order
+
+
+def compiled() -> ModuleType | None:
+    """The compiled twin (``appliance.model._splice``), or None: not built, or switched off
+    by ``ENV``."""
+    if os.environ.get(ENV, "").strip().lower() in _OFF:
+        return None
+    try:
+        return importlib.import_module("appliance.model._splice")
+    except ImportError:
+        return None
+
+
+def _code(width: int) -> str:
+    return NARROW if width <= 32 else "Q"
+
+
+def _arrays(width: int, words: Sequence[bytes]) -> list[array[int]]:
+    """Word arrays of these bytes (one array for bytes given twice as the same object)."""
+    made: dict[int, array[int]] = {}
+    out = []
+    for part in words:
+        found = made.get(id(part))
+        if found is None:
+            found = made[id(part)] = array(_code(width))
+            found.frombytes(part)
+        out.append(found)
+    return out
+
+
+def spliced(
+    spans: Spans, removed: Sequence[array[int]], added: Sequence[array[int]]
+) -> Spans | None:
+    """``spans`` without the values whose words are ``removed`` and with those ``added``
+    (each sorted, without repeats, none in both): None if a removed value is not held or
+    an added one is already. Compiled where it is built."""
+    core = compiled()
+    run = splice_words if core is None else core.splice_words
+    words = run(spans.width, spans.words(), removed, added)
+    if words is None:
+        return None
+    return Spans.from_words(spans.width, _arrays(spans.width, words))
+
+
+def spans_of_words(width: int, values: Sequence[array[int]]) -> Spans:
+    """The spans of sorted, distinct values given as word arrays."""
+    empty = Spans(width, points=True)
+    made = spliced(empty, [array(_code(width)) for _ in values], values)
+    assert made is not None  # nothing held, nothing removed
+    return made
+
+
+def changes(width: int, gone: bytes, came: bytes) -> tuple[list[array[int]], list[array[int]]]:
+    """The word arrays of the values packed in ``gone`` and not in ``came``, and of those in
+    ``came`` and not in ``gone`` (``inet_pton``'s bytes: 4 or 16 a value), sorted and
+    distinct. Compiled where it is built."""
+    core = compiled()
+    removed, added = (differ if core is None else core.differ)(width, gone, came)
+    return _arrays(width, removed), _arrays(width, added)
 
 
 def splice(spans: Spans, removed: list[int], added: list[int]) -> Spans | None:
-    """``spans`` without the values ``removed`` and with the values ``added`` (each list
-    sorted, without repeats, none in both). None if a removed value is not in ``spans`` or
-    an added one is already."""
+    """As :func:`spliced`, the values given as sorted lists of integers."""
     if not removed and not added:
         return spans
-    width = spans.width
-    points = spans.points
-    first_words = spans.firsts.arrays()
-    last_words = first_words if points else spans.lasts.arrays()
+    return spliced(spans, _value_words(spans.width, removed), _value_words(spans.width, added))
+
+
+def _value_words(width: int, values: list[int]) -> list[array[int]]:
+    if width <= 32:
+        return [array(NARROW, values)]
+    return [
+        array("Q", list(map(rshift, values, repeat(64)))),
+        array("Q", list(map(and_, values, repeat(MASK64)))),
+    ]
+
+
+# ---- the twins ------------------------------------------------------------------------
+
+
+def differ(width: int, gone: bytes, came: bytes) -> tuple[Words, Words]:
+    """The words of the values packed in network order in ``gone`` and not in ``came``, and
+    of those in ``came`` and not in ``gone``, sorted and distinct (the compiled
+    ``differ``'s twin)."""
+    if width not in (32, 128):
+        raise ValueError(f"unsupported width {width}")
+    before, after = set(_unpacked(width, gone)), set(_unpacked(width, came))
+    removed, added = sorted(before - after), sorted(after - before)
+    return _bytes_of(width, removed), _bytes_of(width, added)
+
+
+def _unpacked(width: int, data: bytes) -> list[int]:
+    size = width // 8
+    if len(data) % size:
+        raise ValueError("packed values of a partial value")
+    if width == 32:
+        words = array(NARROW, data)
+        if sys.byteorder == "little":
+            words.byteswap()
+        return words.tolist()
+    halves = array("Q", data)
+    if sys.byteorder == "little":
+        halves.byteswap()
+    return list(map(or_, map(lshift, halves[0::2], repeat(64)), halves[1::2]))
+
+
+def _bytes_of(width: int, values: list[int]) -> Words:
+    return tuple(part.tobytes() for part in _value_words(width, values))
+
+
+def splice_words(
+    width: int,
+    bounds: Sequence[array[int]],
+    removed: Sequence[array[int]],
+    added: Sequence[array[int]],
+) -> Words | None:
+    """The bytes of the word arrays of ``bounds`` (as :meth:`Spans.words`) with the sorted
+    values ``removed`` taken out and ``added`` put in, firsts then lasts (the same objects
+    twice where every span is one value); None if a removed value is not held or an added
+    one is (the compiled ``splice_words``'s twin)."""
+    half = len(bounds) // 2
+    points = all(
+        first is last or first == last
+        for first, last in zip(bounds[:half], bounds[half:], strict=True)
+    )
+    first_words = list(bounds[:half])
+    last_words = first_words if points else list(bounds[half:])
+    gone, came = _listed(removed), _listed(added)
+    if not gone and not came:
+        new = [part.tobytes() for part in bounds]
+    elif not len(bounds[0]) and not gone:  # the spans of values alone, at C speed
+        steps = bytes(map(eq, islice(came, 1, None), map(add, came, repeat(1))))
+        ends = list(compress(came, chain(steps.translate(_FLIP), (1,))))
+        starts = list(compress(came, chain((1,), steps.translate(_FLIP))))
+        new = [*_bytes_of(width, starts), *_bytes_of(width, ends)]
+    else:
+        made = _splice(width, points, first_words, last_words, gone, came)
+        if made is None:
+            return None
+        new = [part.tobytes() for part in made]
+    if new[:half] == new[half:]:
+        return (*new[:half], *new[:half])
+    return tuple(new)
+
+
+def _listed(words: Sequence[array[int]]) -> list[int]:
+    if len(words) == 1:
+        return words[0].tolist()
+    return list(map(or_, map(lshift, words[0], repeat(64)), words[1]))
+
+
+def _splice(
+    width: int,
+    points: bool,
+    first_words: list[array[int]],
+    last_words: list[array[int]],
+    removed: list[int],
+    added: list[int],
+) -> list[array[int]] | None:
+    """The new word arrays (firsts, then lasts), or None (see :func:`splice_words`)."""
     firsts = _ints(first_words)
     lasts = firsts if points else _ints(last_words)
     n = len(firsts)
@@ -51,9 +219,9 @@ def splice(spans: Spans, removed: list[int], added: list[int]) -> Spans | None:
     events = _events(drops, places)
     new_firsts = [_rebuilt(words, events, values_first, n) for words in _split(first_words)]
     if points and values_last is values_first:
-        return Spans.from_words(width, [*new_firsts, *new_firsts])
+        return [*new_firsts, *new_firsts]
     new_lasts = [_rebuilt(words, events, values_last, n) for words in _split(last_words)]
-    return Spans.from_words(width, [*new_firsts, *new_lasts])
+    return [*new_firsts, *new_lasts]
 
 
 def _ints(words: Sequence[array[int]]) -> Sequence[int]:

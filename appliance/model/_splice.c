@@ -1,0 +1,462 @@
+/* The splice of a diffed elements file (appliance/model/splice.py), compiled. Optional.
+
+   Two functions, each the exact twin of one in splice.py (the tests hold them equal,
+   byte for byte):
+
+   splice_words(width, bounds, removed, added): the word arrays of spans (``bounds``, as
+   Spans.words gives them) with the sorted values ``removed`` taken out and ``added`` put
+   in, merged: a tuple of bytes (firsts' words, then lasts'; the same objects twice where
+   every span is one value), or None where a removed value is not held or an added one
+   is. One pass over the old spans, no Python object per value.
+
+   differ(width, gone, came): the values of ``gone`` not in ``came`` and those of ``came``
+   not in ``gone`` (each packed in network order, as inet_pton gives them), sorted and
+   without repeats, as word arrays' bytes: (removed words, added words).
+
+   A value of 32 bits or less is one native 32-bit word; of 128 bits, two native 64-bit
+   words (the high half, then the low), each in its own array. Malformed input (a width
+   other than 16, 32 or 128, arrays of unequal or partial lengths, spans or values out of
+   order, overlapping or touching, a value too wide) raises ValueError. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    uint64_t hi, lo; /* hi is 0 for a value of 32 bits or less */
+} value;
+
+static inline int less(value a, value b) {
+    return a.hi < b.hi || (a.hi == b.hi && a.lo < b.lo);
+}
+
+static inline int same(value a, value b) { return a.hi == b.hi && a.lo == b.lo; }
+
+/* Whether b is a + 1 (false where a is the largest value). */
+static inline int next_to(value a, value b) {
+    if (a.lo != UINT64_MAX)
+        return b.hi == a.hi && b.lo == a.lo + 1;
+    return a.hi != UINT64_MAX && b.lo == 0 && b.hi == a.hi + 1;
+}
+
+static inline value up(value a) { /* a + 1; never called on the largest value */
+    value b = a;
+    if (++b.lo == 0)
+        b.hi++;
+    return b;
+}
+
+static inline value down(value a) { /* a - 1; never called on 0 */
+    value b = a;
+    if (b.lo-- == 0)
+        b.hi--;
+    return b;
+}
+
+static int compare(const void *x, const void *y) {
+    value a = *(const value *)x, b = *(const value *)y;
+    return less(a, b) ? -1 : less(b, a) ? 1 : 0;
+}
+
+/* One bound's (or a list of values') words: one 32-bit array, or two 64-bit ones. */
+typedef struct {
+    int wide;
+    const unsigned char *hi, *lo;
+    Py_ssize_t n;
+} column;
+
+static inline value at(const column *c, Py_ssize_t i) {
+    value v;
+    if (c->wide) {
+        memcpy(&v.hi, c->hi + 8 * i, 8);
+        memcpy(&v.lo, c->lo + 8 * i, 8);
+    } else {
+        uint32_t word;
+        memcpy(&word, c->lo + 4 * i, 4);
+        v.hi = 0;
+        v.lo = word;
+    }
+    return v;
+}
+
+static int wide_of(int width) {
+    if (width == 16 || width == 32)
+        return 0;
+    if (width == 128)
+        return 1;
+    PyErr_Format(PyExc_ValueError, "unsupported width %d", width);
+    return -1;
+}
+
+/* The arrays of one column, from ``items`` at ``start`` (1 or 2 of them). The buffers are
+   released by release_all. */
+typedef struct {
+    Py_buffer views[8];
+    int count;
+} held;
+
+static void release_all(held *h) {
+    for (int i = 0; i < h->count; i++)
+        PyBuffer_Release(&h->views[i]);
+    h->count = 0;
+}
+
+static int view_of(held *h, PyObject *item, Py_ssize_t size, Py_ssize_t *n) {
+    Py_buffer *view = &h->views[h->count];
+    if (PyObject_GetBuffer(item, view, PyBUF_SIMPLE) < 0)
+        return -1;
+    h->count++;
+    if (view->len % size != 0) {
+        PyErr_SetString(PyExc_ValueError, "a word array of a partial word");
+        return -1;
+    }
+    Py_ssize_t count = view->len / size;
+    if (*n >= 0 && count != *n) {
+        PyErr_SetString(PyExc_ValueError, "word arrays of unequal lengths");
+        return -1;
+    }
+    *n = count;
+    return 0;
+}
+
+/* ``items`` (a tuple or list) split into columns of ``parts`` arrays each. */
+static int columns_of(held *h, PyObject *items, int wide, column *out, int parts, Py_ssize_t *n) {
+    PyObject *seq = PySequence_Fast(items, "word arrays: a sequence expected");
+    if (seq == NULL)
+        return -1;
+    int per = wide ? 2 : 1;
+    if (PySequence_Fast_GET_SIZE(seq) != (Py_ssize_t)(per * parts)) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "the wrong number of word arrays");
+        return -1;
+    }
+    PyObject **items_of = PySequence_Fast_ITEMS(seq);
+    Py_ssize_t size = wide ? 8 : 4;
+    for (int p = 0; p < parts; p++) {
+        column *c = &out[p];
+        c->wide = wide;
+        int first = h->count;
+        for (int k = 0; k < per; k++) {
+            if (view_of(h, items_of[p * per + k], size, n) < 0) {
+                Py_DECREF(seq);
+                return -1;
+            }
+        }
+        c->hi = wide ? h->views[first].buf : NULL;
+        c->lo = h->views[first + per - 1].buf;
+        c->n = *n;
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
+/* The new spans, written into bytes objects of room for ``room`` spans. */
+typedef struct {
+    int wide;
+    PyObject *words[4]; /* firsts (hi, lo or the one), then lasts likewise */
+    unsigned char *data[4];
+    Py_ssize_t n;
+    value last; /* of the span written last */
+    int points; /* every span so far a single value */
+} writer;
+
+static void put(writer *w, int bound, Py_ssize_t i, value v) {
+    int per = w->wide ? 2 : 1;
+    if (w->wide) {
+        memcpy(w->data[bound * per] + 8 * i, &v.hi, 8);
+        memcpy(w->data[bound * per + 1] + 8 * i, &v.lo, 8);
+    } else {
+        uint32_t word = (uint32_t)v.lo;
+        memcpy(w->data[bound * per] + 4 * i, &word, 4);
+    }
+}
+
+static inline void emit(writer *w, value first, value last) {
+    if (w->n > 0 && next_to(w->last, first)) {
+        put(w, 1, w->n - 1, last);
+        w->points = 0;
+    } else {
+        put(w, 0, w->n, first);
+        put(w, 1, w->n, last);
+        w->n++;
+        if (!same(first, last))
+            w->points = 0;
+    }
+    w->last = last;
+}
+
+static int writer_open(writer *w, int wide, Py_ssize_t room) {
+    int count = wide ? 4 : 2;
+    Py_ssize_t size = wide ? 8 : 4;
+    memset(w, 0, sizeof(*w));
+    w->wide = wide;
+    w->points = 1;
+    if (room > PY_SSIZE_T_MAX / size) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (int i = 0; i < count; i++) {
+        w->words[i] = PyBytes_FromStringAndSize(NULL, room * size);
+        if (w->words[i] == NULL)
+            return -1;
+        w->data[i] = (unsigned char *)PyBytes_AS_STRING(w->words[i]);
+    }
+    return 0;
+}
+
+static void writer_drop(writer *w) {
+    for (int i = 0; i < 4; i++)
+        Py_CLEAR(w->words[i]);
+}
+
+/* The tuple of the written words (lasts the same objects as firsts where all are points). */
+static PyObject *writer_close(writer *w) {
+    int per = w->wide ? 2 : 1;
+    Py_ssize_t size = w->wide ? 8 : 4;
+    for (int i = 0; i < 2 * per; i++) {
+        if (_PyBytes_Resize(&w->words[i], w->n * size) < 0) {
+            writer_drop(w);
+            return NULL;
+        }
+    }
+    PyObject *out = PyTuple_New(2 * per);
+    if (out == NULL) {
+        writer_drop(w);
+        return NULL;
+    }
+    for (int i = 0; i < per; i++) {
+        PyObject *first = w->words[i];
+        PyObject *last = w->points ? first : w->words[per + i];
+        Py_INCREF(first);
+        Py_INCREF(last);
+        PyTuple_SET_ITEM(out, i, first);
+        PyTuple_SET_ITEM(out, per + i, last);
+    }
+    writer_drop(w);
+    return out;
+}
+
+static int too_wide(int width, value v) {
+    if (width < 128 && (v.hi != 0 || (v.lo >> width) != 0)) {
+        PyErr_SetString(PyExc_ValueError, "a value wider than the set's width");
+        return 1;
+    }
+    return 0;
+}
+
+static int increasing(int width, const column *c, const char *what) {
+    for (Py_ssize_t i = 0; i < c->n; i++) {
+        value v = at(c, i);
+        if (too_wide(width, v))
+            return 0;
+        if (i > 0 && !less(at(c, i - 1), v)) {
+            PyErr_Format(PyExc_ValueError, "%s: values out of order or repeated", what);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static PyObject *splice_words(PyObject *self, PyObject *args) {
+    (void)self;
+    int width;
+    PyObject *bounds_arg, *removed_arg, *added_arg;
+    if (!PyArg_ParseTuple(args, "iOOO:splice_words", &width, &bounds_arg, &removed_arg,
+                          &added_arg))
+        return NULL;
+    int wide = wide_of(width);
+    if (wide < 0)
+        return NULL;
+    held h = {.count = 0};
+    column bounds[2], removed, added;
+    Py_ssize_t n = -1, nr = -1, na = -1;
+    PyObject *result = NULL;
+    if (columns_of(&h, bounds_arg, wide, bounds, 2, &n) < 0 ||
+        columns_of(&h, removed_arg, wide, &removed, 1, &nr) < 0 ||
+        columns_of(&h, added_arg, wide, &added, 1, &na) < 0)
+        goto done;
+    if (!increasing(width, &removed, "removed") || !increasing(width, &added, "added"))
+        goto done;
+    writer w;
+    if (writer_open(&w, wide, n + nr + na) < 0) {
+        writer_drop(&w);
+        goto done;
+    }
+    Py_ssize_t j = 0, k = 0;
+    value previous = {0, 0};
+    int missing = 0;
+    for (Py_ssize_t i = 0; i < n && !missing; i++) {
+        value first = at(&bounds[0], i), last = at(&bounds[1], i);
+        if (too_wide(width, last) || less(last, first) ||
+            (i > 0 && (!less(previous, first) || next_to(previous, first)))) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "spans out of order, overlapping or touching");
+            writer_drop(&w);
+            goto done;
+        }
+        previous = last;
+        for (; k < na && less(at(&added, k), first); k++)
+            emit(&w, at(&added, k), at(&added, k));
+        if (k < na && !less(last, at(&added, k))) {
+            missing = 1; /* an added value is held already */
+            break;
+        }
+        value from = first;
+        int rest = 1; /* values of the span left from ``from`` on */
+        for (; j < nr && !less(last, at(&removed, j)); j++) {
+            value gone = at(&removed, j);
+            if (less(gone, first)) {
+                missing = 1; /* between two spans: not held */
+                break;
+            }
+            if (less(from, gone))
+                emit(&w, from, down(gone));
+            if (same(gone, last)) {
+                rest = 0;
+                j++;
+                break;
+            }
+            from = up(gone);
+        }
+        if (rest && !missing)
+            emit(&w, from, last);
+    }
+    if (!missing) {
+        for (; k < na; k++)
+            emit(&w, at(&added, k), at(&added, k));
+        missing = j < nr; /* above every span: not held */
+    }
+    if (missing) {
+        writer_drop(&w);
+        result = Py_NewRef(Py_None);
+    } else {
+        result = writer_close(&w);
+    }
+done:
+    release_all(&h);
+    return result;
+}
+
+/* The values packed in network order in ``data`` (4 or 16 bytes each), sorted and without
+   repeats, into ``out`` (their count returned; -1 with an exception set). */
+static Py_ssize_t unpacked(int width, const Py_buffer *data, value **out) {
+    Py_ssize_t size = width == 128 ? 16 : 4;
+    if (width != 32 && width != 128) {
+        PyErr_Format(PyExc_ValueError, "unsupported width %d", width);
+        return -1;
+    }
+    if (data->len % size != 0) {
+        PyErr_SetString(PyExc_ValueError, "packed values of a partial value");
+        return -1;
+    }
+    Py_ssize_t n = data->len / size;
+    value *values = PyMem_Malloc(n > 0 ? (size_t)n * sizeof(value) : 1);
+    if (values == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    const unsigned char *p = data->buf;
+    for (Py_ssize_t i = 0; i < n; i++, p += size) {
+        uint64_t hi = 0, lo = 0;
+        if (size == 16)
+            for (int b = 0; b < 8; b++)
+                hi = (hi << 8) | p[b];
+        for (Py_ssize_t b = size == 16 ? 8 : 0; b < size; b++)
+            lo = (lo << 8) | p[b];
+        values[i].hi = hi;
+        values[i].lo = lo;
+    }
+    if (n > 1)
+        qsort(values, (size_t)n, sizeof(value), compare);
+    Py_ssize_t kept = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (kept == 0 || !same(values[kept - 1], values[i]))
+            values[kept++] = values[i];
+    *out = values;
+    return kept;
+}
+
+/* The words of ``values`` not in ``others`` (both sorted, without repeats). */
+static PyObject *words_less(int width, const value *values, Py_ssize_t n, const value *others,
+                            Py_ssize_t m) {
+    int wide = width == 128;
+    writer w;
+    if (writer_open(&w, wide, n) < 0) {
+        writer_drop(&w);
+        return NULL;
+    }
+    Py_ssize_t j = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        while (j < m && less(others[j], values[i]))
+            j++;
+        if (j < m && same(others[j], values[i]))
+            continue;
+        put(&w, 0, w.n++, values[i]);
+    }
+    int per = wide ? 2 : 1;
+    Py_ssize_t size = wide ? 8 : 4;
+    PyObject *out = PyTuple_New(per);
+    if (out == NULL) {
+        writer_drop(&w);
+        return NULL;
+    }
+    for (int i = 0; i < per; i++) {
+        if (_PyBytes_Resize(&w.words[i], w.n * size) < 0) {
+            Py_DECREF(out);
+            writer_drop(&w);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(out, i, w.words[i]);
+        w.words[i] = NULL;
+    }
+    writer_drop(&w);
+    return out;
+}
+
+static PyObject *differ(PyObject *self, PyObject *args) {
+    (void)self;
+    int width;
+    Py_buffer gone, came;
+    if (!PyArg_ParseTuple(args, "iy*y*:differ", &width, &gone, &came))
+        return NULL;
+    value *before = NULL, *after = NULL;
+    PyObject *removed = NULL, *added = NULL, *result = NULL;
+    Py_ssize_t nb = unpacked(width, &gone, &before);
+    if (nb < 0)
+        goto done;
+    Py_ssize_t na = unpacked(width, &came, &after);
+    if (na < 0)
+        goto done;
+    removed = words_less(width, before, nb, after, na);
+    if (removed == NULL)
+        goto done;
+    added = words_less(width, after, na, before, nb);
+    if (added == NULL)
+        goto done;
+    result = PyTuple_Pack(2, removed, added);
+done:
+    Py_XDECREF(removed);
+    Py_XDECREF(added);
+    PyMem_Free(before);
+    PyMem_Free(after);
+    PyBuffer_Release(&gone);
+    PyBuffer_Release(&came);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"splice_words", splice_words, METH_VARARGS,
+     "The spans' words with sorted values taken out and put in (None: one not held, or held)."},
+    {"differ", differ, METH_VARARGS,
+     "The values gone and those come, sorted and distinct, from two lists of packed addresses."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_splice", "The splice of a diffed elements file, compiled.", -1,
+    methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__splice(void) { return PyModule_Create(&module); }

@@ -1,0 +1,7 @@
+from collections.abc import Sequence
+from typing import Any
+
+def splice_words(
+    width: int, bounds: Sequence[Any], removed: Sequence[Any], added: Sequence[Any]
+) -> tuple[bytes, ...] | None: ...
+def differ(width: int, gone: bytes, came: bytes) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]: ...

@@ -1,0 +1,263 @@
+"""The compiled splice (``_splice.c``) gives the bytes its Python twin (splice.py) gives, and
+refuses malformed input with an exception, never a crash."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+from array import array
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from appliance.model import elements_fast, splice
+from appliance.model.intervals import MASK64, NARROW, Spans
+
+SOURCE = Path(splice.__file__).with_name("_splice.c")
+
+
+def core() -> ModuleType:
+    found = splice.compiled()
+    if found is None:
+        pytest.skip("the compiled splice is not built (setup.py) or is switched off")
+    return found
+
+
+# where a test's values sit: both ends of 32 and 128 bits, and the middle of 128
+PLACES = st.sampled_from([(32, 0), (32, (1 << 32) - 256), (128, 1 << 100), (128, (1 << 128) - 256)])
+
+
+def spans_of(width: int, pairs: list[tuple[int, int]]) -> Spans:
+    return Spans.of(width, pairs)
+
+
+def words_of(width: int, values: list[int]) -> list[array[int]]:
+    if width <= 32:
+        return [array(NARROW, values)]
+    return [array("Q", [v >> 64 for v in values]), array("Q", [v & MASK64 for v in values])]
+
+
+def both(width: int, bounds: list[array[int]], removed: list[int], added: list[int]) -> None:
+    """The compiled result and the twin's: equal bytes, the same words shared or not."""
+    gone, came = words_of(width, removed), words_of(width, added)
+    compiled = core().splice_words(width, bounds, gone, came)
+    twin = splice.splice_words(width, bounds, gone, came)
+    if twin is None:
+        assert compiled is None
+        return
+    assert compiled is not None
+    assert list(compiled) == list(twin)
+    half = len(twin) // 2
+    assert [a is b for a, b in zip(compiled[:half], compiled[half:], strict=True)] == [
+        a is b for a, b in zip(twin[:half], twin[half:], strict=True)
+    ]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    PLACES,
+    st.lists(st.tuples(st.integers(0, 255), st.integers(0, 6)), max_size=30),
+    st.sets(st.integers(0, 255), max_size=30),
+    st.sets(st.integers(0, 255), max_size=30),
+    st.booleans(),
+)
+def test_splice_words_as_the_twin(
+    place: tuple[int, int],
+    ranges: list[tuple[int, int]],
+    taken: set[int],
+    brought: set[int],
+    honest: bool,
+) -> None:
+    """Hash sets' single values and interval sets' ranges; values removed and added empty,
+    overlapping, adjacent, at both ends; and (not ``honest``) values not held removed or
+    held ones added, where both give None."""
+    width, base = place
+    pairs = [(base + start, base + min(start + length, 255)) for start, length in ranges]
+    old = spans_of(width, pairs)
+    held = {v for first, last in pairs for v in range(first, last + 1)}
+    removed = sorted(base + v for v in taken)
+    added = sorted(base + v for v in brought)
+    if honest:
+        removed = [v for v in removed if v in held]
+        added = [v for v in added if v not in held and v not in removed]
+    else:
+        added = [v for v in added if v not in removed]
+    both(width, old.words(), removed, added)
+
+
+@settings(max_examples=100, deadline=None)
+@given(PLACES, st.sets(st.integers(0, 255), max_size=60))
+def test_spans_of_values_alone_as_the_twin(place: tuple[int, int], values: set[int]) -> None:
+    width, base = place
+    both(width, Spans(width, points=True).words(), [], sorted(base + v for v in values))
+
+
+def test_a_large_splice_as_the_twin() -> None:
+    """300,000 IPv4 values and a tenth changed; 50,000 IPv6 values likewise."""
+    rng = random.Random(3)
+    for width, count, space in ((32, 300_000, 1 << 22), (128, 50_000, 1 << 40)):
+        base = 1 << 100 if width == 128 else 0
+        values = rng.sample(range(space), count + count // 20)
+        held = sorted(base + v for v in values[:count])
+        removed = sorted(rng.sample(held, count // 20))
+        added = sorted(base + v for v in values[count:])
+        old = elements_fast.spans_of_values(width, held)
+        both(width, old.words(), removed, added)
+
+
+def packed(width: int, values: list[int]) -> bytes:
+    return b"".join(v.to_bytes(width // 8, "big") for v in values)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    PLACES,
+    st.lists(st.integers(0, 63), max_size=40),
+    st.lists(st.integers(0, 63), max_size=40),
+)
+def test_differ_as_the_twin(place: tuple[int, int], gone: list[int], came: list[int]) -> None:
+    """Repeats, values in both lists, either list empty: the same sorted, distinct words."""
+    width, base = place
+    before = packed(width, [base + v for v in gone])
+    after = packed(width, [base + v for v in came])
+    assert core().differ(width, before, after) == splice.differ(width, before, after)
+
+
+def test_differ_reads_inet_pton_s_bytes() -> None:
+    lines = ["10.0.0.2", "10.0.0.1", "192.168.1.1"]
+    gone = b"".join(socket.inet_pton(socket.AF_INET, line) for line in lines)
+    came = socket.inet_pton(socket.AF_INET, "10.0.0.1")
+    removed, added = core().differ(32, gone, came)
+    assert array(NARROW, removed[0]).tolist() == [0x0A000002, 0xC0A80101]
+    assert added == (b"",)
+    six = socket.inet_pton(socket.AF_INET6, "2001:db8::1")
+    removed, added = core().differ(128, b"", six)
+    assert (array("Q", added[0])[0], array("Q", added[1])[0]) == (0x20010DB800000000, 1)
+
+
+def test_a_diff_with_the_compiled_splice_is_the_twin_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file's diff (elements_fast.diff_hosts) gives the same elements either way."""
+    core()
+    rng = random.Random(5)
+    picked = rng.sample(range(1 << 20), 21_000)
+    lines = [f"10.{v >> 16}.{(v >> 8) & 255}.{v & 255}" for v in picked]
+    first = "".join(f"{line}\n" for line in lines[:20_000]).encode()
+    changed = "".join(f"{line}\n" for line in lines[1000:]).encode()
+    base = elements_fast.parse_hosts("ipv4_addr", False, first)
+    assert base is not None
+    compiled = elements_fast.diff_hosts(base, changed)
+    monkeypatch.setenv(splice.ENV, "python")
+    assert splice.compiled() is None
+    twin = elements_fast.diff_hosts(base, changed)
+    assert compiled is not None and twin is not None
+    assert compiled.elements.spans is not None and twin.elements.spans is not None
+    assert compiled.elements.spans.words() == twin.elements.spans.words()
+    assert len(compiled.elements) == len(twin.elements) == 20_000
+
+
+# ---- malformed input: an exception, never a crash ------------------------------------
+
+WORD = st.binary(min_size=0, max_size=40)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from([0, 8, 16, 32, 64, 128, 129]),
+    st.lists(WORD, max_size=5),
+    st.lists(WORD, max_size=3),
+    st.lists(WORD, max_size=3),
+)
+def test_splice_words_refuses_malformed_input(
+    width: int, bounds: list[bytes], removed: list[bytes], added: list[bytes]
+) -> None:
+    """Random bytes as word arrays (wrong counts, lengths, partial words, values out of
+    order, spans overlapping or touching, values too wide): ValueError, or a result only
+    where the input was well formed, which the twin then gives too."""
+    try:
+        result = core().splice_words(width, bounds, removed, added)
+    except ValueError:
+        return
+    code = NARROW if width <= 32 else "Q"
+    arrays = [array(code, part) for part in bounds]
+    gone, came = [array(code, p) for p in removed], [array(code, p) for p in added]
+    assert result == splice.splice_words(width, arrays, gone, came)
+
+
+@pytest.mark.parametrize(
+    ("width", "bounds", "removed", "added"),
+    [
+        (32, [array(NARROW, [5, 1]), array(NARROW, [6, 1])], [array(NARROW)], [array(NARROW)]),
+        (32, [array(NARROW, [1, 3]), array(NARROW, [2, 4])], [array(NARROW)], [array(NARROW)]),
+        (32, [array(NARROW, [4]), array(NARROW, [2])], [array(NARROW)], [array(NARROW)]),
+        (32, [array(NARROW, [1]), array(NARROW, [1])], [array(NARROW, [1, 1])], [array(NARROW)]),
+        (32, [array(NARROW, [1]), array(NARROW, [1])], [array(NARROW)], [array(NARROW, [9, 3])]),
+        (32, [array(NARROW, [1]), array(NARROW, [1, 2])], [array(NARROW)], [array(NARROW)]),
+        (32, [array(NARROW, [1])], [array(NARROW)], [array(NARROW)]),
+        (32, [b"\0\0\0", b"\0\0\0"], [b""], [b""]),
+        (16, [array(NARROW), array(NARROW)], [array(NARROW)], [array(NARROW, [1 << 16])]),
+        (64, [array("Q"), array("Q")], [array("Q")], [array("Q")]),
+        (128, [array("Q")] * 4, [array("Q", [1]), array("Q")], [array("Q")] * 2),
+        (128, [array("Q")] * 4, [array("Q")] * 2, [array("Q", [0, 0])] * 2),
+    ],
+)
+def test_splice_words_names_what_is_malformed(
+    width: int, bounds: list[object], removed: list[object], added: list[object]
+) -> None:
+    with pytest.raises(ValueError):
+        core().splice_words(width, bounds, removed, added)
+
+
+def test_splice_words_refuses_what_is_not_words() -> None:
+    with pytest.raises(TypeError):
+        core().splice_words(32, [1, 2], [array(NARROW)], [array(NARROW)])
+    with pytest.raises(TypeError):
+        core().splice_words(32, None, [array(NARROW)], [array(NARROW)])
+    with pytest.raises(TypeError):
+        core().splice_words("32", [], [], [])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from([0, 16, 32, 64, 128]), WORD, WORD)
+def test_differ_refuses_malformed_input(width: int, gone: bytes, came: bytes) -> None:
+    """Partial values and other widths: ValueError; else the twin's result."""
+    try:
+        result = core().differ(width, gone, came)
+    except ValueError:
+        with pytest.raises(ValueError):
+            splice.differ(width, gone, came)
+        return
+    assert result == splice.differ(width, gone, came)
+
+
+# ---- built where CI runs, and warning-free -------------------------------------------
+
+
+@pytest.mark.skipif(os.environ.get("CI") != "true", reason="checked where CI runs setup.sh")
+def test_built_where_ci_runs() -> None:
+    assert splice.compiled() is not None
+
+
+def test_the_source_builds_without_a_warning(tmp_path: Path) -> None:
+    """gcc -Wall -Wextra -Werror, as the guests build the compiled parts."""
+    gcc = shutil.which("gcc")
+    include = sysconfig.get_paths()["include"]
+    if gcc is None or not (Path(include) / "Python.h").exists():
+        pytest.skip("no gcc or Python headers")
+    out = tmp_path / f"_splice{sysconfig.get_config_var('EXT_SUFFIX')}"
+    flags = ["-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", f"-I{include}"]
+    build = subprocess.run(
+        [gcc, *flags, str(SOURCE), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert build.returncode == 0, build.stderr
+    assert out.exists() and sys.platform.startswith("linux")
