@@ -166,6 +166,9 @@ typedef struct {
     PyObject *anchored_hit; /* the twin's _anchored_hit(group, data, start, end, established) */
     PyObject *layer_type;   /* decode.Layer, for lookup() */
     PyObject *lookup;       /* the twin's FlowTable.lookup(layer, ts) */
+    /* the engine's _scan_segment(flow, to_server, group, data, ip, start, end): a data
+     * segment of a direction whose selection says it may be scanned (NULL: none is) */
+    PyObject *segment;
     double idle_timeout;
     Py_ssize_t offsets[S_COUNT];
     Py_ssize_t layer_offsets[6];
@@ -472,6 +475,8 @@ twin:
     }
 }
 
+static int truth_of(PyObject *result);
+
 /* ---- the flow's time and place ------------------------------------------------------- */
 
 /* flow.last_ts = ts, the direction's counter, and the LRU refresh at most once a second. */
@@ -510,8 +515,8 @@ static int fast_tcp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, 
     const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(bytes);
     PyObject *key, *flow, *fast, *group, *app, *value;
     GroupInfo *info;
-    int to_server, flags, state, established = 1, result = 0, truth;
-    Py_ssize_t offset, start;
+    int to_server, flags, state, established = 1, result = 0, truth, settled;
+    Py_ssize_t offset, start, size;
     double last;
 
     key = PyBytes_FromStringAndSize((const char *)data + ip + 12, 12);
@@ -554,6 +559,7 @@ static int fast_tcp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, 
     if (value == NULL || !PyLong_CheckExact(value))
         goto done;
     state = (int)PyLong_AsLong(value);
+    settled = state == TCP_ESTABLISHED;
     if (state == TCP_ESTABLISHED) {
         if (flags & 0x02)
             goto done;
@@ -565,7 +571,8 @@ static int fast_tcp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, 
     } else {
         goto done;
     }
-    if (!PyTuple_Check(fast) || PyTuple_GET_SIZE(fast) != 3)
+    /* (quiet, group, app) or (False, group, app, True): a direction _scan_segment takes */
+    if (!PyTuple_Check(fast) || (size = PyTuple_GET_SIZE(fast)) < 3 || size > 4)
         goto done;
     Py_INCREF(fast);
     group = PyTuple_GET_ITEM(fast, 1);
@@ -588,12 +595,34 @@ static int fast_tcp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, 
     if (offset < 5 || start > end)
         goto leave_fast_zero;
     if (start < end) {
-        if ((truth = PyObject_IsTrue(PyTuple_GET_ITEM(fast, 0))) <= 0)
+        int quiet = PyObject_IsTrue(PyTuple_GET_ITEM(fast, 0));
+        if (quiet < 0) {
+            truth = -1;
             goto leave_fast;
+        }
+        if (!quiet && (size < 4 || !settled || tunnel || fp->segment == NULL))
+            goto leave_fast_zero;
         if (info->anchored
             && (truth = anchored_hit(fp, group, info->probe, bytes, start, end, established))
                    != 0)
             goto leave_fast;
+        if (!quiet) {
+            PyObject *args[7] = {flow, to_server ? Py_True : Py_False, group, bytes, NULL,
+                                 NULL, NULL};
+            Py_ssize_t numbers[3] = {ip, start, end};
+            PyObject *taken = NULL;
+            int i;
+            for (i = 0; i < 3; i++)
+                if ((args[4 + i] = PyLong_FromSsize_t(numbers[i])) == NULL)
+                    break;
+            if (i == 3)
+                taken = PyObject_Vectorcall(fp->segment, args, 7, NULL);
+            while (i-- > 0)
+                Py_DECREF(args[4 + i]);
+            truth = truth_of(taken);
+            if (truth <= 0)
+                goto leave_fast;
+        }
     }
     Py_DECREF(fast);
     value = slot(fp, flow, S_TCP_STATE);
@@ -2745,6 +2774,7 @@ static int FastPath_traverse(FastPath *fp, visitproc visit, void *arg)
     Py_VISIT(fp->anchored_hit);
     Py_VISIT(fp->layer_type);
     Py_VISIT(fp->lookup);
+    Py_VISIT(fp->segment);
     Py_VISIT(fp->table);
     Py_VISIT(fp->stats);
     Py_VISIT(fp->hellos);
@@ -2777,6 +2807,7 @@ static int FastPath_clear(FastPath *fp)
     Py_CLEAR(fp->anchored_hit);
     Py_CLEAR(fp->layer_type);
     Py_CLEAR(fp->lookup);
+    Py_CLEAR(fp->segment);
     Py_CLEAR(fp->table);
     Py_CLEAR(fp->stats);
     Py_CLEAR(fp->hellos);
@@ -2805,6 +2836,16 @@ static void FastPath_dealloc(FastPath *fp)
     Py_TYPE(fp)->tp_free((PyObject *)fp);
 }
 
+static PyObject *FastPath_scan_path(FastPath *fp, PyObject *segment)
+{
+    if (!PyCallable_Check(segment)) {
+        PyErr_SetString(PyExc_TypeError, "scan_path: a callable");
+        return NULL;
+    }
+    keep(&fp->segment, segment);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef FastPath_methods[] = {
     {"take", (PyCFunction)(void (*)(void))FastPath_take, METH_FASTCALL,
      "take(ts, data) -> True (accounted for), False (full path) or the flow key of an "
@@ -2816,6 +2857,10 @@ static PyMethodDef FastPath_methods[] = {
      "_unheld does, hatch an embryo as its _hatch does, make a new flow in lookup()"},
     {"lookup", (PyCFunction)(void (*)(void))FastPath_lookup, METH_FASTCALL,
      "lookup(layer, ts) -> (flow, to_server), as FlowTable.lookup"},
+    {"scan_path", (PyCFunction)FastPath_scan_path, METH_O,
+     "scan_path(segment): a data segment of an established flow whose direction's selection "
+     "is (False, group, app, True) is taken when segment(flow, to_server, group, data, ip, "
+     "start, end) is true (the engine's _scan_segment)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -61,7 +61,13 @@ from appliance.inspect.rules import (
     flowbits_hold,
     load_rules,
 )
-from appliance.inspect.stream import DEFAULT_DEPTH, Reassembler, stream_hits
+from appliance.inspect.stream import (
+    DEFAULT_DEPTH,
+    Reassembler,
+    StreamDirection,
+    head_clear,
+    stream_hits,
+)
 from appliance.inspect.threshold import ThresholdState
 from appliance.inspect.xbits import XbitState
 from appliance.model.profile import Detectors, Profile
@@ -80,6 +86,9 @@ _TCP_KEY = struct.Struct("!IIHH").pack  # an IPv4 TCP flow key from its numbers
 _NO_PLAN = -1  # a bare SYN of this kind takes the full path
 _SYN_SIZES = bytes(7) + b"\x01"  # stream_size of a new flow's SYN: server 0, client 1
 _SYN_BUFFERS = (STREAM_SIZE, IP_PACKET)  # buffers a SYN may have besides its payload
+_SEQ = struct.Struct("!I").unpack_from  # a TCP sequence number
+_MOD = 1 << 32
+_MAX_SCAN_PICKS = 65536  # selections of directions whose data segments the fast path scans
 
 
 @dataclass
@@ -352,6 +361,21 @@ class InspectionEngine:
         self._syn_path = self._fast
         self._packet = reads_packet(config.signatures)  # a header keyword: ip:packet wanted
         self._sizes = self._follow is not None and self._follow.sizes is not None
+        # The applications whose data segments of an established flow the fast path may take
+        # when a direction's only payload work is its payload prefilters and its stream (see
+        # _scan_segment): none where a segment has more buffers than its payload (ip:packet,
+        # stream sizes, a TLS version kept) or an HTTP message is followed across segments.
+        scan_apps: set[str] = set()
+        if not self._packet and not self._sizes:
+            scan_apps.add("none")
+            if self._tls_known is None:
+                scan_apps.add("tls")
+            if self._follow is None or self._follow.http is None:
+                scan_apps.add("http")
+        self._scan_apps = frozenset(scan_apps)
+        # (quiet False, group, app, scan True) by (id of the group, app): one tuple shared
+        # by the flows whose direction the fast path scans
+        self._scan_picks: dict[tuple[int, str], tuple[bool, Group, str, bool]] = {}
         self._syn_plans: dict[tuple[int, ...], int] = {}  # kind of SYN -> index in _plans
         # (direction to the server's selection, the other's, whether the stream is
         # followed, the rules that alert on it in order)
@@ -499,6 +523,7 @@ class InspectionEngine:
                 self._plans,  # what an embryo hatches into (_hatch, compiled)
                 self._sizes,
             )
+            fast.scan_path(self._scan_segment)  # a data segment of a direction _scans
         except (AttributeError, TypeError, ValueError):
             # a module built from other sources than these: the twin takes over
             self._core = None
@@ -650,7 +675,10 @@ class InspectionEngine:
             group, other = self.matcher.pair_for(layer, "", True)
             port53 = bool(kind[5])
             sel_s = group.pick(self._quiet(group, None, True, "", port53), "")
-            sel_c = other.pick(self._quiet(other, None, False, "", port53), "")
+            quiet = self._quiet(other, None, False, "", port53)
+            sel_c: tuple[bool, Group, str] | tuple[bool, Group, str, bool] = other.pick(quiet, "")
+            if not quiet and self._scans(other, None, False, "", port53):
+                sel_c = self._scan_pick(other, "")
             # The SYN's buffers: its empty payload, and the stream sizes every new flow's
             # SYN gives. A plan holds only if nothing else of the packet decides a match:
             # no rule that could match reads a header field or has flowbits, no
@@ -725,8 +753,9 @@ class InspectionEngine:
             state = TCP_ESTABLISHED  # the ACK that completes the handshake
         else:
             return False
-        quiet, group, app = fast
-        if app != flow.app:
+        quiet = fast[0]
+        group = fast[1]
+        if fast[2] != flow.app:
             return False
         plain = group.established.get(flags) if established else None
         if plain is None:
@@ -738,9 +767,11 @@ class InspectionEngine:
         if offset < 5 or start > end:
             return False
         if start < end:
-            if not quiet:
+            if not quiet and (len(fast) < 4 or state != flow.tcp_state or tunnel):
                 return False
             if group.anchored and _anchored_hit(group, data, start, end, established):
+                return False
+            if not quiet and not self._scan_segment(flow, to_server, group, data, ip, start, end):
                 return False
         if state != flow.tcp_state:
             flow.tcp_state = state
@@ -933,12 +964,15 @@ class InspectionEngine:
             group = self.matcher.group_for(layer, app if app in _APPS else "", to_server, outer_gtp)
         fast = True
         quiet = False
+        picked: tuple[bool, Group, str] | tuple[bool, Group, str, bool] | None = None
         if layer.proto == PROTO_TCP:
             port53 = layer.sport == 53 or layer.dport == 53
             quiet = self._quiet(group, flow, to_server, app, port53)
+            if not quiet and self._scans(group, flow, to_server, app, port53):
+                picked = self._scan_pick(group, app)
         elif app != "gtp":
             fast = False
-        sel = group.pick(quiet, app)
+        sel = picked if picked is not None else group.pick(quiet, app)
         if to_server:
             flow.sel_s = sel
             if fast:
@@ -948,6 +982,88 @@ class InspectionEngine:
             if fast:
                 flow.fast_c = sel
         return group
+
+    def _scans(
+        self, group: Group, flow: Flow | None, to_server: bool, app: str, port53: bool
+    ) -> bool:
+        """Whether the fast path may take a data segment of an established flow in a TCP
+        direction that is not quiet, by scanning it (``_scan_segment``): its application
+        parses no segment but those ``_scan_segment`` leaves to the full path (a reply
+        before the protocol is known: unless DNS), no handshake is being read, the
+        payload's prefilters scan it untransformed."""
+        if app == "":
+            if to_server or port53 or "none" not in self._scan_apps:
+                return False
+        elif app not in self._scan_apps:
+            return False
+        if self._follow is not None and not self._follow.quiet(flow, to_server, app):
+            return False
+        return not any(prefilter.transforms for prefilter, _ in group.payload_scans)
+
+    def _scan_pick(self, group: Group, app: str) -> tuple[bool, Group, str, bool]:
+        """The shared ``(False, group, app, True)`` of a direction ``_scans``."""
+        key = (id(group), app)
+        found = self._scan_picks.get(key)
+        if found is None or found[1] is not group:
+            if len(self._scan_picks) >= _MAX_SCAN_PICKS:
+                self._scan_picks.clear()
+            found = self._scan_picks[key] = (False, group, app, True)
+        return found
+
+    def _scan_segment(
+        self, flow: Flow, to_server: bool, group: Group, data: bytes, ip: int, start: int, end: int
+    ) -> bool:
+        """Take the data segment ``data[start:end]`` (its IPv4 header at ``ip``) of an
+        established flow whose direction ``_scans``, if the full path would find nothing in
+        it: no application parser wants it, the payload's prefilters find no pattern in it
+        nor across its start in the stream, no rule is waiting for the stream to grow. Then
+        it is appended to the stream (in order, within the depth) as the full path would, and
+        True is returned. False: nothing changed, the full path is to take it."""
+        payload = data[start:end]
+        app = flow.app
+        if app == "tls":
+            if to_server and payload[0] == 0x16:
+                return False  # a handshake record: a ClientHello's SNI
+        elif app == "http" and 0x41 <= payload[0] <= 0x5A:
+            return False  # may start a request or a response (an upper-case letter)
+        scans = group.payload_scans
+        for prefilter, _ in scans:
+            if prefilter.candidates(payload):
+                return False
+        streams = self.streams
+        if streams is None or not group.reads_payload:
+            return True
+        pair = flow.streams
+        stream = pair[to_server] if pair is not None else None
+        if type(stream) is not StreamDirection:
+            return False  # its first payload opens it
+        if stream.full and not stream.pending:
+            return True  # past the depth: the packet alone is scanned
+        held = stream.data
+        have = len(held)
+        if (
+            stream.pending
+            or stream.waiting
+            or stream.base < 0
+            or (_SEQ(data, ip + 24)[0] - stream.base) % _MOD != have
+            or have + len(payload) > streams.depth
+        ):
+            return False  # out of order, overlapping, past the depth, a rule waiting
+        if have:  # the stream is scanned from where its last scan ended
+            scanned = stream.scanned
+            if group.anchored and not head_clear(group, stream, payload):
+                return False
+            for prefilter, width in scans:
+                lo = scanned - width + 1
+                # (all scanned before: only what spans the segment's start is left)
+                tail = payload[: width - 1] if scanned == have else payload
+                if prefilter.candidates(bytes(held[lo if lo > 0 else 0 :]) + tail):
+                    return False
+        held += payload
+        streams.grew(stream, have, self.stats.errors)
+        if have and stream.data:
+            stream.scanned = len(stream.data)
+        return True
 
     def _quiet(
         self, group: Group, flow: Flow | None, to_server: bool, app: str, port53: bool

@@ -39,6 +39,7 @@ class StreamDirection:
 
     __slots__ = (
         "base",
+        "clear",
         "data",
         "full",
         "pending",
@@ -58,6 +59,9 @@ class StreamDirection:
         self.scanned = 0  # bytes of ``data`` the prefilters went over
         # rules whose prefilter pattern is in the stream, the rest of them not (yet)
         self.waiting: list[Signature] = []
+        # the group none of whose anchored rules has its fast pattern in its place at the
+        # stream's start (known once the stream holds ANCHOR_LIMIT bytes: see head_clear)
+        self.clear: Group | None = None
 
 
 class Reassembler:
@@ -322,6 +326,36 @@ def stream_hits(
         hits.append(sig)
         if sig in waiting:
             waiting.remove(sig)
+
+
+def head_clear(group: Group, stream: StreamDirection, payload: bytes) -> bool:
+    """Whether ``stream_hits``'s check of a group's anchored rules over the stream's first
+    bytes finds none once the in-order ``payload`` is appended: their reach is behind what
+    was scanned, or no fast pattern of a rule not reported yet is in its place there."""
+    reach = group.anchored_reach
+    if stream.clear is group or (reach >= 0 and stream.scanned >= reach):
+        return True
+    data = stream.data
+    have = len(data)
+    if have >= ANCHOR_LIMIT:
+        head = bytes(data[:ANCHOR_LIMIT])
+    else:
+        head = bytes(data) + payload[: ANCHOR_LIMIT - have]
+    reported = stream.reported
+    folded = None
+    for sig, needle, low, high, nocase in group.anchored_fast:
+        if sig.sid in reported:
+            continue
+        if nocase:
+            if folded is None:
+                folded = head.lower()
+            if folded.find(needle, low, high) >= 0:
+                return False
+        elif head.find(needle, low, high) >= 0:
+            return False
+    if len(head) >= ANCHOR_LIMIT:
+        stream.clear = group  # the head stays, the reported rules only grow
+    return True
 
 
 class StreamSizes:
