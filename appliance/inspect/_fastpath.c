@@ -169,6 +169,7 @@ typedef struct {
     /* the engine's _scan_segment(flow, to_server, group, data, ip, start, end): a data
      * segment of a direction whose selection says it may be scanned (NULL: none is) */
     PyObject *segment;
+    PyObject *outer; /* the engine's _scan_outer(group, data, end): a G-PDU's outer scan */
     double idle_timeout;
     Py_ssize_t offsets[S_COUNT];
     Py_ssize_t layer_offsets[6];
@@ -600,7 +601,7 @@ static int fast_tcp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, 
             truth = -1;
             goto leave_fast;
         }
-        if (!quiet && (size < 4 || !settled || tunnel || fp->segment == NULL))
+        if (!quiet && (size < 4 || !settled || fp->segment == NULL))
             goto leave_fast_zero;
         if (info->anchored
             && (truth = anchored_hit(fp, group, info->probe, bytes, start, end, established))
@@ -717,11 +718,26 @@ static int fast_gtp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes)
         truth = -1;
         goto leave_fast;
     }
-    if ((truth = info->prefilters) != 0 || (truth = group_plain(info, -1, established)) != 0)
+    if ((truth = group_plain(info, -1, established)) != 0)
         goto leave_fast;
     if (info->anchored
         && (truth = anchored_hit(fp, group, info->probe, bytes, 42, end, established)) != 0)
         goto leave_fast;
+    if (info->prefilters) { /* its payload scanned through the engine's _scan_outer */
+        PyObject *args[3] = {group, bytes, NULL};
+        if (fp->outer == NULL) {
+            truth = 0;
+            goto leave_fast;
+        }
+        if ((args[2] = PyLong_FromSsize_t(end)) == NULL) {
+            truth = -1;
+            goto leave_fast;
+        }
+        truth = truth_of(PyObject_Vectorcall(fp->outer, args, 3, NULL));
+        Py_DECREF(args[2]);
+        if (truth <= 0)
+            goto leave_fast;
+    }
     Py_DECREF(fast);
     truth = fast_tcp(fp, ts_obj, ts, bytes, 50, end, 1, NULL);
     if (truth < 0)
@@ -2775,6 +2791,7 @@ static int FastPath_traverse(FastPath *fp, visitproc visit, void *arg)
     Py_VISIT(fp->layer_type);
     Py_VISIT(fp->lookup);
     Py_VISIT(fp->segment);
+    Py_VISIT(fp->outer);
     Py_VISIT(fp->table);
     Py_VISIT(fp->stats);
     Py_VISIT(fp->hellos);
@@ -2808,6 +2825,7 @@ static int FastPath_clear(FastPath *fp)
     Py_CLEAR(fp->layer_type);
     Py_CLEAR(fp->lookup);
     Py_CLEAR(fp->segment);
+    Py_CLEAR(fp->outer);
     Py_CLEAR(fp->table);
     Py_CLEAR(fp->stats);
     Py_CLEAR(fp->hellos);
@@ -2836,13 +2854,14 @@ static void FastPath_dealloc(FastPath *fp)
     Py_TYPE(fp)->tp_free((PyObject *)fp);
 }
 
-static PyObject *FastPath_scan_path(FastPath *fp, PyObject *segment)
+static PyObject *FastPath_scan_path(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (!PyCallable_Check(segment)) {
-        PyErr_SetString(PyExc_TypeError, "scan_path: a callable");
+    if (nargs != 2 || !PyCallable_Check(args[0]) || !PyCallable_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "scan_path(segment, outer): two callables");
         return NULL;
     }
-    keep(&fp->segment, segment);
+    keep(&fp->segment, args[0]);
+    keep(&fp->outer, args[1]);
     Py_RETURN_NONE;
 }
 
@@ -2857,10 +2876,11 @@ static PyMethodDef FastPath_methods[] = {
      "_unheld does, hatch an embryo as its _hatch does, make a new flow in lookup()"},
     {"lookup", (PyCFunction)(void (*)(void))FastPath_lookup, METH_FASTCALL,
      "lookup(layer, ts) -> (flow, to_server), as FlowTable.lookup"},
-    {"scan_path", (PyCFunction)FastPath_scan_path, METH_O,
-     "scan_path(segment): a data segment of an established flow whose direction's selection "
-     "is (False, group, app, True) is taken when segment(flow, to_server, group, data, ip, "
-     "start, end) is true (the engine's _scan_segment)"},
+    {"scan_path", (PyCFunction)(void (*)(void))FastPath_scan_path, METH_FASTCALL,
+     "scan_path(segment, outer): a data segment of an established flow whose direction's "
+     "selection is (False, group, app, True) is taken when segment(flow, to_server, group, "
+     "data, ip, start, end) is true (the engine's _scan_segment); a G-PDU whose outer flow "
+     "has prefilters, when outer(group, data, end) is true (its _scan_outer)"},
     {NULL, NULL, 0, NULL},
 };
 

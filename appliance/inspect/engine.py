@@ -523,7 +523,7 @@ class InspectionEngine:
                 self._plans,  # what an embryo hatches into (_hatch, compiled)
                 self._sizes,
             )
-            fast.scan_path(self._scan_segment)  # a data segment of a direction _scans
+            fast.scan_path(self._scan_segment, self._scan_outer)  # data segments _scans takes
         except (AttributeError, TypeError, ValueError):
             # a module built from other sources than these: the twin takes over
             self._core = None
@@ -767,7 +767,7 @@ class InspectionEngine:
         if offset < 5 or start > end:
             return False
         if start < end:
-            if not quiet and (len(fast) < 4 or state != flow.tcp_state or tunnel):
+            if not quiet and (len(fast) < 4 or state != flow.tcp_state):
                 return False
             if group.anchored and _anchored_hit(group, data, start, end, established):
                 return False
@@ -818,9 +818,11 @@ class InspectionEngine:
         if not established and (outer.packets_to_client if to_server else outer.packets_to_server):
             return False  # this packet establishes the flow: let the full path see it
         group = fast[1]
-        if group.prefilters or group.plain_for(-1, established):
+        if group.plain_for(-1, established):
             return False
         if group.anchored and _anchored_hit(group, data, 42, end, established):
+            return False
+        if group.prefilters and not self._scan_outer(group, data, end):
             return False
         if not self._fast_tcp(ts, data, 50, end, tunnel=True):
             return False
@@ -1063,6 +1065,18 @@ class InspectionEngine:
         streams.grew(stream, have, self.stats.errors)
         if have and stream.data:
             stream.scanned = len(stream.data)
+        return True
+
+    def _scan_outer(self, group: Group, data: bytes, end: int) -> bool:
+        """Whether the prefilters of a G-PDU's outer flow find nothing in its UDP payload
+        ``data[42:end]``, the only buffer the full path gives them (unless a rule reads
+        ``ip:packet``): the fast path may then take the G-PDU."""
+        if self._packet:
+            return False
+        payload = data[42:end]
+        for prefilter in group.prefilters:
+            if prefilter.buffer == PKT and prefilter.candidates(payload):
+                return False
         return True
 
     def _quiet(
