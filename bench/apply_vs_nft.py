@@ -90,6 +90,9 @@ def main() -> int:
         "--scattered", action="store_true", help="the delta's lines spread through the file"
     )
     parser.add_argument("--floor", type=int, metavar="N", help="C-speed parse floor of N lines")
+    parser.add_argument(
+        "--stages", action="store_true", help="where one CLI delta's time goes, by stage"
+    )
     parser.add_argument("--no-append", action="store_true")
     args = parser.parse_args()
     if args.floor:
@@ -250,6 +253,64 @@ def interleaved(kept: list[str], extra: list[str], scattered: bool) -> list[str]
     return lines + kept[len(extra) * step :]
 
 
+STAGES = """
+import json, resource, sys, time
+def used():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return time.perf_counter(), r.ru_utime + r.ru_stime
+spent = {}
+def timed(owner, name, label):
+    inner = getattr(owner, name)
+    def wrapper(*args, **kwargs):
+        wall, cpu = used()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            now, cpu_now = used()
+            was = spent.get(label, (0.0, 0.0))
+            spent[label] = (was[0] + now - wall, was[1] + cpu_now - cpu)
+    setattr(owner, name, wrapper)
+wall, cpu = used()
+from appliance import applied, cli
+from appliance.adapters import nfelements, nfsets
+from appliance.engine import Engine
+from appliance.model import elements_fast
+from appliance.model.intervals import Spans
+now, cpu_now = used()
+spent["imports of the apply path"] = (now - wall, cpu_now - cpu)
+timed(applied, "load_record", "the record read")
+timed(elements_fast, "diff_hosts", "the diff of the elements file")
+timed(nfelements, "build_batch", "the kernel: messages built")
+timed(nfsets.NfSets, "_transact", "the kernel: transactions")
+timed(Engine, "apply", "the engine's apply (the kernel's two rows in it)")
+timed(applied, "save", "the record written")
+timed(Spans, "digest", "the table hash's digests of the spans")
+begin = used()
+code = cli.main(sys.argv[1:])
+end = used()
+spent["the CLI's main, all of it"] = (end[0] - begin[0], end[1] - begin[1])
+print(json.dumps(spent))
+sys.exit(code)
+"""
+
+
+def stages(ns: str, argv: list[str]) -> list[tuple[str, float, float]]:
+    """One CLI delta in a new interpreter in the namespace, timed by stage (wall, CPU)."""
+    start, cpu = time.perf_counter(), children_cpu()
+    out = subprocess.run(
+        ["ip", "netns", "exec", ns, sys.executable, "-c", STAGES, *argv],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    import json
+
+    whole = ("the whole process (`ip netns exec`, Python's start)", time.perf_counter() - start)
+    spent = json.loads(out.strip().splitlines()[-1])
+    staged = [(label, wall, used) for label, (wall, used) in spent.items()]
+    return [*staged, (*whole, children_cpu() - cpu)]
+
+
 def _count() -> int:
     from appliance.adapters.nfsets import NfSets
 
@@ -333,6 +394,7 @@ def run_sets(ns: str, args: argparse.Namespace) -> int:
         cli_load = timed(lambda: sh(*cli(feed)), fresh, runs)
         listing.write_bytes(changed_bytes)
         cli_delta = timed_undone(lambda: sh(*cli(feed)), undo_delta, runs)
+        staged = stages(ns, cli(feed)[3:]) if args.stages else []
         if args.profile_cli:
             args.profile_cli.mkdir(parents=True, exist_ok=True)
             profiled = [sys.executable, "-m", "cProfile", "-o"]
@@ -364,6 +426,12 @@ def run_sets(ns: str, args: argparse.Namespace) -> int:
         cpu_ratio = cpu / statistics.median(CPU_SAMPLES[id(base)])
         cells = [label, f"{median:.2f} s", shown, f"{ratio:.2f}x", f"{cpu:.2f} s"]
         lines.append(f"| {' | '.join(cells)} | {cpu_ratio:.2f}x |")
+    if staged:
+        lines += ["", "| one CLI delta, by stage | wall | CPU (user + system) |", "|---|---:|---:|"]
+        lines += [
+            f"| {label} | {wall * 1000:.0f} ms | {cpu * 1000:.0f} ms |"
+            for label, wall, cpu in staged
+        ]
     print("\n".join(lines))
     if held is not None:
         print(f"elements held after the last apply: {held:,} (expected {size:,})")

@@ -9,9 +9,10 @@
    every span is one value), or None where a removed value is not held or an added one
    is. One pass over the old spans, no Python object per value.
 
-   differ(width, gone, came): the values of ``gone`` not in ``came`` and those of ``came``
-   not in ``gone`` (each packed in network order, as inet_pton gives them), sorted and
-   without repeats, as word arrays' bytes: (removed words, added words).
+   differ_lines(width, gone, came): the addresses of the lines of ``gone`` (inet_pton, one a
+   line) not in ``came`` and those of ``came`` not in ``gone``, sorted and without repeats,
+   as word arrays' bytes: (removed words, added words); None where a line that is in one
+   part only is not one address (a line in both only moved).
 
    A value of 32 bits or less is one native 32-bit word; of 128 bits, two native 64-bit
    words (the high half, then the low), each in its own array. Malformed input (a width
@@ -20,6 +21,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <arpa/inet.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -339,37 +341,122 @@ done:
     return result;
 }
 
-/* The values packed in network order in ``data`` (4 or 16 bytes each), sorted and without
-   repeats, into ``out`` (their count returned; -1 with an exception set). */
-static Py_ssize_t unpacked(int width, const Py_buffer *data, value **out) {
-    Py_ssize_t size = width == 128 ? 16 : 4;
-    if (width != 32 && width != 128) {
-        PyErr_Format(PyExc_ValueError, "unsupported width %d", width);
-        return -1;
+/* ``values`` sorted in place: 32-bit values by two passes of a radix sort (``spare``: room
+   for as many), wider ones by qsort. -1: no memory. */
+static int sort_values(value *values, value *spare, Py_ssize_t n, int wide) {
+    if (n < 2)
+        return 0;
+    if (wide || n < 4096) {
+        qsort(values, (size_t)n, sizeof(value), compare);
+        return 0;
     }
-    if (data->len % size != 0) {
-        PyErr_SetString(PyExc_ValueError, "packed values of a partial value");
+    Py_ssize_t *counts = PyMem_Malloc(sizeof(Py_ssize_t) << 16);
+    if (counts == NULL)
         return -1;
+    value *from = values, *to = spare;
+    for (int shift = 0; shift < 32; shift += 16) {
+        memset(counts, 0, sizeof(Py_ssize_t) << 16);
+        for (Py_ssize_t i = 0; i < n; i++)
+            counts[(from[i].lo >> shift) & 0xFFFF]++;
+        Py_ssize_t total = 0;
+        for (Py_ssize_t b = 0; b < (1 << 16); b++) {
+            Py_ssize_t here = counts[b];
+            counts[b] = total;
+            total += here;
+        }
+        for (Py_ssize_t i = 0; i < n; i++)
+            to[counts[(from[i].lo >> shift) & 0xFFFF]++] = from[i];
+        value *swap = from;
+        from = to;
+        to = swap;
     }
-    Py_ssize_t n = data->len / size;
-    value *values = PyMem_Malloc(n > 0 ? (size_t)n * sizeof(value) : 1);
-    if (values == NULL) {
+    PyMem_Free(counts); /* two passes: the sorted values are back in ``values`` */
+    return 0;
+}
+
+/* The lines of ``data`` as split on line ends, the last one left out if empty. */
+static Py_ssize_t count_lines(const char *data, Py_ssize_t len) {
+    Py_ssize_t count = 0;
+    const char *p = data, *end = data + len;
+    while (p < end) {
+        const char *cut = memchr(p, '\n', (size_t)(end - p));
+        count++;
+        if (cut == NULL)
+            break;
+        p = cut + 1;
+    }
+    return count;
+}
+
+/* Whether ``data`` has a line equal to ``line``. */
+static int has_line(const char *data, Py_ssize_t len, const char *line, Py_ssize_t size) {
+    const char *p = data, *end = data + len;
+    while (p < end) {
+        const char *cut = memchr(p, '\n', (size_t)(end - p));
+        const char *stop = cut == NULL ? end : cut;
+        if (stop - p == size && memcmp(p, line, (size_t)size) == 0)
+            return 1;
+        if (cut == NULL)
+            break;
+        p = cut + 1;
+    }
+    return 0;
+}
+
+/* The address of each line of ``data`` (inet_pton), sorted, without repeats, into a new
+   array ``*out``: their count; -2 where a line is not one address and is not a line of
+   ``other`` either (a line in both parts only moved); -1 with an exception set. */
+static Py_ssize_t read_lines(int width, const char *data, Py_ssize_t len, const char *other,
+                             Py_ssize_t other_len, value **out) {
+    int wide = width == 128;
+    int family = wide ? AF_INET6 : AF_INET;
+    Py_ssize_t lines = count_lines(data, len);
+    size_t room = (size_t)(lines > 0 ? lines : 1) * sizeof(value);
+    value *values = PyMem_Malloc(room), *spare = PyMem_Malloc(room);
+    if (values == NULL || spare == NULL) {
+        PyMem_Free(values);
+        PyMem_Free(spare);
         PyErr_NoMemory();
         return -1;
     }
-    const unsigned char *p = data->buf;
-    for (Py_ssize_t i = 0; i < n; i++, p += size) {
-        uint64_t hi = 0, lo = 0;
-        if (size == 16)
-            for (int b = 0; b < 8; b++)
-                hi = (hi << 8) | p[b];
-        for (Py_ssize_t b = size == 16 ? 8 : 0; b < size; b++)
-            lo = (lo << 8) | p[b];
-        values[i].hi = hi;
-        values[i].lo = lo;
+    Py_ssize_t n = 0;
+    const char *p = data, *end = data + len;
+    for (Py_ssize_t i = 0; i < lines; i++) {
+        const char *cut = memchr(p, '\n', (size_t)(end - p));
+        const char *stop = cut == NULL ? end : cut;
+        Py_ssize_t size = stop - p;
+        char text[64];
+        unsigned char packed[16];
+        int ok = size < (Py_ssize_t)sizeof(text) && memchr(p, 0, (size_t)size) == NULL;
+        if (ok) {
+            memcpy(text, p, (size_t)size);
+            text[size] = 0;
+            ok = inet_pton(family, text, packed) == 1;
+        }
+        if (ok) {
+            uint64_t hi = 0, lo = 0;
+            if (wide)
+                for (int b = 0; b < 8; b++)
+                    hi = (hi << 8) | packed[b];
+            for (int b = wide ? 8 : 0; b < (wide ? 16 : 4); b++)
+                lo = (lo << 8) | packed[b];
+            values[n].hi = hi;
+            values[n].lo = lo;
+            n++;
+        } else if (!has_line(other, other_len, p, size)) {
+            PyMem_Free(values);
+            PyMem_Free(spare);
+            return -2;
+        }
+        p = stop + 1;
     }
-    if (n > 1)
-        qsort(values, (size_t)n, sizeof(value), compare);
+    int sorted = sort_values(values, spare, n, wide);
+    PyMem_Free(spare);
+    if (sorted < 0) {
+        PyMem_Free(values);
+        PyErr_NoMemory();
+        return -1;
+    }
     Py_ssize_t kept = 0;
     for (Py_ssize_t i = 0; i < n; i++)
         if (kept == 0 || !same(values[kept - 1], values[i]))
@@ -415,18 +502,31 @@ static PyObject *words_less(int width, const value *values, Py_ssize_t n, const 
     return out;
 }
 
-static PyObject *differ(PyObject *self, PyObject *args) {
+static PyObject *differ_lines(PyObject *self, PyObject *args) {
     (void)self;
     int width;
     Py_buffer gone, came;
-    if (!PyArg_ParseTuple(args, "iy*y*:differ", &width, &gone, &came))
+    if (!PyArg_ParseTuple(args, "iy*y*:differ_lines", &width, &gone, &came))
         return NULL;
     value *before = NULL, *after = NULL;
     PyObject *removed = NULL, *added = NULL, *result = NULL;
-    Py_ssize_t nb = unpacked(width, &gone, &before);
+    Py_ssize_t nb = -1, na = -1;
+    if (width != 32 && width != 128) {
+        PyErr_Format(PyExc_ValueError, "unsupported width %d", width);
+        goto done;
+    }
+    nb = read_lines(width, gone.buf, gone.len, came.buf, came.len, &before);
+    if (nb == -2) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
     if (nb < 0)
         goto done;
-    Py_ssize_t na = unpacked(width, &came, &after);
+    na = read_lines(width, came.buf, came.len, gone.buf, gone.len, &after);
+    if (na == -2) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
     if (na < 0)
         goto done;
     removed = words_less(width, before, nb, after, na);
@@ -449,8 +549,8 @@ done:
 static PyMethodDef methods[] = {
     {"splice_words", splice_words, METH_VARARGS,
      "The spans' words with sorted values taken out and put in (None: one not held, or held)."},
-    {"differ", differ, METH_VARARGS,
-     "The values gone and those come, sorted and distinct, from two lists of packed addresses."},
+    {"differ_lines", differ_lines, METH_VARARGS,
+     "The values gone and those come, sorted and distinct, from the lines that went and came."},
     {NULL, NULL, 0, NULL},
 };
 

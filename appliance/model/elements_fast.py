@@ -76,19 +76,6 @@ def _lines(data: bytes) -> list[str] | None:
     return pieces
 
 
-def _byte_lines(data: bytes) -> list[bytes]:
-    """The lines of ``data``, without the last line end."""
-    if not data:
-        return []
-    pieces = data.split(b"\n")
-    if pieces[-1] == b"":
-        pieces.pop()
-    return pieces
-
-
-_ascii = partial(bytes.decode, encoding="ascii")
-
-
 def packed_hosts(set_type: str, lines: list[str]) -> bytes | None:
     """Each line's address packed in network order (``inet_pton``), each line exactly one
     address of ``set_type`` (None: a line is anything else: blank, blanks around it, a
@@ -277,32 +264,23 @@ def diff_hosts(last: Parsed, data: bytes) -> Parsed | None:
     if data == last.data:
         return Parsed(last.set_type, last.interval, data, last.elements, last.lines, True)
     gone_part, new_part = aligned(last.data, data)
-    gone_lines, new_lines = _byte_lines(gone_part), _byte_lines(new_part)
     set_type, interval = last.set_type, last.interval
-    # a line in both parts moved: only the others are parsed (an IPv6 address may be
-    # written two ways: the values are compared again below)
-    gone_texts = set(gone_lines)
-    came = list(filterfalse(gone_texts.__contains__, new_lines))  # one set, not two
-    gone_texts.difference_update(new_lines)
-    try:  # only the lines that differ are decoded (a file changed throughout: a tenth)
-        gone_packed = packed_hosts(set_type, list(map(_ascii, gone_texts)))
-        came_packed = packed_hosts(set_type, list(map(_ascii, came)))
-    except UnicodeDecodeError:
-        return None
-    if gone_packed is None or came_packed is None:
-        return None
     base = last.elements
     assert base.spans is not None
     width = base.spans.width
-    # the values that went and came (an address written anew another way is neither)
-    removed, added = changes(width, gone_packed, came_packed)
+    # the values that went and came: a line in both parts only moved, and an address
+    # written anew another way is neither
+    found = changes(width, gone_part, new_part)
+    if found is None:
+        return None
+    removed, added = found
     # a removed value not held: the record does not hold what its bytes say; an added
     # value held: it repeats a line that stayed (no longer one value a line)
     spans = spliced(base.spans, removed, added)
     if spans is None:
         return None
     count = last.lines - len(removed[0]) + len(added[0])  # the last version: a value a line
-    lines = last.lines - len(gone_lines) + len(new_lines)
+    lines = last.lines - gone_part.count(b"\n") + new_part.count(b"\n")
     elements = Changed(
         set_type,
         interval,

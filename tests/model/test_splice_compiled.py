@@ -11,6 +11,7 @@ import subprocess
 import sys
 import sysconfig
 from array import array
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 
@@ -113,34 +114,60 @@ def test_a_large_splice_as_the_twin() -> None:
         both(width, old.words(), removed, added)
 
 
-def packed(width: int, values: list[int]) -> bytes:
-    return b"".join(v.to_bytes(width // 8, "big") for v in values)
+def text(width: int, value: int) -> str:
+    family = socket.AF_INET if width == 32 else socket.AF_INET6
+    return socket.inet_ntop(family, value.to_bytes(width // 8, "big"))
 
 
-@settings(max_examples=200, deadline=None)
+def lines_of(width: int, values: list[int], odd: list[str]) -> bytes:
+    return "".join(f"{line}\n" for line in [*map(partial(text, width), values), *odd]).encode()
+
+
+ODD = st.lists(
+    st.sampled_from(["", " 10.0.0.1", "10.0.0.256", "::1", "10.0.0.1\r", "x", "10.0.0.1/8"]),
+    max_size=2,
+)
+
+
+@settings(max_examples=300, deadline=None)
 @given(
     PLACES,
     st.lists(st.integers(0, 63), max_size=40),
     st.lists(st.integers(0, 63), max_size=40),
+    ODD,
+    ODD,
+    st.booleans(),
 )
-def test_differ_as_the_twin(place: tuple[int, int], gone: list[int], came: list[int]) -> None:
-    """Repeats, values in both lists, either list empty: the same sorted, distinct words."""
+def test_differ_lines_as_the_twin(
+    place: tuple[int, int],
+    gone: list[int],
+    came: list[int],
+    gone_odd: list[str],
+    came_odd: list[str],
+    moved: bool,
+) -> None:
+    """Repeats, values in both parts, either part empty, lines that are not one address
+    (in one part: None; in both, moved: not read): the same words or None."""
     width, base = place
-    before = packed(width, [base + v for v in gone])
-    after = packed(width, [base + v for v in came])
-    assert core().differ(width, before, after) == splice.differ(width, before, after)
+    if moved:
+        came_odd = [*came_odd, *gone_odd]
+    before = lines_of(width, [base + v for v in gone], gone_odd)
+    after = lines_of(width, [base + v for v in came], came_odd)
+    assert core().differ_lines(width, before, after) == splice.differ_lines(width, before, after)
 
 
-def test_differ_reads_inet_pton_s_bytes() -> None:
-    lines = ["10.0.0.2", "10.0.0.1", "192.168.1.1"]
-    gone = b"".join(socket.inet_pton(socket.AF_INET, line) for line in lines)
-    came = socket.inet_pton(socket.AF_INET, "10.0.0.1")
-    removed, added = core().differ(32, gone, came)
+def test_differ_lines_reads_addresses_as_inet_pton_does() -> None:
+    removed, added = core().differ_lines(32, b"10.0.0.2\n10.0.0.1\n192.168.1.1", b"10.0.0.1\n")
     assert array(NARROW, removed[0]).tolist() == [0x0A000002, 0xC0A80101]
     assert added == (b"",)
-    six = socket.inet_pton(socket.AF_INET6, "2001:db8::1")
-    removed, added = core().differ(128, b"", six)
-    assert (array("Q", added[0])[0], array("Q", added[1])[0]) == (0x20010DB800000000, 1)
+    removed, added = core().differ_lines(128, b"", b"2001:db8::1\n2001:DB8:0::1\n")
+    assert (array("Q", added[0]).tolist(), array("Q", added[1]).tolist()) == (
+        [0x20010DB800000000],
+        [1],
+    )
+    assert core().differ_lines(32, b"", b"10.0.0.1\n10.0.0\n") is None
+    assert core().differ_lines(32, b"10.0.0.1\x00\n", b"") is None
+    assert core().differ_lines(32, b"1" * 200 + b"\n", b"1" * 200 + b"\n") == ((b"",), (b"",))
 
 
 def test_a_diff_with_the_compiled_splice_is_the_twin_s(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -224,17 +251,27 @@ def test_splice_words_refuses_what_is_not_words() -> None:
         core().splice_words("32", [], [], [])
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.sampled_from([0, 16, 32, 64, 128]), WORD, WORD)
-def test_differ_refuses_malformed_input(width: int, gone: bytes, came: bytes) -> None:
-    """Partial values and other widths: ValueError; else the twin's result."""
+LINES = st.lists(
+    st.one_of(
+        st.binary(max_size=12),
+        st.sampled_from([b"10.0.0.1", b"10.0.0.2", b"::1", b"::2", b"1.2.3.4", b"", b"\xff"]),
+    ),
+    max_size=6,
+).map(b"\n".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([0, 16, 32, 64, 128]), LINES, LINES)
+def test_differ_lines_on_any_bytes_as_the_twin(width: int, gone: bytes, came: bytes) -> None:
+    """Any bytes (NUL, non-ASCII, no last line end, blank lines) and other widths: the
+    twin's result, or ValueError where the twin raises it too."""
     try:
-        result = core().differ(width, gone, came)
+        result = core().differ_lines(width, gone, came)
     except ValueError:
         with pytest.raises(ValueError):
-            splice.differ(width, gone, came)
+            splice.differ_lines(width, gone, came)
         return
-    assert result == splice.differ(width, gone, came)
+    assert result == splice.differ_lines(width, gone, came)
 
 
 # ---- built where CI runs, and warning-free -------------------------------------------
