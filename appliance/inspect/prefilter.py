@@ -19,6 +19,7 @@ hold them equal.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any
@@ -68,16 +69,22 @@ class Prefilter:
         "_by_hit",
         "_by_pattern",
         "_fold",
-        "_last",
-        "_last_found",
         "_look",
         "_scan",
         "_short",
         "_unique",
         "buffer",
+        "candidates",
         "entries",
+        "none_in",
         "transforms",
     )
+
+    # The rules whose fast pattern may occur in a buffer's bytes (None: none occurs).
+    candidates: Callable[[bytes], list[Signature] | None]
+    # Whether the last scan was of this very buffer and found no pattern in it (a stream
+    # then scans only what spans the segment's start: see ``stream_hits``).
+    none_in: Callable[[bytes], bool]
 
     def __init__(
         self,
@@ -119,22 +126,88 @@ class Prefilter:
                     if len(pattern) > SHORT:
                         self._by_pattern.setdefault(pattern.decode("latin-1"), []).append(sig)
         self._by_hit: dict[bytes, list[Signature]] = {}
-        self._last: bytes | None = None  # the buffer last scanned, and what it gave
-        self._last_found: list[Signature] | None = None
+        self._bind()
 
-    def candidates(self, data: bytes) -> list[Signature] | None:
-        """The rules whose fast pattern may occur in ``data`` (None: none occurs)."""
-        found = self._candidates(data)
-        self._last = data
-        self._last_found = found
-        return found
+    def _bind(self) -> None:
+        """``candidates`` and ``none_in``, as closures over what this prefilter holds: for
+        the common shapes (patterns looked for alone, one automaton) the whole scan in one
+        call, with nothing looked up on the prefilter per buffer; for the others, around
+        ``_candidates``."""
+        last: bytes | None = None  # the buffer last scanned, and what it gave
+        last_found: list[Signature] | None = None
+        fold = self._fold
+        short = self._short
+        scan: Callable[[bytes], list[Signature] | None] = self._candidates
+        candidates: Callable[[bytes], list[Signature] | None]
+        if self.transforms or (
+            short and (not self._unique or self._scan is not None or self._automaton is not None)
+        ):
 
-    def none_in(self, data: bytes) -> bool:
-        """Whether the last scan was of this very buffer and found no pattern in it (a
-        stream then scans only what spans the segment's start: see ``stream_hits``)."""
-        return self._last is data and self._last_found is None
+            def candidates(data: bytes) -> list[Signature] | None:
+                nonlocal last, last_found
+                last = data
+                last_found = found = scan(data)
+                return found
+
+        elif len(short) == 1:
+            ((pattern, sigs),) = short
+
+            def candidates(data: bytes) -> list[Signature] | None:
+                nonlocal last, last_found
+                last = data
+                last_found = found = sigs if pattern in (data.lower() if fold else data) else None
+                return found
+
+        elif short:  # each rule once: the hits of each pattern simply joined
+
+            def candidates(data: bytes) -> list[Signature] | None:
+                nonlocal last, last_found
+                text = data.lower() if fold else data
+                joined: list[Signature] | None = None
+                for pattern, sigs in short:
+                    if pattern in text:
+                        joined = sigs if joined is None else joined + sigs
+                last = data
+                last_found = joined
+                return joined
+
+        elif self._automaton is not None:
+            by_pattern = self._by_pattern
+            iterate = self._automaton.iter
+
+            def candidates(data: bytes) -> list[Signature] | None:
+                nonlocal last, last_found
+                text = data.lower() if fold else data
+                hits = dict.fromkeys(map(_VALUE, iterate(text.decode("latin-1"))))
+                found: list[Signature] | None
+                if not hits:
+                    found = None
+                elif len(hits) == 1:
+                    found = by_pattern[next(iter(hits))]
+                else:
+                    found = _joined(by_pattern, hits)
+                last = data
+                last_found = found
+                return found
+
+        else:
+            long = self._long
+
+            def candidates(data: bytes) -> list[Signature] | None:
+                nonlocal last, last_found
+                last = data
+                last_found = found = long(data.lower() if fold else data)
+                return found
+
+        def none_in(data: bytes) -> bool:
+            return last is data and last_found is None
+
+        self.candidates = candidates
+        self.none_in = none_in
 
     def _candidates(self, data: bytes) -> list[Signature] | None:
+        """The rules whose fast pattern may occur in ``data`` (None: none occurs): every
+        shape of prefilter (``candidates`` is this, or its shape's own form of it)."""
         if self.transforms:
             data = apply(data, self.transforms)
         text = data.lower() if self._fold else data
@@ -193,11 +266,7 @@ class Prefilter:
         by_pattern = self._by_pattern
         if len(hits) == 1:
             return by_pattern[next(iter(hits))]
-        found: dict[int, Signature] = {}
-        for pattern in hits:
-            for sig in by_pattern[pattern]:
-                found[sig.sid] = sig
-        return list(found.values())
+        return _joined(by_pattern, hits)
 
     def _for_hit(self, hit: bytes) -> list[Signature]:
         """Rules whose pattern is in the matched text (a longer alternative may hide one)."""
@@ -210,6 +279,16 @@ class Prefilter:
 
 
 _VALUE = itemgetter(1)  # of an automaton's (end, value) hits
+
+
+def _joined(by_pattern: dict[str, list[Signature]], hits: dict[str, None]) -> list[Signature]:
+    """The rules of several patterns found, each once (by sid)."""
+    found: dict[int, Signature] = {}
+    for pattern in hits:
+        for sig in by_pattern[pattern]:
+            found[sig.sid] = sig
+    return list(found.values())
+
 
 # False: the regular expression even where the ahocorasick module is there (the tests
 # compare the two)
