@@ -19,8 +19,9 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import chain, repeat
-from operator import add, and_, lshift, or_, rshift
+from functools import lru_cache
+from itertools import chain, compress, repeat
+from operator import add, and_, lshift, ne, or_, rshift
 from typing import Any
 
 from appliance.adapters.netlink import (
@@ -135,10 +136,17 @@ def _number(out: bytearray, size: int, offsets: tuple[int, ...], after: int = 0)
     per = len(offsets)
     base = NLA_F_NESTED + after + 1
     for k, offset in enumerate(offsets):
-        numbers = array("H", range(base + k, base + k + per * n, per))
-        raw = numbers.tobytes()
-        out[offset + 2 :: size] = raw[0::2]
-        out[offset + 3 :: size] = raw[1::2]
+        low, high = _numbers(base + k, per, n)
+        out[offset + 2 :: size] = low
+        out[offset + 3 :: size] = high
+
+
+@lru_cache(maxsize=16)
+def _numbers(start: int, step: int, n: int) -> tuple[bytes, bytes]:
+    """The two bytes of each of ``n`` attribute types from ``start`` by ``step``, apart (the
+    same for every full message of a batch: made once)."""
+    raw = array("H", range(start, start + step * n, step)).tobytes()
+    return raw[0::2], raw[1::2]
 
 
 class Encoder:
@@ -252,11 +260,20 @@ def _expand(spans: Spans, i: int, j: int) -> tuple[array[int], array[int] | None
     if lo == last_lo and hi == last_hi:
         return lo, hi
     if hi is None or last_hi is None:
-        ends = map(add, last_lo, repeat(1))
-        return array(lo.typecode, list(chain.from_iterable(map(range, lo, ends)))), None
-    firsts = map(or_, map(lshift, hi, repeat(64)), lo)
-    ends = map(add, map(or_, map(lshift, last_hi, repeat(64)), last_lo), repeat(1))
-    values = list(chain.from_iterable(map(range, firsts, ends)))
+        firsts, lasts = lo.tolist(), last_lo.tolist()
+    else:
+        firsts = list(map(or_, map(lshift, hi, repeat(64)), lo))
+        lasts = list(map(or_, map(lshift, last_hi, repeat(64)), last_lo))
+    # the spans of one value are their first values; the others' further values are
+    # chained after them, and one sort merges the two runs
+    wide = list(map(ne, firsts, lasts))
+    starts = list(map(add, compress(firsts, wide), repeat(1)))
+    stops = list(map(add, compress(lasts, wide), repeat(1)))
+    values = firsts
+    values += chain.from_iterable(map(range, starts, stops))
+    values.sort()
+    if hi is None or last_hi is None:
+        return array(lo.typecode, values), None
     out_hi = array("Q", list(map(rshift, values, repeat(64))))
     return array("Q", list(map(and_, values, repeat(MASK64)))), out_hi
 
