@@ -11,7 +11,8 @@ One file per namespace in the state directory, replaced whole (not fsynced: see
 ``_replace``): a line of JSON (the generation, the namespace's identity, each set's
 handle, its tags' spans and run-time elements; the elements files whose every line was
 one address, each with its bytes and its spans or the set's tag whose spans they are)
-followed by the spans' words (little-endian) and the files' bytes: the next apply diffs a
+followed by the spans' words (little-endian; once where every span is one value) and the
+files' bytes: the next apply diffs a
 file against its bytes kept here and parses only the lines that changed
 (:mod:`appliance.model.elements_fast`). The namespace's identity (the boot
 and the namespace's cookie) keeps a record from matching another namespace, the same name
@@ -41,7 +42,7 @@ from appliance.model.elements_fast import Parsed, Recalled
 from appliance.model.intervals import Spans
 from appliance.reconcile.state import Element
 
-FORMAT = 2
+FORMAT = 3
 NETNS_DIR = Path("/run/netns")
 
 
@@ -92,14 +93,17 @@ def save(
     def spans_place(items: Elements) -> dict[str, Any]:
         nonlocal offset
         assert items.spans is not None
+        words = items.spans.words()
+        points = items.spans.points  # the same words for both bounds: kept once
         place = {
             "type": items.set_type,
             "interval": items.interval,
             "width": items.spans.width,
             "spans": len(items.spans),
+            "points": points,
             "offset": offset,
         }
-        for part in items.spans.words():
+        for part in words[: len(words) // 2] if points else words:
             if sys.byteorder != "little":
                 part = array(part.typecode, part)
                 part.byteswap()
@@ -250,11 +254,15 @@ def load_record(
 def _read(source: Any, start: int, place: dict[str, Any]) -> Elements:
     width, count = int(place["width"]), int(place["spans"])
     source.seek(start + int(place["offset"]))
+    templates = Spans(width).words()
+    points = bool(place["points"])
     arrays = []
-    for template in Spans(width).words():
+    for template in templates[: len(templates) // 2] if points else templates:
         part = array(template.typecode)
         part.fromfile(source, count)
         if sys.byteorder != "little":
             part.byteswap()
         arrays.append(part)
+    if points:
+        arrays += arrays
     return Recalled(str(place["type"]), bool(place["interval"]), Spans.from_words(width, arrays))

@@ -83,6 +83,26 @@ def test_a_record_that_cannot_be_read_is_ignored(tmp_path: Path) -> None:
     assert applied.load(tmp_path, None) is None
 
 
+def test_single_values_are_kept_once_and_ranges_with_both_bounds(tmp_path: Path) -> None:
+    """A set of hosts keeps its words once (not once per bound); runs of neighbours (spans
+    of several values) keep both bounds; each reads back as it was."""
+    for step, points in ((2, True), (1, False)):
+        kernel = Counted()
+        wanted = addresses(0, N, step=step)
+        engine, _sets = _apply(kernel, tmp_path, wanted)
+        header = json.loads(applied.record_path(tmp_path, None).read_bytes().split(b"\n")[0])
+        place = header["sets"]["bl"]["tags"]["profile"]
+        assert place["points"] is points
+        known = applied.load(tmp_path, None)
+        assert known is not None
+        items = known.tagged["bl"]["profile"]
+        assert items.spans is not None and items.spans.points is points
+        assert set(items) == set(wanted)
+        kept = engine.known_now()
+        assert kept is not None and kept.tagged["bl"]["profile"].spans is not None
+        assert items.spans.words() == kept.tagged["bl"]["profile"].spans.words()
+
+
 def test_the_record_keeps_run_time_elements_and_tags(tmp_path: Path) -> None:
     kernel = Counted()
     engine, _sets = _apply(kernel, tmp_path, addresses(0, 50))
