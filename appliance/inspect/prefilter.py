@@ -24,7 +24,7 @@ from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
-from appliance.inspect.rules import Content, Signature
+from appliance.inspect.rules import PKT, Content, Signature
 from appliance.inspect.transforms import Transform, apply
 
 _MAX_HITS = 4096  # matched texts whose rules are kept
@@ -38,6 +38,12 @@ FIND_LIMIT = 8
 # there): below it, the regular expression's skip over bytes no pattern starts with is the
 # faster on long payloads (11 patterns over 1 kB of zeros: 4 us, 8 us through the automaton).
 AUTOMATON_MIN = 32
+# An application buffer's values recur (hosts, names, agents, URIs): the candidates of the
+# last MEMO_ENTRIES distinct values of at most MEMO_BYTES bytes are kept by each prefilter of
+# one, so a value seen before costs a dictionary look-up, not a scan (past the bound the
+# kept ones are dropped and kept anew). The packet payload's are not: it seldom recurs.
+MEMO_ENTRIES = 256
+MEMO_BYTES = 128
 # A trie whose branches nest deeper than this is written as a flat alternation (the
 # regular-expression parser recurses once per nested group).
 MAX_NESTING = 100
@@ -199,6 +205,24 @@ class Prefilter:
                 last_found = found = long(data.lower() if fold else data)
                 return found
 
+        if self.buffer != PKT:
+            scan_once = candidates
+            memo: dict[bytes, list[Signature] | None] = {}
+            get = memo.get
+
+            def candidates(data: bytes) -> list[Signature] | None:
+                nonlocal last, last_found
+                found = get(data, _UNSEEN) if type(data) is bytes else _UNSEEN
+                if found is _UNSEEN:
+                    found = scan_once(data)
+                    if len(data) <= MEMO_BYTES and type(data) is bytes:
+                        if len(memo) >= MEMO_ENTRIES:
+                            memo.clear()
+                        memo[data] = found
+                last = data
+                last_found = found
+                return found
+
         def none_in(data: bytes) -> bool:
             return last is data and last_found is None
 
@@ -279,6 +303,7 @@ class Prefilter:
 
 
 _VALUE = itemgetter(1)  # of an automaton's (end, value) hits
+_UNSEEN: list[Signature] = []  # (by identity) a value the memo does not hold
 
 
 def _joined(by_pattern: dict[str, list[Signature]], hits: dict[str, None]) -> list[Signature]:

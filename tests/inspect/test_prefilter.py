@@ -220,3 +220,37 @@ def test_the_automaton_finds_what_the_alternation_finds(data: list[bytes], cased
     want = alternation.candidates(text) or []
     assert {id(s) for s in got} == {id(s) for s in want}
     assert len(got) == len({s.sid for s in got})
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    values=st.lists(
+        st.one_of(st.sampled_from(PATTERNS[:40]), st.binary(max_size=8)).map(
+            lambda v: v + b".example"
+        ),
+        max_size=40,
+    ),
+    bound=st.integers(1, 6),
+)
+def test_an_application_buffer_seen_before_gives_what_a_scan_gives(
+    values: list[bytes], bound: int
+) -> None:
+    """An application buffer's prefilter keeps the candidates of the values it scanned (up
+    to MEMO_ENTRIES of them, then anew): a value seen before, or again after the bound
+    dropped it, gives what a fresh scan of it gives."""
+    entries = [
+        (Content(pattern=p, buffer="http.host"), SIGNATURES[i % len(SIGNATURES)])
+        for i, p in enumerate(PATTERNS)
+    ]
+    entries = list({sig.sid: (c, sig) for c, sig in entries}.values())
+    kept = Prefilter("http.host", entries)
+    saved = prefilter.MEMO_ENTRIES
+    prefilter.MEMO_ENTRIES = bound
+    try:
+        for value in values + values[::-1]:
+            got = kept.candidates(value) or []
+            want = Prefilter("http.host", entries).candidates(value) or []
+            assert [s.sid for s in got] == [s.sid for s in want]
+            assert kept.none_in(value) is not bool(got)
+    finally:
+        prefilter.MEMO_ENTRIES = saved
