@@ -595,18 +595,25 @@ static int fast_tcp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, 
     start = ip + 20 + (offset << 2);
     if (offset < 5 || start > end)
         goto leave_fast_zero;
-    if (start < end) {
+    if (start < end || flags & 0x02) {
         int quiet = PyObject_IsTrue(PyTuple_GET_ITEM(fast, 0));
         if (quiet < 0) {
             truth = -1;
             goto leave_fast;
         }
-        if (!quiet && (size < 4 || !settled || fp->segment == NULL))
-            goto leave_fast_zero;
-        if (info->anchored
-            && (truth = anchored_hit(fp, group, info->probe, bytes, start, end, established))
-                   != 0)
-            goto leave_fast;
+        if (start < end) {
+            if (!quiet && (size < 4 || !settled || fp->segment == NULL))
+                goto leave_fast_zero;
+            if (info->anchored
+                && (truth = anchored_hit(fp, group, info->probe, bytes, start, end,
+                                         established))
+                       != 0)
+                goto leave_fast;
+        } else if (!quiet && fp->segment == NULL) {
+            goto leave_fast_zero; /* the SYN/ACK: its stream opens in the full path */
+        }
+        /* a data segment of a direction the engine scans, or the SYN/ACK of one that is
+         * not quiet (its stream opens) */
         if (!quiet) {
             PyObject *args[7] = {flow, to_server ? Py_True : Py_False, group, bytes, NULL,
                                  NULL, NULL};

@@ -766,7 +766,11 @@ class InspectionEngine:
         start = ip + 20 + (offset << 2)
         if offset < 5 or start > end:
             return False
-        if start < end:
+        if start == end:
+            if flags & 0x02 and not quiet:  # the SYN/ACK: its direction's stream starts
+                if not self._scan_segment(flow, to_server, group, data, ip, start, end):
+                    return False
+        else:
             if not quiet and (len(fast) < 4 or state != flow.tcp_state):
                 return False
             if group.anchored and _anchored_hit(group, data, start, end, established):
@@ -1020,7 +1024,10 @@ class InspectionEngine:
         it: no application parser wants it, the payload's prefilters find no pattern in it
         nor across its start in the stream, no rule is waiting for the stream to grow. Then
         it is appended to the stream (in order, within the depth) as the full path would, and
-        True is returned. False: nothing changed, the full path is to take it."""
+        True is returned. False: nothing changed, the full path is to take it. A SYN/ACK
+        (``start == end``) opens its direction's stream after its sequence number."""
+        if start == end:
+            return self._stream_opens(flow, to_server, group, data, ip)
         payload = data[start:end]
         app = flow.app
         if app == "tls":
@@ -1065,6 +1072,22 @@ class InspectionEngine:
         streams.grew(stream, have, self.stats.errors)
         if have and stream.data:
             stream.scanned = len(stream.data)
+        return True
+
+    def _stream_opens(
+        self, flow: Flow, to_server: bool, group: Group, data: bytes, ip: int
+    ) -> bool:
+        """A SYN/ACK of a direction that is not quiet: its stream, if its rules read the
+        payload, starts after its sequence number (as ``stream_hits`` opens it). False:
+        the direction has a stream already, the full path is to close it."""
+        if self.streams is None or not group.reads_payload:
+            return True
+        pair = flow.streams
+        if pair is None:
+            pair = flow.streams = [None, None]
+        if isinstance(pair[to_server], StreamDirection):
+            return False
+        pair[to_server] = (_SEQ(data, ip + 24)[0] + 1) % _MOD
         return True
 
     def _scan_outer(self, group: Group, data: bytes, end: int) -> bool:

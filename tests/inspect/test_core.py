@@ -45,6 +45,8 @@ from appliance.inspect.rules import Variables, load_rules, parse_rules
 from appliance.lab.mix import Mix, flood, make_engine
 from appliance.model.values import parse_network
 
+from .test_engine_scan import FILLER, SCANNED, scanned_frames
+
 pytestmark = pytest.mark.skipif(
     not core.available() or core.switched_off(),
     reason="the compiled fast path is not built (setup.py) or is switched off",
@@ -96,11 +98,21 @@ def pair(
 
 
 def streams_of(flow: Flow) -> Any:
-    """A flow's streams: where each starts, what it holds."""
+    """A flow's streams: where each starts, what it holds, how far it was scanned, the
+    rules it reported and those waiting for it to grow."""
     if flow.streams is None:
         return None
     return [
-        s if s is None or isinstance(s, int) else (s.base, bytes(s.data), s.full)
+        s
+        if s is None or isinstance(s, int)
+        else (
+            s.base,
+            bytes(s.data),
+            s.full,
+            s.scanned,
+            sorted(s.reported),
+            [sig.sid for sig in s.waiting],
+        )
         for s in flow.streams
     ]
 
@@ -234,6 +246,20 @@ def test_anchored_rules(seed: int) -> None:
     lines, _ = same(frames, rules=ANCHORED)
     assert len(lines) > 10
     same(mutate(frames, seed), rules=ANCHORED)
+
+
+def test_scanned_data_segments() -> None:
+    """Payload rules on any port leave no TCP direction quiet: the data segments the fast
+    path scans (and the G-PDUs carrying them) come out as the twin's, streams included."""
+    frames = scanned_frames(7, flows=30)
+    lines, (_flows, counters) = same(frames, rules=SCANNED)
+    assert len(lines) > 10
+    assert counters[2] > len(frames) // 3  # the fast path took them
+    same(mutate(frames, 7), rules=SCANNED)
+    filler = scanned_frames(8, flows=20, disorder=0.0, pieces=FILLER)
+    _, (_flows, counters) = same(filler, rules=SCANNED)
+    assert counters[2] > len(filler) // 2
+    same(Mix(seed=57).build(6_000), rules=SCANNED)
 
 
 def syn_pair(**config: Any) -> tuple[InspectionEngine, InspectionEngine]:
@@ -1120,14 +1146,24 @@ def refs(data: bytes, collect: bool = False) -> int:
 
 def test_callbacks_that_raise_fail_the_packet_cleanly(monkeypatch: pytest.MonkeyPatch) -> None:
     """A Python exception raised in a callback the core calls (detectors, a SYN's plan and
-    alerts, the anchored check, the flow lookup) comes out of process() as it is; the
-    packet's bytes keep their reference count and the engine goes on with the next packet."""
+    alerts, the anchored check, the flow lookup, a data segment's and a G-PDU's scans) comes
+    out of process() as it is; the packet's bytes keep their reference count and the engine
+    goes on with the next packet."""
     frames = Mix(seed=90).build(3_000) + flood(600, seed=90)
     engine = importlib.import_module("appliance.inspect.engine")
     monkeypatch.setattr(engine, "_anchored_hit", Flaky(engine._anchored_hit, 5))
-    compiled, _ = pair(rules=ANCHORED)
+    frames += scanned_frames(90, flows=20)
+    compiled, _ = pair(rules=ANCHORED + SCANNED)
     flaky = []
-    for name in ("_scan_syn", "_flood_syn", "_syn_fire", "_syn_alerts", "_syn_plan"):
+    for name in (
+        "_scan_syn",
+        "_flood_syn",
+        "_syn_fire",
+        "_syn_alerts",
+        "_syn_plan",
+        "_scan_segment",
+        "_scan_outer",
+    ):
         if getattr(compiled, name) is not None:
             flaky.append(Flaky(getattr(compiled, name), 7))
             setattr(compiled, name, flaky[-1])

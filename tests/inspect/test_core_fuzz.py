@@ -20,6 +20,7 @@ from appliance.inspect.pcap import read_capture
 from appliance.lab.mix import Mix, flood
 
 from .test_core import Frames, decoded_alike, http_alike, parsed_alike, same, sni_alike
+from .test_engine_scan import SCANNED, scanned_frames
 
 ROUNDS = int(os.environ.get("APPLIANCE_CORE_FUZZ", "0") or "0")
 
@@ -95,8 +96,10 @@ def test_mutated_captures_through_every_entry_point() -> None:
         for frames in (mangled(corpus, rng, share), mangled(mix + syns, rng, share)):
             same(frames)
             same(frames, corpus=True, max_flows=200)
+            same(frames, rules=SCANNED)
             decoded_alike(frames)
             decoded_alike(frames, gtp=False)
+        same(mangled(scanned_frames(round_, flows=20), rng, share), rules=SCANNED)
         payloads = payloads_of(mix) + payloads_of(corpus)
         hostile = [damage(p, rng) for p in payloads for _ in range(2)]
         for batch in (payloads, hostile):

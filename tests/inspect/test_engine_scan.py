@@ -1,0 +1,227 @@
+"""Data segments the fast path scans: in a TCP direction whose rules read the payload on any
+port (so that it is never quiet), a data segment of an established flow is scanned by the
+payload's prefilters, over the packet and over the stream's bytes around its start, and
+appended to the stream, without the full path; the full path takes it whenever a pattern is
+there, the segment is out of order, overlaps, leaves a gap or passes the depth, or a rule
+waits for the stream to grow. The same traffic gives the same alerts, flows, streams and
+counters with and without the fast paths; G-PDUs carrying such segments too."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from appliance.inspect.engine import InspectionEngine
+from appliance.inspect.eve import to_eve
+from appliance.inspect.flow import Flow
+from appliance.inspect.rules import Variables, parse_rules
+from appliance.inspect.stream import StreamDirection
+from appliance.lab.mix import client_hello, eth, gtpu, ipv4, make_engine, tcp, udp
+from appliance.model.values import parse_network
+
+Frames = list[tuple[float, bytes, int]]
+
+# Payload rules on any TCP port (as ET Open has them): no TCP direction is quiet
+SCANNED = """
+alert tcp any any -> any any (msg:"marker"; content:"MARKER-42"; sid:9101;)
+alert tcp any any -> any any (msg:"to client"; flow:established,to_client; content:"abcxyz"; \
+sid:9102;)
+alert tcp any any -> any any (msg:"waits"; content:"abcq"; content:"qqq"; distance:0; sid:9103;)
+alert tcp any any -> any any (msg:"anchored far"; content:"|00 00|"; depth:2; content:"MARK"; \
+sid:9104;)
+alert tcp any any -> any any (msg:"anchored near"; content:"ZZ"; offset:4; depth:6; sid:9105;)
+alert udp any any -> any 2152 (msg:"outer"; content:"OUTERMARK"; sid:9106;)
+alert tcp any any -> any any (msg:"nocase"; content:"HiddeN"; nocase; sid:9107;)
+"""
+# the pieces a stream is made of: patterns whole and cut, and filler
+PIECES = (
+    b"\x00" * 40,
+    b"\x00" * 700,
+    b"MARKER-42",
+    b"MARK",
+    b"ER-42",
+    b"abcxyz",
+    b"abcq",
+    b"qqq",
+    b"ZZ",
+    b"hidden",
+    b"OUTERMARK",
+    b"HTTP/1.1 200 OK\r\n\r\n",
+    b"\x16\x03\x01\x00\x05",
+    b"plain text, nothing to see ",
+)
+
+
+def scanned_engines(depth: int = 2048, **config: Any) -> tuple[InspectionEngine, InspectionEngine]:
+    """The benchmark's engine with SCANNED: with the fast paths, and without."""
+    base = make_engine()
+    variables = Variables.from_networks([parse_network("10.0.0.0/8")])
+    more = list(parse_rules(SCANNED.replace("\\\n", ""), "scanned.rules", variables))
+    cfg = replace(
+        base.config, signatures=[*base.config.signatures, *more], stream_depth=depth, **config
+    )
+    return InspectionEngine(cfg), InspectionEngine(replace(cfg, fast_path=False))
+
+
+FILLER = (b"\x00" * 40, b"\x00" * 700, b"plain text, nothing to see ")
+GNB, UPF = b"\x0a\x00\x09\x01", b"\x0a\x00\x09\x64"
+
+
+class _Flow:
+    """One TCP flow's packets, plain or in a GTP-U tunnel (a UE of the GTP-U detector's
+    pools, uplink from the gNB to the UPF, as in the benchmark's mix)."""
+
+    def __init__(self, rng: random.Random, n: int, out: Frames, ts: float) -> None:
+        self.tunnel = rng.random() < 0.3
+        net = 45 if self.tunnel else 0
+        self.client = bytes([10, net, 7, 1 + n % 250])
+        self.server = bytes([10, 0, 8, 1 + rng.randrange(250)])
+        self.port = rng.choice((5201, 80, 443, 8443))
+        self.cport = rng.randrange(1024, 65535)
+        self.cseq, self.sseq = rng.randrange(2**32), rng.randrange(2**32)
+        self.teid = rng.randrange(1, 2**32)
+        self.out, self.ts = out, ts
+
+    def emit(self, packet: bytes) -> None:
+        self.ts += 0.001
+        if self.tunnel:
+            up = packet[12:16] == self.client
+            src, dst = (GNB, UPF) if up else (UPF, GNB)
+            packet = ipv4(src, dst, 17, udp(2152, 2152, gtpu(self.teid, packet)))
+        self.out.append((self.ts, eth(packet), 1))
+
+    def c2s(self, flags: int, payload: bytes = b"") -> None:
+        segment = tcp(self.cport, self.port, flags, self.cseq, self.sseq, payload)
+        self.emit(ipv4(self.client, self.server, 6, segment))
+
+    def s2c(self, seq: int, payload: bytes, flags: int = 0x10) -> None:
+        segment = tcp(self.port, self.cport, flags, seq, self.cseq, payload)
+        self.emit(ipv4(self.server, self.client, 6, segment))
+
+
+def scanned_frames(
+    seed: int, flows: int = 12, disorder: float = 0.1, pieces: tuple[bytes, ...] = PIECES
+) -> Frames:
+    """Flows (bulk on a high port, web, TLS; some in a GTP-U tunnel) whose server sends a
+    stream of ``pieces`` cut into segments of random sizes; a share ``disorder`` of the
+    segments swapped with the next, sent twice, resent overlapping, or lost."""
+    rng = random.Random(seed)
+    out: Frames = []
+    ts = 1_700_000_000.0
+    for n in range(flows):
+        f = _Flow(rng, n, out, ts)
+        f.c2s(0x02)
+        f.s2c(f.sseq, b"", 0x12)
+        f.cseq += 1
+        f.sseq += 1
+        f.c2s(0x10)
+        request = {80: b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 443: client_hello("s.example")}
+        first = request.get(f.port, b"hello")
+        f.c2s(0x18, first)
+        f.cseq += len(first)
+        stream = b"".join(rng.choice(pieces) for _ in range(rng.randrange(4, 60)))
+        cuts = sorted(rng.sample(range(1, len(stream)), min(len(stream) - 1, rng.randrange(1, 40))))
+        bounds = zip([0, *cuts], [*cuts, len(stream)], strict=True)
+        segments = [(f.sseq + a, stream[a:b]) for a, b in bounds]
+        i = 0
+        while i < len(segments):
+            seq, payload = segments[i]
+            roll = rng.random()
+            if roll < disorder / 4 and i + 1 < len(segments):
+                f.s2c(*segments[i + 1])
+                f.s2c(seq, payload)
+                i += 1
+            elif roll < disorder / 2:
+                f.s2c(seq, payload)
+                f.s2c(seq, payload)  # a retransmission
+            elif roll < disorder * 3 / 4 and len(payload) > 2:
+                f.s2c(seq, payload)
+                f.s2c(seq + 1, payload[1:] + b"!")  # overlapping, one byte more
+            elif roll >= disorder:
+                f.s2c(seq, payload)
+            # (else: lost)
+            if rng.random() < 0.3:
+                f.c2s(0x10)
+            i += 1
+        f.c2s(0x11)
+        f.s2c(f.sseq + len(stream), b"", 0x11)
+        ts = f.ts
+    return out
+
+
+def state(eng: InspectionEngine, frames: Frames) -> tuple[list[dict[str, Any]], Any]:
+    events = [to_eve(a) for ts, data, lt in frames for a in eng.process(ts, data, lt)]
+    flows = sorted(
+        (
+            f.key,
+            f.packets_to_server,
+            f.packets_to_client,
+            f.last_ts,
+            f.app,
+            f.tcp_state,
+            f.established,
+            streams_of(f),
+        )
+        for f in eng.flows.records()
+    )
+    stats = eng.stats
+    return events, (flows, stats.packets, stats.decoded, stats.alerts, dict(stats.errors))
+
+
+def streams_of(flow: Flow) -> Any:
+    """What each direction's stream holds, and how far it was scanned."""
+    if flow.streams is None:
+        return None
+    return [
+        s
+        if not isinstance(s, StreamDirection)
+        else (s.base, bytes(s.data), s.full, s.scanned, sorted(s.reported))
+        for s in flow.streams
+    ]
+
+
+def alike(frames: Frames, **config: Any) -> tuple[InspectionEngine, list[dict[str, Any]]]:
+    fast, slow = scanned_engines(**config)
+    got = state(fast, frames)
+    want = state(slow, frames)
+    assert got[0] == want[0]
+    assert got[1] == want[1]
+    return fast, got[0]
+
+
+def test_scanned_segments_as_the_full_path_takes_them() -> None:
+    frames = scanned_frames(1, flows=30)
+    fast, events = alike(frames)
+    sids = {e["alert"]["signature_id"] for e in events}
+    assert {9101, 9102, 9104, 9107} <= sids
+    assert fast.stats.fast > len(frames) // 3
+
+
+def test_past_the_depth_only_the_packet_is_scanned() -> None:
+    frames = scanned_frames(2, flows=20, disorder=0.0)
+    fast, _ = alike(frames, depth=256)
+    assert fast.stats.errors.get("stream.depth_reached", 0) > 5
+    assert fast.stats.fast > len(frames) // 3
+
+
+def test_without_reassembly() -> None:
+    alike(scanned_frames(3, flows=10), depth=0)
+
+
+def test_filler_in_order_takes_the_fast_path() -> None:
+    """Streams of filler, in order: the fast path takes most packets (in a tunnel too), and
+    appends the data segments to the streams as the full path does."""
+    frames = scanned_frames(4, flows=20, disorder=0.0, pieces=FILLER)
+    fast, _ = alike(frames, depth=1 << 20)
+    assert fast.stats.fast > len(frames) // 2
+    assert fast.stats.errors.get("stream.depth_reached") is None
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.floats(0.0, 0.6), st.sampled_from([0, 64, 700, 65536]))
+def test_random_streams(seed: int, disorder: float, depth: int) -> None:
+    alike(scanned_frames(seed, flows=4, disorder=disorder), depth=depth)
