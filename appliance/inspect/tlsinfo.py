@@ -29,7 +29,9 @@ import datetime
 import hashlib
 import struct
 from collections import OrderedDict
+from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
+from itertools import filterfalse
 from typing import Any
 
 from cryptography import x509
@@ -72,6 +74,7 @@ _STATE_OF.update({16: SSL_STATES["client_keyx"], 12: SSL_STATES["server_keyx"]})
 TLS13 = 0x0304
 
 _u16 = struct.Struct("!H").unpack_from
+_u16_pair = struct.Struct("!HH").unpack_from
 _DONE = "done"
 
 # x509 attribute names as Suricata writes them (others: the dotted OID)
@@ -95,12 +98,16 @@ def is_grease(value: int) -> bool:
     return value & 0x0F0F == 0x0A0A and value >> 8 == value & 0xFF
 
 
-def _join(values: list[int]) -> str:
-    return "-".join(str(v) for v in values if not is_grease(v))
+_GREASE = frozenset(v for v in range(0x0A0A, 0x10000, 0x1010) if is_grease(v))
+_in_grease = _GREASE.__contains__
+
+
+def _join(values: Iterable[int]) -> str:
+    return "-".join(map(str, filterfalse(_in_grease, values)))
 
 
 def _u16_list(data: bytes) -> list[int]:
-    return [_u16(data, i)[0] for i in range(0, len(data) - 1, 2)]
+    return list(struct.unpack_from(f"!{len(data) >> 1}H", data))
 
 
 def ja3_client(body: bytes) -> str | None:
@@ -115,13 +122,24 @@ def ja3_client(body: bytes) -> str | None:
         pos += 1 + body[pos]  # compression methods
     except (IndexError, struct.error):
         return None
-    extensions, groups, formats = [], [], []
-    for etype, data in _extensions(body, pos):
-        extensions.append(etype)
-        if etype == 10 and len(data) >= 2:  # supported_groups
-            groups = _u16_list(data[2 : 2 + _u16(data, 0)[0]])
-        elif etype == 11 and data:  # ec_point_formats
-            formats = list(data[1 : 1 + data[0]])
+    # the extensions (as _extensions reads them), only two of them sliced
+    extensions: list[int] = []
+    groups: Iterable[int] = ()
+    formats: Iterable[int] = ()
+    if pos + 2 <= len(body):
+        end = min(len(body), pos + 2 + _u16(body, pos)[0])
+        pos += 2
+        while pos + 4 <= end:
+            etype, size = _u16_pair(body, pos)
+            pos += 4
+            extensions.append(etype)
+            if etype == 10 or etype == 11:
+                data = body[pos : pos + size]
+                if etype == 10 and len(data) >= 2:  # supported_groups
+                    groups = _u16_list(data[2 : 2 + _u16(data, 0)[0]])
+                elif etype == 11 and data:  # ec_point_formats
+                    formats = data[1 : 1 + data[0]]
+            pos += size
     return ",".join(
         (str(version), _join(ciphers), _join(extensions), _join(groups), _join(formats))
     )
@@ -148,7 +166,7 @@ def _extensions(body: bytes, pos: int) -> list[tuple[int, bytes]]:
     pos += 2
     out = []
     while pos + 4 <= end:
-        etype, size = struct.unpack_from("!HH", body, pos)
+        etype, size = _u16_pair(body, pos)
         pos += 4
         out.append((etype, body[pos : pos + size]))
         pos += size
