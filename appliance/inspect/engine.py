@@ -767,9 +767,13 @@ class InspectionEngine:
         if offset < 5 or start > end:
             return False
         if start == end:
-            if flags & 0x02 and not quiet:  # the SYN/ACK: its direction's stream starts
-                if not self._scan_segment(flow, to_server, group, data, ip, start, end):
-                    return False
+            # the SYN/ACK: its direction's stream starts
+            if (
+                flags & 0x02
+                and not quiet
+                and not self._scan_segment(flow, to_server, group, data, ip, start, end)
+            ):
+                return False
         else:
             if not quiet and (len(fast) < 4 or state != flow.tcp_state):
                 return False
@@ -1036,18 +1040,17 @@ class InspectionEngine:
         elif app == "http" and 0x41 <= payload[0] <= 0x5A:
             return False  # may start a request or a response (an upper-case letter)
         scans = group.payload_scans
-        for prefilter, _ in scans:
-            if prefilter.candidates(payload):
-                return False
         streams = self.streams
-        if streams is None or not group.reads_payload:
-            return True
         pair = flow.streams
         stream = pair[to_server] if pair is not None else None
+        if (
+            streams is None
+            or not group.reads_payload
+            or (type(stream) is StreamDirection and stream.full and not stream.pending)
+        ):  # no stream, or past its depth: the packet alone is scanned
+            return not any(prefilter.candidates(payload) for prefilter, _ in scans)
         if type(stream) is not StreamDirection:
             return False  # its first payload opens it
-        if stream.full and not stream.pending:
-            return True  # past the depth: the packet alone is scanned
         held = stream.data
         have = len(held)
         if (
@@ -1058,16 +1061,19 @@ class InspectionEngine:
             or have + len(payload) > streams.depth
         ):
             return False  # out of order, overlapping, past the depth, a rule waiting
-        if have:  # the stream is scanned from where its last scan ended
+        if have:
+            # One scan a prefilter covers the packet's and the stream's: from where the last
+            # scan of the stream ended, less a pattern's length, to the segment's end (a
+            # pattern wholly in the bytes scanned before sends the segment to the full path)
             scanned = stream.scanned
             if group.anchored and not head_clear(group, stream, payload):
                 return False
             for prefilter, width in scans:
                 lo = scanned - width + 1
-                # (all scanned before: only what spans the segment's start is left)
-                tail = payload[: width - 1] if scanned == have else payload
-                if prefilter.candidates(bytes(held[lo if lo > 0 else 0 :]) + tail):
+                if prefilter.candidates(bytes(held[lo if lo > 0 else 0 :]) + payload):
                     return False
+        elif any(prefilter.candidates(payload) for prefilter, _ in scans):
+            return False
         held += payload
         streams.grew(stream, have, self.stats.errors)
         if have and stream.data:
