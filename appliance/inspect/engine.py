@@ -66,6 +66,7 @@ from appliance.inspect.stream import (
     Reassembler,
     StreamDirection,
     head_clear,
+    placed,
     stream_hits,
 )
 from appliance.inspect.threshold import ThresholdState
@@ -155,11 +156,16 @@ def _anchored_hit(group: Group, data: bytes, start: int, end: int, established: 
                 return True
         return False
     reach = group.anchored_reach
-    buffers = {"pkt": data[start : end if reach < 0 else min(end, start + reach)]}
-    for sig in group.anchored:
+    buffers: dict[str, bytes] | None = None
+    # a rule whose fast pattern is not in its place does not match (as in _rule_hits)
+    for sig in placed(group, data[start:end]):
         if sig.flow_established is not None and sig.flow_established != established:
             continue
-        if sig.flags is not None or contents_match(sig, buffers):
+        if sig.flags is not None:
+            return True
+        if buffers is None:
+            buffers = {"pkt": data[start : end if reach < 0 else min(end, start + reach)]}
+        if contents_match(sig, buffers):
             return True
     return False
 
@@ -188,15 +194,7 @@ def _rule_hits(
         elif not sig.contents or contents_match(sig, buffers):
             hits.append(sig)
     if payload:  # an anchored rule has a content in the payload
-        folded = None
-        for sig, needle, low, high, nocase in group.anchored_fast:
-            if nocase:
-                if folded is None:
-                    folded = payload.lower()
-                if folded.find(needle, low, high) < 0:
-                    continue
-            elif payload.find(needle, low, high) < 0:
-                continue  # its fast pattern is not where it must be
+        for sig in placed(group, payload):
             if rule_matches(sig, layer, established, buffers):
                 hits.append(sig)
     if payload or len(buffers) > 1:  # a buffer to scan

@@ -20,6 +20,8 @@ depth are not kept (``stream.depth_reached``, once per direction).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 
 from appliance.inspect.decode import TCP_SYN, Errors, Layer, count
 from appliance.inspect.flow import Flow
@@ -281,17 +283,7 @@ def stream_hits(
         # a rule whose fast pattern is not in its place at the stream's start never matches
         # it: only the others are checked over the whole stream
         head = bytes(data[:ANCHOR_LIMIT])
-        folded = None
-        for sig, needle, low, high, nocase in group.anchored_fast:
-            if sig.sid in reported:
-                continue
-            if nocase:
-                if folded is None:
-                    folded = head.lower()
-                if folded.find(needle, low, high) < 0:
-                    continue
-            elif head.find(needle, low, high) < 0:
-                continue
+        for sig in placed(group, head, reported):
             if view is None:
                 view = dict(buffers)
                 view[PKT] = bytes(data)
@@ -328,6 +320,23 @@ def stream_hits(
             waiting.remove(sig)
 
 
+def placed(group: Group, text: bytes, skip: AbstractSet[int] = frozenset()) -> Iterator[Signature]:
+    """The anchored rules of a group (but those of a sid in ``skip``) whose fast pattern is
+    in its place in ``text`` (a payload, or a stream's first bytes): no other may match."""
+    folded = None
+    for sig, needle, low, high, nocase in group.anchored_fast:
+        if sig.sid in skip:
+            continue
+        if nocase:
+            if folded is None:
+                folded = text.lower()
+            if folded.find(needle, low, high) < 0:
+                continue
+        elif text.find(needle, low, high) < 0:
+            continue
+        yield sig
+
+
 def head_clear(group: Group, stream: StreamDirection, payload: bytes) -> bool:
     """Whether ``stream_hits``'s check of a group's anchored rules over the stream's first
     bytes finds none once the in-order ``payload`` is appended: their reach is behind what
@@ -341,18 +350,8 @@ def head_clear(group: Group, stream: StreamDirection, payload: bytes) -> bool:
         head = bytes(data[:ANCHOR_LIMIT])
     else:
         head = bytes(data) + payload[: ANCHOR_LIMIT - have]
-    reported = stream.reported
-    folded = None
-    for sig, needle, low, high, nocase in group.anchored_fast:
-        if sig.sid in reported:
-            continue
-        if nocase:
-            if folded is None:
-                folded = head.lower()
-            if folded.find(needle, low, high) >= 0:
-                return False
-        elif head.find(needle, low, high) >= 0:
-            return False
+    for _ in placed(group, head, stream.reported):
+        return False
     if len(head) >= ANCHOR_LIMIT:
         stream.clear = group  # the head stays, the reported rules only grow
     return True
