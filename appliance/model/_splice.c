@@ -69,9 +69,13 @@ typedef struct {
     Py_ssize_t n;
 } column;
 
-static inline value at(const column *c, Py_ssize_t i) {
+#define ALWAYS static inline __attribute__((always_inline))
+
+/* Each accessor takes ``wide`` as an argument: the loops call them with a constant and are
+   compiled once for 32-bit words and once for 64-bit pairs. */
+ALWAYS value at_of(const column *c, Py_ssize_t i, int wide) {
     value v;
-    if (c->wide) {
+    if (wide) {
         memcpy(&v.hi, c->hi + 8 * i, 8);
         memcpy(&v.lo, c->lo + 8 * i, 8);
     } else {
@@ -164,9 +168,9 @@ typedef struct {
     int points; /* every span so far a single value */
 } writer;
 
-static void put(writer *w, int bound, Py_ssize_t i, value v) {
-    int per = w->wide ? 2 : 1;
-    if (w->wide) {
+ALWAYS void put_of(writer *w, int bound, Py_ssize_t i, value v, int wide) {
+    int per = wide ? 2 : 1;
+    if (wide) {
         memcpy(w->data[bound * per] + 8 * i, &v.hi, 8);
         memcpy(w->data[bound * per + 1] + 8 * i, &v.lo, 8);
     } else {
@@ -175,19 +179,34 @@ static void put(writer *w, int bound, Py_ssize_t i, value v) {
     }
 }
 
-static inline void emit(writer *w, value first, value last) {
+/* The lasts of the first ``count`` spans written out: while every span is one value only
+   the firsts are written (the lasts are the same words), until a wider span comes. */
+static void spread(writer *w, Py_ssize_t count) {
+    if (!w->points)
+        return;
+    int per = w->wide ? 2 : 1;
+    Py_ssize_t size = w->wide ? 8 : 4;
+    for (int i = 0; i < per; i++)
+        memcpy(w->data[per + i], w->data[i], (size_t)(count * size));
+    w->points = 0;
+}
+
+ALWAYS void emit_of(writer *w, value first, value last, int wide) {
     if (w->n > 0 && next_to(w->last, first)) {
-        put(w, 1, w->n - 1, last);
-        w->points = 0;
+        spread(w, w->n);
+        put_of(w, 1, w->n - 1, last, wide);
     } else {
-        put(w, 0, w->n, first);
-        put(w, 1, w->n, last);
-        w->n++;
+        put_of(w, 0, w->n, first, wide);
         if (!same(first, last))
-            w->points = 0;
+            spread(w, w->n);
+        if (!w->points)
+            put_of(w, 1, w->n, last, wide);
+        w->n++;
     }
     w->last = last;
 }
+
+static inline value at(const column *c, Py_ssize_t i) { return at_of(c, i, c->wide); }
 
 static int writer_open(writer *w, int wide, Py_ssize_t room) {
     int count = wide ? 4 : 2;
@@ -261,6 +280,56 @@ static int increasing(int width, const column *c, const char *what) {
     return 1;
 }
 
+/* The old spans ``bounds`` less ``removed`` with ``added``, written to ``w``: 0, or 1 where
+   a removed value is not held or an added one is, -1 with ValueError for spans out of
+   order. */
+ALWAYS int merge(writer *w, const column *bounds, const column *removed, const column *added,
+                 int width, int wide) {
+    Py_ssize_t n = bounds[0].n, nr = removed->n, na = added->n;
+    Py_ssize_t j = 0, k = 0;
+    value previous = {0, 0};
+    value next_added = k < na ? at_of(added, k, wide) : (value){0, 0};
+    for (Py_ssize_t i = 0; i < n; i++) {
+        value first = at_of(&bounds[0], i, wide), last = at_of(&bounds[1], i, wide);
+        if (too_wide(width, last) || less(last, first) ||
+            (i > 0 && (!less(previous, first) || next_to(previous, first)))) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "spans out of order, overlapping or touching");
+            return -1;
+        }
+        previous = last;
+        while (k < na && less(next_added, first)) {
+            emit_of(w, next_added, next_added, wide);
+            if (++k < na)
+                next_added = at_of(added, k, wide);
+        }
+        if (k < na && !less(last, next_added))
+            return 1; /* an added value is held already */
+        value from = first;
+        int rest = 1; /* values of the span left from ``from`` on */
+        for (; j < nr; j++) {
+            value gone = at_of(removed, j, wide);
+            if (less(last, gone))
+                break;
+            if (less(gone, first))
+                return 1; /* between two spans: not held */
+            if (less(from, gone))
+                emit_of(w, from, down(gone), wide);
+            if (same(gone, last)) {
+                rest = 0;
+                j++;
+                break;
+            }
+            from = up(gone);
+        }
+        if (rest)
+            emit_of(w, from, last, wide);
+    }
+    for (; k < na; k++)
+        emit_of(w, at_of(added, k, wide), at_of(added, k, wide), wide);
+    return j < nr; /* a removed value above every span: not held */
+}
+
 static PyObject *splice_words(PyObject *self, PyObject *args) {
     (void)self;
     int width;
@@ -286,49 +355,11 @@ static PyObject *splice_words(PyObject *self, PyObject *args) {
         writer_drop(&w);
         goto done;
     }
-    Py_ssize_t j = 0, k = 0;
-    value previous = {0, 0};
-    int missing = 0;
-    for (Py_ssize_t i = 0; i < n && !missing; i++) {
-        value first = at(&bounds[0], i), last = at(&bounds[1], i);
-        if (too_wide(width, last) || less(last, first) ||
-            (i > 0 && (!less(previous, first) || next_to(previous, first)))) {
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_ValueError, "spans out of order, overlapping or touching");
-            writer_drop(&w);
-            goto done;
-        }
-        previous = last;
-        for (; k < na && less(at(&added, k), first); k++)
-            emit(&w, at(&added, k), at(&added, k));
-        if (k < na && !less(last, at(&added, k))) {
-            missing = 1; /* an added value is held already */
-            break;
-        }
-        value from = first;
-        int rest = 1; /* values of the span left from ``from`` on */
-        for (; j < nr && !less(last, at(&removed, j)); j++) {
-            value gone = at(&removed, j);
-            if (less(gone, first)) {
-                missing = 1; /* between two spans: not held */
-                break;
-            }
-            if (less(from, gone))
-                emit(&w, from, down(gone));
-            if (same(gone, last)) {
-                rest = 0;
-                j++;
-                break;
-            }
-            from = up(gone);
-        }
-        if (rest && !missing)
-            emit(&w, from, last);
-    }
-    if (!missing) {
-        for (; k < na; k++)
-            emit(&w, at(&added, k), at(&added, k));
-        missing = j < nr; /* above every span: not held */
+    int missing = wide ? merge(&w, bounds, &removed, &added, width, 1)
+                       : merge(&w, bounds, &removed, &added, width, 0);
+    if (missing < 0) {
+        writer_drop(&w);
+        goto done;
     }
     if (missing) {
         writer_drop(&w);
@@ -480,7 +511,7 @@ static PyObject *words_less(int width, const value *values, Py_ssize_t n, const 
             j++;
         if (j < m && same(others[j], values[i]))
             continue;
-        put(&w, 0, w.n++, values[i]);
+        put_of(&w, 0, w.n++, values[i], wide);
     }
     int per = wide ? 2 : 1;
     Py_ssize_t size = wide ? 8 : 4;

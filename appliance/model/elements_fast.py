@@ -193,9 +193,10 @@ def aligned(old: bytes, new: bytes) -> tuple[bytes, bytes]:
 
     Both are walked a block of ``BLOCK`` bytes at a time: a block of old where new goes on
     is shared; else lines were put in new (the block is found further on in new) or taken
-    out of old (new's next block is found further on in old), looked for within
-    ``WINDOW`` bytes, then to the end while the searches have scanned less than twice the
-    files; else the block changed. Once most blocks changed (``CHANGED`` of the first
+    out of old (new's next block is found further on in old), the nearer of the two,
+    looked for within ``WINDOW`` bytes of both, then in windows four times wider each
+    time while the searches have scanned less than twice the files; else the block
+    changed. Once most blocks changed (``CHANGED`` of the first
     ``CHANGED * 2``: changes spread through the file, a few lines apart), the rest of
     both is one part each: searching for blocks there would find none."""
     if old and not old.endswith(b"\n"):
@@ -217,18 +218,16 @@ def aligned(old: bytes, new: bytes) -> tuple[bytes, bytes]:
         if new.startswith(block, j):
             i, j = end, j + len(block)
             continue
-        found, budget = _search(new, block, j, budget)
+        ahead = new[j : _block_end(new, j)]
+        found, back, budget = _search(old, new, i, j, block, ahead, budget)
         if found >= 0:  # lines put in new before the block
             new_parts.append(new[j:found])
             i, j = end, found + len(block)
             continue
-        if j < len(new):
-            ahead = new[j : _block_end(new, j)]
-            back, budget = _search(old, ahead, i, budget)
-            if back >= 0:  # lines taken out of old before new's next block
-                old_parts.append(old[i:back])
-                i, j = back + len(ahead), j + len(ahead)
-                continue
+        if back >= 0:  # lines taken out of old before new's next block
+            old_parts.append(old[i:back])
+            i, j = back + len(ahead), j + len(ahead)
+            continue
         changed += 1
         old_parts.append(block)
         i = end
@@ -241,17 +240,33 @@ def _block_end(data: bytes, start: int) -> int:
     return len(data) if cut < 0 else cut + 1
 
 
-def _search(data: bytes, block: bytes, start: int, budget: int) -> tuple[int, int]:
-    """Where ``block`` starts a line of ``data`` at or after ``start`` (-1: not found
-    within the window, or further while ``budget`` lasts), and the budget left."""
-    limit = start + WINDOW + len(block)
-    found = data.find(block, start, limit)
-    if found < 0 and budget > 0 and limit < len(data):
-        budget -= len(data) - start
-        found = data.find(block, start)
+def _search(
+    old: bytes, new: bytes, i: int, j: int, block: bytes, ahead: bytes, budget: int
+) -> tuple[int, int, int]:
+    """Where old's ``block`` (at ``i``) starts a line of ``new`` at or after ``j``, or else
+    where new's block ``ahead`` (at ``j``) starts a line of ``old`` at or after ``i``: the
+    nearer, looked for within ``WINDOW`` bytes of both, then a window four times wider,
+    and so on while ``budget`` lasts (-1: not found); and the budget left."""
+    window = WINDOW
+    while True:
+        found = _find_line(new, block, j, j + window + len(block))
+        if found >= 0:
+            return found, -1, budget
+        back = _find_line(old, ahead, i, i + window + len(ahead)) if ahead else -1
+        if back >= 0:
+            return -1, back, budget
+        if budget <= 0 or (j + window >= len(new) and i + window >= len(old)):
+            return -1, -1, budget
+        budget -= 2 * window
+        window *= 4
+
+
+def _find_line(data: bytes, block: bytes, start: int, stop: int) -> int:
+    """Where ``block`` starts a line of ``data`` within ``start:stop`` (-1: nowhere)."""
+    found = data.find(block, start, stop)
     while found > 0 and data[found - 1] != 10:  # a block starts a line
-        found = data.find(block, found + 1)
-    return found, budget
+        found = data.find(block, found + 1, stop)
+    return found
 
 
 def diff_hosts(last: Parsed, data: bytes) -> Parsed | None:
