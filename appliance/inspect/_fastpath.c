@@ -170,6 +170,10 @@ typedef struct {
      * segment of a direction whose selection says it may be scanned (NULL: none is) */
     PyObject *segment;
     PyObject *outer; /* the engine's _scan_outer(group, data, end): a G-PDU's outer scan */
+    /* what scan_segment() reads and calls: the engine's Reassembler (or None), the
+     * StreamDirection class, stream.head_clear; NULL: the engine's _scan_segment does it */
+    PyObject *reassembler, *stream_type, *head_clear;
+    Py_ssize_t depth; /* the reassembler's */
     double idle_timeout;
     Py_ssize_t offsets[S_COUNT];
     Py_ssize_t layer_offsets[6];
@@ -478,6 +482,221 @@ twin:
 
 static int truth_of(PyObject *result);
 
+/* ---- a data segment the engine scans: its _scan_segment, compiled ------------------- */
+
+static PyObject *str_payload_scans, *str_reads_payload, *str_streams, *str_pending,
+    *str_waiting, *str_base, *str_data, *str_scanned, *str_grew, *str_errors, *str_candidates,
+    *str_depth;
+
+static inline int attr_truth(PyObject *obj, PyObject *name)
+{
+    return truth_of(PyObject_GetAttr(obj, name));
+}
+
+/* obj.name as a Py_ssize_t (-1 and an exception on error). */
+static Py_ssize_t attr_ssize(PyObject *obj, PyObject *name)
+{
+    PyObject *value = PyObject_GetAttr(obj, name);
+    Py_ssize_t number;
+    if (value == NULL)
+        return -1;
+    number = PyLong_AsSsize_t(value);
+    Py_DECREF(value);
+    return number;
+}
+
+/* The engine's _scan_segment(flow, to_server, group, data, ip, start, end). */
+static int scan_twin(FastPath *fp, PyObject *flow, int to_server, PyObject *group,
+                     PyObject *bytes, Py_ssize_t ip, Py_ssize_t start, Py_ssize_t end)
+{
+    PyObject *args[7] = {flow, to_server ? Py_True : Py_False, group, bytes, NULL, NULL, NULL};
+    Py_ssize_t numbers[3] = {ip, start, end};
+    PyObject *taken = NULL;
+    int i;
+    for (i = 0; i < 3; i++)
+        if ((args[4 + i] = PyLong_FromSsize_t(numbers[i])) == NULL)
+            break;
+    if (i == 3)
+        taken = PyObject_Vectorcall(fp->segment, args, 7, NULL);
+    while (i-- > 0)
+        Py_DECREF(args[4 + i]);
+    return truth_of(taken);
+}
+
+/* _scan_segment for a data segment (start < end): 1 taken (appended to its stream), 0 the
+ * full path is to take it (nothing changed), -1 error. The prefilters' scans and the
+ * stream's growth are the engine's (Prefilter.candidates, Reassembler.grew), called; what
+ * is not in the shape expected is left to the engine's _scan_segment. */
+static int scan_segment(FastPath *fp, PyObject *flow, int to_server, PyObject *group,
+                        PyObject *bytes, Py_ssize_t ip, Py_ssize_t start, Py_ssize_t end)
+{
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(bytes);
+    Py_ssize_t size = end - start, have = 0, scanned = 0, base, i, count;
+    PyObject *app, *scans = NULL, *pair = NULL, *stream = NULL, *held = NULL,
+             *payload = NULL;
+    int result = -1, truth, grows = 0;
+
+    if (fp->stream_type == NULL || fp->stats == NULL || start >= end)
+        return scan_twin(fp, flow, to_server, group, bytes, ip, start, end);
+    app = slot(fp, flow, S_APP);
+    if (app == NULL || !PyUnicode_CheckExact(app))
+        return scan_twin(fp, flow, to_server, group, bytes, ip, start, end);
+    if (PyUnicode_CompareWithASCIIString(app, "tls") == 0) {
+        if (to_server && data[start] == 0x16)
+            return 0; /* a handshake record: a ClientHello's SNI */
+    } else if (PyUnicode_CompareWithASCIIString(app, "http") == 0) {
+        if (data[start] >= 'A' && data[start] <= 'Z')
+            return 0; /* may start a request or a response */
+    }
+    scans = PyObject_GetAttr(group, str_payload_scans);
+    if (scans == NULL)
+        return -1;
+    if (!PyList_CheckExact(scans))
+        goto twin;
+    payload = PyBytes_FromStringAndSize((const char *)data + start, size);
+    if (payload == NULL)
+        goto done;
+    if (fp->reassembler != Py_None) {
+        if ((truth = attr_truth(group, str_reads_payload)) < 0)
+            goto done;
+        if (truth) {
+            int full, pending;
+            pair = PyObject_GetAttr(flow, str_streams);
+            if (pair == NULL)
+                goto done;
+            if (pair == Py_None) {
+                result = 0; /* its first payload opens it */
+                goto done;
+            }
+            if (!PyList_CheckExact(pair) || PyList_GET_SIZE(pair) != 2)
+                goto twin;
+            stream = PyList_GET_ITEM(pair, to_server);
+            Py_INCREF(stream);
+            if (Py_TYPE(stream) != (PyTypeObject *)fp->stream_type) {
+                result = 0;
+                goto done;
+            }
+            if ((full = attr_truth(stream, str_full)) < 0
+                || (pending = attr_truth(stream, str_pending)) < 0)
+                goto done;
+            if (!full || pending) { /* else past the depth: the packet alone is scanned */
+                grows = 1;
+                if (pending || (truth = attr_truth(stream, str_waiting)) != 0) {
+                    result = pending ? 0 : truth > 0 ? 0 : -1;
+                    goto done; /* out of order, or a rule waiting */
+                }
+                base = attr_ssize(stream, str_base);
+                if (base == -1 && PyErr_Occurred())
+                    goto done;
+                held = PyObject_GetAttr(stream, str_data);
+                if (held == NULL)
+                    goto done;
+                if (!PyByteArray_CheckExact(held) || (long long)base > 0xFFFFFFFFLL)
+                    goto twin;
+                have = PyByteArray_GET_SIZE(held);
+                if (base < 0 || (Py_ssize_t)(uint32_t)(u32(data, ip + 24) - (uint32_t)base) != have
+                    || have + size > fp->depth) {
+                    result = 0; /* ended, out of order, overlapping, past the depth */
+                    goto done;
+                }
+                if (have) {
+                    scanned = attr_ssize(stream, str_scanned);
+                    if (scanned == -1 && PyErr_Occurred())
+                        goto done;
+                    if ((truth = attr_truth(group, str_anchored)) < 0)
+                        goto done;
+                    if (truth) {
+                        truth = truth_of(PyObject_CallFunctionObjArgs(fp->head_clear, group,
+                                                                      stream, payload, NULL));
+                        if (truth <= 0) {
+                            result = truth;
+                            goto done;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    /* one scan a prefilter: of the payload, or of the stream from where its last scan ended
+     * (less a pattern's length) through the segment */
+    count = PyList_GET_SIZE(scans);
+    for (i = 0; i < count; i++) {
+        PyObject *item = PyList_GET_ITEM(scans, i), *text;
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2)
+            goto twin;
+        if (grows && have) {
+            Py_ssize_t width = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 1)), lo;
+            if (width == -1 && PyErr_Occurred())
+                goto done;
+            lo = scanned - width + 1;
+            lo = lo < 0 ? 0 : lo > have ? have : lo;
+            text = PyBytes_FromStringAndSize(NULL, have - lo + size);
+            if (text == NULL)
+                goto done;
+            memcpy(PyBytes_AS_STRING(text), PyByteArray_AS_STRING(held) + lo, (size_t)(have - lo));
+            memcpy(PyBytes_AS_STRING(text) + have - lo, data + start, (size_t)size);
+        } else {
+            text = payload;
+            Py_INCREF(text);
+        }
+        Py_INCREF(item);
+        truth = truth_of(PyObject_CallMethodOneArg(PyTuple_GET_ITEM(item, 0), str_candidates,
+                                                   text));
+        Py_DECREF(item);
+        Py_DECREF(text);
+        if (truth != 0) {
+            result = truth > 0 ? 0 : -1;
+            goto done;
+        }
+    }
+    if (grows) { /* appended, as the full path's stream_hits does */
+        PyObject *errors, *done_, *number;
+        if (PyByteArray_Resize(held, have + size) < 0)
+            goto done;
+        memcpy(PyByteArray_AS_STRING(held) + have, data + start, (size_t)size);
+        errors = PyObject_GetAttr(fp->stats, str_errors);
+        number = PyLong_FromSsize_t(have);
+        done_ = errors == NULL || number == NULL
+                    ? NULL
+                    : PyObject_CallMethodObjArgs(fp->reassembler, str_grew, stream, number,
+                                                 errors, NULL);
+        Py_XDECREF(errors);
+        Py_XDECREF(number);
+        if (done_ == NULL)
+            goto done;
+        Py_DECREF(done_);
+        if (have) {
+            PyObject *now = PyObject_GetAttr(stream, str_data);
+            Py_ssize_t grown;
+            if (now == NULL)
+                goto done;
+            grown = PyObject_Length(now);
+            Py_DECREF(now);
+            if (grown < 0)
+                goto done;
+            if (grown) {
+                number = PyLong_FromSsize_t(grown);
+                if (number == NULL || PyObject_SetAttr(stream, str_scanned, number) < 0) {
+                    Py_XDECREF(number);
+                    goto done;
+                }
+                Py_DECREF(number);
+            }
+        }
+    }
+    result = 1;
+    goto done;
+twin:
+    result = scan_twin(fp, flow, to_server, group, bytes, ip, start, end);
+done:
+    Py_XDECREF(scans);
+    Py_XDECREF(pair);
+    Py_XDECREF(stream);
+    Py_XDECREF(held);
+    Py_XDECREF(payload);
+    return result;
+}
+
 /* ---- the flow's time and place ------------------------------------------------------- */
 
 /* flow.last_ts = ts, the direction's counter, and the LRU refresh at most once a second. */
@@ -614,23 +833,9 @@ static int fast_tcp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, 
         }
         /* a data segment of a direction the engine scans, or the SYN/ACK of one that is
          * not quiet (its stream opens) */
-        if (!quiet) {
-            PyObject *args[7] = {flow, to_server ? Py_True : Py_False, group, bytes, NULL,
-                                 NULL, NULL};
-            Py_ssize_t numbers[3] = {ip, start, end};
-            PyObject *taken = NULL;
-            int i;
-            for (i = 0; i < 3; i++)
-                if ((args[4 + i] = PyLong_FromSsize_t(numbers[i])) == NULL)
-                    break;
-            if (i == 3)
-                taken = PyObject_Vectorcall(fp->segment, args, 7, NULL);
-            while (i-- > 0)
-                Py_DECREF(args[4 + i]);
-            truth = truth_of(taken);
-            if (truth <= 0)
-                goto leave_fast;
-        }
+        if (!quiet
+            && (truth = scan_segment(fp, flow, to_server, group, bytes, ip, start, end)) <= 0)
+            goto leave_fast;
     }
     Py_DECREF(fast);
     value = slot(fp, flow, S_TCP_STATE);
@@ -1720,7 +1925,7 @@ typedef struct {
 } RuleHits;
 
 static PyObject *str_checks, *str_plain_checks, *str_anchored_fast, *str_itype, *str_icode,
-    *str_contents, *str_buffer, *str_transforms, *str_candidates;
+    *str_contents, *str_buffer, *str_transforms;
 
 /* Whether the group's anchored_fast entries are (rule, bytes, int >= 0, int >= 0, bool). */
 static int anchored_shape(PyObject *fast)
@@ -2799,6 +3004,9 @@ static int FastPath_traverse(FastPath *fp, visitproc visit, void *arg)
     Py_VISIT(fp->lookup);
     Py_VISIT(fp->segment);
     Py_VISIT(fp->outer);
+    Py_VISIT(fp->reassembler);
+    Py_VISIT(fp->stream_type);
+    Py_VISIT(fp->head_clear);
     Py_VISIT(fp->table);
     Py_VISIT(fp->stats);
     Py_VISIT(fp->hellos);
@@ -2833,6 +3041,9 @@ static int FastPath_clear(FastPath *fp)
     Py_CLEAR(fp->lookup);
     Py_CLEAR(fp->segment);
     Py_CLEAR(fp->outer);
+    Py_CLEAR(fp->reassembler);
+    Py_CLEAR(fp->stream_type);
+    Py_CLEAR(fp->head_clear);
     Py_CLEAR(fp->table);
     Py_CLEAR(fp->stats);
     Py_CLEAR(fp->hellos);
@@ -2863,12 +3074,24 @@ static void FastPath_dealloc(FastPath *fp)
 
 static PyObject *FastPath_scan_path(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PyCallable_Check(args[0]) || !PyCallable_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "scan_path(segment, outer): two callables");
+    Py_ssize_t depth = 0;
+    if (nargs != 5 || !PyCallable_Check(args[0]) || !PyCallable_Check(args[1])
+        || !PyType_Check(args[3]) || !PyCallable_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "scan_path(segment, outer, reassembler, stream_type, head_clear)");
         return NULL;
+    }
+    if (args[2] != Py_None) {
+        depth = attr_ssize(args[2], str_depth);
+        if (depth == -1 && PyErr_Occurred())
+            return NULL;
     }
     keep(&fp->segment, args[0]);
     keep(&fp->outer, args[1]);
+    keep(&fp->reassembler, args[2]);
+    keep(&fp->stream_type, args[3]);
+    keep(&fp->head_clear, args[4]);
+    fp->depth = depth;
     Py_RETURN_NONE;
 }
 
@@ -2884,10 +3107,11 @@ static PyMethodDef FastPath_methods[] = {
     {"lookup", (PyCFunction)(void (*)(void))FastPath_lookup, METH_FASTCALL,
      "lookup(layer, ts) -> (flow, to_server), as FlowTable.lookup"},
     {"scan_path", (PyCFunction)(void (*)(void))FastPath_scan_path, METH_FASTCALL,
-     "scan_path(segment, outer): a data segment of an established flow whose direction's "
-     "selection is (False, group, app, True) is taken when segment(flow, to_server, group, "
-     "data, ip, start, end) is true (the engine's _scan_segment); a G-PDU whose outer flow "
-     "has prefilters, when outer(group, data, end) is true (its _scan_outer)"},
+     "scan_path(segment, outer, reassembler, stream_type, head_clear): a data segment of an "
+     "established flow whose direction's selection is (False, group, app, True) is taken as "
+     "the engine's _scan_segment (segment) takes it, done here but for the prefilters' scans "
+     "and the stream's growth; a G-PDU whose outer flow has prefilters, when outer(group, "
+     "data, end) is true (its _scan_outer)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2952,6 +3176,14 @@ PyMODINIT_FUNC PyInit__fastpath(void)
         || intern(&str_icode, "icode") < 0 || intern(&str_contents, "contents") < 0
         || intern(&str_buffer, "buffer") < 0 || intern(&str_transforms, "transforms") < 0
         || intern(&str_candidates, "candidates") < 0)
+        return NULL;
+    if (intern(&str_payload_scans, "payload_scans") < 0
+        || intern(&str_reads_payload, "reads_payload") < 0
+        || intern(&str_streams, "streams") < 0 || intern(&str_pending, "pending") < 0
+        || intern(&str_waiting, "waiting") < 0 || intern(&str_base, "base") < 0
+        || intern(&str_data, "data") < 0 || intern(&str_scanned, "scanned") < 0
+        || intern(&str_grew, "grew") < 0 || intern(&str_errors, "errors") < 0
+        || intern(&str_depth, "depth") < 0)
         return NULL;
     if (intern(&str_headers, "headers") < 0 || intern(&str_host, "host") < 0
         || intern(&str_user_agent, "user_agent") < 0 || intern(&str_raw_body, "raw_body") < 0)

@@ -35,7 +35,12 @@ class FastPath:
     ) -> None: ...
     def lookup(self, layer: Any, ts: float) -> tuple[Any, bool]: ...
     def scan_path(
-        self, segment: Callable[..., bool], outer: Callable[[Any, bytes, int], bool]
+        self,
+        segment: Callable[..., bool],
+        outer: Callable[[Any, bytes, int], bool],
+        reassembler: Any,
+        stream_type: type,
+        head_clear: Callable[[Any, Any, bytes], bool],
     ) -> None: ...
 
 class Decoder:

@@ -521,7 +521,9 @@ class InspectionEngine:
                 self._plans,  # what an embryo hatches into (_hatch, compiled)
                 self._sizes,
             )
-            fast.scan_path(self._scan_segment, self._scan_outer)  # data segments _scans takes
+            fast.scan_path(  # data segments of directions _scans, G-PDUs carrying them
+                self._scan_segment, self._scan_outer, self.streams, StreamDirection, head_clear
+            )
         except (AttributeError, TypeError, ValueError):
             # a module built from other sources than these: the twin takes over
             self._core = None
