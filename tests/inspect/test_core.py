@@ -1041,6 +1041,31 @@ def test_entry_point_odd_arguments() -> None:
     assert core.fast_path_class() is not None
 
 
+def test_scan_path_odd_arguments_and_shapes() -> None:
+    """scan_path refuses what is not two callables, a reassembler, a class and a callable;
+    a stream or group not in the shape the core expects is left to the engine's
+    _scan_segment, which takes the segment as it would have."""
+    compiled, twin = pair(rules=SCANNED)
+    fast = core.fast_path_class()(  # type: ignore[misc]
+        {}, compiled.flows.flows, 1.0, Flow, _anchored_hit, Layer, compiled.flows.lookup
+    )
+    for args in ((), (len,), (len, len, None, 1, len), (len, None, None, Flow, len)):
+        with pytest.raises(TypeError):
+            fast.scan_path(*args)
+    with pytest.raises(AttributeError):  # a reassembler without a depth
+        fast.scan_path(len, len, object(), Flow, len)
+    frames = scanned_frames(9, flows=12, disorder=0.0, pieces=FILLER)
+    got, want = run(compiled, frames[:200]), run(twin, frames[:200])
+    assert got == want
+    for eng in (compiled, twin):  # streams held in a list subclass: the engine's way
+        for flow in eng.flows.records():
+            if flow.streams is not None:
+                flow.streams = type("Streams", (list,), {})(flow.streams)
+    got, want = run(compiled, frames[200:]), run(twin, frames[200:])
+    assert got == want
+    assert compiled.stats.fast > len(frames) // 2
+
+
 def test_lookup_odd_arguments() -> None:
     """The compiled lookup hands anything unusual (an int time, another object) to the
     Python lookup, which answers or fails as it always does."""
