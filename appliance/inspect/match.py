@@ -43,13 +43,15 @@ from appliance.inspect.rules import (
     PKT,
     AddrExpr,
     Content,
+    MultiBuffer,
     PortExpr,
     Signature,
     chain_matches,
     independent,
+    item_check,
     items_hold,
 )
-from appliance.inspect.transforms import Transform
+from appliance.inspect.transforms import Transform, apply
 
 _MAX_CACHE = 65536  # rule groups kept
 
@@ -725,24 +727,37 @@ def contents_match(sig: Signature, buffers: dict[str, bytes]) -> bool:
             if not found:
                 return False
             buffers.update(found)
-    for buffer, content in plain:
-        if not content.matches(buffers[buffer]):
+    for buffer, check in plain:
+        if not check(buffers[buffer]):
             return False
-    for buffer, items, alone in chains:
+    for buffer, items, checks, shared in chains:
         data = buffers[buffer]
-        if not (items_hold(items, data) if alone else chain_matches(items, data)):
-            return False
+        if checks is None:
+            if not chain_matches(items, data):
+                return False
+        elif isinstance(data, MultiBuffer):
+            if not items_hold(items, data):
+                return False
+        else:
+            if shared:  # the items of a buffer share its transformations
+                data = apply(data, shared)
+            for check in checks:
+                if not check(data):
+                    return False
     return True
 
 
 # A rule's contents sorted out once (by the id of the rule, which the entry keeps alive):
-# the buffers it reads, its plain contents, and by buffer the items of each buffer that has
-# an item other than a plain one, in rule order, and whether they are ``independent``.
+# the buffers it reads, its plain contents each with its check (``item_check``), and by
+# buffer the items of each buffer that has an item other than a plain one, in rule order,
+# with, when they are ``independent``, each item's check and the buffer's transformations
+# (``items_hold``, made once).
+_Check = Callable[[bytes], bool]
 _Plan = tuple[
     Signature,
     tuple[str, ...],
-    tuple[tuple[str, Content], ...],
-    tuple[tuple[str, tuple[Content, ...], bool], ...],
+    tuple[tuple[str, _Check], ...],
+    tuple[tuple[str, tuple[Content, ...], tuple[_Check, ...] | None, tuple[Transform, ...]], ...],
 ]
 _PLANS: dict[int, _Plan] = {}
 _MAX_PLANS = 1 << 17
@@ -759,8 +774,16 @@ def _plan(sig: Signature) -> _Plan:
     plan: _Plan = (
         sig,
         needed,
-        tuple((c.buffer, c) for c in contents if c.plain),
-        tuple((b, items, independent(items)) for b, items in chains),
+        tuple((c.buffer, item_check(c)) for c in contents if c.plain),
+        tuple(
+            (
+                b,
+                items,
+                tuple(map(item_check, items)) if independent(items) else None,
+                items[0].transforms if items else (),
+            )
+            for b, items in chains
+        ),
     )
     if len(_PLANS) >= _MAX_PLANS:
         _PLANS.clear()

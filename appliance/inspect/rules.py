@@ -631,6 +631,58 @@ def items_hold(items: Sequence[Content], data: bytes) -> bool:
     return all(item.find(data, 0) is not None for item in items)
 
 
+def item_check(item: Content) -> Callable[[bytes], bool]:
+    """Whether an item holds at its own place in a buffer's bytes (``item.find(data, 0)``
+    found): a closure made once for the item's kind, reading none of its fields per
+    buffer. A content at a fixed place, a header test, ``dsize``/``bsize``, ``isdataat``,
+    a ``pcre`` and a ``byte_test`` have their own; any other item asks ``find``. Not for a
+    buffer of several values (``MultiBuffer``) nor for a transformed buffer: the caller
+    hands the bytes the item sees."""
+    find = item.find
+    if item.refs or item.relative or item.buffer in MULTI_BUFFERS:
+        return lambda data: find(data, 0) is not None
+    negated = item.negated
+    head, byte_op, size = item.head, item.byte_op, item.size
+    if head is not None:
+        return head.holds
+    if item.stream is not None or item.date is not None or item.decode is not None:
+        return lambda data: find(data, 0) is not None
+    if byte_op is not None:
+        if byte_op.asn1 is not None or byte_op.kind != "test":
+            return lambda data: find(data, 0) is not None
+        read, holds = byte_op.read, byte_op.holds
+
+        def byte_test(data: bytes) -> bool:
+            found = read(data, 0)
+            return found is not None and holds(found[0])
+
+        return byte_test
+    if size is not None:
+        low_size, high_size = size
+        return lambda data: (low_size <= len(data) <= high_size) != negated
+    data_at = item.data_at
+    if data_at is not None:
+        return lambda data: (len(data) > data_at) != negated
+    low = item.offset
+    high = None if item.depth is None else item.offset + item.depth
+    regex = item.regex
+    if regex is not None:
+        search = regex.search
+        if low or high is not None:
+            return lambda data: (search(data[low:high]) is None) is negated
+        return lambda data: (search(data) is None) is negated
+    if item.ends:
+        return lambda data: find(data, 0) is not None
+    needle: bytes = item._needle  # type: ignore[attr-defined]
+    if item.nocase:
+        if high is None:
+            return lambda data: (data.lower().find(needle, low) < 0) is negated
+        return lambda data: (data.lower().find(needle, low, high) < 0) is negated
+    if high is None:
+        return lambda data: (data.find(needle, low) < 0) is negated
+    return lambda data: (data.find(needle, low, high) < 0) is negated
+
+
 def chain_matches(items: Sequence[Content], data: bytes, budget: int = 64) -> bool:
     """Whether one buffer's items all hold in order; a relative item that fails makes the
     items before it try their next match (at most ``budget`` retries), as Suricata does.

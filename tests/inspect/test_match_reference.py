@@ -33,11 +33,13 @@ from appliance.inspect.match import (
 from appliance.inspect.rules import (
     PKT,
     AddrExpr,
+    MultiBuffer,
     PortExpr,
     Signature,
     Variables,
     chain_matches,
     independent,
+    item_check,
     items_hold,
     load_rules,
     parse_rules,
@@ -393,3 +395,39 @@ def test_independent_items_hold_as_their_chain_does(tmp_path: Path) -> None:
             assert items_hold(items, data) == want, (items, data)
             held += want
     assert held > 0
+
+
+def test_each_item_check_answers_what_its_find_answers(tmp_path: Path) -> None:
+    """An item's check, made once (``item_check``), holds on a buffer exactly when the
+    item's ``find`` from the buffer's start finds it: every item of the shipped rules, the
+    corpus and the transformed rules, on generated buffers (bytes and bytearray)."""
+    signatures = _signatures(tmp_path)
+    items = list(
+        {id(c): c for sig in signatures for c in sig.contents if c.buffer != "tls.certs"}.values()
+    )
+    assert len(items) > 250
+    rng = random.Random(11)
+    words = _words(signatures)
+    held = 0
+    for _ in range(10):
+        for item in items:
+            data = _text(rng, words) if rng.random() < 0.8 else rng.randbytes(rng.randrange(40))
+            want = item.find(data, 0) is not None
+            assert item_check(item)(data) == want, (item, data)
+            assert item_check(item)(bytearray(data)) == want, (item, data)
+            held += want
+    assert held > 0
+
+
+def test_a_rule_of_several_values_is_checked_on_each(tmp_path: Path) -> None:
+    """A buffer of several values (``tls.certs``) is checked value by value, as before the
+    checks were made once."""
+    variables = Variables.from_networks([parse_network("10.0.0.0/8")])
+    text = (
+        'alert tls any any -> any any (msg:"cert"; tls.certs; content:"abc"; '
+        'content:!"xyz"; sid:1;)\n'
+    )
+    (sig,) = parse_rules(text, str(tmp_path / "certs.rules"), variables)
+    assert contents_match(sig, {"tls.certs": MultiBuffer.of([b"..abc..", b"xyz"])})
+    assert not contents_match(sig, {"tls.certs": MultiBuffer.of([b"..abc..xyz"])})
+    assert not contents_match(sig, {"tls.certs": MultiBuffer.of([b"xyz", b"ab"])})
