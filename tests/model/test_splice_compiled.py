@@ -286,8 +286,8 @@ def test_the_source_builds_without_a_warning(tmp_path: Path) -> None:
     """gcc -Wall -Wextra -Werror, as the guests build the compiled parts."""
     gcc = shutil.which("gcc")
     include = sysconfig.get_paths()["include"]
-    if gcc is None or not (Path(include) / "Python.h").exists():
-        pytest.skip("no gcc or Python headers")
+    if gcc is None or not (Path(include) / "Python.h").exists() or not SOURCE.exists():
+        pytest.skip("no gcc, Python headers or source")
     out = tmp_path / f"_splice{sysconfig.get_config_var('EXT_SUFFIX')}"
     flags = ["-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", f"-I{include}"]
     build = subprocess.run(
