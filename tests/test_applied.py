@@ -5,12 +5,14 @@ kernel without root; the command line on nftables with root)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from appliance import applied
 from appliance.engine import Engine
+from appliance.model import splice
 from tests.conftest import nft_in, run_appliance, small_profile
 from tests.fakenfsets import FakeNfSets
 from tests.test_engine_packed import Counted, addresses, desired
@@ -266,22 +268,33 @@ def test_a_changed_large_elements_file_is_applied_by_its_changed_lines(
         .replace("elements = []", f'elements_file = "{listing}"')
     )
 
-    def apply(lines: list[str]) -> None:
+    def apply(lines: list[str], twin: bool = False) -> str:
+        """The table hash the apply printed (``twin``: the splice's Python form)."""
         listing.write_text("".join(f"{line}\n" for line in lines))
-        result = run_appliance(
-            "apply", "--netns", netns, "--state-dir", str(state), str(profile), timeout=300
-        )
+        with pytest.MonkeyPatch.context() as patch:
+            if twin:
+                patch.setenv(splice.ENV, "python")
+            result = run_appliance(
+                "apply", "--netns", netns, "--state-dir", str(state), str(profile), timeout=300
+            )
         assert result.returncode == 0, result.stderr
         held = run_in_netns(netns, _held_profile_elements, timeout=300)
         assert held == list(Elements.of("ipv4_addr", False, lines).spans or [])
+        return re.findall(r"\(([0-9a-f]{16})\)", result.stdout)[-1]
+
+    def general_hash() -> str:
+        """The table hash of the file parsed whole, line by line (``check``: no record)."""
+        result = run_appliance("check", str(profile), timeout=300)
+        assert result.returncode == 0, result.stderr
+        return re.findall(r"table hash ([0-9a-f]{16})", result.stdout)[-1]
 
     first = texts[:100_000]
     apply(first)
     record = json.loads(applied.record_path(state, netns).read_bytes().split(b"\n", 1)[0])
     assert list(record["files"]) == [str(listing)]  # its bytes kept for the next diff
     shifted = first[5_000:] + texts[100_000:105_000]
-    apply(shifted)
+    assert apply(shifted) == general_hash()  # the compiled splice, where it is built
     spread = [t if i % 20 else texts[105_000 + i // 20] for i, t in enumerate(shifted)]
-    apply(spread)
+    assert apply(spread, twin=True) == general_hash()
     plan = run_appliance("plan", "--netns", netns, "--state-dir", str(state), str(profile))
     assert plan.stdout.startswith("no changes"), plan.stdout
