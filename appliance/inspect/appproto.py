@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Set as AbstractSet
+from functools import lru_cache
+from operator import itemgetter
 from urllib.parse import unquote_to_bytes
 
 from appliance.inspect.decode import Errors, count
@@ -188,13 +190,15 @@ def header_buffers(
     body (``file.data``)."""
     out: dict[str, bytes] = {}
     if "http.header" in wanted:
-        out["http.header"] = b"".join(n + b": " + v + b"\r\n" for n, v in headers)
+        out["http.header"] = b"\r\n".join(map(_COLON.join, headers)) + b"\r\n" if headers else b""
     if "http.header_names" in wanted:
-        out["http.header_names"] = b"\r\n" + b"".join(n + b"\r\n" for n, _ in headers) + b"\r\n"
-    for name, value in headers:
-        buffer = HEADER_BUFFERS.get(name.lower())
-        if buffer is not None and buffer in wanted and buffer not in out:
-            out[buffer] = value
+        out["http.header_names"] = b"\r\n".join([b"", *map(_NAME, headers), b"", b""])
+    single = _single_buffers(wanted if isinstance(wanted, frozenset) else frozenset(wanted))
+    if single:
+        for name, value in headers:
+            buffer = single.get(name.lower())
+            if buffer is not None and buffer not in out:
+                out[buffer] = value
     if body and "file.data" in wanted:
         out["file.data"] = body
     return out
@@ -214,6 +218,16 @@ HEADER_BUFFERS = {
     b"location": "http.location",
     b"server": "http.server",
 }
+_COLON = b": "
+_NAME = itemgetter(0)  # of a (name, value) header
+
+
+@lru_cache(maxsize=64)
+def _single_buffers(wanted: frozenset[str]) -> dict[bytes, str]:
+    """``HEADER_BUFFERS`` less the buffers not ``wanted`` (worked out once per set)."""
+    return {name: buffer for name, buffer in HEADER_BUFFERS.items() if buffer in wanted}
+
+
 # every buffer header_buffers() can build
 HEADER_BUFFER_NAMES = frozenset(
     {"http.header", "http.header_names", "file.data", *HEADER_BUFFERS.values()}

@@ -114,7 +114,14 @@ class Prefilter:
             if runs:
                 found_alone += runs
                 ordered = [p for p in ordered if len(set(p)) > 1]
-        self._short = [(p, [sig for q, sig in self.entries if q == p]) for p in found_alone]
+        by_pattern: dict[bytes, list[Signature]] = {}  # each pattern's rules, in order
+        for pattern, sig in self.entries:
+            found = by_pattern.get(pattern)
+            if found is None:
+                by_pattern[pattern] = [sig]
+            else:
+                found.append(sig)
+        self._short = [(p, by_pattern[p]) for p in found_alone]
         # each rule once, under one sid of its own: the hits of the patterns looked for
         # alone are then simply joined (a rule has one fast pattern per buffer)
         self._unique = len({sig.sid for _, sig in self.entries}) == len(self.entries)
@@ -128,9 +135,9 @@ class Prefilter:
             if self._automaton is None:
                 self._scan, self._look = _compiled(tuple(ordered))
             else:
-                for pattern, sig in self.entries:
-                    if len(pattern) > SHORT:
-                        self._by_pattern.setdefault(pattern.decode("latin-1"), []).append(sig)
+                self._by_pattern = {
+                    p.decode("latin-1"): sigs for p, sigs in by_pattern.items() if len(p) > SHORT
+                }
         self._by_hit: dict[bytes, list[Signature]] = {}
         self._bind()
 
