@@ -434,6 +434,33 @@ static int has_line(const char *data, Py_ssize_t len, const char *line, Py_ssize
     return 0;
 }
 
+/* The four octets of ``p`` (``size`` bytes) where it is four decimal numbers of 0 to 255
+   without leading zeros, joined by dots: the form inet_pton reads the same way, read
+   without a copy. 0 for anything else (inet_pton then decides). */
+static inline int dotted_quad(const char *p, Py_ssize_t size, unsigned char *out) {
+    int octet = 0, digits = 0, value = 0;
+    for (Py_ssize_t i = 0; i < size; i++) {
+        char c = p[i];
+        if (c >= '0' && c <= '9') {
+            if (digits == 1 && value == 0)
+                return 0; /* a leading zero */
+            value = value * 10 + (c - '0');
+            if (value > 255)
+                return 0;
+            digits++;
+        } else if (c == '.' && digits > 0 && octet < 3) {
+            out[octet++] = (unsigned char)value;
+            value = digits = 0;
+        } else {
+            return 0;
+        }
+    }
+    if (octet != 3 || digits == 0)
+        return 0;
+    out[3] = (unsigned char)value;
+    return 1;
+}
+
 /* The address of each line of ``data`` (inet_pton), sorted, without repeats, into a new
    array ``*out``: their count; -2 where a line is not one address and is not a line of
    ``other`` either (a line in both parts only moved); -1 with an exception set. */
@@ -459,7 +486,9 @@ static Py_ssize_t read_lines(int width, const char *data, Py_ssize_t len, const 
         char text[64];
         unsigned char packed[16];
         int ok = size < (Py_ssize_t)sizeof(text) && memchr(p, 0, (size_t)size) == NULL;
-        if (ok) {
+        if (ok && !wide && dotted_quad(p, size, packed)) {
+            /* the common form, read here: inet_pton reads it the same */
+        } else if (ok) {
             memcpy(text, p, (size_t)size);
             text[size] = 0;
             ok = inet_pton(family, text, packed) == 1;

@@ -156,6 +156,25 @@ def test_differ_lines_as_the_twin(
     assert core().differ_lines(width, before, after) == splice.differ_lines(width, before, after)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text("0123456789.", max_size=17), max_size=8))
+def test_dotted_quads_are_read_as_inet_pton_reads_them(lines: list[str]) -> None:
+    """Leading zeros, octets above 255, too few or too many dots, empty octets: the
+    compiled reader's own IPv4 form and inet_pton agree."""
+    data = "".join(f"{line}\n" for line in lines).encode()
+    assert core().differ_lines(32, b"", data) == splice.differ_lines(32, b"", data)
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["1.2.3.4", "0.0.0.0", "255.255.255.255", "01.2.3.4", "1.2.3.04", "00.0.0.0", "256.1.1.1"]
+    + ["1.2.3", "1.2.3.4.5", "1..2.3", ".1.2.3", "1.2.3.", "1.2.3.4 ", "1.2.3.1000", "9" * 40],
+)
+def test_a_dotted_quad_is_read_as_inet_pton_reads_it(line: str) -> None:
+    data = f"{line}\n".encode()
+    assert core().differ_lines(32, b"", data) == splice.differ_lines(32, b"", data)
+
+
 def test_differ_lines_reads_addresses_as_inet_pton_does() -> None:
     removed, added = core().differ_lines(32, b"10.0.0.2\n10.0.0.1\n192.168.1.1", b"10.0.0.1\n")
     assert array(NARROW, removed[0]).tolist() == [0x0A000002, 0xC0A80101]
