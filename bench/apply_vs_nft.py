@@ -10,8 +10,10 @@ elements (half deleted, half added), each by `appliance apply` as a new process 
 `nft -f` of the same change (the compiled ruleset; an ``add element``/``delete element``
 script), in the same run, the median of ``--runs`` (each delta undone by applying the
 first profile again, each load after the table was deleted). ``--profile-cli DIR`` also
-writes cProfile files of one CLI load and one CLI delta there. Appends the figures to
-bench/RESULTS.md unless --no-append.
+writes cProfile files of one CLI load and one CLI delta there; ``--stages`` times one more
+CLI delta by stage (imports, the record's read and write, the diff, the kernel), wall and
+CPU, in the new process itself. Appends the figures to bench/RESULTS.md unless
+--no-append.
 
     sudo .venv/bin/python -m bench.apply_vs_nft [PROFILE] [--runs N]
     sudo .venv/bin/python -m bench.apply_vs_nft --sets 1000000 --delta 100000 --runs 3
@@ -441,7 +443,9 @@ def run_sets(ns: str, args: argparse.Namespace) -> int:
         with RESULTS.open("a") as out:
             out.write(
                 f"\n`sudo .venv/bin/python -m bench.apply_vs_nft --sets {size} --delta {delta}"
-                f" --runs {runs}{' --scattered' if args.scattered else ''}` ({stamp}, load average"
+                f" --runs {runs}{' --scattered' if args.scattered else ''}"
+                f"{' --check' if args.check else ''}{' --stages' if args.stages else ''}`"
+                f" ({stamp}, load average"
                 f" {load:.1f}):\n\n" + "\n".join(lines) + "\n"
             )
     return 0
