@@ -547,6 +547,8 @@ static int scan_segment(FastPath *fp, PyObject *flow, int to_server, PyObject *g
     } else if (PyUnicode_CompareWithASCIIString(app, "http") == 0) {
         if (data[start] >= 'A' && data[start] <= 'Z')
             return 0; /* may start a request or a response */
+        /* an HTTP message may be gathered across segments: the engine's own */
+        return scan_twin(fp, flow, to_server, group, bytes, ip, start, end);
     }
     scans = PyObject_GetAttr(group, str_payload_scans);
     if (scans == NULL)

@@ -362,15 +362,16 @@ class InspectionEngine:
         # The applications whose data segments of an established flow the fast path may take
         # when a direction's only payload work is its payload prefilters and its stream (see
         # _scan_segment): none where a segment has more buffers than its payload (ip:packet,
-        # stream sizes, a TLS version kept) or an HTTP message is followed across segments.
+        # stream sizes, a TLS version kept).
         scan_apps: set[str] = set()
         if not self._packet and not self._sizes:
-            scan_apps.add("none")
+            scan_apps.update(("none", "http"))
             if self._tls_known is None:
                 scan_apps.add("tls")
-            if self._follow is None or self._follow.http is None:
-                scan_apps.add("http")
         self._scan_apps = frozenset(scan_apps)
+        # HTTP messages followed across segments: a segment of a direction gathering one
+        # takes the full path
+        self._http = self._follow.http if self._follow is not None else None
         # (quiet False, group, app, scan True) by (id of the group, app): one tuple shared
         # by the flows whose direction the fast path scans
         self._scan_picks: dict[tuple[int, str], tuple[bool, Group, str, bool]] = {}
@@ -1037,8 +1038,14 @@ class InspectionEngine:
         if app == "tls":
             if to_server and payload[0] == 0x16:
                 return False  # a handshake record: a ClientHello's SNI
-        elif app == "http" and 0x41 <= payload[0] <= 0x5A:
-            return False  # may start a request or a response (an upper-case letter)
+        elif app == "http":
+            if 0x41 <= payload[0] <= 0x5A:
+                return False  # may start a request or a response (an upper-case letter)
+            http = self._http
+            if http is not None:
+                if (flow.key, to_server) in http.pending:
+                    return False  # continues a message being gathered
+                http._current = http._request = None  # as its segment() starts
         scans = group.payload_scans
         streams = self.streams
         pair = flow.streams

@@ -36,6 +36,8 @@ sid:9104;)
 alert tcp any any -> any any (msg:"anchored near"; content:"ZZ"; offset:4; depth:6; sid:9105;)
 alert udp any any -> any 2152 (msg:"outer"; content:"OUTERMARK"; sid:9106;)
 alert tcp any any -> any any (msg:"nocase"; content:"HiddeN"; nocase; sid:9107;)
+alert http any any -> any any (msg:"body"; http.response_body; content:"abcxyz"; sid:9108;)
+alert http any any -> any any (msg:"header"; http.header; content:"Server|3a|"; sid:9109;)
 """
 # the pieces a stream is made of: patterns whole and cut, and filler
 PIECES = (
@@ -51,6 +53,7 @@ PIECES = (
     b"hidden",
     b"OUTERMARK",
     b"HTTP/1.1 200 OK\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 900\r\n\r\nabcxyz",
     b"\x16\x03\x01\x00\x05",
     b"plain text, nothing to see ",
 )
