@@ -194,9 +194,9 @@ def aligned(old: bytes, new: bytes) -> tuple[bytes, bytes]:
     Both are walked a block of ``BLOCK`` bytes at a time: a block of old where new goes on
     is shared; else lines were put in new (the block is found further on in new) or taken
     out of old (new's next block is found further on in old), the nearer of the two,
-    looked for within ``WINDOW`` bytes of both, then in windows four times wider each
-    time while the searches have scanned less than twice the files; else the block
-    changed. Once most blocks changed (``CHANGED`` of the first
+    looked for within ``WINDOW`` bytes of both, then (after a shared block) in windows
+    four times wider each time while the searches have scanned less than twice the files;
+    else the block changed. Once most blocks changed (``CHANGED`` of the first
     ``CHANGED * 2``: changes spread through the file, a few lines apart), the rest of
     both is one part each: searching for blocks there would find none."""
     if old and not old.endswith(b"\n"):
@@ -208,6 +208,7 @@ def aligned(old: bytes, new: bytes) -> tuple[bytes, bytes]:
     budget = 2 * (len(old) + len(new))  # bytes the searches to the end may scan
     i = j = 0  # the next line of old, of new
     blocks = changed = 0
+    shared = True  # the block before was shared (or this is the start)
     while i < len(old):
         if blocks >= 2 * CHANGED and 2 * changed > blocks:
             old_parts.append(old[i:])
@@ -217,18 +218,25 @@ def aligned(old: bytes, new: bytes) -> tuple[bytes, bytes]:
         block = old[i:end]
         if new.startswith(block, j):
             i, j = end, j + len(block)
+            shared = True
             continue
         ahead = new[j : _block_end(new, j)]
-        found, back, budget = _search(old, new, i, j, block, ahead, budget)
+        # beyond the first window only where lines changed after a shared block: a run of
+        # changed blocks would spend the budget on searches that find nothing
+        found, back, left = _search(old, new, i, j, block, ahead, budget if shared else 0)
+        budget = left if shared else budget
         if found >= 0:  # lines put in new before the block
             new_parts.append(new[j:found])
             i, j = end, found + len(block)
+            shared = True
             continue
         if back >= 0:  # lines taken out of old before new's next block
             old_parts.append(old[i:back])
             i, j = back + len(ahead), j + len(ahead)
+            shared = True
             continue
         changed += 1
+        shared = False
         old_parts.append(block)
         i = end
     new_parts.append(new[j:])
