@@ -372,8 +372,9 @@ done:
     return result;
 }
 
-/* ``values`` sorted in place: 32-bit values by two passes of a radix sort (``spare``: room
-   for as many), wider ones by qsort. -1: no memory. */
+/* ``values`` sorted in place: 32-bit values as 32-bit keys by two passes of a radix sort
+   (``spare``: room for as many values, which holds the keys twice over), wider ones by
+   qsort. -1: no memory. */
 static int sort_values(value *values, value *spare, Py_ssize_t n, int wide) {
     if (n < 2)
         return 0;
@@ -384,11 +385,13 @@ static int sort_values(value *values, value *spare, Py_ssize_t n, int wide) {
     Py_ssize_t *counts = PyMem_Malloc(sizeof(Py_ssize_t) << 16);
     if (counts == NULL)
         return -1;
-    value *from = values, *to = spare;
+    uint32_t *from = (uint32_t *)spare, *to = from + n;
+    for (Py_ssize_t i = 0; i < n; i++)
+        from[i] = (uint32_t)values[i].lo;
     for (int shift = 0; shift < 32; shift += 16) {
         memset(counts, 0, sizeof(Py_ssize_t) << 16);
         for (Py_ssize_t i = 0; i < n; i++)
-            counts[(from[i].lo >> shift) & 0xFFFF]++;
+            counts[(from[i] >> shift) & 0xFFFF]++;
         Py_ssize_t total = 0;
         for (Py_ssize_t b = 0; b < (1 << 16); b++) {
             Py_ssize_t here = counts[b];
@@ -396,27 +399,17 @@ static int sort_values(value *values, value *spare, Py_ssize_t n, int wide) {
             total += here;
         }
         for (Py_ssize_t i = 0; i < n; i++)
-            to[counts[(from[i].lo >> shift) & 0xFFFF]++] = from[i];
-        value *swap = from;
+            to[counts[(from[i] >> shift) & 0xFFFF]++] = from[i];
+        uint32_t *swap = from;
         from = to;
         to = swap;
     }
-    PyMem_Free(counts); /* two passes: the sorted values are back in ``values`` */
-    return 0;
-}
-
-/* The lines of ``data`` as split on line ends, the last one left out if empty. */
-static Py_ssize_t count_lines(const char *data, Py_ssize_t len) {
-    Py_ssize_t count = 0;
-    const char *p = data, *end = data + len;
-    while (p < end) {
-        const char *cut = memchr(p, '\n', (size_t)(end - p));
-        count++;
-        if (cut == NULL)
-            break;
-        p = cut + 1;
+    PyMem_Free(counts);
+    for (Py_ssize_t i = 0; i < n; i++) { /* two passes: the sorted keys are back in ``from`` */
+        values[i].hi = 0;
+        values[i].lo = from[i];
     }
-    return count;
+    return 0;
 }
 
 /* Whether ``data`` has a line equal to ``line``. */
@@ -468,8 +461,9 @@ static Py_ssize_t read_lines(int width, const char *data, Py_ssize_t len, const 
                              Py_ssize_t other_len, value **out) {
     int wide = width == 128;
     int family = wide ? AF_INET6 : AF_INET;
-    Py_ssize_t lines = count_lines(data, len);
-    size_t room = (size_t)(lines > 0 ? lines : 1) * sizeof(value);
+    /* room for every line that can be an address: 8 bytes at least with its line end
+       ("0.0.0.0"), 3 for IPv6 ("::"); what a page of it is not written to costs nothing */
+    size_t room = (size_t)((len + 1) / (wide ? 3 : 8) + 1) * sizeof(value);
     value *values = PyMem_Malloc(room), *spare = PyMem_Malloc(room);
     if (values == NULL || spare == NULL) {
         PyMem_Free(values);
@@ -479,7 +473,7 @@ static Py_ssize_t read_lines(int width, const char *data, Py_ssize_t len, const 
     }
     Py_ssize_t n = 0;
     const char *p = data, *end = data + len;
-    for (Py_ssize_t i = 0; i < lines; i++) {
+    while (p < end) { /* each line; an empty last one (after the last line end) is none */
         const char *cut = memchr(p, '\n', (size_t)(end - p));
         const char *stop = cut == NULL ? end : cut;
         Py_ssize_t size = stop - p;

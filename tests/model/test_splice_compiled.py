@@ -176,6 +176,17 @@ def test_a_dotted_quad_is_read_as_inet_pton_reads_it(line: str) -> None:
     assert core().differ_lines(32, b"", data) == splice.differ_lines(32, b"", data)
 
 
+def test_many_lines_as_the_twin() -> None:
+    """Parts of 30,000 lines (sorted by the radix sort, not qsort), repeats and values in
+    both parts among them, IPv4 and IPv6."""
+    rng = random.Random(11)
+    for width, space in ((32, 1 << 32), (128, 1 << 128)):
+        values = [rng.randrange(space) for _ in range(40_000)]
+        gone = lines_of(width, values[:30_000], [])
+        came = lines_of(width, values[20_000:] + values[25_000:26_000], [])
+        assert core().differ_lines(width, gone, came) == splice.differ_lines(width, gone, came)
+
+
 def test_differ_lines_reads_addresses_as_inet_pton_does() -> None:
     removed, added = core().differ_lines(32, b"10.0.0.2\n10.0.0.1\n192.168.1.1", b"10.0.0.1\n")
     assert array(NARROW, removed[0]).tolist() == [0x0A000002, 0xC0A80101]
