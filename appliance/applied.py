@@ -263,8 +263,9 @@ def _read(source: Any, start: int, place: dict[str, Any]) -> Elements:
     points = bool(place["points"])
     arrays = []
     for template in templates[: len(templates) // 2] if points else templates:
-        part = array(template.typecode)
-        part.fromfile(source, count)
+        part = array(template.typecode, bytes(template.itemsize)) * count
+        if source.readinto(memoryview(part).cast("B")) != part.itemsize * count:
+            raise EOFError("the record's words cut short")  # read once, not copied again
         if sys.byteorder != "little":
             part.byteswap()
         arrays.append(part)
