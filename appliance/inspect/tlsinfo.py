@@ -233,9 +233,11 @@ def name_text(name: x509.Name) -> str:
 
 
 def serial_text(serial: int) -> str:
-    """The serial number's DER bytes, upper-case colon hex (``00:80`` for 128)."""
-    size = max(1, (serial.bit_length() + 8) // 8)
-    return ":".join(f"{b:02X}" for b in serial.to_bytes(size, "big"))
+    """The serial number's DER bytes, upper-case colon hex (``00:80`` for 128; a negative
+    one, which RFC 5280 forbids but certificates carry, in two's complement: ``80`` for
+    -128)."""
+    size = max(1, ((serial if serial >= 0 else ~serial).bit_length() + 8) // 8)
+    return ":".join(f"{b:02X}" for b in serial.to_bytes(size, "big", signed=True))
 
 
 def fingerprint_text(der: bytes) -> str:
@@ -263,7 +265,8 @@ def cert_buffers(
         subject, issuer = name_text(cert.subject), name_text(cert.issuer)
         serial = serial_text(cert.serial_number)
         before, after = cert.not_valid_before, cert.not_valid_after
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, KeyError, x509.InvalidVersion):
+        # (KeyError: a name's string of an unknown ASN.1 type)
         count(errors, "tls.bad_certificate")
         return out
     out["tls.cert_subject"] = subject.encode("utf-8", "surrogateescape")
@@ -285,8 +288,8 @@ def _epoch(when: datetime.datetime) -> bytes:
 class _Direction:
     __slots__ = ("handshake", "read", "stream")
 
-    def __init__(self, stream: StreamDirection) -> None:
-        self.stream = stream
+    def __init__(self, stream: StreamDirection | None) -> None:
+        self.stream = stream  # None: its first segment, read in place (see feed)
         self.read = 0  # bytes of the stream's records taken
         self.handshake = bytearray()  # handshake bytes not yet taken as messages
 
@@ -358,12 +361,16 @@ class TlsHandshakes:
         key = (flow.key, to_server)
         old = states.pop(key, None)
         if old is not None and isinstance(old[1], _Direction) and old[1] is not state:
-            self.streams.close(old[1].stream)
+            self._close(old[1])
         states[key] = (flow, state)
         if len(states) > MAX_FLOWS:
             _, (_, oldest) = states.popitem(last=False)
             if isinstance(oldest, _Direction):
-                self.streams.close(oldest.stream)
+                self._close(oldest)
+
+    def _close(self, direction: _Direction) -> None:
+        if direction.stream is not None:
+            self.streams.close(direction.stream)
 
     def pending(self, flow: Any, to_server: bool) -> bool:
         """Whether this direction's handshake is still to be read."""
@@ -389,15 +396,34 @@ class TlsHandshakes:
             self._set(flow, to_server, _DONE)
             return True
         if not isinstance(state, _Direction):
+            payload = layer.payload
+            if len(payload) < HANDSHAKE_MAX:
+                # The direction's first segment, read in place (a ClientHello in one
+                # segment: the usual case): its stream is opened, and the segment taken
+                # into it, only if its handshake goes on past it.
+                state = _Direction(None)
+                done = self._records(ts, state, payload, to_server, buffers, errors)
+                if not done:
+                    state.stream = self.streams.open(layer.seq, False)
+                    self._set(flow, to_server, state)
+                    self.streams.add(state.stream, layer.seq, payload, errors)
+                return self._read(flow, to_server, buffers, done)
             state = _Direction(self.streams.open(layer.seq, False))
             self._set(flow, to_server, state)
-        if not self.streams.add(state.stream, layer.seq, layer.payload, errors):
-            if state.stream.full and not state.stream.pending:  # the bound, or memory
+        stream = state.stream
+        assert stream is not None
+        if not self.streams.add(stream, layer.seq, layer.payload, errors):
+            if stream.full and not stream.pending:  # the bound, or memory
                 count(errors, "tls.handshake_too_long")
                 self._set(flow, to_server, _DONE)
                 return True
             return False
-        done = self._records(ts, state, to_server, buffers, errors)
+        done = self._records(ts, state, stream.data, to_server, buffers, errors)
+        return self._read(flow, to_server, buffers, done)
+
+    def _read(self, flow: Any, to_server: bool, buffers: dict[str, bytes], done: bool) -> bool:
+        """After a segment's records are read: the direction ended when ``done``, the
+        version its hello gave kept (or added from before)."""
         if done:
             self._set(flow, to_server, _DONE)
         version = buffers.get(TLS_VERSION)
@@ -411,11 +437,13 @@ class TlsHandshakes:
         self,
         ts: float,
         state: _Direction,
+        data: bytes | bytearray,
         to_server: bool,
         buffers: dict[str, bytes],
         errors: Errors,
     ) -> bool:
-        data = state.stream.data
+        """Read the whole records of ``data`` (the direction's stream) from where the last
+        read ended; True once the handshake is over."""
         pos = state.read
         while pos + 5 <= len(data):
             kind, major = data[pos], data[pos + 1]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import random
+import warnings
 from functools import cache
 
 import pytest
@@ -19,6 +20,8 @@ from scapy.all import IP, TCP, Ether, Packet  # type: ignore[attr-defined]
 from appliance.errors import RuleFileError
 from appliance.inspect.decode import Errors
 from appliance.inspect.tlsinfo import (
+    SERVER_BUFFERS,
+    cert_buffers,
     certificates,
     is_grease,
     ja3_client,
@@ -309,3 +312,27 @@ def test_fast_and_full_path_agree() -> None:
 def test_bad_certificate_dates_are_refused(value: str) -> None:
     with pytest.raises(RuleFileError, match=r"^test.rules:1: "):
         engine(rules(f"tls_cert_notafter:{value};"))
+
+
+def test_a_certificate_corrupted_anywhere_is_counted_never_raised() -> None:
+    """The server's certificate with a few bytes changed (names of an unknown string type,
+    a bad version, a negative serial among them): its buffers or a count of
+    ``tls.bad_certificate``, never an exception."""
+    leaf, _ = chain()
+    rng = random.Random(4)
+    counted = 0
+    for _ in range(1500):
+        data = bytearray(leaf)
+        for _ in range(3):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        errors: Errors = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            found = cert_buffers([bytes(data)], SERVER_BUFFERS, 1.7e9, errors)
+        counted += errors.get("tls.bad_certificate", 0)
+        assert errors or "tls.cert_subject" in found
+    assert counted > 10
+
+
+def test_a_negative_serial_is_written_as_its_der_bytes() -> None:
+    assert [serial_text(v) for v in (-1, -128, -129, 128)] == ["FF", "80", "FF:7F", "00:80"]
