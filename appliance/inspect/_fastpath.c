@@ -486,7 +486,7 @@ static int truth_of(PyObject *result);
 
 static PyObject *str_payload_scans, *str_reads_payload, *str_streams, *str_pending,
     *str_waiting, *str_base, *str_data, *str_scanned, *str_grew, *str_errors, *str_candidates,
-    *str_depth;
+    *str_depth, *str_held, *str_max_bytes, *str__streams;
 
 static inline int attr_truth(PyObject *obj, PyObject *name)
 {
@@ -503,6 +503,61 @@ static Py_ssize_t attr_ssize(PyObject *obj, PyObject *name)
     number = PyLong_AsSsize_t(value);
     Py_DECREF(value);
     return number;
+}
+
+/* Reassembler.grew(stream, have, errors) for a direction grown by size bytes: its common
+ * case (the bound on all directions' bytes not passed) here, else the method. 0, -1. */
+static int stream_grew(FastPath *fp, PyObject *stream, Py_ssize_t have, Py_ssize_t size)
+{
+    PyObject *streams, *key, *number, *result;
+    Py_ssize_t held = attr_ssize(fp->reassembler, str_held), most;
+    int known;
+    if (held == -1 && PyErr_Occurred())
+        return -1;
+    most = attr_ssize(fp->reassembler, str_max_bytes);
+    if (most == -1 && PyErr_Occurred())
+        return -1;
+    streams = PyObject_GetAttr(fp->reassembler, str__streams);
+    if (streams == NULL)
+        return -1;
+    if (held + size > most || !PyDict_Check(streams)) { /* (an OrderedDict) */
+        PyObject *errors = PyObject_GetAttr(fp->stats, str_errors);
+        Py_DECREF(streams);
+        number = PyLong_FromSsize_t(have);
+        result = errors == NULL || number == NULL
+                     ? NULL
+                     : PyObject_CallMethodObjArgs(fp->reassembler, str_grew, stream, number,
+                                                  errors, NULL);
+        Py_XDECREF(errors);
+        Py_XDECREF(number);
+        if (result == NULL)
+            return -1;
+        Py_DECREF(result);
+        return 0;
+    }
+    number = PyLong_FromSsize_t(held + size);
+    if (number == NULL || PyObject_SetAttr(fp->reassembler, str_held, number) < 0) {
+        Py_XDECREF(number);
+        Py_DECREF(streams);
+        return -1;
+    }
+    Py_DECREF(number);
+    key = PyLong_FromVoidPtr(stream); /* id(stream) */
+    if (key == NULL) {
+        Py_DECREF(streams);
+        return -1;
+    }
+    known = PyDict_Contains(streams, key);
+    if (known > 0) {
+        result = PyObject_CallMethodOneArg(streams, str_move_to_end, key);
+        known = result == NULL ? -1 : 0;
+        Py_XDECREF(result);
+    } else if (known == 0) {
+        known = PyObject_SetItem(streams, key, stream);
+    }
+    Py_DECREF(key);
+    Py_DECREF(streams);
+    return known;
 }
 
 /* The engine's _scan_segment(flow, to_server, group, data, ip, start, end). */
@@ -652,21 +707,12 @@ static int scan_segment(FastPath *fp, PyObject *flow, int to_server, PyObject *g
         }
     }
     if (grows) { /* appended, as the full path's stream_hits does */
-        PyObject *errors, *done_, *number;
+        PyObject *number;
         if (PyByteArray_Resize(held, have + size) < 0)
             goto done;
         memcpy(PyByteArray_AS_STRING(held) + have, data + start, (size_t)size);
-        errors = PyObject_GetAttr(fp->stats, str_errors);
-        number = PyLong_FromSsize_t(have);
-        done_ = errors == NULL || number == NULL
-                    ? NULL
-                    : PyObject_CallMethodObjArgs(fp->reassembler, str_grew, stream, number,
-                                                 errors, NULL);
-        Py_XDECREF(errors);
-        Py_XDECREF(number);
-        if (done_ == NULL)
+        if (stream_grew(fp, stream, have, size) < 0)
             goto done;
-        Py_DECREF(done_);
         if (have) {
             PyObject *now = PyObject_GetAttr(stream, str_data);
             Py_ssize_t grown;
@@ -3185,7 +3231,8 @@ PyMODINIT_FUNC PyInit__fastpath(void)
         || intern(&str_waiting, "waiting") < 0 || intern(&str_base, "base") < 0
         || intern(&str_data, "data") < 0 || intern(&str_scanned, "scanned") < 0
         || intern(&str_grew, "grew") < 0 || intern(&str_errors, "errors") < 0
-        || intern(&str_depth, "depth") < 0)
+        || intern(&str_depth, "depth") < 0 || intern(&str_held, "held") < 0
+        || intern(&str_max_bytes, "max_bytes") < 0 || intern(&str__streams, "_streams") < 0)
         return NULL;
     if (intern(&str_headers, "headers") < 0 || intern(&str_host, "host") < 0
         || intern(&str_user_agent, "user_agent") < 0 || intern(&str_raw_body, "raw_body") < 0)

@@ -260,6 +260,13 @@ def test_scanned_data_segments() -> None:
     _, (_flows, counters) = same(filler, rules=SCANNED)
     assert counters[2] > len(filler) // 2
     same(Mix(seed=57).build(6_000), rules=SCANNED)
+    compiled, twin = pair(rules=SCANNED)  # the bound on all streams' bytes passed
+    for eng in (compiled, twin):
+        assert eng.streams is not None
+        eng.streams.max_bytes = 5000
+    got, want = run(compiled, filler), run(twin, filler)
+    assert got == want
+    assert compiled.stats.errors.get("stream.memory", 0) > 5
 
 
 def syn_pair(**config: Any) -> tuple[InspectionEngine, InspectionEngine]:

@@ -228,3 +228,17 @@ def test_filler_in_order_takes_the_fast_path() -> None:
 @given(st.integers(0, 2**32 - 1), st.floats(0.0, 0.6), st.sampled_from([0, 64, 700, 65536]))
 def test_random_streams(seed: int, disorder: float, depth: int) -> None:
     alike(scanned_frames(seed, flows=4, disorder=disorder), depth=depth)
+
+
+def test_the_memory_bound_ends_streams_alike() -> None:
+    """Past the bound on all streams' bytes, the directions that grew least recently are
+    ended the same way whether their segments were appended by the fast path or not."""
+    frames = scanned_frames(5, flows=20, disorder=0.05, pieces=FILLER)
+    fast, slow = scanned_engines(depth=4096)
+    for eng in (fast, slow):
+        assert eng.streams is not None
+        eng.streams.max_bytes = 5000
+    got, want = state(fast, frames), state(slow, frames)
+    assert got == want
+    assert fast.stats.errors.get("stream.memory", 0) > 5
+    assert fast.stats.fast > len(frames) // 3
