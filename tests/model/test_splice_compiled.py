@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import socket
-import subprocess
-import sys
-import sysconfig
 from array import array
 from functools import partial
 from pathlib import Path
@@ -21,6 +17,7 @@ from hypothesis import strategies as st
 
 from appliance.model import elements_fast, splice
 from appliance.model.intervals import MASK64, NARROW, Spans
+from tests.compiled_build import build_with_gcc
 
 SOURCE = Path(splice.__file__).with_name("_splice.c")
 
@@ -315,17 +312,6 @@ def test_built_where_ci_runs() -> None:
 
 def test_the_source_builds_without_a_warning(tmp_path: Path) -> None:
     """gcc -Wall -Wextra -Werror, as the guests build the compiled parts."""
-    gcc = shutil.which("gcc")
-    include = sysconfig.get_paths()["include"]
-    if gcc is None or not (Path(include) / "Python.h").exists() or not SOURCE.exists():
-        pytest.skip("no gcc, Python headers or source")
-    out = tmp_path / f"_splice{sysconfig.get_config_var('EXT_SUFFIX')}"
-    flags = ["-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", f"-I{include}"]
-    build = subprocess.run(
-        [gcc, *flags, str(SOURCE), "-o", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert build.returncode == 0, build.stderr
-    assert out.exists() and sys.platform.startswith("linux")
+    built = build_with_gcc(SOURCE, "appliance.model._splice", tmp_path)
+    assert built.differ_lines(32, b"10.0.0.1\x00\n", b"") is None
+    assert built.differ_lines(32, b"10.0.0.1\n", b"10.0.0.2\n") is not None
