@@ -76,6 +76,8 @@ class LinkBackend(Protocol):
 
 @dataclass
 class SetInfo:
+    """A set as read back from the kernel, with its elements."""
+
     name: str
     type: str
     flags: list[str]

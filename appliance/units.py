@@ -51,6 +51,8 @@ def format_duration(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class Rate:
+    """A count per unit of time (``10/second``)."""
+
     count: int
     per: RateUnit
 

@@ -44,6 +44,8 @@ NETNS_RUN_DIR = "/run/netns"
 
 @dataclass(frozen=True)
 class RtLink:
+    """A link as the kernel describes it over rtnetlink."""
+
     index: int
     name: str
     flags: int

@@ -89,6 +89,8 @@ FEED = 1 << 16  # deflated bytes given to the decoder at a time
 
 @dataclass(frozen=True)
 class _Parked:
+    """Spans held deflated while they are not used."""
+
     count: int
     points: bool
     blobs: list[tuple[str, bytes]]  # (typecode, deflated differences) per word array

@@ -304,6 +304,8 @@ def _os_reason(exc: OSError) -> str:
 
 @dataclass
 class _Ctx:
+    """Where a profile is being read from: errors name its file and line."""
+
     source: str
     origins: dict[KeyPath, str]
     base_dir: Path
@@ -565,6 +567,8 @@ def _ifnames(wildcard: bool) -> Parser:
 
 @dataclass
 class _ZoneDraft:
+    """A zone while the profile's zones and segments are gathered."""
+
     name: str
     interfaces: list[str] = field(default_factory=list)
     networks: tuple[IPNetwork, ...] = ()

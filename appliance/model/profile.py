@@ -34,6 +34,8 @@ AUTOBLOCK_SETS: tuple[str, ...] = ("autoblock_v4", "autoblock_v6")
 
 @dataclass(frozen=True)
 class Defaults:
+    """The chains' default verdicts, and whether forwarded flows are offloaded."""
+
     input: Verdict = "drop"
     forward: Verdict = "drop"
     output: Verdict = "accept"
@@ -44,6 +46,8 @@ class Defaults:
 
 @dataclass(frozen=True)
 class Zone:
+    """A named group of interfaces and networks that rules go from and to."""
+
     name: str
     interfaces: tuple[str, ...] = ()  # names; a trailing * matches a prefix
     networks: tuple[IPNetwork, ...] = ()  # membership also by source/destination address
@@ -53,6 +57,8 @@ class Zone:
 
 @dataclass(frozen=True)
 class SetSpec:
+    """A named set of addresses or ports, its elements packed."""
+
     name: str
     type: SetType
     interval: bool = False
@@ -73,6 +79,8 @@ class SetSpec:
 
 @dataclass(frozen=True)
 class Rule:
+    """One ``[[rules]]`` entry: a match from one zone to another, and its verdict."""
+
     name: str
     index: int  # position in [[rules]], 0-based
     from_zone: str = ANY  # a zone name, "self" or "any"
@@ -102,6 +110,8 @@ class Forward:
 
 @dataclass(frozen=True)
 class Protect:
+    """The ``[protect]`` table: invalid packets, spoofing, SYN floods, connection limits."""
+
     invalid: InvalidVerdict = "drop"
     spoofing: bool = False
     syn_flood: Rate | None = None  # per source address
@@ -112,17 +122,23 @@ class Protect:
 
 @dataclass(frozen=True)
 class PortScanDetector:
+    """A source that tries ``ports`` ports within ``window`` seconds is a scan."""
+
     ports: int = 20
     window: float = 10.0
 
 
 @dataclass(frozen=True)
 class SynFloodDetector:
+    """A source that opens connections faster than ``rate`` floods."""
+
     rate: Rate = field(default_factory=lambda: Rate(500, "second"))
 
 
 @dataclass(frozen=True)
 class DnsTunnelDetector:
+    """Queries with long or random-looking labels look like a tunnel."""
+
     max_label: int = 52
     max_entropy: float = 4.0
     rate: Rate | None = None  # optional: queries per source above this rate
@@ -130,11 +146,15 @@ class DnsTunnelDetector:
 
 @dataclass(frozen=True)
 class GtpDetector:
+    """GTP-U traffic from user equipment outside ``ue_pools`` is flagged."""
+
     ue_pools: tuple[IPNetwork, ...] = ()
 
 
 @dataclass(frozen=True)
 class Detectors:
+    """The detectors ``[inspect.detectors]`` turns on (None: off)."""
+
     port_scan: PortScanDetector | None = None
     syn_flood: SynFloodDetector | None = None
     dns_tunnel: DnsTunnelDetector | None = None
@@ -150,6 +170,8 @@ INSPECT_DECLARED_MODE: InspectMode = "sample"
 
 @dataclass(frozen=True)
 class Inspect:
+    """The ``[inspect]`` table: what packets user-space inspection sees, and its rules."""
+
     mode: InspectMode = "off"
     sample_packets: int = 8
     interfaces: tuple[str, ...] = ()
@@ -170,6 +192,8 @@ SEGMENT_KINDS: tuple[str, ...] = get_args(SegmentKind)
 
 @dataclass(frozen=True)
 class Segment:
+    """A VLAN, VRF or network namespace the appliance creates, and its link."""
+
     name: str
     kind: SegmentKind
     link: str  # the appliance-side link this segment creates (marked with the "ap-" prefix)
@@ -185,6 +209,8 @@ class Segment:
 
 @dataclass(frozen=True)
 class Hub:
+    """The ``[hub]`` table: where signed policy bundles come from, and how they are trusted."""
+
     url: str
     trust: tuple[str, ...]  # absolute paths of trusted public keys
     poll: float = 30.0
@@ -199,6 +225,8 @@ class Hub:
 
 @dataclass(frozen=True)
 class MetricsSpec:
+    """Where the Prometheus metrics are served."""
+
     listen: str = "127.0.0.1:9469"
 
     @property
@@ -216,6 +244,8 @@ class MetricsSpec:
 
 @dataclass(frozen=True)
 class Profile:
+    """A whole profile, as parsed and checked."""
+
     version: int
     name: str
     source: str = "<memory>"  # the file it was loaded from

@@ -54,6 +54,8 @@ class AddrRange:
 
 @dataclass(frozen=True)
 class PortRange:
+    """A range of ports, both ends included."""
+
     first: int
     last: int
 

@@ -39,6 +39,8 @@ ELEMENTS_SHOWN = 20  # per set and direction in describe(); a feed can hold mill
 
 @dataclass
 class Plan:
+    """What one apply changes in the kernel: the table, and elements added and deleted."""
+
     create: bool = False  # the table is absent
     swap: bool = False  # the structure differs: replace the table
     structure_diff: list[str] = field(default_factory=list)

@@ -158,6 +158,8 @@ class EventJournal:
 
 @dataclass(frozen=True)
 class SetShape:
+    """What an element of a set looks like: its type, intervals, width."""
+
     set_type: str
     interval: bool
     width: int

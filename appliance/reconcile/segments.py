@@ -99,6 +99,8 @@ class ObservedLinks:
 
 @dataclass(frozen=True)
 class DesiredSegment:
+    """A segment with the link (and peer) it should have."""
+
     segment: Segment
     link: LinkState
     peer: PeerState | None = None

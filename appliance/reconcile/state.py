@@ -38,6 +38,8 @@ class Element:
 
 @dataclass(frozen=True)
 class Desired:
+    """The compiled profile: the table without elements, and each set's elements."""
+
     objects: list[Json]  # the table definition without elements
     elements: dict[str, Elements]  # set -> elements the profile puts there (packed)
     types: dict[str, str]  # set -> nft type
@@ -106,6 +108,8 @@ def set_flags(objects: list[Json], name: str) -> list[str]:
 
 @dataclass
 class Observed:
+    """The table as read back from the kernel (``objects`` None: absent)."""
+
     objects: list[Json] | None  # None: the table is absent
     # set -> its run-time elements: those without the ``profile`` or ``hub`` tag (few)
     elements: dict[str, dict[str, Element]] = field(default_factory=dict)
