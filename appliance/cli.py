@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -30,6 +31,18 @@ EXIT_NOT_INTENDED = 4  # status: the daemon runs, but not the intended policy
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    code = run_command(argv)
+    if argv is None and not gc.isenabled():
+        # A one-shot command (apply, plan) turned the cyclic collector off: what it made
+        # lives until the process ends. The interpreter's last collection would walk every
+        # object left (8 ms after a large delta) to free cycles that hold nothing open:
+        # the command closed its files and sockets before returning. It is skipped.
+        gc.freeze()
+    return code
+
+
+def run_command(argv: Sequence[str] | None = None) -> int:
+    """The command ``argv`` (default: the process's arguments), its exit status."""
     parser = build_parser(named_command(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
@@ -239,12 +252,14 @@ def _desired(path: str, for_kernel: bool = False, here: bool = False) -> Desired
     from appliance.reconcile.state import desired_from_profile
 
     profile = _load(path)
-    if for_kernel:
+    # The probe is imported only for a profile that asks what it answers (inline
+    # inspection, segments, offload): else the kernel needs only the table.
+    if for_kernel and (profile.inspect.mode == "inline" or profile.segments):
         from appliance.probe import require_kernel_support
 
         require_kernel_support(profile, path)
     devices: tuple[str, ...] = ()
-    if for_kernel or here:  # [defaults].offload: the flowtable of this kernel and links
+    if (for_kernel or here) and profile.defaults.offload:  # this kernel's flowtable and links
         from appliance.probe import offload_for
 
         devices = offload_for(profile).devices
@@ -372,9 +387,7 @@ def _desired_after_last(
     are parsed); and the files parsed now, for the record (see appliance.applied).
     One-shot (``apply``, ``plan``): the cyclic garbage collector is off from here (what
     these commands make lives until they exit; its passes over a large set's objects
-    cost more than the little it would free)."""
-    import gc
-
+    cost more than the little it would free; nor is there a last collection at exit)."""
     gc.disable()
     from appliance import applied
     from appliance.model import elements_fast

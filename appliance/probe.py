@@ -22,7 +22,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import json
-import logging
 import os
 import select
 import signal
@@ -61,6 +60,8 @@ class ProbeError(ApplianceError):
 
 @dataclass(frozen=True)
 class Feature:
+    """A kernel feature the probe checks, and how it is described."""
+
     name: str
     description: str
 
@@ -254,6 +255,8 @@ def decode_ack(reply: bytes, seq: int) -> int:
 
 @dataclass
 class Report:
+    """What the probe child found: each feature, and each failure's error."""
+
     features: dict[str, bool] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
 
@@ -495,7 +498,12 @@ if __name__ == "__main__":
 
 # --- flow offload: the profile's wish, this kernel, these links ----------------
 
-log = logging.getLogger("appliance.probe")
+def _log_no_flowtable(why: str) -> None:
+    """Say once that forwarded flows stay on the forward path (logging is imported here:
+    a one-shot command that never asks has no need of it)."""
+    import logging
+
+    logging.getLogger("appliance.probe").warning("flow offload: %s (%s)", NO_FLOWTABLE, why)
 
 OFFLOAD_OFF = "off in the profile ([defaults].offload = false)"
 NO_FLOWTABLE = (
@@ -525,14 +533,14 @@ def has_flowtable() -> bool:
     try:
         import nftables  # Debian: python3-nftables
     except ImportError:
-        log.warning("flow offload: %s (python3-nftables is missing)", NO_FLOWTABLE)
+        _log_no_flowtable("python3-nftables is missing")
         return False
     nft = nftables.Nftables()
     nft.set_dry_run(True)
     rc, _out, err = nft.cmd(NFT_PROBES["flowtable"].replace("{dev}", "lo"))
     if rc != 0:
         first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
-        log.warning("flow offload: %s (%s)", NO_FLOWTABLE, first[:200])
+        _log_no_flowtable(first[:200])
         return False
     return True
 
