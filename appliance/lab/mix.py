@@ -95,20 +95,17 @@ def sni_extension(sni: str) -> bytes:
     )
 
 
-def client_hello(sni: str) -> bytes:
+def client_hello(sni: str, rng: random.Random | None = None) -> bytes:
+    """A TLS 1.3 ClientHello naming ``sni``; its random and session id drawn from ``rng``
+    (a capture made again from the same seed is the same), or from os.urandom."""
+    draw = rng.randbytes if rng is not None else os.urandom
     ext = sni_extension(sni)
     ext += (
         b"\x00\x0a\x00\x04\x00\x02\x00\x1d"
         + b"\x00\x0d\x00\x04\x00\x02\x04\x03"
         + b"\x00\x2b\x00\x03\x02\x03\x04"
     )
-    body = (
-        b"\x03\x03"
-        + os.urandom(32)
-        + b"\x20"
-        + os.urandom(32)
-        + b"\x00\x04\x13\x01\x13\x02\x01\x00"
-    )
+    body = b"\x03\x03" + draw(32) + b"\x20" + draw(32) + b"\x00\x04\x13\x01\x13\x02\x01\x00"
     body += len(ext).to_bytes(2, "big") + ext
     hs = b"\x01" + len(body).to_bytes(3, "big") + body
     return b"\x16\x03\x01" + len(hs).to_bytes(2, "big") + hs
@@ -214,7 +211,7 @@ class Mix:
             bytes([10, 0, 1, rng.randrange(1, 255)]),
             self.host(93),
             443,
-            [client_hello(sni), b"\x17\x03\x03" + b"\x00" * 300],
+            [client_hello(sni, self.rng), b"\x17\x03\x03" + b"\x00" * 300],
             [2900, rng.randrange(1000, 9000)],
         )
 
@@ -256,7 +253,7 @@ class Mix:
             ue,
             self.host(93),
             443,
-            [client_hello("video.example.com")],
+            [client_hello("video.example.com", self.rng)],
             [rng.randrange(3000, 12000)],
             wrap=uplink,
         )
