@@ -98,6 +98,21 @@ def test_plan_exit_statuses(netns: str) -> None:
     assert run_appliance("plan", "--netns", netns, str(GOOD)).returncode == 0
 
 
+@pytest.mark.parametrize("columns", ["40", "132", "", "wide"])
+def test_help_is_as_wide_as_with_argparse_s_own_formatter(
+    columns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+
+    from appliance.cli import build_parser
+
+    monkeypatch.setenv("COLUMNS", columns)
+    parser = build_parser()
+    ours = parser.format_help()
+    parser.formatter_class = argparse.HelpFormatter
+    assert ours == parser.format_help()
+
+
 # What `appliance apply` would leave to the interpreter's last collection, which it skips
 # (see appliance.cli.main): objects in reference cycles that hold a file, a socket or a
 # finalizer. None may: their bytes would be lost unflushed, their ends never run.
