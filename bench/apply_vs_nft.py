@@ -18,6 +18,10 @@ CPU, in the new process itself. Appends the figures to bench/RESULTS.md unless
     sudo .venv/bin/python -m bench.apply_vs_nft [PROFILE] [--runs N]
     sudo .venv/bin/python -m bench.apply_vs_nft --sets 1000000 --delta 100000 --runs 3
 
+``--tag-cost``: the kernel's side of a ``--delta`` change to a ``--sets`` set (1,000,000
+by default) sent by ``appliance.adapters.nfsets`` with the ``comment "profile"`` tag the
+apply puts on each added element, against the same change untagged, by turns.
+
 ``--floor N``: what N IPv4 lines cost in this interpreter at C speed at best (split,
 ``inet_aton`` with a round-trip check, sort; then the difference of two such sets of
 integers both ways), the floor under any parse and plan of the whole set in Python.
@@ -95,6 +99,9 @@ def main() -> int:
     parser.add_argument(
         "--stages", action="store_true", help="where one CLI delta's time goes, by stage"
     )
+    parser.add_argument(
+        "--tag-cost", action="store_true", help="the kernel's delta with the tag against none"
+    )
     parser.add_argument("--no-append", action="store_true")
     args = parser.parse_args()
     if args.floor:
@@ -102,6 +109,8 @@ def main() -> int:
     ns = f"apbench-{uuid.uuid4().hex[:6]}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
+        if args.tag_cost:
+            return tag_cost(ns, args.sets or 1_000_000, args.delta, args.runs or 7)
         if args.sets:
             return run_sets(ns, args)
         return run(ns, args.profile, args.runs or 21)
@@ -311,6 +320,62 @@ def stages(ns: str, argv: list[str]) -> list[tuple[str, float, float]]:
     spent = json.loads(out.strip().splitlines()[-1])
     staged = [(label, wall, used) for label, (wall, used) in spent.items()]
     return [*staged, (*whole, children_cpu() - cpu)]
+
+
+def _tagged_deltas(size: int, delta: int, runs: int) -> dict[str, list[tuple[float, float]]]:
+    """In the namespace: ``size`` IPv4 elements loaded tagged, then ``runs`` times the
+    same delta (half deleted, half added) sent with the profile's tag and without, by turns,
+    each undone (untimed): wall and CPU (user + system: the kernel's work is in the
+    process's system time) of each."""
+    import random
+
+    from appliance.adapters.nfsets import NfSets
+    from appliance.model.intervals import Spans
+
+    table = f"table inet appliance {{ set blocklist {{ type ipv4_addr; size {2 * size}; }}; }}"
+    subprocess.run(["nft", "-f", "-"], input=table.encode(), check=True)
+    picked = random.Random(size).sample(range(1 << 24), size + delta // 2)
+    values = [(10 << 24) + v for v in picked]
+
+    def spans(part: list[int]) -> Spans:
+        return Spans.of(32, ((v, v) for v in sorted(part)))
+
+    loaded, gone, extra = spans(values[:size]), spans(values[: delta // 2]), spans(values[size:])
+    spent: dict[str, list[tuple[float, float]]] = {"profile": [], "none": []}
+
+    def used() -> tuple[float, float]:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return time.perf_counter(), r.ru_utime + r.ru_stime
+
+    with NfSets() as sets:
+        sets.apply("blocklist", width=32, interval=False, add=loaded, delete=None, tag="profile")
+        for _ in range(runs):
+            for tag in ("profile", None):
+                wall, cpu = used()
+                sets.apply("blocklist", width=32, interval=False, add=extra, delete=gone, tag=tag)
+                now, cpu_now = used()
+                spent[tag or "none"].append((now - wall, cpu_now - cpu))
+                sets.apply(
+                    "blocklist", width=32, interval=False, add=gone, delete=extra, tag="profile"
+                )
+    return spent
+
+
+def tag_cost(ns: str, size: int, delta: int, runs: int) -> int:
+    """What the ``comment "profile"`` tag on each added element costs the kernel's delta."""
+    from appliance.adapters.nsexec import run_in_netns
+
+    spent = run_in_netns(ns, _tagged_deltas, size, delta, runs, timeout=900)
+    none = statistics.median(cpu for _, cpu in spent["none"])
+    for tag, samples in spent.items():
+        wall = statistics.median(w for w, _ in samples)
+        cpu = statistics.median(c for _, c in samples)
+        print(
+            f"delta of {delta:,} to {size:,}, tag {tag}: wall {wall * 1000:.1f} ms, CPU "
+            f"{cpu * 1000:.1f} ms ({cpu / none:.2f}x untagged), median of {len(samples)}"
+        )
+    print(f"load average {os.getloadavg()[0]:.1f}")
+    return 0
 
 
 def _count() -> int:
