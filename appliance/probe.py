@@ -498,19 +498,20 @@ if __name__ == "__main__":
 
 # --- flow offload: the profile's wish, this kernel, these links ----------------
 
-def _log_no_flowtable(why: str) -> None:
-    """Say once that forwarded flows stay on the forward path (logging is imported here:
-    a one-shot command that never asks has no need of it)."""
-    import logging
-
-    logging.getLogger("appliance.probe").warning("flow offload: %s (%s)", NO_FLOWTABLE, why)
-
 OFFLOAD_OFF = "off in the profile ([defaults].offload = false)"
 NO_FLOWTABLE = (
     "this kernel has no nftables flowtable (nf_flow_table): forwarded flows stay on the "
     "forward path"
 )
 NO_DEVICES = "none of the zones' interfaces exists"
+
+
+def _log_no_flowtable(why: str) -> None:
+    """Say once that forwarded flows stay on the forward path (logging is imported here:
+    a one-shot command that never asks has no need of it)."""
+    import logging
+
+    logging.getLogger("appliance.probe").warning("flow offload: %s (%s)", NO_FLOWTABLE, why)
 
 
 @dataclass(frozen=True)
