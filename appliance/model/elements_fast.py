@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextvars
 import socket
-import sys
 from array import array
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,7 +38,7 @@ from operator import add, and_, lshift, ne, or_, rshift, sub
 
 from appliance.model.elements import Elements
 from appliance.model.intervals import MASK64, NARROW, Spans
-from appliance.model.splice import changes, spans_of_words, spliced
+from appliance.model.splice import changes, spans_of_words, spliced, unpacked
 
 FAMILIES = {"ipv4_addr": (socket.AF_INET, 32), "ipv6_addr": (socket.AF_INET6, 128)}
 BLOCK = 1 << 13  # bytes of the old file compared at a time (line-aligned)
@@ -93,15 +92,7 @@ def host_values(set_type: str, lines: list[str]) -> list[int] | None:
     packed = packed_hosts(set_type, lines)
     if packed is None:
         return None
-    if width == 32:
-        words = array(NARROW, packed)
-        if sys.byteorder == "little":
-            words.byteswap()
-        return words.tolist()
-    halves = array("Q", packed)
-    if sys.byteorder == "little":
-        halves.byteswap()
-    return list(map(or_, map(lshift, halves[0::2], repeat(64)), halves[1::2]))
+    return unpacked(width, packed)
 
 
 def spans_of_values(width: int, values: list[int], steps: list[int] | None = None) -> Spans:

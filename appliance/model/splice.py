@@ -145,8 +145,8 @@ def differ_lines(width: int, gone: bytes, came: bytes) -> tuple[Words, Words] | 
         after = b"".join(map(read, map(_ascii, came_only)))
     except (UnicodeDecodeError, OSError, ValueError):
         return None
-    removed = set(_unpacked(width, before))
-    added = set(_unpacked(width, after))
+    removed = set(unpacked(width, before))
+    added = set(unpacked(width, after))
     return _bytes_of(width, sorted(removed - added)), _bytes_of(width, sorted(added - removed))
 
 
@@ -163,7 +163,8 @@ def _byte_lines(data: bytes) -> list[bytes]:
     return pieces
 
 
-def _unpacked(width: int, data: bytes) -> list[int]:
+def unpacked(width: int, data: bytes) -> list[int]:
+    """The values of big-endian words of ``width`` bits (32 or 128) packed in ``data``."""
     if width == 32:
         words = array(NARROW, data)
         if sys.byteorder == "little":
