@@ -14,6 +14,12 @@
    as word arrays' bytes: (removed words, added words); None where a line that is in one
    part only is not one address (a line in both only moved).
 
+   differ_values(width, bounds, data, count): a whole file's lines read as differ_lines
+   reads them, against the old spans ``bounds`` (which must hold ``count`` values): the
+   spans of the file's values, the old values not among them and those new (words, as
+   above); None where a line is not one address, a value is given twice, or the spans do
+   not hold ``count`` values. One pass over the file, a radix sort, one merge.
+
    A value of 32 bits or less is one native 32-bit word; of 128 bits, two native 64-bit
    words (the high half, then the low), each in its own array. Malformed input (a width
    other than 16, 32 or 128, arrays of unequal or partial lengths, spans or values out of
@@ -455,10 +461,10 @@ static inline int dotted_quad(const char *p, Py_ssize_t size, unsigned char *out
 }
 
 /* The address of each line of ``data`` (inet_pton), sorted, without repeats, into a new
-   array ``*out``: their count; -2 where a line is not one address and is not a line of
-   ``other`` either (a line in both parts only moved); -1 with an exception set. */
+   array ``*out``: their count (``*repeated``: whether a value was given twice); -2 where a
+   line is not one address and is not a line of ``other`` either (a line in both parts only moved); -1 with an exception set. */
 static Py_ssize_t read_lines(int width, const char *data, Py_ssize_t len, const char *other,
-                             Py_ssize_t other_len, value **out) {
+                             Py_ssize_t other_len, value **out, int *repeated) {
     int wide = width == 128;
     int family = wide ? AF_INET6 : AF_INET;
     /* room for every line that can be an address: 8 bytes at least with its line end
@@ -515,6 +521,7 @@ static Py_ssize_t read_lines(int width, const char *data, Py_ssize_t len, const 
     for (Py_ssize_t i = 0; i < n; i++)
         if (kept == 0 || !same(values[kept - 1], values[i]))
             values[kept++] = values[i];
+    *repeated = kept < n;
     *out = values;
     return kept;
 }
@@ -565,18 +572,19 @@ static PyObject *differ_lines(PyObject *self, PyObject *args) {
     value *before = NULL, *after = NULL;
     PyObject *removed = NULL, *added = NULL, *result = NULL;
     Py_ssize_t nb = -1, na = -1;
+    int repeated = 0;
     if (width != 32 && width != 128) {
         PyErr_Format(PyExc_ValueError, "unsupported width %d", width);
         goto done;
     }
-    nb = read_lines(width, gone.buf, gone.len, came.buf, came.len, &before);
+    nb = read_lines(width, gone.buf, gone.len, came.buf, came.len, &before, &repeated);
     if (nb == -2) {
         result = Py_NewRef(Py_None);
         goto done;
     }
     if (nb < 0)
         goto done;
-    na = read_lines(width, came.buf, came.len, gone.buf, gone.len, &after);
+    na = read_lines(width, came.buf, came.len, gone.buf, gone.len, &after, &repeated);
     if (na == -2) {
         result = Py_NewRef(Py_None);
         goto done;
@@ -600,11 +608,157 @@ done:
     return result;
 }
 
+/* The words of a writer of single values (firsts only), as a tuple of bytes. */
+static PyObject *values_close(writer *w) {
+    int per = w->wide ? 2 : 1;
+    Py_ssize_t size = w->wide ? 8 : 4;
+    PyObject *out = PyTuple_New(per);
+    if (out == NULL) {
+        writer_drop(w);
+        return NULL;
+    }
+    for (int i = 0; i < per; i++) {
+        if (_PyBytes_Resize(&w->words[i], w->n * size) < 0) {
+            Py_DECREF(out);
+            writer_drop(w);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(out, i, w->words[i]);
+        w->words[i] = NULL;
+    }
+    writer_drop(w);
+    return out;
+}
+
+/* The values the spans ``bounds`` hold (checked: in order, apart, not too wide), at most
+   ``limit`` + 1 counted; -1 with ValueError for malformed spans. */
+static Py_ssize_t held_values(int width, const column *bounds, Py_ssize_t limit) {
+    Py_ssize_t total = 0;
+    value previous = {0, 0};
+    for (Py_ssize_t i = 0; i < bounds[0].n; i++) {
+        value first = at(&bounds[0], i), last = at(&bounds[1], i);
+        if (too_wide(width, first) || too_wide(width, last) || less(last, first) ||
+            (i > 0 && (!less(previous, first) || next_to(previous, first)))) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "spans out of order, overlapping or touching");
+            return -1;
+        }
+        previous = last;
+        value size = {last.hi - first.hi - (last.lo < first.lo), last.lo - first.lo};
+        if (total <= limit) {
+            if (size.hi != 0 || size.lo >= (uint64_t)(limit - total + 1))
+                total = limit + 1;
+            else
+                total += (Py_ssize_t)size.lo + 1;
+        }
+    }
+    return total;
+}
+
+/* The spans' values not among ``values`` to ``removed``, ``values`` not in the spans to
+   ``added``, and the spans of ``values`` to ``spans`` (all sorted). */
+ALWAYS void merge_values(const column *bounds, const value *values, Py_ssize_t nv,
+                         writer *spans, writer *removed, writer *added, int wide) {
+    Py_ssize_t k = 0;
+    for (Py_ssize_t i = 0; i < bounds[0].n; i++) {
+        value first = at_of(&bounds[0], i, wide), last = at_of(&bounds[1], i, wide);
+        for (; k < nv && less(values[k], first); k++)
+            put_of(added, 0, added->n++, values[k], wide);
+        value from = first;
+        int rest = 1; /* values of the span left from ``from`` on */
+        for (; k < nv && !less(last, values[k]); k++) {
+            for (value x = from; less(x, values[k]); x = up(x))
+                put_of(removed, 0, removed->n++, x, wide);
+            if (same(values[k], last)) {
+                rest = 0;
+                k++;
+                break;
+            }
+            from = up(values[k]);
+        }
+        for (value x = from; rest; x = up(x)) {
+            put_of(removed, 0, removed->n++, x, wide);
+            rest = !same(x, last);
+        }
+    }
+    for (; k < nv; k++)
+        put_of(added, 0, added->n++, values[k], wide);
+    for (Py_ssize_t v = 0; v < nv; v++)
+        emit_of(spans, values[v], values[v], wide);
+}
+
+static PyObject *differ_values(PyObject *self, PyObject *args) {
+    (void)self;
+    int width;
+    PyObject *bounds_arg;
+    Py_buffer data;
+    Py_ssize_t count;
+    if (!PyArg_ParseTuple(args, "iOy*n:differ_values", &width, &bounds_arg, &data, &count))
+        return NULL;
+    held h = {.count = 0};
+    column bounds[2];
+    Py_ssize_t n = -1, nv = 0;
+    value *values = NULL;
+    writer spans, removed, added;
+    memset(&spans, 0, sizeof(spans));
+    memset(&removed, 0, sizeof(removed));
+    memset(&added, 0, sizeof(added));
+    PyObject *result = NULL, *parts[3] = {NULL, NULL, NULL};
+    if (width != 32 && width != 128) {
+        PyErr_Format(PyExc_ValueError, "unsupported width %d", width);
+        goto done;
+    }
+    if (count < 0 || count > PY_SSIZE_T_MAX / 32) {
+        PyErr_SetString(PyExc_ValueError, "a count of values out of range");
+        goto done;
+    }
+    int wide = width == 128;
+    if (columns_of(&h, bounds_arg, wide, bounds, 2, &n) < 0)
+        goto done;
+    Py_ssize_t total = held_values(width, bounds, count);
+    if (total < 0)
+        goto done;
+    int repeated = 0;
+    if (total == count)
+        nv = read_lines(width, data.buf, data.len, NULL, 0, &values, &repeated);
+    if (total != count || nv == -2 || repeated) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    if (nv < 0)
+        goto done;
+    if (writer_open(&spans, wide, nv) < 0 || writer_open(&removed, wide, count) < 0 ||
+        writer_open(&added, wide, nv) < 0)
+        goto done;
+    if (wide)
+        merge_values(bounds, values, nv, &spans, &removed, &added, 1);
+    else
+        merge_values(bounds, values, nv, &spans, &removed, &added, 0);
+    parts[0] = writer_close(&spans);
+    parts[1] = parts[0] == NULL ? NULL : values_close(&removed);
+    parts[2] = parts[1] == NULL ? NULL : values_close(&added);
+    if (parts[2] != NULL)
+        result = PyTuple_Pack(3, parts[0], parts[1], parts[2]);
+done:
+    for (int i = 0; i < 3; i++)
+        Py_XDECREF(parts[i]);
+    writer_drop(&spans);
+    writer_drop(&removed);
+    writer_drop(&added);
+    PyMem_Free(values);
+    release_all(&h);
+    PyBuffer_Release(&data);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"splice_words", splice_words, METH_VARARGS,
      "The spans' words with sorted values taken out and put in (None: one not held, or held)."},
     {"differ_lines", differ_lines, METH_VARARGS,
      "The values gone and those come, sorted and distinct, from the lines that went and came."},
+    {"differ_values", differ_values, METH_VARARGS,
+     "The spans of a file's values, and the values gone from spans and come (None: not one "
+     "address a line, a value twice, or spans not of that many values)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -7,3 +7,6 @@ def splice_words(
 def differ_lines(
     width: int, gone: bytes, came: bytes
 ) -> tuple[tuple[bytes, ...], tuple[bytes, ...]] | None: ...
+def differ_values(
+    width: int, bounds: Sequence[Any], data: bytes, count: int
+) -> tuple[tuple[bytes, ...], tuple[bytes, ...], tuple[bytes, ...]] | None: ...

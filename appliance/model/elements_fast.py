@@ -38,7 +38,14 @@ from operator import add, and_, lshift, ne, or_, rshift, sub
 
 from appliance.model.elements import Elements
 from appliance.model.intervals import MASK64, NARROW, Spans
-from appliance.model.splice import changes, spans_of_words, spliced, unpacked
+from appliance.model.splice import (
+    changes,
+    compiled,
+    spans_of_words,
+    spliced,
+    unpacked,
+    value_changes,
+)
 
 FAMILIES = {"ipv4_addr": (socket.AF_INET, 32), "ipv6_addr": (socket.AF_INET6, 128)}
 BLOCK = 1 << 13  # bytes of the old file compared at a time (line-aligned)
@@ -190,6 +197,14 @@ def aligned(old: bytes, new: bytes) -> tuple[bytes, bytes]:
     else the block changed. Once most blocks changed (``CHANGED`` of the first
     ``CHANGED * 2``: changes spread through the file, a few lines apart), the rest of
     both is one part each: searching for blocks there would find none."""
+    found = _aligned(old, new, spread=False)
+    assert found is not None  # never given up
+    return found
+
+
+def _aligned(old: bytes, new: bytes, spread: bool) -> tuple[bytes, bytes] | None:
+    """As :func:`aligned`; with ``spread``, None where the changes are found spread
+    through the files (instead of the rest of both as one part each)."""
     if old and not old.endswith(b"\n"):
         old += b"\n"
     if new and not new.endswith(b"\n"):
@@ -202,6 +217,8 @@ def aligned(old: bytes, new: bytes) -> tuple[bytes, bytes]:
     shared = True  # the block before was shared (or this is the start)
     while i < len(old):
         if blocks >= 2 * CHANGED and 2 * changed > blocks:
+            if spread:
+                return None
             old_parts.append(old[i:])
             break
         blocks += 1
@@ -270,14 +287,61 @@ def _find_line(data: bytes, block: bytes, start: int, stop: int) -> int:
 
 def diff_hosts(last: Parsed, data: bytes) -> Parsed | None:
     """The file's elements now that its bytes are ``data``, from its last version (which
-    was all addresses, each line its own value), parsing only the lines that changed.
-    None: the fast path cannot prove the result (a changed line that is not one address,
-    a value now given twice): parse the whole file instead."""
+    was all addresses, each line its own value), parsing only the lines that changed, or
+    (changes spread through the file) reading the new file's values against the last
+    version's spans. None: the fast path cannot prove the result (a changed line that is
+    not one address, a value now given twice): parse the whole file instead."""
     if not last.unique or b"/" in data or b"#" in data:
         return None
     if data == last.data:
         return Parsed(last.set_type, last.interval, data, last.elements, last.lines, True)
-    gone_part, new_part = aligned(last.data, data)
+    # by values only compiled: the Python twin reads a million lines slower than it
+    # reads the two parts' lines
+    parts = _aligned(last.data, data, spread=compiled() is not None)
+    if parts is None or (compiled() is not None and len(parts[0]) + len(parts[1]) > len(data)):
+        by_values = diff_values(last, data)
+        if by_values is not None:
+            return by_values
+    return diff_lines(last, data, parts)
+
+
+def diff_values(last: Parsed, data: bytes) -> Parsed | None:
+    """As :func:`diff_hosts`, by values: every line of ``data`` read (one address each, no
+    value twice) and merged with the last version's spans; None where that cannot be
+    proven (the general diff then decides). One pass over the new file, against
+    :func:`diff_lines`'s pass over the lines that went and came: the faster where those
+    are more than the new file."""
+    base = last.elements
+    assert base.spans is not None
+    if not last.unique or 2 * last.lines > len(last.data) + 1:  # a line is 2 bytes at least
+        return None
+    found = value_changes(base.spans, data, last.lines)
+    if found is None:
+        return None
+    spans, removed, added = found
+    width = spans.width
+    set_type, interval = last.set_type, last.interval
+    count = last.lines - len(removed[0]) + len(added[0])  # a value a line, then and now
+    elements = Changed(
+        set_type,
+        interval,
+        spans,
+        count,
+        base=base,
+        added=Counted(set_type, interval, spans_of_words(width, added), len(added[0])),
+        removed=Counted(set_type, interval, spans_of_words(width, removed), len(removed[0])),
+    )
+    return Parsed(set_type, interval, data, elements, count, True)
+
+
+def diff_lines(
+    last: Parsed, data: bytes, parts: tuple[bytes, bytes] | None = None
+) -> Parsed | None:
+    """As :func:`diff_hosts`, by the lines outside the blocks the two versions share
+    (``parts``: :func:`aligned`'s, if made)."""
+    if not last.unique or b"/" in data or b"#" in data:
+        return None
+    gone_part, new_part = aligned(last.data, data) if parts is None else parts
     set_type, interval = last.set_type, last.interval
     base = last.elements
     assert base.spans is not None

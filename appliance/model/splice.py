@@ -11,6 +11,10 @@ gives the same bytes:
 
 - :func:`differ_lines`: from the lines that went and those that came (one address a line,
   read by ``inet_pton``), the values taken away and those brought, sorted and distinct;
+- :func:`differ_values`: a whole file's lines (read as :func:`differ_lines` reads them)
+  against the old spans: the spans of its values, and the values gone and come (a file
+  changed throughout: one pass over it and a merge with the old spans, where reading the
+  lines that went and came would read both files);
 - :func:`splice_words`: the old spans' words with those values taken out and put in. In
   Python it finds where each changed value goes among the old spans (``bisect`` at C
   speed) and copies the word arrays between those places whole (slices of their bytes,
@@ -18,8 +22,8 @@ gives the same bytes:
   joins are made again from their values (few: a removed value inside a span of several, a
   new value next to a span or to another new value). Compiled, it is one merge pass.
 
-:func:`spliced` and :func:`changes` take the compiled one where it is built and not
-switched off (``APPLIANCE_SPLICE_CORE=python``), else this module's.
+:func:`spliced`, :func:`changes` and :func:`value_changes` take the compiled one where it is
+built and not switched off (``APPLIANCE_SPLICE_CORE=python``), else this module's.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from functools import partial
 from itertools import chain, compress, filterfalse, islice, repeat
-from operator import add, and_, eq, gt, le, lshift, mul, or_, rshift, sub
+from operator import add, and_, eq, gt, le, lshift, mul, ne, or_, rshift, sub
 from types import ModuleType
 
 from appliance.model.intervals import MASK64, NARROW, Spans
@@ -107,6 +111,25 @@ def changes(
     return _arrays(width, found[0]), _arrays(width, found[1])
 
 
+def value_changes(
+    spans: Spans, data: bytes, count: int
+) -> tuple[Spans, list[array[int]], list[array[int]]] | None:
+    """The spans of the values of the lines of ``data``, and the word arrays of the values
+    of ``spans`` not among them and of those not in ``spans`` (None: a line is not one
+    address, a value is given twice, or ``spans`` do not hold ``count`` values; see
+    :func:`differ_values`). Compiled where it is built."""
+    core = compiled()
+    width = spans.width
+    found = (differ_values if core is None else core.differ_values)(
+        width, spans.words(), data, count
+    )
+    if found is None:
+        return None
+    made, removed, added = found
+    new = Spans.from_words(width, _arrays(width, made))
+    return new, _arrays(width, removed), _arrays(width, added)
+
+
 def splice(spans: Spans, removed: list[int], added: list[int]) -> Spans | None:
     """As :func:`spliced`, the values given as sorted lists of integers."""
     if not removed and not added:
@@ -151,6 +174,49 @@ def differ_lines(width: int, gone: bytes, came: bytes) -> tuple[Words, Words] | 
 
 
 _ascii = partial(bytes.decode, encoding="ascii")
+COUNT_LIMIT = sys.maxsize // 32  # of values held: a larger count is malformed
+
+
+def differ_values(
+    width: int, bounds: Sequence[array[int]], data: bytes, count: int
+) -> tuple[Words, Words, Words] | None:
+    """The words of the spans of the addresses of the lines of ``data`` (each line one
+    address, as :func:`differ_lines` reads it), then those of the values the spans
+    ``bounds`` (as :meth:`Spans.words`) hold and ``data`` does not, then those of ``data``
+    not in ``bounds``, sorted; None where a line is not one address, a value is given
+    twice, or ``bounds`` do not hold ``count`` values. The compiled ``differ_values``'s
+    twin."""
+    if width not in (32, 128):
+        raise ValueError(f"unsupported width {width}")
+    if not 0 <= count <= COUNT_LIMIT:
+        raise ValueError("a count of values out of range")
+    half = len(bounds) // 2
+    firsts, lasts = _listed(bounds[:half]), _listed(bounds[half:])
+    if sum(lasts) - sum(firsts) + len(firsts) != count:
+        return None
+    family = socket.AF_INET if width == 32 else socket.AF_INET6
+    try:
+        packed = b"".join(map(partial(socket.inet_pton, family), map(_ascii, _byte_lines(data))))
+    except (UnicodeDecodeError, OSError, ValueError):
+        return None
+    values = unpacked(width, packed)
+    came = set(values)
+    if len(came) != len(values):
+        return None
+    values.sort()
+    held = firsts
+    if firsts != lasts:
+        wide = list(map(ne, firsts, lasts))
+        starts = map(add, compress(firsts, wide), repeat(1))
+        ends = map(add, compress(lasts, wide), repeat(1))
+        held = [*firsts, *chain.from_iterable(map(range, starts, ends))]
+    had = set(held)
+    none = _value_words(width, [])
+    made = splice_words(width, Spans(width, points=True).words(), none, _value_words(width, values))
+    assert made is not None  # nothing held, nothing removed
+    removed = sorted(filterfalse(came.__contains__, had))
+    added = sorted(filterfalse(had.__contains__, values))
+    return made, _bytes_of(width, removed), _bytes_of(width, added)
 
 
 def _byte_lines(data: bytes) -> list[bytes]:

@@ -295,3 +295,115 @@ def test_a_changed_line_that_is_not_one_address_gives_the_general_parse(
     _first, seen = fast(tmp_path, old, "ipv4_addr", False, {})
     result, _ = fast(tmp_path, new, "ipv4_addr", False, dict(seen))
     assert result == general(tmp_path, new, "ipv4_addr", False, monkeypatch)
+
+
+# ---- the diff by values (changes spread through the file) ----------------------------
+
+
+def written(set_type: str, value: int, form: int) -> str:
+    """An address in one of the textual forms ``inet_pton`` reads the same."""
+    if set_type == "ipv4_addr":
+        return v4(value)
+    address = ipaddress.IPv6Address((0x20010DB8 << 96) | value)
+    return [str(address), address.exploded, str(address).upper(), address.exploded.upper()][form]
+
+
+@st.composite
+def value_edits(draw: st.DrawFn) -> tuple[str, bool, list[str], list[str]]:
+    """An old file of distinct addresses and a new one: lines deleted and added spread
+    through it or at its ends, and sometimes a repeat, a comment, a network, a range or an
+    address written another way."""
+    set_type = draw(st.sampled_from(["ipv4_addr", "ipv6_addr"]))
+    interval = draw(st.booleans())
+    held = sorted(draw(st.sets(st.integers(0, 600), max_size=120)))
+    draw(st.randoms(use_true_random=False)).shuffle(held)
+    old = [written(set_type, v, 0) for v in held]
+    kept = [
+        written(set_type, v, draw(st.integers(0, 3)) if draw(st.booleans()) else 0)
+        for v in held
+        if draw(st.integers(0, 3))  # a quarter deleted
+    ]
+    came = [written(set_type, v, 0) for v in draw(st.sets(st.integers(0, 800), max_size=40))]
+    if draw(st.booleans()):  # spread through
+        new = list(kept)
+        for line in came:
+            new.insert(draw(st.integers(0, len(new))), line)
+    else:
+        new = kept + came
+    for _ in range(draw(st.integers(0, 2))):
+        odd = draw(st.one_of(odd_lines, st.sampled_from(new or ["10.0.0.1"])))
+        new.insert(draw(st.integers(0, len(new))), odd)
+    return set_type, interval, old, new
+
+
+@pytest.mark.parametrize("core", ["compiled", "python"])
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(case=value_edits())
+def test_the_diff_by_values_is_the_diff_by_lines(
+    monkeypatch: pytest.MonkeyPatch, core: str, case: tuple[str, bool, list[str], list[str]]
+) -> None:
+    """The same spans, counts, lines, added and removed elements as the diff by lines and
+    the general parse, with the compiled splice and its twin; None exactly where a line is
+    not one address or a value repeats (the diff by lines then decides)."""
+    from appliance.model import splice
+
+    if core == "python":
+        monkeypatch.setenv(splice.ENV, "python")
+    elif splice.compiled() is None:
+        pytest.skip("the compiled splice is not built")
+    set_type, interval, old, new = case
+    first = parse_hosts(set_type, interval, "".join(f"{t}\n" for t in old).encode())
+    assert first is not None and first.unique
+    assert first.elements.spans is not None
+    last = elements_fast.Parsed(
+        set_type,
+        interval,
+        first.data,
+        Recalled(set_type, interval, first.elements.spans),
+        first.lines,
+        True,
+    )
+    data = "".join(f"{t}\n" for t in new).encode()
+    by_values = elements_fast.diff_values(last, data)
+    by_lines = elements_fast.diff_lines(last, data)
+    whole = parse_hosts(set_type, interval, data)
+    if whole is None or not whole.unique:
+        assert by_values is None
+        return
+    assert by_values is not None and by_lines is not None
+    assert isinstance(by_values.elements, Changed) and by_values.elements.base is last.elements
+    assert by_values.elements == by_lines.elements == whole.elements
+    assert by_values.elements == Elements.of(set_type, interval, new)
+    assert len(by_values.elements) == len(by_lines.elements) == len(whole.elements)
+    assert (by_values.lines, by_values.unique) == (by_lines.lines, by_lines.unique)
+    assert by_values.lines == len(new)
+    assert isinstance(by_lines.elements, Changed)
+    for part in ("added", "removed"):
+        mine, theirs = getattr(by_values.elements, part), getattr(by_lines.elements, part)
+        assert mine.spans.words() == theirs.spans.words() and len(mine) == len(theirs)
+    assert by_values.elements.minus(last.elements) == by_lines.elements.minus(last.elements)
+    assert last.elements.minus(by_values.elements) == last.elements.minus(by_lines.elements)
+
+
+def test_changes_spread_through_are_diffed_by_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every tenth line of 40,000 changed: the lines that went and came are not read (the
+    compiled splice); the result is the diff by lines'."""
+    from appliance.model import splice
+
+    if splice.compiled() is None:
+        pytest.skip("the compiled splice is not built")
+    held = range(0, 120_000, 3)
+    old = [v4(v) for v in held]
+    new = [v4(v + 1) if i % 10 == 0 else v4(v) for i, v in enumerate(held)]
+    first = parse_hosts("ipv4_addr", False, "".join(f"{t}\n" for t in old).encode())
+    assert first is not None
+    data = "".join(f"{t}\n" for t in new).encode()
+    expected = elements_fast.diff_lines(first, data)
+    with monkeypatch.context() as patch:
+        patch.setattr(elements_fast, "changes", lambda *_args: pytest.fail("lines read"))
+        found = elements_fast.diff_hosts(first, data)
+    assert found is not None and expected is not None
+    assert found.elements == expected.elements == Elements.of("ipv4_addr", False, new)
+    assert found.lines == expected.lines == 40_000 and found.unique

@@ -218,6 +218,75 @@ def test_a_diff_with_the_compiled_splice_is_the_twin_s(monkeypatch: pytest.Monke
     assert len(compiled.elements) == len(twin.elements) == 20_000
 
 
+def values_both(width: int, bounds: list[array[int]], data: bytes, count: int) -> None:
+    """The compiled ``differ_values`` and the twin: the same bytes (the spans' lasts the
+    same objects as their firsts where every span is one value), or both None."""
+    compiled = core().differ_values(width, bounds, data, count)
+    twin = splice.differ_values(width, bounds, data, count)
+    assert compiled == twin
+    if twin is not None and compiled is not None:
+        half = len(twin[0]) // 2
+        assert [a is b for a, b in zip(compiled[0][:half], compiled[0][half:], strict=True)] == [
+            a is b for a, b in zip(twin[0][:half], twin[0][half:], strict=True)
+        ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    PLACES,
+    st.lists(st.tuples(st.integers(0, 255), st.integers(0, 6)), max_size=30),
+    st.lists(st.integers(0, 255), max_size=40),
+    ODD,
+    st.integers(-2, 2),
+    st.booleans(),
+)
+def test_differ_values_as_the_twin(
+    place: tuple[int, int],
+    ranges: list[tuple[int, int]],
+    came: list[int],
+    odd: list[str],
+    off: int,
+    spread: bool,
+) -> None:
+    """Old spans of single values and ranges, at both ends of 32 and 128 bits; new lines
+    in any order, repeated, at the ends or spread, lines that are not one address, and a
+    count of held values true or not: the same words or None."""
+    width, base = place
+    pairs = [(base + start, base + min(start + length, 255)) for start, length in ranges]
+    old = spans_of(width, pairs)
+    held = {v for first, last in pairs for v in range(first, last + 1)}
+    values = [base + v for v in came]
+    if not spread:
+        values.sort()
+    data = lines_of(width, values, odd)
+    values_both(width, old.words(), data, max(len(held) + off, 0) if off else len(held))
+
+
+def test_a_large_value_diff_as_the_twin() -> None:
+    """A million-line file's worth scaled down: 200,000 IPv4 values with a tenth changed
+    throughout, 30,000 IPv6 values likewise (the radix sort, spans of several values)."""
+    rng = random.Random(7)
+    for width, count, space in ((32, 200_000, 1 << 21), (128, 30_000, 1 << 40)):
+        base = 1 << 100 if width == 128 else 0
+        picked = rng.sample(range(space), count + count // 20)
+        held = sorted(base + v for v in picked[:count])
+        kept = [v for i, v in enumerate(held) if i % 20]
+        new = kept + [base + v for v in picked[count:]]
+        rng.shuffle(new)
+        old = elements_fast.spans_of_values(width, held)
+        values_both(width, old.words(), lines_of(width, new, []), count)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"10.0.0.1", b"10.0.0.1\n10.0.0.1\n", b"10.0.0.1\n\n", b"10.0.0.1\r\n", b"\xff\n"],
+)
+def test_differ_values_reads_what_differ_lines_reads(data: bytes) -> None:
+    """No last line end, a repeat, a blank line, a carriage return, not ASCII."""
+    bounds = Spans.of(32, [(0x0A000001, 0x0A000002)]).words()
+    values_both(32, bounds, data, 2)
+
+
 # ---- malformed input: an exception, never a crash ------------------------------------
 
 WORD = st.binary(min_size=0, max_size=40)
@@ -300,6 +369,41 @@ def test_differ_lines_on_any_bytes_as_the_twin(width: int, gone: bytes, came: by
             splice.differ_lines(width, gone, came)
         return
     assert result == splice.differ_lines(width, gone, came)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([0, 16, 32, 64, 128]),
+    st.lists(WORD, max_size=5),
+    LINES,
+    st.integers(-3, 1 << 70),
+)
+def test_differ_values_refuses_malformed_input(
+    width: int, bounds: list[bytes], data: bytes, count: int
+) -> None:
+    """Random bytes as the spans' words, any lines, any count: ValueError, OverflowError
+    (a count too large for the machine), or the twin's result."""
+    try:
+        result = core().differ_values(width, bounds, data, count)
+    except (ValueError, OverflowError):
+        return
+    code = NARROW if width <= 32 else "Q"
+    assert result == splice.differ_values(width, [array(code, p) for p in bounds], data, count)
+
+
+def test_differ_values_names_what_is_malformed() -> None:
+    with pytest.raises(ValueError, match="width"):
+        core().differ_values(16, [array(NARROW)] * 2, b"", 0)
+    with pytest.raises(ValueError, match="out of order"):
+        core().differ_values(32, [array(NARROW, [5, 1]), array(NARROW, [6, 1])], b"", 4)
+    with pytest.raises(ValueError, match="count"):
+        core().differ_values(32, [array(NARROW)] * 2, b"", -1)
+    with pytest.raises(ValueError, match="partial"):
+        core().differ_values(32, [b"\0\0\0"] * 2, b"", 1)
+    with pytest.raises(ValueError, match="number"):
+        core().differ_values(128, [array("Q")] * 2, b"", 0)
+    with pytest.raises(TypeError):
+        core().differ_values(32, None, b"", 0)
 
 
 # ---- built where CI runs, and warning-free -------------------------------------------

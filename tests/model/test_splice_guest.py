@@ -34,4 +34,8 @@ def test_builds_without_warnings_and_agrees_with_its_twin(
     held.test_differ_lines_as_the_twin()
     held.test_differ_lines_on_any_bytes_as_the_twin()
     held.test_splice_words_refuses_what_is_not_words()
+    held.test_a_large_value_diff_as_the_twin()
+    held.test_differ_values_as_the_twin()
+    held.test_differ_values_refuses_malformed_input()
+    held.test_differ_values_names_what_is_malformed()
     held.test_a_diff_with_the_compiled_splice_is_the_twin_s(monkeypatch)
