@@ -51,6 +51,8 @@ FAMILIES = {"ipv4_addr": (socket.AF_INET, 32), "ipv6_addr": (socket.AF_INET6, 12
 BLOCK = 1 << 13  # bytes of the old file compared at a time (line-aligned)
 WINDOW = 1 << 14  # how far past the expected place a moved block is looked for first
 CHANGED = 32  # changed blocks (more than half of those compared) that end the comparison
+SPREAD = 8  # likewise, where the changes are diffed by values once found spread
+SPREAD_SEARCH = 16  # there, the first searches scan a sixteenth of the files at most
 
 
 @dataclass
@@ -204,7 +206,10 @@ def aligned(old: bytes, new: bytes) -> tuple[bytes, bytes]:
 
 def _aligned(old: bytes, new: bytes, spread: bool) -> tuple[bytes, bytes] | None:
     """As :func:`aligned`; with ``spread``, None where the changes are found spread
-    through the files (instead of the rest of both as one part each)."""
+    through the files (instead of the rest of both as one part each): once ``SPREAD`` of
+    the first ``SPREAD * 2`` blocks changed, the searches for moved blocks bounded by a
+    ``SPREAD_SEARCH``-th of the files (a block moved further: a large change, the diff by
+    values as fast)."""
     if old and not old.endswith(b"\n"):
         old += b"\n"
     if new and not new.endswith(b"\n"):
@@ -212,11 +217,14 @@ def _aligned(old: bytes, new: bytes, spread: bool) -> tuple[bytes, bytes] | None
     old_parts: list[bytes] = []
     new_parts: list[bytes] = []
     budget = 2 * (len(old) + len(new))  # bytes the searches to the end may scan
+    limit = SPREAD if spread else CHANGED
+    if spread:  # a moved block further away than that: diffed by values
+        budget = (len(old) + len(new)) // SPREAD_SEARCH
     i = j = 0  # the next line of old, of new
     blocks = changed = 0
     shared = True  # the block before was shared (or this is the start)
     while i < len(old):
-        if blocks >= 2 * CHANGED and 2 * changed > blocks:
+        if blocks >= 2 * limit and 2 * changed > blocks:
             if spread:
                 return None
             old_parts.append(old[i:])

@@ -197,6 +197,12 @@ def test_aligned_parts_account_for_every_line(
     assert sorted(old.splitlines()) == sorted(
         _minus(new.splitlines(), came.splitlines()) + gone.splitlines()
     )
+    spread = elements_fast._aligned(old, new, spread=True)  # None: changes found spread
+    if spread is not None:
+        gone, came = spread
+        assert sorted(old.splitlines()) == sorted(
+            _minus(new.splitlines(), came.splitlines()) + gone.splitlines()
+        )
 
 
 def _minus(lines: list[bytes], taken: list[bytes]) -> list[bytes]:
