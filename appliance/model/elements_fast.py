@@ -327,19 +327,9 @@ def diff_values(last: Parsed, data: bytes) -> Parsed | None:
     if found is None:
         return None
     spans, removed, added = found
-    width = spans.width
-    set_type, interval = last.set_type, last.interval
     count = last.lines - len(removed[0]) + len(added[0])  # a value a line, then and now
-    elements = Changed(
-        set_type,
-        interval,
-        spans,
-        count,
-        base=base,
-        added=Counted(set_type, interval, spans_of_words(width, added), len(added[0])),
-        removed=Counted(set_type, interval, spans_of_words(width, removed), len(removed[0])),
-    )
-    return Parsed(set_type, interval, data, elements, count, True)
+    elements = _changed(last, spans, count, removed, added)
+    return Parsed(last.set_type, last.interval, data, elements, count, True)
 
 
 def diff_lines(
@@ -367,16 +357,25 @@ def diff_lines(
         return None
     count = last.lines - len(removed[0]) + len(added[0])  # the last version: a value a line
     lines = last.lines - gone_part.count(b"\n") + new_part.count(b"\n")
-    elements = Changed(
+    elements = _changed(last, spans, count, removed, added)
+    return Parsed(set_type, interval, data, elements, lines, lines == count)
+
+
+def _changed(
+    last: Parsed, spans: Spans, count: int, removed: list[array[int]], added: list[array[int]]
+) -> Changed:
+    """The elements of the new version: ``spans``, and the values that went and came
+    against the last version's."""
+    set_type, interval, width = last.set_type, last.interval, spans.width
+    return Changed(
         set_type,
         interval,
         spans,
         count,
-        base=base,
+        base=last.elements,
         added=Counted(set_type, interval, spans_of_words(width, added), len(added[0])),
         removed=Counted(set_type, interval, spans_of_words(width, removed), len(removed[0])),
     )
-    return Parsed(set_type, interval, data, elements, lines, lines == count)
 
 
 def count_values(spans: Spans) -> int:
