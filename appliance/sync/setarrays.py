@@ -23,12 +23,14 @@ from collections.abc import Iterator
 
 WS = rb"[ \t\n\r]*+"
 BLANKS = re.compile(WS)
-# a JSON string (escapes as a backslash and one character: the decoder checks them later)
-STRING = re.compile(WS + rb'"((?:[^"\\\x00-\x1f]|\\.)*+)"' + WS)
+# a JSON string (escapes as a backslash and one character: the decoder checks them later).
+# A group is never repeated possessively (``(?:...)*+``): Python 3.11's engine can keep a
+# failed repetition's bytes, so that ``["", "]\u0100"]`` matched as the array ``["", "]``.
+STRING = re.compile(WS + rb'"((?:[^"\\\x00-\x1f]|\\.)*)"' + WS)
 PLAIN = rb'"[\x20\x21\x23-\x5b\x5d-\x7e]*+"'  # printable ASCII, no quote, no backslash
-ARRAY = re.compile(rb"\[" + WS + rb"(?:" + PLAIN + WS + rb"(?:," + WS + PLAIN + WS + rb")*+)?\]")
+ARRAY = re.compile(rb"\[" + WS + rb"(?:" + PLAIN + WS + rb"(?:," + WS + PLAIN + WS + rb")*)?\]")
 ELEMENT = re.compile(rb'"([\x20\x21\x23-\x5b\x5d-\x7e]*)"')
-NESTED = re.compile(rb'"(?:[^"\\]|\\.)*+"|[\[\]{}]')  # what counts in skipping a value
+NESTED = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')  # what counts in skipping a value
 SCALAR = re.compile(rb"[^,}\]\s]*")
 ELEMENT_KEYS = ("full", "add", "del")
 

@@ -61,6 +61,22 @@ def test_split_reads_the_document_the_decoder_reads(
     assert decoded(data) == json.loads(data)
 
 
+@pytest.mark.parametrize("ascii_only", [True, False])
+def test_an_array_whose_later_string_is_not_plain_is_left_whole(ascii_only: bool) -> None:
+    """A plain string, then one with a bracket and an escape (or non-ASCII): the array is
+    the decoder's, not cut short at the bracket inside the string."""
+    doc = {
+        "version": 1,
+        "profile": {},
+        "sets": {"": {"full": ["", "]\u0100"]}, "b": {"full": ["1"]}},
+    }
+    data = json.dumps(doc, ensure_ascii=ascii_only).encode()
+    split = setarrays.split(data)
+    assert split is not None
+    assert sorted(split[1]) == [("b", "full")]
+    assert decoded(data) == doc
+
+
 def test_only_plain_string_arrays_are_cut_out() -> None:
     data = (
         b'{"profile": {"sets": {"x": {"full": ["a"]}}}, "sets": {"a": {"full": ["1", "2"]},'
