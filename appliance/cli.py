@@ -76,41 +76,11 @@ def _located(exc: ApplianceError) -> bool:
     return isinstance(exc, (ProfileError, RuleFileError))
 
 
-class _Formatter(argparse.HelpFormatter):
-    """argparse's formatter, the terminal's width read as shutil reads it but without
-    importing shutil (and the compressors it imports: 2 ms of every command)."""
-
-    def __init__(
-        self,
-        prog: str,
-        indent_increment: int = 2,
-        max_help_position: int = 24,
-        width: int | None = None,
-    ) -> None:
-        if width is None:
-            width = _columns() - 2
-        super().__init__(prog, indent_increment, max_help_position, width)
-
-
-def _columns() -> int:
-    """``$COLUMNS``, else the width of the terminal on standard output, else 80."""
-    try:
-        columns = int(os.environ.get("COLUMNS", "0"))
-    except ValueError:
-        columns = 0
-    if columns <= 0:
-        try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
-        except (AttributeError, ValueError, OSError):
-            columns = 0
-    return columns or 80
-
-
 def _common_options(defaults: bool) -> argparse.ArgumentParser:
     """The options every command takes, before or after the command's name. The command's
     copy has no defaults (argparse.SUPPRESS): else it would overwrite what was given
     before the name (``appliance --netns X apply`` must act inside X)."""
-    common = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
+    common = argparse.ArgumentParser(add_help=False)
 
     def default(value: object) -> object:
         return value if defaults else argparse.SUPPRESS
@@ -162,7 +132,6 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="appliance",
         description="Security appliance: nftables policy, segmentation, inspection, hub sync.",
         parents=[_common_options(defaults=True)],
-        formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"appliance {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -172,9 +141,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     ) -> argparse.ArgumentParser:
         if only is not None and name != only:
             return _Unbuilt()  # type: ignore[return-value]
-        p = sub.add_parser(
-            name, parents=[common], help=help, description=help, formatter_class=_Formatter
-        )
+        p = sub.add_parser(name, parents=[common], help=help, description=help)
         p.set_defaults(handler=handler)
         return p
 
