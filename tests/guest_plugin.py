@@ -72,6 +72,9 @@ class GuestRun:
         if runner == str(RUN_SH) and not (out / "rootfs.img").exists():
             self.problem = f"no {self.arch} guest image: run qemu/build-image.sh {self.arch}"
             return
+        # A stand-in's log stays in its own directory: the real guest's log in qemu/out may
+        # be in use at the same moment (qemu/ci.sh runs while the host tests do).
+        out = out if runner == str(RUN_SH) else Path.cwd()
         out.mkdir(parents=True, exist_ok=True)
         self.log = out / "guest-pytest.log"
         with tempfile.TemporaryDirectory(prefix="guest-tests.") as io_dir:
