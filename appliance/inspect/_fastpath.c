@@ -480,6 +480,595 @@ twin:
     }
 }
 
+/* ---- Patterns: the prefilters' exact multi-pattern scan ----------------------------- */
+
+/* Patterns(patterns, fold, rules=None, join=None).scan(buffer, start=0, end=None) answers
+ * which of the patterns occur in buffer[start:end] (a tuple of their indices, ascending;
+ * None when none does), as `pattern in buffer.lower()` answers for each when fold (ASCII
+ * letters only, as bytes.lower folds them), `pattern in buffer` when not. The buffer is
+ * read in place (any object with the buffer protocol), one pass, with no object made but
+ * the answer.
+ *
+ * The patterns are an Aho-Corasick automaton whose states are numbered breadth first, so a
+ * state's children are consecutive states: a state holds its first child, its number of
+ * children, the byte that leads to it, its failure state and the nearest state on its
+ * failure chain where a pattern ends (19 bytes a state; the root's 256 transitions a
+ * table). While the automaton is at its root, the scan skips every position whose two
+ * bytes start no pattern, read in a bitmap of the patterns' first two bytes (hashed into
+ * 512 to 65,536 bits, by the number of patterns). A pattern found is marked with the
+ * scan's number: the output chain of a state is followed until a pattern found before
+ * (whose own chain was followed then), so a scan costs at most its length plus the number
+ * of patterns, whatever they are (a run of zeros against patterns of zeros, many patterns
+ * of one prefix, patterns of one byte); it stops once every pattern is found.
+ *
+ * With rules (a list: the rules of each pattern) and join (the rules of several patterns
+ * found, from the tuple of their indices), candidates(data) is Prefilter.candidates for a
+ * prefilter of the packet payload: the rules of the patterns found (a pattern's own list
+ * when one is found, else join's answer, kept by tuple of indices up to JOINED_MAX), with
+ * the last buffer scanned and whether nothing was found, for none_in(data). */
+
+#define JOINED_MAX 4096
+
+typedef struct {
+    PyObject_HEAD
+    int fold;
+    int32_t count;      /* patterns */
+    int32_t states;     /* the automaton's states (the root is 0) */
+    int32_t *first;     /* a state's first child (its children are consecutive states) */
+    uint16_t *children; /* a state's number of children */
+    uint8_t *label;     /* the byte leading to a state */
+    int32_t *fail;      /* a state's failure state */
+    int32_t *out;       /* the first pattern ending at a state, -1 */
+    int32_t *link;      /* the nearest state down a state's failure chain with out, 0 */
+    int32_t *same;      /* a pattern's next of the same bytes, -1 */
+    uint32_t *stamp;    /* the scan that last found a pattern */
+    int32_t *found;     /* the patterns found by the scan going on */
+    uint8_t *pairs;     /* the bitmap of first two bytes (hashed) */
+    uint32_t pair_shift;
+    uint32_t scans;
+    int32_t root[256];
+    Py_ssize_t memory;
+    PyObject *rules, *join, *joined, *last;
+    int last_none;
+} Patterns;
+
+static PyTypeObject PatternsType;
+
+static uint8_t fold_map[256], same_map[256];
+
+static inline uint32_t pair_hash(const Patterns *pt, unsigned int a, unsigned int b)
+{
+    return (uint32_t)(((a << 8 | b) * 40503u) & 0xFFFFu) >> pt->pair_shift;
+}
+
+static inline int pair_set(const Patterns *pt, unsigned int a, unsigned int b)
+{
+    uint32_t h = pair_hash(pt, a, b);
+    return pt->pairs[h >> 3] >> (h & 7) & 1;
+}
+
+/* The child of state (not the root) on byte, -1 none. */
+static inline int32_t child_of(const Patterns *pt, int32_t state, uint8_t byte)
+{
+    int32_t first = pt->first[state];
+    const uint8_t *at = memchr(pt->label + first, byte, pt->children[state]);
+    return at == NULL ? -1 : first + (int32_t)(at - (pt->label + first));
+}
+
+/* The state after byte from state. */
+static inline int32_t step(const Patterns *pt, int32_t state, uint8_t byte)
+{
+    for (;;) {
+        int32_t next;
+        if (state == 0)
+            return pt->root[byte];
+        next = child_of(pt, state, byte);
+        if (next >= 0)
+            return next;
+        state = pt->fail[state];
+    }
+}
+
+/* The patterns ending at state not found yet in this scan, marked and listed. */
+static inline void report(Patterns *pt, int32_t state, int32_t *nfound)
+{
+    if (pt->out[state] < 0)
+        state = pt->link[state];
+    while (state) {
+        int32_t p = pt->out[state];
+        if (pt->stamp[p] == pt->scans)
+            return; /* found before: so were the rest of its chain */
+        for (; p >= 0; p = pt->same[p]) {
+            pt->stamp[p] = pt->scans;
+            pt->found[(*nfound)++] = p;
+        }
+        state = pt->link[state];
+    }
+}
+
+/* The number of distinct patterns in data[0:size], listed in pt->found (unsorted); with
+ * any, it stops at the first. */
+static int32_t patterns_run(Patterns *pt, const uint8_t *data, Py_ssize_t size, int any)
+{
+    const uint8_t *map = pt->fold ? fold_map : same_map;
+    int32_t nfound = 0, state = 0, p;
+    Py_ssize_t i = 0;
+    if (++pt->scans == 0) { /* wrapped: no stamp may look current */
+        memset(pt->stamp, 0, sizeof(uint32_t) * (size_t)pt->count);
+        pt->scans = 1;
+    }
+    for (p = pt->out[0]; p >= 0; p = pt->same[p]) { /* the empty pattern: in every buffer */
+        pt->stamp[p] = pt->scans;
+        pt->found[nfound++] = p;
+    }
+    if (nfound && any)
+        return nfound;
+    while (i < size) {
+        if (state == 0) {
+            while (i + 1 < size && !pair_set(pt, map[data[i]], map[data[i + 1]]))
+                i++;
+            state = pt->root[map[data[i]]];
+        } else {
+            state = step(pt, state, map[data[i]]);
+        }
+        i++;
+        if (state && (pt->out[state] >= 0 || pt->link[state])) {
+            report(pt, state, &nfound);
+            if (nfound && any)
+                break;
+            if (nfound == pt->count)
+                break;
+        }
+    }
+    return nfound;
+}
+
+static int index_order(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The tuple of the patterns found in data (ascending), or None. */
+static PyObject *patterns_found(Patterns *pt, const uint8_t *data, Py_ssize_t size)
+{
+    int32_t nfound = patterns_run(pt, data, size, 0), k;
+    PyObject *found;
+    if (nfound == 0)
+        Py_RETURN_NONE;
+    if (nfound > 1)
+        qsort(pt->found, (size_t)nfound, sizeof(int32_t), index_order);
+    found = PyTuple_New(nfound);
+    if (found == NULL)
+        return NULL;
+    for (k = 0; k < nfound; k++) {
+        PyObject *number = PyLong_FromLong(pt->found[k]);
+        if (number == NULL) {
+            Py_DECREF(found);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(found, k, number);
+    }
+    return found;
+}
+
+/* Whether a pattern occurs in data[0:size] (1, 0). */
+static inline int patterns_any(Patterns *pt, const uint8_t *data, Py_ssize_t size)
+{
+    return patterns_run(pt, data, size, 1) > 0;
+}
+
+/* A buffer's bytes [start:end], clamped as a slice is (positive bounds). 0, -1. */
+static int patterns_view(PyObject *buffer, Py_buffer *view, Py_ssize_t *start, Py_ssize_t *end)
+{
+    if (PyObject_GetBuffer(buffer, view, PyBUF_SIMPLE) < 0)
+        return -1;
+    if (*start < 0)
+        *start = *start + view->len < 0 ? 0 : *start + view->len;
+    if (*end < 0)
+        *end = *end + view->len < 0 ? 0 : *end + view->len;
+    if (*end > view->len)
+        *end = view->len;
+    if (*start > *end)
+        *start = *end;
+    return 0;
+}
+
+static PyObject *Patterns_scan(Patterns *pt, PyObject *args, PyObject *kwargs)
+{
+    static char *names[] = {"buffer", "start", "end", NULL};
+    PyObject *buffer, *found;
+    Py_ssize_t start = 0, end = PY_SSIZE_T_MAX;
+    Py_buffer view;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|nn:scan", names, &buffer, &start, &end))
+        return NULL;
+    if (patterns_view(buffer, &view, &start, &end) < 0)
+        return NULL;
+    found = patterns_found(pt, (const uint8_t *)view.buf + start, end - start);
+    PyBuffer_Release(&view);
+    return found;
+}
+
+/* The rules of the patterns found in data (bytes) or None, as Prefilter.candidates; the
+ * scan remembered for none_in. */
+static PyObject *patterns_candidates(Patterns *pt, PyObject *data)
+{
+    const uint8_t *text;
+    Py_ssize_t size;
+    int32_t nfound, k;
+    PyObject *key, *rules;
+    Py_buffer view;
+    if (pt->rules == NULL || pt->join == NULL || pt->joined == NULL) {
+        PyErr_SetString(PyExc_TypeError, "candidates: Patterns made without rules");
+        return NULL;
+    }
+    if (PyBytes_CheckExact(data)) {
+        text = (const uint8_t *)PyBytes_AS_STRING(data);
+        size = PyBytes_GET_SIZE(data);
+        nfound = patterns_run(pt, text, size, 0);
+    } else {
+        if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+            return NULL;
+        nfound = patterns_run(pt, (const uint8_t *)view.buf, view.len, 0);
+        PyBuffer_Release(&view);
+    }
+    keep(&pt->last, data);
+    pt->last_none = nfound == 0;
+    if (nfound == 0)
+        Py_RETURN_NONE;
+    if (nfound == 1) {
+        rules = PyList_GetItem(pt->rules, pt->found[0]);
+        Py_XINCREF(rules);
+        return rules;
+    }
+    qsort(pt->found, (size_t)nfound, sizeof(int32_t), index_order);
+    key = PyTuple_New(nfound);
+    if (key == NULL)
+        return NULL;
+    for (k = 0; k < nfound; k++) {
+        PyObject *number = PyLong_FromLong(pt->found[k]);
+        if (number == NULL) {
+            Py_DECREF(key);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(key, k, number);
+    }
+    rules = PyDict_GetItemWithError(pt->joined, key);
+    if (rules != NULL) {
+        Py_INCREF(rules);
+    } else if (!PyErr_Occurred()) {
+        rules = PyObject_CallOneArg(pt->join, key);
+        if (rules != NULL) {
+            if (PyDict_GET_SIZE(pt->joined) >= JOINED_MAX)
+                PyDict_Clear(pt->joined);
+            if (PyDict_SetItem(pt->joined, key, rules) < 0)
+                Py_CLEAR(rules);
+        }
+    }
+    Py_DECREF(key);
+    return rules;
+}
+
+static PyObject *Patterns_candidates(Patterns *pt, PyObject *data)
+{
+    return patterns_candidates(pt, data);
+}
+
+static PyObject *Patterns_none_in(Patterns *pt, PyObject *data)
+{
+    return PyBool_FromLong(pt->last == data && pt->last_none);
+}
+
+static void patterns_free(Patterns *pt)
+{
+    PyMem_Free(pt->first);
+    PyMem_Free(pt->children);
+    PyMem_Free(pt->label);
+    PyMem_Free(pt->fail);
+    PyMem_Free(pt->out);
+    PyMem_Free(pt->link);
+    PyMem_Free(pt->same);
+    PyMem_Free(pt->stamp);
+    PyMem_Free(pt->found);
+    PyMem_Free(pt->pairs);
+    pt->first = pt->fail = pt->out = pt->link = pt->same = pt->found = NULL;
+    pt->children = NULL;
+    pt->label = pt->pairs = NULL;
+    pt->stamp = NULL;
+    pt->count = pt->states = 0;
+}
+
+typedef struct {
+    const uint8_t *bytes;
+    Py_ssize_t size;
+    int32_t index;
+} PatternText;
+
+static int text_order(const void *a, const void *b)
+{
+    const PatternText *x = a, *y = b;
+    Py_ssize_t n = x->size < y->size ? x->size : y->size;
+    int c = n ? memcmp(x->bytes, y->bytes, (size_t)n) : 0;
+    if (c)
+        return c;
+    if (x->size != y->size)
+        return x->size < y->size ? -1 : 1;
+    return (x->index > y->index) - (x->index < y->index);
+}
+
+/* The automaton over the (folded) patterns: a trie built breadth first from the sorted
+ * patterns (a state is a run of them sharing its prefix), then the failure links. */
+static int patterns_build(Patterns *pt, PatternText *texts, int32_t count, Py_ssize_t total)
+{
+    int32_t *lo = NULL, *hi = NULL, *depth = NULL;
+    int32_t states = 1, s, k, pairs_bits = 512;
+    Py_ssize_t most = total + 1, need;
+    int result = -1;
+    if (most > INT32_MAX / 2) {
+        PyErr_SetString(PyExc_OverflowError, "Patterns: too many bytes");
+        return -1;
+    }
+    qsort(texts, (size_t)count, sizeof(PatternText), text_order);
+    pt->first = PyMem_Calloc((size_t)most, sizeof(int32_t));
+    pt->children = PyMem_Calloc((size_t)most, sizeof(uint16_t));
+    pt->label = PyMem_Calloc((size_t)most, 1);
+    pt->fail = PyMem_Calloc((size_t)most, sizeof(int32_t));
+    pt->out = PyMem_Malloc((size_t)most * sizeof(int32_t));
+    pt->link = PyMem_Calloc((size_t)most, sizeof(int32_t));
+    pt->same = PyMem_Malloc((size_t)(count ? count : 1) * sizeof(int32_t));
+    pt->stamp = PyMem_Calloc((size_t)(count ? count : 1), sizeof(uint32_t));
+    pt->found = PyMem_Malloc((size_t)(count ? count : 1) * sizeof(int32_t));
+    lo = PyMem_Malloc((size_t)most * sizeof(int32_t));
+    hi = PyMem_Malloc((size_t)most * sizeof(int32_t));
+    depth = PyMem_Malloc((size_t)most * sizeof(int32_t));
+    while (pairs_bits < 65536 && pairs_bits < 64 * count)
+        pairs_bits <<= 1;
+    pt->pairs = PyMem_Calloc((size_t)pairs_bits / 8, 1);
+    if (pt->first == NULL || pt->children == NULL || pt->label == NULL || pt->fail == NULL
+        || pt->out == NULL || pt->link == NULL || pt->same == NULL || pt->stamp == NULL
+        || pt->found == NULL || lo == NULL || hi == NULL || depth == NULL || pt->pairs == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    pt->pair_shift = 0;
+    while ((65536u >> pt->pair_shift) > (uint32_t)pairs_bits)
+        pt->pair_shift++;
+    for (k = 0; k < count; k++)
+        pt->same[k] = -1;
+    lo[0] = 0;
+    hi[0] = count;
+    depth[0] = 0;
+    for (s = 0; s < states; s++) { /* breadth first: the states made are numbered in order */
+        int32_t a = lo[s], b = hi[s], d = depth[s], tail = -1;
+        pt->out[s] = -1;
+        while (a < b && texts[a].size == d) { /* the patterns ending here */
+            if (tail < 0)
+                pt->out[s] = texts[a].index;
+            else
+                pt->same[tail] = texts[a].index;
+            tail = texts[a].index;
+            a++;
+        }
+        pt->first[s] = states;
+        while (a < b) { /* a child a byte */
+            uint8_t byte = texts[a].bytes[d];
+            int32_t c = a + 1;
+            while (c < b && texts[c].bytes[d] == byte)
+                c++;
+            pt->label[states] = byte;
+            lo[states] = a;
+            hi[states] = c;
+            depth[states] = d + 1;
+            pt->children[s]++;
+            states++;
+            a = c;
+        }
+    }
+    pt->states = states;
+    for (k = 0; k < 256; k++)
+        pt->root[k] = 0;
+    for (k = 0; k < pt->children[0]; k++)
+        pt->root[pt->label[pt->first[0] + k]] = pt->first[0] + k;
+    for (s = 0; s < states; s++) { /* breadth first: a child's failure from its parent's */
+        int32_t c;
+        for (c = pt->first[s]; c < pt->first[s] + pt->children[s]; c++) {
+            int32_t f = s == 0 ? 0 : step(pt, pt->fail[s], pt->label[c]);
+            pt->fail[c] = f;
+            pt->link[c] = f == 0 ? 0 : pt->out[f] >= 0 ? f : pt->link[f];
+        }
+    }
+    for (k = 0; k < count; k++) { /* the bitmap of first two bytes */
+        const PatternText *t = &texts[k];
+        unsigned int second;
+        if (t->size >= 2) {
+            uint32_t h = pair_hash(pt, t->bytes[0], t->bytes[1]);
+            pt->pairs[h >> 3] |= (uint8_t)(1u << (h & 7));
+        } else if (t->size == 1) {
+            for (second = 0; second < 256; second++) {
+                uint32_t h = pair_hash(pt, t->bytes[0], second);
+                pt->pairs[h >> 3] |= (uint8_t)(1u << (h & 7));
+            }
+        }
+    }
+    pt->count = count;
+    need = (Py_ssize_t)states * (3 * sizeof(int32_t) + sizeof(uint16_t) + 1 + sizeof(int32_t))
+         + (Py_ssize_t)count * 3 * sizeof(int32_t) + pairs_bits / 8 + sizeof(pt->root);
+    pt->memory = need;
+    result = 0;
+    /* the trie's arrays shrunk to the states made */
+    if (states < most) {
+        void *p;
+#define SHRINK(field, type)                                                               \
+        p = PyMem_Realloc(pt->field, (size_t)states * sizeof(type));                      \
+        if (p != NULL)                                                                     \
+            pt->field = p;
+        SHRINK(first, int32_t)
+        SHRINK(children, uint16_t)
+        SHRINK(label, uint8_t)
+        SHRINK(fail, int32_t)
+        SHRINK(out, int32_t)
+        SHRINK(link, int32_t)
+#undef SHRINK
+    }
+done:
+    PyMem_Free(lo);
+    PyMem_Free(hi);
+    PyMem_Free(depth);
+    return result;
+}
+
+static int Patterns_init(Patterns *pt, PyObject *args, PyObject *kwargs)
+{
+    static char *names[] = {"patterns", "fold", "rules", "join", NULL};
+    PyObject *patterns, *seq = NULL, *rules = Py_None, *join = Py_None, *held = NULL;
+    PatternText *texts = NULL;
+    int fold, result = -1;
+    Py_ssize_t count, k, total = 0;
+    uint8_t *copy = NULL, *at;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Op|OO:Patterns", names, &patterns, &fold,
+                                     &rules, &join))
+        return -1;
+    if (pt->states) {
+        PyErr_SetString(PyExc_TypeError, "Patterns: made once");
+        return -1;
+    }
+    seq = PySequence_Fast(patterns, "Patterns: a sequence of bytes");
+    if (seq == NULL)
+        return -1;
+    count = PySequence_Fast_GET_SIZE(seq);
+    if (count > INT32_MAX / 4) {
+        PyErr_SetString(PyExc_OverflowError, "Patterns: too many patterns");
+        goto done;
+    }
+    if (rules != Py_None) {
+        if (!PyList_CheckExact(rules) || PyList_GET_SIZE(rules) != count
+            || !PyCallable_Check(join)) {
+            PyErr_SetString(PyExc_TypeError,
+                            "Patterns: rules a list of one item a pattern, join callable");
+            goto done;
+        }
+    }
+    for (k = 0; k < count; k++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, k);
+        if (!PyBytes_Check(item)) {
+            PyErr_SetString(PyExc_TypeError, "Patterns: a pattern is bytes");
+            goto done;
+        }
+        total += PyBytes_GET_SIZE(item);
+    }
+    texts = PyMem_Malloc((size_t)(count ? count : 1) * sizeof(PatternText));
+    copy = PyMem_Malloc((size_t)(total ? total : 1));
+    if (texts == NULL || copy == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    at = copy;
+    for (k = 0; k < count; k++) { /* folded as the buffers are */
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, k);
+        const uint8_t *bytes = (const uint8_t *)PyBytes_AS_STRING(item);
+        Py_ssize_t size = PyBytes_GET_SIZE(item), j;
+        for (j = 0; j < size; j++)
+            at[j] = fold ? fold_map[bytes[j]] : bytes[j];
+        texts[k].bytes = at;
+        texts[k].size = size;
+        texts[k].index = (int32_t)k;
+        at += size;
+    }
+    pt->fold = fold;
+    if (patterns_build(pt, texts, (int32_t)count, total) < 0) {
+        patterns_free(pt);
+        goto done;
+    }
+    if (rules != Py_None) {
+        held = PyDict_New();
+        if (held == NULL)
+            goto done;
+        keep(&pt->rules, rules);
+        keep(&pt->join, join);
+        Py_XSETREF(pt->joined, held);
+    }
+    result = 0;
+done:
+    PyMem_Free(texts);
+    PyMem_Free(copy);
+    Py_DECREF(seq);
+    return result;
+}
+
+#define PATTERNS_OBJECTS(X) X(rules) X(join) X(joined) X(last)
+
+static int Patterns_traverse(Patterns *self, visitproc visit, void *arg)
+{
+    PATTERNS_OBJECTS(VISIT_ONE)
+    return 0;
+}
+
+static int Patterns_clear(Patterns *self)
+{
+    PATTERNS_OBJECTS(CLEAR_ONE)
+    return 0;
+}
+
+static void Patterns_dealloc(Patterns *self)
+{
+    PyObject_GC_UnTrack(self);
+    Patterns_clear(self);
+    patterns_free(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static Py_ssize_t Patterns_len(Patterns *pt)
+{
+    return pt->count;
+}
+
+static PyObject *Patterns_memory(Patterns *pt, void *closure)
+{
+    (void)closure;
+    return PyLong_FromSsize_t(pt->memory);
+}
+
+static PyObject *Patterns_states(Patterns *pt, void *closure)
+{
+    (void)closure;
+    return PyLong_FromLong(pt->states);
+}
+
+static PyMethodDef Patterns_methods[] = {
+    {"scan", (PyCFunction)(void (*)(void))Patterns_scan, METH_VARARGS | METH_KEYWORDS,
+     "scan(buffer, start=0, end=None) -> the indices of the patterns in buffer[start:end] "
+     "(a tuple, ascending), or None"},
+    {"candidates", (PyCFunction)Patterns_candidates, METH_O,
+     "candidates(data) -> the rules of the patterns in data, or None (Prefilter.candidates)"},
+    {"none_in", (PyCFunction)Patterns_none_in, METH_O,
+     "none_in(data) -> whether the last candidates() was of data and found nothing"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Patterns_getset[] = {
+    {"memory", (getter)Patterns_memory, NULL, "bytes held by the automaton", NULL},
+    {"states", (getter)Patterns_states, NULL, "the automaton's states", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PySequenceMethods Patterns_sequence = {.sq_length = (lenfunc)Patterns_len};
+
+static PyTypeObject PatternsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "appliance.inspect._fastpath.Patterns",
+    .tp_basicsize = sizeof(Patterns),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "An exact multi-pattern scanner (Aho-Corasick, compact states)",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Patterns_init,
+    .tp_dealloc = (destructor)Patterns_dealloc,
+    .tp_traverse = (traverseproc)Patterns_traverse,
+    .tp_clear = (inquiry)Patterns_clear,
+    .tp_methods = Patterns_methods,
+    .tp_getset = Patterns_getset,
+    .tp_as_sequence = &Patterns_sequence,
+};
+
 static int truth_of(PyObject *result);
 
 /* ---- a data segment the engine scans: its _scan_segment, compiled ------------------- */
@@ -3193,9 +3782,14 @@ static int intern(PyObject **place, const char *text)
 PyMODINIT_FUNC PyInit__fastpath(void)
 {
     PyTypeObject *const types[] = {&FastPathType,  &DecoderType,   &RuleHitsType,
-                                   &DnsParserType, &SniParserType, &HttpParserType};
+                                   &DnsParserType, &SniParserType, &HttpParserType,
+                                   &PatternsType};
     PyObject *mod;
     int i;
+    for (i = 0; i < 256; i++) {
+        same_map[i] = (uint8_t)i;
+        fold_map[i] = (uint8_t)(i >= 'A' && i <= 'Z' ? i + 32 : i);
+    }
     one = PyLong_FromLong(1);
     if (one == NULL)
         return NULL;

@@ -1277,3 +1277,111 @@ def test_parser_callbacks_that_raise() -> None:
             raised += 1
         assert refs(data) == before or refs(data, True) == before
     assert raised > 20
+
+
+# ---- Patterns: the prefilters' compiled multi-pattern scan ----------------------------
+
+
+def patterns_type() -> Any:
+    return importlib.import_module("appliance.inspect._fastpath").Patterns
+
+
+def found_by_find(patterns: list[bytes], data: bytes, fold: bool) -> tuple[int, ...] | None:
+    """What the scan must answer: each pattern looked for with ``in``."""
+    text = data.lower() if fold else data
+    found = tuple(i for i, p in enumerate(patterns) if (p.lower() if fold else p) in text)
+    return found or None
+
+
+# bytes drawn from a small alphabet (so patterns overlap and recur), letters of both cases
+_ALPHABET = b"aAbB\x00\xff.-/"
+_pattern_bytes = st.one_of(
+    st.binary(max_size=6),
+    st.lists(st.sampled_from(_ALPHABET), max_size=8).map(bytes),
+    st.tuples(st.sampled_from(_ALPHABET), st.integers(1, 12)).map(lambda t: bytes([t[0]]) * t[1]),
+)
+
+
+@settings(max_examples=400 * MORE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    patterns=st.lists(_pattern_bytes, max_size=40),
+    pieces=st.lists(st.one_of(_pattern_bytes, st.binary(max_size=40)), max_size=12),
+    fold=st.booleans(),
+    start=st.integers(-70, 70),
+    end=st.one_of(st.none(), st.integers(-70, 70)),
+)
+def test_patterns_scan_as_in(
+    patterns: list[bytes], pieces: list[bytes], fold: bool, start: int, end: int | None
+) -> None:
+    data = b"".join(p.upper() if i % 3 == 0 else p for i, p in enumerate(pieces))
+    scanner = patterns_type()(patterns, fold)
+    assert scanner.scan(data) == found_by_find(patterns, data, fold)
+    window = data[start:end]
+    limit = len(data) if end is None else end
+    assert scanner.scan(bytearray(data), start, limit) == found_by_find(patterns, window, fold)
+    assert scanner.scan(memoryview(data)[1:]) == found_by_find(patterns, data[1:], fold)
+    assert len(scanner) == len(patterns)
+
+
+@settings(max_examples=100 * MORE, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), count=st.integers(1, 3000), fold=st.booleans())
+def test_patterns_many_over_long_buffers(seed: int, count: int, fold: bool) -> None:
+    """Many patterns, with shared prefixes, over buffers up to 64 KiB made of them."""
+    rng = random.Random(seed)
+    stems = [rng.randbytes(rng.randrange(1, 4)) for _ in range(8)]
+    patterns = [rng.choice(stems) + rng.randbytes(rng.randrange(0, 6)) for _ in range(count)]
+    chunks = [rng.choice(patterns)[: rng.randrange(1, 8)] for _ in range(rng.randrange(1, 200))]
+    data = b"".join(c.upper() if rng.random() < 0.3 else c for c in chunks)
+    data = (data * (1 + rng.randrange(65536) // (len(data) + 1)))[:65536]
+    assert patterns_type()(patterns, fold).scan(data) == found_by_find(patterns, data, fold)
+
+
+def test_patterns_worst_cases() -> None:
+    """Zeros against patterns of zeros, thousands of patterns of one prefix, patterns of
+    one byte, a 64 KiB buffer: the right answer (each bounded by the buffer's length plus
+    the patterns, which the sanitizer build and the fuzz also run)."""
+    kinds = patterns_type()
+    zeros = [b"\x00" * n for n in range(1, 300)] + [b"\x00" * 999 + b"X"]
+    assert kinds(zeros, False).scan(bytes(65536)) == tuple(range(299))
+    shared = [b"GET /a" + str(i).encode() for i in range(5000)]
+    data = b"get /a" * 10000 + b"GET /a4999"
+    assert kinds(shared, True).scan(data) == (4, 49, 499, 4999)
+    assert kinds(shared, False).scan(data.lower()) is None
+    single = [bytes([b]) for b in range(256)]
+    assert kinds(single, False).scan(bytes(range(256)) * 256) == tuple(range(256))
+    assert kinds(single, True).scan(b"AB") == (65, 66, 97, 98)
+    assert kinds([b""], False).scan(b"") == (0,)
+    assert kinds([], True).scan(b"abc") is None
+    assert kinds([b"ab", b"ab"], True).scan(b"xAB") == (0, 1)
+    big = kinds([b"needle"], True)
+    assert big.memory < 2048 and big.states == 7
+
+
+def test_patterns_candidates_and_none_in() -> None:
+    rules: list[list[str]] = [["a1", "a2"], ["b"], ["c"]]
+    joined: list[tuple[int, ...]] = []
+
+    def join(found: tuple[int, ...]) -> list[str]:
+        joined.append(found)
+        return [r for i in found for r in rules[i]]
+
+    scanner = patterns_type()([b"abc", b"xyz", b"q"], True, rules, join)
+    data = b"..ABC.."
+    assert scanner.candidates(data) is rules[0]
+    assert not scanner.none_in(data)
+    empty = b"nothing"
+    assert scanner.candidates(empty) is None
+    assert scanner.none_in(empty) and not scanner.none_in(bytes(bytearray(empty)))
+    both = b"abc xyz"
+    assert scanner.candidates(both) == ["a1", "a2", "b"]
+    assert scanner.candidates(b"xyz abc") == ["a1", "a2", "b"]
+    assert joined == [(0, 1)]  # the second from what the first joined
+    assert scanner.candidates(bytearray(b"q")) is rules[2]
+    with pytest.raises(TypeError):
+        patterns_type()([b"a"], True).candidates(b"a")
+    with pytest.raises(TypeError):
+        patterns_type()([b"a", "b"], True)
+    with pytest.raises(TypeError):
+        patterns_type()([b"a"], True, [[1], [2]], join)
+    with pytest.raises(TypeError):
+        patterns_type()([b"a"], True).scan("text")

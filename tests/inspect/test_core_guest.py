@@ -36,3 +36,5 @@ def test_builds_without_warnings_and_agrees_with_its_twin(
     test_core.test_anchored_rules(0)
     test_core.test_malformed_packets(0)
     test_core.test_entry_point_odd_arguments()
+    test_core.test_patterns_worst_cases()
+    test_core.test_patterns_candidates_and_none_in()
