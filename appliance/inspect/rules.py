@@ -33,6 +33,8 @@ from appliance.inspect.fields import (
     FieldTest,
     parse_uint,
 )
+from appliance.inspect.flowint import Flowint, parse_flowint
+from appliance.inspect.flowint import order as flowint_order
 from appliance.inspect.transforms import Transform
 from appliance.inspect.xbits import Xbit, parse_xbits
 
@@ -800,6 +802,9 @@ class Signature:
     noalert: bool = False
     # xbits: (command, name, track, expire) in order, kept per host or address pair
     xbits: tuple[Xbit, ...] = ()
+    # flowint: (name, modifier, value) in order; conditions checked, assignments made when
+    # the rule matches
+    flowint: tuple[Flowint, ...] = ()
     itype: tuple[int, int] | None = None  # ICMP type range
     icode: tuple[int, int] | None = None
     ip_proto: tuple[int, int, bool] | None = None  # (lowest, highest, negated)
@@ -1157,6 +1162,7 @@ class _Builder:
         self.flowbits: list[tuple[str, str]] = []
         self.noalert = False
         self.xbits: list[Xbit] = []
+        self.flowint: list[Flowint] = []
         self.itype: tuple[int, int] | None = None
         self.icode: tuple[int, int] | None = None
         self.ip_proto: tuple[int, int, bool] | None = None
@@ -1796,6 +1802,12 @@ class _Builder:
         else:
             self.xbits.append(xbit)
 
+    def _opt_flowint(self, name: str, value: str | None) -> None:
+        try:
+            self.flowint.append(parse_flowint(self._need(name, value)))
+        except ValueError as exc:
+            raise self.error(str(exc)) from None
+
     def _ssh_value(self, name: str, value: str | None, buffer: str, items: list[str]) -> None:
         """The older value forms of the SSH keywords, as items of the banner's buffer (the
         sticky buffer stays as it was)."""
@@ -2160,6 +2172,7 @@ class _Builder:
             flowbits=tuple(self.flowbits),
             noalert=self.noalert,
             xbits=tuple(self.xbits),
+            flowint=tuple(self.flowint),
             itype=self.itype,
             icode=self.icode,
             ip_proto=self.ip_proto,
@@ -2441,6 +2454,32 @@ def flowbits_hold(conditions: Sequence[tuple[str, str]], bits: AbstractSet[str])
         if found != (command == "isset"):
             return False
     return True
+
+
+_STATE_ACTIONS = {"pass": 0, "drop": 1, "alert": 2}
+_CHECKS = ("isset", "isnotset")
+
+
+def _uses(checks: bool, sets: bool) -> int:
+    """Rules that only set state first, then those that set and check, those that only
+    check, those without."""
+    return (0 if not checks else 1) if sets else (2 if checks else 3)
+
+
+def state_order(sig: Signature) -> tuple[int, ...]:
+    """The order in which a packet's matching rules check and set flowbits, flowints and
+    xbits, as Suricata orders rules: by action (pass, drop, alert), then how they use
+    flowbits, then flowints, then xbits (see ``_uses``: a later rule sees what an earlier one
+    set on the same packet), then priority and sid."""
+    bits, ints, xbits = sig.flowbits, sig.flowint, sig.xbits
+    return (
+        _STATE_ACTIONS[sig.action],
+        _uses(any(c in _CHECKS for c, _ in bits), any(c not in _CHECKS for c, _ in bits)),
+        flowint_order(ints),
+        _uses(any(x[0] in _CHECKS for x in xbits), any(x[0] not in _CHECKS for x in xbits)),
+        sig.priority,
+        sig.sid,
+    )
 
 
 def flowbits_apply(actions: Sequence[tuple[str, str]], bits: set[str]) -> None:
