@@ -17,7 +17,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
-from appliance.inspect import appproto, core, detectors
+from appliance.inspect import appproto, core, detectors, flowint
 from appliance.inspect.appproto import DnsQuery, HttpRequest
 from appliance.inspect.classification import CLASSTYPES, read_classification, read_references
 from appliance.inspect.decode import (
@@ -60,6 +60,7 @@ from appliance.inspect.rules import (
     flowbits_apply,
     flowbits_hold,
     load_rules,
+    state_order,
 )
 from appliance.inspect.stream import (
     DEFAULT_DEPTH,
@@ -213,34 +214,41 @@ def _rule_hits(
 def _flowbits(
     flow: Flow,
     hits: list[Signature],
-    checks: dict[int, bool],
+    checks: dict[int, int],
     xbits: XbitState | None = None,
     ts: float = 0.0,
     layer: Layer | None = None,
+    errors: Errors | None = None,
 ) -> list[Signature]:
-    """The rules that alert, once flowbits and xbits are checked and set: rules that only
-    set bits go first (as Suricata orders them), so a later rule on the same packet sees them.
-    ``checks``: by ``id`` of each rule with flowbits or ``noalert``, whether it checks a bit
-    (``isset``, ``isnotset``)."""
+    """The rules that alert, once flowbits, xbits and flowints are checked and set, in the
+    order Suricata gives them (``state_order``: rules that only set go first, so a later rule
+    on the same packet sees what they set). ``checks``: by ``id`` of each rule with flowbits,
+    xbits, flowint or ``noalert``, its place in that order."""
     for sig in hits:
         if id(sig) in checks:
             break
     else:
         return hits
-    bits = flow.bits if flow.bits is not None else set()
-    ordered = sorted(hits, key=lambda s: checks.get(id(s), False))
+    bits = flow.bits
+    if not isinstance(bits, flowint.FlowVars):
+        bits = flowint.FlowVars(bits or ())
+    ordered = sorted(hits, key=lambda s: checks.get(id(s), -1))
     alerting = []
     for sig in ordered:
         if not flowbits_hold(sig.flowbits, bits):
+            continue
+        if sig.flowint and not flowint.hold(sig.flowint, bits.ints):
             continue
         if sig.xbits and xbits is not None and layer is not None:
             if not xbits.hold(sig.xbits, layer.src, layer.dst, ts):
                 continue
             xbits.apply(sig.xbits, layer.src, layer.dst, ts)
         flowbits_apply(sig.flowbits, bits)
+        if sig.flowint:
+            flowint.apply(sig.flowint, bits.ints, errors)
         if not sig.noalert:
             alerting.append(sig)
-    if bits:
+    if bits or bits.ints:
         flow.bits = bits
     return alerting
 
@@ -292,13 +300,11 @@ class InspectionEngine:
     def __init__(self, config: InspectionConfig) -> None:
         self.config = config
         self.matcher = Matcher(config.signatures)
-        # computed once: which rules use flowbits (and whether they check one), the order
-        # of alerts (action, priority, sid)
+        # computed once: which rules use flowbits, xbits or flowints (by id, their place among
+        # a packet's matches), the order of alerts (action, priority, sid)
+        stateful = (s for s in config.signatures if s.flowbits or s.noalert or s.xbits or s.flowint)
         self._flowbit_checks = {
-            id(sig): any(c in ("isset", "isnotset") for c, _ in sig.flowbits)
-            or any(x[0] in ("isset", "isnotset") for x in sig.xbits)
-            for sig in config.signatures
-            if sig.flowbits or sig.noalert or sig.xbits
+            id(sig): place for place, sig in enumerate(sorted(stateful, key=state_order))
         }
         self.xbits = XbitState()
         order = sorted({(_ACTION_ORDER[s.action], s.priority, s.sid) for s in config.signatures})
@@ -920,7 +926,9 @@ class InspectionEngine:
         if hits and tls is not None and flow.app == "tls":
             hits = tls.once(flow, to_server, hits)  # a rule on the version: once a direction
         if hits and self._flowbits:
-            hits = _flowbits(flow, hits, self._flowbit_checks, self.xbits, ts, layer)
+            hits = _flowbits(
+                flow, hits, self._flowbit_checks, self.xbits, ts, layer, self.stats.errors
+            )
         if hits:
             if http is None and self._follow is not None and self._follow.http is not None:
                 http = self._follow.http.completed(flow, to_server)  # a request split up
