@@ -122,7 +122,7 @@ def test_older_and_sticky_forms_select_the_same_buffer(options: str, buffer: str
         ('dataset:isset,bad,type string; content:"a";', "dataset"),
         ('content:"a"; ja4.hash;', "unknown"),
         ('lua:check.lua; content:"a";', "lua"),
-        ("flowint:n,=,1;", "flowint"),
+        ('flowvar:name,"x";', "flowvar"),
         ("dnp3_func:1;", "dnp3_func"),
         ('content:"a"; frobnicate;', "unknown"),
     ],
