@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from appliance.errors import RuleFileError
 from appliance.inspect.decode import Errors, decode_packet
+from appliance.inspect.engine import InspectionConfig, InspectionEngine
+from appliance.inspect.flowint import MAX_VARS, MODIFIERS, U32, FlowVars
 from appliance.inspect.match import contents_match
 from appliance.inspect.rules import SURICATA_KEYWORDS, Variables, load_rules, parse_rules
 
@@ -57,6 +59,11 @@ VALUES = st.sampled_from(
         "offset 2, mode rfc2045",
         "mode strict",
         '"(a+)b"',
+        "n,+,1",
+        "n, >=, m",
+        "n,isnotset",
+        "n,=,4294967296",
+        "n,frob,1",
     ]
 )
 OPTION = st.tuples(st.sampled_from(sorted(SURICATA_KEYWORDS)), VALUES)
@@ -150,3 +157,61 @@ def test_fuzz_fragments(parts: list[tuple[int, int, bool, bytes]]) -> None:
                 assert whole.raw[0] == 0x45 and whole.raw[6:8] == b"\0\0"
                 assert struct.unpack("!H", whole.raw[2:4])[0] == len(whole.raw)
         assert defrag.held <= 256 and len(defrag) <= 2
+
+
+FLOWINT_NAMES = st.sampled_from(["a", "b", "ET.c/d"])
+FLOWINT_VALID = st.one_of(
+    st.tuples(FLOWINT_NAMES, st.sampled_from(["isset", "notset", "isnotset"]), st.none()),
+    st.tuples(
+        FLOWINT_NAMES,
+        st.sampled_from([m for m in MODIFIERS if "set" not in m]),
+        st.sampled_from(["0", "1", "2", str(U32), "a", "b"]),
+    ),
+)
+FLOWINT = st.one_of(
+    FLOWINT_VALID,
+    FLOWINT_VALID,
+    FLOWINT_VALID,
+    st.tuples(
+        st.sampled_from(["a", "1x", ""]),
+        st.sampled_from([*MODIFIERS, "=>", "~"]),
+        st.sampled_from([None, "1", str(U32 + 1), "-1", "x y"]),
+    ),
+)
+
+
+def tcp_packet(sport: int, flags: int, payload: bytes) -> bytes:
+    tcp = struct.pack("!HHIIBBHHH", sport, 80, 1, 1, 0x50, flags, 8192, 0, 0) + payload
+    return ipv4(6, tcp)
+
+
+@SEEDED
+@given(
+    st.lists(st.lists(FLOWINT, min_size=1, max_size=4), min_size=1, max_size=6),
+    st.lists(st.tuples(st.sampled_from([1000, 1001]), st.binary(max_size=8)), max_size=12),
+)
+def test_fuzz_flowint_rules_over_flows(
+    rules: list[list[tuple[str, str, str | None]]], packets: list[tuple[int, bytes]]
+) -> None:
+    """Any flowint options load or are skipped with a reason; loaded, on any packets, a
+    flow's variables stay within the bound and 32 bits."""
+    lines = []
+    for sid, options in enumerate(rules, 1):
+        text = " ".join(
+            f"flowint:{n},{m};" if v is None else f"flowint:{n},{m},{v};" for n, m, v in options
+        )
+        lines.append(f"alert tcp any any -> any any ({text} sid:{sid};)")
+    signatures = []
+    for line in lines:
+        try:
+            signatures.extend(parse_rules(line, "f.rules", VARS))
+        except RuleFileError as exc:
+            assert str(exc).startswith("f.rules:1: flowint: "), line
+    eng = InspectionEngine(InspectionConfig(signatures=signatures))
+    for i, (sport, payload) in enumerate(packets):
+        eng.process(1_700_000_000.0 + i, tcp_packet(sport, 0x18, payload), 1)
+    for flow in eng.flows.flows.values():
+        bits = getattr(flow, "bits", None)
+        if isinstance(bits, FlowVars):
+            assert len(bits.ints) <= MAX_VARS
+            assert all(0 <= v <= U32 for v in bits.ints.values())
