@@ -35,6 +35,7 @@ from appliance.inspect.fields import (
 )
 from appliance.inspect.flowint import Flowint, parse_flowint
 from appliance.inspect.flowint import order as flowint_order
+from appliance.inspect.lookbehind import split_lookbehinds
 from appliance.inspect.transforms import Transform
 from appliance.inspect.xbits import Xbit, parse_xbits
 
@@ -2309,6 +2310,7 @@ _PCRE_BUFFERS = {
     "Y": "http.stat_msg",
 }
 _PCRE_IGNORED = "OAEG"  # match limits, anchoring and greediness Python expresses otherwise
+_PCRE_INLINE_X = re.compile(r"\(\?[a-zA-Z]*x")  # the x flag set inside the pattern
 _PCRE_UNSUPPORTED = re.compile(
     r"\(\?\||\(\*|\\[KRXGQEhHvVz]|\\g|\(\?R\)|\(\?[+-]?\d|\(\?P?>\w|\(\?&"
 )
@@ -2349,7 +2351,20 @@ def parse_pcre(value: str) -> tuple[re.Pattern[bytes], str | None, bool, bool]:
     if _PCRE_UNSUPPORTED.search(pattern):
         raise ValueError("a PCRE construct Python's re does not run the same way")
     try:
-        regex = re.compile(pattern.encode("utf-8", "surrogateescape"), flags)
+        try:
+            regex = re.compile(pattern.encode("utf-8", "surrogateescape"), flags)
+        except re.error as exc:
+            if "look-behind requires fixed-width" not in str(exc):
+                raise
+            # alternatives of different widths: one look-behind each (lookbehind.py)
+            verbose = bool(flags & re.VERBOSE) or _PCRE_INLINE_X.search(pattern) is not None
+            split = split_lookbehinds(pattern, verbose)
+            try:
+                regex = re.compile(split.encode("utf-8", "surrogateescape"), flags)
+            except re.error:
+                raise ValueError(
+                    "a look-behind of variable width (only alternatives of fixed widths run)"
+                ) from None
     except re.error as exc:
         raise ValueError(f"not a supported expression: {exc}") from None
     except (OverflowError, RecursionError):
