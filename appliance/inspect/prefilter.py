@@ -22,8 +22,9 @@ import re
 from collections.abc import Callable
 from functools import lru_cache
 from operator import itemgetter
-from typing import Any
+from typing import Any, ClassVar
 
+from appliance.inspect import core
 from appliance.inspect.rules import PKT, Content, Signature
 from appliance.inspect.transforms import Transform, apply
 
@@ -76,6 +77,7 @@ class Prefilter:
         "_by_pattern",
         "_fold",
         "_look",
+        "_ordered",
         "_scan",
         "_short",
         "_unique",
@@ -83,14 +85,20 @@ class Prefilter:
         "candidates",
         "entries",
         "none_in",
+        "patterns",
         "transforms",
     )
 
+    compiled: ClassVar[bool] = True  # the compiled scanner, where the core is built and on
     # The rules whose fast pattern may occur in a buffer's bytes (None: none occurs).
     candidates: Callable[[bytes], list[Signature] | None]
     # Whether the last scan was of this very buffer and found no pattern in it (a stream
     # then scans only what spans the segment's start: see ``stream_hits``).
     none_in: Callable[[bytes], bool]
+    # The compiled scanner (``_fastpath.Patterns``) whose ``candidates`` and ``none_in`` are
+    # this prefilter's, once made (by the first scan): the compiled core then scans a
+    # segment with it itself. None: the Python shapes, or not made yet.
+    patterns: Any
 
     def __init__(
         self,
@@ -103,6 +111,21 @@ class Prefilter:
         self.entries = [(c.pattern.lower(), sig) for c, sig in entries]
         patterns = {p for p, _ in self.entries}
         self._fold = any(_has_letters(p) for p in patterns)
+        self.patterns = None
+        self._ordered: list[bytes] = []
+        self._short: list[tuple[bytes, list[Signature]]] = []
+        self._unique = True
+        self._scan: re.Pattern[bytes] | None = None
+        self._look: re.Pattern[bytes] | None = None
+        self._automaton: Any = None
+        self._by_pattern: dict[str, list[Signature]] = {}
+        self._by_hit: dict[bytes, list[Signature]] = {}
+        if USE_CORE and self.compiled and core.enabled():
+            # every pattern in the compiled scanner, made by the first scan (an engine loads
+            # the compiled module by its first packet: an idle one holds none of it)
+            self._ordered = sorted(patterns, key=lambda p: (-len(p), p))
+            self._bind_compiled()
+            return
         ordered = sorted((p for p in patterns if len(p) > SHORT), key=lambda p: (-len(p), p))
         found_alone = sorted(p for p in patterns if len(p) <= SHORT)
         if len(ordered) + len(found_alone) <= FIND_LIMIT:
@@ -125,10 +148,6 @@ class Prefilter:
         # each rule once, under one sid of its own: the hits of the patterns looked for
         # alone are then simply joined (a rule has one fast pattern per buffer)
         self._unique = len({sig.sid for _, sig in self.entries}) == len(self.entries)
-        self._scan: re.Pattern[bytes] | None = None
-        self._look: re.Pattern[bytes] | None = None
-        self._automaton: Any = None
-        self._by_pattern: dict[str, list[Signature]] = {}
         if ordered:
             if len(ordered) >= AUTOMATON_MIN and USE_AUTOMATON:
                 self._automaton = _automaton(tuple(ordered))
@@ -138,7 +157,6 @@ class Prefilter:
                 self._by_pattern = {
                     p.decode("latin-1"): sigs for p, sigs in by_pattern.items() if len(p) > SHORT
                 }
-        self._by_hit: dict[bytes, list[Signature]] = {}
         self._bind()
 
     def _bind(self) -> None:
@@ -236,6 +254,71 @@ class Prefilter:
         self.candidates = candidates
         self.none_in = none_in
 
+    def _bind_compiled(self) -> None:
+        """``candidates`` and ``none_in`` that make the compiled scanner on their first call,
+        then are the scanner's own (or closures around it: a transformed buffer, an
+        application buffer's memo)."""
+
+        def first(data: bytes) -> list[Signature] | None:
+            self._compile()
+            return self.candidates(data)
+
+        def none_yet(data: bytes) -> bool:
+            return False
+
+        self.candidates = first
+        self.none_in = none_yet
+
+    def _compile(self) -> None:
+        """The compiled scanner over every pattern (longest first), with each pattern's rules
+        and their join, bound as ``candidates`` and ``none_in``."""
+        from appliance.inspect._fastpath import Patterns
+
+        by_pattern: dict[bytes, list[Signature]] = {p: [] for p in self._ordered}
+        for pattern, sig in self.entries:
+            by_pattern[pattern].append(sig)
+        rules = [by_pattern[p] for p in self._ordered]
+
+        def join(found: tuple[int, ...]) -> list[Signature]:
+            joined: dict[int, Signature] = {}
+            for index in found:
+                for sig in rules[index]:
+                    joined[sig.sid] = sig
+            return list(joined.values())
+
+        scanner = Patterns(self._ordered, self._fold, rules, join)
+        if self.buffer == PKT and not self.transforms:
+            self.patterns = scanner
+            self.candidates = scanner.candidates
+            self.none_in = scanner.none_in
+            return
+        last: bytes | None = None  # the buffer last scanned, and what it gave
+        last_found: list[Signature] | None = None
+        scan = scanner.candidates
+        transforms = self.transforms
+        memo: dict[bytes, list[Signature] | None] = {}
+        get = memo.get
+        keep = self.buffer != PKT
+
+        def candidates(data: bytes) -> list[Signature] | None:
+            nonlocal last, last_found
+            found = get(data, _UNSEEN) if keep and type(data) is bytes else _UNSEEN
+            if found is _UNSEEN:
+                found = scan(apply(data, transforms) if transforms else data)
+                if keep and len(data) <= MEMO_BYTES and type(data) is bytes:
+                    if len(memo) >= MEMO_ENTRIES:
+                        memo.clear()
+                    memo[data] = found
+            last = data
+            last_found = found
+            return found
+
+        def none_in(data: bytes) -> bool:
+            return last is data and last_found is None
+
+        self.candidates = candidates
+        self.none_in = none_in
+
     def _candidates(self, data: bytes) -> list[Signature] | None:
         """The rules whose fast pattern may occur in ``data`` (None: none occurs): every
         shape of prefilter (``candidates`` is this, or its shape's own form of it)."""
@@ -325,6 +408,9 @@ def _joined(by_pattern: dict[str, list[Signature]], hits: dict[str, None]) -> li
 # False: the regular expression even where the ahocorasick module is there (the tests
 # compare the two)
 USE_AUTOMATON = True
+# False: the Python shapes even where the compiled core is built and not switched off (the
+# tests compare the two)
+USE_CORE = True
 
 
 @lru_cache(maxsize=256)
@@ -398,10 +484,21 @@ def _trie_node(node: _Trie, depth: int) -> bytes | None:
     return group + b"?" if ends else group
 
 
+class TwinPrefilter(Prefilter):
+    """:class:`Prefilter` in its pure-Python shapes, whatever the compiled core (the twin the
+    differential tests hold the compiled scanner equal to)."""
+
+    __slots__ = ()
+
+    compiled = False
+
+
 class Exhaustive:
     """The reference twin of :class:`Prefilter`: every rule of the buffer is a candidate."""
 
     __slots__ = ("_all", "buffer", "entries", "transforms")
+
+    patterns = None  # (no compiled scanner)
 
     def __init__(
         self,

@@ -41,6 +41,7 @@ from appliance.inspect.eve import to_eve
 from appliance.inspect.flow import Flow
 from appliance.inspect.match import Group, contents_match, head_holds, icmp_matches, rule_matches
 from appliance.inspect.pcap import read_capture
+from appliance.inspect.prefilter import TwinPrefilter
 from appliance.inspect.rules import Variables, load_rules, parse_rules
 from appliance.lab.mix import Mix, flood, make_engine
 from appliance.model.values import parse_network
@@ -92,6 +93,7 @@ def pair(
         config = replace(config, max_flows=max_flows)
     compiled = InspectionEngine(replace(config, compiled=True))
     twin = InspectionEngine(replace(config, compiled=False))
+    twin.matcher._prefilter = TwinPrefilter  # the prefilters' pure-Python scans
     assert compiled._core is not None
     assert twin._core is None
     return compiled, twin
@@ -111,7 +113,9 @@ def streams_of(flow: Flow) -> Any:
             s.full,
             s.scanned,
             sorted(s.reported),
-            [sig.sid for sig in s.waiting],
+            # (as a set: the order of a prefilter's candidates is its scan's, the compiled
+            # scanner's or the Python shapes')
+            sorted(sig.sid for sig in s.waiting),
         )
         for s in flow.streams
     ]

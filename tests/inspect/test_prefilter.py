@@ -17,12 +17,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scapy.all import DNS, DNSQR, IP, UDP, Ether, raw  # type: ignore[attr-defined]
 
-from appliance.inspect import prefilter
+from appliance.inspect import core, prefilter
 from appliance.inspect.engine import InspectionEngine
 from appliance.inspect.eve import to_eve
 from appliance.inspect.match import Matcher
 from appliance.inspect.pcap import LINKTYPE_ETHERNET
-from appliance.inspect.prefilter import MAX_NESTING, Exhaustive, Prefilter, trie_alternation
+from appliance.inspect.prefilter import (
+    MAX_NESTING,
+    Exhaustive,
+    Prefilter,
+    TwinPrefilter,
+    trie_alternation,
+)
 from appliance.inspect.rules import Content, Signature, Variables, load_rules
 from appliance.lab.mix import Mix, make_engine
 from appliance.model.values import parse_network
@@ -208,11 +214,11 @@ def test_the_automaton_finds_what_the_alternation_finds(data: list[bytes], cased
     entries = [
         (Content(pattern=p), SIGNATURES[i % len(SIGNATURES)]) for i, p in enumerate(PATTERNS)
     ]
-    automaton = Prefilter("pkt", entries)
+    automaton = TwinPrefilter("pkt", entries)
     assert automaton._automaton is not None
     try:
         prefilter.USE_AUTOMATON = False
-        alternation = Prefilter("pkt", entries)
+        alternation = TwinPrefilter("pkt", entries)
     finally:
         prefilter.USE_AUTOMATON = True
     assert alternation._automaton is None
@@ -254,3 +260,70 @@ def test_an_application_buffer_seen_before_gives_what_a_scan_gives(
             assert kept.none_in(value) is not bool(got)
     finally:
         prefilter.MEMO_ENTRIES = saved
+
+
+_compiled = pytest.mark.skipif(
+    not core.available() or core.switched_off(),
+    reason="the compiled core is not built (setup.py) or is switched off",
+)
+_SMALL = st.sampled_from(b"aAbB\x00.")  # few bytes: patterns share prefixes and overlap
+_pattern = st.one_of(
+    st.sampled_from(PATTERNS),
+    st.lists(_SMALL, min_size=1, max_size=6).map(bytes),  # short ones, one or two bytes too
+    st.tuples(_SMALL, st.integers(3, 9)).map(lambda t: bytes([t[0]]) * t[1]),  # runs
+    st.binary(min_size=1, max_size=12),
+)
+
+
+@_compiled
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    patterns=st.lists(_pattern, min_size=1, max_size=60),
+    texts=st.lists(
+        st.lists(st.one_of(_pattern, st.binary(max_size=20)), max_size=8).map(b"".join),
+        min_size=1,
+        max_size=4,
+    ),
+    buffer=st.sampled_from(["pkt", "http.host", "dns.query"]),
+    dotprefix=st.booleans(),
+    shared=st.booleans(),
+    cased=st.integers(0, 2**31 - 1),
+)
+def test_the_compiled_scanner_gives_what_the_python_shapes_give(
+    patterns: list[bytes],
+    texts: list[bytes],
+    buffer: str,
+    dotprefix: bool,
+    shared: bool,
+    cased: int,
+) -> None:
+    """Every shape (patterns alone, runs, short ones, an automaton or an alternation, a
+    transformed buffer, an application buffer's memo; rules of one sid or several): the
+    compiled scanner's candidates are the Python shapes' rules, and none_in says the same."""
+    entries = [
+        (Content(pattern=p, buffer=buffer), SIGNATURES[(i // 2 if shared else i) % len(SIGNATURES)])
+        for i, p in enumerate(patterns)
+    ]
+    transforms = (("dotprefix", b""),) if dotprefix else ()
+    compiled = Prefilter(buffer, entries, transforms)
+    twin = TwinPrefilter(buffer, entries, transforms)
+    for text in [_flip(t, cased) for t in texts] + texts[:1]:
+        got = compiled.candidates(text) or []
+        want = twin.candidates(text) or []
+        assert {id(s) for s in got} == {id(s) for s in want}
+        assert len({s.sid for s in got}) == len({s.sid for s in want})
+        assert compiled.none_in(text) == twin.none_in(text)
+    if buffer == "pkt" and not transforms:
+        assert compiled.patterns is not None and compiled.candidates == compiled.patterns.candidates
+    assert twin.patterns is None
+
+
+@_compiled
+def test_the_compiled_scanner_is_made_by_the_first_scan() -> None:
+    sig = SIGNATURES[0]
+    made = Prefilter("pkt", [(Content(pattern=b"evil"), sig), (Content(pattern=b"x"), sig)])
+    assert made.patterns is None and not made.none_in(b"")
+    data = b"nothing here"
+    assert made.candidates(data) is None and made.none_in(data)
+    assert made.patterns is not None
+    assert made.candidates(b"EVIL") == [sig] and not made.none_in(b"EVIL")
