@@ -1075,7 +1075,7 @@ static int truth_of(PyObject *result);
 
 static PyObject *str_payload_scans, *str_reads_payload, *str_streams, *str_pending,
     *str_waiting, *str_base, *str_data, *str_scanned, *str_grew, *str_errors, *str_candidates,
-    *str_depth, *str_held, *str_max_bytes, *str__streams;
+    *str_depth, *str_held, *str_max_bytes, *str__streams, *str_patterns;
 
 static inline int attr_truth(PyObject *obj, PyObject *name)
 {
@@ -1149,6 +1149,24 @@ static int stream_grew(FastPath *fp, PyObject *stream, Py_ssize_t have, Py_ssize
     return known;
 }
 
+/* A prefilter's compiled scanner (its patterns attribute, a Patterns: a new reference),
+ * or NULL: none (no error set), or an error. */
+static PyObject *prefilter_patterns(PyObject *prefilter)
+{
+    PyObject *scanner = PyObject_GetAttr(prefilter, str_patterns);
+    if (scanner == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return NULL;
+        PyErr_Clear();
+        return NULL;
+    }
+    if (Py_TYPE(scanner) != &PatternsType) {
+        Py_DECREF(scanner);
+        return NULL;
+    }
+    return scanner;
+}
+
 /* The engine's _scan_segment(flow, to_server, group, data, ip, start, end). */
 static int scan_twin(FastPath *fp, PyObject *flow, int to_server, PyObject *group,
                      PyObject *bytes, Py_ssize_t ip, Py_ssize_t start, Py_ssize_t end)
@@ -1168,9 +1186,10 @@ static int scan_twin(FastPath *fp, PyObject *flow, int to_server, PyObject *grou
 }
 
 /* _scan_segment for a data segment (start < end): 1 taken (appended to its stream), 0 the
- * full path is to take it (nothing changed), -1 error. The prefilters' scans and the
- * stream's growth are the engine's (Prefilter.candidates, Reassembler.grew), called; what
- * is not in the shape expected is left to the engine's _scan_segment. */
+ * full path is to take it (nothing changed), -1 error. A prefilter with a compiled scanner
+ * (Patterns) is scanned here; another's scan and the stream's growth past its bound are the
+ * engine's (Prefilter.candidates, Reassembler.grew), called; what is not in the shape
+ * expected is left to the engine's _scan_segment. */
 static int scan_segment(FastPath *fp, PyObject *flow, int to_server, PyObject *group,
                         PyObject *bytes, Py_ssize_t ip, Py_ssize_t start, Py_ssize_t end)
 {
@@ -1199,9 +1218,6 @@ static int scan_segment(FastPath *fp, PyObject *flow, int to_server, PyObject *g
         return -1;
     if (!PyList_CheckExact(scans))
         goto twin;
-    payload = PyBytes_FromStringAndSize((const char *)data + start, size);
-    if (payload == NULL)
-        goto done;
     if (fp->reassembler != Py_None) {
         if ((truth = attr_truth(group, str_reads_payload)) < 0)
             goto done;
@@ -1252,6 +1268,9 @@ static int scan_segment(FastPath *fp, PyObject *flow, int to_server, PyObject *g
                     if ((truth = attr_truth(group, str_anchored)) < 0)
                         goto done;
                     if (truth) {
+                        payload = PyBytes_FromStringAndSize((const char *)data + start, size);
+                        if (payload == NULL)
+                            goto done;
                         truth = truth_of(PyObject_CallFunctionObjArgs(fp->head_clear, group,
                                                                       stream, payload, NULL));
                         if (truth <= 0) {
@@ -1264,24 +1283,57 @@ static int scan_segment(FastPath *fp, PyObject *flow, int to_server, PyObject *g
         }
     }
     /* one scan a prefilter: of the payload, or of the stream from where its last scan ended
-     * (less a pattern's length) through the segment */
+     * (less a pattern's length) through the segment; a prefilter's compiled scanner read
+     * here, in place (its answer is only whether a pattern occurs) */
     count = PyList_GET_SIZE(scans);
     for (i = 0; i < count; i++) {
-        PyObject *item = PyList_GET_ITEM(scans, i), *text;
+        PyObject *item = PyList_GET_ITEM(scans, i), *text, *scanner;
+        Py_ssize_t lo = 0;
         if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2)
             goto twin;
         if (grows && have) {
-            Py_ssize_t width = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 1)), lo;
+            Py_ssize_t width = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 1));
             if (width == -1 && PyErr_Occurred())
                 goto done;
             lo = scanned - width + 1;
             lo = lo < 0 ? 0 : lo > have ? have : lo;
+        }
+        scanner = prefilter_patterns(PyTuple_GET_ITEM(item, 0));
+        if (scanner == NULL && PyErr_Occurred())
+            goto done;
+        if (scanner != NULL) {
+            Patterns *pt = (Patterns *)scanner;
+            if (grows && have) {
+                uint8_t *joined = PyMem_Malloc((size_t)(have - lo + size));
+                if (joined == NULL) {
+                    Py_DECREF(scanner);
+                    PyErr_NoMemory();
+                    goto done;
+                }
+                memcpy(joined, PyByteArray_AS_STRING(held) + lo, (size_t)(have - lo));
+                memcpy(joined + have - lo, data + start, (size_t)size);
+                truth = patterns_any(pt, joined, have - lo + size);
+                PyMem_Free(joined);
+            } else {
+                truth = patterns_any(pt, data + start, size);
+            }
+            Py_DECREF(scanner);
+            if (truth) {
+                result = 0;
+                goto done;
+            }
+            continue;
+        }
+        if (grows && have) {
             text = PyBytes_FromStringAndSize(NULL, have - lo + size);
             if (text == NULL)
                 goto done;
             memcpy(PyBytes_AS_STRING(text), PyByteArray_AS_STRING(held) + lo, (size_t)(have - lo));
             memcpy(PyBytes_AS_STRING(text) + have - lo, data + start, (size_t)size);
         } else {
+            if (payload == NULL
+                && (payload = PyBytes_FromStringAndSize((const char *)data + start, size)) == NULL)
+                goto done;
             text = payload;
             Py_INCREF(text);
         }
@@ -2755,7 +2807,7 @@ static PyObject *RuleHits_hits(RuleHits *rh, PyObject *const *args, Py_ssize_t n
         count = PyList_GET_SIZE(prefilters);
         for (i = 0; i < count; i++) {
             PyObject *prefilter = PyList_GET_ITEM(prefilters, i);
-            PyObject *name, *data, *candidates;
+            PyObject *name, *data, *candidates, *scanner;
             Py_INCREF(prefilter);
             name = PyObject_GetAttr(prefilter, str_buffer);
             if (name == NULL) {
@@ -2793,7 +2845,17 @@ static PyObject *RuleHits_hits(RuleHits *rh, PyObject *const *args, Py_ssize_t n
                     continue;
                 }
             }
-            candidates = PyObject_CallMethodOneArg(prefilter, str_candidates, data);
+            scanner = prefilter_patterns(prefilter);
+            if (scanner == NULL && PyErr_Occurred()) {
+                Py_DECREF(data);
+                Py_DECREF(prefilter);
+                goto error;
+            }
+            if (scanner != NULL && PyBytes_CheckExact(data)) /* its candidates, called here */
+                candidates = patterns_candidates((Patterns *)scanner, data);
+            else
+                candidates = PyObject_CallMethodOneArg(prefilter, str_candidates, data);
+            Py_XDECREF(scanner);
             Py_DECREF(data);
             Py_DECREF(prefilter);
             if (candidates == NULL)
@@ -3826,7 +3888,8 @@ PyMODINIT_FUNC PyInit__fastpath(void)
         || intern(&str_data, "data") < 0 || intern(&str_scanned, "scanned") < 0
         || intern(&str_grew, "grew") < 0 || intern(&str_errors, "errors") < 0
         || intern(&str_depth, "depth") < 0 || intern(&str_held, "held") < 0
-        || intern(&str_max_bytes, "max_bytes") < 0 || intern(&str__streams, "_streams") < 0)
+        || intern(&str_max_bytes, "max_bytes") < 0 || intern(&str__streams, "_streams") < 0
+        || intern(&str_patterns, "patterns") < 0)
         return NULL;
     if (intern(&str_headers, "headers") < 0 || intern(&str_host, "host") < 0
         || intern(&str_user_agent, "user_agent") < 0 || intern(&str_raw_body, "raw_body") < 0)
