@@ -17,7 +17,7 @@ from __future__ import annotations
 _OPENERS = ("(?<=", "(?<!")
 
 
-def _class_end(pattern: str, start: int) -> int:
+def class_end(pattern: str, start: int) -> int:
     """The index after the character class opening at ``start``."""
     at = start + 1
     if at < len(pattern) and pattern[at] == "^":
@@ -59,7 +59,7 @@ def split_lookbehinds(pattern: str, verbose: bool = False) -> str:
                 alts[-1] += pattern[pos : pos + 2]
                 pos += 2
             elif c == "[":
-                end = _class_end(pattern, pos)
+                end = class_end(pattern, pos)
                 alts[-1] += pattern[pos:end]
                 pos = end
             elif c == "#" and verbose:

@@ -19,6 +19,7 @@ from typing import Literal, cast, get_args
 from appliance.errors import RuleFileError, UsageError
 from appliance.inspect import transforms
 from appliance.inspect.asn1 import Asn1Check, asn1_holds, parse_asn1
+from appliance.inspect.backrefs import write_backrefs
 from appliance.inspect.classification import CLASSTYPES, DEFAULT_PRIORITY
 from appliance.inspect.fields import (
     FRAG_BITS,
@@ -2348,6 +2349,9 @@ def parse_pcre(value: str) -> tuple[re.Pattern[bytes], str | None, bool, bool]:
             pass
         else:
             raise ValueError(f"flag {c!r} is not supported")
+    verbose = bool(flags & re.VERBOSE) or _PCRE_INLINE_X.search(pattern) is not None
+    if "\\g" in pattern:  # \g{1}, \g{-1}, \g{name} as Python writes them (backrefs.py)
+        pattern = write_backrefs(pattern, verbose)
     if _PCRE_UNSUPPORTED.search(pattern):
         raise ValueError("a PCRE construct Python's re does not run the same way")
     try:
@@ -2357,7 +2361,6 @@ def parse_pcre(value: str) -> tuple[re.Pattern[bytes], str | None, bool, bool]:
             if "look-behind requires fixed-width" not in str(exc):
                 raise
             # alternatives of different widths: one look-behind each (lookbehind.py)
-            verbose = bool(flags & re.VERBOSE) or _PCRE_INLINE_X.search(pattern) is not None
             split = split_lookbehinds(pattern, verbose)
             try:
                 regex = re.compile(split.encode("utf-8", "surrogateescape"), flags)
