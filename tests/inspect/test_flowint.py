@@ -23,7 +23,7 @@ from appliance.inspect.flowint import (
     order,
     parse_flowint,
 )
-from appliance.inspect.rules import Variables, load_rules, parse_rules
+from appliance.inspect.rules import Variables, load_rules, parse_rules, state_order
 from tests.inspect.traffic import engine, frames, http_get, run_cli, sids, write
 
 VARS = Variables.from_networks(None)
@@ -396,3 +396,37 @@ def test_rules_applied_one_after_another_as_the_model_says(
             apply(ops, ints, {}, cap)
         assert ints == expected
         assert len(ints) <= cap and all(0 <= v <= U32 for v in ints.values())
+
+
+def test_the_order_of_stateful_rules_follows_suricata() -> None:
+    rules = "\n".join(
+        [
+            'alert tcp any any -> any any (content:"x"; flowbits:isset,b; sid:1;)',
+            'alert tcp any any -> any any (content:"x"; flowint:n,>,1; sid:2;)',
+            'alert tcp any any -> any any (content:"x"; flowint:n,isset; flowint:n,+,1; sid:3;)',
+            'alert tcp any any -> any any (content:"x"; flowint:n,=,1; sid:4;)',
+            'alert tcp any any -> any any (content:"x"; flowbits:set,b; flowint:n,>,1; sid:5;)',
+            'drop tcp any any -> any any (content:"x"; flowint:n,==,1; sid:6;)',
+            'alert tcp any any -> any any (content:"x"; xbits:set,h,track ip_src; sid:7;)',
+            'alert tcp any any -> any any (content:"x"; flowint:n,=,1; priority:1; sid:8;)',
+        ]
+    )
+    sigs = list(parse_rules(rules, "o.rules", VARS))
+    ordered = [s.sid for s in sorted(sigs, key=state_order)]
+    # drop first; then flowbits setters, flowbits readers, rules without flowbits; within
+    # those flowint assigners, assigners that check, checkers, none; then priority, sid
+    assert ordered == [6, 5, 1, 8, 4, 3, 2, 7]
+
+
+def test_a_drop_rule_checks_before_an_alert_rule_assigns_on_the_same_packet() -> None:
+    rules = "\n".join(
+        [
+            'alert tcp any any -> any any (msg:"set"; content:"x"; flowint:n,=,1; sid:1;)',
+            'drop tcp any any -> any any (msg:"check"; content:"x"; flowint:n,isset; sid:2;)',
+        ]
+    )
+    eng = engine(rules)
+    found = []
+    for ts, data, linktype in frames(session(40000, [b"x1", b"x2"])):
+        found.append(sorted(sids(to_eve(a) for a in eng.process(ts, data, linktype))))
+    assert [f for f in found if f] == [[1], [1, 2]]
