@@ -30,11 +30,13 @@ VARS = Variables.from_networks(None)
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 
 
-def session(cport: int, payloads: list[bytes], client: str = "198.51.100.7") -> list[Any]:
-    """A TCP connection to 10.0.0.80:80 carrying each payload in order, each answered by an
-    empty 200, the sequence numbers as a real stack writes them."""
-    c2s = Ether() / IP(src=client, dst="10.0.0.80")
-    s2c = Ether() / IP(src="10.0.0.80", dst=client)
+def session(
+    cport: int, payloads: list[bytes], client: str = "198.51.100.7", server: str = "10.0.0.80"
+) -> list[Any]:
+    """A TCP connection to port 80 carrying each payload in order, each answered by an empty
+    200, the sequence numbers as a real stack writes them."""
+    c2s = Ether() / IP(src=client, dst=server)
+    s2c = Ether() / IP(src=server, dst=client)
     seq, ack = 1001, 5001
     out = [
         c2s / TCP(sport=cport, dport=80, flags="S", seq=seq - 1),
@@ -49,9 +51,10 @@ def session(cport: int, payloads: list[bytes], client: str = "198.51.100.7") -> 
     return out
 
 
-def alerts(rules: str, *flows: list[Any]) -> list[dict[str, Any]]:
-    """The EVE alerts of the flows, one after the other through one engine."""
-    eng = engine(rules)
+def alerts(rules: str, *flows: list[Any], compiled: bool = True) -> list[dict[str, Any]]:
+    """The EVE alerts of the flows, one after the other through one engine (with the
+    compiled core where it is built, or its Python twin)."""
+    eng = engine(rules, compiled=compiled)
     events: list[dict[str, Any]] = []
     for i, packets in enumerate(flows):
         for ts, data, linktype in frames(packets, t0=1_700_000_000.0 + i):
@@ -74,11 +77,33 @@ COUNT_REQUESTS = "\n".join(
 )
 
 
-def test_a_rule_counts_the_requests_of_a_flow_and_another_alerts_at_the_third() -> None:
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_rule_counts_the_requests_of_a_flow_and_another_alerts_at_the_third(
+    compiled: bool,
+) -> None:
     five = session(40000, [http_get(f"/{i}") for i in range(1, 6)])
-    events = alerts(COUNT_REQUESTS, five)
+    events = alerts(COUNT_REQUESTS, five, compiled=compiled)
     assert sids(events) == [2]
     assert events[0]["http"]["url"] == "/3"
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_rule_of_flowints_alone_counts_every_packet_of_the_flow(compiled: bool) -> None:
+    # no content: checked on each packet (none takes a fast path past it)
+    rules = "\n".join(
+        [
+            'alert tcp any any -> any 80 (msg:"count"; flowint:packets,+,1; noalert; sid:1;)',
+            'alert tcp any any -> any 80 (msg:"fifth"; flowint:packets,==,5; sid:2;)',
+        ]
+    )
+    eng = engine(rules, compiled=compiled)
+    found = []
+    # to the server: the SYN, the handshake's ACK, then a, b, c, d
+    packets = session(40000, [b"a", b"b", b"c", b"d"])
+    for packet, (ts, data, linktype) in zip(packets, frames(packets), strict=True):
+        for alert in eng.process(ts, data, linktype):
+            found.append((to_eve(alert)["alert"]["signature_id"], bytes(packet[TCP].payload)))
+    assert found == [(2, b"c")]
 
 
 def test_each_flow_counts_on_its_own() -> None:
@@ -430,3 +455,29 @@ def test_a_drop_rule_checks_before_an_alert_rule_assigns_on_the_same_packet() ->
     for ts, data, linktype in frames(session(40000, [b"x1", b"x2"])):
         found.append(sorted(sids(to_eve(a) for a in eng.process(ts, data, linktype))))
     assert [f for f in found if f] == [[1], [1, 2]]
+
+
+ET_RULE = (
+    'alert http $HOME_NET any -> $EXTERNAL_NET any (msg:"ET HUNTING HTTP GET Request for '
+    'PSSQLite.zip - Possible Infostealer Activity"; flow:established,to_server; http.method; '
+    'content:"GET"; http.uri; content:"PSSQLite.zip"; fast_pattern; '
+    "xbits:set,ET.infostealer.pattern.1,track ip_src,expire 15; "
+    "xbits:set,ET.infostealer.pattern.2,track ip_pair,expire 15; "
+    "flowint: ET.infostealer.dll.download, +, 1; classtype:suspicious-filename-detect; "
+    "sid:2045602; rev:1; target:src_ip;)"
+)
+
+
+def test_the_et_rule_with_flowint_loads_and_counts() -> None:
+    (sig,) = parse_rules(ET_RULE, "et.rules", VARS)
+    assert sig.flowint == (("ET.infostealer.dll.download", "+", 1),)
+    eng = engine(ET_RULE)
+    found = []
+    requests = [http_get("/x/PSSQLite.zip"), http_get("/y/PSSQLite.zip")]
+    packets = session(40000, requests, client="10.0.0.7", server="203.0.113.5")
+    for ts, data, linktype in frames(packets):
+        found.extend(sids(to_eve(a) for a in eng.process(ts, data, linktype)))
+    assert found == [2045602, 2045602]
+    (flow,) = eng.flows.flows.values()
+    assert isinstance(flow.bits, FlowVars)
+    assert flow.bits.ints == {"ET.infostealer.dll.download": 2}
