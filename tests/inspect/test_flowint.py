@@ -28,6 +28,7 @@ from tests.inspect.traffic import engine, frames, http_get, run_cli, sids, write
 
 VARS = Variables.from_networks(None)
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+MAC_C, MAC_S = "02:00:00:00:00:01", "02:00:00:00:00:02"  # given: scapy looks up no address
 
 
 def session(
@@ -35,8 +36,8 @@ def session(
 ) -> list[Any]:
     """A TCP connection to port 80 carrying each payload in order, each answered by an empty
     200, the sequence numbers as a real stack writes them."""
-    c2s = Ether() / IP(src=client, dst=server)
-    s2c = Ether() / IP(src=server, dst=client)
+    c2s = Ether(src=MAC_C, dst=MAC_S) / IP(src=client, dst=server)
+    s2c = Ether(src=MAC_S, dst=MAC_C) / IP(src=server, dst=client)
     seq, ack = 1001, 5001
     out = [
         c2s / TCP(sport=cport, dport=80, flags="S", seq=seq - 1),

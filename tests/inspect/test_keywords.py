@@ -408,8 +408,8 @@ def test_byte_extract_in_traffic() -> None:
         'alert tcp any any -> any 9000 (msg:"len"; flow:established,to_server; content:"LEN"; '
         'byte_extract:2,0,len,relative; content:"END"; distance:len; within:3; sid:1;)\n'
     )
-    good = tcp_session("10.0.0.1", "192.0.2.9", 40000, 9000, [b"LEN\x00\x02xxEND"])
-    bad = tcp_session("10.0.0.1", "192.0.2.9", 40001, 9000, [b"LEN\x00\x01xxEND"])
+    good = tcp_session("10.0.0.1", "203.0.113.9", 40000, 9000, [b"LEN\x00\x02xxEND"])
+    bad = tcp_session("10.0.0.1", "203.0.113.9", 40001, 9000, [b"LEN\x00\x01xxEND"])
     assert sids(inspect(good, ruleset)) == [1]
     assert sids(inspect(bad, ruleset)) == []
 
@@ -498,7 +498,7 @@ def test_request_line_response_line_and_start_in_traffic() -> None:
     )
     packets = tcp_session(
         "10.0.0.1",
-        "192.0.2.9",
+        "203.0.113.9",
         40000,
         80,
         [http_get("/index.php?id=1")],
