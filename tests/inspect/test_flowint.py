@@ -409,7 +409,7 @@ def model(ops: list[Flowint], ints: dict[str, int], cap: int) -> tuple[bool, dic
     return True, state
 
 
-@settings(max_examples=300, deadline=None, derandomize=True)
+@settings(max_examples=150, deadline=None, derandomize=True)
 @given(st.lists(st.lists(OPS, max_size=5), max_size=8), st.integers(1, 3))
 def test_rules_applied_one_after_another_as_the_model_says(
     rules: list[list[Flowint]], cap: int

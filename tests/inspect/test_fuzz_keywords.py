@@ -185,7 +185,7 @@ def tcp_packet(sport: int, flags: int, payload: bytes) -> bytes:
     return ipv4(6, tcp)
 
 
-@SEEDED
+@settings(SEEDED, max_examples=150)  # each example builds an engine
 @given(
     st.lists(st.lists(FLOWINT, min_size=1, max_size=4), min_size=1, max_size=6),
     st.lists(st.tuples(st.sampled_from([1000, 1001]), st.binary(max_size=8)), max_size=12),

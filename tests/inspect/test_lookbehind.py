@@ -64,7 +64,7 @@ def reference(text: str, alts: list[tuple[str, int]], negated: bool, then: str) 
     return False
 
 
-@settings(max_examples=300, deadline=None, derandomize=True)
+@settings(max_examples=150, deadline=None, derandomize=True)
 @given(
     TEXT,
     st.lists(st.sampled_from(ALTERNATIVES), min_size=2, max_size=4, unique=True),
