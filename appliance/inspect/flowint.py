@@ -70,10 +70,9 @@ def parse_flowint(value: str) -> Flowint:
         raise ValueError(f"flowint: {modifier} needs a value")
     text = parts[2]
     if text.isdigit() and text.isascii():
-        number = int(text)
-        if number > U32:
-            raise ValueError(f"flowint: {number} is out of range 0..{U32}")
-        return (name, modifier, number)
+        if len(text) > 10 or int(text) > U32:
+            raise ValueError(f"flowint: {text[:12]} is out of range 0..{U32}")
+        return (name, modifier, int(text))
     if not _NAME.fullmatch(text):
         raise ValueError(f"flowint: value {text!r} is neither a number nor a flowint's name")
     return (name, modifier, text)
