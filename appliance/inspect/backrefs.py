@@ -58,6 +58,8 @@ def _reference(found: re.Match[str], groups: int) -> str | None:
     text = found.group(1) or found.group(2)
     if not text[0].isdigit() and text[0] != "-":
         return f"(?P={text})"
+    if len(text) > 4:
+        return None  # past 99 however it is counted
     number = int(text)
     if number < 0:
         number = groups + 1 + number  # -1: the group opened last

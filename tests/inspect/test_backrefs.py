@@ -32,6 +32,7 @@ from appliance.inspect.rules import parse_pcre
         (r"(a)\g{0}", r"(a)\g{0}"),
         (r"(a)\g{-2}", r"(a)\g{-2}"),  # before the first group
         (r"(a)\g{100}", r"(a)\g{100}"),
+        ("(a)\\g" + "9" * 5000, "(a)\\g" + "9" * 5000),
     ],
 )
 def test_written(pattern: str, written: str) -> None:
