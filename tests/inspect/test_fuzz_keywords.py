@@ -59,6 +59,8 @@ VALUES = st.sampled_from(
         "offset 2, mode rfc2045",
         "mode strict",
         '"(a+)b"',
+        '"/(?<!ab|c)x/i"',
+        '"/(a)(?<=a|bc)\\g{-1}/"',
         "n,+,1",
         "n, >=, m",
         "n,isnotset",
