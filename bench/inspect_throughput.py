@@ -9,11 +9,11 @@ app-layer parsing, the shipped signatures (profiles/rules/edge.rules) and all fo
 
     .venv/bin/python bench/inspect_throughput.py [--packets 200000] [--runs 3]
         [--scapy-every N] [--pcap FILE] [--rules FILE]... [--flood] [--cpu] [--breakdown]
-        [--profile N]
+        [--profile N] [--python-scans]
 
 With the compiled fast path built (setup.py), the engine runs twice a round: with it
-("engine") and with its pure-Python twin ("twin", ``compiled=False``); the environment's
-``APPLIANCE_INSPECT_CORE=python`` leaves only the twin.
+("engine") and with its pure-Python twin ("twin", ``compiled=False``, the prefilters'
+Python scans); the environment's ``APPLIANCE_INSPECT_CORE=python`` leaves only the twin.
 
 ``--cpu`` times each loop by the process's CPU time instead of the wall clock. ``--rules``
 adds rule files to the shipped ones (loaded as the daemon does: a rule the engine
@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from appliance.inspect import core
 from appliance.inspect.engine import InspectionEngine
 from appliance.inspect.pcap import read_capture, write_pcap
+from appliance.inspect.prefilter import TwinPrefilter
 from appliance.inspect.rules import Variables, load_rules
 from appliance.lab.mix import Frame, Mix, flood, make_engine
 from appliance.model.values import parse_network
@@ -59,19 +60,25 @@ EXTRA_RULES: list[str] = []
 CLOCK = [time.perf_counter]
 
 
-def bench_engine(compiled: bool = True) -> InspectionEngine:
+def bench_engine(compiled: bool = True, scanner: bool = True) -> InspectionEngine:
     """The lab's engine (shipped rules, all four detectors), plus ``--rules`` files; with the
-    compiled fast path if built (``compiled``), else its Python twin."""
+    compiled fast path if built (``compiled``), else its Python twin; ``scanner`` False: the
+    compiled fast path with the prefilters' Python scans."""
     engine = make_engine()
     signatures = list(engine.config.signatures)
     if EXTRA_RULES:
         variables = Variables.from_networks([parse_network("10.0.0.0/8")])
         signatures += load_rules(EXTRA_RULES, variables).signatures
-    return InspectionEngine(replace(engine.config, signatures=signatures, compiled=compiled))
+    bench = InspectionEngine(replace(engine.config, signatures=signatures, compiled=compiled))
+    if not compiled or not scanner:
+        bench.matcher._prefilter = TwinPrefilter  # the prefilters' Python scans
+    return bench
 
 
-def run_engine(frames: list[Frame], compiled: bool = True) -> tuple[float, int, int]:
-    engine = bench_engine(compiled)
+def run_engine(
+    frames: list[Frame], compiled: bool = True, scanner: bool = True
+) -> tuple[float, int, int]:
+    engine = bench_engine(compiled, scanner)
     process = engine.process
     alerts = 0
     started = CLOCK[0]()
@@ -197,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", type=int, default=0, metavar="N", help="also profile the engine (top N)"
     )
+    parser.add_argument(
+        "--python-scans",
+        action="store_true",
+        help="also the compiled fast path with the prefilters' Python scans (TwinPrefilter)",
+    )
     args = parser.parse_args(argv)
     EXTRA_RULES[:] = args.rules
     if args.cpu:
@@ -222,7 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.scapy_every > 1:
         scapy_frames = frames[:: args.scapy_every]
     # rounds interleave the contenders, so that a busy machine slows them alike
-    times: dict[str, list[float]] = {"engine": [], "twin": [], "dpkt": [], "scapy": []}
+    times: dict[str, list[float]] = {
+        "engine": [],
+        "twin": [],
+        "python scans": [],
+        "dpkt": [],
+        "scapy": [],
+    }
     alerting = fast = 0
     compiled = bench_engine()._core is not None
     print(f"compiled fast path: {'yes' if compiled else 'no (' + core.ENV + ' or not built)'}")
@@ -233,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
             elapsed, twin_alerting, _ = run_engine(frames, compiled=False)
             times["twin"].append(elapsed)
             assert twin_alerting == alerting
+            if args.python_scans:
+                elapsed, scans_alerting, _ = run_engine(frames, scanner=False)
+                times["python scans"].append(elapsed)
+                assert scans_alerting == alerting
         times["dpkt"].append(run_dpkt(frames)[0])
         times["scapy"].append(run_scapy(scapy_frames)[0])
     engine_pps = len(frames) / min(times["engine"])
@@ -257,6 +279,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"ratio twin/dpkt    {twin_pps / dpkt_pps:8.2f}x")
         print(f"ratio engine/twin  {engine_pps / twin_pps:8.2f}x")
+        if times["python scans"]:
+            scans_pps = len(frames) / min(times["python scans"])
+            print(
+                f"python scans{scans_pps:12,.0f} packets/s  (best "
+                f"{min(times['python scans']):.2f}s; the compiled fast path, the prefilters' "
+                f"Python scans)"
+            )
+            print(f"ratio scans/dpkt   {scans_pps / dpkt_pps:8.2f}x")
+            print(f"ratio engine/scans {engine_pps / scans_pps:8.2f}x")
     print(f"ratio dpkt/scapy   {dpkt_pps / scapy_pps:8.1f}x")
     if args.breakdown:
         breakdown(frames)

@@ -491,9 +491,10 @@ twin:
  *
  * The patterns are an Aho-Corasick automaton whose states are numbered breadth first, so a
  * state's children are consecutive states: a state holds its first child, its number of
- * children, the byte that leads to it, its failure state and the nearest state on its
- * failure chain where a pattern ends (19 bytes a state; the root's 256 transitions a
- * table). While the automaton is at its root, the scan skips every position whose two
+ * children, the byte that leads to it, its failure state, the nearest state on its
+ * failure chain where a pattern ends, and the last step taken from it with its byte (a run
+ * of one byte then costs one comparison a byte): 24 bytes a state, the root's 256
+ * transitions a table. While the automaton is at its root, the scan skips every position whose two
  * bytes start no pattern, read in a bitmap of the patterns' first two bytes (hashed into
  * 512 to 65,536 bits, by the number of patterns). A pattern found is marked with the
  * scan's number: the output chain of a state is followed until a pattern found before
@@ -508,6 +509,11 @@ twin:
  * the last buffer scanned and whether nothing was found, for none_in(data). */
 
 #define JOINED_MAX 4096
+/* Up to this many patterns, each with a byte that case folding leaves alone, are looked for
+ * one by one with memchr on their least common such byte (a single pattern over a kilobyte
+ * of binary payload: no byte of it to look at twice), as long as what is compared stays
+ * within twice the buffer; past that, the automaton scans the buffer. */
+#define FEW 8
 
 typedef struct {
     PyObject_HEAD
@@ -520,10 +526,14 @@ typedef struct {
     int32_t *fail;      /* a state's failure state */
     int32_t *out;       /* the first pattern ending at a state, -1 */
     int32_t *link;      /* the nearest state down a state's failure chain with out, 0 */
+    int32_t *next;      /* a state's last step taken (failures followed), -1: none yet */
+    uint8_t *on;        /* the byte of that step */
     int32_t *same;      /* a pattern's next of the same bytes, -1 */
     uint32_t *stamp;    /* the scan that last found a pattern */
     int32_t *found;     /* the patterns found by the scan going on */
     uint8_t *pairs;     /* the bitmap of first two bytes (hashed) */
+    uint8_t *few;       /* up to FEW patterns, each with a byte to look for: their bytes */
+    int32_t few_start[FEW], few_size[FEW], few_anchor[FEW];
     uint32_t pair_shift;
     uint32_t scans;
     int32_t root[256];
@@ -555,8 +565,8 @@ static inline int32_t child_of(const Patterns *pt, int32_t state, uint8_t byte)
     return at == NULL ? -1 : first + (int32_t)(at - (pt->label + first));
 }
 
-/* The state after byte from state. */
-static inline int32_t step(const Patterns *pt, int32_t state, uint8_t byte)
+/* The state after byte from state, failures followed. */
+static inline int32_t step_slow(const Patterns *pt, int32_t state, uint8_t byte)
 {
     for (;;) {
         int32_t next;
@@ -567,6 +577,19 @@ static inline int32_t step(const Patterns *pt, int32_t state, uint8_t byte)
             return next;
         state = pt->fail[state];
     }
+}
+
+/* step_slow, its last answer kept by each state (a run of one byte, as a payload of zeros,
+ * keeps the automaton in one state: one comparison a byte). */
+static inline int32_t step(Patterns *pt, int32_t state, uint8_t byte)
+{
+    int32_t next = pt->next[state];
+    if (next >= 0 && pt->on[state] == byte)
+        return next;
+    next = step_slow(pt, state, byte);
+    pt->next[state] = next;
+    pt->on[state] = byte;
+    return next;
 }
 
 /* The patterns ending at state not found yet in this scan, marked and listed. */
@@ -588,14 +611,65 @@ static inline void report(Patterns *pt, int32_t state, int32_t *nfound)
 
 /* The number of distinct patterns in data[0:size], listed in pt->found (unsorted); with
  * any, it stops at the first. */
+static inline void next_scan(Patterns *pt)
+{
+    if (++pt->scans == 0) { /* wrapped: no stamp may look current */
+        memset(pt->stamp, 0, sizeof(uint32_t) * (size_t)pt->count);
+        pt->scans = 1;
+    }
+}
+
+/* patterns_run for FEW patterns or fewer, each looked for on its own: the number found, or
+ * -1 when the bytes compared passed twice the buffer's (nothing kept of it). */
+static int32_t few_run(Patterns *pt, const uint8_t *data, Py_ssize_t size, int any)
+{
+    const uint8_t *map = pt->fold ? fold_map : same_map;
+    Py_ssize_t budget = 2 * size + 256;
+    int32_t nfound = 0, p, q;
+    for (p = 0; p < pt->count; p++) {
+        const uint8_t *bytes = pt->few + pt->few_start[p];
+        Py_ssize_t length = pt->few_size[p], anchor = pt->few_anchor[p], at = anchor;
+        if (pt->stamp[p] == pt->scans)
+            continue; /* (a pattern of the same bytes) */
+        while (at + length - anchor <= size) {
+            Py_ssize_t last = size - length + anchor, start, j = 0; /* the last place */
+            const uint8_t *hit = memchr(data + at, bytes[anchor], (size_t)(last + 1 - at));
+            if (hit == NULL)
+                break;
+            at = hit - data;
+            start = at - anchor;
+            while (j < length && map[data[start + j]] == bytes[j])
+                j++;
+            budget -= j + 1;
+            if (j == length) {
+                for (q = p; q >= 0; q = pt->same[q]) {
+                    pt->stamp[q] = pt->scans;
+                    pt->found[nfound++] = q;
+                }
+                break;
+            }
+            if (budget < 0)
+                return -1;
+            at++;
+        }
+        if (nfound && any)
+            break;
+    }
+    return nfound;
+}
+
 static int32_t patterns_run(Patterns *pt, const uint8_t *data, Py_ssize_t size, int any)
 {
     const uint8_t *map = pt->fold ? fold_map : same_map;
     int32_t nfound = 0, state = 0, p;
     Py_ssize_t i = 0;
-    if (++pt->scans == 0) { /* wrapped: no stamp may look current */
-        memset(pt->stamp, 0, sizeof(uint32_t) * (size_t)pt->count);
-        pt->scans = 1;
+    next_scan(pt);
+    if (pt->few != NULL) {
+        nfound = few_run(pt, data, size, any);
+        if (nfound >= 0)
+            return nfound;
+        next_scan(pt); /* (the automaton from the start, nothing marked) */
+        nfound = 0;
     }
     for (p = pt->out[0]; p >= 0; p = pt->same[p]) { /* the empty pattern: in every buffer */
         pt->stamp[p] = pt->scans;
@@ -767,13 +841,17 @@ static void patterns_free(Patterns *pt)
     PyMem_Free(pt->fail);
     PyMem_Free(pt->out);
     PyMem_Free(pt->link);
+    PyMem_Free(pt->next);
+    PyMem_Free(pt->on);
     PyMem_Free(pt->same);
     PyMem_Free(pt->stamp);
     PyMem_Free(pt->found);
     PyMem_Free(pt->pairs);
-    pt->first = pt->fail = pt->out = pt->link = pt->same = pt->found = NULL;
+    PyMem_Free(pt->few);
+    pt->few = NULL;
+    pt->first = pt->fail = pt->out = pt->link = pt->same = pt->found = pt->next = NULL;
     pt->children = NULL;
-    pt->label = pt->pairs = NULL;
+    pt->label = pt->pairs = pt->on = NULL;
     pt->stamp = NULL;
     pt->count = pt->states = 0;
 }
@@ -796,6 +874,27 @@ static int text_order(const void *a, const void *b)
     return (x->index > y->index) - (x->index < y->index);
 }
 
+/* How common a byte is in traffic, for the byte a pattern is looked for by (the lower the
+ * rarer); 1000: not to be looked for (a letter while folding: two bytes match it). */
+static int byte_rank(uint8_t byte, int fold)
+{
+    if ((byte >= 'a' && byte <= 'z') || (byte >= 'A' && byte <= 'Z'))
+        return fold ? 1000 : 40;
+    if (byte == 0x00)
+        return 100;
+    if (byte == 0xff || byte == ' ')
+        return 60;
+    if (byte == '\r' || byte == '\n' || byte < 0x09)
+        return 45;
+    if (byte >= '0' && byte <= '9')
+        return 35;
+    if (byte == '/' || byte == '.' || byte == ':' || byte == '=' || byte == '-')
+        return 30;
+    if (byte >= 0x80)
+        return 10;
+    return 20;
+}
+
 /* The automaton over the (folded) patterns: a trie built breadth first from the sorted
  * patterns (a state is a run of them sharing its prefix), then the failure links. */
 static int patterns_build(Patterns *pt, PatternText *texts, int32_t count, Py_ssize_t total)
@@ -815,6 +914,8 @@ static int patterns_build(Patterns *pt, PatternText *texts, int32_t count, Py_ss
     pt->fail = PyMem_Calloc((size_t)most, sizeof(int32_t));
     pt->out = PyMem_Malloc((size_t)most * sizeof(int32_t));
     pt->link = PyMem_Calloc((size_t)most, sizeof(int32_t));
+    pt->next = PyMem_Malloc((size_t)most * sizeof(int32_t));
+    pt->on = PyMem_Calloc((size_t)most, 1);
     pt->same = PyMem_Malloc((size_t)(count ? count : 1) * sizeof(int32_t));
     pt->stamp = PyMem_Calloc((size_t)(count ? count : 1), sizeof(uint32_t));
     pt->found = PyMem_Malloc((size_t)(count ? count : 1) * sizeof(int32_t));
@@ -825,11 +926,13 @@ static int patterns_build(Patterns *pt, PatternText *texts, int32_t count, Py_ss
         pairs_bits <<= 1;
     pt->pairs = PyMem_Calloc((size_t)pairs_bits / 8, 1);
     if (pt->first == NULL || pt->children == NULL || pt->label == NULL || pt->fail == NULL
-        || pt->out == NULL || pt->link == NULL || pt->same == NULL || pt->stamp == NULL
+        || pt->out == NULL || pt->link == NULL || pt->next == NULL || pt->on == NULL
+        || pt->same == NULL || pt->stamp == NULL
         || pt->found == NULL || lo == NULL || hi == NULL || depth == NULL || pt->pairs == NULL) {
         PyErr_NoMemory();
         goto done;
     }
+    memset(pt->next, 0xff, (size_t)most * sizeof(int32_t)); /* -1: no step kept */
     pt->pair_shift = 0;
     while ((65536u >> pt->pair_shift) > (uint32_t)pairs_bits)
         pt->pair_shift++;
@@ -872,7 +975,7 @@ static int patterns_build(Patterns *pt, PatternText *texts, int32_t count, Py_ss
     for (s = 0; s < states; s++) { /* breadth first: a child's failure from its parent's */
         int32_t c;
         for (c = pt->first[s]; c < pt->first[s] + pt->children[s]; c++) {
-            int32_t f = s == 0 ? 0 : step(pt, pt->fail[s], pt->label[c]);
+            int32_t f = s == 0 ? 0 : step_slow(pt, pt->fail[s], pt->label[c]);
             pt->fail[c] = f;
             pt->link[c] = f == 0 ? 0 : pt->out[f] >= 0 ? f : pt->link[f];
         }
@@ -890,10 +993,39 @@ static int patterns_build(Patterns *pt, PatternText *texts, int32_t count, Py_ss
             }
         }
     }
+    if (count <= FEW && total <= 4096) { /* each pattern's byte to look for */
+        int32_t anchors[FEW], j;
+        Py_ssize_t at = 0;
+        for (k = 0; k < count; k++) {
+            const PatternText *t = &texts[k];
+            int best = -1, rank = 1000;
+            for (j = 0; j < t->size; j++) {
+                int r = byte_rank(t->bytes[j], pt->fold);
+                if (r < rank) {
+                    rank = r;
+                    best = j;
+                }
+            }
+            if (best < 0)
+                break; /* the empty pattern, or letters only while folding */
+            anchors[k] = best;
+        }
+        if (k == count && (pt->few = PyMem_Malloc((size_t)(total ? total : 1))) != NULL) {
+            for (k = 0; k < count; k++) { /* by index, as few_run reads them */
+                const PatternText *t = &texts[k];
+                int32_t index = t->index;
+                memcpy(pt->few + at, t->bytes, (size_t)t->size);
+                pt->few_start[index] = (int32_t)at;
+                pt->few_size[index] = (int32_t)t->size;
+                pt->few_anchor[index] = anchors[k];
+                at += t->size;
+            }
+        }
+    }
     pt->count = count;
-    need = (Py_ssize_t)states * (3 * sizeof(int32_t) + sizeof(uint16_t) + 1 + sizeof(int32_t))
+    need = (Py_ssize_t)states * (5 * sizeof(int32_t) + sizeof(uint16_t) + 2)
          + (Py_ssize_t)count * 3 * sizeof(int32_t) + pairs_bits / 8 + sizeof(pt->root);
-    pt->memory = need;
+    pt->memory = need + (pt->few != NULL ? total : 0);
     result = 0;
     /* the trie's arrays shrunk to the states made */
     if (states < most) {
@@ -908,6 +1040,8 @@ static int patterns_build(Patterns *pt, PatternText *texts, int32_t count, Py_ss
         SHRINK(fail, int32_t)
         SHRINK(out, int32_t)
         SHRINK(link, int32_t)
+        SHRINK(next, int32_t)
+        SHRINK(on, uint8_t)
 #undef SHRINK
     }
 done:

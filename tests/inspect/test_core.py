@@ -1357,6 +1357,14 @@ def test_patterns_worst_cases() -> None:
     assert kinds([b""], False).scan(b"") == (0,)
     assert kinds([], True).scan(b"abc") is None
     assert kinds([b"ab", b"ab"], True).scan(b"xAB") == (0, 1)
+    # a few patterns are looked for one by one: past twice the buffer's bytes compared
+    # (each place of the byte looked for nearly a match), the automaton takes the buffer
+    near = b"\x01" + b"\x00" * 99
+    twice = [b"\x01" + b"\x00" * 100 + b"\x01", b"never"]
+    assert kinds(twice, True).scan(near * 600) is None
+    assert kinds(twice, True).scan(near * 600 + b"\x00\x01") == (0,)
+    assert kinds(twice, False).scan(near * 600 + b"\x00\x01NEVER") == (0,)
+    assert kinds(twice, True).scan(near * 600 + b"\x00\x01NEVER") == (0, 1)
     big = kinds([b"needle"], True)
     assert big.memory < 2048 and big.states == 7
 
