@@ -106,3 +106,29 @@ def test_mutated_captures_through_every_entry_point() -> None:
             parsed_alike(batch)
             sni_alike(batch)
             http_alike(batch)
+
+
+def test_the_scanner_over_mutated_payloads() -> None:
+    """The compiled multi-pattern scanner against ``pattern in data.lower()``: patterns cut
+    from the payloads (a few, or hundreds sharing their first bytes), over the payloads
+    damaged, at any offset."""
+    from .test_core import found_by_find, patterns_type
+
+    corpus = corpus_frames()
+    for round_ in range(ROUNDS):
+        rng = random.Random(round_)
+        payloads = payloads_of(Mix(seed=2000 + round_).build(1_000)) + payloads_of(corpus)
+        payloads = [p for p in payloads if p]
+        for count in (1, 3, 8, 9, 40, 400):
+            patterns = []
+            for _ in range(count):
+                source = rng.choice(payloads)
+                at = rng.randrange(len(source))
+                patterns.append(source[at : at + rng.randrange(1, 24)])
+            fold = rng.random() < 0.5
+            scanner = patterns_type()(patterns, fold)
+            for data in rng.sample(payloads, min(60, len(payloads))):
+                data = damage(data, rng)
+                start = rng.randrange(len(data) + 1)
+                want = found_by_find(patterns, data[start:], fold)
+                assert scanner.scan(data, start) == want
