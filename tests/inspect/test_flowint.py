@@ -221,6 +221,8 @@ def test_every_modifier() -> None:
     assert ints == {"a": 5, "b": 3}  # "-" on an unset variable leaves it unset
     apply([("a", "+", 2), ("b", "-", 1), ("c", "=", "a")], ints)
     assert ints == {"a": 7, "b": 2, "c": 7}
+    apply([("d", "=", "unset"), ("e", "+", "unset")], ints)  # an unset value reads as 0
+    assert ints.pop("d") == 0 and ints.pop("e") == 0
     cases: list[tuple[Flowint, bool]] = [
         (("a", "==", 7), True),
         (("a", "==", "c"), True),
