@@ -8,6 +8,7 @@ privileged test that cannot run is a failure.
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import shutil
 import subprocess
@@ -43,6 +44,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.usefixtures("_privileged_test_in_ci"))
             else:
                 item.add_marker(pytest.mark.skip(reason="needs root (runs in CI as root)"))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What collection made (the modules, the test items) lives for the whole run: it is
+    kept out of the garbage collector's passes, so that a full collection (the daemon runs
+    one at each policy load, to give memory back) looks only at what the tests make. In
+    the whole run that was 0.1 to 0.2 s a collection."""
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture
