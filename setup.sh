@@ -61,38 +61,33 @@ install_dev_tools() {
 
 run_tests() {
     install_dev_tools
-    local guests=0
+    local guests=0 host=0 guest=0
     if [ -x qemu/ci.sh ] && [ "${APPLIANCE_SKIP_GUEST:-0}" != 1 ]; then
         guests=1
         read -r -a arches <<< "${GUEST_ARCHES:-amd64 arm64}"
-        log "guest images: host packages, then building ${arches[*]} in the background"
+        log "guest tests (QEMU: ${arches[*]}) in the background at low priority: qemu/out/ci.log"
         qemu/ci.sh --deps-only
-        # The guest roots (arm64 under emulation takes minutes) build at low priority while
-        # the host tests run; qemu/ci.sh then finds them built and only adds the checkout.
+        # The host tests keep one core busy at most: the guests (their builds, arm64's under
+        # emulation, the firmware's test images, then their tests) take what is left, and
+        # whatever of them is still to do when the host tests end goes on at full speed.
         mkdir -p qemu/out
-        # shellcheck disable=SC2016  # $@ expands in the child shell
-        # The firmware image's Debian root (arm64) is staged there too.
-        setsid nice -n 19 bash -c 'for arch in "$@"; do qemu/build-image.sh "$arch" --quiet || exit 1; done
-            case " $* " in *" arm64 "*) firmware/build.sh --root-only ;; esac' \
-            prebuild "${arches[@]}" > qemu/out/prebuild.log 2>&1 &
-        PREBUILD=$!
-        trap '[ -n "${PREBUILD:-}" ] && kill -- "-$PREBUILD" 2>/dev/null' EXIT
+        GUEST_ARCHES="${arches[*]}" setsid nice -n 19 qemu/ci.sh > qemu/out/ci.log 2>&1 &
+        GUESTS=$!
+        trap '[ -n "${GUESTS:-}" ] && kill -- "-$GUESTS" 2>/dev/null' EXIT
     fi
     log "ruff"
     .venv/bin/ruff check appliance tests bench
     log "mypy"
     .venv/bin/mypy
-    log "pytest (host; the guest-marked tests run in the QEMU guests below)"
-    .venv/bin/python -m pytest -q -p no:cacheprovider -m "not guest and not qemu" "$@"
+    log "pytest (host; the guest-marked tests run in the QEMU guests)"
+    .venv/bin/python -m pytest -q -p no:cacheprovider -m "not guest and not qemu" "$@" || host=$?
     if [ "$guests" = 1 ]; then
-        log "waiting for the guest images"
-        if ! wait "$PREBUILD"; then
-            tail -n 30 qemu/out/prebuild.log >&2
-        fi
-        PREBUILD=""
-        log "guest tests (QEMU: ${arches[*]})"
-        GUEST_ARCHES="${arches[*]}" qemu/ci.sh
+        log "guest tests (QEMU: ${arches[*]}): qemu/ci.sh, from its start"
+        tail -n +1 -f --pid="$GUESTS" qemu/out/ci.log
+        wait "$GUESTS" || guest=$?
+        GUESTS=""
     fi
+    [ "$host" = 0 ] && [ "$guest" = 0 ]
 }
 
 install_system

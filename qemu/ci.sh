@@ -71,16 +71,38 @@ declare -A BUILD_PID BUILD_START
 stop_builds() {
     local pid
     for pid in "${BUILD_PID[@]}"; do
+        # The build's own process (build-image.sh or firmware/test.sh) cleans up on TERM.
+        pkill -TERM -P "$pid" 2> /dev/null
         kill -TERM "$pid" 2> /dev/null && wait "$pid" 2> /dev/null
     done
 }
 trap stop_builds EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+# The arm64 firmware image's test images (firmware/test.sh --build-only: the image and
+# its update slots, from this checkout) follow the arm64 guest's build, not at the same
+# time: each registers the qemu-aarch64 handler for its build only. Built here, they are
+# off the path of tests/firmware/test_boot.py, which would otherwise build them itself.
+FIRMWARE_TEST=$HERE/../firmware/test.sh
+firmware_images() {
+    local start rc
+    start=$(now)
+    "$FIRMWARE_TEST" --build-only > "$HERE/out/arm64/firmware-build.log" 2>&1
+    rc=$?
+    printf '%-28s %5ss  %s\n' "arm64: firmware test images" "$(( $(now) - start ))" \
+        "$([ "$rc" = 0 ] && echo ok || echo "FAILED (status $rc; the boot test builds them again)")" \
+        > "$HERE/out/arm64/firmware-build.summary"
+    return 0
+}
+build_guest() { # build_guest ARCH: the guest, then for arm64 the firmware's test images
+    "$HERE/build-image.sh" "$1" --quiet || return
+    rm -f "$HERE/out/$1/firmware-build.summary"
+    if [ "$1" = arm64 ] && [ -x "$FIRMWARE_TEST" ]; then firmware_images; fi
+}
 for arch in "${ARCHES[@]:1}"; do
     echo "=== ci.sh: $arch: build guest (in the background)"
     BUILD_START[$arch]=$(now)
-    "$HERE/build-image.sh" "$arch" --quiet &
+    build_guest "$arch" &
     BUILD_PID[$arch]=$!
 done
 # shellcheck disable=SC2317  # called through step
@@ -94,7 +116,7 @@ for arch in "${ARCHES[@]}"; do
         SUMMARY+=("$(printf '%-28s %5ss  %s' "$arch: build guest" \
             "$(( $(now) - BUILD_START[$arch] ))" "$([ "$rc" = 0 ] && echo ok || echo "FAILED (status $rc)")")")
     else
-        step "$arch: build guest" "$HERE/build-image.sh" "$arch" --quiet
+        step "$arch: build guest" build_guest "$arch"
         rc=$?
     fi
     if [ "$rc" != 0 ]; then
@@ -103,6 +125,10 @@ for arch in "${ARCHES[@]}"; do
         continue
     fi
     grep -h '^\[' "$HERE/out/$arch/build.log" | sed "s/^/ci.sh: $arch build /"
+    if [ -e "$HERE/out/$arch/firmware-build.summary" ]; then
+        SUMMARY+=("$(cat "$HERE/out/$arch/firmware-build.summary")")
+        grep -h '^\[' "$HERE/out/$arch/firmware-build.log" | sed "s/^/ci.sh: $arch firmware /"
+    fi
     step "$arch: guest tests" env GUEST_IMAGE_CURRENT=1 "$HERE/test-guest.sh" "$arch" -q -rfEs || status=1
     # Written by tests/guest/test_systemd.py: boot to READY, RSS, watchdog restart.
     sed "s/^/ci.sh: $arch systemd: /" "$HERE/out/$arch/systemd-figures.txt" 2> /dev/null || true
