@@ -246,6 +246,11 @@ def _flowbits(
         flowbits_apply(sig.flowbits, bits)
         if sig.flowint:
             flowint.apply(sig.flowint, bits.ints, errors)
+        if sig.action == "pass":
+            # a pass rule ends the packet's inspection: no later rule sets anything, and
+            # kept in the list (``noalert`` or not) it keeps every other rule from alerting
+            alerting.append(sig)
+            break
         if not sig.noalert:
             alerting.append(sig)
     if bits or bits.ints:

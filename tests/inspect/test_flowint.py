@@ -461,6 +461,21 @@ def test_a_drop_rule_checks_before_an_alert_rule_assigns_on_the_same_packet() ->
     assert [f for f in found if f] == [[1], [1, 2]]
 
 
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_pass_rule_ends_the_packet_no_later_rule_sets_state(compiled: bool) -> None:
+    setters = [
+        'alert tcp any any -> any any (content:"x"; flowbits:set,b; flowint:n,+,1; noalert; '
+        "sid:1;)",
+        'alert tcp any any -> any any (msg:"bit"; content:"y"; flowbits:isset,b; sid:2;)',
+        'alert tcp any any -> any any (msg:"count"; content:"y"; flowint:n,isset; sid:3;)',
+    ]
+    passing = 'pass tcp any any -> any any (content:"x"; flowbits:set,p; noalert; sid:4;)'
+    flow = session(40010, [b"x1", b"y1"])
+    assert sorted(sids(alerts("\n".join(setters), flow, compiled=compiled))) == [2, 3]
+    # the pass rule matches the first request: the setter is not run, nothing is set
+    assert alerts("\n".join([*setters, passing]), flow, compiled=compiled) == []
+
+
 ET_RULE = (
     'alert http $HOME_NET any -> $EXTERNAL_NET any (msg:"ET HUNTING HTTP GET Request for '
     'PSSQLite.zip - Possible Infostealer Activity"; flow:established,to_server; http.method; '
