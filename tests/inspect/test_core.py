@@ -1306,7 +1306,7 @@ _pattern_bytes = st.one_of(
 )
 
 
-@settings(max_examples=400 * MORE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150 * MORE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     patterns=st.lists(_pattern_bytes, max_size=40),
     pieces=st.lists(st.one_of(_pattern_bytes, st.binary(max_size=40)), max_size=12),
@@ -1327,7 +1327,7 @@ def test_patterns_scan_as_in(
     assert len(scanner) == len(patterns)
 
 
-@settings(max_examples=100 * MORE, deadline=None)
+@settings(max_examples=20 * MORE, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), count=st.integers(1, 3000), fold=st.booleans())
 def test_patterns_many_over_long_buffers(seed: int, count: int, fold: bool) -> None:
     """Many patterns, with shared prefixes, over buffers up to 64 KiB made of them."""

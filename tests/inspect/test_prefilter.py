@@ -144,7 +144,7 @@ def test_generated_payloads_alert_alike(
     _same_alerts(frames)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(data=st.lists(st.one_of(st.sampled_from(PATTERNS), st.binary(max_size=16)), max_size=6))
 def test_candidates_cover_every_rule_whose_pattern_occurs(data: list[bytes]) -> None:
     """The prefilter's candidates hold every rule whose fast pattern occurs, case folded."""
@@ -176,7 +176,7 @@ def _flat(patterns: list[bytes]) -> bytes:
 _BYTE = st.sampled_from(b"ab.\x00|(")  # few bytes, so that patterns share prefixes
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(
     patterns=st.lists(st.lists(_BYTE, min_size=3, max_size=7).map(bytes), min_size=1),
     texts=st.lists(st.lists(_BYTE, max_size=30).map(bytes)),
@@ -201,7 +201,7 @@ def test_a_trie_nested_too_deep_is_written_flat() -> None:
     assert trie_alternation([b"abc", b"abd", b"xyz"]) == b"(?:ab(?:c|d)|xyz)"
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     data=st.lists(st.one_of(st.sampled_from(PATTERNS), st.binary(max_size=16)), max_size=6),
     cased=st.integers(0, 2**31 - 1),
@@ -276,7 +276,7 @@ _pattern = st.one_of(
 
 
 @_compiled
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     patterns=st.lists(_pattern, min_size=1, max_size=60),
     texts=st.lists(
