@@ -1209,7 +1209,7 @@ static int truth_of(PyObject *result);
 
 static PyObject *str_payload_scans, *str_reads_payload, *str_streams, *str_pending,
     *str_waiting, *str_base, *str_data, *str_scanned, *str_grew, *str_errors, *str_candidates,
-    *str_depth, *str_held, *str_max_bytes, *str__streams, *str_patterns;
+    *str_depth, *str_held, *str_max_bytes, *str__streams, *str_patterns, *str_buffer;
 
 static inline int attr_truth(PyObject *obj, PyObject *name)
 {
@@ -1299,6 +1299,48 @@ static PyObject *prefilter_patterns(PyObject *prefilter)
         return NULL;
     }
     return scanner;
+}
+
+/* The engine's _scan_outer(group, data, end) where each payload prefilter of the group has
+ * its compiled scanner: 1 none finds a pattern in the G-PDU's UDP payload data[42:end], 0
+ * one does, 2 a payload prefilter without one (the engine's to answer), -1 error. */
+static int outer_clear(PyObject *group, const unsigned char *data, Py_ssize_t end)
+{
+    PyObject *prefilters = PyObject_GetAttr(group, str_prefilters);
+    Py_ssize_t i, count;
+    int result = 1;
+    if (prefilters == NULL)
+        return -1;
+    if (!PyList_CheckExact(prefilters) || end < 42) {
+        Py_DECREF(prefilters);
+        return 2;
+    }
+    count = PyList_GET_SIZE(prefilters);
+    for (i = 0; i < count && result == 1; i++) {
+        PyObject *prefilter = PyList_GET_ITEM(prefilters, i), *name, *scanner;
+        int payload;
+        Py_INCREF(prefilter);
+        name = PyObject_GetAttr(prefilter, str_buffer);
+        payload = name == NULL ? -1
+                               : PyUnicode_Check(name)
+                                     && PyUnicode_CompareWithASCIIString(name, "pkt") == 0;
+        Py_XDECREF(name);
+        if (payload < 0) {
+            result = -1;
+        } else if (payload) {
+            scanner = prefilter_patterns(prefilter);
+            if (scanner == NULL) {
+                result = PyErr_Occurred() ? -1 : 2;
+            } else {
+                if (patterns_any((Patterns *)scanner, data + 42, end - 42))
+                    result = 0;
+                Py_DECREF(scanner);
+            }
+        }
+        Py_DECREF(prefilter);
+    }
+    Py_DECREF(prefilters);
+    return result;
 }
 
 /* The engine's _scan_segment(flow, to_server, group, data, ip, start, end). */
@@ -1758,18 +1800,21 @@ static int fast_gtp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes)
     if (info->anchored
         && (truth = anchored_hit(fp, group, info->probe, bytes, 42, end, established)) != 0)
         goto leave_fast;
-    if (info->prefilters) { /* its payload scanned through the engine's _scan_outer */
+    if (info->prefilters) { /* its payload scanned here, or through the engine's _scan_outer */
         PyObject *args[3] = {group, bytes, NULL};
-        if (fp->outer == NULL) {
+        if (fp->outer == NULL || fp->outer == Py_None) {
             truth = 0;
             goto leave_fast;
         }
-        if ((args[2] = PyLong_FromSsize_t(end)) == NULL) {
-            truth = -1;
-            goto leave_fast;
+        truth = outer_clear(group, (const unsigned char *)PyBytes_AS_STRING(bytes), end);
+        if (truth == 2) {
+            if ((args[2] = PyLong_FromSsize_t(end)) == NULL) {
+                truth = -1;
+                goto leave_fast;
+            }
+            truth = truth_of(PyObject_Vectorcall(fp->outer, args, 3, NULL));
+            Py_DECREF(args[2]);
         }
-        truth = truth_of(PyObject_Vectorcall(fp->outer, args, 3, NULL));
-        Py_DECREF(args[2]);
         if (truth <= 0)
             goto leave_fast;
     }
@@ -2748,7 +2793,7 @@ typedef struct {
 } RuleHits;
 
 static PyObject *str_checks, *str_plain_checks, *str_anchored_fast, *str_itype, *str_icode,
-    *str_contents, *str_buffer, *str_transforms;
+    *str_contents, *str_transforms;
 
 /* Whether the group's anchored_fast entries are (rule, bytes, int >= 0, int >= 0, bool). */
 static int anchored_shape(PyObject *fast)
@@ -3942,9 +3987,11 @@ static PyMethodDef FastPath_methods[] = {
     {"scan_path", (PyCFunction)(void (*)(void))FastPath_scan_path, METH_FASTCALL,
      "scan_path(segment, outer, reassembler, stream_type, head_clear): a data segment of an "
      "established flow whose direction's selection is (False, group, app, True) is taken as "
-     "the engine's _scan_segment (segment) takes it, done here but for the prefilters' scans "
-     "and the stream's growth; a G-PDU whose outer flow has prefilters, when outer(group, "
-     "data, end) is true (its _scan_outer)"},
+     "the engine's _scan_segment (segment) takes it, done here but for the scans of "
+     "prefilters without a compiled scanner and the stream's growth past its bound; a G-PDU "
+     "whose outer flow has prefilters, when its payload prefilters' scanners find nothing in "
+     "its UDP payload or, a prefilter without one, outer(group, data, end) is true (its "
+     "_scan_outer; None: never)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -37,7 +37,7 @@ class FastPath:
     def scan_path(
         self,
         segment: Callable[..., bool],
-        outer: Callable[[Any, bytes, int], bool],
+        outer: Callable[[Any, bytes, int], bool] | None,
         reassembler: Any,
         stream_type: type,
         head_clear: Callable[[Any, Any, bytes], bool],

@@ -534,7 +534,11 @@ class InspectionEngine:
                 self._sizes,
             )
             fast.scan_path(  # data segments of directions _scans, G-PDUs carrying them
-                self._scan_segment, self._scan_outer, self.streams, StreamDirection, head_clear
+                self._scan_segment,
+                None if self._packet else self._scan_outer,  # (None: no outer scan holds)
+                self.streams,
+                StreamDirection,
+                head_clear,
             )
         except (AttributeError, TypeError, ValueError):
             # a module built from other sources than these: the twin takes over

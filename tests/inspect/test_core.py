@@ -1397,3 +1397,24 @@ def test_patterns_candidates_and_none_in() -> None:
         patterns_type()([b"a"], True, [[1], [2]], join)
     with pytest.raises(TypeError):
         patterns_type()([b"a"], True).scan("text")
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        # found in no G-PDU: the core scans the outer payload and takes them
+        'alert udp any any -> any 2152 (msg:"o"; content:"|de ad be ef 01|"; sid:9100001;)',
+        # found in some
+        'alert udp any any -> any 2152 (msg:"o"; content:"|00 00 00 00|"; sid:9100002;)',
+        # a header keyword: each packet's ip:packet is wanted, no outer scan takes a G-PDU
+        'alert udp any any -> any 2152 (msg:"o"; content:"|de ad be ef 01|"; sid:9100003;)\n'
+        'alert tcp any any -> any any (msg:"t"; ttl:3; sid:9100004;)',
+    ],
+)
+def test_g_pdus_whose_outer_flow_has_a_payload_prefilter(rules: str) -> None:
+    """A G-PDU's UDP payload scanned by its outer group's compiled scanners in the core,
+    as the engine's _scan_outer scans it."""
+    frames = Mix(seed=31).build(3_000)
+    same(frames, rules=rules)
+    gtp = sum(1 for _ts, data, _lt in frames if data[23] == 17 and data[36:38] == b"\x08\x68")
+    assert gtp > 100
