@@ -433,6 +433,73 @@ static int probe_holds(PyObject *checks, const unsigned char *data, Py_ssize_t n
 
 /* _anchored_hit(group, data, start, end, established): 1, 0 or -1 on error (probe: the
  * group's anchored_probe). */
+static PyObject *str_anchored_fast;
+
+/* Whether needle occurs in data[lo:hi] (hi bounded by n), ASCII letters of data folded. */
+static int folded_in(const unsigned char *data, Py_ssize_t n, PyObject *needle, Py_ssize_t lo,
+                     Py_ssize_t hi)
+{
+    const unsigned char *want = (const unsigned char *)PyBytes_AS_STRING(needle);
+    Py_ssize_t m = PyBytes_GET_SIZE(needle), at, j;
+    if (hi > n)
+        hi = n;
+    if (lo < 0)
+        lo = 0;
+    for (at = lo; at + m <= hi; at++) {
+        for (j = 0; j < m; j++) {
+            unsigned char c = data[at + j];
+            if ((c >= 'A' && c <= 'Z' ? c + 32 : c) != want[j])
+                break;
+        }
+        if (j == m)
+            return 1;
+    }
+    return 0;
+}
+
+/* Whether no anchored rule of the group has its fast pattern in its place in data[start:end]
+ * (stream.placed finds none: then the twin's _anchored_hit is false): 1 none, 0 one has or
+ * the group's anchored_fast is not in the shape expected, -1 error. */
+static int none_placed(PyObject *group, PyObject *bytes, Py_ssize_t start, Py_ssize_t end)
+{
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(bytes) + start;
+    PyObject *fast = PyObject_GetAttr(group, str_anchored_fast);
+    Py_ssize_t i, count, n = end - start;
+    int result = 1;
+    if (fast == NULL)
+        return -1;
+    if (!PyList_CheckExact(fast) || start < 0 || end > PyBytes_GET_SIZE(bytes) || n < 0) {
+        Py_DECREF(fast);
+        return 0;
+    }
+    count = PyList_GET_SIZE(fast);
+    for (i = 0; i < count && result == 1; i++) {
+        PyObject *entry = PyList_GET_ITEM(fast, i), *needle, *nocase;
+        Py_ssize_t low, high;
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 5) {
+            result = 0;
+            break;
+        }
+        needle = PyTuple_GET_ITEM(entry, 1);
+        nocase = PyTuple_GET_ITEM(entry, 4);
+        low = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 2));
+        high = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 3));
+        if ((low == -1 || high == -1) && PyErr_Occurred()) {
+            result = -1;
+            break;
+        }
+        if (!PyBytes_CheckExact(needle) || !PyBool_Check(nocase) || low < 0 || high < 0) {
+            result = 0;
+            break;
+        }
+        if (nocase == Py_True ? folded_in(data, n, needle, low, high)
+                              : found_in(data, n, needle, low, high))
+            result = 0;
+    }
+    Py_DECREF(fast);
+    return result;
+}
+
 static int anchored_hit(FastPath *fp, PyObject *group, PyObject *probe, PyObject *bytes,
                         Py_ssize_t start, Py_ssize_t end, int established)
 {
@@ -470,7 +537,11 @@ static int anchored_hit(FastPath *fp, PyObject *group, PyObject *probe, PyObject
 twin:
     Py_DECREF(probe);
     {
-        PyObject *found = PyObject_CallFunction(fp->anchored_hit, "OOnnO", group, bytes, start,
+        PyObject *found;
+        result = none_placed(group, bytes, start, end);
+        if (result != 0)
+            return result < 0 ? -1 : 0; /* no rule placed: none may match */
+        found = PyObject_CallFunction(fp->anchored_hit, "OOnnO", group, bytes, start,
                                                 end, established ? Py_True : Py_False);
         if (found == NULL)
             return -1;
@@ -2792,7 +2863,7 @@ typedef struct {
     PyObject *icmp_matches, *head_holds, *contents_match, *rule_matches, *twin;
 } RuleHits;
 
-static PyObject *str_checks, *str_plain_checks, *str_anchored_fast, *str_itype, *str_icode,
+static PyObject *str_checks, *str_plain_checks, *str_itype, *str_icode,
     *str_contents, *str_transforms;
 
 /* Whether the group's anchored_fast entries are (rule, bytes, int >= 0, int >= 0, bool). */
