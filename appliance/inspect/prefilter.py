@@ -6,8 +6,11 @@ the rules whose fast pattern occurs in it; only those are then checked in full. 
 prefilter of a transformed buffer (``dns.query; dotprefix;``) holds the patterns of the rules
 that transform it the same way and scans the buffer once transformed.
 
-:class:`Prefilter` scans with one compiled alternation of the escaped patterns (the
-regular-expression engine is C), or with ``bytes.find`` when the buffer has a single
+Where the compiled core is built and not switched off, :class:`Prefilter` scans with its
+compiled scanner (``_fastpath.Patterns``: every pattern, found in one pass, the buffer read
+in place), made by its first scan. Its Python shapes (:class:`TwinPrefilter`, and every
+prefilter without the core) scan with one compiled alternation of the escaped patterns
+(the regular-expression engine is C), or with ``bytes.find`` when the buffer has a single
 pattern. The alternation is written as a trie (patterns of one prefix share it: ``ab(?:c|d)``
 for ``abc`` and ``abd``), so that at each position of the buffer the engine follows the
 buffer's next byte instead of trying every pattern in turn (391 ``dns.query`` patterns over a
