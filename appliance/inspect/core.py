@@ -7,9 +7,10 @@ bare SYN held as an embryo, an embryo hatched), its flow lookup's common case an
 flows, its rule driver (``_rule_hits``), ``appproto.parse_dns`` over UDP,
 ``appproto.parse_tls_sni``, ``appproto.parse_http_request`` and ``decode.decode_packet``
 for the common frame (Ethernet / IPv4 carrying TCP or plain UDP, or a GTP-U G-PDU carrying
-one). ``setup.py`` builds them in place when gcc and Python's headers are there; without
-them (a plain source tree, the container, the Debian package) the engine runs its
-pure-Python twin, which gives the same alerts, flows and counters.
+one); and the prefilters' multi-pattern scan (``Patterns``, whose twin is
+``prefilter.TwinPrefilter``). ``setup.py`` builds them in place when gcc and Python's
+headers are there; without them (a plain source tree, the container, the Debian package)
+the engine runs its pure-Python twin, which gives the same alerts, flows and counters.
 
 ``APPLIANCE_INSPECT_CORE=python`` (or ``0``, ``off``) in the environment forces the twin.
 """
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
         DnsParser,
         FastPath,
         HttpParser,
+        Patterns,
         RuleHits,
         SniParser,
     )
@@ -96,6 +98,12 @@ def http_parser_class() -> type[HttpParser] | None:
     """The compiled ``HttpParser`` (``appproto.parse_http_request``), as
     ``fast_path_class``."""
     return cast("type[HttpParser] | None", _compiled("HttpParser"))
+
+
+def patterns_class() -> type[Patterns] | None:
+    """The compiled ``Patterns`` (the prefilters' multi-pattern scan), as
+    ``fast_path_class``."""
+    return cast("type[Patterns] | None", _compiled("Patterns"))
 
 
 def available() -> bool:

@@ -129,6 +129,11 @@ class Prefilter:
             self._ordered = sorted(patterns, key=lambda p: (-len(p), p))
             self._bind_compiled()
             return
+        self._shape(patterns)
+
+    def _shape(self, patterns: set[bytes]) -> None:
+        """The Python shapes' scans over the patterns, bound as ``candidates`` and
+        ``none_in``."""
         ordered = sorted((p for p in patterns if len(p) > SHORT), key=lambda p: (-len(p), p))
         found_alone = sorted(p for p in patterns if len(p) <= SHORT)
         if len(ordered) + len(found_alone) <= FIND_LIMIT:
@@ -275,8 +280,10 @@ class Prefilter:
     def _compile(self) -> None:
         """The compiled scanner over every pattern (longest first), with each pattern's rules
         and their join, bound as ``candidates`` and ``none_in``."""
-        from appliance.inspect._fastpath import Patterns
-
+        Patterns = core.patterns_class()
+        if Patterns is None:  # found but not loadable: the Python shapes
+            self._shape(set(self._ordered))
+            return
         by_pattern: dict[bytes, list[Signature]] = {p: [] for p in self._ordered}
         for pattern, sig in self.entries:
             by_pattern[pattern].append(sig)

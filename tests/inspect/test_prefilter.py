@@ -327,3 +327,15 @@ def test_the_compiled_scanner_is_made_by_the_first_scan() -> None:
     assert made.candidates(data) is None and made.none_in(data)
     assert made.patterns is not None
     assert made.candidates(b"EVIL") == [sig] and not made.none_in(b"EVIL")
+
+
+def test_a_scanner_found_but_not_loadable_leaves_the_python_shapes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sig = SIGNATURES[0]
+    monkeypatch.setattr(core, "enabled", lambda: True)
+    monkeypatch.setattr(core, "patterns_class", lambda: None)
+    made = Prefilter("pkt", [(Content(pattern=b"evil"), sig), (Content(pattern=b"x"), sig)])
+    data = b"EVIL"
+    assert made.candidates(data) == [sig] and not made.none_in(data)
+    assert made.patterns is None and made.candidates(b"none") is None
