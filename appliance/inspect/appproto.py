@@ -35,6 +35,7 @@ HTTP_METHODS = (
     b"PROPFIND",
 )
 _METHOD_PREFIXES = frozenset(m[:3] for m in HTTP_METHODS)
+_METHOD_REACH = max(map(len, HTTP_METHODS)) + 1  # where a method's space is, at the latest
 
 DNS_TYPES = {
     1: "A",
@@ -427,7 +428,13 @@ def _tls_short(errors: Errors) -> bytes | None:
 
 
 def looks_like_http_request(payload: bytes) -> bool:
-    return payload[:3] in _METHOD_PREFIXES and payload.split(b" ", 1)[0] in HTTP_METHODS
+    """Whether the payload starts with a method and then a space, or is a method alone.
+    A space is looked for among the longest method's bytes only (a first word longer than
+    that is no method) and the payload is not copied."""
+    if payload[:3] not in _METHOD_PREFIXES:
+        return False
+    space = payload.find(b" ", 3, _METHOD_REACH)
+    return (payload[:space] if space >= 0 else payload) in HTTP_METHODS
 
 
 def parse_http_request(payload: bytes, errors: Errors) -> HttpRequest | None:

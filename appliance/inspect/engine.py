@@ -1026,7 +1026,7 @@ class InspectionEngine:
             return False
         if self._follow is not None and not self._follow.quiet(flow, to_server, app):
             return False
-        return not any(prefilter.transforms for prefilter, _ in group.payload_scans)
+        return not group.payload_transformed
 
     def _scan_pick(self, group: Group, app: str) -> tuple[bool, Group, str, bool]:
         """The shared ``(False, group, app, True)`` of a direction ``_scans``."""

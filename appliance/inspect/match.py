@@ -118,6 +118,8 @@ class Group:
     payload_scans: list[tuple[Prefilter | Exhaustive, int]] = field(
         init=False, default_factory=list, repr=False, compare=False
     )
+    # whether a prefilter of the payload scans it transformed
+    payload_transformed: bool = field(init=False, default=False, repr=False, compare=False)
     # (quiet, group, app) by (quiet, app): what a flow direction holds of its group, one
     # tuple shared by all flows (see InspectionEngine._group)
     picks: dict[tuple[bool, str], tuple[bool, Group, str]] = field(
@@ -143,6 +145,7 @@ class Group:
             for p in self.prefilters
             if p.buffer == PKT
         ]
+        self.payload_transformed = any(p.transforms for p, _ in self.payload_scans)
         self.reads_payload = bool(self.anchored) or self.payload_prefilter
         probe: list[tuple[bool | None, tuple[tuple[int, int, bytes, bool], ...]]] | None = []
         for sig in self.anchored:

@@ -7,6 +7,7 @@ import struct
 from scapy.all import DNS, DNSQR, raw  # type: ignore[attr-defined]
 
 from appliance.inspect.appproto import (
+    HTTP_METHODS,
     MAX_DNS_POINTERS,
     looks_like_http_request,
     normalize_host,
@@ -106,6 +107,33 @@ def test_http_request() -> None:
     assert request.method == b"POST" and request.raw_uri == b"/a%20b?c=%27"
     assert request.uri == b"/a b?c='"
     assert request.host == b"www.example.com" and request.user_agent == b"curl/8"
+
+
+def test_http_request_start() -> None:
+    # a method, then a space (or the method alone): the first word as split would give it
+    cases = [
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"GET",
+        b"GET ",
+        b"GETX / HTTP/1.1",
+        b"GE",
+        b"",
+        b"PROPFIND / HTTP/1.1",
+        b"PROPFIND",
+        b"PROPFINDX / HTTP/1.1",
+        b"PROPFINDXYZ",
+        b"POSTAL code",
+        b"PUT\r\n",
+        b"get / HTTP/1.1",
+        b"DELETE" + b"x" * 100 + b" /",
+        b"OPTIONS * HTTP/1.1",
+        b"CON",
+        b"CONNECT",
+        b"HEAD  /",
+    ]
+    for data in cases:
+        expected = data.split(b" ", 1)[0] in HTTP_METHODS
+        assert looks_like_http_request(data) is expected, data
 
 
 def test_http_not_a_request() -> None:
