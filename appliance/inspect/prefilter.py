@@ -239,22 +239,8 @@ class Prefilter:
                 return found
 
         if self.buffer != PKT:
-            scan_once = candidates
-            memo: dict[bytes, list[Signature] | None] = {}
-            get = memo.get
-
-            def candidates(data: bytes) -> list[Signature] | None:
-                nonlocal last, last_found
-                found = get(data, _UNSEEN) if type(data) is bytes else _UNSEEN
-                if found is _UNSEEN:
-                    found = scan_once(data)
-                    if len(data) <= MEMO_BYTES and type(data) is bytes:
-                        if len(memo) >= MEMO_ENTRIES:
-                            memo.clear()
-                        memo[data] = found
-                last = data
-                last_found = found
-                return found
+            self.candidates, self.none_in = _remembering(candidates, None, True)
+            return
 
         def none_in(data: bytes) -> bool:
             return last is data and last_found is None
@@ -302,32 +288,9 @@ class Prefilter:
             self.candidates = scanner.candidates
             self.none_in = scanner.none_in
             return
-        last: bytes | None = None  # the buffer last scanned, and what it gave
-        last_found: list[Signature] | None = None
-        scan = scanner.candidates
-        transforms = self.transforms
-        memo: dict[bytes, list[Signature] | None] = {}
-        get = memo.get
-        keep = self.buffer != PKT
-
-        def candidates(data: bytes) -> list[Signature] | None:
-            nonlocal last, last_found
-            found = get(data, _UNSEEN) if keep and type(data) is bytes else _UNSEEN
-            if found is _UNSEEN:
-                found = scan(apply(data, transforms) if transforms else data)
-                if keep and len(data) <= MEMO_BYTES and type(data) is bytes:
-                    if len(memo) >= MEMO_ENTRIES:
-                        memo.clear()
-                    memo[data] = found
-            last = data
-            last_found = found
-            return found
-
-        def none_in(data: bytes) -> bool:
-            return last is data and last_found is None
-
-        self.candidates = candidates
-        self.none_in = none_in
+        self.candidates, self.none_in = _remembering(
+            scanner.candidates, self.transforms, self.buffer != PKT
+        )
 
     def _candidates(self, data: bytes) -> list[Signature] | None:
         """The rules whose fast pattern may occur in ``data`` (None: none occurs): every
@@ -400,6 +363,39 @@ class Prefilter:
             if len(self._by_hit) < _MAX_HITS:
                 self._by_hit[hit] = sigs
         return sigs
+
+
+def _remembering(
+    scan: Callable[[bytes], list[Signature] | None],
+    transforms: tuple[Transform, ...] | None,
+    memo: bool,
+) -> tuple[Callable[[bytes], list[Signature] | None], Callable[[bytes], bool]]:
+    """``candidates`` and ``none_in`` around ``scan``: the buffer transformed first (where
+    ``transforms``), the candidates of the last ``MEMO_ENTRIES`` values of at most
+    ``MEMO_BYTES`` bytes kept (where ``memo``: an application buffer), the last buffer and
+    what it gave remembered for ``none_in``."""
+    last: bytes | None = None  # the buffer last scanned, and what it gave
+    last_found: list[Signature] | None = None
+    kept: dict[bytes, list[Signature] | None] = {}
+    get = kept.get
+
+    def candidates(data: bytes) -> list[Signature] | None:
+        nonlocal last, last_found
+        found = get(data, _UNSEEN) if memo and type(data) is bytes else _UNSEEN
+        if found is _UNSEEN:
+            found = scan(apply(data, transforms) if transforms else data)
+            if memo and len(data) <= MEMO_BYTES and type(data) is bytes:
+                if len(kept) >= MEMO_ENTRIES:
+                    kept.clear()
+                kept[data] = found
+        last = data
+        last_found = found
+        return found
+
+    def none_in(data: bytes) -> bool:
+        return last is data and last_found is None
+
+    return candidates, none_in
 
 
 _VALUE = itemgetter(1)  # of an automaton's (end, value) hits
