@@ -5,6 +5,7 @@ no child (root). The repair a foreign change wakes is tested in test_daemon.py."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import subprocess
@@ -97,6 +98,38 @@ def test_only_a_foreign_change_of_the_table_hints() -> None:
 
     monitor, told = _watch(lambda: hints.append(1), feed, lambda m: bool(hints))
     assert hints == [1] and not told and monitor.errors == 0
+
+
+def test_a_burst_of_waiting_events_leaves_the_loop_turns_while_it_is_read() -> None:
+    hints: list[int] = []
+    seen: list[int] = []  # how many the watch had read, at each turn of another task
+    log = logging.getLogger("test.monitor")
+    ours, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ours.setblocking(False)
+    peer.setblocking(False)
+    burst = 0  # datagrams already waiting when the watch starts: as many as the queue takes
+    with contextlib.suppress(BlockingIOError):
+        while burst < 400:
+            peer.send(FOREIGN)
+            burst += 1
+    assert burst >= 20
+    monitor = TableMonitor(lambda: hints.append(1), OWN, log, lambda: ours, turn=0.0)
+
+    async def run() -> None:
+        assert await monitor.start()
+        try:
+            deadline = asyncio.get_running_loop().time() + 10
+            while len(hints) < burst and asyncio.get_running_loop().time() < deadline:
+                seen.append(len(hints))
+                await asyncio.sleep(0)
+        finally:
+            await monitor.stop()
+            peer.close()
+
+    asyncio.run(run())
+    assert len(hints) == burst
+    # another task ran while the burst was read, not only before and after it
+    assert any(0 < n < burst for n in seen), seen[:5]
 
 
 def test_a_socket_that_fails_is_opened_again_logged_and_counted(
