@@ -52,6 +52,7 @@ from appliance.inspect.match import (
     rule_matches,
 )
 from appliance.inspect.rules import (
+    ACTION_ORDER,
     PKT,
     STREAM_SIZE,
     Signature,
@@ -79,7 +80,6 @@ APP_DETECT_TRIES = 4  # payload packets of a TCP flow looked at before giving up
 HELLO_MAX_BYTES = 8192  # a ClientHello is reassembled up to this size (SNI beyond it: missed)
 HELLO_MAX_FLOWS = 1024  # flows whose ClientHello is being reassembled at once (LRU beyond)
 _APPS = ("http", "tls", "dns", "gtp")
-_ACTION_ORDER = {"pass": 0, "drop": 1, "alert": 2}
 _NO_ALERTS: tuple[Alert, ...] = ()
 _NO_SIDS: frozenset[int] = frozenset()
 _HEADER_AND_BODY = appproto.HEADER_BUFFER_NAMES | {"http.request_body", "http.response_body"}
@@ -312,10 +312,10 @@ class InspectionEngine:
             id(sig): place for place, sig in enumerate(sorted(stateful, key=state_order))
         }
         self.xbits = XbitState()
-        order = sorted({(_ACTION_ORDER[s.action], s.priority, s.sid) for s in config.signatures})
+        order = sorted({(ACTION_ORDER[s.action], s.priority, s.sid) for s in config.signatures})
         ranks = {key: rank for rank, key in enumerate(order)}
         self._rank = {
-            id(s): ranks[(_ACTION_ORDER[s.action], s.priority, s.sid)] for s in config.signatures
+            id(s): ranks[(ACTION_ORDER[s.action], s.priority, s.sid)] for s in config.signatures
         }
         # the header and body buffers some rule reads (only these of HTTP's many are built;
         # none: the headers are not walked)

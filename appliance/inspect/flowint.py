@@ -78,15 +78,18 @@ def parse_flowint(value: str) -> Flowint:
     return (name, modifier, text)
 
 
+def uses(checks: bool, sets: bool) -> int:
+    """A rule's place among a packet's matches by how it uses one kind of state (flowbits,
+    flowints, xbits), as Suricata orders them: rules that only set first (0), then those
+    that set and check (1), those that only check (2), those without it last (3)."""
+    return (0 if not checks else 1) if sets else (2 if checks else 3)
+
+
 def order(flowints: Sequence[Flowint]) -> int:
-    """A rule's place among a packet's matches by its flowints, as Suricata orders them:
-    rules that only assign first (0), then those that assign and check (1), those that only
-    check (2), rules without flowint last (3)."""
-    if not flowints:
-        return 3
-    assigns = any(f[1] in ASSIGNMENTS for f in flowints)
-    checks = any(f[1] not in ASSIGNMENTS for f in flowints)
-    return 1 if assigns and checks else 0 if assigns else 2
+    """A rule's place among a packet's matches by its flowints (``uses``)."""
+    return uses(
+        any(f[1] not in ASSIGNMENTS for f in flowints), any(f[1] in ASSIGNMENTS for f in flowints)
+    )
 
 
 def _target(value: int | str | None, ints: dict[str, int]) -> int:

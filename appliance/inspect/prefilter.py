@@ -22,7 +22,7 @@ hold them equal.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any, ClassVar
@@ -123,7 +123,7 @@ class Prefilter:
         self._automaton: Any = None
         self._by_pattern: dict[str, list[Signature]] = {}
         self._by_hit: dict[bytes, list[Signature]] = {}
-        if USE_CORE and self.compiled and core.enabled():
+        if self.compiled and core.enabled():
             # every pattern in the compiled scanner, made by the first scan (an engine loads
             # the compiled module by its first packet: an idle one holds none of it)
             self._ordered = sorted(patterns, key=lambda p: (-len(p), p))
@@ -224,7 +224,7 @@ class Prefilter:
                 elif len(hits) == 1:
                     found = by_pattern[next(iter(hits))]
                 else:
-                    found = _joined(by_pattern, hits)
+                    found = _joined(by_pattern[p] for p in hits)
                 last = data
                 last_found = found
                 return found
@@ -276,11 +276,7 @@ class Prefilter:
         rules = [by_pattern[p] for p in self._ordered]
 
         def join(found: tuple[int, ...]) -> list[Signature]:
-            joined: dict[int, Signature] = {}
-            for index in found:
-                for sig in rules[index]:
-                    joined[sig.sid] = sig
-            return list(joined.values())
+            return _joined(rules[index] for index in found)
 
         scanner = Patterns(self._ordered, self._fold, rules, join)
         if self.buffer == PKT and not self.transforms:
@@ -353,7 +349,7 @@ class Prefilter:
         by_pattern = self._by_pattern
         if len(hits) == 1:
             return by_pattern[next(iter(hits))]
-        return _joined(by_pattern, hits)
+        return _joined(by_pattern[p] for p in hits)
 
     def _for_hit(self, hit: bytes) -> list[Signature]:
         """Rules whose pattern is in the matched text (a longer alternative may hide one)."""
@@ -402,11 +398,11 @@ _VALUE = itemgetter(1)  # of an automaton's (end, value) hits
 _UNSEEN: list[Signature] = []  # (by identity) a value the memo does not hold
 
 
-def _joined(by_pattern: dict[str, list[Signature]], hits: dict[str, None]) -> list[Signature]:
+def _joined(rule_lists: Iterable[list[Signature]]) -> list[Signature]:
     """The rules of several patterns found, each once (by sid)."""
     found: dict[int, Signature] = {}
-    for pattern in hits:
-        for sig in by_pattern[pattern]:
+    for sigs in rule_lists:
+        for sig in sigs:
             found[sig.sid] = sig
     return list(found.values())
 
@@ -414,9 +410,6 @@ def _joined(by_pattern: dict[str, list[Signature]], hits: dict[str, None]) -> li
 # False: the regular expression even where the ahocorasick module is there (the tests
 # compare the two)
 USE_AUTOMATON = True
-# False: the Python shapes even where the compiled core is built and not switched off (the
-# tests compare the two)
-USE_CORE = True
 
 
 @lru_cache(maxsize=256)

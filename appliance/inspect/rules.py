@@ -36,6 +36,7 @@ from appliance.inspect.fields import (
 )
 from appliance.inspect.flowint import Flowint, parse_flowint
 from appliance.inspect.flowint import order as flowint_order
+from appliance.inspect.flowint import uses as _uses
 from appliance.inspect.lookbehind import split_lookbehinds
 from appliance.inspect.transforms import Transform
 from appliance.inspect.xbits import Xbit, parse_xbits
@@ -2474,24 +2475,18 @@ def flowbits_hold(conditions: Sequence[tuple[str, str]], bits: AbstractSet[str])
     return True
 
 
-_STATE_ACTIONS = {"pass": 0, "drop": 1, "alert": 2}
+ACTION_ORDER = {"pass": 0, "drop": 1, "alert": 2}  # as Suricata orders rules by action
 _CHECKS = ("isset", "isnotset")
-
-
-def _uses(checks: bool, sets: bool) -> int:
-    """Rules that only set state first, then those that set and check, those that only
-    check, those without."""
-    return (0 if not checks else 1) if sets else (2 if checks else 3)
 
 
 def state_order(sig: Signature) -> tuple[int, ...]:
     """The order in which a packet's matching rules check and set flowbits, flowints and
     xbits, as Suricata orders rules: by action (pass, drop, alert), then how they use
-    flowbits, then flowints, then xbits (see ``_uses``: a later rule sees what an earlier one
+    flowbits, then flowints, then xbits (see ``flowint.uses``: a later rule sees what an earlier one
     set on the same packet), then priority and sid."""
     bits, ints, xbits = sig.flowbits, sig.flowint, sig.xbits
     return (
-        _STATE_ACTIONS[sig.action],
+        ACTION_ORDER[sig.action],
         _uses(any(c in _CHECKS for c, _ in bits), any(c not in _CHECKS for c, _ in bits)),
         flowint_order(ints),
         _uses(any(x[0] in _CHECKS for x in xbits), any(x[0] not in _CHECKS for x in xbits)),
