@@ -299,11 +299,14 @@ def wait_version(daemon: Daemon, version: int, timeout: float = 20) -> None:
 def running(
     hub: Hub, tmp_path: Path, key: keys.PrivateKey, start_daemon: Callable[..., Daemon]
 ) -> Daemon:
-    """A daemon enforcing version 5 from the hub."""
+    """A daemon enforcing version 5 from the hub, its sync recorded as applied (the version
+    shows as soon as the bundle is enforced, the sync once the hub has been reached after
+    it)."""
     hub.publish(build(5))
     hub.start()
     daemon: Daemon = start_daemon(hub.ns, local_profile(tmp_path, key, hub))
     wait_version(daemon, 5)
+    wait_until(lambda: "applied" in hub_status(daemon)["syncs"], timeout=20)
     return daemon
 
 
