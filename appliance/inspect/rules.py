@@ -19,7 +19,6 @@ from typing import Literal, cast, get_args
 from appliance.errors import RuleFileError, UsageError
 from appliance.inspect import transforms
 from appliance.inspect.asn1 import Asn1Check, asn1_holds, parse_asn1
-from appliance.inspect.backrefs import write_backrefs
 from appliance.inspect.classification import CLASSTYPES, DEFAULT_PRIORITY
 from appliance.inspect.fields import (
     FRAG_BITS,
@@ -37,7 +36,7 @@ from appliance.inspect.fields import (
 from appliance.inspect.flowint import Flowint, parse_flowint
 from appliance.inspect.flowint import order as flowint_order
 from appliance.inspect.flowint import uses as _uses
-from appliance.inspect.lookbehind import split_lookbehinds
+from appliance.inspect.pcrecompat import compile_pcre
 from appliance.inspect.transforms import Transform
 from appliance.inspect.xbits import Xbit, parse_xbits
 
@@ -1849,8 +1848,6 @@ class _Builder:
         ):  # Suricata: transformations follow the sticky buffer or its untransformed items
             raise self.error(f"{name} must come before the buffer's transformed items")
         self.transform_from.setdefault(self.buffer, len(self.contents))
-        if name == "pcrexform" and _PCRE_UNSUPPORTED.search(value or ""):
-            raise self.error("pcrexform: a PCRE construct Python's re does not run the same way")
         try:
             argument = transforms.parse_argument(name, value)
         except ValueError as exc:
@@ -2312,10 +2309,6 @@ _PCRE_BUFFERS = {
     "Y": "http.stat_msg",
 }
 _PCRE_IGNORED = "OAEG"  # match limits, anchoring and greediness Python expresses otherwise
-_PCRE_INLINE_X = re.compile(r"\(\?[a-zA-Z]*x")  # the x flag set inside the pattern
-_PCRE_UNSUPPORTED = re.compile(
-    r"\(\?\||\(\*|\\[KRXGQEhHvVz]|\\g|\(\?R\)|\(\?[+-]?\d|\(\?P?>\w|\(\?&"
-)
 
 
 def parse_pcre(value: str) -> tuple[re.Pattern[bytes], str | None, bool, bool]:
@@ -2350,29 +2343,7 @@ def parse_pcre(value: str) -> tuple[re.Pattern[bytes], str | None, bool, bool]:
             pass
         else:
             raise ValueError(f"flag {c!r} is not supported")
-    verbose = bool(flags & re.VERBOSE) or _PCRE_INLINE_X.search(pattern) is not None
-    if "\\g" in pattern:  # \g{1}, \g{-1}, \g{name} as Python writes them (backrefs.py)
-        pattern = write_backrefs(pattern, verbose)
-    if _PCRE_UNSUPPORTED.search(pattern):
-        raise ValueError("a PCRE construct Python's re does not run the same way")
-    try:
-        try:
-            regex = re.compile(pattern.encode("utf-8", "surrogateescape"), flags)
-        except re.error as exc:
-            if "look-behind requires fixed-width" not in str(exc):
-                raise
-            # alternatives of different widths: one look-behind each (lookbehind.py)
-            split = split_lookbehinds(pattern, verbose)
-            try:
-                regex = re.compile(split.encode("utf-8", "surrogateescape"), flags)
-            except re.error:
-                raise ValueError(
-                    "a look-behind of variable width (only alternatives of fixed widths run)"
-                ) from None
-    except re.error as exc:
-        raise ValueError(f"not a supported expression: {exc}") from None
-    except (OverflowError, RecursionError):
-        raise ValueError("expression too complex") from None
+    regex = compile_pcre(pattern, flags)
     return regex, buffer, relative, negated
 
 

@@ -32,6 +32,8 @@ import hashlib
 import re
 from collections.abc import Callable, Sequence
 
+from appliance.inspect.pcrecompat import compile_pcre
+
 Transform = tuple[str, bytes]  # (name, argument: the xor key, else b"")
 
 _SPACES = b" \t\n\x0b\x0c\r"
@@ -246,18 +248,17 @@ def parse_base64(text: str) -> bytes:
 
 def parse_pcrexform(text: str) -> bytes:
     """``pcrexform``'s quoted regex (no delimiters, no flags), checked: Python's ``re``
-    compiles it, and it has a capture group; ValueError if not. Constructs ``re`` runs
-    differently from PCRE are refused by the rule parser, as for ``pcre``."""
+    compiles it as for ``pcre`` (``pcrecompat.py``: ``\\g`` back references and split
+    look-behinds written as ``re`` writes them) and it has a capture group; ValueError if
+    not. The source kept is the one ``re`` compiled."""
     text = text.strip()
     if len(text) < 2 or text[0] != '"' or text[-1] != '"':
         raise ValueError(f"pcrexform needs a quoted regex, got {text!r}")
-    source = text[1:-1].encode("utf-8", "surrogateescape")
     try:
-        regex = re.compile(source)
-    except re.error as exc:
-        raise ValueError(f"pcrexform: not a supported expression: {exc}") from None
-    except (OverflowError, RecursionError):
-        raise ValueError("pcrexform: expression too complex") from None
+        regex = compile_pcre(text[1:-1])
+    except ValueError as exc:
+        raise ValueError(f"pcrexform: {exc}") from None
+    source = regex.pattern
     if regex.groups < 1:
         raise ValueError("pcrexform: the regex needs a capture group")
     _REGEXES[source] = regex

@@ -275,6 +275,10 @@ def test_from_base64(options: str | None, data: bytes, expected: bytes) -> None:
         ('"user=([a-z]+)"', b"nothing here", b"nothing here"),  # no match: as it is
         ('"(?:a(x)|b(y))"', b"b y by", b""),  # the first group, unset: empty
         ('"[a-zA-Z]+\\s+(.*)\\s+HTTP"', b"GET /index.html HTTP/1.0", b"/index.html"),
+        # as for pcre: \\g back references, look-behinds of alternatives of other widths
+        ('"(a|b)=([^&]*)&\\g{1}=\\g2"', b"x&b=7&b=7", b"b"),
+        ('"(a|b)=([^&]*)&\\g{-2}=(\\g{-2})"', b"a=1&a=2&a=2&a=2", b"a"),
+        ('"(?<=user=|login=)([a-z]+)"', b"login=eve&user=bob", b"eve"),
     ],
 )
 def test_pcrexform(regex: str, data: bytes, expected: bytes) -> None:
@@ -294,6 +298,8 @@ def test_pcrexform(regex: str, data: bytes, expected: bytes) -> None:
         ('http.uri; pcrexform:"(?|(a)|(b))"; content:"a";', "PCRE construct"),
         ('http.uri; pcrexform:"a\\Kb(c)"; content:"a";', "PCRE construct"),
         ('http.uri; pcrexform; content:"a";', "quoted regex"),
+        ('http.uri; pcrexform:"(a)\\g<1>"; content:"a";', "PCRE construct"),
+        ('http.uri; pcrexform:"(?<=a+)(b)"; content:"a";', "look-behind of variable width"),
     ],
 )
 def test_bad_from_base64_and_pcrexform_are_refused(options: str, message: str) -> None:
