@@ -1481,6 +1481,18 @@ static int scan_segment(FastPath *fp, PyObject *flow, int to_server, PyObject *g
                 goto twin;
             stream = PyList_GET_ITEM(pair, to_server);
             Py_INCREF(stream);
+            if (PyLong_CheckExact(stream)) {
+                /* the direction's first payload: its stream opened here, as stream_hits
+                 * opens it (the sequence number its SYN gave) */
+                PyObject *opened = PyObject_CallOneArg(fp->stream_type, stream);
+                if (opened == NULL)
+                    goto done;
+                Py_DECREF(stream);
+                stream = opened;
+                Py_INCREF(opened);
+                if (PyList_SetItem(pair, to_server, opened) < 0)
+                    goto done;
+            }
             if (Py_TYPE(stream) != (PyTypeObject *)fp->stream_type) {
                 result = 0;
                 goto done;

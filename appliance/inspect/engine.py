@@ -1073,8 +1073,11 @@ class InspectionEngine:
             or (type(stream) is StreamDirection and stream.full and not stream.pending)
         ):  # no stream, or past its depth: the packet alone is scanned
             return not any(prefilter.candidates(payload) for prefilter, _ in scans)
-        if type(stream) is not StreamDirection:
-            return False  # its first payload opens it
+        if type(stream) is int:
+            # the direction's first payload: its stream opened here, as stream_hits opens it
+            stream = pair[to_server] = StreamDirection(stream)  # type: ignore[index]
+        elif type(stream) is not StreamDirection:
+            return False  # no stream yet (no SYN seen): the full path opens it
         held = stream.data
         have = len(held)
         if (

@@ -224,6 +224,38 @@ def test_filler_in_order_takes_the_fast_path() -> None:
     assert fast.stats.errors.get("stream.depth_reached") is None
 
 
+def test_a_directions_first_payload_opens_its_stream_on_the_fast_path() -> None:
+    """The server's first data segment of a flow whose rules read the payload (after its
+    SYN/ACK gave the stream's start) takes the fast path: the stream is opened there, holds
+    the segment as the full path's would, and the next segments follow it."""
+    out: Frames = []
+    f = _Flow(random.Random(6), 0, out, 1_700_000_000.0)
+    f.tunnel, f.port = False, 5201
+    f.c2s(0x02)
+    f.s2c(f.sseq, b"", 0x12)
+    f.cseq += 1
+    f.sseq += 1
+    f.c2s(0x10)
+    f.c2s(0x18, b"hello")
+    f.cseq += 5
+    f.s2c(f.sseq, b"\x00" * 700)
+    f.s2c(f.sseq + 700, b"MARKER-42")
+    fast, slow = scanned_engines()
+    for ts, data, lt in out[:-2]:
+        fast.process(ts, data, lt)
+    before = fast.stats.fast
+    fast.process(*out[-2])
+    assert fast.stats.fast == before + 1  # the first payload: on the fast path
+    (flow,) = [f for f in fast.flows.records()]
+    stream = flow.streams[False]
+    assert isinstance(stream, StreamDirection)
+    assert (stream.base, bytes(stream.data)) == (f.sseq, b"\x00" * 700)
+    events = fast.process(*out[-1])
+    # 9104: the stream's first two bytes (of the first payload) and MARK (of this one)
+    assert sorted(a.sid for a in events) == [9101, 9104]
+    assert state(fast, [])[1] == state(slow, out)[1]
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.floats(0.0, 0.6), st.sampled_from([0, 64, 700, 65536]))
 def test_random_streams(seed: int, disorder: float, depth: int) -> None:
