@@ -240,21 +240,20 @@ class GtpAnomaly:
         ]
         self._last_alert: _Bounded = _Bounded()
 
-    def on_gtp(self, ts: float, outer: Layer, info: GtpInfo) -> Detection | None:
+    def on_gtp(self, ts: float, outer: Layer, info: GtpInfo) -> tuple[Detection | None, bool]:
+        """The detection of a G-PDU (None: nothing to report, or reported within the
+        minute), and whether it is clean: nothing to report at all (the fast path may take
+        its inner flow's next packets)."""
         reason = self._reason(info)
         if reason is None:
-            return None
+            return None, True
         inner_src = info.inner.src if info.inner is not None else b""
         key = (outer.src, reason, inner_src)
         last = self._last_alert.get(key)
         if isinstance(last, float) and 0 <= ts - last < GTP_ALERT_INTERVAL:
-            return None
+            return None, False
         self._last_alert.put(key, ts)
-        return Detection(SID_GTP, reason)
-
-    def clean(self, info: GtpInfo) -> bool:
-        """Whether this GTP-U packet gives the detector nothing to report."""
-        return self._reason(info) is None
+        return Detection(SID_GTP, reason), False
 
     def _reason(self, info: GtpInfo) -> str | None:
         if info.error is not None:

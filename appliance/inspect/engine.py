@@ -960,15 +960,16 @@ class InspectionEngine:
                 alert = self._detector_alert(ts, found, layer, flow, to_server)
                 alert.dns = dns
                 alerts.append(alert)
+        clean = True
         if gtp is not None and self.gtp is not None:
-            found = self.gtp.on_gtp(ts, layer, gtp)
+            found, clean = self.gtp.on_gtp(ts, layer, gtp)
             if found is not None:
                 alert = self._detector_alert(ts, found, layer, flow, to_server)
                 alert.gtp_layer = layer
                 alerts.append(alert)
         if inner_flow is not None and gtp is not None:
             # the fast path takes this inner flow's packets only once its addresses passed
-            inner_flow.gtp_ok = self.gtp is None or self.gtp.clean(gtp)
+            inner_flow.gtp_ok = clean
         return flow
 
     def _group(
