@@ -173,6 +173,9 @@ typedef struct {
     /* what scan_segment() reads and calls: the engine's Reassembler (or None), the
      * StreamDirection class, stream.head_clear; NULL: the engine's _scan_segment does it */
     PyObject *reassembler, *stream_type, *head_clear;
+    /* TlsRecords.walk(flow, to_server, data, ip, start, end) of a TLS flow's data segment:
+     * true when the flow turned encrypted (the full path is to take it); NULL: none */
+    PyObject *tls_walk;
     Py_ssize_t depth; /* the reassembler's */
     double idle_timeout;
     Py_ssize_t offsets[S_COUNT];
@@ -1454,6 +1457,20 @@ static int scan_segment(FastPath *fp, PyObject *flow, int to_server, PyObject *g
     if (PyUnicode_CompareWithASCIIString(app, "tls") == 0) {
         if (to_server && data[start] == 0x16)
             return 0; /* a handshake record: a ClientHello's SNI */
+        if (fp->tls_walk != NULL) { /* its records followed: where it turns encrypted */
+            PyObject *args[6] = {flow, to_server ? Py_True : Py_False, bytes, NULL, NULL, NULL};
+            Py_ssize_t numbers[3] = {ip, start, end};
+            int k, changed = -1;
+            for (k = 0; k < 3; k++)
+                if ((args[3 + k] = PyLong_FromSsize_t(numbers[k])) == NULL)
+                    break;
+            if (k == 3)
+                changed = truth_of(PyObject_Vectorcall(fp->tls_walk, args, 6, NULL));
+            while (k-- > 0)
+                Py_DECREF(args[3 + k]);
+            if (changed != 0)
+                return changed > 0 ? 0 : -1;
+        }
     } else if (PyUnicode_CompareWithASCIIString(app, "http") == 0) {
         if (data[start] >= 'A' && data[start] <= 'Z')
             return 0; /* may start a request or a response */
@@ -3968,6 +3985,7 @@ static int FastPath_traverse(FastPath *fp, visitproc visit, void *arg)
     Py_VISIT(fp->reassembler);
     Py_VISIT(fp->stream_type);
     Py_VISIT(fp->head_clear);
+    Py_VISIT(fp->tls_walk);
     Py_VISIT(fp->table);
     Py_VISIT(fp->stats);
     Py_VISIT(fp->hellos);
@@ -4005,6 +4023,7 @@ static int FastPath_clear(FastPath *fp)
     Py_CLEAR(fp->reassembler);
     Py_CLEAR(fp->stream_type);
     Py_CLEAR(fp->head_clear);
+    Py_CLEAR(fp->tls_walk);
     Py_CLEAR(fp->table);
     Py_CLEAR(fp->stats);
     Py_CLEAR(fp->hellos);
@@ -4036,10 +4055,11 @@ static void FastPath_dealloc(FastPath *fp)
 static PyObject *FastPath_scan_path(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t depth = 0;
-    if (nargs != 5 || !PyCallable_Check(args[0]) || !PyCallable_Check(args[1])
-        || !PyType_Check(args[3]) || !PyCallable_Check(args[4])) {
-        PyErr_SetString(PyExc_TypeError,
-                        "scan_path(segment, outer, reassembler, stream_type, head_clear)");
+    if ((nargs != 5 && nargs != 6) || !PyCallable_Check(args[0]) || !PyCallable_Check(args[1])
+        || !PyType_Check(args[3]) || !PyCallable_Check(args[4])
+        || (nargs == 6 && args[5] != Py_None && !PyCallable_Check(args[5]))) {
+        PyErr_SetString(PyExc_TypeError, "scan_path(segment, outer, reassembler, stream_type, "
+                                         "head_clear[, tls_walk])");
         return NULL;
     }
     if (args[2] != Py_None) {
@@ -4052,6 +4072,10 @@ static PyObject *FastPath_scan_path(FastPath *fp, PyObject *const *args, Py_ssiz
     keep(&fp->reassembler, args[2]);
     keep(&fp->stream_type, args[3]);
     keep(&fp->head_clear, args[4]);
+    if (nargs == 6 && args[5] != Py_None)
+        keep(&fp->tls_walk, args[5]);
+    else
+        Py_CLEAR(fp->tls_walk);
     fp->depth = depth;
     Py_RETURN_NONE;
 }
@@ -4068,7 +4092,8 @@ static PyMethodDef FastPath_methods[] = {
     {"lookup", (PyCFunction)(void (*)(void))FastPath_lookup, METH_FASTCALL,
      "lookup(layer, ts) -> (flow, to_server), as FlowTable.lookup"},
     {"scan_path", (PyCFunction)(void (*)(void))FastPath_scan_path, METH_FASTCALL,
-     "scan_path(segment, outer, reassembler, stream_type, head_clear): a data segment of an "
+     "scan_path(segment, outer, reassembler, stream_type, head_clear[, tls_walk]): a data "
+     "segment of an "
      "established flow whose direction's selection is (False, group, app, True) is taken as "
      "the engine's _scan_segment (segment) takes it, done here but for the scans of "
      "prefilters without a compiled scanner and the stream's growth past its bound; a G-PDU "

@@ -41,6 +41,7 @@ class FastPath:
         reassembler: Any,
         stream_type: type,
         head_clear: Callable[[Any, Any, bytes], bool],
+        tls_walk: Callable[..., bool] | None = None,
     ) -> None: ...
 
 class Decoder:

@@ -72,6 +72,7 @@ from appliance.inspect.stream import (
     stream_hits,
 )
 from appliance.inspect.threshold import ThresholdState
+from appliance.inspect.tlsrecords import TlsRecords
 from appliance.inspect.xbits import XbitState
 from appliance.model.profile import Detectors, Profile
 from appliance.model.values import AddrRange, IPNetwork, SetRef, parse_addr_item
@@ -105,6 +106,9 @@ class InspectionConfig:
     compiled: bool = True  # the compiled fast path when built (off: its Python twin)
     skipped: Sequence[Skipped] = ()  # rules left out, each with its warning line and reason
     stream_depth: int = DEFAULT_DEPTH  # bytes of each TCP direction reassembled (0: none)
+    # "track-only": a TLS flow's payload is no longer inspected once it carries application
+    # data (tlsrecords.py); "full": all of it is
+    encryption_handling: str = "track-only"
 
     @classmethod
     def from_profile(
@@ -136,6 +140,7 @@ class InspectionConfig:
             block=inspect.block,
             never_block=_never_block(profile),
             stream_depth=inspect.stream_depth,
+            encryption_handling=inspect.encryption_handling,
         )
 
 
@@ -327,6 +332,12 @@ class InspectionEngine:
         tls = self._follow.tls if self._follow is not None else None
         # the version a TLS flow's hello gave, for its later packets: with a rule reading it
         self._tls_known = tls if tls is not None and TLS_VERSION in tls.wanted else None
+        # where TLS flows turn encrypted: followed when a rule reads the payload at all
+        self._records = (
+            TlsRecords()
+            if config.encryption_handling == "track-only" and any(self.matcher._reads_payload)
+            else None
+        )
         self.flows = FlowTable(config.max_flows, config.idle_timeout)
         self.flows.hatch = self._hatch
         self.thresholds = ThresholdState()
@@ -539,6 +550,7 @@ class InspectionEngine:
                 self.streams,
                 StreamDirection,
                 head_clear,
+                self._records.walk if self._records is not None else None,
             )
         except (AttributeError, TypeError, ValueError):
             # a module built from other sources than these: the twin takes over
@@ -894,8 +906,12 @@ class InspectionEngine:
             if pending is not None and pending.flow is flow:
                 hello = True
                 sni = self._hello_continues(pending, layer, payload, buffers)
+        app_was = flow.app
         if not hello and proto == PROTO_TCP and payload and flow.app != "none":
             dns, sni, http = self._tcp_app(flow, layer, payload, to_server, buffers)
+        records = self._records
+        if records is not None and flow.app == "tls" and app_was != "tls":
+            records.begin(flow, layer.seq)  # before its groups are picked: followed from here
         if (
             self._follow is not None
             and proto == PROTO_TCP
@@ -945,6 +961,17 @@ class InspectionEngine:
                 ts, layer, flow, to_server, hits, exclude, alerts, dns, sni, http
             )
 
+        if (
+            records is not None
+            and payload
+            and flow.app == "tls"
+            and proto == PROTO_TCP
+            and records.segment(flow, to_server, layer)
+        ):
+            # its TLS records were read after this packet was inspected (as Suricata flags a
+            # flow while parsing a packet and skips the payload of the packets after it)
+            self._regroup(flow, layer, to_server)
+
         if self._syn_detectors and flags >= 0 and flags & 0x12 == 0x02:  # SYN without ACK
             if self.port_scan is not None:
                 found = self.port_scan.on_syn(ts, layer)
@@ -972,6 +999,19 @@ class InspectionEngine:
             inner_flow.gtp_ok = clean
         return flow
 
+    def _regroup(self, flow: Flow, layer: Layer, to_server: bool) -> None:
+        """Both directions' groups (once encrypted, without the payload's rules) and what
+        the fast paths may do in them, worked out anew."""
+        app = flow.app
+        other = flow.sel_c if to_server else flow.sel_s
+        if other is None or other[2] != app:
+            pair = self.matcher.pair_for(layer, app if app in _APPS else "", to_server)
+            self._group(flow, layer, to_server, False, pair[0])
+            self._group(flow, layer, not to_server, False, pair[1])
+        else:
+            self._group(flow, layer, to_server, False)
+            self._group(flow, layer, not to_server, False)
+
     def _group(
         self,
         flow: Flow,
@@ -991,6 +1031,9 @@ class InspectionEngine:
             group = found
         else:
             group = self.matcher.group_for(layer, app if app in _APPS else "", to_server, outer_gtp)
+        records = self._records
+        if records is not None and app == "tls" and records.encrypted(flow):
+            group = self.matcher.without_payload(group)
         fast = True
         quiet = False
         picked: tuple[bool, Group, str] | tuple[bool, Group, str, bool] | None = None
@@ -1056,6 +1099,9 @@ class InspectionEngine:
         if app == "tls":
             if to_server and payload[0] == 0x16:
                 return False  # a handshake record: a ClientHello's SNI
+            records = self._records
+            if records is not None and records.walk(flow, to_server, data, ip, start, end):
+                return False  # turned encrypted: the full path regroups
         elif app == "http":
             if 0x41 <= payload[0] <= 0x5A:
                 return False  # may start a request or a response (an upper-case letter)

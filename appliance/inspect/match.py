@@ -92,6 +92,10 @@ class Group:
     # plain_for(flags, established) by flags
     established: dict[int, tuple[Signature, ...]] = field(default_factory=dict)
     not_established: dict[int, tuple[Signature, ...]] = field(default_factory=dict)
+    # the indexes (in load order) of its rules, and the group of those of them that do not
+    # read the payload (Matcher.without_payload), once made
+    members: tuple[int, ...] = field(default=(), repr=False, compare=False)
+    payload_free: Group | None = field(default=None, repr=False, compare=False)
 
     # how far into the payload the anchored rules look (-1: a content of theirs may be
     # anywhere)
@@ -288,6 +292,10 @@ class Matcher:
             classes.setdefault(header, []).append(index)
             self._routes.append(_route(sig))
         self._classes = list(classes.items())
+        # by index: whether the rule looks into the packet payload (see without_payload)
+        self._reads_payload = [
+            any(c.buffer == PKT and c.size is None for c in sig.contents) for sig in self.signatures
+        ]
         # by (protocol, application, direction, outer GTP-U): the classes whose header
         # passes them, each as its address and port expressions, bidirectional, its rules
         self._passing: dict[tuple[object, ...], list[tuple[int, int, int, int, bool, list[int]]]]
@@ -423,8 +431,22 @@ class Matcher:
             out.append((si, di, spi, dpi, bool(bidir), indexes))
         return out
 
+    def without_payload(self, group: Group) -> Group:
+        """The group of ``group``'s rules that do not look into the packet payload or its
+        stream (no content, pcre, byte test or isdataat of it; ``dsize`` only reads its
+        length): what applies to a flow whose payload is no longer inspected (an encrypted
+        TLS flow, see tlsrecords.py)."""
+        found = group.payload_free
+        if found is None:
+            reads = self._reads_payload
+            kept = tuple(i for i in group.members if not reads[i])
+            found = group.payload_free = self._group_of(kept) if kept != group.members else group
+        return found
+
     def _build(self, key: tuple[object, ...]) -> Group:
-        members = self.members(key)
+        return self._group_of(self.members(key))
+
+    def _group_of(self, members: tuple[int, ...]) -> Group:
         group = self._shared.get(members)
         if group is not None:
             return group
@@ -442,7 +464,7 @@ class Matcher:
             else:
                 by_buffer.setdefault(where, []).append(index)
         prefilters = [self._prefilter_of(where, by_buffer[where]) for where in sorted(by_buffer)]
-        group = Group(plain=plain, anchored=anchored, prefilters=prefilters)
+        group = Group(plain=plain, anchored=anchored, prefilters=prefilters, members=members)
         if len(self._shared) >= _MAX_CACHE:
             self._shared.clear()
             self._prefilters.clear()

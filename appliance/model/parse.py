@@ -37,6 +37,7 @@ from appliance.model.elements_file import ElementsFileError, iter_lines, read_el
 from appliance.model.intervals import Collector, width_of
 from appliance.model.profile import (
     AUTOBLOCK_SETS,
+    ENCRYPTION_HANDLINGS,
     FORWARD_PROTOS,
     INSPECT_DECLARED_MODE,
     INSPECT_MODES,
@@ -1226,6 +1227,7 @@ _INSPECT_KEYS = (
     _Key("classification", lambda c, p, v: _existing_file(c, p, v, "classification file")),
     _Key("reference", lambda c, p, v: _existing_file(c, p, v, "reference file")),
     _Key("stream_depth", _integer(0, 16 << 20)),
+    _Key("encryption_handling", _choice(ENCRYPTION_HANDLINGS)),
     _Key(
         "detectors",
         lambda ctx, path, value: Detectors(**_options(ctx, path, value, _DETECTOR_KEYS, Detectors)),

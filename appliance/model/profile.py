@@ -163,6 +163,8 @@ class Detectors:
 
 InspectMode = Literal["sample", "mirror", "inline", "off"]
 INSPECT_MODES: tuple[str, ...] = get_args(InspectMode)
+EncryptionHandling = Literal["track-only", "full"]
+ENCRYPTION_HANDLINGS: tuple[str, ...] = get_args(EncryptionHandling)
 # A profile without [inspect] inspects nothing (mode "off"); an [inspect] table that names no
 # mode samples: declaring the table is asking for inspection.
 INSPECT_DECLARED_MODE: InspectMode = "sample"
@@ -184,6 +186,9 @@ class Inspect:
     classification: str | None = None  # a classification.config over the shipped classtypes
     reference: str | None = None  # a reference.config
     stream_depth: int = 65536  # bytes of each TCP direction reassembled for the rules (0: off)
+    # "track-only" (Suricata's default): a TLS flow's payload is no longer inspected once it
+    # carries application data (its handshake buffers and headers still are); "full": it is
+    encryption_handling: EncryptionHandling = "track-only"
 
 
 SegmentKind = Literal["vlan", "vrf", "netns"]

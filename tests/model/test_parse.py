@@ -460,6 +460,12 @@ BAD: list[tuple[str, str, str, str]] = [
     ),
     ("inspect-block-type", HEAD + '[inspect]\nblock = "yes"\n', "inspect.block", "true or false"),
     (
+        "inspect-encryption-handling",
+        HEAD + '[inspect]\nencryption_handling = "bypass"\n',
+        "inspect.encryption_handling",
+        "'bypass'",
+    ),
+    (
         "detector-unknown",
         HEAD + "[inspect.detectors]\nbrute_force = {}\n",
         "inspect.detectors.brute_force",
@@ -1239,6 +1245,9 @@ def test_inspect_table_without_mode_samples(tmp_path: Path) -> None:
     assert p.inspect.block is False
     assert p.inspect.home_net is None
     assert p.inspect.detectors.port_scan is None
+    assert p.inspect.encryption_handling == "track-only"  # Suricata's default
+    text = HEAD + '[inspect]\nencryption_handling = "full"\n'
+    assert load_profile(write(tmp_path, "f.toml", text)).inspect.encryption_handling == "full"
 
 
 def test_empty_detector_tables_use_defaults(tmp_path: Path) -> None:
