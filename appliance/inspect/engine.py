@@ -969,8 +969,14 @@ class InspectionEngine:
             and records.segment(flow, to_server, layer)
         ):
             # its TLS records were read after this packet was inspected (as Suricata flags a
-            # flow while parsing a packet and skips the payload of the packets after it)
+            # flow while parsing a packet and skips the payload of the packets after it):
+            # encrypted, its payload is no longer inspected, nor its streams kept
             self._regroup(flow, layer, to_server)
+            if flow.streams is not None and self.streams is not None:
+                for stream in flow.streams:
+                    if isinstance(stream, StreamDirection):
+                        self.streams.close(stream)
+                flow.streams = None
 
         if self._syn_detectors and flags >= 0 and flags & 0x12 == 0x02:  # SYN without ACK
             if self.port_scan is not None:

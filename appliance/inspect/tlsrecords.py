@@ -144,4 +144,6 @@ class TlsRecords:
 
     def _end(self, state: _Flow, to_server: bool) -> bool:
         state.directions[to_server] = None
+        if state.directions == [None, None]:  # nothing more to follow: forgotten
+            self._flows.pop(state.flow.key, None)
         return False

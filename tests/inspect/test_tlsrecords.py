@@ -275,3 +275,19 @@ def test_random_sessions_alike_on_every_path(seed: int) -> None:
         results.append((events, encrypted))
     assert results[0] == results[1] == results[2]
     assert results[0][1]  # some flows turned encrypted
+
+
+def test_an_encrypted_flow_keeps_no_stream_and_a_flow_no_longer_followed_no_state() -> None:
+    packets = tls12([b"hello", b"more"])
+    eng = engine(RULES)
+    for f in frames(packets):
+        eng.process(*f)
+    (flow,) = eng.flows.records()
+    assert eng._records is not None and eng._records.encrypted(flow)
+    assert flow.streams is None
+    assert eng.streams is not None and eng.streams.held == 0
+    records, other = TlsRecords(), _Flow()
+    records.begin(other, 0)
+    feed(records, other, True, 0, b"\x00not tls")
+    feed(records, other, False, 0, b"\x00not tls either")
+    assert records._flows == {}
