@@ -9,7 +9,7 @@ app-layer parsing, the shipped signatures (profiles/rules/edge.rules) and all fo
 
     .venv/bin/python bench/inspect_throughput.py [--packets 200000] [--runs 3]
         [--scapy-every N] [--pcap FILE] [--rules FILE]... [--flood] [--cpu] [--breakdown]
-        [--profile N] [--python-scans]
+        [--profile N] [--python-scans] [--tls-records] [--encryption track-only|full]
 
 With the compiled fast path built (setup.py), the engine runs twice a round: with it
 ("engine") and with its pure-Python twin ("twin", ``compiled=False``, the prefilters'
@@ -20,6 +20,11 @@ adds rule files to the shipped ones (loaded as the daemon does: a rule the engin
 cannot run is skipped); ``--flood`` replaces the mix by TCP SYNs that each open a new flow;
 ``--breakdown`` times each kind of packet on its own; ``--profile N`` runs the engine's loop
 once more under cProfile and prints the N functions that take most time of their own.
+``--tls-records`` makes the mix's TLS flows (and those in GTP-U tunnels) carry TLS records
+both ways, the server's handshake then application data, as real ones do (by default their
+servers send zeros, the capture every earlier figure was measured on); ``--encryption``
+sets ``[inspect].encryption_handling`` (``full``: the payload of encrypted TLS inspected
+too).
 
 Goals: at least 100x scapy and at least 5x dpkt parse-only (typical mix), 1x (flood).
 """
@@ -55,6 +60,8 @@ def load(path: str) -> list[Frame]:
 
 
 EXTRA_RULES: list[str] = []
+# [inspect].encryption_handling of the engines measured ("track-only", Suricata's default)
+ENCRYPTION = ["track-only"]
 # the contenders' timer: wall clock, or with --cpu this process's CPU time (steadier on a
 # machine other work keeps busy)
 CLOCK = [time.perf_counter]
@@ -69,7 +76,14 @@ def bench_engine(compiled: bool = True, scanner: bool = True) -> InspectionEngin
     if EXTRA_RULES:
         variables = Variables.from_networks([parse_network("10.0.0.0/8")])
         signatures += load_rules(EXTRA_RULES, variables).signatures
-    bench = InspectionEngine(replace(engine.config, signatures=signatures, compiled=compiled))
+    bench = InspectionEngine(
+        replace(
+            engine.config,
+            signatures=signatures,
+            compiled=compiled,
+            encryption_handling=ENCRYPTION[0],
+        )
+    )
     if not compiled or not scanner:
         bench.matcher._prefilter = TwinPrefilter  # the prefilters' Python scans
     return bench
@@ -199,6 +213,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rules", action="append", default=[], help="add a rule file")
     parser.add_argument("--flood", action="store_true", help="every packet opens a new flow")
     parser.add_argument(
+        "--tls-records",
+        action="store_true",
+        help="the mix's TLS flows carry TLS records both ways (the server's handshake, "
+        "application data), as real ones do",
+    )
+    parser.add_argument(
+        "--encryption",
+        choices=("track-only", "full"),
+        default="track-only",
+        help="[inspect].encryption_handling of the engine (default track-only)",
+    )
+    parser.add_argument(
         "--cpu", action="store_true", help="time by this process's CPU time, not wall clock"
     )
     parser.add_argument(
@@ -211,11 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     EXTRA_RULES[:] = args.rules
+    ENCRYPTION[0] = args.encryption
     if args.cpu:
         CLOCK[0] = time.process_time
 
     started = time.perf_counter()
-    generated = flood(args.packets) if args.flood else Mix().build(args.packets)
+    generated = (
+        flood(args.packets) if args.flood else Mix(records=args.tls_records).build(args.packets)
+    )
     # the capture goes through a file, as a real one would; it is kept only where --pcap says
     with tempfile.TemporaryDirectory(prefix="inspect-bench-") as scratch:
         path = args.pcap or os.path.join(scratch, "mix.pcap")

@@ -174,8 +174,9 @@ typedef struct {
      * StreamDirection class, stream.head_clear; NULL: the engine's _scan_segment does it */
     PyObject *reassembler, *stream_type, *head_clear;
     /* TlsRecords.walk(flow, to_server, data, ip, start, end) of a TLS flow's data segment:
-     * true when the flow turned encrypted (the full path is to take it); NULL: none */
-    PyObject *tls_walk;
+     * true when the flow turned encrypted; then the engine's _tls_taken(flow) once the
+     * segment is taken (it regroups the flow); NULL: none */
+    PyObject *tls_walk, *tls_taken;
     Py_ssize_t depth; /* the reassembler's */
     double idle_timeout;
     Py_ssize_t offsets[S_COUNT];
@@ -1447,7 +1448,7 @@ static int scan_segment(FastPath *fp, PyObject *flow, int to_server, PyObject *g
     Py_ssize_t size = end - start, have = 0, scanned = 0, base, i, count;
     PyObject *app, *scans = NULL, *pair = NULL, *stream = NULL, *held = NULL,
              *payload = NULL;
-    int result = -1, truth, grows = 0;
+    int result = -1, truth, grows = 0, encrypted = 0;
 
     if (fp->stream_type == NULL || fp->stats == NULL || start >= end)
         return scan_twin(fp, flow, to_server, group, bytes, ip, start, end);
@@ -1460,16 +1461,17 @@ static int scan_segment(FastPath *fp, PyObject *flow, int to_server, PyObject *g
         if (fp->tls_walk != NULL) { /* its records followed: where it turns encrypted */
             PyObject *args[6] = {flow, to_server ? Py_True : Py_False, bytes, NULL, NULL, NULL};
             Py_ssize_t numbers[3] = {ip, start, end};
-            int k, changed = -1;
+            int k;
+            encrypted = -1;
             for (k = 0; k < 3; k++)
                 if ((args[3 + k] = PyLong_FromSsize_t(numbers[k])) == NULL)
                     break;
             if (k == 3)
-                changed = truth_of(PyObject_Vectorcall(fp->tls_walk, args, 6, NULL));
+                encrypted = truth_of(PyObject_Vectorcall(fp->tls_walk, args, 6, NULL));
             while (k-- > 0)
                 Py_DECREF(args[3 + k]);
-            if (changed != 0)
-                return changed > 0 ? 0 : -1;
+            if (encrypted < 0)
+                return -1;
         }
     } else if (PyUnicode_CompareWithASCIIString(app, "http") == 0) {
         if (data[start] >= 'A' && data[start] <= 'Z')
@@ -1650,6 +1652,12 @@ static int scan_segment(FastPath *fp, PyObject *flow, int to_server, PyObject *g
         }
     }
     result = 1;
+    if (encrypted && fp->tls_taken != NULL) { /* taken: the flow regrouped, as after it */
+        PyObject *done_now = PyObject_CallOneArg(fp->tls_taken, flow);
+        if (done_now == NULL)
+            result = -1;
+        Py_XDECREF(done_now);
+    }
     goto done;
 twin:
     result = scan_twin(fp, flow, to_server, group, bytes, ip, start, end);
@@ -3986,6 +3994,7 @@ static int FastPath_traverse(FastPath *fp, visitproc visit, void *arg)
     Py_VISIT(fp->stream_type);
     Py_VISIT(fp->head_clear);
     Py_VISIT(fp->tls_walk);
+    Py_VISIT(fp->tls_taken);
     Py_VISIT(fp->table);
     Py_VISIT(fp->stats);
     Py_VISIT(fp->hellos);
@@ -4024,6 +4033,7 @@ static int FastPath_clear(FastPath *fp)
     Py_CLEAR(fp->stream_type);
     Py_CLEAR(fp->head_clear);
     Py_CLEAR(fp->tls_walk);
+    Py_CLEAR(fp->tls_taken);
     Py_CLEAR(fp->table);
     Py_CLEAR(fp->stats);
     Py_CLEAR(fp->hellos);
@@ -4055,11 +4065,12 @@ static void FastPath_dealloc(FastPath *fp)
 static PyObject *FastPath_scan_path(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t depth = 0;
-    if ((nargs != 5 && nargs != 6) || !PyCallable_Check(args[0]) || !PyCallable_Check(args[1])
+    if ((nargs != 5 && nargs != 7) || !PyCallable_Check(args[0]) || !PyCallable_Check(args[1])
         || !PyType_Check(args[3]) || !PyCallable_Check(args[4])
-        || (nargs == 6 && args[5] != Py_None && !PyCallable_Check(args[5]))) {
+        || (nargs == 7 && args[5] != Py_None
+            && (!PyCallable_Check(args[5]) || !PyCallable_Check(args[6])))) {
         PyErr_SetString(PyExc_TypeError, "scan_path(segment, outer, reassembler, stream_type, "
-                                         "head_clear[, tls_walk])");
+                                         "head_clear[, tls_walk, tls_taken])");
         return NULL;
     }
     if (args[2] != Py_None) {
@@ -4072,10 +4083,13 @@ static PyObject *FastPath_scan_path(FastPath *fp, PyObject *const *args, Py_ssiz
     keep(&fp->reassembler, args[2]);
     keep(&fp->stream_type, args[3]);
     keep(&fp->head_clear, args[4]);
-    if (nargs == 6 && args[5] != Py_None)
+    if (nargs == 7 && args[5] != Py_None) {
         keep(&fp->tls_walk, args[5]);
-    else
+        keep(&fp->tls_taken, args[6]);
+    } else {
         Py_CLEAR(fp->tls_walk);
+        Py_CLEAR(fp->tls_taken);
+    }
     fp->depth = depth;
     Py_RETURN_NONE;
 }
@@ -4092,7 +4106,8 @@ static PyMethodDef FastPath_methods[] = {
     {"lookup", (PyCFunction)(void (*)(void))FastPath_lookup, METH_FASTCALL,
      "lookup(layer, ts) -> (flow, to_server), as FlowTable.lookup"},
     {"scan_path", (PyCFunction)(void (*)(void))FastPath_scan_path, METH_FASTCALL,
-     "scan_path(segment, outer, reassembler, stream_type, head_clear[, tls_walk]): a data "
+     "scan_path(segment, outer, reassembler, stream_type, head_clear[, tls_walk, tls_taken]): "
+     "a data "
      "segment of an "
      "established flow whose direction's selection is (False, group, app, True) is taken as "
      "the engine's _scan_segment (segment) takes it, done here but for the scans of "

@@ -42,6 +42,7 @@ class FastPath:
         stream_type: type,
         head_clear: Callable[[Any, Any, bytes], bool],
         tls_walk: Callable[..., bool] | None = None,
+        tls_taken: Callable[[Any], None] | None = None,
     ) -> None: ...
 
 class Decoder:

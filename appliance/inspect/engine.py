@@ -551,6 +551,7 @@ class InspectionEngine:
                 StreamDirection,
                 head_clear,
                 self._records.walk if self._records is not None else None,
+                self._tls_taken,
             )
         except (AttributeError, TypeError, ValueError):
             # a module built from other sources than these: the twin takes over
@@ -972,11 +973,7 @@ class InspectionEngine:
             # flow while parsing a packet and skips the payload of the packets after it):
             # encrypted, its payload is no longer inspected, nor its streams kept
             self._regroup(flow, layer, to_server)
-            if flow.streams is not None and self.streams is not None:
-                for stream in flow.streams:
-                    if isinstance(stream, StreamDirection):
-                        self.streams.close(stream)
-                flow.streams = None
+            self._let_streams_go(flow)
 
         if self._syn_detectors and flags >= 0 and flags & 0x12 == 0x02:  # SYN without ACK
             if self.port_scan is not None:
@@ -1018,17 +1015,43 @@ class InspectionEngine:
             self._group(flow, layer, to_server, False)
             self._group(flow, layer, not to_server, False)
 
+    def _tls_taken(self, flow: Flow) -> None:
+        """A TLS flow's data segment the fast path took (inspected with the groups it had):
+        if the flow turned encrypted while its records were read, its directions are
+        regrouped here, as the full path regroups after the segment it takes. Both
+        directions' groups are known (a TLS flow's first hello picked them); were one not,
+        the full path would regroup on the flow's next packet."""
+        records = self._records
+        if records is None or not records.changed(flow, clear=False):
+            return
+        sel_s, sel_c = flow.sel_s, flow.sel_c
+        if sel_s is None or sel_c is None or sel_s[2] != flow.app or sel_c[2] != flow.app:
+            return
+        records.changed(flow, clear=True)
+        self._group(flow, None, True, False)
+        self._group(flow, None, False, False)
+        self._let_streams_go(flow)
+
+    def _let_streams_go(self, flow: Flow) -> None:
+        """An encrypted flow's streams: nothing reads them any more."""
+        if flow.streams is not None and self.streams is not None:
+            for stream in flow.streams:
+                if isinstance(stream, StreamDirection):
+                    self.streams.close(stream)
+            flow.streams = None
+
     def _group(
         self,
         flow: Flow,
-        layer: Layer,
+        layer: Layer | None,
         to_server: bool,
         outer_gtp: bool,
         found: Group | None = None,
     ) -> Group:
         """The rule group of a flow direction (of this packet's, or the other one) for the
         flow's current application protocol, cached on the flow, and what the fast paths may
-        skip in that direction; ``found``: the group, when the caller has looked it up."""
+        skip in that direction; ``found``: the group, when the caller has looked it up.
+        ``layer`` None: a TCP flow's direction whose group is known (``_tls_taken``)."""
         app = flow.app
         sel = flow.sel_s if to_server else flow.sel_c
         if sel is not None and sel[2] == app:
@@ -1036,6 +1059,7 @@ class InspectionEngine:
         elif found is not None:
             group = found
         else:
+            assert layer is not None
             group = self.matcher.group_for(layer, app if app in _APPS else "", to_server, outer_gtp)
         records = self._records
         if records is not None and app == "tls" and records.encrypted(flow):
@@ -1043,8 +1067,8 @@ class InspectionEngine:
         fast = True
         quiet = False
         picked: tuple[bool, Group, str] | tuple[bool, Group, str, bool] | None = None
-        if layer.proto == PROTO_TCP:
-            port53 = layer.sport == 53 or layer.dport == 53
+        if layer is None or layer.proto == PROTO_TCP:
+            port53 = layer is not None and (layer.sport == 53 or layer.dport == 53)
             quiet = self._quiet(group, flow, to_server, app, port53)
             if not quiet and self._scans(group, flow, to_server, app, port53):
                 picked = self._scan_pick(group, app)
@@ -1091,6 +1115,16 @@ class InspectionEngine:
     def _scan_segment(
         self, flow: Flow, to_server: bool, group: Group, data: bytes, ip: int, start: int, end: int
     ) -> bool:
+        """``_scan_data``, and for a TLS flow found encrypted while the segment's records were
+        read (``TlsRecords.walk``), the regrouping the full path would do after it."""
+        taken = self._scan_data(flow, to_server, group, data, ip, start, end)
+        if taken and self._records is not None and flow.app == "tls":
+            self._tls_taken(flow)
+        return taken
+
+    def _scan_data(
+        self, flow: Flow, to_server: bool, group: Group, data: bytes, ip: int, start: int, end: int
+    ) -> bool:
         """Take the data segment ``data[start:end]`` (its IPv4 header at ``ip``) of an
         established flow whose direction ``_scans``, if the full path would find nothing in
         it: no application parser wants it, the payload's prefilters find no pattern in it
@@ -1106,8 +1140,8 @@ class InspectionEngine:
             if to_server and payload[0] == 0x16:
                 return False  # a handshake record: a ClientHello's SNI
             records = self._records
-            if records is not None and records.walk(flow, to_server, data, ip, start, end):
-                return False  # turned encrypted: the full path regroups
+            if records is not None:  # where it turns encrypted (regrouped once taken)
+                records.walk(flow, to_server, data, ip, start, end)
         elif app == "http":
             if 0x41 <= payload[0] <= 0x5A:
                 return False  # may start a request or a response (an upper-case letter)

@@ -95,10 +95,22 @@ class TlsRecords:
             return True
         return changed
 
+    def changed(self, flow: Any, clear: bool) -> bool:
+        """Whether the flow turned encrypted since the last ``segment`` or ``changed``
+        with ``clear`` (which forgets it)."""
+        state = self._state(flow)
+        if state is None or not state.changed:
+            return False
+        if clear:
+            state.changed = False
+        return True
+
     def walk(self, flow: Any, to_server: bool, data: bytes, ip: int, start: int, end: int) -> bool:
         """The fast paths': read the record headers of a TLS flow's data segment
         ``data[start:end]`` (its IPv4 header at ``ip``) in place. True when the flow turned
-        encrypted: the full path is then to take the segment (``segment`` says so again)."""
+        encrypted: the segment is inspected with the groups it has, then the flow regrouped
+        (the engine's ``_tls_taken`` if a fast path takes it, else after ``segment`` says so
+        again on the full path)."""
         seq = int.from_bytes(data[ip + 4 * 6 : ip + 4 * 7], "big")
         return self._read(flow, to_server, seq, data, start, end)
 

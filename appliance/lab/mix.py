@@ -115,10 +115,39 @@ def gtpu(teid: int, inner: bytes) -> bytes:
     return struct.pack("!BBHI", 0x30, 255, len(inner), teid) + inner
 
 
-class Mix:
-    """Generates the flows of the mixed capture."""
+def tls_records(kind: int, size: int) -> bytes:
+    """``size`` bytes of TLS records of one type (at most 1,400 bytes of body each)."""
+    out = bytearray()
+    while len(out) + 5 < size:
+        body = min(1400, size - len(out) - 5)
+        out += bytes((kind, 3, 3)) + body.to_bytes(2, "big") + bytes(body)
+    return bytes(out)
 
-    def __init__(self, seed: int = 7) -> None:
+
+def server_flight(size: int) -> bytes:
+    """A TLS 1.2 server's handshake of ``size`` bytes or so: its hello, a certificate
+    message (of zeros) and hello done, its cipher spec and finished."""
+    hello = b"\x02\x00\x00\x26\x03\x03" + bytes(32) + b"\x00\xc0\x2f\x00"
+    rest = max(0, size - 140)
+    certificate = b"\x0b" + rest.to_bytes(3, "big") + bytes(rest)
+    handshake = hello + certificate + b"\x0e\x00\x00\x00"
+    return (
+        b"\x16\x03\x03"
+        + len(handshake).to_bytes(2, "big")
+        + handshake
+        + b"\x14\x03\x03\x00\x01\x01"
+        + b"\x16\x03\x03\x00\x28"
+        + bytes(40)
+    )
+
+
+class Mix:
+    """Generates the flows of the mixed capture. ``records``: the TLS flows (and those in
+    GTP-U tunnels) carry TLS records both ways, the server's handshake and application data,
+    as real ones do; else their server sends zeros and the client one empty record."""
+
+    def __init__(self, seed: int = 7, records: bool = False) -> None:
+        self.records = records
         self.rng = random.Random(seed)
         self.ts = 1_700_000_000.0
         self.frames: list[Frame] = []
@@ -138,7 +167,7 @@ class Mix:
         server: bytes,
         dport: int,
         requests: list[bytes],
-        responses: list[int],
+        responses: list[int] | list[bytes],
         wrap: Callable[[bytes], bytes] | None = None,
     ) -> None:
         rng = self.rng
@@ -153,14 +182,23 @@ class Mix:
         cseq += 1
         sseq += 1
         out(ipv4(client, server, 6, tcp(sport, dport, 0x10, cseq, sseq)))
-        for request, size in zip(requests, responses, strict=False):
+        for request, response in zip(requests, responses, strict=False):
             out(ipv4(client, server, 6, tcp(sport, dport, 0x18, cseq, sseq, request)))
             cseq += len(request)
             segments = 0
+            body: bytes | None = None
+            if isinstance(response, bytes):
+                body, size = response, len(response)
+            else:
+                assert isinstance(response, int)
+                size = response
+            sent = 0
             while size > 0:
                 chunk = min(size, 1448)
-                out(ipv4(server, client, 6, tcp(dport, sport, 0x10, sseq, cseq, b"\x00" * chunk)))
+                data = b"\x00" * chunk if body is None else body[sent : sent + chunk]
+                out(ipv4(server, client, 6, tcp(dport, sport, 0x10, sseq, cseq, data)))
                 sseq += chunk
+                sent += chunk
                 size -= chunk
                 segments += 1
                 if segments % 2 == 0 or size <= 0:  # delayed ACK: one per two segments
@@ -207,13 +245,17 @@ class Mix:
             if rng.random() < 0.1
             else "www.example.com"
         )
-        self.tcp_flow(
-            bytes([10, 0, 1, rng.randrange(1, 255)]),
-            self.host(93),
-            443,
-            [client_hello(sni, self.rng), b"\x17\x03\x03" + b"\x00" * 300],
-            [2900, rng.randrange(1000, 9000)],
-        )
+        # (the random draws in the order the capture has always made them)
+        client, server = bytes([10, 0, 1, rng.randrange(1, 255)]), self.host(93)
+        hello = client_hello(sni, self.rng)
+        size = rng.randrange(1000, 9000)
+        if self.records:
+            data = tls_records(23, 305)
+            answers: list[int] | list[bytes] = [server_flight(2900), tls_records(23, size)]
+        else:
+            data = b"\x17\x03\x03" + b"\x00" * 300
+            answers = [2900, size]
+        self.tcp_flow(client, server, 443, [hello, data], answers)
 
     def dns(self) -> None:
         rng = self.rng
@@ -249,14 +291,13 @@ class Mix:
                 return ipv4(gnb, upf, 17, udp(2152, 2152, gtpu(teid_up, inner)))
             return ipv4(upf, gnb, 17, udp(2152, 2152, gtpu(teid_down, inner)))
 
-        self.tcp_flow(
-            ue,
-            self.host(93),
-            443,
-            [client_hello("video.example.com", self.rng)],
-            [rng.randrange(3000, 12000)],
-            wrap=uplink,
-        )
+        server = self.host(93)
+        hello = client_hello("video.example.com", self.rng)
+        size = rng.randrange(3000, 12000)
+        answer: list[int] | list[bytes] = [size]
+        if self.records:  # the server's handshake, then data
+            answer = [server_flight(2900) + tls_records(23, size - 2900)]
+        self.tcp_flow(ue, server, 443, [hello], answer, wrap=uplink)
 
     def bulk(self) -> None:
         self.tcp_flow(
