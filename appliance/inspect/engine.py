@@ -910,9 +910,6 @@ class InspectionEngine:
         app_was = flow.app
         if not hello and proto == PROTO_TCP and payload and flow.app != "none":
             dns, sni, http = self._tcp_app(flow, layer, payload, to_server, buffers)
-        records = self._records
-        if records is not None and flow.app == "tls" and app_was != "tls":
-            records.begin(flow, layer.seq)  # before its groups are picked: followed from here
         if (
             self._follow is not None
             and proto == PROTO_TCP
@@ -940,6 +937,14 @@ class InspectionEngine:
                 flow.fast_s = None  # the next segments continue the ClientHello
             elif hello:
                 self._group(flow, layer, True, False)  # done: the fast path may take over
+        records = self._records
+        if records is not None and flow.app == "tls" and app_was != "tls":
+            # a TLS flow's first hello: its records followed from here, if a rule of its
+            # directions looks into the payload (else its turning encrypted changes nothing)
+            other = flow.sel_c if to_server else flow.sel_s
+            free = self.matcher.without_payload
+            if free(group) is not group or (other is not None and free(other[1]) is not other[1]):
+                records.begin(flow, layer.seq)
         established = flow.established
         flags = layer.flags if proto == PROTO_TCP else -1
         hits = self._rule_hits(layer, group, established, flags, payload, buffers)
