@@ -175,8 +175,9 @@ typedef struct {
     PyObject *reassembler, *stream_type, *head_clear;
     /* TlsRecords.walk(flow, to_server, data, ip, start, end) of a TLS flow's data segment:
      * true when the flow turned encrypted; then the engine's _tls_taken(flow) once the
-     * segment is taken (it regroups the flow); NULL: none */
-    PyObject *tls_walk, *tls_taken;
+     * segment is taken (it regroups the flow); NULL: none. tls_flows: the flows followed,
+     * by key (TlsRecords._flows): a flow not in it is not walked */
+    PyObject *tls_walk, *tls_taken, *tls_flows;
     Py_ssize_t depth; /* the reassembler's */
     double idle_timeout;
     Py_ssize_t offsets[S_COUNT];
@@ -1458,7 +1459,17 @@ static int scan_segment(FastPath *fp, PyObject *flow, int to_server, PyObject *g
     if (PyUnicode_CompareWithASCIIString(app, "tls") == 0) {
         if (to_server && data[start] == 0x16)
             return 0; /* a handshake record: a ClientHello's SNI */
-        if (fp->tls_walk != NULL) { /* its records followed: where it turns encrypted */
+        PyObject *followed = NULL;
+        if (fp->tls_walk != NULL) {
+            PyObject *key = slot(fp, flow, S_KEY);
+            if (key != NULL && PyDict_Check(fp->tls_flows)
+                && (followed = PyDict_GetItemWithError(fp->tls_flows, key)) == NULL
+                && PyErr_Occurred())
+                return -1;
+            if (key == NULL || !PyDict_Check(fp->tls_flows))
+                followed = Py_None; /* (not as expected: walked, as the twin does) */
+        }
+        if (followed != NULL) { /* its records followed: where it turns encrypted */
             PyObject *args[6] = {flow, to_server ? Py_True : Py_False, bytes, NULL, NULL, NULL};
             Py_ssize_t numbers[3] = {ip, start, end};
             int k;
@@ -3995,6 +4006,7 @@ static int FastPath_traverse(FastPath *fp, visitproc visit, void *arg)
     Py_VISIT(fp->head_clear);
     Py_VISIT(fp->tls_walk);
     Py_VISIT(fp->tls_taken);
+    Py_VISIT(fp->tls_flows);
     Py_VISIT(fp->table);
     Py_VISIT(fp->stats);
     Py_VISIT(fp->hellos);
@@ -4034,6 +4046,7 @@ static int FastPath_clear(FastPath *fp)
     Py_CLEAR(fp->head_clear);
     Py_CLEAR(fp->tls_walk);
     Py_CLEAR(fp->tls_taken);
+    Py_CLEAR(fp->tls_flows);
     Py_CLEAR(fp->table);
     Py_CLEAR(fp->stats);
     Py_CLEAR(fp->hellos);
@@ -4065,12 +4078,13 @@ static void FastPath_dealloc(FastPath *fp)
 static PyObject *FastPath_scan_path(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t depth = 0;
-    if ((nargs != 5 && nargs != 7) || !PyCallable_Check(args[0]) || !PyCallable_Check(args[1])
+    if ((nargs != 5 && nargs != 8) || !PyCallable_Check(args[0]) || !PyCallable_Check(args[1])
         || !PyType_Check(args[3]) || !PyCallable_Check(args[4])
-        || (nargs == 7 && args[5] != Py_None
-            && (!PyCallable_Check(args[5]) || !PyCallable_Check(args[6])))) {
+        || (nargs == 8 && args[5] != Py_None
+            && (!PyCallable_Check(args[5]) || !PyCallable_Check(args[6])
+                || !PyDict_Check(args[7])))) {
         PyErr_SetString(PyExc_TypeError, "scan_path(segment, outer, reassembler, stream_type, "
-                                         "head_clear[, tls_walk, tls_taken])");
+                                         "head_clear[, tls_walk, tls_taken, tls_flows])");
         return NULL;
     }
     if (args[2] != Py_None) {
@@ -4083,12 +4097,14 @@ static PyObject *FastPath_scan_path(FastPath *fp, PyObject *const *args, Py_ssiz
     keep(&fp->reassembler, args[2]);
     keep(&fp->stream_type, args[3]);
     keep(&fp->head_clear, args[4]);
-    if (nargs == 7 && args[5] != Py_None) {
+    if (nargs == 8 && args[5] != Py_None) {
         keep(&fp->tls_walk, args[5]);
         keep(&fp->tls_taken, args[6]);
+        keep(&fp->tls_flows, args[7]);
     } else {
         Py_CLEAR(fp->tls_walk);
         Py_CLEAR(fp->tls_taken);
+        Py_CLEAR(fp->tls_flows);
     }
     fp->depth = depth;
     Py_RETURN_NONE;
@@ -4106,7 +4122,8 @@ static PyMethodDef FastPath_methods[] = {
     {"lookup", (PyCFunction)(void (*)(void))FastPath_lookup, METH_FASTCALL,
      "lookup(layer, ts) -> (flow, to_server), as FlowTable.lookup"},
     {"scan_path", (PyCFunction)(void (*)(void))FastPath_scan_path, METH_FASTCALL,
-     "scan_path(segment, outer, reassembler, stream_type, head_clear[, tls_walk, tls_taken]): "
+     "scan_path(segment, outer, reassembler, stream_type, head_clear[, tls_walk, tls_taken, "
+     "tls_flows]): "
      "a data "
      "segment of an "
      "established flow whose direction's selection is (False, group, app, True) is taken as "

@@ -43,6 +43,7 @@ class FastPath:
         head_clear: Callable[[Any, Any, bytes], bool],
         tls_walk: Callable[..., bool] | None = None,
         tls_taken: Callable[[Any], None] | None = None,
+        tls_flows: dict[bytes, Any] | None = None,
     ) -> None: ...
 
 class Decoder:

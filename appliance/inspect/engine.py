@@ -552,6 +552,7 @@ class InspectionEngine:
                 head_clear,
                 self._records.walk if self._records is not None else None,
                 self._tls_taken,
+                self._records.followed if self._records is not None else {},
             )
         except (AttributeError, TypeError, ValueError):
             # a module built from other sources than these: the twin takes over
@@ -944,7 +945,7 @@ class InspectionEngine:
             other = flow.sel_c if to_server else flow.sel_s
             free = self.matcher.without_payload
             if free(group) is not group or (other is not None and free(other[1]) is not other[1]):
-                records.begin(flow, layer.seq)
+                records.begin(flow, layer.seq, payload)
         established = flow.established
         flags = layer.flags if proto == PROTO_TCP else -1
         hits = self._rule_hits(layer, group, established, flags, payload, buffers)
@@ -971,6 +972,7 @@ class InspectionEngine:
             records is not None
             and payload
             and flow.app == "tls"
+            and app_was == "tls"  # (the hello that made it TLS was read by begin)
             and proto == PROTO_TCP
             and records.segment(flow, to_server, layer)
         ):
@@ -1145,7 +1147,8 @@ class InspectionEngine:
             if to_server and payload[0] == 0x16:
                 return False  # a handshake record: a ClientHello's SNI
             records = self._records
-            if records is not None:  # where it turns encrypted (regrouped once taken)
+            if records is not None and flow.key in records.followed:
+                # where it turns encrypted (regrouped once taken)
                 records.walk(flow, to_server, data, ip, start, end)
         elif app == "http":
             if 0x41 <= payload[0] <= 0x5A:

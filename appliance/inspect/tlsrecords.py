@@ -56,10 +56,11 @@ class TlsRecords:
     """The TLS flows whose records are followed, and those found encrypted."""
 
     def __init__(self) -> None:
-        self._flows: OrderedDict[bytes, _Flow] = OrderedDict()  # by flow key
+        # by flow key: the flows followed or found encrypted (the fast path looks here first)
+        self.followed: OrderedDict[bytes, _Flow] = OrderedDict()
 
     def _state(self, flow: Any) -> _Flow | None:
-        state = self._flows.get(flow.key)
+        state = self.followed.get(flow.key)
         if state is None or state.flow is not flow:
             return None
         return state
@@ -74,15 +75,17 @@ class TlsRecords:
         state = self._state(flow)
         return state is not None and not state.encrypted and state.directions[to_server] is not None
 
-    def begin(self, flow: Any, seq: int) -> None:
-        """A client's first TLS payload (at ``seq``): the flow's records are followed, the
-        client's from there, the server's from its next payload."""
-        flows = self._flows
+    def begin(self, flow: Any, seq: int, payload: bytes) -> None:
+        """A client's first TLS payload (``payload``, at ``seq``): the flow's records are
+        followed, the client's from there (this payload's read here), the server's from its
+        next payload."""
+        flows = self.followed
         flows.pop(flow.key, None)
         state = flows[flow.key] = _Flow(flow)
         state.directions = [_Direction(-1), _Direction(seq)]
         if len(flows) > MAX_FLOWS:
             flows.popitem(last=False)
+        self._read_state(state, True, seq, payload, 0, len(payload))
 
     def segment(self, flow: Any, to_server: bool, layer: Layer) -> bool:
         """The full path's: read the record headers of a TLS flow's segment. True when the
@@ -120,6 +123,11 @@ class TlsRecords:
         state = self._state(flow)
         if state is None or state.encrypted:
             return False
+        return self._read_state(state, to_server, seq, data, start, end)
+
+    def _read_state(
+        self, state: _Flow, to_server: bool, seq: int, data: bytes, start: int, end: int
+    ) -> bool:
         direction = state.directions[to_server]
         if direction is None:
             return False
@@ -157,5 +165,5 @@ class TlsRecords:
     def _end(self, state: _Flow, to_server: bool) -> bool:
         state.directions[to_server] = None
         if state.directions == [None, None]:  # nothing more to follow: forgotten
-            self._flows.pop(state.flow.key, None)
+            self.followed.pop(state.flow.key, None)
         return False

@@ -34,7 +34,7 @@ def feed(records: TlsRecords, flow: Any, to_server: bool, seq: int, data: bytes)
 
 def test_application_data_after_the_servers_handshake_turns_the_flow_encrypted() -> None:
     records, flow = TlsRecords(), _Flow()
-    records.begin(flow, 100)
+    records.begin(flow, 100, HELLO)
     assert not feed(records, flow, True, 100, HELLO)
     assert records.following(flow, True) and records.following(flow, False)
     flight = _record(22, server_hello()) + _record(20, b"\x01")
@@ -53,7 +53,7 @@ def test_headers_are_followed_across_segments_cut_anywhere() -> None:
     rng = random.Random(5)
     for _ in range(200):
         records, flow = TlsRecords(), _Flow()
-        records.begin(flow, 10)
+        records.begin(flow, 10, HELLO)
         feed(records, flow, True, 10, HELLO)
         cuts = sorted(rng.sample(range(1, len(stream)), rng.randrange(1, 30)))
         found_at = None
@@ -67,7 +67,7 @@ def test_headers_are_followed_across_segments_cut_anywhere() -> None:
 
 def test_a_retransmission_is_ignored_anything_else_out_of_order_ends_the_following() -> None:
     records, flow = TlsRecords(), _Flow()
-    records.begin(flow, 0)
+    records.begin(flow, 0, HELLO)
     feed(records, flow, True, 0, HELLO)
     hello_record = _record(22, server_hello())
     assert not feed(records, flow, False, 500, hello_record)
@@ -81,7 +81,7 @@ def test_a_retransmission_is_ignored_anything_else_out_of_order_ends_the_followi
 @pytest.mark.parametrize("junk", [b"\x00" * 40, b"HTTP/1.1 200 OK\r\n", b"\x17\x02\x00\x00\x01x"])
 def test_what_is_not_a_tls_record_ends_the_following_without_effect(junk: bytes) -> None:
     records, flow = TlsRecords(), _Flow()
-    records.begin(flow, 0)
+    records.begin(flow, 0, HELLO)
     feed(records, flow, True, 0, HELLO)
     assert not feed(records, flow, False, 700, junk)
     assert not records.following(flow, False) and not records.encrypted(flow)
@@ -89,8 +89,7 @@ def test_what_is_not_a_tls_record_ends_the_following_without_effect(junk: bytes)
 
 def test_early_data_before_the_servers_hello_does_not_count() -> None:
     records, flow = TlsRecords(), _Flow()
-    records.begin(flow, 0)
-    assert not feed(records, flow, True, 0, HELLO + _record(23, b"0-RTT"))
+    records.begin(flow, 0, HELLO + _record(23, b"0-RTT"))
     assert not records.encrypted(flow)
     assert feed(records, flow, False, 9, _record(23, b"server data"))  # the server's counts
     assert records.encrypted(flow)
@@ -98,7 +97,7 @@ def test_early_data_before_the_servers_hello_does_not_count() -> None:
 
 def test_following_ends_after_records_max_bytes() -> None:
     records, flow = TlsRecords(), _Flow()
-    records.begin(flow, 0)
+    records.begin(flow, 0, b"")
     handshake = _record(22, _handshake(11, bytes(16000)))
     seq = 0
     while records.following(flow, True) and seq < 10 * len(handshake):
@@ -113,7 +112,7 @@ def test_a_change_the_fast_path_reads_is_given_again_to_the_full_path() -> None:
     the full path takes the segment and its segment() says so once (the records are not
     read twice)."""
     records, flow = TlsRecords(), _Flow()
-    records.begin(flow, 0)
+    records.begin(flow, 0, HELLO)
     feed(records, flow, True, 0, HELLO)
     feed(records, flow, False, 300, _record(22, server_hello()))
     frame = bytes(14) + bytes(24) + (len(HELLO)).to_bytes(4, "big") + bytes(16)
@@ -129,8 +128,8 @@ def test_flows_followed_at_once_are_bounded() -> None:
     records = TlsRecords()
     flows = [_Flow(i.to_bytes(4, "big")) for i in range(tlsrecords.MAX_FLOWS + 10)]
     for flow in flows:
-        records.begin(flow, 0)
-    assert len(records._flows) == tlsrecords.MAX_FLOWS
+        records.begin(flow, 0, HELLO)
+    assert len(records.followed) == tlsrecords.MAX_FLOWS
     assert not records.following(flows[0], True)  # the oldest went first
     assert records.following(flows[-1], True)
 
@@ -287,7 +286,6 @@ def test_an_encrypted_flow_keeps_no_stream_and_a_flow_no_longer_followed_no_stat
     assert flow.streams is None
     assert eng.streams is not None and eng.streams.held == 0
     records, other = TlsRecords(), _Flow()
-    records.begin(other, 0)
-    feed(records, other, True, 0, b"\x00not tls")
+    records.begin(other, 0, b"\x00not tls")
     feed(records, other, False, 0, b"\x00not tls either")
-    assert records._flows == {}
+    assert records.followed == {}
