@@ -506,12 +506,14 @@ def response_buffers(response: HttpResponse, wanted: AbstractSet[str]) -> dict[s
 
 
 START_BUFFERS = frozenset(
-    {"http.request_line", "http.response_line", "http.start", "http.header.raw"}
+    {"http.request_line", "http.response_line", "http.start", "http.header.raw", "http.protocol"}
 )
 
 
 def start_buffers(data: bytes, request: bool, wanted: AbstractSet[str]) -> dict[str, bytes]:
     """``http.request_line`` (or ``http.response_line``): the first line without its CRLF;
+    ``http.protocol``: its protocol (``HTTP/1.1``), the request line's last word or the
+    response line's first;
     ``http.start``: the first line and the headers up to the empty line that ends them;
     ``http.header.raw``: the header lines as sent, with the empty line that ends them (once
     that line has come)."""
@@ -521,6 +523,9 @@ def start_buffers(data: bytes, request: bool, wanted: AbstractSet[str]) -> dict[
         name = "http.request_line" if request else "http.response_line"
         if name in wanted:
             out[name] = data[:line_end]
+        if "http.protocol" in wanted:  # the line's HTTP/1.x: a request's last word
+            line = data[:line_end]
+            out["http.protocol"] = line.rpartition(b" ")[2] if request else line.partition(b" ")[0]
     if "http.start" in wanted or "http.header.raw" in wanted:
         head_end = data.find(b"\r\n\r\n")
         if "http.start" in wanted:

@@ -80,6 +80,7 @@ BUFFER_APP = {
     "file.data": "http",
     "http.request_line": "http",
     "http.response_line": "http",
+    "http.protocol": "http",
     "http.start": "http",
     "http.header.raw": "http",
     # the TLS handshake (appliance/inspect/tlsinfo.py): the server's certificates, JA3
@@ -122,6 +123,7 @@ LEGACY_STICKY = {
     "http_request_line": "http.request_line",
     "http_response_line": "http.response_line",
     "http_start": "http.start",
+    "http_protocol": "http.protocol",
     "tls_cert_subject": "tls.cert_subject",
     "tls_cert_issuer": "tls.cert_issuer",
     "tls_cert_serial": "tls.cert_serial",
@@ -178,7 +180,9 @@ APP_PORTS = {
 PROTO_ALIASES = {"tcp-pkt": "tcp", "tcp-stream": "tcp"}
 
 # Options that change nothing the engine decides on
-IGNORED_OPTIONS = frozenset({"gid", "target", "rawbytes"})
+# options that change nothing of what a rule matches here: gid, target, rawbytes; tag (the
+# packets a match tags for a packet log, which the engine does not keep)
+IGNORED_OPTIONS = frozenset({"gid", "target", "rawbytes", "tag"})
 PROTO_APP = {"dns": "dns", "tls": "tls", "http": "http", "gtp": "gtp"}
 PKT = "pkt"
 
@@ -1392,7 +1396,11 @@ class _Builder:
             var = self._var(name, number)
         at = 0 if var is not None else self._int(name, number, 0, 65535)
         if relative and not any(c.buffer == self.buffer for c in self.contents):
-            raise self.error("isdataat: relative needs a content before it")
+            if self.buffer == PKT:
+                raise self.error("isdataat: relative needs a content before it")
+            # first in a sticky buffer: relative to the buffer's start, as Suricata takes
+            # ``http.accept_lang; isdataat:100,relative;``
+            relative = False
         self.contents.append(
             Content(
                 b"",

@@ -507,6 +507,41 @@ def test_request_line_response_line_and_start_in_traffic() -> None:
     assert sorted(sids(inspect(packets, ruleset))) == [1, 2, 4, 5]
 
 
+def test_http_protocol_of_requests_and_responses_in_traffic() -> None:
+    ruleset = (
+        'alert http any any -> any any (msg:"1.0"; flow:to_server; http.protocol; '
+        'content:"HTTP/1.0"; startswith; endswith; sid:1;)\n'
+        'alert http any any -> any any (msg:"1.1"; flow:to_server; http.protocol; '
+        'content:"HTTP/1.1"; startswith; endswith; sid:2;)\n'
+        'alert http any any -> any any (msg:"legacy"; flow:to_client; http_protocol; '
+        'content:"HTTP/1.1"; endswith; sid:3;)\n'
+    )
+    packets = tcp_session(
+        "10.0.0.1",
+        "203.0.113.9",
+        40000,
+        80,
+        [http_get("/index.php?id=1")],
+        [b"HTTP/1.1 403 Forbidden\r\nServer: edge\r\n\r\n"],
+    )
+    assert sorted(sids(inspect(packets, ruleset))) == [2, 3]
+
+
+def test_isdataat_relative_first_in_a_sticky_buffer_counts_from_its_start() -> None:
+    """As Suricata takes ``http.accept_lang; isdataat:100,relative;``: nothing matched before
+    it in its buffer, so from the buffer's start (not from a content of another buffer)."""
+    sig = rule('http.uri; content:"/x"; http.accept_lang; isdataat:5,relative;', "http")
+    assert contents_match(sig, {"http.uri": b"/x", "http.accept_lang": b"en-US,en"})
+    assert not contents_match(sig, {"http.uri": b"/x", "http.accept_lang": b"en-US"})
+
+
+def test_tag_is_accepted_and_changes_nothing_matched() -> None:
+    tagged = rule('content:"evil"; tag:session,5,packets;')
+    plain = rule('content:"evil";')
+    assert tagged.contents == plain.contents
+    assert contents_match(tagged, {"pkt": b"an evil payload"})
+
+
 @pytest.mark.parametrize(
     ("data", "expected"),
     [(b"awsdns.vpnrf.com", True), (b"a.awsdns.vpnrf.com", True), (b"aawsdns.vpnrf.com", False)],
