@@ -1028,13 +1028,12 @@ class InspectionEngine:
         regrouped here, as the full path regroups after the segment it takes. Both
         directions' groups are known (a TLS flow's first hello picked them); were one not,
         the full path would regroup on the flow's next packet."""
-        records = self._records
-        if records is None or not records.changed(flow, clear=False):
-            return
         sel_s, sel_c = flow.sel_s, flow.sel_c
         if sel_s is None or sel_c is None or sel_s[2] != flow.app or sel_c[2] != flow.app:
+            return  # (the full path's segment() then says the flow changed)
+        records = self._records
+        if records is None or not records.changed(flow):
             return
-        records.changed(flow, clear=True)
         self._group(flow, None, True, False)
         self._group(flow, None, False, False)
         self._let_streams_go(flow)

@@ -17,7 +17,6 @@ server's hello.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any
 
 from appliance.inspect.decode import Layer
@@ -56,8 +55,9 @@ class TlsRecords:
     """The TLS flows whose records are followed, and those found encrypted."""
 
     def __init__(self) -> None:
-        # by flow key: the flows followed or found encrypted (the fast path looks here first)
-        self.followed: OrderedDict[bytes, _Flow] = OrderedDict()
+        # by flow key, the oldest first: the flows followed or found encrypted (the fast path
+        # looks here first)
+        self.followed: dict[bytes, _Flow] = {}
 
     def _state(self, flow: Any) -> _Flow | None:
         state = self.followed.get(flow.key)
@@ -84,28 +84,30 @@ class TlsRecords:
         state = flows[flow.key] = _Flow(flow)
         state.directions = [_Direction(-1), _Direction(seq)]
         if len(flows) > MAX_FLOWS:
-            flows.popitem(last=False)
+            del flows[next(iter(flows))]
         self._read_state(state, True, seq, payload, 0, len(payload))
 
     def segment(self, flow: Any, to_server: bool, layer: Layer) -> bool:
         """The full path's: read the record headers of a TLS flow's segment. True when the
         flow turned encrypted, here or as the fast path read the segment (``walk``)."""
-        payload = layer.payload
-        changed = self._read(flow, to_server, layer.seq, payload, 0, len(payload))
-        state = self._state(flow)
-        if state is not None and state.changed:
+        state = self.followed.get(flow.key)
+        if state is None or state.flow is not flow:
+            return False
+        if not state.encrypted:
+            payload = layer.payload
+            self._read_state(state, to_server, layer.seq, payload, 0, len(payload))
+        if state.changed:
             state.changed = False
             return True
-        return changed
+        return False
 
-    def changed(self, flow: Any, clear: bool) -> bool:
-        """Whether the flow turned encrypted since the last ``segment`` or ``changed``
-        with ``clear`` (which forgets it)."""
-        state = self._state(flow)
-        if state is None or not state.changed:
+    def changed(self, flow: Any) -> bool:
+        """Whether the flow turned encrypted since the last ``segment`` or ``changed`` (which
+        forgets it)."""
+        state = self.followed.get(flow.key)
+        if state is None or state.flow is not flow or not state.changed:
             return False
-        if clear:
-            state.changed = False
+        state.changed = False
         return True
 
     def walk(self, flow: Any, to_server: bool, data: bytes, ip: int, start: int, end: int) -> bool:
