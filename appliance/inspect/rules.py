@@ -989,7 +989,12 @@ def parse_rule(
     except ValueError as exc:
         raise fail(str(exc)) from None
     body = text[open_at + 1 : text.rstrip().rfind(")")]
-    options = list(_split_options(body, fail))
+    try:
+        options = list(_split_options(body, fail))
+    except RuleFileError:
+        # Suricata ends an option at any ';' not after a backslash, quotes or not: a quote
+        # inside a value (pcre:"/^["']?post/Ri") splits as Suricata splits it
+        options = list(_split_options(body, fail, quotes=False))
     sid_text = next((v for n, v in options if n == "sid" and v), "")
     sid = int(sid_text) if sid_text.strip().isdigit() else 0
 
@@ -1051,9 +1056,10 @@ def _split_header(text: str) -> list[str]:
 
 
 def _split_options(
-    body: str, fail: type[RuleFileError] | object
+    body: str, fail: type[RuleFileError] | object, quotes: bool = True
 ) -> Iterator[tuple[str, str | None]]:
-    """``name: value;`` pairs; ``;`` inside quotes or after a backslash does not end one."""
+    """``name: value;`` pairs; ``;`` after a backslash (or, with ``quotes``, inside quotes)
+    does not end one."""
     current = ""
     quoted = False
     i = 0
@@ -1063,7 +1069,7 @@ def _split_options(
             current += c + body[i + 1]
             i += 2
             continue
-        if c == '"':
+        if c == '"' and quotes:
             quoted = not quoted
         if c == ";" and not quoted:
             yield _option(current)

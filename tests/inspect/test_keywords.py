@@ -742,3 +742,12 @@ def test_flow_no_stream_matches_the_packet() -> None:
     short = tcp_session("198.51.100.7", "10.0.0.21", 40001, 21, [b"USER anonymous\r\n"])
     assert sids(inspect(long, rules)) == [1]
     assert sids(inspect(short, rules)) == []
+
+
+def test_a_quote_inside_an_option_splits_as_suricata_splits_it() -> None:
+    """ET's ``pcre:"/^["']?post/Ri";``: Suricata ends an option at a ';' not after a
+    backslash, whatever the quotes; such a rule loads and runs."""
+    sig = rule('content:"method="; pcre:"/^["\']?post/Ri";')
+    assert contents_match(sig, {"pkt": b"<form method='POST'>"})
+    assert not contents_match(sig, {"pkt": b"<form method='get'>"})
+    assert rule('content:"a|3b|b"; content:"x\\;y";').contents[1].pattern == b"x;y"
