@@ -383,14 +383,10 @@ class InspectionEngine:
         self._sizes = self._follow is not None and self._follow.sizes is not None
         # The applications whose data segments of an established flow the fast path may take
         # when a direction's only payload work is its payload prefilters and its stream (see
-        # _scan_segment): none where a segment has more buffers than its payload (ip:packet,
-        # stream sizes, a TLS version kept).
-        scan_apps: set[str] = set()
-        if not self._packet and not self._sizes:
-            scan_apps.update(("none", "http"))
-            if self._tls_known is None:
-                scan_apps.add("tls")
-        self._scan_apps = frozenset(scan_apps)
+        # _scan_segment): none where a segment has more buffers than its payload (ip:packet);
+        # the stream sizes and a TLS version kept are more buffers only for the groups with a
+        # rule reading them (Group.reads_kept: their directions are not scanned, _scans).
+        self._scan_apps = frozenset(() if self._packet else ("none", "http", "tls"))
         # HTTP messages followed across segments: a segment of a direction gathering one
         # takes the full path
         self._http = self._follow.http if self._follow is not None else None
@@ -1104,6 +1100,8 @@ class InspectionEngine:
                 return False
         elif app not in self._scan_apps:
             return False
+        if group.reads_kept:
+            return False  # a rule reads the stream sizes or a TLS version the segment has
         if self._follow is not None and not self._follow.quiet(flow, to_server, app):
             return False
         return not group.payload_transformed

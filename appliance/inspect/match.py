@@ -32,6 +32,7 @@ from appliance.inspect.fields import (
     HEADER_BUFFERS,
     IP_PACKET,
     PACKET_BYTES,
+    TLS_VERSION,
     FieldTest,
     header_buffers,
     read_field,
@@ -41,6 +42,7 @@ from appliance.inspect.rules import (
     BUFFER_APP,
     MULTI_BUFFERS,
     PKT,
+    STREAM_SIZE,
     AddrExpr,
     Content,
     MultiBuffer,
@@ -96,6 +98,9 @@ class Group:
     # read the payload (Matcher.without_payload), once made
     members: tuple[int, ...] = field(default=(), repr=False, compare=False)
     payload_free: Group | None = field(default=None, repr=False, compare=False)
+    # a rule reads what a segment has besides its payload: the stream sizes, a TLS version
+    # kept (a direction of such a group is not scanned by the fast path)
+    reads_kept: bool = field(default=False, repr=False, compare=False)
 
     # how far into the payload the anchored rules look (-1: a content of theirs may be
     # anywhere)
@@ -292,6 +297,11 @@ class Matcher:
             classes.setdefault(header, []).append(index)
             self._routes.append(_route(sig))
         self._classes = list(classes.items())
+        # by index: whether the rule reads the stream sizes or a TLS version kept
+        self._reads_kept = [
+            any(c.buffer in (STREAM_SIZE, TLS_VERSION) for c in sig.contents)
+            for sig in self.signatures
+        ]
         # by index: whether the rule looks into the packet payload (see without_payload)
         self._reads_payload = [
             any(c.buffer == PKT and c.size is None for c in sig.contents) for sig in self.signatures
@@ -464,7 +474,13 @@ class Matcher:
             else:
                 by_buffer.setdefault(where, []).append(index)
         prefilters = [self._prefilter_of(where, by_buffer[where]) for where in sorted(by_buffer)]
-        group = Group(plain=plain, anchored=anchored, prefilters=prefilters, members=members)
+        group = Group(
+            plain=plain,
+            anchored=anchored,
+            prefilters=prefilters,
+            members=members,
+            reads_kept=any(self._reads_kept[i] for i in members),
+        )
         if len(self._shared) >= _MAX_CACHE:
             self._shared.clear()
             self._prefilters.clear()

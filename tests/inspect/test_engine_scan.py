@@ -256,6 +256,32 @@ def test_a_directions_first_payload_opens_its_stream_on_the_fast_path() -> None:
     assert state(fast, [])[1] == state(slow, out)[1]
 
 
+def test_a_stream_size_or_tls_version_rule_elsewhere_leaves_other_directions_scanned() -> None:
+    """Rules reading the stream sizes or a TLS version kept keep the fast path from scanning
+    only the directions whose group holds them, not every direction of every flow."""
+    extra = (
+        'alert tcp any any -> any 5201 (msg:"sizes"; flow:established,to_server; '
+        'stream_size:client,<,10; content:"ZZSIZE"; sid:9201;)\n'
+        'alert tls any any -> any any (msg:"version"; flow:to_client; tls.version:1.2; '
+        'content:"ZZVERSION"; sid:9202;)\n'
+    )
+    frames = scanned_frames(7, flows=20, disorder=0.0, pieces=FILLER)
+    plain = scanned_engines(depth=1 << 20)[0]
+    for f in frames:
+        plain.process(*f)
+    variables = Variables.from_networks([parse_network("10.0.0.0/8")])
+    more = list(parse_rules(extra, "extra.rules", variables))
+    fast, slow = scanned_engines(depth=1 << 20)
+    for eng in (fast, slow):
+        eng.__init__(replace(eng.config, signatures=[*eng.config.signatures, *more]))
+    got, want = state(fast, frames), state(slow, frames)
+    assert got == want
+    assert fast._sizes and fast._tls_known is not None
+    # most segments still taken: those of the directions without the new rules
+    assert fast.stats.fast > plain.stats.fast // 2
+    assert fast.stats.fast < plain.stats.fast  # (the port 5201 clients' and TLS servers' not)
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.floats(0.0, 0.6), st.sampled_from([0, 64, 700, 65536]))
 def test_random_streams(seed: int, disorder: float, depth: int) -> None:
