@@ -7,7 +7,7 @@ import ipaddress
 from pathlib import Path
 
 import pytest
-from scapy.all import DNS, DNSQR, IP, TCP, UDP, Ether  # type: ignore[attr-defined]
+from scapy.all import DNS, DNSQR, IP, TCP, UDP, Ether, Packet  # type: ignore[attr-defined]
 
 from appliance.errors import RuleFileError
 from appliance.inspect.match import contents_match, fast_pattern
@@ -483,6 +483,18 @@ def test_tcp_pkt_and_tcp_stream_run_as_tcp() -> None:
         assert rule('content:"x";', proto).proto == "tcp"
 
 
+def forbidden_exchange() -> list[Packet]:
+    """A GET of /index.php?id=1 (HTTP/1.1) answered 403 Forbidden by the server "edge"."""
+    return tcp_session(
+        "10.0.0.1",
+        "203.0.113.9",
+        40000,
+        80,
+        [http_get("/index.php?id=1")],
+        [b"HTTP/1.1 403 Forbidden\r\nServer: edge\r\n\r\n"],
+    )
+
+
 def test_request_line_response_line_and_start_in_traffic() -> None:
     ruleset = (
         'alert http any any -> any any (msg:"line"; http.request_line; '
@@ -496,14 +508,7 @@ def test_request_line_response_line_and_start_in_traffic() -> None:
         'alert http any any -> any any (msg:"response start"; flow:to_client; http_start; '
         'content:"Server|3a| edge"; sid:5;)\n'
     )
-    packets = tcp_session(
-        "10.0.0.1",
-        "203.0.113.9",
-        40000,
-        80,
-        [http_get("/index.php?id=1")],
-        [b"HTTP/1.1 403 Forbidden\r\nServer: edge\r\n\r\n"],
-    )
+    packets = forbidden_exchange()
     assert sorted(sids(inspect(packets, ruleset))) == [1, 2, 4, 5]
 
 
@@ -516,14 +521,7 @@ def test_http_protocol_of_requests_and_responses_in_traffic() -> None:
         'alert http any any -> any any (msg:"legacy"; flow:to_client; http_protocol; '
         'content:"HTTP/1.1"; endswith; sid:3;)\n'
     )
-    packets = tcp_session(
-        "10.0.0.1",
-        "203.0.113.9",
-        40000,
-        80,
-        [http_get("/index.php?id=1")],
-        [b"HTTP/1.1 403 Forbidden\r\nServer: edge\r\n\r\n"],
-    )
+    packets = forbidden_exchange()
     assert sorted(sids(inspect(packets, ruleset))) == [2, 3]
 
 
