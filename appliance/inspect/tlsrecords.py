@@ -90,8 +90,8 @@ class TlsRecords:
     def segment(self, flow: Any, to_server: bool, layer: Layer) -> bool:
         """The full path's: read the record headers of a TLS flow's segment. True when the
         flow turned encrypted, here or as the fast path read the segment (``walk``)."""
-        state = self.followed.get(flow.key)
-        if state is None or state.flow is not flow:
+        state = self._state(flow)
+        if state is None:
             return False
         if not state.encrypted:
             payload = layer.payload
@@ -104,8 +104,8 @@ class TlsRecords:
     def changed(self, flow: Any) -> bool:
         """Whether the flow turned encrypted since the last ``segment`` or ``changed`` (which
         forgets it)."""
-        state = self.followed.get(flow.key)
-        if state is None or state.flow is not flow or not state.changed:
+        state = self._state(flow)
+        if state is None or not state.changed:
             return False
         state.changed = False
         return True
