@@ -19,6 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests run to their example counts however busy the machine is: no per-example
+# deadline, no health check on slow generation (both are timings, and a loaded CI machine
+# makes any of them fail).
+settings.register_profile("appliance", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("appliance")
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

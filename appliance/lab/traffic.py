@@ -22,7 +22,7 @@ import selectors
 import socket
 import struct
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Literal
@@ -594,8 +594,8 @@ def _capture_child(conn: Connection, ifname: str, max_frames: int) -> None:
             if len(frames) < max_frames:
                 frames.append(Frame(address[2] == _PACKET_OUTGOING, data))
         if conn.fileno() in readable:
-            conn.recv()
-            # Everything that arrived before the stop counts, read or not.
+            message = conn.recv()
+            # Everything that arrived before the request counts, read or not.
             s.setblocking(False)
             while len(frames) < max_frames:
                 try:
@@ -603,8 +603,10 @@ def _capture_child(conn: Connection, ifname: str, max_frames: int) -> None:
                 except BlockingIOError:
                     break
                 frames.append(Frame(address[2] == _PACKET_OUTGOING, data))
+            s.setblocking(True)
             conn.send(frames)
-            return
+            if message != "peek":
+                return
 
 
 class Capture:
@@ -624,6 +626,20 @@ class Capture:
     @property
     def frames(self) -> list[Frame]:
         return self.stop()
+
+    def wait_for(self, predicate: Callable[[Frame], bool], timeout: float = 10.0) -> list[Frame]:
+        """Keep capturing until a frame for which ``predicate`` is true has been seen (or
+        ``timeout`` seconds have passed); the frames seen so far. Waiting for a frame sent
+        after the one a test asserts on tells, as no fixed pause can on a busy machine, that
+        the asserted frame would have arrived by now."""
+        if self._frames is not None:
+            return self._frames
+        deadline = time.monotonic() + timeout
+        while True:
+            frames: list[Frame] = self._worker.request("peek", 10.0)
+            if any(predicate(frame) for frame in frames) or time.monotonic() >= deadline:
+                return frames
+            time.sleep(0.05)
 
 
 @contextlib.contextmanager

@@ -224,9 +224,9 @@ def test_port_scan_of_every_port_stays_fast_and_small() -> None:
 
     eng = engine(detectors=TestPortScan.detectors)
     packets = frames([syn(SCANNER, TARGET, port) for port in range(1, 4001)], step=0.00001)
-    started = time.perf_counter()
+    started = time.process_time()  # this process's CPU: whatever else the machine runs
     alerts = [a for ts, data, lt in packets for a in eng.process(ts, data, lt)]
-    assert time.perf_counter() - started < 10
+    assert time.process_time() - started < 10
     assert [a.sid for a in alerts] == [9000001]
     assert eng.port_scan is not None
     state = eng.port_scan._seen[bytes([198, 51, 100, 66])]

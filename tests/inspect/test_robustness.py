@@ -288,11 +288,11 @@ def test_regression_corpus_bounded_in_time_and_memory(name: str) -> None:
     data = build()
     engine = all_detectors_engine()
     tracemalloc.start()
-    started = time.perf_counter()
+    started = time.process_time()  # this process's CPU: whatever else the machine runs
     for i in range(50):
         for alert in engine.process(float(i), data, 1):
             to_eve(alert)
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     _current, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert elapsed < 1.0, f"{name}: {elapsed:.3f}s for 50 packets"

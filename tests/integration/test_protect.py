@@ -74,12 +74,14 @@ def test_invalid(lab: Lab, servers: None, invalid: str, passes: bool) -> None:
     sport = 40000 + (1 if passes else 2)
     with traffic.capture(lab.ns("mec"), "eth0") as cap:
         traffic.send_raw(lab.ns("wan"), _syn_fin("198.51.100.2", "10.45.0.10", sport))
-        time.sleep(0.5)
+        if passes:
+            cap.wait_for(lambda frame: _seen_syn_fin([frame], sport), 10.0)
+        # Valid traffic is untouched either way; sent after the SYN+FIN on the same path, its
+        # arrival also tells that a SYN+FIN let through would have arrived by now.
+        assert probe(lab, "wan", "mec", "tcp", PORT, expect="open") == "open"
     assert _seen_syn_fin(cap.frames, sport) is passes
     if not passes:
         assert lab.counter("ap_invalid") >= 1
-    # Valid traffic is untouched either way.
-    assert probe(lab, "wan", "mec", "tcp", PORT, expect="open") == "open"
 
 
 # -- spoofing --------------------------------------------------------------------------
@@ -143,12 +145,15 @@ def test_spoofing(
     with traffic.capture(lab.ns("mec"), "eth0") as cap:
         # The answer goes to the lan, not back to the spoofer: only the mec side tells.
         traffic.udp_probe(lab.ns("wan"), target, 5002, 0.5, source=source)
+        if not spoofing:
+            cap.wait_for(lambda frame: _udp_from([frame], source, 5002), 10.0)
+        # The real lan host passes the check (and, answered after the spoofed datagram was
+        # sent, tells that one let through would have arrived by now).
+        assert probe(lab, "lan", "mec", "udp", 5002, family, expect="open") == "open"
     arrived = _udp_from(cap.frames, source, 5002)
     assert arrived is not spoofing
     if spoofing:
         assert lab.counter("ap_spoofing") >= 1
-    # The real lan host passes the check.
-    assert probe(lab, "lan", "mec", "udp", 5002, family, expect="open") == "open"
 
 
 def _udp_from(frames: list[traffic.Frame], source: str, dport: int) -> bool:

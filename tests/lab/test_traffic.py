@@ -73,7 +73,7 @@ def test_timeout_is_bounded(lab: topology.Lab) -> None:
     assert traffic.tcp_connect(lab.ns("wan"), "192.168.10.99", 80, 0.5) == "timeout"
     assert traffic.udp_probe(lab.ns("wan"), "192.168.10.99", 80, 0.5) == "timeout"
     assert traffic.ping(lab.ns("wan"), "192.168.10.98", 0.5) == "timeout"
-    assert time.monotonic() - start < 4.0
+    assert time.monotonic() - start < 10.0  # three 0.5 s waits, none left to hang
 
 
 def test_connections_are_held_and_echo(lab: topology.Lab) -> None:
@@ -104,12 +104,16 @@ def test_capture_and_raw_send(lab: topology.Lab) -> None:
     from scapy.layers.inet import IP, UDP
     from scapy.layers.l2 import Ether
 
+    def sent(frame: traffic.Frame) -> bool:
+        packet = Ether(frame.data)
+        return UDP in packet and packet[UDP].sport == 4242 and packet[UDP].dport == 7010
+
     packet = bytes(IP(src="198.51.100.2", dst="10.45.0.10") / UDP(sport=4242, dport=7010))
     with traffic.capture(lab.ns("mec"), "eth0") as cap:
         assert traffic.send_raw(lab.ns("wan"), packet) == 1
-        time.sleep(0.3)
-    frames = [Ether(f.data) for f in cap.frames if not f.outgoing]
-    assert any(UDP in f and f[UDP].sport == 4242 and f[UDP].dport == 7010 for f in frames)
+        seen = cap.wait_for(sent, 10.0)
+    assert any(sent(f) for f in seen if not f.outgoing)
+    assert any(sent(f) for f in cap.frames if not f.outgoing)
 
 
 def test_server_stops_when_the_block_fails(lab: topology.Lab) -> None:
