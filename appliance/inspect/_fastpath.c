@@ -438,7 +438,7 @@ static int probe_holds(PyObject *checks, const unsigned char *data, Py_ssize_t n
 
 /* _anchored_hit(group, data, start, end, established): 1, 0 or -1 on error (probe: the
  * group's anchored_probe). */
-static PyObject *str_anchored_fast;
+static PyObject *str_anchored_fast, *str_anchor_index, *str_placed;
 
 /* Whether needle occurs in data[lo:hi] (hi bounded by n), ASCII letters of data folded. */
 static int folded_in(const unsigned char *data, Py_ssize_t n, PyObject *needle, Py_ssize_t lo,
@@ -468,9 +468,22 @@ static int folded_in(const unsigned char *data, Py_ssize_t n, PyObject *needle, 
 static int none_placed(PyObject *group, PyObject *bytes, Py_ssize_t start, Py_ssize_t end)
 {
     const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(bytes) + start;
-    PyObject *fast = PyObject_GetAttr(group, str_anchored_fast);
+    PyObject *fast, *index = PyObject_GetAttr(group, str_anchor_index);
     Py_ssize_t i, count, n = end - start;
     int result = 1;
+    if (index == NULL)
+        return -1;
+    if (index != Py_None) { /* a large group's: its AnchorIndex finds them in one scan */
+        PyObject *found = PyObject_CallMethod(index, "placed_in", "Onn", bytes, start, end);
+        Py_DECREF(index);
+        if (found == NULL)
+            return -1;
+        result = PyObject_IsTrue(found);
+        Py_DECREF(found);
+        return result < 0 ? -1 : !result;
+    }
+    Py_DECREF(index);
+    fast = PyObject_GetAttr(group, str_anchored_fast);
     if (fast == NULL)
         return -1;
     if (!PyList_CheckExact(fast) || start < 0 || end > PyBytes_GET_SIZE(bytes) || n < 0) {
@@ -2983,7 +2996,7 @@ static PyObject *RuleHits_hits(RuleHits *rh, PyObject *const *args, Py_ssize_t n
 {
     PyObject *layer, *group, *established, *flags, *payload, *buffers;
     PyObject *checks = NULL, *plain = NULL, *fast = NULL, *prefilters = NULL, *hits = NULL;
-    PyObject *numbers = NULL, *folded = NULL, *table;
+    PyObject *numbers = NULL, *folded = NULL, *index = NULL, *table;
     Py_ssize_t i, j, count;
     int truth;
 
@@ -3021,10 +3034,15 @@ static PyObject *RuleHits_hits(RuleHits *rh, PyObject *const *args, Py_ssize_t n
     fast = PyObject_GetAttr(group, str_anchored_fast);
     if (fast == NULL)
         goto error;
+    index = PyObject_GetAttr(group, str_anchor_index);
+    if (index == NULL)
+        goto error;
     prefilters = PyObject_GetAttr(group, str_prefilters);
     if (prefilters == NULL)
         goto error;
-    if (!plain_shape(plain) || !anchored_shape(fast) || !PyList_CheckExact(prefilters))
+    /* (a group with an AnchorIndex: its anchored rules are not read here, but through it) */
+    if (!plain_shape(plain) || (index == Py_None && !anchored_shape(fast))
+        || !PyList_CheckExact(prefilters))
         goto twin;
     hits = PyList_New(0);
     if (hits == NULL)
@@ -3076,7 +3094,28 @@ static PyObject *RuleHits_hits(RuleHits *rh, PyObject *const *args, Py_ssize_t n
         if (truth && PyList_Append(hits, sig) < 0)
             goto error;
     }
-    if (PyBytes_GET_SIZE(payload)) { /* an anchored rule has a content in the payload */
+    if (PyBytes_GET_SIZE(payload) && index != Py_None) {
+        /* a large group's anchored rules whose fast pattern is in its place: found by its
+         * AnchorIndex in one scan, in the group's order */
+        PyObject *placed = PyObject_CallMethodOneArg(index, str_placed, payload);
+        if (placed == NULL)
+            goto error;
+        if (!PyList_CheckExact(placed)) {
+            Py_DECREF(placed);
+            PyErr_SetString(PyExc_TypeError, "AnchorIndex.placed: a list");
+            goto error;
+        }
+        for (i = 0; i < PyList_GET_SIZE(placed); i++) {
+            PyObject *sig = PyList_GET_ITEM(placed, i);
+            truth = truth_of(PyObject_CallFunctionObjArgs(rh->rule_matches, sig, layer,
+                                                          established, buffers, NULL));
+            if (truth < 0 || (truth && PyList_Append(hits, sig) < 0)) {
+                Py_DECREF(placed);
+                goto error;
+            }
+        }
+        Py_DECREF(placed);
+    } else if (PyBytes_GET_SIZE(payload)) { /* an anchored rule has a content in the payload */
         const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(payload);
         Py_ssize_t n = PyBytes_GET_SIZE(payload);
         count = PyList_GET_SIZE(fast);
@@ -3184,6 +3223,7 @@ static PyObject *RuleHits_hits(RuleHits *rh, PyObject *const *args, Py_ssize_t n
     Py_DECREF(checks);
     Py_DECREF(plain);
     Py_DECREF(fast);
+    Py_DECREF(index);
     Py_DECREF(prefilters);
     Py_XDECREF(numbers);
     Py_XDECREF(folded);
@@ -3192,12 +3232,14 @@ twin:
     Py_XDECREF(checks);
     Py_XDECREF(plain);
     Py_XDECREF(fast);
+    Py_XDECREF(index);
     Py_XDECREF(prefilters);
     return PyObject_Vectorcall(rh->twin, args, (size_t)nargs, NULL);
 error:
     Py_XDECREF(checks);
     Py_XDECREF(plain);
     Py_XDECREF(fast);
+    Py_XDECREF(index);
     Py_XDECREF(prefilters);
     Py_XDECREF(hits);
     Py_XDECREF(numbers);
@@ -4197,7 +4239,8 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     if (minus_one == NULL || zero == NULL || four == NULL || six == NULL || empty == NULL)
         return NULL;
     if (intern(&str_checks, "checks") < 0 || intern(&str_plain_checks, "plain_checks") < 0
-        || intern(&str_anchored_fast, "anchored_fast") < 0 || intern(&str_itype, "itype") < 0
+        || intern(&str_anchored_fast, "anchored_fast") < 0
+        || intern(&str_anchor_index, "anchor_index") < 0 || intern(&str_placed, "placed") < 0 || intern(&str_itype, "itype") < 0
         || intern(&str_icode, "icode") < 0 || intern(&str_contents, "contents") < 0
         || intern(&str_buffer, "buffer") < 0 || intern(&str_transforms, "transforms") < 0
         || intern(&str_candidates, "candidates") < 0)

@@ -323,6 +323,10 @@ def stream_hits(
 def placed(group: Group, text: bytes, skip: AbstractSet[int] = frozenset()) -> Iterator[Signature]:
     """The anchored rules of a group (but those of a sid in ``skip``) whose fast pattern is
     in its place in ``text`` (a payload, or a stream's first bytes): no other may match."""
+    index = group.anchor_index
+    if index is not None:
+        yield from index.placed(text, skip)
+        return
     folded = None
     for sig, needle, low, high, nocase in group.anchored_fast:
         if sig.sid in skip:

@@ -63,7 +63,11 @@ def test_core_under_sanitizers(build: str, tmp_path: Path) -> None:
         env["LD_PRELOAD"] = runtime("libasan.so")
         env["ASAN_OPTIONS"] = "detect_leaks=0:halt_on_error=1"
     env.setdefault("APPLIANCE_CORE_FUZZ", "5")
-    tests = ["tests/inspect/test_core.py", "tests/inspect/test_core_fuzz.py"]
+    tests = [
+        "tests/inspect/test_core.py",
+        "tests/inspect/test_core_fuzz.py",
+        "tests/inspect/test_match_anchors.py",  # the core through a large anchored group
+    ]
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
         cwd=tmp_path,
