@@ -1,0 +1,175 @@
+"""A large rule set of ET Open's shape, made up: how the engine's cost grows with the rules.
+
+ET Open itself is not shipped with the appliance. To see where per-packet time goes as a
+rule set grows (thousands of rules in one group), this writes ``count`` rules, from a seed,
+in the proportions of ET Open's enabled rules by kind: HTTP client rules (method, URI with a
+fast pattern, user agent, headers, some ``pcre``), rules on web servers' URIs, HTTP
+response bodies (``file_data``), DNS queries, TLS SNI, and TCP payload rules (``dsize``,
+anchored byte patterns, ``distance``). Their patterns are made-up words, so few match the
+benchmark's traffic; about one rule in thirty takes a fast pattern common in real traffic
+(``.php``, ``Mozilla/5.0``, ``/index``, ``www.``), whose candidates are then checked in full
+and fail on a later content, as many of a real set's do.
+
+    .venv/bin/python bench/synthetic_rules.py [--count 15000] [--seed 1] > synthetic.rules
+    .venv/bin/python bench/inspect_throughput.py --rules synthetic.rules ...
+
+Figures measured with it are the engine's scaling, not ET Open's: they are never reported as
+ET Open's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from collections.abc import Callable
+
+SYLLABLES = str.split(
+    "ka ro mi tu ne sa vo li be za qu ix or un el da fi go hy ju "
+    "pra stel vin dor kul mex tor yan wek zib plo gra"
+)
+# fast patterns common in real traffic: their candidates are checked in full, and fail
+COMMON = ("/index", ".php", "Mozilla/5.0", "www.", "/api/", "Host: ", "GET /", ".html")
+
+
+def word(rng: random.Random, parts: int = 3) -> str:
+    return "".join(rng.choice(SYLLABLES) for _ in range(parts))
+
+
+def domain(rng: random.Random) -> str:
+    return f"{word(rng)}.{rng.choice(('com', 'net', 'top', 'xyz', 'ru', 'info'))}"
+
+
+def http_client(rng: random.Random) -> str:
+    method = rng.choice(("GET", "POST", "POST"))
+    uri = f"/{word(rng, 2)}/{word(rng)}.{rng.choice(('php', 'asp', 'jsp', 'cgi'))}"
+    fast = rng.choice(COMMON[:2]) if rng.random() < 0.03 else uri
+    body = f'http.method; content:"{method}"; http.uri; content:"{fast}"; fast_pattern; '
+    if fast != uri:
+        body += f'content:"{uri}"; '
+    elif rng.random() < 0.3:
+        body += "endswith; "
+    if rng.random() < 0.5:
+        body += f'http.user_agent; content:"{word(rng, 2)}/{rng.randrange(1, 9)}.0"; '
+    if rng.random() < 0.4:
+        body += f'http.header; content:"X-{word(rng, 2)}|3a 20|"; '
+    if rng.random() < 0.25:
+        body += f'pcre:"/^\\/{word(rng, 2)}\\/[a-z0-9]{{8,16}}\\.(php|asp)$/U"; '
+    if rng.random() < 0.3:
+        body += 'http.header_names; content:!"Referer"; '
+    return (
+        'alert http $HOME_NET any -> $EXTERNAL_NET any (msg:"SYNTH MALWARE checkin {sid}"; '
+        f"flow:established,to_server; {body}"
+        "reference:url,example.com/{sid}; classtype:trojan-activity; sid:{sid}; rev:1; "
+        "metadata:created_at 2024_01_01;)"
+    )
+
+
+def web_server(rng: random.Random) -> str:
+    script = f"/{word(rng, 2)}.{rng.choice(('cgi', 'php', 'jsp', 'action'))}"
+    fast = rng.choice(COMMON[:2]) if rng.random() < 0.03 else script
+    body = f'http.uri; content:"{fast}"; nocase; '
+    if fast != script:
+        body += f'content:"{script}"; nocase; '
+    body += f'content:"{word(rng, 2)}="; nocase; distance:0; '
+    if rng.random() < 0.3:
+        body += 'content:"|27|"; distance:0; '
+    if rng.random() < 0.2:
+        body += f'pcre:"/{word(rng, 2)}=[^&]*(union|select)/Ui"; '
+    return (
+        'alert http $EXTERNAL_NET any -> $HOME_NET any (msg:"SYNTH WEB_SPECIFIC_APPS {sid}"; '
+        f'flow:established,to_server; http.method; content:"GET"; {body}'
+        "classtype:web-application-attack; sid:{sid}; rev:1;)"
+    )
+
+
+def http_response(rng: random.Random) -> str:
+    body = f'file_data; content:"{word(rng, 4)}"; '
+    if rng.random() < 0.4:
+        body += f'content:"{word(rng, 2)}("; distance:0; '
+    if rng.random() < 0.3:
+        body = 'http.stat_code; content:"200"; ' + body
+    return (
+        'alert http $EXTERNAL_NET any -> $HOME_NET any (msg:"SYNTH EXPLOIT_KIT landing {sid}"; '
+        f"flow:established,to_client; {body}"
+        "classtype:trojan-activity; sid:{sid}; rev:1;)"
+    )
+
+
+def dns_query(rng: random.Random) -> str:
+    name = domain(rng)
+    tail = rng.choice(("isdataat:!1,relative; ", "endswith; ", 'dotprefix; content:".x"; '))
+    if tail.startswith("dotprefix"):
+        return (
+            'alert dns $HOME_NET any -> any any (msg:"SYNTH DNS query {sid}"; dns.query; '
+            f'dotprefix; content:".{name}"; nocase; endswith; '
+            "classtype:bad-unknown; sid:{sid}; rev:1;)"
+        )
+    return (
+        'alert dns $HOME_NET any -> any any (msg:"SYNTH DNS query {sid}"; dns.query; '
+        f'content:"{name}"; nocase; {tail}classtype:bad-unknown; sid:{{sid}}; rev:1;)'
+    )
+
+
+def tls_sni(rng: random.Random) -> str:
+    return (
+        'alert tls $HOME_NET any -> $EXTERNAL_NET any (msg:"SYNTH TLS SNI {sid}"; '
+        f'flow:established,to_server; tls.sni; content:"{domain(rng)}"; endswith; nocase; '
+        "classtype:bad-unknown; sid:{sid}; rev:1;)"
+    )
+
+
+def tcp_payload(rng: random.Random) -> str:
+    magic = " ".join(f"{rng.randrange(256):02x}" for _ in range(4))
+    body = f'content:"|{magic}|"; depth:4; '
+    if rng.random() < 0.5:
+        body += f'content:"{word(rng, 2)}"; distance:0; '
+    if rng.random() < 0.3:
+        body = f"dsize:<{rng.choice((64, 128, 300))}; " + body
+    if rng.random() < 0.15:
+        body += "byte_test:2,>,1000,4,relative; "
+    port = rng.choice(("any", "any", "[443,8443]", "$HTTP_PORTS", "4444"))
+    return (
+        f'alert tcp $HOME_NET any -> $EXTERNAL_NET {port} (msg:"SYNTH MALWARE beacon {{sid}}"; '
+        f"flow:established,to_server; {body}classtype:trojan-activity; sid:{{sid}}; rev:1;)"
+    )
+
+
+def http_host(rng: random.Random) -> str:
+    fast = "www." if rng.random() < 0.03 else domain(rng)
+    extra = "" if fast != "www." else f'content:"{domain(rng)}"; '
+    return (
+        'alert http $HOME_NET any -> $EXTERNAL_NET any (msg:"SYNTH POLICY host {sid}"; '
+        f'flow:established,to_server; http.host; content:"{fast}"; {extra}'
+        "classtype:policy-violation; sid:{sid}; rev:1;)"
+    )
+
+
+KINDS: tuple[tuple[Callable[[random.Random], str], int], ...] = (
+    (http_client, 38),
+    (web_server, 14),
+    (http_response, 8),
+    (dns_query, 12),
+    (tls_sni, 6),
+    (tcp_payload, 14),
+    (http_host, 8),
+)
+
+
+def rules(count: int, seed: int = 1, first_sid: int = 3_000_000) -> list[str]:
+    rng = random.Random(seed)
+    makers = [maker for maker, weight in KINDS for _ in range(weight)]
+    return [rng.choice(makers)(rng).replace("{sid}", str(first_sid + i)) for i in range(count)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=15_000)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    sys.stdout.write("\n".join(rules(args.count, args.seed)) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
