@@ -2,13 +2,15 @@
 
 ET Open itself is not shipped with the appliance. To see where per-packet time goes as a
 rule set grows (thousands of rules in one group), this writes ``count`` rules, from a seed,
-in the proportions of ET Open's enabled rules by kind: HTTP client rules (method, URI with a
-fast pattern, user agent, headers, some ``pcre``), rules on web servers' URIs, HTTP
-response bodies (``file_data``), DNS queries, TLS SNI, and TCP payload rules (``dsize``,
-anchored byte patterns, ``distance``). Their patterns are made-up words, so few match the
-benchmark's traffic; about one rule in thirty takes a fast pattern common in real traffic
-(``.php``, ``Mozilla/5.0``, ``/index``, ``www.``), whose candidates are then checked in full
-and fail on a later content, as many of a real set's do.
+in about the proportions of ET Open's enabled rules by kind: HTTP client rules (method, URI
+with a fast pattern, user agent, headers, ``pcre`` in about half), rules on web servers'
+URIs, HTTP response bodies (``file_data``), DNS queries, TLS SNI, certificates and JA3, TCP
+payload rules (``dsize``, anchored byte patterns, ``distance``), ``flowbits`` pairs (set on
+a request, checked on the response) and rules without a positive content (``urilen``,
+``dsize``, flags), which every packet of their group meets. Their patterns are made-up
+words, so few match the benchmark's traffic; about one rule in thirty takes a fast pattern
+common in real traffic (``.php``, ``Mozilla/5.0``, ``/index``, ``www.``), whose candidates
+are then checked in full and fail on a later content, as many of a real set's do.
 
     .venv/bin/python bench/synthetic_rules.py [--count 15000] [--seed 1] > synthetic.rules
     .venv/bin/python bench/inspect_throughput.py --rules synthetic.rules ...
@@ -53,7 +55,7 @@ def http_client(rng: random.Random) -> str:
         body += f'http.user_agent; content:"{word(rng, 2)}/{rng.randrange(1, 9)}.0"; '
     if rng.random() < 0.4:
         body += f'http.header; content:"X-{word(rng, 2)}|3a 20|"; '
-    if rng.random() < 0.25:
+    if rng.random() < 0.45:
         body += f'pcre:"/^\\/{word(rng, 2)}\\/[a-z0-9]{{8,16}}\\.(php|asp)$/U"; '
     if rng.random() < 0.3:
         body += 'http.header_names; content:!"Referer"; '
@@ -74,7 +76,7 @@ def web_server(rng: random.Random) -> str:
     body += f'content:"{word(rng, 2)}="; nocase; distance:0; '
     if rng.random() < 0.3:
         body += 'content:"|27|"; distance:0; '
-    if rng.random() < 0.2:
+    if rng.random() < 0.5:
         body += f'pcre:"/{word(rng, 2)}=[^&]*(union|select)/Ui"; '
     return (
         'alert http $EXTERNAL_NET any -> $HOME_NET any (msg:"SYNTH WEB_SPECIFIC_APPS {sid}"; '
@@ -145,21 +147,86 @@ def http_host(rng: random.Random) -> str:
     )
 
 
+def flowbits_pair(rng: random.Random) -> str:
+    """Two rules: one sets a flowbit on a request (no alert), the other alerts on the
+    response of a flow that has it."""
+    bit = f"SYNTH.{word(rng, 2)}"
+    uri = f"/{word(rng, 2)}.{rng.choice(('php', 'aspx', 'jsp'))}"
+    return (
+        'alert http $HOME_NET any -> $EXTERNAL_NET any (msg:"SYNTH INFO set {sid}"; '
+        f'flow:established,to_server; http.uri; content:"{uri}"; flowbits:set,{bit}; '
+        "flowbits:noalert; classtype:misc-activity; sid:{sid}; rev:1;)\n"
+        'alert http $EXTERNAL_NET any -> $HOME_NET any (msg:"SYNTH MALWARE got {sid2}"; '
+        f'flow:established,to_client; flowbits:isset,{bit}; file_data; content:"{word(rng, 3)}"; '
+        "classtype:trojan-activity; sid:{sid2}; rev:1;)"
+    )
+
+
+def plain_http(rng: random.Random) -> str:
+    """No positive content: checked on every request of its group (a plain rule)."""
+    return (
+        'alert http $HOME_NET any -> $EXTERNAL_NET any (msg:"SYNTH POLICY long URI {sid}"; '
+        f"flow:established,to_server; urilen:>{rng.randrange(300, 2000)}; "
+        'http.header_names; content:!"Referer"; classtype:policy-violation; sid:{sid}; rev:1;)'
+    )
+
+
+def plain_tcp(rng: random.Random) -> str:
+    """No content: SYNs carrying data, small segments to a port."""
+    if rng.random() < 0.5:
+        return (
+            'alert tcp $EXTERNAL_NET any -> $HOME_NET any (msg:"SYNTH SCAN SYN data {sid}"; '
+            f"flags:S,12; dsize:>{rng.randrange(0, 100)}; classtype:attempted-recon; "
+            "sid:{sid}; rev:1;)"
+        )
+    return (
+        f"alert tcp $HOME_NET any -> $EXTERNAL_NET {rng.randrange(1024, 65535)} "
+        '(msg:"SYNTH MALWARE small beacon {sid}"; flow:established,to_server; '
+        f"dsize:{rng.randrange(4, 40)}; classtype:trojan-activity; sid:{{sid}}; rev:1;)"
+    )
+
+
+def tls_cert(rng: random.Random) -> str:
+    """The server's certificate (its handshake followed) or a JA3 hash."""
+    if rng.random() < 0.5:
+        return (
+            'alert tls $EXTERNAL_NET any -> $HOME_NET any (msg:"SYNTH TLS cert {sid}"; '
+            f'flow:established,to_client; tls.cert_subject; content:"CN={domain(rng)}"; '
+            "classtype:trojan-activity; sid:{sid}; rev:1;)"
+        )
+    md5 = "".join(rng.choice("0123456789abcdef") for _ in range(32))
+    return (
+        'alert tls $HOME_NET any -> $EXTERNAL_NET any (msg:"SYNTH JA3 {sid}"; '
+        f'ja3.hash; content:"{md5}"; classtype:trojan-activity; sid:{{sid}}; rev:1;)'
+    )
+
+
 KINDS: tuple[tuple[Callable[[random.Random], str], int], ...] = (
-    (http_client, 38),
+    (http_client, 34),
     (web_server, 14),
-    (http_response, 8),
-    (dns_query, 12),
-    (tls_sni, 6),
-    (tcp_payload, 14),
-    (http_host, 8),
+    (http_response, 6),
+    (dns_query, 11),
+    (tls_sni, 5),
+    (tcp_payload, 13),
+    (http_host, 7),
+    (flowbits_pair, 5),
+    (plain_http, 2),
+    (plain_tcp, 2),
+    (tls_cert, 1),
 )
 
 
 def rules(count: int, seed: int = 1, first_sid: int = 3_000_000) -> list[str]:
     rng = random.Random(seed)
     makers = [maker for maker, weight in KINDS for _ in range(weight)]
-    return [rng.choice(makers)(rng).replace("{sid}", str(first_sid + i)) for i in range(count)]
+    made: list[str] = []
+    sid = first_sid
+    while len(made) < count:
+        text = rng.choice(makers)(rng).replace("{sid}", str(sid)).replace("{sid2}", str(sid + 1))
+        for line in text.split("\n")[: count - len(made)]:
+            made.append(line)
+            sid += 1
+    return made
 
 
 def main(argv: list[str] | None = None) -> int:
