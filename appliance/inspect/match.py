@@ -78,10 +78,22 @@ ANCHOR_LIMIT = 64  # a fast pattern that must lie this close to its buffer's sta
 # looking for each rule's pattern in turn (2,000 anchored rules: 113 us a stream head)
 ANCHOR_INDEX_MIN = 32
 
+# An anchored rule with its fast pattern's place: (rule, pattern (lower case if nocase),
+# from, to, nocase)
+AnchoredEntry = tuple[Signature, bytes, int, int, bool]
+
+
+def anchored_entry(sig: Signature) -> tuple[AnchoredEntry, Content]:
+    """An anchored rule's entry, and its fast pattern."""
+    fast = fast_pattern(sig)
+    assert fast is not None and fast.depth is not None
+    needle = fast.pattern.lower() if fast.nocase else fast.pattern
+    return (sig, needle, fast.offset, fast.offset + fast.depth, fast.nocase), fast
+
 
 class _Place:
-    """An anchored rule's place in its group's ``anchored_fast``, standing for the rule in
-    an ``AnchorIndex``'s prefilter (a prefilter joins what it finds by ``sid``: the place)."""
+    """An anchored rule's place in an ``AnchorScan``, standing for the rule in its prefilter
+    (a prefilter joins what it finds by ``sid``: here the place)."""
 
     __slots__ = ("sid",)
 
@@ -89,38 +101,50 @@ class _Place:
         self.sid = place
 
 
+class AnchorScan:
+    """The anchored rules of a rule set (in load order) and one prefilter over all their fast
+    patterns, made once and shared by the ``AnchorIndex`` of every large group."""
+
+    __slots__ = ("entries", "prefilter")
+
+    def __init__(
+        self, entries: list[AnchoredEntry], contents: list[Content], prefilter: type[Prefilter]
+    ) -> None:
+        self.entries = entries
+        places = [(content, _Place(i)) for i, content in enumerate(contents)]
+        self.prefilter = prefilter(PKT, places)  # type: ignore[arg-type]
+
+
 class AnchorIndex:
     """The anchored rules of a large group whose fast pattern is in its place in a payload
     (or a stream's first bytes), found with one scan of its first ``reach`` bytes for every
-    rule's fast pattern, each found one then checked in its place: the rules
-    ``stream.placed`` gives, in the same order, at a cost that does not grow with their
-    number."""
+    anchored rule's fast pattern (the rule set's ``AnchorScan``), each found one of the group
+    then checked in its place: the rules ``stream.placed`` gives, in the same order, at a
+    cost that does not grow with their number. A group holds only which of the scan's rules
+    are its own (a byte each)."""
 
-    __slots__ = ("_fast", "_prefilter", "reach")
+    __slots__ = ("_mine", "_scan", "reach")
 
-    def __init__(
-        self,
-        fast: list[tuple[Signature, bytes, int, int, bool]],
-        contents: list[Content],
-        prefilter: type[Prefilter],
-    ) -> None:
-        self._fast = fast
-        self.reach = max(high for _, _, _, high, _ in fast)
-        places = [(content, _Place(i)) for i, content in enumerate(contents)]
-        # (its candidates are looked up at each scan: a compiled one binds its own by the first)
-        self._prefilter = prefilter(PKT, places)  # type: ignore[arg-type]
+    def __init__(self, scan: AnchorScan, mine: bytes, reach: int) -> None:
+        self._scan = scan
+        self._mine = mine
+        self.reach = reach
 
     def placed(self, text: bytes, skip: AbstractSet[int] = frozenset()) -> list[Signature]:
-        """The rules (but those of a sid in ``skip``) whose fast pattern is in its place in
-        ``text``, in the group's order."""
-        found = self._prefilter.candidates(text if len(text) <= self.reach else text[: self.reach])
+        """The group's rules (but those of a sid in ``skip``) whose fast pattern is in its
+        place in ``text``, in the group's order (load order, as the scan's)."""
+        scan = self._scan
+        found = scan.prefilter.candidates(text if len(text) <= self.reach else text[: self.reach])
         if not found:
             return []
-        fast = self._fast
+        mine = self._mine
+        entries = scan.entries
         folded = None
         placed: list[Signature] = []
         for place in sorted(p.sid for p in found):
-            sig, needle, low, high, nocase = fast[place]
+            if not mine[place]:
+                continue
+            sig, needle, low, high, nocase = entries[place]
             if sig.sid in skip:
                 continue
             if nocase:
@@ -166,8 +190,9 @@ class Group:
     # a rule reads what a segment has besides its payload: the stream sizes, a TLS version
     # kept (a direction of such a group is not scanned by the fast path)
     reads_kept: bool = field(default=False, repr=False, compare=False)
-    # the prefilter kind of an AnchorIndex over the anchored rules, when there are at least
-    # ANCHOR_INDEX_MIN (None: never; the exhaustive reference checks each rule)
+    # the prefilter kind of an AnchorIndex of its own over the anchored rules, when there
+    # are at least ANCHOR_INDEX_MIN (None: none of its own; a Matcher gives its groups one
+    # over its shared AnchorScan, use_index; the exhaustive reference checks each rule)
     indexes: type[Prefilter] | None = field(default=None, repr=False, compare=False)
     # the index over the anchored rules (with it, anchored_probe is None: the rules found
     # placed are checked in full, as without a probe)
@@ -248,15 +273,22 @@ class Group:
         self.anchored_probe = probe
         fast_contents: list[Content] = []
         for sig in self.anchored:
-            fast = fast_pattern(sig)
-            assert fast is not None and fast.depth is not None
-            needle = fast.pattern.lower() if fast.nocase else fast.pattern
-            limit = fast.offset + fast.depth
-            self.anchored_fast.append((sig, needle, fast.offset, limit, fast.nocase))
+            entry, fast = anchored_entry(sig)
+            self.anchored_fast.append(entry)
             fast_contents.append(fast)
         if self.indexes is not None and len(self.anchored_fast) >= ANCHOR_INDEX_MIN:
-            self.anchor_index = AnchorIndex(self.anchored_fast, fast_contents, self.indexes)
-            self.anchored_probe = None
+            scan = AnchorScan(self.anchored_fast, fast_contents, self.indexes)
+            mine = b"\x01" * len(self.anchored_fast)
+            self.use_index(AnchorIndex(scan, mine, self.anchor_reach()))
+
+    def anchor_reach(self) -> int:
+        """How far into the payload the anchored rules' fast patterns may lie."""
+        return max((high for _, _, _, high, _ in self.anchored_fast), default=0)
+
+    def use_index(self, index: AnchorIndex) -> None:
+        """Find the anchored rules placed through ``index`` (their probe is then unused)."""
+        self.anchor_index = index
+        self.anchored_probe = None
 
     @property
     def empty(self) -> bool:
@@ -373,6 +405,10 @@ class Matcher:
             classes.setdefault(header, []).append(index)
             self._routes.append(_route(sig))
         self._classes = list(classes.items())
+        # every anchored rule's fast pattern in one scan, made by the first group of at least
+        # ANCHOR_INDEX_MIN of them (_anchor_index); a rule's place in it by its index
+        self._anchor_scan: AnchorScan | None = None
+        self._anchored_at: dict[int, int] = {}
         # by index: whether the rule reads the stream sizes or a TLS version kept
         self._reads_kept = [
             any(c.buffer in (STREAM_SIZE, TLS_VERSION) for c in sig.contents)
@@ -556,13 +592,38 @@ class Matcher:
             prefilters=prefilters,
             members=members,
             reads_kept=any(self._reads_kept[i] for i in members),
-            indexes=self._prefilter if issubclass(self._prefilter, Prefilter) else None,
         )
+        if len(anchored) >= ANCHOR_INDEX_MIN and issubclass(self._prefilter, Prefilter):
+            group.use_index(self._anchor_index(members, group, self._prefilter))
         if len(self._shared) >= _MAX_CACHE:
             self._shared.clear()
             self._prefilters.clear()
         self._shared[members] = group
         return group
+
+    def _anchor_index(
+        self, members: tuple[int, ...], group: Group, prefilter: type[Prefilter]
+    ) -> AnchorIndex:
+        """A large group's index over the rule set's anchored rules (their scan made by the
+        first such group): which of them are the group's, how far they reach."""
+        scan = self._anchor_scan
+        if scan is None:
+            entries: list[AnchoredEntry] = []
+            contents: list[Content] = []
+            for index, (kind, _, _) in enumerate(self._routes):
+                if kind == _ANCHORED:
+                    self._anchored_at[index] = len(entries)
+                    entry, fast = anchored_entry(self.signatures[index])
+                    entries.append(entry)
+                    contents.append(fast)
+            scan = self._anchor_scan = AnchorScan(entries, contents, prefilter)
+        mine = bytearray(len(scan.entries))
+        at = self._anchored_at
+        for index in members:
+            place = at.get(index)
+            if place is not None:
+                mine[place] = 1
+        return AnchorIndex(scan, bytes(mine), group.anchor_reach())
 
     def _prefilter_of(
         self, where: tuple[str, tuple[Transform, ...]], indexes: list[int]

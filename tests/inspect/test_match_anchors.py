@@ -86,6 +86,24 @@ def test_the_index_finds_the_rules_each_rule_s_own_look_finds(
         assert found_any > 10  # the texts do hold placed patterns
 
 
+def test_groups_of_one_rule_set_share_one_scan_and_find_only_their_own() -> None:
+    """A matcher's large groups hold only which of the rule set's anchored rules are
+    theirs: each finds what looking for its own rules in turn finds, none of another's."""
+    rng = random.Random(8)
+    sigs = anchored_rules(rng, 3 * ANCHOR_INDEX_MIN)
+    matcher = Matcher(sigs)
+    everyone = tuple(range(len(sigs)))
+    subsets = [everyone, everyone[::2], everyone[1::2] + everyone[:5], everyone[10:60]]
+    groups = [matcher._group_of(tuple(sorted(set(members)))) for members in subsets]
+    scans = {id(g.anchor_index._scan) for g in groups if g.anchor_index is not None}
+    assert len(scans) == 1 and all(g.anchor_index is not None for g in groups)
+    for group in groups:
+        looked = Group(anchored=list(group.anchored))
+        for _ in range(200):
+            text = text_with(rng, sigs)
+            assert list(placed(group, text)) == list(placed(looked, text)), text
+
+
 def test_small_groups_and_the_exhaustive_reference_have_no_index() -> None:
     sigs = anchored_rules(random.Random(2), ANCHOR_INDEX_MIN + 5)
     assert Group(anchored=sigs[: ANCHOR_INDEX_MIN - 1], indexes=Prefilter).anchor_index is None
