@@ -137,6 +137,7 @@ enum {
     S_LAST_TS,
     S_PACKETS_TO_CLIENT,
     S_PACKETS_TO_SERVER,
+    S_SIZES,
     S_TCP_STATE,
     S_TOUCHED,
     S_COUNT
@@ -145,7 +146,7 @@ enum {
 static const char *slot_names[S_COUNT] = {
     "app",       "established", "fast_c",  "fast_s",
     "fwd_key",   "gtp_ok",      "key",     "last_ts",
-    "packets_to_client", "packets_to_server", "tcp_state", "touched",
+    "packets_to_client", "packets_to_server", "sizes", "tcp_state", "touched",
 };
 
 /* What the fast path reads of a rule group, read once per group (a group's tables are
@@ -1722,6 +1723,54 @@ static int touch(FastPath *fp, PyObject *flow, PyObject *ts_obj, double ts, int 
     return 0;
 }
 
+/* Whether a flow's sizes (stream.StreamSizes: [client's initial sequence number, its next,
+ * the server's, its next], -1 not seen yet) are a list of four ints this counts in. */
+static int sizes_shape(PyObject *seqs)
+{
+    Py_ssize_t i;
+    if (seqs == NULL || !PyList_CheckExact(seqs) || PyList_GET_SIZE(seqs) != 4)
+        return 0;
+    for (i = 0; i < 4; i++)
+        if (!PyLong_CheckExact(PyList_GET_ITEM(seqs, i)))
+            return 0;
+    return 1;
+}
+
+/* stream.count_segment: a side's count after one of its segments the fast path takes (length
+ * payload bytes, syn its SYN flag), as the full path's StreamSizes.update counts; 0, or -1
+ * on error (seqs in sizes_shape). */
+static int count_segment(PyObject *seqs, int to_server, uint32_t seq, Py_ssize_t length, int syn)
+{
+    Py_ssize_t side = to_server ? 0 : 2;
+    long first = PyLong_AsLong(PyList_GET_ITEM(seqs, side));
+    long next = PyLong_AsLong(PyList_GET_ITEM(seqs, side + 1));
+    uint32_t end, ahead;
+    if ((first == -1 || next == -1) && PyErr_Occurred())
+        return -1;
+    if (syn || first < 0) {
+        uint32_t initial = syn ? seq : seq - 1u;
+        PyObject *a = PyLong_FromUnsignedLong(initial);
+        PyObject *b = PyLong_FromUnsignedLong((uint32_t)(initial + 1u));
+        if (a == NULL || b == NULL) {
+            Py_XDECREF(a);
+            Py_XDECREF(b);
+            return -1;
+        }
+        PyList_SetItem(seqs, side, a); /* (steals a, b) */
+        PyList_SetItem(seqs, side + 1, b);
+        next = (long)(uint32_t)(initial + 1u);
+    }
+    end = seq + (uint32_t)length + (syn ? 1u : 0u);
+    ahead = end - (uint32_t)next;
+    if (ahead != 0 && ahead < 0x80000000u) {
+        PyObject *value = PyLong_FromUnsignedLong(end);
+        if (value == NULL)
+            return -1;
+        PyList_SetItem(seqs, side + 1, value);
+    }
+    return 0;
+}
+
 /* ---- _fast_tcp ----------------------------------------------------------------------- */
 
 /* 1 taken, 0 not, -1 error, 2 no flow under the key (then *missing, if given, is the key:
@@ -1760,6 +1809,8 @@ static int fast_tcp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, 
     flags = data[ip + 33];
     if (fast == NULL || fast == Py_None || flags & 0x04)
         goto done;
+    if (fp->sizes && !sizes_shape(slot(fp, flow, S_SIZES)))
+        goto done; /* (the full path starts the count) */
     last = slot_double(fp, flow, S_LAST_TS);
     if (last == -1.0 && PyErr_Occurred())
         goto error;
@@ -1835,6 +1886,19 @@ static int fast_tcp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, 
             goto leave_fast;
     }
     Py_DECREF(fast);
+    if (fp->sizes) { /* the stream sizes count the segment, as the full path's would */
+        PyObject *seqs = slot(fp, flow, S_SIZES);
+        if (!sizes_shape(seqs)) {
+            PyErr_SetString(PyExc_TypeError, "Flow.sizes: four ints");
+            goto error;
+        }
+        Py_INCREF(seqs);
+        truth = count_segment(seqs, to_server, u32(data, ip + 24), end - start,
+                              flags & 0x02);
+        Py_DECREF(seqs);
+        if (truth < 0)
+            goto error;
+    }
     value = slot(fp, flow, S_TCP_STATE);
     if (value == NULL || !PyLong_CheckExact(value) || PyLong_AsLong(value) != state) {
         PyObject *number = PyLong_FromLong(state);

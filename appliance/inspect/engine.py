@@ -67,6 +67,7 @@ from appliance.inspect.stream import (
     DEFAULT_DEPTH,
     Reassembler,
     StreamDirection,
+    count_segment,
     head_clear,
     placed,
     stream_hits,
@@ -383,9 +384,11 @@ class InspectionEngine:
         self._sizes = self._follow is not None and self._follow.sizes is not None
         # The applications whose data segments of an established flow the fast path may take
         # when a direction's only payload work is its payload prefilters and its stream (see
-        # _scan_segment): none where a segment has more buffers than its payload (ip:packet);
-        # the stream sizes and a TLS version kept are more buffers only for the groups with a
-        # rule reading them (Group.reads_kept: their directions are not scanned, _scans).
+        # _scan_segment): none where a segment has more buffers than its payload (ip:packet).
+        # The stream sizes and a TLS version kept are more buffers too, but no prefilter's:
+        # their tests (stream_size, tls.version) are never a rule's fast pattern, so a rule
+        # reading them is a plain rule (its direction not taken) or has a pattern the scan
+        # finds; the fast paths count the sizes of the segments they take (count_segment).
         self._scan_apps = frozenset(() if self._packet else ("none", "http", "tls"))
         # HTTP messages followed across segments: a segment of a direction gathering one
         # takes the full path
@@ -446,6 +449,7 @@ class InspectionEngine:
                     if (
                         fast is not None
                         and not flags & 0x06
+                        and not self._sizes  # (_fast_tcp counts the stream sizes)
                         and flow.tcp_state == TCP_ESTABLISHED
                         and fast[2] == flow.app
                         and ts - flow.last_ts <= self._idle_timeout
@@ -765,6 +769,7 @@ class InspectionEngine:
             or flags & 0x04  # RST
             or ts - flow.last_ts > self._idle_timeout
             or (tunnel and not flow.gtp_ok)
+            or (self._sizes and flow.sizes is None)  # (the full path starts the count)
         ):
             return False
         state = flow.tcp_state
@@ -807,6 +812,9 @@ class InspectionEngine:
                 return False
             if not quiet and not self._scan_segment(flow, to_server, group, data, ip, start, end):
                 return False
+        if self._sizes:  # the stream sizes count the segment, as the full path's would
+            assert flow.sizes is not None
+            count_segment(flow.sizes, to_server, _SEQ(data, ip + 24)[0], end - start, flags & 0x02)
         if state != flow.tcp_state:
             flow.tcp_state = state
             flow.established = established
@@ -1100,8 +1108,6 @@ class InspectionEngine:
                 return False
         elif app not in self._scan_apps:
             return False
-        if group.reads_kept:
-            return False  # a rule reads the stream sizes or a TLS version the segment has
         if self._follow is not None and not self._follow.quiet(flow, to_server, app):
             return False
         return not group.payload_transformed

@@ -33,7 +33,6 @@ from appliance.inspect.fields import (
     HEADER_BUFFERS,
     IP_PACKET,
     PACKET_BYTES,
-    TLS_VERSION,
     FieldTest,
     header_buffers,
     read_field,
@@ -43,7 +42,6 @@ from appliance.inspect.rules import (
     BUFFER_APP,
     MULTI_BUFFERS,
     PKT,
-    STREAM_SIZE,
     AddrExpr,
     Content,
     MultiBuffer,
@@ -187,9 +185,6 @@ class Group:
     # read the payload (Matcher.without_payload), once made
     members: tuple[int, ...] = field(default=(), repr=False, compare=False)
     payload_free: Group | None = field(default=None, repr=False, compare=False)
-    # a rule reads what a segment has besides its payload: the stream sizes, a TLS version
-    # kept (a direction of such a group is not scanned by the fast path)
-    reads_kept: bool = field(default=False, repr=False, compare=False)
     # the prefilter kind of an AnchorIndex of its own over the anchored rules, when there
     # are at least ANCHOR_INDEX_MIN (None: none of its own; a Matcher gives its groups one
     # over its shared AnchorScan, use_index; the exhaustive reference checks each rule)
@@ -409,11 +404,6 @@ class Matcher:
         # ANCHOR_INDEX_MIN of them (_anchor_index); a rule's place in it by its index
         self._anchor_scan: AnchorScan | None = None
         self._anchored_at: dict[int, int] = {}
-        # by index: whether the rule reads the stream sizes or a TLS version kept
-        self._reads_kept = [
-            any(c.buffer in (STREAM_SIZE, TLS_VERSION) for c in sig.contents)
-            for sig in self.signatures
-        ]
         # by index: whether the rule looks into the packet payload (see without_payload)
         self._reads_payload = [
             any(c.buffer == PKT and c.size is None for c in sig.contents) for sig in self.signatures
@@ -591,7 +581,6 @@ class Matcher:
             anchored=anchored,
             prefilters=prefilters,
             members=members,
-            reads_kept=any(self._reads_kept[i] for i in members),
         )
         if len(anchored) >= ANCHOR_INDEX_MIN and issubclass(self._prefilter, Prefilter):
             group.use_index(self._anchor_index(members, group, self._prefilter))

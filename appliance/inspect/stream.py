@@ -361,27 +361,36 @@ def head_clear(group: Group, stream: StreamDirection, payload: bytes) -> bool:
     return True
 
 
+def count_segment(seqs: list[int], to_server: bool, seq: int, length: int, syn: int) -> None:
+    """A side's count after one of its segments (``length`` payload bytes, ``syn`` its SYN
+    flag): ``seqs`` is a flow's ``sizes``, each side's initial sequence number and the next
+    one it sends (-1: not seen yet). The fast paths count the segments they take with it
+    (the compiled one with its C form), as ``StreamSizes.update`` counts the full path's."""
+    side = 0 if to_server else 2
+    syn = 1 if syn else 0
+    if syn or seqs[side] < 0:
+        seqs[side] = seq if syn else (seq - 1) % _MOD
+        seqs[side + 1] = (seqs[side] + 1) % _MOD
+    end = (seq + length + syn) % _MOD
+    if 0 < (end - seqs[side + 1]) % _MOD < _HALF:
+        seqs[side + 1] = end
+
+
 class StreamSizes:
     """``stream_size``: the bytes each side of a TCP flow has sent, as Suricata counts them
     (the next sequence number less the initial one: the SYN counts one). A side's initial
     sequence number is its SYN's, or one before its first segment seen; a side not seen yet
     counts its SYN once the handshake is complete. The count of the other side is as of its
-    last segment the engine decoded. Followed only when a rule reads it, on the flow
-    (``Flow.sizes``): as long as the flow table keeps the flow."""
+    last segment the engine saw (the fast paths count those they take: ``count_segment``).
+    Followed only when a rule reads it, on the flow (``Flow.sizes``): as long as the flow
+    table keeps the flow."""
 
     def update(self, flow: Flow, to_server: bool, layer: Layer) -> bytes:
         """Take a segment; the sizes as the ``tcp.stream_size`` buffer (server, client)."""
         seqs = flow.sizes
         if seqs is None:
             seqs = flow.sizes = [-1, -1, -1, -1]
-        side = 0 if to_server else 2
-        syn = 1 if layer.flags & TCP_SYN else 0
-        if syn or seqs[side] < 0:
-            seqs[side] = layer.seq if syn else (layer.seq - 1) % _MOD
-            seqs[side + 1] = (seqs[side] + 1) % _MOD
-        end = (layer.seq + len(layer.payload) + syn) % _MOD
-        if 0 < (end - seqs[side + 1]) % _MOD < _HALF:
-            seqs[side + 1] = end
+        count_segment(seqs, to_server, layer.seq, len(layer.payload), layer.flags & TCP_SYN)
         # a side not seen yet: its SYN, if the handshake is complete
         unseen = 1 if flow.established else 0
         server = (seqs[3] - seqs[2]) % _MOD if seqs[2] >= 0 else unseen

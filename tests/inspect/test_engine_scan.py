@@ -12,6 +12,7 @@ import random
 from dataclasses import replace
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -107,11 +108,16 @@ class _Flow:
 
 
 def scanned_frames(
-    seed: int, flows: int = 12, disorder: float = 0.1, pieces: tuple[bytes, ...] = PIECES
+    seed: int,
+    flows: int = 12,
+    disorder: float = 0.1,
+    pieces: tuple[bytes, ...] = PIECES,
+    client_data: bool = False,
 ) -> Frames:
     """Flows (bulk on a high port, web, TLS; some in a GTP-U tunnel) whose server sends a
     stream of ``pieces`` cut into segments of random sizes; a share ``disorder`` of the
-    segments swapped with the next, sent twice, resent overlapping, or lost."""
+    segments swapped with the next, sent twice, resent overlapping, or lost. With
+    ``client_data``, the client then sends a few segments of ``pieces`` too, in order."""
     rng = random.Random(seed)
     out: Frames = []
     ts = 1_700_000_000.0
@@ -150,6 +156,13 @@ def scanned_frames(
             if rng.random() < 0.3:
                 f.c2s(0x10)
             i += 1
+        if client_data:
+            f.sseq += len(stream)
+            for _ in range(rng.randrange(1, 6)):
+                piece = rng.choice(pieces)
+                f.c2s(0x18, piece)
+                f.cseq += len(piece)
+            f.sseq -= len(stream)
         f.c2s(0x11)
         f.s2c(f.sseq + len(stream), b"", 0x11)
         ts = f.ts
@@ -280,6 +293,69 @@ def test_a_stream_size_or_tls_version_rule_elsewhere_leaves_other_directions_sca
     # most segments still taken: those of the directions without the new rules
     assert fast.stats.fast > plain.stats.fast // 2
     assert fast.stats.fast < plain.stats.fast  # (the port 5201 clients' and TLS servers' not)
+
+
+SIZES = """
+alert tcp any any -> any any (msg:"server sent 200"; flow:established,to_server; \
+stream_size:server,>,200; sid:9301;)
+alert tcp any any -> any any (msg:"server sent 3000"; flow:established,to_server; \
+stream_size:server,>=,3000; sid:9302;)
+alert tcp any any -> any any (msg:"both sides"; flow:established,to_server; \
+stream_size:both,>,100; content:"hello"; sid:9303;)
+"""
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_stream_sizes_count_the_segments_the_fast_path_takes(compiled: bool) -> None:
+    """A rule of one direction reading the other side's stream size: that side's segments,
+    taken by the fast path (its direction is scanned), are counted all the same."""
+    frames = scanned_frames(5, flows=30, disorder=0.1)
+    variables = Variables.from_networks([parse_network("10.0.0.0/8")])
+    more = list(parse_rules(SIZES.replace("\\\n", ""), "sizes.rules", variables))
+    fast, slow = scanned_engines(depth=1 << 20, compiled=compiled)
+    for eng in (fast, slow):
+        eng.__init__(replace(eng.config, signatures=[*eng.config.signatures, *more]))
+    got, want = state(fast, frames), state(slow, frames)
+    assert got == want
+    sizes = sorted((f.key, f.sizes) for f in fast.flows.records())
+    assert sizes == sorted((f.key, f.sizes) for f in slow.flows.records())
+    fired = [e["alert"]["signature_id"] for e in got[0]]
+    assert fired.count(9301) > 10 and 9302 in fired
+    assert fast.stats.fast > 100  # servers' segments: the fast path's
+
+
+KEPT = """
+alert tcp any any -> any any (msg:"small server"; flow:established,to_client; \
+stream_size:server,<,900; content:"abcxyz"; sid:9311;)
+alert tcp any any -> any any (msg:"big server"; flow:established,to_client; \
+stream_size:server,>,900; content:"MARK"; sid:9312;)
+alert tcp any any -> any any (msg:"client, either"; stream_size:either,>=,60; \
+content:"ZZ"; sid:9313;)
+alert tcp any any -> any any (msg:"waits for size"; flow:established,to_client; \
+stream_size:server,>,2000; content:"hidden"; nocase; sid:9314;)
+alert tls any any -> any any (msg:"version 1.3"; flow:to_server; tls.version:1.3; \
+content:"ZZ"; sid:9315;)
+alert tls any any -> any any (msg:"version 1.2 reply"; tls.version:1.2; content:"abcxyz"; \
+sid:9316;)
+"""
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.floats(0.0, 0.4), st.booleans())
+def test_stream_size_and_tls_version_rules_alike_on_every_path(
+    seed: int, disorder: float, compiled: bool
+) -> None:
+    """Rules reading the stream sizes or a TLS version kept, with payload patterns, in
+    directions the fast path scans: the alerts, flows and sizes the full path alone gives."""
+    frames = scanned_frames(seed, flows=10, disorder=disorder, client_data=True)
+    variables = Variables.from_networks([parse_network("10.0.0.0/8")])
+    more = list(parse_rules(KEPT.replace("\\\n", ""), "kept.rules", variables))
+    fast, slow = scanned_engines(depth=1 << 20, compiled=compiled)
+    for eng in (fast, slow):
+        eng.__init__(replace(eng.config, signatures=[*eng.config.signatures, *more]))
+    assert state(fast, frames) == state(slow, frames)
+    sizes = sorted((f.key, f.sizes) for f in fast.flows.records())
+    assert sizes == sorted((f.key, f.sizes) for f in slow.flows.records())
 
 
 @settings(max_examples=25, deadline=None)
