@@ -12,8 +12,8 @@ words, so few match the benchmark's traffic; about one rule in thirty takes a fa
 common in real traffic (``.php``, ``Mozilla/5.0``, ``/index``, ``www.``), whose candidates
 are then checked in full and fail on a later content, as many of a real set's do.
 
-    .venv/bin/python bench/synthetic_rules.py [--count 15000] [--seed 1] > synthetic.rules
-    .venv/bin/python bench/inspect_throughput.py --rules synthetic.rules ...
+    .venv/bin/python bench/synthetic_rules.py [--count 15000] [--seed 1] [--kept N] > SYNTH
+    .venv/bin/python bench/inspect_throughput.py --rules SYNTH ...
 
 Figures measured with it are the engine's scaling, not ET Open's: they are never reported as
 ET Open's.
@@ -216,7 +216,38 @@ KINDS: tuple[tuple[Callable[[random.Random], str], int], ...] = (
 )
 
 
-def rules(count: int, seed: int = 1, first_sid: int = 3_000_000) -> list[str]:
+def kept_rule(rng: random.Random) -> str:
+    """A rule reading the stream sizes or the TLS version a hello gave, with a payload
+    pattern (ET Open has 25 ``stream_size`` and 4 ``tls.version`` rules of this kind)."""
+    pattern = f"{word(rng, 3)}"
+    if rng.random() < 0.8:
+        side = rng.choice(("server", "client", "both", "either"))
+        test = f"stream_size:{side},{rng.choice(('<', '>', '>='))},{rng.randrange(2, 5000)}"
+        direction = rng.choice(("to_server", "to_client"))
+        return (
+            f'alert tcp any any -> any any (msg:"SYNTH INFO stream size {{sid}}"; '
+            f'flow:established,{direction}; {test}; content:"{pattern}"; '
+            "classtype:misc-activity; sid:{sid}; rev:1;)"
+        )
+    version = rng.choice(("1.0", "1.1", "1.2", "1.3"))
+    return (
+        f'alert tls any any -> any any (msg:"SYNTH POLICY TLS {version} {{sid}}"; '
+        f'tls.version:{version}; content:"{pattern}"; classtype:policy-violation; '
+        "sid:{sid}; rev:1;)"
+    )
+
+
+def rules(count: int, seed: int = 1, first_sid: int = 3_000_000, kept: int = 0) -> list[str]:
+    """``count`` rules from ``seed``, then ``kept`` rules of ``kept_rule`` (from their own
+    seed: the first ``count`` are the same with or without them)."""
+    made = _rules(count, seed, first_sid)
+    other = random.Random(seed + 1)
+    sid = first_sid + count + 10
+    made += [kept_rule(other).replace("{sid}", str(sid + i)) for i in range(kept)]
+    return made
+
+
+def _rules(count: int, seed: int, first_sid: int) -> list[str]:
     rng = random.Random(seed)
     makers = [maker for maker, weight in KINDS for _ in range(weight)]
     made: list[str] = []
@@ -233,8 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=15_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--kept",
+        type=int,
+        default=0,
+        help="also this many rules reading the stream sizes or a TLS version (ET Open: 29)",
+    )
     args = parser.parse_args(argv)
-    sys.stdout.write("\n".join(rules(args.count, args.seed)) + "\n")
+    sys.stdout.write("\n".join(rules(args.count, args.seed, kept=args.kept)) + "\n")
     return 0
 
 
