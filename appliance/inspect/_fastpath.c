@@ -204,7 +204,7 @@ typedef struct {
     Py_ssize_t stat_offsets[2]; /* Stats.packets, Stats.fast: counted by take() */
     GroupInfo groups[GROUP_CACHE]; /* by the group's address */
     PyObject *made_plans;          /* the engine's _plans: what an embryo hatches into */
-    int sizes;                     /* a hatched flow follows its stream sizes */
+    int sizes; /* stream sizes are followed: a hatched flow starts them, fast_tcp counts */
     int make_flows;                /* flows are made here (flow_offsets) */
     Py_ssize_t flow_offsets[F_COUNT];
 } FastPath;
@@ -599,6 +599,10 @@ twin:
  * the last buffer scanned and whether nothing was found, for none_in(data). */
 
 #define JOINED_MAX 4096
+/* Up to this many distinct bytes starting a pattern, the scan at the root skips on them
+ * first: one look-up a byte (29 patterns of words over a segment of zeros: 0.5 ns a byte,
+ * 1.2 to 1.6 through the pairs' bitmap alone). */
+#define STARTS_FEW 96
 /* Up to this many patterns, each with a byte that case folding leaves alone, are looked for
  * one by one with memchr on their least common such byte (a single pattern over a kilobyte
  * of binary payload: no byte of it to look at twice), as long as what is compared stays
@@ -627,6 +631,8 @@ typedef struct {
     uint32_t pair_shift;
     uint32_t scans;
     int32_t root[256];
+    uint8_t starts[256]; /* a buffer byte (not folded) that some pattern starts with */
+    int few_starts;      /* few bytes start a pattern: the scan skips on starts first */
     Py_ssize_t memory;
     PyObject *rules, *join, *joined, *last;
     int last_none;
@@ -769,8 +775,22 @@ static int32_t patterns_run(Patterns *pt, const uint8_t *data, Py_ssize_t size, 
         return nfound;
     while (i < size) {
         if (state == 0) {
-            while (i + 1 < size && !pair_set(pt, map[data[i]], map[data[i + 1]]))
-                i++;
+            if (pt->few_starts) {
+                /* past the bytes no pattern starts with (one look-up a byte), then past
+                 * those whose two bytes start none */
+                for (;;) {
+                    while (i < size && !pt->starts[data[i]])
+                        i++;
+                    if (i + 1 >= size || pair_set(pt, map[data[i]], map[data[i + 1]]))
+                        break;
+                    i++;
+                }
+                if (i >= size)
+                    break;
+            } else {
+                while (i + 1 < size && !pair_set(pt, map[data[i]], map[data[i + 1]]))
+                    i++;
+            }
             state = pt->root[map[data[i]]];
         } else {
             state = step(pt, state, map[data[i]]);
@@ -1062,6 +1082,14 @@ static int patterns_build(Patterns *pt, PatternText *texts, int32_t count, Py_ss
         pt->root[k] = 0;
     for (k = 0; k < pt->children[0]; k++)
         pt->root[pt->label[pt->first[0] + k]] = pt->first[0] + k;
+    pt->few_starts = 0;
+    for (k = 0; k < 256; k++) {
+        pt->starts[k] = pt->root[(pt->fold ? fold_map : same_map)[k]] != 0;
+        pt->few_starts += pt->starts[k];
+    }
+    /* (where most bytes start a pattern, looking at starts first costs more than it saves:
+     * 2,000 binary patterns over zeros, 1.9 ns a byte instead of 1.2) */
+    pt->few_starts = pt->few_starts <= STARTS_FEW;
     for (s = 0; s < states; s++) { /* breadth first: a child's failure from its parent's */
         int32_t c;
         for (c = pt->first[s]; c < pt->first[s] + pt->children[s]; c++) {
