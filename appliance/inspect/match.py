@@ -15,7 +15,7 @@ packet of the group (they are cheap: flags, flow).
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,6 +89,27 @@ def anchored_entry(sig: Signature) -> tuple[AnchoredEntry, Content]:
     return (sig, needle, fast.offset, fast.offset + fast.depth, fast.nocase), fast
 
 
+def in_place(
+    entries: Iterable[AnchoredEntry], text: bytes, skip: AbstractSet[int] = frozenset()
+) -> list[Signature]:
+    """The rules of ``entries`` (but those of a sid in ``skip``) whose fast pattern is in its
+    place in ``text``, in their order."""
+    folded = None
+    placed: list[Signature] = []
+    for sig, needle, low, high, nocase in entries:
+        if sig.sid in skip:
+            continue
+        if nocase:
+            if folded is None:
+                folded = text.lower()
+            if folded.find(needle, low, high) < 0:
+                continue
+        elif text.find(needle, low, high) < 0:
+            continue
+        placed.append(sig)
+    return placed
+
+
 class _Place:
     """An anchored rule's place in an ``AnchorScan``, standing for the rule in its prefilter
     (a prefilter joins what it finds by ``sid``: here the place)."""
@@ -137,23 +158,8 @@ class AnchorIndex:
             return []
         mine = self._mine
         entries = scan.entries
-        folded = None
-        placed: list[Signature] = []
-        for place in sorted(p.sid for p in found):
-            if not mine[place]:
-                continue
-            sig, needle, low, high, nocase = entries[place]
-            if sig.sid in skip:
-                continue
-            if nocase:
-                if folded is None:
-                    folded = text.lower()
-                if folded.find(needle, low, high) < 0:
-                    continue
-            elif text.find(needle, low, high) < 0:
-                continue
-            placed.append(sig)
-        return placed
+        ours = (entries[place] for place in sorted(p.sid for p in found) if mine[place])
+        return in_place(ours, text, skip)
 
     def placed_in(self, data: bytes, start: int, end: int) -> list[Signature]:
         """``placed`` of ``data[start:end]``."""

@@ -20,12 +20,11 @@ depth are not kept (``stream.depth_reached``, once per direction).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
 
 from appliance.inspect.decode import TCP_SYN, Errors, Layer, count
 from appliance.inspect.flow import Flow
-from appliance.inspect.match import ANCHOR_LIMIT, Group, rule_matches
+from appliance.inspect.match import ANCHOR_LIMIT, Group, in_place, rule_matches
 from appliance.inspect.rules import PKT, Signature
 
 DEFAULT_DEPTH = 64 * 1024
@@ -320,25 +319,13 @@ def stream_hits(
             waiting.remove(sig)
 
 
-def placed(group: Group, text: bytes, skip: AbstractSet[int] = frozenset()) -> Iterator[Signature]:
+def placed(group: Group, text: bytes, skip: AbstractSet[int] = frozenset()) -> list[Signature]:
     """The anchored rules of a group (but those of a sid in ``skip``) whose fast pattern is
     in its place in ``text`` (a payload, or a stream's first bytes): no other may match."""
     index = group.anchor_index
     if index is not None:
-        yield from index.placed(text, skip)
-        return
-    folded = None
-    for sig, needle, low, high, nocase in group.anchored_fast:
-        if sig.sid in skip:
-            continue
-        if nocase:
-            if folded is None:
-                folded = text.lower()
-            if folded.find(needle, low, high) < 0:
-                continue
-        elif text.find(needle, low, high) < 0:
-            continue
-        yield sig
+        return index.placed(text, skip)
+    return in_place(group.anchored_fast, text, skip)
 
 
 def head_clear(group: Group, stream: StreamDirection, payload: bytes) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scapy.all import IP, TCP, Ether  # type: ignore[attr-defined]
+from scapy.all import TCP  # type: ignore[attr-defined]
 
 from appliance.errors import RuleFileError
 from appliance.inspect.eve import to_eve
@@ -24,11 +24,10 @@ from appliance.inspect.flowint import (
     parse_flowint,
 )
 from appliance.inspect.rules import Variables, load_rules, parse_rules, state_order
-from tests.inspect.traffic import engine, frames, http_get, run_cli, sids, write
+from tests.inspect.traffic import engine, frames, http_get, run_cli, sids, tcp_exchange, write
 
 VARS = Variables.from_networks(None)
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
-MAC_C, MAC_S = "02:00:00:00:00:01", "02:00:00:00:00:02"  # given: scapy looks up no address
 
 
 def session(
@@ -36,20 +35,7 @@ def session(
 ) -> list[Any]:
     """A TCP connection to port 80 carrying each payload in order, each answered by an empty
     200, the sequence numbers as a real stack writes them."""
-    c2s = Ether(src=MAC_C, dst=MAC_S) / IP(src=client, dst=server)
-    s2c = Ether(src=MAC_S, dst=MAC_C) / IP(src=server, dst=client)
-    seq, ack = 1001, 5001
-    out = [
-        c2s / TCP(sport=cport, dport=80, flags="S", seq=seq - 1),
-        s2c / TCP(sport=80, dport=cport, flags="SA", seq=ack - 1, ack=seq),
-        c2s / TCP(sport=cport, dport=80, flags="A", seq=seq, ack=ack),
-    ]
-    for payload in payloads:
-        out.append(c2s / TCP(sport=cport, dport=80, flags="PA", seq=seq, ack=ack) / payload)
-        seq += len(payload)
-        out.append(s2c / TCP(sport=80, dport=cport, flags="PA", seq=ack, ack=seq) / OK)
-        ack += len(OK)
-    return out
+    return tcp_exchange(client, server, cport, 80, payloads, answer=OK, seq=1001, ack=5001)
 
 
 def alerts(rules: str, *flows: list[Any], compiled: bool = True) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from appliance.inspect.match import ANCHOR_INDEX_MIN, Group, Matcher
 from appliance.inspect.prefilter import Prefilter, TwinPrefilter
 from appliance.inspect.rules import Signature, Variables, parse_rules
 from appliance.inspect.stream import placed
-from tests.inspect.traffic import engine, frames
+from tests.inspect.traffic import engine, frames, tcp_exchange
 
 ALPHABET = b"abAB\x00\xff"
 
@@ -140,23 +140,9 @@ def engine_rules() -> str:
 
 
 def session(client: str, cport: int, payloads: list[bytes]) -> list[Any]:
-    """A TCP session to 192.0.2.1:7000, the client's payloads in order (sequence numbers
-    that follow), each answered by an ACK."""
-    from scapy.all import IP, TCP, Ether  # type: ignore[attr-defined]
-
-    c2s = Ether() / IP(src=client, dst="192.0.2.1")
-    s2c = Ether() / IP(src="192.0.2.1", dst=client)
-    seq, ack = 1000, 9000
-    out = [
-        c2s / TCP(sport=cport, dport=7000, flags="S", seq=seq - 1),
-        s2c / TCP(sport=7000, dport=cport, flags="SA", seq=ack - 1, ack=seq),
-        c2s / TCP(sport=cport, dport=7000, flags="A", seq=seq, ack=ack),
-    ]
-    for payload in payloads:
-        out.append(c2s / TCP(sport=cport, dport=7000, flags="PA", seq=seq, ack=ack) / payload)
-        seq += len(payload)
-        out.append(s2c / TCP(sport=7000, dport=cport, flags="A", seq=ack, ack=seq))
-    return out
+    """A TCP session to 192.0.2.1:7000, the client's payloads in order, each answered by an
+    ACK."""
+    return tcp_exchange(client, "192.0.2.1", cport, 7000, payloads)
 
 
 def traffic(rng: random.Random) -> list[Any]:

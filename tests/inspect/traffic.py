@@ -22,6 +22,8 @@ from tests.conftest import run_appliance
 
 T0 = 1_700_000_000.0
 HOME = ("10.0.0.0/8",)
+# given: scapy looks up no address
+MAC_CLIENT, MAC_SERVER = "02:00:00:00:00:01", "02:00:00:00:00:02"
 
 
 def frames(packets: Iterable[Packet], t0: float = T0, step: float = 0.001) -> list[Any]:
@@ -97,6 +99,35 @@ def tcp_session(
         out.append(c2s / TCP(sport=cport, dport=sport, flags="PA") / request)
         if i < len(responses):
             out.append(s2c / TCP(sport=sport, dport=cport, flags="PA") / responses[i])
+    return out
+
+
+def tcp_exchange(
+    client: str,
+    server: str,
+    cport: int,
+    sport: int,
+    payloads: Sequence[bytes],
+    answer: bytes = b"",
+    seq: int = 1000,
+    ack: int = 9000,
+) -> list[Packet]:
+    """A TCP connection carrying each of the client's payloads in order, each answered by
+    ``answer`` (or a bare ACK), the sequence numbers as a real stack writes them (``seq`` and
+    ``ack``: each side's first byte)."""
+    c2s = Ether(src=MAC_CLIENT, dst=MAC_SERVER) / IP(src=client, dst=server)
+    s2c = Ether(src=MAC_SERVER, dst=MAC_CLIENT) / IP(src=server, dst=client)
+    out = [
+        c2s / TCP(sport=cport, dport=sport, flags="S", seq=seq - 1),
+        s2c / TCP(sport=sport, dport=cport, flags="SA", seq=ack - 1, ack=seq),
+        c2s / TCP(sport=cport, dport=sport, flags="A", seq=seq, ack=ack),
+    ]
+    for payload in payloads:
+        out.append(c2s / TCP(sport=cport, dport=sport, flags="PA", seq=seq, ack=ack) / payload)
+        seq += len(payload)
+        reply = s2c / TCP(sport=sport, dport=cport, flags="PA" if answer else "A", seq=ack, ack=seq)
+        out.append(reply / answer if answer else reply)
+        ack += len(answer)
     return out
 
 
