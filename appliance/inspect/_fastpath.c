@@ -584,13 +584,15 @@ twin:
  * children, the byte that leads to it, its failure state, the nearest state on its
  * failure chain where a pattern ends, and the last step taken from it with its byte (a run
  * of one byte then costs one comparison a byte): 24 bytes a state, the root's 256
- * transitions a table. While the automaton is at its root, the scan skips every position whose two
- * bytes start no pattern, read in a bitmap of the patterns' first two bytes (hashed into
- * 512 to 65,536 bits, by the number of patterns). A pattern found is marked with the
- * scan's number: the output chain of a state is followed until a pattern found before
- * (whose own chain was followed then), so a scan costs at most its length plus the number
- * of patterns, whatever they are (a run of zeros against patterns of zeros, many patterns
- * of one prefix, patterns of one byte); it stops once every pattern is found.
+ * transitions a table. While the automaton is at its root, the scan skips every position
+ * whose two bytes start no pattern, read in a bitmap of the patterns' first two bytes
+ * (hashed into 512 to 65,536 bits, by the number of patterns); where few bytes start a
+ * pattern (STARTS_FEW), it first skips the bytes none starts with, one look-up a byte. A
+ * pattern found is marked with the scan's number: the output chain of a state is followed
+ * until a pattern found before (whose own chain was followed then), so a scan costs at
+ * most its length plus the number of patterns, whatever they are (a run of zeros against
+ * patterns of zeros, many patterns of one prefix, patterns of one byte); it stops once
+ * every pattern is found.
  *
  * With rules (a list: the rules of each pattern) and join (the rules of several patterns
  * found, from the tuple of their indices), candidates(data) is Prefilter.candidates for a
