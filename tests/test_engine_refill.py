@@ -111,7 +111,11 @@ def _apply_both(first: list[str], second: list[str], interval: bool, refill: boo
         check=True,
     ).stdout
     body = next(o["set"] for o in json.loads(listing)["nftables"] if "set" in o)
-    return sorted(json.dumps(e, sort_keys=True) for e in body.get("elem", [])), engine.refilled
+    # each element once: a dump of a hash set that the kernel is rehashing after the apply
+    # grew it may show an element twice (the rhashtable walk's documented behaviour; the
+    # appliance's own reader merges such repeats)
+    listed = {json.dumps(e, sort_keys=True) for e in body.get("elem", [])}
+    return sorted(listed), engine.refilled
 
 
 @pytest.mark.root

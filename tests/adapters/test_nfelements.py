@@ -285,6 +285,18 @@ def test_hash_elements_read_back_in_any_order_per_tag(width: int) -> None:
     assert reader.result() == {None: profile, "hub": hub}
 
 
+@pytest.mark.parametrize("width", [32, 128])
+def test_a_hash_dump_repeating_elements_reads_each_once(width: int) -> None:
+    """A dump of a hash set the kernel is rehashing may list an element twice (the
+    rhashtable walk's documented behaviour): read back, the set is the same."""
+    rng = random.Random(width + 2)
+    spans = random_spans(rng, width, 1500, 1)
+    elements = split_elements(encoded_elements(spans, False, "profile"))
+    repeated = elements + rng.sample(elements, 300)
+    rng.shuffle(repeated)
+    assert read_back(repeated, width, False) == {"profile": spans}
+
+
 def test_hash_spans_are_one_element_per_value() -> None:
     spans = Spans.of(32, [(10, 13), (20, 20)])
     elements = split_elements(encoded_elements(spans, False, None))
