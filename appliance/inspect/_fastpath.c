@@ -1012,7 +1012,7 @@ static int byte_rank(uint8_t byte, int fold)
 static int patterns_build(Patterns *pt, PatternText *texts, int32_t count, Py_ssize_t total)
 {
     int32_t *lo = NULL, *hi = NULL, *depth = NULL;
-    int32_t states = 1, s, k, pairs_bits = 512;
+    int32_t states = 1, s, k, pairs_bits = 512, starting;
     Py_ssize_t most = total + 1, need;
     int result = -1;
     if (most > INT32_MAX / 2) {
@@ -1084,14 +1084,14 @@ static int patterns_build(Patterns *pt, PatternText *texts, int32_t count, Py_ss
         pt->root[k] = 0;
     for (k = 0; k < pt->children[0]; k++)
         pt->root[pt->label[pt->first[0] + k]] = pt->first[0] + k;
-    pt->few_starts = 0;
+    starting = 0;
     for (k = 0; k < 256; k++) {
         pt->starts[k] = pt->root[(pt->fold ? fold_map : same_map)[k]] != 0;
-        pt->few_starts += pt->starts[k];
+        starting += pt->starts[k];
     }
     /* (where most bytes start a pattern, looking at starts first costs more than it saves:
      * 2,000 binary patterns over zeros, 1.9 ns a byte instead of 1.2) */
-    pt->few_starts = pt->few_starts <= STARTS_FEW;
+    pt->few_starts = starting <= STARTS_FEW;
     for (s = 0; s < states; s++) { /* breadth first: a child's failure from its parent's */
         int32_t c;
         for (c = pt->first[s]; c < pt->first[s] + pt->children[s]; c++) {

@@ -191,12 +191,9 @@ class Group:
     # read the payload (Matcher.without_payload), once made
     members: tuple[int, ...] = field(default=(), repr=False, compare=False)
     payload_free: Group | None = field(default=None, repr=False, compare=False)
-    # the prefilter kind of an AnchorIndex of its own over the anchored rules, when there
-    # are at least ANCHOR_INDEX_MIN (None: none of its own; a Matcher gives its groups one
-    # over its shared AnchorScan, use_index; the exhaustive reference checks each rule)
-    indexes: type[Prefilter] | None = field(default=None, repr=False, compare=False)
-    # the index over the anchored rules (with it, anchored_probe is None: the rules found
-    # placed are checked in full, as without a probe)
+    # the index over the anchored rules, when there are at least ANCHOR_INDEX_MIN (given by
+    # the Matcher, use_index; with it, anchored_probe is None: the rules found placed are
+    # checked in full, as without a probe; the exhaustive reference checks each rule)
     anchor_index: AnchorIndex | None = field(init=False, default=None, repr=False, compare=False)
 
     # how far into the payload the anchored rules look (-1: a content of theirs may be
@@ -272,15 +269,7 @@ class Group:
                 )
             )
         self.anchored_probe = probe
-        fast_contents: list[Content] = []
-        for sig in self.anchored:
-            entry, fast = anchored_entry(sig)
-            self.anchored_fast.append(entry)
-            fast_contents.append(fast)
-        if self.indexes is not None and len(self.anchored_fast) >= ANCHOR_INDEX_MIN:
-            scan = AnchorScan(self.anchored_fast, fast_contents, self.indexes)
-            mine = b"\x01" * len(self.anchored_fast)
-            self.use_index(AnchorIndex(scan, mine, self.anchor_reach()))
+        self.anchored_fast.extend(anchored_entry(sig)[0] for sig in self.anchored)
 
     def anchor_reach(self) -> int:
         """How far into the payload the anchored rules' fast patterns may lie."""

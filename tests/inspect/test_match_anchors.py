@@ -66,7 +66,9 @@ def test_the_index_finds_the_rules_each_rule_s_own_look_finds(
     rng = random.Random(5)
     for round_ in range(40):
         sigs = anchored_rules(rng, rng.randint(ANCHOR_INDEX_MIN, ANCHOR_INDEX_MIN + 60))
-        indexed = Group(anchored=sigs, indexes=prefilter)
+        matcher = Matcher(sigs)
+        matcher._prefilter = prefilter
+        indexed = matcher._group_of(tuple(range(len(sigs))))
         looked = Group(anchored=sigs)
         assert indexed.anchor_index is not None and indexed.anchored_probe is None
         assert looked.anchor_index is None
@@ -106,7 +108,8 @@ def test_groups_of_one_rule_set_share_one_scan_and_find_only_their_own() -> None
 
 def test_small_groups_and_the_exhaustive_reference_have_no_index() -> None:
     sigs = anchored_rules(random.Random(2), ANCHOR_INDEX_MIN + 5)
-    assert Group(anchored=sigs[: ANCHOR_INDEX_MIN - 1], indexes=Prefilter).anchor_index is None
+    few = sigs[: ANCHOR_INDEX_MIN - 1]
+    assert Matcher(few)._group_of(tuple(range(len(few)))).anchor_index is None
     exhaustive = Matcher(sigs, exhaustive=True)
     layer_free = exhaustive._group_of(tuple(range(len(sigs))))
     assert layer_free.anchor_index is None
