@@ -3598,6 +3598,247 @@ ONE_METHOD_CLASS(SniParser, parse,
     "parse(payload, errors) -> the server name or None, as appproto.parse_tls_sni",
     "parse_tls_sni for a ClientHello")
 
+/* ---- TLS: tlsinfo.hello_fields ------------------------------------------------------- */
+
+/* hello_fields(body, client, ja3, version) is tlsinfo.hello_fields: when ja3 is true, the
+ * JA3 (client) or JA3S (server) string of a hello's body (after its 4-byte handshake
+ * header), as ASCII bytes, or None where ja3_client / ja3_server give None; when version
+ * is true, the version hello_version gives. None for what is not asked. Every input is read within its bounds, as the twin
+ * reads it: a list cut short by the body's end is read as far as it goes. */
+
+static int is_grease(unsigned int value)
+{
+    return (value & 0x0F0F) == 0x0A0A && value >> 8 == (value & 0xFF);
+}
+
+/* The JA3 text being written: at most 6 characters a 2-byte value ("65535-"), 4 a 1-byte
+ * one, so 14 a body byte bounds it (see hello_fields). */
+typedef struct {
+    char *text;
+    Py_ssize_t size;
+} Ja3Text;
+
+static void ja3_number(Ja3Text *out, unsigned int value)
+{
+    char digits[8];
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + value % 10);
+        value /= 10;
+    } while (value);
+    while (n)
+        out->text[out->size++] = digits[--n];
+}
+
+/* The u16 values of data[from:to] (an odd last byte left out), GREASE left out, joined by
+ * '-', after a ','. */
+static void ja3_u16_list(Ja3Text *out, const unsigned char *data, Py_ssize_t from, Py_ssize_t to)
+{
+    int first = 1;
+    out->text[out->size++] = ',';
+    for (; from + 2 <= to; from += 2) {
+        unsigned int value = u16(data, from);
+        if (is_grease(value))
+            continue;
+        if (!first)
+            out->text[out->size++] = '-';
+        first = 0;
+        ja3_number(out, value);
+    }
+}
+
+/* Where a hello's extensions' list lies, when one starts at pos, as tlsinfo._extensions
+ * finds it: each extension is then (type, size, data), its data cut at the body's end. */
+typedef struct {
+    Py_ssize_t start, end; /* where the extensions' list (after its length) starts, ends */
+} ExtWalk;
+
+static int ext_walk(const unsigned char *body, Py_ssize_t n, Py_ssize_t pos, ExtWalk *walk)
+{
+    if (pos + 2 > n)
+        return 0;
+    walk->end = pos + 2 + (Py_ssize_t)u16(body, pos);
+    if (walk->end > n)
+        walk->end = n;
+    walk->start = pos + 2;
+    return 1;
+}
+
+static PyObject *hello_ja3(const unsigned char *body, Py_ssize_t n, int client)
+{
+    Ja3Text out;
+    Py_ssize_t pos, ciphers_at = 0, ciphers_end = 0, groups_at = 0, groups_end = 0;
+    Py_ssize_t formats_at = 0, formats_end = 0;
+    unsigned int version, cipher = 0;
+    ExtWalk walk;
+    PyObject *result;
+    int first = 1;
+
+    if (n < 2)
+        return Py_NewRef(Py_None);
+    version = u16(body, 0);
+    pos = 34;
+    if (pos >= n)
+        return Py_NewRef(Py_None);
+    pos += 1 + body[pos]; /* session id */
+    if (pos + 2 > n)
+        return Py_NewRef(Py_None);
+    if (client) {
+        Py_ssize_t size = u16(body, pos);
+        ciphers_at = pos + 2;
+        ciphers_end = ciphers_at + size > n ? n : ciphers_at + size;
+        pos += 2 + size;
+        if (pos >= n)
+            return Py_NewRef(Py_None);
+        pos += 1 + body[pos]; /* compression methods */
+    }
+    else {
+        cipher = u16(body, pos);
+        pos += 3; /* cipher suite, compression method */
+    }
+    out.text = PyMem_Malloc((size_t)n * 14 + 64);
+    if (out.text == NULL)
+        return PyErr_NoMemory();
+    out.size = 0;
+    ja3_number(&out, version);
+    if (client)
+        ja3_u16_list(&out, body, ciphers_at, ciphers_end);
+    else {
+        out.text[out.size++] = ',';
+        ja3_number(&out, cipher);
+    }
+    out.text[out.size++] = ',';
+    if (ext_walk(body, n, pos, &walk)) {
+        Py_ssize_t at = walk.start;
+        while (at + 4 <= walk.end) {
+            unsigned int etype = u16(body, at);
+            Py_ssize_t size = u16(body, at + 2), data = at + 4,
+                       data_end = data + size > n ? n : data + size;
+            if (!is_grease(etype)) {
+                if (!first)
+                    out.text[out.size++] = '-';
+                first = 0;
+                ja3_number(&out, etype);
+            }
+            if (client && etype == 10 && data_end - data >= 2) { /* supported_groups */
+                groups_at = data + 2;
+                groups_end = groups_at + (Py_ssize_t)u16(body, data);
+                if (groups_end > data_end)
+                    groups_end = data_end;
+            }
+            else if (client && etype == 11 && data_end > data) { /* ec_point_formats */
+                formats_at = data + 1;
+                formats_end = formats_at + body[data];
+                if (formats_end > data_end)
+                    formats_end = data_end;
+            }
+            at = data + size;
+        }
+    }
+    if (client) {
+        Py_ssize_t i;
+        ja3_u16_list(&out, body, groups_at, groups_end);
+        out.text[out.size++] = ',';
+        for (i = formats_at; i < formats_end; i++) {
+            if (i > formats_at)
+                out.text[out.size++] = '-';
+            ja3_number(&out, body[i]);
+        }
+    }
+    result = PyBytes_FromStringAndSize(out.text, out.size);
+    PyMem_Free(out.text);
+    return result;
+}
+
+/* tlsinfo.hello_version */
+static PyObject *hello_version(const unsigned char *body, Py_ssize_t n, int client)
+{
+    unsigned int version;
+    Py_ssize_t pos;
+    ExtWalk walk;
+
+    if (n < 2)
+        return Py_NewRef(Py_None);
+    version = u16(body, 0);
+    pos = 34;
+    if (pos >= n)
+        return PyLong_FromUnsignedLong(version);
+    pos += 1 + body[pos]; /* session id */
+    if (client) {
+        if (pos + 2 > n)
+            return PyLong_FromUnsignedLong(version);
+        pos += 2 + (Py_ssize_t)u16(body, pos); /* cipher suites */
+        if (pos >= n)
+            return PyLong_FromUnsignedLong(version);
+        pos += 1 + body[pos]; /* compression methods */
+    }
+    else
+        pos += 3; /* cipher suite, compression method */
+    if (ext_walk(body, n, pos, &walk)) {
+        Py_ssize_t at = walk.start;
+        while (at + 4 <= walk.end) {
+            unsigned int etype = u16(body, at);
+            Py_ssize_t size = u16(body, at + 2), data = at + 4,
+                       data_end = data + size > n ? n : data + size;
+            at = data + size;
+            if (etype != 43) /* supported_versions */
+                continue;
+            if (!client)
+                return PyLong_FromUnsignedLong(data_end - data >= 2 ? u16(body, data)
+                                                                    : version);
+            if (data_end > data) {
+                Py_ssize_t from = data + 1, to = data + 1 + body[data];
+                if (to > data_end)
+                    to = data_end;
+                for (; from + 2 <= to; from += 2) {
+                    unsigned int offered = u16(body, from);
+                    if (offered == 0x0304 || offered >> 8 == 0x7F)
+                        return PyLong_FromUnsignedLong(0x0304);
+                }
+            }
+        }
+    }
+    return PyLong_FromUnsignedLong(version);
+}
+
+static PyObject *hello_fields(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    const unsigned char *body;
+    Py_ssize_t n;
+    int client, with_ja3, with_version;
+    PyObject *ja3, *version, *pair;
+
+    (void)module;
+    if (nargs != 4 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "hello_fields(body: bytes, client, ja3, version)");
+        return NULL;
+    }
+    body = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    n = PyBytes_GET_SIZE(args[0]);
+    if ((client = PyObject_IsTrue(args[1])) < 0 || (with_ja3 = PyObject_IsTrue(args[2])) < 0
+        || (with_version = PyObject_IsTrue(args[3])) < 0)
+        return NULL;
+    ja3 = with_ja3 ? hello_ja3(body, n, client) : Py_NewRef(Py_None);
+    if (ja3 == NULL)
+        return NULL;
+    version = with_version ? hello_version(body, n, client) : Py_NewRef(Py_None);
+    if (version == NULL) {
+        Py_DECREF(ja3);
+        return NULL;
+    }
+    pair = PyTuple_Pack(2, ja3, version);
+    Py_DECREF(ja3);
+    Py_DECREF(version);
+    return pair;
+}
+
+static PyMethodDef module_functions[] = {
+    {"hello_fields", (PyCFunction)(void (*)(void))hello_fields, METH_FASTCALL,
+     "hello_fields(body, client, ja3, version) -> (the JA3 or JA3S string or None, the "
+     "version or None), as tlsinfo.hello_fields"},
+    {NULL, NULL, 0, NULL},
+};
+
 /* ---- HTTP: appproto.parse_http_request ------------------------------------------------ */
 
 /* HttpParser(request_type, normalize_host, methods, max_headers, fallback).parse(payload,
@@ -4290,6 +4531,7 @@ static struct PyModuleDef module = {
     .m_name = "appliance.inspect._fastpath",
     .m_doc = "The inspection engine's fast path, compiled (see engine.py for its twin)",
     .m_size = -1,
+    .m_methods = module_functions,
 };
 
 static int intern(PyObject **place, const char *text)

@@ -5,7 +5,8 @@ established flow that needs nothing but its counters) has a compiled form that d
 same in one call per packet, and so have its new-flow path (``_unheld``, ``_new_syn``: a
 bare SYN held as an embryo, an embryo hatched), its flow lookup's common case and new
 flows, its rule driver (``_rule_hits``), ``appproto.parse_dns`` over UDP,
-``appproto.parse_tls_sni``, ``appproto.parse_http_request`` and ``decode.decode_packet``
+``appproto.parse_tls_sni``, ``appproto.parse_http_request``, ``tlsinfo.hello_fields`` (a
+TLS hello's JA3 and version) and ``decode.decode_packet``
 for the common frame (Ethernet / IPv4 carrying TCP or plain UDP, or a GTP-U G-PDU carrying
 one); and the prefilters' multi-pattern scan (``Patterns``, whose twin is
 ``prefilter.TwinPrefilter``). ``setup.py`` builds them in place when gcc and Python's
@@ -20,6 +21,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
@@ -98,6 +100,13 @@ def http_parser_class() -> type[HttpParser] | None:
     """The compiled ``HttpParser`` (``appproto.parse_http_request``), as
     ``fast_path_class``."""
     return cast("type[HttpParser] | None", _compiled("HttpParser"))
+
+
+def hello_fields_function() -> Callable[[bytes, bool, bool, bool], tuple[Any, Any]] | None:
+    """The compiled ``hello_fields`` (``tlsinfo.hello_fields``), as ``fast_path_class``."""
+    return cast(
+        "Callable[[bytes, bool, bool, bool], tuple[Any, Any]] | None", _compiled("hello_fields")
+    )
 
 
 def patterns_class() -> type[Patterns] | None:

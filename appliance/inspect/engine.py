@@ -585,6 +585,9 @@ class InspectionEngine:
         decoder = core.decoder_class()
         if decoder is not None:
             self._decode = decoder(Layer, decode_packet, GtpInfo).decode
+        hello = core.hello_fields_function()
+        if hello is not None and self._follow is not None and self._follow.tls is not None:
+            self._follow.tls.hello_fields = hello
         return self._core(ts, data)
 
     def _unheld(self, ts: float, data: bytes, key: bytes) -> Flow | Sequence[Alert] | None:

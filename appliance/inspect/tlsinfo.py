@@ -202,6 +202,19 @@ def hello_version(body: bytes, client: bool) -> int | None:
     return version
 
 
+def hello_fields(
+    body: bytes, client: bool, ja3: bool, version: bool
+) -> tuple[bytes | None, int | None]:
+    """What a hello's body gives the rules, each only when asked: its JA3 string (a
+    ClientHello, ``client``) or JA3S string (a ServerHello), ASCII, and the version it gives
+    (``hello_version``). The compiled core has its own (``_fastpath.hello_fields``)."""
+    text = (ja3_client(body) if client else ja3_server(body)) if ja3 else None
+    return (
+        text.encode() if text is not None else None,
+        hello_version(body, client) if version else None,
+    )
+
+
 def certificates(body: bytes) -> list[bytes]:
     """The DER certificates of a TLS 1.0-1.2 Certificate message's body."""
     if len(body) < 3:
@@ -312,6 +325,12 @@ class TlsHandshakes:
     def __init__(self, wanted: AbstractSet[str]) -> None:
         self.wanted = frozenset(wanted) & TLS_BUFFERS
         self.client = bool(self.wanted & CLIENT_BUFFERS)
+        # what the messages' reader asks of a hello
+        self._ja3 = bool(self.wanted & {"ja3.hash", "ja3.string"})
+        self._ja3s = bool(self.wanted & {"ja3s.hash", "ja3s.string"})
+        self._version = TLS_VERSION in self.wanted
+        # hello_fields, or the compiled core's (set by the engine that loads it)
+        self.hello_fields: Any = hello_fields
         self.server = bool(self.wanted & SERVER_BUFFERS)
         self.streams = Reassembler(HANDSHAKE_MAX, MAX_PENDING, MAX_BYTES)
         # by (flow key, direction): the flow and its direction's state, or _DONE
@@ -487,22 +506,19 @@ class TlsHandshakes:
             body = bytes(hs[pos + 4 : pos + 4 + size])
             pos += 4 + size
             states |= _STATE_OF.get(kind, 0 if kind in _KNOWN_MESSAGES else SSL_STATES["unknown"])
-            if (kind == 1 or kind == 2) and TLS_VERSION in wanted:  # a hello
-                version = hello_version(body, kind == 1)
-                if version is not None:
-                    buffers[TLS_VERSION] = version.to_bytes(2, "big")
-            if to_server and kind == 1:  # ClientHello
-                text = ja3_client(body)
-                if text is not None:
-                    buffers["ja3.string"] = text.encode()
-                    buffers["ja3.hash"] = _md5(text)
-                done = True
-            elif not to_server and kind == 2:  # ServerHello
-                text = ja3_server(body)
-                if text is not None:
-                    buffers["ja3s.string"] = text.encode()
-                    buffers["ja3s.hash"] = _md5(text)
-                if not wanted & CERT_BUFFERS:
+            if kind == 1 or kind == 2:  # a hello
+                # its JA3 (or JA3S) from the side that sends it, its version from either
+                own = to_server == (kind == 1)
+                ja3 = own and (self._ja3 if kind == 1 else self._ja3s)
+                if ja3 or self._version:
+                    text, version = self.hello_fields(body, kind == 1, ja3, self._version)
+                    if version is not None:
+                        buffers[TLS_VERSION] = version.to_bytes(2, "big")
+                    if text is not None:
+                        name = "ja3" if kind == 1 else "ja3s"
+                        buffers[name + ".string"] = text
+                        buffers[name + ".hash"] = _md5(text)
+                if own and (kind == 1 or not wanted & CERT_BUFFERS):
                     done = True
             elif not to_server and kind == 11:  # Certificate
                 buffers.update(cert_buffers(certificates(body), wanted, ts, errors))
@@ -517,5 +533,5 @@ class TlsHandshakes:
         return done
 
 
-def _md5(text: str) -> bytes:
-    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest().encode()
+def _md5(text: bytes) -> bytes:
+    return hashlib.md5(text, usedforsecurity=False).hexdigest().encode()

@@ -20,6 +20,7 @@ from appliance.inspect.pcap import read_capture
 from appliance.lab.mix import Mix, flood
 
 from .test_core import Frames, decoded_alike, http_alike, parsed_alike, same, sni_alike
+from .test_core_hello import hellos_alike
 from .test_engine_scan import SCANNED, scanned_frames
 
 ROUNDS = int(os.environ.get("APPLIANCE_CORE_FUZZ", "0") or "0")
@@ -106,6 +107,7 @@ def test_mutated_captures_through_every_entry_point() -> None:
             parsed_alike(batch)
             sni_alike(batch)
             http_alike(batch)
+            hellos_alike([p[9:] for p in batch if p[:1] == b"\x16"] + batch[:200])
 
 
 def test_the_scanner_over_mutated_payloads() -> None:

@@ -68,6 +68,7 @@ def test_core_under_sanitizers(build: str, tmp_path: Path) -> None:
         "tests/inspect/test_core_fuzz.py",
         "tests/inspect/test_match_anchors.py",  # the core through a large anchored group
         "tests/inspect/test_engine_scan.py",  # its scans, stream sizes counted
+        "tests/inspect/test_core_hello.py",  # a TLS hello's JA3 and version
     ]
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
