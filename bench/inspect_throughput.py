@@ -10,7 +10,7 @@ app-layer parsing, the shipped signatures (profiles/rules/edge.rules) and all fo
     .venv/bin/python bench/inspect_throughput.py [--packets 200000] [--runs 3]
         [--scapy-every N] [--pcap FILE] [--rules FILE]... [--flood] [--cpu] [--breakdown]
         [--profile N] [--python-scans] [--tls-records] [--encryption track-only|full]
-        [--warm]
+        [--warm] [--sustained N]
 
 With the compiled fast path built (setup.py), the engine runs twice a round: with it
 ("engine") and with its pure-Python twin ("twin", ``compiled=False``, the prefilters'
@@ -29,7 +29,11 @@ too). ``--warm`` measures the engine as a daemon runs it, its rule groups built:
 first takes, untimed, a capture of the same kind from another seed (a fifth as many packets,
 earlier in time), whose flows are other flows; by default each round's engine is new, and
 builds each group the first time a packet needs it (about a millisecond each with a large
-rule set), inside the timed loop.
+rule set), inside the timed loop. ``--sustained N`` then times one engine over N passes of
+the capture, each pass's flows new, as a long-running daemon sees traffic: the garbage
+collector's full passes, which a round of the capture may or may not meet, are in it; it
+runs twice, the rule set settled as the daemon settles it (``appliance.inspect.settle``)
+and not.
 
 Goals: at least 100x scapy and at least 5x dpkt parse-only (typical mix), 1x (flood).
 """
@@ -52,6 +56,7 @@ from appliance.inspect.engine import InspectionEngine
 from appliance.inspect.pcap import read_capture, write_pcap
 from appliance.inspect.prefilter import TwinPrefilter
 from appliance.inspect.rules import Variables, load_rules
+from appliance.inspect.settle import settle
 from appliance.lab.mix import Frame, Mix, flood, make_engine
 from appliance.model.values import parse_network
 
@@ -74,7 +79,9 @@ WARM_UP: list[Frame] = []
 CLOCK = [time.perf_counter]
 
 
-def bench_engine(compiled: bool = True, scanner: bool = True) -> InspectionEngine:
+def bench_engine(
+    compiled: bool = True, scanner: bool = True, settled: bool = True
+) -> InspectionEngine:
     """The lab's engine (shipped rules, all four detectors), plus ``--rules`` files; with the
     compiled fast path if built (``compiled``), else its Python twin; ``scanner`` False: the
     compiled fast path with the prefilters' Python scans."""
@@ -93,6 +100,8 @@ def bench_engine(compiled: bool = True, scanner: bool = True) -> InspectionEngin
     )
     if not compiled or not scanner:
         bench.matcher._prefilter = TwinPrefilter  # the prefilters' Python scans
+    if settled:
+        settle()  # as the daemon and `appliance inspect` do once an engine is built
     return bench
 
 
@@ -203,6 +212,54 @@ def profile(frames: list[Frame], top: int) -> None:
     pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
 
 
+def sustained(
+    frames: list[Frame], passes: int, settled: bool
+) -> tuple[float, float, tuple[int, float, float]]:
+    """One engine, as a daemon runs it, over ``passes`` passes of the capture (each pass's
+    timestamps moved past the last one's, so its flows are new ones), its rule set settled
+    (``settle``) or not; and dpkt over the same passes: the two loops' times. Unlike the
+    rounds above, this includes the full collections a long run goes through (the third
+    value: how many, their time, and the time of one more afterwards, as the daemon runs one
+    after each policy load)."""
+    import gc
+
+    import dpkt  # type: ignore[import-untyped]
+
+    if not settled:
+        gc.unfreeze()  # (what earlier engines' settle froze)
+    engine = bench_engine(settled=settled)
+    if not settled:
+        gc.collect()  # as after a load, without settle
+    process = engine.process
+    for ts, data, linktype in WARM_UP:
+        process(ts, data, linktype)
+    span = frames[-1][0] - frames[0][0] + 1.0
+    full: list[float] = []
+
+    def timed(phase: str, info: dict[str, int]) -> None:
+        if info["generation"] == 2:
+            full.append(time.perf_counter() * (1 if phase == "stop" else -1))
+
+    gc.callbacks.append(timed)
+    started = CLOCK[0]()
+    for n in range(passes):
+        shift = n * span
+        for ts, data, linktype in frames:
+            process(ts + shift, data, linktype)
+    elapsed = CLOCK[0]() - started
+    gc.callbacks.remove(timed)
+    ethernet = dpkt.ethernet.Ethernet
+    started = CLOCK[0]()
+    for _ in range(passes):
+        for _ts, data, _linktype in frames:
+            ethernet(data)
+    dpkt_elapsed = CLOCK[0]() - started
+    started = time.perf_counter()
+    gc.collect()  # as the daemon's after each policy load (daemon.heap.release)
+    one = time.perf_counter() - started
+    return elapsed, dpkt_elapsed, (len(full) // 2, sum(full), one)
+
+
 def warm_up(frames: list[Frame], floods: bool, records: bool) -> list[Frame]:
     """A capture of the same kind as ``frames`` from another seed, a fifth as long, whose
     timestamps end a second before the first of ``frames``."""
@@ -258,6 +315,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--profile", type=int, default=0, metavar="N", help="also profile the engine (top N)"
+    )
+    parser.add_argument(
+        "--sustained",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also one engine over N passes of the capture, its rule set settled and not "
+        "(the garbage collector's full passes included)",
     )
     parser.add_argument(
         "--python-scans",
@@ -351,6 +416,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ratio scans/dpkt   {scans_pps / dpkt_pps:8.2f}x")
             print(f"ratio engine/scans {engine_pps / scans_pps:8.2f}x")
     print(f"ratio dpkt/scapy   {dpkt_pps / scapy_pps:8.1f}x")
+    if args.sustained:
+        for settled in (True, False):
+            engine_s, dpkt_s, collections = sustained(frames, args.sustained, settled)
+            print(
+                f"sustained, {args.sustained} passes, rule set "
+                f"{'settled  ' if settled else 'unsettled'}: engine {engine_s:.2f}s, dpkt "
+                f"{dpkt_s:.2f}s, ratio engine/dpkt {dpkt_s / engine_s:.2f}x; full collections "
+                f"in the engine's loop {collections[0]} ({collections[1]:.2f}s), one "
+                f"afterwards {collections[2] * 1000:.0f} ms"
+            )
     if args.breakdown:
         breakdown(frames)
     if args.profile:

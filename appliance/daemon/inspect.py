@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from appliance.daemon.defaults import INSPECT_QUEUE
+from appliance.inspect.settle import settle, unsettle
 
 if TYPE_CHECKING:
     from appliance.adapters.capture import InlinePacket, NfqueueReader, Packet
@@ -146,6 +147,7 @@ class LiveInspection:
         self._loop = loop
         config = InspectionConfig.from_profile(self.profile)
         self._engine = InspectionEngine(config)
+        settle()  # the rule set, kept out of the collector's passes while it runs
         self._rules_loaded = len(config.signatures)
         for skipped in config.skipped:
             self.log.warning(skipped.warning)
@@ -227,6 +229,8 @@ class LiveInspection:
             with contextlib.suppress(OSError):
                 self._eve.close()
             self._eve = None
+        self._engine = None
+        unsettle()  # the rule set, freed by the collector's next pass
         self.log.info("inspection stopped", extra={"mode": self.mode})
 
     # ---- capture, on the event loop ----------------------------------------------------

@@ -47,6 +47,7 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from appliance.inspect.engine import InspectionConfig, InspectionEngine
     from appliance.inspect.eve import eve_line
     from appliance.inspect.pcap import read_capture
+    from appliance.inspect.settle import settle
 
     out = out if out is not None else sys.stdout
     profile = None
@@ -58,6 +59,7 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO | None = None) -> int:
     for skipped in config.skipped:
         print(skipped.warning, file=sys.stderr)
     engine = InspectionEngine(config)
+    settle()  # the rule set, kept out of the collector's passes
     try:
         handle = open(args.pcap, "rb")  # noqa: SIM115 - closed below, after the generator
     except OSError as exc:
