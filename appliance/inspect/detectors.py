@@ -233,11 +233,17 @@ class GtpAnomaly:
 
     def __init__(self, config: GtpDetector) -> None:
         self.pools = config.ue_pools
-        # (address size, first, last) as integers: a membership test without ipaddress objects
-        self._ranges = [
-            (4 if n.version == 4 else 16, int(n.network_address), int(n.broadcast_address))
-            for n in config.ue_pools
-        ]
+        # (first, last) as integers, by address size: a membership test without ipaddress
+        # objects
+        self._ranges: dict[int, tuple[tuple[int, int], ...]] = {
+            size: tuple(
+                (int(n.network_address), int(n.broadcast_address))
+                for n in config.ue_pools
+                if (4 if n.version == 4 else 16) == size
+            )
+            for size in (4, 16)
+        }
+        self._any_pool = bool(config.ue_pools)
         self._last_alert: _Bounded = _Bounded()
 
     def on_gtp(self, ts: float, outer: Layer, info: GtpInfo) -> tuple[Detection | None, bool]:
@@ -267,14 +273,16 @@ class GtpAnomaly:
             return None
         if info.nested:
             return "GTP-U inside GTP-U"
-        if self._ranges and not self._in_pools(inner.src) and not self._in_pools(inner.dst):
+        if self._any_pool and not self._in_pools(inner.src) and not self._in_pools(inner.dst):
             return "inner source outside the UE pools"
         return None
 
     def _in_pools(self, addr: bytes) -> bool:
-        size = len(addr)
         number = int.from_bytes(addr, "big")
-        return any(s == size and first <= number <= last for s, first, last in self._ranges)
+        for first, last in self._ranges.get(len(addr), ()):  # noqa: SIM110 - no generator a packet
+            if first <= number <= last:
+                return True
+        return False
 
 
 def is_syn(layer: Layer) -> bool:

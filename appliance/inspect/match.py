@@ -70,6 +70,7 @@ _PROTO_NUMBERS: dict[str, tuple[int, ...]] = {
 _PORT_PROTOS = (PROTO_TCP, PROTO_UDP, PROTO_SCTP)
 
 
+ADDR_BITS_CACHE = 4096  # addresses whose expressions a Matcher keeps (see _header_bits)
 ANCHOR_LIMIT = 64  # a fast pattern that must lie this close to its buffer's start
 # A group with at least this many anchored rules finds those whose fast pattern is in its
 # place with one multi-pattern scan of the payload's first bytes (AnchorIndex), not by
@@ -419,6 +420,9 @@ class Matcher:
         self._shared: dict[tuple[int, ...], Group] = {}
         self._prefilters: dict[tuple[object, ...], Prefilter | Exhaustive] = {}
         self._last_layer: Layer | None = None
+        # the address expressions an address falls in, by address (the last ADDR_BITS_CACHE
+        # addresses looked up: a flow's addresses come back with its next groups)
+        self._addr_bits: dict[bytes, int] = {}
         self._last_bits = (0, 0, -1, -1)
         self.groups_built = 0
 
@@ -471,10 +475,15 @@ class Matcher:
 
     def _header_bits(self, layer: Layer) -> tuple[int, int, int, int]:
         """Which address and port expressions a packet's addresses and ports fall in."""
+        known = self._addr_bits
         src_addr = layer.src
-        starts, bits = self._addr_segments[len(src_addr)]
-        src = bits[bisect_right(starts, int.from_bytes(src_addr, "big")) - 1]
-        dst = bits[bisect_right(starts, int.from_bytes(layer.dst, "big")) - 1]
+        dst_addr = layer.dst
+        src = known.get(src_addr)
+        if src is None:
+            src = self._addr_bits_of(src_addr)
+        dst = known.get(dst_addr)
+        if dst is None:
+            dst = self._addr_bits_of(dst_addr)
         if layer.proto in _PORT_PROTOS:
             starts, bits = self._port_segments
             sport = bits[bisect_right(starts, layer.sport) - 1]
@@ -483,6 +492,16 @@ class Matcher:
             sport = dport = -1  # no ports: only rules with `any` ports apply
         self._last_layer = layer
         self._last_bits = found = (src, dst, sport, dport)
+        return found
+
+    def _addr_bits_of(self, addr: bytes) -> int:
+        """Which address expressions ``addr`` falls in, found and kept."""
+        starts, bits = self._addr_segments[len(addr)]
+        found: int = bits[bisect_right(starts, int.from_bytes(addr, "big")) - 1]
+        known = self._addr_bits
+        if len(known) >= ADDR_BITS_CACHE:
+            known.clear()
+        known[bytes(addr)] = found
         return found
 
     def _add(self, key: tuple[object, ...]) -> Group:

@@ -18,6 +18,8 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from appliance.inspect.decode import PROTO_ICMP, PROTO_TCP, PROTO_UDP, Layer, decode_packet
 from appliance.inspect.engine import _rule_hits
 from appliance.inspect.match import (
@@ -431,3 +433,33 @@ def test_a_rule_of_several_values_is_checked_on_each(tmp_path: Path) -> None:
     assert contents_match(sig, {"tls.certs": MultiBuffer.of([b"..abc..", b"xyz"])})
     assert not contents_match(sig, {"tls.certs": MultiBuffer.of([b"..abc..xyz"])})
     assert not contents_match(sig, {"tls.certs": MultiBuffer.of([b"xyz", b"ab"])})
+
+
+def test_address_expressions_are_kept_per_address_within_a_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The expressions an address falls in, kept per address (a flow's addresses come back
+    with its next groups): the same as looked up each time, the cache bounded."""
+    from types import SimpleNamespace
+
+    from appliance.inspect import match
+
+    monkeypatch.setattr(match, "ADDR_BITS_CACHE", 8)
+    text = "".join(
+        f'alert tcp {net} any -> any any (msg:"m{n}"; content:"x{n}"; sid:{n};)\n'
+        for n, net in enumerate(
+            ["10.0.0.0/8", "10.1.0.0/16", "!192.168.0.0/16", "[10.1.2.3,2001:db8::/32]"], 1
+        )
+    )
+    matcher = Matcher(list(parse_rules(text, "t.rules", Variables.from_networks(None))))
+    rng = random.Random(5)
+    pool = [bytes([10, 1, rng.randrange(4), rng.randrange(256)]) for _ in range(20)]
+    pool += [rng.randbytes(16) for _ in range(4)] + [bytes(16)]
+    for _ in range(400):
+        src, dst = rng.choice(pool), rng.choice(pool)
+        layer = SimpleNamespace(src=src, dst=dst, proto=PROTO_TCP, sport=1000, dport=80)
+        got = matcher._header_bits(layer)  # type: ignore[arg-type]
+        for addr, bits in zip((src, dst), got[:2], strict=True):
+            starts, table = matcher._addr_segments[len(addr)]
+            assert bits == table[bisect_right(starts, int.from_bytes(addr, "big")) - 1]
+        assert len(matcher._addr_bits) <= 8
