@@ -158,9 +158,13 @@ class AnchorIndex:
         if not found:
             return []
         mine = self._mine
+        places = [p.sid for p in found if mine[p.sid]]  # (most often none: another group's)
+        if not places:
+            return []
+        if len(places) > 1:
+            places.sort()
         entries = scan.entries
-        ours = (entries[place] for place in sorted(p.sid for p in found) if mine[place])
-        return in_place(ours, text, skip)
+        return in_place([entries[place] for place in places], text, skip)
 
     def placed_in(self, data: bytes, start: int, end: int) -> list[Signature]:
         """``placed`` of ``data[start:end]``."""
