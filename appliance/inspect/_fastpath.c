@@ -3853,7 +3853,7 @@ typedef struct {
     Py_ssize_t max_headers;
 } HttpParser;
 
-static PyObject *str_headers, *str_host, *str_user_agent, *str_raw_body;
+static PyObject *str_headers, *str_host, *str_user_agent, *str_raw_body, *str_header_text;
 
 static inline int http_space(unsigned char c)
 {
@@ -3900,7 +3900,7 @@ static PyObject *HttpParser_parse(HttpParser *hp, PyObject *const *args, Py_ssiz
     PyObject *host = NULL, *agent = NULL, *body;
     const unsigned char *data, *found;
     Py_ssize_t n, head, first, space1, space2, at, lines;
-    int known;
+    int known, as_sent = 1; /* every header line is "Name: value" as http.header writes it */
 
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "parse(payload, errors)");
@@ -3954,8 +3954,10 @@ static PyObject *HttpParser_parse(HttpParser *hp, PyObject *const *args, Py_ssiz
         stop = line_end(data, start, head);
         at = stop;
         found = memchr(data + start, ':', (size_t)(stop - start));
-        if (found == NULL)
+        if (found == NULL) {
+            as_sent = 0; /* a line http.header leaves out */
             continue;
+        }
         colon = found - data;
         name_lo = start;
         name_hi = colon;
@@ -3963,6 +3965,10 @@ static PyObject *HttpParser_parse(HttpParser *hp, PyObject *const *args, Py_ssiz
         value_hi = stop;
         strip(data, &name_lo, &name_hi);
         strip(data, &value_lo, &value_hi);
+        if (name_lo != start || name_hi != colon || stop - colon < 2 || data[colon + 1] != ' '
+            || (value_lo == value_hi ? stop != colon + 2
+                                     : value_lo != colon + 2 || value_hi != stop))
+            as_sent = 0;
         pair = Py_BuildValue("(y#y#)", data + name_lo, name_hi - name_lo, data + value_lo,
                              value_hi - value_lo);
         if (pair == NULL || PyList_Append(headers, pair) < 0) {
@@ -3984,6 +3990,19 @@ static PyObject *HttpParser_parse(HttpParser *hp, PyObject *const *args, Py_ssiz
         || (host != NULL && PyObject_SetAttr(request, str_host, host) < 0)
         || (agent != NULL && PyObject_SetAttr(request, str_user_agent, agent) < 0))
         goto error;
+    /* http.header, where it is the header lines as sent: each "Name: value" (the name and
+     * the value as stripped, one space between), all of them read, the last one ended by
+     * the blank line (or no header line at all) */
+    if (as_sent && at >= head && (head + 4 <= n || first >= head)) {
+        PyObject *text = first >= head ? PyBytes_FromStringAndSize("", 0)
+                                       : PyBytes_FromStringAndSize((const char *)data + first + 2,
+                                                                   head - first);
+        if (text == NULL || PyObject_SetAttr(request, str_header_text, text) < 0) {
+            Py_XDECREF(text);
+            goto error;
+        }
+        Py_DECREF(text);
+    }
     if (head < n) {
         body = PyBytes_FromStringAndSize((const char *)data + head + 4, n - head - 4);
         if (body == NULL || PyObject_SetAttr(request, str_raw_body, body) < 0) {
@@ -4592,7 +4611,8 @@ PyMODINIT_FUNC PyInit__fastpath(void)
         || intern(&str_patterns, "patterns") < 0)
         return NULL;
     if (intern(&str_headers, "headers") < 0 || intern(&str_host, "host") < 0
-        || intern(&str_user_agent, "user_agent") < 0 || intern(&str_raw_body, "raw_body") < 0)
+        || intern(&str_user_agent, "user_agent") < 0 || intern(&str_raw_body, "raw_body") < 0
+        || intern(&str_header_text, "header_text") < 0)
         return NULL;
     mod = PyModule_Create(&module);
     if (mod == NULL)

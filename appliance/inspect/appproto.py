@@ -75,12 +75,15 @@ class DnsQuery:
 class _Message:
     """What requests and responses share: headers and a body, de-chunked when read."""
 
-    __slots__ = ("_body", "headers", "raw_body")
+    __slots__ = ("_body", "header_text", "headers", "raw_body")
 
     def __init__(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []  # (name, value), values stripped
         self.raw_body = b""  # what of the body the message's bytes carry, as sent
         self._body: bytes | None = None
+        # the http.header buffer when the parser had it at hand (the compiled one: the
+        # message's own header lines, when each is already "Name: value"), else None
+        self.header_text: bytes | None = None
 
     @property
     def body(self) -> bytes:
@@ -103,6 +106,7 @@ class HttpRequest(_Message):
         self.headers = []  # as _Message's, without the call (one per request parsed)
         self.raw_body = b""
         self._body = None
+        self.header_text = None
         self.method = method
         self.raw_uri = raw_uri
         self.uri = normalize_uri(raw_uri)
@@ -117,6 +121,7 @@ class HttpResponse(_Message):
         self.headers = []
         self.raw_body = b""
         self._body = None
+        self.header_text = None
         self.stat_code = stat_code
         self.stat_msg = stat_msg
 
@@ -183,15 +188,20 @@ def dechunk(data: bytes) -> bytes:
 
 
 def header_buffers(
-    headers: list[tuple[bytes, bytes]], body: bytes, wanted: AbstractSet[str]
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    wanted: AbstractSet[str],
+    text: bytes | None = None,
 ) -> dict[str, bytes]:
     """Suricata's header buffers of a request or response, only those ``wanted``:
-    ``http.header`` ("Name: value\\r\\n" each), ``http.header_names`` ("\\r\\nName..."),
-    ``http.cookie``, ``http.content_type`` and the others named after one header, and the
-    body (``file.data``)."""
+    ``http.header`` ("Name: value\\r\\n" each; ``text``, when the parser gave it),
+    ``http.header_names`` ("\\r\\nName..."), ``http.cookie``, ``http.content_type`` and the
+    others named after one header, and the body (``file.data``)."""
     out: dict[str, bytes] = {}
     if "http.header" in wanted:
-        out["http.header"] = b"\r\n".join(map(_COLON.join, headers)) + b"\r\n" if headers else b""
+        if text is None:
+            text = b"\r\n".join(map(_COLON.join, headers)) + b"\r\n" if headers else b""
+        out["http.header"] = text
     if "http.header_names" in wanted:
         out["http.header_names"] = b"\r\n".join([b"", *map(_NAME, headers), b"", b""])
     single = _single_buffers(wanted if isinstance(wanted, frozenset) else frozenset(wanted))
@@ -489,7 +499,7 @@ def request_buffers(request: HttpRequest, wanted: AbstractSet[str]) -> dict[str,
     if request.user_agent is not None:
         out["http.user_agent"] = request.user_agent
     if wanted:
-        out.update(header_buffers(request.headers, request.body, wanted))
+        out.update(header_buffers(request.headers, request.body, wanted, request.header_text))
         if request.body:
             out["http.request_body"] = request.body
     return out

@@ -1280,7 +1280,9 @@ class InspectionEngine:
                     buffers["http.user_agent"] = http.user_agent
                 wanted = self._wanted
                 if wanted:
-                    buffers.update(appproto.header_buffers(http.headers, http.body, wanted))
+                    buffers.update(
+                        appproto.header_buffers(http.headers, http.body, wanted, http.header_text)
+                    )
                     if http.body:
                         buffers["http.request_body"] = http.body
         elif not to_server and app == "http" and payload.startswith(b"HTTP/1."):

@@ -29,6 +29,7 @@ from appliance.inspect.appproto import (
     MAX_HTTP_HEADERS,
     DnsQuery,
     HttpRequest,
+    header_buffers,
     looks_like_http_request,
     normalize_host,
     parse_dns,
@@ -933,6 +934,7 @@ def test_sni_parser_on_random_hellos(
 
 
 REQUEST_SLOTS = ("method", "raw_uri", "uri", "host", "user_agent", "headers", "raw_body")
+HEADER_TEXTS: list[bool] = []  # per request parsed by http_alike: whether it gave http.header
 
 
 def http_alike(payloads: list[bytes]) -> int:
@@ -948,6 +950,7 @@ def http_alike(payloads: list[bytes]) -> int:
         return parse_http_request(payload, errors)
 
     parse = compiled(HttpRequest, normalize_host, HTTP_METHODS, MAX_HTTP_HEADERS, fallback).parse
+    texts = HEADER_TEXTS
     for payload in payloads:
         errors: dict[str, int] = {}
         want_errors: dict[str, int] = {}
@@ -958,6 +961,10 @@ def http_alike(payloads: list[bytes]) -> int:
             assert type(got) is HttpRequest
             mine = [getattr(got, n) for n in REQUEST_SLOTS] + [got.body]
             assert mine == [getattr(want, n) for n in REQUEST_SLOTS] + [want.body], payload
+            # http.header as given (the header lines as sent), or left to header_buffers
+            joined = header_buffers(want.headers, b"", {"http.header"})["http.header"]
+            assert got.header_text in (None, joined), payload
+            texts.append(got.header_text is not None)
         assert errors == want_errors
     return len(payloads) - len(handed)
 
@@ -972,7 +979,9 @@ def test_http_parser_as_parse_http_request() -> None:
         if layer is not None and looks_like_http_request(layer.payload):
             requests.append(layer.payload)
     assert len(requests) > 50
+    HEADER_TEXTS.clear()
     assert http_alike(requests) == len(requests)
+    assert all(HEADER_TEXTS)  # the mix's header lines are as sent: http.header given
     odd = [
         b"GET /a%20b?x=1 HTTP/1.1\r\nHost: Example.COM:8080\r\nUser-Agent:  curl/8 \r\n\r\n",
         b"POST /u HTTP/1.0\r\nhost:\t[2001:db8::1]:80\r\nHOST: second\r\nuser-agent:\r\n"
