@@ -1143,8 +1143,9 @@ static int patterns_build(Patterns *pt, PatternText *texts, int32_t count, Py_ss
         }
     }
     pt->count = count;
-    need = (Py_ssize_t)states * (5 * sizeof(int32_t) + sizeof(uint16_t) + 2)
-         + (Py_ssize_t)count * 3 * sizeof(int32_t) + pairs_bits / 8 + sizeof(pt->root);
+    need = (Py_ssize_t)((size_t)states * (5 * sizeof(int32_t) + sizeof(uint16_t) + 2)
+                        + (size_t)count * 3 * sizeof(int32_t) + (size_t)pairs_bits / 8
+                        + sizeof(pt->root));
     pt->memory = need + (pt->few != NULL ? total : 0);
     result = 0;
     /* the trie's arrays shrunk to the states made */
@@ -2814,7 +2815,7 @@ static uint32_t *starts_array(PyObject *list, Py_ssize_t *count)
         return NULL;
     }
     size = PyList_GET_SIZE(list);
-    out = PyMem_New(uint32_t, size);
+    out = PyMem_New(uint32_t, (size_t)size);
     if (out == NULL) {
         PyErr_NoMemory();
         return NULL;
