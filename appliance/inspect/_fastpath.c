@@ -3019,6 +3019,7 @@ typedef struct {
     PyObject *icmp_matches, *head_holds, *contents_match, *rule_matches, *twin;
 } RuleHits;
 
+static PyObject *str_pkt;
 static PyObject *str_checks, *str_plain_checks, *str_itype, *str_icode,
     *str_contents, *str_transforms;
 
@@ -3054,8 +3055,14 @@ static int plain_shape(PyObject *plain)
     if (!PyTuple_CheckExact(plain))
         return 0;
     for (i = 0; i < PyTuple_GET_SIZE(plain); i++) {
-        PyObject *entry = PyTuple_GET_ITEM(plain, i);
-        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2)
+        PyObject *entry = PyTuple_GET_ITEM(plain, i), *gate;
+        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3)
+            return 0;
+        gate = PyTuple_GET_ITEM(entry, 2);
+        if (gate != Py_None
+            && (!PyTuple_CheckExact(gate) || PyTuple_GET_SIZE(gate) != 2
+                || !PyLong_CheckExact(PyTuple_GET_ITEM(gate, 0))
+                || !PyLong_CheckExact(PyTuple_GET_ITEM(gate, 1))))
             return 0;
     }
     return 1;
@@ -3092,7 +3099,7 @@ static PyObject *RuleHits_hits(RuleHits *rh, PyObject *const *args, Py_ssize_t n
     PyObject *layer, *group, *established, *flags, *payload, *buffers;
     PyObject *checks = NULL, *plain = NULL, *fast = NULL, *prefilters = NULL, *hits = NULL;
     PyObject *numbers = NULL, *folded = NULL, *index = NULL, *table;
-    Py_ssize_t i, j, count;
+    Py_ssize_t i, j, count, size;
     int truth;
 
     if (nargs != 6) {
@@ -3142,12 +3149,29 @@ static PyObject *RuleHits_hits(RuleHits *rh, PyObject *const *args, Py_ssize_t n
     hits = PyList_New(0);
     if (hits == NULL)
         goto error;
+    /* the payload's size, as a rule's dsize reads it (-1: no payload buffer) */
+    {
+        PyObject *packet = PyDict_GetItemWithError(buffers, str_pkt);
+        if (packet == NULL && PyErr_Occurred())
+            goto error;
+        size = packet == NULL ? -1 : PyObject_Length(packet);
+        if (size < 0 && packet != NULL)
+            goto error;
+    }
     count = PyTuple_GET_SIZE(plain);
     for (i = 0; i < count; i++) {
         PyObject *entry = PyTuple_GET_ITEM(plain, i);
         PyObject *sig = PyTuple_GET_ITEM(entry, 0), *head = PyTuple_GET_ITEM(entry, 1);
-        PyObject *value;
+        PyObject *gate = PyTuple_GET_ITEM(entry, 2), *value;
         int icmp;
+        if (gate != Py_None) { /* its dsize: outside it, the rule cannot match */
+            long long low = PyLong_AsLongLong(PyTuple_GET_ITEM(gate, 0));
+            long long high = PyLong_AsLongLong(PyTuple_GET_ITEM(gate, 1));
+            if ((low == -1 || high == -1) && PyErr_Occurred())
+                goto error;
+            if (size < low || size > high)
+                continue;
+        }
         value = PyObject_GetAttr(sig, str_itype);
         if (value == NULL)
             goto error;
@@ -4594,7 +4618,8 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     empty = PyUnicode_FromString("");
     if (minus_one == NULL || zero == NULL || four == NULL || six == NULL || empty == NULL)
         return NULL;
-    if (intern(&str_checks, "checks") < 0 || intern(&str_plain_checks, "plain_checks") < 0
+    if (intern(&str_pkt, "pkt") < 0 || intern(&str_checks, "checks") < 0
+        || intern(&str_plain_checks, "plain_checks") < 0
         || intern(&str_anchored_fast, "anchored_fast") < 0
         || intern(&str_anchor_index, "anchor_index") < 0 || intern(&str_placed, "placed") < 0 || intern(&str_itype, "itype") < 0
         || intern(&str_icode, "icode") < 0 || intern(&str_contents, "contents") < 0

@@ -192,7 +192,11 @@ def _rule_hits(
     if plain is None:
         plain = group.plain_checks(flags, established)
     numbers: dict[str, int | None] = {}  # header fields read, for all the rules testing them
-    for sig, head in plain:
+    packet = buffers.get(PKT)
+    size = -1 if packet is None else len(packet)  # (-1: no payload buffer, no dsize holds)
+    for sig, head, gate in plain:
+        if gate is not None and not gate[0] <= size <= gate[1]:
+            continue  # its dsize does not hold
         if (sig.itype is not None or sig.icode is not None) and not icmp_matches(sig, layer):
             continue
         if head is not None:

@@ -174,7 +174,35 @@ class AnchorIndex:
 # A header test compiled: (key of its number in a packet's cache, buffer, field, whether it
 # is a range test, low, high, negated, the test)
 HeadTest = tuple[str, str, str, bool, int, int, bool, FieldTest]
-PlainCheck = tuple[Signature, "tuple[HeadTest, ...] | None"]
+# A plain rule to check: (rule, its header tests compiled or None, its size gate or None)
+PlainCheck = tuple[Signature, "tuple[HeadTest, ...] | None", "tuple[int, int] | None"]
+
+
+def size_gate(sig: Signature) -> tuple[int, int] | None:
+    """The payload sizes (``dsize``: low, high, inclusive) a rule can match at all, where its
+    items on the payload make that plain: each test of the payload's size that reads the
+    payload as it is (not negated, not relative, no transformation of the payload in the
+    rule) narrows it. None: no such test. A plain rule outside its gate is not checked
+    further (a flood of bare SYNs then costs nothing per ``dsize`` rule)."""
+    on_payload = [c for c in sig.contents if c.buffer == PKT]
+    if any(c.transforms or c.decoded or c.decode is not None for c in on_payload):
+        return None
+    gate: tuple[int, int] | None = None
+    for c in on_payload:
+        if (
+            c.size is None
+            or c.negated
+            or c.relative
+            or c.refs
+            or c.head is not None
+            or c.byte_op is not None
+            or c.stream is not None
+            or c.date is not None
+        ):
+            continue
+        low, high = c.size
+        gate = (low, high) if gate is None else (max(gate[0], low), min(gate[1], high))
+    return gate
 
 
 @dataclass
@@ -313,12 +341,12 @@ class Group:
 
     def plain_checks(self, flags: int, established: bool) -> tuple[PlainCheck, ...]:
         """``plain_for``'s rules, each with its header tests compiled (``head_tests``) or
-        None (its contents are checked in full)."""
+        None (its contents are checked in full), and its ``size_gate``."""
         cache = self.checks[established]
         found = cache.get(flags)
         if found is None:
             found = cache[flags] = tuple(
-                (sig, head_tests(sig)) for sig in self.plain_for(flags, established)
+                (sig, head_tests(sig), size_gate(sig)) for sig in self.plain_for(flags, established)
             )
         return found
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.inspect import core
 from appliance.inspect.decode import PROTO_ICMP, PROTO_TCP, PROTO_UDP, Layer, decode_packet
 from appliance.inspect.engine import _rule_hits
 from appliance.inspect.match import (
@@ -29,8 +30,10 @@ from appliance.inspect.match import (
     contents_match,
     head_holds,
     head_tests,
+    icmp_matches,
     reads_packet,
     rule_matches,
+    size_gate,
 )
 from appliance.inspect.rules import (
     PKT,
@@ -256,6 +259,61 @@ def _compare(signatures: list[Signature], seed: int, exhaustive: bool = False) -
         assert got == want, (seed, app, to_server, established, layer, buffers)
         matched += bool(want)
     return matched
+
+
+# rules decided by the payload's size (dsize) and more: a plain rule's size gate
+_SIZED_OPTIONS = (
+    ("tcp", "flags:S,12; dsize:>20;"),
+    ("tcp", "dsize:<10;"),
+    ("tcp", "dsize:0;"),
+    ("ip", 'dsize:5<>40; content:!"zz";'),
+    ("udp", "dsize:>3; isdataat:!30;"),
+    ("tcp", 'dsize:>2; pcre:"/^.{3}/s";'),
+    ("icmp", "itype:8; dsize:>0;"),
+    ("tcp", 'flags:S; dsize:>20; content:"GET";'),
+    ("tcp", "flow:established; dsize:1<>6;"),
+    ("udp", "byte_test:1,>,0,0; dsize:>1;"),
+    ("tcp", 'dsize:>8; content:"a"; offset:2; depth:1; content:!"b"; distance:0;'),
+)
+SIZED = "\n".join(
+    f'alert {proto} any any -> any any (msg:"s{i}"; {options} sid:{3910001 + i};)'
+    for i, (proto, options) in enumerate(_SIZED_OPTIONS)
+)
+
+
+def test_rules_decided_by_the_payload_size_match_the_reference(tmp_path: Path) -> None:
+    """Plain rules with a dsize (alone, with flags, negated contents, pcre, isdataat, a byte
+    test, an ICMP type, a flow state): the size gate skips only rules that could not match;
+    the compiled driver agrees."""
+    signatures = [
+        *_signatures(tmp_path),
+        *parse_rules(SIZED, str(tmp_path / "s.rules"), Variables.from_networks(None)),
+    ]
+    gates = {s.sid: size_gate(s) for s in signatures if s.sid > 3910000}
+    assert gates[3910001] is not None and gates[3910001][0] == 21
+    assert gates[3910003] == (0, 0)
+    assert size_gate(signatures[0]) is None or any(c.size for c in signatures[0].contents)
+    assert _compare(signatures, 7) > 0
+    compiled = core.rule_hits_class() if core.available() else None
+    if compiled is None:
+        return
+    driver = compiled(icmp_matches, head_holds, contents_match, rule_matches, _rule_hits)
+    rng = random.Random(8)
+    matcher = Matcher(signatures)
+    words, ports = _words(signatures), _ports(signatures)
+    sized = 0
+    for _ in range(PACKETS):
+        layer = decode_packet(_frame(rng, ports, words), 1, {})
+        assert layer is not None
+        flags = layer.flags if layer.proto == PROTO_TCP else -1
+        for established in (False, True):
+            group = matcher.group_for(layer, "", True, False)
+            buffers = {PKT: layer.payload}
+            want = _rule_hits(layer, group, established, flags, layer.payload, dict(buffers))
+            got = driver.hits(layer, group, established, flags, layer.payload, dict(buffers))
+            assert [id(s) for s in got] == [id(s) for s in want]
+            sized += sum(1 for s in want if s.sid > 3910000)
+    assert sized > 100  # the sized rules do match
 
 
 def test_grouped_matcher_matches_what_every_rule_checked_matches(tmp_path: Path) -> None:
