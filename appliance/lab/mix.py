@@ -311,15 +311,23 @@ class Mix:
         return self.frames[:count]
 
 
-def flood(count: int, seed: int = 7) -> list[Frame]:
-    """TCP SYNs from random sources and ports to one network: every packet a new flow."""
+FLOOD_FLAGS = {"syn": 0x02, "ack": 0x10, "rst": 0x04, "fin": 0x11, "data": 0x18}
+
+
+def flood(count: int, seed: int = 7, kind: str = "syn") -> list[Frame]:
+    """TCP segments from random sources and ports to one network: every packet a new flow.
+    ``kind``: bare SYNs (the default), bare ACKs, RSTs or FIN/ACKs (no handshake before
+    them), or ACKs carrying 64 bytes of data ("data")."""
     rng = random.Random(seed)
     frames: list[Frame] = []
     eth = b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08\x00"
+    flags = FLOOD_FLAGS[kind]
+    payload = b"A" * 64 if kind == "data" else b""
+    total = 40 + len(payload)
     for i in range(count):
         src = struct.pack("!I", rng.getrandbits(32) | 0x01000000)
         dst = bytes((10, 0, rng.randrange(256), rng.randrange(1, 255)))
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, i & 0xFFFF, 0, 64, 6, 0, src, dst)
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, i & 0xFFFF, 0, 64, 6, 0, src, dst)
         tcp = struct.pack(
             "!HHIIBBHHH",
             rng.randrange(1024, 65536),
@@ -327,12 +335,12 @@ def flood(count: int, seed: int = 7) -> list[Frame]:
             rng.getrandbits(32),
             0,
             0x50,
-            2,
+            flags,
             1024,
             0,
             0,
         )
-        frames.append((1_700_000_000.0 + i * 1e-5, eth + ip + tcp, 1))
+        frames.append((1_700_000_000.0 + i * 1e-5, eth + ip + tcp + payload, 1))
     return frames
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
+from appliance.inspect.decode import PROTO_TCP, decode_packet
 from appliance.inspect.pcap import LINKTYPE_ETHERNET
-from appliance.lab.mix import Mix, make_engine
+from appliance.lab.mix import FLOOD_FLAGS, Mix, flood, make_engine
 
 
 def test_mix_is_as_long_as_asked_and_decodes_cleanly() -> None:
@@ -59,3 +62,16 @@ def test_the_records_mix_carries_tls_records_both_ways() -> None:
         return list(dict.fromkeys(d[26:38] for _, d, _ in capture))[:100]
 
     assert flows(plain) == flows(frames)  # the same flows, in the same order
+
+
+@pytest.mark.parametrize("kind", sorted(FLOOD_FLAGS))
+def test_a_flood_of_each_kind_opens_a_new_flow_with_every_packet(kind: str) -> None:
+    frames = flood(300, seed=2, kind=kind)
+    keys = set()
+    for _ts, data, _lt in frames:
+        layer = decode_packet(data, 1, {})
+        assert layer is not None and layer.proto == PROTO_TCP
+        assert layer.flags == FLOOD_FLAGS[kind]
+        assert len(layer.payload) == (64 if kind == "data" else 0)
+        keys.add((layer.src, layer.sport))
+    assert len(keys) == len(frames)
