@@ -3675,7 +3675,7 @@ static void ja3_u16_list(Ja3Text *out, const unsigned char *data, Py_ssize_t fro
 /* Where a hello's extensions' list lies, when one starts at pos, as tlsinfo._extensions
  * finds it: each extension is then (type, size, data), its data cut at the body's end. */
 typedef struct {
-    Py_ssize_t start, end; /* where the extensions' list (after its length) starts, ends */
+    Py_ssize_t start, end; /* the next extension, the end of the extensions' list */
 } ExtWalk;
 
 static int ext_walk(const unsigned char *body, Py_ssize_t n, Py_ssize_t pos, ExtWalk *walk)
@@ -3686,6 +3686,22 @@ static int ext_walk(const unsigned char *body, Py_ssize_t n, Py_ssize_t pos, Ext
     if (walk->end > n)
         walk->end = n;
     walk->start = pos + 2;
+    return 1;
+}
+
+/* The extension at walk->start, if a whole header of one is left: its type and its data
+ * (body[*data:*data_end], cut at the body's end); walk->start moves past it. */
+static int ext_next(const unsigned char *body, Py_ssize_t n, ExtWalk *walk, unsigned int *etype,
+                    Py_ssize_t *data, Py_ssize_t *data_end)
+{
+    Py_ssize_t at = walk->start, size;
+    if (at + 4 > walk->end)
+        return 0;
+    *etype = u16(body, at);
+    size = u16(body, at + 2);
+    *data = at + 4;
+    *data_end = *data + size > n ? n : *data + size;
+    walk->start = *data + size;
     return 1;
 }
 
@@ -3734,11 +3750,9 @@ static PyObject *hello_ja3(const unsigned char *body, Py_ssize_t n, int client)
     }
     out.text[out.size++] = ',';
     if (ext_walk(body, n, pos, &walk)) {
-        Py_ssize_t at = walk.start;
-        while (at + 4 <= walk.end) {
-            unsigned int etype = u16(body, at);
-            Py_ssize_t size = u16(body, at + 2), data = at + 4,
-                       data_end = data + size > n ? n : data + size;
+        unsigned int etype;
+        Py_ssize_t data, data_end;
+        while (ext_next(body, n, &walk, &etype, &data, &data_end)) {
             if (!is_grease(etype)) {
                 if (!first)
                     out.text[out.size++] = '-';
@@ -3757,7 +3771,6 @@ static PyObject *hello_ja3(const unsigned char *body, Py_ssize_t n, int client)
                 if (formats_end > data_end)
                     formats_end = data_end;
             }
-            at = data + size;
         }
     }
     if (client) {
@@ -3800,12 +3813,9 @@ static PyObject *hello_version(const unsigned char *body, Py_ssize_t n, int clie
     else
         pos += 3; /* cipher suite, compression method */
     if (ext_walk(body, n, pos, &walk)) {
-        Py_ssize_t at = walk.start;
-        while (at + 4 <= walk.end) {
-            unsigned int etype = u16(body, at);
-            Py_ssize_t size = u16(body, at + 2), data = at + 4,
-                       data_end = data + size > n ? n : data + size;
-            at = data + size;
+        unsigned int etype;
+        Py_ssize_t data, data_end;
+        while (ext_next(body, n, &walk, &etype, &data, &data_end)) {
             if (etype != 43) /* supported_versions */
                 continue;
             if (!client)

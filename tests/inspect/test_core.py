@@ -797,14 +797,7 @@ def test_dns_parser_as_parse_dns() -> None:
     assert parsed_alike(payloads) == len(payloads)  # all of them in C
     rng = random.Random(8)
     for _ in range(3):
-        mutated = []
-        for payload in payloads:
-            raw = bytearray(payload)
-            for _ in range(rng.randrange(1, 4)):
-                spot = rng.randrange(len(raw))
-                raw[spot] = rng.choice([0, 0xC0, 0x3F, 0x40, 0x80, 63, 1, rng.randrange(256)])
-            mutated.append(bytes(raw[: rng.randrange(len(raw) + 1)] if rng.random() < 0.3 else raw))
-        parsed_alike(mutated)
+        parsed_alike(mutated(payloads, rng, (0, 0xC0, 0x3F, 0x40, 0x80, 63, 1)))
     long_name = b"\x3f" + b"a" * 63
     parsed_alike(
         [
@@ -844,6 +837,26 @@ def test_dns_parser_on_random_messages(
     parsed_alike([head + name + tail, head + name[:-1] + tail])
 
 
+def mutated(
+    items: list[bytes],
+    rng: random.Random,
+    values: tuple[int, ...],
+    most: int = 3,
+    within: int | None = None,
+) -> list[bytes]:
+    """Each item with 1 to ``most`` of its bytes (of its first ``within``) set to one of
+    ``values`` or a random byte, three in ten of them then cut at a random place."""
+    out = []
+    for item in items:
+        raw = bytearray(item)
+        for _ in range(rng.randrange(1, most + 1)):
+            spot = rng.randrange(len(raw) if within is None else min(len(raw), within))
+            raw[spot] = rng.choice([*values, rng.randrange(256)])
+        cut = rng.randrange(len(raw) + 1) if rng.random() < 0.3 else len(raw)
+        out.append(bytes(raw[:cut]))
+    return out
+
+
 def sni_alike(payloads: list[bytes]) -> int:
     """The compiled SNI parser against parse_tls_sni: the same name or None, the same errors
     counted; how many it answered without parse_tls_sni."""
@@ -877,15 +890,7 @@ def test_sni_parser_as_parse_tls_sni() -> None:
     assert sni_alike(hellos) > len(hellos) * 3 // 4
     rng = random.Random(10)
     for _ in range(6):
-        mutated = []
-        for hello in hellos:
-            raw = bytearray(hello)
-            for _ in range(rng.randrange(1, 3)):
-                spot = rng.randrange(min(len(raw), 140))
-                raw[spot] = rng.choice([0, 1, 2, 0xFF, rng.randrange(256)])
-            cut = rng.randrange(len(raw) + 1) if rng.random() < 0.3 else len(raw)
-            mutated.append(bytes(raw[:cut]))
-        sni_alike(mutated)
+        sni_alike(mutated(hellos, rng, (0, 1, 2, 0xFF), most=2, within=140))
     compiled = core.sni_parser_class()
     assert compiled is not None
     parse = compiled(parse_tls_sni).parse
@@ -1008,7 +1013,7 @@ def test_http_parser_as_parse_http_request() -> None:
     http_alike(odd)
     rng = random.Random(11)
     for _ in range(3):
-        mutated = []
+        changed = []
         for request in requests + odd:
             raw = bytearray(request)
             for _ in range(rng.randrange(1, 4)):
@@ -1016,8 +1021,8 @@ def test_http_parser_as_parse_http_request() -> None:
                     raw[rng.randrange(len(raw))] = (
                         rng.choice(b" :\r\n\tHh") if rng.random() < 0.7 else rng.randrange(256)
                     )
-            mutated.append(bytes(raw[: rng.randrange(len(raw) + 1)] if rng.random() < 0.3 else raw))
-        http_alike(mutated)
+            changed.append(bytes(raw[: rng.randrange(len(raw) + 1)] if rng.random() < 0.3 else raw))
+        http_alike(changed)
     compiled = core.http_parser_class()
     assert compiled is not None
     parse = compiled(

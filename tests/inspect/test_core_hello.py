@@ -15,7 +15,7 @@ from appliance.inspect.decode import decode_packet
 from appliance.inspect.tlsinfo import hello_fields
 from appliance.lab.mix import Mix
 
-from .test_core import MORE
+from .test_core import MORE, mutated
 from .test_tlsinfo import server_hello
 from .test_tlsinfo_versions import TLS13_SERVER
 from .traffic import client_hello
@@ -61,15 +61,7 @@ def test_the_mix_s_hellos_and_their_mutations() -> None:
     assert hellos_alike(bodies) >= len(bodies) // 2
     rng = random.Random(3)
     for _ in range(8):
-        mutated = []
-        for body in bodies:
-            raw = bytearray(body)
-            for _ in range(rng.randrange(1, 4)):
-                spot = rng.randrange(len(raw))
-                raw[spot] = rng.choice([0, 1, 2, 0x0A, 0x2B, 0xFF, rng.randrange(256)])
-            cut = rng.randrange(len(raw) + 1) if rng.random() < 0.3 else len(raw)
-            mutated.append(bytes(raw[:cut]))
-        hellos_alike(mutated)
+        hellos_alike(mutated(bodies, rng, (0, 1, 2, 0x0A, 0x2B, 0xFF)))
 
 
 def test_known_strings_and_versions() -> None:

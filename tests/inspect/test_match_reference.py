@@ -64,10 +64,17 @@ _TRANSFORMED_OPTIONS = (
     ("http", 'http.host; to_lowercase; content:"evil"; fast_pattern; content:".test"; distance:0;'),
     ("dns", 'dns.query; strip_whitespace; content:"ab"; content:"cd"; distance:0;'),
 )
-TRANSFORMED = "\n".join(
-    f'alert {proto} any any -> any any (msg:"t{i}"; {options} sid:{3900001 + i};)'
-    for i, (proto, options) in enumerate(_TRANSFORMED_OPTIONS)
-)
+
+
+def _rules_text(options: tuple[tuple[str, str], ...], msg: str, first_sid: int) -> str:
+    """A rule file of one rule for each (protocol, options), any address and port."""
+    return "\n".join(
+        f'alert {proto} any any -> any any (msg:"{msg}{i}"; {body} sid:{first_sid + i};)'
+        for i, (proto, body) in enumerate(options)
+    )
+
+
+TRANSFORMED = _rules_text(_TRANSFORMED_OPTIONS, "t", 3900001)
 
 _PROTOS: dict[str, tuple[int, ...]] = {
     "tcp": (PROTO_TCP,),
@@ -275,10 +282,7 @@ _SIZED_OPTIONS = (
     ("udp", "byte_test:1,>,0,0; dsize:>1;"),
     ("tcp", 'dsize:>8; content:"a"; offset:2; depth:1; content:!"b"; distance:0;'),
 )
-SIZED = "\n".join(
-    f'alert {proto} any any -> any any (msg:"s{i}"; {options} sid:{3910001 + i};)'
-    for i, (proto, options) in enumerate(_SIZED_OPTIONS)
-)
+SIZED = _rules_text(_SIZED_OPTIONS, "s", 3910001)
 
 
 def test_rules_decided_by_the_payload_size_match_the_reference(tmp_path: Path) -> None:
