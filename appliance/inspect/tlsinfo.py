@@ -331,6 +331,10 @@ class TlsHandshakes:
         self._version = TLS_VERSION in self.wanted
         # hello_fields, or the compiled core's (set by the engine that loads it)
         self.hello_fields: Any = hello_fields
+        # a client's first segment holding one whole ClientHello, alone in its record, is
+        # read without the records' and messages' walk (as they would read it), unless a
+        # rule reads ssl_state (every message counts there)
+        self.whole_hellos = TLS_STATE not in self.wanted
         self.server = bool(self.wanted & SERVER_BUFFERS)
         self.streams = Reassembler(HANDSHAKE_MAX, MAX_PENDING, MAX_BYTES)
         # by (flow key, direction): the flow and its direction's state, or _DONE
@@ -416,6 +420,9 @@ class TlsHandshakes:
             return True
         if not isinstance(state, _Direction):
             payload = layer.payload
+            if state is None and to_server and self.whole_hellos and _whole_hello(payload):
+                self._client_hello(bytes(payload[9:]), buffers)
+                return self._read(flow, to_server, buffers, True)
             if len(payload) < HANDSHAKE_MAX:
                 # The direction's first segment, read in place (a ClientHello in one
                 # segment: the usual case): its stream is opened, and the segment taken
@@ -439,6 +446,16 @@ class TlsHandshakes:
             return False
         done = self._records(ts, state, stream.data, to_server, buffers, errors)
         return self._read(flow, to_server, buffers, done)
+
+    def _client_hello(self, body: bytes, buffers: dict[str, bytes]) -> None:
+        """A ClientHello's buffers, as ``_messages`` adds them."""
+        if self._ja3 or self._version:
+            text, version = self.hello_fields(body, True, self._ja3, self._version)
+            if version is not None:
+                buffers[TLS_VERSION] = version.to_bytes(2, "big")
+            if text is not None:
+                buffers["ja3.string"] = text
+                buffers["ja3.hash"] = _md5(text)
 
     def _read(self, flow: Any, to_server: bool, buffers: dict[str, bytes], done: bool) -> bool:
         """After a segment's records are read: the direction ended when ``done``, the
@@ -531,6 +548,21 @@ class TlsHandshakes:
                 buffers[TLS_STATE] = bytes((states,))
             return False
         return done
+
+
+def _whole_hello(payload: bytes) -> bool:
+    """Whether a segment is one handshake record holding one whole ClientHello and nothing
+    else (the usual first segment of a client): ``_records`` and ``_messages`` would read
+    that hello, and be done."""
+    size = len(payload)
+    return (
+        9 <= size < HANDSHAKE_MAX
+        and payload[0] == 22
+        and payload[1] == 3
+        and payload[5] == 1
+        and (payload[3] << 8 | payload[4]) == size - 5
+        and (payload[6] << 16 | payload[7] << 8 | payload[8]) == size - 9
+    )
 
 
 def _md5(text: bytes) -> bytes:

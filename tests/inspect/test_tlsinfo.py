@@ -336,3 +336,49 @@ def test_a_certificate_corrupted_anywhere_is_counted_never_raised() -> None:
 
 def test_a_negative_serial_is_written_as_its_der_bytes() -> None:
     assert [serial_text(v) for v in (-1, -128, -129, 128)] == ["FF", "80", "FF:7F", "00:80"]
+
+
+def test_a_whole_client_hello_is_read_as_the_records_walk_reads_it() -> None:
+    """A client's first segment that is one record holding one whole ClientHello is read
+    without walking records and messages: the same buffers, the same answer, the same state
+    after, as the walk gives; segments of any other shape (cut, two records, a record
+    holding more, lengths off, another message) take the walk."""
+    from types import SimpleNamespace
+
+    from appliance.inspect.flow import Flow
+    from appliance.inspect.tlsinfo import TlsHandshakes
+
+    rng = random.Random(4)
+    hellos = [client_hello(f"h{i}.example") for i in range(6)]
+    shapes: list[bytes] = []
+    for hello in hellos:
+        shapes += [hello, hello[:-3], hello + hello, hello + b"\x17\x03\x03\x00\x01x"]
+        for _ in range(12):
+            raw = bytearray(hello)
+            spot = rng.choice((0, 1, 3, 4, 5, 6, 7, 8, rng.randrange(len(raw))))
+            raw[spot] = rng.choice((0, 1, 2, 3, 22, 0xFF, rng.randrange(256)))
+            shapes.append(bytes(raw))
+    whole = 0
+    for wanted in (
+        {"ja3.hash", "ja3.string", "tls.version"},
+        {"ja3.hash"},
+        {"tls.version", "tls.cert_subject"},
+        {"ja3s.hash"},
+        {"tls.version", "tls:state"},
+    ):
+        for n, payload in enumerate(shapes):
+            got: list[object] = []
+            for whole_hellos in (True, False):
+                tls = TlsHandshakes(wanted)
+                tls.whole_hellos = whole_hellos and tls.whole_hellos
+                flow = Flow(bytes([n % 256, n // 256]) * 6, b"r" * 12, 6, 0.0)
+                layer = SimpleNamespace(payload=payload, seq=1000)
+                buffers: dict[str, bytes] = {}
+                errors: Errors = {}
+                done = tls.feed(0.0, flow, True, layer, buffers, errors)  # type: ignore[arg-type]
+                later: dict[str, bytes] = {}
+                tls.known(flow, True, later)
+                got.append((done, buffers, errors, tls.pending(flow, True), later))
+            assert got[0] == got[1], (wanted, payload.hex())
+            whole += payload in hellos
+    assert whole >= 5 * len(hellos)  # the whole hellos (and mutations that changed nothing)
