@@ -3628,8 +3628,9 @@ ONE_METHOD_CLASS(SniParser, parse,
 /* hello_fields(body, client, ja3, version) is tlsinfo.hello_fields: when ja3 is true, the
  * JA3 (client) or JA3S (server) string of a hello's body (after its 4-byte handshake
  * header), as ASCII bytes, or None where ja3_client / ja3_server give None; when version
- * is true, the version hello_version gives. None for what is not asked. Every input is read within its bounds, as the twin
- * reads it: a list cut short by the body's end is read as far as it goes. */
+ * is true, the version hello_version gives. None for what is not asked. Every input is
+ * read within its bounds, as the twin reads it: a list cut short by the body's end is read
+ * as far as it goes. */
 
 static int is_grease(unsigned int value)
 {

@@ -243,7 +243,6 @@ class GtpAnomaly:
             )
             for size in (4, 16)
         }
-        self._any_pool = bool(config.ue_pools)
         self._last_alert: _Bounded = _Bounded()
 
     def on_gtp(self, ts: float, outer: Layer, info: GtpInfo) -> tuple[Detection | None, bool]:
@@ -273,7 +272,7 @@ class GtpAnomaly:
             return None
         if info.nested:
             return "GTP-U inside GTP-U"
-        if self._any_pool and not self._in_pools(inner.src) and not self._in_pools(inner.dst):
+        if self.pools and not self._in_pools(inner.src) and not self._in_pools(inner.dst):
             return "inner source outside the UE pools"
         return None
 

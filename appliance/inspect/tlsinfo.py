@@ -421,7 +421,7 @@ class TlsHandshakes:
         if not isinstance(state, _Direction):
             payload = layer.payload
             if state is None and to_server and self.whole_hellos and _whole_hello(payload):
-                self._client_hello(bytes(payload[9:]), buffers)
+                self._hello(bytes(payload[9:]), True, True, buffers)
                 return self._read(flow, to_server, buffers, True)
             if len(payload) < HANDSHAKE_MAX:
                 # The direction's first segment, read in place (a ClientHello in one
@@ -447,15 +447,18 @@ class TlsHandshakes:
         done = self._records(ts, state, stream.data, to_server, buffers, errors)
         return self._read(flow, to_server, buffers, done)
 
-    def _client_hello(self, body: bytes, buffers: dict[str, bytes]) -> None:
-        """A ClientHello's buffers, as ``_messages`` adds them."""
-        if self._ja3 or self._version:
-            text, version = self.hello_fields(body, True, self._ja3, self._version)
+    def _hello(self, body: bytes, client: bool, own: bool, buffers: dict[str, bytes]) -> None:
+        """A hello's buffers (a ClientHello's, ``client``, or a ServerHello's): the version
+        it gives, and its JA3 (or JA3S) where the side that sends it (``own``) is read."""
+        ja3 = own and (self._ja3 if client else self._ja3s)
+        if ja3 or self._version:
+            text, version = self.hello_fields(body, client, ja3, self._version)
             if version is not None:
                 buffers[TLS_VERSION] = version.to_bytes(2, "big")
             if text is not None:
-                buffers["ja3.string"] = text
-                buffers["ja3.hash"] = _md5(text)
+                name = "ja3" if client else "ja3s"
+                buffers[name + ".string"] = text
+                buffers[name + ".hash"] = _md5(text)
 
     def _read(self, flow: Any, to_server: bool, buffers: dict[str, bytes], done: bool) -> bool:
         """After a segment's records are read: the direction ended when ``done``, the
@@ -526,15 +529,7 @@ class TlsHandshakes:
             if kind == 1 or kind == 2:  # a hello
                 # its JA3 (or JA3S) from the side that sends it, its version from either
                 own = to_server == (kind == 1)
-                ja3 = own and (self._ja3 if kind == 1 else self._ja3s)
-                if ja3 or self._version:
-                    text, version = self.hello_fields(body, kind == 1, ja3, self._version)
-                    if version is not None:
-                        buffers[TLS_VERSION] = version.to_bytes(2, "big")
-                    if text is not None:
-                        name = "ja3" if kind == 1 else "ja3s"
-                        buffers[name + ".string"] = text
-                        buffers[name + ".hash"] = _md5(text)
+                self._hello(body, kind == 1, own, buffers)
                 if own and (kind == 1 or not wanted & CERT_BUFFERS):
                     done = True
             elif not to_server and kind == 11:  # Certificate
