@@ -183,24 +183,24 @@ typedef struct {
     double idle_timeout;
     Py_ssize_t offsets[S_COUNT];
     Py_ssize_t layer_offsets[6];
-    /* the new-flow path (syn_path()): NULL until the engine hands it over */
+    /* the new-flow path (new_flow_path()): NULL until the engine hands it over */
     PyObject *table;     /* FlowTable */
     PyObject *stats;     /* the engine's Stats */
     PyObject *hellos;    /* the engine's pending ClientHellos, by flow key */
-    PyObject *plans;     /* kind of SYN -> plan */
-    PyObject *plan_of;   /* the engine's _syn_plan(kind, data) */
-    PyObject *alerting;  /* list: the rules that alert on each plan's SYN */
+    PyObject *plans;     /* kind of a new flow's first segment -> plan */
+    PyObject *plan_of;   /* the engine's _flow_plan(kind, data) */
+    PyObject *alerting;  /* list: the rules that alert on each plan's segment */
     PyObject *scan;      /* PortScan.syn(ts, src, dport), or None */
     PyObject *flood;     /* SynFlood.syn(ts, src, dst), or None */
-    PyObject *fire;      /* the engine's _syn_fire(ts, data, key, plan) */
-    PyObject *detected;  /* the engine's _syn_alerts(ts, data, key, fired, scan, flood) */
+    PyObject *fire;      /* the engine's _flow_fire(ts, data, key, plan) */
+    PyObject *detected;  /* the engine's _flow_alerts(ts, data, key, fired, scan, flood) */
     PyObject *no_alerts; /* what a packet without alerts gives */
     PyObject *addr_bits; /* tuple: the IPv4 address segments' bit sets */
     PyObject *port_bits; /* tuple: the port segments' bit sets */
     uint32_t *addr_starts;
     uint32_t *port_starts;
     Py_ssize_t addr_count, port_count;
-    int syn_on; /* bare SYNs take the new-flow path */
+    int flow_on; /* a new flow's first segment (without payload) takes the new-flow path */
     Py_ssize_t stat_offsets[2]; /* Stats.packets, Stats.fast: counted by take() */
     GroupInfo groups[GROUP_CACHE]; /* by the group's address */
     PyObject *made_plans;          /* the engine's _plans: what an embryo hatches into */
@@ -2356,7 +2356,7 @@ fallback:
     return PyObject_Vectorcall(fp->lookup, args, (size_t)nargs, NULL);
 }
 
-/* ---- the new-flow path: InspectionEngine._unheld, _new_syn and FlowTable.hatched ---- */
+/* ---- the new-flow path: InspectionEngine._unheld, _new_flow and FlowTable.hatched ---- */
 
 /* An integer attribute of an object (the flow table's counters); -1 with an error set. */
 static long long_attr(PyObject *obj, PyObject *name)
@@ -2447,12 +2447,13 @@ static PyObject *new_flow(FastPath *fp, PyObject *key, PyObject *reverse, PyObje
 }
 
 /* The engine's _hatch(client, reverse, embryo): the flow an embryo stands for, as the full
- * path leaves it after the SYN (its plan's selections and followers). */
+ * path leaves it after its first segment (its plan's selections, followers and TCP state). */
 static PyObject *hatch_flow(FastPath *fp, PyObject *client, PyObject *reverse, PyObject *embryo)
 {
     PyObject *plan_obj, *plan, *flow, *value;
     unsigned long seq, next;
     Py_ssize_t at;
+    long state;
     int reads;
     if (PyTuple_GET_SIZE(embryo) != 3 || !PyLong_CheckExact(PyTuple_GET_ITEM(embryo, 1))
         || !PyLong_CheckExact(PyTuple_GET_ITEM(embryo, 2)))
@@ -2466,12 +2467,15 @@ static PyObject *hatch_flow(FastPath *fp, PyObject *client, PyObject *reverse, P
     plan = PyList_GET_ITEM(fp->made_plans, at);
     seq = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(embryo, 1));
     if ((seq == (unsigned long)-1 && PyErr_Occurred()) || !PyTuple_CheckExact(plan)
-        || PyTuple_GET_SIZE(plan) != 4) {
+        || PyTuple_GET_SIZE(plan) != 5) {
         PyErr_Clear();
         goto twin;
     }
     reads = PyObject_IsTrue(PyTuple_GET_ITEM(plan, 2));
     if (reads < 0)
+        return NULL;
+    state = PyLong_AsLong(PyTuple_GET_ITEM(plan, 4));
+    if (state == -1 && PyErr_Occurred())
         return NULL;
     Py_INCREF(plan);
     flow = new_flow(fp, client, reverse, six, PyTuple_GET_ITEM(embryo, 0));
@@ -2480,7 +2484,7 @@ static PyObject *hatch_flow(FastPath *fp, PyObject *client, PyObject *reverse, P
         return NULL;
     }
     put_flow(fp, flow, F_PACKETS_TO_SERVER, one);
-    value = PyLong_FromLong(TCP_SYN_SENT);
+    value = PyLong_FromLong(state);
     if (value == NULL)
         goto error;
     put_flow(fp, flow, F_TCP_STATE, value);
@@ -2622,9 +2626,9 @@ static Py_ssize_t segment_of(const uint32_t *starts, Py_ssize_t count, uint32_t 
     return low - 1;
 }
 
-/* _new_syn(ts, data, key): a new reference to the alerts (a sequence), Py_None (a new
+/* _new_flow(ts, data, key): a new reference to the alerts (a sequence), Py_None (a new
  * reference) where the full path is to take the packet, NULL on error. */
-static PyObject *new_syn(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, PyObject *key)
+static PyObject *opening(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, PyObject *key)
 {
     const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(bytes);
     Py_ssize_t n = PyBytes_GET_SIZE(bytes);
@@ -2634,7 +2638,7 @@ static PyObject *new_syn(FastPath *fp, PyObject *ts_obj, double ts, PyObject *by
     unsigned long seq;
     long embryos, plan;
     PyObject *kind, *found, *embryo, *fired, *scan = NULL, *flood = NULL, *src, *dst;
-    int held;
+    int held, syn;
 
     if (doff < 5 || total != 20 + (doff << 2) || 14 + total > n)
         Py_RETURN_NONE; /* a payload, or a malformed or truncated header */
@@ -2662,8 +2666,11 @@ static PyObject *new_syn(FastPath *fp, PyObject *ts_obj, double ts, PyObject *by
         if (held < 0)
             return NULL;
         if (held)
-            Py_RETURN_NONE; /* the other end's SYN opened the flow: it hatches */
+            Py_RETURN_NONE; /* the other end opened the flow: it hatches */
     }
+    syn = data[47] & 0x02;
+    if (!syn)
+        seq = (seq - 1) & 0xFFFFFFFFul; /* its sender's count starts one before it */
     kind = PyTuple_New(6);
     if (kind == NULL)
         return NULL;
@@ -2719,7 +2726,7 @@ static PyObject *new_syn(FastPath *fp, PyObject *ts_obj, double ts, PyObject *by
         return NULL;
     if (held)
         return PyObject_CallFunction(fp->fire, "OOOl", ts_obj, bytes, key, plan);
-    if (fp->scan == Py_None && fp->flood == Py_None)
+    if (!syn || (fp->scan == Py_None && fp->flood == Py_None))
         return Py_NewRef(fp->no_alerts);
     src = PyBytes_FromStringAndSize((const char *)data + 26, 4);
     dst = PyBytes_FromStringAndSize((const char *)data + 30, 4);
@@ -2756,8 +2763,8 @@ error:
 }
 
 /* _unheld(ts, data, key) and what follows it in process: True (the hatched flow's packet
- * taken), False (the full path takes the packet), or the alerts of a new flow's SYN (a new
- * reference each); NULL on error. The key: a new reference, given up here. */
+ * taken), False (the full path takes the packet), or the alerts of a new flow's first segment
+ * (a new reference each); NULL on error. The key: a new reference, given up here. */
 static PyObject *unheld(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes,
                         PyObject *key, Py_ssize_t end, int whole)
 {
@@ -2775,8 +2782,8 @@ static PyObject *unheld(FastPath *fp, PyObject *ts_obj, double ts, PyObject *byt
     if (held) {
         flow = hatched(fp, key, ts);
     } else {
-        if ((data[47] & 0x17) == 0x02 && fp->syn_on) {
-            found = new_syn(fp, ts_obj, ts, bytes, key);
+        if (((data[47] & 0x17) == 0x02 || !(data[47] & 0x02)) && fp->flow_on) {
+            found = opening(fp, ts_obj, ts, bytes, key);
             if (found != Py_None) {
                 Py_DECREF(key);
                 return found; /* the alerts, or NULL */
@@ -2863,7 +2870,7 @@ static int segments(PyObject *pair, uint32_t **starts, Py_ssize_t *count, PyObje
     return 0;
 }
 
-static PyObject *FastPath_syn_path(FastPath *fp, PyObject *args, PyObject *kwargs)
+static PyObject *FastPath_new_flow_path(FastPath *fp, PyObject *args, PyObject *kwargs)
 {
     PyObject *table, *stats, *hellos, *plans, *plan_of, *addr, *ports, *alerting, *scan, *flood;
     PyObject *fire, *detected, *no_alerts, *made, *slots;
@@ -2872,7 +2879,7 @@ static PyObject *FastPath_syn_path(FastPath *fp, PyObject *args, PyObject *kwarg
                             "ports",    "alerting",  "scan",   "flood", "fire",    "detected",
                             "no_alerts", "on",       "made",   "sizes", NULL};
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO!O!OO!O!O!OOOOOpO!p:syn_path", names,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO!O!OO!O!O!OOOOOpO!p:new_flow_path", names,
                                      &table, &stats, &PyDict_Type, &hellos, &PyDict_Type, &plans,
                                      &plan_of, &PyTuple_Type, &addr, &PyTuple_Type, &ports,
                                      &PyList_Type, &alerting, &scan, &flood, &fire, &detected,
@@ -2919,7 +2926,7 @@ static PyObject *FastPath_syn_path(FastPath *fp, PyObject *args, PyObject *kwarg
     keep(&fp->detected, detected);
     keep(&fp->no_alerts, no_alerts);
     keep(&fp->made_plans, made);
-    fp->syn_on = on;
+    fp->flow_on = on;
     fp->sizes = sizes;
     Py_RETURN_NONE;
 }
@@ -2981,7 +2988,7 @@ static PyObject *take_packet(FastPath *fp, PyObject *const *args)
     Py_RETURN_FALSE;
 }
 
-/* take(ts, data): once the engine has handed its Stats over (syn_path()), the packet is
+/* take(ts, data): once the engine has handed its Stats over (new_flow_path()), the packet is
  * counted here (stats.packets; stats.fast when taken), as process() counts it, and a packet
  * taken gives what process() returns for it (no_alerts) instead of True. */
 static PyObject *FastPath_take(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
@@ -4545,12 +4552,13 @@ static PyObject *FastPath_scan_path(FastPath *fp, PyObject *const *args, Py_ssiz
 static PyMethodDef FastPath_methods[] = {
     {"take", (PyCFunction)(void (*)(void))FastPath_take, METH_FASTCALL,
      "take(ts, data) -> True (accounted for), False (full path) or the flow key of an "
-     "IPv4/TCP packet no flow holds (bytes); once syn_path() has the engine's tables: "
+     "IPv4/TCP packet no flow holds (bytes); once new_flow_path() has the engine's tables: "
      "False, or the packet's alerts (no_alerts when accounted for), the packet counted"},
-    {"syn_path", (PyCFunction)(void (*)(void))FastPath_syn_path, METH_VARARGS | METH_KEYWORDS,
-     "syn_path(table, stats, hellos, plans, plan_of, addr, ports, alerting, scan, flood, fire, "
-     "detected, no_alerts, on, made, sizes): take a packet no flow holds as the engine's "
-     "_unheld does, hatch an embryo as its _hatch does, make a new flow in lookup()"},
+    {"new_flow_path", (PyCFunction)(void (*)(void))FastPath_new_flow_path,
+     METH_VARARGS | METH_KEYWORDS,
+     "new_flow_path(table, stats, hellos, plans, plan_of, addr, ports, alerting, scan, flood, "
+     "fire, detected, no_alerts, on, made, sizes): take a packet no flow holds as the "
+     "engine's _unheld does, hatch an embryo as its _hatch does, make a new flow in lookup()"},
     {"lookup", (PyCFunction)(void (*)(void))FastPath_lookup, METH_FASTCALL,
      "lookup(layer, ts) -> (flow, to_server), as FlowTable.lookup"},
     {"scan_path", (PyCFunction)(void (*)(void))FastPath_scan_path, METH_FASTCALL,

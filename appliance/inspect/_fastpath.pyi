@@ -14,7 +14,7 @@ class FastPath:
         lookup: Callable[[Any, float], tuple[Any, bool]],
     ) -> None: ...
     def take(self, ts: float, data: bytes) -> bool | bytes | Sequence[Any]: ...
-    def syn_path(
+    def new_flow_path(
         self,
         table: Any,
         stats: Any,
@@ -30,7 +30,7 @@ class FastPath:
         detected: Callable[..., Sequence[Any]],
         no_alerts: Sequence[Any],
         on: bool,
-        made: list[tuple[Any, Any, bool, tuple[Any, ...]]],
+        made: list[tuple[Any, Any, bool, tuple[Any, ...], int]],
         sizes: bool,
     ) -> None: ...
     def lookup(self, layer: Any, ts: float) -> tuple[Any, bool]: ...

@@ -2,7 +2,7 @@
 
 The engine's fast path (``InspectionEngine._fast_tcp`` and ``_fast_gtp``: a packet of an
 established flow that needs nothing but its counters) has a compiled form that does the
-same in one call per packet, and so have its new-flow path (``_unheld``, ``_new_syn``: a
+same in one call per packet, and so have its new-flow path (``_unheld``, ``_new_flow``: a
 bare SYN held as an embryo, an embryo hatched), its flow lookup's common case and new
 flows, its rule driver (``_rule_hits``), ``appproto.parse_dns`` over UDP,
 ``appproto.parse_tls_sni``, ``appproto.parse_http_request``, ``tlsinfo.hello_fields`` (a

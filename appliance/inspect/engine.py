@@ -23,6 +23,7 @@ from appliance.inspect.classification import CLASSTYPES, read_classification, re
 from appliance.inspect.decode import (
     PROTO_TCP,
     PROTO_UDP,
+    TCP_SYN,
     Errors,
     GtpInfo,
     Layer,
@@ -34,6 +35,7 @@ from appliance.inspect.eve import Alert
 from appliance.inspect.fields import IP_PACKET, TLS_VERSION
 from appliance.inspect.flow import (
     TCP_ESTABLISHED,
+    TCP_NEW,
     TCP_SYN_RECV,
     TCP_SYN_SENT,
     Embryo,
@@ -87,9 +89,11 @@ _NO_SIDS: frozenset[int] = frozenset()
 _HEADER_AND_BODY = appproto.HEADER_BUFFER_NAMES | {"http.request_body", "http.response_body"}
 _SYN_HEAD = struct.Struct("!IIHHI").unpack_from  # addresses, ports, sequence number
 _TCP_KEY = struct.Struct("!IIHH").pack  # an IPv4 TCP flow key from its numbers
-_NO_PLAN = -1  # a bare SYN of this kind takes the full path
-_SYN_SIZES = bytes(7) + b"\x01"  # stream_size of a new flow's SYN: server 0, client 1
-_SYN_BUFFERS = (STREAM_SIZE, IP_PACKET)  # buffers a SYN may have besides its payload
+_NO_PLAN = -1  # a new flow's first segment of this kind takes the full path
+# stream_size after a new flow's first segment (a SYN, or one without SYN or payload, whose
+# sender's count starts one before it): server 0, client 1
+_NEW_FLOW_SIZES = bytes(7) + b"\x01"
+_NEW_FLOW_BUFFERS = (STREAM_SIZE, IP_PACKET)  # buffers it may have besides its payload
 _SEQ = struct.Struct("!I").unpack_from  # a TCP sequence number
 _MOD = 1 << 32
 _MAX_SCAN_PICKS = 65536  # selections of directions whose data segments the fast path scans
@@ -380,10 +384,11 @@ class InspectionEngine:
             self._core = self._load_core
         self._never_block_cache: dict[bytes, bool] = {}
         self._hellos: OrderedDict[bytes, _Hello] = OrderedDict()  # by flow key
-        # A bare SYN opening an IPv4/TCP flow (see _new_syn): what the full path would do
-        # with it depends on its flags and on which rule expressions its addresses and
-        # ports fall in; the answer, a plan, is worked out once per such kind of SYN.
-        self._syn_path = self._fast
+        # A bare SYN, or a segment without SYN and payload, opening an IPv4/TCP flow (see
+        # _new_flow): what the full path would do with it depends on its flags and on which
+        # rule expressions its addresses and ports fall in; the answer, a plan, is worked
+        # out once per such kind of segment.
+        self._flow_path = self._fast
         self._packet = reads_packet(config.signatures)  # a header keyword: ip:packet wanted
         self._sizes = self._follow is not None and self._follow.sizes is not None
         # The applications whose data segments of an established flow the fast path may take
@@ -400,10 +405,10 @@ class InspectionEngine:
         # (quiet False, group, app, scan True) by (id of the group, app): one tuple shared
         # by the flows whose direction the fast path scans
         self._scan_picks: dict[tuple[int, str], tuple[bool, Group, str, bool]] = {}
-        self._syn_plans: dict[tuple[int, ...], int] = {}  # kind of SYN -> index in _plans
+        self._flow_plans: dict[tuple[int, ...], int] = {}  # kind of segment -> in _plans
         # (direction to the server's selection, the other's, whether the stream is
-        # followed, the rules that alert on it in order)
-        self._plans: list[tuple[Any, Any, bool, tuple[Signature, ...]]] = []
+        # followed, the rules that alert on it in order, the TCP state it leaves the flow in)
+        self._plans: list[tuple[Any, Any, bool, tuple[Signature, ...], int]] = []
         self._alerting: list[tuple[Signature, ...]] = []  # the last of each plan
         self._addr4 = self.matcher._addr_segments[4]
         self._port_bits = self.matcher._port_segments
@@ -530,21 +535,21 @@ class InspectionEngine:
                 Layer,
                 self.flows.lookup,
             )
-            fast.syn_path(  # a packet no flow holds: _unheld, _new_syn, the hatching
+            fast.new_flow_path(  # a packet no flow holds: _unheld, _new_flow, the hatching
                 self.flows,
                 self.stats,
                 self._hellos,
-                self._syn_plans,
-                self._syn_plan,
+                self._flow_plans,
+                self._flow_plan,
                 (addr_starts, addr_bits),
                 (port_starts, port_bits),
                 self._alerting,
                 self._scan_syn,
                 self._flood_syn,
-                self._syn_fire,
-                self._syn_alerts,
+                self._flow_fire,
+                self._flow_alerts,
                 _NO_ALERTS,
-                self._syn_path,
+                self._flow_path,
                 self._plans,  # what an embryo hatches into (_hatch, compiled)
                 self._sizes,
             )
@@ -596,25 +601,29 @@ class InspectionEngine:
 
     def _unheld(self, ts: float, data: bytes, key: bytes) -> Flow | Sequence[Alert] | None:
         """An IPv4/TCP packet no flow holds under ``key``: an embryo under this key or the
-        other direction's hatches (the flow returned); a new SYN takes the new-flow path
-        (its alerts returned, or None where the full path is to take it)."""
+        other direction's hatches (the flow returned); a bare SYN, or a segment without SYN
+        (such as a flood's ACKs, RSTs or FINs), takes the new-flow path (its alerts
+        returned, or None where the full path is to take it)."""
         table = self.flows
         if table.embryos and key in table.flows:
             return table.hatched(key, ts)
-        if data[47] & 0x17 == 0x02 and self._syn_path:
-            found = self._new_syn(ts, data, key)
+        flags = data[47]
+        if (flags & 0x17 == 0x02 or not flags & 0x02) and self._flow_path:
+            found = self._new_flow(ts, data, key)
             if found is not None:
                 return found
         if table.embryos:
             return table.hatched(key, ts)
         return None
 
-    def _new_syn(self, ts: float, data: bytes, key: bytes) -> Sequence[Alert] | None:
-        """A bare SYN (no ACK, RST or FIN; no payload) opening an IPv4/TCP flow whose key
-        (``data[26:38]``) no flow or embryo holds, in a few steps: its kind's plan gives the
-        rules that match it, their thresholds and the SYN detectors count it, and its flow is
-        held as an embryo until it answers. Only when something alerts is the packet decoded
-        and the flow hatched, for the alerts. None: the full path takes the packet."""
+    def _new_flow(self, ts: float, data: bytes, key: bytes) -> Sequence[Alert] | None:
+        """The first segment of an IPv4/TCP flow whose key (``data[26:38]``) no flow or
+        embryo holds, without payload: a bare SYN (no ACK, RST or FIN), or a segment without
+        SYN (the full path would hold it as a flow picked up in mid-stream), in a few steps:
+        its kind's plan gives the rules that match it, their thresholds and the SYN
+        detectors (a SYN's) count it, and its flow is held as an embryo until it answers or
+        sends again. Only when something alerts is the packet decoded and the flow hatched,
+        for the alerts. None: the full path takes the packet."""
         total = data[16] << 8 | data[17]
         doff = data[46] >> 4
         if doff < 5 or total != 20 + (doff << 2) or 14 + total > len(data):
@@ -625,7 +634,9 @@ class InspectionEngine:
         table = self.flows
         flows = table.flows
         if table.embryos and _TCP_KEY(dst_n, src_n, dport, sport) in flows:
-            return None  # the other end's SYN opened the flow: it hatches
+            return None  # the other end opened the flow: it hatches
+        if not data[47] & 0x02:
+            seq = (seq - 1) & 0xFFFFFFFF  # its sender's count starts one before it
         starts, bits = self._addr4
         port_starts, port_bits = self._port_bits
         kind = (
@@ -636,9 +647,9 @@ class InspectionEngine:
             port_bits[bisect_right(port_starts, dport) - 1],
             sport == 53 or dport == 53,
         )
-        plan = self._syn_plans.get(kind)
+        plan = self._flow_plans.get(kind)
         if plan is None:
-            plan = self._syn_plan(kind, data)
+            plan = self._flow_plan(kind, data)
         if plan < 0:
             return None
         self.stats.full += 1
@@ -654,13 +665,13 @@ class InspectionEngine:
             else:
                 table.drop_index(oldest)
             table.evicted += 1
-        if not self._alerting[plan] and not self._syn_detectors:
+        if not self._alerting[plan] and not (self._syn_detectors and data[47] & 0x02):
             return _NO_ALERTS
-        return self._syn_fire(ts, data, key, plan)
+        return self._flow_fire(ts, data, key, plan)
 
-    def _syn_fire(self, ts: float, data: bytes, key: bytes, plan: int) -> Sequence[Alert]:
-        """A new flow's bare SYN, held as an embryo: its rules' thresholds and the SYN
-        detectors count it; its alerts, if any."""
+    def _flow_fire(self, ts: float, data: bytes, key: bytes, plan: int) -> Sequence[Alert]:
+        """A new flow's first segment, held as an embryo: its rules' thresholds and (a
+        SYN) the SYN detectors count it; its alerts, if any."""
         alerting = self._alerting[plan]
         dport = data[36] << 8 | data[37]
         src = data[26:30]
@@ -672,13 +683,15 @@ class InspectionEngine:
                     fired = [sig]
                 else:
                     fired.append(sig)
-        scan = self._scan_syn(ts, src, dport) if self._scan_syn is not None else None
-        flood = self._flood_syn(ts, src, dst) if self._flood_syn is not None else None
+        scan = flood = None
+        if data[47] & 0x02:
+            scan = self._scan_syn(ts, src, dport) if self._scan_syn is not None else None
+            flood = self._flood_syn(ts, src, dst) if self._flood_syn is not None else None
         if fired is None and scan is None and flood is None:
             return _NO_ALERTS
-        return self._syn_alerts(ts, data, key, fired, scan, flood)
+        return self._flow_alerts(ts, data, key, fired, scan, flood)
 
-    def _syn_alerts(
+    def _flow_alerts(
         self,
         ts: float,
         data: bytes,
@@ -687,8 +700,8 @@ class InspectionEngine:
         scan: detectors.Detection | None,
         flood: detectors.Detection | None,
     ) -> Sequence[Alert]:
-        """The alerts of a bare SYN held as an embryo: its flow hatched, the packet
-        decoded, for them."""
+        """The alerts of a new flow's first segment held as an embryo: its flow hatched,
+        the packet decoded, for them."""
         flow = self.flows.hatched(key, ts)
         layer = decode_packet(data, 1, self.stats.errors)
         assert flow is not None and layer is not None
@@ -702,10 +715,12 @@ class InspectionEngine:
         self.stats.alerts += len(alerts)
         return alerts
 
-    def _syn_plan(self, kind: tuple[int, ...], data: bytes) -> int:
-        """Work out, from a bare SYN of this kind, what the full path does with every SYN of
-        the kind: the rule groups and fast-path state of its flow, whether the stream is
-        followed, the rules that alert on it (before thresholds) in their order."""
+    def _flow_plan(self, kind: tuple[int, ...], data: bytes) -> int:
+        """Work out, from a new flow's first segment of this kind (a bare SYN, or a segment
+        without SYN and payload), what the full path does with every such segment of the
+        kind: the rule groups and fast-path state of its flow, whether the stream is
+        followed, the rules that alert on it (before thresholds) in their order, the TCP
+        state it leaves the flow in."""
         plan = _NO_PLAN
         layer = decode_packet(data, 1, {})
         if layer is not None and not layer.payload:
@@ -716,18 +731,18 @@ class InspectionEngine:
             sel_c: tuple[bool, Group, str] | tuple[bool, Group, str, bool] = other.pick(quiet, "")
             if not quiet and self._scans(other, None, False, "", port53):
                 sel_c = self._scan_pick(other, "")
-            # The SYN's buffers: its empty payload, and the stream sizes every new flow's
-            # SYN gives. A plan holds only if nothing else of the packet decides a match:
-            # no rule that could match reads a header field or has flowbits, no
-            # prefilter scans a buffer a SYN may have besides its payload.
+            # The segment's buffers: its empty payload, and the stream sizes every new
+            # flow's first segment gives. A plan holds only if nothing else of the packet
+            # decides a match: no rule that could match reads a header field or has
+            # flowbits, no prefilter scans a buffer the segment may have besides its payload.
             buffers = {PKT: b""}
             if self._sizes:
-                buffers[STREAM_SIZE] = _SYN_SIZES
+                buffers[STREAM_SIZE] = _NEW_FLOW_SIZES
             plain = group.plain_for(layer.flags, False)
             if not any(
                 sig.header or id(sig) in self._flowbit_checks  # more than the kind decides
                 for sig in plain
-            ) and not any(p.buffer in _SYN_BUFFERS for p in group.prefilters):
+            ) and not any(p.buffer in _NEW_FLOW_BUFFERS for p in group.prefilters):
                 hits = _rule_hits(layer, group, False, layer.flags, b"", buffers)
                 alerting: list[Signature] = []
                 if not any(sig.action == "pass" for sig in hits):
@@ -737,19 +752,21 @@ class InspectionEngine:
                             seen.add(sig.sid)
                             alerting.append(sig)
                 reads = self.streams is not None and group.reads_payload
-                self._plans.append((sel_s, sel_c, reads, tuple(alerting)))
+                state = TCP_SYN_SENT if layer.flags & TCP_SYN else TCP_NEW
+                self._plans.append((sel_s, sel_c, reads, tuple(alerting), state))
                 self._alerting.append(tuple(alerting))
                 plan = len(self._plans) - 1
-        self._syn_plans[kind] = plan
+        self._flow_plans[kind] = plan
         return plan
 
     def _hatch(self, key: bytes, reverse: bytes, embryo: Embryo) -> Flow:
-        """The flow an embryo stands for: as the full path leaves it after the SYN."""
+        """The flow an embryo stands for: as the full path leaves it after its first
+        segment (``seq``: one before the sequence number its sender's count starts at)."""
         ts, seq, plan = embryo
-        sel_s, sel_c, reads, _ = self._plans[plan]
+        sel_s, sel_c, reads, _, state = self._plans[plan]
         flow = Flow(key, reverse, PROTO_TCP, ts)
         flow.packets_to_server = 1
-        flow.tcp_state = TCP_SYN_SENT
+        flow.tcp_state = state
         flow.sel_s = flow.fast_s = sel_s
         flow.sel_c = flow.fast_c = sel_c
         if reads:

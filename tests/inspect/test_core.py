@@ -307,8 +307,8 @@ def test_new_flows_with_rules_and_detectors_on_their_syns(seed: int) -> None:
     assert run(compiled, mixed) == run(twin, mixed)
 
 
-def test_syn_path_refuses_odd_tables() -> None:
-    """syn_path() checks what it is handed: segment tables whose starts do not begin at 0,
+def test_new_flow_path_refuses_odd_tables() -> None:
+    """new_flow_path() checks what it is handed: segment tables whose starts do not begin at 0,
     do not increase, are not ints below 2**32 or do not match their bits are refused."""
     compiled, _ = pair()
     compiled.process(*Mix(seed=43).build(1)[0])
@@ -327,19 +327,19 @@ def test_syn_path_refuses_odd_tables() -> None:
     ports = engine._port_bits
 
     def handover(addr: Any, ports: Any = ports) -> None:
-        path.syn_path(
+        path.new_flow_path(
             engine.flows,
             engine.stats,
             engine._hellos,
-            engine._syn_plans,
-            engine._syn_plan,
+            engine._flow_plans,
+            engine._flow_plan,
             addr,
             ports,
             engine._alerting,
             None,
             None,
-            engine._syn_fire,
-            engine._syn_alerts,
+            engine._flow_fire,
+            engine._flow_alerts,
             (),
             True,
             engine._plans,
@@ -361,7 +361,7 @@ def test_syn_path_refuses_odd_tables() -> None:
         with pytest.raises((TypeError, ValueError, OverflowError)):
             handover(bad)
     with pytest.raises(TypeError):
-        path.syn_path()  # type: ignore[call-arg]
+        path.new_flow_path()  # type: ignore[call-arg]
 
 
 def driver_calls(frames: Frames, **config: Any) -> list[tuple[Any, ...]]:
@@ -1119,7 +1119,7 @@ def test_a_module_from_other_sources_leaves_the_packets_to_the_twin(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A module that does not take what this engine hands it (built from other sources:
-    no syn_path) leaves every packet to the twin, from the first on, counted once."""
+    no new_flow_path) leaves every packet to the twin, from the first on, counted once."""
 
     class Other:
         def __init__(self, *args: Any) -> None:
@@ -1208,9 +1208,9 @@ def test_callbacks_that_raise_fail_the_packet_cleanly(monkeypatch: pytest.Monkey
     for name in (
         "_scan_syn",
         "_flood_syn",
-        "_syn_fire",
-        "_syn_alerts",
-        "_syn_plan",
+        "_flow_fire",
+        "_flow_alerts",
+        "_flow_plan",
         "_scan_segment",
         "_scan_outer",
     ):

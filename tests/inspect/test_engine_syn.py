@@ -1,6 +1,8 @@
-"""The new-flow path: a bare SYN opening an IPv4/TCP flow is counted by the rules, thresholds
-and detectors and held as an embryo until its flow answers. What comes out is what the full
-path gives: the same alerts, flows, counters and bounds, whatever follows the SYN."""
+"""The new-flow path: a bare SYN opening an IPv4/TCP flow, or a segment without SYN and
+payload (an ACK, RST or FIN of a flow picked up in mid-stream, or of a flood), is counted by
+the rules, thresholds and (a SYN) detectors and held as an embryo until its flow answers or
+sends again. What comes out is what the full path gives: the same alerts, flows, counters
+and bounds, whatever follows."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from scapy.all import IP, TCP, Ether, raw  # type: ignore[attr-defined]
 
 from appliance.inspect.engine import InspectionConfig, InspectionEngine
 from appliance.inspect.eve import to_eve
-from appliance.inspect.flow import Flow
+from appliance.inspect.flow import TCP_NEW, Flow
 from appliance.inspect.pcap import LINKTYPE_ETHERNET
 from appliance.lab.mix import Mix, make_engine
 from appliance.model.profile import Detectors, PortScanDetector, SynFloodDetector
@@ -25,6 +27,16 @@ RULES = (
     'drop tcp any any -> $HOME_NET 2323 (msg:"mirai"; flags:S; sid:3;)\n'
     'alert tcp any any -> any any (msg:"late"; flow:established; content:"late"; sid:4;)\n'
     'alert tcp any any -> $HOME_NET 9 (msg:"ece"; flags:SE; sid:5;)\n'
+)
+MIDSTREAM_RULES = (
+    'alert tcp any any -> $HOME_NET any (msg:"ack probe"; flags:A,12; '
+    "flow:not_established,to_server; threshold: type both, track by_src, count 3, "
+    "seconds 10; sid:12;)\n"
+    'alert tcp any any -> $HOME_NET 23 (msg:"reset"; flags:R,12; sid:13;)\n'
+    'alert tcp any any -> any any (msg:"null"; flags:0; sid:14;)\n'
+    'drop tcp any any -> any 2323 (msg:"xmas"; flags:FPU,12; sid:15;)\n'
+    'alert tcp any any -> any any (msg:"fin"; flags:F,12; flow:to_server; '
+    "threshold: type limit, track by_dst, count 1, seconds 5; sid:16;)\n"
 )
 DETECTORS = Detectors(
     port_scan=PortScanDetector(ports=5, window=10.0),
@@ -44,6 +56,8 @@ def run(eng: InspectionEngine, frames: list[Any]) -> tuple[list[dict[str, Any]],
             f.tcp_state,
             f.app,
             f.established,
+            f.sizes,
+            streams(f),
         )
         for f in eng.flows.records()
     ]
@@ -51,6 +65,13 @@ def run(eng: InspectionEngine, frames: list[Any]) -> tuple[list[dict[str, Any]],
     stats = eng.stats
     counters = (stats.packets, stats.decoded, stats.alerts, stats.errors)
     return events, (flows, counters, len(table), table.evicted, table.expired)
+
+
+def streams(flow: Flow) -> list[Any] | None:
+    """A flow's streams: the sequence number each starts at, and what it holds."""
+    if flow.streams is None:
+        return None
+    return [s if s is None or isinstance(s, int) else (s.base, bytes(s.data)) for s in flow.streams]
 
 
 def twins(**config: Any) -> tuple[InspectionEngine, InspectionEngine]:
@@ -65,10 +86,11 @@ def syn(src: str, dst: str, sport: int, dport: int, flags: str = "S", **tcp: Any
     return Ether() / IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags=flags, **tcp)
 
 
-def traffic(seed: int, count: int) -> list[Any]:
+def traffic(seed: int, count: int, midstream: bool = False) -> list[Any]:
     """SYNs from a few sources to a few servers and ports, some answered (SYN/ACK, RST,
     data), some retransmitted, some opened from both ends at once, some arriving after the
-    idle timeout; timestamps that sometimes go back."""
+    idle timeout; timestamps that sometimes go back. ``midstream``: a third of the flows
+    open with a segment without SYN instead (see ``midstream_flow``)."""
     rng = random.Random(seed)
     sources = [f"198.51.100.{i}" for i in range(1, 6)] + ["10.0.0.7", "10.0.0.8"]
     servers = ["10.0.0.1", "10.0.0.2", "192.0.2.1"]
@@ -83,6 +105,9 @@ def traffic(seed: int, count: int) -> list[Any]:
         seq = rng.randrange(2**32)
         kind = rng.random()
         packets = [syn(src, dst, sport, dport, flags, seq=seq)]
+        if midstream and rng.random() < 0.35:
+            packets = midstream_flow(rng, src, dst, sport, dport, seq)
+            kind = 1.0
         if kind < 0.2:
             packets.append(syn(dst, src, dport, sport, "SA", seq=7, ack=seq + 1))
             packets.append(syn(src, dst, sport, dport, "A", seq=seq + 1, ack=8))
@@ -104,6 +129,34 @@ def traffic(seed: int, count: int) -> list[Any]:
     return out
 
 
+def midstream_flow(
+    rng: random.Random, src: str, dst: str, sport: int, dport: int, seq: int
+) -> list[Any]:
+    """A flow whose first segment seen has no SYN: an ACK, a RST, a FIN, no flag at all or
+    an odd set of them, without payload (with one now and then: the full path's), then
+    perhaps the server's reply, more of the client's segments, data, or a SYN on the same
+    addresses and ports."""
+    flags = rng.choice(["A", "A", "PA", "R", "RA", "FA", "F", "", "FPU", "U", "AE", "AC"])
+    first = syn(src, dst, sport, dport, flags, seq=seq, ack=rng.randrange(2**32))
+    if rng.random() < 0.05:
+        first = first / b"mid"
+    packets = [first]
+    after = rng.random()
+    if after < 0.2:
+        packets.append(syn(dst, src, dport, sport, "R", seq=0))
+    elif after < 0.35:
+        packets.append(syn(dst, src, dport, sport, "A", seq=9, ack=seq))
+        packets.append(syn(src, dst, sport, dport, "PA", seq=seq, ack=9) / b"late data")
+    elif after < 0.5:
+        packets.append(syn(src, dst, sport, dport, flags, seq=seq))  # retransmitted
+    elif after < 0.6:
+        packets.append(syn(src, dst, sport, dport, "S", seq=seq + 99))  # a new connection
+        packets.append(syn(dst, src, dport, sport, "SA", seq=7, ack=seq + 100))
+    elif after < 0.7:
+        packets.append(syn(dst, src, dport, sport, "A", seq=9, ack=seq))  # the reply opens
+    return packets
+
+
 def test_syns_and_what_follows_them_as_the_full_path_gives() -> None:
     for seed in range(4):
         frames = traffic(seed, 600)
@@ -115,6 +168,40 @@ def test_syns_and_what_follows_them_as_the_full_path_gives() -> None:
         assert {e["alert"]["signature_id"] for e in fast_events} >= {1, 2, 3, 5, 9000001}
 
 
+def test_flows_opened_without_a_syn_as_the_full_path_gives() -> None:
+    rules = RULES + MIDSTREAM_RULES
+    sids: set[int] = set()
+    for seed in range(4):
+        frames = traffic(seed, 600, midstream=True)
+        fast = engine(rules, DETECTORS)
+        slow = engine(rules, DETECTORS, fast_path=False)
+        fast_events, fast_state = run(fast, frames)
+        slow_events, slow_state = run(slow, frames)
+        assert fast_events == slow_events
+        assert fast_state == slow_state
+        sids |= {e["alert"]["signature_id"] for e in fast_events}
+        # the flows opened without a SYN took the new-flow path
+        assert any(plan[4] == TCP_NEW for plan in fast._plans)
+    assert sids >= {1, 2, 12, 13, 14, 15, 16}
+
+
+def test_an_ack_flood_leaves_only_embryos() -> None:
+    eng = engine(RULES + MIDSTREAM_RULES, DETECTORS, max_flows=1000)
+    rng = random.Random(4)
+    sids: list[int] = []
+    for i in range(3000):
+        src = f"203.0.113.{rng.randrange(1, 21)}"
+        packet = syn(src, "10.0.0.1", 1024 + i, 80, rng.choice(["A", "R", "F"]))
+        sids += [a.sid for a in eng.process(1.0 + i * 1e-4, raw(packet), LINKTYPE_ETHERNET)]
+    table = eng.flows
+    assert len(table) == 1000 and table.evicted == 2000
+    assert table.embryos >= 1000 - len(sids) and len(table.index) == 2 * (1000 - table.embryos)
+    assert eng.stats.full == 3000 and eng.stats.fast == 0
+    # the ACK probes alerted once a source (past its threshold's count), the FINs once; the
+    # SYN detectors counted none of them (3,000 segments in 0.3 s from 20 sources)
+    assert sorted(sids) == [12] * 20 + [16]
+
+
 def test_stream_sizes_as_the_full_path_gives() -> None:
     rules = RULES + (
         'alert tcp any any -> any 22 (msg:"first"; flags:S; stream_size:client,<,2; '
@@ -124,15 +211,19 @@ def test_stream_sizes_as_the_full_path_gives() -> None:
         "seconds 5; sid:7;)\n"
         'alert tcp any any -> any any (msg:"sent"; flow:established; '
         "stream_size:client,>,5; sid:8;)\n"
+        'alert tcp any any -> any any (msg:"mid"; flow:not_established,to_server; '
+        "stream_size:client,=,10; sid:9;)\n"
     )
-    for seed in range(2):
-        frames = traffic(seed, 500)
+    for seed in range(3):
+        frames = traffic(seed, 500, midstream=seed > 0)
         fast = engine(rules, DETECTORS)
         slow = engine(rules, DETECTORS, fast_path=False)
         fast_events, fast_state = run(fast, frames)
         slow_events, slow_state = run(slow, frames)
         assert (fast_events, fast_state) == (slow_events, slow_state)
-        assert {e["alert"]["signature_id"] for e in fast_events} >= {6, 7, 8}
+        assert {e["alert"]["signature_id"] for e in fast_events} >= {6, 7, 8, 9} - {
+            9 if seed == 0 else 0  # (flows opened without a SYN: the later seeds')
+        }
         assert fast._plans
 
 
