@@ -122,6 +122,20 @@ static const char *const flow_names[F_COUNT] = {
     "tcp_state", "touched",
 };
 
+/* The slots of tlsrecords' _Flow and _Direction, and RECORDS_MAX: tlsrecords.WALK_SHAPE. */
+enum { RF_CHANGED, RF_DIRECTIONS, RF_ENCRYPTED, RF_FLOW, RF_SERVER_HANDSHAKE, RF_COUNT };
+static const char *const record_flow_names[RF_COUNT] = {
+    "changed", "directions", "encrypted", "flow", "server_handshake",
+};
+enum { RD_CARRY, RD_NEXT, RD_START, RD_UNTIL, RD_COUNT };
+static const char *const record_direction_names[RD_COUNT] = {"carry", "next", "start", "until"};
+
+typedef struct {
+    PyObject *flow_type, *direction_type; /* borrowed from the shape its holder keeps */
+    Py_ssize_t flow_offsets[RF_COUNT], direction_offsets[RD_COUNT];
+    long long max_bytes;
+} RecordsShape;
+
 #define TCP_SYN_SENT 1
 #define TCP_SYN_RECV 2
 #define TCP_ESTABLISHED 3
@@ -179,6 +193,9 @@ typedef struct {
      * segment is taken (it regroups the flow); NULL: none. tls_flows: the flows followed,
      * by key (TlsRecords._flows): a flow not in it is not walked */
     PyObject *tls_walk, *tls_taken, *tls_flows;
+    /* tlsrecords.WALK_SHAPE, read: the walk done here (records_walk) unless NULL */
+    PyObject *tls_shape_held;
+    RecordsShape tls_shape;
     Py_ssize_t depth; /* the reassembler's */
     double idle_timeout;
     Py_ssize_t offsets[S_COUNT];
@@ -1326,6 +1343,221 @@ static PyTypeObject PatternsType = {
 
 static int truth_of(PyObject *result);
 
+/* ---- TLS records followed: TlsRecords.walk, compiled --------------------------------- */
+
+
+/* The shape (a tuple: _Flow, _Direction, RECORDS_MAX) read into *rs; -1 with an error set. */
+static int records_shape(PyObject *shape, RecordsShape *rs)
+{
+    if (!PyTuple_CheckExact(shape) || PyTuple_GET_SIZE(shape) != 3
+        || !PyType_Check(PyTuple_GET_ITEM(shape, 0)) || !PyType_Check(PyTuple_GET_ITEM(shape, 1))
+        || !PyLong_CheckExact(PyTuple_GET_ITEM(shape, 2))) {
+        PyErr_SetString(PyExc_TypeError, "a TLS records shape: (flow class, direction class, "
+                                         "bytes followed at most)");
+        return -1;
+    }
+    rs->flow_type = PyTuple_GET_ITEM(shape, 0);
+    rs->direction_type = PyTuple_GET_ITEM(shape, 1);
+    rs->max_bytes = PyLong_AsLongLong(PyTuple_GET_ITEM(shape, 2));
+    if (rs->max_bytes == -1 && PyErr_Occurred())
+        return -1;
+    if (slot_offsets(rs->flow_type, "records flow", record_flow_names, RF_COUNT,
+                     rs->flow_offsets)
+            < 0
+        || slot_offsets(rs->direction_type, "records direction", record_direction_names,
+                        RD_COUNT, rs->direction_offsets)
+               < 0)
+        return -1;
+    return 0;
+}
+
+#define SEQ_MOD(x) ((long long)((uint64_t)(x) & 0xFFFFFFFFull))
+
+/* A slot set to a new int; -1 on error. */
+static int put_number(PyObject *obj, Py_ssize_t offset, long long number)
+{
+    return steal(place_of(obj, offset), PyLong_FromLongLong(number));
+}
+
+/* TlsRecords._end: the direction no longer followed; the flow forgotten (under key) once
+ * neither is. 0, or -1 on error. */
+static int records_end(const RecordsShape *rs, PyObject *followed, PyObject *key, PyObject *state,
+                       int to_server)
+{
+    PyObject *directions = *place_of(state, rs->flow_offsets[RF_DIRECTIONS]);
+    if (PyList_SetItem(directions, to_server, Py_NewRef(Py_None)) < 0)
+        return -1;
+    if (PyList_GET_ITEM(directions, !to_server) == Py_None) {
+        PyObject *held = PyDict_GetItemWithError(followed, key);
+        if (held == NULL)
+            return PyErr_Occurred() ? -1 : 0;
+        return PyDict_DelItem(followed, key);
+    }
+    return 0;
+}
+
+/* TlsRecords._read_state for a state of the shape (state.flow is the flow of key, not
+ * encrypted): 1 when the flow turned encrypted, 0 when not, -1 on error, -2 when the state
+ * is not as expected (nothing changed: the twin is to read the segment). */
+static int records_read(const RecordsShape *rs, PyObject *followed, PyObject *key,
+                        PyObject *state, int to_server, uint32_t seq, const unsigned char *data,
+                        Py_ssize_t start, Py_ssize_t end)
+{
+    const Py_ssize_t *fo = rs->flow_offsets, *dof = rs->direction_offsets;
+    PyObject *directions = *place_of(state, fo[RF_DIRECTIONS]), *direction, *values[RD_COUNT];
+    PyObject *joined = NULL, *handshake = *place_of(state, fo[RF_SERVER_HANDSHAKE]);
+    long long first, next, until, base, pos, rel, size = end - start;
+    Py_ssize_t carry_size, s0 = start, e0 = end;
+    const unsigned char *buf = data;
+    int i;
+
+    if (directions == NULL || !PyList_CheckExact(directions) || PyList_GET_SIZE(directions) != 2
+        || (handshake != Py_True && handshake != Py_False))
+        return -2;
+    direction = PyList_GET_ITEM(directions, to_server);
+    if (direction == Py_None)
+        return 0;
+    if ((PyObject *)Py_TYPE(direction) != rs->direction_type)
+        return -2;
+    for (i = 0; i < RD_COUNT; i++) {
+        values[i] = *place_of(direction, dof[i]);
+        if (values[i] == NULL || (i == RD_CARRY ? !PyBytes_CheckExact(values[i])
+                                                : !PyLong_CheckExact(values[i])))
+            return -2;
+    }
+    first = PyLong_AsLongLong(values[RD_START]);
+    next = PyLong_AsLongLong(values[RD_NEXT]);
+    until = PyLong_AsLongLong(values[RD_UNTIL]);
+    if (PyErr_Occurred())
+        return -1;
+    if (first < 0) { /* the server's first payload */
+        first = next = until = seq;
+        if (put_number(direction, dof[RD_START], first) < 0
+            || put_number(direction, dof[RD_NEXT], next) < 0
+            || put_number(direction, dof[RD_UNTIL], until) < 0)
+            return -1;
+    }
+    rel = SEQ_MOD((long long)seq - until);
+    if (rel >= 0x80000000LL) {
+        long long ahead = SEQ_MOD((long long)seq + size - until);
+        if (!(ahead > 0 && ahead < 0x80000000LL))
+            return 0; /* all of it seen before: a retransmission */
+    }
+    if (rel != 0) /* out of order, or overlapping what was seen */
+        return records_end(rs, followed, key, state, to_server);
+    carry_size = PyBytes_GET_SIZE(values[RD_CARRY]);
+    if (carry_size) { /* a header the last segment cut: read with this segment's bytes */
+        joined = PyBytes_FromStringAndSize(NULL, carry_size + (Py_ssize_t)size);
+        if (joined == NULL)
+            return -1;
+        memcpy(PyBytes_AS_STRING(joined), PyBytes_AS_STRING(values[RD_CARRY]),
+               (size_t)carry_size);
+        memcpy(PyBytes_AS_STRING(joined) + carry_size, data + start, (size_t)size);
+        buf = (const unsigned char *)PyBytes_AS_STRING(joined);
+        s0 = 0;
+        e0 = carry_size + (Py_ssize_t)size;
+    }
+    base = SEQ_MOD((long long)seq - carry_size);
+    pos = s0 + SEQ_MOD(next - base); /* where the next header is */
+    while (pos + 5 <= e0) {
+        unsigned char kind = buf[pos];
+        if (kind < 20 || kind > 24 || buf[pos + 1] != 3) {
+            Py_XDECREF(joined);
+            return records_end(rs, followed, key, state, to_server);
+        }
+        if (kind == 23 && (*place_of(state, fo[RF_SERVER_HANDSHAKE]) == Py_True || !to_server)) {
+            Py_XDECREF(joined);
+            keep(place_of(state, fo[RF_ENCRYPTED]), Py_True);
+            keep(place_of(state, fo[RF_CHANGED]), Py_True);
+            return steal(place_of(state, fo[RF_DIRECTIONS]),
+                         Py_BuildValue("[OO]", Py_None, Py_None))
+                       < 0
+                ? -1
+                : 1;
+        }
+        if (kind == 22 && !to_server)
+            keep(place_of(state, fo[RF_SERVER_HANDSHAKE]), Py_True);
+        pos += 5 + (long long)u16(buf, (Py_ssize_t)pos + 3);
+    }
+    until = SEQ_MOD((long long)seq + size);
+    if (put_number(direction, dof[RD_UNTIL], until) < 0
+        || put_number(direction, dof[RD_NEXT], SEQ_MOD(base + pos - s0)) < 0
+        || steal(place_of(direction, dof[RD_CARRY]),
+                 PyBytes_FromStringAndSize(pos < e0 ? (const char *)buf + pos : NULL,
+                                           pos < e0 ? (Py_ssize_t)(e0 - pos) : 0))
+               < 0) {
+        Py_XDECREF(joined);
+        return -1;
+    }
+    Py_XDECREF(joined);
+    if (SEQ_MOD(until - first) >= rs->max_bytes)
+        return records_end(rs, followed, key, state, to_server);
+    return 0;
+}
+
+/* TlsRecords.walk(flow, to_server, data, ip, start, end) where the state under key is of
+ * the shape: 1 (turned encrypted), 0, -1 on error, -2 (the twin's walk is to be called). */
+static int records_walk(const RecordsShape *rs, PyObject *followed, PyObject *key,
+                        PyObject *flow, int to_server, const unsigned char *data, Py_ssize_t ip,
+                        Py_ssize_t start, Py_ssize_t end)
+{
+    PyObject *state = PyDict_GetItemWithError(followed, key), *encrypted;
+    if (state == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if ((PyObject *)Py_TYPE(state) != rs->flow_type)
+        return -2;
+    if (*place_of(state, rs->flow_offsets[RF_FLOW]) != flow)
+        return 0; /* another flow's state under the same key */
+    encrypted = *place_of(state, rs->flow_offsets[RF_ENCRYPTED]);
+    if (encrypted == Py_True)
+        return 0;
+    if (encrypted != Py_False)
+        return -2;
+    Py_INCREF(state); /* (records_end may drop it from followed) */
+    int result = records_read(rs, followed, key, state, to_server, u32(data, ip + 24), data,
+                              start, end);
+    Py_DECREF(state);
+    return result;
+}
+
+/* tls_walk(shape, followed, flow, to_server, data, ip, start, end): TlsRecords.walk of the
+ * records followed in followed, compiled: True or False; None where a state is not of the
+ * shape (nothing changed). The fast path's own, callable for the tests. */
+static PyObject *tls_walk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    RecordsShape rs;
+    Py_ssize_t ip, start, end;
+    PyObject *key;
+    int to_server, result;
+    (void)module;
+    if (nargs != 8 || !PyDict_Check(args[1]) || !PyBytes_CheckExact(args[4])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "tls_walk(shape, followed, flow, to_server, data, ip, start, end)");
+        return NULL;
+    }
+    if (records_shape(args[0], &rs) < 0)
+        return NULL;
+    to_server = PyObject_IsTrue(args[3]);
+    ip = PyLong_AsSsize_t(args[5]);
+    start = PyLong_AsSsize_t(args[6]);
+    end = PyLong_AsSsize_t(args[7]);
+    if (to_server < 0 || PyErr_Occurred())
+        return NULL;
+    if (ip < 0 || start < ip + 28 || end < start || end > PyBytes_GET_SIZE(args[4])) {
+        PyErr_SetString(PyExc_ValueError, "tls_walk: a segment outside its frame");
+        return NULL;
+    }
+    key = PyObject_GetAttrString(args[2], "key");
+    if (key == NULL)
+        return NULL;
+    result = records_walk(&rs, args[1], key, args[2], to_server,
+                          (const unsigned char *)PyBytes_AS_STRING(args[4]), ip, start, end);
+    Py_DECREF(key);
+    if (result < 0)
+        return result == -1 ? NULL : Py_NewRef(Py_None);
+    return PyBool_FromLong(result);
+}
+
 /* ---- a data segment the engine scans: its _scan_segment, compiled ------------------- */
 
 static PyObject *str_payload_scans, *str_reads_payload, *str_streams, *str_pending,
@@ -1515,17 +1747,24 @@ static int scan_segment(FastPath *fp, PyObject *flow, int to_server, PyObject *g
                 followed = Py_None; /* (not as expected: walked, as the twin does) */
         }
         if (followed != NULL) { /* its records followed: where it turns encrypted */
-            PyObject *args[6] = {flow, to_server ? Py_True : Py_False, bytes, NULL, NULL, NULL};
-            Py_ssize_t numbers[3] = {ip, start, end};
-            int k;
-            encrypted = -1;
-            for (k = 0; k < 3; k++)
-                if ((args[3 + k] = PyLong_FromSsize_t(numbers[k])) == NULL)
-                    break;
-            if (k == 3)
-                encrypted = truth_of(PyObject_Vectorcall(fp->tls_walk, args, 6, NULL));
-            while (k-- > 0)
-                Py_DECREF(args[3 + k]);
+            encrypted = -2;
+            if (followed != Py_None && fp->tls_shape_held != NULL)
+                encrypted = records_walk(&fp->tls_shape, fp->tls_flows, slot(fp, flow, S_KEY),
+                                         flow, to_server, data, ip, start, end);
+            if (encrypted == -2) { /* (not of the shape: the twin's walk) */
+                PyObject *args[6] = {flow, to_server ? Py_True : Py_False, bytes, NULL, NULL,
+                                     NULL};
+                Py_ssize_t numbers[3] = {ip, start, end};
+                int k;
+                encrypted = -1;
+                for (k = 0; k < 3; k++)
+                    if ((args[3 + k] = PyLong_FromSsize_t(numbers[k])) == NULL)
+                        break;
+                if (k == 3)
+                    encrypted = truth_of(PyObject_Vectorcall(fp->tls_walk, args, 6, NULL));
+                while (k-- > 0)
+                    Py_DECREF(args[3 + k]);
+            }
             if (encrypted < 0)
                 return -1;
         }
@@ -3879,6 +4118,9 @@ static PyMethodDef module_functions[] = {
     {"hello_fields", (PyCFunction)(void (*)(void))hello_fields, METH_FASTCALL,
      "hello_fields(body, client, ja3, version) -> (the JA3 or JA3S string or None, the "
      "version or None), as tlsinfo.hello_fields"},
+    {"tls_walk", (PyCFunction)(void (*)(void))tls_walk, METH_FASTCALL,
+     "tls_walk(shape, followed, flow, to_server, data, ip, start, end) -> True, False, or "
+     "None (a state not of the shape): TlsRecords.walk over the flows followed"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -4446,6 +4688,7 @@ static int FastPath_traverse(FastPath *fp, visitproc visit, void *arg)
     Py_VISIT(fp->tls_walk);
     Py_VISIT(fp->tls_taken);
     Py_VISIT(fp->tls_flows);
+    Py_VISIT(fp->tls_shape_held);
     Py_VISIT(fp->table);
     Py_VISIT(fp->stats);
     Py_VISIT(fp->hellos);
@@ -4486,6 +4729,7 @@ static int FastPath_clear(FastPath *fp)
     Py_CLEAR(fp->tls_walk);
     Py_CLEAR(fp->tls_taken);
     Py_CLEAR(fp->tls_flows);
+    Py_CLEAR(fp->tls_shape_held);
     Py_CLEAR(fp->table);
     Py_CLEAR(fp->stats);
     Py_CLEAR(fp->hellos);
@@ -4517,15 +4761,19 @@ static void FastPath_dealloc(FastPath *fp)
 static PyObject *FastPath_scan_path(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t depth = 0;
-    if ((nargs != 5 && nargs != 8) || !PyCallable_Check(args[0]) || !PyCallable_Check(args[1])
-        || !PyType_Check(args[3]) || !PyCallable_Check(args[4])
-        || (nargs == 8 && args[5] != Py_None
+    RecordsShape shape;
+    if ((nargs != 5 && nargs != 8 && nargs != 9) || !PyCallable_Check(args[0])
+        || !PyCallable_Check(args[1]) || !PyType_Check(args[3]) || !PyCallable_Check(args[4])
+        || (nargs >= 8 && args[5] != Py_None
             && (!PyCallable_Check(args[5]) || !PyCallable_Check(args[6])
                 || !PyDict_Check(args[7])))) {
         PyErr_SetString(PyExc_TypeError, "scan_path(segment, outer, reassembler, stream_type, "
-                                         "head_clear[, tls_walk, tls_taken, tls_flows])");
+                                         "head_clear[, tls_walk, tls_taken, tls_flows[, "
+                                         "tls_shape]])");
         return NULL;
     }
+    if (nargs == 9 && args[5] != Py_None && records_shape(args[8], &shape) < 0)
+        return NULL;
     if (args[2] != Py_None) {
         depth = attr_ssize(args[2], str_depth);
         if (depth == -1 && PyErr_Occurred())
@@ -4536,14 +4784,20 @@ static PyObject *FastPath_scan_path(FastPath *fp, PyObject *const *args, Py_ssiz
     keep(&fp->reassembler, args[2]);
     keep(&fp->stream_type, args[3]);
     keep(&fp->head_clear, args[4]);
-    if (nargs == 8 && args[5] != Py_None) {
+    if (nargs >= 8 && args[5] != Py_None) {
         keep(&fp->tls_walk, args[5]);
         keep(&fp->tls_taken, args[6]);
         keep(&fp->tls_flows, args[7]);
+        Py_CLEAR(fp->tls_shape_held);
+        if (nargs == 9) {
+            fp->tls_shape = shape;
+            keep(&fp->tls_shape_held, args[8]);
+        }
     } else {
         Py_CLEAR(fp->tls_walk);
         Py_CLEAR(fp->tls_taken);
         Py_CLEAR(fp->tls_flows);
+    Py_CLEAR(fp->tls_shape_held);
     }
     fp->depth = depth;
     Py_RETURN_NONE;
@@ -4563,7 +4817,7 @@ static PyMethodDef FastPath_methods[] = {
      "lookup(layer, ts) -> (flow, to_server), as FlowTable.lookup"},
     {"scan_path", (PyCFunction)(void (*)(void))FastPath_scan_path, METH_FASTCALL,
      "scan_path(segment, outer, reassembler, stream_type, head_clear[, tls_walk, tls_taken, "
-     "tls_flows]): "
+     "tls_flows[, tls_shape]]): "
      "a data "
      "segment of an "
      "established flow whose direction's selection is (False, group, app, True) is taken as "

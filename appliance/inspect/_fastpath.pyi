@@ -44,6 +44,7 @@ class FastPath:
         tls_walk: Callable[..., bool] | None = None,
         tls_taken: Callable[[Any], None] | None = None,
         tls_flows: dict[bytes, Any] | None = None,
+        tls_shape: tuple[type, type, int] | None = None,
     ) -> None: ...
 
 class Decoder:
@@ -109,6 +110,16 @@ class Patterns:
     @property
     def states(self) -> int: ...
 
+def tls_walk(
+    shape: tuple[type, type, int],
+    followed: dict[bytes, Any],
+    flow: Any,
+    to_server: bool,
+    data: bytes,
+    ip: int,
+    start: int,
+    end: int,
+) -> bool | None: ...
 def hello_fields(
     body: bytes, client: bool, ja3: bool, version: bool
 ) -> tuple[bytes | None, int | None]: ...

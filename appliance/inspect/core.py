@@ -3,8 +3,9 @@
 The engine's fast path (``InspectionEngine._fast_tcp`` and ``_fast_gtp``: a packet of an
 established flow that needs nothing but its counters) has a compiled form that does the
 same in one call per packet, and so have its new-flow path (``_unheld``, ``_new_flow``: a
-bare SYN held as an embryo, an embryo hatched), its flow lookup's common case and new
-flows, its rule driver (``_rule_hits``), ``appproto.parse_dns`` over UDP,
+new flow's first segment without payload held as an embryo, an embryo hatched), its flow
+lookup's common case and new flows, the TLS records it follows in the segments it takes
+(``TlsRecords.walk``), its rule driver (``_rule_hits``), ``appproto.parse_dns`` over UDP,
 ``appproto.parse_tls_sni``, ``appproto.parse_http_request``, ``tlsinfo.hello_fields`` (a
 TLS hello's JA3 and version) and ``decode.decode_packet``
 for the common frame (Ethernet / IPv4 carrying TCP or plain UDP, or a GTP-U G-PDU carrying
@@ -107,6 +108,12 @@ def hello_fields_function() -> Callable[[bytes, bool, bool, bool], tuple[Any, An
     return cast(
         "Callable[[bytes, bool, bool, bool], tuple[Any, Any]] | None", _compiled("hello_fields")
     )
+
+
+def tls_walk_function() -> Callable[..., bool | None] | None:
+    """The compiled ``tls_walk`` (``TlsRecords.walk``, as the fast path reads the records of
+    the segments it takes), as ``fast_path_class``."""
+    return cast("Callable[..., bool | None] | None", _compiled("tls_walk"))
 
 
 def patterns_class() -> type[Patterns] | None:

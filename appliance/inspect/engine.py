@@ -75,7 +75,7 @@ from appliance.inspect.stream import (
     stream_hits,
 )
 from appliance.inspect.threshold import ThresholdState
-from appliance.inspect.tlsrecords import TlsRecords
+from appliance.inspect.tlsrecords import WALK_SHAPE, TlsRecords
 from appliance.inspect.xbits import XbitState
 from appliance.model.profile import Detectors, Profile
 from appliance.model.values import AddrRange, IPNetwork, SetRef, parse_addr_item
@@ -562,6 +562,7 @@ class InspectionEngine:
                 self._records.walk if self._records is not None else None,
                 self._tls_taken,
                 self._records.followed if self._records is not None else {},
+                WALK_SHAPE,
             )
         except (AttributeError, TypeError, ValueError):
             # a module built from other sources than these: the twin takes over

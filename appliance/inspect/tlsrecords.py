@@ -51,6 +51,12 @@ class _Flow:
         self.changed = False  # turned encrypted since the full path last asked
 
 
+# What the compiled fast path's walk (``_fastpath.tls_walk``) reads: the classes of a flow's
+# and a direction's state (their slots) and RECORDS_MAX; it reads the segments the fast path
+# takes as ``TlsRecords.walk`` does, and leaves a state of another shape to it
+WALK_SHAPE = (_Flow, _Direction, RECORDS_MAX)
+
+
 class TlsRecords:
     """The TLS flows whose records are followed, and those found encrypted."""
 

@@ -69,6 +69,9 @@ def test_core_under_sanitizers(build: str, tmp_path: Path) -> None:
         "tests/inspect/test_match_anchors.py",  # the core through a large anchored group
         "tests/inspect/test_engine_scan.py",  # its scans, stream sizes counted
         "tests/inspect/test_core_hello.py",  # a TLS hello's JA3 and version
+        "tests/inspect/test_core_tlswalk.py",  # the TLS records of the segments it takes
+        "tests/inspect/test_tlsrecords.py",  # the same, through the engine
+        "tests/inspect/test_engine_syn.py",  # the new-flow path: SYNs, ACKs, RSTs, FINs
     ]
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
