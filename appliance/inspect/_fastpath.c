@@ -211,6 +211,8 @@ typedef struct {
     PyObject *flood;     /* SynFlood.syn(ts, src, dst), or None */
     PyObject *fire;      /* the engine's _flow_fire(ts, data, key, plan) */
     PyObject *detected;  /* the engine's _flow_alerts(ts, data, key, fired, scan, flood) */
+    PyObject *counters;  /* (ThresholdState, PortScan or None, SynFlood or None), or NULL:
+                          * counted here (opening_fire), else by fire */
     PyObject *no_alerts; /* what a packet without alerts gives */
     PyObject *addr_bits; /* tuple: the IPv4 address segments' bit sets */
     PyObject *port_bits; /* tuple: the port segments' bit sets */
@@ -2865,6 +2867,472 @@ static Py_ssize_t segment_of(const uint32_t *starts, Py_ssize_t count, uint32_t 
     return low - 1;
 }
 
+/* ---- what a new flow's first segment counts: ThresholdState.allow, PortScan.syn and
+ * SynFlood.syn, compiled. They read and write the Python objects' own tables (their
+ * OrderedDicts, through the mapping protocol and their methods, so that the order the
+ * tables keep is theirs) and read their settings on each call, as the methods do. ---- */
+
+static PyObject *str__entries, *str_max_entries, *str_track, *str_seconds, *str_count,
+    *str_type, *str_sid, *str_threshold, *str_ports, *str_window, *str__seen, *str_limit,
+    *str_period, *str__by_src, *str__by_dst, *str__tracked, *str_popitem, *str_detection,
+    *str_by_src, *str_kind_detection_filter, *str_kind_limit, *str_kind_threshold;
+
+/* table.popitem(last=False), its item dropped; -1 on error. */
+static int drop_oldest(PyObject *table)
+{
+    PyObject *item = PyObject_CallMethodOneArg(table, str_popitem, Py_False);
+    if (item == NULL)
+        return -1;
+    Py_DECREF(item);
+    return 0;
+}
+
+/* table[key] = value, then past limit entries the oldest dropped; -1 on error. */
+static int put_bounded(PyObject *table, PyObject *key, PyObject *value, Py_ssize_t limit)
+{
+    Py_ssize_t size;
+    if (PyObject_SetItem(table, key, value) < 0)
+        return -1;
+    size = PyObject_Length(table);
+    if (size < 0)
+        return -1;
+    return size > limit ? drop_oldest(table) : 0;
+}
+
+/* _Bounded.put(key, value): set, moved to the end, the oldest dropped past its limit. */
+static int bounded_put(PyObject *table, PyObject *key, PyObject *value)
+{
+    PyObject *moved;
+    Py_ssize_t limit = attr_ssize(table, str_limit);
+    if (limit == -1 && PyErr_Occurred())
+        return -1;
+    if (PyObject_SetItem(table, key, value) < 0)
+        return -1;
+    moved = PyObject_CallMethodOneArg(table, str_move_to_end, key);
+    if (moved == NULL)
+        return -1;
+    Py_DECREF(moved);
+    if (PyObject_Length(table) > limit)
+        return drop_oldest(table);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+static double attr_double(PyObject *obj, PyObject *name)
+{
+    PyObject *value = PyObject_GetAttr(obj, name);
+    double number;
+    if (value == NULL)
+        return -1.0;
+    number = PyFloat_AsDouble(value);
+    Py_DECREF(value);
+    return number;
+}
+
+/* ThresholdState.allow(sid, threshold, src, dst, ts): 1 (alert), 0, -1 on error. */
+static int threshold_allows(PyObject *state, PyObject *sid, PyObject *threshold, PyObject *src,
+                            PyObject *dst, PyObject *ts_obj, double ts)
+{
+    PyObject *entries = NULL, *track = NULL, *kind = NULL, *key = NULL, *entry, *value;
+    double seconds, start_ts = ts;
+    long long seen, count;
+    Py_ssize_t limit;
+    int result = -1, by_src, own_start = 0;
+    PyObject *start = ts_obj;
+
+    entries = PyObject_GetAttr(state, str__entries);
+    track = PyObject_GetAttr(threshold, str_track);
+    kind = PyObject_GetAttr(threshold, str_type);
+    if (entries == NULL || track == NULL || kind == NULL)
+        goto done;
+    if (!PyUnicode_Check(kind)) {
+        PyErr_SetString(PyExc_TypeError, "a threshold's type is a str");
+        goto done;
+    }
+    seconds = attr_double(threshold, str_seconds);
+    if (seconds == -1.0 && PyErr_Occurred())
+        goto done;
+    count = attr_ssize(threshold, str_count);
+    if (count == -1 && PyErr_Occurred())
+        goto done;
+    by_src = PyObject_RichCompareBool(track, str_by_src, Py_EQ);
+    if (by_src < 0)
+        goto done;
+    key = PyTuple_Pack(2, sid, by_src ? src : dst);
+    if (key == NULL)
+        goto done;
+    entry = PyDict_GetItemWithError(entries, key);
+    if (entry == NULL && PyErr_Occurred())
+        goto done;
+    if (entry != NULL && (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2)) {
+        PyErr_SetString(PyExc_TypeError, "a threshold entry not of its shape");
+        goto done;
+    }
+    if (entry != NULL) {
+        start_ts = PyFloat_AsDouble(PyTuple_GET_ITEM(entry, 0));
+        if (start_ts == -1.0 && PyErr_Occurred())
+            goto done;
+    }
+    if (entry == NULL || ts - start_ts >= seconds || ts < start_ts) {
+        start_ts = ts;
+        seen = 1;
+        limit = attr_ssize(state, str_max_entries);
+        if (limit == -1 && PyErr_Occurred())
+            goto done;
+        value = Py_BuildValue("(Oi)", ts_obj, 1);
+        if (value == NULL || put_bounded(entries, key, value, limit) < 0) {
+            Py_XDECREF(value);
+            goto done;
+        }
+        Py_DECREF(value);
+    } else {
+        PyObject *moved;
+        seen = PyLong_AsLongLong(PyTuple_GET_ITEM(entry, 1));
+        if (seen == -1 && PyErr_Occurred())
+            goto done;
+        seen += 1;
+        start = PyTuple_GET_ITEM(entry, 0);
+        Py_INCREF(start); /* (the entry goes when its key is set again) */
+        own_start = 1;
+        moved = PyObject_CallMethodOneArg(entries, str_move_to_end, key);
+        value = moved == NULL ? NULL : Py_BuildValue("(OL)", start, seen);
+        Py_XDECREF(moved);
+        if (value == NULL || PyObject_SetItem(entries, key, value) < 0) {
+            Py_XDECREF(value);
+            Py_DECREF(start);
+            goto done;
+        }
+        Py_DECREF(value);
+    }
+    if (PyUnicode_Compare(kind, str_kind_detection_filter) == 0)
+        result = seen > count;
+    else if (PyUnicode_Compare(kind, str_kind_limit) == 0)
+        result = seen <= count;
+    else if (PyUnicode_Compare(kind, str_kind_threshold) == 0) {
+        result = 0;
+        if (seen >= count) {
+            int held = PyDict_Contains(entries, key);
+            result = 1;
+            if (held > 0) {
+                value = Py_BuildValue("(Oi)", start, 0);
+                if (value == NULL || PyObject_SetItem(entries, key, value) < 0)
+                    result = -1;
+                Py_XDECREF(value);
+            } else if (held < 0) {
+                result = -1;
+            }
+        }
+    } else {
+        result = seen == count; /* both */
+    }
+    if (PyErr_Occurred())
+        result = -1;
+    if (own_start)
+        Py_DECREF(start);
+done:
+    Py_XDECREF(entries);
+    Py_XDECREF(track);
+    Py_XDECREF(kind);
+    Py_XDECREF(key);
+    return result;
+}
+
+/* PortScan.syn(ts, src, dport): a new reference to its Detection or to None; NULL on error. */
+static PyObject *port_scan_syn(PyObject *detector, PyObject *ts_obj, double ts, PyObject *src,
+                               unsigned int dport)
+{
+    PyObject *seen = NULL, *state, *ports_map = NULL, *port = NULL, *list = NULL, *result = NULL;
+    Py_ssize_t ports, size;
+    double window, last;
+
+    seen = PyObject_GetAttr(detector, str__seen);
+    if (seen == NULL)
+        return NULL;
+    ports = attr_ssize(detector, str_ports);
+    window = attr_double(detector, str_window);
+    port = PyLong_FromUnsignedLong(dport);
+    if (port == NULL || PyErr_Occurred())
+        goto done;
+    state = PyDict_GetItemWithError(seen, src);
+    if (state == NULL && PyErr_Occurred())
+        goto done;
+    if (state == NULL) {
+        if (ports >= 1) { /* a source's first SYN: its port and time, until a second port */
+            PyObject *first = PyTuple_Pack(2, port, ts_obj);
+            Py_ssize_t limit = attr_ssize(seen, str_limit);
+            if (first == NULL || (limit == -1 && PyErr_Occurred())
+                || put_bounded(seen, src, first, limit) < 0) {
+                Py_XDECREF(first);
+                goto done;
+            }
+            Py_DECREF(first);
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        list = Py_BuildValue("[Nd]", PyDict_New(), -Py_HUGE_VAL);
+        if (list == NULL || bounded_put(seen, src, list) < 0)
+            goto done;
+    } else if (PyTuple_CheckExact(state)) {
+        if (PyTuple_GET_SIZE(state) != 2) {
+            PyErr_SetString(PyExc_TypeError, "a port scan's first SYN not of its shape");
+            goto done;
+        }
+        ports_map = PyDict_New();
+        if (ports_map == NULL
+            || PyDict_SetItem(ports_map, PyTuple_GET_ITEM(state, 0), PyTuple_GET_ITEM(state, 1))
+                   < 0)
+            goto done;
+        list = Py_BuildValue("[Od]", ports_map, -Py_HUGE_VAL);
+        Py_CLEAR(ports_map);
+        if (list == NULL || PyObject_SetItem(seen, src, list) < 0) /* in place */
+            goto done;
+    } else {
+        list = Py_NewRef(state);
+    }
+    if (!PyList_CheckExact(list) || PyList_GET_SIZE(list) != 2
+        || !PyDict_CheckExact(PyList_GET_ITEM(list, 0))) {
+        PyErr_SetString(PyExc_TypeError, "a port scan's state not of its shape");
+        goto done;
+    }
+    last = PyFloat_AsDouble(PyList_GET_ITEM(list, 1));
+    if (last == -1.0 && PyErr_Occurred())
+        goto done;
+    if (ts - last < window) { /* reported in this window already */
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    ports_map = Py_NewRef(PyList_GET_ITEM(list, 0));
+    if (PyDict_SetItem(ports_map, port, ts_obj) < 0)
+        goto done;
+    if (PyDict_GET_SIZE(ports_map) <= ports) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    { /* past the limit: the ports last seen before the window forgotten */
+        double horizon = ts - window;
+        PyObject *old = PyList_New(0), *key, *value;
+        Py_ssize_t at = 0, i;
+        if (old == NULL)
+            goto done;
+        while (PyDict_Next(ports_map, &at, &key, &value)) {
+            double when = PyFloat_AsDouble(value);
+            if ((when == -1.0 && PyErr_Occurred()) || (when < horizon && PyList_Append(old, key) < 0)) {
+                Py_DECREF(old);
+                goto done;
+            }
+        }
+        for (i = 0; i < PyList_GET_SIZE(old); i++)
+            if (PyDict_DelItem(ports_map, PyList_GET_ITEM(old, i)) < 0) {
+                Py_DECREF(old);
+                goto done;
+            }
+        Py_DECREF(old);
+    }
+    size = PyDict_GET_SIZE(ports_map);
+    if (size <= ports) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    if (PyList_SetItem(list, 1, Py_NewRef(ts_obj)) < 0)
+        goto done;
+    PyDict_Clear(ports_map); /* the next window counts afresh */
+    result = PyObject_CallMethod(detector, "detection", "n", size);
+done:
+    Py_XDECREF(seen);
+    Py_XDECREF(port);
+    Py_XDECREF(list);
+    Py_XDECREF(ports_map);
+    return result;
+}
+
+/* One address's window in a SynFlood table, counting this SYN (the method's steps for
+ * by_src or by_dst): a new reference to the (start, count, alerted) tuple; NULL on error. */
+static PyObject *flood_count(PyObject *table, PyObject *addr, PyObject *ts_obj, double ts,
+                             double period, Py_ssize_t tracked)
+{
+    PyObject *entry = PyDict_GetItemWithError(table, addr), *value;
+    double start;
+    long long count;
+    if (entry == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        value = Py_BuildValue("(OiO)", ts_obj, 1, Py_False);
+        if (value == NULL || put_bounded(table, addr, value, tracked) < 0) {
+            Py_XDECREF(value);
+            return NULL;
+        }
+        return value;
+    }
+    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3) {
+        PyErr_SetString(PyExc_TypeError, "a SYN flood window not of its shape");
+        return NULL;
+    }
+    start = PyFloat_AsDouble(PyTuple_GET_ITEM(entry, 0));
+    if (start == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (ts - start >= period || ts < start) {
+        value = Py_BuildValue("(OiO)", ts_obj, 1, Py_False);
+        if (value == NULL || bounded_put(table, addr, value) < 0) {
+            Py_XDECREF(value);
+            return NULL;
+        }
+        return value;
+    }
+    count = PyLong_AsLongLong(PyTuple_GET_ITEM(entry, 1));
+    if (count == -1 && PyErr_Occurred())
+        return NULL;
+    value = Py_BuildValue("(OLO)", PyTuple_GET_ITEM(entry, 0), count + 1, PyTuple_GET_ITEM(entry, 2));
+    if (value == NULL || PyObject_SetItem(table, addr, value) < 0) {
+        Py_XDECREF(value);
+        return NULL;
+    }
+    return value;
+}
+
+/* The window's count over limit, and whether it was reported: -1 on error. */
+static int window_over(PyObject *window, long long limit, int *alerted)
+{
+    long long count = PyLong_AsLongLong(PyTuple_GET_ITEM(window, 1));
+    if (count == -1 && PyErr_Occurred())
+        return -1;
+    *alerted = PyObject_IsTrue(PyTuple_GET_ITEM(window, 2));
+    if (*alerted < 0)
+        return -1;
+    return count > limit;
+}
+
+/* The window marked reported in its table. */
+static int window_reported(PyObject *table, PyObject *addr, PyObject *window)
+{
+    PyObject *value = Py_BuildValue("(OOO)", PyTuple_GET_ITEM(window, 0),
+                                    PyTuple_GET_ITEM(window, 1), Py_True);
+    int result = value == NULL ? -1 : PyObject_SetItem(table, addr, value);
+    Py_XDECREF(value);
+    return result;
+}
+
+/* SynFlood.syn(ts, src, dst): a new reference to its Detection or to None; NULL on error. */
+static PyObject *syn_flood_syn(PyObject *detector, PyObject *ts_obj, double ts, PyObject *src,
+                               PyObject *dst)
+{
+    PyObject *by_src_table = NULL, *by_dst_table = NULL, *by_src = NULL, *by_dst = NULL,
+             *result = NULL;
+    double period;
+    Py_ssize_t limit, tracked;
+    int src_over, dst_over, src_alerted, dst_alerted;
+
+    period = attr_double(detector, str_period);
+    limit = attr_ssize(detector, str_limit);
+    tracked = attr_ssize(detector, str__tracked);
+    if (PyErr_Occurred())
+        return NULL;
+    by_src_table = PyObject_GetAttr(detector, str__by_src);
+    by_dst_table = PyObject_GetAttr(detector, str__by_dst);
+    if (by_src_table == NULL || by_dst_table == NULL)
+        goto done;
+    by_src = flood_count(by_src_table, src, ts_obj, ts, period, tracked);
+    if (by_src == NULL)
+        goto done;
+    by_dst = flood_count(by_dst_table, dst, ts_obj, ts, period, tracked);
+    if (by_dst == NULL)
+        goto done;
+    src_over = window_over(by_src, limit, &src_alerted);
+    dst_over = window_over(by_dst, limit, &dst_alerted);
+    if (src_over < 0 || dst_over < 0)
+        goto done;
+    if (src_over) { /* a flood from this source: its destination's flood is the same event */
+        if (dst_over && !dst_alerted && window_reported(by_dst_table, dst, by_dst) < 0)
+            goto done;
+        if (!src_alerted) {
+            if (window_reported(by_src_table, src, by_src) < 0)
+                goto done;
+            result = PyObject_CallMethodOneArg(detector, str_detection, Py_True);
+            goto done;
+        }
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    if (dst_over && !dst_alerted) {
+        if (window_reported(by_dst_table, dst, by_dst) < 0)
+            goto done;
+        result = PyObject_CallMethodOneArg(detector, str_detection, Py_False);
+        goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(by_src_table);
+    Py_XDECREF(by_dst_table);
+    Py_XDECREF(by_src);
+    Py_XDECREF(by_dst);
+    return result;
+}
+
+/* _flow_fire(ts, data, key, plan) with the counters handed over (new_flow_path's counters:
+ * the ThresholdState, the PortScan or None, the SynFlood or None): the alerting rules'
+ * thresholds and (a SYN) the SYN detectors count the segment here; its alerts made by the
+ * engine's _flow_alerts, if any. A new reference; NULL on error. */
+static PyObject *opening_fire(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes,
+                              PyObject *key, PyObject *alerting, int syn, unsigned int dport)
+{
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(bytes);
+    PyObject *thresholds = PyTuple_GET_ITEM(fp->counters, 0);
+    PyObject *port_scan = PyTuple_GET_ITEM(fp->counters, 1);
+    PyObject *syn_flood = PyTuple_GET_ITEM(fp->counters, 2);
+    PyObject *src = NULL, *dst = NULL, *fired = NULL, *scan = NULL, *flood = NULL;
+    PyObject *result = NULL;
+    Py_ssize_t i, count = PyTuple_GET_SIZE(alerting);
+
+    if (!count && (!syn || (port_scan == Py_None && syn_flood == Py_None)))
+        return Py_NewRef(fp->no_alerts);
+    src = PyBytes_FromStringAndSize((const char *)data + 26, 4);
+    dst = PyBytes_FromStringAndSize((const char *)data + 30, 4);
+    if (src == NULL || dst == NULL)
+        goto done;
+    for (i = 0; i < count; i++) {
+        PyObject *sig = PyTuple_GET_ITEM(alerting, i);
+        PyObject *threshold = PyObject_GetAttr(sig, str_threshold), *sid;
+        int allowed = 1;
+        if (threshold == NULL)
+            goto done;
+        if (threshold != Py_None) {
+            sid = PyObject_GetAttr(sig, str_sid);
+            allowed = sid == NULL ? -1
+                                  : threshold_allows(thresholds, sid, threshold, src, dst,
+                                                     ts_obj, ts);
+            Py_XDECREF(sid);
+        }
+        Py_DECREF(threshold);
+        if (allowed < 0)
+            goto done;
+        if (allowed) {
+            if (fired == NULL && (fired = PyList_New(0)) == NULL)
+                goto done;
+            if (PyList_Append(fired, sig) < 0)
+                goto done;
+        }
+    }
+    if (syn) {
+        if (port_scan != Py_None && (scan = port_scan_syn(port_scan, ts_obj, ts, src, dport)) == NULL)
+            goto done;
+        if (syn_flood != Py_None && (flood = syn_flood_syn(syn_flood, ts_obj, ts, src, dst)) == NULL)
+            goto done;
+    }
+    if (fired == NULL && (scan == NULL || scan == Py_None) && (flood == NULL || flood == Py_None)) {
+        result = Py_NewRef(fp->no_alerts);
+        goto done;
+    }
+    result = PyObject_CallFunctionObjArgs(fp->detected, ts_obj, bytes, key,
+                                          fired == NULL ? Py_None : fired,
+                                          scan == NULL ? Py_None : scan,
+                                          flood == NULL ? Py_None : flood, NULL);
+done:
+    Py_XDECREF(src);
+    Py_XDECREF(dst);
+    Py_XDECREF(fired);
+    Py_XDECREF(scan);
+    Py_XDECREF(flood);
+    return result;
+}
+
 /* _new_flow(ts, data, key): a new reference to the alerts (a sequence), Py_None (a new
  * reference) where the full path is to take the packet, NULL on error. */
 static PyObject *opening(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, PyObject *key)
@@ -2960,6 +3428,8 @@ static PyObject *opening(FastPath *fp, PyObject *ts_obj, double ts, PyObject *by
     if (table_evict(fp) < 0)
         return NULL;
     fired = PyList_GET_ITEM(fp->alerting, plan);
+    if (fp->counters != NULL && PyTuple_CheckExact(fired))
+        return opening_fire(fp, ts_obj, ts, bytes, key, fired, syn, dport);
     held = PyObject_IsTrue(fired);
     if (held < 0)
         return NULL;
@@ -3112,18 +3582,23 @@ static int segments(PyObject *pair, uint32_t **starts, Py_ssize_t *count, PyObje
 static PyObject *FastPath_new_flow_path(FastPath *fp, PyObject *args, PyObject *kwargs)
 {
     PyObject *table, *stats, *hellos, *plans, *plan_of, *addr, *ports, *alerting, *scan, *flood;
-    PyObject *fire, *detected, *no_alerts, *made, *slots;
+    PyObject *fire, *detected, *no_alerts, *made, *slots, *counters = NULL;
     int on, sizes;
-    static char *names[] = {"table",    "stats",     "hellos", "plans", "plan_of", "addr",
-                            "ports",    "alerting",  "scan",   "flood", "fire",    "detected",
-                            "no_alerts", "on",       "made",   "sizes", NULL};
+    static char *names[] = {"table",     "stats",    "hellos", "plans",    "plan_of", "addr",
+                            "ports",     "alerting", "scan",   "flood",    "fire",    "detected",
+                            "no_alerts", "on",       "made",   "sizes",    "counters", NULL};
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO!O!OO!O!O!OOOOOpO!p:new_flow_path", names,
-                                     &table, &stats, &PyDict_Type, &hellos, &PyDict_Type, &plans,
-                                     &plan_of, &PyTuple_Type, &addr, &PyTuple_Type, &ports,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO!O!OO!O!O!OOOOOpO!p|O!:new_flow_path",
+                                     names, &table, &stats, &PyDict_Type, &hellos, &PyDict_Type,
+                                     &plans, &plan_of, &PyTuple_Type, &addr, &PyTuple_Type, &ports,
                                      &PyList_Type, &alerting, &scan, &flood, &fire, &detected,
-                                     &no_alerts, &on, &PyList_Type, &made, &sizes))
+                                     &no_alerts, &on, &PyList_Type, &made, &sizes, &PyTuple_Type,
+                                     &counters))
         return NULL;
+    if (counters != NULL && PyTuple_GET_SIZE(counters) != 3) {
+        PyErr_SetString(PyExc_TypeError, "counters: (thresholds, port scan, SYN flood)");
+        return NULL;
+    }
     /* flows are made here only if the class has exactly the slots flow_names lists */
     fp->make_flows = 0;
     slots = PyObject_GetAttrString(fp->flow_type, "__slots__");
@@ -3163,6 +3638,7 @@ static PyObject *FastPath_new_flow_path(FastPath *fp, PyObject *args, PyObject *
     keep(&fp->flood, flood);
     keep(&fp->fire, fire);
     keep(&fp->detected, detected);
+    keep_x(&fp->counters, counters);
     keep(&fp->no_alerts, no_alerts);
     keep(&fp->made_plans, made);
     fp->flow_on = on;
@@ -4114,10 +4590,71 @@ static PyObject *hello_fields(PyObject *module, PyObject *const *args, Py_ssize_
     return pair;
 }
 
+
+/* The counters' compiled forms, called as their methods are (the object first): for the
+ * tests, which hold them to the methods. */
+static PyObject *threshold_allow(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    double ts;
+    int allowed;
+    (void)module;
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "threshold_allow(state, sid, threshold, src, dst, ts)");
+        return NULL;
+    }
+    ts = PyFloat_AsDouble(args[5]);
+    if (ts == -1.0 && PyErr_Occurred())
+        return NULL;
+    allowed = threshold_allows(args[0], args[1], args[2], args[3], args[4], args[5], ts);
+    return allowed < 0 ? NULL : PyBool_FromLong(allowed);
+}
+
+static PyObject *port_scan_syn_function(PyObject *module, PyObject *const *args,
+                                        Py_ssize_t nargs)
+{
+    double ts;
+    long dport;
+    (void)module;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "port_scan_syn(detector, ts, src, dport)");
+        return NULL;
+    }
+    ts = PyFloat_AsDouble(args[1]);
+    dport = PyLong_AsLong(args[3]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (dport < 0 || dport > 65535) {
+        PyErr_SetString(PyExc_ValueError, "port_scan_syn: a port");
+        return NULL;
+    }
+    return port_scan_syn(args[0], args[1], ts, args[2], (unsigned int)dport);
+}
+
+static PyObject *syn_flood_syn_function(PyObject *module, PyObject *const *args,
+                                        Py_ssize_t nargs)
+{
+    double ts;
+    (void)module;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "syn_flood_syn(detector, ts, src, dst)");
+        return NULL;
+    }
+    ts = PyFloat_AsDouble(args[1]);
+    if (ts == -1.0 && PyErr_Occurred())
+        return NULL;
+    return syn_flood_syn(args[0], args[1], ts, args[2], args[3]);
+}
+
 static PyMethodDef module_functions[] = {
     {"hello_fields", (PyCFunction)(void (*)(void))hello_fields, METH_FASTCALL,
      "hello_fields(body, client, ja3, version) -> (the JA3 or JA3S string or None, the "
      "version or None), as tlsinfo.hello_fields"},
+    {"threshold_allow", (PyCFunction)(void (*)(void))threshold_allow, METH_FASTCALL,
+     "threshold_allow(state, sid, threshold, src, dst, ts) -> bool: ThresholdState.allow"},
+    {"port_scan_syn", (PyCFunction)(void (*)(void))port_scan_syn_function, METH_FASTCALL,
+     "port_scan_syn(detector, ts, src, dport) -> Detection or None: PortScan.syn"},
+    {"syn_flood_syn", (PyCFunction)(void (*)(void))syn_flood_syn_function, METH_FASTCALL,
+     "syn_flood_syn(detector, ts, src, dst) -> Detection or None: SynFlood.syn"},
     {"tls_walk", (PyCFunction)(void (*)(void))tls_walk, METH_FASTCALL,
      "tls_walk(shape, followed, flow, to_server, data, ip, start, end) -> True, False, or "
      "None (a state not of the shape): TlsRecords.walk over the flows followed"},
@@ -4699,6 +5236,7 @@ static int FastPath_traverse(FastPath *fp, visitproc visit, void *arg)
     Py_VISIT(fp->flood);
     Py_VISIT(fp->fire);
     Py_VISIT(fp->detected);
+    Py_VISIT(fp->counters);
     Py_VISIT(fp->no_alerts);
     Py_VISIT(fp->addr_bits);
     Py_VISIT(fp->port_bits);
@@ -4740,6 +5278,7 @@ static int FastPath_clear(FastPath *fp)
     Py_CLEAR(fp->flood);
     Py_CLEAR(fp->fire);
     Py_CLEAR(fp->detected);
+    Py_CLEAR(fp->counters);
     Py_CLEAR(fp->no_alerts);
     Py_CLEAR(fp->addr_bits);
     Py_CLEAR(fp->port_bits);
@@ -4811,8 +5350,9 @@ static PyMethodDef FastPath_methods[] = {
     {"new_flow_path", (PyCFunction)(void (*)(void))FastPath_new_flow_path,
      METH_VARARGS | METH_KEYWORDS,
      "new_flow_path(table, stats, hellos, plans, plan_of, addr, ports, alerting, scan, flood, "
-     "fire, detected, no_alerts, on, made, sizes): take a packet no flow holds as the "
-     "engine's _unheld does, hatch an embryo as its _hatch does, make a new flow in lookup()"},
+     "fire, detected, no_alerts, on, made, sizes[, counters]): take a packet no flow holds as "
+     "the engine's _unheld does, hatch an embryo as its _hatch does, make a new flow in "
+     "lookup(); with counters, its thresholds and SYN detectors counted here"},
     {"lookup", (PyCFunction)(void (*)(void))FastPath_lookup, METH_FASTCALL,
      "lookup(layer, ts) -> (flow, to_server), as FlowTable.lookup"},
     {"scan_path", (PyCFunction)(void (*)(void))FastPath_scan_path, METH_FASTCALL,
@@ -4870,6 +5410,19 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     }
     one = PyLong_FromLong(1);
     if (one == NULL)
+        return NULL;
+    if (intern(&str__entries, "_entries") < 0 || intern(&str_max_entries, "max_entries") < 0
+        || intern(&str_track, "track") < 0 || intern(&str_seconds, "seconds") < 0
+        || intern(&str_count, "count") < 0 || intern(&str_type, "type") < 0
+        || intern(&str_sid, "sid") < 0 || intern(&str_threshold, "threshold") < 0
+        || intern(&str_ports, "ports") < 0 || intern(&str_window, "window") < 0
+        || intern(&str__seen, "_seen") < 0 || intern(&str_limit, "limit") < 0
+        || intern(&str_period, "period") < 0 || intern(&str__by_src, "_by_src") < 0
+        || intern(&str__by_dst, "_by_dst") < 0 || intern(&str__tracked, "_tracked") < 0
+        || intern(&str_popitem, "popitem") < 0 || intern(&str_detection, "detection") < 0
+        || intern(&str_by_src, "by_src") < 0
+        || intern(&str_kind_detection_filter, "detection_filter") < 0
+        || intern(&str_kind_limit, "limit") < 0 || intern(&str_kind_threshold, "threshold") < 0)
         return NULL;
     if (intern(&str_embryos, "embryos") < 0 || intern(&str_next_sweep, "_next_sweep") < 0
         || intern(&str_sweep, "_sweep") < 0 || intern(&str_max_flows, "max_flows") < 0

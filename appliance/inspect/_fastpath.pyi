@@ -32,6 +32,7 @@ class FastPath:
         on: bool,
         made: list[tuple[Any, Any, bool, tuple[Any, ...], int]],
         sizes: bool,
+        counters: tuple[Any, Any, Any] | None = None,
     ) -> None: ...
     def lookup(self, layer: Any, ts: float) -> tuple[Any, bool]: ...
     def scan_path(
@@ -110,6 +111,11 @@ class Patterns:
     @property
     def states(self) -> int: ...
 
+def threshold_allow(
+    state: Any, sid: int, threshold: Any, src: bytes, dst: bytes, ts: float
+) -> bool: ...
+def port_scan_syn(detector: Any, ts: float, src: bytes, dport: int) -> Any: ...
+def syn_flood_syn(detector: Any, ts: float, src: bytes, dst: bytes) -> Any: ...
 def tls_walk(
     shape: tuple[type, type, int],
     followed: dict[bytes, Any],

@@ -115,6 +115,10 @@ class PortScan:
         state[1] = ts
         count = len(ports)
         ports.clear()  # the next window counts afresh
+        return self.detection(count)
+
+    def detection(self, count: int) -> Detection:
+        """The detection of a scan of ``count`` ports (its compiled ``syn`` makes it here)."""
         return Detection(SID_PORT_SCAN, f"{count} ports in {self.window:g}s")
 
 
@@ -166,12 +170,19 @@ class SynFlood:
                 self._by_dst[dst] = (by_dst[0], by_dst[1], True)
             if not by_src[2]:
                 self._by_src[src] = (by_src[0], by_src[1], True)
-                return Detection(SID_SYN_FLOOD, f"from one source above {self.limit} per window")
+                return self.detection(True)
             return None
         if by_dst[1] > limit and not by_dst[2]:
             self._by_dst[dst] = (by_dst[0], by_dst[1], True)
-            return Detection(SID_SYN_FLOOD, f"to one destination above {self.limit} per window")
+            return self.detection(False)
         return None
+
+    def detection(self, from_source: bool) -> Detection:
+        """The detection of a flood from one source, or to one destination (its compiled
+        ``syn`` makes it here)."""
+        if from_source:
+            return Detection(SID_SYN_FLOOD, f"from one source above {self.limit} per window")
+        return Detection(SID_SYN_FLOOD, f"to one destination above {self.limit} per window")
 
 
 def shannon_entropy(text: bytes) -> float:

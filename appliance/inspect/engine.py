@@ -552,6 +552,9 @@ class InspectionEngine:
                 self._flow_path,
                 self._plans,  # what an embryo hatches into (_hatch, compiled)
                 self._sizes,
+                # what _flow_fire counts, counted in C (ThresholdState.allow, PortScan.syn,
+                # SynFlood.syn compiled, on these objects' own tables)
+                (self.thresholds, self.port_scan, self.syn_flood),
             )
             fast.scan_path(  # data segments of directions _scans, G-PDUs carrying them
                 self._scan_segment,
