@@ -374,8 +374,14 @@ def main(argv: list[str] | None = None) -> int:
         "scapy": [],
     }
     alerting = fast = 0
-    compiled = bench_engine()._core is not None
-    print(f"compiled fast path: {'yes' if compiled else 'no (' + core.ENV + ' or not built)'}")
+    probe = bench_engine()
+    compiled = probe._core is not None
+    why = core.ENV + " or not built"
+    if compiled:  # loaded by the first packet: the engine may still fall back to its twin
+        probe.process(*frames[0])
+        compiled = probe._core is not None
+        why = "built, but the engine could not load it"
+    print(f"compiled fast path: {'yes' if compiled else 'no (' + why + ')'}")
     for _ in range(args.runs):
         elapsed, alerting, fast = run_engine(frames)
         times["engine"].append(elapsed)

@@ -5302,7 +5302,8 @@ static PyObject *FastPath_scan_path(FastPath *fp, PyObject *const *args, Py_ssiz
     Py_ssize_t depth = 0;
     RecordsShape shape;
     if ((nargs != 5 && nargs != 8 && nargs != 9) || !PyCallable_Check(args[0])
-        || !PyCallable_Check(args[1]) || !PyType_Check(args[3]) || !PyCallable_Check(args[4])
+        || (args[1] != Py_None && !PyCallable_Check(args[1])) || !PyType_Check(args[3])
+        || !PyCallable_Check(args[4])
         || (nargs >= 8 && args[5] != Py_None
             && (!PyCallable_Check(args[5]) || !PyCallable_Check(args[6])
                 || !PyDict_Check(args[7])))) {
@@ -5342,6 +5343,64 @@ static PyObject *FastPath_scan_path(FastPath *fp, PyObject *const *args, Py_ssiz
     Py_RETURN_NONE;
 }
 
+
+/* header_bits(src, dst, sport, dport, ports): Matcher._header_bits of an IPv4 packet (4-byte
+ * addresses) from the segment tables new_flow_path() was handed: which address and port
+ * expressions its addresses and ports fall in (ports false: -1 each, a protocol without
+ * ports). */
+static PyObject *FastPath_header_bits(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
+{
+    long sport, dport;
+    int ports;
+    uint32_t src, dst;
+    PyObject *out;
+    if (nargs != 5 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[1])
+        || PyBytes_GET_SIZE(args[0]) != 4 || PyBytes_GET_SIZE(args[1]) != 4) {
+        PyErr_SetString(PyExc_TypeError,
+                        "header_bits(src, dst, sport, dport, ports): IPv4 addresses");
+        return NULL;
+    }
+    if (fp->addr_bits == NULL || fp->port_bits == NULL) {
+        PyErr_SetString(PyExc_ValueError, "header_bits: new_flow_path() has not been called");
+        return NULL;
+    }
+    sport = PyLong_AsLong(args[2]);
+    dport = PyLong_AsLong(args[3]);
+    ports = PyObject_IsTrue(args[4]);
+    if (PyErr_Occurred() || ports < 0)
+        return NULL;
+    src = u32((const unsigned char *)PyBytes_AS_STRING(args[0]), 0);
+    dst = u32((const unsigned char *)PyBytes_AS_STRING(args[1]), 0);
+    out = PyTuple_New(4);
+    if (out == NULL)
+        return NULL;
+    PyTuple_SET_ITEM(out, 0, Py_NewRef(PyTuple_GET_ITEM(
+                                 fp->addr_bits, segment_of(fp->addr_starts, fp->addr_count, src))));
+    PyTuple_SET_ITEM(out, 1, Py_NewRef(PyTuple_GET_ITEM(
+                                 fp->addr_bits, segment_of(fp->addr_starts, fp->addr_count, dst))));
+    if (ports && sport >= 0 && sport <= 65535 && dport >= 0 && dport <= 65535) {
+        PyTuple_SET_ITEM(out, 2, Py_NewRef(PyTuple_GET_ITEM(
+                                     fp->port_bits, segment_of(fp->port_starts, fp->port_count,
+                                                               (uint32_t)sport))));
+        PyTuple_SET_ITEM(out, 3, Py_NewRef(PyTuple_GET_ITEM(
+                                     fp->port_bits, segment_of(fp->port_starts, fp->port_count,
+                                                               (uint32_t)dport))));
+    } else if (ports) {
+        Py_DECREF(out);
+        PyErr_SetString(PyExc_ValueError, "header_bits: a port");
+        return NULL;
+    } else {
+        PyObject *none = PyLong_FromLong(-1);
+        if (none == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(out, 2, Py_NewRef(none));
+        PyTuple_SET_ITEM(out, 3, none);
+    }
+    return out;
+}
+
 static PyMethodDef FastPath_methods[] = {
     {"take", (PyCFunction)(void (*)(void))FastPath_take, METH_FASTCALL,
      "take(ts, data) -> True (accounted for), False (full path) or the flow key of an "
@@ -5353,6 +5412,9 @@ static PyMethodDef FastPath_methods[] = {
      "fire, detected, no_alerts, on, made, sizes[, counters]): take a packet no flow holds as "
      "the engine's _unheld does, hatch an embryo as its _hatch does, make a new flow in "
      "lookup(); with counters, its thresholds and SYN detectors counted here"},
+    {"header_bits", (PyCFunction)(void (*)(void))FastPath_header_bits, METH_FASTCALL,
+     "header_bits(src, dst, sport, dport, ports) -> the address and port expressions an "
+     "IPv4 packet's addresses and ports fall in, as Matcher._header_bits"},
     {"lookup", (PyCFunction)(void (*)(void))FastPath_lookup, METH_FASTCALL,
      "lookup(layer, ts) -> (flow, to_server), as FlowTable.lookup"},
     {"scan_path", (PyCFunction)(void (*)(void))FastPath_scan_path, METH_FASTCALL,

@@ -14,6 +14,9 @@ class FastPath:
         lookup: Callable[[Any, float], tuple[Any, bool]],
     ) -> None: ...
     def take(self, ts: float, data: bytes) -> bool | bytes | Sequence[Any]: ...
+    def header_bits(
+        self, src: bytes, dst: bytes, sport: int, dport: int, ports: bool
+    ) -> tuple[int, int, int, int]: ...
     def new_flow_path(
         self,
         table: Any,

@@ -574,6 +574,7 @@ class InspectionEngine:
             return False
         # (handed the tables above, take gives False or the packet's alerts)
         self._core = cast(Callable[[float, bytes], Literal[False] | Sequence[Alert]], fast.take)
+        self.matcher.compiled_bits = fast.header_bits  # (over the tables new_flow_path has)
         self._lookup = fast.lookup
         driver = core.rule_hits_class()
         if driver is not None:

@@ -456,6 +456,12 @@ class Matcher:
         # addresses looked up: a flow's addresses come back with its next groups)
         self._addr_bits: dict[bytes, int] = {}
         self._last_bits = (0, 0, -1, -1)
+        # the compiled _header_bits of an IPv4 packet (the compiled fast path's, over the
+        # same tables: FastPath.header_bits(src, dst, sport, dport, ports)), once the engine
+        # has loaded it; None: the bisections here
+        self.compiled_bits: (
+            Callable[[bytes, bytes, int, int, bool], tuple[int, int, int, int]] | None
+        ) = None
         self.groups_built = 0
 
     def _addr_index(self, expr: AddrExpr) -> int:
@@ -507,8 +513,15 @@ class Matcher:
 
     def _header_bits(self, layer: Layer) -> tuple[int, int, int, int]:
         """Which address and port expressions a packet's addresses and ports fall in."""
-        known = self._addr_bits
         src_addr = layer.src
+        if self.compiled_bits is not None and len(src_addr) == 4:
+            found = self.compiled_bits(
+                src_addr, layer.dst, layer.sport, layer.dport, layer.proto in _PORT_PROTOS
+            )
+            self._last_layer = layer
+            self._last_bits = found
+            return found
+        known = self._addr_bits
         dst_addr = layer.dst
         src = known.get(src_addr)
         if src is None:

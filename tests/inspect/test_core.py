@@ -184,6 +184,9 @@ def same(frames: Frames, **config: Any) -> tuple[list[str], Any]:
     compiled, twin = pair(**config)
     got = run(compiled, frames)
     want = run(twin, frames)
+    if any(lt == 1 for _, _, lt in frames):
+        # the compiled side ran the core (loaded by its first Ethernet frame), not the twin
+        assert compiled._core is not None and compiled._core != compiled._load_core
     assert got[0] == want[0]
     assert got[1][1] == want[1][1]
     assert got[1][0] == want[1][0]
@@ -362,6 +365,34 @@ def test_new_flow_path_refuses_odd_tables() -> None:
             handover(bad)
     with pytest.raises(TypeError):
         path.new_flow_path()  # type: ignore[call-arg]
+
+
+def test_header_bits_as_the_matcher_bisects() -> None:
+    """Once the core is loaded, the matcher reads an IPv4 packet's address and port
+    expressions with the compiled header_bits: the same as its bisections give, at each
+    segment's first and last address and port and at random ones, with and without ports."""
+    compiled, twin = pair(corpus=True)
+    compiled.process(*Mix(seed=44).build(1)[0])
+    bits = compiled.matcher.compiled_bits
+    assert bits is not None and twin.matcher.compiled_bits is None
+    rng = random.Random(44)
+    starts = compiled._addr4[0]
+    port_starts = compiled._port_bits[0]
+    assert len(starts) > 5 and len(port_starts) > 5
+    addrs = [a for s in starts for a in (s, s - 1, s + 1) if 0 <= a < 2**32]
+    addrs += [rng.randrange(2**32) for _ in range(500)] + [0, 2**32 - 1]
+    ports = [p for s in port_starts for p in (s, s - 1, s + 1) if 0 <= p < 65536] + [0, 65535]
+    for _ in range(3000):
+        src, dst = (rng.choice(addrs).to_bytes(4, "big") for _ in range(2))
+        sport, dport = rng.choice(ports), rng.choice(ports)
+        proto = rng.choice((6, 17, 1, 132))
+        layer = Layer(4, src, dst, proto, 0)
+        layer.sport, layer.dport = sport, dport
+        assert compiled.matcher._header_bits(layer) == twin.matcher._header_bits(layer)
+    with pytest.raises(TypeError):
+        bits(b"\x01" * 16, b"\x01" * 16, 1, 2, True)  # IPv6: the matcher's own
+    with pytest.raises(ValueError):
+        bits(b"\x01" * 4, b"\x01" * 4, 1, 70000, True)
 
 
 def driver_calls(frames: Frames, **config: Any) -> list[tuple[Any, ...]]:
@@ -1067,16 +1098,18 @@ def test_entry_point_odd_arguments() -> None:
 
 
 def test_scan_path_odd_arguments_and_shapes() -> None:
-    """scan_path refuses what is not two callables, a reassembler, a class and a callable;
-    a stream or group not in the shape the core expects is left to the engine's
-    _scan_segment, which takes the segment as it would have."""
+    """scan_path refuses what is not a callable, a callable or None (no outer scan, as when
+    a rule reads ip:packet), a reassembler, a class and a callable; a stream or group not in
+    the shape the core expects is left to the engine's _scan_segment, which takes the
+    segment as it would have."""
     compiled, twin = pair(rules=SCANNED)
     fast = core.fast_path_class()(  # type: ignore[misc]
         {}, compiled.flows.flows, 1.0, Flow, _anchored_hit, Layer, compiled.flows.lookup
     )
-    for args in ((), (len,), (len, len, None, 1, len), (len, None, None, Flow, len)):
+    for args in ((), (len,), (len, len, None, 1, len), (None, len, None, Flow, len)):
         with pytest.raises(TypeError):
             fast.scan_path(*args)
+    fast.scan_path(len, None, None, Flow, len)
     with pytest.raises(AttributeError):  # a reassembler without a depth
         fast.scan_path(len, len, object(), Flow, len)
     frames = scanned_frames(9, flows=12, disorder=0.0, pieces=FILLER)
