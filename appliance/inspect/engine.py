@@ -393,12 +393,14 @@ class InspectionEngine:
         self._sizes = self._follow is not None and self._follow.sizes is not None
         # The applications whose data segments of an established flow the fast path may take
         # when a direction's only payload work is its payload prefilters and its stream (see
-        # _scan_segment): none where a segment has more buffers than its payload (ip:packet).
-        # The stream sizes and a TLS version kept are more buffers too, but no prefilter's:
-        # their tests (stream_size, tls.version) are never a rule's fast pattern, so a rule
-        # reading them is a plain rule (its direction not taken) or has a pattern the scan
-        # finds; the fast paths count the sizes of the segments they take (count_segment).
-        self._scan_apps = frozenset(() if self._packet else ("none", "http", "tls"))
+        # _scan_segment). A segment may have more buffers than its payload, but none a
+        # prefilter reads: the stream sizes and a TLS version kept (stream_size and
+        # tls.version are never a rule's fast pattern), the packet's headers when a rule
+        # reads ip:packet (a header keyword or a header buffer's content never is either).
+        # A rule reading them is a plain rule (its direction's packets not taken) or has a
+        # pattern the scan finds; the fast paths count the sizes of the segments they take
+        # (count_segment).
+        self._scan_apps = frozenset(("none", "http", "tls"))
         # HTTP messages followed across segments: a segment of a direction gathering one
         # takes the full path
         self._http = self._follow.http if self._follow is not None else None

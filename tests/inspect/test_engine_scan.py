@@ -60,11 +60,15 @@ PIECES = (
 )
 
 
-def scanned_engines(depth: int = 2048, **config: Any) -> tuple[InspectionEngine, InspectionEngine]:
-    """The benchmark's engine with SCANNED: with the fast paths, and without."""
+def scanned_engines(
+    depth: int = 2048, extra: str = "", **config: Any
+) -> tuple[InspectionEngine, InspectionEngine]:
+    """The benchmark's engine with SCANNED (and ``extra``): with the fast paths, and
+    without."""
     base = make_engine()
     variables = Variables.from_networks([parse_network("10.0.0.0/8")])
-    more = list(parse_rules(SCANNED.replace("\\\n", ""), "scanned.rules", variables))
+    text = (SCANNED + extra).replace("\\\n", "")
+    more = list(parse_rules(text, "scanned.rules", variables))
     cfg = replace(
         base.config, signatures=[*base.config.signatures, *more], stream_depth=depth, **config
     )
@@ -222,6 +226,33 @@ def test_past_the_depth_only_the_packet_is_scanned() -> None:
     fast, _ = alike(frames, depth=256)
     assert fast.stats.errors.get("stream.depth_reached", 0) > 5
     assert fast.stats.fast > len(frames) // 3
+
+
+# rules reading the packet's headers (ip:packet): a SYN's TTL, a header buffer's bytes on a
+# port the flows do not use, a window on the server's established segments
+HEADER_RULES = """
+alert tcp any any -> any any (msg:"syn ttl"; flags:S; ttl:<255; sid:9120;)
+alert tcp any any -> any 9 (msg:"tcp hdr"; tcp.hdr; content:"|00|"; sid:9121;)
+alert tcp any 443 -> any any (msg:"window"; flow:established,to_client; window:!1; \\
+sid:9122;)
+"""
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_rules_on_the_headers_leave_the_other_directions_scanned(compiled: bool) -> None:
+    """With rules reading the packet's headers loaded, a direction none of them can match
+    on is still scanned by the fast path, the segments taken as the full path takes them;
+    a direction where one can (the TLS servers' data: a window rule) is not taken."""
+    frames = scanned_frames(11, flows=30)
+    fast, events = alike(frames, extra=HEADER_RULES, compiled=compiled)
+    assert fast._packet
+    sids = {e["alert"]["signature_id"] for e in events}
+    assert {9101, 9120, 9122} <= sids and 9121 not in sids
+    # the same engine with no direction scanned takes only the quiet directions' packets
+    unscanned, _ = scanned_engines(extra=HEADER_RULES, compiled=compiled)
+    unscanned._scan_apps = frozenset()
+    state(unscanned, frames)
+    assert fast.stats.fast > unscanned.stats.fast + 30
 
 
 def test_without_reassembly() -> None:
