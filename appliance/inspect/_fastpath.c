@@ -1497,15 +1497,14 @@ static int records_read(const RecordsShape *rs, PyObject *followed, PyObject *ke
     return 0;
 }
 
-/* TlsRecords.walk(flow, to_server, data, ip, start, end) where the state under key is of
- * the shape: 1 (turned encrypted), 0, -1 on error, -2 (the twin's walk is to be called). */
+/* TlsRecords.walk(flow, to_server, data, ip, start, end) where state (followed[key], found
+ * by the caller) is of the shape: 1 (turned encrypted), 0, -1 on error, -2 (the twin's walk
+ * is to be called). */
 static int records_walk(const RecordsShape *rs, PyObject *followed, PyObject *key,
-                        PyObject *flow, int to_server, const unsigned char *data, Py_ssize_t ip,
-                        Py_ssize_t start, Py_ssize_t end)
+                        PyObject *state, PyObject *flow, int to_server, const unsigned char *data,
+                        Py_ssize_t ip, Py_ssize_t start, Py_ssize_t end)
 {
-    PyObject *state = PyDict_GetItemWithError(followed, key), *encrypted;
-    if (state == NULL)
-        return PyErr_Occurred() ? -1 : 0;
+    PyObject *encrypted;
     if ((PyObject *)Py_TYPE(state) != rs->flow_type)
         return -2;
     if (*place_of(state, rs->flow_offsets[RF_FLOW]) != flow)
@@ -1529,7 +1528,7 @@ static PyObject *tls_walk(PyObject *module, PyObject *const *args, Py_ssize_t na
 {
     RecordsShape rs;
     Py_ssize_t ip, start, end;
-    PyObject *key;
+    PyObject *key, *state;
     int to_server, result;
     (void)module;
     if (nargs != 8 || !PyDict_Check(args[1]) || !PyBytes_CheckExact(args[4])) {
@@ -1552,8 +1551,11 @@ static PyObject *tls_walk(PyObject *module, PyObject *const *args, Py_ssize_t na
     key = PyObject_GetAttrString(args[2], "key");
     if (key == NULL)
         return NULL;
-    result = records_walk(&rs, args[1], key, args[2], to_server,
-                          (const unsigned char *)PyBytes_AS_STRING(args[4]), ip, start, end);
+    state = PyDict_GetItemWithError(args[1], key);
+    result = state == NULL ? (PyErr_Occurred() ? -1 : 0)
+                           : records_walk(&rs, args[1], key, state, args[2], to_server,
+                                          (const unsigned char *)PyBytes_AS_STRING(args[4]), ip,
+                                          start, end);
     Py_DECREF(key);
     if (result < 0)
         return result == -1 ? NULL : Py_NewRef(Py_None);
@@ -1752,7 +1754,7 @@ static int scan_segment(FastPath *fp, PyObject *flow, int to_server, PyObject *g
             encrypted = -2;
             if (followed != Py_None && fp->tls_shape_held != NULL)
                 encrypted = records_walk(&fp->tls_shape, fp->tls_flows, slot(fp, flow, S_KEY),
-                                         flow, to_server, data, ip, start, end);
+                                         followed, flow, to_server, data, ip, start, end);
             if (encrypted == -2) { /* (not of the shape: the twin's walk) */
                 PyObject *args[6] = {flow, to_server ? Py_True : Py_False, bytes, NULL, NULL,
                                      NULL};
@@ -2887,16 +2889,20 @@ static int drop_oldest(PyObject *table)
     return 0;
 }
 
-/* table[key] = value, then past limit entries the oldest dropped; -1 on error. */
-static int put_bounded(PyObject *table, PyObject *key, PyObject *value, Py_ssize_t limit)
+/* Past limit entries, the table's oldest dropped; -1 on error. */
+static int trim(PyObject *table, Py_ssize_t limit)
 {
-    Py_ssize_t size;
-    if (PyObject_SetItem(table, key, value) < 0)
-        return -1;
-    size = PyObject_Length(table);
+    Py_ssize_t size = PyObject_Length(table);
     if (size < 0)
         return -1;
     return size > limit ? drop_oldest(table) : 0;
+}
+
+/* table[key] = value (a key already there keeps its place), then trimmed to limit; -1 on
+ * error. */
+static int set_trimmed(PyObject *table, PyObject *key, PyObject *value, Py_ssize_t limit)
+{
+    return PyObject_SetItem(table, key, value) < 0 ? -1 : trim(table, limit);
 }
 
 /* _Bounded.put(key, value): set, moved to the end, the oldest dropped past its limit. */
@@ -2912,9 +2918,7 @@ static int bounded_put(PyObject *table, PyObject *key, PyObject *value)
     if (moved == NULL)
         return -1;
     Py_DECREF(moved);
-    if (PyObject_Length(table) > limit)
-        return drop_oldest(table);
-    return PyErr_Occurred() ? -1 : 0;
+    return trim(table, limit);
 }
 
 static double attr_double(PyObject *obj, PyObject *name)
@@ -2979,7 +2983,7 @@ static int threshold_allows(PyObject *state, PyObject *sid, PyObject *threshold,
         if (limit == -1 && PyErr_Occurred())
             goto done;
         value = Py_BuildValue("(Oi)", ts_obj, 1);
-        if (value == NULL || put_bounded(entries, key, value, limit) < 0) {
+        if (value == NULL || set_trimmed(entries, key, value, limit) < 0) {
             Py_XDECREF(value);
             goto done;
         }
@@ -3060,7 +3064,7 @@ static PyObject *port_scan_syn(PyObject *detector, PyObject *ts_obj, double ts, 
             PyObject *first = PyTuple_Pack(2, port, ts_obj);
             Py_ssize_t limit = attr_ssize(seen, str_limit);
             if (first == NULL || (limit == -1 && PyErr_Occurred())
-                || put_bounded(seen, src, first, limit) < 0) {
+                || set_trimmed(seen, src, first, limit) < 0) {
                 Py_XDECREF(first);
                 goto done;
             }
@@ -3115,7 +3119,8 @@ static PyObject *port_scan_syn(PyObject *detector, PyObject *ts_obj, double ts, 
             goto done;
         while (PyDict_Next(ports_map, &at, &key, &value)) {
             double when = PyFloat_AsDouble(value);
-            if ((when == -1.0 && PyErr_Occurred()) || (when < horizon && PyList_Append(old, key) < 0)) {
+            if ((when == -1.0 && PyErr_Occurred())
+                || (when < horizon && PyList_Append(old, key) < 0)) {
                 Py_DECREF(old);
                 goto done;
             }
@@ -3156,7 +3161,7 @@ static PyObject *flood_count(PyObject *table, PyObject *addr, PyObject *ts_obj, 
         if (PyErr_Occurred())
             return NULL;
         value = Py_BuildValue("(OiO)", ts_obj, 1, Py_False);
-        if (value == NULL || put_bounded(table, addr, value, tracked) < 0) {
+        if (value == NULL || set_trimmed(table, addr, value, tracked) < 0) {
             Py_XDECREF(value);
             return NULL;
         }
@@ -3180,7 +3185,8 @@ static PyObject *flood_count(PyObject *table, PyObject *addr, PyObject *ts_obj, 
     count = PyLong_AsLongLong(PyTuple_GET_ITEM(entry, 1));
     if (count == -1 && PyErr_Occurred())
         return NULL;
-    value = Py_BuildValue("(OLO)", PyTuple_GET_ITEM(entry, 0), count + 1, PyTuple_GET_ITEM(entry, 2));
+    value = Py_BuildValue("(OLO)", PyTuple_GET_ITEM(entry, 0), count + 1,
+                          PyTuple_GET_ITEM(entry, 2));
     if (value == NULL || PyObject_SetItem(table, addr, value) < 0) {
         Py_XDECREF(value);
         return NULL;
@@ -3311,9 +3317,11 @@ static PyObject *opening_fire(FastPath *fp, PyObject *ts_obj, double ts, PyObjec
         }
     }
     if (syn) {
-        if (port_scan != Py_None && (scan = port_scan_syn(port_scan, ts_obj, ts, src, dport)) == NULL)
+        if (port_scan != Py_None
+            && (scan = port_scan_syn(port_scan, ts_obj, ts, src, dport)) == NULL)
             goto done;
-        if (syn_flood != Py_None && (flood = syn_flood_syn(syn_flood, ts_obj, ts, src, dst)) == NULL)
+        if (syn_flood != Py_None
+            && (flood = syn_flood_syn(syn_flood, ts_obj, ts, src, dst)) == NULL)
             goto done;
     }
     if (fired == NULL && (scan == NULL || scan == Py_None) && (flood == NULL || flood == Py_None)) {
