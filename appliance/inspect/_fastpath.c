@@ -482,6 +482,9 @@ static int folded_in(const unsigned char *data, Py_ssize_t n, PyObject *needle, 
     return 0;
 }
 
+static PyObject *index_placed(PyObject *index, const unsigned char *text, Py_ssize_t n,
+                              PyObject *skip, int first);
+
 /* Whether no anchored rule of the group has its fast pattern in its place in data[start:end]
  * (stream.placed finds none: then the twin's _anchored_hit is false): 1 none, 0 one has or
  * the group's anchored_fast is not in the shape expected, -1 error. */
@@ -494,7 +497,11 @@ static int none_placed(PyObject *group, PyObject *bytes, Py_ssize_t start, Py_ss
     if (index == NULL)
         return -1;
     if (index != Py_None) { /* a large group's: its AnchorIndex finds them in one scan */
-        PyObject *found = PyObject_CallMethod(index, "placed_in", "Onn", bytes, start, end);
+        PyObject *found = NULL;
+        if (start >= 0 && end <= PyBytes_GET_SIZE(bytes) && n >= 0)
+            found = index_placed(index, data, n, NULL, 1);
+        if (found == NULL && !PyErr_Occurred())
+            found = PyObject_CallMethod(index, "placed_in", "Onn", bytes, start, end);
         Py_DECREF(index);
         if (found == NULL)
             return -1;
@@ -1658,6 +1665,265 @@ static PyObject *prefilter_patterns(PyObject *prefilter)
     return scanner;
 }
 
+/* ---- AnchorIndex.placed -------------------------------------------------------------- */
+
+/* A fast pattern that must lie this close to its buffer's start (match.ANCHOR_LIMIT): a
+ * stream's head is its first bytes up to this many. */
+#define ANCHOR_LIMIT 64
+
+static PyObject *str_sid, *str__scan, *str__mine, *str_reach, *str_prefilter, *str_entries,
+    *str_clear, *str_reported, *str_anchored_reach;
+
+/* Whether an anchored entry (rule, pattern, from, to, nocase) has its fast pattern in its
+ * place in text[0:n], as match.in_place looks: 1, 0, -2 not in the shape expected. */
+static int entry_placed(PyObject *entry, const unsigned char *text, Py_ssize_t n)
+{
+    PyObject *needle, *nocase;
+    Py_ssize_t low, high;
+    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 5)
+        return -2;
+    needle = PyTuple_GET_ITEM(entry, 1);
+    nocase = PyTuple_GET_ITEM(entry, 4);
+    if (!PyBytes_CheckExact(needle) || !PyBool_Check(nocase)
+        || !PyLong_CheckExact(PyTuple_GET_ITEM(entry, 2))
+        || !PyLong_CheckExact(PyTuple_GET_ITEM(entry, 3)))
+        return -2;
+    low = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 2));
+    high = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 3));
+    if ((low == -1 || high == -1) && PyErr_Occurred()) {
+        PyErr_Clear();
+        return -2;
+    }
+    if (low < 0 || high < 0)
+        return -2;
+    return nocase == Py_True ? folded_in(text, n, needle, low, high)
+                             : found_in(text, n, needle, low, high);
+}
+
+/* Whether a rule's sid is in skip (a set; NULL: none is): 1, 0, -1 on error. */
+static int skipped(PyObject *sig, PyObject *skip)
+{
+    PyObject *sid;
+    int found;
+    if (skip == NULL || !PySet_GET_SIZE(skip))
+        return 0;
+    sid = PyObject_GetAttr(sig, str_sid);
+    if (sid == NULL)
+        return -1;
+    found = PySet_Contains(skip, sid);
+    Py_DECREF(sid);
+    return found;
+}
+
+static int place_order(const void *a, const void *b)
+{
+    Py_ssize_t x = *(const Py_ssize_t *)a, y = *(const Py_ssize_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* AnchorIndex.placed(text, skip) over text[0:n]: the group's anchored rules (but those of a
+ * sid in skip, a set or NULL) whose fast pattern is in its place there, in the group's order,
+ * found with one scan of the rule set's anchored patterns by their compiled scanner; with
+ * first, only the first of them. A new list; NULL on error, or with no error set where the
+ * index is not in the shape expected or its scanner is not made yet (the index's own method
+ * is to answer). */
+static PyObject *index_placed(PyObject *index, const unsigned char *text, Py_ssize_t n,
+                              PyObject *skip, int first)
+{
+    PyObject *scan = NULL, *mine = NULL, *reach_obj = NULL, *prefilter = NULL, *entries = NULL;
+    PyObject *scanner = NULL, *placed = NULL;
+    Py_ssize_t *places = NULL, count = 0, room = 0, reach, k, i;
+    const unsigned char *own;
+    Py_ssize_t owned;
+    Patterns *pt;
+    int32_t nfound;
+
+    if ((scan = PyObject_GetAttr(index, str__scan)) == NULL
+        || (mine = PyObject_GetAttr(index, str__mine)) == NULL
+        || (reach_obj = PyObject_GetAttr(index, str_reach)) == NULL
+        || (prefilter = PyObject_GetAttr(scan, str_prefilter)) == NULL
+        || (entries = PyObject_GetAttr(scan, str_entries)) == NULL)
+        goto error;
+    if (!PyBytes_CheckExact(mine) || !PyLong_CheckExact(reach_obj) || !PyList_CheckExact(entries))
+        goto twin;
+    reach = PyLong_AsSsize_t(reach_obj);
+    if (reach == -1 && PyErr_Occurred())
+        goto error;
+    if (reach < 0)
+        goto twin;
+    if ((scanner = prefilter_patterns(prefilter)) == NULL) {
+        if (PyErr_Occurred())
+            goto error;
+        goto twin;
+    }
+    pt = (Patterns *)scanner;
+    if (pt->rules == NULL || !PyList_CheckExact(pt->rules)
+        || PyList_GET_SIZE(pt->rules) != pt->count)
+        goto twin;
+    if (n > reach) /* (no fast pattern of the group's lies further) */
+        n = reach;
+    if ((placed = PyList_New(0)) == NULL)
+        goto error;
+    nfound = patterns_run(pt, text, n, 0);
+    own = (const unsigned char *)PyBytes_AS_STRING(mine);
+    owned = PyBytes_GET_SIZE(mine);
+    /* the places of the rules found, those of the group's alone (most often none) */
+    for (k = 0; k < nfound; k++) {
+        PyObject *rules = PyList_GET_ITEM(pt->rules, pt->found[k]);
+        if (!PyList_CheckExact(rules))
+            goto twin;
+        for (i = 0; i < PyList_GET_SIZE(rules); i++) {
+            PyObject *number = PyObject_GetAttr(PyList_GET_ITEM(rules, i), str_sid);
+            Py_ssize_t place;
+            if (number == NULL)
+                goto error;
+            place = PyLong_Check(number) ? PyLong_AsSsize_t(number) : -1;
+            Py_DECREF(number);
+            if (place == -1 && PyErr_Occurred())
+                goto error;
+            if (place < 0 || place >= owned || place >= PyList_GET_SIZE(entries))
+                goto twin;
+            if (!own[place])
+                continue;
+            if (count == room) {
+                Py_ssize_t *more = PyMem_Resize(places, Py_ssize_t, (size_t)(room ? room * 2 : 8));
+                if (more == NULL) {
+                    PyErr_NoMemory();
+                    goto error;
+                }
+                places = more;
+                room = room ? room * 2 : 8;
+            }
+            places[count++] = place;
+        }
+    }
+    if (count > 1)
+        qsort(places, (size_t)count, sizeof(Py_ssize_t), place_order);
+    for (i = 0; i < count; i++) {
+        PyObject *entry = PyList_GET_ITEM(entries, places[i]);
+        int found;
+        if (i > 0 && places[i] == places[i - 1])
+            continue;
+        found = entry_placed(entry, text, n);
+        if (found == -2)
+            goto twin;
+        if (!found)
+            continue;
+        found = skipped(PyTuple_GET_ITEM(entry, 0), skip);
+        if (found < 0)
+            goto error;
+        if (found)
+            continue;
+        if (PyList_Append(placed, PyTuple_GET_ITEM(entry, 0)) < 0)
+            goto error;
+        if (first)
+            break;
+    }
+    goto done;
+twin:
+    Py_CLEAR(placed);
+    goto done;
+error:
+    Py_CLEAR(placed);
+done:
+    PyMem_Free(places);
+    Py_XDECREF(scan);
+    Py_XDECREF(mine);
+    Py_XDECREF(reach_obj);
+    Py_XDECREF(prefilter);
+    Py_XDECREF(entries);
+    Py_XDECREF(scanner);
+    return placed;
+}
+
+/* stream.head_clear(group, stream, payload) for a stream whose data (a bytearray of have
+ * bytes, have > 0) the in-order payload[0:size] is to follow: 1 (none of the group's anchored
+ * rules not reported yet has its fast pattern in its place in the stream's head), 0, -1 on
+ * error, -2 where the twin's function is to answer (stream.head_clear). */
+static int stream_head_clear(PyObject *group, PyObject *stream, PyObject *held,
+                             const unsigned char *payload, Py_ssize_t size)
+{
+    unsigned char head[ANCHOR_LIMIT];
+    Py_ssize_t have = PyByteArray_GET_SIZE(held), length, reach, scanned;
+    PyObject *clear, *index = NULL, *reported = NULL, *placed = NULL;
+    int result = -1;
+
+    clear = PyObject_GetAttr(stream, str_clear);
+    if (clear == NULL)
+        return -1;
+    Py_DECREF(clear); /* (only its identity is read) */
+    if (clear == group)
+        return 1;
+    reach = attr_ssize(group, str_anchored_reach);
+    if (reach == -1 && PyErr_Occurred())
+        return -1;
+    scanned = attr_ssize(stream, str_scanned);
+    if (scanned == -1 && PyErr_Occurred())
+        return -1;
+    if (reach >= 0 && scanned >= reach)
+        return 1;
+    length = have < ANCHOR_LIMIT ? have : ANCHOR_LIMIT;
+    memcpy(head, PyByteArray_AS_STRING(held), (size_t)length);
+    if (length < ANCHOR_LIMIT) {
+        Py_ssize_t more = ANCHOR_LIMIT - length < size ? ANCHOR_LIMIT - length : size;
+        memcpy(head + length, payload, (size_t)more);
+        length += more;
+    }
+    if ((index = PyObject_GetAttr(group, str_anchor_index)) == NULL
+        || (reported = PyObject_GetAttr(stream, str_reported)) == NULL)
+        goto done;
+    if (!PySet_CheckExact(reported)) {
+        result = -2;
+        goto done;
+    }
+    if (index != Py_None) {
+        placed = index_placed(index, head, length, reported, 1);
+        if (placed == NULL) {
+            result = PyErr_Occurred() ? -1 : -2;
+            goto done;
+        }
+        if (PyList_GET_SIZE(placed)) {
+            result = 0;
+            goto done;
+        }
+    } else {
+        PyObject *fast = PyObject_GetAttr(group, str_anchored_fast);
+        Py_ssize_t i;
+        if (fast == NULL)
+            goto done;
+        if (!PyList_CheckExact(fast)) {
+            Py_DECREF(fast);
+            result = -2;
+            goto done;
+        }
+        for (i = 0; i < PyList_GET_SIZE(fast); i++) {
+            PyObject *entry = PyList_GET_ITEM(fast, i);
+            int found = entry_placed(entry, head, length);
+            if (found == 1) { /* placed: a rule reported already does not count */
+                int reported_rule = skipped(PyTuple_GET_ITEM(entry, 0), reported);
+                if (reported_rule > 0)
+                    continue;
+                if (reported_rule < 0)
+                    found = -1;
+            }
+            if (found == 0)
+                continue;
+            Py_DECREF(fast);
+            result = found == 1 ? 0 : found;
+            goto done;
+        }
+        Py_DECREF(fast);
+    }
+    if (length >= ANCHOR_LIMIT && PyObject_SetAttr(stream, str_clear, group) < 0)
+        goto done; /* the head stays, the reported rules only grow */
+    result = 1;
+done:
+    Py_XDECREF(index);
+    Py_XDECREF(reported);
+    Py_XDECREF(placed);
+    return result;
+}
+
 /* The engine's _scan_outer(group, data, end) where each payload prefilter of the group has
  * its compiled scanner: 1 none finds a pattern in the G-PDU's UDP payload data[42:end], 0
  * one does, 2 a payload prefilter without one (the engine's to answer), -1 error. */
@@ -1845,11 +2111,15 @@ static int scan_segment(FastPath *fp, PyObject *flow, int to_server, PyObject *g
                     if ((truth = attr_truth(group, str_anchored)) < 0)
                         goto done;
                     if (truth) {
-                        payload = PyBytes_FromStringAndSize((const char *)data + start, size);
-                        if (payload == NULL)
-                            goto done;
-                        truth = truth_of(PyObject_CallFunctionObjArgs(fp->head_clear, group,
-                                                                      stream, payload, NULL));
+                        truth = stream_head_clear(group, stream, held, data + start, size);
+                        if (truth == -2) { /* (not of the shape expected: the twin's) */
+                            payload = PyBytes_FromStringAndSize((const char *)data + start,
+                                                                size);
+                            if (payload == NULL)
+                                goto done;
+                            truth = truth_of(PyObject_CallFunctionObjArgs(
+                                fp->head_clear, group, stream, payload, NULL));
+                        }
                         if (truth <= 0) {
                             result = truth;
                             goto done;
@@ -2875,7 +3145,7 @@ static Py_ssize_t segment_of(const uint32_t *starts, Py_ssize_t count, uint32_t 
  * tables keep is theirs) and read their settings on each call, as the methods do. ---- */
 
 static PyObject *str__entries, *str_max_entries, *str_track, *str_seconds, *str_count,
-    *str_type, *str_sid, *str_threshold, *str_ports, *str_window, *str__seen, *str_limit,
+    *str_type, *str_threshold, *str_ports, *str_window, *str__seen, *str_limit,
     *str_period, *str__by_src, *str__by_dst, *str__tracked, *str_popitem, *str_detection,
     *str_by_src, *str_kind_detection_filter, *str_kind_limit, *str_kind_threshold;
 
@@ -3946,7 +4216,10 @@ static PyObject *RuleHits_hits(RuleHits *rh, PyObject *const *args, Py_ssize_t n
     if (PyBytes_GET_SIZE(payload) && index != Py_None) {
         /* a large group's anchored rules whose fast pattern is in its place: found by its
          * AnchorIndex in one scan, in the group's order */
-        PyObject *placed = PyObject_CallMethodOneArg(index, str_placed, payload);
+        PyObject *placed = index_placed(index, (const unsigned char *)PyBytes_AS_STRING(payload),
+                                        PyBytes_GET_SIZE(payload), NULL, 0);
+        if (placed == NULL && !PyErr_Occurred())
+            placed = PyObject_CallMethodOneArg(index, str_placed, payload);
         if (placed == NULL)
             goto error;
         if (!PyList_CheckExact(placed)) {
@@ -4653,7 +4926,55 @@ static PyObject *syn_flood_syn_function(PyObject *module, PyObject *const *args,
     return syn_flood_syn(args[0], args[1], ts, args[2], args[3]);
 }
 
+/* AnchorIndex.placed and stream.head_clear in C, called as the twin's are: for the tests,
+ * which hold them to the twin's. None where the twin's is to answer. */
+static PyObject *anchor_placed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *placed;
+    (void)module;
+    if (nargs != 3 || !PyBytes_Check(args[1]) || (args[2] != Py_None && !PySet_Check(args[2]))) {
+        PyErr_SetString(PyExc_TypeError, "anchor_placed(index, text: bytes, skip: set | None)");
+        return NULL;
+    }
+    placed = index_placed(args[0], (const unsigned char *)PyBytes_AS_STRING(args[1]),
+                          PyBytes_GET_SIZE(args[1]), args[2] == Py_None ? NULL : args[2], 0);
+    if (placed == NULL && !PyErr_Occurred())
+        Py_RETURN_NONE;
+    return placed;
+}
+
+static PyObject *anchor_head_clear(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *held;
+    int clear;
+    (void)module;
+    if (nargs != 3 || !PyBytes_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "head_clear(group, stream, payload: bytes)");
+        return NULL;
+    }
+    held = PyObject_GetAttr(args[1], str_data);
+    if (held == NULL)
+        return NULL;
+    if (!PyByteArray_CheckExact(held) || !PyByteArray_GET_SIZE(held)) {
+        Py_DECREF(held);
+        Py_RETURN_NONE; /* (the scan path asks only of a stream that holds bytes) */
+    }
+    clear = stream_head_clear(args[0], args[1], held,
+                              (const unsigned char *)PyBytes_AS_STRING(args[2]),
+                              PyBytes_GET_SIZE(args[2]));
+    Py_DECREF(held);
+    if (clear == -2)
+        Py_RETURN_NONE;
+    return clear < 0 ? NULL : PyBool_FromLong(clear);
+}
+
 static PyMethodDef module_functions[] = {
+    {"anchor_placed", (PyCFunction)(void (*)(void))anchor_placed, METH_FASTCALL,
+     "anchor_placed(index, text, skip) -> list or None (the index not of the shape, or its "
+     "scanner not made yet): AnchorIndex.placed(text, skip or set())"},
+    {"head_clear", (PyCFunction)(void (*)(void))anchor_head_clear, METH_FASTCALL,
+     "head_clear(group, stream, payload) -> bool or None (not of the shape): "
+     "stream.head_clear, for a stream that holds bytes"},
     {"hello_fields", (PyCFunction)(void (*)(void))hello_fields, METH_FASTCALL,
      "hello_fields(body, client, ja3, version) -> (the JA3 or JA3S string or None, the "
      "version or None), as tlsinfo.hello_fields"},
@@ -5516,8 +5837,14 @@ PyMODINIT_FUNC PyInit__fastpath(void)
         return NULL;
     if (intern(&str_pkt, "pkt") < 0 || intern(&str_checks, "checks") < 0
         || intern(&str_plain_checks, "plain_checks") < 0
+        || intern(&str__scan, "_scan") < 0 || intern(&str__mine, "_mine") < 0
+        || intern(&str_reach, "reach") < 0 || intern(&str_prefilter, "prefilter") < 0
+        || intern(&str_entries, "entries") < 0 || intern(&str_clear, "clear") < 0
+        || intern(&str_reported, "reported") < 0
+        || intern(&str_anchored_reach, "anchored_reach") < 0
         || intern(&str_anchored_fast, "anchored_fast") < 0
-        || intern(&str_anchor_index, "anchor_index") < 0 || intern(&str_placed, "placed") < 0 || intern(&str_itype, "itype") < 0
+        || intern(&str_anchor_index, "anchor_index") < 0 || intern(&str_placed, "placed") < 0
+        || intern(&str_itype, "itype") < 0
         || intern(&str_icode, "icode") < 0 || intern(&str_contents, "contents") < 0
         || intern(&str_buffer, "buffer") < 0 || intern(&str_transforms, "transforms") < 0
         || intern(&str_candidates, "candidates") < 0)
@@ -5544,5 +5871,9 @@ PyMODINIT_FUNC PyInit__fastpath(void)
             Py_DECREF(mod);
             return NULL;
         }
+    if (PyModule_AddIntConstant(mod, "ANCHOR_LIMIT", ANCHOR_LIMIT) < 0) {
+        Py_DECREF(mod);
+        return NULL;
+    }
     return mod;
 }

@@ -73,6 +73,7 @@ def test_core_under_sanitizers(build: str, tmp_path: Path) -> None:
         "tests/inspect/test_tlsrecords.py",  # the same, through the engine
         "tests/inspect/test_engine_syn.py",  # the new-flow path: SYNs, ACKs, RSTs, FINs
         "tests/inspect/test_core_counters.py",  # its thresholds and SYN detectors
+        "tests/inspect/test_core_anchors.py",  # anchored rules placed, a stream's head
     ]
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
