@@ -220,6 +220,12 @@ typedef struct {
     uint32_t *port_starts;
     Py_ssize_t addr_count, port_count;
     int flow_on; /* a new flow's first segment (without payload) takes the new-flow path */
+    /* the GTP-U checks' UE pools, IPv4 (first, last) pairs: a G-PDU's inner flow opens on
+     * the new-flow path only if its source or destination is in one; pools_any: no pools
+     * (or no GTP-U checks), every one may */
+    uint32_t *pools;
+    Py_ssize_t pool_count;
+    int pools_any;
     Py_ssize_t stat_offsets[2]; /* Stats.packets, Stats.fast: counted by take() */
     GroupInfo groups[GROUP_CACHE]; /* by the group's address */
     PyObject *made_plans;          /* the engine's _plans: what an embryo hatches into */
@@ -2474,7 +2480,12 @@ error:
 
 /* ---- _fast_gtp ----------------------------------------------------------------------- */
 
-static int fast_gtp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes)
+static PyObject *gtp_unheld(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes,
+                            Py_ssize_t end, PyObject *outer, PyObject *key);
+
+/* _fast_gtp(ts, data): 1 taken, 0 the full path's, 3 the inner packet opened a flow on the
+ * new-flow path (its alerts, a new reference, in *alerts), -1 on error. */
+static int fast_gtp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, PyObject **alerts)
 {
     const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(bytes);
     Py_ssize_t n = PyBytes_GET_SIZE(bytes);
@@ -2559,14 +2570,30 @@ static int fast_gtp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes)
             goto leave_fast;
     }
     Py_DECREF(fast);
-    truth = fast_tcp(fp, ts_obj, ts, bytes, 50, end, 1, NULL);
+    {
+        PyObject *inner = NULL, *found;
+        truth = fast_tcp(fp, ts_obj, ts, bytes, 50, end, 1, &inner);
+        if (truth == 2) { /* no flow holds the inner packet's key */
+            found = gtp_unheld(fp, ts_obj, ts, bytes, end, outer, inner);
+            if (found == NULL)
+                goto error;
+            truth = found == Py_True ? 1 : found == Py_False ? 0 : 3;
+            if (truth == 3)
+                *alerts = found;
+            else
+                Py_DECREF(found);
+        }
+    }
     if (truth < 0)
         goto error;
-    if (truth != 1)
+    if (truth != 1 && truth != 3)
         goto done;
-    if (touch(fp, outer, ts_obj, ts, to_server) < 0)
+    if (touch(fp, outer, ts_obj, ts, to_server) < 0) {
+        if (truth == 3)
+            Py_CLEAR(*alerts);
         goto error;
-    result = 1;
+    }
+    result = truth;
     goto done;
 leave_fast:
     Py_DECREF(fast);
@@ -2980,7 +3007,7 @@ static PyObject *hatch_flow(FastPath *fp, PyObject *client, PyObject *reverse, P
     plan = PyList_GET_ITEM(fp->made_plans, at);
     seq = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(embryo, 1));
     if ((seq == (unsigned long)-1 && PyErr_Occurred()) || !PyTuple_CheckExact(plan)
-        || PyTuple_GET_SIZE(plan) != 5) {
+        || PyTuple_GET_SIZE(plan) != 6) {
         PyErr_Clear();
         goto twin;
     }
@@ -3006,6 +3033,7 @@ static PyObject *hatch_flow(FastPath *fp, PyObject *client, PyObject *reverse, P
     put_flow(fp, flow, F_FAST_S, PyTuple_GET_ITEM(plan, 0));
     put_flow(fp, flow, F_SEL_C, PyTuple_GET_ITEM(plan, 1));
     put_flow(fp, flow, F_FAST_C, PyTuple_GET_ITEM(plan, 1));
+    put_flow(fp, flow, F_GTP_OK, PyTuple_GET_ITEM(plan, 5));
     next = (seq + 1) & 0xFFFFFFFFul;
     if (reads) { /* opened on the first payload */
         value = Py_BuildValue("[Ok]", Py_None, next);
@@ -3547,7 +3575,8 @@ done:
  * thresholds and (a SYN) the SYN detectors count the segment here; its alerts made by the
  * engine's _flow_alerts, if any. A new reference; NULL on error. */
 static PyObject *opening_fire(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes,
-                              PyObject *key, PyObject *alerting, int syn, unsigned int dport)
+                              Py_ssize_t ip, PyObject *key, PyObject *alerting, int syn,
+                              unsigned int dport)
 {
     const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(bytes);
     PyObject *thresholds = PyTuple_GET_ITEM(fp->counters, 0);
@@ -3559,8 +3588,8 @@ static PyObject *opening_fire(FastPath *fp, PyObject *ts_obj, double ts, PyObjec
 
     if (!count && (!syn || (port_scan == Py_None && syn_flood == Py_None)))
         return Py_NewRef(fp->no_alerts);
-    src = PyBytes_FromStringAndSize((const char *)data + 26, 4);
-    dst = PyBytes_FromStringAndSize((const char *)data + 30, 4);
+    src = PyBytes_FromStringAndSize((const char *)data + ip + 12, 4);
+    dst = PyBytes_FromStringAndSize((const char *)data + ip + 16, 4);
     if (src == NULL || dst == NULL)
         goto done;
     for (i = 0; i < count; i++) {
@@ -3611,13 +3640,16 @@ done:
     return result;
 }
 
-/* _new_flow(ts, data, key): a new reference to the alerts (a sequence), Py_None (a new
- * reference) where the full path is to take the packet, NULL on error. */
-static PyObject *opening(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, PyObject *key)
+/* _new_flow(ts, data, key, ip): a new reference to the alerts (a sequence), Py_None (a new
+ * reference) where the full path is to take the packet, NULL on error. ip: 14, or 50 (a
+ * G-PDU's inner packet). */
+static PyObject *opening(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, PyObject *key,
+                         Py_ssize_t ip)
 {
     const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(bytes);
     Py_ssize_t n = PyBytes_GET_SIZE(bytes);
-    Py_ssize_t total = u16(data, 16), doff = data[46] >> 4, at;
+    Py_ssize_t total = u16(data, ip + 2), doff = data[ip + 32] >> 4, at;
+    unsigned int flags = data[ip + 33];
     uint32_t src_n, dst_n;
     unsigned int sport, dport;
     unsigned long seq;
@@ -3625,7 +3657,7 @@ static PyObject *opening(FastPath *fp, PyObject *ts_obj, double ts, PyObject *by
     PyObject *kind, *found, *embryo, *fired, *scan = NULL, *flood = NULL, *src, *dst;
     int held, syn;
 
-    if (doff < 5 || total != 20 + (doff << 2) || 14 + total > n)
+    if (doff < 5 || total != 20 + (doff << 2) || ip + total > n)
         Py_RETURN_NONE; /* a payload, or a malformed or truncated header */
     if (PyDict_GET_SIZE(fp->hellos)) {
         held = PyDict_Contains(fp->hellos, key);
@@ -3634,11 +3666,11 @@ static PyObject *opening(FastPath *fp, PyObject *ts_obj, double ts, PyObject *by
         if (held)
             Py_RETURN_NONE;
     }
-    src_n = u32(data, 26);
-    dst_n = u32(data, 30);
-    sport = u16(data, 34);
-    dport = u16(data, 36);
-    seq = u32(data, 38);
+    src_n = u32(data, ip + 12);
+    dst_n = u32(data, ip + 16);
+    sport = u16(data, ip + 20);
+    dport = u16(data, ip + 22);
+    seq = u32(data, ip + 24);
     embryos = long_attr(fp->table, str_embryos);
     if (embryos == -1 && PyErr_Occurred())
         return NULL;
@@ -3653,13 +3685,13 @@ static PyObject *opening(FastPath *fp, PyObject *ts_obj, double ts, PyObject *by
         if (held)
             Py_RETURN_NONE; /* the other end opened the flow: it hatches */
     }
-    syn = data[47] & 0x02;
+    syn = flags & 0x02;
     if (!syn)
         seq = (seq - 1) & 0xFFFFFFFFul; /* its sender's count starts one before it */
-    kind = PyTuple_New(6);
+    kind = PyTuple_New(7);
     if (kind == NULL)
         return NULL;
-    PyTuple_SET_ITEM(kind, 0, PyLong_FromLong(data[47]));
+    PyTuple_SET_ITEM(kind, 0, PyLong_FromLong(flags));
     at = segment_of(fp->addr_starts, fp->addr_count, src_n);
     PyTuple_SET_ITEM(kind, 1, Py_NewRef(PyTuple_GET_ITEM(fp->addr_bits, at)));
     at = segment_of(fp->addr_starts, fp->addr_count, dst_n);
@@ -3669,6 +3701,7 @@ static PyObject *opening(FastPath *fp, PyObject *ts_obj, double ts, PyObject *by
     at = segment_of(fp->port_starts, fp->port_count, dport);
     PyTuple_SET_ITEM(kind, 4, Py_NewRef(PyTuple_GET_ITEM(fp->port_bits, at)));
     PyTuple_SET_ITEM(kind, 5, Py_NewRef(sport == 53 || dport == 53 ? Py_True : Py_False));
+    PyTuple_SET_ITEM(kind, 6, Py_NewRef(ip != 14 ? Py_True : Py_False));
     found = PyDict_GetItemWithError(fp->plans, kind);
     if (found != NULL) {
         Py_INCREF(found);
@@ -3707,7 +3740,7 @@ static PyObject *opening(FastPath *fp, PyObject *ts_obj, double ts, PyObject *by
         return NULL;
     fired = PyList_GET_ITEM(fp->alerting, plan);
     if (fp->counters != NULL && PyTuple_CheckExact(fired))
-        return opening_fire(fp, ts_obj, ts, bytes, key, fired, syn, dport);
+        return opening_fire(fp, ts_obj, ts, bytes, ip, key, fired, syn, dport);
     held = PyObject_IsTrue(fired);
     if (held < 0)
         return NULL;
@@ -3715,8 +3748,8 @@ static PyObject *opening(FastPath *fp, PyObject *ts_obj, double ts, PyObject *by
         return PyObject_CallFunction(fp->fire, "OOOl", ts_obj, bytes, key, plan);
     if (!syn || (fp->scan == Py_None && fp->flood == Py_None))
         return Py_NewRef(fp->no_alerts);
-    src = PyBytes_FromStringAndSize((const char *)data + 26, 4);
-    dst = PyBytes_FromStringAndSize((const char *)data + 30, 4);
+    src = PyBytes_FromStringAndSize((const char *)data + ip + 12, 4);
+    dst = PyBytes_FromStringAndSize((const char *)data + ip + 16, 4);
     if (src == NULL || dst == NULL)
         goto error;
     if (fp->scan != Py_None) {
@@ -3770,7 +3803,7 @@ static PyObject *unheld(FastPath *fp, PyObject *ts_obj, double ts, PyObject *byt
         flow = hatched(fp, key, ts);
     } else {
         if (((data[47] & 0x17) == 0x02 || !(data[47] & 0x02)) && fp->flow_on) {
-            found = opening(fp, ts_obj, ts, bytes, key);
+            found = opening(fp, ts_obj, ts, bytes, key, 14);
             if (found != Py_None) {
                 Py_DECREF(key);
                 return found; /* the alerts, or NULL */
@@ -3791,6 +3824,109 @@ static PyObject *unheld(FastPath *fp, PyObject *ts_obj, double ts, PyObject *byt
     }
     Py_DECREF(flow);
     result = fast_tcp(fp, ts_obj, ts, bytes, 14, end, 0, NULL);
+    if (result < 0)
+        return NULL;
+    return PyBool_FromLong(result == 1);
+error:
+    Py_DECREF(key);
+    return NULL;
+}
+
+/* Whether an embryo put in the table now would push the tunnel's own flow out: the table
+ * full, its oldest entry the outer flow's. 1, 0, -1 on error. */
+static int pushes_out(FastPath *fp, PyObject *outer)
+{
+    long limit = long_attr(fp->table, str_max_flows);
+    Py_ssize_t size = PyObject_Size(fp->flows);
+    PyObject *iterator, *oldest, *key;
+    int same;
+    if ((limit == -1 && PyErr_Occurred()) || size < 0)
+        return -1;
+    if (size < limit)
+        return 0;
+    iterator = PyObject_GetIter(fp->flows);
+    if (iterator == NULL)
+        return -1;
+    oldest = PyIter_Next(iterator);
+    Py_DECREF(iterator);
+    if (oldest == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    key = slot(fp, outer, S_KEY);
+    same = key == NULL ? -1 : PyObject_RichCompareBool(oldest, key, Py_EQ);
+    Py_DECREF(oldest);
+    return same;
+}
+
+/* Whether a G-PDU's inner addresses pass the GTP-U checks: its source or its destination in
+ * the UE pools (GtpAnomaly.addresses_pass). */
+static int pools_pass(const FastPath *fp, uint32_t src, uint32_t dst)
+{
+    Py_ssize_t i;
+    if (fp->pools_any)
+        return 1;
+    for (i = 0; i < fp->pool_count; i++) {
+        uint32_t first = fp->pools[2 * i], last = fp->pools[2 * i + 1];
+        if ((src >= first && src <= last) || (dst >= first && dst <= last))
+            return 1;
+    }
+    return 0;
+}
+
+/* _gtp_unheld(ts, data, end, outer): True (the inner packet taken: an embryo hatched and
+ * fast_tcp took it), False (the full path is to take the G-PDU), or the alerts of the inner
+ * flow's first segment (a new reference each); NULL on error. The key: the inner packet's (a
+ * new reference, given up here). */
+static PyObject *gtp_unheld(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes,
+                            Py_ssize_t end, PyObject *outer, PyObject *key)
+{
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(bytes);
+    unsigned int flags = data[83];
+    PyObject *flow, *found;
+    long embryos;
+    int held, result;
+
+    if (fp->table == NULL) {
+        Py_DECREF(key);
+        Py_RETURN_FALSE;
+    }
+    embryos = long_attr(fp->table, str_embryos);
+    if (embryos == -1 && PyErr_Occurred())
+        goto error;
+    held = embryos ? PyDict_Contains(fp->flows, key) : 0;
+    if (held < 0)
+        goto error;
+    if (held) {
+        flow = hatched(fp, key, ts);
+    } else {
+        if (((flags & 0x17) == 0x02 || !(flags & 0x02)) && fp->flow_on
+            && pools_pass(fp, u32(data, 62), u32(data, 66))) {
+            held = pushes_out(fp, outer);
+            if (held < 0)
+                goto error;
+            if (held) {
+                Py_DECREF(key);
+                Py_RETURN_FALSE;
+            }
+            found = opening(fp, ts_obj, ts, bytes, key, 50);
+            if (found != Py_None) {
+                Py_DECREF(key);
+                return found; /* the alerts, or NULL */
+            }
+            Py_DECREF(found);
+            embryos = long_attr(fp->table, str_embryos);
+            if (embryos == -1 && PyErr_Occurred())
+                goto error;
+        }
+        flow = embryos ? hatched(fp, key, ts) : Py_NewRef(Py_None);
+    }
+    Py_DECREF(key);
+    if (flow == NULL)
+        return NULL;
+    held = flow != Py_None;
+    Py_DECREF(flow);
+    if (!held)
+        Py_RETURN_FALSE;
+    result = fast_tcp(fp, ts_obj, ts, bytes, 50, end, 1, NULL);
     if (result < 0)
         return NULL;
     return PyBool_FromLong(result == 1);
@@ -3857,21 +3993,70 @@ static int segments(PyObject *pair, uint32_t **starts, Py_ssize_t *count, PyObje
     return 0;
 }
 
+/* The UE pools of the GTP-U checks: None (no checks, or no pools: any address passes), or
+ * a tuple of IPv4 (first, last) pairs. 0, -1 on error. */
+static int ue_pools(FastPath *fp, PyObject *pools)
+{
+    Py_ssize_t i, count;
+    uint32_t *ranges;
+    if (pools == Py_None) {
+        fp->pools_any = 1;
+        return 0;
+    }
+    if (!PyTuple_Check(pools)) {
+        PyErr_SetString(PyExc_TypeError, "pools: None or a tuple of (first, last) pairs");
+        return -1;
+    }
+    count = PyTuple_GET_SIZE(pools);
+    ranges = PyMem_New(uint32_t, (size_t)(2 * count + 1));
+    if (ranges == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (i = 0; i < count; i++) {
+        PyObject *pair = PyTuple_GET_ITEM(pools, i);
+        unsigned long first, last;
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            PyErr_SetString(PyExc_TypeError, "pools: (first, last) pairs");
+            PyMem_Free(ranges);
+            return -1;
+        }
+        first = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(pair, 0));
+        last = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(pair, 1));
+        if (PyErr_Occurred() || first > 0xFFFFFFFFul || last > 0xFFFFFFFFul) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "pools: IPv4 addresses");
+            PyMem_Free(ranges);
+            return -1;
+        }
+        ranges[2 * i] = (uint32_t)first;
+        ranges[2 * i + 1] = (uint32_t)last;
+    }
+    PyMem_Free(fp->pools);
+    fp->pools = ranges;
+    fp->pool_count = count;
+    fp->pools_any = 0;
+    return 0;
+}
+
 static PyObject *FastPath_new_flow_path(FastPath *fp, PyObject *args, PyObject *kwargs)
 {
     PyObject *table, *stats, *hellos, *plans, *plan_of, *addr, *ports, *alerting, *scan, *flood;
-    PyObject *fire, *detected, *no_alerts, *made, *slots, *counters = NULL;
+    PyObject *fire, *detected, *no_alerts, *made, *slots, *counters = NULL, *pools = Py_None;
     int on, sizes;
-    static char *names[] = {"table",     "stats",    "hellos", "plans",    "plan_of", "addr",
-                            "ports",     "alerting", "scan",   "flood",    "fire",    "detected",
-                            "no_alerts", "on",       "made",   "sizes",    "counters", NULL};
+    static char *names[] = {"table",     "stats",    "hellos", "plans",    "plan_of",  "addr",
+                            "ports",     "alerting", "scan",   "flood",    "fire",     "detected",
+                            "no_alerts", "on",       "made",   "sizes",    "counters", "pools",
+                            NULL};
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO!O!OO!O!O!OOOOOpO!p|O!:new_flow_path",
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO!O!OO!O!O!OOOOOpO!p|O!O:new_flow_path",
                                      names, &table, &stats, &PyDict_Type, &hellos, &PyDict_Type,
                                      &plans, &plan_of, &PyTuple_Type, &addr, &PyTuple_Type, &ports,
                                      &PyList_Type, &alerting, &scan, &flood, &fire, &detected,
                                      &no_alerts, &on, &PyList_Type, &made, &sizes, &PyTuple_Type,
-                                     &counters))
+                                     &counters, &pools))
+        return NULL;
+    if (ue_pools(fp, pools) < 0)
         return NULL;
     if (counters != NULL && PyTuple_GET_SIZE(counters) != 3) {
         PyErr_SetString(PyExc_TypeError, "counters: (thresholds, port scan, SYN flood)");
@@ -3973,9 +4158,12 @@ static PyObject *take_packet(FastPath *fp, PyObject *const *args)
         return PyBool_FromLong(result);
     }
     if (data[23] == 17 && data[36] == 0x08 && data[37] == 0x68) {
-        result = fast_gtp(fp, ts_obj, ts, bytes);
+        PyObject *alerts = NULL;
+        result = fast_gtp(fp, ts_obj, ts, bytes, &alerts);
         if (result < 0)
             return NULL;
+        if (result == 3)
+            return alerts; /* the inner packet's, on the new-flow path */
         return PyBool_FromLong(result);
     }
     Py_RETURN_FALSE;
@@ -5623,6 +5811,7 @@ static void FastPath_dealloc(FastPath *fp)
     FastPath_clear(fp);
     PyMem_Free(fp->addr_starts);
     PyMem_Free(fp->port_starts);
+    PyMem_Free(fp->pools);
     Py_TYPE(fp)->tp_free((PyObject *)fp);
 }
 

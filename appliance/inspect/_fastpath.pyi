@@ -33,9 +33,10 @@ class FastPath:
         detected: Callable[..., Sequence[Any]],
         no_alerts: Sequence[Any],
         on: bool,
-        made: list[tuple[Any, Any, bool, tuple[Any, ...], int]],
+        made: list[tuple[Any, Any, bool, tuple[Any, ...], int, bool]],
         sizes: bool,
         counters: tuple[Any, Any, Any] | None = None,
+        pools: tuple[tuple[int, int], ...] | None = None,
     ) -> None: ...
     def lookup(self, layer: Any, ts: float) -> tuple[Any, bool]: ...
     def scan_path(

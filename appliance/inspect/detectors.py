@@ -245,8 +245,8 @@ class GtpAnomaly:
     def __init__(self, config: GtpDetector) -> None:
         self.pools = config.ue_pools
         # (first, last) as integers, by address size: a membership test without ipaddress
-        # objects
-        self._ranges: dict[int, tuple[tuple[int, int], ...]] = {
+        # objects (the compiled core's new-flow path reads those of IPv4)
+        self.ranges: dict[int, tuple[tuple[int, int], ...]] = {
             size: tuple(
                 (int(n.network_address), int(n.broadcast_address))
                 for n in config.ue_pools
@@ -283,13 +283,18 @@ class GtpAnomaly:
             return None
         if info.nested:
             return "GTP-U inside GTP-U"
-        if self.pools and not self._in_pools(inner.src) and not self._in_pools(inner.dst):
+        if not self.addresses_pass(inner.src, inner.dst):
             return "inner source outside the UE pools"
         return None
 
+    def addresses_pass(self, src: bytes, dst: bytes) -> bool:
+        """Whether a G-PDU's inner addresses pass: its source or its destination in the UE
+        pools (any, without pools)."""
+        return not self.pools or self._in_pools(src) or self._in_pools(dst)
+
     def _in_pools(self, addr: bytes) -> bool:
         number = int.from_bytes(addr, "big")
-        for first, last in self._ranges.get(len(addr), ()):  # noqa: SIM110 - no generator a packet
+        for first, last in self.ranges.get(len(addr), ()):  # noqa: SIM110 - no generator a packet
             if first <= number <= last:
                 return True
         return False

@@ -409,8 +409,9 @@ class InspectionEngine:
         self._scan_picks: dict[tuple[int, str], tuple[bool, Group, str, bool]] = {}
         self._flow_plans: dict[tuple[int, ...], int] = {}  # kind of segment -> in _plans
         # (direction to the server's selection, the other's, whether the stream is
-        # followed, the rules that alert on it in order, the TCP state it leaves the flow in)
-        self._plans: list[tuple[Any, Any, bool, tuple[Signature, ...], int]] = []
+        # followed, the rules that alert on it in order, the TCP state it leaves the flow in,
+        # whether it is the inner flow of a G-PDU that passed the GTP-U checks)
+        self._plans: list[tuple[Any, Any, bool, tuple[Signature, ...], int, bool]] = []
         self._alerting: list[tuple[Signature, ...]] = []  # the last of each plan
         self._addr4 = self.matcher._addr_segments[4]
         self._port_bits = self.matcher._port_segments
@@ -500,9 +501,13 @@ class InspectionEngine:
                     if end <= len(data) and self._fast_tcp(ts, data, 14, end):
                         stats.fast += 1
                         return _NO_ALERTS
-            elif proto == 17 and data[36] == 0x08 and data[37] == 0x68 and self._fast_gtp(ts, data):
-                stats.fast += 1
-                return _NO_ALERTS
+            elif proto == 17 and data[36] == 0x08 and data[37] == 0x68:
+                through = self._fast_gtp(ts, data)
+                if through is True:
+                    stats.fast += 1
+                    return _NO_ALERTS
+                if through is not False:
+                    return through  # the alerts of an inner flow's first segment
         layer = self._decode(data, linktype, stats.errors)
         if layer is None:
             return _NO_ALERTS
@@ -557,6 +562,9 @@ class InspectionEngine:
                 # what _flow_fire counts, counted in C (ThresholdState.allow, PortScan.syn,
                 # SynFlood.syn compiled, on these objects' own tables)
                 (self.thresholds, self.port_scan, self.syn_flood),
+                # a G-PDU's inner flow opens on the new-flow path if its addresses pass the
+                # GTP-U checks (GtpAnomaly.addresses_pass): any (None), or in these pools
+                None if self.gtp is None or not self.gtp.pools else self.gtp.ranges[4],
             )
             fast.scan_path(  # data segments of directions _scans, G-PDUs carrying them
                 self._scan_segment,
@@ -623,36 +631,39 @@ class InspectionEngine:
             return table.hatched(key, ts)
         return None
 
-    def _new_flow(self, ts: float, data: bytes, key: bytes) -> Sequence[Alert] | None:
-        """The first segment of an IPv4/TCP flow whose key (``data[26:38]``) no flow or
-        embryo holds, without payload: a bare SYN (no ACK, RST or FIN), or a segment without
-        SYN (the full path would hold it as a flow picked up in mid-stream), in a few steps:
-        its kind's plan gives the rules that match it, their thresholds and the SYN
+    def _new_flow(self, ts: float, data: bytes, key: bytes, ip: int = 14) -> Sequence[Alert] | None:
+        """The first segment of an IPv4/TCP flow whose key (``data[ip + 12:ip + 24]``) no
+        flow or embryo holds, without payload: a bare SYN (no ACK, RST or FIN), or a segment
+        without SYN (the full path would hold it as a flow picked up in mid-stream), in a few
+        steps: its kind's plan gives the rules that match it, their thresholds and the SYN
         detectors (a SYN's) count it, and its flow is held as an embryo until it answers or
         sends again. Only when something alerts is the packet decoded and the flow hatched,
-        for the alerts. None: the full path takes the packet."""
-        total = data[16] << 8 | data[17]
-        doff = data[46] >> 4
-        if doff < 5 or total != 20 + (doff << 2) or 14 + total > len(data):
+        for the alerts. None: the full path takes the packet. ``ip`` 50: the inner packet
+        of a G-PDU ``_fast_gtp`` found clean, whose outer flow it accounts for."""
+        total = data[ip + 2] << 8 | data[ip + 3]
+        flags = data[ip + 33]
+        doff = data[ip + 32] >> 4
+        if doff < 5 or total != 20 + (doff << 2) or ip + total > len(data):
             return None  # a payload, or a malformed or truncated header
         if self._hellos and key in self._hellos:
             return None
-        src_n, dst_n, sport, dport, seq = _SYN_HEAD(data, 26)
+        src_n, dst_n, sport, dport, seq = _SYN_HEAD(data, ip + 12)
         table = self.flows
         flows = table.flows
         if table.embryos and _TCP_KEY(dst_n, src_n, dport, sport) in flows:
             return None  # the other end opened the flow: it hatches
-        if not data[47] & 0x02:
+        if not flags & 0x02:
             seq = (seq - 1) & 0xFFFFFFFF  # its sender's count starts one before it
         starts, bits = self._addr4
         port_starts, port_bits = self._port_bits
         kind = (
-            data[47],
+            flags,
             bits[bisect_right(starts, src_n) - 1],
             bits[bisect_right(starts, dst_n) - 1],
             port_bits[bisect_right(port_starts, sport) - 1],
             port_bits[bisect_right(port_starts, dport) - 1],
             sport == 53 or dport == 53,
+            ip != 14,
         )
         plan = self._flow_plans.get(kind)
         if plan is None:
@@ -672,7 +683,7 @@ class InspectionEngine:
             else:
                 table.drop_index(oldest)
             table.evicted += 1
-        if not self._alerting[plan] and not (self._syn_detectors and data[47] & 0x02):
+        if not self._alerting[plan] and not (self._syn_detectors and flags & 0x02):
             return _NO_ALERTS
         return self._flow_fire(ts, data, key, plan)
 
@@ -680,9 +691,10 @@ class InspectionEngine:
         """A new flow's first segment, held as an embryo: its rules' thresholds and (a
         SYN) the SYN detectors count it; its alerts, if any."""
         alerting = self._alerting[plan]
-        dport = data[36] << 8 | data[37]
-        src = data[26:30]
-        dst = data[30:34]
+        ip = 14 if data[23] == 6 else 50  # (a G-PDU's inner packet)
+        dport = data[ip + 22] << 8 | data[ip + 23]
+        src = data[ip + 12 : ip + 16]
+        dst = data[ip + 16 : ip + 20]
         fired: list[Signature] | None = None
         for sig in alerting:
             if sig.threshold is None or self._allow(sig.sid, sig.threshold, src, dst, ts):
@@ -691,7 +703,7 @@ class InspectionEngine:
                 else:
                     fired.append(sig)
         scan = flood = None
-        if data[47] & 0x02:
+        if data[ip + 33] & 0x02:
             scan = self._scan_syn(ts, src, dport) if self._scan_syn is not None else None
             flood = self._flood_syn(ts, src, dst) if self._flood_syn is not None else None
         if fired is None and scan is None and flood is None:
@@ -708,9 +720,11 @@ class InspectionEngine:
         flood: detectors.Detection | None,
     ) -> Sequence[Alert]:
         """The alerts of a new flow's first segment held as an embryo: its flow hatched,
-        the packet decoded, for them."""
+        the packet decoded, for them (a G-PDU's: its inner packet's, as the full path's)."""
         flow = self.flows.hatched(key, ts)
         layer = decode_packet(data, 1, self.stats.errors)
+        if layer is not None and layer.gtp is not None:
+            layer = layer.gtp.inner
         assert flow is not None and layer is not None
         alerts: list[Alert] = []
         for sig in fired or ():
@@ -730,6 +744,8 @@ class InspectionEngine:
         state it leaves the flow in."""
         plan = _NO_PLAN
         layer = decode_packet(data, 1, {})
+        if layer is not None and kind[6]:  # a G-PDU's inner packet
+            layer = layer.gtp.inner if layer.gtp is not None else None
         if layer is not None and not layer.payload:
             group, other = self.matcher.pair_for(layer, "", True)
             port53 = bool(kind[5])
@@ -760,7 +776,7 @@ class InspectionEngine:
                             alerting.append(sig)
                 reads = self.streams is not None and group.reads_payload
                 state = TCP_SYN_SENT if layer.flags & TCP_SYN else TCP_NEW
-                self._plans.append((sel_s, sel_c, reads, tuple(alerting), state))
+                self._plans.append((sel_s, sel_c, reads, tuple(alerting), state, bool(kind[6])))
                 self._alerting.append(tuple(alerting))
                 plan = len(self._plans) - 1
         self._flow_plans[kind] = plan
@@ -770,10 +786,11 @@ class InspectionEngine:
         """The flow an embryo stands for: as the full path leaves it after its first
         segment (``seq``: one before the sequence number its sender's count starts at)."""
         ts, seq, plan = embryo
-        sel_s, sel_c, reads, _, state = self._plans[plan]
+        sel_s, sel_c, reads, _, state, gtp_ok = self._plans[plan]
         flow = Flow(key, reverse, PROTO_TCP, ts)
         flow.packets_to_server = 1
         flow.tcp_state = state
+        flow.gtp_ok = gtp_ok
         flow.sel_s = flow.fast_s = sel_s
         flow.sel_c = flow.fast_c = sel_c
         if reads:
@@ -859,9 +876,10 @@ class InspectionEngine:
             flow.touched = ts
         return True
 
-    def _fast_gtp(self, ts: float, data: bytes) -> bool:
+    def _fast_gtp(self, ts: float, data: bytes) -> bool | Sequence[Alert]:
         """A plain G-PDU (no optional header, TEID not 0) carrying IPv4/TCP that _fast_tcp
-        can take, on a GTP-U flow where no outer rule applies to it."""
+        can take, or the first segment of a flow that takes the new-flow path (its alerts
+        returned: see _gtp_unheld), on a GTP-U flow where no outer rule applies to it."""
         total = data[16] << 8 | data[17]
         end = 14 + total
         if (
@@ -897,8 +915,11 @@ class InspectionEngine:
             return False
         if group.prefilters and not self._scan_outer(group, data, end):
             return False
-        if not self._fast_tcp(ts, data, 50, end, tunnel=True):
-            return False
+        taken: bool | Sequence[Alert] = self._fast_tcp(ts, data, 50, end, tunnel=True)
+        if not taken:
+            taken = self._gtp_unheld(ts, data, end, outer)
+            if taken is False:
+                return False
         outer.last_ts = ts
         if to_server:
             outer.packets_to_server += 1
@@ -907,7 +928,39 @@ class InspectionEngine:
         if ts - outer.touched >= 1.0:
             self.flows.flows.move_to_end(outer.key)
             outer.touched = ts
-        return True
+        return taken
+
+    def _gtp_unheld(self, ts: float, data: bytes, end: int, outer: Flow) -> bool | Sequence[Alert]:
+        """The inner IPv4/TCP packet of a G-PDU ``_fast_gtp`` checked, where no flow holds
+        its key, as ``_unheld`` takes a packet: an embryo under its key or the other
+        direction's hatches (the packet then taken if ``_fast_tcp`` takes it), or a flow's
+        first segment takes the new-flow path (its alerts returned), if the GTP-U checks
+        find nothing to report of the G-PDU. False: the full path takes the G-PDU."""
+        key = data[62:74]
+        if key in self._index:
+            return False  # a flow holds it, and _fast_tcp left the packet to the full path
+        table = self.flows
+        flow: Flow | None = None
+        if table.embryos and key in table.flows:
+            flow = table.hatched(key, ts)
+        else:
+            flags = data[83]
+            if (
+                (flags & 0x17 == 0x02 or not flags & 0x02)
+                and self._flow_path
+                and (self.gtp is None or self.gtp.addresses_pass(data[62:66], data[66:70]))
+            ):
+                flows = table.flows
+                if len(flows) >= table.max_flows and next(iter(flows)) == outer.key:
+                    return False  # its embryo would push the tunnel's flow out
+                found = self._new_flow(ts, data, key, 50)
+                if found is not None:
+                    return found
+            if table.embryos:
+                flow = table.hatched(key, ts)
+        if flow is None:
+            return False
+        return self._fast_tcp(ts, data, 50, end, tunnel=True)
 
     def _inspect(self, ts: float, layer: Layer, alerts: list[Alert]) -> Flow:
         gtp = layer.gtp

@@ -7,16 +7,20 @@ and bounds, whatever follows."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from typing import Any
 
-from scapy.all import IP, TCP, Ether, raw  # type: ignore[attr-defined]
+import pytest
+from scapy.all import IP, TCP, UDP, Ether, raw  # type: ignore[attr-defined]
 
 from appliance.inspect.engine import InspectionConfig, InspectionEngine
 from appliance.inspect.eve import to_eve
 from appliance.inspect.flow import TCP_NEW, Flow
 from appliance.inspect.pcap import LINKTYPE_ETHERNET
+from appliance.lab import mix
 from appliance.lab.mix import Mix, make_engine
-from appliance.model.profile import Detectors, PortScanDetector, SynFloodDetector
+from appliance.model.profile import Detectors, GtpDetector, PortScanDetector, SynFloodDetector
+from appliance.model.values import parse_network
 from appliance.units import Rate
 from tests.inspect.traffic import engine, tcp_session
 
@@ -255,15 +259,25 @@ def test_a_half_open_flood_leaves_only_embryos() -> None:
     assert eng.stats.full == 3000 and eng.stats.fast == 0
 
 
-def test_an_embryo_hatches_into_the_flow_the_full_path_makes() -> None:
+@pytest.mark.parametrize("tunnel", [False, True])
+def test_an_embryo_hatches_into_the_flow_the_full_path_makes(tunnel: bool) -> None:
+    """Its flow (a G-PDU's inner flow: ``tunnel``) as the full path makes it, slot by slot;
+    what follows as the full path gives it."""
     packets = tcp_session("10.0.0.5", "10.0.0.80", 40000, 9000, [b"late"], [b"ok"])
     frames = [(1.0 + i / 100, raw(p), LINKTYPE_ETHERNET) for i, p in enumerate(packets)]
     fast, slow = twins()
+    if tunnel:  # the G-PDUs' path opened by an earlier one (a datagram of another flow)
+        frames = in_g_pdus(frames)
+        (opened,) = in_g_pdus([(0.5, raw(Ether() / IP(src="10.0.0.5") / UDP()), 1)])
+        fast.process(*opened)
+        slow.process(*opened)
     fast.process(*frames[0])
     slow.process(*frames[0])
-    assert fast.flows.embryos == 1 and not fast.flows.index
-    (embryo_view,) = fast.flows.records()
-    (made,) = slow.flows.records()
+    key = frames[0][1][-28:-16] if tunnel else frames[0][1][26:38]
+    assert fast.flows.embryos == 1 and key not in fast.flows.index
+    (embryo_view,) = [f for f in fast.flows.records() if f.key == key]
+    (made,) = [f for f in slow.flows.records() if f.key == key]
+    assert made.gtp_ok == tunnel
     for name in Flow.__slots__:
         if name in ("sel_s", "sel_c", "fast_s", "fast_c"):  # (quiet, group, app)
             mine, theirs = getattr(embryo_view, name), getattr(made, name)
@@ -280,6 +294,7 @@ def test_an_embryo_hatches_into_the_flow_the_full_path_makes() -> None:
     assert (fast_events, fast_state) == (slow_events, slow_state)
     assert [e["alert"]["signature_id"] for e in fast_events] == [4]
     assert fast.flows.embryos == 0
+    assert fast.stats.fast == 2  # the SYN/ACK and the ACK, tunnelled or not
 
 
 def test_the_bench_mix_and_a_flood_give_the_same_results() -> None:
@@ -328,3 +343,73 @@ def test_header_fields_of_a_syn_decide_as_on_the_full_path() -> None:
     fast_events, fast_state = run(engine(rules, DETECTORS), frames)
     slow_events, slow_state = run(engine(rules, DETECTORS, fast_path=False), frames)
     assert (fast_events, fast_state) == (slow_events, slow_state)
+
+
+# -- flows carried in G-PDUs --------------------------------------------------------------
+
+GNB, UPF = bytes([10, 0, 9, 1]), bytes([10, 0, 9, 100])
+CLIENTS = {"198.51.100.1", "198.51.100.2", "198.51.100.3", "198.51.100.4", "198.51.100.5"}
+CLIENTS |= {"10.0.0.7", "10.0.0.8"}  # (the sources traffic() opens flows from)
+
+
+def in_g_pdus(frames: list[Any]) -> list[Any]:
+    """The frames' IP packets carried in G-PDUs on one GTP-U path between a gNB and a UPF:
+    a client's uplink, the rest downlink."""
+    out = []
+    for ts, data, linktype in frames:
+        inner = data[14:]
+        up = ".".join(str(b) for b in inner[12:16]) in CLIENTS
+        teid = 0x1234 if up else 0x5678
+        outer = mix.ipv4(GNB, UPF, 17, mix.udp(2152, 2152, mix.gtpu(teid, inner)))
+        if not up:
+            outer = mix.ipv4(UPF, GNB, 17, mix.udp(2152, 2152, mix.gtpu(teid, inner)))
+        out.append((ts, mix.eth(outer), linktype))
+    return out
+
+
+@pytest.mark.parametrize(
+    "pools", [None, (), ("198.51.100.0/25",), ("10.0.0.0/30",), ("10.9.9.0/24",)]
+)
+def test_flows_in_g_pdus_as_the_full_path_gives(pools: tuple[str, ...] | None) -> None:
+    """Flows carried in G-PDUs open on the new-flow path where the GTP-U checks pass them
+    (no pools: all; else a client or a server in one): the same alerts, flows and
+    counters as the full path, the GTP-U alerts of those the checks do not pass included."""
+    rules = (
+        RULES
+        + MIDSTREAM_RULES
+        + ('alert udp any any -> any 2152 (msg:"outer"; content:"late data"; sid:20;)\n')
+    )
+    detectors = DETECTORS
+    if pools is not None:
+        networks = tuple(parse_network(p) for p in pools)
+        detectors = replace(DETECTORS, gtp=GtpDetector(ue_pools=networks))
+    sids: set[int] = set()
+    for seed in range(3):
+        frames = in_g_pdus(traffic(seed, 500, midstream=seed > 0))
+        fast = engine(rules, detectors)
+        slow = engine(rules, detectors, fast_path=False)
+        fast_events, fast_state = run(fast, frames)
+        slow_events, slow_state = run(slow, frames)
+        assert fast_events == slow_events
+        assert fast_state == slow_state
+        sids |= {e["alert"]["signature_id"] for e in fast_events}
+        # inner flows opened on the new-flow path, unless no address passes
+        tunnelled = [plan for plan in fast._plans if plan[5]]
+        passing = pools != ("10.9.9.0/24",)
+        assert bool(tunnelled) == passing
+        assert (fast.stats.fast > 0) == passing  # (their packets after the first, too)
+    assert sids >= {1, 2, 5, 12, 20, 9000001}
+    if pools:
+        assert 9000004 in sids  # (the GTP-U checks' alerts)
+
+
+def test_g_pdu_embryos_count_against_the_flow_table_bound() -> None:
+    """A table so small that an inner flow's embryo may push out the tunnel's own flow."""
+    frames = in_g_pdus(traffic(7, 1500))
+    fast = engine(RULES, DETECTORS, max_flows=12, idle_timeout=30.0)
+    slow = engine(RULES, DETECTORS, max_flows=12, idle_timeout=30.0, fast_path=False)
+    fast_events, fast_state = run(fast, frames)
+    slow_events, slow_state = run(slow, frames)
+    assert (fast_events, fast_state) == (slow_events, slow_state)
+    assert len(fast.flows) == 12 and fast.flows.evicted > 100
+    assert any(plan[5] for plan in fast._plans)
