@@ -10,7 +10,7 @@ app-layer parsing, the shipped signatures (profiles/rules/edge.rules) and all fo
     .venv/bin/python bench/inspect_throughput.py [--packets 200000] [--runs 3]
         [--scapy-every N] [--pcap FILE] [--rules FILE]... [--flood] [--cpu] [--breakdown]
         [--profile N] [--python-scans] [--tls-records] [--encryption track-only|full]
-        [--warm] [--sustained N] [--flood-kind syn|ack|rst|fin|data]
+        [--warm] [--sustained N] [--flood-kind syn|ack|rst|fin|data|gtp]
 
 With the compiled fast path built (setup.py), the engine runs twice a round: with it
 ("engine") and with its pure-Python twin ("twin", ``compiled=False``, the prefilters'
@@ -19,7 +19,8 @@ Python scans); the environment's ``APPLIANCE_INSPECT_CORE=python`` leaves only t
 ``--cpu`` times each loop by the process's CPU time instead of the wall clock. ``--rules``
 adds rule files to the shipped ones (loaded as the daemon does: a rule the engine
 cannot run is skipped); ``--flood`` replaces the mix by TCP SYNs that each open a new flow
-(``--flood-kind``: ACKs, RSTs, FIN/ACKs or ACKs with data instead, none after a handshake);
+(``--flood-kind``: ACKs, RSTs, FIN/ACKs or ACKs with data instead, none after a handshake,
+or SYNs from UEs carried in G-PDUs);
 ``--breakdown`` times each kind of packet on its own; ``--profile N`` runs the engine's loop
 once more under cProfile and prints the N functions that take most time of their own.
 ``--tls-records`` makes the mix's TLS flows (and those in GTP-U tunnels) carry TLS records
@@ -292,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=sorted(FLOOD_FLAGS),
         default="syn",
         help="the flood's segments: bare SYNs (default), ACKs, RSTs, FIN/ACKs, or ACKs with "
-        "64 bytes of data, none after a handshake",
+        "64 bytes of data, none after a handshake; or bare SYNs from UEs in G-PDUs (gtp)",
     )
     parser.add_argument(
         "--tls-records",

@@ -311,13 +311,15 @@ class Mix:
         return self.frames[:count]
 
 
-FLOOD_FLAGS = {"syn": 0x02, "ack": 0x10, "rst": 0x04, "fin": 0x11, "data": 0x18}
+FLOOD_FLAGS = {"syn": 0x02, "ack": 0x10, "rst": 0x04, "fin": 0x11, "data": 0x18, "gtp": 0x02}
 
 
 def flood(count: int, seed: int = 7, kind: str = "syn") -> list[Frame]:
     """TCP segments from random sources and ports to one network: every packet a new flow.
     ``kind``: bare SYNs (the default), bare ACKs, RSTs or FIN/ACKs (no handshake before
-    them), or ACKs carrying 64 bytes of data ("data")."""
+    them), ACKs carrying 64 bytes of data ("data"), or bare SYNs from UEs (random addresses
+    of the mix's UE pool) to the internet carried in G-PDUs from 15 gNBs to one UPF
+    ("gtp")."""
     rng = random.Random(seed)
     frames: list[Frame] = []
     eth = b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08\x00"
@@ -327,6 +329,9 @@ def flood(count: int, seed: int = 7, kind: str = "syn") -> list[Frame]:
     for i in range(count):
         src = struct.pack("!I", rng.getrandbits(32) | 0x01000000)
         dst = bytes((10, 0, rng.randrange(256), rng.randrange(1, 255)))
+        if kind == "gtp":
+            src = bytes((10, 45, rng.randrange(256), rng.randrange(1, 255)))
+            dst = bytes((93, 184, rng.randrange(256), rng.randrange(1, 255)))
         ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, i & 0xFFFF, 0, 64, 6, 0, src, dst)
         tcp = struct.pack(
             "!HHIIBBHHH",
@@ -340,7 +345,12 @@ def flood(count: int, seed: int = 7, kind: str = "syn") -> list[Frame]:
             0,
             0,
         )
-        frames.append((1_700_000_000.0 + i * 1e-5, eth + ip + tcp + payload, 1))
+        packet = ip + tcp + payload
+        if kind == "gtp":
+            gnb = bytes((10, 0, 9, 1 + i % 15))
+            tunnel = gtpu(rng.randrange(1, 2**32), packet)
+            packet = ipv4(gnb, bytes((10, 0, 9, 100)), 17, udp(2152, 2152, tunnel))
+        frames.append((1_700_000_000.0 + i * 1e-5, eth + packet, 1))
     return frames
 
 

@@ -93,7 +93,8 @@ def test_mutated_captures_through_every_entry_point() -> None:
         rng = random.Random(round_)
         mix = Mix(seed=1000 + round_).build(3_000)
         # a flood of segments opening flows (SYNs, or ACKs, RSTs, FINs, data without one)
-        syns = flood(300, seed=round_, kind=("syn", "ack", "rst", "fin", "data")[round_ % 5])
+        kinds = ("syn", "ack", "rst", "fin", "data", "gtp")
+        syns = flood(300, seed=round_, kind=kinds[round_ % len(kinds)])
         share = rng.uniform(0.05, 0.6)
         for frames in (mangled(corpus, rng, share), mangled(mix + syns, rng, share)):
             same(frames)
