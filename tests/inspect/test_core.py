@@ -238,6 +238,8 @@ def test_bench_mix_with_evictions() -> None:
 
 def test_flood_and_mix_with_flood() -> None:
     same(flood(10_000, seed=3))
+    same(flood(3_000, seed=5, kind="gtp"))  # SYNs in G-PDUs
+    same(flood(2_000, seed=6, kind="gtp"), max_flows=500)
     mixed = Mix(seed=23).build(9_000)
     syns = flood(3_000, seed=4)
     frames: Frames = []

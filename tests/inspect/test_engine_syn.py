@@ -311,7 +311,8 @@ def test_the_bench_mix_and_a_flood_give_the_same_results() -> None:
         )
         for i in range(4000)
     ]
-    frames = sorted(Mix(seed=5).build(8000) + flood)
+    tunnelled = [(ts + 2e-6, data, lt) for ts, data, lt in mix.flood(3000, seed=4, kind="gtp")]
+    frames = sorted(Mix(seed=5).build(8000) + flood + tunnelled)
     fast = make_engine()
     config = fast.config
     slow = InspectionEngine(
@@ -326,6 +327,7 @@ def test_the_bench_mix_and_a_flood_give_the_same_results() -> None:
     slow_events, slow_state = run(slow, frames)
     assert (fast_events, fast_state) == (slow_events, slow_state)
     assert len(fast_events) > 10
+    assert any(plan[5] for plan in fast._plans)  # (the G-PDUs' SYNs on the new-flow path)
 
 
 def test_header_fields_of_a_syn_decide_as_on_the_full_path() -> None:
