@@ -2480,8 +2480,9 @@ error:
 
 /* ---- _fast_gtp ----------------------------------------------------------------------- */
 
-static PyObject *gtp_unheld(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes,
-                            Py_ssize_t end, PyObject *outer, PyObject *key);
+static PyObject *unheld(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes,
+                        PyObject *key, Py_ssize_t end, int whole, Py_ssize_t ip,
+                        PyObject *outer);
 
 /* _fast_gtp(ts, data): 1 taken, 0 the full path's, 3 the inner packet opened a flow on the
  * new-flow path (its alerts, a new reference, in *alerts), -1 on error. */
@@ -2574,7 +2575,7 @@ static int fast_gtp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, 
         PyObject *inner = NULL, *found;
         truth = fast_tcp(fp, ts_obj, ts, bytes, 50, end, 1, &inner);
         if (truth == 2) { /* no flow holds the inner packet's key */
-            found = gtp_unheld(fp, ts_obj, ts, bytes, end, outer, inner);
+            found = unheld(fp, ts_obj, ts, bytes, inner, end, 1, 50, outer);
             if (found == NULL)
                 goto error;
             truth = found == Py_True ? 1 : found == Py_False ? 0 : 3;
@@ -3782,56 +3783,6 @@ error:
     return NULL;
 }
 
-/* _unheld(ts, data, key) and what follows it in process: True (the hatched flow's packet
- * taken), False (the full path takes the packet), or the alerts of a new flow's first segment
- * (a new reference each); NULL on error. The key: a new reference, given up here. */
-static PyObject *unheld(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes,
-                        PyObject *key, Py_ssize_t end, int whole)
-{
-    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(bytes);
-    PyObject *flow = NULL, *found;
-    long embryos;
-    int held, result;
-
-    embryos = long_attr(fp->table, str_embryos);
-    if (embryos == -1 && PyErr_Occurred())
-        goto error;
-    held = embryos ? PyDict_Contains(fp->flows, key) : 0;
-    if (held < 0)
-        goto error;
-    if (held) {
-        flow = hatched(fp, key, ts);
-    } else {
-        if (((data[47] & 0x17) == 0x02 || !(data[47] & 0x02)) && fp->flow_on) {
-            found = opening(fp, ts_obj, ts, bytes, key, 14);
-            if (found != Py_None) {
-                Py_DECREF(key);
-                return found; /* the alerts, or NULL */
-            }
-            Py_DECREF(found);
-        }
-        embryos = long_attr(fp->table, str_embryos);
-        if (embryos == -1 && PyErr_Occurred())
-            goto error;
-        flow = embryos ? hatched(fp, key, ts) : Py_NewRef(Py_None);
-    }
-    Py_DECREF(key);
-    if (flow == NULL)
-        return NULL;
-    if (flow == Py_None || !whole) {
-        Py_DECREF(flow);
-        Py_RETURN_FALSE;
-    }
-    Py_DECREF(flow);
-    result = fast_tcp(fp, ts_obj, ts, bytes, 14, end, 0, NULL);
-    if (result < 0)
-        return NULL;
-    return PyBool_FromLong(result == 1);
-error:
-    Py_DECREF(key);
-    return NULL;
-}
-
 /* Whether an embryo put in the table now would push the tunnel's own flow out: the table
  * full, its oldest entry the outer flow's. 1, 0, -1 on error. */
 static int pushes_out(FastPath *fp, PyObject *outer)
@@ -3872,15 +3823,19 @@ static int pools_pass(const FastPath *fp, uint32_t src, uint32_t dst)
     return 0;
 }
 
-/* _gtp_unheld(ts, data, end, outer): True (the inner packet taken: an embryo hatched and
- * fast_tcp took it), False (the full path is to take the G-PDU), or the alerts of the inner
- * flow's first segment (a new reference each); NULL on error. The key: the inner packet's (a
- * new reference, given up here). */
-static PyObject *gtp_unheld(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes,
-                            Py_ssize_t end, PyObject *outer, PyObject *key)
+/* _unheld(ts, data, key) and what follows it in process (ip 14, outer NULL), or the engine's
+ * _gtp_unheld(ts, data, end, outer) for a G-PDU's inner packet (ip 50, its outer flow): True
+ * (an embryo hatched and the packet taken as fast_tcp takes it), False (the full path takes
+ * the packet), or the alerts of a new flow's first segment (a new reference each); NULL on
+ * error. A packet whose inner flow opens on the new-flow path passes the GTP-U checks and
+ * leaves the tunnel's flow in the table. whole: the packet is whole (else it is not taken).
+ * The key: a new reference, given up here. */
+static PyObject *unheld(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes,
+                        PyObject *key, Py_ssize_t end, int whole, Py_ssize_t ip,
+                        PyObject *outer)
 {
     const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(bytes);
-    unsigned int flags = data[83];
+    unsigned int flags = data[ip + 33];
     PyObject *flow, *found;
     long embryos;
     int held, result;
@@ -3899,15 +3854,15 @@ static PyObject *gtp_unheld(FastPath *fp, PyObject *ts_obj, double ts, PyObject 
         flow = hatched(fp, key, ts);
     } else {
         if (((flags & 0x17) == 0x02 || !(flags & 0x02)) && fp->flow_on
-            && pools_pass(fp, u32(data, 62), u32(data, 66))) {
-            held = pushes_out(fp, outer);
+            && (outer == NULL || pools_pass(fp, u32(data, ip + 12), u32(data, ip + 16)))) {
+            held = outer == NULL ? 0 : pushes_out(fp, outer);
             if (held < 0)
                 goto error;
             if (held) {
                 Py_DECREF(key);
                 Py_RETURN_FALSE;
             }
-            found = opening(fp, ts_obj, ts, bytes, key, 50);
+            found = opening(fp, ts_obj, ts, bytes, key, ip);
             if (found != Py_None) {
                 Py_DECREF(key);
                 return found; /* the alerts, or NULL */
@@ -3924,9 +3879,9 @@ static PyObject *gtp_unheld(FastPath *fp, PyObject *ts_obj, double ts, PyObject 
         return NULL;
     held = flow != Py_None;
     Py_DECREF(flow);
-    if (!held)
+    if (!held || !whole)
         Py_RETURN_FALSE;
-    result = fast_tcp(fp, ts_obj, ts, bytes, 50, end, 1, NULL);
+    result = fast_tcp(fp, ts_obj, ts, bytes, ip, end, outer != NULL, NULL);
     if (result < 0)
         return NULL;
     return PyBool_FromLong(result == 1);
@@ -4148,13 +4103,13 @@ static PyObject *take_packet(FastPath *fp, PyObject *const *args)
             key = PyBytes_FromStringAndSize((const char *)data + 26, 12);
             if (key == NULL || fp->table == NULL)
                 return key;
-            return unheld(fp, ts_obj, ts, bytes, key, end, 0);
+            return unheld(fp, ts_obj, ts, bytes, key, end, 0, 14, NULL);
         }
         result = fast_tcp(fp, ts_obj, ts, bytes, 14, end, 0, &key);
         if (result < 0)
             return NULL;
         if (result == 2)
-            return fp->table == NULL ? key : unheld(fp, ts_obj, ts, bytes, key, end, 1);
+            return fp->table == NULL ? key : unheld(fp, ts_obj, ts, bytes, key, end, 1, 14, NULL);
         return PyBool_FromLong(result);
     }
     if (data[23] == 17 && data[36] == 0x08 && data[37] == 0x68) {

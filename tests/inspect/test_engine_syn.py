@@ -78,6 +78,20 @@ def streams(flow: Flow) -> list[Any] | None:
     return [s if s is None or isinstance(s, int) else (s.base, bytes(s.data)) for s in flow.streams]
 
 
+def alike(
+    rules: str, detectors: Detectors, frames: list[Any], **config: Any
+) -> tuple[InspectionEngine, list[dict[str, Any]]]:
+    """The frames through an engine and through its twin without fast paths: the same
+    alerts, flows and counters. The engine and its alerts."""
+    fast = engine(rules, detectors, **config)
+    slow = engine(rules, detectors, fast_path=False, **config)
+    fast_events, fast_state = run(fast, frames)
+    slow_events, slow_state = run(slow, frames)
+    assert fast_events == slow_events
+    assert fast_state == slow_state
+    return fast, fast_events
+
+
 def twins(**config: Any) -> tuple[InspectionEngine, InspectionEngine]:
     """The engine and its twin without fast paths (every packet through the full path)."""
     return (
@@ -176,13 +190,7 @@ def test_flows_opened_without_a_syn_as_the_full_path_gives() -> None:
     rules = RULES + MIDSTREAM_RULES
     sids: set[int] = set()
     for seed in range(4):
-        frames = traffic(seed, 600, midstream=True)
-        fast = engine(rules, DETECTORS)
-        slow = engine(rules, DETECTORS, fast_path=False)
-        fast_events, fast_state = run(fast, frames)
-        slow_events, slow_state = run(slow, frames)
-        assert fast_events == slow_events
-        assert fast_state == slow_state
+        fast, fast_events = alike(rules, DETECTORS, traffic(seed, 600, midstream=True))
         sids |= {e["alert"]["signature_id"] for e in fast_events}
         # the flows opened without a SYN took the new-flow path
         assert any(plan[4] == TCP_NEW for plan in fast._plans)
@@ -219,12 +227,7 @@ def test_stream_sizes_as_the_full_path_gives() -> None:
         "stream_size:client,=,10; sid:9;)\n"
     )
     for seed in range(3):
-        frames = traffic(seed, 500, midstream=seed > 0)
-        fast = engine(rules, DETECTORS)
-        slow = engine(rules, DETECTORS, fast_path=False)
-        fast_events, fast_state = run(fast, frames)
-        slow_events, slow_state = run(slow, frames)
-        assert (fast_events, fast_state) == (slow_events, slow_state)
+        fast, fast_events = alike(rules, DETECTORS, traffic(seed, 500, midstream=seed > 0))
         assert {e["alert"]["signature_id"] for e in fast_events} >= {6, 7, 8, 9} - {
             9 if seed == 0 else 0  # (flows opened without a SYN: the later seeds')
         }
@@ -388,12 +391,7 @@ def test_flows_in_g_pdus_as_the_full_path_gives(pools: tuple[str, ...] | None) -
     sids: set[int] = set()
     for seed in range(3):
         frames = in_g_pdus(traffic(seed, 500, midstream=seed > 0))
-        fast = engine(rules, detectors)
-        slow = engine(rules, detectors, fast_path=False)
-        fast_events, fast_state = run(fast, frames)
-        slow_events, slow_state = run(slow, frames)
-        assert fast_events == slow_events
-        assert fast_state == slow_state
+        fast, fast_events = alike(rules, detectors, frames)
         sids |= {e["alert"]["signature_id"] for e in fast_events}
         # inner flows opened on the new-flow path, unless no address passes
         tunnelled = [plan for plan in fast._plans if plan[5]]
@@ -408,10 +406,6 @@ def test_flows_in_g_pdus_as_the_full_path_gives(pools: tuple[str, ...] | None) -
 def test_g_pdu_embryos_count_against_the_flow_table_bound() -> None:
     """A table so small that an inner flow's embryo may push out the tunnel's own flow."""
     frames = in_g_pdus(traffic(7, 1500))
-    fast = engine(RULES, DETECTORS, max_flows=12, idle_timeout=30.0)
-    slow = engine(RULES, DETECTORS, max_flows=12, idle_timeout=30.0, fast_path=False)
-    fast_events, fast_state = run(fast, frames)
-    slow_events, slow_state = run(slow, frames)
-    assert (fast_events, fast_state) == (slow_events, slow_state)
+    fast, _ = alike(RULES, DETECTORS, frames, max_flows=12, idle_timeout=30.0)
     assert len(fast.flows) == 12 and fast.flows.evicted > 100
     assert any(plan[5] for plan in fast._plans)
