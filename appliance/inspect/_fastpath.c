@@ -3575,6 +3575,75 @@ done:
  * the ThresholdState, the PortScan or None, the SynFlood or None): the alerting rules'
  * thresholds and (a SYN) the SYN detectors count the segment here; its alerts made by the
  * engine's _flow_alerts, if any. A new reference; NULL on error. */
+/* fields.segment_tests_hold(tests, data, ip): whether every header test (field's code, 0
+ * range or 1 flags, low or bits, high or modifier's code, negated) holds of the IPv4 packet
+ * at data[ip:] (a header of 20 bytes, then TCP). 1, 0, -1 on error (a test not of the
+ * shape). */
+static int segment_tests_hold(PyObject *tests, const unsigned char *data, Py_ssize_t ip)
+{
+    Py_ssize_t i;
+    if (!PyTuple_CheckExact(tests))
+        goto shape;
+    for (i = 0; i < PyTuple_GET_SIZE(tests); i++) {
+        PyObject *test = PyTuple_GET_ITEM(tests, i);
+        long code, kind, low, high;
+        unsigned long number;
+        int negated, holds;
+        if (!PyTuple_CheckExact(test) || PyTuple_GET_SIZE(test) != 5)
+            goto shape;
+        code = PyLong_AsLong(PyTuple_GET_ITEM(test, 0));
+        kind = PyLong_AsLong(PyTuple_GET_ITEM(test, 1));
+        negated = PyObject_IsTrue(PyTuple_GET_ITEM(test, 4));
+        if (PyErr_Occurred() || negated < 0)
+            return -1;
+        switch (code) {
+        case 0: number = data[ip + 8]; break;
+        case 1: number = data[ip + 1]; break;
+        case 2: number = u16(data, ip + 4); break;
+        case 3: number = data[ip + 6] & 0xE0u; break;
+        case 4: number = u16(data, ip + 6) & 0x1FFFu; break;
+        case 5: number = u32(data, ip + 24); break;
+        case 6: number = u32(data, ip + 28); break;
+        case 7: number = u16(data, ip + 34); break;
+        default: goto shape;
+        }
+        if (kind == 0) { /* a range: its bounds may be past a field's (an int of any size) */
+            int above, below;
+            PyObject *value = PyLong_FromUnsignedLong(number);
+            if (value == NULL)
+                return -1;
+            below = PyObject_RichCompareBool(PyTuple_GET_ITEM(test, 2), value, Py_LE);
+            above = below > 0 ? PyObject_RichCompareBool(value, PyTuple_GET_ITEM(test, 3), Py_LE)
+                              : below;
+            Py_DECREF(value);
+            if (below < 0 || above < 0)
+                return -1;
+            holds = (below && above) != negated;
+        } else if (kind == 1) {
+            low = PyLong_AsLong(PyTuple_GET_ITEM(test, 2));
+            high = PyLong_AsLong(PyTuple_GET_ITEM(test, 3));
+            if (PyErr_Occurred())
+                return -1;
+            if (high == 1)
+                holds = (number & (unsigned long)low) != 0;
+            else if (high == 2)
+                holds = (number & (unsigned long)low) == (unsigned long)low;
+            else if (high == 3)
+                holds = (number & (unsigned long)low) != (unsigned long)low;
+            else
+                holds = number == (unsigned long)low;
+        } else {
+            goto shape;
+        }
+        if (!holds)
+            return 0;
+    }
+    return 1;
+shape:
+    PyErr_SetString(PyExc_TypeError, "a segment's header tests: (code, kind, low, high, negated)");
+    return -1;
+}
+
 static PyObject *opening_fire(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes,
                               Py_ssize_t ip, PyObject *key, PyObject *alerting, int syn,
                               unsigned int dport)
@@ -3594,9 +3663,22 @@ static PyObject *opening_fire(FastPath *fp, PyObject *ts_obj, double ts, PyObjec
     if (src == NULL || dst == NULL)
         goto done;
     for (i = 0; i < count; i++) {
-        PyObject *sig = PyTuple_GET_ITEM(alerting, i);
-        PyObject *threshold = PyObject_GetAttr(sig, str_threshold), *sid;
+        PyObject *sig = PyTuple_GET_ITEM(alerting, i), *threshold, *sid;
         int allowed = 1;
+        if (PyTuple_CheckExact(sig)) { /* (rule, tests): a rule on header fields */
+            int holds = PyTuple_GET_SIZE(sig) == 2
+                            ? segment_tests_hold(PyTuple_GET_ITEM(sig, 1), data, ip)
+                            : -1;
+            if (holds < 0) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_TypeError, "a plan's rule: a rule or (rule, tests)");
+                goto done;
+            }
+            if (!holds)
+                continue;
+            sig = PyTuple_GET_ITEM(sig, 0);
+        }
+        threshold = PyObject_GetAttr(sig, str_threshold);
         if (threshold == NULL)
             goto done;
         if (threshold != Py_None) {

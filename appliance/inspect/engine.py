@@ -14,7 +14,7 @@ from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
 
 from appliance.inspect import appproto, core, detectors, flowint
@@ -32,7 +32,14 @@ from appliance.inspect.decode import (
 )
 from appliance.inspect.defrag import Defragmenter
 from appliance.inspect.eve import Alert
-from appliance.inspect.fields import IP_PACKET, TLS_VERSION
+from appliance.inspect.fields import (
+    HEADER_BUFFERS,
+    IP_PACKET,
+    TLS_VERSION,
+    SegmentTest,
+    segment_test,
+    segment_tests_hold,
+)
 from appliance.inspect.flow import (
     TCP_ESTABLISHED,
     TCP_NEW,
@@ -272,6 +279,52 @@ def _flowbits(
     return alerting
 
 
+# A rule a new flow's first segment alerts on: always, or where its header tests hold
+Alerting = Signature | tuple[Signature, tuple[SegmentTest, ...]]
+
+
+def _segment_tests(sig: Signature, buffers: dict[str, bytes]) -> tuple[SegmentTest, ...] | None:
+    """A rule reading header fields, as the new-flow path tests it on each segment of a kind
+    (``buffers``: the kind's, without the packet's headers): its header tests compiled, if
+    the rest of it holds of every such segment (its other items checked here; () when they
+    do not: it never matches one). None: it reads more of the packet than those tests."""
+    tests: list[SegmentTest] = []
+    rest = []
+    for content in sig.contents:
+        if content.buffer == IP_PACKET:
+            head = content.head
+            compiled = segment_test(head) if head is not None and content.plain else None
+            if compiled is None:
+                return None
+            tests.append(compiled)
+        elif content.buffer in HEADER_BUFFERS:
+            return None
+        else:
+            rest.append(content)
+    if not tests:
+        return None
+    if rest and not contents_match(replace(sig, contents=tuple(rest)), buffers):
+        return ()
+    return tuple(tests)
+
+
+def _with_tested(
+    alerting: list[Alerting],
+    tested: list[tuple[Signature, tuple[SegmentTest, ...]]],
+    rank: dict[int, int],
+) -> tuple[list[Alerting], bool]:
+    """A plan's rules that alert always, with those that alert where their header tests
+    hold, in the full path's order (by rank); not planned (False) where a sid would alert
+    twice (the full path keeps its first alert only)."""
+    sids = [entry.sid for entry in alerting if not isinstance(entry, tuple)]
+    sids += [sig.sid for sig, _ in tested]
+    if len(set(sids)) != len(sids):
+        return alerting, False
+    merged: list[Alerting] = [*alerting, *tested]
+    merged.sort(key=lambda e: rank[id(e[0] if isinstance(e, tuple) else e)])
+    return merged, True
+
+
 def _never_block(profile: Profile) -> tuple[IPNetwork | AddrRange, ...]:
     items: list[IPNetwork | AddrRange] = []
     sets = {s.name: s for s in profile.sets}
@@ -410,9 +463,10 @@ class InspectionEngine:
         self._flow_plans: dict[tuple[int, ...], int] = {}  # kind of segment -> in _plans
         # (direction to the server's selection, the other's, whether the stream is
         # followed, the rules that alert on it in order, the TCP state it leaves the flow in,
-        # whether it is the inner flow of a G-PDU that passed the GTP-U checks)
-        self._plans: list[tuple[Any, Any, bool, tuple[Signature, ...], int, bool]] = []
-        self._alerting: list[tuple[Signature, ...]] = []  # the last of each plan
+        # whether it is the inner flow of a G-PDU that passed the GTP-U checks); a rule that
+        # alerts only where its header tests hold of the segment is (rule, tests)
+        self._plans: list[tuple[Any, Any, bool, tuple[Alerting, ...], int, bool]] = []
+        self._alerting: list[tuple[Alerting, ...]] = []  # the rules of each plan
         self._addr4 = self.matcher._addr_segments[4]
         self._port_bits = self.matcher._port_segments
 
@@ -696,7 +750,13 @@ class InspectionEngine:
         src = data[ip + 12 : ip + 16]
         dst = data[ip + 16 : ip + 20]
         fired: list[Signature] | None = None
-        for sig in alerting:
+        for entry in alerting:
+            if isinstance(entry, tuple):  # a rule on header fields: where its tests hold
+                sig, tests = entry
+                if not segment_tests_hold(tests, data, ip):
+                    continue
+            else:
+                sig = entry
             if sig.threshold is None or self._allow(sig.sid, sig.threshold, src, dst, ts):
                 if fired is None:
                     fired = [sig]
@@ -756,24 +816,39 @@ class InspectionEngine:
                 sel_c = self._scan_pick(other, "")
             # The segment's buffers: its empty payload, and the stream sizes every new
             # flow's first segment gives. A plan holds only if nothing else of the packet
-            # decides a match: no rule that could match reads a header field or has
-            # flowbits, no prefilter scans a buffer the segment may have besides its payload.
+            # decides a match: no rule that could match has flowbits or reads a header field
+            # but those the new-flow path tests on each segment (such a rule alerts where its
+            # tests hold), no prefilter scans a buffer the segment may have besides its
+            # payload.
             buffers = {PKT: b""}
             if self._sizes:
                 buffers[STREAM_SIZE] = _NEW_FLOW_SIZES
             plain = group.plain_for(layer.flags, False)
-            if not any(
-                sig.header or id(sig) in self._flowbit_checks  # more than the kind decides
-                for sig in plain
-            ) and not any(p.buffer in _NEW_FLOW_BUFFERS for p in group.prefilters):
+            planned = not any(p.buffer in _NEW_FLOW_BUFFERS for p in group.prefilters)
+            tested: list[tuple[Signature, tuple[SegmentTest, ...]]] = []
+            for sig in plain:
+                if not planned:
+                    break
+                if id(sig) in self._flowbit_checks:
+                    planned = False
+                elif sig.header:
+                    tests = _segment_tests(sig, buffers)
+                    planned = tests is not None and sig.action != "pass"
+                    if tests:
+                        tested.append((sig, tests))
+            if planned:
+                # (a rule reading header fields never hits here: the packet's are not read)
                 hits = _rule_hits(layer, group, False, layer.flags, b"", buffers)
-                alerting: list[Signature] = []
+                alerting: list[Signature | tuple[Signature, tuple[SegmentTest, ...]]] = []
                 if not any(sig.action == "pass" for sig in hits):
                     seen: set[int] = set()
                     for sig in sorted(hits, key=lambda s: self._rank[id(s)]):
                         if sig.sid not in seen:
                             seen.add(sig.sid)
                             alerting.append(sig)
+                    if tested:
+                        alerting, planned = _with_tested(alerting, tested, self._rank)
+            if planned:
                 reads = self.streams is not None and group.reads_payload
                 state = TCP_SYN_SENT if layer.flags & TCP_SYN else TCP_NEW
                 self._plans.append((sel_s, sel_c, reads, tuple(alerting), state, bool(kind[6])))

@@ -61,6 +61,23 @@ HEADER_BUFFERS = frozenset(
     {"ipv4.hdr", "ipv6.hdr", "tcp.hdr", "udp.hdr", "icmpv4.hdr", "icmpv6.hdr"}
 )
 
+# The header fields the new-flow path tests on a segment itself (an IPv4 header without
+# options, then TCP), by the code the compiled core knows each by
+SEGMENT_FIELDS = {
+    "ttl": 0,
+    "tos": 1,
+    "id": 2,
+    "fragbits": 3,
+    "fragoffset": 4,
+    "seq": 5,
+    "ack": 6,
+    "window": 7,
+}
+_MODIFIERS = {"": 0, "*": 1, "+": 2, "!": 3}
+# A header test compiled for it: (field's code, 0 range or 1 flags, low or bits, high or
+# modifier's code, negated)
+SegmentTest = tuple[int, int, int, int, bool]
+
 _IPV6_EXT = (0, 43, 60, 135, 139, 140)
 _MAX_EXT = 8
 _MAX_OPTIONS = 40  # an IPv4 header holds at most 40 bytes of options (so do TCP's)
@@ -315,3 +332,57 @@ def has_ip_option(data: bytes, kind: int) -> bool:
             return False
         pos += data[pos + 1]
     return False
+
+
+def segment_test(test: FieldTest) -> SegmentTest | None:
+    """A header test as the new-flow path makes it of a segment (``segment_tests_hold``):
+    a range or ``fragbits`` test of a field of ``SEGMENT_FIELDS``; None for any other."""
+    code = SEGMENT_FIELDS.get(test.field)
+    if code is None:
+        return None
+    if test.kind == "range":
+        return (code, 0, test.low, test.high, test.negated)
+    if test.kind == "flags" and test.modifier in _MODIFIERS:
+        return (code, 1, test.bits, _MODIFIERS[test.modifier], False)
+    return None
+
+
+def segment_field(code: int, data: bytes, ip: int) -> int:
+    """A field of the IPv4 packet at ``data[ip:]`` (a header of 20 bytes, then TCP; no
+    fragment), as ``read_field`` reads it."""
+    if code == 0:
+        return data[ip + 8]
+    if code == 1:
+        return data[ip + 1]
+    if code == 2:
+        return data[ip + 4] << 8 | data[ip + 5]
+    if code == 3:
+        return data[ip + 6] & 0xE0
+    if code == 4:
+        return (data[ip + 6] << 8 | data[ip + 7]) & 0x1FFF
+    if code == 5:
+        return int.from_bytes(data[ip + 24 : ip + 28], "big")
+    if code == 6:
+        return int.from_bytes(data[ip + 28 : ip + 32], "big")
+    return data[ip + 34] << 8 | data[ip + 35]
+
+
+def segment_tests_hold(tests: tuple[SegmentTest, ...], data: bytes, ip: int) -> bool:
+    """Whether every test holds of the segment at ``data[ip:]``, as ``FieldTest.holds``."""
+    for code, kind, low, high, negated in tests:
+        number = segment_field(code, data, ip)
+        if kind == 0:
+            if (low <= number <= high) == negated:
+                return False
+        elif high == 1:
+            if not number & low:
+                return False
+        elif high == 2:
+            if number & low != low:
+                return False
+        elif high == 3:
+            if number & low == low:
+                return False
+        elif number != low:
+            return False
+    return True

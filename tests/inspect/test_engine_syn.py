@@ -409,3 +409,80 @@ def test_g_pdu_embryos_count_against_the_flow_table_bound() -> None:
     fast, _ = alike(RULES, DETECTORS, frames, max_flows=12, idle_timeout=30.0)
     assert len(fast.flows) == 12 and fast.flows.evicted > 100
     assert any(plan[5] for plan in fast._plans)
+
+
+# -- rules on a segment's header fields -----------------------------------------------------
+
+HEADER_RULES = (
+    'alert tcp $EXTERNAL_NET any -> $HOME_NET any (msg:"nmap"; fragbits:!D; dsize:0; '
+    "flags:S,12; ack:0; window:1024; threshold: type both, track by_dst, count 1, "
+    "seconds 60; sid:30;)\n"
+    'alert tcp any any -> $HOME_NET any (msg:"high ttl"; flags:S; ttl:>250; sid:31;)\n'
+    'alert ip any any -> $HOME_NET any (msg:"low ttl"; ttl:<5; sid:32;)\n'
+    'alert tcp any any -> any 23 (msg:"odd id"; flags:S; id:!0; id:<100; tos:!0; sid:33;)\n'
+    'alert tcp any any -> any any (msg:"evil bit"; fragbits:*R; sid:34;)\n'
+    'alert tcp any any -> any any (msg:"seq"; flags:A,12; seq:<1000; sid:35;)\n'
+    'alert tcp any any -> any any (msg:"never"; flags:S; dsize:>0; ttl:<5; sid:36;)\n'
+)
+
+
+def header_traffic(seed: int, count: int) -> list[Any]:
+    """The SYN traffic of ``traffic()``, each first segment's TTL, TOS, ID, flags (DF, the
+    evil bit), window and sequence number drawn from values on both sides of the rules'."""
+    rng = random.Random(seed)
+    out = []
+    for ts, data, linktype in traffic(seed, count, midstream=seed % 2 == 1):
+        packet = Ether(data)
+        if IP in packet and TCP in packet and not packet[TCP].payload and rng.random() < 0.8:
+            ip = packet[IP]
+            ip.ttl = rng.choice([1, 3, 64, 128, 251, 255])
+            ip.tos = rng.choice([0, 0, 0x10])
+            ip.id = rng.choice([0, 7, 99, 100, 31337])
+            ip.flags = rng.choice(["", "DF", "DF", "evil"])
+            packet[TCP].window = rng.choice([1024, 1024, 512, 65535])
+            if rng.random() < 0.3:
+                packet[TCP].seq = rng.randrange(2000)
+            del ip.chksum, packet[TCP].chksum
+            data = raw(packet)
+        out.append((ts, data, linktype))
+    return out
+
+
+@pytest.mark.parametrize("tunnel", [False, True])
+def test_rules_on_header_fields_decide_per_segment_as_on_the_full_path(tunnel: bool) -> None:
+    """A rule on header fields no longer keeps a kind of segment off the new-flow path: its
+    tests are made of each segment there (TTL, TOS, ID, fragment bits, sequence and
+    acknowledgement numbers, window; its dsize and flags by the kind), with the same alerts,
+    flows and counters as the full path, in G-PDUs too."""
+    # (a rule on a header field loaded first: where it alerts with the telnet rule, first)
+    first = 'alert tcp any any -> $HOME_NET 23 (msg:"telnet ttl"; flags:S; ttl:>60; sid:38;)\n'
+    rules = first + RULES + MIDSTREAM_RULES + HEADER_RULES
+    if tunnel:  # (the TTL rule on any protocol would apply to the G-PDUs themselves)
+        rules = "".join(line + "\n" for line in rules.splitlines() if "sid:32;" not in line)
+    sids: set[int] = set()
+    for seed in range(4):
+        frames = header_traffic(seed, 500)
+        if tunnel:
+            frames = in_g_pdus(frames)
+        fast, events = alike(rules, DETECTORS, frames)
+        sids |= {e["alert"]["signature_id"] for e in events}
+        tested = {e[0].sid for plan in fast._alerting for e in plan if isinstance(e, tuple)}
+        assert tested >= ({30, 31} if tunnel else {30, 31, 32})
+        assert 36 not in tested  # (its dsize never holds of a segment without payload)
+    assert sids >= {1, 2, 30, 31, 33, 34, 35, 38} | (set() if tunnel else {32})
+    assert 36 not in sids
+
+
+def test_a_header_rule_sharing_a_sid_or_passing_leaves_its_kind_to_the_full_path() -> None:
+    rules = (
+        'alert tcp any any -> any 80 (msg:"syn"; flags:S; sid:40;)\n'
+        'alert tcp any any -> any 80 (msg:"syn ttl"; flags:S; ttl:<5; sid:40;)\n'
+        'pass tcp any any -> any 22 (msg:"trusted"; flags:S; ttl:64; sid:41;)\n'
+        'alert tcp any any -> any 22 (msg:"ssh"; flags:S; sid:42;)\n'
+        'alert tcp any any -> any 443 (msg:"mss"; flags:S; tcp.mss:<100; sid:43;)\n'
+    )
+    fast, events = alike(rules, DETECTORS, header_traffic(5, 400))
+    sent = {e["alert"]["signature_id"] for e in events}
+    assert {40, 42} <= sent
+    # no plan holds a rule of those shapes: their kinds took the full path
+    assert not any(isinstance(e, tuple) for plan in fast._alerting for e in plan)
