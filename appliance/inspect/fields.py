@@ -73,6 +73,7 @@ SEGMENT_FIELDS = {
     "ack": 6,
     "window": 7,
 }
+_SEGMENT_NAMES = {code: name for name, code in SEGMENT_FIELDS.items()}
 _MODIFIERS = {"": 0, "*": 1, "+": 2, "!": 3}
 # A header test compiled for it: (field's code, 0 range or 1 flags, low or bits, high or
 # modifier's code, negated)
@@ -347,30 +348,14 @@ def segment_test(test: FieldTest) -> SegmentTest | None:
     return None
 
 
-def segment_field(code: int, data: bytes, ip: int) -> int:
-    """A field of the IPv4 packet at ``data[ip:]`` (a header of 20 bytes, then TCP; no
-    fragment), as ``read_field`` reads it."""
-    if code == 0:
-        return data[ip + 8]
-    if code == 1:
-        return data[ip + 1]
-    if code == 2:
-        return data[ip + 4] << 8 | data[ip + 5]
-    if code == 3:
-        return data[ip + 6] & 0xE0
-    if code == 4:
-        return (data[ip + 6] << 8 | data[ip + 7]) & 0x1FFF
-    if code == 5:
-        return int.from_bytes(data[ip + 24 : ip + 28], "big")
-    if code == 6:
-        return int.from_bytes(data[ip + 28 : ip + 32], "big")
-    return data[ip + 34] << 8 | data[ip + 35]
-
-
 def segment_tests_hold(tests: tuple[SegmentTest, ...], data: bytes, ip: int) -> bool:
-    """Whether every test holds of the segment at ``data[ip:]``, as ``FieldTest.holds``."""
+    """Whether every test holds of the segment at ``data[ip:]`` (no fragment), as
+    ``FieldTest.holds``."""
+    packet = data[ip:]
     for code, kind, low, high, negated in tests:
-        number = segment_field(code, data, ip)
+        number = read_field(_SEGMENT_NAMES[code], packet)
+        if number is None:
+            return False
         if kind == 0:
             if (low <= number <= high) == negated:
                 return False
