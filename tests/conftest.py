@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import gc
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,46 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 if (Path(__file__).parent / "guest_plugin.py").exists():
     pytest_plugins = ["tests.guest_plugin"]
+
+
+def owned(stem: str) -> str:
+    """A name for a network namespace (or a lab's prefix) this test run makes: ``stem``,
+    the run's process ID and a random part. A run killed before its cleanup leaves it
+    behind; the next run tells it from a live run's by that ID and removes it
+    (``sweep_orphans``)."""
+    return f"{stem}.{os.getpid()}.{uuid.uuid4().hex[:3]}"
+
+
+# Namespaces named after the process that made them: a test run's (``owned``), or the
+# guest runner's (qemu/run.sh: aqPID-...)
+_OWNED = re.compile(r"^(?:[a-z]+\.(\d+)\.|aq(\d+)-)")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_orphans() -> list[str]:
+    """Remove the namespaces of test runs (and guests) whose process is gone: killed
+    before their own cleanup ran. The names removed."""
+    removed = []
+    for name in sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else []:
+        found = _OWNED.match(name)
+        if found is not None and not _alive(int(found.group(1) or found.group(2))):
+            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+            removed.append(name)
+    return removed
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if os.geteuid() == 0:
+        sweep_orphans()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -124,7 +165,7 @@ def run_as_nobody(*args: str, timeout: float = 60) -> subprocess.CompletedProces
 @pytest.fixture
 def netns() -> Iterator[str]:
     """A fresh, empty network namespace, removed afterwards whatever happens."""
-    name = f"apt-{uuid.uuid4().hex[:8]}"
+    name = owned("apt")
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 
 from appliance.reconcile.state import observed_from_listing
-from tests.conftest import nft_in, run_appliance
+from tests.conftest import nft_in, owned, run_appliance
 from tests.daemon.conftest import Daemon, wait_until, write_profile
 
 pytestmark = pytest.mark.root
@@ -87,7 +86,7 @@ def test_a_stalled_loop_fails_healthz(netns: str, start_daemon: Start, tmp_path:
 
 @pytest.fixture
 def other_netns() -> Iterator[str]:
-    name = f"apt-{uuid.uuid4().hex[:8]}"
+    name = owned("apt")
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         yield name

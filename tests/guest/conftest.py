@@ -13,13 +13,13 @@ import os
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import owned
 from tests.guest_plugin import REPO, RUN_SH
 
 
@@ -127,10 +127,10 @@ def start_guest(
 def host_netns() -> Iterator[Callable[[str], str]]:
     """``make(role)``: a fresh host network namespace, removed when the test ends."""
     made: list[str] = []
-    tag = uuid.uuid4().hex[:6]
+    tag = owned("aql")
 
     def make(role: str) -> str:
-        made.append(make_netns(f"aql-{tag}-{role}"))
+        made.append(make_netns(f"{tag}-{role}"))
         return made[-1]
 
     try:

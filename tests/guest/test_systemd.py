@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from appliance.cli import EXIT_NOT_INTENDED
 from appliance.daemon.state import StateStore
 from appliance.model.parse import load_profile
 from appliance.reconcile.state import desired_from_profile
+from tests.conftest import owned
 from tests.guest.conftest import BootedGuest, delete_netns, make_netns, start_guest
 from tests.guest.lab import (
     CLOSED_PORT,
@@ -100,13 +100,13 @@ def booted(
     io = tmp / "io"
     io.mkdir()
     seed(io)
-    tag = uuid.uuid4().hex[:6]
+    tag = owned("aqs")
     made: list[str] = []
     guest: BootedGuest | None = None
     try:
-        client_ns = make_netns(f"aqs-{tag}-client")
+        client_ns = make_netns(f"{tag}-client")
         made.append(client_ns)
-        server_ns = make_netns(f"aqs-{tag}-server")
+        server_ns = make_netns(f"{tag}-server")
         made.append(server_ns)
         with serving(server_ns):
             guest = start_guest(

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 
 from appliance.lab import netns, topology, traffic
 from appliance.lab.topology import HostRole, Role
+from tests.conftest import owned
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -150,7 +150,7 @@ def lab_fixture(tag: str) -> Iterator[Lab]:
     """Build a lab for a test module and remove it afterwards, whatever happens."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    prefix = f"i{tag[:6]}{uuid.uuid4().hex[:3]}-"
+    prefix = owned(f"i{tag[:6]}") + "-"
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="appliance-it-") as tmp:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import io
 import re
-import uuid
 from pathlib import Path
 
 import pytest
 
 import appliance.lab
 from appliance.lab import netns, runner, scenarios, traffic
+from tests.conftest import owned
 from tests.integration.labtools import REPO, Lab, probe
 
 pytestmark = pytest.mark.root
@@ -90,7 +90,7 @@ def _daemon_pid(output: str) -> int:
 
 
 def test_edge_gateway_demo() -> None:
-    prefix = f"idemo{uuid.uuid4().hex[:3]}-"
+    prefix = owned("idemo") + "-"
     out = io.StringIO()
     try:
         status = appliance.lab.demo(str(PROFILES / "edge-gateway.toml"), prefix=prefix, out=out)
@@ -118,7 +118,7 @@ def test_demo_with_an_unknown_profile_surveys(tmp_path: Path) -> None:
     profile.write_text(
         'version = 1\nname = "wide-open"\n[defaults]\ninput = "accept"\nforward = "accept"\n'
     )
-    prefix = f"isurv{uuid.uuid4().hex[:3]}-"
+    prefix = owned("isurv") + "-"
     out = io.StringIO()
     try:
         assert appliance.lab.demo(str(profile), prefix=prefix, out=out) == 0, out.getvalue()
@@ -133,7 +133,7 @@ def test_demo_with_an_unknown_profile_surveys(tmp_path: Path) -> None:
 def test_demo_reports_a_profile_that_does_not_apply(tmp_path: Path) -> None:
     profile = tmp_path / "bad.toml"
     profile.write_text('version = 1\nname = "bad"\n[defaults]\ninput = "sometimes"\n')
-    prefix = f"ibad{uuid.uuid4().hex[:3]}-"
+    prefix = owned("ibad") + "-"
     out = io.StringIO()
     try:
         assert appliance.lab.demo(str(profile), prefix=prefix, out=out) == 1

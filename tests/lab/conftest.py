@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from appliance.lab import netns, topology
+from tests.conftest import owned
 
 
 def unique_prefix(tag: str) -> str:
-    return f"t{tag}{uuid.uuid4().hex[:4]}-"
+    return owned(f"t{tag}") + "-"
 
 
 @pytest.fixture(scope="module")
