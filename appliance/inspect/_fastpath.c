@@ -10,7 +10,8 @@
  * IPv4/TCP packet that the index does not hold (embryos and new SYNs are the engine's).
  *
  * Rule groups are read through their attributes (established, not_established, anchored,
- * anchored_probe, prefilters) and plain_for(), exactly as the twin reads them; an anchored
+ * anchored_probe, prefilters, gates) and plain_for() and fast_gates(), exactly as the twin
+ * reads them; an anchored
  * probe is checked here, a group without one through the twin's anchored_hit.
  */
 
@@ -168,6 +169,7 @@ static const char *slot_names[S_COUNT] = {
 typedef struct {
     PyObject *group; /* a strong reference: the entry's key */
     PyObject *established, *not_established, *probe;
+    PyObject *gates; /* group.gates: fast_gates' tables */
     int anchored, prefilters;
 } GroupInfo;
 
@@ -241,7 +243,7 @@ static PyObject *one, *zero, *six, *empty;
 static PyObject *str_embryos, *str_next_sweep, *str_sweep, *str_max_flows, *str_evict,
     *str_expired, *str_hatch, *str_full;
 static PyObject *str_established, *str_not_established, *str_anchored, *str_anchored_probe,
-    *str_prefilters, *str_plain_for, *str_move_to_end, *str_gtp;
+    *str_prefilters, *str_plain_for, *str_move_to_end, *str_gtp, *str_gates, *str_fast_gates;
 
 /* ---- a Flow's slots ------------------------------------------------------------------ */
 
@@ -350,20 +352,22 @@ static void group_forget(GroupInfo *info)
     Py_CLEAR(info->established);
     Py_CLEAR(info->not_established);
     Py_CLEAR(info->probe);
+    Py_CLEAR(info->gates);
 }
 
 /* The group's entry in the cache (read on a miss); NULL on error. */
 static GroupInfo *group_info(FastPath *fp, PyObject *group)
 {
     GroupInfo *info = &fp->groups[((uintptr_t)group >> 4) % GROUP_CACHE];
-    PyObject *established, *not_established, *probe, *value;
+    PyObject *established, *not_established, *probe, *gates, *value;
     int anchored, prefilters;
     if (info->group == group)
         return info;
     established = PyObject_GetAttr(group, str_established);
     not_established = PyObject_GetAttr(group, str_not_established);
     probe = PyObject_GetAttr(group, str_anchored_probe);
-    if (established == NULL || not_established == NULL || probe == NULL)
+    gates = PyObject_GetAttr(group, str_gates);
+    if (established == NULL || not_established == NULL || probe == NULL || gates == NULL)
         goto error;
     value = PyObject_GetAttr(group, str_anchored);
     anchored = value == NULL ? -1 : PyObject_IsTrue(value);
@@ -381,6 +385,7 @@ static GroupInfo *group_info(FastPath *fp, PyObject *group)
     info->established = established;
     info->not_established = not_established;
     info->probe = probe;
+    info->gates = gates;
     info->anchored = anchored;
     info->prefilters = prefilters;
     return info;
@@ -388,6 +393,7 @@ error:
     Py_XDECREF(established);
     Py_XDECREF(not_established);
     Py_XDECREF(probe);
+    Py_XDECREF(gates);
     return NULL;
 }
 
@@ -408,6 +414,59 @@ static int group_plain(GroupInfo *info, long flags, int established)
     if (PyErr_Occurred())
         return -1;
     return plain_rules(info->group, flags, established);
+}
+
+static int segment_tests_hold(PyObject *tests, const unsigned char *data, Py_ssize_t ip);
+
+/* engine._gated: whether the group's plain rules for these flags (group_plain: some; -1:
+ * not TCP) each have a gate (group.fast_gates) and the IPv4 packet at data[ip:], with size
+ * bytes of payload, is outside all of them. 1, 0, -1 on error. */
+static int group_gated(GroupInfo *info, long flags, int established, const unsigned char *data,
+                       Py_ssize_t ip, Py_ssize_t size)
+{
+    PyObject *key, *gates = NULL;
+    Py_ssize_t i;
+    int result = 1;
+    key = PyLong_FromLong(flags);
+    if (key == NULL)
+        return -1;
+    if (PyTuple_CheckExact(info->gates) && PyTuple_GET_SIZE(info->gates) == 2) {
+        PyObject *cache = PyTuple_GET_ITEM(info->gates, established ? 1 : 0);
+        if (PyDict_CheckExact(cache) && (gates = PyDict_GetItemWithError(cache, key)) != NULL)
+            Py_INCREF(gates);
+    }
+    if (gates == NULL && !PyErr_Occurred())
+        gates = PyObject_CallMethodObjArgs(info->group, str_fast_gates, key,
+                                           established ? Py_True : Py_False, NULL);
+    Py_DECREF(key);
+    if (gates == NULL)
+        return -1;
+    if (gates == Py_None) {
+        result = 0;
+    } else if (!PyTuple_CheckExact(gates)) {
+        goto shape;
+    } else {
+        for (i = 0; i < PyTuple_GET_SIZE(gates) && result == 1; i++) {
+            PyObject *gate = PyTuple_GET_ITEM(gates, i);
+            Py_ssize_t low, high;
+            if (!PyTuple_CheckExact(gate) || PyTuple_GET_SIZE(gate) != 3)
+                goto shape;
+            low = PyLong_AsSsize_t(PyTuple_GET_ITEM(gate, 1));
+            high = PyLong_AsSsize_t(PyTuple_GET_ITEM(gate, 2));
+            if ((low == -1 || high == -1) && PyErr_Occurred())
+                result = -1;
+            else if (low <= size && size <= high) {
+                int holds = segment_tests_hold(PyTuple_GET_ITEM(gate, 0), data, ip);
+                result = holds < 0 ? -1 : !holds;
+            }
+        }
+    }
+    Py_DECREF(gates);
+    return result;
+shape:
+    Py_DECREF(gates);
+    PyErr_SetString(PyExc_TypeError, "a group's fast gates: ((tests, low, high), ...) or None");
+    return -1;
 }
 
 /* bytes.find(pattern, lo, hi) >= 0 on data of n bytes (lo, hi >= 0). */
@@ -2406,12 +2465,14 @@ static int fast_tcp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, 
     if (info == NULL)
         goto error_fast;
     truth = group_plain(info, flags, established);
-    if (truth != 0)
+    if (truth < 0)
         goto leave_fast;
     offset = data[ip + 32] >> 4;
     start = ip + 20 + (offset << 2);
     if (offset < 5 || start > end)
         goto leave_fast_zero;
+    if (truth && (truth = group_gated(info, flags, established, data, ip, end - start)) <= 0)
+        goto leave_fast;
     if (start < end || flags & 0x02) {
         int quiet = PyObject_IsTrue(PyTuple_GET_ITEM(fast, 0));
         if (quiet < 0) {
@@ -2547,7 +2608,8 @@ static int fast_gtp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, 
         truth = -1;
         goto leave_fast;
     }
-    if ((truth = group_plain(info, -1, established)) != 0)
+    if ((truth = group_plain(info, -1, established)) < 0
+        || (truth && (truth = group_gated(info, -1, established, data, 14, end - 42)) <= 0))
         goto leave_fast;
     if (info->anchored
         && (truth = anchored_hit(fp, group, info->probe, bytes, 42, end, established)) != 0)
@@ -6052,7 +6114,8 @@ PyMODINIT_FUNC PyInit__fastpath(void)
         || intern(&str_anchored, "anchored") < 0
         || intern(&str_anchored_probe, "anchored_probe") < 0
         || intern(&str_prefilters, "prefilters") < 0 || intern(&str_plain_for, "plain_for") < 0
-        || intern(&str_move_to_end, "move_to_end") < 0 || intern(&str_gtp, "gtp") < 0)
+        || intern(&str_move_to_end, "move_to_end") < 0 || intern(&str_gtp, "gtp") < 0
+        || intern(&str_gates, "gates") < 0 || intern(&str_fast_gates, "fast_gates") < 0)
         return NULL;
     minus_one = PyLong_FromLong(-1);
     zero = PyLong_FromLong(0);

@@ -55,6 +55,7 @@ from appliance.inspect.match import (
     Matcher,
     add_packet,
     contents_match,
+    gates_clear,
     head_holds,
     icmp_matches,
     reads_packet,
@@ -527,9 +528,9 @@ class InspectionEngine:
                         end = 14 + (data[16] << 8 | data[17])
                         start = 34 + ((data[46] >> 4) << 2)
                         if (
-                            not plain
-                            and data[46] >= 0x50
+                            data[46] >= 0x50
                             and start <= end <= len(data)
+                            and (not plain or self._gated(group, flags, True, data, 14, start, end))
                             and (
                                 start == end
                                 or (
@@ -879,7 +880,8 @@ class InspectionEngine:
         nothing could come of it: its flow is established (or this is the SYN/ACK or the ACK
         of its handshake), its direction has settled its application protocol, no payload
         rule applies to it (or it carries no payload), it is no SYN or RST (new flows,
-        detectors) and no flags-only rule matches its flags."""
+        detectors) and no plain rule can match it (its flags, the flow state, and the
+        rules' gates: ``_gated``)."""
         key = data[ip + 12 : ip + 24]
         flow = self._index.get(key)
         if flow is None:
@@ -914,11 +916,11 @@ class InspectionEngine:
         plain = group.established.get(flags) if established else None
         if plain is None:
             plain = group.plain_for(flags, established)
-        if plain:
-            return False
         offset = data[ip + 32] >> 4
         start = ip + 20 + (offset << 2)
         if offset < 5 or start > end:
+            return False
+        if plain and not self._gated(group, flags, established, data, ip, start, end):
             return False
         if start == end:
             # the SYN/ACK: its direction's stream starts
@@ -950,6 +952,16 @@ class InspectionEngine:
             self.flows.flows.move_to_end(flow.key)
             flow.touched = ts
         return True
+
+    @staticmethod
+    def _gated(
+        group: Group, flags: int, established: bool, data: bytes, ip: int, start: int, end: int
+    ) -> bool:
+        """Whether the group's plain rules for these flags (-1: not TCP) can match the IPv4
+        packet at ``data[ip:]`` (payload ``data[start:end]``) only where a header test or size
+        gate of theirs holds, and none holds (a fast path may take the packet)."""
+        gates = group.fast_gates(flags, established)
+        return gates is not None and gates_clear(gates, data, ip, end - start)
 
     def _fast_gtp(self, ts: float, data: bytes) -> bool | Sequence[Alert]:
         """A plain G-PDU (no optional header, TEID not 0) carrying IPv4/TCP that _fast_tcp
@@ -984,7 +996,9 @@ class InspectionEngine:
         if not established and (outer.packets_to_client if to_server else outer.packets_to_server):
             return False  # this packet establishes the flow: let the full path see it
         group = fast[1]
-        if group.plain_for(-1, established):
+        if group.plain_for(-1, established) and not self._gated(
+            group, -1, established, data, 14, 42, end
+        ):
             return False
         if group.anchored and _anchored_hit(group, data, 42, end, established):
             return False

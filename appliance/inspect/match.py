@@ -33,9 +33,13 @@ from appliance.inspect.fields import (
     HEADER_BUFFERS,
     IP_PACKET,
     PACKET_BYTES,
+    SEGMENT_FIELDS,
     FieldTest,
+    SegmentTest,
     header_buffers,
     read_field,
+    segment_test,
+    segment_tests_hold,
 )
 from appliance.inspect.prefilter import Exhaustive, Prefilter
 from appliance.inspect.rules import (
@@ -205,6 +209,43 @@ def size_gate(sig: Signature) -> tuple[int, int] | None:
     return gate
 
 
+# A plain rule's gate on the fast paths: header tests and payload sizes (low, high,
+# inclusive) that every packet the rule matches passes (see fast_gate)
+FastGate = tuple[tuple[SegmentTest, ...], int, int]
+_ANY_SIZE = 1 << 20
+# (the codes of SEGMENT_FIELDS' TCP header fields: seq, ack, window)
+TCP_SEGMENT_FIELDS = frozenset(SEGMENT_FIELDS[name] for name in ("seq", "ack", "window"))
+
+
+def fast_gate(sig: Signature, tcp: bool) -> FastGate | None:
+    """What a packet must pass for ``sig`` to match it that the fast paths can test on the
+    packet's own bytes: its header tests of the fields an IPv4 packet without options gives
+    and (``tcp``) those of its TCP header (``segment_test``), and its size gate. A packet
+    outside the gate cannot match the rule, whatever the rule's other items. None: the rule
+    has neither."""
+    tests: list[SegmentTest] = []
+    for content in sig.contents:
+        head = content.head
+        if content.buffer == IP_PACKET and head is not None and content.plain:
+            compiled = segment_test(head)
+            if compiled is not None and (tcp or compiled[0] not in TCP_SEGMENT_FIELDS):
+                tests.append(compiled)
+    size = size_gate(sig)
+    if not tests and size is None:
+        return None
+    low, high = size if size is not None else (0, _ANY_SIZE)
+    return tuple(tests), max(low, 0), min(high, _ANY_SIZE)
+
+
+def gates_clear(gates: tuple[FastGate, ...], data: bytes, ip: int, size: int) -> bool:
+    """Whether the IPv4 packet at ``data[ip:]`` (``size`` bytes of payload) is outside
+    every gate: no rule of theirs can match it."""
+    for tests, low, high in gates:
+        if low <= size <= high and segment_tests_hold(tests, data, ip):
+            return False
+    return True
+
+
 @dataclass
 class Group:
     """The rules that can match one kind of packet of one flow direction.
@@ -246,6 +287,10 @@ class Group:
     # plain_checks(flags, established) by established, then flags
     checks: tuple[dict[int, tuple[PlainCheck, ...]], dict[int, tuple[PlainCheck, ...]]] = field(
         init=False, default_factory=lambda: ({}, {}), repr=False, compare=False
+    )
+    # fast_gates(flags, established) by established, then flags
+    gates: tuple[dict[int, tuple[FastGate, ...] | None], dict[int, tuple[FastGate, ...] | None]] = (
+        field(init=False, default_factory=lambda: ({}, {}), repr=False, compare=False)
     )
     # whether a rule of the group looks at the packet payload itself
     reads_payload: bool = field(init=False, default=False)
@@ -348,6 +393,20 @@ class Group:
             found = cache[flags] = tuple(
                 (sig, head_tests(sig), size_gate(sig)) for sig in self.plain_for(flags, established)
             )
+        return found
+
+    def fast_gates(self, flags: int, established: bool) -> tuple[FastGate, ...] | None:
+        """``plain_for``'s rules' gates (``fast_gate``; ``flags`` -1: not TCP, the TCP
+        header's fields untested): a fast path may take a packet outside all of them
+        (``gates_clear``). None: a rule has no gate (a packet with these flags is the full
+        path's)."""
+        cache = self.gates[established]
+        if flags in cache:
+            return cache[flags]
+        tcp = flags >= 0
+        gates = [fast_gate(sig, tcp) for sig in self.plain_for(flags, established)]
+        found = None if None in gates else tuple(g for g in gates if g is not None)
+        cache[flags] = found
         return found
 
 

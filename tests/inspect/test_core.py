@@ -48,6 +48,7 @@ from appliance.lab.mix import Mix, flood, make_engine
 from appliance.model.values import parse_network
 
 from .test_engine_scan import FILLER, SCANNED, scanned_frames
+from .traffic import ANY_IP_TTL_RULE, ESTABLISHED_HEADER_RULES, varied_headers
 
 pytestmark = pytest.mark.skipif(
     not core.available() or core.switched_off(),
@@ -277,6 +278,19 @@ def test_scanned_data_segments() -> None:
     got, want = run(compiled, filler), run(twin, filler)
     assert got == want
     assert compiled.stats.errors.get("stream.memory", 0) > 5
+
+
+@pytest.mark.parametrize("any_ip", [False, True])
+def test_header_rules_on_established_flows(any_ip: bool) -> None:
+    """Rules on established flows' header fields and payload sizes (on every IP packet, the
+    G-PDUs' own headers too): the core tests a packet against their gates as the twin does,
+    packets outside them on its fast paths."""
+    rules = ESTABLISHED_HEADER_RULES + (ANY_IP_TTL_RULE if any_ip else "")
+    frames = varied_headers(Mix(seed=60).build(6_000), seed=60)
+    lines, (_flows, counters) = same(frames, rules=rules)
+    assert len(lines) > 100
+    assert counters[2] > len(frames) // 2  # the fast paths took most
+    same(mutate(varied_headers(Mix(seed=61).build(3_000), seed=61), 61), rules=rules)
 
 
 def syn_pair(**config: Any) -> tuple[InspectionEngine, InspectionEngine]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.all import IP, TCP, Ether, raw  # type: ignore[attr-defined]
@@ -13,7 +14,15 @@ from appliance.inspect.engine import InspectionConfig, InspectionEngine
 from appliance.inspect.eve import to_eve
 from appliance.inspect.pcap import LINKTYPE_ETHERNET
 from appliance.lab.mix import Mix, make_engine
-from tests.inspect.traffic import engine, gtp, http_get, tcp_session
+from tests.inspect.traffic import (
+    ANY_IP_TTL_RULE,
+    ESTABLISHED_HEADER_RULES,
+    engine,
+    gtp,
+    http_get,
+    tcp_session,
+    varied_headers,
+)
 
 
 def run(eng: InspectionEngine, frames: list[Any]) -> tuple[list[dict[str, Any]], Any]:
@@ -119,3 +128,21 @@ def test_anchored_probe_agrees_with_the_general_check(
     assert _anchored_hit(probed, data, start, end, established) == _anchored_hit(
         general, data, start, max(end, start), established
     )
+
+
+@pytest.mark.parametrize("any_ip", [False, True])
+def test_header_rules_keep_only_the_packets_they_could_match_off_the_fast_paths(
+    any_ip: bool,
+) -> None:
+    """Rules on established flows' header fields (TTL, TOS, ID, DF, window, ACK number) and
+    payload sizes, on plain TCP and in G-PDUs: a packet outside every such rule's tests and
+    sizes takes the fast path, the others the full path; what comes out is the same."""
+    rules = ESTABLISHED_HEADER_RULES + (ANY_IP_TTL_RULE if any_ip else "")
+    frames = varied_headers(Mix(seed=21).build(8_000), seed=21)
+    fast = engine(rules)
+    fast_events, fast_state = run(fast, frames)
+    slow_events, slow_state = run(slow_twin(fast), frames)
+    assert fast_events == slow_events and fast_state == slow_state
+    sids = {e["alert"]["signature_id"] for e in fast_events}
+    assert sids >= {50, 51, 52, 55, 56, 57} | ({60} if any_ip else set())
+    assert fast.stats.fast > len(frames) // 3

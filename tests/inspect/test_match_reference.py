@@ -28,6 +28,8 @@ from appliance.inspect.match import (
     add_packet,
     addr_segments,
     contents_match,
+    fast_gate,
+    gates_clear,
     head_holds,
     head_tests,
     icmp_matches,
@@ -318,6 +320,71 @@ def test_rules_decided_by_the_payload_size_match_the_reference(tmp_path: Path) -
             assert [id(s) for s in got] == [id(s) for s in want]
             sized += sum(1 for s in want if s.sid > 3910000)
     assert sized > 100  # the sized rules do match
+
+
+# plain rules on header fields (and sizes, flags, flows, negated contents, flowbits), as the
+# fast paths gate them
+_HEADED_OPTIONS = (
+    ("tcp", "flow:established; window:0;"),
+    ("tcp", "flags:A,12; ttl:<5; dsize:0;"),
+    ("ip", "ttl:1;"),
+    ("ip", "tos:16; id:>1000;"),
+    ("tcp", "fragbits:!D; seq:<100000000; window:>600;"),
+    ("tcp", 'ack:!0; content:!"zz"; fragbits:*R;'),
+    ("udp", "ttl:>200; dsize:>3;"),
+    ("tcp", "flowbits:isnotset,x; ttl:0;"),
+    ("ip", "window:512;"),
+    ("tcp", 'ipopts:rr; content:!"a";'),
+)
+HEADED = _rules_text(_HEADED_OPTIONS, "h", 3920001)
+
+
+def test_fast_gates_hold_of_every_packet_a_plain_rule_matches(tmp_path: Path) -> None:
+    """A packet outside every gate of a group's plain rules (``gates_clear``), which a fast
+    path then takes, is matched by none of them, whatever the rest of those rules: over
+    sized and header rules and packets of every kind. A group with a rule of no gate
+    (the shipped rules' flags-only ones, IP options, a window on a UDP packet) has none."""
+    text = SIZED + "\n" + HEADED
+    signatures = list(parse_rules(text, str(tmp_path / "h.rules"), Variables.from_networks(None)))
+    gated = {s.sid: fast_gate(s, True) for s in signatures if s.sid > 3920000}
+    assert gated[3920001] == (((7, 0, 0, 0, False),), 0, 1 << 20)
+    assert gated[3920002] is not None and gated[3920002][1:] == (0, 0)
+    assert gated[3920010] is None  # (IP options: no gate)
+    udp_gate = fast_gate(next(s for s in signatures if s.sid == 3920009), False)
+    assert udp_gate is None  # (a window: no field of a UDP packet)
+    shipped = Matcher([*_signatures(tmp_path), *signatures])
+    signatures = [s for s in signatures if s.sid not in (3920009, 3920010)]
+    rng = random.Random(9)
+    matcher = Matcher(signatures)
+    words, ports = _words(signatures), _ports(signatures)
+    seen = {True: 0, False: 0}
+    matched = 0
+    for _ in range(PACKETS):
+        frame = _frame(rng, ports, words)
+        layer = decode_packet(frame, 1, {})
+        assert layer is not None
+        if layer.proto not in (PROTO_TCP, PROTO_UDP):
+            continue
+        buffers = {PKT: layer.payload}
+        add_packet(layer, buffers)
+        flags = layer.flags if layer.proto == PROTO_TCP else -1
+        for established in (False, True):
+            to_server = rng.random() < 0.5
+            if flags in (0x02, -1):
+                group = shipped.group_for(layer, "", to_server, False)
+                assert group.fast_gates(flags, established) is None
+            group = matcher.group_for(layer, "", to_server, False)
+            gates = group.fast_gates(flags, established)
+            assert gates is not None
+            clear = gates_clear(gates, frame, 14, len(layer.payload))
+            hits = _rule_hits(layer, group, established, flags, b"", dict(buffers))
+            plain = {id(s) for s in group.plain_for(flags, established)}
+            hit = any(id(s) in plain for s in hits)
+            assert not (clear and hit), (layer, [s.sid for s in hits])
+            seen[clear] += 1
+            matched += hit
+    assert min(seen.values()) > 100, seen
+    assert matched > 100, matched
 
 
 def test_grouped_matcher_matches_what_every_rule_checked_matches(tmp_path: Path) -> None:

@@ -163,3 +163,70 @@ def client_hello(sni: str, key_share: int = 0) -> bytes:
     )
     handshake = b"\x01" + len(body).to_bytes(3, "big") + body
     return b"\x16\x03\x01" + len(handshake).to_bytes(2, "big") + handshake
+
+
+def varied_headers(frames: Sequence[Any], seed: int, share: float = 0.3) -> list[Any]:
+    """The frames with a share of their IPv4/TCP packets (plain or carried in a G-PDU)
+    given other header fields: TTL (a G-PDU's own too), TOS, ID, the DF bit, window,
+    acknowledgement number, each drawn from values on both sides of
+    ``ESTABLISHED_HEADER_RULES``' tests (checksums left as they were: the engine does not
+    verify them)."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for ts, data, linktype in frames:
+        ip = -1
+        if data[12:15] == b"\x08\x00\x45" and data[23] == 6:
+            ip = 14
+        elif (
+            data[12:15] == b"\x08\x00\x45"
+            and data[23] == 17
+            and len(data) >= 90
+            and data[36:38] == b"\x08\x68"
+            and data[42] == 0x30
+            and data[50] == 0x45
+            and data[59] == 6
+        ):
+            ip = 50
+        if ip < 0 or len(data) < ip + 40 or rng.random() >= share:
+            out.append((ts, data, linktype))
+            continue
+        packet = bytearray(data)
+        if ip == 50 and rng.random() < 0.3:
+            packet[22] = rng.choice([2, 64])  # the G-PDU's own TTL
+        packet[ip + 8] = rng.choice([1, 3, 64, 64, 128])  # TTL
+        packet[ip + 1] = rng.choice([0, 0, 0x10])  # TOS
+        packet[ip + 4 : ip + 6] = rng.choice([0, 7, 31337]).to_bytes(2, "big")  # ID
+        packet[ip + 6] = (packet[ip + 6] & 0xBF) | rng.choice([0, 0x40])  # DF
+        if rng.random() < 0.5:
+            packet[ip + 34 : ip + 36] = rng.choice([0, 0, 512, 65535]).to_bytes(2, "big")
+        if rng.random() < 0.2:
+            packet[ip + 28 : ip + 32] = rng.randrange(2000).to_bytes(4, "big")  # ACK number
+        out.append((ts, bytes(packet), linktype))
+    return out
+
+
+# Rules on the header fields and sizes of established flows' packets: each keeps only the
+# packets its tests could hold of off the fast paths (the last one, on a field they do not
+# test, keeps every packet of its group off)
+ESTABLISHED_HEADER_RULES = (
+    'alert tcp any any -> any any (msg:"zero window"; flow:established; flags:A,12; '
+    "window:0; sid:50;)\n"
+    'alert tcp any any -> any any (msg:"ttl one"; ttl:1; sid:51;)\n'
+    'alert tcp any any -> any any (msg:"bare ack"; flow:established; flags:A; dsize:0; '
+    "ack:<1000; threshold: type limit, track by_src, count 2, seconds 60; sid:52;)\n"
+    'alert tcp any any -> any 80 (msg:"tos"; flow:to_server,established; tos:16; '
+    "flowbits:set,tos; flowbits:noalert; sid:53;)\n"
+    'alert tcp any any -> any any (msg:"tos then big"; flowbits:isset,tos; dsize:300<>400; '
+    "sid:54;)\n"
+    'alert tcp any any -> any any (msg:"big"; flow:established; dsize:1000<>1300; sid:55;)\n'
+    'alert tcp any any -> any any (msg:"id"; id:31337; ttl:<100; sid:56;)\n'
+    'alert tcp any any -> any any (msg:"no df"; fragbits:!D; flow:established; ttl:<10; '
+    "window:>0; sid:57;)\n"
+    'alert tcp any any -> any 443 (msg:"rr"; flow:established,to_server; ipopts:rr; '
+    "sid:58;)\n"
+    'alert tcp any any -> any 53 (msg:"dns ttl"; ttl:3; content:!"zz"; sid:59;)\n'
+)
+# ... and one on any IP packet (the G-PDUs themselves too)
+ANY_IP_TTL_RULE = 'alert ip any any -> any any (msg:"any ttl"; ttl:<4; sid:60;)\n'
