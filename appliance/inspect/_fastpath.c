@@ -168,8 +168,8 @@ static const char *slot_names[S_COUNT] = {
  * made with it and never replaced: its flag tables grow in place). */
 typedef struct {
     PyObject *group; /* a strong reference: the entry's key */
-    PyObject *established, *not_established, *probe;
-    PyObject *gates; /* group.gates: fast_gates' tables */
+    PyObject *packed; /* group.packed: packed_gates' tables, by established */
+    PyObject *probe;
     int anchored, prefilters;
 } GroupInfo;
 
@@ -242,8 +242,8 @@ static const char *lookup_names[6] = {"proto", "src", "dst", "sport", "dport", "
 static PyObject *one, *zero, *six, *empty;
 static PyObject *str_embryos, *str_next_sweep, *str_sweep, *str_max_flows, *str_evict,
     *str_expired, *str_hatch, *str_full;
-static PyObject *str_established, *str_not_established, *str_anchored, *str_anchored_probe,
-    *str_prefilters, *str_plain_for, *str_move_to_end, *str_gtp, *str_gates, *str_fast_gates;
+static PyObject *str_anchored, *str_anchored_probe, *str_prefilters, *str_move_to_end, *str_gtp,
+    *str_packed, *str_packed_gates;
 
 /* ---- a Flow's slots ------------------------------------------------------------------ */
 
@@ -313,62 +313,31 @@ static inline int is_forward(FastPath *fp, PyObject *flow, const char *key, Py_s
 
 /* ---- rule groups --------------------------------------------------------------------- */
 
-/* Whether group.plain_for(flags, established) is not empty: 1, 0, or -1 on error. */
-static int plain_rules(PyObject *group, long flags, int established)
-{
-    PyObject *cache, *key, *found;
-    int result;
-    cache = PyObject_GetAttr(group, established ? str_established : str_not_established);
-    if (cache == NULL)
-        return -1;
-    key = PyLong_FromLong(flags);
-    if (key == NULL) {
-        Py_DECREF(cache);
-        return -1;
-    }
-    found = PyDict_Check(cache) ? PyDict_GetItemWithError(cache, key) : NULL;
-    Py_DECREF(cache);
-    if (found != NULL) {
-        Py_DECREF(key);
-        return PyObject_IsTrue(found);
-    }
-    if (PyErr_Occurred()) {
-        Py_DECREF(key);
-        return -1;
-    }
-    found = PyObject_CallMethodObjArgs(
-        group, str_plain_for, key, established ? Py_True : Py_False, NULL);
-    Py_DECREF(key);
-    if (found == NULL)
-        return -1;
-    result = PyObject_IsTrue(found);
-    Py_DECREF(found);
-    return result;
-}
-
 static void group_forget(GroupInfo *info)
 {
     Py_CLEAR(info->group);
-    Py_CLEAR(info->established);
-    Py_CLEAR(info->not_established);
+    Py_CLEAR(info->packed);
     Py_CLEAR(info->probe);
-    Py_CLEAR(info->gates);
 }
 
 /* The group's entry in the cache (read on a miss); NULL on error. */
 static GroupInfo *group_info(FastPath *fp, PyObject *group)
 {
     GroupInfo *info = &fp->groups[((uintptr_t)group >> 4) % GROUP_CACHE];
-    PyObject *established, *not_established, *probe, *gates, *value;
+    PyObject *packed, *probe, *value;
     int anchored, prefilters;
     if (info->group == group)
         return info;
-    established = PyObject_GetAttr(group, str_established);
-    not_established = PyObject_GetAttr(group, str_not_established);
+    packed = PyObject_GetAttr(group, str_packed);
     probe = PyObject_GetAttr(group, str_anchored_probe);
-    gates = PyObject_GetAttr(group, str_gates);
-    if (established == NULL || not_established == NULL || probe == NULL || gates == NULL)
+    if (packed == NULL || probe == NULL)
         goto error;
+    if (!PyTuple_CheckExact(packed) || PyTuple_GET_SIZE(packed) != 2
+        || !PyDict_CheckExact(PyTuple_GET_ITEM(packed, 0))
+        || !PyDict_CheckExact(PyTuple_GET_ITEM(packed, 1))) {
+        PyErr_SetString(PyExc_TypeError, "Group.packed: two dicts");
+        goto error;
+    }
     value = PyObject_GetAttr(group, str_anchored);
     anchored = value == NULL ? -1 : PyObject_IsTrue(value);
     Py_XDECREF(value);
@@ -382,91 +351,114 @@ static GroupInfo *group_info(FastPath *fp, PyObject *group)
     group_forget(info);
     Py_INCREF(group);
     info->group = group;
-    info->established = established;
-    info->not_established = not_established;
+    info->packed = packed;
     info->probe = probe;
-    info->gates = gates;
     info->anchored = anchored;
     info->prefilters = prefilters;
     return info;
 error:
-    Py_XDECREF(established);
-    Py_XDECREF(not_established);
+    Py_XDECREF(packed);
     Py_XDECREF(probe);
-    Py_XDECREF(gates);
     return NULL;
 }
 
-/* plain_rules() through the group's cached flag tables. */
-static int group_plain(GroupInfo *info, long flags, int established)
+/* A header field of the IPv4 packet at data[ip:] (a header of 20 bytes, then TCP for codes 5
+ * to 7), by its code in fields.SEGMENT_FIELDS; -1 for another code. */
+static int64_t segment_field(long code, const unsigned char *data, Py_ssize_t ip)
 {
-    PyObject *cache = established ? info->established : info->not_established;
-    PyObject *key, *found;
-    if (!PyDict_CheckExact(cache))
-        return plain_rules(info->group, flags, established);
-    key = PyLong_FromLong(flags);
-    if (key == NULL)
-        return -1;
-    found = PyDict_GetItemWithError(cache, key);
-    Py_DECREF(key);
-    if (found != NULL)
-        return PyObject_IsTrue(found);
-    if (PyErr_Occurred())
-        return -1;
-    return plain_rules(info->group, flags, established);
+    switch (code) {
+    case 0: return data[ip + 8];
+    case 1: return data[ip + 1];
+    case 2: return u16(data, ip + 4);
+    case 3: return data[ip + 6] & 0xE0u;
+    case 4: return u16(data, ip + 6) & 0x1FFFu;
+    case 5: return u32(data, ip + 24);
+    case 6: return u32(data, ip + 28);
+    case 7: return u16(data, ip + 34);
+    default: return -1;
+    }
 }
 
-static int segment_tests_hold(PyObject *tests, const unsigned char *data, Py_ssize_t ip);
+/* A flags test (fragbits) of a field: its bits, by the modifier's code (0 exactly, 1 any
+ * of them, 2 all of them and maybe more, 3 not all of them). */
+static inline int bits_hold(int64_t number, int64_t bits, int64_t modifier)
+{
+    if (modifier == 1)
+        return (number & bits) != 0;
+    if (modifier == 2)
+        return (number & bits) == bits;
+    if (modifier == 3)
+        return (number & bits) != bits;
+    return number == bits;
+}
 
-/* engine._gated: whether the group's plain rules for these flags (group_plain: some; -1:
- * not TCP) each have a gate (group.fast_gates) and the IPv4 packet at data[ip:], with size
- * bytes of payload, is outside all of them. 1, 0, -1 on error. */
+/* match.gates_clear of gates packed by match.pack_gates (bytes of 64-bit words; per gate
+ * its tests' count, its sizes' low and high, then per test its field's code, kind, low or
+ * bits, high or modifier, negated): whether the IPv4 packet at data[ip:] (a header of 20
+ * bytes, then TCP; at least 40 bytes), with size bytes of payload, is outside every gate.
+ * 1, 0, -1 on error. */
+static int gates_clear(PyObject *packed, const unsigned char *data, Py_ssize_t ip,
+                       Py_ssize_t size)
+{
+    const int64_t *word, *last;
+    Py_ssize_t length;
+    if (!PyBytes_CheckExact(packed) || (length = PyBytes_GET_SIZE(packed)) % 8)
+        goto shape;
+    word = (const int64_t *)(const void *)PyBytes_AS_STRING(packed);
+    last = word + length / 8;
+    while (word < last) {
+        int64_t count, i;
+        int holds;
+        if (last - word < 3 || (count = word[0]) < 0 || (last - word - 3) / 5 < count)
+            goto shape;
+        holds = word[1] <= size && size <= word[2];
+        word += 3;
+        for (i = 0; i < count; i++, word += 5) {
+            int64_t number = segment_field((long)word[0], data, ip);
+            if (number < 0 || word[1] < 0 || word[1] > 1)
+                goto shape;
+            if (holds)
+                holds = word[1] == 0 ? (word[2] <= number && number <= word[3]) != (word[4] != 0)
+                                     : bits_hold(number, word[2], word[3]);
+        }
+        if (holds)
+            return 0;
+    }
+    return 1;
+shape:
+    PyErr_SetString(PyExc_TypeError, "packed gates: 64-bit words");
+    return -1;
+}
+
+/* engine._gated: whether the group's plain rules for these flags (-1: not TCP) and flow
+ * state can match the IPv4 packet at data[ip:], with size bytes of payload, only inside a
+ * gate of theirs, and the packet is outside all of them: 1 (none, or all gates clear), 0,
+ * -1 on error. The gates are read as group.packed_gates gives them (packed, or None: a
+ * rule without a gate). */
 static int group_gated(GroupInfo *info, long flags, int established, const unsigned char *data,
                        Py_ssize_t ip, Py_ssize_t size)
 {
-    PyObject *key, *gates = NULL;
-    Py_ssize_t i;
-    int result = 1;
+    PyObject *key, *packed;
+    int result;
     key = PyLong_FromLong(flags);
     if (key == NULL)
         return -1;
-    if (PyTuple_CheckExact(info->gates) && PyTuple_GET_SIZE(info->gates) == 2) {
-        PyObject *cache = PyTuple_GET_ITEM(info->gates, established ? 1 : 0);
-        if (PyDict_CheckExact(cache) && (gates = PyDict_GetItemWithError(cache, key)) != NULL)
-            Py_INCREF(gates);
-    }
-    if (gates == NULL && !PyErr_Occurred())
-        gates = PyObject_CallMethodObjArgs(info->group, str_fast_gates, key,
-                                           established ? Py_True : Py_False, NULL);
+    packed = PyDict_GetItemWithError(PyTuple_GET_ITEM(info->packed, established ? 1 : 0), key);
+    if (packed != NULL)
+        Py_INCREF(packed);
+    else if (!PyErr_Occurred())
+        packed = PyObject_CallMethodObjArgs(info->group, str_packed_gates, key,
+                                            established ? Py_True : Py_False, NULL);
     Py_DECREF(key);
-    if (gates == NULL)
+    if (packed == NULL)
         return -1;
-    if (gates == Py_None) {
-        result = 0;
-    } else if (!PyTuple_CheckExact(gates)) {
-        goto shape;
-    } else {
-        for (i = 0; i < PyTuple_GET_SIZE(gates) && result == 1; i++) {
-            PyObject *gate = PyTuple_GET_ITEM(gates, i);
-            Py_ssize_t low, high;
-            if (!PyTuple_CheckExact(gate) || PyTuple_GET_SIZE(gate) != 3)
-                goto shape;
-            low = PyLong_AsSsize_t(PyTuple_GET_ITEM(gate, 1));
-            high = PyLong_AsSsize_t(PyTuple_GET_ITEM(gate, 2));
-            if ((low == -1 || high == -1) && PyErr_Occurred())
-                result = -1;
-            else if (low <= size && size <= high) {
-                int holds = segment_tests_hold(PyTuple_GET_ITEM(gate, 0), data, ip);
-                result = holds < 0 ? -1 : !holds;
-            }
-        }
+    if (packed == Py_None) {
+        Py_DECREF(packed);
+        return 0;
     }
-    Py_DECREF(gates);
+    result = gates_clear(packed, data, ip, size);
+    Py_DECREF(packed);
     return result;
-shape:
-    Py_DECREF(gates);
-    PyErr_SetString(PyExc_TypeError, "a group's fast gates: ((tests, low, high), ...) or None");
-    return -1;
 }
 
 /* bytes.find(pattern, lo, hi) >= 0 on data of n bytes (lo, hi >= 0). */
@@ -2464,14 +2456,11 @@ static int fast_tcp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, 
     info = group_info(fp, group);
     if (info == NULL)
         goto error_fast;
-    truth = group_plain(info, flags, established);
-    if (truth < 0)
-        goto leave_fast;
     offset = data[ip + 32] >> 4;
     start = ip + 20 + (offset << 2);
     if (offset < 5 || start > end)
         goto leave_fast_zero;
-    if (truth && (truth = group_gated(info, flags, established, data, ip, end - start)) <= 0)
+    if ((truth = group_gated(info, flags, established, data, ip, end - start)) <= 0)
         goto leave_fast;
     if (start < end || flags & 0x02) {
         int quiet = PyObject_IsTrue(PyTuple_GET_ITEM(fast, 0));
@@ -2608,8 +2597,7 @@ static int fast_gtp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, 
         truth = -1;
         goto leave_fast;
     }
-    if ((truth = group_plain(info, -1, established)) < 0
-        || (truth && (truth = group_gated(info, -1, established, data, 14, end - 42)) <= 0))
+    if ((truth = group_gated(info, -1, established, data, 14, end - 42)) <= 0)
         goto leave_fast;
     if (info->anchored
         && (truth = anchored_hit(fp, group, info->probe, bytes, 42, end, established)) != 0)
@@ -3648,30 +3636,22 @@ static int segment_tests_hold(PyObject *tests, const unsigned char *data, Py_ssi
         goto shape;
     for (i = 0; i < PyTuple_GET_SIZE(tests); i++) {
         PyObject *test = PyTuple_GET_ITEM(tests, i);
-        long code, kind, low, high;
-        unsigned long number;
+        long kind;
+        long long low, high;
+        int64_t number;
         int negated, holds;
         if (!PyTuple_CheckExact(test) || PyTuple_GET_SIZE(test) != 5)
             goto shape;
-        code = PyLong_AsLong(PyTuple_GET_ITEM(test, 0));
+        number = segment_field(PyLong_AsLong(PyTuple_GET_ITEM(test, 0)), data, ip);
         kind = PyLong_AsLong(PyTuple_GET_ITEM(test, 1));
         negated = PyObject_IsTrue(PyTuple_GET_ITEM(test, 4));
         if (PyErr_Occurred() || negated < 0)
             return -1;
-        switch (code) {
-        case 0: number = data[ip + 8]; break;
-        case 1: number = data[ip + 1]; break;
-        case 2: number = u16(data, ip + 4); break;
-        case 3: number = data[ip + 6] & 0xE0u; break;
-        case 4: number = u16(data, ip + 6) & 0x1FFFu; break;
-        case 5: number = u32(data, ip + 24); break;
-        case 6: number = u32(data, ip + 28); break;
-        case 7: number = u16(data, ip + 34); break;
-        default: goto shape;
-        }
+        if (number < 0)
+            goto shape;
         if (kind == 0) { /* a range: its bounds may be past a field's (an int of any size) */
             int above, below;
-            PyObject *value = PyLong_FromUnsignedLong(number);
+            PyObject *value = PyLong_FromLongLong(number);
             if (value == NULL)
                 return -1;
             below = PyObject_RichCompareBool(PyTuple_GET_ITEM(test, 2), value, Py_LE);
@@ -3682,18 +3662,11 @@ static int segment_tests_hold(PyObject *tests, const unsigned char *data, Py_ssi
                 return -1;
             holds = (below && above) != negated;
         } else if (kind == 1) {
-            low = PyLong_AsLong(PyTuple_GET_ITEM(test, 2));
-            high = PyLong_AsLong(PyTuple_GET_ITEM(test, 3));
+            low = PyLong_AsLongLong(PyTuple_GET_ITEM(test, 2));
+            high = PyLong_AsLongLong(PyTuple_GET_ITEM(test, 3));
             if (PyErr_Occurred())
                 return -1;
-            if (high == 1)
-                holds = (number & (unsigned long)low) != 0;
-            else if (high == 2)
-                holds = (number & (unsigned long)low) == (unsigned long)low;
-            else if (high == 3)
-                holds = (number & (unsigned long)low) != (unsigned long)low;
-            else
-                holds = number == (unsigned long)low;
+            holds = bits_hold(number, low, high);
         } else {
             goto shape;
         }
@@ -4306,7 +4279,7 @@ typedef struct {
     PyObject *icmp_matches, *head_holds, *contents_match, *rule_matches, *twin;
 } RuleHits;
 
-static PyObject *str_pkt;
+static PyObject *str_pkt, *str_ip_packet;
 static PyObject *str_checks, *str_plain_checks, *str_itype, *str_icode,
     *str_contents, *str_transforms;
 
@@ -4335,7 +4308,8 @@ static int anchored_shape(PyObject *fast)
     return 1;
 }
 
-/* Whether the plain checks are (rule, tests or None) pairs. */
+/* Whether the plain checks are (rule, tests or None, size gate or None, packed header gate
+ * or None). */
 static int plain_shape(PyObject *plain)
 {
     Py_ssize_t i;
@@ -4343,7 +4317,10 @@ static int plain_shape(PyObject *plain)
         return 0;
     for (i = 0; i < PyTuple_GET_SIZE(plain); i++) {
         PyObject *entry = PyTuple_GET_ITEM(plain, i), *gate;
-        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3)
+        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 4)
+            return 0;
+        gate = PyTuple_GET_ITEM(entry, 3);
+        if (gate != Py_None && !PyBytes_CheckExact(gate))
             return 0;
         gate = PyTuple_GET_ITEM(entry, 2);
         if (gate != Py_None
@@ -4385,9 +4362,9 @@ static PyObject *RuleHits_hits(RuleHits *rh, PyObject *const *args, Py_ssize_t n
 {
     PyObject *layer, *group, *established, *flags, *payload, *buffers;
     PyObject *checks = NULL, *plain = NULL, *fast = NULL, *prefilters = NULL, *hits = NULL;
-    PyObject *numbers = NULL, *folded = NULL, *index = NULL, *table;
+    PyObject *numbers = NULL, *folded = NULL, *index = NULL, *table, *packet = NULL;
     Py_ssize_t i, j, count, size;
-    int truth;
+    int truth, header = -1; /* whether ip:packet is an IPv4 header of 20 bytes and more */
 
     if (nargs != 6) {
         PyErr_SetString(PyExc_TypeError,
@@ -4458,6 +4435,26 @@ static PyObject *RuleHits_hits(RuleHits *rh, PyObject *const *args, Py_ssize_t n
                 goto error;
             if (size < low || size > high)
                 continue;
+        }
+        if (PyTuple_GET_ITEM(entry, 3) != Py_None) {
+            /* its header tests of the IPv4 header without options (and TCP's, which a packet
+             * of another protocol, or a later fragment, never passes): outside them, the
+             * rule cannot match */
+            if (header < 0) {
+                packet = PyDict_GetItemWithError(buffers, str_ip_packet);
+                if (packet == NULL && PyErr_Occurred())
+                    goto error;
+                header = packet != NULL && PyBytes_CheckExact(packet)
+                         && PyBytes_GET_SIZE(packet) >= 40 && PyBytes_AS_STRING(packet)[0] == 0x45;
+            }
+            if (header) {
+                truth = gates_clear(PyTuple_GET_ITEM(entry, 3),
+                                    (const unsigned char *)PyBytes_AS_STRING(packet), 0, size);
+                if (truth < 0)
+                    goto error;
+                if (truth)
+                    continue;
+            }
         }
         value = PyObject_GetAttr(sig, str_itype);
         if (value == NULL)
@@ -5859,8 +5856,7 @@ static int FastPath_traverse(FastPath *fp, visitproc visit, void *arg)
     Py_VISIT(fp->made_plans);
     for (i = 0; i < GROUP_CACHE; i++) {
         Py_VISIT(fp->groups[i].group);
-        Py_VISIT(fp->groups[i].established);
-        Py_VISIT(fp->groups[i].not_established);
+        Py_VISIT(fp->groups[i].packed);
         Py_VISIT(fp->groups[i].probe);
     }
     return 0;
@@ -6109,13 +6105,11 @@ PyMODINIT_FUNC PyInit__fastpath(void)
         || intern(&str_expired, "expired") < 0 || intern(&str_hatch, "hatch") < 0
         || intern(&str_full, "full") < 0)
         return NULL;
-    if (intern(&str_established, "established") < 0
-        || intern(&str_not_established, "not_established") < 0
-        || intern(&str_anchored, "anchored") < 0
+    if (intern(&str_anchored, "anchored") < 0
         || intern(&str_anchored_probe, "anchored_probe") < 0
-        || intern(&str_prefilters, "prefilters") < 0 || intern(&str_plain_for, "plain_for") < 0
+        || intern(&str_prefilters, "prefilters") < 0
         || intern(&str_move_to_end, "move_to_end") < 0 || intern(&str_gtp, "gtp") < 0
-        || intern(&str_gates, "gates") < 0 || intern(&str_fast_gates, "fast_gates") < 0)
+        || intern(&str_packed, "packed") < 0 || intern(&str_packed_gates, "packed_gates") < 0)
         return NULL;
     minus_one = PyLong_FromLong(-1);
     zero = PyLong_FromLong(0);
@@ -6124,7 +6118,8 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     empty = PyUnicode_FromString("");
     if (minus_one == NULL || zero == NULL || four == NULL || six == NULL || empty == NULL)
         return NULL;
-    if (intern(&str_pkt, "pkt") < 0 || intern(&str_checks, "checks") < 0
+    if (intern(&str_pkt, "pkt") < 0 || intern(&str_ip_packet, "ip:packet") < 0
+        || intern(&str_checks, "checks") < 0
         || intern(&str_plain_checks, "plain_checks") < 0
         || intern(&str__scan, "_scan") < 0 || intern(&str__mine, "_mine") < 0
         || intern(&str_reach, "reach") < 0 || intern(&str_prefilter, "prefilter") < 0

@@ -58,6 +58,7 @@ from appliance.inspect.match import (
     gates_clear,
     head_holds,
     icmp_matches,
+    reads_headers,
     reads_packet,
     rule_matches,
 )
@@ -206,7 +207,7 @@ def _rule_hits(
     numbers: dict[str, int | None] = {}  # header fields read, for all the rules testing them
     packet = buffers.get(PKT)
     size = -1 if packet is None else len(packet)  # (-1: no payload buffer, no dsize holds)
-    for sig, head, gate in plain:
+    for sig, head, gate, _ in plain:  # (the compiled driver's header gate: see header_gate)
         if gate is not None and not gate[0] <= size <= gate[1]:
             continue  # its dsize does not hold
         if (sig.itype is not None or sig.icode is not None) and not icmp_matches(sig, layer):
@@ -444,6 +445,7 @@ class InspectionEngine:
         # out once per such kind of segment.
         self._flow_path = self._fast
         self._packet = reads_packet(config.signatures)  # a header keyword: ip:packet wanted
+        self._headers = reads_headers(config.signatures)  # and the header buffers
         self._sizes = self._follow is not None and self._follow.sizes is not None
         # The applications whose data segments of an established flow the fast path may take
         # when a direction's only payload work is its payload prefilters and its stream (see
@@ -1067,7 +1069,7 @@ class InspectionEngine:
         http: HttpRequest | None = None
         buffers = {"pkt": payload}
         if self._packet:
-            add_packet(layer, buffers)
+            add_packet(layer, buffers, self._headers)
         if proto == PROTO_UDP:
             if gtp is not None:
                 flow.app = "gtp"

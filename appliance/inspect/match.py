@@ -14,6 +14,7 @@ packet of the group (they are cheap: flags, flow).
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
@@ -178,8 +179,11 @@ class AnchorIndex:
 # A header test compiled: (key of its number in a packet's cache, buffer, field, whether it
 # is a range test, low, high, negated, the test)
 HeadTest = tuple[str, str, str, bool, int, int, bool, FieldTest]
-# A plain rule to check: (rule, its header tests compiled or None, its size gate or None)
-PlainCheck = tuple[Signature, "tuple[HeadTest, ...] | None", "tuple[int, int] | None"]
+# A plain rule to check: (rule, its header tests compiled or None, its size gate or None, its
+# header gate or None)
+PlainCheck = tuple[
+    Signature, "tuple[HeadTest, ...] | None", "tuple[int, int] | None", "bytes | None"
+]
 
 
 def size_gate(sig: Signature) -> tuple[int, int] | None:
@@ -246,6 +250,31 @@ def gates_clear(gates: tuple[FastGate, ...], data: bytes, ip: int, size: int) ->
     return True
 
 
+def pack_gates(gates: tuple[FastGate, ...]) -> bytes:
+    """Gates as 64-bit words in the machine's order: per gate its tests' count, its sizes'
+    low and high, then per test the five of a ``SegmentTest`` (a range's bounds brought
+    within -1 and 2**32: a field's number lies between, on the same side of each)."""
+    words: list[int] = []
+    for tests, low, high in gates:
+        words += (len(tests), low, high)
+        for code, kind, first, second, negated in tests:
+            if kind == 0:
+                first, second = max(first, -1), min(second, 1 << 32)
+            words += (code, kind, first, second, int(negated))
+    return array("q", words).tobytes()
+
+
+def header_gate(sig: Signature) -> bytes | None:
+    """A rule's tests of the fields of an IPv4 header without options and of TCP's
+    (``fast_gate``'s), packed (``pack_gates``, any size): the compiled rule driver makes them
+    of such a packet itself, and one outside them cannot match the rule. None: it has
+    none."""
+    gate = fast_gate(sig, True)
+    if gate is None or not gate[0]:
+        return None
+    return pack_gates(((gate[0], -1, _ANY_SIZE),))
+
+
 @dataclass
 class Group:
     """The rules that can match one kind of packet of one flow direction.
@@ -288,9 +317,12 @@ class Group:
     checks: tuple[dict[int, tuple[PlainCheck, ...]], dict[int, tuple[PlainCheck, ...]]] = field(
         init=False, default_factory=lambda: ({}, {}), repr=False, compare=False
     )
-    # fast_gates(flags, established) by established, then flags
+    # fast_gates(flags, established) by established, then flags; packed_gates' alike
     gates: tuple[dict[int, tuple[FastGate, ...] | None], dict[int, tuple[FastGate, ...] | None]] = (
         field(init=False, default_factory=lambda: ({}, {}), repr=False, compare=False)
+    )
+    packed: tuple[dict[int, bytes | None], dict[int, bytes | None]] = field(
+        init=False, default_factory=lambda: ({}, {}), repr=False, compare=False
     )
     # whether a rule of the group looks at the packet payload itself
     reads_payload: bool = field(init=False, default=False)
@@ -386,12 +418,14 @@ class Group:
 
     def plain_checks(self, flags: int, established: bool) -> tuple[PlainCheck, ...]:
         """``plain_for``'s rules, each with its header tests compiled (``head_tests``) or
-        None (its contents are checked in full), and its ``size_gate``."""
+        None (its contents are checked in full), its ``size_gate`` and its
+        ``header_gate``."""
         cache = self.checks[established]
         found = cache.get(flags)
         if found is None:
             found = cache[flags] = tuple(
-                (sig, head_tests(sig), size_gate(sig)) for sig in self.plain_for(flags, established)
+                (sig, head_tests(sig), size_gate(sig), header_gate(sig))
+                for sig in self.plain_for(flags, established)
             )
         return found
 
@@ -407,6 +441,16 @@ class Group:
         gates = [fast_gate(sig, tcp) for sig in self.plain_for(flags, established)]
         found = None if None in gates else tuple(g for g in gates if g is not None)
         cache[flags] = found
+        return found
+
+    def packed_gates(self, flags: int, established: bool) -> bytes | None:
+        """``fast_gates`` as the compiled core reads them (``pack_gates``; b"": no plain
+        rule applies)."""
+        cache = self.packed[established]
+        if flags in cache:
+            return cache[flags]
+        gates = self.fast_gates(flags, established)
+        found = cache[flags] = None if gates is None else pack_gates(gates)
         return found
 
 
@@ -975,16 +1019,23 @@ def reads_packet(signatures: Sequence[Signature]) -> bool:
     return any(sig.header for sig in signatures)
 
 
-def add_packet(layer: Layer, buffers: dict[str, bytes]) -> None:
+def add_packet(layer: Layer, buffers: dict[str, bytes], headers: bool = True) -> None:
     """The ``ip:packet`` buffer of a packet: its bytes from the IP header on (up to
-    PACKET_BYTES), which the header keywords read, and the header buffers (``tcp.hdr``, ...)
-    cut from it (a datagram reassembled from fragments: its first fragment's header, as
-    ``defrag`` rebuilds it)."""
+    PACKET_BYTES), which the header keywords read, and (``headers``) the header buffers
+    (``tcp.hdr``, ...) cut from it (a datagram reassembled from fragments: its first
+    fragment's header, as ``defrag`` rebuilds it)."""
     raw = getattr(layer, "raw", None)
     if raw is not None:
         at = layer.ip_at
         packet = buffers[IP_PACKET] = raw[at : at + PACKET_BYTES]
-        buffers.update(header_buffers(packet))
+        if headers:
+            buffers.update(header_buffers(packet))
+
+
+def reads_headers(signatures: Sequence[Signature]) -> bool:
+    """Whether a rule reads a header buffer (``tcp.hdr``, ...): then ``add_packet`` cuts
+    them from each packet."""
+    return any(c.buffer in HEADER_BUFFERS for sig in signatures for c in sig.contents)
 
 
 def icmp_matches(sig: Signature, layer: Layer) -> bool:

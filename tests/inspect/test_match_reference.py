@@ -387,6 +387,39 @@ def test_fast_gates_hold_of_every_packet_a_plain_rule_matches(tmp_path: Path) ->
     assert matched > 100, matched
 
 
+def test_compiled_driver_gates_header_rules_as_the_twin_checks_them(tmp_path: Path) -> None:
+    """The compiled rule driver makes a plain rule's tests of an IPv4 header without options
+    (and TCP's) itself (``header_gate``) and skips the rule outside them: the same hits as
+    the twin's ``_rule_hits`` on packets of every protocol, later fragments included."""
+    compiled = core.rule_hits_class() if core.available() else None
+    if compiled is None:
+        pytest.skip("the compiled core is not built")
+    text = SIZED + "\n" + HEADED
+    signatures = list(parse_rules(text, str(tmp_path / "h.rules"), Variables.from_networks(None)))
+    driver = compiled(icmp_matches, head_holds, contents_match, rule_matches, _rule_hits)
+    rng = random.Random(10)
+    matcher = Matcher(signatures)
+    words, ports = _words(signatures), _ports(signatures)
+    headed = 0
+    for _ in range(PACKETS):
+        frame = bytearray(_frame(rng, ports, words))
+        if rng.random() < 0.1:  # a later fragment: no TCP header to read
+            frame[20:22] = (0x2000 | rng.randrange(1, 50)).to_bytes(2, "big")
+        layer = decode_packet(bytes(frame), 1, {})
+        if layer is None:
+            continue
+        flags = layer.flags if layer.proto == PROTO_TCP else -1
+        for established in (False, True):
+            group = matcher.group_for(layer, "", rng.random() < 0.5, False)
+            buffers = {PKT: layer.payload}
+            add_packet(layer, buffers, rng.random() < 0.5)
+            want = _rule_hits(layer, group, established, flags, layer.payload, dict(buffers))
+            got = driver.hits(layer, group, established, flags, layer.payload, dict(buffers))
+            assert [id(s) for s in got] == [id(s) for s in want], layer
+            headed += sum(1 for s in want if s.sid > 3920000)
+    assert headed > 100  # the header rules do match
+
+
 def test_grouped_matcher_matches_what_every_rule_checked_matches(tmp_path: Path) -> None:
     signatures = _signatures(tmp_path)
     matched = sum(_compare(signatures, seed) for seed in (1, 2))
