@@ -74,6 +74,8 @@ def test_core_under_sanitizers(build: str, tmp_path: Path) -> None:
         "tests/inspect/test_engine_syn.py",  # the new-flow path: SYNs, ACKs, RSTs, FINs
         "tests/inspect/test_core_counters.py",  # its thresholds and SYN detectors
         "tests/inspect/test_core_anchors.py",  # anchored rules placed, a stream's head
+        "tests/inspect/test_match_reference.py",  # the rule driver, header gates included
+        "tests/inspect/test_fast_path.py",  # the gates of established flows' packets
     ]
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
