@@ -195,6 +195,9 @@ typedef struct {
      * segment is taken (it regroups the flow); NULL: none. tls_flows: the flows followed,
      * by key (TlsRecords._flows): a flow not in it is not walked */
     PyObject *tls_walk, *tls_taken, *tls_flows;
+    /* the engine's HttpSplit (its pending messages), or None (no splitter); NULL: an HTTP
+     * flow's data segment is the engine's _scan_segment's */
+    PyObject *http;
     /* tlsrecords.WALK_SHAPE, read: the walk done here (records_walk) unless NULL */
     PyObject *tls_shape_held;
     RecordsShape tls_shape;
@@ -1630,7 +1633,8 @@ static PyObject *tls_walk(PyObject *module, PyObject *const *args, Py_ssize_t na
 
 static PyObject *str_payload_scans, *str_reads_payload, *str_streams, *str_pending,
     *str_waiting, *str_base, *str_data, *str_scanned, *str_grew, *str_errors, *str_candidates,
-    *str_depth, *str_held, *str_max_bytes, *str__streams, *str_patterns, *str_buffer;
+    *str_depth, *str_held, *str_max_bytes, *str__streams, *str_patterns, *str_buffer,
+    *str__current, *str__request;
 
 static inline int attr_truth(PyObject *obj, PyObject *name)
 {
@@ -2046,6 +2050,28 @@ static int scan_twin(FastPath *fp, PyObject *flow, int to_server, PyObject *grou
  * (Patterns) is scanned here; another's scan and the stream's growth past its bound are the
  * engine's (Prefilter.candidates, Reassembler.grew), called; what is not in the shape
  * expected is left to the engine's _scan_segment. */
+/* Whether an HTTP flow's direction has a message being gathered across segments (in the
+ * HttpSplit's pending messages, by (flow key, to_server)); if not, the splitter's current
+ * message and request are cleared, as its segment() starts. 1, 0, -1 on error. */
+static int http_gathered(FastPath *fp, PyObject *flow, int to_server)
+{
+    PyObject *key = slot(fp, flow, S_KEY), *pending, *both;
+    int found;
+    if (key == NULL)
+        return -1;
+    pending = PyObject_GetAttr(fp->http, str_pending);
+    if (pending == NULL)
+        return -1;
+    both = PyTuple_Pack(2, key, to_server ? Py_True : Py_False);
+    found = both == NULL ? -1 : PySequence_Contains(pending, both);
+    Py_XDECREF(both);
+    Py_DECREF(pending);
+    if (found == 0 && (PyObject_SetAttr(fp->http, str__current, Py_None) < 0
+                       || PyObject_SetAttr(fp->http, str__request, Py_None) < 0))
+        return -1;
+    return found;
+}
+
 static int scan_segment(FastPath *fp, PyObject *flow, int to_server, PyObject *group,
                         PyObject *bytes, Py_ssize_t ip, Py_ssize_t start, Py_ssize_t end)
 {
@@ -2098,8 +2124,10 @@ static int scan_segment(FastPath *fp, PyObject *flow, int to_server, PyObject *g
     } else if (PyUnicode_CompareWithASCIIString(app, "http") == 0) {
         if (data[start] >= 'A' && data[start] <= 'Z')
             return 0; /* may start a request or a response */
-        /* an HTTP message may be gathered across segments: the engine's own */
-        return scan_twin(fp, flow, to_server, group, bytes, ip, start, end);
+        if (fp->http == NULL)
+            return scan_twin(fp, flow, to_server, group, bytes, ip, start, end);
+        if (fp->http != Py_None && (truth = http_gathered(fp, flow, to_server)) != 0)
+            return truth < 0 ? -1 : 0; /* continues a message being gathered */
     }
     scans = PyObject_GetAttr(group, str_payload_scans);
     if (scans == NULL)
@@ -5839,6 +5867,7 @@ static int FastPath_traverse(FastPath *fp, visitproc visit, void *arg)
     Py_VISIT(fp->tls_taken);
     Py_VISIT(fp->tls_flows);
     Py_VISIT(fp->tls_shape_held);
+    Py_VISIT(fp->http);
     Py_VISIT(fp->table);
     Py_VISIT(fp->stats);
     Py_VISIT(fp->hellos);
@@ -5880,6 +5909,7 @@ static int FastPath_clear(FastPath *fp)
     Py_CLEAR(fp->tls_taken);
     Py_CLEAR(fp->tls_flows);
     Py_CLEAR(fp->tls_shape_held);
+    Py_CLEAR(fp->http);
     Py_CLEAR(fp->table);
     Py_CLEAR(fp->stats);
     Py_CLEAR(fp->hellos);
@@ -5914,7 +5944,7 @@ static PyObject *FastPath_scan_path(FastPath *fp, PyObject *const *args, Py_ssiz
 {
     Py_ssize_t depth = 0;
     RecordsShape shape;
-    if ((nargs != 5 && nargs != 8 && nargs != 9) || !PyCallable_Check(args[0])
+    if ((nargs != 5 && nargs != 8 && nargs != 9 && nargs != 10) || !PyCallable_Check(args[0])
         || (args[1] != Py_None && !PyCallable_Check(args[1])) || !PyType_Check(args[3])
         || !PyCallable_Check(args[4])
         || (nargs >= 8 && args[5] != Py_None
@@ -5922,10 +5952,10 @@ static PyObject *FastPath_scan_path(FastPath *fp, PyObject *const *args, Py_ssiz
                 || !PyDict_Check(args[7])))) {
         PyErr_SetString(PyExc_TypeError, "scan_path(segment, outer, reassembler, stream_type, "
                                          "head_clear[, tls_walk, tls_taken, tls_flows[, "
-                                         "tls_shape]])");
+                                         "tls_shape[, http]]])");
         return NULL;
     }
-    if (nargs == 9 && args[5] != Py_None && records_shape(args[8], &shape) < 0)
+    if (nargs >= 9 && args[5] != Py_None && records_shape(args[8], &shape) < 0)
         return NULL;
     if (args[2] != Py_None) {
         depth = attr_ssize(args[2], str_depth);
@@ -5942,7 +5972,7 @@ static PyObject *FastPath_scan_path(FastPath *fp, PyObject *const *args, Py_ssiz
         keep(&fp->tls_taken, args[6]);
         keep(&fp->tls_flows, args[7]);
         Py_CLEAR(fp->tls_shape_held);
-        if (nargs == 9) {
+        if (nargs >= 9) {
             fp->tls_shape = shape;
             keep(&fp->tls_shape_held, args[8]);
         }
@@ -5950,8 +5980,12 @@ static PyObject *FastPath_scan_path(FastPath *fp, PyObject *const *args, Py_ssiz
         Py_CLEAR(fp->tls_walk);
         Py_CLEAR(fp->tls_taken);
         Py_CLEAR(fp->tls_flows);
-    Py_CLEAR(fp->tls_shape_held);
+        Py_CLEAR(fp->tls_shape_held);
     }
+    if (nargs == 10)
+        keep(&fp->http, args[9]);
+    else
+        Py_CLEAR(fp->http);
     fp->depth = depth;
     Py_RETURN_NONE;
 }
@@ -6141,7 +6175,8 @@ PyMODINIT_FUNC PyInit__fastpath(void)
         || intern(&str_grew, "grew") < 0 || intern(&str_errors, "errors") < 0
         || intern(&str_depth, "depth") < 0 || intern(&str_held, "held") < 0
         || intern(&str_max_bytes, "max_bytes") < 0 || intern(&str__streams, "_streams") < 0
-        || intern(&str_patterns, "patterns") < 0)
+        || intern(&str_patterns, "patterns") < 0 || intern(&str__current, "_current") < 0
+        || intern(&str__request, "_request") < 0)
         return NULL;
     if (intern(&str_headers, "headers") < 0 || intern(&str_host, "host") < 0
         || intern(&str_user_agent, "user_agent") < 0 || intern(&str_raw_body, "raw_body") < 0

@@ -633,6 +633,7 @@ class InspectionEngine:
                 self._tls_taken,
                 self._records.followed if self._records is not None else {},
                 WALK_SHAPE,
+                self._http,  # an HTTP data segment continuing a message is the engine's
             )
         except (AttributeError, TypeError, ValueError):
             # a module built from other sources than these: the twin takes over
