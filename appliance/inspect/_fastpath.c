@@ -400,6 +400,17 @@ static inline int bits_hold(int64_t number, int64_t bits, int64_t modifier)
  * bits, high or modifier, negated): whether the IPv4 packet at data[ip:] (a header of 20
  * bytes, then TCP; at least 40 bytes), with size bytes of payload, is outside every gate.
  * 1, 0, -1 on error. */
+/* One header test of 5 words (field's code, kind, low or bits, high or modifier, negated) of
+ * the IPv4 packet at data[ip:]: 1 holds, 0, -1 not of the shape. */
+static int word_test_holds(const int64_t *word, const unsigned char *data, Py_ssize_t ip)
+{
+    int64_t number = segment_field((long)word[0], data, ip);
+    if (number < 0 || word[1] < 0 || word[1] > 1)
+        return -1;
+    return word[1] == 0 ? (word[2] <= number && number <= word[3]) != (word[4] != 0)
+                        : bits_hold(number, word[2], word[3]);
+}
+
 static int gates_clear(PyObject *packed, const unsigned char *data, Py_ssize_t ip,
                        Py_ssize_t size)
 {
@@ -417,12 +428,10 @@ static int gates_clear(PyObject *packed, const unsigned char *data, Py_ssize_t i
         holds = word[1] <= size && size <= word[2];
         word += 3;
         for (i = 0; i < count; i++, word += 5) {
-            int64_t number = segment_field((long)word[0], data, ip);
-            if (number < 0 || word[1] < 0 || word[1] > 1)
+            int test = word_test_holds(word, data, ip);
+            if (test < 0)
                 goto shape;
-            if (holds)
-                holds = word[1] == 0 ? (word[2] <= number && number <= word[3]) != (word[4] != 0)
-                                     : bits_hold(number, word[2], word[3]);
+            holds = holds && test;
         }
         if (holds)
             return 0;
@@ -4386,11 +4395,78 @@ static PyObject *lowered(PyObject *bytes)
     return out;
 }
 
+/* A plain rule's gate (match.rule_gate: its header tests' count and words, then its byte
+ * tests' count and for each its offset, byte count, little-endian, bitmask, operator,
+ * value, negated) made of a packet: its IPv4 header of 20 bytes and more (at least 40
+ * bytes; NULL: the header tests are not made) and its payload of size bytes (NULL: the
+ * byte tests are not made). 1: every test made holds, 0: one fails (the rule cannot match),
+ * -1 on error. */
+static int rule_gate_holds(PyObject *gate, const unsigned char *packet,
+                           const unsigned char *payload, Py_ssize_t size)
+{
+    const int64_t *word, *last;
+    int64_t count, i;
+    Py_ssize_t length;
+    if (!PyBytes_CheckExact(gate) || (length = PyBytes_GET_SIZE(gate)) % 8 || length < 16)
+        goto shape;
+    word = (const int64_t *)(const void *)PyBytes_AS_STRING(gate);
+    last = word + length / 8;
+    count = *word++;
+    if (count < 0 || (last - word - 1) / 5 < count)
+        goto shape;
+    for (i = 0; i < count; i++, word += 5) {
+        int test = packet != NULL ? word_test_holds(word, packet, 0) : 1;
+        if (test <= 0) {
+            if (test < 0)
+                goto shape;
+            return 0;
+        }
+    }
+    count = *word++;
+    if (count < 0 || (last - word) / 7 != count || (last - word) % 7)
+        goto shape;
+    for (i = 0; i < count && payload != NULL; i++, word += 7) {
+        int64_t offset = word[0], bytes = word[1], op = word[4], value = word[5];
+        uint64_t number = 0, mask = (uint64_t)word[3];
+        int64_t k;
+        int holds;
+        if (offset < 0 || bytes < 1 || bytes > 4 || op < 0 || op > 6)
+            goto shape;
+        if (offset + bytes > size)
+            return 0; /* too short to read: the test does not hold */
+        for (k = 0; k < bytes; k++)
+            number = word[2] ? number | (uint64_t)payload[offset + k] << (8 * k)
+                             : number << 8 | payload[offset + k];
+        if (mask) {
+            number &= mask;
+            while (!(mask & 1)) {
+                number >>= 1;
+                mask >>= 1;
+            }
+        }
+        switch (op) {
+        case 1: holds = number < (uint64_t)value; break;
+        case 2: holds = number > (uint64_t)value; break;
+        case 3: holds = number <= (uint64_t)value; break;
+        case 4: holds = number >= (uint64_t)value; break;
+        case 5: holds = (number & (uint64_t)value) != 0; break;
+        case 6: holds = (number ^ (uint64_t)value) != 0; break;
+        default: holds = number == (uint64_t)value; break;
+        }
+        if (holds == (word[6] != 0))
+            return 0;
+    }
+    return 1;
+shape:
+    PyErr_SetString(PyExc_TypeError, "a rule gate: 64-bit words");
+    return -1;
+}
+
 static PyObject *RuleHits_hits(RuleHits *rh, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *layer, *group, *established, *flags, *payload, *buffers;
     PyObject *checks = NULL, *plain = NULL, *fast = NULL, *prefilters = NULL, *hits = NULL;
-    PyObject *numbers = NULL, *folded = NULL, *index = NULL, *table, *packet = NULL;
+    PyObject *numbers = NULL, *folded = NULL, *index = NULL, *table, *packet = NULL, *pkt;
     Py_ssize_t i, j, count, size;
     int truth, header = -1; /* whether ip:packet is an IPv4 header of 20 bytes and more */
 
@@ -4442,14 +4518,12 @@ static PyObject *RuleHits_hits(RuleHits *rh, PyObject *const *args, Py_ssize_t n
     if (hits == NULL)
         goto error;
     /* the payload's size, as a rule's dsize reads it (-1: no payload buffer) */
-    {
-        PyObject *packet = PyDict_GetItemWithError(buffers, str_pkt);
-        if (packet == NULL && PyErr_Occurred())
-            goto error;
-        size = packet == NULL ? -1 : PyObject_Length(packet);
-        if (size < 0 && packet != NULL)
-            goto error;
-    }
+    pkt = PyDict_GetItemWithError(buffers, str_pkt);
+    if (pkt == NULL && PyErr_Occurred())
+        goto error;
+    size = pkt == NULL ? -1 : PyObject_Length(pkt);
+    if (size < 0 && pkt != NULL)
+        goto error;
     count = PyTuple_GET_SIZE(plain);
     for (i = 0; i < count; i++) {
         PyObject *entry = PyTuple_GET_ITEM(plain, i);
@@ -4465,9 +4539,9 @@ static PyObject *RuleHits_hits(RuleHits *rh, PyObject *const *args, Py_ssize_t n
                 continue;
         }
         if (PyTuple_GET_ITEM(entry, 3) != Py_None) {
-            /* its header tests of the IPv4 header without options (and TCP's, which a packet
-             * of another protocol, or a later fragment, never passes): outside them, the
-             * rule cannot match */
+            /* its rule gate: its header tests of the IPv4 header without options (and TCP's,
+             * which a packet of another protocol, or a later fragment, never passes) and its
+             * byte tests of the payload; failing one, the rule cannot match */
             if (header < 0) {
                 packet = PyDict_GetItemWithError(buffers, str_ip_packet);
                 if (packet == NULL && PyErr_Occurred())
@@ -4475,14 +4549,16 @@ static PyObject *RuleHits_hits(RuleHits *rh, PyObject *const *args, Py_ssize_t n
                 header = packet != NULL && PyBytes_CheckExact(packet)
                          && PyBytes_GET_SIZE(packet) >= 40 && PyBytes_AS_STRING(packet)[0] == 0x45;
             }
-            if (header) {
-                truth = gates_clear(PyTuple_GET_ITEM(entry, 3),
-                                    (const unsigned char *)PyBytes_AS_STRING(packet), 0, size);
-                if (truth < 0)
-                    goto error;
-                if (truth)
-                    continue;
-            }
+            truth = rule_gate_holds(
+                PyTuple_GET_ITEM(entry, 3),
+                header ? (const unsigned char *)PyBytes_AS_STRING(packet) : NULL,
+                pkt != NULL && PyBytes_CheckExact(pkt) ? (const unsigned char *)PyBytes_AS_STRING(pkt)
+                                                       : NULL,
+                size);
+            if (truth < 0)
+                goto error;
+            if (!truth)
+                continue;
         }
         value = PyObject_GetAttr(sig, str_itype);
         if (value == NULL)

@@ -50,6 +50,7 @@ class FastPath:
         tls_taken: Callable[[Any], None] | None = None,
         tls_flows: dict[bytes, Any] | None = None,
         tls_shape: tuple[type, type, int] | None = None,
+        http: Any = ...,
     ) -> None: ...
 
 class Decoder:

@@ -207,7 +207,7 @@ def _rule_hits(
     numbers: dict[str, int | None] = {}  # header fields read, for all the rules testing them
     packet = buffers.get(PKT)
     size = -1 if packet is None else len(packet)  # (-1: no payload buffer, no dsize holds)
-    for sig, head, gate, _ in plain:  # (the compiled driver's header gate: see header_gate)
+    for sig, head, gate, _ in plain:  # (the compiled driver's own gate: see rule_gate)
         if gate is not None and not gate[0] <= size <= gate[1]:
             continue  # its dsize does not hold
         if (sig.itype is not None or sig.icode is not None) and not icmp_matches(sig, layer):

@@ -180,7 +180,7 @@ class AnchorIndex:
 # is a range test, low, high, negated, the test)
 HeadTest = tuple[str, str, str, bool, int, int, bool, FieldTest]
 # A plain rule to check: (rule, its header tests compiled or None, its size gate or None, its
-# header gate or None)
+# rule gate or None)
 PlainCheck = tuple[
     Signature, "tuple[HeadTest, ...] | None", "tuple[int, int] | None", "bytes | None"
 ]
@@ -252,27 +252,70 @@ def gates_clear(gates: tuple[FastGate, ...], data: bytes, ip: int, size: int) ->
 
 def pack_gates(gates: tuple[FastGate, ...]) -> bytes:
     """Gates as 64-bit words in the machine's order: per gate its tests' count, its sizes'
-    low and high, then per test the five of a ``SegmentTest`` (a range's bounds brought
-    within -1 and 2**32: a field's number lies between, on the same side of each)."""
+    low and high, then its tests' (``_test_words``)."""
     words: list[int] = []
     for tests, low, high in gates:
         words += (len(tests), low, high)
-        for code, kind, first, second, negated in tests:
-            if kind == 0:
-                first, second = max(first, -1), min(second, 1 << 32)
-            words += (code, kind, first, second, int(negated))
+        words += _test_words(tests)
     return array("q", words).tobytes()
 
 
-def header_gate(sig: Signature) -> bytes | None:
-    """A rule's tests of the fields of an IPv4 header without options and of TCP's
-    (``fast_gate``'s), packed (``pack_gates``, any size): the compiled rule driver makes them
-    of such a packet itself, and one outside them cannot match the rule. None: it has
-    none."""
+def _test_words(tests: tuple[SegmentTest, ...]) -> list[int]:
+    """Header tests as words: the five of each (a range's bounds brought within -1 and
+    2**32: a field's number lies between, on the same side of each)."""
+    words: list[int] = []
+    for code, kind, first, second, negated in tests:
+        if kind == 0:
+            first, second = max(first, -1), min(second, 1 << 32)
+        words += (code, kind, first, second, int(negated))
+    return words
+
+
+# byte_test's operators, by their code in a rule gate
+_BYTE_OPS = {"=": 0, "<": 1, ">": 2, "<=": 3, ">=": 4, "&": 5, "^": 6}
+
+
+def rule_gate(sig: Signature) -> bytes | None:
+    """What the compiled rule driver tests of a packet itself before checking a plain rule,
+    each a condition of the rule matching at all, as 64-bit words in the machine's order:
+    the rule's tests of the fields of an IPv4 header without options and of TCP's
+    (``fast_gate``'s: their count, then the five words of each ``SegmentTest``), then its
+    ``byte_test``s of the payload at a fixed place, in binary, of 1 to 4 bytes (their count,
+    then for each its offset, byte count, little-endian, bitmask, operator's code in
+    ``_BYTE_OPS``, value, negated). A packet failing one cannot match the rule. None: the
+    rule has none of either."""
     gate = fast_gate(sig, True)
-    if gate is None or not gate[0]:
+    tests = gate[0] if gate is not None else ()
+    reads: list[tuple[int, int, int, int, int, int, int]] = []
+    for content in sig.contents:
+        op = content.byte_op
+        if (
+            op is None
+            or op.kind != "test"
+            or content.buffer != PKT
+            or content.negated
+            or content.relative
+            or content.refs
+            or content.transforms
+            or content.decoded
+            or content.decode is not None
+            or op.relative
+            or op.base
+            or not 1 <= op.count <= 4
+            or op.op not in _BYTE_OPS
+            or not 0 <= op.value < 1 << 62
+            or not 0 <= op.bitmask < 1 << 32
+            or op.offset < 0
+        ):
+            continue
+        little, code = int(not op.big_endian), _BYTE_OPS[op.op]
+        reads.append((op.offset, op.count, little, op.bitmask, code, op.value, int(op.negated)))
+    if not tests and not reads:
         return None
-    return pack_gates(((gate[0], -1, _ANY_SIZE),))
+    words = [len(tests), *_test_words(tests), len(reads)]
+    for read in reads:
+        words += read
+    return array("q", words).tobytes()
 
 
 @dataclass
@@ -419,12 +462,12 @@ class Group:
     def plain_checks(self, flags: int, established: bool) -> tuple[PlainCheck, ...]:
         """``plain_for``'s rules, each with its header tests compiled (``head_tests``) or
         None (its contents are checked in full), its ``size_gate`` and its
-        ``header_gate``."""
+        ``rule_gate``."""
         cache = self.checks[established]
         found = cache.get(flags)
         if found is None:
             found = cache[flags] = tuple(
-                (sig, head_tests(sig), size_gate(sig), header_gate(sig))
+                (sig, head_tests(sig), size_gate(sig), rule_gate(sig))
                 for sig in self.plain_for(flags, established)
             )
         return found

@@ -403,17 +403,33 @@ def test_fast_gates_hold_of_every_packet_a_plain_rule_matches(tmp_path: Path) ->
     assert matched > 100, matched
 
 
-def test_compiled_driver_gates_header_rules_as_the_twin_checks_them(tmp_path: Path) -> None:
+# plain rules with byte tests of the payload (as ET's DNS rules on a message's flags)
+_BYTE_OPTIONS = (
+    ("udp", "byte_test:1,&,64,2;"),
+    ("udp", 'content:!"7PYq"; depth:8; byte_test:1,!&,64,2; byte_test:1,&,32,2;'),
+    ("ip", "byte_test:2,>,0,6; byte_test:2,>,0,10;"),
+    ("tcp", "byte_test:2,=,1,0,little; flags:A,12;"),
+    ("tcp", "byte_test:1,=,2,2,bitmask 0x78;"),
+    ("ip", "byte_test:4,>,1000000000,4; ttl:<100;"),
+    ("udp", "byte_test:1,<=,0x6d,0; byte_test:1,>=,0x61,0; byte_test:1,^,0x61,1;"),
+    ("tcp", "byte_test:3,>,0,2,string,dec;"),
+)
+BYTED = _rules_text(_BYTE_OPTIONS, "b", 3930001)
+
+
+def test_compiled_driver_gates_plain_rules_as_the_twin_checks_them(tmp_path: Path) -> None:
     """The compiled rule driver makes a plain rule's tests of an IPv4 header without options
-    (and TCP's) itself (``header_gate``) and skips the rule outside them: the same hits as
-    the twin's ``_rule_hits`` on packets of every protocol, later fragments included."""
+    (and TCP's) and its byte tests of the payload at a fixed place itself (``rule_gate``) and
+    skips the rule where one fails: the same hits as the twin's ``_rule_hits`` on packets of
+    every protocol, later fragments included."""
     compiled = core.rule_hits_class() if core.available() else None
     if compiled is None:
         pytest.skip("the compiled core is not built, or not used")
-    text = SIZED + "\n" + HEADED
+    text = SIZED + "\n" + HEADED + "\n" + BYTED
     signatures = list(parse_rules(text, str(tmp_path / "h.rules"), Variables.from_networks(None)))
     hits = _driver_alike(compiled, signatures, 10, packet=True)
-    assert sum(n for sid, n in hits.items() if sid > 3920000) > 100  # the header rules match
+    assert sum(n for sid, n in hits.items() if 3920000 < sid < 3930000) > 100  # they match
+    assert {sid for sid in hits if sid > 3930000} >= {3930001, 3930003, 3930005, 3930006}
 
 
 def test_grouped_matcher_matches_what_every_rule_checked_matches(tmp_path: Path) -> None:
