@@ -304,8 +304,6 @@ class LiveInspection:
             if item is None:
                 return
             iface, batch = item
-            with self._queued_lock:
-                self._queued -= len(batch)
             lines: list[str] = []
             blocked: list[str] = []
             by_sid: dict[int, int] = {}
@@ -327,7 +325,9 @@ class LiveInspection:
                     inline.verdict(packet[3], packet[4], accept)  # type: ignore[misc]
                     if not accept:
                         self.counts.dropped_inline += 1
-            self.counts.inspected += len(batch)
+            with self._queued_lock:  # (queued until inspected: the status adds up at any time)
+                self._queued -= len(batch)
+                self.counts.inspected += len(batch)
             self.metrics.inspect_packets.inc(len(batch))
             if exported != decode_errors:
                 for reason, number in list(decode_errors.items()):
@@ -394,14 +394,16 @@ class LiveInspection:
 
     def status(self) -> dict[str, Any]:
         counts = self.counts
+        with self._queued_lock:  # (read together: received = inspected + queued + dropped)
+            queued, inspected = self._queued, counts.inspected
         return {
             "mode": self.mode,
             "running": True,
             "alerts_file": self.alerts_path,
             "alerts_file_reopened": counts.reopened,
-            "queue": {"capacity": self.capacity, "queued": self._queued},
+            "queue": {"capacity": self.capacity, "queued": queued},
             "received": counts.received,
-            "inspected": counts.inspected,
+            "inspected": inspected,
             "dropped": counts.queue_drops + counts.kernel_drops,
             "kernel_drops": counts.kernel_drops,
             "alerts": counts.alerts,
