@@ -4552,8 +4552,9 @@ static PyObject *RuleHits_hits(RuleHits *rh, PyObject *const *args, Py_ssize_t n
             truth = rule_gate_holds(
                 PyTuple_GET_ITEM(entry, 3),
                 header ? (const unsigned char *)PyBytes_AS_STRING(packet) : NULL,
-                pkt != NULL && PyBytes_CheckExact(pkt) ? (const unsigned char *)PyBytes_AS_STRING(pkt)
-                                                       : NULL,
+                pkt != NULL && PyBytes_CheckExact(pkt)
+                    ? (const unsigned char *)PyBytes_AS_STRING(pkt)
+                    : NULL,
                 size);
             if (truth < 0)
                 goto error;
