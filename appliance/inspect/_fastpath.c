@@ -153,6 +153,7 @@ enum {
     S_PACKETS_TO_CLIENT,
     S_PACKETS_TO_SERVER,
     S_SIZES,
+    S_STREAMS,
     S_TCP_STATE,
     S_TOUCHED,
     S_COUNT
@@ -161,8 +162,14 @@ enum {
 static const char *slot_names[S_COUNT] = {
     "app",       "established", "fast_c",  "fast_s",
     "fwd_key",   "gtp_ok",      "key",     "last_ts",
-    "packets_to_client", "packets_to_server", "sizes", "tcp_state", "touched",
+    "packets_to_client", "packets_to_server", "sizes", "streams", "tcp_state", "touched",
 };
+
+/* The slots of a stream direction (stream.StreamDirection) that scan_segment() reads. */
+enum { SD_BASE, SD_DATA, SD_FULL, SD_PENDING, SD_SCANNED, SD_WAITING, SD_COUNT };
+
+static const char *stream_slot_names[SD_COUNT] = {"base", "data", "full",
+                                                  "pending", "scanned", "waiting"};
 
 /* What the fast path reads of a rule group, read once per group (a group's tables are
  * made with it and never replaced: its flag tables grow in place). */
@@ -170,7 +177,8 @@ typedef struct {
     PyObject *group; /* a strong reference: the entry's key */
     PyObject *packed; /* group.packed: packed_gates' tables, by established */
     PyObject *probe;
-    int anchored, prefilters;
+    PyObject *scans; /* group.payload_scans */
+    int anchored, prefilters, reads_payload;
 } GroupInfo;
 
 #define GROUP_CACHE 64
@@ -204,6 +212,7 @@ typedef struct {
     Py_ssize_t depth; /* the reassembler's */
     double idle_timeout;
     Py_ssize_t offsets[S_COUNT];
+    Py_ssize_t stream_offsets[SD_COUNT]; /* stream_type's slots */
     Py_ssize_t layer_offsets[6];
     /* the new-flow path (new_flow_path()): NULL until the engine hands it over */
     PyObject *table;     /* FlowTable */
@@ -248,6 +257,11 @@ static PyObject *str_embryos, *str_next_sweep, *str_sweep, *str_max_flows, *str_
 static PyObject *str_anchored, *str_anchored_probe, *str_prefilters, *str_move_to_end, *str_gtp,
     *str_packed, *str_packed_gates;
 
+static PyObject *str_payload_scans, *str_reads_payload, *str_streams, *str_pending,
+    *str_waiting, *str_base, *str_data, *str_scanned, *str_grew, *str_errors, *str_candidates,
+    *str_depth, *str_held, *str_max_bytes, *str__streams, *str_patterns, *str_buffer,
+    *str__current, *str__request;
+
 /* ---- a Flow's slots ------------------------------------------------------------------ */
 
 static inline PyObject *slot(FastPath *fp, PyObject *flow, int which)
@@ -258,6 +272,17 @@ static inline PyObject *slot(FastPath *fp, PyObject *flow, int which)
 static inline void set_slot(FastPath *fp, PyObject *flow, int which, PyObject *value)
 {
     keep(place_of(flow, fp->offsets[which]), value);
+}
+
+/* A stream direction's slot (borrowed; NULL: unset), and its setting. */
+static inline PyObject *stream_slot(FastPath *fp, PyObject *stream, int which)
+{
+    return *place_of(stream, fp->stream_offsets[which]);
+}
+
+static inline void set_stream_slot(FastPath *fp, PyObject *stream, int which, PyObject *value)
+{
+    keep(place_of(stream, fp->stream_offsets[which]), value);
 }
 
 /* A counter slot plus one; -1 on error. */
@@ -321,19 +346,21 @@ static void group_forget(GroupInfo *info)
     Py_CLEAR(info->group);
     Py_CLEAR(info->packed);
     Py_CLEAR(info->probe);
+    Py_CLEAR(info->scans);
 }
 
 /* The group's entry in the cache (read on a miss); NULL on error. */
 static GroupInfo *group_info(FastPath *fp, PyObject *group)
 {
     GroupInfo *info = &fp->groups[((uintptr_t)group >> 4) % GROUP_CACHE];
-    PyObject *packed, *probe, *value;
-    int anchored, prefilters;
+    PyObject *packed, *probe, *scans, *value;
+    int anchored, prefilters, reads_payload;
     if (info->group == group)
         return info;
     packed = PyObject_GetAttr(group, str_packed);
     probe = PyObject_GetAttr(group, str_anchored_probe);
-    if (packed == NULL || probe == NULL)
+    scans = PyObject_GetAttr(group, str_payload_scans);
+    if (packed == NULL || probe == NULL || scans == NULL)
         goto error;
     if (!PyTuple_CheckExact(packed) || PyTuple_GET_SIZE(packed) != 2
         || !PyDict_CheckExact(PyTuple_GET_ITEM(packed, 0))
@@ -351,6 +378,11 @@ static GroupInfo *group_info(FastPath *fp, PyObject *group)
     Py_XDECREF(value);
     if (prefilters < 0)
         goto error;
+    value = PyObject_GetAttr(group, str_reads_payload);
+    reads_payload = value == NULL ? -1 : PyObject_IsTrue(value);
+    Py_XDECREF(value);
+    if (reads_payload < 0)
+        goto error;
     group_forget(info);
     Py_INCREF(group);
     info->group = group;
@@ -358,10 +390,13 @@ static GroupInfo *group_info(FastPath *fp, PyObject *group)
     info->probe = probe;
     info->anchored = anchored;
     info->prefilters = prefilters;
+    info->scans = scans;
+    info->reads_payload = reads_payload;
     return info;
 error:
     Py_XDECREF(packed);
     Py_XDECREF(probe);
+    Py_XDECREF(scans);
     return NULL;
 }
 
@@ -1640,11 +1675,6 @@ static PyObject *tls_walk(PyObject *module, PyObject *const *args, Py_ssize_t na
 
 /* ---- a data segment the engine scans: its _scan_segment, compiled ------------------- */
 
-static PyObject *str_payload_scans, *str_reads_payload, *str_streams, *str_pending,
-    *str_waiting, *str_base, *str_data, *str_scanned, *str_grew, *str_errors, *str_candidates,
-    *str_depth, *str_held, *str_max_bytes, *str__streams, *str_patterns, *str_buffer,
-    *str__current, *str__request;
-
 static inline int attr_truth(PyObject *obj, PyObject *name)
 {
     return truth_of(PyObject_GetAttr(obj, name));
@@ -2082,13 +2112,14 @@ static int http_gathered(FastPath *fp, PyObject *flow, int to_server)
 }
 
 static int scan_segment(FastPath *fp, PyObject *flow, int to_server, PyObject *group,
-                        PyObject *bytes, Py_ssize_t ip, Py_ssize_t start, Py_ssize_t end)
+                        GroupInfo *info, PyObject *bytes, Py_ssize_t ip, Py_ssize_t start,
+                        Py_ssize_t end)
 {
     const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(bytes);
     Py_ssize_t size = end - start, have = 0, scanned = 0, base, i, count;
     PyObject *app, *scans = NULL, *pair = NULL, *stream = NULL, *held = NULL,
              *payload = NULL;
-    int result = -1, truth, grows = 0, encrypted = 0;
+    int result = -1, truth, grows = 0, appended = 0, encrypted = 0;
 
     if (fp->stream_type == NULL || fp->stats == NULL || start >= end)
         return scan_twin(fp, flow, to_server, group, bytes, ip, start, end);
@@ -2138,89 +2169,99 @@ static int scan_segment(FastPath *fp, PyObject *flow, int to_server, PyObject *g
         if (fp->http != Py_None && (truth = http_gathered(fp, flow, to_server)) != 0)
             return truth < 0 ? -1 : 0; /* continues a message being gathered */
     }
-    scans = PyObject_GetAttr(group, str_payload_scans);
-    if (scans == NULL)
-        return -1;
-    if (!PyList_CheckExact(scans))
+    if (!PyList_CheckExact(info->scans))
         goto twin;
-    if (fp->reassembler != Py_None) {
-        if ((truth = attr_truth(group, str_reads_payload)) < 0)
+    scans = info->scans;
+    Py_INCREF(scans);
+    if (fp->reassembler != Py_None && info->reads_payload) {
+        PyObject *full, *pending, *waiting, *number;
+        pair = slot(fp, flow, S_STREAMS);
+        if (pair == NULL || (pair != Py_None
+                             && (!PyList_CheckExact(pair) || PyList_GET_SIZE(pair) != 2))) {
+            pair = NULL;
+            goto twin;
+        }
+        Py_INCREF(pair);
+        if (pair == Py_None) {
+            result = 0; /* its first payload opens it */
             goto done;
-        if (truth) {
-            int full, pending;
-            pair = PyObject_GetAttr(flow, str_streams);
-            if (pair == NULL)
+        }
+        stream = PyList_GET_ITEM(pair, to_server);
+        Py_INCREF(stream);
+        if (PyLong_CheckExact(stream)) {
+            /* the direction's first payload: its stream opened here, as stream_hits opens
+             * it (the sequence number its SYN gave) */
+            PyObject *opened = PyObject_CallOneArg(fp->stream_type, stream);
+            if (opened == NULL)
                 goto done;
-            if (pair == Py_None) {
-                result = 0; /* its first payload opens it */
+            Py_DECREF(stream);
+            stream = opened;
+            Py_INCREF(opened);
+            if (PyList_SetItem(pair, to_server, opened) < 0)
                 goto done;
+        }
+        if (Py_TYPE(stream) != (PyTypeObject *)fp->stream_type) {
+            result = 0;
+            goto done;
+        }
+        full = stream_slot(fp, stream, SD_FULL);
+        pending = stream_slot(fp, stream, SD_PENDING);
+        waiting = stream_slot(fp, stream, SD_WAITING);
+        number = stream_slot(fp, stream, SD_BASE);
+        held = stream_slot(fp, stream, SD_DATA);
+        if (full == NULL || pending == NULL || waiting == NULL || number == NULL
+            || held == NULL || !PyByteArray_CheckExact(held) || !PyLong_CheckExact(number)) {
+            held = NULL;
+            goto twin;
+        }
+        Py_INCREF(held);
+        if ((truth = PyObject_IsTrue(full)) < 0 || (grows = PyObject_IsTrue(pending)) < 0)
+            goto done;
+        if (!truth || grows) { /* else past the depth: the packet alone is scanned */
+            if (grows || (truth = PyObject_IsTrue(waiting)) != 0) {
+                result = grows || truth > 0 ? 0 : -1;
+                goto done; /* out of order, or a rule waiting */
             }
-            if (!PyList_CheckExact(pair) || PyList_GET_SIZE(pair) != 2)
+            grows = 1;
+            base = PyLong_AsSsize_t(number);
+            if (base == -1 && PyErr_Occurred())
+                goto done;
+            if ((long long)base > 0xFFFFFFFFLL)
                 goto twin;
-            stream = PyList_GET_ITEM(pair, to_server);
-            Py_INCREF(stream);
-            if (PyLong_CheckExact(stream)) {
-                /* the direction's first payload: its stream opened here, as stream_hits
-                 * opens it (the sequence number its SYN gave) */
-                PyObject *opened = PyObject_CallOneArg(fp->stream_type, stream);
-                if (opened == NULL)
-                    goto done;
-                Py_DECREF(stream);
-                stream = opened;
-                Py_INCREF(opened);
-                if (PyList_SetItem(pair, to_server, opened) < 0)
-                    goto done;
-            }
-            if (Py_TYPE(stream) != (PyTypeObject *)fp->stream_type) {
-                result = 0;
+            have = PyByteArray_GET_SIZE(held);
+            if (base < 0 || (Py_ssize_t)(uint32_t)(u32(data, ip + 24) - (uint32_t)base) != have
+                || have + size > fp->depth) {
+                result = 0; /* ended, out of order, overlapping, past the depth */
                 goto done;
             }
-            if ((full = attr_truth(stream, str_full)) < 0
-                || (pending = attr_truth(stream, str_pending)) < 0)
-                goto done;
-            if (!full || pending) { /* else past the depth: the packet alone is scanned */
-                grows = 1;
-                if (pending || (truth = attr_truth(stream, str_waiting)) != 0) {
-                    result = pending ? 0 : truth > 0 ? 0 : -1;
-                    goto done; /* out of order, or a rule waiting */
-                }
-                base = attr_ssize(stream, str_base);
-                if (base == -1 && PyErr_Occurred())
-                    goto done;
-                held = PyObject_GetAttr(stream, str_data);
-                if (held == NULL)
-                    goto done;
-                if (!PyByteArray_CheckExact(held) || (long long)base > 0xFFFFFFFFLL)
+            if (have) {
+                number = stream_slot(fp, stream, SD_SCANNED);
+                if (number == NULL)
                     goto twin;
-                have = PyByteArray_GET_SIZE(held);
-                if (base < 0 || (Py_ssize_t)(uint32_t)(u32(data, ip + 24) - (uint32_t)base) != have
-                    || have + size > fp->depth) {
-                    result = 0; /* ended, out of order, overlapping, past the depth */
+                scanned = PyLong_AsSsize_t(number);
+                if (scanned == -1 && PyErr_Occurred())
                     goto done;
-                }
-                if (have) {
-                    scanned = attr_ssize(stream, str_scanned);
-                    if (scanned == -1 && PyErr_Occurred())
-                        goto done;
-                    if ((truth = attr_truth(group, str_anchored)) < 0)
-                        goto done;
-                    if (truth) {
-                        truth = stream_head_clear(group, stream, held, data + start, size);
-                        if (truth == -2) { /* (not of the shape expected: the twin's) */
-                            payload = PyBytes_FromStringAndSize((const char *)data + start,
-                                                                size);
-                            if (payload == NULL)
-                                goto done;
-                            truth = truth_of(PyObject_CallFunctionObjArgs(
-                                fp->head_clear, group, stream, payload, NULL));
-                        }
-                        if (truth <= 0) {
-                            result = truth;
+                if (info->anchored) {
+                    truth = stream_head_clear(group, stream, held, data + start, size);
+                    if (truth == -2) { /* (not of the shape expected: the twin's) */
+                        payload = PyBytes_FromStringAndSize((const char *)data + start, size);
+                        if (payload == NULL)
                             goto done;
-                        }
+                        truth = truth_of(PyObject_CallFunctionObjArgs(fp->head_clear, group,
+                                                                      stream, payload, NULL));
+                    }
+                    if (truth <= 0) {
+                        result = truth;
+                        goto done;
                     }
                 }
             }
+            /* appended first, the scans below reading the stream in place (taken back if
+             * one finds a pattern) */
+            if (PyByteArray_Resize(held, have + size) < 0) /* (grown as += grows it) */
+                goto done;
+            memcpy(PyByteArray_AS_STRING(held) + have, data + start, (size_t)size);
+            appended = 1;
         }
     }
     /* one scan a prefilter: of the payload, or of the stream from where its last scan ended
@@ -2229,35 +2270,24 @@ static int scan_segment(FastPath *fp, PyObject *flow, int to_server, PyObject *g
     count = PyList_GET_SIZE(scans);
     for (i = 0; i < count; i++) {
         PyObject *item = PyList_GET_ITEM(scans, i), *text, *scanner;
-        Py_ssize_t lo = 0;
+        const uint8_t *from = data + start;
+        Py_ssize_t lo = 0, length = size;
         if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2)
             goto twin;
-        if (grows && have) {
+        if (appended && have) {
             Py_ssize_t width = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 1));
             if (width == -1 && PyErr_Occurred())
                 goto done;
             lo = scanned - width + 1;
             lo = lo < 0 ? 0 : lo > have ? have : lo;
+            from = (const uint8_t *)PyByteArray_AS_STRING(held) + lo;
+            length = have + size - lo;
         }
         scanner = prefilter_patterns(PyTuple_GET_ITEM(item, 0));
         if (scanner == NULL && PyErr_Occurred())
             goto done;
         if (scanner != NULL) {
-            Patterns *pt = (Patterns *)scanner;
-            if (grows && have) {
-                uint8_t *joined = PyMem_Malloc((size_t)(have - lo + size));
-                if (joined == NULL) {
-                    Py_DECREF(scanner);
-                    PyErr_NoMemory();
-                    goto done;
-                }
-                memcpy(joined, PyByteArray_AS_STRING(held) + lo, (size_t)(have - lo));
-                memcpy(joined + have - lo, data + start, (size_t)size);
-                truth = patterns_any(pt, joined, have - lo + size);
-                PyMem_Free(joined);
-            } else {
-                truth = patterns_any(pt, data + start, size);
-            }
+            truth = patterns_any((Patterns *)scanner, from, length);
             Py_DECREF(scanner);
             if (truth) {
                 result = 0;
@@ -2265,19 +2295,9 @@ static int scan_segment(FastPath *fp, PyObject *flow, int to_server, PyObject *g
             }
             continue;
         }
-        if (grows && have) {
-            text = PyBytes_FromStringAndSize(NULL, have - lo + size);
-            if (text == NULL)
-                goto done;
-            memcpy(PyBytes_AS_STRING(text), PyByteArray_AS_STRING(held) + lo, (size_t)(have - lo));
-            memcpy(PyBytes_AS_STRING(text) + have - lo, data + start, (size_t)size);
-        } else {
-            if (payload == NULL
-                && (payload = PyBytes_FromStringAndSize((const char *)data + start, size)) == NULL)
-                goto done;
-            text = payload;
-            Py_INCREF(text);
-        }
+        text = PyBytes_FromStringAndSize((const char *)from, length);
+        if (text == NULL)
+            goto done;
         Py_INCREF(item);
         truth = truth_of(PyObject_CallMethodOneArg(PyTuple_GET_ITEM(item, 0), str_candidates,
                                                    text));
@@ -2288,30 +2308,18 @@ static int scan_segment(FastPath *fp, PyObject *flow, int to_server, PyObject *g
             goto done;
         }
     }
-    if (grows) { /* appended, as the full path's stream_hits does */
-        PyObject *number;
-        if (PyByteArray_Resize(held, have + size) < 0)
-            goto done;
-        memcpy(PyByteArray_AS_STRING(held) + have, data + start, (size_t)size);
+    if (appended) { /* kept: accounted for as the full path's stream_hits does */
+        PyObject *now, *number;
+        appended = 0;
         if (stream_grew(fp, stream, have, size) < 0)
             goto done;
-        if (have) {
-            PyObject *now = PyObject_GetAttr(stream, str_data);
-            Py_ssize_t grown;
-            if (now == NULL)
+        now = stream_slot(fp, stream, SD_DATA); /* (emptied where the bound ended it) */
+        if (have && now != NULL && PyByteArray_CheckExact(now) && PyByteArray_GET_SIZE(now)) {
+            number = PyLong_FromSsize_t(PyByteArray_GET_SIZE(now));
+            if (number == NULL)
                 goto done;
-            grown = PyObject_Length(now);
-            Py_DECREF(now);
-            if (grown < 0)
-                goto done;
-            if (grown) {
-                number = PyLong_FromSsize_t(grown);
-                if (number == NULL || PyObject_SetAttr(stream, str_scanned, number) < 0) {
-                    Py_XDECREF(number);
-                    goto done;
-                }
-                Py_DECREF(number);
-            }
+            set_stream_slot(fp, stream, SD_SCANNED, number);
+            Py_DECREF(number);
         }
     }
     result = 1;
@@ -2323,8 +2331,15 @@ static int scan_segment(FastPath *fp, PyObject *flow, int to_server, PyObject *g
     }
     goto done;
 twin:
+    if (appended) {
+        appended = 0;
+        if (PyByteArray_Resize(held, have) < 0)
+            goto done;
+    }
     result = scan_twin(fp, flow, to_server, group, bytes, ip, start, end);
 done:
+    if (appended && PyByteArray_Resize(held, have) < 0) /* taken back */
+        result = -1;
     Py_XDECREF(scans);
     Py_XDECREF(pair);
     Py_XDECREF(stream);
@@ -2519,7 +2534,7 @@ static int fast_tcp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, 
         /* a data segment of a direction the engine scans, or the SYN/ACK of one that is
          * not quiet (its stream opens) */
         if (!quiet
-            && (truth = scan_segment(fp, flow, to_server, group, bytes, ip, start, end)) <= 0)
+            && (truth = scan_segment(fp, flow, to_server, group, info, bytes, ip, start, end)) <= 0)
             goto leave_fast;
     }
     Py_DECREF(fast);
@@ -6034,6 +6049,14 @@ static PyObject *FastPath_scan_path(FastPath *fp, PyObject *const *args, Py_ssiz
     }
     if (nargs >= 9 && args[5] != Py_None && records_shape(args[8], &shape) < 0)
         return NULL;
+    if (slot_offsets(args[3], "stream_type", stream_slot_names, SD_COUNT, fp->stream_offsets)
+        < 0) {
+        if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_TypeError, "stream_type: a stream direction's slots");
+        }
+        return NULL;
+    }
     if (args[2] != Py_None) {
         depth = attr_ssize(args[2], str_depth);
         if (depth == -1 && PyErr_Occurred())

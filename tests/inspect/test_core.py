@@ -44,6 +44,7 @@ from appliance.inspect.match import Group, contents_match, head_holds, icmp_matc
 from appliance.inspect.pcap import read_capture
 from appliance.inspect.prefilter import TwinPrefilter
 from appliance.inspect.rules import Variables, load_rules, parse_rules
+from appliance.inspect.stream import StreamDirection
 from appliance.lab.mix import Mix, flood, make_engine
 from appliance.model.values import parse_network
 
@@ -1115,19 +1116,26 @@ def test_entry_point_odd_arguments() -> None:
 
 def test_scan_path_odd_arguments_and_shapes() -> None:
     """scan_path refuses what is not a callable, a callable or None (no outer scan, as when
-    a rule reads ip:packet), a reassembler, a class and a callable; a stream or group not in
-    the shape the core expects is left to the engine's _scan_segment, which takes the
-    segment as it would have."""
+    a rule reads ip:packet), a reassembler, a class of a stream direction's slots and a
+    callable; a stream or group not in the shape the core expects is left to the engine's
+    _scan_segment, which takes the segment as it would have."""
     compiled, twin = pair(rules=SCANNED)
     fast = core.fast_path_class()(  # type: ignore[misc]
         {}, compiled.flows.flows, 1.0, Flow, _anchored_hit, Layer, compiled.flows.lookup
     )
-    for args in ((), (len,), (len, len, None, 1, len), (None, len, None, Flow, len)):
+    for args in (
+        (),
+        (len,),
+        (len, len, None, 1, len),
+        (None, len, None, StreamDirection, len),
+        (len, None, None, Flow, len),  # not a stream direction's slots
+        (len, None, None, type("Held", (), {}), len),  # not slots at all
+    ):
         with pytest.raises(TypeError):
             fast.scan_path(*args)
-    fast.scan_path(len, None, None, Flow, len)
+    fast.scan_path(len, None, None, StreamDirection, len)
     with pytest.raises(AttributeError):  # a reassembler without a depth
-        fast.scan_path(len, len, object(), Flow, len)
+        fast.scan_path(len, len, object(), StreamDirection, len)
     frames = scanned_frames(9, flows=12, disorder=0.0, pieces=FILLER)
     got, want = run(compiled, frames[:200]), run(twin, frames[:200])
     assert got == want
@@ -1135,9 +1143,27 @@ def test_scan_path_odd_arguments_and_shapes() -> None:
         for flow in eng.flows.records():
             if flow.streams is not None:
                 flow.streams = type("Streams", (list,), {})(flow.streams)
-    got, want = run(compiled, frames[200:]), run(twin, frames[200:])
+    third = 200 + (len(frames) - 200) // 2
+    got, want = run(compiled, frames[200:third]), run(twin, frames[200:third])
+    assert got == want
+    for eng in (compiled, twin):  # a group's scans as lists: found once the segment is
+        for flow in eng.flows.records():  # appended (taken back for the engine's way)
+            for sel in (flow.sel_s, flow.sel_c):
+                if sel is not None:
+                    sel[1].payload_scans[:] = [list(item) for item in sel[1].payload_scans]
+    got, want = run(compiled, frames[third:]), run(twin, frames[third:])
     assert got == want
     assert compiled.stats.fast > len(frames) // 2
+    assert held_streams(compiled) == held_streams(twin) != {}
+
+
+def held_streams(eng: InspectionEngine) -> dict[bytes, list[bytes]]:
+    """The bytes each flow's streams hold, by flow key."""
+    return {
+        flow.key: [bytes(s.data) for s in flow.streams if isinstance(s, StreamDirection)]
+        for flow in eng.flows.records()
+        if flow.streams is not None
+    }
 
 
 def test_lookup_odd_arguments() -> None:
