@@ -1747,6 +1747,82 @@ static int stream_grew(FastPath *fp, PyObject *stream, Py_ssize_t have, Py_ssize
     return known;
 }
 
+/* Reassembler.finished(stream, fin) for the direction of a FIN taken by the fast path, fin
+ * its sequence number: the direction's stream ends (its bytes freed) if it holds nothing out
+ * of order and the FIN follows its bytes, or it reached its depth. The stream's common shape
+ * is read here; another is the method's. 0, -1. */
+static int fin_ends(FastPath *fp, PyObject *flow, int to_server, uint32_t fin)
+{
+    PyObject *pair, *stream, *base, *pending, *full, *held, *streams, *key, *value;
+    Py_ssize_t start, have, total;
+    int truth = 0, known;
+    if (fp->reassembler == NULL || fp->reassembler == Py_None || fp->stream_type == NULL)
+        return 0;
+    pair = slot(fp, flow, S_STREAMS);
+    if (pair == NULL || pair == Py_None || !PyList_Check(pair) || PyList_GET_SIZE(pair) != 2)
+        return 0; /* (no stream, or not one the fast path scans: the full path's) */
+    stream = PyList_GET_ITEM(pair, to_server);
+    if (Py_TYPE(stream) != (PyTypeObject *)fp->stream_type)
+        return 0;
+    base = stream_slot(fp, stream, SD_BASE);
+    pending = stream_slot(fp, stream, SD_PENDING);
+    full = stream_slot(fp, stream, SD_FULL);
+    held = stream_slot(fp, stream, SD_DATA);
+    if (base == NULL || pending == NULL || full == NULL || held == NULL
+        || !PyLong_CheckExact(base) || !PyByteArray_CheckExact(held)) {
+        PyObject *result;
+        value = PyLong_FromUnsignedLong(fin);
+        result = value == NULL ? NULL
+                               : PyObject_CallMethod(fp->reassembler, "finished", "OO", stream,
+                                                     value);
+        Py_XDECREF(value);
+        Py_XDECREF(result);
+        return result == NULL ? -1 : 0;
+    }
+    start = PyLong_AsSsize_t(base);
+    if (start == -1 && PyErr_Occurred())
+        return -1;
+    if (start < 0 || (long long)start > 0xFFFFFFFFLL || (truth = PyObject_IsTrue(pending)) != 0)
+        return truth < 0 ? -1 : 0;
+    if ((truth = PyObject_IsTrue(full)) < 0)
+        return -1;
+    have = PyByteArray_GET_SIZE(held);
+    if (!truth && (Py_ssize_t)(uint32_t)(fin - (uint32_t)start) != have)
+        return 0; /* a gap before the FIN: the bytes to fill it may come yet */
+    /* Reassembler.close(stream): nothing is held out of order */
+    Py_INCREF(stream);
+    streams = PyObject_GetAttr(fp->reassembler, str__streams);
+    key = streams == NULL ? NULL : PyLong_FromVoidPtr(stream);
+    known = key == NULL ? -1 : PyDict_Contains(streams, key);
+    if (known > 0) {
+        known = PyObject_DelItem(streams, key);
+        total = known < 0 ? -1 : attr_ssize(fp->reassembler, str_held);
+        if (total == -1 && PyErr_Occurred()) {
+            known = -1;
+        } else if (known == 0) {
+            value = PyLong_FromSsize_t(total - have);
+            known = value == NULL ? -1 : PyObject_SetAttr(fp->reassembler, str_held, value);
+            Py_XDECREF(value);
+        }
+    }
+    Py_XDECREF(key);
+    Py_XDECREF(streams);
+    if (known >= 0) { /* ended, as the bound on all directions ends one */
+        PyObject *none_held = PyByteArray_FromStringAndSize(NULL, 0), *ended = PyLong_FromLong(-1);
+        if (none_held == NULL || ended == NULL) {
+            known = -1;
+        } else {
+            set_stream_slot(fp, stream, SD_DATA, none_held);
+            set_stream_slot(fp, stream, SD_BASE, ended);
+            set_stream_slot(fp, stream, SD_FULL, Py_True);
+        }
+        Py_XDECREF(none_held);
+        Py_XDECREF(ended);
+    }
+    Py_DECREF(stream);
+    return known < 0 ? -1 : 0;
+}
+
 /* A prefilter's compiled scanner (its patterns attribute, a Patterns: a new reference),
  * or NULL: none (no error set), or an error. */
 static PyObject *prefilter_patterns(PyObject *prefilter)
@@ -2561,6 +2637,10 @@ static int fast_tcp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, 
         set_slot(fp, flow, S_ESTABLISHED, established ? Py_True : Py_False);
     }
     if (touch(fp, flow, ts_obj, ts, to_server) < 0)
+        goto error;
+    /* its FIN: the direction's stream may end (as the full path ends it) */
+    if (flags & 0x01
+        && fin_ends(fp, flow, to_server, u32(data, ip + 24) + (uint32_t)(end - start)) < 0)
         goto error;
     result = 1;
     goto done;

@@ -23,6 +23,7 @@ from appliance.inspect.classification import CLASSTYPES, read_classification, re
 from appliance.inspect.decode import (
     PROTO_TCP,
     PROTO_UDP,
+    TCP_FIN,
     TCP_SYN,
     Errors,
     GtpInfo,
@@ -517,7 +518,7 @@ class InspectionEngine:
                     flags = data[47]
                     if (
                         fast is not None
-                        and not flags & 0x06
+                        and not flags & 0x07  # (a FIN may end its stream: _fast_tcp)
                         and not self._sizes  # (_fast_tcp counts the stream sizes)
                         and flow.tcp_state == TCP_ESTABLISHED
                         and fast[2] == flow.app
@@ -943,6 +944,10 @@ class InspectionEngine:
         if self._sizes:  # the stream sizes count the segment, as the full path's would
             assert flow.sizes is not None
             count_segment(flow.sizes, to_server, _SEQ(data, ip + 24)[0], end - start, flags & 0x02)
+        if flags & 0x01 and flow.streams is not None and self.streams is not None:
+            # its FIN: the direction's stream may end (as the full path ends it)
+            seq = _SEQ(data, ip + 24)[0]
+            self.streams.finished(flow.streams[to_server], (seq + end - start) % _MOD)
         if state != flow.tcp_state:
             flow.tcp_state = state
             flow.established = established
@@ -1129,10 +1134,13 @@ class InspectionEngine:
         established = flow.established
         flags = layer.flags if proto == PROTO_TCP else -1
         hits = self._rule_hits(layer, group, established, flags, payload, buffers)
-        if proto == PROTO_TCP and self.streams is not None and group.reads_payload:
-            stream_hits(
-                self.streams, flow, to_server, layer, group, buffers, hits, self.stats.errors
-            )
+        if proto == PROTO_TCP and self.streams is not None:
+            if group.reads_payload:
+                stream_hits(
+                    self.streams, flow, to_server, layer, group, buffers, hits, self.stats.errors
+                )
+            if flags & TCP_FIN and flow.streams is not None:
+                self.streams.finished(flow.streams[to_server], (layer.seq + len(payload)) % _MOD)
         if hits and self._follow is not None:
             hits = self._follow.once(flow, to_server, hits)
         if hits and tls is not None and flow.app == "tls":

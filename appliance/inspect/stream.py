@@ -15,6 +15,12 @@ first (``stream.ooo_evicted``, one per segment); ``max_bytes`` held in order: pa
 directions that grew least recently are ended (their bytes freed, ``stream.memory``). A
 segment that cannot be held is dropped and counted (``stream.ooo_dropped``); bytes past the
 depth are not kept (``stream.depth_reached``, once per direction).
+
+A direction ends with its FIN (``Reassembler.finished``) once nothing of it can come any
+more: no bytes held out of order, the FIN right after the bytes held (or the depth reached).
+Its bytes are freed then, as the bound on all directions frees them: a closed connection
+does not hold its streams until its flow times out. A segment that follows is inspected on
+its own, as one past the depth is.
 """
 
 from __future__ import annotations
@@ -140,6 +146,19 @@ class Reassembler:
             oldest.full = True
             oldest.base = -1
             self.release(oldest)
+
+    def finished(self, stream: StreamDirection | int | None, end: int) -> None:
+        """A FIN of a direction, ``end`` its sequence number (after the segment's payload):
+        the direction ends (its bytes freed) if it holds no bytes out of order and the FIN
+        follows the bytes it holds, or it reached its depth."""
+        if type(stream) is not StreamDirection or stream.base < 0 or stream.pending:
+            return
+        if not stream.full and (end - stream.base) % _MOD != len(stream.data):
+            return  # a gap before the FIN: the bytes to fill it may come yet
+        self.close(stream)
+        stream.data = bytearray()
+        stream.base = -1
+        stream.full = True
 
     def close(self, stream: StreamDirection) -> None:
         """Forget a direction and all it holds (its connection ended)."""

@@ -117,11 +117,13 @@ def scanned_frames(
     disorder: float = 0.1,
     pieces: tuple[bytes, ...] = PIECES,
     client_data: bool = False,
+    close: bool = True,
 ) -> Frames:
     """Flows (bulk on a high port, web, TLS; some in a GTP-U tunnel) whose server sends a
     stream of ``pieces`` cut into segments of random sizes; a share ``disorder`` of the
     segments swapped with the next, sent twice, resent overlapping, or lost. With
-    ``client_data``, the client then sends a few segments of ``pieces`` too, in order."""
+    ``client_data``, the client then sends a few segments of ``pieces`` too, in order. With
+    ``close``, each flow ends with a FIN each way."""
     rng = random.Random(seed)
     out: Frames = []
     ts = 1_700_000_000.0
@@ -167,8 +169,9 @@ def scanned_frames(
                 f.c2s(0x18, piece)
                 f.cseq += len(piece)
             f.sseq -= len(stream)
-        f.c2s(0x11)
-        f.s2c(f.sseq + len(stream), b"", 0x11)
+        if close:
+            f.c2s(0x11)
+            f.s2c(f.sseq + len(stream), b"", 0x11)
         ts = f.ts
     return out
 
@@ -398,7 +401,7 @@ def test_random_streams(seed: int, disorder: float, depth: int) -> None:
 def test_the_memory_bound_ends_streams_alike() -> None:
     """Past the bound on all streams' bytes, the directions that grew least recently are
     ended the same way whether their segments were appended by the fast path or not."""
-    frames = scanned_frames(5, flows=20, disorder=0.05, pieces=FILLER)
+    frames = scanned_frames(5, flows=20, disorder=0.05, pieces=FILLER, close=False)
     fast, slow = scanned_engines(depth=4096)
     for eng in (fast, slow):
         assert eng.streams is not None
@@ -406,4 +409,34 @@ def test_the_memory_bound_ends_streams_alike() -> None:
     got, want = state(fast, frames), state(slow, frames)
     assert got == want
     assert fast.stats.errors.get("stream.memory", 0) > 5
+    assert fast.stats.fast > len(frames) // 3
+
+
+@pytest.mark.parametrize("close", [True, False])
+def test_a_fin_ends_its_direction_alike(close: bool) -> None:
+    """A FIN that follows all its direction's bytes ends its stream (its bytes freed, and
+    no longer counted in what all hold) whether the fast path took the FIN or the full path
+    did; a direction with a gap before its FIN (a segment lost) keeps what it holds, and
+    without FINs every direction does."""
+    frames = scanned_frames(
+        11, flows=16, disorder=0.2, pieces=FILLER, client_data=True, close=close
+    )
+    fast, slow = scanned_engines(depth=4096)
+    got, want = state(fast, frames), state(slow, frames)
+    assert got == want
+    for eng in (fast, slow):
+        assert eng.streams is not None
+        streams = [
+            s
+            for flow in eng.flows.records()
+            for s in flow.streams or ()
+            if isinstance(s, StreamDirection)
+        ]
+        ended = [s for s in streams if s.base < 0]
+        assert all(not s.data for s in ended)
+        assert eng.streams.held == sum(len(s.data) for s in streams)
+        if close:
+            assert len(ended) > 12 and len(ended) < len(streams)
+        else:
+            assert not ended
     assert fast.stats.fast > len(frames) // 3

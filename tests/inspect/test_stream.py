@@ -295,6 +295,60 @@ def test_reassembler_global_in_order_bound() -> None:
     assert not streams[0].pending and asm.pending_bytes == 0
 
 
+def test_a_fin_ends_its_direction_once_nothing_of_it_can_come() -> None:
+    """A FIN right after a direction's bytes ends it (its bytes freed and no longer counted
+    in what all hold), as does any FIN once the depth is reached; a gap before the FIN, or
+    bytes held out of order, keep it. A sequence number that wraps ends it alike."""
+    errors: Errors = {}
+    asm = Reassembler(depth=4096)
+    closed, gap, ahead, deep = (asm.open(1000, syn=False) for _ in range(4))
+    wrapped = asm.open(2**32 - 10, syn=False)
+    asm.add(closed, 1000, b"a" * 300, errors)
+    asm.add(gap, 1000, b"b" * 300, errors)
+    asm.add(ahead, 1000, b"c" * 100, errors)
+    asm.add(ahead, 1200, b"d" * 100, errors)
+    asm.add(deep, 1000, b"e" * 5000, errors)
+    asm.add(wrapped, 2**32 - 10, b"f" * 30, errors)
+    assert asm.held == 300 + 300 + 100 + 4096 + 30
+    asm.finished(closed, 1300)
+    asm.finished(gap, 1400)  # 100 bytes not seen
+    asm.finished(ahead, 1300)
+    asm.finished(deep, 1000)  # (past the depth: whatever its number)
+    asm.finished(wrapped, 20)
+    for stream in (closed, deep, wrapped):
+        assert (stream.base, bytes(stream.data), stream.full) == (-1, b"", True)
+    assert (gap.base, bytes(gap.data)) == (1000, b"b" * 300)
+    assert ahead.pending and bytes(ahead.data) == b"c" * 100
+    assert asm.held == 300 + 100
+    assert not asm.add(closed, 1300, b"late", errors)  # an ended direction takes no more
+    assert not asm.add(closed, 1000, b"z" * 300, errors)
+    assert "stream.retransmit_conflict" not in errors and asm.held == 400
+    asm.finished(1000, 1300)  # a direction without payload yet, or none: nothing to end
+    asm.finished(None, 1300)
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_a_closed_connection_holds_no_stream_bytes(fast_path: bool) -> None:
+    """Once both directions sent their FIN after their bytes, the flow's streams hold
+    nothing; without the FINs, they hold what was sent."""
+    body = b"nothing to see in this request " * 40
+    sent = handshake() + segments(body, 6)
+    fins = [
+        C2S / TCP(sport=40000, dport=80, flags="FA", seq=1001 + len(body), ack=7001),
+        S2C / TCP(sport=80, dport=40000, flags="FA", seq=7001, ack=1002 + len(body)),
+        C2S / TCP(sport=40000, dport=80, flags="A", seq=1002 + len(body), ack=7002),
+    ]
+    for packets, held in ((sent, len(body)), (sent + fins, 0)):
+        eng = engine(RULE, fast_path=fast_path)
+        for ts, data, linktype in frames(packets):
+            eng.process(ts, data, linktype)
+        assert eng.streams is not None
+        assert eng.streams.held == held
+        (flow,) = eng.flows.records()
+        assert flow.streams is not None
+        assert sum(len(s.data) for s in flow.streams if not isinstance(s, int | None)) == held
+
+
 def test_a_new_connection_on_the_same_ports_starts_a_new_stream() -> None:
     first = handshake(1000) + segments(b"first connection, nothing to see", 2, 1000)
     reset = C2S / TCP(sport=40000, dport=80, flags="R", seq=2000)
