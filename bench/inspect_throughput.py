@@ -112,13 +112,18 @@ def run_engine(
     frames: list[Frame], compiled: bool = True, scanner: bool = True
 ) -> tuple[float, int, int]:
     engine = bench_engine(compiled, scanner)
-    process = engine.process
     for ts, data, linktype in WARM_UP:
-        process(ts, data, linktype)
+        engine.process(ts, data, linktype)
     engine.stats.fast = 0
     alerts = 0
+    rest = iter(frames)
     started = CLOCK[0]()
-    for ts, data, linktype in frames:
+    for ts, data, linktype in rest:  # (the first packet loads the compiled fast path)
+        if engine.process(ts, data, linktype):
+            alerts += 1
+        break
+    process = engine.process  # as the daemon reads it for each batch
+    for ts, data, linktype in rest:
         if process(ts, data, linktype):
             alerts += 1
     return CLOCK[0]() - started, alerts, engine.stats.fast
@@ -158,9 +163,9 @@ def breakdown(frames: list[Frame]) -> None:
     import dpkt  # type: ignore[import-untyped]
 
     engine = bench_engine()
-    process = engine.process
     for ts, data, linktype in WARM_UP:
-        process(ts, data, linktype)
+        engine.process(ts, data, linktype)
+    process = engine.process  # (the compiled fast path's own, once a packet loaded it)
     ethernet = dpkt.ethernet.Ethernet
     clock = time.perf_counter
     spent: dict[str, list[float]] = {}
@@ -204,9 +209,9 @@ def profile(frames: list[Frame], top: int) -> None:
     import pstats
 
     engine = bench_engine()
-    process = engine.process
     for ts, data, linktype in WARM_UP:
-        process(ts, data, linktype)
+        engine.process(ts, data, linktype)
+    process = engine.process  # (the compiled fast path's own, once a packet loaded it)
     profiler = cProfile.Profile()
     profiler.enable()
     for ts, data, linktype in frames:
@@ -228,9 +233,9 @@ def sustained(frames: list[Frame], passes: int, settled: bool) -> tuple[float, i
     engine = bench_engine(settled=settled)
     if not settled:
         gc.collect()  # as after a load, without settle
-    process = engine.process
     for ts, data, linktype in WARM_UP:
-        process(ts, data, linktype)
+        engine.process(ts, data, linktype)
+    process = engine.process  # (the compiled fast path's own, once a packet loaded it)
     span = frames[-1][0] - frames[0][0] + 1.0
     full: list[float] = []
 

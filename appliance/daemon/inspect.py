@@ -294,7 +294,6 @@ class LiveInspection:
         assert engine is not None and self._loop is not None
         from appliance.inspect.eve import eve_line
 
-        process = engine.process
         host = socket.gethostname()
         get = self.queue.get
         decode_errors = engine.stats.errors
@@ -304,6 +303,7 @@ class LiveInspection:
             if item is None:
                 return
             iface, batch = item
+            process = engine.process  # (the compiled fast path's own once it is loaded)
             lines: list[str] = []
             blocked: list[str] = []
             by_sid: dict[int, int] = {}

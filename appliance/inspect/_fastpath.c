@@ -194,6 +194,7 @@ typedef struct {
     /* the engine's _scan_segment(flow, to_server, group, data, ip, start, end): a data
      * segment of a direction whose selection says it may be scanned (NULL: none is) */
     PyObject *segment;
+    PyObject *full; /* the engine's _full(ts, data, linktype): what process() leaves (NULL) */
     PyObject *outer; /* the engine's _scan_outer(group, data, end): a G-PDU's outer scan */
     /* what scan_segment() reads and calls: the engine's Reassembler (or None), the
      * StreamDirection class, stream.head_clear; NULL: the engine's _scan_segment does it */
@@ -4397,6 +4398,48 @@ static PyObject *FastPath_take(FastPath *fp, PyObject *const *args, Py_ssize_t n
     return result;
 }
 
+/* process(ts, data, linktype): the engine's process() once this fast path is loaded: a frame
+ * of link type 1 (Ethernet) is take()n; one take leaves, or of another link type (counted
+ * here), goes to the engine's full path (full_path()). */
+static PyObject *FastPath_process(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
+{
+    int ethernet;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "process(ts, data, linktype)");
+        return NULL;
+    }
+    if (fp->full == NULL || fp->stats == NULL) {
+        PyErr_SetString(PyExc_TypeError, "process: no full path (full_path())");
+        return NULL;
+    }
+    if (PyLong_CheckExact(args[2])) {
+        int overflow;
+        long linktype = PyLong_AsLongAndOverflow(args[2], &overflow);
+        ethernet = !overflow && linktype == 1;
+    } else if ((ethernet = PyObject_RichCompareBool(args[2], one, Py_EQ)) < 0) {
+        return NULL;
+    }
+    if (ethernet) {
+        PyObject *taken = FastPath_take(fp, args, 2);
+        if (taken != Py_False)
+            return taken; /* (its alerts, or NULL) */
+        Py_DECREF(taken);
+    } else if (count_stat(fp, 0) < 0) {
+        return NULL;
+    }
+    return PyObject_Vectorcall(fp->full, args, 3, NULL);
+}
+
+static PyObject *FastPath_full_path(FastPath *fp, PyObject *full)
+{
+    if (!PyCallable_Check(full)) {
+        PyErr_SetString(PyExc_TypeError, "full_path(full): a callable");
+        return NULL;
+    }
+    keep(&fp->full, full);
+    Py_RETURN_NONE;
+}
+
 /* ---- the rule driver: engine._rule_hits --------------------------------------------- */
 
 /* RuleHits(icmp_matches, head_holds, contents_match, rule_matches, twin).hits(layer, group,
@@ -6031,6 +6074,7 @@ static int FastPath_traverse(FastPath *fp, visitproc visit, void *arg)
     Py_VISIT(fp->layer_type);
     Py_VISIT(fp->lookup);
     Py_VISIT(fp->segment);
+    Py_VISIT(fp->full);
     Py_VISIT(fp->outer);
     Py_VISIT(fp->reassembler);
     Py_VISIT(fp->stream_type);
@@ -6073,6 +6117,7 @@ static int FastPath_clear(FastPath *fp)
     Py_CLEAR(fp->layer_type);
     Py_CLEAR(fp->lookup);
     Py_CLEAR(fp->segment);
+    Py_CLEAR(fp->full);
     Py_CLEAR(fp->outer);
     Py_CLEAR(fp->reassembler);
     Py_CLEAR(fp->stream_type);
@@ -6229,6 +6274,11 @@ static PyObject *FastPath_header_bits(FastPath *fp, PyObject *const *args, Py_ss
 }
 
 static PyMethodDef FastPath_methods[] = {
+    {"process", (PyCFunction)(void (*)(void))FastPath_process, METH_FASTCALL,
+     "process(ts, data, linktype) -> the frame's alerts: take() for Ethernet, the full path "
+     "(full_path()) for a frame it leaves or of another link type (counted here)"},
+    {"full_path", (PyCFunction)FastPath_full_path, METH_O,
+     "full_path(full): the engine's full path, full(ts, data, linktype), for process()"},
     {"take", (PyCFunction)(void (*)(void))FastPath_take, METH_FASTCALL,
      "take(ts, data) -> True (accounted for), False (full path) or the flow key of an "
      "IPv4/TCP packet no flow holds (bytes); once new_flow_path() has the engine's tables: "

@@ -485,7 +485,9 @@ class InspectionEngine:
             taken = core(ts, data)
             if taken is not False:
                 return taken
-            stats = self.stats
+            if self._core is not None:
+                return self._full(ts, data, linktype)
+            stats = self.stats  # (the compiled fast path could not be loaded)
         else:
             stats = self.stats
             stats.packets += 1
@@ -566,6 +568,12 @@ class InspectionEngine:
                     return _NO_ALERTS
                 if through is not False:
                     return through  # the alerts of an inner flow's first segment
+        return self._full(ts, data, linktype)
+
+    def _full(self, ts: float, data: bytes, linktype: int) -> Sequence[Alert]:
+        """The full path of a frame counted in ``stats.packets``: decoded (an IP fragment
+        held until its datagram is whole) and inspected; its alerts."""
+        stats = self.stats
         layer = self._decode(data, linktype, stats.errors)
         if layer is None:
             return _NO_ALERTS
@@ -643,6 +651,10 @@ class InspectionEngine:
             return False
         # (handed the tables above, take gives False or the packet's alerts)
         self._core = cast(Callable[[float, bytes], Literal[False] | Sequence[Alert]], fast.take)
+        # process() itself from here: the fast path's, the full path called from it (a
+        # packet the fast path takes costs no Python call)
+        fast.full_path(self._full)
+        self.process = fast.process  # type: ignore[method-assign]
         self.matcher.compiled_bits = fast.header_bits  # (over the tables new_flow_path has)
         self._lookup = fast.lookup
         driver = core.rule_hits_class()

@@ -1157,6 +1157,35 @@ def test_scan_path_odd_arguments_and_shapes() -> None:
     assert held_streams(compiled) == held_streams(twin) != {}
 
 
+def test_process_is_the_compiled_fast_paths_own_once_loaded() -> None:
+    """After its first packet, the engine's process is the compiled fast path's: it takes
+    an Ethernet frame, counts one of another link type and hands each frame it leaves to
+    the full path; the alerts, flows and counters equal the twin's for frames of every link
+    type (raw IP among Ethernet, a link type given as a float or a bool, one unknown)."""
+    compiled, twin = pair()
+    assert getattr(compiled.process, "__self__", None) is compiled
+    frames = Mix(seed=5).build(2000)
+    raw = [(ts, data[14:], 101) for ts, data, _ in frames[1000:1300]]
+    mixed: list[tuple[float, bytes, Any]] = [*frames[:1000], *raw, *frames[1300:]]
+    bulk = [i for i in range(1400, len(mixed)) if len(mixed[i][1]) > 1400]  # fast-path data
+    for i, linktype in zip(bulk[:4], (1.0, True, 2**70, 147), strict=True):
+        mixed[i] = (mixed[i][0], mixed[i][1], linktype)
+    got, want = run(compiled, mixed), run(twin, mixed)
+    assert got == want
+    fast = compiled.process.__self__
+    assert type(fast) is core.fast_path_class()
+    assert compiled.stats.packets == len(mixed) and compiled.stats.fast > len(mixed) // 2
+    with pytest.raises(TypeError):
+        compiled.process(1.0, b"")  # type: ignore[call-arg]
+    bare = core.fast_path_class()(  # type: ignore[misc]
+        {}, compiled.flows.flows, 1.0, Flow, _anchored_hit, Layer, compiled.flows.lookup
+    )
+    with pytest.raises(TypeError):  # no full path handed over
+        bare.process(1.0, frames[0][1], 1)
+    with pytest.raises(TypeError):
+        bare.full_path(None)
+
+
 def held_streams(eng: InspectionEngine) -> dict[bytes, list[bytes]]:
     """The bytes each flow's streams hold, by flow key."""
     return {
