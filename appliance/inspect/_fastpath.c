@@ -769,6 +769,10 @@ typedef struct {
     Py_ssize_t memory;
     PyObject *rules, *join, *joined, *last;
     int last_none;
+    /* an application buffer's values recur: the candidates of the last memo_entries
+     * distinct ones of at most memo_bytes bytes, by value (NULL: none kept) */
+    PyObject *memo;
+    Py_ssize_t memo_entries, memo_bytes;
 } Patterns;
 
 static PyTypeObject PatternsType;
@@ -1006,9 +1010,37 @@ static PyObject *Patterns_scan(Patterns *pt, PyObject *args, PyObject *kwargs)
     return found;
 }
 
+static PyObject *patterns_fresh(Patterns *pt, PyObject *data);
+
 /* The rules of the patterns found in data (bytes) or None, as Prefilter.candidates; the
- * scan remembered for none_in. */
+ * scan remembered for none_in. A value the memo holds is not scanned again. */
 static PyObject *patterns_candidates(Patterns *pt, PyObject *data)
+{
+    PyObject *found;
+    int kept = pt->memo != NULL && PyBytes_CheckExact(data)
+        && PyBytes_GET_SIZE(data) <= pt->memo_bytes;
+    if (kept) {
+        found = PyDict_GetItemWithError(pt->memo, data);
+        if (found != NULL) {
+            keep(&pt->last, data);
+            pt->last_none = found == Py_None;
+            return Py_NewRef(found);
+        }
+        if (PyErr_Occurred())
+            return NULL;
+    }
+    found = patterns_fresh(pt, data);
+    if (found != NULL && kept) {
+        if (PyDict_GET_SIZE(pt->memo) >= pt->memo_entries)
+            PyDict_Clear(pt->memo); /* (kept anew past the bound) */
+        if (PyDict_SetItem(pt->memo, data, found) < 0)
+            Py_CLEAR(found);
+    }
+    return found;
+}
+
+/* patterns_candidates by a scan. */
+static PyObject *patterns_fresh(Patterns *pt, PyObject *data)
 {
     const uint8_t *text;
     Py_ssize_t size;
@@ -1305,15 +1337,26 @@ done:
 
 static int Patterns_init(Patterns *pt, PyObject *args, PyObject *kwargs)
 {
-    static char *names[] = {"patterns", "fold", "rules", "join", NULL};
+    static char *names[] = {"patterns", "fold", "rules", "join", "memo", NULL};
     PyObject *patterns, *seq = NULL, *rules = Py_None, *join = Py_None, *held = NULL;
+    PyObject *memo = Py_None;
+    Py_ssize_t memo_entries = 0, memo_bytes = 0;
     PatternText *texts = NULL;
     int fold, result = -1;
     Py_ssize_t count, k, total = 0;
     uint8_t *copy = NULL, *at;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Op|OO:Patterns", names, &patterns, &fold,
-                                     &rules, &join))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Op|OOO:Patterns", names, &patterns, &fold,
+                                     &rules, &join, &memo))
         return -1;
+    if (memo != Py_None
+        && (!PyTuple_Check(memo)
+            || !PyArg_ParseTuple(memo, "nn:memo", &memo_entries, &memo_bytes)
+            || memo_entries < 1 || memo_bytes < 0 || rules == Py_None)) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_TypeError,
+                        "Patterns: memo (entries >= 1, bytes >= 0), with rules, or None");
+        return -1;
+    }
     if (pt->states) {
         PyErr_SetString(PyExc_TypeError, "Patterns: made once");
         return -1;
@@ -1372,6 +1415,14 @@ static int Patterns_init(Patterns *pt, PyObject *args, PyObject *kwargs)
         keep(&pt->rules, rules);
         keep(&pt->join, join);
         Py_XSETREF(pt->joined, held);
+        if (memo != Py_None) {
+            held = PyDict_New();
+            if (held == NULL)
+                goto done;
+            Py_XSETREF(pt->memo, held);
+            pt->memo_entries = memo_entries;
+            pt->memo_bytes = memo_bytes;
+        }
     }
     result = 0;
 done:
@@ -1381,7 +1432,7 @@ done:
     return result;
 }
 
-#define PATTERNS_OBJECTS(X) X(rules) X(join) X(joined) X(last)
+#define PATTERNS_OBJECTS(X) X(rules) X(join) X(joined) X(last) X(memo)
 
 static int Patterns_traverse(Patterns *self, visitproc visit, void *arg)
 {

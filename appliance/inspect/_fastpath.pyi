@@ -106,6 +106,7 @@ class Patterns:
         fold: bool,
         rules: list[Any] | None = None,
         join: Callable[[tuple[int, ...]], Any] | None = None,
+        memo: tuple[int, int] | None = None,
     ) -> None: ...
     def scan(
         self, buffer: bytes | bytearray | memoryview, start: int = 0, end: int = ...

@@ -278,8 +278,12 @@ class Prefilter:
         def join(found: tuple[int, ...]) -> list[Signature]:
             return _joined(rules[index] for index in found)
 
-        scanner = Patterns(self._ordered, self._fold, rules, join)
-        if self.buffer == PKT and not self.transforms:
+        if self.transforms:  # (the memo of _remembering, by the value not transformed)
+            scanner = Patterns(self._ordered, self._fold, rules, join)
+        else:  # an application buffer's memo kept by the scanner
+            memo = None if self.buffer == PKT else (MEMO_ENTRIES, MEMO_BYTES)
+            scanner = Patterns(self._ordered, self._fold, rules, join, memo)
+        if not self.transforms:
             self.patterns = scanner
             self.candidates = scanner.candidates
             self.none_in = scanner.none_in

@@ -1517,6 +1517,39 @@ def test_patterns_candidates_and_none_in() -> None:
         patterns_type()([b"a"], True).scan("text")
 
 
+def test_patterns_memo_of_an_application_buffer() -> None:
+    """With a memo, a value seen before gives what its scan gave (the same object, looked
+    up by value); none_in reads the last value, seen or not; values longer than the memo's
+    bytes, or not bytes, are scanned each time, and past its entries the memo is kept anew.
+    The answers equal a scanner's without a memo."""
+    rules: list[list[str]] = [["a"], ["b"], ["c"]]
+    joined: list[tuple[int, ...]] = []
+
+    def join(found: tuple[int, ...]) -> list[str]:
+        joined.append(found)
+        return [r for i in found for r in rules[i]]
+
+    patterns = [b"abc", b"xyz", b"q"]
+    kept = patterns_type()(patterns, True, rules, join, (4, 16))
+    plain = patterns_type()(patterns, True, rules, lambda f: join(f))
+    values = [b"abc xyz", b"none here", b"QQ", b"abc xyz", b"none here", b"xyz abc " * 3]
+    for value in values:
+        assert kept.candidates(value) == plain.candidates(value)
+        assert kept.none_in(value) == plain.none_in(value) == (plain.candidates(value) is None)
+    assert joined.count((0, 1)) == 2  # the short one joined once by each scanner
+    first = kept.candidates(b"abc xyz")
+    assert kept.candidates(bytes(bytearray(b"abc xyz"))) is first  # (by value)
+    for n in range(6):  # past 4 entries: kept anew
+        kept.candidates(b"v%d" % n)
+    assert kept.candidates(b"abc xyz") == first
+    assert kept.candidates(bytearray(b"abc xyz")) == first  # not bytes: scanned
+    for memo in ((0, 16), (4, -1), (4,), "memo"):
+        with pytest.raises(TypeError):
+            patterns_type()(patterns, True, rules, join, memo)
+    with pytest.raises(TypeError):  # a memo of rules only
+        patterns_type()(patterns, True, None, None, (4, 16))
+
+
 @pytest.mark.parametrize(
     "rules",
     [
