@@ -286,6 +286,18 @@ static inline void set_stream_slot(FastPath *fp, PyObject *stream, int which, Py
     keep(place_of(stream, fp->stream_offsets[which]), value);
 }
 
+/* value + 1 (a new reference, NULL on error): an int's without the generic addition. */
+static inline PyObject *plus_one(PyObject *value)
+{
+    if (PyLong_CheckExact(value)) {
+        int overflow;
+        long number = PyLong_AsLongAndOverflow(value, &overflow);
+        if (!overflow && number < LONG_MAX)
+            return PyLong_FromLong(number + 1);
+    }
+    return PyNumber_Add(value, one);
+}
+
 /* A counter slot plus one; -1 on error. */
 static int increment(FastPath *fp, PyObject *flow, int which)
 {
@@ -295,7 +307,7 @@ static int increment(FastPath *fp, PyObject *flow, int which)
         PyErr_SetString(PyExc_AttributeError, slot_names[which]);
         return -1;
     }
-    new = PyNumber_Add(old, one);
+    new = plus_one(old);
     if (new == NULL)
         return -1;
     set_slot(fp, flow, which, new);
@@ -312,7 +324,7 @@ static int count_stat(FastPath *fp, int which)
         PyErr_SetString(PyExc_AttributeError, stat_names[which]);
         return -1;
     }
-    new = PyNumber_Add(*place, one);
+    new = plus_one(*place);
     if (new == NULL)
         return -1;
     Py_SETREF(*place, new);
