@@ -258,10 +258,9 @@ static PyObject *str_embryos, *str_next_sweep, *str_sweep, *str_max_flows, *str_
 static PyObject *str_anchored, *str_anchored_probe, *str_prefilters, *str_move_to_end, *str_gtp,
     *str_packed, *str_packed_gates;
 
-static PyObject *str_payload_scans, *str_reads_payload, *str_streams, *str_pending,
-    *str_waiting, *str_base, *str_data, *str_scanned, *str_grew, *str_errors, *str_candidates,
-    *str_depth, *str_held, *str_max_bytes, *str__streams, *str_patterns, *str_buffer,
-    *str__current, *str__request;
+static PyObject *str_payload_scans, *str_reads_payload, *str_pending, *str_data, *str_scanned,
+    *str_grew, *str_errors, *str_candidates, *str_depth, *str_held, *str_max_bytes, *str__streams,
+    *str_patterns, *str_buffer, *str__current, *str__request;
 
 /* ---- a Flow's slots ------------------------------------------------------------------ */
 
@@ -6462,9 +6461,8 @@ PyMODINIT_FUNC PyInit__fastpath(void)
         return NULL;
     if (intern(&str_payload_scans, "payload_scans") < 0
         || intern(&str_reads_payload, "reads_payload") < 0
-        || intern(&str_streams, "streams") < 0 || intern(&str_pending, "pending") < 0
-        || intern(&str_waiting, "waiting") < 0 || intern(&str_base, "base") < 0
-        || intern(&str_data, "data") < 0 || intern(&str_scanned, "scanned") < 0
+        || intern(&str_pending, "pending") < 0 || intern(&str_data, "data") < 0
+        || intern(&str_scanned, "scanned") < 0
         || intern(&str_grew, "grew") < 0 || intern(&str_errors, "errors") < 0
         || intern(&str_depth, "depth") < 0 || intern(&str_held, "held") < 0
         || intern(&str_max_bytes, "max_bytes") < 0 || intern(&str__streams, "_streams") < 0
