@@ -278,16 +278,15 @@ class Prefilter:
         def join(found: tuple[int, ...]) -> list[Signature]:
             return _joined(rules[index] for index in found)
 
-        if self.transforms:  # (the memo of _remembering, by the value not transformed)
-            scanner = Patterns(self._ordered, self._fold, rules, join)
-        else:  # an application buffer's memo kept by the scanner
+        if not self.transforms:  # an application buffer's memo kept by the scanner
             memo = None if self.buffer == PKT else (MEMO_ENTRIES, MEMO_BYTES)
             scanner = Patterns(self._ordered, self._fold, rules, join, memo)
-        if not self.transforms:
             self.patterns = scanner
             self.candidates = scanner.candidates
             self.none_in = scanner.none_in
             return
+        # (a transformed buffer's memo is _remembering's, by the value before the transforms)
+        scanner = Patterns(self._ordered, self._fold, rules, join)
         self.candidates, self.none_in = _remembering(
             scanner.candidates, self.transforms, self.buffer != PKT
         )

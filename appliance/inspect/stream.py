@@ -142,9 +142,7 @@ class Reassembler:
             _, oldest = streams.popitem(last=False)
             count(errors, "stream.memory")
             self.held -= len(oldest.data)
-            oldest.data = bytearray()
-            oldest.full = True
-            oldest.base = -1
+            _end(oldest)
             self.release(oldest)
 
     def finished(self, stream: StreamDirection | int | None, end: int) -> None:
@@ -156,9 +154,7 @@ class Reassembler:
         if not stream.full and (end - stream.base) % _MOD != len(stream.data):
             return  # a gap before the FIN: the bytes to fill it may come yet
         self.close(stream)
-        stream.data = bytearray()
-        stream.base = -1
-        stream.full = True
+        _end(stream)
 
     def close(self, stream: StreamDirection) -> None:
         """Forget a direction and all it holds (its connection ended)."""
@@ -230,6 +226,14 @@ class Reassembler:
             self._append(stream, offset, held, errors)
         if not pending:
             self._holders.pop(id(stream), None)
+
+
+def _end(stream: StreamDirection) -> None:
+    """A direction ended (by the bound on all directions' bytes, or its FIN): its bytes
+    freed, and no more taken."""
+    stream.data = bytearray()
+    stream.full = True
+    stream.base = -1
 
 
 def stream_hits(
