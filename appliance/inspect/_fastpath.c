@@ -218,6 +218,7 @@ typedef struct {
     /* the new-flow path (new_flow_path()): NULL until the engine hands it over */
     PyObject *table;     /* FlowTable */
     PyObject *stats;     /* the engine's Stats */
+    size_t counted[2];   /* Stats.packets and .fast not added to it yet (flush_stats()) */
     PyObject *hellos;    /* the engine's pending ClientHellos, by flow key */
     PyObject *plans;     /* kind of a new flow's first segment -> plan */
     PyObject *plan_of;   /* the engine's _flow_plan(kind, data) */
@@ -297,6 +298,30 @@ static inline PyObject *plus_one(PyObject *value)
     return PyNumber_Add(value, one);
 }
 
+/* Whether a str (exact) is the ASCII name of ``size`` characters: its length first, so
+ * an application protocol's name of another length costs no comparison. */
+static inline int str_is(PyObject *text, const char *name, Py_ssize_t size)
+{
+    return PyUnicode_GET_LENGTH(text) == size && PyUnicode_KIND(text) == PyUnicode_1BYTE_KIND
+           && memcmp(PyUnicode_1BYTE_DATA(text), name, (size_t)size) == 0;
+}
+
+/* A stream's bytearray resized to ``size`` bytes. Where it must grow, its allocation grows
+ * by half again (up to the depth, the most a stream holds), so that a stream appended to a
+ * segment at a time is reallocated, and copied, a few times instead of at every other
+ * segment. (A bytearray shrunk to half its allocation or more keeps it.) 0, -1. */
+static int stream_resize(PyObject *held, Py_ssize_t size, Py_ssize_t depth)
+{
+    if (size >= ((PyByteArrayObject *)held)->ob_alloc) {
+        Py_ssize_t room = size + (size >> 1);
+        if (room > depth)
+            room = depth;
+        if (room > size && PyByteArray_Resize(held, room) < 0)
+            return -1;
+    }
+    return PyByteArray_Resize(held, size);
+}
+
 /* A counter slot plus one; -1 on error. */
 static int increment(FastPath *fp, PyObject *flow, int which)
 {
@@ -314,19 +339,31 @@ static int increment(FastPath *fp, PyObject *flow, int which)
     return 0;
 }
 
-/* One more in a counter slot of the engine's Stats (0: packets, 1: fast); -1 on error. */
-static int count_stat(FastPath *fp, int which)
+/* The engine's Stats.packets and .fast are counted here (counted[0], counted[1]) until
+ * flush_stats() adds them to its slots (the engine's stats does, before it is read): an int
+ * object made for each packet cost more than the rest of a bulk segment's way. */
+
+/* The counts since the last flush added to the Stats' slots; 0, -1 (the counts kept). */
+static int flush_counts(FastPath *fp)
 {
-    PyObject **place = place_of(fp->stats, fp->stat_offsets[which]);
-    PyObject *new;
-    if (*place == NULL) {
-        PyErr_SetString(PyExc_AttributeError, stat_names[which]);
-        return -1;
+    int which;
+    for (which = 0; which < 2; which++) {
+        PyObject **place, *count, *sum;
+        if (!fp->counted[which])
+            continue;
+        place = place_of(fp->stats, fp->stat_offsets[which]);
+        if (*place == NULL) {
+            PyErr_SetString(PyExc_AttributeError, stat_names[which]);
+            return -1;
+        }
+        count = PyLong_FromSize_t(fp->counted[which]);
+        sum = count == NULL ? NULL : PyNumber_Add(*place, count);
+        Py_XDECREF(count);
+        if (sum == NULL)
+            return -1;
+        Py_SETREF(*place, sum);
+        fp->counted[which] = 0;
     }
-    new = plus_one(*place);
-    if (new == NULL)
-        return -1;
-    Py_SETREF(*place, new);
     return 0;
 }
 
@@ -2184,8 +2221,7 @@ static int outer_clear(PyObject *group, const unsigned char *data, Py_ssize_t en
         Py_INCREF(prefilter);
         name = PyObject_GetAttr(prefilter, str_buffer);
         payload = name == NULL ? -1
-                               : PyUnicode_Check(name)
-                                     && PyUnicode_CompareWithASCIIString(name, "pkt") == 0;
+                               : PyUnicode_Check(name) && str_is(name, "pkt", 3);
         Py_XDECREF(name);
         if (payload < 0) {
             result = -1;
@@ -2265,7 +2301,7 @@ static int scan_segment(FastPath *fp, PyObject *flow, int to_server, PyObject *g
     app = slot(fp, flow, S_APP);
     if (app == NULL || !PyUnicode_CheckExact(app))
         return scan_twin(fp, flow, to_server, group, bytes, ip, start, end);
-    if (PyUnicode_CompareWithASCIIString(app, "tls") == 0) {
+    if (str_is(app, "tls", 3)) {
         if (to_server && data[start] == 0x16)
             return 0; /* a handshake record: a ClientHello's SNI */
         PyObject *followed = NULL;
@@ -2300,7 +2336,7 @@ static int scan_segment(FastPath *fp, PyObject *flow, int to_server, PyObject *g
             if (encrypted < 0)
                 return -1;
         }
-    } else if (PyUnicode_CompareWithASCIIString(app, "http") == 0) {
+    } else if (str_is(app, "http", 4)) {
         if (data[start] >= 'A' && data[start] <= 'Z')
             return 0; /* may start a request or a response */
         if (fp->http == NULL)
@@ -2397,7 +2433,7 @@ static int scan_segment(FastPath *fp, PyObject *flow, int to_server, PyObject *g
             }
             /* appended first, the scans below reading the stream in place (taken back if
              * one finds a pattern) */
-            if (PyByteArray_Resize(held, have + size) < 0) /* (grown as += grows it) */
+            if (stream_resize(held, have + size, fp->depth) < 0)
                 goto done;
             memcpy(PyByteArray_AS_STRING(held) + have, data + start, (size_t)size);
             appended = 1;
@@ -4359,6 +4395,8 @@ static PyObject *FastPath_new_flow_path(FastPath *fp, PyObject *args, PyObject *
         || segments(ports, &fp->port_starts, &fp->port_count, &fp->port_bits) < 0)
         return NULL;
     keep(&fp->table, table);
+    if (fp->stats != NULL && flush_counts(fp) < 0) /* (the counts of the Stats before) */
+        return NULL;
     keep(&fp->stats, stats);
     keep(&fp->hellos, hellos);
     keep(&fp->plans, plans);
@@ -4437,8 +4475,9 @@ static PyObject *take_packet(FastPath *fp, PyObject *const *args)
 }
 
 /* take(ts, data): once the engine has handed its Stats over (new_flow_path()), the packet is
- * counted here (stats.packets; stats.fast when taken), as process() counts it, and a packet
- * taken gives what process() returns for it (no_alerts) instead of True. */
+ * counted here (stats.packets; stats.fast when taken; added to them by flush_stats()), as
+ * process() counts it, and a packet taken gives what process() returns for it (no_alerts)
+ * instead of True. */
 static PyObject *FastPath_take(FastPath *fp, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *result;
@@ -4448,13 +4487,11 @@ static PyObject *FastPath_take(FastPath *fp, PyObject *const *args, Py_ssize_t n
     }
     if (fp->stats == NULL)
         return take_packet(fp, args);
-    if (count_stat(fp, 0) < 0)
-        return NULL;
+    fp->counted[0]++;
     result = take_packet(fp, args);
     if (result == Py_True) {
         Py_DECREF(result);
-        if (count_stat(fp, 1) < 0)
-            return NULL;
+        fp->counted[1]++;
         return Py_NewRef(fp->no_alerts);
     }
     return result;
@@ -4486,10 +4523,18 @@ static PyObject *FastPath_process(FastPath *fp, PyObject *const *args, Py_ssize_
         if (taken != Py_False)
             return taken; /* (its alerts, or NULL) */
         Py_DECREF(taken);
-    } else if (count_stat(fp, 0) < 0) {
-        return NULL;
+    } else {
+        fp->counted[0]++;
     }
     return PyObject_Vectorcall(fp->full, args, 3, NULL);
+}
+
+static PyObject *FastPath_flush_stats(FastPath *fp, PyObject *unused)
+{
+    (void)unused;
+    if (fp->stats != NULL && flush_counts(fp) < 0)
+        return NULL;
+    Py_RETURN_NONE;
 }
 
 static PyObject *FastPath_full_path(FastPath *fp, PyObject *full)
@@ -6339,6 +6384,9 @@ static PyMethodDef FastPath_methods[] = {
     {"process", (PyCFunction)(void (*)(void))FastPath_process, METH_FASTCALL,
      "process(ts, data, linktype) -> the frame's alerts: take() for Ethernet, the full path "
      "(full_path()) for a frame it leaves or of another link type (counted here)"},
+    {"flush_stats", (PyCFunction)FastPath_flush_stats, METH_NOARGS,
+     "flush_stats(): the packets counted here since the last call (Stats.packets, "
+     "Stats.fast) added to the engine's Stats"},
     {"full_path", (PyCFunction)FastPath_full_path, METH_O,
      "full_path(full): the engine's full path, full(ts, data, linktype), for process()"},
     {"take", (PyCFunction)(void (*)(void))FastPath_take, METH_FASTCALL,

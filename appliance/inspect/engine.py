@@ -409,7 +409,9 @@ class InspectionEngine:
         self.defrag = Defragmenter()
         depth = config.stream_depth
         self.streams = Reassembler(depth) if depth > 0 else None
-        self.stats = Stats()
+        self._stats = Stats()
+        # the compiled fast path's flush_stats(), once loaded: it counts packets in C
+        self._flush_stats: Callable[[], None] | None = None
         d = config.detectors
         self.port_scan = detectors.PortScan(d.port_scan) if d.port_scan else None
         self.syn_flood = detectors.SynFlood(d.syn_flood) if d.syn_flood else None
@@ -474,6 +476,13 @@ class InspectionEngine:
         self._addr4 = self.matcher._addr_segments[4]
         self._port_bits = self.matcher._port_segments
 
+    @property
+    def stats(self) -> Stats:
+        """The engine's counters, with the packets the compiled fast path counted added."""
+        if self._flush_stats is not None:
+            self._flush_stats()
+        return self._stats
+
     # -- the per-packet path ---------------------------------------------------------------
 
     def process(self, ts: float, data: bytes, linktype: int) -> Sequence[Alert]:
@@ -487,9 +496,9 @@ class InspectionEngine:
                 return taken
             if self._core is not None:
                 return self._full(ts, data, linktype)
-            stats = self.stats  # (the compiled fast path could not be loaded)
+            stats = self._stats  # (the compiled fast path could not be loaded)
         else:
-            stats = self.stats
+            stats = self._stats
             stats.packets += 1
         # Fast paths, for Ethernet / IPv4 without options, not a fragment: a TCP packet, or
         # a GTP-U G-PDU carrying one, of an established flow whose direction needs nothing
@@ -573,7 +582,7 @@ class InspectionEngine:
     def _full(self, ts: float, data: bytes, linktype: int) -> Sequence[Alert]:
         """The full path of a frame counted in ``stats.packets``: decoded (an IP fragment
         held until its datagram is whole) and inspected; its alerts."""
-        stats = self.stats
+        stats = self._stats
         layer = self._decode(data, linktype, stats.errors)
         if layer is None:
             return _NO_ALERTS
@@ -594,7 +603,7 @@ class InspectionEngine:
         compiled = core.fast_path_class()
         if compiled is None:  # found but not loadable: the full path takes this packet
             self._core = None
-            self.stats.packets += 1  # (as the compiled take would have)
+            self._stats.packets += 1  # (as the compiled take would have)
             return False
         addr_starts, addr_bits = self._addr4
         port_starts, port_bits = self._port_bits
@@ -610,7 +619,7 @@ class InspectionEngine:
             )
             fast.new_flow_path(  # a packet no flow holds: _unheld, _new_flow, the hatching
                 self.flows,
-                self.stats,
+                self._stats,
                 self._hellos,
                 self._flow_plans,
                 self._flow_plan,
@@ -647,13 +656,14 @@ class InspectionEngine:
         except (AttributeError, TypeError, ValueError):
             # a module built from other sources than these: the twin takes over
             self._core = None
-            self.stats.packets += 1  # (as the compiled take would have)
+            self._stats.packets += 1  # (as the compiled take would have)
             return False
         # (handed the tables above, take gives False or the packet's alerts)
         self._core = cast(Callable[[float, bytes], Literal[False] | Sequence[Alert]], fast.take)
         # process() itself from here: the fast path's, the full path called from it (a
         # packet the fast path takes costs no Python call)
         fast.full_path(self._full)
+        self._flush_stats = fast.flush_stats
         self.process = fast.process  # type: ignore[method-assign]
         self.matcher.compiled_bits = fast.header_bits  # (over the tables new_flow_path has)
         self._lookup = fast.lookup
@@ -741,7 +751,7 @@ class InspectionEngine:
             plan = self._flow_plan(kind, data)
         if plan < 0:
             return None
-        self.stats.full += 1
+        self._stats.full += 1
         # the embryo (FlowTable.add_embryo, inline)
         if ts >= table._next_sweep:
             table._sweep(ts)
@@ -799,7 +809,7 @@ class InspectionEngine:
         """The alerts of a new flow's first segment held as an embryo: its flow hatched,
         the packet decoded, for them (a G-PDU's: its inner packet's, as the full path's)."""
         flow = self.flows.hatched(key, ts)
-        layer = decode_packet(data, 1, self.stats.errors)
+        layer = decode_packet(data, 1, self._stats.errors)
         if layer is not None and layer.gtp is not None:
             layer = layer.gtp.inner
         assert flow is not None and layer is not None
@@ -810,7 +820,7 @@ class InspectionEngine:
             alerts.append(self._detector_alert(ts, scan, layer, flow, True))
         if flood is not None:
             alerts.append(self._detector_alert(ts, flood, layer, flow, True))
-        self.stats.alerts += len(alerts)
+        self._stats.alerts += len(alerts)
         return alerts
 
     def _flow_plan(self, kind: tuple[int, ...], data: bytes) -> int:
@@ -1093,7 +1103,7 @@ class InspectionEngine:
                 flow.app = "gtp"
             elif layer.dport == 53 or layer.sport == 53:
                 if payload:
-                    dns = self._parse_dns(payload, self.stats.errors)
+                    dns = self._parse_dns(payload, self._stats.errors)
                     if dns is not None:
                         flow.app = "dns"
                         buffers["dns.query"] = dns.name
@@ -1111,7 +1121,7 @@ class InspectionEngine:
         if (
             self._follow is not None
             and proto == PROTO_TCP
-            and self._follow.segment(ts, flow, to_server, layer, buffers, self.stats.errors)
+            and self._follow.segment(ts, flow, to_server, layer, buffers, self._stats.errors)
         ):
             self._group(flow, layer, to_server, gtp is not None)  # the fast path may resume
         tls = self._tls_known
@@ -1149,7 +1159,7 @@ class InspectionEngine:
         if proto == PROTO_TCP and self.streams is not None:
             if group.reads_payload:
                 stream_hits(
-                    self.streams, flow, to_server, layer, group, buffers, hits, self.stats.errors
+                    self.streams, flow, to_server, layer, group, buffers, hits, self._stats.errors
                 )
             if flags & TCP_FIN and flow.streams is not None:
                 self.streams.finished(flow.streams[to_server], (layer.seq + len(payload)) % _MOD)
@@ -1159,7 +1169,7 @@ class InspectionEngine:
             hits = tls.once(flow, to_server, hits)  # a rule on the version: once a direction
         if hits and self._flowbits:
             hits = _flowbits(
-                flow, hits, self._flowbit_checks, self.xbits, ts, layer, self.stats.errors
+                flow, hits, self._flowbit_checks, self.xbits, ts, layer, self._stats.errors
             )
         if hits:
             if http is None and self._follow is not None and self._follow.http is not None:
@@ -1396,7 +1406,7 @@ class InspectionEngine:
         elif any(prefilter.candidates(payload) for prefilter, _ in scans):
             return False
         held += payload
-        streams.grew(stream, have, self.stats.errors)
+        streams.grew(stream, have, self._stats.errors)
         if have and stream.data:
             stream.scanned = len(stream.data)
         return True
@@ -1455,7 +1465,7 @@ class InspectionEngine:
     ) -> tuple[DnsQuery | None, bytes | None, HttpRequest | None]:
         """Application protocol of a TCP payload and its buffers (first packets only, unless
         the flow is HTTP, whose later requests are parsed too)."""
-        errors = self.stats.errors
+        errors = self._stats.errors
         app = flow.app
         dns: DnsQuery | None = None
         sni: bytes | None = None
@@ -1517,7 +1527,7 @@ class InspectionEngine:
         hellos.pop(flow.key, None)
         if len(hellos) >= HELLO_MAX_FLOWS:
             hellos.popitem(last=False)
-            count(self.stats.errors, "tls.hello_evicted")
+            count(self._stats.errors, "tls.hello_evicted")
         next_seq = (layer.seq + len(payload)) & 0xFFFFFFFF
         hellos[flow.key] = _Hello(flow, payload[:HELLO_MAX_BYTES], next_seq, size)
 
@@ -1529,7 +1539,7 @@ class InspectionEngine:
         data = pending.data
         behind = (pending.next_seq - layer.seq) & 0xFFFFFFFF
         if behind >= 0x80000000:  # a segment is missing: parse what is there
-            count(self.stats.errors, "tls.hello_gap")
+            count(self._stats.errors, "tls.hello_gap")
         elif behind < len(payload):
             new = payload[behind:]
             data += new[: pending.size - len(data)]
@@ -1539,7 +1549,7 @@ class InspectionEngine:
         else:
             return None  # all of it seen before
         del self._hellos[pending.flow.key]
-        sni = self._parse_sni(bytes(data), self.stats.errors)
+        sni = self._parse_sni(bytes(data), self._stats.errors)
         if sni is not None:
             buffers["tls.sni"] = sni
         return sni

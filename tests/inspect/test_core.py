@@ -37,7 +37,7 @@ from appliance.inspect.appproto import (
     parse_tls_sni,
 )
 from appliance.inspect.decode import GtpInfo, Layer, decode_packet
-from appliance.inspect.engine import InspectionEngine, _anchored_hit, _rule_hits
+from appliance.inspect.engine import InspectionEngine, Stats, _anchored_hit, _rule_hits
 from appliance.inspect.eve import to_eve
 from appliance.inspect.flow import Flow
 from appliance.inspect.match import Group, contents_match, head_holds, icmp_matches, rule_matches
@@ -1184,6 +1184,54 @@ def test_process_is_the_compiled_fast_paths_own_once_loaded() -> None:
         bare.process(1.0, frames[0][1], 1)
     with pytest.raises(TypeError):
         bare.full_path(None)
+
+
+def test_packets_counted_in_c_reach_the_stats_when_read() -> None:
+    """The compiled fast path counts packets and fast packets in C: the engine's stats holds
+    them whenever it is read (after any packet), as the twin's; a fast path handed another
+    Stats first adds what it counted to the one before; a Stats without the counter fails."""
+    compiled, twin = pair()
+    frames = Mix(seed=6).build(1200)
+    for i, (ts, data, linktype) in enumerate(frames[:600]):
+        compiled.process(ts, data, linktype)
+        twin.process(ts, data, linktype)
+        if i % 37 == 0:
+            assert compiled.stats == twin.stats
+    assert compiled.stats.packets == 600 and compiled.stats.fast > 300
+    for ts, data, linktype in frames[600:620]:
+        compiled.process(ts, data, linktype)
+    fast = compiled.process.__self__
+    first = compiled._stats  # (read without the engine's flush)
+    fresh = Stats()
+    fast.new_flow_path(  # type: ignore[attr-defined]
+        compiled.flows,
+        fresh,
+        compiled._hellos,
+        compiled._flow_plans,
+        compiled._flow_plan,
+        compiled._addr4,
+        compiled._port_bits,
+        compiled._alerting,
+        None,
+        None,
+        compiled._flow_fire,
+        compiled._flow_alerts,
+        (),
+        True,
+        compiled._plans,
+        False,
+    )
+    assert first.packets == 620
+    for ts, data, linktype in frames[620:670]:
+        fast.process(ts, data, linktype)
+    taken = fresh.fast
+    fast.flush_stats()  # type: ignore[attr-defined]
+    assert fresh.packets == 50 and fresh.fast > taken == 0
+    del fresh.packets
+    fast.process(*frames[670])
+    with pytest.raises(AttributeError):
+        fast.flush_stats()  # type: ignore[attr-defined]
+    assert first.packets == 620
 
 
 def held_streams(eng: InspectionEngine) -> dict[bytes, list[bytes]]:
