@@ -167,6 +167,9 @@ static const char *slot_names[S_COUNT] = {
 
 /* The slots of a stream direction (stream.StreamDirection) that scan_segment() reads. */
 enum { SD_BASE, SD_DATA, SD_FULL, SD_PENDING, SD_SCANNED, SD_WAITING, SD_COUNT };
+/* The slots of the Reassembler the fast path keeps the accounts of (stream_grew, fin_ends) */
+enum { RA_HELD, RA_MAX_BYTES, RA_STREAMS, RA_COUNT };
+static const char *reassembler_slot_names[RA_COUNT] = {"held", "max_bytes", "_streams"};
 
 static const char *stream_slot_names[SD_COUNT] = {"base", "data", "full",
                                                   "pending", "scanned", "waiting"};
@@ -214,6 +217,7 @@ typedef struct {
     double idle_timeout;
     Py_ssize_t offsets[S_COUNT];
     Py_ssize_t stream_offsets[SD_COUNT]; /* stream_type's slots */
+    Py_ssize_t reassembler_offsets[RA_COUNT]; /* the reassembler's slots */
     Py_ssize_t layer_offsets[6];
     /* the new-flow path (new_flow_path()): NULL until the engine hands it over */
     PyObject *table;     /* FlowTable */
@@ -260,8 +264,8 @@ static PyObject *str_anchored, *str_anchored_probe, *str_prefilters, *str_move_t
     *str_packed, *str_packed_gates;
 
 static PyObject *str_payload_scans, *str_reads_payload, *str_pending, *str_data, *str_scanned,
-    *str_grew, *str_errors, *str_candidates, *str_depth, *str_held, *str_max_bytes, *str__streams,
-    *str_patterns, *str_buffer, *str__current, *str__request;
+    *str_grew, *str_errors, *str_candidates, *str_depth, *str_patterns, *str_buffer,
+    *str__current, *str__request;
 
 /* ---- a Flow's slots ------------------------------------------------------------------ */
 
@@ -1792,20 +1796,41 @@ static Py_ssize_t attr_ssize(PyObject *obj, PyObject *name)
     return number;
 }
 
+/* A slot of the reassembler (a new reference), NULL with AttributeError where unset. */
+static PyObject *reassembler_slot(FastPath *fp, int which)
+{
+    PyObject *value = *place_of(fp->reassembler, fp->reassembler_offsets[which]);
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, reassembler_slot_names[which]);
+        return NULL;
+    }
+    return Py_NewRef(value);
+}
+
+/* An int slot of the reassembler; -1 with an error set on failure. */
+static Py_ssize_t reassembler_ssize(FastPath *fp, int which)
+{
+    PyObject *value = reassembler_slot(fp, which);
+    Py_ssize_t number;
+    if (value == NULL)
+        return -1;
+    number = PyLong_AsSsize_t(value);
+    Py_DECREF(value);
+    return number;
+}
+
 /* Reassembler.grew(stream, have, errors) for a direction grown by size bytes: its common
  * case (the bound on all directions' bytes not passed) here, else the method. 0, -1. */
 static int stream_grew(FastPath *fp, PyObject *stream, Py_ssize_t have, Py_ssize_t size)
 {
     PyObject *streams, *key, *number, *result;
-    Py_ssize_t held = attr_ssize(fp->reassembler, str_held), most;
+    Py_ssize_t held, most;
     int known;
-    if (held == -1 && PyErr_Occurred())
+    if ((held = reassembler_ssize(fp, RA_HELD)) == -1 && PyErr_Occurred())
         return -1;
-    most = attr_ssize(fp->reassembler, str_max_bytes);
-    if (most == -1 && PyErr_Occurred())
+    if ((most = reassembler_ssize(fp, RA_MAX_BYTES)) == -1 && PyErr_Occurred())
         return -1;
-    streams = PyObject_GetAttr(fp->reassembler, str__streams);
-    if (streams == NULL)
+    if ((streams = reassembler_slot(fp, RA_STREAMS)) == NULL)
         return -1;
     if (held + size > most || !PyDict_Check(streams)) { /* (an OrderedDict) */
         PyObject *errors = PyObject_GetAttr(fp->stats, str_errors);
@@ -1823,11 +1848,11 @@ static int stream_grew(FastPath *fp, PyObject *stream, Py_ssize_t have, Py_ssize
         return 0;
     }
     number = PyLong_FromSsize_t(held + size);
-    if (number == NULL || PyObject_SetAttr(fp->reassembler, str_held, number) < 0) {
-        Py_XDECREF(number);
+    if (number == NULL) {
         Py_DECREF(streams);
         return -1;
     }
+    keep(place_of(fp->reassembler, fp->reassembler_offsets[RA_HELD]), number);
     Py_DECREF(number);
     key = PyLong_FromVoidPtr(stream); /* id(stream) */
     if (key == NULL) {
@@ -1891,17 +1916,20 @@ static int fin_ends(FastPath *fp, PyObject *flow, int to_server, uint32_t fin)
         return 0; /* a gap before the FIN: the bytes to fill it may come yet */
     /* Reassembler.close(stream): nothing is held out of order */
     Py_INCREF(stream);
-    streams = PyObject_GetAttr(fp->reassembler, str__streams);
+    streams = reassembler_slot(fp, RA_STREAMS);
     key = streams == NULL ? NULL : PyLong_FromVoidPtr(stream);
     known = key == NULL ? -1 : PyDict_Contains(streams, key);
     if (known > 0) {
         known = PyObject_DelItem(streams, key);
-        total = known < 0 ? -1 : attr_ssize(fp->reassembler, str_held);
+        total = known < 0 ? -1 : reassembler_ssize(fp, RA_HELD);
         if (total == -1 && PyErr_Occurred()) {
             known = -1;
         } else if (known == 0) {
             value = PyLong_FromSsize_t(total - have);
-            known = value == NULL ? -1 : PyObject_SetAttr(fp->reassembler, str_held, value);
+            if (value == NULL)
+                known = -1;
+            else
+                keep(place_of(fp->reassembler, fp->reassembler_offsets[RA_HELD]), value);
             Py_XDECREF(value);
         }
     }
@@ -6293,6 +6321,10 @@ static PyObject *FastPath_scan_path(FastPath *fp, PyObject *const *args, Py_ssiz
         depth = attr_ssize(args[2], str_depth);
         if (depth == -1 && PyErr_Occurred())
             return NULL;
+        if (slot_offsets((PyObject *)Py_TYPE(args[2]), "reassembler", reassembler_slot_names,
+                         RA_COUNT, fp->reassembler_offsets)
+            < 0)
+            return NULL;
     }
     keep(&fp->segment, args[0]);
     keep(&fp->outer, args[1]);
@@ -6512,9 +6544,8 @@ PyMODINIT_FUNC PyInit__fastpath(void)
         || intern(&str_pending, "pending") < 0 || intern(&str_data, "data") < 0
         || intern(&str_scanned, "scanned") < 0
         || intern(&str_grew, "grew") < 0 || intern(&str_errors, "errors") < 0
-        || intern(&str_depth, "depth") < 0 || intern(&str_held, "held") < 0
-        || intern(&str_max_bytes, "max_bytes") < 0 || intern(&str__streams, "_streams") < 0
-        || intern(&str_patterns, "patterns") < 0 || intern(&str__current, "_current") < 0
+        || intern(&str_depth, "depth") < 0 || intern(&str_patterns, "patterns") < 0
+        || intern(&str__current, "_current") < 0
         || intern(&str__request, "_request") < 0)
         return NULL;
     if (intern(&str_headers, "headers") < 0 || intern(&str_host, "host") < 0

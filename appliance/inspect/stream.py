@@ -73,7 +73,18 @@ class StreamDirection:
 
 class Reassembler:
     """The streams of all flows share one bound on the bytes held out of order and one on
-    the bytes held in order."""
+    the bytes held in order. (Slots: the compiled fast path reads and writes ``held``,
+    ``max_bytes`` and ``_streams`` in place.)"""
+
+    __slots__ = (
+        "_holders",
+        "_streams",
+        "depth",
+        "held",
+        "max_bytes",
+        "max_pending",
+        "pending_bytes",
+    )
 
     def __init__(
         self,

@@ -1136,6 +1136,9 @@ def test_scan_path_odd_arguments_and_shapes() -> None:
     fast.scan_path(len, None, None, StreamDirection, len)
     with pytest.raises(AttributeError):  # a reassembler without a depth
         fast.scan_path(len, len, object(), StreamDirection, len)
+    loose = type("Loose", (), {"depth": 100, "held": 0, "max_bytes": 1, "_streams": {}})
+    with pytest.raises(TypeError):  # its accounts not in slots
+        fast.scan_path(len, len, loose(), StreamDirection, len)
     frames = scanned_frames(9, flows=12, disorder=0.0, pieces=FILLER)
     got, want = run(compiled, frames[:200]), run(twin, frames[:200])
     assert got == want
