@@ -185,6 +185,8 @@ typedef struct {
 } GroupInfo;
 
 #define GROUP_CACHE 64
+#define KEY_BITS 11
+#define KEY_CACHE (1 << KEY_BITS) /* flow keys kept for the index's look-ups (flow_key()) */
 
 typedef struct {
     PyObject_HEAD
@@ -248,6 +250,7 @@ typedef struct {
     int pools_any;
     Py_ssize_t stat_offsets[2]; /* Stats.packets, Stats.fast: counted by take() */
     GroupInfo groups[GROUP_CACHE]; /* by the group's address */
+    PyObject **keys; /* KEY_CACHE flow keys made before (flow_key()), NULL until the first */
     PyObject *made_plans;          /* the engine's _plans: what an embryo hatches into */
     int sizes; /* stream sizes are followed: a hatched flow starts them, fast_tcp counts */
     int make_flows;                /* flows are made here (flow_offsets) */
@@ -2553,6 +2556,34 @@ done:
 
 /* ---- the flow's time and place ------------------------------------------------------- */
 
+/* The 12-byte flow key at raw (addresses and ports) as a bytes object, a new reference: the
+ * one made for the same bytes before while it keeps its place in a small cache (by a hash
+ * of the bytes), so that the index's look-up finds its hash already computed, and no key
+ * is made for each packet. (Bytes never change: a key kept stays right for its bytes; the
+ * index is looked up each time as before.) NULL on error. */
+static PyObject *flow_key(FastPath *fp, const unsigned char *raw)
+{
+    uint64_t low;
+    uint32_t high;
+    PyObject **place, *key;
+    if (fp->keys == NULL) {
+        fp->keys = PyMem_Calloc(KEY_CACHE, sizeof(PyObject *));
+        if (fp->keys == NULL)
+            return PyErr_NoMemory();
+    }
+    memcpy(&low, raw, 8);
+    memcpy(&high, raw + 8, 4);
+    low = (low ^ ((uint64_t)high << 29) ^ high) * 0x9E3779B97F4A7C15ull;
+    place = &fp->keys[low >> (64 - KEY_BITS)];
+    key = *place;
+    if (key != NULL && memcmp(PyBytes_AS_STRING(key), raw, 12) == 0)
+        return Py_NewRef(key);
+    key = PyBytes_FromStringAndSize((const char *)raw, 12);
+    if (key != NULL)
+        Py_XSETREF(*place, Py_NewRef(key));
+    return key;
+}
+
 /* flow.last_ts = ts, the direction's counter, and the LRU refresh at most once a second. */
 static int touch(FastPath *fp, PyObject *flow, PyObject *ts_obj, double ts, int to_server)
 {
@@ -2641,7 +2672,7 @@ static int fast_tcp(FastPath *fp, PyObject *ts_obj, double ts, PyObject *bytes, 
     Py_ssize_t offset, start, size;
     double last;
 
-    key = PyBytes_FromStringAndSize((const char *)data + ip + 12, 12);
+    key = flow_key(fp, data + ip + 12);
     if (key == NULL)
         return -1;
     flow = PyDict_GetItemWithError(fp->index, key);
@@ -6289,6 +6320,12 @@ static void FastPath_dealloc(FastPath *fp)
     PyMem_Free(fp->addr_starts);
     PyMem_Free(fp->port_starts);
     PyMem_Free(fp->pools);
+    if (fp->keys != NULL) {
+        int i;
+        for (i = 0; i < KEY_CACHE; i++)
+            Py_XDECREF(fp->keys[i]);
+        PyMem_Free(fp->keys);
+    }
     Py_TYPE(fp)->tp_free((PyObject *)fp);
 }
 
