@@ -305,8 +305,8 @@ static inline PyObject *plus_one(PyObject *value)
     return PyNumber_Add(value, one);
 }
 
-/* Whether a str (exact) is the ASCII name of ``size`` characters: its length first, so
- * an application protocol's name of another length costs no comparison. */
+/* Whether a str is the ASCII name of ``size`` characters: its length first, so that an
+ * application protocol's name of another length costs no comparison. */
 static inline int str_is(PyObject *text, const char *name, Py_ssize_t size)
 {
     return PyUnicode_GET_LENGTH(text) == size && PyUnicode_KIND(text) == PyUnicode_1BYTE_KIND
@@ -1813,13 +1813,12 @@ static PyObject *reassembler_slot(FastPath *fp, int which)
 /* An int slot of the reassembler; -1 with an error set on failure. */
 static Py_ssize_t reassembler_ssize(FastPath *fp, int which)
 {
-    PyObject *value = reassembler_slot(fp, which);
-    Py_ssize_t number;
-    if (value == NULL)
+    PyObject *value = *place_of(fp->reassembler, fp->reassembler_offsets[which]);
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, reassembler_slot_names[which]);
         return -1;
-    number = PyLong_AsSsize_t(value);
-    Py_DECREF(value);
-    return number;
+    }
+    return PyLong_AsSsize_t(value); /* (it reads an int's digits: no Python code runs) */
 }
 
 /* Reassembler.grew(stream, have, errors) for a direction grown by size bytes: its common
