@@ -346,11 +346,10 @@ static int increment(FastPath *fp, PyObject *flow, int which)
     return 0;
 }
 
-/* The engine's Stats.packets and .fast are counted here (counted[0], counted[1]) until
- * flush_stats() adds them to its slots (the engine's stats does, before it is read): an int
- * object made for each packet cost more than the rest of a bulk segment's way. */
-
-/* The counts since the last flush added to the Stats' slots; 0, -1 (the counts kept). */
+/* The counts since the last flush added to the Stats' slots; 0, -1 (the counts kept). The
+ * engine's Stats.packets and .fast are counted here (counted[0], counted[1]) until then
+ * (flush_stats(), which the engine's stats calls before it is read): an int object made
+ * for each packet cost more than the rest of a bulk segment's way. */
 static int flush_counts(FastPath *fp)
 {
     int which;
@@ -1799,26 +1798,26 @@ static Py_ssize_t attr_ssize(PyObject *obj, PyObject *name)
     return number;
 }
 
-/* A slot of the reassembler (a new reference), NULL with AttributeError where unset. */
+/* A slot of the reassembler (borrowed; NULL with AttributeError where unset), and its
+ * setting. */
 static PyObject *reassembler_slot(FastPath *fp, int which)
 {
     PyObject *value = *place_of(fp->reassembler, fp->reassembler_offsets[which]);
-    if (value == NULL) {
+    if (value == NULL)
         PyErr_SetString(PyExc_AttributeError, reassembler_slot_names[which]);
-        return NULL;
-    }
-    return Py_NewRef(value);
+    return value;
+}
+
+static inline void set_reassembler_slot(FastPath *fp, int which, PyObject *value)
+{
+    keep(place_of(fp->reassembler, fp->reassembler_offsets[which]), value);
 }
 
 /* An int slot of the reassembler; -1 with an error set on failure. */
 static Py_ssize_t reassembler_ssize(FastPath *fp, int which)
 {
-    PyObject *value = *place_of(fp->reassembler, fp->reassembler_offsets[which]);
-    if (value == NULL) {
-        PyErr_SetString(PyExc_AttributeError, reassembler_slot_names[which]);
-        return -1;
-    }
-    return PyLong_AsSsize_t(value); /* (it reads an int's digits: no Python code runs) */
+    PyObject *value = reassembler_slot(fp, which);
+    return value == NULL ? -1 : PyLong_AsSsize_t(value); /* (no Python code runs) */
 }
 
 /* Reassembler.grew(stream, have, errors) for a direction grown by size bytes: its common
@@ -1832,7 +1831,7 @@ static int stream_grew(FastPath *fp, PyObject *stream, Py_ssize_t have, Py_ssize
         return -1;
     if ((most = reassembler_ssize(fp, RA_MAX_BYTES)) == -1 && PyErr_Occurred())
         return -1;
-    if ((streams = reassembler_slot(fp, RA_STREAMS)) == NULL)
+    if ((streams = Py_XNewRef(reassembler_slot(fp, RA_STREAMS))) == NULL)
         return -1;
     if (held + size > most || !PyDict_Check(streams)) { /* (an OrderedDict) */
         PyObject *errors = PyObject_GetAttr(fp->stats, str_errors);
@@ -1854,7 +1853,7 @@ static int stream_grew(FastPath *fp, PyObject *stream, Py_ssize_t have, Py_ssize
         Py_DECREF(streams);
         return -1;
     }
-    keep(place_of(fp->reassembler, fp->reassembler_offsets[RA_HELD]), number);
+    set_reassembler_slot(fp, RA_HELD, number);
     Py_DECREF(number);
     key = PyLong_FromVoidPtr(stream); /* id(stream) */
     if (key == NULL) {
@@ -1918,7 +1917,7 @@ static int fin_ends(FastPath *fp, PyObject *flow, int to_server, uint32_t fin)
         return 0; /* a gap before the FIN: the bytes to fill it may come yet */
     /* Reassembler.close(stream): nothing is held out of order */
     Py_INCREF(stream);
-    streams = reassembler_slot(fp, RA_STREAMS);
+    streams = Py_XNewRef(reassembler_slot(fp, RA_STREAMS));
     key = streams == NULL ? NULL : PyLong_FromVoidPtr(stream);
     known = key == NULL ? -1 : PyDict_Contains(streams, key);
     if (known > 0) {
@@ -1931,7 +1930,7 @@ static int fin_ends(FastPath *fp, PyObject *flow, int to_server, uint32_t fin)
             if (value == NULL)
                 known = -1;
             else
-                keep(place_of(fp->reassembler, fp->reassembler_offsets[RA_HELD]), value);
+                set_reassembler_slot(fp, RA_HELD, value);
             Py_XDECREF(value);
         }
     }
@@ -4448,13 +4447,13 @@ static PyObject *FastPath_new_flow_path(FastPath *fp, PyObject *args, PyObject *
             fp->make_flows = 1;
         PyErr_Clear();
     }
-    if (slot_offsets((PyObject *)Py_TYPE(stats), "stats", stat_names, 2, fp->stat_offsets) < 0
+    /* the counts of the Stats before added to it, at its own slots' offsets */
+    if ((fp->stats != NULL && flush_counts(fp) < 0)
+        || slot_offsets((PyObject *)Py_TYPE(stats), "stats", stat_names, 2, fp->stat_offsets) < 0
         || segments(addr, &fp->addr_starts, &fp->addr_count, &fp->addr_bits) < 0
         || segments(ports, &fp->port_starts, &fp->port_count, &fp->port_bits) < 0)
         return NULL;
     keep(&fp->table, table);
-    if (fp->stats != NULL && flush_counts(fp) < 0) /* (the counts of the Stats before) */
-        return NULL;
     keep(&fp->stats, stats);
     keep(&fp->hellos, hellos);
     keep(&fp->plans, plans);
